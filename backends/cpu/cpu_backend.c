@@ -1,0 +1,257 @@
+/*
+ * backends/cpu/cpu_backend.c — the built-in CPU backend: one device (this machine),
+ * host-memory buffers, streams that run their work in order in the calling thread
+ * with the thread pool doing the parallel part.
+ *
+ * Ops land one per file (cpu_<op>.c) as their issues land; until then their slots
+ * answer KP_ERR_UNSUPPORTED naming the op.
+ */
+#include "cpu_internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CPU_BUFFER_ALIGN 64 /* one cache line and one AVX-512 vector */
+
+static const kp_backend_iface cpu_iface;
+static const kp_host_services *g_host; /* borrowed, set by init */
+
+/* ---- init and device ---- */
+
+static int default_threads(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* opt->cpu_threads, else KPORT_NUM_THREADS, else the cores this process may use. */
+static int thread_count(const kp_init_options *opt) {
+    if (opt && opt->cpu_threads > 0) return opt->cpu_threads;
+    const char *env = getenv("KPORT_NUM_THREADS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (*end == '\0' && n >= 1 && n <= 4096) return (int)n;
+        g_host->log("KPORT_NUM_THREADS='%s' is not a thread count in 1..4096; using all cores", env);
+    }
+    return default_threads();
+}
+
+static void cpu_model_name(char *out, size_t n) {
+    snprintf(out, n, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0) continue;
+        char *colon = strchr(line, ':');
+        if (!colon) break;
+        colon += 1 + strspn(colon + 1, " \t");
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(out, n, "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
+static void fill_info(kp_backend_state *b) {
+    const cpu_features *f = cpu_detect();
+    kp_device_info *i = &b->info;
+    memset(i, 0, sizeof *i);
+    cpu_model_name(i->name, sizeof i->name);
+    snprintf(i->vendor, sizeof i->vendor, "%s", f->vendor[0] ? f->vendor : "unknown");
+#if defined(__x86_64__)
+    snprintf(i->arch, sizeof i->arch, "x86-64 %s", cpu_simd_name(b->simd));
+#elif defined(__aarch64__)
+    snprintf(i->arch, sizeof i->arch, "aarch64 %s", cpu_simd_name(b->simd));
+#else
+    snprintf(i->arch, sizeof i->arch, "%s", cpu_simd_name(b->simd));
+#endif
+    snprintf(i->driver, sizeof i->driver, "kport cpu backend, %d threads", cpu_pool_threads(b->pool));
+    i->kind = KP_DEVICE_CPU;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    i->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    i->compute_units = cpu_pool_threads(b->pool);
+    i->subgroup_size = b->simd >= CPU_SIMD_AVX512 ? 16 : b->simd == CPU_SIMD_AVX2 ? 8 : 1;
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    i->local_mem_bytes = l2 > 0 ? (uint64_t)l2 : 0;
+    i->caps = KP_CAP_UNIFIED_MEMORY;
+    if (b->simd >= CPU_SIMD_AVX512_BF16) i->caps |= KP_CAP_BF16;
+    if (f->avx512_fp16 && b->simd >= CPU_SIMD_AVX512) i->caps |= KP_CAP_F16;
+    if (f->amx) i->caps |= KP_CAP_MATRIX_UNITS;
+}
+
+static kp_status cpu_init(const kp_host_services *host, const kp_init_options *opt, kp_backend_state **out,
+                          char *reason, size_t reason_len) {
+    g_host = host;
+    *out = NULL;
+    kp_backend_state *b = calloc(1, sizeof *b);
+    kp_status st = b ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    if (st == KP_OK) {
+        b->host = host;
+        b->simd = cpu_simd_active();
+        b->kernels = cpu_kernels_for(b->simd);
+        st = cpu_pool_create(thread_count(opt), &b->pool);
+    }
+    if (st == KP_OK) {
+        fill_info(b);
+        *out = b;
+        return KP_OK;
+    }
+    snprintf(reason, reason_len, "out of host memory while starting the CPU backend");
+    free(b);
+    return st;
+}
+
+static void cpu_shutdown(kp_backend_state *b) {
+    cpu_pool_destroy(b->pool);
+    free(b);
+}
+
+static int cpu_device_count(kp_backend_state *b) { return b ? 1 : 0; }
+
+static kp_status cpu_device_info(kp_backend_state *b, int index, kp_device_info *out) {
+    if (index != 0) return g_host->set_error(KP_ERR_INVALID_ARGUMENT, "cpu: device %d does not exist", index);
+    *out = b->info;
+    return KP_OK;
+}
+
+static kp_status cpu_device_open(kp_backend_state *b, int index, void **out_impl) {
+    (void)index;
+    *out_impl = b; /* the one device is the backend itself */
+    return KP_OK;
+}
+
+static void cpu_device_close(void *dev_impl) { (void)dev_impl; }
+
+/* ---- streams ---- */
+
+static kp_status cpu_stream_create(kp_device *d, void **out_impl) {
+    (void)d;
+    cpu_stream *s = calloc(1, sizeof *s);
+    if (!s) return g_host->set_error(KP_ERR_OUT_OF_MEMORY, "cpu: out of host memory for a stream");
+    pthread_mutex_init(&s->lock, NULL);
+    *out_impl = s;
+    return KP_OK;
+}
+
+/* Work runs to completion inside each call, so there is never anything to wait for;
+ * taking the lock waits for a call in flight on another thread. */
+static kp_status cpu_stream_sync(kp_stream *s) {
+    cpu_stream *cs = s->impl;
+    pthread_mutex_lock(&cs->lock);
+    pthread_mutex_unlock(&cs->lock);
+    return KP_OK;
+}
+
+static void cpu_stream_destroy(kp_stream *s) {
+    cpu_stream *cs = s->impl;
+    pthread_mutex_destroy(&cs->lock);
+    free(cs);
+}
+
+/* ---- buffers ---- */
+
+static kp_status cpu_buffer_alloc(kp_device *d, size_t bytes, void **out_impl) {
+    (void)d;
+    cpu_buffer *b = calloc(1, sizeof *b);
+    size_t rounded = (bytes + CPU_BUFFER_ALIGN - 1) / CPU_BUFFER_ALIGN * CPU_BUFFER_ALIGN;
+    if (!b || rounded < bytes || posix_memalign((void **)&b->data, CPU_BUFFER_ALIGN, rounded) != 0) {
+        free(b);
+        return g_host->set_error(KP_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes of host memory", bytes);
+    }
+    *out_impl = b;
+    return KP_OK;
+}
+
+static kp_status cpu_buffer_wrap(kp_device *d, void *native, size_t bytes, void **out_impl) {
+    (void)d;
+    (void)bytes;
+    cpu_buffer *b = calloc(1, sizeof *b);
+    if (!b) return g_host->set_error(KP_ERR_OUT_OF_MEMORY, "cpu: out of host memory");
+    b->data = native;
+    *out_impl = b;
+    return KP_OK;
+}
+
+static void cpu_buffer_free(kp_buffer *buf) {
+    cpu_buffer *b = buf->impl;
+    if (!(buf->flags & KP_BUFFER_WRAPPED)) free(b->data);
+    free(b);
+}
+
+static kp_status cpu_buffer_write(kp_stream *s, kp_buffer *dst, size_t off, const void *src, size_t n) {
+    cpu_stream *cs = s->impl;
+    pthread_mutex_lock(&cs->lock);
+    memcpy(cpu_buffer_data(dst) + off, src, n);
+    pthread_mutex_unlock(&cs->lock);
+    return KP_OK;
+}
+
+static kp_status cpu_buffer_read(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n) {
+    cpu_stream *cs = s->impl;
+    pthread_mutex_lock(&cs->lock);
+    memcpy(dst, cpu_buffer_data(src) + off, n);
+    pthread_mutex_unlock(&cs->lock);
+    return KP_OK;
+}
+
+static kp_status cpu_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
+                                 size_t src_off, size_t n) {
+    cpu_stream *cs = s->impl;
+    pthread_mutex_lock(&cs->lock);
+    /* memmove: wrapped buffers may alias the same host memory */
+    memmove(cpu_buffer_data(dst) + dst_off, cpu_buffer_data(src) + src_off, n);
+    pthread_mutex_unlock(&cs->lock);
+    return KP_OK;
+}
+
+/* ---- ops ---- */
+
+static kp_status cpu_unsupported(kp_op op, kp_stream *s, const void *p, int dry_run) {
+    (void)s;
+    (void)p;
+    (void)dry_run;
+    return g_host->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
+                             kp_backend_op_name(op));
+}
+
+static const kp_backend_iface cpu_iface = {
+    .abi_version = KP_BACKEND_ABI_VERSION,
+    .struct_size = sizeof(kp_backend_iface),
+    .name = "cpu",
+    .description = "built-in CPU backend (pthreads, run-time SIMD dispatch)",
+    .init = cpu_init,
+    .shutdown = cpu_shutdown,
+    .device_count = cpu_device_count,
+    .device_info = cpu_device_info,
+    .device_open = cpu_device_open,
+    .device_close = cpu_device_close,
+    .stream_create = cpu_stream_create,
+    .stream_sync = cpu_stream_sync,
+    .stream_destroy = cpu_stream_destroy,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_wrap = cpu_buffer_wrap,
+    .buffer_free = cpu_buffer_free,
+    .buffer_write = cpu_buffer_write,
+    .buffer_read = cpu_buffer_read,
+    .buffer_copy = cpu_buffer_copy,
+    .dlpack_device_type = 1, /* kDLCPU */
+    .ops = {
+        [KP_OP_ATTENTION_PREFILL] = cpu_unsupported,
+        [KP_OP_ATTENTION_DECODE] = cpu_unsupported,
+        [KP_OP_MLA_DECODE] = cpu_unsupported,
+        [KP_OP_MOE_GATE] = cpu_unsupported,
+        [KP_OP_MOE_ALIGN] = cpu_unsupported,
+        [KP_OP_GROUPED_GEMM] = cpu_unsupported,
+        [KP_OP_MOE_COMBINE] = cpu_unsupported,
+        [KP_OP_MOE_FORWARD] = cpu_unsupported,
+    },
+};
+
+const kp_backend_iface *kp_cpu_backend_iface(void) { return &cpu_iface; }

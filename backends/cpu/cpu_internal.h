@@ -1,0 +1,74 @@
+/*
+ * backends/cpu/cpu_internal.h — what the CPU backend's files share.
+ */
+#ifndef KPORT_CPU_INTERNAL_H
+#define KPORT_CPU_INTERNAL_H
+
+#include "backend.h"
+#include <pthread.h>
+#include <stdbool.h>
+
+/* ---- thread pool (cpu_threads.c) ---- */
+typedef struct cpu_pool cpu_pool;
+/* fn runs over [begin, end) chunks of [0, n); chunks are at least grain long. */
+typedef void (*cpu_range_fn)(void *ctx, int64_t begin, int64_t end);
+kp_status cpu_pool_create(int threads, cpu_pool **out);
+void cpu_pool_destroy(cpu_pool *p);
+int cpu_pool_threads(const cpu_pool *p);
+/* Runs fn on all threads and returns when every chunk is done. One job at a time:
+ * concurrent callers (several streams) take turns. */
+void cpu_pool_parallel_for(cpu_pool *p, int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
+
+/* ---- SIMD level chosen at run time from cpuid (cpu_simd.c) ---- */
+typedef enum cpu_simd_level {
+    CPU_SIMD_PORTABLE = 0,
+    CPU_SIMD_AVX2 = 1,       /* AVX2 + FMA + F16C */
+    CPU_SIMD_AVX512 = 2,     /* AVX-512 F/BW/VL/DQ */
+    CPU_SIMD_AVX512_BF16 = 3 /* + AVX512_BF16 */
+} cpu_simd_level;
+
+typedef struct cpu_features {
+    bool avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_fp16, amx;
+    cpu_simd_level best;     /* what the CPU and OS support */
+    char vendor[16];
+} cpu_features;
+
+const cpu_features *cpu_detect(void);
+/* The level in use: the best supported, lowered by KPORT_CPU_SIMD=portable|avx2|avx512. */
+cpu_simd_level cpu_simd_active(void);
+const char *cpu_simd_name(cpu_simd_level l);
+
+/* Kernels with one implementation per SIMD level; the table for a level falls back to
+ * the next lower level for anything it does not specialise. */
+typedef struct cpu_kernels {
+    /* Storage dtype <-> f32. bf16 stores round to nearest even; NaN stays NaN. */
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+    void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
+} cpu_kernels;
+
+const cpu_kernels *cpu_kernels_for(cpu_simd_level l);
+
+/* ---- backend objects (cpu_backend.c) ---- */
+struct kp_backend_state {
+    const kp_host_services *host; /* borrowed */
+    cpu_pool *pool;               /* owned */
+    const cpu_kernels *kernels;   /* static */
+    cpu_simd_level simd;
+    kp_device_info info;
+};
+
+typedef struct cpu_stream {
+    pthread_mutex_t lock; /* ops on one stream run in order, one at a time */
+} cpu_stream;
+
+typedef struct cpu_buffer {
+    unsigned char *data; /* owned unless the kp_buffer is wrapped */
+} cpu_buffer;
+
+static inline unsigned char *cpu_buffer_data(const kp_buffer *b) {
+    return ((const cpu_buffer *)b->impl)->data;
+}
+
+#endif /* KPORT_CPU_INTERNAL_H */

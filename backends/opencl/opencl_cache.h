@@ -1,0 +1,49 @@
+/*
+ * backends/opencl/opencl_cache.h — the on-disk kernel-binary cache.
+ *
+ * One file per (source, build options, device, driver, platform):
+ *     <cache dir>/opencl-<key as 16 hex digits>.bin
+ * laid out as
+ *     offset  0  magic "KPOCLBIN"            8 bytes
+ *             8  format version (1)          u32
+ *            12  key text length             u32
+ *            16  key (FNV-1a 64)             u64
+ *            24  payload length              u64
+ *            32  checksum (FNV-1a 64 of key text + payload)  u64
+ *            40  key text, then the payload (the driver's program binary)
+ * in the host's byte order (a cache belongs to one machine). The key text — options,
+ * device, driver, platform and the source's own hash, spelled out — is compared on
+ * load, so a 64-bit collision reads as a miss, never as the wrong binary.
+ *
+ * Files are written to a temporary name in the same directory, fsync'd, then renamed
+ * over the final name: readers see the old file or the new one, never half of one.
+ */
+#ifndef KPORT_OPENCL_CACHE_H
+#define KPORT_OPENCL_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kport.h"
+
+#define KP_FNV1A64_INIT 0xcbf29ce484222325ull
+
+uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n);
+
+/* The cache directory, or NULL when there is none (the cache is then skipped). */
+const char *kp_ocl_cache_dir(void);
+
+typedef enum kp_ocl_cache_result {
+    KP_OCL_CACHE_HIT = 0,
+    KP_OCL_CACHE_MISS = 1,    /* no file */
+    KP_OCL_CACHE_CORRUPT = 2, /* bad magic/version/length/checksum/key: file removed */
+} kp_ocl_cache_result;
+
+/* On a hit *payload is malloc'd (caller frees). why: what was wrong, for the log. */
+kp_ocl_cache_result kp_ocl_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
+                                      size_t *len, char *why, size_t why_len);
+/* Atomic write; KP_ERR_IO with the reason set through the host on failure. */
+kp_status kp_ocl_cache_store(const char *dir, const char *path, uint64_t key, const char *keytext,
+                             const void *payload, size_t len);
+
+#endif /* KPORT_OPENCL_CACHE_H */

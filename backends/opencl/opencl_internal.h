@@ -1,0 +1,102 @@
+/*
+ * backends/opencl/opencl_internal.h — types shared by the OpenCL backend's files.
+ *
+ * Not installed, not part of any ABI: the plugin's own files, the op files to come,
+ * and tests/test_opencl.c (which links the same objects, see meson.build) include it.
+ */
+#ifndef KPORT_OPENCL_INTERNAL_H
+#define KPORT_OPENCL_INTERNAL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <pthread.h>
+
+#include "backend.h"
+
+/* NVIDIA's cl_nv_device_attribute_query, AMD's cl_amd_device_attribute_query and
+ * Intel's subgroup query, defined here so the plugin builds with any CL headers. */
+#define KP_CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV 0x4000
+#define KP_CL_DEVICE_COMPUTE_CAPABILITY_MINOR_NV 0x4001
+#define KP_CL_DEVICE_WARP_SIZE_NV 0x4003
+#define KP_CL_DEVICE_WAVEFRONT_WIDTH_AMD 0x4043
+#define KP_CL_DEVICE_SUB_GROUP_SIZES_INTEL 0x4108
+#define KP_CL_DEVICE_IL_VERSION 0x105B /* OpenCL 2.1 */
+
+/* One enumerated device: what init found, kept for the backend's lifetime. */
+typedef struct kp_ocl_device_desc {
+    cl_platform_id platform;
+    cl_device_id id;
+    kp_device_info info;
+    char platform_name[128];
+    char platform_version[128];
+    char device_version[128];
+    int has_inline_ptx; /* NVIDIA platform: build with -DKP_HAS_INLINE_PTX */
+    int has_spirv_il;   /* CL_DEVICE_IL_VERSION names SPIR-V */
+} kp_ocl_device_desc;
+
+struct kp_backend_state {
+    const kp_host_services *host; /* borrowed: the core's */
+    kp_ocl_device_desc *devices;  /* owned */
+    int device_count;
+};
+
+typedef enum kp_ocl_origin {
+    KP_OCL_FROM_MEMORY = 0, /* this device already built it */
+    KP_OCL_FROM_DISK = 1,   /* binary from the on-disk cache */
+    KP_OCL_FROM_SOURCE = 2, /* compiled now */
+} kp_ocl_origin;
+
+typedef struct kp_ocl_cache_stats {
+    int memory_hits, disk_hits, source_builds;
+    int disk_rejected; /* corrupt, stale or unloadable entries removed */
+    int disk_writes;
+} kp_ocl_cache_stats;
+
+typedef struct kp_ocl_program_entry kp_ocl_program_entry;
+
+/* An open device: the impl behind kp_device. */
+typedef struct kp_ocl_device {
+    kp_ocl_device_desc desc;       /* copied: outlives nothing */
+    cl_context context;            /* owned */
+    pthread_mutex_t lock;          /* guards programs and stats */
+    kp_ocl_program_entry *programs; /* owned: built programs, newest first */
+    kp_ocl_cache_stats stats;
+} kp_ocl_device;
+
+/* ---- opencl_status.c ---- */
+
+/* The host services of the running backend (set by init); never NULL after init. */
+const kp_host_services *kp_ocl_host(void);
+void kp_ocl_set_host(const kp_host_services *host);
+/* "CL_OUT_OF_RESOURCES"; "CL_UNKNOWN_ERROR" for codes this file does not know. */
+const char *kp_ocl_error_name(cl_int err);
+kp_status kp_ocl_status(cl_int err);
+/* Records "OpenCL error CL_X (-5) in <call>" and returns the mapped status. */
+kp_status kp_ocl_fail(cl_int err, const char *call);
+
+/* ---- opencl_buffer.c (vtable slots) ---- */
+
+kp_status kp_ocl_buffer_alloc(kp_device *d, size_t bytes, void **out_impl);
+kp_status kp_ocl_buffer_wrap(kp_device *d, void *native, size_t bytes, void **out_impl);
+void kp_ocl_buffer_free(kp_buffer *b);
+kp_status kp_ocl_buffer_write(kp_stream *s, kp_buffer *dst, size_t off, const void *src, size_t n);
+kp_status kp_ocl_buffer_read(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n);
+kp_status kp_ocl_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
+                             size_t src_off, size_t n);
+
+/* The cl_mem / cl_command_queue behind core objects. */
+static inline cl_mem kp_ocl_mem(const kp_buffer *b) { return (cl_mem)b->impl; }
+static inline cl_command_queue kp_ocl_queue(const kp_stream *s) { return (cl_command_queue)s->impl; }
+static inline kp_ocl_device *kp_ocl_dev(const kp_device *d) { return (kp_ocl_device *)d->impl; }
+
+/* ---- opencl_program.c ---- */
+
+/* Frees every cached program of d (at device close). */
+void kp_ocl_programs_release(kp_ocl_device *d);
+
+/* ---- opencl_backend.c ---- */
+
+/* The backend's vtable (the plugin entry returns it; tests call it directly). */
+const kp_backend_iface *kp_ocl_backend_iface(void);
+
+#endif /* KPORT_OPENCL_INTERNAL_H */

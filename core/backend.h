@@ -1,0 +1,133 @@
+/*
+ * core/backend.h — the versioned interface between the kport core and a backend.
+ *
+ * A backend is one kp_backend_iface. The CPU backend is linked into libkport; every
+ * other backend is a plugin (libkport-<name>.so) exporting one entry function:
+ *
+ *     const kp_backend_iface *kport_backend_entry(uint32_t core_abi_version);
+ *
+ * The core passes the highest ABI version it understands and refuses an iface whose
+ * abi_version differs, printing both numbers. No slot may be NULL: a backend that
+ * lacks an op points the slot at a function returning KP_ERR_UNSUPPORTED (see
+ * kp_backend_unsupported_op below).
+ *
+ * Ownership: the core owns kp_device/kp_stream/kp_buffer (defined here so a backend
+ * can read its own impl pointers back out of op params); each holds the backend's
+ * opaque impl, created and destroyed through the vtable.
+ */
+#ifndef KPORT_CORE_BACKEND_H
+#define KPORT_CORE_BACKEND_H
+
+#include "kport.h"
+#include <stdarg.h>
+
+#define KP_BACKEND_ABI_VERSION 1u
+#define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
+
+typedef struct kp_backend_iface kp_backend_iface;
+
+/* Services the core lends a backend at init; valid until shutdown. */
+typedef struct kp_host_services {
+    uint32_t abi_version;
+    /* Records a message for kp_last_error() on this thread and returns st. */
+    kp_status (*set_error)(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    /* Prepends context to the current message ("while building attention_prefill: ..."). */
+    kp_status (*add_context)(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    /* Debug log, printed when KPORT_LOG=1. */
+    void (*log)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+    /* The kernel-binary cache dir (KPORT_CACHE_DIR or $XDG_CACHE_HOME/kport or
+     * ~/.cache/kport), created with mode 0700; NULL if none could be made. */
+    const char *(*cache_dir)(void);
+    /* Looks up a tuning value (see core/tuning.h); returns def when none is set. */
+    int64_t (*tuning_get)(const kp_device_info *dev, const char *kernel, const char *param,
+                          int64_t def);
+} kp_host_services;
+
+/* Opaque backend-side objects. */
+typedef struct kp_backend_state kp_backend_state;
+
+struct kp_device {
+    const kp_backend_iface *iface; /* borrowed */
+    kp_backend_state *backend;     /* borrowed */
+    void *impl;                    /* owned through iface->device_close */
+    kp_device_info info;
+    int global_index;
+    struct kp_stream *default_stream; /* for NULL-stream copies; owned */
+};
+
+struct kp_stream {
+    kp_device *device; /* borrowed */
+    void *impl;        /* owned through iface->stream_destroy */
+};
+
+#define KP_BUFFER_WRAPPED 0x1u
+
+struct kp_buffer {
+    kp_device *device; /* borrowed */
+    void *impl;        /* owned through iface->buffer_free (wrapped: only the wrapper) */
+    size_t size;
+    uint32_t flags;
+};
+
+/* Ops reach a backend after the core validated every argument (shapes, dtypes,
+ * bounds, devices, aliasing). dry_run != 0: answer "supported?" with the same
+ * selector that would pick the kernel, launch nothing, write nothing. A backend
+ * without an op points its slot at a stub that reports KP_ERR_UNSUPPORTED naming op
+ * and backend (kp_backend_op_name below gives the op's name without linking libkport). */
+typedef kp_status (*kp_op_fn)(kp_op op, kp_stream *s, const void *params, int dry_run);
+
+struct kp_backend_iface {
+    /* header: stable across ABI versions */
+    uint32_t abi_version;
+    uint32_t struct_size;
+    const char *name;        /* "cuda" */
+    const char *description; /* "NVIDIA CUDA driver API (libcuda.so.1, dlopen'd)" */
+    const void *reserved[4];  /* zero */
+
+    /* Returns KP_OK and the state when the vendor runtime was found (even with zero
+     * devices); otherwise an error, with the reason written into reason. */
+    kp_status (*init)(const kp_host_services *host, const kp_init_options *opt,
+                      kp_backend_state **out, char *reason, size_t reason_len);
+    void (*shutdown)(kp_backend_state *b);
+    int (*device_count)(kp_backend_state *b);
+    kp_status (*device_info)(kp_backend_state *b, int index, kp_device_info *out);
+    kp_status (*device_open)(kp_backend_state *b, int index, void **out_impl);
+    void (*device_close)(void *dev_impl);
+
+    kp_status (*stream_create)(kp_device *d, void **out_impl);
+    kp_status (*stream_sync)(kp_stream *s);
+    void (*stream_destroy)(kp_stream *s);
+
+    kp_status (*buffer_alloc)(kp_device *d, size_t bytes, void **out_impl);
+    kp_status (*buffer_wrap)(kp_device *d, void *native, size_t bytes, void **out_impl);
+    void (*buffer_free)(kp_buffer *b);
+    /* Blocking; s is never NULL here (the core substitutes the default stream). */
+    kp_status (*buffer_write)(kp_stream *s, kp_buffer *dst, size_t off, const void *src, size_t n);
+    kp_status (*buffer_read)(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n);
+    kp_status (*buffer_copy)(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
+                             size_t src_off, size_t n);
+    /* The DLPack device type whose pointers this backend can wrap (kDLCUDA = 2, ...). */
+    int dlpack_device_type;
+
+    /* One slot per kp_op, indexed by kp_op. */
+    kp_op_fn ops[KP_OP_COUNT];
+};
+
+static inline const char *kp_backend_op_name(kp_op op) {
+    switch (op) {
+    case KP_OP_ATTENTION_PREFILL: return "attention_prefill";
+    case KP_OP_ATTENTION_DECODE: return "attention_decode";
+    case KP_OP_MLA_DECODE: return "mla_decode";
+    case KP_OP_MOE_GATE: return "moe_gate";
+    case KP_OP_MOE_ALIGN: return "moe_align";
+    case KP_OP_GROUPED_GEMM: return "grouped_gemm";
+    case KP_OP_MOE_COMBINE: return "moe_combine";
+    case KP_OP_MOE_FORWARD: return "moe_forward";
+    case KP_OP_COUNT: break;
+    }
+    return "invalid";
+}
+
+typedef const kp_backend_iface *(*kp_backend_entry_fn)(uint32_t core_abi_version);
+
+#endif /* KPORT_CORE_BACKEND_H */

@@ -1,0 +1,114 @@
+/*
+ * core/internal.h — what the core's files share. Not installed.
+ */
+#ifndef KPORT_CORE_INTERNAL_H
+#define KPORT_CORE_INTERNAL_H
+
+#include "backend.h"
+#include <stdbool.h>
+
+/* ---- errors (core/error.c) ---- */
+kp_status kp_set_error(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+kp_status kp_add_context(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kp_clear_error(void);
+void kp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- registry (core/registry.c) ---- */
+typedef struct kp_backend_entry {
+    const kp_backend_iface *iface; /* NULL when the plugin was refused */
+    kp_backend_state *state;       /* NULL when unavailable */
+    void *dl_handle;               /* plugin handle; NULL for the built-in CPU backend */
+    kp_backend_info info;
+} kp_backend_entry;
+
+bool kp_is_initialized(void);
+const kp_host_services *kp_host(void);
+/* Checks kp_init ran; sets KP_ERR_NOT_INITIALIZED otherwise. */
+kp_status kp_require_init(const char *fn);
+int kp_registry_backend_count(void);
+kp_backend_entry *kp_registry_backend(int i);
+/* Global device index -> (backend, device index in it); false if out of range. */
+bool kp_registry_device(int global, kp_backend_entry **be, int *local, kp_device_info *info);
+int kp_registry_device_count(void);
+/* Counts live handles, so kp_shutdown can refuse while any remain. */
+void kp_registry_handles_add(int delta);
+
+/* ---- plugins (core/plugin.c) ---- */
+/* Loads every libkport-*.so on the search path into entries (appended). */
+void kp_plugins_discover(const kp_init_options *opt, kp_backend_entry **entries, int *count,
+                         int *cap);
+/* Loads one plugin file; fills entry->info (reason on failure). Never fatal. */
+kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backend_entry *entry);
+
+/* ---- the built-in CPU backend (backends/cpu) ---- */
+const kp_backend_iface *kp_cpu_backend_iface(void);
+
+/* ---- cache dir and tuning (core/cache_dir.c, core/tuning.c) ---- */
+const char *kp_cache_dir(void);
+int64_t kp_tuning_get(const kp_device_info *dev, const char *kernel, const char *param, int64_t def);
+void kp_tuning_reset(void);
+
+/* ---- tensors and op validation (core/tensor.c) ---- */
+/* Element count of a tensor's shape. */
+int64_t kp_tensor_numel(const kp_tensor *t);
+/* The byte range [lo, hi) a view touches (hi == lo for an empty view). */
+void kp_tensor_byte_range(const kp_tensor *t, size_t *lo, size_t *hi);
+
+/* What an op requires of one tensor argument. */
+typedef struct kp_tensor_rule {
+    const char *name;      /* argument name for messages: "q" */
+    const kp_tensor *t;
+    bool optional;         /* absent (buffer NULL) allowed */
+    bool output;
+    uint32_t dtypes;       /* bit (1u << dtype) per allowed dtype */
+    int ndim;              /* required rank */
+    bool contiguous;       /* fully row-major contiguous (else: last dim stride 1) */
+} kp_tensor_rule;
+
+#define KP_DT(x) (1u << (x))
+#define KP_DT_FLOAT (KP_DT(KP_F32) | KP_DT(KP_F16) | KP_DT(KP_BF16))
+
+/* Checks each present tensor: dtype, rank, non-negative shape, strides, alignment,
+ * buffer bounds, device == d; then that no output overlaps any other tensor.
+ * Sets the error naming op and argument. */
+kp_status kp_validate_tensors(const char *op, kp_device *d, const kp_tensor_rule *rules, int n);
+/* Checks t's extent in dimension dim equals want. */
+kp_status kp_check_dim(const char *op, const char *name, const kp_tensor *t, int dim, int64_t want,
+                       const char *what);
+
+/* t has the same dtype as ref (both present). */
+kp_status kp_check_same_dtype(const char *op, const char *name, const kp_tensor *t, const char *ref_name,
+                              const kp_tensor *ref);
+/* softmax_scale is finite and > 0. */
+kp_status kp_check_scale(const char *op, float scale);
+/* Paged-KV rules shared by decode and MLA decode: q [B, s_q, h_q, *], block_table
+ * [B, max_blocks], seq_lens [B], out [B, s_q, h_q, dv], lse [B, h_q, s_q]. */
+kp_status kp_check_paged_kv(const char *op, const kp_tensor *q, const kp_tensor *block_table,
+                            const kp_tensor *seq_lens, const kp_tensor *out, const kp_tensor *lse,
+                            int64_t dv, int32_t num_splits);
+/* Expert weights w [E, N, K]: a's dtype, or FP8 e4m3 with f32 block scales
+ * [E, ceil(N/128), K/128] (core/ops/op_grouped_gemm.c). */
+kp_status kp_check_expert_weights(const char *op, const char *wname, const kp_tensor *w,
+                                  const char *sname, const kp_tensor *scale, const kp_tensor *a);
+/* A flag is 0 or 1. */
+kp_status kp_check_flag(const char *op, const char *name, int32_t v);
+
+/* ---- op dispatch (core/ops/op_dispatch.c) ---- */
+/* Validated op -> backend slot; dry_run answers "supported?". */
+kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run);
+/* Per-op validators, one per file in core/ops/. */
+typedef kp_status (*kp_op_validate_fn)(kp_device *d, const void *params);
+kp_status kp_validate_attention_prefill(kp_device *d, const void *params);
+kp_status kp_validate_attention_decode(kp_device *d, const void *params);
+kp_status kp_validate_mla_decode(kp_device *d, const void *params);
+kp_status kp_validate_moe_gate(kp_device *d, const void *params);
+kp_status kp_validate_moe_align(kp_device *d, const void *params);
+kp_status kp_validate_grouped_gemm(kp_device *d, const void *params);
+kp_status kp_validate_moe_combine(kp_device *d, const void *params);
+kp_status kp_validate_moe_forward(kp_device *d, const void *params);
+kp_status kp_validate_moe_routing(const char *op, const kp_moe_routing *r, int64_t num_experts);
+/* Shapes and dtypes of kp_moe_forward, without the workspace. */
+kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p);
+size_t kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p);
+
+#endif /* KPORT_CORE_INTERNAL_H */

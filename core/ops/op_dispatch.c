@@ -1,0 +1,99 @@
+/*
+ * core/ops/op_dispatch.c — the public op entry points: check the stream and params,
+ * run the op's validator (core/ops/op_<name>.c), then call the backend's slot.
+ * kp_op_supported runs the same path with dry_run set, so capability and dispatch
+ * cannot drift apart.
+ */
+#include "internal.h"
+
+#include <math.h>
+
+static const kp_op_validate_fn validators[KP_OP_COUNT] = {
+    [KP_OP_ATTENTION_PREFILL] = kp_validate_attention_prefill,
+    [KP_OP_ATTENTION_DECODE] = kp_validate_attention_decode,
+    [KP_OP_MLA_DECODE] = kp_validate_mla_decode,
+    [KP_OP_MOE_GATE] = kp_validate_moe_gate,
+    [KP_OP_MOE_ALIGN] = kp_validate_moe_align,
+    [KP_OP_GROUPED_GEMM] = kp_validate_grouped_gemm,
+    [KP_OP_MOE_COMBINE] = kp_validate_moe_combine,
+    [KP_OP_MOE_FORWARD] = kp_validate_moe_forward,
+};
+
+kp_status kp_check_same_dtype(const char *op, const char *name, const kp_tensor *t, const char *ref_name,
+                              const kp_tensor *ref) {
+    if (t->dtype != ref->dtype)
+        return kp_set_error(KP_ERR_INVALID_DTYPE, "%s: %s has dtype %s but %s is %s; they must match", op,
+                            name, kp_dtype_name(t->dtype), ref_name, kp_dtype_name(ref->dtype));
+    return KP_OK;
+}
+
+kp_status kp_check_scale(const char *op, float scale) {
+    if (!(scale > 0.0f) || isinf(scale))
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: softmax_scale is %g; it must be finite and > 0 (pass it explicitly)", op,
+                            (double)scale);
+    return KP_OK;
+}
+
+kp_status kp_check_flag(const char *op, const char *name, int32_t v) {
+    if (v != 0 && v != 1)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s is %d; it must be 0 or 1", op, name, (int)v);
+    return KP_OK;
+}
+
+kp_status kp_check_paged_kv(const char *op, const kp_tensor *q, const kp_tensor *block_table,
+                            const kp_tensor *seq_lens, const kp_tensor *out, const kp_tensor *lse,
+                            int64_t dv, int32_t num_splits) {
+    int64_t b = q->shape[0], s_q = q->shape[1], h_q = q->shape[2];
+    kp_status st;
+    if (s_q < 1 || h_q < 1)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: q must have s_q >= 1 and h_q >= 1 (got %lld, %lld)",
+                            op, (long long)s_q, (long long)h_q);
+    if ((st = kp_check_dim(op, "block_table", block_table, 0, b, "B of q")) ||
+        (st = kp_check_dim(op, "seq_lens", seq_lens, 0, b, "B of q")) ||
+        (st = kp_check_dim(op, "out", out, 0, b, "B of q")) ||
+        (st = kp_check_dim(op, "out", out, 1, s_q, "s_q of q")) ||
+        (st = kp_check_dim(op, "out", out, 2, h_q, "h_q of q")) ||
+        (st = kp_check_dim(op, "out", out, 3, dv, "the value head dim")))
+        return st;
+    if (b > 0 && block_table->shape[1] < 1)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: block_table needs at least one column", op);
+    if (lse->buffer && ((st = kp_check_dim(op, "lse", lse, 0, b, "B")) ||
+                        (st = kp_check_dim(op, "lse", lse, 1, h_q, "h_q")) ||
+                        (st = kp_check_dim(op, "lse", lse, 2, s_q, "s_q"))))
+        return st;
+    if (num_splits < 0 || num_splits > 1024)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: num_splits is %d; it must be 0 (automatic) .. 1024",
+                            op, (int)num_splits);
+    return KP_OK;
+}
+
+kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run) {
+    const char *name = kp_op_name(op);
+    if (!params) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_%s: params is NULL", name);
+    kp_status st = validators[op](d, params);
+    if (st != KP_OK) return st;
+    return d->iface->ops[op](op, s, params, dry_run);
+}
+
+#define KP_OP_ENTRY(fn, op, type)                                                              \
+    kp_status kp_##fn(kp_stream *s, const type *p) {                                           \
+        if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_" #fn ": s (the stream) is NULL"); \
+        return kp_op_dispatch(op, s, s->device, p, 0);                                         \
+    }
+
+KP_OP_ENTRY(attention_prefill, KP_OP_ATTENTION_PREFILL, kp_attention_prefill_params)
+KP_OP_ENTRY(attention_decode, KP_OP_ATTENTION_DECODE, kp_attention_decode_params)
+KP_OP_ENTRY(mla_decode, KP_OP_MLA_DECODE, kp_mla_decode_params)
+KP_OP_ENTRY(moe_gate, KP_OP_MOE_GATE, kp_moe_gate_params)
+KP_OP_ENTRY(moe_align, KP_OP_MOE_ALIGN, kp_moe_align_params)
+KP_OP_ENTRY(grouped_gemm, KP_OP_GROUPED_GEMM, kp_grouped_gemm_params)
+KP_OP_ENTRY(moe_combine, KP_OP_MOE_COMBINE, kp_moe_combine_params)
+KP_OP_ENTRY(moe_forward, KP_OP_MOE_FORWARD, kp_moe_forward_params)
+
+kp_status kp_op_supported(kp_device *d, kp_op op, const void *params) {
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_supported: d is NULL");
+    if ((unsigned)op >= KP_OP_COUNT)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_supported: op %d is not a kp_op", (int)op);
+    return kp_op_dispatch(op, d->default_stream, d, params, 1);
+}

@@ -1,0 +1,121 @@
+/*
+ * core/ops/op_moe_forward.c — argument rules and workspace size of kp_moe_forward.
+ */
+#include "internal.h"
+
+/* Rows after padding each expert to this many: the largest row tile any backend uses. */
+#define KP_MOE_FORWARD_ROW_BLOCK 64
+#define KP_WS_ALIGN 256
+
+static size_t ws_align(size_t n) { return (n + KP_WS_ALIGN - 1) / KP_WS_ALIGN * KP_WS_ALIGN; }
+
+kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p) {
+    const char *op = "moe_forward";
+    const kp_tensor_rule rules[] = {
+        {"x", &p->x, false, false, KP_DT(KP_F16) | KP_DT(KP_BF16) | KP_DT(KP_F32), 2, false},
+        {"router_logits", &p->router_logits, false, false, KP_DT_FLOAT, 2, false},
+        {"bias", &p->bias, true, false, KP_DT(KP_F32), 1, true},
+        {"w13", &p->w13, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 3, false},
+        {"w13_scale", &p->w13_scale, true, false, KP_DT(KP_F32), 3, true},
+        {"w2", &p->w2, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 3, false},
+        {"w2_scale", &p->w2_scale, true, false, KP_DT(KP_F32), 3, true},
+        {"shared_w13", &p->shared_w13, true, false, KP_DT_FLOAT, 2, false},
+        {"shared_w2", &p->shared_w2, true, false, KP_DT_FLOAT, 2, false},
+        {"out", &p->out, false, true, KP_DT_FLOAT, 2, false},
+    };
+    kp_status st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
+    if (st == KP_OK) st = kp_check_same_dtype(op, "out", &p->out, "x", &p->x);
+    if (st == KP_OK) st = kp_check_expert_weights(op, "w13", &p->w13, "w13_scale", &p->w13_scale, &p->x);
+    if (st == KP_OK) st = kp_check_expert_weights(op, "w2", &p->w2, "w2_scale", &p->w2_scale, &p->x);
+    if (st != KP_OK) return st;
+    int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
+    int64_t inter = p->w13.shape[1] / 2;
+    if (hidden < 1 || inter < 1 || p->w13.shape[1] % 2 != 0)
+        return kp_set_error(KP_ERR_INVALID_SHAPE,
+                            "%s: w13 must be [E, 2*inter, hidden] with inter >= 1 (got [%lld, %lld, %lld])", op,
+                            (long long)e, (long long)p->w13.shape[1], (long long)p->w13.shape[2]);
+    if ((st = kp_check_dim(op, "router_logits", &p->router_logits, 0, t, "T of x")) ||
+        (st = kp_check_dim(op, "router_logits", &p->router_logits, 1, e, "E of w13")) ||
+        (p->bias.buffer && (st = kp_check_dim(op, "bias", &p->bias, 0, e, "E of w13"))) ||
+        (st = kp_check_dim(op, "w13", &p->w13, 2, hidden, "hidden of x")) ||
+        (st = kp_check_dim(op, "w2", &p->w2, 0, e, "E of w13")) ||
+        (st = kp_check_dim(op, "w2", &p->w2, 1, hidden, "hidden of x")) ||
+        (st = kp_check_dim(op, "w2", &p->w2, 2, inter, "inter of w13")) ||
+        (st = kp_check_dim(op, "out", &p->out, 0, t, "T of x")) ||
+        (st = kp_check_dim(op, "out", &p->out, 1, hidden, "hidden of x")))
+        return st;
+    if (!p->shared_w13.buffer != !p->shared_w2.buffer)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: give both shared_w13 and shared_w2, or neither", op);
+    if (p->shared_w13.buffer) {
+        int64_t inter_s = p->shared_w13.shape[0] / 2;
+        if (inter_s < 1 || p->shared_w13.shape[0] % 2 != 0)
+            return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: shared_w13 must be [2*inter_s, hidden]", op);
+        if ((st = kp_check_same_dtype(op, "shared_w13", &p->shared_w13, "x", &p->x)) ||
+            (st = kp_check_same_dtype(op, "shared_w2", &p->shared_w2, "x", &p->x)) ||
+            (st = kp_check_dim(op, "shared_w13", &p->shared_w13, 1, hidden, "hidden of x")) ||
+            (st = kp_check_dim(op, "shared_w2", &p->shared_w2, 0, hidden, "hidden of x")) ||
+            (st = kp_check_dim(op, "shared_w2", &p->shared_w2, 1, inter_s, "inter_s of shared_w13")))
+            return st;
+    }
+    return kp_validate_moe_routing(op, &p->routing, e);
+}
+
+/* The layout every backend's kp_moe_forward may use: routing, alignment, the f32
+ * intermediates of the padded rows, and the shared expert's. */
+size_t kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p) {
+    size_t t = (size_t)p->x.shape[0], hidden = (size_t)p->x.shape[1], e = (size_t)p->w13.shape[0];
+    size_t inter = (size_t)p->w13.shape[1] / 2, k = (size_t)p->routing.topk;
+    size_t rows = t * k + e * (KP_MOE_FORWARD_ROW_BLOCK - 1);
+    size_t bytes = 0;
+    bytes += ws_align(t * k * 4) * 3;       /* topk_ids, topk_weights, token_pos */
+    bytes += ws_align(rows * 4);            /* sorted_ids */
+    bytes += ws_align((e + 1) * 4);         /* expert_offsets */
+    bytes += ws_align(rows * 2 * inter * 4); /* x·w13ᵀ */
+    bytes += ws_align(rows * inter * 4);    /* SwiGLU */
+    bytes += ws_align(rows * hidden * 4);   /* ·w2ᵀ */
+    if (p->shared_w13.buffer) {
+        size_t inter_s = (size_t)p->shared_w13.shape[0] / 2;
+        bytes += ws_align(t * 3 * inter_s * 4);
+    }
+    return bytes;
+}
+
+kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p, size_t *bytes) {
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: d is NULL");
+    if (!p) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: p is NULL");
+    if (!bytes) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: bytes is NULL");
+    kp_status st = kp_validate_moe_forward_shapes(d, p);
+    if (st != KP_OK) return st;
+    *bytes = kp_moe_forward_workspace_bytes(p);
+    return KP_OK;
+}
+
+kp_status kp_validate_moe_forward(kp_device *d, const void *params) {
+    const char *op = "moe_forward";
+    const kp_moe_forward_params *p = params;
+    kp_status st = kp_validate_moe_forward_shapes(d, p);
+    if (st != KP_OK) return st;
+    size_t need = kp_moe_forward_workspace_bytes(p);
+    const kp_buffer *ws = p->workspace;
+    if (!ws)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: workspace is NULL; allocate kp_moe_forward_workspace_size bytes (%zu)", op, need);
+    if (ws->device != d)
+        return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: workspace is on device %d, the stream on device %d", op,
+                            ws->device->global_index, d->global_index);
+    if (p->workspace_offset > ws->size || ws->size - p->workspace_offset < need)
+        return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
+                            "%s: workspace has %zu bytes after offset %zu; %zu are needed", op,
+                            p->workspace_offset <= ws->size ? ws->size - p->workspace_offset : 0,
+                            p->workspace_offset, need);
+    const kp_tensor *all[] = {&p->x, &p->router_logits, &p->bias, &p->w13, &p->w13_scale,
+                              &p->w2, &p->w2_scale, &p->shared_w13, &p->shared_w2, &p->out};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        size_t lo, hi;
+        if (all[i]->buffer != ws) continue;
+        kp_tensor_byte_range(all[i], &lo, &hi);
+        if (lo < p->workspace_offset + need && p->workspace_offset < hi)
+            return kp_set_error(KP_ERR_ALIASING, "%s: the workspace overlaps a tensor argument", op);
+    }
+    return KP_OK;
+}

@@ -1,0 +1,37 @@
+/*
+ * core/stream.c — streams: an in-order queue of work on one device.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+kp_status kp_stream_create(kp_device *d, kp_stream **out) {
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_create: out is NULL");
+    *out = NULL;
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_create: d is NULL");
+    kp_stream *s = calloc(1, sizeof *s);
+    if (!s) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_stream_create: out of host memory");
+    s->device = d;
+    kp_status st = d->iface->stream_create(d, &s->impl);
+    if (st != KP_OK) {
+        free(s);
+        return kp_add_context(st, "kp_stream_create on %s", d->info.name);
+    }
+    kp_registry_handles_add(1);
+    *out = s;
+    return KP_OK;
+}
+
+kp_status kp_stream_sync(kp_stream *s) {
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_sync: s is NULL");
+    return s->device->iface->stream_sync(s);
+}
+
+kp_status kp_stream_destroy(kp_stream *s) {
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_destroy: s is NULL");
+    kp_status st = s->device->iface->stream_sync(s);
+    s->device->iface->stream_destroy(s);
+    free(s);
+    kp_registry_handles_add(-1);
+    return st;
+}

@@ -1,0 +1,193 @@
+/*
+ * kernels/common/kp_tile_mma.h - one tile-MMA API, several implementations.
+ *
+ * The unit is PTX's m16n8k16: D[16x8] (f32) += A[16x16] * B[16x8], A and B 16-bit
+ * (bf16 or f16), owned by a group of KP_MMA_LANES = 32 consecutive work-items (a warp
+ * on NVIDIA). Each lane holds four f32 accumulators in PTX's layout, whatever the
+ * implementation, so stores and epilogues are written once:
+ *
+ *     lane = 4*g + t (g = lane / 4, t = lane % 4)
+ *     acc.x[0], acc.x[1] -> D[g][2t], D[g][2t+1];  acc.x[2], acc.x[3] -> D[g+8][2t], D[g+8][2t+1]
+ *
+ * Operands come from local memory as raw 16-bit values:
+ *     A: row-major [16][lda]      (m, k)
+ *     B: "col" = B transposed, row-major [8][ldb]   (n, k) - the K-contiguous layout
+ *        attention's K tile and MoE's weight rows already have.
+ * lda/ldb are in elements, multiples of 8, tile bases 16-byte aligned (ldmatrix).
+ *
+ * Use:
+ *     kp_mma_acc c; kp_mma_acc_zero(&c);
+ *     kp_mma_a a; kp_mma_b b;
+ *     kp_mma_load_a(&a, As, lda, lane); kp_mma_load_b(&b, Bs, ldb, lane);
+ *     kp_mma_16x8x16_bf16(&c, &a, &b);
+ *     kp_mma_store_acc_f32(&c, out, ldo, lane);
+ * All 32 lanes of a group call every function together (mma.sync and ldmatrix are
+ * warp-collective on NVIDIA).
+ *
+ * Implementations (KP_MMA_IMPL_NAME says which one was compiled):
+ *   (a) NVIDIA PTX: ldmatrix + mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}. From CUDA
+ *       on sm_80+, and from OpenCL when the backend defines KP_HAS_INLINE_PTX (NVIDIA's
+ *       OpenCL compiler targets sm_90 and accepts both, DESIGN section 3).
+ *   (b) AMD MFMA / WMMA: the hook for the HIP issue (KP_HAS_MFMA / KP_HAS_WMMA).
+ *   (c) portable: each lane loads the two rows of A and two columns of B that its four
+ *       outputs need into private registers and does 64 FMAs. Everywhere else (PoCL,
+ *       Intel, pre-sm_80); -DKP_MMA_PORTABLE forces it.
+ */
+#ifndef KP_TILE_MMA_H
+#define KP_TILE_MMA_H
+
+#include "kp_dialect.h"
+
+#define KP_MMA_M 16
+#define KP_MMA_N 8
+#define KP_MMA_K 16
+#define KP_MMA_LANES 32
+
+typedef struct kp_mma_acc { float x[4]; } kp_mma_acc;
+
+/* The lane of the calling work-item within its MMA group (1-D work-groups). */
+#define kp_mma_lane() (kp_local_id(0) % KP_MMA_LANES)
+
+KP_FN void kp_mma_acc_zero(kp_mma_acc *c) { c->x[0] = c->x[1] = c->x[2] = c->x[3] = 0.0f; }
+
+#if defined(KP_MMA_PORTABLE)
+#define KP_MMA_USE_PORTABLE 1
+#elif defined(KP_TARGET_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define KP_MMA_USE_PTX 1
+#elif defined(KP_TARGET_OPENCL) && defined(KP_HAS_INLINE_PTX)
+#define KP_MMA_USE_PTX 1
+#elif defined(KP_TARGET_HIP) && (defined(KP_HAS_MFMA) || defined(KP_HAS_WMMA))
+/* (b) AMD: v_mfma_f32_16x16x16bf16_1k (CDNA, wave64) / v_wmma_f32_16x16x16_bf16 (RDNA3)
+ * compute 16x16 per instruction; this API's 16x8 fragment maps onto half of one, or two
+ * fragments pair up. Lane layout differs from PTX's, so this implementation must also
+ * define kp_mma_store_acc_* to keep the accumulator layout contract above. */
+#error "kp_tile_mma.h: the AMD MFMA/WMMA implementation is added by the HIP issue"
+#else
+#define KP_MMA_USE_PORTABLE 1
+#endif
+
+/* ---- (a) NVIDIA PTX ---------------------------------------------------- */
+#if defined(KP_MMA_USE_PTX)
+#define KP_MMA_IMPL_NAME "ptx-mma.sync"
+
+typedef struct kp_mma_a { kp_u32 x[4]; } kp_mma_a;
+typedef struct kp_mma_b { kp_u32 x[2]; } kp_mma_b;
+
+/* A 32-bit address in the shared window, which ldmatrix takes. NVIDIA's OpenCL hands
+ * __local pointers out as that address already (anchors/ocl_nv_ptx_features.c). */
+#if defined(KP_TARGET_OPENCL)
+#define kp_smem_addr_(p) ((kp_u32)(size_t)(p))
+#else
+#define kp_smem_addr_(p) ((kp_u32)__cvta_generic_to_shared(p))
+#endif
+
+/* ldmatrix.x4: lanes 0-15 point at rows 0-15 (cols 0-7), lanes 16-31 at the same rows,
+ * cols 8-15; lane 4g+t receives A[g][2t..], A[g+8][2t..], A[g][8+2t..], A[g+8][8+2t..]:
+ * exactly mma's a0..a3. */
+KP_FN void kp_mma_load_a(kp_mma_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) {
+    kp_u32 addr = kp_smem_addr_(s + (lane % 16) * lda + (lane / 16) * 8);
+    KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a->x[0]), "=r"(a->x[1]), "=r"(a->x[2]), "=r"(a->x[3])
+                 : "r"(addr));
+}
+
+/* ldmatrix.x2 over Bt[8][16]: lanes 0-7 address rows n 0-7 at k 0-7, lanes 8-15 the same
+ * rows at k 8-15 (lanes 16-31 repeat them; ldmatrix ignores their addresses); lane 4g+t
+ * receives Bt[g][2t..] and Bt[g][8+2t..]: mma's b0, b1. */
+KP_FN void kp_mma_load_b(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
+    kp_u32 addr = kp_smem_addr_(s + (lane % 8) * ldb + ((lane / 8) % 2) * 8);
+    KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(b->x[0]), "=r"(b->x[1])
+                 : "r"(addr));
+}
+
+KP_FN void kp_mma_16x8x16_bf16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) {
+    KP_ASM volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c->x[0]), "+f"(c->x[1]), "+f"(c->x[2]), "+f"(c->x[3])
+                 : "r"(a->x[0]), "r"(a->x[1]), "r"(a->x[2]), "r"(a->x[3]),
+                   "r"(b->x[0]), "r"(b->x[1]));
+}
+
+KP_FN void kp_mma_16x8x16_f16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) {
+    KP_ASM volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c->x[0]), "+f"(c->x[1]), "+f"(c->x[2]), "+f"(c->x[3])
+                 : "r"(a->x[0]), "r"(a->x[1]), "r"(a->x[2]), "r"(a->x[3]),
+                   "r"(b->x[0]), "r"(b->x[1]));
+}
+
+/* ---- (c) portable local-memory FMA tile -------------------------------- */
+#elif defined(KP_MMA_USE_PORTABLE)
+#define KP_MMA_IMPL_NAME "portable-fma"
+
+/* Rows g and g+8 of A and columns 2t, 2t+1 of B, 16 k each, two 16-bit values a word. */
+typedef struct kp_mma_a { kp_u32 x[16]; } kp_mma_a;
+typedef struct kp_mma_b { kp_u32 x[16]; } kp_mma_b;
+
+KP_FN kp_u32 kp_pack_u16_(kp_u16 lo, kp_u16 hi) { return (kp_u32)lo | ((kp_u32)hi << 16); }
+
+KP_FN void kp_mma_load_a(kp_mma_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) {
+    int g = lane / 4;
+    for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 16; k += 2) {
+            KP_LOCAL_MEM const kp_u16 *p = s + (g + 8 * r) * lda + k;
+            a->x[r * 8 + k / 2] = kp_pack_u16_(p[0], p[1]);
+        }
+}
+
+KP_FN void kp_mma_load_b(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
+    int t = lane % 4;
+    for (int c = 0; c < 2; ++c)
+        for (int k = 0; k < 16; k += 2) {
+            KP_LOCAL_MEM const kp_u16 *p = s + (2 * t + c) * ldb + k;
+            b->x[c * 8 + k / 2] = kp_pack_u16_(p[0], p[1]);
+        }
+}
+
+/* is_f16: which 16-bit float the words hold; a constant at each call, so it folds. */
+KP_FN float kp_mma_elem_(kp_u32 w, int hi, int is_f16) {
+    kp_u16 h = (kp_u16)(hi ? (w >> 16) : (w & 0xffffu));
+    return is_f16 ? kp_f16_to_f32(h) : kp_bf16_to_f32(h);
+}
+
+KP_FN void kp_mma_portable_(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b, int is_f16) {
+    for (int r = 0; r < 2; ++r)
+        for (int j = 0; j < 2; ++j) {
+            float acc = c->x[2 * r + j];
+            for (int k = 0; k < 16; ++k) {
+                float av = kp_mma_elem_(a->x[r * 8 + k / 2], k & 1, is_f16);
+                float bv = kp_mma_elem_(b->x[j * 8 + k / 2], k & 1, is_f16);
+                acc = kp_fmaf(av, bv, acc);
+            }
+            c->x[2 * r + j] = acc;
+        }
+}
+
+KP_FN void kp_mma_16x8x16_bf16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) {
+    kp_mma_portable_(c, a, b, 0);
+}
+KP_FN void kp_mma_16x8x16_f16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) {
+    kp_mma_portable_(c, a, b, 1);
+}
+#endif
+
+/* ---- accumulator stores: one layout for every implementation ----------- */
+
+KP_FN void kp_mma_store_acc_f32(const kp_mma_acc *c, KP_GLOBAL float *d, int ldd, int lane) {
+    int g = lane / 4, t = lane % 4;
+    d[g * ldd + 2 * t] = c->x[0];
+    d[g * ldd + 2 * t + 1] = c->x[1];
+    d[(g + 8) * ldd + 2 * t] = c->x[2];
+    d[(g + 8) * ldd + 2 * t + 1] = c->x[3];
+}
+
+KP_FN void kp_mma_store_acc_local_f32(const kp_mma_acc *c, KP_LOCAL_MEM float *d, int ldd, int lane) {
+    int g = lane / 4, t = lane % 4;
+    d[g * ldd + 2 * t] = c->x[0];
+    d[g * ldd + 2 * t + 1] = c->x[1];
+    d[(g + 8) * ldd + 2 * t] = c->x[2];
+    d[(g + 8) * ldd + 2 * t + 1] = c->x[3];
+}
+
+#endif /* KP_TILE_MMA_H */

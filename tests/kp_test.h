@@ -1,0 +1,118 @@
+/*
+ * tests/kp_test.h — kport's plain-C test framework.
+ *
+ * A test is `KP_TEST(name) { ... }` in some tests/test_*.c file and one line
+ * `X(name)` in tests/test_list.h: the list is expanded once into declarations and
+ * once into the runner's table, so adding a test is one line.
+ *
+ * The runner (tests/runner.c) forks each test into its own child with a timeout, so a
+ * crash or a hang fails that test alone, and prints `N passed, N failed, N skipped`.
+ * A check that fails prints both operands and stops the test.
+ */
+#ifndef KPORT_TESTS_KP_TEST_H
+#define KPORT_TESTS_KP_TEST_H
+
+#include "kport.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KP_TEST(name) void kp_test_##name(void)
+
+/* Marks the running test skipped with a reason, and ends it. */
+void kp_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Ends the running test as failed. */
+void kp_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+
+#define KP_SKIP(...) kp_test_skip(__VA_ARGS__)
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        if (!(cond)) kp_test_fail(__FILE__, __LINE__, "CHECK(%s) failed", #cond);        \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                             \
+    do {                                                                                 \
+        if (!(cond)) kp_test_fail(__FILE__, __LINE__, __VA_ARGS__);                      \
+    } while (0)
+
+#define CHECK_INT_EQ(a, b)                                                               \
+    do {                                                                                 \
+        long long kp_a_ = (long long)(a), kp_b_ = (long long)(b);                        \
+        if (kp_a_ != kp_b_)                                                              \
+            kp_test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, kp_a_, kp_b_); \
+    } while (0)
+
+#define CHECK_STR_EQ(a, b)                                                               \
+    do {                                                                                 \
+        const char *kp_a_ = (a), *kp_b_ = (b);                                           \
+        if (strcmp(kp_a_, kp_b_) != 0)                                                   \
+            kp_test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b, kp_a_, kp_b_); \
+    } while (0)
+
+#define CHECK_STR_CONTAINS(hay, needle)                                                  \
+    do {                                                                                 \
+        const char *kp_h_ = (hay), *kp_n_ = (needle);                                    \
+        if (!strstr(kp_h_, kp_n_))                                                       \
+            kp_test_fail(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"", kp_h_, kp_n_); \
+    } while (0)
+
+/* The call succeeds; otherwise prints the status and kp_last_error(). */
+#define CHECK_OK(expr)                                                                   \
+    do {                                                                                 \
+        kp_status kp_s_ = (expr);                                                        \
+        if (kp_s_ != KP_OK)                                                              \
+            kp_test_fail(__FILE__, __LINE__, "%s -> %s: %s", #expr, kp_status_str(kp_s_), \
+                         kp_last_error());                                               \
+    } while (0)
+
+/* The call fails with exactly `code`, and its message contains `needle`. */
+#define CHECK_ERR(expr, code, needle)                                                    \
+    do {                                                                                 \
+        kp_status kp_s_ = (expr);                                                        \
+        if (kp_s_ != (code))                                                             \
+            kp_test_fail(__FILE__, __LINE__, "%s -> %s, expected %s (message: %s)", #expr, \
+                         kp_status_str(kp_s_), kp_status_str(code), kp_last_error());    \
+        if (!strstr(kp_last_error(), (needle)))                                          \
+            kp_test_fail(__FILE__, __LINE__, "%s: message \"%s\" does not mention \"%s\"", \
+                         #expr, kp_last_error(), (needle));                              \
+    } while (0)
+
+/* ---- helpers shared by the tests (tests/kp_test_util.c) ---- */
+
+/* kp_init with the test plugin path; skips the test if init fails. */
+void kp_test_init(void);
+/* Opens the first device of the named backend, or skips with the backend's reason. */
+kp_device *kp_test_open_backend(const char *backend);
+
+/* A device buffer with guard bytes: `bytes` usable bytes at offset KP_GUARD_BYTES,
+ * the guards filled with a pattern checked by kp_guarded_check. */
+#define KP_GUARD_BYTES 256
+typedef struct kp_guarded {
+    kp_buffer *buf;
+    size_t bytes;      /* usable bytes */
+    size_t offset;     /* byte offset of the usable region (KP_GUARD_BYTES) */
+} kp_guarded;
+kp_guarded kp_guarded_alloc(kp_device *d, size_t bytes);
+/* Fills the usable region with a byte pattern (poison 0xFF: NaN for every float dtype). */
+void kp_guarded_poison(kp_guarded *g, unsigned char byte);
+void kp_guarded_write(kp_guarded *g, const void *src, size_t bytes);
+void kp_guarded_read(kp_guarded *g, void *dst, size_t bytes);
+/* Fails the test if any guard byte changed. */
+void kp_guarded_check_at(kp_guarded *g, const char *what, const char *file, int line);
+#define kp_guarded_check(g, what) kp_guarded_check_at((g), (what), __FILE__, __LINE__)
+void kp_guarded_free(kp_guarded *g);
+
+/* Reads a whole buffer into malloc'd memory. */
+unsigned char *kp_test_snapshot(kp_buffer *b);
+/* Fails if the buffer's bytes differ from the snapshot (then frees it). */
+void kp_test_unchanged_at(kp_buffer *b, unsigned char *snap, const char *file, int line);
+#define kp_test_unchanged(b, snap) kp_test_unchanged_at((b), (snap), __FILE__, __LINE__)
+
+/* Deterministic per-test random numbers (seed from KPORT_TEST_SEED or the test name). */
+uint64_t kp_test_rand_u64(void);
+double kp_test_rand_uniform(double lo, double hi);
+
+#endif /* KPORT_TESTS_KP_TEST_H */

@@ -1,0 +1,149 @@
+/*
+ * tests/kp_test_util.c — helpers the tests share: init, backend selection with
+ * skip-or-fail, guarded buffers, snapshots and seeded random numbers.
+ */
+#include "kp_test.h"
+
+#include <stdarg.h>
+
+const char *kp_test_current_name(void);
+
+void kp_test_init(void) {
+    kp_status st = kp_init(NULL);
+    if (st != KP_OK) kp_test_fail(__FILE__, __LINE__, "kp_init: %s: %s", kp_status_str(st), kp_last_error());
+}
+
+static int backend_required(const char *name) {
+    const char *req = getenv("KPORT_REQUIRE_BACKENDS");
+    if (!req) return 0;
+    size_t n = strlen(name);
+    for (const char *p = req; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0) return 1;
+        p += len;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+kp_device *kp_test_open_backend(const char *backend) {
+    kp_test_init();
+    char reason[KP_REASON_MAX + 64];
+    snprintf(reason, sizeof reason, "backend %s is not built", backend);
+    for (int i = 0; i < kp_backend_count(); i++) {
+        kp_backend_info b;
+        if (kp_backend_info_get(i, &b) != KP_OK || strcmp(b.name, backend) != 0) continue;
+        snprintf(reason, sizeof reason, "%s: %s", backend, b.available ? "no device" : b.reason);
+        for (int dindex = 0; dindex < kp_device_count(); dindex++) {
+            kp_device_info d;
+            if (kp_device_info_get(dindex, &d) != KP_OK || d.backend_index != i) continue;
+            kp_device *dev = NULL;
+            kp_status st = kp_device_open(dindex, &dev);
+            if (st != KP_OK)
+                kp_test_fail(__FILE__, __LINE__, "opening %s device %d: %s: %s", backend, dindex,
+                             kp_status_str(st), kp_last_error());
+            return dev;
+        }
+    }
+    if (backend_required(backend))
+        kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_BACKENDS names %s, but %s", backend, reason);
+    kp_test_skip("%s", reason);
+}
+
+static unsigned char guard_byte(size_t i) { return (unsigned char)(0xA5u ^ (i * 31u)); }
+
+kp_guarded kp_guarded_alloc(kp_device *d, size_t bytes) {
+    kp_guarded g = {NULL, bytes, KP_GUARD_BYTES};
+    size_t total = bytes + 2 * KP_GUARD_BYTES;
+    CHECK_OK(kp_buffer_alloc(d, total, &g.buf));
+    unsigned char *init = malloc(total);
+    CHECK(init != NULL);
+    for (size_t i = 0; i < total; i++) init[i] = guard_byte(i);
+    CHECK_OK(kp_buffer_write(NULL, g.buf, 0, init, total));
+    free(init);
+    return g;
+}
+
+void kp_guarded_poison(kp_guarded *g, unsigned char byte) {
+    unsigned char *p = malloc(g->bytes ? g->bytes : 1);
+    CHECK(p != NULL);
+    memset(p, byte, g->bytes);
+    CHECK_OK(kp_buffer_write(NULL, g->buf, g->offset, p, g->bytes));
+    free(p);
+}
+
+void kp_guarded_write(kp_guarded *g, const void *src, size_t bytes) {
+    CHECK(bytes <= g->bytes);
+    CHECK_OK(kp_buffer_write(NULL, g->buf, g->offset, src, bytes));
+}
+
+void kp_guarded_read(kp_guarded *g, void *dst, size_t bytes) {
+    CHECK(bytes <= g->bytes);
+    CHECK_OK(kp_buffer_read(NULL, g->buf, g->offset, dst, bytes));
+}
+
+void kp_guarded_check_at(kp_guarded *g, const char *what, const char *file, int line) {
+    size_t total = g->bytes + 2 * KP_GUARD_BYTES;
+    unsigned char *p = malloc(total);
+    CHECK(p != NULL);
+    CHECK_OK(kp_buffer_read(NULL, g->buf, 0, p, total));
+    for (size_t i = 0; i < total; i++) {
+        if (i == KP_GUARD_BYTES) i += g->bytes;
+        if (i < total && p[i] != guard_byte(i)) {
+            long off = i < KP_GUARD_BYTES ? (long)i - KP_GUARD_BYTES : (long)(i - KP_GUARD_BYTES - g->bytes);
+            free(p);
+            kp_test_fail(file, line, "%s: guard byte %s the buffer at %+ld was overwritten", what,
+                         i < KP_GUARD_BYTES ? "before" : "after", off);
+        }
+    }
+    free(p);
+}
+
+void kp_guarded_free(kp_guarded *g) {
+    if (g->buf) CHECK_OK(kp_buffer_free(g->buf));
+    g->buf = NULL;
+}
+
+unsigned char *kp_test_snapshot(kp_buffer *b) {
+    size_t n = kp_buffer_size(b);
+    unsigned char *p = malloc(n);
+    CHECK(p != NULL);
+    CHECK_OK(kp_buffer_read(NULL, b, 0, p, n));
+    return p;
+}
+
+void kp_test_unchanged_at(kp_buffer *b, unsigned char *snap, const char *file, int line) {
+    unsigned char *now = kp_test_snapshot(b);
+    size_t n = kp_buffer_size(b);
+    for (size_t i = 0; i < n; i++)
+        if (now[i] != snap[i]) {
+            unsigned a = snap[i], c = now[i];
+            free(now);
+            free(snap);
+            kp_test_fail(file, line, "buffer byte %zu changed from 0x%02x to 0x%02x", i, a, c);
+        }
+    free(now);
+    free(snap);
+}
+
+/* splitmix64, seeded from KPORT_TEST_SEED or a hash of the test name. */
+static uint64_t rng_state;
+static int rng_seeded;
+
+uint64_t kp_test_rand_u64(void) {
+    if (!rng_seeded) {
+        const char *env = getenv("KPORT_TEST_SEED");
+        uint64_t h = 1469598103934665603ull;
+        for (const char *c = kp_test_current_name(); *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        rng_state = env && *env ? strtoull(env, NULL, 0) : h;
+        rng_seeded = 1;
+    }
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double kp_test_rand_uniform(double lo, double hi) {
+    return lo + (hi - lo) * (double)(kp_test_rand_u64() >> 11) * (1.0 / 9007199254740992.0);
+}

@@ -1,0 +1,6 @@
+/* tests/list_cpu.h — X(name) per test; no include guard (see test_list.h). */
+/* test_cpu.c */
+X(cpu_simd_conversions_match_portable)
+X(cpu_portable_conversions_round_to_nearest_even)
+X(cpu_simd_level_override)
+X(cpu_pool_covers_every_index_once)

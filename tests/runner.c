@@ -1,0 +1,154 @@
+/*
+ * tests/runner.c — runs every test of tests/test_list.h, each in its own child
+ * process with a timeout, and ends with `N passed, N failed, N skipped`.
+ *
+ *   kport-tests [--list] [--no-fork] [--timeout S] [PATTERN...]
+ *
+ * PATTERN selects tests whose name contains it. KPORT_TEST_SEED fixes the random
+ * seed; KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures.
+ */
+#include "kp_test.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define X(name) KP_TEST(name);
+#include "test_list.h"
+#undef X
+
+typedef struct kp_test_case {
+    const char *name;
+    void (*fn)(void);
+} kp_test_case;
+
+static const kp_test_case tests[] = {
+#define X(name) {#name, kp_test_##name},
+#include "test_list.h"
+#undef X
+};
+
+enum { EXIT_PASS = 0, EXIT_FAIL = 1, EXIT_SKIP = 77 };
+
+static const char *current_test = "";
+static int no_fork;
+static int skip_seen; /* --no-fork: a skip returns through longjmp-free exit codes */
+
+void kp_test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("SKIP %s: ", current_test);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    skip_seen = 1;
+    exit(EXIT_SKIP);
+}
+
+void kp_test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  %s:%d: ", file, line);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    exit(EXIT_FAIL);
+}
+
+const char *kp_test_current_name(void) { return current_test; }
+
+static int matches(const char *name, int npat, char **pats) {
+    if (npat == 0) return 1;
+    for (int i = 0; i < npat; i++)
+        if (strstr(name, pats[i])) return 1;
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs one test in a child; returns EXIT_PASS/FAIL/SKIP. */
+static int run_one(const kp_test_case *t, int timeout_s) {
+    current_test = t->name;
+    fflush(stdout);
+    if (no_fork) {
+        t->fn();
+        return EXIT_PASS;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        printf("  fork failed\n");
+        return EXIT_FAIL;
+    }
+    if (pid == 0) {
+        alarm((unsigned)timeout_s);
+        t->fn();
+        fflush(stdout);
+        _exit(EXIT_PASS);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+    }
+    if (WIFEXITED(status)) {
+        int code = WEXITSTATUS(status);
+        return code == EXIT_PASS || code == EXIT_SKIP ? code : EXIT_FAIL;
+    }
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        if (sig == SIGALRM) printf("  timed out after %d s\n", timeout_s);
+        else printf("  killed by signal %d (%s)\n", sig, strsignal(sig));
+    }
+    return EXIT_FAIL;
+}
+
+int main(int argc, char **argv) {
+    int timeout_s = 300, list = 0, npat = 0;
+    char **pats = calloc((size_t)argc, sizeof *pats);
+    const char *env_timeout = getenv("KPORT_TEST_TIMEOUT");
+    if (env_timeout && atoi(env_timeout) > 0) timeout_s = atoi(env_timeout);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--list") == 0) list = 1;
+        else if (strcmp(argv[i], "--no-fork") == 0) no_fork = 1;
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: %s [--list] [--no-fork] [--timeout S] [PATTERN...]\n", argv[0]);
+            return 0;
+        } else pats[npat++] = argv[i];
+    }
+    size_t n = sizeof tests / sizeof tests[0];
+    if (list) {
+        for (size_t i = 0; i < n; i++)
+            if (matches(tests[i].name, npat, pats)) printf("%s\n", tests[i].name);
+        return 0;
+    }
+    int passed = 0, failed = 0, skipped = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++) {
+        if (!matches(tests[i].name, npat, pats)) continue;
+        double ts = now_s();
+        int r = run_one(&tests[i], timeout_s);
+        double dt = now_s() - ts;
+        if (r == EXIT_PASS) {
+            passed++;
+            printf("PASS %s (%.2f s)\n", tests[i].name, dt);
+        } else if (r == EXIT_SKIP) {
+            skipped++;
+        } else {
+            failed++;
+            printf("FAIL %s (%.2f s)\n", tests[i].name, dt);
+        }
+        fflush(stdout);
+    }
+    printf("kport-tests: %.1f s\n", now_s() - t0);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    free(pats);
+    (void)skip_seen;
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,293 @@
+/*
+ * tests/test_api_ops.c — the argument rules of every op. Each case starts from a
+ * valid argument set (op_params.c), breaks one rule, and expects that rule's status
+ * code, a message naming the argument, and output buffers left byte-for-byte as
+ * they were.
+ */
+#include "kp_test.h"
+#include "op_params.h"
+
+typedef struct bad_case {
+    const char *what;
+    kp_op op;
+    void (*mutate)(op_params *o, kp_device *d);
+    kp_status code;
+    const char *needle;
+} bad_case;
+
+/* Replaces t with a view of the same buffer with another shape (same dtype). */
+static void reshape(kp_tensor *t, int ndim, int64_t a, int64_t b, int64_t c, int64_t e) {
+    int64_t shape[4] = {a, b, c, e};
+    kp_tensor n;
+    CHECK_OK(kp_tensor_init(&n, t->buffer, 0, t->dtype, ndim, shape, NULL));
+    *t = n;
+}
+
+/* ---- attention_prefill ---- */
+static void pf_hq_not_multiple(op_params *o, kp_device *d) {
+    (void)d; /* q and out with 3 heads over 2 KV heads */
+    reshape(&o->p.prefill.q, 3, 5, 3, 64, 0);
+    reshape(&o->p.prefill.out, 3, 5, 3, 64, 0);
+}
+static void pf_k_dtype(op_params *o, kp_device *d) { (void)d; o->p.prefill.k.dtype = KP_F16; }
+static void pf_int_q(op_params *o, kp_device *d) { (void)d; o->p.prefill.q.dtype = KP_I32; reshape(&o->p.prefill.q, 3, 5, 4, 32, 0); }
+static void pf_strided_last(op_params *o, kp_device *d) {
+    (void)d;
+    o->p.prefill.q.strides[2] = 2;
+    o->p.prefill.q.shape[2] = 32;
+    o->p.prefill.k.shape[2] = 32;
+    o->p.prefill.k.strides[2] = 1;
+}
+static void pf_cu_dtype(op_params *o, kp_device *d) { (void)d; o->p.prefill.cu_seqlens_q.dtype = KP_F32; }
+static void pf_cu_len(op_params *o, kp_device *d) { (void)d; reshape(&o->p.prefill.cu_seqlens_k, 1, 2, 0, 0, 0); }
+static void pf_out_small(op_params *o, kp_device *d) { (void)d; reshape(&o->p.prefill.out, 3, 4, 4, 64, 0); }
+static void pf_out_overflows(op_params *o, kp_device *d) { (void)d; o->p.prefill.out.offset = 2; }
+static void pf_out_aliases_q(op_params *o, kp_device *d) { (void)d; o->p.prefill.out.buffer = o->p.prefill.q.buffer; }
+static void pf_lse_shape(op_params *o, kp_device *d) { (void)d; reshape(&o->p.prefill.lse, 2, 5, 4, 0, 0); }
+static void pf_scale(op_params *o, kp_device *d) { (void)d; o->p.prefill.softmax_scale = 0.0f; }
+static void pf_causal(op_params *o, kp_device *d) { (void)d; o->p.prefill.causal = 2; }
+static void pf_window(op_params *o, kp_device *d) { (void)d; o->p.prefill.window_left = -5; }
+static void pf_missing_v(op_params *o, kp_device *d) { (void)d; o->p.prefill.v.buffer = NULL; }
+static void pf_ndim(op_params *o, kp_device *d) { (void)d; reshape(&o->p.prefill.q, 2, 5, 256, 0, 0); }
+static void pf_other_device(op_params *o, kp_device *d) {
+    (void)d;
+    kp_device *other;
+    CHECK_OK(kp_device_open(0, &other)); /* another handle: tensors belong to one handle */
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(other, kp_buffer_size(o->p.prefill.k.buffer), &b));
+    o->p.prefill.k.buffer = b; /* leaked with the child process */
+}
+
+/* ---- attention_decode ---- */
+static void dc_block_table_rows(op_params *o, kp_device *d) { (void)d; reshape(&o->p.decode.block_table, 2, 1, 4, 0, 0); }
+static void dc_v_heads(op_params *o, kp_device *d) { (void)d; reshape(&o->p.decode.v_cache, 4, 4, 16, 1, 128); }
+static void dc_hq(op_params *o, kp_device *d) {
+    (void)d;
+    reshape(&o->p.decode.q, 4, 2, 1, 3, 64);
+    reshape(&o->p.decode.out, 4, 2, 1, 3, 64);
+}
+static void dc_splits(op_params *o, kp_device *d) { (void)d; o->p.decode.num_splits = -1; }
+static void dc_seq_lens_dtype(op_params *o, kp_device *d) { (void)d; o->p.decode.seq_lens.dtype = KP_F32; }
+
+/* ---- mla_decode ---- */
+static void mla_two_heads(op_params *o, kp_device *d) { (void)d; reshape(&o->p.mla.kv_cache, 4, 2, 64, 2, 576); }
+static void mla_dv(op_params *o, kp_device *d) { (void)d; o->p.mla.head_dim_v = 600; }
+static void mla_out_dv(op_params *o, kp_device *d) { (void)d; o->p.mla.head_dim_v = 256; }
+static void mla_kv_dim(op_params *o, kp_device *d) { (void)d; reshape(&o->p.mla.kv_cache, 4, 4, 64, 1, 512); }
+
+/* ---- moe_gate ---- */
+static void gate_topk_gt_e(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.topk = 17; }
+static void gate_group_divides(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.n_group = 3; }
+static void gate_topk_group(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.topk_group = 5; }
+static void gate_kept_too_few(op_params *o, kp_device *d) {
+    (void)d; /* 1 group of 4 experts kept cannot give 4 + 1 */
+    o->p.gate.routing.topk_group = 1;
+    o->p.gate.routing.topk = 5;
+}
+static void gate_scoring(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.scoring = (kp_moe_scoring)7; }
+static void gate_route_scale(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.route_scale = -1.0f; }
+static void gate_ids_shape(op_params *o, kp_device *d) { (void)d; o->p.gate.routing.topk = 2; }
+static void gate_bias_len(op_params *o, kp_device *d) { (void)d; reshape(&o->p.gate.bias, 1, 8, 0, 0, 0); }
+static void gate_bias_dtype(op_params *o, kp_device *d) { (void)d; o->p.gate.bias.dtype = KP_BF16; reshape(&o->p.gate.bias, 1, 16, 0, 0, 0); }
+static void gate_weights_alias_ids(op_params *o, kp_device *d) { (void)d; o->p.gate.topk_weights.buffer = o->p.gate.topk_ids.buffer; o->p.gate.topk_weights.dtype = KP_F32; }
+static void gate_too_many_experts(op_params *o, kp_device *d) {
+    (void)d;
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(kp_buffer_device(o->p.gate.logits.buffer), 3 * 1024 * 4, &b));
+    int64_t shape[2] = {3, 1024};
+    CHECK_OK(kp_tensor_init(&o->p.gate.logits, b, 0, KP_F32, 2, shape, NULL));
+}
+
+/* ---- moe_align ---- */
+static void align_small_sorted(op_params *o, kp_device *d) { (void)d; reshape(&o->p.align.sorted_ids, 1, 59, 0, 0, 0); }
+static void align_block(op_params *o, kp_device *d) { (void)d; o->p.align.block_size = 0; }
+static void align_experts(op_params *o, kp_device *d) { (void)d; o->p.align.num_experts = 0; }
+static void align_offsets_len(op_params *o, kp_device *d) { (void)d; o->p.align.num_experts = 15; }
+
+/* ---- grouped_gemm ---- */
+static void gemm_fp8_no_scale(op_params *o, kp_device *d) { (void)d; o->p.gemm.w.dtype = KP_FP8_E4M3; reshape(&o->p.gemm.w, 3, 4, 32, 128, 0); }
+static void gemm_fp8_k(op_params *o, kp_device *d) {
+    o->p.gemm.w.dtype = KP_FP8_E4M3;
+    reshape(&o->p.gemm.w, 3, 4, 32, 96, 0);
+    reshape(&o->p.gemm.a, 2, 8, 96, 0, 0);
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    int64_t shape[3] = {4, 1, 1};
+    CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
+}
+static void gemm_scale_shape(op_params *o, kp_device *d) {
+    o->p.gemm.w.dtype = KP_FP8_E4M3;
+    reshape(&o->p.gemm.w, 3, 4, 32, 128, 0);
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    int64_t shape[3] = {4, 2, 1};
+    CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
+}
+static void gemm_scale_not_fp8(op_params *o, kp_device *d) {
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    int64_t shape[3] = {4, 1, 1};
+    CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
+}
+static void gemm_k_mismatch(op_params *o, kp_device *d) { (void)d; reshape(&o->p.gemm.a, 2, 16, 64, 0, 0); }
+static void gemm_out_dtype(op_params *o, kp_device *d) { (void)d; o->p.gemm.out.dtype = KP_F16; }
+static void gemm_offsets_len(op_params *o, kp_device *d) { (void)d; reshape(&o->p.gemm.expert_offsets, 1, 4, 0, 0, 0); }
+
+/* ---- moe_combine ---- */
+static void comb_t(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.out, 2, 2, 32, 0, 0); }
+static void comb_hidden(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.out, 2, 3, 16, 0, 0); }
+static void comb_weights_dtype(op_params *o, kp_device *d) { (void)d; o->p.combine.topk_weights.dtype = KP_I32; }
+
+/* ---- moe_forward ---- */
+static void fwd_no_ws(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace = NULL; }
+static void fwd_ws_small(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace_offset = 256; }
+static void fwd_shared_half(op_params *o, kp_device *d) { (void)d; o->p.forward.shared_w13 = o->p.forward.w13; reshape(&o->p.forward.shared_w13, 2, 64, 64, 0, 0); }
+static void fwd_w2_inter(op_params *o, kp_device *d) { (void)d; reshape(&o->p.forward.w2, 3, 16, 64, 16, 0); }
+static void fwd_odd_w13(op_params *o, kp_device *d) { (void)d; reshape(&o->p.forward.w13, 3, 16, 63, 64, 0); }
+static void fwd_routing(op_params *o, kp_device *d) { (void)d; o->p.forward.routing.topk_group = 0; }
+static void fwd_out_aliases_ws(op_params *o, kp_device *d) { (void)d; o->p.forward.out.buffer = o->p.forward.workspace; }
+
+static const bad_case bad_cases[] = {
+    {"prefill h_q % h_kv", KP_OP_ATTENTION_PREFILL, pf_hq_not_multiple, KP_ERR_INVALID_SHAPE, "multiple of h_kv"},
+    {"prefill k dtype", KP_OP_ATTENTION_PREFILL, pf_k_dtype, KP_ERR_INVALID_DTYPE, "k has dtype f16 but q is bf16"},
+    {"prefill int q", KP_OP_ATTENTION_PREFILL, pf_int_q, KP_ERR_INVALID_DTYPE, "q has dtype i32"},
+    {"prefill strided last dim", KP_OP_ATTENTION_PREFILL, pf_strided_last, KP_ERR_INVALID_LAYOUT, "q must have a contiguous last dimension"},
+    {"prefill cu_seqlens dtype", KP_OP_ATTENTION_PREFILL, pf_cu_dtype, KP_ERR_INVALID_DTYPE, "cu_seqlens_q"},
+    {"prefill cu_seqlens length", KP_OP_ATTENTION_PREFILL, pf_cu_len, KP_ERR_INVALID_SHAPE, "cu_seqlens_k"},
+    {"prefill out rows", KP_OP_ATTENTION_PREFILL, pf_out_small, KP_ERR_INVALID_SHAPE, "out.shape[0]"},
+    {"prefill out past buffer", KP_OP_ATTENTION_PREFILL, pf_out_overflows, KP_ERR_OUT_OF_BOUNDS, "out view"},
+    {"prefill out aliases q", KP_OP_ATTENTION_PREFILL, pf_out_aliases_q, KP_ERR_ALIASING, "output out"},
+    {"prefill lse shape", KP_OP_ATTENTION_PREFILL, pf_lse_shape, KP_ERR_INVALID_SHAPE, "lse.shape[0]"},
+    {"prefill scale", KP_OP_ATTENTION_PREFILL, pf_scale, KP_ERR_INVALID_ARGUMENT, "softmax_scale"},
+    {"prefill causal flag", KP_OP_ATTENTION_PREFILL, pf_causal, KP_ERR_INVALID_ARGUMENT, "causal is 2"},
+    {"prefill window", KP_OP_ATTENTION_PREFILL, pf_window, KP_ERR_INVALID_ARGUMENT, "window_left"},
+    {"prefill missing v", KP_OP_ATTENTION_PREFILL, pf_missing_v, KP_ERR_INVALID_ARGUMENT, "v is required"},
+    {"prefill q rank", KP_OP_ATTENTION_PREFILL, pf_ndim, KP_ERR_INVALID_SHAPE, "q has 2 dims"},
+    {"prefill k on another device handle", KP_OP_ATTENTION_PREFILL, pf_other_device, KP_ERR_DEVICE_MISMATCH, "k is on device"},
+    {"decode block_table rows", KP_OP_ATTENTION_DECODE, dc_block_table_rows, KP_ERR_INVALID_SHAPE, "block_table.shape[0]"},
+    {"decode v_cache heads", KP_OP_ATTENTION_DECODE, dc_v_heads, KP_ERR_INVALID_SHAPE, "v_cache.shape[2]"},
+    {"decode h_q % h_kv", KP_OP_ATTENTION_DECODE, dc_hq, KP_ERR_INVALID_SHAPE, "multiple of h_kv"},
+    {"decode num_splits", KP_OP_ATTENTION_DECODE, dc_splits, KP_ERR_INVALID_ARGUMENT, "num_splits"},
+    {"decode seq_lens dtype", KP_OP_ATTENTION_DECODE, dc_seq_lens_dtype, KP_ERR_INVALID_DTYPE, "seq_lens"},
+    {"mla two kv heads", KP_OP_MLA_DECODE, mla_two_heads, KP_ERR_INVALID_SHAPE, "one latent KV head"},
+    {"mla head_dim_v > d", KP_OP_MLA_DECODE, mla_dv, KP_ERR_INVALID_ARGUMENT, "head_dim_v is 600"},
+    {"mla out vs head_dim_v", KP_OP_MLA_DECODE, mla_out_dv, KP_ERR_INVALID_SHAPE, "out.shape[3]"},
+    {"mla kv dim", KP_OP_MLA_DECODE, mla_kv_dim, KP_ERR_INVALID_SHAPE, "kv_cache.shape[3]"},
+    {"gate topk > E", KP_OP_MOE_GATE, gate_topk_gt_e, KP_ERR_INVALID_ARGUMENT, "topk is 17"},
+    {"gate n_group divides E", KP_OP_MOE_GATE, gate_group_divides, KP_ERR_INVALID_ARGUMENT, "divide E"},
+    {"gate topk_group > n_group", KP_OP_MOE_GATE, gate_topk_group, KP_ERR_INVALID_ARGUMENT, "topk_group is 5"},
+    {"gate kept groups too small", KP_OP_MOE_GATE, gate_kept_too_few, KP_ERR_INVALID_ARGUMENT, "kept groups"},
+    {"gate scoring", KP_OP_MOE_GATE, gate_scoring, KP_ERR_INVALID_ARGUMENT, "scoring 7"},
+    {"gate route_scale", KP_OP_MOE_GATE, gate_route_scale, KP_ERR_INVALID_ARGUMENT, "route_scale"},
+    {"gate topk_ids columns", KP_OP_MOE_GATE, gate_ids_shape, KP_ERR_INVALID_SHAPE, "topk_ids.shape[1]"},
+    {"gate bias length", KP_OP_MOE_GATE, gate_bias_len, KP_ERR_INVALID_SHAPE, "bias.shape[0]"},
+    {"gate bias dtype", KP_OP_MOE_GATE, gate_bias_dtype, KP_ERR_INVALID_DTYPE, "bias has dtype bf16"},
+    {"gate outputs overlap", KP_OP_MOE_GATE, gate_weights_alias_ids, KP_ERR_ALIASING, "overlaps"},
+    {"gate E > 512", KP_OP_MOE_GATE, gate_too_many_experts, KP_ERR_INVALID_SHAPE, "1024 experts"},
+    {"align sorted_ids capacity", KP_OP_MOE_ALIGN, align_small_sorted, KP_ERR_INVALID_SHAPE, "sorted_ids has 59"},
+    {"align block_size", KP_OP_MOE_ALIGN, align_block, KP_ERR_INVALID_ARGUMENT, "block_size is 0"},
+    {"align num_experts", KP_OP_MOE_ALIGN, align_experts, KP_ERR_INVALID_ARGUMENT, "num_experts is 0"},
+    {"align offsets length", KP_OP_MOE_ALIGN, align_offsets_len, KP_ERR_INVALID_SHAPE, "expert_offsets.shape[0]"},
+    {"gemm fp8 without scale", KP_OP_GROUPED_GEMM, gemm_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "w_scale"},
+    {"gemm fp8 K % 128", KP_OP_GROUPED_GEMM, gemm_fp8_k, KP_ERR_INVALID_SHAPE, "multiple of 128"},
+    {"gemm fp8 scale shape", KP_OP_GROUPED_GEMM, gemm_scale_shape, KP_ERR_INVALID_SHAPE, "w_scale.shape[1]"},
+    {"gemm scale without fp8", KP_OP_GROUPED_GEMM, gemm_scale_not_fp8, KP_ERR_INVALID_ARGUMENT, "not FP8"},
+    {"gemm K mismatch", KP_OP_GROUPED_GEMM, gemm_k_mismatch, KP_ERR_INVALID_SHAPE, "a.shape[1]"},
+    {"gemm out dtype", KP_OP_GROUPED_GEMM, gemm_out_dtype, KP_ERR_INVALID_DTYPE, "out has dtype f16"},
+    {"gemm offsets length", KP_OP_GROUPED_GEMM, gemm_offsets_len, KP_ERR_INVALID_SHAPE, "expert_offsets.shape[0]"},
+    {"combine T", KP_OP_MOE_COMBINE, comb_t, KP_ERR_INVALID_SHAPE, "out.shape[0]"},
+    {"combine hidden", KP_OP_MOE_COMBINE, comb_hidden, KP_ERR_INVALID_SHAPE, "out.shape[1]"},
+    {"combine weights dtype", KP_OP_MOE_COMBINE, comb_weights_dtype, KP_ERR_INVALID_DTYPE, "topk_weights has dtype i32"},
+    {"forward no workspace", KP_OP_MOE_FORWARD, fwd_no_ws, KP_ERR_INVALID_ARGUMENT, "workspace is NULL"},
+    {"forward small workspace", KP_OP_MOE_FORWARD, fwd_ws_small, KP_ERR_OUT_OF_BOUNDS, "are needed"},
+    {"forward half a shared expert", KP_OP_MOE_FORWARD, fwd_shared_half, KP_ERR_INVALID_ARGUMENT, "shared_w13 and shared_w2"},
+    {"forward w2 inter", KP_OP_MOE_FORWARD, fwd_w2_inter, KP_ERR_INVALID_SHAPE, "w2.shape[2]"},
+    {"forward odd w13", KP_OP_MOE_FORWARD, fwd_odd_w13, KP_ERR_INVALID_SHAPE, "2*inter"},
+    {"forward routing", KP_OP_MOE_FORWARD, fwd_routing, KP_ERR_INVALID_ARGUMENT, "topk_group is 0"},
+    {"forward out in workspace", KP_OP_MOE_FORWARD, fwd_out_aliases_ws, KP_ERR_ALIASING, "workspace overlaps"},
+};
+
+KP_TEST(api_ops_reject_bad_arguments) {
+    kp_device *d = kp_test_open_backend("cpu");
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        const bad_case *c = &bad_cases[i];
+        op_params o;
+        unsigned char *snaps[OP_PARAMS_MAX_BUFFERS];
+        op_params_make(&o, d, c->op);
+        op_params_snapshot(&o, snaps);
+        c->mutate(&o, d);
+        kp_status st = op_params_run(&o, s);
+        CHECK_MSG(st == c->code, "[%s] -> %s, expected %s: %s", c->what, kp_status_str(st), kp_status_str(c->code),
+                  kp_last_error());
+        CHECK_MSG(strstr(kp_last_error(), c->needle) != NULL, "[%s] message \"%s\" lacks \"%s\"", c->what,
+                  kp_last_error(), c->needle);
+        CHECK_MSG(strstr(kp_last_error(), kp_op_name(c->op)) != NULL, "[%s] message \"%s\" does not name the op",
+                  c->what, kp_last_error());
+        /* the same answer from the capability query, which also writes nothing */
+        CHECK_MSG(kp_op_supported(d, c->op, &o.p) == c->code, "[%s] kp_op_supported disagrees", c->what);
+        op_params_unchanged(&o, snaps);
+        op_params_free(&o);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_TEST(api_ops_valid_arguments_reach_the_backend) {
+    kp_device *d = kp_test_open_backend("cpu");
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int op = 0; op < KP_OP_COUNT; op++) {
+        op_params o;
+        unsigned char *snaps[OP_PARAMS_MAX_BUFFERS];
+        op_params_make(&o, d, (kp_op)op);
+        op_params_snapshot(&o, snaps);
+        kp_status st = op_params_run(&o, s);
+        /* The CPU backend gains each op with its issue; until then it must say so. */
+        CHECK_MSG(st == KP_ERR_UNSUPPORTED, "%s -> %s: %s", kp_op_name((kp_op)op), kp_status_str(st), kp_last_error());
+        CHECK_STR_CONTAINS(kp_last_error(), kp_op_name((kp_op)op));
+        CHECK_STR_CONTAINS(kp_last_error(), "cpu backend");
+        CHECK_INT_EQ(kp_op_supported(d, (kp_op)op, &o.p), KP_ERR_UNSUPPORTED);
+        op_params_unchanged(&o, snaps);
+        op_params_free(&o);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_TEST(api_ops_null_arguments) {
+    kp_device *d = kp_test_open_backend("cpu");
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    kp_attention_prefill_params pf;
+    memset(&pf, 0, sizeof pf);
+    CHECK_ERR(kp_attention_prefill(NULL, &pf), KP_ERR_INVALID_ARGUMENT, "kp_attention_prefill: s");
+    CHECK_ERR(kp_attention_decode(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_attention_decode: s");
+    CHECK_ERR(kp_mla_decode(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_mla_decode: s");
+    CHECK_ERR(kp_moe_gate(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_moe_gate: s");
+    CHECK_ERR(kp_moe_align(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_moe_align: s");
+    CHECK_ERR(kp_grouped_gemm(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_grouped_gemm: s");
+    CHECK_ERR(kp_moe_combine(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_moe_combine: s");
+    CHECK_ERR(kp_moe_forward(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_moe_forward: s");
+    CHECK_ERR(kp_attention_prefill(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_attention_decode(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_mla_decode(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_moe_gate(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_moe_align(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_grouped_gemm(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_moe_combine(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_moe_forward(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_attention_prefill(s, &pf), KP_ERR_INVALID_ARGUMENT, "q is required"); /* all-zero params */
+    CHECK_ERR(kp_op_supported(NULL, KP_OP_MOE_GATE, &pf), KP_ERR_INVALID_ARGUMENT, "d is NULL");
+    CHECK_ERR(kp_op_supported(d, KP_OP_COUNT, &pf), KP_ERR_INVALID_ARGUMENT, "not a kp_op");
+    CHECK_ERR(kp_op_supported(d, (kp_op)-1, &pf), KP_ERR_INVALID_ARGUMENT, "not a kp_op");
+    CHECK_ERR(kp_op_supported(d, KP_OP_MOE_GATE, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    size_t ws = 7;
+    kp_moe_forward_params fw;
+    memset(&fw, 0, sizeof fw);
+    CHECK_ERR(kp_moe_forward_workspace_size(NULL, &fw, &ws), KP_ERR_INVALID_ARGUMENT, "d is NULL");
+    CHECK_ERR(kp_moe_forward_workspace_size(d, NULL, &ws), KP_ERR_INVALID_ARGUMENT, "p is NULL");
+    CHECK_ERR(kp_moe_forward_workspace_size(d, &fw, NULL), KP_ERR_INVALID_ARGUMENT, "bytes is NULL");
+    CHECK_ERR(kp_moe_forward_workspace_size(d, &fw, &ws), KP_ERR_INVALID_ARGUMENT, "x is required");
+    CHECK_INT_EQ(ws, 7);
+    CHECK_OK(kp_stream_destroy(s));
+}
