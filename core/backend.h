@@ -21,7 +21,8 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_VERSION 1u
+#define KP_BACKEND_ABI_NUMBER 1 /* bump on any change to the structs below */
+#define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
 typedef struct kp_backend_iface kp_backend_iface;

@@ -11,7 +11,7 @@ const char *kp_version(void) {
 #define KP_STR2(x) #x
 #define KP_STR(x) KP_STR2(x)
     return KP_STR(KPORT_VERSION_MAJOR) "." KP_STR(KPORT_VERSION_MINOR) "." KP_STR(
-        KPORT_VERSION_PATCH) " (backend abi " KP_STR(KP_BACKEND_ABI_VERSION) ")";
+        KPORT_VERSION_PATCH) " (backend abi " KP_STR(KP_BACKEND_ABI_NUMBER) ")";
 }
 
 size_t kp_dtype_size(kp_dtype t) {

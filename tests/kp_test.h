@@ -115,4 +115,22 @@ void kp_test_unchanged_at(kp_buffer *b, unsigned char *snap, const char *file, i
 uint64_t kp_test_rand_u64(void);
 double kp_test_rand_uniform(double lo, double hi);
 
+/* ---- conformance: one body, one test per backend ----
+ *
+ *   KP_CONFORMANCE(conf_moe_gate_ties) { ... uses kp_device *d ... }
+ *
+ * defines conf_moe_gate_ties__cpu, __opencl, __cuda and __hip; list it with one line
+ * XB(conf_moe_gate_ties). A backend that is absent skips with its reason. */
+#define KP_CONFORMANCE(name)                                                             \
+    static void name##_on(kp_device *d);                                                 \
+    KP_TEST(name##__cpu) { name##_on(kp_test_open_backend("cpu")); }                     \
+    KP_TEST(name##__opencl) { name##_on(kp_test_open_backend("opencl")); }               \
+    KP_TEST(name##__cuda) { name##_on(kp_test_open_backend("cuda")); }                   \
+    KP_TEST(name##__hip) { name##_on(kp_test_open_backend("hip")); }                     \
+    static void name##_on(kp_device *d)
+
+/* Skips the test when d's backend answers KP_ERR_UNSUPPORTED for this op and these
+ * params (the backend's own reason is printed); fails on any other error. */
+void kp_test_require_op(kp_device *d, kp_op op, const void *params);
+
 #endif /* KPORT_TESTS_KP_TEST_H */

@@ -147,3 +147,18 @@ uint64_t kp_test_rand_u64(void) {
 double kp_test_rand_uniform(double lo, double hi) {
     return lo + (hi - lo) * (double)(kp_test_rand_u64() >> 11) * (1.0 / 9007199254740992.0);
 }
+
+void kp_test_require_op(kp_device *d, kp_op op, const void *params) {
+    kp_status st = kp_op_supported(d, op, params);
+    if (st == KP_OK) return;
+    kp_device_info i;
+    kp_device_get_info(d, &i);
+    if (st == KP_ERR_UNSUPPORTED) {
+        if (backend_required(i.backend))
+            kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_BACKENDS names %s, which does not support %s: %s",
+                         i.backend, kp_op_name(op), kp_last_error());
+        kp_test_skip("%s: %s", i.backend, kp_last_error());
+    }
+    kp_test_fail(__FILE__, __LINE__, "kp_op_supported(%s) on %s: %s: %s", kp_op_name(op), i.backend,
+                 kp_status_str(st), kp_last_error());
+}

@@ -2,7 +2,7 @@
  * tests/op_params.c — see op_params.h.
  */
 #include "op_params.h"
-#include "kp_test.h"
+#include "kp_conformance.h"
 
 /* A tensor in a new buffer of exactly its size, filled with random bytes. */
 static kp_tensor make(op_params *o, kp_device *d, const char *name, kp_dtype dt, int ndim, int64_t a, int64_t b,
@@ -13,10 +13,19 @@ static kp_tensor make(op_params *o, kp_device *d, const char *name, kp_dtype dt,
     CHECK(o->nbuffers < OP_PARAMS_MAX_BUFFERS);
     kp_buffer *buf;
     CHECK_OK(kp_buffer_alloc(d, n ? n : 1, &buf));
+    /* floats in [-1, 1); index tensors are filled with valid values by the caller */
+    int64_t count = (int64_t)(n / kp_dtype_size(dt));
+    double *v = calloc((size_t)count + 1, sizeof *v);
     unsigned char *bytes = malloc(n ? n : 1);
-    for (size_t i = 0; i < n; i++) bytes[i] = (unsigned char)kp_test_rand_u64();
+    for (int64_t i = 0; i < count; i++) v[i] = dt == KP_I32 ? 0 : kp_test_rand_uniform(-1.0, 1.0);
+    if (dt == KP_FP8_E4M3) {
+        for (size_t i = 0; i < n; i++) bytes[i] = (unsigned char)(kp_test_rand_u64() & 0x77); /* finite e4m3 */
+    } else {
+        kp_conf_pack(v, count, dt, bytes);
+    }
     CHECK_OK(kp_buffer_write(NULL, buf, 0, bytes, n));
     free(bytes);
+    free(v);
     o->buffers[o->nbuffers] = buf;
     o->names[o->nbuffers++] = name;
     kp_tensor t;
@@ -28,6 +37,10 @@ static kp_tensor make(op_params *o, kp_device *d, const char *name, kp_dtype dt,
 #define T2(name, dt, a, b) make(o, d, name, dt, 2, a, b, 1, 1)
 #define T3(name, dt, a, b, c) make(o, d, name, dt, 3, a, b, c, 1)
 #define T4(name, dt, a, b, c, e) make(o, d, name, dt, 4, a, b, c, e)
+
+static void write_ints(kp_tensor *t, const int32_t *v, size_t n) {
+    CHECK_OK(kp_buffer_write(NULL, t->buffer, t->offset, v, n * sizeof *v));
+}
 
 static const kp_moe_routing v3_like = {4, 4, 2, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
 
@@ -65,6 +78,9 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         p->v_cache = T4("v_cache", KP_F16, 4, 16, 2, 64);
         p->block_table = T2("block_table", KP_I32, 2, 2);
         p->seq_lens = T1("seq_lens", KP_I32, 2);
+        int32_t table[4] = {3, 1, 0, 2}, lens[2] = {20, 7};
+        write_ints(&p->block_table, table, 4);
+        write_ints(&p->seq_lens, lens, 2);
         p->softmax_scale = 0.125f;
         p->causal = 1;
         break;
@@ -78,6 +94,9 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         p->kv_cache = T4("kv_cache", KP_BF16, 4, 64, 1, 576);
         p->block_table = T2("block_table", KP_I32, 2, 2);
         p->seq_lens = T1("seq_lens", KP_I32, 2);
+        int32_t table[4] = {2, 0, 3, 1}, lens[2] = {100, 1};
+        write_ints(&p->block_table, table, 4);
+        write_ints(&p->seq_lens, lens, 2);
         p->softmax_scale = 0.1352337788608801f;
         p->causal = 1;
         p->head_dim_v = 512;
@@ -100,6 +119,8 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         p->token_pos = T2("token_pos", KP_I32, 3, 4);
         o->outputs = 3;
         p->topk_ids = T2("topk_ids", KP_I32, 3, 4);
+        int32_t ids[12] = {0, 5, 9, 15, 5, 6, 7, 8, 15, 0, 1, 2};
+        write_ints(&p->topk_ids, ids, 12);
         p->num_experts = 16;
         p->block_size = 4;
         break;
@@ -111,6 +132,8 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         p->a = T2("a", KP_BF16, 8, 128);
         p->w = T3("w", KP_BF16, 4, 32, 128);
         p->expert_offsets = T1("expert_offsets", KP_I32, 5);
+        int32_t offsets[5] = {0, 3, 3, 7, 8};
+        write_ints(&p->expert_offsets, offsets, 5);
         break;
     }
     case KP_OP_MOE_COMBINE: {
@@ -120,6 +143,8 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         p->expert_out = T2("expert_out", KP_BF16, 60, 32);
         p->token_pos = T2("token_pos", KP_I32, 3, 4);
         p->topk_weights = T2("topk_weights", KP_F32, 3, 4);
+        int32_t pos[12] = {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44};
+        write_ints(&p->token_pos, pos, 12);
         break;
     }
     case KP_OP_MOE_FORWARD: {

@@ -2,10 +2,14 @@
  * tests/test_list.h — every test, one X(name) line each, grouped by file.
  * No include guard: expanded twice by tests/runner.c.
  * Each group below includes the list owned by its test file's area.
+ * XB(name) lists a KP_CONFORMANCE test once for every backend.
  */
+#define XB(name) X(name##__cpu) X(name##__opencl) X(name##__cuda) X(name##__hip)
 #include "list_core.h"
 #include "list_cpu.h"
 #include "list_plugins.h"
 #include "list_opencl.h"
 #include "list_cuda.h"
 #include "list_hip.h"
+#include "list_conformance.h"
+#undef XB

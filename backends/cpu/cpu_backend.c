@@ -3,8 +3,7 @@
  * host-memory buffers, streams that run their work in order in the calling thread
  * with the thread pool doing the parallel part.
  *
- * Ops land one per file (cpu_<op>.c) as their issues land; until then their slots
- * answer KP_ERR_UNSUPPORTED naming the op.
+ * Each op is one file in backends/cpu/ops/ (cpu_<op>.c).
  */
 #include "cpu_internal.h"
 
@@ -211,15 +210,7 @@ static kp_status cpu_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, c
     return KP_OK;
 }
 
-/* ---- ops ---- */
-
-static kp_status cpu_unsupported(kp_op op, kp_stream *s, const void *p, int dry_run) {
-    (void)s;
-    (void)p;
-    (void)dry_run;
-    return g_host->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
-                             kp_backend_op_name(op));
-}
+const kp_host_services *cpu_host(void) { return g_host; }
 
 static const kp_backend_iface cpu_iface = {
     .abi_version = KP_BACKEND_ABI_VERSION,
@@ -243,14 +234,14 @@ static const kp_backend_iface cpu_iface = {
     .buffer_copy = cpu_buffer_copy,
     .dlpack_device_type = 1, /* kDLCPU */
     .ops = {
-        [KP_OP_ATTENTION_PREFILL] = cpu_unsupported,
-        [KP_OP_ATTENTION_DECODE] = cpu_unsupported,
-        [KP_OP_MLA_DECODE] = cpu_unsupported,
-        [KP_OP_MOE_GATE] = cpu_unsupported,
-        [KP_OP_MOE_ALIGN] = cpu_unsupported,
-        [KP_OP_GROUPED_GEMM] = cpu_unsupported,
-        [KP_OP_MOE_COMBINE] = cpu_unsupported,
-        [KP_OP_MOE_FORWARD] = cpu_unsupported,
+        [KP_OP_ATTENTION_PREFILL] = cpu_op_attention_prefill,
+        [KP_OP_ATTENTION_DECODE] = cpu_op_attention_decode,
+        [KP_OP_MLA_DECODE] = cpu_op_mla_decode,
+        [KP_OP_MOE_GATE] = cpu_op_moe_gate,
+        [KP_OP_MOE_ALIGN] = cpu_op_moe_align,
+        [KP_OP_GROUPED_GEMM] = cpu_op_grouped_gemm,
+        [KP_OP_MOE_COMBINE] = cpu_op_moe_combine,
+        [KP_OP_MOE_FORWARD] = cpu_op_moe_forward,
     },
 };
 

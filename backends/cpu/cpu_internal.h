@@ -71,4 +71,19 @@ static inline unsigned char *cpu_buffer_data(const kp_buffer *b) {
     return ((const cpu_buffer *)b->impl)->data;
 }
 
+/* The host services the core lent at init. */
+const kp_host_services *cpu_host(void);
+/* The backend state behind a stream (the CPU backend has one device). */
+static inline kp_backend_state *cpu_state(const kp_stream *s) { return s->device->backend; }
+
+/* ---- ops, one per file in backends/cpu/ops/ ---- */
+kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_attention_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_mla_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_moe_gate(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_moe_combine(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run);
+
 #endif /* KPORT_CPU_INTERNAL_H */

@@ -108,12 +108,15 @@ static int cu_resolve_one(const cu_resolver *r, const char *name, const char *ve
     }
     *slot = fn;
     if (!fn && required) {
+        const char *why = "not available";
+        if (r->gpa_v2 || r->gpa_v1)
+            why = res != CUDA_SUCCESS ? kp_cu_result_name(NULL, res)
+                  : qs == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT ? "version not sufficient"
+                                                                    : "symbol not found";
         snprintf(reason, reason_len,
-                 "symbol '%s' not found in %s (cuGetProcAddress at API %d: %s, dlsym '%s' failed); "
+                 "symbol '%s' not found in %s (cuGetProcAddress at API %d: %s; dlsym '%s' failed); "
                  "the NVIDIA driver is too old",
-                 name, r->lib_name, r->version,
-                 (r->gpa_v2 || r->gpa_v1) ? kp_cu_result_name(NULL, res) : "not available",
-                 versioned);
+                 name, r->lib_name, r->version, why, versioned);
         return 0;
     }
     return 1;

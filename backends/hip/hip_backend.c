@@ -216,9 +216,11 @@ static kp_status hip_init(const kp_host_services *host, const kp_init_options *o
             st = KP_ERR_UNAVAILABLE;
         }
     }
-    if (st == KP_OK) {
-        if (!b->hip.hipRuntimeGetVersion || b->hip.hipRuntimeGetVersion(&b->runtime_version) != hipSuccess)
-            if (b->hip.hipDriverGetVersion(&b->runtime_version) != hipSuccess) b->runtime_version = 0;
+    if (st == KP_OK) { /* the runtime's version; the driver's (the same number on ROCm) if absent */
+        int have = b->hip.hipRuntimeGetVersion &&
+                   b->hip.hipRuntimeGetVersion(&b->runtime_version) == hipSuccess;
+        if (!have && b->hip.hipDriverGetVersion(&b->runtime_version) != hipSuccess)
+            b->runtime_version = 0;
     }
     if (st == KP_OK && count > 0) {
         b->devices = calloc((size_t)count, sizeof *b->devices);

@@ -1,0 +1,13 @@
+/*
+ * backends/cpu/ops/cpu_attention_decode.c — kp_attention_decode on the CPU backend.
+ * Not implemented yet: answers KP_ERR_UNSUPPORTED naming the op.
+ */
+#include "cpu_internal.h"
+
+kp_status cpu_op_attention_decode(kp_op op, kp_stream *s, const void *params, int dry_run) {
+    (void)s;
+    (void)params;
+    (void)dry_run;
+    return cpu_host()->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
+                                 kp_backend_op_name(op));
+}

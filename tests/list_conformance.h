@@ -1,0 +1,3 @@
+/* tests/list_conformance.h — XB(name) per KP_CONFORMANCE test; no include guard. */
+#include "list_conf_attention.h"
+#include "list_conf_moe.h"
