@@ -1,0 +1,2 @@
+/* tests/conformance/test_conf_attention.c — placeholder, being written. */
+typedef int kp_placeholder_test_conf_attention;
