@@ -79,7 +79,10 @@ typedef ushort kp_u16;
 #define KP_LOCAL_MEM __local
 #define KP_CONSTANT __constant
 #define KP_LOCAL(type, name, count) __local type name[count] __attribute__((aligned(16)))
-#define KP_FN static inline
+/* always_inline: PoCL 3.1 runs a barrier inside a static helper that LLVM chose not to
+ * inline with races between work-groups (wrong reductions, 1 run in ~20); forced
+ * inlining removes the case, and every helper here is small. */
+#define KP_FN static inline __attribute__((always_inline))
 #define KP_RESTRICT restrict
 
 #define kp_local_id(d) ((int)get_local_id(d))

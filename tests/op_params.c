@@ -169,9 +169,17 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
     }
 }
 
+void op_params_adopt(op_params *o, kp_buffer *b) {
+    CHECK(o->nbuffers < OP_PARAMS_MAX_BUFFERS);
+    o->names[o->nbuffers] = "extra";
+    o->buffers[o->nbuffers++] = b;
+}
+
 void op_params_free(op_params *o) {
     for (int i = 0; i < o->nbuffers; i++) CHECK_OK(kp_buffer_free(o->buffers[i]));
     o->nbuffers = 0;
+    if (o->extra_device) CHECK_OK(kp_device_close(o->extra_device));
+    o->extra_device = NULL;
 }
 
 void op_params_snapshot(op_params *o, unsigned char **snaps) {

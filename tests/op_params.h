@@ -25,7 +25,11 @@ typedef struct op_params {
     const char *names[OP_PARAMS_MAX_BUFFERS]; /* "q" */
     int nbuffers;
     int outputs; /* buffers[0..outputs) are the outputs */
+    kp_device *extra_device; /* a second handle a test opened; closed by op_params_free */
 } op_params;
+
+/* Hands a buffer a test made to o, so op_params_free frees it. */
+void op_params_adopt(op_params *o, kp_buffer *b);
 
 /* Builds a valid argument set for op on d. */
 void op_params_make(op_params *o, kp_device *d, kp_op op);

@@ -264,6 +264,7 @@ KP_TEST(api_buffer_bounds) {
     CHECK_OK(kp_buffer_alloc(d, 64, &b));
     unsigned char host[128] = {0};
     CHECK_OK(kp_buffer_write(NULL, a, 0, host, 64));
+    CHECK_OK(kp_buffer_write(NULL, b, 0, host, 64)); /* new buffers hold undefined bytes */
     unsigned char *snap_a = kp_test_snapshot(a), *snap_b = kp_test_snapshot(b);
     for (int i = 0; i < 128; i++) host[i] = (unsigned char)(i + 1);
     CHECK_ERR(kp_buffer_write(NULL, a, 1, host, 64), KP_ERR_OUT_OF_BOUNDS, "dst range");

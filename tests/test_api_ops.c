@@ -55,7 +55,9 @@ static void pf_other_device(op_params *o, kp_device *d) {
     CHECK_OK(kp_device_open(0, &other)); /* another handle: tensors belong to one handle */
     kp_buffer *b;
     CHECK_OK(kp_buffer_alloc(other, kp_buffer_size(o->p.prefill.k.buffer), &b));
-    o->p.prefill.k.buffer = b; /* leaked with the child process */
+    o->p.prefill.k.buffer = b;
+    op_params_adopt(o, b);
+    o->extra_device = other;
 }
 
 /* ---- attention_decode ---- */
@@ -94,6 +96,7 @@ static void gate_too_many_experts(op_params *o, kp_device *d) {
     (void)d;
     kp_buffer *b;
     CHECK_OK(kp_buffer_alloc(kp_buffer_device(o->p.gate.logits.buffer), 3 * 1024 * 4, &b));
+    op_params_adopt(o, b);
     int64_t shape[2] = {3, 1024};
     CHECK_OK(kp_tensor_init(&o->p.gate.logits, b, 0, KP_F32, 2, shape, NULL));
 }
@@ -112,6 +115,7 @@ static void gemm_fp8_k(op_params *o, kp_device *d) {
     reshape(&o->p.gemm.a, 2, 8, 96, 0, 0);
     kp_buffer *b;
     CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    op_params_adopt(o, b);
     int64_t shape[3] = {4, 1, 1};
     CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
 }
@@ -120,12 +124,14 @@ static void gemm_scale_shape(op_params *o, kp_device *d) {
     reshape(&o->p.gemm.w, 3, 4, 32, 128, 0);
     kp_buffer *b;
     CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    op_params_adopt(o, b);
     int64_t shape[3] = {4, 2, 1};
     CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
 }
 static void gemm_scale_not_fp8(op_params *o, kp_device *d) {
     kp_buffer *b;
     CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    op_params_adopt(o, b);
     int64_t shape[3] = {4, 1, 1};
     CHECK_OK(kp_tensor_init(&o->p.gemm.w_scale, b, 0, KP_F32, 3, shape, NULL));
 }
@@ -231,6 +237,7 @@ KP_TEST(api_ops_reject_bad_arguments) {
         op_params_free(&o);
     }
     CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
 }
 
 KP_TEST(api_ops_valid_arguments_reach_the_backend) {
@@ -262,6 +269,7 @@ KP_TEST(api_ops_valid_arguments_reach_the_backend) {
         op_params_free(&o);
     }
     CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
 }
 
 KP_TEST(api_ops_null_arguments) {
@@ -300,4 +308,5 @@ KP_TEST(api_ops_null_arguments) {
     CHECK_ERR(kp_moe_forward_workspace_size(d, &fw, &ws), KP_ERR_INVALID_ARGUMENT, "x is required");
     CHECK_INT_EQ(ws, 7);
     CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
 }

@@ -107,6 +107,7 @@ KP_TEST(plugin_not_a_library_is_refused) {
     CHECK_STR_CONTAINS(b.reason, "dlopen failed");
     CHECK(find("cpu", &b) >= 0); /* the rest still works */
     CHECK_INT_EQ(b.available, 1);
+    free(dir);
 }
 
 KP_TEST(plugin_never_loaded_from_current_directory) {
@@ -121,6 +122,7 @@ KP_TEST(plugin_never_loaded_from_current_directory) {
     kp_backend_info b;
     CHECK(find("fake", &b) < 0); /* the copy is named cwdfake but reports "fake" if loaded */
     CHECK(find("cwdfake", &b) < 0);
+    free(dir);
 }
 
 KP_TEST(plugin_fake_backend_lists_devices) {
