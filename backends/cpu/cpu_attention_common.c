@@ -1,2 +1,677 @@
-/* backends/cpu/cpu_attention_common.c — placeholder, being written. */
-typedef int kp_placeholder_cpu_attention_common;
+/*
+ * backends/cpu/cpu_attention_common.c — the flash-attention engine of the CPU backend
+ * (see cpu_attention.h): micro-kernels per SIMD level, the block loop, finishing and
+ * split-KV combining, per-thread scratch slots, paged-KV content checks.
+ */
+#include "cpu_attention.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define KP_ATT_X86 1
+#endif
+
+#define LN2 0.69314718055994530942
+#define LOG2E 1.44269504088896340736
+
+/* ------------------------------------------------------------------------ */
+/* Portable micro-kernels                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void qk_c(const float *qt, int64_t ldq, int d, int mpad, const float *const *krow, int nk, float *st,
+                 int64_t ldst) {
+    for (int n = 0; n < nk; n++) {
+        float *s = st + n * ldst;
+        const float *kr = krow[n];
+        for (int r = 0; r < mpad; r++) s[r] = 0.0f;
+        for (int k = 0; k < d; k++) {
+            const float kv = kr[k], *q = qt + k * ldq;
+            for (int r = 0; r < mpad; r++) s[r] += kv * q[r];
+        }
+    }
+}
+
+static void softmax_c(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
+                      float *mx, float *l, float *alpha) {
+    for (int r = 0; r < mpad; r++) {
+        int64_t a = lo[r] - j0, b = hi[r] - j0;
+        if (a < 0) a = 0;
+        if (b > nk) b = nk;
+        float m = -INFINITY;
+        for (int64_t n = a; n < b; n++) m = fmaxf(m, st[n * ldst + r]);
+        float mnew = fmaxf(mx[r], m);
+        if (mnew == -INFINITY) { /* nothing seen yet: p = 0, O stays 0 */
+            alpha[r] = 1.0f;
+            for (int n = 0; n < nk; n++) st[n * ldst + r] = 0.0f;
+            continue;
+        }
+        float sum = 0.0f;
+        for (int n = 0; n < nk; n++) {
+            float pv = (n >= a && n < b) ? exp2f(st[n * ldst + r] - mnew) : 0.0f;
+            st[n * ldst + r] = pv;
+            sum += pv;
+        }
+        alpha[r] = exp2f(mx[r] - mnew);
+        l[r] = l[r] * alpha[r] + sum;
+        mx[r] = mnew;
+    }
+}
+
+static void pv_c(const float *p, int64_t ldp, const float *const *vrow, int nk, float *o, int64_t ldo, int m, int dv,
+                 const float *alpha) {
+    for (int r = 0; r < m; r++) {
+        float *orow = o + r * ldo;
+        const float a = alpha[r];
+        if (a != 1.0f)
+            for (int j = 0; j < dv; j++) orow[j] *= a;
+        for (int n = 0; n < nk; n++) {
+            const float pr = p[n * ldp + r];
+            if (pr == 0.0f) continue;
+            const float *v = vrow[n];
+            for (int j = 0; j < dv; j++) orow[j] += pr * v[j];
+        }
+    }
+}
+
+static const cpu_att_kernels kernels_portable = {.qk = qk_c, .softmax = softmax_c, .pv = pv_c};
+
+/* ------------------------------------------------------------------------ */
+/* AVX-512 micro-kernels                                                     */
+/* ------------------------------------------------------------------------ */
+
+#ifdef KP_ATT_X86
+#define KP_ATT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define KP_ATT512_INLINE static inline __attribute__((always_inline)) KP_ATT512
+
+/* 2^x for x <= 0 (and -inf -> 0): x = i + f, f in [-1/2, 1/2], 2^f by its degree-7
+ * Taylor polynomial (relative error < 1e-8), scaled by 2^i with vscalefps. */
+KP_ATT512_INLINE __m512 exp2_512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-160.0f));
+    __m512 i = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, i);
+    __m512 y = _mm512_set1_ps(1.525273380405984e-05f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.5403530393381608e-04f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3333558146428443e-03f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.618129107628477e-03f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.550410866482158e-02f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.402265069591007e-01f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.931471805599453e-01f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, i);
+}
+
+/* NK keys x NV vectors of 16 rows, accumulated over the whole head dim. */
+KP_ATT512_INLINE void qk_tile512(const float *qt, int64_t ldq, int d, const float *const *kr, float *st,
+                                 int64_t ldst, const int NK, const int NV) {
+    __m512 acc[8][4];
+    const float *kp[8];
+#pragma GCC unroll 8
+    for (int n = 0; n < NK; n++) {
+        kp[n] = kr[n];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[n][v] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < d; k++) {
+        __m512 q[4];
+        const float *qk = qt + k * ldq;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) q[v] = _mm512_loadu_ps(qk + 16 * v);
+#pragma GCC unroll 8
+        for (int n = 0; n < NK; n++) {
+            __m512 b = _mm512_set1_ps(kp[n][k]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[n][v] = _mm512_fmadd_ps(b, q[v], acc[n][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int n = 0; n < NK; n++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(st + n * ldst + 16 * v, acc[n][v]);
+}
+
+#define QK_CASES(NV)                                                                     \
+    switch (nk - n) {                                                                    \
+    case 1: qk_tile512(q, ldq, d, krow + n, s, ldst, 1, NV); break;                      \
+    case 2: qk_tile512(q, ldq, d, krow + n, s, ldst, 2, NV); break;                      \
+    case 3: qk_tile512(q, ldq, d, krow + n, s, ldst, 3, NV); break;                      \
+    case 4: qk_tile512(q, ldq, d, krow + n, s, ldst, 4, NV); break;                      \
+    case 5: qk_tile512(q, ldq, d, krow + n, s, ldst, 5, NV); break;                      \
+    case 6: qk_tile512(q, ldq, d, krow + n, s, ldst, 6, NV); break;                      \
+    case 7: qk_tile512(q, ldq, d, krow + n, s, ldst, 7, NV); break;                      \
+    default: qk_tile512(q, ldq, d, krow + n, s, ldst, 8, NV); break;                     \
+    }
+
+KP_ATT512 static void qk_512(const float *qt, int64_t ldq, int d, int mpad, const float *const *krow, int nk,
+                             float *st, int64_t ldst) {
+    int r = 0;
+    for (; r + 64 <= mpad; r += 64) /* 6 keys x 4 vectors: 24 accumulators */
+        for (int n = 0; n < nk; n += 6) {
+            const float *q = qt + r;
+            float *s = st + n * ldst + r;
+            switch (nk - n) {
+            case 1: qk_tile512(q, ldq, d, krow + n, s, ldst, 1, 4); break;
+            case 2: qk_tile512(q, ldq, d, krow + n, s, ldst, 2, 4); break;
+            case 3: qk_tile512(q, ldq, d, krow + n, s, ldst, 3, 4); break;
+            case 4: qk_tile512(q, ldq, d, krow + n, s, ldst, 4, 4); break;
+            case 5: qk_tile512(q, ldq, d, krow + n, s, ldst, 5, 4); break;
+            default: qk_tile512(q, ldq, d, krow + n, s, ldst, 6, 4); break;
+            }
+        }
+    for (; r + 32 <= mpad; r += 32) /* 8 keys x 2 vectors */
+        for (int n = 0; n < nk; n += 8) {
+            const float *q = qt + r;
+            float *s = st + n * ldst + r;
+            QK_CASES(2)
+        }
+    for (; r < mpad; r += 16) /* 8 keys x 1 vector */
+        for (int n = 0; n < nk; n += 8) {
+            const float *q = qt + r;
+            float *s = st + n * ldst + r;
+            QK_CASES(1)
+        }
+}
+
+KP_ATT512 static void softmax_512(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo,
+                                  const int32_t *hi, float *mx, float *l, float *alpha) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i base = _mm512_set1_epi32((int32_t)j0);
+    for (int r = 0; r < mpad; r += 16) {
+        /* key n of the block is visible to a row when rlo <= n < rhi */
+        __m512i rlo = _mm512_sub_epi32(_mm512_loadu_si512(lo + r), base);
+        __m512i rhi = _mm512_sub_epi32(_mm512_loadu_si512(hi + r), base);
+        __m512 m = ninf;
+        for (int n = 0; n < nk; n++) {
+            __m512i vn = _mm512_set1_epi32(n);
+            __mmask16 vis = _mm512_cmple_epi32_mask(rlo, vn) & _mm512_cmpgt_epi32_mask(rhi, vn);
+            m = _mm512_mask_max_ps(m, vis, m, _mm512_loadu_ps(st + n * ldst + r));
+        }
+        __m512 mold = _mm512_loadu_ps(mx + r);
+        __m512 mnew = _mm512_max_ps(mold, m);
+        __mmask16 live = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_OQ);
+        __m512 sum = _mm512_setzero_ps();
+        for (int n = 0; n < nk; n++) {
+            __m512i vn = _mm512_set1_epi32(n);
+            __mmask16 vis = _mm512_cmple_epi32_mask(rlo, vn) & _mm512_cmpgt_epi32_mask(rhi, vn) & live;
+            float *s = st + n * ldst + r;
+            __m512 p = _mm512_maskz_mov_ps(vis, exp2_512(_mm512_sub_ps(_mm512_loadu_ps(s), mnew)));
+            _mm512_storeu_ps(s, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        __m512 a = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), exp2_512(_mm512_sub_ps(mold, mnew)));
+        _mm512_storeu_ps(alpha + r, a);
+        _mm512_storeu_ps(l + r, _mm512_fmadd_ps(_mm512_loadu_ps(l + r), a, sum));
+        _mm512_storeu_ps(mx + r, mnew);
+    }
+}
+
+/* NR rows x 64 columns of O (masked at the dv edge), over the block's keys. */
+KP_ATT512_INLINE void pv_tile512(const float *p, int64_t ldp, const float *const *vr, int nk, float *o, int64_t ldo,
+                                 const __mmask16 *mk, const float *alpha, const int NR) {
+    __m512 acc[6][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++) {
+        __m512 a = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mk[v], o + i * ldo + 16 * v));
+    }
+    for (int n = 0; n < nk; n++) {
+        const float *vn = vr[n], *pn = p + n * ldp;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) vv[v] = _mm512_maskz_loadu_ps(mk[v], vn + 16 * v);
+#pragma GCC unroll 6
+        for (int i = 0; i < NR; i++) {
+            __m512 b = _mm512_set1_ps(pn[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(b, vv[v], acc[i][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(o + i * ldo + 16 * v, mk[v], acc[i][v]);
+}
+
+KP_ATT512 static void pv_512(const float *p, int64_t ldp, const float *const *vrow, int nk, float *o, int64_t ldo,
+                             int m, int dv, const float *alpha) {
+    const float *vr[CPU_ATT_NB];
+    for (int j = 0; j < dv; j += 64) {
+        __mmask16 mk[4];
+        for (int v = 0; v < 4; v++) {
+            int left = dv - j - 16 * v;
+            mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        }
+        for (int n = 0; n < nk; n++) vr[n] = vrow[n] + j;
+        for (int r = 0; r < m; r += 6) {
+            const float *pr = p + r;
+            float *orow = o + r * ldo + j;
+            switch (m - r) {
+            case 1: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 1); break;
+            case 2: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 2); break;
+            case 3: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 3); break;
+            case 4: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 4); break;
+            case 5: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 5); break;
+            default: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 6); break;
+            }
+        }
+    }
+}
+
+static const cpu_att_kernels kernels_avx512 = {.qk = qk_512, .softmax = softmax_512, .pv = pv_512};
+#endif /* KP_ATT_X86 */
+
+const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l) {
+#ifdef KP_ATT_X86
+    if (l >= CPU_SIMD_AVX512) return &kernels_avx512;
+#endif
+    (void)l;
+    return &kernels_portable;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The block loop                                                            */
+/* ------------------------------------------------------------------------ */
+
+void cpu_att_problem_init(cpu_att_problem *p, kp_backend_state *b, kp_dtype dt, int d, int dv, float scale) {
+    cpu_simd_level l = cpu_simd_active();
+    if (l > b->simd) l = b->simd;
+    p->kern = cpu_att_kernels_for(l);
+    p->conv = cpu_kernels_for(l);
+    p->dt = dt;
+    p->d = d;
+    p->dv = dv;
+    p->scale_log2 = (float)((double)scale * LOG2E);
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static int pad16(int m) { return (m + 15) & ~15; }
+
+size_t cpu_att_work_bytes(int max_m, int d, int dv) {
+    size_t mp = (size_t)pad16(max_m), nb = CPU_ATT_NB, f = sizeof(float);
+    size_t dmax = (size_t)(d > dv ? d : dv);
+    return align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
+           2 * align64(mp * sizeof(int32_t)) + align64(nb * mp * f) + align64(nb * (size_t)d * f) +
+           align64(nb * (size_t)dv * f) + align64(dmax * f) + 2 * align64(nb * sizeof(float *));
+}
+
+void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
+    size_t mp = (size_t)pad16(max_m), nb = CPU_ATT_NB, f = sizeof(float);
+    size_t dmax = (size_t)(d > dv ? d : dv);
+    unsigned char *c = mem;
+#define TAKE(field, type, n)                   \
+    w->field = (type)(void *)c;                \
+    c += align64(n)
+    TAKE(qt, float *, (size_t)d * mp * f);
+    TAKE(o, float *, (size_t)max_m * (size_t)dv * f);
+    TAKE(mx, float *, mp * f);
+    TAKE(l, float *, mp * f);
+    TAKE(alpha, float *, mp * f);
+    TAKE(lo, int32_t *, mp * sizeof(int32_t));
+    TAKE(hi, int32_t *, mp * sizeof(int32_t));
+    TAKE(st, float *, nb * mp * f);
+    TAKE(kf, float *, nb * (size_t)d * f);
+    TAKE(vf, float *, nb * (size_t)dv * f);
+    TAKE(tmp, float *, dmax * f);
+    TAKE(krow, const float **, nb * sizeof(float *));
+    TAKE(vrow, const float **, nb * sizeof(float *));
+#undef TAKE
+    w->max_m = max_m;
+    w->m = w->mpad = 0;
+}
+
+void cpu_att_begin(const cpu_att_problem *p, cpu_att_work *w, int m) {
+    w->m = m;
+    w->mpad = pad16(m);
+    memset(w->o, 0, (size_t)m * (size_t)p->dv * sizeof(float));
+    for (int r = 0; r < w->mpad; r++) {
+        w->mx[r] = -INFINITY;
+        w->l[r] = 0.0f;
+        w->lo[r] = w->hi[r] = 0;
+    }
+    if (m < w->mpad)
+        for (int k = 0; k < p->d; k++)
+            for (int r = m; r < w->mpad; r++) w->qt[(int64_t)k * w->mpad + r] = 0.0f;
+}
+
+/* n elements of dt at src -> f32 at dst */
+static void to_f32(const cpu_att_problem *p, const void *src, float *dst, int64_t n) {
+    switch (p->dt) {
+    case KP_F16: p->conv->f16_to_f32(src, dst, n); break;
+    case KP_BF16: p->conv->bf16_to_f32(src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int64_t n) {
+    switch (p->dt) {
+    case KP_F16: p->conv->f32_to_f16(src, dst, n); break;
+    case KP_BF16: p->conv->f32_to_bf16(src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+void cpu_att_set_row(const cpu_att_problem *p, cpu_att_work *w, int r, const void *q, int64_t lo, int64_t hi) {
+    to_f32(p, q, w->tmp, p->d);
+    for (int k = 0; k < p->d; k++) w->qt[(int64_t)k * w->mpad + r] = w->tmp[k] * p->scale_log2;
+    if (lo < 0) lo = 0;
+    if (hi < lo) hi = lo;
+    w->lo[r] = (int32_t)lo;
+    w->hi[r] = (int32_t)hi;
+}
+
+void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int r = 0; r < w->m; r++)
+        if (w->lo[r] < w->hi[r]) {
+            if (w->lo[r] < lo) lo = w->lo[r];
+            if (w->hi[r] > hi) hi = w->hi[r];
+        }
+    if (j_begin < lo) j_begin = lo;
+    if (j_end > hi) j_end = hi;
+    const int64_t es = (int64_t)kp_dtype_size(p->dt);
+    const bool f32 = p->dt == KP_F32;
+    for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
+        int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
+        for (int n = 0; n < nk; n++) {
+            int64_t j = j0 + n, koff, voff;
+            if (kv->table) {
+                int64_t blk = kv->table[j / kv->block_size], row = j % kv->block_size;
+                koff = blk * kv->k_blk + row * kv->k_row;
+                voff = blk * kv->v_blk + row * kv->v_row;
+            } else {
+                koff = j * kv->k_row;
+                voff = j * kv->v_row;
+            }
+            const unsigned char *kp = kv->k + koff * es, *vp = kv->v + voff * es;
+            if (f32) {
+                w->krow[n] = (const float *)(const void *)kp;
+                w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
+            } else {
+                float *kd = w->kf + (int64_t)n * p->d;
+                to_f32(p, kp, kd, p->d);
+                w->krow[n] = kd;
+                if (kv->v_is_k_prefix) {
+                    w->vrow[n] = kd;
+                } else {
+                    float *vd = w->vf + (int64_t)n * p->dv;
+                    to_f32(p, vp, vd, p->dv);
+                    w->vrow[n] = vd;
+                }
+            }
+        }
+        p->kern->qk(w->qt, w->mpad, p->d, w->mpad, w->krow, nk, w->st, w->mpad);
+        p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+        p->kern->pv(w->st, w->mpad, w->vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+    }
+}
+
+void cpu_att_finish_row(const cpu_att_problem *p, cpu_att_work *w, int r, void *out, float *lse) {
+    float l = w->l[r];
+    const float *o = w->o + (int64_t)r * p->dv;
+    if (l > 0.0f) {
+        float inv = 1.0f / l;
+        for (int j = 0; j < p->dv; j++) w->tmp[j] = o[j] * inv;
+        if (lse) *lse = (float)(((double)w->mx[r] + log2((double)l)) * LN2);
+    } else {
+        memset(w->tmp, 0, (size_t)p->dv * sizeof(float));
+        if (lse) *lse = INFINITY;
+    }
+    from_f32(p, w->tmp, out, p->dv);
+}
+
+void cpu_att_partial_row(const cpu_att_problem *p, const cpu_att_work *w, int r, float *o, float *mx, float *l) {
+    memcpy(o, w->o + (int64_t)r * p->dv, (size_t)p->dv * sizeof(float));
+    *mx = w->mx[r];
+    *l = w->l[r];
+}
+
+void cpu_att_combine(const cpu_att_problem *p, int n, const float *o, int64_t o_stride, const float *mx,
+                     const float *l, float *tmp, void *out, float *lse) {
+    float m = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (l[i] > 0.0f && mx[i] > m) m = mx[i];
+    memset(tmp, 0, (size_t)p->dv * sizeof(float));
+    double total = 0.0;
+    if (m != -INFINITY) {
+        for (int i = 0; i < n; i++) {
+            if (!(l[i] > 0.0f)) continue;
+            float wgt = exp2f(mx[i] - m);
+            total += (double)l[i] * wgt;
+            const float *oi = o + i * o_stride;
+            for (int j = 0; j < p->dv; j++) tmp[j] += wgt * oi[j];
+        }
+    }
+    if (total > 0.0) {
+        float inv = (float)(1.0 / total);
+        for (int j = 0; j < p->dv; j++) tmp[j] *= inv;
+        if (lse) *lse = (float)(((double)m + log2(total)) * LN2);
+    } else if (lse) {
+        *lse = INFINITY;
+    }
+    from_f32(p, tmp, out, p->dv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scratch slots                                                             */
+/* ------------------------------------------------------------------------ */
+
+kp_status cpu_att_slots_init(cpu_att_slots *s, int n, size_t bytes) {
+    memset(s, 0, sizeof *s);
+    s->bytes = align64(bytes);
+    s->n = n;
+    s->busy = calloc((size_t)n, sizeof *s->busy);
+    if (s->bytes && (size_t)n > SIZE_MAX / s->bytes) s->mem = NULL;
+    else s->mem = aligned_alloc(64, s->bytes * (size_t)n ? s->bytes * (size_t)n : 64);
+    if (!s->busy || !s->mem) {
+        cpu_att_slots_free(s);
+        return KP_ERR_OUT_OF_MEMORY;
+    }
+    for (int i = 0; i < n; i++) atomic_init(&s->busy[i], 0);
+    return KP_OK;
+}
+
+int cpu_att_slot_take(cpu_att_slots *s) {
+    for (;;)
+        for (int i = 0; i < s->n; i++) {
+            int expect = 0;
+            if (atomic_compare_exchange_strong(&s->busy[i], &expect, 1)) return i;
+        }
+}
+
+void cpu_att_slot_give(cpu_att_slots *s, int i) { atomic_store(&s->busy[i], 0); }
+
+void cpu_att_slots_free(cpu_att_slots *s) {
+    free(s->mem);
+    free(s->busy);
+    s->mem = NULL;
+    s->busy = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Paged KV checks and split choice                                          */
+/* ------------------------------------------------------------------------ */
+
+kp_status cpu_att_check_paged(const char *op, const kp_tensor *block_table, const kp_tensor *seq_lens,
+                              int64_t num_blocks, int64_t block_size, int64_t *max_len) {
+    const int64_t b = seq_lens->shape[0], max_blocks = block_table->shape[1];
+    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(seq_lens->buffer) + seq_lens->offset);
+    const int32_t *table = (const int32_t *)(const void *)(cpu_buffer_data(block_table->buffer) + block_table->offset);
+    *max_len = 0;
+    for (int64_t i = 0; i < b; i++) {
+        int64_t len = lens[i];
+        if (len < 0 || len > max_blocks * block_size)
+            return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                         "%s: seq_lens[%lld] is %lld; it must be in [0, max_blocks * block_size = "
+                                         "%lld * %lld]",
+                                         op, (long long)i, (long long)len, (long long)max_blocks,
+                                         (long long)block_size);
+        if (len > *max_len) *max_len = len;
+        for (int64_t j = 0; j < (len + block_size - 1) / block_size; j++) {
+            int32_t e = table[i * block_table->strides[0] + j * block_table->strides[1]];
+            if (e < 0 || e >= num_blocks)
+                return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                             "%s: block_table[%lld, %lld] is %d; it must be in [0, num_blocks %lld) "
+                                             "(sequence %lld uses %lld blocks)",
+                                             op, (long long)i, (long long)j, (int)e, (long long)num_blocks,
+                                             (long long)i, (long long)((len + block_size - 1) / block_size));
+        }
+    }
+    return KP_OK;
+}
+
+int cpu_att_num_splits(int32_t forced, int64_t units, int64_t max_len, int threads) {
+    if (forced > 0) return forced;
+    if (units <= 0 || units >= 2 * (int64_t)threads || max_len <= 512) return 1;
+    int64_t want = (4 * (int64_t)threads + units - 1) / units;
+    int64_t cap = max_len / 256;
+    if (want > cap) want = cap;
+    if (want > 64) want = 64;
+    return want < 1 ? 1 : (int)want;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Paged decode driver (attention_decode and mla_decode)                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct paged_job {
+    const cpu_att_paged_args *a;
+    cpu_att_problem prob;
+    cpu_att_slots slots;
+    int max_m;
+    int64_t b, s_q, h_q, h_kv, group, heads_per_item, head_chunks;
+    int splits;
+    float *part_o, *part_m, *part_l; /* splits > 1: [B, s_q, h_q, splits] (x dv for o) */
+} paged_job;
+
+static float *lse_at(const kp_tensor *lse, int64_t i0, int64_t i1, int64_t i2) {
+    if (!lse->buffer) return NULL;
+    int64_t off = i0 * lse->strides[0] + i1 * lse->strides[1] + i2 * lse->strides[2];
+    return (float *)(void *)(cpu_buffer_data(lse->buffer) + lse->offset) + off;
+}
+
+/* item = ((b * h_kv + g) * head_chunks + c) * splits + split */
+static void paged_items(void *ctx, int64_t begin, int64_t end) {
+    paged_job *j = ctx;
+    const cpu_att_paged_args *a = j->a;
+    const cpu_att_problem *p = &j->prob;
+    int slot = cpu_att_slot_take(&j->slots);
+    cpu_att_work w;
+    cpu_att_work_bind(&w, j->slots.mem + (size_t)slot * j->slots.bytes, j->max_m, p->d, p->dv);
+    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
+    for (int64_t it = begin; it < end; it++) {
+        int64_t split = it % j->splits, rest = it / j->splits;
+        int64_t c = rest % j->head_chunks;
+        rest /= j->head_chunks;
+        int64_t g = rest % j->h_kv, b = rest / j->h_kv;
+        int64_t h0 = g * j->group + c * j->heads_per_item;
+        int64_t nh = j->group - c * j->heads_per_item;
+        if (nh > j->heads_per_item) nh = j->heads_per_item;
+        int64_t len = lens[b];
+        /* this split's keys, in whole blocks of CPU_ATT_NB */
+        int64_t per = (len + j->splits - 1) / j->splits;
+        per = (per + CPU_ATT_NB - 1) / CPU_ATT_NB * CPU_ATT_NB;
+        int64_t kb = split * per, ke = kb + per < len ? kb + per : len;
+
+        cpu_att_begin(p, &w, (int)(j->s_q * nh));
+        for (int64_t i = 0; i < j->s_q; i++) {
+            int64_t last = a->causal ? len - j->s_q + i + 1 : len; /* keys [0, last) */
+            if (last > len) last = len;
+            for (int64_t hh = 0; hh < nh; hh++)
+                cpu_att_set_row(p, &w, (int)(i * nh + hh), cpu_att_at(a->q, b, i, h0 + hh), 0, last);
+        }
+        cpu_att_kv kv = {
+            .k = cpu_att_at(a->k_cache, 0, 0, g),
+            .v = cpu_att_at(a->v_cache, 0, 0, g),
+            .k_row = a->k_cache->strides[1],
+            .v_row = a->v_cache->strides[1],
+            .k_blk = a->k_cache->strides[0],
+            .v_blk = a->v_cache->strides[0],
+            .table = (const int32_t *)(const void *)(cpu_buffer_data(a->block_table->buffer) +
+                                                     a->block_table->offset) +
+                     b * a->block_table->strides[0],
+            .block_size = a->k_cache->shape[1],
+            .v_is_k_prefix = a->v_is_k_prefix,
+        };
+        if (kb < ke) cpu_att_run(p, &w, &kv, kb, ke);
+        for (int64_t i = 0; i < j->s_q; i++)
+            for (int64_t hh = 0; hh < nh; hh++) {
+                int r = (int)(i * nh + hh);
+                int64_t h = h0 + hh;
+                if (j->splits == 1) {
+                    cpu_att_finish_row(p, &w, r, cpu_att_at(a->out, b, i, h), lse_at(a->lse, b, h, i));
+                } else {
+                    int64_t idx = ((b * j->s_q + i) * j->h_q + h) * j->splits + split;
+                    cpu_att_partial_row(p, &w, r, j->part_o + idx * p->dv, j->part_m + idx, j->part_l + idx);
+                }
+            }
+    }
+    cpu_att_slot_give(&j->slots, slot);
+}
+
+/* row = (b * s_q + i) * h_q + h */
+static void paged_combine(void *ctx, int64_t begin, int64_t end) {
+    paged_job *j = ctx;
+    const cpu_att_paged_args *a = j->a;
+    float tmp[CPU_ATT_MAX_D];
+    for (int64_t row = begin; row < end; row++) {
+        int64_t h = row % j->h_q, i = (row / j->h_q) % j->s_q, b = row / (j->h_q * j->s_q);
+        int64_t idx = row * j->splits;
+        cpu_att_combine(&j->prob, j->splits, j->part_o + idx * j->prob.dv, j->prob.dv, j->part_m + idx,
+                        j->part_l + idx, tmp, cpu_att_at(a->out, b, i, h), lse_at(a->lse, b, h, i));
+    }
+}
+
+kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
+    kp_backend_state *bs = cpu_state(s);
+    cpu_stream *cs = s->impl;
+    paged_job j;
+    memset(&j, 0, sizeof j);
+    j.a = a;
+    j.b = a->q->shape[0];
+    j.s_q = a->q->shape[1];
+    j.h_q = a->q->shape[2];
+    j.h_kv = a->k_cache->shape[2];
+    j.group = j.h_q / j.h_kv;
+
+    pthread_mutex_lock(&cs->lock);
+    int64_t max_len = 0;
+    kp_status st = cpu_att_check_paged(a->op, a->block_table, a->seq_lens, a->k_cache->shape[0],
+                                       a->k_cache->shape[1], &max_len);
+    if (st != KP_OK) goto done;
+
+    cpu_att_problem_init(&j.prob, bs, a->q->dtype, a->d, a->dv, a->scale);
+    int threads = cpu_pool_threads(bs->pool);
+    j.heads_per_item = CPU_ATT_MAX_ROWS / j.s_q;
+    if (j.heads_per_item < 1) j.heads_per_item = 1;
+    if (j.heads_per_item > j.group) j.heads_per_item = j.group;
+    j.head_chunks = (j.group + j.heads_per_item - 1) / j.heads_per_item;
+    j.max_m = (int)(j.s_q * j.heads_per_item);
+    j.splits = cpu_att_num_splits(a->num_splits, j.b * j.h_kv * j.head_chunks, max_len, threads);
+
+    int64_t rows = j.b * j.s_q * j.h_q;
+    if (j.splits > 1) {
+        size_t n = (size_t)rows * (size_t)j.splits;
+        j.part_o = malloc(n * (size_t)a->dv * sizeof(float));
+        j.part_m = malloc(n * sizeof(float));
+        j.part_l = malloc(n * sizeof(float));
+    }
+    if ((j.splits > 1 && (!j.part_o || !j.part_m || !j.part_l)) ||
+        cpu_att_slots_init(&j.slots, threads, cpu_att_work_bytes(j.max_m, a->d, a->dv)) != KP_OK) {
+        st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of memory for the cpu backend's scratch", a->op);
+        goto done;
+    }
+    int64_t items = j.b * j.h_kv * j.head_chunks * j.splits;
+    cpu_pool_parallel_for(bs->pool, items, 1, paged_items, &j);
+    if (j.splits > 1) cpu_pool_parallel_for(bs->pool, rows, 16, paged_combine, &j);
+done:
+    cpu_att_slots_free(&j.slots);
+    free(j.part_o);
+    free(j.part_m);
+    free(j.part_l);
+    pthread_mutex_unlock(&cs->lock);
+    return st;
+}

@@ -1,0 +1,104 @@
+/*
+ * backends/cpu/cpu_gemm.h — the CPU backend's GEMM engine and the MoE building
+ * blocks the MoE op files share (cpu_moe_gate.c, cpu_moe_align.c, cpu_moe_combine.c,
+ * cpu_moe_forward.c).
+ *
+ * The engine computes f32 blocks C[i, j] = sum_k A[row_i, k] * W[n0 + j, k] with
+ * both operands K-contiguous ("NT" GEMM, the layout of expert weights [E, N, K]).
+ * It vectorises along K: a 4 x 6 tile of (row, column) dot products per step, with
+ * K blocked so the six weight rows stay in L1 while the block's rows stream past.
+ * No packing of the weights is needed, so a few rows (decode) stream the weights at
+ * memory bandwidth and many rows reuse them from cache. Operands that are not in
+ * the compute format (f16, FP8 with its block scales, bf16 without AVX512_BF16) are
+ * converted one K block at a time into per-thread scratch.
+ */
+#ifndef KPORT_CPU_GEMM_H
+#define KPORT_CPU_GEMM_H
+
+#include "cpu_internal.h"
+
+#define CPU_GEMM_MC 64 /* rows per block (cpu_gemm_block's m) */
+#define CPU_GEMM_NC 64 /* columns per block (cpu_gemm_block's nc) */
+
+typedef enum cpu_gemm_mode {
+    CPU_GEMM_F32 = 0,  /* f32 FMA; any dtype converted to f32 */
+    CPU_GEMM_BF16 = 1  /* vdpbf16ps: bf16 weights, activations rounded to bf16 */
+} cpu_gemm_mode;
+
+/* One expert's weights: rows n of K elements. */
+typedef struct cpu_gemm_w {
+    kp_dtype dtype;               /* f32, f16, bf16 or FP8 e4m3 */
+    const unsigned char *base;    /* element (0, 0) */
+    int64_t ld;                   /* elements between consecutive rows */
+    int64_t n, k;
+    const float *scale;           /* FP8: element (0, 0) of [ceil(N/128), K/128] */
+    int64_t scale_ld0, scale_ld1; /* FP8: strides of scale, in elements */
+} cpu_gemm_w;
+
+/* What stays the same over all the blocks of one GEMM. */
+typedef struct cpu_gemm_plan {
+    cpu_gemm_mode mode;
+    cpu_simd_level simd;
+    const cpu_kernels *cvt;
+    kp_dtype a_dtype; /* storage dtype of the A rows */
+} cpu_gemm_plan;
+
+/* act: the activations' dtype (what precision the caller asked for); a_dtype: how the
+ * A rows are stored (f32 intermediates of an act-dtype layer, say). */
+cpu_gemm_plan cpu_gemm_plan_make(kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype);
+
+/* c[i * ldc + j] = sum_k A[i, k] * W[n0 + j, k] for i < m <= CPU_GEMM_MC and
+ * j < nc <= CPU_GEMM_NC; a_rows[i] points at element 0 of row i (dtype plan->a_dtype).
+ * Runs in the calling thread with its own scratch (allocated once per thread).
+ * KP_ERR_OUT_OF_MEMORY when that scratch cannot be had. */
+kp_status cpu_gemm_block(const cpu_gemm_plan *plan, const unsigned char *const *a_rows, int m,
+                         const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc);
+
+/* silu(g) * u, n elements, in place into g. */
+void cpu_gemm_swiglu(float *g, const float *u, int64_t n);
+
+/* f32 -> a storage dtype (f32, f16, bf16), n elements. */
+void cpu_store_row(const cpu_kernels *cvt, kp_dtype dt, const float *src, void *dst, int64_t n);
+/* A storage dtype -> f32, n elements. */
+void cpu_load_row(const cpu_kernels *cvt, kp_dtype dt, const void *src, float *dst, int64_t n);
+
+/* Pointer to element (i, j) of a 2-D view (or (i, j, l) of a 3-D one). */
+static inline unsigned char *cpu_at2(const kp_tensor *t, int64_t i, int64_t j) {
+    return cpu_buffer_data(t->buffer) + t->offset +
+           (size_t)(i * t->strides[0] + j * t->strides[1]) * kp_dtype_size(t->dtype);
+}
+static inline unsigned char *cpu_at3(const kp_tensor *t, int64_t i, int64_t j, int64_t l) {
+    return cpu_buffer_data(t->buffer) + t->offset +
+           (size_t)(i * t->strides[0] + j * t->strides[1] + l * t->strides[2]) * kp_dtype_size(t->dtype);
+}
+
+/* The expert-e slice of a weight tensor [E, N, K] (+ scales [E, N/128, K/128]). */
+cpu_gemm_w cpu_gemm_expert(const kp_tensor *w, const kp_tensor *scale, int64_t e);
+
+/* Takes the stream's lock: ops on one stream run one at a time, in order. */
+void cpu_moe_stream_lock(kp_stream *s);
+void cpu_moe_stream_unlock(kp_stream *s);
+
+/* ---- MoE building blocks ---- */
+
+/* Gate for tokens [t0, t1): logits row t (dtype ldt, row stride lstride elements),
+ * bias (NULL or f32 [E]) -> ids [t, k], weights [t, k] (row strides in elements). */
+typedef struct cpu_gate_job {
+    const unsigned char *logits;
+    kp_dtype logits_dtype;
+    int64_t logits_ld, e;
+    const float *bias;
+    kp_moe_routing r;
+    int32_t *ids;
+    int64_t ids_ld;
+    float *weights;
+    int64_t weights_ld;
+} cpu_gate_job;
+void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1);
+
+/* Counting sort of pairs (t * k + slot) by expert; ids already checked in range.
+ * sorted_ids gets `sorted_len` entries (pad value pairs = T*k everywhere unused). */
+void cpu_moe_align_fill(const int32_t *ids, int64_t pairs, int32_t num_experts, int32_t block_size,
+                        int32_t *sorted_ids, int64_t sorted_len, int32_t *offsets, int32_t *token_pos);
+
+#endif /* KPORT_CPU_GEMM_H */
