@@ -56,9 +56,12 @@ struct kp_device {
     struct kp_stream *default_stream; /* for NULL-stream copies; owned */
 };
 
+#define KP_STREAM_WRAPPED 0x1u
+
 struct kp_stream {
     kp_device *device; /* borrowed */
-    void *impl;        /* owned through iface->stream_destroy */
+    void *impl;        /* owned through iface->stream_destroy (wrapped: only the wrapper) */
+    uint32_t flags;
 };
 
 #define KP_BUFFER_WRAPPED 0x1u
@@ -95,7 +98,14 @@ struct kp_backend_iface {
     kp_status (*device_open)(kp_backend_state *b, int index, void **out_impl);
     void (*device_close)(void *dev_impl);
 
+    /* The native handles behind an open device (kp_device_get_native). */
+    kp_status (*device_native)(kp_device *d, kp_native_device *out);
+
     kp_status (*stream_create)(kp_device *d, void **out_impl);
+    /* Adopts a server's native queue; stream_destroy of a KP_STREAM_WRAPPED stream
+     * frees only kport's wrapper. */
+    kp_status (*stream_wrap)(kp_device *d, void *native, void **out_impl);
+    kp_status (*stream_native)(kp_stream *s, void **out);
     kp_status (*stream_sync)(kp_stream *s);
     void (*stream_destroy)(kp_stream *s);
 

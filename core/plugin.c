@@ -39,7 +39,8 @@ static void name_from_file(const char *path, char *out, size_t n) {
 static const char *first_null_slot(const kp_backend_iface *f) {
 #define SLOT(x) if (!f->x) return #x
     SLOT(name); SLOT(description); SLOT(init); SLOT(shutdown); SLOT(device_count);
-    SLOT(device_info); SLOT(device_open); SLOT(device_close); SLOT(stream_create);
+    SLOT(device_info); SLOT(device_open); SLOT(device_close); SLOT(device_native);
+    SLOT(stream_create); SLOT(stream_wrap); SLOT(stream_native);
     SLOT(stream_sync); SLOT(stream_destroy); SLOT(buffer_alloc); SLOT(buffer_wrap);
     SLOT(buffer_free); SLOT(buffer_write); SLOT(buffer_read); SLOT(buffer_copy);
 #undef SLOT

@@ -382,3 +382,10 @@ kp_status kp_device_get_info(const kp_device *d, kp_device_info *out) {
     *out = d->info;
     return KP_OK;
 }
+
+kp_status kp_device_get_native(const kp_device *d, kp_native_device *out) {
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_device_get_native: d is NULL");
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_device_get_native: out is NULL");
+    memset(out, 0, sizeof *out);
+    return d->iface->device_native((kp_device *)d, out);
+}

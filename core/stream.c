@@ -22,6 +22,32 @@ kp_status kp_stream_create(kp_device *d, kp_stream **out) {
     return KP_OK;
 }
 
+kp_status kp_stream_wrap(kp_device *d, void *native, kp_stream **out) {
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_wrap: out is NULL");
+    *out = NULL;
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_wrap: d is NULL");
+    if (!native) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_wrap: native is NULL");
+    kp_stream *s = calloc(1, sizeof *s);
+    if (!s) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_stream_wrap: out of host memory");
+    s->device = d;
+    s->flags = KP_STREAM_WRAPPED;
+    kp_status st = d->iface->stream_wrap(d, native, &s->impl);
+    if (st != KP_OK) {
+        free(s);
+        return kp_add_context(st, "kp_stream_wrap on %s", d->info.name);
+    }
+    kp_registry_handles_add(1);
+    *out = s;
+    return KP_OK;
+}
+
+kp_status kp_stream_get_native(const kp_stream *s, void **out) {
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_get_native: s is NULL");
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_get_native: out is NULL");
+    *out = NULL;
+    return s->device->iface->stream_native((kp_stream *)s, out);
+}
+
 kp_status kp_stream_sync(kp_stream *s) {
     if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_sync: s is NULL");
     return s->device->iface->stream_sync(s);
@@ -29,7 +55,8 @@ kp_status kp_stream_sync(kp_stream *s) {
 
 kp_status kp_stream_destroy(kp_stream *s) {
     if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_destroy: s is NULL");
-    kp_status st = s->device->iface->stream_sync(s);
+    /* a server's own stream is theirs to wait for */
+    kp_status st = (s->flags & KP_STREAM_WRAPPED) ? KP_OK : s->device->iface->stream_sync(s);
     s->device->iface->stream_destroy(s);
     free(s);
     kp_registry_handles_add(-1);

@@ -156,7 +156,25 @@ KP_API kp_status kp_device_get_info(const kp_device *d, kp_device_info *out);
 
 KP_API kp_status kp_stream_create(kp_device *d, kp_stream **out);
 KP_API kp_status kp_stream_sync(kp_stream *s);
-KP_API kp_status kp_stream_destroy(kp_stream *s); /* waits for pending work first */
+/* Waits for pending work first (a wrapped stream: nothing waited for, nothing destroyed). */
+KP_API kp_status kp_stream_destroy(kp_stream *s);
+
+/* ---- interop with a server's own runtime objects ---- */
+
+/* The native handles behind a device, to make memory or queues kport can wrap. */
+typedef struct kp_native_device {
+    void *context;  /* CUcontext (the primary context), cl_context; NULL on hip and cpu */
+    void *device;   /* CUdevice or HIP ordinal (as intptr_t), cl_device_id; NULL on cpu */
+    void *platform; /* cl_platform_id; NULL elsewhere */
+} kp_native_device;
+
+KP_API kp_status kp_device_get_native(const kp_device *d, kp_native_device *out);
+/* The CUstream, hipStream_t or cl_command_queue behind s (NULL on cpu). */
+KP_API kp_status kp_stream_get_native(const kp_stream *s, void **out);
+/* Runs kport's work on the server's own stream: a CUstream (of the device's primary
+ * context), hipStream_t, or in-order cl_command_queue of kp_device_get_native's
+ * context. kport never synchronises or destroys it. KP_ERR_UNSUPPORTED on cpu. */
+KP_API kp_status kp_stream_wrap(kp_device *d, void *native, kp_stream **out);
 
 KP_API kp_status kp_buffer_alloc(kp_device *d, size_t bytes, kp_buffer **out);
 /* Zero copy: native is a CUdeviceptr (cuda), hipDeviceptr_t (hip), cl_mem (opencl) or a

@@ -19,6 +19,7 @@ X(api_tensor_init)
 X(api_tensor_from_dlpack)
 X(api_stream_shared_by_threads)
 X(api_last_error_is_per_thread)
+X(api_native_handles_on_cpu)
 /* test_api_ops.c */
 X(api_ops_reject_bad_arguments)
 X(api_ops_valid_arguments_reach_the_backend)

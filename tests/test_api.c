@@ -450,3 +450,27 @@ KP_TEST(api_last_error_is_per_thread) {
     CHECK((intptr_t)r == 1);
     CHECK_STR_CONTAINS(kp_last_error(), "kp_buffer_alloc"); /* untouched by the other thread */
 }
+
+KP_TEST(api_native_handles_on_cpu) {
+    kp_device *d = open_cpu();
+    kp_native_device nd = {(void *)1, (void *)1, (void *)1};
+    CHECK_OK(kp_device_get_native(d, &nd));
+    CHECK(nd.context == NULL && nd.device == NULL && nd.platform == NULL); /* host memory: none */
+    CHECK_ERR(kp_device_get_native(NULL, &nd), KP_ERR_INVALID_ARGUMENT, "d is NULL");
+    CHECK_ERR(kp_device_get_native(d, NULL), KP_ERR_INVALID_ARGUMENT, "out is NULL");
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    void *native = (void *)1;
+    CHECK_OK(kp_stream_get_native(s, &native));
+    CHECK(native == NULL);
+    CHECK_ERR(kp_stream_get_native(NULL, &native), KP_ERR_INVALID_ARGUMENT, "s is NULL");
+    CHECK_ERR(kp_stream_get_native(s, NULL), KP_ERR_INVALID_ARGUMENT, "out is NULL");
+    kp_stream *w = (kp_stream *)0x1;
+    CHECK_ERR(kp_stream_wrap(d, (void *)0x1234, &w), KP_ERR_UNSUPPORTED, "no native streams");
+    CHECK(w == NULL);
+    CHECK_ERR(kp_stream_wrap(d, NULL, &w), KP_ERR_INVALID_ARGUMENT, "native is NULL");
+    CHECK_ERR(kp_stream_wrap(NULL, (void *)0x1234, &w), KP_ERR_INVALID_ARGUMENT, "d is NULL");
+    CHECK_ERR(kp_stream_wrap(d, (void *)0x1234, NULL), KP_ERR_INVALID_ARGUMENT, "out is NULL");
+    CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
+}

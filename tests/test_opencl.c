@@ -34,6 +34,7 @@ KP_TEST(opencl_build_failure_log) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_build_time) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_buffer_roundtrip) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_buffer_wrap) { KP_SKIP("opencl backend not built"); }
+KP_TEST(opencl_stream_wrap) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_ops_unsupported) { KP_SKIP("opencl backend not built"); }
 
 #else
@@ -754,9 +755,16 @@ KP_TEST(opencl_buffer_roundtrip) {
     free(src), free(dst);
 }
 
+/* As a server does it: only public API to reach kport's context, then plain OpenCL. */
 KP_TEST(opencl_buffer_wrap) {
     kp_device *d = kp_test_open_backend("opencl");
-    kp_ocl_device *od = d->impl; /* same struct in the plugin: backend.h + opencl_internal.h */
+    kp_native_device nd;
+    CHECK_OK(kp_device_get_native(d, &nd));
+    CHECK(nd.context != NULL && nd.device != NULL && nd.platform != NULL);
+    struct { cl_context context; cl_device_id id; } native = {(cl_context)nd.context, (cl_device_id)nd.device};
+    struct { cl_context context; cl_device_id id; } *od = &native;
+    struct { cl_device_id id; } desc = {native.id};
+    (void)desc;
     unsigned char src[1024], dst[1024];
     for (size_t i = 0; i < sizeof src; ++i) src[i] = (unsigned char)(i * 7 + 3);
     cl_int err = CL_SUCCESS;
@@ -770,7 +778,7 @@ KP_TEST(opencl_buffer_wrap) {
     CHECK_OK(kp_buffer_write(NULL, w, 0, src, 64));
     CHECK_OK(kp_buffer_free(w));
     /* kport released only its own reference: ours still works and sees the write */
-    cl_command_queue q = clCreateCommandQueue(od->context, od->desc.id, 0, &err);
+    cl_command_queue q = clCreateCommandQueue(od->context, od->id, 0, &err);
     CHECK_CL(err);
     CHECK_CL(clEnqueueReadBuffer(q, m, CL_TRUE, 0, sizeof dst, dst, 0, NULL, NULL));
     CHECK(memcmp(src, dst, sizeof src) == 0);
@@ -780,7 +788,7 @@ KP_TEST(opencl_buffer_wrap) {
     CHECK_ERR(kp_buffer_wrap(d, (void *)m, sizeof src + 1, &w), KP_ERR_OUT_OF_BOUNDS, "holds only 1024 bytes");
     CHECK(w == NULL);
     /* a cl_mem from another context */
-    cl_context other = clCreateContext(NULL, 1, &od->desc.id, NULL, NULL, &err);
+    cl_context other = clCreateContext(NULL, 1, &od->id, NULL, NULL, &err);
     CHECK_CL(err);
     cl_mem foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, 64, NULL, &err);
     CHECK_CL(err);
@@ -788,6 +796,53 @@ KP_TEST(opencl_buffer_wrap) {
     clReleaseMemObject(foreign);
     clReleaseContext(other);
     clReleaseMemObject(m);
+    clReleaseCommandQueue(q);
+    CHECK_OK(kp_device_close(d));
+}
+
+/* A server's own in-order queue carries kport's work; kport neither finishes nor
+ * releases more than its own reference. Foreign or out-of-order queues are refused. */
+KP_TEST(opencl_stream_wrap) {
+    kp_device *d = kp_test_open_backend("opencl");
+    kp_native_device nd;
+    CHECK_OK(kp_device_get_native(d, &nd));
+    cl_int err = CL_SUCCESS;
+    cl_command_queue q = clCreateCommandQueue((cl_context)nd.context, (cl_device_id)nd.device, 0, &err);
+    CHECK_CL(err);
+    kp_stream *s = NULL;
+    CHECK_OK(kp_stream_wrap(d, (void *)q, &s));
+    void *back = NULL;
+    CHECK_OK(kp_stream_get_native(s, &back));
+    CHECK(back == (void *)q);
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 256, &b));
+    unsigned char src[256], dst[256];
+    for (int i = 0; i < 256; i++) src[i] = (unsigned char)(255 - i);
+    CHECK_OK(kp_buffer_write(s, b, 0, src, sizeof src));
+    CHECK_OK(kp_buffer_read(s, b, 0, dst, sizeof dst));
+    CHECK(memcmp(src, dst, sizeof src) == 0);
+    CHECK_CL(clFinish(q)); /* drivers may hold the queue until its commands retire */
+    cl_uint refs_wrapped = 0, refs = 0;
+    CHECK_CL(clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof refs_wrapped, &refs_wrapped, NULL));
+    CHECK_OK(kp_stream_destroy(s));
+    /* ours is still alive: kport dropped only the reference it took */
+    CHECK_CL(clGetCommandQueueInfo(q, CL_QUEUE_REFERENCE_COUNT, sizeof refs, &refs, NULL));
+    CHECK_INT_EQ(refs, refs_wrapped - 1);
+    cl_context other = clCreateContext(NULL, 1, (cl_device_id *)&nd.device, NULL, NULL, &err);
+    CHECK_CL(err);
+    cl_command_queue foreign = clCreateCommandQueue(other, (cl_device_id)nd.device, 0, &err);
+    CHECK_CL(err);
+    CHECK_ERR(kp_stream_wrap(d, (void *)foreign, &s), KP_ERR_DEVICE_MISMATCH, "another context");
+    CHECK(s == NULL);
+    cl_command_queue ooo = clCreateCommandQueue((cl_context)nd.context, (cl_device_id)nd.device,
+                                                CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    if (err == CL_SUCCESS) { /* not every device offers out-of-order queues */
+        CHECK_ERR(kp_stream_wrap(d, (void *)ooo, &s), KP_ERR_INVALID_ARGUMENT, "out of order");
+        clReleaseCommandQueue(ooo);
+    }
+    clReleaseCommandQueue(foreign);
+    clReleaseContext(other);
+    CHECK_OK(kp_buffer_free(b));
     clReleaseCommandQueue(q);
     CHECK_OK(kp_device_close(d));
 }

@@ -264,3 +264,35 @@ KP_TEST(plugin_dlpack_device_type_follows_backend) {
     CHECK_ERR(kp_tensor_from_dlpack(&t, d, &k), KP_ERR_DEVICE_MISMATCH, "device_id 1");
     CHECK_OK(kp_device_close(d));
 }
+
+KP_TEST(plugin_wrapped_stream_stays_the_servers) {
+    char log[] = "/tmp/kport-fake-log-XXXXXX";
+    int fd = mkstemp(log);
+    CHECK(fd >= 0);
+    close(fd);
+    setenv("KPORT_FAKE_LOG", log, 1);
+    init_with_fakes();
+    setenv("KPORT_BACKEND", "fake", 1);
+    kp_device *d;
+    CHECK_OK(kp_device_open(-1, &d));
+    kp_native_device nd;
+    CHECK_OK(kp_device_get_native(d, &nd));
+    CHECK(nd.context == (void *)0xC0);
+    kp_stream *s;
+    CHECK_OK(kp_stream_wrap(d, (void *)0x5EED, &s));
+    void *native;
+    CHECK_OK(kp_stream_get_native(s, &native));
+    CHECK(native == (void *)0x5EED);
+    CHECK_OK(kp_stream_destroy(s)); /* neither synchronised nor destroyed: only unwrapped */
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+    char *text = read_file(log);
+    unlink(log);
+    const char *wrap = strstr(text, "stream_wrap\n");
+    CHECK_MSG(wrap != NULL, "no stream_wrap in:\n%s", text);
+    CHECK_MSG(strstr(wrap, "stream_destroy wrapped\n") != NULL, "wrapped destroy missing:\n%s", text);
+    const char *after = strstr(wrap, "stream_destroy wrapped\n");
+    CHECK_MSG(strstr(wrap, "stream_sync") == NULL || strstr(wrap, "stream_sync") > after,
+              "a wrapped stream was synchronised on destroy:\n%s", text);
+    free(text);
+}

@@ -464,8 +464,9 @@ kp_status cpu_att_slots_init(cpu_att_slots *s, int n, size_t bytes) {
     s->bytes = align64(bytes);
     s->n = n;
     s->busy = calloc((size_t)n, sizeof *s->busy);
+    size_t total = s->bytes * (size_t)n;
     if (s->bytes && (size_t)n > SIZE_MAX / s->bytes) s->mem = NULL;
-    else s->mem = aligned_alloc(64, s->bytes * (size_t)n ? s->bytes * (size_t)n : 64);
+    else s->mem = aligned_alloc(64, total > 0 ? total : 64);
     if (!s->busy || !s->mem) {
         cpu_att_slots_free(s);
         return KP_ERR_OUT_OF_MEMORY;

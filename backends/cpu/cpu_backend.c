@@ -128,6 +128,12 @@ static kp_status cpu_device_open(kp_backend_state *b, int index, void **out_impl
 
 static void cpu_device_close(void *dev_impl) { (void)dev_impl; }
 
+static kp_status cpu_device_native(kp_device *d, kp_native_device *out) {
+    (void)d;
+    (void)out; /* host memory: no native handles */
+    return KP_OK;
+}
+
 /* ---- streams ---- */
 
 static kp_status cpu_stream_create(kp_device *d, void **out_impl) {
@@ -136,6 +142,19 @@ static kp_status cpu_stream_create(kp_device *d, void **out_impl) {
     if (!s) return g_host->set_error(KP_ERR_OUT_OF_MEMORY, "cpu: out of host memory for a stream");
     pthread_mutex_init(&s->lock, NULL);
     *out_impl = s;
+    return KP_OK;
+}
+
+static kp_status cpu_stream_wrap(kp_device *d, void *native, void **out_impl) {
+    (void)d;
+    (void)native;
+    (void)out_impl;
+    return g_host->set_error(KP_ERR_UNSUPPORTED, "cpu: the cpu backend has no native streams to wrap");
+}
+
+static kp_status cpu_stream_native(kp_stream *s, void **out) {
+    (void)s;
+    *out = NULL;
     return KP_OK;
 }
 
@@ -223,7 +242,10 @@ static const kp_backend_iface cpu_iface = {
     .device_info = cpu_device_info,
     .device_open = cpu_device_open,
     .device_close = cpu_device_close,
+    .device_native = cpu_device_native,
     .stream_create = cpu_stream_create,
+    .stream_wrap = cpu_stream_wrap,
+    .stream_native = cpu_stream_native,
     .stream_sync = cpu_stream_sync,
     .stream_destroy = cpu_stream_destroy,
     .buffer_alloc = cpu_buffer_alloc,

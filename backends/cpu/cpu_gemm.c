@@ -330,3 +330,38 @@ void cpu_gemm_swiglu(float *g, const float *u, int64_t n) {
 
 void cpu_moe_stream_lock(kp_stream *s) { pthread_mutex_lock(&((cpu_stream *)s->impl)->lock); }
 void cpu_moe_stream_unlock(kp_stream *s) { pthread_mutex_unlock(&((cpu_stream *)s->impl)->lock); }
+
+/* ---- task lists of grouped rows ---- */
+
+int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const int32_t *off, int64_t experts, int64_t n, int64_t *start) {
+    t->off = off;
+    t->experts = experts;
+    t->n = n;
+    t->ntiles = (n + CPU_GEMM_NC - 1) / CPU_GEMM_NC;
+    t->start = start;
+    start[0] = 0;
+    for (int64_t e = 0; e < experts; e++) {
+        int64_t rows = (int64_t)off[e + 1] - off[e];
+        start[e + 1] = start[e] + (rows + CPU_GEMM_MC - 1) / CPU_GEMM_MC * t->ntiles;
+    }
+    return start[experts];
+}
+
+cpu_expert_task cpu_expert_task_at(const cpu_expert_tasks *t, int64_t index) {
+    int64_t lo = 0, hi = t->experts - 1; /* the expert e with start[e] <= index < start[e + 1] */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (t->start[mid] <= index) lo = mid;
+        else hi = mid - 1;
+    }
+    cpu_expert_task k;
+    int64_t local = index - t->start[lo], rows = (int64_t)t->off[lo + 1] - t->off[lo];
+    int64_t chunks = (rows + CPU_GEMM_MC - 1) / CPU_GEMM_MC;
+    int64_t tile = local / chunks, chunk = local % chunks;
+    k.e = lo;
+    k.n0 = tile * CPU_GEMM_NC;
+    k.nc = (int)(t->n - k.n0 < CPU_GEMM_NC ? t->n - k.n0 : CPU_GEMM_NC);
+    k.row0 = t->off[lo] + chunk * CPU_GEMM_MC;
+    k.m = (int)(rows - chunk * CPU_GEMM_MC < CPU_GEMM_MC ? rows - chunk * CPU_GEMM_MC : CPU_GEMM_MC);
+    return k;
+}

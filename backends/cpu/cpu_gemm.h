@@ -16,6 +16,7 @@
 #define KPORT_CPU_GEMM_H
 
 #include "cpu_internal.h"
+#include <string.h>
 
 #define CPU_GEMM_MC 64 /* rows per block (cpu_gemm_block's m) */
 #define CPU_GEMM_NC 64 /* columns per block (cpu_gemm_block's nc) */
@@ -100,5 +101,37 @@ void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1);
  * sorted_ids gets `sorted_len` entries (pad value pairs = T*k everywhere unused). */
 void cpu_moe_align_fill(const int32_t *ids, int64_t pairs, int32_t num_experts, int32_t block_size,
                         int32_t *sorted_ids, int64_t sorted_len, int32_t *offsets, int32_t *token_pos);
+
+/* Tasks (expert, column tile, row chunk) over the row ranges [off[e], off[e+1]) of
+ * grouped rows, in that order (consecutive tasks share an expert's weight tile). */
+typedef struct cpu_expert_tasks {
+    const int32_t *off; /* [E + 1], checked non-decreasing */
+    int64_t experts, n, ntiles;
+    int64_t *start;     /* [E + 1]: the first task of each expert (caller's storage) */
+} cpu_expert_tasks;
+/* Returns the task count. */
+int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const int32_t *off, int64_t experts, int64_t n, int64_t *start);
+typedef struct cpu_expert_task {
+    int64_t e, n0, row0;
+    int nc, m;
+} cpu_expert_task;
+cpu_expert_task cpu_expert_task_at(const cpu_expert_tasks *t, int64_t index);
+
+/* Combine source: rows of expert outputs y, the routing of each token. */
+typedef struct cpu_combine_src {
+    const unsigned char *y;
+    kp_dtype y_dtype;
+    int64_t y_ld, y_rows;
+    const int32_t *pos;
+    int64_t pos_ld;
+    const float *weights;
+    int64_t weights_ld;
+    int64_t k;
+    const cpu_kernels *cvt;
+} cpu_combine_src;
+/* dst = sum over slot 0..k-1, in order, of weights[t, slot] * y[pos[t, slot], n0 .. n0+nc)
+ * (+ extra[0 .. nc) when extra is not NULL), f32 accumulation, stored as dtype dt. */
+void cpu_moe_combine_row(const cpu_combine_src *src, int64_t t, int64_t n0, int64_t nc, const float *extra,
+                         kp_dtype dt, void *dst);
 
 #endif /* KPORT_CPU_GEMM_H */

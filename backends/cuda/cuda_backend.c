@@ -327,6 +327,13 @@ static kp_status cuda_device_open(kp_backend_state *b, int index, void **out_imp
     return KP_OK;
 }
 
+static kp_status cuda_device_native(kp_device *d, kp_native_device *out) {
+    const kp_cu_device *dev = d->impl;
+    out->context = dev->ctx;
+    out->device = (void *)(intptr_t)dev->dev;
+    return KP_OK;
+}
+
 static void cuda_device_close(void *dev_impl) {
     kp_cu_device *d = dev_impl;
     if (!d) return;
@@ -380,7 +387,10 @@ static const kp_backend_iface cuda_iface = {
     .device_open = cuda_device_open,
     .device_close = cuda_device_close,
 
+    .device_native = cuda_device_native,
     .stream_create = kp_cu_stream_create,
+    .stream_wrap = kp_cu_stream_wrap,
+    .stream_native = kp_cu_stream_native,
     .stream_sync = kp_cu_stream_sync,
     .stream_destroy = kp_cu_stream_destroy,
 

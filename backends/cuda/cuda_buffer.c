@@ -50,6 +50,33 @@ kp_status kp_cu_stream_create(kp_device *d, void **out_impl) {
     return KP_OK;
 }
 
+/* A server's CUstream. It must live in the device's primary context (the one kport and
+ * the CUDA runtime share); checked when the driver has cuStreamGetCtx. */
+kp_status kp_cu_stream_wrap(kp_device *d, void *native, void **out_impl) {
+    const kp_cu_device *dev = cu_dev(d);
+    *out_impl = NULL;
+    CUstream stream = (CUstream)native;
+    if (dev->cu->cuStreamGetCtx) {
+        CUcontext ctx = NULL;
+        CUresult r = dev->cu->cuStreamGetCtx(stream, &ctx);
+        if (r != CUDA_SUCCESS) return kp_cu_fail(dev->cu, r, "cuStreamGetCtx (is native a CUstream?)");
+        if (ctx != dev->ctx)
+            return kp_cu_host->set_error(KP_ERR_DEVICE_MISMATCH,
+                                         "cuda: the stream belongs to another context than this device's "
+                                         "primary context");
+    }
+    kp_cu_stream *s = calloc(1, sizeof *s);
+    if (!s) return kp_cu_host->set_error(KP_ERR_OUT_OF_MEMORY, "out of memory wrapping a cuda stream");
+    s->stream = stream;
+    *out_impl = s;
+    return KP_OK;
+}
+
+kp_status kp_cu_stream_native(kp_stream *s, void **out) {
+    *out = (void *)cu_stream(s);
+    return KP_OK;
+}
+
 kp_status kp_cu_stream_sync(kp_stream *s) {
     const kp_cu_device *dev = cu_dev(s->device);
     kp_status st = kp_cu_push(dev);
@@ -65,7 +92,7 @@ void kp_cu_stream_destroy(kp_stream *s) {
     kp_cu_stream *impl = s->impl;
     if (!impl) return;
     const kp_cu_device *dev = cu_dev(s->device);
-    if (kp_cu_push(dev) == KP_OK) {
+    if (!(s->flags & KP_STREAM_WRAPPED) && kp_cu_push(dev) == KP_OK) { /* a wrapped stream stays the server's */
         CUresult r = dev->cu->cuStreamSynchronize(impl->stream);
         if (r != CUDA_SUCCESS)
             kp_cu_host->log("cuda: cuStreamSynchronize before destroy: %s (%d)",

@@ -82,6 +82,8 @@ void kp_cu_pop(const kp_cu_device *d);
 
 /* cuda_buffer.c: the stream and buffer methods, in vtable order */
 kp_status kp_cu_stream_create(kp_device *d, void **out_impl);
+kp_status kp_cu_stream_wrap(kp_device *d, void *native, void **out_impl);
+kp_status kp_cu_stream_native(kp_stream *s, void **out);
 kp_status kp_cu_stream_sync(kp_stream *s);
 void kp_cu_stream_destroy(kp_stream *s);
 kp_status kp_cu_buffer_alloc(kp_device *d, size_t bytes, void **out_impl);

@@ -294,6 +294,12 @@ static kp_status hip_device_open(kp_backend_state *b, int index, void **out_impl
     return KP_OK;
 }
 
+static kp_status hip_device_native(kp_device *d, kp_native_device *out) {
+    const kp_hip_device *dev = d->impl;
+    out->device = (void *)(intptr_t)dev->ordinal;
+    return KP_OK;
+}
+
 static void hip_device_close(void *dev_impl) {
     free(dev_impl); /* HIP's per-device context lives as long as the process */
 }
@@ -346,7 +352,10 @@ static const kp_backend_iface hip_iface = {
     .device_open = hip_device_open,
     .device_close = hip_device_close,
 
+    .device_native = hip_device_native,
     .stream_create = kp_hip_stream_create,
+    .stream_wrap = kp_hip_stream_wrap,
+    .stream_native = kp_hip_stream_native,
     .stream_sync = kp_hip_stream_sync,
     .stream_destroy = kp_hip_stream_destroy,
 

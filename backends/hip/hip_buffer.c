@@ -51,6 +51,23 @@ kp_status kp_hip_stream_create(kp_device *d, void **out_impl) {
     return KP_OK;
 }
 
+/* A server's hipStream_t; HIP has no portable query of a stream's device in ROCm 5,
+ * so the caller's word that it is on this device is taken. */
+kp_status kp_hip_stream_wrap(kp_device *d, void *native, void **out_impl) {
+    (void)d;
+    *out_impl = NULL;
+    kp_hip_stream *s = calloc(1, sizeof *s);
+    if (!s) return kp_hip_host->set_error(KP_ERR_OUT_OF_MEMORY, "out of memory wrapping a hip stream");
+    s->stream = (hipStream_t)native;
+    *out_impl = s;
+    return KP_OK;
+}
+
+kp_status kp_hip_stream_native(kp_stream *s, void **out) {
+    *out = (void *)hip_stream(s);
+    return KP_OK;
+}
+
 kp_status kp_hip_stream_sync(kp_stream *s) {
     const kp_hip_device *dev = hip_dev(s->device);
     int prev = 0;
@@ -68,7 +85,7 @@ void kp_hip_stream_destroy(kp_stream *s) {
     if (!impl) return;
     const kp_hip_device *dev = hip_dev(s->device);
     int prev = 0;
-    if (kp_hip_push(dev, &prev) == KP_OK) {
+    if (!(s->flags & KP_STREAM_WRAPPED) && kp_hip_push(dev, &prev) == KP_OK) { /* wrapped: the server's */
         hipError_t e = dev->hip->hipStreamSynchronize(impl->stream);
         if (e != hipSuccess)
             kp_hip_host->log("hip: hipStreamSynchronize before destroy: %s (%d)",

@@ -78,6 +78,8 @@ void kp_hip_pop(const kp_hip_device *d, int prev);
 
 /* hip_buffer.c: the stream and buffer methods, in vtable order */
 kp_status kp_hip_stream_create(kp_device *d, void **out_impl);
+kp_status kp_hip_stream_wrap(kp_device *d, void *native, void **out_impl);
+kp_status kp_hip_stream_native(kp_stream *s, void **out);
 kp_status kp_hip_stream_sync(kp_stream *s);
 void kp_hip_stream_destroy(kp_stream *s);
 kp_status kp_hip_buffer_alloc(kp_device *d, size_t bytes, void **out_impl);

@@ -232,6 +232,44 @@ static kp_status ocl_stream_create(kp_device *dev, void **out_impl) {
     return KP_OK;
 }
 
+/* A server's queue: same context and device as ours, and in order (kport relies on
+ * FIFO execution). Retained, so the server may release its reference any time. */
+static kp_status ocl_stream_wrap(kp_device *dev, void *native, void **out_impl) {
+    kp_ocl_device *d = kp_ocl_dev(dev);
+    cl_command_queue q = (cl_command_queue)native;
+    cl_context ctx = NULL;
+    cl_device_id id = NULL;
+    cl_command_queue_properties props = 0;
+    cl_int err = clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof ctx, &ctx, NULL);
+    if (err == CL_SUCCESS) err = clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof id, &id, NULL);
+    if (err == CL_SUCCESS) err = clGetCommandQueueInfo(q, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (err != CL_SUCCESS) return kp_ocl_fail(err, "clGetCommandQueueInfo (is native a cl_command_queue?)");
+    if (ctx != d->context || id != d->desc.id)
+        return kp_ocl_host()->set_error(KP_ERR_DEVICE_MISMATCH,
+                                        "opencl: the queue belongs to another context or device; make it on "
+                                        "kp_device_get_native's context and device");
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return kp_ocl_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                        "opencl: the queue is out of order; kport needs an in-order queue");
+    err = clRetainCommandQueue(q);
+    if (err != CL_SUCCESS) return kp_ocl_fail(err, "clRetainCommandQueue");
+    *out_impl = q;
+    return KP_OK;
+}
+
+static kp_status ocl_stream_native(kp_stream *s, void **out) {
+    *out = kp_ocl_queue(s);
+    return KP_OK;
+}
+
+static kp_status ocl_device_native(kp_device *dev, kp_native_device *out) {
+    kp_ocl_device *d = kp_ocl_dev(dev);
+    out->context = d->context;
+    out->device = d->desc.id;
+    out->platform = d->desc.platform;
+    return KP_OK;
+}
+
 static kp_status ocl_stream_sync(kp_stream *s) {
     cl_int err = clFinish(kp_ocl_queue(s));
     return err == CL_SUCCESS ? KP_OK : kp_ocl_fail(err, "clFinish");
@@ -240,8 +278,8 @@ static kp_status ocl_stream_sync(kp_stream *s) {
 static void ocl_stream_destroy(kp_stream *s) {
     cl_command_queue q = kp_ocl_queue(s);
     if (!q) return;
-    clFinish(q); /* pending work first, as kp_stream_destroy promises */
-    clReleaseCommandQueue(q);
+    if (!(s->flags & KP_STREAM_WRAPPED)) clFinish(q); /* pending work first, as kp_stream_destroy promises */
+    clReleaseCommandQueue(q); /* a wrapped queue: our reference only */
 }
 
 /* ---- ops: none yet --------------------------------------------------------- */
@@ -265,7 +303,10 @@ static const kp_backend_iface kp_ocl_iface = {
     .device_info = ocl_device_info,
     .device_open = ocl_device_open,
     .device_close = ocl_device_close,
+    .device_native = ocl_device_native,
     .stream_create = ocl_stream_create,
+    .stream_wrap = ocl_stream_wrap,
+    .stream_native = ocl_stream_native,
     .stream_sync = ocl_stream_sync,
     .stream_destroy = ocl_stream_destroy,
     .buffer_alloc = kp_ocl_buffer_alloc,

@@ -86,9 +86,22 @@ static kp_status fake_device_open(kp_backend_state *b, int index, void **out) {
 }
 static void fake_device_close(void *d) { (void)d; trace("device_close"); }
 
+static kp_status fake_device_native(kp_device *d, kp_native_device *out) {
+    trace("device_native");
+    out->context = (void *)0xC0;
+    out->device = d->impl;
+    return KP_OK;
+}
 static kp_status fake_stream_create(kp_device *d, void **out) { (void)d; trace("stream_create"); *out = (void *)1; return KP_OK; }
+static kp_status fake_stream_wrap(kp_device *d, void *native, void **out) {
+    (void)d;
+    trace("stream_wrap");
+    *out = native;
+    return KP_OK;
+}
+static kp_status fake_stream_native(kp_stream *s, void **out) { trace("stream_native"); *out = s->impl; return KP_OK; }
 static kp_status fake_stream_sync(kp_stream *s) { (void)s; trace("stream_sync"); return KP_OK; }
-static void fake_stream_destroy(kp_stream *s) { (void)s; trace("stream_destroy"); }
+static void fake_stream_destroy(kp_stream *s) { trace((s->flags & KP_STREAM_WRAPPED) ? "stream_destroy wrapped" : "stream_destroy"); }
 
 static kp_status fake_buffer_alloc(kp_device *d, size_t n, void **out) {
     (void)d;
@@ -151,7 +164,10 @@ static const kp_backend_iface fake_iface = {
     .device_info = fake_device_info,
     .device_open = fake_device_open,
     .device_close = fake_device_close,
+    .device_native = fake_device_native,
     .stream_create = fake_stream_create,
+    .stream_wrap = fake_stream_wrap,
+    .stream_native = fake_stream_native,
     .stream_sync = fake_stream_sync,
     .stream_destroy = fake_stream_destroy,
     .buffer_alloc = fake_buffer_alloc,

@@ -1,13 +1,166 @@
 /*
- * backends/cpu/ops/cpu_attention_prefill.c — kp_attention_prefill on the CPU backend.
- * Not implemented yet: answers KP_ERR_UNSUPPORTED naming the op.
+ * backends/cpu/ops/cpu_attention_prefill.c — kp_attention_prefill on the CPU backend:
+ * varlen packed flash attention. Work items are (sequence, KV head, query tile): a
+ * tile packs the G = h_q / h_kv query heads of one KV head for a run of queries
+ * (rows = queries x heads, about 64), so each K/V block is gathered once for all of
+ * them. Items run on the pool with dynamic scheduling (causal tiles differ in cost).
+ *
+ * Content rules checked before anything is written: cu_seqlens_q/k start at 0, never
+ * decrease, end at most at total_q/total_k, and no sequence is longer than
+ * max_seqlen_q/k. Query rows past cu_seqlens_q[B] belong to no sequence: they get
+ * out 0 and lse +inf, like any row with no visible key.
  */
-#include "cpu_internal.h"
+#include "cpu_attention.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PREFILL_ROWS 64 /* query rows (queries x packed heads) a tile aims for */
+
+typedef struct prefill_item {
+    int32_t b, g, h0, nh; /* sequence, KV head, first head of the group chunk, heads */
+    int32_t q0, nq;       /* queries [q0, q0 + nq) of the sequence */
+} prefill_item;
+
+typedef struct prefill_job {
+    const kp_attention_prefill_params *p;
+    cpu_att_problem prob;
+    cpu_att_slots slots;
+    int max_m;
+    const int32_t *cq, *ck;
+    const prefill_item *items;
+} prefill_job;
+
+static void prefill_items(void *ctx, int64_t begin, int64_t end) {
+    prefill_job *j = ctx;
+    const kp_attention_prefill_params *p = j->p;
+    const cpu_att_problem *pr = &j->prob;
+    int slot = cpu_att_slot_take(&j->slots);
+    cpu_att_work w;
+    cpu_att_work_bind(&w, j->slots.mem + (size_t)slot * j->slots.bytes, j->max_m, pr->d, pr->dv);
+    for (int64_t it = begin; it < end; it++) {
+        const prefill_item *t = &j->items[it];
+        int64_t sq = j->cq[t->b], sk = j->ck[t->b];
+        int64_t lq = j->cq[t->b + 1] - sq, lk = j->ck[t->b + 1] - sk;
+        cpu_att_begin(pr, &w, t->nq * t->nh);
+        for (int32_t qi = 0; qi < t->nq; qi++) {
+            int64_t i = t->q0 + qi, ip = i + lk - lq; /* bottom-right aligned position */
+            int64_t hi = lk, lo = 0;
+            if (p->causal && ip + 1 < hi) hi = ip + 1;
+            if (p->window_right >= 0 && ip + p->window_right + 1 < hi) hi = ip + p->window_right + 1;
+            if (p->window_left >= 0 && ip - p->window_left > lo) lo = ip - p->window_left;
+            for (int32_t hh = 0; hh < t->nh; hh++)
+                cpu_att_set_row(pr, &w, qi * t->nh + hh, cpu_att_at(&p->q, sq + i, t->h0 + hh, 0), lo, hi);
+        }
+        cpu_att_kv kv = {
+            .k = cpu_att_at(&p->k, sk, t->g, 0),
+            .v = cpu_att_at(&p->v, sk, t->g, 0),
+            .k_row = p->k.strides[0],
+            .v_row = p->v.strides[0],
+        };
+        cpu_att_run(pr, &w, &kv, 0, lk);
+        float *lse = p->lse.buffer ? (float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset) : NULL;
+        for (int32_t qi = 0; qi < t->nq; qi++)
+            for (int32_t hh = 0; hh < t->nh; hh++) {
+                int64_t row = sq + t->q0 + qi, h = t->h0 + hh;
+                cpu_att_finish_row(pr, &w, qi * t->nh + hh, cpu_att_at(&p->out, row, h, 0),
+                                   lse ? lse + h * p->lse.strides[0] + row * p->lse.strides[1] : NULL);
+            }
+    }
+    cpu_att_slot_give(&j->slots, slot);
+}
+
+static kp_status check_cu_seqlens(const char *op, const char *name, const int32_t *cu, int64_t n, int64_t total,
+                                  int64_t max_len) {
+    if (cu[0] != 0)
+        return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s[0] is %d; it must be 0", op, name, (int)cu[0]);
+    for (int64_t i = 1; i < n; i++) {
+        if (cu[i] < cu[i - 1])
+            return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                         "%s: %s[%lld] is %d, below %s[%lld] = %d; it must be non-decreasing", op,
+                                         name, (long long)i, (int)cu[i], name, (long long)(i - 1), (int)cu[i - 1]);
+        if (cu[i] > total)
+            return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                         "%s: %s[%lld] is %d, past the %lld packed tokens", op, name, (long long)i,
+                                         (int)cu[i], (long long)total);
+        if (cu[i] - cu[i - 1] > max_len)
+            return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                         "%s: sequence %lld has length %d (%s[%lld] - %s[%lld]), above the max_seqlen "
+                                         "%lld passed for it",
+                                         op, (long long)(i - 1), (int)(cu[i] - cu[i - 1]), name, (long long)i, name,
+                                         (long long)(i - 1), (long long)max_len);
+    }
+    return KP_OK;
+}
 
 kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run) {
-    (void)s;
-    (void)params;
-    (void)dry_run;
-    return cpu_host()->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
-                                 kp_backend_op_name(op));
+    const kp_attention_prefill_params *p = params;
+    const char *name = kp_backend_op_name(op);
+    int64_t d = p->q.shape[2], dv = p->v.shape[2];
+    if (d > CPU_ATT_MAX_D || dv > CPU_ATT_MAX_D)
+        return cpu_host()->set_error(KP_ERR_UNSUPPORTED,
+                                     "%s: head dims %lld/%lld; the cpu backend takes head dims up to %d", name,
+                                     (long long)d, (long long)dv, CPU_ATT_MAX_D);
+    if (dry_run) return KP_OK;
+
+    kp_backend_state *bs = cpu_state(s);
+    cpu_stream *cs = s->impl;
+    prefill_job j;
+    memset(&j, 0, sizeof j);
+    j.p = p;
+    prefill_item *items = NULL;
+    pthread_mutex_lock(&cs->lock);
+    int64_t nb = p->cu_seqlens_q.shape[0] - 1;
+    j.cq = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_q.buffer) + p->cu_seqlens_q.offset);
+    j.ck = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_k.buffer) + p->cu_seqlens_k.offset);
+    kp_status st = check_cu_seqlens(name, "cu_seqlens_q", j.cq, nb + 1, p->q.shape[0], p->max_seqlen_q);
+    if (st == KP_OK) st = check_cu_seqlens(name, "cu_seqlens_k", j.ck, nb + 1, p->k.shape[0], p->max_seqlen_k);
+    if (st != KP_OK) goto done;
+
+    int64_t h_q = p->q.shape[1], h_kv = p->k.shape[1], group = h_q / h_kv;
+    int64_t nh = group < CPU_ATT_MAX_ROWS ? group : CPU_ATT_MAX_ROWS;
+    int64_t chunks = (group + nh - 1) / nh;
+    int64_t qt = PREFILL_ROWS / nh < 1 ? 1 : PREFILL_ROWS / nh;
+    int64_t count = 0;
+    for (int64_t b = 0; b < nb; b++) count += (j.cq[b + 1] - j.cq[b] + qt - 1) / qt * h_kv * chunks;
+    items = malloc((size_t)(count ? count : 1) * sizeof *items);
+    j.max_m = (int)(qt * nh);
+    cpu_att_problem_init(&j.prob, bs, p->q.dtype, (int)d, (int)dv, p->softmax_scale);
+    if (!items || cpu_att_slots_init(&j.slots, cpu_pool_threads(bs->pool),
+                                     cpu_att_work_bytes(j.max_m, (int)d, (int)dv)) != KP_OK) {
+        st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of memory for the cpu backend's scratch", name);
+        goto done;
+    }
+    /* longest sequences first: the big causal tiles start early, small ones fill in */
+    int64_t n = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lq = j.cq[b + 1] - j.cq[b];
+        for (int64_t q0 = (lq - 1) / qt * qt; q0 >= 0 && lq > 0; q0 -= qt)
+            for (int64_t g = 0; g < h_kv; g++)
+                for (int64_t c = 0; c < chunks; c++) {
+                    prefill_item *t = &items[n++];
+                    t->b = (int32_t)b;
+                    t->g = (int32_t)g;
+                    t->h0 = (int32_t)(g * group + c * nh);
+                    t->nh = (int32_t)(group - c * nh < nh ? group - c * nh : nh);
+                    t->q0 = (int32_t)q0;
+                    t->nq = (int32_t)(lq - q0 < qt ? lq - q0 : qt);
+                }
+    }
+    j.items = items;
+    cpu_pool_parallel_for(bs->pool, n, 1, prefill_items, &j);
+    for (int64_t row = j.cq[nb]; row < p->q.shape[0]; row++)
+        for (int64_t h = 0; h < h_q; h++) {
+            memset(cpu_att_at(&p->out, row, h, 0), 0, (size_t)dv * kp_dtype_size(p->out.dtype));
+            if (p->lse.buffer)
+                ((float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset))[h * p->lse.strides[0] +
+                                                                                    row * p->lse.strides[1]] =
+                    INFINITY;
+        }
+done:
+    cpu_att_slots_free(&j.slots);
+    free(items);
+    pthread_mutex_unlock(&cs->lock);
+    return st;
 }

@@ -1,13 +1,74 @@
 /*
  * backends/cpu/ops/cpu_grouped_gemm.c — kp_grouped_gemm on the CPU backend.
- * Not implemented yet: answers KP_ERR_UNSUPPORTED naming the op.
+ *
+ * out[r, :] = a[r, :] · w[e]ᵀ for r in [expert_offsets[e], expert_offsets[e+1]), f32
+ * accumulation (cpu_gemm.c). Work is split into (expert, 64-column tile, 64-row
+ * chunk) tasks over the thread pool. Offsets must be non-decreasing within [0, M]:
+ * otherwise KP_ERR_INVALID_ARGUMENT and nothing is written. Rows outside every
+ * expert's range are not touched.
  */
-#include "cpu_internal.h"
+#include "cpu_gemm.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+typedef struct gg_job {
+    const kp_grouped_gemm_params *p;
+    cpu_gemm_plan plan;
+    cpu_expert_tasks tasks;
+    atomic_int failed;
+} gg_job;
+
+static void gg_range(void *ctx, int64_t begin, int64_t end) {
+    gg_job *j = ctx;
+    const kp_grouped_gemm_params *p = j->p;
+    float c[CPU_GEMM_MC * CPU_GEMM_NC];
+    const unsigned char *rows[CPU_GEMM_MC];
+    for (int64_t t = begin; t < end; t++) {
+        cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
+        cpu_gemm_w w = cpu_gemm_expert(&p->w, &p->w_scale, k.e);
+        for (int i = 0; i < k.m; i++) rows[i] = cpu_at2(&p->a, k.row0 + i, 0);
+        if (cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC) != KP_OK) {
+            atomic_store(&j->failed, 1);
+            return;
+        }
+        for (int i = 0; i < k.m; i++)
+            cpu_store_row(j->plan.cvt, p->out.dtype, c + (size_t)i * CPU_GEMM_NC, cpu_at2(&p->out, k.row0 + i, k.n0),
+                          k.nc);
+    }
+}
 
 kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dry_run) {
-    (void)s;
-    (void)params;
-    (void)dry_run;
-    return cpu_host()->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
-                                 kp_backend_op_name(op));
+    (void)op;
+    const kp_grouped_gemm_params *p = params;
+    if (dry_run) return KP_OK; /* f32/f16/bf16, and FP8 with f16/bf16 activations: all run */
+    const int32_t *off = (const int32_t *)(cpu_buffer_data(p->expert_offsets.buffer) + p->expert_offsets.offset);
+    int64_t experts = p->w.shape[0], m = p->a.shape[0];
+    cpu_moe_stream_lock(s);
+    kp_status st = KP_OK;
+    for (int64_t e = 0; e <= experts && st == KP_OK; e++) {
+        if (off[e] < 0 || off[e] > m)
+            st = cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                       "grouped_gemm: expert_offsets[%lld] is %d; offsets must lie in [0, M = %lld]",
+                                       (long long)e, (int)off[e], (long long)m);
+        else if (e > 0 && off[e] < off[e - 1])
+            st = cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                       "grouped_gemm: expert_offsets[%lld] = %d is below expert_offsets[%lld] = %d; "
+                                       "offsets must be non-decreasing",
+                                       (long long)e, (int)off[e], (long long)(e - 1), (int)off[e - 1]);
+    }
+    int64_t *start = NULL;
+    if (st == KP_OK && !(start = malloc((size_t)(experts + 1) * sizeof *start)))
+        st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "grouped_gemm: out of host memory for the task list");
+    if (st == KP_OK) {
+        gg_job job = {.p = p, .plan = cpu_gemm_plan_make(p->a.dtype, p->a.dtype, p->w.dtype)};
+        atomic_init(&job.failed, 0);
+        int64_t ntasks = cpu_expert_tasks_init(&job.tasks, off, experts, p->w.shape[1], start);
+        cpu_pool_parallel_for(cpu_state(s)->pool, ntasks, 1, gg_range, &job);
+        if (atomic_load(&job.failed))
+            st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "grouped_gemm: out of host memory for GEMM scratch");
+    }
+    free(start);
+    cpu_moe_stream_unlock(s);
+    return st;
 }

@@ -1,13 +1,209 @@
 /*
- * backends/cpu/ops/cpu_moe_forward.c — kp_moe_forward on the CPU backend.
- * Not implemented yet: answers KP_ERR_UNSUPPORTED naming the op.
+ * backends/cpu/ops/cpu_moe_forward.c — kp_moe_forward on the CPU backend: the routed
+ * expert layer in one call, in the caller's workspace only.
+ *
+ *   1. gate (cpu_moe_gate_rows) -> topk ids and weights;
+ *   2. align (counting sort, block size 1: the CPU tiles need no padding);
+ *   3. per (expert, 64-column tile of inter, 64-row chunk): x rows gathered through
+ *      sorted_ids, x·w13ᵀ for the tile's gate columns and its up columns, SwiGLU in
+ *      the epilogue -> h [rows, inter] f32 (the x·w13ᵀ region is never written);
+ *   4. h·w2ᵀ -> y [rows, hidden] f32;
+ *   5. combine y with the topk weights in slot order (f32), plus the shared expert:
+ *      its SwiGLU MLP runs as a one-"expert" grouped GEMM over all T rows, and its
+ *      second GEMM's epilogue does the combine, adding its own output last.
+ *
+ * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
+ * each region aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k];
+ * sorted_ids [T*k + E*63]; expert_offsets [E+1]; x·w13ᵀ [rows, 2*inter] (unused
+ * here); SwiGLU [rows, inter]; ·w2ᵀ [rows, hidden]; shared [T, 3*inter_s] (its SwiGLU
+ * output uses the first T*inter_s).
  */
-#include "cpu_internal.h"
+#include "cpu_gemm.h"
+
+#include <stdatomic.h>
+
+#define WS_ALIGN 256
+#define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
+#define MAX_EXPERTS 512
+
+static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
+
+typedef enum stage { STAGE_W13, STAGE_W2, STAGE_SHARED_W13, STAGE_SHARED_W2 } stage;
+
+typedef struct fwd_job {
+    const kp_moe_forward_params *p;
+    int64_t t, k, hidden, inter, inter_s;
+    int32_t *ids, *token_pos, *sorted_ids, *offsets;
+    float *weights, *h, *y, *h_s;
+    cpu_gemm_plan plan;
+    cpu_expert_tasks tasks;
+    stage stage;
+    cpu_gemm_w shared_w;
+    cpu_combine_src combine;
+    atomic_int failed;
+} fwd_job;
+
+static void gate_range(void *ctx, int64_t t0, int64_t t1) { cpu_moe_gate_rows(ctx, t0, t1); }
+
+static cpu_gemm_w dense_weights(const kp_tensor *w) {
+    cpu_gemm_w g;
+    memset(&g, 0, sizeof g);
+    g.dtype = w->dtype;
+    g.base = cpu_at2(w, 0, 0);
+    g.ld = w->strides[0];
+    g.n = w->shape[0];
+    g.k = w->shape[1];
+    return g;
+}
+
+static void gemm_range(void *ctx, int64_t begin, int64_t end) {
+    fwd_job *j = ctx;
+    const kp_moe_forward_params *p = j->p;
+    float c[CPU_GEMM_MC * CPU_GEMM_NC], u[CPU_GEMM_MC * CPU_GEMM_NC];
+    const unsigned char *rows[CPU_GEMM_MC];
+    for (int64_t t = begin; t < end; t++) {
+        cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
+        kp_status st = KP_OK;
+        switch (j->stage) {
+        case STAGE_W13:
+        case STAGE_SHARED_W13: {
+            int shared = j->stage == STAGE_SHARED_W13;
+            int64_t inter = shared ? j->inter_s : j->inter;
+            cpu_gemm_w w = shared ? j->shared_w : cpu_gemm_expert(&p->w13, &p->w13_scale, k.e);
+            for (int i = 0; i < k.m; i++) {
+                int64_t tok = shared ? k.row0 + i : j->sorted_ids[k.row0 + i] / j->k;
+                rows[i] = cpu_at2(&p->x, tok, 0);
+            }
+            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC);
+            if (st == KP_OK) st = cpu_gemm_block(&j->plan, rows, k.m, &w, inter + k.n0, k.nc, u, CPU_GEMM_NC);
+            if (st != KP_OK) break;
+            float *h = shared ? j->h_s : j->h;
+            for (int i = 0; i < k.m; i++) {
+                float *g = c + (size_t)i * CPU_GEMM_NC;
+                cpu_gemm_swiglu(g, u + (size_t)i * CPU_GEMM_NC, k.nc);
+                memcpy(h + (size_t)(k.row0 + i) * inter + k.n0, g, (size_t)k.nc * sizeof *g);
+            }
+            break;
+        }
+        case STAGE_W2: {
+            cpu_gemm_w w = cpu_gemm_expert(&p->w2, &p->w2_scale, k.e);
+            for (int i = 0; i < k.m; i++) rows[i] = (const unsigned char *)(j->h + (size_t)(k.row0 + i) * j->inter);
+            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC);
+            if (st != KP_OK) break;
+            for (int i = 0; i < k.m; i++)
+                memcpy(j->y + (size_t)(k.row0 + i) * j->hidden + k.n0, c + (size_t)i * CPU_GEMM_NC,
+                       (size_t)k.nc * sizeof *c);
+            break;
+        }
+        case STAGE_SHARED_W2: {
+            for (int i = 0; i < k.m; i++)
+                rows[i] = (const unsigned char *)(j->h_s + (size_t)(k.row0 + i) * j->inter_s);
+            st = cpu_gemm_block(&j->plan, rows, k.m, &j->shared_w, k.n0, k.nc, c, CPU_GEMM_NC);
+            if (st != KP_OK) break;
+            for (int i = 0; i < k.m; i++)
+                cpu_moe_combine_row(&j->combine, k.row0 + i, k.n0, k.nc, c + (size_t)i * CPU_GEMM_NC, p->out.dtype,
+                                    cpu_at2(&p->out, k.row0 + i, k.n0));
+            break;
+        }
+        }
+        if (st != KP_OK) {
+            atomic_store(&j->failed, 1);
+            return;
+        }
+    }
+}
+
+static void combine_range(void *ctx, int64_t t0, int64_t t1) {
+    const fwd_job *j = ctx;
+    for (int64_t t = t0; t < t1; t++)
+        cpu_moe_combine_row(&j->combine, t, 0, j->hidden, NULL, j->p->out.dtype, cpu_at2(&j->p->out, t, 0));
+}
+
+/* One grouped-GEMM stage over the pool. */
+static void run_stage(fwd_job *j, cpu_pool *pool, stage sg, const int32_t *off, int64_t experts, int64_t n,
+                      kp_dtype a_dtype, kp_dtype w_dtype, int64_t *start) {
+    if (atomic_load(&j->failed)) return;
+    j->stage = sg;
+    j->plan = cpu_gemm_plan_make(j->p->x.dtype, a_dtype, w_dtype);
+    int64_t ntasks = cpu_expert_tasks_init(&j->tasks, off, experts, n, start);
+    cpu_pool_parallel_for(pool, ntasks, 1, gemm_range, j);
+}
 
 kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run) {
-    (void)s;
-    (void)params;
-    (void)dry_run;
-    return cpu_host()->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cpu backend yet",
-                                 kp_backend_op_name(op));
+    (void)op;
+    const kp_moe_forward_params *p = params;
+    if (dry_run) return KP_OK; /* every dtype combination the core accepts runs here */
+    fwd_job j;
+    memset(&j, 0, sizeof j);
+    j.p = p;
+    j.t = p->x.shape[0];
+    j.hidden = p->x.shape[1];
+    j.k = p->routing.topk;
+    j.inter = p->w13.shape[1] / 2;
+    j.inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
+    int64_t experts = p->w13.shape[0];
+    size_t pairs = (size_t)(j.t * j.k), rows = pairs + (size_t)experts * (ROW_BLOCK - 1);
+    unsigned char *ws = cpu_buffer_data(p->workspace) + p->workspace_offset;
+    j.ids = (int32_t *)ws;
+    ws += ws_align(pairs * 4);
+    j.weights = (float *)ws;
+    ws += ws_align(pairs * 4);
+    j.token_pos = (int32_t *)ws;
+    ws += ws_align(pairs * 4);
+    j.sorted_ids = (int32_t *)ws;
+    ws += ws_align(rows * 4);
+    j.offsets = (int32_t *)ws;
+    ws += ws_align(((size_t)experts + 1) * 4);
+    ws += ws_align(rows * 2 * (size_t)j.inter * 4); /* x·w13ᵀ: fused away */
+    j.h = (float *)ws;
+    ws += ws_align(rows * (size_t)j.inter * 4);
+    j.y = (float *)ws;
+    ws += ws_align(rows * (size_t)j.hidden * 4);
+    j.h_s = (float *)ws;
+    atomic_init(&j.failed, 0);
+
+    cpu_pool *pool = cpu_state(s)->pool;
+    cpu_moe_stream_lock(s);
+    cpu_gate_job gate = {
+        .logits = cpu_at2(&p->router_logits, 0, 0),
+        .logits_dtype = p->router_logits.dtype,
+        .logits_ld = p->router_logits.strides[0],
+        .e = experts,
+        .bias = p->bias.buffer ? (const float *)(cpu_buffer_data(p->bias.buffer) + p->bias.offset) : NULL,
+        .r = p->routing,
+        .ids = j.ids,
+        .ids_ld = j.k,
+        .weights = j.weights,
+        .weights_ld = j.k,
+    };
+    cpu_pool_parallel_for(pool, j.t, 16, gate_range, &gate);
+    cpu_moe_align_fill(j.ids, (int64_t)pairs, (int32_t)experts, 1, j.sorted_ids, (int64_t)pairs, j.offsets,
+                       j.token_pos);
+
+    int64_t start[MAX_EXPERTS + 1];
+    run_stage(&j, pool, STAGE_W13, j.offsets, experts, j.inter, p->x.dtype, p->w13.dtype, start);
+    run_stage(&j, pool, STAGE_W2, j.offsets, experts, j.hidden, KP_F32, p->w2.dtype, start);
+    j.combine = (cpu_combine_src){.y = (const unsigned char *)j.y,
+                                  .y_dtype = KP_F32,
+                                  .y_ld = j.hidden,
+                                  .y_rows = (int64_t)pairs,
+                                  .pos = j.token_pos,
+                                  .pos_ld = j.k,
+                                  .weights = j.weights,
+                                  .weights_ld = j.k,
+                                  .k = j.k,
+                                  .cvt = cpu_state(s)->kernels};
+    if (p->shared_w13.buffer) {
+        int32_t all[2] = {0, (int32_t)j.t};
+        j.shared_w = dense_weights(&p->shared_w13);
+        run_stage(&j, pool, STAGE_SHARED_W13, all, 1, j.inter_s, p->x.dtype, p->shared_w13.dtype, start);
+        j.shared_w = dense_weights(&p->shared_w2);
+        run_stage(&j, pool, STAGE_SHARED_W2, all, 1, j.hidden, KP_F32, p->shared_w2.dtype, start);
+    } else if (!atomic_load(&j.failed)) {
+        cpu_pool_parallel_for(pool, j.t, 4, combine_range, &j);
+    }
+    cpu_moe_stream_unlock(s);
+    if (atomic_load(&j.failed))
+        return cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "moe_forward: out of host memory for GEMM scratch");
+    return KP_OK;
 }
