@@ -1,1 +1,21 @@
 /* tests/list_conf_attention.h — XB(name) per attention conformance test. */
+/* conformance/test_conf_attention.c */
+XB(conf_attn_prefill_grid_f32)
+XB(conf_attn_prefill_grid_f16)
+XB(conf_attn_prefill_grid_bf16)
+XB(conf_attn_prefill_window)
+XB(conf_attn_prefill_scale)
+XB(conf_attn_prefill_long)
+XB(conf_attn_prefill_no_keys)
+XB(conf_attn_prefill_bad_cu_seqlens)
+XB(conf_attn_decode_grid_f32)
+XB(conf_attn_decode_grid_f16)
+XB(conf_attn_decode_grid_bf16)
+XB(conf_attn_decode_splits)
+XB(conf_attn_decode_long)
+XB(conf_attn_decode_bad_content)
+/* conformance/test_conf_mla.c */
+XB(conf_mla_decode_grid)
+XB(conf_mla_decode_splits)
+XB(conf_mla_decode_flashmla_sized)
+XB(conf_mla_decode_bad_content)

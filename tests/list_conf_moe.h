@@ -1,1 +1,16 @@
-/* tests/list_conf_moe.h — XB(name) per MoE conformance test. */
+/* tests/list_conf_moe.h — XB(name) per MoE conformance test (tests/conformance/test_conf_moe.c). */
+XB(conf_moe_gate_deepseek_v3)
+XB(conf_moe_gate_ties)
+XB(conf_moe_gate_negative_biased_scores)
+XB(conf_moe_gate_v2_no_bias)
+XB(conf_moe_gate_mixtral_topk)
+XB(conf_moe_gate_512_experts_top32)
+XB(conf_moe_align)
+XB(conf_moe_align_bad_expert_id)
+XB(conf_moe_grouped_gemm)
+XB(conf_moe_grouped_gemm_fp8_block_scales)
+XB(conf_moe_grouped_gemm_bad_offsets)
+XB(conf_moe_combine)
+XB(conf_moe_combine_bad_token_pos)
+XB(conf_moe_forward)
+XB(conf_moe_forward_fp8_weights)

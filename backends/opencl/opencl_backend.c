@@ -282,14 +282,6 @@ static void ocl_stream_destroy(kp_stream *s) {
     clReleaseCommandQueue(q); /* a wrapped queue: our reference only */
 }
 
-/* ---- ops: none yet --------------------------------------------------------- */
-
-static kp_status ocl_op_unsupported(kp_op op, kp_stream *s, const void *params, int dry_run) {
-    (void)s, (void)params, (void)dry_run;
-    return kp_ocl_host()->set_error(KP_ERR_UNSUPPORTED, "opencl: %s is not implemented by this backend yet",
-                                    kp_backend_op_name(op));
-}
-
 /* ---- the vtable and the plugin entry ------------------------------------ */
 
 static const kp_backend_iface kp_ocl_iface = {
@@ -317,14 +309,14 @@ static const kp_backend_iface kp_ocl_iface = {
     .buffer_copy = kp_ocl_buffer_copy,
     .dlpack_device_type = 4, /* kDLOpenCL */
     .ops = {
-        [KP_OP_ATTENTION_PREFILL] = ocl_op_unsupported,
-        [KP_OP_ATTENTION_DECODE] = ocl_op_unsupported,
-        [KP_OP_MLA_DECODE] = ocl_op_unsupported,
-        [KP_OP_MOE_GATE] = ocl_op_unsupported,
-        [KP_OP_MOE_ALIGN] = ocl_op_unsupported,
-        [KP_OP_GROUPED_GEMM] = ocl_op_unsupported,
-        [KP_OP_MOE_COMBINE] = ocl_op_unsupported,
-        [KP_OP_MOE_FORWARD] = ocl_op_unsupported,
+        [KP_OP_ATTENTION_PREFILL] = kp_ocl_op_attention_prefill,
+        [KP_OP_ATTENTION_DECODE] = kp_ocl_op_attention_decode,
+        [KP_OP_MLA_DECODE] = kp_ocl_op_mla_decode,
+        [KP_OP_MOE_GATE] = kp_ocl_op_moe_gate,
+        [KP_OP_MOE_ALIGN] = kp_ocl_op_moe_align,
+        [KP_OP_GROUPED_GEMM] = kp_ocl_op_grouped_gemm,
+        [KP_OP_MOE_COMBINE] = kp_ocl_op_moe_combine,
+        [KP_OP_MOE_FORWARD] = kp_ocl_op_moe_forward,
     },
 };
 

@@ -94,6 +94,16 @@ static inline kp_ocl_device *kp_ocl_dev(const kp_device *d) { return (kp_ocl_dev
 /* Frees every cached program of d (at device close). */
 void kp_ocl_programs_release(kp_ocl_device *d);
 
+/* ---- ops, one per file in ops/ ---- */
+kp_status kp_ocl_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_attention_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_mla_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_moe_gate(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_moe_combine(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status kp_ocl_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run);
+
 /* ---- opencl_backend.c ---- */
 
 /* The backend's vtable (the plugin entry returns it; tests call it directly). */

@@ -1,2 +1,392 @@
-/* tests/conformance/test_conf_attention.c — placeholder, being written. */
-typedef int kp_placeholder_test_conf_attention;
+/*
+ * tests/conformance/test_conf_attention.c — kp_attention_prefill and
+ * kp_attention_decode against the float64 references (tests/ref/ref_attention.c):
+ * every dtype, head dims 64/128/256 and 192 q/k with 128 v, GQA ratios 1/4/8/16 and
+ * MQA, causal and not (bottom-right aligned when q and k lengths differ), sliding
+ * windows, explicit scales, lse on and off, batches with lengths 0 and 1 and lengths
+ * no tile divides; paged decode with block sizes 16/32/64, s_q 1/2/5, forced and
+ * automatic split-KV; bad index content rejected with nothing written.
+ * MLA decode is in test_conf_mla.c.
+ */
+#include "conf_attention.h"
+#include "ref_attention.h"
+
+#include <math.h>
+
+/* ------------------------------------------------------------------------ */
+/* Prefill                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct prefill_case {
+    kp_dtype dt;
+    int nb;
+    const int32_t *lq, *lk; /* [nb] */
+    int h_q, h_kv, d, dv;
+    int causal, wl, wr, lse;
+    double scale; /* 0: 1/sqrt(d) */
+} prefill_case;
+
+static void run_prefill(kp_device *dev, kp_stream *s, const prefill_case *c) {
+    int32_t cu_q[17], cu_k[17];
+    double cuq_d[17], cuk_d[17];
+    int max_q = 0, max_k = 0;
+    cu_q[0] = cu_k[0] = 0;
+    for (int b = 0; b < c->nb; b++) {
+        cu_q[b + 1] = cu_q[b] + c->lq[b];
+        cu_k[b + 1] = cu_k[b] + c->lk[b];
+        if (c->lq[b] > max_q) max_q = c->lq[b];
+        if (c->lk[b] > max_k) max_k = c->lk[b];
+    }
+    for (int b = 0; b <= c->nb; b++) cuq_d[b] = cu_q[b], cuk_d[b] = cu_k[b];
+    int64_t tq = cu_q[c->nb], tk = cu_k[c->nb];
+    double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->d);
+    char what[160];
+    snprintf(what, sizeof what, "prefill %s d %d/%d h %d/%d causal %d window %d/%d scale %g", kp_dtype_name(c->dt),
+             c->d, c->dv, c->h_q, c->h_kv, c->causal, c->wl, c->wr, scale);
+
+    int64_t sq[3] = {tq, c->h_q, c->d}, sk[3] = {tk, c->h_kv, c->d}, sv[3] = {tk, c->h_kv, c->dv};
+    int64_t so[3] = {tq, c->h_q, c->dv}, sl[2] = {c->h_q, tq}, scu[1] = {c->nb + 1};
+    kp_conf_tensor q = kp_conf_random(dev, "q", c->dt, 3, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(dev, "k", c->dt, 3, sk, -1.0, 1.0);
+    kp_conf_tensor v = kp_conf_random(dev, "v", c->dt, 3, sv, -1.0, 1.0);
+    kp_conf_tensor cq = kp_conf_from(dev, "cu_seqlens_q", KP_I32, 1, scu, cuq_d);
+    kp_conf_tensor ck = kp_conf_from(dev, "cu_seqlens_k", KP_I32, 1, scu, cuk_d);
+    kp_conf_tensor out = kp_conf_output(dev, "out", c->dt, 3, so);
+    kp_conf_tensor lse = {0};
+    if (c->lse) lse = kp_conf_output(dev, "lse", KP_F32, 2, sl);
+
+    kp_attention_prefill_params p;
+    memset(&p, 0, sizeof p);
+    p.q = q.t, p.k = k.t, p.v = v.t, p.out = out.t;
+    if (c->lse) p.lse = lse.t;
+    p.cu_seqlens_q = cq.t, p.cu_seqlens_k = ck.t;
+    p.max_seqlen_q = max_q, p.max_seqlen_k = max_k;
+    p.softmax_scale = (float)scale;
+    p.causal = c->causal, p.window_left = c->wl, p.window_right = c->wr;
+    kp_test_require_op(dev, KP_OP_ATTENTION_PREFILL, &p);
+    CHECK_OK(kp_attention_prefill(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+
+    double *ref = calloc((size_t)(out.numel + 1), sizeof *ref), *ref_lse = calloc((size_t)(tq * c->h_q + 1), sizeof *ref_lse);
+    /* the scale the kernel sees is the f32 one */
+    ref_attention_prefill(q.host, k.host, v.host, tq, c->h_q, c->h_kv, c->d, c->dv, cu_q, cu_k, c->nb,
+                          (double)(float)scale, c->causal, c->wl, c->wr, ref, ref_lse);
+    kp_conf_download(&out);
+    kp_conf_check(what, out.host, ref, out.numel, kp_conf_tolerance(c->dt), 0);
+    if (c->lse) {
+        kp_conf_download(&lse);
+        char w2[200];
+        snprintf(w2, sizeof w2, "%s: lse", what);
+        kp_conf_check(w2, lse.host, ref_lse, lse.numel, CONF_LSE_TOL, CONF_LSE_ABS);
+        kp_conf_free(&lse);
+    }
+    free(ref);
+    free(ref_lse);
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&v), kp_conf_free(&cq), kp_conf_free(&ck), kp_conf_free(&out);
+}
+
+/* A batch with every awkward length: 1, 0 queries with keys, lengths no tile divides,
+ * len_q != len_k both ways (more queries than keys: under causal the first queries
+ * see nothing), and keys of length 0. */
+static const int32_t mixed_lq[6] = {1, 0, 37, 70, 9, 2};
+static const int32_t mixed_lk[6] = {1, 5, 37, 99, 3, 0};
+
+static const int head_dims[4][2] = {{64, 64}, {128, 128}, {256, 256}, {192, 128}};
+static const int heads[5][2] = {{4, 4}, {8, 2}, {16, 2}, {32, 2}, {6, 1}}; /* ratios 1, 4, 8, 16; MQA */
+
+static void prefill_grid(kp_device *dev, kp_dtype dt) {
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(dev, &s));
+    for (int hd = 0; hd < 4; hd++)
+        for (int hh = 0; hh < 5; hh++)
+            for (int causal = 0; causal < 2; causal++) {
+                prefill_case c = {dt, 6, mixed_lq, mixed_lk, heads[hh][0], heads[hh][1], head_dims[hd][0],
+                                  head_dims[hd][1], causal, -1, -1, (hd + hh + causal) % 2, 0};
+                run_prefill(dev, s, &c);
+            }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_CONFORMANCE(conf_attn_prefill_grid_f32) { prefill_grid(d, KP_F32); }
+KP_CONFORMANCE(conf_attn_prefill_grid_f16) { prefill_grid(d, KP_F16); }
+KP_CONFORMANCE(conf_attn_prefill_grid_bf16) { prefill_grid(d, KP_BF16); }
+
+KP_CONFORMANCE(conf_attn_prefill_window) {
+    static const int win[8][3] = {{0, 0, 0}, {5, -1, 0}, {-1, 3, 0}, {16, 4, 0}, {7, 7, 0},
+                                  {3, -1, 1}, {0, -1, 1}, {20, 2, 1}}; /* left, right, causal */
+    const kp_dtype dts[2] = {KP_F16, KP_F32};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int t = 0; t < 2; t++)
+        for (int w = 0; w < 8; w++) {
+            prefill_case c = {dts[t], 6, mixed_lq, mixed_lk, 8, 2, 128, 128, win[w][2], win[w][0], win[w][1], 1, 0};
+            run_prefill(d, s, &c);
+        }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_CONFORMANCE(conf_attn_prefill_scale) {
+    static const double scales[3] = {1.0, 0.01, 0.3};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int i = 0; i < 3; i++)
+        for (int lse = 0; lse < 2; lse++) {
+            prefill_case c = {KP_F32, 6, mixed_lq, mixed_lk, 4, 1, 64, 64, lse, -1, -1, lse, scales[i]};
+            run_prefill(d, s, &c);
+            c.dt = KP_BF16;
+            run_prefill(d, s, &c);
+        }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Longer sequences: many key blocks and query tiles, none of them full at the edge. */
+KP_CONFORMANCE(conf_attn_prefill_long) {
+    static const int32_t lq1[1] = {300}, lk1[1] = {700}, l2[2] = {513, 130};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    prefill_case a = {KP_BF16, 1, lq1, lk1, 8, 2, 128, 128, 1, -1, -1, 1, 0};
+    run_prefill(d, s, &a);
+    prefill_case b = {KP_F16, 2, l2, l2, 2, 1, 256, 256, 0, -1, -1, 1, 0};
+    run_prefill(d, s, &b);
+    prefill_case c = {KP_F32, 2, l2, l2, 4, 4, 192, 128, 1, 100, -1, 1, 0};
+    run_prefill(d, s, &c);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Every query row is empty (no keys at all): out 0, lse +inf. */
+KP_CONFORMANCE(conf_attn_prefill_no_keys) {
+    static const int32_t lq[2] = {3, 4}, lk[2] = {0, 0};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    prefill_case c = {KP_F16, 2, lq, lk, 4, 2, 64, 64, 1, -1, -1, 1, 0};
+    run_prefill(d, s, &c);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Paged decode (shared with MLA)                                            */
+/* ------------------------------------------------------------------------ */
+
+void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
+    const int h_kv = c->mla ? 1 : c->h_kv, bs = c->block_size;
+    int max_blocks = 1, used = 0;
+    for (int b = 0; b < c->b; b++) {
+        int n = (c->seq_lens[b] + bs - 1) / bs;
+        used += n;
+        if (n + 1 > max_blocks) max_blocks = n + 1;
+    }
+    int num_blocks = used + 3; /* spare blocks nobody uses */
+    /* shuffled block ids; unused table entries out of range (never read) */
+    int *perm = malloc((size_t)num_blocks * sizeof *perm);
+    for (int i = 0; i < num_blocks; i++) perm[i] = i;
+    for (int i = num_blocks - 1; i > 0; i--) {
+        int j = (int)(kp_test_rand_u64() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    double *table_d = malloc((size_t)(c->b * max_blocks) * sizeof *table_d), lens_d[64];
+    int32_t *table = malloc((size_t)(c->b * max_blocks) * sizeof *table);
+    int next = 0;
+    for (int b = 0; b < c->b; b++) {
+        lens_d[b] = c->seq_lens[b];
+        for (int j = 0; j < max_blocks; j++) {
+            int32_t e = j < (c->seq_lens[b] + bs - 1) / bs ? perm[next++] : (j % 2 ? -7 : num_blocks + 1000);
+            table[b * max_blocks + j] = e;
+            table_d[b * max_blocks + j] = e;
+        }
+    }
+    double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->d);
+    char what[200];
+    snprintf(what, sizeof what, "%s %s b %d s_q %d h %d/%d d %d/%d block %d causal %d", c->mla ? "mla" : "decode",
+             kp_dtype_name(c->dt), c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, bs, c->causal);
+
+    int64_t sq[4] = {c->b, c->s_q, c->h_q, c->d}, sk[4] = {num_blocks, bs, h_kv, c->d};
+    int64_t sv[4] = {num_blocks, bs, h_kv, c->dv}, so[4] = {c->b, c->s_q, c->h_q, c->dv};
+    int64_t sl[3] = {c->b, c->h_q, c->s_q}, st[2] = {c->b, max_blocks}, sb[1] = {c->b};
+    kp_conf_tensor q = kp_conf_random(dev, "q", c->dt, 4, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(dev, c->mla ? "kv_cache" : "k_cache", c->dt, 4, sk, -1.0, 1.0);
+    kp_conf_tensor v = {0};
+    if (!c->mla) v = kp_conf_random(dev, "v_cache", c->dt, 4, sv, -1.0, 1.0);
+    kp_conf_tensor bt = kp_conf_from(dev, "block_table", KP_I32, 2, st, table_d);
+    kp_conf_tensor sl_t = kp_conf_from(dev, "seq_lens", KP_I32, 1, sb, lens_d);
+
+    double *ref = calloc((size_t)(c->b * c->s_q * c->h_q * c->dv), sizeof *ref);
+    double *ref_lse = calloc((size_t)(c->b * c->h_q * c->s_q), sizeof *ref_lse);
+    ref_attention_decode(q.host, k.host, c->mla ? k.host : v.host, c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, c->d,
+                         c->mla ? c->d : c->dv, bs, table, max_blocks, c->seq_lens, (double)(float)scale, c->causal,
+                         ref, ref_lse);
+
+    static const int32_t auto_split[1] = {0};
+    const int32_t *splits = c->splits ? c->splits : auto_split;
+    int nsplits = c->splits ? c->nsplits : 1;
+    double *first = NULL;
+    for (int si = 0; si < nsplits; si++) {
+        kp_conf_tensor out = kp_conf_output(dev, "out", c->dt, 4, so);
+        kp_conf_tensor lse = {0};
+        if (c->lse) lse = kp_conf_output(dev, "lse", KP_F32, 3, sl);
+        kp_status st_run;
+        if (c->mla) {
+            kp_mla_decode_params p;
+            memset(&p, 0, sizeof p);
+            p.q = q.t, p.kv_cache = k.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
+            if (c->lse) p.lse = lse.t;
+            p.softmax_scale = (float)scale, p.causal = c->causal, p.head_dim_v = c->dv, p.num_splits = splits[si];
+            kp_test_require_op(dev, KP_OP_MLA_DECODE, &p);
+            st_run = kp_mla_decode(s, &p);
+        } else {
+            kp_attention_decode_params p;
+            memset(&p, 0, sizeof p);
+            p.q = q.t, p.k_cache = k.t, p.v_cache = v.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
+            if (c->lse) p.lse = lse.t;
+            p.softmax_scale = (float)scale, p.causal = c->causal, p.num_splits = splits[si];
+            kp_test_require_op(dev, KP_OP_ATTENTION_DECODE, &p);
+            st_run = kp_attention_decode(s, &p);
+        }
+        CHECK_OK(st_run);
+        CHECK_OK(kp_stream_sync(s));
+        char w[260];
+        snprintf(w, sizeof w, "%s num_splits %d", what, (int)splits[si]);
+        kp_conf_download(&out);
+        kp_conf_check(w, out.host, ref, out.numel, kp_conf_tolerance(c->dt), 0);
+        if (!first) {
+            first = malloc((size_t)out.numel * sizeof *first);
+            memcpy(first, out.host, (size_t)out.numel * sizeof *first);
+        } else {
+            char w2[300];
+            snprintf(w2, sizeof w2, "%s: vs num_splits %d", w, (int)splits[0]);
+            kp_conf_check(w2, out.host, first, out.numel, 2 * kp_conf_tolerance(c->dt), 0);
+        }
+        if (c->lse) {
+            kp_conf_download(&lse);
+            char w2[300];
+            snprintf(w2, sizeof w2, "%s: lse", w);
+            kp_conf_check(w2, lse.host, ref_lse, lse.numel, CONF_LSE_TOL, CONF_LSE_ABS);
+            kp_conf_free(&lse);
+        }
+        kp_conf_free(&out);
+    }
+    free(first), free(ref), free(ref_lse), free(perm), free(table), free(table_d);
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&bt), kp_conf_free(&sl_t);
+    if (!c->mla) kp_conf_free(&v);
+}
+
+static void decode_grid(kp_device *dev, kp_dtype dt) {
+    static const int32_t lens[4] = {0, 1, 77, 130};
+    static const int blocks[3] = {16, 32, 64}, sqs[3] = {1, 2, 5};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(dev, &s));
+    int n = 0;
+    for (int bi = 0; bi < 3; bi++)
+        for (int qi = 0; qi < 3; qi++)
+            for (int hh = 0; hh < 5; hh++, n++) {
+                const int *hd = head_dims[n % 4];
+                conf_paged_case c = {dt, 4, sqs[qi], heads[hh][0], heads[hh][1], hd[0], hd[1], blocks[bi], lens,
+                                     (n / 2) % 2 == 0, n % 3 != 0, 0, 0, NULL, 0};
+                conf_run_paged(dev, s, &c);
+            }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_CONFORMANCE(conf_attn_decode_grid_f32) { decode_grid(d, KP_F32); }
+KP_CONFORMANCE(conf_attn_decode_grid_f16) { decode_grid(d, KP_F16); }
+KP_CONFORMANCE(conf_attn_decode_grid_bf16) { decode_grid(d, KP_BF16); }
+
+/* Forced split-KV (1, 3, 8, and more splits than blocks) equals the unsplit result. */
+KP_CONFORMANCE(conf_attn_decode_splits) {
+    static const int32_t splits[5] = {1, 3, 8, 0, 64};
+    static const int32_t l1[2] = {1000, 333}, l2[3] = {517, 64, 20};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    conf_paged_case a = {KP_F16, 2, 2, 8, 2, 128, 128, 16, l1, 1, 1, 0, 0, splits, 5};
+    conf_run_paged(d, s, &a);
+    conf_paged_case b = {KP_BF16, 3, 1, 16, 1, 256, 256, 64, l2, 0, 1, 0, 0, splits, 5};
+    conf_run_paged(d, s, &b);
+    conf_paged_case c = {KP_F32, 3, 3, 4, 4, 192, 128, 32, l2, 1, 1, 0.2, 0, splits, 5};
+    conf_run_paged(d, s, &c);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* One long sequence on one KV head: the automatic choice splits it. */
+KP_CONFORMANCE(conf_attn_decode_long) {
+    static const int32_t l[1] = {3000};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    conf_paged_case a = {KP_BF16, 1, 1, 4, 1, 128, 128, 64, l, 1, 1, 0, 0, NULL, 0};
+    conf_run_paged(d, s, &a);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad index content: an error naming the argument and index, nothing written */
+/* ------------------------------------------------------------------------ */
+
+static void prefill_bad_cu(kp_device *dev, const double *cuq, const double *cuk, int max_q, const char *needle) {
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(dev, &s));
+    int64_t sq[3] = {8, 2, 64}, sk[3] = {8, 1, 64}, scu[1] = {3}, sl[2] = {2, 8};
+    kp_conf_tensor q = kp_conf_random(dev, "q", KP_F16, 3, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(dev, "k", KP_F16, 3, sk, -1.0, 1.0);
+    kp_conf_tensor v = kp_conf_random(dev, "v", KP_F16, 3, sk, -1.0, 1.0);
+    kp_conf_tensor cq = kp_conf_from(dev, "cu_seqlens_q", KP_I32, 1, scu, cuq);
+    kp_conf_tensor ck = kp_conf_from(dev, "cu_seqlens_k", KP_I32, 1, scu, cuk);
+    kp_conf_tensor out = kp_conf_output(dev, "out", KP_F16, 3, sq);
+    kp_conf_tensor lse = kp_conf_output(dev, "lse", KP_F32, 2, sl);
+    kp_attention_prefill_params p;
+    memset(&p, 0, sizeof p);
+    p.q = q.t, p.k = k.t, p.v = v.t, p.out = out.t, p.lse = lse.t, p.cu_seqlens_q = cq.t, p.cu_seqlens_k = ck.t;
+    p.max_seqlen_q = max_q, p.max_seqlen_k = 8, p.softmax_scale = 0.125f, p.causal = 1;
+    p.window_left = p.window_right = -1;
+    kp_test_require_op(dev, KP_OP_ATTENTION_PREFILL, &p);
+    unsigned char *so = kp_test_snapshot(out.g.buf), *sls = kp_test_snapshot(lse.g.buf);
+    CHECK_ERR(kp_attention_prefill(s, &p), KP_ERR_INVALID_ARGUMENT, needle);
+    CHECK_OK(kp_stream_sync(s));
+    kp_test_unchanged(out.g.buf, so);
+    kp_test_unchanged(lse.g.buf, sls);
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&v), kp_conf_free(&cq), kp_conf_free(&ck);
+    kp_conf_free(&out), kp_conf_free(&lse);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_CONFORMANCE(conf_attn_prefill_bad_cu_seqlens) {
+    const double ok[3] = {0, 3, 8}, decreasing[3] = {0, 5, 3}, not_zero[3] = {1, 3, 8}, past[3] = {0, 3, 9};
+    prefill_bad_cu(d, decreasing, ok, 8, "cu_seqlens_q[2]");
+    prefill_bad_cu(d, ok, not_zero, 8, "cu_seqlens_k[0]");
+    prefill_bad_cu(d, ok, past, 8, "cu_seqlens_k[2]");
+    prefill_bad_cu(d, ok, ok, 4, "max_seqlen");
+}
+
+/* table [2, 3] with block_size 16 and 6 blocks; one rule broken per call. */
+static void decode_bad(kp_device *dev, const double *table, const double *lens, const char *needle) {
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(dev, &s));
+    int64_t sq[4] = {2, 1, 4, 64}, sc[4] = {6, 16, 2, 64}, st[2] = {2, 3}, sb[1] = {2}, sl[3] = {2, 4, 1};
+    kp_conf_tensor q = kp_conf_random(dev, "q", KP_BF16, 4, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(dev, "k_cache", KP_BF16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor v = kp_conf_random(dev, "v_cache", KP_BF16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor bt = kp_conf_from(dev, "block_table", KP_I32, 2, st, table);
+    kp_conf_tensor sl_t = kp_conf_from(dev, "seq_lens", KP_I32, 1, sb, lens);
+    kp_conf_tensor out = kp_conf_output(dev, "out", KP_BF16, 4, sq);
+    kp_conf_tensor lse = kp_conf_output(dev, "lse", KP_F32, 3, sl);
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = q.t, p.k_cache = k.t, p.v_cache = v.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
+    p.lse = lse.t, p.softmax_scale = 0.125f, p.causal = 1;
+    kp_test_require_op(dev, KP_OP_ATTENTION_DECODE, &p);
+    unsigned char *so = kp_test_snapshot(out.g.buf), *sls = kp_test_snapshot(lse.g.buf);
+    CHECK_ERR(kp_attention_decode(s, &p), KP_ERR_INVALID_ARGUMENT, needle);
+    CHECK_OK(kp_stream_sync(s));
+    kp_test_unchanged(out.g.buf, so);
+    kp_test_unchanged(lse.g.buf, sls);
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&v), kp_conf_free(&bt), kp_conf_free(&sl_t);
+    kp_conf_free(&out), kp_conf_free(&lse);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+KP_CONFORMANCE(conf_attn_decode_bad_content) {
+    const double table_ok[6] = {0, 1, 2, 3, 4, 5}, table_bad[6] = {0, 1, 2, 3, 6, 5};
+    const double table_neg[6] = {0, -1, 2, 3, 4, 5};
+    const double lens_ok[2] = {48, 20}, lens_big[2] = {48, 49}, lens_neg[2] = {-1, 20};
+    decode_bad(d, table_bad, lens_ok, "block_table[1, 1]");
+    decode_bad(d, table_neg, lens_ok, "block_table[0, 1]");
+    decode_bad(d, table_ok, lens_big, "seq_lens[1]");
+    decode_bad(d, table_ok, lens_neg, "seq_lens[0]");
+}

@@ -1,2 +1,535 @@
-/* tests/conformance/test_conf_moe.c — placeholder, being written. */
-typedef int kp_placeholder_test_conf_moe;
+/*
+ * tests/conformance/test_conf_moe.c — the MoE ops on every backend against the
+ * float64 references of tests/ref/ref_moe.c (DESIGN §5): gate (DeepSeek-V3 groups,
+ * ties, negative biased scores, V2 without bias, Mixtral top-k), align, grouped GEMM
+ * (f32/f16/bf16 and FP8 e4m3 with block scales), combine, and the fused layer.
+ */
+#include "kp_conformance.h"
+#include "ref_moe.h"
+
+#include <math.h>
+
+#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+
+static const kp_moe_routing v3_routing = {8, 8, 4, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+
+static kp_stream *new_stream(kp_device *d) {
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    return s;
+}
+
+static kp_conf_tensor ints(kp_device *d, const char *name, int ndim, const int64_t *shape, const double *v) {
+    return kp_conf_from(d, name, KP_I32, ndim, shape, v);
+}
+
+/* ---- gate ---- */
+
+/* Runs the gate on the given logits (host values, rounded to dt) and checks ids
+ * exactly and weights to f32 tolerance against the reference. */
+static void gate_case(kp_device *d, kp_stream *s, int64_t t, int64_t e, kp_dtype dt, const double *logits,
+                      const double *bias, kp_moe_routing r, const double *want_ids) {
+    int64_t k = r.topk;
+    kp_conf_tensor lg = kp_conf_from(d, "logits", dt, 2, SHAPE(t, e), logits);
+    kp_conf_tensor bs;
+    memset(&bs, 0, sizeof bs);
+    if (bias) bs = kp_conf_from(d, "bias", KP_F32, 1, SHAPE(e), bias);
+    kp_conf_tensor ids = kp_conf_output(d, "topk_ids", KP_I32, 2, SHAPE(t, k));
+    kp_conf_tensor w = kp_conf_output(d, "topk_weights", KP_F32, 2, SHAPE(t, k));
+    kp_moe_gate_params p = {.logits = lg.t, .topk_ids = ids.t, .topk_weights = w.t, .routing = r};
+    if (bias) p.bias = bs.t;
+    kp_test_require_op(d, KP_OP_MOE_GATE, &p);
+    CHECK_OK(kp_moe_gate(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&ids);
+    kp_conf_download(&w);
+    double *rid = malloc((size_t)(t * k) * sizeof *rid), *rw = malloc((size_t)(t * k) * sizeof *rw);
+    ref_moe_gate(lg.host, t, e, bias ? bs.host : NULL, &r, rid, rw);
+    kp_conf_check_ints("topk_ids", ids.host, rid, t * k);
+    if (want_ids) kp_conf_check_ints("topk_ids (expected by hand)", ids.host, want_ids, t * k);
+    kp_conf_check("topk_weights", w.host, rw, t * k, kp_conf_tolerance(KP_F32), 1e-5);
+    free(rid);
+    free(rw);
+    kp_conf_free(&lg);
+    if (bias) kp_conf_free(&bs);
+    kp_conf_free(&ids);
+    kp_conf_free(&w);
+}
+
+static double *rand_values(int64_t n, double lo, double hi) {
+    double *v = malloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = kp_test_rand_uniform(lo, hi);
+    return v;
+}
+
+KP_CONFORMANCE(conf_moe_gate_deepseek_v3) {
+    kp_stream *s = new_stream(d);
+    const int64_t ts[] = {1, 7, 64};
+    double *bias = rand_values(256, -0.05, 0.05);
+    for (int i = 0; i < 3; i++) {
+        double *lg = rand_values(ts[i] * 256, -4.0, 4.0);
+        gate_case(d, s, ts[i], 256, KP_F32, lg, bias, v3_routing, NULL);
+        free(lg);
+    }
+    double *lg = rand_values(7 * 256, -4.0, 4.0);
+    gate_case(d, s, 7, 256, KP_BF16, lg, bias, v3_routing, NULL);
+    gate_case(d, s, 7, 256, KP_F16, lg, bias, v3_routing, NULL);
+    free(lg);
+    free(bias);
+    kp_stream_destroy(s);
+}
+
+/* Equal logits: lower expert index wins; equal group scores: lower group wins. */
+KP_CONFORMANCE(conf_moe_gate_ties) {
+    kp_stream *s = new_stream(d);
+    kp_moe_routing r = {4, 4, 2, KP_MOE_SCORING_SIGMOID, 1, 1.0f};
+    double lg[3 * 16], bias[16];
+    for (int i = 0; i < 16; i++) bias[i] = 0.0;
+    for (int i = 0; i < 16; i++) lg[i] = 0.5;                    /* token 0: all equal */
+    for (int i = 0; i < 16; i++) lg[16 + i] = i < 4 ? -1.0 : 1.0; /* token 1: groups 1-3 tie */
+    for (int i = 0; i < 16; i++) lg[32 + i] = (i % 4 == 3) ? 2.0 : 0.0; /* token 2: last of each group; groups 0, 1 kept */
+    const double want[12] = {0, 1, 2, 3, 4, 5, 6, 7, 3, 7, 0, 1};
+    gate_case(d, s, 3, 16, KP_F32, lg, bias, r, want);
+    /* the same without a bias (V2 group score: the best in each group) */
+    gate_case(d, s, 3, 16, KP_F32, lg, NULL, r, want);
+    kp_stream_destroy(s);
+}
+
+/* Biases that make every biased score negative: masked groups must lose (-inf). */
+KP_CONFORMANCE(conf_moe_gate_negative_biased_scores) {
+    kp_stream *s = new_stream(d);
+    kp_moe_routing r = {6, 8, 2, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+    double *bias = rand_values(64, -3.0, -1.5), *lg = rand_values(9 * 64, -4.0, 4.0);
+    gate_case(d, s, 9, 64, KP_F32, lg, bias, r, NULL);
+    free(bias);
+    free(lg);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_gate_v2_no_bias) {
+    kp_stream *s = new_stream(d);
+    kp_moe_routing r = {6, 8, 3, KP_MOE_SCORING_SOFTMAX, 0, 16.0f};
+    double *lg = rand_values(13 * 160, -3.0, 3.0);
+    gate_case(d, s, 13, 160, KP_F32, lg, NULL, r, NULL);
+    r.renormalize = 1;
+    r.scoring = KP_MOE_SCORING_SIGMOID;
+    gate_case(d, s, 13, 160, KP_BF16, lg, NULL, r, NULL);
+    free(lg);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_gate_mixtral_topk) {
+    kp_stream *s = new_stream(d);
+    double *lg = rand_values(33 * 8, -3.0, 3.0);
+    const kp_dtype dts[] = {KP_F32, KP_BF16, KP_F16};
+    for (int renorm = 0; renorm <= 1; renorm++)
+        for (int i = 0; i < 3; i++) {
+            kp_moe_routing r = {2, 1, 1, KP_MOE_SCORING_SOFTMAX, renorm, 1.0f};
+            gate_case(d, s, 33, 8, dts[i], lg, NULL, r, NULL);
+        }
+    free(lg);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_gate_512_experts_top32) {
+    kp_stream *s = new_stream(d);
+    kp_moe_routing r = {32, 16, 8, KP_MOE_SCORING_SIGMOID, 1, 1.5f};
+    double *lg = rand_values(5 * 512, -4.0, 4.0), *bias = rand_values(512, -0.1, 0.1);
+    gate_case(d, s, 5, 512, KP_F32, lg, bias, r, NULL);
+    r = (kp_moe_routing){32, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f};
+    gate_case(d, s, 5, 512, KP_F32, lg, NULL, r, NULL);
+    free(lg);
+    free(bias);
+    kp_stream_destroy(s);
+}
+
+/* ---- align ---- */
+
+static void align_case(kp_device *d, kp_stream *s, int64_t t, int64_t k, int32_t experts, int32_t block,
+                       const double *ids_v) {
+    int64_t pairs = t * k, len = pairs + (int64_t)experts * (block - 1);
+    kp_conf_tensor ids = ints(d, "topk_ids", 2, SHAPE(t, k), ids_v);
+    kp_conf_tensor sorted = kp_conf_output(d, "sorted_ids", KP_I32, 1, SHAPE(len));
+    kp_conf_tensor off = kp_conf_output(d, "expert_offsets", KP_I32, 1, SHAPE(experts + 1));
+    kp_conf_tensor pos = kp_conf_output(d, "token_pos", KP_I32, 2, SHAPE(t, k));
+    kp_moe_align_params p = {ids.t, sorted.t, off.t, pos.t, experts, block};
+    kp_test_require_op(d, KP_OP_MOE_ALIGN, &p);
+    CHECK_OK(kp_moe_align(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&sorted);
+    kp_conf_download(&off);
+    kp_conf_download(&pos);
+    double *rs = malloc((size_t)len * sizeof *rs), *ro = malloc((size_t)(experts + 1) * sizeof *ro);
+    double *rp = malloc((size_t)pairs * sizeof *rp);
+    ref_moe_align(ids.host, pairs, experts, block, rs, len, ro, rp);
+    kp_conf_check_ints("expert_offsets", off.host, ro, experts + 1);
+    kp_conf_check_ints("sorted_ids", sorted.host, rs, len);
+    kp_conf_check_ints("token_pos", pos.host, rp, pairs);
+    free(rs);
+    free(ro);
+    free(rp);
+    kp_conf_free(&ids);
+    kp_conf_free(&sorted);
+    kp_conf_free(&off);
+    kp_conf_free(&pos);
+}
+
+KP_CONFORMANCE(conf_moe_align) {
+    kp_stream *s = new_stream(d);
+    const int32_t blocks[] = {1, 16, 64};
+    double *ids = malloc(200 * 8 * sizeof *ids);
+    for (int b = 0; b < 3; b++) {
+        /* random experts, with experts 3 and 9 never chosen (empty) */
+        for (int i = 0; i < 37 * 4; i++) {
+            int e;
+            do e = (int)(kp_test_rand_u64() % 16); while (e == 3 || e == 9);
+            ids[i] = e;
+        }
+        align_case(d, s, 37, 4, 16, blocks[b], ids);
+        /* every pair on one expert */
+        for (int i = 0; i < 50 * 8; i++) ids[i] = 5;
+        align_case(d, s, 50, 8, 16, blocks[b], ids);
+        /* T = 1 */
+        ids[0] = 15, ids[1] = 0, ids[2] = 7;
+        align_case(d, s, 1, 3, 16, blocks[b], ids);
+    }
+    /* V3 shape: 256 experts, k = 8 */
+    for (int i = 0; i < 200 * 8; i++) ids[i] = (double)(kp_test_rand_u64() % 256);
+    align_case(d, s, 200, 8, 256, 16, ids);
+    free(ids);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_align_bad_expert_id) {
+    kp_stream *s = new_stream(d);
+    const double bad[2][6] = {{0, 1, 2, 3, 8, 1}, {0, -1, 2, 3, 4, 5}};
+    for (int c = 0; c < 2; c++) {
+        kp_conf_tensor ids = ints(d, "topk_ids", 2, SHAPE(3, 2), bad[c]);
+        kp_conf_tensor sorted = kp_conf_output(d, "sorted_ids", KP_I32, 1, SHAPE(6 + 8 * 3));
+        kp_conf_tensor off = kp_conf_output(d, "expert_offsets", KP_I32, 1, SHAPE(9));
+        kp_conf_tensor pos = kp_conf_output(d, "token_pos", KP_I32, 2, SHAPE(3, 2));
+        kp_moe_align_params p = {ids.t, sorted.t, off.t, pos.t, 8, 4};
+        kp_test_require_op(d, KP_OP_MOE_ALIGN, &p);
+        unsigned char *s1 = kp_test_snapshot(sorted.g.buf), *s2 = kp_test_snapshot(off.g.buf);
+        unsigned char *s3 = kp_test_snapshot(pos.g.buf);
+        CHECK_ERR(kp_moe_align(s, &p), KP_ERR_INVALID_ARGUMENT, "topk_ids");
+        CHECK_OK(kp_stream_sync(s));
+        kp_test_unchanged(sorted.g.buf, s1);
+        kp_test_unchanged(off.g.buf, s2);
+        kp_test_unchanged(pos.g.buf, s3);
+        kp_conf_free(&ids);
+        kp_conf_free(&sorted);
+        kp_conf_free(&off);
+        kp_conf_free(&pos);
+    }
+    kp_stream_destroy(s);
+}
+
+/* ---- grouped GEMM ---- */
+
+/* FP8 e4m3 weights: random finite bytes, uploaded raw; host holds the decoded values. */
+typedef struct fp8_tensor {
+    kp_guarded g;
+    kp_tensor t;
+    double *host;
+} fp8_tensor;
+
+static fp8_tensor fp8_random(kp_device *d, int64_t e, int64_t n, int64_t k) {
+    fp8_tensor f;
+    int64_t numel = e * n * k;
+    unsigned char *bytes = malloc((size_t)numel);
+    f.host = malloc((size_t)numel * sizeof *f.host);
+    for (int64_t i = 0; i < numel; i++) {
+        unsigned char b;
+        do b = (unsigned char)(kp_test_rand_u64() & 0xbf); while ((b & 0x7f) == 0x7f); /* |x| < 2: no NaN */
+        bytes[i] = b;
+        f.host[i] = ref_fp8_e4m3(b);
+    }
+    f.g = kp_guarded_alloc(d, (size_t)numel);
+    kp_guarded_write(&f.g, bytes, (size_t)numel);
+    CHECK_OK(kp_tensor_init(&f.t, f.g.buf, f.g.offset, KP_FP8_E4M3, 3, SHAPE(e, n, k), NULL));
+    free(bytes);
+    return f;
+}
+
+static void fp8_free(fp8_tensor *f) {
+    kp_guarded_free(&f->g);
+    free(f->host);
+}
+
+/* Dequantised weights: fp8 * scale[e, n/128, k/128]. */
+static double *dequant(const double *w, const double *scale, int64_t e, int64_t n, int64_t k) {
+    int64_t nb = (n + 127) / 128, kb = k / 128;
+    double *v = malloc((size_t)(e * n * k) * sizeof *v);
+    for (int64_t x = 0; x < e; x++)
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t l = 0; l < k; l++)
+                v[(x * n + j) * k + l] = w[(x * n + j) * k + l] * scale[(x * nb + j / 128) * kb + l / 128];
+    return v;
+}
+
+/* a [m, k] x w [e, n, k] over offsets; rows outside every range must keep the poison. */
+static void gemm_case(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t m, int64_t k, int64_t e, int64_t n,
+                      const int32_t *offsets) {
+    kp_conf_tensor a = kp_conf_random(d, "a", dt, 2, SHAPE(m, k), -1.0, 1.0);
+    kp_conf_tensor w, sc;
+    fp8_tensor w8;
+    memset(&w, 0, sizeof w);
+    memset(&sc, 0, sizeof sc);
+    double *wv;
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    if (fp8) {
+        w8 = fp8_random(d, e, n, k);
+        sc = kp_conf_random(d, "w_scale", KP_F32, 3, SHAPE(e, (n + 127) / 128, k / 128), 0.01, 0.1);
+        wv = dequant(w8.host, sc.host, e, n, k);
+        p.w = w8.t;
+        p.w_scale = sc.t;
+    } else {
+        w = kp_conf_random(d, "w", dt, 3, SHAPE(e, n, k), -1.0, 1.0);
+        wv = w.host;
+        p.w = w.t;
+    }
+    double offv[65];
+    for (int64_t i = 0; i <= e; i++) offv[i] = offsets[i];
+    kp_conf_tensor off = ints(d, "expert_offsets", 1, SHAPE(e + 1), offv);
+    kp_conf_tensor out = kp_conf_output(d, "out", dt, 2, SHAPE(m, n));
+    p.a = a.t;
+    p.expert_offsets = off.t;
+    p.out = out.t;
+    kp_test_require_op(d, KP_OP_GROUPED_GEMM, &p);
+    CHECK_OK(kp_grouped_gemm(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&out);
+    double *ref = malloc((size_t)(m * n) * sizeof *ref);
+    for (int64_t i = 0; i < m * n; i++) ref[i] = NAN; /* the poison, where no expert writes */
+    ref_grouped_gemm(a.host, k, wv, e, n, offsets, ref);
+    int64_t r0 = offsets[0], r1 = offsets[e];
+    for (int64_t i = 0; i < m * n; i++)
+        CHECK_MSG(isnan(ref[i]) == isnan(out.host[i]), "out element %lld: %g, reference %g", (long long)i,
+                  out.host[i], ref[i]);
+    if (r1 > r0)
+        kp_conf_check("out", out.host + r0 * n, ref + r0 * n, (r1 - r0) * n, kp_conf_tolerance(dt), 0);
+    free(ref);
+    if (fp8) {
+        free(wv);
+        fp8_free(&w8);
+        kp_conf_free(&sc);
+    } else {
+        kp_conf_free(&w);
+    }
+    kp_conf_free(&a);
+    kp_conf_free(&off);
+    kp_conf_free(&out);
+}
+
+KP_CONFORMANCE(conf_moe_grouped_gemm) {
+    kp_stream *s = new_stream(d);
+    const kp_dtype dts[] = {KP_F32, KP_F16, KP_BF16};
+    /* 77 rows: 3 before the first expert and 7 after the last stay untouched; expert 2
+     * is empty; N and K multiples of no tile */
+    const int32_t off[6] = {3, 20, 41, 41, 69, 70};
+    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 77, 300, 5, 100, off);
+    /* every row on one expert, rows past one 64-row block, small K */
+    const int32_t one[4] = {0, 0, 130, 130};
+    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 130, 40, 3, 70, one);
+    /* T = 1 decode-like rows with a long K */
+    const int32_t dec[5] = {0, 1, 1, 2, 3};
+    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 3, 1100, 4, 33, dec);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_grouped_gemm_fp8_block_scales) {
+    kp_stream *s = new_stream(d);
+    const int32_t off[4] = {2, 40, 40, 111};
+    gemm_case(d, s, KP_BF16, 1, 115, 384, 3, 200, off); /* N = 200: a partial 128-row scale block */
+    gemm_case(d, s, KP_F16, 1, 115, 256, 3, 256, off);
+    const int32_t dec[3] = {0, 1, 2};
+    gemm_case(d, s, KP_BF16, 1, 2, 640, 2, 130, dec);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_grouped_gemm_bad_offsets) {
+    kp_stream *s = new_stream(d);
+    const double bad[3][4] = {{0, 5, 3, 8}, {0, 4, 8, 9}, {-1, 2, 4, 8}};
+    const char *msg[3] = {"non-decreasing", "expert_offsets[3]", "expert_offsets[0]"};
+    kp_conf_tensor a = kp_conf_random(d, "a", KP_BF16, 2, SHAPE(8, 32), -1.0, 1.0);
+    kp_conf_tensor w = kp_conf_random(d, "w", KP_BF16, 3, SHAPE(3, 16, 32), -1.0, 1.0);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_BF16, 2, SHAPE(8, 16));
+    for (int c = 0; c < 3; c++) {
+        kp_conf_tensor off = ints(d, "expert_offsets", 1, SHAPE(4), bad[c]);
+        kp_grouped_gemm_params p = {.a = a.t, .w = w.t, .expert_offsets = off.t, .out = out.t};
+        kp_test_require_op(d, KP_OP_GROUPED_GEMM, &p);
+        unsigned char *snap = kp_test_snapshot(out.g.buf);
+        CHECK_ERR(kp_grouped_gemm(s, &p), KP_ERR_INVALID_ARGUMENT, msg[c]);
+        CHECK_OK(kp_stream_sync(s));
+        kp_test_unchanged(out.g.buf, snap);
+        kp_conf_free(&off);
+    }
+    kp_conf_free(&a);
+    kp_conf_free(&w);
+    kp_conf_free(&out);
+    kp_stream_destroy(s);
+}
+
+/* ---- combine ---- */
+
+KP_CONFORMANCE(conf_moe_combine) {
+    kp_stream *s = new_stream(d);
+    const kp_dtype dts[] = {KP_F32, KP_BF16, KP_F16};
+    for (int k = 1; k <= 8; k++) {
+        kp_dtype dt = dts[k % 3];
+        int64_t t = 19, hidden = 300, rows = t * k + 5;
+        kp_conf_tensor y = kp_conf_random(d, "expert_out", dt, 2, SHAPE(rows, hidden), -2.0, 2.0);
+        double *posv = malloc((size_t)(t * k) * sizeof *posv);
+        for (int64_t i = 0; i < t * k; i++) posv[i] = (double)(kp_test_rand_u64() % (uint64_t)rows);
+        kp_conf_tensor pos = ints(d, "token_pos", 2, SHAPE(t, k), posv);
+        kp_conf_tensor w = kp_conf_random(d, "topk_weights", KP_F32, 2, SHAPE(t, k), 0.0, 1.0);
+        kp_conf_tensor out = kp_conf_output(d, "out", dt, 2, SHAPE(t, hidden));
+        kp_moe_combine_params p = {y.t, pos.t, w.t, out.t};
+        kp_test_require_op(d, KP_OP_MOE_COMBINE, &p);
+        CHECK_OK(kp_moe_combine(s, &p));
+        CHECK_OK(kp_stream_sync(s));
+        unsigned char *first = kp_test_snapshot(out.g.buf);
+        kp_conf_download(&out);
+        double *ref = malloc((size_t)(t * hidden) * sizeof *ref);
+        ref_moe_combine(y.host, pos.host, w.host, t, k, hidden, ref);
+        kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+        /* deterministic: a second run gives the same bits */
+        kp_guarded_poison(&out.g, 0xFF);
+        CHECK_OK(kp_moe_combine(s, &p));
+        CHECK_OK(kp_stream_sync(s));
+        kp_test_unchanged(out.g.buf, first);
+        free(ref);
+        free(posv);
+        kp_conf_free(&y);
+        kp_conf_free(&pos);
+        kp_conf_free(&w);
+        kp_conf_free(&out);
+    }
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_combine_bad_token_pos) {
+    kp_stream *s = new_stream(d);
+    kp_conf_tensor y = kp_conf_random(d, "expert_out", KP_F32, 2, SHAPE(10, 16), -1.0, 1.0);
+    const double posv[4] = {0, 9, 10, 3};
+    kp_conf_tensor pos = ints(d, "token_pos", 2, SHAPE(2, 2), posv);
+    kp_conf_tensor w = kp_conf_random(d, "topk_weights", KP_F32, 2, SHAPE(2, 2), 0.0, 1.0);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_F32, 2, SHAPE(2, 16));
+    kp_moe_combine_params p = {y.t, pos.t, w.t, out.t};
+    kp_test_require_op(d, KP_OP_MOE_COMBINE, &p);
+    unsigned char *snap = kp_test_snapshot(out.g.buf);
+    CHECK_ERR(kp_moe_combine(s, &p), KP_ERR_INVALID_ARGUMENT, "token_pos");
+    CHECK_OK(kp_stream_sync(s));
+    kp_test_unchanged(out.g.buf, snap);
+    kp_conf_free(&y);
+    kp_conf_free(&pos);
+    kp_conf_free(&w);
+    kp_conf_free(&out);
+    kp_stream_destroy(s);
+}
+
+/* ---- the fused layer ---- */
+
+/* Small V3-like layer: E 16, n_group 4, topk_group 2, k 4, hidden 256, inter 128,
+ * inter_s 64, against gate -> dense SwiGLU per chosen expert -> combine in double. */
+static void forward_case(kp_device *d, kp_stream *s, kp_dtype dt, int64_t t, int shared, int fp8) {
+    const int64_t e = 16, hidden = 256, inter = 128, inter_s = 64, k = 4;
+    kp_moe_routing r = {4, 4, 2, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+    kp_conf_tensor x = kp_conf_random(d, "x", dt, 2, SHAPE(t, hidden), -1.0, 1.0);
+    kp_conf_tensor lg = kp_conf_random(d, "router_logits", KP_F32, 2, SHAPE(t, e), -3.0, 3.0);
+    kp_conf_tensor bias = kp_conf_random(d, "bias", KP_F32, 1, SHAPE(e), -0.1, 0.1);
+    kp_conf_tensor w13, w2, s13, s2, sh13, sh2;
+    fp8_tensor w13_8, w2_8;
+    double *w13v, *w2v;
+    kp_moe_forward_params p;
+    memset(&p, 0, sizeof p);
+    if (fp8) {
+        w13_8 = fp8_random(d, e, 2 * inter, hidden);
+        w2_8 = fp8_random(d, e, hidden, inter);
+        s13 = kp_conf_random(d, "w13_scale", KP_F32, 3, SHAPE(e, 2, 2), 0.02, 0.08);
+        s2 = kp_conf_random(d, "w2_scale", KP_F32, 3, SHAPE(e, 2, 1), 0.02, 0.08);
+        w13v = dequant(w13_8.host, s13.host, e, 2 * inter, hidden);
+        w2v = dequant(w2_8.host, s2.host, e, hidden, inter);
+        p.w13 = w13_8.t, p.w2 = w2_8.t, p.w13_scale = s13.t, p.w2_scale = s2.t;
+    } else {
+        w13 = kp_conf_random(d, "w13", dt, 3, SHAPE(e, 2 * inter, hidden), -0.15, 0.15);
+        w2 = kp_conf_random(d, "w2", dt, 3, SHAPE(e, hidden, inter), -0.15, 0.15);
+        w13v = w13.host, w2v = w2.host;
+        p.w13 = w13.t, p.w2 = w2.t;
+    }
+    if (shared) {
+        sh13 = kp_conf_random(d, "shared_w13", dt, 2, SHAPE(2 * inter_s, hidden), -0.15, 0.15);
+        sh2 = kp_conf_random(d, "shared_w2", dt, 2, SHAPE(hidden, inter_s), -0.15, 0.15);
+        p.shared_w13 = sh13.t, p.shared_w2 = sh2.t;
+    }
+    kp_conf_tensor out = kp_conf_output(d, "out", dt, 2, SHAPE(t, hidden));
+    p.x = x.t, p.router_logits = lg.t, p.bias = bias.t, p.out = out.t, p.routing = r;
+    size_t ws_bytes = 0;
+    CHECK_OK(kp_moe_forward_workspace_size(d, &p, &ws_bytes));
+    kp_guarded ws = kp_guarded_alloc(d, ws_bytes);
+    kp_guarded_poison(&ws, 0xFF);
+    p.workspace = ws.buf, p.workspace_offset = ws.offset;
+    kp_test_require_op(d, KP_OP_MOE_FORWARD, &p);
+    CHECK_OK(kp_moe_forward(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_guarded_check(&ws, "workspace");
+    kp_conf_download(&out);
+
+    double *ids = malloc((size_t)(t * k) * sizeof *ids), *wts = malloc((size_t)(t * k) * sizeof *wts);
+    double *ref = calloc((size_t)(t * hidden), sizeof *ref);
+    ref_moe_gate(lg.host, t, e, bias.host, &r, ids, wts);
+    for (int64_t tok = 0; tok < t; tok++) {
+        for (int64_t slot = 0; slot < k; slot++) {
+            int64_t ex = (int64_t)ids[tok * k + slot];
+            ref_swiglu_mlp_add(x.host + tok * hidden, w13v + ex * 2 * inter * hidden, w2v + ex * hidden * inter,
+                               hidden, inter, wts[tok * k + slot], ref + tok * hidden);
+        }
+        if (shared) ref_swiglu_mlp_add(x.host + tok * hidden, sh13.host, sh2.host, hidden, inter_s, 1.0,
+                                       ref + tok * hidden);
+    }
+    kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+    free(ids);
+    free(wts);
+    free(ref);
+    kp_guarded_free(&ws);
+    if (fp8) {
+        free(w13v);
+        free(w2v);
+        fp8_free(&w13_8);
+        fp8_free(&w2_8);
+        kp_conf_free(&s13);
+        kp_conf_free(&s2);
+    } else {
+        kp_conf_free(&w13);
+        kp_conf_free(&w2);
+    }
+    if (shared) {
+        kp_conf_free(&sh13);
+        kp_conf_free(&sh2);
+    }
+    kp_conf_free(&x);
+    kp_conf_free(&lg);
+    kp_conf_free(&bias);
+    kp_conf_free(&out);
+}
+
+KP_CONFORMANCE(conf_moe_forward) {
+    kp_stream *s = new_stream(d);
+    const kp_dtype dts[] = {KP_BF16, KP_F32};
+    const int64_t ts[] = {1, 33};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            for (int shared = 0; shared <= 1; shared++) forward_case(d, s, dts[i], ts[j], shared, 0);
+    forward_case(d, s, KP_F16, 9, 1, 0);
+    kp_stream_destroy(s);
+}
+
+KP_CONFORMANCE(conf_moe_forward_fp8_weights) {
+    kp_stream *s = new_stream(d);
+    forward_case(d, s, KP_BF16, 33, 0, 1);
+    forward_case(d, s, KP_BF16, 1, 1, 1);
+    forward_case(d, s, KP_F16, 5, 0, 1);
+    kp_stream_destroy(s);
+}

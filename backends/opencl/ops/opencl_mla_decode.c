@@ -1,0 +1,13 @@
+/*
+ * backends/opencl/ops/opencl_mla_decode.c — kp_mla_decode on the OpenCL backend.
+ * Not implemented yet: answers KP_ERR_UNSUPPORTED naming the op.
+ */
+#include "opencl_internal.h"
+
+kp_status kp_ocl_op_mla_decode(kp_op op, kp_stream *s, const void *params, int dry_run) {
+    (void)s;
+    (void)params;
+    (void)dry_run;
+    return kp_ocl_host()->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the opencl backend yet",
+                                    kp_backend_op_name(op));
+}

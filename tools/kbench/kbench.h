@@ -1,0 +1,244 @@
+/*
+ * tools/kbench/kbench.h — what kbench's files share: options, cases, rows, rooflines,
+ * the per-op interface and the host-side helpers (random inputs, dtype conversion,
+ * float64 sample checks). kbench uses only kport's public API.
+ */
+#ifndef KBENCH_H
+#define KBENCH_H
+
+#include "kport.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define KB_MAX_SAMPLES 4096
+#define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights, bf16 activations */
+
+/* ---- options (kbench_main.c) ---- */
+typedef enum kb_format { KB_MD, KB_CSV, KB_JSON } kb_format;
+
+typedef struct kb_options {
+    const char *backend;     /* NULL: best device; "all": every device */
+    int device;              /* -1: best / first of the backend */
+    const char *suite;       /* quick | deepseek-v3 | llama | all */
+    const char *ops;         /* comma list or NULL */
+    int dtype;               /* -1: each suite's own; a kp_dtype or KB_DTYPE_FP8W */
+    kb_format format;
+    const char *out;         /* NULL: stdout */
+    int repeat;              /* minimum samples */
+    double min_time;         /* seconds of samples at least */
+    double max_time;         /* stop a case after this once 3 samples exist */
+    const char *plot;
+    const char *compare_a, *compare_b;
+    const char *from;        /* re-emit / plot a saved JSON run */
+    bool tune, list, quiet;
+    const char *tune_params; /* "kernel.param=v1,v2[@op]" entries, ';'-separated */
+    uint64_t seed;
+} kb_options;
+
+/* ---- cases (kbench_suites.c) ---- */
+typedef struct kb_case {
+    kp_op op;
+    kp_dtype dtype;   /* inputs and outputs */
+    kp_dtype wdtype;  /* expert weights: dtype, or KP_FP8_E4M3 */
+    const char *variant; /* grouped_gemm: "w13" / "w2"; else "" */
+    /* attention */
+    int64_t b, s_q, s_k, h_q, h_kv, d, dv, block_size;
+    int causal, varlen;
+    /* MoE */
+    int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
+    char shape[192];
+    char note[192];
+} kb_case;
+
+typedef struct kb_case_list {
+    kb_case *v;
+    int n, cap;
+} kb_case_list;
+
+/* Size limits a case is scaled down to (CPU devices, small GPUs). */
+typedef struct kb_budget {
+    double flops;       /* per op call */
+    double alloc_bytes; /* device memory a case may allocate */
+    double stream_bytes;/* bytes a memory-bound op may move per call */
+    const char *why;    /* "cpu", "memory" */
+} kb_budget;
+
+void kb_case_shape(kb_case *c); /* fills c->shape from the fields */
+/* Appends the cases of suite (filtered by ops and dtype), scaled to budget (NULL: none). */
+int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
+                   char *err, size_t errn);
+const char *kb_row_dtype_name(const kb_case *c);
+/* Estimates before any allocation: FLOPs, bytes moved, bytes allocated. */
+void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc);
+bool kb_op_from_name(const char *name, kp_op *op);
+
+/* ---- per-sample stats and rows (kbench_run.c) ---- */
+typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERROR, KB_ROW_SKIPPED } kb_status;
+
+typedef struct kb_row {
+    kb_case c;
+    char backend[16], device[KP_NAME_MAX];
+    int device_index;
+    kb_status status;
+    char reason[KP_REASON_MAX];
+    double flops, bytes;        /* per call */
+    double median_ms, p10_ms, p90_ms, min_ms, max_ms;
+    double tflops, gbps, roofline_pct; /* roofline_pct < 0: n/a */
+    const char *bound;          /* "memory" / "compute" */
+    double err, tol;            /* sample relative L2 error and its tolerance */
+    int inner;                  /* op calls per sample */
+    int nsamples;
+    double *samples;            /* ms per call, nsamples of them (owned) */
+} kb_row;
+
+/* ---- rooflines (kbench_roofline.c) ---- */
+typedef struct kb_roofline {
+    char backend[16], device[KP_NAME_MAX];
+    int device_index;
+    double mem_gbps;            /* <= 0: n/a */
+    char mem_method[160];
+    double peak_tflops;         /* <= 0: n/a */
+    char peak_method[200];
+} kb_roofline;
+
+kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o, kb_roofline *r);
+/* The host FMA peak in GFLOP/s over all threads, and the SIMD level used. */
+double kb_host_fma_peak(int threads, double seconds, const char **isa);
+/* Sets bound and roofline_pct of a timed row from the device's rooflines. */
+void kb_roofline_classify(const kb_roofline *r, const kb_case *c, kb_row *row);
+
+/* ---- environment of one device's run (kbench_run.c) ---- */
+typedef struct kb_env {
+    kp_device *dev;
+    kp_stream *s;
+    kp_device_info info;
+    uint64_t seed;
+    /* what a case allocated; kb_env_release frees it all */
+    kp_buffer **bufs;
+    int nbufs, capbufs;
+    void **mem;
+    int nmem, capmem;
+} kb_env;
+
+void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
+kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
+void kb_env_release(kb_env *e);
+
+/* A device tensor of random values that repeat with a period, so that huge weights and
+ * KV caches need only a period's worth of host memory and upload in chunks. The
+ * reference reads value i as val[i % period]. */
+typedef struct kb_data {
+    kp_buffer *buf;
+    kp_dtype dtype;
+    int64_t n, period;
+    double *val; /* decoded, exactly what the device holds */
+} kb_data;
+
+kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi);
+static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->period]; }
+/* sum over j < n of x[j] * d[off + j] in float64 */
+double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
+kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out);
+kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated, then poisoned */
+kp_status kb_poison(kb_env *e, kp_buffer *b);                   /* 0xFF: NaN in every float dtype */
+kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
+kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
+kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape);
+
+/* ---- random numbers and dtypes (kbench_util.c) ---- */
+typedef struct kb_rng {
+    uint64_t s;
+} kb_rng;
+uint64_t kb_rng_next(kb_rng *r);
+double kb_rng_uniform(kb_rng *r, double lo, double hi);
+int64_t kb_rng_below(kb_rng *r, int64_t n);
+/* k distinct values of [0, n) into out (k <= n). */
+void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out);
+
+size_t kb_dtype_bytes(kp_dtype t);
+/* Rounds v to dt, stores it at dst[i], returns the stored value as a double. */
+double kb_store(kp_dtype dt, void *dst, int64_t i, double v);
+double kb_load(kp_dtype dt, const void *src, int64_t i);
+double kb_tolerance(kp_dtype dt);
+
+/* Relative L2 error accumulator: sqrt(sum (out-ref)^2 / sum ref^2); NaN never passes. */
+typedef struct kb_err {
+    double num, den;
+    bool nan;
+    int64_t count;
+} kb_err;
+void kb_err_add(kb_err *e, double out, double ref);
+double kb_err_value(const kb_err *e);
+
+double kb_now(void); /* monotonic seconds */
+void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
+
+/* ---- ops (kbench_attention.c, kbench_moe.c) ---- */
+typedef struct kb_bench {
+    kb_env *env;
+    const kb_case *c;
+    void *st;          /* op state */
+    double flops, bytes;
+} kb_bench;
+
+typedef struct kb_op_impl {
+    kp_op op;
+    kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
+    const void *(*params)(const kb_bench *b); /* for kp_op_supported */
+    kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
+    kp_status (*poison)(kb_bench *b);         /* poison outputs before the checked run */
+    kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn); /* float64 sample check */
+} kb_op_impl;
+
+const kb_op_impl *kb_op_impl_get(kp_op op);
+extern const kb_op_impl kb_attention_prefill_impl, kb_attention_decode_impl, kb_mla_decode_impl;
+extern const kb_op_impl kb_moe_gate_impl, kb_moe_align_impl, kb_grouped_gemm_impl, kb_moe_combine_impl,
+    kb_moe_forward_impl;
+
+/* ---- running a case (kbench_run.c) ---- */
+extern volatile int kb_interrupted;
+void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roofline *r, kb_row *row);
+void kb_row_free(kb_row *r);
+
+/* ---- outputs (kbench_output.c) ---- */
+typedef struct kb_report {
+    const char *version, *commit, *date;
+    char hostname[128], cpu_model[128];
+    int cores;
+    const char *suite;
+    kb_roofline *roofs;
+    int nroofs;
+    kb_row *rows;
+    int nrows;
+    double wall_s;
+    /* backends as kport found them */
+    kp_backend_info *backends;
+    int nbackends;
+} kb_report;
+
+void kb_report_machine(kb_report *r);
+int kb_write_report(const kb_report *r, kb_format f, FILE *out);
+const char *kb_status_word(kb_status s);
+
+/* ---- JSON input (kbench_json.c) ---- */
+typedef struct kb_json kb_json;
+kb_json *kb_json_parse_file(const char *path, char *err, size_t errn);
+void kb_json_free(kb_json *j);
+const kb_json *kb_json_get(const kb_json *obj, const char *key);
+int kb_json_len(const kb_json *arr);
+const kb_json *kb_json_at(const kb_json *arr, int i);
+const char *kb_json_str(const kb_json *j, const char *def);
+double kb_json_num(const kb_json *j, double def); /* null / missing: def */
+int kb_json_bool(const kb_json *j, int def);
+/* Loads a kbench JSON into a report (rows, rooflines); the report owns the memory. */
+int kb_report_load(const char *path, kb_report *r, kb_json **keep, char *err, size_t errn);
+
+/* ---- compare, plot, tune ---- */
+int kb_compare(const char *a, const char *b, kb_format f, FILE *out);
+int kb_plot_svg(const kb_report *r, const char *path, char *err, size_t errn);
+int kb_tune(const kb_options *o);
+
+#endif /* KBENCH_H */
