@@ -363,6 +363,34 @@ void cpu_att_set_row(const cpu_att_problem *p, cpu_att_work *w, int r, const voi
     w->hi[r] = (int32_t)hi;
 }
 
+/* Byte offsets of key j's K and V rows. */
+static inline void key_rows(const cpu_att_kv *kv, int64_t j, int64_t es, const unsigned char **kp,
+                            const unsigned char **vp) {
+    int64_t koff, voff;
+    if (kv->table) {
+        int64_t blk = kv->table[j / kv->block_size], row = j % kv->block_size;
+        koff = blk * kv->k_blk + row * kv->k_row;
+        voff = blk * kv->v_blk + row * kv->v_row;
+    } else {
+        koff = j * kv->k_row;
+        voff = j * kv->v_row;
+    }
+    *kp = kv->k + koff * es;
+    *vp = kv->v + voff * es;
+}
+
+/* Asks for the next block's rows while this one computes: paged rows sit at scattered
+ * addresses the hardware prefetcher cannot guess. */
+static void prefetch_block(const cpu_att_problem *p, const cpu_att_kv *kv, int64_t j0, int64_t j_end, int64_t es) {
+    int64_t kbytes = p->d * es, vbytes = kv->v_is_k_prefix ? 0 : p->dv * es;
+    for (int64_t j = j0; j < j_end && j < j0 + CPU_ATT_NB; j++) {
+        const unsigned char *kp, *vp;
+        key_rows(kv, j, es, &kp, &vp);
+        for (int64_t b = 0; b < kbytes; b += 64) __builtin_prefetch(kp + b, 0, 3);
+        for (int64_t b = 0; b < vbytes; b += 64) __builtin_prefetch(vp + b, 0, 3);
+    }
+}
+
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
     int64_t lo = INT64_MAX, hi = 0;
     for (int r = 0; r < w->m; r++)
@@ -374,19 +402,13 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
     if (j_end > hi) j_end = hi;
     const int64_t es = (int64_t)kp_dtype_size(p->dt);
     const bool f32 = p->dt == KP_F32;
+    if (j_begin < j_end) prefetch_block(p, kv, j_begin, j_end, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
+        prefetch_block(p, kv, j0 + CPU_ATT_NB, j_end, es);
         for (int n = 0; n < nk; n++) {
-            int64_t j = j0 + n, koff, voff;
-            if (kv->table) {
-                int64_t blk = kv->table[j / kv->block_size], row = j % kv->block_size;
-                koff = blk * kv->k_blk + row * kv->k_row;
-                voff = blk * kv->v_blk + row * kv->v_row;
-            } else {
-                koff = j * kv->k_row;
-                voff = j * kv->v_row;
-            }
-            const unsigned char *kp = kv->k + koff * es, *vp = kv->v + voff * es;
+            const unsigned char *kp, *vp;
+            key_rows(kv, j0 + n, es, &kp, &vp);
             if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;

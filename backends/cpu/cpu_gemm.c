@@ -79,17 +79,18 @@ static void fp8_decode_c(const uint8_t *src, float scale, float *dst, int64_t n)
 }
 
 #ifdef KP_X86
-/* 16 bytes at a time: the magnitude bits go to the f32 exponent/mantissa fields and a
- * multiply by 2^120 rebiases (subnormals through an integer conversion instead, so a
- * DAZ setting cannot flush them). */
+/* 16 bytes at a time: the magnitude bits go to the f32 exponent/mantissa fields and an
+ * integer add of 120 to the exponent rebiases; subnormals go through an integer
+ * conversion (no float op ever sees a denormal: no assists, no DAZ flushing). */
 KP_AVX512 static void fp8_decode_avx512(const uint8_t *src, float scale, float *dst, int64_t n) {
     const __m512i mag_mask = _mm512_set1_epi32(0x7f), sign_mask = _mm512_set1_epi32(0x80);
-    const __m512 rebias = _mm512_set1_ps(0x1p120f), sub = _mm512_set1_ps(0x1p-9f), s = _mm512_set1_ps(scale);
+    const __m512i rebias = _mm512_set1_epi32(120 << 23);
+    const __m512 sub = _mm512_set1_ps(0x1p-9f), s = _mm512_set1_ps(scale);
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, src + i));
         __m512i mag = _mm512_and_si512(x, mag_mask);
-        __m512 normal = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(mag, 20)), rebias);
+        __m512 normal = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(mag, 20), rebias));
         __m512 subn = _mm512_mul_ps(_mm512_cvtepi32_ps(mag), sub);
         __mmask16 is_sub = _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8));
         __m512 v = _mm512_mask_blend_ps(is_sub, normal, subn);
@@ -119,7 +120,7 @@ static void tile_f32_c(int64_t kc, const void *const *av, const void *const *wv,
 
 #ifdef KP_X86
 /* Four accumulators -> their four sums in one __m128. */
-KP_AVX512 static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
+KP_AVX512 static inline __attribute__((always_inline)) __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
     __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
     __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
     __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
@@ -128,13 +129,17 @@ KP_AVX512 static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* Stores the 4 x 6 accumulators as out[i * 6 + j]. */
-KP_AVX512 static inline void tile_store_512(__m512 acc[TI][TJ], float *out) {
-    float t[TJ][4];
-    for (int j = 0; j < TJ; j++) _mm_storeu_ps(t[j], hsum4_512(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
-    for (int i = 0; i < TI; i++)
-        for (int j = 0; j < TJ; j++) out[i * TJ + j] = t[j][i];
-}
+/* Stores the 4 x 6 accumulators as out[i * 6 + j]. A macro, not a function: with
+ * every index a constant the accumulators stay in registers (taking the array's
+ * address would make GCC keep a memory copy updated on every step). */
+#define TILE_STORE_512(acc, out)                                                                   \
+    do {                                                                                           \
+        _Pragma("GCC unroll 8") for (int j_ = 0; j_ < TJ; j_++) {                                  \
+            float t4_[4];                                                                          \
+            _mm_storeu_ps(t4_, hsum4_512(acc[0][j_], acc[1][j_], acc[2][j_], acc[3][j_]));         \
+            for (int i_ = 0; i_ < TI; i_++) (out)[i_ * TJ + j_] = t4_[i_];                         \
+        }                                                                                          \
+    } while (0)
 
 KP_AVX512 static void tile_f32_avx512(int64_t kc, const void *const *av, const void *const *wv, float *out) {
     const float *a0 = av[0], *a1 = av[1], *a2 = av[2], *a3 = av[3];
@@ -158,7 +163,7 @@ KP_AVX512 static void tile_f32_avx512(int64_t kc, const void *const *av, const v
             acc[3][j] = _mm512_fmadd_ps(x3, y, acc[3][j]);
         }
     }
-    tile_store_512(acc, out);
+    TILE_STORE_512(acc, out);
 }
 
 KP_AVX512BF16 static void tile_bf16_avx512(int64_t kc, const void *const *av, const void *const *wv,
@@ -185,7 +190,7 @@ KP_AVX512BF16 static void tile_bf16_avx512(int64_t kc, const void *const *av, co
             acc[3][j] = _mm512_dpbf16_ps(acc[3][j], x3, y);
         }
     }
-    tile_store_512(acc, out);
+    TILE_STORE_512(acc, out);
 }
 #endif
 
@@ -252,10 +257,14 @@ static void fp8_decode(const cpu_gemm_plan *pl, const uint8_t *src, float scale,
 /* W row n0 + j, K range [k0, k0 + kc), as compute-format elements: a pointer into
  * w itself when it is already in that format, else converted into dst. */
 static const void *w_row(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n, int64_t k0, int64_t kc,
-                         float *dst) {
+                         float *dst, int copy) {
     size_t esz = kp_dtype_size(w->dtype);
     const unsigned char *src = w->base + (size_t)(n * w->ld + k0) * esz;
-    if (pl->mode == CPU_GEMM_BF16 || w->dtype == KP_F32) return src; /* bf16 mode: w is bf16 */
+    if (pl->mode == CPU_GEMM_BF16 || w->dtype == KP_F32) { /* bf16 mode: w is bf16 */
+        if (!copy) return src;
+        memcpy(dst, src, (size_t)kc * esz);
+        return dst;
+    }
     if (w->dtype == KP_FP8_E4M3) {
         const float *srow = w->scale + (n / FP8_BLOCK) * w->scale_ld0;
         for (int64_t k = 0; k < kc; k += FP8_BLOCK) {
@@ -269,9 +278,14 @@ static const void *w_row(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n
 }
 
 /* A row i, K range [k0, k0 + kc), likewise. */
-static const void *a_row(const cpu_gemm_plan *pl, const unsigned char *row, int64_t k0, int64_t kc, void *dst) {
+static const void *a_row(const cpu_gemm_plan *pl, const unsigned char *row, int64_t k0, int64_t kc, void *dst,
+                         int copy) {
     size_t esz = kp_dtype_size(pl->a_dtype);
     const unsigned char *src = row + (size_t)k0 * esz;
+    if (copy && (pl->mode == CPU_GEMM_BF16 ? pl->a_dtype == KP_BF16 : pl->a_dtype == KP_F32)) {
+        memcpy(dst, src, (size_t)kc * esz);
+        return dst;
+    }
     if (pl->mode == CPU_GEMM_BF16) {
         if (pl->a_dtype == KP_BF16) return src;
         pl->cvt->f32_to_bf16((const float *)src, dst, kc); /* f32 intermediates of a bf16 layer */
@@ -280,6 +294,35 @@ static const void *a_row(const cpu_gemm_plan *pl, const unsigned char *row, int6
     if (pl->a_dtype == KP_F32) return src;
     cpu_load_row(pl->cvt, pl->a_dtype, src, dst, kc);
     return dst;
+}
+
+/* At most one tile of rows (decode): the A rows are converted once for all of K, and
+ * each group of six weight rows streams through K in long runs (the whole K when the
+ * weights need no conversion), so the hardware prefetchers see long sequential
+ * streams and the weights go by at memory bandwidth. */
+static void gemm_few_rows(const cpu_gemm_plan *pl, tile_fn tile, size_t celem, const unsigned char *const *a_rows,
+                          int m, const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc, float *a_scr,
+                          float *w_scr) {
+    const void *at[TI];
+    for (int i = 0; i < TI; i++)
+        at[i] = i < m ? a_row(pl, a_rows[i], 0, w->k, (unsigned char *)a_scr + (size_t)i * w->k * celem, 0) : NULL;
+    for (int i = m; i < TI; i++) at[i] = at[m - 1];
+    int direct = pl->mode == CPU_GEMM_BF16 || w->dtype == KP_F32;
+    const int64_t run = direct ? w->k : (int64_t)(SCRATCH_W_BYTES / (TJ * 4)) / FP8_BLOCK * FP8_BLOCK;
+    for (int j0 = 0; j0 < nc; j0 += TJ) {
+        int jn = nc - j0 < TJ ? nc - j0 : TJ;
+        for (int64_t k0 = 0; k0 < w->k; k0 += run) {
+            int64_t kc = w->k - k0 < run ? w->k - k0 : run;
+            const void *wt[TJ], *ak[TI];
+            for (int j = 0; j < TJ; j++)
+                wt[j] = j < jn ? w_row(pl, w, n0 + j0 + j, k0, kc, w_scr + (size_t)j * run, 0) : wt[jn - 1];
+            for (int i = 0; i < TI; i++) ak[i] = (const unsigned char *)at[i] + (size_t)k0 * celem;
+            float t[TI * TJ];
+            tile(kc, ak, wt, t);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < jn; j++) c[(size_t)i * ldc + j0 + j] += t[i * TJ + j];
+        }
+    }
 }
 
 kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_rows, int m, const cpu_gemm_w *w,
@@ -300,12 +343,16 @@ kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_
     }
 #endif
     for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)nc * sizeof *c);
+    if (m <= TI && (size_t)TI * w->k * celem <= SCRATCH_A_BYTES) {
+        gemm_few_rows(pl, tile, celem, a_rows, m, w, n0, nc, c, ldc, a_scr, w_scr);
+        return KP_OK;
+    }
     const void *ap[CPU_GEMM_MC], *wp[CPU_GEMM_NC];
     for (int64_t k0 = 0; k0 < w->k; k0 += kc_max) {
         int64_t kc = w->k - k0 < kc_max ? w->k - k0 : kc_max;
         for (int i = 0; i < m; i++)
-            ap[i] = a_row(pl, a_rows[i], k0, kc, (unsigned char *)a_scr + (size_t)i * kc_max * celem);
-        for (int j = 0; j < nc; j++) wp[j] = w_row(pl, w, n0 + j, k0, kc, w_scr + (size_t)j * KC_F32);
+            ap[i] = a_row(pl, a_rows[i], k0, kc, (unsigned char *)a_scr + (size_t)i * kc_max * celem, 1);
+        for (int j = 0; j < nc; j++) wp[j] = w_row(pl, w, n0 + j, k0, kc, w_scr + (size_t)j * KC_F32, 1);
         for (int j0 = 0; j0 < nc; j0 += TJ) {
             int jn = nc - j0 < TJ ? nc - j0 : TJ;
             const void *wt[TJ];

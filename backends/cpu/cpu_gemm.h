@@ -8,9 +8,11 @@
  * It vectorises along K: a 4 x 6 tile of (row, column) dot products per step, with
  * K blocked so the six weight rows stay in L1 while the block's rows stream past.
  * No packing of the weights is needed, so a few rows (decode) stream the weights at
- * memory bandwidth and many rows reuse them from cache. Operands that are not in
- * the compute format (f16, FP8 with its block scales, bf16 without AVX512_BF16) are
- * converted one K block at a time into per-thread scratch.
+ * memory bandwidth and many rows reuse them from cache. With many rows, each K block
+ * of both operands is copied into contiguous per-thread scratch, converted there when
+ * not in the compute format (f16, FP8 with its block scales, bf16 without
+ * AVX512_BF16): rows of large tensors lie multiples of 4 KiB apart and would all fall
+ * into the same L1 sets.
  */
 #ifndef KPORT_CPU_GEMM_H
 #define KPORT_CPU_GEMM_H
