@@ -117,6 +117,12 @@ typedef enum kp_device_kind {
 #define KP_CAP_SUBGROUPS 0x10u    /* warp/subgroup shuffles */
 #define KP_CAP_INLINE_PTX 0x20u   /* OpenCL on NVIDIA: inline PTX accepted */
 #define KP_CAP_UNIFIED_MEMORY 0x40u /* host pointers are device pointers */
+/* The backend checks the contents of index tensors (expert ids, offsets, block tables,
+ * cu_seqlens, token positions) before writing anything, and rejects bad ones with
+ * KP_ERR_INVALID_ARGUMENT. Without it (GPU backends: checking would cost a host round
+ * trip), a bad index never causes an out-of-bounds access, but the outputs it touches
+ * are unspecified. */
+#define KP_CAP_CHECKS_INDICES 0x80u
 
 typedef struct kp_device_info {
     char name[KP_NAME_MAX];

@@ -133,4 +133,11 @@ double kp_test_rand_uniform(double lo, double hi);
  * params (the backend's own reason is printed); fails on any other error. */
 void kp_test_require_op(kp_device *d, kp_op op, const void *params);
 
+/* Bad index contents (ids, offsets, block tables): on a device with
+ * KP_CAP_CHECKS_INDICES the call must fail with KP_ERR_INVALID_ARGUMENT naming
+ * `needle`, and returns 1 (the caller then checks outputs are unchanged); elsewhere it
+ * must merely not fail in any other way, and returns 0 (the caller checks guards). */
+int kp_test_bad_index_result_at(kp_device *d, kp_status st, const char *needle, const char *file, int line);
+#define kp_test_bad_index_result(d, st, needle) kp_test_bad_index_result_at((d), (st), (needle), __FILE__, __LINE__)
+
 #endif /* KPORT_TESTS_KP_TEST_H */

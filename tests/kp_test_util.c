@@ -162,3 +162,17 @@ void kp_test_require_op(kp_device *d, kp_op op, const void *params) {
     kp_test_fail(__FILE__, __LINE__, "kp_op_supported(%s) on %s: %s: %s", kp_op_name(op), i.backend,
                  kp_status_str(st), kp_last_error());
 }
+
+int kp_test_bad_index_result_at(kp_device *d, kp_status st, const char *needle, const char *file, int line) {
+    kp_device_info i;
+    CHECK_OK(kp_device_get_info(d, &i));
+    if (i.caps & KP_CAP_CHECKS_INDICES) {
+        if (st != KP_ERR_INVALID_ARGUMENT || !strstr(kp_last_error(), needle))
+            kp_test_fail(file, line, "bad index on %s: got %s (%s), expected KP_ERR_INVALID_ARGUMENT naming %s",
+                         i.backend, kp_status_str(st), kp_last_error(), needle);
+        return 1;
+    }
+    if (st != KP_OK && st != KP_ERR_INVALID_ARGUMENT)
+        kp_test_fail(file, line, "bad index on %s: %s: %s", i.backend, kp_status_str(st), kp_last_error());
+    return 0;
+}

@@ -760,14 +760,12 @@ KP_TEST(opencl_buffer_wrap) {
     kp_native_device nd;
     CHECK_OK(kp_device_get_native(d, &nd));
     CHECK(nd.context != NULL && nd.device != NULL && nd.platform != NULL);
-    struct { cl_context context; cl_device_id id; } native = {(cl_context)nd.context, (cl_device_id)nd.device};
-    struct { cl_context context; cl_device_id id; } *od = &native;
-    struct { cl_device_id id; } desc = {native.id};
-    (void)desc;
+    cl_context ctx = (cl_context)nd.context;
+    cl_device_id dev_id = (cl_device_id)nd.device;
     unsigned char src[1024], dst[1024];
     for (size_t i = 0; i < sizeof src; ++i) src[i] = (unsigned char)(i * 7 + 3);
     cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(od->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof src, src, &err);
+    cl_mem m = clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof src, src, &err);
     CHECK_CL(err);
     kp_buffer *w = NULL;
     CHECK_OK(kp_buffer_wrap(d, (void *)m, sizeof src, &w));
@@ -777,7 +775,7 @@ KP_TEST(opencl_buffer_wrap) {
     CHECK_OK(kp_buffer_write(NULL, w, 0, src, 64));
     CHECK_OK(kp_buffer_free(w));
     /* kport released only its own reference: ours still works and sees the write */
-    cl_command_queue q = clCreateCommandQueue(od->context, od->id, 0, &err);
+    cl_command_queue q = clCreateCommandQueue(ctx, dev_id, 0, &err);
     CHECK_CL(err);
     CHECK_CL(clEnqueueReadBuffer(q, m, CL_TRUE, 0, sizeof dst, dst, 0, NULL, NULL));
     CHECK(memcmp(src, dst, sizeof src) == 0);
@@ -787,7 +785,7 @@ KP_TEST(opencl_buffer_wrap) {
     CHECK_ERR(kp_buffer_wrap(d, (void *)m, sizeof src + 1, &w), KP_ERR_OUT_OF_BOUNDS, "holds only 1024 bytes");
     CHECK(w == NULL);
     /* a cl_mem from another context */
-    cl_context other = clCreateContext(NULL, 1, &od->id, NULL, NULL, &err);
+    cl_context other = clCreateContext(NULL, 1, &dev_id, NULL, NULL, &err);
     CHECK_CL(err);
     cl_mem foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, 64, NULL, &err);
     CHECK_CL(err);

@@ -27,6 +27,7 @@ static void caps_string(uint32_t caps, char *out, size_t n) {
         {KP_CAP_F16, "f16"}, {KP_CAP_BF16, "bf16"}, {KP_CAP_FP8, "fp8"},
         {KP_CAP_MATRIX_UNITS, "matrix-units"}, {KP_CAP_SUBGROUPS, "subgroups"},
         {KP_CAP_INLINE_PTX, "inline-ptx"}, {KP_CAP_UNIFIED_MEMORY, "unified-memory"},
+        {KP_CAP_CHECKS_INDICES, "checks-indices"},
     };
     out[0] = '\0';
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

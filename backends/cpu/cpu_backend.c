@@ -79,7 +79,7 @@ static void fill_info(kp_backend_state *b) {
     i->subgroup_size = b->simd >= CPU_SIMD_AVX512 ? 16 : b->simd == CPU_SIMD_AVX2 ? 8 : 1;
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     i->local_mem_bytes = l2 > 0 ? (uint64_t)l2 : 0;
-    i->caps = KP_CAP_UNIFIED_MEMORY;
+    i->caps = KP_CAP_UNIFIED_MEMORY | KP_CAP_CHECKS_INDICES;
     if (b->simd >= CPU_SIMD_AVX512_BF16) i->caps |= KP_CAP_BF16;
     if (f->avx512_fp16 && b->simd >= CPU_SIMD_AVX512) i->caps |= KP_CAP_F16;
     if (f->amx) i->caps |= KP_CAP_MATRIX_UNITS;
