@@ -139,6 +139,19 @@ static inline const char *kp_backend_op_name(kp_op op) {
     return "invalid";
 }
 
+/* kp_dtype_size without linking libkport (plugins must not: see kp_backend_op_name). */
+static inline size_t kp_backend_dtype_size(kp_dtype t) {
+    switch (t) {
+    case KP_F32: return 4;
+    case KP_F16: return 2;
+    case KP_BF16: return 2;
+    case KP_I32: return 4;
+    case KP_FP8_E4M3: return 1;
+    case KP_DTYPE_COUNT: break;
+    }
+    return 0;
+}
+
 typedef const kp_backend_iface *(*kp_backend_entry_fn)(uint32_t core_abi_version);
 
 #endif /* KPORT_CORE_BACKEND_H */

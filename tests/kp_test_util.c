@@ -13,8 +13,8 @@ void kp_test_init(void) {
     if (st != KP_OK) kp_test_fail(__FILE__, __LINE__, "kp_init: %s: %s", kp_status_str(st), kp_last_error());
 }
 
-static int backend_required(const char *name) {
-    const char *req = getenv("KPORT_REQUIRE_BACKENDS");
+static int backend_listed(const char *var, const char *name) {
+    const char *req = getenv(var);
     if (!req) return 0;
     size_t n = strlen(name);
     for (const char *p = req; *p;) {
@@ -45,7 +45,7 @@ kp_device *kp_test_open_backend(const char *backend) {
             return dev;
         }
     }
-    if (backend_required(backend))
+    if (backend_listed("KPORT_REQUIRE_BACKENDS", backend))
         kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_BACKENDS names %s, but %s", backend, reason);
     kp_test_skip("%s", reason);
 }
@@ -154,8 +154,8 @@ void kp_test_require_op(kp_device *d, kp_op op, const void *params) {
     kp_device_info i;
     kp_device_get_info(d, &i);
     if (st == KP_ERR_UNSUPPORTED) {
-        if (backend_required(i.backend))
-            kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_BACKENDS names %s, which does not support %s: %s",
+        if (backend_listed("KPORT_REQUIRE_OPS", i.backend))
+            kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_OPS names %s, which does not support %s: %s",
                          i.backend, kp_op_name(op), kp_last_error());
         kp_test_skip("%s: %s", i.backend, kp_last_error());
     }

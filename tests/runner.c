@@ -5,7 +5,8 @@
  *   kport-tests [--list] [--no-fork] [--timeout S] [PATTERN...]
  *
  * PATTERN selects tests whose name contains it. KPORT_TEST_SEED fixes the random
- * seed; KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures.
+ * seed; KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures,
+ * and KPORT_REQUIRE_OPS=cuda,opencl does the same for "op not supported there" skips.
  */
 #include "kp_test.h"
 
