@@ -550,3 +550,59 @@ KP_CONFORMANCE(conf_moe_forward_fp8_weights) {
     forward_case(d, s, KP_F16, 5, 0, 1);
     kp_stream_destroy(s);
 }
+
+/* DeepSeek-V3's real layer shape (hidden 7168, inter 2048, E 256, k 8, n_group 8,
+ * topk_group 4) at T = 3. 256 distinct experts of that size would be 22 GB of bf16, so
+ * the experts overlap in one buffer: expert e starts `expert_stride` elements after
+ * expert e-1 (an odd stride, so expert bases are not vector aligned). Every expert is
+ * still a different matrix, and kernels must honour w's strides rather than assume
+ * [E, N, K] is dense. */
+KP_CONFORMANCE(conf_moe_forward_deepseek_v3_shape) {
+    const int64_t t = 3, e = 256, hidden = 7168, inter = 2048, k = 8, expert_stride = 7;
+    const kp_dtype dt = KP_BF16;
+    kp_stream *s = new_stream(d);
+    int64_t span13 = (e - 1) * expert_stride + 2 * inter * hidden, span2 = (e - 1) * expert_stride + hidden * inter;
+    kp_conf_tensor b13 = kp_conf_random(d, "w13", dt, 1, SHAPE(span13), -0.03, 0.03);
+    kp_conf_tensor b2 = kp_conf_random(d, "w2", dt, 1, SHAPE(span2), -0.03, 0.03);
+    kp_conf_tensor x = kp_conf_random(d, "x", dt, 2, SHAPE(t, hidden), -1.0, 1.0);
+    kp_conf_tensor lg = kp_conf_random(d, "router_logits", KP_F32, 2, SHAPE(t, e), -3.0, 3.0);
+    kp_conf_tensor bias = kp_conf_random(d, "bias", KP_F32, 1, SHAPE(e), -0.1, 0.1);
+    kp_conf_tensor out = kp_conf_output(d, "out", dt, 2, SHAPE(t, hidden));
+    kp_moe_forward_params p;
+    memset(&p, 0, sizeof p);
+    CHECK_OK(kp_tensor_init(&p.w13, b13.g.buf, b13.g.offset, dt, 3, SHAPE(e, 2 * inter, hidden),
+                            SHAPE(expert_stride, hidden, 1)));
+    CHECK_OK(kp_tensor_init(&p.w2, b2.g.buf, b2.g.offset, dt, 3, SHAPE(e, hidden, inter),
+                            SHAPE(expert_stride, inter, 1)));
+    p.x = x.t, p.router_logits = lg.t, p.bias = bias.t, p.out = out.t, p.routing = v3_routing;
+    size_t ws_bytes = 0;
+    CHECK_OK(kp_moe_forward_workspace_size(d, &p, &ws_bytes));
+    kp_guarded ws = kp_guarded_alloc(d, ws_bytes);
+    kp_guarded_poison(&ws, 0xFF);
+    p.workspace = ws.buf, p.workspace_offset = ws.offset;
+    kp_test_require_op(d, KP_OP_MOE_FORWARD, &p);
+    CHECK_OK(kp_moe_forward(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_guarded_check(&ws, "workspace");
+    kp_conf_download(&out);
+
+    double ids[3 * 8], wts[3 * 8];
+    double *ref = calloc((size_t)(t * hidden), sizeof *ref);
+    ref_moe_gate(lg.host, t, e, bias.host, &v3_routing, ids, wts);
+    for (int64_t tok = 0; tok < t; tok++)
+        for (int64_t slot = 0; slot < k; slot++) {
+            int64_t ex = (int64_t)ids[tok * k + slot];
+            ref_swiglu_mlp_add(x.host + tok * hidden, b13.host + ex * expert_stride, b2.host + ex * expert_stride,
+                               hidden, inter, wts[tok * k + slot], ref + tok * hidden);
+        }
+    kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+    free(ref);
+    kp_guarded_free(&ws);
+    kp_conf_free(&b13);
+    kp_conf_free(&b2);
+    kp_conf_free(&x);
+    kp_conf_free(&lg);
+    kp_conf_free(&bias);
+    kp_conf_free(&out);
+    kp_stream_destroy(s);
+}
