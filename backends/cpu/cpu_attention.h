@@ -8,7 +8,8 @@
  *   1. gathered: a row pointer per key (paged or contiguous), f16/bf16 rows converted
  *      to f32 once for all m rows (V rows reuse K's when V is K's prefix, as in MLA),
  *   2. S^T[n][r] = k_n · q_r, with q kept transposed (qt[k][r], pre-scaled by
- *      softmax_scale·log2 e) so a vector holds 16 query rows,
+ *      softmax_scale·log2 e) so a vector holds 16 query rows; with 8 rows or fewer
+ *      (decode) as dot products of 4 keys x 4 rows reduced together instead,
  *   3. masked online softmax, vectorised across rows: running max mx and sum l per
  *      row (log2 domain), p = exp2(s - mx) in place of S^T, alpha = exp2(mx_old - mx),
  *   4. O[r][:] = alpha_r·O[r][:] + Σ_n p[n][r]·v_n.
@@ -32,9 +33,11 @@
 #define CPU_ATT_MAX_ROWS 256   /* rows per work item a op aims for (more when s_q needs it) */
 
 typedef struct cpu_att_kernels {
-    /* st[n*ldst + r] = Σ_k krow[n][k]·qt[k*ldq + r], n < nk, r < mpad (mpad % 16 == 0) */
-    void (*qk)(const float *qt, int64_t ldq, int d, int mpad, const float *const *krow, int nk, float *st,
-               int64_t ldst);
+    /* st[n*ldst + r] = Σ_k krow[n][k]·q_r[k], n < nk, r < mpad (mpad % 16 == 0): q is
+     * qt[k*mpad + r] (transposed, zero past m) and qr[r*d + k] (row-major, r < m); a
+     * kernel reads whichever suits m (dot products when m is a decode group's few rows). */
+    void (*qk)(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow, int nk,
+               float *st, int64_t ldst);
     /* Online-softmax step over a block whose first key is j0; row r sees keys in
      * [lo[r], hi[r]). Turns st into p, updates mx and l, writes alpha. */
     void (*softmax)(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
@@ -72,6 +75,7 @@ void cpu_att_problem_init(cpu_att_problem *p, kp_backend_state *b, kp_dtype dt, 
 typedef struct cpu_att_work {
     int m, mpad, max_m;
     float *qt;       /* [d][mpad] */
+    float *qr;       /* [max_m][d] */
     float *o;        /* [max_m][dv] */
     float *mx, *l, *alpha; /* [mpad] */
     int32_t *lo, *hi;      /* [mpad] */

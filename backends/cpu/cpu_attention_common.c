@@ -15,14 +15,17 @@
 #endif
 
 #define LN2 0.69314718055994530942
+#define CPU_ATT_PREFETCH 16 /* keys ahead */
 #define LOG2E 1.44269504088896340736
 
 /* ------------------------------------------------------------------------ */
 /* Portable micro-kernels                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void qk_c(const float *qt, int64_t ldq, int d, int mpad, const float *const *krow, int nk, float *st,
-                 int64_t ldst) {
+static void qk_c(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow, int nk,
+                 float *st, int64_t ldst) {
+    (void)qr, (void)m;
+    const int64_t ldq = mpad;
     for (int n = 0; n < nk; n++) {
         float *s = st + n * ldst;
         const float *kr = krow[n];
@@ -144,8 +147,83 @@ KP_ATT512_INLINE void qk_tile512(const float *qt, int64_t ldq, int d, const floa
     default: qk_tile512(q, ldq, d, krow + n, s, ldst, 8, NV); break;                     \
     }
 
-KP_ATT512 static void qk_512(const float *qt, int64_t ldq, int d, int mpad, const float *const *krow, int nk,
-                             float *st, int64_t ldst) {
+/* Lane i of the result is the sum of v[i]'s 16 lanes. */
+KP_ATT512_INLINE __m512 hsum16_512(const __m512 *v) {
+    __m512 a[8], b[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* 128-bit lane L of b[i] holds 4 partial sums of v[4i + L] */
+    __m512 c0 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
+    __m512 c1 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
+    __m512d c0d = _mm512_castps_pd(c0), c1d = _mm512_castps_pd(c1);
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(c0d, c1d)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(c0d, c1d)));
+    /* lane 4L + e = sum of v[4e + L] */
+}
+
+/* Few rows (decode): S for 4 keys x 4 rows as dot products along the head dim,
+ * reduced together. Keys past nk and rows past m repeat the last valid one; their
+ * results land in padding (rows) or are not stored (keys). */
+KP_ATT512 static void qk_dot512(const float *qr, int d, int m, const float *const *krow, int nk, float *st,
+                                int64_t ldst) {
+    const int full = d & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (d - full)) - 1);
+    for (int r0 = 0; r0 < m; r0 += 4) {
+        const float *q[4];
+        for (int r = 0; r < 4; r++) q[r] = qr + (int64_t)(r0 + r < m ? r0 + r : m - 1) * d;
+        for (int n0 = 0; n0 < nk; n0 += 4) {
+            const float *k[4];
+            for (int n = 0; n < 4; n++) k[n] = krow[n0 + n < nk ? n0 + n : nk - 1];
+            __m512 acc[16]; /* acc[r * 4 + n] */
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (int c = 0; c < full; c += 16) {
+                __m512 kv[4];
+#pragma GCC unroll 4
+                for (int n = 0; n < 4; n++) kv[n] = _mm512_loadu_ps(k[n] + c);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    __m512 qv = _mm512_loadu_ps(q[r] + c);
+#pragma GCC unroll 4
+                    for (int n = 0; n < 4; n++) acc[r * 4 + n] = _mm512_fmadd_ps(qv, kv[n], acc[r * 4 + n]);
+                }
+            }
+            if (tail) {
+                __m512 kv[4];
+#pragma GCC unroll 4
+                for (int n = 0; n < 4; n++) kv[n] = _mm512_maskz_loadu_ps(tail, k[n] + full);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    __m512 qv = _mm512_maskz_loadu_ps(tail, q[r] + full);
+#pragma GCC unroll 4
+                    for (int n = 0; n < 4; n++) acc[r * 4 + n] = _mm512_fmadd_ps(qv, kv[n], acc[r * 4 + n]);
+                }
+            }
+            __m512 sums = hsum16_512(acc); /* lane 4n + r = acc[r * 4 + n] */
+            for (int n = 0; n < 4 && n0 + n < nk; n++) {
+                __m128 row = n == 0   ? _mm512_castps512_ps128(sums)
+                             : n == 1 ? _mm512_extractf32x4_ps(sums, 1)
+                             : n == 2 ? _mm512_extractf32x4_ps(sums, 2)
+                                      : _mm512_extractf32x4_ps(sums, 3);
+                _mm_storeu_ps(st + (int64_t)(n0 + n) * ldst + r0, row);
+            }
+        }
+    }
+}
+
+KP_ATT512 static void qk_512(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow,
+                             int nk, float *st, int64_t ldst) {
+    if (m <= 8) {
+        qk_dot512(qr, d, m, krow, nk, st, ldst);
+        return;
+    }
+    const int64_t ldq = mpad;
     int r = 0;
     for (; r + 64 <= mpad; r += 64) /* 6 keys x 4 vectors: 24 accumulators */
         for (int n = 0; n < nk; n += 6) {
@@ -293,7 +371,7 @@ static int pad16(int m) { return (m + 15) & ~15; }
 size_t cpu_att_work_bytes(int max_m, int d, int dv) {
     size_t mp = (size_t)pad16(max_m), nb = CPU_ATT_NB, f = sizeof(float);
     size_t dmax = (size_t)(d > dv ? d : dv);
-    return align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
+    return 2 * align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
            2 * align64(mp * sizeof(int32_t)) + align64(nb * mp * f) + align64(nb * (size_t)d * f) +
            align64(nb * (size_t)dv * f) + align64(dmax * f) + 2 * align64(nb * sizeof(float *));
 }
@@ -306,6 +384,7 @@ void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
     w->field = (type)(void *)c;                \
     c += align64(n)
     TAKE(qt, float *, (size_t)d * mp * f);
+    TAKE(qr, float *, (size_t)d * mp * f);
     TAKE(o, float *, (size_t)max_m * (size_t)dv * f);
     TAKE(mx, float *, mp * f);
     TAKE(l, float *, mp * f);
@@ -356,7 +435,11 @@ static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int6
 
 void cpu_att_set_row(const cpu_att_problem *p, cpu_att_work *w, int r, const void *q, int64_t lo, int64_t hi) {
     to_f32(p, q, w->tmp, p->d);
-    for (int k = 0; k < p->d; k++) w->qt[(int64_t)k * w->mpad + r] = w->tmp[k] * p->scale_log2;
+    float *qr = w->qr + (int64_t)r * p->d;
+    for (int k = 0; k < p->d; k++) {
+        qr[k] = w->tmp[k] * p->scale_log2;
+        w->qt[(int64_t)k * w->mpad + r] = qr[k];
+    }
     if (lo < 0) lo = 0;
     if (hi < lo) hi = lo;
     w->lo[r] = (int32_t)lo;
@@ -379,16 +462,15 @@ static inline void key_rows(const cpu_att_kv *kv, int64_t j, int64_t es, const u
     *vp = kv->v + voff * es;
 }
 
-/* Asks for the next block's rows while this one computes: paged rows sit at scattered
- * addresses the hardware prefetcher cannot guess. */
-static void prefetch_block(const cpu_att_problem *p, const cpu_att_kv *kv, int64_t j0, int64_t j_end, int64_t es) {
-    int64_t kbytes = p->d * es, vbytes = kv->v_is_k_prefix ? 0 : p->dv * es;
-    for (int64_t j = j0; j < j_end && j < j0 + CPU_ATT_NB; j++) {
-        const unsigned char *kp, *vp;
-        key_rows(kv, j, es, &kp, &vp);
-        for (int64_t b = 0; b < kbytes; b += 64) __builtin_prefetch(kp + b, 0, 3);
-        for (int64_t b = 0; b < vbytes; b += 64) __builtin_prefetch(vp + b, 0, 3);
-    }
+/* Asks for key j's rows ahead of use: paged rows sit at scattered addresses the
+ * hardware prefetcher does not follow. One key at a time, interleaved with the
+ * gather, keeps the number of misses in flight within what the core can track. */
+static inline void prefetch_key(const cpu_att_problem *p, const cpu_att_kv *kv, int64_t j, int64_t es) {
+    const unsigned char *kp, *vp;
+    key_rows(kv, j, es, &kp, &vp);
+    for (int64_t b = 0; b < p->d * es; b += 64) __builtin_prefetch(kp + b, 0, 3);
+    if (!kv->v_is_k_prefix)
+        for (int64_t b = 0; b < p->dv * es; b += 64) __builtin_prefetch(vp + b, 0, 3);
 }
 
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
@@ -402,12 +484,12 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
     if (j_end > hi) j_end = hi;
     const int64_t es = (int64_t)kp_dtype_size(p->dt);
     const bool f32 = p->dt == KP_F32;
-    if (j_begin < j_end) prefetch_block(p, kv, j_begin, j_end, es);
+    for (int64_t j = j_begin; j < j_end && j < j_begin + CPU_ATT_PREFETCH; j++) prefetch_key(p, kv, j, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
-        prefetch_block(p, kv, j0 + CPU_ATT_NB, j_end, es);
         for (int n = 0; n < nk; n++) {
             const unsigned char *kp, *vp;
+            if (j0 + n + CPU_ATT_PREFETCH < j_end) prefetch_key(p, kv, j0 + n + CPU_ATT_PREFETCH, es);
             key_rows(kv, j0 + n, es, &kp, &vp);
             if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
@@ -425,7 +507,7 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
                 }
             }
         }
-        p->kern->qk(w->qt, w->mpad, p->d, w->mpad, w->krow, nk, w->st, w->mpad);
+        p->kern->qk(w->qt, w->qr, p->d, w->m, w->mpad, w->krow, nk, w->st, w->mpad);
         p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
         p->kern->pv(w->st, w->mpad, w->vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
     }

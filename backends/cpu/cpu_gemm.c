@@ -1,63 +1,99 @@
 /*
- * backends/cpu/cpu_gemm.c — the GEMM engine of the CPU backend (see cpu_gemm.h).
+ * backends/cpu/cpu_gemm.c — the GEMM engine of the CPU backend (see cpu_gemm.h):
+ * its driver, the portable C paths, the per-thread scratch and the task lists.
  *
- * Tile kernels, one per SIMD level, each computing a 4 x 6 tile of dot products
- * over one K block:
- *   - portable C (any CPU; f32),
- *   - AVX-512 F f32 FMA,
- *   - AVX512_BF16 vdpbf16ps (bf16 x bf16 products are exact in f32; f32 accumulate).
- * Each is compiled for its own target with __attribute__((target)); the level comes
- * from cpu_simd_active() at plan time, never from -march.
+ * cpu_gemm_block(A rows, W columns [n0, n0 + nc)) runs, for an m-row block:
+ *   - m > decode_rows: for each K block of kc: the A rows' K block is packed
+ *     contiguously (converted to the compute format), then for each 32-column
+ *     panel the weights' K block is packed (converted, transposed: cpu_gemm_kernels.h)
+ *     and the micro-kernel runs over the rows 8 at a time, adding into C. The packed
+ *     panel (32 KiB) stays in L1 while the rows go by; the A block in L2.
+ *   - m <= decode_rows (decode): the A rows are packed once for the whole K, and each
+ *     panel streams its 32 weight rows through the whole K before the next panel, so
+ *     the weights flow as long sequential streams at memory bandwidth, with software
+ *     prefetch pf bytes ahead along each row.
+ * Compute formats: f32 FMA, or vdpbf16ps (CPU_GEMM_BF16) for bf16 activations with
+ * bf16 weights (f32 A rows of a bf16 layer are rounded to bf16, as before) or with FP8
+ * weights: FP8 e4m3 decodes exactly to bf16, so the products are exact in f32; the
+ * 128 x 128 block scale multiplies each 128-wide K partial sum (f32) before it is added
+ * to C: the result differs from scaling each weight first only by f32 rounding. FP8
+ * with f16 or f32 activations is decoded to f32 times its scale while packing.
+ * Micro-kernels: AVX-512 (cpu_gemm_avx512.c) or portable C (below, any CPU).
  *
- * FP8 e4m3 weights (OCP e4m3fn: bias 7, no infinities, S.1111.111 is NaN, max 448)
- * are decoded into f32 times their 128 x 128 block scale, which is exact up to one
- * f32 rounding, and multiplied in f32.
+ * Tunables (tuning table, kernel "grouped_gemm", read once per plan):
+ *   kc          K block, f32 mode (default 256; rounded to a multiple of 16)
+ *   kc_bf16     K block, bf16 mode (default 512; multiple of 32; FP8: of 128)
+ *   nc          columns per task (default 256; multiple of 32)
+ *   mc          rows per task (default 256; at most CPU_GEMM_MC_MAX)
+ *   decode_rows blocks of at most this many rows take the decode path (default 16)
+ *   pf          software prefetch distance along weight rows, bytes (default 1024; 0 off)
  */
-#include "cpu_gemm.h"
+#include "cpu_gemm_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define KP_X86 1
-#define KP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define KP_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
-#endif
+#define NR CPU_GEMM_NR
+#define MR CPU_GEMM_MR
+#define FP8_BLOCK CPU_GEMM_FP8_BLOCK
+#define A_FULL_MAX ((size_t)1 << 20) /* decode path: the most bytes of A packed for the whole K */
+#define LDA_PAD 16                   /* units of padding between packed A rows (no L1 set aliasing) */
 
-#define TI 4           /* tile rows */
-#define TJ 6           /* tile columns */
-#define KC_F32 512     /* K block, f32 mode (multiple of 128: FP8 scale blocks) */
-#define KC_BF16 1024   /* K block, bf16 mode */
-#define FP8_BLOCK 128
+/* ---- per-thread scratch: packed blocks, and the callers' output blocks ---- */
 
-/* ---- per-thread scratch: A rows and W rows of one K block, converted ---- */
+typedef struct gemm_tls {
+    unsigned char *work;
+    size_t work_size;
+    float *out[2];
+    size_t out_size[2];
+} gemm_tls;
 
-#define SCRATCH_A_BYTES ((size_t)CPU_GEMM_MC * KC_F32 * 4)
-#define SCRATCH_W_BYTES ((size_t)CPU_GEMM_NC * KC_F32 * 4)
+static pthread_key_t g_tls_key;
+static pthread_once_t g_tls_once = PTHREAD_ONCE_INIT;
+static int g_tls_key_ok;
 
-static pthread_key_t g_scratch_key;
-static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
-static int g_scratch_key_ok;
+static void tls_free(void *p) {
+    gemm_tls *t = p;
+    free(t->work);
+    free(t->out[0]);
+    free(t->out[1]);
+    free(t);
+}
 
-static void scratch_key_make(void) { g_scratch_key_ok = pthread_key_create(&g_scratch_key, free) == 0; }
+static void tls_key_make(void) { g_tls_key_ok = pthread_key_create(&g_tls_key, tls_free) == 0; }
 
-/* Allocated on a thread's first GEMM, kept until the thread exits. */
-static unsigned char *thread_scratch(void) {
-    pthread_once(&g_scratch_once, scratch_key_make);
-    if (!g_scratch_key_ok) return NULL;
-    void *p = pthread_getspecific(g_scratch_key);
-    if (p) return p;
-    if (posix_memalign(&p, 64, SCRATCH_A_BYTES + SCRATCH_W_BYTES) != 0) return NULL;
-    if (pthread_setspecific(g_scratch_key, p) != 0) {
-        free(p);
+static gemm_tls *thread_tls(void) {
+    pthread_once(&g_tls_once, tls_key_make);
+    if (!g_tls_key_ok) return NULL;
+    gemm_tls *t = pthread_getspecific(g_tls_key);
+    if (t) return t;
+    if (!(t = calloc(1, sizeof *t))) return NULL;
+    if (pthread_setspecific(g_tls_key, t) != 0) {
+        free(t);
         return NULL;
     }
+    return t;
+}
+
+/* A 64-byte aligned buffer of at least bytes, kept (and grown) per thread. */
+static void *tls_grow(unsigned char **buf, size_t *size, size_t bytes) {
+    if (*size >= bytes) return *buf;
+    void *p;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    free(*buf);
+    *buf = p;
+    *size = bytes;
     return p;
 }
 
-/* ---- FP8 e4m3 ---- */
+float *cpu_gemm_out_buffer(const cpu_gemm_plan *pl, int slot) {
+    gemm_tls *t = thread_tls();
+    if (!t) return NULL;
+    return tls_grow((unsigned char **)&t->out[slot], &t->out_size[slot], (size_t)pl->mc * pl->nc * sizeof(float));
+}
+
+/* ---- FP8 e4m3 (portable path) ---- */
 
 static float g_fp8_lut[256];
 static pthread_once_t g_fp8_once = PTHREAD_ONCE_INIT;
@@ -73,140 +109,35 @@ static void fp8_lut_make(void) {
     }
 }
 
-/* dst[i] = e4m3(src[i]) * scale for i < n. */
-static void fp8_decode_c(const uint8_t *src, float scale, float *dst, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = g_fp8_lut[src[i]] * scale;
-}
-
-#ifdef KP_X86
-/* 16 bytes at a time: the magnitude bits go to the f32 exponent/mantissa fields and an
- * integer add of 120 to the exponent rebiases; subnormals go through an integer
- * conversion (no float op ever sees a denormal: no assists, no DAZ flushing). */
-KP_AVX512 static void fp8_decode_avx512(const uint8_t *src, float scale, float *dst, int64_t n) {
-    const __m512i mag_mask = _mm512_set1_epi32(0x7f), sign_mask = _mm512_set1_epi32(0x80);
-    const __m512i rebias = _mm512_set1_epi32(120 << 23);
-    const __m512 sub = _mm512_set1_ps(0x1p-9f), s = _mm512_set1_ps(scale);
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 km = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, src + i));
-        __m512i mag = _mm512_and_si512(x, mag_mask);
-        __m512 normal = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(mag, 20), rebias));
-        __m512 subn = _mm512_mul_ps(_mm512_cvtepi32_ps(mag), sub);
-        __mmask16 is_sub = _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8));
-        __m512 v = _mm512_mask_blend_ps(is_sub, normal, subn);
-        __mmask16 is_nan = _mm512_cmpeq_epi32_mask(mag, mag_mask);
-        v = _mm512_mask_blend_ps(is_nan, v, _mm512_set1_ps(NAN));
-        v = _mm512_castsi512_ps(
-            _mm512_or_si512(_mm512_castps_si512(v), _mm512_slli_epi32(_mm512_and_si512(x, sign_mask), 24)));
-        _mm512_mask_storeu_ps(dst + i, km, _mm512_mul_ps(v, s));
-    }
-}
-#endif
-
-/* ---- tile kernels: out[i * TJ + j] = sum_{k < kc} a[i][k] * w[j][k] ---- */
-
-static void tile_f32_c(int64_t kc, const void *const *av, const void *const *wv, float *out) {
-    const float *const *a = (const float *const *)av, *const *w = (const float *const *)wv;
-    for (int i = 0; i < TI; i++)
-        for (int j = 0; j < TJ; j++) {
-            float acc[8] = {0};
-            int64_t k = 0;
-            for (; k + 8 <= kc; k += 8)
-                for (int l = 0; l < 8; l++) acc[l] += a[i][k + l] * w[j][k + l];
-            for (; k < kc; k++) acc[0] += a[i][k] * w[j][k];
-            out[i * TJ + j] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        }
-}
-
-#ifdef KP_X86
-/* Four accumulators -> their four sums in one __m128. */
-KP_AVX512 static inline __attribute__((always_inline)) __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
-    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
-    __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-    __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-/* Stores the 4 x 6 accumulators as out[i * 6 + j]. A macro, not a function: with
- * every index a constant the accumulators stay in registers (taking the array's
- * address would make GCC keep a memory copy updated on every step). */
-#define TILE_STORE_512(acc, out)                                                                   \
-    do {                                                                                           \
-        _Pragma("GCC unroll 8") for (int j_ = 0; j_ < TJ; j_++) {                                  \
-            float t4_[4];                                                                          \
-            _mm_storeu_ps(t4_, hsum4_512(acc[0][j_], acc[1][j_], acc[2][j_], acc[3][j_]));         \
-            for (int i_ = 0; i_ < TI; i_++) (out)[i_ * TJ + j_] = t4_[i_];                         \
-        }                                                                                          \
-    } while (0)
-
-KP_AVX512 static void tile_f32_avx512(int64_t kc, const void *const *av, const void *const *wv, float *out) {
-    const float *a0 = av[0], *a1 = av[1], *a2 = av[2], *a3 = av[3];
-    const float *const *w = (const float *const *)wv;
-    __m512 acc[TI][TJ];
-#pragma GCC unroll 8
-    for (int i = 0; i < TI; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < TJ; j++) acc[i][j] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k < kc; k += 16) {
-        __mmask16 km = kc - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kc - k)) - 1);
-        __m512 x0 = _mm512_maskz_loadu_ps(km, a0 + k), x1 = _mm512_maskz_loadu_ps(km, a1 + k);
-        __m512 x2 = _mm512_maskz_loadu_ps(km, a2 + k), x3 = _mm512_maskz_loadu_ps(km, a3 + k);
-#pragma GCC unroll 8
-        for (int j = 0; j < TJ; j++) {
-            __m512 y = _mm512_maskz_loadu_ps(km, w[j] + k);
-            acc[0][j] = _mm512_fmadd_ps(x0, y, acc[0][j]);
-            acc[1][j] = _mm512_fmadd_ps(x1, y, acc[1][j]);
-            acc[2][j] = _mm512_fmadd_ps(x2, y, acc[2][j]);
-            acc[3][j] = _mm512_fmadd_ps(x3, y, acc[3][j]);
-        }
-    }
-    TILE_STORE_512(acc, out);
-}
-
-KP_AVX512BF16 static void tile_bf16_avx512(int64_t kc, const void *const *av, const void *const *wv,
-                                           float *out) {
-    const uint16_t *a0 = av[0], *a1 = av[1], *a2 = av[2], *a3 = av[3];
-    const uint16_t *const *w = (const uint16_t *const *)wv;
-    __m512 acc[TI][TJ];
-#pragma GCC unroll 8
-    for (int i = 0; i < TI; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < TJ; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kc; k += 32) {
-        __mmask32 km = kc - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (kc - k)) - 1);
-        __m512bh x0 = (__m512bh)_mm512_maskz_loadu_epi16(km, a0 + k);
-        __m512bh x1 = (__m512bh)_mm512_maskz_loadu_epi16(km, a1 + k);
-        __m512bh x2 = (__m512bh)_mm512_maskz_loadu_epi16(km, a2 + k);
-        __m512bh x3 = (__m512bh)_mm512_maskz_loadu_epi16(km, a3 + k);
-#pragma GCC unroll 8
-        for (int j = 0; j < TJ; j++) {
-            __m512bh y = (__m512bh)_mm512_maskz_loadu_epi16(km, w[j] + k);
-            acc[0][j] = _mm512_dpbf16_ps(acc[0][j], x0, y);
-            acc[1][j] = _mm512_dpbf16_ps(acc[1][j], x1, y);
-            acc[2][j] = _mm512_dpbf16_ps(acc[2][j], x2, y);
-            acc[3][j] = _mm512_dpbf16_ps(acc[3][j], x3, y);
-        }
-    }
-    TILE_STORE_512(acc, out);
-}
-#endif
-
-typedef void (*tile_fn)(int64_t kc, const void *const *a, const void *const *w, float *out);
-
 /* ---- plan ---- */
 
-cpu_gemm_plan cpu_gemm_plan_make(kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype) {
+static int64_t tune(const kp_device_info *info, const char *param, int64_t def, int64_t lo, int64_t hi) {
+    int64_t v = info ? cpu_host()->tuning_get(info, "grouped_gemm", param, def) : def;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype) {
     cpu_gemm_plan p;
+    memset(&p, 0, sizeof p);
     p.simd = cpu_simd_active();
     p.cvt = cpu_kernels_for(p.simd);
     p.a_dtype = a_dtype;
-    /* bf16 weights with bf16 activations: vdpbf16ps. FP8 and f16 go through f32 so
-     * the block scales and f16's mantissa keep their precision. */
-    p.mode = (p.simd >= CPU_SIMD_AVX512_BF16 && w_dtype == KP_BF16 && act == KP_BF16) ? CPU_GEMM_BF16
-                                                                                       : CPU_GEMM_F32;
+    /* vdpbf16ps for bf16 weights with bf16 activations, and for FP8 weights with bf16
+     * A rows (exact in bf16). f16 and f32 activations keep f32 (f16's mantissa). */
+    int bf = p.simd >= CPU_SIMD_AVX512_BF16 && act == KP_BF16 &&
+             (w_dtype == KP_BF16 || (w_dtype == KP_FP8_E4M3 && a_dtype == KP_BF16));
+    p.mode = bf ? CPU_GEMM_BF16 : CPU_GEMM_F32;
+    if (bf) {
+        int64_t kc = tune(info, "kc_bf16", 512, 32, 8192);
+        p.kc = (int)(w_dtype == KP_FP8_E4M3 ? (kc + FP8_BLOCK / 2) / FP8_BLOCK * FP8_BLOCK : kc / 32 * 32);
+        if (p.kc < FP8_BLOCK && w_dtype == KP_FP8_E4M3) p.kc = FP8_BLOCK;
+    } else {
+        p.kc = (int)(tune(info, "kc", 256, 16, 8192) / 16 * 16);
+    }
+    p.nc = (int)((tune(info, "nc", 256, NR, 8192) + NR - 1) / NR * NR);
+    p.mc = (int)tune(info, "mc", 256, MR, CPU_GEMM_MC_MAX);
+    p.decode_rows = (int)tune(info, "decode_rows", 16, 0, CPU_GEMM_MC_MAX);
+    p.pf = (int)tune(info, "pf", 1024, 0, 16384);
     pthread_once(&g_fp8_once, fp8_lut_make);
     return p;
 }
@@ -243,129 +174,201 @@ void cpu_store_row(const cpu_kernels *cvt, kp_dtype dt, const float *src, void *
     }
 }
 
-static void fp8_decode(const cpu_gemm_plan *pl, const uint8_t *src, float scale, float *dst, int64_t n) {
-#ifdef KP_X86
-    if (pl->simd >= CPU_SIMD_AVX512) {
-        fp8_decode_avx512(src, scale, dst, n);
+/* ---- portable packing and micro-kernel (f32 mode) ---- */
+
+/* Weight row n, K [k0, k0 + kc) -> f32 (FP8: times its block scale). */
+static void w_row_f32(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n, int64_t k0, int64_t kc, float *dst) {
+    const unsigned char *src = w->base + (size_t)(n * w->ld + k0) * kp_dtype_size(w->dtype);
+    if (w->dtype != KP_FP8_E4M3) {
+        cpu_load_row(pl->cvt, w->dtype, src, dst, kc);
+        return;
+    }
+    const float *srow = w->scale + (n / FP8_BLOCK) * w->scale_ld0;
+    for (int64_t k = 0; k < kc; k++) dst[k] = g_fp8_lut[src[k]] * srow[((k0 + k) / FP8_BLOCK) * w->scale_ld1];
+}
+
+static void pack_b_f32_c(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0,
+                         int64_t kc, float *dst, float *tmp) {
+    for (int j = 0; j < NR; j++) {
+        if (j < ncols) w_row_f32(pl, w, n0 + j, k0, kc, tmp);
+        for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = j < ncols ? tmp[k] : 0.0f;
+    }
+}
+
+static void uk_f32_c(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int ncols,
+                     int acc) {
+    float t[MR][NR];
+    memset(t, 0, sizeof t);
+    for (int64_t k = 0; k < kc; k++)
+        for (int i = 0; i < mr; i++) {
+            float x = a[i * lda + k];
+            for (int j = 0; j < NR; j++) t[i][j] += x * b[k * NR + j];
+        }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < ncols; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + t[i][j] : t[i][j];
+}
+
+/* ---- the driver ---- */
+
+/* A rows' K range [k0, k0 + kc) -> a[i * lda ...] in the compute format (bf16 mode:
+ * pairs, a zero after an odd kc). lda in 4-byte units. */
+static void pack_a(const cpu_gemm_plan *pl, const unsigned char *const *rows, int m, int64_t k0, int64_t kc,
+                   uint32_t *a, int64_t lda) {
+    size_t esz = kp_dtype_size(pl->a_dtype);
+    for (int i = 0; i < m; i++) {
+        const unsigned char *src = rows[i] + (size_t)k0 * esz;
+        uint32_t *dst = a + (size_t)i * lda;
+        if (pl->mode == CPU_GEMM_BF16) {
+            uint16_t *d16 = (uint16_t *)dst;
+            if (pl->a_dtype == KP_BF16) memcpy(d16, src, (size_t)kc * 2);
+            else pl->cvt->f32_to_bf16((const float *)src, d16, kc); /* f32 intermediates of a bf16 layer */
+            if (kc & 1) d16[kc] = 0;
+        } else {
+            cpu_load_row(pl->cvt, pl->a_dtype, src, (float *)dst, kc);
+        }
+    }
+}
+
+/* Software prefetch of rows [0, nrows) x bytes [0, bytes) (row r at base + r * ld,
+ * or at rows[r] + off), a few lines at a time between micro-kernel calls, so the next
+ * panel's weights and the next K block of A arrive while this panel computes. */
+typedef struct pf_job {
+    const unsigned char *base;
+    const unsigned char *const *rows;
+    int64_t ld, off, bytes, lines, next; /* lines: total; next: the next to issue */
+    int lines_per_row;
+} pf_job;
+
+static void pf_init(pf_job *j, const unsigned char *base, const unsigned char *const *rows, int64_t ld, int64_t off,
+                    int nrows, int64_t bytes) {
+    j->base = base;
+    j->rows = rows;
+    j->ld = ld;
+    j->off = off;
+    j->bytes = bytes;
+    j->lines_per_row = (int)((bytes + 63) / 64);
+    j->lines = nrows > 0 ? (int64_t)nrows * j->lines_per_row : 0;
+    j->next = 0;
+}
+
+static void pf_issue(pf_job *j, int64_t count) {
+    int64_t end = j->next + count < j->lines ? j->next + count : j->lines;
+    for (; j->next < end; j->next++) {
+        int64_t r = j->next / j->lines_per_row, l = j->next % j->lines_per_row;
+        const unsigned char *row = j->rows ? j->rows[r] + j->off : j->base + r * j->ld;
+        __builtin_prefetch(row + l * 64, 0, 3);
+    }
+}
+
+typedef struct panel_ctx {
+    const cpu_gemm_plan *pl;
+    const cpu_gemm_w *w;
+    int bf, fp8, avx512;
+    int row_pf;   /* the packer's prefetch distance along rows (decode path) */
+    uint32_t *b;  /* packed panel */
+    float *scales, *tmp;
+    pf_job pf[2]; /* issued during panel_rows (lines == 0: none) */
+} panel_ctx;
+
+static void pack_b(const panel_ctx *x, int64_t n0, int ncols, int64_t k0, int64_t kc) {
+#ifdef CPU_GEMM_X86
+    if (x->bf) {
+        cpu_gemm_pack_b_bf16_avx512(x->w, n0, ncols, k0, kc, x->b, x->scales, x->row_pf);
+        return;
+    }
+    if (x->avx512) {
+        cpu_gemm_pack_b_f32_avx512(x->w, n0, ncols, k0, kc, (float *)x->b, x->row_pf);
         return;
     }
 #endif
-    (void)pl;
-    fp8_decode_c(src, scale, dst, n);
+    pack_b_f32_c(x->pl, x->w, n0, ncols, k0, kc, (float *)x->b, x->tmp);
 }
 
-/* W row n0 + j, K range [k0, k0 + kc), as compute-format elements: a pointer into
- * w itself when it is already in that format, else converted into dst. */
-static const void *w_row(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n, int64_t k0, int64_t kc,
-                         float *dst, int copy) {
-    size_t esz = kp_dtype_size(w->dtype);
-    const unsigned char *src = w->base + (size_t)(n * w->ld + k0) * esz;
-    if (pl->mode == CPU_GEMM_BF16 || w->dtype == KP_F32) { /* bf16 mode: w is bf16 */
-        if (!copy) return src;
-        memcpy(dst, src, (size_t)kc * esz);
-        return dst;
-    }
-    if (w->dtype == KP_FP8_E4M3) {
-        const float *srow = w->scale + (n / FP8_BLOCK) * w->scale_ld0;
-        for (int64_t k = 0; k < kc; k += FP8_BLOCK) {
-            int64_t len = kc - k < FP8_BLOCK ? kc - k : FP8_BLOCK;
-            fp8_decode(pl, src + k, srow[((k0 + k) / FP8_BLOCK) * w->scale_ld1], dst + k, len);
+/* Rows [0, m) of packed A (a, at the panel's K offset) times the packed panel. */
+static void panel_rows(panel_ctx *x, int m, int64_t kc, const uint32_t *a, int64_t lda, float *c, int ldc,
+                       int ncols, int acc) {
+    int calls = (m + MR - 1) / MR;
+    int64_t per[2] = {(x->pf[0].lines + calls - 1) / calls, (x->pf[1].lines + calls - 1) / calls};
+    for (int i0 = 0; i0 < m; i0 += MR) {
+        pf_issue(&x->pf[0], per[0]);
+        pf_issue(&x->pf[1], per[1]);
+        int mr = m - i0 < MR ? m - i0 : MR;
+        const uint32_t *ai = a + (size_t)i0 * lda;
+        float *ci = c + (size_t)i0 * ldc;
+#ifdef CPU_GEMM_X86
+        if (x->bf) {
+            cpu_gemm_uk_bf16_avx512(mr, (kc + 1) / 2, ai, lda, x->b, ci, ldc, ncols, acc, x->fp8 ? x->scales : NULL);
+            continue;
         }
-    } else {
-        cpu_load_row(pl->cvt, w->dtype, src, dst, kc);
-    }
-    return dst;
-}
-
-/* A row i, K range [k0, k0 + kc), likewise. */
-static const void *a_row(const cpu_gemm_plan *pl, const unsigned char *row, int64_t k0, int64_t kc, void *dst,
-                         int copy) {
-    size_t esz = kp_dtype_size(pl->a_dtype);
-    const unsigned char *src = row + (size_t)k0 * esz;
-    if (copy && (pl->mode == CPU_GEMM_BF16 ? pl->a_dtype == KP_BF16 : pl->a_dtype == KP_F32)) {
-        memcpy(dst, src, (size_t)kc * esz);
-        return dst;
-    }
-    if (pl->mode == CPU_GEMM_BF16) {
-        if (pl->a_dtype == KP_BF16) return src;
-        pl->cvt->f32_to_bf16((const float *)src, dst, kc); /* f32 intermediates of a bf16 layer */
-        return dst;
-    }
-    if (pl->a_dtype == KP_F32) return src;
-    cpu_load_row(pl->cvt, pl->a_dtype, src, dst, kc);
-    return dst;
-}
-
-/* At most one tile of rows (decode): the A rows are converted once for all of K, and
- * each group of six weight rows streams through K in long runs (the whole K when the
- * weights need no conversion), so the hardware prefetchers see long sequential
- * streams and the weights go by at memory bandwidth. */
-static void gemm_few_rows(const cpu_gemm_plan *pl, tile_fn tile, size_t celem, const unsigned char *const *a_rows,
-                          int m, const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc, float *a_scr,
-                          float *w_scr) {
-    const void *at[TI];
-    for (int i = 0; i < TI; i++)
-        at[i] = i < m ? a_row(pl, a_rows[i], 0, w->k, (unsigned char *)a_scr + (size_t)i * w->k * celem, 0) : NULL;
-    for (int i = m; i < TI; i++) at[i] = at[m - 1];
-    int direct = pl->mode == CPU_GEMM_BF16 || w->dtype == KP_F32;
-    const int64_t run = direct ? w->k : (int64_t)(SCRATCH_W_BYTES / (TJ * 4)) / FP8_BLOCK * FP8_BLOCK;
-    for (int j0 = 0; j0 < nc; j0 += TJ) {
-        int jn = nc - j0 < TJ ? nc - j0 : TJ;
-        for (int64_t k0 = 0; k0 < w->k; k0 += run) {
-            int64_t kc = w->k - k0 < run ? w->k - k0 : run;
-            const void *wt[TJ], *ak[TI];
-            for (int j = 0; j < TJ; j++)
-                wt[j] = j < jn ? w_row(pl, w, n0 + j0 + j, k0, kc, w_scr + (size_t)j * run, 0) : wt[jn - 1];
-            for (int i = 0; i < TI; i++) ak[i] = (const unsigned char *)at[i] + (size_t)k0 * celem;
-            float t[TI * TJ];
-            tile(kc, ak, wt, t);
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < jn; j++) c[(size_t)i * ldc + j0 + j] += t[i * TJ + j];
+        if (x->avx512) {
+            cpu_gemm_uk_f32_avx512(mr, kc, (const float *)ai, lda, (const float *)x->b, ci, ldc, ncols, acc);
+            continue;
         }
+#endif
+        uk_f32_c(mr, kc, (const float *)ai, lda, (const float *)x->b, ci, ldc, ncols, acc);
     }
 }
 
 kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_rows, int m, const cpu_gemm_w *w,
                          int64_t n0, int nc, float *c, int ldc) {
-    unsigned char *scratch = thread_scratch();
-    if (!scratch) return KP_ERR_OUT_OF_MEMORY;
-    float *a_scr = (float *)scratch, *w_scr = (float *)(scratch + SCRATCH_A_BYTES);
-    tile_fn tile = tile_f32_c;
-    int64_t kc_max = KC_F32;
-    size_t celem = 4;
-#ifdef KP_X86
-    if (pl->mode == CPU_GEMM_BF16) {
-        tile = tile_bf16_avx512;
-        kc_max = KC_BF16;
-        celem = 2;
-    } else if (pl->simd >= CPU_SIMD_AVX512) {
-        tile = tile_f32_avx512;
-    }
+    const int64_t K = w->k;
+    panel_ctx x = {.pl = pl, .w = w, .bf = pl->mode == CPU_GEMM_BF16, .fp8 = w->dtype == KP_FP8_E4M3};
+#ifdef CPU_GEMM_X86
+    x.avx512 = pl->simd >= CPU_SIMD_AVX512;
 #endif
-    for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)nc * sizeof *c);
-    if (m <= TI && (size_t)TI * w->k * celem <= SCRATCH_A_BYTES) {
-        gemm_few_rows(pl, tile, celem, a_rows, m, w, n0, nc, c, ldc, a_scr, w_scr);
+    if (K == 0 || m == 0) {
+        for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)nc * sizeof *c);
         return KP_OK;
     }
-    const void *ap[CPU_GEMM_MC], *wp[CPU_GEMM_NC];
-    for (int64_t k0 = 0; k0 < w->k; k0 += kc_max) {
-        int64_t kc = w->k - k0 < kc_max ? w->k - k0 : kc_max;
-        for (int i = 0; i < m; i++)
-            ap[i] = a_row(pl, a_rows[i], k0, kc, (unsigned char *)a_scr + (size_t)i * kc_max * celem, 1);
-        for (int j = 0; j < nc; j++) wp[j] = w_row(pl, w, n0 + j, k0, kc, w_scr + (size_t)j * KC_F32, 1);
-        for (int j0 = 0; j0 < nc; j0 += TJ) {
-            int jn = nc - j0 < TJ ? nc - j0 : TJ;
-            const void *wt[TJ];
-            for (int j = 0; j < TJ; j++) wt[j] = wp[j0 + (j < jn ? j : jn - 1)];
-            for (int i0 = 0; i0 < m; i0 += TI) {
-                int in = m - i0 < TI ? m - i0 : TI;
-                const void *at[TI];
-                float t[TI * TJ];
-                for (int i = 0; i < TI; i++) at[i] = ap[i0 + (i < in ? i : in - 1)];
-                tile(kc, at, wt, t);
-                for (int i = 0; i < in; i++)
-                    for (int j = 0; j < jn; j++) c[(size_t)(i0 + i) * ldc + j0 + j] += t[i * TJ + j];
+    const int64_t kc = pl->kc < K ? pl->kc : K;
+    /* lda in 4-byte units: f32 elements, or bf16 pairs */
+    int64_t full_lda = (K + 31) / 32 * 32 / (x.bf ? 2 : 1) + LDA_PAD;
+    int full = m <= pl->decode_rows && (size_t)m * full_lda * 4 <= A_FULL_MAX;
+    int64_t lda = full ? full_lda : (kc + 31) / 32 * 32 / (x.bf ? 2 : 1) + LDA_PAD;
+    size_t a_bytes = ((size_t)m * lda * 4 + 63) / 64 * 64, b_bytes = (size_t)kc * NR * 4;
+    size_t s_bytes = (size_t)(kc / FP8_BLOCK + 1) * NR * 4, t_bytes = ((size_t)kc * 4 + 63) / 64 * 64;
+    gemm_tls *t = thread_tls();
+    unsigned char *scr = t ? tls_grow(&t->work, &t->work_size, a_bytes + b_bytes + s_bytes + t_bytes) : NULL;
+    if (!scr) return KP_ERR_OUT_OF_MEMORY;
+    uint32_t *a = (uint32_t *)scr;
+    x.b = (uint32_t *)(scr + a_bytes);
+    x.scales = (float *)(scr + a_bytes + b_bytes);
+    x.tmp = (float *)(scr + a_bytes + b_bytes + s_bytes);
+    memset(x.pf, 0, sizeof x.pf);
+    x.row_pf = full ? pl->pf : 0;
+    if (full) {
+        pack_a(pl, a_rows, m, 0, K, a, lda);
+        for (int p = 0; p < nc; p += NR) {
+            int pn = nc - p < NR ? nc - p : NR;
+            for (int64_t k0 = 0; k0 < K; k0 += kc) {
+                int64_t kk = K - k0 < kc ? K - k0 : kc;
+                pack_b(&x, n0 + p, pn, k0, kk);
+                panel_rows(&x, m, kk, a + (x.bf ? k0 / 2 : k0), lda, c + p, ldc, pn, k0 > 0);
             }
+        }
+        return KP_OK;
+    }
+    /* prefetch: the next panel's weights (or the first panel's of the next K block),
+     * and a slice of the A rows' next K block per panel */
+    const size_t wsz = kp_dtype_size(w->dtype), asz = kp_dtype_size(pl->a_dtype);
+    const int panels = (nc + NR - 1) / NR;
+    const int use_pf = pl->pf > 0;
+    for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        int64_t kk = K - k0 < kc ? K - k0 : kc, k1 = k0 + kk, kn = K - k1 < kc ? K - k1 : kc;
+        pack_a(pl, a_rows, m, k0, kk, a, lda);
+        for (int p = 0; p < nc; p += NR) {
+            int pn = nc - p < NR ? nc - p : NR, pi = p / NR;
+            pack_b(&x, n0 + p, pn, k0, kk);
+            if (use_pf) {
+                int last = p + NR >= nc;
+                int64_t pk = last ? k1 : k0, pb = last ? kn : kk;
+                int np = last ? (nc < NR ? nc : NR) : (nc - p - NR < NR ? nc - p - NR : NR);
+                const unsigned char *wb = w->base + (size_t)((n0 + (last ? 0 : p + NR)) * w->ld + pk) * wsz;
+                pf_init(&x.pf[0], wb, NULL, w->ld * (int64_t)wsz, 0, pb > 0 ? np : 0, pb * (int64_t)wsz);
+                int r0 = (int)((int64_t)m * pi / panels), r1 = (int)((int64_t)m * (pi + 1) / panels);
+                pf_init(&x.pf[1], NULL, a_rows + r0, 0, k1 * (int64_t)asz, kn > 0 ? r1 - r0 : 0, kn * (int64_t)asz);
+            }
+            panel_rows(&x, m, kk, a, lda, c + p, ldc, pn, k0 > 0);
         }
     }
     return KP_OK;
@@ -380,16 +383,19 @@ void cpu_moe_stream_unlock(kp_stream *s) { pthread_mutex_unlock(&((cpu_stream *)
 
 /* ---- task lists of grouped rows ---- */
 
-int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const int32_t *off, int64_t experts, int64_t n, int64_t *start) {
+int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *pl, const int32_t *off, int64_t experts,
+                              int64_t n, int64_t *start) {
     t->off = off;
     t->experts = experts;
     t->n = n;
-    t->ntiles = (n + CPU_GEMM_NC - 1) / CPU_GEMM_NC;
+    t->mc = pl->mc;
+    t->nc = pl->nc;
+    t->ntiles = (n + t->nc - 1) / t->nc;
     t->start = start;
     start[0] = 0;
     for (int64_t e = 0; e < experts; e++) {
         int64_t rows = (int64_t)off[e + 1] - off[e];
-        start[e + 1] = start[e] + (rows + CPU_GEMM_MC - 1) / CPU_GEMM_MC * t->ntiles;
+        start[e + 1] = start[e] + (rows + t->mc - 1) / t->mc * t->ntiles;
     }
     return start[experts];
 }
@@ -403,12 +409,12 @@ cpu_expert_task cpu_expert_task_at(const cpu_expert_tasks *t, int64_t index) {
     }
     cpu_expert_task k;
     int64_t local = index - t->start[lo], rows = (int64_t)t->off[lo + 1] - t->off[lo];
-    int64_t chunks = (rows + CPU_GEMM_MC - 1) / CPU_GEMM_MC;
+    int64_t chunks = (rows + t->mc - 1) / t->mc;
     int64_t tile = local / chunks, chunk = local % chunks;
     k.e = lo;
-    k.n0 = tile * CPU_GEMM_NC;
-    k.nc = (int)(t->n - k.n0 < CPU_GEMM_NC ? t->n - k.n0 : CPU_GEMM_NC);
-    k.row0 = t->off[lo] + chunk * CPU_GEMM_MC;
-    k.m = (int)(rows - chunk * CPU_GEMM_MC < CPU_GEMM_MC ? rows - chunk * CPU_GEMM_MC : CPU_GEMM_MC);
+    k.n0 = tile * t->nc;
+    k.nc = (int)(t->n - k.n0 < t->nc ? t->n - k.n0 : t->nc);
+    k.row0 = t->off[lo] + chunk * t->mc;
+    k.m = (int)(rows - chunk * t->mc < t->mc ? rows - chunk * t->mc : t->mc);
     return k;
 }

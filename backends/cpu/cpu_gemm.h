@@ -5,14 +5,12 @@
  *
  * The engine computes f32 blocks C[i, j] = sum_k A[row_i, k] * W[n0 + j, k] with
  * both operands K-contiguous ("NT" GEMM, the layout of expert weights [E, N, K]).
- * It vectorises along K: a 4 x 6 tile of (row, column) dot products per step, with
- * K blocked so the six weight rows stay in L1 while the block's rows stream past.
- * No packing of the weights is needed, so a few rows (decode) stream the weights at
- * memory bandwidth and many rows reuse them from cache. With many rows, each K block
- * of both operands is copied into contiguous per-thread scratch, converted there when
- * not in the compute format (f16, FP8 with its block scales, bf16 without
- * AVX512_BF16): rows of large tensors lie multiples of 4 KiB apart and would all fall
- * into the same L1 sets.
+ * It is a packed, register-blocked outer-product GEMM (cpu_gemm.c has the details
+ * and the tunables): weights are packed per K block into 32-column panels,
+ * converted to the compute format on the way (f16, FP8 with its block scales), the
+ * A rows into contiguous K blocks, and a micro-kernel keeps an up-to 8 x 32 tile of
+ * C in registers. A block of few rows (decode) streams each panel of weights
+ * through the whole K before moving on, so the weights go by at memory bandwidth.
  */
 #ifndef KPORT_CPU_GEMM_H
 #define KPORT_CPU_GEMM_H
@@ -20,12 +18,12 @@
 #include "cpu_internal.h"
 #include <string.h>
 
-#define CPU_GEMM_MC 64 /* rows per block (cpu_gemm_block's m) */
-#define CPU_GEMM_NC 64 /* columns per block (cpu_gemm_block's nc) */
+#define CPU_GEMM_MC_MAX 512 /* the most rows one cpu_gemm_block call takes */
 
 typedef enum cpu_gemm_mode {
     CPU_GEMM_F32 = 0,  /* f32 FMA; any dtype converted to f32 */
-    CPU_GEMM_BF16 = 1  /* vdpbf16ps: bf16 weights, activations rounded to bf16 */
+    CPU_GEMM_BF16 = 1  /* vdpbf16ps: bf16 (or FP8 decoded exactly to bf16) weights,
+                          activations in bf16 */
 } cpu_gemm_mode;
 
 /* One expert's weights: rows n of K elements. */
@@ -43,19 +41,28 @@ typedef struct cpu_gemm_plan {
     cpu_gemm_mode mode;
     cpu_simd_level simd;
     const cpu_kernels *cvt;
-    kp_dtype a_dtype; /* storage dtype of the A rows */
+    kp_dtype a_dtype;  /* storage dtype of the A rows */
+    int mc, nc;        /* rows and columns of one task (cpu_gemm_block's m, nc limits) */
+    int kc;            /* K block (elements) */
+    int decode_rows;   /* blocks of at most this many rows stream the weights per panel */
+    int pf;            /* software prefetch distance along a weight row, bytes (0: none) */
 } cpu_gemm_plan;
 
 /* act: the activations' dtype (what precision the caller asked for); a_dtype: how the
- * A rows are stored (f32 intermediates of an act-dtype layer, say). */
-cpu_gemm_plan cpu_gemm_plan_make(kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype);
+ * A rows are stored (f32 intermediates of an act-dtype layer, say). The tile sizes
+ * come from the tuning table of info ("grouped_gemm" kernel; NULL: the defaults). */
+cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype);
 
-/* c[i * ldc + j] = sum_k A[i, k] * W[n0 + j, k] for i < m <= CPU_GEMM_MC and
- * j < nc <= CPU_GEMM_NC; a_rows[i] points at element 0 of row i (dtype plan->a_dtype).
- * Runs in the calling thread with its own scratch (allocated once per thread).
+/* c[i * ldc + j] = sum_k A[i, k] * W[n0 + j, k] for i < m <= plan->mc and
+ * j < nc <= plan->nc; a_rows[i] points at element 0 of row i (dtype plan->a_dtype).
+ * Runs in the calling thread with its own scratch (kept per thread).
  * KP_ERR_OUT_OF_MEMORY when that scratch cannot be had. */
 kp_status cpu_gemm_block(const cpu_gemm_plan *plan, const unsigned char *const *a_rows, int m,
                          const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc);
+
+/* A per-thread f32 buffer of plan->mc * plan->nc elements for a block's output
+ * (slot 0 or 1: two independent buffers); NULL when out of memory. */
+float *cpu_gemm_out_buffer(const cpu_gemm_plan *plan, int slot);
 
 /* silu(g) * u, n elements, in place into g. */
 void cpu_gemm_swiglu(float *g, const float *u, int64_t n);
@@ -104,15 +111,17 @@ void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1);
 void cpu_moe_align_fill(const int32_t *ids, int64_t pairs, int32_t num_experts, int32_t block_size,
                         int32_t *sorted_ids, int64_t sorted_len, int32_t *offsets, int32_t *token_pos);
 
-/* Tasks (expert, column tile, row chunk) over the row ranges [off[e], off[e+1]) of
- * grouped rows, in that order (consecutive tasks share an expert's weight tile). */
+/* Tasks (expert, column tile of plan->nc, row chunk of plan->mc) over the row ranges
+ * [off[e], off[e+1]) of grouped rows, in that order (consecutive tasks share an
+ * expert's weight tile). */
 typedef struct cpu_expert_tasks {
     const int32_t *off; /* [E + 1], checked non-decreasing */
-    int64_t experts, n, ntiles;
+    int64_t experts, n, ntiles, mc, nc;
     int64_t *start;     /* [E + 1]: the first task of each expert (caller's storage) */
 } cpu_expert_tasks;
 /* Returns the task count. */
-int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const int32_t *off, int64_t experts, int64_t n, int64_t *start);
+int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *plan, const int32_t *off, int64_t experts,
+                              int64_t n, int64_t *start);
 typedef struct cpu_expert_task {
     int64_t e, n0, row0;
     int nc, m;

@@ -36,6 +36,7 @@ typedef struct kb_options {
     bool tune, list, quiet;
     const char *tune_params; /* "kernel.param=v1,v2[@op]" entries, ';'-separated */
     uint64_t seed;
+    double peak_tflops, mem_gbps; /* > 0: ceilings given on the command line replace the measured ones */
 } kb_options;
 
 /* ---- cases (kbench_suites.c) ---- */
@@ -67,6 +68,8 @@ typedef struct kb_budget {
 } kb_budget;
 
 void kb_case_shape(kb_case *c); /* fills c->shape from the fields */
+/* The budget cases are scaled to on this device (CPU devices; GPUs by memory), or NULL. */
+const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *storage);
 /* Appends the cases of suite (filtered by ops and dtype), scaled to budget (NULL: none). */
 int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
                    char *err, size_t errn);
@@ -74,6 +77,11 @@ const char *kb_row_dtype_name(const kb_case *c);
 /* Estimates before any allocation: FLOPs, bytes moved, bytes allocated. */
 void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc);
 bool kb_op_from_name(const char *name, kp_op *op);
+/* Sequence lengths of a case (varlen cases shrink from s to s/2 over the batch). */
+void kb_prefill_len(const kb_case *c, int64_t i, int64_t *lq, int64_t *lk);
+int64_t kb_decode_len(const kb_case *c, int64_t i);
+/* Keys query i of lq sees among lk keys (bottom-right aligned when causal). */
+int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal);
 
 /* ---- per-sample stats and rows (kbench_run.c) ---- */
 typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERROR, KB_ROW_SKIPPED } kb_status;
@@ -121,7 +129,14 @@ typedef struct kb_env {
     int nbufs, capbufs;
     void **mem;
     int nmem, capmem;
+    /* uploads and poisoning wait until kp_op_supported said yes: an unsupported op
+     * must not cost gigabytes of host-to-device copies */
+    struct kb_pending *pending;
+    int npending, cappending;
 } kb_env;
+
+/* Performs the deferred uploads and output poisoning of a case. */
+kp_status kb_env_flush(kb_env *e);
 
 void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
@@ -142,7 +157,7 @@ static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->p
 /* sum over j < n of x[j] * d[off + j] in float64 */
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
 kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out);
-kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated, then poisoned */
+kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated; poisoned at flush */
 kp_status kb_poison(kb_env *e, kp_buffer *b);                   /* 0xFF: NaN in every float dtype */
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
 kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
@@ -189,8 +204,10 @@ typedef struct kb_op_impl {
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     const void *(*params)(const kb_bench *b); /* for kp_op_supported */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
-    kp_status (*poison)(kb_bench *b);         /* poison outputs before the checked run */
-    kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn); /* float64 sample check */
+    /* float64 check of a sample of the outputs (poisoned at allocation, so every
+     * checked element must have been written); msg set on a mismatch that is not a
+     * numeric error (wrong ids, offsets) */
+    kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn);
 } kb_op_impl;
 
 const kb_op_impl *kb_op_impl_get(kp_op op);
@@ -208,6 +225,7 @@ typedef struct kb_report {
     const char *version, *commit, *date;
     char hostname[128], cpu_model[128];
     int cores;
+    double loadavg; /* 1-minute load average when the run started; < 0 unknown */
     const char *suite;
     kb_roofline *roofs;
     int nroofs;
@@ -239,6 +257,7 @@ int kb_report_load(const char *path, kb_report *r, kb_json **keep, char *err, si
 /* ---- compare, plot, tune ---- */
 int kb_compare(const char *a, const char *b, kb_format f, FILE *out);
 int kb_plot_svg(const kb_report *r, const char *path, char *err, size_t errn);
-int kb_tune(const kb_options *o);
+/* Tunes on global device `device` (kp_init done); re-inits kport per candidate. */
+int kb_tune(const kb_options *o, int device);
 
 #endif /* KBENCH_H */

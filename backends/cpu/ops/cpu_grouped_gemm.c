@@ -2,8 +2,8 @@
  * backends/cpu/ops/cpu_grouped_gemm.c — kp_grouped_gemm on the CPU backend.
  *
  * out[r, :] = a[r, :] · w[e]ᵀ for r in [expert_offsets[e], expert_offsets[e+1]), f32
- * accumulation (cpu_gemm.c). Work is split into (expert, 64-column tile, 64-row
- * chunk) tasks over the thread pool. Offsets must be non-decreasing within [0, M]:
+ * accumulation (cpu_gemm.c). Work is split into (expert, column tile, row chunk)
+ * tasks over the thread pool (tile sizes: the engine's plan). Offsets must be non-decreasing within [0, M]:
  * otherwise KP_ERR_INVALID_ARGUMENT and nothing is written. Rows outside every
  * expert's range are not touched.
  */
@@ -22,18 +22,22 @@ typedef struct gg_job {
 static void gg_range(void *ctx, int64_t begin, int64_t end) {
     gg_job *j = ctx;
     const kp_grouped_gemm_params *p = j->p;
-    float c[CPU_GEMM_MC * CPU_GEMM_NC];
-    const unsigned char *rows[CPU_GEMM_MC];
+    float *c = cpu_gemm_out_buffer(&j->plan, 0);
+    const unsigned char *rows[CPU_GEMM_MC_MAX];
+    if (!c) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
     for (int64_t t = begin; t < end; t++) {
         cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
         cpu_gemm_w w = cpu_gemm_expert(&p->w, &p->w_scale, k.e);
         for (int i = 0; i < k.m; i++) rows[i] = cpu_at2(&p->a, k.row0 + i, 0);
-        if (cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC) != KP_OK) {
+        if (cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, j->plan.nc) != KP_OK) {
             atomic_store(&j->failed, 1);
             return;
         }
         for (int i = 0; i < k.m; i++)
-            cpu_store_row(j->plan.cvt, p->out.dtype, c + (size_t)i * CPU_GEMM_NC, cpu_at2(&p->out, k.row0 + i, k.n0),
+            cpu_store_row(j->plan.cvt, p->out.dtype, c + (size_t)i * j->plan.nc, cpu_at2(&p->out, k.row0 + i, k.n0),
                           k.nc);
     }
 }
@@ -61,9 +65,10 @@ kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dr
     if (st == KP_OK && !(start = malloc((size_t)(experts + 1) * sizeof *start)))
         st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "grouped_gemm: out of host memory for the task list");
     if (st == KP_OK) {
-        gg_job job = {.p = p, .plan = cpu_gemm_plan_make(p->a.dtype, p->a.dtype, p->w.dtype)};
+        gg_job job = {.p = p,
+                      .plan = cpu_gemm_plan_make(&cpu_state(s)->info, p->a.dtype, p->a.dtype, p->w.dtype)};
         atomic_init(&job.failed, 0);
-        int64_t ntasks = cpu_expert_tasks_init(&job.tasks, off, experts, p->w.shape[1], start);
+        int64_t ntasks = cpu_expert_tasks_init(&job.tasks, &job.plan, off, experts, p->w.shape[1], start);
         cpu_pool_parallel_for(cpu_state(s)->pool, ntasks, 1, gg_range, &job);
         if (atomic_load(&job.failed))
             st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "grouped_gemm: out of host memory for GEMM scratch");

@@ -4,7 +4,7 @@
  *
  *   1. gate (cpu_moe_gate_rows) -> topk ids and weights;
  *   2. align (counting sort, block size 1: the CPU tiles need no padding);
- *   3. per (expert, 64-column tile of inter, 64-row chunk): x rows gathered through
+ *   3. per (expert, column tile of inter, row chunk): x rows gathered through
  *      sorted_ids, x·w13ᵀ for the tile's gate columns and its up columns, SwiGLU in
  *      the epilogue -> h [rows, inter] f32 (the x·w13ᵀ region is never written);
  *   4. h·w2ᵀ -> y [rows, hidden] f32;
@@ -32,6 +32,7 @@ typedef enum stage { STAGE_W13, STAGE_W2, STAGE_SHARED_W13, STAGE_SHARED_W2 } st
 
 typedef struct fwd_job {
     const kp_moe_forward_params *p;
+    const kp_device_info *info; /* the tuning table's device */
     int64_t t, k, hidden, inter, inter_s;
     int32_t *ids, *token_pos, *sorted_ids, *offsets;
     float *weights, *h, *y, *h_s;
@@ -59,8 +60,13 @@ static cpu_gemm_w dense_weights(const kp_tensor *w) {
 static void gemm_range(void *ctx, int64_t begin, int64_t end) {
     fwd_job *j = ctx;
     const kp_moe_forward_params *p = j->p;
-    float c[CPU_GEMM_MC * CPU_GEMM_NC], u[CPU_GEMM_MC * CPU_GEMM_NC];
-    const unsigned char *rows[CPU_GEMM_MC];
+    float *c = cpu_gemm_out_buffer(&j->plan, 0), *u = cpu_gemm_out_buffer(&j->plan, 1);
+    const unsigned char *rows[CPU_GEMM_MC_MAX];
+    const int ldc = j->plan.nc;
+    if (!c || !u) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
     for (int64_t t = begin; t < end; t++) {
         cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
         kp_status st = KP_OK;
@@ -74,13 +80,13 @@ static void gemm_range(void *ctx, int64_t begin, int64_t end) {
                 int64_t tok = shared ? k.row0 + i : j->sorted_ids[k.row0 + i] / j->k;
                 rows[i] = cpu_at2(&p->x, tok, 0);
             }
-            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC);
-            if (st == KP_OK) st = cpu_gemm_block(&j->plan, rows, k.m, &w, inter + k.n0, k.nc, u, CPU_GEMM_NC);
+            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, ldc);
+            if (st == KP_OK) st = cpu_gemm_block(&j->plan, rows, k.m, &w, inter + k.n0, k.nc, u, ldc);
             if (st != KP_OK) break;
             float *h = shared ? j->h_s : j->h;
             for (int i = 0; i < k.m; i++) {
-                float *g = c + (size_t)i * CPU_GEMM_NC;
-                cpu_gemm_swiglu(g, u + (size_t)i * CPU_GEMM_NC, k.nc);
+                float *g = c + (size_t)i * ldc;
+                cpu_gemm_swiglu(g, u + (size_t)i * ldc, k.nc);
                 memcpy(h + (size_t)(k.row0 + i) * inter + k.n0, g, (size_t)k.nc * sizeof *g);
             }
             break;
@@ -88,20 +94,20 @@ static void gemm_range(void *ctx, int64_t begin, int64_t end) {
         case STAGE_W2: {
             cpu_gemm_w w = cpu_gemm_expert(&p->w2, &p->w2_scale, k.e);
             for (int i = 0; i < k.m; i++) rows[i] = (const unsigned char *)(j->h + (size_t)(k.row0 + i) * j->inter);
-            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, CPU_GEMM_NC);
+            st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, ldc);
             if (st != KP_OK) break;
             for (int i = 0; i < k.m; i++)
-                memcpy(j->y + (size_t)(k.row0 + i) * j->hidden + k.n0, c + (size_t)i * CPU_GEMM_NC,
+                memcpy(j->y + (size_t)(k.row0 + i) * j->hidden + k.n0, c + (size_t)i * ldc,
                        (size_t)k.nc * sizeof *c);
             break;
         }
         case STAGE_SHARED_W2: {
             for (int i = 0; i < k.m; i++)
                 rows[i] = (const unsigned char *)(j->h_s + (size_t)(k.row0 + i) * j->inter_s);
-            st = cpu_gemm_block(&j->plan, rows, k.m, &j->shared_w, k.n0, k.nc, c, CPU_GEMM_NC);
+            st = cpu_gemm_block(&j->plan, rows, k.m, &j->shared_w, k.n0, k.nc, c, ldc);
             if (st != KP_OK) break;
             for (int i = 0; i < k.m; i++)
-                cpu_moe_combine_row(&j->combine, k.row0 + i, k.n0, k.nc, c + (size_t)i * CPU_GEMM_NC, p->out.dtype,
+                cpu_moe_combine_row(&j->combine, k.row0 + i, k.n0, k.nc, c + (size_t)i * ldc, p->out.dtype,
                                     cpu_at2(&p->out, k.row0 + i, k.n0));
             break;
         }
@@ -124,8 +130,8 @@ static void run_stage(fwd_job *j, cpu_pool *pool, stage sg, const int32_t *off, 
                       kp_dtype a_dtype, kp_dtype w_dtype, int64_t *start) {
     if (atomic_load(&j->failed)) return;
     j->stage = sg;
-    j->plan = cpu_gemm_plan_make(j->p->x.dtype, a_dtype, w_dtype);
-    int64_t ntasks = cpu_expert_tasks_init(&j->tasks, off, experts, n, start);
+    j->plan = cpu_gemm_plan_make(j->info, j->p->x.dtype, a_dtype, w_dtype);
+    int64_t ntasks = cpu_expert_tasks_init(&j->tasks, &j->plan, off, experts, n, start);
     cpu_pool_parallel_for(pool, ntasks, 1, gemm_range, j);
 }
 
@@ -136,6 +142,7 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     fwd_job j;
     memset(&j, 0, sizeof j);
     j.p = p;
+    j.info = &cpu_state(s)->info;
     j.t = p->x.shape[0];
     j.hidden = p->x.shape[1];
     j.k = p->routing.topk;

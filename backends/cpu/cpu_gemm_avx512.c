@@ -1,0 +1,292 @@
+/*
+ * backends/cpu/cpu_gemm_avx512.c — AVX-512 packing routines and micro-kernels of
+ * the GEMM engine (layouts: cpu_gemm_kernels.h). Compiled for their targets with
+ * __attribute__((target)); cpu_gemm.c calls them only when cpu_simd_active() allows.
+ *
+ * Micro-kernels: an mr x 32 tile of C (mr <= 8) in 2 * mr zmm accumulators; per K
+ * step two zmm of packed weights and one broadcast A element (f32 FMA) or A pair
+ * (vdpbf16ps: bf16 x bf16 products are exact in f32, f32 accumulation).
+ *
+ * FP8 e4m3 (OCP e4m3fn: bias 7, no infinities, S.1111.111 is NaN) decodes exactly to
+ * bf16 (3 mantissa bits, exponents 2^-9 .. 2^8): the magnitude bits shift into the
+ * bf16 fields with the exponent rebiased by 120; the 7 subnormals come from a table.
+ */
+#include "cpu_gemm_kernels.h"
+
+#ifdef CPU_GEMM_X86
+#include <immintrin.h>
+#include <math.h>
+
+#define KP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define KP_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+#define INLINE static inline __attribute__((always_inline))
+#define NR CPU_GEMM_NR
+
+static inline __mmask16 mask16(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+static inline __mmask32 mask32(int64_t n) { return n >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << n) - 1); }
+
+/* Transposes 16 rows of 16 32-bit lanes in place: r[c] becomes column c. */
+KP_AVX512 INLINE void tr16x16(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512 x = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), y = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+        __m512 z = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), v = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_f32x4(x, z, 0x88);
+        t[8 + j] = _mm512_shuffle_f32x4(x, z, 0xDD);
+        t[4 + j] = _mm512_shuffle_f32x4(y, v, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(y, v, 0xDD);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* 16 FP8 bytes -> f32 times scale. Subnormals go through an integer conversion (no
+ * float op sees a denormal). */
+KP_AVX512 INLINE __m512 fp8_to_f32(__m128i bytes, __m512 scale) {
+    __m512i x = _mm512_cvtepu8_epi32(bytes);
+    __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7f));
+    __m512 normal = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_slli_epi32(mag, 20), _mm512_set1_epi32(120 << 23)));
+    __m512 subn = _mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(0x1p-9f));
+    __m512 v = _mm512_mask_blend_ps(_mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8)), normal, subn);
+    v = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_set1_ps(NAN));
+    v = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(v), _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24)));
+    return _mm512_mul_ps(v, scale);
+}
+
+/* 32 FP8 bytes -> 32 bf16, exactly. */
+KP_AVX512 INLINE __m512i fp8_to_bf16(__m256i bytes) {
+    /* bf16 of m * 2^-9 for m = 0..7 */
+    const __m512i sub = _mm512_setr_epi32(0x3b000000, 0x3bc03b80, 0x3c203c00, 0x3c603c40, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          0, 0, 0, 0);
+    __m512i x = _mm512_cvtepu8_epi16(bytes);
+    __m512i mag = _mm512_and_si512(x, _mm512_set1_epi16(0x7f));
+    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(120 << 7));
+    v = _mm512_mask_mov_epi16(v, _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), _mm512_permutexvar_epi16(mag, sub));
+    v = _mm512_mask_mov_epi16(v, _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7fc0));
+    return _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8));
+}
+
+/* ---- f32 panels ---- */
+
+KP_AVX512 INLINE void pack_f32_body(const int dt, const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+                                    float *dst, int pf) {
+    const size_t esz = dt == KP_F32 ? 4 : dt == KP_FP8_E4M3 ? 1 : 2;
+    for (int g = 0; g < 2; g++) {
+        int rows = ncols - g * 16;
+        if (rows > 16) rows = 16;
+        if (rows <= 0) {
+            for (int64_t k = 0; k < kc; k++) _mm512_store_ps(dst + k * NR + g * 16, _mm512_setzero_ps());
+            continue;
+        }
+        const unsigned char *src[16];
+        for (int j = 0; j < 16; j++)
+            src[j] = w->base + (size_t)((n0 + g * 16 + (j < rows ? j : 0)) * w->ld + k0) * esz;
+        for (int64_t k = 0; k < kc; k += 16) {
+            __mmask16 km = mask16(kc - k);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                if (j >= rows) {
+                    r[j] = _mm512_setzero_ps();
+                    continue;
+                }
+                const unsigned char *p = src[j] + (size_t)k * esz;
+                if (pf) _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                if (dt == KP_F32) {
+                    r[j] = _mm512_maskz_loadu_ps(km, p);
+                } else if (dt == KP_F16) {
+                    r[j] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, p));
+                } else if (dt == KP_BF16) {
+                    r[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(km, p)), 16));
+                } else {
+                    int64_t n = n0 + g * 16 + j;
+                    float s = w->scale[(n / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 +
+                                       ((k0 + k) / CPU_GEMM_FP8_BLOCK) * w->scale_ld1];
+                    r[j] = _mm512_maskz_mov_ps(km, fp8_to_f32(_mm_maskz_loadu_epi8(km, p), _mm512_set1_ps(s)));
+                }
+            }
+            tr16x16(r);
+            int64_t kn = kc - k < 16 ? kc - k : 16;
+            for (int t = 0; t < kn; t++) _mm512_store_ps(dst + (k + t) * NR + g * 16, r[t]);
+        }
+    }
+}
+
+KP_AVX512 void cpu_gemm_pack_b_f32_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+                                          float *dst, int pf) {
+    switch (w->dtype) {
+    case KP_F32: pack_f32_body(KP_F32, w, n0, ncols, k0, kc, dst, pf); break;
+    case KP_F16: pack_f32_body(KP_F16, w, n0, ncols, k0, kc, dst, pf); break;
+    case KP_BF16: pack_f32_body(KP_BF16, w, n0, ncols, k0, kc, dst, pf); break;
+    default: pack_f32_body(KP_FP8_E4M3, w, n0, ncols, k0, kc, dst, pf); break;
+    }
+}
+
+/* ---- bf16 pair panels ---- */
+
+KP_AVX512 INLINE void pack_bf16_body(const int dt, const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+                                     uint32_t *dst, int pf) {
+    const size_t esz = dt == KP_FP8_E4M3 ? 1 : 2;
+    const int64_t kp = (kc + 1) / 2;
+    for (int g = 0; g < 2; g++) {
+        int rows = ncols - g * 16;
+        if (rows > 16) rows = 16;
+        if (rows <= 0) {
+            for (int64_t p = 0; p < kp; p++) _mm512_store_si512(dst + p * NR + g * 16, _mm512_setzero_si512());
+            continue;
+        }
+        const unsigned char *src[16];
+        for (int j = 0; j < 16; j++)
+            src[j] = w->base + (size_t)((n0 + g * 16 + (j < rows ? j : 0)) * w->ld + k0) * esz;
+        for (int64_t k = 0; k < kc; k += 32) {
+            __mmask32 km = mask32(kc - k);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                if (j >= rows) {
+                    r[j] = _mm512_setzero_ps();
+                    continue;
+                }
+                const unsigned char *p = src[j] + (size_t)k * esz;
+                if (pf) _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                if (dt == KP_BF16) r[j] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(km, p));
+                else r[j] = _mm512_castsi512_ps(_mm512_maskz_mov_epi16(km, fp8_to_bf16(_mm256_maskz_loadu_epi8(km, p))));
+            }
+            tr16x16(r);
+            int64_t pn = (kc - k + 1) / 2;
+            if (pn > 16) pn = 16;
+            for (int t = 0; t < pn; t++) _mm512_store_ps((float *)(dst + (k / 2 + t) * NR + g * 16), r[t]);
+        }
+    }
+}
+
+KP_AVX512 void cpu_gemm_pack_b_bf16_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+                                           uint32_t *dst, float *scales, int pf) {
+    if (w->dtype == KP_BF16) {
+        pack_bf16_body(KP_BF16, w, n0, ncols, k0, kc, dst, pf);
+        return;
+    }
+    pack_bf16_body(KP_FP8_E4M3, w, n0, ncols, k0, kc, dst, pf);
+    for (int64_t s = 0; s * CPU_GEMM_FP8_BLOCK < kc; s++)
+        for (int j = 0; j < NR; j++)
+            scales[s * NR + j] = j < ncols ? w->scale[((n0 + j) / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 +
+                                                      ((k0 / CPU_GEMM_FP8_BLOCK) + s) * w->scale_ld1]
+                                           : 0.0f;
+}
+
+/* ---- micro-kernels ---- */
+
+/* Stores (or adds) one row of the tile; sc: the column scales (NULL: none). */
+KP_AVX512 INLINE void tile_row_out(float *ci, __mmask16 m0, __mmask16 m1, __m512 x0, __m512 x1, int acc,
+                                   const float *sc) {
+    if (sc) {
+        __m512 s0 = _mm512_load_ps(sc), s1 = _mm512_load_ps(sc + 16);
+        if (acc) {
+            x0 = _mm512_fmadd_ps(x0, s0, _mm512_maskz_loadu_ps(m0, ci));
+            x1 = _mm512_fmadd_ps(x1, s1, _mm512_maskz_loadu_ps(m1, ci + 16));
+        } else {
+            x0 = _mm512_mul_ps(x0, s0);
+            x1 = _mm512_mul_ps(x1, s1);
+        }
+    } else if (acc) {
+        x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, ci));
+        x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, ci + 16));
+    }
+    _mm512_mask_storeu_ps(ci, m0, x0);
+    _mm512_mask_storeu_ps(ci + 16, m1, x1);
+}
+
+KP_AVX512 INLINE void uk_f32_body(const int MR, int64_t kc, const float *a, int64_t lda, const float *b, float *c,
+                                  int64_t ldc, __mmask16 m0, __mmask16 m1, int acc) {
+    __m512 x0[CPU_GEMM_MR], x1[CPU_GEMM_MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) x0[i] = x1[i] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b + k * NR), b1 = _mm512_load_ps(b + k * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i * lda + k]);
+            x0[i] = _mm512_fmadd_ps(ai, b0, x0[i]);
+            x1[i] = _mm512_fmadd_ps(ai, b1, x1[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) tile_row_out(c + i * ldc, m0, m1, x0[i], x1[i], acc, NULL);
+}
+
+#define UK_F32_CASE(R)                                                                                             \
+    case R: uk_f32_body(R, kc, a, lda, b, c, ldc, m0, m1, acc); break;
+
+KP_AVX512 void cpu_gemm_uk_f32_avx512(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c,
+                                      int64_t ldc, int ncols, int acc) {
+    __mmask16 m0 = mask16(ncols), m1 = mask16(ncols - 16 > 0 ? ncols - 16 : 0);
+    switch (mr) {
+        UK_F32_CASE(1)
+        UK_F32_CASE(2)
+        UK_F32_CASE(3)
+        UK_F32_CASE(4)
+        UK_F32_CASE(5)
+        UK_F32_CASE(6)
+        UK_F32_CASE(7)
+        UK_F32_CASE(8)
+    default: break;
+    }
+}
+
+KP_AVX512BF16 INLINE void uk_bf16_body(const int MR, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b,
+                                       float *c, int64_t ldc, __mmask16 m0, __mmask16 m1, int acc, const float *sc) {
+    const int64_t step = sc ? CPU_GEMM_FP8_BLOCK / 2 : kp; /* pairs between scalings */
+    for (int64_t p0 = 0; p0 < kp; p0 += step) {
+        int64_t p1 = kp - p0 < step ? kp : p0 + step;
+        __m512 x0[CPU_GEMM_MR], x1[CPU_GEMM_MR];
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) x0[i] = x1[i] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int64_t p = p0; p < p1; p++) {
+            __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * NR), b1 = (__m512bh)_mm512_load_si512(b + p * NR + 16);
+#pragma GCC unroll 8
+            for (int i = 0; i < MR; i++) {
+                __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i * lda + p]);
+                x0[i] = _mm512_dpbf16_ps(x0[i], ai, b0);
+                x1[i] = _mm512_dpbf16_ps(x1[i], ai, b1);
+            }
+        }
+        const float *s = sc ? sc + (p0 / step) * NR : NULL;
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) tile_row_out(c + i * ldc, m0, m1, x0[i], x1[i], acc || p0 > 0, s);
+    }
+}
+
+#define UK_BF16_CASE(R)                                                                                            \
+    case R: uk_bf16_body(R, kp, a, lda, b, c, ldc, m0, m1, acc, scales); break;
+
+KP_AVX512BF16 void cpu_gemm_uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b,
+                                           float *c, int64_t ldc, int ncols, int acc, const float *scales) {
+    __mmask16 m0 = mask16(ncols), m1 = mask16(ncols - 16 > 0 ? ncols - 16 : 0);
+    switch (mr) {
+        UK_BF16_CASE(1)
+        UK_BF16_CASE(2)
+        UK_BF16_CASE(3)
+        UK_BF16_CASE(4)
+        UK_BF16_CASE(5)
+        UK_BF16_CASE(6)
+        UK_BF16_CASE(7)
+        UK_BF16_CASE(8)
+    default: break;
+    }
+}
+
+#endif /* CPU_GEMM_X86 */

@@ -1,0 +1,67 @@
+/*
+ * backends/opencl/ops/opencl_attention_common.h — what the three attention ops share
+ * on the OpenCL backend: the tile configuration of kernels/attention/kp_attn_tile.h
+ * (picked per device, overridable through the tuning table, checked against the
+ * device's local memory), its -D options, and a kernel-argument helper.
+ *
+ * Launch policy, shared by the three ops:
+ *  - one cl_kernel per call, released right after the enqueue (cl_kernel argument state
+ *    is not thread-safe; the built cl_program is cached by opencl_program.c, so a call
+ *    costs one clCreateKernel: a few microseconds);
+ *  - split-KV partials live in two buffers created per call and released right after
+ *    the enqueue of the combine kernel: OpenCL defers the deletion of a released
+ *    memory object until the commands using it have finished (clReleaseMemObject,
+ *    OpenCL 1.2 section 5.4.1), so nothing waits and nothing leaks;
+ *  - offsets and strides go to the kernels in elements, buffers whole (no sub-buffers:
+ *    OpenCL 1.2 aligns those to CL_DEVICE_MEM_BASE_ADDR_ALIGN only);
+ *  - index contents (cu_seqlens, block tables, seq_lens) are not validated here — that
+ *    would need a host round trip: the kernels clamp every index into range, so bad
+ *    contents give wrong numbers but never an out-of-bounds access. The CPU backend
+ *    reports them as errors; callers that need the check run it there.
+ */
+#ifndef KPORT_OPENCL_ATTENTION_COMMON_H
+#define KPORT_OPENCL_ATTENTION_COMMON_H
+
+#include "opencl_program.h"
+
+typedef struct kp_ocl_attn_cfg {
+    kp_dtype dt;
+    int dqk, dv, mla;
+    int bm, bn, nt;    /* query rows, keys per tile; work-items per group */
+    int mma;           /* tile-MMA fragment path (16-bit dtypes) */
+    int local_f32;     /* portable path: tiles held as f32 in local memory */
+    int kt;            /* portable path: K tile transposed ([d][key]) */
+    size_t local_bytes; /* what the kernel declares */
+} kp_ocl_attn_cfg;
+
+/* Head-dim pairs the kernels are built for: 64, 128, 256, 192/128; MLA 576/512 and 576/256. */
+int kp_ocl_attn_dims_supported(int dqk, int dv, int mla);
+
+/* The configuration for this device and shape class. kind is the tuning table's
+ * kernel name ("attention_prefill", "attention_decode", "mla_decode"); rows: query
+ * rows one KV head has per sequence (s_q * G for decode; 0 = many, for prefill).
+ * KP_ERR_UNSUPPORTED (with the reason) when no tile fits the device. */
+kp_status kp_ocl_attn_config(kp_ocl_device *d, const char *kind, kp_dtype dt, int dqk, int dv, int mla, int rows,
+                             kp_ocl_attn_cfg *out);
+
+/* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
+void kp_ocl_attn_options(const kp_ocl_attn_cfg *c, char *buf, size_t n);
+
+/* Sequential clSetKernelArg; the first failure is kept. */
+typedef struct kp_ocl_args {
+    cl_kernel k;
+    cl_uint next;
+    cl_int err;
+    cl_uint failed;
+} kp_ocl_args;
+
+void kp_ocl_arg(kp_ocl_args *a, size_t size, const void *value);
+void kp_ocl_arg_mem(kp_ocl_args *a, cl_mem m); /* m may be NULL */
+void kp_ocl_arg_i32(kp_ocl_args *a, int v);
+void kp_ocl_arg_i64(kp_ocl_args *a, int64_t v);
+void kp_ocl_arg_f32(kp_ocl_args *a, float v);
+/* A tensor's buffer and its offset in elements. */
+void kp_ocl_arg_tensor(kp_ocl_args *a, const kp_tensor *t);
+kp_status kp_ocl_args_status(const kp_ocl_args *a, const char *kernel);
+
+#endif /* KPORT_OPENCL_ATTENTION_COMMON_H */

@@ -1,0 +1,80 @@
+/*
+ * kernels/attention/attention_prefill.cl - varlen flash-attention prefill
+ * (kp_attention_prefill): q [total_q, h_q, DQK], k [total_k, h_kv, DQK],
+ * v [total_k, h_kv, DV] -> out [total_q, h_q, DV], lse f32 [h_q, total_q].
+ *
+ * Launch: 1-D work-groups of ATTN_NT; grid (m_tiles * ATTN_NT, h_kv, B + 1).
+ * Work-group (mt, hk, b) takes query tiles mt, mt + m_tiles, ... of sequence b's
+ * len_q * G packed rows (G = h_q / h_kv; a grid-stride loop, so a max_seqlen_q that
+ * understates the lengths costs time, never rows). b = B covers the rows past
+ * cu_seqlens_q[B], which see no key (out 0, lse +inf). Causal and window masks are
+ * bottom-right aligned (query i sees around i + len_k - len_q); key tiles that no row
+ * of a query tile sees are skipped.
+ * Offsets and strides are in elements (the host passes a tensor's byte offset / size).
+ */
+#include "kp_attn_tile.h"
+
+KP_KERNEL void kp_attention_prefill(
+    KP_GLOBAL const kp_storage_t *KP_RESTRICT q, kp_i64 q_off, kp_i64 q_s0, kp_i64 q_s1,
+    KP_GLOBAL const kp_storage_t *KP_RESTRICT k, kp_i64 k_off, kp_i64 k_s0, kp_i64 k_s1,
+    KP_GLOBAL const kp_storage_t *KP_RESTRICT v, kp_i64 v_off, kp_i64 v_s0, kp_i64 v_s1,
+    KP_GLOBAL kp_storage_t *KP_RESTRICT out, kp_i64 o_off, kp_i64 o_s0, kp_i64 o_s1,
+    KP_GLOBAL float *KP_RESTRICT lse, kp_i64 lse_off, int has_lse,
+    KP_GLOBAL const int *KP_RESTRICT cu_q, kp_i64 cu_q_off, KP_GLOBAL const int *KP_RESTRICT cu_k,
+    kp_i64 cu_k_off, int nb, int total_q, int total_k, int group, float scale_log2, int causal, int wl, int wr) {
+    ATTN_DECLARE_LOCALS();
+    int lid = kp_local_id(0), hk = kp_group_id(1), b = kp_group_id(2);
+
+    int qs0, qe, ks0, ke;
+    if (b < nb) {
+        qs0 = min(max(cu_q[cu_q_off + b], 0), total_q);
+        qe = min(max(cu_q[cu_q_off + b + 1], qs0), total_q);
+        ks0 = min(max(cu_k[cu_k_off + b], 0), total_k);
+        ke = min(max(cu_k[cu_k_off + b + 1], ks0), total_k);
+    } else { /* rows past the last sequence */
+        qs0 = min(max(cu_q[cu_q_off + nb], 0), total_q);
+        qe = total_q;
+        ks0 = ke = 0;
+    }
+    int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * group;
+
+    for (int m0 = kp_group_id(0) * ATTN_BM; m0 < rows; m0 += kp_num_groups(0) * ATTN_BM) {
+        for (int r = lid; r < ATTN_BM; r += ATTN_NT) {
+            int row = m0 + r;
+            if (row < rows) {
+                int qi = row / group, hq = hk * group + row % group, tok = qs0 + qi, lo, hi;
+                row_q[r] = q_off + tok * q_s0 + hq * q_s1;
+                row_o[r] = o_off + tok * o_s0 + hq * o_s1;
+                row_lse[r] = has_lse ? lse_off + (kp_i64)hq * total_q + tok : -1;
+                attn_key_range(qi + shift, len_k, causal, wl, wr, &lo, &hi);
+                row_lo[r] = lo;
+                row_hi[r] = hi;
+            } else {
+                row_q[r] = row_o[r] = row_lse[r] = -1;
+                row_lo[r] = 1;
+                row_hi[r] = 0;
+            }
+        }
+        kp_barrier();
+        attn_acc acc;
+        attn_begin(q, &acc, ATTN_LOCAL_ARGS);
+
+        /* keys some row of this tile sees: lo and hi grow with the query position */
+        int lo_first, hi_first, lo_last, hi_last;
+        attn_key_range(m0 / group + shift, len_k, causal, wl, wr, &lo_first, &hi_first);
+        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / group + shift, len_k, causal, wl, wr, &lo_last, &hi_last);
+        int kbeg = max(lo_first, 0), kend = min(hi_last + 1, len_k);
+
+        for (int n0 = kbeg; n0 < kend; n0 += ATTN_BN) {
+            int nvalid = min(ATTN_BN, kend - n0);
+            for (int r = lid; r < ATTN_BN; r += ATTN_NT) {
+                kp_i64 tok = ks0 + n0 + r;
+                key_k[r] = r < nvalid ? k_off + tok * k_s0 + hk * k_s1 : -1;
+                key_v[r] = r < nvalid ? v_off + tok * v_s0 + hk * v_s1 : -1;
+            }
+            kp_barrier();
+            attn_tile(k, v, n0, nvalid, scale_log2, &acc, ATTN_LOCAL_ARGS);
+        }
+        attn_end(out, (KP_GLOBAL float *)0, lse, 0, &acc, ATTN_LOCAL_ARGS);
+    }
+}

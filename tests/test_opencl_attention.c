@@ -1,0 +1,221 @@
+/*
+ * tests/test_opencl_attention.c — the OpenCL attention kernels' own paths, beyond
+ * what the conformance suite (tests/conformance/test_conf_attention.c, _mla.c) covers
+ * on every backend:
+ *  - strided views: q, k, v as slices of one packed qkv tensor, out with a row pitch;
+ *  - tile boundaries: tiny tiles (tuning file: 32 threads, block_m 2, block_n 16), so
+ *    every sequence spans many query and key tiles; a max_seqlen_q below the real
+ *    lengths (the kernel's grid-stride loop) and rows past cu_seqlens_q[B];
+ *  - the tile-MMA fragment path (tuning mma 1): on PoCL it runs through the portable
+ *    fragments of kernels/common/kp_tile_mma.h, the same kernel code that takes PTX
+ *    mma.sync on NVIDIA;
+ *  - the split-KV combine at the extremes (1024 splits, far more than key tiles);
+ *  - bad index contents: clamped in the kernel, so nothing outside any buffer is read
+ *    or written (guard bytes) and the call still succeeds.
+ * Every result is compared with the float64 references in tests/ref.
+ */
+#include "conformance/conf_attention.h"
+#include "ref_attention.h"
+
+#include <math.h>
+#include <unistd.h>
+
+void kp_tuning_reset(void); /* core/tuning.c: rereads KPORT_TUNING_FILE */
+
+/* Points the tuning table at a file holding lines (vendor;arch;device;kernel;param;value). */
+static void use_tuning(const char *lines) {
+    char path[] = "/tmp/kport-attn-tuning-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK((size_t)write(fd, lines, strlen(lines)) == strlen(lines));
+    close(fd);
+    setenv("KPORT_TUNING_FILE", path, 1);
+    kp_tuning_reset();
+}
+
+static kp_device *open_opencl(void) {
+    kp_device *d = kp_test_open_backend("opencl");
+    return d;
+}
+
+/* Contiguous double copy of a [n, h, d] slice (heads h0..h0+h) of a [n, H, d] host array. */
+static double *slice_heads(const double *x, int64_t n, int H, int d, int h0, int h) {
+    double *o = malloc((size_t)(n * h * d + 1) * sizeof *o);
+    for (int64_t t = 0; t < n; t++)
+        for (int j = 0; j < h; j++) memcpy(o + (t * h + j) * d, x + (t * H + h0 + j) * d, (size_t)d * sizeof *o);
+    return o;
+}
+
+/* Self-attention prefill on q, k, v sliced out of one packed [total, h_q + 2 h_kv, d]
+ * tensor; out is written with a row pitch of 2 h_q dv. cu_q_end < total leaves rows
+ * past the last sequence (out 0, lse +inf). */
+static void packed_case(kp_device *dev, kp_stream *s, kp_dtype dt, int nb, const int32_t *len, int cu_q_end_short,
+                        int h_q, int h_kv, int d, int causal, int wl, int wr, int max_q_override) {
+    int32_t cu[9];
+    cu[0] = 0;
+    int max_len = 0;
+    for (int b = 0; b < nb; b++) cu[b + 1] = cu[b] + len[b], max_len = len[b] > max_len ? len[b] : max_len;
+    int64_t total = cu[nb] + cu_q_end_short;
+    int H = h_q + 2 * h_kv;
+    int64_t sh[3] = {total, H, d}, so[3] = {total, 2 * h_q, d}, sl[2] = {h_q, total}, scu[1] = {nb + 1};
+    double cud[9];
+    for (int b = 0; b <= nb; b++) cud[b] = cu[b];
+    kp_conf_tensor qkv = kp_conf_random(dev, "qkv", dt, 3, sh, -1.0, 1.0);
+    kp_conf_tensor outw = kp_conf_output(dev, "out", dt, 3, so);
+    kp_conf_tensor lse = kp_conf_output(dev, "lse", KP_F32, 2, sl);
+    kp_conf_tensor cq = kp_conf_from(dev, "cu_seqlens", KP_I32, 1, scu, cud);
+    size_t es = kp_dtype_size(dt);
+
+    kp_attention_prefill_params p;
+    memset(&p, 0, sizeof p);
+    int64_t st_qkv[3] = {(int64_t)H * d, d, 1}, st_o[3] = {2LL * h_q * d, d, 1};
+    int64_t shq[3] = {total, h_q, d}, shk[3] = {total, h_kv, d};
+    CHECK_OK(kp_tensor_init(&p.q, qkv.t.buffer, qkv.t.offset, dt, 3, shq, st_qkv));
+    CHECK_OK(kp_tensor_init(&p.k, qkv.t.buffer, qkv.t.offset + (size_t)h_q * d * es, dt, 3, shk, st_qkv));
+    CHECK_OK(kp_tensor_init(&p.v, qkv.t.buffer, qkv.t.offset + (size_t)(h_q + h_kv) * d * es, dt, 3, shk, st_qkv));
+    CHECK_OK(kp_tensor_init(&p.out, outw.t.buffer, outw.t.offset + (size_t)h_q * d * es, dt, 3, shq, st_o));
+    p.lse = lse.t, p.cu_seqlens_q = cq.t, p.cu_seqlens_k = cq.t;
+    p.max_seqlen_q = max_q_override >= 0 ? max_q_override : max_len, p.max_seqlen_k = max_len;
+    p.softmax_scale = (float)(1.0 / sqrt((double)d)), p.causal = causal, p.window_left = wl, p.window_right = wr;
+    kp_test_require_op(dev, KP_OP_ATTENTION_PREFILL, &p);
+    CHECK_OK(kp_attention_prefill(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+
+    double *q = slice_heads(qkv.host, total, H, d, 0, h_q), *k = slice_heads(qkv.host, total, H, d, h_q, h_kv);
+    double *v = slice_heads(qkv.host, total, H, d, h_q + h_kv, h_kv);
+    double *ref = calloc((size_t)(total * h_q * d + 1), sizeof *ref), *ref_lse = calloc((size_t)(total * h_q + 1), 8);
+    /* the reference treats rows past cu[nb] as empty; its k/v are the same total rows */
+    ref_attention_prefill(q, k, v, total, h_q, h_kv, d, d, cu, cu, nb, (double)p.softmax_scale, causal, wl, wr, ref,
+                          ref_lse);
+    kp_conf_download(&outw);
+    double *got = slice_heads(outw.host, total, 2 * h_q, d, h_q, h_q);
+    char what[160];
+    snprintf(what, sizeof what, "packed prefill %s h %d/%d d %d causal %d window %d/%d", kp_dtype_name(dt), h_q, h_kv,
+             d, causal, wl, wr);
+    kp_conf_check(what, got, ref, total * h_q * d, kp_conf_tolerance(dt), 0);
+    /* the other half of each out row is not ours: still the poison */
+    for (int64_t t = 0; t < total; t++)
+        for (int j = 0; j < h_q * d; j++) CHECK_MSG(isnan(outw.host[t * 2 * h_q * d + j]), "out pad written at row %lld", (long long)t);
+    kp_conf_download(&lse);
+    kp_conf_check("packed prefill lse", lse.host, ref_lse, lse.numel, CONF_LSE_TOL, CONF_LSE_ABS);
+    free(q), free(k), free(v), free(ref), free(ref_lse), free(got);
+    kp_conf_free(&qkv), kp_conf_free(&outw), kp_conf_free(&lse), kp_conf_free(&cq);
+}
+
+static const int32_t lens5[5] = {1, 45, 0, 17, 100};
+
+KP_TEST(opencl_attn_prefill_strided) {
+    kp_device *d = open_opencl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    packed_case(d, s, KP_BF16, 5, lens5, 0, 8, 2, 128, 1, -1, -1, -1);
+    packed_case(d, s, KP_F32, 5, lens5, 3, 4, 1, 64, 0, 9, 2, -1);
+    packed_case(d, s, KP_F16, 5, lens5, 0, 2, 2, 64, 1, 4, -1, -1);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Tiny tiles: every sequence spans many query and key tiles, and max_seqlen_q = 1 makes
+ * one work-group per (head, sequence) walk all of its query tiles. */
+KP_TEST(opencl_attn_prefill_small_tiles) {
+    use_tuning("*;*;*;attention_prefill;threads;32\n*;*;*;attention_prefill;block_m;2\n"
+               "*;*;*;attention_prefill;block_n;16\n");
+    kp_device *d = open_opencl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    packed_case(d, s, KP_F32, 5, lens5, 2, 6, 2, 64, 1, -1, -1, 1);
+    packed_case(d, s, KP_BF16, 5, lens5, 0, 4, 4, 64, 0, 20, 5, -1);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+static const int32_t dec_lens[4] = {0, 1, 77, 300};
+
+/* The tile-MMA fragment path of every kernel, f16 and bf16. */
+KP_TEST(opencl_attn_mma_path) {
+    use_tuning("*;*;*;attention_prefill;mma;1\n*;*;*;attention_prefill;threads;64\n"
+               "*;*;*;attention_prefill;block_m;32\n*;*;*;attention_prefill;block_n;32\n"
+               "*;*;*;attention_decode;mma;1\n*;*;*;attention_decode;threads;32\n"
+               "*;*;*;attention_decode;block_m;16\n*;*;*;attention_decode;block_n;16\n"
+               "*;*;*;mla_decode;mma;1\n*;*;*;mla_decode;threads;64\n*;*;*;mla_decode;block_m;32\n"
+               "*;*;*;mla_decode;block_n;32\n");
+    kp_device *d = open_opencl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    packed_case(d, s, KP_BF16, 5, lens5, 0, 8, 2, 128, 1, -1, -1, -1);
+    packed_case(d, s, KP_F16, 5, lens5, 1, 4, 4, 64, 0, 30, 3, -1);
+    static const int32_t splits[2] = {1, 5};
+    conf_paged_case a = {KP_F16, 4, 2, 8, 2, 128, 128, 16, dec_lens, 1, 1, 0, 0, splits, 2};
+    conf_run_paged(d, s, &a);
+    conf_paged_case b = {KP_BF16, 4, 1, 16, 1, 192, 128, 32, dec_lens, 0, 1, 0, 0, splits, 2};
+    conf_run_paged(d, s, &b);
+    conf_paged_case m = {KP_BF16, 4, 2, 16, 1, 576, 512, 64, dec_lens, 1, 1, 0.1352337788608801, 1, splits, 2};
+    conf_run_paged(d, s, &m);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* The combine kernel at its extremes: 1024 splits (most of them empty), and splits
+ * of one key tile each. */
+KP_TEST(opencl_attn_split_combine) {
+    kp_device *d = open_opencl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    static const int32_t splits[4] = {1, 1024, 10, 2};
+    conf_paged_case a = {KP_F32, 4, 3, 4, 1, 64, 64, 16, dec_lens, 1, 1, 0, 0, splits, 4};
+    conf_run_paged(d, s, &a);
+    conf_paged_case m = {KP_F16, 4, 1, 32, 1, 576, 512, 64, dec_lens, 1, 1, 0.1352337788608801, 1, splits, 4};
+    conf_run_paged(d, s, &m);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Index contents are not validated on the GPU: bad ones are clamped, so the call
+ * succeeds, nothing outside a buffer is touched (guards), and every output is written. */
+KP_TEST(opencl_attn_bad_index_clamped) {
+    kp_device *d = open_opencl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    /* decode: block ids out of range both ways, a seq_len past the table's capacity, a negative one */
+    int64_t sq[4] = {3, 1, 4, 64}, sc[4] = {6, 16, 2, 64}, st[2] = {3, 2}, sb[1] = {3};
+    const double table[6] = {0, 99, -5, 3, 4, 5}, lens[3] = {30, 1000, -4};
+    kp_conf_tensor q = kp_conf_random(d, "q", KP_BF16, 4, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(d, "k_cache", KP_BF16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor v = kp_conf_random(d, "v_cache", KP_BF16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor bt = kp_conf_from(d, "block_table", KP_I32, 2, st, table);
+    kp_conf_tensor sl = kp_conf_from(d, "seq_lens", KP_I32, 1, sb, lens);
+    for (int ns = 0; ns < 3; ns += 2) {
+        kp_conf_tensor out = kp_conf_output(d, "out", KP_BF16, 4, sq);
+        kp_attention_decode_params p;
+        memset(&p, 0, sizeof p);
+        p.q = q.t, p.k_cache = k.t, p.v_cache = v.t, p.block_table = bt.t, p.seq_lens = sl.t, p.out = out.t;
+        p.softmax_scale = 0.125f, p.causal = 1, p.num_splits = ns;
+        kp_test_require_op(d, KP_OP_ATTENTION_DECODE, &p);
+        CHECK_OK(kp_attention_decode(s, &p));
+        CHECK_OK(kp_stream_sync(s));
+        kp_conf_download(&out);
+        for (int64_t i = 0; i < out.numel; i++) CHECK_MSG(isfinite(out.host[i]), "out[%lld] not written", (long long)i);
+        kp_conf_free(&out);
+    }
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&v), kp_conf_free(&bt), kp_conf_free(&sl);
+
+    /* prefill: cu_seqlens decreasing and past the end */
+    int64_t pq[3] = {8, 2, 64}, pl[2] = {2, 8}, scu[1] = {4};
+    const double cuq[4] = {0, 6, 3, 8}, cuk[4] = {0, 2, 50, 9};
+    kp_conf_tensor pq_t = kp_conf_random(d, "q", KP_F16, 3, pq, -1.0, 1.0);
+    kp_conf_tensor pk_t = kp_conf_random(d, "k", KP_F16, 3, pq, -1.0, 1.0);
+    kp_conf_tensor pv_t = kp_conf_random(d, "v", KP_F16, 3, pq, -1.0, 1.0);
+    kp_conf_tensor cq = kp_conf_from(d, "cu_seqlens_q", KP_I32, 1, scu, cuq);
+    kp_conf_tensor ck = kp_conf_from(d, "cu_seqlens_k", KP_I32, 1, scu, cuk);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_F16, 3, pq);
+    kp_conf_tensor lse = kp_conf_output(d, "lse", KP_F32, 2, pl);
+    kp_attention_prefill_params p;
+    memset(&p, 0, sizeof p);
+    p.q = pq_t.t, p.k = pk_t.t, p.v = pv_t.t, p.out = out.t, p.lse = lse.t, p.cu_seqlens_q = cq.t;
+    p.cu_seqlens_k = ck.t, p.max_seqlen_q = 6, p.max_seqlen_k = 8, p.softmax_scale = 0.125f;
+    p.window_left = p.window_right = -1;
+    kp_test_require_op(d, KP_OP_ATTENTION_PREFILL, &p);
+    CHECK_OK(kp_attention_prefill(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&out);
+    kp_conf_download(&lse);
+    kp_conf_free(&pq_t), kp_conf_free(&pk_t), kp_conf_free(&pv_t), kp_conf_free(&cq), kp_conf_free(&ck);
+    kp_conf_free(&out), kp_conf_free(&lse);
+    CHECK_OK(kp_stream_destroy(s));
+}

@@ -1,0 +1,282 @@
+/*
+ * tools/kbench/kbench_attention.c — attention_prefill, attention_decode and mla_decode:
+ * inputs, FLOP/byte counts (docs/kbench.md) and float64 checks of sampled output rows.
+ *
+ * Counts follow FlashAttention's and FlashMLA's benchmarks: FLOPs = 2 * visible
+ * (query, key) pairs * h_q * (d + dv) (causal counts only the visible pairs); bytes =
+ * what must cross memory once: q, k, v (for decode: the KV cache of every sequence's
+ * keys) and out.
+ */
+#include "kbench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK_ROWS 8
+
+/* softmax(scale * q·k_j) · v over keys j < n, in float64. kvrow(j) gives the element
+ * offset of key j's row in k and in v. */
+typedef int64_t (*kv_offset_fn)(const void *ctx, int64_t j, bool value);
+
+static void ref_row(const double *q, int64_t d, int64_t dv, int64_t n, double scale, const kb_data *k,
+                    const kb_data *v, kv_offset_fn off, const void *ctx, double *out, double *scores) {
+    double m = -INFINITY, sum = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        scores[j] = scale * kb_dot(k, off(ctx, j, false), q, d);
+        if (scores[j] > m) m = scores[j];
+    }
+    for (int64_t c = 0; c < dv; c++) out[c] = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        double p = exp(scores[j] - m);
+        int64_t vo = off(ctx, j, true);
+        sum += p;
+        for (int64_t c = 0; c < dv; c++) out[c] += p * kb_at(v, vo + c);
+    }
+    for (int64_t c = 0; c < dv && n > 0; c++) out[c] /= sum; /* no visible key: 0 */
+}
+
+static void load_row(const kb_data *t, int64_t off, int64_t n, double *x) {
+    for (int64_t i = 0; i < n; i++) x[i] = kb_at(t, off + i);
+}
+
+/* ================================ prefill ================================ */
+
+typedef struct prefill_st {
+    kp_attention_prefill_params p;
+    kb_data q, k, v;
+    kp_buffer *out;
+    int32_t *cuq, *cuk;
+    int64_t tq;
+} prefill_st;
+
+static kp_status prefill_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    prefill_st *s = b->st = kb_alloc(e, sizeof *s);
+    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    s->cuq = kb_alloc(e, (size_t)(c->b + 1) * 4);
+    s->cuk = kb_alloc(e, (size_t)(c->b + 1) * 4);
+    if (!s->cuq || !s->cuk) return KP_ERR_OUT_OF_MEMORY;
+    int64_t maxq = 0, maxk = 0;
+    double pairs = 0;
+    for (int64_t i = 0; i < c->b; i++) {
+        int64_t lq, lk;
+        kb_prefill_len(c, i, &lq, &lk);
+        s->cuq[i + 1] = s->cuq[i] + (int32_t)lq;
+        s->cuk[i + 1] = s->cuk[i] + (int32_t)lk;
+        maxq = lq > maxq ? lq : maxq, maxk = lk > maxk ? lk : maxk;
+        for (int64_t t = 0; t < lq; t++) pairs += (double)kb_visible(t, lq, lk, c->causal);
+    }
+    int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
+    double el = (double)kb_dtype_bytes(c->dtype);
+    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
+    b->bytes = el * ((double)tq * c->h_q * (c->d + c->dv) + (double)tk * c->h_kv * (c->d + c->dv));
+    kp_buffer *cq, *ck;
+    kp_status st = kb_data_random(e, &s->q, c->dtype, tq * c->h_q * c->d, -1, 1);
+    if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, tk * c->h_kv * c->d, -1, 1);
+    if (st == KP_OK) st = kb_data_random(e, &s->v, c->dtype, tk * c->h_kv * c->dv, -1, 1);
+    if (st == KP_OK) st = kb_output(e, (size_t)(tq * c->h_q * c->dv) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_upload_i32(e, s->cuq, c->b + 1, &cq);
+    if (st == KP_OK) st = kb_upload_i32(e, s->cuk, c->b + 1, &ck);
+    if (st != KP_OK) return st;
+    kp_attention_prefill_params *p = &s->p;
+    p->softmax_scale = (float)(1.0 / sqrt((double)c->d));
+    p->causal = c->causal;
+    p->window_left = p->window_right = -1;
+    p->max_seqlen_q = (int32_t)maxq, p->max_seqlen_k = (int32_t)maxk;
+    if ((st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d})) ||
+        (st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d})) ||
+        (st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv})) ||
+        (st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv})) ||
+        (st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1})) ||
+        (st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1})))
+        return st;
+    return KP_OK;
+}
+
+static const void *prefill_params(const kb_bench *b) { return &((prefill_st *)b->st)->p; }
+static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
+
+typedef struct prefill_ctx {
+    const kb_case *c;
+    int64_t key0, hk;
+} prefill_ctx;
+
+static int64_t prefill_off(const void *ctx, int64_t j, bool value) {
+    const prefill_ctx *x = ctx;
+    int64_t dim = value ? x->c->dv : x->c->d;
+    return ((x->key0 + j) * x->c->h_kv + x->hk) * dim;
+}
+
+static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    (void)msg, (void)msgn;
+    const kb_case *c = b->c;
+    prefill_st *s = b->st;
+    kb_rng r = {b->env->seed + 17};
+    int64_t maxk = 0;
+    for (int64_t i = 0; i < c->b; i++) maxk = s->cuk[i + 1] - s->cuk[i] > maxk ? s->cuk[i + 1] - s->cuk[i] : maxk;
+    double *q = malloc((size_t)c->d * 8), *ref = malloc((size_t)c->dv * 8), *got = malloc((size_t)c->dv * 8);
+    double *scores = malloc((size_t)(maxk + 1) * 8);
+    kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK && s->tq > 0; n++) {
+        int64_t t = n == 0 ? 0 : n == 1 ? s->tq - 1 : kb_rng_below(&r, s->tq), h = kb_rng_below(&r, c->h_q);
+        int64_t i = 0;
+        while (s->cuq[i + 1] <= t) i++;
+        int64_t lq = s->cuq[i + 1] - s->cuq[i], lk = s->cuk[i + 1] - s->cuk[i];
+        prefill_ctx ctx = {c, s->cuk[i], h / (c->h_q / c->h_kv)};
+        load_row(&s->q, (t * c->h_q + h) * c->d, c->d, q);
+        ref_row(q, c->d, c->dv, kb_visible(t - s->cuq[i], lq, lk, c->causal), s->p.softmax_scale, &s->k, &s->v,
+                prefill_off, &ctx, ref, scores);
+        st = kb_read(b->env, s->out, c->dtype, (t * c->h_q + h) * c->dv, c->dv, got);
+        for (int64_t x = 0; x < c->dv && st == KP_OK; x++) kb_err_add(err, got[x], ref[x]);
+    }
+    free(q), free(ref), free(got), free(scores);
+    return st;
+}
+
+const kb_op_impl kb_attention_prefill_impl = {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_params, prefill_run,
+                                              prefill_check};
+
+/* ========================= paged decode and MLA decode ========================= */
+
+typedef struct paged_st {
+    kp_attention_decode_params p;
+    kp_mla_decode_params m;
+    bool mla;
+    kb_data q, k, v; /* MLA: v unused, V is the first dv columns of k */
+    kp_buffer *out;
+    int32_t *table, *lens;
+    int64_t max_blocks, h_kv, kd;
+} paged_st;
+
+static kp_status paged_setup(kb_bench *b, bool mla) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    paged_st *s = b->st = kb_alloc(e, sizeof *s);
+    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    s->mla = mla;
+    s->h_kv = mla ? 1 : c->h_kv;
+    s->kd = c->d;
+    s->lens = kb_alloc(e, (size_t)c->b * 4);
+    if (!s->lens) return KP_ERR_OUT_OF_MEMORY;
+    int64_t blocks = 0, keys = 0;
+    double pairs = 0;
+    for (int64_t i = 0; i < c->b; i++) {
+        int64_t len = kb_decode_len(c, i), nb = (len + c->block_size - 1) / c->block_size;
+        s->lens[i] = (int32_t)len;
+        blocks += nb, keys += len;
+        s->max_blocks = nb > s->max_blocks ? nb : s->max_blocks;
+        for (int64_t t = 0; t < c->s_q; t++) pairs += (double)kb_visible(t, c->s_q, len, c->causal);
+    }
+    blocks += 1; /* one spare, so the table is a true permutation of a larger pool */
+    s->table = kb_alloc(e, (size_t)(c->b * s->max_blocks) * 4);
+    int32_t *perm = kb_alloc(e, (size_t)blocks * 4);
+    if (!s->table || !perm) return KP_ERR_OUT_OF_MEMORY;
+    kb_rng r = {e->seed + 5};
+    for (int64_t i = 0; i < blocks; i++) perm[i] = (int32_t)i;
+    for (int64_t i = blocks - 1; i > 0; i--) { /* blocks scattered, as a server's allocator leaves them */
+        int64_t j = kb_rng_below(&r, i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int64_t i = 0, next = 0; i < c->b; i++)
+        for (int64_t j = 0; j < s->max_blocks; j++)
+            s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;
+    double el = (double)kb_dtype_bytes(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
+    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
+    b->bytes = el * ((double)keys * s->h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv)) +
+               4.0 * (double)c->b * (s->max_blocks + 1);
+    int64_t slots = blocks * c->block_size * s->h_kv;
+    kp_buffer *tb, *lb;
+    kp_status st = kb_data_random(e, &s->q, c->dtype, c->b * c->s_q * c->h_q * c->d, -1, 1);
+    if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, slots * c->d, -1, 1);
+    if (st == KP_OK && !mla) st = kb_data_random(e, &s->v, c->dtype, slots * c->dv, -1, 1);
+    if (st == KP_OK)
+        st = kb_output(e, (size_t)(c->b * c->s_q * c->h_q * c->dv) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_upload_i32(e, s->table, c->b * s->max_blocks, &tb);
+    if (st == KP_OK) st = kb_upload_i32(e, s->lens, c->b, &lb);
+    if (st != KP_OK) return st;
+    kp_tensor q, k, v, bt, sl, out;
+    if ((st = kb_tensor(&q, s->q.buf, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->d})) ||
+        (st = kb_tensor(&k, s->k.buf, c->dtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->d})) ||
+        (!mla && (st = kb_tensor(&v, s->v.buf, c->dtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->dv}))) ||
+        (st = kb_tensor(&bt, tb, KP_I32, 2, (int64_t[]){c->b, s->max_blocks})) ||
+        (st = kb_tensor(&sl, lb, KP_I32, 1, (int64_t[]){c->b})) ||
+        (st = kb_tensor(&out, s->out, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->dv})))
+        return st;
+    if (mla) {
+        /* DeepSeek-V3's scale: (192^-0.5 * mscale^2), not 576^-0.5 (DESIGN §2) */
+        s->m = (kp_mla_decode_params){.q = q, .kv_cache = k, .block_table = bt, .seq_lens = sl, .out = out,
+                                      .softmax_scale = 0.1352337788608801f, .causal = c->causal,
+                                      .head_dim_v = (int32_t)c->dv};
+    } else {
+        s->p = (kp_attention_decode_params){.q = q, .k_cache = k, .v_cache = v, .block_table = bt, .seq_lens = sl,
+                                            .out = out, .softmax_scale = (float)(1.0 / sqrt((double)c->d)),
+                                            .causal = c->causal};
+    }
+    return KP_OK;
+}
+
+static kp_status decode_setup(kb_bench *b) { return paged_setup(b, false); }
+static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
+static const void *decode_params(const kb_bench *b) { return &((paged_st *)b->st)->p; }
+static const void *mla_params(const kb_bench *b) { return &((paged_st *)b->st)->m; }
+static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
+static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
+
+typedef struct paged_ctx {
+    const kb_case *c;
+    const paged_st *s;
+    int64_t seq, hk;
+} paged_ctx;
+
+static int64_t paged_off(const void *ctx, int64_t j, bool value) {
+    const paged_ctx *x = ctx;
+    int64_t bs = x->c->block_size, block = x->s->table[x->seq * x->s->max_blocks + j / bs];
+    int64_t slot = (block * bs + j % bs) * x->s->h_kv + x->hk;
+    /* MLA: V is the first dv columns of the K row */
+    return slot * (value && !x->s->mla ? x->c->dv : x->c->d);
+}
+
+static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    (void)msg, (void)msgn;
+    const kb_case *c = b->c;
+    paged_st *s = b->st;
+    kb_rng r = {b->env->seed + 23};
+    float scale = s->mla ? s->m.softmax_scale : s->p.softmax_scale;
+    double *q = malloc((size_t)c->d * 8), *ref = malloc((size_t)c->dv * 8), *got = malloc((size_t)c->dv * 8);
+    double *scores = malloc((size_t)(c->s_k + c->s_q + 1) * 8);
+    kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
+        int64_t seq = n == 0 ? c->b - 1 : kb_rng_below(&r, c->b), t = kb_rng_below(&r, c->s_q);
+        int64_t h = n == 0 ? c->h_q - 1 : kb_rng_below(&r, c->h_q);
+        paged_ctx ctx = {c, s, seq, h / (c->h_q / s->h_kv)};
+        int64_t row = (seq * c->s_q + t) * c->h_q + h;
+        load_row(&s->q, row * c->d, c->d, q);
+        ref_row(q, c->d, c->dv, kb_visible(t, c->s_q, s->lens[seq], c->causal), scale, &s->k,
+                s->mla ? &s->k : &s->v, paged_off, &ctx, ref, scores);
+        st = kb_read(b->env, s->out, c->dtype, row * c->dv, c->dv, got);
+        for (int64_t x = 0; x < c->dv && st == KP_OK; x++) kb_err_add(err, got[x], ref[x]);
+    }
+    free(q), free(ref), free(got), free(scores);
+    return st;
+}
+
+const kb_op_impl kb_attention_decode_impl = {KP_OP_ATTENTION_DECODE, decode_setup, decode_params, decode_run,
+                                             paged_check};
+const kb_op_impl kb_mla_decode_impl = {KP_OP_MLA_DECODE, mla_setup, mla_params, mla_run, paged_check};
+
+const kb_op_impl *kb_op_impl_get(kp_op op) {
+    static const kb_op_impl *const all[KP_OP_COUNT] = {
+        [KP_OP_ATTENTION_PREFILL] = &kb_attention_prefill_impl,
+        [KP_OP_ATTENTION_DECODE] = &kb_attention_decode_impl,
+        [KP_OP_MLA_DECODE] = &kb_mla_decode_impl,
+        [KP_OP_MOE_GATE] = &kb_moe_gate_impl,
+        [KP_OP_MOE_ALIGN] = &kb_moe_align_impl,
+        [KP_OP_GROUPED_GEMM] = &kb_grouped_gemm_impl,
+        [KP_OP_MOE_COMBINE] = &kb_moe_combine_impl,
+        [KP_OP_MOE_FORWARD] = &kb_moe_forward_impl,
+    };
+    return (unsigned)op < KP_OP_COUNT ? all[op] : NULL;
+}

@@ -1,0 +1,485 @@
+/*
+ * tools/kbench/kbench_moe.c — moe_gate, moe_align, grouped_gemm, moe_combine and
+ * moe_forward: inputs with valid indices, FLOP/byte counts (docs/kbench.md) and
+ * float64 checks (gate and align: exact, every token; the others: sampled rows).
+ */
+#include "kbench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FP8_BLOCK 128
+#define CHECK_ROWS 8
+#define CHECK_COLS 64
+
+static kp_moe_routing case_routing(const kb_case *c) {
+    return (kp_moe_routing){.topk = (int32_t)c->k, .n_group = (int32_t)c->n_group,
+                            .topk_group = (int32_t)c->topk_group, .scoring = KP_MOE_SCORING_SIGMOID,
+                            .renormalize = 1, .route_scale = 2.5f};
+}
+
+/* ---- the DeepSeek-V3 gate in float64 (DESIGN §2) ---- */
+
+/* Index of the largest v[i] among allowed, ties to the lower index; -1 if none. */
+static int argmax(const double *v, const bool *allowed, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (allowed[i] && (best < 0 || v[i] > v[best])) best = i;
+    return best;
+}
+
+/* ids/w [k]; returns the routing margin: how far the last choice (of a group or an
+ * expert) is from the first rejected one. A margin near 0 is a near-tie that float32
+ * may legitimately break the other way. */
+static double ref_gate(const double *logits, const double *bias, int E, const kp_moe_routing *r, int32_t *ids,
+                       double *w) {
+    double s[512], b[512], gs[32], margin = INFINITY;
+    bool ok[512], gok[32];
+    if (r->scoring == KP_MOE_SCORING_SIGMOID) {
+        for (int e = 0; e < E; e++) s[e] = 1.0 / (1.0 + exp(-logits[e]));
+    } else {
+        double m = -INFINITY, sum = 0;
+        for (int e = 0; e < E; e++) m = logits[e] > m ? logits[e] : m;
+        for (int e = 0; e < E; e++) sum += (s[e] = exp(logits[e] - m));
+        for (int e = 0; e < E; e++) s[e] /= sum;
+    }
+    for (int e = 0; e < E; e++) b[e] = s[e] + (bias ? bias[e] : 0.0), ok[e] = true;
+    int G = r->n_group, per = E / G;
+    if (G > 1) {
+        for (int g = 0; g < G; g++) { /* with a bias: sum of the top 2; without: the best */
+            int i1 = argmax(b + g * per, ok + g * per, per), i2 = -1;
+            for (int i = 0; i < per; i++)
+                if (i != i1 && (i2 < 0 || b[g * per + i] > b[g * per + i2])) i2 = i;
+            gs[g] = b[g * per + i1] + (bias && i2 >= 0 ? b[g * per + i2] : 0.0);
+            gok[g] = true;
+        }
+        bool keep[32] = {false};
+        for (int i = 0; i < r->topk_group; i++) {
+            int g = argmax(gs, gok, G);
+            keep[g] = true, gok[g] = false;
+            if (i == r->topk_group - 1) {
+                int next = argmax(gs, gok, G);
+                if (next >= 0) margin = fmin(margin, gs[g] - gs[next]);
+            }
+        }
+        for (int e = 0; e < E; e++) ok[e] = keep[e / per];
+    }
+    double sum = 0;
+    for (int i = 0; i < r->topk; i++) {
+        int e = argmax(b, ok, E);
+        ids[i] = e, ok[e] = false, w[i] = s[e], sum += s[e];
+        if (i == r->topk - 1) {
+            int next = argmax(b, ok, E);
+            if (next >= 0) margin = fmin(margin, b[e] - b[next]);
+        }
+    }
+    for (int i = 0; i < r->topk; i++) w[i] = (r->renormalize ? w[i] / sum : w[i]) * r->route_scale;
+    return margin;
+}
+
+/* Random distinct experts per token, as a router would pick; offsets of the rows
+ * sorted by expert (unpadded). Returns how many experts got rows. */
+static int64_t route_random(kb_env *e, const kb_case *c, int32_t *ids, int32_t *offsets) {
+    kb_rng r = {e->seed + 31};
+    for (int64_t t = 0; t < c->T; t++) kb_rng_distinct(&r, c->E, (int)c->k, ids + t * c->k);
+    memset(offsets, 0, (size_t)(c->E + 1) * 4);
+    for (int64_t i = 0; i < c->T * c->k; i++) offsets[ids[i] + 1]++;
+    int64_t used = 0;
+    for (int64_t x = 0; x < c->E; x++) used += offsets[x + 1] > 0, offsets[x + 1] += offsets[x];
+    return used;
+}
+
+/* ================================ moe_gate ================================ */
+
+typedef struct gate_st {
+    kp_moe_gate_params p;
+    kb_data logits, bias;
+    kp_buffer *ids, *w;
+} gate_st;
+
+static kp_status gate_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    gate_st *s = b->st = kb_alloc(b->env, sizeof *s);
+    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    b->bytes = (double)kb_dtype_bytes(c->dtype) * c->T * c->E + 4.0 * c->E + 8.0 * c->T * c->k;
+    kp_status st = kb_data_random(b->env, &s->logits, c->dtype, c->T * c->E, -4, 4);
+    if (st == KP_OK) st = kb_data_random(b->env, &s->bias, KP_F32, c->E, -0.05, 0.05);
+    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->ids);
+    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
+    if (st != KP_OK) return st;
+    s->p.routing = case_routing(c);
+    if ((st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E})) ||
+        (st = kb_tensor(&s->p.bias, s->bias.buf, KP_F32, 1, (int64_t[]){c->E})) ||
+        (st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
+        (st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k})))
+        return st;
+    return KP_OK;
+}
+
+static const void *gate_params(const kb_bench *b) { return &((gate_st *)b->st)->p; }
+static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
+
+static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    const kb_case *c = b->c;
+    gate_st *s = b->st;
+    int k = (int)c->k, E = (int)c->E;
+    int32_t *ids = malloc((size_t)(c->T * k) * 4), rid[32];
+    double *w = malloc((size_t)(c->T * k) * 8), *lg = malloc((size_t)E * 8), *bias = malloc((size_t)E * 8), rw[32];
+    kp_status st = ids && w && lg && bias ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
+    if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
+    for (int e = 0; e < E && st == KP_OK; e++) bias[e] = kb_at(&s->bias, e);
+    for (int64_t t = 0; t < c->T && st == KP_OK && !msg[0]; t++) {
+        for (int e = 0; e < E; e++) lg[e] = kb_at(&s->logits, t * E + e);
+        double margin = ref_gate(lg, bias, E, &s->p.routing, rid, rw);
+        for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
+            int j = 0;
+            while (j < k && rid[j] != ids[t * k + i]) j++;
+            if (j == k) {
+                if (margin < 1e-6) break; /* a near-tie float32 may break either way */
+                snprintf(msg, msgn, "moe_gate token %lld: expert %d chosen, not in the float64 top-%d (first %d)",
+                         (long long)t, (int)ids[t * k + i], k, (int)rid[0]);
+                break;
+            }
+            kb_err_add(err, w[t * k + i], rw[j]);
+        }
+    }
+    free(ids), free(w), free(lg), free(bias);
+    return st;
+}
+
+const kb_op_impl kb_moe_gate_impl = {KP_OP_MOE_GATE, gate_setup, gate_params, gate_run, gate_check};
+
+/* ================================ moe_align ================================ */
+
+typedef struct align_st {
+    kp_moe_align_params p;
+    int32_t *ids;
+    kp_buffer *sorted, *offsets, *pos;
+    int64_t rows;
+} align_st;
+
+static kp_status align_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    align_st *s = b->st = kb_alloc(e, sizeof *s);
+    int32_t *offsets = kb_alloc(e, (size_t)(c->E + 1) * 4);
+    if (!s || !(s->ids = kb_alloc(e, (size_t)(c->T * c->k) * 4)) || !offsets) return KP_ERR_OUT_OF_MEMORY;
+    route_random(e, c, s->ids, offsets);
+    int64_t padded = 0, pairs = c->T * c->k;
+    for (int64_t x = 0; x < c->E; x++)
+        padded += (offsets[x + 1] - offsets[x] + c->block_size - 1) / c->block_size * c->block_size;
+    s->rows = pairs + c->E * (c->block_size - 1);
+    b->bytes = 4.0 * (2.0 * pairs + (double)padded + (double)c->E + 1); /* ids in; pos, sorted rows, offsets out */
+    kp_buffer *ib;
+    kp_status st = kb_upload_i32(e, s->ids, pairs, &ib);
+    if (st == KP_OK) st = kb_output(e, (size_t)s->rows * 4, &s->sorted);
+    if (st == KP_OK) st = kb_output(e, (size_t)(c->E + 1) * 4, &s->offsets);
+    if (st == KP_OK) st = kb_output(e, (size_t)pairs * 4, &s->pos);
+    if (st != KP_OK) return st;
+    s->p.num_experts = (int32_t)c->E, s->p.block_size = (int32_t)c->block_size;
+    if ((st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
+        (st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows})) ||
+        (st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1})) ||
+        (st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k})))
+        return st;
+    return KP_OK;
+}
+
+static const void *align_params(const kb_bench *b) { return &((align_st *)b->st)->p; }
+static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
+
+/* Everything is checked: offsets, each pair's row (stable order), padding rows. */
+static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    const kb_case *c = b->c;
+    align_st *s = b->st;
+    int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
+    int32_t *sorted = malloc((size_t)s->rows * 4), *off = malloc((size_t)(E + 1) * 4), *pos = malloc((size_t)pairs * 4);
+    int32_t *fill = calloc((size_t)E + 1, 4);
+    kp_status st = sorted && off && pos && fill ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    if (st == KP_OK) st = kb_read_i32(b->env, s->sorted, 0, s->rows, sorted);
+    if (st == KP_OK) st = kb_read_i32(b->env, s->offsets, 0, E + 1, off);
+    if (st == KP_OK) st = kb_read_i32(b->env, s->pos, 0, pairs, pos);
+    if (st == KP_OK) {
+        int64_t want = 0;
+        for (int64_t i = 0; i < pairs; i++) fill[s->ids[i] + 1]++;
+        for (int64_t x = 0; x <= E && !msg[0]; x++) {
+            if (x > 0) want += (fill[x] + bs - 1) / bs * bs;
+            if (off[x] != want)
+                snprintf(msg, msgn, "moe_align: expert_offsets[%lld] is %d, expected %lld", (long long)x, (int)off[x],
+                         (long long)want);
+        }
+        memset(fill, 0, (size_t)(E + 1) * 4);
+        for (int64_t i = 0; i < pairs && !msg[0]; i++) { /* stable: pairs in flat order within an expert */
+            int64_t x = s->ids[i], row = off[x] + fill[x]++;
+            if (pos[i] != row || sorted[row] != i)
+                snprintf(msg, msgn, "moe_align: pair %lld (expert %lld) at row %d (sorted_ids there %d), expected %lld",
+                         (long long)i, (long long)x, (int)pos[i], (int)sorted[row], (long long)row);
+        }
+        for (int64_t x = 0; x < E && !msg[0]; x++)
+            for (int64_t row = off[x] + fill[x]; row < off[x + 1] && !msg[0]; row++)
+                if (sorted[row] != pairs)
+                    snprintf(msg, msgn, "moe_align: padding row %lld holds %d, expected %lld", (long long)row,
+                             (int)sorted[row], (long long)pairs);
+        kb_err_add(err, 0.0, 1.0); /* exact: reported as error 0 */
+        err->num = 0.0;
+    }
+    free(sorted), free(off), free(pos), free(fill);
+    return st;
+}
+
+const kb_op_impl kb_moe_align_impl = {KP_OP_MOE_ALIGN, align_setup, align_params, align_run, align_check};
+
+/* ============================== grouped_gemm ============================== */
+
+/* x · w[e, n, :] in float64, with FP8 128x128 block scales when scale is given. */
+static double wdot(const kb_data *w, const kb_data *scale, int64_t e, int64_t n, int64_t N, int64_t K,
+                   const double *x) {
+    int64_t base = (e * N + n) * K;
+    if (!scale) return kb_dot(w, base, x, K);
+    int64_t kb = K / FP8_BLOCK, nb = (N + FP8_BLOCK - 1) / FP8_BLOCK;
+    double sum = 0;
+    for (int64_t j = 0; j < kb; j++)
+        sum += kb_at(scale, (e * nb + n / FP8_BLOCK) * kb + j) * kb_dot(w, base + j * FP8_BLOCK, x + j * FP8_BLOCK, FP8_BLOCK);
+    return sum;
+}
+
+/* Expert weights [E, N, K] of variance ~1/K (FP8: values in [-1, 1] times block scales). */
+static kp_status weights(kb_env *e, const kb_case *c, int64_t N, int64_t K, kb_data *w, kb_data *scale,
+                         kp_tensor *wt, kp_tensor *st_) {
+    double amp = sqrt(3.0 / (double)K);
+    bool fp8 = c->wdtype == KP_FP8_E4M3;
+    kp_status st = kb_data_random(e, w, c->wdtype, c->E * N * K, fp8 ? -1 : -amp, fp8 ? 1 : amp);
+    if (st == KP_OK) st = kb_tensor(wt, w->buf, c->wdtype, 3, (int64_t[]){c->E, N, K});
+    if (st == KP_OK && fp8) {
+        int64_t sh[3] = {c->E, (N + FP8_BLOCK - 1) / FP8_BLOCK, K / FP8_BLOCK};
+        st = kb_data_random(e, scale, KP_F32, sh[0] * sh[1] * sh[2], 0.5 * amp, 1.5 * amp);
+        if (st == KP_OK) st = kb_tensor(st_, scale->buf, KP_F32, 3, sh);
+    }
+    return st;
+}
+
+static double weight_bytes(const kb_case *c, int64_t N, int64_t K) {
+    double b = (double)kb_dtype_bytes(c->wdtype) * N * K;
+    if (c->wdtype == KP_FP8_E4M3) b += 4.0 * ((N + FP8_BLOCK - 1) / FP8_BLOCK) * (K / FP8_BLOCK);
+    return b;
+}
+
+typedef struct gemm_st {
+    kp_grouped_gemm_params p;
+    kb_data a, w, scale;
+    kp_buffer *out;
+    int32_t *offsets;
+    int64_t M;
+} gemm_st;
+
+static kp_status gemm_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    gemm_st *s = b->st = kb_alloc(e, sizeof *s);
+    int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
+    if (!s || !ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
+    int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
+    double el = (double)kb_dtype_bytes(c->dtype);
+    b->flops = 2.0 * M * c->N * c->K;
+    b->bytes = el * M * (c->K + c->N) + used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
+    kp_buffer *ob;
+    kp_status st = kb_data_random(e, &s->a, c->dtype, M * c->K, -1, 1);
+    if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
+    if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
+    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st != KP_OK) return st;
+    if ((st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K})) ||
+        (st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1})) ||
+        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N})))
+        return st;
+    return KP_OK;
+}
+
+static const void *gemm_params(const kb_bench *b) { return &((gemm_st *)b->st)->p; }
+static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
+
+static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    (void)msg, (void)msgn;
+    const kb_case *c = b->c;
+    gemm_st *s = b->st;
+    kb_rng r = {b->env->seed + 41};
+    double *x = malloc((size_t)c->K * 8), *got = malloc((size_t)c->N * 8);
+    kp_status st = x && got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
+        int64_t row = n == 0 ? s->M - 1 : kb_rng_below(&r, s->M), e = 0;
+        while (s->offsets[e + 1] <= row) e++;
+        for (int64_t i = 0; i < c->K; i++) x[i] = kb_at(&s->a, row * c->K + i);
+        st = kb_read(b->env, s->out, c->dtype, row * c->N, c->N, got);
+        for (int j = 0; j < CHECK_COLS && j < c->N && st == KP_OK; j++) {
+            int64_t col = j == 0 ? c->N - 1 : kb_rng_below(&r, c->N);
+            kb_err_add(err, got[col],
+                       wdot(&s->w, c->wdtype == KP_FP8_E4M3 ? &s->scale : NULL, e, col, c->N, c->K, x));
+        }
+    }
+    free(x), free(got);
+    return st;
+}
+
+const kb_op_impl kb_grouped_gemm_impl = {KP_OP_GROUPED_GEMM, gemm_setup, gemm_params, gemm_run, gemm_check};
+
+/* =============================== moe_combine =============================== */
+
+typedef struct combine_st {
+    kp_moe_combine_params p;
+    kb_data x, w;
+    int32_t *pos;
+    kp_buffer *out;
+} combine_st;
+
+static kp_status combine_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    combine_st *s = b->st = kb_alloc(e, sizeof *s);
+    int64_t rows = c->T * c->k;
+    if (!s || !(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
+    kb_rng r = {e->seed + 47};
+    for (int64_t i = 0; i < rows; i++) s->pos[i] = (int32_t)i;
+    for (int64_t i = rows - 1; i > 0; i--) { /* token_pos as moe_align leaves it: a permutation */
+        int64_t j = kb_rng_below(&r, i + 1);
+        int32_t t = s->pos[i];
+        s->pos[i] = s->pos[j], s->pos[j] = t;
+    }
+    double el = (double)kb_dtype_bytes(c->dtype);
+    b->flops = 2.0 * rows * c->hidden;
+    b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
+    kp_buffer *pb;
+    kp_status st = kb_data_random(e, &s->x, c->dtype, rows * c->hidden, -1, 1);
+    if (st == KP_OK) st = kb_data_random(e, &s->w, KP_F32, rows, 0, 1);
+    if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
+    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st != KP_OK) return st;
+    if ((st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden})) ||
+        (st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
+        (st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k})) ||
+        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden})))
+        return st;
+    return KP_OK;
+}
+
+static const void *combine_params(const kb_bench *b) { return &((combine_st *)b->st)->p; }
+static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
+
+static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    (void)msg, (void)msgn;
+    const kb_case *c = b->c;
+    combine_st *s = b->st;
+    kb_rng r = {b->env->seed + 53};
+    double *got = malloc((size_t)c->hidden * 8);
+    kp_status st = got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
+        int64_t t = n == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
+        st = kb_read(b->env, s->out, c->dtype, t * c->hidden, c->hidden, got);
+        for (int64_t h = 0; h < c->hidden && st == KP_OK; h++) {
+            double ref = 0;
+            for (int64_t j = 0; j < c->k; j++)
+                ref += kb_at(&s->w, t * c->k + j) * kb_at(&s->x, s->pos[t * c->k + j] * c->hidden + h);
+            kb_err_add(err, got[h], ref);
+        }
+    }
+    free(got);
+    return st;
+}
+
+const kb_op_impl kb_moe_combine_impl = {KP_OP_MOE_COMBINE, combine_setup, combine_params, combine_run,
+                                        combine_check};
+
+/* =============================== moe_forward =============================== */
+
+typedef struct forward_st {
+    kp_moe_forward_params p;
+    kb_data x, logits, bias, w13, s13, w2, s2;
+    kp_buffer *out;
+} forward_st;
+
+static kp_status forward_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    kb_env *e = b->env;
+    forward_st *s = b->st = kb_alloc(e, sizeof *s);
+    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    kp_moe_forward_params *p = &s->p;
+    p->routing = case_routing(c);
+    /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
+    kp_status st = kb_data_random(e, &s->x, c->dtype, c->T * c->hidden, -1, 1);
+    if (st == KP_OK) st = kb_data_random(e, &s->logits, KP_F32, c->T * c->E, -4, 4);
+    if (st == KP_OK) st = kb_data_random(e, &s->bias, KP_F32, c->E, -0.05, 0.05);
+    if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
+    if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
+    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_tensor(&p->x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_tensor(&p->router_logits, s->logits.buf, KP_F32, 2, (int64_t[]){c->T, c->E});
+    if (st == KP_OK) st = kb_tensor(&p->bias, s->bias.buf, KP_F32, 1, (int64_t[]){c->E});
+    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    size_t ws = 0;
+    if (st == KP_OK) st = kp_moe_forward_workspace_size(e->dev, p, &ws);
+    if (st == KP_OK) st = kb_buffer(e, ws, &p->workspace);
+    if (st != KP_OK) return st;
+    /* bytes: x, logits, bias, out, and the weights of the experts the float64 router uses */
+    bool *used = kb_alloc(e, (size_t)c->E);
+    double *lg = kb_alloc(e, (size_t)c->E * 8), *bias = kb_alloc(e, (size_t)c->E * 8), w[32];
+    if (!used || !lg || !bias) return KP_ERR_OUT_OF_MEMORY;
+    int32_t ids[32];
+    for (int64_t x = 0; x < c->E; x++) bias[x] = kb_at(&s->bias, x);
+    for (int64_t t = 0; t < c->T; t++) {
+        for (int64_t x = 0; x < c->E; x++) lg[x] = kb_at(&s->logits, t * c->E + x);
+        ref_gate(lg, bias, (int)c->E, &p->routing, ids, w);
+        for (int64_t j = 0; j < c->k; j++) used[ids[j]] = true;
+    }
+    int64_t n_used = 0;
+    for (int64_t x = 0; x < c->E; x++) n_used += used[x];
+    double el = (double)kb_dtype_bytes(c->dtype);
+    b->flops = 6.0 * c->T * c->k * c->hidden * c->inter;
+    b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * (c->T * c->E + c->E) +
+               n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
+    return KP_OK;
+}
+
+static const void *forward_params(const kb_bench *b) { return &((forward_st *)b->st)->p; }
+static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
+
+/* A few tokens whose routing has a clear margin, through every chosen expert in
+ * float64 (SwiGLU = silu(gate) * up), on a sample of output columns. */
+static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    (void)msg, (void)msgn;
+    const kb_case *c = b->c;
+    forward_st *s = b->st;
+    const kb_data *s13 = c->wdtype == KP_FP8_E4M3 ? &s->s13 : NULL, *s2 = s13 ? &s->s2 : NULL;
+    kb_rng r = {b->env->seed + 59};
+    double *x = malloc((size_t)c->hidden * 8), *h = malloc((size_t)c->inter * 2 * 8);
+    double *act = malloc((size_t)c->inter * 8), *got = malloc((size_t)c->hidden * 8);
+    double *lg = malloc((size_t)c->E * 8), *bias = malloc((size_t)c->E * 8), w[32], ref[CHECK_COLS];
+    int64_t cols[CHECK_COLS];
+    int32_t ids[32];
+    kp_status st = x && h && act && got && lg && bias ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < c->E && st == KP_OK; i++) bias[i] = kb_at(&s->bias, i);
+    int ncols = c->hidden < CHECK_COLS ? (int)c->hidden : CHECK_COLS;
+    for (int j = 0; j < ncols; j++) cols[j] = j == 0 ? c->hidden - 1 : kb_rng_below(&r, c->hidden);
+    int checked = 0;
+    for (int attempt = 0; attempt < 20 && checked < 3 && st == KP_OK; attempt++) {
+        int64_t t = attempt == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
+        for (int64_t i = 0; i < c->E; i++) lg[i] = kb_at(&s->logits, t * c->E + i);
+        if (ref_gate(lg, bias, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
+        for (int64_t i = 0; i < c->hidden; i++) x[i] = kb_at(&s->x, t * c->hidden + i);
+        for (int j = 0; j < ncols; j++) ref[j] = 0;
+        for (int64_t slot = 0; slot < c->k; slot++) {
+            int64_t e = ids[slot];
+            for (int64_t n = 0; n < 2 * c->inter; n++) h[n] = wdot(&s->w13, s13, e, n, 2 * c->inter, c->hidden, x);
+            for (int64_t n = 0; n < c->inter; n++) act[n] = h[n] / (1.0 + exp(-h[n])) * h[c->inter + n];
+            for (int j = 0; j < ncols; j++) ref[j] += w[slot] * wdot(&s->w2, s2, e, cols[j], c->hidden, c->inter, act);
+        }
+        st = kb_read(b->env, s->out, c->dtype, t * c->hidden, c->hidden, got);
+        for (int j = 0; j < ncols && st == KP_OK; j++) kb_err_add(err, got[cols[j]], ref[j]);
+        checked++;
+    }
+    free(x), free(h), free(act), free(got), free(lg), free(bias);
+    return st;
+}
+
+const kb_op_impl kb_moe_forward_impl = {KP_OP_MOE_FORWARD, forward_setup, forward_params, forward_run,
+                                        forward_check};

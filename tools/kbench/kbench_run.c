@@ -1,0 +1,295 @@
+/*
+ * tools/kbench/kbench_run.c — one case on one device: set it up, ask kp_op_supported,
+ * run it once on poisoned outputs and check a sample against float64, then time it.
+ *
+ * Timing: kport has no device timers in its API, so a sample is host wall time around
+ * `inner` back-to-back calls closed by one kp_stream_sync, divided by inner; inner is
+ * chosen so a sample lasts >= 1 ms (launch overhead and the sync amortised, as
+ * FlashAttention's and FlashMLA's benchmarks do with their repeat loops). The checked
+ * run is the warm-up; one more call sizes inner. Samples are taken until both
+ * --repeat samples and --min-time seconds are reached, or --max-time once 3 samples
+ * exist; a single call slower than --max-time is the only sample. Inputs stay resident
+ * between calls (hot caches on CPUs, as in the reference benchmarks).
+ */
+#include "kbench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KB_PERIOD ((int64_t)(1 << 20) + 9) /* coprime to every head dim and hidden size used */
+#define KB_STAGE_BYTES ((size_t)64 << 20)
+
+volatile int kb_interrupted;
+
+/* ---- what a case allocates ---- */
+
+void *kb_alloc(kb_env *e, size_t bytes) {
+    if (e->nmem == e->capmem) {
+        int cap = e->capmem ? 2 * e->capmem : 32;
+        void **n = realloc(e->mem, (size_t)cap * sizeof *n);
+        if (!n) return NULL;
+        e->mem = n, e->capmem = cap;
+    }
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (p) e->mem[e->nmem++] = p;
+    return p;
+}
+
+kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out) {
+    *out = NULL;
+    if (e->nbufs == e->capbufs) {
+        int cap = e->capbufs ? 2 * e->capbufs : 32;
+        kp_buffer **n = realloc(e->bufs, (size_t)cap * sizeof *n);
+        if (!n) return KP_ERR_OUT_OF_MEMORY;
+        e->bufs = n, e->capbufs = cap;
+    }
+    kp_status st = kp_buffer_alloc(e->dev, bytes ? bytes : 4, out);
+    if (st == KP_OK) e->bufs[e->nbufs++] = *out;
+    return st;
+}
+
+typedef struct kb_pending {
+    kp_buffer *buf;
+    unsigned char *raw; /* NULL: poison the buffer */
+    int64_t period, n;
+    size_t elem;
+} kb_pending;
+
+static kp_status defer(kb_env *e, kb_pending p) {
+    if (e->npending == e->cappending) {
+        int cap = e->cappending ? 2 * e->cappending : 16;
+        kb_pending *n = realloc(e->pending, (size_t)cap * sizeof *n);
+        if (!n) return KP_ERR_OUT_OF_MEMORY;
+        e->pending = n, e->cappending = cap;
+    }
+    e->pending[e->npending++] = p;
+    return KP_OK;
+}
+
+static void drop_pending(kb_env *e) {
+    for (int i = 0; i < e->npending; i++) free(e->pending[i].raw);
+    free(e->pending);
+    e->pending = NULL, e->npending = e->cappending = 0;
+}
+
+void kb_env_release(kb_env *e) {
+    drop_pending(e);
+    if (e->s) kp_stream_sync(e->s); /* nothing may still be reading a buffer we free */
+    for (int i = 0; i < e->nbufs; i++) kp_buffer_free(e->bufs[i]);
+    for (int i = 0; i < e->nmem; i++) free(e->mem[i]);
+    free(e->bufs);
+    free(e->mem);
+    e->bufs = NULL, e->mem = NULL;
+    e->nbufs = e->capbufs = e->nmem = e->capmem = 0;
+}
+
+/* ---- device tensors ---- */
+
+kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape) {
+    return kp_tensor_init(t, b, 0, dt, ndim, shape, NULL);
+}
+
+/* Writes the period-long pattern raw (elem bytes each) over n elements of b, through a
+ * staging block holding whole periods so huge tensors go up in few calls. */
+static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *raw, int64_t period, int64_t n,
+                                 size_t elem) {
+    size_t pbytes = (size_t)period * elem, total = (size_t)n * elem;
+    size_t reps = total <= pbytes ? 1 : KB_STAGE_BYTES / pbytes;
+    if (reps < 1) reps = 1;
+    unsigned char *stage = reps == 1 ? (unsigned char *)raw : malloc(reps * pbytes);
+    if (!stage) return KP_ERR_OUT_OF_MEMORY;
+    for (size_t r = 1; r < reps && stage != raw; r++) memcpy(stage + r * pbytes, raw, pbytes);
+    if (stage != raw) memcpy(stage, raw, pbytes);
+    kp_status st = KP_OK;
+    for (size_t off = 0; off < total && st == KP_OK; off += reps * pbytes) {
+        size_t len = total - off < reps * pbytes ? total - off : reps * pbytes;
+        st = kp_buffer_write(e->s, b, off, stage, len);
+    }
+    if (stage != raw) free(stage);
+    return st;
+}
+
+kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi) {
+    memset(d, 0, sizeof *d);
+    d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
+    size_t elem = kb_dtype_bytes(dtype);
+    unsigned char *raw = malloc((size_t)d->period * elem);
+    d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
+    kp_status st = raw && d->val ? kb_buffer(e, (size_t)n * elem, &d->buf) : KP_ERR_OUT_OF_MEMORY;
+    if (st == KP_OK) {
+        /* each tensor its own stream of numbers, reproducible from the seed */
+        kb_rng r = {e->seed ^ (0x9E37ull * (uint64_t)(e->nbufs + 1))};
+        for (int64_t i = 0; i < d->period; i++) d->val[i] = kb_store(dtype, raw, i, kb_rng_uniform(&r, lo, hi));
+        st = defer(e, (kb_pending){d->buf, raw, d->period, n, elem});
+        if (st == KP_OK) raw = NULL; /* the pending upload owns it */
+    }
+    free(raw);
+    return st;
+}
+
+double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n) {
+    double sum = 0.0;
+    int64_t i = off % d->period, done = 0;
+    while (done < n) {
+        int64_t len = d->period - i < n - done ? d->period - i : n - done;
+        const double *v = d->val + i;
+        for (int64_t j = 0; j < len; j++) sum += v[j] * x[done + j];
+        done += len, i = 0;
+    }
+    return sum;
+}
+
+kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out) {
+    kp_status st = kb_buffer(e, (size_t)n * 4, out);
+    if (st == KP_OK && n > 0) st = kp_buffer_write(e->s, *out, 0, v, (size_t)n * 4);
+    return st;
+}
+
+kp_status kb_poison(kb_env *e, kp_buffer *b) {
+    size_t total = kp_buffer_size(b), chunk = total < ((size_t)16 << 20) ? total : ((size_t)16 << 20);
+    unsigned char *ff = malloc(chunk ? chunk : 1);
+    if (!ff) return KP_ERR_OUT_OF_MEMORY;
+    memset(ff, 0xFF, chunk);
+    kp_status st = KP_OK;
+    for (size_t off = 0; off < total && st == KP_OK; off += chunk)
+        st = kp_buffer_write(e->s, b, off, ff, total - off < chunk ? total - off : chunk);
+    free(ff);
+    return st;
+}
+
+kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out) {
+    kp_status st = kb_buffer(e, bytes, out);
+    return st == KP_OK ? defer(e, (kb_pending){*out, NULL, 0, 0, 0}) : st;
+}
+
+kp_status kb_env_flush(kb_env *e) {
+    kp_status st = KP_OK;
+    for (int i = 0; i < e->npending && st == KP_OK; i++) {
+        const kb_pending *p = &e->pending[i];
+        st = p->raw ? upload_periodic(e, p->buf, p->raw, p->period, p->n, p->elem) : kb_poison(e, p->buf);
+    }
+    drop_pending(e);
+    return st;
+}
+
+kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
+    size_t elem = kb_dtype_bytes(dt);
+    unsigned char *raw = malloc((size_t)n * elem + 1);
+    if (!raw) return KP_ERR_OUT_OF_MEMORY;
+    kp_status st = kp_buffer_read(e->s, b, (size_t)first * elem, raw, (size_t)n * elem);
+    for (int64_t i = 0; st == KP_OK && i < n; i++) out[i] = kb_load(dt, raw, i);
+    free(raw);
+    return st;
+}
+
+kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out) {
+    return kp_buffer_read(e->s, b, (size_t)first * 4, out, (size_t)n * 4);
+}
+
+/* ---- one case ---- */
+
+void kb_row_free(kb_row *r) {
+    free(r->samples);
+    r->samples = NULL;
+}
+
+static void row_reason(kb_row *row, kb_status s, const char *fmt, const char *msg) {
+    row->status = s;
+    snprintf(row->reason, sizeof row->reason, fmt, msg);
+    /* one line: messages end up in table cells */
+    for (char *p = row->reason; *p; p++)
+        if (*p == '\n' || *p == '|') *p = *p == '|' ? '/' : ' ';
+}
+
+static void fail_status(kb_row *row, kp_status st, const char *what) {
+    char msg[KP_REASON_MAX];
+    snprintf(msg, sizeof msg, "%s: %s: %s", what, kp_status_str(st), kp_last_error());
+    if (st == KP_ERR_UNSUPPORTED) row_reason(row, KB_ROW_UNSUPPORTED, "%s", kp_last_error());
+    else if (st == KP_ERR_OUT_OF_MEMORY) row_reason(row, KB_ROW_SKIPPED, "out of memory (%.400s)", msg);
+    else row_reason(row, KB_ROW_ERROR, "%s", msg);
+}
+
+static kp_status run_sync(const kb_op_impl *impl, kb_bench *b, int times) {
+    kp_status st = KP_OK;
+    for (int i = 0; i < times && st == KP_OK; i++) st = impl->run(b);
+    return st == KP_OK ? kp_stream_sync(b->env->s) : st;
+}
+
+static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, kb_row *row) {
+    /* the checked run was the warm-up (first-use compiles, page faults); this one sizes inner */
+    double t0 = kb_now();
+    kp_status st = run_sync(impl, b, 1);
+    double one = kb_now() - t0;
+    int inner = one > 0 ? (int)ceil(1e-3 / one) : 1000;
+    if (inner < 1) inner = 1;
+    if (inner > 10000) inner = 10000;
+    row->inner = inner;
+    row->samples = malloc(KB_MAX_SAMPLES * sizeof *row->samples);
+    if (!row->samples) st = KP_ERR_OUT_OF_MEMORY;
+    int min_n = o->repeat > 0 ? o->repeat : 1;
+    double spent = 0.0;
+    bool slow = inner == 1 && one >= o->max_time;
+    if (st == KP_OK && slow) /* a call slower than --max-time is its own one sample (PoCL, long contexts) */
+        row->samples[row->nsamples++] = one * 1e3;
+    while (st == KP_OK && !slow && row->nsamples < KB_MAX_SAMPLES) {
+        double t = kb_now();
+        st = run_sync(impl, b, inner);
+        double dt = kb_now() - t;
+        if (st != KP_OK) break;
+        row->samples[row->nsamples++] = dt * 1e3 / inner;
+        spent += dt;
+        if (row->nsamples >= min_n && spent >= o->min_time) break;
+        if (row->nsamples >= (min_n < 3 ? min_n : 3) && spent >= o->max_time) break;
+        if (kb_interrupted) break;
+    }
+    if (st != KP_OK) {
+        fail_status(row, st, "while timing");
+        return;
+    }
+    kb_stats(row->samples, row->nsamples, &row->median_ms, &row->p10_ms, &row->p90_ms, &row->min_ms, &row->max_ms);
+    double sec = row->median_ms * 1e-3;
+    row->tflops = sec > 0 ? row->flops / sec * 1e-12 : 0.0;
+    row->gbps = sec > 0 ? row->bytes / sec * 1e-9 : 0.0;
+    row->status = KB_ROW_OK;
+}
+
+void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roofline *r, kb_row *row) {
+    memset(row, 0, sizeof *row);
+    row->c = *c;
+    snprintf(row->backend, sizeof row->backend, "%s", e->info.backend);
+    snprintf(row->device, sizeof row->device, "%s", e->info.name);
+    row->roofline_pct = -1.0;
+    row->bound = "memory";
+    /* outputs in the inputs' dtype, except the gate's: f32 weights from exactly representable logits */
+    row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
+    const kb_op_impl *impl = kb_op_impl_get(c->op);
+    kb_bench b = {.env = e, .c = c};
+    kp_status st = impl ? impl->setup(&b) : KP_ERR_UNSUPPORTED;
+    row->flops = b.flops, row->bytes = b.bytes;
+    if (st != KP_OK) {
+        fail_status(row, st, "while setting up");
+    } else if ((st = kp_op_supported(e->dev, c->op, impl->params(&b))) != KP_OK) {
+        fail_status(row, st, "kp_op_supported");
+    } else {
+        st = kb_env_flush(e);
+        if (st == KP_OK) st = run_sync(impl, &b, 1);
+        kb_err err = {0};
+        char msg[KP_REASON_MAX] = "";
+        if (st == KP_OK) st = impl->check(&b, &err, msg, sizeof msg);
+        row->err = kb_err_value(&err);
+        if (st != KP_OK) {
+            fail_status(row, st, "while running");
+        } else if (msg[0] || !(row->err <= row->tol)) {
+            /* a wrong result is never timed: it cannot show up as fast */
+            if (!msg[0])
+                snprintf(msg, sizeof msg, "sample rel. L2 error %.3g > %.3g over %lld values", row->err, row->tol,
+                         (long long)err.count);
+            row_reason(row, KB_ROW_FAIL, "%s", msg);
+        } else {
+            time_case(impl, &b, o, row);
+        }
+    }
+    kb_roofline_classify(r, c, row);
+    kb_env_release(e);
+}

@@ -1,0 +1,430 @@
+/*
+ * tools/kbench/kbench_suites.c — the named suites (quick, deepseek-v3, llama), shape
+ * strings, size estimates, and scaling a case down to a device's budget.
+ *
+ * Scaling keeps what makes a shape interesting: attention keeps its head dims, GQA
+ * ratio and context length as long as it can (batch first, then heads, then length);
+ * MoE keeps hidden/inter and rows per expert (experts and tokens shrink together,
+ * down to the fewest experts the routing allows, then tokens). A scaled row says so
+ * in its note ("scaled for cpu from b=128").
+ */
+#include "kbench.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MLA_D 576
+#define MLA_DV 512
+
+static const char *const op_names[KP_OP_COUNT] = {
+    "attention_prefill", "attention_decode", "mla_decode", "moe_gate",
+    "moe_align",         "grouped_gemm",     "moe_combine", "moe_forward",
+};
+
+bool kb_op_from_name(const char *name, kp_op *op) {
+    for (int i = 0; i < KP_OP_COUNT; i++)
+        if (strcmp(name, op_names[i]) == 0) {
+            *op = (kp_op)i;
+            return true;
+        }
+    return false;
+}
+
+const char *kb_row_dtype_name(const kb_case *c) {
+    return c->wdtype == KP_FP8_E4M3 && c->dtype != KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
+}
+
+/* ---- shapes ---- */
+
+void kb_case_shape(kb_case *c) {
+    char *s = c->shape;
+    size_t n = sizeof c->shape;
+    char dims[32];
+    if (c->d == c->dv) snprintf(dims, sizeof dims, "%lld", (long long)c->d);
+    else snprintf(dims, sizeof dims, "%lld/%lld", (long long)c->d, (long long)c->dv);
+    switch (c->op) {
+    case KP_OP_ATTENTION_PREFILL:
+        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s causal=%d%s", (long long)c->b, (long long)c->s_q,
+                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, c->causal, c->varlen ? " varlen" : "");
+        break;
+    case KP_OP_ATTENTION_DECODE:
+        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s bs=%lld%s", (long long)c->b, (long long)c->s_q,
+                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, (long long)c->block_size,
+                 c->varlen ? " varlen" : "");
+        break;
+    case KP_OP_MLA_DECODE:
+        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h_q=%lld d=%s%s", (long long)c->b, (long long)c->s_q,
+                 (long long)c->s_k, (long long)c->h_q, dims, c->varlen ? " varlen" : "");
+        break;
+    case KP_OP_MOE_GATE:
+        snprintf(s, n, "T=%lld E=%lld k=%lld groups=%lld/%lld", (long long)c->T, (long long)c->E, (long long)c->k,
+                 (long long)c->topk_group, (long long)c->n_group);
+        break;
+    case KP_OP_MOE_ALIGN:
+        snprintf(s, n, "T=%lld E=%lld k=%lld bs=%lld", (long long)c->T, (long long)c->E, (long long)c->k,
+                 (long long)c->block_size);
+        break;
+    case KP_OP_GROUPED_GEMM:
+        snprintf(s, n, "%s T=%lld E=%lld k=%lld M=%lld N=%lld K=%lld", c->variant, (long long)c->T, (long long)c->E,
+                 (long long)c->k, (long long)(c->T * c->k), (long long)c->N, (long long)c->K);
+        break;
+    case KP_OP_MOE_COMBINE:
+        snprintf(s, n, "T=%lld k=%lld hidden=%lld", (long long)c->T, (long long)c->k, (long long)c->hidden);
+        break;
+    case KP_OP_MOE_FORWARD:
+        snprintf(s, n, "T=%lld E=%lld k=%lld hidden=%lld inter=%lld groups=%lld/%lld", (long long)c->T,
+                 (long long)c->E, (long long)c->k, (long long)c->hidden, (long long)c->inter,
+                 (long long)c->topk_group, (long long)c->n_group);
+        break;
+    default: snprintf(s, n, "?"); break;
+    }
+}
+
+/* ---- sequence lengths, shared with kbench_attention.c ---- */
+
+void kb_prefill_len(const kb_case *c, int64_t i, int64_t *lq, int64_t *lk) {
+    int64_t cut = c->varlen ? i * c->s_q / (2 * c->b) : 0; /* varlen: from s_q down to s_q/2 */
+    *lq = c->s_q - cut;
+    *lk = c->s_k - cut;
+}
+
+int64_t kb_decode_len(const kb_case *c, int64_t i) {
+    int64_t len = c->varlen ? c->s_k - i * c->s_k / (2 * c->b) : c->s_k;
+    return len < c->s_q ? c->s_q : len;
+}
+
+/* Keys query i of lq sees among lk (bottom-right aligned when causal). */
+int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal) {
+    if (!causal) return lk;
+    int64_t v = i + lk - lq + 1;
+    return v < 0 ? 0 : v > lk ? lk : v;
+}
+
+static double visible_pairs(int64_t lq, int64_t lk, int causal) {
+    double sum = 0;
+    for (int64_t i = 0; i < lq; i++) sum += (double)kb_visible(i, lq, lk, causal);
+    return sum;
+}
+
+/* ---- estimates: the same formulas the ops use, before any allocation ---- */
+
+void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc) {
+    double el = (double)kb_dtype_bytes(c->dtype), wel = (double)kb_dtype_bytes(c->wdtype);
+    double f = 0, by = 0, al = 0;
+    switch (c->op) {
+    case KP_OP_ATTENTION_PREFILL: {
+        double tq = 0, tk = 0, pairs = 0;
+        for (int64_t i = 0; i < c->b; i++) {
+            int64_t lq, lk;
+            kb_prefill_len(c, i, &lq, &lk);
+            tq += lq, tk += lk, pairs += visible_pairs(lq, lk, c->causal);
+        }
+        f = 2.0 * pairs * c->h_q * (c->d + c->dv);
+        by = el * (tq * c->h_q * (c->d + c->dv) + tk * c->h_kv * (c->d + c->dv));
+        al = by;
+        break;
+    }
+    case KP_OP_ATTENTION_DECODE:
+    case KP_OP_MLA_DECODE: {
+        bool mla = c->op == KP_OP_MLA_DECODE;
+        double keys = 0, pairs = 0, h_kv = mla ? 1 : (double)c->h_kv, kvd = mla ? MLA_D : (double)(c->d + c->dv);
+        for (int64_t i = 0; i < c->b; i++) {
+            int64_t len = kb_decode_len(c, i);
+            keys += len, pairs += visible_pairs(c->s_q, len, c->causal);
+        }
+        f = 2.0 * pairs * c->h_q * (c->d + c->dv);
+        by = el * (keys * h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv));
+        al = by + el * (double)c->b * c->block_size * h_kv * kvd; /* + partly filled blocks */
+        break;
+    }
+    case KP_OP_MOE_GATE:
+        by = el * c->T * c->E + 4.0 * c->E + 8.0 * c->T * c->k;
+        al = by;
+        break;
+    case KP_OP_MOE_ALIGN:
+        by = 4.0 * (3.0 * c->T * c->k + c->E * (c->block_size - 1) + c->E + 1);
+        al = by;
+        break;
+    case KP_OP_GROUPED_GEMM: {
+        double m = (double)c->T * c->k, used = m < c->E ? m : (double)c->E;
+        f = 2.0 * m * c->N * c->K;
+        by = el * m * (c->K + c->N) + wel * used * c->N * c->K;
+        al = el * m * (c->K + c->N) + wel * (double)c->E * c->N * c->K;
+        break;
+    }
+    case KP_OP_MOE_COMBINE:
+        by = el * (double)c->T * c->hidden * (c->k + 1) + 8.0 * c->T * c->k;
+        al = by;
+        break;
+    case KP_OP_MOE_FORWARD: {
+        double pairs = (double)c->T * c->k, used = pairs < c->E ? pairs : (double)c->E;
+        double rows = pairs + (double)c->E * 63; /* the core's workspace pads rows to 64 */
+        f = 6.0 * pairs * c->hidden * c->inter;
+        by = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + wel * used * 3.0 * c->hidden * c->inter;
+        al = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + wel * (double)c->E * 3.0 * c->hidden * c->inter +
+             4.0 * rows * (3.0 * c->inter + c->hidden);
+        break;
+    }
+    default: break;
+    }
+    *flops = f, *bytes = by, *alloc = al;
+}
+
+/* ---- scaling ---- */
+
+/* CPU devices (the CPU backend, PoCL): a call stays under ~0.1 s at a few hundred
+ * GFLOP/s and moves and allocates under 1.6 GB (PoCL allocates at most 2 GiB per
+ * buffer here). GPUs: only
+ * what fits in 70% of their memory. */
+const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *b) {
+    if (info->kind == KP_DEVICE_CPU) *b = (kb_budget){16e9, 1.6e9, 1.6e9, "cpu"};
+    else if (info->memory_bytes > 0) *b = (kb_budget){1e30, 0.7 * (double)info->memory_bytes, 1e30, "memory"};
+    else return NULL;
+    return b;
+}
+
+/* Sized as if the weights had the activations' dtype, so a bf16 case and its FP8
+ * twin scale to the same shape and stay comparable. Prefill may spend 8x the FLOP
+ * budget before its context length is cut: the length is what the suite is about. */
+static bool over(const kb_case *c, const kb_budget *b) {
+    kb_case w = *c;
+    double f, by, al, flops = b->flops;
+    w.wdtype = c->dtype;
+    kb_case_estimate(&w, &f, &by, &al);
+    if (c->op == KP_OP_ATTENTION_PREFILL && c->b == 1 && c->h_q == 1) flops *= 8;
+    return f > flops || al > b->alloc_bytes || by > b->stream_bytes;
+}
+
+/* One halving step; false when nothing is left to shrink. */
+static bool shrink(kb_case *c) {
+    switch (c->op) {
+    case KP_OP_ATTENTION_PREFILL:
+        if (c->b > 1) c->b /= 2;
+        else if (c->h_kv >= 2 && c->h_q >= 2) c->h_q /= 2, c->h_kv /= 2;
+        else if (c->h_q >= 2 && c->h_kv == 1) c->h_q /= 2; /* the context length is the point: keep it */
+        else if (c->s_q >= 512 && c->s_k >= 512) c->s_q /= 2, c->s_k /= 2;
+        else return false;
+        return true;
+    case KP_OP_ATTENTION_DECODE:
+    case KP_OP_MLA_DECODE:
+        if (c->b > 1) c->b /= 2;
+        else if (c->s_k >= 1024) c->s_k /= 2;
+        else return false;
+        return true;
+    case KP_OP_MOE_GATE:
+    case KP_OP_MOE_ALIGN:
+    case KP_OP_MOE_COMBINE:
+        if (c->T <= 1) return false;
+        c->T /= 2;
+        return true;
+    case KP_OP_GROUPED_GEMM:
+    case KP_OP_MOE_FORWARD: {
+        /* fewest experts the routing allows: k, and for the gate topk_group groups of
+         * E/n_group experts must still hold k */
+        int64_t e_min = c->k;
+        if (c->op == KP_OP_MOE_FORWARD) {
+            int64_t per = (c->k + c->topk_group - 1) / c->topk_group;
+            if (per * c->n_group > e_min) e_min = per * c->n_group;
+        }
+        if (c->E / 2 >= e_min && c->E % 2 == 0) {
+            c->E /= 2;
+            c->T = c->T > 1 ? c->T / 2 : 1; /* same rows per expert */
+            return true;
+        }
+        if (c->T > 1) {
+            c->T /= 2;
+            return true;
+        }
+        return false;
+    }
+    default: return false;
+    }
+}
+
+/* Note naming the fields that changed: "scaled for cpu from b=128 s_k=16384". */
+static void scale_note(kb_case *c, const char *orig, const char *why) {
+    char a[sizeof c->shape], b[sizeof c->shape];
+    snprintf(a, sizeof a, "%s", orig);
+    snprintf(b, sizeof b, "%s", c->shape);
+    size_t used = (size_t)snprintf(c->note, sizeof c->note, "scaled for %s from", why);
+    char *sa, *sb, *ta = strtok_r(a, " ", &sa), *tb = strtok_r(b, " ", &sb);
+    for (; ta && tb; ta = strtok_r(NULL, " ", &sa), tb = strtok_r(NULL, " ", &sb))
+        if (strcmp(ta, tb) != 0 && used < sizeof c->note)
+            used += (size_t)snprintf(c->note + used, sizeof c->note - used, " %s", ta);
+}
+
+static void apply_budget(kb_case *c, const kb_budget *b) {
+    if (!b || !over(c, b)) return;
+    char orig[sizeof c->shape];
+    snprintf(orig, sizeof orig, "%s", c->shape);
+    while (over(c, b) && shrink(c)) {
+    }
+    kb_case_shape(c);
+    scale_note(c, orig, b->why);
+}
+
+/* ---- suites ---- */
+
+typedef struct builder {
+    kb_case_list *out;
+    const char *ops;
+    int dtype; /* -1: the suite's */
+    const kb_budget *budget;
+    bool failed;
+} builder;
+
+static bool op_selected(const char *ops, kp_op op) {
+    if (!ops) return true;
+    size_t n = strlen(op_names[op]);
+    for (const char *p = ops; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, op_names[op], n) == 0) return true;
+        p += len + (end ? 1 : 0);
+    }
+    return false;
+}
+
+static void push(builder *b, kb_case c) {
+    kb_case_shape(&c);
+    apply_budget(&c, b->budget);
+    for (int i = 0; i < b->out->n; i++) { /* scaling can map two shapes onto one */
+        const kb_case *o = &b->out->v[i];
+        if (o->op == c.op && o->dtype == c.dtype && o->wdtype == c.wdtype && strcmp(o->shape, c.shape) == 0) return;
+    }
+    if (b->out->n == b->out->cap) {
+        int cap = b->out->cap ? 2 * b->out->cap : 64;
+        kb_case *v = realloc(b->out->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            b->failed = true;
+            return;
+        }
+        b->out->v = v, b->out->cap = cap;
+    }
+    b->out->v[b->out->n++] = c;
+}
+
+/* Adds c once per dtype: the suite's (bf16, and FP8 weights where with_fp8), or the
+ * one --dtype named (fp8 applies to expert weights only). */
+static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
+    if (!op_selected(b->ops, c.op)) return;
+    if (!c.variant) c.variant = "";
+    if (b->dtype >= 0) {
+        if (b->dtype == KB_DTYPE_FP8W) {
+            if (!has_weights) return;
+            c.dtype = KP_BF16, c.wdtype = KP_FP8_E4M3;
+        } else {
+            c.dtype = c.wdtype = (kp_dtype)b->dtype;
+        }
+        push(b, c);
+        return;
+    }
+    c.dtype = c.wdtype = KP_BF16;
+    push(b, c);
+    if (has_weights && with_fp8) {
+        c.wdtype = KP_FP8_E4M3;
+        push(b, c);
+    }
+}
+
+static kb_case prefill(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t d, int64_t dv, int causal) {
+    return (kb_case){.op = KP_OP_ATTENTION_PREFILL, .b = b, .s_q = s, .s_k = s, .h_q = hq, .h_kv = hkv, .d = d,
+                     .dv = dv, .causal = causal};
+}
+
+static kb_case decode(int64_t b, int64_t s_q, int64_t s_k, int64_t hq, int64_t hkv, int64_t d, int64_t bs) {
+    return (kb_case){.op = KP_OP_ATTENTION_DECODE, .b = b, .s_q = s_q, .s_k = s_k, .h_q = hq, .h_kv = hkv, .d = d,
+                     .dv = d, .block_size = bs, .causal = 1};
+}
+
+static kb_case mla(int64_t b, int64_t s_q, int64_t s_k, int64_t hq) {
+    return (kb_case){.op = KP_OP_MLA_DECODE, .b = b, .s_q = s_q, .s_k = s_k, .h_q = hq, .h_kv = 1, .d = MLA_D,
+                     .dv = MLA_DV, .block_size = 64, .causal = 1};
+}
+
+/* DeepSeek-V3 routing: E 256, 8 groups keep 4, top 8. */
+static kb_case moe(kp_op op, int64_t T, int64_t E, int64_t hidden, int64_t inter) {
+    return (kb_case){.op = op, .T = T, .E = E, .k = 8, .n_group = 8, .topk_group = 4, .hidden = hidden,
+                     .inter = inter, .block_size = 64};
+}
+
+static kb_case gemm(const char *variant, int64_t T, int64_t E, int64_t N, int64_t K) {
+    kb_case c = moe(KP_OP_GROUPED_GEMM, T, E, 0, 0);
+    c.variant = variant, c.N = N, c.K = K;
+    return c;
+}
+
+static void suite_quick(builder *b) {
+    kb_case c = prefill(2, 512, 8, 2, 128, 128, 1);
+    c.varlen = 1;
+    add(b, c, false, false);
+    c = decode(4, 1, 2048, 32, 8, 128, 16);
+    c.varlen = 1;
+    add(b, c, false, false);
+    add(b, mla(4, 1, 1024, 16), false, false);
+    add(b, moe(KP_OP_MOE_GATE, 256, 256, 0, 0), false, false);
+    add(b, moe(KP_OP_MOE_ALIGN, 256, 256, 0, 0), false, false);
+    add(b, gemm("w13", 32, 8, 512, 1024), true, true);
+    add(b, moe(KP_OP_MOE_COMBINE, 256, 256, 1024, 0), false, false);
+    kb_case f = moe(KP_OP_MOE_FORWARD, 16, 16, 1024, 256);
+    f.n_group = 4, f.topk_group = 2;
+    add(b, f, true, false);
+}
+
+static void suite_deepseek(builder *b) {
+    static const int64_t tokens[] = {1, 16, 128, 512, 4096};
+    /* FlashMLA's tests/test_flash_mla.py shapes */
+    for (int64_t s_k = 4096; s_k <= 16384; s_k *= 2)
+        for (int64_t hq = 16; hq <= 128; hq *= 2)
+            for (int64_t s_q = 1; s_q <= 2; s_q++) add(b, mla(128, s_q, s_k, hq), false, false);
+    add(b, prefill(1, 4096, 128, 128, 192, 128, 1), false, false); /* V3 MHA prefill, 4k */
+    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
+        int64_t T = tokens[i];
+        add(b, moe(KP_OP_MOE_GATE, T, 256, 0, 0), false, false);
+        add(b, moe(KP_OP_MOE_ALIGN, T, 256, 0, 0), false, false);
+        add(b, gemm("w13", T, 256, 2 * 2048, 7168), true, true);
+        add(b, gemm("w2", T, 256, 7168, 2048), true, true);
+        add(b, moe(KP_OP_MOE_COMBINE, T, 256, 7168, 0), false, false);
+        add(b, moe(KP_OP_MOE_FORWARD, T, 256, 7168, 2048), true, true);
+    }
+}
+
+static void suite_llama(builder *b) {
+    for (int64_t s = 2048; s <= 16384; s *= 2) add(b, prefill(1, s, 32, 8, 128, 128, 1), false, false);
+    add(b, prefill(4, 4096, 32, 32, 128, 128, 0), false, false); /* the DESIGN §7 anchors */
+    add(b, prefill(4, 4096, 32, 32, 128, 128, 1), false, false);
+    for (int64_t s = 2048; s <= 16384; s *= 2) add(b, decode(64, 1, s, 32, 8, 128, 16), false, false);
+}
+
+int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
+                   char *err, size_t errn) {
+    if (ops) {
+        char copy[512];
+        snprintf(copy, sizeof copy, "%s", ops);
+        char *save;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            kp_op op;
+            if (!kb_op_from_name(t, &op)) {
+                snprintf(err, errn,
+                         "unknown op '%s'; ops are attention_prefill, attention_decode, mla_decode, moe_gate, "
+                         "moe_align, grouped_gemm, moe_combine, moe_forward",
+                         t);
+                return -1;
+            }
+        }
+    }
+    builder b = {.out = out, .ops = ops, .dtype = dtype, .budget = budget};
+    bool all = strcmp(suite, "all") == 0, known = false;
+    if (all || strcmp(suite, "quick") == 0) suite_quick(&b), known = true;
+    if (all || strcmp(suite, "deepseek-v3") == 0) suite_deepseek(&b), known = true;
+    if (all || strcmp(suite, "llama") == 0) suite_llama(&b), known = true;
+    if (!known) {
+        snprintf(err, errn, "unknown suite '%s'; suites are quick, deepseek-v3, llama, all", suite);
+        return -1;
+    }
+    if (b.failed) {
+        snprintf(err, errn, "out of memory listing cases");
+        return -1;
+    }
+    return out->n;
+}
