@@ -97,6 +97,7 @@ float *cpu_gemm_out_buffer(const cpu_gemm_plan *pl, int slot) {
 
 static float g_fp8_lut[256];
 static pthread_once_t g_fp8_once = PTHREAD_ONCE_INIT;
+uint16_t cpu_gemm_fp8_bf16[128];
 
 static void fp8_lut_make(void) {
     for (int b = 0; b < 256; b++) {
@@ -106,6 +107,11 @@ static void fp8_lut_make(void) {
         else if (e == 0) v = ldexpf((float)m, -9); /* subnormal: m/8 * 2^-6 */
         else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
         g_fp8_lut[b] = (b & 0x80) ? -v : v;
+        if (b < 128) { /* at most 4 significant bits: the top half of the f32 is exact */
+            uint32_t u;
+            memcpy(&u, &v, 4);
+            cpu_gemm_fp8_bf16[b] = isnan(v) ? 0x7fc0 : (uint16_t)(u >> 16);
+        }
     }
 }
 

@@ -8,8 +8,8 @@
  * (vdpbf16ps: bf16 x bf16 products are exact in f32, f32 accumulation).
  *
  * FP8 e4m3 (OCP e4m3fn: bias 7, no infinities, S.1111.111 is NaN) decodes exactly to
- * bf16 (3 mantissa bits, exponents 2^-9 .. 2^8): the magnitude bits shift into the
- * bf16 fields with the exponent rebiased by 120; the 7 subnormals come from a table.
+ * bf16 (3 mantissa bits, exponents 2^-9 .. 2^8) through a table of the 128
+ * magnitudes (two vpermt2w), or to f32 (then times the block scale) with integer ops.
  */
 #include "cpu_gemm_kernels.h"
 
@@ -67,17 +67,13 @@ KP_AVX512 INLINE __m512 fp8_to_f32(__m128i bytes, __m512 scale) {
     return _mm512_mul_ps(v, scale);
 }
 
-/* 32 FP8 bytes -> 32 bf16, exactly. */
-KP_AVX512 INLINE __m512i fp8_to_bf16(__m256i bytes) {
-    /* bf16 of m * 2^-9 for m = 0..7 */
-    const __m512i sub = _mm512_setr_epi32(0x3b000000, 0x3bc03b80, 0x3c203c00, 0x3c603c40, 0, 0, 0, 0, 0, 0, 0, 0,
-                                          0, 0, 0, 0);
+/* 32 FP8 bytes -> 32 bf16, exactly: the magnitude through a 128-entry table held in
+ * four zmm (t, from cpu_gemm_fp8_bf16), the sign or-ed in. */
+KP_AVX512 INLINE __m512i fp8_to_bf16(__m256i bytes, const __m512i t[4]) {
     __m512i x = _mm512_cvtepu8_epi16(bytes);
-    __m512i mag = _mm512_and_si512(x, _mm512_set1_epi16(0x7f));
-    __m512i v = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), _mm512_set1_epi16(120 << 7));
-    v = _mm512_mask_mov_epi16(v, _mm512_cmplt_epu16_mask(mag, _mm512_set1_epi16(8)), _mm512_permutexvar_epi16(mag, sub));
-    v = _mm512_mask_mov_epi16(v, _mm512_cmpeq_epi16_mask(mag, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7fc0));
-    return _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8));
+    __m512i lo = _mm512_permutex2var_epi16(t[0], x, t[1]), hi = _mm512_permutex2var_epi16(t[2], x, t[3]);
+    __m512i v = _mm512_mask_mov_epi16(lo, _mm512_test_epi16_mask(x, _mm512_set1_epi16(0x40)), hi);
+    return _mm512_ternarylogic_epi32(v, _mm512_slli_epi16(x, 8), _mm512_set1_epi16((short)0x8000), 0xF8);
 }
 
 /* ---- f32 panels ---- */
@@ -141,6 +137,8 @@ KP_AVX512 INLINE void pack_bf16_body(const int dt, const cpu_gemm_w *w, int64_t 
                                      uint32_t *dst, int pf) {
     const size_t esz = dt == KP_FP8_E4M3 ? 1 : 2;
     const int64_t kp = (kc + 1) / 2;
+    __m512i lut[4];
+    for (int q = 0; q < 4; q++) lut[q] = _mm512_loadu_si512(cpu_gemm_fp8_bf16 + 32 * q);
     for (int g = 0; g < 2; g++) {
         int rows = ncols - g * 16;
         if (rows > 16) rows = 16;
@@ -162,7 +160,7 @@ KP_AVX512 INLINE void pack_bf16_body(const int dt, const cpu_gemm_w *w, int64_t 
                 const unsigned char *p = src[j] + (size_t)k * esz;
                 if (pf) _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
                 if (dt == KP_BF16) r[j] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(km, p));
-                else r[j] = _mm512_castsi512_ps(_mm512_maskz_mov_epi16(km, fp8_to_bf16(_mm256_maskz_loadu_epi8(km, p))));
+                else r[j] = _mm512_castsi512_ps(_mm512_maskz_mov_epi16(km, fp8_to_bf16(_mm256_maskz_loadu_epi8(km, p), lut)));
             }
             tr16x16(r);
             int64_t pn = (kc - k + 1) / 2;

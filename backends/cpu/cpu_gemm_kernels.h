@@ -18,6 +18,9 @@
 #define CPU_GEMM_MR 8      /* the most rows of a micro-tile */
 #define CPU_GEMM_FP8_BLOCK 128
 
+/* bf16 bits of the FP8 e4m3 magnitudes 0..127 (NaN: 0x7fc0); filled by plan_make. */
+extern uint16_t cpu_gemm_fp8_bf16[128];
+
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_GEMM_X86 1
 /* Panel of columns [n0, n0 + ncols) x K [k0, k0 + kc) of w, converted to f32 (FP8:
