@@ -24,3 +24,8 @@ X(api_native_handles_on_cpu)
 X(api_ops_reject_bad_arguments)
 XB(api_ops_valid_arguments_reach_the_backend)
 X(api_ops_null_arguments)
+/* test_kbench.c */
+X(kbench_json_has_every_documented_field)
+X(kbench_markdown_and_csv)
+X(kbench_compare_and_plot)
+X(kbench_tune_writes_the_tuning_file)

@@ -11,7 +11,8 @@
  *   - m <= decode_rows (decode): the A rows are packed once for the whole K, and each
  *     panel streams its 32 weight rows through the whole K before the next panel, so
  *     the weights flow as long sequential streams at memory bandwidth, with software
- *     prefetch pf bytes ahead along each row.
+ *     prefetch pf bytes ahead along each row. A single row in bf16 mode skips the
+ *     packing: 8 weight rows at a time, dot products along K (cpu_gemm_dot1_bf16).
  * Compute formats: f32 FMA, or vdpbf16ps (CPU_GEMM_BF16) for bf16 activations with
  * bf16 weights (f32 A rows of a bf16 layer are rounded to bf16, as before) or with FP8
  * weights: FP8 e4m3 decodes exactly to bf16, so the products are exact in f32; the
@@ -26,7 +27,9 @@
  *   nc          columns per task (default 256; multiple of 32)
  *   mc          rows per task (default 256; at most CPU_GEMM_MC_MAX)
  *   decode_rows blocks of at most this many rows take the decode path (default 16)
- *   pf          software prefetch distance along weight rows, bytes (default 1024; 0 off)
+ *   pf          software prefetch distance along weight rows, bytes (default 512; 0 off)
+ *   dot1        1: a single row in bf16 mode takes dot products straight off the weight
+ *               rows (no packing; default), 0: the decode path's packed panels
  */
 #include "cpu_gemm_kernels.h"
 
@@ -143,7 +146,8 @@ cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dt
     p.nc = (int)((tune(info, "nc", 256, NR, 8192) + NR - 1) / NR * NR);
     p.mc = (int)tune(info, "mc", 256, MR, CPU_GEMM_MC_MAX);
     p.decode_rows = (int)tune(info, "decode_rows", 16, 0, CPU_GEMM_MC_MAX);
-    p.pf = (int)tune(info, "pf", 1024, 0, 16384);
+    p.pf = (int)tune(info, "pf", 512, 0, 16384);
+    p.dot1 = (int)tune(info, "dot1", 1, 0, 1);
     pthread_once(&g_fp8_once, fp8_lut_make);
     return p;
 }
@@ -241,8 +245,9 @@ static void pack_a(const cpu_gemm_plan *pl, const unsigned char *const *rows, in
 typedef struct pf_job {
     const unsigned char *base;
     const unsigned char *const *rows;
-    int64_t ld, off, bytes, lines, next; /* lines: total; next: the next to issue */
-    int lines_per_row;
+    int64_t ld, off, bytes;
+    int64_t lines, done; /* lines in all; issued so far */
+    int r, l;            /* the next line: row r, byte offset l */
 } pf_job;
 
 static void pf_init(pf_job *j, const unsigned char *base, const unsigned char *const *rows, int64_t ld, int64_t off,
@@ -252,17 +257,21 @@ static void pf_init(pf_job *j, const unsigned char *base, const unsigned char *c
     j->ld = ld;
     j->off = off;
     j->bytes = bytes;
-    j->lines_per_row = (int)((bytes + 63) / 64);
-    j->lines = nrows > 0 ? (int64_t)nrows * j->lines_per_row : 0;
-    j->next = 0;
+    j->lines = nrows > 0 && bytes > 0 ? (int64_t)nrows * ((bytes + 63) / 64) : 0;
+    j->done = 0;
+    j->r = j->l = 0;
 }
 
 static void pf_issue(pf_job *j, int64_t count) {
-    int64_t end = j->next + count < j->lines ? j->next + count : j->lines;
-    for (; j->next < end; j->next++) {
-        int64_t r = j->next / j->lines_per_row, l = j->next % j->lines_per_row;
-        const unsigned char *row = j->rows ? j->rows[r] + j->off : j->base + r * j->ld;
-        __builtin_prefetch(row + l * 64, 0, 3);
+    if (j->done + count > j->lines) count = j->lines - j->done;
+    j->done += count;
+    while (count > 0) {
+        const unsigned char *row = j->rows ? j->rows[j->r] + j->off : j->base + j->r * j->ld;
+        for (; count > 0 && j->l < j->bytes; count--, j->l += 64) __builtin_prefetch(row + j->l, 0, 3);
+        if (j->l >= j->bytes) {
+            j->l = 0;
+            j->r++;
+        }
     }
 }
 
@@ -344,6 +353,12 @@ kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_
     x.row_pf = full ? pl->pf : 0;
     if (full) {
         pack_a(pl, a_rows, m, 0, K, a, lda);
+#ifdef CPU_GEMM_X86
+        if (m == 1 && x.bf && pl->dot1) {
+            cpu_gemm_dot1_bf16_avx512(K, (const uint16_t *)a, w, n0, nc, c, pl->pf);
+            return KP_OK;
+        }
+#endif
         for (int p = 0; p < nc; p += NR) {
             int pn = nc - p < NR ? nc - p : NR;
             for (int64_t k0 = 0; k0 < K; k0 += kc) {

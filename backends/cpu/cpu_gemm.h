@@ -46,6 +46,7 @@ typedef struct cpu_gemm_plan {
     int kc;            /* K block (elements) */
     int decode_rows;   /* blocks of at most this many rows stream the weights per panel */
     int pf;            /* software prefetch distance along a weight row, bytes (0: none) */
+    int dot1;          /* bf16 mode, one row: dot products off the weight rows */
 } cpu_gemm_plan;
 
 /* act: the activations' dtype (what precision the caller asked for); a_dtype: how the

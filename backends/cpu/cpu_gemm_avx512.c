@@ -288,3 +288,63 @@ KP_AVX512BF16 void cpu_gemm_uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a
 }
 
 #endif /* CPU_GEMM_X86 */
+
+#ifdef CPU_GEMM_X86
+/* ---- one row (decode): dot products straight off the weight rows ---- */
+
+KP_AVX512BF16 INLINE void dot1_body(const int fp8, int64_t K, const uint16_t *a, const cpu_gemm_w *w, int64_t n0,
+                                    int ncols, float *c, int pf) {
+    const size_t esz = fp8 ? 1 : 2;
+    __m512i lut[4];
+    if (fp8)
+        for (int q = 0; q < 4; q++) lut[q] = _mm512_loadu_si512(cpu_gemm_fp8_bf16 + 32 * q);
+    const int64_t block = fp8 ? CPU_GEMM_FP8_BLOCK : K; /* K between scalings */
+    for (int j0 = 0; j0 < ncols; j0 += 8) {
+        int jn = ncols - j0 < 8 ? ncols - j0 : 8;
+        const unsigned char *src[8];
+        int64_t row[8];
+        for (int j = 0; j < 8; j++) {
+            row[j] = n0 + j0 + (j < jn ? j : jn - 1);
+            src[j] = w->base + (size_t)(row[j] * w->ld) * esz;
+        }
+        __m512 tot[8], acc[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) tot[j] = _mm512_setzero_ps();
+        for (int64_t k0 = 0; k0 < K; k0 += block) {
+            int64_t k1 = K - k0 < block ? K : k0 + block;
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) acc[j] = fp8 ? _mm512_setzero_ps() : tot[j];
+#pragma GCC unroll 4
+            for (int64_t k = k0; k < k1; k += 32) {
+                __mmask32 km = mask32(k1 - k);
+                __m512bh av = (__m512bh)_mm512_maskz_loadu_epi16(km, a + k);
+                const int do_pf = pf && (!fp8 || (k & 32) == 0); /* once per 64-byte line */
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    const unsigned char *p = src[j] + (size_t)k * esz;
+                    if (do_pf) _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                    __m512i wv = fp8 ? fp8_to_bf16(_mm256_maskz_loadu_epi8(km, p), lut) : _mm512_maskz_loadu_epi16(km, p);
+                    acc[j] = _mm512_dpbf16_ps(acc[j], av, (__m512bh)wv);
+                }
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                if (fp8) {
+                    float s = w->scale[(row[j] / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 +
+                                       (k0 / CPU_GEMM_FP8_BLOCK) * w->scale_ld1];
+                    tot[j] = _mm512_fmadd_ps(acc[j], _mm512_set1_ps(s), tot[j]);
+                } else {
+                    tot[j] = acc[j];
+                }
+            }
+        }
+        for (int j = 0; j < jn; j++) c[j0 + j] = _mm512_reduce_add_ps(tot[j]);
+    }
+}
+
+KP_AVX512BF16 void cpu_gemm_dot1_bf16_avx512(int64_t K, const uint16_t *a, const cpu_gemm_w *w, int64_t n0, int ncols,
+                                             float *c, int pf) {
+    if (w->dtype == KP_FP8_E4M3) dot1_body(1, K, a, w, n0, ncols, c, pf);
+    else dot1_body(0, K, a, w, n0, ncols, c, pf);
+}
+#endif /* CPU_GEMM_X86 */

@@ -8,10 +8,11 @@
  *  - one cl_kernel per call, released right after the enqueue (cl_kernel argument state
  *    is not thread-safe; the built cl_program is cached by opencl_program.c, so a call
  *    costs one clCreateKernel: a few microseconds);
- *  - split-KV partials live in two buffers created per call and released right after
- *    the enqueue of the combine kernel: OpenCL defers the deletion of a released
- *    memory object until the commands using it have finished (clReleaseMemObject,
- *    OpenCL 1.2 section 5.4.1), so nothing waits and nothing leaks;
+ *  - split-KV partials live in two buffers created per call (clCreateBuffer) and
+ *    released by an event callback when the combine kernel completes (waiting on the
+ *    event only where the callback cannot be set), so the host never blocks and
+ *    nothing leaks; a per-device cache would save the allocation but needs a
+ *    stream-lifetime hook the backend does not have yet;
  *  - offsets and strides go to the kernels in elements, buffers whole (no sub-buffers:
  *    OpenCL 1.2 aligns those to CL_DEVICE_MEM_BASE_ADDR_ALIGN only);
  *  - index contents (cu_seqlens, block tables, seq_lens) are not validated here — that

@@ -23,9 +23,9 @@ static int auto_splits(const kp_ocl_device *d, int64_t base_groups, int64_t max_
 }
 
 /* The split-KV partials outlive the call until the combine kernel has run: an event
- * callback releases them (no wait on the host). OpenCL would defer the deletion of a
- * released buffer by itself (clReleaseMemObject), but PoCL on a 16-core machine was
- * seen reusing such memory while the kernels still ran. */
+ * callback on the combine releases them (no wait on the host). OpenCL 1.2 already
+ * defers the deletion of a released buffer until its commands finish; the callback
+ * keeps the partials' lifetime explicit instead of leaning on every driver for that. */
 typedef struct scratch_pair {
     cl_mem a, b;
 } scratch_pair;
