@@ -14,17 +14,7 @@ const char *kp_version(void) {
         KPORT_VERSION_PATCH) " (backend abi " KP_STR(KP_BACKEND_ABI_NUMBER) ")";
 }
 
-size_t kp_dtype_size(kp_dtype t) {
-    switch (t) {
-    case KP_F32: return 4;
-    case KP_F16: return 2;
-    case KP_BF16: return 2;
-    case KP_I32: return 4;
-    case KP_FP8_E4M3: return 1;
-    case KP_DTYPE_COUNT: break;
-    }
-    return 0;
-}
+size_t kp_dtype_size(kp_dtype t) { return kp_backend_dtype_size(t); }
 
 const char *kp_dtype_name(kp_dtype t) {
     switch (t) {
