@@ -11,8 +11,9 @@
  *   - m <= decode_rows (decode): the A rows are packed once for the whole K, and each
  *     panel streams its 32 weight rows through the whole K before the next panel, so
  *     the weights flow as long sequential streams at memory bandwidth, with software
- *     prefetch pf bytes ahead along each row. A single row in bf16 mode skips the
- *     packing: 8 weight rows at a time, dot products along K (cpu_gemm_dot1_bf16).
+ *     prefetch pf bytes ahead along each row. Up to dot_rows rows skip the packing
+ *     (AVX-512): dot products along K, a few weight rows at a time, the weights
+ *     converted in registers (cpu_gemm_dot_bf16_avx512, cpu_gemm_dot_f32_avx512).
  * Compute formats: f32 FMA, or vdpbf16ps (CPU_GEMM_BF16) for bf16 activations with
  * bf16 weights (f32 A rows of a bf16 layer are rounded to bf16, as before) or with FP8
  * weights: FP8 e4m3 decodes exactly to bf16, so the products are exact in f32; the
@@ -27,9 +28,13 @@
  *   nc          columns per task (default 256; multiple of 32)
  *   mc          rows per task (default 256; at most CPU_GEMM_MC_MAX)
  *   decode_rows blocks of at most this many rows take the decode path (default 16)
- *   pf          software prefetch distance along weight rows, bytes (default 512; 0 off)
- *   dot1        1: a single row in bf16 mode takes dot products straight off the weight
- *               rows (no packing; default), 0: the decode path's packed panels
+ *   pf          decode path: software prefetch distance along weight rows, bytes
+ *               (default 512); 0 also turns off the other path's prefetch (the next
+ *               panel's weights and the next K block of A, issued between micro-kernels)
+ *   dot_rows    decode path (AVX-512): blocks of at most this many rows (<= 4) take dot
+ *               products straight off the weight rows, without packing (default 4)
+ *   pf_dot      the dot path's software prefetch: bytes ahead along each row, or -1
+ *               (default): the same K offset of the next group of weight rows
  */
 #include "cpu_gemm_kernels.h"
 
@@ -147,7 +152,8 @@ cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dt
     p.mc = (int)tune(info, "mc", 256, MR, CPU_GEMM_MC_MAX);
     p.decode_rows = (int)tune(info, "decode_rows", 16, 0, CPU_GEMM_MC_MAX);
     p.pf = (int)tune(info, "pf", 512, 0, 16384);
-    p.dot1 = (int)tune(info, "dot1", 1, 0, 1);
+    p.dot_rows = (int)tune(info, "dot_rows", 4, 0, 4);
+    p.pf_dot = (int)tune(info, "pf_dot", -1, -1, 16384);
     pthread_once(&g_fp8_once, fp8_lut_make);
     return p;
 }
@@ -354,8 +360,12 @@ kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_
     if (full) {
         pack_a(pl, a_rows, m, 0, K, a, lda);
 #ifdef CPU_GEMM_X86
-        if (m == 1 && x.bf && pl->dot1) {
-            cpu_gemm_dot1_bf16_avx512(K, (const uint16_t *)a, w, n0, nc, c, pl->pf);
+        if (m <= pl->dot_rows && x.bf) {
+            cpu_gemm_dot_bf16_avx512(m, K, (const uint16_t *)a, lda * 2, w, n0, nc, c, ldc, pl->pf_dot);
+            return KP_OK;
+        }
+        if (m <= pl->dot_rows && x.avx512) {
+            cpu_gemm_dot_f32_avx512(m, K, (const float *)a, lda, w, n0, nc, c, ldc, pl->pf_dot);
             return KP_OK;
         }
 #endif

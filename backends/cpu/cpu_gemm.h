@@ -46,7 +46,8 @@ typedef struct cpu_gemm_plan {
     int kc;            /* K block (elements) */
     int decode_rows;   /* blocks of at most this many rows stream the weights per panel */
     int pf;            /* software prefetch distance along a weight row, bytes (0: none) */
-    int dot1;          /* bf16 mode, one row: dot products off the weight rows */
+    int pf_dot;        /* the dot path's prefetch: bytes along each row, -1: the next rows' same K */
+    int dot_rows;      /* decode: up to this many rows take dot products off the weight rows */
 } cpu_gemm_plan;
 
 /* act: the activations' dtype (what precision the caller asked for); a_dtype: how the

@@ -290,61 +290,152 @@ KP_AVX512BF16 void cpu_gemm_uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a
 #endif /* CPU_GEMM_X86 */
 
 #ifdef CPU_GEMM_X86
-/* ---- one row (decode): dot products straight off the weight rows ---- */
+/* ---- a few rows (decode): dot products straight off the weight rows ---- */
 
-KP_AVX512BF16 INLINE void dot1_body(const int fp8, int64_t K, const uint16_t *a, const cpu_gemm_w *w, int64_t n0,
-                                    int ncols, float *c, int pf) {
+/* MRD rows of A x J weight rows at a time; FP8: per-128 partial sums scaled into tot. */
+KP_AVX512BF16 INLINE void dot_body(const int fp8, const int MRD, const int J, int64_t K, const uint16_t *a, int64_t lda,
+                                   const cpu_gemm_w *w, int64_t n0, int ncols, float *c, int64_t ldc, int pf) {
     const size_t esz = fp8 ? 1 : 2;
     __m512i lut[4];
     if (fp8)
         for (int q = 0; q < 4; q++) lut[q] = _mm512_loadu_si512(cpu_gemm_fp8_bf16 + 32 * q);
     const int64_t block = fp8 ? CPU_GEMM_FP8_BLOCK : K; /* K between scalings */
-    for (int j0 = 0; j0 < ncols; j0 += 8) {
-        int jn = ncols - j0 < 8 ? ncols - j0 : 8;
+    for (int j0 = 0; j0 < ncols; j0 += J) {
+        int jn = ncols - j0 < J ? ncols - j0 : J;
         const unsigned char *src[8];
         int64_t row[8];
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < J; j++) {
             row[j] = n0 + j0 + (j < jn ? j : jn - 1);
             src[j] = w->base + (size_t)(row[j] * w->ld) * esz;
         }
-        __m512 tot[8], acc[8];
+        __m512 tot[4][8], acc[4][8];
+#pragma GCC unroll 4
+        for (int i = 0; i < MRD; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) tot[j] = _mm512_setzero_ps();
+            for (int j = 0; j < J; j++) tot[i][j] = _mm512_setzero_ps();
         for (int64_t k0 = 0; k0 < K; k0 += block) {
             int64_t k1 = K - k0 < block ? K : k0 + block;
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) acc[j] = fp8 ? _mm512_setzero_ps() : tot[j];
 #pragma GCC unroll 4
+            for (int i = 0; i < MRD; i++)
+#pragma GCC unroll 8
+                for (int j = 0; j < J; j++) acc[i][j] = fp8 ? _mm512_setzero_ps() : tot[i][j];
+#pragma GCC unroll 2
             for (int64_t k = k0; k < k1; k += 32) {
                 __mmask32 km = mask32(k1 - k);
-                __m512bh av = (__m512bh)_mm512_maskz_loadu_epi16(km, a + k);
+                __m512bh av[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < MRD; i++) av[i] = (__m512bh)_mm512_maskz_loadu_epi16(km, a + i * lda + k);
                 const int do_pf = pf && (!fp8 || (k & 32) == 0); /* once per 64-byte line */
+                const int64_t pfo = pf > 0 ? pf : (int64_t)J * w->ld * (int64_t)esz;
 #pragma GCC unroll 8
-                for (int j = 0; j < 8; j++) {
+                for (int j = 0; j < J; j++) {
                     const unsigned char *p = src[j] + (size_t)k * esz;
-                    if (do_pf) _mm_prefetch((const char *)p + pf, _MM_HINT_T0);
+                    if (do_pf) _mm_prefetch((const char *)p + pfo, _MM_HINT_T0);
                     __m512i wv = fp8 ? fp8_to_bf16(_mm256_maskz_loadu_epi8(km, p), lut) : _mm512_maskz_loadu_epi16(km, p);
-                    acc[j] = _mm512_dpbf16_ps(acc[j], av, (__m512bh)wv);
+#pragma GCC unroll 4
+                    for (int i = 0; i < MRD; i++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av[i], (__m512bh)wv);
                 }
             }
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) {
-                if (fp8) {
-                    float s = w->scale[(row[j] / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 +
-                                       (k0 / CPU_GEMM_FP8_BLOCK) * w->scale_ld1];
-                    tot[j] = _mm512_fmadd_ps(acc[j], _mm512_set1_ps(s), tot[j]);
-                } else {
-                    tot[j] = acc[j];
-                }
+            for (int j = 0; j < J; j++) {
+                __m512 s = fp8 ? _mm512_set1_ps(w->scale[(row[j] / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 +
+                                                         (k0 / CPU_GEMM_FP8_BLOCK) * w->scale_ld1])
+                               : _mm512_setzero_ps();
+#pragma GCC unroll 4
+                for (int i = 0; i < MRD; i++) tot[i][j] = fp8 ? _mm512_fmadd_ps(acc[i][j], s, tot[i][j]) : acc[i][j];
             }
         }
-        for (int j = 0; j < jn; j++) c[j0 + j] = _mm512_reduce_add_ps(tot[j]);
+        for (int i = 0; i < MRD; i++)
+            for (int j = 0; j < jn; j++) c[i * ldc + j0 + j] = _mm512_reduce_add_ps(tot[i][j]);
     }
 }
 
-KP_AVX512BF16 void cpu_gemm_dot1_bf16_avx512(int64_t K, const uint16_t *a, const cpu_gemm_w *w, int64_t n0, int ncols,
-                                             float *c, int pf) {
-    if (w->dtype == KP_FP8_E4M3) dot1_body(1, K, a, w, n0, ncols, c, pf);
-    else dot1_body(0, K, a, w, n0, ncols, c, pf);
+KP_AVX512BF16 void cpu_gemm_dot_bf16_avx512(int m, int64_t K, const uint16_t *a, int64_t lda, const cpu_gemm_w *w,
+                                            int64_t n0, int ncols, float *c, int64_t ldc, int pf) {
+    if (w->dtype == KP_FP8_E4M3) {
+        switch (m) {
+        case 1: dot_body(1, 1, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+        case 2: dot_body(1, 2, 4, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+        case 3: dot_body(1, 3, 3, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+        default: dot_body(1, 4, 3, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+        }
+        return;
+    }
+    switch (m) {
+    case 1: dot_body(0, 1, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+    case 2: dot_body(0, 2, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+    case 3: dot_body(0, 3, 5, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+    default: dot_body(0, 4, 4, K, a, lda, w, n0, ncols, c, ldc, pf); break;
+    }
+}
+/* The same in f32 mode: f32 A rows, weights converted in registers (FP8: times its
+ * block scale, as the packed panels), f32 FMA. */
+KP_AVX512 INLINE void dotf_body(const int dt, const int MRD, const int J, int64_t K, const float *a, int64_t lda,
+                                const cpu_gemm_w *w, int64_t n0, int ncols, float *c, int64_t ldc, int pf) {
+    const size_t esz = dt == KP_F32 ? 4 : dt == KP_FP8_E4M3 ? 1 : 2;
+    const int64_t block = dt == KP_FP8_E4M3 ? CPU_GEMM_FP8_BLOCK : K;
+    for (int j0 = 0; j0 < ncols; j0 += J) {
+        int jn = ncols - j0 < J ? ncols - j0 : J;
+        const unsigned char *src[8];
+        int64_t row[8];
+        float sj[8] = {0};
+        for (int j = 0; j < J; j++) {
+            row[j] = n0 + j0 + (j < jn ? j : jn - 1);
+            src[j] = w->base + (size_t)(row[j] * w->ld) * esz;
+        }
+        __m512 acc[4][8];
+#pragma GCC unroll 4
+        for (int i = 0; i < MRD; i++)
+#pragma GCC unroll 8
+            for (int j = 0; j < J; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int64_t k0 = 0; k0 < K; k0 += block) {
+            int64_t k1 = K - k0 < block ? K : k0 + block;
+            if (dt == KP_FP8_E4M3)
+                for (int j = 0; j < J; j++)
+                    sj[j] = w->scale[(row[j] / CPU_GEMM_FP8_BLOCK) * w->scale_ld0 + (k0 / CPU_GEMM_FP8_BLOCK) * w->scale_ld1];
+#pragma GCC unroll 2
+            for (int64_t k = k0; k < k1; k += 16) {
+                __mmask16 km = mask16(k1 - k);
+                __m512 av[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < MRD; i++) av[i] = _mm512_maskz_loadu_ps(km, a + i * lda + k);
+                const int do_pf = pf && (((size_t)k * esz) & 63) == 0; /* once per 64-byte line */
+                const int64_t pfo = pf > 0 ? pf : (int64_t)J * w->ld * (int64_t)esz;
+#pragma GCC unroll 8
+                for (int j = 0; j < J; j++) {
+                    const unsigned char *p = src[j] + (size_t)k * esz;
+                    if (do_pf) _mm_prefetch((const char *)p + pfo, _MM_HINT_T0);
+                    __m512 wv;
+                    if (dt == KP_F32) wv = _mm512_maskz_loadu_ps(km, p);
+                    else if (dt == KP_F16) wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km, p));
+                    else if (dt == KP_BF16)
+                        wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(km, p)), 16));
+                    else wv = _mm512_maskz_mov_ps(km, fp8_to_f32(_mm_maskz_loadu_epi8(km, p), _mm512_set1_ps(sj[j])));
+#pragma GCC unroll 4
+                    for (int i = 0; i < MRD; i++) acc[i][j] = _mm512_fmadd_ps(av[i], wv, acc[i][j]);
+                }
+            }
+        }
+        for (int i = 0; i < MRD; i++)
+            for (int j = 0; j < jn; j++) c[i * ldc + j0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+    }
+}
+
+#define DOTF_CASES(DT)                                                                                             \
+    switch (m) {                                                                                                   \
+    case 1: dotf_body(DT, 1, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                       \
+    case 2: dotf_body(DT, 2, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                       \
+    case 3: dotf_body(DT, 3, 6, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                       \
+    default: dotf_body(DT, 4, 6, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                      \
+    }
+
+KP_AVX512 void cpu_gemm_dot_f32_avx512(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
+                                       int ncols, float *c, int64_t ldc, int pf) {
+    switch (w->dtype) {
+    case KP_F32: DOTF_CASES(KP_F32) break;
+    case KP_F16: DOTF_CASES(KP_F16) break;
+    case KP_BF16: DOTF_CASES(KP_BF16) break;
+    default: DOTF_CASES(KP_FP8_E4M3) break;
+    }
 }
 #endif /* CPU_GEMM_X86 */

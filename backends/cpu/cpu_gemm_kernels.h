@@ -39,10 +39,13 @@ void cpu_gemm_uk_f32_avx512(int mr, int64_t kc, const float *a, int64_t lda, con
  * partial sums are multiplied by scales[sub][j] before being added to c. */
 void cpu_gemm_uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
                              int64_t ldc, int ncols, int acc, const float *scales);
-/* One A row (bf16, K elements) times weight rows [n0, n0 + ncols) (bf16 or FP8),
- * straight off the rows (no packing): c[j] = the dot products. */
-void cpu_gemm_dot1_bf16_avx512(int64_t K, const uint16_t *a, const cpu_gemm_w *w, int64_t n0, int ncols, float *c,
-                               int pf);
+/* m <= 4 A rows (bf16, K elements, lda apart) times weight rows [n0, n0 + ncols)
+ * (bf16 or FP8), straight off the rows (no packing): c[i * ldc + j]. */
+void cpu_gemm_dot_bf16_avx512(int m, int64_t K, const uint16_t *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
+                              int ncols, float *c, int64_t ldc, int pf);
+/* The same in f32 mode: f32 A rows (lda floats apart), any weight dtype. */
+void cpu_gemm_dot_f32_avx512(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
+                             int ncols, float *c, int64_t ldc, int pf);
 #endif
 
 #endif /* KPORT_CPU_GEMM_KERNELS_H */

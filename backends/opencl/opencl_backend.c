@@ -95,6 +95,8 @@ static void ocl_describe(kp_ocl_device_desc *d, int index) {
     char il[256];
     ocl_str(d->id, KP_CL_DEVICE_IL_VERSION, il, sizeof il);
     d->has_spirv_il = strstr(il, "SPIR-V") != NULL;
+    d->has_il_khr = ocl_has_word(ext, "cl_khr_il_program");
+    d->has_khr_subgroups = ocl_has_word(ext, "cl_khr_subgroups");
 }
 
 static int ocl_usable(cl_device_id dev) {

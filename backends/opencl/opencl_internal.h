@@ -32,6 +32,8 @@ typedef struct kp_ocl_device_desc {
     char device_version[128];
     int has_inline_ptx; /* NVIDIA platform: build with -DKP_HAS_INLINE_PTX */
     int has_spirv_il;   /* CL_DEVICE_IL_VERSION names SPIR-V */
+    int has_il_khr;     /* cl_khr_il_program: clCreateProgramWithILKHR (pre-2.1 drivers) */
+    int has_khr_subgroups; /* cl_khr_subgroups: which flavour of an embedded SPIR-V module fits */
 } kp_ocl_device_desc;
 
 struct kp_backend_state {
@@ -44,12 +46,15 @@ typedef enum kp_ocl_origin {
     KP_OCL_FROM_MEMORY = 0, /* this device already built it */
     KP_OCL_FROM_DISK = 1,   /* binary from the on-disk cache */
     KP_OCL_FROM_SOURCE = 2, /* compiled now */
+    KP_OCL_FROM_IL = 3,     /* built now from the embedded SPIR-V (opencl_program.c) */
 } kp_ocl_origin;
 
 typedef struct kp_ocl_cache_stats {
     int memory_hits, disk_hits, source_builds;
     int disk_rejected; /* corrupt, stale or unloadable entries removed */
     int disk_writes;
+    int il_builds;   /* programs built from embedded SPIR-V */
+    int il_failures; /* IL builds the driver refused: each fell back to source */
 } kp_ocl_cache_stats;
 
 typedef struct kp_ocl_program_entry kp_ocl_program_entry;
@@ -61,6 +66,11 @@ typedef struct kp_ocl_device {
     pthread_mutex_t lock;          /* guards programs and stats */
     kp_ocl_program_entry *programs; /* owned: built programs, newest first */
     kp_ocl_cache_stats stats;
+    /* SPIR-V (opencl_program.c, under lock): clCreateProgramWithIL[KHR] resolved once */
+    int il_resolved;
+    void *il_create;           /* cl_program (*)(cl_context, const void *, size_t, cl_int *) */
+    const char *il_create_how; /* where il_create came from, for the log */
+    unsigned char *il_failed;  /* owned, one flag per kp_ocl_spirv_modules entry: don't retry */
 } kp_ocl_device;
 
 /* ---- opencl_status.c ---- */

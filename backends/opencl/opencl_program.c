@@ -5,21 +5,46 @@
  *   1. memory: this device built it already (a list, newest first; a process uses a
  *      few dozen variants at most);
  *   2. disk: <cache dir>/opencl-<key>.bin, key = FNV-1a 64 of source, full options,
- *      device name, driver version, device version and platform. An entry that fails
- *      its checks, or whose binary the driver refuses, is removed and rebuilt;
- *   3. source: clCreateProgramWithSource + clBuildProgram, then the binary is written
- *      back to disk (a failed write is logged, never fatal).
- * Where the device takes SPIR-V (CL_DEVICE_IL_VERSION), builds still go through source
- * for now: the SPIR-V kernels/meson.build validates is not embedded yet.
+ *      the path (source or which SPIR-V module), device name, driver version, device
+ *      version and platform. An entry that fails its checks, or whose binary the driver
+ *      refuses, is removed and rebuilt;
+ *   3. build: from the embedded SPIR-V where that applies (below), else
+ *      clCreateProgramWithSource + clBuildProgram; the binary is then written back to
+ *      disk (a failed write is logged, never fatal).
+ *
+ * SPIR-V. kernels/meson.build compiles every variant it lists to SPIR-V (clang-15 ->
+ * llvm-spirv-15 -> spirv-val) and embed_spirv.py embeds those modules (kp_ocl_spirv.h),
+ * keyed by (source, the canonical -D set, subgroup flavour). A request goes through IL
+ * when all of these hold:
+ *   - the device reports SPIR-V in CL_DEVICE_IL_VERSION (PoCL and NVIDIA don't), or
+ *     KPORT_OPENCL_FORCE_IL=1 is set (a testing aid: it tries IL on any device);
+ *   - clCreateProgramWithIL resolves at run time (the headers are 1.2): the ICD
+ *     loader's export when the platform is OpenCL >= 2.1, else
+ *     clCreateProgramWithILKHR where the device has cl_khr_il_program;
+ *   - src is an embedded source and a module matches the request exactly: the -D's of
+ *     the full options (KP_TARGET_OPENCL=1, KP_HAS_INLINE_PTX=1 on NVIDIA, the op's),
+ *     sorted, equal the module's; the only other compile-time option is
+ *     -cl-std=CL1.2 (what the module was built with; -I or another -cl-std means
+ *     source); the flavour is the subgroup one iff the device has cl_khr_subgroups and
+ *     the request has no -DKP_NO_SUBGROUPS.
+ * The IL program is then built with the build-time options only (-cl-mad-enable and
+ * the like): -D, -I, -cl-std and -w/-Werror are compile-time and already baked in.
+ * Variants the build did not compile (an op's tile sizes from tuning, say) simply use
+ * source. When the driver refuses the module (create or build fails), that is logged,
+ * the module is not tried again on this device, and the request is built from source:
+ * never an error. Source and IL builds have different cache keys ("path" in the key
+ * text), so their binaries never mix.
  */
 #include "opencl_program.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "kp_ocl_spirv.h" /* generated: kp_ocl_spirv_modules[] */
 #include "opencl_cache.h"
 
 #define KP_OCL_LOG_MAX 16384 /* of the build log in an error message */
@@ -49,19 +74,167 @@ static char *full_options(const kp_ocl_device *d, const char *options) {
 }
 
 /* What identifies a binary besides the source text: written into the cache file and
- * compared on load. */
-static char *key_text(const kp_ocl_device *d, const kp_ocl_source *src, const char *opts) {
+ * compared on load. path: "source", or "spirv <module> <hash of its bytes>" for a
+ * program built from an embedded module. */
+static char *key_text(const kp_ocl_device *d, const kp_ocl_source *src, const char *opts,
+                      const kp_ocl_spirv_module *il) {
     const kp_device_info *i = &d->desc.info;
     uint64_t src_hash = kp_fnv1a64(KP_FNV1A64_INIT, src->text, src->length);
-    const char *fmt = "kport-opencl-cache 1\nsource %s %016llx\noptions %s\ndevice %s\ndriver %s\nversion %s\n"
-                      "platform %s %s\n";
-    int n = snprintf(NULL, 0, fmt, src->name, (unsigned long long)src_hash, opts, i->name, i->driver,
+    char path[256] = "source";
+    if (il)
+        snprintf(path, sizeof path, "spirv %s %016llx", il->name,
+                 (unsigned long long)kp_fnv1a64(KP_FNV1A64_INIT, il->il, il->size));
+    const char *fmt = "kport-opencl-cache 2\nsource %s %016llx\noptions %s\npath %s\ndevice %s\ndriver %s\n"
+                      "version %s\nplatform %s %s\n";
+    int n = snprintf(NULL, 0, fmt, src->name, (unsigned long long)src_hash, opts, path, i->name, i->driver,
                      d->desc.device_version, d->desc.platform_name, d->desc.platform_version);
     char *s = n > 0 ? malloc((size_t)n + 1) : NULL;
     if (s)
-        snprintf(s, (size_t)n + 1, fmt, src->name, (unsigned long long)src_hash, opts, i->name, i->driver,
+        snprintf(s, (size_t)n + 1, fmt, src->name, (unsigned long long)src_hash, opts, path, i->name, i->driver,
                  d->desc.device_version, d->desc.platform_name, d->desc.platform_version);
     return s;
+}
+
+/* ---- SPIR-V: which module, and how to load it --------------------------- */
+
+typedef cl_program(CL_API_CALL *kp_create_with_il_fn)(cl_context, const void *, size_t, cl_int *);
+
+int kp_ocl_force_il(void) {
+    const char *e = getenv("KPORT_OPENCL_FORCE_IL");
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+
+/* "OpenCL 2.1 ..." -> 201; 0 when unreadable. */
+static int cl_version(const char *s) {
+    int major = 0, minor = 0;
+    return sscanf(s, "OpenCL %d.%d", &major, &minor) == 2 ? major * 100 + minor : 0;
+}
+
+/* The ICD loader's clCreateProgramWithIL (OpenCL 2.1): the library clGetPlatformIDs
+ * came from, looked up again by name (this plugin may be dlopen'ed RTLD_LOCAL, so
+ * RTLD_DEFAULT alone can miss it). */
+static void *loader_create_with_il(void) {
+    void *fn = NULL;
+    Dl_info info;
+    if (dladdr((void *)&clGetPlatformIDs, &info) && info.dli_fname) {
+        void *h = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+        if (h) {
+            fn = dlsym(h, "clCreateProgramWithIL");
+            dlclose(h); /* NOLOAD took a reference: the library stays loaded */
+        }
+    }
+    if (!fn) fn = dlsym(RTLD_DEFAULT, "clCreateProgramWithIL");
+    return fn;
+}
+
+/* Resolves d->il_create once. Called with d->lock held. */
+static void il_resolve(kp_ocl_device *d) {
+    if (d->il_resolved) return;
+    d->il_resolved = 1;
+    char pver[128] = "";
+    if (clGetPlatformInfo(d->desc.platform, CL_PLATFORM_VERSION, sizeof pver, pver, NULL) != CL_SUCCESS) pver[0] = 0;
+    pver[sizeof pver - 1] = '\0';
+    /* The core entry dispatches to the vendor's 2.1 table slot: only where the
+     * platform is 2.1 or newer (an older vendor's table may not have the slot). */
+    if (cl_version(pver) >= 201 && (d->il_create = loader_create_with_il()) != NULL) {
+        d->il_create_how = "clCreateProgramWithIL";
+    } else if (d->desc.has_il_khr &&
+               (d->il_create = clGetExtensionFunctionAddressForPlatform(d->desc.platform,
+                                                                        "clCreateProgramWithILKHR")) != NULL) {
+        d->il_create_how = "clCreateProgramWithILKHR";
+    }
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Splits full options into the canonical -D set (sorted, one space between, without
+ * -DKP_NO_SUBGROUPS, which sets *no_sg) and the build-time rest. Returns 0 when the
+ * options cannot match a module: a compile-time option the modules were not built
+ * with (-I, another -cl-std, -x, -include...), a macro defined twice, out of memory. */
+int kp_ocl_il_split(const char *opts, char **defines, char **rest, int *no_sg) {
+    size_t n = strlen(opts);
+    char *buf = malloc(n + 1), **defs = calloc(n / 2 + 2, sizeof *defs);
+    char *d = malloc(n + 1), *r = malloc(n + 1);
+    int ok = buf && defs && d && r, nd = 0;
+    *defines = *rest = NULL;
+    *no_sg = 0;
+    if (ok) {
+        memcpy(buf, opts, n + 1);
+        d[0] = r[0] = '\0';
+    }
+    for (char *save = NULL, *t = ok ? strtok_r(buf, " \t\n", &save) : NULL; ok && t;
+         t = strtok_r(NULL, " \t\n", &save)) {
+        if (strcmp(t, "-D") == 0) { /* "-D NAME": not how kport writes them; source */
+            ok = 0;
+            break;
+        }
+        if (strncmp(t, "-D", 2) == 0) {
+            if (strcmp(t, "-DKP_NO_SUBGROUPS") == 0) *no_sg = 1;
+            else defs[nd++] = t;
+        } else if (strcmp(t, "-cl-std=CL1.2") == 0 || strcmp(t, "-w") == 0 || strcmp(t, "-Werror") == 0) {
+            /* compile-time, as the module was built (warnings: no code) */
+        } else if (strncmp(t, "-I", 2) == 0 || strncmp(t, "-cl-std", 7) == 0 || strncmp(t, "-x", 2) == 0 ||
+                   strncmp(t, "-include", 8) == 0 || strncmp(t, "-U", 2) == 0 || t[0] != '-') {
+            ok = 0; /* a compile-time option the module does not have baked in */
+        } else {
+            if (r[0]) strcat(r, " ");
+            strcat(r, t);
+        }
+    }
+    if (ok) {
+        qsort(defs, (size_t)nd, sizeof *defs, cmp_str);
+        for (int i = 0; i < nd && ok; ++i) {
+            for (int j = 0; j < i && ok; ++j) { /* same macro twice: order would matter */
+                size_t li = strcspn(defs[i], "="), lj = strcspn(defs[j], "=");
+                if (li == lj && strncmp(defs[i], defs[j], li) == 0) ok = 0;
+            }
+            if (i) strcat(d, " ");
+            strcat(d, defs[i]);
+        }
+    }
+    free(buf);
+    free(defs);
+    if (!ok) {
+        free(d);
+        free(r);
+        return 0;
+    }
+    *defines = d;
+    *rest = r;
+    return 1;
+}
+
+/* The embedded module for (src, full options) on d, or NULL; *build_opts (malloc'd)
+ * gets the options clBuildProgram takes for it. */
+static const kp_ocl_spirv_module *il_find(const kp_ocl_device *d, const kp_ocl_source *src, const char *opts,
+                                          char **build_opts) {
+    *build_opts = NULL;
+    if (kp_ocl_spirv_count == 0) return NULL;
+    int embedded = 0;
+    for (int i = 0; i < KP_OCL_SRC_COUNT && !embedded; ++i) embedded = src == &kp_ocl_sources[i];
+    if (!embedded) return NULL; /* a test's own source, even under an embedded name */
+    char *defines = NULL, *rest = NULL;
+    int no_sg = 0;
+    if (!kp_ocl_il_split(opts, &defines, &rest, &no_sg)) return NULL;
+    int sg = d->desc.has_khr_subgroups && !no_sg;
+    const kp_ocl_spirv_module *found = NULL;
+    for (size_t i = 0; i < kp_ocl_spirv_count && !found; ++i) {
+        const kp_ocl_spirv_module *m = &kp_ocl_spirv_modules[i];
+        if (m->subgroups == sg && strcmp(m->source, src->name) == 0 && strcmp(m->defines, defines) == 0) found = m;
+    }
+    free(defines);
+    if (found) *build_opts = rest;
+    else free(rest);
+    return found;
+}
+
+const kp_ocl_spirv_module *kp_ocl_spirv_lookup(const kp_ocl_device *d, const kp_ocl_source *src,
+                                               const char *options) {
+    char *opts = full_options(d, options), *build_opts = NULL;
+    const kp_ocl_spirv_module *m = opts ? il_find(d, src, opts, &build_opts) : NULL;
+    free(opts);
+    free(build_opts);
+    return m;
 }
 
 /* KP_ERR_BUILD_FAILED with the driver's log; the log is what a kernel author needs. */
@@ -129,10 +302,41 @@ static void save_binary(kp_ocl_device *d, cl_program p, const char *dir, const c
     free(bin);
 }
 
-/* Disk, then source. Called with d->lock held. */
-static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const char *opts, uint64_t key,
-                               const char *keytext, cl_program *out, kp_ocl_build_info *info) {
+/* The module as a program built for d, or NULL with why (the driver's error and log)
+ * filled in. Called with d->lock held. */
+static cl_program build_from_il(kp_ocl_device *d, const kp_ocl_spirv_module *m, const char *build_opts, char *why,
+                                size_t why_len) {
+    cl_int err = CL_SUCCESS;
+    kp_create_with_il_fn create = (kp_create_with_il_fn)d->il_create;
+    cl_program p = create(d->context, m->il, m->size, &err);
+    if (err != CL_SUCCESS || !p) {
+        snprintf(why, why_len, "%s: %s (%d)", d->il_create_how, kp_ocl_error_name(err), (int)err);
+        if (p) clReleaseProgram(p);
+        return NULL;
+    }
+    err = clBuildProgram(p, 1, &d->desc.id, build_opts, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        char log[1024] = "";
+        if (clGetProgramBuildInfo(p, d->desc.id, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL) != CL_SUCCESS)
+            log[0] = '\0';
+        log[sizeof log - 1] = '\0';
+        snprintf(why, why_len, "clBuildProgram: %s (%d)%s%s", kp_ocl_error_name(err), (int)err, log[0] ? ": " : "",
+                 log);
+        clReleaseProgram(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Disk, then a build: from il when given (build_opts: its build-time options), else
+ * from source. An IL build the driver refuses sets *il_refused and why (logged by the
+ * caller, who falls back to source); it is not an error. Called with d->lock held. */
+static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const char *opts,
+                               const kp_ocl_spirv_module *il, const char *build_opts, uint64_t key,
+                               const char *keytext, cl_program *out, kp_ocl_build_info *info, int *il_refused,
+                               char *why_il, size_t why_il_len) {
     const char *dir = kp_ocl_cache_dir();
+    const char *bin_opts = il ? build_opts : opts;
     char path[1024] = "";
     if (dir && snprintf(path, sizeof path, "%s/opencl-%016llx.bin", dir, (unsigned long long)key) >= (int)sizeof path)
         path[0] = '\0';
@@ -144,7 +348,7 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
         char why[256];
         kp_ocl_cache_result r = kp_ocl_cache_load(path, key, keytext, &bin, &len, why, sizeof why);
         if (r == KP_OCL_CACHE_HIT) {
-            *out = build_from_binary(d, bin, len, opts);
+            *out = build_from_binary(d, bin, len, bin_opts);
             free(bin);
             if (*out) {
                 d->stats.disk_hits++;
@@ -161,12 +365,105 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
         }
     }
 
-    kp_status st = build_from_source(d, src, opts, out);
-    if (st != KP_OK) return st;
-    d->stats.source_builds++;
-    if (info) info->origin = KP_OCL_FROM_SOURCE;
+    if (il) {
+        *out = build_from_il(d, il, build_opts, why_il, why_il_len);
+        if (!*out) {
+            *il_refused = 1;
+            d->stats.il_failures++;
+            return KP_ERR_BUILD_FAILED; /* nothing recorded: the caller builds from source */
+        }
+        d->stats.il_builds++;
+        if (info) info->origin = KP_OCL_FROM_IL;
+    } else {
+        kp_status st = build_from_source(d, src, opts, out);
+        if (st != KP_OK) return st;
+        d->stats.source_builds++;
+        if (info) info->origin = KP_OCL_FROM_SOURCE;
+    }
     if (path[0]) save_binary(d, *out, dir, path, key, keytext);
     return KP_OK;
+}
+
+/* Memory, then program_build, for one path (il NULL: source). Takes ownership of
+ * nothing. Called with d->lock held. */
+static kp_status variant_get(kp_ocl_device *d, const kp_ocl_source *src, const char *opts,
+                             const kp_ocl_spirv_module *il, const char *build_opts, cl_program *out,
+                             kp_ocl_build_info *info, int *il_refused, char *why_il, size_t why_il_len) {
+    char *keytext = key_text(d, src, opts, il);
+    char *opts_copy = strdup(opts);
+    kp_ocl_program_entry *e = NULL;
+    kp_status st = KP_OK;
+    if (!keytext || !opts_copy) goto oom;
+    uint64_t key = kp_fnv1a64(kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext)), src->text, src->length);
+    if (info) info->key = key;
+
+    for (e = d->programs; e; e = e->next)
+        if (e->key == key && strcmp(e->options, opts) == 0 && strcmp(e->name, src->name) == 0) {
+            *out = e->program;
+            d->stats.memory_hits++;
+            if (info) info->origin = KP_OCL_FROM_MEMORY;
+            goto done;
+        }
+
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->name = strdup(src->name))) goto oom;
+    st = program_build(d, src, opts, il, build_opts, key, keytext, &e->program, info, il_refused, why_il, why_il_len);
+    if (st != KP_OK) {
+        free(e->name);
+        free(e);
+        goto done;
+    }
+    e->key = key;
+    e->options = opts_copy;
+    opts_copy = NULL; /* owned by the entry now */
+    e->next = d->programs;
+    d->programs = e;
+    *out = e->program;
+    goto done;
+oom:
+    if (e) free(e);
+    st = kp_ocl_host()->set_error(KP_ERR_OUT_OF_MEMORY, "opencl: out of memory building %s", src->name);
+done:
+    free(keytext);
+    free(opts_copy);
+    return st;
+}
+
+uint64_t kp_ocl_program_key(const kp_ocl_device *d, const kp_ocl_source *src, const char *options,
+                            const kp_ocl_spirv_module *il) {
+    char *opts = full_options(d, options);
+    char *keytext = opts ? key_text(d, src, opts, il) : NULL;
+    uint64_t key = keytext ? kp_fnv1a64(kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext)), src->text,
+                                        src->length)
+                           : 0;
+    free(opts);
+    free(keytext);
+    return key;
+}
+
+/* The module to try for (src, opts) on d, or NULL (source); *build_opts as il_find.
+ * Called with d->lock held. */
+static const kp_ocl_spirv_module *il_choose(kp_ocl_device *d, const kp_ocl_source *src, const char *opts,
+                                            char **build_opts) {
+    *build_opts = NULL;
+    int forced = kp_ocl_force_il();
+    if (kp_ocl_spirv_count == 0 || !(d->desc.has_spirv_il || forced)) return NULL;
+    const kp_ocl_spirv_module *m = il_find(d, src, opts, build_opts);
+    size_t idx = m ? (size_t)(m - kp_ocl_spirv_modules) : 0;
+    if (m && d->il_failed && d->il_failed[idx]) m = NULL; /* refused before on this device */
+    if (m && !d->il_resolved) {
+        il_resolve(d);
+        if (!d->il_create)
+            kp_ocl_host()->log("opencl: '%s'%s, but neither clCreateProgramWithIL (platform OpenCL >= 2.1) nor "
+                               "clCreateProgramWithILKHR (cl_khr_il_program) is available: kernels build from source",
+                               d->desc.info.name, d->desc.has_spirv_il ? " takes SPIR-V" : " (KPORT_OPENCL_FORCE_IL)");
+    }
+    if (m && !d->il_create) m = NULL;
+    if (!m) {
+        free(*build_opts);
+        *build_opts = NULL;
+    }
+    return m;
 }
 
 kp_status kp_ocl_program_get(kp_ocl_device *d, const kp_ocl_source *src, const char *options, cl_program *out,
@@ -178,50 +475,42 @@ kp_status kp_ocl_program_get(kp_ocl_device *d, const kp_ocl_source *src, const c
         return kp_ocl_host()->set_error(KP_ERR_INVALID_ARGUMENT, "opencl: no kernel source given");
 
     char *opts = full_options(d, options);
-    char *keytext = opts ? key_text(d, src, opts) : NULL;
-    if (!opts || !keytext) {
-        free(opts);
-        free(keytext);
-        return kp_ocl_host()->set_error(KP_ERR_OUT_OF_MEMORY, "opencl: out of memory building %s", src->name);
-    }
-    uint64_t key = kp_fnv1a64(kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext)), src->text, src->length);
-    if (info) info->key = key;
+    if (!opts) return kp_ocl_host()->set_error(KP_ERR_OUT_OF_MEMORY, "opencl: out of memory building %s", src->name);
 
     kp_status st = KP_OK;
+    char *build_opts = NULL;
     pthread_mutex_lock(&d->lock);
-    for (kp_ocl_program_entry *e = d->programs; e; e = e->next)
-        if (e->key == key && strcmp(e->options, opts) == 0 && strcmp(e->name, src->name) == 0) {
-            *out = e->program;
-            d->stats.memory_hits++;
-            if (info) info->origin = KP_OCL_FROM_MEMORY;
-            goto done;
+    const kp_ocl_spirv_module *il = il_choose(d, src, opts, &build_opts);
+    if (il) {
+        int refused = 0;
+        char why[1400] = "";
+        st = variant_get(d, src, opts, il, build_opts, out, info, &refused, why, sizeof why);
+        uint64_t il_key = info ? info->key : 0;
+        if (st == KP_OK || !refused) goto done;
+        /* The driver refused the module: note it, never try it again here, use source. */
+        size_t idx = (size_t)(il - kp_ocl_spirv_modules);
+        if (!d->il_failed) d->il_failed = calloc(kp_ocl_spirv_count, 1);
+        if (d->il_failed) d->il_failed[idx] = 1;
+        kp_ocl_host()->log("opencl: '%s' refused SPIR-V module %s for %s (%s): %s; building from source instead",
+                           d->desc.info.name, il->name, src->name, opts, why);
+        if (info) {
+            memset(info, 0, sizeof *info);
+            info->il_fallback = 1;
+            info->il_key = il_key;
+            info->il_module = il->name;
         }
-
-    kp_ocl_program_entry *e = calloc(1, sizeof *e);
-    if (e && !(e->name = strdup(src->name))) {
-        free(e);
-        e = NULL;
+        il = NULL;
     }
-    if (!e) {
-        st = kp_ocl_host()->set_error(KP_ERR_OUT_OF_MEMORY, "opencl: out of memory building %s", src->name);
-        goto done;
-    }
-    st = program_build(d, src, opts, key, keytext, &e->program, info);
-    if (st != KP_OK) {
-        free(e->name);
-        free(e);
-        goto done;
-    }
-    e->key = key;
-    e->options = opts;
-    e->next = d->programs;
-    d->programs = e;
-    opts = NULL; /* owned by the entry now */
-    *out = e->program;
+    st = variant_get(d, src, opts, NULL, NULL, out, info, NULL, NULL, 0);
 done:
     pthread_mutex_unlock(&d->lock);
+    if (info && il && st == KP_OK) {
+        info->from_il = 1;
+        info->il_key = info->key;
+        info->il_module = il->name;
+    }
     free(opts);
-    free(keytext);
+    free(build_opts);
     if (info) info->ms = now_ms() - t0;
     return st;
 }
@@ -261,4 +550,6 @@ void kp_ocl_programs_release(kp_ocl_device *d) {
         e = next;
     }
     d->programs = NULL;
+    free(d->il_failed);
+    d->il_failed = NULL;
 }
