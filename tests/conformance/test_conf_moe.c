@@ -343,6 +343,10 @@ KP_CONFORMANCE(conf_moe_grouped_gemm) {
     /* T = 1 decode-like rows with a long K */
     const int32_t dec[5] = {0, 1, 1, 2, 3};
     for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 3, 1100, 4, 33, dec);
+    /* 2, 3, 4 and 5..16 rows per expert (the decode paths) with odd K */
+    const int32_t few[6] = {0, 2, 5, 9, 14, 30};
+    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 30, 301, 5, 37, few);
+    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 30, 37, 5, 70, few);
     kp_stream_destroy(s);
 }
 
@@ -353,6 +357,9 @@ KP_CONFORMANCE(conf_moe_grouped_gemm_fp8_block_scales) {
     gemm_case(d, s, KP_F16, 1, 115, 256, 3, 256, off);
     const int32_t dec[3] = {0, 1, 2};
     gemm_case(d, s, KP_BF16, 1, 2, 640, 2, 130, dec);
+    const int32_t few[5] = {0, 3, 7, 9, 25}; /* decode paths with several N scale blocks */
+    gemm_case(d, s, KP_BF16, 1, 25, 384, 4, 300, few);
+    gemm_case(d, s, KP_F16, 1, 25, 256, 4, 130, few);
     kp_stream_destroy(s);
 }
 
