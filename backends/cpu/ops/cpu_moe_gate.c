@@ -78,21 +78,25 @@ void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1) {
                 kept[best] = 1;
             }
         }
-        /* selection: k passes of arg-max over the kept experts (k <= 32, E <= 512) */
-        unsigned char taken[GATE_MAX_E];
-        memset(taken, 0, (size_t)e);
+        /* selection: one pass keeping the k best in order. Experts come in ascending
+         * index, so a strict '>' leaves an equal score behind the lower index. */
         int ids[32];
-        double sum = 0.0;
-        for (int n = 0; n < r->topk; n++) {
-            int best = -1;
-            for (int i = 0; i < e; i++) {
-                if (taken[i] || !kept[i / gsize]) continue;
-                if (best < 0 || better(b[i], i, b[best], best)) best = i;
+        double top[32];
+        int count = 0;
+        const int k = r->topk;
+        for (int i = 0; i < e; i++) {
+            if (!kept[i / gsize] || (count == k && !(b[i] > top[k - 1]))) continue;
+            int at = count < k ? count++ : k - 1;
+            while (at > 0 && b[i] > top[at - 1]) {
+                top[at] = top[at - 1];
+                ids[at] = ids[at - 1];
+                at--;
             }
-            taken[best] = 1;
-            ids[n] = best;
-            sum += s[best];
+            top[at] = b[i];
+            ids[at] = i;
         }
+        double sum = 0.0;
+        for (int n = 0; n < k; n++) sum += s[ids[n]];
         int32_t *out_ids = job->ids + t * job->ids_ld;
         float *out_w = job->weights + t * job->weights_ld;
         for (int n = 0; n < r->topk; n++) {
