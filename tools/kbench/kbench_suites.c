@@ -378,6 +378,11 @@ static void suite_deepseek(builder *b) {
         for (int64_t hq = 16; hq <= 128; hq *= 2)
             for (int64_t s_q = 1; s_q <= 2; s_q++) add(b, mla(128, s_q, s_k, hq), false, false);
     add(b, prefill(1, 4096, 128, 128, 192, 128, 1), false, false); /* V3 MHA prefill, 4k */
+    /* V3 decode over a paged, non-absorbed KV cache (q/k 192, v 128, 128 heads): what a
+     * server without the MLA kernel would run */
+    kb_case dv3 = decode(32, 1, 4096, 128, 128, 192, 64);
+    dv3.dv = 128;
+    add(b, dv3, false, false);
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
         int64_t T = tokens[i];
         add(b, moe(KP_OP_MOE_GATE, T, 256, 0, 0), false, false);
