@@ -363,7 +363,8 @@ static kp_status cuda_unsupported(kp_op op, kp_stream *s, const void *p, int dry
     (void)s;
     (void)p;
     (void)dry_run;
-    return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the cuda backend yet",
+    return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                 "the cuda backend has no %s kernel yet (nvcc builds them; the launch path is to come)",
                                  kp_backend_op_name(op));
 }
 

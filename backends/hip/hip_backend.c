@@ -328,7 +328,8 @@ static kp_status hip_unsupported(kp_op op, kp_stream *s, const void *p, int dry_
     (void)s;
     (void)p;
     (void)dry_run;
-    return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "%s is not implemented on the hip backend yet",
+    return kp_hip_host->set_error(KP_ERR_UNSUPPORTED,
+                                  "the hip backend has no %s kernel yet (hipcc builds them; the launch path is to come)",
                                   kp_backend_op_name(op));
 }
 
