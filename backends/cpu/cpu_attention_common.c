@@ -473,6 +473,14 @@ static inline void prefetch_key(const cpu_att_problem *p, const cpu_att_kv *kv, 
         for (int64_t b = 0; b < p->dv * es; b += 64) __builtin_prefetch(vp + b, 0, 3);
 }
 
+/* One block of nk keys (first key j0) whose f32 rows are krow/vrow: S, softmax, O. */
+static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const float *const *krow,
+                             const float *const *vrow, int nk, int64_t j0) {
+    p->kern->qk(w->qt, w->qr, p->d, w->m, w->mpad, krow, nk, w->st, w->mpad);
+    p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+    p->kern->pv(w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+}
+
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
     int64_t lo = INT64_MAX, hi = 0;
     for (int r = 0; r < w->m; r++)
@@ -507,9 +515,7 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
                 }
             }
         }
-        p->kern->qk(w->qt, w->qr, p->d, w->m, w->mpad, w->krow, nk, w->st, w->mpad);
-        p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
-        p->kern->pv(w->st, w->mpad, w->vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+        att_block(p, w, w->krow, w->vrow, nk, j0);
     }
 }
 
@@ -649,6 +655,7 @@ typedef struct paged_job {
     int max_m;
     int64_t b, s_q, h_q, h_kv, group, heads_per_item, head_chunks;
     int splits;
+    int tile;                        /* heads mode: keys per tile */
     float *part_o, *part_m, *part_l; /* splits > 1: [B, s_q, h_q, splits] (x dv for o) */
 } paged_job;
 
@@ -730,6 +737,163 @@ static void paged_combine(void *ctx, int64_t begin, int64_t end) {
     }
 }
 
+/* Heads mode (h_kv > 1): one item is a (sequence, split) and visits its keys in tiles
+ * of j->tile keys across all KV heads, so each cache row ([h_kv, d]) is read whole and
+ * in order, once (a per-head item would read a d-element slice of every row: a strided
+ * walk that touches a new page per key when h_kv·d is large). A tile's rows are
+ * converted to f32 once (f16/bf16) into kf/vf, then each head runs its rows (its GQA
+ * group x s_q) over the tile from there; every head keeps its own O, max and sum. */
+#define CPU_ATT_TILE_BYTES (256 * 1024) /* aim for converted K+V of one tile, all heads */
+
+static size_t head_state_bytes(int max_m, int d, int dv) {
+    size_t mp = (size_t)pad16(max_m), f = sizeof(float);
+    return align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)d * f) +
+           align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) + 2 * align64(mp * sizeof(int32_t));
+}
+
+static size_t heads_slot_bytes(const paged_job *j) {
+    size_t mp = (size_t)pad16(j->max_m), f = sizeof(float), hk = (size_t)j->h_kv;
+    size_t d = (size_t)j->prob.d, dv = (size_t)j->prob.dv, dmax = d > dv ? d : dv;
+    size_t conv = j->prob.dt == KP_F32 ? 0
+                                       : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
+    return align64(hk * sizeof(cpu_att_work)) + hk * head_state_bytes(j->max_m, j->prob.d, j->prob.dv) +
+           align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 2 * align64(CPU_ATT_NB * sizeof(float *));
+}
+
+/* item = b * splits + split */
+static void heads_items(void *ctx, int64_t begin, int64_t end) {
+    paged_job *j = ctx;
+    const cpu_att_paged_args *a = j->a;
+    const cpu_att_problem *p = &j->prob;
+    const int d = p->d, dv = p->dv, max_m = j->max_m, hk = (int)j->h_kv;
+    const size_t mp = (size_t)pad16(max_m), f = sizeof(float);
+    int slot = cpu_att_slot_take(&j->slots);
+    unsigned char *c = j->slots.mem + (size_t)slot * j->slots.bytes;
+    cpu_att_work *w = (cpu_att_work *)(void *)c;
+    c += align64((size_t)hk * sizeof(cpu_att_work));
+    float *st = (float *)(void *)c;
+    c += align64(CPU_ATT_NB * mp * f);
+    float *kf = NULL, *vf = NULL;
+    if (p->dt != KP_F32) {
+        kf = (float *)(void *)c;
+        c += align64((size_t)j->tile * (size_t)hk * (size_t)d * f);
+        vf = (float *)(void *)c;
+        c += align64((size_t)j->tile * (size_t)hk * (size_t)dv * f);
+    }
+    float *tmp = (float *)(void *)c;
+    c += align64((size_t)(d > dv ? d : dv) * f);
+    const float **krow = (const float **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(float *));
+    const float **vrow = (const float **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(float *));
+    for (int g = 0; g < hk; g++) {
+        cpu_att_work *x = &w[g];
+#define TAKE(field, type, n)                   \
+    x->field = (type)(void *)c;                \
+    c += align64(n)
+        TAKE(qt, float *, (size_t)d * mp * f);
+        TAKE(qr, float *, (size_t)max_m * (size_t)d * f);
+        TAKE(o, float *, (size_t)max_m * (size_t)dv * f);
+        TAKE(mx, float *, mp * f);
+        TAKE(l, float *, mp * f);
+        TAKE(alpha, float *, mp * f);
+        TAKE(lo, int32_t *, mp * sizeof(int32_t));
+        TAKE(hi, int32_t *, mp * sizeof(int32_t));
+#undef TAKE
+        x->st = st, x->kf = NULL, x->vf = NULL, x->tmp = tmp, x->krow = krow, x->vrow = vrow;
+        x->max_m = max_m, x->m = x->mpad = 0;
+    }
+    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
+    const int64_t es = (int64_t)kp_dtype_size(p->dt), bs = a->k_cache->shape[1];
+    const int64_t k_row = a->k_cache->strides[1], v_row = a->v_cache->strides[1];
+    const int64_t k_blk = a->k_cache->strides[0], v_blk = a->v_cache->strides[0];
+    const int64_t k_hd = a->k_cache->strides[2] * es, v_hd = a->v_cache->strides[2] * es; /* bytes between heads */
+    const bool f32 = p->dt == KP_F32, kcont = k_hd == d * es, vcont = v_hd == dv * es;
+    const unsigned char *kbase = cpu_att_at(a->k_cache, 0, 0, 0), *vbase = cpu_att_at(a->v_cache, 0, 0, 0);
+    const unsigned char *kr[CPU_ATT_NB], *vr[CPU_ATT_NB];
+    /* bytes of a cache row that hold the heads' data */
+    const int64_t k_span = (hk - 1) * k_hd + d * es, v_span = (hk - 1) * v_hd + dv * es;
+    const int m = (int)(j->s_q * j->group);
+    for (int64_t it = begin; it < end; it++) {
+        int64_t split = it % j->splits, b = it / j->splits;
+        int64_t len = lens[b];
+        int64_t per = (len + j->splits - 1) / j->splits;
+        per = (per + CPU_ATT_NB - 1) / CPU_ATT_NB * CPU_ATT_NB;
+        int64_t kb = split * per, ke = kb + per < len ? kb + per : len;
+        int64_t lo = INT64_MAX, hi = 0;
+        for (int g = 0; g < hk; g++) {
+            cpu_att_begin(p, &w[g], m);
+            for (int64_t i = 0; i < j->s_q; i++) {
+                int64_t last = a->causal ? len - j->s_q + i + 1 : len;
+                if (last > len) last = len;
+                for (int64_t hh = 0; hh < j->group; hh++)
+                    cpu_att_set_row(p, &w[g], (int)(i * j->group + hh), cpu_att_at(a->q, b, i, g * j->group + hh),
+                                    0, last);
+            }
+        }
+        for (int r = 0; r < m; r++)
+            if (w[0].lo[r] < w[0].hi[r]) {
+                if (w[0].lo[r] < lo) lo = w[0].lo[r];
+                if (w[0].hi[r] > hi) hi = w[0].hi[r];
+            }
+        if (kb < lo) kb = lo;
+        if (ke > hi) ke = hi;
+        const int32_t *table = (const int32_t *)(const void *)(cpu_buffer_data(a->block_table->buffer) +
+                                                                a->block_table->offset) +
+                               b * a->block_table->strides[0];
+        for (int64_t j0 = kb; j0 < ke; j0 += j->tile) {
+            int nk = ke - j0 < j->tile ? (int)(ke - j0) : j->tile;
+            for (int n = 0; n < nk; n++) {
+                int64_t key = j0 + n, blk = table[key / bs], row = key % bs;
+                kr[n] = kbase + (blk * k_blk + row * k_row) * es;
+                vr[n] = vbase + (blk * v_blk + row * v_row) * es;
+                if (f32) continue;
+                float *kd = kf + (int64_t)n * hk * d, *vd = vf + (int64_t)n * hk * dv;
+                if (kcont) to_f32(p, kr[n], kd, (int64_t)hk * d);
+                else
+                    for (int g = 0; g < hk; g++) to_f32(p, kr[n] + g * k_hd, kd + (int64_t)g * d, d);
+                if (vcont) to_f32(p, vr[n], vd, (int64_t)hk * dv);
+                else
+                    for (int g = 0; g < hk; g++) to_f32(p, vr[n] + g * v_hd, vd + (int64_t)g * dv, dv);
+            }
+            /* the next tile's rows stream into L2 while the heads work on this one */
+            for (int64_t key = j0 + nk; key < j0 + nk + j->tile && key < ke; key++) {
+                int64_t blk = table[key / bs], row = key % bs;
+                const unsigned char *kn = kbase + (blk * k_blk + row * k_row) * es;
+                const unsigned char *vn = vbase + (blk * v_blk + row * v_row) * es;
+                for (int64_t o = 0; o < k_span; o += 64) __builtin_prefetch(kn + o, 0, 2);
+                for (int64_t o = 0; o < v_span; o += 64) __builtin_prefetch(vn + o, 0, 2);
+            }
+            for (int g = 0; g < hk; g++) {
+                for (int n = 0; n < nk; n++) {
+                    if (f32) {
+                        krow[n] = (const float *)(const void *)(kr[n] + g * k_hd);
+                        vrow[n] = (const float *)(const void *)(vr[n] + g * v_hd);
+                    } else {
+                        krow[n] = kf + ((int64_t)n * hk + g) * d;
+                        vrow[n] = vf + ((int64_t)n * hk + g) * dv;
+                    }
+                }
+                att_block(p, &w[g], krow, vrow, nk, j0);
+            }
+        }
+        for (int g = 0; g < hk; g++)
+            for (int64_t i = 0; i < j->s_q; i++)
+                for (int64_t hh = 0; hh < j->group; hh++) {
+                    int r = (int)(i * j->group + hh);
+                    int64_t h = g * j->group + hh;
+                    if (j->splits == 1) {
+                        cpu_att_finish_row(p, &w[g], r, cpu_att_at(a->out, b, i, h), lse_at(a->lse, b, h, i));
+                    } else {
+                        int64_t idx = ((b * j->s_q + i) * j->h_q + h) * j->splits + split;
+                        cpu_att_partial_row(p, &w[g], r, j->part_o + idx * p->dv, j->part_m + idx,
+                                            j->part_l + idx);
+                    }
+                }
+    }
+    cpu_att_slot_give(&j->slots, slot);
+}
+
 kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
     kp_backend_state *bs = cpu_state(s);
     cpu_stream *cs = s->impl;
@@ -750,12 +914,37 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
 
     cpu_att_problem_init(&j.prob, bs, a->q->dtype, a->d, a->dv, a->scale);
     int threads = cpu_pool_threads(bs->pool);
-    j.heads_per_item = CPU_ATT_MAX_ROWS / j.s_q;
-    if (j.heads_per_item < 1) j.heads_per_item = 1;
-    if (j.heads_per_item > j.group) j.heads_per_item = j.group;
-    j.head_chunks = (j.group + j.heads_per_item - 1) / j.heads_per_item;
-    j.max_m = (int)(j.s_q * j.heads_per_item);
-    j.splits = cpu_att_num_splits(a->num_splits, j.b * j.h_kv * j.head_chunks, max_len, threads);
+    /* heads mode when the cache has several KV heads and a sequence's rows fit an item */
+    bool heads = j.h_kv > 1 && j.s_q * j.group <= CPU_ATT_MAX_ROWS;
+    if (heads) {
+        int64_t per_key = j.h_kv * (a->d + a->dv) * (int64_t)sizeof(float);
+        int64_t t = CPU_ATT_TILE_BYTES / per_key;
+        /* at least 16 keys even past the budget (wide MHA caches): with few rows per head
+         * the per-tile qk/softmax/pv overheads dominate smaller tiles */
+        j.tile = t < 16 ? 16 : t > CPU_ATT_NB ? CPU_ATT_NB : (int)t;
+        j.max_m = (int)(j.s_q * j.group);
+        j.heads_per_item = j.group;
+        j.head_chunks = 1;
+        /* items are few (one per sequence): split keys until there are ~4 per thread,
+         * which also evens out sequences of different lengths */
+        j.splits = 1;
+        if (a->num_splits > 0) j.splits = a->num_splits;
+        else if (j.b < 4 * (int64_t)threads && max_len > 512) {
+            int64_t want = (4 * (int64_t)threads + j.b - 1) / j.b, cap = max_len / 256;
+            if (want > cap) want = cap;
+            if (want > 64) want = 64;
+            j.splits = want < 1 ? 1 : (int)want;
+        }
+        if (heads_slot_bytes(&j) > ((size_t)64 << 20)) heads = false;
+    }
+    if (!heads) {
+        j.heads_per_item = CPU_ATT_MAX_ROWS / j.s_q;
+        if (j.heads_per_item < 1) j.heads_per_item = 1;
+        if (j.heads_per_item > j.group) j.heads_per_item = j.group;
+        j.head_chunks = (j.group + j.heads_per_item - 1) / j.heads_per_item;
+        j.max_m = (int)(j.s_q * j.heads_per_item);
+        j.splits = cpu_att_num_splits(a->num_splits, j.b * j.h_kv * j.head_chunks, max_len, threads);
+    }
 
     int64_t rows = j.b * j.s_q * j.h_q;
     if (j.splits > 1) {
@@ -765,12 +954,17 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
         j.part_l = malloc(n * sizeof(float));
     }
     if ((j.splits > 1 && (!j.part_o || !j.part_m || !j.part_l)) ||
-        cpu_att_slots_init(&j.slots, threads, cpu_att_work_bytes(j.max_m, a->d, a->dv)) != KP_OK) {
+        cpu_att_slots_init(&j.slots, threads,
+                           heads ? heads_slot_bytes(&j) : cpu_att_work_bytes(j.max_m, a->d, a->dv)) != KP_OK) {
         st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of memory for the cpu backend's scratch", a->op);
         goto done;
     }
-    int64_t items = j.b * j.h_kv * j.head_chunks * j.splits;
-    cpu_pool_parallel_for(bs->pool, items, 1, paged_items, &j);
+    if (heads) {
+        cpu_pool_parallel_for(bs->pool, j.b * j.splits, 1, heads_items, &j);
+    } else {
+        int64_t items = j.b * j.h_kv * j.head_chunks * j.splits;
+        cpu_pool_parallel_for(bs->pool, items, 1, paged_items, &j);
+    }
     if (j.splits > 1) cpu_pool_parallel_for(bs->pool, rows, 16, paged_combine, &j);
 done:
     cpu_att_slots_free(&j.slots);
