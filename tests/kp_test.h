@@ -123,11 +123,14 @@ double kp_test_rand_uniform(double lo, double hi);
  * XB(conf_moe_gate_ties). A backend that is absent skips with its reason. */
 #define KP_CONFORMANCE(name)                                                             \
     static void name##_on(kp_device *d);                                                 \
-    KP_TEST(name##__cpu) { name##_on(kp_test_open_backend("cpu")); }                     \
-    KP_TEST(name##__opencl) { name##_on(kp_test_open_backend("opencl")); }               \
-    KP_TEST(name##__cuda) { name##_on(kp_test_open_backend("cuda")); }                   \
-    KP_TEST(name##__hip) { name##_on(kp_test_open_backend("hip")); }                     \
+    KP_TEST(name##__cpu) { kp_test_run_on("cpu", name##_on); }                           \
+    KP_TEST(name##__opencl) { kp_test_run_on("opencl", name##_on); }                     \
+    KP_TEST(name##__cuda) { kp_test_run_on("cuda", name##_on); }                         \
+    KP_TEST(name##__hip) { kp_test_run_on("hip", name##_on); }                           \
     static void name##_on(kp_device *d)
+
+/* Opens the backend's first device (or skips), runs body on it, closes it. */
+void kp_test_run_on(const char *backend, void (*body)(kp_device *d));
 
 /* Skips the test when d's backend answers KP_ERR_UNSUPPORTED for this op and these
  * params (the backend's own reason is printed); fails on any other error. */

@@ -176,3 +176,9 @@ int kp_test_bad_index_result_at(kp_device *d, kp_status st, const char *needle, 
         kp_test_fail(file, line, "bad index on %s: %s: %s", i.backend, kp_status_str(st), kp_last_error());
     return 0;
 }
+
+void kp_test_run_on(const char *backend, void (*body)(kp_device *d)) {
+    kp_device *d = kp_test_open_backend(backend);
+    body(d);
+    CHECK_OK(kp_device_close(d));
+}

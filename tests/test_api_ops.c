@@ -274,7 +274,6 @@ KP_CONFORMANCE(api_ops_valid_arguments_reach_the_backend) {
         op_params_free(&o);
     }
     CHECK_OK(kp_stream_destroy(s));
-    CHECK_OK(kp_device_close(d));
 }
 
 KP_TEST(api_ops_null_arguments) {

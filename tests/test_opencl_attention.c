@@ -219,3 +219,209 @@ KP_TEST(opencl_attn_bad_index_clamped) {
     kp_conf_free(&out), kp_conf_free(&lse);
     CHECK_OK(kp_stream_destroy(s));
 }
+
+/* ------------------------------------------------------------------------ */
+/* Split-KV scratch: cached per queue, reused, grown, dropped, freed         */
+/* ------------------------------------------------------------------------ */
+
+#if defined(KP_OPENCL_TESTS)
+#include "opencl_internal.h"
+
+/* A paged decode problem on the device (contiguous blocks, one spare past the end that
+ * no sequence uses) and its float64 reference. */
+typedef struct split_problem {
+    kp_dtype dt;
+    int b, s_q, h_q, h_kv, d, dv, bs, mla;
+    kp_conf_tensor q, k, v, bt, sl;
+    double *ref, scale;
+    size_t part_bytes, lse_bytes; /* what num_splits 8 needs */
+} split_problem;
+
+static split_problem split_problem_make(kp_device *dev, kp_dtype dt, int b, int s_q, int h_q, int h_kv, int d,
+                                        int dv, int bs, int mla, const int32_t *lens) {
+    split_problem p;
+    memset(&p, 0, sizeof p);
+    p.dt = dt, p.b = b, p.s_q = s_q, p.h_q = h_q, p.h_kv = mla ? 1 : h_kv, p.d = d, p.dv = dv, p.bs = bs, p.mla = mla;
+    int max_blocks = 1, used = 0;
+    for (int i = 0; i < b; i++) {
+        int n = (lens[i] + bs - 1) / bs;
+        used += n;
+        if (n > max_blocks) max_blocks = n;
+    }
+    int32_t *table = malloc((size_t)(b * max_blocks) * sizeof *table);
+    double *table_d = malloc((size_t)(b * max_blocks) * sizeof *table_d), lens_d[16];
+    for (int i = 0, next = 0; i < b; i++) {
+        lens_d[i] = lens[i];
+        for (int j = 0; j < max_blocks; j++) {
+            table[i * max_blocks + j] = j < (lens[i] + bs - 1) / bs ? next++ : used; /* spare block */
+            table_d[i * max_blocks + j] = table[i * max_blocks + j];
+        }
+    }
+    int64_t sq[4] = {b, s_q, h_q, d}, sk[4] = {used + 1, bs, p.h_kv, d}, sv[4] = {used + 1, bs, p.h_kv, dv};
+    int64_t st[2] = {b, max_blocks}, sb[1] = {b};
+    p.q = kp_conf_random(dev, "q", dt, 4, sq, -1.0, 1.0);
+    p.k = kp_conf_random(dev, mla ? "kv_cache" : "k_cache", dt, 4, sk, -1.0, 1.0);
+    if (!mla) p.v = kp_conf_random(dev, "v_cache", dt, 4, sv, -1.0, 1.0);
+    p.bt = kp_conf_from(dev, "block_table", KP_I32, 2, st, table_d);
+    p.sl = kp_conf_from(dev, "seq_lens", KP_I32, 1, sb, lens_d);
+    p.scale = (double)(float)(1.0 / sqrt((double)d));
+    p.ref = calloc((size_t)(b * s_q * h_q * dv), sizeof *p.ref);
+    ref_attention_decode(p.q.host, p.k.host, mla ? p.k.host : p.v.host, b, s_q, h_q, p.h_kv, d, dv, d, mla ? d : dv,
+                         bs, table, max_blocks, lens, p.scale, 1, p.ref, NULL);
+    size_t nrows = (size_t)b * (size_t)s_q * (size_t)h_q;
+    p.part_bytes = 8 * nrows * (size_t)dv * sizeof(float), p.lse_bytes = 8 * nrows * sizeof(float);
+    free(table), free(table_d);
+    return p;
+}
+
+static void split_problem_free(split_problem *p) {
+    kp_conf_free(&p->q), kp_conf_free(&p->k), kp_conf_free(&p->bt), kp_conf_free(&p->sl);
+    if (!p->mla) kp_conf_free(&p->v);
+    free(p->ref);
+}
+
+/* Enqueues the problem with num_splits 8 into a fresh output; no sync. */
+static kp_conf_tensor split_launch(kp_device *dev, kp_stream *s, const split_problem *p) {
+    int64_t so[4] = {p->b, p->s_q, p->h_q, p->dv};
+    kp_conf_tensor out = kp_conf_output(dev, "out", p->dt, 4, so);
+    if (p->mla) {
+        kp_mla_decode_params m;
+        memset(&m, 0, sizeof m);
+        m.q = p->q.t, m.kv_cache = p->k.t, m.block_table = p->bt.t, m.seq_lens = p->sl.t, m.out = out.t;
+        m.softmax_scale = (float)p->scale, m.causal = 1, m.head_dim_v = p->dv, m.num_splits = 8;
+        kp_test_require_op(dev, KP_OP_MLA_DECODE, &m);
+        CHECK_OK(kp_mla_decode(s, &m));
+    } else {
+        kp_attention_decode_params a;
+        memset(&a, 0, sizeof a);
+        a.q = p->q.t, a.k_cache = p->k.t, a.v_cache = p->v.t, a.block_table = p->bt.t, a.seq_lens = p->sl.t;
+        a.out = out.t, a.softmax_scale = (float)p->scale, a.causal = 1, a.num_splits = 8;
+        kp_test_require_op(dev, KP_OP_ATTENTION_DECODE, &a);
+        CHECK_OK(kp_attention_decode(s, &a));
+    }
+    return out;
+}
+
+/* The scratch entry of queue q (NULL: none); the number of entries in *n. */
+static kp_ocl_scratch *scratch_of(kp_device *dev, void *q, int *n) {
+    kp_ocl_device *d = kp_ocl_dev(dev);
+    kp_ocl_scratch *hit = NULL;
+    *n = 0;
+    pthread_mutex_lock(&d->lock);
+    for (kp_ocl_scratch *e = d->scratch; e; e = e->next, ++*n)
+        if (e->queue == (cl_command_queue)q) hit = e;
+    pthread_mutex_unlock(&d->lock);
+    return hit;
+}
+
+static cl_uint mem_refs(cl_mem m) {
+    cl_uint refs = 0;
+    CHECK(clGetMemObjectInfo(m, CL_MEM_REFERENCE_COUNT, sizeof refs, &refs, NULL) == CL_SUCCESS);
+    return refs;
+}
+
+static int pow2(size_t n) { return n && (n & (n - 1)) == 0; }
+
+/* num_splits 8 on two streams alternately, many calls in flight before any sync, the
+ * sizes growing (and shrinking back) along the way: every output matches the float64
+ * reference with its guards intact; each queue has one scratch pair, large enough for
+ * its biggest call; destroying a stream drops its pair and closing the device frees
+ * what is left (no reference but the test's own remains). */
+KP_TEST(opencl_attn_split_scratch_streams) {
+    kp_device *dev = open_opencl();
+    kp_stream *s[2];
+    CHECK_OK(kp_stream_create(dev, &s[0]));
+    CHECK_OK(kp_stream_create(dev, &s[1]));
+    void *qn[2];
+    CHECK_OK(kp_stream_get_native(s[0], &qn[0]));
+    CHECK_OK(kp_stream_get_native(s[1], &qn[1]));
+
+    static const int32_t l0[1] = {40}, l1[2] = {130, 7}, l2[3] = {300, 1, 90}, l3[4] = {517, 64, 0, 250};
+    static const int32_t lm[2] = {200, 33};
+    enum { NP = 5, NCALLS = 24 };
+    split_problem p[NP] = {
+        split_problem_make(dev, KP_F32, 1, 1, 4, 2, 64, 64, 16, 0, l0),
+        split_problem_make(dev, KP_F16, 2, 2, 8, 2, 128, 128, 16, 0, l1),
+        split_problem_make(dev, KP_BF16, 3, 1, 16, 4, 64, 64, 32, 0, l2),
+        split_problem_make(dev, KP_F32, 4, 3, 8, 2, 64, 64, 16, 0, l3),
+        split_problem_make(dev, KP_BF16, 2, 1, 16, 1, 576, 512, 64, 1, lm),
+    };
+    /* problem per call: growing, with smaller ones in between (reuse after growth) */
+    static const int order[NCALLS] = {0, 0, 1, 0, 1, 1, 2, 0, 2, 1, 3, 2, 0, 3, 4, 3, 4, 0, 1, 4, 2, 3, 4, 0};
+    size_t need_part[2] = {0, 0}, need_lse[2] = {0, 0};
+    for (int round = 0; round < 2; round++) { /* the second round runs on grown scratch only */
+        kp_conf_tensor out[NCALLS];
+        for (int c = 0; c < NCALLS; c++) {
+            const split_problem *pp = &p[order[c]];
+            int si = c % 2;
+            out[c] = split_launch(dev, s[si], pp);
+            if (pp->part_bytes > need_part[si]) need_part[si] = pp->part_bytes;
+            if (pp->lse_bytes > need_lse[si]) need_lse[si] = pp->lse_bytes;
+        }
+        CHECK_OK(kp_stream_sync(s[0]));
+        CHECK_OK(kp_stream_sync(s[1]));
+        for (int c = 0; c < NCALLS; c++) {
+            const split_problem *pp = &p[order[c]];
+            char what[160];
+            snprintf(what, sizeof what, "split scratch round %d call %d (stream %d, %s b %d d %d/%d%s)", round, c,
+                     c % 2, kp_dtype_name(pp->dt), pp->b, pp->d, pp->dv, pp->mla ? " mla" : "");
+            kp_conf_download(&out[c]); /* checks the guards around out */
+            kp_conf_check(what, out[c].host, pp->ref, out[c].numel, kp_conf_tolerance(pp->dt), 0);
+            kp_conf_free(&out[c]);
+        }
+    }
+
+    int n = 0;
+    kp_ocl_scratch *e[2] = {scratch_of(dev, qn[0], &n), scratch_of(dev, qn[1], &n)};
+    CHECK_INT_EQ(n, 2);
+    cl_mem held[2][2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(e[i] != NULL);
+        CHECK(e[i]->part_bytes >= need_part[i] && e[i]->lse_bytes >= need_lse[i]);
+        CHECK(pow2(e[i]->part_bytes) && pow2(e[i]->lse_bytes));
+        held[i][0] = e[i]->part, held[i][1] = e[i]->part_lse;
+        clRetainMemObject(held[i][0]), clRetainMemObject(held[i][1]);
+    }
+    CHECK(held[0][0] != held[1][0] && held[0][1] != held[1][1]);
+
+    /* stream destroy drops that queue's pair only */
+    CHECK_OK(kp_stream_destroy(s[0]));
+    CHECK(scratch_of(dev, qn[0], &n) == NULL);
+    CHECK_INT_EQ(n, 1);
+    CHECK(mem_refs(held[0][0]) == 1 && mem_refs(held[0][1]) == 1); /* ours only */
+    CHECK_OK(kp_stream_destroy(s[1]));
+    CHECK(scratch_of(dev, qn[1], &n) == NULL);
+    CHECK_INT_EQ(n, 0);
+    CHECK(mem_refs(held[1][0]) == 1 && mem_refs(held[1][1]) == 1);
+    for (int i = 0; i < 2; i++) clReleaseMemObject(held[i][0]), clReleaseMemObject(held[i][1]);
+    for (int i = 0; i < NP; i++) split_problem_free(&p[i]);
+
+    /* device close frees whatever is left: a queue of the test's own with a pair, grown once */
+    kp_native_device nd;
+    CHECK_OK(kp_device_get_native(dev, &nd));
+    cl_int err = CL_SUCCESS;
+    cl_command_queue rq = clCreateCommandQueue((cl_context)nd.context, (cl_device_id)nd.device, 0, &err);
+    CHECK(err == CL_SUCCESS);
+    kp_ocl_device *od = kp_ocl_dev(dev);
+    cl_mem a = NULL, b = NULL, a2 = NULL, b2 = NULL;
+    CHECK(kp_ocl_scratch_get(od, rq, 1000, 100, &a, &b) == CL_SUCCESS);
+    CHECK(kp_ocl_scratch_get(od, rq, 300, 30, &a2, &b2) == CL_SUCCESS); /* fits: the same pair */
+    CHECK(a2 == a && b2 == b);
+    clReleaseMemObject(a2), clReleaseMemObject(b2);
+    CHECK(kp_ocl_scratch_get(od, rq, 5000, 50, &a2, &b2) == CL_SUCCESS); /* grows: a new pair */
+    CHECK(a2 != a && b2 != b);
+    CHECK(mem_refs(a) == 1 && mem_refs(b) == 1); /* the old pair: the cache let go */
+    clReleaseMemObject(a), clReleaseMemObject(b);
+    kp_ocl_scratch *re = scratch_of(dev, rq, &n);
+    CHECK_INT_EQ(n, 1);
+    CHECK(re && re->part_bytes == 8192 && re->lse_bytes == 256);
+    CHECK(mem_refs(a2) == 2 && mem_refs(b2) == 2); /* the cache's and ours */
+    CHECK_OK(kp_device_close(dev));
+    CHECK(mem_refs(a2) == 1 && mem_refs(b2) == 1); /* ours only */
+    clReleaseMemObject(a2), clReleaseMemObject(b2);
+    clReleaseCommandQueue(rq);
+}
+
+#else
+KP_TEST(opencl_attn_split_scratch_streams) { KP_SKIP("opencl backend not built"); }
+#endif

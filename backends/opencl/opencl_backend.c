@@ -214,6 +214,7 @@ static kp_status ocl_device_open(kp_backend_state *b, int index, void **out_impl
 static void ocl_device_close(void *impl) {
     kp_ocl_device *d = impl;
     if (!d) return;
+    kp_ocl_scratch_release_all(d);
     kp_ocl_programs_release(d);
     clReleaseContext(d->context);
     pthread_mutex_destroy(&d->lock);
@@ -280,7 +281,10 @@ static kp_status ocl_stream_sync(kp_stream *s) {
 static void ocl_stream_destroy(kp_stream *s) {
     cl_command_queue q = kp_ocl_queue(s);
     if (!q) return;
-    if (!(s->flags & KP_STREAM_WRAPPED)) clFinish(q); /* pending work first, as kp_stream_destroy promises */
+    int wrapped = (s->flags & KP_STREAM_WRAPPED) != 0;
+    if (!wrapped) clFinish(q); /* pending work first, as kp_stream_destroy promises */
+    /* the queue's split-KV scratch: a wrapped queue is finished only if it has one */
+    kp_ocl_scratch_drop(kp_ocl_dev(s->device), q, wrapped);
     clReleaseCommandQueue(q); /* a wrapped queue: our reference only */
 }
 

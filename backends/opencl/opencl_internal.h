@@ -59,12 +59,23 @@ typedef struct kp_ocl_cache_stats {
 
 typedef struct kp_ocl_program_entry kp_ocl_program_entry;
 
+/* Split-KV scratch of one command queue (ops/opencl_attention_common.c): the decode
+ * partials, kept across calls. Reuse is safe because the queue is in order; a buffer
+ * is only released after clFinish of its queue (growth, stream destroy, device close). */
+typedef struct kp_ocl_scratch {
+    struct kp_ocl_scratch *next;
+    cl_command_queue queue; /* borrowed: the key; the entry is dropped in ocl_stream_destroy */
+    cl_mem part, part_lse;  /* owned: one reference each */
+    size_t part_bytes, lse_bytes;
+} kp_ocl_scratch;
+
 /* An open device: the impl behind kp_device. */
 typedef struct kp_ocl_device {
     kp_ocl_device_desc desc;       /* copied: outlives nothing */
     cl_context context;            /* owned */
-    pthread_mutex_t lock;          /* guards programs and stats */
+    pthread_mutex_t lock;          /* guards programs, scratch and stats */
     kp_ocl_program_entry *programs; /* owned: built programs, newest first */
+    kp_ocl_scratch *scratch;        /* owned, under lock: split-KV scratch per queue */
     kp_ocl_cache_stats stats;
     /* SPIR-V (opencl_program.c, under lock): clCreateProgramWithIL[KHR] resolved once */
     int il_resolved;
@@ -103,6 +114,20 @@ static inline kp_ocl_device *kp_ocl_dev(const kp_device *d) { return (kp_ocl_dev
 
 /* Frees every cached program of d (at device close). */
 void kp_ocl_programs_release(kp_ocl_device *d);
+
+/* ---- ops/opencl_attention_common.c: per-queue split-KV scratch ---- */
+
+/* The scratch of queue q, at least part_bytes / lse_bytes (grown to the next power of
+ * two when short: the old buffers are released after clFinish(q)). On success *part
+ * and *part_lse carry a reference of the caller's own, to release once the kernels
+ * using them are enqueued (the cache keeps its own). Does not record an error. */
+cl_int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
+                          cl_mem *part_lse);
+/* Drops q's scratch, if any (ocl_stream_destroy): after clFinish(q) when finish is set
+ * (a wrapped queue that kport has not finished). */
+void kp_ocl_scratch_drop(kp_ocl_device *d, cl_command_queue q, int finish);
+/* Frees every queue's scratch (device close). */
+void kp_ocl_scratch_release_all(kp_ocl_device *d);
 
 /* ---- ops, one per file in ops/ ---- */
 kp_status kp_ocl_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);

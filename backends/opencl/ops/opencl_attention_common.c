@@ -20,7 +20,9 @@
  */
 #include "opencl_attention_common.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int kp_ocl_attn_dims_supported(int dqk, int dv, int mla) {
@@ -160,4 +162,95 @@ kp_status kp_ocl_args_status(const kp_ocl_args *a, const char *kernel) {
     if (a->err == CL_SUCCESS) return KP_OK;
     return kp_ocl_host()->add_context(kp_ocl_fail(a->err, "clSetKernelArg"), "argument %u of %s", a->failed,
                                       kernel);
+}
+
+/* ---- per-queue split-KV scratch (see opencl_internal.h) ---------------------------- */
+
+/* The next power of two at or above n (at least 256 bytes); n itself past 2^62. */
+static size_t scratch_round(size_t n) {
+    size_t r = 256;
+    while (r < n && r <= SIZE_MAX / 2) r *= 2;
+    return r < n ? n : r;
+}
+
+/* A buffer of want bytes rounded up; the exact size if the rounded one is refused
+ * (CL_DEVICE_MAX_MEM_ALLOC_SIZE, memory). */
+static cl_mem scratch_create(cl_context ctx, size_t want, size_t *got, cl_int *err) {
+    size_t r = scratch_round(want);
+    cl_mem m = clCreateBuffer(ctx, CL_MEM_READ_WRITE, r, NULL, err);
+    if (*err != CL_SUCCESS && r != want) m = clCreateBuffer(ctx, CL_MEM_READ_WRITE, r = want, NULL, err);
+    *got = *err == CL_SUCCESS ? r : 0;
+    return *err == CL_SUCCESS ? m : NULL;
+}
+
+cl_int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
+                          cl_mem *part_lse) {
+    *part = *part_lse = NULL;
+    pthread_mutex_lock(&d->lock);
+    kp_ocl_scratch *e = d->scratch;
+    while (e && e->queue != q) e = e->next;
+    if (e && e->part_bytes >= part_bytes && e->lse_bytes >= lse_bytes) { /* the common case: reuse */
+        clRetainMemObject(e->part), clRetainMemObject(e->part_lse);
+        *part = e->part, *part_lse = e->part_lse;
+        pthread_mutex_unlock(&d->lock);
+        return CL_SUCCESS;
+    }
+    /* missing or short: new buffers, at least as large as the old ones */
+    if (e && e->part_bytes > part_bytes) part_bytes = e->part_bytes;
+    if (e && e->lse_bytes > lse_bytes) lse_bytes = e->lse_bytes;
+    cl_int err = CL_SUCCESS;
+    size_t pb = 0, lb = 0;
+    cl_mem a = scratch_create(d->context, part_bytes, &pb, &err), b = NULL;
+    if (err == CL_SUCCESS) b = scratch_create(d->context, lse_bytes, &lb, &err);
+    if (err == CL_SUCCESS && !e) {
+        e = calloc(1, sizeof *e);
+        if (e) e->queue = q, e->next = d->scratch, d->scratch = e;
+        else err = CL_OUT_OF_HOST_MEMORY;
+    }
+    if (err != CL_SUCCESS) {
+        pthread_mutex_unlock(&d->lock);
+        if (a) clReleaseMemObject(a);
+        if (b) clReleaseMemObject(b);
+        return err;
+    }
+    cl_mem old_a = e->part, old_b = e->part_lse;
+    e->part = a, e->part_lse = b, e->part_bytes = pb, e->lse_bytes = lb;
+    clRetainMemObject(a), clRetainMemObject(b);
+    *part = a, *part_lse = b;
+    pthread_mutex_unlock(&d->lock);
+    if (old_a || old_b) { /* growth (rare): the old ones once the queue's earlier calls are done */
+        clFinish(q);
+        if (old_a) clReleaseMemObject(old_a);
+        if (old_b) clReleaseMemObject(old_b);
+    }
+    return CL_SUCCESS;
+}
+
+static void scratch_free(kp_ocl_scratch *e, int finish) {
+    if (finish) clFinish(e->queue);
+    if (e->part) clReleaseMemObject(e->part);
+    if (e->part_lse) clReleaseMemObject(e->part_lse);
+    free(e);
+}
+
+void kp_ocl_scratch_drop(kp_ocl_device *d, cl_command_queue q, int finish) {
+    if (!d) return;
+    pthread_mutex_lock(&d->lock);
+    kp_ocl_scratch **pp = &d->scratch, *e = NULL;
+    while (*pp && (*pp)->queue != q) pp = &(*pp)->next;
+    if (*pp) e = *pp, *pp = e->next;
+    pthread_mutex_unlock(&d->lock);
+    if (e) scratch_free(e, finish);
+}
+
+void kp_ocl_scratch_release_all(kp_ocl_device *d) {
+    pthread_mutex_lock(&d->lock);
+    kp_ocl_scratch *e = d->scratch;
+    d->scratch = NULL;
+    pthread_mutex_unlock(&d->lock);
+    while (e) { /* only a stream still open at close leaves an entry: its queue is alive */
+        kp_ocl_scratch *next = e->next;
+        scratch_free(e, 1);
+        e = next;
+    }
 }

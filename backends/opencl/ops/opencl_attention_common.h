@@ -8,11 +8,11 @@
  *  - one cl_kernel per call, released right after the enqueue (cl_kernel argument state
  *    is not thread-safe; the built cl_program is cached by opencl_program.c, so a call
  *    costs one clCreateKernel: a few microseconds);
- *  - split-KV partials live in two buffers created per call (clCreateBuffer) and
- *    released by an event callback when the combine kernel completes (waiting on the
- *    event only where the callback cannot be set), so the host never blocks and
- *    nothing leaks; a per-device cache would save the allocation but needs a
- *    stream-lifetime hook the backend does not have yet;
+ *  - split-KV partials live in per-queue scratch buffers cached on the device
+ *    (kp_ocl_scratch_get, opencl_internal.h): reused call after call on the same queue
+ *    (in order, so a call's kernels never overlap the previous call's), grown to the
+ *    next power of two when short (the old pair released after clFinish of the queue),
+ *    dropped when the stream is destroyed and freed at device close;
  *  - offsets and strides go to the kernels in elements, buffers whole (no sub-buffers:
  *    OpenCL 1.2 aligns those to CL_DEVICE_MEM_BASE_ADDR_ALIGN only);
  *  - index contents (cu_seqlens, block tables, seq_lens) are not validated here — that

@@ -7,7 +7,6 @@
 #include "opencl_attention_decode.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #define ATTN_LOG2E 1.4426950408889634
 
@@ -20,42 +19,6 @@ static int auto_splits(const kp_ocl_device *d, int64_t base_groups, int64_t max_
     if (ns > tiles / 2) ns = tiles / 2;
     if (ns > 64) ns = 64;
     return ns < 1 ? 1 : (int)ns;
-}
-
-/* The split-KV partials outlive the call until the combine kernel has run: an event
- * callback on the combine releases them (no wait on the host). OpenCL 1.2 already
- * defers the deletion of a released buffer until its commands finish; the callback
- * keeps the partials' lifetime explicit instead of leaning on every driver for that. */
-typedef struct scratch_pair {
-    cl_mem a, b;
-} scratch_pair;
-
-static void CL_CALLBACK scratch_done(cl_event e, cl_int status, void *user) {
-    (void)e, (void)status;
-    scratch_pair *p = user;
-    clReleaseMemObject(p->a);
-    clReleaseMemObject(p->b);
-    free(p);
-}
-
-static void release_scratch(cl_command_queue q, int enqueued, cl_event done, cl_mem a, cl_mem b) {
-    if (done) {
-        scratch_pair *p = malloc(sizeof *p);
-        if (p) {
-            p->a = a, p->b = b;
-            if (clSetEventCallback(done, CL_COMPLETE, scratch_done, p) == CL_SUCCESS) {
-                clReleaseEvent(done);
-                return;
-            }
-            free(p);
-        }
-        clWaitForEvents(1, &done); /* no callback: wait instead */
-        clReleaseEvent(done);
-    } else if (enqueued && a) {
-        clFinish(q); /* the combine failed to enqueue: the decode kernel may still use them */
-    }
-    if (a) clReleaseMemObject(a);
-    if (b) clReleaseMemObject(b);
 }
 
 kp_status kp_ocl_paged_decode(kp_op op, kp_stream *s, const kp_ocl_paged_args *pa, int dry_run) {
@@ -85,19 +48,14 @@ kp_status kp_ocl_paged_decode(kp_op op, kp_stream *s, const kp_ocl_paged_args *p
     char opts[256];
     kp_ocl_attn_options(&cfg, opts, sizeof opts);
     cl_kernel k = NULL, kc2 = NULL;
-    cl_mem part = NULL, part_lse = NULL;
-    cl_event done = NULL; /* the combine kernel's */
-    int enqueued = 0;     /* the decode kernel is on the queue */
+    cl_mem part = NULL, part_lse = NULL; /* the queue's scratch (a reference of ours) */
     if ((st = kp_ocl_kernel_create(d, KP_OCL_SRC_ATTENTION_ATTENTION_DECODE, opts, "kp_attention_decode_paged", &k,
                                    NULL)) == KP_OK &&
         ns > 1)
         st = kp_ocl_kernel_create(d, KP_OCL_SRC_ATTENTION_ATTENTION_DECODE, opts, "kp_attention_combine", &kc2, NULL);
     if (st == KP_OK && ns > 1) {
-        cl_int err = CL_SUCCESS;
-        part = clCreateBuffer(d->context, CL_MEM_READ_WRITE, (size_t)(ns * nrows_all * dv) * sizeof(float), NULL, &err);
-        if (err == CL_SUCCESS)
-            part_lse = clCreateBuffer(d->context, CL_MEM_READ_WRITE, (size_t)(ns * nrows_all) * sizeof(float), NULL,
-                                      &err);
+        cl_int err = kp_ocl_scratch_get(d, kp_ocl_queue(s), (size_t)(ns * nrows_all * dv) * sizeof(float),
+                                        (size_t)(ns * nrows_all) * sizeof(float), &part, &part_lse);
         if (err != CL_SUCCESS) st = kp_ocl_fail(err, "clCreateBuffer (split-KV partials)");
     }
 
@@ -124,7 +82,6 @@ kp_status kp_ocl_paged_decode(kp_op op, kp_stream *s, const kp_ocl_paged_args *p
             size_t local[3] = {(size_t)cfg.nt, 1, 1};
             cl_int err = clEnqueueNDRangeKernel(kp_ocl_queue(s), k, 3, NULL, global, local, 0, NULL, NULL);
             if (err != CL_SUCCESS) st = kp_ocl_fail(err, "clEnqueueNDRangeKernel (decode)");
-            else enqueued = 1;
         }
         if (st == KP_OK && ns > 1) {
             kp_ocl_args c = {.k = kc2};
@@ -136,12 +93,15 @@ kp_status kp_ocl_paged_decode(kp_op op, kp_stream *s, const kp_ocl_paged_args *p
             st = kp_ocl_args_status(&c, "kp_attention_combine");
             if (st == KP_OK) {
                 size_t wg = 64, global = (size_t)nrows_all * wg;
-                cl_int err = clEnqueueNDRangeKernel(kp_ocl_queue(s), kc2, 1, NULL, &global, &wg, 0, NULL, &done);
+                cl_int err = clEnqueueNDRangeKernel(kp_ocl_queue(s), kc2, 1, NULL, &global, &wg, 0, NULL, NULL);
                 if (err != CL_SUCCESS) st = kp_ocl_fail(err, "clEnqueueNDRangeKernel (combine)");
             }
         }
     }
-    release_scratch(kp_ocl_queue(s), enqueued, done, part, part_lse);
+    /* the cache keeps its own reference: the queue is in order, so the next call on it
+     * reuses the partials only after this one's kernels */
+    if (part) clReleaseMemObject(part);
+    if (part_lse) clReleaseMemObject(part_lse);
     if (kc2) clReleaseKernel(kc2);
     if (k) clReleaseKernel(k);
     return st == KP_OK ? st : h->add_context(st, "%s", name);
