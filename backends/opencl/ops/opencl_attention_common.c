@@ -30,22 +30,11 @@ int kp_ocl_attn_dims_supported(int dqk, int dv, int mla) {
     return (dqk == dv && (dqk == 64 || dqk == 128 || dqk == 256)) || (dqk == 192 && dv == 128);
 }
 
-/* The plugin does not link libkport: its own kp_dtype_size. */
-static size_t dtype_size(kp_dtype t) {
-    switch (t) {
-    case KP_F32: case KP_I32: return 4;
-    case KP_F16: case KP_BF16: return 2;
-    case KP_FP8_E4M3: return 1;
-    case KP_DTYPE_COUNT: break;
-    }
-    return 0;
-}
-
 static size_t al16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Mirrors ATTN_DECLARE_LOCALS in kernels/attention/kp_attn_tile.h. */
 static size_t local_bytes(const kp_ocl_attn_cfg *c) {
-    size_t es = dtype_size(c->dt);
+    size_t es = kp_backend_dtype_size(c->dt);
     size_t lt = c->mma ? 2 : c->local_f32 ? 4 : es;
     size_t pad = (c->local_f32 && !c->mma) || c->dt == KP_F32 ? 1 : 8;
     size_t kld = (size_t)c->dqk + pad, vld = (size_t)c->dv + pad;
@@ -134,34 +123,6 @@ void kp_ocl_attn_options(const kp_ocl_attn_cfg *c, char *buf, size_t n) {
     snprintf(buf, n, "-DKP_DTYPE_%s -DATTN_DQK=%d -DATTN_DV=%d -DATTN_BM=%d -DATTN_BN=%d -DATTN_NT=%d%s%s%s%s", dt,
              c->dqk, c->dv, c->bm, c->bn, c->nt, c->mma ? " -DATTN_MMA" : "", c->local_f32 ? " -DATTN_LOCAL_F32" : "",
              c->kt ? " -DATTN_KT" : "", c->mla ? " -DATTN_MLA" : "");
-}
-
-void kp_ocl_arg(kp_ocl_args *a, size_t size, const void *value) {
-    if (a->err == CL_SUCCESS) {
-        a->err = clSetKernelArg(a->k, a->next, size, value);
-        if (a->err != CL_SUCCESS) a->failed = a->next;
-    }
-    a->next++;
-}
-
-void kp_ocl_arg_mem(kp_ocl_args *a, cl_mem m) { kp_ocl_arg(a, sizeof(cl_mem), m ? (const void *)&m : NULL); }
-void kp_ocl_arg_i32(kp_ocl_args *a, int v) { kp_ocl_arg(a, sizeof(cl_int), &v); }
-void kp_ocl_arg_f32(kp_ocl_args *a, float v) { kp_ocl_arg(a, sizeof(cl_float), &v); }
-void kp_ocl_arg_i64(kp_ocl_args *a, int64_t v) {
-    cl_long l = (cl_long)v;
-    kp_ocl_arg(a, sizeof l, &l);
-}
-
-void kp_ocl_arg_tensor(kp_ocl_args *a, const kp_tensor *t) {
-    kp_ocl_arg_mem(a, t->buffer ? kp_ocl_mem(t->buffer) : NULL);
-    size_t es = dtype_size(t->dtype);
-    kp_ocl_arg_i64(a, t->buffer && es ? (int64_t)(t->offset / es) : 0);
-}
-
-kp_status kp_ocl_args_status(const kp_ocl_args *a, const char *kernel) {
-    if (a->err == CL_SUCCESS) return KP_OK;
-    return kp_ocl_host()->add_context(kp_ocl_fail(a->err, "clSetKernelArg"), "argument %u of %s", a->failed,
-                                      kernel);
 }
 
 /* ---- per-queue split-KV scratch (see opencl_internal.h) ---------------------------- */

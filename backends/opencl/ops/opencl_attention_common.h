@@ -23,6 +23,7 @@
 #ifndef KPORT_OPENCL_ATTENTION_COMMON_H
 #define KPORT_OPENCL_ATTENTION_COMMON_H
 
+#include "opencl_args.h"
 #include "opencl_program.h"
 
 typedef struct kp_ocl_attn_cfg {
@@ -47,22 +48,5 @@ kp_status kp_ocl_attn_config(kp_ocl_device *d, const char *kind, kp_dtype dt, in
 
 /* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
 void kp_ocl_attn_options(const kp_ocl_attn_cfg *c, char *buf, size_t n);
-
-/* Sequential clSetKernelArg; the first failure is kept. */
-typedef struct kp_ocl_args {
-    cl_kernel k;
-    cl_uint next;
-    cl_int err;
-    cl_uint failed;
-} kp_ocl_args;
-
-void kp_ocl_arg(kp_ocl_args *a, size_t size, const void *value);
-void kp_ocl_arg_mem(kp_ocl_args *a, cl_mem m); /* m may be NULL */
-void kp_ocl_arg_i32(kp_ocl_args *a, int v);
-void kp_ocl_arg_i64(kp_ocl_args *a, int64_t v);
-void kp_ocl_arg_f32(kp_ocl_args *a, float v);
-/* A tensor's buffer and its offset in elements. */
-void kp_ocl_arg_tensor(kp_ocl_args *a, const kp_tensor *t);
-kp_status kp_ocl_args_status(const kp_ocl_args *a, const char *kernel);
 
 #endif /* KPORT_OPENCL_ATTENTION_COMMON_H */

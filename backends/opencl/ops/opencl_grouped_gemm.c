@@ -86,45 +86,45 @@ static kp_status plan_make(kp_stream *s, const kp_ocl_moe_gemm *g, gemm_plan *p)
     return KP_OK;
 }
 
-static void set_args(kp_ocl_moe_args *a, const kp_ocl_moe_gemm *g, int small_max) {
-    kp_ocl_moe_arg_mem(a, g->a.mem);
-    kp_ocl_moe_arg_i64(a, g->a.off);
-    kp_ocl_moe_arg_i64(a, g->a.ld);
-    kp_ocl_moe_arg_i32(a, g->a_rows);
-    kp_ocl_moe_arg_mem(a, g->gather.mem);
-    kp_ocl_moe_arg_i64(a, g->gather.off);
-    kp_ocl_moe_arg_i32(a, g->gather_k);
-    kp_ocl_moe_arg_mem(a, g->w.mem);
-    kp_ocl_moe_arg_i64(a, g->w.off);
-    kp_ocl_moe_arg_i64(a, g->w_se);
-    kp_ocl_moe_arg_i64(a, g->w.ld);
-    kp_ocl_moe_arg_mem(a, g->w_scale.mem);
-    kp_ocl_moe_arg_i64(a, g->w_scale.off);
-    kp_ocl_moe_arg_i32(a, (g->n + 127) / 128);
-    kp_ocl_moe_arg_i32(a, g->k / 128);
-    kp_ocl_moe_arg_mem(a, g->offsets.mem);
-    kp_ocl_moe_arg_i64(a, g->offsets.off);
-    kp_ocl_moe_arg_i32(a, g->n_exp);
-    kp_ocl_moe_arg_i32(a, g->dense_rows);
-    kp_ocl_moe_arg_i32(a, g->m);
-    kp_ocl_moe_arg_i32(a, g->n);
-    kp_ocl_moe_arg_i32(a, g->k);
-    kp_ocl_moe_arg_i32(a, g->mode);
-    kp_ocl_moe_arg_i32(a, g->n_out);
-    kp_ocl_moe_arg_i32(a, small_max);
-    kp_ocl_moe_arg_mem(a, g->out.mem); /* out (dtype) and outf (f32): the same buffer, the mode picks */
-    kp_ocl_moe_arg_mem(a, g->out.mem);
-    kp_ocl_moe_arg_i64(a, g->out.off);
-    kp_ocl_moe_arg_i64(a, g->out.ld);
-    kp_ocl_moe_arg_mem(a, g->y.mem);
-    kp_ocl_moe_arg_i64(a, g->y.off);
-    kp_ocl_moe_arg_i64(a, g->y.ld);
-    kp_ocl_moe_arg_i32(a, g->y_rows);
-    kp_ocl_moe_arg_mem(a, g->pos.mem);
-    kp_ocl_moe_arg_i64(a, g->pos.off);
-    kp_ocl_moe_arg_mem(a, g->tw.mem);
-    kp_ocl_moe_arg_i64(a, g->tw.off);
-    kp_ocl_moe_arg_i32(a, g->topk);
+static void set_args(kp_ocl_args *a, const kp_ocl_moe_gemm *g, int small_max) {
+    kp_ocl_arg_mem(a, g->a.mem);
+    kp_ocl_arg_i64(a, g->a.off);
+    kp_ocl_arg_i64(a, g->a.ld);
+    kp_ocl_arg_i32(a, g->a_rows);
+    kp_ocl_arg_mem(a, g->gather.mem);
+    kp_ocl_arg_i64(a, g->gather.off);
+    kp_ocl_arg_i32(a, g->gather_k);
+    kp_ocl_arg_mem(a, g->w.mem);
+    kp_ocl_arg_i64(a, g->w.off);
+    kp_ocl_arg_i64(a, g->w_se);
+    kp_ocl_arg_i64(a, g->w.ld);
+    kp_ocl_arg_mem(a, g->w_scale.mem);
+    kp_ocl_arg_i64(a, g->w_scale.off);
+    kp_ocl_arg_i32(a, (g->n + 127) / 128);
+    kp_ocl_arg_i32(a, g->k / 128);
+    kp_ocl_arg_mem(a, g->offsets.mem);
+    kp_ocl_arg_i64(a, g->offsets.off);
+    kp_ocl_arg_i32(a, g->n_exp);
+    kp_ocl_arg_i32(a, g->dense_rows);
+    kp_ocl_arg_i32(a, g->m);
+    kp_ocl_arg_i32(a, g->n);
+    kp_ocl_arg_i32(a, g->k);
+    kp_ocl_arg_i32(a, g->mode);
+    kp_ocl_arg_i32(a, g->n_out);
+    kp_ocl_arg_i32(a, small_max);
+    kp_ocl_arg_mem(a, g->out.mem); /* out (dtype) and outf (f32): the same buffer, the mode picks */
+    kp_ocl_arg_mem(a, g->out.mem);
+    kp_ocl_arg_i64(a, g->out.off);
+    kp_ocl_arg_i64(a, g->out.ld);
+    kp_ocl_arg_mem(a, g->y.mem);
+    kp_ocl_arg_i64(a, g->y.off);
+    kp_ocl_arg_i64(a, g->y.ld);
+    kp_ocl_arg_i32(a, g->y_rows);
+    kp_ocl_arg_mem(a, g->pos.mem);
+    kp_ocl_arg_i64(a, g->pos.off);
+    kp_ocl_arg_mem(a, g->tw.mem);
+    kp_ocl_arg_i64(a, g->tw.off);
+    kp_ocl_arg_i32(a, g->topk);
 }
 
 kp_status kp_ocl_moe_gemm_run(kp_stream *s, const kp_ocl_moe_gemm *g, int dry_run) {
@@ -143,7 +143,7 @@ kp_status kp_ocl_moe_gemm_run(kp_stream *s, const kp_ocl_moe_gemm *g, int dry_ru
     kp_ocl_device *dev = kp_ocl_dev(s->device);
     cl_command_queue q = kp_ocl_queue(s);
     int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
-    kp_ocl_moe_args a = {0};
+    kp_ocl_args a = {0};
     if (p.run_tiled) {
         if ((st = kp_ocl_kernel_create(dev, KP_OCL_SRC_MOE_MOE_GEMM, opts, "kp_grouped_gemm_tiled", &a.k, NULL)))
             return st;
@@ -152,17 +152,17 @@ kp_status kp_ocl_moe_gemm_run(kp_stream *s, const kp_ocl_moe_gemm *g, int dry_ru
         int64_t tiles = (rows + p.bm - 1) / p.bm + (g->dense_rows > 0 ? 0 : busy);
         size_t global[2] = {(size_t)((cols + per - 1) / per) * (size_t)p.wg, (size_t)tiles};
         size_t local[2] = {(size_t)p.wg, 1};
-        if ((st = kp_ocl_moe_args_launch(&a, q, "kp_grouped_gemm_tiled", 2, global, local)) != KP_OK) return st;
+        if ((st = kp_ocl_args_launch(&a, q, "kp_grouped_gemm_tiled", 2, global, local)) != KP_OK) return st;
     }
     if (p.run_small) {
-        kp_ocl_moe_args b = {0};
+        kp_ocl_args b = {0};
         if ((st = kp_ocl_kernel_create(dev, KP_OCL_SRC_MOE_MOE_GEMM, opts, "kp_grouped_gemm_small", &b.k, NULL)))
             return st;
         set_args(&b, g, p.small_max);
         int64_t per = g->mode == KP_OCL_GG_SWIGLU ? SMALL_WG / 64 : SMALL_WG / 32;
         size_t global[2] = {(size_t)((cols + per - 1) / per) * SMALL_WG, (size_t)busy};
         size_t local[2] = {SMALL_WG, 1};
-        if ((st = kp_ocl_moe_args_launch(&b, q, "kp_grouped_gemm_small", 2, global, local)) != KP_OK) return st;
+        if ((st = kp_ocl_args_launch(&b, q, "kp_grouped_gemm_small", 2, global, local)) != KP_OK) return st;
     }
     return KP_OK;
 }

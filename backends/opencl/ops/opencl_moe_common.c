@@ -31,51 +31,10 @@ const char *kp_ocl_moe_dtype_define(kp_dtype t) {
     return t == KP_F16 ? "-DKP_DTYPE_F16" : t == KP_BF16 ? "-DKP_DTYPE_BF16" : "-DKP_DTYPE_F32";
 }
 
-static void arg_set(kp_ocl_moe_args *a, size_t size, const void *value) {
-    if (a->err == CL_SUCCESS) {
-        cl_int e = clSetKernelArg(a->k, a->n, size, value);
-        if (e != CL_SUCCESS) a->err = e, a->bad = a->n;
-    }
-    a->n++;
-}
-
-void kp_ocl_moe_arg_mem(kp_ocl_moe_args *a, cl_mem m) { arg_set(a, sizeof m, m ? (const void *)&m : NULL); }
-void kp_ocl_moe_arg_i32(kp_ocl_moe_args *a, int64_t v) {
-    cl_int x = (cl_int)v;
-    arg_set(a, sizeof x, &x);
-}
-void kp_ocl_moe_arg_i64(kp_ocl_moe_args *a, int64_t v) {
-    cl_long x = (cl_long)v;
-    arg_set(a, sizeof x, &x);
-}
-void kp_ocl_moe_arg_f32(kp_ocl_moe_args *a, float v) { arg_set(a, sizeof v, &v); }
-
-kp_status kp_ocl_moe_args_launch(kp_ocl_moe_args *a, cl_command_queue q, const char *name, cl_uint dims,
-                             const size_t *global, const size_t *local) {
-    kp_status st = KP_OK;
-    if (a->err != CL_SUCCESS) {
-        char call[160];
-        snprintf(call, sizeof call, "clSetKernelArg(%s, argument %u)", name, (unsigned)a->bad);
-        st = kp_ocl_fail(a->err, call);
-    } else {
-        size_t g[3];
-        for (cl_uint d = 0; d < dims; d++) g[d] = (global[d] + local[d] - 1) / local[d] * local[d];
-        cl_int e = clEnqueueNDRangeKernel(q, a->k, dims, NULL, g, local, 0, NULL, NULL);
-        if (e != CL_SUCCESS) {
-            char call[160];
-            snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s)", name);
-            st = kp_ocl_fail(e, call);
-        }
-    }
-    clReleaseKernel(a->k);
-    a->k = NULL;
-    return st;
-}
-
-static kp_status kernel(kp_stream *s, kp_ocl_source_id src, const char *opts, const char *name, kp_ocl_moe_args *a) {
-    a->n = 0;
+static kp_status kernel(kp_stream *s, kp_ocl_source_id src, const char *opts, const char *name, kp_ocl_args *a) {
+    a->next = 0;
     a->err = CL_SUCCESS;
-    a->bad = 0;
+    a->failed = 0;
     return kp_ocl_kernel_create(kp_ocl_dev(s->device), src, opts, name, &a->k, NULL);
 }
 
@@ -98,30 +57,30 @@ kp_status kp_ocl_moe_gate_run(kp_stream *s, kp_ocl_moe_view logits, kp_dtype dt,
     if (dry_run || t == 0) return KP_OK;
     char opts[96];
     snprintf(opts, sizeof opts, "%s -DKP_GATE_WG=%d", kp_ocl_moe_dtype_define(dt), GATE_WG);
-    kp_ocl_moe_args a;
+    kp_ocl_args a;
     kp_status st = kernel(s, KP_OCL_SRC_MOE_MOE_GATE, opts, "kp_moe_gate", &a);
     if (st != KP_OK) return st;
-    kp_ocl_moe_arg_mem(&a, logits.mem);
-    kp_ocl_moe_arg_i64(&a, logits.off);
-    kp_ocl_moe_arg_i64(&a, logits.ld);
-    kp_ocl_moe_arg_mem(&a, bias.mem);
-    kp_ocl_moe_arg_i64(&a, bias.off);
-    kp_ocl_moe_arg_i32(&a, bias.mem != NULL);
-    kp_ocl_moe_arg_i32(&a, e);
-    kp_ocl_moe_arg_i32(&a, r->topk);
-    kp_ocl_moe_arg_i32(&a, r->n_group);
-    kp_ocl_moe_arg_i32(&a, r->topk_group);
-    kp_ocl_moe_arg_i32(&a, r->scoring == KP_MOE_SCORING_SIGMOID);
-    kp_ocl_moe_arg_i32(&a, r->renormalize);
-    kp_ocl_moe_arg_f32(&a, r->route_scale);
-    kp_ocl_moe_arg_mem(&a, ids.mem);
-    kp_ocl_moe_arg_i64(&a, ids.off);
-    kp_ocl_moe_arg_i64(&a, ids.ld);
-    kp_ocl_moe_arg_mem(&a, weights.mem);
-    kp_ocl_moe_arg_i64(&a, weights.off);
-    kp_ocl_moe_arg_i64(&a, weights.ld);
+    kp_ocl_arg_mem(&a, logits.mem);
+    kp_ocl_arg_i64(&a, logits.off);
+    kp_ocl_arg_i64(&a, logits.ld);
+    kp_ocl_arg_mem(&a, bias.mem);
+    kp_ocl_arg_i64(&a, bias.off);
+    kp_ocl_arg_i32(&a, bias.mem != NULL);
+    kp_ocl_arg_i32(&a, e);
+    kp_ocl_arg_i32(&a, r->topk);
+    kp_ocl_arg_i32(&a, r->n_group);
+    kp_ocl_arg_i32(&a, r->topk_group);
+    kp_ocl_arg_i32(&a, r->scoring == KP_MOE_SCORING_SIGMOID);
+    kp_ocl_arg_i32(&a, r->renormalize);
+    kp_ocl_arg_f32(&a, r->route_scale);
+    kp_ocl_arg_mem(&a, ids.mem);
+    kp_ocl_arg_i64(&a, ids.off);
+    kp_ocl_arg_i64(&a, ids.ld);
+    kp_ocl_arg_mem(&a, weights.mem);
+    kp_ocl_arg_i64(&a, weights.off);
+    kp_ocl_arg_i64(&a, weights.ld);
     size_t global[1] = {(size_t)t * GATE_WG}, local[1] = {GATE_WG};
-    return kp_ocl_moe_args_launch(&a, kp_ocl_queue(s), "kp_moe_gate", 1, global, local);
+    return kp_ocl_args_launch(&a, kp_ocl_queue(s), "kp_moe_gate", 1, global, local);
 }
 
 /* ---- align ---- */
@@ -148,55 +107,55 @@ kp_status kp_ocl_moe_align_run(kp_stream *s, kp_ocl_moe_view ids, int64_t pairs,
     snprintf(opts, sizeof opts, "-DKP_ALIGN_WG=%d -DKP_ALIGN_MAX_E=%d", ALIGN_WG, max_e);
     cl_command_queue q = kp_ocl_queue(s);
     size_t local[1] = {ALIGN_WG}, global[1];
-    kp_ocl_moe_args a;
+    kp_ocl_args a;
     kp_status st = KP_OK;
     if (nchunks > 1) {
         if ((st = kernel(s, KP_OCL_SRC_MOE_MOE_ALIGN, opts, "kp_moe_align_hist", &a)) != KP_OK) return st;
-        kp_ocl_moe_arg_mem(&a, ids.mem);
-        kp_ocl_moe_arg_i64(&a, ids.off);
-        kp_ocl_moe_arg_i32(&a, pairs);
-        kp_ocl_moe_arg_i32(&a, n_exp);
-        kp_ocl_moe_arg_i32(&a, chunk);
-        kp_ocl_moe_arg_i32(&a, nchunks);
-        kp_ocl_moe_arg_mem(&a, sorted.mem);
-        kp_ocl_moe_arg_i64(&a, sorted.off);
+        kp_ocl_arg_mem(&a, ids.mem);
+        kp_ocl_arg_i64(&a, ids.off);
+        kp_ocl_arg_i32(&a, pairs);
+        kp_ocl_arg_i32(&a, n_exp);
+        kp_ocl_arg_i32(&a, chunk);
+        kp_ocl_arg_i32(&a, nchunks);
+        kp_ocl_arg_mem(&a, sorted.mem);
+        kp_ocl_arg_i64(&a, sorted.off);
         global[0] = (size_t)nchunks * ALIGN_WG;
-        if ((st = kp_ocl_moe_args_launch(&a, q, "kp_moe_align_hist", 1, global, local)) != KP_OK) return st;
+        if ((st = kp_ocl_args_launch(&a, q, "kp_moe_align_hist", 1, global, local)) != KP_OK) return st;
     }
     if ((st = kernel(s, KP_OCL_SRC_MOE_MOE_ALIGN, opts, "kp_moe_align_scan", &a)) != KP_OK) return st;
-    kp_ocl_moe_arg_mem(&a, ids.mem);
-    kp_ocl_moe_arg_i64(&a, ids.off);
-    kp_ocl_moe_arg_mem(&a, sorted.mem);
-    kp_ocl_moe_arg_i64(&a, sorted.off);
-    kp_ocl_moe_arg_i32(&a, sorted_len);
-    kp_ocl_moe_arg_mem(&a, pos.mem);
-    kp_ocl_moe_arg_i64(&a, pos.off);
-    kp_ocl_moe_arg_mem(&a, offsets.mem);
-    kp_ocl_moe_arg_i64(&a, offsets.off);
-    kp_ocl_moe_arg_i32(&a, pairs);
-    kp_ocl_moe_arg_i32(&a, n_exp);
-    kp_ocl_moe_arg_i32(&a, chunk);
-    kp_ocl_moe_arg_i32(&a, nchunks);
-    kp_ocl_moe_arg_i32(&a, block);
+    kp_ocl_arg_mem(&a, ids.mem);
+    kp_ocl_arg_i64(&a, ids.off);
+    kp_ocl_arg_mem(&a, sorted.mem);
+    kp_ocl_arg_i64(&a, sorted.off);
+    kp_ocl_arg_i32(&a, sorted_len);
+    kp_ocl_arg_mem(&a, pos.mem);
+    kp_ocl_arg_i64(&a, pos.off);
+    kp_ocl_arg_mem(&a, offsets.mem);
+    kp_ocl_arg_i64(&a, offsets.off);
+    kp_ocl_arg_i32(&a, pairs);
+    kp_ocl_arg_i32(&a, n_exp);
+    kp_ocl_arg_i32(&a, chunk);
+    kp_ocl_arg_i32(&a, nchunks);
+    kp_ocl_arg_i32(&a, block);
     global[0] = ALIGN_WG;
-    if ((st = kp_ocl_moe_args_launch(&a, q, "kp_moe_align_scan", 1, global, local)) != KP_OK) return st;
+    if ((st = kp_ocl_args_launch(&a, q, "kp_moe_align_scan", 1, global, local)) != KP_OK) return st;
     if (nchunks == 0) return KP_OK;
     if ((st = kernel(s, KP_OCL_SRC_MOE_MOE_ALIGN, opts, "kp_moe_align_scatter", &a)) != KP_OK) return st;
-    kp_ocl_moe_arg_mem(&a, ids.mem);
-    kp_ocl_moe_arg_i64(&a, ids.off);
-    kp_ocl_moe_arg_i32(&a, pairs);
-    kp_ocl_moe_arg_i32(&a, n_exp);
-    kp_ocl_moe_arg_i32(&a, chunk);
-    kp_ocl_moe_arg_i32(&a, nchunks);
-    kp_ocl_moe_arg_mem(&a, offsets.mem);
-    kp_ocl_moe_arg_i64(&a, offsets.off);
-    kp_ocl_moe_arg_mem(&a, sorted.mem);
-    kp_ocl_moe_arg_i64(&a, sorted.off);
-    kp_ocl_moe_arg_i32(&a, sorted_len);
-    kp_ocl_moe_arg_mem(&a, pos.mem);
-    kp_ocl_moe_arg_i64(&a, pos.off);
+    kp_ocl_arg_mem(&a, ids.mem);
+    kp_ocl_arg_i64(&a, ids.off);
+    kp_ocl_arg_i32(&a, pairs);
+    kp_ocl_arg_i32(&a, n_exp);
+    kp_ocl_arg_i32(&a, chunk);
+    kp_ocl_arg_i32(&a, nchunks);
+    kp_ocl_arg_mem(&a, offsets.mem);
+    kp_ocl_arg_i64(&a, offsets.off);
+    kp_ocl_arg_mem(&a, sorted.mem);
+    kp_ocl_arg_i64(&a, sorted.off);
+    kp_ocl_arg_i32(&a, sorted_len);
+    kp_ocl_arg_mem(&a, pos.mem);
+    kp_ocl_arg_i64(&a, pos.off);
     global[0] = (size_t)nchunks * ALIGN_WG;
-    return kp_ocl_moe_args_launch(&a, q, "kp_moe_align_scatter", 1, global, local);
+    return kp_ocl_args_launch(&a, q, "kp_moe_align_scatter", 1, global, local);
 }
 
 /* ---- combine ---- */
@@ -209,24 +168,24 @@ kp_status kp_ocl_moe_combine_run(kp_stream *s, kp_ocl_moe_view y, int y_f32, int
     if (dry_run || t == 0 || hidden == 0) return KP_OK;
     char opts[96];
     snprintf(opts, sizeof opts, "%s%s", kp_ocl_moe_dtype_define(dt), y_f32 && dt != KP_F32 ? " -DKP_COMBINE_Y_F32" : "");
-    kp_ocl_moe_args a;
+    kp_ocl_args a;
     kp_status st = kernel(s, KP_OCL_SRC_MOE_MOE_COMBINE, opts, "kp_moe_combine", &a);
     if (st != KP_OK) return st;
-    kp_ocl_moe_arg_mem(&a, y.mem);
-    kp_ocl_moe_arg_i64(&a, y.off);
-    kp_ocl_moe_arg_i64(&a, y.ld);
-    kp_ocl_moe_arg_i32(&a, y_rows);
-    kp_ocl_moe_arg_mem(&a, pos.mem);
-    kp_ocl_moe_arg_i64(&a, pos.off);
-    kp_ocl_moe_arg_i64(&a, pos.ld);
-    kp_ocl_moe_arg_mem(&a, tw.mem);
-    kp_ocl_moe_arg_i64(&a, tw.off);
-    kp_ocl_moe_arg_i64(&a, tw.ld);
-    kp_ocl_moe_arg_i32(&a, topk);
-    kp_ocl_moe_arg_mem(&a, out.mem);
-    kp_ocl_moe_arg_i64(&a, out.off);
-    kp_ocl_moe_arg_i64(&a, out.ld);
-    kp_ocl_moe_arg_i32(&a, hidden);
+    kp_ocl_arg_mem(&a, y.mem);
+    kp_ocl_arg_i64(&a, y.off);
+    kp_ocl_arg_i64(&a, y.ld);
+    kp_ocl_arg_i32(&a, y_rows);
+    kp_ocl_arg_mem(&a, pos.mem);
+    kp_ocl_arg_i64(&a, pos.off);
+    kp_ocl_arg_i64(&a, pos.ld);
+    kp_ocl_arg_mem(&a, tw.mem);
+    kp_ocl_arg_i64(&a, tw.off);
+    kp_ocl_arg_i64(&a, tw.ld);
+    kp_ocl_arg_i32(&a, topk);
+    kp_ocl_arg_mem(&a, out.mem);
+    kp_ocl_arg_i64(&a, out.off);
+    kp_ocl_arg_i64(&a, out.ld);
+    kp_ocl_arg_i32(&a, hidden);
     size_t global[2] = {(size_t)hidden, (size_t)t}, local[2] = {COMBINE_WG, 1};
-    return kp_ocl_moe_args_launch(&a, kp_ocl_queue(s), "kp_moe_combine", 2, global, local);
+    return kp_ocl_args_launch(&a, kp_ocl_queue(s), "kp_moe_combine", 2, global, local);
 }

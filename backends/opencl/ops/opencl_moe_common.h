@@ -16,6 +16,7 @@
 #ifndef KPORT_OPENCL_MOE_COMMON_H
 #define KPORT_OPENCL_MOE_COMMON_H
 
+#include "opencl_args.h"
 #include "opencl_program.h"
 
 /* A buffer, an element offset into it, and a row stride in elements. mem NULL: absent. */
@@ -34,21 +35,6 @@ kp_ocl_moe_view kp_ocl_moe_view_bytes(const kp_buffer *b, size_t byte_off, size_
 const char *kp_ocl_moe_dtype_define(kp_dtype t);
 
 /* ---- kernel arguments ---- */
-
-typedef struct kp_ocl_moe_args {
-    cl_kernel k;
-    cl_uint n;
-    cl_int err;
-    cl_uint bad; /* the first argument that failed */
-} kp_ocl_moe_args;
-
-void kp_ocl_moe_arg_mem(kp_ocl_moe_args *a, cl_mem m); /* NULL: a null global pointer */
-void kp_ocl_moe_arg_i32(kp_ocl_moe_args *a, int64_t v);
-void kp_ocl_moe_arg_i64(kp_ocl_moe_args *a, int64_t v);
-void kp_ocl_moe_arg_f32(kp_ocl_moe_args *a, float v);
-/* Enqueues a.k (global rounded up to local) and releases it, success or not. */
-kp_status kp_ocl_moe_args_launch(kp_ocl_moe_args *a, cl_command_queue q, const char *name, cl_uint dims,
-                             const size_t *global, const size_t *local);
 
 /* ---- launchers ---- */
 
