@@ -43,7 +43,7 @@ KP_TEST(opencl_spirv_cache_key) { KP_SKIP("opencl backend not built"); }
 #else
 
 #include "backend.h"
-#include "opencl_cache.h"
+#include "gpu_cache.h"
 #include "opencl_program.h"
 
 #include <errno.h>
@@ -658,7 +658,7 @@ static void damage_payload(const char *path) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = '\0';
-    CHECK(kp_ocl_cache_store(dir, path, key, keytext, junk, sizeof junk) == KP_OK);
+    CHECK(kp_gpu_cache_store(kp_ocl_host(), "opencl", dir, path, key, keytext, junk, sizeof junk) == KP_OK);
     free(keytext);
 }
 

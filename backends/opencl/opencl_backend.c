@@ -315,14 +315,14 @@ static const kp_backend_iface kp_ocl_iface = {
     .buffer_copy = kp_ocl_buffer_copy,
     .dlpack_device_type = 4, /* kDLOpenCL */
     .ops = {
-        [KP_OP_ATTENTION_PREFILL] = kp_ocl_op_attention_prefill,
-        [KP_OP_ATTENTION_DECODE] = kp_ocl_op_attention_decode,
-        [KP_OP_MLA_DECODE] = kp_ocl_op_mla_decode,
-        [KP_OP_MOE_GATE] = kp_ocl_op_moe_gate,
-        [KP_OP_MOE_ALIGN] = kp_ocl_op_moe_align,
-        [KP_OP_GROUPED_GEMM] = kp_ocl_op_grouped_gemm,
-        [KP_OP_MOE_COMBINE] = kp_ocl_op_moe_combine,
-        [KP_OP_MOE_FORWARD] = kp_ocl_op_moe_forward,
+        [KP_OP_ATTENTION_PREFILL] = kp_ocl_op,
+        [KP_OP_ATTENTION_DECODE] = kp_ocl_op,
+        [KP_OP_MLA_DECODE] = kp_ocl_op,
+        [KP_OP_MOE_GATE] = kp_ocl_op,
+        [KP_OP_MOE_ALIGN] = kp_ocl_op,
+        [KP_OP_GROUPED_GEMM] = kp_ocl_op,
+        [KP_OP_MOE_COMBINE] = kp_ocl_op,
+        [KP_OP_MOE_FORWARD] = kp_ocl_op,
     },
 };
 

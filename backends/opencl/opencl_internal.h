@@ -59,7 +59,7 @@ typedef struct kp_ocl_cache_stats {
 
 typedef struct kp_ocl_program_entry kp_ocl_program_entry;
 
-/* Split-KV scratch of one command queue (ops/opencl_attention_common.c): the decode
+/* Split-KV scratch of one command queue (opencl_launch.c): the decode
  * partials, kept across calls. Reuse is safe because the queue is in order; a buffer
  * is only released after clFinish of its queue (growth, stream destroy, device close). */
 typedef struct kp_ocl_scratch {
@@ -115,7 +115,7 @@ static inline kp_ocl_device *kp_ocl_dev(const kp_device *d) { return (kp_ocl_dev
 /* Frees every cached program of d (at device close). */
 void kp_ocl_programs_release(kp_ocl_device *d);
 
-/* ---- ops/opencl_attention_common.c: per-queue split-KV scratch ---- */
+/* ---- opencl_launch.c: per-queue split-KV scratch ---- */
 
 /* The scratch of queue q, at least part_bytes / lse_bytes (grown to the next power of
  * two when short: the old buffers are released after clFinish(q)). On success *part
@@ -129,15 +129,9 @@ void kp_ocl_scratch_drop(kp_ocl_device *d, cl_command_queue q, int finish);
 /* Frees every queue's scratch (device close). */
 void kp_ocl_scratch_release_all(kp_ocl_device *d);
 
-/* ---- ops, one per file in ops/ ---- */
-kp_status kp_ocl_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_attention_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_mla_decode(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_moe_gate(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_moe_combine(kp_op op, kp_stream *s, const void *params, int dry_run);
-kp_status kp_ocl_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run);
+/* ---- opencl_launch.c ---- */
+/* Every op slot: the shared GPU ops (backends/gpu/kp_gpu.h) with this backend as target. */
+kp_status kp_ocl_op(kp_op op, kp_stream *s, const void *params, int dry_run);
 
 /* ---- opencl_backend.c ---- */
 

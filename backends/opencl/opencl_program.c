@@ -45,7 +45,7 @@
 #include <unistd.h>
 
 #include "kp_ocl_spirv.h" /* generated: kp_ocl_spirv_modules[] */
-#include "opencl_cache.h"
+#include "gpu_cache.h"
 
 #define KP_OCL_LOG_MAX 16384 /* of the build log in an error message */
 
@@ -294,7 +294,7 @@ static void save_binary(kp_ocl_device *d, cl_program p, const char *dir, const c
         err = clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL);
     if (err != CL_SUCCESS || !bin || len == 0) {
         kp_ocl_host()->log("opencl cache: no binary to save for %s (%s)", path, kp_ocl_error_name(err));
-    } else if (kp_ocl_cache_store(dir, path, key, keytext, bin, len) != KP_OK) {
+    } else if (kp_gpu_cache_store(kp_ocl_host(), "opencl", dir, path, key, keytext, bin, len) != KP_OK) {
         kp_ocl_host()->log("opencl cache: %s", "store failed (see the previous error); continuing without it");
     } else {
         d->stats.disk_writes++;
@@ -335,7 +335,7 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
                                const kp_ocl_spirv_module *il, const char *build_opts, uint64_t key,
                                const char *keytext, cl_program *out, kp_ocl_build_info *info, int *il_refused,
                                char *why_il, size_t why_il_len) {
-    const char *dir = kp_ocl_cache_dir();
+    const char *dir = kp_gpu_cache_dir(kp_ocl_host());
     const char *bin_opts = il ? build_opts : opts;
     char path[1024] = "";
     if (dir && snprintf(path, sizeof path, "%s/opencl-%016llx.bin", dir, (unsigned long long)key) >= (int)sizeof path)
@@ -346,8 +346,8 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
         unsigned char *bin = NULL;
         size_t len = 0;
         char why[256];
-        kp_ocl_cache_result r = kp_ocl_cache_load(path, key, keytext, &bin, &len, why, sizeof why);
-        if (r == KP_OCL_CACHE_HIT) {
+        kp_gpu_cache_result r = kp_gpu_cache_load(path, key, keytext, &bin, &len, why, sizeof why);
+        if (r == KP_GPU_CACHE_HIT) {
             *out = build_from_binary(d, bin, len, bin_opts);
             free(bin);
             if (*out) {
@@ -357,9 +357,9 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
             }
             unlink(path);
             snprintf(why, sizeof why, "the driver refused the cached binary");
-            r = KP_OCL_CACHE_CORRUPT;
+            r = KP_GPU_CACHE_CORRUPT;
         }
-        if (r == KP_OCL_CACHE_CORRUPT) {
+        if (r == KP_GPU_CACHE_CORRUPT) {
             d->stats.disk_rejected++;
             kp_ocl_host()->log("opencl cache: removed %s (%s); rebuilding", path, why);
         }

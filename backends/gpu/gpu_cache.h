@@ -1,8 +1,8 @@
 /*
- * backends/opencl/opencl_cache.h — the on-disk kernel-binary cache.
+ * backends/gpu/gpu_cache.h — the on-disk kernel-binary cache the GPU backends share.
  *
  * One file per (source, build options, device, driver, platform):
- *     <cache dir>/opencl-<key as 16 hex digits>.bin
+ *     <cache dir>/<backend>-<key as 16 hex digits>.bin   (opencl-..., hip-...)
  * laid out as
  *     offset  0  magic "KPOCLBIN"            8 bytes
  *             8  format version (1)          u32
@@ -18,32 +18,33 @@
  * Files are written to a temporary name in the same directory, fsync'd, then renamed
  * over the final name: readers see the old file or the new one, never half of one.
  */
-#ifndef KPORT_OPENCL_CACHE_H
-#define KPORT_OPENCL_CACHE_H
+#ifndef KPORT_GPU_CACHE_H
+#define KPORT_GPU_CACHE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kport.h"
+#include "backend.h"
 
 #define KP_FNV1A64_INIT 0xcbf29ce484222325ull
 
 uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n);
 
 /* The cache directory, or NULL when there is none (the cache is then skipped). */
-const char *kp_ocl_cache_dir(void);
+const char *kp_gpu_cache_dir(const kp_host_services *host);
 
-typedef enum kp_ocl_cache_result {
-    KP_OCL_CACHE_HIT = 0,
-    KP_OCL_CACHE_MISS = 1,    /* no file */
-    KP_OCL_CACHE_CORRUPT = 2, /* bad magic/version/length/checksum/key: file removed */
-} kp_ocl_cache_result;
+typedef enum kp_gpu_cache_result {
+    KP_GPU_CACHE_HIT = 0,
+    KP_GPU_CACHE_MISS = 1,    /* no file */
+    KP_GPU_CACHE_CORRUPT = 2, /* bad magic/version/length/checksum/key: file removed */
+} kp_gpu_cache_result;
 
 /* On a hit *payload is malloc'd (caller frees). why: what was wrong, for the log. */
-kp_ocl_cache_result kp_ocl_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
+kp_gpu_cache_result kp_gpu_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
                                       size_t *len, char *why, size_t why_len);
-/* Atomic write; KP_ERR_IO with the reason set through the host on failure. */
-kp_status kp_ocl_cache_store(const char *dir, const char *path, uint64_t key, const char *keytext,
+/* Atomic write; KP_ERR_IO with the reason set through host on failure. prefix: the
+ * backend ("opencl"), for the temporary file name and messages. */
+kp_status kp_gpu_cache_store(const kp_host_services *host, const char *prefix, const char *dir, const char *path, uint64_t key, const char *keytext,
                              const void *payload, size_t len);
 
-#endif /* KPORT_OPENCL_CACHE_H */
+#endif /* KPORT_GPU_CACHE_H */

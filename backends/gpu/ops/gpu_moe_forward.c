@@ -1,5 +1,5 @@
 /*
- * backends/opencl/ops/opencl_moe_forward.c — kp_moe_forward on the OpenCL backend: the
+ * backends/gpu/ops/gpu_moe_forward.c — kp_moe_forward on the GPU backends: the
  * routed layer as a chain of device launches on the stream, in the caller's workspace
  * only, with no host round trip:
  *
@@ -19,68 +19,67 @@
  * x.w13^T [rows, 2*inter] (unused: SwiGLU is fused); h [rows, inter]; y [rows, hidden];
  * shared [T, 3*inter_s] (h_s uses the first T*inter_s).
  */
-#include "opencl_moe_common.h"
+#include "gpu_ops.h"
 
 #define WS_ALIGN 256
 #define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
 
-kp_status kp_ocl_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run) {
-    (void)op;
-    const kp_moe_forward_params *p = params;
+kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
     const int64_t pairs = t * k, rows = pairs + e * (ROW_BLOCK - 1);
     const kp_dtype dt = p->x.dtype;
     if (rows > INT32_MAX || hidden > INT32_MAX || 2 * inter > INT32_MAX || 2 * inter_s > INT32_MAX)
-        return kp_ocl_host()->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the opencl kernels take sizes below 2^31");
+        return c->host->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the %s kernels take sizes below 2^31",
+                                  c->t->name);
 
     size_t at = p->workspace_offset;
     const kp_buffer *ws = p->workspace;
-    kp_ocl_moe_view ids = kp_ocl_moe_view_bytes(ws, at, 4, k);
+    kp_gpu_view ids = kp_gpu_view_bytes(ws, at, 4, k);
     at += ws_align((size_t)pairs * 4);
-    kp_ocl_moe_view wts = kp_ocl_moe_view_bytes(ws, at, 4, k);
+    kp_gpu_view wts = kp_gpu_view_bytes(ws, at, 4, k);
     at += ws_align((size_t)pairs * 4);
-    kp_ocl_moe_view pos = kp_ocl_moe_view_bytes(ws, at, 4, k);
+    kp_gpu_view pos = kp_gpu_view_bytes(ws, at, 4, k);
     at += ws_align((size_t)pairs * 4);
-    kp_ocl_moe_view sorted = kp_ocl_moe_view_bytes(ws, at, 4, 1);
+    kp_gpu_view sorted = kp_gpu_view_bytes(ws, at, 4, 1);
     at += ws_align((size_t)rows * 4);
-    kp_ocl_moe_view offsets = kp_ocl_moe_view_bytes(ws, at, 4, 1);
+    kp_gpu_view offsets = kp_gpu_view_bytes(ws, at, 4, 1);
     at += ws_align((size_t)(e + 1) * 4);
     at += ws_align((size_t)rows * 2 * inter * 4); /* x.w13^T: SwiGLU is fused, never written */
-    kp_ocl_moe_view h = kp_ocl_moe_view_bytes(ws, at, 4, inter);
+    kp_gpu_view h = kp_gpu_view_bytes(ws, at, 4, inter);
     at += ws_align((size_t)rows * inter * 4);
-    kp_ocl_moe_view y = kp_ocl_moe_view_bytes(ws, at, 4, hidden);
+    kp_gpu_view y = kp_gpu_view_bytes(ws, at, 4, hidden);
     at += ws_align((size_t)rows * hidden * 4);
-    kp_ocl_moe_view h_s = kp_ocl_moe_view_bytes(ws, at, 4, inter_s);
+    kp_gpu_view h_s = kp_gpu_view_bytes(ws, at, 4, inter_s);
 
-    kp_ocl_moe_view x = kp_ocl_moe_view_of(&p->x), out = kp_ocl_moe_view_of(&p->out);
-    kp_ocl_moe_gemm g1 = {
+    kp_gpu_view x = kp_gpu_view_of(&p->x), out = kp_gpu_view_of(&p->out);
+    kp_gpu_moe_gemm g1 = {
         .dtype = dt, .w_fp8 = p->w13.dtype == KP_FP8_E4M3, .a = x, .a_rows = t, .gather = sorted,
-        .gather_k = (int32_t)k, .w = kp_ocl_moe_view_of(&p->w13), .w_se = p->w13.strides[0],
-        .w_scale = kp_ocl_moe_view_of(&p->w13_scale), .offsets = offsets, .n_exp = (int32_t)e, .m = pairs,
-        .n = 2 * inter, .k = hidden, .mode = KP_OCL_GG_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
+        .gather_k = (int32_t)k, .w = kp_gpu_view_of(&p->w13), .w_se = p->w13.strides[0],
+        .w_scale = kp_gpu_view_of(&p->w13_scale), .offsets = offsets, .n_exp = (int32_t)e, .m = pairs,
+        .n = 2 * inter, .k = hidden, .mode = KP_GPU_GG_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
     };
     g1.w.ld = p->w13.strides[1];
-    kp_ocl_moe_gemm g2 = {
+    kp_gpu_moe_gemm g2 = {
         .dtype = dt, .a_f32 = 1, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
-        .w = kp_ocl_moe_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_ocl_moe_view_of(&p->w2_scale),
+        .w = kp_gpu_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_gpu_view_of(&p->w2_scale),
         .offsets = offsets, .n_exp = (int32_t)e, .m = pairs, .n = hidden, .k = inter,
-        .mode = KP_OCL_GG_STORE_F32, .out = y, .max_rows_hint = t,
+        .mode = KP_GPU_GG_STORE_F32, .out = y, .max_rows_hint = t,
     };
     g2.w.ld = p->w2.strides[1];
-    kp_ocl_moe_gemm s1, s2;
+    kp_gpu_moe_gemm s1, s2;
     if (inter_s > 0) {
-        s1 = (kp_ocl_moe_gemm){
-            .dtype = dt, .a = x, .a_rows = t, .w = kp_ocl_moe_view_of(&p->shared_w13), .dense_rows = t, .n_exp = 1,
-            .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_OCL_GG_SWIGLU, .n_out = inter_s, .out = h_s,
+        s1 = (kp_gpu_moe_gemm){
+            .dtype = dt, .a = x, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w13), .dense_rows = t, .n_exp = 1,
+            .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_GPU_GG_SWIGLU, .n_out = inter_s, .out = h_s,
         };
         s1.w.ld = p->shared_w13.strides[0];
-        s2 = (kp_ocl_moe_gemm){
-            .dtype = dt, .a_f32 = 1, .a = h_s, .a_rows = t, .w = kp_ocl_moe_view_of(&p->shared_w2), .dense_rows = t,
-            .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_OCL_GG_COMBINE, .out = out, .y = y,
+        s2 = (kp_gpu_moe_gemm){
+            .dtype = dt, .a_f32 = 1, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
+            .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_GPU_GG_COMBINE, .out = out, .y = y,
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
         s2.w.ld = p->shared_w2.strides[0];
@@ -90,15 +89,15 @@ kp_status kp_ocl_op_moe_forward(kp_op op, kp_stream *s, const void *params, int 
     for (int pass = dry_run ? 1 : 0; pass < 2; pass++) {
         int dry = pass == 0 ? 1 : dry_run;
         kp_status st;
-        if ((st = kp_ocl_moe_gate_run(s, kp_ocl_moe_view_of(&p->router_logits), p->router_logits.dtype, t, e,
-                                      kp_ocl_moe_view_of(&p->bias), &p->routing, ids, wts, dry)) ||
-            (st = kp_ocl_moe_align_run(s, ids, pairs, (int32_t)e, 1, sorted, pairs, offsets, pos, dry)) ||
-            (st = kp_ocl_moe_gemm_run(s, &g1, dry)) || (st = kp_ocl_moe_gemm_run(s, &g2, dry)))
+        if ((st = kp_gpu_moe_gate_run(c, kp_gpu_view_of(&p->router_logits), p->router_logits.dtype, t, e,
+                                      kp_gpu_view_of(&p->bias), &p->routing, ids, wts, dry)) ||
+            (st = kp_gpu_moe_align_run(c, ids, pairs, (int32_t)e, 1, sorted, pairs, offsets, pos, dry)) ||
+            (st = kp_gpu_moe_gemm_run(c, &g1, dry)) || (st = kp_gpu_moe_gemm_run(c, &g2, dry)))
             return st;
         if (inter_s > 0) {
-            if ((st = kp_ocl_moe_gemm_run(s, &s1, dry)) || (st = kp_ocl_moe_gemm_run(s, &s2, dry))) return st;
+            if ((st = kp_gpu_moe_gemm_run(c, &s1, dry)) || (st = kp_gpu_moe_gemm_run(c, &s2, dry))) return st;
         } else {
-            if ((st = kp_ocl_moe_combine_run(s, y, 1, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
+            if ((st = kp_gpu_moe_combine_run(c, y, 1, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
                 return st;
         }
         if (dry_run) break;

@@ -1,10 +1,10 @@
 /*
- * backends/opencl/opencl_cache.c — the on-disk kernel-binary cache (format: opencl_cache.h).
+ * backends/gpu/gpu_cache.c — the on-disk kernel-binary cache (format: gpu_cache.h).
  *
  * Every failure here is survivable: a load that finds anything wrong removes the file
  * and reports a miss; a store that fails leaves no partial file behind.
  */
-#include "opencl_cache.h"
+#include "gpu_cache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,22 +14,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "opencl_internal.h"
 
-#define KP_OCL_CACHE_MAGIC "KPOCLBIN"
-#define KP_OCL_CACHE_VERSION 1u
-#define KP_OCL_CACHE_MAX_FILE (1ull << 30) /* refuse to read anything larger */
+#define KP_GPU_CACHE_MAGIC "KPOCLBIN"
+#define KP_GPU_CACHE_VERSION 1u
+#define KP_GPU_CACHE_MAX_FILE (1ull << 30) /* refuse to read anything larger */
 
-typedef struct kp_ocl_cache_header {
+typedef struct kp_gpu_cache_header {
     char magic[8];
     uint32_t version;
     uint32_t keytext_len;
     uint64_t key;
     uint64_t payload_len;
     uint64_t checksum;
-} kp_ocl_cache_header;
+} kp_gpu_cache_header;
 
-_Static_assert(sizeof(kp_ocl_cache_header) == 40, "the cache header is 40 bytes on every ABI");
+_Static_assert(sizeof(kp_gpu_cache_header) == 40, "the cache header is 40 bytes on every ABI");
 
 uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
@@ -40,8 +39,7 @@ uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
-const char *kp_ocl_cache_dir(void) {
-    const kp_host_services *host = kp_ocl_host();
+const char *kp_gpu_cache_dir(const kp_host_services *host) {
     if (host && host->cache_dir) return host->cache_dir();
     /* A host without the service (an older core, a test host): KPORT_CACHE_DIR only. */
     const char *env = getenv("KPORT_CACHE_DIR");
@@ -76,17 +74,17 @@ static int write_all(int fd, const void *buf, size_t n) {
 static unsigned char *cache_read_checked(int fd, uint64_t key, const char *keytext, size_t *len, char *why,
                                          size_t why_len) {
     struct stat st;
-    kp_ocl_cache_header h;
+    kp_gpu_cache_header h;
     size_t ktlen = strlen(keytext);
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof h || (uint64_t)st.st_size > KP_OCL_CACHE_MAX_FILE) {
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof h || (uint64_t)st.st_size > KP_GPU_CACHE_MAX_FILE) {
         snprintf(why, why_len, "size %lld is not a cache entry's", (long long)st.st_size);
         return NULL;
     }
-    if (read_all(fd, &h, sizeof h) != 0 || memcmp(h.magic, KP_OCL_CACHE_MAGIC, 8) != 0) {
+    if (read_all(fd, &h, sizeof h) != 0 || memcmp(h.magic, KP_GPU_CACHE_MAGIC, 8) != 0) {
         snprintf(why, why_len, "bad magic");
         return NULL;
     }
-    if (h.version != KP_OCL_CACHE_VERSION || h.key != key || h.keytext_len != ktlen) {
+    if (h.version != KP_GPU_CACHE_VERSION || h.key != key || h.keytext_len != ktlen) {
         snprintf(why, why_len, "version %u / key %016llx / key text length %u do not match", h.version,
                  (unsigned long long)h.key, h.keytext_len);
         return NULL;
@@ -113,38 +111,37 @@ static unsigned char *cache_read_checked(int fd, uint64_t key, const char *keyte
     return buf;
 }
 
-kp_ocl_cache_result kp_ocl_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
+kp_gpu_cache_result kp_gpu_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
                                       size_t *len, char *why, size_t why_len) {
     *payload = NULL;
     *len = 0;
     why[0] = '\0';
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) return KP_OCL_CACHE_MISS;
+        if (errno == ENOENT) return KP_GPU_CACHE_MISS;
         snprintf(why, why_len, "open: %s", strerror(errno));
-        return KP_OCL_CACHE_MISS; /* unreadable: leave it to whoever owns it */
+        return KP_GPU_CACHE_MISS; /* unreadable: leave it to whoever owns it */
     }
     *payload = cache_read_checked(fd, key, keytext, len, why, why_len);
     close(fd);
-    if (*payload) return KP_OCL_CACHE_HIT;
+    if (*payload) return KP_GPU_CACHE_HIT;
     unlink(path); /* rebuilt and rewritten by the caller */
-    return KP_OCL_CACHE_CORRUPT;
+    return KP_GPU_CACHE_CORRUPT;
 }
 
-kp_status kp_ocl_cache_store(const char *dir, const char *path, uint64_t key, const char *keytext,
+kp_status kp_gpu_cache_store(const kp_host_services *host, const char *prefix, const char *dir, const char *path, uint64_t key, const char *keytext,
                              const void *payload, size_t len) {
-    const kp_host_services *host = kp_ocl_host();
     char tmp[4096];
     size_t ktlen = strlen(keytext);
-    kp_ocl_cache_header h = {.version = KP_OCL_CACHE_VERSION, .keytext_len = (uint32_t)ktlen, .key = key,
+    kp_gpu_cache_header h = {.version = KP_GPU_CACHE_VERSION, .keytext_len = (uint32_t)ktlen, .key = key,
                              .payload_len = len};
-    memcpy(h.magic, KP_OCL_CACHE_MAGIC, 8);
+    memcpy(h.magic, KP_GPU_CACHE_MAGIC, 8);
     h.checksum = kp_fnv1a64(kp_fnv1a64(KP_FNV1A64_INIT, keytext, ktlen), payload, len);
 
-    if (snprintf(tmp, sizeof tmp, "%s/.opencl-%016llx.XXXXXX", dir, (unsigned long long)key) >= (int)sizeof tmp)
-        return host->set_error(KP_ERR_IO, "opencl cache: path too long under %s", dir);
+    if (snprintf(tmp, sizeof tmp, "%s/.%s-%016llx.XXXXXX", dir, prefix, (unsigned long long)key) >= (int)sizeof tmp)
+        return host->set_error(KP_ERR_IO, "%s cache: path too long under %s", prefix, dir);
     int fd = mkstemp(tmp); /* same directory as the target: rename stays atomic */
-    if (fd < 0) return host->set_error(KP_ERR_IO, "opencl cache: mkstemp in %s: %s", dir, strerror(errno));
+    if (fd < 0) return host->set_error(KP_ERR_IO, "%s cache: mkstemp in %s: %s", prefix, dir, strerror(errno));
     int ok = write_all(fd, &h, sizeof h) == 0 && write_all(fd, keytext, ktlen) == 0 &&
              write_all(fd, payload, len) == 0 && fsync(fd) == 0;
     int saved = errno;
@@ -155,7 +152,7 @@ kp_status kp_ocl_cache_store(const char *dir, const char *path, uint64_t key, co
     }
     if (!ok) {
         unlink(tmp);
-        return host->set_error(KP_ERR_IO, "opencl cache: writing %s: %s", path, strerror(saved));
+        return host->set_error(KP_ERR_IO, "%s cache: writing %s: %s", prefix, path, strerror(saved));
     }
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* make the rename itself durable */
     if (dfd >= 0) {

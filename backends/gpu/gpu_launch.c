@@ -1,0 +1,55 @@
+/*
+ * backends/gpu/gpu_launch.c — building a kp_gpu_launch (see kp_gpu.h).
+ */
+#include "kp_gpu.h"
+
+#include <string.h>
+
+void kp_gpu_launch_init(kp_gpu_launch *l, const char *source, const char *options, const char *kernel) {
+    memset(l, 0, sizeof *l);
+    l->source = source;
+    l->options = options;
+    l->kernel = kernel;
+    for (int d = 0; d < 3; d++) l->groups[d] = 1, l->local[d] = 1;
+}
+
+static kp_gpu_arg *next(kp_gpu_launch *l, kp_gpu_arg_kind kind) {
+    if (l->nargs >= KP_GPU_MAX_ARGS) {
+        l->overflow = 1;
+        return NULL;
+    }
+    kp_gpu_arg *a = &l->args[l->nargs++];
+    a->kind = kind;
+    return a;
+}
+
+void kp_gpu_arg_buffer(kp_gpu_launch *l, const kp_buffer *b) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_BUFFER);
+    if (a) a->v.buffer = b;
+}
+
+void kp_gpu_arg_native(kp_gpu_launch *l, void *native) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_NATIVE);
+    if (a) a->v.native = native;
+}
+
+void kp_gpu_arg_i32(kp_gpu_launch *l, int64_t v) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_I32);
+    if (a) a->v.i32 = (int32_t)v; /* callers check ranges before planning a launch */
+}
+
+void kp_gpu_arg_i64(kp_gpu_launch *l, int64_t v) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_I64);
+    if (a) a->v.i64 = v;
+}
+
+void kp_gpu_arg_f32(kp_gpu_launch *l, float v) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_F32);
+    if (a) a->v.f32 = v;
+}
+
+void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t) {
+    kp_gpu_arg_buffer(l, t->buffer);
+    size_t es = kp_backend_dtype_size(t->dtype);
+    kp_gpu_arg_i64(l, t->buffer && es ? (int64_t)(t->offset / es) : 0);
+}

@@ -1,0 +1,129 @@
+/*
+ * backends/gpu/kp_gpu.h — the op layer every GPU-style backend shares (opencl, cuda, hip).
+ *
+ * The kernels under kernels/ are written once; so is everything between an op's
+ * validated parameters and a kernel launch: tile selection, -D options, launch
+ * geometry, argument order, split-KV scratch, the MoE chains. That lives here, in
+ * backends/gpu/ (one file per op under ops/), compiled into each GPU plugin. A plugin
+ * supplies one kp_gpu_target: how to describe its device (kp_gpu_profile), how to
+ * launch a kernel variant with an argument list, and per-stream scratch memory.
+ *
+ *   op slot -> kp_gpu_op_run(target, op, stream, params, dry_run)
+ *           -> ops/gpu_<op>.c: plan (pure: profile + tuning) -> kp_gpu_launch list
+ *           -> target->launch(stream, launch)   (clEnqueueNDRangeKernel / cuLaunchKernel / hipModuleLaunchKernel)
+ *
+ * A kernel variant is (source, options): the source path under kernels/
+ * ("attention/attention_decode.cl") and its canonical -D options (the planner's
+ * string, byte for byte). Backends that compile ahead of time (cuda, hip) embed the
+ * variants kp_gpu_variants_enumerate lists for their profile, so the build and the
+ * planner cannot drift apart.
+ *
+ * Arguments follow the kernels' convention: a global pointer is passed as (buffer,
+ * element offset) — the buffer's base address and an i64 — so every target binds
+ * whole buffers and no sub-buffer or pointer arithmetic happens on the host.
+ */
+#ifndef KPORT_BACKENDS_GPU_H
+#define KPORT_BACKENDS_GPU_H
+
+#include "backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- kernel arguments ---------------------------------------------------- */
+
+typedef enum kp_gpu_arg_kind {
+    KP_GPU_ARG_BUFFER, /* v.buffer: its device memory (NULL: a null pointer) */
+    KP_GPU_ARG_NATIVE, /* v.native: backend memory handle from scratch_acquire (cl_mem, device pointer) */
+    KP_GPU_ARG_I32,
+    KP_GPU_ARG_I64,
+    KP_GPU_ARG_F32,
+} kp_gpu_arg_kind;
+
+typedef struct kp_gpu_arg {
+    kp_gpu_arg_kind kind;
+    union {
+        const kp_buffer *buffer;
+        void *native;
+        int32_t i32;
+        int64_t i64;
+        float f32;
+    } v;
+} kp_gpu_arg;
+
+#define KP_GPU_MAX_ARGS 48
+
+/* One kernel launch: groups[d] work-groups of local[d] work-items in each dimension
+ * (OpenCL's global size is groups * local). */
+typedef struct kp_gpu_launch {
+    const char *source;  /* "attention/attention_decode.cl" */
+    const char *options; /* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
+    const char *kernel;  /* "kp_attention_decode_paged" */
+    uint64_t groups[3];
+    uint32_t local[3];
+    int nargs;
+    int overflow; /* more than KP_GPU_MAX_ARGS were added: a bug, reported by launch */
+    kp_gpu_arg args[KP_GPU_MAX_ARGS];
+} kp_gpu_launch;
+
+void kp_gpu_launch_init(kp_gpu_launch *l, const char *source, const char *options, const char *kernel);
+void kp_gpu_arg_buffer(kp_gpu_launch *l, const kp_buffer *b);
+void kp_gpu_arg_native(kp_gpu_launch *l, void *native);
+void kp_gpu_arg_i32(kp_gpu_launch *l, int64_t v);
+void kp_gpu_arg_i64(kp_gpu_launch *l, int64_t v);
+void kp_gpu_arg_f32(kp_gpu_launch *l, float v);
+/* A tensor's buffer and its offset in elements (0 when the tensor is absent). */
+void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t);
+
+/* ---- the device, as the planners see it ----------------------------------- */
+
+typedef struct kp_gpu_profile {
+    const kp_device_info *info; /* tuning keys and messages */
+    int cpu;                   /* a CPU device (PoCL): large local memory, no matrix units */
+    int mma;                   /* the tile-MMA hardware path (PTX mma.sync, AMD MFMA/WMMA) exists */
+    int warp;                  /* physical warp / wavefront / subgroup width (32 or 64) */
+    uint64_t local_mem;        /* bytes of local (shared) memory one work-group may declare */
+    uint32_t max_group;        /* work-items per work-group */
+    int compute_units;
+} kp_gpu_profile;
+
+/* ---- what a backend provides --------------------------------------------- */
+
+typedef struct kp_gpu_target {
+    const char *name;              /* "cuda": the backend in messages */
+    const kp_host_services *host;  /* the plugin's host services (set at init) */
+
+    /* The profile of s's device. */
+    void (*profile)(kp_stream *s, kp_gpu_profile *out);
+
+    /* KP_OK when (source, options) can run on s's device: embedded for its arch, or
+     * compilable at run time. Otherwise KP_ERR_UNSUPPORTED with the reason set.
+     * Planners call it in dry runs too: it must not build or load anything slow when
+     * the answer is known. NULL: every variant is available (opencl compiles on demand). */
+    kp_status (*variant_check)(kp_stream *s, const char *source, const char *options);
+
+    /* Enqueues one launch on s (asynchronous). Errors set the message. */
+    kp_status (*launch)(kp_stream *s, const kp_gpu_launch *l);
+
+    /* Per-stream scratch of at least bytes[0] and bytes[1] bytes (split-KV partials
+     * and their log-sum-exps), as native handles for KP_GPU_ARG_NATIVE. Valid for
+     * launches enqueued on s until scratch_release; the stream is in order, so the
+     * next call may reuse the memory. */
+    kp_status (*scratch_acquire)(kp_stream *s, const size_t bytes[2], void *out[2]);
+    void (*scratch_release)(kp_stream *s, void *handles[2]);
+} kp_gpu_target;
+
+/* Runs one op through the shared planners (the body of every GPU plugin's op slots). */
+kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run);
+
+/* ---- build-time variant lists ---------------------------------------------- */
+
+/* Calls fn once for each distinct (source, options, kernels) the planners can pick on
+ * a device with this profile under default tuning, over every dtype, head dim, shape
+ * class and MoE mode the ops accept. kernels: the entry points launched from that
+ * variant, space-separated. host may be a stub (tuning_get returns its default). */
+typedef void (*kp_gpu_variant_fn)(void *user, const char *source, const char *options, const char *kernels);
+void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,
+                               void *user);
+
+#endif /* KPORT_BACKENDS_GPU_H */

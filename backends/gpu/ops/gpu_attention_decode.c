@@ -1,0 +1,94 @@
+/*
+ * backends/gpu/ops/gpu_attention_decode.c — kp_attention_decode on the GPU backends:
+ * kernels/attention/attention_decode.cl (paged KV, split-KV with a combine kernel).
+ * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
+ * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
+ *
+ * Split-KV partials live in the target's per-stream scratch (scratch_acquire): the
+ * stream is in order, so a call's kernels never overlap the previous call's.
+ */
+#include "gpu_ops.h"
+
+#define ATTN_LOG2E 1.4426950408889634
+
+/* Automatic split count: enough work-groups for every compute unit twice over, each
+ * split at least two key tiles of the longest sequence the block table can hold. */
+static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max_len, int bn) {
+    int64_t want = 2 * (int64_t)(p->compute_units > 0 ? p->compute_units : 1);
+    if (base_groups >= want) return 1;
+    int64_t ns = (want + base_groups - 1) / base_groups, tiles = (max_len + bn - 1) / bn;
+    if (ns > tiles / 2) ns = tiles / 2;
+    if (ns > 64) ns = 64;
+    return ns < 1 ? 1 : (int)ns;
+}
+
+kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *pa, int dry_run) {
+    const kp_host_services *h = c->host;
+    const char *name = kp_backend_op_name(op);
+    const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
+    int dqk = (int)q->shape[3], dv = pa->dv;
+    if (!kp_gpu_attn_dims_supported(dqk, dv, pa->mla))
+        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: head dims %d/%d are not built (supported: %s)", name,
+                            c->t->name, dqk, dv, pa->mla ? "576/512, 576/256" : "64, 128, 256, 192/128");
+    int64_t b = q->shape[0], s_q = q->shape[1], h_q = q->shape[2], h_kv = kc->shape[2];
+    int64_t num_blocks = kc->shape[0], block_size = kc->shape[1], max_blocks = pa->block_table->shape[1];
+    if (b * s_q * h_q > INT32_MAX || num_blocks > INT32_MAX || max_blocks * block_size > INT32_MAX)
+        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 rows, blocks or keys", name, c->t->name);
+    int group = (int)(h_q / h_kv);
+    kp_gpu_attn_cfg cfg;
+    char opts[256];
+    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
+                                    &cfg, opts, sizeof opts);
+    if (st != KP_OK || dry_run || b == 0) return st;
+
+    int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;
+    int ns = pa->num_splits > 0 ? pa->num_splits
+                                : auto_splits(&c->prof, b * h_kv * m_tiles, max_blocks * block_size, cfg.bn);
+    int64_t nrows_all = b * s_q * h_q;
+    void *scratch[2] = {NULL, NULL}; /* partials [ns, rows, dv] f32 and their lse [ns, rows] */
+    if (ns > 1) {
+        size_t bytes[2] = {(size_t)(ns * nrows_all * dv) * sizeof(float), (size_t)(ns * nrows_all) * sizeof(float)};
+        if ((st = c->t->scratch_acquire(c->s, bytes, scratch)) != KP_OK)
+            return h->add_context(st, "%s: split-KV partials", name);
+    }
+
+    const kp_tensor *bt = pa->block_table, *out = pa->out, *lse = pa->lse;
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged");
+    kp_gpu_arg_tensor(&l, q);
+    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, q->strides[i]);
+    kp_gpu_arg_tensor(&l, kc);
+    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, kc->strides[i]);
+    kp_gpu_arg_tensor(&l, vc);
+    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, vc->strides[i]);
+    kp_gpu_arg_tensor(&l, out);
+    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, out->strides[i]);
+    kp_gpu_arg_tensor(&l, lse), kp_gpu_arg_i32(&l, lse->buffer != NULL);
+    kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]), kp_gpu_arg_i32(&l, ns);
+    kp_gpu_arg_tensor(&l, bt), kp_gpu_arg_i64(&l, bt->strides[0]), kp_gpu_arg_i32(&l, (int)max_blocks);
+    kp_gpu_arg_tensor(&l, pa->seq_lens), kp_gpu_arg_i32(&l, (int)num_blocks), kp_gpu_arg_i32(&l, (int)block_size);
+    kp_gpu_arg_i32(&l, (int)s_q), kp_gpu_arg_i32(&l, (int)h_q), kp_gpu_arg_i32(&l, group);
+    kp_gpu_arg_f32(&l, (float)(pa->scale * ATTN_LOG2E)), kp_gpu_arg_i32(&l, pa->causal);
+    l.groups[0] = (uint64_t)m_tiles, l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)(b * ns);
+    l.local[0] = (uint32_t)cfg.nt;
+    st = kp_gpu_enqueue(c, &l);
+
+    if (st == KP_OK && ns > 1) {
+        kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_combine");
+        kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]), kp_gpu_arg_i32(&l, ns);
+        kp_gpu_arg_tensor(&l, out);
+        for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, out->strides[i]);
+        kp_gpu_arg_tensor(&l, lse), kp_gpu_arg_i32(&l, lse->buffer != NULL);
+        kp_gpu_arg_i32(&l, (int)s_q), kp_gpu_arg_i32(&l, (int)h_q), kp_gpu_arg_i32(&l, dv);
+        l.groups[0] = (uint64_t)nrows_all, l.local[0] = 64;
+        st = kp_gpu_enqueue(c, &l);
+    }
+    if (ns > 1) c->t->scratch_release(c->s, scratch);
+    return st == KP_OK ? st : h->add_context(st, "%s", name);
+}
+
+kp_status kp_gpu_attention_decode(kp_gpu_ctx *c, const kp_attention_decode_params *p, int dry_run) {
+    kp_gpu_paged_args a = {&p->q, &p->k_cache, &p->v_cache, &p->block_table, &p->seq_lens, &p->out, &p->lse,
+                           p->softmax_scale, p->causal, p->num_splits, (int)p->v_cache.shape[3], 0};
+    return kp_gpu_paged_decode(c, KP_OP_ATTENTION_DECODE, &a, dry_run);
+}

@@ -1,0 +1,48 @@
+/*
+ * backends/gpu/ops/gpu_attention_prefill.c — kp_attention_prefill on the GPU backends:
+ * kernels/attention/attention_prefill.cl, one launch.
+ *
+ * Grid (m_tiles, h_kv, B + 1) work-groups: m_tiles from max_seqlen_q (the kernel loops
+ * when a sequence has more rows; the last z slice writes the rows past
+ * cu_seqlens_q[B]). Head dims 64, 128, 256 and 192/128; others are unsupported.
+ */
+#include "gpu_ops.h"
+
+#define ATTN_LOG2E 1.4426950408889634
+
+kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run) {
+    const kp_host_services *h = c->host;
+    const char *name = "attention_prefill";
+    int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
+    if (!kp_gpu_attn_dims_supported(dqk, dv, 0))
+        return h->set_error(KP_ERR_UNSUPPORTED,
+                            "%s on %s: head dims %d/%d are not built (supported: 64, 128, 256, 192/128)", name,
+                            c->t->name, dqk, dv);
+    int64_t total_q = p->q.shape[0], total_k = p->k.shape[0], h_q = p->q.shape[1], h_kv = p->k.shape[1];
+    int64_t nb = p->cu_seqlens_q.shape[0] - 1;
+    if (total_q > INT32_MAX || total_k > INT32_MAX || nb + 1 > INT32_MAX / 2)
+        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 tokens", name, c->t->name);
+    kp_gpu_attn_cfg cfg;
+    char opts[256];
+    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
+                                    sizeof opts);
+    if (st != KP_OK || dry_run || total_q == 0) return st;
+
+    int group = (int)(h_q / h_kv);
+    int64_t rows = (int64_t)(p->max_seqlen_q > 0 ? p->max_seqlen_q : 1) * group;
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL, opts, "kp_attention_prefill");
+    kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_i64(&l, p->q.strides[0]), kp_gpu_arg_i64(&l, p->q.strides[1]);
+    kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_i64(&l, p->k.strides[0]), kp_gpu_arg_i64(&l, p->k.strides[1]);
+    kp_gpu_arg_tensor(&l, &p->v), kp_gpu_arg_i64(&l, p->v.strides[0]), kp_gpu_arg_i64(&l, p->v.strides[1]);
+    kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_i64(&l, p->out.strides[0]), kp_gpu_arg_i64(&l, p->out.strides[1]);
+    kp_gpu_arg_tensor(&l, &p->lse), kp_gpu_arg_i32(&l, p->lse.buffer != NULL);
+    kp_gpu_arg_tensor(&l, &p->cu_seqlens_q), kp_gpu_arg_tensor(&l, &p->cu_seqlens_k);
+    kp_gpu_arg_i32(&l, (int)nb), kp_gpu_arg_i32(&l, (int)total_q), kp_gpu_arg_i32(&l, (int)total_k);
+    kp_gpu_arg_i32(&l, group), kp_gpu_arg_f32(&l, (float)(p->softmax_scale * ATTN_LOG2E));
+    kp_gpu_arg_i32(&l, p->causal), kp_gpu_arg_i32(&l, p->window_left), kp_gpu_arg_i32(&l, p->window_right);
+    l.groups[0] = (uint64_t)((rows + cfg.bm - 1) / cfg.bm), l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)nb + 1;
+    l.local[0] = (uint32_t)cfg.nt;
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : h->add_context(st, "%s", name);
+}

@@ -1,0 +1,172 @@
+/*
+ * backends/gpu/ops/gpu_ops.h — what the shared GPU ops use among themselves: the call
+ * context, the attention tile plan, MoE tensor views and the per-kernel launchers that
+ * kp_moe_forward chains. One op per file beside this header (gpu_<op>.c).
+ *
+ * Conventions every op follows:
+ *  - plan first, then launch: the same code answers dry runs (dry_run != 0 plans,
+ *    checks that the kernel variant exists on the device, and enqueues nothing);
+ *  - a variant the tuning table asked for but the device lacks (not embedded in an
+ *    ahead-of-time backend) falls back to the default plan, with a log line;
+ *  - index contents (cu_seqlens, block tables, expert ids, offsets) are not validated
+ *    here — that would need a host round trip: the kernels clamp every index into
+ *    range, so bad contents give wrong numbers but never an out-of-bounds access. The
+ *    CPU backend reports them as errors (KP_CAP_CHECKS_INDICES);
+ *  - offsets and strides go to the kernels in elements, buffers whole.
+ */
+#ifndef KPORT_BACKENDS_GPU_OPS_H
+#define KPORT_BACKENDS_GPU_OPS_H
+
+#include "kp_gpu.h"
+
+typedef struct kp_gpu_ctx {
+    const kp_gpu_target *t;
+    kp_stream *s;
+    const kp_host_services *host;
+    kp_gpu_profile prof;
+} kp_gpu_ctx;
+
+/* The op entry points (kp_gpu_op_run dispatches to them). */
+kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
+kp_status kp_gpu_attention_decode(kp_gpu_ctx *c, const kp_attention_decode_params *p, int dry_run);
+kp_status kp_gpu_mla_decode(kp_gpu_ctx *c, const kp_mla_decode_params *p, int dry_run);
+kp_status kp_gpu_moe_gate(kp_gpu_ctx *c, const kp_moe_gate_params *p, int dry_run);
+kp_status kp_gpu_moe_align(kp_gpu_ctx *c, const kp_moe_align_params *p, int dry_run);
+kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run);
+kp_status kp_gpu_moe_combine(kp_gpu_ctx *c, const kp_moe_combine_params *p, int dry_run);
+kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run);
+
+/* KP_OK when (source, options) can run here (kp_gpu_target.variant_check). */
+kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options);
+/* Enqueues l; the op's name is added to any error. */
+kp_status kp_gpu_enqueue(kp_gpu_ctx *c, const kp_gpu_launch *l);
+
+/* ---- attention (gpu_attention_plan.c) -------------------------------------- */
+
+#define KP_GPU_SRC_ATTN_PREFILL "attention/attention_prefill.cl"
+#define KP_GPU_SRC_ATTN_DECODE "attention/attention_decode.cl"
+
+typedef struct kp_gpu_attn_cfg {
+    kp_dtype dt;
+    int dqk, dv, mla;
+    int bm, bn, nt;     /* query rows, keys per tile; work-items per group */
+    int mma;            /* tile-MMA fragment path (16-bit dtypes) */
+    int local_f32;      /* portable path: tiles held as f32 in local memory */
+    int kt;             /* portable path: K tile transposed ([d][key]) */
+    size_t local_bytes; /* what the kernel declares */
+} kp_gpu_attn_cfg;
+
+/* Head-dim pairs the kernels are built for: 64, 128, 256, 192/128; MLA 576/512 and 576/256. */
+int kp_gpu_attn_dims_supported(int dqk, int dv, int mla);
+
+/* The tile for this device and shape class. kind: the tuning table's kernel name
+ * ("attention_prefill", "attention_decode", "mla_decode"); rows: query rows one KV head
+ * has per sequence (s_q * G for decode; 0 = many, for prefill). use_tuning 0: the
+ * defaults only. KP_ERR_UNSUPPORTED (with the reason) when no tile fits the device. */
+kp_status kp_gpu_attn_config(const kp_host_services *h, const kp_gpu_profile *p, const char *kind, kp_dtype dt,
+                             int dqk, int dv, int mla, int rows, int use_tuning, kp_gpu_attn_cfg *out);
+
+/* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
+void kp_gpu_attn_options(const kp_gpu_attn_cfg *c, char *buf, size_t n);
+
+/* kp_gpu_attn_config with tuning, its options, and the variant checked on the device;
+ * a tuned tile the device lacks falls back to the default one. */
+kp_status kp_gpu_attn_plan(kp_gpu_ctx *c, const char *kind, const char *source, kp_dtype dt, int dqk, int dv, int mla,
+                           int rows, kp_gpu_attn_cfg *cfg, char *opts, size_t n);
+
+/* The paged decode shared by kp_attention_decode and kp_mla_decode. */
+typedef struct kp_gpu_paged_args {
+    const kp_tensor *q, *k_cache, *v_cache, *block_table, *seq_lens, *out, *lse; /* borrowed */
+    float scale;
+    int causal, num_splits, dv, mla; /* mla: v_cache == k_cache, V its first dv columns */
+} kp_gpu_paged_args;
+
+kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *a, int dry_run);
+
+/* ---- MoE (gpu_moe_common.c, gpu_grouped_gemm.c) ---------------------------- */
+
+#define KP_GPU_SRC_MOE_GATE "moe/moe_gate.cl"
+#define KP_GPU_SRC_MOE_ALIGN "moe/moe_align.cl"
+#define KP_GPU_SRC_MOE_GEMM "moe/moe_gemm.cl"
+#define KP_GPU_SRC_MOE_COMBINE "moe/moe_combine.cl"
+
+#define KP_GPU_GATE_WG 128
+#define KP_GPU_ALIGN_WG 256
+#define KP_GPU_COMBINE_WG 128
+#define KP_GPU_GG_SMALL_M_MAX 16 /* KP_GG_SMALL_M */
+#define KP_GPU_GG_SMALL_WG 128   /* KP_GG_SM_WG: 4 weight rows per work-group */
+
+/* A buffer, an element offset into it, and a row stride in elements. buf NULL: absent. */
+typedef struct kp_gpu_view {
+    const kp_buffer *buf;
+    int64_t off;
+    int64_t ld;
+} kp_gpu_view;
+
+/* The view of a 1-D or 2-D tensor (ld = strides[0] for 2-D). */
+kp_gpu_view kp_gpu_view_of(const kp_tensor *t);
+/* A region of a buffer given in bytes, as elements of elem_size bytes. */
+kp_gpu_view kp_gpu_view_bytes(const kp_buffer *b, size_t byte_off, size_t elem_size, int64_t ld);
+
+/* "-DKP_DTYPE_BF16" for the float dtypes. */
+const char *kp_gpu_dtype_define(kp_dtype t);
+
+/* Option strings of the MoE kernels (the variants an ahead-of-time build embeds). */
+void kp_gpu_gate_options(kp_dtype dt, char *buf, size_t n);
+void kp_gpu_align_options(int32_t n_exp, char *buf, size_t n);
+void kp_gpu_combine_options(kp_dtype dt, int y_f32, char *buf, size_t n);
+
+/* Gate: logits [T, E] (dtype dt) -> ids / weights [T, k]. bias.buf may be NULL. */
+kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, int64_t t, int64_t e, kp_gpu_view bias,
+                              const kp_moe_routing *r, kp_gpu_view ids, kp_gpu_view weights, int dry_run);
+
+/* Align: ids [pairs] (contiguous) -> sorted [sorted_len], offsets [E+1], pos [pairs]. */
+kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, int32_t n_exp, int32_t block,
+                               kp_gpu_view sorted, int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos,
+                               int dry_run);
+
+/* Epilogues of the grouped GEMM (moe_gemm.cl's mode). */
+enum { KP_GPU_GG_STORE = 0, KP_GPU_GG_STORE_F32 = 1, KP_GPU_GG_SWIGLU = 2, KP_GPU_GG_COMBINE = 3 };
+
+typedef struct kp_gpu_moe_gemm {
+    kp_dtype dtype;       /* activations (and a 16-bit weight) storage type; out's for STORE/COMBINE */
+    int a_f32;            /* a is f32 whatever dtype says (kp_moe_forward's SwiGLU output) */
+    int w_fp8;            /* w is e4m3 with w_scale */
+    kp_gpu_view a;        /* [a_rows, K] */
+    int64_t a_rows;
+    kp_gpu_view gather;   /* gather_k > 0: row r of the GEMM reads a row gather[r] / gather_k */
+    int32_t gather_k;
+    kp_gpu_view w;        /* [E, N, K]: off, ld = stride of N (w_se: stride of E) */
+    int64_t w_se;
+    kp_gpu_view w_scale;  /* f32 [E, ceil(N/128), K/128] contiguous */
+    kp_gpu_view offsets;  /* int32 [E+1]; unused when dense_rows > 0 */
+    int32_t n_exp;
+    int64_t dense_rows;   /* > 0: one expert, rows [0, dense_rows) */
+    int64_t m, n, k;      /* m: rows of out (offsets clamp to it) */
+    int mode;
+    int64_t n_out;        /* SwiGLU: columns of out (weight rows j and n_out + j) */
+    kp_gpu_view out;      /* STORE/COMBINE: dtype; STORE_F32/SWIGLU: f32 */
+    kp_gpu_view y, pos, tw; /* COMBINE: y f32 [y_rows, N], pos/tw [rows, topk] */
+    int64_t y_rows;
+    int32_t topk;
+    int64_t max_rows_hint; /* > 0: no expert has more rows than this (decode) */
+} kp_gpu_moe_gemm;
+
+/* The grouped GEMM's tiles for a device (pure: profile and tuning). */
+typedef struct kp_gpu_gemm_tiles {
+    int mma, bm, bn, bk, wg;
+    size_t lmem;
+} kp_gpu_gemm_tiles;
+
+void kp_gpu_gemm_tiles_pick(const kp_host_services *h, const kp_gpu_profile *p, kp_dtype dt, int w_fp8,
+                            int use_tuning, kp_gpu_gemm_tiles *out);
+void kp_gpu_gemm_options(const kp_gpu_gemm_tiles *tl, kp_dtype dt, int w_fp8, int a_f32, char *buf, size_t n);
+
+kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+
+/* Combine: out[t] = sum_slot tw[t, slot] * y[pos[t, slot]]; y_f32: y is f32 (else dt). */
+kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
+                                 kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
+                                 int dry_run);
+
+#endif /* KPORT_BACKENDS_GPU_OPS_H */

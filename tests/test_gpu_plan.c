@@ -1,0 +1,296 @@
+/*
+ * tests/test_gpu_plan.c — the op layer the GPU backends share (backends/gpu/kp_gpu.h),
+ * on any machine: plans, argument lists and launch geometry through a recording fake
+ * target, the fallback from a tuned tile a backend did not build, and the variant
+ * lists the ahead-of-time backends (cuda, hip) embed.
+ */
+#include "kp_test.h"
+
+#include "gpu_variants.h"
+#include "ops/gpu_ops.h"
+
+#include <stdarg.h>
+
+/* ---- a fake target: records launches; variant_check refuses one options string ---- */
+
+#define FAKE_MAX 8
+static kp_gpu_launch fake_launches[FAKE_MAX];
+static int fake_count;
+static const char *fake_missing; /* options variant_check refuses (NULL: none) */
+static kp_device_info fake_info;
+static kp_gpu_profile fake_prof;
+static int64_t fake_tuned_bn; /* > 0: the tuning table's attention block_n */
+static char fake_error[512];
+
+static kp_status fake_set_error(kp_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fake_error, sizeof fake_error, fmt, ap);
+    va_end(ap);
+    return st;
+}
+static kp_status fake_add_context(kp_status st, const char *fmt, ...) {
+    (void)fmt;
+    return st;
+}
+static void fake_log(const char *fmt, ...) { (void)fmt; }
+static const char *fake_cache_dir(void) { return NULL; }
+static int64_t fake_tuning(const kp_device_info *d, const char *kernel, const char *param, int64_t def) {
+    (void)d;
+    if (fake_tuned_bn > 0 && strncmp(kernel, "attention", 9) == 0 && strcmp(param, "block_n") == 0)
+        return fake_tuned_bn;
+    return def;
+}
+static const kp_host_services fake_host = {
+    .abi_version = KP_BACKEND_ABI_VERSION, .set_error = fake_set_error, .add_context = fake_add_context,
+    .log = fake_log, .cache_dir = fake_cache_dir, .tuning_get = fake_tuning,
+};
+
+static void fake_profile(kp_stream *s, kp_gpu_profile *out) {
+    (void)s;
+    *out = fake_prof;
+}
+static kp_status fake_check(kp_stream *s, const char *source, const char *options) {
+    (void)s;
+    if (fake_missing && strcmp(options, fake_missing) == 0)
+        return fake_set_error(KP_ERR_UNSUPPORTED, "fake: %s %s not built", source, options);
+    return KP_OK;
+}
+static kp_status fake_launch(kp_stream *s, const kp_gpu_launch *l) {
+    (void)s;
+    if (fake_count < FAKE_MAX) fake_launches[fake_count] = *l;
+    fake_count++;
+    return KP_OK;
+}
+static int fake_scratch[2];
+static kp_status fake_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
+    (void)s, (void)bytes;
+    out[0] = &fake_scratch[0], out[1] = &fake_scratch[1];
+    return KP_OK;
+}
+static void fake_scratch_release(kp_stream *s, void *h[2]) { (void)s, (void)h; }
+
+static const kp_gpu_target fake_target = {
+    .name = "fake", .host = &fake_host, .profile = fake_profile, .variant_check = fake_check,
+    .launch = fake_launch, .scratch_acquire = fake_scratch_acquire, .scratch_release = fake_scratch_release,
+};
+
+static void fake_reset(const char *backend) {
+    CHECK(kp_gpu_build_profile(backend, &fake_info, &fake_prof) == 0);
+    fake_prof.compute_units = 132;
+    fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_error[0] = '\0';
+}
+
+static kp_buffer fake_buf[8];
+
+static kp_tensor tensor(int b, kp_dtype dt, int ndim, const int64_t *shape) {
+    kp_tensor t;
+    memset(&t, 0, sizeof t);
+    t.buffer = &fake_buf[b], t.dtype = dt, t.ndim = ndim;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) t.shape[i] = shape[i], t.strides[i] = stride, stride *= shape[i];
+    return t;
+}
+
+/* ---- argument lists ---- */
+
+KP_TEST(gpu_launch_args_in_order_and_overflow_reported) {
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, "moe/moe_gate.cl", "-DKP_DTYPE_F32", "kp_moe_gate");
+    kp_tensor t = tensor(0, KP_BF16, 1, (int64_t[]){16});
+    t.offset = 6; /* bytes: element 3 */
+    kp_gpu_arg_tensor(&l, &t);
+    kp_gpu_arg_i32(&l, -7), kp_gpu_arg_f32(&l, 0.5f);
+    CHECK_INT_EQ(l.nargs, 4);
+    CHECK(l.args[0].kind == KP_GPU_ARG_BUFFER && l.args[0].v.buffer == &fake_buf[0]);
+    CHECK(l.args[1].kind == KP_GPU_ARG_I64 && l.args[1].v.i64 == 3);
+    CHECK(l.args[2].kind == KP_GPU_ARG_I32 && l.args[2].v.i32 == -7);
+    CHECK(l.args[3].kind == KP_GPU_ARG_F32 && l.args[3].v.f32 == 0.5f);
+    CHECK(l.groups[0] == 1 && l.groups[1] == 1 && l.groups[2] == 1 && l.local[0] == 1);
+    for (int i = 0; i < KP_GPU_MAX_ARGS; i++) kp_gpu_arg_i32(&l, i);
+    CHECK(l.overflow);
+    CHECK_INT_EQ(l.nargs, KP_GPU_MAX_ARGS);
+    kp_gpu_ctx c = {.t = &fake_target, .host = &fake_host};
+    fake_reset("cuda");
+    CHECK_INT_EQ(kp_gpu_enqueue(&c, &l), KP_ERR_INTERNAL);
+    CHECK_INT_EQ(fake_count, 0); /* nothing reached the target */
+}
+
+/* ---- plans through the fake target ---- */
+
+static kp_attention_prefill_params prefill_params(kp_dtype dt, int d) {
+    kp_attention_prefill_params p;
+    memset(&p, 0, sizeof p);
+    p.q = tensor(0, dt, 3, (int64_t[]){300, 32, d});
+    p.k = tensor(1, dt, 3, (int64_t[]){300, 8, d});
+    p.v = tensor(2, dt, 3, (int64_t[]){300, 8, d});
+    p.out = tensor(3, dt, 3, (int64_t[]){300, 32, d});
+    p.cu_seqlens_q = tensor(4, KP_I32, 1, (int64_t[]){3});
+    p.cu_seqlens_k = tensor(5, KP_I32, 1, (int64_t[]){3});
+    p.max_seqlen_q = p.max_seqlen_k = 200;
+    p.softmax_scale = 0.125f, p.causal = 1, p.window_left = p.window_right = -1;
+    return p;
+}
+
+KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
+    fake_reset("cuda");
+    kp_attention_prefill_params p = prefill_params(KP_BF16, 128);
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 1), KP_OK);
+    CHECK_INT_EQ(fake_count, 0); /* a dry run launches nothing */
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL);
+    CHECK_STR_EQ(l->kernel, "kp_attention_prefill");
+    CHECK(strstr(l->options, "-DATTN_MMA") != NULL); /* bf16 on sm_80+: the tile-MMA path */
+    /* rows = 200 queries x 4 heads per KV head over block_m 64; 8 KV heads; B + 1 slices */
+    CHECK_INT_EQ((long long)l->groups[0], (200 * 4 + 63) / 64);
+    CHECK_INT_EQ((long long)l->groups[1], 8);
+    CHECK_INT_EQ((long long)l->groups[2], 3);
+    CHECK_INT_EQ(l->local[0], 128);
+    CHECK_INT_EQ(l->nargs, 31);
+    CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[4].v.buffer == &fake_buf[1]);
+    CHECK(l->args[12].kind == KP_GPU_ARG_BUFFER && l->args[12].v.buffer == &fake_buf[3]);
+    CHECK(l->args[16].kind == KP_GPU_ARG_BUFFER && l->args[16].v.buffer == NULL); /* no lse */
+    CHECK(l->args[18].kind == KP_GPU_ARG_I32 && l->args[18].v.i32 == 0);         /* has_lse */
+}
+
+KP_TEST(gpu_tuned_tile_not_built_falls_back_to_default) {
+    fake_reset("cuda");
+    kp_attention_prefill_params p = prefill_params(KP_F16, 64);
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    char dflt[256];
+    snprintf(dflt, sizeof dflt, "%s", fake_launches[0].options);
+    CHECK(strstr(dflt, "-DATTN_BN=32") != NULL);
+    /* the tuning table asks for block_n 16, which this "backend" did not build */
+    fake_count = 0, fake_tuned_bn = 16;
+    char tuned[256];
+    snprintf(tuned, sizeof tuned, "%s", dflt);
+    char *bn = strstr(tuned, "-DATTN_BN=32");
+    bn[10] = '1', bn[11] = '6';
+    fake_missing = tuned;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].options, dflt);
+    /* when the default is missing too, the op is unsupported, with the target's reason */
+    fake_count = 0, fake_tuned_bn = 0, fake_missing = dflt;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 1), KP_ERR_UNSUPPORTED);
+    CHECK(strstr(fake_error, "not built") != NULL);
+    CHECK_INT_EQ(fake_count, 0);
+}
+
+KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
+    fake_reset("cuda");
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.k_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.v_cache = tensor(2, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, 32});
+    p.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    p.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.softmax_scale = 0.1f, p.num_splits = 4;
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 2);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    CHECK_STR_EQ(fake_launches[1].kernel, "kp_attention_combine");
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 2 * 4); /* B x splits */
+    CHECK(fake_launches[1].args[0].kind == KP_GPU_ARG_NATIVE && fake_launches[1].args[0].v.native == &fake_scratch[0]);
+    CHECK_INT_EQ((long long)fake_launches[1].groups[0], 2 * 32); /* one group per output row */
+    /* one split: no scratch, no combine, null partial pointers */
+    fake_count = 0, p.num_splits = 1;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK(fake_launches[0].args[23].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[23].v.native == NULL);
+}
+
+KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {
+    fake_reset("cuda");
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){8, 256});
+    p.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    p.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){8, 512});
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_small"); /* 8 rows <= small_m */
+    CHECK(strstr(fake_launches[0].options, "-DKP_GG_MMA") != NULL);
+    /* many rows: the tiled kernel only */
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){4096, 256});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){4096, 512});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_tiled");
+    CHECK_INT_EQ((long long)fake_launches[0].groups[0], 512 / 64);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[1], 4096 / 64 + 4);
+}
+
+/* ---- the variant lists ---- */
+
+typedef struct variant_stats {
+    int n, attention, moe, bad;
+    char seen[128][300];
+} variant_stats;
+
+static void count_variant(void *user, const char *source, const char *options, const char *kernels) {
+    variant_stats *v = user;
+    char key[300];
+    snprintf(key, sizeof key, "%s|%s", source, options);
+    for (int i = 0; i < v->n && i < 128; i++)
+        if (strcmp(v->seen[i], key) == 0) v->bad++; /* listed twice */
+    if (v->n < 128) snprintf(v->seen[v->n], sizeof v->seen[0], "%s", key);
+    v->n++;
+    if (strncmp(source, "attention/", 10) == 0) v->attention++;
+    else if (strncmp(source, "moe/", 4) == 0) v->moe++;
+    else v->bad++;
+    if (!kernels[0] || !strstr(options, "-D")) v->bad++;
+}
+
+KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
+    static const char *const backends[] = {"cuda", "hip"};
+    for (int b = 0; b < 2; b++) {
+        kp_device_info info;
+        kp_gpu_profile p;
+        CHECK(kp_gpu_build_profile(backends[b], &info, &p) == 0);
+        static variant_stats v;
+        memset(&v, 0, sizeof v);
+        kp_gpu_variants_enumerate(kp_gpu_stub_host(), &p, count_variant, &v);
+        CHECK_MSG(v.bad == 0, "%s: %d malformed or repeated variants", backends[b], v.bad);
+        /* 3 dtypes x 4 head-dim pairs of prefill, decode (two row classes where the
+         * tile differs), MLA x 2; gate 3, align 2, combine 5, grouped GEMM 9 */
+        CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
+        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9);
+        CHECK(v.n < 128);
+    }
+    kp_device_info info;
+    kp_gpu_profile p;
+    CHECK(kp_gpu_build_profile("metal", &info, &p) == -1);
+}
+
+KP_TEST(gpu_attention_tiles_fit_each_profile) {
+    static const char *const backends[] = {"cuda", "hip"};
+    static const int dims[][3] = {{64, 64, 0}, {128, 128, 0}, {256, 256, 0}, {192, 128, 0}, {576, 512, 1}, {576, 256, 1}};
+    static const kp_dtype dts[] = {KP_F32, KP_F16, KP_BF16};
+    for (int b = 0; b < 2; b++) {
+        kp_device_info info;
+        kp_gpu_profile p;
+        CHECK(kp_gpu_build_profile(backends[b], &info, &p) == 0);
+        for (int d = 0; d < 6; d++)
+            for (int t = 0; t < 3; t++) {
+                const char *kind = dims[d][2] ? "mla_decode" : "attention_decode";
+                kp_gpu_attn_cfg c;
+                CHECK_INT_EQ(kp_gpu_attn_config(kp_gpu_stub_host(), &p, kind, dts[t], dims[d][0], dims[d][1],
+                                                dims[d][2], 1, 0, &c), KP_OK);
+                CHECK_MSG(c.local_bytes + 512 <= p.local_mem, "%s %s %d/%d: %zu bytes of local memory",
+                          backends[b], kind, dims[d][0], dims[d][1], c.local_bytes);
+                /* the MMA path where the profile has matrix units, never for f32 or MLA */
+                CHECK_INT_EQ(c.mma, p.mma && dts[t] != KP_F32 && !dims[d][2]);
+            }
+    }
+}
