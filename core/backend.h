@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 1 /* bump on any change to the structs below */
+#define KP_BACKEND_ABI_NUMBER 2 /* bump on any change to the structs below (2: events) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -62,6 +62,13 @@ struct kp_stream {
     kp_device *device; /* borrowed */
     void *impl;        /* owned through iface->stream_destroy (wrapped: only the wrapper) */
     uint32_t flags;
+};
+
+/* kp_event: impl is the backend's; stream is where it was last recorded (NULL: never). */
+struct kp_event {
+    kp_device *device; /* borrowed */
+    void *impl;        /* owned through iface->event_destroy */
+    kp_stream *stream; /* borrowed; only compared, never dereferenced after record */
 };
 
 #define KP_BUFFER_WRAPPED 0x1u
@@ -117,6 +124,14 @@ struct kp_backend_iface {
     kp_status (*buffer_read)(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n);
     kp_status (*buffer_copy)(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
                              size_t src_off, size_t n);
+
+    /* Events (kp_event_*): the core checks devices and that both ends were recorded;
+     * event_elapsed waits for end itself. */
+    kp_status (*event_create)(kp_device *d, void **out_impl);
+    kp_status (*event_record)(kp_event *e, kp_stream *s);
+    kp_status (*event_sync)(kp_event *e);
+    kp_status (*event_elapsed)(kp_event *start, kp_event *end, float *ms);
+    void (*event_destroy)(kp_event *e);
     /* The DLPack device type whose pointers this backend can wrap (kDLCUDA = 2, ...). */
     int dlpack_device_type;
 

@@ -146,6 +146,7 @@ KP_API kp_status kp_device_info_get(int index, kp_device_info *out);
 typedef struct kp_device kp_device;
 typedef struct kp_stream kp_stream;
 typedef struct kp_buffer kp_buffer;
+typedef struct kp_event kp_event;
 
 /* index = -1: the best device by policy. KPORT_BACKEND="cuda,hip,opencl,cpu" sets the
  * order of preference (one name forces it); KPORT_DEVICE=N picks device N of that one
@@ -164,6 +165,22 @@ KP_API kp_status kp_stream_create(kp_device *d, kp_stream **out);
 KP_API kp_status kp_stream_sync(kp_stream *s);
 /* Waits for pending work first (a wrapped stream: nothing waited for, nothing destroyed). */
 KP_API kp_status kp_stream_destroy(kp_stream *s);
+
+/* ---- events: points in a stream's work, timed on the device ---- */
+
+/* An event of device d; it marks nothing until recorded. */
+KP_API kp_status kp_event_create(kp_device *d, kp_event **out);
+/* Marks the point after the work queued on s so far (s on the event's device;
+ * re-recording moves the mark). Asynchronous. */
+KP_API kp_status kp_event_record(kp_event *e, kp_stream *s);
+/* Waits until the work before the mark has finished. */
+KP_API kp_status kp_event_sync(kp_event *e);
+/* Milliseconds of device time between two recorded events of one device, once end
+ * has completed (waits for it): CUDA/HIP events, OpenCL profiling counters, the host
+ * clock on cpu (its ops finish inside each call). KP_ERR_UNSUPPORTED where the
+ * device cannot time (an OpenCL queue wrapped without CL_QUEUE_PROFILING_ENABLE). */
+KP_API kp_status kp_event_elapsed_ms(kp_event *start, kp_event *end, float *ms);
+KP_API kp_status kp_event_destroy(kp_event *e);
 
 /* ---- interop with a server's own runtime objects ---- */
 

@@ -239,6 +239,15 @@ KP_TEST(plugin_device_mismatch_is_refused) {
     op_params_make(&o, d0, KP_OP_MOE_COMBINE);
     CHECK_ERR(kp_moe_combine(s1, &o.p.combine), KP_ERR_DEVICE_MISMATCH, "is on device");
     op_params_free(&o);
+    kp_event *e0, *e1;
+    CHECK_OK(kp_event_create(d0, &e0));
+    CHECK_OK(kp_event_create(d1, &e1));
+    CHECK_ERR(kp_event_record(e0, s1), KP_ERR_DEVICE_MISMATCH, "the event is of");
+    CHECK_OK(kp_event_record(e1, s1));
+    float ms = -1.0f;
+    CHECK_ERR(kp_event_elapsed_ms(e0, e1, &ms), KP_ERR_DEVICE_MISMATCH, "start is of");
+    CHECK_OK(kp_event_destroy(e0));
+    CHECK_OK(kp_event_destroy(e1));
     CHECK_OK(kp_buffer_free(b0));
     CHECK_OK(kp_buffer_free(b1));
     CHECK_OK(kp_stream_destroy(s1));

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CPU_BUFFER_ALIGN 64 /* one cache line and one AVX-512 vector */
@@ -229,6 +230,35 @@ static kp_status cpu_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, c
     return KP_OK;
 }
 
+/* ---- events: the host clock, since work finishes inside each call ---- */
+
+static kp_status cpu_event_create(kp_device *d, void **out_impl) {
+    (void)d;
+    struct timespec *t = calloc(1, sizeof *t);
+    if (!t) return g_host->set_error(KP_ERR_OUT_OF_MEMORY, "cpu: out of host memory for an event");
+    *out_impl = t;
+    return KP_OK;
+}
+
+static kp_status cpu_event_record(kp_event *e, kp_stream *s) {
+    cpu_stream_sync(s); /* a call in flight on another thread is work before the mark */
+    clock_gettime(CLOCK_MONOTONIC, (struct timespec *)e->impl);
+    return KP_OK;
+}
+
+static kp_status cpu_event_sync(kp_event *e) {
+    (void)e;
+    return KP_OK;
+}
+
+static kp_status cpu_event_elapsed(kp_event *start, kp_event *end, float *ms) {
+    const struct timespec *a = start->impl, *b = end->impl;
+    *ms = (float)((double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) * 1e-6);
+    return KP_OK;
+}
+
+static void cpu_event_destroy(kp_event *e) { free(e->impl); }
+
 const kp_host_services *cpu_host(void) { return g_host; }
 
 static const kp_backend_iface cpu_iface = {
@@ -254,6 +284,11 @@ static const kp_backend_iface cpu_iface = {
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
     .buffer_copy = cpu_buffer_copy,
+    .event_create = cpu_event_create,
+    .event_record = cpu_event_record,
+    .event_sync = cpu_event_sync,
+    .event_elapsed = cpu_event_elapsed,
+    .event_destroy = cpu_event_destroy,
     .dlpack_device_type = 1, /* kDLCPU */
     .ops = {
         [KP_OP_ATTENTION_PREFILL] = cpu_op_attention_prefill,

@@ -105,6 +105,14 @@ kp_status kp_ocl_buffer_read(kp_stream *s, const kp_buffer *src, size_t off, voi
 kp_status kp_ocl_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
                              size_t src_off, size_t n);
 
+/* ---- opencl_event.c (vtable slots) ---- */
+
+kp_status kp_ocl_event_create(kp_device *d, void **out_impl);
+kp_status kp_ocl_event_record(kp_event *e, kp_stream *s);
+kp_status kp_ocl_event_sync(kp_event *e);
+kp_status kp_ocl_event_elapsed(kp_event *start, kp_event *end, float *ms);
+void kp_ocl_event_destroy(kp_event *e);
+
 /* The cl_mem / cl_command_queue behind core objects. */
 static inline cl_mem kp_ocl_mem(const kp_buffer *b) { return (cl_mem)b->impl; }
 static inline cl_command_queue kp_ocl_queue(const kp_stream *s) { return (cl_command_queue)s->impl; }

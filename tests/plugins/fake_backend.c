@@ -139,6 +139,17 @@ static kp_status fake_buffer_copy(kp_stream *s, kp_buffer *dst, size_t doff, con
     return KP_OK;
 }
 
+static int fake_event_mark; /* events carry the order they were recorded in */
+static kp_status fake_event_create(kp_device *d, void **out) { (void)d; trace("event_create"); *out = calloc(1, sizeof(int)); return *out ? KP_OK : KP_ERR_OUT_OF_MEMORY; }
+static kp_status fake_event_record(kp_event *e, kp_stream *s) { (void)s; trace("event_record"); *(int *)e->impl = ++fake_event_mark; return KP_OK; }
+static kp_status fake_event_sync(kp_event *e) { (void)e; trace("event_sync"); return KP_OK; }
+static kp_status fake_event_elapsed(kp_event *a, kp_event *b, float *ms) {
+    trace("event_elapsed");
+    *ms = (float)(*(int *)b->impl - *(int *)a->impl); /* one "millisecond" per record in between */
+    return KP_OK;
+}
+static void fake_event_destroy(kp_event *e) { trace("event_destroy"); free(e->impl); }
+
 /* Answers every op: "supported" in a dry run, and logs a real launch. Nothing is
  * computed: the dispatch tests check what reaches the backend, not results. */
 static kp_status fake_op(kp_op op, kp_stream *s, const void *p, int dry_run) {
@@ -178,6 +189,11 @@ static const kp_backend_iface fake_iface = {
     .buffer_write = fake_buffer_write,
     .buffer_read = fake_buffer_read,
     .buffer_copy = fake_buffer_copy,
+    .event_create = fake_event_create,
+    .event_record = fake_event_record,
+    .event_sync = fake_event_sync,
+    .event_elapsed = fake_event_elapsed,
+    .event_destroy = fake_event_destroy,
     .dlpack_device_type = 2, /* pretends to be CUDA memory */
     .ops = {fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op},
 };

@@ -98,6 +98,7 @@ typedef struct kb_row {
     const char *bound;          /* "memory" / "compute" */
     double err, tol;            /* sample relative L2 error and its tolerance */
     int inner;                  /* op calls per sample */
+    int device_timed;           /* samples are kp_event device time (else host wall clock) */
     int nsamples;
     double *samples;            /* ms per call, nsamples of them (owned) */
 } kb_row;

@@ -269,6 +269,8 @@ static void load_row(const kb_json *j, kb_row *w) {
     w->err = kb_json_num(kb_json_get(j, "rel_err"), NAN);
     w->tol = kb_json_num(kb_json_get(j, "tol"), NAN);
     w->inner = (int)kb_json_num(kb_json_get(j, "runs_per_sample"), 0);
+    const char *timer = kb_json_str(kb_json_get(j, "timer"), "host");
+    w->device_timed = strcmp(timer, "events") == 0;
     const kb_json *s = kb_json_get(j, "samples");
     int n = kb_json_len(s);
     if (n > 0 && (w->samples = malloc((size_t)n * sizeof *w->samples)))

@@ -109,7 +109,8 @@ static void write_md(const kb_report *r, FILE *o) {
     fprintf(o, "\n%d rows: %d ok, %d FAIL, %d unsupported, %d error, %d skipped", r->nrows, counts[KB_ROW_OK],
             counts[KB_ROW_FAIL], counts[KB_ROW_UNSUPPORTED], counts[KB_ROW_ERROR], counts[KB_ROW_SKIPPED]);
     if (r->wall_s > 0) fprintf(o, "; %.1f s", r->wall_s);
-    fputs(".\nTimes are host wall clock per call (median of samples of >= 1 ms, after a checked warm-up run); "
+    fputs(".\nTimes are per call: device time between kp_event marks around back-to-back calls (the host clock on "
+          "cpu, and wherever events cannot time), median of samples of >= 1 ms after a checked warm-up run; "
           "GB/s counts bytes as docs/kbench.md defines them; % roofline is against the bound the row's arithmetic "
           "intensity puts it under.\n",
           o);
@@ -259,7 +260,8 @@ static void write_json(const kb_report *r, FILE *o) {
         json_str(o, w->c.note);
         fputs(", \"reason\": ", o);
         json_str(o, w->reason);
-        fprintf(o, ", \"runs_per_sample\": %d,\n     \"samples\": [", w->inner);
+        fprintf(o, ", \"runs_per_sample\": %d, \"timer\": \"%s\",\n     \"samples\": [", w->inner,
+                w->device_timed ? "events" : "host");
         for (int j = 0; j < w->nsamples; j++) fprintf(o, "%s%.5g", j ? ", " : "", w->samples[j]);
         fputs("]}", o);
     }

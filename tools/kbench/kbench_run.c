@@ -2,10 +2,12 @@
  * tools/kbench/kbench_run.c — one case on one device: set it up, ask kp_op_supported,
  * run it once on poisoned outputs and check a sample against float64, then time it.
  *
- * Timing: kport has no device timers in its API, so a sample is host wall time around
- * `inner` back-to-back calls closed by one kp_stream_sync, divided by inner; inner is
- * chosen so a sample lasts >= 1 ms (launch overhead and the sync amortised, as
- * FlashAttention's and FlashMLA's benchmarks do with their repeat loops). The checked
+ * Timing: a sample is the device time between two kp_event marks around `inner`
+ * back-to-back calls, divided by inner (host wall clock around the calls and one
+ * kp_stream_sync where the device cannot time events, e.g. a wrapped OpenCL queue
+ * without profiling; the cpu backend's events are the host clock). inner is chosen so a
+ * sample lasts >= 1 ms (launch overhead amortised, as FlashAttention's and FlashMLA's
+ * benchmarks do with their repeat loops). The checked
  * run is the warm-up; one more call sizes inner. Samples are taken until both
  * --repeat samples and --min-time seconds are reached, or --max-time once 3 samples
  * exist; a single call slower than --max-time is the only sample. Inputs stay resident
@@ -216,6 +218,35 @@ static kp_status run_sync(const kb_op_impl *impl, kb_bench *b, int times) {
     return st == KP_OK ? kp_stream_sync(b->env->s) : st;
 }
 
+/* One sample: ms per call over inner calls. Events when ev[0] is set; a failure of the
+ * events themselves drops to the host clock for the rest of the row. */
+static kp_status sample(const kb_op_impl *impl, kb_bench *b, int inner, kp_event *ev[2], double *ms, double *wall) {
+    double t = kb_now();
+    kp_status st = KP_OK;
+    if (ev[0]) {
+        float dev_ms = 0.0f;
+        kp_stream *s = b->env->s;
+        if ((st = kp_event_record(ev[0], s)) == KP_OK) {
+            for (int i = 0; i < inner && st == KP_OK; i++) st = impl->run(b);
+            if (st != KP_OK) return st; /* the op failed: not the timer's fault */
+            if ((st = kp_event_record(ev[1], s)) == KP_OK) st = kp_event_elapsed_ms(ev[0], ev[1], &dev_ms);
+        }
+        *wall = kb_now() - t;
+        if (st == KP_OK) {
+            *ms = (double)dev_ms / inner;
+            return KP_OK;
+        }
+        kp_event_destroy(ev[0]), kp_event_destroy(ev[1]);
+        ev[0] = ev[1] = NULL;
+        if ((st = kp_stream_sync(s)) != KP_OK) return st;
+        t = kb_now();
+    }
+    st = run_sync(impl, b, inner);
+    *wall = kb_now() - t;
+    *ms = *wall * 1e3 / inner;
+    return st;
+}
+
 static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, kb_row *row) {
     /* the checked run was the warm-up (first-use compiles, page faults); this one sizes inner */
     double t0 = kb_now();
@@ -229,20 +260,26 @@ static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, 
     if (!row->samples) st = KP_ERR_OUT_OF_MEMORY;
     int min_n = o->repeat > 0 ? o->repeat : 1;
     double spent = 0.0;
+    kp_event *ev[2] = {NULL, NULL};
+    if (kp_event_create(b->env->dev, &ev[0]) != KP_OK || kp_event_create(b->env->dev, &ev[1]) != KP_OK) {
+        if (ev[0]) kp_event_destroy(ev[0]);
+        ev[0] = ev[1] = NULL;
+    }
     bool slow = inner == 1 && one >= o->max_time;
     if (st == KP_OK && slow) /* a call slower than --max-time is its own one sample (PoCL, long contexts) */
         row->samples[row->nsamples++] = one * 1e3;
     while (st == KP_OK && !slow && row->nsamples < KB_MAX_SAMPLES) {
-        double t = kb_now();
-        st = run_sync(impl, b, inner);
-        double dt = kb_now() - t;
+        double ms = 0.0, dt = 0.0;
+        st = sample(impl, b, inner, ev, &ms, &dt);
         if (st != KP_OK) break;
-        row->samples[row->nsamples++] = dt * 1e3 / inner;
+        row->samples[row->nsamples++] = ms;
         spent += dt;
         if (row->nsamples >= min_n && spent >= o->min_time) break;
         if (row->nsamples >= (min_n < 3 ? min_n : 3) && spent >= o->max_time) break;
         if (kb_interrupted) break;
     }
+    row->device_timed = ev[0] != NULL && row->nsamples > 0 && !slow;
+    if (ev[0]) kp_event_destroy(ev[0]), kp_event_destroy(ev[1]);
     if (st != KP_OK) {
         fail_status(row, st, "while timing");
         return;
