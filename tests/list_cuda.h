@@ -1,6 +1,13 @@
 /* tests/list_cuda.h — X(name) per test; no include guard (see test_list.h). */
 X(cuda_plugin_entry)
 X(cuda_plugin_init)
-X(cuda_plugin_ops_unsupported)
+X(cuda_plugin_ops)
 X(cuda_backend_listed)
+X(cuda_ops_dry_run)
 X(cuda_buffer_roundtrip)
+/* tests/test_cuda_fatbin.c */
+X(cuda_fatbin_archs)
+X(cuda_fatbin_covers_planner)
+X(cuda_fatbin_reader_rejects)
+X(cuda_target_variant_check)
+X(cuda_target_launch_limits)

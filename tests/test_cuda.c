@@ -4,7 +4,9 @@
  * Without an NVIDIA driver (CI) the backend must be listed, unavailable, with a reason
  * naming libcuda.so.1, and nothing may crash; the plugin file itself is loaded
  * directly and its vtable checked. With a GPU the same tests check what the driver
- * reports, and cuda_buffer_roundtrip moves bytes through the device.
+ * reports, cuda_buffer_roundtrip moves bytes through the device and cuda_ops_dry_run
+ * asks the op slots (kp_op_supported). The embedded kernels and the launch glue are
+ * checked on any machine by tests/test_cuda_fatbin.c.
  *
  * The plugin helpers below (kp_test_plugin_*) are shared with tests/test_hip.c.
  */
@@ -24,6 +26,7 @@ const kp_backend_iface *kp_test_plugin_load(const char *name, char *path, size_t
 void kp_test_plugin_check_iface(const kp_backend_iface *f, const char *name, int dlpack_type);
 void kp_test_plugin_check_imports(const char *path);
 const kp_host_services *kp_test_fake_host(void);
+const char *kp_test_fake_last_error(void);
 void kp_test_plugin_check_unsupported_ops(const kp_backend_iface *f, const char *name);
 void kp_test_plugin_check_init(const kp_backend_iface *f, const char *name, const char *why1,
                                const char *why2);
@@ -163,6 +166,10 @@ static int64_t fake_tuning_get(const kp_device_info *dev, const char *kernel, co
     return def;
 }
 
+const char *kp_test_fake_last_error(void) {
+    return fake_last_message;
+}
+
 const kp_host_services *kp_test_fake_host(void) {
     static const kp_host_services host = {
         .abi_version = KP_BACKEND_ABI_VERSION,
@@ -293,14 +300,55 @@ KP_TEST(cuda_plugin_init) {
     kp_test_plugin_check_init(f, "cuda", CUDA_WHY_NO_DRIVER, CUDA_WHY_NO_GPU);
 }
 
-KP_TEST(cuda_plugin_ops_unsupported) {
+/* The op slots run the shared GPU op layer (kp_gpu_op_run over the cuda target): every
+ * slot is set, and none is reachable without a device — init fails here, so no device,
+ * stream or op call can exist. With a GPU, cuda_ops_dry_run asks them. */
+KP_TEST(cuda_plugin_ops) {
     char path[4096];
     const kp_backend_iface *f = kp_test_plugin_load("cuda", path, sizeof path);
-    kp_test_plugin_check_unsupported_ops(f, "cuda");
+    for (int i = 0; i < KP_OP_COUNT; i++)
+        CHECK_MSG(f->ops[i] != NULL, "cuda: ops[%s] is NULL", kp_backend_op_name((kp_op)i));
+    kp_backend_state *state = NULL;
+    char reason[KP_REASON_MAX];
+    kp_status st = f->init(kp_test_fake_host(), NULL, &state, reason, sizeof reason);
+    if (st != KP_OK) {
+        CHECK_INT_EQ(st, KP_ERR_UNAVAILABLE);
+        CHECK(state == NULL);
+        return; /* no backend state: device_open, and so any op, cannot be reached */
+    }
+    /* a driver: with no device, device_open refuses every index */
+    void *impl = (void *)(uintptr_t)1;
+    if (f->device_count(state) == 0) {
+        CHECK_INT_EQ(f->device_open(state, 0, &impl), KP_ERR_INVALID_ARGUMENT);
+        CHECK(impl == NULL);
+    }
+    f->shutdown(state);
 }
 
 KP_TEST(cuda_backend_listed) {
     kp_test_backend_check_listed("cuda", CUDA_WHY_NO_DRIVER, CUDA_WHY_NO_GPU, "NVIDIA");
+}
+
+/* Needs a GPU: a dry run of each op on a small valid case answers KP_OK (the variant
+ * is embedded and fits the device) without launching anything. */
+KP_TEST(cuda_ops_dry_run) {
+    kp_device *d = kp_test_open_backend("cuda");
+    enum { T = 4, E = 16, K = 2 };
+    kp_buffer *lb = NULL, *ib = NULL, *wb = NULL;
+    CHECK_OK(kp_buffer_alloc(d, T * E * sizeof(float), &lb));
+    CHECK_OK(kp_buffer_alloc(d, T * K * sizeof(int32_t), &ib));
+    CHECK_OK(kp_buffer_alloc(d, T * K * sizeof(float), &wb));
+    kp_moe_gate_params p = {.routing = {.topk = K, .n_group = 1, .topk_group = 1,
+                                        .scoring = KP_MOE_SCORING_SOFTMAX, .renormalize = 1,
+                                        .route_scale = 1.0f}};
+    CHECK_OK(kp_tensor_init(&p.logits, lb, 0, KP_F32, 2, (int64_t[]){T, E}, NULL));
+    CHECK_OK(kp_tensor_init(&p.topk_ids, ib, 0, KP_I32, 2, (int64_t[]){T, K}, NULL));
+    CHECK_OK(kp_tensor_init(&p.topk_weights, wb, 0, KP_F32, 2, (int64_t[]){T, K}, NULL));
+    CHECK_OK(kp_op_supported(d, KP_OP_MOE_GATE, &p));
+    CHECK_OK(kp_buffer_free(lb));
+    CHECK_OK(kp_buffer_free(ib));
+    CHECK_OK(kp_buffer_free(wb));
+    CHECK_OK(kp_device_close(d));
 }
 
 /* Needs a GPU: skips with the backend's reason elsewhere. */

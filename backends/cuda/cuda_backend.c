@@ -3,7 +3,8 @@
  *
  * libcuda.so.1 is dlopen'd at init (never linked), so one plugin binary loads on any
  * machine and reports "no NVIDIA driver" where there is none. Streams and buffers
- * live in cuda_buffer.c; CUresult names and mapping in cuda_status.c.
+ * live in cuda_buffer.c; CUresult names and mapping in cuda_status.c; kernel
+ * launches (the kp_gpu_target every op slot runs through) in cuda_launch.c.
  *
  * Contexts: each opened device retains its primary context (the one the CUDA runtime
  * and PyTorch use, so CUdeviceptrs they hand us are valid in it) and every method that
@@ -11,6 +12,7 @@
  * thread's context as it was.
  */
 #include "cuda_internal.h"
+#include "kp_gpu.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -24,7 +26,6 @@
  * newer toolkit's header cannot silently move us to a new variant. */
 #define KP_CU_PROC_VERSION 12000
 
-const kp_host_services *kp_cu_host; /* lent by the core at init; valid until shutdown */
 
 /* Each line of cuda_symbols.inc must match cuda.h's prototype exactly. */
 #define KP_CU_REQUIRED(name, ret, ...)                                                     \
@@ -230,6 +231,7 @@ static kp_status cuda_init(const kp_host_services *host, const kp_init_options *
     (void)opt;
     if (!host || !out || !reason || reason_len == 0) return KP_ERR_INVALID_ARGUMENT;
     kp_cu_host = host;
+    kp_cu_target.host = host;
     *out = NULL;
     reason[0] = '\0';
 
@@ -283,8 +285,10 @@ static kp_status cuda_init(const kp_host_services *host, const kp_init_options *
         snprintf(reason, reason_len, "no CUDA devices: cuDeviceGetCount returned 0");
 
     if (st == KP_OK) {
-        host->log("cuda: %s, driver %d, %d device(s), symbols at API %d", b->lib_name,
-                  b->driver_version, b->device_count, b->proc_version);
+        char kernels[256];
+        host->log("cuda: %s, driver %d, %d device(s), symbols at API %d; kernels: %s", b->lib_name,
+                  b->driver_version, b->device_count, b->proc_version,
+                  kp_cu_embedded_summary(kernels, sizeof kernels));
         *out = b;
     } else {
         cu_state_free(b);
@@ -315,13 +319,21 @@ static kp_status cuda_device_open(kp_backend_state *b, int index, void **out_imp
                                      index, b ? b->device_count : 0);
     kp_cu_device *d = calloc(1, sizeof *d);
     if (!d) return kp_cu_host->set_error(KP_ERR_OUT_OF_MEMORY, "out of memory opening cuda device %d", index);
+    const kp_device_info *info = &b->devices[index].info;
     d->cu = &b->cu;
     d->dev = b->devices[index].dev;
+    if (sscanf(info->arch, "sm_%d", &d->cc) != 1) d->cc = 0; /* "sm_90" -> 90, "sm_100" -> 100 */
+    snprintf(d->name, sizeof d->name, "%s", info->name);
+    kp_status st = kp_cu_modules_init(d);
+    if (st != KP_OK) {
+        free(d);
+        return st;
+    }
     CUresult r = b->cu.cuDevicePrimaryCtxRetain(&d->ctx, d->dev);
     if (r != CUDA_SUCCESS) {
+        kp_cu_modules_unload(d); /* nothing loaded yet: frees the table */
         free(d);
-        return kp_cu_fail(&b->cu, r, "cuDevicePrimaryCtxRetain of device %d (%s)", index,
-                          b->devices[index].info.name);
+        return kp_cu_fail(&b->cu, r, "cuDevicePrimaryCtxRetain of device %d (%s)", index, info->name);
     }
     *out_impl = d;
     return KP_OK;
@@ -337,35 +349,19 @@ static kp_status cuda_device_native(kp_device *d, kp_native_device *out) {
 static void cuda_device_close(void *dev_impl) {
     kp_cu_device *d = dev_impl;
     if (!d) return;
+    kp_cu_modules_unload(d); /* while the primary context is still retained */
     CUresult r = d->cu->cuDevicePrimaryCtxRelease(d->dev);
     if (r != CUDA_SUCCESS)
         kp_cu_host->log("cuda: cuDevicePrimaryCtxRelease: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
     free(d);
 }
 
-kp_status kp_cu_push(const kp_cu_device *d) {
-    CUresult r = d->cu->cuCtxPushCurrent(d->ctx);
-    return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(d->cu, r, "cuCtxPushCurrent");
-}
-
-void kp_cu_pop(const kp_cu_device *d) {
-    CUcontext popped = NULL;
-    CUresult r = d->cu->cuCtxPopCurrent(&popped);
-    if (r != CUDA_SUCCESS)
-        kp_cu_host->log("cuda: cuCtxPopCurrent: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
-}
-
 /* ------------------------------------------------------------------------ */
-/* Ops: none yet                                                             */
+/* Ops: the shared GPU op layer (backends/gpu) over kp_cu_target               */
 /* ------------------------------------------------------------------------ */
 
-static kp_status cuda_unsupported(kp_op op, kp_stream *s, const void *p, int dry_run) {
-    (void)s;
-    (void)p;
-    (void)dry_run;
-    return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
-                                 "the cuda backend has no %s kernel yet (nvcc builds them; the launch path is to come)",
-                                 kp_backend_op_name(op));
+static kp_status cuda_op(kp_op op, kp_stream *s, const void *params, int dry_run) {
+    return kp_gpu_op_run(&kp_cu_target, op, s, params, dry_run);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -401,17 +397,22 @@ static const kp_backend_iface cuda_iface = {
     .buffer_write = kp_cu_buffer_write,
     .buffer_read = kp_cu_buffer_read,
     .buffer_copy = kp_cu_buffer_copy,
+    .event_create = kp_cu_event_create,
+    .event_record = kp_cu_event_record,
+    .event_sync = kp_cu_event_sync,
+    .event_elapsed = kp_cu_event_elapsed,
+    .event_destroy = kp_cu_event_destroy,
     .dlpack_device_type = kDLCUDA,
 
     .ops = {
-        [KP_OP_ATTENTION_PREFILL] = cuda_unsupported,
-        [KP_OP_ATTENTION_DECODE] = cuda_unsupported,
-        [KP_OP_MLA_DECODE] = cuda_unsupported,
-        [KP_OP_MOE_GATE] = cuda_unsupported,
-        [KP_OP_MOE_ALIGN] = cuda_unsupported,
-        [KP_OP_GROUPED_GEMM] = cuda_unsupported,
-        [KP_OP_MOE_COMBINE] = cuda_unsupported,
-        [KP_OP_MOE_FORWARD] = cuda_unsupported,
+        [KP_OP_ATTENTION_PREFILL] = cuda_op,
+        [KP_OP_ATTENTION_DECODE] = cuda_op,
+        [KP_OP_MLA_DECODE] = cuda_op,
+        [KP_OP_MOE_GATE] = cuda_op,
+        [KP_OP_MOE_ALIGN] = cuda_op,
+        [KP_OP_GROUPED_GEMM] = cuda_op,
+        [KP_OP_MOE_COMBINE] = cuda_op,
+        [KP_OP_MOE_FORWARD] = cuda_op,
     },
 };
 

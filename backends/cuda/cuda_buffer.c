@@ -92,14 +92,21 @@ void kp_cu_stream_destroy(kp_stream *s) {
     kp_cu_stream *impl = s->impl;
     if (!impl) return;
     const kp_cu_device *dev = cu_dev(s->device);
-    if (!(s->flags & KP_STREAM_WRAPPED) && kp_cu_push(dev) == KP_OK) { /* a wrapped stream stays the server's */
+    const int wrapped = (s->flags & KP_STREAM_WRAPPED) != 0; /* a wrapped stream stays the server's */
+    const int scratch = impl->scratch[0] || impl->scratch[1];
+    if ((!wrapped || scratch) && kp_cu_push(dev) == KP_OK) {
+        /* a wrapped stream is synchronised only when kernels queued there may still
+         * read this wrapper's scratch */
         CUresult r = dev->cu->cuStreamSynchronize(impl->stream);
         if (r != CUDA_SUCCESS)
             kp_cu_host->log("cuda: cuStreamSynchronize before destroy: %s (%d)",
                             kp_cu_result_name(dev->cu, r), (int)r);
-        r = dev->cu->cuStreamDestroy(impl->stream);
-        if (r != CUDA_SUCCESS)
-            kp_cu_host->log("cuda: cuStreamDestroy: %s (%d)", kp_cu_result_name(dev->cu, r), (int)r);
+        kp_cu_scratch_free(impl, dev);
+        if (!wrapped) {
+            r = dev->cu->cuStreamDestroy(impl->stream);
+            if (r != CUDA_SUCCESS)
+                kp_cu_host->log("cuda: cuStreamDestroy: %s (%d)", kp_cu_result_name(dev->cu, r), (int)r);
+        }
         kp_cu_pop(dev);
     }
     free(impl);
@@ -211,4 +218,75 @@ kp_status kp_cu_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const 
         st = kp_cu_fail(dev->cu, r, "cuStreamSynchronize after copying %zu bytes", n);
     kp_cu_pop(dev);
     return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events: device-side timing (cuEventElapsedTime)                           */
+/* ------------------------------------------------------------------------ */
+
+/* impl is the CUevent itself. The event functions are optional symbols: a driver
+ * without them reports events unsupported rather than failing init. */
+static CUevent cu_event(const kp_event *e) {
+    return (CUevent)e->impl;
+}
+
+kp_status kp_cu_event_create(kp_device *d, void **out_impl) {
+    const kp_cu_device *dev = cu_dev(d);
+    *out_impl = NULL;
+    const kp_cu_syms *cu = dev->cu;
+    if (!cu->cuEventCreate || !cu->cuEventRecord || !cu->cuEventSynchronize || !cu->cuEventElapsedTime ||
+        !cu->cuEventDestroy)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                     "cuda: this NVIDIA driver lacks the cuEvent* functions; no device timing");
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUevent ev = NULL;
+    CUresult r = cu->cuEventCreate(&ev, CU_EVENT_DEFAULT); /* timing enabled */
+    kp_cu_pop(dev);
+    if (r != CUDA_SUCCESS) return kp_cu_fail(cu, r, "cuEventCreate");
+    *out_impl = (void *)ev;
+    return KP_OK;
+}
+
+kp_status kp_cu_event_record(kp_event *e, kp_stream *s) {
+    const kp_cu_device *dev = cu_dev(s->device);
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUresult r = dev->cu->cuEventRecord(cu_event(e), cu_stream(s));
+    kp_cu_pop(dev);
+    return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(dev->cu, r, "cuEventRecord");
+}
+
+kp_status kp_cu_event_sync(kp_event *e) {
+    const kp_cu_device *dev = cu_dev(e->device);
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUresult r = dev->cu->cuEventSynchronize(cu_event(e));
+    kp_cu_pop(dev);
+    return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(dev->cu, r, "cuEventSynchronize");
+}
+
+kp_status kp_cu_event_elapsed(kp_event *start, kp_event *end, float *ms) {
+    const kp_cu_device *dev = cu_dev(end->device);
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUresult r = dev->cu->cuEventSynchronize(cu_event(end));
+    if (r != CUDA_SUCCESS)
+        st = kp_cu_fail(dev->cu, r, "cuEventSynchronize of the end event");
+    else if ((r = dev->cu->cuEventElapsedTime(ms, cu_event(start), cu_event(end))) != CUDA_SUCCESS)
+        st = kp_cu_fail(dev->cu, r, "cuEventElapsedTime");
+    kp_cu_pop(dev);
+    return st;
+}
+
+void kp_cu_event_destroy(kp_event *e) {
+    if (!e->impl) return;
+    const kp_cu_device *dev = cu_dev(e->device);
+    if (kp_cu_push(dev) == KP_OK) {
+        CUresult r = dev->cu->cuEventDestroy(cu_event(e));
+        if (r != CUDA_SUCCESS)
+            kp_cu_host->log("cuda: cuEventDestroy: %s (%d)", kp_cu_result_name(dev->cu, r), (int)r);
+        kp_cu_pop(dev);
+    }
+    e->impl = NULL;
 }

@@ -12,6 +12,7 @@
 #include "backend.h"
 
 #include <cuda.h>
+#include <pthread.h>
 
 #if CUDA_VERSION < 12000
 #error "the cuda backend needs cuda.h from CUDA 12.0 or newer (cuGetProcAddress_v2)"
@@ -46,16 +47,26 @@ struct kp_backend_state {
     kp_cu_device_desc *devices; /* owned: device_count entries */
 };
 
+/* One embedded kernel variant as loaded on one device (cuda_launch.c). */
+typedef struct kp_cu_module kp_cu_module;
+
 /* kp_device.impl */
 typedef struct kp_cu_device {
     const kp_cu_syms *cu; /* borrowed: the backend state's table */
     CUdevice dev;
     CUcontext ctx;        /* the primary context; retained by device_open, released by close */
+    int cc;               /* compute capability, major * 10 + minor: 90 for sm_90 */
+    char name[128];       /* for messages */
+    pthread_mutex_t lock; /* guards modules */
+    kp_cu_module *modules; /* owned: one slot per embedded variant, loaded on first launch;
+                              unloaded by device_close (kp_cu_modules_unload) */
 } kp_cu_device;
 
 /* kp_stream.impl */
 typedef struct kp_cu_stream {
     CUstream stream;      /* owned: non-blocking, destroyed by stream_destroy */
+    CUdeviceptr scratch[2]; /* owned: kp_gpu_target scratch (split-KV partials), grown on demand */
+    size_t scratch_bytes[2];
 } kp_cu_stream;
 
 /* kp_buffer.impl */
@@ -75,10 +86,21 @@ kp_status kp_cu_result_status(CUresult r);
 kp_status kp_cu_fail(const kp_cu_syms *cu, CUresult r, const char *what_fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* cuda_backend.c: make the device's primary context current on this thread around
+/* cuda_status.c: make the device's primary context current on this thread around
  * each driver call. push fails with a recorded error; pop cannot fail usefully. */
 kp_status kp_cu_push(const kp_cu_device *d);
 void kp_cu_pop(const kp_cu_device *d);
+
+/* cuda_launch.c: the kp_gpu_target the op slots run through (host set at init), the
+ * per-device module cache, and per-stream scratch. */
+struct kp_gpu_target;
+extern struct kp_gpu_target kp_cu_target;
+kp_status kp_cu_modules_init(kp_cu_device *d);
+void kp_cu_modules_unload(kp_cu_device *d); /* the context must be usable: before its release */
+void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d); /* stream already synchronised */
+/* A one-line description of what this plugin embeds: "29 kernel variants (cuda dialect),
+ * each sm_80, sm_90a SASS and compute_80 PTX" */
+const char *kp_cu_embedded_summary(char *buf, size_t len);
 
 /* cuda_buffer.c: the stream and buffer methods, in vtable order */
 kp_status kp_cu_stream_create(kp_device *d, void **out_impl);
@@ -93,5 +115,10 @@ kp_status kp_cu_buffer_write(kp_stream *s, kp_buffer *dst, size_t off, const voi
 kp_status kp_cu_buffer_read(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n);
 kp_status kp_cu_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
                             size_t src_off, size_t n);
+kp_status kp_cu_event_create(kp_device *d, void **out_impl);
+kp_status kp_cu_event_record(kp_event *e, kp_stream *s);
+kp_status kp_cu_event_sync(kp_event *e);
+kp_status kp_cu_event_elapsed(kp_event *start, kp_event *end, float *ms);
+void kp_cu_event_destroy(kp_event *e);
 
 #endif /* KPORT_BACKENDS_CUDA_INTERNAL_H */

@@ -6,6 +6,10 @@
  * itself. Names are compiled in because a failure to load or initialise the driver
  * must still be reported by name; codes newer than this build's cuda.h fall back to
  * the driver's cuGetErrorName.
+ *
+ * Also here, beside the error paths they feed: the host services pointer and the
+ * context push/pop every driver call is wrapped in (cuda_backend.c, the plugin's entry,
+ * is the one file the tests do not link).
  */
 #include "cuda_internal.h"
 
@@ -188,4 +192,18 @@ kp_status kp_cu_fail(const kp_cu_syms *cu, CUresult r, const char *what_fmt, ...
         st = KP_ERR_INTERNAL;
     return kp_cu_host->set_error(st, "CUDA error %s (%d) in %s", kp_cu_result_name(cu, r), (int)r,
                                  what);
+}
+
+const kp_host_services *kp_cu_host; /* lent by the core at init; valid until shutdown */
+
+kp_status kp_cu_push(const kp_cu_device *d) {
+    CUresult r = d->cu->cuCtxPushCurrent(d->ctx);
+    return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(d->cu, r, "cuCtxPushCurrent");
+}
+
+void kp_cu_pop(const kp_cu_device *d) {
+    CUcontext popped = NULL;
+    CUresult r = d->cu->cuCtxPopCurrent(&popped);
+    if (r != CUDA_SUCCESS)
+        kp_cu_host->log("cuda: cuCtxPopCurrent: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
 }

@@ -1,0 +1,340 @@
+/*
+ * backends/cuda/cuda_launch.c — the cuda backend's kp_gpu_target: what the shared op
+ * layer (backends/gpu, kp_gpu.h) needs from a GPU plugin, for CUDA.
+ *
+ *   profile         the device as the planners see it
+ *   variant_check   is (source, options) embedded, and can this device run it? (no loading)
+ *   launch          cuModuleLoadData of the variant's fatbin (once per device, cached),
+ *                   cuModuleGetFunction (cached), cuLaunchKernel on the stream
+ *   scratch_*       per-stream device memory for split-KV partials
+ *
+ * The kernels are nvcc fatbins built at build time (build_fatbins.py, one per variant
+ * that `kp-gpu-variants cuda` lists) and embedded as kp_cu_fatbin_table. Every op slot
+ * of the plugin is kp_gpu_op_run(&kp_cu_target, ...).
+ */
+#include "cuda_internal.h"
+#include "cuda_fatbin.h"
+#include "kp_gpu.h"
+
+#ifndef KP_CU_NO_FATBINS
+#include "kp_cu_fatbins.h"
+#define KP_CU_VARIANTS KP_CU_FATBIN_COUNT
+#else
+#define KP_CU_VARIANTS 0 /* built without nvcc: no kernel embedded */
+#endif
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KP_CU_MAX_KERNELS 8 /* entry points per variant (today at most 3) */
+
+/* The static __shared__ limit: the kernels declare their tiles as static shared arrays,
+ * and a kernel may not declare more than 48 KiB statically on any arch (going beyond
+ * needs dynamic shared memory and cuFuncSetAttribute). The planners size tiles to fit;
+ * the build profile (kp-gpu-variants cuda) uses the same number. */
+#define KP_CU_LOCAL_MEM (48u * 1024u)
+
+/* Oldest arch the embedded code runs on: SASS sm_80 and compute_80 PTX. */
+#define KP_CU_MIN_CC 80
+
+struct kp_cu_module {
+    CUmodule mod;                          /* NULL until loaded */
+    CUfunction fn[KP_CU_MAX_KERNELS];      /* by position in the variant's kernel list */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The embedded table                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Index of (source, options) in the table (exact strings: the planner's canonical
+ * options, byte for byte), or -1. */
+static int cu_variant_find(const char *source, const char *options) {
+#ifndef KP_CU_NO_FATBINS
+    for (int i = 0; i < KP_CU_FATBIN_COUNT; i++) {
+        const kp_cu_fatbin *f = &kp_cu_fatbin_table[i];
+        if (strcmp(f->options, options) == 0 && strcmp(f->source, source) == 0) return i;
+    }
+#else
+    (void)source;
+    (void)options;
+#endif
+    return -1;
+}
+
+/* Position of kernel in the variant's space-separated list, or -1. */
+static int cu_kernel_index(int v, const char *kernel) {
+#ifndef KP_CU_NO_FATBINS
+    const char *p = kp_cu_fatbin_table[v].kernels;
+    size_t len = strlen(kernel);
+    for (int k = 0; *p && k < KP_CU_MAX_KERNELS; k++) {
+        size_t n = strcspn(p, " ");
+        if (n == len && strncmp(p, kernel, len) == 0) return k;
+        p += n;
+        while (*p == ' ') p++;
+    }
+#else
+    (void)v;
+    (void)kernel;
+#endif
+    return -1;
+}
+
+const char *kp_cu_embedded_summary(char *buf, size_t len) {
+#ifndef KP_CU_NO_FATBINS
+    char what[160];
+    kp_cu_fatbin_describe(kp_cu_fatbin_table[0].data, kp_cu_fatbin_table[0].size, what, sizeof what);
+    snprintf(buf, len, "%d kernel variants (%s dialect), each %s", KP_CU_FATBIN_COUNT, KP_CU_FATBIN_DIALECT, what);
+#else
+    snprintf(buf, len, "no kernels (the plugin was built without nvcc)");
+#endif
+    return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per-device modules                                                        */
+/* ------------------------------------------------------------------------ */
+
+kp_status kp_cu_modules_init(kp_cu_device *d) {
+    if (pthread_mutex_init(&d->lock, NULL) != 0)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: pthread_mutex_init failed");
+    if (KP_CU_VARIANTS > 0) {
+        d->modules = calloc((size_t)KP_CU_VARIANTS, sizeof *d->modules);
+        if (!d->modules) {
+            pthread_mutex_destroy(&d->lock);
+            return kp_cu_host->set_error(KP_ERR_OUT_OF_MEMORY, "out of memory for the cuda module table");
+        }
+    }
+    return KP_OK;
+}
+
+void kp_cu_modules_unload(kp_cu_device *d) {
+    int loaded = 0;
+    for (int i = 0; d->modules && i < KP_CU_VARIANTS; i++) loaded += d->modules[i].mod != NULL;
+    if (loaded && kp_cu_push(d) == KP_OK) {
+        for (int i = 0; i < KP_CU_VARIANTS; i++) {
+            if (!d->modules[i].mod) continue;
+            CUresult r = d->cu->cuModuleUnload(d->modules[i].mod);
+            if (r != CUDA_SUCCESS)
+                kp_cu_host->log("cuda: cuModuleUnload: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
+        }
+        kp_cu_pop(d);
+    }
+    free(d->modules);
+    d->modules = NULL;
+    pthread_mutex_destroy(&d->lock);
+}
+
+/* The CUfunction for kernel k of variant v on d, loading the module on first use.
+ * Called with the context pushed. */
+static kp_status cu_function(kp_cu_device *d, int v, int k, const char *kernel, CUfunction *out) {
+    kp_status st = KP_OK;
+    pthread_mutex_lock(&d->lock);
+    kp_cu_module *m = &d->modules[v];
+    if (!m->mod) {
+#ifndef KP_CU_NO_FATBINS
+        const kp_cu_fatbin *f = &kp_cu_fatbin_table[v];
+        CUresult r = d->cu->cuModuleLoadData(&m->mod, f->data);
+        if (r != CUDA_SUCCESS) {
+            char what[160];
+            m->mod = NULL;
+            st = kp_cu_fail(d->cu, r, "cuModuleLoadData of kernels/%s [%s] on %s (sm_%d; the fatbin holds %s)",
+                            f->source, f->options, d->name, d->cc,
+                            kp_cu_fatbin_describe(f->data, f->size, what, sizeof what));
+        }
+#endif
+    }
+    if (st == KP_OK && !m->fn[k]) {
+        CUresult r = d->cu->cuModuleGetFunction(&m->fn[k], m->mod, kernel);
+        if (r != CUDA_SUCCESS) {
+            m->fn[k] = NULL;
+            st = kp_cu_fail(d->cu, r, "cuModuleGetFunction(%s)", kernel);
+        }
+    }
+    if (st == KP_OK) *out = m->fn[k];
+    pthread_mutex_unlock(&d->lock);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The target                                                                */
+/* ------------------------------------------------------------------------ */
+
+static kp_cu_device *cu_dev(kp_stream *s) {
+    return (kp_cu_device *)s->device->impl;
+}
+
+static void cu_profile(kp_stream *s, kp_gpu_profile *out) {
+    const kp_cu_device *d = cu_dev(s);
+    memset(out, 0, sizeof *out);
+    out->info = &s->device->info;
+    out->cpu = 0;
+    out->mma = d->cc >= 80; /* mma.sync bf16/f16 m16n8k16 with ldmatrix and cp.async: sm_80+ */
+    out->warp = 32;
+    out->local_mem = KP_CU_LOCAL_MEM;
+    out->max_group = 1024;
+    out->compute_units = s->device->info.compute_units;
+}
+
+static kp_status cu_variant_check(kp_stream *s, const char *source, const char *options) {
+    const kp_cu_device *d = cu_dev(s);
+    char what[200];
+    if (d->cc < KP_CU_MIN_CC)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                     "cuda: %s is sm_%d; this plugin's kernels need sm_80 or newer (it embeds %s)",
+                                     d->name, d->cc, kp_cu_embedded_summary(what, sizeof what));
+    if (cu_variant_find(source, options) < 0)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                     "cuda: kernel variant kernels/%s [%s] is not embedded in this plugin (it embeds "
+                                     "%s: what kp-gpu-variants listed at build time)",
+                                     source, options, kp_cu_embedded_summary(what, sizeof what));
+    return KP_OK;
+}
+
+/* One kernel parameter's storage: cuLaunchKernel reads each through a pointer. */
+typedef union cu_param {
+    CUdeviceptr ptr;
+    int32_t i32;
+    int64_t i64;
+    float f32;
+} cu_param;
+
+static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
+    kp_cu_device *d = cu_dev(s);
+    const CUstream stream = ((const kp_cu_stream *)s->impl)->stream;
+    if (l->overflow || l->nargs < 0 || l->nargs > KP_GPU_MAX_ARGS)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments (a bug)",
+                                     l->kernel, KP_GPU_MAX_ARGS);
+    const int v = cu_variant_find(l->source, l->options);
+    if (v < 0) return cu_variant_check(s, l->source, l->options); /* sets the message */
+    const int k = cu_kernel_index(v, l->kernel);
+    if (k < 0)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: kernel %s is not among the entry points of kernels/%s [%s]",
+                                     l->kernel, l->source, l->options);
+
+    /* Grid and block limits of every sm_80+ GPU. */
+    const uint64_t gx = l->groups[0], gy = l->groups[1], gz = l->groups[2];
+    const uint64_t threads = (uint64_t)l->local[0] * l->local[1] * l->local[2];
+    if (gx == 0 || gy == 0 || gz == 0) return KP_OK; /* no work */
+    if (gx > 0x7fffffffu || gy > 65535u || gz > 65535u)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                     "cuda: %s needs a grid of %llu x %llu x %llu blocks; CUDA allows at most "
+                                     "2147483647 x 65535 x 65535",
+                                     l->kernel, (unsigned long long)gx, (unsigned long long)gy, (unsigned long long)gz);
+    if (threads == 0 || threads > 1024 || l->local[2] > 64)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                     "cuda: %s needs blocks of %u x %u x %u threads; CUDA allows at most 1024 "
+                                     "(and 64 in z)",
+                                     l->kernel, l->local[0], l->local[1], l->local[2]);
+
+    cu_param store[KP_GPU_MAX_ARGS];
+    void *params[KP_GPU_MAX_ARGS + 1];
+    for (int i = 0; i < l->nargs; i++) {
+        const kp_gpu_arg *a = &l->args[i];
+        memset(&store[i], 0, sizeof store[i]);
+        switch (a->kind) {
+        case KP_GPU_ARG_BUFFER:
+            store[i].ptr = a->v.buffer ? ((const kp_cu_buffer *)a->v.buffer->impl)->ptr : (CUdeviceptr)0;
+            break;
+        case KP_GPU_ARG_NATIVE: store[i].ptr = (CUdeviceptr)(uintptr_t)a->v.native; break;
+        case KP_GPU_ARG_I32: store[i].i32 = a->v.i32; break;
+        case KP_GPU_ARG_I64: store[i].i64 = a->v.i64; break;
+        case KP_GPU_ARG_F32: store[i].f32 = a->v.f32; break;
+        default:
+            return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: argument %d of %s has unknown kind %d", i,
+                                         l->kernel, (int)a->kind);
+        }
+        params[i] = &store[i];
+    }
+    params[l->nargs] = NULL;
+
+    kp_status st = kp_cu_push(d);
+    if (st != KP_OK) return st;
+    CUfunction fn = NULL;
+    st = cu_function(d, v, k, l->kernel, &fn);
+    if (st == KP_OK) {
+        CUresult r = d->cu->cuLaunchKernel(fn, (unsigned)gx, (unsigned)gy, (unsigned)gz, l->local[0], l->local[1],
+                                           l->local[2], 0 /* static shared memory only */, stream, params, NULL);
+        if (r != CUDA_SUCCESS)
+            st = kp_cu_fail(d->cu, r, "cuLaunchKernel of %s (kernels/%s [%s]) grid %llu x %llu x %llu, block %u x %u x %u",
+                            l->kernel, l->source, l->options, (unsigned long long)gx, (unsigned long long)gy,
+                            (unsigned long long)gz, l->local[0], l->local[1], l->local[2]);
+    }
+    kp_cu_pop(d);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scratch                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static size_t cu_pow2(size_t n) {
+    size_t p = 4096;
+    while (p < n && p <= SIZE_MAX / 2) p *= 2;
+    return p < n ? n : p;
+}
+
+void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d) {
+    for (int i = 0; i < 2; i++) {
+        if (!s->scratch[i]) continue;
+        CUresult r = d->cu->cuMemFree(s->scratch[i]);
+        if (r != CUDA_SUCCESS)
+            kp_cu_host->log("cuda: cuMemFree of stream scratch: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
+        s->scratch[i] = 0;
+        s->scratch_bytes[i] = 0;
+    }
+}
+
+/* Grows each allocation to the next power of two when short. The old ones may still be
+ * in use by launches queued on the stream: it is synchronised before they are freed. */
+static kp_status cu_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
+    kp_cu_device *d = cu_dev(s);
+    kp_cu_stream *cs = s->impl;
+    out[0] = out[1] = NULL;
+    kp_status st = KP_OK;
+    if (bytes[0] > cs->scratch_bytes[0] || bytes[1] > cs->scratch_bytes[1]) {
+        if ((st = kp_cu_push(d)) != KP_OK) return st;
+        CUresult r = d->cu->cuStreamSynchronize(cs->stream);
+        if (r != CUDA_SUCCESS) st = kp_cu_fail(d->cu, r, "cuStreamSynchronize before growing the stream's scratch");
+        for (int i = 0; st == KP_OK && i < 2; i++) {
+            if (bytes[i] <= cs->scratch_bytes[i]) continue;
+            if (cs->scratch[i]) {
+                r = d->cu->cuMemFree(cs->scratch[i]);
+                if (r != CUDA_SUCCESS)
+                    kp_cu_host->log("cuda: cuMemFree of stream scratch: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
+                cs->scratch[i] = 0;
+                cs->scratch_bytes[i] = 0;
+            }
+            const size_t want = cu_pow2(bytes[i]);
+            r = d->cu->cuMemAlloc(&cs->scratch[i], want);
+            if (r != CUDA_SUCCESS) {
+                cs->scratch[i] = 0;
+                st = kp_cu_fail(d->cu, r, "cuMemAlloc of %zu bytes of split-KV scratch", want);
+            } else {
+                cs->scratch_bytes[i] = want;
+            }
+        }
+        kp_cu_pop(d);
+        if (st != KP_OK) return st;
+    }
+    out[0] = (void *)(uintptr_t)cs->scratch[0];
+    out[1] = (void *)(uintptr_t)cs->scratch[1];
+    return KP_OK;
+}
+
+/* The scratch stays with the stream (reused by its next launch; freed at destroy). */
+static void cu_scratch_release(kp_stream *s, void *handles[2]) {
+    (void)s;
+    (void)handles;
+}
+
+kp_gpu_target kp_cu_target = {
+    .name = "cuda",
+    .host = NULL, /* cuda_init sets it */
+    .profile = cu_profile,
+    .variant_check = cu_variant_check,
+    .launch = cu_launch,
+    .scratch_acquire = cu_scratch_acquire,
+    .scratch_release = cu_scratch_release,
+};
