@@ -29,7 +29,10 @@
  * Options a backend may define when it builds a kernel:
  *   KP_HAS_INLINE_PTX   OpenCL on an NVIDIA GPU: inline PTX accepted (warp = 32 lanes)
  *   KP_NO_SUBGROUPS     never take the OpenCL subgroup path (for tests)
- *   KP_HAS_MFMA / KP_HAS_WMMA  (HIP issue) AMD matrix cores
+ *   KP_HAS_MFMA         HIP: the tile-MMA layer uses MFMA on the archs that have it
+ *                       (gfx90a, gfx940/941/942; others keep the portable tile), see
+ *                       common/kp_tile_mma.h. Opt-in until verified on hardware.
+ *   KP_HAS_WMMA         HIP, RDNA3: accepted, no effect yet (clang-15 cannot compile WMMA)
  */
 #ifndef KP_DIALECT_H
 #define KP_DIALECT_H
@@ -177,9 +180,13 @@ KP_FN kp_u16 kp_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)
 #define kp_store_f16(p, i, v) ((p)[i] = kp_f32_to_f16(v))
 
 /* Warp width. HIP: 64 on CDNA (wave64), 32 on RDNA in wave32 mode - never assume 32.
- * __AMDGCN_WAVEFRONT_SIZE is a compile-time constant in the device pass only. */
+ * __AMDGCN_WAVEFRONT_SIZE is a compile-time constant in the device pass only. HIP's
+ * NVIDIA platform (nvcc with HIP's nvidia_detail headers) has 32-lane warps, and its
+ * __shfl_xor is __shfl_xor_sync(0xffffffff, ...), whose width must not exceed 32. */
 #if defined(KP_TARGET_HIP)
-#if defined(__AMDGCN_WAVEFRONT_SIZE)
+#if defined(__HIP_PLATFORM_NVIDIA__) || defined(__HIP_PLATFORM_NVCC__)
+#define KP_WARP_SIZE 32
+#elif defined(__AMDGCN_WAVEFRONT_SIZE)
 #define KP_WARP_SIZE __AMDGCN_WAVEFRONT_SIZE
 #else
 #define KP_WARP_SIZE 64

@@ -10,6 +10,7 @@
 #include "list_plugins.h"
 #include "list_gpu.h"
 #include "list_events.h"
+#include "list_tile_mma.h"
 #include "list_opencl.h"
 #include "list_cuda.h"
 #include "list_hip.h"

@@ -22,13 +22,23 @@
  *     kp_mma_16x8x16_bf16(&c, &a, &b);
  *     kp_mma_store_acc_f32(&c, out, ldo, lane);
  * All 32 lanes of a group call every function together (mma.sync and ldmatrix are
- * warp-collective on NVIDIA).
+ * warp-collective on NVIDIA). A group never depends on other lanes of its hardware
+ * warp: on AMD wave64 the MFMA mapping keeps each 32-lane group in its own lanes, so a
+ * half-used wave (32 work-items, or `if (lid < 32)`) computes correctly too - by AMD's
+ * documented lane layout; not yet run on AMD hardware.
  *
  * Implementations (KP_MMA_IMPL_NAME says which one was compiled):
  *   (a) NVIDIA PTX: ldmatrix + mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}. From CUDA
  *       on sm_80+, and from OpenCL when the backend defines KP_HAS_INLINE_PTX (NVIDIA's
  *       OpenCL compiler targets sm_90 and accepts both, DESIGN section 3).
- *   (b) AMD MFMA / WMMA: the hook for the HIP issue (KP_HAS_MFMA / KP_HAS_WMMA).
+ *   (b) AMD MFMA (CDNA2/3, wave64): sixteen 4x4x4 blocks per v_mfma_f32_4x4x4_16b_{bf16,
+ *       f16}, four lanes a block, so each 32-lane group computes in its own lanes with
+ *       no cross-lane exchange; the index math is in common/kp_mma_amd_map.h (shared
+ *       with tests/test_tile_mma_layout.c, which emulates the instruction on the CPU).
+ *       Opt-in, see "AMD selection" below. RDNA3 WMMA is not implemented: clang-15
+ *       (ROCm 5.2's compiler) knows __builtin_amdgcn_wmma_f32_16x16x16_*_w32 but its
+ *       backend fails on them for gfx1100 ("Illegal instruction detected: Operand has
+ *       incorrect register class", then a crash), so RDNA takes (c).
  *   (c) portable: each lane loads the two rows of A and two columns of B that its four
  *       outputs need into private registers and does 64 FMAs. Everywhere else (PoCL,
  *       Intel, pre-sm_80); -DKP_MMA_PORTABLE forces it.
@@ -56,12 +66,17 @@ KP_FN void kp_mma_acc_zero(kp_mma_acc *c) { c->x[0] = c->x[1] = c->x[2] = c->x[3
 #define KP_MMA_USE_PTX 1
 #elif defined(KP_TARGET_OPENCL) && defined(KP_HAS_INLINE_PTX)
 #define KP_MMA_USE_PTX 1
-#elif defined(KP_TARGET_HIP) && (defined(KP_HAS_MFMA) || defined(KP_HAS_WMMA))
-/* (b) AMD: v_mfma_f32_16x16x16bf16_1k (CDNA, wave64) / v_wmma_f32_16x16x16_bf16 (RDNA3)
- * compute 16x16 per instruction; this API's 16x8 fragment maps onto half of one, or two
- * fragments pair up. Lane layout differs from PTX's, so this implementation must also
- * define kp_mma_store_acc_* to keep the accumulator layout contract above. */
-#error "kp_tile_mma.h: the AMD MFMA/WMMA implementation is added by the HIP issue"
+#elif defined(KP_TARGET_HIP) && defined(KP_HAS_MFMA) && defined(__HIP_DEVICE_COMPILE__) && \
+    (defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__))
+/* AMD selection. The MFMA path is opt-in: the build defines KP_HAS_MFMA (the backend
+ * passes it once the path is verified on hardware; nothing here has run on an AMD GPU).
+ * Even then it is taken only in a device pass for an arch known to have the
+ * instructions - gfx90a (MI200), gfx940/941/942 (MI300; clang-15 knows gfx940 only,
+ * hiprtc on newer ROCm the others) - so one -DKP_HAS_MFMA serves a multi-arch build:
+ * gfx908 (MI100: no bf16_1k), gfx950 (unverified), RDNA (gfx10/11: no MFMA) and the
+ * host pass keep the portable tile. KP_HAS_WMMA is accepted and has no effect yet (see
+ * (b) above). The accumulator layout is PTX's either way. */
+#define KP_MMA_USE_MFMA 1
 #else
 #define KP_MMA_USE_PORTABLE 1
 #endif
@@ -116,6 +131,61 @@ KP_FN void kp_mma_16x8x16_f16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *
                  : "r"(a->x[0]), "r"(a->x[1]), "r"(a->x[2]), "r"(a->x[3]),
                    "r"(b->x[0]), "r"(b->x[1]));
 }
+
+/* ---- (b) AMD MFMA, 16 blocks of 4x4x4 --------------------------------- */
+#elif defined(KP_MMA_USE_MFMA)
+#define KP_MMA_IMPL_NAME "amd-mfma-4x4x4"
+#include "kp_mma_amd_map.h"
+
+typedef short kp_amd_v4i16_ __attribute__((ext_vector_type(4)));
+typedef _Float16 kp_amd_v4f16_ __attribute__((ext_vector_type(4)));
+typedef float kp_amd_v4f32_ __attribute__((ext_vector_type(4)));
+
+/* x[s]: k-step s (k = 4s..4s+3) of A's row KP_AMD4_A_ROW(lane) - one MFMA src0 each. */
+typedef struct kp_mma_a { kp_amd_v4i16_ x[KP_AMD4_STEPS]; } kp_mma_a;
+/* x[c][s]: k-step s of B's column KP_AMD4_B_COL(lane, c) - one MFMA src1 each. */
+typedef struct kp_mma_b { kp_amd_v4i16_ x[KP_AMD4_SETS][KP_AMD4_STEPS]; } kp_mma_b;
+
+/* Each operand is 16 consecutive 16-bit values in local memory: KP_AMD4_A_OFF(lane, s, e)
+ * = KP_AMD4_A_OFF(lane, 0, 0) + 4s + e (the test checks it), so one 32-byte copy per
+ * row, 16-byte aligned by the API's contract (lda/ldb multiples of 8, bases aligned). */
+KP_FN void kp_mma_load_a(kp_mma_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) {
+    const kp_u16 *p = (const kp_u16 *)__builtin_assume_aligned(s + KP_AMD4_A_OFF(lane, 0, 0, lda), 16);
+    __builtin_memcpy(a->x, p, sizeof a->x);
+}
+
+KP_FN void kp_mma_load_b(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
+    for (int c = 0; c < KP_AMD4_SETS; ++c) {
+        const kp_u16 *p = (const kp_u16 *)__builtin_assume_aligned(s + KP_AMD4_B_OFF(lane, c, 0, 0, ldb), 16);
+        __builtin_memcpy(b->x[c], p, sizeof b->x[c]);
+    }
+}
+
+/* is_f16: a constant at each call, so it folds. */
+KP_FN kp_amd_v4f32_ kp_amd_mfma4_(kp_amd_v4i16_ a, kp_amd_v4i16_ b, kp_amd_v4f32_ c, int is_f16) {
+    if (is_f16)
+        return __builtin_amdgcn_mfma_f32_4x4x4f16(__builtin_bit_cast(kp_amd_v4f16_, a),
+                                                  __builtin_bit_cast(kp_amd_v4f16_, b), c, 0, 0, 0);
+    return __builtin_amdgcn_mfma_f32_4x4x4bf16_1k(a, b, c, 0, 0, 0);
+}
+
+/* Per column set c: C from the PTX accumulators (registers 2, 3 duplicate 0, 1), four
+ * k-steps, registers 0 and 1 back; kp_mma_amd_map.h says why that is PTX's layout. */
+KP_FN void kp_mma_mfma_(kp_mma_acc *acc, const kp_mma_a *a, const kp_mma_b *b, int is_f16) {
+    for (int c = 0; c < KP_AMD4_SETS; ++c) {
+        kp_amd_v4f32_ d;
+        d[0] = acc->x[KP_AMD4_ACC(0, c)];
+        d[1] = acc->x[KP_AMD4_ACC(1, c)];
+        d[2] = acc->x[KP_AMD4_ACC(2, c)];
+        d[3] = acc->x[KP_AMD4_ACC(3, c)];
+        for (int s = 0; s < KP_AMD4_STEPS; ++s) d = kp_amd_mfma4_(a->x[s], b->x[c][s], d, is_f16);
+        acc->x[KP_AMD4_ACC(0, c)] = d[0];
+        acc->x[KP_AMD4_ACC(1, c)] = d[1];
+    }
+}
+
+KP_FN void kp_mma_16x8x16_bf16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) { kp_mma_mfma_(c, a, b, 0); }
+KP_FN void kp_mma_16x8x16_f16(kp_mma_acc *c, const kp_mma_a *a, const kp_mma_b *b) { kp_mma_mfma_(c, a, b, 1); }
 
 /* ---- (c) portable local-memory FMA tile -------------------------------- */
 #elif defined(KP_MMA_USE_PORTABLE)
