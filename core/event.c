@@ -9,8 +9,6 @@ kp_status kp_event_create(kp_device *d, kp_event **out) {
     if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_event_create: out is NULL");
     *out = NULL;
     if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_event_create: d is NULL");
-    if (!d->iface->event_create) /* TEMPORARY until every in-tree plugin has the slots */
-        return kp_set_error(KP_ERR_UNSUPPORTED, "kp_event_create: the %s backend has no events", d->iface->name);
     kp_event *e = calloc(1, sizeof *e);
     if (!e) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_event_create: out of host memory");
     e->device = d;

@@ -135,8 +135,10 @@ KP_FN kp_u16 kp_f32_to_f16(float f) {
 #else /* KP_TARGET_CUDA_LIKE */
 
 #if defined(KP_TARGET_HIP)
+#if !defined(__HIPCC_RTC__) /* hiprtc pre-includes its own copies; a second one redefines __half_raw */
 #include <hip/hip_runtime.h>
 #include <hip/hip_fp16.h>
+#endif
 #else
 #include <cuda_fp16.h>
 #endif

@@ -131,6 +131,7 @@ int kp_gpu_build_profile(const char *backend, kp_device_info *info, kp_gpu_profi
         snprintf(info->name, sizeof info->name, "any AMD GPU");
         snprintf(info->vendor, sizeof info->vendor, "AMD");
         p->mma = 0, p->warp = 64, p->local_mem = KP_GPU_HIP_LOCAL_MEM;
+        p->max_group = 256; /* KP_HIP_MAX_GROUP: the code objects are built for at most 256 */
         return 0;
     }
     return -1;

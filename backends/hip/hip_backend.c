@@ -5,21 +5,21 @@
  * machine and reports "no AMD GPU" where there is none (there hipInit returns
  * hipErrorInvalidDevice (101) and hipGetDeviceCount hipErrorNoDevice (100)).
  * Streams and buffers live in hip_buffer.c; hipError_t names and mapping in
- * hip_status.c.
+ * hip_status.c; kernels (the shared op layer's target: modules, launches, scratch) in
+ * hip_launch.c, and the embedded code objects and hiprtc in hip_rtc.c.
  *
  * Devices: HIP keeps a current device per thread; every method that touches the
  * runtime sets the kp_device's one current (kp_hip_push) and restores the caller's
  * afterwards (kp_hip_pop).
  */
 #include "hip_internal.h"
+#include "kp_gpu.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-const kp_host_services *kp_hip_host; /* lent by the core at init; valid until shutdown */
 
 /* Each line of hip_symbols.inc must match hip_runtime_api.h's prototype exactly. */
 #define KP_HIP_REQUIRED(name, ret, ...)                                                    \
@@ -160,6 +160,8 @@ static hipError_t hip_query_device(const kp_backend_state *b, int ordinal, kp_hi
     /* wave64 on CDNA/GCN, wave32 by default on RDNA */
     info->subgroup_size = (props.p.warpSize == 32 || props.p.warpSize == 64) ? props.p.warpSize : 64;
     info->local_mem_bytes = (uint64_t)props.p.sharedMemPerBlock; /* LDS per work-group */
+    d->max_group = props.p.maxThreadsPerBlock > 0 ? (uint32_t)props.p.maxThreadsPerBlock : 1024;
+    for (int k = 0; k < 3; k++) d->max_grid[k] = props.p.maxGridSize[k] > 0 ? (uint32_t)props.p.maxGridSize[k] : 0;
     info->caps = hip_arch_caps(info->arch);
     if (props.p.pageableMemoryAccess) info->caps |= KP_CAP_UNIFIED_MEMORY; /* e.g. MI300A with XNACK */
     info->backend_device = ordinal;
@@ -191,6 +193,7 @@ static kp_status hip_init(const kp_host_services *host, const kp_init_options *o
     (void)opt;
     if (!host || !out || !reason || reason_len == 0) return KP_ERR_INVALID_ARGUMENT;
     kp_hip_host = host;
+    kp_hip_target.host = host;
     *out = NULL;
     reason[0] = '\0';
 
@@ -281,6 +284,10 @@ static kp_status hip_device_open(kp_backend_state *b, int index, void **out_impl
     if (!d) return kp_hip_host->set_error(KP_ERR_OUT_OF_MEMORY, "out of memory opening hip device %d", index);
     d->hip = &b->hip;
     d->ordinal = b->devices[index].ordinal;
+    d->info = &b->devices[index].info;
+    d->max_group = b->devices[index].max_group;
+    memcpy(d->max_grid, b->devices[index].max_grid, sizeof d->max_grid);
+    snprintf(d->runtime, sizeof d->runtime, "HIP %d", b->runtime_version);
     /* Making it current once checks the device is usable (and creates its context). */
     int prev = 0;
     kp_status st = kp_hip_push(d, &prev);
@@ -290,6 +297,7 @@ static kp_status hip_device_open(kp_backend_state *b, int index, void **out_impl
                                         b->devices[index].info.name);
     }
     kp_hip_pop(d, prev);
+    kp_hip_kernels_init(d);
     *out_impl = d;
     return KP_OK;
 }
@@ -301,36 +309,18 @@ static kp_status hip_device_native(kp_device *d, kp_native_device *out) {
 }
 
 static void hip_device_close(void *dev_impl) {
-    free(dev_impl); /* HIP's per-device context lives as long as the process */
-}
-
-kp_status kp_hip_push(const kp_hip_device *d, int *prev) {
-    hipError_t e = d->hip->hipGetDevice(prev);
-    if (e != hipSuccess) return kp_hip_fail(d->hip, e, "hipGetDevice");
-    if (*prev == d->ordinal) return KP_OK;
-    e = d->hip->hipSetDevice(d->ordinal);
-    return e == hipSuccess ? KP_OK : kp_hip_fail(d->hip, e, "hipSetDevice(%d)", d->ordinal);
-}
-
-void kp_hip_pop(const kp_hip_device *d, int prev) {
-    if (prev == d->ordinal) return;
-    hipError_t e = d->hip->hipSetDevice(prev);
-    if (e != hipSuccess)
-        kp_hip_host->log("hip: hipSetDevice(%d) restoring the caller's device: %s (%d)", prev,
-                         kp_hip_error_name(d->hip, e), (int)e);
+    kp_hip_device *d = dev_impl;
+    if (!d) return;
+    kp_hip_kernels_release(d); /* modules unloaded; HIP's per-device context lives as long as the process */
+    free(d);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Ops: none yet                                                             */
+/* Ops: the shared planners (backends/gpu) with the hip target (hip_launch.c)  */
 /* ------------------------------------------------------------------------ */
 
-static kp_status hip_unsupported(kp_op op, kp_stream *s, const void *p, int dry_run) {
-    (void)s;
-    (void)p;
-    (void)dry_run;
-    return kp_hip_host->set_error(KP_ERR_UNSUPPORTED,
-                                  "the hip backend has no %s kernel yet (hipcc builds them; the launch path is to come)",
-                                  kp_backend_op_name(op));
+static kp_status hip_op(kp_op op, kp_stream *s, const void *p, int dry_run) {
+    return kp_gpu_op_run(&kp_hip_target, op, s, p, dry_run);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -366,17 +356,22 @@ static const kp_backend_iface hip_iface = {
     .buffer_write = kp_hip_buffer_write,
     .buffer_read = kp_hip_buffer_read,
     .buffer_copy = kp_hip_buffer_copy,
+    .event_create = kp_hip_event_create,
+    .event_record = kp_hip_event_record,
+    .event_sync = kp_hip_event_sync,
+    .event_elapsed = kp_hip_event_elapsed,
+    .event_destroy = kp_hip_event_destroy,
     .dlpack_device_type = kDLROCM,
 
     .ops = {
-        [KP_OP_ATTENTION_PREFILL] = hip_unsupported,
-        [KP_OP_ATTENTION_DECODE] = hip_unsupported,
-        [KP_OP_MLA_DECODE] = hip_unsupported,
-        [KP_OP_MOE_GATE] = hip_unsupported,
-        [KP_OP_MOE_ALIGN] = hip_unsupported,
-        [KP_OP_GROUPED_GEMM] = hip_unsupported,
-        [KP_OP_MOE_COMBINE] = hip_unsupported,
-        [KP_OP_MOE_FORWARD] = hip_unsupported,
+        [KP_OP_ATTENTION_PREFILL] = hip_op,
+        [KP_OP_ATTENTION_DECODE] = hip_op,
+        [KP_OP_MLA_DECODE] = hip_op,
+        [KP_OP_MOE_GATE] = hip_op,
+        [KP_OP_MOE_ALIGN] = hip_op,
+        [KP_OP_GROUPED_GEMM] = hip_op,
+        [KP_OP_MOE_COMBINE] = hip_op,
+        [KP_OP_MOE_FORWARD] = hip_op,
     },
 };
 

@@ -84,6 +84,7 @@ void kp_hip_stream_destroy(kp_stream *s) {
     kp_hip_stream *impl = s->impl;
     if (!impl) return;
     const kp_hip_device *dev = hip_dev(s->device);
+    kp_hip_scratch_free(dev, impl); /* the split-KV scratch, wrapped streams included */
     int prev = 0;
     if (!(s->flags & KP_STREAM_WRAPPED) && kp_hip_push(dev, &prev) == KP_OK) { /* wrapped: the server's */
         hipError_t e = dev->hip->hipStreamSynchronize(impl->stream);
@@ -209,4 +210,71 @@ kp_status kp_hip_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const
         st = kp_hip_fail(dev->hip, e, "hipStreamSynchronize after copying %zu bytes", n);
     kp_hip_pop(dev, prev);
     return st;
+}
+
+/* ---- events: hipEvent_t, timing enabled ---------------------------------- */
+
+static hipEvent_t hip_event(const kp_event *e) { return (hipEvent_t)e->impl; }
+
+kp_status kp_hip_event_create(kp_device *d, void **out_impl) {
+    const kp_hip_device *dev = hip_dev(d);
+    const kp_hip_syms *hip = dev->hip;
+    *out_impl = NULL;
+    if (!hip->hipEventCreateWithFlags || !hip->hipEventRecord || !hip->hipEventSynchronize ||
+        !hip->hipEventElapsedTime || !hip->hipEventDestroy)
+        return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: this HIP runtime lacks the hipEvent* functions");
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipEvent_t ev = NULL;
+    hipError_t e = hip->hipEventCreateWithFlags(&ev, hipEventDefault);
+    kp_hip_pop(dev, prev);
+    if (e != hipSuccess) return kp_hip_fail(hip, e, "hipEventCreateWithFlags");
+    *out_impl = (void *)ev;
+    return KP_OK;
+}
+
+kp_status kp_hip_event_record(kp_event *ev, kp_stream *s) {
+    const kp_hip_device *dev = hip_dev(s->device);
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipError_t e = dev->hip->hipEventRecord(hip_event(ev), hip_stream(s));
+    kp_hip_pop(dev, prev);
+    return e == hipSuccess ? KP_OK : kp_hip_fail(dev->hip, e, "hipEventRecord");
+}
+
+kp_status kp_hip_event_sync(kp_event *ev) {
+    const kp_hip_device *dev = hip_dev(ev->device);
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipError_t e = dev->hip->hipEventSynchronize(hip_event(ev));
+    kp_hip_pop(dev, prev);
+    return e == hipSuccess ? KP_OK : kp_hip_fail(dev->hip, e, "hipEventSynchronize");
+}
+
+kp_status kp_hip_event_elapsed(kp_event *start, kp_event *end, float *ms) {
+    const kp_hip_device *dev = hip_dev(end->device);
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipError_t e = dev->hip->hipEventSynchronize(hip_event(end));
+    if (e != hipSuccess) st = kp_hip_fail(dev->hip, e, "hipEventSynchronize of the end event");
+    else if ((e = dev->hip->hipEventElapsedTime(ms, hip_event(start), hip_event(end))) != hipSuccess)
+        st = kp_hip_fail(dev->hip, e, "hipEventElapsedTime");
+    kp_hip_pop(dev, prev);
+    return st;
+}
+
+void kp_hip_event_destroy(kp_event *ev) {
+    if (!ev->impl) return;
+    const kp_hip_device *dev = hip_dev(ev->device);
+    int prev = 0;
+    if (kp_hip_push(dev, &prev) == KP_OK) {
+        hipError_t e = dev->hip->hipEventDestroy(hip_event(ev));
+        if (e != hipSuccess) kp_hip_host->log("hip: hipEventDestroy: %s (%d)", kp_hip_error_name(dev->hip, e), (int)e);
+        kp_hip_pop(dev, prev);
+    }
+    ev->impl = NULL;
 }

@@ -11,6 +11,8 @@
 
 #include "backend.h"
 
+#include <pthread.h>
+
 #ifndef __HIP_PLATFORM_AMD__
 #define __HIP_PLATFORM_AMD__ 1
 #endif
@@ -29,6 +31,8 @@ typedef struct kp_hip_syms {
 typedef struct kp_hip_device_desc {
     int ordinal;          /* HIP device id */
     kp_device_info info;  /* filled at init; backend_index is set by the core */
+    uint32_t max_group;   /* hipDeviceProp_t.maxThreadsPerBlock */
+    uint32_t max_grid[3]; /* hipDeviceProp_t.maxGridSize (work-groups per dimension) */
 } kp_hip_device_desc;
 
 /* kp_backend_state: the loaded runtime and its devices. */
@@ -42,16 +46,31 @@ struct kp_backend_state {
     kp_hip_device_desc *devices; /* owned: device_count entries */
 };
 
+typedef struct kp_hip_module kp_hip_module; /* hip_launch.c */
+
 /* kp_device.impl. HIP has no explicit contexts: the device is made current on the
  * calling thread (hipSetDevice) around each call. */
 typedef struct kp_hip_device {
     const kp_hip_syms *hip; /* borrowed: the backend state's table */
     int ordinal;
+    const kp_device_info *info; /* borrowed: the backend state's description (arch, limits) */
+    uint32_t max_group;
+    uint32_t max_grid[3];
+    char runtime[32];       /* "HIP 50221153": part of the hiprtc cache key */
+    /* Kernels (hip_launch.c): code objects loaded on this device, each with the entry
+     * points looked up so far. lock guards modules, hiprtc_checked and hiprtc_status. */
+    pthread_mutex_t lock;
+    kp_hip_module *modules;  /* owned: unloaded at device close */
+    int hiprtc_checked;      /* hiprtc_status/hiprtc_why hold the answer for this arch */
+    kp_status hiprtc_status; /* KP_OK: hiprtc can build for info->arch */
+    char hiprtc_why[KP_REASON_MAX];
 } kp_hip_device;
 
 /* kp_stream.impl */
 typedef struct kp_hip_stream {
-    hipStream_t stream;     /* owned: non-blocking, destroyed by stream_destroy */
+    hipStream_t stream;     /* owned: non-blocking, destroyed by stream_destroy (wrapped: borrowed) */
+    void *scratch[2];       /* owned: split-KV scratch (hipMalloc), grown on demand, freed at destroy */
+    size_t scratch_size[2];
 } kp_hip_stream;
 
 /* kp_buffer.impl */
@@ -89,5 +108,20 @@ kp_status kp_hip_buffer_write(kp_stream *s, kp_buffer *dst, size_t off, const vo
 kp_status kp_hip_buffer_read(kp_stream *s, const kp_buffer *src, size_t off, void *dst, size_t n);
 kp_status kp_hip_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const kp_buffer *src,
                              size_t src_off, size_t n);
+/* hip_buffer.c: events */
+kp_status kp_hip_event_create(kp_device *d, void **out_impl);
+kp_status kp_hip_event_record(kp_event *e, kp_stream *s);
+kp_status kp_hip_event_sync(kp_event *e);
+kp_status kp_hip_event_elapsed(kp_event *start, kp_event *end, float *ms);
+void kp_hip_event_destroy(kp_event *e);
+
+/* hip_launch.c: the op layer's target (backends/gpu/kp_gpu.h); host is set at init */
+struct kp_gpu_target;
+extern struct kp_gpu_target kp_hip_target;
+/* Per-device kernel state: set up at device open, released at device close. */
+void kp_hip_kernels_init(kp_hip_device *d);
+void kp_hip_kernels_release(kp_hip_device *d);
+/* Frees a stream's scratch (the stream is synchronised first). */
+void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *s);
 
 #endif /* KPORT_BACKENDS_HIP_INTERNAL_H */

@@ -7,11 +7,33 @@
  * preprocessor from the enumerator itself. Names are compiled in because a runtime
  * that fails to initialise must still be reported by name; codes newer than this
  * build's header fall back to the runtime's hipGetErrorName.
+ *
+ * Also here, because everything in the backend but hip_backend.c (which only the
+ * plugin links: it holds the exported entry) uses them: the host services and the
+ * current-device helpers.
  */
 #include "hip_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+
+const kp_host_services *kp_hip_host; /* lent by the core at init; valid until shutdown */
+
+kp_status kp_hip_push(const kp_hip_device *d, int *prev) {
+    hipError_t e = d->hip->hipGetDevice(prev);
+    if (e != hipSuccess) return kp_hip_fail(d->hip, e, "hipGetDevice");
+    if (*prev == d->ordinal) return KP_OK;
+    e = d->hip->hipSetDevice(d->ordinal);
+    return e == hipSuccess ? KP_OK : kp_hip_fail(d->hip, e, "hipSetDevice(%d)", d->ordinal);
+}
+
+void kp_hip_pop(const kp_hip_device *d, int prev) {
+    if (prev == d->ordinal) return;
+    hipError_t e = d->hip->hipSetDevice(prev);
+    if (e != hipSuccess)
+        kp_hip_host->log("hip: hipSetDevice(%d) restoring the caller's device: %s (%d)", prev,
+                         kp_hip_error_name(d->hip, e), (int)e);
+}
 
 #define KP_HIP_NAME(e) \
     case e: return #e;
