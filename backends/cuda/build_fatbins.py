@@ -167,7 +167,7 @@ def main():
         hip_inc = os.path.abspath(args.hip_include)
         if not os.path.isfile(os.path.join(hip_inc, "hip", "hip_runtime.h")):
             die("--hip-dialect: no hip/hip_runtime.h under %s (Debian: libamdhip64-dev)" % hip_inc)
-        dialect = ["-DKP_TARGET_HIP=1", "-D__HIP_PLATFORM_NVIDIA__", "-I" + hip_inc]
+        dialect = ["-DKP_TARGET_HIP=1", "-D__HIP_PLATFORM_NVIDIA__", "-D__HIP_DISABLE_CPP_FUNCTIONS__", "-I" + hip_inc]
         if args.hip_shim and os.path.isdir(args.hip_shim):
             shim = os.path.abspath(args.hip_shim)
             dialect.insert(2, "-I" + shim)
