@@ -15,6 +15,7 @@
 
 #define FAKE_MAX 8
 static kp_gpu_launch fake_launches[FAKE_MAX];
+static char fake_options[FAKE_MAX][256]; /* a launch's options live in the op's stack frame */
 static int fake_count;
 static const char *fake_missing; /* options variant_check refuses (NULL: none) */
 static kp_device_info fake_info;
@@ -58,7 +59,11 @@ static kp_status fake_check(kp_stream *s, const char *source, const char *option
 }
 static kp_status fake_launch(kp_stream *s, const kp_gpu_launch *l) {
     (void)s;
-    if (fake_count < FAKE_MAX) fake_launches[fake_count] = *l;
+    if (fake_count < FAKE_MAX) {
+        fake_launches[fake_count] = *l;
+        snprintf(fake_options[fake_count], sizeof fake_options[0], "%s", l->options);
+        fake_launches[fake_count].options = fake_options[fake_count];
+    }
     fake_count++;
     return KP_OK;
 }

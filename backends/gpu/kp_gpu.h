@@ -54,7 +54,8 @@ typedef struct kp_gpu_arg {
 #define KP_GPU_MAX_ARGS 48
 
 /* One kernel launch: groups[d] work-groups of local[d] work-items in each dimension
- * (OpenCL's global size is groups * local). */
+ * (OpenCL's global size is groups * local). The strings are borrowed for the duration
+ * of target->launch only (options usually sits in the op's stack frame). */
 typedef struct kp_gpu_launch {
     const char *source;  /* "attention/attention_decode.cl" */
     const char *options; /* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
