@@ -545,6 +545,7 @@ HIP_NOT_BUILT(hip_code_objects_hold_kernels)
 HIP_NOT_BUILT(hip_code_objects_cover_variants)
 HIP_NOT_BUILT(hip_rtc_gfx908_cached)
 HIP_NOT_BUILT(hip_rtc_refuses_unknown_isa)
+HIP_NOT_BUILT(hip_rtc_mfma_variant_gfx90a)
 HIP_NOT_BUILT(hip_rtc_build_error)
 HIP_NOT_BUILT(hip_variant_check_fake_devices)
 
