@@ -45,10 +45,11 @@ static void usage(FILE *o, const char *argv0) {
             argv0);
 }
 
+/* Ctrl-C or SIGTERM (timeout(1)): finish the row in flight, then write the report of
+ * the rows done; a second signal ends at once. */
 static void on_sigint(int sig) {
-    (void)sig;
     kb_interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends at once */
+    signal(sig, SIG_DFL);
 }
 
 /* ---- options ---- */
@@ -318,6 +319,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
     if (o.compare_a) return kb_compare(o.compare_a, o.compare_b, o.format, stdout);
     if (o.from) {
         kb_report rep;
