@@ -11,3 +11,8 @@ X(cuda_fatbin_covers_planner)
 X(cuda_fatbin_reader_rejects)
 X(cuda_target_variant_check)
 X(cuda_target_launch_limits)
+/* tests/test_cuda_rtc.c */
+X(cuda_rtc_tuned_tile_cached)
+X(cuda_rtc_every_source)
+X(cuda_rtc_build_error)
+X(cuda_rtc_variant_check)

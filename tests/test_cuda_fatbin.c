@@ -7,7 +7,8 @@
  *  - the embedded table is exactly what the planners enumerate for the cuda profile
  *    (kp_gpu_variants_enumerate), so no op can plan a variant the build left out;
  *  - the kp_gpu_target answers from the table without loading anything: a variant not
- *    embedded, or a pre-sm_80 device, is KP_ERR_UNSUPPORTED with the reason; grid and
+ *    embedded (and that NVRTC cannot build: tests/test_cuda_rtc.c has the ones it
+ *    can), or a pre-sm_80 device, is KP_ERR_UNSUPPORTED with the reason; grid and
  *    argument limits are refused before the driver is called;
  *  - the fatbin reader refuses truncated and foreign input.
  */
@@ -26,6 +27,7 @@ KP_TEST(cuda_target_launch_limits) { KP_SKIP("cuda backend not built (no cuda.h)
 #include "backend.h"
 #include "cuda_fatbin.h"
 #include "cuda_internal.h"
+#include "cuda_rtc.h"
 #include "gpu_variants.h"
 #include "kp_gpu.h"
 
@@ -50,12 +52,13 @@ typedef struct name_list {
     int n;
 } name_list;
 
+__attribute__((unused)) /* a build without nvcc embeds no fatbin to read */
 static void collect(void *user, const char *name) {
     name_list *l = user;
     if (l->n < 16) snprintf(l->names[l->n++], sizeof l->names[0], "%s", name);
 }
 
-static int listed(const name_list *l, const char *name, size_t len) {
+__attribute__((unused)) static int listed(const name_list *l, const char *name, size_t len) {
     for (int i = 0; i < l->n; i++)
         if (strlen(l->names[i]) == len && strncmp(l->names[i], name, len) == 0) return 1;
     return 0;
@@ -131,6 +134,7 @@ typedef struct coverage {
 
 static void check_embedded(void *user, const char *source, const char *options, const char *kernels) {
     coverage *c = user;
+    (void)kernels; /* unused without nvcc */
     c->listed++;
     int found = -1;
 #if !defined(KP_CU_NO_FATBINS)
@@ -251,10 +255,18 @@ KP_TEST(cuda_target_variant_check) {
     CHECK_INT_EQ(bp.local_mem, p.local_mem);
     CHECK_INT_EQ(bp.max_group, p.max_group);
 
-    CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, "moe/moe_gate.cl", "-DKP_NOT_A_VARIANT"), KP_ERR_UNSUPPORTED);
+    /* Not embedded: NVRTC builds it at the first launch, when there is an NVRTC. */
+    char why[KP_REASON_MAX];
+    const kp_status rtc = kp_cu_rtc_check(90, NULL, 0, why, sizeof why) == KP_OK &&
+                                  kp_cu_rtc_source("moe/moe_gate.cl", NULL) ? KP_OK : KP_ERR_UNSUPPORTED;
+    CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, "moe/moe_gate.cl", "-DKP_NOT_A_VARIANT"), rtc);
+    if (rtc != KP_OK) {
+        CHECK_STR_CONTAINS(kp_test_fake_last_error(), "not embedded");
+        CHECK_STR_CONTAINS(kp_test_fake_last_error(), "-DKP_NOT_A_VARIANT");
+    }
+    CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, "moe/no_such.cl", "-DKP_NOT_A_VARIANT"), KP_ERR_UNSUPPORTED);
     CHECK_STR_CONTAINS(kp_test_fake_last_error(), "not embedded");
     CHECK_STR_CONTAINS(kp_test_fake_last_error(), "-DKP_NOT_A_VARIANT");
-    CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, "moe/no_such.cl", ""), KP_ERR_UNSUPPORTED);
 #if !defined(KP_CU_NO_FATBINS)
     for (int v = 0; v < FATBIN_COUNT; v++) {
         const kp_cu_fatbin *fb = &kp_cu_fatbin_table[v];
@@ -262,7 +274,7 @@ KP_TEST(cuda_target_variant_check) {
         /* exact strings: one space more is another variant */
         char opts[512];
         snprintf(opts, sizeof opts, "%s ", fb->options);
-        CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, fb->source, opts), KP_ERR_UNSUPPORTED);
+        CHECK_INT_EQ(kp_cu_target.variant_check(&f.stream, fb->source, opts), rtc);
     }
     /* a device older than sm_80: nothing embedded runs there */
     fake_open(&f, 75);
@@ -307,7 +319,9 @@ KP_TEST(cuda_target_launch_limits) {
 
     kp_gpu_launch_init(l, fb->source, fb->options, "kp_not_in_this_variant");
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INTERNAL);
-    kp_gpu_launch_init(l, fb->source, "-DKP_NOT_A_VARIANT", kernel);
+    /* not embedded, and no source for NVRTC (a launch NVRTC could build would reach the
+     * driver, which this made-up device has not) */
+    kp_gpu_launch_init(l, "moe/no_such.cl", "-DKP_NOT_A_VARIANT", kernel);
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_UNSUPPORTED);
     free(l);
 #endif

@@ -31,7 +31,13 @@ release and sanitizer builds) or WORKDIR/cache, keyed by a SHA-256 of nvcc's ver
 the full command line and the text of the source and every header it includes. Cache
 entries are written atomically (rename), so concurrent builds may share a directory.
 
-Outputs: OUT_H declares kp_cu_fatbin_table; OUT_C defines it. The fatbins themselves
+It also embeds, as kp_cu_source_table, the text of every kernels/ source a variant uses,
+with its "..." includes inlined (each header once, with #line markers, as
+backends/opencl/embed_kernels.py does): cuda_rtc.c compiles a variant that is not
+embedded (a tuned tile) from it at run time with NVRTC. NVRTC always builds the CUDA
+dialect (KP_TARGET_CUDA), also in a --hip-dialect build.
+
+Outputs: OUT_H declares kp_cu_fatbin_table and kp_cu_source_table; OUT_C defines them. The fatbins themselves
 are copied to WORKDIR and pulled in with the assembler's .incbin (8-byte aligned,
 read-only), which keeps a multi-megabyte table out of the C compiler's parser. OUT_C
 carries each fatbin's SHA-256, so a changed fatbin changes the C file and recompiles
@@ -52,6 +58,7 @@ import threading
 import time
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+INCLUDE_LINE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 GENCODE = [
     "-gencode", "arch=compute_80,code=sm_80",
     "-gencode", "arch=compute_90a,code=sm_90a",
@@ -109,6 +116,38 @@ def include_closure(path, kernels_dir, seen):
                 include_closure(cand, kernels_dir, seen)
                 break
         # not found here: a system or toolkit header, covered by nvcc's version
+
+
+def inline(path, root, seen, out):
+    """The text NVRTC compiles: backends/opencl/embed_kernels.py's inliner ("..." includes
+    replaced by the header's text, each header once per source, #line markers)."""
+    rel = os.path.relpath(path, root)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    out.append('#line 1 "%s"' % rel)
+    for n, line in enumerate(lines, 1):
+        m = INCLUDE_LINE.match(line)
+        if not m:
+            out.append(line)
+            continue
+        name = m.group(1)
+        cands = [os.path.join(os.path.dirname(path), name), os.path.join(root, name)]
+        found = next((os.path.normpath(c) for c in cands if os.path.isfile(c)), None)
+        if found is None:
+            die('%s:%d: include "%s" not found (searched %s)' % (rel, n, name, ", ".join(cands)))
+        if found not in seen:
+            seen.add(found)
+            inline(found, root, seen, out)
+        out.append('#line %d "%s"' % (n + 1, rel))
+
+
+def c_text(text):
+    """text as adjacent C string literals, one per line (no trigraphs, no raw tabs)."""
+    parts = []
+    for line in text.split("\n"):
+        esc = line.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t").replace("??", "?\\?")
+        parts.append('    "%s\\n"' % esc)
+    return "\n".join(parts)
 
 
 def nvcc_version(nvcc):
@@ -198,6 +237,14 @@ def main():
                 with open(p, "rb") as f:
                     extra_key += name + hashlib.sha256(f.read()).hexdigest()
 
+    texts = {}  # source -> its text with the includes inlined (kp_cu_source_table)
+    for source, _, _ in variants:
+        path = os.path.join(kernels_dir, source)
+        if source not in texts and os.path.isfile(path):
+            out = []
+            inline(os.path.normpath(path), kernels_dir, set(), out)
+            texts[source] = "\n".join(out) + "\n"
+
     jobs = []
     for i, (source, options, kernels) in enumerate(variants):
         src = os.path.join(kernels_dir, source)
@@ -280,6 +327,17 @@ def main():
         "#define KP_CU_FATBIN_ARCHS \"sm_80 sm_90a compute_80\"",
         "extern const kp_cu_fatbin kp_cu_fatbin_table[KP_CU_FATBIN_COUNT];",
         "",
+        "/* A kernel source with its includes inlined: what NVRTC compiles for a variant",
+        " * that is not embedded (cuda_rtc.c). */",
+        "typedef struct kp_cu_source {",
+        "    const char *name; /* path under kernels/ */",
+        "    const char *text;",
+        "    size_t length;",
+        "} kp_cu_source;",
+        "",
+        "#define KP_CU_SOURCE_COUNT %d" % len(texts),
+        "extern const kp_cu_source kp_cu_source_table[KP_CU_SOURCE_COUNT];",
+        "",
         "#endif",
         "",
     ]
@@ -308,6 +366,12 @@ def main():
         src.append("    {%s, %s, %s, kp_cu_fatbin_%d, %d}," % (
             c_str(source), c_str(options), c_str(kernels), i, os.path.getsize(out)))
     src += ["};", ""]
+    for i, (name, text) in enumerate(sorted(texts.items())):
+        src += ["static const char kp_cu_source_%d[] = /* %s */" % (i, name), c_text(text) + ";", ""]
+    src.append("const kp_cu_source kp_cu_source_table[KP_CU_SOURCE_COUNT] = {")
+    for i, (name, _) in enumerate(sorted(texts.items())):
+        src.append("    {%s, kp_cu_source_%d, sizeof kp_cu_source_%d - 1}," % (c_str(name), i, i))
+    src += ["};", ""]
 
     for path, lines in ((args.out_h, hdr), (args.out_c, src)):
         text = "\n".join(lines)
@@ -322,8 +386,9 @@ def main():
         f.write("%s: %s\n" % (args.out_c.replace(" ", "\\ "),
                               " ".join(d.replace(" ", "\\ ") for d in sorted(deps))))
     total = sum(os.path.getsize(o) for o in outs)
-    print("build_fatbins: %d variants (%d built, %d cached), %.1f MiB of fatbins, %.1f s, cache %s" % (
-        len(jobs), stats["built"], stats["cached"], total / 1048576.0, time.time() - t0, cache_dir), flush=True)
+    print("build_fatbins: %d variants (%d built, %d cached), %.1f MiB of fatbins, %d sources for NVRTC, %.1f s, "
+          "cache %s" % (len(jobs), stats["built"], stats["cached"], total / 1048576.0, len(texts), time.time() - t0,
+                        cache_dir), flush=True)
 
 
 if __name__ == "__main__":

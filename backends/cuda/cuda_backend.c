@@ -4,7 +4,8 @@
  * libcuda.so.1 is dlopen'd at init (never linked), so one plugin binary loads on any
  * machine and reports "no NVIDIA driver" where there is none. Streams and buffers
  * live in cuda_buffer.c; CUresult names and mapping in cuda_status.c; kernel
- * launches (the kp_gpu_target every op slot runs through) in cuda_launch.c.
+ * launches (the kp_gpu_target every op slot runs through) in cuda_launch.c; NVRTC, for
+ * kernel variants the build did not embed (tuned tiles), in cuda_rtc.c.
  *
  * Contexts: each opened device retains its primary context (the one the CUDA runtime
  * and PyTorch use, so CUdeviceptrs they hand us are valid in it) and every method that

@@ -49,6 +49,8 @@ struct kp_backend_state {
 
 /* One embedded kernel variant as loaded on one device (cuda_launch.c). */
 typedef struct kp_cu_module kp_cu_module;
+/* One variant compiled at run time with NVRTC (cuda_rtc.h), as loaded on one device. */
+typedef struct kp_cu_rtc_module kp_cu_rtc_module;
 
 /* kp_device.impl */
 typedef struct kp_cu_device {
@@ -57,9 +59,11 @@ typedef struct kp_cu_device {
     CUcontext ctx;        /* the primary context; retained by device_open, released by close */
     int cc;               /* compute capability, major * 10 + minor: 90 for sm_90 */
     char name[128];       /* for messages */
-    pthread_mutex_t lock; /* guards modules */
+    pthread_mutex_t lock; /* guards modules and rtc_modules */
     kp_cu_module *modules; /* owned: one slot per embedded variant, loaded on first launch;
                               unloaded by device_close (kp_cu_modules_unload) */
+    kp_cu_rtc_module *rtc_modules; /* owned: a list of the variants NVRTC built for this
+                                      device, keyed by (source, options); same lifetime */
 } kp_cu_device;
 
 /* kp_stream.impl */

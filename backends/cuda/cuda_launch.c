@@ -3,7 +3,8 @@
  * layer (backends/gpu, kp_gpu.h) needs from a GPU plugin, for CUDA.
  *
  *   profile         the device as the planners see it
- *   variant_check   is (source, options) embedded, and can this device run it? (no loading)
+ *   variant_check   is (source, options) embedded, or can NVRTC build it, and can this
+ *                   device run it? (no loading, no compiling)
  *   launch          cuModuleLoadData of the variant's fatbin (once per device, cached),
  *                   cuModuleGetFunction (cached), cuLaunchKernel on the stream
  *   scratch_*       per-stream device memory for split-KV partials
@@ -11,9 +12,18 @@
  * The kernels are nvcc fatbins built at build time (build_fatbins.py, one per variant
  * that `kp-gpu-variants cuda` lists) and embedded as kp_cu_fatbin_table. Every op slot
  * of the plugin is kp_gpu_op_run(&kp_cu_target, ...).
+ *
+ * A variant that is not embedded (a tuned tile, `kbench --tune`) is compiled at its
+ * first launch on a device with NVRTC (cuda_rtc.c) into a CUBIN for that device's arch,
+ * through the on-disk cache (cuda-<key>.bin), and loaded with the same cuModuleLoadData;
+ * those modules are a per-device list keyed by (source, options). The embedded fatbin
+ * always comes first: NVRTC never replaces it (on GPUs newer than sm_90a the driver
+ * JIT-compiles its compute_80 PTX). A variant NVRTC failed to build is remembered, and
+ * variant_check then refuses it, so the planners fall back to their default tile.
  */
 #include "cuda_internal.h"
 #include "cuda_fatbin.h"
+#include "cuda_rtc.h"
 #include "kp_gpu.h"
 
 #ifndef KP_CU_NO_FATBINS
@@ -42,6 +52,18 @@
 struct kp_cu_module {
     CUmodule mod;                          /* NULL until loaded */
     CUfunction fn[KP_CU_MAX_KERNELS];      /* by position in the variant's kernel list */
+};
+
+struct kp_cu_rtc_module {
+    kp_cu_rtc_module *next;
+    char *source, *options;  /* owned copies: the key */
+    CUmodule mod;            /* NULL until loaded */
+    int build_failed;        /* NVRTC refused it (KP_ERR_BUILD_FAILED): not tried again */
+    int nfn;
+    struct {
+        char name[128];
+        CUfunction fn;
+    } fn[KP_CU_MAX_KERNELS]; /* by name: the entry points of a run-time variant are not listed */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -112,14 +134,30 @@ kp_status kp_cu_modules_init(kp_cu_device *d) {
 void kp_cu_modules_unload(kp_cu_device *d) {
     int loaded = 0;
     for (int i = 0; d->modules && i < KP_CU_VARIANTS; i++) loaded += d->modules[i].mod != NULL;
+    for (const kp_cu_rtc_module *m = d->rtc_modules; m; m = m->next) loaded += m->mod != NULL;
     if (loaded && kp_cu_push(d) == KP_OK) {
-        for (int i = 0; i < KP_CU_VARIANTS; i++) {
+        for (int i = 0; d->modules && i < KP_CU_VARIANTS; i++) {
             if (!d->modules[i].mod) continue;
             CUresult r = d->cu->cuModuleUnload(d->modules[i].mod);
             if (r != CUDA_SUCCESS)
                 kp_cu_host->log("cuda: cuModuleUnload: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
         }
+        for (kp_cu_rtc_module *m = d->rtc_modules; m; m = m->next) {
+            if (!m->mod) continue;
+            CUresult r = d->cu->cuModuleUnload(m->mod);
+            if (r != CUDA_SUCCESS)
+                kp_cu_host->log("cuda: cuModuleUnload (NVRTC kernels/%s): %s (%d)", m->source,
+                                kp_cu_result_name(d->cu, r), (int)r);
+            m->mod = NULL;
+        }
         kp_cu_pop(d);
+    }
+    while (d->rtc_modules) {
+        kp_cu_rtc_module *m = d->rtc_modules;
+        d->rtc_modules = m->next;
+        free(m->source);
+        free(m->options);
+        free(m);
     }
     free(d->modules);
     d->modules = NULL;
@@ -158,6 +196,104 @@ static kp_status cu_function(kp_cu_device *d, int v, int k, const char *kernel, 
 }
 
 /* ------------------------------------------------------------------------ */
+/* Variants built at run time (NVRTC)                                        */
+/* ------------------------------------------------------------------------ */
+
+/* The run-time module of (source, options) on d, or NULL. Called with d->lock held. */
+static kp_cu_rtc_module *cu_rtc_find(const kp_cu_device *d, const char *source, const char *options) {
+    for (kp_cu_rtc_module *m = d->rtc_modules; m; m = m->next)
+        if (strcmp(m->options, options) == 0 && strcmp(m->source, source) == 0) return m;
+    return NULL;
+}
+
+/* 1 when NVRTC already failed to build (source, options) for d. */
+static int cu_rtc_failed(kp_cu_device *d, const char *source, const char *options) {
+    pthread_mutex_lock(&d->lock);
+    const kp_cu_rtc_module *m = cu_rtc_find(d, source, options);
+    int failed = m && m->build_failed;
+    pthread_mutex_unlock(&d->lock);
+    return failed;
+}
+
+/* The CUfunction kernel of a run-time module (d->lock held, context pushed). */
+static kp_status cu_rtc_get(kp_cu_device *d, kp_cu_rtc_module *m, const char *kernel, CUfunction *out) {
+    for (int i = 0; i < m->nfn; i++)
+        if (strcmp(m->fn[i].name, kernel) == 0) {
+            *out = m->fn[i].fn;
+            return KP_OK;
+        }
+    if (m->nfn == KP_CU_MAX_KERNELS || strlen(kernel) >= sizeof m->fn[0].name)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: kernel %s: more than %d entry points of kernels/%s [%s] "
+                                     "launched, or a name too long (a bug)", kernel, KP_CU_MAX_KERNELS, m->source,
+                                     m->options);
+    CUfunction fn = NULL;
+    CUresult r = d->cu->cuModuleGetFunction(&fn, m->mod, kernel);
+    if (r != CUDA_SUCCESS)
+        return kp_cu_fail(d->cu, r, "cuModuleGetFunction(%s) in kernels/%s [%s] (built with NVRTC)", kernel,
+                          m->source, m->options);
+    snprintf(m->fn[m->nfn].name, sizeof m->fn[0].name, "%s", kernel);
+    m->fn[m->nfn++].fn = fn;
+    *out = fn;
+    return KP_OK;
+}
+
+/* The CUfunction for kernel of the run-time variant (source, options) on d: built with
+ * NVRTC (or read from the on-disk cache) and loaded on first use. The compile runs
+ * outside d->lock (NVRTC serialises compiles itself), so launches of other variants on
+ * the device do not wait for it. Called with the context pushed. */
+static kp_status cu_rtc_function(kp_cu_device *d, const char *source, const char *options, const char *kernel,
+                                 CUfunction *out) {
+    pthread_mutex_lock(&d->lock);
+    kp_cu_rtc_module *m = cu_rtc_find(d, source, options);
+    if (m && m->mod) {
+        kp_status st = cu_rtc_get(d, m, kernel, out);
+        pthread_mutex_unlock(&d->lock);
+        return st;
+    }
+    int failed = m && m->build_failed;
+    pthread_mutex_unlock(&d->lock);
+    if (failed)
+        return kp_cu_host->set_error(KP_ERR_BUILD_FAILED, "cuda: NVRTC could not build kernels/%s [%s] for %s (sm_%d) "
+                                     "earlier in this process; the first failure reported why", source, options,
+                                     d->name, d->cc);
+
+    unsigned char *bin = NULL;
+    size_t size = 0;
+    int is_ptx = 0, cached = 0;
+    kp_status st = kp_cu_rtc_build(kp_cu_host, d->cc, source, options, &bin, &size, &is_ptx, &cached);
+    if (st == KP_OK)
+        kp_cu_host->log("cuda: kernels/%s [%s] for %s (sm_%d): %s %s, %zu bytes", source, options, d->name, d->cc,
+                        is_ptx ? "PTX" : "CUBIN", cached ? "from the cache" : "compiled with NVRTC", size);
+
+    pthread_mutex_lock(&d->lock);
+    if (!(m = cu_rtc_find(d, source, options))) { /* another thread may have added it meanwhile */
+        m = calloc(1, sizeof *m);
+        if (m && (m->source = strdup(source)) != NULL && (m->options = strdup(options)) != NULL) {
+            m->next = d->rtc_modules;
+            d->rtc_modules = m;
+        } else {
+            if (m) free(m->source);
+            free(m);
+            m = NULL;
+            if (st == KP_OK) st = kp_cu_host->set_error(KP_ERR_OUT_OF_MEMORY, "cuda: out of memory for a module entry");
+        }
+    }
+    if (st == KP_ERR_BUILD_FAILED && m) m->build_failed = 1; /* deterministic: not retried */
+    if (st == KP_OK && !m->mod) {
+        CUresult r = d->cu->cuModuleLoadData(&m->mod, bin);
+        if (r != CUDA_SUCCESS) {
+            m->mod = NULL;
+            st = kp_cu_fail(d->cu, r, "cuModuleLoadData of kernels/%s [%s] on %s (sm_%d; NVRTC %s, %zu bytes)", source,
+                            options, d->name, d->cc, is_ptx ? "PTX" : "CUBIN", size);
+        }
+    }
+    if (st == KP_OK) st = cu_rtc_get(d, m, kernel, out);
+    pthread_mutex_unlock(&d->lock);
+    free(bin);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The target                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -178,18 +314,25 @@ static void cu_profile(kp_stream *s, kp_gpu_profile *out) {
 }
 
 static kp_status cu_variant_check(kp_stream *s, const char *source, const char *options) {
-    const kp_cu_device *d = cu_dev(s);
+    kp_cu_device *d = cu_dev(s);
     char what[200];
     if (d->cc < KP_CU_MIN_CC)
         return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
                                      "cuda: %s is sm_%d; this plugin's kernels need sm_80 or newer (it embeds %s)",
                                      d->name, d->cc, kp_cu_embedded_summary(what, sizeof what));
-    if (cu_variant_find(source, options) < 0)
-        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
-                                     "cuda: kernel variant kernels/%s [%s] is not embedded in this plugin (it embeds "
-                                     "%s: what kp-gpu-variants listed at build time)",
-                                     source, options, kp_cu_embedded_summary(what, sizeof what));
-    return KP_OK;
+    if (cu_variant_find(source, options) >= 0) return KP_OK;
+    /* Not embedded: NVRTC builds it at the first launch, when it can. */
+    char why[KP_REASON_MAX], arch[32];
+    if (!kp_cu_rtc_source(source, NULL))
+        snprintf(why, sizeof why, "kernels/%s is not among the sources built into this plugin", source);
+    else if (kp_cu_rtc_check(d->cc, arch, sizeof arch, why, sizeof why) == KP_OK) {
+        if (!cu_rtc_failed(d, source, options)) return KP_OK;
+        snprintf(why, sizeof why, "NVRTC failed to build it for %s earlier in this process", arch);
+    }
+    return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
+                                 "cuda: kernel variant kernels/%s [%s] is not embedded in this plugin (it embeds %s: "
+                                 "what kp-gpu-variants listed at build time), and cannot be compiled at run time: %s",
+                                 source, options, kp_cu_embedded_summary(what, sizeof what), why);
 }
 
 /* One kernel parameter's storage: cuLaunchKernel reads each through a pointer. */
@@ -207,8 +350,11 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
         return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments (a bug)",
                                      l->kernel, KP_GPU_MAX_ARGS);
     const int v = cu_variant_find(l->source, l->options);
-    if (v < 0) return cu_variant_check(s, l->source, l->options); /* sets the message */
-    const int k = cu_kernel_index(v, l->kernel);
+    if (v < 0) { /* NVRTC's, when it can build it */
+        kp_status st = cu_variant_check(s, l->source, l->options); /* sets the message */
+        if (st != KP_OK) return st;
+    }
+    const int k = v < 0 ? 0 : cu_kernel_index(v, l->kernel);
     if (k < 0)
         return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: kernel %s is not among the entry points of kernels/%s [%s]",
                                      l->kernel, l->source, l->options);
@@ -252,7 +398,7 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_status st = kp_cu_push(d);
     if (st != KP_OK) return st;
     CUfunction fn = NULL;
-    st = cu_function(d, v, k, l->kernel, &fn);
+    st = v >= 0 ? cu_function(d, v, k, l->kernel, &fn) : cu_rtc_function(d, l->source, l->options, l->kernel, &fn);
     if (st == KP_OK) {
         CUresult r = d->cu->cuLaunchKernel(fn, (unsigned)gx, (unsigned)gy, (unsigned)gz, l->local[0], l->local[1],
                                            l->local[2], 0 /* static shared memory only */, stream, params, NULL);
