@@ -58,7 +58,8 @@ import threading
 import time
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
-INCLUDE_LINE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels"))
+from kp_inline import inline  # noqa: E402  (kernels/kp_inline.py: the one source inliner)
 GENCODE = [
     "-gencode", "arch=compute_80,code=sm_80",
     "-gencode", "arch=compute_90a,code=sm_90a",
@@ -116,29 +117,6 @@ def include_closure(path, kernels_dir, seen):
                 include_closure(cand, kernels_dir, seen)
                 break
         # not found here: a system or toolkit header, covered by nvcc's version
-
-
-def inline(path, root, seen, out):
-    """The text NVRTC compiles: backends/opencl/embed_kernels.py's inliner ("..." includes
-    replaced by the header's text, each header once per source, #line markers)."""
-    rel = os.path.relpath(path, root)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    out.append('#line 1 "%s"' % rel)
-    for n, line in enumerate(lines, 1):
-        m = INCLUDE_LINE.match(line)
-        if not m:
-            out.append(line)
-            continue
-        name = m.group(1)
-        cands = [os.path.join(os.path.dirname(path), name), os.path.join(root, name)]
-        found = next((os.path.normpath(c) for c in cands if os.path.isfile(c)), None)
-        if found is None:
-            die('%s:%d: include "%s" not found (searched %s)' % (rel, n, name, ", ".join(cands)))
-        if found not in seen:
-            seen.add(found)
-            inline(found, root, seen, out)
-        out.append('#line %d "%s"' % (n + 1, rel))
 
 
 def c_text(text):
@@ -242,7 +220,7 @@ def main():
         path = os.path.join(kernels_dir, source)
         if source not in texts and os.path.isfile(path):
             out = []
-            inline(os.path.normpath(path), kernels_dir, set(), out)
+            inline(os.path.normpath(path), kernels_dir, set(), None, out)
             texts[source] = "\n".join(out) + "\n"
 
     jobs = []

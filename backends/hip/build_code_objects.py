@@ -34,7 +34,6 @@ import argparse
 import concurrent.futures
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -42,35 +41,12 @@ import tempfile
 import threading
 import time
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels"))
+from kp_inline import inline  # noqa: E402  (kernels/kp_inline.py: the one source inliner)
 
 
 # KP_HIP_FIXED_OPTIONS of hip_rtc.h: MFMA tiles where the arch has them, <= 256 work-items
 FIXED_OPTIONS = ["-O3", "-DKP_TARGET_HIP=1", "-DKP_HAS_MFMA", "--gpu-max-threads-per-block=256"]
-
-
-def inline(path, root, seen, deps, out):
-    """backends/opencl/embed_kernels.py's inliner (kp_dialect.h guards its HIP includes
-    with __HIPCC_RTC__: hiprtc pre-includes its own copies)."""
-    deps.add(path)
-    rel = os.path.relpath(path, root)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    out.append('#line 1 "%s"' % rel)
-    for n, line in enumerate(lines, 1):
-        m = INCLUDE.match(line)
-        if not m:
-            out.append(line)
-            continue
-        name = m.group(1)
-        cands = [os.path.join(os.path.dirname(path), name), os.path.join(root, name)]
-        found = next((os.path.normpath(c) for c in cands if os.path.isfile(c)), None)
-        if found is None:
-            sys.exit('%s:%d: include "%s" not found (searched %s)' % (rel, n, name, ", ".join(cands)))
-        if found not in seen:
-            seen.add(found)
-            inline(found, root, seen, deps, out)
-        out.append('#line %d "%s"' % (n + 1, rel))
 
 
 def read_variants(args):

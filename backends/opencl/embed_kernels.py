@@ -14,29 +14,8 @@ import os
 import re
 import sys
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
-
-
-def inline(path, root, seen, deps, out):
-    deps.add(path)
-    rel = os.path.relpath(path, root)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    out.append('#line 1 "%s"' % rel)
-    for n, line in enumerate(lines, 1):
-        m = INCLUDE.match(line)
-        if not m:
-            out.append(line)
-            continue
-        name = m.group(1)
-        cands = [os.path.join(os.path.dirname(path), name), os.path.join(root, name)]
-        found = next((os.path.normpath(c) for c in cands if os.path.isfile(c)), None)
-        if found is None:
-            sys.exit('%s:%d: include "%s" not found (searched %s)' % (rel, n, name, ", ".join(cands)))
-        if found not in seen:
-            seen.add(found)
-            inline(found, root, seen, deps, out)
-        out.append('#line %d "%s"' % (n + 1, rel))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels"))
+from kp_inline import inline  # noqa: E402  (kernels/kp_inline.py: the one source inliner)
 
 
 def c_string(text):

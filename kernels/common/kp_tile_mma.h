@@ -35,7 +35,7 @@
  *       f16}, four lanes a block, so each 32-lane group computes in its own lanes with
  *       no cross-lane exchange; the index math is in common/kp_mma_amd_map.h (shared
  *       with tests/test_tile_mma_layout.c, which emulates the instruction on the CPU).
- *       Opt-in, see "AMD selection" below. RDNA3 WMMA is not implemented: clang-15
+ *       Opt-in, see "AMD selection" below. RDNA3 WMMA is not built: clang-15
  *       (ROCm 5.2's compiler) knows __builtin_amdgcn_wmma_f32_16x16x16_*_w32 but its
  *       backend fails on them for gfx1100 ("Illegal instruction detected: Operand has
  *       incorrect register class", then a crash), so RDNA takes (c).
