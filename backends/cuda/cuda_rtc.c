@@ -20,14 +20,12 @@
 #endif
 
 #include <dlfcn.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #if defined(__has_include)
 #if __has_include(<nvrtc.h>)
@@ -215,18 +213,6 @@ kp_status kp_cu_rtc_check(int cc, char *arch, size_t arch_len, char *why, size_t
 /* Compiling                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Splits options at spaces into argv (the planners' options hold no quoted spaces);
- * -1 when there are more than max. */
-static int split_options(char *buf, const char **argv, int max) {
-    int n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-        if (n == max) return -1;
-        argv[n++] = tok;
-    }
-    return n;
-}
-
 kp_status kp_cu_rtc_compile(const kp_host_services *host, int cc, const char *source, const char *options,
                             unsigned char **binary, size_t *size, int *is_ptx) {
     *binary = NULL;
@@ -252,7 +238,7 @@ kp_status kp_cu_rtc_compile(const kp_host_services *host, int cc, const char *so
         return host->set_error(KP_ERR_INTERNAL, "cuda: the options of %s are too long for NVRTC", source);
     const char *argv[64] = {archopt, KP_CU_RTC_FIXED_OPTIONS};
     const int fixed = 2;
-    int n = split_options(optbuf, argv + fixed, (int)(sizeof argv / sizeof argv[0]) - fixed);
+    int n = kp_gpu_split_options(optbuf, argv + fixed, (int)(sizeof argv / sizeof argv[0]) - fixed);
     if (n < 0) return host->set_error(KP_ERR_INTERNAL, "cuda: too many options for %s", source);
 
     const kp_nvrtc_syms *rtc = &g_rtc.rtc;
@@ -313,68 +299,45 @@ kp_status kp_cu_rtc_compile(const kp_host_services *host, int cc, const char *so
 /* The key text names everything the binary depends on: the source (by hash of its
  * inlined text), the fp16 stand-in, the options and the fixed ones, the arch, NVRTC's
  * version and library. 0 when there is no source or no NVRTC. */
-static uint64_t rtc_key(int cc, const char *source, const char *options, char *keytext, size_t keytext_len) {
+static int rtc_keytext(int cc, const char *source, const char *options, char *keytext, size_t keytext_len) {
     size_t len = 0;
     const char *text = kp_cu_rtc_source(source, &len);
     char arch[32], why[KP_REASON_MAX];
     if (!text || kp_cu_rtc_check(cc, arch, sizeof arch, why, sizeof why) != KP_OK) return 0;
     uint64_t h = kp_fnv1a64(KP_FNV1A64_INIT, text, len);
     uint64_t hs = kp_fnv1a64(KP_FNV1A64_INIT, kp_cu_rtc_fp16_shim, sizeof kp_cu_rtc_fp16_shim - 1);
-    snprintf(keytext, keytext_len, "cuda|source=%s#%016llx|fp16=%016llx|options=%s %s|arch=%s|nvrtc=%d.%d %s", source,
-             (unsigned long long)h, (unsigned long long)hs, KP_CU_RTC_FIXED_OPTIONS, options, arch, g_rtc.major,
-             g_rtc.minor, g_rtc.lib);
-    uint64_t key = kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext));
-    return key ? key : 1;
+    return snprintf(keytext, keytext_len, "cuda|source=%s#%016llx|fp16=%016llx|options=%s %s|arch=%s|nvrtc=%d.%d %s",
+                    source, (unsigned long long)h, (unsigned long long)hs, KP_CU_RTC_FIXED_OPTIONS, options, arch,
+                    g_rtc.major, g_rtc.minor, g_rtc.lib) < (int)keytext_len;
 }
 
 int kp_cu_rtc_cache_path(const kp_host_services *host, int cc, const char *source, const char *options, char *path,
                          size_t path_len) {
-    const char *dir = kp_gpu_cache_dir(host);
     char keytext[4096];
-    uint64_t key = dir ? rtc_key(cc, source, options, keytext, sizeof keytext) : 0;
-    if (!key) return 0;
-    return snprintf(path, path_len, "%s/cuda-%016llx.bin", dir, (unsigned long long)key) < (int)path_len;
+    return rtc_keytext(cc, source, options, keytext, sizeof keytext) &&
+           kp_gpu_cache_path(kp_gpu_cache_dir(host), "cuda", keytext, path, path_len);
+}
+
+typedef struct rtc_job {
+    const kp_host_services *host;
+    int cc;
+    const char *source, *options;
+    int is_ptx;
+} rtc_job;
+
+static kp_status rtc_job_compile(void *ctx, unsigned char **binary, size_t *size) {
+    rtc_job *j = ctx;
+    return kp_cu_rtc_compile(j->host, j->cc, j->source, j->options, binary, size, &j->is_ptx);
 }
 
 kp_status kp_cu_rtc_build(const kp_host_services *host, int cc, const char *source, const char *options,
                           unsigned char **binary, size_t *size, int *is_ptx, int *from_cache) {
-    *binary = NULL;
-    *size = 0;
-    if (is_ptx) *is_ptx = 0;
-    if (from_cache) *from_cache = 0;
-    const char *dir = kp_gpu_cache_dir(host);
-    char keytext[4096], path[4096] = "";
-    uint64_t key = dir ? rtc_key(cc, source, options, keytext, sizeof keytext) : 0;
-    if (key && snprintf(path, sizeof path, "%s/cuda-%016llx.bin", dir, (unsigned long long)key) >= (int)sizeof path)
-        path[0] = '\0';
-
-    if (path[0]) {
-        char why[256] = "";
-        unsigned char *payload = NULL;
-        size_t len = 0;
-        kp_gpu_cache_result r = kp_gpu_cache_load(path, key, keytext, &payload, &len, why, sizeof why);
-        if (r == KP_GPU_CACHE_HIT && len > 0) {
-            /* a terminating NUL for PTX, as kp_cu_rtc_compile gives */
-            unsigned char *bin = realloc(payload, len + 1);
-            if (!bin) {
-                free(payload);
-                return host->set_error(KP_ERR_OUT_OF_MEMORY, "cuda: out of memory for a %zu-byte kernel binary", len);
-            }
-            bin[len] = '\0';
-            *binary = bin;
-            *size = len;
-            if (is_ptx) *is_ptx = strstr(keytext, "|arch=compute_") != NULL;
-            if (from_cache) *from_cache = 1;
-            return KP_OK;
-        }
-        free(payload);
-        if (r == KP_GPU_CACHE_CORRUPT) host->log("cuda: cache entry %s was bad (%s): rebuilding", path, why);
-    }
-    kp_status st = kp_cu_rtc_compile(host, cc, source, options, binary, size, is_ptx);
-    if (st != KP_OK || !path[0]) return st;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        host->log("cuda: cannot create the cache directory %s: %s", dir, strerror(errno));
-    if (kp_gpu_cache_store(host, "cuda", dir, path, key, keytext, *binary, *size) != KP_OK)
-        host->log("cuda: the NVRTC result for %s was not cached (%s)", source, path); /* the kernel still runs */
-    return KP_OK;
+    char keytext[4096];
+    if (!rtc_keytext(cc, source, options, keytext, sizeof keytext)) keytext[0] = '\0'; /* compile uncached */
+    rtc_job job = {host, cc, source, options, 0};
+    int cached = 0;
+    kp_status st = kp_gpu_cache_through(host, "cuda", keytext, rtc_job_compile, &job, binary, size, &cached);
+    if (is_ptx) *is_ptx = st == KP_OK && (cached ? strstr(keytext, "|arch=compute_") != NULL : job.is_ptx);
+    if (from_cache) *from_cache = cached;
+    return st;
 }

@@ -161,3 +161,60 @@ kp_status kp_gpu_cache_store(const kp_host_services *host, const char *prefix, c
     }
     return KP_OK;
 }
+
+/* ---- the run-time compilers' side (hiprtc, NVRTC) ------------------------- */
+
+int kp_gpu_cache_path(const char *dir, const char *prefix, const char *keytext, char *path, size_t path_len) {
+    if (!dir || !keytext || !keytext[0]) return 0;
+    uint64_t key = kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext));
+    return snprintf(path, path_len, "%s/%s-%016llx.bin", dir, prefix, (unsigned long long)key) < (int)path_len;
+}
+
+kp_status kp_gpu_cache_through(const kp_host_services *host, const char *prefix, const char *keytext,
+                               kp_gpu_compile_fn compile, void *ctx, unsigned char **binary, size_t *size,
+                               int *from_cache) {
+    *binary = NULL;
+    *size = 0;
+    if (from_cache) *from_cache = 0;
+    const char *dir = kp_gpu_cache_dir(host);
+    char path[4096];
+    int cached = kp_gpu_cache_path(dir, prefix, keytext, path, sizeof path);
+    uint64_t key = cached ? kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext)) : 0;
+    if (cached) {
+        char why[256] = "";
+        unsigned char *payload = NULL;
+        size_t len = 0;
+        kp_gpu_cache_result r = kp_gpu_cache_load(path, key, keytext, &payload, &len, why, sizeof why);
+        if (r == KP_GPU_CACHE_HIT && len > 0) {
+            unsigned char *bin = realloc(payload, len + 1); /* NUL-terminated, as PTX text must be */
+            if (!bin) {
+                free(payload);
+                return host->set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte kernel binary", prefix,
+                                       len);
+            }
+            bin[len] = '\0';
+            *binary = bin, *size = len;
+            if (from_cache) *from_cache = 1;
+            return KP_OK;
+        }
+        free(payload);
+        if (r == KP_GPU_CACHE_CORRUPT) host->log("%s: cache entry %s was bad (%s): rebuilding", prefix, path, why);
+    }
+    kp_status st = compile(ctx, binary, size);
+    if (st != KP_OK || !cached) return st;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        host->log("%s: cannot create the cache directory %s: %s", prefix, dir, strerror(errno));
+    if (kp_gpu_cache_store(host, prefix, dir, path, key, keytext, *binary, *size) != KP_OK)
+        host->log("%s: the run-time compiled %s was not cached", prefix, path); /* the kernel still runs */
+    return KP_OK;
+}
+
+int kp_gpu_split_options(char *buf, const char **argv, int max) {
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+        if (n == max) return -1;
+        argv[n++] = tok;
+    }
+    return n;
+}

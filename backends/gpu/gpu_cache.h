@@ -47,4 +47,25 @@ kp_gpu_cache_result kp_gpu_cache_load(const char *path, uint64_t key, const char
 kp_status kp_gpu_cache_store(const kp_host_services *host, const char *prefix, const char *dir, const char *path, uint64_t key, const char *keytext,
                              const void *payload, size_t len);
 
+/* ---- the run-time compilers' side (hiprtc, NVRTC) ---- */
+
+/* <dir>/<prefix>-<FNV-1a of keytext>.bin; 0 without a dir or when it does not fit. */
+int kp_gpu_cache_path(const char *dir, const char *prefix, const char *keytext, char *path, size_t path_len);
+
+/* Compiles one kernel binary into *binary (malloc'd) and *size; sets the error. */
+typedef kp_status (*kp_gpu_compile_fn)(void *ctx, unsigned char **binary, size_t *size);
+
+/* The binary keytext names: from the cache when a valid entry exists (*from_cache = 1;
+ * a bad entry is removed, logged and rebuilt), else compile(ctx), stored for next time
+ * (a failed store is logged: the kernel still runs). A cached binary is followed by a
+ * NUL byte not counted in *size (PTX is text). keytext names everything the binary
+ * depends on: the source's hash, options, arch, compiler version. */
+kp_status kp_gpu_cache_through(const kp_host_services *host, const char *prefix, const char *keytext,
+                               kp_gpu_compile_fn compile, void *ctx, unsigned char **binary, size_t *size,
+                               int *from_cache);
+
+/* Splits options at spaces and tabs into argv, in place (the planners' options hold no
+ * quoted spaces); the count, or -1 when there are more than max. */
+int kp_gpu_split_options(char *buf, const char **argv, int max);
+
 #endif /* KPORT_GPU_CACHE_H */

@@ -14,13 +14,11 @@
 #include "gpu_cache.h"
 
 #include <dlfcn.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <hip/hiprtc.h>
 
@@ -208,18 +206,6 @@ kp_status kp_hip_rtc_check(const char *arch, char *why, size_t why_len) {
 /* Compiling                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Splits options at spaces into argv (the planners' options hold no quoted spaces);
- * -1 when there are more than max. */
-static int split_options(char *buf, const char **argv, int max) {
-    int n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-        if (n == max) return -1;
-        argv[n++] = tok;
-    }
-    return n;
-}
-
 kp_status kp_hip_rtc_compile(const kp_host_services *host, const char *arch, const char *source,
                              const char *options, unsigned char **binary, size_t *size) {
     *binary = NULL;
@@ -236,7 +222,7 @@ kp_status kp_hip_rtc_compile(const kp_host_services *host, const char *arch, con
         return host->set_error(KP_ERR_INTERNAL, "hip: the options of %s are too long for hiprtc", source);
     const char *argv[64] = {archopt, KP_HIP_FIXED_OPTIONS_ARGV};
     int fixed = 1 + KP_HIP_FIXED_OPTIONS_COUNT;
-    int n = split_options(optbuf, argv + fixed, (int)(sizeof argv / sizeof argv[0]) - fixed);
+    int n = kp_gpu_split_options(optbuf, argv + fixed, (int)(sizeof argv / sizeof argv[0]) - fixed);
     if (n < 0) return host->set_error(KP_ERR_INTERNAL, "hip: too many options for %s", source);
 
     const kp_hiprtc_syms *rtc = &g_rtc.rtc;
@@ -289,23 +275,31 @@ kp_status kp_hip_rtc_compile(const kp_host_services *host, const char *arch, con
 
 /* The key text names everything the binary depends on: the source (by hash of its
  * inlined text), the options and the fixed ones, the arch, the runtime, hiprtc's library. */
-static uint64_t rtc_key(const char *arch, const kp_hip_source *src, const char *options, const char *runtime,
-                        char *keytext, size_t keytext_len) {
+static int rtc_keytext(const char *arch, const kp_hip_source *src, const char *options, const char *runtime,
+                       char *keytext, size_t keytext_len) {
     uint64_t h = kp_fnv1a64(KP_FNV1A64_INIT, src->text, src->length);
     pthread_once(&g_rtc.once, rtc_load);
-    snprintf(keytext, keytext_len, "hip|source=%s#%016llx|options=%s %s|arch=%s|runtime=%s|rtc=%s %s",
-             src->name, (unsigned long long)h, KP_HIP_FIXED_OPTIONS, options, arch, runtime, g_rtc.rtc_lib, g_rtc.comgr);
-    return kp_fnv1a64(KP_FNV1A64_INIT, keytext, strlen(keytext));
+    return snprintf(keytext, keytext_len, "hip|source=%s#%016llx|options=%s %s|arch=%s|runtime=%s|rtc=%s %s",
+                    src->name, (unsigned long long)h, KP_HIP_FIXED_OPTIONS, options, arch, runtime, g_rtc.rtc_lib,
+                    g_rtc.comgr) < (int)keytext_len;
 }
 
 int kp_hip_rtc_cache_path(const kp_host_services *host, const char *arch, const char *source, const char *options,
                           const char *runtime, char *path, size_t path_len) {
-    const char *dir = kp_gpu_cache_dir(host);
     const kp_hip_source *src = kp_hip_source_find(source);
-    if (!dir || !src) return 0;
     char keytext[4096];
-    uint64_t key = rtc_key(arch, src, options, runtime, keytext, sizeof keytext);
-    return snprintf(path, path_len, "%s/hip-%016llx.bin", dir, (unsigned long long)key) < (int)path_len;
+    return src && rtc_keytext(arch, src, options, runtime, keytext, sizeof keytext) &&
+           kp_gpu_cache_path(kp_gpu_cache_dir(host), "hip", keytext, path, path_len);
+}
+
+typedef struct rtc_job {
+    const kp_host_services *host;
+    const char *arch, *source, *options;
+} rtc_job;
+
+static kp_status rtc_job_compile(void *ctx, unsigned char **binary, size_t *size) {
+    const rtc_job *j = ctx;
+    return kp_hip_rtc_compile(j->host, j->arch, j->source, j->options, binary, size);
 }
 
 kp_status kp_hip_rtc_build(const kp_host_services *host, const char *arch, const char *source, const char *options,
@@ -315,26 +309,8 @@ kp_status kp_hip_rtc_build(const kp_host_services *host, const char *arch, const
     if (from_cache) *from_cache = 0;
     const kp_hip_source *src = kp_hip_source_find(source);
     if (!src) return host->set_error(KP_ERR_UNSUPPORTED, "hip: kernel source %s is not built into this plugin", source);
-    const char *dir = kp_gpu_cache_dir(host);
-    char keytext[4096], path[4096] = "";
-    uint64_t key = rtc_key(arch, src, options, runtime, keytext, sizeof keytext);
-    if (dir && snprintf(path, sizeof path, "%s/hip-%016llx.bin", dir, (unsigned long long)key) >= (int)sizeof path)
-        path[0] = '\0';
-
-    if (path[0]) {
-        char why[256] = "";
-        kp_gpu_cache_result r = kp_gpu_cache_load(path, key, keytext, binary, size, why, sizeof why);
-        if (r == KP_GPU_CACHE_HIT) {
-            if (from_cache) *from_cache = 1;
-            return KP_OK;
-        }
-        if (r == KP_GPU_CACHE_CORRUPT) host->log("hip: cache entry %s was bad (%s): rebuilding", path, why);
-    }
-    kp_status st = kp_hip_rtc_compile(host, arch, source, options, binary, size);
-    if (st != KP_OK || !path[0]) return st;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        host->log("hip: cannot create the cache directory %s: %s", dir, strerror(errno));
-    if (kp_gpu_cache_store(host, "hip", dir, path, key, keytext, *binary, *size) != KP_OK)
-        host->log("hip: the hiprtc result for %s was not cached (%s)", source, path); /* the kernel still runs */
-    return KP_OK;
+    char keytext[4096];
+    if (!rtc_keytext(arch, src, options, runtime, keytext, sizeof keytext)) keytext[0] = '\0'; /* compile uncached */
+    rtc_job job = {host, arch, source, options};
+    return kp_gpu_cache_through(host, "hip", keytext, rtc_job_compile, &job, binary, size, from_cache);
 }
