@@ -15,6 +15,8 @@
 #include "cuda_internal.h"
 #include "kp_gpu.h"
 
+#include "gpu_cache.h"
+
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,16 +52,6 @@ static const kp_backend_iface cuda_iface;
 /* Loading libcuda.so.1                                                      */
 /* ------------------------------------------------------------------------ */
 
-static void cu_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void cu_append(char *buf, size_t len, const char *fmt, ...) {
-    size_t used = strnlen(buf, len);
-    if (used + 1 >= len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, len - used, fmt, ap);
-    va_end(ap);
-}
-
 /* dlopen's the driver; on failure the reason lists every name tried with its error. */
 static kp_status cu_open_library(kp_backend_state *b, char *reason, size_t reason_len) {
     static const char *const names[] = {"libcuda.so.1", "libcuda.so"};
@@ -73,9 +65,9 @@ static kp_status cu_open_library(kp_backend_state *b, char *reason, size_t reaso
         const char *err = dlerror(); /* copied at once: the next dl* call overwrites it */
         if (!err) err = "?";
         if (strncmp(err, names[i], strlen(names[i])) == 0) /* "libx.so: cannot open ..." */
-            cu_append(tried, sizeof tried, "%s%s", i ? "; " : "", err);
+            kp_gpu_append(tried, sizeof tried, "%s%s", i ? "; " : "", err);
         else
-            cu_append(tried, sizeof tried, "%s%s: %s", i ? "; " : "", names[i], err);
+            kp_gpu_append(tried, sizeof tried, "%s%s: %s", i ? "; " : "", names[i], err);
     }
     snprintf(reason, reason_len, "libcuda.so.1 not found: no NVIDIA driver (tried: %s)", tried);
     return KP_ERR_UNAVAILABLE;

@@ -124,16 +124,6 @@ static struct {
     kp_nvrtc_syms rtc;
 } g_rtc = {.once = PTHREAD_ONCE_INIT, .compile_lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void rtc_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void rtc_append(char *buf, size_t len, const char *fmt, ...) {
-    size_t used = strnlen(buf, len);
-    if (used + 1 >= len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, len - used, fmt, ap);
-    va_end(ap);
-}
-
 static void rtc_load(void) {
     static const char *const names[] = {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"};
     char tried[KP_REASON_MAX] = "";
@@ -142,7 +132,7 @@ static void rtc_load(void) {
         void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         if (!lib) {
             const char *err = dlerror();
-            rtc_append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", err ? err : names[i]);
+            kp_gpu_append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", err ? err : names[i]);
             continue;
         }
         const char *missing = NULL;
@@ -161,7 +151,7 @@ static void rtc_load(void) {
             g_rtc.status = KP_OK;
             return; /* stays loaded for the process */
         }
-        rtc_append(tried, sizeof tried, "%s%s: no %s", tried[0] ? "; " : "", names[i], missing);
+        kp_gpu_append(tried, sizeof tried, "%s%s: no %s", tried[0] ? "; " : "", names[i], missing);
         dlclose(lib);
         memset(&g_rtc.rtc, 0, sizeof g_rtc.rtc);
     }

@@ -7,6 +7,7 @@
 #include "gpu_cache.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,4 +218,13 @@ int kp_gpu_split_options(char *buf, const char **argv, int max) {
         argv[n++] = tok;
     }
     return n;
+}
+
+void kp_gpu_append(char *buf, size_t len, const char *fmt, ...) {
+    size_t used = strnlen(buf, len);
+    if (used + 1 >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
 }

@@ -68,4 +68,8 @@ kp_status kp_gpu_cache_through(const kp_host_services *host, const char *prefix,
  * quoted spaces); the count, or -1 when there are more than max. */
 int kp_gpu_split_options(char *buf, const char **argv, int max);
 
+/* Appends printf-style text to the NUL-terminated buf of len bytes (truncating): the
+ * reasons listing every library a plugin tried. */
+void kp_gpu_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif /* KPORT_GPU_CACHE_H */

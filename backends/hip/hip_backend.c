@@ -15,6 +15,8 @@
 #include "hip_internal.h"
 #include "kp_gpu.h"
 
+#include "gpu_cache.h"
+
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,16 +38,6 @@ static const kp_backend_iface hip_iface;
 /* Loading libamdhip64                                                       */
 /* ------------------------------------------------------------------------ */
 
-static void hip_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void hip_append(char *buf, size_t len, const char *fmt, ...) {
-    size_t used = strnlen(buf, len);
-    if (used + 1 >= len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, len - used, fmt, ap);
-    va_end(ap);
-}
-
 /* dlopen's the runtime; on failure the reason lists every name tried with its error.
  * The unversioned name is what a ROCm install (or libamdhip64-dev) provides; the
  * versioned ones cover a runtime-only install (ROCm 6, then 5). */
@@ -61,9 +53,9 @@ static kp_status hip_open_library(kp_backend_state *b, char *reason, size_t reas
         const char *err = dlerror(); /* copied at once: the next dl* call overwrites it */
         if (!err) err = "?";
         if (strncmp(err, names[i], strlen(names[i])) == 0) /* "libx.so: cannot open ..." */
-            hip_append(tried, sizeof tried, "%s%s", i ? "; " : "", err);
+            kp_gpu_append(tried, sizeof tried, "%s%s", i ? "; " : "", err);
         else
-            hip_append(tried, sizeof tried, "%s%s: %s", i ? "; " : "", names[i], err);
+            kp_gpu_append(tried, sizeof tried, "%s%s: %s", i ? "; " : "", names[i], err);
     }
     snprintf(reason, reason_len, "libamdhip64.so not found: no AMD GPU runtime (ROCm) installed (tried: %s)",
              tried);

@@ -85,16 +85,6 @@ static struct {
     char comgr[64]; /* "libamd_comgr.so.2 (comgr 2.4)" */
 } g_rtc = {.once = PTHREAD_ONCE_INIT, .compile_lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void rtc_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void rtc_append(char *buf, size_t len, const char *fmt, ...) {
-    size_t used = strnlen(buf, len);
-    if (used + 1 >= len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, len - used, fmt, ap);
-    va_end(ap);
-}
-
 static int rtc_load_hiprtc(void) {
     static const char *const names[] = {"libhiprtc.so", "libhiprtc.so.6", "libamdhip64.so", "libamdhip64.so.6",
                                         "libamdhip64.so.5"};
@@ -103,7 +93,7 @@ static int rtc_load_hiprtc(void) {
         void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         if (!lib) {
             const char *err = dlerror();
-            rtc_append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", err ? err : names[i]);
+            kp_gpu_append(tried, sizeof tried, "%s%s", tried[0] ? "; " : "", err ? err : names[i]);
             continue;
         }
         int ok = 1;
@@ -115,7 +105,7 @@ static int rtc_load_hiprtc(void) {
             snprintf(g_rtc.rtc_lib, sizeof g_rtc.rtc_lib, "%s", names[i]);
             return 1; /* stays loaded: the runtime may use it too */
         }
-        rtc_append(tried, sizeof tried, "%s%s: no hiprtc entry points", tried[0] ? "; " : "", names[i]);
+        kp_gpu_append(tried, sizeof tried, "%s%s: no hiprtc entry points", tried[0] ? "; " : "", names[i]);
         dlclose(lib);
         memset(&g_rtc.rtc, 0, sizeof g_rtc.rtc);
     }
@@ -194,9 +184,9 @@ kp_status kp_hip_rtc_check(const char *arch, char *why, size_t why_len) {
         char *p = strstr(why, "(this one has ");
         if (p) {
             p[0] = '\0';
-            rtc_append(why, why_len, "(this one has");
-            for (size_t i = 0; i < kp_hip_arch_count; i++) rtc_append(why, why_len, "%s %s", i ? "," : "", kp_hip_archs[i]);
-            rtc_append(why, why_len, ")");
+            kp_gpu_append(why, why_len, "(this one has");
+            for (size_t i = 0; i < kp_hip_arch_count; i++) kp_gpu_append(why, why_len, "%s %s", i ? "," : "", kp_hip_archs[i]);
+            kp_gpu_append(why, why_len, ")");
         }
     }
     return KP_ERR_UNSUPPORTED;
