@@ -2,8 +2,9 @@
  * backends/cpu/ops/cpu_moe_gate.c — kp_moe_gate on the CPU backend, and the per-token
  * routing kp_moe_forward shares (cpu_moe_gate_rows).
  *
- * Per token, in double (E <= 512, so this is cheap and near-ties resolve the way a
- * float64 reference does):
+ * Per token, computed in double and ranked as f32 values, the way DeepSeek's
+ * model.py scores in f32 (so scores that saturate to the same f32, like sigmoid of
+ * logits past ~17, tie; and every backend selects the same experts):
  *   s = softmax(logits) or sigmoid(logits);  b = s + bias (bias for selection only);
  *   n_group > 1: group score = sum of the top-2 b of the group with a bias
  *   (DeepSeek-V3), the best b without one (DeepSeek-V2); keep the topk_group best
@@ -52,11 +53,11 @@ void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1) {
             double mx = -INFINITY, sum = 0.0;
             for (int64_t i = 0; i < e; i++) mx = s[i] > mx ? s[i] : mx;
             for (int64_t i = 0; i < e; i++) sum += (s[i] = exp(s[i] - mx));
-            for (int64_t i = 0; i < e; i++) s[i] /= sum;
+            for (int64_t i = 0; i < e; i++) s[i] = (float)(s[i] / sum);
         } else {
-            for (int64_t i = 0; i < e; i++) s[i] = 1.0 / (1.0 + exp(-s[i]));
+            for (int64_t i = 0; i < e; i++) s[i] = (float)(1.0 / (1.0 + exp(-s[i])));
         }
-        for (int64_t i = 0; i < e; i++) b[i] = s[i] + (job->bias ? (double)job->bias[i] : 0.0);
+        for (int64_t i = 0; i < e; i++) b[i] = (float)(s[i] + (job->bias ? (double)job->bias[i] : 0.0));
 
         unsigned char kept[GATE_MAX_GROUPS];
         memset(kept, 1, sizeof kept);
@@ -68,7 +69,7 @@ void cpu_moe_gate_rows(const cpu_gate_job *job, int64_t t0, int64_t t1) {
                     if (b[i] > top1) top2 = top1, top1 = b[i];
                     else if (b[i] > top2) top2 = b[i];
                 }
-                gscore[g] = !job->bias ? top1 : gsize >= 2 ? top1 + top2 : top1;
+                gscore[g] = !job->bias ? top1 : gsize >= 2 ? (float)(top1 + top2) : top1;
             }
             memset(kept, 0, sizeof kept);
             for (int n = 0; n < r->topk_group; n++) {
