@@ -111,6 +111,20 @@ kp_conf_tensor kp_conf_random(kp_device *d, const char *name, kp_dtype dt, int n
     return c;
 }
 
+kp_conf_tensor kp_conf_random_outliers(kp_device *d, const char *name, kp_dtype dt, int ndim, const int64_t *shape,
+                                       double lo, double hi, int channels, double factor) {
+    kp_conf_tensor c = alloc_conf(d, name, dt, ndim, shape);
+    int64_t cols = shape[ndim - 1];
+    char *hot = calloc((size_t)(cols ? cols : 1), 1);
+    CHECK(hot != NULL);
+    for (int i = 0; i < channels && cols > 0; i++) hot[kp_test_rand_u64() % (uint64_t)cols] = 1;
+    for (int64_t i = 0; i < c.numel; i++)
+        c.host[i] = kp_conf_round(kp_test_rand_uniform(lo, hi) * (hot[i % cols] ? factor : 1.0), dt);
+    free(hot);
+    upload(&c);
+    return c;
+}
+
 kp_conf_tensor kp_conf_from(kp_device *d, const char *name, kp_dtype dt, int ndim, const int64_t *shape,
                             const double *values) {
     kp_conf_tensor c = alloc_conf(d, name, dt, ndim, shape);
@@ -150,24 +164,92 @@ double kp_conf_tolerance(kp_dtype dt) {
     }
 }
 
-void kp_conf_check_at(const char *what, const double *got, const double *ref, int64_t n, double tol,
-                      double max_abs_tol, const char *file, int line) {
-    double err2 = 0.0, ref2 = 0.0, max_abs = 0.0;
-    int64_t worst = -1;
-    for (int64_t i = 0; i < n; i++) {
-        if (isnan(got[i]) != isnan(ref[i]) || (isinf(ref[i]) && got[i] != ref[i]))
-            kp_test_fail(file, line, "%s: element %lld is %g, reference %g", what, (long long)i, got[i], ref[i]);
-        if (isinf(ref[i]) || isnan(ref[i])) continue; /* +inf lse of an empty row, matched above */
-        double e = fabs(got[i] - ref[i]);
-        err2 += e * e;
-        ref2 += ref[i] * ref[i];
-        if (e > max_abs || worst < 0) max_abs = e, worst = i;
+double kp_conf_unit(kp_dtype dt) {
+    switch (dt) {
+    case KP_F16: return 0x1p-11;
+    case KP_BF16: return 0x1p-8;
+    default: return 0x1p-24;
     }
-    double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
-    if (rel > tol || (max_abs_tol > 0 && max_abs > max_abs_tol))
-        kp_test_fail(file, line, "%s: rel L2 error %.3g (tolerance %.3g), max abs error %.3g at %lld (%g vs %g)", what,
-                     rel, tol, max_abs, (long long)worst, worst >= 0 ? got[worst] : 0.0,
-                     worst >= 0 ? ref[worst] : 0.0);
+}
+
+ref_prec kp_conf_prec(kp_dtype dt) {
+    ref_prec p = {kp_conf_unit(dt), 0x1p-150};
+    if (dt == KP_F16) p.tiny = 0x1p-25;
+    if (dt == KP_BF16) p.tiny = 0x1p-134;
+    return p;
+}
+
+kp_conf_result kp_conf_compare(kp_dtype dt, const double *got, const double *ref, const double *err, int64_t n) {
+    kp_conf_result r = {1, -1, 0, 0, 0, 0, 0, NULL};
+    double u = kp_conf_unit(dt), err2 = 0.0, ref2 = 0.0, worst_ratio = -1.0;
+    int64_t finite = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(ref[i])) ref2 += ref[i] * ref[i], finite++;
+    double floor_abs = finite ? u * sqrt(ref2 / (double)finite) / 4.0 : 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const char *broken = NULL;
+        double bound = 0.0, ratio;
+        if (isnan(ref[i])) {
+            broken = isnan(got[i]) ? NULL : "poison";
+            ratio = broken ? INFINITY : 0.0;
+        } else if (isinf(ref[i])) {
+            broken = got[i] == ref[i] ? NULL : "inf";
+            ratio = broken ? INFINITY : 0.0;
+        } else if (isnan(got[i])) {
+            broken = "nan";
+            ratio = INFINITY;
+        } else {
+            double e = fabs(got[i] - ref[i]);
+            bound = 2.0 * (u * fabs(ref[i]) + 3.0 * (err ? err[i] : 0.0)) + floor_abs;
+            err2 += e * e;
+            ratio = bound > 0 ? e / bound : (e > 0 ? INFINITY : 0.0);
+            if (e > bound) broken = "element";
+        }
+        if (broken) {
+            r.over++;
+            if (r.ok) r.rule = broken;
+            r.ok = 0;
+        }
+        if (ratio > worst_ratio) {
+            worst_ratio = ratio;
+            r.worst = i, r.worst_got = got[i], r.worst_ref = ref[i], r.worst_bound = bound;
+        }
+    }
+    r.rel_l2 = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+    if (r.ok && r.rel_l2 > kp_conf_tolerance(dt)) r.ok = 0, r.rule = "rel_l2";
+    return r;
+}
+
+/* "token 3, head 1, col 17" from a flat index, the shape and "token,head,col". */
+void kp_conf_index_name(int64_t i, int ndim, const int64_t *shape, const char *dims, char *out, size_t len) {
+    int64_t idx[KP_MAX_DIMS] = {0};
+    for (int d = ndim - 1; d >= 0; d--) {
+        int64_t ext = shape[d] > 0 ? shape[d] : 1;
+        idx[d] = i % ext;
+        i /= ext;
+    }
+    size_t used = 0;
+    out[0] = '\0';
+    const char *name = dims;
+    for (int d = 0; d < ndim && used < len; d++) {
+        size_t nl = name ? strcspn(name, ",") : 0;
+        used += (size_t)snprintf(out + used, len - used, "%s%.*s%s%lld", d ? ", " : "", (int)nl, name ? name : "",
+                                 nl ? " " : "", (long long)idx[d]);
+        if (name) name = name[nl] == ',' ? name + nl + 1 : NULL;
+    }
+}
+
+void kp_conf_check_at(const char *what, kp_dtype dt, const double *got, const double *ref, const double *err,
+                      int64_t n, int ndim, const int64_t *shape, const char *dims, const char *file, int line) {
+    kp_conf_result r = kp_conf_compare(dt, got, ref, err, n);
+    if (r.ok) return;
+    char where[160] = "none";
+    if (r.worst >= 0) kp_conf_index_name(r.worst, ndim, shape, dims, where, sizeof where);
+    kp_test_fail(file, line,
+                 "%s: %s check failed: %lld of %lld elements over their bound, rel L2 %.3g (tolerance %.3g); "
+                 "worst at [%s] (flat %lld): %.9g, reference %.9g, |error| %.3g, bound %.3g",
+                 what, r.rule, (long long)r.over, (long long)n, r.rel_l2, kp_conf_tolerance(dt), where,
+                 (long long)r.worst, r.worst_got, r.worst_ref, fabs(r.worst_got - r.worst_ref), r.worst_bound);
 }
 
 void kp_conf_check_ints_at(const char *what, const double *got, const double *ref, int64_t n, const char *file,

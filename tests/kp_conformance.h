@@ -9,6 +9,7 @@
 #define KPORT_TESTS_KP_CONFORMANCE_H
 
 #include "kp_test.h"
+#include "ref_prec.h"
 
 /* Round a double to what dtype can store (f32, f16, bf16: nearest even; i32: trunc). */
 double kp_conf_round(double x, kp_dtype dt);
@@ -29,6 +30,10 @@ typedef struct kp_conf_tensor {
  * dtype, uploaded. */
 kp_conf_tensor kp_conf_random(kp_device *d, const char *name, kp_dtype dt, int ndim, const int64_t *shape,
                               double lo, double hi);
+/* Same, with activation-style outliers: `channels` columns of the last dimension, drawn
+ * at random, scaled by `factor` in every row. */
+kp_conf_tensor kp_conf_random_outliers(kp_device *d, const char *name, kp_dtype dt, int ndim, const int64_t *shape,
+                                       double lo, double hi, int channels, double factor);
 /* Same, from given values (rounded to dtype). */
 kp_conf_tensor kp_conf_from(kp_device *d, const char *name, kp_dtype dt, int ndim, const int64_t *shape,
                             const double *values);
@@ -38,14 +43,37 @@ kp_conf_tensor kp_conf_output(kp_device *d, const char *name, kp_dtype dt, int n
 void kp_conf_download(kp_conf_tensor *c);
 void kp_conf_free(kp_conf_tensor *c);
 
+/* Unit roundoff of a storage dtype (f32 2^-24, f16 2^-11, bf16 2^-8), and the
+ * ref_prec a reference's error model uses for intermediates rounded to it. */
+double kp_conf_unit(kp_dtype dt);
+ref_prec kp_conf_prec(kp_dtype dt);
 /* Tolerance on relative L2 error for a dtype: f32 1e-5, f16 2e-3, bf16 1.6e-2. */
 double kp_conf_tolerance(kp_dtype dt);
-/* Fails unless got matches ref: rel L2 <= tol, no NaN, and (when max_abs_tol > 0)
- * max |got - ref| <= max_abs_tol. Prints both metrics on failure, with the worst index. */
-void kp_conf_check_at(const char *what, const double *got, const double *ref, int64_t n, double tol,
-                      double max_abs_tol, const char *file, int line);
-#define kp_conf_check(what, got, ref, n, tol, abs_tol) \
-    kp_conf_check_at((what), (got), (ref), (n), (tol), (abs_tol), __FILE__, __LINE__)
+
+/* The comparison rule (DESIGN §5, README "Tests"), element by element:
+ *  - ref NaN: the element must still hold the poison (no kernel writes there);
+ *  - ref ±inf: got must be the same infinity; got NaN never passes;
+ *  - |got - ref| <= 2 * (u * |ref| + 3 * err) + u * rms(ref) / 4, with u the dtype's
+ *    unit roundoff and err the reference's error model (ref_prec.h; NULL: 0);
+ *  - and over the finite elements, relative L2 error <= kp_conf_tolerance(dtype).
+ * A report names the worst element (the largest error / bound) by its index in
+ * `dims` ("token,head,col": names of the shape's dimensions), with both values. */
+typedef struct kp_conf_result {
+    int ok;
+    int64_t worst, over;  /* element with the largest error / bound (-1: none); elements over their bound */
+    double worst_got, worst_ref, worst_bound, rel_l2;
+    const char *rule;     /* which rule failed first: "poison", "inf", "nan", "element", "rel_l2" */
+} kp_conf_result;
+kp_conf_result kp_conf_compare(kp_dtype dt, const double *got, const double *ref, const double *err, int64_t n);
+void kp_conf_check_at(const char *what, kp_dtype dt, const double *got, const double *ref, const double *err,
+                      int64_t n, int ndim, const int64_t *shape, const char *dims, const char *file, int line);
+/* "token 3, head 1, col 17": flat index i in a row-major shape, named by `dims`. */
+void kp_conf_index_name(int64_t i, int ndim, const int64_t *shape, const char *dims, char *out, size_t len);
+/* An output tensor (downloaded) against its reference. */
+#define kp_conf_expect(what, out, ref, err, dims)                                                            \
+    kp_conf_check_at((what), (out)->t.dtype, (out)->host, (ref), (err), (out)->numel, (out)->t.ndim,         \
+                     (out)->t.shape, (dims), __FILE__, __LINE__)
+
 /* Fails unless two int arrays are equal, printing the first difference. */
 void kp_conf_check_ints_at(const char *what, const double *got, const double *ref, int64_t n, const char *file,
                            int line);

@@ -2,9 +2,13 @@
  * tests/test_list.h — every test, one X(name) line each, grouped by file.
  * No include guard: expanded twice by tests/runner.c.
  * Each group below includes the list owned by its test file's area.
- * XB(name) lists a KP_CONFORMANCE test once for every backend.
+ * XB(name) lists a KP_CONFORMANCE test once for every backend, as XC: a test on random
+ * inputs that the runner repeats with KPORT_TEST_SEEDS seeds.
  */
-#define XB(name) X(name##__cpu) X(name##__opencl) X(name##__cuda) X(name##__hip)
+#ifndef XC
+#define XC(name) X(name)
+#endif
+#define XB(name) XC(name##__cpu) XC(name##__opencl) XC(name##__cuda) XC(name##__hip)
 #include "list_core.h"
 #include "list_cpu.h"
 #include "list_plugins.h"
@@ -14,5 +18,7 @@
 #include "list_opencl.h"
 #include "list_cuda.h"
 #include "list_hip.h"
+#include "list_conf_rule.h"
 #include "list_conformance.h"
 #undef XB
+#undef XC

@@ -6,21 +6,35 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* One query row against keys kr[j], values vr[j] for j in [lo, hi). */
+/* One query row against keys kr[j], values vr[j] for j in [lo, hi). With e, also the
+ * error model of ref_prec.h: each score s_j carries an absolute error dS_j (its f32 dot
+ * product, its scaling, the f32 exp), each probability a rounding to e->prec before
+ * P·V, and the sums over keys f32 accumulation; a split-KV combine rescales by
+ * exp(lse) in f32. */
 static void ref_row(const double *q, const double *const *kr, const double *const *vr, int64_t lo, int64_t hi, int d,
-                    int dv, double scale, double *out, double *lse) {
+                    int dv, double scale, double *out, double *lse, const ref_attn_err *e, double *out_err,
+                    double *lse_err) {
     for (int c = 0; c < dv; c++) out[c] = 0.0;
+    if (out_err)
+        for (int c = 0; c < dv; c++) out_err[c] = 0.0;
+    if (lse_err) *lse_err = 0.0;
     if (lo < 0) lo = 0;
     if (hi <= lo) {
         if (lse) *lse = INFINITY;
         return;
     }
-    double *s = malloc((size_t)(hi - lo) * sizeof *s);
+    int64_t n = hi - lo;
+    double *s = malloc((size_t)n * sizeof *s), *ds = malloc((size_t)n * sizeof *ds);
     double m = -INFINITY;
     for (int64_t j = lo; j < hi; j++) {
-        double acc = 0.0;
-        for (int c = 0; c < d; c++) acc += q[c] * kr[j][c];
+        double acc = 0.0, sq = 0.0;
+        for (int c = 0; c < d; c++) {
+            double t = q[c] * kr[j][c];
+            acc += t;
+            sq += t * t;
+        }
         s[j - lo] = acc * scale;
+        ds[j - lo] = REF_U32 * (sqrt((double)d * sq) * fabs(scale) + 4.0 * fabs(s[j - lo])) + REF_U_EXP;
         if (s[j - lo] > m) m = s[j - lo];
     }
     double sum = 0.0;
@@ -30,18 +44,45 @@ static void ref_row(const double *q, const double *const *kr, const double *cons
         for (int c = 0; c < dv; c++) out[c] += p * vr[j][c];
     }
     for (int c = 0; c < dv; c++) out[c] /= sum;
-    if (lse) *lse = m + log(sum);
+    double lse_v = m + log(sum);
+    if (lse) *lse = lse_v;
+    if (e) {
+        double lse_e2 = 0.0, w2 = 0.0;
+        for (int64_t j = lo; j < hi; j++) {
+            double w = exp(s[j - lo] - m) / sum;
+            lse_e2 += (w * ds[j - lo]) * (w * ds[j - lo]);
+            w2 += w * w;
+        }
+        double combine = 4.0 * REF_U32 * (fabs(lse_v) + 1.0); /* a split's weight exp(lse_i - lse) in f32 */
+        if (lse_err) *lse_err = sqrt(lse_e2 + REF_U32 * REF_U32 * (n * w2 + 16.0 * lse_v * lse_v));
+        for (int c = 0; out_err && c < dv; c++) {
+            double e2 = 0.0, t2 = 0.0;
+            for (int64_t j = lo; j < hi; j++) {
+                double p = exp(s[j - lo] - m), w = p / sum, v = vr[j][c], t = w * v;
+                double rounding = e->prec.unit * fabs(t) + fmin(p, e->prec.tiny) * fabs(v) / sum;
+                double shift = w * ds[j - lo] * (v - out[c]);
+                e2 += rounding * rounding + shift * shift;
+                t2 += t * t;
+            }
+            e2 += REF_U32 * REF_U32 * n * (t2 + out[c] * out[c] * w2);
+            e2 += (combine * out[c]) * (combine * out[c]);
+            out_err[c] = sqrt(e2);
+        }
+    }
     free(s);
+    free(ds);
 }
 
 void ref_attention_prefill(const double *q, const double *k, const double *v, int64_t total_q, int h_q, int h_kv,
                            int d, int dv, const int32_t *cu_q, const int32_t *cu_k, int nb, double scale, int causal,
-                           int window_left, int window_right, double *out, double *lse) {
+                           int window_left, int window_right, double *out, double *lse, const ref_attn_err *e) {
     int group = h_q / h_kv;
     for (int64_t t = cu_q[nb]; t < total_q; t++)
         for (int h = 0; h < h_q; h++) {
             for (int c = 0; c < dv; c++) out[(t * h_q + h) * dv + c] = 0.0;
+            for (int c = 0; e && e->out && c < dv; c++) e->out[(t * h_q + h) * dv + c] = 0.0;
             if (lse) lse[h * total_q + t] = INFINITY;
+            if (e && e->lse) e->lse[h * total_q + t] = 0.0;
         }
     for (int b = 0; b < nb; b++) {
         int64_t lq = cu_q[b + 1] - cu_q[b], lk = cu_k[b + 1] - cu_k[b];
@@ -58,7 +99,8 @@ void ref_attention_prefill(const double *q, const double *k, const double *v, in
                 if (window_right >= 0 && ip + window_right + 1 < hi) hi = ip + window_right + 1;
                 if (window_left >= 0 && ip - window_left > lo) lo = ip - window_left;
                 ref_row(q + (t * h_q + h) * d, kr, vr, lo, hi, d, dv, scale, out + (t * h_q + h) * dv,
-                        lse ? lse + h * total_q + t : NULL);
+                        lse ? lse + h * total_q + t : NULL, e, e && e->out ? e->out + (t * h_q + h) * dv : NULL,
+                        e && e->lse ? e->lse + h * total_q + t : NULL);
             }
         }
         free(kr);
@@ -69,7 +111,7 @@ void ref_attention_prefill(const double *q, const double *k, const double *v, in
 void ref_attention_decode(const double *q, const double *k_cache, const double *v_cache, int b, int s_q, int h_q,
                           int h_kv, int d, int dv, int k_ld, int v_ld, int block_size, const int32_t *block_table,
                           int max_blocks, const int32_t *seq_lens, double scale, int causal, double *out,
-                          double *lse) {
+                          double *lse, const ref_attn_err *e) {
     int group = h_q / h_kv;
     for (int bi = 0; bi < b; bi++) {
         int64_t len = seq_lens[bi];
@@ -85,8 +127,9 @@ void ref_attention_decode(const double *q, const double *k_cache, const double *
                 int64_t hi = causal ? len - s_q + i + 1 : len;
                 if (hi > len) hi = len;
                 int64_t row = ((int64_t)bi * s_q + i) * h_q + h;
-                ref_row(q + row * d, kr, vr, 0, hi, d, dv, scale, out + row * dv,
-                        lse ? lse + ((int64_t)bi * h_q + h) * s_q + i : NULL);
+                int64_t lrow = ((int64_t)bi * h_q + h) * s_q + i;
+                ref_row(q + row * d, kr, vr, 0, hi, d, dv, scale, out + row * dv, lse ? lse + lrow : NULL, e,
+                        e && e->out ? e->out + row * dv : NULL, e && e->lse ? e->lse + lrow : NULL);
             }
         }
         free(kr);
