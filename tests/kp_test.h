@@ -111,7 +111,10 @@ unsigned char *kp_test_snapshot(kp_buffer *b);
 void kp_test_unchanged_at(kp_buffer *b, unsigned char *snap, const char *file, int line);
 #define kp_test_unchanged(b, snap) kp_test_unchanged_at((b), (snap), __FILE__, __LINE__)
 
-/* Deterministic per-test random numbers (seed from KPORT_TEST_SEED or the test name). */
+/* Deterministic per-test random numbers: seeded from KPORT_TEST_SEED, else from the
+ * test's name and its run number (KPORT_TEST_SEEDS runs conformance tests that many
+ * times); a failure prints the seed that reproduces it. */
+uint64_t kp_test_seed(void);
 uint64_t kp_test_rand_u64(void);
 double kp_test_rand_uniform(double lo, double hi);
 
@@ -132,8 +135,15 @@ double kp_test_rand_uniform(double lo, double hi);
 /* Opens the backend's first device (or skips), runs body on it, closes it. */
 void kp_test_run_on(const char *backend, void (*body)(kp_device *d));
 
-/* Skips the test when d's backend answers KP_ERR_UNSUPPORTED for this op and these
- * params (the backend's own reason is printed); fails on any other error. */
+/* Whether d's backend runs this case (op, params), by kp_op_supported — the selector
+ * dispatch uses. KP_OK: returns 1. KP_ERR_UNSUPPORTED fails the test, unless
+ * `may_decline` names d's backend ("opencl,cuda,hip": the case lies outside that
+ * backend's documented limits, README's op table) and KPORT_REQUIRE_OPS names neither
+ * it nor "all": then this one case is declined — printed with the backend's reason —
+ * and 0 returned, and the caller goes on with its next case. A test whose every case
+ * was declined ends as a skip. Any other status fails. */
+int kp_test_case_runs(kp_device *d, kp_op op, const void *params, const char *may_decline);
+/* The case must run on every backend: kp_test_case_runs(d, op, params, NULL). */
 void kp_test_require_op(kp_device *d, kp_op op, const void *params);
 
 /* Bad index contents (ids, offsets, block tables): on a device with

@@ -7,23 +7,28 @@
 #include <stdarg.h>
 
 const char *kp_test_current_name(void);
+int kp_test_current_run(void);
 
 void kp_test_init(void) {
     kp_status st = kp_init(NULL);
     if (st != KP_OK) kp_test_fail(__FILE__, __LINE__, "kp_init: %s: %s", kp_status_str(st), kp_last_error());
 }
 
-static int backend_listed(const char *var, const char *name) {
-    const char *req = getenv(var);
-    if (!req) return 0;
+/* Whether the comma-separated list names `name`. */
+static int name_listed(const char *list, const char *name) {
     size_t n = strlen(name);
-    for (const char *p = req; *p;) {
+    for (const char *p = list; *p;) {
         size_t len = strcspn(p, ",");
         if (len == n && strncmp(p, name, n) == 0) return 1;
         p += len;
         if (*p == ',') p++;
     }
     return 0;
+}
+
+static int backend_listed(const char *var, const char *name) {
+    const char *req = getenv(var);
+    return req && name_listed(req, name);
 }
 
 kp_device *kp_test_open_backend(const char *backend) {
@@ -126,16 +131,21 @@ void kp_test_unchanged_at(kp_buffer *b, unsigned char *snap, const char *file, i
     free(snap);
 }
 
-/* splitmix64, seeded from KPORT_TEST_SEED or a hash of the test name. */
+/* splitmix64. Run 0 of a test keeps the name's hash (the seed before runs existed). */
 static uint64_t rng_state;
 static int rng_seeded;
 
+uint64_t kp_test_seed(void) {
+    const char *env = getenv("KPORT_TEST_SEED");
+    if (env && *env) return strtoull(env, NULL, 0);
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = kp_test_current_name(); *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return h ^ ((uint64_t)kp_test_current_run() * 0x9e3779b97f4a7c15ull);
+}
+
 uint64_t kp_test_rand_u64(void) {
     if (!rng_seeded) {
-        const char *env = getenv("KPORT_TEST_SEED");
-        uint64_t h = 1469598103934665603ull;
-        for (const char *c = kp_test_current_name(); *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-        rng_state = env && *env ? strtoull(env, NULL, 0) : h;
+        rng_state = kp_test_seed();
         rng_seeded = 1;
     }
     uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
@@ -148,20 +158,32 @@ double kp_test_rand_uniform(double lo, double hi) {
     return lo + (hi - lo) * (double)(kp_test_rand_u64() >> 11) * (1.0 / 9007199254740992.0);
 }
 
-void kp_test_require_op(kp_device *d, kp_op op, const void *params) {
+static int cases_run, cases_declined;
+static char first_decline[KP_REASON_MAX + 64];
+
+int kp_test_case_runs(kp_device *d, kp_op op, const void *params, const char *may_decline) {
     kp_status st = kp_op_supported(d, op, params);
-    if (st == KP_OK) return;
+    if (st == KP_OK) {
+        cases_run++;
+        return 1;
+    }
     kp_device_info i;
     kp_device_get_info(d, &i);
-    if (st == KP_ERR_UNSUPPORTED) {
-        if (backend_listed("KPORT_REQUIRE_OPS", i.backend))
-            kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_OPS names %s, which does not support %s: %s",
-                         i.backend, kp_op_name(op), kp_last_error());
-        kp_test_skip("%s: %s", i.backend, kp_last_error());
-    }
-    kp_test_fail(__FILE__, __LINE__, "kp_op_supported(%s) on %s: %s: %s", kp_op_name(op), i.backend,
-                 kp_status_str(st), kp_last_error());
+    if (st != KP_ERR_UNSUPPORTED)
+        kp_test_fail(__FILE__, __LINE__, "kp_op_supported(%s) on %s: %s: %s", kp_op_name(op), i.backend,
+                     kp_status_str(st), kp_last_error());
+    if (!may_decline || !name_listed(may_decline, i.backend))
+        kp_test_fail(__FILE__, __LINE__, "%s does not run %s here, and this case lies within its documented limits: %s",
+                     i.backend, kp_op_name(op), kp_last_error());
+    if (backend_listed("KPORT_REQUIRE_OPS", i.backend) || backend_listed("KPORT_REQUIRE_OPS", "all"))
+        kp_test_fail(__FILE__, __LINE__, "KPORT_REQUIRE_OPS names %s, which declines %s: %s", i.backend,
+                     kp_op_name(op), kp_last_error());
+    printf("  case declined by %s: %s\n", i.backend, kp_last_error());
+    if (!cases_declined++) snprintf(first_decline, sizeof first_decline, "%s: %s", i.backend, kp_last_error());
+    return 0;
 }
+
+void kp_test_require_op(kp_device *d, kp_op op, const void *params) { kp_test_case_runs(d, op, params, NULL); }
 
 int kp_test_bad_index_result_at(kp_device *d, kp_status st, const char *needle, const char *file, int line) {
     kp_device_info i;
@@ -177,8 +199,25 @@ int kp_test_bad_index_result_at(kp_device *d, kp_status st, const char *needle, 
     return 0;
 }
 
+/* Which code a conformance test exercised: the device, its arch (the CPU backend's SIMD
+ * level) and whether its kernels take matrix units or inline PTX; PoCL runs the portable
+ * emulation of the tile layer, never the GPU instructions. */
+static void print_path(kp_device *d) {
+    kp_device_info i;
+    CHECK_OK(kp_device_get_info(d, &i));
+    const char *tiles = (i.caps & KP_CAP_INLINE_PTX) ? "PTX mma.sync tiles"
+                        : (i.caps & KP_CAP_MATRIX_UNITS) ? "matrix-unit tiles"
+                        : strcmp(i.backend, "cpu") == 0 ? "CPU kernels"
+                                                        : "portable tile emulation (no GPU matrix instructions)";
+    printf("  path: %s on %s [%s]: %s; seed %#llx\n", i.backend, i.name, i.arch, tiles,
+           (unsigned long long)kp_test_seed());
+}
+
 void kp_test_run_on(const char *backend, void (*body)(kp_device *d)) {
     kp_device *d = kp_test_open_backend(backend);
+    print_path(d);
     body(d);
     CHECK_OK(kp_device_close(d));
+    if (cases_declined && !cases_run) kp_test_skip("every case declined (%s)", first_decline);
+    if (cases_declined) printf("  %d cases ran, %d declined (first: %s)\n", cases_run, cases_declined, first_decline);
 }

@@ -2,11 +2,13 @@
  * tests/runner.c — runs every test of tests/test_list.h, each in its own child
  * process with a timeout, and ends with `N passed, N failed, N skipped`.
  *
- *   kport-tests [--list] [--no-fork] [--timeout S] [PATTERN...]
+ *   kport-tests [--list] [--no-fork] [--timeout S] [--seeds N] [PATTERN...]
  *
- * PATTERN selects tests whose name contains it. KPORT_TEST_SEED fixes the random
- * seed; KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures,
- * and KPORT_REQUIRE_OPS=cuda,opencl does the same for "op not supported there" skips.
+ * PATTERN selects tests whose name contains it. Conformance tests run N times
+ * (--seeds, or KPORT_TEST_SEEDS; default 1), each run on fresh random inputs, and a
+ * failure prints its seed; KPORT_TEST_SEED=S reruns exactly that one.
+ * KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures, and
+ * KPORT_REQUIRE_OPS=cuda,opencl (or all) does the same for cases a backend declines.
  */
 #include "kp_test.h"
 
@@ -23,10 +25,12 @@
 typedef struct kp_test_case {
     const char *name;
     void (*fn)(void);
+    int seeded; /* on random inputs: repeated with --seeds */
 } kp_test_case;
 
 static const kp_test_case tests[] = {
-#define X(name) {#name, kp_test_##name},
+#define X(name) {#name, kp_test_##name, 0},
+#define XC(name) {#name, kp_test_##name, 1},
 #include "test_list.h"
 #undef X
 };
@@ -34,6 +38,7 @@ static const kp_test_case tests[] = {
 enum { EXIT_PASS = 0, EXIT_FAIL = 1, EXIT_SKIP = 77 };
 
 static const char *current_test = "";
+static int current_run;
 static int no_fork;
 static int skip_seen; /* --no-fork: a skip returns through longjmp-free exit codes */
 
@@ -61,6 +66,7 @@ void kp_test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 const char *kp_test_current_name(void) { return current_test; }
+int kp_test_current_run(void) { return current_run; }
 
 static int matches(const char *name, int npat, char **pats) {
     if (npat == 0) return 1;
@@ -110,16 +116,19 @@ static int run_one(const kp_test_case *t, int timeout_s) {
 }
 
 int main(int argc, char **argv) {
-    int timeout_s = 300, list = 0, npat = 0;
+    int timeout_s = 300, list = 0, npat = 0, seeds = 1;
     char **pats = calloc((size_t)argc, sizeof *pats);
     const char *env_timeout = getenv("KPORT_TEST_TIMEOUT");
     if (env_timeout && atoi(env_timeout) > 0) timeout_s = atoi(env_timeout);
+    const char *env_seeds = getenv("KPORT_TEST_SEEDS"), *env_seed = getenv("KPORT_TEST_SEED");
+    if (env_seeds && atoi(env_seeds) > 0) seeds = atoi(env_seeds);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) list = 1;
         else if (strcmp(argv[i], "--no-fork") == 0) no_fork = 1;
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) seeds = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [--list] [--no-fork] [--timeout S] [PATTERN...]\n", argv[0]);
+            printf("usage: %s [--list] [--no-fork] [--timeout S] [--seeds N] [PATTERN...]\n", argv[0]);
             return 0;
         } else pats[npat++] = argv[i];
     }
@@ -133,17 +142,22 @@ int main(int argc, char **argv) {
     double t0 = now_s();
     for (size_t i = 0; i < n; i++) {
         if (!matches(tests[i].name, npat, pats)) continue;
+        /* a seeded test passes when every run passes; a skip (no backend) ends it */
+        int runs = tests[i].seeded && !(env_seed && *env_seed) ? seeds : 1, r = EXIT_PASS;
         double ts = now_s();
-        int r = run_one(&tests[i], timeout_s);
+        for (current_run = 0; current_run < runs && r == EXIT_PASS; current_run++) r = run_one(&tests[i], timeout_s);
         double dt = now_s() - ts;
+        char extra[32] = "";
+        if (runs > 1) snprintf(extra, sizeof extra, ", %d runs", runs);
         if (r == EXIT_PASS) {
             passed++;
-            printf("PASS %s (%.2f s)\n", tests[i].name, dt);
+            printf("PASS %s (%.2f s%s)\n", tests[i].name, dt, extra);
         } else if (r == EXIT_SKIP) {
             skipped++;
         } else {
             failed++;
-            printf("FAIL %s (%.2f s)\n", tests[i].name, dt);
+            printf("FAIL %s (%.2f s%s)\n", tests[i].name, dt,
+                   tests[i].seeded ? "; rerun with KPORT_TEST_SEED as printed in its path line" : "");
         }
         fflush(stdout);
     }

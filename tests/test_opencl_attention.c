@@ -83,22 +83,24 @@ static void packed_case(kp_device *dev, kp_stream *s, kp_dtype dt, int nb, const
 
     double *q = slice_heads(qkv.host, total, H, d, 0, h_q), *k = slice_heads(qkv.host, total, H, d, h_q, h_kv);
     double *v = slice_heads(qkv.host, total, H, d, h_q + h_kv, h_kv);
-    double *ref = calloc((size_t)(total * h_q * d + 1), sizeof *ref), *ref_lse = calloc((size_t)(total * h_q + 1), 8);
+    size_t no = (size_t)(total * h_q * d + 1), nl = (size_t)(total * h_q + 1);
+    double *ref = calloc(no, sizeof *ref), *ref_lse = calloc(nl, sizeof *ref_lse);
+    ref_attn_err e = {kp_conf_prec(dt), calloc(no, sizeof(double)), calloc(nl, sizeof(double))};
     /* the reference treats rows past cu[nb] as empty; its k/v are the same total rows */
     ref_attention_prefill(q, k, v, total, h_q, h_kv, d, d, cu, cu, nb, (double)p.softmax_scale, causal, wl, wr, ref,
-                          ref_lse);
+                          ref_lse, &e);
     kp_conf_download(&outw);
     double *got = slice_heads(outw.host, total, 2 * h_q, d, h_q, h_q);
     char what[160];
     snprintf(what, sizeof what, "packed prefill %s h %d/%d d %d causal %d window %d/%d", kp_dtype_name(dt), h_q, h_kv,
              d, causal, wl, wr);
-    kp_conf_check(what, got, ref, total * h_q * d, kp_conf_tolerance(dt), 0);
+    kp_conf_check_at(what, dt, got, ref, e.out, total * h_q * d, 3, shq, "token,head,col", __FILE__, __LINE__);
     /* the other half of each out row is not ours: still the poison */
     for (int64_t t = 0; t < total; t++)
         for (int j = 0; j < h_q * d; j++) CHECK_MSG(isnan(outw.host[t * 2 * h_q * d + j]), "out pad written at row %lld", (long long)t);
     kp_conf_download(&lse);
-    kp_conf_check("packed prefill lse", lse.host, ref_lse, lse.numel, CONF_LSE_TOL, CONF_LSE_ABS);
-    free(q), free(k), free(v), free(ref), free(ref_lse), free(got);
+    kp_conf_expect("packed prefill lse", &lse, ref_lse, e.lse, "head,token");
+    free(q), free(k), free(v), free(ref), free(ref_lse), free(got), free(e.out), free(e.lse);
     kp_conf_free(&qkv), kp_conf_free(&outw), kp_conf_free(&lse), kp_conf_free(&cq);
 }
 
@@ -143,11 +145,15 @@ KP_TEST(opencl_attn_mma_path) {
     packed_case(d, s, KP_BF16, 5, lens5, 0, 8, 2, 128, 1, -1, -1, -1);
     packed_case(d, s, KP_F16, 5, lens5, 1, 4, 4, 64, 0, 30, 3, -1);
     static const int32_t splits[2] = {1, 5};
-    conf_paged_case a = {KP_F16, 4, 2, 8, 2, 128, 128, 16, dec_lens, 1, 1, 0, 0, splits, 2};
+    conf_paged_case a = {.dt = KP_F16, .b = 4, .s_q = 2, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128, .block_size = 16,
+        .seq_lens = dec_lens, .causal = 1, .lse = 1, .splits = splits, .nsplits = 2};
     conf_run_paged(d, s, &a);
-    conf_paged_case b = {KP_BF16, 4, 1, 16, 1, 192, 128, 32, dec_lens, 0, 1, 0, 0, splits, 2};
+    conf_paged_case b = {.dt = KP_BF16, .b = 4, .s_q = 1, .h_q = 16, .h_kv = 1, .d = 192, .dv = 128,
+        .block_size = 32, .seq_lens = dec_lens, .causal = 0, .lse = 1, .splits = splits, .nsplits = 2};
     conf_run_paged(d, s, &b);
-    conf_paged_case m = {KP_BF16, 4, 2, 16, 1, 576, 512, 64, dec_lens, 1, 1, 0.1352337788608801, 1, splits, 2};
+    conf_paged_case m = {.dt = KP_BF16, .b = 4, .s_q = 2, .h_q = 16, .h_kv = 1, .d = 576, .dv = 512,
+        .block_size = 64, .seq_lens = dec_lens, .causal = 1, .lse = 1, .scale = 0.1352337788608801, .mla = 1,
+        .splits = splits, .nsplits = 2};
     conf_run_paged(d, s, &m);
     CHECK_OK(kp_stream_destroy(s));
 }
@@ -159,9 +165,12 @@ KP_TEST(opencl_attn_split_combine) {
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
     static const int32_t splits[4] = {1, 1024, 10, 2};
-    conf_paged_case a = {KP_F32, 4, 3, 4, 1, 64, 64, 16, dec_lens, 1, 1, 0, 0, splits, 4};
+    conf_paged_case a = {.dt = KP_F32, .b = 4, .s_q = 3, .h_q = 4, .h_kv = 1, .d = 64, .dv = 64, .block_size = 16,
+        .seq_lens = dec_lens, .causal = 1, .lse = 1, .splits = splits, .nsplits = 4};
     conf_run_paged(d, s, &a);
-    conf_paged_case m = {KP_F16, 4, 1, 32, 1, 576, 512, 64, dec_lens, 1, 1, 0.1352337788608801, 1, splits, 4};
+    conf_paged_case m = {.dt = KP_F16, .b = 4, .s_q = 1, .h_q = 32, .h_kv = 1, .d = 576, .dv = 512, .block_size = 64,
+        .seq_lens = dec_lens, .causal = 1, .lse = 1, .scale = 0.1352337788608801, .mla = 1, .splits = splits,
+        .nsplits = 4};
     conf_run_paged(d, s, &m);
     CHECK_OK(kp_stream_destroy(s));
 }
@@ -233,7 +242,7 @@ typedef struct split_problem {
     kp_dtype dt;
     int b, s_q, h_q, h_kv, d, dv, bs, mla;
     kp_conf_tensor q, k, v, bt, sl;
-    double *ref, scale;
+    double *ref, *err, scale;
     size_t part_bytes, lse_bytes; /* what num_splits 8 needs */
 } split_problem;
 
@@ -266,8 +275,10 @@ static split_problem split_problem_make(kp_device *dev, kp_dtype dt, int b, int 
     p.sl = kp_conf_from(dev, "seq_lens", KP_I32, 1, sb, lens_d);
     p.scale = (double)(float)(1.0 / sqrt((double)d));
     p.ref = calloc((size_t)(b * s_q * h_q * dv), sizeof *p.ref);
+    p.err = calloc((size_t)(b * s_q * h_q * dv), sizeof *p.err);
+    ref_attn_err e = {kp_conf_prec(dt), p.err, NULL};
     ref_attention_decode(p.q.host, p.k.host, mla ? p.k.host : p.v.host, b, s_q, h_q, p.h_kv, d, dv, d, mla ? d : dv,
-                         bs, table, max_blocks, lens, p.scale, 1, p.ref, NULL);
+                         bs, table, max_blocks, lens, p.scale, 1, p.ref, NULL, &e);
     size_t nrows = (size_t)b * (size_t)s_q * (size_t)h_q;
     p.part_bytes = 8 * nrows * (size_t)dv * sizeof(float), p.lse_bytes = 8 * nrows * sizeof(float);
     free(table), free(table_d);
@@ -278,6 +289,7 @@ static void split_problem_free(split_problem *p) {
     kp_conf_free(&p->q), kp_conf_free(&p->k), kp_conf_free(&p->bt), kp_conf_free(&p->sl);
     if (!p->mla) kp_conf_free(&p->v);
     free(p->ref);
+    free(p->err);
 }
 
 /* Enqueues the problem with num_splits 8 into a fresh output; no sync. */
@@ -366,7 +378,7 @@ KP_TEST(opencl_attn_split_scratch_streams) {
             snprintf(what, sizeof what, "split scratch round %d call %d (stream %d, %s b %d d %d/%d%s)", round, c,
                      c % 2, kp_dtype_name(pp->dt), pp->b, pp->d, pp->dv, pp->mla ? " mla" : "");
             kp_conf_download(&out[c]); /* checks the guards around out */
-            kp_conf_check(what, out[c].host, pp->ref, out[c].numel, kp_conf_tolerance(pp->dt), 0);
+            kp_conf_expect(what, &out[c], pp->ref, pp->err, "batch,query,head,col");
             kp_conf_free(&out[c]);
         }
     }

@@ -2,7 +2,8 @@
  * tests/conformance/test_conf_mla.c — kp_mla_decode (FlashMLA layout: one latent KV
  * head of 576, V = its first 512 columns) against the float64 reference: h_q 16, 32,
  * 64, 128, s_q 1 and 2, block 64, causal, every dtype; forced split-KV; a few
- * FlashMLA-sized cases (b 2-4, s_k 4096, h_q 128); bad index content.
+ * FlashMLA-sized cases (b 2-4, s_k 4096-4097, h_q 128); outlier channels; bad index
+ * content.
  */
 #include "conf_attention.h"
 
@@ -17,14 +18,17 @@ KP_CONFORMANCE(conf_mla_decode_grid) {
     for (int t = 0; t < 3; t++)
         for (int h = 0; h < 4; h++)
             for (int sq = 1; sq <= 2; sq++) {
-                conf_paged_case c = {dts[t], 3, sq, hq[h], 1, 576, 512, 64, lens, 1, (h + sq) % 2, MLA_SCALE, 1,
-                                     NULL, 0};
+                conf_paged_case c = {.dt = dts[t], .b = 3, .s_q = sq, .h_q = hq[h], .h_kv = 1, .d = 576, .dv = 512,
+                    .block_size = 64, .seq_lens = lens, .causal = 1, .lse = (h + sq) % 2, .scale = MLA_SCALE,
+                    .mla = 1};
                 conf_run_paged(d, s, &c);
             }
     /* not causal, and a non-default head_dim_v */
-    conf_paged_case c = {KP_BF16, 3, 2, 16, 1, 576, 512, 64, lens, 0, 1, MLA_SCALE, 1, NULL, 0};
+    conf_paged_case c = {.dt = KP_BF16, .b = 3, .s_q = 2, .h_q = 16, .h_kv = 1, .d = 576, .dv = 512,
+        .block_size = 64, .seq_lens = lens, .causal = 0, .lse = 1, .scale = MLA_SCALE, .mla = 1};
     conf_run_paged(d, s, &c);
-    conf_paged_case e = {KP_F32, 3, 2, 16, 1, 576, 256, 64, lens, 1, 1, MLA_SCALE, 1, NULL, 0};
+    conf_paged_case e = {.dt = KP_F32, .b = 3, .s_q = 2, .h_q = 16, .h_kv = 1, .d = 576, .dv = 256, .block_size = 64,
+        .seq_lens = lens, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1};
     conf_run_paged(d, s, &e);
     CHECK_OK(kp_stream_destroy(s));
 }
@@ -34,20 +38,40 @@ KP_CONFORMANCE(conf_mla_decode_splits) {
     static const int32_t lens[2] = {700, 5};
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
-    conf_paged_case c = {KP_BF16, 2, 2, 32, 1, 576, 512, 64, lens, 1, 1, MLA_SCALE, 1, splits, 4};
+    conf_paged_case c = {.dt = KP_BF16, .b = 2, .s_q = 2, .h_q = 32, .h_kv = 1, .d = 576, .dv = 512,
+        .block_size = 64, .seq_lens = lens, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1, .splits = splits,
+        .nsplits = 4};
     conf_run_paged(d, s, &c);
     CHECK_OK(kp_stream_destroy(s));
 }
 
-/* DeepSeek-V3 decode shapes: h_q 128, s_k 4096. */
+/* DeepSeek-V3 decode shapes: h_q 128, s_k about 4096 (4097: one key into a new block). */
 KP_CONFORMANCE(conf_mla_decode_flashmla_sized) {
-    static const int32_t l2[2] = {4096, 4096}, l4[4] = {4096, 3000, 1, 4033};
+    static const int32_t l2[2] = {4097, 4096}, l4[4] = {4096, 3000, 1, 4033};
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
-    conf_paged_case a = {KP_BF16, 2, 1, 128, 1, 576, 512, 64, l2, 1, 1, MLA_SCALE, 1, NULL, 0};
+    conf_paged_case a = {.dt = KP_BF16, .b = 2, .s_q = 1, .h_q = 128, .h_kv = 1, .d = 576, .dv = 512,
+        .block_size = 64, .seq_lens = l2, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1};
     conf_run_paged(d, s, &a);
-    conf_paged_case b = {KP_F16, 4, 2, 128, 1, 576, 512, 64, l4, 1, 1, MLA_SCALE, 1, NULL, 0};
+    conf_paged_case b = {.dt = KP_F16, .b = 4, .s_q = 2, .h_q = 128, .h_kv = 1, .d = 576, .dv = 512,
+        .block_size = 64, .seq_lens = l4, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1};
     conf_run_paged(d, s, &b);
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Latent channels with outliers (x100): logits about +-30, split and unsplit. */
+KP_CONFORMANCE(conf_mla_decode_outliers) {
+    static const int32_t splits[2] = {1, 0};
+    static const int32_t lens[2] = {600, 65};
+    const kp_dtype dts[3] = {KP_BF16, KP_F16, KP_F32};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int t = 0; t < 3; t++) {
+        conf_paged_case c = {.dt = dts[t], .b = 2, .s_q = 2, .h_q = 16 << t, .h_kv = 1, .d = 576, .dv = 512,
+            .block_size = 64, .seq_lens = lens, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1, .splits = splits,
+            .nsplits = 2, .outliers = 1};
+        conf_run_paged(d, s, &c);
+    }
     CHECK_OK(kp_stream_destroy(s));
 }
 

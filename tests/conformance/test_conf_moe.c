@@ -44,12 +44,14 @@ static void gate_case(kp_device *d, kp_stream *s, int64_t t, int64_t e, kp_dtype
     kp_conf_download(&ids);
     kp_conf_download(&w);
     double *rid = malloc((size_t)(t * k) * sizeof *rid), *rw = malloc((size_t)(t * k) * sizeof *rw);
-    ref_moe_gate(lg.host, t, e, bias ? bs.host : NULL, &r, rid, rw);
+    double *rw_err = malloc((size_t)(t * k) * sizeof *rw_err);
+    ref_moe_gate(lg.host, t, e, bias ? bs.host : NULL, &r, rid, rw, rw_err);
     kp_conf_check_ints("topk_ids", ids.host, rid, t * k);
     if (want_ids) kp_conf_check_ints("topk_ids (expected by hand)", ids.host, want_ids, t * k);
-    kp_conf_check("topk_weights", w.host, rw, t * k, kp_conf_tolerance(KP_F32), 1e-5);
+    kp_conf_expect("topk_weights", &w, rw, rw_err, "token,slot");
     free(rid);
     free(rw);
+    free(rw_err);
     kp_conf_free(&lg);
     if (bias) kp_conf_free(&bs);
     kp_conf_free(&ids);
@@ -140,6 +142,29 @@ KP_CONFORMANCE(conf_moe_gate_512_experts_top32) {
     gate_case(d, s, 5, 512, KP_F32, lg, NULL, r, NULL);
     free(lg);
     free(bias);
+    kp_stream_destroy(s);
+}
+
+/* Logits spanning +-30 (DESIGN §5's outliers): sigmoid scores saturate to the same f32
+ * (1.0) past about 17, and those experts tie - the lower index wins, as with scores
+ * computed in f32 by DeepSeek's model.py; softmax weights span e^-60. The other logits
+ * lie on a 0.25 grid up to 12, where f32 scores stay many ulps apart, so that no
+ * selection hangs on an implementation's last-ulp rounding. */
+KP_CONFORMANCE(conf_moe_gate_large_logits) {
+    kp_stream *s = new_stream(d);
+    const int64_t t = 16, e = 256;
+    double *lg = malloc((size_t)(t * e) * sizeof *lg), zero_bias[256] = {0};
+    for (int64_t i = 0; i < t * e; i++) lg[i] = -30.0 + 0.25 * (double)(kp_test_rand_u64() % 169);
+    for (int64_t tok = 0; tok < t; tok++)
+        for (int hot = 0; hot < 5; hot++) /* saturated: 20, 25 or 30, all the same f32 score */
+            lg[tok * e + (int64_t)(kp_test_rand_u64() % (uint64_t)e)] = 20.0 + 5.0 * (double)(hot % 3);
+    gate_case(d, s, t, e, KP_F32, lg, zero_bias, v3_routing, NULL);
+    gate_case(d, s, t, e, KP_BF16, lg, NULL, v3_routing, NULL);
+    kp_moe_routing soft = {8, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f};
+    gate_case(d, s, t, e, KP_F32, lg, NULL, soft, NULL);
+    soft.renormalize = 0;
+    gate_case(d, s, t, e, KP_F16, lg, NULL, soft, NULL);
+    free(lg);
     kp_stream_destroy(s);
 }
 
@@ -275,31 +300,57 @@ static double *dequant(const double *w, const double *scale, int64_t e, int64_t 
     return v;
 }
 
-/* a [m, k] x w [e, n, k] over offsets; rows outside every range must keep the poison. */
-static void gemm_case(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t m, int64_t k, int64_t e, int64_t n,
-                      const int32_t *offsets) {
-    kp_conf_tensor a = kp_conf_random(d, "a", dt, 2, SHAPE(m, k), -1.0, 1.0);
+/* One grouped-GEMM case: a [m, k] x w [e, n, k] over the row ranges `offsets`. */
+typedef struct gemm_spec {
+    kp_dtype dt;
+    int fp8;                 /* e4m3 weights with f32 block scales */
+    int64_t m, k, e, n;
+    const int32_t *offsets;  /* [e + 1] */
+    int outliers;            /* a few activation channels x100 */
+    int wide_scales;         /* FP8 block scales spread over 2^-10 .. 2^10 */
+    int64_t expert_stride;   /* 0: dense w; else experts overlap in one buffer, this many elements apart */
+} gemm_spec;
+
+/* Rows outside every expert's range must keep the poison (the reference is NaN there). */
+static void gemm_case(kp_device *d, kp_stream *s, const gemm_spec *g) {
+    const kp_dtype dt = g->dt;
+    const int64_t m = g->m, k = g->k, e = g->e, n = g->n;
+    kp_conf_tensor a = g->outliers ? kp_conf_random_outliers(d, "a", dt, 2, SHAPE(m, k), -1.0, 1.0, 4, 100.0)
+                                   : kp_conf_random(d, "a", dt, 2, SHAPE(m, k), -1.0, 1.0);
     kp_conf_tensor w, sc;
     fp8_tensor w8;
     memset(&w, 0, sizeof w);
     memset(&sc, 0, sizeof sc);
     double *wv;
+    int64_t w_stride = n * k;
     kp_grouped_gemm_params p;
     memset(&p, 0, sizeof p);
-    if (fp8) {
+    if (g->fp8) {
         w8 = fp8_random(d, e, n, k);
-        sc = kp_conf_random(d, "w_scale", KP_F32, 3, SHAPE(e, (n + 127) / 128, k / 128), 0.01, 0.1);
+        int64_t nsc = e * ((n + 127) / 128) * (k / 128);
+        double *scales = malloc((size_t)nsc * sizeof *scales);
+        for (int64_t i = 0; i < nsc; i++)
+            scales[i] = g->wide_scales ? ldexp(kp_test_rand_uniform(1.0, 2.0), (int)(kp_test_rand_u64() % 21) - 10)
+                                       : kp_test_rand_uniform(0.01, 0.1);
+        sc = kp_conf_from(d, "w_scale", KP_F32, 3, SHAPE(e, (n + 127) / 128, k / 128), scales);
+        free(scales);
         wv = dequant(w8.host, sc.host, e, n, k);
         p.w = w8.t;
         p.w_scale = sc.t;
+    } else if (g->expert_stride) {
+        w_stride = g->expert_stride;
+        w = kp_conf_random(d, "w", dt, 1, SHAPE((e - 1) * w_stride + n * k), -1.0, 1.0);
+        CHECK_OK(kp_tensor_init(&p.w, w.g.buf, w.g.offset, dt, 3, SHAPE(e, n, k), SHAPE(w_stride, k, 1)));
+        wv = w.host;
     } else {
         w = kp_conf_random(d, "w", dt, 3, SHAPE(e, n, k), -1.0, 1.0);
         wv = w.host;
         p.w = w.t;
     }
-    double offv[65];
-    for (int64_t i = 0; i <= e; i++) offv[i] = offsets[i];
+    double *offv = malloc((size_t)(e + 1) * sizeof *offv);
+    for (int64_t i = 0; i <= e; i++) offv[i] = g->offsets[i];
     kp_conf_tensor off = ints(d, "expert_offsets", 1, SHAPE(e + 1), offv);
+    free(offv);
     kp_conf_tensor out = kp_conf_output(d, "out", dt, 2, SHAPE(m, n));
     p.a = a.t;
     p.expert_offsets = off.t;
@@ -308,17 +359,20 @@ static void gemm_case(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t 
     CHECK_OK(kp_grouped_gemm(s, &p));
     CHECK_OK(kp_stream_sync(s));
     kp_conf_download(&out);
-    double *ref = malloc((size_t)(m * n) * sizeof *ref);
+    double *ref = malloc((size_t)(m * n) * sizeof *ref), *err = calloc((size_t)(m * n), sizeof *err);
     for (int64_t i = 0; i < m * n; i++) ref[i] = NAN; /* the poison, where no expert writes */
-    ref_grouped_gemm(a.host, k, wv, e, n, offsets, ref);
-    int64_t r0 = offsets[0], r1 = offsets[e];
-    for (int64_t i = 0; i < m * n; i++)
-        CHECK_MSG(isnan(ref[i]) == isnan(out.host[i]), "out element %lld: %g, reference %g", (long long)i,
-                  out.host[i], ref[i]);
-    if (r1 > r0)
-        kp_conf_check("out", out.host + r0 * n, ref + r0 * n, (r1 - r0) * n, kp_conf_tolerance(dt), 0);
+    /* FP8 weights may be dequantised to bf16 before a bf16 product */
+    ref_prec terms = kp_conf_prec(dt);
+    if (g->fp8 && terms.unit < kp_conf_unit(KP_BF16)) terms = kp_conf_prec(KP_BF16);
+    ref_grouped_gemm(a.host, k, wv, w_stride, e, n, g->offsets, ref, &terms, err);
+    char what[160];
+    snprintf(what, sizeof what, "grouped_gemm %s%s m %lld k %lld e %lld n %lld%s%s", kp_dtype_name(dt),
+             g->fp8 ? " fp8 weights" : "", (long long)m, (long long)k, (long long)e, (long long)n,
+             g->outliers ? " outliers" : "", g->wide_scales ? " scales 2^-10..2^10" : "");
+    kp_conf_expect(what, &out, ref, err, "row,col");
     free(ref);
-    if (fp8) {
+    free(err);
+    if (g->fp8) {
         free(wv);
         fp8_free(&w8);
         kp_conf_free(&sc);
@@ -330,36 +384,87 @@ static void gemm_case(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t 
     kp_conf_free(&out);
 }
 
+static void gemm_dense(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t m, int64_t k, int64_t e, int64_t n,
+                       const int32_t *offsets) {
+    gemm_spec g = {dt, fp8, m, k, e, n, offsets, 0, 0, 0};
+    gemm_case(d, s, &g);
+}
+
 KP_CONFORMANCE(conf_moe_grouped_gemm) {
     kp_stream *s = new_stream(d);
     const kp_dtype dts[] = {KP_F32, KP_F16, KP_BF16};
     /* 77 rows: 3 before the first expert and 7 after the last stay untouched; expert 2
      * is empty; N and K multiples of no tile */
     const int32_t off[6] = {3, 20, 41, 41, 69, 70};
-    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 77, 300, 5, 100, off);
+    for (int i = 0; i < 3; i++) gemm_dense(d, s, dts[i], 0, 77, 300, 5, 100, off);
     /* every row on one expert, rows past one 64-row block, small K */
     const int32_t one[4] = {0, 0, 130, 130};
-    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 130, 40, 3, 70, one);
+    for (int i = 0; i < 3; i++) gemm_dense(d, s, dts[i], 0, 130, 40, 3, 70, one);
     /* T = 1 decode-like rows with a long K */
     const int32_t dec[5] = {0, 1, 1, 2, 3};
-    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 3, 1100, 4, 33, dec);
+    for (int i = 0; i < 3; i++) gemm_dense(d, s, dts[i], 0, 3, 1100, 4, 33, dec);
     /* 2, 3, 4 and 5..16 rows per expert (the decode paths) with odd K */
     const int32_t few[6] = {0, 2, 5, 9, 14, 30};
-    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 30, 301, 5, 37, few);
-    for (int i = 0; i < 3; i++) gemm_case(d, s, dts[i], 0, 30, 37, 5, 70, few);
+    for (int i = 0; i < 3; i++) gemm_dense(d, s, dts[i], 0, 30, 301, 5, 37, few);
+    for (int i = 0; i < 3; i++) gemm_dense(d, s, dts[i], 0, 30, 37, 5, 70, few);
+    kp_stream_destroy(s);
+}
+
+/* Activations with outlier channels (x100), on the tiled and the decode paths. */
+KP_CONFORMANCE(conf_moe_grouped_gemm_outliers) {
+    kp_stream *s = new_stream(d);
+    const kp_dtype dts[] = {KP_F32, KP_F16, KP_BF16};
+    const int32_t off[6] = {3, 20, 41, 41, 69, 70}, few[6] = {0, 2, 5, 9, 14, 30};
+    for (int i = 0; i < 3; i++) {
+        gemm_spec g = {dts[i], 0, 77, 300, 5, 100, off, 1, 0, 0};
+        gemm_case(d, s, &g);
+        gemm_spec h = {dts[i], 0, 30, 301, 5, 37, few, 1, 0, 0};
+        gemm_case(d, s, &h);
+    }
+    kp_stream_destroy(s);
+}
+
+/* DeepSeek-V3's expert count and hidden size (E 256, K 7168) with skewed routing: three
+ * hot experts past any tile, a tail of small ones, most experts empty, the way a real
+ * batch routes. 256 distinct [N, 7168] experts do not fit CI's memory, so they overlap
+ * in one buffer, an odd stride apart (every expert still a different matrix). */
+KP_CONFORMANCE(conf_moe_grouped_gemm_v3_skewed) {
+    kp_stream *s = new_stream(d);
+    const int64_t e = 256, k = 7168, n = 160;
+    int32_t off[257];
+    int64_t rows = 0;
+    for (int x = 0; x < e; x++) {
+        off[x] = (int32_t)rows;
+        if (x == 3) rows += 197;
+        else if (x == 128) rows += 130;
+        else if (x == 255) rows += 65;
+        else if (x % 13 == 5) rows += 1 + (int64_t)(kp_test_rand_u64() % 16);
+    }
+    off[e] = (int32_t)rows;
+    const kp_dtype dts[] = {KP_BF16, KP_F16};
+    for (int i = 0; i < 2; i++) {
+        gemm_spec g = {dts[i], 0, rows, k, e, n, off, i == 0, 0, 7};
+        gemm_case(d, s, &g);
+    }
     kp_stream_destroy(s);
 }
 
 KP_CONFORMANCE(conf_moe_grouped_gemm_fp8_block_scales) {
     kp_stream *s = new_stream(d);
     const int32_t off[4] = {2, 40, 40, 111};
-    gemm_case(d, s, KP_BF16, 1, 115, 384, 3, 200, off); /* N = 200: a partial 128-row scale block */
-    gemm_case(d, s, KP_F16, 1, 115, 256, 3, 256, off);
+    gemm_dense(d, s, KP_BF16, 1, 115, 384, 3, 200, off); /* N = 200: a partial 128-row scale block */
+    gemm_dense(d, s, KP_F16, 1, 115, 256, 3, 256, off);
     const int32_t dec[3] = {0, 1, 2};
-    gemm_case(d, s, KP_BF16, 1, 2, 640, 2, 130, dec);
+    gemm_dense(d, s, KP_BF16, 1, 2, 640, 2, 130, dec);
     const int32_t few[5] = {0, 3, 7, 9, 25}; /* decode paths with several N scale blocks */
-    gemm_case(d, s, KP_BF16, 1, 25, 384, 4, 300, few);
-    gemm_case(d, s, KP_F16, 1, 25, 256, 4, 130, few);
+    gemm_dense(d, s, KP_BF16, 1, 25, 384, 4, 300, few);
+    gemm_dense(d, s, KP_F16, 1, 25, 256, 4, 130, few);
+    /* block scales from 2^-10 to 2^10 and activation outliers: a scale applied to the wrong
+     * block, or not at all, cannot hide in the noise */
+    gemm_spec g = {KP_BF16, 1, 115, 384, 3, 200, off, 1, 1, 0};
+    gemm_case(d, s, &g);
+    gemm_spec h = {KP_BF16, 1, 25, 384, 4, 300, few, 0, 1, 0}; /* f16 would overflow at 2^10 */
+    gemm_case(d, s, &h);
     kp_stream_destroy(s);
 }
 
@@ -411,9 +516,12 @@ KP_CONFORMANCE(conf_moe_combine) {
         CHECK_OK(kp_stream_sync(s));
         unsigned char *first = kp_test_snapshot(out.g.buf);
         kp_conf_download(&out);
-        double *ref = malloc((size_t)(t * hidden) * sizeof *ref);
-        ref_moe_combine(y.host, pos.host, w.host, t, k, hidden, ref);
-        kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+        double *ref = malloc((size_t)(t * hidden) * sizeof *ref), *err = malloc((size_t)(t * hidden) * sizeof *err);
+        ref_moe_combine(y.host, pos.host, w.host, t, k, hidden, ref, err);
+        char what[64];
+        snprintf(what, sizeof what, "combine %s k %d", kp_dtype_name(dt), k);
+        kp_conf_expect(what, &out, ref, err, "token,col");
+        free(err);
         /* deterministic: a second run gives the same bits */
         kp_guarded_poison(&out.g, 0xFF);
         CHECK_OK(kp_moe_combine(s, &p));
@@ -455,6 +563,14 @@ KP_CONFORMANCE(conf_moe_combine_bad_token_pos) {
 }
 
 /* ---- the fused layer ---- */
+
+/* The layer's intermediates live in the workspace in the activations' dtype; FP8
+ * weights may be dequantised to bf16 before their products. */
+static ref_mlp_err forward_err_model(kp_dtype dt, int fp8, double *err2) {
+    ref_mlp_err m = {kp_conf_prec(dt), kp_conf_prec(dt), err2};
+    if (fp8 && m.terms.unit < kp_conf_unit(KP_BF16)) m.terms = kp_conf_prec(KP_BF16);
+    return m;
+}
 
 /* Small V3-like layer: E 16, n_group 4, topk_group 2, k 4, hidden 256, inter 128,
  * inter_s 64, against gate -> dense SwiGLU per chosen expert -> combine in double. */
@@ -502,21 +618,28 @@ static void forward_case(kp_device *d, kp_stream *s, kp_dtype dt, int64_t t, int
     kp_conf_download(&out);
 
     double *ids = malloc((size_t)(t * k) * sizeof *ids), *wts = malloc((size_t)(t * k) * sizeof *wts);
-    double *ref = calloc((size_t)(t * hidden), sizeof *ref);
-    ref_moe_gate(lg.host, t, e, bias.host, &r, ids, wts);
+    double *ref = calloc((size_t)(t * hidden), sizeof *ref), *err2 = calloc((size_t)(t * hidden), sizeof *err2);
+    ref_moe_gate(lg.host, t, e, bias.host, &r, ids, wts, NULL);
+    ref_mlp_err me = forward_err_model(dt, fp8, NULL);
     for (int64_t tok = 0; tok < t; tok++) {
+        me.err2 = err2 + tok * hidden;
         for (int64_t slot = 0; slot < k; slot++) {
             int64_t ex = (int64_t)ids[tok * k + slot];
             ref_swiglu_mlp_add(x.host + tok * hidden, w13v + ex * 2 * inter * hidden, w2v + ex * hidden * inter,
-                               hidden, inter, wts[tok * k + slot], ref + tok * hidden);
+                               hidden, inter, wts[tok * k + slot], ref + tok * hidden, &me);
         }
         if (shared) ref_swiglu_mlp_add(x.host + tok * hidden, sh13.host, sh2.host, hidden, inter_s, 1.0,
-                                       ref + tok * hidden);
+                                       ref + tok * hidden, &me);
     }
-    kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+    for (int64_t i = 0; i < t * hidden; i++) err2[i] = sqrt(err2[i]);
+    char what[96];
+    snprintf(what, sizeof what, "moe_forward %s t %lld%s%s", kp_dtype_name(dt), (long long)t,
+             shared ? " shared expert" : "", fp8 ? " fp8 weights" : "");
+    kp_conf_expect(what, &out, ref, err2, "token,col");
     free(ids);
     free(wts);
     free(ref);
+    free(err2);
     kp_guarded_free(&ws);
     if (fp8) {
         free(w13v);
@@ -594,16 +717,21 @@ KP_CONFORMANCE(conf_moe_forward_deepseek_v3_shape) {
     kp_conf_download(&out);
 
     double ids[3 * 8], wts[3 * 8];
-    double *ref = calloc((size_t)(t * hidden), sizeof *ref);
-    ref_moe_gate(lg.host, t, e, bias.host, &v3_routing, ids, wts);
-    for (int64_t tok = 0; tok < t; tok++)
+    double *ref = calloc((size_t)(t * hidden), sizeof *ref), *err2 = calloc((size_t)(t * hidden), sizeof *err2);
+    ref_moe_gate(lg.host, t, e, bias.host, &v3_routing, ids, wts, NULL);
+    ref_mlp_err me = forward_err_model(dt, 0, NULL);
+    for (int64_t tok = 0; tok < t; tok++) {
+        me.err2 = err2 + tok * hidden;
         for (int64_t slot = 0; slot < k; slot++) {
             int64_t ex = (int64_t)ids[tok * k + slot];
             ref_swiglu_mlp_add(x.host + tok * hidden, b13.host + ex * expert_stride, b2.host + ex * expert_stride,
-                               hidden, inter, wts[tok * k + slot], ref + tok * hidden);
+                               hidden, inter, wts[tok * k + slot], ref + tok * hidden, &me);
         }
-    kp_conf_check("out", out.host, ref, t * hidden, kp_conf_tolerance(dt), 0);
+    }
+    for (int64_t i = 0; i < t * hidden; i++) err2[i] = sqrt(err2[i]);
+    kp_conf_expect("moe_forward deepseek-v3 shape", &out, ref, err2, "token,col");
     free(ref);
+    free(err2);
     kp_guarded_free(&ws);
     kp_conf_free(&b13);
     kp_conf_free(&b2);
