@@ -180,7 +180,7 @@ ref_prec kp_conf_prec(kp_dtype dt) {
 }
 
 kp_conf_result kp_conf_compare(kp_dtype dt, const double *got, const double *ref, const double *err, int64_t n) {
-    kp_conf_result r = {1, -1, 0, 0, 0, 0, 0, NULL};
+    kp_conf_result r = {1, -1, 0, 0, 0, 0, 0, 0, NULL};
     double u = kp_conf_unit(dt), err2 = 0.0, ref2 = 0.0, worst_ratio = -1.0;
     int64_t finite = 0;
     for (int64_t i = 0; i < n; i++)
@@ -217,6 +217,19 @@ kp_conf_result kp_conf_compare(kp_dtype dt, const double *got, const double *ref
     }
     r.rel_l2 = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
     if (r.ok && r.rel_l2 > kp_conf_tolerance(dt)) r.ok = 0, r.rule = "rel_l2";
+    if (r.ok && dt == KP_F32 && finite >= 64) {
+        /* f32 outputs (lse among them) unbiased: the mean signed error, in ulps of
+         * max(|ref|, 1), within half an ulp plus four standard errors of that mean */
+        double sum = 0.0, sum2 = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            if (!isfinite(ref[i])) continue;
+            double e = (got[i] - ref[i]) / ldexp(1.0, ilogb(fmax(fabs(ref[i]), 1.0)) - 23);
+            sum += e, sum2 += e * e;
+        }
+        double mean = sum / (double)finite, sd = sqrt(fmax(sum2 / (double)finite - mean * mean, 0.0));
+        r.bias_ulps = mean;
+        if (fabs(mean) > 0.5 + 4.0 * sd / sqrt((double)finite)) r.ok = 0, r.rule = "bias";
+    }
     return r;
 }
 
@@ -246,9 +259,9 @@ void kp_conf_check_at(const char *what, kp_dtype dt, const double *got, const do
     char where[160] = "none";
     if (r.worst >= 0) kp_conf_index_name(r.worst, ndim, shape, dims, where, sizeof where);
     kp_test_fail(file, line,
-                 "%s: %s check failed: %lld of %lld elements over their bound, rel L2 %.3g (tolerance %.3g); "
-                 "worst at [%s] (flat %lld): %.9g, reference %.9g, |error| %.3g, bound %.3g",
-                 what, r.rule, (long long)r.over, (long long)n, r.rel_l2, kp_conf_tolerance(dt), where,
+                 "%s: %s check failed: %lld of %lld elements over their bound, rel L2 %.3g (tolerance %.3g), "
+                 "mean error %.2f ulps; worst at [%s] (flat %lld): %.9g, reference %.9g, |error| %.3g, bound %.3g",
+                 what, r.rule, (long long)r.over, (long long)n, r.rel_l2, kp_conf_tolerance(dt), r.bias_ulps, where,
                  (long long)r.worst, r.worst_got, r.worst_ref, fabs(r.worst_got - r.worst_ref), r.worst_bound);
 }
 

@@ -55,14 +55,18 @@ double kp_conf_tolerance(kp_dtype dt);
  *  - ref ±inf: got must be the same infinity; got NaN never passes;
  *  - |got - ref| <= 2 * (u * |ref| + 3 * err) + u * rms(ref) / 4, with u the dtype's
  *    unit roundoff and err the reference's error model (ref_prec.h; NULL: 0);
- *  - and over the finite elements, relative L2 error <= kp_conf_tolerance(dtype).
+ *  - over the finite elements, relative L2 error <= kp_conf_tolerance(dtype);
+ *  - f32 outputs (lse, f32 activations; 64 elements or more): no bias - the mean signed
+ *    error within half an ulp (of max(|ref|, 1)) plus four standard errors of the mean,
+ *    so a shift of one ulp on every row fails though each element is within its bound.
  * A report names the worst element (the largest error / bound) by its index in
  * `dims` ("token,head,col": names of the shape's dimensions), with both values. */
 typedef struct kp_conf_result {
     int ok;
     int64_t worst, over;  /* element with the largest error / bound (-1: none); elements over their bound */
     double worst_got, worst_ref, worst_bound, rel_l2;
-    const char *rule;     /* which rule failed first: "poison", "inf", "nan", "element", "rel_l2" */
+    double bias_ulps;     /* f32: mean signed error in ulps of max(|ref|, 1) */
+    const char *rule;     /* which rule failed first: "poison", "inf", "nan", "element", "rel_l2", "bias" */
 } kp_conf_result;
 kp_conf_result kp_conf_compare(kp_dtype dt, const double *got, const double *ref, const double *err, int64_t n);
 void kp_conf_check_at(const char *what, kp_dtype dt, const double *got, const double *ref, const double *err,

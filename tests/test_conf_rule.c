@@ -85,6 +85,23 @@ KP_TEST(conf_rule_rel_l2_alone) {
     CHECK_STR_EQ(r.rule, "rel_l2");
 }
 
+/* lse off by one ulp on every row: each element within its bound, the bias is not */
+KP_TEST(conf_rule_bias_of_one_ulp_fails) {
+    enum { N = 2000 };
+    static double ref[N], got[N], err[N];
+    for (int i = 0; i < N; i++) {
+        ref[i] = kp_test_rand_uniform(1.0, 12.0);
+        err[i] = 2.0 * 0x1p-24 * ref[i]; /* a correct kernel: about two ulps of noise */
+        got[i] = (double)(float)(ref[i] + 0x1p-23 * ref[i] * (kp_test_rand_uniform(-1.5, 1.5)));
+    }
+    kp_conf_result r = kp_conf_compare(KP_F32, got, ref, err, N);
+    CHECK_MSG(r.ok, "unbiased noise rejected: %s, bias %.2f ulps", r.rule, r.bias_ulps);
+    for (int i = 0; i < N; i++) got[i] = nextafterf((float)got[i], INFINITY);
+    r = kp_conf_compare(KP_F32, got, ref, err, N);
+    CHECK_MSG(!r.ok && strcmp(r.rule, "bias") == 0, "a one-ulp shift passed: %s, bias %.2f ulps",
+              r.ok ? "ok" : r.rule, r.bias_ulps);
+}
+
 KP_TEST(conf_rule_index_names) {
     char buf[128];
     const int64_t shape[3] = {5, 4, 7};
