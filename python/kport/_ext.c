@@ -13,26 +13,27 @@ PyTypeObject *kpy_device_type;
 PyTypeObject *kpy_stream_type;
 PyObject *kpy_error;
 
-PyObject *kpy_raise(kp_status st, const char *what) {
-    const char *msg = kp_last_error();
-    PyObject *text = what ? PyUnicode_FromFormat("%s: %s: %s", kp_status_str(st), what, msg)
-                          : PyUnicode_FromFormat("%s: %s", kp_status_str(st), msg);
+PyObject *kpy_raise_text(kp_status st, const char *message, const char *what) {
+    PyObject *text = what ? PyUnicode_FromFormat("%s: %s: %s", kp_status_str(st), what, message)
+                          : PyUnicode_FromFormat("%s: %s", kp_status_str(st), message);
     if (!text) return NULL;
     PyObject *exc = PyObject_CallOneArg(kpy_error, text);
     Py_DECREF(text);
     if (!exc) return NULL;
     PyObject *status = PyUnicode_FromString(kp_status_str(st));
     PyObject *code = PyLong_FromLong((long)st);
-    PyObject *message = PyUnicode_FromString(msg);
-    if (status && code && message && PyObject_SetAttrString(exc, "status", status) == 0 &&
-        PyObject_SetAttrString(exc, "code", code) == 0 && PyObject_SetAttrString(exc, "message", message) == 0)
+    PyObject *msg = what ? PyUnicode_FromFormat("%s: %s", what, message) : PyUnicode_FromString(message);
+    if (status && code && msg && PyObject_SetAttrString(exc, "status", status) == 0 &&
+        PyObject_SetAttrString(exc, "code", code) == 0 && PyObject_SetAttrString(exc, "message", msg) == 0)
         PyErr_SetObject(kpy_error, exc);
     Py_XDECREF(status);
     Py_XDECREF(code);
-    Py_XDECREF(message);
+    Py_XDECREF(msg);
     Py_DECREF(exc);
     return NULL;
 }
+
+PyObject *kpy_raise(kp_status st, const char *what) { return kpy_raise_text(st, kp_last_error(), what); }
 
 /* ---- queues ---- */
 

@@ -44,6 +44,8 @@ extern PyObject *kpy_error; /* kport.Error */
 /* Raises kport.Error for st with kp_last_error()'s message, prefixed by what (may be NULL);
  * returns NULL. */
 PyObject *kpy_raise(kp_status st, const char *what);
+/* The same with a message of the binding's own (a staging copy's rules). */
+PyObject *kpy_raise_text(kp_status st, const char *message, const char *what);
 /* The device's default queue, created on first use; NULL with an exception set on failure. */
 kpy_queue *kpy_device_queue(kpy_device *d);
 /* Makes q's workspace at least bytes long (the old one is released after the stream drains). */

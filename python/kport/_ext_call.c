@@ -240,17 +240,18 @@ static kp_dtype dtype_of(DLDataType t, int *ok) {
  * Returns 0, or -1 with a Python exception set. */
 static int stage(const op_table *op, const op_field *f, kp_device *dev, kp_stream *s, const DLTensor *dl,
                  kp_tensor *t, imported *im) {
+    char msg[256], what[96];
+    snprintf(what, sizeof what, "%s: %s", op->name, f->name);
     int ok;
     kp_dtype dt = dtype_of(dl->dtype, &ok);
     if (!ok) {
-        PyErr_Format(kpy_error, "KP_ERR_INVALID_DTYPE: %s: %s: DLPack dtype (code %u, bits %u, lanes %u) has no "
-                     "kport dtype", op->name, f->name, dl->dtype.code, dl->dtype.bits, dl->dtype.lanes);
-        return -1;
+        snprintf(msg, sizeof msg, "DLPack dtype (code %u, bits %u, lanes %u) has no kport dtype", dl->dtype.code,
+                 dl->dtype.bits, dl->dtype.lanes);
+        return kpy_raise_text(KP_ERR_INVALID_DTYPE, msg, what), -1;
     }
     if (dl->ndim < 1 || dl->ndim > KP_MAX_DIMS) {
-        PyErr_Format(kpy_error, "KP_ERR_INVALID_SHAPE: %s: %s: ndim is %d; it must be 1..%d", op->name, f->name,
-                     dl->ndim, KP_MAX_DIMS);
-        return -1;
+        snprintf(msg, sizeof msg, "ndim is %d; it must be 1..%d", dl->ndim, KP_MAX_DIMS);
+        return kpy_raise_text(KP_ERR_INVALID_SHAPE, msg, what), -1;
     }
     int64_t shape[KP_MAX_DIMS], strides[KP_MAX_DIMS], contiguous = 1, span = 0;
     for (int i = dl->ndim - 1; i >= 0; i--) {
@@ -259,17 +260,14 @@ static int stage(const op_table *op, const op_field *f, kp_device *dev, kp_strea
         int64_t term;
         if (shape[i] <= 0 || strides[i] < 0 || __builtin_mul_overflow(contiguous, shape[i], &contiguous) ||
             __builtin_mul_overflow(shape[i] - 1, strides[i], &term) || __builtin_add_overflow(span, term, &span)) {
-            PyErr_Format(kpy_error, "KP_ERR_INVALID_SHAPE: %s: %s: dim %d (size %lld, stride %lld) cannot be "
-                         "copied to the device: sizes must be > 0, strides >= 0, the span addressable",
-                         op->name, f->name, i, (long long)shape[i], (long long)strides[i]);
-            return -1;
+            snprintf(msg, sizeof msg, "dim %d (size %lld, stride %lld) cannot be copied to the device: sizes "
+                     "must be > 0, strides >= 0, the span addressable", i, (long long)shape[i], (long long)strides[i]);
+            return kpy_raise_text(KP_ERR_INVALID_SHAPE, msg, what), -1;
         }
     }
     size_t bytes;
     if (__builtin_mul_overflow((size_t)span + 1, kp_dtype_size(dt), &bytes)) {
-        PyErr_Format(kpy_error, "KP_ERR_INVALID_SHAPE: %s: %s: the tensor is too large to address", op->name,
-                     f->name);
-        return -1;
+        return kpy_raise_text(KP_ERR_INVALID_SHAPE, "the tensor is too large to address", what), -1;
     }
     im->host = (char *)dl->data + dl->byte_offset;
     im->bytes = bytes;
