@@ -387,11 +387,14 @@ PyObject *kpy_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
             if (first < 0) first = i;
         }
     }
-    /* 2. the device and stream: given, else where the first tensor lives */
+    /* 2. the device and stream: given, else where the first tensor lives. Device memory runs on
+     * the framework's current stream (the resolver's Stream), a given Device included. */
     PyObject *target = args[1], *resolved = NULL;
-    if (!failed && target == Py_None) {
-        const DLTensor *dl = first >= 0 ? dltensor_of(&ims[first]) : NULL;
-        if (!dl || dl->device.device_type == kDLCPU || dl->device.device_type == kDLCUDAHost) {
+    const DLTensor *dl = !failed && first >= 0 ? dltensor_of(&ims[first]) : NULL;
+    int on_device = dl && dl->device.device_type != kDLCPU && dl->device.device_type != kDLCUDAHost;
+    if (!failed && (target == Py_None || (on_device && Py_IS_TYPE(target, kpy_device_type) &&
+                                          ((kpy_device *)target)->dlpack_type == (int)dl->device.device_type))) {
+        if (!on_device) {
             target = host_target;
         } else if (resolver && resolver != Py_None) {
             target = resolved = PyObject_CallFunction(resolver, "iiO", (int)dl->device.device_type,
@@ -401,14 +404,13 @@ PyObject *kpy_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     }
     kpy_device *dev = NULL;
     kpy_queue *queue = NULL;
-    if (failed) {
-    } else if (target && Py_IS_TYPE(target, kpy_stream_type)) {
+    if (!failed && target && Py_IS_TYPE(target, kpy_stream_type)) {
         dev = ((kpy_stream *)target)->owner;
         queue = &((kpy_stream *)target)->queue;
-    } else if (target && Py_IS_TYPE(target, kpy_device_type)) {
+    } else if (!failed && target && Py_IS_TYPE(target, kpy_device_type)) {
         dev = (kpy_device *)target;
         failed = !(queue = kpy_device_queue(dev));
-    } else {
+    } else if (!failed) {
         PyErr_Format(PyExc_TypeError, "%s: the target must be a kport Device or Stream, not %.100s", op->name,
                      target ? Py_TYPE(target)->tp_name : "unset (kport.configure was not called)");
         failed = 1;
