@@ -196,6 +196,7 @@ static kp_status dtype_from_dlpack(DLDataType t, kp_dtype *out) {
     else if (t.code == kDLFloat && t.bits == 16) *out = KP_F16;
     else if (t.code == kDLBfloat && t.bits == 16) *out = KP_BF16;
     else if (t.code == kDLInt && t.bits == 32) *out = KP_I32;
+    else if (t.code == 10 && t.bits == 8) *out = KP_FP8_E4M3; /* kDLFloat8_e4m3fn (DLPack 1.1; Debian's header is 0.6) */
     else return KP_ERR_INVALID_DTYPE;
     return KP_OK;
 }

@@ -1,0 +1,157 @@
+"""kport with numpy alone (no torch): each op against a float64 numpy reference, errors that
+write nothing, strided views, allocation of outputs, and python -m kport."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kport
+
+
+def assert_close_f32(out, ref, tol=1e-5):
+    """Relative L2 <= tol (DESIGN §5: f32 1e-5, f16 2e-3) and every element within 2 tol of the output's scale."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    assert np.isfinite(out).all()
+    l2 = np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30)
+    worst = np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30)
+    assert l2 <= tol and worst <= 2 * tol, f"relative L2 {l2:.3g}, worst element {worst:.3g}"
+
+
+def ref_prefill(q, k, v, cu_q, cu_k, scale, causal):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    h_q, h_kv = q.shape[1], k.shape[1]
+    out = np.zeros((q.shape[0], h_q, v.shape[2]))
+    for b in range(len(cu_q) - 1):
+        qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        lq, lk = cu_q[b + 1] - cu_q[b], cu_k[b + 1] - cu_k[b]
+        for h in range(h_q):
+            s = q[qs, h] @ k[ks, h * h_kv // h_q].T * scale
+            if causal:
+                s[np.arange(lk)[None, :] > np.arange(lq)[:, None] + (lk - lq)] = -np.inf
+            p = np.exp(s - s.max(1, keepdims=True))
+            out[qs, h] = (p / p.sum(1, keepdims=True)) @ v[ks, h * h_kv // h_q]
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_prefill_matches_softmax_attention(device, rng, causal):
+    cu_q = np.array([0, 1, 6, 13], np.int32)  # lengths 1, 5, 7
+    cu_k = np.array([0, 3, 8, 20], np.int32)  # longer keys: causal is bottom-right aligned
+    q = rng.standard_normal((13, 4, 64), dtype=np.float32)
+    k = rng.standard_normal((20, 2, 64), dtype=np.float32)  # GQA 4:2
+    v = rng.standard_normal((20, 2, 64), dtype=np.float32)
+    out = kport.attention_prefill(q, k, v, cu_q, cu_k, 7, 12, causal=causal, device=device)
+    assert out.shape == (13, 4, 64) and out.dtype == np.float32
+    assert_close_f32(out, ref_prefill(q, k, v, cu_q, cu_k, 64 ** -0.5, causal))
+
+
+def test_moe_gate_softmax_topk(device, rng):
+    logits = rng.standard_normal((9, 16), dtype=np.float32)
+    ids, weights = kport.moe_gate(logits, topk=3, renormalize=True, device=device)
+    want = np.argsort(-logits, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(ids, want)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    chosen = np.take_along_axis(p, want, 1)
+    assert_close_f32(weights, chosen / chosen.sum(1, keepdims=True))
+
+
+def test_moe_align_sorts_pairs_by_expert_stably(device, rng):
+    ids = rng.integers(0, 6, (7, 2)).astype(np.int32)
+    sorted_ids, offsets, pos = kport.moe_align(ids, 6, block_size=1, device=device)
+    order = np.argsort(ids.reshape(-1), kind="stable")
+    np.testing.assert_array_equal(sorted_ids, order)
+    np.testing.assert_array_equal(offsets, np.concatenate([[0], np.cumsum(np.bincount(ids.reshape(-1), minlength=6))]))
+    np.testing.assert_array_equal(sorted_ids[pos.reshape(-1)], np.arange(14))
+
+
+def test_grouped_gemm_and_combine(device, rng):
+    a = rng.standard_normal((10, 128), dtype=np.float32)
+    w = rng.standard_normal((3, 24, 128), dtype=np.float32)
+    offsets = np.array([0, 4, 4, 9], np.int32)  # expert 1 has no rows; row 9 belongs to none
+    out = np.full((10, 24), 7.0, np.float32)
+    kport.grouped_gemm(a, w, offsets, out=out, device=device)
+    ref = np.concatenate([a[0:4] @ w[0].T, a[4:9] @ w[2].T]).astype(np.float64)
+    assert_close_f32(out[:9], ref)
+    assert (out[9] == 7.0).all(), "a row outside every expert's range must stay untouched"
+
+    pos = rng.integers(0, 9, (5, 2)).astype(np.int32)
+    weights = rng.random((5, 2), dtype=np.float32)
+    combined = kport.moe_combine(out, pos, weights, device=device)
+    assert_close_f32(combined, (weights[:, :, None] * out[pos].astype(np.float64)).sum(1))
+
+
+def test_inputs_may_be_strided_views_and_outputs_write_only_their_view(device, rng):
+    qkv = rng.standard_normal((6, 3, 2, 64), dtype=np.float32)  # a packed projection, viewed per part
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    cu = np.array([0, 6], np.int32)
+    packed = np.full((6, 2, 2, 64), -5.0, np.float32)
+    kport.attention_prefill(q, k, v, cu, cu, 6, 6, causal=True, out=packed[:, :, 0], device=device)
+    assert_close_f32(packed[:, :, 0], ref_prefill(q, k, v, cu, cu, 64 ** -0.5, True))
+    assert (packed[:, :, 1] == -5.0).all()
+
+
+def test_a_bad_shape_raises_with_the_status_and_writes_nothing(device, rng):
+    q = rng.standard_normal((4, 2, 64), dtype=np.float32)
+    v_bad = rng.standard_normal((4, 1, 64), dtype=np.float32)  # one head where k has two
+    cu = np.array([0, 4], np.int32)
+    out = np.full((4, 2, 64), 3.0, np.float32)
+    with pytest.raises(kport.Error) as err:
+        kport.attention_prefill(q, q, v_bad, cu, cu, 4, 4, out=out, device=device)
+    assert err.value.status == "KP_ERR_INVALID_SHAPE"
+    assert "v.shape[1]" in err.value.message and err.value.message in str(err.value)
+    assert (out == 3.0).all()
+
+
+def test_bad_dtypes_values_and_objects_raise(device, rng):
+    logits64 = rng.standard_normal((4, 8))  # float64: no kport dtype
+    ids = np.full((4, 2), -1, np.int32)
+    with pytest.raises(kport.Error) as err:
+        kport.moe_gate(logits64, topk=2, topk_ids=ids, device=device)
+    assert err.value.status == "KP_ERR_INVALID_DTYPE"
+    with pytest.raises(kport.Error) as err:
+        kport.moe_gate(logits64.astype(np.float32), topk=9, topk_ids=ids, device=device)  # topk > E
+    assert err.value.status == "KP_ERR_INVALID_ARGUMENT" and "topk" in err.value.message
+    assert (ids == -1).all()
+    with pytest.raises(TypeError, match="logits must be a tensor with __dlpack__"):
+        kport.moe_gate([[1.0, 2.0]], topk=1, topk_ids=ids[:1, :1], topk_weights=np.zeros((1, 1), np.float32),
+                       device=device)
+
+
+def test_expert_ids_out_of_range_are_rejected_where_the_device_checks_indices(rng):
+    dev = kport.device("cpu")  # KP_CAP_CHECKS_INDICES: the CPU backend checks index contents
+    ids = np.array([[0, 1], [7, 2]], np.int32)
+    sorted_ids = np.full(4, -9, np.int32)
+    with pytest.raises(kport.Error) as err:
+        kport.moe_align(ids, 4, sorted_ids=sorted_ids, device=dev)
+    assert err.value.status == "KP_ERR_INVALID_ARGUMENT"
+    assert (sorted_ids == -9).all()
+
+
+def test_outputs_are_numpy_and_round_trip_through_dlpack(rng):
+    logits = rng.standard_normal((3, 8), dtype=np.float32)
+    ids, weights = kport.moe_gate(logits, topk=2)
+    assert isinstance(ids, np.ndarray) and ids.dtype == np.int32 and weights.dtype == np.float32
+    view = np.from_dlpack(weights)
+    assert np.shares_memory(view, weights)
+
+
+def test_fp8_weights_as_raw_bytes(device, rng):
+    # e4m3 bytes 0x38 = 1.0 and 0xb8 = -1.0; block scales [E, ceil(N/128), K/128]
+    w = np.where(rng.random((2, 8, 128)) < 0.5, 0x38, 0xB8).astype(np.uint8)
+    scale = np.array([[[0.5]], [[2.0]]], np.float32)
+    a = rng.standard_normal((5, 128)).astype(np.float16)  # FP8 weights take f16/bf16 activations
+    offsets = np.array([0, 2, 5], np.int32)
+    out = kport.grouped_gemm(a, w, offsets, scale, device=device)
+    assert out.dtype == np.float16
+    wf, af = np.where(w == 0x38, 1.0, -1.0) * scale, a.astype(np.float64)
+    assert_close_f32(out, np.concatenate([af[:2] @ wf[0].T, af[2:] @ wf[1].T]), tol=2e-3)
+
+
+def test_python_m_kport_prints_the_backends_and_devices():
+    text = subprocess.run([sys.executable, "-m", "kport", "--smoke"], capture_output=True, text=True, check=True).stdout
+    assert text.startswith("kport " + kport.version())
+    for d in kport.devices():
+        assert f"| {d['index']} | {d['backend']} | {d['name']} |" in text
+    assert "smoke: ok" in text
