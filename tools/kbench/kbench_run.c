@@ -115,7 +115,7 @@ static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *r
 kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi) {
     memset(d, 0, sizeof *d);
     d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
-    size_t elem = kb_dtype_bytes(dtype);
+    size_t elem = kp_dtype_size(dtype);
     unsigned char *raw = malloc((size_t)d->period * elem);
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
     kp_status st = raw && d->val ? kb_buffer(e, (size_t)n * elem, &d->buf) : KP_ERR_OUT_OF_MEMORY;
@@ -176,7 +176,7 @@ kp_status kb_env_flush(kb_env *e) {
 }
 
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
-    size_t elem = kb_dtype_bytes(dt);
+    size_t elem = kp_dtype_size(dt);
     unsigned char *raw = malloc((size_t)n * elem + 1);
     if (!raw) return KP_ERR_OUT_OF_MEMORY;
     kp_status st = kp_buffer_read(e->s, b, (size_t)first * elem, raw, (size_t)n * elem);
