@@ -211,6 +211,7 @@ KP_TEST(kbench_shape_rejects_bad_values) {
         {"--op attention_prefill --shape b=65536,s_q=65536", "must fit the API's int32 sequence offsets"},
         {"--op grouped_gemm --shape E=512,N=2147483647,K=2147483647", "more than any device has"},
         {"--op grouped_gemm --shape w13,T=4,k=2,M=9", "M=9 is not T*k = 8"},
+        {"--op mla_decode --shape d=128", "d is fixed at 576 for mla_decode"},
         {"--op grouped_gemm --dtype fp8 --shape K=100", "multiples of the 128-wide FP8 scale blocks"},
         {"--op moe_gate --dtype fp8 --shape T=4", "only grouped_gemm and moe_forward have them"},
         {"--op grouped_gemm,moe_gate --shape T=1", "--shape takes exactly one --op and no --suite"},
@@ -240,6 +241,7 @@ KP_TEST(kbench_shape_accepts_a_rows_shape_column) {
         {"attention_prefill", "b=2 s_q=512 s_k=512 h=8/2 d=128 causal=1 varlen"},
         {"moe_forward", "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4"},
         {"moe_gate", "T=4096 E=128 k=8 groups=1/1 softmax"},
+        {"mla_decode", "b=128 s_q=2 s_k=8192 h_q=64 d=576/512 varlen"},
     };
     char *dir = temp_dir(), args[512], want[512];
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -265,6 +267,11 @@ KP_TEST(kbench_list_shapes_names_every_key) {
     check_contains_all(out, parts, sizeof parts / sizeof parts[0]);
     free(out);
     CHECK_INT_EQ(kbench(dir, "--list-shapes nosuch"), 2);
+    CHECK_INT_EQ(kbench(dir, "--peaks"), 0); /* and the datasheet table GPU rows are judged by */
+    out = file_in(dir, "stdout");
+    CHECK_STR_CONTAINS(out, "| NVIDIA | sm_90 | NVIDIA H200 | 989.5 | 1979 | 67 | 4800 | NVIDIA H200 Tensor Core GPU datasheet");
+    CHECK_STR_CONTAINS(out, "| AMD | gfx942 | * (arch default) |");
+    free(out);
     free(dir);
 }
 

@@ -100,8 +100,6 @@ void kb_prefill_len(const kb_case *c, int64_t i, int64_t *lq, int64_t *lk);
 int64_t kb_decode_len(const kb_case *c, int64_t i);
 /* Keys query i of lq sees among lk keys (bottom-right aligned when causal). */
 int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal);
-/* Their sum over the lq queries, in closed form. */
-double kb_visible_pairs(int64_t lq, int64_t lk, int causal);
 
 /* ---- per-sample stats and rows (kbench_run.c) ---- */
 typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERROR, KB_ROW_SKIPPED } kb_status;
@@ -155,8 +153,6 @@ typedef struct kb_roofline {
 } kb_roofline;
 
 kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o, kb_roofline *r);
-/* The host FMA peak in GFLOP/s over all threads, and the SIMD level used. */
-double kb_host_fma_peak(int threads, double seconds, const char **isa);
 /* Sets bound and roofline_pct of a timed row from the device's rooflines. */
 void kb_roofline_classify(const kb_roofline *r, const kb_case *c, kb_row *row);
 
@@ -177,12 +173,9 @@ typedef struct kb_env {
     int npending, cappending;
 } kb_env;
 
-/* Performs the deferred uploads and output poisoning of a case. */
-kp_status kb_env_flush(kb_env *e);
 
 void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
-void kb_env_release(kb_env *e);
 
 /* A device tensor of random values that repeat with a period, so that huge weights and
  * KV caches need only a period's worth of host memory and upload in chunks. The
@@ -200,7 +193,6 @@ static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->p
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
 kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out);
 kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated; poisoned at flush */
-kp_status kb_poison(kb_env *e, kp_buffer *b);                   /* 0xFF: NaN in every float dtype */
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
 kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
 kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape);
@@ -215,7 +207,6 @@ int64_t kb_rng_below(kb_rng *r, int64_t n);
 /* k distinct values of [0, n) into out (k <= n). */
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out);
 
-size_t kb_dtype_bytes(kp_dtype t);
 /* Rounds v to dt, stores it at dst[i], returns the stored value as a double. */
 double kb_store(kp_dtype dt, void *dst, int64_t i, double v);
 double kb_load(kp_dtype dt, const void *src, int64_t i);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -181,7 +182,21 @@ static kb_status status_from(const char *s) {
 }
 
 static void load_row(const json_t *j, kb_row *w) {
+    static const struct {
+        const char *key;
+        size_t off;
+        double def;
+    } nums[] = {
+        {"median_ms", offsetof(kb_row, median_ms), NAN}, {"p10_ms", offsetof(kb_row, p10_ms), NAN},
+        {"p90_ms", offsetof(kb_row, p90_ms), NAN},       {"min_ms", offsetof(kb_row, min_ms), NAN},
+        {"max_ms", offsetof(kb_row, max_ms), NAN},       {"tflops", offsetof(kb_row, tflops), 0},
+        {"gbps", offsetof(kb_row, gbps), 0},             {"roofline_pct", offsetof(kb_row, roofline_pct), -1},
+        {"flops", offsetof(kb_row, flops), 0},           {"bytes", offsetof(kb_row, bytes), 0},
+        {"rel_err", offsetof(kb_row, err), NAN},         {"tol", offsetof(kb_row, tol), NAN},
+    };
     memset(w, 0, sizeof *w);
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        *(double *)((char *)w + nums[i].off) = gn(j, nums[i].key, nums[i].def);
     kp_op op = KP_OP_COUNT;
     kb_op_from_name(gs(j, "op", ""), &op);
     w->c.op = op;
@@ -195,20 +210,8 @@ static void load_row(const json_t *j, kb_row *w) {
     snprintf(w->device, sizeof w->device, "%s", gs(j, "device", ""));
     snprintf(w->reason, sizeof w->reason, "%s", gs(j, "reason", ""));
     w->status = status_from(gs(j, "status", "error"));
-    w->median_ms = gn(j, "median_ms", NAN);
-    w->p10_ms = gn(j, "p10_ms", NAN);
-    w->p90_ms = gn(j, "p90_ms", NAN);
-    w->min_ms = gn(j, "min_ms", NAN);
-    w->max_ms = gn(j, "max_ms", NAN);
-    w->tflops = gn(j, "tflops", 0);
-    w->gbps = gn(j, "gbps", 0);
-    w->roofline_pct = gn(j, "roofline_pct", -1);
     w->bound = strcmp(gs(j, "bound", ""), "compute") == 0 ? "compute" : "memory";
     w->unit = gs(j, "unit", NULL);
-    w->flops = gn(j, "flops", 0);
-    w->bytes = gn(j, "bytes", 0);
-    w->err = gn(j, "rel_err", NAN);
-    w->tol = gn(j, "tol", NAN);
     w->inner = (int)gn(j, "runs_per_sample", 0);
     w->device_timed = strcmp(gs(j, "timer", "host"), "events") == 0;
     const json_t *s = json_object_get(j, "samples");

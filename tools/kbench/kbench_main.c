@@ -22,40 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void usage(FILE *o, const char *argv0) {
-    fprintf(o,
-            "usage: %s [options]\n"
-            "       %s --op OP --shape k=v,... [--shape ...] [options]\n"
-            "       %s --compare A.json B.json [--format F] [--plot FILE]\n"
-            "Benchmarks kport's ops; each row is checked against float64 and judged against the device's\n"
-            "ceilings (measured copy bandwidth; datasheet peaks on GPUs, a measured FMA peak on CPUs).\n\n"
-            "  --backend NAME     cpu, opencl, cuda, hip, or all (every device); default: the best device\n"
-            "  --device N         device N of that backend, or global device N without --backend\n"
-            "  --suite NAME[,..]  quick (default), deepseek-v3, llama, qwen3-moe, mixtral, all\n"
-            "  --op A,B           only these ops: %s\n"
-            "  --shape K=V,...    one case of this shape for the one --op instead of a suite (repeatable)\n"
-            "  --list-shapes OP   the keys --shape takes for OP (or all), with defaults, then exit\n"
-            "  --dtype T          bf16, f16, f32, or fp8 (e4m3 expert weights, bf16 activations)\n"
-            "  --format F         md (default), csv, json\n"
-            "  --out FILE         write the report there instead of stdout\n"
-            "  --repeat N         at least N timed samples per row (default 5)\n"
-            "  --min-time S       at least S seconds of samples per row (default 0.2)\n"
-            "  --max-time S       stop a row after S seconds once 3 samples exist (default 1)\n"
-            "  --plot FILE        charts through kbench-plot (matplotlib): FILE (.png/.svg/.pdf) is %% of roofline\n"
-            "                     per row by device, FILE-roofline.* the roofline chart; with --compare, speedups\n"
-            "  --compare          the two file operands are kbench JSON runs: per-row speedup of B over A\n"
-            "  --from FILE.json   re-emit (and --plot) a saved run instead of running\n"
-            "  --tune             search tuning parameters on the device; write the user tuning file\n"
-            "  --tune-param K.P=V1,V2@OP  tune this parameter too (';' separates several)\n"
-            "  --list             list the cases the suite would run on the device, then exit\n"
-            "  --peaks            the datasheet peak table and what each device here resolves to, then exit\n"
-            "  --seed N           input seed (default 1)\n"
-            "  --peak-tflops X, --mem-gbps X   judge every row against these ceilings instead\n"
-            "  --quiet            no progress on stderr\n"
-            "Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_NUM_THREADS, KPORT_TUNING_FILE\n",
-            argv0, argv0, argv0, kb_op_name_list());
-}
-
 /* Ctrl-C or SIGTERM (timeout(1)): finish the row in flight, then write the report of
  * the rows done; a second signal ends at once. */
 static void on_sigint(int sig) {
@@ -78,27 +44,48 @@ static bool to_double(const char *s, double lo, double *out) {
     return end != s && !*end && *out >= lo && isfinite(*out);
 }
 
-enum {
-    O_BACKEND = 256, O_DEVICE, O_SUITE, O_OP, O_SHAPE, O_LIST_SHAPES, O_DTYPE, O_FORMAT, O_OUT, O_REPEAT, O_MIN_TIME,
-    O_MAX_TIME, O_PLOT, O_COMPARE, O_FROM, O_TUNE, O_TUNE_PARAM, O_LIST, O_PEAKS, O_SEED, O_PEAK_TFLOPS, O_MEM_GBPS,
-    O_QUIET
-};
+/* Every option once: getopt_long's table and --help are made from this list. */
+#define KB_OPTIONS(X)                                                                                             \
+    X(BACKEND, "backend", 1, "NAME", "cpu, opencl, cuda, hip, or all (every device); default: the best device")    \
+    X(DEVICE, "device", 1, "N", "device N of that backend, or global device N without --backend")                 \
+    X(SUITE, "suite", 1, "NAME,..", "quick (default), deepseek-v3, llama, qwen3-moe, mixtral, all")               \
+    X(OP, "op", 1, "A,B", "only these ops (attention_prefill ... moe_forward; --list-shapes all)")                \
+    X(SHAPE, "shape", 1, "K=V,..", "one case of this shape for the one --op, in place of a suite (repeatable)")   \
+    X(LIST_SHAPES, "list-shapes", 1, "OP", "the keys --shape takes for OP (or all), with defaults; exit")          \
+    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, or fp8 (e4m3 expert weights, bf16 activations)")                   \
+    X(FORMAT, "format", 1, "F", "md (default), csv, json")                                                        \
+    X(OUT, "out", 1, "FILE", "write the report there instead of stdout")                                         \
+    X(REPEAT, "repeat", 1, "N", "at least N timed samples per row (default 5)")                                   \
+    X(MIN_TIME, "min-time", 1, "S", "at least S seconds of samples per row (default 0.2)")                        \
+    X(MAX_TIME, "max-time", 1, "S", "stop a row after S seconds once 3 samples exist (default 1)")                \
+    X(PLOT, "plot", 1, "FILE", "charts (matplotlib): FILE % of roofline, FILE-roofline.* roofline; compare: speedups") \
+    X(COMPARE, "compare", 0, "", "the two file operands A.json B.json: per-row speedup of B over A")              \
+    X(FROM, "from", 1, "FILE", "re-emit (and --plot) a saved JSON run instead of running")                        \
+    X(TUNE, "tune", 0, "", "search tuning parameters on the device; write the user tuning file")                  \
+    X(TUNE_PARAM, "tune-param", 1, "K.P=V,..@OP", "tune this parameter too (';' separates several)")              \
+    X(LIST, "list", 0, "", "list the cases that would run on the device, then exit")                              \
+    X(PEAKS, "peaks", 0, "", "the datasheet peak table GPU rows are judged by, then exit")                        \
+    X(SEED, "seed", 1, "N", "input seed (default 1)")                                                             \
+    X(PEAK_TFLOPS, "peak-tflops", 1, "X", "judge compute-bound rows against X TFLOP/s instead")                   \
+    X(MEM_GBPS, "mem-gbps", 1, "X", "judge memory-bound rows against X GB/s instead")                             \
+    X(QUIET, "quiet", 0, "", "no progress on stderr")
 
-static const struct option long_options[] = {
-    {"backend", required_argument, NULL, O_BACKEND},     {"device", required_argument, NULL, O_DEVICE},
-    {"suite", required_argument, NULL, O_SUITE},         {"op", required_argument, NULL, O_OP},
-    {"shape", required_argument, NULL, O_SHAPE},         {"list-shapes", required_argument, NULL, O_LIST_SHAPES},
-    {"dtype", required_argument, NULL, O_DTYPE},         {"format", required_argument, NULL, O_FORMAT},
-    {"out", required_argument, NULL, O_OUT},             {"repeat", required_argument, NULL, O_REPEAT},
-    {"min-time", required_argument, NULL, O_MIN_TIME},   {"max-time", required_argument, NULL, O_MAX_TIME},
-    {"plot", required_argument, NULL, O_PLOT},           {"compare", no_argument, NULL, O_COMPARE},
-    {"from", required_argument, NULL, O_FROM},           {"tune", no_argument, NULL, O_TUNE},
-    {"tune-param", required_argument, NULL, O_TUNE_PARAM}, {"list", no_argument, NULL, O_LIST},
-    {"peaks", no_argument, NULL, O_PEAKS},               {"seed", required_argument, NULL, O_SEED},
-    {"peak-tflops", required_argument, NULL, O_PEAK_TFLOPS}, {"mem-gbps", required_argument, NULL, O_MEM_GBPS},
-    {"quiet", no_argument, NULL, O_QUIET},               {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
+#define KB_ENUM(id, name, arg, meta, help) O_##id,
+#define KB_LONG(id, name, arg, meta, help) {name, arg, NULL, O_##id},
+#define KB_HELP(id, name, arg, meta, help) fprintf(o, "  --%-12s %-11s %s\n", name, meta, help);
+enum { O_FIRST = 255, KB_OPTIONS(KB_ENUM) };
+static const struct option long_options[] = {KB_OPTIONS(KB_LONG){"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
+static void usage(FILE *o, const char *argv0) {
+    fprintf(o,
+            "usage: %s [options]\n       %s --op OP --shape K=V,... [options]\n       %s --compare A.json B.json "
+            "[--format F] [--plot FILE]\nBenchmarks kport's ops; each row is checked against float64 and judged "
+            "against the device's ceilings\n(measured copy bandwidth; datasheet peaks on GPUs, a measured FMA peak on "
+            "CPUs). docs/kbench.md.\n\n",
+            argv0, argv0, argv0);
+    KB_OPTIONS(KB_HELP)
+    fputs("Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_NUM_THREADS, KPORT_TUNING_FILE\n", o);
+}
 
 static int option_value(kb_options *o, int opt, const char *v) {
     static const char *const dtypes[] = {"f32", "f16", "bf16", "fp8"}, *const formats[] = {"md", "csv", "json"};
@@ -181,40 +168,29 @@ static int parse_args(int argc, char **argv, kb_options *o, const char **files) 
     return 0;
 }
 
-/* Parses every --shape before anything runs: a bad one is a usage error. */
-static int parse_shapes(const kb_options *o, kb_case *cases) {
-    kp_op op;
-    char err[512];
-    if (o->nshapes && !kb_op_from_name(o->ops, &op)) {
-        fprintf(stderr, "kbench: unknown op '%s'; ops are %s\n", o->ops, kb_op_name_list());
-        return 2;
-    }
-    for (int i = 0; i < o->nshapes; i++) {
-        if (kb_shape_parse(op, o->shapes[i], &cases[i], err, sizeof err) != 0) {
-            fprintf(stderr, "kbench: %s\n", err);
-            return 2;
-        }
-        kb_case_list probe = {0}; /* --dtype applies: fp8 only where there are weights */
-        int n = kb_shape_cases(&cases[i], o->dtype, &probe, err, sizeof err);
-        free(probe.v);
-        if (n < 0) {
-            fprintf(stderr, "kbench: %s\n", err);
-            return 2;
-        }
-    }
-    return 0;
+/* Every --shape, parsed and expanded by --dtype before anything runs: a bad one is a
+ * usage error. */
+static int parse_shapes(const kb_options *o, kb_case_list *out) {
+    kp_op op = KP_OP_COUNT;
+    kb_case c;
+    char err[512] = "";
+    if (o->nshapes && !kb_op_from_name(o->ops, &op)) snprintf(err, sizeof err, "unknown op '%s'; ops are %s", o->ops, kb_op_name_list());
+    for (int i = 0; i < o->nshapes && !err[0]; i++)
+        if (kb_shape_parse(op, o->shapes[i], &c, err, sizeof err) == 0) kb_shape_cases(&c, o->dtype, out, err, sizeof err);
+    if (err[0]) fprintf(stderr, "kbench: %s\n", err);
+    return err[0] ? 2 : 0;
 }
 
 /* The cases for one device: --shape's as given, or the suite's scaled to the device. */
-static int device_cases(const kb_options *o, const kb_case *shapes, int device, kb_case_list *out, char *err,
+static int device_cases(const kb_options *o, const kb_case_list *shapes, int device, kb_case_list *out, char *err,
                         size_t errn) {
     kp_device_info info;
     kb_budget budget;
     kp_device_info_get(device, &info);
-    for (int i = 0; i < o->nshapes; i++)
-        if (kb_shape_cases(&shapes[i], o->dtype, out, err, errn) < 0) return -1;
-    if (o->nshapes) return out->n;
-    return kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), out, err, errn);
+    if (!o->nshapes) return kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), out, err, errn);
+    if (!(out->v = malloc(((size_t)shapes->n + 1) * sizeof *out->v))) return snprintf(err, errn, "out of memory"), -1;
+    memcpy(out->v, shapes->v, (size_t)shapes->n * sizeof *out->v);
+    return out->n = out->cap = shapes->n;
 }
 
 /* ---- devices ---- */
@@ -278,7 +254,7 @@ static void progress_row(const kb_row *w) {
     else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
 }
 
-static int run(const kb_options *o, const kb_case *shapes, const int *devices, int ndev, kb_report *rep) {
+static int run(const kb_options *o, const kb_case_list *shapes, const int *devices, int ndev, kb_report *rep) {
     kb_case_list *lists = calloc((size_t)ndev, sizeof *lists);
     rep->roofs = calloc((size_t)ndev, sizeof *rep->roofs);
     if (!lists || !rep->roofs) return -1;
@@ -336,7 +312,7 @@ static int run(const kb_options *o, const kb_case *shapes, const int *devices, i
     return 0;
 }
 
-static int list_cases(const kb_options *o, const kb_case *shapes, int device) {
+static int list_cases(const kb_options *o, const kb_case_list *shapes, int device) {
     kp_device_info info;
     kb_case_list l = {0};
     char err[512];
@@ -354,27 +330,16 @@ static int list_cases(const kb_options *o, const kb_case *shapes, int device) {
     return 0;
 }
 
-/* The table, then the row each device here resolves to. */
+/* The table; each run's ceilings table names the row a device resolved to. */
 static int list_peaks(void) {
     int n;
     const kb_peak *t = kb_peak_table(&n);
-    printf("Datasheet peaks (dense; tools/kbench/kbench_peaks.c)\n\n| vendor | arch | device | bf16 TFLOP/s | fp8 "
+    printf("Datasheet peaks, dense (tools/kbench/kbench_peaks.c)\n\n| vendor | arch | device | bf16 TFLOP/s | fp8 "
            "TFLOP/s | f32 TFLOP/s | GB/s | source |\n|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < n; i++)
         printf("| %s | %s | %s | %.6g | %.6g | %.6g | %.6g | %s |\n", t[i].vendor, t[i].arch,
                strcmp(t[i].device, "*") == 0 ? "* (arch default)" : t[i].device, t[i].bf16_tflops, t[i].fp8_tflops,
                t[i].f32_tflops, t[i].mem_gbps, t[i].source);
-    if (kp_init(NULL) != KP_OK) return 0;
-    printf("\nDevices here\n\n| # | backend | device | vendor | arch | peak row |\n|---|---|---|---|---|---|\n");
-    for (int i = 0; i < kp_device_count(); i++) {
-        kp_device_info d;
-        if (kp_device_info_get(i, &d) != KP_OK) continue;
-        const kb_peak *p = d.kind == KP_DEVICE_CPU ? NULL : kb_peak_lookup(d.vendor, d.arch, d.name);
-        printf("| %d | %s | %s | %s | %s | %s%s%s |\n", i, d.backend, d.name, d.vendor, d.arch,
-               d.kind == KP_DEVICE_CPU ? "none: a CPU's peak is measured" : p ? p->arch : "none: pass --peak-tflops",
-               p ? " / " : "", p ? p->device : "");
-    }
-    kp_shutdown();
     return 0;
 }
 
@@ -417,10 +382,10 @@ int main(int argc, char **argv) {
     const char *files[2] = {NULL, NULL};
     int rc = parse_args(argc, argv, &o, files);
     if (rc) return rc == 1 ? 0 : rc;
-    kb_case *shapes = calloc(KB_MAX_SHAPES, sizeof *shapes);
-    if (!shapes || (rc = parse_shapes(&o, shapes)) != 0) {
-        free(shapes);
-        return shapes ? rc : 1;
+    kb_case_list shapes = {0};
+    if ((rc = parse_shapes(&o, &shapes)) != 0) {
+        free(shapes.v);
+        return rc;
     }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
@@ -429,7 +394,7 @@ int main(int argc, char **argv) {
         bool all = strcmp(o.list_shapes, "all") == 0, known = kb_op_from_name(o.list_shapes, &op);
         if (all || known) kb_shape_usage(stdout, all ? NULL : &op);
         else fprintf(stderr, "kbench: --list-shapes: unknown op '%s'; ops are %s, or all\n", o.list_shapes, kb_op_name_list());
-        free(shapes);
+        free(shapes.v);
         return all || known ? 0 : 2;
     }
     if (o.list_peaks || o.compare || o.from) {
@@ -444,13 +409,13 @@ int main(int argc, char **argv) {
             rc = emit(&o, &rep);
         }
         if (o.from && !o.compare && !o.list_peaks) kb_report_free(&rep);
-        free(shapes);
+        free(shapes.v);
         return rc;
     }
     kp_status st = kp_init(NULL);
     if (st != KP_OK) {
         fprintf(stderr, "kbench: kp_init failed: %s: %s\n", kp_status_str(st), kp_last_error());
-        free(shapes);
+        free(shapes.v);
         return 1;
     }
     int devices[64], ndev;
@@ -460,7 +425,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kbench: %s\n", err);
         rc = 1;
     } else if (o.list || o.tune) {
-        rc = o.list ? list_cases(&o, shapes, devices[0]) : kb_tune(&o, devices[0]);
+        rc = o.list ? list_cases(&o, &shapes, devices[0]) : kb_tune(&o, devices[0]);
     } else {
         char date[64];
         time_t now = time(NULL);
@@ -471,7 +436,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
             if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
         rep.backends = backends;
-        rc = run(&o, shapes, devices, ndev, &rep);
+        rc = run(&o, &shapes, devices, ndev, &rep);
         if (rc == -1) fprintf(stderr, "kbench: out of memory\n");
         if (rc == 0) {
             rc = emit(&o, &rep);
@@ -483,7 +448,7 @@ int main(int argc, char **argv) {
         free(rep.rows);
         free(rep.roofs);
     }
-    free(shapes);
+    free(shapes.v);
     kp_shutdown();
     return rc;
 }

@@ -76,7 +76,7 @@ static int usable_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
-double kb_host_fma_peak(int threads, double seconds, const char **isa) {
+static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
     fma_fn fn = fma_scalar;
     *isa = "scalar fmaf";
 #ifdef KB_X86
@@ -166,6 +166,8 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
     snprintf(r->backend, sizeof r->backend, "%s", info.backend);
     snprintf(r->device, sizeof r->device, "%s", info.name);
     r->cpu = info.kind == KP_DEVICE_CPU;
+    /* r->kernel_level stays "" until the backends name the kernel level they run (the CPU's
+     * SIMD level: branch cpusimd); the report prints it when set */
     if (o->mem_gbps > 0) {
         r->mem_gbps = o->mem_gbps;
         snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");

@@ -75,7 +75,7 @@ static void drop_pending(kb_env *e) {
     e->pending = NULL, e->npending = e->cappending = 0;
 }
 
-void kb_env_release(kb_env *e) {
+static void kb_env_release(kb_env *e) {
     drop_pending(e);
     if (e->s) kp_stream_sync(e->s); /* nothing may still be reading a buffer we free */
     for (int i = 0; i < e->nbufs; i++) kp_buffer_free(e->bufs[i]);
@@ -148,7 +148,7 @@ kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out)
     return st;
 }
 
-kp_status kb_poison(kb_env *e, kp_buffer *b) {
+static kp_status kb_poison(kb_env *e, kp_buffer *b) {
     size_t total = kp_buffer_size(b), chunk = total < ((size_t)16 << 20) ? total : ((size_t)16 << 20);
     unsigned char *ff = malloc(chunk ? chunk : 1);
     if (!ff) return KP_ERR_OUT_OF_MEMORY;
@@ -165,7 +165,7 @@ kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out) {
     return st == KP_OK ? defer(e, (kb_pending){*out, NULL, 0, 0, 0}) : st;
 }
 
-kp_status kb_env_flush(kb_env *e) {
+static kp_status kb_env_flush(kb_env *e) {
     kp_status st = KP_OK;
     for (int i = 0; i < e->npending && st == KP_OK; i++) {
         const kb_pending *p = &e->pending[i];

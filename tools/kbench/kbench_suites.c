@@ -29,54 +29,6 @@ const char *kb_row_dtype_name(const kb_case *c) {
     return c->wdtype == KP_FP8_E4M3 && c->dtype != KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
 }
 
-/* ---- shapes ---- */
-
-void kb_case_shape(kb_case *c) {
-    char *s = c->shape;
-    size_t n = sizeof c->shape;
-    char dims[32];
-    const char *softmax = c->scoring == KP_MOE_SCORING_SOFTMAX ? " softmax" : ""; /* sigmoid: V3's, unnamed */
-    if (c->d == c->dv) snprintf(dims, sizeof dims, "%lld", (long long)c->d);
-    else snprintf(dims, sizeof dims, "%lld/%lld", (long long)c->d, (long long)c->dv);
-    switch (c->op) {
-    case KP_OP_ATTENTION_PREFILL:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s causal=%d%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, c->causal, c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_ATTENTION_DECODE:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s bs=%lld%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, (long long)c->block_size,
-                 c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_MLA_DECODE:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h_q=%lld d=%s%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, dims, c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_MOE_GATE:
-        snprintf(s, n, "T=%lld E=%lld k=%lld groups=%lld/%lld%s", (long long)c->T, (long long)c->E, (long long)c->k,
-                 (long long)c->topk_group, (long long)c->n_group, softmax);
-        break;
-    case KP_OP_MOE_ALIGN:
-        snprintf(s, n, "T=%lld E=%lld k=%lld bs=%lld", (long long)c->T, (long long)c->E, (long long)c->k,
-                 (long long)c->block_size);
-        break;
-    case KP_OP_GROUPED_GEMM:
-        snprintf(s, n, "%s%sT=%lld E=%lld k=%lld M=%lld N=%lld K=%lld", c->variant, c->variant[0] ? " " : "",
-                 (long long)c->T, (long long)c->E, (long long)c->k, (long long)(c->T * c->k), (long long)c->N,
-                 (long long)c->K);
-        break;
-    case KP_OP_MOE_COMBINE:
-        snprintf(s, n, "T=%lld k=%lld hidden=%lld", (long long)c->T, (long long)c->k, (long long)c->hidden);
-        break;
-    case KP_OP_MOE_FORWARD:
-        snprintf(s, n, "T=%lld E=%lld k=%lld hidden=%lld inter=%lld groups=%lld/%lld%s", (long long)c->T,
-                 (long long)c->E, (long long)c->k, (long long)c->hidden, (long long)c->inter,
-                 (long long)c->topk_group, (long long)c->n_group, softmax);
-        break;
-    default: snprintf(s, n, "?"); break;
-    }
-}
-
 /* ---- sequence lengths, shared with kbench_attention.c ---- */
 
 void kb_prefill_len(const kb_case *c, int64_t i, int64_t *lq, int64_t *lk) {
@@ -99,7 +51,7 @@ int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal) {
 
 /* Sum over queries i < lq of kb_visible(i, lq, lk, causal), in closed form: huge
  * --shape values must not cost a loop per token. */
-double kb_visible_pairs(int64_t lq, int64_t lk, int causal) {
+static double kb_visible_pairs(int64_t lq, int64_t lk, int causal) {
     if (!causal) return (double)lq * (double)lk;
     /* visible(i) = clamp(i + off + 1, 0, lk), off = lk - lq: the sum of clamp(j, 0, lk)
      * for j in (off, off + lq] is F(off + lq) - F(off), F(n) = sum over j <= n */
@@ -273,24 +225,12 @@ static void apply_budget(kb_case *c, const kb_budget *b) {
 
 typedef struct builder {
     kb_case_list *out;
-    const char *ops;
+    bool skip[KP_OP_COUNT]; /* ops --op leaves out */
     int dtype; /* -1: the suite's */
     const kb_budget *budget;
     const char *model; /* a preset's model, named in each row's note */
     bool failed;
 } builder;
-
-static bool op_selected(const char *ops, kp_op op) {
-    if (!ops) return true;
-    size_t n = strlen(kp_op_name(op));
-    for (const char *p = ops; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && strncmp(p, kp_op_name(op), n) == 0) return true;
-        p += len + (end ? 1 : 0);
-    }
-    return false;
-}
 
 static void push(builder *b, kb_case c) {
     if (b->model) snprintf(c.note, sizeof c.note, "%s", b->model);
@@ -315,7 +255,7 @@ static void push(builder *b, kb_case c) {
 /* Adds c once per dtype: the suite's (bf16, and FP8 weights where with_fp8), or the
  * one --dtype named (fp8 applies to expert weights only). */
 static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
-    if (!op_selected(b->ops, c.op)) return;
+    if (b->skip[c.op]) return;
     if (!c.variant) c.variant = "";
     if (b->dtype >= 0) {
         if (b->dtype == KB_DTYPE_FP8W) {
@@ -473,28 +413,22 @@ const char *kb_op_name_list(void) {
            "moe_forward";
 }
 
-static int check_ops(const char *ops, char *err, size_t errn) {
-    char copy[512];
+/* suite: a name, a comma list of names, or "all" */
+int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
+                   char *err, size_t errn) {
+    builder b = {.out = out, .dtype = dtype, .budget = budget};
+    char copy[512], *save;
+    for (int i = 0; i < KP_OP_COUNT; i++) b.skip[i] = ops != NULL;
     snprintf(copy, sizeof copy, "%s", ops ? ops : "");
-    char *save;
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         kp_op op;
         if (!kb_op_from_name(t, &op)) {
             snprintf(err, errn, "unknown op '%s'; ops are %s", t, kb_op_name_list());
             return -1;
         }
+        b.skip[op] = false;
     }
-    return 0;
-}
-
-/* suite: a name, a comma list of names, or "all" */
-int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
-                   char *err, size_t errn) {
-    if (check_ops(ops, err, errn) != 0) return -1;
-    builder b = {.out = out, .ops = ops, .dtype = dtype, .budget = budget};
-    char copy[256];
     snprintf(copy, sizeof copy, "%s", suite);
-    char *save;
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         bool all = strcmp(t, "all") == 0, known = all;
         for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
