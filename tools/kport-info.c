@@ -8,9 +8,13 @@
  */
 #include "kport.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef KPORT_INFO_JSON
+#include <jansson.h>
+#endif
 
 static const char *kind_name(kp_device_kind k) {
     switch (k) {
@@ -38,61 +42,43 @@ static void caps_string(uint32_t caps, char *out, size_t n) {
     if (!out[0]) snprintf(out, n, "-");
 }
 
-/* JSON string body with the characters JSON requires escaped. */
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c == '\n') fputs("\\n", stdout);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
-static void print_json(void) {
-    printf("{\n  \"version\": ");
-    json_str(kp_version());
-    printf(",\n  \"backends\": [\n");
+#ifdef KPORT_INFO_JSON
+/* The same as the tables, through jansson. */
+static int print_json(void) {
+    json_t *top = json_object(), *backends = json_array(), *devices = json_array();
+    json_object_set_new(top, "version", json_string(kp_version()));
     for (int i = 0; i < kp_backend_count(); i++) {
         kp_backend_info b;
         if (kp_backend_info_get(i, &b) != KP_OK) continue;
-        printf("    {\"name\": ");
-        json_str(b.name);
-        printf(", \"available\": %s, \"devices\": %d, \"reason\": ", b.available ? "true" : "false",
-               (int)b.device_count);
-        json_str(b.reason);
-        printf(", \"path\": ");
-        json_str(b.path);
-        printf(", \"description\": ");
-        json_str(b.description);
-        printf("}%s\n", i + 1 < kp_backend_count() ? "," : "");
+        json_array_append_new(backends, json_pack("{s:s?, s:b, s:i, s:s?, s:s?, s:s?}", "name", b.name, "available",
+                                                  b.available, "devices", (int)b.device_count, "reason", b.reason,
+                                                  "path", b.path, "description", b.description));
     }
-    printf("  ],\n  \"devices\": [\n");
     for (int i = 0; i < kp_device_count(); i++) {
         kp_device_info d;
         char caps[160];
         if (kp_device_info_get(i, &d) != KP_OK) continue;
         caps_string(d.caps, caps, sizeof caps);
-        printf("    {\"index\": %d, \"backend\": ", i);
-        json_str(d.backend);
-        printf(", \"name\": ");
-        json_str(d.name);
-        printf(", \"vendor\": ");
-        json_str(d.vendor);
-        printf(", \"arch\": ");
-        json_str(d.arch);
-        printf(", \"driver\": ");
-        json_str(d.driver);
-        printf(", \"kind\": \"%s\", \"memory_bytes\": %llu, \"compute_units\": %d, \"subgroup_size\": %d, "
-               "\"local_mem_bytes\": %llu, \"caps\": \"%s\"}%s\n",
-               kind_name(d.kind), (unsigned long long)d.memory_bytes, (int)d.compute_units,
-               (int)d.subgroup_size, (unsigned long long)d.local_mem_bytes, caps,
-               i + 1 < kp_device_count() ? "," : "");
+        json_array_append_new(
+            devices, json_pack("{s:i, s:s?, s:s?, s:s?, s:s?, s:s?, s:s, s:I, s:i, s:i, s:I, s:s}", "index", i,
+                               "backend", d.backend, "name", d.name, "vendor", d.vendor, "arch", d.arch, "driver",
+                               d.driver, "kind", kind_name(d.kind), "memory_bytes", (json_int_t)d.memory_bytes,
+                               "compute_units", (int)d.compute_units, "subgroup_size", (int)d.subgroup_size,
+                               "local_mem_bytes", (json_int_t)d.local_mem_bytes, "caps", caps));
     }
-    printf("  ]\n}\n");
+    json_object_set_new(top, "backends", backends);
+    json_object_set_new(top, "devices", devices);
+    int rc = json_dumpf(top, stdout, JSON_INDENT(2)) == 0 && putchar('\n') != EOF ? 0 : 1;
+    json_decref(top);
+    return rc;
 }
+#else
+static int print_json(void) {
+    fprintf(stderr, "kport-info: --json is unavailable: built without libjansson (Debian: libjansson-dev, or "
+                    "bash ci/setup; then rebuild)\n");
+    return 1;
+}
+#endif
 
 static void print_tables(void) {
     printf("kport %s\n\nBackends\n", kp_version());
@@ -156,26 +142,34 @@ static int smoke(void) {
 }
 
 int main(int argc, char **argv) {
-    int json = 0, do_smoke = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (strcmp(argv[i], "--smoke") == 0) do_smoke = 1;
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'}, {"smoke", no_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'}, {0}};
+    int json = 0, do_smoke = 0, opt;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (opt == 'j') json = 1;
+        else if (opt == 's') do_smoke = 1;
         else {
-            fprintf(stderr, "usage: %s [--json] [--smoke]\n"
-                            "Lists kport's backends (available or why not) and devices.\n"
-                            "Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_LOG=1\n",
+            fprintf(opt == 'h' ? stdout : stderr,
+                    "usage: %s [--json] [--smoke]\n"
+                    "Lists kport's backends (available or why not) and devices.\n"
+                    "Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_LOG=1\n",
                     argv[0]);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+            return opt == 'h' ? 0 : 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kport-info: unexpected argument '%s' (--help)\n", argv[optind]);
+        return 2;
     }
     kp_status st = kp_init(NULL);
     if (st != KP_OK) {
         fprintf(stderr, "kport-info: kp_init failed: %s: %s\n", kp_status_str(st), kp_last_error());
         return 1;
     }
-    if (json) print_json();
+    int rc = 0;
+    if (json) rc = print_json();
     else print_tables();
-    int rc = do_smoke ? smoke() : 0;
+    if (do_smoke && smoke() != 0) rc = 1;
     kp_shutdown();
     return rc;
 }

@@ -19,11 +19,15 @@
 /* ---- options (kbench_main.c) ---- */
 typedef enum kb_format { KB_MD, KB_CSV, KB_JSON } kb_format;
 
+#define KB_MAX_SHAPES 64
+
 typedef struct kb_options {
     const char *backend;     /* NULL: best device; "all": every device */
     int device;              /* -1: best / first of the backend */
-    const char *suite;       /* quick | deepseek-v3 | llama | all */
+    const char *suite;       /* a suite name, a comma list of them, or "all" */
     const char *ops;         /* comma list or NULL */
+    const char *shapes[KB_MAX_SHAPES]; /* --shape specs of the one --op, in place of a suite */
+    int nshapes;
     int dtype;               /* -1: each suite's own; a kp_dtype or KB_DTYPE_FP8W */
     kb_format format;
     const char *out;         /* NULL: stdout */
@@ -31,9 +35,10 @@ typedef struct kb_options {
     double min_time;         /* seconds of samples at least */
     double max_time;         /* stop a case after this once 3 samples exist */
     const char *plot;
-    const char *compare_a, *compare_b;
-    const char *from;        /* re-emit / plot a saved JSON run */
-    bool tune, list, quiet;
+    bool compare;            /* the two operands are the JSON files */
+    const char *from;        /* re-emit / plot a saved run instead of running */
+    const char *list_shapes; /* an op name or "all" */
+    bool tune, list, list_peaks, quiet;
     const char *tune_params; /* "kernel.param=v1,v2[@op]" entries, ';'-separated */
     uint64_t seed;
     double peak_tflops, mem_gbps; /* > 0: ceilings given on the command line replace the measured ones */
@@ -50,6 +55,8 @@ typedef struct kb_case {
     int causal, varlen;
     /* MoE */
     int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
+    kp_moe_scoring scoring; /* sigmoid: DeepSeek-V3's router, with a bias and route scale 2.5;
+                             * softmax: Qwen3's and Mixtral's, no bias, scale 1 */
     char shape[192];
     char note[192];
 } kb_case;
@@ -73,6 +80,17 @@ const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *storage);
 /* Appends the cases of suite (filtered by ops and dtype), scaled to budget (NULL: none). */
 int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
                    char *err, size_t errn);
+/* Appends c once per dtype (bf16 by default; --dtype's), unscaled: a --shape case. */
+int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn);
+const char *kb_op_name_list(void); /* "attention_prefill, attention_decode, ..." */
+
+/* ---- --shape and --list-shapes (kbench_shapes.c) ---- */
+/* Parses "k=v,k=v" (or a row's shape column, space-separated) for op into c, from the
+ * op's defaults; every value is checked (ranges, divisibility, int32 index limits,
+ * sizes that overflow). -1 and a message naming the key on bad input. */
+int kb_shape_parse(kp_op op, const char *spec, kb_case *c, char *err, size_t errn);
+/* The keys each op takes, their defaults and meaning; op NULL: every op. */
+void kb_shape_usage(FILE *o, const kp_op *op);
 const char *kb_row_dtype_name(const kb_case *c);
 /* Estimates before any allocation: FLOPs, bytes moved, bytes allocated. */
 void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc);
@@ -96,6 +114,7 @@ typedef struct kb_row {
     double median_ms, p10_ms, p90_ms, min_ms, max_ms;
     double tflops, gbps, roofline_pct; /* roofline_pct < 0: n/a */
     const char *bound;          /* "memory" / "compute" */
+    const char *unit;           /* the ceiling roofline_pct is against: "copy", "bf16 matrix", ... */
     double err, tol;            /* sample relative L2 error and its tolerance */
     int inner;                  /* op calls per sample */
     int device_timed;           /* samples are kp_event device time (else host wall clock) */
@@ -103,19 +122,37 @@ typedef struct kb_row {
     double *samples;            /* ms per call, nsamples of them (owned) */
 } kb_row;
 
-/* ---- rooflines (kbench_roofline.c) ---- */
+/* ---- rooflines (kbench_roofline.c) and datasheet peaks (kbench_peaks.c) ---- */
+typedef struct kb_peak {
+    const char *vendor, *arch, *device; /* device "*": the arch's default */
+    double bf16_tflops, fp8_tflops, f32_tflops, mem_gbps; /* dense; fp8 0: no FP8 matrix unit */
+    const char *source;
+} kb_peak;
+
+/* The entry for a device as its backend reports it: this device's row, else its arch's
+ * default, else NULL. */
+const kb_peak *kb_peak_lookup(const char *vendor, const char *arch, const char *name);
+/* The table's vendor and arch for a device ("NVIDIA Corporation" -> "NVIDIA", ...). */
+void kb_peak_key(const char *vendor, const char *arch, const char *name, char *v, size_t vn, char *a, size_t an);
+const kb_peak *kb_peak_table(int *n);
+
 typedef struct kb_roofline {
     char backend[16], device[KP_NAME_MAX];
     int device_index;
-    double mem_gbps;            /* <= 0: n/a */
+    double mem_gbps;            /* memory ceiling: measured copy bandwidth (or --mem-gbps); <= 0: n/a */
     char mem_method[160];
-    double peak_tflops;         /* <= 0: n/a */
-    char peak_method[200];
+    double peak_tflops;         /* bf16/f16 rows' compute ceiling: matrix units (CPU: f32 FMA); <= 0: n/a */
+    double fp8_tflops;          /* rows with FP8 weights: the FP8 matrix peak, else peak_tflops */
+    double f32_tflops;          /* f32 rows: the f32 FMA peak */
+    char peak_method[200];      /* "datasheet: <source>", "host f32 FMA loop ...", "--peak-tflops (given)" */
+    double sheet_gbps;          /* the datasheet's memory bandwidth, shown beside the copy; 0: unknown */
+    bool cpu;                   /* a CPU device: every compute ceiling is the f32 FMA peak */
+    /* The kernel level that ran on this device (CPU SIMD level, GPU kernel generation),
+     * when the backend names one; "" otherwise. Written to the report as kernel_level. */
+    char kernel_level[32];
 } kb_roofline;
 
 kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o, kb_roofline *r);
-/* The host FMA peak in GFLOP/s over all threads, and the SIMD level used. */
-double kb_host_fma_peak(int threads, double seconds, const char **isa);
 /* Sets bound and roofline_pct of a timed row from the device's rooflines. */
 void kb_roofline_classify(const kb_roofline *r, const kb_case *c, kb_row *row);
 
@@ -136,12 +173,9 @@ typedef struct kb_env {
     int npending, cappending;
 } kb_env;
 
-/* Performs the deferred uploads and output poisoning of a case. */
-kp_status kb_env_flush(kb_env *e);
 
 void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
-void kb_env_release(kb_env *e);
 
 /* A device tensor of random values that repeat with a period, so that huge weights and
  * KV caches need only a period's worth of host memory and upload in chunks. The
@@ -159,7 +193,6 @@ static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->p
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
 kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out);
 kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated; poisoned at flush */
-kp_status kb_poison(kb_env *e, kp_buffer *b);                   /* 0xFF: NaN in every float dtype */
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
 kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
 kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape);
@@ -174,7 +207,6 @@ int64_t kb_rng_below(kb_rng *r, int64_t n);
 /* k distinct values of [0, n) into out (k <= n). */
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out);
 
-size_t kb_dtype_bytes(kp_dtype t);
 /* Rounds v to dt, stores it at dst[i], returns the stored value as a double. */
 double kb_store(kp_dtype dt, void *dst, int64_t i, double v);
 double kb_load(kp_dtype dt, const void *src, int64_t i);
@@ -236,28 +268,31 @@ typedef struct kb_report {
     /* backends as kport found them */
     kp_backend_info *backends;
     int nbackends;
+    void *json; /* a loaded report: the jansson tree its strings point into */
 } kb_report;
 
 void kb_report_machine(kb_report *r);
 int kb_write_report(const kb_report *r, kb_format f, FILE *out);
 const char *kb_status_word(kb_status s);
 
-/* ---- JSON input (kbench_json.c) ---- */
-typedef struct kb_json kb_json;
-kb_json *kb_json_parse_file(const char *path, char *err, size_t errn);
-void kb_json_free(kb_json *j);
-const kb_json *kb_json_get(const kb_json *obj, const char *key);
-int kb_json_len(const kb_json *arr);
-const kb_json *kb_json_at(const kb_json *arr, int i);
-const char *kb_json_str(const kb_json *j, const char *def);
-double kb_json_num(const kb_json *j, double def); /* null / missing: def */
-int kb_json_bool(const kb_json *j, int def);
-/* Loads a kbench JSON into a report (rows, rooflines); the report owns the memory. */
-int kb_report_load(const char *path, kb_report *r, kb_json **keep, char *err, size_t errn);
+/* ---- JSON through jansson (kbench_json.c) ---- */
+int kb_write_json(const kb_report *r, FILE *out);
+int kb_write_csv(const kb_report *r, FILE *out);
+/* Loads a kbench JSON (format 1 or 2) into a report; kb_report_free releases it. */
+int kb_report_load(const char *path, kb_report *r, char *err, size_t errn);
+void kb_report_free(kb_report *r);
+/* The compare rows as JSON, for --format json and --plot. */
+typedef struct kb_compare_row {
+    const kb_row *a, *b; /* either may be NULL: a row in one file only */
+    double speedup;      /* A ms / B ms; NaN when not both ran */
+} kb_compare_row;
+int kb_write_compare_json(const char *pa, const char *la, const char *pb, const char *lb, const kb_compare_row *rows,
+                          int n, double geomean, FILE *out);
 
 /* ---- compare, plot, tune ---- */
-int kb_compare(const char *a, const char *b, kb_format f, FILE *out);
-int kb_plot_svg(const kb_report *r, const char *path, char *err, size_t errn);
+int kb_compare(const char *a, const char *b, const kb_options *o);
+/* Draws json_path (a report or a compare) into out with tools/kbench-plot. */
+int kb_plot(const char *json_path, const char *out, char *err, size_t errn);
 /* Tunes on global device `device` (kp_init done); re-inits kport per candidate. */
 int kb_tune(const kb_options *o, int device);
 

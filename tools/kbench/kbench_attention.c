@@ -69,14 +69,14 @@ static kp_status prefill_setup(kb_bench *b) {
         for (int64_t t = 0; t < lq; t++) pairs += (double)kb_visible(t, lq, lk, c->causal);
     }
     int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
-    double el = (double)kb_dtype_bytes(c->dtype);
+    double el = (double)kp_dtype_size(c->dtype);
     b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
     b->bytes = el * ((double)tq * c->h_q * (c->d + c->dv) + (double)tk * c->h_kv * (c->d + c->dv));
     kp_buffer *cq, *ck;
     kp_status st = kb_data_random(e, &s->q, c->dtype, tq * c->h_q * c->d, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, tk * c->h_kv * c->d, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->v, c->dtype, tk * c->h_kv * c->dv, -1, 1);
-    if (st == KP_OK) st = kb_output(e, (size_t)(tq * c->h_q * c->dv) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_output(e, (size_t)(tq * c->h_q * c->dv) * kp_dtype_size(c->dtype), &s->out);
     if (st == KP_OK) st = kb_upload_i32(e, s->cuq, c->b + 1, &cq);
     if (st == KP_OK) st = kb_upload_i32(e, s->cuk, c->b + 1, &ck);
     if (st != KP_OK) return st;
@@ -183,7 +183,7 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
     for (int64_t i = 0, next = 0; i < c->b; i++)
         for (int64_t j = 0; j < s->max_blocks; j++)
             s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;
-    double el = (double)kb_dtype_bytes(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
+    double el = (double)kp_dtype_size(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
     b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
     b->bytes = el * ((double)keys * s->h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv)) +
                4.0 * (double)c->b * (s->max_blocks + 1);
@@ -193,7 +193,7 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
     if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, slots * c->d, -1, 1);
     if (st == KP_OK && !mla) st = kb_data_random(e, &s->v, c->dtype, slots * c->dv, -1, 1);
     if (st == KP_OK)
-        st = kb_output(e, (size_t)(c->b * c->s_q * c->h_q * c->dv) * kb_dtype_bytes(c->dtype), &s->out);
+        st = kb_output(e, (size_t)(c->b * c->s_q * c->h_q * c->dv) * kp_dtype_size(c->dtype), &s->out);
     if (st == KP_OK) st = kb_upload_i32(e, s->table, c->b * s->max_blocks, &tb);
     if (st == KP_OK) st = kb_upload_i32(e, s->lens, c->b, &lb);
     if (st != KP_OK) return st;

@@ -1,317 +1,295 @@
 /*
- * tools/kbench/kbench_json.c — a small JSON reader for kbench's own files (--compare,
- * --from): objects, arrays, strings (with \uXXXX for ASCII), numbers, true/false/null.
- * Errors name the byte offset; nothing aborts.
+ * tools/kbench/kbench_json.c — kbench's JSON, read and written with jansson: the report
+ * (--format json), its loading back (--from, --compare; formats 1 and 2) and the compare
+ * rows (--compare --format json, --plot).
+ *
+ * The writer puts each top-level field on a line and each row, roofline and backend on
+ * a line of its own, so that results under bench/results diff row by row. Format 2 adds
+ * to format 1 (nothing is renamed): per-device peaks by unit, the datasheet bandwidth and
+ * the kernel level, and each row's ceiling (`unit`).
  */
 #include "kbench.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
+#define KB_JSON_FORMAT 2
+#define KB_JSON_FLAGS (JSON_REAL_PRECISION(6) | JSON_ENCODE_ANY)
+#define KB_JSON_MAX_BYTES ((off_t)1 << 30)
 
-struct kb_json {
-    jtype type;
-    double num;
-    char *str;         /* J_STR */
-    char **keys;       /* J_OBJ */
-    struct kb_json *v; /* J_ARR / J_OBJ children */
-    int n;
-};
+/* ---- writing ---- */
 
-typedef struct parser {
-    const char *s, *p;
-    char *err;
-    size_t errn;
-    int depth;
-} parser;
+static json_t *num(double v, bool ok) { return ok && isfinite(v) ? json_real(v) : json_null(); }
 
-static void ws(parser *ps) { ps->p += strspn(ps->p, " \t\r\n"); }
-
-static bool fail(parser *ps, const char *what) {
-    if (!ps->err[0]) snprintf(ps->err, ps->errn, "%s at byte %ld", what, (long)(ps->p - ps->s));
-    return false;
+/* A string, or its ASCII part when a driver handed us bytes that are not UTF-8. */
+static json_t *str(const char *s) {
+    json_t *j = json_string(s ? s : "");
+    if (j) return j;
+    char clean[KP_REASON_MAX];
+    snprintf(clean, sizeof clean, "%s", s);
+    for (char *p = clean; *p; p++)
+        if ((unsigned char)*p >= 0x80) *p = '?';
+    return json_string(clean);
 }
 
-static bool parse_value(parser *ps, kb_json *out);
-static void free_parts(kb_json *j);
+static json_t *row_json(const kb_row *w) {
+    bool ok = w->status == KB_ROW_OK, checked = ok || w->status == KB_ROW_FAIL;
+    json_t *samples = json_array();
+    for (int j = 0; j < w->nsamples; j++) json_array_append_new(samples, num(w->samples[j], true));
+    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o,"
+                     " s:o, s:o, s:o, s:o, s:i, s:s, s:o}",
+                     "op", str(kp_op_name(w->c.op)), "backend", str(w->backend), "device", str(w->device), "dtype",
+                     kb_row_dtype_name(&w->c), "shape", str(w->c.shape), "status", kb_status_word(w->status), "ok",
+                     ok ? json_true() : w->status == KB_ROW_FAIL ? json_false() : json_null(), "median_ms",
+                     num(w->median_ms, ok), "p10_ms", num(w->p10_ms, ok), "p90_ms", num(w->p90_ms, ok), "min_ms",
+                     num(w->min_ms, ok), "max_ms", num(w->max_ms, ok), "tflops", num(w->tflops, ok), "gbps",
+                     num(w->gbps, ok), "roofline_pct", num(w->roofline_pct, ok && w->roofline_pct >= 0), "bound",
+                     w->bound, "unit", w->unit ? str(w->unit) : json_null(), "flops", num(w->flops, true), "bytes",
+                     num(w->bytes, true), "rel_err", num(w->err, checked), "tol", num(w->tol, true), "note",
+                     str(w->c.note), "reason", str(w->reason), "runs_per_sample", w->inner, "timer",
+                     w->device_timed ? "events" : "host", "samples", samples);
+}
 
-static bool parse_string(parser *ps, char **out) {
-    if (*ps->p != '"') return fail(ps, "expected a string");
-    ps->p++;
-    size_t cap = 32, n = 0;
-    char *s = malloc(cap);
-    while (s && *ps->p && *ps->p != '"') {
-        char c = *ps->p++;
-        if (c == '\\') {
-            char e = *ps->p++;
-            switch (e) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'u': {
-                unsigned v = 0;
-                for (int i = 0; i < 4 && *ps->p; i++, ps->p++) {
-                    char h = *ps->p;
-                    v = v * 16 + (unsigned)(h >= 'a' ? h - 'a' + 10 : h >= 'A' ? h - 'A' + 10 : h - '0');
-                }
-                c = v < 0x80 ? (char)v : '?';
-                break;
+static json_t *roofline_json(const kb_roofline *f) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "backend", str(f->backend), "device",
+                     str(f->device), "memory_gbps", num(f->mem_gbps, f->mem_gbps > 0), "memory_method",
+                     str(f->mem_method), "compute_tflops", num(f->peak_tflops, f->peak_tflops > 0), "compute_method",
+                     str(f->peak_method), "fp8_tflops", num(f->fp8_tflops, f->fp8_tflops > 0), "f32_tflops",
+                     num(f->f32_tflops, f->f32_tflops > 0), "datasheet_memory_gbps",
+                     num(f->sheet_gbps, f->sheet_gbps > 0), "kernel_level",
+                     f->kernel_level[0] ? str(f->kernel_level) : json_null());
+}
+
+/* One field a line; an array's items one a line. */
+static int dump_lines(json_t *top, FILE *o) {
+    const char *key;
+    json_t *v;
+    bool first = true;
+    int rc = 0;
+    fputc('{', o);
+    json_object_foreach(top, key, v) {
+        fprintf(o, "%s\n  \"%s\": ", first ? "" : ",", key);
+        first = false;
+        if (json_is_array(v) && json_array_size(v) > 0) {
+            size_t i;
+            json_t *e;
+            fputc('[', o);
+            json_array_foreach(v, i, e) {
+                fputs(i ? ",\n    " : "\n    ", o);
+                rc |= json_dumpf(e, o, KB_JSON_FLAGS);
             }
-            case '\0': free(s); return fail(ps, "unterminated string");
-            default: c = e; break;
-            }
-        }
-        if (n + 2 > cap) {
-            char *t = realloc(s, cap *= 2);
-            if (!t) break;
-            s = t;
-        }
-        s[n++] = c;
-    }
-    if (!s) return fail(ps, "out of memory");
-    if (*ps->p != '"') {
-        free(s);
-        return fail(ps, "unterminated string");
-    }
-    ps->p++;
-    s[n] = '\0';
-    *out = s;
-    return true;
-}
-
-static bool push_child(kb_json *j, kb_json *child, char *key) {
-    kb_json *v = realloc(j->v, (size_t)(j->n + 1) * sizeof *v);
-    if (!v) return false;
-    j->v = v;
-    if (j->type == J_OBJ) {
-        char **k = realloc(j->keys, (size_t)(j->n + 1) * sizeof *k);
-        if (!k) return false;
-        j->keys = k;
-        j->keys[j->n] = key;
-    }
-    j->v[j->n++] = *child;
-    return true;
-}
-
-static bool parse_container(parser *ps, kb_json *out, bool obj) {
-    out->type = obj ? J_OBJ : J_ARR;
-    ps->p++;
-    ws(ps);
-    if (*ps->p == (obj ? '}' : ']')) {
-        ps->p++;
-        return true;
-    }
-    for (;;) {
-        char *key = NULL;
-        kb_json child = {0};
-        ws(ps);
-        if (obj) {
-            if (!parse_string(ps, &key)) return false;
-            ws(ps);
-            if (*ps->p != ':') {
-                free(key);
-                return fail(ps, "expected ':'");
-            }
-            ps->p++;
-        }
-        if (!parse_value(ps, &child) || !push_child(out, &child, key)) {
-            free(key); /* out's earlier children are freed with out */
-            free_parts(&child);
-            return fail(ps, "out of memory");
-        }
-        ws(ps);
-        if (*ps->p == ',') {
-            ps->p++;
-            continue;
-        }
-        if (*ps->p == (obj ? '}' : ']')) {
-            ps->p++;
-            return true;
-        }
-        return fail(ps, obj ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-static bool parse_value(parser *ps, kb_json *out) {
-    if (++ps->depth > 64) return fail(ps, "nested too deep");
-    ws(ps);
-    bool ok;
-    const char *p = ps->p;
-    if (*p == '{' || *p == '[') ok = parse_container(ps, out, *p == '{');
-    else if (*p == '"') out->type = J_STR, ok = parse_string(ps, &out->str);
-    else if (strncmp(p, "true", 4) == 0) out->type = J_BOOL, out->num = 1, ps->p += 4, ok = true;
-    else if (strncmp(p, "false", 5) == 0) out->type = J_BOOL, out->num = 0, ps->p += 5, ok = true;
-    else if (strncmp(p, "null", 4) == 0) out->type = J_NULL, ps->p += 4, ok = true;
-    else {
-        char *end;
-        out->type = J_NUM;
-        out->num = strtod(p, &end);
-        ok = end != p ? (ps->p = end, true) : fail(ps, "unexpected character");
-    }
-    ps->depth--;
-    return ok;
-}
-
-static void free_parts(kb_json *j) {
-    for (int i = 0; i < j->n; i++) {
-        free_parts(&j->v[i]);
-        if (j->keys) free(j->keys[i]);
-    }
-    free(j->v);
-    free(j->keys);
-    free(j->str);
-}
-
-void kb_json_free(kb_json *j) {
-    if (!j) return;
-    free_parts(j);
-    free(j);
-}
-
-kb_json *kb_json_parse_file(const char *path, char *err, size_t errn) {
-    err[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errn, "cannot open %s", path);
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *t = realloc(buf, cap *= 2);
-            if (!t) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf = t;
-            }
+            fputs("\n  ]", o);
+        } else {
+            rc |= json_dumpf(v, o, KB_JSON_FLAGS);
         }
     }
-    fclose(f);
-    if (!buf) {
-        snprintf(err, errn, "out of memory reading %s", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (n == 0) {
-        free(buf);
-        snprintf(err, errn, "%s is empty", path);
-        return NULL;
-    }
-    kb_json *j = calloc(1, sizeof *j);
-    parser ps = {buf, buf, err, errn, 0};
-    if (!j || !parse_value(&ps, j)) {
-        char inner[256];
-        snprintf(inner, sizeof inner, "%s", err[0] ? err : "out of memory");
-        snprintf(err, errn, "%s: not valid JSON: %s", path, inner);
-        kb_json_free(j);
-        free(buf);
-        return NULL;
-    }
-    free(buf);
-    return j;
+    fputs("\n}\n", o);
+    return rc || ferror(o) ? -1 : 0;
 }
 
-const kb_json *kb_json_get(const kb_json *obj, const char *key) {
-    if (!obj || obj->type != J_OBJ) return NULL;
-    for (int i = 0; i < obj->n; i++)
-        if (strcmp(obj->keys[i], key) == 0) return &obj->v[i];
-    return NULL;
+int kb_write_json(const kb_report *r, FILE *out) {
+    json_t *backends = json_array(), *roofs = json_array(), *rows = json_array();
+    for (int i = 0; i < r->nbackends; i++) {
+        const kp_backend_info *b = &r->backends[i];
+        json_array_append_new(backends, json_pack("{s:o, s:b, s:i, s:o}", "name", str(b->name), "available",
+                                                  b->available, "devices", (int)b->device_count, "reason", str(b->reason)));
+    }
+    for (int i = 0; i < r->nroofs; i++) json_array_append_new(roofs, roofline_json(&r->roofs[i]));
+    for (int i = 0; i < r->nrows; i++) json_array_append_new(rows, row_json(&r->rows[i]));
+    json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:i, s:o}, s:o, s:o, s:o, s:o}", "kbench",
+                            KB_JSON_FORMAT, "kport_version", str(r->version), "git_commit", str(r->commit), "date",
+                            str(r->date), "suite", str(r->suite), "machine", "hostname", str(r->hostname), "cpu_model",
+                            str(r->cpu_model), "cores", r->cores, "load_avg_1m", num(r->loadavg, r->loadavg >= 0),
+                            "wall_s", num(r->wall_s, r->wall_s > 0), "backends", backends, "rooflines", roofs, "rows",
+                            rows);
+    int rc = top ? dump_lines(top, out) : -1;
+    json_decref(top);
+    return rc;
 }
 
-int kb_json_len(const kb_json *arr) { return arr && arr->type == J_ARR ? arr->n : 0; }
-const kb_json *kb_json_at(const kb_json *arr, int i) { return arr && arr->type == J_ARR && i < arr->n ? &arr->v[i] : NULL; }
-const char *kb_json_str(const kb_json *j, const char *def) { return j && j->type == J_STR ? j->str : def; }
-double kb_json_num(const kb_json *j, double def) { return j && j->type == J_NUM ? j->num : def; }
-int kb_json_bool(const kb_json *j, int def) { return j && j->type == J_BOOL ? (int)j->num : def; }
+/* CSV: the JSON rows' fields, one line each, so that the two formats cannot disagree. */
+int kb_write_csv(const kb_report *r, FILE *o) {
+    static const char *const cols[] = {"op", "shape", "dtype", "backend", "device", "median_ms", "p10_ms", "p90_ms",
+                                       "min_ms", "max_ms", "tflops", "gbps", "roofline_pct", "bound", "unit", "ok",
+                                       "status", "rel_err", "note", "reason"};
+    const size_t ncols = sizeof cols / sizeof cols[0];
+    for (size_t c = 0; c < ncols; c++) fprintf(o, "%s%s", cols[c], c + 1 < ncols ? "," : "\n");
+    for (int i = 0; i < r->nrows; i++) {
+        json_t *row = row_json(&r->rows[i]);
+        for (size_t c = 0; c < ncols; c++) {
+            json_t *v = json_object_get(row, cols[c]);
+            const char *s = json_string_value(v);
+            if (s && strpbrk(s, ",\"\n")) { /* quoted, inner quotes doubled */
+                fputc('"', o);
+                for (; *s; s++) fprintf(o, *s == '"' ? "\"\"" : "%c", *s);
+                fputc('"', o);
+            } else if (s) fputs(s, o);
+            else if (json_is_number(v)) fprintf(o, "%.6g", json_number_value(v));
+            else if (json_is_boolean(v)) fputs(json_is_true(v) ? "true" : "false", o);
+            fputc(c + 1 < ncols ? ',' : '\n', o);
+        }
+        json_decref(row);
+    }
+    return ferror(o) ? -1 : 0;
+}
 
-/* ---- a kbench JSON file back into a report ---- */
+int kb_write_compare_json(const char *pa, const char *la, const char *pb, const char *lb, const kb_compare_row *rows,
+                          int n, double geomean, FILE *out) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        const kb_row *a = rows[i].a, *b = rows[i].b, *k = a ? a : b;
+        bool a_ok = a && a->status == KB_ROW_OK, b_ok = b && b->status == KB_ROW_OK;
+        json_array_append_new(
+            arr, json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "op", kp_op_name(k->c.op), "shape",
+                           str(k->c.shape), "dtype", kb_row_dtype_name(&k->c), "a_ms", num(a_ok ? a->median_ms : 0, a_ok),
+                           "b_ms", num(b_ok ? b->median_ms : 0, b_ok), "speedup", num(rows[i].speedup, true),
+                           "a_status", a ? json_string(kb_status_word(a->status)) : json_null(), "b_status",
+                           b ? json_string(kb_status_word(b->status)) : json_null(), "a_roofline_pct",
+                           num(a_ok ? a->roofline_pct : 0, a_ok && a->roofline_pct >= 0), "b_roofline_pct",
+                           num(b_ok ? b->roofline_pct : 0, b_ok && b->roofline_pct >= 0)));
+    }
+    json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(pa), "a_label",
+                            str(la), "b", str(pb), "b_label", str(lb), "rows", arr, "geomean_speedup",
+                            num(geomean, true));
+    int rc = top ? dump_lines(top, out) : -1;
+    json_decref(top);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+static const char *gs(const json_t *o, const char *key, const char *def) {
+    const json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : def;
+}
+
+static double gn(const json_t *o, const char *key, double def) {
+    const json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+static double array_number(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
 static kb_status status_from(const char *s) {
-    static const kb_status all[] = {KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERROR, KB_ROW_SKIPPED};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(s, kb_status_word(all[i])) == 0) return all[i];
+    for (kb_status st = KB_ROW_OK; st <= KB_ROW_SKIPPED; st++)
+        if (strcmp(s, kb_status_word(st)) == 0) return st;
     return KB_ROW_ERROR;
 }
 
-static void load_row(const kb_json *j, kb_row *w) {
+static void load_row(const json_t *j, kb_row *w) {
+    static const struct {
+        const char *key;
+        size_t off;
+        double def;
+    } nums[] = {
+        {"median_ms", offsetof(kb_row, median_ms), NAN}, {"p10_ms", offsetof(kb_row, p10_ms), NAN},
+        {"p90_ms", offsetof(kb_row, p90_ms), NAN},       {"min_ms", offsetof(kb_row, min_ms), NAN},
+        {"max_ms", offsetof(kb_row, max_ms), NAN},       {"tflops", offsetof(kb_row, tflops), 0},
+        {"gbps", offsetof(kb_row, gbps), 0},             {"roofline_pct", offsetof(kb_row, roofline_pct), -1},
+        {"flops", offsetof(kb_row, flops), 0},           {"bytes", offsetof(kb_row, bytes), 0},
+        {"rel_err", offsetof(kb_row, err), NAN},         {"tol", offsetof(kb_row, tol), NAN},
+    };
     memset(w, 0, sizeof *w);
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        *(double *)((char *)w + nums[i].off) = gn(j, nums[i].key, nums[i].def);
     kp_op op = KP_OP_COUNT;
-    kb_op_from_name(kb_json_str(kb_json_get(j, "op"), ""), &op);
+    kb_op_from_name(gs(j, "op", ""), &op);
     w->c.op = op;
-    const char *dt = kb_json_str(kb_json_get(j, "dtype"), "");
+    const char *dt = gs(j, "dtype", "");
     w->c.dtype = w->c.wdtype = strcmp(dt, "f32") == 0 ? KP_F32 : strcmp(dt, "f16") == 0 ? KP_F16 : KP_BF16;
     if (strcmp(dt, "fp8") == 0) w->c.wdtype = KP_FP8_E4M3;
     w->c.variant = "";
-    snprintf(w->c.shape, sizeof w->c.shape, "%s", kb_json_str(kb_json_get(j, "shape"), ""));
-    snprintf(w->c.note, sizeof w->c.note, "%s", kb_json_str(kb_json_get(j, "note"), ""));
-    snprintf(w->backend, sizeof w->backend, "%s", kb_json_str(kb_json_get(j, "backend"), ""));
-    snprintf(w->device, sizeof w->device, "%s", kb_json_str(kb_json_get(j, "device"), ""));
-    snprintf(w->reason, sizeof w->reason, "%s", kb_json_str(kb_json_get(j, "reason"), ""));
-    w->status = status_from(kb_json_str(kb_json_get(j, "status"), "error"));
-    w->median_ms = kb_json_num(kb_json_get(j, "median_ms"), NAN);
-    w->p10_ms = kb_json_num(kb_json_get(j, "p10_ms"), NAN);
-    w->p90_ms = kb_json_num(kb_json_get(j, "p90_ms"), NAN);
-    w->min_ms = kb_json_num(kb_json_get(j, "min_ms"), NAN);
-    w->max_ms = kb_json_num(kb_json_get(j, "max_ms"), NAN);
-    w->tflops = kb_json_num(kb_json_get(j, "tflops"), 0);
-    w->gbps = kb_json_num(kb_json_get(j, "gbps"), 0);
-    w->roofline_pct = kb_json_num(kb_json_get(j, "roofline_pct"), -1);
-    w->bound = strcmp(kb_json_str(kb_json_get(j, "bound"), ""), "compute") == 0 ? "compute" : "memory";
-    w->flops = kb_json_num(kb_json_get(j, "flops"), 0);
-    w->bytes = kb_json_num(kb_json_get(j, "bytes"), 0);
-    w->err = kb_json_num(kb_json_get(j, "rel_err"), NAN);
-    w->tol = kb_json_num(kb_json_get(j, "tol"), NAN);
-    w->inner = (int)kb_json_num(kb_json_get(j, "runs_per_sample"), 0);
-    const char *timer = kb_json_str(kb_json_get(j, "timer"), "host");
-    w->device_timed = strcmp(timer, "events") == 0;
-    const kb_json *s = kb_json_get(j, "samples");
-    int n = kb_json_len(s);
-    if (n > 0 && (w->samples = malloc((size_t)n * sizeof *w->samples)))
-        for (int i = 0; i < n; i++) w->samples[w->nsamples++] = kb_json_num(kb_json_at(s, i), NAN);
+    snprintf(w->c.shape, sizeof w->c.shape, "%s", gs(j, "shape", ""));
+    snprintf(w->c.note, sizeof w->c.note, "%s", gs(j, "note", ""));
+    snprintf(w->backend, sizeof w->backend, "%s", gs(j, "backend", ""));
+    snprintf(w->device, sizeof w->device, "%s", gs(j, "device", ""));
+    snprintf(w->reason, sizeof w->reason, "%s", gs(j, "reason", ""));
+    w->status = status_from(gs(j, "status", "error"));
+    w->bound = strcmp(gs(j, "bound", ""), "compute") == 0 ? "compute" : "memory";
+    w->unit = gs(j, "unit", NULL);
+    w->inner = (int)gn(j, "runs_per_sample", 0);
+    w->device_timed = strcmp(gs(j, "timer", "host"), "events") == 0;
+    const json_t *s = json_object_get(j, "samples");
+    size_t n = json_array_size(s);
+    if (n > 0 && n <= KB_MAX_SAMPLES && (w->samples = malloc(n * sizeof *w->samples)))
+        for (size_t i = 0; i < n; i++) w->samples[w->nsamples++] = array_number(json_array_get(s, i));
 }
 
-int kb_report_load(const char *path, kb_report *r, kb_json **keep, char *err, size_t errn) {
+static void load_roofline(const json_t *f, kb_roofline *o) {
+    memset(o, 0, sizeof *o);
+    snprintf(o->backend, sizeof o->backend, "%s", gs(f, "backend", ""));
+    snprintf(o->device, sizeof o->device, "%s", gs(f, "device", ""));
+    o->mem_gbps = gn(f, "memory_gbps", 0);
+    snprintf(o->mem_method, sizeof o->mem_method, "%s", gs(f, "memory_method", ""));
+    o->peak_tflops = gn(f, "compute_tflops", 0);
+    snprintf(o->peak_method, sizeof o->peak_method, "%s", gs(f, "compute_method", ""));
+    o->fp8_tflops = gn(f, "fp8_tflops", 0); /* format 1 has none of these */
+    o->f32_tflops = gn(f, "f32_tflops", 0);
+    o->sheet_gbps = gn(f, "datasheet_memory_gbps", 0);
+    snprintf(o->kernel_level, sizeof o->kernel_level, "%s", gs(f, "kernel_level", ""));
+}
+
+int kb_report_load(const char *path, kb_report *r, char *err, size_t errn) {
     memset(r, 0, sizeof *r);
-    kb_json *j = *keep = kb_json_parse_file(path, err, errn);
-    if (!j) return -1;
-    if (!kb_json_get(j, "rows")) {
-        snprintf(err, errn, "%s: no \"rows\": not a kbench JSON file", path);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errn, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    r->version = kb_json_str(kb_json_get(j, "kport_version"), "unknown");
-    r->commit = kb_json_str(kb_json_get(j, "git_commit"), "unknown");
-    r->date = kb_json_str(kb_json_get(j, "date"), "unknown");
-    r->suite = kb_json_str(kb_json_get(j, "suite"), "");
-    r->wall_s = kb_json_num(kb_json_get(j, "wall_s"), 0);
-    const kb_json *m = kb_json_get(j, "machine");
-    snprintf(r->hostname, sizeof r->hostname, "%s", kb_json_str(kb_json_get(m, "hostname"), "unknown"));
-    snprintf(r->cpu_model, sizeof r->cpu_model, "%s", kb_json_str(kb_json_get(m, "cpu_model"), "unknown"));
-    r->cores = (int)kb_json_num(kb_json_get(m, "cores"), 0);
-    r->loadavg = kb_json_num(kb_json_get(m, "load_avg_1m"), -1.0);
-    const kb_json *roofs = kb_json_get(j, "rooflines"), *rows = kb_json_get(j, "rows");
-    r->roofs = calloc((size_t)kb_json_len(roofs) + 1, sizeof *r->roofs);
-    r->rows = calloc((size_t)kb_json_len(rows) + 1, sizeof *r->rows);
+    if (!S_ISREG(st.st_mode) || st.st_size > KB_JSON_MAX_BYTES) {
+        snprintf(err, errn, "%s: not a regular file of at most 1 GiB", path);
+        return -1;
+    }
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) {
+        snprintf(err, errn, "%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
+        return -1;
+    }
+    r->json = j;
+    const json_t *rows = json_object_get(j, "rows"), *roofs = json_object_get(j, "rooflines");
+    double format = gn(j, "kbench", 0);
+    if (!json_is_array(rows) || !(format >= 1)) {
+        snprintf(err, errn, "%s: not a kbench report (no \"kbench\" format number or no \"rows\")", path);
+        return -1;
+    }
+    if (format > KB_JSON_FORMAT) {
+        snprintf(err, errn, "%s: kbench format %g is newer than this kbench reads (1 to %d)", path, format,
+                 KB_JSON_FORMAT);
+        return -1;
+    }
+    r->version = gs(j, "kport_version", "unknown");
+    r->commit = gs(j, "git_commit", "unknown");
+    r->date = gs(j, "date", "unknown");
+    r->suite = gs(j, "suite", "");
+    r->wall_s = gn(j, "wall_s", 0);
+    const json_t *m = json_object_get(j, "machine");
+    snprintf(r->hostname, sizeof r->hostname, "%s", gs(m, "hostname", "unknown"));
+    snprintf(r->cpu_model, sizeof r->cpu_model, "%s", gs(m, "cpu_model", "unknown"));
+    r->cores = (int)gn(m, "cores", 0);
+    r->loadavg = gn(m, "load_avg_1m", -1.0);
+    size_t nroofs = json_array_size(roofs), nrows = json_array_size(rows);
+    r->roofs = calloc(nroofs + 1, sizeof *r->roofs);
+    r->rows = calloc(nrows + 1, sizeof *r->rows);
     if (!r->roofs || !r->rows) {
         snprintf(err, errn, "out of memory loading %s", path);
         return -1;
     }
-    for (int i = 0; i < kb_json_len(roofs); i++) {
-        const kb_json *f = kb_json_at(roofs, i);
-        kb_roofline *o = &r->roofs[r->nroofs++];
-        snprintf(o->backend, sizeof o->backend, "%s", kb_json_str(kb_json_get(f, "backend"), ""));
-        snprintf(o->device, sizeof o->device, "%s", kb_json_str(kb_json_get(f, "device"), ""));
-        o->mem_gbps = kb_json_num(kb_json_get(f, "memory_gbps"), 0);
-        snprintf(o->mem_method, sizeof o->mem_method, "%s", kb_json_str(kb_json_get(f, "memory_method"), ""));
-        o->peak_tflops = kb_json_num(kb_json_get(f, "compute_tflops"), 0);
-        snprintf(o->peak_method, sizeof o->peak_method, "%s", kb_json_str(kb_json_get(f, "compute_method"), ""));
-    }
-    for (int i = 0; i < kb_json_len(rows); i++) load_row(kb_json_at(rows, i), &r->rows[r->nrows++]);
+    for (size_t i = 0; i < nroofs; i++) load_roofline(json_array_get(roofs, i), &r->roofs[r->nroofs++]);
+    for (size_t i = 0; i < nrows; i++) load_row(json_array_get(rows, i), &r->rows[r->nrows++]);
     return 0;
+}
+
+void kb_report_free(kb_report *r) {
+    for (int i = 0; i < r->nrows; i++) kb_row_free(&r->rows[i]);
+    free(r->rows);
+    free(r->roofs);
+    json_decref(r->json);
+    r->rows = NULL, r->roofs = NULL, r->json = NULL;
+    r->nrows = r->nroofs = 0;
 }

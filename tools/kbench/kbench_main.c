@@ -1,49 +1,26 @@
 /*
- * tools/kbench/kbench_main.c — kport's benchmark: every op over named suites on the
- * best device (or the ones chosen), each row checked against float64 on a sample and
- * judged against the device's own measured rooflines. docs/kbench.md has the details.
+ * tools/kbench/kbench_main.c — kport's benchmark: every op over named suites, or one
+ * --shape, on the best device (or the ones chosen), each row checked against float64 on
+ * a sample and judged against the device's ceilings. docs/kbench.md has the details.
  *
  *   kbench                                   quick suite, best device, markdown
  *   kbench --suite deepseek-v3 --format json --out x.json
+ *   kbench --op grouped_gemm --shape T=4096,E=256,k=8,N=4096,K=7168
  *   kbench --compare a.json b.json           per-row speedups
  *   kbench --tune                            search tuning parameters, write the user file
  */
 #include "kbench.h"
 #include "kbench_version.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static void usage(FILE *o, const char *argv0) {
-    fprintf(o,
-            "usage: %s [options]\n"
-            "Benchmarks kport's ops; rows are checked against float64 and judged against rooflines\n"
-            "kbench measures on the device (kp_buffer_copy bandwidth; FMA peak on CPUs).\n\n"
-            "  --backend NAME     cpu, opencl, cuda, hip, or all (every device); default: the best device\n"
-            "  --device N         device N of that backend, or global device N without --backend\n"
-            "  --suite NAME       quick (default), deepseek-v3, llama, all\n"
-            "  --op A,B           only these ops: attention_prefill attention_decode mla_decode moe_gate\n"
-            "                     moe_align grouped_gemm moe_combine moe_forward\n"
-            "  --dtype T          bf16, f16, f32, or fp8 (e4m3 expert weights, bf16 activations)\n"
-            "  --format F         md (default), csv, json\n"
-            "  --out FILE         write the report there instead of stdout\n"
-            "  --repeat N         at least N timed samples per row (default 5)\n"
-            "  --min-time S       at least S seconds of samples per row (default 0.2)\n"
-            "  --max-time S       stop a row after S seconds once 3 samples exist (default 1)\n"
-            "  --plot FILE.svg    bar chart of %% of roofline per row (FILE.png: converted if a tool exists)\n"
-            "  --compare A.json B.json   per-row times and speedup of B over A, then exit\n"
-            "  --from FILE.json   re-emit (and --plot) a saved run instead of running\n"
-            "  --tune             search tuning parameters on the device; write the user tuning file\n"
-            "  --tune-param K.P=V1,V2@OP  tune this parameter too (';' separates several)\n"
-            "  --list             list the cases the suite would run on the device, then exit\n"
-            "  --seed N           input seed (default 1)\n"
-            "  --peak-tflops X, --mem-gbps X   use these ceilings instead of measuring them (e.g. a vendor GEMM's)\n"
-            "  --quiet            no progress on stderr\n"
-            "Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_NUM_THREADS, KPORT_TUNING_FILE\n",
-            argv0);
-}
+#include <unistd.h>
 
 /* Ctrl-C or SIGTERM (timeout(1)): finish the row in flight, then write the report of
  * the rows done; a second signal ends at once. */
@@ -54,94 +31,166 @@ static void on_sigint(int sig) {
 
 /* ---- options ---- */
 
-static int parse_dtype(const char *s) {
-    if (strcmp(s, "bf16") == 0) return KP_BF16;
-    if (strcmp(s, "f16") == 0) return KP_F16;
-    if (strcmp(s, "f32") == 0) return KP_F32;
-    if (strcmp(s, "fp8") == 0) return KB_DTYPE_FP8W;
-    return -2;
+static bool to_int(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return end != s && !*end && errno == 0 && *out >= lo && *out <= hi;
 }
 
-static int parse_args(int argc, char **argv, kb_options *o) {
+static bool to_double(const char *s, double lo, double *out) {
+    char *end;
+    *out = strtod(s, &end);
+    return end != s && !*end && *out >= lo && isfinite(*out);
+}
+
+/* Every option once: getopt_long's table and --help are made from this list. */
+#define KB_OPTIONS(X)                                                                                             \
+    X(BACKEND, "backend", 1, "NAME", "cpu, opencl, cuda, hip, or all (every device); default: the best device")    \
+    X(DEVICE, "device", 1, "N", "device N of that backend, or global device N without --backend")                 \
+    X(SUITE, "suite", 1, "NAME,..", "quick (default), deepseek-v3, llama, qwen3-moe, mixtral, all")               \
+    X(OP, "op", 1, "A,B", "only these ops (attention_prefill ... moe_forward; --list-shapes all)")                \
+    X(SHAPE, "shape", 1, "K=V,..", "one case of this shape for the one --op, in place of a suite (repeatable)")   \
+    X(LIST_SHAPES, "list-shapes", 1, "OP", "the keys --shape takes for OP (or all), with defaults; exit")          \
+    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, or fp8 (e4m3 expert weights, bf16 activations)")                   \
+    X(FORMAT, "format", 1, "F", "md (default), csv, json")                                                        \
+    X(OUT, "out", 1, "FILE", "write the report there instead of stdout")                                         \
+    X(REPEAT, "repeat", 1, "N", "at least N timed samples per row (default 5)")                                   \
+    X(MIN_TIME, "min-time", 1, "S", "at least S seconds of samples per row (default 0.2)")                        \
+    X(MAX_TIME, "max-time", 1, "S", "stop a row after S seconds once 3 samples exist (default 1)")                \
+    X(PLOT, "plot", 1, "FILE", "charts (matplotlib): FILE % of roofline, FILE-roofline.* roofline; compare: speedups") \
+    X(COMPARE, "compare", 0, "", "the two file operands A.json B.json: per-row speedup of B over A")              \
+    X(FROM, "from", 1, "FILE", "re-emit (and --plot) a saved JSON run instead of running")                        \
+    X(TUNE, "tune", 0, "", "search tuning parameters on the device; write the user tuning file")                  \
+    X(TUNE_PARAM, "tune-param", 1, "K.P=V,..@OP", "tune this parameter too (';' separates several)")              \
+    X(LIST, "list", 0, "", "list the cases that would run on the device, then exit")                              \
+    X(PEAKS, "peaks", 0, "", "the datasheet peak table GPU rows are judged by, then exit")                        \
+    X(SEED, "seed", 1, "N", "input seed (default 1)")                                                             \
+    X(PEAK_TFLOPS, "peak-tflops", 1, "X", "judge compute-bound rows against X TFLOP/s instead")                   \
+    X(MEM_GBPS, "mem-gbps", 1, "X", "judge memory-bound rows against X GB/s instead")                             \
+    X(QUIET, "quiet", 0, "", "no progress on stderr")
+
+#define KB_ENUM(id, name, arg, meta, help) O_##id,
+#define KB_LONG(id, name, arg, meta, help) {name, arg, NULL, O_##id},
+#define KB_HELP(id, name, arg, meta, help) fprintf(o, "  --%-12s %-11s %s\n", name, meta, help);
+enum { O_FIRST = 255, KB_OPTIONS(KB_ENUM) };
+static const struct option long_options[] = {KB_OPTIONS(KB_LONG){"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
+static void usage(FILE *o, const char *argv0) {
+    fprintf(o,
+            "usage: %s [options]\n       %s --op OP --shape K=V,... [options]\n       %s --compare A.json B.json "
+            "[--format F] [--plot FILE]\nBenchmarks kport's ops; each row is checked against float64 and judged "
+            "against the device's ceilings\n(measured copy bandwidth; datasheet peaks on GPUs, a measured FMA peak on "
+            "CPUs). docs/kbench.md.\n\n",
+            argv0, argv0, argv0);
+    KB_OPTIONS(KB_HELP)
+    fputs("Environment: KPORT_PLUGIN_PATH, KPORT_BACKEND, KPORT_DEVICE, KPORT_NUM_THREADS, KPORT_TUNING_FILE\n", o);
+}
+
+static int option_value(kb_options *o, int opt, const char *v) {
+    static const char *const dtypes[] = {"f32", "f16", "bf16", "fp8"}, *const formats[] = {"md", "csv", "json"};
+    static const int dtype_ids[] = {KP_F32, KP_F16, KP_BF16, KB_DTYPE_FP8W};
+    long long x;
+    double d;
+    switch (opt) {
+    case O_BACKEND: o->backend = v; return 0;
+    case O_DEVICE: return to_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
+    case O_SUITE: o->suite = v; return 0;
+    case O_OP: o->ops = v; return 0;
+    case O_SHAPE:
+        if (o->nshapes == KB_MAX_SHAPES) return -1;
+        o->shapes[o->nshapes++] = v;
+        return 0;
+    case O_LIST_SHAPES: o->list_shapes = v; return 0;
+    case O_DTYPE:
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, dtypes[i]) == 0) return o->dtype = dtype_ids[i], 0;
+        return -1;
+    case O_FORMAT:
+        for (int i = 0; i < 3; i++)
+            if (strcmp(v, formats[i]) == 0) return o->format = (kb_format)i, 0;
+        return -1;
+    case O_OUT: o->out = v; return 0;
+    case O_REPEAT:
+        if (!to_int(v, 1, KB_MAX_SAMPLES, &x)) return -1;
+        o->repeat = (int)x;
+        o->min_time = x == 1 ? 0.0 : o->min_time; /* --repeat 1: one sample, a smoke run */
+        return 0;
+    case O_MIN_TIME: return to_double(v, 0, &o->min_time) ? 0 : -1;
+    case O_MAX_TIME: return to_double(v, 0, &o->max_time) ? 0 : -1;
+    case O_PLOT: o->plot = v; return 0;
+    case O_FROM: o->from = v; return 0;
+    case O_TUNE_PARAM: o->tune_params = v, o->tune = true; return 0;
+    case O_SEED: return to_int(v, 0, LLONG_MAX, &x) ? (o->seed = (uint64_t)x, 0) : -1;
+    case O_PEAK_TFLOPS: return to_double(v, 0, &d) && d > 0 ? (o->peak_tflops = d, 0) : -1;
+    case O_MEM_GBPS: return to_double(v, 0, &d) && d > 0 ? (o->mem_gbps = d, 0) : -1;
+    case O_COMPARE: o->compare = true; return 0;
+    case O_TUNE: o->tune = true; return 0;
+    case O_LIST: o->list = true; return 0;
+    case O_PEAKS: o->list_peaks = true; return 0;
+    case O_QUIET: o->quiet = true; return 0;
+    }
+    return -1;
+}
+
+/* 0: run; 1: --help printed; 2: usage error (printed). The --compare files land in files[0..1]. */
+static int parse_args(int argc, char **argv, kb_options *o, const char **files) {
     *o = (kb_options){.device = -1, .suite = "quick", .dtype = -1, .format = KB_MD, .repeat = 5, .min_time = 0.2,
                       .max_time = 1.0, .seed = 1};
-    for (int i = 1; i < argc; i++) {
-        char *a = argv[i], *val = NULL, name[64];
-        char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
-        static const char *const takes[] = {"--backend", "--device", "--suite",    "--op",       "--dtype",
-                                            "--format",  "--out",    "--repeat",   "--min-time", "--max-time",
-                                            "--plot",    "--from",   "--tune-param", "--seed", "--peak-tflops", "--mem-gbps"};
-        bool needs = false;
-        for (size_t k = 0; k < sizeof takes / sizeof takes[0]; k++) needs |= strcmp(name, takes[k]) == 0;
-        if (needs) {
-            val = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
-            if (!val) {
-                fprintf(stderr, "kbench: %s needs a value (--help)\n", name);
-                return 2;
-            }
-        } else if (eq) {
-            fprintf(stderr, "kbench: %s takes no value (--help)\n", name);
-            return 2;
-        }
-        char *end = NULL;
-        if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+    bool suite_given = false;
+    int opt, index;
+    while ((opt = getopt_long(argc, argv, "h", long_options, &index)) != -1) {
+        if (opt == 'h') {
             usage(stdout, argv[0]);
             return 1;
-        } else if (strcmp(name, "--backend") == 0) o->backend = val;
-        else if (strcmp(name, "--device") == 0) {
-            o->device = (int)strtol(val, &end, 10);
-            if (*end || o->device < 0) goto bad;
-        } else if (strcmp(name, "--suite") == 0) o->suite = val;
-        else if (strcmp(name, "--op") == 0) o->ops = val;
-        else if (strcmp(name, "--dtype") == 0) {
-            if ((o->dtype = parse_dtype(val)) == -2) goto bad;
-        } else if (strcmp(name, "--format") == 0) {
-            if (strcmp(val, "md") == 0) o->format = KB_MD;
-            else if (strcmp(val, "csv") == 0) o->format = KB_CSV;
-            else if (strcmp(val, "json") == 0) o->format = KB_JSON;
-            else goto bad;
-        } else if (strcmp(name, "--out") == 0) o->out = val;
-        else if (strcmp(name, "--repeat") == 0) {
-            o->repeat = (int)strtol(val, &end, 10);
-            if (*end || o->repeat < 1 || o->repeat > KB_MAX_SAMPLES) goto bad;
-            o->min_time = o->repeat == 1 ? 0.0 : o->min_time; /* --repeat 1: one sample, a smoke run */
-        } else if (strcmp(name, "--min-time") == 0) {
-            o->min_time = strtod(val, &end);
-            if (*end || o->min_time < 0) goto bad;
-        } else if (strcmp(name, "--max-time") == 0) {
-            o->max_time = strtod(val, &end);
-            if (*end || o->max_time < 0) goto bad;
-        } else if (strcmp(name, "--plot") == 0) o->plot = val;
-        else if (strcmp(name, "--from") == 0) o->from = val;
-        else if (strcmp(name, "--tune-param") == 0) o->tune_params = val, o->tune = true;
-        else if (strcmp(name, "--seed") == 0) {
-            o->seed = strtoull(val, &end, 10);
-            if (*end) goto bad;
-        } else if (strcmp(name, "--peak-tflops") == 0 || strcmp(name, "--mem-gbps") == 0) {
-            double v = strtod(val, &end);
-            if (*end || !(v > 0)) goto bad;
-            if (name[2] == 'p') o->peak_tflops = v;
-            else o->mem_gbps = v;
-        } else if (strcmp(name, "--compare") == 0) {
-            if (i + 2 >= argc) {
-                fprintf(stderr, "kbench: --compare needs two JSON files\n");
-                return 2;
-            }
-            o->compare_a = argv[++i], o->compare_b = argv[++i];
-        } else if (strcmp(name, "--tune") == 0) o->tune = true;
-        else if (strcmp(name, "--list") == 0) o->list = true;
-        else if (strcmp(name, "--quiet") == 0) o->quiet = true;
-        else {
-            fprintf(stderr, "kbench: unknown option '%s' (--help lists them)\n", a);
+        }
+        if (opt == '?') { /* getopt_long said what */
+            fprintf(stderr, "kbench: --help lists the options\n");
             return 2;
         }
-        continue;
-    bad:
-        fprintf(stderr, "kbench: %s: bad value '%s' (--help)\n", name, val);
+        suite_given |= opt == O_SUITE;
+        if (option_value(o, opt, optarg) != 0) {
+            fprintf(stderr, "kbench: --%s: bad value '%s' (--help)\n", long_options[index].name, optarg ? optarg : "");
+            return 2;
+        }
+    }
+    int operands = argc - optind;
+    if (o->compare ? operands != 2 : operands != 0) {
+        fprintf(stderr, o->compare ? "kbench: --compare needs two JSON files\n" : "kbench: unexpected argument '%s'\n",
+                argv[optind]);
+        return 2;
+    }
+    if (o->compare) files[0] = argv[optind], files[1] = argv[optind + 1];
+    if (o->nshapes && (suite_given || !o->ops || strchr(o->ops, ','))) {
+        fprintf(stderr, "kbench: --shape takes exactly one --op and no --suite\n");
         return 2;
     }
     return 0;
+}
+
+/* Every --shape, parsed and expanded by --dtype before anything runs: a bad one is a
+ * usage error. */
+static int parse_shapes(const kb_options *o, kb_case_list *out) {
+    kp_op op = KP_OP_COUNT;
+    kb_case c;
+    char err[512] = "";
+    if (o->nshapes && !kb_op_from_name(o->ops, &op)) snprintf(err, sizeof err, "unknown op '%s'; ops are %s", o->ops, kb_op_name_list());
+    for (int i = 0; i < o->nshapes && !err[0]; i++)
+        if (kb_shape_parse(op, o->shapes[i], &c, err, sizeof err) == 0) kb_shape_cases(&c, o->dtype, out, err, sizeof err);
+    if (err[0]) fprintf(stderr, "kbench: %s\n", err);
+    return err[0] ? 2 : 0;
+}
+
+/* The cases for one device: --shape's as given, or the suite's scaled to the device. */
+static int device_cases(const kb_options *o, const kb_case_list *shapes, int device, kb_case_list *out, char *err,
+                        size_t errn) {
+    kp_device_info info;
+    kb_budget budget;
+    kp_device_info_get(device, &info);
+    if (!o->nshapes) return kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), out, err, errn);
+    if (!(out->v = malloc(((size_t)shapes->n + 1) * sizeof *out->v))) return snprintf(err, errn, "out of memory"), -1;
+    memcpy(out->v, shapes->v, (size_t)shapes->n * sizeof *out->v);
+    return out->n = out->cap = shapes->n;
 }
 
 /* ---- devices ---- */
@@ -205,24 +254,20 @@ static void progress_row(const kb_row *w) {
     else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
 }
 
-static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep) {
+static int run(const kb_options *o, const kb_case_list *shapes, const int *devices, int ndev, kb_report *rep) {
     kb_case_list *lists = calloc((size_t)ndev, sizeof *lists);
     rep->roofs = calloc((size_t)ndev, sizeof *rep->roofs);
     if (!lists || !rep->roofs) return -1;
-    int total = 0, cap = 0, done = 0;
+    int total = 0, done = 0;
     char err[512];
     for (int d = 0; d < ndev; d++) { /* every case list first: progress knows what remains */
-        kp_device_info info;
-        kb_budget budget;
-        kp_device_info_get(devices[d], &info);
-        if (kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), &lists[d], err, sizeof err) < 0) {
+        if (device_cases(o, shapes, devices[d], &lists[d], err, sizeof err) < 0) {
             fprintf(stderr, "kbench: %s\n", err);
             return -2;
         }
         total += lists[d].n;
     }
-    cap = total;
-    rep->rows = calloc((size_t)cap + 1, sizeof *rep->rows);
+    rep->rows = calloc((size_t)total + 1, sizeof *rep->rows);
     if (!rep->rows) return -1;
     double t0 = kb_now();
     for (int d = 0; d < ndev && !kb_interrupted; d++) {
@@ -233,7 +278,7 @@ static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep
         kb_roofline *roof = &rep->roofs[rep->nroofs];
         if (st == KP_OK) {
             if (!o->quiet)
-                fprintf(stderr, "measuring rooflines on %s (%s): copy bandwidth, compute peak ...\n", env.info.name,
+                fprintf(stderr, "ceilings of %s (%s): copy bandwidth, compute peak ...\n", env.info.name,
                         env.info.backend);
             st = kb_roofline_measure(env.dev, env.s, o, roof);
         }
@@ -243,8 +288,8 @@ static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep
             roof->device_index = devices[d];
             rep->nroofs++;
             if (!o->quiet)
-                fprintf(stderr, "  memory %.1f GB/s (%s); compute %.3g TFLOP/s (%s)\n", roof->mem_gbps, roof->mem_method,
-                        roof->peak_tflops, roof->peak_method);
+                fprintf(stderr, "  memory %.1f GB/s (%s); compute %.4g TFLOP/s bf16 (%s)\n", roof->mem_gbps,
+                        roof->mem_method, roof->peak_tflops, roof->peak_method);
             for (int i = 0; i < lists[d].n && !kb_interrupted; i++) {
                 const kb_case *c = &lists[d].v[i];
                 if (!o->quiet)
@@ -267,18 +312,17 @@ static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep
     return 0;
 }
 
-static int list_cases(const kb_options *o, int device) {
+static int list_cases(const kb_options *o, const kb_case_list *shapes, int device) {
     kp_device_info info;
-    kb_budget budget;
     kb_case_list l = {0};
     char err[512];
     kp_device_info_get(device, &info);
-    if (kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), &l, err, sizeof err) < 0) {
+    if (device_cases(o, shapes, device, &l, err, sizeof err) < 0) {
         fprintf(stderr, "kbench: %s\n", err);
         return 2;
     }
-    printf("suite %s on %s (%s): %d cases\n\n| # | op | shape | dtype | note |\n|---|---|---|---|---|\n", o->suite,
-           info.name, info.backend, l.n);
+    printf("%s %s on %s (%s): %d cases\n\n| # | op | shape | dtype | note |\n|---|---|---|---|---|\n",
+           o->nshapes ? "--shape" : "suite", o->nshapes ? o->ops : o->suite, info.name, info.backend, l.n);
     for (int i = 0; i < l.n; i++)
         printf("| %d | %s | %s | %s | %s |\n", i + 1, kp_op_name(l.v[i].op), l.v[i].shape, kb_row_dtype_name(&l.v[i]),
                l.v[i].note);
@@ -286,98 +330,125 @@ static int list_cases(const kb_options *o, int device) {
     return 0;
 }
 
+/* The table; each run's ceilings table names the row a device resolved to. */
+static int list_peaks(void) {
+    int n;
+    const kb_peak *t = kb_peak_table(&n);
+    printf("Datasheet peaks, dense (tools/kbench/kbench_peaks.c)\n\n| vendor | arch | device | bf16 TFLOP/s | fp8 "
+           "TFLOP/s | f32 TFLOP/s | GB/s | source |\n|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < n; i++)
+        printf("| %s | %s | %s | %.6g | %.6g | %.6g | %.6g | %s |\n", t[i].vendor, t[i].arch,
+               strcmp(t[i].device, "*") == 0 ? "* (arch default)" : t[i].device, t[i].bf16_tflops, t[i].fp8_tflops,
+               t[i].f32_tflops, t[i].mem_gbps, t[i].source);
+    return 0;
+}
+
+/* --plot draws a JSON file: --from's, --out's when it is JSON, or a temporary one. */
+static int plot(const kb_options *o, const kb_report *rep) {
+    char err[1024], tmp[] = "/tmp/kbench-plot-XXXXXX.json";
+    const char *json = o->from ? o->from : o->out && o->format == KB_JSON ? o->out : NULL;
+    int rc = 0;
+    if (!json) {
+        int fd = mkstemps(tmp, 5);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        rc = f && kb_write_json(rep, f) == 0 ? 0 : -1;
+        if (f ? fclose(f) != 0 : fd >= 0 && close(fd) != 0) rc = -1;
+        json = tmp;
+        if (rc != 0) snprintf(err, sizeof err, "cannot write %s for kbench-plot", tmp);
+    }
+    if (rc == 0) rc = kb_plot(json, o->plot, err, sizeof err);
+    if (json == tmp) unlink(tmp);
+    if (rc != 0) fprintf(stderr, "kbench: --plot: %s\n", err);
+    else if (!o->quiet) fprintf(stderr, "kbench: plots written beside %s\n", o->plot);
+    return rc ? 1 : 0;
+}
+
 static int emit(const kb_options *o, const kb_report *rep) {
     FILE *out = o->out ? fopen(o->out, "w") : stdout;
     if (!out) {
-        fprintf(stderr, "kbench: cannot write %s\n", o->out);
+        fprintf(stderr, "kbench: cannot write %s: %s\n", o->out, strerror(errno));
         return 1;
     }
     int rc = kb_write_report(rep, o->format, out);
     if (out != stdout && fclose(out) != 0) rc = -1;
     if (rc != 0) fprintf(stderr, "kbench: error writing the report\n");
-    if (o->plot) {
-        char err[512];
-        if (kb_plot_svg(rep, o->plot, err, sizeof err) != 0) {
-            fprintf(stderr, "kbench: --plot: %s\n", err);
-            rc = 1;
-        } else if (!o->quiet) {
-            fprintf(stderr, "kbench: plot written to %s\n", o->plot);
-        }
-    }
-    if (o->out && !o->quiet && rc == 0) fprintf(stderr, "kbench: report written to %s\n", o->out);
+    else if (o->out && !o->quiet) fprintf(stderr, "kbench: report written to %s\n", o->out);
+    if (o->plot && plot(o, rep) != 0) rc = 1;
     return rc ? 1 : 0;
-}
-
-static void free_rows(kb_report *r) {
-    for (int i = 0; i < r->nrows; i++) kb_row_free(&r->rows[i]);
-    free(r->rows);
-    free(r->roofs);
 }
 
 int main(int argc, char **argv) {
     kb_options o;
-    int rc = parse_args(argc, argv, &o);
+    const char *files[2] = {NULL, NULL};
+    int rc = parse_args(argc, argv, &o, files);
     if (rc) return rc == 1 ? 0 : rc;
+    kb_case_list shapes = {0};
+    if ((rc = parse_shapes(&o, &shapes)) != 0) {
+        free(shapes.v);
+        return rc;
+    }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
-    if (o.compare_a) return kb_compare(o.compare_a, o.compare_b, o.format, stdout);
-    if (o.from) {
+    if (o.list_shapes) {
+        kp_op op;
+        bool all = strcmp(o.list_shapes, "all") == 0, known = kb_op_from_name(o.list_shapes, &op);
+        if (all || known) kb_shape_usage(stdout, all ? NULL : &op);
+        else fprintf(stderr, "kbench: --list-shapes: unknown op '%s'; ops are %s, or all\n", o.list_shapes, kb_op_name_list());
+        free(shapes.v);
+        return all || known ? 0 : 2;
+    }
+    if (o.list_peaks || o.compare || o.from) {
         kb_report rep;
-        kb_json *j = NULL;
-        char err[512];
-        if (kb_report_load(o.from, &rep, &j, err, sizeof err) != 0) {
+        char err[1024];
+        if (o.list_peaks) rc = list_peaks();
+        else if (o.compare) rc = kb_compare(files[0], files[1], &o);
+        else if (kb_report_load(o.from, &rep, err, sizeof err) != 0) {
             fprintf(stderr, "kbench: --from: %s\n", err);
-            kb_json_free(j);
-            return 1;
+            rc = 1;
+        } else {
+            rc = emit(&o, &rep);
         }
-        rc = emit(&o, &rep);
-        free_rows(&rep);
-        kb_json_free(j);
+        if (o.from && !o.compare && !o.list_peaks) kb_report_free(&rep);
+        free(shapes.v);
         return rc;
     }
     kp_status st = kp_init(NULL);
     if (st != KP_OK) {
         fprintf(stderr, "kbench: kp_init failed: %s: %s\n", kp_status_str(st), kp_last_error());
+        free(shapes.v);
         return 1;
     }
     int devices[64], ndev;
     char err[KP_REASON_MAX + 128];
+    kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o.nshapes ? "shape" : o.suite};
     if ((ndev = select_devices(&o, devices, 64, err, sizeof err)) == 0) {
         fprintf(stderr, "kbench: %s\n", err);
-        kp_shutdown();
-        return 1;
+        rc = 1;
+    } else if (o.list || o.tune) {
+        rc = o.list ? list_cases(&o, &shapes, devices[0]) : kb_tune(&o, devices[0]);
+    } else {
+        char date[64];
+        time_t now = time(NULL);
+        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+        rep.date = date;
+        kb_report_machine(&rep);
+        kp_backend_info backends[16];
+        for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
+            if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
+        rep.backends = backends;
+        rc = run(&o, &shapes, devices, ndev, &rep);
+        if (rc == -1) fprintf(stderr, "kbench: out of memory\n");
+        if (rc == 0) {
+            rc = emit(&o, &rep);
+            for (int i = 0; i < rep.nrows; i++) /* a wrong result or a broken run fails the command */
+                if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
+        }
+        rc = rc == -2 ? 2 : rc < 0 ? 1 : rc;
+        for (int i = 0; i < rep.nrows; i++) kb_row_free(&rep.rows[i]);
+        free(rep.rows);
+        free(rep.roofs);
     }
-    if (o.list) rc = list_cases(&o, devices[0]);
-    else if (o.tune) rc = kb_tune(&o, devices[0]);
-    if (o.list || o.tune) {
-        kp_shutdown();
-        return rc;
-    }
-    kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o.suite};
-    char date[64];
-    time_t now = time(NULL);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    rep.date = date;
-    kb_report_machine(&rep);
-    kp_backend_info backends[16];
-    for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
-        if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
-    rep.backends = backends;
-    rc = run(&o, devices, ndev, &rep);
-    if (rc == -2) {
-        free_rows(&rep);
-        kp_shutdown();
-        return 2;
-    }
-    if (rc != 0) {
-        fprintf(stderr, "kbench: out of memory\n");
-        kp_shutdown();
-        return 1;
-    }
-    rc = emit(&o, &rep);
-    for (int i = 0; i < rep.nrows; i++) /* a wrong result or a broken run fails the command */
-        if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
-    free_rows(&rep);
+    free(shapes.v);
     kp_shutdown();
     return rc;
 }

@@ -13,10 +13,25 @@
 #define CHECK_ROWS 8
 #define CHECK_COLS 64
 
+/* DeepSeek-V3's router (sigmoid, a selection bias, scale 2.5) or Qwen3's and Mixtral's
+ * (softmax, no bias, scale 1); both renormalise the chosen weights. */
 static kp_moe_routing case_routing(const kb_case *c) {
+    bool v3 = c->scoring == KP_MOE_SCORING_SIGMOID;
     return (kp_moe_routing){.topk = (int32_t)c->k, .n_group = (int32_t)c->n_group,
-                            .topk_group = (int32_t)c->topk_group, .scoring = KP_MOE_SCORING_SIGMOID,
-                            .renormalize = 1, .route_scale = 2.5f};
+                            .topk_group = (int32_t)c->topk_group, .scoring = c->scoring, .renormalize = 1,
+                            .route_scale = v3 ? 2.5f : 1.0f};
+}
+
+/* V3's selection bias: on the device, its tensor, and its values for ref_gate (NULL
+ * and an absent tensor for a router without one). */
+static kp_status router_bias(kb_env *e, const kb_case *c, kb_data *d, kp_tensor *t, double **host) {
+    *host = NULL;
+    if (c->scoring != KP_MOE_SCORING_SIGMOID) return KP_OK;
+    kp_status st = kb_data_random(e, d, KP_F32, c->E, -0.05, 0.05);
+    if (st == KP_OK) st = kb_tensor(t, d->buf, KP_F32, 1, (int64_t[]){c->E});
+    if (st == KP_OK && !(*host = kb_alloc(e, (size_t)c->E * 8))) st = KP_ERR_OUT_OF_MEMORY;
+    for (int64_t x = 0; st == KP_OK && x < c->E; x++) (*host)[x] = kb_at(d, x);
+    return st;
 }
 
 /* ---- the DeepSeek-V3 gate in float64 (DESIGN §2) ---- */
@@ -95,6 +110,7 @@ static int64_t route_random(kb_env *e, const kb_case *c, int32_t *ids, int32_t *
 typedef struct gate_st {
     kp_moe_gate_params p;
     kb_data logits, bias;
+    double *bias_host; /* NULL: no bias */
     kp_buffer *ids, *w;
 } gate_st;
 
@@ -102,15 +118,14 @@ static kp_status gate_setup(kb_bench *b) {
     const kb_case *c = b->c;
     gate_st *s = b->st = kb_alloc(b->env, sizeof *s);
     if (!s) return KP_ERR_OUT_OF_MEMORY;
-    b->bytes = (double)kb_dtype_bytes(c->dtype) * c->T * c->E + 4.0 * c->E + 8.0 * c->T * c->k;
     kp_status st = kb_data_random(b->env, &s->logits, c->dtype, c->T * c->E, -4, 4);
-    if (st == KP_OK) st = kb_data_random(b->env, &s->bias, KP_F32, c->E, -0.05, 0.05);
+    if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
+    b->bytes = (double)kp_dtype_size(c->dtype) * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
     if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->ids);
     if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
     if (st != KP_OK) return st;
     s->p.routing = case_routing(c);
     if ((st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E})) ||
-        (st = kb_tensor(&s->p.bias, s->bias.buf, KP_F32, 1, (int64_t[]){c->E})) ||
         (st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
         (st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k})))
         return st;
@@ -125,14 +140,13 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     gate_st *s = b->st;
     int k = (int)c->k, E = (int)c->E;
     int32_t *ids = malloc((size_t)(c->T * k) * 4), rid[32];
-    double *w = malloc((size_t)(c->T * k) * 8), *lg = malloc((size_t)E * 8), *bias = malloc((size_t)E * 8), rw[32];
-    kp_status st = ids && w && lg && bias ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    double *w = malloc((size_t)(c->T * k) * 8), *lg = malloc((size_t)E * 8), rw[32];
+    kp_status st = ids && w && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
-    for (int e = 0; e < E && st == KP_OK; e++) bias[e] = kb_at(&s->bias, e);
     for (int64_t t = 0; t < c->T && st == KP_OK && !msg[0]; t++) {
         for (int e = 0; e < E; e++) lg[e] = kb_at(&s->logits, t * E + e);
-        double margin = ref_gate(lg, bias, E, &s->p.routing, rid, rw);
+        double margin = ref_gate(lg, s->bias_host, E, &s->p.routing, rid, rw);
         for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
             int j = 0;
             while (j < k && rid[j] != ids[t * k + i]) j++;
@@ -145,7 +159,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
             kb_err_add(err, w[t * k + i], rw[j]);
         }
     }
-    free(ids), free(w), free(lg), free(bias);
+    free(ids), free(w), free(lg);
     return st;
 }
 
@@ -261,7 +275,7 @@ static kp_status weights(kb_env *e, const kb_case *c, int64_t N, int64_t K, kb_d
 }
 
 static double weight_bytes(const kb_case *c, int64_t N, int64_t K) {
-    double b = (double)kb_dtype_bytes(c->wdtype) * N * K;
+    double b = (double)kp_dtype_size(c->wdtype) * N * K;
     if (c->wdtype == KP_FP8_E4M3) b += 4.0 * ((N + FP8_BLOCK - 1) / FP8_BLOCK) * (K / FP8_BLOCK);
     return b;
 }
@@ -281,14 +295,14 @@ static kp_status gemm_setup(kb_bench *b) {
     int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
     if (!s || !ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
     int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
-    double el = (double)kb_dtype_bytes(c->dtype);
+    double el = (double)kp_dtype_size(c->dtype);
     b->flops = 2.0 * M * c->N * c->K;
     b->bytes = el * M * (c->K + c->N) + used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
     kp_buffer *ob;
     kp_status st = kb_data_random(e, &s->a, c->dtype, M * c->K, -1, 1);
     if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
     if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
-    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
     if ((st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K})) ||
         (st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1})) ||
@@ -346,14 +360,14 @@ static kp_status combine_setup(kb_bench *b) {
         int32_t t = s->pos[i];
         s->pos[i] = s->pos[j], s->pos[j] = t;
     }
-    double el = (double)kb_dtype_bytes(c->dtype);
+    double el = (double)kp_dtype_size(c->dtype);
     b->flops = 2.0 * rows * c->hidden;
     b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
     kp_buffer *pb;
     kp_status st = kb_data_random(e, &s->x, c->dtype, rows * c->hidden, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->w, KP_F32, rows, 0, 1);
     if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
     if ((st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden})) ||
         (st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
@@ -395,6 +409,7 @@ const kb_op_impl kb_moe_combine_impl = {KP_OP_MOE_COMBINE, combine_setup, combin
 typedef struct forward_st {
     kp_moe_forward_params p;
     kb_data x, logits, bias, w13, s13, w2, s2;
+    double *bias_host; /* NULL: no bias */
     kp_buffer *out;
 } forward_st;
 
@@ -408,13 +423,12 @@ static kp_status forward_setup(kb_bench *b) {
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
     kp_status st = kb_data_random(e, &s->x, c->dtype, c->T * c->hidden, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->logits, KP_F32, c->T * c->E, -4, 4);
-    if (st == KP_OK) st = kb_data_random(e, &s->bias, KP_F32, c->E, -0.05, 0.05);
+    if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias, &s->bias_host);
     if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
     if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kb_dtype_bytes(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
     if (st == KP_OK) st = kb_tensor(&p->x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     if (st == KP_OK) st = kb_tensor(&p->router_logits, s->logits.buf, KP_F32, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = kb_tensor(&p->bias, s->bias.buf, KP_F32, 1, (int64_t[]){c->E});
     if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     size_t ws = 0;
     if (st == KP_OK) st = kp_moe_forward_workspace_size(e->dev, p, &ws);
@@ -422,20 +436,19 @@ static kp_status forward_setup(kb_bench *b) {
     if (st != KP_OK) return st;
     /* bytes: x, logits, bias, out, and the weights of the experts the float64 router uses */
     bool *used = kb_alloc(e, (size_t)c->E);
-    double *lg = kb_alloc(e, (size_t)c->E * 8), *bias = kb_alloc(e, (size_t)c->E * 8), w[32];
-    if (!used || !lg || !bias) return KP_ERR_OUT_OF_MEMORY;
+    double *lg = kb_alloc(e, (size_t)c->E * 8), w[32];
+    if (!used || !lg) return KP_ERR_OUT_OF_MEMORY;
     int32_t ids[32];
-    for (int64_t x = 0; x < c->E; x++) bias[x] = kb_at(&s->bias, x);
     for (int64_t t = 0; t < c->T; t++) {
         for (int64_t x = 0; x < c->E; x++) lg[x] = kb_at(&s->logits, t * c->E + x);
-        ref_gate(lg, bias, (int)c->E, &p->routing, ids, w);
+        ref_gate(lg, s->bias_host, (int)c->E, &p->routing, ids, w);
         for (int64_t j = 0; j < c->k; j++) used[ids[j]] = true;
     }
     int64_t n_used = 0;
     for (int64_t x = 0; x < c->E; x++) n_used += used[x];
-    double el = (double)kb_dtype_bytes(c->dtype);
+    double el = (double)kp_dtype_size(c->dtype);
     b->flops = 6.0 * c->T * c->k * c->hidden * c->inter;
-    b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * (c->T * c->E + c->E) +
+    b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) +
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
 }
@@ -453,18 +466,17 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     kb_rng r = {b->env->seed + 59};
     double *x = malloc((size_t)c->hidden * 8), *h = malloc((size_t)c->inter * 2 * 8);
     double *act = malloc((size_t)c->inter * 8), *got = malloc((size_t)c->hidden * 8);
-    double *lg = malloc((size_t)c->E * 8), *bias = malloc((size_t)c->E * 8), w[32], ref[CHECK_COLS];
+    double *lg = malloc((size_t)c->E * 8), w[32], ref[CHECK_COLS];
     int64_t cols[CHECK_COLS];
     int32_t ids[32];
-    kp_status st = x && h && act && got && lg && bias ? KP_OK : KP_ERR_OUT_OF_MEMORY;
-    for (int64_t i = 0; i < c->E && st == KP_OK; i++) bias[i] = kb_at(&s->bias, i);
+    kp_status st = x && h && act && got && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     int ncols = c->hidden < CHECK_COLS ? (int)c->hidden : CHECK_COLS;
     for (int j = 0; j < ncols; j++) cols[j] = j == 0 ? c->hidden - 1 : kb_rng_below(&r, c->hidden);
     int checked = 0;
     for (int attempt = 0; attempt < 20 && checked < 3 && st == KP_OK; attempt++) {
         int64_t t = attempt == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
         for (int64_t i = 0; i < c->E; i++) lg[i] = kb_at(&s->logits, t * c->E + i);
-        if (ref_gate(lg, bias, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
+        if (ref_gate(lg, s->bias_host, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
         for (int64_t i = 0; i < c->hidden; i++) x[i] = kb_at(&s->x, t * c->hidden + i);
         for (int j = 0; j < ncols; j++) ref[j] = 0;
         for (int64_t slot = 0; slot < c->k; slot++) {
@@ -477,7 +489,7 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
         for (int j = 0; j < ncols && st == KP_OK; j++) kb_err_add(err, got[cols[j]], ref[j]);
         checked++;
     }
-    free(x), free(h), free(act), free(got), free(lg), free(bias);
+    free(x), free(h), free(act), free(got), free(lg);
     return st;
 }
 

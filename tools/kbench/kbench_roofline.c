@@ -1,13 +1,18 @@
 /*
- * tools/kbench/kbench_roofline.c — the two ceilings a row is judged against, measured
- * by kbench itself on the device it runs on:
+ * tools/kbench/kbench_roofline.c — the ceilings a row is judged against:
  *
- *  - memory: kp_buffer_copy of a large buffer, best sample, counting read + write bytes
- *    (as the anchors' copy numbers do);
- *  - compute: on CPU devices (the CPU backend, PoCL) a host f32 FMA loop on every core
+ *  - memory: kp_buffer_copy of a large buffer measured on the device, best sample,
+ *    counting read + write bytes (as the anchors' copy numbers do);
+ *  - compute on CPU devices (the CPU backend, PoCL): a host f32 FMA loop on every core
  *    this process may use, with AVX-512 or AVX2 chosen by cpuid at run time (never
- *    -march=native); on other devices kport's own grouped_gemm at 8192^3 bf16 when the
- *    backend runs it (a lower bound of the true peak; the row says so), else n/a.
+ *    -march=native), for every dtype;
+ *  - compute on GPUs: the datasheet peaks of kbench_peaks.c, by unit (bf16 matrix, FP8
+ *    matrix, f32 FMA); n/a for a GPU the table does not know.
+ *
+ * A row's ceiling is the roofline at its arithmetic intensity: min(unit peak, intensity x
+ * copy bandwidth), with the unit its op and dtype should use (docs/kbench.md states the
+ * rule). Ops without matrix work (gate, align, combine, paged decode) have only the memory
+ * ceiling.
  */
 #include "kbench.h"
 
@@ -19,7 +24,6 @@
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
 #define KB_X86 1
 #endif
 
@@ -27,56 +31,27 @@
 
 static volatile float fma_sink;
 
+/* N accumulators of W floats each through iters FMAs; returns the FLOPs. GCC vector
+ * types let one body serve every width, each instance with its own target; a * m + c
+ * contracts to one FMA (gnu11 builds use -ffp-contract=fast). */
+#define FMA_LOOP(name, attr, W, N)                                                                          \
+    attr static double name(long iters) {                                                                      \
+        typedef float vec __attribute__((vector_size(W * 4)));                                                \
+        vec a[N], m = (vec){0} + 0.9999999f, c = (vec){0} + 1e-7f;                                            \
+        for (int i = 0; i < N; i++) a[i] = (vec){0} + (float)i;                                               \
+        for (long it = 0; it < iters; it++) {                                                                 \
+            _Pragma("GCC unroll 16") for (int i = 0; i < N; i++) a[i] = a[i] * m + c;                       \
+        }                                                                                                     \
+        for (int i = 1; i < N; i++) a[0] += a[i];                                                             \
+        fma_sink = a[0][0] + a[0][W - 1];                                                                     \
+        return (double)iters * N * W * 2;                                                                     \
+    }
+
 #ifdef KB_X86
-__attribute__((target("avx512f"))) static double fma_avx512(long iters) {
-    const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
-    __m512 a[16];
-    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++) {
-        a[0] = _mm512_fmadd_ps(a[0], m, c), a[1] = _mm512_fmadd_ps(a[1], m, c);
-        a[2] = _mm512_fmadd_ps(a[2], m, c), a[3] = _mm512_fmadd_ps(a[3], m, c);
-        a[4] = _mm512_fmadd_ps(a[4], m, c), a[5] = _mm512_fmadd_ps(a[5], m, c);
-        a[6] = _mm512_fmadd_ps(a[6], m, c), a[7] = _mm512_fmadd_ps(a[7], m, c);
-        a[8] = _mm512_fmadd_ps(a[8], m, c), a[9] = _mm512_fmadd_ps(a[9], m, c);
-        a[10] = _mm512_fmadd_ps(a[10], m, c), a[11] = _mm512_fmadd_ps(a[11], m, c);
-        a[12] = _mm512_fmadd_ps(a[12], m, c), a[13] = _mm512_fmadd_ps(a[13], m, c);
-        a[14] = _mm512_fmadd_ps(a[14], m, c), a[15] = _mm512_fmadd_ps(a[15], m, c);
-    }
-    __m512 s = a[0];
-    for (int i = 1; i < 16; i++) s = _mm512_add_ps(s, a[i]);
-    fma_sink = _mm512_reduce_add_ps(s);
-    return (double)iters * 16 * 16 * 2;
-}
-
-__attribute__((target("avx2,fma"))) static double fma_avx2(long iters) {
-    const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
-    __m256 a[12];
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < iters; it++) {
-        a[0] = _mm256_fmadd_ps(a[0], m, c), a[1] = _mm256_fmadd_ps(a[1], m, c);
-        a[2] = _mm256_fmadd_ps(a[2], m, c), a[3] = _mm256_fmadd_ps(a[3], m, c);
-        a[4] = _mm256_fmadd_ps(a[4], m, c), a[5] = _mm256_fmadd_ps(a[5], m, c);
-        a[6] = _mm256_fmadd_ps(a[6], m, c), a[7] = _mm256_fmadd_ps(a[7], m, c);
-        a[8] = _mm256_fmadd_ps(a[8], m, c), a[9] = _mm256_fmadd_ps(a[9], m, c);
-        a[10] = _mm256_fmadd_ps(a[10], m, c), a[11] = _mm256_fmadd_ps(a[11], m, c);
-    }
-    __m256 s = a[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    fma_sink = out[0] + out[7];
-    return (double)iters * 12 * 8 * 2;
-}
+FMA_LOOP(fma_avx512, __attribute__((target("avx512f,fma"))), 16, 16)
+FMA_LOOP(fma_avx2, __attribute__((target("avx2,fma"))), 8, 12)
 #endif
-
-static double fma_scalar(long iters) {
-    float a[8];
-    for (int i = 0; i < 8; i++) a[i] = (float)i;
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < 8; i++) a[i] = fmaf(a[i], 0.9999999f, 1e-7f);
-    fma_sink = a[0] + a[7];
-    return (double)iters * 8 * 2;
-}
+FMA_LOOP(fma_scalar, , 1, 8)
 
 typedef double (*fma_fn)(long iters);
 
@@ -101,7 +76,7 @@ static int usable_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
-double kb_host_fma_peak(int threads, double seconds, const char **isa) {
+static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
     fma_fn fn = fma_scalar;
     *isa = "scalar fmaf";
 #ifdef KB_X86
@@ -164,28 +139,23 @@ static kp_status copy_bandwidth(kp_device *dev, kp_stream *s, size_t bytes, doub
     return st;
 }
 
-/* ---- compute on non-CPU devices: kport's grouped_gemm, E = 1, square ---- */
-
-static void gemm_peak(kp_device *dev, kp_stream *s, const kp_device_info *info, const kb_options *o,
-                      kb_roofline *r) {
-    int64_t n = info->memory_bytes >= ((uint64_t)8 << 30) ? 8192 : 4096;
-    kb_case c = {.op = KP_OP_GROUPED_GEMM, .dtype = KP_BF16, .wdtype = KP_BF16, .variant = "peak", .T = n, .E = 1,
-                 .k = 1, .N = n, .K = n};
-    kb_case_shape(&c);
-    kb_env e = {.dev = dev, .s = s, .info = *info, .seed = o->seed};
-    kb_options quick = *o;
-    quick.repeat = 3, quick.min_time = 0.2, quick.max_time = 1.0;
-    kb_row row;
-    kb_run_case(&e, &c, &quick, NULL, &row);
-    if (row.status == KB_ROW_OK && row.tflops > 0) {
-        r->peak_tflops = row.tflops;
+/* GPU compute ceilings from the datasheet table. */
+static void table_peaks(const kp_device_info *info, kb_roofline *r) {
+    const kb_peak *p = kb_peak_lookup(info->vendor, info->arch, info->name);
+    if (!p) {
+        char v[64], a[64];
+        kb_peak_key(info->vendor, info->arch, info->name, v, sizeof v, a, sizeof a);
         snprintf(r->peak_method, sizeof r->peak_method,
-                 "kport grouped_gemm bf16 %lld^3 (E=1); a lower bound of the device's peak", (long long)n);
-    } else {
-        snprintf(r->peak_method, sizeof r->peak_method, "n/a: grouped_gemm bf16 %lld^3 %s: %.120s", (long long)n,
-                 kb_status_word(row.status), row.reason);
+                 "n/a: %.20s / %.20s / %.60s is not in kbench's peak table (kbench --peaks); pass --peak-tflops", v,
+                 a[0] ? a : "?", info->name);
+        return;
     }
-    kb_row_free(&row);
+    r->peak_tflops = p->bf16_tflops;
+    r->fp8_tflops = p->fp8_tflops > 0 ? p->fp8_tflops : p->bf16_tflops; /* FP8 weights on bf16 units */
+    r->f32_tflops = p->f32_tflops;
+    r->sheet_gbps = p->mem_gbps;
+    snprintf(r->peak_method, sizeof r->peak_method, "datasheet%s: %s", strcmp(p->device, "*") == 0 ? " (arch default)" : "",
+             p->source);
 }
 
 kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o, kb_roofline *r) {
@@ -195,30 +165,25 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
     memset(r, 0, sizeof *r);
     snprintf(r->backend, sizeof r->backend, "%s", info.backend);
     snprintf(r->device, sizeof r->device, "%s", info.name);
-    if (o->mem_gbps > 0 && o->peak_tflops > 0) { /* both given: nothing to measure */
-        r->mem_gbps = o->mem_gbps, r->peak_tflops = o->peak_tflops;
-        snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");
-        snprintf(r->peak_method, sizeof r->peak_method, "--peak-tflops (given)");
-        return KP_OK;
-    }
-    size_t bytes = info.kind == KP_DEVICE_CPU ? (size_t)256 << 20 : (size_t)1 << 30;
-    while (bytes > ((size_t)16 << 20) && info.memory_bytes && bytes * 4 > info.memory_bytes) bytes /= 2;
-    double gbps = 0.0;
-    st = copy_bandwidth(dev, s, bytes, &gbps);
-    if (st == KP_OK && gbps > 0) {
-        r->mem_gbps = gbps;
-        snprintf(r->mem_method, sizeof r->mem_method, "kp_buffer_copy %zu MiB, best sample, read+write bytes",
-                 bytes >> 20);
-    } else {
-        snprintf(r->mem_method, sizeof r->mem_method, "n/a: kp_buffer_copy %s: %.100s", kp_status_str(st),
-                 kp_last_error());
-    }
+    r->cpu = info.kind == KP_DEVICE_CPU;
+    /* r->kernel_level stays "" until the backends name the kernel level they run (the CPU's
+     * SIMD level: branch cpusimd); the report prints it when set */
     if (o->mem_gbps > 0) {
         r->mem_gbps = o->mem_gbps;
         snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");
+    } else {
+        size_t bytes = info.kind == KP_DEVICE_CPU ? (size_t)256 << 20 : (size_t)1 << 30;
+        while (bytes > ((size_t)16 << 20) && info.memory_bytes && bytes * 4 > info.memory_bytes) bytes /= 2;
+        if ((st = copy_bandwidth(dev, s, bytes, &r->mem_gbps)) == KP_OK && r->mem_gbps > 0)
+            snprintf(r->mem_method, sizeof r->mem_method, "kp_buffer_copy %zu MiB, best sample, read+write bytes",
+                     bytes >> 20);
+        else
+            snprintf(r->mem_method, sizeof r->mem_method, "n/a: kp_buffer_copy %s: %.100s", kp_status_str(st),
+                     kp_last_error());
     }
+    if (info.kind != KP_DEVICE_CPU) table_peaks(&info, r);
     if (o->peak_tflops > 0) {
-        r->peak_tflops = o->peak_tflops;
+        r->peak_tflops = r->fp8_tflops = r->f32_tflops = o->peak_tflops;
         snprintf(r->peak_method, sizeof r->peak_method, "--peak-tflops (given)");
     } else if (info.kind == KP_DEVICE_CPU) {
         const char *isa;
@@ -228,24 +193,37 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
             double x = kb_host_fma_peak(threads, 0.05, &isa);
             g = x > g ? x : g;
         }
-        r->peak_tflops = g * 1e-3;
+        r->peak_tflops = r->fp8_tflops = r->f32_tflops = g * 1e-3;
         snprintf(r->peak_method, sizeof r->peak_method, "host f32 FMA loop, %s, %d threads, best of 5", isa, threads);
-    } else {
-        gemm_peak(dev, s, &info, o, r);
     }
     return KP_OK;
 }
 
-/* Arithmetic intensity against the ridge point picks the bound; without a compute
- * ceiling, rows at >= 64 FLOP/byte count as compute-bound (no % given). */
+/* The unit an op's work should run on; NULL: no matrix work, memory only. */
+static const char *compute_unit(const kb_case *c, const kb_roofline *r, double *peak) {
+    switch (c->op) {
+    case KP_OP_ATTENTION_PREFILL:
+    case KP_OP_MLA_DECODE:
+    case KP_OP_GROUPED_GEMM:
+    case KP_OP_MOE_FORWARD: break;
+    default: return NULL;
+    }
+    if (c->dtype == KP_F32 || r->cpu) return *peak = r->f32_tflops, "f32 FMA";
+    if (c->wdtype == KP_FP8_E4M3) return *peak = r->fp8_tflops, "fp8 matrix";
+    return *peak = r->peak_tflops, "bf16 matrix";
+}
+
+/* Sets bound, unit and roofline_pct of a row: against min(peak, intensity x bandwidth).
+ * Without a compute ceiling, rows at >= 64 FLOP/byte count as compute-bound (no %). */
 void kb_roofline_classify(const kb_roofline *r, const kb_case *c, kb_row *row) {
-    (void)c;
-    double ai = row->bytes > 0 ? row->flops / row->bytes : 0.0;
-    bool have_mem = r && r->mem_gbps > 0, have_peak = r && r->peak_tflops > 0;
-    bool compute = have_mem && have_peak ? ai >= r->peak_tflops * 1e3 / r->mem_gbps : ai >= 64.0;
+    double ai = row->bytes > 0 ? row->flops / row->bytes : 0.0, peak = 0.0;
+    const char *unit = r ? compute_unit(c, r, &peak) : NULL;
+    bool have_mem = r && r->mem_gbps > 0, have_peak = unit && peak > 0;
+    bool compute = unit && (have_mem && have_peak ? peak * 1e3 < ai * r->mem_gbps : ai >= 64.0);
     row->bound = compute ? "compute" : "memory";
+    row->unit = compute ? (have_peak ? unit : NULL) : have_mem ? "copy" : NULL;
     row->roofline_pct = -1.0;
     if (row->status != KB_ROW_OK) return;
-    if (compute && have_peak) row->roofline_pct = 100.0 * row->tflops / r->peak_tflops;
+    if (compute && have_peak) row->roofline_pct = 100.0 * row->tflops / peak;
     else if (!compute && have_mem) row->roofline_pct = 100.0 * row->gbps / r->mem_gbps;
 }

@@ -75,7 +75,7 @@ static void drop_pending(kb_env *e) {
     e->pending = NULL, e->npending = e->cappending = 0;
 }
 
-void kb_env_release(kb_env *e) {
+static void kb_env_release(kb_env *e) {
     drop_pending(e);
     if (e->s) kp_stream_sync(e->s); /* nothing may still be reading a buffer we free */
     for (int i = 0; i < e->nbufs; i++) kp_buffer_free(e->bufs[i]);
@@ -115,7 +115,7 @@ static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *r
 kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi) {
     memset(d, 0, sizeof *d);
     d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
-    size_t elem = kb_dtype_bytes(dtype);
+    size_t elem = kp_dtype_size(dtype);
     unsigned char *raw = malloc((size_t)d->period * elem);
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
     kp_status st = raw && d->val ? kb_buffer(e, (size_t)n * elem, &d->buf) : KP_ERR_OUT_OF_MEMORY;
@@ -148,7 +148,7 @@ kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out)
     return st;
 }
 
-kp_status kb_poison(kb_env *e, kp_buffer *b) {
+static kp_status kb_poison(kb_env *e, kp_buffer *b) {
     size_t total = kp_buffer_size(b), chunk = total < ((size_t)16 << 20) ? total : ((size_t)16 << 20);
     unsigned char *ff = malloc(chunk ? chunk : 1);
     if (!ff) return KP_ERR_OUT_OF_MEMORY;
@@ -165,7 +165,7 @@ kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out) {
     return st == KP_OK ? defer(e, (kb_pending){*out, NULL, 0, 0, 0}) : st;
 }
 
-kp_status kb_env_flush(kb_env *e) {
+static kp_status kb_env_flush(kb_env *e) {
     kp_status st = KP_OK;
     for (int i = 0; i < e->npending && st == KP_OK; i++) {
         const kb_pending *p = &e->pending[i];
@@ -176,7 +176,7 @@ kp_status kb_env_flush(kb_env *e) {
 }
 
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
-    size_t elem = kb_dtype_bytes(dt);
+    size_t elem = kp_dtype_size(dt);
     unsigned char *raw = malloc((size_t)n * elem + 1);
     if (!raw) return KP_ERR_OUT_OF_MEMORY;
     kp_status st = kp_buffer_read(e->s, b, (size_t)first * elem, raw, (size_t)n * elem);

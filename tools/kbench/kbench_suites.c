@@ -16,14 +16,9 @@
 #define MLA_D 576
 #define MLA_DV 512
 
-static const char *const op_names[KP_OP_COUNT] = {
-    "attention_prefill", "attention_decode", "mla_decode", "moe_gate",
-    "moe_align",         "grouped_gemm",     "moe_combine", "moe_forward",
-};
-
 bool kb_op_from_name(const char *name, kp_op *op) {
     for (int i = 0; i < KP_OP_COUNT; i++)
-        if (strcmp(name, op_names[i]) == 0) {
+        if (strcmp(name, kp_op_name((kp_op)i)) == 0) {
             *op = (kp_op)i;
             return true;
         }
@@ -32,52 +27,6 @@ bool kb_op_from_name(const char *name, kp_op *op) {
 
 const char *kb_row_dtype_name(const kb_case *c) {
     return c->wdtype == KP_FP8_E4M3 && c->dtype != KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
-}
-
-/* ---- shapes ---- */
-
-void kb_case_shape(kb_case *c) {
-    char *s = c->shape;
-    size_t n = sizeof c->shape;
-    char dims[32];
-    if (c->d == c->dv) snprintf(dims, sizeof dims, "%lld", (long long)c->d);
-    else snprintf(dims, sizeof dims, "%lld/%lld", (long long)c->d, (long long)c->dv);
-    switch (c->op) {
-    case KP_OP_ATTENTION_PREFILL:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s causal=%d%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, c->causal, c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_ATTENTION_DECODE:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h=%lld/%lld d=%s bs=%lld%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, (long long)c->h_kv, dims, (long long)c->block_size,
-                 c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_MLA_DECODE:
-        snprintf(s, n, "b=%lld s_q=%lld s_k=%lld h_q=%lld d=%s%s", (long long)c->b, (long long)c->s_q,
-                 (long long)c->s_k, (long long)c->h_q, dims, c->varlen ? " varlen" : "");
-        break;
-    case KP_OP_MOE_GATE:
-        snprintf(s, n, "T=%lld E=%lld k=%lld groups=%lld/%lld", (long long)c->T, (long long)c->E, (long long)c->k,
-                 (long long)c->topk_group, (long long)c->n_group);
-        break;
-    case KP_OP_MOE_ALIGN:
-        snprintf(s, n, "T=%lld E=%lld k=%lld bs=%lld", (long long)c->T, (long long)c->E, (long long)c->k,
-                 (long long)c->block_size);
-        break;
-    case KP_OP_GROUPED_GEMM:
-        snprintf(s, n, "%s T=%lld E=%lld k=%lld M=%lld N=%lld K=%lld", c->variant, (long long)c->T, (long long)c->E,
-                 (long long)c->k, (long long)(c->T * c->k), (long long)c->N, (long long)c->K);
-        break;
-    case KP_OP_MOE_COMBINE:
-        snprintf(s, n, "T=%lld k=%lld hidden=%lld", (long long)c->T, (long long)c->k, (long long)c->hidden);
-        break;
-    case KP_OP_MOE_FORWARD:
-        snprintf(s, n, "T=%lld E=%lld k=%lld hidden=%lld inter=%lld groups=%lld/%lld", (long long)c->T,
-                 (long long)c->E, (long long)c->k, (long long)c->hidden, (long long)c->inter,
-                 (long long)c->topk_group, (long long)c->n_group);
-        break;
-    default: snprintf(s, n, "?"); break;
-    }
 }
 
 /* ---- sequence lengths, shared with kbench_attention.c ---- */
@@ -100,24 +49,31 @@ int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal) {
     return v < 0 ? 0 : v > lk ? lk : v;
 }
 
-static double visible_pairs(int64_t lq, int64_t lk, int causal) {
-    double sum = 0;
-    for (int64_t i = 0; i < lq; i++) sum += (double)kb_visible(i, lq, lk, causal);
-    return sum;
+/* Sum over queries i < lq of kb_visible(i, lq, lk, causal), in closed form: huge
+ * --shape values must not cost a loop per token. */
+static double kb_visible_pairs(int64_t lq, int64_t lk, int causal) {
+    if (!causal) return (double)lq * (double)lk;
+    /* visible(i) = clamp(i + off + 1, 0, lk), off = lk - lq: the sum of clamp(j, 0, lk)
+     * for j in (off, off + lq] is F(off + lq) - F(off), F(n) = sum over j <= n */
+    double L = (double)lk;
+    double F[2], n[2] = {(double)lk - (double)lq, (double)lk};
+    for (int t = 0; t < 2; t++)
+        F[t] = n[t] <= 0 ? 0 : n[t] <= L ? n[t] * (n[t] + 1) / 2 : L * (L + 1) / 2 + (n[t] - L) * L;
+    return F[1] - F[0];
 }
 
 /* ---- estimates: the same formulas the ops use, before any allocation ---- */
 
 void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc) {
-    double el = (double)kb_dtype_bytes(c->dtype), wel = (double)kb_dtype_bytes(c->wdtype);
+    double el = (double)kp_dtype_size(c->dtype), wel = (double)kp_dtype_size(c->wdtype);
     double f = 0, by = 0, al = 0;
     switch (c->op) {
     case KP_OP_ATTENTION_PREFILL: {
-        double tq = 0, tk = 0, pairs = 0;
-        for (int64_t i = 0; i < c->b; i++) {
+        double tq = 0, tk = 0, pairs = 0, same = c->varlen ? 1.0 : (double)c->b; /* equal lengths: one */
+        for (int64_t i = 0; i < (c->varlen ? c->b : 1); i++) {
             int64_t lq, lk;
             kb_prefill_len(c, i, &lq, &lk);
-            tq += lq, tk += lk, pairs += visible_pairs(lq, lk, c->causal);
+            tq += same * lq, tk += same * lk, pairs += same * kb_visible_pairs(lq, lk, c->causal);
         }
         f = 2.0 * pairs * c->h_q * (c->d + c->dv);
         by = el * (tq * c->h_q * (c->d + c->dv) + tk * c->h_kv * (c->d + c->dv));
@@ -128,9 +84,10 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
     case KP_OP_MLA_DECODE: {
         bool mla = c->op == KP_OP_MLA_DECODE;
         double keys = 0, pairs = 0, h_kv = mla ? 1 : (double)c->h_kv, kvd = mla ? MLA_D : (double)(c->d + c->dv);
-        for (int64_t i = 0; i < c->b; i++) {
+        double same = c->varlen ? 1.0 : (double)c->b;
+        for (int64_t i = 0; i < (c->varlen ? c->b : 1); i++) {
             int64_t len = kb_decode_len(c, i);
-            keys += len, pairs += visible_pairs(c->s_q, len, c->causal);
+            keys += same * len, pairs += same * kb_visible_pairs(c->s_q, len, c->causal);
         }
         f = 2.0 * pairs * c->h_q * (c->d + c->dv);
         by = el * (keys * h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv));
@@ -138,7 +95,7 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
         break;
     }
     case KP_OP_MOE_GATE:
-        by = el * c->T * c->E + 4.0 * c->E + 8.0 * c->T * c->k;
+        by = el * c->T * c->E + (c->scoring == KP_MOE_SCORING_SIGMOID ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
         al = by;
         break;
     case KP_OP_MOE_ALIGN:
@@ -246,7 +203,8 @@ static void scale_note(kb_case *c, const char *orig, const char *why) {
     char a[sizeof c->shape], b[sizeof c->shape];
     snprintf(a, sizeof a, "%s", orig);
     snprintf(b, sizeof b, "%s", c->shape);
-    size_t used = (size_t)snprintf(c->note, sizeof c->note, "scaled for %s from", why);
+    size_t used = strlen(c->note); /* after a preset's model name */
+    used += (size_t)snprintf(c->note + used, sizeof c->note - used, "%sscaled for %s from", used ? "; " : "", why);
     char *sa, *sb, *ta = strtok_r(a, " ", &sa), *tb = strtok_r(b, " ", &sb);
     for (; ta && tb; ta = strtok_r(NULL, " ", &sa), tb = strtok_r(NULL, " ", &sb))
         if (strcmp(ta, tb) != 0 && used < sizeof c->note)
@@ -267,25 +225,15 @@ static void apply_budget(kb_case *c, const kb_budget *b) {
 
 typedef struct builder {
     kb_case_list *out;
-    const char *ops;
+    bool skip[KP_OP_COUNT]; /* ops --op leaves out */
     int dtype; /* -1: the suite's */
     const kb_budget *budget;
+    const char *model; /* a preset's model, named in each row's note */
     bool failed;
 } builder;
 
-static bool op_selected(const char *ops, kp_op op) {
-    if (!ops) return true;
-    size_t n = strlen(op_names[op]);
-    for (const char *p = ops; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && strncmp(p, op_names[op], n) == 0) return true;
-        p += len + (end ? 1 : 0);
-    }
-    return false;
-}
-
 static void push(builder *b, kb_case c) {
+    if (b->model) snprintf(c.note, sizeof c.note, "%s", b->model);
     kb_case_shape(&c);
     apply_budget(&c, b->budget);
     for (int i = 0; i < b->out->n; i++) { /* scaling can map two shapes onto one */
@@ -307,7 +255,7 @@ static void push(builder *b, kb_case c) {
 /* Adds c once per dtype: the suite's (bf16, and FP8 weights where with_fp8), or the
  * one --dtype named (fp8 applies to expert weights only). */
 static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
-    if (!op_selected(b->ops, c.op)) return;
+    if (b->skip[c.op]) return;
     if (!c.variant) c.variant = "";
     if (b->dtype >= 0) {
         if (b->dtype == KB_DTYPE_FP8W) {
@@ -342,10 +290,10 @@ static kb_case mla(int64_t b, int64_t s_q, int64_t s_k, int64_t hq) {
                      .dv = MLA_DV, .block_size = 64, .causal = 1};
 }
 
-/* DeepSeek-V3 routing: E 256, 8 groups keep 4, top 8. */
+/* DeepSeek-V3 routing: E 256, 8 groups keep 4, top 8, sigmoid scores with a bias. */
 static kb_case moe(kp_op op, int64_t T, int64_t E, int64_t hidden, int64_t inter) {
     return (kb_case){.op = op, .T = T, .E = E, .k = 8, .n_group = 8, .topk_group = 4, .hidden = hidden,
-                     .inter = inter, .block_size = 64};
+                     .inter = inter, .block_size = 64, .scoring = KP_MOE_SCORING_SIGMOID};
 }
 
 static kb_case gemm(const char *variant, int64_t T, int64_t E, int64_t N, int64_t K) {
@@ -401,32 +349,115 @@ static void suite_llama(builder *b) {
     for (int64_t s = 2048; s <= 16384; s *= 2) add(b, decode(64, 1, s, 32, 8, 128, 16), false, false);
 }
 
+/* A GQA model with routed experts, as its config.json describes it: softmax routing over
+ * all experts (no groups, no bias), top-k renormalised. */
+typedef struct model {
+    const char *name;
+    int64_t h_q, h_kv, d;     /* num_attention_heads, num_key_value_heads, head_dim */
+    int64_t hidden, inter;    /* hidden_size, the experts' intermediate size */
+    int64_t E, k;             /* experts, experts per token */
+    int64_t context;          /* the longest decode context benchmarked */
+} model;
+
+/* Values of each model's published config.json (Hugging Face: Qwen/Qwen3-235B-A22B,
+ * Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1). */
+static const model qwen3_235b = {"Qwen3-235B-A22B", 64, 4, 128, 4096, 1536, 128, 8, 32768};
+static const model qwen3_30b = {"Qwen3-30B-A3B", 32, 4, 128, 2048, 768, 128, 8, 32768};
+static const model mixtral_8x7b = {"Mixtral-8x7B", 32, 8, 128, 4096, 14336, 8, 2, 32768};
+
+static kb_case routed(kp_op op, const model *m, int64_t T) {
+    return (kb_case){.op = op, .T = T, .E = m->E, .k = m->k, .n_group = 1, .topk_group = 1, .hidden = m->hidden,
+                     .inter = m->inter, .block_size = 64, .scoring = KP_MOE_SCORING_SOFTMAX};
+}
+
+/* One model: 4k causal prefill, paged decode at 4k and the long context, and the MoE
+ * layer's ops at decode- to prefill-sized token counts (bf16 and FP8 weights). */
+static void suite_model(builder *b, const model *m) {
+    static const int64_t tokens[] = {1, 16, 128, 512, 4096};
+    b->model = m->name;
+    add(b, prefill(1, 4096, m->h_q, m->h_kv, m->d, m->d, 1), false, false);
+    add(b, decode(64, 1, 4096, m->h_q, m->h_kv, m->d, 16), false, false);
+    add(b, decode(16, 1, m->context, m->h_q, m->h_kv, m->d, 16), false, false);
+    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
+        int64_t T = tokens[i];
+        kb_case c = routed(KP_OP_GROUPED_GEMM, m, T);
+        add(b, routed(KP_OP_MOE_GATE, m, T), false, false);
+        add(b, routed(KP_OP_MOE_ALIGN, m, T), false, false);
+        c.variant = "w13", c.N = 2 * m->inter, c.K = m->hidden;
+        add(b, c, true, true);
+        c.variant = "w2", c.N = m->hidden, c.K = m->inter;
+        add(b, c, true, true);
+        add(b, routed(KP_OP_MOE_COMBINE, m, T), false, false);
+        add(b, routed(KP_OP_MOE_FORWARD, m, T), true, true);
+    }
+    b->model = NULL;
+}
+
+static void suite_qwen3(builder *b) {
+    suite_model(b, &qwen3_235b);
+    suite_model(b, &qwen3_30b);
+}
+
+static void suite_mixtral(builder *b) { suite_model(b, &mixtral_8x7b); }
+
+static const struct {
+    const char *name;
+    void (*build)(builder *b);
+} suites[] = {
+    {"quick", suite_quick},         {"deepseek-v3", suite_deepseek}, {"llama", suite_llama},
+    {"qwen3-moe", suite_qwen3},     {"mixtral", suite_mixtral},
+};
+
+const char *kb_op_name_list(void) {
+    return "attention_prefill, attention_decode, mla_decode, moe_gate, moe_align, grouped_gemm, moe_combine, "
+           "moe_forward";
+}
+
+/* suite: a name, a comma list of names, or "all" */
 int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budget *budget, kb_case_list *out,
                    char *err, size_t errn) {
-    if (ops) {
-        char copy[512];
-        snprintf(copy, sizeof copy, "%s", ops);
-        char *save;
-        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            kp_op op;
-            if (!kb_op_from_name(t, &op)) {
-                snprintf(err, errn,
-                         "unknown op '%s'; ops are attention_prefill, attention_decode, mla_decode, moe_gate, "
-                         "moe_align, grouped_gemm, moe_combine, moe_forward",
-                         t);
-                return -1;
-            }
+    builder b = {.out = out, .dtype = dtype, .budget = budget};
+    char copy[512], *save;
+    for (int i = 0; i < KP_OP_COUNT; i++) b.skip[i] = ops != NULL;
+    snprintf(copy, sizeof copy, "%s", ops ? ops : "");
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        kp_op op;
+        if (!kb_op_from_name(t, &op)) {
+            snprintf(err, errn, "unknown op '%s'; ops are %s", t, kb_op_name_list());
+            return -1;
+        }
+        b.skip[op] = false;
+    }
+    snprintf(copy, sizeof copy, "%s", suite);
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        bool all = strcmp(t, "all") == 0, known = all;
+        for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
+            if (all || strcmp(t, suites[i].name) == 0) suites[i].build(&b), known = true;
+        if (!known) {
+            snprintf(err, errn, "unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
+            return -1;
         }
     }
-    builder b = {.out = out, .ops = ops, .dtype = dtype, .budget = budget};
-    bool all = strcmp(suite, "all") == 0, known = false;
-    if (all || strcmp(suite, "quick") == 0) suite_quick(&b), known = true;
-    if (all || strcmp(suite, "deepseek-v3") == 0) suite_deepseek(&b), known = true;
-    if (all || strcmp(suite, "llama") == 0) suite_llama(&b), known = true;
-    if (!known) {
-        snprintf(err, errn, "unknown suite '%s'; suites are quick, deepseek-v3, llama, all", suite);
+    if (b.failed) {
+        snprintf(err, errn, "out of memory listing cases");
         return -1;
     }
+    return out->n;
+}
+
+int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn) {
+    bool weights = c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD;
+    if (dtype == KB_DTYPE_FP8W && !weights) {
+        snprintf(err, errn, "--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
+        return -1;
+    }
+    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128)) {
+        snprintf(err, errn, "--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of "
+                            "the 128-wide FP8 scale blocks");
+        return -1;
+    }
+    builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
+    add(&b, *c, weights, false);
     if (b.failed) {
         snprintf(err, errn, "out of memory listing cases");
         return -1;

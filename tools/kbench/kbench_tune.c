@@ -4,11 +4,12 @@
  * reads before its built-in table (core/tuning.c; DESIGN §4).
  *
  * For each (kernel, param) of the table below that applies to the device's backend,
- * and each candidate value: a temporary tuning file holds the user's lines, the
- * winners so far and the candidate; KPORT_TUNING_FILE points at it; kp_shutdown +
- * kp_init make the core read it again; the op's quick case is checked against float64
- * and timed. The fastest correct value is merged into the user's file at once, so an
- * interrupted search keeps what it found. Lines are
+ * and each candidate value: a temporary tuning file holds the user's lines (the winners
+ * so far among them) with the candidate in place of this parameter's line;
+ * KPORT_TUNING_FILE points at it; kp_shutdown + kp_init make the core read it again;
+ * the op's quick case is checked against float64 and timed. The fastest correct value
+ * is merged into the user's file at once, so an interrupted search keeps what it found.
+ * Lines are
  *     vendor;arch;device;kernel;param;value
  * keyed on this exact device (the most specific entry of the fallback chain).
  */
@@ -58,73 +59,45 @@ static void user_path(char *out, size_t n) {
     else snprintf(out, n, "kport-tuning.txt");
 }
 
-typedef struct lines {
-    char **v;
-    int n;
-} lines;
-
-static void lines_free(lines *l) {
-    for (int i = 0; i < l->n; i++) free(l->v[i]);
-    free(l->v);
-    l->v = NULL, l->n = 0;
-}
-
-static int lines_add(lines *l, const char *s) {
-    char **v = realloc(l->v, (size_t)(l->n + 1) * sizeof *v);
-    if (!v) return -1;
-    l->v = v;
-    if (!(l->v[l->n] = strdup(s))) return -1;
-    l->n++;
-    return 0;
-}
-
-static void lines_read(const char *path, lines *l) {
-    FILE *f = fopen(path, "r");
-    char buf[1024];
-    while (f && fgets(buf, sizeof buf, f)) {
-        buf[strcspn(buf, "\r\n")] = '\0';
-        lines_add(l, buf);
-    }
+/* The file's text ("" when it does not exist); NULL when out of memory. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "r"), *m;
+    char *text = NULL, buf[4096];
+    size_t len = 0, n;
+    if (!(m = open_memstream(&text, &len))) return NULL;
+    while (f && (n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, m);
     if (f) fclose(f);
+    return fclose(m) == 0 ? text : (free(text), NULL);
 }
 
-/* Does line set the same vendor;arch;device;kernel;param as key (which ends in ';')? */
-static bool same_key(const char *line, const char *key) { return strncmp(line, key, strlen(key)) == 0; }
-
-/* Replaces key's line (or appends) and writes the file atomically. */
-static int write_merged(const char *path, lines *l, const char *key, int64_t value, char *err, size_t errn) {
-    char line[1024];
-    snprintf(line, sizeof line, "%s%lld", key, (long long)value);
-    int at = -1;
-    for (int i = 0; i < l->n && at < 0; i++)
-        if (same_key(l->v[i], key)) at = i;
-    if (at >= 0) {
-        char *s = strdup(line);
-        if (!s) return -1;
-        free(l->v[at]);
-        l->v[at] = s;
-    } else if (lines_add(l, line) != 0) {
-        return -1;
+/* text without the line that sets key (which ends in ';'), then line (if any). */
+static char *with_line(const char *text, const char *key, const char *line) {
+    char *out = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&out, &len);
+    if (!m) return NULL;
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\n");
+        if (strncmp(p, key, strlen(key)) != 0) fprintf(m, "%.*s\n", (int)n, p);
+        p += n + (p[n] == '\n');
     }
-    /* the directory may not exist yet (~/.config/kport) */
-    char dir[PATH_MAX];
+    if (line) fprintf(m, "%s\n", line);
+    return fclose(m) == 0 ? out : (free(out), NULL);
+}
+
+/* Writes text to path atomically (a header first if it has none), directories created. */
+static int write_text(const char *path, const char *text, char *err, size_t errn) {
+    char dir[PATH_MAX], tmp[PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s", path);
-    for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+    for (char *p = dir + 1; (p = strchr(p, '/')); p++) { /* ~/.config/kport may not exist yet */
         *p = '\0';
         if (mkdir(dir, 0700) != 0 && errno != EEXIST) break;
         *p = '/';
     }
-    char tmp[PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f) {
-        snprintf(err, errn, "cannot write %.300s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    bool header = l->n == 0 || strncmp(l->v[0], "#", 1) != 0;
-    if (header) fputs("# kport tuning table (vendor;arch;device;kernel;param;value), written by kbench --tune\n", f);
-    for (int i = 0; i < l->n; i++) fprintf(f, "%s\n", l->v[i]);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    if (f && text[0] != '#') fputs("# kport tuning table (vendor;arch;device;kernel;param;value), written by kbench --tune\n", f);
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
         snprintf(err, errn, "cannot write %.300s: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
@@ -201,69 +174,57 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
 }
 
 int kb_tune(const kb_options *o, int device) {
-    char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "";
+    char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "", store[2048], key_dev[KP_NAME_MAX];
     const char *saved = getenv("KPORT_TUNING_FILE");
-    char *saved_copy = saved ? strdup(saved) : NULL;
+    char *saved_copy = saved ? strdup(saved) : NULL, *user = NULL;
+    kb_tunable table[64];
+    int n = 0, m = 0, rc = 0;
+    kp_device_info info;
     user_path(path, sizeof path);
     snprintf(tmp, sizeof tmp, "/tmp/kbench-tune-%d.txt", (int)getpid());
-    kb_tunable table[64], extra[32];
-    char store[2048];
-    int n = 0;
-    kp_device_info info;
     if (kp_device_info_get(device, &info) != KP_OK) {
-        fprintf(stderr, "kbench: --tune: device %d: %s\n", device, kp_last_error());
-        free(saved_copy);
-        return 1;
+        snprintf(err, sizeof err, "device %d: %s", device, kp_last_error());
+        rc = 1;
     }
-    for (size_t i = 0; builtin[i].kernel && n < 64; i++)
+    for (size_t i = 0; rc == 0 && builtin[i].kernel && n < 32; i++)
         if (strcmp(builtin[i].backend, "*") == 0 || strcmp(builtin[i].backend, info.backend) == 0) table[n++] = builtin[i];
-    if (o->tune_params) {
-        int m = parse_params(o->tune_params, extra, 32, store, sizeof store, err, sizeof err);
-        if (m < 0) {
-            fprintf(stderr, "kbench: %s\n", err);
-            free(saved_copy);
-            return 2;
-        }
-        for (int i = 0; i < m && n < 64; i++) table[n++] = extra[i];
+    if (rc == 0 && o->tune_params && (m = parse_params(o->tune_params, table + n, 32, store, sizeof store, err, sizeof err)) < 0)
+        rc = 2;
+    n += m > 0 ? m : 0;
+    if (rc == 0 && !(user = read_text(path))) snprintf(err, sizeof err, "out of memory"), rc = 1;
+    if (rc != 0) {
+        fprintf(stderr, "kbench: --tune: %s\n", err);
+        free(saved_copy);
+        return rc;
     }
     printf("# kbench --tune on %s: %s (%s)\n\nuser tuning file: %s\n\n", info.backend, info.name, info.arch, path);
-    if (n == 0) {
+    if (n == 0)
         printf("Nothing to tune: no kernel of the %s backend reads a tuning parameter yet (the table in "
                "tools/kbench/kbench_tune.c has none for it; see docs/kbench.md). --tune-param KERNEL.PARAM=V1,V2@OP "
                "searches one by hand.\n",
                info.backend);
-        free(saved_copy);
-        return 0;
-    }
+    else printf("| kernel | param | value | median ms | check | |\n|---|---|---|---:|---|---|\n");
     /* a name with ';' cannot be a key: fall back to the arch entry */
-    char key_dev[KP_NAME_MAX];
     snprintf(key_dev, sizeof key_dev, "%s", strchr(info.name, ';') ? "*" : info.name);
-    printf("| kernel | param | value | median ms | check | |\n|---|---|---|---:|---|---|\n");
-    lines user = {0}, found = {0};
-    lines_read(path, &user);
-    int rc = 0;
     for (int t = 0; t < n && !kb_interrupted; t++) {
         const kb_tunable *k = &table[t];
-        kp_op op;
-        kb_op_from_name(k->op, &op);
-        char key[512];
-        snprintf(key, sizeof key, "%s;%s;%s;%s;%s;", info.vendor, info.arch, key_dev, k->kernel, k->param);
+        char key[512], line[600];
         double best_ms = 0;
         int64_t best = 0;
         bool any = false;
+        kp_op op;
+        kb_op_from_name(k->op, &op);
+        snprintf(key, sizeof key, "%s;%s;%s;%s;%s;", info.vendor, info.arch, key_dev, k->kernel, k->param);
         for (int v = 0; v < k->nvalues && !kb_interrupted; v++) {
-            /* the candidate file: user lines minus this key, winners so far, the candidate */
-            FILE *f = fopen(tmp, "w");
-            if (!f) {
-                fprintf(stderr, "kbench: --tune: cannot write %s\n", tmp);
+            snprintf(line, sizeof line, "%s%lld", key, (long long)k->values[v]);
+            char *candidate = with_line(user, key, line);
+            if (!candidate || write_text(tmp, candidate, err, sizeof err) != 0) {
+                fprintf(stderr, "kbench: --tune: %s\n", candidate ? err : "out of memory");
+                free(candidate);
                 rc = 1;
                 break;
             }
-            for (int i = 0; i < user.n; i++)
-                if (!same_key(user.v[i], key)) fprintf(f, "%s\n", user.v[i]);
-            for (int i = 0; i < found.n; i++) fprintf(f, "%s\n", found.v[i]);
-            fprintf(f, "%s%lld\n", key, (long long)k->values[v]);
-            fclose(f);
+            free(candidate);
             kb_row row;
             err[0] = '\0';
             fprintf(stderr, "[tune %d/%d] %s.%s = %lld ...\n", t + 1, n, k->kernel, k->param, (long long)k->values[v]);
@@ -280,11 +241,11 @@ int kb_tune(const kb_options *o, int device) {
             printf("| %s | %s | (none correct) | | | kept as it was |\n", k->kernel, k->param);
             continue;
         }
-        char line[600];
         snprintf(line, sizeof line, "%s%lld", key, (long long)best);
-        lines_add(&found, line);
-        if (write_merged(path, &user, key, best, err, sizeof err) != 0) {
-            fprintf(stderr, "kbench: --tune: %s\n", err);
+        char *merged = with_line(user, key, line); /* the winner joins the user's lines: later candidates keep it */
+        if (merged) free(user), user = merged;
+        if (!merged || write_text(path, user, err, sizeof err) != 0) {
+            fprintf(stderr, "kbench: --tune: %s\n", merged ? err : "out of memory");
             rc = 1;
         } else {
             printf("| %s | %s | **%lld** | %.4g | ok | written to %s |\n", k->kernel, k->param, (long long)best, best_ms,
@@ -297,8 +258,7 @@ int kb_tune(const kb_options *o, int device) {
     else unsetenv("KPORT_TUNING_FILE");
     kp_shutdown();
     kp_init(NULL); /* leave kport as the caller had it, reading the user's file */
-    lines_free(&user);
-    lines_free(&found);
+    free(user);
     free(saved_copy);
     if (kb_interrupted) printf("\ninterrupted: the values above marked written are kept\n");
     return rc;

@@ -2,8 +2,8 @@
  * tools/kbench/kbench_util.c — random numbers, dtype rounding (bf16, f16, FP8 e4m3),
  * the relative-L2 error accumulator, clocks and sample statistics.
  *
- * Conversions are written out here rather than borrowed from the library so that the
- * float64 checks stay independent of every backend.
+ * Conversions are written out here (f16: the compiler's _Float16) rather than borrowed
+ * from the library, so that the float64 checks stay independent of every backend.
  */
 #include "kbench.h"
 
@@ -42,15 +42,6 @@ void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out) {
 
 /* ---- dtypes ---- */
 
-size_t kb_dtype_bytes(kp_dtype t) {
-    switch (t) {
-    case KP_F32: case KP_I32: return 4;
-    case KP_F16: case KP_BF16: return 2;
-    case KP_FP8_E4M3: return 1;
-    default: return 0;
-    }
-}
-
 static uint16_t f32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
@@ -62,35 +53,6 @@ static uint16_t f32_to_bf16(float f) {
 static float bf16_to_f32(uint16_t h) {
     uint32_t x = (uint32_t)h << 16;
     float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    x &= 0x7fffffffu;
-    if (x > 0x7f800000u) return sign | 0x7e00u;
-    if (x >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to inf */
-    if (x < 0x38800000u) {                        /* below 2^-14: subnormal; f*2^24 is exact */
-        float a;
-        memcpy(&a, &x, 4);
-        return sign | (uint16_t)lrintf(a * 16777216.0f);
-    }
-    uint32_t mant = x & 0x7fffffu, h = ((((x >> 23) - 127 + 15)) << 10) | (mant >> 13), rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return sign | (uint16_t)h;
-}
-
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    float f;
-    if (e == 0) {
-        f = ldexpf((float)m, -24);
-        return sign ? -f : f;
-    }
-    uint32_t x = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e - 15 + 127) << 23) | (m << 13);
     memcpy(&f, &x, 4);
     return f;
 }
@@ -124,7 +86,7 @@ double kb_store(kp_dtype dt, void *dst, int64_t i, double v) {
     switch (dt) {
     case KP_F32: ((float *)dst)[i] = (float)v; return (double)((float *)dst)[i];
     case KP_BF16: ((uint16_t *)dst)[i] = f32_to_bf16((float)v); return bf16_to_f32(((uint16_t *)dst)[i]);
-    case KP_F16: ((uint16_t *)dst)[i] = f32_to_f16((float)v); return f16_to_f32(((uint16_t *)dst)[i]);
+    case KP_F16: ((_Float16 *)dst)[i] = (_Float16)(float)v; return (double)((_Float16 *)dst)[i];
     case KP_FP8_E4M3: ((uint8_t *)dst)[i] = f64_to_fp8(v); return fp8_to_f64(((uint8_t *)dst)[i]);
     case KP_I32: ((int32_t *)dst)[i] = (int32_t)v; return (double)((int32_t *)dst)[i];
     default: return NAN;
@@ -135,7 +97,7 @@ double kb_load(kp_dtype dt, const void *src, int64_t i) {
     switch (dt) {
     case KP_F32: return ((const float *)src)[i];
     case KP_BF16: return bf16_to_f32(((const uint16_t *)src)[i]);
-    case KP_F16: return f16_to_f32(((const uint16_t *)src)[i]);
+    case KP_F16: return (double)((const _Float16 *)src)[i];
     case KP_FP8_E4M3: return fp8_to_f64(((const uint8_t *)src)[i]);
     case KP_I32: return ((const int32_t *)src)[i];
     default: return NAN;
