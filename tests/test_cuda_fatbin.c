@@ -299,7 +299,7 @@ KP_TEST(cuda_target_launch_limits) {
     CHECK(l != NULL);
 
     kp_gpu_launch_init(l, fb->source, fb->options, kernel);
-    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_i32(l, i);
+    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_buffer(l, NULL);
     CHECK(l->overflow);
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INTERNAL);
 

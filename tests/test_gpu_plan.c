@@ -9,13 +9,17 @@
 #include "gpu_variants.h"
 #include "ops/gpu_ops.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 
 /* ---- a fake target: records launches; variant_check refuses one options string ---- */
 
 #define FAKE_MAX 8
 static kp_gpu_launch fake_launches[FAKE_MAX];
 static char fake_options[FAKE_MAX][256]; /* a launch's options live in the op's stack frame */
+static _Alignas(8) unsigned char fake_kargs_copy[FAKE_MAX][KP_GPU_MAX_KARGS_BYTES]; /* so is its kargs block */
+static const void *fake_kargs[FAKE_MAX];
 static int fake_count;
 static const char *fake_missing; /* options variant_check refuses (NULL: none) */
 static kp_device_info fake_info;
@@ -63,6 +67,13 @@ static kp_status fake_launch(kp_stream *s, const kp_gpu_launch *l) {
         fake_launches[fake_count] = *l;
         snprintf(fake_options[fake_count], sizeof fake_options[0], "%s", l->options);
         fake_launches[fake_count].options = fake_options[fake_count];
+        fake_kargs[fake_count] = NULL;
+        for (int i = 0; i < l->nargs; i++)
+            if (l->args[i].kind == KP_GPU_ARG_KARGS) {
+                memcpy(fake_kargs_copy[fake_count], l->args[i].v.kargs.data, l->args[i].v.kargs.size);
+                fake_kargs[fake_count] = fake_kargs_copy[fake_count];
+                fake_launches[fake_count].args[i].v.kargs.data = fake_kargs_copy[fake_count];
+            }
     }
     fake_count++;
     return KP_OK;
@@ -103,22 +114,46 @@ KP_TEST(gpu_launch_args_in_order_and_overflow_reported) {
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, "moe/moe_gate.cl", "-DKP_DTYPE_F32", "kp_moe_gate");
     kp_tensor t = tensor(0, KP_BF16, 1, (int64_t[]){16});
-    t.offset = 6; /* bytes: element 3 */
-    kp_gpu_arg_tensor(&l, &t);
-    kp_gpu_arg_i32(&l, -7), kp_gpu_arg_f32(&l, 0.5f);
-    CHECK_INT_EQ(l.nargs, 4);
+    t.offset = 6; /* bytes: element 3, which goes in the kargs, not the argument list */
+    kp_moe_gate_kargs ka = {.logits_off = kp_gpu_elem_offset(&t), .n_exp = 16, .route_scale = 2.5f};
+    kp_gpu_arg_tensor(&l, &t), kp_gpu_arg_buffer(&l, NULL), kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    CHECK_INT_EQ(l.nargs, 3);
     CHECK(l.args[0].kind == KP_GPU_ARG_BUFFER && l.args[0].v.buffer == &fake_buf[0]);
-    CHECK(l.args[1].kind == KP_GPU_ARG_I64 && l.args[1].v.i64 == 3);
-    CHECK(l.args[2].kind == KP_GPU_ARG_I32 && l.args[2].v.i32 == -7);
-    CHECK(l.args[3].kind == KP_GPU_ARG_F32 && l.args[3].v.f32 == 0.5f);
+    CHECK(l.args[1].kind == KP_GPU_ARG_BUFFER && l.args[1].v.buffer == NULL);
+    CHECK(l.args[2].kind == KP_GPU_ARG_KARGS && l.args[2].v.kargs.data == &ka);
+    CHECK_INT_EQ(l.args[2].v.kargs.size, sizeof(kp_moe_gate_kargs));
+    CHECK_INT_EQ(ka.logits_off, 3);
     CHECK(l.groups[0] == 1 && l.groups[1] == 1 && l.groups[2] == 1 && l.local[0] == 1);
-    for (int i = 0; i < KP_GPU_MAX_ARGS; i++) kp_gpu_arg_i32(&l, i);
+    CHECK(!l.overflow);
+    /* a block larger than any API takes is refused, as is an argument too many */
+    static char big[KP_GPU_MAX_KARGS_BYTES + 1];
+    kp_gpu_arg_kargs(&l, big, sizeof big);
+    CHECK(l.overflow);
+    CHECK_INT_EQ(l.nargs, 3);
+    kp_gpu_launch_init(&l, "moe/moe_gate.cl", "-DKP_DTYPE_F32", "kp_moe_gate");
+    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_buffer(&l, NULL);
     CHECK(l.overflow);
     CHECK_INT_EQ(l.nargs, KP_GPU_MAX_ARGS);
     kp_gpu_ctx c = {.t = &fake_target, .host = &fake_host};
     fake_reset("cuda");
     CHECK_INT_EQ(kp_gpu_enqueue(&c, &l), KP_ERR_INTERNAL);
     CHECK_INT_EQ(fake_count, 0); /* nothing reached the target */
+}
+
+/* The kargs structs as the host compiler lays them out: the sizes every device
+ * compiler checks too (the headers' KP_KARGS_SIZE), no padding but the declared one. */
+KP_TEST(gpu_kargs_layout_matches_the_headers) {
+    CHECK_INT_EQ(sizeof(kp_attn_prefill_kargs), 160);
+    CHECK_INT_EQ(sizeof(kp_attn_decode_kargs), 200);
+    CHECK_INT_EQ(sizeof(kp_attn_combine_kargs), 64);
+    CHECK_INT_EQ(sizeof(kp_moe_gate_kargs), 88);
+    CHECK_INT_EQ(sizeof(kp_moe_align_kargs), 56);
+    CHECK_INT_EQ(sizeof(kp_moe_combine_kargs), 80);
+    CHECK_INT_EQ(sizeof(kp_moe_gemm_kargs), 176);
+    /* 64-bit fields first, then 32-bit ones: no field straddles an 8-byte boundary */
+    CHECK_INT_EQ(offsetof(kp_attn_prefill_kargs, scale_log2), 152);
+    CHECK_INT_EQ(offsetof(kp_attn_decode_kargs, scale_log2), 196);
+    CHECK_INT_EQ(offsetof(kp_moe_gemm_kargs, ksplit), 168);
 }
 
 /* ---- plans through the fake target ---- */
@@ -154,11 +189,20 @@ KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     CHECK_INT_EQ((long long)l->groups[1], 8);
     CHECK_INT_EQ((long long)l->groups[2], 3);
     CHECK_INT_EQ(l->local[0], 128);
-    CHECK_INT_EQ(l->nargs, 31);
-    CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[4].v.buffer == &fake_buf[1]);
-    CHECK(l->args[12].kind == KP_GPU_ARG_BUFFER && l->args[12].v.buffer == &fake_buf[3]);
-    CHECK(l->args[16].kind == KP_GPU_ARG_BUFFER && l->args[16].v.buffer == NULL); /* no lse */
-    CHECK(l->args[18].kind == KP_GPU_ARG_I32 && l->args[18].v.i32 == 0);         /* has_lse */
+    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, then the kargs block */
+    CHECK_INT_EQ(l->nargs, 8);
+    CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[1].v.buffer == &fake_buf[1]);
+    CHECK(l->args[3].kind == KP_GPU_ARG_BUFFER && l->args[3].v.buffer == &fake_buf[3]);
+    CHECK(l->args[4].kind == KP_GPU_ARG_BUFFER && l->args[4].v.buffer == NULL); /* no lse */
+    CHECK(l->args[7].kind == KP_GPU_ARG_KARGS && l->args[7].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    const kp_attn_prefill_kargs *ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->has_lse, 0);
+    CHECK_INT_EQ(ka->group, 4);
+    CHECK_INT_EQ(ka->nb, 2);
+    CHECK_INT_EQ(ka->q_s0, 32 * 128);
+    CHECK_INT_EQ(ka->k_s1, 128);
+    CHECK(ka->causal == 1 && ka->wl == -1 && ka->wr == -1);
+    CHECK(fabsf(ka->scale_log2 - 0.125f * 1.4426950f) < 1e-6f);
 }
 
 KP_TEST(gpu_tuned_tile_not_built_falls_back_to_default) {
@@ -209,7 +253,8 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     fake_count = 0, p.num_splits = 1;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
     CHECK_INT_EQ(fake_count, 1);
-    CHECK(fake_launches[0].args[23].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[23].v.native == NULL);
+    CHECK(fake_launches[0].args[5].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[5].v.native == NULL);
+    CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->nsplit, 1);
 }
 
 KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {

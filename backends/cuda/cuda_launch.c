@@ -335,20 +335,13 @@ static kp_status cu_variant_check(kp_stream *s, const char *source, const char *
                                  source, options, kp_cu_embedded_summary(what, sizeof what), why);
 }
 
-/* One kernel parameter's storage: cuLaunchKernel reads each through a pointer. */
-typedef union cu_param {
-    CUdeviceptr ptr;
-    int32_t i32;
-    int64_t i64;
-    float f32;
-} cu_param;
 
 static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_cu_device *d = cu_dev(s);
     const CUstream stream = ((const kp_cu_stream *)s->impl)->stream;
     if (l->overflow || l->nargs < 0 || l->nargs > KP_GPU_MAX_ARGS)
-        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments (a bug)",
-                                     l->kernel, KP_GPU_MAX_ARGS);
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments or a kargs "
+                                     "block over %d bytes (a bug)", l->kernel, KP_GPU_MAX_ARGS, KP_GPU_MAX_KARGS_BYTES);
     const int v = cu_variant_find(l->source, l->options);
     if (v < 0) { /* NVRTC's, when it can build it */
         kp_status st = cu_variant_check(s, l->source, l->options); /* sets the message */
@@ -374,24 +367,26 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
                                      "(and 64 in z)",
                                      l->kernel, l->local[0], l->local[1], l->local[2]);
 
-    cu_param store[KP_GPU_MAX_ARGS];
+    /* cuLaunchKernel reads each parameter through a pointer: a device pointer's storage
+     * here, a kargs block in place (the kernel declares the same struct by value) */
+    CUdeviceptr ptrs[KP_GPU_MAX_ARGS];
     void *params[KP_GPU_MAX_ARGS + 1];
     for (int i = 0; i < l->nargs; i++) {
         const kp_gpu_arg *a = &l->args[i];
-        memset(&store[i], 0, sizeof store[i]);
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
-            store[i].ptr = a->v.buffer ? ((const kp_cu_buffer *)a->v.buffer->impl)->ptr : (CUdeviceptr)0;
+            ptrs[i] = a->v.buffer ? ((const kp_cu_buffer *)a->v.buffer->impl)->ptr : (CUdeviceptr)0;
+            params[i] = &ptrs[i];
             break;
-        case KP_GPU_ARG_NATIVE: store[i].ptr = (CUdeviceptr)(uintptr_t)a->v.native; break;
-        case KP_GPU_ARG_I32: store[i].i32 = a->v.i32; break;
-        case KP_GPU_ARG_I64: store[i].i64 = a->v.i64; break;
-        case KP_GPU_ARG_F32: store[i].f32 = a->v.f32; break;
+        case KP_GPU_ARG_NATIVE:
+            ptrs[i] = (CUdeviceptr)(uintptr_t)a->v.native;
+            params[i] = &ptrs[i];
+            break;
+        case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
         default:
             return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: argument %d of %s has unknown kind %d", i,
                                          l->kernel, (int)a->kind);
         }
-        params[i] = &store[i];
     }
     params[l->nargs] = NULL;
 

@@ -214,8 +214,8 @@ static kp_status function_get(kp_hip_device *d, const kp_gpu_launch *l, hipFunct
 static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_hip_device *d = hip_dev(s);
     if (l->overflow || l->nargs < 0 || l->nargs > KP_GPU_MAX_ARGS)
-        return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s has more than %d arguments", l->kernel,
-                                      KP_GPU_MAX_ARGS);
+        return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s has more than %d arguments or a kargs block "
+                                      "over %d bytes", l->kernel, KP_GPU_MAX_ARGS, KP_GPU_MAX_KARGS_BYTES);
     /* HSA dispatches count work-items in 32 bits per dimension */
     uint64_t threads = 1;
     for (int k = 0; k < 3; k++) {
@@ -233,27 +233,23 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
         return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s: %llu work-items per group, the device takes %u",
                                       l->kernel, (unsigned long long)threads, d->max_group);
 
-    /* kernelParams: one pointer per argument to its value, laid out as the kernel declares it */
-    union {
-        void *p;
-        int32_t i32;
-        int64_t i64;
-        float f32;
-    } vals[KP_GPU_MAX_ARGS];
+    /* kernelParams: one pointer per argument to its value: a device pointer's storage
+     * here, a kargs block in place (the kernel declares the same struct by value) */
+    void *ptrs[KP_GPU_MAX_ARGS];
     void *params[KP_GPU_MAX_ARGS];
     for (int i = 0; i < l->nargs; i++) {
         const kp_gpu_arg *a = &l->args[i];
-        memset(&vals[i], 0, sizeof vals[i]);
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
-            vals[i].p = a->v.buffer ? ((const kp_hip_buffer *)a->v.buffer->impl)->ptr : NULL;
+            ptrs[i] = a->v.buffer ? ((const kp_hip_buffer *)a->v.buffer->impl)->ptr : NULL;
+            params[i] = &ptrs[i];
             break;
-        case KP_GPU_ARG_NATIVE: vals[i].p = a->v.native; break;
-        case KP_GPU_ARG_I32: vals[i].i32 = a->v.i32; break;
-        case KP_GPU_ARG_I64: vals[i].i64 = a->v.i64; break;
-        case KP_GPU_ARG_F32: vals[i].f32 = a->v.f32; break;
+        case KP_GPU_ARG_NATIVE:
+            ptrs[i] = a->v.native;
+            params[i] = &ptrs[i];
+            break;
+        case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
         }
-        params[i] = &vals[i];
     }
 
     int prev = 0;

@@ -47,18 +47,13 @@ static kp_status ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
     for (; i < l->nargs && err == CL_SUCCESS; i++) {
         const kp_gpu_arg *a = &l->args[i];
         cl_mem m;
-        cl_int i32;
-        cl_long i64;
-        cl_float f32;
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
         case KP_GPU_ARG_NATIVE:
             m = a->kind == KP_GPU_ARG_BUFFER ? (a->v.buffer ? kp_ocl_mem(a->v.buffer) : NULL) : (cl_mem)a->v.native;
             err = clSetKernelArg(k, (cl_uint)i, sizeof m, m ? (const void *)&m : NULL); /* NULL: a null pointer */
             break;
-        case KP_GPU_ARG_I32: i32 = a->v.i32, err = clSetKernelArg(k, (cl_uint)i, sizeof i32, &i32); break;
-        case KP_GPU_ARG_I64: i64 = a->v.i64, err = clSetKernelArg(k, (cl_uint)i, sizeof i64, &i64); break;
-        case KP_GPU_ARG_F32: f32 = a->v.f32, err = clSetKernelArg(k, (cl_uint)i, sizeof f32, &f32); break;
+        case KP_GPU_ARG_KARGS: err = clSetKernelArg(k, (cl_uint)i, a->v.kargs.size, a->v.kargs.data); break;
         }
     }
     if (err != CL_SUCCESS) {

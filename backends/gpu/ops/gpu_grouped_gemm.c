@@ -114,45 +114,27 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
     return KP_OK;
 }
 
-static void set_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, int small_max) {
-    kp_gpu_arg_buffer(l, g->a.buf);
-    kp_gpu_arg_i64(l, g->a.off);
-    kp_gpu_arg_i64(l, g->a.ld);
-    kp_gpu_arg_i32(l, g->a_rows);
-    kp_gpu_arg_buffer(l, g->gather.buf);
-    kp_gpu_arg_i64(l, g->gather.off);
-    kp_gpu_arg_i32(l, g->gather_k);
-    kp_gpu_arg_buffer(l, g->w.buf);
-    kp_gpu_arg_i64(l, g->w.off);
-    kp_gpu_arg_i64(l, g->w_se);
-    kp_gpu_arg_i64(l, g->w.ld);
-    kp_gpu_arg_buffer(l, g->w_scale.buf);
-    kp_gpu_arg_i64(l, g->w_scale.off);
-    kp_gpu_arg_i32(l, (g->n + 127) / 128);
-    kp_gpu_arg_i32(l, g->k / 128);
-    kp_gpu_arg_buffer(l, g->offsets.buf);
-    kp_gpu_arg_i64(l, g->offsets.off);
-    kp_gpu_arg_i32(l, g->n_exp);
-    kp_gpu_arg_i32(l, g->dense_rows);
-    kp_gpu_arg_i32(l, g->m);
-    kp_gpu_arg_i32(l, g->n);
-    kp_gpu_arg_i32(l, g->k);
-    kp_gpu_arg_i32(l, g->mode);
-    kp_gpu_arg_i32(l, g->n_out);
-    kp_gpu_arg_i32(l, small_max);
-    kp_gpu_arg_buffer(l, g->out.buf); /* out (dtype) and outf (f32): the same buffer, the mode picks */
-    kp_gpu_arg_buffer(l, g->out.buf);
-    kp_gpu_arg_i64(l, g->out.off);
-    kp_gpu_arg_i64(l, g->out.ld);
-    kp_gpu_arg_buffer(l, g->y.buf);
-    kp_gpu_arg_i64(l, g->y.off);
-    kp_gpu_arg_i64(l, g->y.ld);
-    kp_gpu_arg_i32(l, g->y_rows);
-    kp_gpu_arg_buffer(l, g->pos.buf);
-    kp_gpu_arg_i64(l, g->pos.off);
-    kp_gpu_arg_buffer(l, g->tw.buf);
-    kp_gpu_arg_i64(l, g->tw.off);
-    kp_gpu_arg_i32(l, g->topk);
+/* The arguments every grouped-GEMM kernel takes (moe_kargs.h: kp_moe_gemm_kargs). */
+static void set_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
+    kp_gpu_arg_buffer(l, g->a.buf), kp_gpu_arg_buffer(l, g->gather.buf), kp_gpu_arg_buffer(l, g->w.buf);
+    kp_gpu_arg_buffer(l, g->w_scale.buf), kp_gpu_arg_buffer(l, g->offsets.buf);
+    kp_gpu_arg_buffer(l, g->out.buf), kp_gpu_arg_buffer(l, g->out.buf); /* out and outf: the mode picks */
+    kp_gpu_arg_buffer(l, g->y.buf), kp_gpu_arg_buffer(l, g->pos.buf), kp_gpu_arg_buffer(l, g->tw.buf);
+    kp_gpu_arg_native(l, partials);
+    kp_gpu_arg_kargs(l, ka, sizeof *ka);
+}
+
+static kp_moe_gemm_kargs gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
+    kp_moe_gemm_kargs ka = {
+        .a_off = g->a.off, .a_ld = g->a.ld, .gather_off = g->gather.off, .w_off = g->w.off, .w_se = g->w_se,
+        .w_sn = g->w.ld, .ws_off = g->w_scale.off, .offsets_off = g->offsets.off, .out_off = g->out.off,
+        .out_ld = g->out.ld, .y_off = g->y.off, .y_ld = g->y.ld, .pos_off = g->pos.off, .tw_off = g->tw.off,
+        .a_rows = (int32_t)g->a_rows, .gather_k = g->gather_k, .ws_nb = (int32_t)((g->n + 127) / 128),
+        .ws_kb = (int32_t)(g->k / 128), .n_exp = g->n_exp, .dense_rows = (int32_t)g->dense_rows,
+        .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k, .mode = g->mode, .n_out = (int32_t)g->n_out,
+        .small_max = small_max, .y_rows = (int32_t)g->y_rows, .topk = g->topk, .ksplit = 1, .kslice = (int32_t)g->k,
+    };
+    return ka;
 }
 
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
@@ -161,14 +143,15 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     if (st != KP_OK || dry_run) return st;
     int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
     int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
-    int64_t cols = g->mode == KP_GPU_GG_SWIGLU ? g->n_out : g->n;
+    int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
     int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
+    kp_moe_gemm_kargs ka = gemm_kargs(g, p.small_max);
     kp_gpu_launch l;
     if (p.run_tiled) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_tiled");
-        set_args(&l, g, p.small_max);
-        int64_t per = g->mode == KP_GPU_GG_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
+        set_args(&l, g, &ka, NULL);
+        int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
         l.groups[0] = (uint64_t)((cols + per - 1) / per);
         l.groups[1] = (uint64_t)((rows + p.tl.bm - 1) / p.tl.bm + (g->dense_rows > 0 ? 0 : busy));
         l.local[0] = (uint32_t)p.tl.wg;
@@ -176,8 +159,8 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     }
     if (p.run_small) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_small");
-        set_args(&l, g, p.small_max);
-        int64_t per = g->mode == KP_GPU_GG_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
+        set_args(&l, g, &ka, NULL);
+        int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
         l.groups[0] = (uint64_t)((cols + per - 1) / per), l.groups[1] = (uint64_t)busy;
         l.local[0] = KP_GPU_GG_SMALL_WG;
         if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return st;
@@ -199,7 +182,7 @@ kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, in
         .m = p->a.shape[0],
         .n = p->w.shape[1],
         .k = p->w.shape[2],
-        .mode = KP_GPU_GG_STORE,
+        .mode = KP_MOE_GEMM_STORE,
         .out = kp_gpu_view_of(&p->out),
     };
     g.w.ld = p->w.strides[1];

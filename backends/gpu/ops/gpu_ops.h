@@ -19,6 +19,9 @@
 
 #include "kp_gpu.h"
 
+#include "attention/attention_kargs.h"
+#include "moe/moe_kargs.h"
+
 typedef struct kp_gpu_ctx {
     const kp_gpu_target *t;
     kp_stream *s;
@@ -126,7 +129,6 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
                                int dry_run);
 
 /* Epilogues of the grouped GEMM (moe_gemm.cl's mode). */
-enum { KP_GPU_GG_STORE = 0, KP_GPU_GG_STORE_F32 = 1, KP_GPU_GG_SWIGLU = 2, KP_GPU_GG_COMBINE = 3 };
 
 typedef struct kp_gpu_moe_gemm {
     kp_dtype dtype;       /* activations (and a 16-bit weight) storage type; out's for STORE/COMBINE */
@@ -143,7 +145,7 @@ typedef struct kp_gpu_moe_gemm {
     int32_t n_exp;
     int64_t dense_rows;   /* > 0: one expert, rows [0, dense_rows) */
     int64_t m, n, k;      /* m: rows of out (offsets clamp to it) */
-    int mode;
+    int mode;             /* KP_MOE_GEMM_STORE, _STORE_F32, _SWIGLU, _COMBINE (moe/moe_kargs.h) */
     int64_t n_out;        /* SwiGLU: columns of out (weight rows j and n_out + j) */
     kp_gpu_view out;      /* STORE/COMBINE: dtype; STORE_F32/SWIGLU: f32 */
     kp_gpu_view y, pos, tw; /* COMBINE: y f32 [y_rows, N], pos/tw [rows, topk] */
