@@ -1,6 +1,5 @@
 /* tests/list_gpu.h — X(name) per test; no include guard (see test_list.h). */
 X(gpu_launch_args_in_order_and_overflow_reported)
-X(gpu_kargs_layout_matches_the_headers)
 X(gpu_prefill_plan_geometry_and_arguments)
 X(gpu_tuned_tile_not_built_falls_back_to_default)
 X(gpu_decode_splits_use_scratch_and_combine)
