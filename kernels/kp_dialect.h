@@ -13,6 +13,16 @@
  *   qualifiers     KP_KERNEL, KP_GLOBAL, KP_LOCAL(type, name, count) (a work-group array
  *                  declared at kernel scope, 16-byte aligned), KP_LOCAL_MEM (pointer qualifier for helpers),
  *                  KP_CONSTANT (program-scope tables), KP_FN (helper functions)
+ *   dynamic local  KP_DYNAMIC_LOCAL_ARG(name) as the kernel's last parameter and
+ *                  KP_DYNAMIC_LOCAL(name) first in its body: `name` is a 16-byte aligned
+ *                  `KP_LOCAL_MEM uint4 *` of the bytes the launch asks for (kp_gpu_launch.
+ *                  local_bytes): extern __shared__ on CUDA/HIP (the backend raises CUDA's
+ *                  48 KiB default to the device's opt-in maximum), a __local kernel argument
+ *                  the backend sizes on OpenCL. Tiles are then sized from the device's real
+ *                  limit, not from what a static array may declare.
+ *   launch bounds  KP_LAUNCH_BOUNDS(threads): the work-group size a kernel is always launched
+ *                  with (CUDA/HIP __launch_bounds__, OpenCL reqd_work_group_size): the register
+ *                  allocator plans for it
  *   ids            kp_local_id(d), kp_group_id(d), kp_local_size(d), kp_num_groups(d),
  *                  kp_global_id(d) - all int
  *   sync           kp_barrier() (work-group barrier, local and global memory ordered)
@@ -82,6 +92,9 @@ typedef ushort kp_u16;
 #define KP_LOCAL_MEM __local
 #define KP_CONSTANT __constant
 #define KP_LOCAL(type, name, count) __local type name[count] __attribute__((aligned(16)))
+#define KP_DYNAMIC_LOCAL_ARG(name) , __local uint4 *name
+#define KP_DYNAMIC_LOCAL(name) (void)0
+#define KP_LAUNCH_BOUNDS(threads) __attribute__((reqd_work_group_size((threads), 1, 1)))
 /* always_inline: PoCL 3.1 runs a barrier inside a static helper that LLVM chose not to
  * inline with races between work-groups (wrong reductions, 1 run in ~20); forced
  * inlining removes the case, and every helper here is small. */
@@ -152,6 +165,9 @@ typedef unsigned short kp_u16;
 #define KP_LOCAL_MEM
 #define KP_CONSTANT __constant__
 #define KP_LOCAL(type, name, count) __shared__ __align__(16) type name[count]
+#define KP_DYNAMIC_LOCAL_ARG(name)
+#define KP_DYNAMIC_LOCAL(name) extern __shared__ uint4 name[]
+#define KP_LAUNCH_BOUNDS(threads) __launch_bounds__(threads)
 #define KP_FN static __device__ __forceinline__
 #define KP_RESTRICT __restrict__
 

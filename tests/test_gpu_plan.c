@@ -320,7 +320,7 @@ KP_TEST(gpu_attention_tiles_fit_each_profile) {
                 kp_gpu_attn_cfg c;
                 CHECK_INT_EQ(kp_gpu_attn_config(kp_gpu_stub_host(), &p, kind, dts[t], dims[d][0], dims[d][1],
                                                 dims[d][2], 1, 0, &c), KP_OK);
-                CHECK_MSG(c.local_bytes + 512 <= p.local_mem, "%s %s %d/%d: %zu bytes of local memory",
+                CHECK_MSG(c.local_bytes + 512 <= p.static_local_mem, "%s %s %d/%d: %zu bytes of local memory",
                           backends[b], kind, dims[d][0], dims[d][1], c.local_bytes);
                 /* the MMA path where the profile has matrix units, never for f32 or MLA */
                 CHECK_INT_EQ(c.mma, p.mma && dts[t] != KP_F32 && !dims[d][2]);

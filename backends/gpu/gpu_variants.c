@@ -125,12 +125,13 @@ int kp_gpu_build_profile(const char *backend, kp_device_info *info, kp_gpu_profi
         snprintf(info->name, sizeof info->name, "any sm_80+ GPU");
         snprintf(info->vendor, sizeof info->vendor, "NVIDIA");
         p->mma = 1, p->warp = 32, p->local_mem = KP_GPU_CUDA_LOCAL_MEM;
+        p->static_local_mem = KP_GPU_CUDA_STATIC_LOCAL_MEM;
         return 0;
     }
     if (strcmp(backend, "hip") == 0) {
         snprintf(info->name, sizeof info->name, "any AMD GPU");
         snprintf(info->vendor, sizeof info->vendor, "AMD");
-        p->mma = 0, p->warp = 64, p->local_mem = KP_GPU_HIP_LOCAL_MEM;
+        p->mma = 0, p->warp = 64, p->local_mem = p->static_local_mem = KP_GPU_HIP_LOCAL_MEM;
         p->max_group = 256; /* KP_HIP_MAX_GROUP: the code objects are built for at most 256 */
         return 0;
     }

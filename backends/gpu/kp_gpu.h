@@ -68,6 +68,7 @@ typedef struct kp_gpu_launch {
     const char *kernel;  /* "kp_attention_decode_paged" */
     uint64_t groups[3];
     uint32_t local[3];
+    uint32_t local_bytes; /* dynamic local memory (KP_DYNAMIC_LOCAL); > 0 exactly when the kernel declares it */
     int nargs;
     int overflow; /* more than KP_GPU_MAX_ARGS, or a kargs block too large: a bug, reported by launch */
     kp_gpu_arg args[KP_GPU_MAX_ARGS];
@@ -90,7 +91,11 @@ typedef struct kp_gpu_profile {
     int cpu;                   /* a CPU device (PoCL): large local memory, no matrix units */
     int mma;                   /* the tile-MMA hardware path (PTX mma.sync, AMD MFMA/WMMA) exists */
     int warp;                  /* physical warp / wavefront / subgroup width (32 or 64) */
-    uint64_t local_mem;        /* bytes of local (shared) memory one work-group may declare */
+    uint64_t local_mem;        /* bytes of local (shared) memory one work-group may use, dynamic local
+                                  memory included: CUDA's opt-in maximum (227 KiB on sm_90), HIP's LDS,
+                                  OpenCL's CL_DEVICE_LOCAL_MEM_SIZE */
+    uint64_t static_local_mem; /* what a kernel may declare in static arrays (KP_LOCAL): 48 KiB on CUDA,
+                                  local_mem elsewhere */
     uint32_t max_group;        /* work-items per work-group */
     int compute_units;
 } kp_gpu_profile;

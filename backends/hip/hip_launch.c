@@ -99,6 +99,7 @@ static void hip_profile(kp_stream *s, kp_gpu_profile *out) {
     /* 64 KiB of LDS per work-group on every GCN/CDNA/RDNA part; less if the runtime says so */
     out->local_mem = 64 * 1024;
     if (info->local_mem_bytes > 0 && info->local_mem_bytes < out->local_mem) out->local_mem = info->local_mem_bytes;
+    out->static_local_mem = out->local_mem; /* static and dynamic LDS share one limit */
     out->max_group = d->max_group > 0 && d->max_group < KP_HIP_MAX_GROUP ? d->max_group : KP_HIP_MAX_GROUP;
     out->compute_units = info->compute_units;
 }
@@ -229,6 +230,11 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
                                           (unsigned long long)limit);
         threads *= l->local[k];
     }
+    kp_gpu_profile prof;
+    hip_profile(s, &prof);
+    if (l->local_bytes > prof.local_mem)
+        return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: kernel %s asks for %u bytes of dynamic LDS; the device "
+                                      "allows %llu", l->kernel, l->local_bytes, (unsigned long long)prof.local_mem);
     if (threads > (d->max_group > 0 && d->max_group < KP_HIP_MAX_GROUP ? d->max_group : KP_HIP_MAX_GROUP))
         return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s: %llu work-items per group, the device takes %u",
                                       l->kernel, (unsigned long long)threads, d->max_group);
@@ -260,11 +266,13 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
     if (st == KP_OK) {
         hipError_t e = d->hip->hipModuleLaunchKernel(fn, (unsigned)l->groups[0], (unsigned)l->groups[1],
                                                      (unsigned)l->groups[2], l->local[0], l->local[1], l->local[2],
-                                                     0, ((kp_hip_stream *)s->impl)->stream, params, NULL);
+                                                     l->local_bytes, ((kp_hip_stream *)s->impl)->stream, params,
+                                                     NULL);
         if (e != hipSuccess)
-            st = kp_hip_fail(d->hip, e, "hipModuleLaunchKernel(%s, groups %llux%llux%llu, local %ux%ux%u)", l->kernel,
-                             (unsigned long long)l->groups[0], (unsigned long long)l->groups[1],
-                             (unsigned long long)l->groups[2], l->local[0], l->local[1], l->local[2]);
+            st = kp_hip_fail(d->hip, e, "hipModuleLaunchKernel(%s, groups %llux%llux%llu, local %ux%ux%u, %u bytes of "
+                             "dynamic LDS)", l->kernel, (unsigned long long)l->groups[0],
+                             (unsigned long long)l->groups[1], (unsigned long long)l->groups[2], l->local[0],
+                             l->local[1], l->local[2], l->local_bytes);
     }
     kp_hip_pop(d, prev);
     return st;

@@ -28,7 +28,8 @@ static void ocl_profile(kp_stream *s, kp_gpu_profile *p) {
     p->cpu = s->device->info.kind == KP_DEVICE_CPU;
     p->mma = d->desc.has_inline_ptx;
     p->warp = s->device->info.subgroup_size > 0 ? s->device->info.subgroup_size : 32;
-    p->local_mem = s->device->info.local_mem_bytes;
+    p->local_mem = s->device->info.local_mem_bytes; /* CL_DEVICE_LOCAL_MEM_SIZE */
+    p->static_local_mem = p->local_mem;              /* __local arrays and __local arguments share it */
     p->max_group = max_wg > UINT32_MAX ? UINT32_MAX : (uint32_t)max_wg;
     p->compute_units = s->device->info.compute_units;
 }
@@ -56,6 +57,8 @@ static kp_status ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
         case KP_GPU_ARG_KARGS: err = clSetKernelArg(k, (cl_uint)i, a->v.kargs.size, a->v.kargs.data); break;
         }
     }
+    /* dynamic local memory: the kernel's last parameter (KP_DYNAMIC_LOCAL_ARG), sized here */
+    if (err == CL_SUCCESS && l->local_bytes > 0) err = clSetKernelArg(k, (cl_uint)i++, l->local_bytes, NULL);
     if (err != CL_SUCCESS) {
         st = kp_ocl_host()->add_context(kp_ocl_fail(err, "clSetKernelArg"), "argument %d of %s", i - 1, l->kernel);
     } else {

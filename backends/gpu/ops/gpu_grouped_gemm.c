@@ -41,7 +41,7 @@ static int tiles_ok(int mma, int bm, int bn, int bk) {
 void kp_gpu_gemm_tiles_pick(const kp_host_services *h, const kp_gpu_profile *p, kp_dtype dt, int w_fp8,
                             int use_tuning, kp_gpu_gemm_tiles *out) {
     const kp_device_info *info = p->info;
-    uint64_t have = p->local_mem;
+    uint64_t have = p->static_local_mem;
     int mma = p->mma;
     if (use_tuning) mma = (int)h->tuning_get(info, "grouped_gemm", "mma", mma) != 0;
     if (dt == KP_F32) mma = 0; /* the MMA layer takes 16-bit operands only */
@@ -104,7 +104,7 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
     } else {
         p->run_small = 1, p->run_tiled = 1;
     }
-    uint64_t have = c->prof.local_mem;
+    uint64_t have = c->prof.static_local_mem;
     size_t small_lmem = (size_t)KP_GPU_GG_SMALL_M_MAX * (256 + KP_GPU_GG_SMALL_WG + KP_GPU_GG_SMALL_WG / 32 + 1) * 4 +
                         KP_GPU_GG_SMALL_M_MAX * 8;
     if (have && ((p->run_tiled && p->tl.lmem > have) || (p->run_small && small_lmem > have)))

@@ -28,7 +28,7 @@ const char *kp_gpu_dtype_define(kp_dtype t) {
 
 static kp_status no_fit(kp_gpu_ctx *c, const char *op, size_t need) {
     return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: the %s kernel needs %zu bytes of local memory; this device has %llu",
-                              op, c->t->name, need, (unsigned long long)c->prof.local_mem);
+                              op, c->t->name, need, (unsigned long long)c->prof.static_local_mem);
 }
 
 /* ---- gate ---- */
@@ -40,7 +40,7 @@ void kp_gpu_gate_options(kp_dtype dt, char *buf, size_t n) {
 kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, int64_t t, int64_t e, kp_gpu_view bias,
                               const kp_moe_routing *r, kp_gpu_view ids, kp_gpu_view weights, int dry_run) {
     size_t lmem = (512 * 2 + KP_GPU_GATE_WG + 32 * 3) * 4;
-    if (c->prof.local_mem && lmem > c->prof.local_mem) return no_fit(c, "moe_gate", lmem);
+    if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_gate", lmem);
     char opts[96];
     kp_gpu_gate_options(dt, opts, sizeof opts);
     kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GATE, opts);
@@ -74,7 +74,7 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
                                kp_gpu_view sorted, int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos,
                                int dry_run) {
     size_t lmem = ((size_t)align_max_e(n_exp) * 2 + 1 + KP_GPU_ALIGN_WG + 1) * 4; /* the scan kernel's, the largest */
-    if (c->prof.local_mem && lmem > c->prof.local_mem) return no_fit(c, "moe_align", lmem);
+    if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_align", lmem);
     char opts[96];
     kp_gpu_align_options(n_exp, opts, sizeof opts);
     kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_ALIGN, opts);
