@@ -226,6 +226,21 @@ KP_FN kp_u16 kp_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)
 #define KP_ASM asm
 #endif
 
+/* ---- PTX of sm_80 and newer: CUDA's device pass, and OpenCL on NVIDIA ----------
+ * KP_PTX_SM80: ldmatrix, mma.sync, cp.async and shfl.sync may be written as inline PTX.
+ * kp_local_addr32(p): a local pointer as the 32-bit shared-window address those take;
+ * NVIDIA's OpenCL hands __local pointers out as that address already
+ * (anchors/ocl_nv_ptx_features.c). */
+#if (defined(KP_TARGET_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || \
+    (defined(KP_TARGET_OPENCL) && defined(KP_HAS_INLINE_PTX))
+#define KP_PTX_SM80 1
+#if defined(KP_TARGET_OPENCL)
+#define kp_local_addr32(p) ((kp_u32)(size_t)(p))
+#else
+#define kp_local_addr32(p) ((kp_u32)__cvta_generic_to_shared(p))
+#endif
+#endif
+
 /* ---- OpenCL on NVIDIA: warp shuffles through inline PTX ---------------- */
 #if defined(KP_TARGET_OPENCL) && defined(KP_HAS_INLINE_PTX)
 #define KP_WARP_SIZE 32

@@ -34,3 +34,5 @@ X(opencl_moe_gemm_bad_tuning_falls_back)
 X(opencl_moe_align_many_chunks)
 X(opencl_moe_bad_indices_stay_in_bounds)
 X(opencl_moe_dry_run_writes_nothing)
+/* test_opencl_gen2.c */
+X(opencl_pipeline_stages_in_dynamic_local)

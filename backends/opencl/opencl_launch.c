@@ -34,7 +34,7 @@ static void ocl_profile(kp_stream *s, kp_gpu_profile *p) {
     p->compute_units = s->device->info.compute_units;
 }
 
-static kp_status ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
+kp_status kp_ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_ocl_source_id id = KP_OCL_SRC_COUNT;
     for (int i = 0; i < KP_OCL_SRC_COUNT; i++)
         if (strcmp(kp_ocl_sources[i].name, l->source) == 0) id = (kp_ocl_source_id)i;
@@ -99,7 +99,7 @@ static const kp_gpu_target ocl_target = {
     .name = "opencl",
     .profile = ocl_profile,
     .variant_check = NULL, /* every variant is built on demand */
-    .launch = ocl_launch,
+    .launch = kp_ocl_launch,
     .scratch_acquire = ocl_scratch_acquire,
     .scratch_release = ocl_scratch_release,
 };
