@@ -20,9 +20,12 @@
  *                  48 KiB default to the device's opt-in maximum), a __local kernel argument
  *                  the backend sizes on OpenCL. Tiles are then sized from the device's real
  *                  limit, not from what a static array may declare.
- *   launch bounds  KP_LAUNCH_BOUNDS(threads): the work-group size a kernel is always launched
- *                  with (CUDA/HIP __launch_bounds__, OpenCL reqd_work_group_size): the register
- *                  allocator plans for it
+ *   vectors        uint2 / uint4 (both languages have them), KP_UINT2_ZERO / KP_UINT4_ZERO
+ *   launch bounds  KP_LAUNCH_BOUNDS(threads, blocks): the work-group size a kernel is always
+ *                  launched with (CUDA/HIP __launch_bounds__, OpenCL reqd_work_group_size), and
+ *                  on CUDA the blocks per SM the planner counts on: ptxas then keeps registers
+ *                  within 65536 / (threads * blocks), spilling rather than exceeding, so the
+ *                  static check's "0 spill bytes" also proves the planner's occupancy
  *   ids            kp_local_id(d), kp_group_id(d), kp_local_size(d), kp_num_groups(d),
  *                  kp_global_id(d) - all int
  *   sync           kp_barrier() (work-group barrier, local and global memory ordered)
@@ -93,8 +96,10 @@ typedef ushort kp_u16;
 #define KP_CONSTANT __constant
 #define KP_LOCAL(type, name, count) __local type name[count] __attribute__((aligned(16)))
 #define KP_DYNAMIC_LOCAL_ARG(name) , __local uint4 *name
+#define KP_UINT4_ZERO ((uint4)(0u, 0u, 0u, 0u))
+#define KP_UINT2_ZERO ((uint2)(0u, 0u))
 #define KP_DYNAMIC_LOCAL(name) (void)0
-#define KP_LAUNCH_BOUNDS(threads) __attribute__((reqd_work_group_size((threads), 1, 1)))
+#define KP_LAUNCH_BOUNDS(threads, blocks) __attribute__((reqd_work_group_size((threads), 1, 1)))
 /* always_inline: PoCL 3.1 runs a barrier inside a static helper that LLVM chose not to
  * inline with races between work-groups (wrong reductions, 1 run in ~20); forced
  * inlining removes the case, and every helper here is small. */
@@ -166,8 +171,14 @@ typedef unsigned short kp_u16;
 #define KP_CONSTANT __constant__
 #define KP_LOCAL(type, name, count) __shared__ __align__(16) type name[count]
 #define KP_DYNAMIC_LOCAL_ARG(name)
+#define KP_UINT4_ZERO make_uint4(0u, 0u, 0u, 0u)
+#define KP_UINT2_ZERO make_uint2(0u, 0u)
 #define KP_DYNAMIC_LOCAL(name) extern __shared__ uint4 name[]
-#define KP_LAUNCH_BOUNDS(threads) __launch_bounds__(threads)
+#if defined(KP_TARGET_HIP) /* HIP's second argument means something else (waves per EU) */
+#define KP_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads)
+#else
+#define KP_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)
+#endif
 #define KP_FN static __device__ __forceinline__
 #define KP_RESTRICT __restrict__
 

@@ -30,6 +30,7 @@ X(opencl_attn_split_scratch_streams)
 /* test_opencl_moe.c */
 X(opencl_moe_gemm_fma)
 X(opencl_moe_gemm_mma_layer)
+X(opencl_moe_gemm_gen2_shapes)
 X(opencl_moe_gemm_bad_tuning_falls_back)
 X(opencl_moe_align_many_chunks)
 X(opencl_moe_bad_indices_stay_in_bounds)

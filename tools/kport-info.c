@@ -117,6 +117,10 @@ static void print_tables(void) {
     }
     printf("\nkernel local mem: the local (shared) memory one work-group of kport's kernels may use; on CUDA the\n"
            "opt-in maximum, which kernels with dynamic shared memory reach (static tiles stay within 48 KiB).\n");
+    const char *gen = getenv("KPORT_GPU_KERNELS");
+    printf("GPU kernel generation: KPORT_GPU_KERNELS=%s (auto: the tuning table's <kernel>;gen, else generation 2 on\n"
+           "devices with matrix units, 1 elsewhere; KPORT_LOG=1 logs each op's choice)\n",
+           gen && *gen ? gen : "unset");
 }
 
 /* Opens the best device and sends 1 MiB through write -> copy -> read. */

@@ -311,6 +311,17 @@ static kp_status cu_rtc_function(kp_cu_device *d, const char *source, const char
 }
 
 /* ------------------------------------------------------------------------ */
+/* buffer_align                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A wrapped device pointer may sit anywhere: its lowest set bit, up to 256. */
+static uint32_t cu_buffer_align(const kp_buffer *b) {
+    uint64_t a = b && b->impl ? (uint64_t)(uintptr_t)((const kp_cu_buffer *)b->impl)->ptr : 0;
+    uint64_t low = a & (~a + 1);
+    return a == 0 || low >= 256 ? 256u : (uint32_t)low;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The target                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -498,6 +509,7 @@ kp_gpu_target kp_cu_target = {
     .host = NULL, /* cuda_init sets it */
     .profile = cu_profile,
     .variant_check = cu_variant_check,
+    .buffer_align = cu_buffer_align,
     .launch = cu_launch,
     .scratch_acquire = cu_scratch_acquire,
     .scratch_release = cu_scratch_release,

@@ -101,6 +101,18 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                 kp_gpu_gemm_options(&tl, float_types[t], fp8, a_f32, opts, sizeof opts);
                 emit(e, KP_GPU_SRC_MOE_GEMM, opts, "kp_grouped_gemm_tiled kp_grouped_gemm_small");
             }
+    /* generation 2: 16-bit activations (f32 ones from kp_moe_forward's SwiGLU), both row classes */
+    static const int64_t avg_rows[] = {16, 1024};
+    for (size_t t = 1; t < 3; t++)
+        for (int fp8 = 0; fp8 < 2; fp8++)
+            for (int a_f32 = 0; a_f32 < 2; a_f32++)
+                for (size_t r = 0; r < 2; r++) {
+                    kp_gpu_gemm2_tile t2;
+                    kp_gpu_gemm2_tile_pick(h, p, fp8, avg_rows[r], 0, &t2);
+                    kp_gpu_gemm2_options(&t2, float_types[t], fp8, a_f32, opts, sizeof opts);
+                    emit(e, KP_GPU_SRC_MOE_GEMM2, opts,
+                         "kp_grouped_gemm_gen2_tiled kp_grouped_gemm_gen2_rows kp_grouped_gemm_gen2_reduce");
+                }
 }
 
 void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,

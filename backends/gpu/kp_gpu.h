@@ -115,6 +115,11 @@ typedef struct kp_gpu_target {
      * the answer is known. NULL: every variant is available (opencl compiles on demand). */
     kp_status (*variant_check)(kp_stream *s, const char *source, const char *options);
 
+    /* The alignment in bytes (a power of two, at most 256) of b's base address: a wrapped
+     * pointer may have any. NULL: every buffer is at least 256-byte aligned (OpenCL: a
+     * cl_mem's base, sub-buffers included, is aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN). */
+    uint32_t (*buffer_align)(const kp_buffer *b);
+
     /* Enqueues one launch on s (asynchronous). Errors set the message. */
     kp_status (*launch)(kp_stream *s, const kp_gpu_launch *l);
 

@@ -352,6 +352,17 @@ void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *hs) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* buffer_align                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A wrapped device pointer may sit anywhere: its lowest set bit, up to 256. */
+static uint32_t hip_buffer_align(const kp_buffer *b) {
+    uint64_t a = b && b->impl ? (uint64_t)(uintptr_t)((const kp_hip_buffer *)b->impl)->ptr : 0;
+    uint64_t low = a & (~a + 1);
+    return a == 0 || low >= 256 ? 256u : (uint32_t)low;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The target                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -360,6 +371,7 @@ kp_gpu_target kp_hip_target = {
     .host = NULL, /* set by hip_init */
     .profile = hip_profile,
     .variant_check = hip_variant_check,
+    .buffer_align = hip_buffer_align,
     .launch = hip_launch,
     .scratch_acquire = hip_scratch_acquire,
     .scratch_release = hip_scratch_release,

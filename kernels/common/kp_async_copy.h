@@ -65,11 +65,11 @@ KP_FN void kp_copy_commit(void) { KP_ASM volatile("cp.async.commit_group;" ::: "
 
 #if defined(KP_TARGET_OPENCL)
 KP_FN void kp_copy16_async(KP_LOCAL_MEM void *dst, KP_GLOBAL const void *src, int valid) {
-    *(KP_LOCAL_MEM uint4 *)dst = valid ? *(KP_GLOBAL const uint4 *)src : (uint4)(0u, 0u, 0u, 0u);
+    *(KP_LOCAL_MEM uint4 *)dst = valid ? *(KP_GLOBAL const uint4 *)src : KP_UINT4_ZERO;
 }
 #else
 KP_FN void kp_copy16_async(void *dst, const void *src, int valid) {
-    *(uint4 *)dst = valid ? *(const uint4 *)src : make_uint4(0u, 0u, 0u, 0u);
+    *(uint4 *)dst = valid ? *(const uint4 *)src : KP_UINT4_ZERO;
 }
 #endif
 

@@ -27,7 +27,7 @@
 #error "PS_STAGES: 2..4"
 #endif
 
-KP_KERNEL void KP_LAUNCH_BOUNDS(PS_WG) kp_pipeline_selftest(KP_GLOBAL const uint4 *KP_RESTRICT x,
+KP_KERNEL void KP_LAUNCH_BOUNDS(PS_WG, 1) kp_pipeline_selftest(KP_GLOBAL const uint4 *KP_RESTRICT x,
                                                             KP_GLOBAL uint4 *KP_RESTRICT y,
                                                             kp_pipeline_selftest_kargs p KP_DYNAMIC_LOCAL_ARG(smem)) {
     KP_DYNAMIC_LOCAL(smem);

@@ -39,6 +39,7 @@
 #include "kp_dialect.h"
 #include "moe_common.h"
 #include "moe_kargs.h"
+#include "moe_gemm_common.h"
 #if defined(KP_GG_MMA)
 #include "common/kp_tile_mma.h"
 #endif
@@ -87,135 +88,12 @@
 #define KPG_C_FLOATS (KP_GG_BM * KPG_LDC)
 #define KPG_SMEM_FLOATS (KPG_STAGE_FLOATS > KPG_C_FLOATS ? KPG_STAGE_FLOATS : KPG_C_FLOATS)
 
-#if defined(KP_GG_W_FP8)
-typedef unsigned char kpg_w_t;
-#define KPG_W(p, i) kpm_e4m3_to_f32((kp_u32)(p)[i])
-#else
-typedef kp_storage_t kpg_w_t;
-#define KPG_W(p, i) kp_load(p, i)
-#endif
-#if defined(KP_GG_A_F32)
-typedef float kpg_a_t;
-#define KPG_A(p, i) ((p)[i])
-#else
-typedef kp_storage_t kpg_a_t;
-#define KPG_A(p, i) kp_load(p, i)
-#endif
-
-#define KPG_MODE_STORE KP_MOE_GEMM_STORE
-#define KPG_MODE_STORE_F32 KP_MOE_GEMM_STORE_F32
-#define KPG_MODE_SWIGLU KP_MOE_GEMM_SWIGLU
-#define KPG_MODE_COMBINE KP_MOE_GEMM_COMBINE
-
 #define KPG_ARGS                                                                                              \
     KP_GLOBAL const kpg_a_t *KP_RESTRICT a, KP_GLOBAL const int *KP_RESTRICT gather,                          \
         KP_GLOBAL const kpg_w_t *KP_RESTRICT w, KP_GLOBAL const float *KP_RESTRICT ws,                        \
         KP_GLOBAL const int *KP_RESTRICT offsets, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,         \
         KP_GLOBAL const float *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                           \
         KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL float *part, kp_moe_gemm_kargs p
-
-/* The z-th tile (of bm rows) over the experts whose clamped row count m has
- * min_m < m <= max_m; returns the expert (or -1: no such tile) and its row range. */
-KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp, int dense_rows, int M,
-                   int min_m, int max_m, int bm, int z, int *row_lo, int *row_hi) {
-    if (dense_rows > 0) {
-        int hi = dense_rows < M ? dense_rows : M;
-        if (hi <= min_m || hi > max_m || z >= (hi + bm - 1) / bm) return -1;
-        *row_lo = z * bm;
-        *row_hi = hi;
-        return 0;
-    }
-    for (int e = 0; e < n_exp; ++e) {
-        int lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
-        lo = lo < 0 ? 0 : lo > M ? M : lo;
-        hi = hi < lo ? lo : hi > M ? M : hi;
-        int m = hi - lo;
-        if (m <= min_m || m > max_m) continue;
-        int nt = (m + bm - 1) / bm;
-        if (z < nt) {
-            *row_lo = lo + z * bm;
-            *row_hi = hi;
-            return e;
-        }
-        z -= nt;
-    }
-    return -1;
-}
-
-/* Where activation row r of the tile lives (-1: zeros). */
-KP_FN kpm_i64 kpg_arow(int r, int hi, KP_GLOBAL const int *gather, kpm_i64 gather_off, int gather_k, int a_rows,
-                       kpm_i64 a_off, kpm_i64 a_ld) {
-    if (r >= hi) return -1;
-    int src = r;
-    if (gather_k > 0) {
-        int g = gather[gather_off + r];
-        src = g >= 0 ? g / gather_k : -1;
-    }
-    return src >= 0 && src < a_rows ? a_off + (kpm_i64)src * a_ld : -1;
-}
-
-/* Tile column c -> weight row (-1: past N / n_out); *srow: its scale row base. */
-KP_FN kpm_i64 kpg_wrow(int c, int bn, int n0, int mode, int N, int n_out, int e, kpm_i64 w_off, kpm_i64 w_se,
-                       kpm_i64 w_sn, int ws_nb, int ws_kb, int *srow) {
-    int hb = bn / 2, wr, ok;
-    if (mode == KPG_MODE_SWIGLU) {
-        int j = n0 + (c < hb ? c : c - hb);
-        ok = j < n_out;
-        wr = c < hb ? j : n_out + j;
-    } else {
-        wr = n0 + c;
-        ok = wr < N;
-    }
-    ok = ok && wr < N;
-    *srow = ok ? (e * ws_nb + wr / 128) * ws_kb : 0;
-    return ok ? w_off + (kpm_i64)e * w_se + (kpm_i64)wr * w_sn : -1;
-}
-
-KP_FN float kpg_wval(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int gk, KP_GLOBAL const float *ws, kpm_i64 ws_off,
-                     int srow) {
-#if defined(KP_GG_W_FP8)
-    return KPG_W(w, wo + gk) * ws[ws_off + srow + gk / 128];
-#else
-    (void)ws, (void)ws_off, (void)srow;
-    return KPG_W(w, wo + gk);
-#endif
-}
-
-/* Writes the finished tile cs [bm][ldc] (rows row0.., columns n0..; see mode). */
-KP_FN void kpg_epilogue(KP_LOCAL_MEM const float *cs, int ldc, int bm, int bn, int row0, int hi, int n0, int mode,
-                        int N, int n_out, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf, kpm_i64 out_off,
-                        kpm_i64 out_ld, KP_GLOBAL const float *y, kpm_i64 y_off, kpm_i64 y_ld, int y_rows,
-                        KP_GLOBAL const int *pos, kpm_i64 pos_off, KP_GLOBAL const float *tw, kpm_i64 tw_off,
-                        int topk) {
-    const int lid = kp_local_id(0), wg = kp_local_size(0);
-    const int ncols = mode == KPG_MODE_SWIGLU ? bn / 2 : bn;
-    for (int idx = lid; idx < bm * ncols; idx += wg) {
-        int i = idx / ncols, c = idx % ncols, r = row0 + i, n = n0 + c;
-        if (r >= hi) continue;
-        kpm_i64 o = out_off + (kpm_i64)r * out_ld + n;
-        if (mode == KPG_MODE_SWIGLU) {
-            if (n >= n_out) continue;
-            float g = cs[i * ldc + c], u = cs[i * ldc + c + bn / 2];
-            outf[o] = g / (1.0f + kp_expf(-g)) * u;
-            continue;
-        }
-        if (n >= N) continue;
-        float v = cs[i * ldc + c];
-        if (mode == KPG_MODE_STORE_F32) {
-            outf[o] = v;
-        } else if (mode == KPG_MODE_COMBINE) {
-            float acc = 0.0f;
-            for (int s = 0; s < topk; ++s) {
-                int p = pos[pos_off + (kpm_i64)r * topk + s];
-                if (p < 0 || p >= y_rows) continue;
-                acc += tw[tw_off + (kpm_i64)r * topk + s] * y[y_off + (kpm_i64)p * y_ld + n];
-            }
-            kp_store(out, o, acc + v);
-        } else {
-            kp_store(out, o, v);
-        }
-    }
-}
 
 KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
     /* one local buffer: the A and B stages while the K loop runs, then the C tile */

@@ -80,4 +80,25 @@ KP_KARGS_OFFSET(kp_moe_gemm_kargs, a_rows, 112);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, kslice, 172);
 KP_KARGS_SIZE(kp_moe_gemm_kargs, 176);
 
+/* Dynamic local memory of generation 2's kernels (moe_gemm_gen2.cl), one formula for the
+ * kernels and the planner. Tiled: `stages` A and B tiles of 16-bit rows padded by 8
+ * elements (16 bytes: ldmatrix rows on distinct banks, cp.async targets aligned), the
+ * f32 C tile reusing them after the K loop, then the row and scale indices. */
+#define KP_MOE_GEMM2_LD(bk) ((bk) + 8)
+#define KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk) (((bm) + (bn)) * KP_MOE_GEMM2_LD(bk) * 2)
+#define KP_MOE_GEMM2_C_BYTES(bm, bn) ((bm) * ((bn) + 4) * 4)
+#define KP_MOE_GEMM2_TILES_BYTES(bm, bn, bk, stages)                                        \
+    ((stages) * KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk) > KP_MOE_GEMM2_C_BYTES(bm, bn)          \
+         ? (stages) * KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk)                                   \
+         : KP_MOE_GEMM2_C_BYTES(bm, bn))
+#define KP_MOE_GEMM2_LOCAL_BYTES(bm, bn, bk, stages) \
+    (KP_MOE_GEMM2_TILES_BYTES(bm, bn, bk, stages) + (bm) * 8 + (bn) * 8 + (bn) * 4)
+/* Decode ("rows") kernel: up to 16 activation rows of KC k as f32, the per-lane partial
+ * sums of one weight row at a time for the cross-lane reduction, the C tile [16][cols + 1]. */
+#define KP_MOE_GEMM2_ROWS_M 16
+#define KP_MOE_GEMM2_ROWS_KC 256
+#define KP_MOE_GEMM2_ROWS_LOCAL_BYTES(threads, cols)                                        \
+    (KP_MOE_GEMM2_ROWS_M * KP_MOE_GEMM2_ROWS_KC * 4 + (threads) * KP_MOE_GEMM2_ROWS_M * 4 + \
+     KP_MOE_GEMM2_ROWS_M * ((cols) + 1) * 4 + KP_MOE_GEMM2_ROWS_M * 8)
+
 #endif /* KP_MOE_KARGS_H */

@@ -25,6 +25,10 @@ static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max
 kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *pa, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = kp_backend_op_name(op);
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, name, pa->mla ? "mla_decode has no generation-2 kernel yet"
+                                                      : "attention_decode has no generation-2 kernel yet", &gen);
+    if (st != KP_OK) return st;
     const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
     int dqk = (int)q->shape[3], dv = pa->dv;
     if (!kp_gpu_attn_dims_supported(dqk, dv, pa->mla))
@@ -37,7 +41,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     int group = (int)(h_q / h_kv);
     kp_gpu_attn_cfg cfg;
     char opts[256];
-    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
+    st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
                                     &cfg, opts, sizeof opts);
     if (st != KP_OK || dry_run || b == 0) return st;
 

@@ -13,6 +13,9 @@
 kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = "attention_prefill";
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, name, "attention_prefill has no generation-2 kernel yet", &gen);
+    if (st != KP_OK) return st;
     int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
     if (!kp_gpu_attn_dims_supported(dqk, dv, 0))
         return h->set_error(KP_ERR_UNSUPPORTED,
@@ -24,7 +27,7 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
         return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 tokens", name, c->t->name);
     kp_gpu_attn_cfg cfg;
     char opts[256];
-    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
+    st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
                                     sizeof opts);
     if (st != KP_OK || dry_run || total_q == 0) return st;
 

@@ -77,11 +77,26 @@ typedef struct gemm_plan {
     char opts[256];
 } gemm_plan;
 
+void kp_gpu_gemm_split(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int *small_max, int *run_tiled, int *run_small) {
+    int64_t sm = c->host->tuning_get(c->prof.info, "grouped_gemm", "small_m", KP_GPU_GG_SMALL_M_MAX);
+    *small_max = sm < 0 ? 0 : sm > KP_GPU_GG_SMALL_M_MAX ? KP_GPU_GG_SMALL_M_MAX : (int)sm;
+    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
+    if (*small_max == 0 || rows > (int64_t)*small_max * experts) {
+        *small_max = 0, *run_small = 0, *run_tiled = 1;
+    } else if (rows <= *small_max || (g->max_rows_hint > 0 && g->max_rows_hint <= *small_max)) {
+        *run_small = 1, *run_tiled = 0;
+    } else {
+        *run_small = 1, *run_tiled = 1;
+    }
+}
+
 static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p) {
     const kp_host_services *h = c->host;
+    kp_status st;
     kp_gpu_gemm_tiles_pick(h, &c->prof, g->dtype, g->w_fp8, 1, &p->tl);
     kp_gpu_gemm_options(&p->tl, g->dtype, g->w_fp8, g->a_f32, p->opts, sizeof p->opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM, p->opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM, p->opts);
     if (st != KP_OK) { /* a tuned tile this backend did not build: the default one */
         kp_gpu_gemm_tiles d;
         char dopts[256];
@@ -93,17 +108,7 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
         p->tl = d;
         snprintf(p->opts, sizeof p->opts, "%s", dopts);
     }
-    int64_t sm = h->tuning_get(c->prof.info, "grouped_gemm", "small_m", KP_GPU_GG_SMALL_M_MAX);
-    p->small_max = sm < 0 ? 0 : sm > KP_GPU_GG_SMALL_M_MAX ? KP_GPU_GG_SMALL_M_MAX : (int)sm;
-    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
-    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
-    if (p->small_max == 0 || rows > (int64_t)p->small_max * experts) {
-        p->small_max = 0, p->run_small = 0, p->run_tiled = 1;
-    } else if (rows <= p->small_max || (g->max_rows_hint > 0 && g->max_rows_hint <= p->small_max)) {
-        p->run_small = 1, p->run_tiled = 0;
-    } else {
-        p->run_small = 1, p->run_tiled = 1;
-    }
+    kp_gpu_gemm_split(c, g, &p->small_max, &p->run_tiled, &p->run_small);
     uint64_t have = c->prof.static_local_mem;
     size_t small_lmem = (size_t)KP_GPU_GG_SMALL_M_MAX * (256 + KP_GPU_GG_SMALL_WG + KP_GPU_GG_SMALL_WG / 32 + 1) * 4 +
                         KP_GPU_GG_SMALL_M_MAX * 8;
@@ -114,8 +119,7 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
     return KP_OK;
 }
 
-/* The arguments every grouped-GEMM kernel takes (moe_kargs.h: kp_moe_gemm_kargs). */
-static void set_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
+void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
     kp_gpu_arg_buffer(l, g->a.buf), kp_gpu_arg_buffer(l, g->gather.buf), kp_gpu_arg_buffer(l, g->w.buf);
     kp_gpu_arg_buffer(l, g->w_scale.buf), kp_gpu_arg_buffer(l, g->offsets.buf);
     kp_gpu_arg_buffer(l, g->out.buf), kp_gpu_arg_buffer(l, g->out.buf); /* out and outf: the mode picks */
@@ -124,7 +128,7 @@ static void set_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_ge
     kp_gpu_arg_kargs(l, ka, sizeof *ka);
 }
 
-static kp_moe_gemm_kargs gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
+kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
     kp_moe_gemm_kargs ka = {
         .a_off = g->a.off, .a_ld = g->a.ld, .gather_off = g->gather.off, .w_off = g->w.off, .w_se = g->w_se,
         .w_sn = g->w.ld, .ws_off = g->w_scale.off, .offsets_off = g->offsets.off, .out_off = g->out.off,
@@ -138,19 +142,23 @@ static kp_moe_gemm_kargs gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
 }
 
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), &gen);
+    if (st != KP_OK) return st;
+    if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
     gemm_plan p;
-    kp_status st = plan_make(c, g, &p);
+    st = plan_make(c, g, &p);
     if (st != KP_OK || dry_run) return st;
     int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
     int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
     int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
     int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
-    kp_moe_gemm_kargs ka = gemm_kargs(g, p.small_max);
+    kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, p.small_max);
     kp_gpu_launch l;
     if (p.run_tiled) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_tiled");
-        set_args(&l, g, &ka, NULL);
+        kp_gpu_gemm_args(&l, g, &ka, NULL);
         int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
         l.groups[0] = (uint64_t)((cols + per - 1) / per);
         l.groups[1] = (uint64_t)((rows + p.tl.bm - 1) / p.tl.bm + (g->dense_rows > 0 ? 0 : busy));
@@ -159,7 +167,7 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     }
     if (p.run_small) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_small");
-        set_args(&l, g, &ka, NULL);
+        kp_gpu_gemm_args(&l, g, &ka, NULL);
         int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
         l.groups[0] = (uint64_t)((cols + per - 1) / per), l.groups[1] = (uint64_t)busy;
         l.local[0] = KP_GPU_GG_SMALL_WG;

@@ -39,11 +39,14 @@ void kp_gpu_gate_options(kp_dtype dt, char *buf, size_t n) {
 
 kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, int64_t t, int64_t e, kp_gpu_view bias,
                               const kp_moe_routing *r, kp_gpu_view ids, kp_gpu_view weights, int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_gate", "moe_gate has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     size_t lmem = (512 * 2 + KP_GPU_GATE_WG + 32 * 3) * 4;
     if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_gate", lmem);
     char opts[96];
     kp_gpu_gate_options(dt, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GATE, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GATE, opts);
     if (st != KP_OK || dry_run || t == 0) return st;
     kp_moe_gate_kargs ka = {
         .logits_off = logits.off, .logits_ld = logits.ld, .bias_off = bias.off, .ids_off = ids.off,
@@ -73,11 +76,14 @@ void kp_gpu_align_options(int32_t n_exp, char *buf, size_t n) {
 kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, int32_t n_exp, int32_t block,
                                kp_gpu_view sorted, int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos,
                                int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_align", "moe_align has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     size_t lmem = ((size_t)align_max_e(n_exp) * 2 + 1 + KP_GPU_ALIGN_WG + 1) * 4; /* the scan kernel's, the largest */
     if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_align", lmem);
     char opts[96];
     kp_gpu_align_options(n_exp, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_ALIGN, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_ALIGN, opts);
     if (st != KP_OK || dry_run) return st;
     int64_t chunk = c->host->tuning_get(c->prof.info, "moe_align", "chunk", 4096);
     if (chunk < n_exp) chunk = n_exp;
@@ -113,9 +119,12 @@ void kp_gpu_combine_options(kp_dtype dt, int y_f32, char *buf, size_t n) {
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
                                  kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
                                  int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_combine", "moe_combine has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     char opts[96];
     kp_gpu_combine_options(dt, y_f32, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_COMBINE, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_COMBINE, opts);
     if (st != KP_OK || dry_run || t == 0 || hidden == 0) return st;
     kp_moe_combine_kargs ka = {
         .y_off = y.off, .y_ld = y.ld, .pos_off = pos.off, .pos_ld = pos.ld, .tw_off = tw.off, .tw_ld = tw.ld,
