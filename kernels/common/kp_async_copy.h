@@ -57,8 +57,16 @@ KP_FN void kp_copy16_async(KP_LOCAL_MEM void *dst, KP_GLOBAL const void *src, in
 
 KP_FN void kp_copy_commit(void) { KP_ASM volatile("cp.async.commit_group;" ::: "memory"); }
 
-/* wait_group takes an immediate: n is a constant at every call */
-#define kp_copy_wait(n) KP_ASM volatile("cp.async.wait_group %0;" ::"n"(n) : "memory")
+/* wait_group takes an immediate. NVIDIA's OpenCL compiler is not known to take the "n"
+ * constraint (anchors/ocl_nv_ptx_features.c tried "r" and "l" only), so each count is its
+ * own literal: n is a constant at every call and the chain folds to one instruction. */
+KP_FN void kp_copy_wait_(int n) {
+    if (n <= 0) KP_ASM volatile("cp.async.wait_group 0;" ::: "memory");
+    else if (n == 1) KP_ASM volatile("cp.async.wait_group 1;" ::: "memory");
+    else if (n == 2) KP_ASM volatile("cp.async.wait_group 2;" ::: "memory");
+    else KP_ASM volatile("cp.async.wait_group 3;" ::: "memory");
+}
+#define kp_copy_wait(n) kp_copy_wait_(n)
 
 #else
 #define KP_COPY_IMPL_NAME "vector-load"
