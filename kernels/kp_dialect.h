@@ -13,6 +13,19 @@
  *   qualifiers     KP_KERNEL, KP_GLOBAL, KP_LOCAL(type, name, count) (a work-group array
  *                  declared at kernel scope, 16-byte aligned), KP_LOCAL_MEM (pointer qualifier for helpers),
  *                  KP_CONSTANT (program-scope tables), KP_FN (helper functions)
+ *   dynamic local  KP_DYNAMIC_LOCAL_ARG(name) as the kernel's last parameter and
+ *                  KP_DYNAMIC_LOCAL(name) first in its body: `name` is a 16-byte aligned
+ *                  `KP_LOCAL_MEM uint4 *` of the bytes the launch asks for (kp_gpu_launch.
+ *                  local_bytes): extern __shared__ on CUDA/HIP (the backend raises CUDA's
+ *                  48 KiB default to the device's opt-in maximum), a __local kernel argument
+ *                  the backend sizes on OpenCL. Tiles are then sized from the device's real
+ *                  limit, not from what a static array may declare.
+ *   vectors        uint2 / uint4 (both languages have them), KP_UINT2_ZERO / KP_UINT4_ZERO
+ *   launch bounds  KP_LAUNCH_BOUNDS(threads, blocks): the work-group size a kernel is always
+ *                  launched with (CUDA/HIP __launch_bounds__, OpenCL reqd_work_group_size), and
+ *                  on CUDA the blocks per SM the planner counts on: ptxas then keeps registers
+ *                  within 65536 / (threads * blocks), spilling rather than exceeding, so the
+ *                  static check's "0 spill bytes" also proves the planner's occupancy
  *   ids            kp_local_id(d), kp_group_id(d), kp_local_size(d), kp_num_groups(d),
  *                  kp_global_id(d) - all int
  *   sync           kp_barrier() (work-group barrier, local and global memory ordered)
@@ -82,6 +95,11 @@ typedef ushort kp_u16;
 #define KP_LOCAL_MEM __local
 #define KP_CONSTANT __constant
 #define KP_LOCAL(type, name, count) __local type name[count] __attribute__((aligned(16)))
+#define KP_DYNAMIC_LOCAL_ARG(name) , __local uint4 *name
+#define KP_UINT4_ZERO ((uint4)(0u, 0u, 0u, 0u))
+#define KP_UINT2_ZERO ((uint2)(0u, 0u))
+#define KP_DYNAMIC_LOCAL(name) (void)0
+#define KP_LAUNCH_BOUNDS(threads, blocks) __attribute__((reqd_work_group_size((threads), 1, 1)))
 /* always_inline: PoCL 3.1 runs a barrier inside a static helper that LLVM chose not to
  * inline with races between work-groups (wrong reductions, 1 run in ~20); forced
  * inlining removes the case, and every helper here is small. */
@@ -152,6 +170,15 @@ typedef unsigned short kp_u16;
 #define KP_LOCAL_MEM
 #define KP_CONSTANT __constant__
 #define KP_LOCAL(type, name, count) __shared__ __align__(16) type name[count]
+#define KP_DYNAMIC_LOCAL_ARG(name)
+#define KP_UINT4_ZERO make_uint4(0u, 0u, 0u, 0u)
+#define KP_UINT2_ZERO make_uint2(0u, 0u)
+#define KP_DYNAMIC_LOCAL(name) extern __shared__ uint4 name[]
+#if defined(KP_TARGET_HIP) /* HIP's second argument means something else (waves per EU) */
+#define KP_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads)
+#else
+#define KP_LAUNCH_BOUNDS(threads, blocks) __launch_bounds__(threads, blocks)
+#endif
 #define KP_FN static __device__ __forceinline__
 #define KP_RESTRICT __restrict__
 
@@ -208,6 +235,21 @@ KP_FN kp_u16 kp_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)
 #define KP_ASM __asm__
 #else
 #define KP_ASM asm
+#endif
+
+/* ---- PTX of sm_80 and newer: CUDA's device pass, and OpenCL on NVIDIA ----------
+ * KP_PTX_SM80: ldmatrix, mma.sync, cp.async and shfl.sync may be written as inline PTX.
+ * kp_local_addr32(p): a local pointer as the 32-bit shared-window address those take;
+ * NVIDIA's OpenCL hands __local pointers out as that address already
+ * (anchors/ocl_nv_ptx_features.c). */
+#if (defined(KP_TARGET_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || \
+    (defined(KP_TARGET_OPENCL) && defined(KP_HAS_INLINE_PTX))
+#define KP_PTX_SM80 1
+#if defined(KP_TARGET_OPENCL)
+#define kp_local_addr32(p) ((kp_u32)(size_t)(p))
+#else
+#define kp_local_addr32(p) ((kp_u32)__cvta_generic_to_shared(p))
+#endif
 #endif
 
 /* ---- OpenCL on NVIDIA: warp shuffles through inline PTX ---------------- */

@@ -16,3 +16,6 @@ X(cuda_rtc_tuned_tile_cached)
 X(cuda_rtc_every_source)
 X(cuda_rtc_build_error)
 X(cuda_rtc_variant_check)
+/* tests/test_cuda_static.c */
+X(cuda_static_checks_hold)
+X(cuda_static_checks_catch_doctored)

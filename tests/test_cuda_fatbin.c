@@ -153,7 +153,8 @@ KP_TEST(cuda_fatbin_covers_planner) {
     kp_gpu_profile p;
     CHECK_INT_EQ(kp_gpu_build_profile("cuda", &info, &p), 0);
     CHECK_INT_EQ(p.warp, 32);
-    CHECK_INT_EQ(p.local_mem, 48 * 1024);
+    CHECK_INT_EQ(p.static_local_mem, 48 * 1024);
+    CHECK_INT_EQ(p.local_mem, 227 * 1024);
     coverage c = {0, 0, 0, ""};
     kp_gpu_variants_enumerate(kp_gpu_stub_host(), &p, check_embedded, &c);
     CHECK(c.listed > 0);
@@ -226,6 +227,7 @@ static void fake_open(fake_device *f, int cc) {
     kp_cu_host = kp_test_fake_host();
     kp_cu_target.host = kp_cu_host;
     f->cu.cc = cc;
+    f->cu.smem_optin = cc >= 90 ? 227 * 1024 : cc >= 80 ? 163 * 1024 : 64 * 1024; /* H100/H200, A100 */
     snprintf(f->cu.name, sizeof f->cu.name, "fake sm_%d", cc);
     snprintf(f->dev.info.arch, sizeof f->dev.info.arch, "sm_%d", cc);
     f->dev.info.compute_units = 132;
@@ -241,7 +243,8 @@ KP_TEST(cuda_target_variant_check) {
     kp_cu_target.profile(&f.stream, &p);
     CHECK_INT_EQ(p.mma, 1);
     CHECK_INT_EQ(p.warp, 32);
-    CHECK_INT_EQ(p.local_mem, 48 * 1024);
+    CHECK_INT_EQ(p.static_local_mem, 48 * 1024); /* static __shared__: generation 1's tiles */
+    CHECK_INT_EQ(p.local_mem, 227 * 1024);       /* dynamic, opted in: sm_90's maximum */
     CHECK_INT_EQ(p.max_group, 1024);
     CHECK_INT_EQ(p.compute_units, 132);
     CHECK_INT_EQ(p.cpu, 0);
@@ -253,6 +256,7 @@ KP_TEST(cuda_target_variant_check) {
     CHECK_INT_EQ(bp.mma, p.mma);
     CHECK_INT_EQ(bp.warp, p.warp);
     CHECK_INT_EQ(bp.local_mem, p.local_mem);
+    CHECK_INT_EQ(bp.static_local_mem, p.static_local_mem);
     CHECK_INT_EQ(bp.max_group, p.max_group);
 
     /* Not embedded: NVRTC builds it at the first launch, when there is an NVRTC. */
@@ -299,7 +303,7 @@ KP_TEST(cuda_target_launch_limits) {
     CHECK(l != NULL);
 
     kp_gpu_launch_init(l, fb->source, fb->options, kernel);
-    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_i32(l, i);
+    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_buffer(l, NULL);
     CHECK(l->overflow);
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INTERNAL);
 
@@ -316,6 +320,9 @@ KP_TEST(cuda_target_launch_limits) {
     CHECK_STR_CONTAINS(kp_test_fake_last_error(), "at most 1024");
     l->local[0] = 32, l->local[1] = 64; /* 2048 threads */
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_UNSUPPORTED);
+    l->local[1] = 1, l->local_bytes = 227 * 1024 + 16; /* past sm_90's opt-in maximum */
+    CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_UNSUPPORTED);
+    CHECK_STR_CONTAINS(kp_test_fake_last_error(), "232448 per block");
 
     kp_gpu_launch_init(l, fb->source, fb->options, "kp_not_in_this_variant");
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INTERNAL);

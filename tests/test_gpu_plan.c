@@ -9,6 +9,7 @@
 #include "gpu_variants.h"
 #include "ops/gpu_ops.h"
 
+#include <math.h>
 #include <stdarg.h>
 
 /* ---- a fake target: records launches; variant_check refuses one options string ---- */
@@ -16,11 +17,14 @@
 #define FAKE_MAX 8
 static kp_gpu_launch fake_launches[FAKE_MAX];
 static char fake_options[FAKE_MAX][256]; /* a launch's options live in the op's stack frame */
+static _Alignas(8) unsigned char fake_kargs_copy[FAKE_MAX][KP_GPU_MAX_KARGS_BYTES]; /* so is its kargs block */
+static const void *fake_kargs[FAKE_MAX];
 static int fake_count;
 static const char *fake_missing; /* options variant_check refuses (NULL: none) */
 static kp_device_info fake_info;
 static kp_gpu_profile fake_prof;
 static int64_t fake_tuned_bn; /* > 0: the tuning table's attention block_n */
+static int64_t fake_tuned_gen; /* > 0: the tuning table's grouped_gemm gen */
 static char fake_error[512];
 
 static kp_status fake_set_error(kp_status st, const char *fmt, ...) {
@@ -34,12 +38,21 @@ static kp_status fake_add_context(kp_status st, const char *fmt, ...) {
     (void)fmt;
     return st;
 }
-static void fake_log(const char *fmt, ...) { (void)fmt; }
+static char fake_logged[2048]; /* every log line, appended */
+static void fake_log(const char *fmt, ...) {
+    size_t n = strlen(fake_logged);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n + 2 < sizeof fake_logged) vsnprintf(fake_logged + n, sizeof fake_logged - n - 1, fmt, ap);
+    va_end(ap);
+    strncat(fake_logged, "\n", sizeof fake_logged - strlen(fake_logged) - 1);
+}
 static const char *fake_cache_dir(void) { return NULL; }
 static int64_t fake_tuning(const kp_device_info *d, const char *kernel, const char *param, int64_t def) {
     (void)d;
     if (fake_tuned_bn > 0 && strncmp(kernel, "attention", 9) == 0 && strcmp(param, "block_n") == 0)
         return fake_tuned_bn;
+    if (fake_tuned_gen > 0 && strcmp(kernel, "grouped_gemm") == 0 && strcmp(param, "gen") == 0) return fake_tuned_gen;
     return def;
 }
 static const kp_host_services fake_host = {
@@ -63,6 +76,13 @@ static kp_status fake_launch(kp_stream *s, const kp_gpu_launch *l) {
         fake_launches[fake_count] = *l;
         snprintf(fake_options[fake_count], sizeof fake_options[0], "%s", l->options);
         fake_launches[fake_count].options = fake_options[fake_count];
+        fake_kargs[fake_count] = NULL;
+        for (int i = 0; i < l->nargs; i++)
+            if (l->args[i].kind == KP_GPU_ARG_KARGS) {
+                memcpy(fake_kargs_copy[fake_count], l->args[i].v.kargs.data, l->args[i].v.kargs.size);
+                fake_kargs[fake_count] = fake_kargs_copy[fake_count];
+                fake_launches[fake_count].args[i].v.kargs.data = fake_kargs_copy[fake_count];
+            }
     }
     fake_count++;
     return KP_OK;
@@ -83,7 +103,8 @@ static const kp_gpu_target fake_target = {
 static void fake_reset(const char *backend) {
     CHECK(kp_gpu_build_profile(backend, &fake_info, &fake_prof) == 0);
     fake_prof.compute_units = 132;
-    fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_error[0] = '\0';
+    fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_tuned_gen = 0, fake_error[0] = '\0';
+    fake_logged[0] = '\0';
 }
 
 static kp_buffer fake_buf[8];
@@ -103,16 +124,24 @@ KP_TEST(gpu_launch_args_in_order_and_overflow_reported) {
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, "moe/moe_gate.cl", "-DKP_DTYPE_F32", "kp_moe_gate");
     kp_tensor t = tensor(0, KP_BF16, 1, (int64_t[]){16});
-    t.offset = 6; /* bytes: element 3 */
-    kp_gpu_arg_tensor(&l, &t);
-    kp_gpu_arg_i32(&l, -7), kp_gpu_arg_f32(&l, 0.5f);
-    CHECK_INT_EQ(l.nargs, 4);
+    t.offset = 6; /* bytes: element 3, which goes in the kargs, not the argument list */
+    kp_moe_gate_kargs ka = {.logits_off = kp_gpu_elem_offset(&t), .n_exp = 16, .route_scale = 2.5f};
+    kp_gpu_arg_tensor(&l, &t), kp_gpu_arg_buffer(&l, NULL), kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    CHECK_INT_EQ(l.nargs, 3);
     CHECK(l.args[0].kind == KP_GPU_ARG_BUFFER && l.args[0].v.buffer == &fake_buf[0]);
-    CHECK(l.args[1].kind == KP_GPU_ARG_I64 && l.args[1].v.i64 == 3);
-    CHECK(l.args[2].kind == KP_GPU_ARG_I32 && l.args[2].v.i32 == -7);
-    CHECK(l.args[3].kind == KP_GPU_ARG_F32 && l.args[3].v.f32 == 0.5f);
+    CHECK(l.args[1].kind == KP_GPU_ARG_BUFFER && l.args[1].v.buffer == NULL);
+    CHECK(l.args[2].kind == KP_GPU_ARG_KARGS && l.args[2].v.kargs.data == &ka);
+    CHECK_INT_EQ(l.args[2].v.kargs.size, sizeof(kp_moe_gate_kargs));
+    CHECK_INT_EQ(ka.logits_off, 3);
     CHECK(l.groups[0] == 1 && l.groups[1] == 1 && l.groups[2] == 1 && l.local[0] == 1);
-    for (int i = 0; i < KP_GPU_MAX_ARGS; i++) kp_gpu_arg_i32(&l, i);
+    CHECK(!l.overflow);
+    /* a block larger than any API takes is refused, as is an argument too many */
+    static char big[KP_GPU_MAX_KARGS_BYTES + 1];
+    kp_gpu_arg_kargs(&l, big, sizeof big);
+    CHECK(l.overflow);
+    CHECK_INT_EQ(l.nargs, 3);
+    kp_gpu_launch_init(&l, "moe/moe_gate.cl", "-DKP_DTYPE_F32", "kp_moe_gate");
+    for (int i = 0; i < KP_GPU_MAX_ARGS + 1; i++) kp_gpu_arg_buffer(&l, NULL);
     CHECK(l.overflow);
     CHECK_INT_EQ(l.nargs, KP_GPU_MAX_ARGS);
     kp_gpu_ctx c = {.t = &fake_target, .host = &fake_host};
@@ -154,11 +183,20 @@ KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     CHECK_INT_EQ((long long)l->groups[1], 8);
     CHECK_INT_EQ((long long)l->groups[2], 3);
     CHECK_INT_EQ(l->local[0], 128);
-    CHECK_INT_EQ(l->nargs, 31);
-    CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[4].v.buffer == &fake_buf[1]);
-    CHECK(l->args[12].kind == KP_GPU_ARG_BUFFER && l->args[12].v.buffer == &fake_buf[3]);
-    CHECK(l->args[16].kind == KP_GPU_ARG_BUFFER && l->args[16].v.buffer == NULL); /* no lse */
-    CHECK(l->args[18].kind == KP_GPU_ARG_I32 && l->args[18].v.i32 == 0);         /* has_lse */
+    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, then the kargs block */
+    CHECK_INT_EQ(l->nargs, 8);
+    CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[1].v.buffer == &fake_buf[1]);
+    CHECK(l->args[3].kind == KP_GPU_ARG_BUFFER && l->args[3].v.buffer == &fake_buf[3]);
+    CHECK(l->args[4].kind == KP_GPU_ARG_BUFFER && l->args[4].v.buffer == NULL); /* no lse */
+    CHECK(l->args[7].kind == KP_GPU_ARG_KARGS && l->args[7].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    const kp_attn_prefill_kargs *ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->has_lse, 0);
+    CHECK_INT_EQ(ka->group, 4);
+    CHECK_INT_EQ(ka->nb, 2);
+    CHECK_INT_EQ(ka->q_s0, 32 * 128);
+    CHECK_INT_EQ(ka->k_s1, 128);
+    CHECK(ka->causal == 1 && ka->wl == -1 && ka->wr == -1);
+    CHECK(fabsf(ka->scale_log2 - 0.125f * 1.4426950f) < 1e-6f);
 }
 
 KP_TEST(gpu_tuned_tile_not_built_falls_back_to_default) {
@@ -209,11 +247,13 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     fake_count = 0, p.num_splits = 1;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
     CHECK_INT_EQ(fake_count, 1);
-    CHECK(fake_launches[0].args[23].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[23].v.native == NULL);
+    CHECK(fake_launches[0].args[5].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[5].v.native == NULL);
+    CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->nsplit, 1);
 }
 
 KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {
     fake_reset("cuda");
+    setenv("KPORT_GPU_KERNELS", "gen1", 1);
     kp_grouped_gemm_params p;
     memset(&p, 0, sizeof p);
     p.a = tensor(0, KP_BF16, 2, (int64_t[]){8, 256});
@@ -234,6 +274,62 @@ KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {
     CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_tiled");
     CHECK_INT_EQ((long long)fake_launches[0].groups[0], 512 / 64);
     CHECK_INT_EQ((long long)fake_launches[0].groups[1], 4096 / 64 + 4);
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* Generation 2 (the default on a device with matrix units): 128 x 128 tiles of 8 warps
+ * in dynamic shared memory for prefill-sized experts, the weight-streaming kernel for
+ * decode, split-K when the decode grid cannot fill the device. */
+KP_TEST(gpu_grouped_gemm_gen2_plan) {
+    fake_reset("cuda"); /* sm_90's profile: 227 KiB, 132 SMs */
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){4096, 256});
+    p.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    p.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){4096, 512});
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM2);
+    CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_gen2_tiled");
+    CHECK_STR_CONTAINS(l->options, "-DG2_BM=128 -DG2_BN=128 -DG2_BK=32 -DG2_WM=2 -DG2_WN=4 -DG2_STAGES=4 -DG2_MIN_BLOCKS=2");
+    CHECK_INT_EQ(l->local[0], 256);
+    CHECK_INT_EQ(l->local_bytes, KP_MOE_GEMM2_LOCAL_BYTES(128, 128, 32, 4));
+    CHECK(l->local_bytes > 48 * 1024 && 2 * l->local_bytes <= fake_prof.local_mem); /* 2 blocks per SM */
+    CHECK_INT_EQ((long long)l->groups[0], 512 / 128);
+    CHECK_INT_EQ((long long)l->groups[1], 4096 / 128 + 4);
+    /* decode: 8 rows over 4 experts; K 256 is too short to split */
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){8, 256});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){8, 512});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_gen2_rows");
+    CHECK_INT_EQ((long long)fake_launches[0].groups[0], 512 / 32); /* 8 warps x 4 weight rows */
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 1);
+    CHECK_INT_EQ(((const kp_moe_gemm_kargs *)fake_kargs[0])->ksplit, 1);
+    /* K 4096: 64 groups for 132 SMs, so K is cut into slices of 1024 and reduced */
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){8, 4096});
+    p.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 4096});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 2);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_gen2_rows");
+    CHECK_STR_EQ(fake_launches[1].kernel, "kp_grouped_gemm_gen2_reduce");
+    const kp_moe_gemm_kargs *ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->ksplit, 4);
+    CHECK_INT_EQ(ka->kslice, 1024);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 4);
+    CHECK(fake_launches[0].args[10].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[10].v.native == &fake_scratch[0]);
+    /* a row that is not 16-byte aligned: generation 1 takes it, and says so */
+    p.a.offset = 2; /* one bf16 element */
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_MOE_GEMM);
+    CHECK_STR_CONTAINS(fake_logged, "generation-1 kernels (a row of a or w is not 16-byte aligned");
 }
 
 /* ---- the variant lists ---- */
@@ -268,9 +364,11 @@ KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
         kp_gpu_variants_enumerate(kp_gpu_stub_host(), &p, count_variant, &v);
         CHECK_MSG(v.bad == 0, "%s: %d malformed or repeated variants", backends[b], v.bad);
         /* 3 dtypes x 4 head-dim pairs of prefill, decode (two row classes where the
-         * tile differs), MLA x 2; gate 3, align 2, combine 5, grouped GEMM 9 */
+         * tile differs), MLA x 2; gate 3, align 2, combine 5, grouped GEMM 9 of generation 1
+         * and 2 dtypes x FP8 x f32 activations x (where the tile differs: CUDA's
+         * 128- and 64-row tiles) 2 of generation 2 */
         CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
-        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9);
+        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1));
         CHECK(v.n < 128);
     }
     kp_device_info info;
@@ -292,10 +390,82 @@ KP_TEST(gpu_attention_tiles_fit_each_profile) {
                 kp_gpu_attn_cfg c;
                 CHECK_INT_EQ(kp_gpu_attn_config(kp_gpu_stub_host(), &p, kind, dts[t], dims[d][0], dims[d][1],
                                                 dims[d][2], 1, 0, &c), KP_OK);
-                CHECK_MSG(c.local_bytes + 512 <= p.local_mem, "%s %s %d/%d: %zu bytes of local memory",
+                CHECK_MSG(c.local_bytes + 512 <= p.static_local_mem, "%s %s %d/%d: %zu bytes of local memory",
                           backends[b], kind, dims[d][0], dims[d][1], c.local_bytes);
                 /* the MMA path where the profile has matrix units, never for f32 or MLA */
                 CHECK_INT_EQ(c.mma, p.mma && dts[t] != KP_F32 && !dims[d][2]);
             }
     }
+}
+
+/* ---- kernel generations (KPORT_GPU_KERNELS, gpu_kernel_gen.c) ---- */
+
+enum { GEN_PREFILL = 0, GEN_DECODE = 1, GEN_MLA = 2, GEN_GATE = 3, GEN_ALIGN = 4, GEN_GEMM = 5, GEN_COMBINE = 6 };
+
+KP_TEST(gpu_kernel_gen_setting_parsed) {
+    int g[KP_GPU_GEN_KERNELS];
+    char why[256];
+    CHECK_OK(kp_gpu_kernel_gen_parse(NULL, g, why, sizeof why));
+    for (int i = 0; i < KP_GPU_GEN_KERNELS; i++) CHECK_INT_EQ(g[i], 0); /* auto */
+    CHECK_OK(kp_gpu_kernel_gen_parse("gen1", g, why, sizeof why));
+    for (int i = 0; i < KP_GPU_GEN_KERNELS; i++) CHECK_INT_EQ(g[i], 1);
+    CHECK_OK(kp_gpu_kernel_gen_parse("grouped_gemm=gen1,attention_prefill=gen2", g, why, sizeof why));
+    CHECK(g[GEN_GEMM] == 1 && g[GEN_PREFILL] == 2 && g[GEN_DECODE] == 0 && g[GEN_COMBINE] == 0);
+    /* a bare generation sets every kernel the list does not name, wherever it stands */
+    CHECK_OK(kp_gpu_kernel_gen_parse("moe_gate=gen1,gen2", g, why, sizeof why));
+    CHECK(g[GEN_GATE] == 1 && g[GEN_GEMM] == 2 && g[GEN_MLA] == 2);
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"gen3", "'gen3' is not gen1, gen2 or auto"},
+        {"attention=gen2", "'attention' is not a kernel name"},
+        {"grouped_gemm=fast", "'fast' is not gen1, gen2 or auto"},
+        {"gen1,,", "'' is not gen1, gen2 or auto"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_INT_EQ(kp_gpu_kernel_gen_parse(bad[i].text, g, why, sizeof why), KP_ERR_INVALID_ARGUMENT);
+        CHECK_STR_CONTAINS(why, bad[i].why);
+    }
+}
+
+KP_TEST(gpu_kernel_gen_env_tuning_default_and_log) {
+    fake_reset("cuda");
+    kp_gpu_ctx c = {.t = &fake_target, .host = &fake_host, .prof = fake_prof};
+    int gen = 0;
+    unsetenv("KPORT_GPU_KERNELS");
+    /* default: generation 2 where there are matrix units, unless the case has none */
+    CHECK_OK(kp_gpu_kernel_gen(&c, "grouped_gemm", NULL, &gen));
+    CHECK_INT_EQ(gen, 2);
+    CHECK_STR_CONTAINS(fake_logged, "grouped_gemm on any sm_80+ GPU runs generation-2 kernels (default: the "
+                                    "device has matrix units)");
+    CHECK_OK(kp_gpu_kernel_gen(&c, "grouped_gemm", "f32 has no generation-2 kernel", &gen));
+    CHECK_INT_EQ(gen, 1);
+    CHECK_STR_CONTAINS(fake_logged, "generation-1 kernels (f32 has no generation-2 kernel)");
+    c.prof.mma = 0;
+    CHECK_OK(kp_gpu_kernel_gen(&c, "attention_prefill", NULL, &gen));
+    CHECK_INT_EQ(gen, 1);
+    c.prof.mma = 1;
+    /* the tuning table's "grouped_gemm;gen" beats the default, the environment beats both */
+    fake_tuned_gen = 1;
+    CHECK_OK(kp_gpu_kernel_gen(&c, "grouped_gemm", NULL, &gen));
+    CHECK_INT_EQ(gen, 1);
+    setenv("KPORT_GPU_KERNELS", "attention_decode=gen1,grouped_gemm=gen2", 1);
+    CHECK_OK(kp_gpu_kernel_gen(&c, "grouped_gemm", NULL, &gen));
+    CHECK_INT_EQ(gen, 2);
+    CHECK_OK(kp_gpu_kernel_gen(&c, "attention_decode", NULL, &gen));
+    CHECK_INT_EQ(gen, 1);
+    CHECK_STR_CONTAINS(fake_logged, "(KPORT_GPU_KERNELS=attention_decode=gen1,grouped_gemm=gen2)");
+    /* a malformed setting fails the op, dry runs included, and names the text */
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen9", 1);
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    p.a = tensor(0, KP_BF16, 2, (int64_t[]){8, 256});
+    p.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    p.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){8, 512});
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 1), KP_ERR_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(fake_error, "KPORT_GPU_KERNELS='grouped_gemm=gen9': 'gen9' is not gen1, gen2 or auto");
+    CHECK_INT_EQ(fake_count, 0);
+    unsetenv("KPORT_GPU_KERNELS");
 }

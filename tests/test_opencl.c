@@ -30,6 +30,7 @@ KP_TEST(opencl_cache_second_process) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_cache_truncated) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_cache_flipped_byte) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_cache_unloadable_binary) { KP_SKIP("opencl backend not built"); }
+KP_TEST(opencl_kargs_layout_checked_on_the_device) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_build_failure_log) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_build_time) { KP_SKIP("opencl backend not built"); }
 KP_TEST(opencl_buffer_roundtrip) { KP_SKIP("opencl backend not built"); }
@@ -671,6 +672,41 @@ KP_TEST(opencl_cache_unloadable_binary) {
 /* ------------------------------------------------------------------------ */
 /* Build failures                                                            */
 /* ------------------------------------------------------------------------ */
+
+/* The device half of the kargs layout check (kernels/kp_kargs.h): the headers' own
+ * checks pass, and a size or an offset other than what this compiler laid out fails the
+ * build with the check's name in the log. */
+KP_TEST(opencl_kargs_layout_checked_on_the_device) {
+    ocl_fx f;
+    fx_open(&f);
+    const kp_ocl_source *base = &kp_ocl_sources[KP_OCL_SRC_MOE_MOE_COMBINE];
+    static const struct {
+        const char *tail, *error; /* error NULL: builds */
+    } cases[] = {
+        {"KP_KARGS_SIZE(kp_moe_combine_kargs, 80);\n", NULL},
+        {"KP_KARGS_SIZE(kp_moe_combine_kargs, 72);\n", "kp_kargs_check_kp_moe_combine_kargs_size"},
+        {"KP_KARGS_OFFSET(kp_moe_combine_kargs, hidden, 68);\n", "kp_kargs_check_kp_moe_combine_kargs_hidden"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = base->length + strlen(cases[i].tail);
+        char *text = malloc(n + 1);
+        CHECK(text != NULL);
+        memcpy(text, base->text, base->length);
+        memcpy(text + base->length, cases[i].tail, strlen(cases[i].tail) + 1);
+        kp_ocl_source src = {"test/kargs_check.cl", text, n};
+        cl_program p = NULL;
+        g_err[0] = '\0';
+        kp_status st = kp_ocl_program_get(f.d, &src, "-DKP_DTYPE_F32", &p, NULL);
+        if (!cases[i].error) {
+            CHECK_MSG(st == KP_OK, "%s: %s", cases[i].tail, g_err);
+        } else {
+            CHECK_INT_EQ(st, KP_ERR_BUILD_FAILED);
+            CHECK_STR_CONTAINS(g_err, cases[i].error);
+        }
+        free(text);
+    }
+    fx_close(&f);
+}
 
 KP_TEST(opencl_build_failure_log) {
     ocl_fx f;

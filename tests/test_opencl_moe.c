@@ -112,6 +112,7 @@ static void gemm_shapes(kp_device *d, kp_stream *s, kp_dtype dt, int fp8) {
 }
 
 KP_TEST(opencl_moe_gemm_fma) {
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1); /* generation 1's tiles, whatever the run's setting */
     kp_device *d = open_ocl();
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
@@ -127,11 +128,29 @@ KP_TEST(opencl_moe_gemm_fma) {
 KP_TEST(opencl_moe_gemm_mma_layer) {
     use_tuning("*;*;*;grouped_gemm;mma;1\n*;*;*;grouped_gemm;tile_m;32\n*;*;*;grouped_gemm;tile_n;32\n"
                "*;*;*;grouped_gemm;tile_k;16\n");
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1);
     kp_device *d = open_ocl();
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
     gemm_shapes(d, s, KP_BF16, 0);
     gemm_shapes(d, s, KP_BF16, 1);
+    kp_stream_destroy(s);
+}
+
+/* Generation 2 (kernels/moe/moe_gemm_gen2.cl) on this device: the pipelined tiles and the
+ * weight-streaming decode kernel through the portable fragments and copies, the three
+ * launch shapes for 16-bit and e4m3 weights, and split-K: one expert, 32 columns and K
+ * 2048 make one decode work-group, so K is cut in slices and reduced. */
+KP_TEST(opencl_moe_gemm_gen2_shapes) {
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen2", 1);
+    kp_device *d = open_ocl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    gemm_shapes(d, s, KP_BF16, 0);
+    gemm_shapes(d, s, KP_F16, 1);
+    const int32_t one[2] = {0, 3};
+    gemm_check(d, s, KP_BF16, 0, 3, 2048, 1, 32, one);
+    gemm_check(d, s, KP_BF16, 1, 3, 2048, 1, 32, one);
     kp_stream_destroy(s);
 }
 

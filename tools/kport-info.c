@@ -90,7 +90,7 @@ static void print_tables(void) {
                b.available ? (b.path[0] ? b.path : "built in") : b.reason);
     }
     printf("\nDevices\n");
-    printf("| # | backend | name | vendor | kind | arch | memory | CUs | subgroup | local mem | caps |\n");
+    printf("| # | backend | name | vendor | kind | arch | memory | CUs | subgroup | kernel local mem | caps |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < kp_device_count(); i++) {
         kp_device_info d;
@@ -101,6 +101,12 @@ static void print_tables(void) {
                d.vendor, kind_name(d.kind), d.arch, (double)d.memory_bytes / (1024.0 * 1024 * 1024),
                (int)d.compute_units, (int)d.subgroup_size, (unsigned long long)d.local_mem_bytes / 1024, caps);
     }
+    printf("\nkernel local mem: the local (shared) memory one work-group of kport's kernels may use; on CUDA the\n"
+           "opt-in maximum, which kernels with dynamic shared memory reach (static tiles stay within 48 KiB).\n");
+    const char *gen = getenv("KPORT_GPU_KERNELS");
+    printf("GPU kernel generation: KPORT_GPU_KERNELS=%s (auto: the tuning table's <kernel>;gen, else generation 2 on\n"
+           "devices with matrix units, 1 elsewhere; KPORT_LOG=1 logs each op's choice)\n",
+           gen && *gen ? gen : "unset");
 }
 
 /* Opens the best device and sends 1 MiB through write -> copy -> read. */

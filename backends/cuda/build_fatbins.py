@@ -37,6 +37,10 @@ backends/opencl/embed_kernels.py does): cuda_rtc.c compiles a variant that is no
 embedded (a tuned tile) from it at run time with NVRTC. NVRTC always builds the CUDA
 dialect (KP_TARGET_CUDA), also in a --hip-dialect build.
 
+Each variant's ptxas resource report (-Xptxas=-v: registers, spills, shared memory per
+kernel and arch) is kept beside its fatbin as WORKDIR/vNNN.ptxas.txt, and
+WORKDIR/variants.tsv indexes them; backends/cuda/check_kernels.py reads both.
+
 Outputs: OUT_H declares kp_cu_fatbin_table and kp_cu_source_table; OUT_C defines them. The fatbins themselves
 are copied to WORKDIR and pulled in with the assembler's .incbin (8-byte aligned,
 read-only), which keeps a multi-megabyte table out of the C compiler's parser. OUT_C
@@ -65,7 +69,7 @@ GENCODE = [
     "-gencode", "arch=compute_90a,code=sm_90a",
     "-gencode", "arch=compute_80,code=compute_80",
 ]
-CACHE_FORMAT = "kport-fatbin-1"  # bump when the key's recipe changes
+CACHE_FORMAT = "kport-fatbin-2"  # bump when the key's recipe changes (2: the ptxas report is cached too)
 
 
 def die(msg):
@@ -198,7 +202,9 @@ def main():
     # -Xfatbin=-compress=true: fatbinary's documented default, "compress ptx and debug
     # images" (not ELF): the SASS stays readable by cuda_fatbin.c. Written out so a
     # changed default cannot silently compress the ELF images.
-    base = [args.nvcc, "-x", "cu", "-fatbin", "-Xfatbin=-compress=true", "-I" + kernels_dir] + dialect
+    # -Xptxas=-v: ptxas's resource report per kernel and arch (registers, spills, shared
+    # memory), kept beside each fatbin for backends/cuda/check_kernels.py
+    base = [args.nvcc, "-x", "cu", "-fatbin", "-Xfatbin=-compress=true", "-Xptxas=-v", "-I" + kernels_dir] + dialect
 
     deps = set()
     for dirpath, dirnames, filenames in os.walk(kernels_dir):
@@ -247,9 +253,10 @@ def main():
     def run(job):
         i, source, options, kernels, cmd, key = job
         cached = os.path.join(cache_dir, key[:2], key + ".fatbin")
+        report = os.path.join(cache_dir, key[:2], key + ".ptxas")
         t = time.time()
         how = "cached"
-        if not os.path.isfile(cached):
+        if not os.path.isfile(cached) or not os.path.isfile(report):
             how = "built"
             os.makedirs(os.path.dirname(cached), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), prefix=".tmp-", suffix=".fatbin")
@@ -260,9 +267,15 @@ def main():
                 raise RuntimeError("nvcc failed (%d) for %s %s:\n$ %s\n%s" % (
                     p.returncode, source, options, " ".join(shlex.quote(c) for c in cmd), p.stdout))
             os.chmod(tmp, 0o644)  # a shared cache: readable by the other build trees
+            fd, rtmp = tempfile.mkstemp(dir=os.path.dirname(report), prefix=".tmp-", suffix=".ptxas")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(p.stdout)
+            os.chmod(rtmp, 0o644)
+            os.replace(rtmp, report)  # the report first: a fatbin in the cache always has one
             os.replace(tmp, cached)
         out = os.path.join(workdir, "v%03d.fatbin" % i)
         atomic_copy(cached, out)
+        atomic_copy(report, os.path.join(workdir, "v%03d.ptxas.txt" % i))
         with lock:
             done[0] += 1
             stats[how] += 1
@@ -351,6 +364,11 @@ def main():
         src.append("    {%s, kp_cu_source_%d, sizeof kp_cu_source_%d - 1}," % (c_str(name), i, i))
     src += ["};", ""]
 
+    # the index check_kernels.py reads: vNNN <TAB> source <TAB> options <TAB> kernels
+    index = "".join("v%03d\t%s\t%s\t%s\n" % (i, source, options, kernels)
+                    for (i, source, options, kernels, cmd, key) in jobs)
+    with open(os.path.join(workdir, "variants.tsv"), "w", encoding="utf-8") as f:
+        f.write(index)
     for path, lines in ((args.out_h, hdr), (args.out_c, src)):
         text = "\n".join(lines)
         old = None

@@ -317,6 +317,7 @@ static kp_status cuda_device_open(kp_backend_state *b, int index, void **out_imp
     d->dev = b->devices[index].dev;
     if (sscanf(info->arch, "sm_%d", &d->cc) != 1) d->cc = 0; /* "sm_90" -> 90, "sm_100" -> 100 */
     snprintf(d->name, sizeof d->name, "%s", info->name);
+    d->smem_optin = info->local_mem_bytes > INT32_MAX ? INT32_MAX : (int)info->local_mem_bytes;
     kp_status st = kp_cu_modules_init(d);
     if (st != KP_OK) {
         free(d);

@@ -58,6 +58,7 @@ typedef struct kp_cu_device {
     CUdevice dev;
     CUcontext ctx;        /* the primary context; retained by device_open, released by close */
     int cc;               /* compute capability, major * 10 + minor: 90 for sm_90 */
+    int smem_optin;       /* shared memory a block may use once a kernel opts in (227 KiB on sm_90) */
     char name[128];       /* for messages */
     pthread_mutex_t lock; /* guards modules and rtc_modules */
     kp_cu_module *modules; /* owned: one slot per embedded variant, loaded on first launch;

@@ -40,11 +40,11 @@
 
 #define KP_CU_MAX_KERNELS 8 /* entry points per variant (today at most 3) */
 
-/* The static __shared__ limit: the kernels declare their tiles as static shared arrays,
- * and a kernel may not declare more than 48 KiB statically on any arch (going beyond
- * needs dynamic shared memory and cuFuncSetAttribute). The planners size tiles to fit;
- * the build profile (kp-gpu-variants cuda) uses the same number. */
-#define KP_CU_LOCAL_MEM (48u * 1024u)
+/* The static __shared__ limit, and the dynamic one until a kernel opts in: 48 KiB on
+ * every arch. Kernels with static tiles (generation 1) are planned against it; dynamic
+ * shared memory (KP_DYNAMIC_LOCAL) may use the device's opt-in maximum, which
+ * cu_allow_dynamic_smem asks for once per function. */
+#define KP_CU_STATIC_SMEM (48u * 1024u)
 
 /* Oldest arch the embedded code runs on: SASS sm_80 and compute_80 PTX. */
 #define KP_CU_MIN_CC 80
@@ -164,6 +164,23 @@ void kp_cu_modules_unload(kp_cu_device *d) {
     pthread_mutex_destroy(&d->lock);
 }
 
+/* Lets fn take up to the device's opt-in maximum of shared memory (227 KiB on sm_90) as
+ * dynamic shared memory: CUDA allows 48 KiB until a kernel asks. Called once per
+ * function, before it is published (with d->lock held). A failure is only logged: a
+ * launch then asking for more than 48 KiB gets the driver's error. */
+static void cu_allow_dynamic_smem(kp_cu_device *d, CUfunction fn, const char *kernel) {
+    if (!d->cu->cuFuncSetAttribute || d->smem_optin <= (int)KP_CU_STATIC_SMEM) return;
+    int stat = 0;
+    if (d->cu->cuFuncGetAttribute &&
+        d->cu->cuFuncGetAttribute(&stat, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fn) != CUDA_SUCCESS)
+        stat = 0;
+    const int dyn = d->smem_optin - stat;
+    CUresult r = d->cu->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dyn);
+    if (r != CUDA_SUCCESS)
+        kp_cu_host->log("cuda: cuFuncSetAttribute(%s, MAX_DYNAMIC_SHARED_SIZE_BYTES, %d): %s (%d)", kernel, dyn,
+                        kp_cu_result_name(d->cu, r), (int)r);
+}
+
 /* The CUfunction for kernel k of variant v on d, loading the module on first use.
  * Called with the context pushed. */
 static kp_status cu_function(kp_cu_device *d, int v, int k, const char *kernel, CUfunction *out) {
@@ -184,11 +201,10 @@ static kp_status cu_function(kp_cu_device *d, int v, int k, const char *kernel, 
 #endif
     }
     if (st == KP_OK && !m->fn[k]) {
-        CUresult r = d->cu->cuModuleGetFunction(&m->fn[k], m->mod, kernel);
-        if (r != CUDA_SUCCESS) {
-            m->fn[k] = NULL;
-            st = kp_cu_fail(d->cu, r, "cuModuleGetFunction(%s)", kernel);
-        }
+        CUfunction fn = NULL;
+        CUresult r = d->cu->cuModuleGetFunction(&fn, m->mod, kernel);
+        if (r != CUDA_SUCCESS) st = kp_cu_fail(d->cu, r, "cuModuleGetFunction(%s)", kernel);
+        else cu_allow_dynamic_smem(d, fn, kernel), m->fn[k] = fn;
     }
     if (st == KP_OK) *out = m->fn[k];
     pthread_mutex_unlock(&d->lock);
@@ -231,6 +247,7 @@ static kp_status cu_rtc_get(kp_cu_device *d, kp_cu_rtc_module *m, const char *ke
     if (r != CUDA_SUCCESS)
         return kp_cu_fail(d->cu, r, "cuModuleGetFunction(%s) in kernels/%s [%s] (built with NVRTC)", kernel,
                           m->source, m->options);
+    cu_allow_dynamic_smem(d, fn, kernel);
     snprintf(m->fn[m->nfn].name, sizeof m->fn[0].name, "%s", kernel);
     m->fn[m->nfn++].fn = fn;
     *out = fn;
@@ -294,6 +311,17 @@ static kp_status cu_rtc_function(kp_cu_device *d, const char *source, const char
 }
 
 /* ------------------------------------------------------------------------ */
+/* buffer_align                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A wrapped device pointer may sit anywhere: its lowest set bit, up to 256. */
+static uint32_t cu_buffer_align(const kp_buffer *b) {
+    uint64_t a = b && b->impl ? (uint64_t)(uintptr_t)((const kp_cu_buffer *)b->impl)->ptr : 0;
+    uint64_t low = a & (~a + 1);
+    return a == 0 || low >= 256 ? 256u : (uint32_t)low;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The target                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -308,7 +336,8 @@ static void cu_profile(kp_stream *s, kp_gpu_profile *out) {
     out->cpu = 0;
     out->mma = d->cc >= 80; /* mma.sync bf16/f16 m16n8k16 with ldmatrix and cp.async: sm_80+ */
     out->warp = 32;
-    out->local_mem = KP_CU_LOCAL_MEM;
+    out->static_local_mem = KP_CU_STATIC_SMEM;
+    out->local_mem = d->smem_optin > (int)KP_CU_STATIC_SMEM ? (uint64_t)d->smem_optin : KP_CU_STATIC_SMEM;
     out->max_group = 1024;
     out->compute_units = s->device->info.compute_units;
 }
@@ -335,20 +364,13 @@ static kp_status cu_variant_check(kp_stream *s, const char *source, const char *
                                  source, options, kp_cu_embedded_summary(what, sizeof what), why);
 }
 
-/* One kernel parameter's storage: cuLaunchKernel reads each through a pointer. */
-typedef union cu_param {
-    CUdeviceptr ptr;
-    int32_t i32;
-    int64_t i64;
-    float f32;
-} cu_param;
 
 static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_cu_device *d = cu_dev(s);
     const CUstream stream = ((const kp_cu_stream *)s->impl)->stream;
     if (l->overflow || l->nargs < 0 || l->nargs > KP_GPU_MAX_ARGS)
-        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments (a bug)",
-                                     l->kernel, KP_GPU_MAX_ARGS);
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: launch of %s has more than %d arguments or a kargs "
+                                     "block over %d bytes (a bug)", l->kernel, KP_GPU_MAX_ARGS, KP_GPU_MAX_KARGS_BYTES);
     const int v = cu_variant_find(l->source, l->options);
     if (v < 0) { /* NVRTC's, when it can build it */
         kp_status st = cu_variant_check(s, l->source, l->options); /* sets the message */
@@ -368,30 +390,36 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
                                      "cuda: %s needs a grid of %llu x %llu x %llu blocks; CUDA allows at most "
                                      "2147483647 x 65535 x 65535",
                                      l->kernel, (unsigned long long)gx, (unsigned long long)gy, (unsigned long long)gz);
+    const uint32_t smem_max = d->smem_optin > (int)KP_CU_STATIC_SMEM ? (uint32_t)d->smem_optin : KP_CU_STATIC_SMEM;
+    if (l->local_bytes > smem_max)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "cuda: %s asks for %u bytes of dynamic shared memory; %s "
+                                     "allows %u per block", l->kernel, l->local_bytes, d->name, smem_max);
     if (threads == 0 || threads > 1024 || l->local[2] > 64)
         return kp_cu_host->set_error(KP_ERR_UNSUPPORTED,
                                      "cuda: %s needs blocks of %u x %u x %u threads; CUDA allows at most 1024 "
                                      "(and 64 in z)",
                                      l->kernel, l->local[0], l->local[1], l->local[2]);
 
-    cu_param store[KP_GPU_MAX_ARGS];
+    /* cuLaunchKernel reads each parameter through a pointer: a device pointer's storage
+     * here, a kargs block in place (the kernel declares the same struct by value) */
+    CUdeviceptr ptrs[KP_GPU_MAX_ARGS];
     void *params[KP_GPU_MAX_ARGS + 1];
     for (int i = 0; i < l->nargs; i++) {
         const kp_gpu_arg *a = &l->args[i];
-        memset(&store[i], 0, sizeof store[i]);
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
-            store[i].ptr = a->v.buffer ? ((const kp_cu_buffer *)a->v.buffer->impl)->ptr : (CUdeviceptr)0;
+            ptrs[i] = a->v.buffer ? ((const kp_cu_buffer *)a->v.buffer->impl)->ptr : (CUdeviceptr)0;
+            params[i] = &ptrs[i];
             break;
-        case KP_GPU_ARG_NATIVE: store[i].ptr = (CUdeviceptr)(uintptr_t)a->v.native; break;
-        case KP_GPU_ARG_I32: store[i].i32 = a->v.i32; break;
-        case KP_GPU_ARG_I64: store[i].i64 = a->v.i64; break;
-        case KP_GPU_ARG_F32: store[i].f32 = a->v.f32; break;
+        case KP_GPU_ARG_NATIVE:
+            ptrs[i] = (CUdeviceptr)(uintptr_t)a->v.native;
+            params[i] = &ptrs[i];
+            break;
+        case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
         default:
             return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: argument %d of %s has unknown kind %d", i,
                                          l->kernel, (int)a->kind);
         }
-        params[i] = &store[i];
     }
     params[l->nargs] = NULL;
 
@@ -401,11 +429,12 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     st = v >= 0 ? cu_function(d, v, k, l->kernel, &fn) : cu_rtc_function(d, l->source, l->options, l->kernel, &fn);
     if (st == KP_OK) {
         CUresult r = d->cu->cuLaunchKernel(fn, (unsigned)gx, (unsigned)gy, (unsigned)gz, l->local[0], l->local[1],
-                                           l->local[2], 0 /* static shared memory only */, stream, params, NULL);
+                                           l->local[2], l->local_bytes, stream, params, NULL);
         if (r != CUDA_SUCCESS)
-            st = kp_cu_fail(d->cu, r, "cuLaunchKernel of %s (kernels/%s [%s]) grid %llu x %llu x %llu, block %u x %u x %u",
-                            l->kernel, l->source, l->options, (unsigned long long)gx, (unsigned long long)gy,
-                            (unsigned long long)gz, l->local[0], l->local[1], l->local[2]);
+            st = kp_cu_fail(d->cu, r, "cuLaunchKernel of %s (kernels/%s [%s]) grid %llu x %llu x %llu, block %u x %u x %u, "
+                            "%u bytes of dynamic shared memory", l->kernel, l->source, l->options,
+                            (unsigned long long)gx, (unsigned long long)gy, (unsigned long long)gz, l->local[0],
+                            l->local[1], l->local[2], l->local_bytes);
     }
     kp_cu_pop(d);
     return st;
@@ -480,6 +509,7 @@ kp_gpu_target kp_cu_target = {
     .host = NULL, /* cuda_init sets it */
     .profile = cu_profile,
     .variant_check = cu_variant_check,
+    .buffer_align = cu_buffer_align,
     .launch = cu_launch,
     .scratch_acquire = cu_scratch_acquire,
     .scratch_release = cu_scratch_release,

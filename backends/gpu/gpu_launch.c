@@ -33,23 +33,18 @@ void kp_gpu_arg_native(kp_gpu_launch *l, void *native) {
     if (a) a->v.native = native;
 }
 
-void kp_gpu_arg_i32(kp_gpu_launch *l, int64_t v) {
-    kp_gpu_arg *a = next(l, KP_GPU_ARG_I32);
-    if (a) a->v.i32 = (int32_t)v; /* callers check ranges before planning a launch */
+void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t) { kp_gpu_arg_buffer(l, t->buffer); }
+
+void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size) {
+    if (size == 0 || size > KP_GPU_MAX_KARGS_BYTES) {
+        l->overflow = 1;
+        return;
+    }
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_KARGS);
+    if (a) a->v.kargs.data = data, a->v.kargs.size = (uint32_t)size;
 }
 
-void kp_gpu_arg_i64(kp_gpu_launch *l, int64_t v) {
-    kp_gpu_arg *a = next(l, KP_GPU_ARG_I64);
-    if (a) a->v.i64 = v;
-}
-
-void kp_gpu_arg_f32(kp_gpu_launch *l, float v) {
-    kp_gpu_arg *a = next(l, KP_GPU_ARG_F32);
-    if (a) a->v.f32 = v;
-}
-
-void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t) {
-    kp_gpu_arg_buffer(l, t->buffer);
+int64_t kp_gpu_elem_offset(const kp_tensor *t) {
     size_t es = kp_backend_dtype_size(t->dtype);
-    kp_gpu_arg_i64(l, t->buffer && es ? (int64_t)(t->offset / es) : 0);
+    return t->buffer && es ? (int64_t)(t->offset / es) : 0;
 }

@@ -101,6 +101,18 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                 kp_gpu_gemm_options(&tl, float_types[t], fp8, a_f32, opts, sizeof opts);
                 emit(e, KP_GPU_SRC_MOE_GEMM, opts, "kp_grouped_gemm_tiled kp_grouped_gemm_small");
             }
+    /* generation 2: 16-bit activations (f32 ones from kp_moe_forward's SwiGLU), both row classes */
+    static const int64_t avg_rows[] = {16, 1024};
+    for (size_t t = 1; t < 3; t++)
+        for (int fp8 = 0; fp8 < 2; fp8++)
+            for (int a_f32 = 0; a_f32 < 2; a_f32++)
+                for (size_t r = 0; r < 2; r++) {
+                    kp_gpu_gemm2_tile t2;
+                    kp_gpu_gemm2_tile_pick(h, p, fp8, avg_rows[r], 0, &t2);
+                    kp_gpu_gemm2_options(&t2, float_types[t], fp8, a_f32, opts, sizeof opts);
+                    emit(e, KP_GPU_SRC_MOE_GEMM2, opts,
+                         "kp_grouped_gemm_gen2_tiled kp_grouped_gemm_gen2_rows kp_grouped_gemm_gen2_reduce");
+                }
 }
 
 void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,
@@ -125,12 +137,13 @@ int kp_gpu_build_profile(const char *backend, kp_device_info *info, kp_gpu_profi
         snprintf(info->name, sizeof info->name, "any sm_80+ GPU");
         snprintf(info->vendor, sizeof info->vendor, "NVIDIA");
         p->mma = 1, p->warp = 32, p->local_mem = KP_GPU_CUDA_LOCAL_MEM;
+        p->static_local_mem = KP_GPU_CUDA_STATIC_LOCAL_MEM;
         return 0;
     }
     if (strcmp(backend, "hip") == 0) {
         snprintf(info->name, sizeof info->name, "any AMD GPU");
         snprintf(info->vendor, sizeof info->vendor, "AMD");
-        p->mma = 0, p->warp = 64, p->local_mem = KP_GPU_HIP_LOCAL_MEM;
+        p->mma = 0, p->warp = 64, p->local_mem = p->static_local_mem = KP_GPU_HIP_LOCAL_MEM;
         p->max_group = 256; /* KP_HIP_MAX_GROUP: the code objects are built for at most 256 */
         return 0;
     }

@@ -8,10 +8,11 @@
 
 #include "kp_gpu.h"
 
-/* Local memory the ahead-of-time profiles plan for. CUDA: the static __shared__ limit
- * (the kernels declare their tiles statically; more needs dynamic shared memory and
- * cuFuncSetAttribute). HIP: 64 KiB of LDS per work-group on CDNA and RDNA. */
-#define KP_GPU_CUDA_LOCAL_MEM (48u * 1024u)
+/* Local memory the ahead-of-time profiles plan for. CUDA: 48 KiB of static __shared__
+ * on every arch (generation 1's tiles), and the opt-in maximum of dynamic shared memory
+ * (227 KiB on sm_90). HIP: 64 KiB of LDS per work-group on CDNA and RDNA. */
+#define KP_GPU_CUDA_STATIC_LOCAL_MEM (48u * 1024u)
+#define KP_GPU_CUDA_LOCAL_MEM (227u * 1024u)
 #define KP_GPU_HIP_LOCAL_MEM (64u * 1024u)
 
 /* The profile a plugin reports for its devices, as far as it decides the kernel

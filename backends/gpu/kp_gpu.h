@@ -18,9 +18,10 @@
  * variants kp_gpu_variants_enumerate lists for their profile, so the build and the
  * planner cannot drift apart.
  *
- * Arguments follow the kernels' convention: a global pointer is passed as (buffer,
- * element offset) — the buffer's base address and an i64 — so every target binds
- * whole buffers and no sub-buffer or pointer arithmetic happens on the host.
+ * Arguments follow the kernels' convention: whole buffers (base addresses), then one
+ * by-value parameter block whose struct the kernel's kargs header defines for host and
+ * device alike (kernels/kp_kargs.h); offsets into the buffers are in that block, in
+ * elements, so no sub-buffer or pointer arithmetic happens on the host.
  */
 #ifndef KPORT_BACKENDS_GPU_H
 #define KPORT_BACKENDS_GPU_H
@@ -32,12 +33,14 @@
 
 /* ---- kernel arguments ---------------------------------------------------- */
 
+/* A kernel takes its buffers as pointer arguments, then one by-value parameter block
+ * (its "kargs" struct, kernels/kp_kargs.h: offsets, strides, sizes, flags), in the
+ * order the kernel declares them. */
 typedef enum kp_gpu_arg_kind {
     KP_GPU_ARG_BUFFER, /* v.buffer: its device memory (NULL: a null pointer) */
     KP_GPU_ARG_NATIVE, /* v.native: backend memory handle from scratch_acquire (cl_mem, device pointer) */
-    KP_GPU_ARG_I32,
-    KP_GPU_ARG_I64,
-    KP_GPU_ARG_F32,
+    KP_GPU_ARG_KARGS,  /* v.kargs: a parameter block passed by value (clSetKernelArg with its size,
+                          a kernelParams entry on CUDA/HIP) */
 } kp_gpu_arg_kind;
 
 typedef struct kp_gpu_arg {
@@ -45,36 +48,41 @@ typedef struct kp_gpu_arg {
     union {
         const kp_buffer *buffer;
         void *native;
-        int32_t i32;
-        int64_t i64;
-        float f32;
+        struct {
+            const void *data; /* borrowed for the duration of target->launch */
+            uint32_t size;
+        } kargs;
     } v;
 } kp_gpu_arg;
 
-#define KP_GPU_MAX_ARGS 48
+#define KP_GPU_MAX_ARGS 16
+#define KP_GPU_MAX_KARGS_BYTES 1024 /* far below every API's limit (CUDA 4 KiB, OpenCL 1 KiB) */
 
 /* One kernel launch: groups[d] work-groups of local[d] work-items in each dimension
- * (OpenCL's global size is groups * local). The strings are borrowed for the duration
- * of target->launch only (options usually sits in the op's stack frame). */
+ * (OpenCL's global size is groups * local). The strings and the kargs block are
+ * borrowed for the duration of target->launch only (they usually sit in the op's
+ * stack frame). */
 typedef struct kp_gpu_launch {
     const char *source;  /* "attention/attention_decode.cl" */
     const char *options; /* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
     const char *kernel;  /* "kp_attention_decode_paged" */
     uint64_t groups[3];
     uint32_t local[3];
+    uint32_t local_bytes; /* dynamic local memory (KP_DYNAMIC_LOCAL); > 0 exactly when the kernel declares it */
     int nargs;
-    int overflow; /* more than KP_GPU_MAX_ARGS were added: a bug, reported by launch */
+    int overflow; /* more than KP_GPU_MAX_ARGS, or a kargs block too large: a bug, reported by launch */
     kp_gpu_arg args[KP_GPU_MAX_ARGS];
 } kp_gpu_launch;
 
 void kp_gpu_launch_init(kp_gpu_launch *l, const char *source, const char *options, const char *kernel);
 void kp_gpu_arg_buffer(kp_gpu_launch *l, const kp_buffer *b);
 void kp_gpu_arg_native(kp_gpu_launch *l, void *native);
-void kp_gpu_arg_i32(kp_gpu_launch *l, int64_t v);
-void kp_gpu_arg_i64(kp_gpu_launch *l, int64_t v);
-void kp_gpu_arg_f32(kp_gpu_launch *l, float v);
-/* A tensor's buffer and its offset in elements (0 when the tensor is absent). */
+/* A tensor's buffer (NULL when the tensor is absent); its offset goes in the kargs. */
 void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t);
+/* The kernel's parameter block, by value: data must stay valid until the launch is enqueued. */
+void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size);
+/* A tensor's byte offset in elements of its dtype (0 when the tensor is absent). */
+int64_t kp_gpu_elem_offset(const kp_tensor *t);
 
 /* ---- the device, as the planners see it ----------------------------------- */
 
@@ -83,7 +91,11 @@ typedef struct kp_gpu_profile {
     int cpu;                   /* a CPU device (PoCL): large local memory, no matrix units */
     int mma;                   /* the tile-MMA hardware path (PTX mma.sync, AMD MFMA/WMMA) exists */
     int warp;                  /* physical warp / wavefront / subgroup width (32 or 64) */
-    uint64_t local_mem;        /* bytes of local (shared) memory one work-group may declare */
+    uint64_t local_mem;        /* bytes of local (shared) memory one work-group may use, dynamic local
+                                  memory included: CUDA's opt-in maximum (227 KiB on sm_90), HIP's LDS,
+                                  OpenCL's CL_DEVICE_LOCAL_MEM_SIZE */
+    uint64_t static_local_mem; /* what a kernel may declare in static arrays (KP_LOCAL): 48 KiB on CUDA,
+                                  local_mem elsewhere */
     uint32_t max_group;        /* work-items per work-group */
     int compute_units;
 } kp_gpu_profile;
@@ -102,6 +114,11 @@ typedef struct kp_gpu_target {
      * Planners call it in dry runs too: it must not build or load anything slow when
      * the answer is known. NULL: every variant is available (opencl compiles on demand). */
     kp_status (*variant_check)(kp_stream *s, const char *source, const char *options);
+
+    /* The alignment in bytes (a power of two, at most 256) of b's base address: a wrapped
+     * pointer may have any. NULL: every buffer is at least 256-byte aligned (OpenCL: a
+     * cl_mem's base, sub-buffers included, is aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN). */
+    uint32_t (*buffer_align)(const kp_buffer *b);
 
     /* Enqueues one launch on s (asynchronous). Errors set the message. */
     kp_status (*launch)(kp_stream *s, const kp_gpu_launch *l);

@@ -99,6 +99,7 @@ static void hip_profile(kp_stream *s, kp_gpu_profile *out) {
     /* 64 KiB of LDS per work-group on every GCN/CDNA/RDNA part; less if the runtime says so */
     out->local_mem = 64 * 1024;
     if (info->local_mem_bytes > 0 && info->local_mem_bytes < out->local_mem) out->local_mem = info->local_mem_bytes;
+    out->static_local_mem = out->local_mem; /* static and dynamic LDS share one limit */
     out->max_group = d->max_group > 0 && d->max_group < KP_HIP_MAX_GROUP ? d->max_group : KP_HIP_MAX_GROUP;
     out->compute_units = info->compute_units;
 }
@@ -214,8 +215,8 @@ static kp_status function_get(kp_hip_device *d, const kp_gpu_launch *l, hipFunct
 static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_hip_device *d = hip_dev(s);
     if (l->overflow || l->nargs < 0 || l->nargs > KP_GPU_MAX_ARGS)
-        return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s has more than %d arguments", l->kernel,
-                                      KP_GPU_MAX_ARGS);
+        return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s has more than %d arguments or a kargs block "
+                                      "over %d bytes", l->kernel, KP_GPU_MAX_ARGS, KP_GPU_MAX_KARGS_BYTES);
     /* HSA dispatches count work-items in 32 bits per dimension */
     uint64_t threads = 1;
     for (int k = 0; k < 3; k++) {
@@ -229,31 +230,32 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
                                           (unsigned long long)limit);
         threads *= l->local[k];
     }
+    kp_gpu_profile prof;
+    hip_profile(s, &prof);
+    if (l->local_bytes > prof.local_mem)
+        return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: kernel %s asks for %u bytes of dynamic LDS; the device "
+                                      "allows %llu", l->kernel, l->local_bytes, (unsigned long long)prof.local_mem);
     if (threads > (d->max_group > 0 && d->max_group < KP_HIP_MAX_GROUP ? d->max_group : KP_HIP_MAX_GROUP))
         return kp_hip_host->set_error(KP_ERR_INTERNAL, "hip: kernel %s: %llu work-items per group, the device takes %u",
                                       l->kernel, (unsigned long long)threads, d->max_group);
 
-    /* kernelParams: one pointer per argument to its value, laid out as the kernel declares it */
-    union {
-        void *p;
-        int32_t i32;
-        int64_t i64;
-        float f32;
-    } vals[KP_GPU_MAX_ARGS];
+    /* kernelParams: one pointer per argument to its value: a device pointer's storage
+     * here, a kargs block in place (the kernel declares the same struct by value) */
+    void *ptrs[KP_GPU_MAX_ARGS];
     void *params[KP_GPU_MAX_ARGS];
     for (int i = 0; i < l->nargs; i++) {
         const kp_gpu_arg *a = &l->args[i];
-        memset(&vals[i], 0, sizeof vals[i]);
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
-            vals[i].p = a->v.buffer ? ((const kp_hip_buffer *)a->v.buffer->impl)->ptr : NULL;
+            ptrs[i] = a->v.buffer ? ((const kp_hip_buffer *)a->v.buffer->impl)->ptr : NULL;
+            params[i] = &ptrs[i];
             break;
-        case KP_GPU_ARG_NATIVE: vals[i].p = a->v.native; break;
-        case KP_GPU_ARG_I32: vals[i].i32 = a->v.i32; break;
-        case KP_GPU_ARG_I64: vals[i].i64 = a->v.i64; break;
-        case KP_GPU_ARG_F32: vals[i].f32 = a->v.f32; break;
+        case KP_GPU_ARG_NATIVE:
+            ptrs[i] = a->v.native;
+            params[i] = &ptrs[i];
+            break;
+        case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
         }
-        params[i] = &vals[i];
     }
 
     int prev = 0;
@@ -264,11 +266,13 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
     if (st == KP_OK) {
         hipError_t e = d->hip->hipModuleLaunchKernel(fn, (unsigned)l->groups[0], (unsigned)l->groups[1],
                                                      (unsigned)l->groups[2], l->local[0], l->local[1], l->local[2],
-                                                     0, ((kp_hip_stream *)s->impl)->stream, params, NULL);
+                                                     l->local_bytes, ((kp_hip_stream *)s->impl)->stream, params,
+                                                     NULL);
         if (e != hipSuccess)
-            st = kp_hip_fail(d->hip, e, "hipModuleLaunchKernel(%s, groups %llux%llux%llu, local %ux%ux%u)", l->kernel,
-                             (unsigned long long)l->groups[0], (unsigned long long)l->groups[1],
-                             (unsigned long long)l->groups[2], l->local[0], l->local[1], l->local[2]);
+            st = kp_hip_fail(d->hip, e, "hipModuleLaunchKernel(%s, groups %llux%llux%llu, local %ux%ux%u, %u bytes of "
+                             "dynamic LDS)", l->kernel, (unsigned long long)l->groups[0],
+                             (unsigned long long)l->groups[1], (unsigned long long)l->groups[2], l->local[0],
+                             l->local[1], l->local[2], l->local_bytes);
     }
     kp_hip_pop(d, prev);
     return st;
@@ -348,6 +352,17 @@ void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *hs) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* buffer_align                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A wrapped device pointer may sit anywhere: its lowest set bit, up to 256. */
+static uint32_t hip_buffer_align(const kp_buffer *b) {
+    uint64_t a = b && b->impl ? (uint64_t)(uintptr_t)((const kp_hip_buffer *)b->impl)->ptr : 0;
+    uint64_t low = a & (~a + 1);
+    return a == 0 || low >= 256 ? 256u : (uint32_t)low;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The target                                                                */
 /* ------------------------------------------------------------------------ */
 
@@ -356,6 +371,7 @@ kp_gpu_target kp_hip_target = {
     .host = NULL, /* set by hip_init */
     .profile = hip_profile,
     .variant_check = hip_variant_check,
+    .buffer_align = hip_buffer_align,
     .launch = hip_launch,
     .scratch_acquire = hip_scratch_acquire,
     .scratch_release = hip_scratch_release,

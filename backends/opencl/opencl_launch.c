@@ -28,12 +28,13 @@ static void ocl_profile(kp_stream *s, kp_gpu_profile *p) {
     p->cpu = s->device->info.kind == KP_DEVICE_CPU;
     p->mma = d->desc.has_inline_ptx;
     p->warp = s->device->info.subgroup_size > 0 ? s->device->info.subgroup_size : 32;
-    p->local_mem = s->device->info.local_mem_bytes;
+    p->local_mem = s->device->info.local_mem_bytes; /* CL_DEVICE_LOCAL_MEM_SIZE */
+    p->static_local_mem = p->local_mem;              /* __local arrays and __local arguments share it */
     p->max_group = max_wg > UINT32_MAX ? UINT32_MAX : (uint32_t)max_wg;
     p->compute_units = s->device->info.compute_units;
 }
 
-static kp_status ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
+kp_status kp_ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_ocl_source_id id = KP_OCL_SRC_COUNT;
     for (int i = 0; i < KP_OCL_SRC_COUNT; i++)
         if (strcmp(kp_ocl_sources[i].name, l->source) == 0) id = (kp_ocl_source_id)i;
@@ -47,20 +48,17 @@ static kp_status ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
     for (; i < l->nargs && err == CL_SUCCESS; i++) {
         const kp_gpu_arg *a = &l->args[i];
         cl_mem m;
-        cl_int i32;
-        cl_long i64;
-        cl_float f32;
         switch (a->kind) {
         case KP_GPU_ARG_BUFFER:
         case KP_GPU_ARG_NATIVE:
             m = a->kind == KP_GPU_ARG_BUFFER ? (a->v.buffer ? kp_ocl_mem(a->v.buffer) : NULL) : (cl_mem)a->v.native;
             err = clSetKernelArg(k, (cl_uint)i, sizeof m, m ? (const void *)&m : NULL); /* NULL: a null pointer */
             break;
-        case KP_GPU_ARG_I32: i32 = a->v.i32, err = clSetKernelArg(k, (cl_uint)i, sizeof i32, &i32); break;
-        case KP_GPU_ARG_I64: i64 = a->v.i64, err = clSetKernelArg(k, (cl_uint)i, sizeof i64, &i64); break;
-        case KP_GPU_ARG_F32: f32 = a->v.f32, err = clSetKernelArg(k, (cl_uint)i, sizeof f32, &f32); break;
+        case KP_GPU_ARG_KARGS: err = clSetKernelArg(k, (cl_uint)i, a->v.kargs.size, a->v.kargs.data); break;
         }
     }
+    /* dynamic local memory: the kernel's last parameter (KP_DYNAMIC_LOCAL_ARG), sized here */
+    if (err == CL_SUCCESS && l->local_bytes > 0) err = clSetKernelArg(k, (cl_uint)i++, l->local_bytes, NULL);
     if (err != CL_SUCCESS) {
         st = kp_ocl_host()->add_context(kp_ocl_fail(err, "clSetKernelArg"), "argument %d of %s", i - 1, l->kernel);
     } else {
@@ -101,7 +99,7 @@ static const kp_gpu_target ocl_target = {
     .name = "opencl",
     .profile = ocl_profile,
     .variant_check = NULL, /* every variant is built on demand */
-    .launch = ocl_launch,
+    .launch = kp_ocl_launch,
     .scratch_acquire = ocl_scratch_acquire,
     .scratch_release = ocl_scratch_release,
 };

@@ -19,46 +19,44 @@
  * out = sum_s e^(lse_s - M) O_s / sum_s e^(lse_s - M), lse = M + log sum_s e^(lse_s - M).
  */
 #include "kp_attn_tile.h"
+#include "attention_kargs.h"
 
 #define ATTN_MAX_SPLITS 1024
 
-KP_KERNEL void kp_attention_decode_paged(
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT q, kp_i64 q_off, kp_i64 q_s0, kp_i64 q_s1, kp_i64 q_s2,
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT k, kp_i64 k_off, kp_i64 k_s0, kp_i64 k_s1, kp_i64 k_s2,
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT v, kp_i64 v_off, kp_i64 v_s0, kp_i64 v_s1, kp_i64 v_s2,
-    KP_GLOBAL kp_storage_t *KP_RESTRICT out, kp_i64 o_off, kp_i64 o_s0, kp_i64 o_s1, kp_i64 o_s2,
-    KP_GLOBAL float *KP_RESTRICT lse, kp_i64 lse_off, int has_lse,
-    KP_GLOBAL float *KP_RESTRICT part, KP_GLOBAL float *KP_RESTRICT part_lse, int nsplit,
-    KP_GLOBAL const int *KP_RESTRICT table, kp_i64 bt_off, kp_i64 bt_s0, int max_blocks,
-    KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_i64 sl_off, int num_blocks, int block_size,
-    int s_q, int h_q, int group, float scale_log2, int causal) {
+KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
+                                         KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
+                                         KP_GLOBAL const kp_storage_t *KP_RESTRICT v,
+                                         KP_GLOBAL kp_storage_t *KP_RESTRICT out, KP_GLOBAL float *KP_RESTRICT lse,
+                                         KP_GLOBAL float *KP_RESTRICT part, KP_GLOBAL float *KP_RESTRICT part_lse,
+                                         KP_GLOBAL const int *KP_RESTRICT table,
+                                         KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_attn_decode_kargs p) {
     ATTN_DECLARE_LOCALS();
     int lid = kp_local_id(0), hk = kp_group_id(1);
-    int b = kp_group_id(2) / nsplit, sp = kp_group_id(2) % nsplit, partial = nsplit > 1;
-    int nbatch = kp_num_groups(2) / nsplit;
-    kp_i64 nrows_all = (kp_i64)nbatch * s_q * h_q;
+    int b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit, partial = p.nsplit > 1;
+    int nbatch = kp_num_groups(2) / p.nsplit;
+    kp_i64 nrows_all = (kp_i64)nbatch * p.s_q * p.h_q;
 
-    int len_k = min(max(seq_lens[sl_off + b], 0), max_blocks * block_size);
-    int rows = s_q * group, shift = len_k - s_q;
-    int tiles = (len_k + ATTN_BN - 1) / ATTN_BN, per = (tiles + nsplit - 1) / nsplit;
+    int len_k = min(max(seq_lens[p.sl_off + b], 0), p.max_blocks * p.block_size);
+    int rows = p.s_q * p.group, shift = len_k - p.s_q;
+    int tiles = (len_k + ATTN_BN - 1) / ATTN_BN, per = (tiles + p.nsplit - 1) / p.nsplit;
     int kb = min(sp * per * ATTN_BN, len_k), ke = min((sp + 1) * per * ATTN_BN, len_k);
-    KP_GLOBAL const int *trow = table + bt_off + b * bt_s0;
+    KP_GLOBAL const int *trow = table + p.bt_off + b * p.bt_s0;
 
     for (int m0 = kp_group_id(0) * ATTN_BM; m0 < rows; m0 += kp_num_groups(0) * ATTN_BM) {
         for (int r = lid; r < ATTN_BM; r += ATTN_NT) {
             int row = m0 + r;
             if (row < rows) {
-                int qi = row / group, hq = hk * group + row % group, lo, hi;
-                kp_i64 rowid = ((kp_i64)b * s_q + qi) * h_q + hq;
-                row_q[r] = q_off + b * q_s0 + qi * q_s1 + hq * q_s2;
+                int qi = row / p.group, hq = hk * p.group + row % p.group, lo, hi;
+                kp_i64 rowid = ((kp_i64)b * p.s_q + qi) * p.h_q + hq;
+                row_q[r] = p.q_off + b * p.q_s0 + qi * p.q_s1 + hq * p.q_s2;
                 if (partial) {
                     row_o[r] = (sp * nrows_all + rowid) * ATTN_DV;
                     row_lse[r] = sp * nrows_all + rowid;
                 } else {
-                    row_o[r] = o_off + b * o_s0 + qi * o_s1 + hq * o_s2;
-                    row_lse[r] = has_lse ? lse_off + ((kp_i64)b * h_q + hq) * s_q + qi : -1;
+                    row_o[r] = p.o_off + b * p.o_s0 + qi * p.o_s1 + hq * p.o_s2;
+                    row_lse[r] = p.has_lse ? p.lse_off + ((kp_i64)b * p.h_q + hq) * p.s_q + qi : -1;
                 }
-                attn_key_range(qi + shift, len_k, causal, -1, -1, &lo, &hi);
+                attn_key_range(qi + shift, len_k, p.causal, -1, -1, &lo, &hi);
                 row_lo[r] = lo;
                 row_hi[r] = hi;
             } else {
@@ -72,8 +70,8 @@ KP_KERNEL void kp_attention_decode_paged(
         attn_begin(q, &acc, ATTN_LOCAL_ARGS);
 
         int lo_first, hi_first, lo_last, hi_last;
-        attn_key_range(m0 / group + shift, len_k, causal, -1, -1, &lo_first, &hi_first);
-        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / group + shift, len_k, causal, -1, -1, &lo_last, &hi_last);
+        attn_key_range(m0 / p.group + shift, len_k, p.causal, -1, -1, &lo_first, &hi_first);
+        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / p.group + shift, len_k, p.causal, -1, -1, &lo_last, &hi_last);
         int kbeg = max(lo_first, kb), kend = min(hi_last + 1, ke);
 
         for (int n0 = kbeg; n0 < kend; n0 += ATTN_BN) {
@@ -81,31 +79,30 @@ KP_KERNEL void kp_attention_decode_paged(
             for (int r = lid; r < ATTN_BN; r += ATTN_NT) {
                 int j = n0 + r;
                 if (r < nvalid) {
-                    int blk = min(max(trow[j / block_size], 0), num_blocks - 1), slot = j % block_size;
-                    key_k[r] = k_off + blk * k_s0 + slot * k_s1 + hk * k_s2;
-                    key_v[r] = v_off + blk * v_s0 + slot * v_s1 + hk * v_s2;
+                    int blk = min(max(trow[j / p.block_size], 0), p.num_blocks - 1), slot = j % p.block_size;
+                    key_k[r] = p.k_off + blk * p.k_s0 + slot * p.k_s1 + hk * p.k_s2;
+                    key_v[r] = p.v_off + blk * p.v_s0 + slot * p.v_s1 + hk * p.v_s2;
                 } else {
                     key_k[r] = key_v[r] = -1;
                 }
             }
             kp_barrier();
-            attn_tile(k, v, n0, nvalid, scale_log2, &acc, ATTN_LOCAL_ARGS);
+            attn_tile(k, v, n0, nvalid, p.scale_log2, &acc, ATTN_LOCAL_ARGS);
         }
         attn_end(out, part, partial ? part_lse : lse, partial, &acc, ATTN_LOCAL_ARGS);
     }
 }
 
 KP_KERNEL void kp_attention_combine(KP_GLOBAL const float *KP_RESTRICT part,
-                                    KP_GLOBAL const float *KP_RESTRICT part_lse, int nsplit,
-                                    KP_GLOBAL kp_storage_t *KP_RESTRICT out, kp_i64 o_off, kp_i64 o_s0,
-                                    kp_i64 o_s1, kp_i64 o_s2, KP_GLOBAL float *KP_RESTRICT lse, kp_i64 lse_off,
-                                    int has_lse, int s_q, int h_q, int dv) {
+                                    KP_GLOBAL const float *KP_RESTRICT part_lse,
+                                    KP_GLOBAL kp_storage_t *KP_RESTRICT out, KP_GLOBAL float *KP_RESTRICT lse,
+                                    kp_attn_combine_kargs p) {
     KP_LOCAL(float, w, ATTN_MAX_SPLITS);
     KP_LOCAL(float, stat, 2);
     int lid = kp_local_id(0), nt = kp_local_size(0);
     kp_i64 rowid = kp_group_id(0), nrows_all = kp_num_groups(0);
-    int hq = (int)(rowid % h_q), qi = (int)((rowid / h_q) % s_q), b = (int)(rowid / ((kp_i64)h_q * s_q));
-    int ns = min(nsplit, ATTN_MAX_SPLITS);
+    int hq = (int)(rowid % p.h_q), qi = (int)((rowid / p.h_q) % p.s_q), b = (int)(rowid / ((kp_i64)p.h_q * p.s_q));
+    int ns = min(p.nsplit, ATTN_MAX_SPLITS);
 
     if (lid == 0) {
         float mx = -KP_INFINITY;
@@ -121,12 +118,12 @@ KP_KERNEL void kp_attention_combine(KP_GLOBAL const float *KP_RESTRICT part,
     }
     kp_barrier();
     float inv = stat[0];
-    kp_i64 obase = o_off + (kp_i64)b * o_s0 + (kp_i64)qi * o_s1 + (kp_i64)hq * o_s2;
-    for (int c = lid; c < dv; c += nt) {
+    kp_i64 obase = p.o_off + (kp_i64)b * p.o_s0 + (kp_i64)qi * p.o_s1 + (kp_i64)hq * p.o_s2;
+    for (int c = lid; c < p.dv; c += nt) {
         float acc = 0.0f;
         for (int s = 0; s < ns; ++s)
-            if (w[s] > 0.0f) acc = kp_fmaf(w[s], part[(s * nrows_all + rowid) * dv + c], acc);
+            if (w[s] > 0.0f) acc = kp_fmaf(w[s], part[(s * nrows_all + rowid) * p.dv + c], acc);
         kp_store(out, obase + c, acc * inv);
     }
-    if (lid == 0 && has_lse) lse[lse_off + ((kp_i64)b * h_q + hq) * s_q + qi] = stat[1];
+    if (lid == 0 && p.has_lse) lse[p.lse_off + ((kp_i64)b * p.h_q + hq) * p.s_q + qi] = stat[1];
 }

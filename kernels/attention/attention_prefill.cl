@@ -10,43 +10,40 @@
  * cu_seqlens_q[B], which see no key (out 0, lse +inf). Causal and window masks are
  * bottom-right aligned (query i sees around i + len_k - len_q); key tiles that no row
  * of a query tile sees are skipped.
- * Offsets and strides are in elements (the host passes a tensor's byte offset / size).
+ * Offsets and strides are in elements (attention_kargs.h: kp_attn_prefill_kargs).
  */
 #include "kp_attn_tile.h"
+#include "attention_kargs.h"
 
-KP_KERNEL void kp_attention_prefill(
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT q, kp_i64 q_off, kp_i64 q_s0, kp_i64 q_s1,
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT k, kp_i64 k_off, kp_i64 k_s0, kp_i64 k_s1,
-    KP_GLOBAL const kp_storage_t *KP_RESTRICT v, kp_i64 v_off, kp_i64 v_s0, kp_i64 v_s1,
-    KP_GLOBAL kp_storage_t *KP_RESTRICT out, kp_i64 o_off, kp_i64 o_s0, kp_i64 o_s1,
-    KP_GLOBAL float *KP_RESTRICT lse, kp_i64 lse_off, int has_lse,
-    KP_GLOBAL const int *KP_RESTRICT cu_q, kp_i64 cu_q_off, KP_GLOBAL const int *KP_RESTRICT cu_k,
-    kp_i64 cu_k_off, int nb, int total_q, int total_k, int group, float scale_log2, int causal, int wl, int wr) {
+KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
+                                    KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
+                                    KP_GLOBAL float *KP_RESTRICT lse, KP_GLOBAL const int *KP_RESTRICT cu_q,
+                                    KP_GLOBAL const int *KP_RESTRICT cu_k, kp_attn_prefill_kargs p) {
     ATTN_DECLARE_LOCALS();
     int lid = kp_local_id(0), hk = kp_group_id(1), b = kp_group_id(2);
 
     int qs0, qe, ks0, ke;
-    if (b < nb) {
-        qs0 = min(max(cu_q[cu_q_off + b], 0), total_q);
-        qe = min(max(cu_q[cu_q_off + b + 1], qs0), total_q);
-        ks0 = min(max(cu_k[cu_k_off + b], 0), total_k);
-        ke = min(max(cu_k[cu_k_off + b + 1], ks0), total_k);
+    if (b < p.nb) {
+        qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
+        qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
+        ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
+        ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
     } else { /* rows past the last sequence */
-        qs0 = min(max(cu_q[cu_q_off + nb], 0), total_q);
-        qe = total_q;
+        qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
+        qe = p.total_q;
         ks0 = ke = 0;
     }
-    int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * group;
+    int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
 
     for (int m0 = kp_group_id(0) * ATTN_BM; m0 < rows; m0 += kp_num_groups(0) * ATTN_BM) {
         for (int r = lid; r < ATTN_BM; r += ATTN_NT) {
             int row = m0 + r;
             if (row < rows) {
-                int qi = row / group, hq = hk * group + row % group, tok = qs0 + qi, lo, hi;
-                row_q[r] = q_off + tok * q_s0 + hq * q_s1;
-                row_o[r] = o_off + tok * o_s0 + hq * o_s1;
-                row_lse[r] = has_lse ? lse_off + (kp_i64)hq * total_q + tok : -1;
-                attn_key_range(qi + shift, len_k, causal, wl, wr, &lo, &hi);
+                int qi = row / p.group, hq = hk * p.group + row % p.group, tok = qs0 + qi, lo, hi;
+                row_q[r] = p.q_off + tok * p.q_s0 + hq * p.q_s1;
+                row_o[r] = p.o_off + tok * p.o_s0 + hq * p.o_s1;
+                row_lse[r] = p.has_lse ? p.lse_off + (kp_i64)hq * p.total_q + tok : -1;
+                attn_key_range(qi + shift, len_k, p.causal, p.wl, p.wr, &lo, &hi);
                 row_lo[r] = lo;
                 row_hi[r] = hi;
             } else {
@@ -61,19 +58,19 @@ KP_KERNEL void kp_attention_prefill(
 
         /* keys some row of this tile sees: lo and hi grow with the query position */
         int lo_first, hi_first, lo_last, hi_last;
-        attn_key_range(m0 / group + shift, len_k, causal, wl, wr, &lo_first, &hi_first);
-        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / group + shift, len_k, causal, wl, wr, &lo_last, &hi_last);
+        attn_key_range(m0 / p.group + shift, len_k, p.causal, p.wl, p.wr, &lo_first, &hi_first);
+        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / p.group + shift, len_k, p.causal, p.wl, p.wr, &lo_last, &hi_last);
         int kbeg = max(lo_first, 0), kend = min(hi_last + 1, len_k);
 
         for (int n0 = kbeg; n0 < kend; n0 += ATTN_BN) {
             int nvalid = min(ATTN_BN, kend - n0);
             for (int r = lid; r < ATTN_BN; r += ATTN_NT) {
                 kp_i64 tok = ks0 + n0 + r;
-                key_k[r] = r < nvalid ? k_off + tok * k_s0 + hk * k_s1 : -1;
-                key_v[r] = r < nvalid ? v_off + tok * v_s0 + hk * v_s1 : -1;
+                key_k[r] = r < nvalid ? p.k_off + tok * p.k_s0 + hk * p.k_s1 : -1;
+                key_v[r] = r < nvalid ? p.v_off + tok * p.v_s0 + hk * p.v_s1 : -1;
             }
             kp_barrier();
-            attn_tile(k, v, n0, nvalid, scale_log2, &acc, ATTN_LOCAL_ARGS);
+            attn_tile(k, v, n0, nvalid, p.scale_log2, &acc, ATTN_LOCAL_ARGS);
         }
         attn_end(out, (KP_GLOBAL float *)0, lse, 0, &acc, ATTN_LOCAL_ARGS);
     }

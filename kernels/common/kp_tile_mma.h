@@ -88,19 +88,12 @@ KP_FN void kp_mma_acc_zero(kp_mma_acc *c) { c->x[0] = c->x[1] = c->x[2] = c->x[3
 typedef struct kp_mma_a { kp_u32 x[4]; } kp_mma_a;
 typedef struct kp_mma_b { kp_u32 x[2]; } kp_mma_b;
 
-/* A 32-bit address in the shared window, which ldmatrix takes. NVIDIA's OpenCL hands
- * __local pointers out as that address already (anchors/ocl_nv_ptx_features.c). */
-#if defined(KP_TARGET_OPENCL)
-#define kp_smem_addr_(p) ((kp_u32)(size_t)(p))
-#else
-#define kp_smem_addr_(p) ((kp_u32)__cvta_generic_to_shared(p))
-#endif
 
 /* ldmatrix.x4: lanes 0-15 point at rows 0-15 (cols 0-7), lanes 16-31 at the same rows,
  * cols 8-15; lane 4g+t receives A[g][2t..], A[g+8][2t..], A[g][8+2t..], A[g+8][8+2t..]:
  * exactly mma's a0..a3. */
 KP_FN void kp_mma_load_a(kp_mma_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) {
-    kp_u32 addr = kp_smem_addr_(s + (lane % 16) * lda + (lane / 16) * 8);
+    kp_u32 addr = kp_local_addr32(s + (lane % 16) * lda + (lane / 16) * 8);
     KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(a->x[0]), "=r"(a->x[1]), "=r"(a->x[2]), "=r"(a->x[3])
                  : "r"(addr));
@@ -110,7 +103,7 @@ KP_FN void kp_mma_load_a(kp_mma_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int
  * rows at k 8-15 (lanes 16-31 repeat them; ldmatrix ignores their addresses); lane 4g+t
  * receives Bt[g][2t..] and Bt[g][8+2t..]: mma's b0, b1. */
 KP_FN void kp_mma_load_b(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
-    kp_u32 addr = kp_smem_addr_(s + (lane % 8) * ldb + ((lane / 8) % 2) * 8);
+    kp_u32 addr = kp_local_addr32(s + (lane % 8) * ldb + ((lane / 8) % 2) * 8);
     KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
                  : "=r"(b->x[0]), "=r"(b->x[1])
                  : "r"(addr));

@@ -22,6 +22,7 @@
  */
 #include "kp_dialect.h"
 #include "moe_common.h"
+#include "moe_kargs.h"
 
 #ifndef KP_ALIGN_WG
 #define KP_ALIGN_WG 256
@@ -34,58 +35,58 @@ KP_FN int kpa_chunk_end(int c, int nchunks, int chunk, int pairs) {
     return c == nchunks - 1 ? pairs : (c + 1) * chunk;
 }
 
-KP_KERNEL void kp_moe_align_hist(KP_GLOBAL const int *KP_RESTRICT ids, kpm_i64 ids_off, int pairs, int n_exp,
-                                 int chunk, int nchunks, KP_GLOBAL int *KP_RESTRICT hist, kpm_i64 hist_off) {
+/* hist is sorted_ids (see above); the three kernels take the same arguments */
+KP_KERNEL void kp_moe_align_hist(KP_GLOBAL const int *KP_RESTRICT ids, KP_GLOBAL int *KP_RESTRICT hist,
+                                 KP_GLOBAL int *KP_RESTRICT pos, KP_GLOBAL int *KP_RESTRICT offsets,
+                                 kp_moe_align_kargs p) {
     KP_LOCAL(int, cnt, KP_ALIGN_MAX_E);
     const int c = kp_group_id(0), lid = kp_local_id(0), wg = kp_local_size(0);
-    for (int e = lid; e < n_exp; e += wg) cnt[e] = 0;
+    for (int e = lid; e < p.n_exp; e += wg) cnt[e] = 0;
     kp_barrier();
-    const int end = kpa_chunk_end(c, nchunks, chunk, pairs);
-    for (int i = c * chunk + lid; i < end; i += wg) {
-        int e = ids[ids_off + i];
-        if (e >= 0 && e < n_exp) kp_atomic_add_local_i32(&cnt[e], 1);
+    const int end = kpa_chunk_end(c, p.nchunks, p.chunk, p.pairs);
+    for (int i = c * p.chunk + lid; i < end; i += wg) {
+        int e = ids[p.ids_off + i];
+        if (e >= 0 && e < p.n_exp) kp_atomic_add_local_i32(&cnt[e], 1);
     }
     kp_barrier();
-    for (int e = lid; e < n_exp; e += wg) hist[hist_off + (kpm_i64)c * n_exp + e] = cnt[e];
+    for (int e = lid; e < p.n_exp; e += wg) hist[p.sorted_off + (kpm_i64)c * p.n_exp + e] = cnt[e];
 }
 
-KP_KERNEL void kp_moe_align_scan(KP_GLOBAL const int *KP_RESTRICT ids, kpm_i64 ids_off,
-                                 KP_GLOBAL int *KP_RESTRICT sorted, kpm_i64 sorted_off, int sorted_len,
-                                 KP_GLOBAL int *KP_RESTRICT pos, kpm_i64 pos_off,
-                                 KP_GLOBAL int *KP_RESTRICT offsets, kpm_i64 offsets_off, int pairs, int n_exp,
-                                 int chunk, int nchunks, int block) {
+KP_KERNEL void kp_moe_align_scan(KP_GLOBAL const int *KP_RESTRICT ids, KP_GLOBAL int *KP_RESTRICT sorted,
+                                 KP_GLOBAL int *KP_RESTRICT pos, KP_GLOBAL int *KP_RESTRICT offsets,
+                                 kp_moe_align_kargs p) {
     KP_LOCAL(int, cnt, KP_ALIGN_MAX_E);
     KP_LOCAL(int, off, KP_ALIGN_MAX_E + 1);
     KP_LOCAL(int, part, KP_ALIGN_WG + 1);
     const int lid = kp_local_id(0), wg = kp_local_size(0);
 
-    if (nchunks <= 1) {
+    if (p.nchunks <= 1) {
         /* one chunk (sorted_ids may then be shorter than E): count the ids here */
-        for (int e = lid; e < n_exp; e += wg) cnt[e] = 0;
+        for (int e = lid; e < p.n_exp; e += wg) cnt[e] = 0;
         kp_barrier();
-        for (int i = lid; i < pairs; i += wg) {
-            int e = ids[ids_off + i];
-            if (e >= 0 && e < n_exp) kp_atomic_add_local_i32(&cnt[e], 1);
+        for (int i = lid; i < p.pairs; i += wg) {
+            int e = ids[p.ids_off + i];
+            if (e >= 0 && e < p.n_exp) kp_atomic_add_local_i32(&cnt[e], 1);
         }
         kp_barrier();
     } else {
         /* column sums of hist (in sorted_ids), chunk prefixes into token_pos */
-        for (int e = lid; e < n_exp; e += wg) {
+        for (int e = lid; e < p.n_exp; e += wg) {
             int run = 0;
-            for (int c = 0; c < nchunks; ++c) {
-                int h = sorted[sorted_off + (kpm_i64)c * n_exp + e];
-                if (c > 0) pos[pos_off + (kpm_i64)c * chunk + e] = run;
+            for (int c = 0; c < p.nchunks; ++c) {
+                int h = sorted[p.sorted_off + (kpm_i64)c * p.n_exp + e];
+                if (c > 0) pos[p.pos_off + (kpm_i64)c * p.chunk + e] = run;
                 run += h;
             }
             cnt[e] = run;
         }
     }
-    for (int e = lid; e < n_exp; e += wg) off[e] = (cnt[e] + block - 1) / block * block;
+    for (int e = lid; e < p.n_exp; e += wg) off[e] = (cnt[e] + p.block - 1) / p.block * p.block;
     kp_barrier();
 
     /* exclusive scan of the padded counts: contiguous segments, one per work-item */
-    const int seg = (n_exp + wg - 1) / wg;
-    const int e0 = lid * seg < n_exp ? lid * seg : n_exp, e1 = e0 + seg < n_exp ? e0 + seg : n_exp;
+    const int seg = (p.n_exp + wg - 1) / wg;
+    const int e0 = lid * seg < p.n_exp ? lid * seg : p.n_exp, e1 = e0 + seg < p.n_exp ? e0 + seg : p.n_exp;
     int sum = 0;
     for (int e = e0; e < e1; ++e) sum += off[e];
     part[lid] = sum;
@@ -106,31 +107,30 @@ KP_KERNEL void kp_moe_align_scan(KP_GLOBAL const int *KP_RESTRICT ids, kpm_i64 i
         off[e] = run;
         run += v;
     }
-    if (lid == 0) off[n_exp] = part[wg];
+    if (lid == 0) off[p.n_exp] = part[wg];
     kp_barrier();
-    for (int e = lid; e <= n_exp; e += wg) offsets[offsets_off + e] = off[e];
+    for (int e = lid; e <= p.n_exp; e += wg) offsets[p.offsets_off + e] = off[e];
 
     /* padding rows (every hist read above happened before the barriers) */
-    for (int e = lid; e < n_exp; e += wg)
-        for (int r = off[e] + cnt[e]; r < off[e + 1] && r < sorted_len; ++r) sorted[sorted_off + r] = pairs;
-    for (int r = off[n_exp] + lid; r < sorted_len; r += wg) sorted[sorted_off + r] = pairs;
+    for (int e = lid; e < p.n_exp; e += wg)
+        for (int r = off[e] + cnt[e]; r < off[e + 1] && r < p.sorted_len; ++r) sorted[p.sorted_off + r] = p.pairs;
+    for (int r = off[p.n_exp] + lid; r < p.sorted_len; r += wg) sorted[p.sorted_off + r] = p.pairs;
 }
 
-KP_KERNEL void kp_moe_align_scatter(KP_GLOBAL const int *KP_RESTRICT ids, kpm_i64 ids_off, int pairs, int n_exp,
-                                    int chunk, int nchunks, KP_GLOBAL const int *KP_RESTRICT offsets,
-                                    kpm_i64 offsets_off, KP_GLOBAL int *KP_RESTRICT sorted, kpm_i64 sorted_off,
-                                    int sorted_len, KP_GLOBAL int *KP_RESTRICT pos, kpm_i64 pos_off) {
+KP_KERNEL void kp_moe_align_scatter(KP_GLOBAL const int *KP_RESTRICT ids, KP_GLOBAL int *KP_RESTRICT sorted,
+                                    KP_GLOBAL int *KP_RESTRICT pos, KP_GLOBAL const int *KP_RESTRICT offsets,
+                                    kp_moe_align_kargs p) {
     KP_LOCAL(int, next, KP_ALIGN_MAX_E);
     KP_LOCAL(int, ex, KP_ALIGN_WG);
     const int c = kp_group_id(0), lid = kp_local_id(0), wg = kp_local_size(0);
-    const int start = c * chunk, end = kpa_chunk_end(c, nchunks, chunk, pairs);
-    for (int e = lid; e < n_exp; e += wg)
-        next[e] = offsets[offsets_off + e] + (c > 0 ? pos[pos_off + start + e] : 0);
+    const int start = c * p.chunk, end = kpa_chunk_end(c, p.nchunks, p.chunk, p.pairs);
+    for (int e = lid; e < p.n_exp; e += wg)
+        next[e] = offsets[p.offsets_off + e] + (c > 0 ? pos[p.pos_off + start + e] : 0);
     kp_barrier(); /* the chunk prefixes are read before this chunk's token_pos is written */
     for (int base = start; base < end; base += wg) {
         const int i = base + lid;
-        int e = i < end ? ids[ids_off + i] : -1;
-        if (e < 0 || e >= n_exp) e = -1;
+        int e = i < end ? ids[p.ids_off + i] : -1;
+        if (e < 0 || e >= p.n_exp) e = -1;
         ex[lid] = e;
         kp_barrier();
         int before = 0, last = 1;
@@ -143,8 +143,8 @@ KP_KERNEL void kp_moe_align_scatter(KP_GLOBAL const int *KP_RESTRICT ids, kpm_i6
         kp_barrier();
         if (e >= 0 && last) next[e] += before + 1;
         if (i < end) {
-            if (row >= 0 && row < sorted_len) sorted[sorted_off + row] = i;
-            pos[pos_off + i] = row;
+            if (row >= 0 && row < p.sorted_len) sorted[p.sorted_off + row] = i;
+            pos[p.pos_off + i] = row;
         }
         kp_barrier();
     }

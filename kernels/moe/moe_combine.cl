@@ -11,6 +11,7 @@
  */
 #include "kp_dialect.h"
 #include "moe_common.h"
+#include "moe_kargs.h"
 
 #if defined(KP_COMBINE_Y_F32)
 typedef float kpc_y_t;
@@ -20,18 +21,16 @@ typedef kp_storage_t kpc_y_t;
 #define KPC_Y(p, i) kp_load(p, i)
 #endif
 
-KP_KERNEL void kp_moe_combine(KP_GLOBAL const kpc_y_t *KP_RESTRICT y, kpm_i64 y_off, kpm_i64 y_ld, int y_rows,
-                              KP_GLOBAL const int *KP_RESTRICT pos, kpm_i64 pos_off, kpm_i64 pos_ld,
-                              KP_GLOBAL const float *KP_RESTRICT tw, kpm_i64 tw_off, kpm_i64 tw_ld, int topk,
-                              KP_GLOBAL kp_storage_t *KP_RESTRICT out, kpm_i64 out_off, kpm_i64 out_ld,
-                              int hidden) {
+KP_KERNEL void kp_moe_combine(KP_GLOBAL const kpc_y_t *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,
+                              KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
+                              kp_moe_combine_kargs p) {
     const int col = kp_global_id(0), t = kp_group_id(1);
-    if (col >= hidden) return;
+    if (col >= p.hidden) return;
     float acc = 0.0f;
-    for (int slot = 0; slot < topk; ++slot) {
-        int r = pos[pos_off + (kpm_i64)t * pos_ld + slot];
-        if (r < 0 || r >= y_rows) continue;
-        acc += tw[tw_off + (kpm_i64)t * tw_ld + slot] * KPC_Y(y, y_off + (kpm_i64)r * y_ld + col);
+    for (int slot = 0; slot < p.topk; ++slot) {
+        int r = pos[p.pos_off + (kpm_i64)t * p.pos_ld + slot];
+        if (r < 0 || r >= p.y_rows) continue;
+        acc += tw[p.tw_off + (kpm_i64)t * p.tw_ld + slot] * KPC_Y(y, p.y_off + (kpm_i64)r * p.y_ld + col);
     }
-    kp_store(out, out_off + (kpm_i64)t * out_ld + col, acc);
+    kp_store(out, p.out_off + (kpm_i64)t * p.out_ld + col, acc);
 }

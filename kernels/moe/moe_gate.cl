@@ -18,6 +18,7 @@
  */
 #include "kp_dialect.h"
 #include "moe_common.h"
+#include "moe_kargs.h"
 
 #ifndef KP_GATE_WG
 #define KP_GATE_WG 128
@@ -26,11 +27,8 @@
 #define KP_GATE_MAX_K 32
 #define KP_GATE_MAX_G 32
 
-KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm_i64 logits_off,
-                           kpm_i64 logits_ld, KP_GLOBAL const float *KP_RESTRICT bias, kpm_i64 bias_off,
-                           int has_bias, int n_exp, int topk, int n_group, int topk_group, int use_sigmoid,
-                           int renormalize, float route_scale, KP_GLOBAL int *KP_RESTRICT ids, kpm_i64 ids_off,
-                           kpm_i64 ids_ld, KP_GLOBAL float *KP_RESTRICT weights, kpm_i64 w_off, kpm_i64 w_ld) {
+KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, KP_GLOBAL const float *KP_RESTRICT bias,
+                           KP_GLOBAL int *KP_RESTRICT ids, KP_GLOBAL float *KP_RESTRICT weights, kp_moe_gate_kargs p) {
     KP_LOCAL(float, s, KP_GATE_MAX_E);
     KP_LOCAL(float, b, KP_GATE_MAX_E);
     KP_LOCAL(float, scratch, KP_GATE_WG);
@@ -39,11 +37,11 @@ KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm
     KP_LOCAL(int, chosen, KP_GATE_MAX_K);
 
     const int t = kp_group_id(0), lid = kp_local_id(0), wg = kp_local_size(0);
-    const int ne = n_exp < KP_GATE_MAX_E ? n_exp : KP_GATE_MAX_E;
-    const int ng = n_group < 1 ? 1 : n_group < KP_GATE_MAX_G ? n_group : KP_GATE_MAX_G;
-    const int k = topk < KP_GATE_MAX_K ? topk : KP_GATE_MAX_K;
+    const int ne = p.n_exp < KP_GATE_MAX_E ? p.n_exp : KP_GATE_MAX_E;
+    const int ng = p.n_group < 1 ? 1 : p.n_group < KP_GATE_MAX_G ? p.n_group : KP_GATE_MAX_G;
+    const int k = p.topk < KP_GATE_MAX_K ? p.topk : KP_GATE_MAX_K;
     const int gsize = ne / ng;
-    KP_GLOBAL const kp_storage_t *row = logits + logits_off + (kpm_i64)t * logits_ld;
+    KP_GLOBAL const kp_storage_t *row = logits + p.logits_off + (kpm_i64)t * p.logits_ld;
 
     float mx = -KP_INFINITY;
     for (int i = lid; i < ne; i += wg) {
@@ -52,7 +50,7 @@ KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm
         mx = kp_fmaxf(mx, v);
     }
     if (lid < KP_GATE_MAX_K) chosen[lid] = -1;
-    if (!use_sigmoid) {
+    if (!p.use_sigmoid) {
         mx = kp_reduce_max(mx, scratch); /* ends with a barrier: s[] is complete */
         float sum = 0.0f;
         for (int i = lid; i < ne; i += wg) {
@@ -66,12 +64,12 @@ KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm
         for (int i = lid; i < ne; i += wg) s[i] = 1.0f / (1.0f + kp_expf(-s[i]));
     }
     for (int i = lid; i < ne; i += wg) {
-        float v = s[i] + (has_bias ? bias[bias_off + i] : 0.0f);
+        float v = s[i] + (p.has_bias ? bias[p.bias_off + i] : 0.0f);
         b[i] = v != v ? -KP_INFINITY : v;
     }
     kp_barrier();
 
-    const int grouped = ng > 1 && topk_group < ng;
+    const int grouped = ng > 1 && p.topk_group < ng;
     if (lid < ng) {
         float top1 = -KP_INFINITY, top2 = -KP_INFINITY;
         for (int i = lid * gsize; i < (lid + 1) * gsize; ++i) {
@@ -83,13 +81,13 @@ KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm
                 top2 = v;
             }
         }
-        gscore[lid] = (has_bias && gsize >= 2) ? top1 + top2 : top1;
+        gscore[lid] = (p.has_bias && gsize >= 2) ? top1 + top2 : top1;
     }
     kp_barrier();
     if (lid < ng) {
         int rank = 0;
         for (int g = 0; g < ng; ++g) rank += kpm_better(gscore[g], g, gscore[lid], lid);
-        kept[lid] = !grouped || rank < topk_group;
+        kept[lid] = !grouped || rank < p.topk_group;
     }
     kp_barrier();
 
@@ -110,8 +108,8 @@ KP_KERNEL void kp_moe_gate(KP_GLOBAL const kp_storage_t *KP_RESTRICT logits, kpm
         for (int n = 0; n < k; ++n) sum += chosen[n] >= 0 ? s[chosen[n]] : 0.0f;
         int id = chosen[lid];
         float wv = id >= 0 ? s[id] : 0.0f;
-        if (renormalize && sum > 0.0f) wv = wv / sum;
-        ids[ids_off + (kpm_i64)t * ids_ld + lid] = id;
-        weights[w_off + (kpm_i64)t * w_ld + lid] = wv * route_scale;
+        if (p.renormalize && sum > 0.0f) wv = wv / sum;
+        ids[p.ids_off + (kpm_i64)t * p.ids_ld + lid] = id;
+        weights[p.w_off + (kpm_i64)t * p.w_ld + lid] = wv * p.route_scale;
     }
 }

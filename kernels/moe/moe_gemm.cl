@@ -38,6 +38,8 @@
  */
 #include "kp_dialect.h"
 #include "moe_common.h"
+#include "moe_kargs.h"
+#include "moe_gemm_common.h"
 #if defined(KP_GG_MMA)
 #include "common/kp_tile_mma.h"
 #endif
@@ -86,139 +88,12 @@
 #define KPG_C_FLOATS (KP_GG_BM * KPG_LDC)
 #define KPG_SMEM_FLOATS (KPG_STAGE_FLOATS > KPG_C_FLOATS ? KPG_STAGE_FLOATS : KPG_C_FLOATS)
 
-#if defined(KP_GG_W_FP8)
-typedef unsigned char kpg_w_t;
-#define KPG_W(p, i) kpm_e4m3_to_f32((kp_u32)(p)[i])
-#else
-typedef kp_storage_t kpg_w_t;
-#define KPG_W(p, i) kp_load(p, i)
-#endif
-#if defined(KP_GG_A_F32)
-typedef float kpg_a_t;
-#define KPG_A(p, i) ((p)[i])
-#else
-typedef kp_storage_t kpg_a_t;
-#define KPG_A(p, i) kp_load(p, i)
-#endif
-
-#define KPG_MODE_STORE 0
-#define KPG_MODE_STORE_F32 1
-#define KPG_MODE_SWIGLU 2
-#define KPG_MODE_COMBINE 3
-
 #define KPG_ARGS                                                                                              \
-    KP_GLOBAL const kpg_a_t *KP_RESTRICT a, kpm_i64 a_off, kpm_i64 a_ld, int a_rows,                          \
-        KP_GLOBAL const int *KP_RESTRICT gather, kpm_i64 gather_off, int gather_k,                            \
-        KP_GLOBAL const kpg_w_t *KP_RESTRICT w, kpm_i64 w_off, kpm_i64 w_se, kpm_i64 w_sn,                    \
-        KP_GLOBAL const float *KP_RESTRICT ws, kpm_i64 ws_off, int ws_nb, int ws_kb,                          \
-        KP_GLOBAL const int *KP_RESTRICT offsets, kpm_i64 offsets_off, int n_exp, int dense_rows, int M,      \
-        int N, int K, int mode, int n_out, int small_max, KP_GLOBAL kp_storage_t *out,                        \
-        KP_GLOBAL float *outf, kpm_i64 out_off, kpm_i64 out_ld, KP_GLOBAL const float *KP_RESTRICT y,         \
-        kpm_i64 y_off, kpm_i64 y_ld, int y_rows, KP_GLOBAL const int *KP_RESTRICT pos, kpm_i64 pos_off,       \
-        KP_GLOBAL const float *KP_RESTRICT tw, kpm_i64 tw_off, int topk
-
-/* The z-th tile (of bm rows) over the experts whose clamped row count m has
- * min_m < m <= max_m; returns the expert (or -1: no such tile) and its row range. */
-KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp, int dense_rows, int M,
-                   int min_m, int max_m, int bm, int z, int *row_lo, int *row_hi) {
-    if (dense_rows > 0) {
-        int hi = dense_rows < M ? dense_rows : M;
-        if (hi <= min_m || hi > max_m || z >= (hi + bm - 1) / bm) return -1;
-        *row_lo = z * bm;
-        *row_hi = hi;
-        return 0;
-    }
-    for (int e = 0; e < n_exp; ++e) {
-        int lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
-        lo = lo < 0 ? 0 : lo > M ? M : lo;
-        hi = hi < lo ? lo : hi > M ? M : hi;
-        int m = hi - lo;
-        if (m <= min_m || m > max_m) continue;
-        int nt = (m + bm - 1) / bm;
-        if (z < nt) {
-            *row_lo = lo + z * bm;
-            *row_hi = hi;
-            return e;
-        }
-        z -= nt;
-    }
-    return -1;
-}
-
-/* Where activation row r of the tile lives (-1: zeros). */
-KP_FN kpm_i64 kpg_arow(int r, int hi, KP_GLOBAL const int *gather, kpm_i64 gather_off, int gather_k, int a_rows,
-                       kpm_i64 a_off, kpm_i64 a_ld) {
-    if (r >= hi) return -1;
-    int src = r;
-    if (gather_k > 0) {
-        int g = gather[gather_off + r];
-        src = g >= 0 ? g / gather_k : -1;
-    }
-    return src >= 0 && src < a_rows ? a_off + (kpm_i64)src * a_ld : -1;
-}
-
-/* Tile column c -> weight row (-1: past N / n_out); *srow: its scale row base. */
-KP_FN kpm_i64 kpg_wrow(int c, int bn, int n0, int mode, int N, int n_out, int e, kpm_i64 w_off, kpm_i64 w_se,
-                       kpm_i64 w_sn, int ws_nb, int ws_kb, int *srow) {
-    int hb = bn / 2, wr, ok;
-    if (mode == KPG_MODE_SWIGLU) {
-        int j = n0 + (c < hb ? c : c - hb);
-        ok = j < n_out;
-        wr = c < hb ? j : n_out + j;
-    } else {
-        wr = n0 + c;
-        ok = wr < N;
-    }
-    ok = ok && wr < N;
-    *srow = ok ? (e * ws_nb + wr / 128) * ws_kb : 0;
-    return ok ? w_off + (kpm_i64)e * w_se + (kpm_i64)wr * w_sn : -1;
-}
-
-KP_FN float kpg_wval(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int gk, KP_GLOBAL const float *ws, kpm_i64 ws_off,
-                     int srow) {
-#if defined(KP_GG_W_FP8)
-    return KPG_W(w, wo + gk) * ws[ws_off + srow + gk / 128];
-#else
-    (void)ws, (void)ws_off, (void)srow;
-    return KPG_W(w, wo + gk);
-#endif
-}
-
-/* Writes the finished tile cs [bm][ldc] (rows row0.., columns n0..; see mode). */
-KP_FN void kpg_epilogue(KP_LOCAL_MEM const float *cs, int ldc, int bm, int bn, int row0, int hi, int n0, int mode,
-                        int N, int n_out, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf, kpm_i64 out_off,
-                        kpm_i64 out_ld, KP_GLOBAL const float *y, kpm_i64 y_off, kpm_i64 y_ld, int y_rows,
-                        KP_GLOBAL const int *pos, kpm_i64 pos_off, KP_GLOBAL const float *tw, kpm_i64 tw_off,
-                        int topk) {
-    const int lid = kp_local_id(0), wg = kp_local_size(0);
-    const int ncols = mode == KPG_MODE_SWIGLU ? bn / 2 : bn;
-    for (int idx = lid; idx < bm * ncols; idx += wg) {
-        int i = idx / ncols, c = idx % ncols, r = row0 + i, n = n0 + c;
-        if (r >= hi) continue;
-        kpm_i64 o = out_off + (kpm_i64)r * out_ld + n;
-        if (mode == KPG_MODE_SWIGLU) {
-            if (n >= n_out) continue;
-            float g = cs[i * ldc + c], u = cs[i * ldc + c + bn / 2];
-            outf[o] = g / (1.0f + kp_expf(-g)) * u;
-            continue;
-        }
-        if (n >= N) continue;
-        float v = cs[i * ldc + c];
-        if (mode == KPG_MODE_STORE_F32) {
-            outf[o] = v;
-        } else if (mode == KPG_MODE_COMBINE) {
-            float acc = 0.0f;
-            for (int s = 0; s < topk; ++s) {
-                int p = pos[pos_off + (kpm_i64)r * topk + s];
-                if (p < 0 || p >= y_rows) continue;
-                acc += tw[tw_off + (kpm_i64)r * topk + s] * y[y_off + (kpm_i64)p * y_ld + n];
-            }
-            kp_store(out, o, acc + v);
-        } else {
-            kp_store(out, o, v);
-        }
-    }
-}
+    KP_GLOBAL const kpg_a_t *KP_RESTRICT a, KP_GLOBAL const int *KP_RESTRICT gather,                          \
+        KP_GLOBAL const kpg_w_t *KP_RESTRICT w, KP_GLOBAL const float *KP_RESTRICT ws,                        \
+        KP_GLOBAL const int *KP_RESTRICT offsets, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,         \
+        KP_GLOBAL const float *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                           \
+        KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL float *part, kp_moe_gemm_kargs p
 
 KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
     /* one local buffer: the A and B stages while the K loop runs, then the C tile */
@@ -242,16 +117,16 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
 
     const int lid = kp_local_id(0), wg = kp_local_size(0);
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, offsets_off, n_exp, dense_rows, M, small_max, 0x7fffffff, KP_GG_BM,
+    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, KP_GG_BM,
                            kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
-    const int n0 = kp_group_id(0) * (mode == KPG_MODE_SWIGLU ? KP_GG_BN / 2 : KP_GG_BN);
+    const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? KP_GG_BN / 2 : KP_GG_BN);
 
     for (int i = lid; i < KP_GG_BM; i += wg)
-        arow[i] = kpg_arow(row0 + i, hi, gather, gather_off, gather_k, a_rows, a_off, a_ld);
+        arow[i] = kpg_arow(row0 + i, hi, gather, p.gather_off, p.gather_k, p.a_rows, p.a_off, p.a_ld);
     for (int c = lid; c < KP_GG_BN; c += wg) {
         int sr;
-        wrow[c] = kpg_wrow(c, KP_GG_BN, n0, mode, N, n_out, e, w_off, w_se, w_sn, ws_nb, ws_kb, &sr);
+        wrow[c] = kpg_wrow(c, KP_GG_BN, n0, p.mode, p.n, p.n_out, e, p.w_off, p.w_se, p.w_sn, p.ws_nb, p.ws_kb, &sr);
 #if defined(KP_GG_W_FP8)
         srow[c] = sr;
 #endif
@@ -273,11 +148,11 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
         for (int j = 0; j < KPG_TN; ++j) acc[i][j] = 0.0f;
 #endif
 
-    for (int k0 = 0; k0 < K; k0 += KP_GG_BK) {
+    for (int k0 = 0; k0 < p.k; k0 += KP_GG_BK) {
         for (int idx = lid; idx < KP_GG_BM * KP_GG_BK; idx += wg) {
             int i = idx / KP_GG_BK, kk = idx % KP_GG_BK, gk = k0 + kk;
             kpm_i64 ar = arow[i];
-            int ok = ar >= 0 && gk < K;
+            int ok = ar >= 0 && gk < p.k;
 #if defined(KP_GG_MMA) && !defined(KP_GG_A_F32)
             as[i * KPG_LDA + kk] = ok ? a[ar + gk] : (kp_u16)0;
 #elif defined(KP_GG_MMA)
@@ -289,13 +164,13 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
         for (int idx = lid; idx < KP_GG_BN * KP_GG_BK; idx += wg) {
             int c = idx / KP_GG_BK, kk = idx % KP_GG_BK, gk = k0 + kk;
             kpm_i64 wo = wrow[c];
-            int ok = wo >= 0 && gk < K;
+            int ok = wo >= 0 && gk < p.k;
 #if defined(KP_GG_MMA) && !defined(KP_GG_W_FP8)
             bs[c * KPG_LDB + kk] = ok ? w[wo + gk] : (kp_u16)0;
 #elif defined(KP_GG_MMA)
-            bs[c * KPG_LDB + kk] = KPG_TO16(ok ? kpg_wval(w, wo, gk, ws, ws_off, KPG_SROW(c)) : 0.0f);
+            bs[c * KPG_LDB + kk] = KPG_TO16(ok ? kpg_wval(w, wo, gk, ws, p.ws_off, KPG_SROW(c)) : 0.0f);
 #else
-            bs[kk * KPG_LDB + c] = ok ? kpg_wval(w, wo, gk, ws, ws_off, KPG_SROW(c)) : 0.0f;
+            bs[kk * KPG_LDB + c] = ok ? kpg_wval(w, wo, gk, ws, p.ws_off, KPG_SROW(c)) : 0.0f;
 #endif
         }
         kp_barrier();
@@ -333,14 +208,14 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
         for (int j = 0; j < KPG_TN; ++j) cs[(ty + 16 * i) * KPG_LDC + tx + 16 * j] = acc[i][j];
 #endif
     kp_barrier();
-    kpg_epilogue(cs, KPG_LDC, KP_GG_BM, KP_GG_BN, row0, hi, n0, mode, N, n_out, out, outf, out_off, out_ld, y,
-                 y_off, y_ld, y_rows, pos, pos_off, tw, tw_off, topk);
+    kpg_epilogue(cs, KPG_LDC, KP_GG_BM, KP_GG_BN, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off, p.out_ld, y,
+                 p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
 }
 
 /* acc[r] += w * a[r][kk] for the first R rows (R a constant: the loop unrolls). */
 #define KPG_SMALL_STEP(R)                                                                                     \
     for (int kk = lane; kk < kc; kk += 32) {                                                                  \
-        float wv = kpg_wval(w, wo, k0 + kk, ws, ws_off, sr);                                                  \
+        float wv = kpg_wval(w, wo, k0 + kk, ws, p.ws_off, sr);                                                \
         for (int r = 0; r < (R); ++r) acc[r] = kp_fmaf(wv, as[r * KP_GG_SM_KC + kk], acc[r]);                 \
     }
 
@@ -353,22 +228,22 @@ KP_KERNEL void kp_grouped_gemm_small(KPG_ARGS) {
     const int lid = kp_local_id(0), wg = kp_local_size(0);
     const int lane = lid % 32, col = lid / 32;
     int row0 = 0, hi = 0;
-    const int smax = small_max < KP_GG_SMALL_M ? small_max : KP_GG_SMALL_M;
-    const int e = kpg_find(offsets, offsets_off, n_exp, dense_rows, M, 0, smax, KP_GG_SMALL_M, kp_group_id(1),
+    const int smax = p.small_max < KP_GG_SMALL_M ? p.small_max : KP_GG_SMALL_M;
+    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, KP_GG_SMALL_M, kp_group_id(1),
                            &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int m = hi - row0;
-    const int n0 = kp_group_id(0) * (mode == KPG_MODE_SWIGLU ? KP_GG_SM_COLS / 2 : KP_GG_SM_COLS);
+    const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? KP_GG_SM_COLS / 2 : KP_GG_SM_COLS);
     int sr = 0;
-    const kpm_i64 wo0 = kpg_wrow(col, KP_GG_SM_COLS, n0, mode, N, n_out, e, w_off, w_se, w_sn, ws_nb, ws_kb, &sr);
-    const kpm_i64 wo = wo0 >= 0 ? wo0 : w_off + (kpm_i64)e * w_se;
-    if (lid < KP_GG_SMALL_M) arow[lid] = kpg_arow(row0 + lid, hi, gather, gather_off, gather_k, a_rows, a_off, a_ld);
+    const kpm_i64 wo0 = kpg_wrow(col, KP_GG_SM_COLS, n0, p.mode, p.n, p.n_out, e, p.w_off, p.w_se, p.w_sn, p.ws_nb, p.ws_kb, &sr);
+    const kpm_i64 wo = wo0 >= 0 ? wo0 : p.w_off + (kpm_i64)e * p.w_se;
+    if (lid < KP_GG_SMALL_M) arow[lid] = kpg_arow(row0 + lid, hi, gather, p.gather_off, p.gather_k, p.a_rows, p.a_off, p.a_ld);
     kp_barrier();
 
     float acc[KP_GG_SMALL_M];
     for (int r = 0; r < KP_GG_SMALL_M; ++r) acc[r] = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += KP_GG_SM_KC) {
-        const int kc = K - k0 < KP_GG_SM_KC ? K - k0 : KP_GG_SM_KC;
+    for (int k0 = 0; k0 < p.k; k0 += KP_GG_SM_KC) {
+        const int kc = p.k - k0 < KP_GG_SM_KC ? p.k - k0 : KP_GG_SM_KC;
         for (int idx = lid; idx < m * KP_GG_SM_KC; idx += wg) {
             int r = idx / KP_GG_SM_KC, kk = idx % KP_GG_SM_KC;
             kpm_i64 ar = arow[r];
@@ -397,6 +272,6 @@ KP_KERNEL void kp_grouped_gemm_small(KPG_ARGS) {
         cs[r * (KP_GG_SM_COLS + 1) + c] = s;
     }
     kp_barrier();
-    kpg_epilogue(cs, KP_GG_SM_COLS + 1, KP_GG_SMALL_M, KP_GG_SM_COLS, row0, hi, n0, mode, N, n_out, out, outf,
-                 out_off, out_ld, y, y_off, y_ld, y_rows, pos, pos_off, tw, tw_off, topk);
+    kpg_epilogue(cs, KP_GG_SM_COLS + 1, KP_GG_SMALL_M, KP_GG_SM_COLS, row0, hi, n0, p.mode, p.n, p.n_out, out, outf,
+                 p.out_off, p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
 }

@@ -25,6 +25,10 @@ static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max
 kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *pa, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = kp_backend_op_name(op);
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, name, pa->mla ? "mla_decode has no generation-2 kernel yet"
+                                                      : "attention_decode has no generation-2 kernel yet", &gen);
+    if (st != KP_OK) return st;
     const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
     int dqk = (int)q->shape[3], dv = pa->dv;
     if (!kp_gpu_attn_dims_supported(dqk, dv, pa->mla))
@@ -37,7 +41,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     int group = (int)(h_q / h_kv);
     kp_gpu_attn_cfg cfg;
     char opts[256];
-    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
+    st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
                                     &cfg, opts, sizeof opts);
     if (st != KP_OK || dry_run || b == 0) return st;
 
@@ -53,33 +57,37 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     }
 
     const kp_tensor *bt = pa->block_table, *out = pa->out, *lse = pa->lse;
+    kp_attn_decode_kargs ka = {
+        .q_off = kp_gpu_elem_offset(q), .q_s0 = q->strides[0], .q_s1 = q->strides[1], .q_s2 = q->strides[2],
+        .k_off = kp_gpu_elem_offset(kc), .k_s0 = kc->strides[0], .k_s1 = kc->strides[1], .k_s2 = kc->strides[2],
+        .v_off = kp_gpu_elem_offset(vc), .v_s0 = vc->strides[0], .v_s1 = vc->strides[1], .v_s2 = vc->strides[2],
+        .o_off = kp_gpu_elem_offset(out), .o_s0 = out->strides[0], .o_s1 = out->strides[1], .o_s2 = out->strides[2],
+        .lse_off = kp_gpu_elem_offset(lse), .bt_off = kp_gpu_elem_offset(bt), .bt_s0 = bt->strides[0],
+        .sl_off = kp_gpu_elem_offset(pa->seq_lens), .has_lse = lse->buffer != NULL, .nsplit = ns,
+        .max_blocks = (int32_t)max_blocks, .num_blocks = (int32_t)num_blocks, .block_size = (int32_t)block_size,
+        .s_q = (int32_t)s_q, .h_q = (int32_t)h_q, .group = group, .causal = pa->causal,
+        .scale_log2 = (float)(pa->scale * ATTN_LOG2E),
+    };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged");
-    kp_gpu_arg_tensor(&l, q);
-    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, q->strides[i]);
-    kp_gpu_arg_tensor(&l, kc);
-    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, kc->strides[i]);
-    kp_gpu_arg_tensor(&l, vc);
-    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, vc->strides[i]);
-    kp_gpu_arg_tensor(&l, out);
-    for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, out->strides[i]);
-    kp_gpu_arg_tensor(&l, lse), kp_gpu_arg_i32(&l, lse->buffer != NULL);
-    kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]), kp_gpu_arg_i32(&l, ns);
-    kp_gpu_arg_tensor(&l, bt), kp_gpu_arg_i64(&l, bt->strides[0]), kp_gpu_arg_i32(&l, (int)max_blocks);
-    kp_gpu_arg_tensor(&l, pa->seq_lens), kp_gpu_arg_i32(&l, (int)num_blocks), kp_gpu_arg_i32(&l, (int)block_size);
-    kp_gpu_arg_i32(&l, (int)s_q), kp_gpu_arg_i32(&l, (int)h_q), kp_gpu_arg_i32(&l, group);
-    kp_gpu_arg_f32(&l, (float)(pa->scale * ATTN_LOG2E)), kp_gpu_arg_i32(&l, pa->causal);
+    kp_gpu_arg_tensor(&l, q), kp_gpu_arg_tensor(&l, kc), kp_gpu_arg_tensor(&l, vc);
+    kp_gpu_arg_tensor(&l, out), kp_gpu_arg_tensor(&l, lse);
+    kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
+    kp_gpu_arg_tensor(&l, bt), kp_gpu_arg_tensor(&l, pa->seq_lens);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)m_tiles, l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)(b * ns);
     l.local[0] = (uint32_t)cfg.nt;
     st = kp_gpu_enqueue(c, &l);
 
     if (st == KP_OK && ns > 1) {
+        kp_attn_combine_kargs kc_args = {
+            .o_off = ka.o_off, .o_s0 = ka.o_s0, .o_s1 = ka.o_s1, .o_s2 = ka.o_s2, .lse_off = ka.lse_off,
+            .nsplit = ns, .has_lse = ka.has_lse, .s_q = ka.s_q, .h_q = ka.h_q, .dv = dv,
+        };
         kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_combine");
-        kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]), kp_gpu_arg_i32(&l, ns);
-        kp_gpu_arg_tensor(&l, out);
-        for (int i = 0; i < 3; i++) kp_gpu_arg_i64(&l, out->strides[i]);
-        kp_gpu_arg_tensor(&l, lse), kp_gpu_arg_i32(&l, lse->buffer != NULL);
-        kp_gpu_arg_i32(&l, (int)s_q), kp_gpu_arg_i32(&l, (int)h_q), kp_gpu_arg_i32(&l, dv);
+        kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
+        kp_gpu_arg_tensor(&l, out), kp_gpu_arg_tensor(&l, lse);
+        kp_gpu_arg_kargs(&l, &kc_args, sizeof kc_args);
         l.groups[0] = (uint64_t)nrows_all, l.local[0] = 64;
         st = kp_gpu_enqueue(c, &l);
     }

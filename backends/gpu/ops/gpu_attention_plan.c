@@ -99,7 +99,7 @@ kp_status kp_gpu_attn_config(const kp_host_services *h, const kp_gpu_profile *p,
                    kind, t.nt, t.bm, t.bn, t.mma);
     }
 
-    size_t limit = p->local_mem > 512 ? (size_t)p->local_mem - 512 : 0; /* the compiler's own share */
+    size_t limit = p->static_local_mem > 512 ? (size_t)p->static_local_mem - 512 : 0; /* the compiler's own share */
     for (;;) {
         c.local_bytes = local_bytes(&c);
         if (cfg_valid(&c) && c.local_bytes <= limit && (uint32_t)c.nt <= p->max_group) break;
@@ -107,7 +107,7 @@ kp_status kp_gpu_attn_config(const kp_host_services *h, const kp_gpu_profile *p,
             return h->set_error(KP_ERR_UNSUPPORTED,
                                 "%s: no attention tile for head dims %d/%d fits '%s' (%llu bytes of local memory, "
                                 "work-groups up to %u)",
-                                kind, dqk, dv, p->info ? p->info->name : "?", (unsigned long long)p->local_mem,
+                                kind, dqk, dv, p->info ? p->info->name : "?", (unsigned long long)p->static_local_mem,
                                 p->max_group);
     }
     *out = c;

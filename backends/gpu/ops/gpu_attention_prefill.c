@@ -13,6 +13,9 @@
 kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = "attention_prefill";
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, name, "attention_prefill has no generation-2 kernel yet", &gen);
+    if (st != KP_OK) return st;
     int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
     if (!kp_gpu_attn_dims_supported(dqk, dv, 0))
         return h->set_error(KP_ERR_UNSUPPORTED,
@@ -24,23 +27,29 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
         return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 tokens", name, c->t->name);
     kp_gpu_attn_cfg cfg;
     char opts[256];
-    kp_status st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
+    st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
                                     sizeof opts);
     if (st != KP_OK || dry_run || total_q == 0) return st;
 
     int group = (int)(h_q / h_kv);
     int64_t rows = (int64_t)(p->max_seqlen_q > 0 ? p->max_seqlen_q : 1) * group;
+    kp_attn_prefill_kargs ka = {
+        .q_off = kp_gpu_elem_offset(&p->q), .q_s0 = p->q.strides[0], .q_s1 = p->q.strides[1],
+        .k_off = kp_gpu_elem_offset(&p->k), .k_s0 = p->k.strides[0], .k_s1 = p->k.strides[1],
+        .v_off = kp_gpu_elem_offset(&p->v), .v_s0 = p->v.strides[0], .v_s1 = p->v.strides[1],
+        .o_off = kp_gpu_elem_offset(&p->out), .o_s0 = p->out.strides[0], .o_s1 = p->out.strides[1],
+        .lse_off = kp_gpu_elem_offset(&p->lse),
+        .cu_q_off = kp_gpu_elem_offset(&p->cu_seqlens_q), .cu_k_off = kp_gpu_elem_offset(&p->cu_seqlens_k),
+        .has_lse = p->lse.buffer != NULL, .nb = (int32_t)nb, .total_q = (int32_t)total_q,
+        .total_k = (int32_t)total_k, .group = group, .causal = p->causal, .wl = p->window_left,
+        .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
+    };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL, opts, "kp_attention_prefill");
-    kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_i64(&l, p->q.strides[0]), kp_gpu_arg_i64(&l, p->q.strides[1]);
-    kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_i64(&l, p->k.strides[0]), kp_gpu_arg_i64(&l, p->k.strides[1]);
-    kp_gpu_arg_tensor(&l, &p->v), kp_gpu_arg_i64(&l, p->v.strides[0]), kp_gpu_arg_i64(&l, p->v.strides[1]);
-    kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_i64(&l, p->out.strides[0]), kp_gpu_arg_i64(&l, p->out.strides[1]);
-    kp_gpu_arg_tensor(&l, &p->lse), kp_gpu_arg_i32(&l, p->lse.buffer != NULL);
+    kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_tensor(&l, &p->v);
+    kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->lse);
     kp_gpu_arg_tensor(&l, &p->cu_seqlens_q), kp_gpu_arg_tensor(&l, &p->cu_seqlens_k);
-    kp_gpu_arg_i32(&l, (int)nb), kp_gpu_arg_i32(&l, (int)total_q), kp_gpu_arg_i32(&l, (int)total_k);
-    kp_gpu_arg_i32(&l, group), kp_gpu_arg_f32(&l, (float)(p->softmax_scale * ATTN_LOG2E));
-    kp_gpu_arg_i32(&l, p->causal), kp_gpu_arg_i32(&l, p->window_left), kp_gpu_arg_i32(&l, p->window_right);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)((rows + cfg.bm - 1) / cfg.bm), l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)nb + 1;
     l.local[0] = (uint32_t)cfg.nt;
     st = kp_gpu_enqueue(c, &l);

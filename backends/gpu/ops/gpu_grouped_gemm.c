@@ -41,7 +41,7 @@ static int tiles_ok(int mma, int bm, int bn, int bk) {
 void kp_gpu_gemm_tiles_pick(const kp_host_services *h, const kp_gpu_profile *p, kp_dtype dt, int w_fp8,
                             int use_tuning, kp_gpu_gemm_tiles *out) {
     const kp_device_info *info = p->info;
-    uint64_t have = p->local_mem;
+    uint64_t have = p->static_local_mem;
     int mma = p->mma;
     if (use_tuning) mma = (int)h->tuning_get(info, "grouped_gemm", "mma", mma) != 0;
     if (dt == KP_F32) mma = 0; /* the MMA layer takes 16-bit operands only */
@@ -77,11 +77,26 @@ typedef struct gemm_plan {
     char opts[256];
 } gemm_plan;
 
+void kp_gpu_gemm_split(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int *small_max, int *run_tiled, int *run_small) {
+    int64_t sm = c->host->tuning_get(c->prof.info, "grouped_gemm", "small_m", KP_GPU_GG_SMALL_M_MAX);
+    *small_max = sm < 0 ? 0 : sm > KP_GPU_GG_SMALL_M_MAX ? KP_GPU_GG_SMALL_M_MAX : (int)sm;
+    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
+    if (*small_max == 0 || rows > (int64_t)*small_max * experts) {
+        *small_max = 0, *run_small = 0, *run_tiled = 1;
+    } else if (rows <= *small_max || (g->max_rows_hint > 0 && g->max_rows_hint <= *small_max)) {
+        *run_small = 1, *run_tiled = 0;
+    } else {
+        *run_small = 1, *run_tiled = 1;
+    }
+}
+
 static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p) {
     const kp_host_services *h = c->host;
+    kp_status st;
     kp_gpu_gemm_tiles_pick(h, &c->prof, g->dtype, g->w_fp8, 1, &p->tl);
     kp_gpu_gemm_options(&p->tl, g->dtype, g->w_fp8, g->a_f32, p->opts, sizeof p->opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM, p->opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM, p->opts);
     if (st != KP_OK) { /* a tuned tile this backend did not build: the default one */
         kp_gpu_gemm_tiles d;
         char dopts[256];
@@ -93,18 +108,8 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
         p->tl = d;
         snprintf(p->opts, sizeof p->opts, "%s", dopts);
     }
-    int64_t sm = h->tuning_get(c->prof.info, "grouped_gemm", "small_m", KP_GPU_GG_SMALL_M_MAX);
-    p->small_max = sm < 0 ? 0 : sm > KP_GPU_GG_SMALL_M_MAX ? KP_GPU_GG_SMALL_M_MAX : (int)sm;
-    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
-    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
-    if (p->small_max == 0 || rows > (int64_t)p->small_max * experts) {
-        p->small_max = 0, p->run_small = 0, p->run_tiled = 1;
-    } else if (rows <= p->small_max || (g->max_rows_hint > 0 && g->max_rows_hint <= p->small_max)) {
-        p->run_small = 1, p->run_tiled = 0;
-    } else {
-        p->run_small = 1, p->run_tiled = 1;
-    }
-    uint64_t have = c->prof.local_mem;
+    kp_gpu_gemm_split(c, g, &p->small_max, &p->run_tiled, &p->run_small);
+    uint64_t have = c->prof.static_local_mem;
     size_t small_lmem = (size_t)KP_GPU_GG_SMALL_M_MAX * (256 + KP_GPU_GG_SMALL_WG + KP_GPU_GG_SMALL_WG / 32 + 1) * 4 +
                         KP_GPU_GG_SMALL_M_MAX * 8;
     if (have && ((p->run_tiled && p->tl.lmem > have) || (p->run_small && small_lmem > have)))
@@ -114,61 +119,47 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
     return KP_OK;
 }
 
-static void set_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, int small_max) {
-    kp_gpu_arg_buffer(l, g->a.buf);
-    kp_gpu_arg_i64(l, g->a.off);
-    kp_gpu_arg_i64(l, g->a.ld);
-    kp_gpu_arg_i32(l, g->a_rows);
-    kp_gpu_arg_buffer(l, g->gather.buf);
-    kp_gpu_arg_i64(l, g->gather.off);
-    kp_gpu_arg_i32(l, g->gather_k);
-    kp_gpu_arg_buffer(l, g->w.buf);
-    kp_gpu_arg_i64(l, g->w.off);
-    kp_gpu_arg_i64(l, g->w_se);
-    kp_gpu_arg_i64(l, g->w.ld);
-    kp_gpu_arg_buffer(l, g->w_scale.buf);
-    kp_gpu_arg_i64(l, g->w_scale.off);
-    kp_gpu_arg_i32(l, (g->n + 127) / 128);
-    kp_gpu_arg_i32(l, g->k / 128);
-    kp_gpu_arg_buffer(l, g->offsets.buf);
-    kp_gpu_arg_i64(l, g->offsets.off);
-    kp_gpu_arg_i32(l, g->n_exp);
-    kp_gpu_arg_i32(l, g->dense_rows);
-    kp_gpu_arg_i32(l, g->m);
-    kp_gpu_arg_i32(l, g->n);
-    kp_gpu_arg_i32(l, g->k);
-    kp_gpu_arg_i32(l, g->mode);
-    kp_gpu_arg_i32(l, g->n_out);
-    kp_gpu_arg_i32(l, small_max);
-    kp_gpu_arg_buffer(l, g->out.buf); /* out (dtype) and outf (f32): the same buffer, the mode picks */
-    kp_gpu_arg_buffer(l, g->out.buf);
-    kp_gpu_arg_i64(l, g->out.off);
-    kp_gpu_arg_i64(l, g->out.ld);
-    kp_gpu_arg_buffer(l, g->y.buf);
-    kp_gpu_arg_i64(l, g->y.off);
-    kp_gpu_arg_i64(l, g->y.ld);
-    kp_gpu_arg_i32(l, g->y_rows);
-    kp_gpu_arg_buffer(l, g->pos.buf);
-    kp_gpu_arg_i64(l, g->pos.off);
-    kp_gpu_arg_buffer(l, g->tw.buf);
-    kp_gpu_arg_i64(l, g->tw.off);
-    kp_gpu_arg_i32(l, g->topk);
+void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
+    kp_gpu_arg_buffer(l, g->a.buf), kp_gpu_arg_buffer(l, g->gather.buf), kp_gpu_arg_buffer(l, g->w.buf);
+    kp_gpu_arg_buffer(l, g->w_scale.buf), kp_gpu_arg_buffer(l, g->offsets.buf);
+    kp_gpu_arg_buffer(l, g->out.buf), kp_gpu_arg_buffer(l, g->out.buf); /* out and outf: the mode picks */
+    kp_gpu_arg_buffer(l, g->y.buf), kp_gpu_arg_buffer(l, g->pos.buf), kp_gpu_arg_buffer(l, g->tw.buf);
+    kp_gpu_arg_native(l, partials);
+    kp_gpu_arg_kargs(l, ka, sizeof *ka);
+}
+
+kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
+    kp_moe_gemm_kargs ka = {
+        .a_off = g->a.off, .a_ld = g->a.ld, .gather_off = g->gather.off, .w_off = g->w.off, .w_se = g->w_se,
+        .w_sn = g->w.ld, .ws_off = g->w_scale.off, .offsets_off = g->offsets.off, .out_off = g->out.off,
+        .out_ld = g->out.ld, .y_off = g->y.off, .y_ld = g->y.ld, .pos_off = g->pos.off, .tw_off = g->tw.off,
+        .a_rows = (int32_t)g->a_rows, .gather_k = g->gather_k, .ws_nb = (int32_t)((g->n + 127) / 128),
+        .ws_kb = (int32_t)(g->k / 128), .n_exp = g->n_exp, .dense_rows = (int32_t)g->dense_rows,
+        .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k, .mode = g->mode, .n_out = (int32_t)g->n_out,
+        .small_max = small_max, .y_rows = (int32_t)g->y_rows, .topk = g->topk, .ksplit = 1, .kslice = (int32_t)g->k,
+    };
+    return ka;
 }
 
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), &gen);
+    if (st != KP_OK) return st;
+    if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
     gemm_plan p;
-    kp_status st = plan_make(c, g, &p);
+    st = plan_make(c, g, &p);
     if (st != KP_OK || dry_run) return st;
     int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
     int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
-    int64_t cols = g->mode == KP_GPU_GG_SWIGLU ? g->n_out : g->n;
+    int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
     int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
+    kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, p.small_max);
     kp_gpu_launch l;
     if (p.run_tiled) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_tiled");
-        set_args(&l, g, p.small_max);
-        int64_t per = g->mode == KP_GPU_GG_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
+        kp_gpu_gemm_args(&l, g, &ka, NULL);
+        int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
         l.groups[0] = (uint64_t)((cols + per - 1) / per);
         l.groups[1] = (uint64_t)((rows + p.tl.bm - 1) / p.tl.bm + (g->dense_rows > 0 ? 0 : busy));
         l.local[0] = (uint32_t)p.tl.wg;
@@ -176,8 +167,8 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     }
     if (p.run_small) {
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_small");
-        set_args(&l, g, p.small_max);
-        int64_t per = g->mode == KP_GPU_GG_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
+        kp_gpu_gemm_args(&l, g, &ka, NULL);
+        int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
         l.groups[0] = (uint64_t)((cols + per - 1) / per), l.groups[1] = (uint64_t)busy;
         l.local[0] = KP_GPU_GG_SMALL_WG;
         if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return st;
@@ -199,7 +190,7 @@ kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, in
         .m = p->a.shape[0],
         .n = p->w.shape[1],
         .k = p->w.shape[2],
-        .mode = KP_GPU_GG_STORE,
+        .mode = KP_MOE_GEMM_STORE,
         .out = kp_gpu_view_of(&p->out),
     };
     g.w.ld = p->w.strides[1];

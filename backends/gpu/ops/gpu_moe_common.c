@@ -26,15 +26,9 @@ const char *kp_gpu_dtype_define(kp_dtype t) {
     return t == KP_F16 ? "-DKP_DTYPE_F16" : t == KP_BF16 ? "-DKP_DTYPE_BF16" : "-DKP_DTYPE_F32";
 }
 
-static void arg_view(kp_gpu_launch *l, kp_gpu_view v, int with_ld) {
-    kp_gpu_arg_buffer(l, v.buf);
-    kp_gpu_arg_i64(l, v.off);
-    if (with_ld) kp_gpu_arg_i64(l, v.ld);
-}
-
 static kp_status no_fit(kp_gpu_ctx *c, const char *op, size_t need) {
     return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: the %s kernel needs %zu bytes of local memory; this device has %llu",
-                              op, c->t->name, need, (unsigned long long)c->prof.local_mem);
+                              op, c->t->name, need, (unsigned long long)c->prof.static_local_mem);
 }
 
 /* ---- gate ---- */
@@ -45,26 +39,27 @@ void kp_gpu_gate_options(kp_dtype dt, char *buf, size_t n) {
 
 kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, int64_t t, int64_t e, kp_gpu_view bias,
                               const kp_moe_routing *r, kp_gpu_view ids, kp_gpu_view weights, int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_gate", "moe_gate has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     size_t lmem = (512 * 2 + KP_GPU_GATE_WG + 32 * 3) * 4;
-    if (c->prof.local_mem && lmem > c->prof.local_mem) return no_fit(c, "moe_gate", lmem);
+    if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_gate", lmem);
     char opts[96];
     kp_gpu_gate_options(dt, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GATE, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GATE, opts);
     if (st != KP_OK || dry_run || t == 0) return st;
+    kp_moe_gate_kargs ka = {
+        .logits_off = logits.off, .logits_ld = logits.ld, .bias_off = bias.off, .ids_off = ids.off,
+        .ids_ld = ids.ld, .w_off = weights.off, .w_ld = weights.ld, .has_bias = bias.buf != NULL,
+        .n_exp = (int32_t)e, .topk = r->topk, .n_group = r->n_group, .topk_group = r->topk_group,
+        .use_sigmoid = r->scoring == KP_MOE_SCORING_SIGMOID, .renormalize = r->renormalize,
+        .route_scale = r->route_scale,
+    };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GATE, opts, "kp_moe_gate");
-    arg_view(&l, logits, 1);
-    arg_view(&l, bias, 0);
-    kp_gpu_arg_i32(&l, bias.buf != NULL);
-    kp_gpu_arg_i32(&l, e);
-    kp_gpu_arg_i32(&l, r->topk);
-    kp_gpu_arg_i32(&l, r->n_group);
-    kp_gpu_arg_i32(&l, r->topk_group);
-    kp_gpu_arg_i32(&l, r->scoring == KP_MOE_SCORING_SIGMOID);
-    kp_gpu_arg_i32(&l, r->renormalize);
-    kp_gpu_arg_f32(&l, r->route_scale);
-    arg_view(&l, ids, 1);
-    arg_view(&l, weights, 1);
+    kp_gpu_arg_buffer(&l, logits.buf), kp_gpu_arg_buffer(&l, bias.buf);
+    kp_gpu_arg_buffer(&l, ids.buf), kp_gpu_arg_buffer(&l, weights.buf);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)t, l.local[0] = KP_GPU_GATE_WG;
     return kp_gpu_enqueue(c, &l);
 }
@@ -81,11 +76,14 @@ void kp_gpu_align_options(int32_t n_exp, char *buf, size_t n) {
 kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, int32_t n_exp, int32_t block,
                                kp_gpu_view sorted, int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos,
                                int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_align", "moe_align has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     size_t lmem = ((size_t)align_max_e(n_exp) * 2 + 1 + KP_GPU_ALIGN_WG + 1) * 4; /* the scan kernel's, the largest */
-    if (c->prof.local_mem && lmem > c->prof.local_mem) return no_fit(c, "moe_align", lmem);
+    if (c->prof.static_local_mem && lmem > c->prof.static_local_mem) return no_fit(c, "moe_align", lmem);
     char opts[96];
     kp_gpu_align_options(n_exp, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_ALIGN, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_ALIGN, opts);
     if (st != KP_OK || dry_run) return st;
     int64_t chunk = c->host->tuning_get(c->prof.info, "moe_align", "chunk", 4096);
     if (chunk < n_exp) chunk = n_exp;
@@ -93,43 +91,23 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
     int64_t nchunks = pairs / chunk;
     if (nchunks < 1) nchunks = 1;
     if (pairs == 0) nchunks = 0;
-    kp_gpu_launch l;
-    if (nchunks > 1) {
-        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_ALIGN, opts, "kp_moe_align_hist");
-        arg_view(&l, ids, 0);
-        kp_gpu_arg_i32(&l, pairs);
-        kp_gpu_arg_i32(&l, n_exp);
-        kp_gpu_arg_i32(&l, chunk);
-        kp_gpu_arg_i32(&l, nchunks);
-        arg_view(&l, sorted, 0);
-        l.groups[0] = (uint64_t)nchunks, l.local[0] = KP_GPU_ALIGN_WG;
+    kp_moe_align_kargs ka = {
+        .ids_off = ids.off, .sorted_off = sorted.off, .pos_off = pos.off, .offsets_off = offsets.off,
+        .pairs = (int32_t)pairs, .n_exp = n_exp, .chunk = (int32_t)chunk, .nchunks = (int32_t)nchunks,
+        .sorted_len = (int32_t)sorted_len, .block = block,
+    };
+    /* hist (several chunks only), scan, scatter (when there are pairs): the same arguments */
+    static const char *const kernels[] = {"kp_moe_align_hist", "kp_moe_align_scan", "kp_moe_align_scatter"};
+    for (int i = nchunks > 1 ? 0 : 1; i < (nchunks > 0 ? 3 : 2); i++) {
+        kp_gpu_launch l;
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_ALIGN, opts, kernels[i]);
+        kp_gpu_arg_buffer(&l, ids.buf), kp_gpu_arg_buffer(&l, sorted.buf);
+        kp_gpu_arg_buffer(&l, pos.buf), kp_gpu_arg_buffer(&l, offsets.buf);
+        kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+        l.groups[0] = i == 1 ? 1 : (uint64_t)nchunks, l.local[0] = KP_GPU_ALIGN_WG;
         if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return st;
     }
-    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_ALIGN, opts, "kp_moe_align_scan");
-    arg_view(&l, ids, 0);
-    arg_view(&l, sorted, 0);
-    kp_gpu_arg_i32(&l, sorted_len);
-    arg_view(&l, pos, 0);
-    arg_view(&l, offsets, 0);
-    kp_gpu_arg_i32(&l, pairs);
-    kp_gpu_arg_i32(&l, n_exp);
-    kp_gpu_arg_i32(&l, chunk);
-    kp_gpu_arg_i32(&l, nchunks);
-    kp_gpu_arg_i32(&l, block);
-    l.groups[0] = 1, l.local[0] = KP_GPU_ALIGN_WG;
-    if ((st = kp_gpu_enqueue(c, &l)) != KP_OK || nchunks == 0) return st;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_ALIGN, opts, "kp_moe_align_scatter");
-    arg_view(&l, ids, 0);
-    kp_gpu_arg_i32(&l, pairs);
-    kp_gpu_arg_i32(&l, n_exp);
-    kp_gpu_arg_i32(&l, chunk);
-    kp_gpu_arg_i32(&l, nchunks);
-    arg_view(&l, offsets, 0);
-    arg_view(&l, sorted, 0);
-    kp_gpu_arg_i32(&l, sorted_len);
-    arg_view(&l, pos, 0);
-    l.groups[0] = (uint64_t)nchunks, l.local[0] = KP_GPU_ALIGN_WG;
-    return kp_gpu_enqueue(c, &l);
+    return KP_OK;
 }
 
 /* ---- combine ---- */
@@ -141,19 +119,22 @@ void kp_gpu_combine_options(kp_dtype dt, int y_f32, char *buf, size_t n) {
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
                                  kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
                                  int dry_run) {
+    int gen;
+    kp_status st = kp_gpu_kernel_gen(c, "moe_combine", "moe_combine has one generation of kernels", &gen);
+    if (st != KP_OK) return st;
     char opts[96];
     kp_gpu_combine_options(dt, y_f32, opts, sizeof opts);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_COMBINE, opts);
+    st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_COMBINE, opts);
     if (st != KP_OK || dry_run || t == 0 || hidden == 0) return st;
+    kp_moe_combine_kargs ka = {
+        .y_off = y.off, .y_ld = y.ld, .pos_off = pos.off, .pos_ld = pos.ld, .tw_off = tw.off, .tw_ld = tw.ld,
+        .out_off = out.off, .out_ld = out.ld, .y_rows = (int32_t)y_rows, .topk = topk, .hidden = (int32_t)hidden,
+    };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_COMBINE, opts, "kp_moe_combine");
-    arg_view(&l, y, 1);
-    kp_gpu_arg_i32(&l, y_rows);
-    arg_view(&l, pos, 1);
-    arg_view(&l, tw, 1);
-    kp_gpu_arg_i32(&l, topk);
-    arg_view(&l, out, 1);
-    kp_gpu_arg_i32(&l, hidden);
+    kp_gpu_arg_buffer(&l, y.buf), kp_gpu_arg_buffer(&l, pos.buf), kp_gpu_arg_buffer(&l, tw.buf);
+    kp_gpu_arg_buffer(&l, out.buf);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)((hidden + KP_GPU_COMBINE_WG - 1) / KP_GPU_COMBINE_WG), l.groups[1] = (uint64_t)t;
     l.local[0] = KP_GPU_COMBINE_WG;
     return kp_gpu_enqueue(c, &l);

@@ -60,26 +60,26 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         .dtype = dt, .w_fp8 = p->w13.dtype == KP_FP8_E4M3, .a = x, .a_rows = t, .gather = sorted,
         .gather_k = (int32_t)k, .w = kp_gpu_view_of(&p->w13), .w_se = p->w13.strides[0],
         .w_scale = kp_gpu_view_of(&p->w13_scale), .offsets = offsets, .n_exp = (int32_t)e, .m = pairs,
-        .n = 2 * inter, .k = hidden, .mode = KP_GPU_GG_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
+        .n = 2 * inter, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
     };
     g1.w.ld = p->w13.strides[1];
     kp_gpu_moe_gemm g2 = {
         .dtype = dt, .a_f32 = 1, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
         .w = kp_gpu_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_gpu_view_of(&p->w2_scale),
         .offsets = offsets, .n_exp = (int32_t)e, .m = pairs, .n = hidden, .k = inter,
-        .mode = KP_GPU_GG_STORE_F32, .out = y, .max_rows_hint = t,
+        .mode = KP_MOE_GEMM_STORE_F32, .out = y, .max_rows_hint = t,
     };
     g2.w.ld = p->w2.strides[1];
     kp_gpu_moe_gemm s1, s2;
     if (inter_s > 0) {
         s1 = (kp_gpu_moe_gemm){
             .dtype = dt, .a = x, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w13), .dense_rows = t, .n_exp = 1,
-            .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_GPU_GG_SWIGLU, .n_out = inter_s, .out = h_s,
+            .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter_s, .out = h_s,
         };
         s1.w.ld = p->shared_w13.strides[0];
         s2 = (kp_gpu_moe_gemm){
             .dtype = dt, .a_f32 = 1, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
-            .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_GPU_GG_COMBINE, .out = out, .y = y,
+            .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_MOE_GEMM_COMBINE, .out = out, .y = y,
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
         s2.w.ld = p->shared_w2.strides[0];

@@ -19,6 +19,9 @@
 
 #include "kp_gpu.h"
 
+#include "attention/attention_kargs.h"
+#include "moe/moe_kargs.h"
+
 typedef struct kp_gpu_ctx {
     const kp_gpu_target *t;
     kp_stream *s;
@@ -35,6 +38,20 @@ kp_status kp_gpu_moe_align(kp_gpu_ctx *c, const kp_moe_align_params *p, int dry_
 kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run);
 kp_status kp_gpu_moe_combine(kp_gpu_ctx *c, const kp_moe_combine_params *p, int dry_run);
 kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run);
+
+/* ---- kernel generations (gpu_kernel_gen.c) ---------------------------------- */
+
+/* Kernels the switch knows: attention_prefill, attention_decode, mla_decode, moe_gate,
+ * moe_align, grouped_gemm, moe_combine (the tuning table's names). */
+#define KP_GPU_GEN_KERNELS 7
+
+/* KPORT_GPU_KERNELS text -> per kernel (in the order above) 1, 2 or 0 (auto). */
+kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS], char *why, size_t why_len);
+
+/* The generation (1 or 2) kernel runs here: KPORT_GPU_KERNELS, the tuning table's
+ * "<kernel>;gen", else 2 on devices with matrix units. gen2_missing: why generation 2
+ * cannot take this case (NULL: it can); it then runs generation 1. Logged once. */
+kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen);
 
 /* KP_OK when (source, options) can run here (kp_gpu_target.variant_check). */
 kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options);
@@ -126,7 +143,6 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
                                int dry_run);
 
 /* Epilogues of the grouped GEMM (moe_gemm.cl's mode). */
-enum { KP_GPU_GG_STORE = 0, KP_GPU_GG_STORE_F32 = 1, KP_GPU_GG_SWIGLU = 2, KP_GPU_GG_COMBINE = 3 };
 
 typedef struct kp_gpu_moe_gemm {
     kp_dtype dtype;       /* activations (and a 16-bit weight) storage type; out's for STORE/COMBINE */
@@ -143,7 +159,7 @@ typedef struct kp_gpu_moe_gemm {
     int32_t n_exp;
     int64_t dense_rows;   /* > 0: one expert, rows [0, dense_rows) */
     int64_t m, n, k;      /* m: rows of out (offsets clamp to it) */
-    int mode;
+    int mode;             /* KP_MOE_GEMM_STORE, _STORE_F32, _SWIGLU, _COMBINE (moe/moe_kargs.h) */
     int64_t n_out;        /* SwiGLU: columns of out (weight rows j and n_out + j) */
     kp_gpu_view out;      /* STORE/COMBINE: dtype; STORE_F32/SWIGLU: f32 */
     kp_gpu_view y, pos, tw; /* COMBINE: y f32 [y_rows, N], pos/tw [rows, topk] */
@@ -162,7 +178,34 @@ void kp_gpu_gemm_tiles_pick(const kp_host_services *h, const kp_gpu_profile *p, 
                             int use_tuning, kp_gpu_gemm_tiles *out);
 void kp_gpu_gemm_options(const kp_gpu_gemm_tiles *tl, kp_dtype dt, int w_fp8, int a_f32, char *buf, size_t n);
 
+/* Runs the grouped GEMM with the generation kp_gpu_kernel_gen picks. */
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+
+/* What both generations share: which experts go to the decode kernel (small_max rows or
+ * fewer; the tuning table's "small_m"), the kernel arguments and their parameter block. */
+void kp_gpu_gemm_split(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int *small_max, int *run_tiled, int *run_small);
+kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max);
+void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials);
+
+/* ---- grouped GEMM, generation 2 (gpu_grouped_gemm_gen2.c) ------------------- */
+
+#define KP_GPU_SRC_MOE_GEMM2 "moe/moe_gemm_gen2.cl"
+
+/* Why generation 2 cannot run g here (f32, K % 8, rows not 16-byte aligned), or NULL. */
+const char *kp_gpu_gemm2_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
+kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+
+/* A generation-2 tile (the planner's table, keyed by the device's local memory). */
+typedef struct kp_gpu_gemm2_tile {
+    int bm, bn, bk, wm, wn, stages; /* tiled kernel: wm x wn groups of 32 work-items */
+    int min_blocks;                 /* tiled kernel: work-groups per SM the plan counts on */
+    int rows_warps, rows_rpw;       /* decode kernel: 32-lane groups, weight rows per group */
+} kp_gpu_gemm2_tile;
+
+/* The tile for this device and shape class (avg_rows: rows per expert that has any). */
+void kp_gpu_gemm2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int w_fp8, int64_t avg_rows,
+                            int use_tuning, kp_gpu_gemm2_tile *out);
+void kp_gpu_gemm2_options(const kp_gpu_gemm2_tile *t, kp_dtype dt, int w_fp8, int a_f32, char *buf, size_t n);
 
 /* Combine: out[t] = sum_slot tw[t, slot] * y[pos[t, slot]]; y_f32: y is f32 (else dt). */
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Static checks of the cuda plugin's kernels, with no GPU: what ptxas reported and what
+the SASS holds, for the fatbins build_fatbins.py made (its WORKDIR: vNNN.fatbin,
+vNNN.ptxas.txt, variants.tsv).
+
+usage: check_kernels.py FATBIN_DIR [--cuobjdump PATH]      every variant
+       check_kernels.py --ptxas REPORT                      one ptxas -v report
+       check_kernels.py --sass LISTING --source SRC --options OPTS --kernel NAME
+                                                            one kernel's SASS listing
+Exit status 0 when every check holds, 1 with one line per violation, 2 for bad usage or
+a missing tool.
+
+Checks:
+  ptxas, every kernel of every variant and arch: 0 bytes of spill stores and loads;
+  registers <= 255; static shared memory <= 48 KiB. Generation-2 kernels declare their
+  work-group size and the blocks per SM the planner counts on (KP_LAUNCH_BOUNDS), so
+  ptxas holds registers within 65536 / (threads x blocks) and would spill past it:
+  "0 spill bytes" is the planner's occupancy, checked.
+  SASS, generation-2 kernels (sources *_gen2.cl), sm_80 and sm_90a:
+    - the tiled (tensor-core) kernels contain HMMA (mma.sync) and LDGSTS (cp.async),
+      LDGSTS unless neither operand can be copied raw (e4m3 weights with f32
+      activations: both are converted on their way into shared memory);
+    - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
+      16-bit operand moves 16 bytes at a time.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
+SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
+STATIC_SMEM_MAX = 48 * 1024
+SASS_ARCHS = ("sm_80", "sm_90a")
+
+
+def check_ptxas(text, where):
+    """Problems in one ptxas -v report (one line each)."""
+    problems, fn, arch, seen = [], "?", "?", 0
+    for line in text.splitlines():
+        m = ENTRY.search(line)
+        if m:
+            fn, arch = m.group(1), m.group(2)
+            seen += 1
+            continue
+        m = SPILL.search(line)
+        if m and (int(m.group(2)) or int(m.group(3))):
+            problems.append("%s: %s (%s) spills: %s bytes stored, %s loaded" % (where, fn, arch, m.group(2),
+                                                                                 m.group(3)))
+        m = USED.search(line)
+        if m:
+            regs, smem = int(m.group(1)), int(m.group(2) or 0)
+            if regs > 255:
+                problems.append("%s: %s (%s) uses %d registers (> 255)" % (where, fn, arch, regs))
+            if smem > STATIC_SMEM_MAX:
+                problems.append("%s: %s (%s) declares %d bytes of static shared memory (> 48 KiB)" % (
+                    where, fn, arch, smem))
+    if seen == 0:
+        problems.append("%s: no 'Compiling entry function' line: not a ptxas -v report" % where)
+    return problems
+
+
+def check_sass(sass, source, options, kernel, where):
+    """Problems in one generation-2 kernel's SASS listing."""
+    problems = []
+    if kernel.endswith("_tiled"):
+        if not re.search(r"\bHMMA\.", sass):
+            problems.append("%s: %s has no HMMA (tensor-core mma.sync)" % (where, kernel))
+        raw_copy = not ("-DKP_GG_W_FP8" in options.split() and "-DKP_GG_A_F32" in options.split())
+        if raw_copy and not re.search(r"\bLDGSTS\b", sass):
+            problems.append("%s: %s has no LDGSTS (cp.async)" % (where, kernel))
+    m = SCALAR16.search(sass)
+    if m:
+        problems.append("%s: %s loads 16-bit scalars from global memory (%s)" % (where, kernel, m.group(0)))
+    return problems
+
+
+def functions(sass):
+    """{function name: its SASS text} of a cuobjdump -sass listing."""
+    out, name, lines = {}, None, []
+    for line in sass.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            if name:
+                out[name] = "\n".join(lines)
+            name, lines = m.group(1), []
+        elif name:
+            lines.append(line)
+    if name:
+        out[name] = "\n".join(lines)
+    return out
+
+
+def find_cuobjdump(given):
+    if given:
+        return given
+    for cand in (shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump"):
+        if cand and os.path.isfile(cand):
+            return cand
+    try:  # PyPI's nvidia-cuda-cuobjdump and -nvdisasm (ci/setup installs them)
+        import nvidia.cu13 as cu13  # noqa: F401
+        for d in cu13.__path__:
+            cand = os.path.join(d, "bin", "cuobjdump")
+            if os.path.isfile(cand):
+                return cand
+    except ImportError:
+        pass
+    return None
+
+
+def check_dir(fatbin_dir, cuobjdump):
+    index = os.path.join(fatbin_dir, "variants.tsv")
+    if not os.path.isfile(index):
+        sys.exit("check_kernels.py: %s not found (build_fatbins.py writes it)" % index)
+    problems, checked_sass = [], 0
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(cuobjdump) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
+    with open(index, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    for tag, source, options, kernels in rows:
+        where = "%s %s [%s]" % (tag, source, options)
+        with open(os.path.join(fatbin_dir, tag + ".ptxas.txt"), encoding="utf-8") as f:
+            problems += check_ptxas(f.read(), where)
+        if not source.endswith("_gen2.cl"):
+            continue
+        # one cuobjdump per fatbin: its listing has an ELF per arch, "code for sm_XX" ahead of each
+        p = subprocess.run([cuobjdump, "-sass", os.path.join(fatbin_dir, tag + ".fatbin")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        if p.returncode != 0:
+            problems.append("%s: cuobjdump -sass failed: %s" % (where, p.stdout.strip()[-300:]))
+            continue
+        parts = re.split(r"^\s*code for (sm_\w+)\s*$", p.stdout, flags=re.M)[1:]
+        listings = dict(zip(parts[0::2], parts[1::2]))  # arch -> its SASS
+        for arch in SASS_ARCHS:
+            fns = functions(listings.get(arch, ""))
+            for kernel in kernels.split():
+                if kernel not in fns:
+                    problems.append("%s: no %s SASS of %s" % (where, arch, kernel))
+                    continue
+                problems += check_sass(fns[kernel], source, options, kernel, "%s %s" % (where, arch))
+                checked_sass += 1
+    return problems, len(rows), checked_sass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("fatbin_dir", nargs="?")
+    ap.add_argument("--cuobjdump")
+    ap.add_argument("--ptxas")
+    ap.add_argument("--sass")
+    ap.add_argument("--source", default="moe/moe_gemm_gen2.cl")
+    ap.add_argument("--options", default="")
+    ap.add_argument("--kernel")
+    args = ap.parse_args()
+    if args.ptxas:
+        with open(args.ptxas, encoding="utf-8") as f:
+            problems, what = check_ptxas(f.read(), args.ptxas), "1 ptxas report"
+    elif args.sass:
+        if not args.kernel:
+            ap.error("--sass needs --kernel")
+        with open(args.sass, encoding="utf-8") as f:
+            problems, what = check_sass(f.read(), args.source, args.options, args.kernel, args.sass), "1 SASS listing"
+    elif args.fatbin_dir:
+        tool = find_cuobjdump(args.cuobjdump)
+        if not tool:
+            print("check_kernels.py: no cuobjdump (PATH, /usr/local/cuda/bin, or pip's nvidia-cuda-cuobjdump and "
+                  "nvidia-cuda-nvdisasm: bash ci/setup installs them)")
+            return 2
+        problems, n, nsass = check_dir(args.fatbin_dir, tool)
+        what = "%d variants' ptxas reports, %d generation-2 SASS listings" % (n, nsass)
+    else:
+        ap.error("give FATBIN_DIR, --ptxas or --sass")
+    for p in problems:
+        print("FAIL " + p)
+    print("check_kernels.py: %s: %d problems" % (what, len(problems)))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+/*
+ * backends/gpu/ops/gpu_grouped_gemm_gen2.c — the grouped GEMM's generation-2 plan
+ * (kernels/moe/moe_gemm_gen2.cl): tiles from the device's local memory, the prefill and
+ * decode kernels, split-K for decode grids too small to fill the device.
+ *
+ * The tile table, keyed by the local memory a work-group may use (profile.local_mem),
+ * first match wins:
+ *
+ *   local memory   rows/expert  tile (BM x BN x BK)  groups   stages  local bytes  where
+ *                                                                  (blocks/SM)
+ *   >= 160 KiB     > 64         128 x 128 x 32       2 x 4    4       84,480       A100 (163 KiB), H100/H200 (227 KiB: 2 blocks/SM)
+ *   >= 160 KiB     <= 64        64 x 128 x 32        2 x 4    4       63,488
+ *   >= 96 KiB      > 64         128 x 128 x 32       2 x 4    3       70,144       sm_86/89/120 (99 KiB)
+ *   >= 96 KiB      <= 64        64 x 128 x 32        2 x 4    3       48,128
+ *   CPU devices    any          64 x 64 x 32         2 x 2    2       21,760       PoCL: the portable fragments
+ *   else           any          64 x 128 x 32        2 x 4    2       35,840       48 KiB (OpenCL on NVIDIA), 64 KiB LDS (AMD)
+ *
+ * (blocks/SM: 2 in the >= 160 KiB rows, 1 elsewhere, passed as G2_MIN_BLOCKS so that
+ * ptxas holds registers to 128 a thread; groups of 32 work-items: 8 warps on NVIDIA; "rows/expert": M / min(E, M), the rows
+ * an expert with rows has on average, known on the host without reading the offsets;
+ * local bytes: KP_MOE_GEMM2_LOCAL_BYTES, moe_kargs.h.) The CUDA plugin embeds the
+ * >= 160 KiB rows (its build profile is sm_90's); a 99 KiB GPU gets its tiles from NVRTC
+ * at first use.
+ * Decode experts (at most small_m rows) stream their weights with 8 groups of 32, 4
+ * weight rows a group (2 for e4m3, whose decode needs more registers), K staged 256 at
+ * a time. Split-K: when the decode grid has fewer than 2 work-groups per compute unit
+ * and only the decode kernel runs, K is cut into slices of at least 512 until it has;
+ * the slices' f32 partials go to the stream's scratch and a reduce kernel applies the
+ * epilogue.
+ */
+#include "gpu_ops.h"
+
+#include <stdio.h>
+
+#define ROWS_KC KP_MOE_GEMM2_ROWS_KC
+#define ROWS_MIN_SLICE 512 /* K per split-K slice, at least */
+
+/* The element alignment a 16-byte vector access needs, for elements of es bytes. */
+static int aligned16(kp_gpu_ctx *c, const kp_buffer *b, int64_t off, int64_t ld, size_t es, size_t vec) {
+    if (!b) return 1;
+    uint32_t base = c->t->buffer_align ? c->t->buffer_align(b) : 256u;
+    return base >= vec && ((uint64_t)off * es) % vec == 0 && ((uint64_t)ld * es) % vec == 0;
+}
+
+const char *kp_gpu_gemm2_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
+    if (g->dtype == KP_F32) return "f32 runs generation 1's FMA tile (generation 2 takes 16-bit activations)";
+    if (g->k % 8) return "K is not a multiple of 8 (generation 2 moves 16-byte chunks of a row)";
+    size_t aes = g->a_f32 ? 4 : 2, wes = g->w_fp8 ? 1 : 2, wvec = g->w_fp8 ? 8 : 16;
+    if (!aligned16(c, g->a.buf, g->a.off, g->a.ld, aes, 16) || !aligned16(c, g->w.buf, g->w.off, g->w.ld, wes, wvec) ||
+        ((uint64_t)g->w_se * wes) % wvec)
+        return "a row of a or w is not 16-byte aligned (offsets and strides)";
+    return NULL;
+}
+
+void kp_gpu_gemm2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int w_fp8, int64_t avg_rows,
+                            int use_tuning, kp_gpu_gemm2_tile *t) {
+    int small = avg_rows <= 64;
+    kp_gpu_gemm2_tile r = {64, 128, 32, 2, 4, 2, 1, 8, w_fp8 ? 2 : 4};
+    if (p->cpu) r.bn = 64, r.wn = 2;
+    else if (p->local_mem >= 160 * 1024) r.bm = small ? 64 : 128, r.stages = 4, r.min_blocks = 2;
+    else if (p->local_mem >= 96 * 1024) r.bm = small ? 64 : 128, r.stages = 3;
+    if (use_tuning) { /* ci/gpu-check's sweep: stages 2..4, tile_m 64 or 128 (NVRTC builds what is not embedded) */
+        int64_t st = h->tuning_get(p->info, "grouped_gemm", "g2_stages", r.stages);
+        int64_t bm = h->tuning_get(p->info, "grouped_gemm", "g2_tile_m", r.bm);
+        kp_gpu_gemm2_tile u = r;
+        u.stages = st >= 2 && st <= 4 ? (int)st : r.stages;
+        u.bm = bm == 64 || bm == 128 ? (int)bm : r.bm;
+        if (KP_MOE_GEMM2_LOCAL_BYTES((uint64_t)u.bm, (uint64_t)u.bn, (uint64_t)u.bk, (uint64_t)u.stages) *
+                (uint64_t)u.min_blocks <= p->local_mem)
+            r = u;
+        else
+            h->log("grouped_gemm: tuned generation-2 tile (%d rows, %d stages) does not fit; using the table's",
+                   u.bm, u.stages);
+    }
+    *t = r;
+}
+
+void kp_gpu_gemm2_options(const kp_gpu_gemm2_tile *t, kp_dtype dt, int w_fp8, int a_f32, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s%s -DG2_BM=%d -DG2_BN=%d -DG2_BK=%d -DG2_WM=%d -DG2_WN=%d -DG2_STAGES=%d -DG2_MIN_BLOCKS=%d "
+             "-DG2R_WARPS=%d -DG2R_RPW=%d", kp_gpu_dtype_define(dt), w_fp8 ? " -DKP_GG_W_FP8" : "",
+             a_f32 ? " -DKP_GG_A_F32" : "", t->bm, t->bn, t->bk, t->wm, t->wn, t->stages, t->min_blocks, t->rows_warps,
+             t->rows_rpw);
+}
+
+kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
+    const kp_host_services *h = c->host;
+    int small_max, run_tiled, run_small;
+    kp_gpu_gemm_split(c, g, &small_max, &run_tiled, &run_small);
+    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
+    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
+    kp_gpu_gemm2_tile t;
+    kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, busy > 0 ? rows / busy : 0, 1, &t);
+    char opts[320];
+    kp_gpu_gemm2_options(&t, g->dtype, g->w_fp8, g->a_f32, opts, sizeof opts);
+    if (kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts) != KP_OK) { /* a tuned tile not built here */
+        kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, busy > 0 ? rows / busy : 0, 0, &t);
+        kp_gpu_gemm2_options(&t, g->dtype, g->w_fp8, g->a_f32, opts, sizeof opts);
+    }
+    const int tiled_threads = t.wm * t.wn * 32, rows_threads = t.rows_warps * 32;
+    const size_t tiled_bytes = KP_MOE_GEMM2_LOCAL_BYTES((size_t)t.bm, (size_t)t.bn, (size_t)t.bk, (size_t)t.stages);
+    const size_t rows_bytes = KP_MOE_GEMM2_ROWS_LOCAL_BYTES((size_t)rows_threads, (size_t)(t.rows_warps * t.rows_rpw));
+    if ((run_tiled && tiled_bytes > c->prof.local_mem) || (run_small && rows_bytes > c->prof.local_mem) ||
+        (uint32_t)tiled_threads > c->prof.max_group || (uint32_t)rows_threads > c->prof.max_group)
+        return h->set_error(KP_ERR_UNSUPPORTED, "grouped_gemm: the %s generation-2 kernels need %zu bytes of local "
+                            "memory and %d work-items; %s has %llu and %u", c->t->name,
+                            run_tiled ? tiled_bytes : rows_bytes, tiled_threads, c->prof.info ? c->prof.info->name : "?",
+                            (unsigned long long)c->prof.local_mem, c->prof.max_group);
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts);
+    if (st != KP_OK || dry_run) return st;
+    int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
+    if (rows <= 0 || cols <= 0) return KP_OK;
+
+    kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, small_max);
+    kp_gpu_launch l;
+    if (run_tiled) {
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_tiled");
+        kp_gpu_gemm_args(&l, g, &ka, NULL);
+        int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? t.bn / 2 : t.bn;
+        l.groups[0] = (uint64_t)((cols + per - 1) / per);
+        l.groups[1] = (uint64_t)((rows + t.bm - 1) / t.bm + (g->dense_rows > 0 ? 0 : busy));
+        l.local[0] = (uint32_t)tiled_threads, l.local_bytes = (uint32_t)tiled_bytes;
+        if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return h->add_context(st, "grouped_gemm (generation 2)");
+    }
+    if (!run_small) return KP_OK;
+
+    const int cols_per = t.rows_warps * t.rows_rpw;
+    int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? cols_per / 2 : cols_per;
+    int64_t col_groups = (cols + per - 1) / per, groups = col_groups * busy;
+    int64_t want = 2 * (int64_t)(c->prof.compute_units > 0 ? c->prof.compute_units : 1);
+    int ksplit = 1;
+    if (!run_tiled && groups < want && g->k >= 2 * ROWS_MIN_SLICE) {
+        int64_t ns = (want + groups - 1) / groups, most = g->k / ROWS_MIN_SLICE;
+        ksplit = (int)(ns < most ? ns : most);
+    }
+    void *scratch[2] = {NULL, NULL};
+    if (ksplit > 1) {
+        int64_t slice = (g->k + ksplit - 1) / ksplit;
+        slice = (slice + ROWS_KC - 1) / ROWS_KC * ROWS_KC;
+        ksplit = (int)((g->k + slice - 1) / slice);
+        ka.ksplit = ksplit, ka.kslice = (int32_t)slice;
+        size_t bytes[2] = {(size_t)ksplit * (size_t)g->m * (size_t)g->n * sizeof(float), 16};
+        if ((st = c->t->scratch_acquire(c->s, bytes, scratch)) != KP_OK)
+            return h->add_context(st, "grouped_gemm: split-K partials");
+    }
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_rows");
+    kp_gpu_gemm_args(&l, g, &ka, scratch[0]);
+    l.groups[0] = (uint64_t)col_groups, l.groups[1] = (uint64_t)busy, l.groups[2] = (uint64_t)ksplit;
+    l.local[0] = (uint32_t)rows_threads, l.local_bytes = (uint32_t)rows_bytes;
+    st = kp_gpu_enqueue(c, &l);
+    if (st == KP_OK && ksplit > 1) {
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_reduce");
+        kp_gpu_gemm_args(&l, g, &ka, scratch[0]);
+        l.groups[0] = (uint64_t)((cols + rows_threads - 1) / rows_threads), l.groups[1] = (uint64_t)busy;
+        l.local[0] = (uint32_t)rows_threads;
+        st = kp_gpu_enqueue(c, &l);
+    }
+    if (ksplit > 1) c->t->scratch_release(c->s, scratch);
+    return st == KP_OK ? st : h->add_context(st, "grouped_gemm (generation 2)");
+}

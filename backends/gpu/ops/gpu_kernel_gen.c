@@ -1,0 +1,117 @@
+/*
+ * backends/gpu/ops/gpu_kernel_gen.c — which generation of kernels an op runs.
+ *
+ * Generation 1: the first kernels (static 48 KiB tiles, synchronous scalar loads).
+ * Generation 2: dynamic local memory sized from the device, 16-byte copies in an
+ * S-stage pipeline, register-resident fragments (attention_prefill, attention_decode,
+ * grouped_gemm; 16-bit activations). Generation 1 stays selectable until generation 2
+ * has passed on a GPU, and remains the f32 path and the path of the ops that have no
+ * generation-2 kernel yet (mla_decode, moe_gate, moe_align, moe_combine).
+ *
+ * The choice, first that applies:
+ *   1. KPORT_GPU_KERNELS: "gen1" / "gen2" / "auto" for every kernel, or a list
+ *      "grouped_gemm=gen1,attention_prefill=gen2" (a bare genN in the list sets the
+ *      others); kernel names are the tuning table's. Malformed text fails the op with
+ *      KP_ERR_INVALID_ARGUMENT and says why: a typo must not pick kernels silently.
+ *   2. the tuning table's "<kernel>;gen" (per device, e.g. a known-bad kernel on an arch);
+ *   3. the default: generation 2 on devices with matrix units (profile.mma: CUDA sm_80+,
+ *      OpenCL on NVIDIA), generation 1 elsewhere (PoCL, Intel, AMD until MFMA has run on
+ *      hardware), where gen 2 would run the matrix fragments as slow emulation.
+ * KPORT_LOG=1 logs each op's choice and why, once per process.
+ * kp_moe_forward's GEMMs are grouped_gemm kernels and follow its setting.
+ */
+#include "gpu_ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kernel_names[] = {"attention_prefill", "attention_decode", "mla_decode", "moe_gate",
+                                           "moe_align", "grouped_gemm", "moe_combine"};
+#define KERNEL_COUNT (int)(sizeof kernel_names / sizeof kernel_names[0])
+
+static int kernel_index(const char *name, size_t len) {
+    for (int i = 0; i < KERNEL_COUNT; i++)
+        if (strlen(kernel_names[i]) == len && strncmp(kernel_names[i], name, len) == 0) return i;
+    return -1;
+}
+
+/* "gen1" -> 1, "gen2" -> 2, "auto" -> 0, else -1 */
+static int gen_value(const char *v, size_t len) {
+    if (len == 4 && strncmp(v, "gen1", 4) == 0) return 1;
+    if (len == 4 && strncmp(v, "gen2", 4) == 0) return 2;
+    if (len == 4 && strncmp(v, "auto", 4) == 0) return 0;
+    return -1;
+}
+
+kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS], char *why, size_t why_len) {
+    for (int i = 0; i < KERNEL_COUNT; i++) out[i] = 0;
+    if (!text || !*text) return KP_OK;
+    int all = 0;
+    int set[KP_GPU_GEN_KERNELS] = {0};
+    const char *p = text;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        const char *eq = memchr(p, '=', n);
+        if (!eq) {
+            int g = gen_value(p, n);
+            if (g < 0) {
+                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto", (int)n, p);
+                return KP_ERR_INVALID_ARGUMENT;
+            }
+            all = g;
+        } else {
+            int k = kernel_index(p, (size_t)(eq - p));
+            int g = gen_value(eq + 1, n - (size_t)(eq - p) - 1);
+            if (k < 0) {
+                snprintf(why, why_len, "'%.*s' is not a kernel name (attention_prefill, attention_decode, "
+                         "mla_decode, moe_gate, moe_align, grouped_gemm, moe_combine)", (int)(eq - p), p);
+                return KP_ERR_INVALID_ARGUMENT;
+            }
+            if (g < 0) {
+                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto", (int)(n - (size_t)(eq - p) - 1), eq + 1);
+                return KP_ERR_INVALID_ARGUMENT;
+            }
+            out[k] = g, set[k] = 1;
+        }
+        p += n;
+        if (*p == ',') p++;
+    }
+    for (int i = 0; i < KERNEL_COUNT; i++)
+        if (!set[i]) out[i] = all;
+    return KP_OK;
+}
+
+/* One log line per (kernel, generation, reason) and process: benign races at worst repeat it. */
+static void log_once(kp_gpu_ctx *c, int k, int gen, int reason, const char *why) {
+    static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
+    if (logged[k][gen][reason]) return;
+    logged[k][gen][reason] = 1;
+    c->host->log("%s: %s on %s runs generation-%d kernels (%s)", c->t->name, kernel_names[k],
+                 c->prof.info ? c->prof.info->name : "?", gen, why);
+}
+
+kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen) {
+    int k = kernel_index(kernel, strlen(kernel));
+    *gen = 1;
+    if (k < 0) return c->host->set_error(KP_ERR_INTERNAL, "%s: no kernel generation switch for '%s' (a bug)",
+                                         c->t->name, kernel);
+    const char *env = getenv("KPORT_GPU_KERNELS");
+    int want[KP_GPU_GEN_KERNELS];
+    char why[256];
+    if (kp_gpu_kernel_gen_parse(env, want, why, sizeof why) != KP_OK)
+        return c->host->set_error(KP_ERR_INVALID_ARGUMENT, "KPORT_GPU_KERNELS='%s': %s", env, why);
+    int g = want[k], reason = 0;
+    if (g != 0) {
+        reason = 1, snprintf(why, sizeof why, "KPORT_GPU_KERNELS=%s", env);
+    } else {
+        int64_t t = c->host->tuning_get(c->prof.info, kernel, "gen", 0);
+        if (t == 1 || t == 2) g = (int)t, reason = 2, snprintf(why, sizeof why, "the tuning table's %s;gen", kernel);
+        else g = c->prof.mma ? 2 : 1, snprintf(why, sizeof why, "default: %s", c->prof.mma ? "the device has matrix "
+                                                                   "units" : "no matrix units");
+    }
+    if (g == 2 && gen2_missing) g = 1, reason = 3, snprintf(why, sizeof why, "%s", gen2_missing);
+    log_once(c, k, g, reason, why);
+    *gen = g;
+    return KP_OK;
+}

@@ -1,0 +1,67 @@
+/*
+ * kernels/attention/attention_kargs.h - the by-value parameter blocks of the attention
+ * kernels (see kp_kargs.h for the layout rule), shared by backends/gpu/ops (which fills
+ * them) and the kernels of both generations. Offsets and strides are in elements of the
+ * tensor's dtype; lse indices in floats. The buffers themselves are separate arguments.
+ */
+#ifndef KP_ATTENTION_KARGS_H
+#define KP_ATTENTION_KARGS_H
+
+#include "kp_kargs.h"
+
+/* kp_attention_prefill (attention_prefill.cl, attention_prefill_gen2.cl);
+ * buffers: q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k. */
+typedef struct kp_attn_prefill_kargs {
+    kp_karg_i64 q_off, q_s0, q_s1; /* q [total_q, h_q, dqk]: token and head strides */
+    kp_karg_i64 k_off, k_s0, k_s1;
+    kp_karg_i64 v_off, v_s0, v_s1;
+    kp_karg_i64 o_off, o_s0, o_s1;
+    kp_karg_i64 lse_off;           /* lse [h_q, total_q] */
+    kp_karg_i64 cu_q_off, cu_k_off;
+    kp_karg_i32 has_lse;
+    kp_karg_i32 nb;                /* sequences: cu_seqlens hold nb + 1 entries */
+    kp_karg_i32 total_q, total_k;
+    kp_karg_i32 group;             /* h_q / h_kv */
+    kp_karg_i32 causal;
+    kp_karg_i32 wl, wr;            /* sliding window, -1: unbounded */
+    float scale_log2;              /* softmax scale * log2(e) */
+    kp_karg_i32 pad0;
+} kp_attn_prefill_kargs;
+KP_KARGS_OFFSET(kp_attn_prefill_kargs, has_lse, 120);
+KP_KARGS_OFFSET(kp_attn_prefill_kargs, pad0, 156);
+KP_KARGS_SIZE(kp_attn_prefill_kargs, 160);
+
+/* kp_attention_decode_paged (attention_decode.cl, attention_decode_gen2.cl; MLA too);
+ * buffers: q, k cache, v cache, out, lse, partials, partial lse, block table, seq_lens. */
+typedef struct kp_attn_decode_kargs {
+    kp_karg_i64 q_off, q_s0, q_s1, q_s2;  /* q [B, s_q, h_q, dqk] */
+    kp_karg_i64 k_off, k_s0, k_s1, k_s2;  /* cache [num_blocks, block_size, h_kv, d] */
+    kp_karg_i64 v_off, v_s0, v_s1, v_s2;
+    kp_karg_i64 o_off, o_s0, o_s1, o_s2;
+    kp_karg_i64 lse_off;                  /* lse [B, h_q, s_q] */
+    kp_karg_i64 bt_off, bt_s0;            /* block_table [B, max_blocks] */
+    kp_karg_i64 sl_off;                   /* seq_lens [B] */
+    kp_karg_i32 has_lse;
+    kp_karg_i32 nsplit;                   /* > 1: f32 partials, merged by kp_attention_combine */
+    kp_karg_i32 max_blocks, num_blocks, block_size;
+    kp_karg_i32 s_q, h_q, group;
+    kp_karg_i32 causal;
+    float scale_log2;
+} kp_attn_decode_kargs;
+KP_KARGS_OFFSET(kp_attn_decode_kargs, has_lse, 160);
+KP_KARGS_OFFSET(kp_attn_decode_kargs, scale_log2, 196);
+KP_KARGS_SIZE(kp_attn_decode_kargs, 200);
+
+/* kp_attention_combine (attention_decode.cl): the split-KV merge;
+ * buffers: partials, partial lse, out, lse. */
+typedef struct kp_attn_combine_kargs {
+    kp_karg_i64 o_off, o_s0, o_s1, o_s2;
+    kp_karg_i64 lse_off;
+    kp_karg_i32 nsplit, has_lse, s_q, h_q, dv;
+    kp_karg_i32 pad0;
+} kp_attn_combine_kargs;
+KP_KARGS_OFFSET(kp_attn_combine_kargs, nsplit, 40);
+KP_KARGS_OFFSET(kp_attn_combine_kargs, pad0, 60);
+KP_KARGS_SIZE(kp_attn_combine_kargs, 64);
+
+#endif /* KP_ATTENTION_KARGS_H */

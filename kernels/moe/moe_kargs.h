@@ -1,0 +1,104 @@
+/*
+ * kernels/moe/moe_kargs.h - the by-value parameter blocks of the MoE kernels (see
+ * kp_kargs.h for the layout rule), shared by backends/gpu/ops (which fills them) and
+ * the kernels. Offsets and row strides ("ld") are in elements of the buffer's type; the
+ * buffers themselves are separate arguments.
+ */
+#ifndef KP_MOE_KARGS_H
+#define KP_MOE_KARGS_H
+
+#include "kp_kargs.h"
+
+/* kp_moe_gate (moe_gate.cl); buffers: logits, bias, ids, weights. */
+typedef struct kp_moe_gate_kargs {
+    kp_karg_i64 logits_off, logits_ld;
+    kp_karg_i64 bias_off;
+    kp_karg_i64 ids_off, ids_ld;
+    kp_karg_i64 w_off, w_ld;
+    kp_karg_i32 has_bias, n_exp, topk, n_group, topk_group, use_sigmoid, renormalize;
+    float route_scale;
+} kp_moe_gate_kargs;
+KP_KARGS_OFFSET(kp_moe_gate_kargs, has_bias, 56);
+KP_KARGS_OFFSET(kp_moe_gate_kargs, route_scale, 84);
+KP_KARGS_SIZE(kp_moe_gate_kargs, 88);
+
+/* kp_moe_align_hist, _scan, _scatter (moe_align.cl), one block for the three;
+ * buffers: ids, sorted_ids (hist's per-chunk counts live there first), token_pos,
+ * expert_offsets. */
+typedef struct kp_moe_align_kargs {
+    kp_karg_i64 ids_off, sorted_off, pos_off, offsets_off;
+    kp_karg_i32 pairs, n_exp;
+    kp_karg_i32 chunk, nchunks; /* pairs per work-group of hist and scatter */
+    kp_karg_i32 sorted_len;
+    kp_karg_i32 block;          /* rows of an expert padded to a multiple of it */
+} kp_moe_align_kargs;
+KP_KARGS_OFFSET(kp_moe_align_kargs, pairs, 32);
+KP_KARGS_OFFSET(kp_moe_align_kargs, block, 52);
+KP_KARGS_SIZE(kp_moe_align_kargs, 56);
+
+/* kp_moe_combine (moe_combine.cl); buffers: y, token_pos, topk_weights, out. */
+typedef struct kp_moe_combine_kargs {
+    kp_karg_i64 y_off, y_ld, pos_off, pos_ld, tw_off, tw_ld, out_off, out_ld;
+    kp_karg_i32 y_rows, topk, hidden;
+    kp_karg_i32 pad0;
+} kp_moe_combine_kargs;
+KP_KARGS_OFFSET(kp_moe_combine_kargs, y_rows, 64);
+KP_KARGS_OFFSET(kp_moe_combine_kargs, pad0, 76);
+KP_KARGS_SIZE(kp_moe_combine_kargs, 80);
+
+/* The grouped GEMM's epilogues (mode). */
+#define KP_MOE_GEMM_STORE 0     /* out (dtype) = a . w^T */
+#define KP_MOE_GEMM_STORE_F32 1 /* outf (f32) = a . w^T */
+#define KP_MOE_GEMM_SWIGLU 2    /* outf[r, j] = silu(gate) * up: weight rows j and n_out + j */
+#define KP_MOE_GEMM_COMBINE 3   /* out[t, n] = sum_s tw[t, s] * y[pos[t, s], n] + (a . w^T)[t, n] */
+
+/* Every grouped-GEMM kernel of both generations (moe_gemm.cl, moe_gemm_gen2.cl);
+ * buffers: a, gather, w, w_scale, offsets, out, outf (the same buffer as out: the mode
+ * picks the type), y, pos, tw, and the split-K partials (gen2; unused by gen1). */
+typedef struct kp_moe_gemm_kargs {
+    kp_karg_i64 a_off, a_ld;
+    kp_karg_i64 gather_off;
+    kp_karg_i64 w_off, w_se, w_sn;   /* w [E, N, K]: expert and row strides */
+    kp_karg_i64 ws_off;              /* FP8 block scales [E, ws_nb, ws_kb] */
+    kp_karg_i64 offsets_off;
+    kp_karg_i64 out_off, out_ld;
+    kp_karg_i64 y_off, y_ld, pos_off, tw_off;
+    kp_karg_i32 a_rows;
+    kp_karg_i32 gather_k;            /* > 0: row r reads a row gather[r] / gather_k */
+    kp_karg_i32 ws_nb, ws_kb;
+    kp_karg_i32 n_exp;
+    kp_karg_i32 dense_rows;          /* > 0: one expert, rows [0, dense_rows) */
+    kp_karg_i32 m, n, k;
+    kp_karg_i32 mode;                /* KP_MOE_GEMM_* */
+    kp_karg_i32 n_out;               /* SwiGLU: columns of outf */
+    kp_karg_i32 small_max;           /* experts with at most this many rows go to the decode kernel */
+    kp_karg_i32 y_rows, topk;
+    kp_karg_i32 ksplit;              /* gen2 decode: K is cut in ksplit slices of kslice (1: none) */
+    kp_karg_i32 kslice;
+} kp_moe_gemm_kargs;
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, a_rows, 112);
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, kslice, 172);
+KP_KARGS_SIZE(kp_moe_gemm_kargs, 176);
+
+/* Dynamic local memory of generation 2's kernels (moe_gemm_gen2.cl), one formula for the
+ * kernels and the planner. Tiled: `stages` A and B tiles of 16-bit rows padded by 8
+ * elements (16 bytes: ldmatrix rows on distinct banks, cp.async targets aligned), the
+ * f32 C tile reusing them after the K loop, then the row and scale indices. */
+#define KP_MOE_GEMM2_LD(bk) ((bk) + 8)
+#define KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk) (((bm) + (bn)) * KP_MOE_GEMM2_LD(bk) * 2)
+#define KP_MOE_GEMM2_C_BYTES(bm, bn) ((bm) * ((bn) + 4) * 4)
+#define KP_MOE_GEMM2_TILES_BYTES(bm, bn, bk, stages)                                        \
+    ((stages) * KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk) > KP_MOE_GEMM2_C_BYTES(bm, bn)          \
+         ? (stages) * KP_MOE_GEMM2_STAGE_BYTES(bm, bn, bk)                                   \
+         : KP_MOE_GEMM2_C_BYTES(bm, bn))
+#define KP_MOE_GEMM2_LOCAL_BYTES(bm, bn, bk, stages) \
+    (KP_MOE_GEMM2_TILES_BYTES(bm, bn, bk, stages) + (bm) * 8 + (bn) * 8 + (bn) * 4)
+/* Decode ("rows") kernel: up to 16 activation rows of KC k as f32, the per-lane partial
+ * sums of one weight row at a time for the cross-lane reduction, the C tile [16][cols + 1]. */
+#define KP_MOE_GEMM2_ROWS_M 16
+#define KP_MOE_GEMM2_ROWS_KC 256
+#define KP_MOE_GEMM2_ROWS_LOCAL_BYTES(threads, cols)                                        \
+    (KP_MOE_GEMM2_ROWS_M * KP_MOE_GEMM2_ROWS_KC * 4 + (threads) * KP_MOE_GEMM2_ROWS_M * 4 + \
+     KP_MOE_GEMM2_ROWS_M * ((cols) + 1) * 4 + KP_MOE_GEMM2_ROWS_M * 8)
+
+#endif /* KP_MOE_KARGS_H */

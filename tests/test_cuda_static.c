@@ -1,0 +1,126 @@
+/*
+ * tests/test_cuda_static.c — the static checks of the cuda plugin's kernels
+ * (backends/cuda/check_kernels.py), with no GPU:
+ *  - on this build's fatbins: 0 spill bytes, registers and static shared memory within
+ *    bounds for every variant and arch (ptxas's reports, kept by build_fatbins.py), and
+ *    HMMA and LDGSTS in the generation-2 tensor-core kernels' sm_80 / sm_90a SASS, with
+ *    no scalar 16-bit global load in any generation-2 kernel;
+ *  - each check fails when fed a doctored report or listing, and passes the control.
+ */
+#include "kp_test.h"
+
+#if !defined(KP_CUDA_TESTS) || defined(KP_CU_NO_FATBINS)
+KP_TEST(cuda_static_checks_hold) { KP_SKIP("the cuda plugin was built without nvcc: no kernels to check"); }
+KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built without nvcc: no checker run"); }
+#else
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Runs the checker with args; its exit status, its output in out. */
+static int run_check(const char *args, char *out, size_t n) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "python3 '%s' %s 2>&1", KPORT_CUDA_CHECK_SCRIPT, args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs(text, f);
+    fclose(f);
+}
+
+KP_TEST(cuda_static_checks_hold) {
+    static char out[65536];
+    char args[512];
+    snprintf(args, sizeof args, "'%s'", KPORT_CUDA_FATBIN_DIR);
+    int rc = run_check(args, out, sizeof out);
+    CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
+    CHECK_STR_CONTAINS(out, " 0 problems");
+    CHECK_STR_CONTAINS(out, "generation-2 SASS listings"); /* and it read some */
+    CHECK(strstr(out, " 0 generation-2 SASS listings") == NULL);
+}
+
+#define REPORT_OK                                                                                    \
+    "ptxas info    : Compiling entry function 'kp_grouped_gemm_gen2_tiled' for 'sm_90a'\n"          \
+    "ptxas info    : Function properties for kp_grouped_gemm_gen2_tiled\n"                          \
+    "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"                          \
+    "ptxas info    : Used 122 registers, used 1 barriers, 376 bytes cmem[0]\n"
+#define SASS_OK                                                                                      \
+    "        /*0490*/                   LDGSTS.E.BYPASS.128 [R7], desc[UR4][R2.64] ;\n"               \
+    "        /*0550*/                   LDSM.16.M88.4 R8, [R3] ;\n"                                  \
+    "        /*0560*/                   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n"                   \
+    "        /*0570*/                   LDG.E.CONSTANT R4, desc[UR4][R4.64] ;\n"
+
+KP_TEST(cuda_static_checks_catch_doctored) {
+    char dir[] = "/tmp/kport-static-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256], args[1024];
+    static char out[8192];
+    static const struct {
+        const char *what, *text, *expect; /* expect NULL: passes */
+    } reports[] = {
+        {"control", REPORT_OK, NULL},
+        {"spills",
+         "ptxas info    : Compiling entry function 'kp_grouped_gemm_gen2_rows' for 'sm_80'\n"
+         "    0 bytes stack frame, 48 bytes spill stores, 48 bytes spill loads\n"
+         "ptxas info    : Used 255 registers, used 1 barriers\n",
+         "kp_grouped_gemm_gen2_rows (sm_80) spills: 48 bytes stored, 48 loaded"},
+        {"registers",
+         "ptxas info    : Compiling entry function 'k' for 'sm_90a'\n"
+         "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+         "ptxas info    : Used 256 registers, used 1 barriers\n",
+         "k (sm_90a) uses 256 registers"},
+        {"static smem",
+         "ptxas info    : Compiling entry function 'k' for 'sm_80'\n"
+         "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+         "ptxas info    : Used 64 registers, used 1 barriers, 61952 bytes smem\n",
+         "61952 bytes of static shared memory"},
+        {"not a report", "nvcc fatal : something else\n", "not a ptxas -v report"},
+    };
+    for (size_t i = 0; i < sizeof reports / sizeof reports[0]; i++) {
+        snprintf(path, sizeof path, "%s/report.txt", dir);
+        write_file(path, reports[i].text);
+        snprintf(args, sizeof args, "--ptxas '%s'", path);
+        int rc = run_check(args, out, sizeof out);
+        CHECK_MSG(rc == (reports[i].expect ? 1 : 0), "%s: exit %d:\n%s", reports[i].what, rc, out);
+        if (reports[i].expect) CHECK_STR_CONTAINS(out, reports[i].expect);
+    }
+    static const struct {
+        const char *what, *options, *kernel, *text, *expect;
+    } listings[] = {
+        {"control", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_tiled", SASS_OK, NULL},
+        {"no HMMA", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_tiled",
+         "        /*0490*/   LDGSTS.E.BYPASS.128 [R7], desc[UR4][R2.64] ;\n"
+         "        /*0560*/   FFMA R12, R8, R20, R12 ;\n", "has no HMMA"},
+        {"no LDGSTS", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_tiled",
+         "        /*0490*/   LDG.E.128 R4, desc[UR4][R2.64] ;\n"
+         "        /*0560*/   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n", "has no LDGSTS"},
+        {"both operands converted: no LDGSTS needed", "-DKP_DTYPE_BF16 -DKP_GG_W_FP8 -DKP_GG_A_F32",
+         "kp_grouped_gemm_gen2_tiled",
+         "        /*0490*/   LDG.E.64 R4, desc[UR4][R2.64] ;\n"
+         "        /*0560*/   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n", NULL},
+        {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
+         "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
+    };
+    for (size_t i = 0; i < sizeof listings / sizeof listings[0]; i++) {
+        snprintf(path, sizeof path, "%s/sass.txt", dir);
+        write_file(path, listings[i].text);
+        snprintf(args, sizeof args, "--sass '%s' '--options=%s' --kernel %s", path, listings[i].options,
+                 listings[i].kernel);
+        int rc = run_check(args, out, sizeof out);
+        CHECK_MSG(rc == (listings[i].expect ? 1 : 0), "%s: exit %d:\n%s", listings[i].what, rc, out);
+        if (listings[i].expect) CHECK_STR_CONTAINS(out, listings[i].expect);
+    }
+    snprintf(path, sizeof path, "%s/report.txt", dir), unlink(path);
+    snprintf(path, sizeof path, "%s/sass.txt", dir), unlink(path);
+    rmdir(dir);
+}
+
+#endif
