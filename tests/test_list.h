@@ -7,6 +7,7 @@
 #define XB(name) X(name##__cpu) X(name##__opencl) X(name##__cuda) X(name##__hip)
 #include "list_core.h"
 #include "list_cpu.h"
+#include "list_robustness.h"
 #include "list_plugins.h"
 #include "list_gpu.h"
 #include "list_events.h"

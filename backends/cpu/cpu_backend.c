@@ -290,15 +290,15 @@ static const kp_backend_iface cpu_iface = {
     .event_elapsed = cpu_event_elapsed,
     .event_destroy = cpu_event_destroy,
     .dlpack_device_type = 1, /* kDLCPU */
-    .ops = {
-        [KP_OP_ATTENTION_PREFILL] = cpu_op_attention_prefill,
-        [KP_OP_ATTENTION_DECODE] = cpu_op_attention_decode,
-        [KP_OP_MLA_DECODE] = cpu_op_mla_decode,
-        [KP_OP_MOE_GATE] = cpu_op_moe_gate,
-        [KP_OP_MOE_ALIGN] = cpu_op_moe_align,
-        [KP_OP_GROUPED_GEMM] = cpu_op_grouped_gemm,
-        [KP_OP_MOE_COMBINE] = cpu_op_moe_combine,
-        [KP_OP_MOE_FORWARD] = cpu_op_moe_forward,
+    .ops = { /* cpu_op_run checks the index-width limits, then calls the op's function */
+        [KP_OP_ATTENTION_PREFILL] = cpu_op_run,
+        [KP_OP_ATTENTION_DECODE] = cpu_op_run,
+        [KP_OP_MLA_DECODE] = cpu_op_run,
+        [KP_OP_MOE_GATE] = cpu_op_run,
+        [KP_OP_MOE_ALIGN] = cpu_op_run,
+        [KP_OP_GROUPED_GEMM] = cpu_op_run,
+        [KP_OP_MOE_COMBINE] = cpu_op_run,
+        [KP_OP_MOE_FORWARD] = cpu_op_run,
     },
 };
 

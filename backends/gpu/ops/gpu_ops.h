@@ -36,6 +36,9 @@ kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, in
 kp_status kp_gpu_moe_combine(kp_gpu_ctx *c, const kp_moe_combine_params *p, int dry_run);
 kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run);
 
+/* The GPU kernels' index-width limits (gpu_limits.c): KP_ERR_UNSUPPORTED past them. */
+kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);
+
 /* KP_OK when (source, options) can run here (kp_gpu_target.variant_check). */
 kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options);
 /* Enqueues l; the op's name is added to any error. */

@@ -1,0 +1,10 @@
+/* tests/list_robustness.h — X(name) per test; no include guard (see test_list.h). */
+/* test_robustness_limits.c */
+XB(robust_moe_forward_workspace_at_any_offset)
+X(robust_moe_forward_workspace_bytes_overflow)
+X(robust_moe_forward_workspace_size_overflow)
+X(robust_cpu_moe_forward_past_index_width)
+X(robust_cpu_decode_past_index_width)
+X(robust_cpu_gate_past_index_width)
+X(robust_outputs_must_not_self_overlap)
+X(robust_dlpack_views_past_their_memory)
