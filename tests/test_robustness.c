@@ -1,0 +1,191 @@
+/*
+ * tests/test_robustness.c — what kport reads from its environment, trying it as a new
+ * user (or an attacker) would (issue 16, defect 6): the tuning file (lines of any
+ * length, only regular files, bounded size and memory, errors with line numbers, the
+ * caller's strtok state left alone).
+ */
+#include "kp_test.h"
+
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char *temp_dir(void) {
+    char tmpl[] = "/tmp/kport-robust-XXXXXX";
+    CHECK(mkdtemp(tmpl) != NULL);
+    return strdup(tmpl);
+}
+
+static void write_file(const char *path, const char *text, size_t n) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    CHECK(fwrite(text, 1, n, f) == n);
+    CHECK(fclose(f) == 0);
+}
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t r; (r = fread(buf + n, 1, cap - n - 1, f)) > 0;)
+        if ((n += r) + 1 == cap) buf = realloc(buf, cap *= 2);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* ---- the tuning file ---- */
+
+/* One lookup in a fresh child with KPORT_LOG=1 and KPORT_TUNING_FILE=path, stopped
+ * by SIGALRM after 20 s. Returns the child's stderr (its log, then "probe_value=V" and
+ * "probe_rss_growth_kb=K"), and sets *killed when it had to be stopped. */
+static char *tuning_lookup(const char *path, const char *param, int *killed) {
+    char log[] = "/tmp/kport-robust-log-XXXXXX";
+    int fd = mkstemp(log);
+    CHECK(fd >= 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 2);
+        setenv("KPORT_LOG", "1", 1);
+        setenv("KPORT_TUNING_FILE", path, 1);
+        alarm(20);
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        kp_device_info any = {.vendor = "any"};
+        long long v = (long long)kp_tuning_get(&any, "probe", param, -1);
+        getrusage(RUSAGE_SELF, &after);
+        fprintf(stderr, "probe_value=%lld\nprobe_rss_growth_kb=%ld\n", v, after.ru_maxrss - before.ru_maxrss);
+        _exit(0);
+    }
+    close(fd);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    *killed = !WIFEXITED(status);
+    char *text = read_all(log);
+    unlink(log);
+    return text;
+}
+
+static long long field(const char *text, const char *name) {
+    const char *at = strstr(text, name);
+    CHECK_MSG(at != NULL, "no '%s' in:\n%s", name, text);
+    return atoll(at + strlen(name));
+}
+
+static long long lookup(const char *path, const char *param, char **log) {
+    int killed = 0;
+    char *text = tuning_lookup(path, param, &killed);
+    CHECK_MSG(!killed, "the lookup did not finish within 20 s (log:\n%s)", text);
+    long long v = field(text, "probe_value=");
+    if (log) *log = text;
+    else free(text);
+    return v;
+}
+
+/* Lines of any length are whole lines: a comment over 511 bytes whose tail reads like
+ * an entry is a comment (it used to set probe/value = 7), a valid line of 700 bytes is
+ * an entry; a malformed line is skipped with its number and what is wrong. */
+KP_TEST(robust_tuning_file_whole_lines) {
+    char *dir = temp_dir(), path[256], text[4096];
+    snprintf(path, sizeof path, "%s/tuning.txt", dir);
+    char pad[512], dev[201];
+    memset(pad, 'x', 509), pad[509] = '\0';
+    memset(dev, 'd', 200), dev[200] = '\0';
+    int n = snprintf(text, sizeof text,
+                     "# %s*;*;*;probe;value;7\n"
+                     "*;*;*;probe;other;3%600s\n"
+                     "*;*;%s;probe;third;5\n"
+                     "*;*;*;probe;bad;12abc\n"
+                     "*;*;*;probe;five\r\n"
+                     "  *;*;*;probe;last;9",
+                     pad, "", dev);
+    write_file(path, text, (size_t)n);
+    char *log;
+    CHECK_INT_EQ(lookup(path, "value", &log), -1);
+    CHECK_STR_CONTAINS(log, "tuning.txt:3: malformed tuning line skipped: the device field is 200 bytes long; "
+                            "at most 127");
+    CHECK_STR_CONTAINS(log, "tuning.txt:4: malformed tuning line skipped: the value '12abc' is not a 64-bit integer");
+    CHECK_STR_CONTAINS(log, "tuning.txt:5: malformed tuning line skipped: 5 ';'-separated fields");
+    free(log);
+    CHECK_INT_EQ(lookup(path, "other", NULL), 3);
+    CHECK_INT_EQ(lookup(path, "third", NULL), -1);
+    CHECK_INT_EQ(lookup(path, "last", NULL), 9); /* no newline at the end */
+    free(dir);
+}
+
+/* Only regular files are read: /dev/zero (it used to loop forever at 100% CPU), a
+ * FIFO (blocked in open) and a directory are ignored at once, with a log line. */
+KP_TEST(robust_tuning_file_not_regular) {
+    char *dir = temp_dir(), fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    const char *paths[] = {"/dev/zero", fifo, dir};
+    for (int i = 0; i < 3; i++) {
+        char *log;
+        CHECK_INT_EQ(lookup(paths[i], "value", &log), -1);
+        CHECK_STR_CONTAINS(log, "not a regular file (ignored)");
+        free(log);
+    }
+    unlink(fifo);
+    rmdir(dir);
+    free(dir);
+}
+
+static void write_entries(const char *path, int n, int pad) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < n; i++) fprintf(f, "*;*;*;probe;p%d;%d%*s\n", i, i, pad, "");
+    CHECK(fclose(f) == 0);
+}
+
+/* Bounded memory: a million-line file (20 MB) is over the 1 MiB limit and costs
+ * nothing (it used to raise the process's memory by ~380 MB); 4097 entries are over
+ * the entry limit and ignored; 4096 are read. */
+KP_TEST(robust_tuning_file_bounded) {
+    char *dir = temp_dir(), path[256];
+    snprintf(path, sizeof path, "%s/tuning.txt", dir);
+    write_entries(path, 1000000, 0);
+    char *log;
+    CHECK_INT_EQ(lookup(path, "p999999", &log), -1);
+    CHECK_STR_CONTAINS(log, "bytes, more than the 1048576 a tuning file may have (ignored)");
+    CHECK_MSG(field(log, "probe_rss_growth_kb=") < 4096, "reading the tuning file grew the process by %lld KiB",
+              field(log, "probe_rss_growth_kb="));
+    free(log);
+    write_entries(path, 4097, 0);
+    CHECK_INT_EQ(lookup(path, "p0", &log), -1);
+    CHECK_STR_CONTAINS(log, "tuning.txt:4097: more than 4096 tuning entries (file ignored)");
+    free(log);
+    write_entries(path, 4096, 200); /* 0.9 MiB */
+    CHECK_INT_EQ(lookup(path, "p4095", NULL), 4095);
+    CHECK_INT_EQ(lookup(path, "p17", NULL), 17);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
+
+/* The parser splits fields with strtok_r: a caller in the middle of its own strtok
+ * loop keeps its place across kport's first tuning lookup. */
+KP_TEST(robust_tuning_parse_keeps_callers_strtok) {
+    char *dir = temp_dir(), path[256];
+    snprintf(path, sizeof path, "%s/tuning.txt", dir);
+    write_entries(path, 3, 0);
+    setenv("KPORT_TUNING_FILE", path, 1);
+    kp_tuning_reset();
+    char list[] = "alpha,beta,gamma";
+    CHECK_STR_EQ(strtok(list, ","), "alpha");
+    kp_device_info any = {.vendor = "any"};
+    CHECK_INT_EQ(kp_tuning_get(&any, "probe", "p2", -1), 2);
+    const char *next = strtok(NULL, ",");
+    CHECK_MSG(next && strcmp(next, "beta") == 0, "the caller's strtok now gives \"%s\"", next ? next : "(null)");
+    kp_tuning_reset();
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
