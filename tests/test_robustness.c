@@ -1,8 +1,8 @@
 /*
  * tests/test_robustness.c — what kport reads from its environment, trying it as a new
- * user (or an attacker) would (issue 16, defect 6): the tuning file (lines of any
- * length, only regular files, bounded size and memory, errors with line numbers, the
- * caller's strtok state left alone).
+ * user (or an attacker) would (issue 16, defects 6 and 7): the tuning file (lines of
+ * any length, only regular files, bounded size and memory, errors with line numbers,
+ * the caller's strtok state left alone) and the thread count.
  */
 #include "kp_test.h"
 
@@ -188,4 +188,23 @@ KP_TEST(robust_tuning_parse_keeps_callers_strtok) {
     unlink(path);
     rmdir(dir);
     free(dir);
+}
+
+/* ---- the thread count ---- */
+
+/* kp_init_options.cpu_threads past KP_CPU_THREADS_MAX is refused, like
+ * KPORT_NUM_THREADS past it (1 << 20 used to start 32,428 threads and return KP_OK). */
+KP_TEST(robust_cpu_threads_capped) {
+    kp_init_options opt = {NULL, 1 << 20, KP_INIT_NO_PLUGINS};
+    CHECK_ERR(kp_init(&opt), KP_ERR_INVALID_ARGUMENT, "cpu_threads is 1048576; it must be 0");
+    opt.cpu_threads = KP_CPU_THREADS_MAX + 1;
+    CHECK_ERR(kp_init(&opt), KP_ERR_INVALID_ARGUMENT, "it must be 0 (KPORT_NUM_THREADS or all cores) .. 4096");
+    CHECK_INT_EQ(kp_backend_count(), 0);
+    opt.cpu_threads = 0; /* the variable past the cap: logged, all cores */
+    setenv("KPORT_NUM_THREADS", "4097", 1);
+    CHECK_OK(kp_init(&opt));
+    kp_device_info i;
+    CHECK_OK(kp_device_info_get(0, &i));
+    CHECK(i.compute_units >= 1 && i.compute_units <= (int)sysconf(_SC_NPROCESSORS_ONLN));
+    CHECK_OK(kp_shutdown());
 }

@@ -36,8 +36,8 @@ static int thread_count(const kp_init_options *opt) {
     if (env && *env) {
         char *end;
         long n = strtol(env, &end, 10);
-        if (*end == '\0' && n >= 1 && n <= 4096) return (int)n;
-        g_host->log("KPORT_NUM_THREADS='%s' is not a thread count in 1..4096; using all cores", env);
+        if (*end == '\0' && n >= 1 && n <= KP_CPU_THREADS_MAX) return (int)n;
+        g_host->log("KPORT_NUM_THREADS='%s' is not a thread count in 1..%d; using all cores", env, KP_CPU_THREADS_MAX);
     }
     return default_threads();
 }
