@@ -86,7 +86,9 @@ KP_API const char *kp_version(void);
 #define KP_CPU_THREADS_MAX 4096 /* the most CPU worker threads cpu_threads or KPORT_NUM_THREADS may ask for */
 
 typedef struct kp_init_options {
-    const char *plugin_path; /* extra ':'-separated absolute dirs to search (NULL: none) */
+    const char *plugin_path; /* extra ':'-separated absolute dirs to search (NULL: none); a
+                                directory or plugin writable by others, or owned by another
+                                user than root or this one, is refused */
     int32_t cpu_threads;     /* CPU backend worker threads, 0..KP_CPU_THREADS_MAX;
                                 0 = KPORT_NUM_THREADS or all cores */
     uint32_t flags;          /* KP_INIT_* */

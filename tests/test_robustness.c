@@ -1,8 +1,9 @@
 /*
  * tests/test_robustness.c — what kport reads from its environment, trying it as a new
- * user (or an attacker) would (issue 16, defects 6 and 7): the tuning file (lines of
- * any length, only regular files, bounded size and memory, errors with line numbers,
- * the caller's strtok state left alone) and the thread count.
+ * user (or an attacker) would (issue 16, defects 4, 6 and 7): the tuning file (lines
+ * of any length, only regular files, bounded size and memory, errors with line
+ * numbers, the caller's strtok state left alone), the thread count, and setuid
+ * programs, which must ignore the variables that name files.
  */
 #include "kp_test.h"
 
@@ -207,4 +208,60 @@ KP_TEST(robust_cpu_threads_capped) {
     CHECK_OK(kp_device_info_get(0, &i));
     CHECK(i.compute_units >= 1 && i.compute_units <= (int)sysconf(_SC_NPROCESSORS_ONLN));
     CHECK_OK(kp_shutdown());
+}
+
+/* ---- setuid programs ---- */
+
+#ifndef KPORT_ENV_PROBE_PATH
+#error "KPORT_ENV_PROBE_PATH must name tests/env_probe's executable"
+#endif
+
+static char *run_probe(const char *exe) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s 2>&1", exe);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    static char out[8192];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK_MSG(pclose(p) == 0, "%s failed:\n%s", exe, out);
+    return out;
+}
+
+/* A setuid program (here the probe, setuid to uid 65534 and run by root) ignores
+ * KPORT_PLUGIN_PATH, KPORT_CACHE_DIR and KPORT_TUNING_FILE (secure_getenv): no
+ * plugin, cache dir or tuning file of the caller's choosing. The same program without
+ * the setuid bit honours all three. */
+KP_TEST(robust_setuid_ignores_file_variables) {
+    if (geteuid() != 0) KP_SKIP("needs root to make a setuid program of another user (uid %u)", (unsigned)geteuid());
+    char *dir = temp_dir(), exe[256], tuning[256], cache[256], cmd[1024];
+    CHECK(chmod(dir, 0755) == 0);
+    snprintf(exe, sizeof exe, "%s/probe", dir);
+    snprintf(tuning, sizeof tuning, "%s/tuning.txt", dir);
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s", KPORT_ENV_PROBE_PATH, exe);
+    CHECK(system(cmd) == 0);
+    write_file(tuning, "*;*;*;probe;value;7\n", 20);
+    CHECK(chmod(tuning, 0644) == 0);
+    CHECK(mkdir(cache, 0777) == 0 && chmod(cache, 0777) == 0); /* uid 65534 could use it */
+    setenv("KPORT_PLUGIN_PATH", KPORT_FAKE_PLUGIN_DIR, 1);
+    setenv("KPORT_TUNING_FILE", tuning, 1);
+    setenv("KPORT_CACHE_DIR", cache, 1);
+
+    char *out = run_probe(exe); /* plain: honoured */
+    CHECK_STR_CONTAINS(out, "backend fake\n");
+    CHECK_STR_CONTAINS(out, "tuning 7\n");
+    char want[300];
+    snprintf(want, sizeof want, "cache_dir %s\n", cache);
+    CHECK_STR_CONTAINS(out, want);
+
+    CHECK(chown(exe, 65534, 65534) == 0 && chmod(exe, 04755) == 0);
+    out = run_probe(exe); /* setuid: ignored */
+    CHECK_STR_CONTAINS(out, "backend cpu\n");
+    CHECK_MSG(strstr(out, "backend fake") == NULL, "a setuid program loaded a plugin from KPORT_PLUGIN_PATH:\n%s", out);
+    CHECK_STR_CONTAINS(out, "tuning -1\n");
+    CHECK_STR_CONTAINS(out, "cache_dir (none)\n");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    free(dir);
 }

@@ -43,7 +43,7 @@ uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n) {
 const char *kp_gpu_cache_dir(const kp_host_services *host) {
     if (host && host->cache_dir) return host->cache_dir();
     /* A host without the service (an older core, a test host): KPORT_CACHE_DIR only. */
-    const char *env = getenv("KPORT_CACHE_DIR");
+    const char *env = secure_getenv("KPORT_CACHE_DIR");
     return env && env[0] ? env : NULL;
 }
 
