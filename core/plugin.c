@@ -170,6 +170,13 @@ kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backen
         kp_log("%s: %s", path, e->info.reason);
         return st;
     }
+    /* An accepted plugin stays loaded for the life of the process (RTLD_NODELETE; its
+     * handle is still closed at kp_shutdown): vendor runtimes are not made to be
+     * unloaded and loaded again. The OpenCL ICD loader, a dependency of the opencl
+     * plugin, leaked its platform list (~130 bytes) on every kp_init after a
+     * kp_shutdown, and the GPU plugins keep their run-time compilers per process. */
+    void *pin = dlopen(real, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (pin) dlclose(pin);
     e->iface = f;
     e->dl_handle = h;
     snprintf(e->info.name, sizeof e->info.name, "%s", f->name);

@@ -1,9 +1,9 @@
 /*
  * tests/test_robustness.c — what kport reads from its environment, trying it as a new
- * user (or an attacker) would (issue 16, defects 4, 6 and 7): the tuning file (lines
+ * user (or an attacker) would (issue 16, defects 4, 6, 7 and 8): the tuning file (lines
  * of any length, only regular files, bounded size and memory, errors with line
- * numbers, the caller's strtok state left alone), the thread count, and setuid
- * programs, which must ignore the variables that name files.
+ * numbers, the caller's strtok state left alone), the thread count, init/shutdown
+ * cycles, and setuid programs, which must ignore the variables that name files.
  */
 #include "kp_test.h"
 
@@ -208,6 +208,35 @@ KP_TEST(robust_cpu_threads_capped) {
     CHECK_OK(kp_device_info_get(0, &i));
     CHECK(i.compute_units >= 1 && i.compute_units <= (int)sysconf(_SC_NPROCESSORS_ONLN));
     CHECK_OK(kp_shutdown());
+}
+
+/* ---- kp_init / kp_shutdown cycles ---- */
+
+#ifndef KPORT_CYCLES_PROBE_PATH
+#error "KPORT_CYCLES_PROBE_PATH must name tests/cycles_probe's executable"
+#endif
+
+/* kp_init / kp_shutdown cycles with the opencl plugin keep the heap flat. Unloading
+ * the plugin unloaded the OpenCL ICD loader with it, and each reload leaked the
+ * loader's platform list (~130 bytes per cycle); plugins now stay loaded. Measured in
+ * a process linked to libkport.so only (this one links the ICD loader, which would
+ * stay loaded anyway); the first cycles may allocate once-per-process state, so two
+ * later batches of 20 are compared. */
+KP_TEST(robust_init_shutdown_cycles_keep_the_heap_flat) {
+    CHECK_OK(kp_device_close(kp_test_open_backend("opencl"))); /* skips (or fails, if required) without it */
+    CHECK_OK(kp_shutdown());
+    FILE *p = popen(KPORT_CYCLES_PROBE_PATH " 4 20", "r");
+    CHECK(p != NULL);
+    int opencl = 0;
+    long long a = 0, b = 0, c = 0;
+    int got = fscanf(p, "opencl %d heap %lld %lld %lld", &opencl, &a, &b, &c);
+    CHECK_INT_EQ(pclose(p), 0);
+    CHECK_INT_EQ(got, 4);
+    CHECK_MSG(opencl, "the probe's kp_init did not find the opencl backend every time");
+    printf("    heap in use after 4 kp_init/kp_shutdown cycles: %lld bytes; 20 more: %+lld; 20 more: %+lld\n", a,
+           b - a, c - b);
+    CHECK_MSG(c - b <= 20 * 16, "the heap grew by %lld bytes over 20 cycles (%.1f per cycle)", c - b,
+              (double)(c - b) / 20);
 }
 
 /* ---- setuid programs ---- */
