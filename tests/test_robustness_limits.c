@@ -24,12 +24,27 @@ static kp_tensor view(kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape,
     return t;
 }
 
+/* The buffers the helpers below make, freed by release_all at the end of a test. */
+static kp_buffer *made[64];
+static int nmade;
+
+static kp_buffer *keep(kp_buffer *b) {
+    CHECK(nmade < (int)(sizeof made / sizeof made[0]));
+    return made[nmade++] = b;
+}
+
+static void release_all(kp_device *d, kp_stream *s) {
+    while (nmade > 0) CHECK_OK(kp_buffer_free(made[--nmade]));
+    CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
+}
+
 /* A cpu buffer that claims `bytes` over 64 real ones. */
 static kp_buffer *claimed(kp_device *d, size_t bytes) {
     static unsigned char cell[64];
     kp_buffer *b;
     CHECK_OK(kp_buffer_wrap(d, cell, bytes, &b));
-    return b;
+    return keep(b);
 }
 
 static kp_buffer *zeroed(kp_device *d, size_t bytes) {
@@ -38,7 +53,7 @@ static kp_buffer *zeroed(kp_device *d, size_t bytes) {
     unsigned char *z = calloc(1, bytes);
     CHECK_OK(kp_buffer_write(NULL, b, 0, z, bytes));
     free(z);
-    return b;
+    return keep(b);
 }
 
 /* ---- defect 1: the workspace at any byte offset ---- */
@@ -148,6 +163,8 @@ static kp_moe_forward_params huge_forward(kp_device *d, int64_t t) {
  * as 1536 bytes, and kp_moe_forward then wrote past them. */
 KP_TEST(robust_moe_forward_workspace_bytes_overflow) {
     kp_device *d = open_cpu();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
     kp_moe_forward_params p = huge_forward(d, (int64_t)1 << 60);
     size_t ws = 12345;
     CHECK_ERR(kp_moe_forward_workspace_bytes(&p, &ws), KP_ERR_INVALID_SHAPE, "too large to address");
@@ -156,6 +173,7 @@ KP_TEST(robust_moe_forward_workspace_bytes_overflow) {
     p.w13 = bcast(d, KP_BF16, 3, (int64_t[]){16, (int64_t)1 << 62, 1});
     CHECK_ERR(kp_moe_forward_workspace_bytes(&p, &ws), KP_ERR_INVALID_SHAPE, "inter = 2305843009213693952");
     CHECK_INT_EQ(ws, 12345);
+    release_all(d, s);
 }
 
 /* The same through the public API, with views it accepts: T = 2^28 tokens and
@@ -181,6 +199,7 @@ KP_TEST(robust_moe_forward_workspace_size_overflow) {
     p.workspace = claimed(d, (size_t)info.memory_bytes);
     CHECK_ERR(kp_op_supported(d, KP_OP_MOE_FORWARD, &p), KP_ERR_INVALID_SHAPE, "too large to address");
     CHECK_ERR(kp_moe_forward(s, &p), KP_ERR_INVALID_SHAPE, "too large to address");
+    release_all(d, s);
 }
 
 /* Sizes past the cpu backend's widths: T = 2^40 (an extent of 2^31 or more), then
@@ -195,6 +214,7 @@ KP_TEST(robust_cpu_moe_forward_past_index_width) {
     p = huge_forward(d, (int64_t)1 << 28);
     check_cpu_slot_refuses(KP_OP_MOE_FORWARD, s, &p,
                            "T * topk is 2147483648; the cpu backend numbers the (token, slot) pairs in 32-bit");
+    release_all(d, s);
 }
 
 /* Paged decode and MLA decode with s_q = 2^32 (the cpu backend cast it to int and
@@ -236,6 +256,7 @@ KP_TEST(robust_cpu_decode_past_index_width) {
         decode_case(d, s, op, ((int64_t)1 << 24) + 1, "s_q is 16777217; the cpu backend takes s_q up to 2^24");
         decode_case(d, s, op, (int64_t)1 << 24, NULL);
     }
+    release_all(d, s);
 }
 
 /* The gate with T = 2^31 tokens: past the cpu backend's extents; T = 2^31 - 1 is
@@ -258,6 +279,7 @@ KP_TEST(robust_cpu_gate_past_index_width) {
     check_cpu_slot_refuses(KP_OP_MOE_GATE, s, &p, "logits.shape[0] is 2147483648");
     p = huge_gate(d, INT32_MAX);
     CHECK_OK(kp_cpu_backend_iface()->ops[KP_OP_MOE_GATE](KP_OP_MOE_GATE, s, &p, 1));
+    release_all(d, s);
 }
 
 /* ---- outputs whose strides make two indices meet ---- */
@@ -300,6 +322,7 @@ KP_TEST(robust_outputs_must_not_self_overlap) {
     out->strides[0] = 64, out->strides[1] = 512, out->strides[2] = 128, out->strides[3] = 1;
     CHECK_OK(kp_attention_decode(s, &o.p.decode));
     op_params_free(&o);
+    release_all(d, s);
 }
 
 /* ---- defect 5: DLPack views past their memory ---- */
