@@ -72,9 +72,6 @@ static bool plugin_trusted(const char *real, int strict, char *why, size_t n) {
     }
 }
 
-/* An entry for a plugin file that is not loaded, with the reason. */
-static void refuse(kp_backend_entry *e, const char *path, const char *why);
-
 /* "libkport-cuda.so" -> "cuda" */
 static void name_from_file(const char *path, char *out, size_t n) {
     const char *base = strrchr(path, '/');
@@ -101,6 +98,7 @@ static const char *first_null_slot(const kp_backend_iface *f) {
     return NULL;
 }
 
+/* An entry for a plugin file that is not loaded, with the reason. */
 static void refuse(kp_backend_entry *e, const char *path, const char *why) {
     memset(e, 0, sizeof *e);
     name_from_file(path, e->info.name, sizeof e->info.name);
