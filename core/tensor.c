@@ -122,9 +122,9 @@ static kp_status check_no_self_overlap(const char *op, const char *name, const k
         int i = dims[a];
         if (t->strides[i] < reach)
             return kp_set_error(KP_ERR_INVALID_LAYOUT,
-                                "%s: output %s has stride[%d] = %lld over %lld elements, which meets the elements "
-                                "of its other dimensions (they span %lld); an output needs a distinct element "
-                                "for every index",
+                                "%s: output %s has stride[%d] = %lld over %lld indices, less than the %lld "
+                                "element(s) its smaller-stride dimensions span, so two indices would share an "
+                                "element; an output needs a distinct element for every index",
                                 op, name, i, (long long)t->strides[i], (long long)t->shape[i], (long long)reach);
         if (__builtin_add_overflow(reach, (t->shape[i] - 1) * t->strides[i], &reach)) /* the span fits (check_view) */
             reach = INT64_MAX;
