@@ -14,7 +14,9 @@
 #include <string.h>
 
 #ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/allocator_interface.h>
+/* ASan's allocator statistics (sanitizer/allocator_interface.h, which gcc does not
+ * install everywhere): ASan replaces malloc, so mallinfo2 would read 0. */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 static size_t heap_in_use(void) {
