@@ -87,6 +87,11 @@ struct kp_buffer {
  * and backend (kp_backend_op_name below gives the op's name without linking libkport). */
 typedef kp_status (*kp_op_fn)(kp_op op, kp_stream *s, const void *params, int dry_run);
 
+/* kp_moe_forward reaches a backend with workspace_offset a multiple of this (the core
+ * rounds the caller's offset up; the reported workspace size has room for that), so
+ * every region of the workspace layout is aligned for any element type. */
+#define KP_MOE_WORKSPACE_ALIGN 256
+
 struct kp_backend_iface {
     /* header: stable across ABI versions */
     uint32_t abi_version;
@@ -165,6 +170,81 @@ static inline size_t kp_backend_dtype_size(kp_dtype t) {
     case KP_DTYPE_COUNT: break;
     }
     return 0;
+}
+
+/* The tensor arguments of an op's params struct, for rules that apply to all of them
+ * (a backend's index-width limits): fills t and names, returns the count. */
+#define KP_OP_MAX_TENSORS 10
+static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_tensor *t[KP_OP_MAX_TENSORS],
+                                        const char *names[KP_OP_MAX_TENSORS]) {
+    int n = 0;
+#define KP_T_(type, field) (t[n] = &((const type *)params)->field, names[n++] = #field)
+    switch (op) {
+    case KP_OP_ATTENTION_PREFILL:
+        KP_T_(kp_attention_prefill_params, q), KP_T_(kp_attention_prefill_params, k);
+        KP_T_(kp_attention_prefill_params, v), KP_T_(kp_attention_prefill_params, out);
+        KP_T_(kp_attention_prefill_params, lse), KP_T_(kp_attention_prefill_params, cu_seqlens_q);
+        KP_T_(kp_attention_prefill_params, cu_seqlens_k);
+        break;
+    case KP_OP_ATTENTION_DECODE:
+        KP_T_(kp_attention_decode_params, q), KP_T_(kp_attention_decode_params, k_cache);
+        KP_T_(kp_attention_decode_params, v_cache), KP_T_(kp_attention_decode_params, block_table);
+        KP_T_(kp_attention_decode_params, seq_lens), KP_T_(kp_attention_decode_params, out);
+        KP_T_(kp_attention_decode_params, lse);
+        break;
+    case KP_OP_MLA_DECODE:
+        KP_T_(kp_mla_decode_params, q), KP_T_(kp_mla_decode_params, kv_cache);
+        KP_T_(kp_mla_decode_params, block_table), KP_T_(kp_mla_decode_params, seq_lens);
+        KP_T_(kp_mla_decode_params, out), KP_T_(kp_mla_decode_params, lse);
+        break;
+    case KP_OP_MOE_GATE:
+        KP_T_(kp_moe_gate_params, logits), KP_T_(kp_moe_gate_params, bias);
+        KP_T_(kp_moe_gate_params, topk_ids), KP_T_(kp_moe_gate_params, topk_weights);
+        break;
+    case KP_OP_MOE_ALIGN:
+        KP_T_(kp_moe_align_params, topk_ids), KP_T_(kp_moe_align_params, sorted_ids);
+        KP_T_(kp_moe_align_params, expert_offsets), KP_T_(kp_moe_align_params, token_pos);
+        break;
+    case KP_OP_GROUPED_GEMM:
+        KP_T_(kp_grouped_gemm_params, a), KP_T_(kp_grouped_gemm_params, w);
+        KP_T_(kp_grouped_gemm_params, w_scale), KP_T_(kp_grouped_gemm_params, expert_offsets);
+        KP_T_(kp_grouped_gemm_params, out);
+        break;
+    case KP_OP_MOE_COMBINE:
+        KP_T_(kp_moe_combine_params, expert_out), KP_T_(kp_moe_combine_params, token_pos);
+        KP_T_(kp_moe_combine_params, topk_weights), KP_T_(kp_moe_combine_params, out);
+        break;
+    case KP_OP_MOE_FORWARD:
+        KP_T_(kp_moe_forward_params, x), KP_T_(kp_moe_forward_params, router_logits);
+        KP_T_(kp_moe_forward_params, bias), KP_T_(kp_moe_forward_params, w13);
+        KP_T_(kp_moe_forward_params, w13_scale), KP_T_(kp_moe_forward_params, w2);
+        KP_T_(kp_moe_forward_params, w2_scale), KP_T_(kp_moe_forward_params, shared_w13);
+        KP_T_(kp_moe_forward_params, shared_w2), KP_T_(kp_moe_forward_params, out);
+        break;
+    case KP_OP_COUNT: break;
+    }
+#undef KP_T_
+    return n;
+}
+
+/* KP_OK when every extent of every present tensor argument is below 2^31; otherwise
+ * KP_ERR_UNSUPPORTED naming the argument, the backend and the limit. A backend whose
+ * kernels index with 32-bit integers runs this before answering "supported?". */
+static inline kp_status kp_backend_check_i32_extents(const kp_host_services *h, const char *backend, kp_op op,
+                                                     const void *params) {
+    const kp_tensor *t[KP_OP_MAX_TENSORS];
+    const char *names[KP_OP_MAX_TENSORS];
+    int n = kp_backend_op_tensors(op, params, t, names);
+    for (int i = 0; i < n; i++) {
+        if (!t[i]->buffer) continue;
+        for (int d = 0; d < t[i]->ndim && d < KP_MAX_DIMS; d++)
+            if (t[i]->shape[d] > INT32_MAX)
+                return h->set_error(KP_ERR_UNSUPPORTED,
+                                    "%s: %s.shape[%d] is %lld; the %s backend indexes with 32-bit integers: "
+                                    "every extent must be below 2^31",
+                                    kp_backend_op_name(op), names[i], d, (long long)t[i]->shape[d], backend);
+    }
+    return KP_OK;
 }
 
 typedef const kp_backend_iface *(*kp_backend_entry_fn)(uint32_t core_abi_version);

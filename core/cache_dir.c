@@ -26,9 +26,10 @@ static bool make_dirs(char *path) {
 const char *kp_cache_dir(void) {
     /* Per thread, recomputed each call: the environment may change between calls. */
     static _Thread_local char dir[PATH_MAX];
-    const char *env = getenv("KPORT_CACHE_DIR");
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
+    /* secure_getenv: a setuid/setgid program writes no directory the caller's environment names */
+    const char *env = secure_getenv("KPORT_CACHE_DIR");
+    const char *xdg = secure_getenv("XDG_CACHE_HOME");
+    const char *home = secure_getenv("HOME");
     if (env && env[0] == '/') snprintf(dir, sizeof dir, "%s", env);
     else if (xdg && xdg[0] == '/') snprintf(dir, sizeof dir, "%s/kport", xdg);
     else if (home && home[0] == '/') snprintf(dir, sizeof dir, "%s/.cache/kport", home);

@@ -109,6 +109,10 @@ kp_status kp_validate_moe_forward(kp_device *d, const void *params);
 kp_status kp_validate_moe_routing(const char *op, const kp_moe_routing *r, int64_t num_experts);
 /* Shapes and dtypes of kp_moe_forward, without the workspace. */
 kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p);
-size_t kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p);
+/* Bytes kp_moe_forward_workspace_size reports (layout plus alignment room); an
+ * overflow is KP_ERR_INVALID_SHAPE. */
+kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes);
+/* workspace_offset rounded up to KP_MOE_WORKSPACE_ALIGN: where the layout starts. */
+size_t kp_moe_forward_workspace_start(const kp_moe_forward_params *p);
 
 #endif /* KPORT_CORE_INTERNAL_H */

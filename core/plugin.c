@@ -6,16 +6,21 @@
  *   4. the install's plugin dir (KPORT_PLUGIN_DIR).
  * Only absolute directories are searched: never the current directory, and an empty
  * or relative entry is ignored with a log line. A broken plugin is reported in its
- * backend entry (available = 0, reason) and never stops the others.
+ * backend entry (available = 0, reason) and never stops the others; so is one that is
+ * not trusted (plugin_trusted below). KPORT_PLUGIN_PATH is read with secure_getenv:
+ * a setuid/setgid program ignores it.
  */
 #include "internal.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef KPORT_PLUGIN_DIR
 #define KPORT_PLUGIN_DIR "/usr/local/lib/kport"
@@ -23,6 +28,49 @@
 
 #define PLUGIN_PREFIX "libkport-"
 #define PLUGIN_SUFFIX ".so"
+
+/* ---- trust: what may be loaded ------------------------------------------ */
+
+/* A plugin runs its constructors the moment it is loaded, so only code that nobody but
+ * root and this user can change is loaded, as loaders that run others' code do: the
+ * file (a regular one) and its directory must be owned by root or the effective user
+ * and not writable by others; each directory above must be owned by root or that user
+ * and not writable by others unless sticky (like /tmp: others cannot rename what is
+ * ours in it). real: a canonical absolute path (realpath). strict: how many levels,
+ * from real upwards, allow no write by others at all (2 for a file and its directory,
+ * 1 for a directory). Group write is allowed (user-private groups). */
+static bool plugin_trusted(const char *real, int strict, char *why, size_t n) {
+    char p[PATH_MAX];
+    if (real[0] != '/' || snprintf(p, sizeof p, "%s", real) >= (int)sizeof p) {
+        snprintf(why, n, "'%.400s' is not a canonical absolute path", real);
+        return false;
+    }
+    const uid_t me = geteuid();
+    for (int level = 0;; level++) {
+        struct stat st;
+        const char *what = level == 0 && strict == 2 ? "file" : "directory";
+        if (lstat(p, &st) != 0) {
+            snprintf(why, n, "cannot stat %.400s: %s", p, strerror(errno));
+            return false;
+        }
+        if (level == 0 && strict == 2 && !S_ISREG(st.st_mode)) {
+            snprintf(why, n, "%.400s is not a regular file", p);
+            return false;
+        }
+        if (st.st_uid != 0 && st.st_uid != me) {
+            snprintf(why, n, "%s %.400s is owned by uid %u, neither root nor this user (uid %u)", what, p,
+                     (unsigned)st.st_uid, (unsigned)me);
+            return false;
+        }
+        if ((st.st_mode & S_IWOTH) && (level < strict || !(st.st_mode & S_ISVTX))) {
+            snprintf(why, n, "%s %.400s is writable by others (mode %04o)", what, p, (unsigned)(st.st_mode & 07777));
+            return false;
+        }
+        if (strcmp(p, "/") == 0) return true;
+        char *slash = strrchr(p, '/');
+        slash[slash == p ? 1 : 0] = '\0'; /* up one level; "/x" -> "/" */
+    }
+}
 
 /* "libkport-cuda.so" -> "cuda" */
 static void name_from_file(const char *path, char *out, size_t n) {
@@ -50,14 +98,33 @@ static const char *first_null_slot(const kp_backend_iface *f) {
     return NULL;
 }
 
+/* An entry for a plugin file that is not loaded, with the reason. */
+static void refuse(kp_backend_entry *e, const char *path, const char *why) {
+    memset(e, 0, sizeof *e);
+    name_from_file(path, e->info.name, sizeof e->info.name);
+    snprintf(e->info.path, sizeof e->info.path, "%s", path);
+    snprintf(e->info.reason, sizeof e->info.reason, "plugin refused: %s", why);
+    kp_log("%s: %s", path, e->info.reason);
+}
+
 kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backend_entry *e) {
+    char real[PATH_MAX], why[KP_REASON_MAX - 32];
+    if (!realpath(path, real)) {
+        snprintf(why, sizeof why, "%.400s: %s", path, strerror(errno));
+        refuse(e, path, why);
+        return KP_ERR_UNAVAILABLE;
+    }
+    if (!plugin_trusted(real, 2, why, sizeof why)) {
+        refuse(e, path, why);
+        return KP_ERR_UNAVAILABLE;
+    }
     memset(e, 0, sizeof *e);
     name_from_file(path, e->info.name, sizeof e->info.name);
     snprintf(e->info.path, sizeof e->info.path, "%s", path);
     kp_status st = KP_OK;
     const kp_backend_iface *f = NULL;
 
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();
         st = KP_ERR_UNAVAILABLE;
@@ -101,6 +168,13 @@ kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backen
         kp_log("%s: %s", path, e->info.reason);
         return st;
     }
+    /* An accepted plugin stays loaded for the life of the process (RTLD_NODELETE; its
+     * handle is still closed at kp_shutdown): vendor runtimes are not made to be
+     * unloaded and loaded again. The OpenCL ICD loader, a dependency of the opencl
+     * plugin, leaked its platform list (~130 bytes) on every kp_init after a
+     * kp_shutdown, and the GPU plugins keep their run-time compilers per process. */
+    void *pin = dlopen(real, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (pin) dlclose(pin);
     e->iface = f;
     e->dl_handle = h;
     snprintf(e->info.name, sizeof e->info.name, "%s", f->name);
@@ -133,10 +207,13 @@ static int plugin_file_filter(const struct dirent *d) {
 
 static void scan_dir(const char *dir, const kp_init_options *opt, kp_backend_entry **entries,
                      int *count, int *cap) {
-
     struct dirent **names = NULL;
     int n = scandir(dir, &names, plugin_file_filter, alphasort);
     if (n < 0) return;
+    char real_dir[PATH_MAX], dir_why[KP_REASON_MAX - 32];
+    bool resolved = realpath(dir, real_dir) != NULL;
+    if (!resolved) snprintf(dir_why, sizeof dir_why, "%.400s: %s", dir, strerror(errno));
+    bool trusted = resolved && plugin_trusted(real_dir, 1, dir_why, sizeof dir_why);
     for (int i = 0; i < n; i++) {
         char path[PATH_MAX], real[PATH_MAX], name[64];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
@@ -150,7 +227,8 @@ static void scan_dir(const char *dir, const kp_init_options *opt, kp_backend_ent
             *entries = ne;
             *cap = nc;
         }
-        kp_plugin_load(real, opt, &(*entries)[*count]);
+        if (trusted) kp_plugin_load(real, opt, &(*entries)[*count]);
+        else refuse(&(*entries)[*count], path, dir_why); /* listed, so kport-info shows why */
         (*count)++;
     }
     free(names);
@@ -175,7 +253,7 @@ static void scan_list(const char *list, const kp_init_options *opt, kp_backend_e
 
 void kp_plugins_discover(const kp_init_options *opt, kp_backend_entry **entries, int *count, int *cap) {
     if (opt && opt->plugin_path) scan_list(opt->plugin_path, opt, entries, count, cap);
-    scan_list(getenv("KPORT_PLUGIN_PATH"), opt, entries, count, cap);
+    scan_list(secure_getenv("KPORT_PLUGIN_PATH"), opt, entries, count, cap);
     Dl_info info;
     if (dladdr((void *)kp_plugins_discover, &info) && info.dli_fname && info.dli_fname[0] == '/') {
         char dir[PATH_MAX];

@@ -140,9 +140,10 @@ kp_status kp_init(const kp_init_options *opt) {
     pthread_mutex_lock(&g_lock);
     kp_status st = KP_OK;
     if (atomic_load(&g_initialized)) goto out;
-    if (opt && opt->cpu_threads < 0) {
-        st = kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_init: opt->cpu_threads is %d; it must be >= 0",
-                          (int)opt->cpu_threads);
+    if (opt && (opt->cpu_threads < 0 || opt->cpu_threads > KP_CPU_THREADS_MAX)) {
+        st = kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                          "kp_init: opt->cpu_threads is %d; it must be 0 (KPORT_NUM_THREADS or all cores) .. %d",
+                          (int)opt->cpu_threads, KP_CPU_THREADS_MAX);
         goto out;
     }
     if (opt && (opt->flags & ~KP_INIT_NO_PLUGINS)) {

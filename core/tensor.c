@@ -100,6 +100,38 @@ static kp_status check_view(const char *op, const char *name, const kp_tensor *t
     return KP_OK;
 }
 
+/* An output view must give every index its own element: a stride of 0 on a dimension
+ * of extent > 1, or strides that interleave so two indices meet, would have threads
+ * race on one element. Checked conservatively: with the dimensions of extent > 1
+ * sorted by stride, each stride must reach past everything the smaller ones span
+ * (every permutation of a row-major layout, padded or not, passes). */
+static kp_status check_no_self_overlap(const char *op, const char *name, const kp_tensor *t) {
+    int dims[KP_MAX_DIMS], n = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) return KP_OK; /* no elements */
+        if (t->shape[i] > 1) dims[n++] = i;
+    }
+    for (int a = 1; a < n; a++) /* insertion sort by stride */
+        for (int b = a; b > 0 && t->strides[dims[b]] < t->strides[dims[b - 1]]; b--) {
+            int x = dims[b];
+            dims[b] = dims[b - 1];
+            dims[b - 1] = x;
+        }
+    int64_t reach = 1; /* elements spanned by the dimensions checked so far, +1 */
+    for (int a = 0; a < n; a++) {
+        int i = dims[a];
+        if (t->strides[i] < reach)
+            return kp_set_error(KP_ERR_INVALID_LAYOUT,
+                                "%s: output %s has stride[%d] = %lld over %lld indices, less than the %lld "
+                                "element(s) its smaller-stride dimensions span, so two indices would share an "
+                                "element; an output needs a distinct element for every index",
+                                op, name, i, (long long)t->strides[i], (long long)t->shape[i], (long long)reach);
+        if (__builtin_add_overflow(reach, (t->shape[i] - 1) * t->strides[i], &reach)) /* the span fits (check_view) */
+            reach = INT64_MAX;
+    }
+    return KP_OK;
+}
+
 static void dtype_list(uint32_t mask, char *out, size_t n) {
     out[0] = '\0';
     for (int d = 0; d < KP_DTYPE_COUNT; d++) {
@@ -128,6 +160,7 @@ kp_status kp_validate_tensors(const char *op, kp_device *d, const kp_tensor_rule
             return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: %s has %d dims; it must have %d", op, r->name,
                                 (int)t->ndim, r->ndim);
         kp_status st = check_view(op, r->name, t, r->contiguous);
+        if (st == KP_OK && r->output) st = check_no_self_overlap(op, r->name, t);
         if (st != KP_OK) return st;
         if (t->buffer->device != d)
             return kp_set_error(KP_ERR_DEVICE_MISMATCH,
@@ -244,9 +277,19 @@ kp_status kp_tensor_from_dlpack(const DLTensor *t, kp_device *d, kp_tensor *out)
             __builtin_add_overflow(span, term, &span))
             return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: the tensor is too large to address", fn);
     }
-    size_t bytes = v.offset + ((size_t)span + 1) * kp_dtype_size(dt);
+    size_t bytes;
+    if (__builtin_mul_overflow((uint64_t)span + 1, kp_dtype_size(dt), &bytes) ||
+        __builtin_add_overflow(bytes, t->byte_offset, &bytes))
+        return kp_set_error(KP_ERR_INVALID_SHAPE,
+                            "%s: byte_offset %llu plus the %lld-element span of the tensor is too large to address",
+                            fn, (unsigned long long)t->byte_offset, (long long)span + 1);
     kp_status st = kp_buffer_wrap(d, t->data, bytes, &v.buffer);
     if (st != KP_OK) return kp_add_context(st, "%s", fn);
+    st = check_view(fn, "the tensor", &v, false); /* what kp_tensor_init requires of a view */
+    if (st != KP_OK) {
+        kp_buffer_free(v.buffer);
+        return st;
+    }
     *out = v;
     return KP_OK;
 }

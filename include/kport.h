@@ -9,7 +9,15 @@
  *    thread-local message naming the argument and the rule it broke.
  *  - A call that fails validation writes nothing to any output.
  *  - Ops are asynchronous on their stream; kp_stream_sync waits for them.
- *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer.
+ *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer. An
+ *    input may repeat elements (a stride of 0 broadcasts); an output may not: every
+ *    index of an output needs its own element, or the call fails with
+ *    KP_ERR_INVALID_LAYOUT (checked conservatively: sorted by stride, each stride of a
+ *    dimension of extent > 1 must reach past all the smaller dimensions span).
+ *  - Every size computation is overflow-checked: a view or workspace too large to
+ *    address is KP_ERR_INVALID_SHAPE. Each backend states its index-width limits
+ *    (README, "Limits"); past them an op is KP_ERR_UNSUPPORTED, from kp_op_supported
+ *    and the call alike, before anything runs.
  *
  * Optional tensors (an lse output, a bias) are "absent" when their buffer is NULL.
  */
@@ -75,9 +83,14 @@ KP_API const char *kp_version(void);
 /* Init, backends and devices                                                */
 /* ------------------------------------------------------------------------ */
 
+#define KP_CPU_THREADS_MAX 4096 /* the most CPU worker threads cpu_threads or KPORT_NUM_THREADS may ask for */
+
 typedef struct kp_init_options {
-    const char *plugin_path; /* extra ':'-separated absolute dirs to search (NULL: none) */
-    int32_t cpu_threads;     /* CPU backend worker threads; 0 = KPORT_NUM_THREADS or all cores */
+    const char *plugin_path; /* extra ':'-separated absolute dirs to search (NULL: none); a
+                                directory or plugin writable by others, or owned by another
+                                user than root or this one, is refused */
+    int32_t cpu_threads;     /* CPU backend worker threads, 0..KP_CPU_THREADS_MAX;
+                                0 = KPORT_NUM_THREADS or all cores */
     uint32_t flags;          /* KP_INIT_* */
 } kp_init_options;
 
@@ -372,8 +385,10 @@ typedef struct kp_moe_combine_params {
  * w13 [E, 2*inter, hidden] (gate rows first, then up); w2 [E, hidden, inter];
  * w13_scale / w2_scale f32 block scales when the weights are FP8;
  * shared_w13 [2*inter_s, hidden], shared_w2 [hidden, inter_s] optional;
- * out [T, hidden]. workspace: a buffer of at least kp_moe_forward_workspace_size bytes
- * on the same device; the call never allocates. */
+ * out [T, hidden]. workspace: kp_moe_forward_workspace_size bytes of a buffer on the
+ * same device, from workspace_offset on (any offset: the size includes room to align
+ * the workspace's regions, which start at the next multiple of 256); they may overlap
+ * no tensor argument. The call never allocates. */
 typedef struct kp_moe_forward_params {
     kp_tensor x, router_logits, bias;
     kp_tensor w13, w13_scale, w2, w2_scale;

@@ -468,4 +468,76 @@ KP_TEST(gpu_kernel_gen_env_tuning_default_and_log) {
     CHECK_STR_CONTAINS(fake_error, "KPORT_GPU_KERNELS='grouped_gemm=gen9': 'gen9' is not gen1, gen2 or auto");
     CHECK_INT_EQ(fake_count, 0);
     unsetenv("KPORT_GPU_KERNELS");
+
+/* ---- index-width limits (gpu_limits.c), checked before any plan ---- */
+
+/* Calls past the 32-bit widths of the GPU kernels: KP_ERR_UNSUPPORTED naming the limit,
+ * dry and wet alike, and nothing reaches the target. The shapes only claim their sizes
+ * (nothing is launched). The gate at 2^32 tokens used to die in PoCL (SIGILL). */
+static void check_gpu_refuses(kp_op op, const void *params, const char *why) {
+    kp_stream s = {0};
+    for (int dry = 1; dry >= 0; dry--) {
+        fake_reset("cuda");
+        CHECK_INT_EQ(kp_gpu_op_run(&fake_target, op, &s, params, dry), KP_ERR_UNSUPPORTED);
+        CHECK_STR_CONTAINS(fake_error, why);
+        CHECK_STR_CONTAINS(fake_error, "fake");
+        CHECK_INT_EQ(fake_count, 0);
+    }
+}
+
+KP_TEST(gpu_index_width_limits_refuse_before_planning) {
+    const int64_t big = (int64_t)1 << 31;
+    kp_moe_gate_params gate = {
+        .logits = tensor(0, KP_F32, 2, (int64_t[]){(int64_t)1 << 32, 16}),
+        .topk_ids = tensor(1, KP_I32, 2, (int64_t[]){(int64_t)1 << 32, 2}),
+        .topk_weights = tensor(2, KP_F32, 2, (int64_t[]){(int64_t)1 << 32, 2}),
+        .routing = {2, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f},
+    };
+    check_gpu_refuses(KP_OP_MOE_GATE, &gate, "logits.shape[0] is 4294967296; the fake backend indexes with 32-bit");
+    gate.logits.shape[0] = gate.topk_ids.shape[0] = gate.topk_weights.shape[0] = big - 1;
+    kp_stream s = {0};
+    fake_reset("cuda");
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MOE_GATE, &s, &gate, 1), KP_OK); /* 2^31 - 1: within */
+
+    kp_moe_combine_params comb = {
+        .expert_out = tensor(0, KP_BF16, 2, (int64_t[]){8, big}),
+        .token_pos = tensor(1, KP_I32, 2, (int64_t[]){4, 2}),
+        .topk_weights = tensor(2, KP_F32, 2, (int64_t[]){4, 2}),
+        .out = tensor(3, KP_BF16, 2, (int64_t[]){4, big}),
+    };
+    check_gpu_refuses(KP_OP_MOE_COMBINE, &comb, "expert_out.shape[1] is 2147483648");
+
+    /* decode: each extent fits, the query rows B * s_q * h_q do not */
+    kp_attention_decode_params dec = {
+        .q = tensor(0, KP_F16, 4, (int64_t[]){1 << 16, 1 << 10, 32, 128}),
+        .k_cache = tensor(1, KP_F16, 4, (int64_t[]){4, 16, 8, 128}),
+        .v_cache = tensor(2, KP_F16, 4, (int64_t[]){4, 16, 8, 128}),
+        .block_table = tensor(3, KP_I32, 2, (int64_t[]){1 << 16, 4}),
+        .seq_lens = tensor(4, KP_I32, 1, (int64_t[]){1 << 16}),
+        .out = tensor(5, KP_F16, 4, (int64_t[]){1 << 16, 1 << 10, 32, 128}),
+        .softmax_scale = 0.125f,
+    };
+    check_gpu_refuses(KP_OP_ATTENTION_DECODE, &dec, "B * s_q * h_q (query rows) is 65536 * 1024 * 32");
+    kp_mla_decode_params mla = {
+        .q = tensor(0, KP_BF16, 4, (int64_t[]){1 << 20, 2, 1024, 576}),
+        .kv_cache = tensor(1, KP_BF16, 4, (int64_t[]){4, 64, 1, 576}),
+        .block_table = tensor(3, KP_I32, 2, (int64_t[]){1 << 20, 4}),
+        .seq_lens = tensor(4, KP_I32, 1, (int64_t[]){1 << 20}),
+        .out = tensor(5, KP_BF16, 4, (int64_t[]){1 << 20, 2, 1024, 512}),
+        .softmax_scale = 0.135f, .head_dim_v = 512,
+    };
+    check_gpu_refuses(KP_OP_MLA_DECODE, &mla, "B * s_q * h_q (query rows) is 1048576 * 2 * 1024");
+
+    /* moe_forward: T * topk + E * 63 padded rows */
+    const int64_t t = (int64_t)1 << 28;
+    kp_moe_forward_params fwd = {
+        .x = tensor(0, KP_BF16, 2, (int64_t[]){t, 64}),
+        .router_logits = tensor(1, KP_F32, 2, (int64_t[]){t, 16}),
+        .w13 = tensor(2, KP_BF16, 3, (int64_t[]){16, 64, 64}),
+        .w2 = tensor(3, KP_BF16, 3, (int64_t[]){16, 64, 32}),
+        .out = tensor(4, KP_BF16, 2, (int64_t[]){t, 64}),
+        .workspace = &fake_buf[5],
+        .routing = {8, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f},
+    };
+    check_gpu_refuses(KP_OP_MOE_FORWARD, &fwd, "T * topk + E * 63 (padded rows) is 2147484656");
 }

@@ -11,6 +11,7 @@
 #define XB(name) XC(name##__cpu) XC(name##__opencl) XC(name##__cuda) XC(name##__hip)
 #include "list_core.h"
 #include "list_cpu.h"
+#include "list_robustness.h"
 #include "list_plugins.h"
 #include "list_gpu.h"
 #include "list_events.h"

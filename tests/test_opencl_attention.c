@@ -18,6 +18,7 @@
 #include "ref_attention.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 void kp_tuning_reset(void); /* core/tuning.c: rereads KPORT_TUNING_FILE */
@@ -326,10 +327,29 @@ static kp_ocl_scratch *scratch_of(kp_device *dev, void *q, int *n) {
     return hit;
 }
 
-static cl_uint mem_refs(cl_mem m) {
-    cl_uint refs = 0;
-    CHECK(clGetMemObjectInfo(m, CL_MEM_REFERENCE_COUNT, sizeof refs, &refs, NULL) == CL_SUCCESS);
-    return refs;
+/* Whether a memory object has been freed, told by the runtime itself: its destructor
+ * callback fires once the last reference is gone, kport's and any the runtime keeps
+ * for commands it still tracks (PoCL may let those go a moment after the queue has
+ * finished, so a reference count read right away is not what kport promises). */
+static void CL_CALLBACK mem_freed(cl_mem m, void *flag) {
+    (void)m;
+    atomic_store((atomic_int *)flag, 1);
+}
+
+static void watch_free(cl_mem m, atomic_int *flag) {
+    atomic_init(flag, 0);
+    CHECK(clSetMemObjectDestructorCallback(m, mem_freed, flag) == CL_SUCCESS);
+}
+
+/* Waits for every flag, up to 10 s (no timing is assumed below that); 1 if all fired. */
+static int freed_within_bound(atomic_int *flags, int n) {
+    for (int waited_ms = 0; waited_ms < 10000; waited_ms++) {
+        int all = 1;
+        for (int i = 0; i < n; i++) all &= atomic_load(&flags[i]);
+        if (all) return 1;
+        usleep(1000);
+    }
+    return 0;
 }
 
 static int pow2(size_t n) { return n && (n & (n - 1)) == 0; }
@@ -337,8 +357,9 @@ static int pow2(size_t n) { return n && (n & (n - 1)) == 0; }
 /* num_splits 8 on two streams alternately, many calls in flight before any sync, the
  * sizes growing (and shrinking back) along the way: every output matches the float64
  * reference with its guards intact; each queue has one scratch pair, large enough for
- * its biggest call; destroying a stream drops its pair and closing the device frees
- * what is left (no reference but the test's own remains). */
+ * its biggest call; destroying a stream removes its pair from kport's table and lets
+ * go of it (the runtime frees it: its destructor callback fires), the other stream's
+ * pair stays alive; closing the device frees what is left. */
 KP_TEST(opencl_attn_split_scratch_streams) {
     kp_device *dev = open_opencl();
     kp_stream *s[2];
@@ -386,27 +407,27 @@ KP_TEST(opencl_attn_split_scratch_streams) {
     int n = 0;
     kp_ocl_scratch *e[2] = {scratch_of(dev, qn[0], &n), scratch_of(dev, qn[1], &n)};
     CHECK_INT_EQ(n, 2);
-    cl_mem held[2][2];
+    atomic_int freed[2][2]; /* [stream][part, lse] */
     for (int i = 0; i < 2; i++) {
         CHECK(e[i] != NULL);
         CHECK(e[i]->part_bytes >= need_part[i] && e[i]->lse_bytes >= need_lse[i]);
         CHECK(pow2(e[i]->part_bytes) && pow2(e[i]->lse_bytes));
-        held[i][0] = e[i]->part, held[i][1] = e[i]->part_lse;
-        clRetainMemObject(held[i][0]), clRetainMemObject(held[i][1]);
+        watch_free(e[i]->part, &freed[i][0]);
+        watch_free(e[i]->part_lse, &freed[i][1]);
     }
-    CHECK(held[0][0] != held[1][0] && held[0][1] != held[1][1]);
+    CHECK(e[0]->part != e[1]->part && e[0]->part_lse != e[1]->part_lse);
+    for (int i = 0; i < NP; i++) split_problem_free(&p[i]);
 
     /* stream destroy drops that queue's pair only */
     CHECK_OK(kp_stream_destroy(s[0]));
     CHECK(scratch_of(dev, qn[0], &n) == NULL);
     CHECK_INT_EQ(n, 1);
-    CHECK(mem_refs(held[0][0]) == 1 && mem_refs(held[0][1]) == 1); /* ours only */
+    CHECK_MSG(freed_within_bound(freed[0], 2), "stream 0's scratch pair is still alive 10 s after kp_stream_destroy");
+    CHECK(!atomic_load(&freed[1][0]) && !atomic_load(&freed[1][1])); /* kport still holds stream 1's */
     CHECK_OK(kp_stream_destroy(s[1]));
     CHECK(scratch_of(dev, qn[1], &n) == NULL);
     CHECK_INT_EQ(n, 0);
-    CHECK(mem_refs(held[1][0]) == 1 && mem_refs(held[1][1]) == 1);
-    for (int i = 0; i < 2; i++) clReleaseMemObject(held[i][0]), clReleaseMemObject(held[i][1]);
-    for (int i = 0; i < NP; i++) split_problem_free(&p[i]);
+    CHECK_MSG(freed_within_bound(freed[1], 2), "stream 1's scratch pair is still alive 10 s after kp_stream_destroy");
 
     /* device close frees whatever is left: a queue of the test's own with a pair, grown once */
     kp_native_device nd;
@@ -416,21 +437,25 @@ KP_TEST(opencl_attn_split_scratch_streams) {
     CHECK(err == CL_SUCCESS);
     kp_ocl_device *od = kp_ocl_dev(dev);
     cl_mem a = NULL, b = NULL, a2 = NULL, b2 = NULL;
+    atomic_int old_freed[2], new_freed[2];
     CHECK(kp_ocl_scratch_get(od, rq, 1000, 100, &a, &b) == CL_SUCCESS);
+    watch_free(a, &old_freed[0]), watch_free(b, &old_freed[1]);
+    clReleaseMemObject(a), clReleaseMemObject(b); /* the test's references: the cache keeps its own */
     CHECK(kp_ocl_scratch_get(od, rq, 300, 30, &a2, &b2) == CL_SUCCESS); /* fits: the same pair */
     CHECK(a2 == a && b2 == b);
     clReleaseMemObject(a2), clReleaseMemObject(b2);
+    CHECK(!atomic_load(&old_freed[0]) && !atomic_load(&old_freed[1]));
     CHECK(kp_ocl_scratch_get(od, rq, 5000, 50, &a2, &b2) == CL_SUCCESS); /* grows: a new pair */
     CHECK(a2 != a && b2 != b);
-    CHECK(mem_refs(a) == 1 && mem_refs(b) == 1); /* the old pair: the cache let go */
-    clReleaseMemObject(a), clReleaseMemObject(b);
+    CHECK_MSG(freed_within_bound(old_freed, 2), "the outgrown pair is still alive 10 s after the cache replaced it");
+    watch_free(a2, &new_freed[0]), watch_free(b2, &new_freed[1]);
+    clReleaseMemObject(a2), clReleaseMemObject(b2);
     kp_ocl_scratch *re = scratch_of(dev, rq, &n);
     CHECK_INT_EQ(n, 1);
-    CHECK(re && re->part_bytes == 8192 && re->lse_bytes == 256);
-    CHECK(mem_refs(a2) == 2 && mem_refs(b2) == 2); /* the cache's and ours */
+    CHECK(re && re->part == a2 && re->part_bytes == 8192 && re->lse_bytes == 256);
+    CHECK(!atomic_load(&new_freed[0]) && !atomic_load(&new_freed[1])); /* the cache holds it */
     CHECK_OK(kp_device_close(dev));
-    CHECK(mem_refs(a2) == 1 && mem_refs(b2) == 1); /* ours only */
-    clReleaseMemObject(a2), clReleaseMemObject(b2);
+    CHECK_MSG(freed_within_bound(new_freed, 2), "the last pair is still alive 10 s after kp_device_close");
     clReleaseCommandQueue(rq);
 }
 

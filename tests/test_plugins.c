@@ -9,6 +9,7 @@
 
 #include "backend.h"
 
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -309,4 +310,70 @@ KP_TEST(plugin_wrapped_stream_stays_the_servers) {
     CHECK_MSG(strstr(wrap, "stream_sync") == NULL || strstr(wrap, "stream_sync") > after,
               "a wrapped stream was synchronised on destroy:\n%s", text);
     free(text);
+}
+
+/* ---- trust: plugins nobody but root and this user can change ---- */
+
+/* A copy of the fake plugin at <root>/<sub>/libkport-fake.so, the modes and owners
+ * given; kp_init with plugin_path <root>/<sub>. Returns the fake's entry (available or
+ * refused) and whether its code was mapped at all. uid -1: leave the owner. */
+typedef struct trust_setup {
+    mode_t root_mode, dir_mode, file_mode;
+    int dir_uid, file_uid;
+} trust_setup;
+
+static int trust_case(trust_setup t, kp_backend_info *b) {
+    char *root = make_temp_dir(), dir[600], path[700], cmd[1600];
+    snprintf(dir, sizeof dir, "%s/plugins", root);
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/libkport-fake.so", dir);
+    snprintf(cmd, sizeof cmd, "cp %s/libkport-fake.so %s", KPORT_FAKE_PLUGIN_DIR, path);
+    CHECK(system(cmd) == 0);
+    CHECK(chmod(path, t.file_mode) == 0);
+    CHECK(chmod(dir, t.dir_mode) == 0);
+    CHECK(chmod(root, t.root_mode) == 0);
+    if (t.file_uid >= 0) CHECK(chown(path, (uid_t)t.file_uid, (gid_t)-1) == 0);
+    if (t.dir_uid >= 0) CHECK(chown(dir, (uid_t)t.dir_uid, (gid_t)-1) == 0);
+    unsetenv("KPORT_PLUGIN_PATH");
+    kp_init_options opt = {dir, 0, 0};
+    CHECK_OK(kp_init(&opt));
+    CHECK(find("fake", b) >= 0);
+    int mapped = dlopen(path, RTLD_NOW | RTLD_NOLOAD) != NULL; /* its constructors ran */
+    CHECK_OK(kp_shutdown());
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+    free(root);
+    return mapped;
+}
+
+static void check_refused(trust_setup t, const char *why) {
+    kp_backend_info b;
+    CHECK_MSG(!trust_case(t, &b), "the plugin was loaded (reason \"%s\")", b.reason);
+    CHECK_INT_EQ(b.available, 0);
+    CHECK_STR_CONTAINS(b.reason, "plugin refused: ");
+    CHECK_STR_CONTAINS(b.reason, why);
+}
+
+KP_TEST(plugin_trusted_only_when_nobody_else_can_write) {
+    kp_backend_info b;
+    trust_setup ok = {0755, 0755, 0755, -1, -1};
+    CHECK(trust_case(ok, &b));
+    CHECK_INT_EQ(b.available, 1);
+    trust_setup group = {0775, 0775, 0775, -1, -1}; /* group write: user-private groups */
+    CHECK(trust_case(group, &b));
+    trust_setup sticky_parent = {01777, 0755, 0755, -1, -1}; /* like /tmp: others cannot rename ours */
+    CHECK(trust_case(sticky_parent, &b));
+    CHECK_INT_EQ(b.available, 1);
+
+    check_refused((trust_setup){0755, 0777, 0755, -1, -1}, "plugins is writable by others (mode 0777)");
+    check_refused((trust_setup){0755, 01777, 0755, -1, -1}, "plugins is writable by others (mode 1777)");
+    check_refused((trust_setup){0755, 0755, 0666, -1, -1}, "file");
+    check_refused((trust_setup){0755, 0755, 0666, -1, -1}, "libkport-fake.so is writable by others (mode 0666)");
+    check_refused((trust_setup){0777, 0755, 0755, -1, -1}, "is writable by others (mode 0777)"); /* an ancestor */
+}
+
+KP_TEST(plugin_owned_by_another_user_is_refused) {
+    if (geteuid() != 0) KP_SKIP("needs root to give a file to another user (uid %u)", (unsigned)geteuid());
+    check_refused((trust_setup){0755, 0755, 0755, -1, 65534}, "is owned by uid 65534, neither root nor this user");
+    check_refused((trust_setup){0755, 0755, 0755, 65534, -1}, "plugins is owned by uid 65534");
 }

@@ -36,8 +36,8 @@ static int thread_count(const kp_init_options *opt) {
     if (env && *env) {
         char *end;
         long n = strtol(env, &end, 10);
-        if (*end == '\0' && n >= 1 && n <= 4096) return (int)n;
-        g_host->log("KPORT_NUM_THREADS='%s' is not a thread count in 1..4096; using all cores", env);
+        if (*end == '\0' && n >= 1 && n <= KP_CPU_THREADS_MAX) return (int)n;
+        g_host->log("KPORT_NUM_THREADS='%s' is not a thread count in 1..%d; using all cores", env, KP_CPU_THREADS_MAX);
     }
     return default_threads();
 }
@@ -290,15 +290,15 @@ static const kp_backend_iface cpu_iface = {
     .event_elapsed = cpu_event_elapsed,
     .event_destroy = cpu_event_destroy,
     .dlpack_device_type = 1, /* kDLCPU */
-    .ops = {
-        [KP_OP_ATTENTION_PREFILL] = cpu_op_attention_prefill,
-        [KP_OP_ATTENTION_DECODE] = cpu_op_attention_decode,
-        [KP_OP_MLA_DECODE] = cpu_op_mla_decode,
-        [KP_OP_MOE_GATE] = cpu_op_moe_gate,
-        [KP_OP_MOE_ALIGN] = cpu_op_moe_align,
-        [KP_OP_GROUPED_GEMM] = cpu_op_grouped_gemm,
-        [KP_OP_MOE_COMBINE] = cpu_op_moe_combine,
-        [KP_OP_MOE_FORWARD] = cpu_op_moe_forward,
+    .ops = { /* cpu_op_run checks the index-width limits, then calls the op's function */
+        [KP_OP_ATTENTION_PREFILL] = cpu_op_run,
+        [KP_OP_ATTENTION_DECODE] = cpu_op_run,
+        [KP_OP_MLA_DECODE] = cpu_op_run,
+        [KP_OP_MOE_GATE] = cpu_op_run,
+        [KP_OP_MOE_ALIGN] = cpu_op_run,
+        [KP_OP_GROUPED_GEMM] = cpu_op_run,
+        [KP_OP_MOE_COMBINE] = cpu_op_run,
+        [KP_OP_MOE_FORWARD] = cpu_op_run,
     },
 };
 

@@ -76,6 +76,9 @@ const kp_host_services *cpu_host(void);
 /* The backend state behind a stream (the CPU backend has one device). */
 static inline kp_backend_state *cpu_state(const kp_stream *s) { return s->device->backend; }
 
+/* Every op slot: the index-width limits (cpu_limits.c), then the op's own function. */
+kp_status cpu_op_run(kp_op op, kp_stream *s, const void *params, int dry_run);
+
 /* ---- ops, one per file in backends/cpu/ops/ ---- */
 kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);
 kp_status cpu_op_attention_decode(kp_op op, kp_stream *s, const void *params, int dry_run);

@@ -43,7 +43,7 @@ uint64_t kp_fnv1a64(uint64_t h, const void *data, size_t n) {
 const char *kp_gpu_cache_dir(const kp_host_services *host) {
     if (host && host->cache_dir) return host->cache_dir();
     /* A host without the service (an older core, a test host): KPORT_CACHE_DIR only. */
-    const char *env = getenv("KPORT_CACHE_DIR");
+    const char *env = secure_getenv("KPORT_CACHE_DIR");
     return env && env[0] ? env : NULL;
 }
 
@@ -112,21 +112,38 @@ static unsigned char *cache_read_checked(int fd, uint64_t key, const char *keyte
     return buf;
 }
 
+void kp_gpu_cache_discard(const char *path, char *why, size_t why_len) {
+    int r = unlink(path);
+    if (r != 0 && errno == EISDIR) r = rmdir(path); /* only an empty one */
+    if (r == 0 || errno == ENOENT) kp_gpu_append(why, why_len, "; removed");
+    else kp_gpu_append(why, why_len, "; could not remove it: %s", strerror(errno));
+}
+
 kp_gpu_cache_result kp_gpu_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
                                       size_t *len, char *why, size_t why_len) {
     *payload = NULL;
     *len = 0;
     why[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted here must not block the open (with the device lock
+     * held); O_NOFOLLOW: the entry itself, not what a link points to */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) {
         if (errno == ENOENT) return KP_GPU_CACHE_MISS;
-        snprintf(why, why_len, "open: %s", strerror(errno));
-        return KP_GPU_CACHE_MISS; /* unreadable: leave it to whoever owns it */
+        if (errno != ELOOP) {
+            snprintf(why, why_len, "open: %s", strerror(errno));
+            return KP_GPU_CACHE_MISS; /* unreadable: leave it to whoever owns it */
+        }
+        snprintf(why, why_len, "a symbolic link, not a cache entry");
+    } else {
+        struct stat st;
+        if (fstat(fd, &st) != 0) snprintf(why, why_len, "fstat: %s", strerror(errno));
+        else if (!S_ISREG(st.st_mode)) snprintf(why, why_len, "not a regular file (mode 0%o)", (unsigned)st.st_mode);
+        else if (fcntl(fd, F_SETFL, 0) != 0) snprintf(why, why_len, "fcntl: %s", strerror(errno)); /* blocking reads */
+        else *payload = cache_read_checked(fd, key, keytext, len, why, why_len);
+        close(fd);
+        if (*payload) return KP_GPU_CACHE_HIT;
     }
-    *payload = cache_read_checked(fd, key, keytext, len, why, why_len);
-    close(fd);
-    if (*payload) return KP_GPU_CACHE_HIT;
-    unlink(path); /* rebuilt and rewritten by the caller */
+    kp_gpu_cache_discard(path, why, why_len); /* rebuilt and rewritten by the caller */
     return KP_GPU_CACHE_CORRUPT;
 }
 
@@ -199,7 +216,7 @@ kp_status kp_gpu_cache_through(const kp_host_services *host, const char *prefix,
             return KP_OK;
         }
         free(payload);
-        if (r == KP_GPU_CACHE_CORRUPT) host->log("%s: cache entry %s was bad (%s): rebuilding", prefix, path, why);
+        if (r == KP_GPU_CACHE_CORRUPT) host->log("%s: cache entry %s was bad (%s); rebuilding", prefix, path, why);
     }
     kp_status st = compile(ctx, binary, size);
     if (st != KP_OK || !cached) return st;

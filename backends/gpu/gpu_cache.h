@@ -36,12 +36,17 @@ const char *kp_gpu_cache_dir(const kp_host_services *host);
 typedef enum kp_gpu_cache_result {
     KP_GPU_CACHE_HIT = 0,
     KP_GPU_CACHE_MISS = 1,    /* no file */
-    KP_GPU_CACHE_CORRUPT = 2, /* bad magic/version/length/checksum/key: file removed */
+    KP_GPU_CACHE_CORRUPT = 2, /* not a regular file, or bad magic/version/length/checksum/key: removed if it could be */
 } kp_gpu_cache_result;
 
-/* On a hit *payload is malloc'd (caller frees). why: what was wrong, for the log. */
+/* Entries are opened without following links or blocking, and only regular files are
+ * read: a link, FIFO, socket, device or directory in their place counts as corrupt.
+ * On a hit *payload is malloc'd (caller frees). why: what was wrong and whether the
+ * entry could be removed ("...; removed" or "...; could not remove it: ..."), for the log. */
 kp_gpu_cache_result kp_gpu_cache_load(const char *path, uint64_t key, const char *keytext, unsigned char **payload,
                                       size_t *len, char *why, size_t why_len);
+/* Removes a bad entry (an empty directory too); appends the outcome to why as above. */
+void kp_gpu_cache_discard(const char *path, char *why, size_t why_len);
 /* Atomic write; KP_ERR_IO with the reason set through host on failure. prefix: the
  * backend ("opencl"), for the temporary file name and messages. */
 kp_status kp_gpu_cache_store(const kp_host_services *host, const char *prefix, const char *dir, const char *path, uint64_t key, const char *keytext,

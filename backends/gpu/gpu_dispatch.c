@@ -6,6 +6,8 @@
 kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run) {
     kp_gpu_ctx c = {.t = t, .s = s, .host = t->host};
     t->profile(s, &c.prof);
+    kp_status st = kp_gpu_check_limits(&c, op, params);
+    if (st != KP_OK) return st;
     switch (op) {
     case KP_OP_ATTENTION_PREFILL: return kp_gpu_attention_prefill(&c, params, dry_run);
     case KP_OP_ATTENTION_DECODE: return kp_gpu_attention_decode(&c, params, dry_run);

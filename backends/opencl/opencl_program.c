@@ -355,13 +355,13 @@ static kp_status program_build(kp_ocl_device *d, const kp_ocl_source *src, const
                 if (info) info->origin = KP_OCL_FROM_DISK;
                 return KP_OK;
             }
-            unlink(path);
             snprintf(why, sizeof why, "the driver refused the cached binary");
+            kp_gpu_cache_discard(path, why, sizeof why);
             r = KP_GPU_CACHE_CORRUPT;
         }
         if (r == KP_GPU_CACHE_CORRUPT) {
             d->stats.disk_rejected++;
-            kp_ocl_host()->log("opencl cache: removed %s (%s); rebuilding", path, why);
+            kp_ocl_host()->log("opencl cache: bad entry %s (%s); rebuilding", path, why);
         }
     }
 

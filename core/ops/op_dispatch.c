@@ -73,6 +73,12 @@ kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *param
     if (!params) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_%s: params is NULL", name);
     kp_status st = validators[op](d, params);
     if (st != KP_OK) return st;
+    kp_moe_forward_params fwd;
+    if (op == KP_OP_MOE_FORWARD) { /* backends see an aligned workspace (KP_MOE_WORKSPACE_ALIGN) */
+        fwd = *(const kp_moe_forward_params *)params;
+        fwd.workspace_offset = kp_moe_forward_workspace_start(&fwd);
+        params = &fwd;
+    }
     return d->iface->ops[op](op, s, params, dry_run);
 }
 

@@ -5,9 +5,16 @@
 
 /* Rows after padding each expert to this many: the largest row tile any backend uses. */
 #define KP_MOE_FORWARD_ROW_BLOCK 64
-#define KP_WS_ALIGN 256
 
-static size_t ws_align(size_t n) { return (n + KP_WS_ALIGN - 1) / KP_WS_ALIGN * KP_WS_ALIGN; }
+/* *acc += count * elem_bytes rounded up to KP_MOE_WORKSPACE_ALIGN; false on overflow. */
+static bool ws_add(size_t *acc, int64_t count, size_t elem_bytes) {
+    size_t n;
+    if (count < 0 || __builtin_mul_overflow((size_t)count, elem_bytes, &n) ||
+        __builtin_add_overflow(n, (size_t)KP_MOE_WORKSPACE_ALIGN - 1, &n))
+        return false;
+    n -= n % KP_MOE_WORKSPACE_ALIGN;
+    return !__builtin_add_overflow(*acc, n, acc);
+}
 
 kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p) {
     const char *op = "moe_forward";
@@ -61,23 +68,38 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
 }
 
 /* The layout every backend's kp_moe_forward may use: routing, alignment, the f32
- * intermediates of the padded rows, and the shared expert's. */
-size_t kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p) {
-    size_t t = (size_t)p->x.shape[0], hidden = (size_t)p->x.shape[1], e = (size_t)p->w13.shape[0];
-    size_t inter = (size_t)p->w13.shape[1] / 2, k = (size_t)p->routing.topk;
-    size_t rows = t * k + e * (KP_MOE_FORWARD_ROW_BLOCK - 1);
-    size_t bytes = 0;
-    bytes += ws_align(t * k * 4) * 3;       /* topk_ids, topk_weights, token_pos */
-    bytes += ws_align(rows * 4);            /* sorted_ids */
-    bytes += ws_align((e + 1) * 4);         /* expert_offsets */
-    bytes += ws_align(rows * 2 * inter * 4); /* x·w13ᵀ */
-    bytes += ws_align(rows * inter * 4);    /* SwiGLU */
-    bytes += ws_align(rows * hidden * 4);   /* ·w2ᵀ */
-    if (p->shared_w13.buffer) {
-        size_t inter_s = (size_t)p->shared_w13.shape[0] / 2;
-        bytes += ws_align(t * 3 * inter_s * 4);
-    }
-    return bytes;
+ * intermediates of the padded rows, and the shared expert's; plus room to start it at
+ * the next multiple of KP_MOE_WORKSPACE_ALIGN after any workspace_offset. */
+kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes) {
+    const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
+    const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
+    const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
+    int64_t pairs, rows, rows_2i, rows_i, rows_h, shared;
+    size_t b = KP_MOE_WORKSPACE_ALIGN - 1;
+    bool ok = !__builtin_mul_overflow(t, k, &pairs) &&
+              !__builtin_mul_overflow(e, KP_MOE_FORWARD_ROW_BLOCK - 1, &rows) &&
+              !__builtin_add_overflow(rows, pairs, &rows) && !__builtin_mul_overflow(rows, 2 * inter, &rows_2i) &&
+              !__builtin_mul_overflow(rows, inter, &rows_i) && !__builtin_mul_overflow(rows, hidden, &rows_h) &&
+              !__builtin_mul_overflow(t, 3 * inter_s, &shared);
+    ok = ok && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && /* topk_ids, weights, token_pos */
+         ws_add(&b, rows, 4) &&                                                        /* sorted_ids */
+         ws_add(&b, e + 1, 4) &&                                                       /* expert_offsets */
+         ws_add(&b, rows_2i, 4) &&                                                     /* x·w13ᵀ */
+         ws_add(&b, rows_i, 4) &&                                                      /* SwiGLU */
+         ws_add(&b, rows_h, 4) &&                                                      /* ·w2ᵀ */
+         (!inter_s || ws_add(&b, shared, 4));                                          /* shared expert */
+    if (!ok)
+        return kp_set_error(KP_ERR_INVALID_SHAPE,
+                            "moe_forward: the workspace for T = %lld, topk = %lld, E = %lld, hidden = %lld, "
+                            "inter = %lld is too large to address",
+                            (long long)t, (long long)k, (long long)e, (long long)hidden, (long long)inter);
+    *bytes = b;
+    return KP_OK;
+}
+
+size_t kp_moe_forward_workspace_start(const kp_moe_forward_params *p) {
+    return p->workspace_offset + (KP_MOE_WORKSPACE_ALIGN - p->workspace_offset % KP_MOE_WORKSPACE_ALIGN) %
+                                     KP_MOE_WORKSPACE_ALIGN;
 }
 
 kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p, size_t *bytes) {
@@ -85,17 +107,17 @@ kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_param
     if (!p) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: p is NULL");
     if (!bytes) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: bytes is NULL");
     kp_status st = kp_validate_moe_forward_shapes(d, p);
-    if (st != KP_OK) return st;
-    *bytes = kp_moe_forward_workspace_bytes(p);
-    return KP_OK;
+    if (st == KP_OK) st = kp_moe_forward_workspace_bytes(p, bytes);
+    return st;
 }
 
 kp_status kp_validate_moe_forward(kp_device *d, const void *params) {
     const char *op = "moe_forward";
     const kp_moe_forward_params *p = params;
+    size_t need = 0;
     kp_status st = kp_validate_moe_forward_shapes(d, p);
+    if (st == KP_OK) st = kp_moe_forward_workspace_bytes(p, &need);
     if (st != KP_OK) return st;
-    size_t need = kp_moe_forward_workspace_bytes(p);
     const kp_buffer *ws = p->workspace;
     if (!ws)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT,

@@ -36,6 +36,9 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         return c->host->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the %s kernels take sizes below 2^31",
                                   c->t->name);
 
+    if (p->workspace_offset % WS_ALIGN != 0) /* views address the workspace in 4-byte elements */
+        return c->host->set_error(KP_ERR_INTERNAL, "moe_forward: workspace_offset %zu reached the %s backend unaligned",
+                                  p->workspace_offset, c->t->name);
     size_t at = p->workspace_offset;
     const kp_buffer *ws = p->workspace;
     kp_gpu_view ids = kp_gpu_view_bytes(ws, at, 4, k);

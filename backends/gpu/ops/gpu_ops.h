@@ -53,6 +53,9 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
  * cannot take this case (NULL: it can); it then runs generation 1. Logged once. */
 kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen);
 
+/* The GPU kernels' index-width limits (gpu_limits.c): KP_ERR_UNSUPPORTED past them. */
+kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);
+
 /* KP_OK when (source, options) can run here (kp_gpu_target.variant_check). */
 kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options);
 /* Enqueues l; the op's name is added to any error. */
