@@ -18,8 +18,9 @@
  * finishes with out 0 and lse +inf. Split-KV partials (mx, l, unnormalised O) merge
  * through their log-sum-exp in cpu_att_combine.
  *
- * The micro-kernels (qk, softmax, pv) have an AVX-512 implementation and a portable C
- * one, chosen once from cpu_simd_active().
+ * The micro-kernels (qk, softmax, pv) have one implementation per SIMD level, each in
+ * its own file (cpu_attention_portable.c, _avx2.c, _avx512.c, _neon.c), chosen once
+ * per op call from the backend's level.
  */
 #ifndef KPORT_CPU_ATTENTION_H
 #define KPORT_CPU_ATTENTION_H
@@ -48,6 +49,15 @@ typedef struct cpu_att_kernels {
 } cpu_att_kernels;
 
 const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l);
+
+extern const cpu_att_kernels cpu_att_kernels_portable;
+#if defined(__x86_64__) || defined(__i386__)
+extern const cpu_att_kernels cpu_att_kernels_avx2;   /* built with -mavx2 -mfma -mf16c */
+extern const cpu_att_kernels cpu_att_kernels_avx512; /* target attributes */
+#endif
+#if defined(__aarch64__)
+extern const cpu_att_kernels cpu_att_kernels_neon;
+#endif
 
 /* Where one KV head's keys live. Key j is row j of a contiguous sequence (table NULL),
  * or row j % block_size of cache block table[j / block_size]. Offsets in elements. */
