@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <time.h>
 
 /* Interesting f32 bit patterns: zeros, denormals, rounding ties, extremes, inf, NaN. */
 static uint32_t special_bits(int64_t i) {
@@ -152,4 +153,32 @@ KP_TEST(cpu_pool_covers_every_index_once) {
         }
         cpu_pool_destroy(p);
     }
+}
+
+/* Back-to-back jobs reach spinning workers, jobs after a pause reach sleeping ones,
+ * and with spinning off every job goes through the condition variables: each way,
+ * every index runs once. */
+KP_TEST(cpu_pool_spinning_and_sleeping_workers_take_every_job) {
+    static const char *const spins[] = {"0", "50", "100000"};
+    enum { N = 257 };
+    for (size_t s = 0; s < sizeof spins / sizeof spins[0]; s++) {
+        setenv("KPORT_CPU_SPIN_US", spins[s], 1);
+        cpu_pool *p;
+        CHECK_OK(cpu_pool_create(3, &p));
+        for (int job = 0; job < 300; job++) {
+            atomic_int hits[N];
+            for (int i = 0; i < N; i++) atomic_init(&hits[i], 0);
+            cover_ctx c = {hits};
+            cpu_pool_parallel_for(p, N, 1, cover, &c);
+            for (int i = 0; i < N; i++)
+                CHECK_MSG(atomic_load(&hits[i]) == 1, "spin %s us, job %d: index %d ran %d times", spins[s], job, i,
+                          atomic_load(&hits[i]));
+            if (job % 100 == 99) {
+                struct timespec pause = {0, 2000000}; /* 2 ms: past a 50 us spin, the workers sleep */
+                nanosleep(&pause, NULL);
+            }
+        }
+        cpu_pool_destroy(p);
+    }
+    unsetenv("KPORT_CPU_SPIN_US");
 }
