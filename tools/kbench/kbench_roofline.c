@@ -105,8 +105,14 @@ double kb_host_fma_peak(int threads, double seconds, const char **isa) {
     fma_fn fn = fma_scalar;
     *isa = "scalar fmaf";
 #ifdef KB_X86
+    /* KPORT_CPU_SIMD caps the cpu backend's level: the ceiling follows it, so a row run
+     * at avx2 on an AVX-512 machine is judged against the AVX2 FMA peak */
+    const char *cap = getenv("KPORT_CPU_SIMD");
+    bool no512 = cap && (strcmp(cap, "avx2") == 0 || strcmp(cap, "portable") == 0);
+    bool scalar = cap && strcmp(cap, "portable") == 0;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) fn = fma_avx512, *isa = "avx512f";
+    if (scalar) fn = fma_scalar;
+    else if (__builtin_cpu_supports("avx512f") && !no512) fn = fma_avx512, *isa = "avx512f";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) fn = fma_avx2, *isa = "avx2+fma";
 #endif
     if (threads < 1) threads = usable_cpus();
@@ -194,7 +200,10 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
     if (st != KP_OK) return st;
     memset(r, 0, sizeof *r);
     snprintf(r->backend, sizeof r->backend, "%s", info.backend);
-    snprintf(r->device, sizeof r->device, "%s", info.name);
+    if (strcmp(info.backend, "cpu") == 0) /* the SIMD level, as the rows name it */
+        snprintf(r->device, sizeof r->device, "%.80s (%.40s)", info.name, info.arch);
+    else
+        snprintf(r->device, sizeof r->device, "%s", info.name);
     if (o->mem_gbps > 0 && o->peak_tflops > 0) { /* both given: nothing to measure */
         r->mem_gbps = o->mem_gbps, r->peak_tflops = o->peak_tflops;
         snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");
