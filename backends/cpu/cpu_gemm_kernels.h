@@ -67,7 +67,14 @@ extern const cpu_gemm_isa cpu_gemm_isa_avx512_bf16; /* cpu_gemm_avx512.c */
 #if defined(__aarch64__)
 #define CPU_GEMM_ARM64 1
 extern const cpu_gemm_isa cpu_gemm_isa_neon;      /* cpu_gemm_neon.c */
-extern const cpu_gemm_isa cpu_gemm_isa_neon_bf16; /* cpu_gemm_neon_bf16.c */
+extern const cpu_gemm_isa cpu_gemm_isa_neon_bf16; /* cpu_gemm_neon.c, with: */
+/* the bf16 mode of cpu_gemm_isa_neon_bf16 (cpu_gemm_neon_bf16.c, built for +bf16) */
+void cpu_gemm_pack_b_bf16_neon(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc, uint32_t *dst,
+                               float *scales, int pf);
+void cpu_gemm_uk_bf16_neon(int mr, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b, float *c,
+                           int64_t ldc, int ncols, int acc, const float *scales);
+void cpu_gemm_dot_bf16_neon(int m, int64_t K, const uint16_t *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
+                            int ncols, float *c, int64_t ldc, int pf);
 #endif
 
 #endif /* KPORT_CPU_GEMM_KERNELS_H */
