@@ -224,6 +224,60 @@ static void check_pv(const cpu_att_kernels *k, const char *name, int m, int nk, 
     free(p), free(v), free(o), free(o0), free(vrow);
 }
 
+/* qk16/pv16 (levels that have them) over f16 and bf16 rows, against float64 of the
+ * same 16-bit values. */
+static void check_raw16(const cpu_att_kernels *k, const char *name, kp_dtype dt, int d, int m, int nk, int dv) {
+    int mpad = pad16(m);
+    int64_t ldo = dv + 3;
+    float *qr = malloc((size_t)m * d * sizeof *qr), *st = malloc((size_t)nk * mpad * sizeof *st);
+    float *kf = malloc((size_t)nk * d * sizeof *kf), *vf = malloc((size_t)nk * dv * sizeof *vf);
+    uint16_t *kh = malloc((size_t)nk * d * 2), *vh = malloc((size_t)nk * dv * 2);
+    float *o = malloc((size_t)m * ldo * sizeof *o), *o0 = malloc((size_t)m * ldo * sizeof *o0), alpha[16];
+    const void **krow = malloc((size_t)nk * sizeof *krow), **vrow = malloc((size_t)nk * sizeof *vrow);
+    for (int i = 0; i < m * d; i++) qr[i] = (float)kp_test_rand_uniform(-2.0, 2.0);
+    for (int i = 0; i < nk * d; i++) {
+        kf[i] = round_to(dt, (float)kp_test_rand_uniform(-2.0, 2.0));
+        store_as(dt, kf[i], (unsigned char *)(kh + i));
+    }
+    for (int i = 0; i < nk * dv; i++) {
+        vf[i] = round_to(dt, (float)kp_test_rand_uniform(-2.0, 2.0));
+        store_as(dt, vf[i], (unsigned char *)(vh + i));
+    }
+    for (int n = 0; n < nk; n++) krow[n] = kh + (int64_t)(nk - 1 - n) * d, vrow[n] = vh + (int64_t)((n * 7) % nk) * dv;
+    for (int i = 0; i < nk * mpad; i++) st[i] = NAN;
+    k->qk16(dt, qr, d, m, krow, nk, st, mpad);
+    for (int n = 0; n < nk; n++)
+        for (int r = 0; r < m; r++) {
+            const float *kr = kf + (int64_t)(nk - 1 - n) * d;
+            double ref = 0.0, mag = 0.0;
+            for (int c = 0; c < d; c++) ref += (double)qr[r * d + c] * kr[c], mag += fabs((double)qr[r * d + c] * kr[c]);
+            CHECK_MSG(fabs(st[n * mpad + r] - ref) <= 4.0 * d * 0x1p-24 * mag,
+                      "%s qk16 %s d %d m %d nk %d: S[key %d][row %d] = %.9g, float64 %.9g", name, kp_dtype_name(dt),
+                      d, m, nk, n, r, (double)st[n * mpad + r], ref);
+        }
+    for (int i = 0; i < nk * mpad; i++) st[i] = (float)kp_test_rand_uniform(0.0, 1.0); /* p */
+    for (int i = 0; i < m * ldo; i++) o0[i] = o[i] = i % ldo >= dv ? UNTOUCHED : (float)kp_test_rand_uniform(-1, 1);
+    for (int r = 0; r < m; r++) alpha[r] = (float)kp_test_rand_uniform(0.0, 1.0);
+    k->pv16(dt, st, mpad, vrow, nk, o, ldo, m, dv, alpha);
+    for (int r = 0; r < m; r++)
+        for (int64_t j = 0; j < ldo; j++) {
+            if (j >= dv) {
+                CHECK_MSG(o[r * ldo + j] == UNTOUCHED, "%s pv16: o[%d][%lld] past dv %d was written", name, r,
+                          (long long)j, dv);
+                continue;
+            }
+            double ref = (double)alpha[r] * o0[r * ldo + j], mag = fabs(ref);
+            for (int n = 0; n < nk; n++) {
+                double t = (double)st[n * mpad + r] * vf[(int64_t)((n * 7) % nk) * dv + j];
+                ref += t, mag += fabs(t);
+            }
+            CHECK_MSG(fabs(o[r * ldo + j] - ref) <= 4.0 * (nk + 1) * 0x1p-24 * mag + 1e-30,
+                      "%s pv16 %s m %d nk %d dv %d: o[%d][%lld] = %.9g, float64 %.9g", name, kp_dtype_name(dt), m, nk,
+                      dv, r, (long long)j, (double)o[r * ldo + j], ref);
+        }
+    free(qr), free(st), free(kf), free(vf), free(kh), free(vh), free(o), free(o0), free(krow), free(vrow);
+}
+
 KP_TEST(cpu_attention_kernels_every_level_match_float64) {
     cpu_simd_level levels[CPU_SIMD_LEVELS];
     int nl = cpu_simd_supported(levels);
@@ -240,5 +294,11 @@ KP_TEST(cpu_attention_kernels_every_level_match_float64) {
                 check_pv(k, name, m, nks[ni], dvs[(mi + 2 * ni) % 4]);
             }
         }
+        if (!k->qk16) continue;
+        CHECK_MSG(k->pv16 != NULL, "%s has qk16 without pv16", name);
+        for (int m = 1; m <= CPU_ATT_RAW_ROWS; m++)
+            for (size_t ni = 0; ni < sizeof nks / sizeof nks[0]; ni++)
+                check_raw16(k, name, (m + (int)ni) % 2 ? KP_BF16 : KP_F16, ds[(m + (int)ni) % 4], m, nks[ni],
+                            dvs[(m + 2 * (int)ni) % 4]);
     }
 }

@@ -9,11 +9,14 @@
  *         few rows (decode): 4 keys x 2 rows as dot products along the head dim;
  *   PV:   6 rows x 16 columns of O (two vectors of V, one broadcast p).
  * The online softmax runs 8 rows per vector, with a polynomial exp2 in registers.
+ * Decode-sized items (<= 8 rows) take qk16/pv16: K and V straight off the f16/bf16
+ * cache rows, converted in registers (vcvtph2ps, or a shift for bf16).
  */
 #include "cpu_attention.h"
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -151,22 +154,22 @@ static void qk_avx2(const float *qt, const float *qr, int d, int m, int mpad, co
 
 /* ---- online softmax, 8 rows per vector ---- */
 
-static void softmax_avx2(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
+static void softmax_avx2(float *st, int64_t ldst, int nk, int m, int64_t j0, const int32_t *lo, const int32_t *hi,
                          float *mx, float *l, float *alpha) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const __m256i base = _mm256_set1_epi32((int32_t)j0);
-    for (int r = 0; r < mpad; r += 8) {
+    for (int r = 0; r < m; r += 8) {
         /* key n of the block is visible to a row when rlo <= n < rhi */
         __m256i rlo = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(lo + r)), base);
         __m256i rhi = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(hi + r)), base);
-        __m256 m = ninf;
+        __m256 bm = ninf;
         for (int n = 0; n < nk; n++) {
             __m256i vn = _mm256_set1_epi32(n);
             __m256 vis = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(rlo, vn), _mm256_cmpgt_epi32(rhi, vn)));
-            m = _mm256_blendv_ps(m, _mm256_max_ps(m, _mm256_loadu_ps(st + n * ldst + r)), vis);
+            bm = _mm256_blendv_ps(bm, _mm256_max_ps(bm, _mm256_loadu_ps(st + n * ldst + r)), vis);
         }
         __m256 mold = _mm256_loadu_ps(mx + r);
-        __m256 mnew = _mm256_max_ps(mold, m);
+        __m256 mnew = _mm256_max_ps(mold, bm);
         __m256 live = _mm256_cmp_ps(mnew, ninf, _CMP_NEQ_OQ);
         __m256 sum = _mm256_setzero_ps();
         for (int n = 0; n < nk; n++) {
@@ -252,4 +255,140 @@ static void pv_avx2(const float *p, int64_t ldp, const float *const *vrow, int n
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_avx2 = {.qk = qk_avx2, .softmax = softmax_avx2, .pv = pv_avx2};
+/* ---- decode-sized items straight off 16-bit rows ---- */
+
+/* 8 f16 (BF: bf16) at p -> f32; n < 8 reads only n (the rest 0). */
+INLINE __m256 load16(const int BF, const uint16_t *p, int n) {
+    __m128i h;
+    if (n >= 8) {
+        h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    } else {
+        uint16_t t[8] = {0};
+        memcpy(t, p, (size_t)(n > 0 ? n : 0) * 2);
+        h = _mm_loadu_si128((const __m128i *)(const void *)t);
+    }
+    return BF ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+}
+
+/* RB rows x KB keys (RB * KB <= 8) as dot products along the head dim, each K chunk
+ * converted once for all RB rows; reduced together (lane r * KB + n). */
+INLINE void qk16_body(const int BF, const int RB, const int KB, const float *qr, int d, int m,
+                      const void *const *krow, int nk, float *st, int64_t ldst) {
+    const int full = d & ~7;
+    const __m256i tail = lane_mask(d - full);
+    for (int r0 = 0; r0 < m; r0 += RB) {
+        const float *q[8];
+        for (int r = 0; r < RB; r++) q[r] = qr + (int64_t)(r0 + r < m ? r0 + r : m - 1) * d;
+        for (int n0 = 0; n0 < nk; n0 += KB) {
+            const uint16_t *k[8];
+            for (int n = 0; n < KB; n++) k[n] = krow[n0 + n < nk ? n0 + n : nk - 1];
+            __m256 acc[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+            for (int c = 0; c < full; c += 8) {
+                __m256 kv[4];
+#pragma GCC unroll 4
+                for (int n = 0; n < KB; n++) kv[n] = load16(BF, k[n] + c, 8);
+#pragma GCC unroll 8
+                for (int r = 0; r < RB; r++) {
+                    __m256 qv = _mm256_loadu_ps(q[r] + c);
+#pragma GCC unroll 4
+                    for (int n = 0; n < KB; n++) acc[r * KB + n] = _mm256_fmadd_ps(qv, kv[n], acc[r * KB + n]);
+                }
+            }
+            if (full < d)
+                for (int n = 0; n < KB; n++) {
+                    __m256 kv = load16(BF, k[n] + full, d - full);
+                    for (int r = 0; r < RB; r++)
+                        acc[r * KB + n] = _mm256_fmadd_ps(_mm256_maskload_ps(q[r] + full, tail), kv, acc[r * KB + n]);
+                }
+            float sums[8];
+            _mm256_storeu_ps(sums, hsum8(acc));
+            for (int n = 0; n < KB && n0 + n < nk; n++)
+                for (int r = 0; r < RB && r0 + r < m; r++) st[(int64_t)(n0 + n) * ldst + r0 + r] = sums[r * KB + n];
+        }
+    }
+}
+
+#define QK16_CASES(BF)                                                                                             \
+    switch (m) {                                                                                                   \
+    case 1: qk16_body(BF, 1, 4, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 2: qk16_body(BF, 2, 4, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 3: qk16_body(BF, 3, 2, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 4: qk16_body(BF, 4, 2, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 5: qk16_body(BF, 5, 1, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 6: qk16_body(BF, 6, 1, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 7: qk16_body(BF, 7, 1, qr, d, m, krow, nk, st, ldst); break;                                              \
+    default: qk16_body(BF, 8, 1, qr, d, m, krow, nk, st, ldst); break;                                             \
+    }
+
+static void qk16_avx2(kp_dtype dt, const float *qr, int d, int m, const void *const *krow, int nk, float *st,
+                      int64_t ldst) {
+    if (dt == KP_BF16) QK16_CASES(1)
+    else QK16_CASES(0)
+}
+
+/* pv_tile over 16-bit V rows: NR rows x 16 columns (cols of them at the dv edge). */
+INLINE void pv16_tile(const int BF, const float *p, int64_t ldp, const void *const *vrow, int64_t j, int nk,
+                      float *o, int64_t ldo, const float *alpha, const int NR, int cols) {
+    const __m256i m0 = lane_mask(cols), m1 = lane_mask(cols - 8);
+    const int full = cols >= 16;
+    __m256 acc[6][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++) {
+        __m256 a = _mm256_set1_ps(alpha[i]);
+        const float *oi = o + i * ldo;
+        acc[i][0] = _mm256_mul_ps(a, full ? _mm256_loadu_ps(oi) : _mm256_maskload_ps(oi, m0));
+        acc[i][1] = _mm256_mul_ps(a, full ? _mm256_loadu_ps(oi + 8) : _mm256_maskload_ps(oi + 8, m1));
+    }
+#pragma GCC unroll 2
+    for (int n = 0; n < nk; n++) {
+        const uint16_t *vn = (const uint16_t *)vrow[n] + j;
+        const float *pn = p + n * ldp;
+        __m256 v0 = load16(BF, vn, full ? 8 : cols), v1 = load16(BF, vn + 8, full ? 8 : cols - 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < NR; i++) {
+            __m256 b = _mm256_broadcast_ss(pn + i);
+            acc[i][0] = _mm256_fmadd_ps(b, v0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(b, v1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++) {
+        float *oi = o + i * ldo;
+        if (full) {
+            _mm256_storeu_ps(oi, acc[i][0]);
+            _mm256_storeu_ps(oi + 8, acc[i][1]);
+        } else {
+            _mm256_maskstore_ps(oi, m0, acc[i][0]);
+            _mm256_maskstore_ps(oi + 8, m1, acc[i][1]);
+        }
+    }
+}
+
+#define PV16_CASES(BF)                                                                                             \
+    switch (m - r) {                                                                                               \
+    case 1: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 1, cols); break;                              \
+    case 2: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 2, cols); break;                              \
+    case 3: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 3, cols); break;                              \
+    case 4: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 4, cols); break;                              \
+    case 5: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 5, cols); break;                              \
+    default: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 6, cols); break;                             \
+    }
+
+static void pv16_avx2(kp_dtype dt, const float *p, int64_t ldp, const void *const *vrow, int nk, float *o,
+                      int64_t ldo, int m, int dv, const float *alpha) {
+    for (int j = 0; j < dv; j += 16) {
+        int cols = dv - j < 16 ? dv - j : 16;
+        for (int r = 0; r < m; r += 6) {
+            const float *pr = p + r;
+            float *orow = o + r * ldo + j;
+            if (dt == KP_BF16) PV16_CASES(1)
+            else PV16_CASES(0)
+        }
+    }
+}
+
+const cpu_att_kernels cpu_att_kernels_avx2 = {
+    .qk = qk_avx2, .softmax = softmax_avx2, .pv = pv_avx2, .qk16 = qk16_avx2, .pv16 = pv16_avx2};

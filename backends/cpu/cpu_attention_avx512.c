@@ -179,22 +179,22 @@ KP_ATT512 static void qk_512(const float *qt, const float *qr, int d, int m, int
         }
 }
 
-KP_ATT512 static void softmax_512(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo,
+KP_ATT512 static void softmax_512(float *st, int64_t ldst, int nk, int m, int64_t j0, const int32_t *lo,
                                   const int32_t *hi, float *mx, float *l, float *alpha) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     const __m512i base = _mm512_set1_epi32((int32_t)j0);
-    for (int r = 0; r < mpad; r += 16) {
+    for (int r = 0; r < m; r += 16) {
         /* key n of the block is visible to a row when rlo <= n < rhi */
         __m512i rlo = _mm512_sub_epi32(_mm512_loadu_si512(lo + r), base);
         __m512i rhi = _mm512_sub_epi32(_mm512_loadu_si512(hi + r), base);
-        __m512 m = ninf;
+        __m512 bm = ninf;
         for (int n = 0; n < nk; n++) {
             __m512i vn = _mm512_set1_epi32(n);
             __mmask16 vis = _mm512_cmple_epi32_mask(rlo, vn) & _mm512_cmpgt_epi32_mask(rhi, vn);
-            m = _mm512_mask_max_ps(m, vis, m, _mm512_loadu_ps(st + n * ldst + r));
+            bm = _mm512_mask_max_ps(bm, vis, bm, _mm512_loadu_ps(st + n * ldst + r));
         }
         __m512 mold = _mm512_loadu_ps(mx + r);
-        __m512 mnew = _mm512_max_ps(mold, m);
+        __m512 mnew = _mm512_max_ps(mold, bm);
         __mmask16 live = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_OQ);
         __m512 sum = _mm512_setzero_ps();
         for (int n = 0; n < nk; n++) {
@@ -265,6 +265,135 @@ KP_ATT512 static void pv_512(const float *p, int64_t ldp, const float *const *vr
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_avx512 = {.qk = qk_512, .softmax = softmax_512, .pv = pv_512};
+
+/* ---- decode-sized items straight off 16-bit rows ---- */
+
+/* 16 f16 (BF: bf16) at p -> f32, lanes past the mask 0 (never read). */
+KP_ATT512_INLINE __m512 load16_512(const int BF, const uint16_t *p, __mmask16 m) {
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return BF ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+/* RB rows x KB keys (RB * KB <= 16) as dot products along the head dim, each K chunk
+ * converted once for all RB rows, reduced together through hsum16_512 (whose lane
+ * 4L + e holds the sum of v[4e + L]). */
+KP_ATT512_INLINE void qk16_body512(const int BF, const int RB, const int KB, const float *qr, int d, int m,
+                                   const void *const *krow, int nk, float *st, int64_t ldst) {
+    const int full = d & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (d - full)) - 1);
+    for (int r0 = 0; r0 < m; r0 += RB) {
+        const float *q[16];
+        for (int r = 0; r < RB; r++) q[r] = qr + (int64_t)(r0 + r < m ? r0 + r : m - 1) * d;
+        for (int n0 = 0; n0 < nk; n0 += KB) {
+            const uint16_t *k[16];
+            for (int n = 0; n < KB; n++) k[n] = krow[n0 + n < nk ? n0 + n : nk - 1];
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (int c = 0; c < full; c += 16) {
+                __m512 kv[8];
+#pragma GCC unroll 8
+                for (int n = 0; n < KB; n++) kv[n] = load16_512(BF, k[n] + c, (__mmask16)0xffff);
+#pragma GCC unroll 8
+                for (int r = 0; r < RB; r++) {
+                    __m512 qv = _mm512_loadu_ps(q[r] + c);
+#pragma GCC unroll 8
+                    for (int n = 0; n < KB; n++) acc[r * KB + n] = _mm512_fmadd_ps(qv, kv[n], acc[r * KB + n]);
+                }
+            }
+            if (tail)
+                for (int n = 0; n < KB; n++) {
+                    __m512 kv = load16_512(BF, k[n] + full, tail);
+                    for (int r = 0; r < RB; r++)
+                        acc[r * KB + n] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q[r] + full), kv, acc[r * KB + n]);
+                }
+            float sums[16];
+            _mm512_storeu_ps(sums, hsum16_512(acc));
+            for (int n = 0; n < KB && n0 + n < nk; n++)
+                for (int r = 0; r < RB && r0 + r < m; r++) {
+                    int i = r * KB + n;
+                    st[(int64_t)(n0 + n) * ldst + r0 + r] = sums[4 * (i % 4) + i / 4];
+                }
+        }
+    }
+}
+
+#define QK16_512_CASES(BF)                                                                                         \
+    switch (m) {                                                                                                   \
+    case 1: qk16_body512(BF, 1, 8, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 2: qk16_body512(BF, 2, 8, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 3: qk16_body512(BF, 3, 4, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 4: qk16_body512(BF, 4, 4, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 5: qk16_body512(BF, 5, 2, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 6: qk16_body512(BF, 6, 2, qr, d, m, krow, nk, st, ldst); break;                                           \
+    case 7: qk16_body512(BF, 7, 2, qr, d, m, krow, nk, st, ldst); break;                                           \
+    default: qk16_body512(BF, 8, 2, qr, d, m, krow, nk, st, ldst); break;                                          \
+    }
+
+KP_ATT512 static void qk16_512(kp_dtype dt, const float *qr, int d, int m, const void *const *krow, int nk,
+                               float *st, int64_t ldst) {
+    if (dt == KP_BF16) QK16_512_CASES(1)
+    else QK16_512_CASES(0)
+}
+
+/* pv_tile512 over 16-bit V rows: NR rows x 64 columns (masked at the dv edge). */
+KP_ATT512_INLINE void pv16_tile512(const int BF, const float *p, int64_t ldp, const void *const *vrow, int64_t j,
+                                   int nk, float *o, int64_t ldo, const __mmask16 *mk, const float *alpha,
+                                   const int NR) {
+    __m512 acc[6][4];
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++) {
+        __m512 a = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mk[v], o + i * ldo + 16 * v));
+    }
+    for (int n = 0; n < nk; n++) {
+        const uint16_t *vn = (const uint16_t *)vrow[n] + j;
+        const float *pn = p + n * ldp;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) vv[v] = load16_512(BF, vn + 16 * v, mk[v]);
+#pragma GCC unroll 6
+        for (int i = 0; i < NR; i++) {
+            __m512 b = _mm512_set1_ps(pn[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(b, vv[v], acc[i][v]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < NR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(o + i * ldo + 16 * v, mk[v], acc[i][v]);
+}
+
+#define PV16_512_CASES(BF)                                                                                         \
+    switch (m - r) {                                                                                               \
+    case 1: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 1); break;                            \
+    case 2: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 2); break;                            \
+    case 3: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 3); break;                            \
+    case 4: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 4); break;                            \
+    case 5: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 5); break;                            \
+    default: pv16_tile512(BF, pr, ldp, vrow, j, nk, orow, ldo, mk, alpha + r, 6); break;                           \
+    }
+
+KP_ATT512 static void pv16_512(kp_dtype dt, const float *p, int64_t ldp, const void *const *vrow, int nk, float *o,
+                               int64_t ldo, int m, int dv, const float *alpha) {
+    for (int j = 0; j < dv; j += 64) {
+        __mmask16 mk[4];
+        for (int v = 0; v < 4; v++) {
+            int left = dv - j - 16 * v;
+            mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        }
+        for (int r = 0; r < m; r += 6) {
+            const float *pr = p + r;
+            float *orow = o + r * ldo + j;
+            if (dt == KP_BF16) PV16_512_CASES(1)
+            else PV16_512_CASES(0)
+        }
+    }
+}
+
+const cpu_att_kernels cpu_att_kernels_avx512 = {
+    .qk = qk_512, .softmax = softmax_512, .pv = pv_512, .qk16 = qk16_512, .pv16 = pv16_512};
 #endif /* x86 */
 

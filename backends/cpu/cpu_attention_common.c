@@ -49,7 +49,7 @@ size_t cpu_att_work_bytes(int max_m, int d, int dv) {
     size_t dmax = (size_t)(d > dv ? d : dv);
     return 2 * align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
            2 * align64(mp * sizeof(int32_t)) + align64(nb * mp * f) + align64(nb * (size_t)d * f) +
-           align64(nb * (size_t)dv * f) + align64(dmax * f) + 2 * align64(nb * sizeof(float *));
+           align64(nb * (size_t)dv * f) + align64(dmax * f) + 4 * align64(nb * sizeof(float *));
 }
 
 void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
@@ -73,6 +73,8 @@ void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
     TAKE(tmp, float *, dmax * f);
     TAKE(krow, const float **, nb * sizeof(float *));
     TAKE(vrow, const float **, nb * sizeof(float *));
+    TAKE(kraw, const void **, nb * sizeof(void *));
+    TAKE(vraw, const void **, nb * sizeof(void *));
 #undef TAKE
     w->max_m = max_m;
     w->m = w->mpad = 0;
@@ -153,8 +155,22 @@ static inline void prefetch_key(const cpu_att_problem *p, const cpu_att_kv *kv, 
 static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const float *const *krow,
                              const float *const *vrow, int nk, int64_t j0) {
     p->kern->qk(w->qt, w->qr, p->d, w->m, w->mpad, krow, nk, w->st, w->mpad);
-    p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+    p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
     p->kern->pv(w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+}
+
+/* Does an item of m rows read its 16-bit K/V rows directly (qk16/pv16)? With few rows
+ * the conversion to f32 would cost as much as the attention itself. */
+static inline bool use_raw(const cpu_att_problem *p, int m) {
+    return p->dt != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+}
+
+/* att_block over 16-bit rows (use_raw). */
+static inline void att_block_raw(const cpu_att_problem *p, cpu_att_work *w, const void *const *krow,
+                                 const void *const *vrow, int nk, int64_t j0) {
+    p->kern->qk16(p->dt, w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
+    p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+    p->kern->pv16(p->dt, w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
 }
 
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
@@ -167,7 +183,7 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
     if (j_begin < lo) j_begin = lo;
     if (j_end > hi) j_end = hi;
     const int64_t es = (int64_t)kp_dtype_size(p->dt);
-    const bool f32 = p->dt == KP_F32;
+    const bool f32 = p->dt == KP_F32, raw = use_raw(p, w->m);
     for (int64_t j = j_begin; j < j_end && j < j_begin + CPU_ATT_PREFETCH; j++) prefetch_key(p, kv, j, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
@@ -175,7 +191,10 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
             const unsigned char *kp, *vp;
             if (j0 + n + CPU_ATT_PREFETCH < j_end) prefetch_key(p, kv, j0 + n + CPU_ATT_PREFETCH, es);
             key_rows(kv, j0 + n, es, &kp, &vp);
-            if (f32) {
+            if (raw) {
+                w->kraw[n] = kp;
+                w->vraw[n] = kv->v_is_k_prefix ? kp : vp;
+            } else if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
             } else {
@@ -191,7 +210,8 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
                 }
             }
         }
-        att_block(p, w, w->krow, w->vrow, nk, j0);
+        if (raw) att_block_raw(p, w, w->kraw, w->vraw, nk, j0);
+        else att_block(p, w, w->krow, w->vrow, nk, j0);
     }
 }
 
@@ -430,10 +450,11 @@ static size_t head_state_bytes(int max_m, int d, int dv) {
 static size_t heads_slot_bytes(const paged_job *j) {
     size_t mp = (size_t)pad16(j->max_m), f = sizeof(float), hk = (size_t)j->h_kv;
     size_t d = (size_t)j->prob.d, dv = (size_t)j->prob.dv, dmax = d > dv ? d : dv;
-    size_t conv = j->prob.dt == KP_F32 ? 0
-                                       : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
+    size_t conv = j->prob.dt == KP_F32 || use_raw(&j->prob, j->max_m)
+                      ? 0
+                      : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
     return align64(hk * sizeof(cpu_att_work)) + hk * head_state_bytes(j->max_m, j->prob.d, j->prob.dv) +
-           align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 2 * align64(CPU_ATT_NB * sizeof(float *));
+           align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 4 * align64(CPU_ATT_NB * sizeof(float *));
 }
 
 /* item = b * splits + split */
@@ -449,8 +470,9 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64((size_t)hk * sizeof(cpu_att_work));
     float *st = (float *)(void *)c;
     c += align64(CPU_ATT_NB * mp * f);
+    const bool raw = use_raw(p, max_m); /* 16-bit rows read in place: nothing converted */
     float *kf = NULL, *vf = NULL;
-    if (p->dt != KP_F32) {
+    if (p->dt != KP_F32 && !raw) {
         kf = (float *)(void *)c;
         c += align64((size_t)j->tile * (size_t)hk * (size_t)d * f);
         vf = (float *)(void *)c;
@@ -462,6 +484,10 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64(CPU_ATT_NB * sizeof(float *));
     const float **vrow = (const float **)(void *)c;
     c += align64(CPU_ATT_NB * sizeof(float *));
+    const void **kraw = (const void **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(void *));
+    const void **vraw = (const void **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(void *));
     for (int g = 0; g < hk; g++) {
         cpu_att_work *x = &w[g];
 #define TAKE(field, type, n)                   \
@@ -477,6 +503,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
         TAKE(hi, int32_t *, mp * sizeof(int32_t));
 #undef TAKE
         x->st = st, x->kf = NULL, x->vf = NULL, x->tmp = tmp, x->krow = krow, x->vrow = vrow;
+        x->kraw = kraw, x->vraw = vraw;
         x->max_m = max_m, x->m = x->mpad = 0;
     }
     const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
@@ -523,7 +550,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 int64_t key = j0 + n, blk = table[key / bs], row = key % bs;
                 kr[n] = kbase + (blk * k_blk + row * k_row) * es;
                 vr[n] = vbase + (blk * v_blk + row * v_row) * es;
-                if (f32) continue;
+                if (f32 || raw) continue;
                 float *kd = kf + (int64_t)n * hk * d, *vd = vf + (int64_t)n * hk * dv;
                 if (kcont) to_f32(p, kr[n], kd, (int64_t)hk * d);
                 else
@@ -541,6 +568,11 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 for (int64_t o = 0; o < v_span; o += 64) __builtin_prefetch(vn + o, 0, 2);
             }
             for (int g = 0; g < hk; g++) {
+                if (raw) {
+                    for (int n = 0; n < nk; n++) kraw[n] = kr[n] + g * k_hd, vraw[n] = vr[n] + g * v_hd;
+                    att_block_raw(p, &w[g], kraw, vraw, nk, j0);
+                    continue;
+                }
                 for (int n = 0; n < nk; n++) {
                     if (f32) {
                         krow[n] = (const float *)(const void *)(kr[n] + g * k_hd);
@@ -599,6 +631,7 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
          * the per-tile qk/softmax/pv overheads dominate smaller tiles */
         j.tile = t < 16 ? 16 : t > CPU_ATT_NB ? CPU_ATT_NB : (int)t;
         j.max_m = (int)(j.s_q * j.group);
+        if (use_raw(&j.prob, j.max_m)) j.tile = CPU_ATT_NB; /* nothing converted: no budget to keep */
         j.heads_per_item = j.group;
         j.head_chunks = 1;
         /* items are few (one per sequence): split keys until there are ~4 per thread,

@@ -121,20 +121,20 @@ static void qk_neon(const float *qt, const float *qr, int d, int m, int mpad, co
 
 /* ---- online softmax, 4 rows per vector ---- */
 
-static void softmax_neon(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
+static void softmax_neon(float *st, int64_t ldst, int nk, int m, int64_t j0, const int32_t *lo, const int32_t *hi,
                          float *mx, float *l, float *alpha) {
     const float32x4_t ninf = vdupq_n_f32(-INFINITY);
     const int32x4_t base = vdupq_n_s32((int32_t)j0);
-    for (int r = 0; r < mpad; r += 4) {
+    for (int r = 0; r < m; r += 4) {
         /* key n of the block is visible to a row when rlo <= n < rhi */
         int32x4_t rlo = vsubq_s32(vld1q_s32(lo + r), base), rhi = vsubq_s32(vld1q_s32(hi + r), base);
-        float32x4_t m = ninf;
+        float32x4_t bm = ninf;
         for (int n = 0; n < nk; n++) {
             int32x4_t vn = vdupq_n_s32(n);
             uint32x4_t vis = vandq_u32(vcleq_s32(rlo, vn), vcgtq_s32(rhi, vn));
-            m = vbslq_f32(vis, vmaxq_f32(m, vld1q_f32(st + n * ldst + r)), m);
+            bm = vbslq_f32(vis, vmaxq_f32(bm, vld1q_f32(st + n * ldst + r)), bm);
         }
-        float32x4_t mold = vld1q_f32(mx + r), mnew = vmaxq_f32(mold, m);
+        float32x4_t mold = vld1q_f32(mx + r), mnew = vmaxq_f32(mold, bm);
         uint32x4_t live = vmvnq_u32(vceqq_f32(mnew, ninf));
         float32x4_t sum = vdupq_n_f32(0.0f);
         for (int n = 0; n < nk; n++) {

@@ -26,15 +26,15 @@ static void qk_c(const float *qt, const float *qr, int d, int m, int mpad, const
     }
 }
 
-static void softmax_c(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
+static void softmax_c(float *st, int64_t ldst, int nk, int m, int64_t j0, const int32_t *lo, const int32_t *hi,
                       float *mx, float *l, float *alpha) {
-    for (int r = 0; r < mpad; r++) {
+    for (int r = 0; r < m; r++) {
         int64_t a = lo[r] - j0, b = hi[r] - j0;
         if (a < 0) a = 0;
         if (b > nk) b = nk;
-        float m = -INFINITY;
-        for (int64_t n = a; n < b; n++) m = fmaxf(m, st[n * ldst + r]);
-        float mnew = fmaxf(mx[r], m);
+        float bm = -INFINITY;
+        for (int64_t n = a; n < b; n++) bm = fmaxf(bm, st[n * ldst + r]);
+        float mnew = fmaxf(mx[r], bm);
         if (mnew == -INFINITY) { /* nothing seen yet: p = 0, O stays 0 */
             alpha[r] = 1.0f;
             for (int n = 0; n < nk; n++) st[n * ldst + r] = 0.0f;
