@@ -85,7 +85,9 @@ typedef struct cpu_att_kv {
 typedef struct cpu_att_problem {
     const cpu_att_kernels *kern; /* static */
     const cpu_kernels *conv;     /* static */
-    kp_dtype dt;                 /* q, k, v and out */
+    kp_dtype dt;                 /* q and out (and k, v as the caller passed them) */
+    kp_dtype kv_dt;              /* the K/V rows cpu_att_run reads: dt, or f32 when an op
+                                    converted them once for all its items */
     int d, dv;
     float scale_log2;            /* softmax_scale · log2(e) */
 } cpu_att_problem;

@@ -35,6 +35,7 @@ void cpu_att_problem_init(cpu_att_problem *p, kp_backend_state *b, kp_dtype dt, 
     p->kern = cpu_att_kernels_for(l);
     p->conv = cpu_kernels_for(l);
     p->dt = dt;
+    p->kv_dt = dt;
     p->d = d;
     p->dv = dv;
     p->scale_log2 = (float)((double)scale * LOG2E);
@@ -103,6 +104,15 @@ static void to_f32(const cpu_att_problem *p, const void *src, float *dst, int64_
     }
 }
 
+/* n elements of the K/V rows' dtype at src -> f32 at dst */
+static void kv_to_f32(const cpu_att_problem *p, const void *src, float *dst, int64_t n) {
+    switch (p->kv_dt) {
+    case KP_F16: p->conv->f16_to_f32(src, dst, n); break;
+    case KP_BF16: p->conv->bf16_to_f32(src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
 static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int64_t n) {
     switch (p->dt) {
     case KP_F16: p->conv->f32_to_f16(src, dst, n); break;
@@ -162,15 +172,15 @@ static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const fl
 /* Does an item of m rows read its 16-bit K/V rows directly (qk16/pv16)? With few rows
  * the conversion to f32 would cost as much as the attention itself. */
 static inline bool use_raw(const cpu_att_problem *p, int m) {
-    return p->dt != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+    return p->kv_dt != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
 }
 
 /* att_block over 16-bit rows (use_raw). */
 static inline void att_block_raw(const cpu_att_problem *p, cpu_att_work *w, const void *const *krow,
                                  const void *const *vrow, int nk, int64_t j0) {
-    p->kern->qk16(p->dt, w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
+    p->kern->qk16(p->kv_dt, w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
     p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
-    p->kern->pv16(p->dt, w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+    p->kern->pv16(p->kv_dt, w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
 }
 
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
@@ -182,8 +192,8 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
         }
     if (j_begin < lo) j_begin = lo;
     if (j_end > hi) j_end = hi;
-    const int64_t es = (int64_t)kp_dtype_size(p->dt);
-    const bool f32 = p->dt == KP_F32, raw = use_raw(p, w->m);
+    const int64_t es = (int64_t)kp_dtype_size(p->kv_dt);
+    const bool f32 = p->kv_dt == KP_F32, raw = use_raw(p, w->m);
     for (int64_t j = j_begin; j < j_end && j < j_begin + CPU_ATT_PREFETCH; j++) prefetch_key(p, kv, j, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
@@ -199,13 +209,13 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
             } else {
                 float *kd = w->kf + (int64_t)n * p->d;
-                to_f32(p, kp, kd, p->d);
+                kv_to_f32(p, kp, kd, p->d);
                 w->krow[n] = kd;
                 if (kv->v_is_k_prefix) {
                     w->vrow[n] = kd;
                 } else {
                     float *vd = w->vf + (int64_t)n * p->dv;
-                    to_f32(p, vp, vd, p->dv);
+                    kv_to_f32(p, vp, vd, p->dv);
                     w->vrow[n] = vd;
                 }
             }
@@ -472,7 +482,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64(CPU_ATT_NB * mp * f);
     const bool raw = use_raw(p, max_m); /* 16-bit rows read in place: nothing converted */
     float *kf = NULL, *vf = NULL;
-    if (p->dt != KP_F32 && !raw) {
+    if (p->kv_dt != KP_F32 && !raw) {
         kf = (float *)(void *)c;
         c += align64((size_t)j->tile * (size_t)hk * (size_t)d * f);
         vf = (float *)(void *)c;
@@ -507,11 +517,11 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
         x->max_m = max_m, x->m = x->mpad = 0;
     }
     const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
-    const int64_t es = (int64_t)kp_dtype_size(p->dt), bs = a->k_cache->shape[1];
+    const int64_t es = (int64_t)kp_dtype_size(p->kv_dt), bs = a->k_cache->shape[1];
     const int64_t k_row = a->k_cache->strides[1], v_row = a->v_cache->strides[1];
     const int64_t k_blk = a->k_cache->strides[0], v_blk = a->v_cache->strides[0];
     const int64_t k_hd = a->k_cache->strides[2] * es, v_hd = a->v_cache->strides[2] * es; /* bytes between heads */
-    const bool f32 = p->dt == KP_F32, kcont = k_hd == d * es, vcont = v_hd == dv * es;
+    const bool f32 = p->kv_dt == KP_F32, kcont = k_hd == d * es, vcont = v_hd == dv * es;
     const unsigned char *kbase = cpu_att_at(a->k_cache, 0, 0, 0), *vbase = cpu_att_at(a->v_cache, 0, 0, 0);
     const unsigned char *kr[CPU_ATT_NB], *vr[CPU_ATT_NB];
     /* bytes of a cache row that hold the heads' data */
@@ -552,12 +562,12 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 vr[n] = vbase + (blk * v_blk + row * v_row) * es;
                 if (f32 || raw) continue;
                 float *kd = kf + (int64_t)n * hk * d, *vd = vf + (int64_t)n * hk * dv;
-                if (kcont) to_f32(p, kr[n], kd, (int64_t)hk * d);
+                if (kcont) kv_to_f32(p, kr[n], kd, (int64_t)hk * d);
                 else
-                    for (int g = 0; g < hk; g++) to_f32(p, kr[n] + g * k_hd, kd + (int64_t)g * d, d);
-                if (vcont) to_f32(p, vr[n], vd, (int64_t)hk * dv);
+                    for (int g = 0; g < hk; g++) kv_to_f32(p, kr[n] + g * k_hd, kd + (int64_t)g * d, d);
+                if (vcont) kv_to_f32(p, vr[n], vd, (int64_t)hk * dv);
                 else
-                    for (int g = 0; g < hk; g++) to_f32(p, vr[n] + g * v_hd, vd + (int64_t)g * dv, dv);
+                    for (int g = 0; g < hk; g++) kv_to_f32(p, vr[n] + g * v_hd, vd + (int64_t)g * dv, dv);
             }
             /* the next tile's rows stream into L2 while the heads work on this one */
             for (int64_t key = j0 + nk; key < j0 + nk + j->tile && key < ke; key++) {
