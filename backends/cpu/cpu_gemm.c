@@ -34,7 +34,8 @@
  *   pf          decode path: software prefetch distance along weight rows, bytes
  *               (default 512); 0 also turns off the other path's prefetch (the next
  *               panel's weights and the next K block of A, issued between micro-kernels)
- *   dot_rows    decode path: blocks of at most this many rows (<= 4) take dot
+ *   dot_rows    decode path: blocks of at most this many rows (default and most: the
+ *               level's dot_rows_max, 4 or 8) take dot
  *               products straight off the weight rows, without packing (default 4)
  *   pf_dot      the dot path's software prefetch: bytes ahead along each row, or -1
  *               (default): the same K offset of the next group of weight rows
@@ -173,7 +174,7 @@ cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dt
     p.mc = (int)tune(info, "mc", 256, MR, CPU_GEMM_MC_MAX);
     p.decode_rows = (int)tune(info, "decode_rows", 16, 0, CPU_GEMM_MC_MAX);
     p.pf = (int)tune(info, "pf", 512, 0, 16384);
-    p.dot_rows = (int)tune(info, "dot_rows", 4, 0, 4);
+    p.dot_rows = (int)tune(info, "dot_rows", p.isa->dot_rows_max, 0, p.isa->dot_rows_max);
     p.pf_dot = (int)tune(info, "pf_dot", -1, -1, 16384);
     pthread_once(&g_fp8_once, fp8_lut_make);
     return p;

@@ -239,9 +239,9 @@ INLINE void dot_body(const int dt, const int MRD, const int J, int64_t K, const 
 #pragma GCC unroll 2
             for (int64_t k = k0; k < k1; k += 8) {
                 int64_t left = k1 - k;
-                __m256 av[4];
+                __m256 av[8];
                 __m256i am = lane_mask(left);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                 for (int i = 0; i < MRD; i++)
                     av[i] = left >= 8 ? _mm256_loadu_ps(a + i * lda + k) : _mm256_maskload_ps(a + i * lda + k, am);
                 const int do_pf = pf && (((size_t)k * esz) & 63) == 0; /* once per 64-byte line */
@@ -250,7 +250,7 @@ INLINE void dot_body(const int dt, const int MRD, const int J, int64_t K, const 
                     const unsigned char *p = src[j] + (size_t)k * esz;
                     if (do_pf) _mm_prefetch((const char *)p + pfo, _MM_HINT_T0);
                     __m256 wv = left >= 8 ? load8(dt, p, 8) : load8(dt, p, left);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
                     for (int i = 0; i < MRD; i++) acc[i * J + j] = _mm256_fmadd_ps(av[i], wv, acc[i * J + j]);
                 }
             }
@@ -272,12 +272,17 @@ INLINE void dot_body(const int dt, const int MRD, const int J, int64_t K, const 
     }
 }
 
+/* 5..8 rows: one weight row at a time, each weight vector converted once for all rows */
 #define DOT_CASES(DT)                                                                                              \
     switch (m) {                                                                                                   \
     case 1: dot_body(DT, 1, 8, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
     case 2: dot_body(DT, 2, 4, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
     case 3: dot_body(DT, 3, 2, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
-    default: dot_body(DT, 4, 2, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                       \
+    case 4: dot_body(DT, 4, 2, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
+    case 5: dot_body(DT, 5, 1, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
+    case 6: dot_body(DT, 6, 1, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
+    case 7: dot_body(DT, 7, 1, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                        \
+    default: dot_body(DT, 8, 1, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                       \
     }
 
 static void dot_f32_avx2(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0, int ncols,
@@ -295,5 +300,6 @@ const cpu_gemm_isa cpu_gemm_isa_avx2 = {
     .fp8_partial = true,
     .pack_f32 = pack_b_f32_avx2,
     .uk_f32 = uk_f32_avx2,
+    .dot_rows_max = 8,
     .dot_f32 = dot_f32_avx2,
 };

@@ -446,6 +446,7 @@ const cpu_gemm_isa cpu_gemm_isa_avx512 = {
     .mr = 8,
     .pack_f32 = pack_b_f32_avx512,
     .uk_f32 = uk_f32_avx512,
+    .dot_rows_max = 4,
     .dot_f32 = dot_f32_avx512,
 };
 
@@ -453,6 +454,7 @@ const cpu_gemm_isa cpu_gemm_isa_avx512_bf16 = {
     .mr = 8,
     .pack_f32 = pack_b_f32_avx512,
     .uk_f32 = uk_f32_avx512,
+    .dot_rows_max = 4,
     .dot_f32 = dot_f32_avx512,
     .bf16_takes_fp8 = true,
     .pack_bf16 = pack_b_bf16_avx512,

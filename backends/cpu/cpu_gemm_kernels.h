@@ -18,6 +18,7 @@
 #define CPU_GEMM_NR 32     /* columns of a packed panel and of a micro-tile */
 #define CPU_GEMM_MR 8      /* the most rows of a micro-tile, any level */
 #define CPU_GEMM_FP8_BLOCK 128
+#define CPU_GEMM_DOT_MAX 8 /* the most rows any level's dot kernels take */
 
 /* bf16 bits of the FP8 e4m3 magnitudes 0..127 (NaN: 0x7fc0), and the f32 value of
  * every FP8 byte; filled by plan_make. */
@@ -41,8 +42,10 @@ typedef struct cpu_gemm_isa {
      * are multiplied by scales[sub][j] before being added to c. */
     void (*uk_f32)(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int ncols,
                    int acc, const float *scales);
-    /* m <= 4 f32 A rows (lda floats apart) times weight rows [n0, n0 + ncols) straight
-     * off the rows, no packing: c[i * ldc + j]. NULL: decode packs like the other path. */
+    /* m <= dot_rows_max f32 A rows (lda floats apart) times weight rows [n0, n0 + ncols)
+     * straight off the rows, no packing: c[i * ldc + j]. NULL: decode packs like the
+     * other path. */
+    int dot_rows_max; /* the most rows dot_f32 / dot_bf16 take (<= CPU_GEMM_DOT_MAX) */
     void (*dot_f32)(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0, int ncols,
                     float *c, int64_t ldc, int pf);
     /* bf16 mode (bf16 x bf16 products exact in f32); NULL: the level has none. */

@@ -238,6 +238,7 @@ const cpu_gemm_isa cpu_gemm_isa_neon = {
     .fp8_partial = true,
     .pack_f32 = pack_b_f32_neon,
     .uk_f32 = uk_f32_neon,
+    .dot_rows_max = 4,
     .dot_f32 = dot_f32_neon,
 };
 
@@ -247,6 +248,7 @@ const cpu_gemm_isa cpu_gemm_isa_neon_bf16 = {
     .fp8_partial = true,
     .pack_f32 = pack_b_f32_neon,
     .uk_f32 = uk_f32_neon,
+    .dot_rows_max = 4,
     .dot_f32 = dot_f32_neon,
     .bf16_takes_fp8 = false, /* FP8 stays in f32 mode, decoded in registers */
     .pack_bf16 = cpu_gemm_pack_b_bf16_neon,
