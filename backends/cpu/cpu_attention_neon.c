@@ -8,6 +8,8 @@
  *         few rows (decode): 4 keys x 4 rows as dot products along the head dim;
  *   PV:   6 rows x 16 columns of O (four vectors of V, one broadcast p).
  * The online softmax runs 4 rows per vector, with a polynomial exp2 in registers.
+ * Decode-sized items (<= 8 rows) take qk16/pv16: K and V straight off the f16/bf16
+ * cache rows, converted in registers (fcvtl, or a shift for bf16).
  */
 #include "cpu_attention.h"
 
@@ -218,5 +220,122 @@ static void pv_neon(const float *p, int64_t ldp, const float *const *vrow, int n
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_neon = {.qk = qk_neon, .softmax = softmax_neon, .pv = pv_neon};
+/* ---- decode-sized items straight off 16-bit rows ---- */
+
+/* 4 f16 (BF: bf16) at p -> f32; n < 4 reads only n (the rest 0). */
+INLINE float32x4_t load16x4(const int BF, const uint16_t *p, int n) {
+    uint16x4_t h;
+    if (n >= 4) {
+        h = vld1_u16(p);
+    } else {
+        uint16_t t[4] = {0};
+        memcpy(t, p, (size_t)(n > 0 ? n : 0) * 2);
+        h = vld1_u16(t);
+    }
+    return BF ? vreinterpretq_f32_u32(vshll_n_u16(h, 16)) : vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+
+/* RB rows x KB keys (RB * KB <= 16) as dot products along the head dim, each K chunk
+ * converted once for all RB rows. */
+INLINE void qk16_body(const int BF, const int RB, const int KB, const float *qr, int d, int m,
+                      const void *const *krow, int nk, float *st, int64_t ldst) {
+    for (int r0 = 0; r0 < m; r0 += RB) {
+        const float *q[8];
+        for (int r = 0; r < RB; r++) q[r] = qr + (int64_t)(r0 + r < m ? r0 + r : m - 1) * d;
+        for (int n0 = 0; n0 < nk; n0 += KB) {
+            const uint16_t *k[8];
+            for (int n = 0; n < KB; n++) k[n] = krow[n0 + n < nk ? n0 + n : nk - 1];
+            float32x4_t acc[16];
+            for (int i = 0; i < RB * KB; i++) acc[i] = vdupq_n_f32(0.0f);
+            for (int c = 0; c < d; c += 4) {
+                int left = d - c;
+                float32x4_t kv[8];
+                for (int n = 0; n < KB; n++) kv[n] = load16x4(BF, k[n] + c, left);
+                for (int r = 0; r < RB; r++) {
+                    float32x4_t qv;
+                    if (left >= 4) {
+                        qv = vld1q_f32(q[r] + c);
+                    } else {
+                        float t[4] = {0};
+                        memcpy(t, q[r] + c, (size_t)left * sizeof(float));
+                        qv = vld1q_f32(t);
+                    }
+                    for (int n = 0; n < KB; n++) acc[r * KB + n] = vfmaq_f32(acc[r * KB + n], qv, kv[n]);
+                }
+            }
+            for (int n = 0; n < KB && n0 + n < nk; n++)
+                for (int r = 0; r < RB && r0 + r < m; r++) st[(int64_t)(n0 + n) * ldst + r0 + r] = vaddvq_f32(acc[r * KB + n]);
+        }
+    }
+}
+
+#define QK16_CASES(BF)                                                                                             \
+    switch (m) {                                                                                                   \
+    case 1: qk16_body(BF, 1, 8, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 2: qk16_body(BF, 2, 4, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 3: qk16_body(BF, 3, 4, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 4: qk16_body(BF, 4, 4, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 5: qk16_body(BF, 5, 2, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 6: qk16_body(BF, 6, 2, qr, d, m, krow, nk, st, ldst); break;                                              \
+    case 7: qk16_body(BF, 7, 2, qr, d, m, krow, nk, st, ldst); break;                                              \
+    default: qk16_body(BF, 8, 2, qr, d, m, krow, nk, st, ldst); break;                                             \
+    }
+
+static void qk16_neon(kp_dtype dt, const float *qr, int d, int m, const void *const *krow, int nk, float *st,
+                      int64_t ldst) {
+    if (dt == KP_BF16) QK16_CASES(1)
+    else QK16_CASES(0)
+}
+
+/* pv_tile over 16-bit V rows: NR rows x 16 columns (cols of them at the dv edge). */
+INLINE void pv16_tile(const int BF, const float *p, int64_t ldp, const void *const *vrow, int64_t j, int nk,
+                      float *o, int64_t ldo, const float *alpha, const int NR, int cols) {
+    float32x4_t acc[6][4];
+    for (int i = 0; i < NR; i++) {
+        float t[16] = {0};
+        memcpy(t, o + i * ldo, (size_t)cols * sizeof(float));
+        for (int v = 0; v < 4; v++) acc[i][v] = vmulq_n_f32(vld1q_f32(t + 4 * v), alpha[i]);
+    }
+    for (int n = 0; n < nk; n++) {
+        const uint16_t *vn = (const uint16_t *)vrow[n] + j;
+        float32x4_t vv[4];
+        for (int v = 0; v < 4; v++) vv[v] = load16x4(BF, vn + 4 * v, cols - 4 * v);
+#pragma GCC unroll 6
+        for (int i = 0; i < NR; i++) {
+            float32x4_t b = vld1q_dup_f32(p + n * ldp + i);
+            for (int v = 0; v < 4; v++) acc[i][v] = vfmaq_f32(acc[i][v], b, vv[v]);
+        }
+    }
+    for (int i = 0; i < NR; i++) {
+        float t[16];
+        for (int v = 0; v < 4; v++) vst1q_f32(t + 4 * v, acc[i][v]);
+        memcpy(o + i * ldo, t, (size_t)cols * sizeof(float));
+    }
+}
+
+#define PV16_CASES(BF)                                                                                             \
+    switch (m - r) {                                                                                               \
+    case 1: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 1, cols); break;                              \
+    case 2: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 2, cols); break;                              \
+    case 3: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 3, cols); break;                              \
+    case 4: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 4, cols); break;                              \
+    case 5: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 5, cols); break;                              \
+    default: pv16_tile(BF, pr, ldp, vrow, j, nk, orow, ldo, alpha + r, 6, cols); break;                             \
+    }
+
+static void pv16_neon(kp_dtype dt, const float *p, int64_t ldp, const void *const *vrow, int nk, float *o,
+                      int64_t ldo, int m, int dv, const float *alpha) {
+    for (int j = 0; j < dv; j += 16) {
+        int cols = dv - j < 16 ? dv - j : 16;
+        for (int r = 0; r < m; r += 6) {
+            const float *pr = p + r;
+            float *orow = o + r * ldo + j;
+            if (dt == KP_BF16) PV16_CASES(1)
+            else PV16_CASES(0)
+        }
+    }
+}
+
+const cpu_att_kernels cpu_att_kernels_neon = {
+    .qk = qk_neon, .softmax = softmax_neon, .pv = pv_neon, .qk16 = qk16_neon, .pv16 = pv16_neon};
 #endif /* __aarch64__ */
