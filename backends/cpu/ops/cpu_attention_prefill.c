@@ -35,7 +35,8 @@ typedef struct prefill_job {
     int max_m;
     const int32_t *cq, *ck;
     const prefill_item *items;
-    float *kf, *vf; /* NULL, or K and V as f32: [total_k][h_kv][d] and [total_k][h_kv][dv] */
+    float *kf, *vf; /* NULL, or K and V as f32, head-major (each head's keys contiguous):
+                       [h_kv][total_k][d] and [h_kv][total_k][dv] */
 } prefill_job;
 
 static void row_to_f32(const cpu_kernels *c, kp_dtype dt, const void *src, float *dst, int64_t n) {
@@ -47,11 +48,11 @@ static void row_to_f32(const cpu_kernels *c, kp_dtype dt, const void *src, float
 static void prefill_convert(void *ctx, int64_t begin, int64_t end) {
     prefill_job *j = ctx;
     const kp_attention_prefill_params *p = j->p;
-    const int64_t hk = p->k.shape[1], d = p->k.shape[2], dv = p->v.shape[2];
+    const int64_t hk = p->k.shape[1], tk = p->k.shape[0], d = p->k.shape[2], dv = p->v.shape[2];
     for (int64_t t = begin; t < end; t++)
         for (int64_t g = 0; g < hk; g++) {
-            row_to_f32(j->prob.conv, p->k.dtype, cpu_att_at(&p->k, t, g, 0), j->kf + (t * hk + g) * d, d);
-            row_to_f32(j->prob.conv, p->v.dtype, cpu_att_at(&p->v, t, g, 0), j->vf + (t * hk + g) * dv, dv);
+            row_to_f32(j->prob.conv, p->k.dtype, cpu_att_at(&p->k, t, g, 0), j->kf + (g * tk + t) * d, d);
+            row_to_f32(j->prob.conv, p->v.dtype, cpu_att_at(&p->v, t, g, 0), j->vf + (g * tk + t) * dv, dv);
         }
 }
 
@@ -83,11 +84,11 @@ static void prefill_items(void *ctx, int64_t begin, int64_t end) {
             .v_row = p->v.strides[0],
         };
         if (j->kf) {
-            const int64_t hk = p->k.shape[1];
-            kv.k = (const unsigned char *)(j->kf + (sk * hk + t->g) * pr->d);
-            kv.v = (const unsigned char *)(j->vf + (sk * hk + t->g) * pr->dv);
-            kv.k_row = hk * pr->d;
-            kv.v_row = hk * pr->dv;
+            const int64_t tk = p->k.shape[0];
+            kv.k = (const unsigned char *)(j->kf + (t->g * tk + sk) * pr->d);
+            kv.v = (const unsigned char *)(j->vf + (t->g * tk + sk) * pr->dv);
+            kv.k_row = pr->d;
+            kv.v_row = pr->dv;
         }
         cpu_att_run(pr, &w, &kv, 0, lk);
         float *lse = p->lse.buffer ? (float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset) : NULL;
