@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <time.h>
 
 /* Interesting f32 bit patterns: zeros, denormals, rounding ties, extremes, inf, NaN. */
 static uint32_t special_bits(int64_t i) {
@@ -43,9 +44,11 @@ KP_TEST(cpu_simd_conversions_match_portable) {
     uint16_t *h0 = malloc(N * 2), *h1 = malloc(N * 2), *src16 = malloc(N * 2);
     fill_f32(x, N);
     for (int64_t i = 0; i < N; i++) src16[i] = (uint16_t)kp_test_rand_u64();
-    int levels = 0;
-    for (int l = CPU_SIMD_AVX2; l <= (int)f->best; l++) {
-        const cpu_kernels *k = cpu_kernels_for((cpu_simd_level)l);
+    cpu_simd_level ladder[CPU_SIMD_LEVELS];
+    int nl = cpu_simd_supported(ladder), levels = 0;
+    for (int li = 1; li < nl; li++) { /* ladder[0] is portable itself */
+        cpu_simd_level l = ladder[li];
+        const cpu_kernels *k = cpu_kernels_for(l);
         levels++;
         for (int f16 = 0; f16 <= 1; f16++) {
             (f16 ? ref->f32_to_f16 : ref->f32_to_bf16)(x, h0, N);
@@ -54,18 +57,18 @@ KP_TEST(cpu_simd_conversions_match_portable) {
                 uint32_t u;
                 memcpy(&u, &x[i], 4);
                 CHECK_MSG(same_or_both_nan16(h0[i], h1[i], f16), "%s f32->%s of 0x%08x: portable 0x%04x, simd 0x%04x",
-                          cpu_simd_name((cpu_simd_level)l), f16 ? "f16" : "bf16", u, h0[i], h1[i]);
+                          cpu_simd_name(l), f16 ? "f16" : "bf16", u, h0[i], h1[i]);
             }
             (f16 ? ref->f16_to_f32 : ref->bf16_to_f32)(src16, y0, N);
             (f16 ? k->f16_to_f32 : k->bf16_to_f32)(src16, y1, N);
             for (int64_t i = 0; i < N; i++)
                 CHECK_MSG(memcmp(&y0[i], &y1[i], 4) == 0 || (isnan(y0[i]) && isnan(y1[i])),
-                          "%s %s->f32 of 0x%04x: %a vs %a", cpu_simd_name((cpu_simd_level)l), f16 ? "f16" : "bf16",
+                          "%s %s->f32 of 0x%04x: %a vs %a", cpu_simd_name(l), f16 ? "f16" : "bf16",
                           src16[i], (double)y0[i], (double)y1[i]);
         }
     }
     free(x); free(y0); free(y1); free(h0); free(h1); free(src16);
-    if (levels == 0) KP_SKIP("this CPU has no AVX2: only the portable path exists here");
+    if (levels == 0) KP_SKIP("this CPU has no SIMD level (%s): only the portable path exists here", f->vendor);
 }
 
 KP_TEST(cpu_portable_conversions_round_to_nearest_even) {
@@ -150,4 +153,32 @@ KP_TEST(cpu_pool_covers_every_index_once) {
         }
         cpu_pool_destroy(p);
     }
+}
+
+/* Back-to-back jobs reach spinning workers, jobs after a pause reach sleeping ones,
+ * and with spinning off every job goes through the condition variables: each way,
+ * every index runs once. */
+KP_TEST(cpu_pool_spinning_and_sleeping_workers_take_every_job) {
+    static const char *const spins[] = {"0", "50", "100000"};
+    enum { N = 257 };
+    for (size_t s = 0; s < sizeof spins / sizeof spins[0]; s++) {
+        setenv("KPORT_CPU_SPIN_US", spins[s], 1);
+        cpu_pool *p;
+        CHECK_OK(cpu_pool_create(3, &p));
+        for (int job = 0; job < 300; job++) {
+            atomic_int hits[N];
+            for (int i = 0; i < N; i++) atomic_init(&hits[i], 0);
+            cover_ctx c = {hits};
+            cpu_pool_parallel_for(p, N, 1, cover, &c);
+            for (int i = 0; i < N; i++)
+                CHECK_MSG(atomic_load(&hits[i]) == 1, "spin %s us, job %d: index %d ran %d times", spins[s], job, i,
+                          atomic_load(&hits[i]));
+            if (job % 100 == 99) {
+                struct timespec pause = {0, 2000000}; /* 2 ms: past a 50 us spin, the workers sleep */
+                nanosleep(&pause, NULL);
+            }
+        }
+        cpu_pool_destroy(p);
+    }
+    unsetenv("KPORT_CPU_SPIN_US");
 }

@@ -18,8 +18,9 @@
  * finishes with out 0 and lse +inf. Split-KV partials (mx, l, unnormalised O) merge
  * through their log-sum-exp in cpu_att_combine.
  *
- * The micro-kernels (qk, softmax, pv) have an AVX-512 implementation and a portable C
- * one, chosen once from cpu_simd_active().
+ * The micro-kernels (qk, softmax, pv) have one implementation per SIMD level, each in
+ * its own file (cpu_attention_portable.c, _avx2.c, _avx512.c, _neon.c), chosen once
+ * per op call from the backend's level.
  */
 #ifndef KPORT_CPU_ATTENTION_H
 #define KPORT_CPU_ATTENTION_H
@@ -39,15 +40,35 @@ typedef struct cpu_att_kernels {
     void (*qk)(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow, int nk,
                float *st, int64_t ldst);
     /* Online-softmax step over a block whose first key is j0; row r sees keys in
-     * [lo[r], hi[r]). Turns st into p, updates mx and l, writes alpha. */
-    void (*softmax)(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
+     * [lo[r], hi[r]). Turns st into p, updates mx and l, writes alpha, for rows r < m;
+     * a kernel may also do the rows up to its vector width past m (below pad16(m),
+     * where lo = hi: no key visible). */
+    void (*softmax)(float *st, int64_t ldst, int nk, int m, int64_t j0, const int32_t *lo, const int32_t *hi,
                     float *mx, float *l, float *alpha);
     /* o[r*ldo + j] = alpha[r]·o[r*ldo + j] + Σ_n p[n*ldp + r]·vrow[n][j], r < m, j < dv */
     void (*pv)(const float *p, int64_t ldp, const float *const *vrow, int nk, float *o, int64_t ldo, int m, int dv,
                const float *alpha);
+    /* Decode-sized items (m <= CPU_ATT_RAW_ROWS): qk (from qr) and pv straight off
+     * 16-bit rows (dt f16 or bf16), converted in registers, so a cache row is read
+     * once and never written back as f32. NULL: rows are converted to f32 first. */
+    void (*qk16)(kp_dtype dt, const float *qr, int d, int m, const void *const *krow, int nk, float *st,
+                 int64_t ldst);
+    void (*pv16)(kp_dtype dt, const float *p, int64_t ldp, const void *const *vrow, int nk, float *o, int64_t ldo,
+                 int m, int dv, const float *alpha);
 } cpu_att_kernels;
 
+#define CPU_ATT_RAW_ROWS 8 /* the most rows qk16/pv16 take */
+
 const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l);
+
+extern const cpu_att_kernels cpu_att_kernels_portable;
+#if defined(__x86_64__) || defined(__i386__)
+extern const cpu_att_kernels cpu_att_kernels_avx2;   /* built with -mavx2 -mfma -mf16c */
+extern const cpu_att_kernels cpu_att_kernels_avx512; /* target attributes */
+#endif
+#if defined(__aarch64__)
+extern const cpu_att_kernels cpu_att_kernels_neon;
+#endif
 
 /* Where one KV head's keys live. Key j is row j of a contiguous sequence (table NULL),
  * or row j % block_size of cache block table[j / block_size]. Offsets in elements. */
@@ -64,7 +85,9 @@ typedef struct cpu_att_kv {
 typedef struct cpu_att_problem {
     const cpu_att_kernels *kern; /* static */
     const cpu_kernels *conv;     /* static */
-    kp_dtype dt;                 /* q, k, v and out */
+    kp_dtype dt;                 /* q and out (and k, v as the caller passed them) */
+    kp_dtype kv_dt;              /* the K/V rows cpu_att_run reads: dt, or f32 when an op
+                                    converted them once for all its items */
     int d, dv;
     float scale_log2;            /* softmax_scale · log2(e) */
 } cpu_att_problem;
@@ -83,6 +106,7 @@ typedef struct cpu_att_work {
     float *kf, *vf;  /* [NB][d], [NB][dv]: converted rows */
     float *tmp;      /* [max(d, dv)] */
     const float **krow, **vrow; /* [NB] */
+    const void **kraw, **vraw;  /* [NB]: 16-bit rows for qk16/pv16 */
 } cpu_att_work;
 
 size_t cpu_att_work_bytes(int max_m, int d, int dv);

@@ -1,7 +1,8 @@
 /*
  * backends/cpu/cpu_attention_common.c — the flash-attention engine of the CPU backend
- * (see cpu_attention.h): micro-kernels per SIMD level, the block loop, finishing and
- * split-KV combining, per-thread scratch slots, paged-KV content checks.
+ * (see cpu_attention.h): the choice of micro-kernels per SIMD level (they live in
+ * cpu_attention_<level>.c), the block loop, finishing and split-KV combining,
+ * per-thread scratch slots, paged-KV content checks.
  */
 #include "cpu_attention.h"
 
@@ -9,344 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define KP_ATT_X86 1
-#endif
-
 #define LN2 0.69314718055994530942
 #define CPU_ATT_PREFETCH 16 /* keys ahead */
 #define LOG2E 1.44269504088896340736
 
-/* ------------------------------------------------------------------------ */
-/* Portable micro-kernels                                                    */
-/* ------------------------------------------------------------------------ */
-
-static void qk_c(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow, int nk,
-                 float *st, int64_t ldst) {
-    (void)qr, (void)m;
-    const int64_t ldq = mpad;
-    for (int n = 0; n < nk; n++) {
-        float *s = st + n * ldst;
-        const float *kr = krow[n];
-        for (int r = 0; r < mpad; r++) s[r] = 0.0f;
-        for (int k = 0; k < d; k++) {
-            const float kv = kr[k], *q = qt + k * ldq;
-            for (int r = 0; r < mpad; r++) s[r] += kv * q[r];
-        }
-    }
-}
-
-static void softmax_c(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo, const int32_t *hi,
-                      float *mx, float *l, float *alpha) {
-    for (int r = 0; r < mpad; r++) {
-        int64_t a = lo[r] - j0, b = hi[r] - j0;
-        if (a < 0) a = 0;
-        if (b > nk) b = nk;
-        float m = -INFINITY;
-        for (int64_t n = a; n < b; n++) m = fmaxf(m, st[n * ldst + r]);
-        float mnew = fmaxf(mx[r], m);
-        if (mnew == -INFINITY) { /* nothing seen yet: p = 0, O stays 0 */
-            alpha[r] = 1.0f;
-            for (int n = 0; n < nk; n++) st[n * ldst + r] = 0.0f;
-            continue;
-        }
-        float sum = 0.0f;
-        for (int n = 0; n < nk; n++) {
-            float pv = (n >= a && n < b) ? exp2f(st[n * ldst + r] - mnew) : 0.0f;
-            st[n * ldst + r] = pv;
-            sum += pv;
-        }
-        alpha[r] = exp2f(mx[r] - mnew);
-        l[r] = l[r] * alpha[r] + sum;
-        mx[r] = mnew;
-    }
-}
-
-static void pv_c(const float *p, int64_t ldp, const float *const *vrow, int nk, float *o, int64_t ldo, int m, int dv,
-                 const float *alpha) {
-    for (int r = 0; r < m; r++) {
-        float *orow = o + r * ldo;
-        const float a = alpha[r];
-        if (a != 1.0f)
-            for (int j = 0; j < dv; j++) orow[j] *= a;
-        for (int n = 0; n < nk; n++) {
-            const float pr = p[n * ldp + r];
-            if (pr == 0.0f) continue;
-            const float *v = vrow[n];
-            for (int j = 0; j < dv; j++) orow[j] += pr * v[j];
-        }
-    }
-}
-
-static const cpu_att_kernels kernels_portable = {.qk = qk_c, .softmax = softmax_c, .pv = pv_c};
-
-/* ------------------------------------------------------------------------ */
-/* AVX-512 micro-kernels                                                     */
-/* ------------------------------------------------------------------------ */
-
-#ifdef KP_ATT_X86
-#define KP_ATT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define KP_ATT512_INLINE static inline __attribute__((always_inline)) KP_ATT512
-
-/* 2^x for x <= 0 (and -inf -> 0): x = i + f, f in [-1/2, 1/2], 2^f by its degree-7
- * Taylor polynomial (relative error < 1e-8), scaled by 2^i with vscalefps. */
-KP_ATT512_INLINE __m512 exp2_512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-160.0f));
-    __m512 i = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(x, i);
-    __m512 y = _mm512_set1_ps(1.525273380405984e-05f);
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.5403530393381608e-04f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.3333558146428443e-03f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.618129107628477e-03f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(5.550410866482158e-02f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.402265069591007e-01f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(6.931471805599453e-01f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, i);
-}
-
-/* NK keys x NV vectors of 16 rows, accumulated over the whole head dim. */
-KP_ATT512_INLINE void qk_tile512(const float *qt, int64_t ldq, int d, const float *const *kr, float *st,
-                                 int64_t ldst, const int NK, const int NV) {
-    __m512 acc[8][4];
-    const float *kp[8];
-#pragma GCC unroll 8
-    for (int n = 0; n < NK; n++) {
-        kp[n] = kr[n];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) acc[n][v] = _mm512_setzero_ps();
-    }
-    for (int k = 0; k < d; k++) {
-        __m512 q[4];
-        const float *qk = qt + k * ldq;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) q[v] = _mm512_loadu_ps(qk + 16 * v);
-#pragma GCC unroll 8
-        for (int n = 0; n < NK; n++) {
-            __m512 b = _mm512_set1_ps(kp[n][k]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[n][v] = _mm512_fmadd_ps(b, q[v], acc[n][v]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int n = 0; n < NK; n++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) _mm512_storeu_ps(st + n * ldst + 16 * v, acc[n][v]);
-}
-
-#define QK_CASES(NV)                                                                     \
-    switch (nk - n) {                                                                    \
-    case 1: qk_tile512(q, ldq, d, krow + n, s, ldst, 1, NV); break;                      \
-    case 2: qk_tile512(q, ldq, d, krow + n, s, ldst, 2, NV); break;                      \
-    case 3: qk_tile512(q, ldq, d, krow + n, s, ldst, 3, NV); break;                      \
-    case 4: qk_tile512(q, ldq, d, krow + n, s, ldst, 4, NV); break;                      \
-    case 5: qk_tile512(q, ldq, d, krow + n, s, ldst, 5, NV); break;                      \
-    case 6: qk_tile512(q, ldq, d, krow + n, s, ldst, 6, NV); break;                      \
-    case 7: qk_tile512(q, ldq, d, krow + n, s, ldst, 7, NV); break;                      \
-    default: qk_tile512(q, ldq, d, krow + n, s, ldst, 8, NV); break;                     \
-    }
-
-/* Lane i of the result is the sum of v[i]'s 16 lanes. */
-KP_ATT512_INLINE __m512 hsum16_512(const __m512 *v) {
-    __m512 a[8], b[4];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++)
-        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    /* 128-bit lane L of b[i] holds 4 partial sums of v[4i + L] */
-    __m512 c0 = _mm512_add_ps(_mm512_unpacklo_ps(b[0], b[1]), _mm512_unpackhi_ps(b[0], b[1]));
-    __m512 c1 = _mm512_add_ps(_mm512_unpacklo_ps(b[2], b[3]), _mm512_unpackhi_ps(b[2], b[3]));
-    __m512d c0d = _mm512_castps_pd(c0), c1d = _mm512_castps_pd(c1);
-    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(c0d, c1d)),
-                         _mm512_castpd_ps(_mm512_unpackhi_pd(c0d, c1d)));
-    /* lane 4L + e = sum of v[4e + L] */
-}
-
-/* Few rows (decode): S for 4 keys x 4 rows as dot products along the head dim,
- * reduced together. Keys past nk and rows past m repeat the last valid one; their
- * results land in padding (rows) or are not stored (keys). */
-KP_ATT512 static void qk_dot512(const float *qr, int d, int m, const float *const *krow, int nk, float *st,
-                                int64_t ldst) {
-    const int full = d & ~15;
-    const __mmask16 tail = (__mmask16)((1u << (d - full)) - 1);
-    for (int r0 = 0; r0 < m; r0 += 4) {
-        const float *q[4];
-        for (int r = 0; r < 4; r++) q[r] = qr + (int64_t)(r0 + r < m ? r0 + r : m - 1) * d;
-        for (int n0 = 0; n0 < nk; n0 += 4) {
-            const float *k[4];
-            for (int n = 0; n < 4; n++) k[n] = krow[n0 + n < nk ? n0 + n : nk - 1];
-            __m512 acc[16]; /* acc[r * 4 + n] */
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-            for (int c = 0; c < full; c += 16) {
-                __m512 kv[4];
-#pragma GCC unroll 4
-                for (int n = 0; n < 4; n++) kv[n] = _mm512_loadu_ps(k[n] + c);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    __m512 qv = _mm512_loadu_ps(q[r] + c);
-#pragma GCC unroll 4
-                    for (int n = 0; n < 4; n++) acc[r * 4 + n] = _mm512_fmadd_ps(qv, kv[n], acc[r * 4 + n]);
-                }
-            }
-            if (tail) {
-                __m512 kv[4];
-#pragma GCC unroll 4
-                for (int n = 0; n < 4; n++) kv[n] = _mm512_maskz_loadu_ps(tail, k[n] + full);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    __m512 qv = _mm512_maskz_loadu_ps(tail, q[r] + full);
-#pragma GCC unroll 4
-                    for (int n = 0; n < 4; n++) acc[r * 4 + n] = _mm512_fmadd_ps(qv, kv[n], acc[r * 4 + n]);
-                }
-            }
-            __m512 sums = hsum16_512(acc); /* lane 4n + r = acc[r * 4 + n] */
-            for (int n = 0; n < 4 && n0 + n < nk; n++) {
-                __m128 row = n == 0   ? _mm512_castps512_ps128(sums)
-                             : n == 1 ? _mm512_extractf32x4_ps(sums, 1)
-                             : n == 2 ? _mm512_extractf32x4_ps(sums, 2)
-                                      : _mm512_extractf32x4_ps(sums, 3);
-                _mm_storeu_ps(st + (int64_t)(n0 + n) * ldst + r0, row);
-            }
-        }
-    }
-}
-
-KP_ATT512 static void qk_512(const float *qt, const float *qr, int d, int m, int mpad, const float *const *krow,
-                             int nk, float *st, int64_t ldst) {
-    if (m <= 8) {
-        qk_dot512(qr, d, m, krow, nk, st, ldst);
-        return;
-    }
-    const int64_t ldq = mpad;
-    int r = 0;
-    for (; r + 64 <= mpad; r += 64) /* 6 keys x 4 vectors: 24 accumulators */
-        for (int n = 0; n < nk; n += 6) {
-            const float *q = qt + r;
-            float *s = st + n * ldst + r;
-            switch (nk - n) {
-            case 1: qk_tile512(q, ldq, d, krow + n, s, ldst, 1, 4); break;
-            case 2: qk_tile512(q, ldq, d, krow + n, s, ldst, 2, 4); break;
-            case 3: qk_tile512(q, ldq, d, krow + n, s, ldst, 3, 4); break;
-            case 4: qk_tile512(q, ldq, d, krow + n, s, ldst, 4, 4); break;
-            case 5: qk_tile512(q, ldq, d, krow + n, s, ldst, 5, 4); break;
-            default: qk_tile512(q, ldq, d, krow + n, s, ldst, 6, 4); break;
-            }
-        }
-    for (; r + 32 <= mpad; r += 32) /* 8 keys x 2 vectors */
-        for (int n = 0; n < nk; n += 8) {
-            const float *q = qt + r;
-            float *s = st + n * ldst + r;
-            QK_CASES(2)
-        }
-    for (; r < mpad; r += 16) /* 8 keys x 1 vector */
-        for (int n = 0; n < nk; n += 8) {
-            const float *q = qt + r;
-            float *s = st + n * ldst + r;
-            QK_CASES(1)
-        }
-}
-
-KP_ATT512 static void softmax_512(float *st, int64_t ldst, int nk, int mpad, int64_t j0, const int32_t *lo,
-                                  const int32_t *hi, float *mx, float *l, float *alpha) {
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    const __m512i base = _mm512_set1_epi32((int32_t)j0);
-    for (int r = 0; r < mpad; r += 16) {
-        /* key n of the block is visible to a row when rlo <= n < rhi */
-        __m512i rlo = _mm512_sub_epi32(_mm512_loadu_si512(lo + r), base);
-        __m512i rhi = _mm512_sub_epi32(_mm512_loadu_si512(hi + r), base);
-        __m512 m = ninf;
-        for (int n = 0; n < nk; n++) {
-            __m512i vn = _mm512_set1_epi32(n);
-            __mmask16 vis = _mm512_cmple_epi32_mask(rlo, vn) & _mm512_cmpgt_epi32_mask(rhi, vn);
-            m = _mm512_mask_max_ps(m, vis, m, _mm512_loadu_ps(st + n * ldst + r));
-        }
-        __m512 mold = _mm512_loadu_ps(mx + r);
-        __m512 mnew = _mm512_max_ps(mold, m);
-        __mmask16 live = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_OQ);
-        __m512 sum = _mm512_setzero_ps();
-        for (int n = 0; n < nk; n++) {
-            __m512i vn = _mm512_set1_epi32(n);
-            __mmask16 vis = _mm512_cmple_epi32_mask(rlo, vn) & _mm512_cmpgt_epi32_mask(rhi, vn) & live;
-            float *s = st + n * ldst + r;
-            __m512 p = _mm512_maskz_mov_ps(vis, exp2_512(_mm512_sub_ps(_mm512_loadu_ps(s), mnew)));
-            _mm512_storeu_ps(s, p);
-            sum = _mm512_add_ps(sum, p);
-        }
-        __m512 a = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), exp2_512(_mm512_sub_ps(mold, mnew)));
-        _mm512_storeu_ps(alpha + r, a);
-        _mm512_storeu_ps(l + r, _mm512_fmadd_ps(_mm512_loadu_ps(l + r), a, sum));
-        _mm512_storeu_ps(mx + r, mnew);
-    }
-}
-
-/* NR rows x 64 columns of O (masked at the dv edge), over the block's keys. */
-KP_ATT512_INLINE void pv_tile512(const float *p, int64_t ldp, const float *const *vr, int nk, float *o, int64_t ldo,
-                                 const __mmask16 *mk, const float *alpha, const int NR) {
-    __m512 acc[6][4];
-#pragma GCC unroll 6
-    for (int i = 0; i < NR; i++) {
-        __m512 a = _mm512_set1_ps(alpha[i]);
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mk[v], o + i * ldo + 16 * v));
-    }
-    for (int n = 0; n < nk; n++) {
-        const float *vn = vr[n], *pn = p + n * ldp;
-        __m512 vv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) vv[v] = _mm512_maskz_loadu_ps(mk[v], vn + 16 * v);
-#pragma GCC unroll 6
-        for (int i = 0; i < NR; i++) {
-            __m512 b = _mm512_set1_ps(pn[i]);
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(b, vv[v], acc[i][v]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < NR; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(o + i * ldo + 16 * v, mk[v], acc[i][v]);
-}
-
-KP_ATT512 static void pv_512(const float *p, int64_t ldp, const float *const *vrow, int nk, float *o, int64_t ldo,
-                             int m, int dv, const float *alpha) {
-    const float *vr[CPU_ATT_NB];
-    for (int j = 0; j < dv; j += 64) {
-        __mmask16 mk[4];
-        for (int v = 0; v < 4; v++) {
-            int left = dv - j - 16 * v;
-            mk[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-        }
-        for (int n = 0; n < nk; n++) vr[n] = vrow[n] + j;
-        for (int r = 0; r < m; r += 6) {
-            const float *pr = p + r;
-            float *orow = o + r * ldo + j;
-            switch (m - r) {
-            case 1: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 1); break;
-            case 2: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 2); break;
-            case 3: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 3); break;
-            case 4: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 4); break;
-            case 5: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 5); break;
-            default: pv_tile512(pr, ldp, vr, nk, orow, ldo, mk, alpha + r, 6); break;
-            }
-        }
-    }
-}
-
-static const cpu_att_kernels kernels_avx512 = {.qk = qk_512, .softmax = softmax_512, .pv = pv_512};
-#endif /* KP_ATT_X86 */
-
 const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l) {
-#ifdef KP_ATT_X86
-    if (l >= CPU_SIMD_AVX512) return &kernels_avx512;
+#if defined(__x86_64__) || defined(__i386__)
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX512)) return &cpu_att_kernels_avx512;
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX2)) return &cpu_att_kernels_avx2;
 #endif
-    (void)l;
-    return &kernels_portable;
+#if defined(__aarch64__)
+    if (cpu_simd_at_least(l, CPU_SIMD_NEON)) return &cpu_att_kernels_neon;
+#endif
+    return &cpu_att_kernels_portable;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -355,10 +31,11 @@ const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l) {
 
 void cpu_att_problem_init(cpu_att_problem *p, kp_backend_state *b, kp_dtype dt, int d, int dv, float scale) {
     cpu_simd_level l = cpu_simd_active();
-    if (l > b->simd) l = b->simd;
+    if (!cpu_simd_at_least(b->simd, l)) l = b->simd; /* never above the level the backend started with */
     p->kern = cpu_att_kernels_for(l);
     p->conv = cpu_kernels_for(l);
     p->dt = dt;
+    p->kv_dt = dt;
     p->d = d;
     p->dv = dv;
     p->scale_log2 = (float)((double)scale * LOG2E);
@@ -373,7 +50,7 @@ size_t cpu_att_work_bytes(int max_m, int d, int dv) {
     size_t dmax = (size_t)(d > dv ? d : dv);
     return 2 * align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
            2 * align64(mp * sizeof(int32_t)) + align64(nb * mp * f) + align64(nb * (size_t)d * f) +
-           align64(nb * (size_t)dv * f) + align64(dmax * f) + 2 * align64(nb * sizeof(float *));
+           align64(nb * (size_t)dv * f) + align64(dmax * f) + 4 * align64(nb * sizeof(float *));
 }
 
 void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
@@ -397,6 +74,8 @@ void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
     TAKE(tmp, float *, dmax * f);
     TAKE(krow, const float **, nb * sizeof(float *));
     TAKE(vrow, const float **, nb * sizeof(float *));
+    TAKE(kraw, const void **, nb * sizeof(void *));
+    TAKE(vraw, const void **, nb * sizeof(void *));
 #undef TAKE
     w->max_m = max_m;
     w->m = w->mpad = 0;
@@ -419,6 +98,15 @@ void cpu_att_begin(const cpu_att_problem *p, cpu_att_work *w, int m) {
 /* n elements of dt at src -> f32 at dst */
 static void to_f32(const cpu_att_problem *p, const void *src, float *dst, int64_t n) {
     switch (p->dt) {
+    case KP_F16: p->conv->f16_to_f32(src, dst, n); break;
+    case KP_BF16: p->conv->bf16_to_f32(src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+/* n elements of the K/V rows' dtype at src -> f32 at dst */
+static void kv_to_f32(const cpu_att_problem *p, const void *src, float *dst, int64_t n) {
+    switch (p->kv_dt) {
     case KP_F16: p->conv->f16_to_f32(src, dst, n); break;
     case KP_BF16: p->conv->bf16_to_f32(src, dst, n); break;
     default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
@@ -477,8 +165,22 @@ static inline void prefetch_key(const cpu_att_problem *p, const cpu_att_kv *kv, 
 static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const float *const *krow,
                              const float *const *vrow, int nk, int64_t j0) {
     p->kern->qk(w->qt, w->qr, p->d, w->m, w->mpad, krow, nk, w->st, w->mpad);
-    p->kern->softmax(w->st, w->mpad, nk, w->mpad, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+    p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
     p->kern->pv(w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+}
+
+/* Does an item of m rows read its 16-bit K/V rows directly (qk16/pv16)? With few rows
+ * the conversion to f32 would cost as much as the attention itself. */
+static inline bool use_raw(const cpu_att_problem *p, int m) {
+    return p->kv_dt != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+}
+
+/* att_block over 16-bit rows (use_raw). */
+static inline void att_block_raw(const cpu_att_problem *p, cpu_att_work *w, const void *const *krow,
+                                 const void *const *vrow, int nk, int64_t j0) {
+    p->kern->qk16(p->kv_dt, w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
+    p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
+    p->kern->pv16(p->kv_dt, w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
 }
 
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
@@ -490,8 +192,8 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
         }
     if (j_begin < lo) j_begin = lo;
     if (j_end > hi) j_end = hi;
-    const int64_t es = (int64_t)kp_dtype_size(p->dt);
-    const bool f32 = p->dt == KP_F32;
+    const int64_t es = (int64_t)kp_dtype_size(p->kv_dt);
+    const bool f32 = p->kv_dt == KP_F32, raw = use_raw(p, w->m);
     for (int64_t j = j_begin; j < j_end && j < j_begin + CPU_ATT_PREFETCH; j++) prefetch_key(p, kv, j, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
@@ -499,23 +201,27 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
             const unsigned char *kp, *vp;
             if (j0 + n + CPU_ATT_PREFETCH < j_end) prefetch_key(p, kv, j0 + n + CPU_ATT_PREFETCH, es);
             key_rows(kv, j0 + n, es, &kp, &vp);
-            if (f32) {
+            if (raw) {
+                w->kraw[n] = kp;
+                w->vraw[n] = kv->v_is_k_prefix ? kp : vp;
+            } else if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
             } else {
                 float *kd = w->kf + (int64_t)n * p->d;
-                to_f32(p, kp, kd, p->d);
+                kv_to_f32(p, kp, kd, p->d);
                 w->krow[n] = kd;
                 if (kv->v_is_k_prefix) {
                     w->vrow[n] = kd;
                 } else {
                     float *vd = w->vf + (int64_t)n * p->dv;
-                    to_f32(p, vp, vd, p->dv);
+                    kv_to_f32(p, vp, vd, p->dv);
                     w->vrow[n] = vd;
                 }
             }
         }
-        att_block(p, w, w->krow, w->vrow, nk, j0);
+        if (raw) att_block_raw(p, w, w->kraw, w->vraw, nk, j0);
+        else att_block(p, w, w->krow, w->vrow, nk, j0);
     }
 }
 
@@ -754,10 +460,11 @@ static size_t head_state_bytes(int max_m, int d, int dv) {
 static size_t heads_slot_bytes(const paged_job *j) {
     size_t mp = (size_t)pad16(j->max_m), f = sizeof(float), hk = (size_t)j->h_kv;
     size_t d = (size_t)j->prob.d, dv = (size_t)j->prob.dv, dmax = d > dv ? d : dv;
-    size_t conv = j->prob.dt == KP_F32 ? 0
-                                       : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
+    size_t conv = j->prob.dt == KP_F32 || use_raw(&j->prob, j->max_m)
+                      ? 0
+                      : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
     return align64(hk * sizeof(cpu_att_work)) + hk * head_state_bytes(j->max_m, j->prob.d, j->prob.dv) +
-           align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 2 * align64(CPU_ATT_NB * sizeof(float *));
+           align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 4 * align64(CPU_ATT_NB * sizeof(float *));
 }
 
 /* item = b * splits + split */
@@ -773,8 +480,9 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64((size_t)hk * sizeof(cpu_att_work));
     float *st = (float *)(void *)c;
     c += align64(CPU_ATT_NB * mp * f);
+    const bool raw = use_raw(p, max_m); /* 16-bit rows read in place: nothing converted */
     float *kf = NULL, *vf = NULL;
-    if (p->dt != KP_F32) {
+    if (p->kv_dt != KP_F32 && !raw) {
         kf = (float *)(void *)c;
         c += align64((size_t)j->tile * (size_t)hk * (size_t)d * f);
         vf = (float *)(void *)c;
@@ -786,6 +494,10 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64(CPU_ATT_NB * sizeof(float *));
     const float **vrow = (const float **)(void *)c;
     c += align64(CPU_ATT_NB * sizeof(float *));
+    const void **kraw = (const void **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(void *));
+    const void **vraw = (const void **)(void *)c;
+    c += align64(CPU_ATT_NB * sizeof(void *));
     for (int g = 0; g < hk; g++) {
         cpu_att_work *x = &w[g];
 #define TAKE(field, type, n)                   \
@@ -801,14 +513,15 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
         TAKE(hi, int32_t *, mp * sizeof(int32_t));
 #undef TAKE
         x->st = st, x->kf = NULL, x->vf = NULL, x->tmp = tmp, x->krow = krow, x->vrow = vrow;
+        x->kraw = kraw, x->vraw = vraw;
         x->max_m = max_m, x->m = x->mpad = 0;
     }
     const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
-    const int64_t es = (int64_t)kp_dtype_size(p->dt), bs = a->k_cache->shape[1];
+    const int64_t es = (int64_t)kp_dtype_size(p->kv_dt), bs = a->k_cache->shape[1];
     const int64_t k_row = a->k_cache->strides[1], v_row = a->v_cache->strides[1];
     const int64_t k_blk = a->k_cache->strides[0], v_blk = a->v_cache->strides[0];
     const int64_t k_hd = a->k_cache->strides[2] * es, v_hd = a->v_cache->strides[2] * es; /* bytes between heads */
-    const bool f32 = p->dt == KP_F32, kcont = k_hd == d * es, vcont = v_hd == dv * es;
+    const bool f32 = p->kv_dt == KP_F32, kcont = k_hd == d * es, vcont = v_hd == dv * es;
     const unsigned char *kbase = cpu_att_at(a->k_cache, 0, 0, 0), *vbase = cpu_att_at(a->v_cache, 0, 0, 0);
     const unsigned char *kr[CPU_ATT_NB], *vr[CPU_ATT_NB];
     /* bytes of a cache row that hold the heads' data */
@@ -847,14 +560,14 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 int64_t key = j0 + n, blk = table[key / bs], row = key % bs;
                 kr[n] = kbase + (blk * k_blk + row * k_row) * es;
                 vr[n] = vbase + (blk * v_blk + row * v_row) * es;
-                if (f32) continue;
+                if (f32 || raw) continue;
                 float *kd = kf + (int64_t)n * hk * d, *vd = vf + (int64_t)n * hk * dv;
-                if (kcont) to_f32(p, kr[n], kd, (int64_t)hk * d);
+                if (kcont) kv_to_f32(p, kr[n], kd, (int64_t)hk * d);
                 else
-                    for (int g = 0; g < hk; g++) to_f32(p, kr[n] + g * k_hd, kd + (int64_t)g * d, d);
-                if (vcont) to_f32(p, vr[n], vd, (int64_t)hk * dv);
+                    for (int g = 0; g < hk; g++) kv_to_f32(p, kr[n] + g * k_hd, kd + (int64_t)g * d, d);
+                if (vcont) kv_to_f32(p, vr[n], vd, (int64_t)hk * dv);
                 else
-                    for (int g = 0; g < hk; g++) to_f32(p, vr[n] + g * v_hd, vd + (int64_t)g * dv, dv);
+                    for (int g = 0; g < hk; g++) kv_to_f32(p, vr[n] + g * v_hd, vd + (int64_t)g * dv, dv);
             }
             /* the next tile's rows stream into L2 while the heads work on this one */
             for (int64_t key = j0 + nk; key < j0 + nk + j->tile && key < ke; key++) {
@@ -865,6 +578,11 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 for (int64_t o = 0; o < v_span; o += 64) __builtin_prefetch(vn + o, 0, 2);
             }
             for (int g = 0; g < hk; g++) {
+                if (raw) {
+                    for (int n = 0; n < nk; n++) kraw[n] = kr[n] + g * k_hd, vraw[n] = vr[n] + g * v_hd;
+                    att_block_raw(p, &w[g], kraw, vraw, nk, j0);
+                    continue;
+                }
                 for (int n = 0; n < nk; n++) {
                     if (f32) {
                         krow[n] = (const float *)(const void *)(kr[n] + g * k_hd);
@@ -923,6 +641,7 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
          * the per-tile qk/softmax/pv overheads dominate smaller tiles */
         j.tile = t < 16 ? 16 : t > CPU_ATT_NB ? CPU_ATT_NB : (int)t;
         j.max_m = (int)(j.s_q * j.group);
+        if (use_raw(&j.prob, j.max_m)) j.tile = CPU_ATT_NB; /* nothing converted: no budget to keep */
         j.heads_per_item = j.group;
         j.head_chunks = 1;
         /* items are few (one per sequence): split keys until there are ~4 per thread,

@@ -77,12 +77,15 @@ static void fill_info(kp_backend_state *b) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     i->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
     i->compute_units = cpu_pool_threads(b->pool);
-    i->subgroup_size = b->simd >= CPU_SIMD_AVX512 ? 16 : b->simd == CPU_SIMD_AVX2 ? 8 : 1;
+    i->subgroup_size = cpu_simd_lanes(b->simd);
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     i->local_mem_bytes = l2 > 0 ? (uint64_t)l2 : 0;
     i->caps = KP_CAP_UNIFIED_MEMORY | KP_CAP_CHECKS_INDICES;
-    if (b->simd >= CPU_SIMD_AVX512_BF16) i->caps |= KP_CAP_BF16;
-    if (f->avx512_fp16 && b->simd >= CPU_SIMD_AVX512) i->caps |= KP_CAP_F16;
+    if (cpu_simd_at_least(b->simd, CPU_SIMD_AVX512_BF16) || cpu_simd_at_least(b->simd, CPU_SIMD_NEON_BF16))
+        i->caps |= KP_CAP_BF16;
+    if ((f->avx512_fp16 && cpu_simd_at_least(b->simd, CPU_SIMD_AVX512)) ||
+        (f->neon_fp16 && cpu_simd_at_least(b->simd, CPU_SIMD_NEON)))
+        i->caps |= KP_CAP_F16;
     if (f->amx) i->caps |= KP_CAP_MATRIX_UNITS;
 }
 

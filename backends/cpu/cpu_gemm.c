@@ -12,15 +12,18 @@
  *     panel streams its 32 weight rows through the whole K before the next panel, so
  *     the weights flow as long sequential streams at memory bandwidth, with software
  *     prefetch pf bytes ahead along each row. Up to dot_rows rows skip the packing
- *     (AVX-512): dot products along K, a few weight rows at a time, the weights
- *     converted in registers (cpu_gemm_dot_bf16_avx512, cpu_gemm_dot_f32_avx512).
- * Compute formats: f32 FMA, or vdpbf16ps (CPU_GEMM_BF16) for bf16 activations with
+ *     (every SIMD level): dot products along K, a few weight rows at a time, the
+ *     weights converted in registers (the level's dot_f32 / dot_bf16).
+ * Compute formats: f32 FMA, or bf16 dot products (CPU_GEMM_BF16: vdpbf16ps, bfdot) for bf16 activations with
  * bf16 weights (f32 A rows of a bf16 layer are rounded to bf16, as before) or with FP8
  * weights: FP8 e4m3 decodes exactly to bf16, so the products are exact in f32; the
  * 128 x 128 block scale multiplies each 128-wide K partial sum (f32) before it is added
  * to C: the result differs from scaling each weight first only by f32 rounding. FP8
- * with f16 or f32 activations is decoded to f32 times its scale while packing.
- * Micro-kernels: AVX-512 (cpu_gemm_avx512.c) or portable C (below, any CPU).
+ * with f16 or f32 activations is decoded to f32: times its scale while packing
+ * (portable, AVX-512), or exactly, its scale applied per 128-wide K partial sum
+ * (AVX2, NEON: fp8_partial).
+ * Packing routines and micro-kernels per SIMD level (cpu_gemm_kernels.h): portable C
+ * (below, any CPU), AVX2 (6 x 16 tiles in ymm), AVX-512 (8 x 32 in zmm), NEON.
  *
  * Tunables (tuning table, kernel "grouped_gemm", read once per plan):
  *   kc          K block, f32 mode (default 256; rounded to a multiple of 16)
@@ -31,7 +34,8 @@
  *   pf          decode path: software prefetch distance along weight rows, bytes
  *               (default 512); 0 also turns off the other path's prefetch (the next
  *               panel's weights and the next K block of A, issued between micro-kernels)
- *   dot_rows    decode path (AVX-512): blocks of at most this many rows (<= 4) take dot
+ *   dot_rows    decode path: blocks of at most this many rows (default and most: the
+ *               level's dot_rows_max, 4 or 8) take dot
  *               products straight off the weight rows, without packing (default 4)
  *   pf_dot      the dot path's software prefetch: bytes ahead along each row, or -1
  *               (default): the same K offset of the next group of weight rows
@@ -103,7 +107,7 @@ float *cpu_gemm_out_buffer(const cpu_gemm_plan *pl, int slot) {
 
 /* ---- FP8 e4m3 (portable path) ---- */
 
-static float g_fp8_lut[256];
+float cpu_gemm_fp8_f32[256];
 static pthread_once_t g_fp8_once = PTHREAD_ONCE_INIT;
 uint16_t cpu_gemm_fp8_bf16[128];
 
@@ -114,7 +118,7 @@ static void fp8_lut_make(void) {
         if (e == 0xf && m == 7) v = NAN;
         else if (e == 0) v = ldexpf((float)m, -9); /* subnormal: m/8 * 2^-6 */
         else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-        g_fp8_lut[b] = (b & 0x80) ? -v : v;
+        cpu_gemm_fp8_f32[b] = (b & 0x80) ? -v : v;
         if (b < 128) { /* at most 4 significant bits: the top half of the f32 is exact */
             uint32_t u;
             memcpy(&u, &v, 4);
@@ -130,16 +134,32 @@ static int64_t tune(const kp_device_info *info, const char *param, int64_t def, 
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+const cpu_gemm_isa *cpu_gemm_isa_for(cpu_simd_level l) {
+#ifdef CPU_GEMM_X86
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX512_BF16)) return &cpu_gemm_isa_avx512_bf16;
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX512)) return &cpu_gemm_isa_avx512;
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX2)) return &cpu_gemm_isa_avx2;
+#endif
+#ifdef CPU_GEMM_ARM64
+    if (cpu_simd_at_least(l, CPU_SIMD_NEON_BF16)) return &cpu_gemm_isa_neon_bf16;
+    if (cpu_simd_at_least(l, CPU_SIMD_NEON)) return &cpu_gemm_isa_neon;
+#endif
+    (void)l;
+    return &cpu_gemm_isa_portable;
+}
+
 cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dtype a_dtype, kp_dtype w_dtype) {
     cpu_gemm_plan p;
     memset(&p, 0, sizeof p);
     p.simd = cpu_simd_active();
     p.cvt = cpu_kernels_for(p.simd);
+    p.isa = cpu_gemm_isa_for(p.simd);
     p.a_dtype = a_dtype;
-    /* vdpbf16ps for bf16 weights with bf16 activations, and for FP8 weights with bf16
-     * A rows (exact in bf16). f16 and f32 activations keep f32 (f16's mantissa). */
-    int bf = p.simd >= CPU_SIMD_AVX512_BF16 && act == KP_BF16 &&
-             (w_dtype == KP_BF16 || (w_dtype == KP_FP8_E4M3 && a_dtype == KP_BF16));
+    /* bf16 dot products for bf16 weights with bf16 activations, and for FP8 weights with
+     * bf16 A rows (exact in bf16) where the level decodes FP8 to bf16. f16 and f32
+     * activations keep f32 (f16's mantissa). */
+    int bf = p.isa->uk_bf16 && act == KP_BF16 &&
+             (w_dtype == KP_BF16 || (w_dtype == KP_FP8_E4M3 && a_dtype == KP_BF16 && p.isa->bf16_takes_fp8));
     p.mode = bf ? CPU_GEMM_BF16 : CPU_GEMM_F32;
     if (bf) {
         int64_t kc = tune(info, "kc_bf16", 512, 32, 8192);
@@ -147,12 +167,14 @@ cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dt
         if (p.kc < FP8_BLOCK && w_dtype == KP_FP8_E4M3) p.kc = FP8_BLOCK;
     } else {
         p.kc = (int)(tune(info, "kc", 256, 16, 8192) / 16 * 16);
+        if (w_dtype == KP_FP8_E4M3 && p.isa->fp8_partial) /* whole scale blocks per K block */
+            p.kc = p.kc < FP8_BLOCK ? FP8_BLOCK : p.kc / FP8_BLOCK * FP8_BLOCK;
     }
     p.nc = (int)((tune(info, "nc", 256, NR, 8192) + NR - 1) / NR * NR);
     p.mc = (int)tune(info, "mc", 256, MR, CPU_GEMM_MC_MAX);
     p.decode_rows = (int)tune(info, "decode_rows", 16, 0, CPU_GEMM_MC_MAX);
     p.pf = (int)tune(info, "pf", 512, 0, 16384);
-    p.dot_rows = (int)tune(info, "dot_rows", 4, 0, 4);
+    p.dot_rows = (int)tune(info, "dot_rows", p.isa->dot_rows_max, 0, p.isa->dot_rows_max);
     p.pf_dot = (int)tune(info, "pf_dot", -1, -1, 16384);
     pthread_once(&g_fp8_once, fp8_lut_make);
     return p;
@@ -193,26 +215,33 @@ void cpu_store_row(const cpu_kernels *cvt, kp_dtype dt, const float *src, void *
 /* ---- portable packing and micro-kernel (f32 mode) ---- */
 
 /* Weight row n, K [k0, k0 + kc) -> f32 (FP8: times its block scale). */
-static void w_row_f32(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n, int64_t k0, int64_t kc, float *dst) {
+static void w_row_f32(const cpu_gemm_w *w, int64_t n, int64_t k0, int64_t kc, float *dst) {
     const unsigned char *src = w->base + (size_t)(n * w->ld + k0) * kp_dtype_size(w->dtype);
     if (w->dtype != KP_FP8_E4M3) {
-        cpu_load_row(pl->cvt, w->dtype, src, dst, kc);
+        cpu_load_row(cpu_kernels_for(CPU_SIMD_PORTABLE), w->dtype, src, dst, kc);
         return;
     }
     const float *srow = w->scale + (n / FP8_BLOCK) * w->scale_ld0;
-    for (int64_t k = 0; k < kc; k++) dst[k] = g_fp8_lut[src[k]] * srow[((k0 + k) / FP8_BLOCK) * w->scale_ld1];
+    for (int64_t k = 0; k < kc; k++)
+        dst[k] = cpu_gemm_fp8_f32[src[k]] * srow[((k0 + k) / FP8_BLOCK) * w->scale_ld1];
 }
 
-static void pack_b_f32_c(const cpu_gemm_plan *pl, const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0,
-                         int64_t kc, float *dst, float *tmp) {
-    for (int j = 0; j < NR; j++) {
-        if (j < ncols) w_row_f32(pl, w, n0 + j, k0, kc, tmp);
-        for (int64_t k = 0; k < kc; k++) dst[k * NR + j] = j < ncols ? tmp[k] : 0.0f;
-    }
+static void pack_b_f32_c(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc, float *dst,
+                         float *scales, int pf) {
+    (void)scales, (void)pf;
+    enum { CHUNK = 256 };
+    float tmp[CHUNK];
+    for (int j = 0; j < NR; j++)
+        for (int64_t c0 = 0; c0 < kc; c0 += CHUNK) {
+            int64_t cn = kc - c0 < CHUNK ? kc - c0 : CHUNK;
+            if (j < ncols) w_row_f32(w, n0 + j, k0 + c0, cn, tmp);
+            for (int64_t k = 0; k < cn; k++) dst[(c0 + k) * NR + j] = j < ncols ? tmp[k] : 0.0f;
+        }
 }
 
 static void uk_f32_c(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c, int64_t ldc, int ncols,
-                     int acc) {
+                     int acc, const float *scales) {
+    (void)scales; /* NULL: FP8 is scaled while packing at this level */
     float t[MR][NR];
     memset(t, 0, sizeof t);
     for (int64_t k = 0; k < kc; k++)
@@ -223,6 +252,12 @@ static void uk_f32_c(int mr, int64_t kc, const float *a, int64_t lda, const floa
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < ncols; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + t[i][j] : t[i][j];
 }
+
+const cpu_gemm_isa cpu_gemm_isa_portable = {
+    .mr = MR,
+    .pack_f32 = pack_b_f32_c,
+    .uk_f32 = uk_f32_c,
+};
 
 /* ---- the driver ---- */
 
@@ -283,60 +318,42 @@ static void pf_issue(pf_job *j, int64_t count) {
 
 typedef struct panel_ctx {
     const cpu_gemm_plan *pl;
+    const cpu_gemm_isa *isa;
     const cpu_gemm_w *w;
-    int bf, fp8, avx512;
+    int bf, fp8;
     int row_pf;   /* the packer's prefetch distance along rows (decode path) */
     uint32_t *b;  /* packed panel */
-    float *scales, *tmp;
+    float *scales;
+    const float *uk_scales; /* scales when the micro-kernel applies them, else NULL */
     pf_job pf[2]; /* issued during panel_rows (lines == 0: none) */
 } panel_ctx;
 
 static void pack_b(const panel_ctx *x, int64_t n0, int ncols, int64_t k0, int64_t kc) {
-#ifdef CPU_GEMM_X86
-    if (x->bf) {
-        cpu_gemm_pack_b_bf16_avx512(x->w, n0, ncols, k0, kc, x->b, x->scales, x->row_pf);
-        return;
-    }
-    if (x->avx512) {
-        cpu_gemm_pack_b_f32_avx512(x->w, n0, ncols, k0, kc, (float *)x->b, x->row_pf);
-        return;
-    }
-#endif
-    pack_b_f32_c(x->pl, x->w, n0, ncols, k0, kc, (float *)x->b, x->tmp);
+    if (x->bf) x->isa->pack_bf16(x->w, n0, ncols, k0, kc, x->b, x->scales, x->row_pf);
+    else x->isa->pack_f32(x->w, n0, ncols, k0, kc, (float *)x->b, x->scales, x->row_pf);
 }
 
 /* Rows [0, m) of packed A (a, at the panel's K offset) times the packed panel. */
 static void panel_rows(panel_ctx *x, int m, int64_t kc, const uint32_t *a, int64_t lda, float *c, int ldc,
                        int ncols, int acc) {
-    int calls = (m + MR - 1) / MR;
+    const int step = x->isa->mr;
+    int calls = (m + step - 1) / step;
     int64_t per[2] = {(x->pf[0].lines + calls - 1) / calls, (x->pf[1].lines + calls - 1) / calls};
-    for (int i0 = 0; i0 < m; i0 += MR) {
+    for (int i0 = 0; i0 < m; i0 += step) {
         pf_issue(&x->pf[0], per[0]);
         pf_issue(&x->pf[1], per[1]);
-        int mr = m - i0 < MR ? m - i0 : MR;
+        int mr = m - i0 < step ? m - i0 : step;
         const uint32_t *ai = a + (size_t)i0 * lda;
         float *ci = c + (size_t)i0 * ldc;
-#ifdef CPU_GEMM_X86
-        if (x->bf) {
-            cpu_gemm_uk_bf16_avx512(mr, (kc + 1) / 2, ai, lda, x->b, ci, ldc, ncols, acc, x->fp8 ? x->scales : NULL);
-            continue;
-        }
-        if (x->avx512) {
-            cpu_gemm_uk_f32_avx512(mr, kc, (const float *)ai, lda, (const float *)x->b, ci, ldc, ncols, acc);
-            continue;
-        }
-#endif
-        uk_f32_c(mr, kc, (const float *)ai, lda, (const float *)x->b, ci, ldc, ncols, acc);
+        if (x->bf) x->isa->uk_bf16(mr, (kc + 1) / 2, ai, lda, x->b, ci, ldc, ncols, acc, x->fp8 ? x->scales : NULL);
+        else x->isa->uk_f32(mr, kc, (const float *)ai, lda, (const float *)x->b, ci, ldc, ncols, acc, x->uk_scales);
     }
 }
 
 kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_rows, int m, const cpu_gemm_w *w,
                          int64_t n0, int nc, float *c, int ldc) {
     const int64_t K = w->k;
-    panel_ctx x = {.pl = pl, .w = w, .bf = pl->mode == CPU_GEMM_BF16, .fp8 = w->dtype == KP_FP8_E4M3};
-#ifdef CPU_GEMM_X86
-    x.avx512 = pl->simd >= CPU_SIMD_AVX512;
-#endif
+    panel_ctx x = {.pl = pl, .isa = pl->isa, .w = w, .bf = pl->mode == CPU_GEMM_BF16, .fp8 = w->dtype == KP_FP8_E4M3};
     if (K == 0 || m == 0) {
         for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)nc * sizeof *c);
         return KP_OK;
@@ -347,28 +364,26 @@ kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_
     int full = m <= pl->decode_rows && (size_t)m * full_lda * 4 <= A_FULL_MAX;
     int64_t lda = full ? full_lda : (kc + 31) / 32 * 32 / (x.bf ? 2 : 1) + LDA_PAD;
     size_t a_bytes = ((size_t)m * lda * 4 + 63) / 64 * 64, b_bytes = (size_t)kc * NR * 4;
-    size_t s_bytes = (size_t)(kc / FP8_BLOCK + 1) * NR * 4, t_bytes = ((size_t)kc * 4 + 63) / 64 * 64;
+    size_t s_bytes = (size_t)(kc / FP8_BLOCK + 1) * NR * 4;
     gemm_tls *t = thread_tls();
-    unsigned char *scr = t ? tls_grow(&t->work, &t->work_size, a_bytes + b_bytes + s_bytes + t_bytes) : NULL;
+    unsigned char *scr = t ? tls_grow(&t->work, &t->work_size, a_bytes + b_bytes + s_bytes) : NULL;
     if (!scr) return KP_ERR_OUT_OF_MEMORY;
     uint32_t *a = (uint32_t *)scr;
     x.b = (uint32_t *)(scr + a_bytes);
     x.scales = (float *)(scr + a_bytes + b_bytes);
-    x.tmp = (float *)(scr + a_bytes + b_bytes + s_bytes);
+    x.uk_scales = !x.bf && x.fp8 && x.isa->fp8_partial ? x.scales : NULL;
     memset(x.pf, 0, sizeof x.pf);
     x.row_pf = full ? pl->pf : 0;
     if (full) {
         pack_a(pl, a_rows, m, 0, K, a, lda);
-#ifdef CPU_GEMM_X86
-        if (m <= pl->dot_rows && x.bf) {
-            cpu_gemm_dot_bf16_avx512(m, K, (const uint16_t *)a, lda * 2, w, n0, nc, c, ldc, pl->pf_dot);
+        if (m <= pl->dot_rows && x.bf && x.isa->dot_bf16) {
+            x.isa->dot_bf16(m, K, (const uint16_t *)a, lda * 2, w, n0, nc, c, ldc, pl->pf_dot);
             return KP_OK;
         }
-        if (m <= pl->dot_rows && x.avx512) {
-            cpu_gemm_dot_f32_avx512(m, K, (const float *)a, lda, w, n0, nc, c, ldc, pl->pf_dot);
+        if (m <= pl->dot_rows && !x.bf && x.isa->dot_f32) {
+            x.isa->dot_f32(m, K, (const float *)a, lda, w, n0, nc, c, ldc, pl->pf_dot);
             return KP_OK;
         }
-#endif
         for (int p = 0; p < nc; p += NR) {
             int pn = nc - p < NR ? nc - p : NR;
             for (int64_t k0 = 0; k0 < K; k0 += kc) {

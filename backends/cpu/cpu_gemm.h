@@ -22,8 +22,8 @@
 
 typedef enum cpu_gemm_mode {
     CPU_GEMM_F32 = 0,  /* f32 FMA; any dtype converted to f32 */
-    CPU_GEMM_BF16 = 1  /* vdpbf16ps: bf16 (or FP8 decoded exactly to bf16) weights,
-                          activations in bf16 */
+    CPU_GEMM_BF16 = 1  /* bf16 dot products (vdpbf16ps, bfdot): bf16 (or FP8 decoded
+                          exactly to bf16) weights, activations in bf16 */
 } cpu_gemm_mode;
 
 /* One expert's weights: rows n of K elements. */
@@ -36,11 +36,14 @@ typedef struct cpu_gemm_w {
     int64_t scale_ld0, scale_ld1; /* FP8: strides of scale, in elements */
 } cpu_gemm_w;
 
+struct cpu_gemm_isa; /* cpu_gemm_kernels.h */
+
 /* What stays the same over all the blocks of one GEMM. */
 typedef struct cpu_gemm_plan {
     cpu_gemm_mode mode;
     cpu_simd_level simd;
     const cpu_kernels *cvt;
+    const struct cpu_gemm_isa *isa; /* the level's packing routines and micro-kernels */
     kp_dtype a_dtype;  /* storage dtype of the A rows */
     int mc, nc;        /* rows and columns of one task (cpu_gemm_block's m, nc limits) */
     int kc;            /* K block (elements) */

@@ -121,8 +121,10 @@ KP_AVX512 INLINE void pack_f32_body(const int dt, const cpu_gemm_w *w, int64_t n
     }
 }
 
-KP_AVX512 void cpu_gemm_pack_b_f32_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
-                                          float *dst, int pf) {
+/* Scales each FP8 weight while packing (fp8_partial is off at this level): scales unused. */
+KP_AVX512 static void pack_b_f32_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+                                        float *dst, float *scales, int pf) {
+    (void)scales;
     switch (w->dtype) {
     case KP_F32: pack_f32_body(KP_F32, w, n0, ncols, k0, kc, dst, pf); break;
     case KP_F16: pack_f32_body(KP_F16, w, n0, ncols, k0, kc, dst, pf); break;
@@ -170,7 +172,7 @@ KP_AVX512 INLINE void pack_bf16_body(const int dt, const cpu_gemm_w *w, int64_t 
     }
 }
 
-KP_AVX512 void cpu_gemm_pack_b_bf16_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
+KP_AVX512 static void pack_b_bf16_avx512(const cpu_gemm_w *w, int64_t n0, int ncols, int64_t k0, int64_t kc,
                                            uint32_t *dst, float *scales, int pf) {
     if (w->dtype == KP_BF16) {
         pack_bf16_body(KP_BF16, w, n0, ncols, k0, kc, dst, pf);
@@ -228,8 +230,9 @@ KP_AVX512 INLINE void uk_f32_body(const int MR, int64_t kc, const float *a, int6
 #define UK_F32_CASE(R)                                                                                             \
     case R: uk_f32_body(R, kc, a, lda, b, c, ldc, m0, m1, acc); break;
 
-KP_AVX512 void cpu_gemm_uk_f32_avx512(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c,
-                                      int64_t ldc, int ncols, int acc) {
+KP_AVX512 static void uk_f32_avx512(int mr, int64_t kc, const float *a, int64_t lda, const float *b, float *c,
+                                    int64_t ldc, int ncols, int acc, const float *scales) {
+    (void)scales; /* NULL: FP8 weights are scaled while packing at this level */
     __mmask16 m0 = mask16(ncols), m1 = mask16(ncols - 16 > 0 ? ncols - 16 : 0);
     switch (mr) {
         UK_F32_CASE(1)
@@ -271,7 +274,7 @@ KP_AVX512BF16 INLINE void uk_bf16_body(const int MR, int64_t kp, const uint32_t 
 #define UK_BF16_CASE(R)                                                                                            \
     case R: uk_bf16_body(R, kp, a, lda, b, c, ldc, m0, m1, acc, scales); break;
 
-KP_AVX512BF16 void cpu_gemm_uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b,
+KP_AVX512BF16 static void uk_bf16_avx512(int mr, int64_t kp, const uint32_t *a, int64_t lda, const uint32_t *b,
                                            float *c, int64_t ldc, int ncols, int acc, const float *scales) {
     __mmask16 m0 = mask16(ncols), m1 = mask16(ncols - 16 > 0 ? ncols - 16 : 0);
     switch (mr) {
@@ -350,7 +353,7 @@ KP_AVX512BF16 INLINE void dot_body(const int fp8, const int MRD, const int J, in
     }
 }
 
-KP_AVX512BF16 void cpu_gemm_dot_bf16_avx512(int m, int64_t K, const uint16_t *a, int64_t lda, const cpu_gemm_w *w,
+KP_AVX512BF16 static void dot_bf16_avx512(int m, int64_t K, const uint16_t *a, int64_t lda, const cpu_gemm_w *w,
                                             int64_t n0, int ncols, float *c, int64_t ldc, int pf) {
     if (w->dtype == KP_FP8_E4M3) {
         switch (m) {
@@ -429,7 +432,7 @@ KP_AVX512 INLINE void dotf_body(const int dt, const int MRD, const int J, int64_
     default: dotf_body(DT, 4, 6, K, a, lda, w, n0, ncols, c, ldc, pf); break;                                      \
     }
 
-KP_AVX512 void cpu_gemm_dot_f32_avx512(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
+KP_AVX512 static void dot_f32_avx512(int m, int64_t K, const float *a, int64_t lda, const cpu_gemm_w *w, int64_t n0,
                                        int ncols, float *c, int64_t ldc, int pf) {
     switch (w->dtype) {
     case KP_F32: DOTF_CASES(KP_F32) break;
@@ -438,4 +441,24 @@ KP_AVX512 void cpu_gemm_dot_f32_avx512(int m, int64_t K, const float *a, int64_t
     default: DOTF_CASES(KP_FP8_E4M3) break;
     }
 }
+
+const cpu_gemm_isa cpu_gemm_isa_avx512 = {
+    .mr = 8,
+    .pack_f32 = pack_b_f32_avx512,
+    .uk_f32 = uk_f32_avx512,
+    .dot_rows_max = 4,
+    .dot_f32 = dot_f32_avx512,
+};
+
+const cpu_gemm_isa cpu_gemm_isa_avx512_bf16 = {
+    .mr = 8,
+    .pack_f32 = pack_b_f32_avx512,
+    .uk_f32 = uk_f32_avx512,
+    .dot_rows_max = 4,
+    .dot_f32 = dot_f32_avx512,
+    .bf16_takes_fp8 = true,
+    .pack_bf16 = pack_b_bf16_avx512,
+    .uk_bf16 = uk_bf16_avx512,
+    .dot_bf16 = dot_bf16_avx512,
+};
 #endif /* CPU_GEMM_X86 */

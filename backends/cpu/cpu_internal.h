@@ -19,24 +19,38 @@ int cpu_pool_threads(const cpu_pool *p);
  * concurrent callers (several streams) take turns. */
 void cpu_pool_parallel_for(cpu_pool *p, int64_t n, int64_t grain, cpu_range_fn fn, void *ctx);
 
-/* ---- SIMD level chosen at run time from cpuid (cpu_simd.c) ---- */
+/* ---- SIMD level chosen at run time (cpu_simd.c) ----
+ * x86-64 from cpuid + xgetbv, aarch64 from getauxval(AT_HWCAP/AT_HWCAP2). Each
+ * architecture has its own ladder of levels above portable; a level is only ever
+ * compared with levels of its own ladder (cpu_simd_at_least). */
 typedef enum cpu_simd_level {
     CPU_SIMD_PORTABLE = 0,
-    CPU_SIMD_AVX2 = 1,       /* AVX2 + FMA + F16C */
-    CPU_SIMD_AVX512 = 2,     /* AVX-512 F/BW/VL/DQ */
-    CPU_SIMD_AVX512_BF16 = 3 /* + AVX512_BF16 */
+    CPU_SIMD_AVX2 = 1,        /* AVX2 + FMA + F16C */
+    CPU_SIMD_AVX512 = 2,      /* AVX-512 F/BW/VL/DQ */
+    CPU_SIMD_AVX512_BF16 = 3, /* + AVX512_BF16 */
+    CPU_SIMD_NEON = 4,        /* aarch64 Advanced SIMD (f16 conversions are base aarch64) */
+    CPU_SIMD_NEON_BF16 = 5    /* + FEAT_BF16 (bfdot) */
 } cpu_simd_level;
+#define CPU_SIMD_LEVELS 6
 
 typedef struct cpu_features {
     bool avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_fp16, amx;
+    bool neon, neon_fp16, neon_bf16; /* aarch64: asimd, asimdhp (fp16 arithmetic), bf16 */
     cpu_simd_level best;     /* what the CPU and OS support */
     char vendor[16];
 } cpu_features;
 
 const cpu_features *cpu_detect(void);
-/* The level in use: the best supported, lowered by KPORT_CPU_SIMD=portable|avx2|avx512. */
+/* The level in use: the best supported, lowered by KPORT_CPU_SIMD (a level name). */
 cpu_simd_level cpu_simd_active(void);
 const char *cpu_simd_name(cpu_simd_level l);
+/* Does level have reach at least want? (Same ladder and as high; portable is below all.) */
+bool cpu_simd_at_least(cpu_simd_level have, cpu_simd_level want);
+/* The levels this build and CPU can run, lowest first (portable included); returns
+ * how many were written to out (at most CPU_SIMD_LEVELS). */
+int cpu_simd_supported(cpu_simd_level out[CPU_SIMD_LEVELS]);
+/* f32 lanes of one vector at a level (1: portable). */
+int cpu_simd_lanes(cpu_simd_level l);
 
 /* Kernels with one implementation per SIMD level; the table for a level falls back to
  * the next lower level for anything it does not specialise. */

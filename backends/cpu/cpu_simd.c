@@ -1,11 +1,14 @@
 /*
- * backends/cpu/cpu_simd.c — run-time SIMD selection (cpuid + xgetbv) and the kernels
- * that have one implementation per level. Built without -march: each fast path is
- * compiled for its own target with __attribute__((target)), so one binary runs on
- * every x86-64 CPU and uses what it finds.
+ * backends/cpu/cpu_simd.c — run-time SIMD selection (x86-64: cpuid + xgetbv; aarch64:
+ * getauxval) and the dtype conversions, which have one implementation per level.
+ * Built without -march: each x86 fast path here is compiled for its own target with
+ * __attribute__((target)) (the GEMM and attention kernels live in per-level files that
+ * meson compiles with that level's flags), so one binary runs on every x86-64 CPU and
+ * uses what it finds. NEON is part of every aarch64 CPU: no flags needed.
  */
 #include "cpu_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +16,21 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #define KP_X86 1
+#endif
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define KP_ARM64 1
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_ASIMDHP
+#define HWCAP_ASIMDHP (1 << 10)
+#endif
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1 << 14)
+#endif
 #endif
 
 /* ---- portable kernels: the reference every SIMD level must match bit for bit ---- */
@@ -214,15 +232,75 @@ static void detect(cpu_features *f) {
 }
 #endif /* KP_X86 */
 
+#ifdef KP_ARM64
+/* ---- NEON (every aarch64 CPU): the same bits as the portable path ---- */
+
+static void bf16_to_f32_neon(const uint16_t *s, float *d, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t h = vld1q_u16(s + i);
+        vst1q_f32(d + i, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
+        vst1q_f32(d + i + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
+    }
+    bf16_to_f32_c(s + i, d + i, n - i);
+}
+
+/* Integer round-to-nearest-even rather than bfcvt, so that every level gives the same
+ * bits (denormals included). */
+static void f32_to_bf16_neon(const float *s, uint16_t *d, int64_t n) {
+    int64_t i = 0;
+    const uint32x4_t bias = vdupq_n_u32(0x7fff), one = vdupq_n_u32(1), inf = vdupq_n_u32(0x7f800000);
+    const uint32x4_t absmask = vdupq_n_u32(0x7fffffff), quiet = vdupq_n_u32(0x400000);
+    for (; i + 4 <= n; i += 4) {
+        uint32x4_t u = vld1q_u32((const uint32_t *)(const void *)(s + i));
+        uint32x4_t rounded = vaddq_u32(u, vaddq_u32(bias, vandq_u32(vshrq_n_u32(u, 16), one)));
+        uint32x4_t nan = vcgtq_u32(vandq_u32(u, absmask), inf);
+        vst1_u16(d + i, vshrn_n_u32(vbslq_u32(nan, vorrq_u32(u, quiet), rounded), 16));
+    }
+    f32_to_bf16_c(s + i, d + i, n - i);
+}
+
+static void f16_to_f32_neon(const uint16_t *s, float *d, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(d + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + i))));
+    f16_to_f32_c(s + i, d + i, n - i);
+}
+
+/* fcvtn rounds to nearest even (the FPCR default Linux runs with) and keeps
+ * subnormals: the portable path's bits, NaN payloads aside. */
+static void f32_to_f16_neon(const float *s, uint16_t *d, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(d + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(s + i))));
+    f32_to_f16_c(s + i, d + i, n - i);
+}
+
+static const cpu_kernels kernels_neon = {
+    .bf16_to_f32 = bf16_to_f32_neon,
+    .f32_to_bf16 = f32_to_bf16_neon,
+    .f16_to_f32 = f16_to_f32_neon,
+    .f32_to_f16 = f32_to_f16_neon,
+};
+
+static void detect(cpu_features *f) {
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    snprintf(f->vendor, sizeof f->vendor, "arm");
+    f->neon = (hw & HWCAP_ASIMD) != 0;
+    f->neon_fp16 = (hw & HWCAP_ASIMDHP) != 0;
+    f->neon_bf16 = f->neon && (hw2 & HWCAP2_BF16) != 0;
+}
+#endif /* KP_ARM64 */
+
 static cpu_features g_features;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void detect_once(void) {
-#ifdef KP_X86
+#if defined(KP_X86) || defined(KP_ARM64)
     detect(&g_features);
 #endif
     cpu_features *f = &g_features;
-    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->f16c && f->fma)
+    if (f->neon)
+        f->best = f->neon_bf16 ? CPU_SIMD_NEON_BF16 : CPU_SIMD_NEON;
+    else if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->f16c && f->fma)
         f->best = f->avx512_bf16 ? CPU_SIMD_AVX512_BF16 : CPU_SIMD_AVX512;
     else if (f->avx2 && f->fma && f->f16c)
         f->best = CPU_SIMD_AVX2;
@@ -241,24 +319,57 @@ const char *cpu_simd_name(cpu_simd_level l) {
     case CPU_SIMD_AVX2: return "avx2";
     case CPU_SIMD_AVX512: return "avx512";
     case CPU_SIMD_AVX512_BF16: return "avx512-bf16";
+    case CPU_SIMD_NEON: return "neon";
+    case CPU_SIMD_NEON_BF16: return "neon-bf16";
     }
     return "unknown";
 }
 
+static bool is_arm_level(cpu_simd_level l) { return l == CPU_SIMD_NEON || l == CPU_SIMD_NEON_BF16; }
+
+bool cpu_simd_at_least(cpu_simd_level have, cpu_simd_level want) {
+    if (want == CPU_SIMD_PORTABLE) return true;
+    return have != CPU_SIMD_PORTABLE && is_arm_level(have) == is_arm_level(want) && have >= want;
+}
+
+int cpu_simd_supported(cpu_simd_level out[CPU_SIMD_LEVELS]) {
+    cpu_simd_level best = cpu_detect()->best;
+    int n = 0;
+    for (int l = 0; l < CPU_SIMD_LEVELS; l++)
+        if (cpu_simd_at_least(best, (cpu_simd_level)l)) out[n++] = (cpu_simd_level)l;
+    return n;
+}
+
+int cpu_simd_lanes(cpu_simd_level l) {
+    switch (l) {
+    case CPU_SIMD_AVX2: return 8;
+    case CPU_SIMD_AVX512:
+    case CPU_SIMD_AVX512_BF16: return 16;
+    case CPU_SIMD_NEON:
+    case CPU_SIMD_NEON_BF16: return 4;
+    default: return 1;
+    }
+}
+
+/* KPORT_CPU_SIMD names a level to run at; one above what the CPU has, or of another
+ * architecture, leaves the best level (never a level the CPU cannot run). */
 cpu_simd_level cpu_simd_active(void) {
     cpu_simd_level best = cpu_detect()->best;
     const char *want = getenv("KPORT_CPU_SIMD");
     if (!want || !*want) return best;
-    for (int l = CPU_SIMD_PORTABLE; l <= CPU_SIMD_AVX512_BF16; l++)
-        if (strcmp(want, cpu_simd_name((cpu_simd_level)l)) == 0) return (cpu_simd_level)l < best ? (cpu_simd_level)l : best;
+    for (int l = 0; l < CPU_SIMD_LEVELS; l++)
+        if (strcmp(want, cpu_simd_name((cpu_simd_level)l)) == 0)
+            return cpu_simd_at_least(best, (cpu_simd_level)l) ? (cpu_simd_level)l : best;
     return best;
 }
 
 const cpu_kernels *cpu_kernels_for(cpu_simd_level l) {
 #ifdef KP_X86
-    if (l >= CPU_SIMD_AVX512) return &kernels_avx512;
-    if (l >= CPU_SIMD_AVX2) return &kernels_avx2;
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX512)) return &kernels_avx512;
+    if (cpu_simd_at_least(l, CPU_SIMD_AVX2)) return &kernels_avx2;
 #endif
-    (void)l;
+#ifdef KP_ARM64
+    if (cpu_simd_at_least(l, CPU_SIMD_NEON)) return &kernels_neon;
+#endif
     return &kernels_portable;
 }

@@ -80,8 +80,14 @@ static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
     fma_fn fn = fma_scalar;
     *isa = "scalar fmaf";
 #ifdef KB_X86
+    /* KPORT_CPU_SIMD caps the cpu backend's level: the ceiling follows it, so a row run
+     * at avx2 on an AVX-512 machine is judged against the AVX2 FMA peak */
+    const char *cap = getenv("KPORT_CPU_SIMD");
+    bool no512 = cap && (strcmp(cap, "avx2") == 0 || strcmp(cap, "portable") == 0);
+    bool scalar = cap && strcmp(cap, "portable") == 0;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) fn = fma_avx512, *isa = "avx512f";
+    if (scalar) fn = fma_scalar;
+    else if (__builtin_cpu_supports("avx512f") && !no512) fn = fma_avx512, *isa = "avx512f";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) fn = fma_avx2, *isa = "avx2+fma";
 #endif
     if (threads < 1) threads = usable_cpus();
@@ -166,8 +172,8 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
     snprintf(r->backend, sizeof r->backend, "%s", info.backend);
     snprintf(r->device, sizeof r->device, "%s", info.name);
     r->cpu = info.kind == KP_DEVICE_CPU;
-    /* r->kernel_level stays "" until the backends name the kernel level they run (the CPU's
-     * SIMD level: branch cpusimd); the report prints it when set */
+    /* the CPU backend's arch names the SIMD level its kernels run (KPORT_CPU_SIMD caps it) */
+    if (strcmp(info.backend, "cpu") == 0) snprintf(r->kernel_level, sizeof r->kernel_level, "%s", info.arch);
     if (o->mem_gbps > 0) {
         r->mem_gbps = o->mem_gbps;
         snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");

@@ -295,7 +295,11 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     memset(row, 0, sizeof *row);
     row->c = *c;
     snprintf(row->backend, sizeof row->backend, "%s", e->info.backend);
-    snprintf(row->device, sizeof row->device, "%s", e->info.name);
+    /* the cpu backend's arch names the SIMD level its kernels ran at ("x86-64 avx2") */
+    if (strcmp(e->info.backend, "cpu") == 0)
+        snprintf(row->device, sizeof row->device, "%.80s (%.40s)", e->info.name, e->info.arch);
+    else
+        snprintf(row->device, sizeof row->device, "%s", e->info.name);
     row->roofline_pct = -1.0;
     row->bound = "memory";
     /* outputs in the inputs' dtype, except the gate's: f32 weights from exactly representable logits */

@@ -5,6 +5,10 @@
  * (rows = queries x heads, about 64), so each K/V block is gathered once for all of
  * them. Items run on the pool with dynamic scheduling (causal tiles differ in cost).
  *
+ * f16/bf16 K and V are converted to f32 once per call, for all the query tiles that
+ * read them (within CPU_ATT_PREFILL_F32_KV bytes; above it each item converts the
+ * blocks it visits, as decode does).
+ *
  * Content rules checked before anything is written: cu_seqlens_q/k start at 0, never
  * decrease, end at most at total_q/total_k, and no sequence is longer than
  * max_seqlen_q/k. Query rows past cu_seqlens_q[B] belong to no sequence: they get
@@ -17,6 +21,7 @@
 #include <string.h>
 
 #define PREFILL_ROWS 64 /* query rows (queries x packed heads) a tile aims for */
+#define CPU_ATT_PREFILL_F32_KV ((size_t)512 << 20) /* the most bytes of f32 K+V converted up front */
 
 typedef struct prefill_item {
     int32_t b, g, h0, nh; /* sequence, KV head, first head of the group chunk, heads */
@@ -30,7 +35,26 @@ typedef struct prefill_job {
     int max_m;
     const int32_t *cq, *ck;
     const prefill_item *items;
+    float *kf, *vf; /* NULL, or K and V as f32, head-major (each head's keys contiguous):
+                       [h_kv][total_k][d] and [h_kv][total_k][dv] */
 } prefill_job;
+
+static void row_to_f32(const cpu_kernels *c, kp_dtype dt, const void *src, float *dst, int64_t n) {
+    if (dt == KP_F16) c->f16_to_f32(src, dst, n);
+    else c->bf16_to_f32(src, dst, n); /* only 16-bit K/V are converted */
+}
+
+/* rows [begin, end) of K and V -> f32 (kf, vf) */
+static void prefill_convert(void *ctx, int64_t begin, int64_t end) {
+    prefill_job *j = ctx;
+    const kp_attention_prefill_params *p = j->p;
+    const int64_t hk = p->k.shape[1], tk = p->k.shape[0], d = p->k.shape[2], dv = p->v.shape[2];
+    for (int64_t t = begin; t < end; t++)
+        for (int64_t g = 0; g < hk; g++) {
+            row_to_f32(j->prob.conv, p->k.dtype, cpu_att_at(&p->k, t, g, 0), j->kf + (g * tk + t) * d, d);
+            row_to_f32(j->prob.conv, p->v.dtype, cpu_att_at(&p->v, t, g, 0), j->vf + (g * tk + t) * dv, dv);
+        }
+}
 
 static void prefill_items(void *ctx, int64_t begin, int64_t end) {
     prefill_job *j = ctx;
@@ -59,6 +83,13 @@ static void prefill_items(void *ctx, int64_t begin, int64_t end) {
             .k_row = p->k.strides[0],
             .v_row = p->v.strides[0],
         };
+        if (j->kf) {
+            const int64_t tk = p->k.shape[0];
+            kv.k = (const unsigned char *)(j->kf + (t->g * tk + sk) * pr->d);
+            kv.v = (const unsigned char *)(j->vf + (t->g * tk + sk) * pr->dv);
+            kv.k_row = pr->d;
+            kv.v_row = pr->dv;
+        }
         cpu_att_run(pr, &w, &kv, 0, lk);
         float *lse = p->lse.buffer ? (float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset) : NULL;
         for (int32_t qi = 0; qi < t->nq; qi++)
@@ -149,6 +180,19 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
                 }
     }
     j.items = items;
+    /* every query tile of a (sequence, KV head) reads all its keys: convert them once */
+    int64_t tk = p->k.shape[0], kv_elems = tk * h_kv * (d + dv);
+    if (p->k.dtype != KP_F32 && n > 2 * nb * h_kv && kv_elems > 0 &&
+        (size_t)kv_elems <= CPU_ATT_PREFILL_F32_KV / sizeof(float)) {
+        j.kf = malloc((size_t)(tk * h_kv * d) * sizeof(float));
+        j.vf = malloc((size_t)(tk * h_kv * dv) * sizeof(float));
+        if (!j.kf || !j.vf) {
+            st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of memory for the cpu backend's scratch", name);
+            goto done;
+        }
+        cpu_pool_parallel_for(bs->pool, tk, 16, prefill_convert, &j);
+        j.prob.kv_dt = KP_F32;
+    }
     cpu_pool_parallel_for(bs->pool, n, 1, prefill_items, &j);
     for (int64_t row = j.cq[nb]; row < p->q.shape[0]; row++)
         for (int64_t h = 0; h < h_q; h++) {
@@ -161,6 +205,8 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
 done:
     cpu_att_slots_free(&j.slots);
     free(items);
+    free(j.kf);
+    free(j.vf);
     pthread_mutex_unlock(&cs->lock);
     return st;
 }
