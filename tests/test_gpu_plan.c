@@ -468,6 +468,7 @@ KP_TEST(gpu_kernel_gen_env_tuning_default_and_log) {
     CHECK_STR_CONTAINS(fake_error, "KPORT_GPU_KERNELS='grouped_gemm=gen9': 'gen9' is not gen1, gen2 or auto");
     CHECK_INT_EQ(fake_count, 0);
     unsetenv("KPORT_GPU_KERNELS");
+}
 
 /* ---- index-width limits (gpu_limits.c), checked before any plan ---- */
 

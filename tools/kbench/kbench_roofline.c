@@ -173,7 +173,7 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
     snprintf(r->device, sizeof r->device, "%s", info.name);
     r->cpu = info.kind == KP_DEVICE_CPU;
     /* the CPU backend's arch names the SIMD level its kernels run (KPORT_CPU_SIMD caps it) */
-    if (strcmp(info.backend, "cpu") == 0) snprintf(r->kernel_level, sizeof r->kernel_level, "%s", info.arch);
+    if (strcmp(info.backend, "cpu") == 0) snprintf(r->kernel_level, sizeof r->kernel_level, "%.31s", info.arch);
     if (o->mem_gbps > 0) {
         r->mem_gbps = o->mem_gbps;
         snprintf(r->mem_method, sizeof r->mem_method, "--mem-gbps (given)");
