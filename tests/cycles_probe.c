@@ -2,9 +2,9 @@
  * tests/cycles_probe.c — kp_init / kp_shutdown cycles in a process of its own, linked
  * to libkport.so as an application is (the test suite itself links the OpenCL ICD
  * loader, which would stay loaded and hide what a reload costs). Prints the heap in
- * use after `warm` cycles and after each of two batches of `n` more, and whether the
- * opencl backend was available in every cycle:
- *     kport-cycles-probe WARM N  ->  "opencl 1 heap A B C"
+ * use after `warm` cycles and after each of `batches` batches of `n` more, and whether
+ * the opencl backend was available in every cycle:
+ *     kport-cycles-probe WARM N BATCHES  ->  "opencl 1 heap A B C ..."
  */
 #include <kport.h>
 
@@ -47,13 +47,17 @@ static int cycles(int n) {
 }
 
 int main(int argc, char **argv) {
-    int warm = argc > 2 ? atoi(argv[1]) : 4, n = argc > 2 ? atoi(argv[2]) : 20;
+    int warm = argc > 3 ? atoi(argv[1]) : 4, n = argc > 3 ? atoi(argv[2]) : 20, batches = argc > 3 ? atoi(argv[3]) : 2;
+    if (batches < 1 || batches > 16) return 2;
+    size_t heap[17];
     int ok = cycles(warm);
-    size_t a = heap_in_use();
-    ok &= cycles(n);
-    size_t b = heap_in_use();
-    ok &= cycles(n);
-    size_t c = heap_in_use();
-    printf("opencl %d heap %zu %zu %zu\n", ok, a, b, c);
+    heap[0] = heap_in_use();
+    for (int i = 1; i <= batches; i++) {
+        ok &= cycles(n);
+        heap[i] = heap_in_use();
+    }
+    printf("opencl %d heap", ok);
+    for (int i = 0; i <= batches; i++) printf(" %zu", heap[i]);
+    printf("\n");
     return 0;
 }
