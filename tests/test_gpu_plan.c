@@ -183,12 +183,13 @@ KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     CHECK_INT_EQ((long long)l->groups[1], 8);
     CHECK_INT_EQ((long long)l->groups[2], 3);
     CHECK_INT_EQ(l->local[0], 128);
-    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, then the kargs block */
-    CHECK_INT_EQ(l->nargs, 8);
+    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, block_table, seq_lens_k (absent), then the kargs */
+    CHECK_INT_EQ(l->nargs, 10);
     CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[1].v.buffer == &fake_buf[1]);
     CHECK(l->args[3].kind == KP_GPU_ARG_BUFFER && l->args[3].v.buffer == &fake_buf[3]);
     CHECK(l->args[4].kind == KP_GPU_ARG_BUFFER && l->args[4].v.buffer == NULL); /* no lse */
-    CHECK(l->args[7].kind == KP_GPU_ARG_KARGS && l->args[7].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    CHECK(l->args[7].kind == KP_GPU_ARG_BUFFER && l->args[7].v.buffer == NULL);
+    CHECK(l->args[9].kind == KP_GPU_ARG_KARGS && l->args[9].v.kargs.size == sizeof(kp_attn_prefill_kargs));
     const kp_attn_prefill_kargs *ka = fake_kargs[0];
     CHECK_INT_EQ(ka->has_lse, 0);
     CHECK_INT_EQ(ka->group, 4);
