@@ -184,7 +184,8 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_attention_prefill_params, q), KP_T_(kp_attention_prefill_params, k);
         KP_T_(kp_attention_prefill_params, v), KP_T_(kp_attention_prefill_params, out);
         KP_T_(kp_attention_prefill_params, lse), KP_T_(kp_attention_prefill_params, cu_seqlens_q);
-        KP_T_(kp_attention_prefill_params, cu_seqlens_k);
+        KP_T_(kp_attention_prefill_params, cu_seqlens_k), KP_T_(kp_attention_prefill_params, block_table);
+        KP_T_(kp_attention_prefill_params, seq_lens_k);
         break;
     case KP_OP_ATTENTION_DECODE:
         KP_T_(kp_attention_decode_params, q), KP_T_(kp_attention_decode_params, k_cache);

@@ -295,26 +295,46 @@ KP_API const char *kp_op_name(kp_op op); /* "attention_prefill"; "invalid" */
  * causal: query i of a sequence sees key j when j <= i + (len_k - len_q) (bottom-right).
  * window_left/right >= 0 limit keys to [i' - left, i' + right] around the aligned
  * position i' = i + len_k - len_q; -1 means unbounded. A query with no visible key
- * gets out = 0 and lse = +inf. */
+ * gets out = 0 and lse = +inf.
+ *
+ * Paged K/V (chunked prefill, prefix caching): when block_table.buffer != NULL, k and v
+ * are the paged caches of kp_attention_decode, k [num_blocks, block_size, h_kv, d] and
+ * v [num_blocks, block_size, h_kv, dv]; block_table int32 [B, max_blocks] maps key j of
+ * sequence b to row j % block_size of block block_table[b, j / block_size];
+ * seq_lens_k int32 [B] gives len_k of each sequence (the cached prefix plus this
+ * chunk's keys, already stored), each in [0, max_seqlen_k] and max_seqlen_k <=
+ * max_blocks * block_size; cu_seqlens_k is then unused (leave it absent). Only the
+ * first ceil(len_k / block_size) table entries of a sequence are read; each must be in
+ * [0, num_blocks). Queries are the last len_q of the len_k positions (same bottom-right
+ * rule as above), so a prefix hit is q shorter than its keys. Backends with
+ * KP_CAP_CHECKS_INDICES reject bad table or length content with nothing written; the
+ * others clamp it so no read leaves the caches. Without a block table, seq_lens_k must
+ * be absent. */
 typedef struct kp_attention_prefill_params {
     kp_tensor q, k, v, out, lse;
     kp_tensor cu_seqlens_q, cu_seqlens_k;
-    int32_t max_seqlen_q, max_seqlen_k; /* upper bounds of the lengths in cu_seqlens */
+    int32_t max_seqlen_q, max_seqlen_k; /* upper bounds of the lengths in cu_seqlens / seq_lens_k */
     float softmax_scale;                /* explicit, > 0 */
     int32_t causal;
     int32_t window_left, window_right;
+    kp_tensor block_table, seq_lens_k;  /* optional: paged K/V (above) */
 } kp_attention_prefill_params;
 
 /* Paged-KV decode. q [B, s_q, h_q, d]; k_cache [num_blocks, block_size, h_kv, d];
  * v_cache [num_blocks, block_size, h_kv, dv]; block_table int32 [B, max_blocks];
  * seq_lens int32 [B] (keys per sequence, the s_q new ones included);
  * out [B, s_q, h_q, dv]; lse (optional) f32 [B, h_q, s_q].
- * causal: query i of s_q sees keys j <= seq_len - s_q + i. num_splits 0 = automatic. */
+ * causal: query i of s_q sees keys j <= seq_len - s_q + i. num_splits 0 = automatic.
+ * window_left (sliding window, Mistral/Gemma style): N > 0 limits query i to keys
+ * j >= p - N, p = seq_len - s_q + i its position (N + 1 keys with causal), exactly as
+ * kp_attention_prefill's window_left = N. 0 (what a zeroed struct holds) and -1 mean
+ * unbounded, so a window of only the query's own key is not expressible here. */
 typedef struct kp_attention_decode_params {
     kp_tensor q, k_cache, v_cache, block_table, seq_lens, out, lse;
     float softmax_scale;
     int32_t causal;
     int32_t num_splits;
+    int32_t window_left; /* 0 or -1: unbounded; N > 0: keys from position - N on */
 } kp_attention_decode_params;
 
 /* MLA decode (FlashMLA layout). q [B, s_q, h_q, 576]; kv_cache [num_blocks, 64, 1, 576]

@@ -183,12 +183,13 @@ KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     CHECK_INT_EQ((long long)l->groups[1], 8);
     CHECK_INT_EQ((long long)l->groups[2], 3);
     CHECK_INT_EQ(l->local[0], 128);
-    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, then the kargs block */
-    CHECK_INT_EQ(l->nargs, 8);
+    /* q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, block_table, seq_lens_k (absent), then the kargs */
+    CHECK_INT_EQ(l->nargs, 10);
     CHECK(l->args[0].v.buffer == &fake_buf[0] && l->args[1].v.buffer == &fake_buf[1]);
     CHECK(l->args[3].kind == KP_GPU_ARG_BUFFER && l->args[3].v.buffer == &fake_buf[3]);
     CHECK(l->args[4].kind == KP_GPU_ARG_BUFFER && l->args[4].v.buffer == NULL); /* no lse */
-    CHECK(l->args[7].kind == KP_GPU_ARG_KARGS && l->args[7].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    CHECK(l->args[7].kind == KP_GPU_ARG_BUFFER && l->args[7].v.buffer == NULL);
+    CHECK(l->args[9].kind == KP_GPU_ARG_KARGS && l->args[9].v.kargs.size == sizeof(kp_attn_prefill_kargs));
     const kp_attn_prefill_kargs *ka = fake_kargs[0];
     CHECK_INT_EQ(ka->has_lse, 0);
     CHECK_INT_EQ(ka->group, 4);
@@ -249,6 +250,52 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     CHECK_INT_EQ(fake_count, 1);
     CHECK(fake_launches[0].args[5].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[5].v.native == NULL);
     CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->nsplit, 1);
+}
+
+/* Paged prefill and windowed decode run generation-1 kernels whatever is asked (the
+ * generation-2 ones read neither), with the cache geometry and window in their kargs. */
+KP_TEST(gpu_paged_prefill_and_decode_window_plans) {
+    fake_reset("cuda");
+    setenv("KPORT_GPU_KERNELS", "gen2", 1);
+    kp_attention_prefill_params p = prefill_params(KP_BF16, 128);
+    p.k = tensor(1, KP_BF16, 4, (int64_t[]){40, 16, 8, 128});
+    p.v = tensor(2, KP_BF16, 4, (int64_t[]){40, 16, 8, 128});
+    memset(&p.cu_seqlens_k, 0, sizeof p.cu_seqlens_k);
+    p.block_table = tensor(5, KP_I32, 2, (int64_t[]){2, 13});
+    p.seq_lens_k = tensor(6, KP_I32, 1, (int64_t[]){2});
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_prefill");
+    CHECK_STR_CONTAINS(fake_logged, "attention_prefill on any sm_80+ GPU runs generation-1 kernels (generation-1 "
+                                    "kernels read a paged K/V cache in prefill)");
+    CHECK(fake_launches[0].args[7].v.buffer == &fake_buf[5] && fake_launches[0].args[8].v.buffer == &fake_buf[6]);
+    const kp_attn_prefill_kargs *ka = fake_kargs[0];
+    CHECK(ka->paged == 1 && ka->max_blocks == 13 && ka->num_blocks == 40 && ka->block_size == 16);
+    CHECK_INT_EQ(ka->k_sb, 16 * 8 * 128); /* between blocks */
+    CHECK_INT_EQ(ka->k_s0, 8 * 128);      /* between rows of a block */
+    CHECK_INT_EQ(ka->k_s1, 128);          /* between heads */
+    CHECK_INT_EQ(ka->bt_s0, 13);
+    CHECK_INT_EQ(ka->total_k, 0);
+
+    kp_attention_decode_params dp;
+    memset(&dp, 0, sizeof dp);
+    dp.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    dp.k_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    dp.v_cache = tensor(2, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    dp.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, 32});
+    dp.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    dp.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    dp.softmax_scale = 0.1f, dp.num_splits = 1, dp.window_left = 100;
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &dp, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    CHECK_STR_CONTAINS(fake_logged, "generation-1 kernels run decode with a sliding window");
+    CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->wl, 100);
+    dp.window_left = 0, fake_count = 0; /* a zeroed field: unbounded */
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &dp, 0), KP_OK);
+    CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->wl, -1);
+    unsetenv("KPORT_GPU_KERNELS");
 }
 
 KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {

@@ -151,10 +151,11 @@ static inline unsigned char *cpu_att_at(const kp_tensor *t, int64_t i0, int64_t 
 
 /* Paged-KV content checks shared by decode and MLA decode: every seq_len in
  * [0, max_blocks·block_size], every block_table entry a sequence uses in
- * [0, num_blocks). Sets the error naming the argument and index. *max_len gets the
+ * [0, num_blocks). Sets the error naming the argument (lens_name: "seq_lens") and
+ * index. *max_len gets the
  * longest sequence. */
-kp_status cpu_att_check_paged(const char *op, const kp_tensor *block_table, const kp_tensor *seq_lens,
-                              int64_t num_blocks, int64_t block_size, int64_t *max_len);
+kp_status cpu_att_check_paged(const char *op, const char *lens_name, const kp_tensor *block_table,
+                              const kp_tensor *seq_lens, int64_t num_blocks, int64_t block_size, int64_t *max_len);
 
 /* Number of KV splits for decode: forced (> 0) or chosen so B·h_kv·splits keeps the
  * pool busy with at least ~256 keys per split. */
@@ -169,6 +170,7 @@ typedef struct cpu_att_paged_args {
     int d, dv;
     float scale;
     int32_t causal, num_splits;
+    int32_t window_left; /* > 0: query at position p sees keys from p - window_left on; else unbounded */
     bool v_is_k_prefix;
 } cpu_att_paged_args;
 

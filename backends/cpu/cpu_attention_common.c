@@ -312,8 +312,8 @@ void cpu_att_slots_free(cpu_att_slots *s) {
 /* Paged KV checks and split choice                                          */
 /* ------------------------------------------------------------------------ */
 
-kp_status cpu_att_check_paged(const char *op, const kp_tensor *block_table, const kp_tensor *seq_lens,
-                              int64_t num_blocks, int64_t block_size, int64_t *max_len) {
+kp_status cpu_att_check_paged(const char *op, const char *lens_name, const kp_tensor *block_table,
+                              const kp_tensor *seq_lens, int64_t num_blocks, int64_t block_size, int64_t *max_len) {
     const int64_t b = seq_lens->shape[0], max_blocks = block_table->shape[1];
     const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(seq_lens->buffer) + seq_lens->offset);
     const int32_t *table = (const int32_t *)(const void *)(cpu_buffer_data(block_table->buffer) + block_table->offset);
@@ -322,9 +322,9 @@ kp_status cpu_att_check_paged(const char *op, const kp_tensor *block_table, cons
         int64_t len = lens[i];
         if (len < 0 || len > max_blocks * block_size)
             return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
-                                         "%s: seq_lens[%lld] is %lld; it must be in [0, max_blocks * block_size = "
+                                         "%s: %s[%lld] is %lld; it must be in [0, max_blocks * block_size = "
                                          "%lld * %lld]",
-                                         op, (long long)i, (long long)len, (long long)max_blocks,
+                                         op, lens_name, (long long)i, (long long)len, (long long)max_blocks,
                                          (long long)block_size);
         if (len > *max_len) *max_len = len;
         for (int64_t j = 0; j < (len + block_size - 1) / block_size; j++) {
@@ -396,10 +396,11 @@ static void paged_items(void *ctx, int64_t begin, int64_t end) {
 
         cpu_att_begin(p, &w, (int)(j->s_q * nh));
         for (int64_t i = 0; i < j->s_q; i++) {
-            int64_t last = a->causal ? len - j->s_q + i + 1 : len; /* keys [0, last) */
+            int64_t last = a->causal ? len - j->s_q + i + 1 : len; /* keys [first, last) */
+            int64_t first = a->window_left > 0 ? len - j->s_q + i - a->window_left : 0;
             if (last > len) last = len;
             for (int64_t hh = 0; hh < nh; hh++)
-                cpu_att_set_row(p, &w, (int)(i * nh + hh), cpu_att_at(a->q, b, i, h0 + hh), 0, last);
+                cpu_att_set_row(p, &w, (int)(i * nh + hh), cpu_att_at(a->q, b, i, h0 + hh), first, last);
         }
         cpu_att_kv kv = {
             .k = cpu_att_at(a->k_cache, 0, 0, g),
@@ -538,10 +539,11 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
             cpu_att_begin(p, &w[g], m);
             for (int64_t i = 0; i < j->s_q; i++) {
                 int64_t last = a->causal ? len - j->s_q + i + 1 : len;
+                int64_t first = a->window_left > 0 ? len - j->s_q + i - a->window_left : 0;
                 if (last > len) last = len;
                 for (int64_t hh = 0; hh < j->group; hh++)
                     cpu_att_set_row(p, &w[g], (int)(i * j->group + hh), cpu_att_at(a->q, b, i, g * j->group + hh),
-                                    0, last);
+                                    first, last);
             }
         }
         for (int r = 0; r < m; r++)
@@ -626,7 +628,7 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
 
     pthread_mutex_lock(&cs->lock);
     int64_t max_len = 0;
-    kp_status st = cpu_att_check_paged(a->op, a->block_table, a->seq_lens, a->k_cache->shape[0],
+    kp_status st = cpu_att_check_paged(a->op, "seq_lens", a->block_table, a->seq_lens, a->k_cache->shape[0],
                                        a->k_cache->shape[1], &max_len);
     if (st != KP_OK) goto done;
 

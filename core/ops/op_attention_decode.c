@@ -40,5 +40,9 @@ kp_status kp_validate_attention_decode(kp_device *d, const void *params) {
         return st;
     if ((st = kp_check_scale(op, p->softmax_scale)) || (st = kp_check_flag(op, "causal", p->causal)))
         return st;
+    if (p->window_left < -1)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: window_left is %d; it must be > 0, or 0 / -1 for unbounded", op,
+                            (int)p->window_left);
     return KP_OK;
 }

@@ -12,7 +12,8 @@
  * runs. nsplit == 1: out / lse directly. nsplit > 1: f32 partials (O / l and lse, -inf
  * for a split that saw nothing) into part [nsplit, B * s_q * h_q, DV] and
  * part_lse [nsplit, B * s_q * h_q], which kp_attention_combine merges.
- * Causal: query i sees keys j <= seq_len - s_q + i. seq_len is clamped to the table's
+ * Causal: query i sees keys j <= seq_len - s_q + i; a window (wl >= 0) keys
+ * j >= seq_len - s_q + i - wl. seq_len is clamped to the table's
  * capacity and block ids to [0, num_blocks): bad contents never address outside the cache.
  *
  * kp_attention_combine: one work-group of any size per (b, i, head) row:
@@ -56,7 +57,7 @@ KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRI
                     row_o[r] = p.o_off + b * p.o_s0 + qi * p.o_s1 + hq * p.o_s2;
                     row_lse[r] = p.has_lse ? p.lse_off + ((kp_i64)b * p.h_q + hq) * p.s_q + qi : -1;
                 }
-                attn_key_range(qi + shift, len_k, p.causal, -1, -1, &lo, &hi);
+                attn_key_range(qi + shift, len_k, p.causal, p.wl, -1, &lo, &hi);
                 row_lo[r] = lo;
                 row_hi[r] = hi;
             } else {
@@ -70,8 +71,8 @@ KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRI
         attn_begin(q, &acc, ATTN_LOCAL_ARGS);
 
         int lo_first, hi_first, lo_last, hi_last;
-        attn_key_range(m0 / p.group + shift, len_k, p.causal, -1, -1, &lo_first, &hi_first);
-        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / p.group + shift, len_k, p.causal, -1, -1, &lo_last, &hi_last);
+        attn_key_range(m0 / p.group + shift, len_k, p.causal, p.wl, -1, &lo_first, &hi_first);
+        attn_key_range((min(m0 + ATTN_BM, rows) - 1) / p.group + shift, len_k, p.causal, p.wl, -1, &lo_last, &hi_last);
         int kbeg = max(lo_first, kb), kend = min(hi_last + 1, ke);
 
         for (int n0 = kbeg; n0 < kend; n0 += ATTN_BN) {

@@ -10,7 +10,10 @@
 #include "kp_kargs.h"
 
 /* kp_attention_prefill (attention_prefill.cl, attention_prefill_gen2.cl);
- * buffers: q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k. */
+ * buffers: q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k (gen1 then: block_table,
+ * seq_lens_k). Paged K/V (gen1 only): k_s0/v_s0 step between rows of a block,
+ * k_sb/v_sb between blocks; key j of sequence b is row j % block_size of block
+ * table[bt_off + b * bt_s0 + j / block_size], len_k = seq_lens_k[sl_off + b]. */
 typedef struct kp_attn_prefill_kargs {
     kp_karg_i64 q_off, q_s0, q_s1; /* q [total_q, h_q, dqk]: token and head strides */
     kp_karg_i64 k_off, k_s0, k_s1;
@@ -18,6 +21,9 @@ typedef struct kp_attn_prefill_kargs {
     kp_karg_i64 o_off, o_s0, o_s1;
     kp_karg_i64 lse_off;           /* lse [h_q, total_q] */
     kp_karg_i64 cu_q_off, cu_k_off;
+    kp_karg_i64 k_sb, v_sb;        /* paged: between cache blocks */
+    kp_karg_i64 bt_off, bt_s0;     /* paged: block_table [B, max_blocks] */
+    kp_karg_i64 sl_off;            /* paged: seq_lens_k [B] */
     kp_karg_i32 has_lse;
     kp_karg_i32 nb;                /* sequences: cu_seqlens hold nb + 1 entries */
     kp_karg_i32 total_q, total_k;
@@ -25,11 +31,13 @@ typedef struct kp_attn_prefill_kargs {
     kp_karg_i32 causal;
     kp_karg_i32 wl, wr;            /* sliding window, -1: unbounded */
     float scale_log2;              /* softmax scale * log2(e) */
+    kp_karg_i32 paged;             /* 1: k, v are paged caches (above) */
+    kp_karg_i32 max_blocks, num_blocks, block_size;
     kp_karg_i32 pad0;
 } kp_attn_prefill_kargs;
-KP_KARGS_OFFSET(kp_attn_prefill_kargs, has_lse, 120);
-KP_KARGS_OFFSET(kp_attn_prefill_kargs, pad0, 156);
-KP_KARGS_SIZE(kp_attn_prefill_kargs, 160);
+KP_KARGS_OFFSET(kp_attn_prefill_kargs, has_lse, 160);
+KP_KARGS_OFFSET(kp_attn_prefill_kargs, pad0, 212);
+KP_KARGS_SIZE(kp_attn_prefill_kargs, 216);
 
 /* kp_attention_decode_paged (attention_decode.cl, attention_decode_gen2.cl; MLA too);
  * buffers: q, k cache, v cache, out, lse, partials, partial lse, block table, seq_lens. */
@@ -47,10 +55,12 @@ typedef struct kp_attn_decode_kargs {
     kp_karg_i32 s_q, h_q, group;
     kp_karg_i32 causal;
     float scale_log2;
+    kp_karg_i32 wl;                       /* sliding window: keys from position - wl on; -1: unbounded */
+    kp_karg_i32 pad0;
 } kp_attn_decode_kargs;
 KP_KARGS_OFFSET(kp_attn_decode_kargs, has_lse, 160);
-KP_KARGS_OFFSET(kp_attn_decode_kargs, scale_log2, 196);
-KP_KARGS_SIZE(kp_attn_decode_kargs, 200);
+KP_KARGS_OFFSET(kp_attn_decode_kargs, pad0, 204);
+KP_KARGS_SIZE(kp_attn_decode_kargs, 208);
 
 /* kp_attention_combine (attention_decode.cl): the split-KV merge;
  * buffers: partials, partial lse, out, lse. */

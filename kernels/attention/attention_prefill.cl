@@ -10,6 +10,10 @@
  * cu_seqlens_q[B], which see no key (out 0, lse +inf). Causal and window masks are
  * bottom-right aligned (query i sees around i + len_k - len_q); key tiles that no row
  * of a query tile sees are skipped.
+ * Paged K/V (p.paged): k, v are caches [num_blocks, block_size, h_kv, D] read through
+ * table [B, max_blocks] with len_k = seq_lens_k[b] (cu_k unused), as decode reads them:
+ * len_k is clamped to the table's capacity and block ids to [0, num_blocks), so bad
+ * contents never address outside the caches.
  * Offsets and strides are in elements (attention_kargs.h: kp_attn_prefill_kargs).
  */
 #include "kp_attn_tile.h"
@@ -18,7 +22,8 @@
 KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
                                     KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
                                     KP_GLOBAL float *KP_RESTRICT lse, KP_GLOBAL const int *KP_RESTRICT cu_q,
-                                    KP_GLOBAL const int *KP_RESTRICT cu_k, kp_attn_prefill_kargs p) {
+                                    KP_GLOBAL const int *KP_RESTRICT cu_k, KP_GLOBAL const int *KP_RESTRICT table,
+                                    KP_GLOBAL const int *KP_RESTRICT seq_lens_k, kp_attn_prefill_kargs p) {
     ATTN_DECLARE_LOCALS();
     int lid = kp_local_id(0), hk = kp_group_id(1), b = kp_group_id(2);
 
@@ -26,8 +31,13 @@ KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
     if (b < p.nb) {
         qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
         qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
-        ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
-        ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
+        if (p.paged) {
+            ks0 = 0;
+            ke = min(max(seq_lens_k[p.sl_off + b], 0), p.max_blocks * p.block_size);
+        } else {
+            ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
+            ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
+        }
     } else { /* rows past the last sequence */
         qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
         qe = p.total_q;
@@ -65,9 +75,14 @@ KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
         for (int n0 = kbeg; n0 < kend; n0 += ATTN_BN) {
             int nvalid = min(ATTN_BN, kend - n0);
             for (int r = lid; r < ATTN_BN; r += ATTN_NT) {
-                kp_i64 tok = ks0 + n0 + r;
-                key_k[r] = r < nvalid ? p.k_off + tok * p.k_s0 + hk * p.k_s1 : -1;
-                key_v[r] = r < nvalid ? p.v_off + tok * p.v_s0 + hk * p.v_s1 : -1;
+                kp_i64 tok = ks0 + n0 + r, blk = 0;
+                if (p.paged && r < nvalid) { /* row within the block, and the block */
+                    int j = n0 + r;
+                    blk = min(max(table[p.bt_off + (kp_i64)b * p.bt_s0 + j / p.block_size], 0), p.num_blocks - 1);
+                    tok = j % p.block_size;
+                }
+                key_k[r] = r < nvalid ? p.k_off + blk * p.k_sb + tok * p.k_s0 + hk * p.k_s1 : -1;
+                key_v[r] = r < nvalid ? p.v_off + blk * p.v_sb + tok * p.v_s0 + hk * p.v_s1 : -1;
             }
             kp_barrier();
             attn_tile(k, v, n0, nvalid, p.scale_log2, &acc, ATTN_LOCAL_ARGS);

@@ -23,6 +23,7 @@ typedef struct conf_paged_case {
     int nsplits;
     int outliers;            /* a few key channels x100: logits spanning about +-30 */
     const char *may_decline; /* backends whose documented limits exclude this case */
+    int window_left;         /* kp_attention_decode's (0: unbounded); not MLA */
 } conf_paged_case;
 
 void conf_run_paged(kp_device *d, kp_stream *s, const conf_paged_case *c);

@@ -255,9 +255,9 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
     }
     double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->d);
     char what[200];
-    snprintf(what, sizeof what, "%s %s b %d s_q %d h %d/%d d %d/%d block %d causal %d%s", c->mla ? "mla" : "decode",
-             kp_dtype_name(c->dt), c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, bs, c->causal,
-             c->outliers ? " outliers" : "");
+    snprintf(what, sizeof what, "%s %s b %d s_q %d h %d/%d d %d/%d block %d causal %d window %d%s",
+             c->mla ? "mla" : "decode", kp_dtype_name(c->dt), c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, bs, c->causal,
+             c->window_left, c->outliers ? " outliers" : "");
 
     int64_t sq[4] = {c->b, c->s_q, c->h_q, c->d}, sk[4] = {num_blocks, bs, h_kv, c->d};
     int64_t sv[4] = {num_blocks, bs, h_kv, c->dv}, so[4] = {c->b, c->s_q, c->h_q, c->dv};
@@ -274,9 +274,9 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
     size_t no = (size_t)(c->b * c->s_q * c->h_q * c->dv), nl = (size_t)(c->b * c->h_q * c->s_q);
     double *ref = calloc(no, sizeof *ref), *ref_lse = calloc(nl, sizeof *ref_lse);
     ref_attn_err e = {kp_conf_prec(c->dt), calloc(no, sizeof(double)), calloc(nl, sizeof(double))};
-    ref_attention_decode(q.host, k.host, c->mla ? k.host : v.host, c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, c->d,
-                         c->mla ? c->d : c->dv, bs, table, max_blocks, c->seq_lens, (double)(float)scale, c->causal,
-                         ref, ref_lse, &e);
+    ref_attention_decode_window(q.host, k.host, c->mla ? k.host : v.host, c->b, c->s_q, c->h_q, h_kv, c->d, c->dv,
+                                c->d, c->mla ? c->d : c->dv, bs, table, max_blocks, c->seq_lens,
+                                (double)(float)scale, c->causal, c->mla ? 0 : c->window_left, ref, ref_lse, &e);
 
     static const int32_t auto_split[1] = {0};
     const int32_t *splits = c->splits ? c->splits : auto_split;
@@ -300,6 +300,7 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
             p.q = q.t, p.k_cache = k.t, p.v_cache = v.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
             if (c->lse) p.lse = lse.t;
             p.softmax_scale = (float)scale, p.causal = c->causal, p.num_splits = splits[si];
+            p.window_left = c->window_left;
             if (!kp_test_case_runs(dev, KP_OP_ATTENTION_DECODE, &p, c->may_decline)) goto declined;
             st_run = kp_attention_decode(s, &p);
         }
@@ -389,6 +390,55 @@ KP_CONFORMANCE(conf_attn_decode_outliers) {
             .outliers = 1};
         conf_run_paged(d, s, &c);
     }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Sliding-window decode: windows of 1, 16 and 100 keys before each query's position
+ * (so splits and blocks lie wholly outside a window), -1 as unbounded, s_q 1 and 5,
+ * causal and not, block sizes 16 and 64, forced and automatic split-KV. */
+KP_CONFORMANCE(conf_attn_decode_window) {
+    static const int32_t splits[3] = {1, 3, 0};
+    static const int32_t lens[4] = {0, 1, 77, 300};
+    static const int windows[4] = {1, 16, 100, -1};
+    const kp_dtype dts[3] = {KP_F32, KP_F16, KP_BF16};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    int n = 0;
+    for (int w = 0; w < 4; w++)
+        for (int qi = 0; qi < 2; qi++)
+            for (int causal = 0; causal < 2; causal++, n++) {
+                const int *hd = head_dims[n % 4];
+                conf_paged_case c = {.dt = dts[n % 3], .b = 4, .s_q = qi ? 5 : 1, .h_q = heads[n % 5][0],
+                    .h_kv = heads[n % 5][1], .d = hd[0], .dv = hd[1], .block_size = n % 2 ? 64 : 16,
+                    .seq_lens = lens, .causal = causal, .lse = 1, .splits = splits, .nsplits = n % 4 ? 1 : 3,
+                    .window_left = windows[w]};
+                conf_run_paged(d, s, &c);
+            }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* window_left below -1 is refused by the core, nothing written. */
+KP_CONFORMANCE(conf_attn_decode_bad_window) {
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    int64_t sq[4] = {1, 1, 4, 64}, sc[4] = {2, 16, 2, 64}, st[2] = {1, 2}, sb[1] = {1};
+    const double table[2] = {1, 0}, lens[1] = {20};
+    kp_conf_tensor q = kp_conf_random(d, "q", KP_F16, 4, sq, -1.0, 1.0);
+    kp_conf_tensor k = kp_conf_random(d, "k_cache", KP_F16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor v = kp_conf_random(d, "v_cache", KP_F16, 4, sc, -1.0, 1.0);
+    kp_conf_tensor bt = kp_conf_from(d, "block_table", KP_I32, 2, st, table);
+    kp_conf_tensor sl_t = kp_conf_from(d, "seq_lens", KP_I32, 1, sb, lens);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_F16, 4, sq);
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = q.t, p.k_cache = k.t, p.v_cache = v.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
+    p.softmax_scale = 0.125f, p.causal = 1, p.window_left = -2;
+    unsigned char *so = kp_test_snapshot(out.g.buf);
+    CHECK_ERR(kp_attention_decode(s, &p), KP_ERR_INVALID_ARGUMENT, "window_left");
+    CHECK_ERR(kp_op_supported(d, KP_OP_ATTENTION_DECODE, &p), KP_ERR_INVALID_ARGUMENT, "window_left");
+    CHECK_OK(kp_stream_sync(s));
+    kp_test_unchanged(out.g.buf, so);
+    kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&v), kp_conf_free(&bt), kp_conf_free(&sl_t), kp_conf_free(&out);
     CHECK_OK(kp_stream_destroy(s));
 }
 

@@ -73,9 +73,17 @@ static void ref_row(const double *q, const double *const *kr, const double *cons
     free(ds);
 }
 
-void ref_attention_prefill(const double *q, const double *k, const double *v, int64_t total_q, int h_q, int h_kv,
-                           int d, int dv, const int32_t *cu_q, const int32_t *cu_k, int nb, double scale, int causal,
-                           int window_left, int window_right, double *out, double *lse, const ref_attn_err *e) {
+/* Where prefill's keys live: contiguous (cu_k) or paged (table, lens_k). */
+typedef struct ref_keys {
+    const double *k, *v;
+    const int32_t *cu_k;                   /* contiguous: [nb + 1] */
+    const int32_t *table, *lens_k;         /* paged: [nb, max_blocks], [nb] */
+    int block_size, max_blocks;
+} ref_keys;
+
+static void prefill(const double *q, const ref_keys *kv, int64_t total_q, int h_q, int h_kv, int d, int dv,
+                    const int32_t *cu_q, int nb, double scale, int causal, int window_left, int window_right,
+                    double *out, double *lse, const ref_attn_err *e) {
     int group = h_q / h_kv;
     for (int64_t t = cu_q[nb]; t < total_q; t++)
         for (int h = 0; h < h_q; h++) {
@@ -85,13 +93,17 @@ void ref_attention_prefill(const double *q, const double *k, const double *v, in
             if (e && e->lse) e->lse[h * total_q + t] = 0.0;
         }
     for (int b = 0; b < nb; b++) {
-        int64_t lq = cu_q[b + 1] - cu_q[b], lk = cu_k[b + 1] - cu_k[b];
+        int64_t lq = cu_q[b + 1] - cu_q[b], lk = kv->table ? kv->lens_k[b] : kv->cu_k[b + 1] - kv->cu_k[b];
         const double **kr = malloc((size_t)(lk + 1) * sizeof *kr), **vr = malloc((size_t)(lk + 1) * sizeof *vr);
         for (int h = 0; h < h_q; h++) {
             int g = h / group;
             for (int64_t j = 0; j < lk; j++) {
-                kr[j] = k + ((cu_k[b] + j) * h_kv + g) * d;
-                vr[j] = v + ((cu_k[b] + j) * h_kv + g) * dv;
+                int64_t row = kv->cu_k ? kv->cu_k[b] + j : 0;
+                if (kv->table) /* row of the cache seen as [num_blocks * block_size, h_kv, d] */
+                    row = (int64_t)kv->table[(int64_t)b * kv->max_blocks + j / kv->block_size] * kv->block_size +
+                          j % kv->block_size;
+                kr[j] = kv->k + (row * h_kv + g) * d;
+                vr[j] = kv->v + (row * h_kv + g) * dv;
             }
             for (int64_t i = 0; i < lq; i++) {
                 int64_t t = cu_q[b] + i, ip = i + lk - lq, lo = 0, hi = lk;
@@ -108,10 +120,35 @@ void ref_attention_prefill(const double *q, const double *k, const double *v, in
     }
 }
 
+void ref_attention_prefill(const double *q, const double *k, const double *v, int64_t total_q, int h_q, int h_kv,
+                           int d, int dv, const int32_t *cu_q, const int32_t *cu_k, int nb, double scale, int causal,
+                           int window_left, int window_right, double *out, double *lse, const ref_attn_err *e) {
+    ref_keys kv = {.k = k, .v = v, .cu_k = cu_k};
+    prefill(q, &kv, total_q, h_q, h_kv, d, dv, cu_q, nb, scale, causal, window_left, window_right, out, lse, e);
+}
+
+void ref_attention_prefill_paged(const double *q, const double *k_cache, const double *v_cache, int64_t total_q,
+                                 int h_q, int h_kv, int d, int dv, int block_size, const int32_t *block_table,
+                                 int max_blocks, const int32_t *seq_lens_k, const int32_t *cu_q, int nb, double scale,
+                                 int causal, int window_left, int window_right, double *out, double *lse,
+                                 const ref_attn_err *e) {
+    ref_keys kv = {.k = k_cache, .v = v_cache, .table = block_table, .lens_k = seq_lens_k, .block_size = block_size,
+                   .max_blocks = max_blocks};
+    prefill(q, &kv, total_q, h_q, h_kv, d, dv, cu_q, nb, scale, causal, window_left, window_right, out, lse, e);
+}
+
 void ref_attention_decode(const double *q, const double *k_cache, const double *v_cache, int b, int s_q, int h_q,
                           int h_kv, int d, int dv, int k_ld, int v_ld, int block_size, const int32_t *block_table,
                           int max_blocks, const int32_t *seq_lens, double scale, int causal, double *out,
                           double *lse, const ref_attn_err *e) {
+    ref_attention_decode_window(q, k_cache, v_cache, b, s_q, h_q, h_kv, d, dv, k_ld, v_ld, block_size, block_table,
+                                max_blocks, seq_lens, scale, causal, 0, out, lse, e);
+}
+
+void ref_attention_decode_window(const double *q, const double *k_cache, const double *v_cache, int b, int s_q,
+                                 int h_q, int h_kv, int d, int dv, int k_ld, int v_ld, int block_size,
+                                 const int32_t *block_table, int max_blocks, const int32_t *seq_lens, double scale,
+                                 int causal, int window_left, double *out, double *lse, const ref_attn_err *e) {
     int group = h_q / h_kv;
     for (int bi = 0; bi < b; bi++) {
         int64_t len = seq_lens[bi];
@@ -125,10 +162,11 @@ void ref_attention_decode(const double *q, const double *k_cache, const double *
             }
             for (int i = 0; i < s_q; i++) {
                 int64_t hi = causal ? len - s_q + i + 1 : len;
+                int64_t lo = window_left > 0 ? len - s_q + i - window_left : 0;
                 if (hi > len) hi = len;
                 int64_t row = ((int64_t)bi * s_q + i) * h_q + h;
                 int64_t lrow = ((int64_t)bi * h_q + h) * s_q + i;
-                ref_row(q + row * d, kr, vr, 0, hi, d, dv, scale, out + row * dv, lse ? lse + lrow : NULL, e,
+                ref_row(q + row * d, kr, vr, lo, hi, d, dv, scale, out + row * dv, lse ? lse + lrow : NULL, e,
                         e && e->out ? e->out + row * dv : NULL, e && e->lse ? e->lse + lrow : NULL);
             }
         }

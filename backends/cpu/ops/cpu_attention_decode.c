@@ -34,6 +34,7 @@ kp_status cpu_op_attention_decode(kp_op op, kp_stream *s, const void *params, in
         .scale = p->softmax_scale,
         .causal = p->causal,
         .num_splits = p->num_splits,
+        .window_left = p->window_left,
         .v_is_k_prefix = false,
     };
     return cpu_att_paged(s, &a);

@@ -9,10 +9,16 @@
  * read them (within CPU_ATT_PREFILL_F32_KV bytes; above it each item converts the
  * blocks it visits, as decode does).
  *
+ * Paged K/V (block_table given): keys come through the block table as in decode
+ * (cpu_att_kv's table), each item converting the blocks it visits; seq_lens_k gives
+ * the key counts and cu_seqlens_k is not read.
+ *
  * Content rules checked before anything is written: cu_seqlens_q/k start at 0, never
  * decrease, end at most at total_q/total_k, and no sequence is longer than
- * max_seqlen_q/k. Query rows past cu_seqlens_q[B] belong to no sequence: they get
- * out 0 and lse +inf, like any row with no visible key.
+ * max_seqlen_q/k; paged: each seq_lens_k in [0, max_seqlen_k] (max_seqlen_k fits the
+ * table, checked by the core) and each table entry a sequence uses in [0, num_blocks).
+ * Query rows past cu_seqlens_q[B] belong to no sequence: they get out 0 and lse +inf,
+ * like any row with no visible key.
  */
 #include "cpu_attention.h"
 
@@ -33,7 +39,10 @@ typedef struct prefill_job {
     cpu_att_problem prob;
     cpu_att_slots slots;
     int max_m;
-    const int32_t *cq, *ck;
+    const int32_t *cq, *ck;  /* ck: contiguous K/V only */
+    const int32_t *lens_k;   /* paged K/V only: seq_lens_k */
+    const int32_t *table;    /* paged K/V only: block_table row 0 */
+    int64_t table_s0;
     const prefill_item *items;
     float *kf, *vf; /* NULL, or K and V as f32, head-major (each head's keys contiguous):
                        [h_kv][total_k][d] and [h_kv][total_k][dv] */
@@ -65,8 +74,8 @@ static void prefill_items(void *ctx, int64_t begin, int64_t end) {
     cpu_att_work_bind(&w, j->slots.mem + (size_t)slot * j->slots.bytes, j->max_m, pr->d, pr->dv);
     for (int64_t it = begin; it < end; it++) {
         const prefill_item *t = &j->items[it];
-        int64_t sq = j->cq[t->b], sk = j->ck[t->b];
-        int64_t lq = j->cq[t->b + 1] - sq, lk = j->ck[t->b + 1] - sk;
+        int64_t sq = j->cq[t->b], lq = j->cq[t->b + 1] - sq;
+        int64_t sk = j->table ? 0 : j->ck[t->b], lk = j->table ? j->lens_k[t->b] : j->ck[t->b + 1] - sk;
         cpu_att_begin(pr, &w, t->nq * t->nh);
         for (int32_t qi = 0; qi < t->nq; qi++) {
             int64_t i = t->q0 + qi, ip = i + lk - lq; /* bottom-right aligned position */
@@ -83,7 +92,14 @@ static void prefill_items(void *ctx, int64_t begin, int64_t end) {
             .k_row = p->k.strides[0],
             .v_row = p->v.strides[0],
         };
-        if (j->kf) {
+        if (j->table) { /* k, v [num_blocks, block_size, h_kv, d] */
+            kv.k = cpu_att_at(&p->k, 0, 0, t->g);
+            kv.v = cpu_att_at(&p->v, 0, 0, t->g);
+            kv.k_row = p->k.strides[1], kv.v_row = p->v.strides[1];
+            kv.k_blk = p->k.strides[0], kv.v_blk = p->v.strides[0];
+            kv.table = j->table + t->b * j->table_s0;
+            kv.block_size = p->k.shape[1];
+        } else if (j->kf) {
             const int64_t tk = p->k.shape[0];
             kv.k = (const unsigned char *)(j->kf + (t->g * tk + sk) * pr->d);
             kv.v = (const unsigned char *)(j->vf + (t->g * tk + sk) * pr->dv);
@@ -125,10 +141,28 @@ static kp_status check_cu_seqlens(const char *op, const char *name, const int32_
     return KP_OK;
 }
 
+/* Paged K/V: the table and seq_lens_k content (as decode checks it), and each length
+ * within max_seqlen_k. Sets j's table and lens_k. */
+static kp_status check_paged_lens(const char *op, const kp_attention_prefill_params *p, prefill_job *j) {
+    int64_t max_len = 0;
+    kp_status st = cpu_att_check_paged(op, "seq_lens_k", &p->block_table, &p->seq_lens_k, p->k.shape[0],
+                                       p->k.shape[1], &max_len);
+    if (st != KP_OK) return st;
+    j->lens_k = (const int32_t *)(const void *)(cpu_buffer_data(p->seq_lens_k.buffer) + p->seq_lens_k.offset);
+    j->table = (const int32_t *)(const void *)(cpu_buffer_data(p->block_table.buffer) + p->block_table.offset);
+    j->table_s0 = p->block_table.strides[0];
+    for (int64_t b = 0; b < p->seq_lens_k.shape[0]; b++)
+        if (j->lens_k[b] > p->max_seqlen_k)
+            return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
+                                         "%s: seq_lens_k[%lld] is %d, above the max_seqlen_k %d passed for it", op,
+                                         (long long)b, (int)j->lens_k[b], (int)p->max_seqlen_k);
+    return KP_OK;
+}
+
 kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run) {
     const kp_attention_prefill_params *p = params;
     const char *name = kp_backend_op_name(op);
-    int64_t d = p->q.shape[2], dv = p->v.shape[2];
+    int64_t d = p->q.shape[2], dv = p->v.shape[p->v.ndim - 1]; /* v [total_k, h_kv, dv] or a paged cache */
     if (d > CPU_ATT_MAX_D || dv > CPU_ATT_MAX_D)
         return cpu_host()->set_error(KP_ERR_UNSUPPORTED,
                                      "%s: head dims %lld/%lld; the cpu backend takes head dims up to %d", name,
@@ -144,12 +178,15 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
     pthread_mutex_lock(&cs->lock);
     int64_t nb = p->cu_seqlens_q.shape[0] - 1;
     j.cq = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_q.buffer) + p->cu_seqlens_q.offset);
-    j.ck = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_k.buffer) + p->cu_seqlens_k.offset);
+    if (p->cu_seqlens_k.buffer) /* absent with a block table */
+        j.ck = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_k.buffer) + p->cu_seqlens_k.offset);
+    const bool paged = p->block_table.buffer != NULL;
     kp_status st = check_cu_seqlens(name, "cu_seqlens_q", j.cq, nb + 1, p->q.shape[0], p->max_seqlen_q);
-    if (st == KP_OK) st = check_cu_seqlens(name, "cu_seqlens_k", j.ck, nb + 1, p->k.shape[0], p->max_seqlen_k);
+    if (st == KP_OK && paged) st = check_paged_lens(name, p, &j);
+    else if (st == KP_OK) st = check_cu_seqlens(name, "cu_seqlens_k", j.ck, nb + 1, p->k.shape[0], p->max_seqlen_k);
     if (st != KP_OK) goto done;
 
-    int64_t h_q = p->q.shape[1], h_kv = p->k.shape[1], group = h_q / h_kv;
+    int64_t h_q = p->q.shape[1], h_kv = p->k.shape[paged ? 2 : 1], group = h_q / h_kv;
     int64_t nh = group < CPU_ATT_MAX_ROWS ? group : CPU_ATT_MAX_ROWS;
     int64_t chunks = (group + nh - 1) / nh;
     int64_t qt = PREFILL_ROWS / nh < 1 ? 1 : PREFILL_ROWS / nh;
@@ -182,7 +219,7 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
     j.items = items;
     /* every query tile of a (sequence, KV head) reads all its keys: convert them once */
     int64_t tk = p->k.shape[0], kv_elems = tk * h_kv * (d + dv);
-    if (p->k.dtype != KP_F32 && n > 2 * nb * h_kv && kv_elems > 0 &&
+    if (!paged && p->k.dtype != KP_F32 && n > 2 * nb * h_kv && kv_elems > 0 &&
         (size_t)kv_elems <= CPU_ATT_PREFILL_F32_KV / sizeof(float)) {
         j.kf = malloc((size_t)(tk * h_kv * d) * sizeof(float));
         j.vf = malloc((size_t)(tk * h_kv * dv) * sizeof(float));

@@ -26,8 +26,10 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     const kp_host_services *h = c->host;
     const char *name = kp_backend_op_name(op);
     int gen;
-    kp_status st = kp_gpu_kernel_gen(c, name, pa->mla ? "mla_decode has no generation-2 kernel yet"
-                                                      : "attention_decode has no generation-2 kernel yet", &gen);
+    const char *no_gen2 = pa->mla ? "mla_decode has no generation-2 kernel yet"
+                                  : "attention_decode has no generation-2 kernel yet";
+    if (pa->window_left > 0) no_gen2 = "generation-1 kernels run decode with a sliding window";
+    kp_status st = kp_gpu_kernel_gen(c, name, no_gen2, &gen);
     if (st != KP_OK) return st;
     const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
     int dqk = (int)q->shape[3], dv = pa->dv;
@@ -66,7 +68,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
         .sl_off = kp_gpu_elem_offset(pa->seq_lens), .has_lse = lse->buffer != NULL, .nsplit = ns,
         .max_blocks = (int32_t)max_blocks, .num_blocks = (int32_t)num_blocks, .block_size = (int32_t)block_size,
         .s_q = (int32_t)s_q, .h_q = (int32_t)h_q, .group = group, .causal = pa->causal,
-        .scale_log2 = (float)(pa->scale * ATTN_LOG2E),
+        .scale_log2 = (float)(pa->scale * ATTN_LOG2E), .wl = pa->window_left > 0 ? pa->window_left : -1,
     };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged");
@@ -97,6 +99,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 
 kp_status kp_gpu_attention_decode(kp_gpu_ctx *c, const kp_attention_decode_params *p, int dry_run) {
     kp_gpu_paged_args a = {&p->q, &p->k_cache, &p->v_cache, &p->block_table, &p->seq_lens, &p->out, &p->lse,
-                           p->softmax_scale, p->causal, p->num_splits, (int)p->v_cache.shape[3], 0};
+                           p->softmax_scale, p->causal, p->num_splits, (int)p->v_cache.shape[3], 0,
+                           p->window_left};
     return kp_gpu_paged_decode(c, KP_OP_ATTENTION_DECODE, &a, dry_run);
 }
