@@ -283,7 +283,8 @@ typedef enum kp_op {
     KP_OP_GROUPED_GEMM = 5,
     KP_OP_MOE_COMBINE = 6,
     KP_OP_MOE_FORWARD = 7,
-    KP_OP_COUNT = 8
+    KP_OP_KV_CACHE_STORE = 8,
+    KP_OP_COUNT = 9
 } kp_op;
 
 KP_API const char *kp_op_name(kp_op op); /* "attention_prefill"; "invalid" */
@@ -411,6 +412,26 @@ KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
  * (workspace fields of p are ignored). */
 KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
                                                size_t *bytes);
+
+/* ---- FP8 data paths: KV cache writes (README "FP8 layouts") ---- */
+
+/* Writes new tokens' keys and values into their paged cache slots (vLLM's
+ * reshape_and_cache): for each token t with slot = slot_mapping[t] >= 0,
+ *   k_cache[slot / block_size, slot % block_size, :, :] = key[t, :, :] (v likewise).
+ * key [T, h_kv, d]; value [T, h_kv, dv], absent for an MLA latent cache (one cache,
+ * no V: then v_cache and v_scale are absent too); k_cache [num_blocks, block_size,
+ * h_kv, d], v_cache [num_blocks, block_size, h_kv, dv]; slot_mapping int32 [T]: slot =
+ * block * block_size + offset, negative = skip the token (vLLM's padding); each slot at
+ * most once per call. A cache has key's dtype, or is FP8 e4m3 (KP_FP8_E4M3): then its
+ * scale (k_scale / v_scale) is required, f32 [1] (per tensor) or [num_blocks] (per
+ * cache block), and each element is stored as e4m3(x / scale), x / scale computed in
+ * f32, rounded to nearest even and saturated to +-448 (NaN stays NaN). The decode ops
+ * read such a cache back as e4m3 * scale. */
+typedef struct kp_kv_cache_store_params {
+    kp_tensor key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale;
+} kp_kv_cache_store_params;
+
+KP_API kp_status kp_kv_cache_store(kp_stream *s, const kp_kv_cache_store_params *p);
 
 /* Would this op with these params run on d? KP_OK, or KP_ERR_UNSUPPORTED (or a
  * validation error) with the reason in kp_last_error(). params points to the op's

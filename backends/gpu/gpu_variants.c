@@ -115,11 +115,21 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                 }
 }
 
+static void fp8_paths(emitter *e) {
+    char opts[96];
+    for (size_t t = 0; t < 3; t++)
+        for (int fp8 = 0; fp8 < 2; fp8++) {
+            kp_gpu_kv_store_options(float_types[t], fp8, opts, sizeof opts);
+            emit(e, KP_GPU_SRC_KV_STORE, opts, "kp_kv_cache_store");
+        }
+}
+
 void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,
                                void *user) {
     emitter e = {{NULL, 0, 0}, fn, user};
     attention(&e, host, p);
     moe(&e, host, p);
+    fp8_paths(&e);
     for (size_t i = 0; i < e.seen.n; i++) free(e.seen.items[i]);
     free(e.seen.items);
 }

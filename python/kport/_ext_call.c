@@ -53,6 +53,7 @@ RUN(kp_moe_align, kp_moe_align_params)
 RUN(kp_grouped_gemm, kp_grouped_gemm_params)
 RUN(kp_moe_combine, kp_moe_combine_params)
 RUN(kp_moe_forward, kp_moe_forward_params)
+RUN(kp_kv_cache_store, kp_kv_cache_store_params)
 
 #define FLD(T, member, kind) {#member, kind, (unsigned short)offsetof(T, member)}
 #define ROUTING(T) \
@@ -140,6 +141,19 @@ static const op_field forward_fields[] = {
     ROUTING(kp_moe_forward_params),
 };
 
+/* The caches are updated in place (only the mapped slots change): a cache must be memory
+ * the device addresses (torch.cuda on cuda, numpy on cpu); a staged copy would lose the
+ * other slots. FP8 caches are given as raw bytes (uint8). */
+static const op_field kv_store_fields[] = {
+    FLD(kp_kv_cache_store_params, key, F_IN),
+    FLD(kp_kv_cache_store_params, value, F_IN),
+    FLD(kp_kv_cache_store_params, k_cache, F_OUT),
+    FLD(kp_kv_cache_store_params, v_cache, F_OUT),
+    FLD(kp_kv_cache_store_params, slot_mapping, F_IN),
+    FLD(kp_kv_cache_store_params, k_scale, F_IN),
+    FLD(kp_kv_cache_store_params, v_scale, F_IN),
+};
+
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 /* Indexed by kp_op. */
 static const op_table ops[KP_OP_COUNT] = {
@@ -151,6 +165,7 @@ static const op_table ops[KP_OP_COUNT] = {
     [KP_OP_GROUPED_GEMM] = {"grouped_gemm", run_kp_grouped_gemm, gemm_fields, N(gemm_fields)},
     [KP_OP_MOE_COMBINE] = {"moe_combine", run_kp_moe_combine, combine_fields, N(combine_fields)},
     [KP_OP_MOE_FORWARD] = {"moe_forward", run_kp_moe_forward, forward_fields, N(forward_fields)},
+    [KP_OP_KV_CACHE_STORE] = {"kv_cache_store", run_kp_kv_cache_store, kv_store_fields, N(kv_store_fields)},
 };
 #define MAX_FIELDS 16
 

@@ -38,6 +38,7 @@ kp_status kp_gpu_moe_align(kp_gpu_ctx *c, const kp_moe_align_params *p, int dry_
 kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run);
 kp_status kp_gpu_moe_combine(kp_gpu_ctx *c, const kp_moe_combine_params *p, int dry_run);
 kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run);
+kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p, int dry_run);
 
 /* ---- kernel generations (gpu_kernel_gen.c) ---------------------------------- */
 
@@ -214,5 +215,13 @@ void kp_gpu_gemm2_options(const kp_gpu_gemm2_tile *t, kp_dtype dt, int w_fp8, in
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
                                  kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
                                  int dry_run);
+
+/* ---- FP8 data paths (gpu_kv_cache_store.c) ---------------------------------- */
+
+#define KP_GPU_SRC_KV_STORE "attention/kv_cache_store.cl"
+#define KP_GPU_KV_STORE_WG 128 /* KV_STORE_WG */
+
+/* "-DKP_DTYPE_BF16 -DKV_STORE_FP8": key/value dtype dt, e4m3 caches when fp8. */
+void kp_gpu_kv_store_options(kp_dtype dt, int fp8, char *buf, size_t n);
 
 #endif /* KPORT_BACKENDS_GPU_OPS_H */
