@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store) */
+#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store, quantize_fp8) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -155,6 +155,7 @@ static inline const char *kp_backend_op_name(kp_op op) {
     case KP_OP_MOE_COMBINE: return "moe_combine";
     case KP_OP_MOE_FORWARD: return "moe_forward";
     case KP_OP_KV_CACHE_STORE: return "kv_cache_store";
+    case KP_OP_QUANTIZE_FP8: return "quantize_fp8";
     case KP_OP_COUNT: break;
     }
     return "invalid";
@@ -227,6 +228,9 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_kv_cache_store_params, k_cache), KP_T_(kp_kv_cache_store_params, v_cache);
         KP_T_(kp_kv_cache_store_params, slot_mapping), KP_T_(kp_kv_cache_store_params, k_scale);
         KP_T_(kp_kv_cache_store_params, v_scale);
+        break;
+    case KP_OP_QUANTIZE_FP8:
+        KP_T_(kp_quantize_fp8_params, x), KP_T_(kp_quantize_fp8_params, out), KP_T_(kp_quantize_fp8_params, scale);
         break;
     case KP_OP_COUNT: break;
     }

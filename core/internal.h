@@ -107,6 +107,7 @@ kp_status kp_validate_grouped_gemm(kp_device *d, const void *params);
 kp_status kp_validate_moe_combine(kp_device *d, const void *params);
 kp_status kp_validate_moe_forward(kp_device *d, const void *params);
 kp_status kp_validate_kv_cache_store(kp_device *d, const void *params);
+kp_status kp_validate_quantize_fp8(kp_device *d, const void *params);
 kp_status kp_validate_moe_routing(const char *op, const kp_moe_routing *r, int64_t num_experts);
 /* Shapes and dtypes of kp_moe_forward, without the workspace. */
 kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p);

@@ -284,7 +284,8 @@ typedef enum kp_op {
     KP_OP_MOE_COMBINE = 6,
     KP_OP_MOE_FORWARD = 7,
     KP_OP_KV_CACHE_STORE = 8,
-    KP_OP_COUNT = 9
+    KP_OP_QUANTIZE_FP8 = 9,
+    KP_OP_COUNT = 10
 } kp_op;
 
 KP_API const char *kp_op_name(kp_op op); /* "attention_prefill"; "invalid" */
@@ -432,6 +433,30 @@ typedef struct kp_kv_cache_store_params {
 } kp_kv_cache_store_params;
 
 KP_API kp_status kp_kv_cache_store(kp_stream *s, const kp_kv_cache_store_params *p);
+
+#define KP_FP8_GROUP 128 /* kp_quantize_fp8's group: 1 x 128, DeepSeek-V3's activations */
+
+typedef enum kp_fp8_scale_layout {
+    KP_FP8_SCALE_ROW_MAJOR = 0, /* scale [T, K/128] */
+    KP_FP8_SCALE_COL_MAJOR = 1  /* scale [K/128, T_pad], T_pad >= T (DeepGEMM: T rounded up to a
+                                   multiple of 4); columns past T are left untouched */
+} kp_fp8_scale_layout;
+
+/* Per-token-group FP8 quantization (vLLM's per_token_group_quant_fp8, DeepGEMM's
+ * activation input): for token t and group g of 128 columns,
+ *   amax = max |x[t, 128g .. 128g+127]| (f32), at least 1e-10 (an all-zero group);
+ *   scale = amax / 448 in f32, or with scale_ue8m0 the smallest power of two with
+ *           448 * scale >= amax (UE8M0, DeepGEMM on Blackwell; stored as f32);
+ *   out[t, c] = e4m3(x[t, c] / scale) (round to nearest even, saturating);
+ *   the scale's element (t, g) = scale. Dequantize: x ~ out * scale.
+ * x [T, K] f32/f16/bf16 with K % 128 == 0; out [T, K] e4m3; scale f32 as scale_layout says. */
+typedef struct kp_quantize_fp8_params {
+    kp_tensor x, out, scale;
+    int32_t scale_layout; /* kp_fp8_scale_layout */
+    int32_t scale_ue8m0;  /* 0 or 1 */
+} kp_quantize_fp8_params;
+
+KP_API kp_status kp_quantize_fp8(kp_stream *s, const kp_quantize_fp8_params *p);
 
 /* Would this op with these params run on d? KP_OK, or KP_ERR_UNSUPPORTED (or a
  * validation error) with the reason in kp_last_error(). params points to the op's

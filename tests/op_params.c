@@ -177,6 +177,14 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         write_ints(&p->slot_mapping, slots, 5);
         break;
     }
+    case KP_OP_QUANTIZE_FP8: {
+        kp_quantize_fp8_params *p = &o->p.quant;
+        p->out = T2("out", KP_FP8_E4M3, 3, 256);
+        p->scale = T2("scale", KP_F32, 3, 2);
+        o->outputs = 2;
+        p->x = T2("x", KP_BF16, 3, 256);
+        break;
+    }
     case KP_OP_COUNT: break;
     }
 }
@@ -213,6 +221,7 @@ kp_status op_params_run(op_params *o, kp_stream *s) {
     case KP_OP_MOE_COMBINE: return kp_moe_combine(s, &o->p.combine);
     case KP_OP_MOE_FORWARD: return kp_moe_forward(s, &o->p.forward);
     case KP_OP_KV_CACHE_STORE: return kp_kv_cache_store(s, &o->p.kv_store);
+    case KP_OP_QUANTIZE_FP8: return kp_quantize_fp8(s, &o->p.quant);
     case KP_OP_COUNT: break;
     }
     return KP_ERR_INVALID_ARGUMENT;

@@ -185,6 +185,27 @@ static void kv_cache_aliases_key(op_params *o, kp_device *d) {
     o->p.kv_store.v_scale = f32_vector(d, o, 1);
 }
 
+/* ---- quantize_fp8 ---- */
+static void qf_k(op_params *o, kp_device *d) {
+    (void)d;
+    reshape(&o->p.quant.x, 2, 3, 192, 0, 0);
+    reshape(&o->p.quant.out, 2, 3, 192, 0, 0);
+}
+static void qf_out_dtype(op_params *o, kp_device *d) { (void)d; o->p.quant.out.dtype = KP_BF16; reshape(&o->p.quant.out, 2, 3, 128, 0, 0); }
+static void qf_scale_shape(op_params *o, kp_device *d) { (void)d; reshape(&o->p.quant.scale, 2, 3, 1, 0, 0); }
+static void qf_layout(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_layout = 2; }
+static void qf_ue8m0(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_ue8m0 = 2; }
+static void qf_col_short(op_params *o, kp_device *d) {
+    (void)d;
+    o->p.quant.scale_layout = KP_FP8_SCALE_COL_MAJOR;
+    reshape(&o->p.quant.scale, 2, 2, 2, 0, 0);
+}
+static void qf_col_rows(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_layout = KP_FP8_SCALE_COL_MAJOR; }
+static void qf_scale_aliases_out(op_params *o, kp_device *d) {
+    (void)d;
+    CHECK_OK(kp_tensor_init(&o->p.quant.scale, o->p.quant.out.buffer, 0, KP_F32, 2, (const int64_t[]){3, 2}, NULL));
+}
+
 /* ---- moe_forward ---- */
 static void fwd_no_ws(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace = NULL; }
 static void fwd_ws_small(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace_offset = 256; }
@@ -257,6 +278,14 @@ static const bad_case bad_cases[] = {
     {"kv store v_cache blocks", KP_OP_KV_CACHE_STORE, kv_v_blocks, KP_ERR_INVALID_SHAPE, "v_cache.shape[0]"},
     {"kv store block_size 0", KP_OP_KV_CACHE_STORE, kv_block_size, KP_ERR_INVALID_SHAPE, "block_size"},
     {"kv store cache aliases key", KP_OP_KV_CACHE_STORE, kv_cache_aliases_key, KP_ERR_ALIASING, "overlaps"},
+    {"quantize K % 128", KP_OP_QUANTIZE_FP8, qf_k, KP_ERR_INVALID_SHAPE, "multiple of the group"},
+    {"quantize out dtype", KP_OP_QUANTIZE_FP8, qf_out_dtype, KP_ERR_INVALID_DTYPE, "out"},
+    {"quantize scale shape", KP_OP_QUANTIZE_FP8, qf_scale_shape, KP_ERR_INVALID_SHAPE, "scale.shape[1]"},
+    {"quantize scale_layout", KP_OP_QUANTIZE_FP8, qf_layout, KP_ERR_INVALID_ARGUMENT, "scale_layout is 2"},
+    {"quantize scale_ue8m0", KP_OP_QUANTIZE_FP8, qf_ue8m0, KP_ERR_INVALID_ARGUMENT, "scale_ue8m0 is 2"},
+    {"quantize column-major too few columns", KP_OP_QUANTIZE_FP8, qf_col_short, KP_ERR_INVALID_SHAPE, "at least T (3)"},
+    {"quantize column-major shape", KP_OP_QUANTIZE_FP8, qf_col_rows, KP_ERR_INVALID_SHAPE, "scale.shape[0]"},
+    {"quantize scale aliases out", KP_OP_QUANTIZE_FP8, qf_scale_aliases_out, KP_ERR_ALIASING, "overlaps"},
     {"forward no workspace", KP_OP_MOE_FORWARD, fwd_no_ws, KP_ERR_INVALID_ARGUMENT, "workspace is NULL"},
     {"forward small workspace", KP_OP_MOE_FORWARD, fwd_ws_small, KP_ERR_OUT_OF_BOUNDS, "are needed"},
     {"forward half a shared expert", KP_OP_MOE_FORWARD, fwd_shared_half, KP_ERR_INVALID_ARGUMENT, "shared_w13 and shared_w2"},
@@ -353,6 +382,8 @@ KP_TEST(api_ops_null_arguments) {
     CHECK_ERR(kp_moe_forward(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
     CHECK_ERR(kp_kv_cache_store(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_kv_cache_store: s");
     CHECK_ERR(kp_kv_cache_store(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_quantize_fp8(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_quantize_fp8: s");
+    CHECK_ERR(kp_quantize_fp8(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
     CHECK_ERR(kp_attention_prefill(s, &pf), KP_ERR_INVALID_ARGUMENT, "q is required"); /* all-zero params */
     CHECK_ERR(kp_op_supported(NULL, KP_OP_MOE_GATE, &pf), KP_ERR_INVALID_ARGUMENT, "d is NULL");
     CHECK_ERR(kp_op_supported(d, KP_OP_COUNT, &pf), KP_ERR_INVALID_ARGUMENT, "not a kp_op");

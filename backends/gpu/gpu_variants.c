@@ -122,6 +122,10 @@ static void fp8_paths(emitter *e) {
             kp_gpu_kv_store_options(float_types[t], fp8, opts, sizeof opts);
             emit(e, KP_GPU_SRC_KV_STORE, opts, "kp_kv_cache_store");
         }
+    for (size_t t = 0; t < 3; t++) {
+        kp_gpu_quant_fp8_options(float_types[t], opts, sizeof opts);
+        emit(e, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    }
 }
 
 void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,

@@ -54,6 +54,7 @@ RUN(kp_grouped_gemm, kp_grouped_gemm_params)
 RUN(kp_moe_combine, kp_moe_combine_params)
 RUN(kp_moe_forward, kp_moe_forward_params)
 RUN(kp_kv_cache_store, kp_kv_cache_store_params)
+RUN(kp_quantize_fp8, kp_quantize_fp8_params)
 
 #define FLD(T, member, kind) {#member, kind, (unsigned short)offsetof(T, member)}
 #define ROUTING(T) \
@@ -153,6 +154,13 @@ static const op_field kv_store_fields[] = {
     FLD(kp_kv_cache_store_params, k_scale, F_IN),
     FLD(kp_kv_cache_store_params, v_scale, F_IN),
 };
+static const op_field quant_fields[] = {
+    FLD(kp_quantize_fp8_params, x, F_IN),
+    FLD(kp_quantize_fp8_params, out, F_OUT),
+    FLD(kp_quantize_fp8_params, scale, F_OUT),
+    FLD(kp_quantize_fp8_params, scale_layout, F_I32),
+    FLD(kp_quantize_fp8_params, scale_ue8m0, F_I32),
+};
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 /* Indexed by kp_op. */
@@ -166,6 +174,7 @@ static const op_table ops[KP_OP_COUNT] = {
     [KP_OP_MOE_COMBINE] = {"moe_combine", run_kp_moe_combine, combine_fields, N(combine_fields)},
     [KP_OP_MOE_FORWARD] = {"moe_forward", run_kp_moe_forward, forward_fields, N(forward_fields)},
     [KP_OP_KV_CACHE_STORE] = {"kv_cache_store", run_kp_kv_cache_store, kv_store_fields, N(kv_store_fields)},
+    [KP_OP_QUANTIZE_FP8] = {"quantize_fp8", run_kp_quantize_fp8, quant_fields, N(quant_fields)},
 };
 #define MAX_FIELDS 16
 

@@ -204,3 +204,93 @@ KP_CONFORMANCE(conf_kv_cache_store_bad_slot) {
     kp_conf_free(&key), kp_conf_free(&kc), kp_conf_free(&slot_t);
     kp_stream_destroy(s);
 }
+
+/* ---- quantize_fp8 ---- */
+
+typedef struct quant_case {
+    kp_dtype dt;
+    int64_t t, k;
+    int layout, ue8m0;
+    int64_t t_pad; /* column-major: scale columns (>= t) */
+} quant_case;
+
+static void quant_run(kp_device *d, kp_stream *s, const quant_case *c) {
+    const int64_t groups = c->k / 128, n = c->t * c->k;
+    /* rows scaled by 2^-10..2^10 in turn, 3 outlier channels x 40, token 1 all zeros */
+    double *xv = malloc((size_t)(n ? n : 1) * sizeof *xv);
+    int64_t outl[3];
+    for (int i = 0; i < 3; i++) outl[i] = (int64_t)(kp_test_rand_u64() % (uint64_t)c->k);
+    for (int64_t tok = 0; tok < c->t; tok++) {
+        double f = ldexp(1.0, (int)(tok % 21) - 10);
+        for (int64_t i = 0; i < c->k; i++) {
+            double v = kp_test_rand_uniform(-1.0, 1.0) * f;
+            if (i == outl[0] || i == outl[1] || i == outl[2]) v *= 40.0;
+            xv[tok * c->k + i] = tok == 1 ? 0.0 : v;
+        }
+    }
+    kp_conf_tensor x = kp_conf_from(d, "x", c->dt, 2, SHAPE(c->t, c->k), xv);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_FP8_E4M3, 2, SHAPE(c->t, c->k));
+    const int col = c->layout == KP_FP8_SCALE_COL_MAJOR;
+    kp_conf_tensor sc = col ? kp_conf_output(d, "scale", KP_F32, 2, SHAPE(groups, c->t_pad))
+                            : kp_conf_output(d, "scale", KP_F32, 2, SHAPE(c->t, groups));
+    kp_quantize_fp8_params p = {x.t, out.t, sc.t, c->layout, c->ue8m0};
+    kp_test_require_op(d, KP_OP_QUANTIZE_FP8, &p);
+    CHECK_OK(kp_quantize_fp8(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&out);
+    kp_conf_download(&sc);
+
+    char what[160];
+    snprintf(what, sizeof what, "quantize_fp8 %s T %lld K %lld %s%s", kp_dtype_name(c->dt), (long long)c->t,
+             (long long)c->k, col ? "column-major" : "row-major", c->ue8m0 ? " ue8m0" : "");
+    double *want = malloc((size_t)(c->t * groups + 1) * sizeof *want), *got = malloc((size_t)(c->t * groups + 1) * sizeof *got);
+    ref_quantize_fp8_scales(x.host, c->t, c->k, c->ue8m0, want);
+    /* scales: UE8M0 exact (a power of two from amax's bits); amax / 448 to f32 division
+     * accuracy (OpenCL's is 2.5 ulp: 2^-21 relative covers it) */
+    for (int64_t tok = 0; tok < c->t; tok++)
+        for (int64_t g = 0; g < groups; g++) {
+            double v = got[tok * groups + g] = sc.host[col ? g * c->t_pad + tok : tok * groups + g];
+            double w = want[tok * groups + g], tol = c->ue8m0 ? 0.0 : 0x1p-21 * w;
+            CHECK_MSG(fabs(v - w) <= tol, "%s: scale of token %lld group %lld is %.9g, want %.9g", what, (long long)tok,
+                      (long long)g, v, w);
+        }
+    /* column-major padding: untouched (still the NaN poison) */
+    if (col)
+        for (int64_t g = 0; g < groups; g++)
+            for (int64_t tok = c->t; tok < c->t_pad; tok++)
+                CHECK_MSG(isnan(sc.host[g * c->t_pad + tok]), "%s: scale padding (group %lld, column %lld) was written",
+                          what, (long long)g, (long long)tok);
+    /* values: e4m3(x / scale) with the scale the device chose */
+    double *lo = malloc((size_t)(n ? n : 1) * sizeof *lo), *hi = malloc((size_t)(n ? n : 1) * sizeof *hi);
+    for (int64_t i = 0; i < n; i++)
+        ref_e4m3_quantize_pair(x.host[i], got[(i / c->k) * groups + (i % c->k) / 128], &lo[i], &hi[i]);
+    kp_conf_check_grid(what, &out, lo, hi, "token,col");
+    free(xv), free(want), free(got), free(lo), free(hi);
+    kp_conf_free(&x), kp_conf_free(&out), kp_conf_free(&sc);
+}
+
+KP_CONFORMANCE(conf_quantize_fp8) {
+    kp_stream *s = new_stream(d);
+    const quant_case cases[] = {
+        {KP_BF16, 130, 512, KP_FP8_SCALE_ROW_MAJOR, 0, 0},
+        {KP_F16, 7, 256, KP_FP8_SCALE_ROW_MAJOR, 0, 0},
+        {KP_F32, 1, 128, KP_FP8_SCALE_ROW_MAJOR, 0, 0},
+        {KP_BF16, 2, 7168, KP_FP8_SCALE_ROW_MAJOR, 0, 0}, /* DeepSeek-V3 hidden */
+        {KP_BF16, 0, 256, KP_FP8_SCALE_ROW_MAJOR, 0, 0},  /* no tokens */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) quant_run(d, s, &cases[i]);
+    kp_stream_destroy(s);
+}
+
+/* DeepGEMM's layouts: column-major scales with T padded to a multiple of 4, UE8M0. */
+KP_CONFORMANCE(conf_quantize_fp8_deepgemm_layouts) {
+    kp_stream *s = new_stream(d);
+    const quant_case cases[] = {
+        {KP_BF16, 37, 512, KP_FP8_SCALE_COL_MAJOR, 0, 40},
+        {KP_F16, 5, 256, KP_FP8_SCALE_COL_MAJOR, 1, 8},
+        {KP_BF16, 64, 384, KP_FP8_SCALE_ROW_MAJOR, 1, 0},
+        {KP_F32, 3, 128, KP_FP8_SCALE_COL_MAJOR, 1, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) quant_run(d, s, &cases[i]);
+    kp_stream_destroy(s);
+}

@@ -53,3 +53,16 @@ void ref_kv_cache_store(const double *src, const double *slots, int64_t t, int64
         }
     }
 }
+
+void ref_quantize_fp8_scales(const double *x, int64_t t, int64_t k, int ue8m0, double *scale) {
+    int64_t groups = k / 128;
+    for (int64_t tok = 0; tok < t; tok++)
+        for (int64_t g = 0; g < groups; g++) {
+            double amax = (double)1e-10f;
+            for (int64_t i = 0; i < 128; i++) amax = fmax(amax, fabs(x[tok * k + g * 128 + i]));
+            double s = amax / REF_FP8_MAX;
+            int e;
+            if (ue8m0) s = frexp(s, &e) == 0.5 ? s : ldexp(1.0, e); /* s = m * 2^e, m in [0.5, 1) */
+            scale[tok * groups + g] = s;
+        }
+}

@@ -30,4 +30,9 @@ void ref_kv_cache_store(const double *src, const double *slots, int64_t t, int64
                         int64_t num_blocks, int64_t block_size, const double *cache, const double *scale,
                         int64_t n_scale, double *lo, double *hi);
 
+/* kp_quantize_fp8's scales: x [T, K] (host values), groups of 128 -> scale [T, K/128]
+ * in double: max(amax, 1e-10f) / 448, or (ue8m0) the power of two at or above it. The
+ * quantized values follow from the scale with ref_e4m3_quantize_pair. */
+void ref_quantize_fp8_scales(const double *x, int64_t t, int64_t k, int ue8m0, double *scale);
+
 #endif
