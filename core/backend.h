@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store, quantize_fp8) */
+#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store, quantize_fp8, FP8 KV caches) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -192,12 +192,14 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_attention_decode_params, q), KP_T_(kp_attention_decode_params, k_cache);
         KP_T_(kp_attention_decode_params, v_cache), KP_T_(kp_attention_decode_params, block_table);
         KP_T_(kp_attention_decode_params, seq_lens), KP_T_(kp_attention_decode_params, out);
-        KP_T_(kp_attention_decode_params, lse);
+        KP_T_(kp_attention_decode_params, lse), KP_T_(kp_attention_decode_params, k_scale);
+        KP_T_(kp_attention_decode_params, v_scale);
         break;
     case KP_OP_MLA_DECODE:
         KP_T_(kp_mla_decode_params, q), KP_T_(kp_mla_decode_params, kv_cache);
         KP_T_(kp_mla_decode_params, block_table), KP_T_(kp_mla_decode_params, seq_lens);
         KP_T_(kp_mla_decode_params, out), KP_T_(kp_mla_decode_params, lse);
+        KP_T_(kp_mla_decode_params, kv_scale);
         break;
     case KP_OP_MOE_GATE:
         KP_T_(kp_moe_gate_params, logits), KP_T_(kp_moe_gate_params, bias);

@@ -317,6 +317,10 @@ typedef struct kp_attention_decode_params {
     float softmax_scale;
     int32_t causal;
     int32_t num_splits;
+    /* FP8 KV cache: k_cache and v_cache both e4m3, each element read as e4m3 * scale
+     * rounded to q's dtype; k_scale / v_scale f32 [1] (per tensor) or [num_blocks] (per
+     * cache block), as kp_kv_cache_store wrote them. Absent for caches in q's dtype. */
+    kp_tensor k_scale, v_scale;
 } kp_attention_decode_params;
 
 /* MLA decode (FlashMLA layout). q [B, s_q, h_q, 576]; kv_cache [num_blocks, 64, 1, 576]
@@ -329,6 +333,9 @@ typedef struct kp_mla_decode_params {
     int32_t causal;
     int32_t head_dim_v; /* 512 */
     int32_t num_splits;
+    /* FP8 latent cache: kv_cache e4m3, read as e4m3 * kv_scale rounded to q's dtype;
+     * kv_scale f32 [1] or [num_blocks]. Absent for a cache in q's dtype. */
+    kp_tensor kv_scale;
 } kp_mla_decode_params;
 
 typedef enum kp_moe_scoring {

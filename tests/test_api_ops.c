@@ -185,6 +185,23 @@ static void kv_cache_aliases_key(op_params *o, kp_device *d) {
     o->p.kv_store.v_scale = f32_vector(d, o, 1);
 }
 
+/* ---- FP8 caches in decode and MLA decode ---- */
+static void dc_fp8_no_scale(op_params *o, kp_device *d) {
+    (void)d;
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3, o->p.decode.v_cache.dtype = KP_FP8_E4M3;
+}
+static void dc_fp8_k_only(op_params *o, kp_device *d) {
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3;
+    o->p.decode.k_scale = f32_vector(d, o, 1);
+}
+static void dc_fp8_scale_len(op_params *o, kp_device *d) {
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3, o->p.decode.v_cache.dtype = KP_FP8_E4M3;
+    o->p.decode.k_scale = f32_vector(d, o, 4);
+    o->p.decode.v_scale = f32_vector(d, o, 2);
+}
+static void mla_scale_not_fp8(op_params *o, kp_device *d) { o->p.mla.kv_scale = f32_vector(d, o, 1); }
+static void mla_fp8_no_scale(op_params *o, kp_device *d) { (void)d; o->p.mla.kv_cache.dtype = KP_FP8_E4M3; }
+
 /* ---- quantize_fp8 ---- */
 static void qf_k(op_params *o, kp_device *d) {
     (void)d;
@@ -278,6 +295,11 @@ static const bad_case bad_cases[] = {
     {"kv store v_cache blocks", KP_OP_KV_CACHE_STORE, kv_v_blocks, KP_ERR_INVALID_SHAPE, "v_cache.shape[0]"},
     {"kv store block_size 0", KP_OP_KV_CACHE_STORE, kv_block_size, KP_ERR_INVALID_SHAPE, "block_size"},
     {"kv store cache aliases key", KP_OP_KV_CACHE_STORE, kv_cache_aliases_key, KP_ERR_ALIASING, "overlaps"},
+    {"decode fp8 without scales", KP_OP_ATTENTION_DECODE, dc_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "k_scale (f32"},
+    {"decode fp8 k, f16 v", KP_OP_ATTENTION_DECODE, dc_fp8_k_only, KP_ERR_INVALID_DTYPE, "v_cache has dtype f16"},
+    {"decode fp8 v_scale length", KP_OP_ATTENTION_DECODE, dc_fp8_scale_len, KP_ERR_INVALID_SHAPE, "v_scale.shape[0] is 2"},
+    {"mla scale without fp8", KP_OP_MLA_DECODE, mla_scale_not_fp8, KP_ERR_INVALID_ARGUMENT, "not FP8 e4m3"},
+    {"mla fp8 without scale", KP_OP_MLA_DECODE, mla_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "kv_scale (f32"},
     {"quantize K % 128", KP_OP_QUANTIZE_FP8, qf_k, KP_ERR_INVALID_SHAPE, "multiple of the group"},
     {"quantize out dtype", KP_OP_QUANTIZE_FP8, qf_out_dtype, KP_ERR_INVALID_DTYPE, "out"},
     {"quantize scale shape", KP_OP_QUANTIZE_FP8, qf_scale_shape, KP_ERR_INVALID_SHAPE, "scale.shape[1]"},

@@ -33,13 +33,18 @@ static inline uint8_t cpu_f32_to_e4m3(float x) {
     return (uint8_t)(sign | byte);
 }
 
-/* e4m3 byte -> f32, exact. */
+/* e4m3 byte -> f32, exact: the fields move into f32's (bias 7 -> 127), subnormals
+ * are m * 2^-9. */
 static inline float cpu_e4m3_to_f32(uint8_t b) {
-    int e = (b >> 3) & 0xf, m = b & 7;
+    uint32_t e = (b >> 3) & 0xfu, m = b & 7u, u;
     float v;
-    if (e == 0xf && m == 7) v = NAN;
-    else if (e == 0) v = ldexpf((float)m, -9);
-    else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
+    if (e == 0xf && m == 7) return NAN;
+    if (e == 0) {
+        v = (float)m * 0x1p-9f;
+    } else {
+        u = ((e + 120u) << 23) | (m << 20);
+        memcpy(&v, &u, 4);
+    }
     return (b & 0x80) ? -v : v;
 }
 

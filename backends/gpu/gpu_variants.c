@@ -46,6 +46,13 @@ static void emit(emitter *e, const char *source, const char *options, const char
 
 static const kp_dtype float_types[] = {KP_F32, KP_F16, KP_BF16};
 
+/* The FP8-cache twin of a decode variant (gpu_attention_decode.c's plan_fp8). */
+static void emit_fp8_kv(emitter *e, const char *opts) {
+    char fp8[300];
+    snprintf(fp8, sizeof fp8, "%s -DATTN_KV_FP8", opts);
+    emit(e, KP_GPU_SRC_ATTN_DECODE, fp8, "kp_attention_decode_paged kp_attention_combine");
+}
+
 static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) {
     static const int dims[][2] = {{64, 64}, {128, 128}, {256, 256}, {192, 128}};
     static const int mla_dims[][2] = {{576, 512}, {576, 256}};
@@ -64,6 +71,7 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     KP_OK) {
                     kp_gpu_attn_options(&c, opts, sizeof opts);
                     emit(e, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged kp_attention_combine");
+                    emit_fp8_kv(e, opts);
                 }
         }
         for (size_t d = 0; d < 2; d++)
@@ -72,6 +80,7 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     KP_OK) {
                     kp_gpu_attn_options(&c, opts, sizeof opts);
                     emit(e, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged kp_attention_combine");
+                    emit_fp8_kv(e, opts);
                 }
     }
 }

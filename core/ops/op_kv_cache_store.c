@@ -22,6 +22,15 @@ static kp_status check_cache_scale(const char *op, const char *cname, const kp_t
     return KP_OK;
 }
 
+kp_status kp_check_fp8_cache(const char *op, const char *cname, const kp_tensor *cache, const char *sname,
+                             const kp_tensor *scale, const kp_tensor *q) {
+    kp_status st;
+    if (cache->dtype != KP_FP8_E4M3 && (st = kp_check_same_dtype(op, cname, cache, "q", q))) return st;
+    if (scale->buffer && (scale->dtype != KP_F32 || scale->ndim != 1))
+        return kp_set_error(KP_ERR_INVALID_DTYPE, "%s: %s must be f32 with one dimension", op, sname);
+    return check_cache_scale(op, cname, cache, sname, scale);
+}
+
 kp_status kp_validate_kv_cache_store(kp_device *d, const void *params) {
     const char *op = "kv_cache_store";
     const kp_kv_cache_store_params *p = params;

@@ -52,6 +52,17 @@ KP_KARGS_OFFSET(kp_attn_decode_kargs, has_lse, 160);
 KP_KARGS_OFFSET(kp_attn_decode_kargs, scale_log2, 196);
 KP_KARGS_SIZE(kp_attn_decode_kargs, 200);
 
+/* The FP8 KV cache's extra parameter block of kp_attention_decode_paged, built with
+ * -DATTN_KV_FP8 (then also buffers k_scale, v_scale after the main kargs); MLA passes its
+ * kv_scale as both. Scales [1] or [num_blocks]. */
+typedef struct kp_attn_kv_fp8_kargs {
+    kp_karg_i64 ks_off, vs_off;
+    kp_karg_i32 ks_per_block, vs_per_block;
+} kp_attn_kv_fp8_kargs;
+KP_KARGS_OFFSET(kp_attn_kv_fp8_kargs, ks_per_block, 16);
+KP_KARGS_OFFSET(kp_attn_kv_fp8_kargs, vs_per_block, 20);
+KP_KARGS_SIZE(kp_attn_kv_fp8_kargs, 24);
+
 /* kp_attention_combine (attention_decode.cl): the split-KV merge;
  * buffers: partials, partial lse, out, lse. */
 typedef struct kp_attn_combine_kargs {

@@ -78,8 +78,8 @@ static const op_field prefill_fields[] = {
 };
 static const op_field decode_fields[] = {
     FLD(kp_attention_decode_params, q, F_IN),
-    FLD(kp_attention_decode_params, k_cache, F_IN),
-    FLD(kp_attention_decode_params, v_cache, F_IN),
+    FLD(kp_attention_decode_params, k_cache, F_IN_FP8),
+    FLD(kp_attention_decode_params, v_cache, F_IN_FP8),
     FLD(kp_attention_decode_params, block_table, F_IN),
     FLD(kp_attention_decode_params, seq_lens, F_IN),
     FLD(kp_attention_decode_params, out, F_OUT),
@@ -87,10 +87,12 @@ static const op_field decode_fields[] = {
     FLD(kp_attention_decode_params, softmax_scale, F_F32),
     FLD(kp_attention_decode_params, causal, F_I32),
     FLD(kp_attention_decode_params, num_splits, F_I32),
+    FLD(kp_attention_decode_params, k_scale, F_IN),
+    FLD(kp_attention_decode_params, v_scale, F_IN),
 };
 static const op_field mla_fields[] = {
     FLD(kp_mla_decode_params, q, F_IN),
-    FLD(kp_mla_decode_params, kv_cache, F_IN),
+    FLD(kp_mla_decode_params, kv_cache, F_IN_FP8),
     FLD(kp_mla_decode_params, block_table, F_IN),
     FLD(kp_mla_decode_params, seq_lens, F_IN),
     FLD(kp_mla_decode_params, out, F_OUT),
@@ -99,6 +101,7 @@ static const op_field mla_fields[] = {
     FLD(kp_mla_decode_params, causal, F_I32),
     FLD(kp_mla_decode_params, head_dim_v, F_I32),
     FLD(kp_mla_decode_params, num_splits, F_I32),
+    FLD(kp_mla_decode_params, kv_scale, F_IN),
 };
 static const op_field gate_fields[] = {
     FLD(kp_moe_gate_params, logits, F_IN),

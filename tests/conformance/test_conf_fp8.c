@@ -294,3 +294,47 @@ KP_CONFORMANCE(conf_quantize_fp8_deepgemm_layouts) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) quant_run(d, s, &cases[i]);
     kp_stream_destroy(s);
 }
+
+/* ---- FP8 KV caches in paged decode and MLA decode ---- */
+
+#include "conf_attention.h"
+
+/* (scale, e4m3 range): dequantized values of about +-1 over scales 2^-10..2^10 (at 2^10
+ * the cache holds only subnormals); the range stays within e4m3's 448. */
+static const double fp8_scales[5][2] = {{0x1p-10, 448.0}, {0x1p-3, 8.0}, {0.0371, 27.0}, {1.0, 1.0}, {0x1p10, 0x1p-8}};
+
+KP_CONFORMANCE(conf_attn_decode_fp8_kv) {
+    static const int32_t lens[3] = {77, 1, 200}, splits[3] = {1, 3, 0};
+    const kp_dtype dts[3] = {KP_BF16, KP_F16, KP_F32};
+    kp_stream *s = new_stream(d);
+    for (int i = 0; i < 5; i++) {
+        conf_paged_case c = {.dt = dts[i % 3], .b = 3, .s_q = 1 + i % 2, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128,
+            .block_size = i % 2 ? 64 : 16, .seq_lens = lens, .causal = 1, .lse = 1, .fp8 = 1,
+            .fp8_per_block = i >= 3, .fp8_scale = fp8_scales[i][0], .fp8_range = fp8_scales[i][1]};
+        if (i == 2) c.splits = splits, c.nsplits = 3;
+        conf_run_paged(d, s, &c);
+    }
+    /* outlier key channels (x100 within e4m3's range), GQA 8 */
+    conf_paged_case o = {.dt = KP_BF16, .b = 3, .s_q = 2, .h_q = 16, .h_kv = 2, .d = 128, .dv = 128, .block_size = 16,
+        .seq_lens = lens, .causal = 1, .lse = 1, .outliers = 1, .fp8 = 1, .fp8_per_block = 1, .fp8_scale = 0.25,
+        .fp8_range = 400.0};
+    conf_run_paged(d, s, &o);
+    kp_stream_destroy(s);
+}
+
+#define MLA_SCALE 0.1352337788608801
+
+KP_CONFORMANCE(conf_mla_decode_fp8_kv) {
+    static const int32_t lens[2] = {300, 65}, splits[2] = {1, 0};
+    const kp_dtype dts[2] = {KP_BF16, KP_F16};
+    kp_stream *s = new_stream(d);
+    for (int i = 0; i < 5; i++) {
+        conf_paged_case c = {.dt = dts[i % 2], .b = 2, .s_q = 1 + i % 2, .h_q = i == 4 ? 128 : 16, .h_kv = 1, .d = 576,
+            .dv = 512, .block_size = 64, .seq_lens = lens, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1,
+            .splits = splits, .nsplits = 2, .fp8 = 1, .fp8_per_block = i % 2, .fp8_scale = fp8_scales[i][0],
+            .fp8_range = fp8_scales[i][1], .outliers = i == 3};
+        if (i == 3) c.fp8_range = 400.0, c.fp8_scale = 0x1p-6;
+        conf_run_paged(d, s, &c);
+    }
+    kp_stream_destroy(s);
+}

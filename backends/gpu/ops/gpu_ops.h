@@ -101,6 +101,7 @@ typedef struct kp_gpu_paged_args {
     const kp_tensor *q, *k_cache, *v_cache, *block_table, *seq_lens, *out, *lse; /* borrowed */
     float scale;
     int causal, num_splits, dv, mla; /* mla: v_cache == k_cache, V its first dv columns */
+    const kp_tensor *k_scale, *v_scale; /* e4m3 caches (-DATTN_KV_FP8): f32 [1] or [num_blocks]; else absent */
 } kp_gpu_paged_args;
 
 kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *a, int dry_run);
