@@ -156,7 +156,7 @@ KP_CONFORMANCE(conf_kv_cache_store_fp8_rounding) {
         x[n++] = nextafterf((float)mid, 0.0f), x[n++] = nextafterf((float)mid, 1000.0f);
         x[n++] = lo, x[n++] = -hi;
     }
-    const double special[] = {448.0, 449.0, 463.9, 464.0, 480.0, 1e6, -1e30, 0x1p-10, 0x1p-11, 3 * 0x1p-11,
+    const double special[] = {448.0, 449.0, 463.9, 464.0, 470.0, -475.0, 480.0, 1e6, -1e30, 0x1p-10, 0x1p-11, 3 * 0x1p-11,
                               -0x1p-10, 1e-30, 0.0, -0.0, INFINITY, -INFINITY, NAN};
     for (size_t i = 0; i < sizeof special / sizeof special[0] && n < N; i++) x[n++] = special[i];
     while (n % 16) x[n++] = 1.0;
