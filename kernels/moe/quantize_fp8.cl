@@ -3,7 +3,7 @@
  * quantization. One work-group of 128 work-items per (group, token): each loads one
  * element, the group's amax comes from a local-memory tree (no subgroups needed: PoCL
  * has none), work-item 0 computes and writes the scale, all quantize (common/kp_fp8.h).
- * Rules as in kport.h: amax floored at 1e-10, scale = amax / 448 or (KP ue8m0) the
+ * Rules as in kport.h: amax floored at 1e-10, scale = amax / 448 or (ue8m0) the
  * power of two at or above it, taken from amax's bits so that every target agrees.
  *
  * Options: KP_DTYPE_* (x). Launch: groups (K / 128, T), local 128.
@@ -15,9 +15,9 @@
 
 #define QF_GROUP 128
 
-KP_LAUNCH_BOUNDS(QF_GROUP, 1)
-KP_KERNEL void kp_quantize_fp8(KP_GLOBAL const kp_storage_t *KP_RESTRICT x, KP_GLOBAL unsigned char *KP_RESTRICT out,
-                               KP_GLOBAL float *KP_RESTRICT scale, kp_quant_fp8_kargs p) {
+KP_KERNEL void KP_LAUNCH_BOUNDS(QF_GROUP, 1)
+    kp_quantize_fp8(KP_GLOBAL const kp_storage_t *KP_RESTRICT x, KP_GLOBAL unsigned char *KP_RESTRICT out,
+                    KP_GLOBAL float *KP_RESTRICT scale, kp_quant_fp8_kargs p) {
     KP_LOCAL(float, red, QF_GROUP);
     KP_LOCAL(float, group_scale, 1);
     const int lid = kp_local_id(0), g = kp_group_id(0), t = kp_group_id(1);
