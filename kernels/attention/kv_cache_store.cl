@@ -8,7 +8,8 @@
  *
  * Options: KP_DTYPE_* (key and value), KV_STORE_FP8 (the caches are e4m3),
  * KV_STORE_WG (default 128).
- * Launch: global = (ceil((h_kv * (d + dv)) / WG) * WG, T), local = (WG, 1).
+ * Launch: groups (T, ceil(h_kv * (d + dv) / WG)), local (WG, 1): tokens on the first
+ * dimension, which takes 2^31 - 1 groups everywhere (CUDA's second takes 65535).
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
@@ -35,7 +36,7 @@ KP_KERNEL void kp_kv_cache_store(KP_GLOBAL const kp_storage_t *KP_RESTRICT key,
                                  KP_GLOBAL const int *KP_RESTRICT slot_mapping,
                                  KP_GLOBAL const float *KP_RESTRICT k_scale,
                                  KP_GLOBAL const float *KP_RESTRICT v_scale, kp_kv_store_kargs p) {
-    const int i = kp_global_id(0), t = kp_group_id(1);
+    const int i = kp_group_id(1) * kp_local_size(0) + kp_local_id(0), t = kp_group_id(0);
     const int nk = p.h_kv * p.d, nv = p.has_value ? p.h_kv * p.dv : 0;
     if (i >= nk + nv) return;
     const int slot = slot_mapping[p.slot_off + t];

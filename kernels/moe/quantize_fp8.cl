@@ -6,7 +6,8 @@
  * Rules as in kport.h: amax floored at 1e-10, scale = amax / 448 or (ue8m0) the
  * power of two at or above it, taken from amax's bits so that every target agrees.
  *
- * Options: KP_DTYPE_* (x). Launch: groups (K / 128, T), local 128.
+ * Options: KP_DTYPE_* (x). Launch: groups (T, K / 128), local 128 (tokens first: CUDA's
+ * second grid dimension takes 65535).
  */
 #include "kp_dialect.h"
 #include "moe_common.h"
@@ -20,7 +21,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(QF_GROUP, 1)
                     KP_GLOBAL float *KP_RESTRICT scale, kp_quant_fp8_kargs p) {
     KP_LOCAL(float, red, QF_GROUP);
     KP_LOCAL(float, group_scale, 1);
-    const int lid = kp_local_id(0), g = kp_group_id(0), t = kp_group_id(1);
+    const int lid = kp_local_id(0), t = kp_group_id(0), g = kp_group_id(1);
     const kpm_i64 col = (kpm_i64)g * QF_GROUP + lid;
     const float v = kp_load(x, p.x_off + (kpm_i64)t * p.x_ld + col);
     red[lid] = kp_as_float(kp_as_uint(v) & 0x7fffffffu);

@@ -20,9 +20,11 @@ kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p
     kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_KV_STORE, opts);
     int64_t t = key->shape[0], h_kv = key->shape[1], d = key->shape[2], dv = has_v ? val->shape[2] : 0;
     int64_t cols = h_kv * (d + dv); /* each factor below 2^31 (gpu_limits.c) */
-    if (st == KP_OK && cols > INT32_MAX)
+    int64_t chunks = (cols + KP_GPU_KV_STORE_WG - 1) / KP_GPU_KV_STORE_WG;
+    if (st == KP_OK && chunks > 65535)
         st = c->host->set_error(KP_ERR_UNSUPPORTED, "kv_cache_store on %s: h_kv * (d + dv) is %lld; the kernel "
-                                "counts a token's elements in 32-bit integers", c->t->name, (long long)cols);
+                                "takes up to 65535 * %d elements per token (a grid dimension's limit)", c->t->name,
+                                (long long)cols, KP_GPU_KV_STORE_WG);
     if (st != KP_OK || dry_run || t == 0 || kc->shape[0] == 0) return st;
     kp_kv_store_kargs ka = {
         .k_off = kp_gpu_elem_offset(key), .k_s0 = key->strides[0], .k_s1 = key->strides[1],
@@ -43,7 +45,7 @@ kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p
     kp_gpu_arg_tensor(&l, key), kp_gpu_arg_tensor(&l, val), kp_gpu_arg_tensor(&l, kc), kp_gpu_arg_tensor(&l, vc);
     kp_gpu_arg_tensor(&l, &p->slot_mapping), kp_gpu_arg_tensor(&l, &p->k_scale), kp_gpu_arg_tensor(&l, &p->v_scale);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
-    l.groups[0] = (uint64_t)((cols + KP_GPU_KV_STORE_WG - 1) / KP_GPU_KV_STORE_WG), l.groups[1] = (uint64_t)t;
+    l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)chunks; /* tokens first: CUDA's y takes 65535 */
     l.local[0] = KP_GPU_KV_STORE_WG;
     st = kp_gpu_enqueue(c, &l);
     return st == KP_OK ? st : c->host->add_context(st, "kv_cache_store");

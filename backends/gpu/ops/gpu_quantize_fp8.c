@@ -1,6 +1,7 @@
 /*
  * backends/gpu/ops/gpu_quantize_fp8.c — kp_quantize_fp8 on the GPU backends
- * (kernels/moe/quantize_fp8.cl): one work-group of 128 per (token, group).
+ * (kernels/moe/quantize_fp8.cl): one work-group of 128 per (token, group). Past the
+ * grid's limit (K / 128 above 65535 groups) it is KP_ERR_UNSUPPORTED.
  */
 #include "gpu_ops.h"
 
@@ -13,6 +14,9 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
     kp_gpu_quant_fp8_options(p->x.dtype, opts, sizeof opts);
     kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_QUANT_FP8, opts);
     int64_t t = p->x.shape[0], groups = p->x.shape[1] / KP_FP8_GROUP;
+    if (st == KP_OK && groups > 65535)
+        st = c->host->set_error(KP_ERR_UNSUPPORTED, "quantize_fp8 on %s: K / 128 is %lld; the kernel takes up to 65535 "
+                                "groups per token (a grid dimension's limit)", c->t->name, (long long)groups);
     if (st != KP_OK || dry_run || t == 0 || groups == 0) return st;
     const int col = p->scale_layout == KP_FP8_SCALE_COL_MAJOR;
     kp_quant_fp8_kargs ka = {
@@ -25,7 +29,7 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
     kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
     kp_gpu_arg_tensor(&l, &p->x), kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->scale);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
-    l.groups[0] = (uint64_t)groups, l.groups[1] = (uint64_t)t;
+    l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)groups; /* tokens first: CUDA's y takes 65535 */
     l.local[0] = KP_FP8_GROUP;
     st = kp_gpu_enqueue(c, &l);
     return st == KP_OK ? st : c->host->add_context(st, "quantize_fp8");
