@@ -239,7 +239,7 @@ typedef enum kp_dtype {
     KP_F16 = 1,
     KP_BF16 = 2,
     KP_I32 = 3,
-    KP_FP8_E4M3 = 4, /* OCP e4m3fn: weights with block scales */
+    KP_FP8_E4M3 = 4, /* OCP e4m3fn: weights (block scales), activations, KV caches */
     KP_DTYPE_COUNT = 5
 } kp_dtype;
 
@@ -421,7 +421,7 @@ KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
 KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
                                                size_t *bytes);
 
-/* ---- FP8 data paths: KV cache writes (README "FP8 layouts") ---- */
+/* ---- FP8 data paths: KV cache writes, activation quantization (README "FP8 layouts") ---- */
 
 /* Writes new tokens' keys and values into their paged cache slots (vLLM's
  * reshape_and_cache): for each token t with slot = slot_mapping[t] >= 0,
