@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 2 /* bump on any change to the structs below (2: events) */
+#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store, quantize_fp8, FP8 KV caches) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -154,6 +154,8 @@ static inline const char *kp_backend_op_name(kp_op op) {
     case KP_OP_GROUPED_GEMM: return "grouped_gemm";
     case KP_OP_MOE_COMBINE: return "moe_combine";
     case KP_OP_MOE_FORWARD: return "moe_forward";
+    case KP_OP_KV_CACHE_STORE: return "kv_cache_store";
+    case KP_OP_QUANTIZE_FP8: return "quantize_fp8";
     case KP_OP_COUNT: break;
     }
     return "invalid";
@@ -191,12 +193,14 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_attention_decode_params, q), KP_T_(kp_attention_decode_params, k_cache);
         KP_T_(kp_attention_decode_params, v_cache), KP_T_(kp_attention_decode_params, block_table);
         KP_T_(kp_attention_decode_params, seq_lens), KP_T_(kp_attention_decode_params, out);
-        KP_T_(kp_attention_decode_params, lse);
+        KP_T_(kp_attention_decode_params, lse), KP_T_(kp_attention_decode_params, k_scale);
+        KP_T_(kp_attention_decode_params, v_scale);
         break;
     case KP_OP_MLA_DECODE:
         KP_T_(kp_mla_decode_params, q), KP_T_(kp_mla_decode_params, kv_cache);
         KP_T_(kp_mla_decode_params, block_table), KP_T_(kp_mla_decode_params, seq_lens);
         KP_T_(kp_mla_decode_params, out), KP_T_(kp_mla_decode_params, lse);
+        KP_T_(kp_mla_decode_params, kv_scale);
         break;
     case KP_OP_MOE_GATE:
         KP_T_(kp_moe_gate_params, logits), KP_T_(kp_moe_gate_params, bias);
@@ -221,6 +225,15 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_moe_forward_params, w13_scale), KP_T_(kp_moe_forward_params, w2);
         KP_T_(kp_moe_forward_params, w2_scale), KP_T_(kp_moe_forward_params, shared_w13);
         KP_T_(kp_moe_forward_params, shared_w2), KP_T_(kp_moe_forward_params, out);
+        break;
+    case KP_OP_KV_CACHE_STORE:
+        KP_T_(kp_kv_cache_store_params, key), KP_T_(kp_kv_cache_store_params, value);
+        KP_T_(kp_kv_cache_store_params, k_cache), KP_T_(kp_kv_cache_store_params, v_cache);
+        KP_T_(kp_kv_cache_store_params, slot_mapping), KP_T_(kp_kv_cache_store_params, k_scale);
+        KP_T_(kp_kv_cache_store_params, v_scale);
+        break;
+    case KP_OP_QUANTIZE_FP8:
+        KP_T_(kp_quantize_fp8_params, x), KP_T_(kp_quantize_fp8_params, out), KP_T_(kp_quantize_fp8_params, scale);
         break;
     case KP_OP_COUNT: break;
     }

@@ -90,6 +90,10 @@ kp_status kp_check_paged_kv(const char *op, const kp_tensor *q, const kp_tensor 
  * [E, ceil(N/128), K/128] (core/ops/op_grouped_gemm.c). */
 kp_status kp_check_expert_weights(const char *op, const char *wname, const kp_tensor *w,
                                   const char *sname, const kp_tensor *scale, const kp_tensor *a);
+/* A decode cache in q's dtype with no scale, or FP8 e4m3 with its f32 scale [1] or
+ * [num_blocks] (core/ops/op_kv_cache_store.c). */
+kp_status kp_check_fp8_cache(const char *op, const char *cname, const kp_tensor *cache, const char *sname,
+                             const kp_tensor *scale, const kp_tensor *q);
 /* A flag is 0 or 1. */
 kp_status kp_check_flag(const char *op, const char *name, int32_t v);
 
@@ -106,6 +110,8 @@ kp_status kp_validate_moe_align(kp_device *d, const void *params);
 kp_status kp_validate_grouped_gemm(kp_device *d, const void *params);
 kp_status kp_validate_moe_combine(kp_device *d, const void *params);
 kp_status kp_validate_moe_forward(kp_device *d, const void *params);
+kp_status kp_validate_kv_cache_store(kp_device *d, const void *params);
+kp_status kp_validate_quantize_fp8(kp_device *d, const void *params);
 kp_status kp_validate_moe_routing(const char *op, const kp_moe_routing *r, int64_t num_experts);
 /* Shapes and dtypes of kp_moe_forward, without the workspace. */
 kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p);

@@ -239,7 +239,7 @@ typedef enum kp_dtype {
     KP_F16 = 1,
     KP_BF16 = 2,
     KP_I32 = 3,
-    KP_FP8_E4M3 = 4, /* OCP e4m3fn: weights with block scales */
+    KP_FP8_E4M3 = 4, /* OCP e4m3fn: weights (block scales), activations, KV caches */
     KP_DTYPE_COUNT = 5
 } kp_dtype;
 
@@ -283,7 +283,9 @@ typedef enum kp_op {
     KP_OP_GROUPED_GEMM = 5,
     KP_OP_MOE_COMBINE = 6,
     KP_OP_MOE_FORWARD = 7,
-    KP_OP_COUNT = 8
+    KP_OP_KV_CACHE_STORE = 8,
+    KP_OP_QUANTIZE_FP8 = 9,
+    KP_OP_COUNT = 10
 } kp_op;
 
 KP_API const char *kp_op_name(kp_op op); /* "attention_prefill"; "invalid" */
@@ -335,6 +337,10 @@ typedef struct kp_attention_decode_params {
     int32_t causal;
     int32_t num_splits;
     int32_t window_left; /* 0 or -1: unbounded; N > 0: keys from position - N on */
+    /* FP8 KV cache: k_cache and v_cache both e4m3, each element read as e4m3 * scale
+     * rounded to q's dtype; k_scale / v_scale f32 [1] (per tensor) or [num_blocks] (per
+     * cache block), as kp_kv_cache_store wrote them. Absent for caches in q's dtype. */
+    kp_tensor k_scale, v_scale;
 } kp_attention_decode_params;
 
 /* MLA decode (FlashMLA layout). q [B, s_q, h_q, 576]; kv_cache [num_blocks, 64, 1, 576]
@@ -347,6 +353,9 @@ typedef struct kp_mla_decode_params {
     int32_t causal;
     int32_t head_dim_v; /* 512 */
     int32_t num_splits;
+    /* FP8 latent cache: kv_cache e4m3, read as e4m3 * kv_scale rounded to q's dtype;
+     * kv_scale f32 [1] or [num_blocks]. Absent for a cache in q's dtype. */
+    kp_tensor kv_scale;
 } kp_mla_decode_params;
 
 typedef enum kp_moe_scoring {
@@ -431,6 +440,50 @@ KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
  * (workspace fields of p are ignored). */
 KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
                                                size_t *bytes);
+
+/* ---- FP8 data paths: KV cache writes, activation quantization (README "FP8 layouts") ---- */
+
+/* Writes new tokens' keys and values into their paged cache slots (vLLM's
+ * reshape_and_cache): for each token t with slot = slot_mapping[t] >= 0,
+ *   k_cache[slot / block_size, slot % block_size, :, :] = key[t, :, :] (v likewise).
+ * key [T, h_kv, d]; value [T, h_kv, dv], absent for an MLA latent cache (one cache,
+ * no V: then v_cache and v_scale are absent too); k_cache [num_blocks, block_size,
+ * h_kv, d], v_cache [num_blocks, block_size, h_kv, dv]; slot_mapping int32 [T]: slot =
+ * block * block_size + offset, negative = skip the token (vLLM's padding); each slot at
+ * most once per call. A cache has key's dtype, or is FP8 e4m3 (KP_FP8_E4M3): then its
+ * scale (k_scale / v_scale) is required, f32 [1] (per tensor) or [num_blocks] (per
+ * cache block), and each element is stored as e4m3(x / scale), x / scale computed in
+ * f32, rounded to nearest even and saturated to +-448 (NaN stays NaN). The decode ops
+ * read such a cache back as e4m3 * scale. */
+typedef struct kp_kv_cache_store_params {
+    kp_tensor key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale;
+} kp_kv_cache_store_params;
+
+KP_API kp_status kp_kv_cache_store(kp_stream *s, const kp_kv_cache_store_params *p);
+
+#define KP_FP8_GROUP 128 /* kp_quantize_fp8's group: 1 x 128, DeepSeek-V3's activations */
+
+typedef enum kp_fp8_scale_layout {
+    KP_FP8_SCALE_ROW_MAJOR = 0, /* scale [T, K/128] */
+    KP_FP8_SCALE_COL_MAJOR = 1  /* scale [K/128, T_pad], T_pad >= T (DeepGEMM: T rounded up to a
+                                   multiple of 4); columns past T are left untouched */
+} kp_fp8_scale_layout;
+
+/* Per-token-group FP8 quantization (vLLM's per_token_group_quant_fp8, DeepGEMM's
+ * activation input): for token t and group g of 128 columns,
+ *   amax = max |x[t, 128g .. 128g+127]| (f32), at least 1e-10 (an all-zero group);
+ *   scale = amax / 448 in f32, or with scale_ue8m0 the smallest power of two with
+ *           448 * scale >= amax (UE8M0, DeepGEMM on Blackwell; stored as f32);
+ *   out[t, c] = e4m3(x[t, c] / scale) (round to nearest even, saturating);
+ *   the scale's element (t, g) = scale. Dequantize: x ~ out * scale.
+ * x [T, K] f32/f16/bf16 with K % 128 == 0; out [T, K] e4m3; scale f32 as scale_layout says. */
+typedef struct kp_quantize_fp8_params {
+    kp_tensor x, out, scale;
+    int32_t scale_layout; /* kp_fp8_scale_layout */
+    int32_t scale_ue8m0;  /* 0 or 1 */
+} kp_quantize_fp8_params;
+
+KP_API kp_status kp_quantize_fp8(kp_stream *s, const kp_quantize_fp8_params *p);
 
 /* Would this op with these params run on d? KP_OK, or KP_ERR_UNSUPPORTED (or a
  * validation error) with the reason in kp_last_error(). params points to the op's

@@ -2,6 +2,8 @@
  * tests/kp_conformance.c — see kp_conformance.h.
  */
 #include "kp_conformance.h"
+#include "ref_fp8.h"
+#include "ref_moe.h"
 
 #include <math.h>
 
@@ -52,6 +54,7 @@ double kp_conf_round(double x, kp_dtype dt) {
     case KP_F16: return from_f16(to_f16(x));
     case KP_BF16: return (double)from_bf16(to_bf16((float)x));
     case KP_I32: return (double)(int32_t)x;
+    case KP_FP8_E4M3: return ref_e4m3_round(x);
     default: return x;
     }
 }
@@ -63,6 +66,7 @@ void kp_conf_pack(const double *x, int64_t n, kp_dtype dt, void *out) {
         case KP_F16: ((uint16_t *)out)[i] = to_f16(x[i]); break;
         case KP_BF16: ((uint16_t *)out)[i] = to_bf16((float)x[i]); break;
         case KP_I32: ((int32_t *)out)[i] = (int32_t)x[i]; break;
+        case KP_FP8_E4M3: ((unsigned char *)out)[i] = ref_e4m3_encode(x[i]); break;
         default: kp_test_fail(__FILE__, __LINE__, "kp_conf_pack: dtype %s", kp_dtype_name(dt));
         }
     }
@@ -75,6 +79,7 @@ void kp_conf_unpack(const void *in, int64_t n, kp_dtype dt, double *x) {
         case KP_F16: x[i] = from_f16(((const uint16_t *)in)[i]); break;
         case KP_BF16: x[i] = from_bf16(((const uint16_t *)in)[i]); break;
         case KP_I32: x[i] = ((const int32_t *)in)[i]; break;
+        case KP_FP8_E4M3: x[i] = ref_fp8_e4m3(((const unsigned char *)in)[i]); break;
         default: kp_test_fail(__FILE__, __LINE__, "kp_conf_unpack: dtype %s", kp_dtype_name(dt));
         }
     }
@@ -270,4 +275,19 @@ void kp_conf_check_ints_at(const char *what, const double *got, const double *re
     for (int64_t i = 0; i < n; i++)
         if (got[i] != ref[i])
             kp_test_fail(file, line, "%s: element %lld is %.0f, expected %.0f", what, (long long)i, got[i], ref[i]);
+}
+
+void kp_conf_check_grid_at(const char *what, const double *got, const double *lo, const double *hi, int64_t n,
+                           int ndim, const int64_t *shape, const char *dims, const char *file, int line) {
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        int ok = isnan(lo[i]) && isnan(hi[i]) ? isnan(got[i]) : (got[i] == lo[i] || got[i] == hi[i]);
+        if (!ok && bad++ == 0) first = i;
+    }
+    if (bad) {
+        char where[128];
+        kp_conf_index_name(first, ndim, shape, dims, where, sizeof where);
+        kp_test_fail(file, line, "%s: %lld of %lld elements off the grid; first at %s: got %.9g, want %.9g or %.9g",
+                     what, (long long)bad, (long long)n, where, got[first], lo[first], hi[first]);
+    }
 }

@@ -78,6 +78,17 @@ void kp_conf_index_name(int64_t i, int ndim, const int64_t *shape, const char *d
     kp_conf_check_at((what), (out)->t.dtype, (out)->host, (ref), (err), (out)->numel, (out)->t.ndim,         \
                      (out)->t.shape, (dims), __FILE__, __LINE__)
 
+/* The rule for values rounded to a grid (an FP8 output, a copied cache): each element
+ * equals lo or hi, the two roundings the reference admits (ref_fp8.h: they differ only
+ * next to a tie, when the rounded quotient was computed in f32); NaN only where both
+ * are NaN. No tolerance beyond that: a wrong rounding mode, a lost saturation or an
+ * element written where no slot maps fails. */
+void kp_conf_check_grid_at(const char *what, const double *got, const double *lo, const double *hi, int64_t n,
+                           int ndim, const int64_t *shape, const char *dims, const char *file, int line);
+#define kp_conf_check_grid(what, out, lo, hi, dims)                                                          \
+    kp_conf_check_grid_at((what), (out)->host, (lo), (hi), (out)->numel, (out)->t.ndim, (out)->t.shape, (dims), \
+                          __FILE__, __LINE__)
+
 /* Fails unless two int arrays are equal, printing the first difference. */
 void kp_conf_check_ints_at(const char *what, const double *got, const double *ref, int64_t n, const char *file,
                            int line);

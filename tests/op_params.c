@@ -165,6 +165,26 @@ void op_params_make(op_params *o, kp_device *d, kp_op op) {
         o->names[o->nbuffers++] = "workspace";
         break;
     }
+    case KP_OP_KV_CACHE_STORE: {
+        kp_kv_cache_store_params *p = &o->p.kv_store;
+        p->k_cache = T4("k_cache", KP_BF16, 4, 16, 2, 64);
+        p->v_cache = T4("v_cache", KP_BF16, 4, 16, 2, 32);
+        o->outputs = 2;
+        p->key = T3("key", KP_BF16, 5, 2, 64);
+        p->value = T3("value", KP_BF16, 5, 2, 32);
+        p->slot_mapping = T1("slot_mapping", KP_I32, 5);
+        int32_t slots[5] = {0, 17, -1, 63, 40};
+        write_ints(&p->slot_mapping, slots, 5);
+        break;
+    }
+    case KP_OP_QUANTIZE_FP8: {
+        kp_quantize_fp8_params *p = &o->p.quant;
+        p->out = T2("out", KP_FP8_E4M3, 3, 256);
+        p->scale = T2("scale", KP_F32, 3, 2);
+        o->outputs = 2;
+        p->x = T2("x", KP_BF16, 3, 256);
+        break;
+    }
     case KP_OP_COUNT: break;
     }
 }
@@ -200,6 +220,8 @@ kp_status op_params_run(op_params *o, kp_stream *s) {
     case KP_OP_GROUPED_GEMM: return kp_grouped_gemm(s, &o->p.gemm);
     case KP_OP_MOE_COMBINE: return kp_moe_combine(s, &o->p.combine);
     case KP_OP_MOE_FORWARD: return kp_moe_forward(s, &o->p.forward);
+    case KP_OP_KV_CACHE_STORE: return kp_kv_cache_store(s, &o->p.kv_store);
+    case KP_OP_QUANTIZE_FP8: return kp_quantize_fp8(s, &o->p.quant);
     case KP_OP_COUNT: break;
     }
     return KP_ERR_INVALID_ARGUMENT;

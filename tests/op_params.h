@@ -20,6 +20,8 @@ typedef struct op_params {
         kp_grouped_gemm_params gemm;
         kp_moe_combine_params combine;
         kp_moe_forward_params forward;
+        kp_kv_cache_store_params kv_store;
+        kp_quantize_fp8_params quant;
     } p;
     kp_buffer *buffers[OP_PARAMS_MAX_BUFFERS];
     const char *names[OP_PARAMS_MAX_BUFFERS]; /* "q" */

@@ -144,6 +144,85 @@ static void comb_t(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.
 static void comb_hidden(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.out, 2, 3, 16, 0, 0); }
 static void comb_weights_dtype(op_params *o, kp_device *d) { (void)d; o->p.combine.topk_weights.dtype = KP_I32; }
 
+/* ---- kv_cache_store ---- */
+static kp_tensor f32_vector(kp_device *d, op_params *o, int64_t n) {
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, (size_t)n * 4, &b));
+    op_params_adopt(o, b);
+    float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK_OK(kp_buffer_write(NULL, b, 0, ones, (size_t)n * 4));
+    kp_tensor t;
+    CHECK_OK(kp_tensor_init(&t, b, 0, KP_F32, 1, (const int64_t[]){n}, NULL));
+    return t;
+}
+static void kv_fp8(op_params *o) { o->p.kv_store.k_cache.dtype = KP_FP8_E4M3, o->p.kv_store.v_cache.dtype = KP_FP8_E4M3; }
+static void kv_v_alone(op_params *o, kp_device *d) { (void)d; o->p.kv_store.v_cache.buffer = NULL; }
+static void kv_fp8_no_scale(op_params *o, kp_device *d) { (void)d; kv_fp8(o); }
+static void kv_scale_not_fp8(op_params *o, kp_device *d) { o->p.kv_store.k_scale = f32_vector(d, o, 1); }
+static void kv_scale_shape(op_params *o, kp_device *d) {
+    kv_fp8(o);
+    o->p.kv_store.k_scale = f32_vector(d, o, 3);
+    o->p.kv_store.v_scale = f32_vector(d, o, 1);
+}
+static void kv_v_scale_missing(op_params *o, kp_device *d) { kv_fp8(o), o->p.kv_store.k_scale = f32_vector(d, o, 4); }
+static void kv_heads(op_params *o, kp_device *d) { (void)d; reshape(&o->p.kv_store.k_cache, 4, 4, 16, 1, 64); }
+static void kv_slots_len(op_params *o, kp_device *d) { (void)d; reshape(&o->p.kv_store.slot_mapping, 1, 4, 0, 0, 0); }
+static void kv_slots_dtype(op_params *o, kp_device *d) { (void)d; o->p.kv_store.slot_mapping.dtype = KP_F32; }
+static void kv_cache_dtype(op_params *o, kp_device *d) { (void)d; o->p.kv_store.k_cache.dtype = KP_F16; }
+static void kv_v_blocks(op_params *o, kp_device *d) { (void)d; reshape(&o->p.kv_store.v_cache, 4, 3, 16, 2, 32); }
+static void kv_block_size(op_params *o, kp_device *d) {
+    (void)d;
+    reshape(&o->p.kv_store.k_cache, 4, 4, 0, 2, 64);
+    reshape(&o->p.kv_store.v_cache, 4, 4, 0, 2, 32);
+}
+static void kv_cache_aliases_key(op_params *o, kp_device *d) {
+    (void)d;
+    kp_tensor *k = &o->p.kv_store.k_cache;
+    CHECK_OK(kp_tensor_init(k, o->p.kv_store.key.buffer, 0, KP_FP8_E4M3, 4, (const int64_t[]){1, 5, 2, 64}, NULL));
+    o->p.kv_store.v_cache.dtype = KP_FP8_E4M3;
+    reshape(&o->p.kv_store.v_cache, 4, 1, 5, 2, 32);
+    o->p.kv_store.k_scale = f32_vector(d, o, 1);
+    o->p.kv_store.v_scale = f32_vector(d, o, 1);
+}
+
+/* ---- FP8 caches in decode and MLA decode ---- */
+static void dc_fp8_no_scale(op_params *o, kp_device *d) {
+    (void)d;
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3, o->p.decode.v_cache.dtype = KP_FP8_E4M3;
+}
+static void dc_fp8_k_only(op_params *o, kp_device *d) {
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3;
+    o->p.decode.k_scale = f32_vector(d, o, 1);
+}
+static void dc_fp8_scale_len(op_params *o, kp_device *d) {
+    o->p.decode.k_cache.dtype = KP_FP8_E4M3, o->p.decode.v_cache.dtype = KP_FP8_E4M3;
+    o->p.decode.k_scale = f32_vector(d, o, 4);
+    o->p.decode.v_scale = f32_vector(d, o, 2);
+}
+static void mla_scale_not_fp8(op_params *o, kp_device *d) { o->p.mla.kv_scale = f32_vector(d, o, 1); }
+static void mla_fp8_no_scale(op_params *o, kp_device *d) { (void)d; o->p.mla.kv_cache.dtype = KP_FP8_E4M3; }
+
+/* ---- quantize_fp8 ---- */
+static void qf_k(op_params *o, kp_device *d) {
+    (void)d;
+    reshape(&o->p.quant.x, 2, 3, 192, 0, 0);
+    reshape(&o->p.quant.out, 2, 3, 192, 0, 0);
+}
+static void qf_out_dtype(op_params *o, kp_device *d) { (void)d; o->p.quant.out.dtype = KP_BF16; reshape(&o->p.quant.out, 2, 3, 128, 0, 0); }
+static void qf_scale_shape(op_params *o, kp_device *d) { (void)d; reshape(&o->p.quant.scale, 2, 3, 1, 0, 0); }
+static void qf_layout(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_layout = 2; }
+static void qf_ue8m0(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_ue8m0 = 2; }
+static void qf_col_short(op_params *o, kp_device *d) {
+    (void)d;
+    o->p.quant.scale_layout = KP_FP8_SCALE_COL_MAJOR;
+    reshape(&o->p.quant.scale, 2, 2, 2, 0, 0);
+}
+static void qf_col_rows(op_params *o, kp_device *d) { (void)d; o->p.quant.scale_layout = KP_FP8_SCALE_COL_MAJOR; }
+static void qf_scale_aliases_out(op_params *o, kp_device *d) {
+    (void)d;
+    CHECK_OK(kp_tensor_init(&o->p.quant.scale, o->p.quant.out.buffer, 0, KP_F32, 2, (const int64_t[]){3, 2}, NULL));
+}
+
 /* ---- moe_forward ---- */
 static void fwd_no_ws(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace = NULL; }
 static void fwd_ws_small(op_params *o, kp_device *d) { (void)d; o->p.forward.workspace_offset = 256; }
@@ -204,6 +283,31 @@ static const bad_case bad_cases[] = {
     {"combine T", KP_OP_MOE_COMBINE, comb_t, KP_ERR_INVALID_SHAPE, "out.shape[0]"},
     {"combine hidden", KP_OP_MOE_COMBINE, comb_hidden, KP_ERR_INVALID_SHAPE, "out.shape[1]"},
     {"combine weights dtype", KP_OP_MOE_COMBINE, comb_weights_dtype, KP_ERR_INVALID_DTYPE, "topk_weights has dtype i32"},
+    {"kv store value without v_cache", KP_OP_KV_CACHE_STORE, kv_v_alone, KP_ERR_INVALID_ARGUMENT, "go together"},
+    {"kv store fp8 without k_scale", KP_OP_KV_CACHE_STORE, kv_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "k_scale (f32"},
+    {"kv store scale without fp8", KP_OP_KV_CACHE_STORE, kv_scale_not_fp8, KP_ERR_INVALID_ARGUMENT, "not FP8 e4m3"},
+    {"kv store scale shape", KP_OP_KV_CACHE_STORE, kv_scale_shape, KP_ERR_INVALID_SHAPE, "k_scale.shape[0] is 3"},
+    {"kv store fp8 without v_scale", KP_OP_KV_CACHE_STORE, kv_v_scale_missing, KP_ERR_INVALID_ARGUMENT, "v_scale (f32"},
+    {"kv store cache heads", KP_OP_KV_CACHE_STORE, kv_heads, KP_ERR_INVALID_SHAPE, "k_cache.shape[2]"},
+    {"kv store slot_mapping length", KP_OP_KV_CACHE_STORE, kv_slots_len, KP_ERR_INVALID_SHAPE, "slot_mapping.shape[0]"},
+    {"kv store slot_mapping dtype", KP_OP_KV_CACHE_STORE, kv_slots_dtype, KP_ERR_INVALID_DTYPE, "slot_mapping"},
+    {"kv store cache dtype", KP_OP_KV_CACHE_STORE, kv_cache_dtype, KP_ERR_INVALID_DTYPE, "k_cache has dtype f16"},
+    {"kv store v_cache blocks", KP_OP_KV_CACHE_STORE, kv_v_blocks, KP_ERR_INVALID_SHAPE, "v_cache.shape[0]"},
+    {"kv store block_size 0", KP_OP_KV_CACHE_STORE, kv_block_size, KP_ERR_INVALID_SHAPE, "block_size"},
+    {"kv store cache aliases key", KP_OP_KV_CACHE_STORE, kv_cache_aliases_key, KP_ERR_ALIASING, "overlaps"},
+    {"decode fp8 without scales", KP_OP_ATTENTION_DECODE, dc_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "k_scale (f32"},
+    {"decode fp8 k, f16 v", KP_OP_ATTENTION_DECODE, dc_fp8_k_only, KP_ERR_INVALID_DTYPE, "v_cache has dtype f16"},
+    {"decode fp8 v_scale length", KP_OP_ATTENTION_DECODE, dc_fp8_scale_len, KP_ERR_INVALID_SHAPE, "v_scale.shape[0] is 2"},
+    {"mla scale without fp8", KP_OP_MLA_DECODE, mla_scale_not_fp8, KP_ERR_INVALID_ARGUMENT, "not FP8 e4m3"},
+    {"mla fp8 without scale", KP_OP_MLA_DECODE, mla_fp8_no_scale, KP_ERR_INVALID_ARGUMENT, "kv_scale (f32"},
+    {"quantize K % 128", KP_OP_QUANTIZE_FP8, qf_k, KP_ERR_INVALID_SHAPE, "multiple of the group"},
+    {"quantize out dtype", KP_OP_QUANTIZE_FP8, qf_out_dtype, KP_ERR_INVALID_DTYPE, "out"},
+    {"quantize scale shape", KP_OP_QUANTIZE_FP8, qf_scale_shape, KP_ERR_INVALID_SHAPE, "scale.shape[1]"},
+    {"quantize scale_layout", KP_OP_QUANTIZE_FP8, qf_layout, KP_ERR_INVALID_ARGUMENT, "scale_layout is 2"},
+    {"quantize scale_ue8m0", KP_OP_QUANTIZE_FP8, qf_ue8m0, KP_ERR_INVALID_ARGUMENT, "scale_ue8m0 is 2"},
+    {"quantize column-major too few columns", KP_OP_QUANTIZE_FP8, qf_col_short, KP_ERR_INVALID_SHAPE, "at least T (3)"},
+    {"quantize column-major shape", KP_OP_QUANTIZE_FP8, qf_col_rows, KP_ERR_INVALID_SHAPE, "scale.shape[0]"},
+    {"quantize scale aliases out", KP_OP_QUANTIZE_FP8, qf_scale_aliases_out, KP_ERR_ALIASING, "overlaps"},
     {"forward no workspace", KP_OP_MOE_FORWARD, fwd_no_ws, KP_ERR_INVALID_ARGUMENT, "workspace is NULL"},
     {"forward small workspace", KP_OP_MOE_FORWARD, fwd_ws_small, KP_ERR_OUT_OF_BOUNDS, "are needed"},
     {"forward half a shared expert", KP_OP_MOE_FORWARD, fwd_shared_half, KP_ERR_INVALID_ARGUMENT, "shared_w13 and shared_w2"},
@@ -298,6 +402,10 @@ KP_TEST(api_ops_null_arguments) {
     CHECK_ERR(kp_grouped_gemm(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
     CHECK_ERR(kp_moe_combine(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
     CHECK_ERR(kp_moe_forward(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_kv_cache_store(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_kv_cache_store: s");
+    CHECK_ERR(kp_kv_cache_store(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
+    CHECK_ERR(kp_quantize_fp8(NULL, NULL), KP_ERR_INVALID_ARGUMENT, "kp_quantize_fp8: s");
+    CHECK_ERR(kp_quantize_fp8(s, NULL), KP_ERR_INVALID_ARGUMENT, "params is NULL");
     CHECK_ERR(kp_attention_prefill(s, &pf), KP_ERR_INVALID_ARGUMENT, "q is required"); /* all-zero params */
     CHECK_ERR(kp_op_supported(NULL, KP_OP_MOE_GATE, &pf), KP_ERR_INVALID_ARGUMENT, "d is NULL");
     CHECK_ERR(kp_op_supported(d, KP_OP_COUNT, &pf), KP_ERR_INVALID_ARGUMENT, "not a kp_op");

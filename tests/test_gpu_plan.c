@@ -381,19 +381,28 @@ KP_TEST(gpu_grouped_gemm_gen2_plan) {
 
 /* ---- the variant lists ---- */
 
+#define VARIANTS_MAX 256
+
 typedef struct variant_stats {
     int n, attention, moe, bad;
-    char seen[128][300];
+    int decode, decode_fp8, kv_store, quant_fp8; /* the FP8 data paths' share */
+    char seen[VARIANTS_MAX][300];
 } variant_stats;
 
 static void count_variant(void *user, const char *source, const char *options, const char *kernels) {
     variant_stats *v = user;
     char key[300];
     snprintf(key, sizeof key, "%s|%s", source, options);
-    for (int i = 0; i < v->n && i < 128; i++)
+    for (int i = 0; i < v->n && i < VARIANTS_MAX; i++)
         if (strcmp(v->seen[i], key) == 0) v->bad++; /* listed twice */
-    if (v->n < 128) snprintf(v->seen[v->n], sizeof v->seen[0], "%s", key);
+    if (v->n < VARIANTS_MAX) snprintf(v->seen[v->n], sizeof v->seen[0], "%s", key);
     v->n++;
+    if (strcmp(source, KP_GPU_SRC_ATTN_DECODE) == 0) {
+        if (strstr(options, "-DATTN_KV_FP8")) v->decode_fp8++;
+        else v->decode++;
+    }
+    if (strcmp(source, KP_GPU_SRC_KV_STORE) == 0) v->kv_store++;
+    if (strcmp(source, KP_GPU_SRC_QUANT_FP8) == 0) v->quant_fp8++;
     if (strncmp(source, "attention/", 10) == 0) v->attention++;
     else if (strncmp(source, "moe/", 4) == 0) v->moe++;
     else v->bad++;
@@ -415,8 +424,14 @@ KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
          * and 2 dtypes x FP8 x f32 activations x (where the tile differs: CUDA's
          * 128- and 64-row tiles) 2 of generation 2 */
         CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
-        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1));
-        CHECK(v.n < 128);
+        /* + quantize_fp8: 3 dtypes */
+        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3);
+        CHECK_INT_EQ(v.quant_fp8, 3);
+        /* FP8 data paths: kv_cache_store 3 dtypes x (cache in the dtype, e4m3); every
+         * decode and MLA variant has its FP8-cache twin */
+        CHECK_INT_EQ(v.kv_store, 6);
+        CHECK_INT_EQ(v.decode_fp8, v.decode);
+        CHECK(v.n < VARIANTS_MAX);
     }
     kp_device_info info;
     kp_gpu_profile p;

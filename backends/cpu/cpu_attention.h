@@ -79,6 +79,8 @@ typedef struct cpu_att_kv {
     const int32_t *table;       /* borrowed; NULL: contiguous */
     int64_t block_size;
     bool v_is_k_prefix;         /* V row j = the first dv elements of K row j (MLA) */
+    const float *k_scale, *v_scale; /* FP8 rows (kv_dt e4m3): [1] or per cache block */
+    bool k_per_block, v_per_block;
 } cpu_att_kv;
 
 /* What stays fixed over one op call. */
@@ -87,7 +89,8 @@ typedef struct cpu_att_problem {
     const cpu_kernels *conv;     /* static */
     kp_dtype dt;                 /* q and out (and k, v as the caller passed them) */
     kp_dtype kv_dt;              /* the K/V rows cpu_att_run reads: dt, or f32 when an op
-                                    converted them once for all its items */
+                                    converted them once for all its items, or FP8 e4m3
+                                    (dequantized with cpu_att_kv's scales, rounded to dt) */
     int d, dv;
     float scale_log2;            /* softmax_scale · log2(e) */
 } cpu_att_problem;
@@ -167,6 +170,7 @@ int cpu_att_num_splits(int32_t forced, int64_t units, int64_t max_len, int threa
 typedef struct cpu_att_paged_args {
     const char *op;
     const kp_tensor *q, *k_cache, *v_cache, *block_table, *seq_lens, *out, *lse; /* borrowed */
+    const kp_tensor *k_scale, *v_scale; /* FP8 caches' scales; NULL or absent otherwise */
     int d, dv;
     float scale;
     int32_t causal, num_splits;

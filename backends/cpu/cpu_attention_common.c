@@ -5,6 +5,7 @@
  * per-thread scratch slots, paged-KV content checks.
  */
 #include "cpu_attention.h"
+#include "cpu_fp8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -113,6 +114,17 @@ static void kv_to_f32(const cpu_att_problem *p, const void *src, float *dst, int
     }
 }
 
+/* FP8 row (key j of kv) -> f32: e4m3 * scale in f32, rounded to the math dtype dt
+ * (kport.h: an FP8 cache reads as q's dtype). */
+static void fp8_to_f32(const cpu_att_problem *p, const cpu_att_kv *kv, const float *scales, bool per_block,
+                       int64_t j, const unsigned char *src, float *dst, int64_t n) {
+    float s = scales[per_block ? kv->table[j / kv->block_size] : 0];
+    for (int64_t i = 0; i < n; i++) dst[i] = cpu_e4m3_to_f32(src[i]) * s;
+    uint16_t h[CPU_ATT_MAX_D];
+    if (p->dt == KP_BF16) p->conv->f32_to_bf16(dst, h, n), p->conv->bf16_to_f32(h, dst, n);
+    if (p->dt == KP_F16) p->conv->f32_to_f16(dst, h, n), p->conv->f16_to_f32(h, dst, n);
+}
+
 static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int64_t n) {
     switch (p->dt) {
     case KP_F16: p->conv->f32_to_f16(src, dst, n); break;
@@ -172,7 +184,7 @@ static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const fl
 /* Does an item of m rows read its 16-bit K/V rows directly (qk16/pv16)? With few rows
  * the conversion to f32 would cost as much as the attention itself. */
 static inline bool use_raw(const cpu_att_problem *p, int m) {
-    return p->kv_dt != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+    return p->kv_dt != KP_F32 && p->kv_dt != KP_FP8_E4M3 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
 }
 
 /* att_block over 16-bit rows (use_raw). */
@@ -207,6 +219,17 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
             } else if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
+            } else if (p->kv_dt == KP_FP8_E4M3) {
+                float *kd = w->kf + (int64_t)n * p->d;
+                fp8_to_f32(p, kv, kv->k_scale, kv->k_per_block, j0 + n, kp, kd, p->d);
+                w->krow[n] = kd;
+                if (kv->v_is_k_prefix) {
+                    w->vrow[n] = kd;
+                } else {
+                    float *vd = w->vf + (int64_t)n * p->dv;
+                    fp8_to_f32(p, kv, kv->v_scale, kv->v_per_block, j0 + n, vp, vd, p->dv);
+                    w->vrow[n] = vd;
+                }
             } else {
                 float *kd = w->kf + (int64_t)n * p->d;
                 kv_to_f32(p, kp, kd, p->d);
@@ -363,6 +386,8 @@ typedef struct paged_job {
     int splits;
     int tile;                        /* heads mode: keys per tile */
     float *part_o, *part_m, *part_l; /* splits > 1: [B, s_q, h_q, splits] (x dv for o) */
+    const float *k_scale, *v_scale;  /* FP8 caches */
+    bool k_per_block, v_per_block;
 } paged_job;
 
 static float *lse_at(const kp_tensor *lse, int64_t i0, int64_t i1, int64_t i2) {
@@ -414,6 +439,10 @@ static void paged_items(void *ctx, int64_t begin, int64_t end) {
                      b * a->block_table->strides[0],
             .block_size = a->k_cache->shape[1],
             .v_is_k_prefix = a->v_is_k_prefix,
+            .k_scale = j->k_scale,
+            .v_scale = j->v_scale,
+            .k_per_block = j->k_per_block,
+            .v_per_block = j->v_per_block,
         };
         if (kb < ke) cpu_att_run(p, &w, &kv, kb, ke);
         for (int64_t i = 0; i < j->s_q; i++)
@@ -633,9 +662,20 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
     if (st != KP_OK) goto done;
 
     cpu_att_problem_init(&j.prob, bs, a->q->dtype, a->d, a->dv, a->scale);
+    const bool fp8 = a->k_cache->dtype == KP_FP8_E4M3;
+    if (fp8) { /* dequantized row by row in cpu_att_run, with the rows' cache-block scales */
+        j.prob.kv_dt = KP_FP8_E4M3;
+        j.k_scale = (const float *)(const void *)(cpu_buffer_data(a->k_scale->buffer) + a->k_scale->offset);
+        j.v_scale = a->v_is_k_prefix ? j.k_scale
+                                     : (const float *)(const void *)(cpu_buffer_data(a->v_scale->buffer) +
+                                                                     a->v_scale->offset);
+        j.k_per_block = a->k_scale->shape[0] != 1;
+        j.v_per_block = a->v_is_k_prefix ? j.k_per_block : a->v_scale->shape[0] != 1;
+    }
     int threads = cpu_pool_threads(bs->pool);
-    /* heads mode when the cache has several KV heads and a sequence's rows fit an item */
-    bool heads = j.h_kv > 1 && j.s_q * j.group <= CPU_ATT_MAX_ROWS;
+    /* heads mode when the cache has several KV heads and a sequence's rows fit an item
+     * (not for FP8 caches: its gather converts whole 16-bit rows) */
+    bool heads = !fp8 && j.h_kv > 1 && j.s_q * j.group <= CPU_ATT_MAX_ROWS;
     if (heads) {
         int64_t per_key = j.h_kv * (a->d + a->dv) * (int64_t)sizeof(float);
         int64_t t = CPU_ATT_TILE_BYTES / per_key;

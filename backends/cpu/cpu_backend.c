@@ -302,6 +302,8 @@ static const kp_backend_iface cpu_iface = {
         [KP_OP_GROUPED_GEMM] = cpu_op_run,
         [KP_OP_MOE_COMBINE] = cpu_op_run,
         [KP_OP_MOE_FORWARD] = cpu_op_run,
+        [KP_OP_KV_CACHE_STORE] = cpu_op_run,
+        [KP_OP_QUANTIZE_FP8] = cpu_op_run,
     },
 };
 

@@ -102,5 +102,7 @@ kp_status cpu_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_r
 kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dry_run);
 kp_status cpu_op_moe_combine(kp_op op, kp_stream *s, const void *params, int dry_run);
 kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_kv_cache_store(kp_op op, kp_stream *s, const void *params, int dry_run);
+kp_status cpu_op_quantize_fp8(kp_op op, kp_stream *s, const void *params, int dry_run);
 
 #endif /* KPORT_CPU_INTERNAL_H */

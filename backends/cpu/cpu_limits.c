@@ -20,6 +20,8 @@ static const kp_op_fn cpu_ops[KP_OP_COUNT] = {
     [KP_OP_GROUPED_GEMM] = cpu_op_grouped_gemm,
     [KP_OP_MOE_COMBINE] = cpu_op_moe_combine,
     [KP_OP_MOE_FORWARD] = cpu_op_moe_forward,
+    [KP_OP_KV_CACHE_STORE] = cpu_op_kv_cache_store,
+    [KP_OP_QUANTIZE_FP8] = cpu_op_quantize_fp8,
 };
 
 #define CPU_MAX_DECODE_S_Q (1 << 24)

@@ -362,7 +362,7 @@ static kp_status cuda_op(kp_op op, kp_stream *s, const void *params, int dry_run
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
 
-_Static_assert(KP_OP_COUNT == 8, "a new kp_op needs its slot in cuda_iface.ops");
+_Static_assert(KP_OP_COUNT == 10, "a new kp_op needs its slot in cuda_iface.ops");
 
 static const kp_backend_iface cuda_iface = {
     .abi_version = KP_BACKEND_ABI_VERSION,
@@ -407,6 +407,8 @@ static const kp_backend_iface cuda_iface = {
         [KP_OP_GROUPED_GEMM] = cuda_op,
         [KP_OP_MOE_COMBINE] = cuda_op,
         [KP_OP_MOE_FORWARD] = cuda_op,
+        [KP_OP_KV_CACHE_STORE] = cuda_op,
+        [KP_OP_QUANTIZE_FP8] = cuda_op,
     },
 };
 

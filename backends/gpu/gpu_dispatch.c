@@ -17,6 +17,8 @@ kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const vo
     case KP_OP_GROUPED_GEMM: return kp_gpu_grouped_gemm(&c, params, dry_run);
     case KP_OP_MOE_COMBINE: return kp_gpu_moe_combine(&c, params, dry_run);
     case KP_OP_MOE_FORWARD: return kp_gpu_moe_forward(&c, params, dry_run);
+    case KP_OP_KV_CACHE_STORE: return kp_gpu_kv_cache_store(&c, params, dry_run);
+    case KP_OP_QUANTIZE_FP8: return kp_gpu_quantize_fp8(&c, params, dry_run);
     case KP_OP_COUNT: break;
     }
     return t->host->set_error(KP_ERR_UNSUPPORTED, "%s: unknown op %d", t->name, (int)op);

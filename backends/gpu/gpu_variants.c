@@ -46,6 +46,13 @@ static void emit(emitter *e, const char *source, const char *options, const char
 
 static const kp_dtype float_types[] = {KP_F32, KP_F16, KP_BF16};
 
+/* The FP8-cache twin of a decode variant (gpu_attention_decode.c's plan_fp8). */
+static void emit_fp8_kv(emitter *e, const char *opts) {
+    char fp8[300];
+    snprintf(fp8, sizeof fp8, "%s -DATTN_KV_FP8", opts);
+    emit(e, KP_GPU_SRC_ATTN_DECODE, fp8, "kp_attention_decode_paged kp_attention_combine");
+}
+
 static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) {
     static const int dims[][2] = {{64, 64}, {128, 128}, {256, 256}, {192, 128}};
     static const int mla_dims[][2] = {{576, 512}, {576, 256}};
@@ -64,6 +71,7 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     KP_OK) {
                     kp_gpu_attn_options(&c, opts, sizeof opts);
                     emit(e, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged kp_attention_combine");
+                    emit_fp8_kv(e, opts);
                 }
         }
         for (size_t d = 0; d < 2; d++)
@@ -72,6 +80,7 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     KP_OK) {
                     kp_gpu_attn_options(&c, opts, sizeof opts);
                     emit(e, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged kp_attention_combine");
+                    emit_fp8_kv(e, opts);
                 }
     }
 }
@@ -115,11 +124,25 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                 }
 }
 
+static void fp8_paths(emitter *e) {
+    char opts[96];
+    for (size_t t = 0; t < 3; t++)
+        for (int fp8 = 0; fp8 < 2; fp8++) {
+            kp_gpu_kv_store_options(float_types[t], fp8, opts, sizeof opts);
+            emit(e, KP_GPU_SRC_KV_STORE, opts, "kp_kv_cache_store");
+        }
+    for (size_t t = 0; t < 3; t++) {
+        kp_gpu_quant_fp8_options(float_types[t], opts, sizeof opts);
+        emit(e, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    }
+}
+
 void kp_gpu_variants_enumerate(const kp_host_services *host, const kp_gpu_profile *p, kp_gpu_variant_fn fn,
                                void *user) {
     emitter e = {{NULL, 0, 0}, fn, user};
     attention(&e, host, p);
     moe(&e, host, p);
+    fp8_paths(&e);
     for (size_t i = 0; i < e.seen.n; i++) free(e.seen.items[i]);
     free(e.seen.items);
 }

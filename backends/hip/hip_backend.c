@@ -319,7 +319,7 @@ static kp_status hip_op(kp_op op, kp_stream *s, const void *p, int dry_run) {
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
 
-_Static_assert(KP_OP_COUNT == 8, "a new kp_op needs its slot in hip_iface.ops");
+_Static_assert(KP_OP_COUNT == 10, "a new kp_op needs its slot in hip_iface.ops");
 
 static const kp_backend_iface hip_iface = {
     .abi_version = KP_BACKEND_ABI_VERSION,
@@ -364,6 +364,8 @@ static const kp_backend_iface hip_iface = {
         [KP_OP_GROUPED_GEMM] = hip_op,
         [KP_OP_MOE_COMBINE] = hip_op,
         [KP_OP_MOE_FORWARD] = hip_op,
+        [KP_OP_KV_CACHE_STORE] = hip_op,
+        [KP_OP_QUANTIZE_FP8] = hip_op,
     },
 };
 

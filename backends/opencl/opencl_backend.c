@@ -328,6 +328,8 @@ static const kp_backend_iface kp_ocl_iface = {
         [KP_OP_GROUPED_GEMM] = kp_ocl_op,
         [KP_OP_MOE_COMBINE] = kp_ocl_op,
         [KP_OP_MOE_FORWARD] = kp_ocl_op,
+        [KP_OP_KV_CACHE_STORE] = kp_ocl_op,
+        [KP_OP_QUANTIZE_FP8] = kp_ocl_op,
     },
 };
 

@@ -8,16 +8,19 @@ kp_status kp_validate_attention_decode(kp_device *d, const void *params) {
     const kp_attention_decode_params *p = params;
     const kp_tensor_rule rules[] = {
         {"q", &p->q, false, false, KP_DT_FLOAT, 4, false},
-        {"k_cache", &p->k_cache, false, false, KP_DT_FLOAT, 4, false},
-        {"v_cache", &p->v_cache, false, false, KP_DT_FLOAT, 4, false},
+        {"k_cache", &p->k_cache, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 4, false},
+        {"v_cache", &p->v_cache, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 4, false},
         {"block_table", &p->block_table, false, false, KP_DT(KP_I32), 2, false},
         {"seq_lens", &p->seq_lens, false, false, KP_DT(KP_I32), 1, true},
         {"out", &p->out, false, true, KP_DT_FLOAT, 4, false},
         {"lse", &p->lse, true, true, KP_DT(KP_F32), 3, true},
+        {"k_scale", &p->k_scale, true, false, KP_DT(KP_F32), 1, true},
+        {"v_scale", &p->v_scale, true, false, KP_DT(KP_F32), 1, true},
     };
     kp_status st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
-    if (st == KP_OK) st = kp_check_same_dtype(op, "k_cache", &p->k_cache, "q", &p->q);
-    if (st == KP_OK) st = kp_check_same_dtype(op, "v_cache", &p->v_cache, "q", &p->q);
+    if (st == KP_OK) st = kp_check_fp8_cache(op, "k_cache", &p->k_cache, "k_scale", &p->k_scale, &p->q);
+    if (st == KP_OK) st = kp_check_fp8_cache(op, "v_cache", &p->v_cache, "v_scale", &p->v_scale, &p->q);
+    if (st == KP_OK && p->k_cache.dtype != p->v_cache.dtype) st = kp_check_same_dtype(op, "v_cache", &p->v_cache, "k_cache", &p->k_cache);
     if (st == KP_OK) st = kp_check_same_dtype(op, "out", &p->out, "q", &p->q);
     if (st != KP_OK) return st;
 

@@ -17,6 +17,8 @@ static const kp_op_validate_fn validators[KP_OP_COUNT] = {
     [KP_OP_GROUPED_GEMM] = kp_validate_grouped_gemm,
     [KP_OP_MOE_COMBINE] = kp_validate_moe_combine,
     [KP_OP_MOE_FORWARD] = kp_validate_moe_forward,
+    [KP_OP_KV_CACHE_STORE] = kp_validate_kv_cache_store,
+    [KP_OP_QUANTIZE_FP8] = kp_validate_quantize_fp8,
 };
 
 kp_status kp_check_same_dtype(const char *op, const char *name, const kp_tensor *t, const char *ref_name,
@@ -96,6 +98,8 @@ KP_OP_ENTRY(moe_align, KP_OP_MOE_ALIGN, kp_moe_align_params)
 KP_OP_ENTRY(grouped_gemm, KP_OP_GROUPED_GEMM, kp_grouped_gemm_params)
 KP_OP_ENTRY(moe_combine, KP_OP_MOE_COMBINE, kp_moe_combine_params)
 KP_OP_ENTRY(moe_forward, KP_OP_MOE_FORWARD, kp_moe_forward_params)
+KP_OP_ENTRY(kv_cache_store, KP_OP_KV_CACHE_STORE, kp_kv_cache_store_params)
+KP_OP_ENTRY(quantize_fp8, KP_OP_QUANTIZE_FP8, kp_quantize_fp8_params)
 
 kp_status kp_op_supported(kp_device *d, kp_op op, const void *params) {
     if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_supported: d is NULL");

@@ -8,14 +8,15 @@ kp_status kp_validate_mla_decode(kp_device *d, const void *params) {
     const kp_mla_decode_params *p = params;
     const kp_tensor_rule rules[] = {
         {"q", &p->q, false, false, KP_DT_FLOAT, 4, false},
-        {"kv_cache", &p->kv_cache, false, false, KP_DT_FLOAT, 4, false},
+        {"kv_cache", &p->kv_cache, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 4, false},
         {"block_table", &p->block_table, false, false, KP_DT(KP_I32), 2, false},
         {"seq_lens", &p->seq_lens, false, false, KP_DT(KP_I32), 1, true},
         {"out", &p->out, false, true, KP_DT_FLOAT, 4, false},
         {"lse", &p->lse, true, true, KP_DT(KP_F32), 3, true},
+        {"kv_scale", &p->kv_scale, true, false, KP_DT(KP_F32), 1, true},
     };
     kp_status st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
-    if (st == KP_OK) st = kp_check_same_dtype(op, "kv_cache", &p->kv_cache, "q", &p->q);
+    if (st == KP_OK) st = kp_check_fp8_cache(op, "kv_cache", &p->kv_cache, "kv_scale", &p->kv_scale, &p->q);
     if (st == KP_OK) st = kp_check_same_dtype(op, "out", &p->out, "q", &p->q);
     if (st != KP_OK) return st;
 

@@ -3,7 +3,8 @@
  * with -DATTN_MLA, MLA decode (kp_mla_decode), split-KV (flash-decoding) style.
  *
  * kp_attention_decode_paged: q [B, s_q, h_q, DQK]; k cache [num_blocks, block_size,
- * h_kv, DQK]; v cache [.., DV] (MLA: v is the k cache, V its first DV columns, read from
+ * h_kv, DQK] (-DATTN_KV_FP8: e4m3, with k_scale / v_scale [1] or [num_blocks] read per
+ * key into key_ks / key_vs, kp_attn_tile.h); v cache [.., DV] (MLA: v is the k cache, V its first DV columns, read from
  * the same local tile: each latent block is read once per work-group for all h_q heads);
  * block_table int32 [B, max_blocks]; seq_lens int32 [B].
  * Launch: 1-D work-groups of ATTN_NT; grid (m_tiles * ATTN_NT, h_kv, B * nsplit).
@@ -25,13 +26,23 @@
 #define ATTN_MAX_SPLITS 1024
 
 KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
-                                         KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
-                                         KP_GLOBAL const kp_storage_t *KP_RESTRICT v,
+                                         KP_GLOBAL const attn_kv_t *KP_RESTRICT k,
+                                         KP_GLOBAL const attn_kv_t *KP_RESTRICT v,
                                          KP_GLOBAL kp_storage_t *KP_RESTRICT out, KP_GLOBAL float *KP_RESTRICT lse,
                                          KP_GLOBAL float *KP_RESTRICT part, KP_GLOBAL float *KP_RESTRICT part_lse,
                                          KP_GLOBAL const int *KP_RESTRICT table,
-                                         KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_attn_decode_kargs p) {
+                                         KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_attn_decode_kargs p
+#if defined(ATTN_KV_FP8)
+                                         ,
+                                         KP_GLOBAL const float *KP_RESTRICT k_scale,
+                                         KP_GLOBAL const float *KP_RESTRICT v_scale, kp_attn_kv_fp8_kargs f
+#endif
+) {
     ATTN_DECLARE_LOCALS();
+#if defined(ATTN_KV_FP8)
+    KP_LOCAL(float, key_ks, ATTN_BN); /* each key's dequantization scales */
+    KP_LOCAL(float, key_vs, ATTN_BN);
+#endif
     int lid = kp_local_id(0), hk = kp_group_id(1);
     int b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit, partial = p.nsplit > 1;
     int nbatch = kp_num_groups(2) / p.nsplit;
@@ -83,12 +94,16 @@ KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRI
                     int blk = min(max(trow[j / p.block_size], 0), p.num_blocks - 1), slot = j % p.block_size;
                     key_k[r] = p.k_off + blk * p.k_s0 + slot * p.k_s1 + hk * p.k_s2;
                     key_v[r] = p.v_off + blk * p.v_s0 + slot * p.v_s1 + hk * p.v_s2;
+#if defined(ATTN_KV_FP8)
+                    key_ks[r] = k_scale[f.ks_off + (f.ks_per_block ? blk : 0)];
+                    key_vs[r] = v_scale[f.vs_off + (f.vs_per_block ? blk : 0)];
+#endif
                 } else {
                     key_k[r] = key_v[r] = -1;
                 }
             }
             kp_barrier();
-            attn_tile(k, v, n0, nvalid, p.scale_log2, &acc, ATTN_LOCAL_ARGS);
+            attn_tile(k, v, n0, nvalid, p.scale_log2, &acc, ATTN_LOCAL_ARGS ATTN_FP8_ARGS);
         }
         attn_end(out, part, partial ? part_lse : lse, partial, &acc, ATTN_LOCAL_ARGS);
     }

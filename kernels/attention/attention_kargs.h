@@ -62,6 +62,17 @@ KP_KARGS_OFFSET(kp_attn_decode_kargs, has_lse, 160);
 KP_KARGS_OFFSET(kp_attn_decode_kargs, pad0, 204);
 KP_KARGS_SIZE(kp_attn_decode_kargs, 208);
 
+/* The FP8 KV cache's extra parameter block of kp_attention_decode_paged, built with
+ * -DATTN_KV_FP8 (then also buffers k_scale, v_scale after the main kargs); MLA passes its
+ * kv_scale as both. Scales [1] or [num_blocks]. */
+typedef struct kp_attn_kv_fp8_kargs {
+    kp_karg_i64 ks_off, vs_off;
+    kp_karg_i32 ks_per_block, vs_per_block;
+} kp_attn_kv_fp8_kargs;
+KP_KARGS_OFFSET(kp_attn_kv_fp8_kargs, ks_per_block, 16);
+KP_KARGS_OFFSET(kp_attn_kv_fp8_kargs, vs_per_block, 20);
+KP_KARGS_SIZE(kp_attn_kv_fp8_kargs, 24);
+
 /* kp_attention_combine (attention_decode.cl): the split-KV merge;
  * buffers: partials, partial lse, out, lse. */
 typedef struct kp_attn_combine_kargs {
@@ -73,5 +84,21 @@ typedef struct kp_attn_combine_kargs {
 KP_KARGS_OFFSET(kp_attn_combine_kargs, nsplit, 40);
 KP_KARGS_OFFSET(kp_attn_combine_kargs, pad0, 60);
 KP_KARGS_SIZE(kp_attn_combine_kargs, 64);
+
+/* kp_kv_cache_store (kv_cache_store.cl);
+ * buffers: key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale. */
+typedef struct kp_kv_store_kargs {
+    kp_karg_i64 k_off, k_s0, k_s1;          /* key [T, h_kv, d]: token and head strides */
+    kp_karg_i64 v_off, v_s0, v_s1;          /* value [T, h_kv, dv] */
+    kp_karg_i64 kc_off, kc_s0, kc_s1, kc_s2; /* k_cache [num_blocks, block_size, h_kv, d] */
+    kp_karg_i64 vc_off, vc_s0, vc_s1, vc_s2;
+    kp_karg_i64 slot_off, ks_off, vs_off;   /* slot_mapping [T]; scales [1] or [num_blocks] */
+    kp_karg_i32 has_value, h_kv, d, dv;
+    kp_karg_i32 block_size, num_blocks;
+    kp_karg_i32 ks_per_block, vs_per_block; /* the scale has one entry per cache block */
+} kp_kv_store_kargs;
+KP_KARGS_OFFSET(kp_kv_store_kargs, has_value, 136);
+KP_KARGS_OFFSET(kp_kv_store_kargs, vs_per_block, 164);
+KP_KARGS_SIZE(kp_kv_store_kargs, 168);
 
 #endif /* KP_ATTENTION_KARGS_H */

@@ -29,6 +29,9 @@
  *   ATTN_BM, ATTN_BN    query rows and keys per tile
  *   ATTN_NT             work-items per work-group (1-D)
  *   ATTN_MLA            V is the first ATTN_DV columns of the K tile (no V tile)
+ *   ATTN_KV_FP8         decode: e4m3 K/V caches, each element read as e4m3 * its key's
+ *                       scale (key_ks / key_vs, filled with key_k / key_v) rounded to the
+ *                       storage dtype, so the tiles and the math are those of q's dtype
  *   ATTN_KT             portable path: the K tile transposed in local memory ([d][key]),
  *                       so that neighbouring work-items read neighbouring keys (what
  *                       PoCL's work-item vectoriser needs); under MLA the V tile is then
@@ -109,6 +112,37 @@ typedef kp_storage_t attn_lt; /* raw copies, converted when read */
 #define ATTN_LT_ZERO ((kp_u16)0)
 #define ATTN_PAD 8 /* rows 16-byte aligned: ldmatrix */
 #endif
+#endif
+
+/* K/V element sources: the storage dtype, or e4m3 bytes dequantized on the way into the
+ * tile (ATTN_KV_FP8), rounded to the storage dtype whatever the tile's type. */
+#if defined(ATTN_KV_FP8)
+/* kpm_e4m3_to_f32 */
+#include "moe/moe_common.h"
+typedef unsigned char attn_kv_t;
+#if defined(KP_DTYPE_BF16)
+#define ATTN_DQ_STORE_(x) kp_f32_to_bf16(x)
+#define ATTN_DQ_ROUND_(x) kp_bf16_to_f32(kp_f32_to_bf16(x))
+#elif defined(KP_DTYPE_F16)
+#define ATTN_DQ_STORE_(x) kp_f32_to_f16(x)
+#define ATTN_DQ_ROUND_(x) kp_f16_to_f32(kp_f32_to_f16(x))
+#else
+#define ATTN_DQ_STORE_(x) (x)
+#define ATTN_DQ_ROUND_(x) (x)
+#endif
+#if defined(ATTN_LOCAL_F32) && !defined(ATTN_MMA)
+#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_ROUND_(kpm_e4m3_to_f32((g)[i]) * (s))
+#else
+#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_STORE_(kpm_e4m3_to_f32((g)[i]) * (s))
+#endif
+#define ATTN_KV_LOAD(g, i, s) ATTN_LT_FROM_FP8(g, i, s)
+#define ATTN_FP8_PARAMS , KP_LOCAL_MEM float *key_ks, KP_LOCAL_MEM float *key_vs
+#define ATTN_FP8_ARGS , key_ks, key_vs
+#else
+typedef kp_storage_t attn_kv_t;
+#define ATTN_KV_LOAD(g, i, s) ATTN_LT_FROM_GLOBAL(g, i)
+#define ATTN_FP8_PARAMS
+#define ATTN_FP8_ARGS
 #endif
 
 #if defined(ATTN_KT) && defined(ATTN_MMA)
@@ -238,24 +272,24 @@ KP_FN void attn_begin(KP_GLOBAL const kp_storage_t *q, attn_acc *acc, ATTN_LOCAL
 
 /* ---- phase 2: one key tile (key_k / key_v filled, keys n0 .. n0 + nvalid - 1) ---- */
 
-KP_FN void attn_tile(KP_GLOBAL const kp_storage_t *k, KP_GLOBAL const kp_storage_t *v, int n0, int nvalid,
-                     float scale_log2, attn_acc *acc, ATTN_LOCAL_PARAMS) {
+KP_FN void attn_tile(KP_GLOBAL const attn_kv_t *k, KP_GLOBAL const attn_kv_t *v, int n0, int nvalid,
+                     float scale_log2, attn_acc *acc, ATTN_LOCAL_PARAMS ATTN_FP8_PARAMS) {
     int lid = kp_local_id(0);
     /* K (and V) tile: rows past nvalid are zero, so that 0 * V stays 0 */
     for (int e = lid; e < ATTN_BN * ATTN_DQK; e += ATTN_NT) {
         int r = e / ATTN_DQK, c = e % ATTN_DQK;
         kp_i64 off = r < nvalid ? key_k[r] : -1;
 #if defined(ATTN_KT)
-        ks[c * ATTN_KTLD + r] = off >= 0 ? ATTN_LT_FROM_GLOBAL(k, off + c) : ATTN_LT_ZERO;
+        ks[c * ATTN_KTLD + r] = off >= 0 ? ATTN_KV_LOAD(k, off + c, key_ks[r]) : ATTN_LT_ZERO;
 #else
-        ks[r * ATTN_KLD + c] = off >= 0 ? ATTN_LT_FROM_GLOBAL(k, off + c) : ATTN_LT_ZERO;
+        ks[r * ATTN_KLD + c] = off >= 0 ? ATTN_KV_LOAD(k, off + c, key_ks[r]) : ATTN_LT_ZERO;
 #endif
     }
 #if !defined(ATTN_MLA)
     for (int e = lid; e < ATTN_BN * ATTN_DV; e += ATTN_NT) {
         int r = e / ATTN_DV, c = e % ATTN_DV;
         kp_i64 off = r < nvalid ? key_v[r] : -1;
-        vs[r * ATTN_VLD + c] = off >= 0 ? ATTN_LT_FROM_GLOBAL(v, off + c) : ATTN_LT_ZERO;
+        vs[r * ATTN_VLD + c] = off >= 0 ? ATTN_KV_LOAD(v, off + c, key_vs[r]) : ATTN_LT_ZERO;
     }
 #endif
     kp_barrier();

@@ -9,6 +9,18 @@
 
 #include "kp_kargs.h"
 
+/* kp_quantize_fp8 (quantize_fp8.cl); buffers: x, out, scale. The scale of (token t,
+ * group g) is scale[s_off + t * s_t + g * s_g]: row-major (s_t = K/128, s_g = 1) or
+ * column-major (s_t = 1, s_g = T_pad). */
+typedef struct kp_quant_fp8_kargs {
+    kp_karg_i64 x_off, x_ld, out_off, out_ld;
+    kp_karg_i64 s_off, s_t, s_g;
+    kp_karg_i32 ue8m0, pad0;
+} kp_quant_fp8_kargs;
+KP_KARGS_OFFSET(kp_quant_fp8_kargs, ue8m0, 56);
+KP_KARGS_OFFSET(kp_quant_fp8_kargs, pad0, 60);
+KP_KARGS_SIZE(kp_quant_fp8_kargs, 64);
+
 /* kp_moe_gate (moe_gate.cl); buffers: logits, bias, ids, weights. */
 typedef struct kp_moe_gate_kargs {
     kp_karg_i64 logits_off, logits_ld;

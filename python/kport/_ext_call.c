@@ -53,6 +53,8 @@ RUN(kp_moe_align, kp_moe_align_params)
 RUN(kp_grouped_gemm, kp_grouped_gemm_params)
 RUN(kp_moe_combine, kp_moe_combine_params)
 RUN(kp_moe_forward, kp_moe_forward_params)
+RUN(kp_kv_cache_store, kp_kv_cache_store_params)
+RUN(kp_quantize_fp8, kp_quantize_fp8_params)
 
 #define FLD(T, member, kind) {#member, kind, (unsigned short)offsetof(T, member)}
 #define ROUTING(T) \
@@ -76,8 +78,8 @@ static const op_field prefill_fields[] = {
 };
 static const op_field decode_fields[] = {
     FLD(kp_attention_decode_params, q, F_IN),
-    FLD(kp_attention_decode_params, k_cache, F_IN),
-    FLD(kp_attention_decode_params, v_cache, F_IN),
+    FLD(kp_attention_decode_params, k_cache, F_IN_FP8),
+    FLD(kp_attention_decode_params, v_cache, F_IN_FP8),
     FLD(kp_attention_decode_params, block_table, F_IN),
     FLD(kp_attention_decode_params, seq_lens, F_IN),
     FLD(kp_attention_decode_params, out, F_OUT),
@@ -85,10 +87,12 @@ static const op_field decode_fields[] = {
     FLD(kp_attention_decode_params, softmax_scale, F_F32),
     FLD(kp_attention_decode_params, causal, F_I32),
     FLD(kp_attention_decode_params, num_splits, F_I32),
+    FLD(kp_attention_decode_params, k_scale, F_IN),
+    FLD(kp_attention_decode_params, v_scale, F_IN),
 };
 static const op_field mla_fields[] = {
     FLD(kp_mla_decode_params, q, F_IN),
-    FLD(kp_mla_decode_params, kv_cache, F_IN),
+    FLD(kp_mla_decode_params, kv_cache, F_IN_FP8),
     FLD(kp_mla_decode_params, block_table, F_IN),
     FLD(kp_mla_decode_params, seq_lens, F_IN),
     FLD(kp_mla_decode_params, out, F_OUT),
@@ -97,6 +101,7 @@ static const op_field mla_fields[] = {
     FLD(kp_mla_decode_params, causal, F_I32),
     FLD(kp_mla_decode_params, head_dim_v, F_I32),
     FLD(kp_mla_decode_params, num_splits, F_I32),
+    FLD(kp_mla_decode_params, kv_scale, F_IN),
 };
 static const op_field gate_fields[] = {
     FLD(kp_moe_gate_params, logits, F_IN),
@@ -140,6 +145,26 @@ static const op_field forward_fields[] = {
     ROUTING(kp_moe_forward_params),
 };
 
+/* The caches are updated in place (only the mapped slots change): a cache must be memory
+ * the device addresses (torch.cuda on cuda, numpy on cpu); a staged copy would lose the
+ * other slots. FP8 caches are given as raw bytes (uint8). */
+static const op_field kv_store_fields[] = {
+    FLD(kp_kv_cache_store_params, key, F_IN),
+    FLD(kp_kv_cache_store_params, value, F_IN),
+    FLD(kp_kv_cache_store_params, k_cache, F_OUT),
+    FLD(kp_kv_cache_store_params, v_cache, F_OUT),
+    FLD(kp_kv_cache_store_params, slot_mapping, F_IN),
+    FLD(kp_kv_cache_store_params, k_scale, F_IN),
+    FLD(kp_kv_cache_store_params, v_scale, F_IN),
+};
+static const op_field quant_fields[] = {
+    FLD(kp_quantize_fp8_params, x, F_IN),
+    FLD(kp_quantize_fp8_params, out, F_OUT),
+    FLD(kp_quantize_fp8_params, scale, F_OUT),
+    FLD(kp_quantize_fp8_params, scale_layout, F_I32),
+    FLD(kp_quantize_fp8_params, scale_ue8m0, F_I32),
+};
+
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 /* Indexed by kp_op. */
 static const op_table ops[KP_OP_COUNT] = {
@@ -151,6 +176,8 @@ static const op_table ops[KP_OP_COUNT] = {
     [KP_OP_GROUPED_GEMM] = {"grouped_gemm", run_kp_grouped_gemm, gemm_fields, N(gemm_fields)},
     [KP_OP_MOE_COMBINE] = {"moe_combine", run_kp_moe_combine, combine_fields, N(combine_fields)},
     [KP_OP_MOE_FORWARD] = {"moe_forward", run_kp_moe_forward, forward_fields, N(forward_fields)},
+    [KP_OP_KV_CACHE_STORE] = {"kv_cache_store", run_kp_kv_cache_store, kv_store_fields, N(kv_store_fields)},
+    [KP_OP_QUANTIZE_FP8] = {"quantize_fp8", run_kp_quantize_fp8, quant_fields, N(quant_fields)},
 };
 #define MAX_FIELDS 16
 

@@ -74,10 +74,12 @@ def attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
 
 
 def attention_decode(q, k_cache, v_cache, block_table, seq_lens, *, softmax_scale=None, causal=True,
-                     num_splits=0, out=None, lse=None, return_lse=False, device=None, stream=None):
+                     num_splits=0, out=None, lse=None, return_lse=False, k_scale=None, v_scale=None, device=None,
+                     stream=None):
     """Paged-KV decode. q [B, s_q, h_q, d], k_cache [blocks, block_size, h_kv, d],
     v_cache [blocks, block_size, h_kv, dv], block_table int32 [B, max_blocks], seq_lens int32 [B];
-    returns out [B, s_q, h_q, dv] (and lse f32 [B, h_q, s_q])."""
+    returns out [B, s_q, h_q, dv] (and lse f32 [B, h_q, s_q]). FP8 caches (e4m3, or raw uint8
+    bytes) take f32 k_scale / v_scale [1] or [blocks]."""
     if softmax_scale is None:
         softmax_scale = q.shape[-1] ** -0.5
     if out is None:
@@ -85,21 +87,22 @@ def attention_decode(q, k_cache, v_cache, block_table, seq_lens, *, softmax_scal
     if lse is None and return_lse:
         lse = _new(q, (q.shape[0], q.shape[2], q.shape[1]), "float32")
     _call(_DECODE, _target(device, stream), q, k_cache, v_cache, block_table, seq_lens, out, lse, softmax_scale,
-          int(causal), num_splits)
+          int(causal), num_splits, k_scale, v_scale)
     return (out, lse) if lse is not None else out
 
 
 def mla_decode(q, kv_cache, block_table, seq_lens, softmax_scale, *, head_dim_v=512, causal=True, num_splits=0,
-               out=None, lse=None, return_lse=False, device=None, stream=None):
+               out=None, lse=None, return_lse=False, kv_scale=None, device=None, stream=None):
     """MLA decode (FlashMLA layout). q [B, s_q, h_q, 576], kv_cache [blocks, 64, 1, 576] (V = its
     first head_dim_v columns); returns out [B, s_q, h_q, head_dim_v] (and lse f32 [B, h_q, s_q]).
-    The scale is explicit (DeepSeek-V3: 0.1352337788608801)."""
+    The scale is explicit (DeepSeek-V3: 0.1352337788608801). An FP8 cache (e4m3, or raw uint8
+    bytes) takes an f32 kv_scale [1] or [blocks]."""
     if out is None:
         out = _new(q, (q.shape[0], q.shape[1], q.shape[2], head_dim_v))
     if lse is None and return_lse:
         lse = _new(q, (q.shape[0], q.shape[2], q.shape[1]), "float32")
     _call(_MLA, _target(device, stream), q, kv_cache, block_table, seq_lens, out, lse, softmax_scale, int(causal),
-          head_dim_v, num_splits)
+          head_dim_v, num_splits, kv_scale)
     return (out, lse) if lse is not None else out
 
 

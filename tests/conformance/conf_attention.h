@@ -24,6 +24,10 @@ typedef struct conf_paged_case {
     int outliers;            /* a few key channels x100: logits spanning about +-30 */
     const char *may_decline; /* backends whose documented limits exclude this case */
     int window_left;         /* kp_attention_decode's (0: unbounded); not MLA */
+    /* FP8 e4m3 caches: values up to fp8_range (outliers: x100, still within 448), read
+     * as e4m3 * scale; scale fp8_scale per tensor, or per cache block times 2^-2..2^2 */
+    int fp8, fp8_per_block;
+    double fp8_scale, fp8_range;
 } conf_paged_case;
 
 void conf_run_paged(kp_device *d, kp_stream *s, const conf_paged_case *c);

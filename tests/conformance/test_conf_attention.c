@@ -255,28 +255,54 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
     }
     double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->d);
     char what[200];
-    snprintf(what, sizeof what, "%s %s b %d s_q %d h %d/%d d %d/%d block %d causal %d window %d%s",
+    char fp8_what[96] = "";
+    if (c->fp8)
+        snprintf(fp8_what, sizeof fp8_what, " fp8 cache scale %g%s", c->fp8_scale, c->fp8_per_block ? " per block" : "");
+    snprintf(what, sizeof what, "%s %s b %d s_q %d h %d/%d d %d/%d block %d causal %d window %d%s%s",
              c->mla ? "mla" : "decode", kp_dtype_name(c->dt), c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, bs, c->causal,
-             c->window_left, c->outliers ? " outliers" : "");
+             c->window_left, c->outliers ? " outliers" : "", fp8_what);
 
     int64_t sq[4] = {c->b, c->s_q, c->h_q, c->d}, sk[4] = {num_blocks, bs, h_kv, c->d};
     int64_t sv[4] = {num_blocks, bs, h_kv, c->dv}, so[4] = {c->b, c->s_q, c->h_q, c->dv};
     int64_t sl[3] = {c->b, c->h_q, c->s_q}, st[2] = {c->b, max_blocks}, sb[1] = {c->b};
     kp_conf_tensor q = kp_conf_random(dev, "q", c->dt, 4, sq, -1.0, 1.0);
     const char *kname = c->mla ? "kv_cache" : "k_cache";
-    kp_conf_tensor k = c->outliers ? kp_conf_random_outliers(dev, kname, c->dt, 4, sk, -1.0, 1.0, 3, 100.0)
-                                   : kp_conf_random(dev, kname, c->dt, 4, sk, -1.0, 1.0);
+    const kp_dtype cdt = c->fp8 ? KP_FP8_E4M3 : c->dt;
+    const double kr = c->fp8 ? (c->outliers ? c->fp8_range / 100.0 : c->fp8_range) : 1.0, vr = c->fp8 ? c->fp8_range : 1.0;
+    kp_conf_tensor k = c->outliers ? kp_conf_random_outliers(dev, kname, cdt, 4, sk, -kr, kr, 3, 100.0)
+                                   : kp_conf_random(dev, kname, cdt, 4, sk, -kr, kr);
     kp_conf_tensor v = {0};
-    if (!c->mla) v = kp_conf_random(dev, "v_cache", c->dt, 4, sv, -1.0, 1.0);
+    if (!c->mla) v = kp_conf_random(dev, "v_cache", cdt, 4, sv, -vr, vr);
+    /* FP8: the scales, and the caches as the op reads them (e4m3 * scale in f32, rounded to dt) */
+    kp_conf_tensor ks = {0}, vs = {0};
+    double *kdq = k.host, *vdq = c->mla ? NULL : v.host;
+    if (c->fp8) {
+        int64_t ns = c->fp8_per_block ? num_blocks : 1;
+        double *sv_host = malloc((size_t)ns * sizeof *sv_host);
+        for (int64_t i = 0; i < ns; i++) sv_host[i] = c->fp8_scale * (c->fp8_per_block ? ldexp(1.0, (int)(i % 5) - 2) : 1.0);
+        ks = kp_conf_from(dev, c->mla ? "kv_scale" : "k_scale", KP_F32, 1, (const int64_t[]){ns}, sv_host);
+        for (int64_t i = 0; i < ns; i++) sv_host[i] *= 0.5; /* V's scales differ from K's */
+        if (!c->mla) vs = kp_conf_from(dev, "v_scale", KP_F32, 1, (const int64_t[]){ns}, sv_host);
+        free(sv_host);
+        int64_t per_k = (int64_t)bs * h_kv * c->d, per_v = (int64_t)bs * h_kv * c->dv;
+        kdq = malloc((size_t)k.numel * sizeof *kdq);
+        for (int64_t i = 0; i < k.numel; i++)
+            kdq[i] = kp_conf_round((double)(float)(k.host[i] * ks.host[c->fp8_per_block ? i / per_k : 0]), c->dt);
+        if (!c->mla) {
+            vdq = malloc((size_t)v.numel * sizeof *vdq);
+            for (int64_t i = 0; i < v.numel; i++)
+                vdq[i] = kp_conf_round((double)(float)(v.host[i] * vs.host[c->fp8_per_block ? i / per_v : 0]), c->dt);
+        }
+    }
     kp_conf_tensor bt = kp_conf_from(dev, "block_table", KP_I32, 2, st, table_d);
     kp_conf_tensor sl_t = kp_conf_from(dev, "seq_lens", KP_I32, 1, sb, lens_d);
 
     size_t no = (size_t)(c->b * c->s_q * c->h_q * c->dv), nl = (size_t)(c->b * c->h_q * c->s_q);
     double *ref = calloc(no, sizeof *ref), *ref_lse = calloc(nl, sizeof *ref_lse);
     ref_attn_err e = {kp_conf_prec(c->dt), calloc(no, sizeof(double)), calloc(nl, sizeof(double))};
-    ref_attention_decode_window(q.host, k.host, c->mla ? k.host : v.host, c->b, c->s_q, c->h_q, h_kv, c->d, c->dv,
-                                c->d, c->mla ? c->d : c->dv, bs, table, max_blocks, c->seq_lens,
-                                (double)(float)scale, c->causal, c->mla ? 0 : c->window_left, ref, ref_lse, &e);
+    ref_attention_decode_window(q.host, kdq, c->mla ? kdq : vdq, c->b, c->s_q, c->h_q, h_kv, c->d, c->dv, c->d,
+                                c->mla ? c->d : c->dv, bs, table, max_blocks, c->seq_lens, (double)(float)scale,
+                                c->causal, c->mla ? 0 : c->window_left, ref, ref_lse, &e);
 
     static const int32_t auto_split[1] = {0};
     const int32_t *splits = c->splits ? c->splits : auto_split;
@@ -292,6 +318,7 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
             p.q = q.t, p.kv_cache = k.t, p.block_table = bt.t, p.seq_lens = sl_t.t, p.out = out.t;
             if (c->lse) p.lse = lse.t;
             p.softmax_scale = (float)scale, p.causal = c->causal, p.head_dim_v = c->dv, p.num_splits = splits[si];
+            if (c->fp8) p.kv_scale = ks.t;
             if (!kp_test_case_runs(dev, KP_OP_MLA_DECODE, &p, c->may_decline)) goto declined;
             st_run = kp_mla_decode(s, &p);
         } else {
@@ -301,6 +328,7 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
             if (c->lse) p.lse = lse.t;
             p.softmax_scale = (float)scale, p.causal = c->causal, p.num_splits = splits[si];
             p.window_left = c->window_left;
+            if (c->fp8) p.k_scale = ks.t, p.v_scale = vs.t;
             if (!kp_test_case_runs(dev, KP_OP_ATTENTION_DECODE, &p, c->may_decline)) goto declined;
             st_run = kp_attention_decode(s, &p);
         }
@@ -323,6 +351,10 @@ void conf_run_paged(kp_device *dev, kp_stream *s, const conf_paged_case *c) {
     free(ref), free(ref_lse), free(e.out), free(e.lse), free(perm), free(table), free(table_d);
     kp_conf_free(&q), kp_conf_free(&k), kp_conf_free(&bt), kp_conf_free(&sl_t);
     if (!c->mla) kp_conf_free(&v);
+    if (c->fp8) {
+        free(kdq), kp_conf_free(&ks);
+        if (!c->mla) free(vdq), kp_conf_free(&vs);
+    }
 }
 
 static void decode_grid(kp_device *dev, kp_dtype dt) {

@@ -195,7 +195,7 @@ static const kp_backend_iface fake_iface = {
     .event_elapsed = fake_event_elapsed,
     .event_destroy = fake_event_destroy,
     .dlpack_device_type = 2, /* pretends to be CUDA memory */
-    .ops = {fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op},
+    .ops = {fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op},
 };
 
 #ifdef FAKE_NULL_SLOT

@@ -29,6 +29,8 @@ kp_status cpu_op_attention_decode(kp_op op, kp_stream *s, const void *params, in
         .seq_lens = &p->seq_lens,
         .out = &p->out,
         .lse = &p->lse,
+        .k_scale = &p->k_scale,
+        .v_scale = &p->v_scale,
         .d = (int)d,
         .dv = (int)dv,
         .scale = p->softmax_scale,

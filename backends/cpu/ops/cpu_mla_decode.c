@@ -23,6 +23,8 @@ kp_status cpu_op_mla_decode(kp_op op, kp_stream *s, const void *params, int dry_
         .seq_lens = &p->seq_lens,
         .out = &p->out,
         .lse = &p->lse,
+        .k_scale = &p->kv_scale,
+        .v_scale = &p->kv_scale,
         .d = (int)d,
         .dv = p->head_dim_v,
         .scale = p->softmax_scale,

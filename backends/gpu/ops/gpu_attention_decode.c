@@ -9,6 +9,9 @@
  */
 #include "gpu_ops.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #define ATTN_LOG2E 1.4426950408889634
 
 /* Automatic split count: enough work-groups for every compute unit twice over, each
@@ -22,13 +25,33 @@ static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max
     return ns < 1 ? 1 : (int)ns;
 }
 
+/* The FP8-cache variant of a planned tile: the same options plus -DATTN_KV_FP8 (the
+ * tiles hold q's dtype either way, so the plan's sizes stand). An ahead-of-time build
+ * that lacks a tuned tile's FP8 variant falls back to the default tile's. */
+static kp_status plan_fp8(kp_gpu_ctx *c, const char *name, kp_dtype dt, int dqk, int dv, int mla, int rows,
+                          kp_gpu_attn_cfg *cfg, char *opts, size_t n) {
+    size_t len = strlen(opts);
+    snprintf(opts + len, n - len, " -DATTN_KV_FP8");
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_DECODE, opts);
+    if (st == KP_OK) return st;
+    kp_gpu_attn_cfg d;
+    if (kp_gpu_attn_config(c->host, &c->prof, name, dt, dqk, dv, mla, rows, 0, &d) != KP_OK) return st;
+    kp_gpu_attn_options(&d, opts, n);
+    len = strlen(opts);
+    snprintf(opts + len, n - len, " -DATTN_KV_FP8");
+    if ((st = kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_DECODE, opts)) == KP_OK) *cfg = d;
+    return st;
+}
+
 kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *pa, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = kp_backend_op_name(op);
     int gen;
+    const int fp8 = pa->k_cache->dtype == KP_FP8_E4M3;
     const char *no_gen2 = pa->mla ? "mla_decode has no generation-2 kernel yet"
                                   : "attention_decode has no generation-2 kernel yet";
     if (pa->window_left > 0) no_gen2 = "generation-1 kernels run decode with a sliding window";
+    if (fp8) no_gen2 = "FP8 KV caches run the generation-1 kernel"; /* whatever a generation-2 kernel can do */
     kp_status st = kp_gpu_kernel_gen(c, name, no_gen2, &gen);
     if (st != KP_OK) return st;
     const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
@@ -45,6 +68,8 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     char opts[256];
     st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
                                     &cfg, opts, sizeof opts);
+    if (st == KP_OK && fp8) st = plan_fp8(c, name, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts,
+                                          sizeof opts);
     if (st != KP_OK || dry_run || b == 0) return st;
 
     int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;
@@ -77,6 +102,15 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
     kp_gpu_arg_tensor(&l, bt), kp_gpu_arg_tensor(&l, pa->seq_lens);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    kp_attn_kv_fp8_kargs kf;
+    if (fp8) { /* MLA: kv_scale is both */
+        kf = (kp_attn_kv_fp8_kargs){
+            .ks_off = kp_gpu_elem_offset(pa->k_scale), .vs_off = kp_gpu_elem_offset(pa->v_scale),
+            .ks_per_block = pa->k_scale->shape[0] != 1, .vs_per_block = pa->v_scale->shape[0] != 1,
+        };
+        kp_gpu_arg_tensor(&l, pa->k_scale), kp_gpu_arg_tensor(&l, pa->v_scale);
+        kp_gpu_arg_kargs(&l, &kf, sizeof kf);
+    }
     l.groups[0] = (uint64_t)m_tiles, l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)(b * ns);
     l.local[0] = (uint32_t)cfg.nt;
     st = kp_gpu_enqueue(c, &l);
@@ -100,6 +134,6 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 kp_status kp_gpu_attention_decode(kp_gpu_ctx *c, const kp_attention_decode_params *p, int dry_run) {
     kp_gpu_paged_args a = {&p->q, &p->k_cache, &p->v_cache, &p->block_table, &p->seq_lens, &p->out, &p->lse,
                            p->softmax_scale, p->causal, p->num_splits, (int)p->v_cache.shape[3], 0,
-                           p->window_left};
+                           p->window_left, &p->k_scale, &p->v_scale};
     return kp_gpu_paged_decode(c, KP_OP_ATTENTION_DECODE, &a, dry_run);
 }

@@ -9,6 +9,7 @@
 
 kp_status kp_gpu_mla_decode(kp_gpu_ctx *c, const kp_mla_decode_params *p, int dry_run) {
     kp_gpu_paged_args a = {&p->q, &p->kv_cache, &p->kv_cache, &p->block_table, &p->seq_lens, &p->out, &p->lse,
-                           p->softmax_scale, p->causal, p->num_splits, p->head_dim_v, 1, 0};
+                           p->softmax_scale, p->causal, p->num_splits, p->head_dim_v, 1, 0, &p->kv_scale,
+                           &p->kv_scale};
     return kp_gpu_paged_decode(c, KP_OP_MLA_DECODE, &a, dry_run);
 }

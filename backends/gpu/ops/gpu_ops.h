@@ -38,6 +38,8 @@ kp_status kp_gpu_moe_align(kp_gpu_ctx *c, const kp_moe_align_params *p, int dry_
 kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run);
 kp_status kp_gpu_moe_combine(kp_gpu_ctx *c, const kp_moe_combine_params *p, int dry_run);
 kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run);
+kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p, int dry_run);
+kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, int dry_run);
 
 /* ---- kernel generations (gpu_kernel_gen.c) ---------------------------------- */
 
@@ -100,6 +102,7 @@ typedef struct kp_gpu_paged_args {
     float scale;
     int causal, num_splits, dv, mla; /* mla: v_cache == k_cache, V its first dv columns */
     int window_left;                 /* > 0: keys from the query's position - window_left on */
+    const kp_tensor *k_scale, *v_scale; /* e4m3 caches (-DATTN_KV_FP8): f32 [1] or [num_blocks]; else absent */
 } kp_gpu_paged_args;
 
 kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *a, int dry_run);
@@ -215,5 +218,17 @@ void kp_gpu_gemm2_options(const kp_gpu_gemm2_tile *t, kp_dtype dt, int w_fp8, in
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
                                  kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
                                  int dry_run);
+
+/* ---- FP8 data paths (gpu_kv_cache_store.c, gpu_quantize_fp8.c) -------------- */
+
+#define KP_GPU_SRC_KV_STORE "attention/kv_cache_store.cl"
+#define KP_GPU_KV_STORE_WG 128 /* KV_STORE_WG */
+
+/* "-DKP_DTYPE_BF16 -DKV_STORE_FP8": key/value dtype dt, e4m3 caches when fp8. */
+void kp_gpu_kv_store_options(kp_dtype dt, int fp8, char *buf, size_t n);
+
+#define KP_GPU_SRC_QUANT_FP8 "moe/quantize_fp8.cl"
+/* "-DKP_DTYPE_BF16": x's dtype. */
+void kp_gpu_quant_fp8_options(kp_dtype dt, char *buf, size_t n);
 
 #endif /* KPORT_BACKENDS_GPU_OPS_H */

@@ -1,0 +1,36 @@
+/*
+ * backends/gpu/ops/gpu_quantize_fp8.c — kp_quantize_fp8 on the GPU backends
+ * (kernels/moe/quantize_fp8.cl): one work-group of 128 per (token, group). Past the
+ * grid's limit (K / 128 above 65535 groups) it is KP_ERR_UNSUPPORTED.
+ */
+#include "gpu_ops.h"
+
+#include <stdio.h>
+
+void kp_gpu_quant_fp8_options(kp_dtype dt, char *buf, size_t n) { snprintf(buf, n, "%s", kp_gpu_dtype_define(dt)); }
+
+kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, int dry_run) {
+    char opts[64];
+    kp_gpu_quant_fp8_options(p->x.dtype, opts, sizeof opts);
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_QUANT_FP8, opts);
+    int64_t t = p->x.shape[0], groups = p->x.shape[1] / KP_FP8_GROUP;
+    if (st == KP_OK && groups > 65535)
+        st = c->host->set_error(KP_ERR_UNSUPPORTED, "quantize_fp8 on %s: K / 128 is %lld; the kernel takes up to 65535 "
+                                "groups per token (a grid dimension's limit)", c->t->name, (long long)groups);
+    if (st != KP_OK || dry_run || t == 0 || groups == 0) return st;
+    const int col = p->scale_layout == KP_FP8_SCALE_COL_MAJOR;
+    kp_quant_fp8_kargs ka = {
+        .x_off = kp_gpu_elem_offset(&p->x), .x_ld = p->x.strides[0],
+        .out_off = kp_gpu_elem_offset(&p->out), .out_ld = p->out.strides[0],
+        .s_off = kp_gpu_elem_offset(&p->scale), .s_t = col ? 1 : p->scale.strides[0],
+        .s_g = col ? p->scale.strides[0] : 1, .ue8m0 = p->scale_ue8m0,
+    };
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    kp_gpu_arg_tensor(&l, &p->x), kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->scale);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)groups; /* tokens first: CUDA's y takes 65535 */
+    l.local[0] = KP_FP8_GROUP;
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : c->host->add_context(st, "quantize_fp8");
+}

@@ -1,0 +1,38 @@
+/*
+ * tests/ref/ref_fp8.h — float64 references of the FP8 data paths (kp_kv_cache_store,
+ * kp_quantize_fp8) and the tests' own e4m3 rounding. Independent of every backend: the
+ * rounding searches the 127 finite e4m3 magnitudes instead of working on bits.
+ */
+#ifndef KPORT_TESTS_REF_FP8_H
+#define KPORT_TESTS_REF_FP8_H
+
+#include <stdint.h>
+
+#define REF_FP8_MAX 448.0
+
+/* The e4m3 value nearest v (ties to the even code), saturated to +-448; NaN stays NaN. */
+double ref_e4m3_round(double v);
+/* The e4m3 byte of ref_e4m3_round(v). */
+unsigned char ref_e4m3_encode(double v);
+
+/* The two roundings an implementation may give e4m3(x / scale) when x / scale is
+ * computed in f32: exact when scale is a power of two (the quotient is exact), else
+ * the roundings of the quotient moved by +-2^-21 relative (f32 division, correctly
+ * rounded or OpenCL's 2.5 ulp), which differ only next to a tie. */
+void ref_e4m3_quantize_pair(double x, double scale, double *lo, double *hi);
+
+/* kp_kv_cache_store on one cache. src [T, h, d] (host values), slots [T], cache
+ * [num_blocks, block_size, h, d] holding its values before the call. scale NULL: the
+ * cache has src's dtype (rows copied: lo = hi = src); else e4m3 with scale [n_scale]
+ * (1 or num_blocks). Writes the values each cache element may hold after the call
+ * into lo and hi (elements no slot maps to: their old values). */
+void ref_kv_cache_store(const double *src, const double *slots, int64_t t, int64_t h, int64_t d,
+                        int64_t num_blocks, int64_t block_size, const double *cache, const double *scale,
+                        int64_t n_scale, double *lo, double *hi);
+
+/* kp_quantize_fp8's scales: x [T, K] (host values), groups of 128 -> scale [T, K/128]
+ * in double: max(amax, 1e-10f) / 448, or (ue8m0) the power of two at or above it. The
+ * quantized values follow from the scale with ref_e4m3_quantize_pair. */
+void ref_quantize_fp8_scales(const double *x, int64_t t, int64_t k, int ue8m0, double *scale);
+
+#endif
