@@ -14,8 +14,9 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
     const kp_host_services *h = c->host;
     const char *name = "attention_prefill";
     int gen;
-    kp_status st = kp_gpu_kernel_gen(c, name, "attention_prefill has no generation-2 kernel yet", &gen);
+    kp_status st = kp_gpu_kernel_gen(c, name, kp_gpu_attn2_prefill_missing(c, p), &gen);
     if (st != KP_OK) return st;
+    if (gen == 2) return kp_gpu_attention_prefill_gen2(c, p, dry_run);
     int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
     if (!kp_gpu_attn_dims_supported(dqk, dv, 0))
         return h->set_error(KP_ERR_UNSUPPORTED,
