@@ -12,7 +12,8 @@
  *   >= 96 KiB (sm_86/89/120)      <= 128      128 x 64      8      2       d128: 110,592
  *                                 > 128       64 x 64       4      2
  *   CPU devices (PoCL)            any         64 x 64       4      2       the portable fragments
- *   else (48 KiB, 64 KiB LDS)     any         64 x 64       4      2
+ *   else (48 KiB, 64 KiB LDS)     any         64 x 64       4      2       (shrunk; d256 fits
+ *                                                                         neither: generation 1)
  *
  * and, while it does not fit: 2 stages, then 32 keys, then 64 rows (64 keys), then 32 and
  * 16 keys; nothing at 64 x 16 x 2 means generation 1 runs (the case is declined, not
