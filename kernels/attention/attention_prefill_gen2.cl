@@ -17,7 +17,8 @@
  *                    four lanes that share a row by quad shuffles (kp_fragment_ops.h);
  *                    the row sum stays per lane until the end (FA2);
  *   O += P V         P rounded from the S accumulators straight into A fragments, V
- *                    read with a transposing fragment load (ldmatrix.trans).
+ *                    read with a transposing fragment load (ldmatrix.x4.trans: two
+ *                    n8 blocks an instruction; K's fragments likewise by ldmatrix.x4).
  * Launch: grid (m_tiles * A2_NT, h_kv, B + 1), as generation 1 (grid-stride over row
  * tiles; z = B covers the rows past cu_seqlens_q[B]). Dynamic local memory:
  * KP_ATTN2_LOCAL_BYTES (attention_gen2_layout.h).
@@ -203,10 +204,11 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
                 kp_mma_load_a(&qa, qs + grp * 16 * A2_LDK + i * 16, A2_LDK, lane);
 #define A2_QA qa
 #endif
-                for (int j = 0; j < A2_SF; ++j) {
-                    kp_mma_b kb;
-                    kp_mma_load_b(&kb, kt + j * 8 * A2_LDK + i * 16, A2_LDK, lane);
-                    A2_MMA(&s[j], &A2_QA, &kb);
+                for (int j = 0; j < A2_SF; j += 2) {
+                    kp_mma_b kb0, kb1;
+                    kp_mma_load_b_pair(&kb0, &kb1, kt + j * 8 * A2_LDK + i * 16, A2_LDK, lane);
+                    A2_MMA(&s[j], &A2_QA, &kb0);
+                    A2_MMA(&s[j + 1], &A2_QA, &kb1);
                 }
 #undef A2_QA
             }
@@ -247,10 +249,11 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
             for (int kk = 0; kk < A2_BN / 16; ++kk) {
                 kp_mma_a pa;
                 kp_mma_acc_to_a(&pa, &s[2 * kk], &s[2 * kk + 1], A2_IS_F16, my_pscr, lane);
-                for (int f = 0; f < A2_OF; ++f) {
-                    kp_mma_b vb;
-                    kp_mma_load_b_trans(&vb, vt + kk * 16 * A2_LDV + f * 8, A2_LDV, lane);
-                    A2_MMA(&o[f], &pa, &vb);
+                for (int f = 0; f < A2_OF; f += 2) {
+                    kp_mma_b vb0, vb1;
+                    kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * A2_LDV + f * 8, A2_LDV, lane);
+                    A2_MMA(&o[f], &pa, &vb0);
+                    A2_MMA(&o[f + 1], &pa, &vb1);
                 }
             }
         }

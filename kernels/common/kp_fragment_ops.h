@@ -5,6 +5,9 @@
  *   kp_mma_load_b_trans(b, s, ld, lane)   the B operand of a 16x8x16 MMA from a K-major
  *       tile s[k][n] (row stride ld): attention's V tile [key][d] as it lies in memory,
  *       so P.V needs no transposed copy. NVIDIA: ldmatrix.trans.
+ *   kp_mma_load_b_pair(b0, b1, s, ld, lane)         two n8 blocks of kp_mma_load_b's (n, k)
+ *   kp_mma_load_b_trans_pair(b0, b1, s, ld, lane)   layout, rows s and s + 8 ld, and of the
+ *       K-major one, columns s and s + 8: one ldmatrix.x4 each on NVIDIA.
  *   kp_mma_acc_to_a(a, c0, c1, is_f16, scratch, lane)   the A operand [16][16] made from
  *       two accumulators (columns 0-7 in c0, 8-15 in c1), rounded to bf16/f16: S -> P
  *       without leaving registers on NVIDIA, where an accumulator pair already is an A
@@ -42,6 +45,24 @@ KP_FN void kp_mma_load_b_trans(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ld
                     : "r"(addr));
 }
 
+/* ldmatrix.x4: lanes 0-7 rows n 0-7 at k 0-7, 8-15 the same rows at k 8-15, 16-31 rows
+ * n 8-15 likewise: registers 0, 1 are block 0's b0, b1 and 2, 3 block 1's. */
+KP_FN void kp_mma_load_b_pair(kp_mma_b *b0, kp_mma_b *b1, KP_LOCAL_MEM const kp_u16 *s, int ld, int lane) {
+    kp_u32 addr = kp_local_addr32(s + ((lane % 8) + (lane / 16) * 8) * ld + ((lane / 8) % 2) * 8);
+    KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                    : "=r"(b0->x[0]), "=r"(b0->x[1]), "=r"(b1->x[0]), "=r"(b1->x[1])
+                    : "r"(addr));
+}
+
+/* ldmatrix.x4.trans: lanes 0-15 rows k 0-15 at column 0, lanes 16-31 the same rows at
+ * column 8: registers 0, 1 are columns 0-7's b0, b1 and 2, 3 columns 8-15's. */
+KP_FN void kp_mma_load_b_trans_pair(kp_mma_b *b0, kp_mma_b *b1, KP_LOCAL_MEM const kp_u16 *s, int ld, int lane) {
+    kp_u32 addr = kp_local_addr32(s + (lane % 16) * ld + (lane / 16) * 8);
+    KP_ASM volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                    : "=r"(b0->x[0]), "=r"(b0->x[1]), "=r"(b1->x[0]), "=r"(b1->x[1])
+                    : "r"(addr));
+}
+
 KP_FN void kp_mma_acc_to_a(kp_mma_a *a, const kp_mma_acc *c0, const kp_mma_acc *c1, int is_f16,
                            KP_LOCAL_MEM kp_u16 *scratch, int lane) {
     (void)scratch, (void)lane;
@@ -67,6 +88,16 @@ KP_FN void kp_mma_load_b_trans(kp_mma_b *b, KP_LOCAL_MEM const kp_u16 *s, int ld
             b->x[c * 8 + k / 2] = kp_pack_u16_(s[k * ld + 2 * t + c], s[(k + 1) * ld + 2 * t + c]);
 }
 #endif
+
+KP_FN void kp_mma_load_b_pair(kp_mma_b *b0, kp_mma_b *b1, KP_LOCAL_MEM const kp_u16 *s, int ld, int lane) {
+    kp_mma_load_b(b0, s, ld, lane);
+    kp_mma_load_b(b1, s + 8 * ld, ld, lane);
+}
+
+KP_FN void kp_mma_load_b_trans_pair(kp_mma_b *b0, kp_mma_b *b1, KP_LOCAL_MEM const kp_u16 *s, int ld, int lane) {
+    kp_mma_load_b_trans(b0, s, ld, lane);
+    kp_mma_load_b_trans(b1, s + 8, ld, lane);
+}
 
 KP_FN void kp_mma_acc_to_a(kp_mma_a *a, const kp_mma_acc *c0, const kp_mma_acc *c1, int is_f16,
                            KP_LOCAL_MEM kp_u16 *scratch, int lane) {
