@@ -2,6 +2,7 @@
 X(gpu_launch_args_in_order_and_overflow_reported)
 X(gpu_prefill_plan_geometry_and_arguments)
 X(gpu_tuned_tile_not_built_falls_back_to_default)
+X(gpu_prefill_gen2_plan)
 X(gpu_decode_splits_use_scratch_and_combine)
 X(gpu_paged_prefill_and_decode_window_plans)
 X(gpu_grouped_gemm_decode_runs_the_small_kernel)

@@ -57,6 +57,10 @@ KP_TEST(cuda_static_checks_hold) {
     "        /*0550*/                   LDSM.16.M88.4 R8, [R3] ;\n"                                  \
     "        /*0560*/                   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n"                   \
     "        /*0570*/                   LDG.E.CONSTANT R4, desc[UR4][R4.64] ;\n"
+/* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
+#define ATTN_SASS_OK                                                                                 \
+    "        /*0600*/                   LDSM.16.MT88.2 R8, [R3] ;\n"                                 \
+    "        /*0700*/                   SHFL.BFLY PT, R9, R8, 0x1, 0x1f ;\n"
 
 KP_TEST(cuda_static_checks_catch_doctored) {
     char dir[] = "/tmp/kport-static-XXXXXX";
@@ -106,6 +110,11 @@ KP_TEST(cuda_static_checks_catch_doctored) {
          "kp_grouped_gemm_gen2_tiled",
          "        /*0490*/   LDG.E.64 R4, desc[UR4][R2.64] ;\n"
          "        /*0560*/   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n", NULL},
+        {"attention control", "-DKP_DTYPE_BF16", "kp_attention_prefill_gen2", SASS_OK ATTN_SASS_OK, NULL},
+        {"attention: V not by ldmatrix.trans", "-DKP_DTYPE_BF16", "kp_attention_prefill_gen2",
+         SASS_OK "        /*0700*/   SHFL.BFLY PT, R9, R8, 0x1, 0x1f ;\n", "has no LDSM.16.MT88"},
+        {"attention: no quad shuffles", "-DKP_DTYPE_BF16", "kp_attention_prefill_gen2",
+         SASS_OK "        /*0700*/   LDSM.16.MT88.2 R8, [R3] ;\n", "has no SHFL.BFLY"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };

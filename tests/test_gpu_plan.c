@@ -8,6 +8,7 @@
 
 #include "gpu_variants.h"
 #include "ops/gpu_ops.h"
+#include "attention/attention_gen2_layout.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -168,6 +169,7 @@ static kp_attention_prefill_params prefill_params(kp_dtype dt, int d) {
 
 KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     fake_reset("cuda");
+    setenv("KPORT_GPU_KERNELS", "attention_prefill=gen1", 1); /* generation 2: gpu_prefill_gen2_plan */
     kp_attention_prefill_params p = prefill_params(KP_BF16, 128);
     kp_stream s = {0};
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 1), KP_OK);
@@ -198,10 +200,12 @@ KP_TEST(gpu_prefill_plan_geometry_and_arguments) {
     CHECK_INT_EQ(ka->k_s1, 128);
     CHECK(ka->causal == 1 && ka->wl == -1 && ka->wr == -1);
     CHECK(fabsf(ka->scale_log2 - 0.125f * 1.4426950f) < 1e-6f);
+    unsetenv("KPORT_GPU_KERNELS");
 }
 
 KP_TEST(gpu_tuned_tile_not_built_falls_back_to_default) {
     fake_reset("cuda");
+    setenv("KPORT_GPU_KERNELS", "attention_prefill=gen1", 1);
     kp_attention_prefill_params p = prefill_params(KP_F16, 64);
     kp_stream s = {0};
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
@@ -223,6 +227,68 @@ KP_TEST(gpu_tuned_tile_not_built_falls_back_to_default) {
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 1), KP_ERR_UNSUPPORTED);
     CHECK(strstr(fake_error, "not built") != NULL);
     CHECK_INT_EQ(fake_count, 0);
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* Generation 2 is the default on matrix-unit devices: FA2's tile from the device's
+ * local memory, dynamic local memory in the launch; the cases it cannot run (f32,
+ * unaligned rows) go to generation 1, and a device too small for any tile declines. */
+KP_TEST(gpu_prefill_gen2_plan) {
+    fake_reset("cuda");
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_attention_prefill_params p = prefill_params(KP_BF16, 128);
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL2);
+    CHECK_STR_EQ(l->kernel, "kp_attention_prefill_gen2");
+    CHECK_MSG(fake_prof.local_mem >= 160 * 1024, "cuda's build profile: %llu bytes", (unsigned long long)fake_prof.local_mem);
+    /* 128 rows (8 groups of 32), 64 keys, 3 stages on a >= 160 KiB device */
+    CHECK_STR_CONTAINS(l->options, "-DA2_DQK=128 -DA2_DV=128 -DA2_BM=128 -DA2_BN=64 -DA2_STAGES=3");
+    CHECK_INT_EQ(l->local[0], 256);
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN2_LOCAL_BYTES(128, 64, 128, 128, 3));
+    CHECK_INT_EQ(l->local_bytes, 145408);
+    CHECK_INT_EQ((long long)l->groups[0], (200 * 4 + 127) / 128);
+    CHECK_INT_EQ((long long)l->groups[1], 8);
+    CHECK_INT_EQ((long long)l->groups[2], 3);
+    CHECK_INT_EQ(l->nargs, 8);
+    CHECK(l->args[7].kind == KP_GPU_ARG_KARGS && l->args[7].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    /* every head-dim pair has a tile within the device's local memory, on both build profiles */
+    static const int dims[][2] = {{64, 64}, {128, 128}, {192, 128}, {256, 256}};
+    static const char *const backends[] = {"cuda", "hip"};
+    for (int b = 0; b < 2; b++) {
+        kp_device_info info;
+        kp_gpu_profile prof;
+        CHECK(kp_gpu_build_profile(backends[b], &info, &prof) == 0);
+        for (int d = 0; d < 4; d++) {
+            kp_gpu_attn2_tile t;
+            /* d256 needs 67,584 bytes at 64 x 16 x 2: more than AMD's 64 KiB of LDS */
+            int want = !(b == 1 && dims[d][0] == 256);
+            CHECK_MSG(kp_gpu_attn2_tile_pick(kp_gpu_stub_host(), &prof, dims[d][0], dims[d][1], 0, &t) == want,
+                      "%s d%d", backends[b], dims[d][0]);
+            if (want)
+                CHECK(t.local_bytes <= prof.local_mem && t.bn >= 16 && t.bn % 16 == 0 && (t.bm == 64 || t.bm == 128));
+        }
+    }
+    /* 32 KiB of local memory: d256 has no tile (declined), d64 shrinks to one */
+    kp_gpu_profile small = fake_prof;
+    small.local_mem = 32 * 1024;
+    kp_gpu_attn2_tile t;
+    CHECK(!kp_gpu_attn2_tile_pick(kp_gpu_stub_host(), &small, 256, 256, 0, &t));
+    CHECK(kp_gpu_attn2_tile_pick(kp_gpu_stub_host(), &small, 64, 64, 0, &t) && t.local_bytes <= 32 * 1024);
+    /* a q offset of 4 elements (8 bytes): rows not 16-byte aligned, generation 1 runs */
+    fake_count = 0;
+    p.q.offset = 8;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL);
+    CHECK_STR_CONTAINS(fake_logged, "generation-1 kernels (a row of q, k or v is not 16-byte aligned");
+    /* f32: generation 1 */
+    fake_count = 0;
+    p = prefill_params(KP_F32, 64);
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL);
 }
 
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {

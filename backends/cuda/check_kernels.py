@@ -20,6 +20,8 @@ Checks:
     - the tiled (tensor-core) kernels contain HMMA (mma.sync) and LDGSTS (cp.async),
       LDGSTS unless neither operand can be copied raw (e4m3 weights with f32
       activations: both are converted on their way into shared memory);
+    - attention prefill contains HMMA, LDGSTS, LDSM.16.MT88 (V by ldmatrix.trans) and
+      SHFL.BFLY (the online softmax's row max across a quad);
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
       16-bit operand moves 16 bytes at a time.
 """
@@ -67,6 +69,13 @@ def check_ptxas(text, where):
 def check_sass(sass, source, options, kernel, where):
     """Problems in one generation-2 kernel's SASS listing."""
     problems = []
+    if kernel.startswith("kp_attention_prefill_gen2"):
+        # FA2's loop: tensor cores, cp.async, V through ldmatrix.trans, quad shuffles
+        for pattern, what in ((r"\bHMMA\.", "HMMA (tensor-core mma.sync)"), (r"\bLDGSTS\b", "LDGSTS (cp.async)"),
+                              (r"\bLDSM\.16\.MT88\b", "LDSM.16.MT88 (ldmatrix.trans)"),
+                              (r"\bSHFL\.BFLY\b", "SHFL.BFLY (row max by quad shuffles)")):
+            if not re.search(pattern, sass):
+                problems.append("%s: %s has no %s" % (where, kernel, what))
     if kernel.endswith("_tiled"):
         if not re.search(r"\bHMMA\.", sass):
             problems.append("%s: %s has no HMMA (tensor-core mma.sync)" % (where, kernel))

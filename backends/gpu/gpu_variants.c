@@ -74,6 +74,13 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     emit_fp8_kv(e, opts);
                 }
         }
+        /* generation 2: 16-bit dtypes, the table's tile per head-dim pair (none: generation 1) */
+        kp_gpu_attn2_tile t2;
+        for (size_t d = 0; d < 4 && dt != KP_F32; d++)
+            if (kp_gpu_attn2_tile_pick(h, p, dims[d][0], dims[d][1], 0, &t2)) {
+                kp_gpu_attn2_options(&t2, dt, dims[d][0], dims[d][1], opts, sizeof opts);
+                emit(e, KP_GPU_SRC_ATTN_PREFILL2, opts, "kp_attention_prefill_gen2");
+            }
         for (size_t d = 0; d < 2; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
                 if (kp_gpu_attn_config(h, p, "mla_decode", dt, mla_dims[d][0], mla_dims[d][1], 1, rows[r], 0, &c) ==

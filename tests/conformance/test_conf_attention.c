@@ -164,6 +164,23 @@ KP_CONFORMANCE(conf_attn_prefill_long) {
     CHECK_OK(kp_stream_destroy(s));
 }
 
+/* Causal diagonals at every tile-edge offset: len_k - len_q = BN - 2 (mod BN) for key
+ * tiles of 16..128 puts a row tile's first row one key short of a tile's end, so a
+ * kernel that skips the mask on a tile one key too early (generation 2's diagonal-only
+ * masking) is caught; 63 and 0 are the exact fits. */
+KP_CONFORMANCE(conf_attn_prefill_diagonal_offsets) {
+    static const int32_t lq[6] = {70, 70, 70, 130, 1, 65}, lk[6] = {132, 84, 100, 256, 1, 128};
+    static const int heads2[2][2] = {{2, 2}, {8, 2}};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int h = 0; h < 2; h++) {
+        prefill_case c = {.dt = h ? KP_F16 : KP_BF16, .nb = 6, .lq = lq, .lk = lk, .h_q = heads2[h][0],
+            .h_kv = heads2[h][1], .d = h ? 128 : 64, .dv = h ? 128 : 64, .causal = 1, .wl = -1, .wr = -1, .lse = 1};
+        run_prefill(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
 /* Every query row is empty (no keys at all): out 0, lse +inf. */
 KP_CONFORMANCE(conf_attn_prefill_no_keys) {
     static const int32_t lq[2] = {3, 4}, lk[2] = {0, 0};

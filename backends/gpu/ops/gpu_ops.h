@@ -231,4 +231,24 @@ void kp_gpu_kv_store_options(kp_dtype dt, int fp8, char *buf, size_t n);
 /* "-DKP_DTYPE_BF16": x's dtype. */
 void kp_gpu_quant_fp8_options(kp_dtype dt, char *buf, size_t n);
 
+/* ---- attention, generation 2 (gpu_attention_gen2.c) ------------------------ */
+
+#define KP_GPU_SRC_ATTN_PREFILL2 "attention/attention_prefill_gen2.cl"
+
+/* A generation-2 attention tile: bm query rows (bm / 16 groups of 32 work-items), bn
+ * keys per tile, stages of the K/V copy pipeline; local_bytes: KP_ATTN2_LOCAL_BYTES. */
+typedef struct kp_gpu_attn2_tile {
+    int bm, bn, stages, min_blocks;
+    size_t local_bytes;
+} kp_gpu_attn2_tile;
+
+/* The tile for head dims dqk/dv on this device; 0 when none fits (generation 1 runs). */
+int kp_gpu_attn2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int dqk, int dv, int use_tuning,
+                           kp_gpu_attn2_tile *out);
+void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n);
+/* Why generation 2 cannot run this prefill here (f32, head dims, unaligned rows, no tile
+ * fits), or NULL. */
+const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p);
+kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
+
 #endif /* KPORT_BACKENDS_GPU_OPS_H */

@@ -1,0 +1,150 @@
+/*
+ * backends/gpu/ops/gpu_attention_gen2.c — the generation-2 attention plan
+ * (kernels/attention/attention_prefill_gen2.cl): tiles from the device's local memory.
+ *
+ * The first tile that fits the local memory a work-group may use (profile.local_mem),
+ * starting from the device's row of the table:
+ *
+ *   device                       head dims   rows x keys   warps  stages  local bytes
+ *   >= 160 KiB (A100, H100/H200)  <= 128      128 x 64      8      3       d128: 145,408
+ *                                 192/128     128 x 64      8      2       143,360
+ *                                 256         64 x 64       4      2       172,032
+ *   >= 96 KiB (sm_86/89/120)      <= 128      128 x 64      8      2       d128: 110,592
+ *                                 > 128       64 x 64       4      2
+ *   CPU devices (PoCL)            any         64 x 64       4      2       the portable fragments
+ *   else (48 KiB, 64 KiB LDS)     any         64 x 64       4      2       (shrunk; d256 fits
+ *                                                                         neither: generation 1)
+ *
+ * and, while it does not fit: 2 stages, then 32 keys, then 64 rows (64 keys), then 32 and
+ * 16 keys; nothing at 64 x 16 x 2 means generation 1 runs (the case is declined, not
+ * failed). One work-group per SM (min_blocks 1): ptxas may give a thread all 255
+ * registers (8 warps: 65,536 / 256). Tuning keys (attention_prefill): g2_block_m (64 or
+ * 128), g2_block_n (16..128), g2_stages (2..4); a tuned tile that does not fit is
+ * ignored with a log line.
+ */
+#include "gpu_ops.h"
+
+#include "attention/attention_gen2_layout.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define ATTN_LOG2E 1.4426950408889634
+
+static size_t tile_bytes(const kp_gpu_attn2_tile *t, int dqk, int dv) {
+    return KP_ATTN2_LOCAL_BYTES((size_t)t->bm, (size_t)t->bn, (size_t)dqk, (size_t)dv, (size_t)t->stages);
+}
+
+static int tile_fits(const kp_gpu_profile *p, const kp_gpu_attn2_tile *t, int dqk, int dv) {
+    return tile_bytes(t, dqk, dv) * (size_t)t->min_blocks <= p->local_mem &&
+           (uint32_t)KP_ATTN2_THREADS(t->bm) <= p->max_group;
+}
+
+/* One step smaller; 0 when nothing is left to shrink. */
+static int shrink(kp_gpu_attn2_tile *t) {
+    if (t->stages > 2) t->stages--;
+    else if (t->bn > 16 && (t->bm == 64 || t->bn > 32)) t->bn /= 2;
+    else if (t->bm > 64) t->bm = 64, t->bn = 64;
+    else return 0;
+    return 1;
+}
+
+int kp_gpu_attn2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int dqk, int dv, int use_tuning,
+                           kp_gpu_attn2_tile *out) {
+    kp_gpu_attn2_tile t = {64, 64, 2, 1, 0};
+    if (!p->cpu && p->local_mem >= 160 * 1024) {
+        if (dqk <= 128) t.bm = 128, t.stages = 3;
+        else if (dqk <= 192) t.bm = 128;
+    } else if (!p->cpu && p->local_mem >= 96 * 1024 && dqk <= 128) {
+        t.bm = 128;
+    }
+    if (use_tuning) {
+        kp_gpu_attn2_tile u = t;
+        int64_t bm = h->tuning_get(p->info, "attention_prefill", "g2_block_m", t.bm);
+        int64_t bn = h->tuning_get(p->info, "attention_prefill", "g2_block_n", t.bn);
+        int64_t st = h->tuning_get(p->info, "attention_prefill", "g2_stages", t.stages);
+        u.bm = bm == 64 || bm == 128 ? (int)bm : t.bm;
+        u.bn = bn == 16 || bn == 32 || bn == 64 || bn == 128 ? (int)bn : t.bn;
+        u.stages = st >= 2 && st <= 4 ? (int)st : t.stages;
+        if (tile_fits(p, &u, dqk, dv)) t = u;
+        else
+            h->log("attention_prefill: tuned generation-2 tile (%d rows, %d keys, %d stages) does not fit; using "
+                   "the table's", u.bm, u.bn, u.stages);
+    }
+    while (!tile_fits(p, &t, dqk, dv))
+        if (!shrink(&t)) return 0;
+    t.local_bytes = tile_bytes(&t, dqk, dv);
+    *out = t;
+    return 1;
+}
+
+void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n) {
+    snprintf(buf, n, "%s -DA2_DQK=%d -DA2_DV=%d -DA2_BM=%d -DA2_BN=%d -DA2_STAGES=%d -DA2_MIN_BLOCKS=%d",
+             kp_gpu_dtype_define(dt), dqk, dv, t->bm, t->bn, t->stages, t->min_blocks);
+}
+
+/* Rows of t start on 16 bytes: the buffer, the offset and the token and head strides. */
+static int rows_aligned16(kp_gpu_ctx *c, const kp_tensor *t) {
+    uint32_t base = c->t->buffer_align ? c->t->buffer_align(t->buffer) : 256u;
+    uint64_t es = kp_backend_dtype_size(t->dtype);
+    return base >= 16 && ((uint64_t)kp_gpu_elem_offset(t) * es) % 16 == 0 && ((uint64_t)t->strides[0] * es) % 16 == 0 &&
+           ((uint64_t)t->strides[1] * es) % 16 == 0;
+}
+
+const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p) {
+    if (p->q.dtype != KP_F16 && p->q.dtype != KP_BF16)
+        return "f32 runs generation 1 (generation 2 takes 16-bit q, k, v)";
+    int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
+    if (!kp_gpu_attn_dims_supported(dqk, dv, 0)) return "head dims not built for generation 2";
+    if (!rows_aligned16(c, &p->q) || !rows_aligned16(c, &p->k) || !rows_aligned16(c, &p->v))
+        return "a row of q, k or v is not 16-byte aligned (offsets and strides)";
+    kp_gpu_attn2_tile t;
+    if (!kp_gpu_attn2_tile_pick(c->host, &c->prof, dqk, dv, 0, &t))
+        return "no generation-2 tile fits the device's local memory";
+    return NULL;
+}
+
+kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run) {
+    const kp_host_services *h = c->host;
+    const char *name = "attention_prefill (generation 2)";
+    int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[2];
+    int64_t total_q = p->q.shape[0], total_k = p->k.shape[0], h_q = p->q.shape[1], h_kv = p->k.shape[1];
+    int64_t nb = p->cu_seqlens_q.shape[0] - 1;
+    if (total_q > INT32_MAX || total_k > INT32_MAX || nb + 1 > INT32_MAX / 2)
+        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 tokens", name, c->t->name);
+    kp_gpu_attn2_tile t;
+    if (!kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 1, &t))
+        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: no tile fits", name, c->t->name);
+    char opts[256];
+    kp_gpu_attn2_options(&t, p->q.dtype, dqk, dv, opts, sizeof opts);
+    if (kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts) != KP_OK) { /* a tuned tile not built here */
+        kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 0, &t);
+        kp_gpu_attn2_options(&t, p->q.dtype, dqk, dv, opts, sizeof opts);
+    }
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts);
+    if (st != KP_OK || dry_run || total_q == 0) return st;
+
+    int group = (int)(h_q / h_kv);
+    int64_t rows = (int64_t)(p->max_seqlen_q > 0 ? p->max_seqlen_q : 1) * group;
+    kp_attn_prefill_kargs ka = {
+        .q_off = kp_gpu_elem_offset(&p->q), .q_s0 = p->q.strides[0], .q_s1 = p->q.strides[1],
+        .k_off = kp_gpu_elem_offset(&p->k), .k_s0 = p->k.strides[0], .k_s1 = p->k.strides[1],
+        .v_off = kp_gpu_elem_offset(&p->v), .v_s0 = p->v.strides[0], .v_s1 = p->v.strides[1],
+        .o_off = kp_gpu_elem_offset(&p->out), .o_s0 = p->out.strides[0], .o_s1 = p->out.strides[1],
+        .lse_off = kp_gpu_elem_offset(&p->lse),
+        .cu_q_off = kp_gpu_elem_offset(&p->cu_seqlens_q), .cu_k_off = kp_gpu_elem_offset(&p->cu_seqlens_k),
+        .has_lse = p->lse.buffer != NULL, .nb = (int32_t)nb, .total_q = (int32_t)total_q,
+        .total_k = (int32_t)total_k, .group = group, .causal = p->causal, .wl = p->window_left,
+        .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
+    };
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL2, opts, "kp_attention_prefill_gen2");
+    kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_tensor(&l, &p->v);
+    kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->lse);
+    kp_gpu_arg_tensor(&l, &p->cu_seqlens_q), kp_gpu_arg_tensor(&l, &p->cu_seqlens_k);
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    l.groups[0] = (uint64_t)((rows + t.bm - 1) / t.bm), l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)nb + 1;
+    l.local[0] = (uint32_t)KP_ATTN2_THREADS(t.bm), l.local_bytes = (uint32_t)t.local_bytes;
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : h->add_context(st, "%s", name);
+}
