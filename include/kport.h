@@ -417,6 +417,25 @@ KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forwar
  * params struct. Answered by the same selector that picks the kernel. Writes nothing. */
 KP_API kp_status kp_op_supported(kp_device *d, kp_op op, const void *params);
 
+/* ---- serving: graph capture and stream dependencies (issue 17) ---- */
+
+/* Graph-capture rule: no op allocates, frees or synchronises on its stream once the
+ * stream's scratch is reserved. Split-KV decode and split-K GEMM partials live in a
+ * per-stream scratch; kp_moe_forward uses the caller's workspace.
+ *  - On a wrapped stream (kp_stream_wrap) an op never grows the scratch: when it needs
+ *    more than the reservation it fails with KP_ERR_OUT_OF_MEMORY, naming the bytes
+ *    to reserve, before anything is enqueued or written.
+ *  - On a stream kport created, an op grows the scratch when short (waiting for that
+ *    stream first); after kp_stream_reserve of enough bytes it never does.
+ * kp_stream_reserve makes the scratch hold at least bytes of partials (and their
+ * log-sum-exps beside them); call it before capture. Replacing a smaller reservation
+ * waits for s's pending work; an equal or larger one returns at once. A no-op on cpu. */
+KP_API kp_status kp_stream_reserve(kp_stream *s, size_t bytes);
+/* Makes work queued on s after this call wait until e's mark has completed, without
+ * blocking the host (cuStreamWaitEvent, hipStreamWaitEvent, an OpenCL marker wait).
+ * e and s on the same device; an event never recorded marks nothing: KP_OK. */
+KP_API kp_status kp_stream_wait_event(kp_stream *s, kp_event *e);
+
 #ifdef __cplusplus
 }
 #endif
