@@ -33,6 +33,7 @@
 #define KP_CU_VARIANTS 0 /* built without nvcc: no kernel embedded */
 #endif
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,17 +71,46 @@ struct kp_cu_rtc_module {
 /* The embedded table                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Index of (source, options) in the table (exact strings: the planner's canonical
- * options, byte for byte), or -1. */
-static int cu_variant_find(const char *source, const char *options) {
+/* (source, options) -> table index through an open-addressing hash built once: a
+ * launch hashes its two strings and compares one entry, instead of a strcmp scan over
+ * every embedded variant (issue 17: kport's host work per op). Exact strings: the
+ * planner's canonical options, byte for byte. */
+static uint64_t cu_variant_hash(const char *source, const char *options) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = source; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ (unsigned char)'|') * 1099511628211ull;
+    for (const char *p = options; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
 #ifndef KP_CU_NO_FATBINS
+#define KP_CU_INDEX_SLOTS (2 * KP_CU_FATBIN_COUNT + 1) /* at most half full: short probes */
+static int cu_index[KP_CU_INDEX_SLOTS];                 /* table index + 1; 0: empty */
+static pthread_once_t cu_index_once = PTHREAD_ONCE_INIT;
+
+static void cu_index_build(void) {
     for (int i = 0; i < KP_CU_FATBIN_COUNT; i++) {
         const kp_cu_fatbin *f = &kp_cu_fatbin_table[i];
-        if (strcmp(f->options, options) == 0 && strcmp(f->source, source) == 0) return i;
+        size_t slot = (size_t)(cu_variant_hash(f->source, f->options) % KP_CU_INDEX_SLOTS);
+        while (cu_index[slot]) slot = (slot + 1) % KP_CU_INDEX_SLOTS;
+        cu_index[slot] = i + 1;
+    }
+}
+#endif
+
+/* Index of (source, options) in the table, or -1. */
+static int cu_variant_find(const char *source, const char *options) {
+#ifndef KP_CU_NO_FATBINS
+    pthread_once(&cu_index_once, cu_index_build);
+    size_t slot = (size_t)(cu_variant_hash(source, options) % KP_CU_INDEX_SLOTS);
+    for (; cu_index[slot]; slot = (slot + 1) % KP_CU_INDEX_SLOTS) {
+        const kp_cu_fatbin *f = &kp_cu_fatbin_table[cu_index[slot] - 1];
+        if (strcmp(f->options, options) == 0 && strcmp(f->source, source) == 0) return cu_index[slot] - 1;
     }
 #else
     (void)source;
     (void)options;
+    (void)cu_variant_hash;
 #endif
     return -1;
 }
