@@ -2,6 +2,7 @@
 /* test_robustness_limits.c */
 XB(robust_moe_forward_workspace_at_any_offset)
 X(robust_moe_forward_workspace_bytes_overflow)
+X(robust_moe_forward_workspace_only_what_is_written)
 X(robust_moe_forward_workspace_size_overflow)
 X(robust_cpu_moe_forward_past_index_width)
 X(robust_cpu_decode_past_index_width)
