@@ -6,7 +6,7 @@
  *   2. align (counting sort, block size 1: the CPU tiles need no padding);
  *   3. per (expert, column tile of inter, row chunk): x rows gathered through
  *      sorted_ids, x·w13ᵀ for the tile's gate columns and its up columns, SwiGLU in
- *      the epilogue -> h [rows, inter] f32 (the x·w13ᵀ region is never written);
+ *      the epilogue -> h [rows, inter] f32 (x·w13ᵀ is never stored);
  *   4. h·w2ᵀ -> y [rows, hidden] f32;
  *   5. combine y with the topk weights in slot order (f32), plus the shared expert:
  *      its SwiGLU MLP runs as a one-"expert" grouped GEMM over all T rows, and its
