@@ -429,7 +429,10 @@ KP_API kp_status kp_op_supported(kp_device *d, kp_op op, const void *params);
  *    stream first); after kp_stream_reserve of enough bytes it never does.
  * kp_stream_reserve makes the scratch hold at least bytes of partials (and their
  * log-sum-exps beside them); call it before capture. Replacing a smaller reservation
- * waits for s's pending work; an equal or larger one returns at once. A no-op on cpu. */
+ * frees the old one after s's pending work (stream-ordered where the driver can; else
+ * it waits); reserving no more than is held returns at once. A no-op on cpu.
+ * The scratch belongs to s (a wrapper included): keep s alive while graphs captured
+ * through it are replayed. */
 KP_API kp_status kp_stream_reserve(kp_stream *s, size_t bytes);
 /* Makes work queued on s after this call wait until e's mark has completed, without
  * blocking the host (cuStreamWaitEvent, hipStreamWaitEvent, an OpenCL marker wait).
