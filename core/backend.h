@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: kv_cache_store, quantize_fp8, FP8 KV caches) */
+#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -137,6 +137,11 @@ struct kp_backend_iface {
     kp_status (*event_sync)(kp_event *e);
     kp_status (*event_elapsed)(kp_event *start, kp_event *end, float *ms);
     void (*event_destroy)(kp_event *e);
+    /* kp_stream_reserve: at least bytes of per-stream scratch, allocated now (see kport.h
+     * for the graph-capture rule); backends without stream scratch answer KP_OK. */
+    kp_status (*stream_reserve)(kp_stream *s, size_t bytes);
+    /* kp_stream_wait_event: the core checks devices and that e was recorded. */
+    kp_status (*stream_wait_event)(kp_stream *s, kp_event *e);
     /* The DLPack device type whose pointers this backend can wrap (kDLCUDA = 2, ...). */
     int dlpack_device_type;
 

@@ -92,6 +92,7 @@ static const char *first_null_slot(const kp_backend_iface *f) {
     SLOT(stream_sync); SLOT(stream_destroy); SLOT(buffer_alloc); SLOT(buffer_wrap);
     SLOT(buffer_free); SLOT(buffer_write); SLOT(buffer_read); SLOT(buffer_copy);
     SLOT(event_create); SLOT(event_record); SLOT(event_sync); SLOT(event_elapsed); SLOT(event_destroy);
+    SLOT(stream_reserve); SLOT(stream_wait_event);
 #undef SLOT
     for (int i = 0; i < KP_OP_COUNT; i++)
         if (!f->ops[i]) return kp_backend_op_name((kp_op)i);

@@ -62,3 +62,19 @@ kp_status kp_stream_destroy(kp_stream *s) {
     kp_registry_handles_add(-1);
     return st;
 }
+
+kp_status kp_stream_reserve(kp_stream *s, size_t bytes) {
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_reserve: s is NULL");
+    kp_status st = s->device->iface->stream_reserve(s, bytes);
+    return st == KP_OK ? st : kp_add_context(st, "kp_stream_reserve of %zu bytes on %s", bytes, s->device->info.name);
+}
+
+kp_status kp_stream_wait_event(kp_stream *s, kp_event *e) {
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_wait_event: s is NULL");
+    if (!e) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_wait_event: e is NULL");
+    if (s->device != e->device)
+        return kp_set_error(KP_ERR_DEVICE_MISMATCH, "kp_stream_wait_event: the event is of %s, the stream of %s",
+                            e->device->info.name, s->device->info.name);
+    if (!e->stream) return KP_OK; /* nothing marked: nothing to wait for (CUDA's rule too) */
+    return s->device->iface->stream_wait_event(s, e);
+}

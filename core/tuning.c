@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +41,21 @@ static const kp_tuning_entry builtin[] = {
     {"*", "*", "*", "cpu", "parallel_grain", 1},
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static kp_tuning_entry *user;
-static int user_count;
-static bool user_loaded;
+/* The user file, read once into an immutable table that lookups read without a lock
+ * (every launch asks several times: no global lock on that path). kp_tuning_reset
+ * retires the table rather than freeing it, since a lookup on another thread may still
+ * be reading it; retired tables stay listed (reset is for tests and tools). */
+typedef struct tuning_table {
+    kp_tuning_entry *entries;
+    int count;
+    struct tuning_table *next_retired;
+} tuning_table;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards loading and retiring */
+static _Atomic(tuning_table *) current;
+static tuning_table *retired;
+static tuning_table no_table; /* when even the table struct cannot be allocated */
+static atomic_int loads;
 
 /* Copies a field into its slot; false when it does not fit. */
 static bool take(char *dst, size_t n, const char *src) { return (size_t)snprintf(dst, n, "%s", src) < n; }
@@ -118,7 +130,7 @@ static char *read_tuning_file(const char *path, size_t *len) {
     return text;
 }
 
-static void load_user_file(void) {
+static void load_user_file(tuning_table *t) {
     char path[PATH_MAX];
     /* secure_getenv: a setuid/setgid program reads no file the caller's environment names */
     const char *env = secure_getenv("KPORT_TUNING_FILE"), *xdg = secure_getenv("XDG_CONFIG_HOME"),
@@ -168,8 +180,8 @@ static void load_user_file(void) {
         free(entries);
         return;
     }
-    user = entries;
-    user_count = count;
+    t->entries = entries;
+    t->count = count;
 }
 
 /* 3: this device, 2: this arch, 1: this vendor, 0: any; -1: no match. */
@@ -183,33 +195,45 @@ static int specificity(const kp_tuning_entry *e, const kp_device_info *d, const 
     return !n ? 3 : !a ? 2 : !v ? 1 : 0;
 }
 
+static const tuning_table *tuning_table_get(void) {
+    tuning_table *t = atomic_load_explicit(&current, memory_order_acquire);
+    if (t) return t; /* the hot path: no lock */
+    pthread_mutex_lock(&lock);
+    t = atomic_load_explicit(&current, memory_order_relaxed);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (t) {
+            load_user_file(t);
+            atomic_fetch_add(&loads, 1);
+            atomic_store_explicit(&current, t, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return t ? t : &no_table;
+}
+
 int64_t kp_tuning_get(const kp_device_info *dev, const char *kernel, const char *param, int64_t def) {
     if (!dev || !kernel || !param) return def;
-    pthread_mutex_lock(&lock);
-    if (!user_loaded) {
-        load_user_file();
-        user_loaded = true;
-    }
+    const tuning_table *t = tuning_table_get();
     int best = -1;
     int64_t value = def;
-    for (int i = 0; i < user_count; i++) {
-        int s = specificity(&user[i], dev, kernel, param);
-        if (s > best) best = s, value = user[i].value;
+    for (int i = 0; i < t->count; i++) {
+        int s = specificity(&t->entries[i], dev, kernel, param);
+        if (s > best) best = s, value = t->entries[i].value;
     }
     if (best < 0)
         for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
             int s = specificity(&builtin[i], dev, kernel, param);
             if (s > best) best = s, value = builtin[i].value;
         }
-    pthread_mutex_unlock(&lock);
     return value;
 }
 
 void kp_tuning_reset(void) {
     pthread_mutex_lock(&lock);
-    free(user);
-    user = NULL;
-    user_count = 0;
-    user_loaded = false;
+    tuning_table *old = atomic_exchange_explicit(&current, NULL, memory_order_acq_rel);
+    if (old) old->next_retired = retired, retired = old;
     pthread_mutex_unlock(&lock);
 }
+
+int kp_tuning_loads(void) { return atomic_load(&loads); }

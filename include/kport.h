@@ -490,6 +490,77 @@ KP_API kp_status kp_quantize_fp8(kp_stream *s, const kp_quantize_fp8_params *p);
  * params struct. Answered by the same selector that picks the kernel. Writes nothing. */
 KP_API kp_status kp_op_supported(kp_device *d, kp_op op, const void *params);
 
+/* ---- serving: graph capture and stream dependencies (issue 17) ---- */
+
+/* Graph-capture rule: no op allocates, frees or synchronises on its stream once the
+ * stream's scratch is reserved. Split-KV decode and split-K GEMM partials live in a
+ * per-stream scratch; kp_moe_forward uses the caller's workspace.
+ *  - On a wrapped stream (kp_stream_wrap) an op never grows the scratch: when it needs
+ *    more than the reservation it fails with KP_ERR_OUT_OF_MEMORY, naming the bytes
+ *    to reserve, before anything is enqueued or written.
+ *  - On a stream kport created, an op grows the scratch when short (waiting for that
+ *    stream first); after kp_stream_reserve of enough bytes it never does.
+ * kp_stream_reserve makes the scratch hold at least bytes of partials (and their
+ * log-sum-exps beside them); call it before capture. Replacing a smaller reservation
+ * frees the old one after s's pending work (stream-ordered where the driver can; else
+ * it waits); reserving no more than is held returns at once. A no-op on cpu.
+ * The scratch belongs to s (a wrapper included): keep s alive while graphs captured
+ * through it are replayed. */
+KP_API kp_status kp_stream_reserve(kp_stream *s, size_t bytes);
+/* Makes work queued on s after this call wait until e's mark has completed, without
+ * blocking the host (cuStreamWaitEvent, hipStreamWaitEvent, an OpenCL marker wait).
+ * e and s on the same device; an event never recorded marks nothing: KP_OK. */
+KP_API kp_status kp_stream_wait_event(kp_stream *s, kp_event *e);
+
+/* ---- a growable ABI (issue 17) ----
+ * Params structs only ever grow at their end. A program tells the library the size of
+ * each params struct it was compiled with: in C, kp_attention_prefill(s, p) ... and
+ * kp_op_supported(d, op, p) below are macros that pass sizeof *(p) to the _sized
+ * functions. The library reads that many bytes and takes every later field as zero, so
+ * a binary built against an older kport.h runs on a newer library unchanged. The plain
+ * functions stay exported for binaries built against 0.1 (which passed no size): they
+ * read 0.1's sizes, as does a size of 0. kp_op_supported's macro takes the size from op
+ * (kp_op_params_size, as this header defines the struct), so p may be a void pointer.
+ * A size below 0.1's is KP_ERR_INVALID_ARGUMENT; one above this library's, with a
+ * non-zero byte past the fields it knows, KP_ERR_UNSUPPORTED (a newer caller asks for
+ * something this library cannot do). C++ callers call the _sized functions. */
+KP_API kp_status kp_attention_prefill_sized(kp_stream *s, const kp_attention_prefill_params *p, size_t size);
+KP_API kp_status kp_attention_decode_sized(kp_stream *s, const kp_attention_decode_params *p, size_t size);
+KP_API kp_status kp_mla_decode_sized(kp_stream *s, const kp_mla_decode_params *p, size_t size);
+KP_API kp_status kp_moe_gate_sized(kp_stream *s, const kp_moe_gate_params *p, size_t size);
+KP_API kp_status kp_moe_align_sized(kp_stream *s, const kp_moe_align_params *p, size_t size);
+KP_API kp_status kp_grouped_gemm_sized(kp_stream *s, const kp_grouped_gemm_params *p, size_t size);
+KP_API kp_status kp_moe_combine_sized(kp_stream *s, const kp_moe_combine_params *p, size_t size);
+KP_API kp_status kp_moe_forward_sized(kp_stream *s, const kp_moe_forward_params *p, size_t size);
+KP_API kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size_t size);
+
+/* sizeof op's params struct as the caller's kport.h defines it (0: an unknown op). */
+static inline size_t kp_op_params_size(kp_op op) {
+    switch (op) {
+    case KP_OP_ATTENTION_PREFILL: return sizeof(kp_attention_prefill_params);
+    case KP_OP_ATTENTION_DECODE: return sizeof(kp_attention_decode_params);
+    case KP_OP_MLA_DECODE: return sizeof(kp_mla_decode_params);
+    case KP_OP_MOE_GATE: return sizeof(kp_moe_gate_params);
+    case KP_OP_MOE_ALIGN: return sizeof(kp_moe_align_params);
+    case KP_OP_GROUPED_GEMM: return sizeof(kp_grouped_gemm_params);
+    case KP_OP_MOE_COMBINE: return sizeof(kp_moe_combine_params);
+    case KP_OP_MOE_FORWARD: return sizeof(kp_moe_forward_params);
+    default: return 0;
+    }
+}
+
+#if !defined(__cplusplus) && !defined(KP_NO_SIZED_CALLS)
+#define kp_attention_prefill(s, p) kp_attention_prefill_sized((s), (p), sizeof *(p))
+#define kp_attention_decode(s, p) kp_attention_decode_sized((s), (p), sizeof *(p))
+#define kp_mla_decode(s, p) kp_mla_decode_sized((s), (p), sizeof *(p))
+#define kp_moe_gate(s, p) kp_moe_gate_sized((s), (p), sizeof *(p))
+#define kp_moe_align(s, p) kp_moe_align_sized((s), (p), sizeof *(p))
+#define kp_grouped_gemm(s, p) kp_grouped_gemm_sized((s), (p), sizeof *(p))
+#define kp_moe_combine(s, p) kp_moe_combine_sized((s), (p), sizeof *(p))
+#define kp_moe_forward(s, p) kp_moe_forward_sized((s), (p), sizeof *(p))
+#define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,3 +40,6 @@ X(kbench_tune_writes_the_tuning_file)
 X(tools_find_the_build_trees_plugins)
 X(kbench_peaks_resolve_through_the_fallback_chain)
 X(kbench_rows_are_judged_against_their_unit)
+/* test_abi.c */
+X(abi_0_1_binary_runs_on_this_library)
+X(abi_sized_params_older_and_newer)

@@ -31,6 +31,7 @@ X(opencl_attn_mma_path)
 X(opencl_attn_split_combine)
 X(opencl_attn_bad_index_clamped)
 X(opencl_attn_split_scratch_streams)
+X(opencl_wrapped_queue_runs_on_reserved_scratch)
 /* test_opencl_moe.c */
 X(opencl_moe_gemm_fma)
 X(opencl_moe_gemm_mma_layer)

@@ -88,17 +88,31 @@ static kp_status fake_launch(kp_stream *s, const kp_gpu_launch *l) {
     fake_count++;
     return KP_OK;
 }
+/* The stream scratch: its region sizes, and how often it was (re)allocated. Every
+ * target frees, allocates and (on a stream kport created) waits only in scratch_reserve,
+ * so counting reserves counts all three. */
 static int fake_scratch[2];
-static kp_status fake_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
-    (void)s, (void)bytes;
+static size_t fake_scratch_cap[2];
+static int fake_scratch_reserves;
+static int fake_scratch_get(kp_stream *s, const size_t bytes[2], void *out[2]) {
+    (void)s;
+    if (bytes[0] > fake_scratch_cap[0] || bytes[1] > fake_scratch_cap[1]) return 0;
     out[0] = &fake_scratch[0], out[1] = &fake_scratch[1];
+    return 1;
+}
+static kp_status fake_scratch_reserve(kp_stream *s, const size_t bytes[2]) {
+    (void)s;
+    fake_scratch_reserves++;
+    for (int i = 0; i < 2; i++)
+        if (bytes[i] > fake_scratch_cap[i]) fake_scratch_cap[i] = bytes[i];
     return KP_OK;
 }
 static void fake_scratch_release(kp_stream *s, void *h[2]) { (void)s, (void)h; }
 
 static const kp_gpu_target fake_target = {
     .name = "fake", .host = &fake_host, .profile = fake_profile, .variant_check = fake_check,
-    .launch = fake_launch, .scratch_acquire = fake_scratch_acquire, .scratch_release = fake_scratch_release,
+    .launch = fake_launch, .scratch_get = fake_scratch_get, .scratch_reserve = fake_scratch_reserve,
+    .scratch_release = fake_scratch_release,
 };
 
 static void fake_reset(const char *backend) {
@@ -106,6 +120,7 @@ static void fake_reset(const char *backend) {
     fake_prof.compute_units = 132;
     fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_tuned_gen = 0, fake_error[0] = '\0';
     fake_logged[0] = '\0';
+    fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;
 }
 
 static kp_buffer fake_buf[8];
@@ -362,6 +377,64 @@ KP_TEST(gpu_paged_prefill_and_decode_window_plans) {
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &dp, 0), KP_OK);
     CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->wl, -1);
     unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* The graph-capture rule (kport.h, kp_stream_reserve): after a reservation no op
+ * allocates, frees or waits; on a wrapped stream an op never grows the scratch. */
+KP_TEST(gpu_scratch_reserved_before_capture_never_grows) {
+    fake_reset("cuda");
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.k_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.v_cache = tensor(2, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, 32});
+    p.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    p.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.softmax_scale = 0.1f, p.num_splits = 4;
+    const size_t need = 4 * (2 * 32) * 128 * sizeof(float); /* splits x rows x dv partials */
+    char want[64];
+    snprintf(want, sizeof want, "kp_stream_reserve(s, %zu)", need);
+
+    /* a wrapped stream with nothing reserved: refused before any launch or allocation */
+    kp_stream wrapped = {.flags = KP_STREAM_WRAPPED};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &wrapped, &p, 0), KP_ERR_OUT_OF_MEMORY);
+    CHECK_INT_EQ(fake_count, 0);
+    CHECK_INT_EQ(fake_scratch_reserves, 0);
+    CHECK(strstr(fake_error, want) != NULL);
+    /* a dry run ("supported?") does not depend on the reservation */
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &wrapped, &p, 1), KP_OK);
+
+    /* reserve once, exactly what the message named; then ops allocate nothing */
+    CHECK_INT_EQ(kp_gpu_stream_reserve(&fake_target, &wrapped, need), KP_OK);
+    CHECK_INT_EQ(fake_scratch_reserves, 1);
+    CHECK(fake_scratch_cap[0] == need && fake_scratch_cap[1] == need / KP_GPU_SCRATCH_LSE_RATIO);
+    for (int i = 0; i < 3; i++) {
+        fake_count = 0;
+        CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &wrapped, &p, 0), KP_OK);
+        CHECK_INT_EQ(fake_count, 2);
+    }
+    CHECK_INT_EQ(fake_scratch_reserves, 1);
+    /* reserving what is already held allocates nothing either */
+    CHECK_INT_EQ(kp_gpu_stream_reserve(&fake_target, &wrapped, need / 2), KP_OK);
+    CHECK_INT_EQ(kp_gpu_stream_reserve(&fake_target, &wrapped, 0), KP_OK);
+    CHECK_INT_EQ(fake_scratch_reserves, 1);
+    /* more splits than reserved: refused, nothing launched, nothing grown */
+    fake_count = 0, p.num_splits = 8;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &wrapped, &p, 0), KP_ERR_OUT_OF_MEMORY);
+    CHECK_INT_EQ(fake_count, 0);
+    CHECK_INT_EQ(fake_scratch_reserves, 1);
+
+    /* a stream kport created grows on demand, once, then reuses */
+    fake_scratch_cap[0] = fake_scratch_cap[1] = 0;
+    kp_stream own = {0};
+    for (int i = 0; i < 3; i++) CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &own, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_scratch_reserves, 2);
+    CHECK(fake_scratch_cap[0] == 2 * need);
+
+    /* the lse region decides when partials are narrower than the ratio */
+    CHECK(kp_gpu_scratch_need((size_t[]){100, 10}) == 10 * KP_GPU_SCRATCH_LSE_RATIO);
+    CHECK(kp_gpu_scratch_need((size_t[]){100, SIZE_MAX / 2}) == 0); /* overflow: refused, not wrapped */
 }
 
 KP_TEST(gpu_grouped_gemm_decode_runs_the_small_kernel) {

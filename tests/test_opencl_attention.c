@@ -438,14 +438,19 @@ KP_TEST(opencl_attn_split_scratch_streams) {
     kp_ocl_device *od = kp_ocl_dev(dev);
     cl_mem a = NULL, b = NULL, a2 = NULL, b2 = NULL;
     atomic_int old_freed[2], new_freed[2];
-    CHECK(kp_ocl_scratch_get(od, rq, 1000, 100, &a, &b) == CL_SUCCESS);
+    CHECK(kp_ocl_scratch_get(od, rq, 1000, 100, &a, &b) == 0 && !a && !b); /* none yet, none made */
+    CHECK(kp_ocl_scratch_grow(od, rq, 1000, 100) == CL_SUCCESS);
+    CHECK(kp_ocl_scratch_get(od, rq, 1000, 100, &a, &b) == 1);
     watch_free(a, &old_freed[0]), watch_free(b, &old_freed[1]);
     clReleaseMemObject(a), clReleaseMemObject(b); /* the test's references: the cache keeps its own */
-    CHECK(kp_ocl_scratch_get(od, rq, 300, 30, &a2, &b2) == CL_SUCCESS); /* fits: the same pair */
+    CHECK(kp_ocl_scratch_get(od, rq, 300, 30, &a2, &b2) == 1); /* fits: the same pair */
     CHECK(a2 == a && b2 == b);
     clReleaseMemObject(a2), clReleaseMemObject(b2);
     CHECK(!atomic_load(&old_freed[0]) && !atomic_load(&old_freed[1]));
-    CHECK(kp_ocl_scratch_get(od, rq, 5000, 50, &a2, &b2) == CL_SUCCESS); /* grows: a new pair */
+    CHECK(kp_ocl_scratch_get(od, rq, 5000, 50, &a2, &b2) == 0 && !a2 && !b2); /* short: nothing grown */
+    CHECK(!atomic_load(&old_freed[0]) && !atomic_load(&old_freed[1]));
+    CHECK(kp_ocl_scratch_grow(od, rq, 5000, 50) == CL_SUCCESS); /* grows: a new pair, the queue not waited for */
+    CHECK(kp_ocl_scratch_get(od, rq, 5000, 50, &a2, &b2) == 1);
     CHECK(a2 != a && b2 != b);
     CHECK_MSG(freed_within_bound(old_freed, 2), "the outgrown pair is still alive 10 s after the cache replaced it");
     watch_free(a2, &new_freed[0]), watch_free(b2, &new_freed[1]);
@@ -459,6 +464,64 @@ KP_TEST(opencl_attn_split_scratch_streams) {
     clReleaseCommandQueue(rq);
 }
 
+/* The graph-capture rule on a wrapped queue (kport.h, kp_stream_reserve): a split decode
+ * with nothing reserved is refused before anything is enqueued (out keeps its poison,
+ * kport's scratch table gains no entry); after kp_stream_reserve of the bytes the
+ * message names, decode and MLA decode run on the reservation, match the float64
+ * reference, and never replace it; destroying the wrapper leaves the queue usable. */
+KP_TEST(opencl_wrapped_queue_runs_on_reserved_scratch) {
+    kp_device *dev = open_opencl();
+    kp_stream *own, *s;
+    CHECK_OK(kp_stream_create(dev, &own));
+    void *q;
+    CHECK_OK(kp_stream_get_native(own, &q));
+    CHECK_OK(kp_stream_wrap(dev, q, &s));
+    static const int32_t l1[2] = {130, 7}, lm[2] = {200, 33};
+    split_problem p[2] = {
+        split_problem_make(dev, KP_F16, 2, 2, 8, 2, 128, 128, 16, 0, l1),
+        split_problem_make(dev, KP_BF16, 2, 1, 16, 1, 576, 512, 64, 1, lm),
+    };
+    int n = 0;
+    kp_attention_decode_params a;
+    memset(&a, 0, sizeof a);
+    kp_conf_tensor out = kp_conf_output(dev, "out", p[0].dt, 4, (int64_t[]){p[0].b, p[0].s_q, p[0].h_q, p[0].dv});
+    a.q = p[0].q.t, a.k_cache = p[0].k.t, a.v_cache = p[0].v.t, a.block_table = p[0].bt.t, a.seq_lens = p[0].sl.t;
+    a.out = out.t, a.softmax_scale = (float)p[0].scale, a.causal = 1, a.num_splits = 8;
+    char want[96];
+    snprintf(want, sizeof want, "kp_stream_reserve(s, %zu)", p[0].part_bytes);
+    CHECK_ERR(kp_attention_decode(s, &a), KP_ERR_OUT_OF_MEMORY, want);
+    CHECK(scratch_of(dev, q, &n) == NULL);
+    kp_conf_download(&out);
+    int poisoned = 1;
+    for (int64_t i = 0; i < out.numel; i++) poisoned &= isnan(out.host[i]) != 0;
+    CHECK_MSG(poisoned, "a refused decode wrote its output");
+    kp_conf_free(&out);
+
+    size_t need = p[0].part_bytes > p[1].part_bytes ? p[0].part_bytes : p[1].part_bytes;
+    CHECK_OK(kp_stream_reserve(s, need));
+    kp_ocl_scratch *e = scratch_of(dev, q, &n);
+    CHECK(e != NULL);
+    cl_mem held = e ? e->part : NULL;
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 2; i++) {
+            kp_conf_tensor o = split_launch(dev, s, &p[i]);
+            CHECK_OK(kp_stream_sync(own));
+            kp_conf_download(&o);
+            kp_conf_expect(p[i].mla ? "wrapped mla decode" : "wrapped decode", &o, p[i].ref, p[i].err,
+                           "batch,query,head,col");
+            kp_conf_free(&o);
+        }
+    e = scratch_of(dev, q, &n);
+    CHECK(e != NULL && e->part == held); /* reused, never replaced */
+    CHECK_OK(kp_stream_destroy(s));
+    CHECK(scratch_of(dev, q, &n) == NULL);
+    CHECK_OK(kp_stream_sync(own)); /* the server's queue outlives its wrapper */
+    for (int i = 0; i < 2; i++) split_problem_free(&p[i]);
+    CHECK_OK(kp_stream_destroy(own));
+    CHECK_OK(kp_device_close(dev));
+}
+
 #else
 KP_TEST(opencl_attn_split_scratch_streams) { KP_SKIP("opencl backend not built"); }
+KP_TEST(opencl_wrapped_queue_runs_on_reserved_scratch) { KP_SKIP("opencl backend not built"); }
 #endif

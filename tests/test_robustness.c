@@ -192,6 +192,33 @@ KP_TEST(robust_tuning_parse_keeps_callers_strtok) {
     free(dir);
 }
 
+/* Tuning lookups on the launch path read a table loaded once, without the file or a
+ * lock: a thousand lookups load nothing more; a reset makes the next lookup reread the
+ * file (once), and the new values are seen. Counts, not timings. */
+KP_TEST(robust_tuning_file_read_once_per_reset) {
+    char *dir = temp_dir(), path[256];
+    snprintf(path, sizeof path, "%s/tuning.txt", dir);
+    write_entries(path, 8, 0);
+    setenv("KPORT_TUNING_FILE", path, 1);
+    kp_tuning_reset();
+    const int before = kp_tuning_loads();
+    kp_device_info any = {.vendor = "any"};
+    for (int i = 0; i < 1000; i++) CHECK_INT_EQ(kp_tuning_get(&any, "probe", i % 2 ? "p7" : "p3", -1), i % 2 ? 7 : 3);
+    CHECK_INT_EQ(kp_tuning_get(&any, "probe", "p8", -1), -1); /* absent: the default */
+    CHECK_INT_EQ(kp_tuning_loads(), before + 1);
+    write_entries(path, 12, 0);
+    CHECK_INT_EQ(kp_tuning_get(&any, "probe", "p11", -1), -1); /* not reread behind the caller's back */
+    kp_tuning_reset();
+    CHECK_INT_EQ(kp_tuning_get(&any, "probe", "p11", -1), 11);
+    CHECK_INT_EQ(kp_tuning_get(&any, "probe", "p3", -1), 3);
+    CHECK_INT_EQ(kp_tuning_loads(), before + 2);
+    kp_tuning_reset();
+    unsetenv("KPORT_TUNING_FILE");
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
+
 /* ---- the thread count ---- */
 
 /* kp_init_options.cpu_threads past KP_CPU_THREADS_MAX is refused, like

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <dlpack/dlpack.h>
+#include <string.h>
 
 static kp_device *open_cpu(void) { return kp_test_open_backend("cpu"); }
 
@@ -157,6 +158,30 @@ static kp_moe_forward_params huge_forward(kp_device *d, int64_t t) {
     p.routing = (kp_moe_routing){8, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f};
     p.workspace = zeroed(d, 4096);
     return p;
+}
+
+/* kp_moe_forward's workspace holds only what the backends write (issue 17): routing,
+ * sorted ids, offsets, h [rows, inter] and y [rows, hidden] in f32, and the shared
+ * expert's h_s [T, inter_s]; no x·w13ᵀ [rows, 2*inter] region (SwiGLU is fused). The
+ * DeepSeek-V3 sizes the README lists, from the shapes alone. */
+static size_t ws_v3(int64_t t, int64_t inter_s) {
+    kp_moe_forward_params p;
+    memset(&p, 0, sizeof p);
+    static kp_buffer dummy;
+    p.x.ndim = 2, p.x.shape[0] = t, p.x.shape[1] = 7168;
+    p.w13.ndim = 3, p.w13.shape[0] = 256, p.w13.shape[1] = 2 * 2048, p.w13.shape[2] = 7168;
+    if (inter_s) p.shared_w13.buffer = &dummy, p.shared_w13.ndim = 2, p.shared_w13.shape[0] = 2 * inter_s;
+    p.routing.topk = 8;
+    size_t b = 0;
+    CHECK_OK(kp_moe_forward_workspace_bytes(&p, &b));
+    return b;
+}
+
+KP_TEST(robust_moe_forward_workspace_only_what_is_written) {
+    CHECK(ws_v3(1, 0) == 594904575u);      /* 567.3 MiB (819.5 with the dead region) */
+    CHECK(ws_v3(128, 0) == 632373759u);    /* 603.1 MiB */
+    CHECK(ws_v3(4096, 0) == 1803092479u);  /* 1719.6 MiB (2483.6 before) */
+    CHECK(ws_v3(4096, 2048) == 1836646911u); /* + the shared expert's h_s [T, 2048] f32 */
 }
 
 /* The workspace size for T = 2^60 with topk 8: T * topk alone overflows. It came out

@@ -262,6 +262,21 @@ static kp_status cpu_event_elapsed(kp_event *start, kp_event *end, float *ms) {
 
 static void cpu_event_destroy(kp_event *e) { free(e->impl); }
 
+/* CPU ops keep no per-stream scratch: nothing to reserve. */
+static kp_status cpu_stream_reserve(kp_stream *s, size_t bytes) {
+    (void)s;
+    (void)bytes;
+    return KP_OK;
+}
+
+/* Recording waited for the work before the mark, and every op finishes inside its
+ * call: whatever e marks is already done. */
+static kp_status cpu_stream_wait_event(kp_stream *s, kp_event *e) {
+    (void)s;
+    (void)e;
+    return KP_OK;
+}
+
 const kp_host_services *cpu_host(void) { return g_host; }
 
 static const kp_backend_iface cpu_iface = {
@@ -292,6 +307,8 @@ static const kp_backend_iface cpu_iface = {
     .event_sync = cpu_event_sync,
     .event_elapsed = cpu_event_elapsed,
     .event_destroy = cpu_event_destroy,
+    .stream_reserve = cpu_stream_reserve,
+    .stream_wait_event = cpu_stream_wait_event,
     .dlpack_device_type = 1, /* kDLCPU */
     .ops = { /* cpu_op_run checks the index-width limits, then calls the op's function */
         [KP_OP_ATTENTION_PREFILL] = cpu_op_run,

@@ -396,6 +396,8 @@ static const kp_backend_iface cuda_iface = {
     .event_sync = kp_cu_event_sync,
     .event_elapsed = kp_cu_event_elapsed,
     .event_destroy = kp_cu_event_destroy,
+    .stream_reserve = kp_cu_stream_reserve,
+    .stream_wait_event = kp_cu_stream_wait_event,
     .dlpack_device_type = kDLCUDA,
 
     .ops = {

@@ -86,8 +86,9 @@ kp_status kp_cu_stream_sync(kp_stream *s) {
     return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(dev->cu, r, "cuStreamSynchronize");
 }
 
-/* Waits for the stream's pending work, then destroys it. Errors can only be logged:
- * the stream is gone either way. */
+/* Waits for the stream's pending work, then destroys it; a wrapped stream is never
+ * waited for: its scratch is freed in stream order (cuMemFreeAsync), or by cuMemFree
+ * where the driver has no stream-ordered allocator. Errors can only be logged. */
 void kp_cu_stream_destroy(kp_stream *s) {
     kp_cu_stream *impl = s->impl;
     if (!impl) return;
@@ -95,15 +96,15 @@ void kp_cu_stream_destroy(kp_stream *s) {
     const int wrapped = (s->flags & KP_STREAM_WRAPPED) != 0; /* a wrapped stream stays the server's */
     const int scratch = impl->scratch[0] || impl->scratch[1];
     if ((!wrapped || scratch) && kp_cu_push(dev) == KP_OK) {
-        /* a wrapped stream is synchronised only when kernels queued there may still
-         * read this wrapper's scratch */
-        CUresult r = dev->cu->cuStreamSynchronize(impl->stream);
-        if (r != CUDA_SUCCESS)
-            kp_cu_host->log("cuda: cuStreamSynchronize before destroy: %s (%d)",
-                            kp_cu_result_name(dev->cu, r), (int)r);
+        if (!wrapped) {
+            CUresult r = dev->cu->cuStreamSynchronize(impl->stream);
+            if (r != CUDA_SUCCESS)
+                kp_cu_host->log("cuda: cuStreamSynchronize before destroy: %s (%d)",
+                                kp_cu_result_name(dev->cu, r), (int)r);
+        }
         kp_cu_scratch_free(impl, dev);
         if (!wrapped) {
-            r = dev->cu->cuStreamDestroy(impl->stream);
+            CUresult r = dev->cu->cuStreamDestroy(impl->stream);
             if (r != CUDA_SUCCESS)
                 kp_cu_host->log("cuda: cuStreamDestroy: %s (%d)", kp_cu_result_name(dev->cu, r), (int)r);
         }
@@ -289,4 +290,15 @@ void kp_cu_event_destroy(kp_event *e) {
         kp_cu_pop(dev);
     }
     e->impl = NULL;
+}
+
+kp_status kp_cu_stream_wait_event(kp_stream *s, kp_event *e) {
+    const kp_cu_device *dev = cu_dev(s->device);
+    if (!dev->cu->cuStreamWaitEvent)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "cuda: the driver has no cuStreamWaitEvent");
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUresult r = dev->cu->cuStreamWaitEvent(cu_stream(s), cu_event(e), 0);
+    kp_cu_pop(dev);
+    return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(dev->cu, r, "cuStreamWaitEvent");
 }

@@ -70,8 +70,9 @@ typedef struct kp_cu_device {
 /* kp_stream.impl */
 typedef struct kp_cu_stream {
     CUstream stream;      /* owned: non-blocking, destroyed by stream_destroy */
-    CUdeviceptr scratch[2]; /* owned: kp_gpu_target scratch (split-KV partials), grown on demand */
+    CUdeviceptr scratch[2]; /* owned: kp_gpu_target scratch (split-KV partials), see cu_scratch_reserve */
     size_t scratch_bytes[2];
+    int scratch_async[2];   /* allocated by cuMemAllocAsync on this stream: freed by cuMemFreeAsync */
 } kp_cu_stream;
 
 /* kp_buffer.impl */
@@ -102,7 +103,11 @@ struct kp_gpu_target;
 extern struct kp_gpu_target kp_cu_target;
 kp_status kp_cu_modules_init(kp_cu_device *d);
 void kp_cu_modules_unload(kp_cu_device *d); /* the context must be usable: before its release */
-void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d); /* stream already synchronised */
+/* Frees s's scratch, ordered after the work queued on s (cuMemFreeAsync) or, for memory
+ * cuMemAlloc gave, by cuMemFree (which waits for the device). The context is current. */
+void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d);
+kp_status kp_cu_stream_reserve(kp_stream *s, size_t bytes);
+kp_status kp_cu_stream_wait_event(kp_stream *s, kp_event *e);
 /* A one-line description of what this plugin embeds: "29 kernel variants (cuda dialect),
  * each sm_80, sm_90a SASS and compute_80 PTX" */
 const char *kp_cu_embedded_summary(char *buf, size_t len);

@@ -33,6 +33,7 @@
 #define KP_CU_VARIANTS 0 /* built without nvcc: no kernel embedded */
 #endif
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,17 +71,46 @@ struct kp_cu_rtc_module {
 /* The embedded table                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Index of (source, options) in the table (exact strings: the planner's canonical
- * options, byte for byte), or -1. */
-static int cu_variant_find(const char *source, const char *options) {
+/* (source, options) -> table index through an open-addressing hash built once: a
+ * launch hashes its two strings and compares one entry, instead of a strcmp scan over
+ * every embedded variant (issue 17: kport's host work per op). Exact strings: the
+ * planner's canonical options, byte for byte. */
+static uint64_t cu_variant_hash(const char *source, const char *options) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = source; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ (unsigned char)'|') * 1099511628211ull;
+    for (const char *p = options; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
 #ifndef KP_CU_NO_FATBINS
+#define KP_CU_INDEX_SLOTS (2 * KP_CU_FATBIN_COUNT + 1) /* at most half full: short probes */
+static int cu_index[KP_CU_INDEX_SLOTS];                 /* table index + 1; 0: empty */
+static pthread_once_t cu_index_once = PTHREAD_ONCE_INIT;
+
+static void cu_index_build(void) {
     for (int i = 0; i < KP_CU_FATBIN_COUNT; i++) {
         const kp_cu_fatbin *f = &kp_cu_fatbin_table[i];
-        if (strcmp(f->options, options) == 0 && strcmp(f->source, source) == 0) return i;
+        size_t slot = (size_t)(cu_variant_hash(f->source, f->options) % KP_CU_INDEX_SLOTS);
+        while (cu_index[slot]) slot = (slot + 1) % KP_CU_INDEX_SLOTS;
+        cu_index[slot] = i + 1;
+    }
+}
+#endif
+
+/* Index of (source, options) in the table, or -1. */
+static int cu_variant_find(const char *source, const char *options) {
+#ifndef KP_CU_NO_FATBINS
+    pthread_once(&cu_index_once, cu_index_build);
+    size_t slot = (size_t)(cu_variant_hash(source, options) % KP_CU_INDEX_SLOTS);
+    for (; cu_index[slot]; slot = (slot + 1) % KP_CU_INDEX_SLOTS) {
+        const kp_cu_fatbin *f = &kp_cu_fatbin_table[cu_index[slot] - 1];
+        if (strcmp(f->options, options) == 0 && strcmp(f->source, source) == 0) return cu_index[slot] - 1;
     }
 #else
     (void)source;
     (void)options;
+    (void)cu_variant_hash;
 #endif
     return -1;
 }
@@ -450,52 +480,59 @@ static size_t cu_pow2(size_t n) {
     return p < n ? n : p;
 }
 
-void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d) {
-    for (int i = 0; i < 2; i++) {
-        if (!s->scratch[i]) continue;
-        CUresult r = d->cu->cuMemFree(s->scratch[i]);
-        if (r != CUDA_SUCCESS)
-            kp_cu_host->log("cuda: cuMemFree of stream scratch: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
-        s->scratch[i] = 0;
-        s->scratch_bytes[i] = 0;
-    }
+static void scratch_free_one(kp_cu_stream *s, const kp_cu_device *d, int i) {
+    if (!s->scratch[i]) return;
+    CUresult r = s->scratch_async[i] ? d->cu->cuMemFreeAsync(s->scratch[i], s->stream) : d->cu->cuMemFree(s->scratch[i]);
+    if (r != CUDA_SUCCESS)
+        kp_cu_host->log("cuda: freeing stream scratch: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
+    s->scratch[i] = 0;
+    s->scratch_bytes[i] = 0;
+    s->scratch_async[i] = 0;
 }
 
-/* Grows each allocation to the next power of two when short. The old ones may still be
- * in use by launches queued on the stream: it is synchronised before they are freed. */
-static kp_status cu_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
-    kp_cu_device *d = cu_dev(s);
+void kp_cu_scratch_free(kp_cu_stream *s, const kp_cu_device *d) {
+    for (int i = 0; i < 2; i++) scratch_free_one(s, d, i);
+}
+
+static int cu_scratch_get(kp_stream *s, const size_t bytes[2], void *out[2]) {
     kp_cu_stream *cs = s->impl;
-    out[0] = out[1] = NULL;
-    kp_status st = KP_OK;
-    if (bytes[0] > cs->scratch_bytes[0] || bytes[1] > cs->scratch_bytes[1]) {
-        if ((st = kp_cu_push(d)) != KP_OK) return st;
-        CUresult r = d->cu->cuStreamSynchronize(cs->stream);
-        if (r != CUDA_SUCCESS) st = kp_cu_fail(d->cu, r, "cuStreamSynchronize before growing the stream's scratch");
-        for (int i = 0; st == KP_OK && i < 2; i++) {
-            if (bytes[i] <= cs->scratch_bytes[i]) continue;
-            if (cs->scratch[i]) {
-                r = d->cu->cuMemFree(cs->scratch[i]);
-                if (r != CUDA_SUCCESS)
-                    kp_cu_host->log("cuda: cuMemFree of stream scratch: %s (%d)", kp_cu_result_name(d->cu, r), (int)r);
-                cs->scratch[i] = 0;
-                cs->scratch_bytes[i] = 0;
-            }
-            const size_t want = cu_pow2(bytes[i]);
-            r = d->cu->cuMemAlloc(&cs->scratch[i], want);
-            if (r != CUDA_SUCCESS) {
-                cs->scratch[i] = 0;
-                st = kp_cu_fail(d->cu, r, "cuMemAlloc of %zu bytes of split-KV scratch", want);
-            } else {
-                cs->scratch_bytes[i] = want;
-            }
-        }
-        kp_cu_pop(d);
-        if (st != KP_OK) return st;
-    }
+    if (bytes[0] > cs->scratch_bytes[0] || bytes[1] > cs->scratch_bytes[1]) return 0;
     out[0] = (void *)(uintptr_t)cs->scratch[0];
     out[1] = (void *)(uintptr_t)cs->scratch[1];
-    return KP_OK;
+    return 1;
+}
+
+/* Grows each region to the next power of two when short. With the stream-ordered
+ * allocator the old region is freed and the new one allocated in stream order, so
+ * nothing waits for the stream (a wrapped one included). Without it, a stream kport
+ * created is synchronised first; cuMemFree waits for the device either way. */
+static kp_status cu_scratch_reserve(kp_stream *s, const size_t bytes[2]) {
+    kp_cu_device *d = cu_dev(s);
+    kp_cu_stream *cs = s->impl;
+    const int async = d->cu->cuMemAllocAsync && d->cu->cuMemFreeAsync;
+    kp_status st = kp_cu_push(d);
+    if (st != KP_OK) return st;
+    if (!async && !(s->flags & KP_STREAM_WRAPPED) && (cs->scratch[0] || cs->scratch[1])) {
+        CUresult r = d->cu->cuStreamSynchronize(cs->stream);
+        if (r != CUDA_SUCCESS) st = kp_cu_fail(d->cu, r, "cuStreamSynchronize before growing the stream's scratch");
+    }
+    for (int i = 0; st == KP_OK && i < 2; i++) {
+        if (bytes[i] <= cs->scratch_bytes[i]) continue;
+        scratch_free_one(cs, d, i);
+        const size_t want = cu_pow2(bytes[i]);
+        CUresult r = async ? d->cu->cuMemAllocAsync(&cs->scratch[i], want, cs->stream)
+                           : d->cu->cuMemAlloc(&cs->scratch[i], want);
+        if (r != CUDA_SUCCESS) {
+            cs->scratch[i] = 0;
+            st = kp_cu_fail(d->cu, r, "%s of %zu bytes of stream scratch", async ? "cuMemAllocAsync" : "cuMemAlloc",
+                            want);
+        } else {
+            cs->scratch_bytes[i] = want;
+            cs->scratch_async[i] = async;
+        }
+    }
+    kp_cu_pop(d);
+    return st;
 }
 
 /* The scratch stays with the stream (reused by its next launch; freed at destroy). */
@@ -511,6 +548,9 @@ kp_gpu_target kp_cu_target = {
     .variant_check = cu_variant_check,
     .buffer_align = cu_buffer_align,
     .launch = cu_launch,
-    .scratch_acquire = cu_scratch_acquire,
+    .scratch_get = cu_scratch_get,
+    .scratch_reserve = cu_scratch_reserve,
     .scratch_release = cu_scratch_release,
 };
+
+kp_status kp_cu_stream_reserve(kp_stream *s, size_t bytes) { return kp_gpu_stream_reserve(&kp_cu_target, s, bytes); }

@@ -34,3 +34,50 @@ kp_status kp_gpu_enqueue(kp_gpu_ctx *c, const kp_gpu_launch *l) {
                                   KP_GPU_MAX_ARGS, l->kernel);
     return c->t->launch(c->s, l);
 }
+
+/* ---- per-stream scratch and the graph-capture rule ------------------------- */
+
+size_t kp_gpu_scratch_need(const size_t bytes[2]) {
+    if (bytes[1] > SIZE_MAX / KP_GPU_SCRATCH_LSE_RATIO) return 0;
+    size_t lse = bytes[1] * KP_GPU_SCRATCH_LSE_RATIO;
+    return bytes[0] > lse ? bytes[0] : lse;
+}
+
+static void scratch_regions(size_t reserve, size_t r[2]) {
+    r[0] = reserve;
+    r[1] = reserve / KP_GPU_SCRATCH_LSE_RATIO + (reserve % KP_GPU_SCRATCH_LSE_RATIO != 0);
+}
+
+kp_status kp_gpu_stream_reserve(const kp_gpu_target *t, kp_stream *s, size_t bytes) {
+    if (bytes == 0) return KP_OK;
+    size_t r[2];
+    scratch_regions(bytes, r);
+    void *h[2] = {NULL, NULL};
+    if (t->scratch_get(s, r, h)) { /* already held: nothing to allocate */
+        t->scratch_release(s, h);
+        return KP_OK;
+    }
+    return t->scratch_reserve(s, r);
+}
+
+kp_status kp_gpu_scratch_acquire(kp_gpu_ctx *c, const size_t bytes[2], void *out[2]) {
+    out[0] = out[1] = NULL;
+    if (c->t->scratch_get(c->s, bytes, out)) return KP_OK; /* the hot path: no alloc, free or wait */
+    size_t need = kp_gpu_scratch_need(bytes);
+    if (need == 0)
+        return c->host->set_error(KP_ERR_OUT_OF_MEMORY, "%s: %zu + %zu bytes of stream scratch do not fit in a size_t",
+                                  c->t->name, bytes[0], bytes[1]);
+    if (c->s->flags & KP_STREAM_WRAPPED)
+        return c->host->set_error(KP_ERR_OUT_OF_MEMORY,
+                                  "%s: this op needs %zu bytes of stream scratch, more than the wrapped stream's "
+                                  "reservation; an op never allocates on a wrapped stream (it may be capturing a "
+                                  "graph): call kp_stream_reserve(s, %zu) before capture",
+                                  c->t->name, need, need);
+    size_t r[2];
+    scratch_regions(need, r);
+    kp_status st = c->t->scratch_reserve(c->s, r);
+    if (st != KP_OK) return st;
+    if (c->t->scratch_get(c->s, bytes, out)) return KP_OK;
+    return c->host->set_error(KP_ERR_INTERNAL, "%s: the stream's scratch was grown to %zu bytes but still "
+                              "does not hold %zu + %zu", c->t->name, need, bytes[0], bytes[1]);
+}

@@ -123,16 +123,31 @@ typedef struct kp_gpu_target {
     /* Enqueues one launch on s (asynchronous). Errors set the message. */
     kp_status (*launch)(kp_stream *s, const kp_gpu_launch *l);
 
-    /* Per-stream scratch of at least bytes[0] and bytes[1] bytes (split-KV partials
-     * and their log-sum-exps), as native handles for KP_GPU_ARG_NATIVE. Valid for
-     * launches enqueued on s until scratch_release; the stream is in order, so the
-     * next call may reuse the memory. */
-    kp_status (*scratch_acquire)(kp_stream *s, const size_t bytes[2], void *out[2]);
+    /* Per-stream scratch in two regions (split-KV partials and their log-sum-exps,
+     * split-K partials). scratch_get: when the stream's regions hold at least bytes[0]
+     * and bytes[1], their native handles for KP_GPU_ARG_NATIVE in out, and 1; otherwise
+     * 0, having allocated, freed and waited for nothing. The handles are valid for
+     * launches enqueued on s until scratch_release; the stream is in order, so the next
+     * op may reuse the memory. Ops reach these only through kp_gpu_scratch_acquire,
+     * which applies the graph-capture rule (kport.h, kp_stream_reserve). */
+    int (*scratch_get)(kp_stream *s, const size_t bytes[2], void *out[2]);
+    /* Grows the regions to at least bytes[0] and bytes[1] (never shrinks them). Memory
+     * that work queued on s may still read is freed only after that work. */
+    kp_status (*scratch_reserve)(kp_stream *s, const size_t bytes[2]);
     void (*scratch_release)(kp_stream *s, void *handles[2]);
 } kp_gpu_target;
 
 /* Runs one op through the shared planners (the body of every GPU plugin's op slots). */
 kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run);
+
+/* kp_stream_reserve on a GPU plugin (its stream_reserve slot): a reservation of R bytes
+ * is R bytes of partials and R / KP_GPU_SCRATCH_LSE_RATIO of log-sum-exps, so an op
+ * needing (b0, b1) fits when max(b0, b1 * ratio) <= R (every head dim is >= 64). */
+#define KP_GPU_SCRATCH_LSE_RATIO 64
+kp_status kp_gpu_stream_reserve(const kp_gpu_target *t, kp_stream *s, size_t bytes);
+/* The reservation an op needing bytes[0] and bytes[1] of scratch asks for; 0 when that
+ * does not fit in a size_t. */
+size_t kp_gpu_scratch_need(const size_t bytes[2]);
 
 /* ---- build-time variant lists ---------------------------------------------- */
 

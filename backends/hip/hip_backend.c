@@ -353,6 +353,8 @@ static const kp_backend_iface hip_iface = {
     .event_sync = kp_hip_event_sync,
     .event_elapsed = kp_hip_event_elapsed,
     .event_destroy = kp_hip_event_destroy,
+    .stream_reserve = kp_hip_stream_reserve,
+    .stream_wait_event = kp_hip_stream_wait_event,
     .dlpack_device_type = kDLROCM,
 
     .ops = {

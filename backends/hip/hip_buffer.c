@@ -78,13 +78,13 @@ kp_status kp_hip_stream_sync(kp_stream *s) {
     return e == hipSuccess ? KP_OK : kp_hip_fail(dev->hip, e, "hipStreamSynchronize");
 }
 
-/* Waits for the stream's pending work, then destroys it. Errors can only be logged:
- * the stream is gone either way. */
+/* Waits for the stream's pending work, then destroys it (a wrapped stream: neither).
+ * Errors can only be logged: the stream is gone either way. */
 void kp_hip_stream_destroy(kp_stream *s) {
     kp_hip_stream *impl = s->impl;
     if (!impl) return;
     const kp_hip_device *dev = hip_dev(s->device);
-    kp_hip_scratch_free(dev, impl); /* the split-KV scratch, wrapped streams included */
+    kp_hip_scratch_free(dev, impl, (s->flags & KP_STREAM_WRAPPED) != 0); /* a wrapped stream is not waited for */
     int prev = 0;
     if (!(s->flags & KP_STREAM_WRAPPED) && kp_hip_push(dev, &prev) == KP_OK) { /* wrapped: the server's */
         hipError_t e = dev->hip->hipStreamSynchronize(impl->stream);
@@ -277,4 +277,16 @@ void kp_hip_event_destroy(kp_event *ev) {
         kp_hip_pop(dev, prev);
     }
     ev->impl = NULL;
+}
+
+kp_status kp_hip_stream_wait_event(kp_stream *s, kp_event *ev) {
+    const kp_hip_device *dev = hip_dev(s->device);
+    if (!dev->hip->hipStreamWaitEvent)
+        return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: the runtime has no hipStreamWaitEvent");
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipError_t e = dev->hip->hipStreamWaitEvent(hip_stream(s), hip_event(ev), 0);
+    kp_hip_pop(dev, prev);
+    return e == hipSuccess ? KP_OK : kp_hip_fail(dev->hip, e, "hipStreamWaitEvent");
 }

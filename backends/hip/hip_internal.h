@@ -69,7 +69,7 @@ typedef struct kp_hip_device {
 /* kp_stream.impl */
 typedef struct kp_hip_stream {
     hipStream_t stream;     /* owned: non-blocking, destroyed by stream_destroy (wrapped: borrowed) */
-    void *scratch[2];       /* owned: split-KV scratch (hipMalloc), grown on demand, freed at destroy */
+    void *scratch[2];       /* owned: split-KV scratch (hipMalloc), see hip_scratch_reserve; freed at destroy */
     size_t scratch_size[2];
 } kp_hip_stream;
 
@@ -121,7 +121,10 @@ extern struct kp_gpu_target kp_hip_target;
 /* Per-device kernel state: set up at device open, released at device close. */
 void kp_hip_kernels_init(kp_hip_device *d);
 void kp_hip_kernels_release(kp_hip_device *d);
-/* Frees a stream's scratch (the stream is synchronised first). */
-void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *s);
+/* Frees a stream's scratch: a stream kport created is synchronised first; a wrapped one
+ * never is (hipFree itself waits for the device). */
+void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *s, int wrapped);
+kp_status kp_hip_stream_reserve(kp_stream *s, size_t bytes);
+kp_status kp_hip_stream_wait_event(kp_stream *s, kp_event *e);
 
 #endif /* KPORT_BACKENDS_HIP_INTERNAL_H */

@@ -288,21 +288,27 @@ static size_t next_pow2(size_t n) {
     return p < n ? n : p;
 }
 
+static int hip_scratch_get(kp_stream *s, const size_t bytes[2], void *out[2]) {
+    kp_hip_stream *hs = s->impl;
+    for (int i = 0; i < 2; i++)
+        if (bytes[i] > hs->scratch_size[i] || !hs->scratch[i]) return 0;
+    out[0] = hs->scratch[0];
+    out[1] = hs->scratch[1];
+    return 1;
+}
+
 /* The stream is in order: memory handed out before stays valid for the launches
- * already enqueued until it is replaced, and it is replaced only after a sync. */
-static kp_status hip_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
+ * already enqueued until it is replaced. A stream kport created is synchronised
+ * before; a wrapped one never is by kport (hipFree waits for the device itself). */
+static kp_status hip_scratch_reserve(kp_stream *s, const size_t bytes[2]) {
     kp_hip_device *d = hip_dev(s);
     kp_hip_stream *hs = s->impl;
-    out[0] = out[1] = NULL;
     int prev = 0;
-    kp_status st = KP_OK;
-    int pushed = 0, synced = 0;
+    kp_status st = kp_hip_push(d, &prev);
+    if (st != KP_OK) return st;
+    int synced = (s->flags & KP_STREAM_WRAPPED) != 0;
     for (int i = 0; i < 2 && st == KP_OK; i++) {
         if (bytes[i] <= hs->scratch_size[i] && hs->scratch[i]) continue;
-        if (!pushed) {
-            if ((st = kp_hip_push(d, &prev)) != KP_OK) break;
-            pushed = 1;
-        }
         if (hs->scratch[i]) {
             hipError_t e = synced ? hipSuccess : d->hip->hipStreamSynchronize(hs->stream);
             if (e != hipSuccess) {
@@ -323,11 +329,8 @@ static kp_status hip_scratch_acquire(kp_stream *s, const size_t bytes[2], void *
         }
         hs->scratch_size[i] = want;
     }
-    if (pushed) kp_hip_pop(d, prev);
-    if (st != KP_OK) return st;
-    out[0] = hs->scratch[0];
-    out[1] = hs->scratch[1];
-    return KP_OK;
+    kp_hip_pop(d, prev);
+    return st;
 }
 
 static void hip_scratch_release(kp_stream *s, void *handles[2]) {
@@ -335,11 +338,11 @@ static void hip_scratch_release(kp_stream *s, void *handles[2]) {
     (void)handles;
 }
 
-void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *hs) {
+void kp_hip_scratch_free(const kp_hip_device *d, kp_hip_stream *hs, int wrapped) {
     if (!hs->scratch[0] && !hs->scratch[1]) return;
     int prev = 0;
     if (kp_hip_push(d, &prev) != KP_OK) return;
-    hipError_t e = d->hip->hipStreamSynchronize(hs->stream);
+    hipError_t e = wrapped ? hipSuccess : d->hip->hipStreamSynchronize(hs->stream);
     if (e != hipSuccess)
         kp_hip_host->log("hip: hipStreamSynchronize before freeing scratch: %s (%d)", kp_hip_error_name(d->hip, e),
                          (int)e);
@@ -373,6 +376,9 @@ kp_gpu_target kp_hip_target = {
     .variant_check = hip_variant_check,
     .buffer_align = hip_buffer_align,
     .launch = hip_launch,
-    .scratch_acquire = hip_scratch_acquire,
+    .scratch_get = hip_scratch_get,
+    .scratch_reserve = hip_scratch_reserve,
     .scratch_release = hip_scratch_release,
 };
+
+kp_status kp_hip_stream_reserve(kp_stream *s, size_t bytes) { return kp_gpu_stream_reserve(&kp_hip_target, s, bytes); }

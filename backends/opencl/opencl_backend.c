@@ -283,8 +283,9 @@ static void ocl_stream_destroy(kp_stream *s) {
     if (!q) return;
     int wrapped = (s->flags & KP_STREAM_WRAPPED) != 0;
     if (!wrapped) clFinish(q); /* pending work first, as kp_stream_destroy promises */
-    /* the queue's split-KV scratch: a wrapped queue is finished only if it has one */
-    kp_ocl_scratch_drop(kp_ocl_dev(s->device), q, wrapped);
+    /* the queue's scratch: OpenCL frees it once the commands using it finish, so a
+     * wrapped queue is never waited for */
+    kp_ocl_scratch_drop(kp_ocl_dev(s->device), q, 0);
     clReleaseCommandQueue(q); /* a wrapped queue: our reference only */
 }
 
@@ -318,6 +319,8 @@ static const kp_backend_iface kp_ocl_iface = {
     .event_sync = kp_ocl_event_sync,
     .event_elapsed = kp_ocl_event_elapsed,
     .event_destroy = kp_ocl_event_destroy,
+    .stream_reserve = kp_ocl_stream_reserve,
+    .stream_wait_event = kp_ocl_stream_wait_event,
     .dlpack_device_type = 4, /* kDLOpenCL */
     .ops = {
         [KP_OP_ATTENTION_PREFILL] = kp_ocl_op,

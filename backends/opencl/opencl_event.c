@@ -61,3 +61,11 @@ void kp_ocl_event_destroy(kp_event *ev) {
     if (e->marker) clReleaseEvent(e->marker);
     free(e);
 }
+
+/* A barrier on s's queue that waits for e's marker: later commands on s start after
+ * it, and the host does not block. */
+kp_status kp_ocl_stream_wait_event(kp_stream *s, kp_event *ev) {
+    ocl_event *e = ev->impl;
+    cl_int err = clEnqueueBarrierWithWaitList(kp_ocl_queue(s), 1, &e->marker, NULL);
+    return err == CL_SUCCESS ? KP_OK : kp_ocl_fail(err, "clEnqueueBarrierWithWaitList");
+}

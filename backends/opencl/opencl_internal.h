@@ -112,6 +112,8 @@ kp_status kp_ocl_event_record(kp_event *e, kp_stream *s);
 kp_status kp_ocl_event_sync(kp_event *e);
 kp_status kp_ocl_event_elapsed(kp_event *start, kp_event *end, float *ms);
 void kp_ocl_event_destroy(kp_event *e);
+kp_status kp_ocl_stream_wait_event(kp_stream *s, kp_event *e);
+kp_status kp_ocl_stream_reserve(kp_stream *s, size_t bytes); /* opencl_launch.c */
 
 /* The cl_mem / cl_command_queue behind core objects. */
 static inline cl_mem kp_ocl_mem(const kp_buffer *b) { return (cl_mem)b->impl; }
@@ -125,14 +127,16 @@ void kp_ocl_programs_release(kp_ocl_device *d);
 
 /* ---- opencl_launch.c: per-queue split-KV scratch ---- */
 
-/* The scratch of queue q, at least part_bytes / lse_bytes (grown to the next power of
- * two when short: the old buffers are released after clFinish(q)). On success *part
- * and *part_lse carry a reference of the caller's own, to release once the kernels
- * using them are enqueued (the cache keeps its own). Does not record an error. */
-cl_int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
-                          cl_mem *part_lse);
-/* Drops q's scratch, if any (ocl_stream_destroy): after clFinish(q) when finish is set
- * (a wrapped queue that kport has not finished). */
+/* 1 when queue q's scratch holds part_bytes / lse_bytes: *part and *part_lse then carry
+ * a reference of the caller's own, to release once the kernels using them are enqueued
+ * (the cache keeps its own). 0, with nothing allocated, otherwise. */
+int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
+                       cl_mem *part_lse);
+/* Grows q's scratch to at least part_bytes and lse_bytes (the next power of two), never
+ * waiting for q: OpenCL frees the old buffers once the commands using them finish.
+ * Does not record an error. */
+cl_int kp_ocl_scratch_grow(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes);
+/* Drops q's scratch, if any (ocl_stream_destroy): after clFinish(q) when finish is set. */
 void kp_ocl_scratch_drop(kp_ocl_device *d, cl_command_queue q, int finish);
 /* Frees every queue's scratch (device close). */
 void kp_ocl_scratch_release_all(kp_ocl_device *d);

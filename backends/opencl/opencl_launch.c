@@ -79,12 +79,16 @@ kp_status kp_ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
     return st;
 }
 
-static kp_status ocl_scratch_acquire(kp_stream *s, const size_t bytes[2], void *out[2]) {
+static int ocl_scratch_get(kp_stream *s, const size_t bytes[2], void *out[2]) {
     cl_mem part = NULL, lse = NULL;
-    cl_int err = kp_ocl_scratch_get(kp_ocl_dev(s->device), kp_ocl_queue(s), bytes[0], bytes[1], &part, &lse);
-    if (err != CL_SUCCESS) return kp_ocl_fail(err, "clCreateBuffer (scratch)");
+    if (!kp_ocl_scratch_get(kp_ocl_dev(s->device), kp_ocl_queue(s), bytes[0], bytes[1], &part, &lse)) return 0;
     out[0] = part, out[1] = lse;
-    return KP_OK;
+    return 1;
+}
+
+static kp_status ocl_scratch_reserve(kp_stream *s, const size_t bytes[2]) {
+    cl_int err = kp_ocl_scratch_grow(kp_ocl_dev(s->device), kp_ocl_queue(s), bytes[0], bytes[1]);
+    return err == CL_SUCCESS ? KP_OK : kp_ocl_fail(err, "clCreateBuffer (stream scratch)");
 }
 
 /* The cache keeps its own reference: the queue is in order, so the next call on it
@@ -100,9 +104,16 @@ static const kp_gpu_target ocl_target = {
     .profile = ocl_profile,
     .variant_check = NULL, /* every variant is built on demand */
     .launch = kp_ocl_launch,
-    .scratch_acquire = ocl_scratch_acquire,
+    .scratch_get = ocl_scratch_get,
+    .scratch_reserve = ocl_scratch_reserve,
     .scratch_release = ocl_scratch_release,
 };
+
+kp_status kp_ocl_stream_reserve(kp_stream *s, size_t bytes) {
+    kp_gpu_target t = ocl_target;
+    t.host = kp_ocl_host();
+    return kp_gpu_stream_reserve(&t, s, bytes);
+}
 
 kp_status kp_ocl_op(kp_op op, kp_stream *s, const void *params, int dry_run) {
     kp_gpu_target t = ocl_target; /* the host services are known only after init */
@@ -129,15 +140,26 @@ static cl_mem scratch_create(cl_context ctx, size_t want, size_t *got, cl_int *e
     return *err == CL_SUCCESS ? m : NULL;
 }
 
-cl_int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
-                          cl_mem *part_lse) {
+int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes, cl_mem *part,
+                       cl_mem *part_lse) {
     *part = *part_lse = NULL;
     pthread_mutex_lock(&d->lock);
     kp_ocl_scratch *e = d->scratch;
     while (e && e->queue != q) e = e->next;
-    if (e && e->part_bytes >= part_bytes && e->lse_bytes >= lse_bytes) { /* the common case: reuse */
+    int held = e && e->part_bytes >= part_bytes && e->lse_bytes >= lse_bytes;
+    if (held) {
         clRetainMemObject(e->part), clRetainMemObject(e->part_lse);
         *part = e->part, *part_lse = e->part_lse;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return held;
+}
+
+cl_int kp_ocl_scratch_grow(kp_ocl_device *d, cl_command_queue q, size_t part_bytes, size_t lse_bytes) {
+    pthread_mutex_lock(&d->lock);
+    kp_ocl_scratch *e = d->scratch;
+    while (e && e->queue != q) e = e->next;
+    if (e && e->part_bytes >= part_bytes && e->lse_bytes >= lse_bytes) {
         pthread_mutex_unlock(&d->lock);
         return CL_SUCCESS;
     }
@@ -161,14 +183,11 @@ cl_int kp_ocl_scratch_get(kp_ocl_device *d, cl_command_queue q, size_t part_byte
     }
     cl_mem old_a = e->part, old_b = e->part_lse;
     e->part = a, e->part_lse = b, e->part_bytes = pb, e->lse_bytes = lb;
-    clRetainMemObject(a), clRetainMemObject(b);
-    *part = a, *part_lse = b;
     pthread_mutex_unlock(&d->lock);
-    if (old_a || old_b) { /* growth (rare): the old ones once the queue's earlier calls are done */
-        clFinish(q);
-        if (old_a) clReleaseMemObject(old_a);
-        if (old_b) clReleaseMemObject(old_b);
-    }
+    /* OpenCL frees a released buffer only once the commands using it have finished
+     * (clReleaseMemObject), so the queue is not waited for: a wrapped one never is. */
+    if (old_a) clReleaseMemObject(old_a);
+    if (old_b) clReleaseMemObject(old_b);
     return CL_SUCCESS;
 }
 

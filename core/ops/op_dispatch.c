@@ -6,6 +6,8 @@
  */
 #include "internal.h"
 
+#include <string.h>
+
 #include <math.h>
 
 static const kp_op_validate_fn validators[KP_OP_COUNT] = {
@@ -84,11 +86,79 @@ kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *param
     return d->iface->ops[op](op, s, params, dry_run);
 }
 
-#define KP_OP_ENTRY(fn, op, type)                                                              \
-    kp_status kp_##fn(kp_stream *s, const type *p) {                                           \
-        if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_" #fn ": s (the stream) is NULL"); \
-        return kp_op_dispatch(op, s, s->device, p, 0);                                         \
+/* ---- the growable ABI (kport.h, "a growable ABI") ---- */
+
+extern const size_t kp_abi_0_1_params_size[8]; /* core/abi_0_1.c */
+
+/* This library's size of op's params struct. */
+static size_t params_size(kp_op op) {
+    switch (op) {
+    case KP_OP_ATTENTION_PREFILL: return sizeof(kp_attention_prefill_params);
+    case KP_OP_ATTENTION_DECODE: return sizeof(kp_attention_decode_params);
+    case KP_OP_MLA_DECODE: return sizeof(kp_mla_decode_params);
+    case KP_OP_MOE_GATE: return sizeof(kp_moe_gate_params);
+    case KP_OP_MOE_ALIGN: return sizeof(kp_moe_align_params);
+    case KP_OP_GROUPED_GEMM: return sizeof(kp_grouped_gemm_params);
+    case KP_OP_MOE_COMBINE: return sizeof(kp_moe_combine_params);
+    case KP_OP_MOE_FORWARD: return sizeof(kp_moe_forward_params);
+    default: break; /* an op added later: its params pass through unsized until listed here */
     }
+    return 0;
+}
+
+/* Room for any op's params at this library's size. */
+typedef union params_buf {
+    kp_attention_prefill_params prefill;
+    kp_attention_decode_params decode;
+    kp_mla_decode_params mla;
+    kp_moe_gate_params gate;
+    kp_moe_align_params align;
+    kp_grouped_gemm_params gemm;
+    kp_moe_combine_params combine;
+    kp_moe_forward_params forward;
+} params_buf;
+
+/* The caller's params at this library's size: p itself when the sizes agree (the usual
+ * case: no copy), else a copy into buf with the fields the caller did not have zeroed. */
+static kp_status params_adopt(kp_op op, const void *p, size_t size, params_buf *buf, const void **out) {
+    const char *name = kp_op_name(op);
+    const size_t cur = params_size(op);
+    const size_t v01 = (unsigned)op < 8 ? kp_abi_0_1_params_size[op] : cur; /* a later op: its first size */
+    *out = p;
+    if (!p || cur == 0) return KP_OK; /* NULL is reported by the dispatcher */
+    if (size == 0) size = v01;
+    if (size == cur) return KP_OK;
+    if (size < v01)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "kp_%s: the params struct is %zu bytes; kport 0.1's was already %zu (a size from "
+                            "another struct?)", name, size, v01);
+    if (size > cur) {
+        const unsigned char *extra = (const unsigned char *)p + cur;
+        for (size_t i = 0; i < size - cur; i++)
+            if (extra[i])
+                return kp_set_error(KP_ERR_UNSUPPORTED,
+                                    "kp_%s: the caller's params struct (%zu bytes) sets a field past the %zu bytes "
+                                    "this kport knows (byte %zu): it was built against a newer kport.h",
+                                    name, size, cur, cur + i);
+        return KP_OK; /* the known prefix is read in place */
+    }
+    memset(buf, 0, sizeof *buf);
+    memcpy(buf, p, size);
+    *out = buf;
+    return KP_OK;
+}
+
+/* The plain kp_<op> functions are 0.1's entry points (size 0: 0.1's size); the
+ * parenthesised names keep kport.h's macros of the same names from expanding. */
+#define KP_OP_ENTRY(fn, op, type)                                                              \
+    kp_status kp_##fn##_sized(kp_stream *s, const type *p, size_t size) {                      \
+        if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_" #fn ": s (the stream) is NULL"); \
+        params_buf buf;                                                                        \
+        const void *adopted;                                                                   \
+        kp_status st = params_adopt(op, p, size, &buf, &adopted);                              \
+        return st == KP_OK ? kp_op_dispatch(op, s, s->device, adopted, 0) : st;               \
+    }                                                                                          \
+    kp_status(kp_##fn)(kp_stream * s, const type *p) { return kp_##fn##_sized(s, p, 0); }
 
 KP_OP_ENTRY(attention_prefill, KP_OP_ATTENTION_PREFILL, kp_attention_prefill_params)
 KP_OP_ENTRY(attention_decode, KP_OP_ATTENTION_DECODE, kp_attention_decode_params)
@@ -101,9 +171,14 @@ KP_OP_ENTRY(moe_forward, KP_OP_MOE_FORWARD, kp_moe_forward_params)
 KP_OP_ENTRY(kv_cache_store, KP_OP_KV_CACHE_STORE, kp_kv_cache_store_params)
 KP_OP_ENTRY(quantize_fp8, KP_OP_QUANTIZE_FP8, kp_quantize_fp8_params)
 
-kp_status kp_op_supported(kp_device *d, kp_op op, const void *params) {
+kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size_t size) {
     if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_supported: d is NULL");
     if ((unsigned)op >= KP_OP_COUNT)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_supported: op %d is not a kp_op", (int)op);
-    return kp_op_dispatch(op, d->default_stream, d, params, 1);
+    params_buf buf;
+    const void *adopted;
+    kp_status st = params_adopt(op, params, size, &buf, &adopted);
+    return st == KP_OK ? kp_op_dispatch(op, d->default_stream, d, adopted, 1) : st;
 }
+
+kp_status(kp_op_supported)(kp_device *d, kp_op op, const void *params) { return kp_op_supported_sized(d, op, params, 0); }

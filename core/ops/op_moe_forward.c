@@ -67,27 +67,27 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
     return kp_validate_moe_routing(op, &p->routing, e);
 }
 
-/* The layout every backend's kp_moe_forward may use: routing, alignment, the f32
- * intermediates of the padded rows, and the shared expert's; plus room to start it at
- * the next multiple of KP_MOE_WORKSPACE_ALIGN after any workspace_offset. */
+/* The layout every backend's kp_moe_forward uses, only what it writes: routing,
+ * alignment, the f32 intermediates of the padded rows (SwiGLU fused into the w13 GEMM's
+ * epilogue, so no [rows, 2*inter] region), and the shared expert's SwiGLU output; plus
+ * room to start it at the next multiple of KP_MOE_WORKSPACE_ALIGN after any
+ * workspace_offset. */
 kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
-    int64_t pairs, rows, rows_2i, rows_i, rows_h, shared;
+    int64_t pairs, rows, rows_i, rows_h, shared;
     size_t b = KP_MOE_WORKSPACE_ALIGN - 1;
     bool ok = !__builtin_mul_overflow(t, k, &pairs) &&
               !__builtin_mul_overflow(e, KP_MOE_FORWARD_ROW_BLOCK - 1, &rows) &&
-              !__builtin_add_overflow(rows, pairs, &rows) && !__builtin_mul_overflow(rows, 2 * inter, &rows_2i) &&
-              !__builtin_mul_overflow(rows, inter, &rows_i) && !__builtin_mul_overflow(rows, hidden, &rows_h) &&
-              !__builtin_mul_overflow(t, 3 * inter_s, &shared);
+              !__builtin_add_overflow(rows, pairs, &rows) && !__builtin_mul_overflow(rows, inter, &rows_i) &&
+              !__builtin_mul_overflow(rows, hidden, &rows_h) && !__builtin_mul_overflow(t, inter_s, &shared);
     ok = ok && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && /* topk_ids, weights, token_pos */
          ws_add(&b, rows, 4) &&                                                        /* sorted_ids */
          ws_add(&b, e + 1, 4) &&                                                       /* expert_offsets */
-         ws_add(&b, rows_2i, 4) &&                                                     /* x·w13ᵀ */
          ws_add(&b, rows_i, 4) &&                                                      /* SwiGLU */
          ws_add(&b, rows_h, 4) &&                                                      /* ·w2ᵀ */
-         (!inter_s || ws_add(&b, shared, 4));                                          /* shared expert */
+         (!inter_s || ws_add(&b, shared, 4));                                          /* shared SwiGLU */
     if (!ok)
         return kp_set_error(KP_ERR_INVALID_SHAPE,
                             "moe_forward: the workspace for T = %lld, topk = %lld, E = %lld, hidden = %lld, "

@@ -149,6 +149,20 @@ static kp_status fake_event_elapsed(kp_event *a, kp_event *b, float *ms) {
     return KP_OK;
 }
 static void fake_event_destroy(kp_event *e) { trace("event_destroy"); free(e->impl); }
+static kp_status fake_stream_reserve(kp_stream *s, size_t bytes) {
+    (void)s;
+    char line[64];
+    snprintf(line, sizeof line, "stream_reserve %zu", bytes);
+    trace(line);
+    return KP_OK;
+}
+static kp_status fake_stream_wait_event(kp_stream *s, kp_event *e) {
+    (void)s;
+    char line[64];
+    snprintf(line, sizeof line, "stream_wait_event %d", *(int *)e->impl);
+    trace(line);
+    return KP_OK;
+}
 
 /* Answers every op: "supported" in a dry run, and logs a real launch. Nothing is
  * computed: the dispatch tests check what reaches the backend, not results. */
@@ -194,6 +208,8 @@ static const kp_backend_iface fake_iface = {
     .event_sync = fake_event_sync,
     .event_elapsed = fake_event_elapsed,
     .event_destroy = fake_event_destroy,
+    .stream_reserve = fake_stream_reserve,
+    .stream_wait_event = fake_stream_wait_event,
     .dlpack_device_type = 2, /* pretends to be CUDA memory */
     .ops = {fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op, fake_op},
 };

@@ -118,6 +118,8 @@ typedef struct kb_row {
     double err, tol;            /* sample relative L2 error and its tolerance */
     int inner;                  /* op calls per sample */
     int device_timed;           /* samples are kp_event device time (else host wall clock) */
+    double host_us;             /* host time to issue one call (kport's work + the driver's enqueue);
+                                   NAN where the call runs the op itself (cpu) */
     int nsamples;
     double *samples;            /* ms per call, nsamples of them (owned) */
 } kb_row;

@@ -42,7 +42,7 @@ static json_t *row_json(const kb_row *w) {
     json_t *samples = json_array();
     for (int j = 0; j < w->nsamples; j++) json_array_append_new(samples, num(w->samples[j], true));
     return json_pack("{s:o, s:o, s:o, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o,"
-                     " s:o, s:o, s:o, s:o, s:i, s:s, s:o}",
+                     " s:o, s:o, s:o, s:o, s:i, s:s, s:o, s:o}",
                      "op", str(kp_op_name(w->c.op)), "backend", str(w->backend), "device", str(w->device), "dtype",
                      kb_row_dtype_name(&w->c), "shape", str(w->c.shape), "status", kb_status_word(w->status), "ok",
                      ok ? json_true() : w->status == KB_ROW_FAIL ? json_false() : json_null(), "median_ms",
@@ -52,7 +52,8 @@ static json_t *row_json(const kb_row *w) {
                      w->bound, "unit", w->unit ? str(w->unit) : json_null(), "flops", num(w->flops, true), "bytes",
                      num(w->bytes, true), "rel_err", num(w->err, checked), "tol", num(w->tol, true), "note",
                      str(w->c.note), "reason", str(w->reason), "runs_per_sample", w->inner, "timer",
-                     w->device_timed ? "events" : "host", "samples", samples);
+                     w->device_timed ? "events" : "host", "samples", samples, "host_us",
+                     num(w->host_us, ok && !isnan(w->host_us)));
 }
 
 static json_t *roofline_json(const kb_roofline *f) {
@@ -116,7 +117,7 @@ int kb_write_json(const kb_report *r, FILE *out) {
 int kb_write_csv(const kb_report *r, FILE *o) {
     static const char *const cols[] = {"op", "shape", "dtype", "backend", "device", "median_ms", "p10_ms", "p90_ms",
                                        "min_ms", "max_ms", "tflops", "gbps", "roofline_pct", "bound", "unit", "ok",
-                                       "status", "rel_err", "note", "reason"};
+                                       "status", "rel_err", "note", "reason", "host_us"};
     const size_t ncols = sizeof cols / sizeof cols[0];
     for (size_t c = 0; c < ncols; c++) fprintf(o, "%s%s", cols[c], c + 1 < ncols ? "," : "\n");
     for (int i = 0; i < r->nrows; i++) {
@@ -193,6 +194,7 @@ static void load_row(const json_t *j, kb_row *w) {
         {"gbps", offsetof(kb_row, gbps), 0},             {"roofline_pct", offsetof(kb_row, roofline_pct), -1},
         {"flops", offsetof(kb_row, flops), 0},           {"bytes", offsetof(kb_row, bytes), 0},
         {"rel_err", offsetof(kb_row, err), NAN},         {"tol", offsetof(kb_row, tol), NAN},
+        {"host_us", offsetof(kb_row, host_us), NAN},
     };
     memset(w, 0, sizeof *w);
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)

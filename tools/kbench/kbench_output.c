@@ -85,9 +85,9 @@ static void write_md(const kb_report *r, FILE *o) {
         }
         fputc('\n', o);
     }
-    fprintf(o, "| op | shape | dtype | backend | device | median ms | p10-p90 ms | TFLOP/s | GB/s | %% roofline | bound "
-               "| ok | note |\n");
-    fprintf(o, "|---|---|---|---|---|---:|---|---:|---:|---:|---|---|---|\n");
+    fprintf(o, "| op | shape | dtype | backend | device | median ms | p10-p90 ms | host µs | TFLOP/s | GB/s | %% roofline "
+               "| bound | ok | note |\n");
+    fprintf(o, "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---|---|---|\n");
     int counts[5] = {0};
     for (int i = 0; i < r->nrows; i++) {
         const kb_row *w = &r->rows[i];
@@ -96,6 +96,8 @@ static void write_md(const kb_report *r, FILE *o) {
                 w->device);
         if (w->status == KB_ROW_OK) {
             fprintf(o, " %.4g | %.4g-%.4g |", w->median_ms, w->p10_ms, w->p90_ms);
+            if (isnan(w->host_us)) fputs(" - |", o);
+            else fprintf(o, " %.2f |", w->host_us);
             md_cell_num(o, w->tflops, "%.3g");
             md_cell_num(o, w->gbps, "%.1f");
             if (w->roofline_pct >= 0) fprintf(o, " %.1f%% |", w->roofline_pct);
@@ -103,10 +105,10 @@ static void write_md(const kb_report *r, FILE *o) {
             fprintf(o, " %s%s%s%s | ok | %s |\n", w->bound, w->unit ? " (" : "", w->unit ? w->unit : "",
                     w->unit ? ")" : "", w->c.note);
         } else if (w->status == KB_ROW_FAIL) {
-            fprintf(o, " FAIL | FAIL | FAIL | FAIL | FAIL | %s | **FAIL** | %s%s%s |\n", w->bound, w->reason,
+            fprintf(o, " FAIL | FAIL | FAIL | FAIL | FAIL | FAIL | %s | **FAIL** | %s%s%s |\n", w->bound, w->reason,
                     w->c.note[0] ? "; " : "", w->c.note);
         } else {
-            fprintf(o, " - | - | - | - | - | %s | %s | %s (%s)%s%s |\n", w->bound, kb_status_word(w->status),
+            fprintf(o, " - | - | - | - | - | - | %s | %s | %s (%s)%s%s |\n", w->bound, kb_status_word(w->status),
                     kb_status_word(w->status), w->reason, w->c.note[0] ? "; " : "", w->c.note);
         }
     }
@@ -115,6 +117,8 @@ static void write_md(const kb_report *r, FILE *o) {
     if (r->wall_s > 0) fprintf(o, "; %.1f s", r->wall_s);
     fputs(".\nTimes are per call: device time between kp_event marks around back-to-back calls (the host clock on "
           "cpu, and wherever events cannot time), median of samples of >= 1 ms after a checked warm-up run; "
+          "host µs is the host time to issue one call (kport's own work plus the driver's enqueue; best of "
+          "bursts of 16; '-' on cpu, where the call runs the op); "
           "GB/s counts bytes as docs/kbench.md defines them; % roofline is against min(unit peak, arithmetic "
           "intensity x copy bandwidth), the unit named after the bound.\n",
           o);

@@ -247,6 +247,27 @@ static kp_status sample(const kb_op_impl *impl, kb_bench *b, int inner, kp_event
     return st;
 }
 
+/* Host microseconds to issue one call: bursts of KB_HOST_BURST calls on an idle stream,
+ * timed on the host clock without the sync that follows, the best of KB_HOST_REPS (issue
+ * 17: kport's own host work per op, the driver's enqueue included; short bursts so a
+ * full launch queue never blocks the host). */
+#define KB_HOST_BURST 16
+#define KB_HOST_REPS 5
+static kp_status host_issue_us(const kb_op_impl *impl, kb_bench *b, double *us) {
+    double best = INFINITY;
+    for (int r = 0; r < KB_HOST_REPS; r++) {
+        double t = kb_now();
+        kp_status st = KP_OK;
+        for (int i = 0; i < KB_HOST_BURST && st == KP_OK; i++) st = impl->run(b);
+        double dt = kb_now() - t;
+        if (st == KP_OK) st = kp_stream_sync(b->env->s);
+        if (st != KP_OK) return st;
+        if (dt < best) best = dt;
+    }
+    *us = best * 1e6 / KB_HOST_BURST;
+    return KP_OK;
+}
+
 static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, kb_row *row) {
     /* the checked run was the warm-up (first-use compiles, page faults); this one sizes inner */
     double t0 = kb_now();
@@ -282,6 +303,11 @@ static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, 
     if (ev[0]) kp_event_destroy(ev[0]), kp_event_destroy(ev[1]);
     if (st != KP_OK) {
         fail_status(row, st, "while timing");
+        return;
+    }
+    row->host_us = NAN;
+    if (strcmp(b->env->info.backend, "cpu") != 0 && !slow && (st = host_issue_us(impl, b, &row->host_us)) != KP_OK) {
+        fail_status(row, st, "while timing the host side");
         return;
     }
     kb_stats(row->samples, row->nsamples, &row->median_ms, &row->p10_ms, &row->p90_ms, &row->min_ms, &row->max_ms);

@@ -6,7 +6,7 @@
  *   2. align (counting sort, block size 1: the CPU tiles need no padding);
  *   3. per (expert, column tile of inter, row chunk): x rows gathered through
  *      sorted_ids, x·w13ᵀ for the tile's gate columns and its up columns, SwiGLU in
- *      the epilogue -> h [rows, inter] f32 (the x·w13ᵀ region is never written);
+ *      the epilogue -> h [rows, inter] f32 (x·w13ᵀ is never stored);
  *   4. h·w2ᵀ -> y [rows, hidden] f32;
  *   5. combine y with the topk weights in slot order (f32), plus the shared expert:
  *      its SwiGLU MLP runs as a one-"expert" grouped GEMM over all T rows, and its
@@ -14,9 +14,8 @@
  *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * each region aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k];
- * sorted_ids [T*k + E*63]; expert_offsets [E+1]; x·w13ᵀ [rows, 2*inter] (unused
- * here); SwiGLU [rows, inter]; ·w2ᵀ [rows, hidden]; shared [T, 3*inter_s] (its SwiGLU
- * output uses the first T*inter_s).
+ * sorted_ids [T*k + E*63]; expert_offsets [E+1]; SwiGLU [rows, inter] (x·w13ᵀ is
+ * never stored); ·w2ᵀ [rows, hidden]; the shared expert's SwiGLU [T, inter_s].
  */
 #include "cpu_gemm.h"
 
@@ -161,7 +160,6 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     ws += ws_align(rows * 4);
     j.offsets = (int32_t *)ws;
     ws += ws_align(((size_t)experts + 1) * 4);
-    ws += ws_align(rows * 2 * (size_t)j.inter * 4); /* x·w13ᵀ: fused away */
     j.h = (float *)ws;
     ws += ws_align(rows * (size_t)j.inter * 4);
     j.y = (float *)ws;

@@ -4,7 +4,7 @@
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
  * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
  *
- * Split-KV partials live in the target's per-stream scratch (scratch_acquire): the
+ * Split-KV partials live in the per-stream scratch (kp_gpu_scratch_acquire): the
  * stream is in order, so a call's kernels never overlap the previous call's.
  */
 #include "gpu_ops.h"
@@ -78,8 +78,13 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     int64_t nrows_all = b * s_q * h_q;
     void *scratch[2] = {NULL, NULL}; /* partials [ns, rows, dv] f32 and their lse [ns, rows] */
     if (ns > 1) {
-        size_t bytes[2] = {(size_t)(ns * nrows_all * dv) * sizeof(float), (size_t)(ns * nrows_all) * sizeof(float)};
-        if ((st = c->t->scratch_acquire(c->s, bytes, scratch)) != KP_OK)
+        /* ns <= 1024 and rows, dv < 2^31, but their product may not fit a size_t */
+        if ((uint64_t)nrows_all > (uint64_t)SIZE_MAX / sizeof(float) / (uint64_t)ns / (uint64_t)(dv > 0 ? dv : 1))
+            return h->set_error(KP_ERR_OUT_OF_MEMORY, "%s: %d split-KV partials of %lld rows x %d do not fit in memory",
+                                name, ns, (long long)nrows_all, dv);
+        size_t bytes[2] = {(size_t)ns * (size_t)nrows_all * (size_t)dv * sizeof(float),
+                           (size_t)ns * (size_t)nrows_all * sizeof(float)};
+        if ((st = kp_gpu_scratch_acquire(c, bytes, scratch)) != KP_OK)
             return h->add_context(st, "%s: split-KV partials", name);
     }
 

@@ -140,7 +140,7 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
         ksplit = (int)((g->k + slice - 1) / slice);
         ka.ksplit = ksplit, ka.kslice = (int32_t)slice;
         size_t bytes[2] = {(size_t)ksplit * (size_t)g->m * (size_t)g->n * sizeof(float), 16};
-        if ((st = c->t->scratch_acquire(c->s, bytes, scratch)) != KP_OK)
+        if ((st = kp_gpu_scratch_acquire(c, bytes, scratch)) != KP_OK)
             return h->add_context(st, "grouped_gemm: split-K partials");
     }
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_rows");

@@ -16,8 +16,8 @@
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * regions aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k]; sorted_ids
  * [T*k + E*63] (align's per-chunk histogram lives there first); expert_offsets [E+1];
- * x.w13^T [rows, 2*inter] (unused: SwiGLU is fused); h [rows, inter]; y [rows, hidden];
- * shared [T, 3*inter_s] (h_s uses the first T*inter_s).
+ * h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is never stored);
+ * y [rows, hidden]; h_s [T, inter_s].
  */
 #include "gpu_ops.h"
 
@@ -51,7 +51,6 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     at += ws_align((size_t)rows * 4);
     kp_gpu_view offsets = kp_gpu_view_bytes(ws, at, 4, 1);
     at += ws_align((size_t)(e + 1) * 4);
-    at += ws_align((size_t)rows * 2 * inter * 4); /* x.w13^T: SwiGLU is fused, never written */
     kp_gpu_view h = kp_gpu_view_bytes(ws, at, 4, inter);
     at += ws_align((size_t)rows * inter * 4);
     kp_gpu_view y = kp_gpu_view_bytes(ws, at, 4, hidden);

@@ -62,6 +62,11 @@ kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);
 kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options);
 /* Enqueues l; the op's name is added to any error. */
 kp_status kp_gpu_enqueue(kp_gpu_ctx *c, const kp_gpu_launch *l);
+/* The stream's scratch regions of at least bytes[0] and bytes[1], under the
+ * graph-capture rule: on a wrapped stream never grown (KP_ERR_OUT_OF_MEMORY naming the
+ * reservation needed); on a stream kport created grown when short. Release with
+ * c->t->scratch_release. */
+kp_status kp_gpu_scratch_acquire(kp_gpu_ctx *c, const size_t bytes[2], void *out[2]);
 
 /* ---- attention (gpu_attention_plan.c) -------------------------------------- */
 

@@ -1,0 +1,426 @@
+/* tests/abi/kport_0_1.h — kport.h as released in 0.1, frozen (issue 17): the ABI test
+ * builds against it and runs on the current library, and core/abi_0_1.c takes the 0.1
+ * sizes of the params structs from it. Never edit. */
+/*
+ * kport.h — the one public header of kport (C11).
+ *
+ * kport runs attention and mixture-of-experts kernels on NVIDIA (CUDA), AMD (HIP),
+ * OpenCL devices and the CPU behind one C API, choosing the backend at run time.
+ *
+ * Conventions
+ *  - Every function returns kp_status; on failure kp_last_error() gives a
+ *    thread-local message naming the argument and the rule it broke.
+ *  - A call that fails validation writes nothing to any output.
+ *  - Ops are asynchronous on their stream; kp_stream_sync waits for them.
+ *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer. An
+ *    input may repeat elements (a stride of 0 broadcasts); an output may not: every
+ *    index of an output needs its own element, or the call fails with
+ *    KP_ERR_INVALID_LAYOUT (checked conservatively: sorted by stride, each stride of a
+ *    dimension of extent > 1 must reach past all the smaller dimensions span).
+ *  - Every size computation is overflow-checked: a view or workspace too large to
+ *    address is KP_ERR_INVALID_SHAPE. Each backend states its index-width limits
+ *    (README, "Limits"); past them an op is KP_ERR_UNSUPPORTED, from kp_op_supported
+ *    and the call alike, before anything runs.
+ *
+ * Optional tensors (an lse output, a bias) are "absent" when their buffer is NULL.
+ */
+#ifndef KPORT_H
+#define KPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KP_API
+#elif defined(__GNUC__)
+#define KP_API __attribute__((visibility("default")))
+#else
+#define KP_API
+#endif
+
+#define KPORT_VERSION_MAJOR 0
+#define KPORT_VERSION_MINOR 1
+#define KPORT_VERSION_PATCH 0
+
+#define KP_MAX_DIMS 4
+#define KP_NAME_MAX 128
+#define KP_REASON_MAX 512
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kp_status {
+    KP_OK = 0,
+    KP_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, bad enum, bad scalar value */
+    KP_ERR_INVALID_DTYPE = 2,    /* a tensor's dtype is not allowed for that argument */
+    KP_ERR_INVALID_SHAPE = 3,    /* rank or extents break the op's shape rules */
+    KP_ERR_INVALID_LAYOUT = 4,   /* strides or alignment the op cannot take */
+    KP_ERR_OUT_OF_BOUNDS = 5,    /* a view or copy reaches past its buffer */
+    KP_ERR_DEVICE_MISMATCH = 6,  /* tensors/buffers/streams on different devices */
+    KP_ERR_ALIASING = 7,         /* an output overlaps an input or another output */
+    KP_ERR_UNSUPPORTED = 8,      /* valid call this backend/device cannot run (yet) */
+    KP_ERR_OUT_OF_MEMORY = 9,
+    KP_ERR_UNAVAILABLE = 10,     /* backend or device not usable on this machine */
+    KP_ERR_NOT_INITIALIZED = 11, /* kp_init has not succeeded */
+    KP_ERR_BACKEND = 12,         /* the vendor runtime reported an error */
+    KP_ERR_BUILD_FAILED = 13,    /* a kernel failed to compile (log in the message) */
+    KP_ERR_ABI_MISMATCH = 14,    /* a plugin built for another backend ABI */
+    KP_ERR_IO = 15,              /* file system error (cache, tuning file) */
+    KP_ERR_INTERNAL = 16
+} kp_status;
+
+/* A static string naming the code ("KP_ERR_INVALID_SHAPE"); never NULL. */
+KP_API const char *kp_status_str(kp_status s);
+/* The message of the calling thread's last failed call ("" if none); never NULL.
+ * Valid until the next kport call on this thread. */
+KP_API const char *kp_last_error(void);
+/* "0.1.0 (abi 1)" */
+KP_API const char *kp_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Init, backends and devices                                                */
+/* ------------------------------------------------------------------------ */
+
+#define KP_CPU_THREADS_MAX 4096 /* the most CPU worker threads cpu_threads or KPORT_NUM_THREADS may ask for */
+
+typedef struct kp_init_options {
+    const char *plugin_path; /* extra ':'-separated absolute dirs to search (NULL: none); a
+                                directory or plugin writable by others, or owned by another
+                                user than root or this one, is refused */
+    int32_t cpu_threads;     /* CPU backend worker threads, 0..KP_CPU_THREADS_MAX;
+                                0 = KPORT_NUM_THREADS or all cores */
+    uint32_t flags;          /* KP_INIT_* */
+} kp_init_options;
+
+#define KP_INIT_NO_PLUGINS 0x1u /* only the built-in CPU backend */
+
+/* Loads plugins and enumerates devices. Idempotent and thread-safe: the first
+ * successful call's options win; later calls return KP_OK. opt may be NULL. */
+KP_API kp_status kp_init(const kp_init_options *opt);
+/* Releases everything kp_init made. Every handle must have been freed first;
+ * kp_init may be called again afterwards. */
+KP_API kp_status kp_shutdown(void);
+
+typedef struct kp_backend_info {
+    char name[16];               /* "cpu", "cuda", "hip", "opencl", or a plugin's name */
+    char description[KP_NAME_MAX];
+    char path[KP_REASON_MAX];    /* plugin file ("" for the built-in CPU backend) */
+    int32_t available;           /* 1 if at least one device can be used */
+    char reason[KP_REASON_MAX];  /* why not available ("" when available) */
+    int32_t device_count;
+} kp_backend_info;
+
+KP_API int kp_backend_count(void); /* 0 before kp_init */
+KP_API kp_status kp_backend_info_get(int index, kp_backend_info *out);
+
+typedef enum kp_device_kind {
+    KP_DEVICE_CPU = 0,
+    KP_DEVICE_GPU_INTEGRATED = 1,
+    KP_DEVICE_GPU_DISCRETE = 2,
+    KP_DEVICE_ACCELERATOR = 3
+} kp_device_kind;
+
+/* Capability bits of kp_device_info.caps */
+#define KP_CAP_F16 0x01u          /* computes on f16 natively */
+#define KP_CAP_BF16 0x02u         /* computes on bf16 natively (dot products, MMA) */
+#define KP_CAP_FP8 0x04u          /* FP8 (e4m3) matrix units */
+#define KP_CAP_MATRIX_UNITS 0x08u /* tensor cores / MFMA / AMX / VNNI-class units */
+#define KP_CAP_SUBGROUPS 0x10u    /* warp/subgroup shuffles */
+#define KP_CAP_INLINE_PTX 0x20u   /* OpenCL on NVIDIA: inline PTX accepted */
+#define KP_CAP_UNIFIED_MEMORY 0x40u /* host pointers are device pointers */
+/* The backend checks the contents of index tensors (expert ids, offsets, block tables,
+ * cu_seqlens, token positions) before writing anything, and rejects bad ones with
+ * KP_ERR_INVALID_ARGUMENT. Without it (GPU backends: checking would cost a host round
+ * trip), a bad index never causes an out-of-bounds access, but the outputs it touches
+ * are unspecified. */
+#define KP_CAP_CHECKS_INDICES 0x80u
+
+typedef struct kp_device_info {
+    char name[KP_NAME_MAX];
+    char vendor[64];
+    char backend[16];
+    char arch[64];           /* "sm_90", "gfx90a", "x86-64 avx512-bf16", ... */
+    char driver[64];         /* driver or runtime version */
+    kp_device_kind kind;
+    uint64_t memory_bytes;
+    int32_t compute_units;   /* SMs, CUs, cores */
+    int32_t subgroup_size;   /* warp/wavefront/SIMD width; 1 if none */
+    uint64_t local_mem_bytes;/* shared/local memory per work-group */
+    uint32_t caps;           /* KP_CAP_* */
+    int32_t backend_index;   /* into kp_backend_info_get */
+    int32_t backend_device;  /* index within that backend */
+} kp_device_info;
+
+KP_API int kp_device_count(void); /* all usable devices of all backends */
+KP_API kp_status kp_device_info_get(int index, kp_device_info *out);
+
+typedef struct kp_device kp_device;
+typedef struct kp_stream kp_stream;
+typedef struct kp_buffer kp_buffer;
+typedef struct kp_event kp_event;
+
+/* index = -1: the best device by policy. KPORT_BACKEND="cuda,hip,opencl,cpu" sets the
+ * order of preference (one name forces it); KPORT_DEVICE=N picks device N of that one
+ * backend, or global device N when KPORT_BACKEND is unset.
+ * Default policy: discrete GPU > integrated GPU > other > CPU; the built-in CPU
+ * backend before other CPU devices. */
+KP_API kp_status kp_device_open(int index, kp_device **out);
+KP_API kp_status kp_device_close(kp_device *d);
+KP_API kp_status kp_device_get_info(const kp_device *d, kp_device_info *out);
+
+/* ------------------------------------------------------------------------ */
+/* Streams and buffers                                                       */
+/* ------------------------------------------------------------------------ */
+
+KP_API kp_status kp_stream_create(kp_device *d, kp_stream **out);
+KP_API kp_status kp_stream_sync(kp_stream *s);
+/* Waits for pending work first (a wrapped stream: nothing waited for, nothing destroyed). */
+KP_API kp_status kp_stream_destroy(kp_stream *s);
+
+/* ---- events: points in a stream's work, timed on the device ---- */
+
+/* An event of device d; it marks nothing until recorded. */
+KP_API kp_status kp_event_create(kp_device *d, kp_event **out);
+/* Marks the point after the work queued on s so far (s on the event's device;
+ * re-recording moves the mark). Asynchronous. */
+KP_API kp_status kp_event_record(kp_event *e, kp_stream *s);
+/* Waits until the work before the mark has finished. */
+KP_API kp_status kp_event_sync(kp_event *e);
+/* Milliseconds of device time between two recorded events of one device, once end
+ * has completed (waits for it): CUDA/HIP events, OpenCL profiling counters, the host
+ * clock on cpu (its ops finish inside each call). KP_ERR_UNSUPPORTED where the
+ * device cannot time (an OpenCL queue wrapped without CL_QUEUE_PROFILING_ENABLE). */
+KP_API kp_status kp_event_elapsed_ms(kp_event *start, kp_event *end, float *ms);
+KP_API kp_status kp_event_destroy(kp_event *e);
+
+/* ---- interop with a server's own runtime objects ---- */
+
+/* The native handles behind a device, to make memory or queues kport can wrap. */
+typedef struct kp_native_device {
+    void *context;  /* CUcontext (the primary context), cl_context; NULL on hip and cpu */
+    void *device;   /* CUdevice or HIP ordinal (as intptr_t), cl_device_id; NULL on cpu */
+    void *platform; /* cl_platform_id; NULL elsewhere */
+} kp_native_device;
+
+KP_API kp_status kp_device_get_native(const kp_device *d, kp_native_device *out);
+/* The CUstream, hipStream_t or cl_command_queue behind s (NULL on cpu). */
+KP_API kp_status kp_stream_get_native(const kp_stream *s, void **out);
+/* Runs kport's work on the server's own stream: a CUstream (of the device's primary
+ * context), hipStream_t, or in-order cl_command_queue of kp_device_get_native's
+ * context. kport never synchronises or destroys it. KP_ERR_UNSUPPORTED on cpu. */
+KP_API kp_status kp_stream_wrap(kp_device *d, void *native, kp_stream **out);
+
+KP_API kp_status kp_buffer_alloc(kp_device *d, size_t bytes, kp_buffer **out);
+/* Zero copy: native is a CUdeviceptr (cuda), hipDeviceptr_t (hip), cl_mem (opencl) or a
+ * host pointer (cpu), passed as a pointer-sized value. kport never frees it. */
+KP_API kp_status kp_buffer_wrap(kp_device *d, void *native, size_t bytes, kp_buffer **out);
+KP_API kp_status kp_buffer_free(kp_buffer *b);
+KP_API size_t kp_buffer_size(const kp_buffer *b);
+KP_API kp_device *kp_buffer_device(const kp_buffer *b);
+/* Blocking copies to and from host memory, ordered after the work already queued
+ * on s. s may be NULL: the buffer device's internal stream, which is synchronous. */
+KP_API kp_status kp_buffer_write(kp_stream *s, kp_buffer *dst, size_t dst_offset,
+                                 const void *src, size_t bytes);
+KP_API kp_status kp_buffer_read(kp_stream *s, const kp_buffer *src, size_t src_offset,
+                                void *dst, size_t bytes);
+/* Device-to-device copy within one device, asynchronous on s (NULL: synchronous).
+ * The two ranges may not overlap when src == dst. */
+KP_API kp_status kp_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_offset,
+                                const kp_buffer *src, size_t src_offset, size_t bytes);
+
+/* ------------------------------------------------------------------------ */
+/* Tensors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kp_dtype {
+    KP_F32 = 0,
+    KP_F16 = 1,
+    KP_BF16 = 2,
+    KP_I32 = 3,
+    KP_FP8_E4M3 = 4, /* OCP e4m3fn: weights with block scales */
+    KP_DTYPE_COUNT = 5
+} kp_dtype;
+
+KP_API size_t kp_dtype_size(kp_dtype t);     /* 0 for an invalid dtype */
+KP_API const char *kp_dtype_name(kp_dtype t); /* "bf16"; "invalid" */
+
+typedef struct kp_tensor {
+    kp_buffer *buffer;  /* NULL: an absent optional tensor */
+    size_t offset;      /* bytes from the buffer's start */
+    kp_dtype dtype;
+    int32_t ndim;       /* 1..KP_MAX_DIMS */
+    int64_t shape[KP_MAX_DIMS];
+    int64_t strides[KP_MAX_DIMS]; /* in elements */
+} kp_tensor;
+
+/* Fills *out with a view; strides NULL means contiguous row-major. Checks the view
+ * fits in the buffer. */
+KP_API kp_status kp_tensor_init(kp_tensor *out, kp_buffer *buffer, size_t offset, kp_dtype dtype,
+                                int ndim, const int64_t *shape, const int64_t *strides);
+
+#ifndef KPORT_NO_DLPACK
+#include <dlpack/dlpack.h>
+/* Zero-copy view of a DLPack tensor on device d (kDLCPU, kDLCUDA, kDLROCM or kDLOpenCL
+ * matching d's backend). Wraps the memory in a new kp_buffer (out->buffer) that the
+ * caller releases with kp_buffer_free; the memory itself stays the producer's. */
+KP_API kp_status kp_tensor_from_dlpack(const DLTensor *t, kp_device *d, kp_tensor *out);
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Ops                                                                       */
+/* Inputs f32/f16/bf16 (one dtype per op call), f32 accumulation and softmax,  */
+/* outputs in the input dtype, optional f32 log-sum-exp. Last dims contiguous. */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kp_op {
+    KP_OP_ATTENTION_PREFILL = 0,
+    KP_OP_ATTENTION_DECODE = 1,
+    KP_OP_MLA_DECODE = 2,
+    KP_OP_MOE_GATE = 3,
+    KP_OP_MOE_ALIGN = 4,
+    KP_OP_GROUPED_GEMM = 5,
+    KP_OP_MOE_COMBINE = 6,
+    KP_OP_MOE_FORWARD = 7,
+    KP_OP_COUNT = 8
+} kp_op;
+
+KP_API const char *kp_op_name(kp_op op); /* "attention_prefill"; "invalid" */
+
+/* Varlen packed prefill (FlashAttention's varlen layout).
+ * q [total_q, h_q, d], k [total_k, h_kv, d], v [total_k, h_kv, dv], out [total_q, h_q, dv],
+ * cu_seqlens_q / cu_seqlens_k int32 [B+1], non-decreasing from 0.
+ * lse (optional) f32 [h_q, total_q]. h_q % h_kv == 0 (GQA/MQA).
+ * causal: query i of a sequence sees key j when j <= i + (len_k - len_q) (bottom-right).
+ * window_left/right >= 0 limit keys to [i' - left, i' + right] around the aligned
+ * position i' = i + len_k - len_q; -1 means unbounded. A query with no visible key
+ * gets out = 0 and lse = +inf. */
+typedef struct kp_attention_prefill_params {
+    kp_tensor q, k, v, out, lse;
+    kp_tensor cu_seqlens_q, cu_seqlens_k;
+    int32_t max_seqlen_q, max_seqlen_k; /* upper bounds of the lengths in cu_seqlens */
+    float softmax_scale;                /* explicit, > 0 */
+    int32_t causal;
+    int32_t window_left, window_right;
+} kp_attention_prefill_params;
+
+/* Paged-KV decode. q [B, s_q, h_q, d]; k_cache [num_blocks, block_size, h_kv, d];
+ * v_cache [num_blocks, block_size, h_kv, dv]; block_table int32 [B, max_blocks];
+ * seq_lens int32 [B] (keys per sequence, the s_q new ones included);
+ * out [B, s_q, h_q, dv]; lse (optional) f32 [B, h_q, s_q].
+ * causal: query i of s_q sees keys j <= seq_len - s_q + i. num_splits 0 = automatic. */
+typedef struct kp_attention_decode_params {
+    kp_tensor q, k_cache, v_cache, block_table, seq_lens, out, lse;
+    float softmax_scale;
+    int32_t causal;
+    int32_t num_splits;
+} kp_attention_decode_params;
+
+/* MLA decode (FlashMLA layout). q [B, s_q, h_q, 576]; kv_cache [num_blocks, 64, 1, 576]
+ * whose first head_dim_v (512) columns are V; block_table, seq_lens as in decode;
+ * out [B, s_q, h_q, 512]; lse (optional) f32 [B, h_q, s_q]. s_q 1..2 (MTP).
+ * The scale is always explicit (DeepSeek-V3: 0.1352337788608801). */
+typedef struct kp_mla_decode_params {
+    kp_tensor q, kv_cache, block_table, seq_lens, out, lse;
+    float softmax_scale;
+    int32_t causal;
+    int32_t head_dim_v; /* 512 */
+    int32_t num_splits;
+} kp_mla_decode_params;
+
+typedef enum kp_moe_scoring {
+    KP_MOE_SCORING_SOFTMAX = 0,
+    KP_MOE_SCORING_SIGMOID = 1
+} kp_moe_scoring;
+
+/* Routing rules shared by kp_moe_gate and kp_moe_forward.
+ * DeepSeek-V3: {topk 8, n_group 8, topk_group 4, SIGMOID, renormalize 1, route_scale 2.5}.
+ * Mixtral/Qwen: {topk k, n_group 1, topk_group 1, SOFTMAX, renormalize 0 or 1, 1.0}. */
+typedef struct kp_moe_routing {
+    int32_t topk;        /* 1..32, <= E */
+    int32_t n_group;     /* 1..32, divides E */
+    int32_t topk_group;  /* 1..n_group */
+    kp_moe_scoring scoring;
+    int32_t renormalize; /* divide the chosen weights by their sum */
+    float route_scale;   /* multiplies the final weights */
+} kp_moe_routing;
+
+/* logits [T, E] (E <= 512), bias (optional) f32 [E], used for selection only;
+ * topk_ids int32 [T, topk], topk_weights f32 [T, topk]. Ties go to the lower index. */
+typedef struct kp_moe_gate_params {
+    kp_tensor logits, bias, topk_ids, topk_weights;
+    kp_moe_routing routing;
+} kp_moe_gate_params;
+
+/* Sorts the T*k (token, slot) pairs by expert, stably, padding each expert's rows
+ * to a multiple of block_size. topk_ids int32 [T, k] (each in [0, num_experts));
+ * sorted_ids int32 [T*k + num_experts*(block_size-1)]: flat index t*k + slot of each
+ * row in sorted order, padding rows = T*k; expert_offsets int32 [num_experts + 1]
+ * (padded row offsets); token_pos int32 [T, k]: the sorted row of each pair. */
+typedef struct kp_moe_align_params {
+    kp_tensor topk_ids, sorted_ids, expert_offsets, token_pos;
+    int32_t num_experts;
+    int32_t block_size; /* >= 1 */
+} kp_moe_align_params;
+
+/* out[r, :] = a[r, :] · w[e]ᵀ for rows r in [expert_offsets[e], expert_offsets[e+1]).
+ * a [M, K]; w [E, N, K] (f16/bf16 as a, or FP8 e4m3 with w_scale f32
+ * [E, ceil(N/128), ceil(K/128)], K % 128 == 0); expert_offsets int32 [E+1]; out [M, N].
+ * Rows outside every expert range are left untouched. */
+typedef struct kp_grouped_gemm_params {
+    kp_tensor a, w, w_scale, expert_offsets, out;
+} kp_grouped_gemm_params;
+
+/* out[t, :] = sum over slot 0..k-1, in that order, of topk_weights[t, slot] *
+ * expert_out[token_pos[t, slot], :]. expert_out [rows, hidden]; token_pos int32 [T, k];
+ * topk_weights f32 [T, k]; out [T, hidden]. Deterministic. */
+typedef struct kp_moe_combine_params {
+    kp_tensor expert_out, token_pos, topk_weights, out;
+} kp_moe_combine_params;
+
+/* The routed-expert layer in one call: gate -> align -> x·w13ᵀ -> SwiGLU -> ·w2ᵀ ->
+ * combine, plus an optional shared expert (dense SwiGLU MLP) added to the output.
+ * x [T, hidden]; router_logits [T, E]; bias optional f32 [E];
+ * w13 [E, 2*inter, hidden] (gate rows first, then up); w2 [E, hidden, inter];
+ * w13_scale / w2_scale f32 block scales when the weights are FP8;
+ * shared_w13 [2*inter_s, hidden], shared_w2 [hidden, inter_s] optional;
+ * out [T, hidden]. workspace: kp_moe_forward_workspace_size bytes of a buffer on the
+ * same device, from workspace_offset on (any offset: the size includes room to align
+ * the workspace's regions, which start at the next multiple of 256); they may overlap
+ * no tensor argument. The call never allocates. */
+typedef struct kp_moe_forward_params {
+    kp_tensor x, router_logits, bias;
+    kp_tensor w13, w13_scale, w2, w2_scale;
+    kp_tensor shared_w13, shared_w2;
+    kp_tensor out;
+    kp_buffer *workspace;
+    size_t workspace_offset;
+    kp_moe_routing routing;
+} kp_moe_forward_params;
+
+KP_API kp_status kp_attention_prefill(kp_stream *s, const kp_attention_prefill_params *p);
+KP_API kp_status kp_attention_decode(kp_stream *s, const kp_attention_decode_params *p);
+KP_API kp_status kp_mla_decode(kp_stream *s, const kp_mla_decode_params *p);
+KP_API kp_status kp_moe_gate(kp_stream *s, const kp_moe_gate_params *p);
+KP_API kp_status kp_moe_align(kp_stream *s, const kp_moe_align_params *p);
+KP_API kp_status kp_grouped_gemm(kp_stream *s, const kp_grouped_gemm_params *p);
+KP_API kp_status kp_moe_combine(kp_stream *s, const kp_moe_combine_params *p);
+KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
+/* Bytes of workspace kp_moe_forward needs for these shapes on device d
+ * (workspace fields of p are ignored). */
+KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
+                                               size_t *bytes);
+
+/* Would this op with these params run on d? KP_OK, or KP_ERR_UNSUPPORTED (or a
+ * validation error) with the reason in kp_last_error(). params points to the op's
+ * params struct. Answered by the same selector that picks the kernel. Writes nothing. */
+KP_API kp_status kp_op_supported(kp_device *d, kp_op op, const void *params);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KPORT_H */
