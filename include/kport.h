@@ -532,6 +532,8 @@ KP_API kp_status kp_moe_align_sized(kp_stream *s, const kp_moe_align_params *p, 
 KP_API kp_status kp_grouped_gemm_sized(kp_stream *s, const kp_grouped_gemm_params *p, size_t size);
 KP_API kp_status kp_moe_combine_sized(kp_stream *s, const kp_moe_combine_params *p, size_t size);
 KP_API kp_status kp_moe_forward_sized(kp_stream *s, const kp_moe_forward_params *p, size_t size);
+KP_API kp_status kp_kv_cache_store_sized(kp_stream *s, const kp_kv_cache_store_params *p, size_t size);
+KP_API kp_status kp_quantize_fp8_sized(kp_stream *s, const kp_quantize_fp8_params *p, size_t size);
 KP_API kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size_t size);
 
 /* sizeof op's params struct as the caller's kport.h defines it (0: an unknown op). */
@@ -545,6 +547,8 @@ static inline size_t kp_op_params_size(kp_op op) {
     case KP_OP_GROUPED_GEMM: return sizeof(kp_grouped_gemm_params);
     case KP_OP_MOE_COMBINE: return sizeof(kp_moe_combine_params);
     case KP_OP_MOE_FORWARD: return sizeof(kp_moe_forward_params);
+    case KP_OP_KV_CACHE_STORE: return sizeof(kp_kv_cache_store_params);
+    case KP_OP_QUANTIZE_FP8: return sizeof(kp_quantize_fp8_params);
     default: return 0;
     }
 }
@@ -558,6 +562,8 @@ static inline size_t kp_op_params_size(kp_op op) {
 #define kp_grouped_gemm(s, p) kp_grouped_gemm_sized((s), (p), sizeof *(p))
 #define kp_moe_combine(s, p) kp_moe_combine_sized((s), (p), sizeof *(p))
 #define kp_moe_forward(s, p) kp_moe_forward_sized((s), (p), sizeof *(p))
+#define kp_kv_cache_store(s, p) kp_kv_cache_store_sized((s), (p), sizeof *(p))
+#define kp_quantize_fp8(s, p) kp_quantize_fp8_sized((s), (p), sizeof *(p))
 #define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
 #endif
 

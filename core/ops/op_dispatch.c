@@ -101,6 +101,8 @@ static size_t params_size(kp_op op) {
     case KP_OP_GROUPED_GEMM: return sizeof(kp_grouped_gemm_params);
     case KP_OP_MOE_COMBINE: return sizeof(kp_moe_combine_params);
     case KP_OP_MOE_FORWARD: return sizeof(kp_moe_forward_params);
+    case KP_OP_KV_CACHE_STORE: return sizeof(kp_kv_cache_store_params);
+    case KP_OP_QUANTIZE_FP8: return sizeof(kp_quantize_fp8_params);
     default: break; /* an op added later: its params pass through unsized until listed here */
     }
     return 0;
@@ -116,6 +118,8 @@ typedef union params_buf {
     kp_grouped_gemm_params gemm;
     kp_moe_combine_params combine;
     kp_moe_forward_params forward;
+    kp_kv_cache_store_params kv_store;
+    kp_quantize_fp8_params quantize_fp8;
 } params_buf;
 
 /* The caller's params at this library's size: p itself when the sizes agree (the usual
@@ -123,7 +127,9 @@ typedef union params_buf {
 static kp_status params_adopt(kp_op op, const void *p, size_t size, params_buf *buf, const void **out) {
     const char *name = kp_op_name(op);
     const size_t cur = params_size(op);
-    const size_t v01 = (unsigned)op < 8 ? kp_abi_0_1_params_size[op] : cur; /* a later op: its first size */
+    /* an op added after 0.1 (kv_cache_store, quantize_fp8: 0.2): its first size, which is
+     * today's; when its struct grows, freeze that size here as 0.1's are in abi_0_1.c */
+    const size_t v01 = (unsigned)op < 8 ? kp_abi_0_1_params_size[op] : cur;
     *out = p;
     if (!p || cur == 0) return KP_OK; /* NULL is reported by the dispatcher */
     if (size == 0) size = v01;
