@@ -444,7 +444,8 @@ typedef enum kp_ep_comm_kind {
 typedef enum kp_ep_mode {
     KP_EP_MODE_NORMAL = 0,  /* exchange counts, then all-to-all-v: nothing dropped */
     KP_EP_MODE_CAPACITY = 1 /* fixed blocks of capacity_per_rank rows to each rank, no count
-                               exchange; pairs past the capacity are dropped and reported */
+                               exchange; per destination rank, the pairs in (expert, token,
+                               slot) order past the capacity are dropped and reported */
 } kp_ep_mode;
 
 #define KP_EP_TIMEOUT_DEFAULT_MS 30000

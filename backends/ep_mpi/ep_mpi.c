@@ -12,6 +12,7 @@
 #include "ep_transport.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,10 +56,9 @@ static kp_ep_tr_result wait_deadline(MPI_Request *req, int32_t timeout_ms, const
                      "called with other arguments)", what, (int)timeout_ms);
             return KP_EP_TR_TIMEOUT;
         }
-        if (spins > 1000) { /* yield the core to oversubscribed ranks after a short spin */
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
-        }
+        /* yield the core to oversubscribed ranks; sleeping instead stalls the fragment
+         * pipeline of large messages (every fragment needs both sides to progress) */
+        if (spins > 64) sched_yield();
     }
 }
 
