@@ -12,6 +12,7 @@
 #include <kport.h>
 #include <mpi.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,142 @@ done:
     report(backend, name, ok, detail);
 }
 
+/* The whole routed layer: kp_moe_gate, then dispatch -> x·w13ᵀ -> SwiGLU (on the host)
+ * -> ·w2ᵀ -> combine, against the single-rank kp_moe_forward on this rank's tokens
+ * (within a tolerance: kp_moe_forward fuses its steps). f32, softmax top-2 of 8 experts. */
+static void run_forward_case(const char *backend, kp_device *dev) {
+    enum { E = 8, H = 32, I = 16, K = 2, MAXT = 8 };
+    const int32_t tokens[4] = {7, 3, 0, 5};
+    const int64_t T = tokens[rank % 4];
+    char detail[1024] = "";
+    int ok = 0;
+    kp_status st = KP_OK;
+    kp_ep *ep = NULL;
+    kp_buffer *bx = NULL, *blog = NULL, *bw13 = NULL, *bw2 = NULL, *bids = NULL, *bwt = NULL, *brecv = NULL,
+              *boff = NULL, *bh = NULL, *bact = NULL, *beo = NULL, *bout = NULL, *bref = NULL, *bws = NULL;
+    float *hx = malloc(sizeof(float) * (MAXT * H)), *hlog = malloc(sizeof(float) * MAXT * E),
+          *hw13 = malloc(sizeof(float) * E * 2 * I * H), *hw2 = malloc(sizeof(float) * E * H * I),
+          *hout = malloc(sizeof(float) * MAXT * H), *href = malloc(sizeof(float) * MAXT * H), *hh = NULL;
+    if (world > E || E % world) {
+        if (rank == 0) printf("SKIP np%d %s moe_forward: needs a rank count dividing %d\n", world, backend, E);
+        n_skip++;
+        goto out;
+    }
+    const int32_t per = E / world, eb = rank * per, LE = per;
+    rng_state = 777;
+    fill_rows(hw13, KP_F32, (size_t)E * 2 * I * H);
+    fill_rows(hw2, KP_F32, (size_t)E * H * I);
+    rng_state = 4242 + (uint64_t)rank;
+    fill_rows(hx, KP_F32, (size_t)T * H);
+    fill_rows(hlog, KP_F32, (size_t)T * E);
+    MPI_Comm comm = MPI_COMM_WORLD;
+    kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &comm, .num_experts = E, .expert_begin = eb,
+                       .expert_end = eb + LE, .hidden = H, .dtype = KP_F32, .topk = K, .max_tokens_per_rank = MAXT,
+                       .mode = KP_EP_MODE_NORMAL, .timeout_ms = 10000};
+    TRY(kp_ep_create(dev, &o, &ep));
+    kp_ep_info info;
+    TRY(kp_ep_get_info(ep, &info));
+    const size_t f = sizeof(float);
+    TRY(make(dev, T * H * f, &bx));
+    TRY(make(dev, T * E * f, &blog));
+    TRY(make(dev, (size_t)E * 2 * I * H * f, &bw13));
+    TRY(make(dev, (size_t)E * H * I * f, &bw2));
+    TRY(make(dev, T * K * 4, &bids));
+    TRY(make(dev, T * K * 4, &bwt));
+    TRY(make(dev, info.max_recv_rows * H * f, &brecv));
+    TRY(make(dev, ((size_t)LE + 1) * 4, &boff));
+    TRY(make(dev, info.max_recv_rows * 2 * I * f, &bh));
+    TRY(make(dev, info.max_recv_rows * I * f, &bact));
+    TRY(make(dev, info.max_recv_rows * H * f, &beo));
+    TRY(make(dev, T * H * f, &bout));
+    TRY(make(dev, T * H * f, &bref));
+    if (T) TRY(kp_buffer_write(stream, bx, 0, hx, T * H * f));
+    if (T) TRY(kp_buffer_write(stream, blog, 0, hlog, T * E * f));
+    TRY(kp_buffer_write(stream, bw13, 0, hw13, (size_t)E * 2 * I * H * f));
+    TRY(kp_buffer_write(stream, bw2, 0, hw2, (size_t)E * H * I * f));
+    memset(hout, 0xff, sizeof(float) * MAXT * H);
+    if (T) TRY(kp_buffer_write(stream, bout, 0, hout, T * H * f));
+    kp_moe_routing routing = {.topk = K, .n_group = 1, .topk_group = 1, .scoring = KP_MOE_SCORING_SOFTMAX,
+                              .renormalize = 1, .route_scale = 1.0f};
+    if (T) {
+        kp_moe_gate_params gp = {.routing = routing};
+        TRY(tensor2(&gp.logits, blog, 0, KP_F32, T, E));
+        TRY(tensor2(&gp.topk_ids, bids, 0, KP_I32, T, K));
+        TRY(tensor2(&gp.topk_weights, bwt, 0, KP_F32, T, K));
+        TRY(kp_moe_gate(stream, &gp));
+    }
+    kp_ep_dispatch_params dp = {0};
+    TRY(tensor2(&dp.x, bx, 0, KP_F32, T, H));
+    TRY(tensor2(&dp.topk_ids, bids, 0, KP_I32, T, K));
+    TRY(tensor2(&dp.recv_x, brecv, 0, KP_F32, info.max_recv_rows, H));
+    int64_t off_shape[1] = {LE + 1};
+    TRY(kp_tensor_init(&dp.expert_offsets, boff, 0, KP_I32, 1, off_shape, NULL));
+    kp_ep_dispatch_result res;
+    TRY(kp_ep_dispatch(ep, stream, &dp, &res));
+    const int64_t R = res.recv_rows;
+    if (R > 0) {
+        kp_grouped_gemm_params g1 = {0}, g2 = {0};
+        int64_t w13s[3] = {LE, 2 * I, H}, w2s[3] = {LE, H, I};
+        TRY(tensor2(&g1.a, brecv, 0, KP_F32, R, H));
+        TRY(kp_tensor_init(&g1.w, bw13, (size_t)eb * 2 * I * H * f, KP_F32, 3, w13s, NULL));
+        g1.expert_offsets = dp.expert_offsets;
+        TRY(tensor2(&g1.out, bh, 0, KP_F32, R, 2 * I));
+        TRY(kp_grouped_gemm(stream, &g1));
+        hh = malloc(R * 2 * I * f);
+        TRY(kp_buffer_read(stream, bh, 0, hh, R * 2 * I * f));
+        for (int64_t r = 0; r < R; r++)
+            for (int i = 0; i < I; i++) {
+                float g = hh[r * 2 * I + i], u = hh[r * 2 * I + I + i];
+                hh[r * I + i] = g / (1.0f + expf(-g)) * u; /* silu(gate) * up, in place: r*I <= r*2I */
+            }
+        TRY(kp_buffer_write(stream, bact, 0, hh, R * I * f));
+        TRY(tensor2(&g2.a, bact, 0, KP_F32, R, I));
+        TRY(kp_tensor_init(&g2.w, bw2, (size_t)eb * H * I * f, KP_F32, 3, w2s, NULL));
+        g2.expert_offsets = dp.expert_offsets;
+        TRY(tensor2(&g2.out, beo, 0, KP_F32, R, H));
+        TRY(kp_grouped_gemm(stream, &g2));
+    }
+    kp_ep_combine_params cp = {0};
+    TRY(tensor2(&cp.expert_out, beo, 0, KP_F32, info.max_recv_rows, H));
+    TRY(tensor2(&cp.topk_weights, bwt, 0, KP_F32, T, K));
+    TRY(tensor2(&cp.out, bout, 0, KP_F32, T, H));
+    TRY(kp_ep_combine(ep, stream, &cp));
+    if (T) {
+        kp_moe_forward_params fp = {.routing = routing};
+        int64_t w13s[3] = {E, 2 * I, H}, w2s[3] = {E, H, I};
+        TRY(tensor2(&fp.x, bx, 0, KP_F32, T, H));
+        TRY(tensor2(&fp.router_logits, blog, 0, KP_F32, T, E));
+        TRY(kp_tensor_init(&fp.w13, bw13, 0, KP_F32, 3, w13s, NULL));
+        TRY(kp_tensor_init(&fp.w2, bw2, 0, KP_F32, 3, w2s, NULL));
+        TRY(tensor2(&fp.out, bref, 0, KP_F32, T, H));
+        size_t ws = 0;
+        TRY(kp_moe_forward_workspace_size(dev, &fp, &ws));
+        TRY(make(dev, ws, &bws));
+        fp.workspace = bws;
+        TRY(kp_moe_forward(stream, &fp));
+        TRY(kp_buffer_read(stream, bout, 0, hout, T * H * f));
+        TRY(kp_buffer_read(stream, bref, 0, href, T * H * f));
+        for (int64_t i = 0; i < T * H; i++) {
+            double a = hout[i], b = href[i], tol = 1e-4 * (1 + (b < 0 ? -b : b));
+            if (!(a - b <= tol && b - a <= tol)) {
+                snprintf(detail, sizeof detail, "element %lld: EP %.9g, kp_moe_forward %.9g", (long long)i, a, b);
+                goto done;
+            }
+        }
+    }
+    ok = 1;
+done:
+    if (ep) kp_ep_destroy(ep);
+    {
+        kp_buffer *all[] = {bx, blog, bw13, bw2, bids, bwt, brecv, boff, bh, bact, beo, bout, bref, bws};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            if (all[i]) kp_buffer_free(all[i]);
+    }
+    report(backend, "gate + dispatch + SwiGLU experts + combine equals kp_moe_forward f32 (tolerance)", ok, detail);
+out:
+    free(hx), free(hlog), free(hw13), free(hw2), free(hout), free(href), free(hh);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -492,6 +629,7 @@ int main(int argc, char **argv) {
         }
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
             for (int gemm = 0; gemm < 2; gemm++) run_case(backends[b], dev, &cases[i], gemm);
+        run_forward_case(backends[b], dev);
         run_mismatch(backends[b], dev);
         run_timeout(backends[b], dev);
         kp_stream_destroy(stream);
