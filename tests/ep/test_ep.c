@@ -522,6 +522,81 @@ static void run_mismatch(const char *backend, kp_device *dev) {
     report(backend, "create: capacity mode without a capacity is refused", ok, detail);
 }
 
+/* Bad arguments on every rank: each returns the error locally before any exchange,
+ * writes nothing, and the handle stays usable. */
+static void run_bad_calls(const char *backend, kp_device *dev) {
+    MPI_Comm comm = MPI_COMM_WORLD;
+    char detail[600] = "";
+    int ok = 0;
+    kp_status st = KP_OK;
+    kp_ep *ep = NULL;
+    kp_buffer *b = NULL;
+    kp_ep_options o = base_options(&comm);
+    const size_t region = 1 << 16, total = 4 * region;
+    uint8_t *poison = malloc(total), *after = malloc(total);
+    memset(poison, 0xab, total);
+    TRY(kp_ep_create(dev, &o, &ep));
+    kp_ep_info info;
+    TRY(kp_ep_get_info(ep, &info));
+    TRY(kp_buffer_alloc(dev, total, &b));
+    TRY(kp_buffer_write(stream, b, 0, poison, total));
+    int32_t ids[4] = {0, 1, (int32_t)o.num_experts, 2}; /* token 1 slot 0 is out of range */
+    TRY(kp_buffer_write(stream, b, 0, ids, sizeof ids));
+    kp_ep_dispatch_params dp = {0};
+    kp_ep_dispatch_result r;
+    int64_t os[1] = {5};
+    TRY(tensor2(&dp.topk_ids, b, 0, KP_I32, 2, 2));
+    TRY(tensor2(&dp.x, b, region, KP_F32, 2, 16));
+    TRY(kp_tensor_init(&dp.expert_offsets, b, 2 * region, KP_I32, 1, os, NULL));
+    TRY(tensor2(&dp.recv_x, b, 3 * region, KP_F32, info.max_recv_rows - 1, 16));
+    st = kp_ep_dispatch(ep, stream, &dp, &r);
+    if (st != KP_ERR_INVALID_SHAPE || !strstr(kp_last_error(), "recv_x")) {
+        snprintf(detail, sizeof detail, "recv_x too small: %s: %s", kp_status_str(st), kp_last_error());
+        goto done;
+    }
+    TRY(tensor2(&dp.recv_x, b, 3 * region, KP_F32, info.max_recv_rows, 16));
+    kp_tensor x16 = dp.x;
+    dp.x.dtype = KP_BF16;
+    st = kp_ep_dispatch(ep, stream, &dp, &r);
+    if (st != KP_ERR_INVALID_DTYPE) {
+        snprintf(detail, sizeof detail, "x bf16: %s: %s", kp_status_str(st), kp_last_error());
+        goto done;
+    }
+    dp.x = x16;
+    st = kp_ep_dispatch(ep, stream, &dp, &r);
+    if (st != KP_ERR_INVALID_ARGUMENT || !strstr(kp_last_error(), "topk_ids[1, 0]")) {
+        snprintf(detail, sizeof detail, "bad expert id: %s: %s", kp_status_str(st), kp_last_error());
+        goto done;
+    }
+    kp_ep_combine_params cp = {0};
+    TRY(tensor2(&cp.expert_out, b, 3 * region, KP_F32, info.max_recv_rows, 16));
+    TRY(tensor2(&cp.topk_weights, b, 0, KP_F32, 2, 2));
+    TRY(tensor2(&cp.out, b, region, KP_F32, 2, 16));
+    st = kp_ep_combine(ep, stream, &cp);
+    if (st != KP_ERR_INVALID_ARGUMENT || !strstr(kp_last_error(), "no kp_ep_dispatch")) {
+        snprintf(detail, sizeof detail, "combine first: %s: %s", kp_status_str(st), kp_last_error());
+        goto done;
+    }
+    TRY(kp_buffer_read(stream, b, 0, after, total));
+    memcpy(poison, ids, sizeof ids);
+    if (memcmp(poison, after, total) != 0) {
+        snprintf(detail, sizeof detail, "a refused call wrote to a tensor");
+        goto done;
+    }
+    ids[2] = 3; /* now valid: the handle must still work */
+    TRY(kp_buffer_write(stream, b, 0, ids, sizeof ids));
+    TRY(kp_ep_dispatch(ep, stream, &dp, &r));
+    cp.out = dp.x; /* out may be x: it was read before */
+    TRY(tensor2(&cp.topk_weights, b, 2 * region + 4096, KP_F32, 2, 2));
+    TRY(kp_ep_combine(ep, stream, &cp));
+    ok = 1;
+done:
+    if (ep) kp_ep_destroy(ep);
+    if (b) kp_buffer_free(b);
+    free(poison), free(after);
+    report(backend, "bad dispatch/combine arguments: refused locally, nothing written, handle still usable", ok, detail);
+}
+
 /* A rank that joins late: rank 0 (short timeout) returns a timeout within a bounded
  * time instead of hanging; the handle then refuses further exchanges. */
 static void run_timeout(const char *backend, kp_device *dev) {
@@ -631,6 +706,7 @@ int main(int argc, char **argv) {
             for (int gemm = 0; gemm < 2; gemm++) run_case(backends[b], dev, &cases[i], gemm);
         run_forward_case(backends[b], dev);
         run_mismatch(backends[b], dev);
+        run_bad_calls(backends[b], dev);
         run_timeout(backends[b], dev);
         kp_stream_destroy(stream);
         kp_device_close(dev);
