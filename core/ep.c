@@ -303,11 +303,20 @@ static kp_status check_matrix(const char *fn, kp_ep *ep, const char *name, const
     return KP_OK;
 }
 
-/* Host rows of an EP-sized tensor: the caller's sizes were bounded at create. */
+/* Host rows of an EP-sized tensor: the caller's sizes were bounded at create. Zeroed:
+ * for what is sent without being written first (capacity padding) or counted into. */
 static void *host_alloc(size_t n, size_t size) {
     size_t bytes;
     if (!mul_size(n, size, &bytes)) return NULL;
     return calloc(bytes ? bytes : 1, 1);
+}
+
+/* Not zeroed: for buffers every byte of which is written before it is read (rows of up
+ * to hundreds of MB, where zeroing was a visible share of a call). */
+static void *host_alloc_rows(size_t n, size_t size) {
+    size_t bytes;
+    if (!mul_size(n, size, &bytes)) return NULL;
+    return malloc(bytes ? bytes : 1);
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -425,8 +434,8 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     w.per_expert = host_alloc((size_t)E + 1, sizeof(int32_t));
     w.counts_out = host_alloc((size_t)W * (size_t)ML, sizeof(int32_t));
     w.counts_in = host_alloc((size_t)W * (size_t)ML, sizeof(int32_t));
-    w.x = host_alloc((size_t)T, rb);
-    w.send = capacity ? host_alloc((size_t)W, block) : host_alloc((size_t)pairs, rb);
+    w.x = host_alloc_rows((size_t)T, rb);
+    w.send = capacity ? host_alloc((size_t)W, block) : host_alloc_rows((size_t)pairs, rb); /* normal: all sent */
     w.offsets = host_alloc((size_t)LE + 1, sizeof(int32_t));
     if (!ep->send_pos || !ep->send_rows || !w.ids || !w.order || !w.per_expert || !w.counts_out ||
         !w.counts_in || !w.x || !w.send || !w.offsets) {
@@ -464,7 +473,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
             total += n;
         }
         ep->recv_layout_rows = total;
-        w.recv = host_alloc((size_t)total + 1, rb);
+        w.recv = host_alloc_rows((size_t)total + 1, rb);
         if (tr == KP_EP_TR_OK && !w.recv) {
             tr = KP_EP_TR_ERROR;
             snprintf(why, sizeof why, "out of host memory for %lld received rows", (long long)total);
@@ -473,7 +482,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
             tr = ep->tr->alltoallv(ep->trs, w.send, ep->send_rows, ep->send_displ, w.recv, ep->recv_from,
                                    ep->recv_displ, rb, ep_timeout(&ep->opt), why, sizeof why);
     } else {
-        w.recv = host_alloc((size_t)W, block);
+        w.recv = host_alloc_rows((size_t)W, block);
         tr = w.recv ? KP_EP_TR_OK : KP_EP_TR_ERROR;
         if (tr != KP_EP_TR_OK) snprintf(why, sizeof why, "out of host memory");
         for (int32_t d = 0; d < W; d++) ((int32_t *)(w.send + (size_t)d * block))[1] = (int32_t)dropped;
@@ -511,7 +520,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     ep->recv_to_out = host_alloc((size_t)ep->recv_layout_rows + 1, sizeof(int64_t));
     int64_t recv_rows = 0;
     for (int32_t src = 0; src < W; src++) recv_rows += ep->recv_from[src];
-    w.out = host_alloc((size_t)recv_rows + 1, rb);
+    w.out = host_alloc_rows((size_t)recv_rows + 1, rb);
     if (!ep->recv_to_out || !w.out) {
         dispatch_work_free(&w);
         free_dispatch_state(ep);
@@ -578,9 +587,11 @@ kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p) 
     const size_t rb = ep->row_bytes;
     const bool capacity = ep->opt.mode == KP_EP_MODE_CAPACITY;
     const int32_t C = ep->opt.capacity_per_rank;
-    uint8_t *results = host_alloc((size_t)ep->recv_rows + 1, rb);
-    uint8_t *back = host_alloc((size_t)ep->recv_layout_rows + 1, rb);
-    uint8_t *home = host_alloc((size_t)ep->send_layout_rows + 1, rb); /* + the zero row */
+    uint8_t *results = host_alloc_rows((size_t)ep->recv_rows + 1, rb);
+    /* capacity mode sends padding rows: zeroed */
+    uint8_t *back = capacity ? host_alloc((size_t)ep->recv_layout_rows + 1, rb)
+                             : host_alloc_rows((size_t)ep->recv_layout_rows + 1, rb);
+    uint8_t *home = host_alloc_rows((size_t)ep->send_layout_rows + 1, rb); /* + the zero row */
     int32_t *pos = host_alloc((size_t)(T * k) + 1, sizeof(int32_t));
     if (!results || !back || !home || !pos) {
         free(results), free(back), free(home), free(pos);
