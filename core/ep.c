@@ -132,8 +132,11 @@ static kp_status load_transport(kp_ep *ep) {
     const kp_ep_transport *t = entry ? entry(KP_EP_TRANSPORT_ABI_VERSION) : NULL;
     if (!t || t->abi_version != KP_EP_TRANSPORT_ABI_VERSION || t->struct_size < sizeof *t || !t->create ||
         !t->allgather || !t->alltoall || !t->alltoallv || !t->destroy)
-        return kp_set_error(KP_ERR_ABI_MISMATCH, "kp_ep_create: %s is not a transport for ABI version %u", real,
-                            KP_EP_TRANSPORT_ABI_VERSION);
+        return kp_set_error(KP_ERR_ABI_MISMATCH,
+                            "kp_ep_create: %s is not a transport for ABI version %u (%s%u, struct %u bytes; "
+                            "this libkport: struct %zu bytes)",
+                            real, KP_EP_TRANSPORT_ABI_VERSION, !entry ? "no entry symbol, " : "it has version ",
+                            t ? t->abi_version : 0u, t ? t->struct_size : 0u, sizeof *t);
     ep->tr = t;
     return KP_OK;
 }
