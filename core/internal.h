@@ -39,6 +39,9 @@ void kp_plugins_discover(const kp_init_options *opt, kp_backend_entry **entries,
                          int *cap);
 /* Loads one plugin file; fills entry->info (reason on failure). Never fatal. */
 kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backend_entry *entry);
+/* Finds a non-backend plugin file ("libkport-ep-mpi.so") on the same search path, under
+ * the same trust rules; real gets its canonical path, why the reason when false. */
+bool kp_plugin_find(const char *file, char *real, char *why, size_t why_n);
 
 /* ---- the built-in CPU backend (backends/cpu) ---- */
 const kp_backend_iface *kp_cpu_backend_iface(void);

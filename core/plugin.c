@@ -28,6 +28,7 @@
 
 #define PLUGIN_PREFIX "libkport-"
 #define PLUGIN_SUFFIX ".so"
+#define EP_TRANSPORT_PREFIX "libkport-ep-"
 
 /* ---- trust: what may be loaded ------------------------------------------ */
 
@@ -200,10 +201,12 @@ static bool already_loaded(kp_backend_entry *entries, int count, const char *rea
     return false;
 }
 
+/* Backend plugins only: libkport-ep-*.so are expert-parallel transports (core/ep.c). */
 static int plugin_file_filter(const struct dirent *d) {
     size_t n = strlen(d->d_name), pl = strlen(PLUGIN_PREFIX), sl = strlen(PLUGIN_SUFFIX);
     return n > pl + sl && strncmp(d->d_name, PLUGIN_PREFIX, pl) == 0 &&
-           strcmp(d->d_name + n - sl, PLUGIN_SUFFIX) == 0;
+           strcmp(d->d_name + n - sl, PLUGIN_SUFFIX) == 0 &&
+           strncmp(d->d_name, EP_TRANSPORT_PREFIX, strlen(EP_TRANSPORT_PREFIX)) != 0;
 }
 
 static void scan_dir(const char *dir, const kp_init_options *opt, kp_backend_entry **entries,
@@ -266,4 +269,45 @@ void kp_plugins_discover(const kp_init_options *opt, kp_backend_entry **entries,
         }
     }
     scan_dir(KPORT_PLUGIN_DIR, opt, entries, count, cap);
+}
+
+/* ---- other plugin files (expert-parallel transports) --------------------- */
+
+/* Looks in one directory; true with real set when file is there and trusted. */
+static bool find_in_dir(const char *dir, const char *file, char *real, char *why, size_t wn) {
+    char path[PATH_MAX];
+    if (dir[0] != '/' || snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) return false;
+    if (access(path, F_OK) != 0 || !realpath(path, real)) return false;
+    char real_dir[PATH_MAX];
+    if (!realpath(dir, real_dir) || !plugin_trusted(real_dir, 1, why, wn) || !plugin_trusted(real, 2, why, wn))
+        return false;
+    return true;
+}
+
+bool kp_plugin_find(const char *file, char *real, char *why, size_t wn) {
+    snprintf(why, wn, "%s not found on the plugin path ($KPORT_PLUGIN_PATH, <libkport dir>/kport, %s)", file,
+             KPORT_PLUGIN_DIR);
+    const char *list = secure_getenv("KPORT_PLUGIN_PATH");
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ":");
+        char dir[PATH_MAX];
+        if (len > 0 && len < sizeof dir) {
+            memcpy(dir, p, len);
+            dir[len] = '\0';
+            if (find_in_dir(dir, file, real, why, wn)) return true;
+        }
+        p += len;
+        if (*p == ':') p++;
+    }
+    Dl_info info;
+    if (dladdr((void *)kp_plugin_find, &info) && info.dli_fname && info.dli_fname[0] == '/') {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", info.dli_fname);
+        char *slash = strrchr(dir, '/');
+        if (slash && (size_t)(slash - dir) + sizeof "/kport" < sizeof dir) {
+            strcpy(slash, "/kport");
+            if (find_in_dir(dir, file, real, why, wn)) return true;
+        }
+    }
+    return find_in_dir(KPORT_PLUGIN_DIR, file, real, why, wn);
 }

@@ -567,6 +567,100 @@ static inline size_t kp_op_params_size(kp_op op) {
 #define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* Expert parallelism: MoE dispatch and combine over the caller's communicator */
+/* ------------------------------------------------------------------------ */
+
+/* Each rank holds a contiguous range of the experts; ranks in order tile [0, num_experts).
+ * kp_ep_dispatch sends every (token, slot) pair's row of x to the rank that holds its
+ * expert; kp_ep_combine brings each expert output home and sums a token's outputs with
+ * their weights in slot order, with kp_moe_combine on the caller's device: the same bits
+ * as kp_moe_combine on one rank given the same expert outputs. Both are collective: every
+ * rank of the communicator calls them, in the same order. kport never creates or frees
+ * the caller's communicator and links no communication library: the MPI transport is the
+ * plugin libkport-ep-mpi.so, found like the backend plugins; a missing plugin or library
+ * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Data is staged through host
+ * memory (works for every backend). A rank that fails a call or never joins makes the
+ * others fail with KP_ERR_BACKEND ("timed out") within timeout_ms; the handle is then
+ * unusable and may only be destroyed. */
+typedef struct kp_ep kp_ep;
+
+typedef enum kp_ep_comm_kind {
+    KP_EP_COMM_MPI = 0,  /* comm: the address of an MPI_Comm (MPI initialised by the caller) */
+    KP_EP_COMM_NCCL = 1, /* ncclComm_t: reserved, KP_ERR_UNSUPPORTED (not built yet) */
+    KP_EP_COMM_RCCL = 2  /* RCCL communicator: reserved, KP_ERR_UNSUPPORTED (not built yet) */
+} kp_ep_comm_kind;
+
+typedef enum kp_ep_mode {
+    KP_EP_MODE_NORMAL = 0,  /* exchange counts, then all-to-all-v: nothing dropped */
+    KP_EP_MODE_CAPACITY = 1 /* fixed blocks of capacity_per_rank rows to each rank, no count
+                               exchange; per destination rank, the pairs in (expert, token,
+                               slot) order past the capacity are dropped and reported */
+} kp_ep_mode;
+
+#define KP_EP_TIMEOUT_DEFAULT_MS 30000
+
+typedef struct kp_ep_options {
+    kp_ep_comm_kind comm_kind;
+    const void *comm;            /* the caller's communicator (see kp_ep_comm_kind) */
+    int32_t num_experts;         /* 1..65536, the same on every rank */
+    int32_t expert_begin;        /* this rank's experts [expert_begin, expert_end); may be empty */
+    int32_t expert_end;
+    int32_t hidden;              /* row length of x and of the expert outputs, >= 1 */
+    kp_dtype dtype;              /* of x, the received rows and the expert outputs: f32/f16/bf16 */
+    int32_t topk;                /* the most slots per token, 1..32 */
+    int32_t max_tokens_per_rank; /* the most tokens any rank dispatches at once, >= 1 */
+    kp_ep_mode mode;
+    int32_t capacity_per_rank;   /* KP_EP_MODE_CAPACITY: rows one rank may send to another, >= 1 */
+    int32_t timeout_ms;          /* bound on every collective; 0 = KP_EP_TIMEOUT_DEFAULT_MS */
+} kp_ep_options;
+
+typedef struct kp_ep_info {
+    int32_t rank, world;
+    int32_t local_experts;  /* expert_end - expert_begin */
+    int64_t max_recv_rows;  /* rows recv_x must hold: world * max_tokens_per_rank * topk
+                               (normal) or world * capacity_per_rank (capacity) */
+} kp_ep_info;
+
+/* x [T, hidden] (T <= max_tokens_per_rank, may be 0), dtype of the options; topk_ids
+ * int32 [T, k], k <= topk, global expert ids; recv_x [>= max_recv_rows, hidden]: the rows
+ * routed to this rank, grouped by local expert (ascending), within one expert by source
+ * rank, token and slot; expert_offsets int32 [local_experts + 1]: each local expert's
+ * first row, ready for kp_grouped_gemm. Rows past the received ones are left untouched.
+ * All tensors contiguous, on the handle's device. */
+typedef struct kp_ep_dispatch_params {
+    kp_tensor x, topk_ids, recv_x, expert_offsets;
+} kp_ep_dispatch_params;
+
+typedef struct kp_ep_dispatch_result {
+    int64_t recv_rows;   /* rows written to recv_x (= expert_offsets[local_experts]) */
+    int64_t dropped;     /* capacity mode: this rank's pairs not sent (over capacity) */
+    int64_t dropped_all; /* the same summed over every rank (equal on every rank) */
+} kp_ep_dispatch_result;
+
+/* expert_out [>= recv_rows, hidden] in recv_x's row order (the output of the experts on
+ * the received rows); topk_weights f32 [T, k] of the dispatched tokens; out [T, hidden]. */
+typedef struct kp_ep_combine_params {
+    kp_tensor expert_out, topk_weights, out;
+} kp_ep_combine_params;
+
+/* Collective. Checks that every rank passed the same num_experts, hidden, dtype, topk,
+ * max_tokens_per_rank, mode and capacity, and that the expert ranges tile the experts in
+ * rank order: a mismatch is KP_ERR_INVALID_ARGUMENT on every rank, naming it. */
+KP_API kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out);
+KP_API kp_status kp_ep_get_info(const kp_ep *ep, kp_ep_info *out);
+/* Blocking (host-staged) and collective. Capacity mode with pairs over the capacity on
+ * any rank: the exchange completes without them, r says how many, and every rank returns
+ * KP_ERR_OUT_OF_BOUNDS; the outputs are valid and combine counts the dropped pairs as
+ * zero. s may be NULL (the device's synchronous stream). */
+KP_API kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p,
+                                kp_ep_dispatch_result *r);
+/* The inverse of the last dispatch; collective. out is written by kp_moe_combine on s
+ * (not NULL); the host staging is synchronous. */
+KP_API kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p);
+/* Local (not collective); after a timeout waits up to timeout_ms for the pending exchange. */
+KP_API kp_status kp_ep_destroy(kp_ep *ep);
+
 #ifdef __cplusplus
 }
 #endif

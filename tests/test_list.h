@@ -15,6 +15,7 @@
 #include "list_plugins.h"
 #include "list_gpu.h"
 #include "list_events.h"
+#include "list_ep.h"
 #include "list_tile_mma.h"
 #include "list_opencl.h"
 #include "list_cuda.h"

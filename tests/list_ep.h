@@ -1,0 +1,4 @@
+/* tests/list_ep.h — X(name) per test; no include guard (see test_list.h). */
+X(ep_create_rejects_bad_options)
+X(ep_transport_missing_or_mpi_not_initialised)
+X(ep_calls_reject_null)
