@@ -90,23 +90,9 @@ kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *param
 
 extern const size_t kp_abi_0_1_params_size[8]; /* core/abi_0_1.c */
 
-/* This library's size of op's params struct. */
-static size_t params_size(kp_op op) {
-    switch (op) {
-    case KP_OP_ATTENTION_PREFILL: return sizeof(kp_attention_prefill_params);
-    case KP_OP_ATTENTION_DECODE: return sizeof(kp_attention_decode_params);
-    case KP_OP_MLA_DECODE: return sizeof(kp_mla_decode_params);
-    case KP_OP_MOE_GATE: return sizeof(kp_moe_gate_params);
-    case KP_OP_MOE_ALIGN: return sizeof(kp_moe_align_params);
-    case KP_OP_GROUPED_GEMM: return sizeof(kp_grouped_gemm_params);
-    case KP_OP_MOE_COMBINE: return sizeof(kp_moe_combine_params);
-    case KP_OP_MOE_FORWARD: return sizeof(kp_moe_forward_params);
-    case KP_OP_KV_CACHE_STORE: return sizeof(kp_kv_cache_store_params);
-    case KP_OP_QUANTIZE_FP8: return sizeof(kp_quantize_fp8_params);
-    default: break; /* an op added later: its params pass through unsized until listed here */
-    }
-    return 0;
-}
+/* This library's size of op's params struct: kport.h's kp_op_params_size, compiled
+ * here, is this library's (0: an op added later, whose params pass through unsized). */
+static size_t params_size(kp_op op) { return kp_op_params_size(op); }
 
 /* Room for any op's params at this library's size. */
 typedef union params_buf {
