@@ -137,7 +137,7 @@ const char *kp_cu_embedded_summary(char *buf, size_t len) {
 #ifndef KP_CU_NO_FATBINS
     char what[160];
     kp_cu_fatbin_describe(kp_cu_fatbin_table[0].data, kp_cu_fatbin_table[0].size, what, sizeof what);
-    snprintf(buf, len, "%d kernel variants (%s dialect), each %s", KP_CU_FATBIN_COUNT, KP_CU_FATBIN_DIALECT, what);
+    snprintf(buf, len, "%d kernel variants (%s dialect), each %.120s", KP_CU_FATBIN_COUNT, KP_CU_FATBIN_DIALECT, what);
 #else
     snprintf(buf, len, "no kernels (the plugin was built without nvcc)");
 #endif
