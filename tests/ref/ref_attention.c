@@ -6,6 +6,45 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The row kernels below, each with restrict pointers so that the compiler vectorizes
+ * them: a dot product with its sum of squared terms (four partial sums), y += a x, and
+ * one key's terms of the output error model. */
+static double dot_and_squares(const double *restrict a, const double *restrict b, int n, double *squares) {
+    double acc[4] = {0}, sq[4] = {0};
+    int c = 0;
+    for (; c + 4 <= n; c += 4)
+        for (int u = 0; u < 4; u++) {
+            double t = a[c + u] * b[c + u];
+            acc[u] += t;
+            sq[u] += t * t;
+        }
+    for (; c < n; c++) {
+        double t = a[c] * b[c];
+        acc[0] += t;
+        sq[0] += t * t;
+    }
+    *squares = (sq[0] + sq[1]) + (sq[2] + sq[3]);
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+static void axpy(double *restrict y, double a, const double *restrict x, int n) {
+    for (int c = 0; c < n; c++) y[c] += a * x[c];
+}
+
+/* e2[c] += rounding^2 + shift^2 and t2[c] += (w v_c)^2 for one key of weight w: its
+ * probability rounded to `unit` (or absolutely by tiny_w = min(p, tiny) / sum) and
+ * shifted by w ds. */
+static void out_err_terms(double *restrict e2, double *restrict t2, const double *restrict v,
+                          const double *restrict out, int n, double w, double wds, double tiny_w, double unit) {
+    for (int c = 0; c < n; c++) {
+        double t = w * v[c];
+        double rounding = unit * fabs(t) + tiny_w * fabs(v[c]);
+        double shift = wds * (v[c] - out[c]);
+        e2[c] += rounding * rounding + shift * shift;
+        t2[c] += t * t;
+    }
+}
+
 /* One query row against keys kr[j], values vr[j] for j in [lo, hi). With e, also the
  * error model of ref_prec.h: each score s_j carries an absolute error dS_j (its f32 dot
  * product, its scaling, the f32 exp), each probability a rounding to e->prec before
@@ -24,24 +63,20 @@ static void ref_row(const double *q, const double *const *kr, const double *cons
         return;
     }
     int64_t n = hi - lo;
-    double *s = malloc((size_t)n * sizeof *s), *ds = malloc((size_t)n * sizeof *ds);
+    /* s: scores, ds: their errors, p: exp(s - max), each computed once per key */
+    double *s = malloc((size_t)n * 3 * sizeof *s), *ds = s + n, *p = s + 2 * n;
     double m = -INFINITY;
     for (int64_t j = lo; j < hi; j++) {
-        double acc = 0.0, sq = 0.0;
-        for (int c = 0; c < d; c++) {
-            double t = q[c] * kr[j][c];
-            acc += t;
-            sq += t * t;
-        }
+        double sq, acc = dot_and_squares(q, kr[j], d, &sq);
         s[j - lo] = acc * scale;
         ds[j - lo] = REF_U32 * (sqrt((double)d * sq) * fabs(scale) + 4.0 * fabs(s[j - lo])) + REF_U_EXP;
         if (s[j - lo] > m) m = s[j - lo];
     }
     double sum = 0.0;
     for (int64_t j = lo; j < hi; j++) {
-        double p = exp(s[j - lo] - m);
-        sum += p;
-        for (int c = 0; c < dv; c++) out[c] += p * vr[j][c];
+        p[j - lo] = exp(s[j - lo] - m);
+        sum += p[j - lo];
+        axpy(out, p[j - lo], vr[j], dv);
     }
     for (int c = 0; c < dv; c++) out[c] /= sum;
     double lse_v = m + log(sum);
@@ -49,28 +84,30 @@ static void ref_row(const double *q, const double *const *kr, const double *cons
     if (e) {
         double lse_e2 = 0.0, w2 = 0.0;
         for (int64_t j = lo; j < hi; j++) {
-            double w = exp(s[j - lo] - m) / sum;
+            double w = p[j - lo] / sum;
             lse_e2 += (w * ds[j - lo]) * (w * ds[j - lo]);
             w2 += w * w;
         }
         double combine = 4.0 * REF_U32 * (fabs(lse_v) + 1.0); /* a split's weight exp(lse_i - lse) in f32 */
         if (lse_err) *lse_err = sqrt(lse_e2 + REF_U32 * REF_U32 * (n * w2 + 16.0 * lse_v * lse_v));
-        for (int c = 0; out_err && c < dv; c++) {
-            double e2 = 0.0, t2 = 0.0;
+        if (out_err) {
+            /* key-major, so each value row is read once: out_err[] holds the squared sum
+             * of rounding and shift terms, t2[] the squared terms, both summed in key order */
+            double *t2 = calloc((size_t)dv, sizeof *t2);
             for (int64_t j = lo; j < hi; j++) {
-                double p = exp(s[j - lo] - m), w = p / sum, v = vr[j][c], t = w * v;
-                double rounding = e->prec.unit * fabs(t) + fmin(p, e->prec.tiny) * fabs(v) / sum;
-                double shift = w * ds[j - lo] * (v - out[c]);
-                e2 += rounding * rounding + shift * shift;
-                t2 += t * t;
+                double w = p[j - lo] / sum;
+                out_err_terms(out_err, t2, vr[j], out, dv, w, w * ds[j - lo], fmin(p[j - lo], e->prec.tiny) / sum,
+                              e->prec.unit);
             }
-            e2 += REF_U32 * REF_U32 * n * (t2 + out[c] * out[c] * w2);
-            e2 += (combine * out[c]) * (combine * out[c]);
-            out_err[c] = sqrt(e2);
+            for (int c = 0; c < dv; c++) {
+                double e2 = out_err[c] + REF_U32 * REF_U32 * n * (t2[c] + out[c] * out[c] * w2);
+                e2 += (combine * out[c]) * (combine * out[c]);
+                out_err[c] = sqrt(e2);
+            }
+            free(t2);
         }
     }
     free(s);
-    free(ds);
 }
 
 /* Where prefill's keys live: contiguous (cu_k) or paged (table, lens_k). */
