@@ -2,16 +2,21 @@
  * tests/runner.c — runs every test of tests/test_list.h, each in its own child
  * process with a timeout, and ends with `N passed, N failed, N skipped`.
  *
- *   kport-tests [--list] [--no-fork] [--timeout S] [--seeds N] [PATTERN...]
+ *   kport-tests [--list] [--no-fork] [--timeout S] [--seeds N] [--jobs N] [PATTERN...]
  *
  * PATTERN selects tests whose name contains it. Conformance tests run N times
  * (--seeds, or KPORT_TEST_SEEDS; default 1), each run on fresh random inputs, and a
  * failure prints its seed; KPORT_TEST_SEED=S reruns exactly that one.
  * KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures, and
  * KPORT_REQUIRE_OPS=cuda,opencl (or all) does the same for cases a backend declines.
+ * --jobs N (or KPORT_TEST_JOBS) runs up to N conformance tests (conf_*) at once, each
+ * one's output held back and printed whole when it ends; every other test runs alone,
+ * so that the ones that watch timing, the heap or a runtime's bookkeeping see no
+ * neighbour of the suite's own.
  */
 #include "kp_test.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/wait.h>
@@ -115,23 +120,108 @@ static int run_one(const kp_test_case *t, int timeout_s) {
     return EXIT_FAIL;
 }
 
+static int run_test(const kp_test_case *t, int runs, int timeout_s) {
+    int r = EXIT_PASS;
+    for (current_run = 0; current_run < runs && r == EXIT_PASS; current_run++) r = run_one(t, timeout_s);
+    return r;
+}
+
+static void report(const kp_test_case *t, int r, double dt, int runs, int *passed, int *failed, int *skipped) {
+    char extra[32] = "";
+    if (runs > 1) snprintf(extra, sizeof extra, ", %d runs", runs);
+    if (r == EXIT_PASS) {
+        (*passed)++;
+        printf("PASS %s (%.2f s%s)\n", t->name, dt, extra);
+    } else if (r == EXIT_SKIP) {
+        (*skipped)++;
+    } else {
+        (*failed)++;
+        printf("FAIL %s (%.2f s%s)\n", t->name, dt,
+               t->seeded ? "; rerun with KPORT_TEST_SEED as printed in its path line" : "");
+    }
+    fflush(stdout);
+}
+
+/* --jobs: one test (all its runs) in a child whose stdout and stderr go to a file. */
+enum { MAX_JOBS = 16 };
+typedef struct job {
+    pid_t pid;
+    size_t test;
+    int runs;
+    FILE *out;
+    double start;
+} job;
+
+static int start_job(job *j, size_t i, int runs, int timeout_s) {
+    fflush(stdout);
+    fflush(stderr);
+    j->out = tmpfile();
+    if (!j->out) return -1;
+    j->test = i, j->runs = runs, j->start = now_s();
+    j->pid = fork();
+    if (j->pid < 0) {
+        fclose(j->out);
+        return -1;
+    }
+    if (j->pid == 0) {
+        if (dup2(fileno(j->out), STDOUT_FILENO) < 0 || dup2(fileno(j->out), STDERR_FILENO) < 0) _exit(EXIT_FAIL);
+        int r = run_test(&tests[i], runs, timeout_s);
+        fflush(NULL);
+        _exit(r);
+    }
+    return 0;
+}
+
+/* Waits for any job to end, prints its output and result; returns the jobs left. */
+static int reap_job(job *pool, int active, int *passed, int *failed, int *skipped) {
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, 0)) < 0)
+        if (errno == ECHILD) { /* cannot happen with jobs running: count them failed rather than spin */
+            for (int k = 0; k < active; k++) {
+                fclose(pool[k].out);
+                report(&tests[pool[k].test], EXIT_FAIL, now_s() - pool[k].start, pool[k].runs, passed, failed, skipped);
+            }
+            return 0;
+        }
+    int k = 0;
+    while (k < active && pool[k].pid != pid) k++;
+    if (k == active) return active; /* not a job of ours */
+    job j = pool[k];
+    pool[k] = pool[active - 1];
+    int r = WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAIL;
+    if (r != EXIT_PASS && r != EXIT_SKIP) r = EXIT_FAIL;
+    char buf[4096];
+    size_t got;
+    rewind(j.out);
+    while ((got = fread(buf, 1, sizeof buf, j.out)) > 0) fwrite(buf, 1, got, stdout);
+    fclose(j.out);
+    report(&tests[j.test], r, now_s() - j.start, j.runs, passed, failed, skipped);
+    return active - 1;
+}
+
 int main(int argc, char **argv) {
-    int timeout_s = 300, list = 0, npat = 0, seeds = 1;
+    int timeout_s = 300, list = 0, npat = 0, seeds = 1, jobs = 1;
     char **pats = calloc((size_t)argc, sizeof *pats);
     const char *env_timeout = getenv("KPORT_TEST_TIMEOUT");
     if (env_timeout && atoi(env_timeout) > 0) timeout_s = atoi(env_timeout);
     const char *env_seeds = getenv("KPORT_TEST_SEEDS"), *env_seed = getenv("KPORT_TEST_SEED");
     if (env_seeds && atoi(env_seeds) > 0) seeds = atoi(env_seeds);
+    const char *env_jobs = getenv("KPORT_TEST_JOBS");
+    if (env_jobs && atoi(env_jobs) > 0) jobs = atoi(env_jobs);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) list = 1;
         else if (strcmp(argv[i], "--no-fork") == 0) no_fork = 1;
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
         else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) seeds = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
+        else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) jobs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [--list] [--no-fork] [--timeout S] [--seeds N] [PATTERN...]\n", argv[0]);
+            printf("usage: %s [--list] [--no-fork] [--timeout S] [--seeds N] [--jobs N] [PATTERN...]\n", argv[0]);
             return 0;
         } else pats[npat++] = argv[i];
     }
+    if (jobs > MAX_JOBS) jobs = MAX_JOBS;
+    if (no_fork) jobs = 1;
     size_t n = sizeof tests / sizeof tests[0];
     if (list) {
         for (size_t i = 0; i < n; i++)
@@ -140,27 +230,29 @@ int main(int argc, char **argv) {
     }
     int passed = 0, failed = 0, skipped = 0;
     double t0 = now_s();
+    job pool[MAX_JOBS];
+    int active = 0;
     for (size_t i = 0; i < n; i++) {
         if (!matches(tests[i].name, npat, pats)) continue;
         /* a seeded test passes when every run passes; a skip (no backend) ends it */
-        int runs = tests[i].seeded && !(env_seed && *env_seed) ? seeds : 1, r = EXIT_PASS;
-        double ts = now_s();
-        for (current_run = 0; current_run < runs && r == EXIT_PASS; current_run++) r = run_one(&tests[i], timeout_s);
-        double dt = now_s() - ts;
-        char extra[32] = "";
-        if (runs > 1) snprintf(extra, sizeof extra, ", %d runs", runs);
-        if (r == EXIT_PASS) {
-            passed++;
-            printf("PASS %s (%.2f s%s)\n", tests[i].name, dt, extra);
-        } else if (r == EXIT_SKIP) {
-            skipped++;
-        } else {
-            failed++;
-            printf("FAIL %s (%.2f s%s)\n", tests[i].name, dt,
-                   tests[i].seeded ? "; rerun with KPORT_TEST_SEED as printed in its path line" : "");
+        int runs = tests[i].seeded && !(env_seed && *env_seed) ? seeds : 1;
+        if (jobs <= 1) {
+            double ts = now_s();
+            int r = run_test(&tests[i], runs, timeout_s);
+            report(&tests[i], r, now_s() - ts, runs, &passed, &failed, &skipped);
+            continue;
         }
-        fflush(stdout);
+        int alone = strncmp(tests[i].name, "conf_", 5) != 0;
+        while (active > 0 && (alone || active >= jobs)) active = reap_job(pool, active, &passed, &failed, &skipped);
+        if (start_job(&pool[active], i, runs, timeout_s) != 0) {
+            printf("  could not start a child for %s\n", tests[i].name);
+            report(&tests[i], EXIT_FAIL, 0.0, runs, &passed, &failed, &skipped);
+            continue;
+        }
+        active++;
+        while (alone && active > 0) active = reap_job(pool, active, &passed, &failed, &skipped);
     }
+    while (active > 0) active = reap_job(pool, active, &passed, &failed, &skipped);
     printf("kport-tests: %.1f s\n", now_s() - t0);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     free(pats);
