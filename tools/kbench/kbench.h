@@ -16,6 +16,9 @@
 #define KB_MAX_SAMPLES 4096
 #define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights, bf16 activations */
 
+/* Writes the message and returns -1 from the function (err and errn in scope). */
+#define KB_FAIL(...) return (snprintf(err, errn, __VA_ARGS__), -1)
+
 /* ---- options (kbench_main.c) ---- */
 typedef enum kb_format { KB_MD, KB_CSV, KB_JSON } kb_format;
 

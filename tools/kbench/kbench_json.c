@@ -239,32 +239,19 @@ static void load_roofline(const json_t *f, kb_roofline *o) {
 int kb_report_load(const char *path, kb_report *r, char *err, size_t errn) {
     memset(r, 0, sizeof *r);
     struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errn, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size > KB_JSON_MAX_BYTES) {
-        snprintf(err, errn, "%s: not a regular file of at most 1 GiB", path);
-        return -1;
-    }
+    if (stat(path, &st) != 0) KB_FAIL("cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_size > KB_JSON_MAX_BYTES)
+        KB_FAIL("%s: not a regular file of at most 1 GiB", path);
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) {
-        snprintf(err, errn, "%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
-        return -1;
-    }
+    if (!j) KB_FAIL("%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
     r->json = j;
     const json_t *rows = json_object_get(j, "rows"), *roofs = json_object_get(j, "rooflines");
     double format = gn(j, "kbench", 0);
-    if (!json_is_array(rows) || !(format >= 1)) {
-        snprintf(err, errn, "%s: not a kbench report (no \"kbench\" format number or no \"rows\")", path);
-        return -1;
-    }
-    if (format > KB_JSON_FORMAT) {
-        snprintf(err, errn, "%s: kbench format %g is newer than this kbench reads (1 to %d)", path, format,
-                 KB_JSON_FORMAT);
-        return -1;
-    }
+    if (!json_is_array(rows) || !(format >= 1))
+        KB_FAIL("%s: not a kbench report (no \"kbench\" format number or no \"rows\")", path);
+    if (format > KB_JSON_FORMAT)
+        KB_FAIL("%s: kbench format %g is newer than this kbench reads (1 to %d)", path, format, KB_JSON_FORMAT);
     r->version = gs(j, "kport_version", "unknown");
     r->commit = gs(j, "git_commit", "unknown");
     r->date = gs(j, "date", "unknown");
@@ -278,10 +265,7 @@ int kb_report_load(const char *path, kb_report *r, char *err, size_t errn) {
     size_t nroofs = json_array_size(roofs), nrows = json_array_size(rows);
     r->roofs = calloc(nroofs + 1, sizeof *r->roofs);
     r->rows = calloc(nrows + 1, sizeof *r->rows);
-    if (!r->roofs || !r->rows) {
-        snprintf(err, errn, "out of memory loading %s", path);
-        return -1;
-    }
+    if (!r->roofs || !r->rows) KB_FAIL("out of memory loading %s", path);
     for (size_t i = 0; i < nroofs; i++) load_roofline(json_array_get(roofs, i), &r->roofs[r->nroofs++]);
     for (size_t i = 0; i < nrows; i++) load_row(json_array_get(rows, i), &r->rows[r->nrows++]);
     return 0;

@@ -422,10 +422,7 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
     snprintf(copy, sizeof copy, "%s", ops ? ops : "");
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         kp_op op;
-        if (!kb_op_from_name(t, &op)) {
-            snprintf(err, errn, "unknown op '%s'; ops are %s", t, kb_op_name_list());
-            return -1;
-        }
+        if (!kb_op_from_name(t, &op)) KB_FAIL("unknown op '%s'; ops are %s", t, kb_op_name_list());
         b.skip[op] = false;
     }
     snprintf(copy, sizeof copy, "%s", suite);
@@ -433,34 +430,21 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
         bool all = strcmp(t, "all") == 0, known = all;
         for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
             if (all || strcmp(t, suites[i].name) == 0) suites[i].build(&b), known = true;
-        if (!known) {
-            snprintf(err, errn, "unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
-            return -1;
-        }
+        if (!known) KB_FAIL("unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
     }
-    if (b.failed) {
-        snprintf(err, errn, "out of memory listing cases");
-        return -1;
-    }
+    if (b.failed) KB_FAIL("out of memory listing cases");
     return out->n;
 }
 
 int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn) {
     bool weights = c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD;
-    if (dtype == KB_DTYPE_FP8W && !weights) {
-        snprintf(err, errn, "--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
-        return -1;
-    }
-    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128)) {
-        snprintf(err, errn, "--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of "
-                            "the 128-wide FP8 scale blocks");
-        return -1;
-    }
+    if (dtype == KB_DTYPE_FP8W && !weights)
+        KB_FAIL("--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
+    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128))
+        KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "
+                "FP8 scale blocks");
     builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
     add(&b, *c, weights, false);
-    if (b.failed) {
-        snprintf(err, errn, "out of memory listing cases");
-        return -1;
-    }
+    if (b.failed) KB_FAIL("out of memory listing cases");
     return out->n;
 }
