@@ -233,14 +233,12 @@ void kb_stats(const double *v, int n, double *median, double *p10, double *p90, 
 typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
-    void *st;          /* op state */
+    void *st;          /* op state; its first member is the op's params (for kp_op_supported) */
     double flops, bytes;
 } kb_bench;
 
 typedef struct kb_op_impl {
-    kp_op op;
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
-    const void *(*params)(const kb_bench *b); /* for kp_op_supported */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
      * checked element must have been written); msg set on a mismatch that is not a

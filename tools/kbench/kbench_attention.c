@@ -95,7 +95,6 @@ static kp_status prefill_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *prefill_params(const kb_bench *b) { return &((prefill_st *)b->st)->p; }
 static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
 
 typedef struct prefill_ctx {
@@ -135,14 +134,15 @@ static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_attention_prefill_impl = {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_params, prefill_run,
-                                              prefill_check};
+const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check};
 
 /* ========================= paged decode and MLA decode ========================= */
 
 typedef struct paged_st {
-    kp_attention_decode_params p;
-    kp_mla_decode_params m;
+    union { /* first: the params kp_op_supported reads */
+        kp_attention_decode_params p;
+        kp_mla_decode_params m;
+    };
     bool mla;
     kb_data q, k, v; /* MLA: v unused, V is the first dv columns of k */
     kp_buffer *out;
@@ -220,8 +220,6 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
 
 static kp_status decode_setup(kb_bench *b) { return paged_setup(b, false); }
 static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
-static const void *decode_params(const kb_bench *b) { return &((paged_st *)b->st)->p; }
-static const void *mla_params(const kb_bench *b) { return &((paged_st *)b->st)->m; }
 static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
 static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
 
@@ -263,9 +261,8 @@ static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {KP_OP_ATTENTION_DECODE, decode_setup, decode_params, decode_run,
-                                             paged_check};
-const kb_op_impl kb_mla_decode_impl = {KP_OP_MLA_DECODE, mla_setup, mla_params, mla_run, paged_check};
+const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check};
+const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check};
 
 const kb_op_impl *kb_op_impl_get(kp_op op) {
     static const kb_op_impl *const all[KP_OP_COUNT] = {

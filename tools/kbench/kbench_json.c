@@ -66,12 +66,13 @@ static json_t *roofline_json(const kb_roofline *f) {
                      f->kernel_level[0] ? str(f->kernel_level) : json_null());
 }
 
-/* One field a line; an array's items one a line. */
+/* One field a line; an array's items one a line. Takes top (NULL: out of memory). */
 static int dump_lines(json_t *top, FILE *o) {
     const char *key;
     json_t *v;
     bool first = true;
     int rc = 0;
+    if (!top) return -1;
     fputc('{', o);
     json_object_foreach(top, key, v) {
         fprintf(o, "%s\n  \"%s\": ", first ? "" : ",", key);
@@ -90,6 +91,7 @@ static int dump_lines(json_t *top, FILE *o) {
         }
     }
     fputs("\n}\n", o);
+    json_decref(top);
     return rc || ferror(o) ? -1 : 0;
 }
 
@@ -108,9 +110,7 @@ int kb_write_json(const kb_report *r, FILE *out) {
                             str(r->cpu_model), "cores", r->cores, "load_avg_1m", num(r->loadavg, r->loadavg >= 0),
                             "wall_s", num(r->wall_s, r->wall_s > 0), "backends", backends, "rooflines", roofs, "rows",
                             rows);
-    int rc = top ? dump_lines(top, out) : -1;
-    json_decref(top);
-    return rc;
+    return dump_lines(top, out);
 }
 
 /* CSV: the JSON rows' fields, one line each, so that the two formats cannot disagree. */
@@ -157,9 +157,7 @@ int kb_write_compare_json(const char *pa, const char *la, const char *pb, const 
     json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(pa), "a_label",
                             str(la), "b", str(pb), "b_label", str(lb), "rows", arr, "geomean_speedup",
                             num(geomean, true));
-    int rc = top ? dump_lines(top, out) : -1;
-    json_decref(top);
-    return rc;
+    return dump_lines(top, out);
 }
 
 /* ---- reading ---- */

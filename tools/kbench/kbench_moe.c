@@ -132,7 +132,6 @@ static kp_status gate_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *gate_params(const kb_bench *b) { return &((gate_st *)b->st)->p; }
 static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
 
 static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -163,7 +162,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_gate_impl = {KP_OP_MOE_GATE, gate_setup, gate_params, gate_run, gate_check};
+const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check};
 
 /* ================================ moe_align ================================ */
 
@@ -201,7 +200,6 @@ static kp_status align_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *align_params(const kb_bench *b) { return &((align_st *)b->st)->p; }
 static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
 
 /* Everything is checked: offsets, each pair's row (stable order), padding rows. */
@@ -243,7 +241,7 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_align_impl = {KP_OP_MOE_ALIGN, align_setup, align_params, align_run, align_check};
+const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -311,7 +309,6 @@ static kp_status gemm_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *gemm_params(const kb_bench *b) { return &((gemm_st *)b->st)->p; }
 static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
 
 static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -336,7 +333,7 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {KP_OP_GROUPED_GEMM, gemm_setup, gemm_params, gemm_run, gemm_check};
+const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check};
 
 /* =============================== moe_combine =============================== */
 
@@ -377,7 +374,6 @@ static kp_status combine_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *combine_params(const kb_bench *b) { return &((combine_st *)b->st)->p; }
 static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
 
 static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -401,8 +397,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_combine_impl = {KP_OP_MOE_COMBINE, combine_setup, combine_params, combine_run,
-                                        combine_check};
+const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check};
 
 /* =============================== moe_forward =============================== */
 
@@ -453,7 +448,6 @@ static kp_status forward_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *forward_params(const kb_bench *b) { return &((forward_st *)b->st)->p; }
 static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
 
 /* A few tokens whose routing has a clear margin, through every chosen expert in
@@ -493,5 +487,4 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_forward_impl = {KP_OP_MOE_FORWARD, forward_setup, forward_params, forward_run,
-                                        forward_check};
+const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check};

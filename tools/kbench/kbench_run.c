@@ -336,7 +336,7 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->flops = b.flops, row->bytes = b.bytes;
     if (st != KP_OK) {
         fail_status(row, st, "while setting up");
-    } else if ((st = kp_op_supported(e->dev, c->op, impl->params(&b))) != KP_OK) {
+    } else if ((st = kp_op_supported(e->dev, c->op, b.st)) != KP_OK) {
         fail_status(row, st, "kp_op_supported");
     } else {
         st = kb_env_flush(e);
