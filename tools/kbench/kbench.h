@@ -226,6 +226,10 @@ typedef struct kb_err {
 void kb_err_add(kb_err *e, double out, double ref);
 double kb_err_value(const kb_err *e);
 
+/* Room for one more element in the array *v (a T **) holding n of *cap, elem bytes each: doubled
+ * when full. false when out of memory. */
+bool kb_grow(void *v, int n, int *cap, size_t elem);
+
 double kb_now(void); /* monotonic seconds */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 

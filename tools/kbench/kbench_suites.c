@@ -240,14 +240,9 @@ static void push(builder *b, kb_case c) {
         const kb_case *o = &b->out->v[i];
         if (o->op == c.op && o->dtype == c.dtype && o->wdtype == c.wdtype && strcmp(o->shape, c.shape) == 0) return;
     }
-    if (b->out->n == b->out->cap) {
-        int cap = b->out->cap ? 2 * b->out->cap : 64;
-        kb_case *v = realloc(b->out->v, (size_t)cap * sizeof *v);
-        if (!v) {
-            b->failed = true;
-            return;
-        }
-        b->out->v = v, b->out->cap = cap;
+    if (!kb_grow(&b->out->v, b->out->n, &b->out->cap, sizeof *b->out->v)) {
+        b->failed = true;
+        return;
     }
     b->out->v[b->out->n++] = c;
 }
