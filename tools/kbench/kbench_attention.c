@@ -59,19 +59,16 @@ static kp_status prefill_setup(kb_bench *b) {
     s->cuk = kb_alloc(e, (size_t)(c->b + 1) * 4);
     if (!s->cuq || !s->cuk) return KP_ERR_OUT_OF_MEMORY;
     int64_t maxq = 0, maxk = 0;
-    double pairs = 0;
     for (int64_t i = 0; i < c->b; i++) {
         int64_t lq, lk;
         kb_prefill_len(c, i, &lq, &lk);
         s->cuq[i + 1] = s->cuq[i] + (int32_t)lq;
         s->cuk[i + 1] = s->cuk[i] + (int32_t)lk;
         maxq = lq > maxq ? lq : maxq, maxk = lk > maxk ? lk : maxk;
-        for (int64_t t = 0; t < lq; t++) pairs += (double)kb_visible(t, lq, lk, c->causal);
     }
     int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
-    double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
-    b->bytes = el * ((double)tq * c->h_q * (c->d + c->dv) + (double)tk * c->h_kv * (c->d + c->dv));
+    double alloc;
+    kb_case_estimate(c, &b->flops, &b->bytes, &alloc); /* prefill moves what it allocates: q, k, v, out */
     kp_buffer *cq, *ck;
     kp_status st = kb_data_random(e, &s->q, c->dtype, tq * c->h_q * c->d, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, tk * c->h_kv * c->d, -1, 1);
