@@ -11,11 +11,9 @@
 #include "kbench.h"
 
 #include <stdarg.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define MLA_D 576
-#define MLA_DV 512
 
 bool kb_op_from_name(const char *name, kp_op *op) {
     for (int i = 0; i < KP_OP_COUNT; i++)
