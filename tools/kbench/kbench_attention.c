@@ -85,14 +85,13 @@ static kp_status prefill_setup(kb_bench *b) {
     p->causal = c->causal;
     p->window_left = p->window_right = -1;
     p->max_seqlen_q = (int32_t)maxq, p->max_seqlen_k = (int32_t)maxk;
-    if ((st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d})) ||
-        (st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d})) ||
-        (st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv})) ||
-        (st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv})) ||
-        (st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1})) ||
-        (st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d});
+    if (st == KP_OK) st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d});
+    if (st == KP_OK) st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv});
+    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv});
+    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1});
+    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1});
+    return st;
 }
 
 static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }

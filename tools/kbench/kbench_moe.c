@@ -125,11 +125,10 @@ static kp_status gate_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
     if (st != KP_OK) return st;
     s->p.routing = case_routing(c);
-    if ((st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E})) ||
-        (st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k});
+    return st;
 }
 
 static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
@@ -192,12 +191,11 @@ static kp_status align_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output(e, (size_t)pairs * 4, &s->pos);
     if (st != KP_OK) return st;
     s->p.num_experts = (int32_t)c->E, s->p.block_size = (int32_t)c->block_size;
-    if ((st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows})) ||
-        (st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1})) ||
-        (st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows});
+    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k});
+    return st;
 }
 
 static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
@@ -302,11 +300,10 @@ static kp_status gemm_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
     if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
-    if ((st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K})) ||
-        (st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1})) ||
-        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K});
+    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N});
+    return st;
 }
 
 static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
@@ -366,12 +363,11 @@ static kp_status combine_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
     if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
-    if ((st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden})) ||
-        (st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden});
+    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    return st;
 }
 
 static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
