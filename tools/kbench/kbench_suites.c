@@ -130,8 +130,7 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
 
 /* CPU devices (the CPU backend, PoCL): a call stays under ~0.1 s at a few hundred
  * GFLOP/s and moves and allocates under 1.6 GB (PoCL allocates at most 2 GiB per
- * buffer here). GPUs: only
- * what fits in 70% of their memory. */
+ * buffer here). GPUs: only what fits in 70% of their memory. */
 const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *b) {
     if (info->kind == KP_DEVICE_CPU) *b = (kb_budget){16e9, 1.6e9, 1.6e9, "cpu"};
     else if (info->memory_bytes > 0) *b = (kb_budget){1e30, 0.7 * (double)info->memory_bytes, 1e30, "memory"};
