@@ -16,6 +16,9 @@
 #define KB_MAX_SAMPLES 4096
 #define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights, bf16 activations */
 
+/* Writes the message and returns -1 from the function (err and errn in scope). */
+#define KB_FAIL(...) return (snprintf(err, errn, __VA_ARGS__), -1)
+
 /* ---- options (kbench_main.c) ---- */
 typedef enum kb_format { KB_MD, KB_CSV, KB_JSON } kb_format;
 
@@ -223,6 +226,10 @@ typedef struct kb_err {
 void kb_err_add(kb_err *e, double out, double ref);
 double kb_err_value(const kb_err *e);
 
+/* Room for one more element in the array *v (a T **) holding n of *cap, elem bytes each: doubled
+ * when full. false when out of memory. */
+bool kb_grow(void *v, int n, int *cap, size_t elem);
+
 double kb_now(void); /* monotonic seconds */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 
@@ -230,14 +237,12 @@ void kb_stats(const double *v, int n, double *median, double *p10, double *p90, 
 typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
-    void *st;          /* op state */
+    void *st;          /* op state; its first member is the op's params (for kp_op_supported) */
     double flops, bytes;
 } kb_bench;
 
 typedef struct kb_op_impl {
-    kp_op op;
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
-    const void *(*params)(const kb_bench *b); /* for kp_op_supported */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
      * checked element must have been written); msg set on a mismatch that is not a

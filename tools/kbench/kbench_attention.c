@@ -15,29 +15,32 @@
 
 #define CHECK_ROWS 8
 
-/* softmax(scale * q·k_j) · v over keys j < n, in float64. kvrow(j) gives the element
- * offset of key j's row in k and in v. */
+/* Output row `row` (its query at row * d in q, its dv values at row * dv in out) against
+ * softmax(scale * q·k_j) · v over keys j < n, in float64. off(ctx, j, value) gives the
+ * element offset of key j's row in k and in v. */
 typedef int64_t (*kv_offset_fn)(const void *ctx, int64_t j, bool value);
 
-static void ref_row(const double *q, int64_t d, int64_t dv, int64_t n, double scale, const kb_data *k,
-                    const kb_data *v, kv_offset_fn off, const void *ctx, double *out, double *scores) {
-    double m = -INFINITY, sum = 0.0;
-    for (int64_t j = 0; j < n; j++) {
+static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, const kb_data *v, kp_buffer *out,
+                           int64_t row, int64_t n, double scale, kv_offset_fn off, const void *ctx, kb_err *err) {
+    int64_t d = b->c->d, dv = b->c->dv;
+    double *q = malloc((size_t)d * 8), *ref = calloc((size_t)dv + 1, 8), *got = malloc((size_t)dv * 8);
+    double *scores = malloc((size_t)(n + 1) * 8), m = -INFINITY, sum = 0.0;
+    kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < d && st == KP_OK; i++) q[i] = kb_at(qd, row * d + i);
+    for (int64_t j = 0; j < n && st == KP_OK; j++) {
         scores[j] = scale * kb_dot(k, off(ctx, j, false), q, d);
         if (scores[j] > m) m = scores[j];
     }
-    for (int64_t c = 0; c < dv; c++) out[c] = 0.0;
-    for (int64_t j = 0; j < n; j++) {
+    for (int64_t j = 0; j < n && st == KP_OK; j++) {
         double p = exp(scores[j] - m);
         int64_t vo = off(ctx, j, true);
         sum += p;
-        for (int64_t c = 0; c < dv; c++) out[c] += p * kb_at(v, vo + c);
+        for (int64_t c = 0; c < dv; c++) ref[c] += p * kb_at(v, vo + c);
     }
-    for (int64_t c = 0; c < dv && n > 0; c++) out[c] /= sum; /* no visible key: 0 */
-}
-
-static void load_row(const kb_data *t, int64_t off, int64_t n, double *x) {
-    for (int64_t i = 0; i < n; i++) x[i] = kb_at(t, off + i);
+    if (st == KP_OK) st = kb_read(b->env, out, b->c->dtype, row * dv, dv, got);
+    for (int64_t c = 0; c < dv && st == KP_OK; c++) kb_err_add(err, got[c], n > 0 ? ref[c] / sum : 0.0); /* no key: 0 */
+    free(q), free(ref), free(got), free(scores);
+    return st;
 }
 
 /* ================================ prefill ================================ */
@@ -59,19 +62,16 @@ static kp_status prefill_setup(kb_bench *b) {
     s->cuk = kb_alloc(e, (size_t)(c->b + 1) * 4);
     if (!s->cuq || !s->cuk) return KP_ERR_OUT_OF_MEMORY;
     int64_t maxq = 0, maxk = 0;
-    double pairs = 0;
     for (int64_t i = 0; i < c->b; i++) {
         int64_t lq, lk;
         kb_prefill_len(c, i, &lq, &lk);
         s->cuq[i + 1] = s->cuq[i] + (int32_t)lq;
         s->cuk[i + 1] = s->cuk[i] + (int32_t)lk;
         maxq = lq > maxq ? lq : maxq, maxk = lk > maxk ? lk : maxk;
-        for (int64_t t = 0; t < lq; t++) pairs += (double)kb_visible(t, lq, lk, c->causal);
     }
     int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
-    double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
-    b->bytes = el * ((double)tq * c->h_q * (c->d + c->dv) + (double)tk * c->h_kv * (c->d + c->dv));
+    double alloc;
+    kb_case_estimate(c, &b->flops, &b->bytes, &alloc); /* prefill moves what it allocates: q, k, v, out */
     kp_buffer *cq, *ck;
     kp_status st = kb_data_random(e, &s->q, c->dtype, tq * c->h_q * c->d, -1, 1);
     if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, tk * c->h_kv * c->d, -1, 1);
@@ -85,17 +85,15 @@ static kp_status prefill_setup(kb_bench *b) {
     p->causal = c->causal;
     p->window_left = p->window_right = -1;
     p->max_seqlen_q = (int32_t)maxq, p->max_seqlen_k = (int32_t)maxk;
-    if ((st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d})) ||
-        (st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d})) ||
-        (st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv})) ||
-        (st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv})) ||
-        (st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1})) ||
-        (st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d});
+    if (st == KP_OK) st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d});
+    if (st == KP_OK) st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv});
+    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv});
+    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1});
+    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1});
+    return st;
 }
 
-static const void *prefill_params(const kb_bench *b) { return &((prefill_st *)b->st)->p; }
 static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
 
 typedef struct prefill_ctx {
@@ -114,35 +112,28 @@ static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     const kb_case *c = b->c;
     prefill_st *s = b->st;
     kb_rng r = {b->env->seed + 17};
-    int64_t maxk = 0;
-    for (int64_t i = 0; i < c->b; i++) maxk = s->cuk[i + 1] - s->cuk[i] > maxk ? s->cuk[i + 1] - s->cuk[i] : maxk;
-    double *q = malloc((size_t)c->d * 8), *ref = malloc((size_t)c->dv * 8), *got = malloc((size_t)c->dv * 8);
-    double *scores = malloc((size_t)(maxk + 1) * 8);
-    kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    kp_status st = KP_OK;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK && s->tq > 0; n++) {
         int64_t t = n == 0 ? 0 : n == 1 ? s->tq - 1 : kb_rng_below(&r, s->tq), h = kb_rng_below(&r, c->h_q);
         int64_t i = 0;
         while (s->cuq[i + 1] <= t) i++;
         int64_t lq = s->cuq[i + 1] - s->cuq[i], lk = s->cuk[i + 1] - s->cuk[i];
         prefill_ctx ctx = {c, s->cuk[i], h / (c->h_q / c->h_kv)};
-        load_row(&s->q, (t * c->h_q + h) * c->d, c->d, q);
-        ref_row(q, c->d, c->dv, kb_visible(t - s->cuq[i], lq, lk, c->causal), s->p.softmax_scale, &s->k, &s->v,
-                prefill_off, &ctx, ref, scores);
-        st = kb_read(b->env, s->out, c->dtype, (t * c->h_q + h) * c->dv, c->dv, got);
-        for (int64_t x = 0; x < c->dv && st == KP_OK; x++) kb_err_add(err, got[x], ref[x]);
+        st = check_row(b, &s->q, &s->k, &s->v, s->out, t * c->h_q + h, kb_visible(t - s->cuq[i], lq, lk, c->causal),
+                       s->p.softmax_scale, prefill_off, &ctx, err);
     }
-    free(q), free(ref), free(got), free(scores);
     return st;
 }
 
-const kb_op_impl kb_attention_prefill_impl = {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_params, prefill_run,
-                                              prefill_check};
+const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check};
 
 /* ========================= paged decode and MLA decode ========================= */
 
 typedef struct paged_st {
-    kp_attention_decode_params p;
-    kp_mla_decode_params m;
+    union { /* first: the params kp_op_supported reads */
+        kp_attention_decode_params p;
+        kp_mla_decode_params m;
+    };
     bool mla;
     kb_data q, k, v; /* MLA: v unused, V is the first dv columns of k */
     kp_buffer *out;
@@ -220,8 +211,6 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
 
 static kp_status decode_setup(kb_bench *b) { return paged_setup(b, false); }
 static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
-static const void *decode_params(const kb_bench *b) { return &((paged_st *)b->st)->p; }
-static const void *mla_params(const kb_bench *b) { return &((paged_st *)b->st)->m; }
 static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
 static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
 
@@ -245,27 +234,19 @@ static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     paged_st *s = b->st;
     kb_rng r = {b->env->seed + 23};
     float scale = s->mla ? s->m.softmax_scale : s->p.softmax_scale;
-    double *q = malloc((size_t)c->d * 8), *ref = malloc((size_t)c->dv * 8), *got = malloc((size_t)c->dv * 8);
-    double *scores = malloc((size_t)(c->s_k + c->s_q + 1) * 8);
-    kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    kp_status st = KP_OK;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t seq = n == 0 ? c->b - 1 : kb_rng_below(&r, c->b), t = kb_rng_below(&r, c->s_q);
         int64_t h = n == 0 ? c->h_q - 1 : kb_rng_below(&r, c->h_q);
         paged_ctx ctx = {c, s, seq, h / (c->h_q / s->h_kv)};
-        int64_t row = (seq * c->s_q + t) * c->h_q + h;
-        load_row(&s->q, row * c->d, c->d, q);
-        ref_row(q, c->d, c->dv, kb_visible(t, c->s_q, s->lens[seq], c->causal), scale, &s->k,
-                s->mla ? &s->k : &s->v, paged_off, &ctx, ref, scores);
-        st = kb_read(b->env, s->out, c->dtype, row * c->dv, c->dv, got);
-        for (int64_t x = 0; x < c->dv && st == KP_OK; x++) kb_err_add(err, got[x], ref[x]);
+        st = check_row(b, &s->q, &s->k, s->mla ? &s->k : &s->v, s->out, (seq * c->s_q + t) * c->h_q + h,
+                       kb_visible(t, c->s_q, s->lens[seq], c->causal), scale, paged_off, &ctx, err);
     }
-    free(q), free(ref), free(got), free(scores);
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {KP_OP_ATTENTION_DECODE, decode_setup, decode_params, decode_run,
-                                             paged_check};
-const kb_op_impl kb_mla_decode_impl = {KP_OP_MLA_DECODE, mla_setup, mla_params, mla_run, paged_check};
+const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check};
+const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check};
 
 const kb_op_impl *kb_op_impl_get(kp_op op) {
     static const kb_op_impl *const all[KP_OP_COUNT] = {

@@ -66,12 +66,13 @@ static json_t *roofline_json(const kb_roofline *f) {
                      f->kernel_level[0] ? str(f->kernel_level) : json_null());
 }
 
-/* One field a line; an array's items one a line. */
+/* One field a line; an array's items one a line. Takes top (NULL: out of memory). */
 static int dump_lines(json_t *top, FILE *o) {
     const char *key;
     json_t *v;
     bool first = true;
     int rc = 0;
+    if (!top) return -1;
     fputc('{', o);
     json_object_foreach(top, key, v) {
         fprintf(o, "%s\n  \"%s\": ", first ? "" : ",", key);
@@ -90,6 +91,7 @@ static int dump_lines(json_t *top, FILE *o) {
         }
     }
     fputs("\n}\n", o);
+    json_decref(top);
     return rc || ferror(o) ? -1 : 0;
 }
 
@@ -108,9 +110,7 @@ int kb_write_json(const kb_report *r, FILE *out) {
                             str(r->cpu_model), "cores", r->cores, "load_avg_1m", num(r->loadavg, r->loadavg >= 0),
                             "wall_s", num(r->wall_s, r->wall_s > 0), "backends", backends, "rooflines", roofs, "rows",
                             rows);
-    int rc = top ? dump_lines(top, out) : -1;
-    json_decref(top);
-    return rc;
+    return dump_lines(top, out);
 }
 
 /* CSV: the JSON rows' fields, one line each, so that the two formats cannot disagree. */
@@ -157,9 +157,7 @@ int kb_write_compare_json(const char *pa, const char *la, const char *pb, const 
     json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(pa), "a_label",
                             str(la), "b", str(pb), "b_label", str(lb), "rows", arr, "geomean_speedup",
                             num(geomean, true));
-    int rc = top ? dump_lines(top, out) : -1;
-    json_decref(top);
-    return rc;
+    return dump_lines(top, out);
 }
 
 /* ---- reading ---- */
@@ -239,32 +237,19 @@ static void load_roofline(const json_t *f, kb_roofline *o) {
 int kb_report_load(const char *path, kb_report *r, char *err, size_t errn) {
     memset(r, 0, sizeof *r);
     struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errn, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size > KB_JSON_MAX_BYTES) {
-        snprintf(err, errn, "%s: not a regular file of at most 1 GiB", path);
-        return -1;
-    }
+    if (stat(path, &st) != 0) KB_FAIL("cannot open %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_size > KB_JSON_MAX_BYTES)
+        KB_FAIL("%s: not a regular file of at most 1 GiB", path);
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) {
-        snprintf(err, errn, "%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
-        return -1;
-    }
+    if (!j) KB_FAIL("%s: not valid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
     r->json = j;
     const json_t *rows = json_object_get(j, "rows"), *roofs = json_object_get(j, "rooflines");
     double format = gn(j, "kbench", 0);
-    if (!json_is_array(rows) || !(format >= 1)) {
-        snprintf(err, errn, "%s: not a kbench report (no \"kbench\" format number or no \"rows\")", path);
-        return -1;
-    }
-    if (format > KB_JSON_FORMAT) {
-        snprintf(err, errn, "%s: kbench format %g is newer than this kbench reads (1 to %d)", path, format,
-                 KB_JSON_FORMAT);
-        return -1;
-    }
+    if (!json_is_array(rows) || !(format >= 1))
+        KB_FAIL("%s: not a kbench report (no \"kbench\" format number or no \"rows\")", path);
+    if (format > KB_JSON_FORMAT)
+        KB_FAIL("%s: kbench format %g is newer than this kbench reads (1 to %d)", path, format, KB_JSON_FORMAT);
     r->version = gs(j, "kport_version", "unknown");
     r->commit = gs(j, "git_commit", "unknown");
     r->date = gs(j, "date", "unknown");
@@ -278,10 +263,7 @@ int kb_report_load(const char *path, kb_report *r, char *err, size_t errn) {
     size_t nroofs = json_array_size(roofs), nrows = json_array_size(rows);
     r->roofs = calloc(nroofs + 1, sizeof *r->roofs);
     r->rows = calloc(nrows + 1, sizeof *r->rows);
-    if (!r->roofs || !r->rows) {
-        snprintf(err, errn, "out of memory loading %s", path);
-        return -1;
-    }
+    if (!r->roofs || !r->rows) KB_FAIL("out of memory loading %s", path);
     for (size_t i = 0; i < nroofs; i++) load_roofline(json_array_get(roofs, i), &r->roofs[r->nroofs++]);
     for (size_t i = 0; i < nrows; i++) load_row(json_array_get(rows, i), &r->rows[r->nrows++]);
     return 0;

@@ -125,14 +125,12 @@ static kp_status gate_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
     if (st != KP_OK) return st;
     s->p.routing = case_routing(c);
-    if ((st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E})) ||
-        (st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k});
+    return st;
 }
 
-static const void *gate_params(const kb_bench *b) { return &((gate_st *)b->st)->p; }
 static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
 
 static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -163,7 +161,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_gate_impl = {KP_OP_MOE_GATE, gate_setup, gate_params, gate_run, gate_check};
+const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check};
 
 /* ================================ moe_align ================================ */
 
@@ -193,15 +191,13 @@ static kp_status align_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output(e, (size_t)pairs * 4, &s->pos);
     if (st != KP_OK) return st;
     s->p.num_experts = (int32_t)c->E, s->p.block_size = (int32_t)c->block_size;
-    if ((st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows})) ||
-        (st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1})) ||
-        (st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows});
+    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k});
+    return st;
 }
 
-static const void *align_params(const kb_bench *b) { return &((align_st *)b->st)->p; }
 static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
 
 /* Everything is checked: offsets, each pair's row (stable order), padding rows. */
@@ -243,7 +239,7 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_align_impl = {KP_OP_MOE_ALIGN, align_setup, align_params, align_run, align_check};
+const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -304,14 +300,12 @@ static kp_status gemm_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
     if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
-    if ((st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K})) ||
-        (st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1})) ||
-        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K});
+    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N});
+    return st;
 }
 
-static const void *gemm_params(const kb_bench *b) { return &((gemm_st *)b->st)->p; }
 static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
 
 static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -336,7 +330,7 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {KP_OP_GROUPED_GEMM, gemm_setup, gemm_params, gemm_run, gemm_check};
+const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check};
 
 /* =============================== moe_combine =============================== */
 
@@ -369,15 +363,13 @@ static kp_status combine_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
     if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
     if (st != KP_OK) return st;
-    if ((st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden})) ||
-        (st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k})) ||
-        (st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden})))
-        return st;
-    return KP_OK;
+    st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden});
+    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    return st;
 }
 
-static const void *combine_params(const kb_bench *b) { return &((combine_st *)b->st)->p; }
 static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
 
 static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
@@ -401,8 +393,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_combine_impl = {KP_OP_MOE_COMBINE, combine_setup, combine_params, combine_run,
-                                        combine_check};
+const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check};
 
 /* =============================== moe_forward =============================== */
 
@@ -453,7 +444,6 @@ static kp_status forward_setup(kb_bench *b) {
     return KP_OK;
 }
 
-static const void *forward_params(const kb_bench *b) { return &((forward_st *)b->st)->p; }
 static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
 
 /* A few tokens whose routing has a clear margin, through every chosen expert in
@@ -493,5 +483,4 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_forward_impl = {KP_OP_MOE_FORWARD, forward_setup, forward_params, forward_run,
-                                        forward_check};
+const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check};

@@ -12,14 +12,8 @@
 #include <unistd.h>
 
 const char *kb_status_word(kb_status s) {
-    switch (s) {
-    case KB_ROW_OK: return "ok";
-    case KB_ROW_FAIL: return "FAIL";
-    case KB_ROW_UNSUPPORTED: return "unsupported";
-    case KB_ROW_ERROR: return "error";
-    case KB_ROW_SKIPPED: return "skipped";
-    }
-    return "?";
+    static const char *const words[] = {"ok", "FAIL", "unsupported", "error", "skipped"};
+    return (unsigned)s < sizeof words / sizeof words[0] ? words[s] : "?";
 }
 
 void kb_report_machine(kb_report *r) {
@@ -49,12 +43,9 @@ void kb_report_machine(kb_report *r) {
 /* ---- markdown ---- */
 
 static void md_cell_num(FILE *o, double v, const char *fmt) {
-    if (!(v > 0) || isinf(v)) fputs(" - |", o);
-    else {
-        fputc(' ', o);
-        fprintf(o, fmt, v);
-        fputs(" |", o);
-    }
+    char cell[64];
+    snprintf(cell, sizeof cell, fmt, v);
+    fprintf(o, " %s |", !(v > 0) || isinf(v) ? "-" : cell);
 }
 
 static void write_md(const kb_report *r, FILE *o) {

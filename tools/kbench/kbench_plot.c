@@ -21,36 +21,24 @@ extern char **environ;
 
 int kb_plot(const char *json_path, const char *out, char *err, size_t errn) {
     char self[PATH_MAX], script[PATH_MAX + 16];
-    if (!KBENCH_PYTHON[0]) {
-        snprintf(err, errn, "plots need python3 with matplotlib, and none was found when kbench was built (Debian: "
-                            "apt-get install python3-matplotlib, or bash ci/setup; then rebuild)");
-        return -1;
-    }
+    if (!KBENCH_PYTHON[0])
+        KB_FAIL("plots need python3 with matplotlib, and none was found when kbench was built (Debian: apt-get "
+                "install python3-matplotlib, or bash ci/setup; then rebuild)");
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-        snprintf(err, errn, "cannot find kbench's own directory (/proc/self/exe): %s", strerror(errno));
-        return -1;
-    }
+    if (n <= 0) KB_FAIL("cannot find kbench's own directory (/proc/self/exe): %s", strerror(errno));
     self[n] = '\0';
     *strrchr(self, '/') = '\0';
     snprintf(script, sizeof script, "%s/kbench-plot", self);
-    if (access(script, R_OK) != 0) {
-        snprintf(err, errn, "%s: %s (it is built and installed beside kbench)", script, strerror(errno));
-        return -1;
-    }
+    if (access(script, R_OK) != 0)
+        KB_FAIL("%s: %s (it is built and installed beside kbench)", script, strerror(errno));
     char *argv[] = {(char *)KBENCH_PYTHON, script, (char *)json_path, "--out", (char *)out, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, KBENCH_PYTHON, NULL, NULL, argv, environ), status = 0;
-    if (rc != 0) {
-        snprintf(err, errn, "cannot run %s: %s", KBENCH_PYTHON, strerror(rc));
-        return -1;
-    }
+    if (rc != 0) KB_FAIL("cannot run %s: %s", KBENCH_PYTHON, strerror(rc));
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(err, errn, "kbench-plot failed (%s %d); its message is above", WIFEXITED(status) ? "exit" : "signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-        return -1;
-    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        KB_FAIL("kbench-plot failed (%s %d); its message is above", WIFEXITED(status) ? "exit" : "signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     return 0;
 }

@@ -27,12 +27,7 @@ volatile int kb_interrupted;
 /* ---- what a case allocates ---- */
 
 void *kb_alloc(kb_env *e, size_t bytes) {
-    if (e->nmem == e->capmem) {
-        int cap = e->capmem ? 2 * e->capmem : 32;
-        void **n = realloc(e->mem, (size_t)cap * sizeof *n);
-        if (!n) return NULL;
-        e->mem = n, e->capmem = cap;
-    }
+    if (!kb_grow(&e->mem, e->nmem, &e->capmem, sizeof *e->mem)) return NULL;
     void *p = calloc(1, bytes ? bytes : 1);
     if (p) e->mem[e->nmem++] = p;
     return p;
@@ -40,12 +35,7 @@ void *kb_alloc(kb_env *e, size_t bytes) {
 
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out) {
     *out = NULL;
-    if (e->nbufs == e->capbufs) {
-        int cap = e->capbufs ? 2 * e->capbufs : 32;
-        kp_buffer **n = realloc(e->bufs, (size_t)cap * sizeof *n);
-        if (!n) return KP_ERR_OUT_OF_MEMORY;
-        e->bufs = n, e->capbufs = cap;
-    }
+    if (!kb_grow(&e->bufs, e->nbufs, &e->capbufs, sizeof *e->bufs)) return KP_ERR_OUT_OF_MEMORY;
     kp_status st = kp_buffer_alloc(e->dev, bytes ? bytes : 4, out);
     if (st == KP_OK) e->bufs[e->nbufs++] = *out;
     return st;
@@ -59,12 +49,7 @@ typedef struct kb_pending {
 } kb_pending;
 
 static kp_status defer(kb_env *e, kb_pending p) {
-    if (e->npending == e->cappending) {
-        int cap = e->cappending ? 2 * e->cappending : 16;
-        kb_pending *n = realloc(e->pending, (size_t)cap * sizeof *n);
-        if (!n) return KP_ERR_OUT_OF_MEMORY;
-        e->pending = n, e->cappending = cap;
-    }
+    if (!kb_grow(&e->pending, e->npending, &e->cappending, sizeof *e->pending)) return KP_ERR_OUT_OF_MEMORY;
     e->pending[e->npending++] = p;
     return KP_OK;
 }
@@ -336,7 +321,7 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->flops = b.flops, row->bytes = b.bytes;
     if (st != KP_OK) {
         fail_status(row, st, "while setting up");
-    } else if ((st = kp_op_supported(e->dev, c->op, impl->params(&b))) != KP_OK) {
+    } else if ((st = kp_op_supported(e->dev, c->op, b.st)) != KP_OK) {
         fail_status(row, st, "kp_op_supported");
     } else {
         st = kb_env_flush(e);

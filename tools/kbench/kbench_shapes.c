@@ -162,16 +162,13 @@ void kb_case_shape(kb_case *c) {
     }
 }
 
-/* Writes the message and returns -1 from the function (err and errn in scope). */
-#define FAIL(...) return (snprintf(err, errn, __VA_ARGS__), -1)
-
 /* One value of a field: a size 1..INT32_MAX, a flag 0/1, or a scoring word. */
 static int parse_value(const char *key, const char *v, int64_t *out, char *err, size_t errn) {
     key_kind kind = field_of(key)->kind;
     if (kind == K_SCORING) {
         if (strcmp(v, "sigmoid") == 0) *out = KP_MOE_SCORING_SIGMOID;
         else if (strcmp(v, "softmax") == 0) *out = KP_MOE_SCORING_SOFTMAX;
-        else FAIL("--shape: scoring=%s: expected sigmoid or softmax", v);
+        else KB_FAIL("--shape: scoring=%s: expected sigmoid or softmax", v);
         return 0;
     }
     char *end;
@@ -179,7 +176,7 @@ static int parse_value(const char *key, const char *v, int64_t *out, char *err, 
     long long x = strtoll(v, &end, 10);
     long long lo = kind == K_FLAG ? 0 : 1, hi = kind == K_FLAG ? 1 : INT32_MAX;
     if (end == v || *end || errno == ERANGE || x < lo || x > hi)
-        FAIL("--shape: %s=%s: expected an integer from %lld to %lld", key, v, lo, hi);
+        KB_FAIL("--shape: %s=%s: expected an integer from %lld to %lld", key, v, lo, hi);
     *out = x;
     return 0;
 }
@@ -202,7 +199,7 @@ static int parse_layout(const op_shape *s, kb_case *c, bool *given, int64_t *m, 
             const char *f = i ? b : a;
             int64_t v = i ? y : x;
             const shape_key *k = key_of(s, f);
-            if (!k && v != get(c, f)) FAIL("--shape: %s is fixed at %lld for %s", f, (long long)get(c, f), kp_op_name(s->op));
+            if (!k && v != get(c, f)) KB_FAIL("--shape: %s is fixed at %lld for %s", f, (long long)get(c, f), kp_op_name(s->op));
             if (k) put(c, f, v), given[k - s->keys] = true;
         }
         return 1;
@@ -215,31 +212,31 @@ static int check_rules(const kb_case *c, char *err, size_t errn) {
     switch (c->op) {
     case KP_OP_ATTENTION_PREFILL:
     case KP_OP_ATTENTION_DECODE:
-        if (c->h_q % c->h_kv != 0) FAIL("--shape: h_q %lld is not a multiple of h_kv %lld", (long long)c->h_q, (long long)c->h_kv);
+        if (c->h_q % c->h_kv != 0) KB_FAIL("--shape: h_q %lld is not a multiple of h_kv %lld", (long long)c->h_q, (long long)c->h_kv);
         /* fall through */
     case KP_OP_MLA_DECODE:
         if ((double)c->b * (double)c->s_q > i32 || (double)c->b * (double)c->s_k > i32)
-            FAIL("--shape: b*s_q and b*s_k (tokens, keys) must fit the API's int32 sequence offsets");
+            KB_FAIL("--shape: b*s_q and b*s_k (tokens, keys) must fit the API's int32 sequence offsets");
         if (c->op != KP_OP_ATTENTION_PREFILL && (double)c->b * ((double)c->s_k / (double)c->block_size + 2) > i32)
-            FAIL("--shape: b*s_k/block_size (cache blocks) must fit the API's int32 block table");
+            KB_FAIL("--shape: b*s_k/block_size (cache blocks) must fit the API's int32 block table");
         return 0;
     case KP_OP_MOE_GATE:
     case KP_OP_MOE_FORWARD:
         if (c->n_group > 32 || c->E % c->n_group != 0 || c->topk_group > c->n_group)
-            FAIL("--shape: n_group %lld must divide E %lld and be <= 32, topk_group %lld at most n_group",
+            KB_FAIL("--shape: n_group %lld must divide E %lld and be <= 32, topk_group %lld at most n_group",
                  (long long)c->n_group, (long long)c->E, (long long)c->topk_group);
         if (c->k > c->topk_group * (c->E / c->n_group))
-            FAIL("--shape: k %lld exceeds the %lld experts of the kept groups", (long long)c->k,
+            KB_FAIL("--shape: k %lld exceeds the %lld experts of the kept groups", (long long)c->k,
                  (long long)(c->topk_group * (c->E / c->n_group)));
         /* fall through */
     case KP_OP_MOE_ALIGN:
     case KP_OP_GROUPED_GEMM:
         if (c->E > 512 || c->k > 32 || c->k > c->E)
-            FAIL("--shape: E %lld must be <= 512 and k %lld at most min(E, 32)", (long long)c->E, (long long)c->k);
+            KB_FAIL("--shape: E %lld must be <= 512 and k %lld at most min(E, 32)", (long long)c->E, (long long)c->k);
         /* fall through */
     case KP_OP_MOE_COMBINE:
         if ((double)c->T * (double)c->k + (double)c->E * (double)c->block_size > i32)
-            FAIL("--shape: T*k (rows, with padding) must fit the API's int32 row indices");
+            KB_FAIL("--shape: T*k (rows, with padding) must fit the API's int32 row indices");
         return 0;
     default: return 0;
     }
@@ -250,11 +247,11 @@ int kb_shape_parse(kp_op op, const char *spec, kb_case *c, char *err, size_t err
     memset(c, 0, sizeof *c);
     c->op = op, c->variant = "", c->h_kv = 1;
     if (op == KP_OP_MLA_DECODE) c->d = 576, c->dv = 512, c->block_size = 64;
-    if (!s) FAIL("--shape: op %d has no shape keys", (int)op);
+    if (!s) KB_FAIL("--shape: op %d has no shape keys", (int)op);
     bool given[MAX_KEYS] = {false};
     int64_t m = -1, v;
     char copy[1024], word[16], *save;
-    if (strlen(spec) >= sizeof copy) FAIL("--shape: the spec is over %zu characters", sizeof copy - 1);
+    if (strlen(spec) >= sizeof copy) KB_FAIL("--shape: the spec is over %zu characters", sizeof copy - 1);
     snprintf(copy, sizeof copy, "%s", spec);
     for (int i = 0; i < MAX_KEYS && s->keys[i].key; i++) put(c, s->keys[i].key, s->keys[i].def);
     for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
@@ -276,19 +273,20 @@ int kb_shape_parse(kp_op op, const char *spec, kb_case *c, char *err, size_t err
             if (parse_value(t, val, &v, err, errn)) return -1;
             put(c, t, v), given[k - s->keys] = true;
         } else {
-            FAIL("--shape: '%s%s%s' is not a key=value of %s (kbench --list-shapes %s)", t, val ? "=" : "",
+            KB_FAIL("--shape: '%s%s%s' is not a key=value of %s (kbench --list-shapes %s)", t, val ? "=" : "",
                  val ? val : "", kp_op_name(op), kp_op_name(op));
         }
     }
     for (int i = 0; i < MAX_KEYS && s->keys[i].key; i++) /* s_k as s_q, dv as d, ... unless given */
         if (s->keys[i].same_as && !given[i]) put(c, s->keys[i].key, get(c, s->keys[i].same_as));
-    if (m >= 0 && m != c->T * c->k) FAIL("--shape: M=%lld is not T*k = %lld", (long long)m, (long long)(c->T * c->k));
+    if (m >= 0 && m != c->T * c->k)
+        KB_FAIL("--shape: M=%lld is not T*k = %lld", (long long)m, (long long)(c->T * c->k));
     if (check_rules(c, err, errn) != 0) return -1;
     double flops, bytes, alloc;
     c->dtype = c->wdtype = KP_F32; /* the largest element: the bound holds for every dtype */
     kb_case_estimate(c, &flops, &bytes, &alloc);
     c->dtype = c->wdtype = KP_BF16;
-    if (!(alloc <= MAX_ALLOC_BYTES)) FAIL("--shape: this shape allocates %.3g TB, more than any device has", alloc * 1e-12);
+    if (!(alloc <= MAX_ALLOC_BYTES)) KB_FAIL("--shape: this shape allocates %.3g TB, more than any device has", alloc * 1e-12);
     kb_case_shape(c);
     return 0;
 }

@@ -10,11 +10,10 @@
  */
 #include "kbench.h"
 
-#include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 #define MLA_D 576
-#define MLA_DV 512
 
 bool kb_op_from_name(const char *name, kp_op *op) {
     for (int i = 0; i < KP_OP_COUNT; i++)
@@ -131,8 +130,7 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
 
 /* CPU devices (the CPU backend, PoCL): a call stays under ~0.1 s at a few hundred
  * GFLOP/s and moves and allocates under 1.6 GB (PoCL allocates at most 2 GiB per
- * buffer here). GPUs: only
- * what fits in 70% of their memory. */
+ * buffer here). GPUs: only what fits in 70% of their memory. */
 const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *b) {
     if (info->kind == KP_DEVICE_CPU) *b = (kb_budget){16e9, 1.6e9, 1.6e9, "cpu"};
     else if (info->memory_bytes > 0) *b = (kb_budget){1e30, 0.7 * (double)info->memory_bytes, 1e30, "memory"};
@@ -240,14 +238,9 @@ static void push(builder *b, kb_case c) {
         const kb_case *o = &b->out->v[i];
         if (o->op == c.op && o->dtype == c.dtype && o->wdtype == c.wdtype && strcmp(o->shape, c.shape) == 0) return;
     }
-    if (b->out->n == b->out->cap) {
-        int cap = b->out->cap ? 2 * b->out->cap : 64;
-        kb_case *v = realloc(b->out->v, (size_t)cap * sizeof *v);
-        if (!v) {
-            b->failed = true;
-            return;
-        }
-        b->out->v = v, b->out->cap = cap;
+    if (!kb_grow(&b->out->v, b->out->n, &b->out->cap, sizeof *b->out->v)) {
+        b->failed = true;
+        return;
     }
     b->out->v[b->out->n++] = c;
 }
@@ -275,121 +268,101 @@ static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
     }
 }
 
-static kb_case prefill(int64_t b, int64_t s, int64_t hq, int64_t hkv, int64_t d, int64_t dv, int causal) {
-    return (kb_case){.op = KP_OP_ATTENTION_PREFILL, .b = b, .s_q = s, .s_k = s, .h_q = hq, .h_kv = hkv, .d = d,
-                     .dv = dv, .causal = causal};
-}
-
-static kb_case decode(int64_t b, int64_t s_q, int64_t s_k, int64_t hq, int64_t hkv, int64_t d, int64_t bs) {
-    return (kb_case){.op = KP_OP_ATTENTION_DECODE, .b = b, .s_q = s_q, .s_k = s_k, .h_q = hq, .h_kv = hkv, .d = d,
-                     .dv = d, .block_size = bs, .causal = 1};
-}
-
-static kb_case mla(int64_t b, int64_t s_q, int64_t s_k, int64_t hq) {
-    return (kb_case){.op = KP_OP_MLA_DECODE, .b = b, .s_q = s_q, .s_k = s_k, .h_q = hq, .h_kv = 1, .d = MLA_D,
-                     .dv = MLA_DV, .block_size = 64, .causal = 1};
-}
-
-/* DeepSeek-V3 routing: E 256, 8 groups keep 4, top 8, sigmoid scores with a bias. */
-static kb_case moe(kp_op op, int64_t T, int64_t E, int64_t hidden, int64_t inter) {
-    return (kb_case){.op = op, .T = T, .E = E, .k = 8, .n_group = 8, .topk_group = 4, .hidden = hidden,
-                     .inter = inter, .block_size = 64, .scoring = KP_MOE_SCORING_SIGMOID};
-}
-
-static kb_case gemm(const char *variant, int64_t T, int64_t E, int64_t N, int64_t K) {
-    kb_case c = moe(KP_OP_GROUPED_GEMM, T, E, 0, 0);
-    c.variant = variant, c.N = N, c.K = K;
+/* A case as --shape spells it (kbench_shapes.c reads it, from the op's defaults), printf-style. */
+__attribute__((format(printf, 3, 4))) static kb_case shape(builder *b, kp_op op, const char *fmt, ...) {
+    char spec[256], err[256];
+    kb_case c;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(spec, sizeof spec, fmt, ap);
+    va_end(ap);
+    if (kb_shape_parse(op, spec, &c, err, sizeof err) != 0) { /* a suite's own shape: a bug in this file */
+        fprintf(stderr, "kbench: suite shape %s '%s': %s\n", kp_op_name(op), spec, err);
+        b->failed = true;
+    }
     return c;
 }
 
 static void suite_quick(builder *b) {
-    kb_case c = prefill(2, 512, 8, 2, 128, 128, 1);
-    c.varlen = 1;
-    add(b, c, false, false);
-    c = decode(4, 1, 2048, 32, 8, 128, 16);
-    c.varlen = 1;
-    add(b, c, false, false);
-    add(b, mla(4, 1, 1024, 16), false, false);
-    add(b, moe(KP_OP_MOE_GATE, 256, 256, 0, 0), false, false);
-    add(b, moe(KP_OP_MOE_ALIGN, 256, 256, 0, 0), false, false);
-    add(b, gemm("w13", 32, 8, 512, 1024), true, true);
-    add(b, moe(KP_OP_MOE_COMBINE, 256, 256, 1024, 0), false, false);
-    kb_case f = moe(KP_OP_MOE_FORWARD, 16, 16, 1024, 256);
-    f.n_group = 4, f.topk_group = 2;
-    add(b, f, true, false);
+    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=2 s_q=512 h=8/2 d=128 causal=1 varlen"), false, false);
+    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=4 s_q=1 s_k=2048 h=32/8 d=128 bs=16 varlen"), false, false);
+    add(b, shape(b, KP_OP_MLA_DECODE, "b=4 s_q=1 s_k=1024 h_q=16"), false, false);
+    add(b, shape(b, KP_OP_MOE_GATE, "T=256 E=256 k=8 groups=4/8"), false, false);
+    add(b, shape(b, KP_OP_MOE_ALIGN, "T=256 E=256 k=8 bs=64"), false, false);
+    add(b, shape(b, KP_OP_GROUPED_GEMM, "w13 T=32 E=8 k=8 N=512 K=1024"), true, true);
+    add(b, shape(b, KP_OP_MOE_COMBINE, "T=256 k=8 hidden=1024"), false, false);
+    add(b, shape(b, KP_OP_MOE_FORWARD, "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4"), true, false);
+}
+
+/* A model: its attention and its routed experts, as its config.json describes them. */
+typedef struct model {
+    const char *name;     /* named in each row's note; NULL: none */
+    int h_q, h_kv, d;     /* num_attention_heads, num_key_value_heads, head_dim */
+    int hidden, inter;    /* hidden_size, the experts' intermediate size */
+    int E, k;             /* experts, experts per token */
+    int context;          /* the longest decode context benchmarked */
+    const char *routing;  /* the gate's shape words: groups and scoring */
+} model;
+
+/* Values of each model's published config.json (Hugging Face: deepseek-ai/DeepSeek-V3, Qwen/Qwen3-235B-A22B,
+ * Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1). DeepSeek-V3 routes with sigmoid scores, a bias and 8 groups
+ * keeping 4; the others with a softmax over all experts (no groups, no bias). Both renormalise the top k. */
+static const model deepseek_v3 = {NULL, 0, 0, 0, 7168, 2048, 256, 8, 0, "groups=4/8"}; /* MLA: suite_deepseek */
+static const model qwen3_235b = {"Qwen3-235B-A22B", 64, 4, 128, 4096, 1536, 128, 8, 32768, "groups=1/1 softmax"};
+static const model qwen3_30b = {"Qwen3-30B-A3B", 32, 4, 128, 2048, 768, 128, 8, 32768, "groups=1/1 softmax"};
+static const model mixtral_8x7b = {"Mixtral-8x7B", 32, 8, 128, 4096, 14336, 8, 2, 32768, "groups=1/1 softmax"};
+
+/* The MoE layer's ops at decode- to prefill-sized token counts (bf16 and FP8 weights). */
+static void moe_layer(builder *b, const model *m) {
+    static const int tokens[] = {1, 16, 128, 512, 4096};
+    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
+        int T = tokens[i], E = m->E, k = m->k;
+        add(b, shape(b, KP_OP_MOE_GATE, "T=%d E=%d k=%d %s", T, E, k, m->routing), false, false);
+        add(b, shape(b, KP_OP_MOE_ALIGN, "T=%d E=%d k=%d bs=64", T, E, k), false, false);
+        add(b, shape(b, KP_OP_GROUPED_GEMM, "w13 T=%d E=%d k=%d N=%d K=%d", T, E, k, 2 * m->inter, m->hidden), true,
+            true);
+        add(b, shape(b, KP_OP_GROUPED_GEMM, "w2 T=%d E=%d k=%d N=%d K=%d", T, E, k, m->hidden, m->inter), true, true);
+        add(b, shape(b, KP_OP_MOE_COMBINE, "T=%d k=%d hidden=%d", T, k, m->hidden), false, false);
+        add(b, shape(b, KP_OP_MOE_FORWARD, "T=%d E=%d k=%d hidden=%d inter=%d %s", T, E, k, m->hidden, m->inter,
+                     m->routing),
+            true, true);
+    }
 }
 
 static void suite_deepseek(builder *b) {
-    static const int64_t tokens[] = {1, 16, 128, 512, 4096};
     /* FlashMLA's tests/test_flash_mla.py shapes */
-    for (int64_t s_k = 4096; s_k <= 16384; s_k *= 2)
-        for (int64_t hq = 16; hq <= 128; hq *= 2)
-            for (int64_t s_q = 1; s_q <= 2; s_q++) add(b, mla(128, s_q, s_k, hq), false, false);
-    add(b, prefill(1, 4096, 128, 128, 192, 128, 1), false, false); /* V3 MHA prefill, 4k */
+    for (int s_k = 4096; s_k <= 16384; s_k *= 2)
+        for (int hq = 16; hq <= 128; hq *= 2)
+            for (int s_q = 1; s_q <= 2; s_q++)
+                add(b, shape(b, KP_OP_MLA_DECODE, "b=128 s_q=%d s_k=%d h_q=%d", s_q, s_k, hq), false, false);
+    /* V3 MHA prefill, 4k */
+    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=4096 h=128/128 d=192/128 causal=1"), false, false);
     /* V3 decode over a paged, non-absorbed KV cache (q/k 192, v 128, 128 heads): what a
      * server without the MLA kernel would run */
-    kb_case dv3 = decode(32, 1, 4096, 128, 128, 192, 64);
-    dv3.dv = 128;
-    add(b, dv3, false, false);
-    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
-        int64_t T = tokens[i];
-        add(b, moe(KP_OP_MOE_GATE, T, 256, 0, 0), false, false);
-        add(b, moe(KP_OP_MOE_ALIGN, T, 256, 0, 0), false, false);
-        add(b, gemm("w13", T, 256, 2 * 2048, 7168), true, true);
-        add(b, gemm("w2", T, 256, 7168, 2048), true, true);
-        add(b, moe(KP_OP_MOE_COMBINE, T, 256, 7168, 0), false, false);
-        add(b, moe(KP_OP_MOE_FORWARD, T, 256, 7168, 2048), true, true);
-    }
+    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64"), false, false);
+    moe_layer(b, &deepseek_v3);
 }
 
 static void suite_llama(builder *b) {
-    for (int64_t s = 2048; s <= 16384; s *= 2) add(b, prefill(1, s, 32, 8, 128, 128, 1), false, false);
-    add(b, prefill(4, 4096, 32, 32, 128, 128, 0), false, false); /* the DESIGN §7 anchors */
-    add(b, prefill(4, 4096, 32, 32, 128, 128, 1), false, false);
-    for (int64_t s = 2048; s <= 16384; s *= 2) add(b, decode(64, 1, s, 32, 8, 128, 16), false, false);
+    for (int s = 2048; s <= 16384; s *= 2)
+        add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=%d h=32/8 d=128 causal=1", s), false, false);
+    /* the DESIGN §7 anchors */
+    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=4 s_q=4096 h=32/32 d=128 causal=0"), false, false);
+    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=4 s_q=4096 h=32/32 d=128 causal=1"), false, false);
+    for (int s = 2048; s <= 16384; s *= 2)
+        add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=64 s_q=1 s_k=%d h=32/8 d=128 bs=16", s), false, false);
 }
 
-/* A GQA model with routed experts, as its config.json describes it: softmax routing over
- * all experts (no groups, no bias), top-k renormalised. */
-typedef struct model {
-    const char *name;
-    int64_t h_q, h_kv, d;     /* num_attention_heads, num_key_value_heads, head_dim */
-    int64_t hidden, inter;    /* hidden_size, the experts' intermediate size */
-    int64_t E, k;             /* experts, experts per token */
-    int64_t context;          /* the longest decode context benchmarked */
-} model;
-
-/* Values of each model's published config.json (Hugging Face: Qwen/Qwen3-235B-A22B,
- * Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1). */
-static const model qwen3_235b = {"Qwen3-235B-A22B", 64, 4, 128, 4096, 1536, 128, 8, 32768};
-static const model qwen3_30b = {"Qwen3-30B-A3B", 32, 4, 128, 2048, 768, 128, 8, 32768};
-static const model mixtral_8x7b = {"Mixtral-8x7B", 32, 8, 128, 4096, 14336, 8, 2, 32768};
-
-static kb_case routed(kp_op op, const model *m, int64_t T) {
-    return (kb_case){.op = op, .T = T, .E = m->E, .k = m->k, .n_group = 1, .topk_group = 1, .hidden = m->hidden,
-                     .inter = m->inter, .block_size = 64, .scoring = KP_MOE_SCORING_SOFTMAX};
-}
-
-/* One model: 4k causal prefill, paged decode at 4k and the long context, and the MoE
- * layer's ops at decode- to prefill-sized token counts (bf16 and FP8 weights). */
+/* One model: 4k causal prefill, paged decode at 4k and the long context, and its MoE layer. */
 static void suite_model(builder *b, const model *m) {
-    static const int64_t tokens[] = {1, 16, 128, 512, 4096};
     b->model = m->name;
-    add(b, prefill(1, 4096, m->h_q, m->h_kv, m->d, m->d, 1), false, false);
-    add(b, decode(64, 1, 4096, m->h_q, m->h_kv, m->d, 16), false, false);
-    add(b, decode(16, 1, m->context, m->h_q, m->h_kv, m->d, 16), false, false);
-    for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
-        int64_t T = tokens[i];
-        kb_case c = routed(KP_OP_GROUPED_GEMM, m, T);
-        add(b, routed(KP_OP_MOE_GATE, m, T), false, false);
-        add(b, routed(KP_OP_MOE_ALIGN, m, T), false, false);
-        c.variant = "w13", c.N = 2 * m->inter, c.K = m->hidden;
-        add(b, c, true, true);
-        c.variant = "w2", c.N = m->hidden, c.K = m->inter;
-        add(b, c, true, true);
-        add(b, routed(KP_OP_MOE_COMBINE, m, T), false, false);
-        add(b, routed(KP_OP_MOE_FORWARD, m, T), true, true);
-    }
+    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=4096 h=%d/%d d=%d causal=1", m->h_q, m->h_kv, m->d), false,
+        false);
+    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=64 s_q=1 s_k=4096 h=%d/%d d=%d bs=16", m->h_q, m->h_kv, m->d), false,
+        false);
+    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=16 s_q=1 s_k=%d h=%d/%d d=%d bs=16", m->context, m->h_q, m->h_kv, m->d),
+        false, false);
+    moe_layer(b, m);
     b->model = NULL;
 }
 
@@ -422,10 +395,7 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
     snprintf(copy, sizeof copy, "%s", ops ? ops : "");
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         kp_op op;
-        if (!kb_op_from_name(t, &op)) {
-            snprintf(err, errn, "unknown op '%s'; ops are %s", t, kb_op_name_list());
-            return -1;
-        }
+        if (!kb_op_from_name(t, &op)) KB_FAIL("unknown op '%s'; ops are %s", t, kb_op_name_list());
         b.skip[op] = false;
     }
     snprintf(copy, sizeof copy, "%s", suite);
@@ -433,34 +403,21 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
         bool all = strcmp(t, "all") == 0, known = all;
         for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
             if (all || strcmp(t, suites[i].name) == 0) suites[i].build(&b), known = true;
-        if (!known) {
-            snprintf(err, errn, "unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
-            return -1;
-        }
+        if (!known) KB_FAIL("unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
     }
-    if (b.failed) {
-        snprintf(err, errn, "out of memory listing cases");
-        return -1;
-    }
+    if (b.failed) KB_FAIL("out of memory listing cases");
     return out->n;
 }
 
 int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn) {
     bool weights = c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD;
-    if (dtype == KB_DTYPE_FP8W && !weights) {
-        snprintf(err, errn, "--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
-        return -1;
-    }
-    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128)) {
-        snprintf(err, errn, "--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of "
-                            "the 128-wide FP8 scale blocks");
-        return -1;
-    }
+    if (dtype == KB_DTYPE_FP8W && !weights)
+        KB_FAIL("--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
+    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128))
+        KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "
+                "FP8 scale blocks");
     builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
     add(&b, *c, weights, false);
-    if (b.failed) {
-        snprintf(err, errn, "out of memory listing cases");
-        return -1;
-    }
+    if (b.failed) KB_FAIL("out of memory listing cases");
     return out->n;
 }

@@ -113,10 +113,8 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
     char *save;
     for (char *t = strtok_r(store, ";", &save); t && n < max; t = strtok_r(NULL, ";", &save)) {
         char *dot = strchr(t, '.'), *eq = strchr(t, '='), *at = strchr(t, '@');
-        if (!dot || !eq || !at || !(dot < eq && eq < at)) {
-            snprintf(err, errn, "--tune-param '%s': expected KERNEL.PARAM=V1,V2,...@OP", t);
-            return -1;
-        }
+        if (!dot || !eq || !at || !(dot < eq && eq < at))
+            KB_FAIL("--tune-param '%s': expected KERNEL.PARAM=V1,V2,...@OP", t);
         *dot = *eq = *at = '\0';
         kb_tunable *k = &out[n];
         memset(k, 0, sizeof *k);
@@ -125,17 +123,12 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
         for (char *v = strtok_r(vs, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
             char *end;
             long long x = strtoll(v, &end, 10);
-            if (end == v || *end) {
-                snprintf(err, errn, "--tune-param: '%s' is not an integer", v);
-                return -1;
-            }
+            if (end == v || *end) KB_FAIL("--tune-param: '%s' is not an integer", v);
             k->values[k->nvalues++] = x;
         }
         kp_op op;
-        if (!kb_op_from_name(k->op, &op) || k->nvalues == 0) {
-            snprintf(err, errn, "--tune-param: unknown op '%s' or no values", k->op);
-            return -1;
-        }
+        if (!kb_op_from_name(k->op, &op) || k->nvalues == 0)
+            KB_FAIL("--tune-param: unknown op '%s' or no values", k->op);
         n++;
     }
     return n;

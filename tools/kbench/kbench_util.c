@@ -1,6 +1,6 @@
 /*
  * tools/kbench/kbench_util.c — random numbers, dtype rounding (bf16, f16, FP8 e4m3),
- * the relative-L2 error accumulator, clocks and sample statistics.
+ * the relative-L2 error accumulator, growing arrays, clocks and sample statistics.
  *
  * Conversions are written out here (f16: the compiler's _Float16) rather than borrowed
  * from the library, so that the float64 checks stay independent of every backend.
@@ -126,6 +126,19 @@ double kb_err_value(const kb_err *e) {
     if (e->nan) return INFINITY;
     if (e->den == 0.0) return e->num == 0.0 ? 0.0 : INFINITY;
     return sqrt(e->num / e->den);
+}
+
+/* ---- arrays ---- */
+
+bool kb_grow(void *v, int n, int *cap, size_t elem) {
+    void *p;
+    if (n < *cap) return true;
+    int c = *cap ? 2 * *cap : 16;
+    memcpy(&p, v, sizeof p); /* v points at a T *, whatever T is */
+    if (!(p = realloc(p, (size_t)c * elem))) return false;
+    memcpy(v, &p, sizeof p);
+    *cap = c;
+    return true;
 }
 
 /* ---- clocks and stats ---- */
