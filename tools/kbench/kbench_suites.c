@@ -271,7 +271,7 @@ static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
 /* A case as --shape spells it (kbench_shapes.c reads it, from the op's defaults), printf-style. */
 __attribute__((format(printf, 3, 4))) static kb_case shape(builder *b, kp_op op, const char *fmt, ...) {
     char spec[256], err[256];
-    kb_case c;
+    kb_case c = {0};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(spec, sizeof spec, fmt, ap);
