@@ -163,7 +163,7 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &(MPI_Comm){MPI_COMM_WORLD}, .num_experts = c->E,
                        .expert_begin = eb, .expert_end = ee, .hidden = c->hidden, .dtype = c->dtype,
                        .topk = c->topk, .max_tokens_per_rank = c->max_tokens, .mode = c->mode,
-                       .capacity_per_rank = c->capacity, .timeout_ms = 10000};
+                       .capacity_per_rank = c->capacity, .timeout_ms = 60000};
     MPI_Comm comm = MPI_COMM_WORLD;
     o.comm = &comm;
     TRY(kp_ep_create(dev, &o, &ep));
@@ -365,7 +365,7 @@ static void run_forward_case(const char *backend, kp_device *dev) {
     MPI_Comm comm = MPI_COMM_WORLD;
     kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &comm, .num_experts = E, .expert_begin = eb,
                        .expert_end = eb + LE, .hidden = H, .dtype = KP_F32, .topk = K, .max_tokens_per_rank = MAXT,
-                       .mode = KP_EP_MODE_NORMAL, .timeout_ms = 10000};
+                       .mode = KP_EP_MODE_NORMAL, .timeout_ms = 60000};
     TRY(kp_ep_create(dev, &o, &ep));
     kp_ep_info info;
     TRY(kp_ep_get_info(ep, &info));
@@ -479,7 +479,7 @@ static double now_s(void) {
 static kp_ep_options base_options(MPI_Comm *comm) {
     kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = comm, .num_experts = 4 * world, .hidden = 16,
                        .dtype = KP_F32, .topk = 2, .max_tokens_per_rank = 8, .mode = KP_EP_MODE_NORMAL,
-                       .timeout_ms = 20000};
+                       .timeout_ms = 60000};
     o.expert_begin = 4 * rank;
     o.expert_end = 4 * rank + 4;
     return o;
@@ -598,7 +598,14 @@ done:
 }
 
 /* A rank that joins late: rank 0 (short timeout) returns a timeout within a bounded
- * time instead of hanging; the handle then refuses further exchanges. */
+ * time instead of hanging; the handle then refuses further exchanges. "Late" is an
+ * order, not a sleep: the other ranks call dispatch only once rank 0 has said (on a
+ * communicator of the test's own) that its call returned, or after 30 s if it never
+ * does; so no load can make them join in time, and a rank 0 that only returns when
+ * they join (no timeout) returns KP_OK after 30 s and fails. rank 0's timeout (2 s)
+ * also bounds kp_ep_create, a collective: the ranks must reach it within 2 s of each
+ * other, coming from one barrier. Bounds: no sooner than timeout_ms, and well before
+ * the others' 30 s. */
 static void run_timeout(const char *backend, kp_device *dev) {
     if (world < 2) return;
     MPI_Comm comm = MPI_COMM_WORLD;
@@ -609,7 +616,11 @@ static void run_timeout(const char *backend, kp_device *dev) {
     kp_ep_options o = base_options(&comm);
     o.mode = KP_EP_MODE_CAPACITY;
     o.capacity_per_rank = 4;
-    o.timeout_ms = rank == 0 ? 300 : 20000;
+    enum { SHORT_MS = 2000, LATE_WAIT_S = 30 };
+    o.timeout_ms = rank == 0 ? SHORT_MS : 60000;
+    MPI_Comm side; /* rank 0's "my call returned" to the others, apart from kport's traffic */
+    MPI_Comm_dup(MPI_COMM_WORLD, &side);
+    MPI_Barrier(MPI_COMM_WORLD);
     kp_status st = kp_ep_create(dev, &o, &ep);
     kp_ep_info info = {0};
     if (st == KP_OK) st = kp_ep_get_info(ep, &info);
@@ -626,24 +637,35 @@ static void run_timeout(const char *backend, kp_device *dev) {
         kp_tensor_init(&dp.expert_offsets, b, 256, KP_I32, 1, os, NULL);
         kp_tensor_init(&dp.recv_x, b, 512, KP_F32, 2, rs, NULL);
         kp_ep_dispatch_result r;
-        if (rank != 0) usleep(1500 * 1000);
+        int returned = 0;
+        if (rank != 0) { /* wait (bounded) for rank 0's call to return */
+            int flag = 0;
+            for (double t = now_s(); !flag && now_s() - t < LATE_WAIT_S; usleep(1000))
+                MPI_Iprobe(0, 77, side, &flag, MPI_STATUS_IGNORE);
+            if (flag) MPI_Recv(&returned, 1, MPI_INT, 0, 77, side, MPI_STATUS_IGNORE);
+        }
         double t0 = now_s();
         st = kp_ep_dispatch(ep, NULL, &dp, &r);
         double dt = now_s() - t0;
         if (rank == 0) {
-            ok = st == KP_ERR_BACKEND && strstr(kp_last_error(), "timed out") && dt < 1.2;
+            returned = 1;
+            for (int to = 1; to < world; to++) MPI_Send(&returned, 1, MPI_INT, to, 77, side);
+            ok = st == KP_ERR_BACKEND && strstr(kp_last_error(), "timed out") && dt >= SHORT_MS * 1e-3 &&
+                 dt < LATE_WAIT_S / 2;
             snprintf(detail, sizeof detail, "%s after %.2f s: %s", kp_status_str(st), dt, kp_last_error());
-            st = kp_ep_dispatch(ep, NULL, &dp, &r);
+            if (ok) st = kp_ep_dispatch(ep, NULL, &dp, &r); /* (after no timeout, it would wait for the others) */
             if (ok && !(st == KP_ERR_BACKEND && strstr(kp_last_error(), "destroy"))) {
                 ok = 0;
                 snprintf(detail, sizeof detail, "after a timeout: %s: %s", kp_status_str(st), kp_last_error());
             }
         } else {
-            ok = st == KP_OK;
-            snprintf(detail, sizeof detail, "late rank: %s: %s", kp_status_str(st), kp_last_error());
+            ok = st == KP_OK && returned;
+            snprintf(detail, sizeof detail, "late rank: %s: %s%s", kp_status_str(st), kp_last_error(),
+                     returned ? "" : " (rank 0's call had not returned after 30 s)");
         }
     }
     MPI_Barrier(MPI_COMM_WORLD); /* lets rank 0's abandoned exchange complete */
+    MPI_Comm_free(&side);
     if (ep) kp_ep_destroy(ep);
     if (b) kp_buffer_free(b);
     report(backend, "timeout: a late rank makes the call fail in bounded time, not hang", ok, detail);
