@@ -211,6 +211,7 @@ double kb_rng_uniform(kb_rng *r, double lo, double hi);
 int64_t kb_rng_below(kb_rng *r, int64_t n);
 /* k distinct values of [0, n) into out (k <= n). */
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out);
+void kb_rng_permutation(kb_rng *r, int32_t *v, int64_t n); /* a random permutation of [0, n) */
 
 /* Rounds v to dt, stores it at dst[i], returns the stored value as a double. */
 double kb_store(kp_dtype dt, void *dst, int64_t i, double v);

@@ -23,8 +23,8 @@ typedef int64_t (*kv_offset_fn)(const void *ctx, int64_t j, bool value);
 static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, const kb_data *v, kp_buffer *out,
                            int64_t row, int64_t n, double scale, kv_offset_fn off, const void *ctx, kb_err *err) {
     int64_t d = b->c->d, dv = b->c->dv;
-    double *q = malloc((size_t)d * 8), *ref = calloc((size_t)dv + 1, 8), *got = malloc((size_t)dv * 8);
-    double *scores = malloc((size_t)(n + 1) * 8), m = -INFINITY, sum = 0.0;
+    double *q = kb_alloc(b->env, (size_t)d * 8), *ref = kb_alloc(b->env, (size_t)(dv + 1) * 8), *got = kb_alloc(b->env, (size_t)dv * 8);
+    double *scores = kb_alloc(b->env, (size_t)(n + 1) * 8), m = -INFINITY, sum = 0.0;
     kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     for (int64_t i = 0; i < d && st == KP_OK; i++) q[i] = kb_at(qd, row * d + i);
     for (int64_t j = 0; j < n && st == KP_OK; j++) {
@@ -39,7 +39,6 @@ static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, con
     }
     if (st == KP_OK) st = kb_read(b->env, out, b->c->dtype, row * dv, dv, got);
     for (int64_t c = 0; c < dv && st == KP_OK; c++) kb_err_add(err, got[c], n > 0 ? ref[c] / sum : 0.0); /* no key: 0 */
-    free(q), free(ref), free(got), free(scores);
     return st;
 }
 
@@ -164,13 +163,7 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
     s->table = kb_alloc(e, (size_t)(c->b * s->max_blocks) * 4);
     int32_t *perm = kb_alloc(e, (size_t)blocks * 4);
     if (!s->table || !perm) return KP_ERR_OUT_OF_MEMORY;
-    kb_rng r = {e->seed + 5};
-    for (int64_t i = 0; i < blocks; i++) perm[i] = (int32_t)i;
-    for (int64_t i = blocks - 1; i > 0; i--) { /* blocks scattered, as a server's allocator leaves them */
-        int64_t j = kb_rng_below(&r, i + 1);
-        int32_t t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    kb_rng_permutation(&(kb_rng){e->seed + 5}, perm, blocks); /* scattered, as a server's allocator leaves them */
     for (int64_t i = 0, next = 0; i < c->b; i++)
         for (int64_t j = 0; j < s->max_blocks; j++)
             s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;

@@ -137,8 +137,8 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     const kb_case *c = b->c;
     gate_st *s = b->st;
     int k = (int)c->k, E = (int)c->E;
-    int32_t *ids = malloc((size_t)(c->T * k) * 4), rid[32];
-    double *w = malloc((size_t)(c->T * k) * 8), *lg = malloc((size_t)E * 8), rw[32];
+    int32_t *ids = kb_alloc(b->env, (size_t)(c->T * k) * 4), rid[32];
+    double *w = kb_alloc(b->env, (size_t)(c->T * k) * 8), *lg = kb_alloc(b->env, (size_t)E * 8), rw[32];
     kp_status st = ids && w && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
@@ -157,7 +157,6 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
             kb_err_add(err, w[t * k + i], rw[j]);
         }
     }
-    free(ids), free(w), free(lg);
     return st;
 }
 
@@ -205,8 +204,8 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     const kb_case *c = b->c;
     align_st *s = b->st;
     int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
-    int32_t *sorted = malloc((size_t)s->rows * 4), *off = malloc((size_t)(E + 1) * 4), *pos = malloc((size_t)pairs * 4);
-    int32_t *fill = calloc((size_t)E + 1, 4);
+    int32_t *sorted = kb_alloc(b->env, (size_t)s->rows * 4), *off = kb_alloc(b->env, (size_t)(E + 1) * 4), *pos = kb_alloc(b->env, (size_t)pairs * 4);
+    int32_t *fill = kb_alloc(b->env, (size_t)(E + 1) * 4);
     kp_status st = sorted && off && pos && fill ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->sorted, 0, s->rows, sorted);
     if (st == KP_OK) st = kb_read_i32(b->env, s->offsets, 0, E + 1, off);
@@ -235,7 +234,6 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
         kb_err_add(err, 0.0, 1.0); /* exact: reported as error 0 */
         err->num = 0.0;
     }
-    free(sorted), free(off), free(pos), free(fill);
     return st;
 }
 
@@ -313,7 +311,7 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     const kb_case *c = b->c;
     gemm_st *s = b->st;
     kb_rng r = {b->env->seed + 41};
-    double *x = malloc((size_t)c->K * 8), *got = malloc((size_t)c->N * 8);
+    double *x = kb_alloc(b->env, (size_t)c->K * 8), *got = kb_alloc(b->env, (size_t)c->N * 8);
     kp_status st = x && got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t row = n == 0 ? s->M - 1 : kb_rng_below(&r, s->M), e = 0;
@@ -326,7 +324,6 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
                        wdot(&s->w, c->wdtype == KP_FP8_E4M3 ? &s->scale : NULL, e, col, c->N, c->K, x));
         }
     }
-    free(x), free(got);
     return st;
 }
 
@@ -347,13 +344,7 @@ static kp_status combine_setup(kb_bench *b) {
     combine_st *s = b->st = kb_alloc(e, sizeof *s);
     int64_t rows = c->T * c->k;
     if (!s || !(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
-    kb_rng r = {e->seed + 47};
-    for (int64_t i = 0; i < rows; i++) s->pos[i] = (int32_t)i;
-    for (int64_t i = rows - 1; i > 0; i--) { /* token_pos as moe_align leaves it: a permutation */
-        int64_t j = kb_rng_below(&r, i + 1);
-        int32_t t = s->pos[i];
-        s->pos[i] = s->pos[j], s->pos[j] = t;
-    }
+    kb_rng_permutation(&(kb_rng){e->seed + 47}, s->pos, rows); /* token_pos as moe_align leaves it */
     double el = (double)kp_dtype_size(c->dtype);
     b->flops = 2.0 * rows * c->hidden;
     b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
@@ -377,7 +368,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     const kb_case *c = b->c;
     combine_st *s = b->st;
     kb_rng r = {b->env->seed + 53};
-    double *got = malloc((size_t)c->hidden * 8);
+    double *got = kb_alloc(b->env, (size_t)c->hidden * 8);
     kp_status st = got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t t = n == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
@@ -389,7 +380,6 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
             kb_err_add(err, got[h], ref);
         }
     }
-    free(got);
     return st;
 }
 
@@ -454,9 +444,9 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     forward_st *s = b->st;
     const kb_data *s13 = c->wdtype == KP_FP8_E4M3 ? &s->s13 : NULL, *s2 = s13 ? &s->s2 : NULL;
     kb_rng r = {b->env->seed + 59};
-    double *x = malloc((size_t)c->hidden * 8), *h = malloc((size_t)c->inter * 2 * 8);
-    double *act = malloc((size_t)c->inter * 8), *got = malloc((size_t)c->hidden * 8);
-    double *lg = malloc((size_t)c->E * 8), w[32], ref[CHECK_COLS];
+    double *x = kb_alloc(b->env, (size_t)c->hidden * 8), *h = kb_alloc(b->env, (size_t)c->inter * 2 * 8);
+    double *act = kb_alloc(b->env, (size_t)c->inter * 8), *got = kb_alloc(b->env, (size_t)c->hidden * 8);
+    double *lg = kb_alloc(b->env, (size_t)c->E * 8), w[32], ref[CHECK_COLS];
     int64_t cols[CHECK_COLS];
     int32_t ids[32];
     kp_status st = x && h && act && got && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
@@ -479,7 +469,6 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
         for (int j = 0; j < ncols && st == KP_OK; j++) kb_err_add(err, got[cols[j]], ref[j]);
         checked++;
     }
-    free(x), free(h), free(act), free(got), free(lg);
     return st;
 }
 

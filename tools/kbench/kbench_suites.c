@@ -245,31 +245,24 @@ static void push(builder *b, kb_case c) {
     b->out->v[b->out->n++] = c;
 }
 
+static bool has_weights(kp_op op) { return op == KP_OP_GROUPED_GEMM || op == KP_OP_MOE_FORWARD; }
+
 /* Adds c once per dtype: the suite's (bf16, and FP8 weights where with_fp8), or the
  * one --dtype named (fp8 applies to expert weights only). */
-static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
-    if (b->skip[c.op]) return;
+static void add(builder *b, kb_case c, bool with_fp8) {
+    if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_weights(c.op))) return;
     if (!c.variant) c.variant = "";
-    if (b->dtype >= 0) {
-        if (b->dtype == KB_DTYPE_FP8W) {
-            if (!has_weights) return;
-            c.dtype = KP_BF16, c.wdtype = KP_FP8_E4M3;
-        } else {
-            c.dtype = c.wdtype = (kp_dtype)b->dtype;
-        }
-        push(b, c);
-        return;
-    }
-    c.dtype = c.wdtype = KP_BF16;
+    c.dtype = c.wdtype = b->dtype < 0 || b->dtype == KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
+    if (b->dtype == KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;
     push(b, c);
-    if (has_weights && with_fp8) {
+    if (b->dtype < 0 && has_weights(c.op) && with_fp8) {
         c.wdtype = KP_FP8_E4M3;
         push(b, c);
     }
 }
 
-/* A case as --shape spells it (kbench_shapes.c reads it, from the op's defaults), printf-style. */
-__attribute__((format(printf, 3, 4))) static kb_case shape(builder *b, kp_op op, const char *fmt, ...) {
+/* A case as --shape spells it (kbench_shapes.c reads it, from the op's defaults), printf-style, added as add does. */
+__attribute__((format(printf, 4, 5))) static void row(builder *b, kp_op op, bool with_fp8, const char *fmt, ...) {
     char spec[256], err[256];
     kb_case c = {0};
     va_list ap;
@@ -280,18 +273,18 @@ __attribute__((format(printf, 3, 4))) static kb_case shape(builder *b, kp_op op,
         fprintf(stderr, "kbench: suite shape %s '%s': %s\n", kp_op_name(op), spec, err);
         b->failed = true;
     }
-    return c;
+    add(b, c, with_fp8);
 }
 
 static void suite_quick(builder *b) {
-    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=2 s_q=512 h=8/2 d=128 causal=1 varlen"), false, false);
-    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=4 s_q=1 s_k=2048 h=32/8 d=128 bs=16 varlen"), false, false);
-    add(b, shape(b, KP_OP_MLA_DECODE, "b=4 s_q=1 s_k=1024 h_q=16"), false, false);
-    add(b, shape(b, KP_OP_MOE_GATE, "T=256 E=256 k=8 groups=4/8"), false, false);
-    add(b, shape(b, KP_OP_MOE_ALIGN, "T=256 E=256 k=8 bs=64"), false, false);
-    add(b, shape(b, KP_OP_GROUPED_GEMM, "w13 T=32 E=8 k=8 N=512 K=1024"), true, true);
-    add(b, shape(b, KP_OP_MOE_COMBINE, "T=256 k=8 hidden=1024"), false, false);
-    add(b, shape(b, KP_OP_MOE_FORWARD, "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4"), true, false);
+    row(b, KP_OP_ATTENTION_PREFILL, false, "b=2 s_q=512 h=8/2 d=128 causal=1 varlen");
+    row(b, KP_OP_ATTENTION_DECODE, false, "b=4 s_q=1 s_k=2048 h=32/8 d=128 bs=16 varlen");
+    row(b, KP_OP_MLA_DECODE, false, "b=4 s_q=1 s_k=1024 h_q=16");
+    row(b, KP_OP_MOE_GATE, false, "T=256 E=256 k=8 groups=4/8");
+    row(b, KP_OP_MOE_ALIGN, false, "T=256 E=256 k=8 bs=64");
+    row(b, KP_OP_GROUPED_GEMM, true, "w13 T=32 E=8 k=8 N=512 K=1024");
+    row(b, KP_OP_MOE_COMBINE, false, "T=256 k=8 hidden=1024");
+    row(b, KP_OP_MOE_FORWARD, false, "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4");
 }
 
 /* A model: its attention and its routed experts, as its config.json describes them. */
@@ -317,15 +310,13 @@ static void moe_layer(builder *b, const model *m) {
     static const int tokens[] = {1, 16, 128, 512, 4096};
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
         int T = tokens[i], E = m->E, k = m->k;
-        add(b, shape(b, KP_OP_MOE_GATE, "T=%d E=%d k=%d %s", T, E, k, m->routing), false, false);
-        add(b, shape(b, KP_OP_MOE_ALIGN, "T=%d E=%d k=%d bs=64", T, E, k), false, false);
-        add(b, shape(b, KP_OP_GROUPED_GEMM, "w13 T=%d E=%d k=%d N=%d K=%d", T, E, k, 2 * m->inter, m->hidden), true,
-            true);
-        add(b, shape(b, KP_OP_GROUPED_GEMM, "w2 T=%d E=%d k=%d N=%d K=%d", T, E, k, m->hidden, m->inter), true, true);
-        add(b, shape(b, KP_OP_MOE_COMBINE, "T=%d k=%d hidden=%d", T, k, m->hidden), false, false);
-        add(b, shape(b, KP_OP_MOE_FORWARD, "T=%d E=%d k=%d hidden=%d inter=%d %s", T, E, k, m->hidden, m->inter,
-                     m->routing),
-            true, true);
+        row(b, KP_OP_MOE_GATE, false, "T=%d E=%d k=%d %s", T, E, k, m->routing);
+        row(b, KP_OP_MOE_ALIGN, false, "T=%d E=%d k=%d bs=64", T, E, k);
+        row(b, KP_OP_GROUPED_GEMM, true, "w13 T=%d E=%d k=%d N=%d K=%d", T, E, k, 2 * m->inter, m->hidden);
+        row(b, KP_OP_GROUPED_GEMM, true, "w2 T=%d E=%d k=%d N=%d K=%d", T, E, k, m->hidden, m->inter);
+        row(b, KP_OP_MOE_COMBINE, false, "T=%d k=%d hidden=%d", T, k, m->hidden);
+        row(b, KP_OP_MOE_FORWARD, true, "T=%d E=%d k=%d hidden=%d inter=%d %s", T, E, k, m->hidden, m->inter,
+            m->routing);
     }
 }
 
@@ -334,34 +325,31 @@ static void suite_deepseek(builder *b) {
     for (int s_k = 4096; s_k <= 16384; s_k *= 2)
         for (int hq = 16; hq <= 128; hq *= 2)
             for (int s_q = 1; s_q <= 2; s_q++)
-                add(b, shape(b, KP_OP_MLA_DECODE, "b=128 s_q=%d s_k=%d h_q=%d", s_q, s_k, hq), false, false);
+                row(b, KP_OP_MLA_DECODE, false, "b=128 s_q=%d s_k=%d h_q=%d", s_q, s_k, hq);
     /* V3 MHA prefill, 4k */
-    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=4096 h=128/128 d=192/128 causal=1"), false, false);
+    row(b, KP_OP_ATTENTION_PREFILL, false, "b=1 s_q=4096 h=128/128 d=192/128 causal=1");
     /* V3 decode over a paged, non-absorbed KV cache (q/k 192, v 128, 128 heads): what a
      * server without the MLA kernel would run */
-    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64"), false, false);
+    row(b, KP_OP_ATTENTION_DECODE, false, "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64");
     moe_layer(b, &deepseek_v3);
 }
 
 static void suite_llama(builder *b) {
     for (int s = 2048; s <= 16384; s *= 2)
-        add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=%d h=32/8 d=128 causal=1", s), false, false);
+        row(b, KP_OP_ATTENTION_PREFILL, false, "b=1 s_q=%d h=32/8 d=128 causal=1", s);
     /* the DESIGN §7 anchors */
-    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=4 s_q=4096 h=32/32 d=128 causal=0"), false, false);
-    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=4 s_q=4096 h=32/32 d=128 causal=1"), false, false);
+    row(b, KP_OP_ATTENTION_PREFILL, false, "b=4 s_q=4096 h=32/32 d=128 causal=0");
+    row(b, KP_OP_ATTENTION_PREFILL, false, "b=4 s_q=4096 h=32/32 d=128 causal=1");
     for (int s = 2048; s <= 16384; s *= 2)
-        add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=64 s_q=1 s_k=%d h=32/8 d=128 bs=16", s), false, false);
+        row(b, KP_OP_ATTENTION_DECODE, false, "b=64 s_q=1 s_k=%d h=32/8 d=128 bs=16", s);
 }
 
 /* One model: 4k causal prefill, paged decode at 4k and the long context, and its MoE layer. */
 static void suite_model(builder *b, const model *m) {
     b->model = m->name;
-    add(b, shape(b, KP_OP_ATTENTION_PREFILL, "b=1 s_q=4096 h=%d/%d d=%d causal=1", m->h_q, m->h_kv, m->d), false,
-        false);
-    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=64 s_q=1 s_k=4096 h=%d/%d d=%d bs=16", m->h_q, m->h_kv, m->d), false,
-        false);
-    add(b, shape(b, KP_OP_ATTENTION_DECODE, "b=16 s_q=1 s_k=%d h=%d/%d d=%d bs=16", m->context, m->h_q, m->h_kv, m->d),
-        false, false);
+    row(b, KP_OP_ATTENTION_PREFILL, false, "b=1 s_q=4096 h=%d/%d d=%d causal=1", m->h_q, m->h_kv, m->d);
+    row(b, KP_OP_ATTENTION_DECODE, false, "b=64 s_q=1 s_k=4096 h=%d/%d d=%d bs=16", m->h_q, m->h_kv, m->d);
+    row(b, KP_OP_ATTENTION_DECODE, false, "b=16 s_q=1 s_k=%d h=%d/%d d=%d bs=16", m->context, m->h_q, m->h_kv, m->d);
     moe_layer(b, m);
     b->model = NULL;
 }
@@ -417,7 +405,7 @@ int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, si
         KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "
                 "FP8 scale blocks");
     builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
-    add(&b, *c, weights, false);
+    add(&b, *c, false);
     if (b.failed) KB_FAIL("out of memory listing cases");
     return out->n;
 }

@@ -40,6 +40,15 @@ void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out) {
     }
 }
 
+void kb_rng_permutation(kb_rng *r, int32_t *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        int64_t j = kb_rng_below(r, i + 1);
+        int32_t t = v[i];
+        v[i] = v[j], v[j] = t;
+    }
+}
+
 /* ---- dtypes ---- */
 
 static uint16_t f32_to_bf16(float f) {
