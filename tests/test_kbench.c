@@ -145,19 +145,23 @@ KP_TEST(kbench_markdown_and_csv) {
 }
 
 #ifdef KPORT_HAVE_JANSSON
-/* One small shape per op; kbench's canonical shape string for it. */
+/* One small shape per op; kbench's canonical shape string for it; the dtype (NULL: bf16). */
 static const struct {
-    const char *op, *spec, *shape;
+    const char *op, *spec, *shape, *dtype;
 } op_shapes[] = {
-    {"attention_prefill", "b=2,s_q=64,h_q=4,h_kv=2,d=64,varlen=1", "b=2 s_q=64 s_k=64 h=4/2 d=64 causal=1 varlen"},
-    {"attention_decode", "b=2,s_k=100,h_q=8,h_kv=2,d=64,bs=16", "b=2 s_q=1 s_k=100 h=8/2 d=64 bs=16"},
-    {"mla_decode", "b=2,s_k=130,h_q=16", "b=2 s_q=1 s_k=130 h_q=16 d=576/512"},
-    {"moe_gate", "T=33,E=64,k=6", "T=33 E=64 k=6 groups=4/8"},
-    {"moe_align", "T=33,E=16,k=4,block_size=16", "T=33 E=16 k=4 bs=16"},
-    {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256", "T=16 E=8 k=2 M=32 N=96 K=256"},
-    {"moe_combine", "T=20,k=4,hidden=160", "T=20 k=4 hidden=160"},
+    {"attention_prefill", "b=2,s_q=64,h_q=4,h_kv=2,d=64,varlen=1", "b=2 s_q=64 s_k=64 h=4/2 d=64 causal=1 varlen", NULL},
+    {"attention_decode", "b=2,s_k=100,h_q=8,h_kv=2,d=64,bs=16", "b=2 s_q=1 s_k=100 h=8/2 d=64 bs=16", NULL},
+    {"mla_decode", "b=2,s_k=130,h_q=16", "b=2 s_q=1 s_k=130 h_q=16 d=576/512", NULL},
+    {"moe_gate", "T=33,E=64,k=6", "T=33 E=64 k=6 groups=4/8", NULL},
+    {"moe_align", "T=33,E=16,k=4,block_size=16", "T=33 E=16 k=4 bs=16", NULL},
+    {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256", "T=16 E=8 k=2 M=32 N=96 K=256", NULL},
+    {"moe_combine", "T=20,k=4,hidden=160", "T=20 k=4 hidden=160", NULL},
     {"moe_forward", "T=8 E=8 k=2 hidden=256 inter=128 n_group=1 topk_group=1 scoring=softmax",
-     "T=8 E=8 k=2 hidden=256 inter=128 groups=1/1 softmax"},
+     "T=8 E=8 k=2 hidden=256 inter=128 groups=1/1 softmax", NULL},
+    {"quantize_fp8", "T=33,K=384", "T=33 K=384", NULL},
+    {"attention_decode", "b=2,s_k=100,h_q=8,h_kv=2,d=64,bs=16", "b=2 s_q=1 s_k=100 h=8/2 d=64 bs=16", "fp8"},
+    {"mla_decode", "b=2,s_k=130,h_q=16", "b=2 s_q=1 s_k=130 h_q=16 d=576/512", "fp8"},
+    {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256", "T=16 E=8 k=2 M=32 N=96 K=256", "fp8"},
 };
 #endif
 
@@ -166,8 +170,8 @@ KP_TEST(kbench_shape_runs_every_op_on_every_backend) {
     char *dir = temp_dir(), args[1024];
     need_kbench();
     for (size_t i = 0; i < sizeof op_shapes / sizeof op_shapes[0]; i++) {
-        snprintf(args, sizeof args, "--quiet --backend all " FAST " --op %s --shape '%s' --format json --out r.json",
-                 op_shapes[i].op, op_shapes[i].spec);
+        snprintf(args, sizeof args, "--quiet --backend all " FAST " --op %s --shape '%s' --dtype %s --format json "
+                 "--out r.json", op_shapes[i].op, op_shapes[i].spec, op_shapes[i].dtype ? op_shapes[i].dtype : "bf16");
         CHECK_INT_EQ(run_in(dir, "", KPORT_KBENCH_PATH, args), 0);
         json_t *run = load_json(dir, "r.json"), *b, *row;
         size_t j, k;
@@ -180,6 +184,7 @@ KP_TEST(kbench_shape_runs_every_op_on_every_backend) {
                 seen = true;
                 CHECK_STR_EQ(jstr(row, "op"), op_shapes[i].op);
                 CHECK_STR_EQ(jstr(row, "shape"), op_shapes[i].shape);
+                CHECK_STR_EQ(jstr(row, "dtype"), op_shapes[i].dtype ? op_shapes[i].dtype : "bf16");
                 CHECK_MSG(strcmp(jstr(row, "status"), "ok") == 0, "%s on %s: %s: %s", op_shapes[i].op,
                           jstr(row, "backend"), jstr(row, "status"), jstr(row, "reason"));
             }
@@ -215,7 +220,8 @@ KP_TEST(kbench_shape_rejects_bad_values) {
         {"--op grouped_gemm --shape w13,T=4,k=2,M=9", "M=9 is not T*k = 8"},
         {"--op mla_decode --shape d=128", "d is fixed at 576 for mla_decode"},
         {"--op grouped_gemm --dtype fp8 --shape K=100", "multiples of the 128-wide FP8 scale blocks"},
-        {"--op moe_gate --dtype fp8 --shape T=4", "only grouped_gemm and moe_forward have them"},
+        {"--op moe_gate --dtype fp8 --shape T=4", "only grouped_gemm, moe_forward, attention_decode and mla_decode"},
+        {"--op quantize_fp8 --shape K=100", "K 100 is not a multiple of the 128-column groups"},
         {"--op grouped_gemm,moe_gate --shape T=1", "--shape takes exactly one --op and no --suite"},
         {"--shape T=1", "--shape takes exactly one --op"},
         {"--op grouped_gemm --suite llama --shape T=1", "no --suite"},
@@ -265,7 +271,7 @@ KP_TEST(kbench_list_shapes_names_every_key) {
         "attention_prefill:", "| s_k | = s_q |", "| h_kv | = h_q |", "| dv | = d |", "attention_decode:",
         "| block_size | 16 |", "mla_decode:", "moe_gate:", "| scoring | sigmoid |", "moe_align:", "grouped_gemm:",
         "e.g. kbench --op grouped_gemm --shape T=4096,E=256,k=8,N=4096,K=7168", "moe_combine:", "| hidden | 7168 |",
-        "moe_forward:", "| inter | 2048 |"};
+        "moe_forward:", "| inter | 2048 |", "quantize_fp8:", "e.g. kbench --op quantize_fp8 --shape T=4096,K=7168"};
     check_contains_all(out, parts, sizeof parts / sizeof parts[0]);
     free(out);
     CHECK_INT_EQ(kbench(dir, "--list-shapes nosuch"), 2);
@@ -536,6 +542,9 @@ KP_TEST(kbench_rows_are_judged_against_their_unit) {
     CHECK_NEAR(r.roofline_pct, 100.0 * 2000 / 4000);
     /* MLA decode at 250 FLOP/byte, just past the bf16 ridge (247): the matrix units */
     r = judged(&h200, KP_OP_MLA_DECODE, KP_BF16, KP_BF16, 250e9, 1e9, 1.0);
+    CHECK_STR_EQ(r.unit, "bf16 matrix");
+    /* an FP8 latent cache is read into bf16 math: still the bf16 units, not FP8's */
+    r = judged(&h200, KP_OP_MLA_DECODE, KP_BF16, KP_FP8_E4M3, 500e9, 1e9, 1.0);
     CHECK_STR_EQ(r.unit, "bf16 matrix");
     /* paged decode: memory, whatever its intensity */
     r = judged(&h200, KP_OP_ATTENTION_DECODE, KP_BF16, KP_BF16, 1e12, 1e9, 1.0);

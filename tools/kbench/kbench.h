@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 #define KB_MAX_SAMPLES 4096
-#define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights, bf16 activations */
+#define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights or KV cache, bf16 activations */
 
 /* Writes the message and returns -1 from the function (err and errn in scope). */
 #define KB_FAIL(...) return (snprintf(err, errn, __VA_ARGS__), -1)
@@ -51,7 +51,7 @@ typedef struct kb_options {
 typedef struct kb_case {
     kp_op op;
     kp_dtype dtype;   /* inputs and outputs */
-    kp_dtype wdtype;  /* expert weights: dtype, or KP_FP8_E4M3 */
+    kp_dtype wdtype;  /* expert weights or the KV cache: dtype, or KP_FP8_E4M3 */
     const char *variant; /* grouped_gemm: "w13" / "w2"; else "" */
     /* attention */
     int64_t b, s_q, s_k, h_q, h_kv, d, dv, block_size;
@@ -254,7 +254,7 @@ typedef struct kb_op_impl {
 const kb_op_impl *kb_op_impl_get(kp_op op);
 extern const kb_op_impl kb_attention_prefill_impl, kb_attention_decode_impl, kb_mla_decode_impl;
 extern const kb_op_impl kb_moe_gate_impl, kb_moe_align_impl, kb_grouped_gemm_impl, kb_moe_combine_impl,
-    kb_moe_forward_impl;
+    kb_moe_forward_impl, kb_quantize_fp8_impl;
 
 /* ---- running a case (kbench_run.c) ---- */
 extern volatile int kb_interrupted;

@@ -16,12 +16,13 @@
 #define CHECK_ROWS 8
 
 /* Output row `row` (its query at row * d in q, its dv values at row * dv in out) against
- * softmax(scale * q·k_j) · v over keys j < n, in float64. off(ctx, j, value) gives the
- * element offset of key j's row in k and in v. */
+ * softmax(scale * q·k_j) · v * vscale over keys j < n, in float64. off(ctx, j, value)
+ * gives the element offset of key j's row in k and in v. */
 typedef int64_t (*kv_offset_fn)(const void *ctx, int64_t j, bool value);
 
 static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, const kb_data *v, kp_buffer *out,
-                           int64_t row, int64_t n, double scale, kv_offset_fn off, const void *ctx, kb_err *err) {
+                           int64_t row, int64_t n, double scale, double vscale, kv_offset_fn off, const void *ctx,
+                           kb_err *err) {
     int64_t d = b->c->d, dv = b->c->dv;
     double *q = kb_alloc(b->env, (size_t)d * 8), *ref = kb_alloc(b->env, (size_t)(dv + 1) * 8), *got = kb_alloc(b->env, (size_t)dv * 8);
     double *scores = kb_alloc(b->env, (size_t)(n + 1) * 8), m = -INFINITY, sum = 0.0;
@@ -38,7 +39,7 @@ static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, con
         for (int64_t c = 0; c < dv; c++) ref[c] += p * kb_at(v, vo + c);
     }
     if (st == KP_OK) st = kb_read(b->env, out, b->c->dtype, row * dv, dv, got);
-    for (int64_t c = 0; c < dv && st == KP_OK; c++) kb_err_add(err, got[c], n > 0 ? ref[c] / sum : 0.0); /* no key: 0 */
+    for (int64_t c = 0; c < dv && st == KP_OK; c++) kb_err_add(err, got[c], n > 0 ? ref[c] / sum * vscale : 0.0); /* no key: 0 */
     return st;
 }
 
@@ -119,7 +120,7 @@ static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
         int64_t lq = s->cuq[i + 1] - s->cuq[i], lk = s->cuk[i + 1] - s->cuk[i];
         prefill_ctx ctx = {c, s->cuk[i], h / (c->h_q / c->h_kv)};
         st = check_row(b, &s->q, &s->k, &s->v, s->out, t * c->h_q + h, kb_visible(t - s->cuq[i], lq, lk, c->causal),
-                       s->p.softmax_scale, prefill_off, &ctx, err);
+                       s->p.softmax_scale, 1.0, prefill_off, &ctx, err);
     }
     return st;
 }
@@ -135,6 +136,7 @@ typedef struct paged_st {
     };
     bool mla;
     kb_data q, k, v; /* MLA: v unused, V is the first dv columns of k */
+    kb_data kscale, vscale; /* FP8 cache: per-tensor f32 scales (MLA: kscale for the latent) */
     kp_buffer *out;
     int32_t *table, *lens;
     int64_t max_blocks, h_kv, kd;
@@ -168,36 +170,44 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
         for (int64_t j = 0; j < s->max_blocks; j++)
             s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;
     double el = (double)kp_dtype_size(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
+    bool fp8 = c->wdtype == KP_FP8_E4M3;
     b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
-    b->bytes = el * ((double)keys * s->h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv)) +
-               4.0 * (double)c->b * (s->max_blocks + 1);
+    b->bytes = (double)kp_dtype_size(c->wdtype) * keys * s->h_kv * kvd +
+               el * (double)c->b * c->s_q * c->h_q * (c->d + c->dv) + 4.0 * (double)c->b * (s->max_blocks + 1) +
+               (fp8 ? 8.0 : 0.0);
     int64_t slots = blocks * c->block_size * s->h_kv;
     kp_buffer *tb, *lb;
     kp_status st = kb_data_random(e, &s->q, c->dtype, c->b * c->s_q * c->h_q * c->d, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, slots * c->d, -1, 1);
-    if (st == KP_OK && !mla) st = kb_data_random(e, &s->v, c->dtype, slots * c->dv, -1, 1);
+    /* FP8: x / scale over e4m3's range and scales near 1/448, so e4m3 * scale spans [-1, 1] as bf16 rows do */
+    double amp = fp8 ? 448.0 : 1.0;
+    if (st == KP_OK) st = kb_data_random(e, &s->k, c->wdtype, slots * c->d, -amp, amp);
+    if (st == KP_OK && !mla) st = kb_data_random(e, &s->v, c->wdtype, slots * c->dv, -amp, amp);
+    if (st == KP_OK && fp8) st = kb_data_random(e, &s->kscale, KP_F32, 1, 0.75 / 448, 1.5 / 448);
+    if (st == KP_OK && fp8 && !mla) st = kb_data_random(e, &s->vscale, KP_F32, 1, 0.75 / 448, 1.5 / 448);
     if (st == KP_OK)
         st = kb_output(e, (size_t)(c->b * c->s_q * c->h_q * c->dv) * kp_dtype_size(c->dtype), &s->out);
     if (st == KP_OK) st = kb_upload_i32(e, s->table, c->b * s->max_blocks, &tb);
     if (st == KP_OK) st = kb_upload_i32(e, s->lens, c->b, &lb);
     if (st != KP_OK) return st;
-    kp_tensor q, k, v, bt, sl, out;
+    kp_tensor q, k, v, bt, sl, out, ks = {0}, vs = {0};
     if ((st = kb_tensor(&q, s->q.buf, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->d})) ||
-        (st = kb_tensor(&k, s->k.buf, c->dtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->d})) ||
-        (!mla && (st = kb_tensor(&v, s->v.buf, c->dtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->dv}))) ||
+        (st = kb_tensor(&k, s->k.buf, c->wdtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->d})) ||
+        (!mla && (st = kb_tensor(&v, s->v.buf, c->wdtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->dv}))) ||
         (st = kb_tensor(&bt, tb, KP_I32, 2, (int64_t[]){c->b, s->max_blocks})) ||
         (st = kb_tensor(&sl, lb, KP_I32, 1, (int64_t[]){c->b})) ||
-        (st = kb_tensor(&out, s->out, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->dv})))
+        (st = kb_tensor(&out, s->out, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->dv})) ||
+        (fp8 && (st = kb_tensor(&ks, s->kscale.buf, KP_F32, 1, (int64_t[]){1}))) ||
+        (fp8 && !mla && (st = kb_tensor(&vs, s->vscale.buf, KP_F32, 1, (int64_t[]){1}))))
         return st;
     if (mla) {
         /* DeepSeek-V3's scale: (192^-0.5 * mscale^2), not 576^-0.5 (DESIGN §2) */
         s->m = (kp_mla_decode_params){.q = q, .kv_cache = k, .block_table = bt, .seq_lens = sl, .out = out,
                                       .softmax_scale = 0.1352337788608801f, .causal = c->causal,
-                                      .head_dim_v = (int32_t)c->dv};
+                                      .head_dim_v = (int32_t)c->dv, .kv_scale = ks};
     } else {
         s->p = (kp_attention_decode_params){.q = q, .k_cache = k, .v_cache = v, .block_table = bt, .seq_lens = sl,
                                             .out = out, .softmax_scale = (float)(1.0 / sqrt((double)c->d)),
-                                            .causal = c->causal};
+                                            .causal = c->causal, .k_scale = ks, .v_scale = vs};
     }
     return KP_OK;
 }
@@ -227,13 +237,15 @@ static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     paged_st *s = b->st;
     kb_rng r = {b->env->seed + 23};
     float scale = s->mla ? s->m.softmax_scale : s->p.softmax_scale;
+    /* an FP8 cache holds values / scale: the reference reads e4m3 * scale, unrounded */
+    double ksc = s->kscale.buf ? kb_at(&s->kscale, 0) : 1.0, vsc = s->mla ? ksc : s->vscale.buf ? kb_at(&s->vscale, 0) : 1.0;
     kp_status st = KP_OK;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t seq = n == 0 ? c->b - 1 : kb_rng_below(&r, c->b), t = kb_rng_below(&r, c->s_q);
         int64_t h = n == 0 ? c->h_q - 1 : kb_rng_below(&r, c->h_q);
         paged_ctx ctx = {c, s, seq, h / (c->h_q / s->h_kv)};
         st = check_row(b, &s->q, &s->k, s->mla ? &s->k : &s->v, s->out, (seq * c->s_q + t) * c->h_q + h,
-                       kb_visible(t, c->s_q, s->lens[seq], c->causal), scale, paged_off, &ctx, err);
+                       kb_visible(t, c->s_q, s->lens[seq], c->causal), scale * ksc, vsc, paged_off, &ctx, err);
     }
     return st;
 }
@@ -251,6 +263,7 @@ const kb_op_impl *kb_op_impl_get(kp_op op) {
         [KP_OP_GROUPED_GEMM] = &kb_grouped_gemm_impl,
         [KP_OP_MOE_COMBINE] = &kb_moe_combine_impl,
         [KP_OP_MOE_FORWARD] = &kb_moe_forward_impl,
+        [KP_OP_QUANTIZE_FP8] = &kb_quantize_fp8_impl,
     };
     return (unsigned)op < KP_OP_COUNT ? all[op] : NULL;
 }

@@ -1,7 +1,8 @@
 /*
- * tools/kbench/kbench_moe.c — moe_gate, moe_align, grouped_gemm, moe_combine and
- * moe_forward: inputs with valid indices, FLOP/byte counts (docs/kbench.md) and
- * float64 checks (gate and align: exact, every token; the others: sampled rows).
+ * tools/kbench/kbench_moe.c — moe_gate, moe_align, grouped_gemm, moe_combine,
+ * moe_forward and quantize_fp8: inputs with valid indices, FLOP/byte counts
+ * (docs/kbench.md) and float64 checks (gate and align: exact, every token; quantize_fp8:
+ * exact, sampled rows; the others: sampled rows).
  */
 #include "kbench.h"
 
@@ -473,3 +474,63 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
 }
 
 const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check};
+
+/* ============================== quantize_fp8 ============================== */
+
+typedef struct quant_st {
+    kp_quantize_fp8_params p;
+    kb_data x;
+    kp_buffer *out, *scale;
+} quant_st;
+
+static kp_status quant_setup(kb_bench *b) {
+    const kb_case *c = b->c;
+    quant_st *s = b->st = kb_alloc(b->env, sizeof *s);
+    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    double flops, alloc;
+    kb_case_estimate(c, &flops, &b->bytes, &alloc);
+    kp_status st = kb_data_random(b->env, &s->x, c->dtype, c->T * c->K, -4, 4);
+    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->K), &s->out);
+    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * (c->K / FP8_BLOCK)) * 4, &s->scale);
+    if (st == KP_OK) st = kb_tensor(&s->p.x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_tensor(&s->p.scale, s->scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
+    return st; /* row-major scales, f32 (not UE8M0): vLLM's per_token_group_quant_fp8 */
+}
+
+static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
+
+/* kport.h's definition, exactly: scale = max(amax, 1e-10) / 448 in f32, out = e4m3(x / scale in f32). */
+static kp_status quant_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+    const kb_case *c = b->c;
+    quant_st *s = b->st;
+    int64_t groups = c->K / FP8_BLOCK;
+    kb_rng r = {b->env->seed + 61};
+    double *got = kb_alloc(b->env, (size_t)c->K * 8), *sc = kb_alloc(b->env, (size_t)groups * 8);
+    kp_status st = got && sc ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK && !msg[0]; n++) {
+        int64_t t = n == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
+        st = kb_read(b->env, s->out, KP_FP8_E4M3, t * c->K, c->K, got);
+        if (st == KP_OK) st = kb_read(b->env, s->scale, KP_F32, t * groups, groups, sc);
+        for (int64_t g = 0; g < groups && st == KP_OK && !msg[0]; g++) {
+            float amax = 1e-10f, scale;
+            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK; i++)
+                amax = fmaxf(amax, fabsf((float)kb_at(&s->x, t * c->K + i)));
+            scale = amax / 448.0f;
+            if (sc[g] != scale)
+                snprintf(msg, msgn, "quantize_fp8 token %lld group %lld: scale %.9g, expected %.9g", (long long)t,
+                         (long long)g, sc[g], (double)scale);
+            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK && !msg[0]; i++) {
+                unsigned char code;
+                double want = kb_store(KP_FP8_E4M3, &code, 0, (float)kb_at(&s->x, t * c->K + i) / scale);
+                if (got[i] != want)
+                    snprintf(msg, msgn, "quantize_fp8 token %lld column %lld: e4m3 %g, expected %g", (long long)t,
+                             (long long)i, got[i], want);
+                kb_err_add(err, got[i] * scale, want * scale);
+            }
+        }
+    }
+    return st;
+}
+
+const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check};

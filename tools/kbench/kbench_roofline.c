@@ -215,7 +215,8 @@ static const char *compute_unit(const kb_case *c, const kb_roofline *r, double *
     default: return NULL;
     }
     if (c->dtype == KP_F32 || r->cpu) return *peak = r->f32_tflops, "f32 FMA";
-    if (c->wdtype == KP_FP8_E4M3) return *peak = r->fp8_tflops, "fp8 matrix";
+    if (c->wdtype == KP_FP8_E4M3 && (c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD))
+        return *peak = r->fp8_tflops, "fp8 matrix"; /* an FP8 KV cache is read into bf16 math */
     return *peak = r->peak_tflops, "bf16 matrix";
 }
 

@@ -92,6 +92,8 @@ static const op_shape shapes[] = {
       {"hidden", 7168, NULL, "hidden size"}, {"inter", 2048, NULL, "expert intermediate size"},
       {"n_group", 8, NULL, "expert groups (divides E)"}, {"topk_group", 4, NULL, "groups kept"},
       {"scoring", KP_MOE_SCORING_SIGMOID, NULL, "sigmoid (DeepSeek-V3: bias, scale 2.5) or softmax"}}},
+    {KP_OP_QUANTIZE_FP8, "x [T, K] -> e4m3 [T, K] and f32 scales [T, K/128] (W8A8's activations)", "T K",
+     {{"T", 4096, NULL, "tokens (rows)"}, {"K", 7168, NULL, "columns, a multiple of 128 (V3: hidden 7168)"}}},
 };
 
 static const op_shape *shape_of(kp_op op) {
@@ -237,6 +239,9 @@ static int check_rules(const kb_case *c, char *err, size_t errn) {
     case KP_OP_MOE_COMBINE:
         if ((double)c->T * (double)c->k + (double)c->E * (double)c->block_size > i32)
             KB_FAIL("--shape: T*k (rows, with padding) must fit the API's int32 row indices");
+        return 0;
+    case KP_OP_QUANTIZE_FP8:
+        if (c->K % 128 != 0) KB_FAIL("--shape: K %lld is not a multiple of the 128-column groups", (long long)c->K);
         return 0;
     default: return 0;
     }

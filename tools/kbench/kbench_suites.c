@@ -89,8 +89,8 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
             keys += same * len, pairs += same * kb_visible_pairs(c->s_q, len, c->causal);
         }
         f = 2.0 * pairs * c->h_q * (c->d + c->dv);
-        by = el * (keys * h_kv * kvd + (double)c->b * c->s_q * c->h_q * (c->d + c->dv));
-        al = by + el * (double)c->b * c->block_size * h_kv * kvd; /* + partly filled blocks */
+        by = wel * keys * h_kv * kvd + el * (double)c->b * c->s_q * c->h_q * (c->d + c->dv); /* cache: wdtype */
+        al = by + wel * (double)c->b * c->block_size * h_kv * kvd; /* + partly filled blocks */
         break;
     }
     case KP_OP_MOE_GATE:
@@ -108,6 +108,10 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
         al = el * m * (c->K + c->N) + wel * (double)c->E * c->N * c->K;
         break;
     }
+    case KP_OP_QUANTIZE_FP8: /* x in, e4m3 out, one f32 scale per 128 */
+        by = (el + 1.0 + 4.0 / 128) * c->T * c->K;
+        al = by;
+        break;
     case KP_OP_MOE_COMBINE:
         by = el * (double)c->T * c->hidden * (c->k + 1) + 8.0 * c->T * c->k;
         al = by;
@@ -169,6 +173,7 @@ static bool shrink(kb_case *c) {
     case KP_OP_MOE_GATE:
     case KP_OP_MOE_ALIGN:
     case KP_OP_MOE_COMBINE:
+    case KP_OP_QUANTIZE_FP8:
         if (c->T <= 1) return false;
         c->T /= 2;
         return true;
@@ -245,17 +250,20 @@ static void push(builder *b, kb_case c) {
     b->out->v[b->out->n++] = c;
 }
 
-static bool has_weights(kp_op op) { return op == KP_OP_GROUPED_GEMM || op == KP_OP_MOE_FORWARD; }
+/* The ops with an operand --dtype fp8 stores in e4m3: expert weights or the KV cache. */
+static bool has_fp8(kp_op op) {
+    return op == KP_OP_GROUPED_GEMM || op == KP_OP_MOE_FORWARD || op == KP_OP_ATTENTION_DECODE || op == KP_OP_MLA_DECODE;
+}
 
-/* Adds c once per dtype: the suite's (bf16, and FP8 weights where with_fp8), or the
- * one --dtype named (fp8 applies to expert weights only). */
+/* Adds c once per dtype: the suite's (bf16, and FP8 weights or KV cache where with_fp8),
+ * or the one --dtype named (fp8 applies to the ops has_fp8 names only). */
 static void add(builder *b, kb_case c, bool with_fp8) {
-    if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_weights(c.op))) return;
+    if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_fp8(c.op))) return;
     if (!c.variant) c.variant = "";
     c.dtype = c.wdtype = b->dtype < 0 || b->dtype == KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
     if (b->dtype == KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;
     push(b, c);
-    if (b->dtype < 0 && has_weights(c.op) && with_fp8) {
+    if (b->dtype < 0 && has_fp8(c.op) && with_fp8) {
         c.wdtype = KP_FP8_E4M3;
         push(b, c);
     }
@@ -278,12 +286,13 @@ __attribute__((format(printf, 4, 5))) static void row(builder *b, kp_op op, bool
 
 static void suite_quick(builder *b) {
     row(b, KP_OP_ATTENTION_PREFILL, false, "b=2 s_q=512 h=8/2 d=128 causal=1 varlen");
-    row(b, KP_OP_ATTENTION_DECODE, false, "b=4 s_q=1 s_k=2048 h=32/8 d=128 bs=16 varlen");
-    row(b, KP_OP_MLA_DECODE, false, "b=4 s_q=1 s_k=1024 h_q=16");
+    row(b, KP_OP_ATTENTION_DECODE, true, "b=4 s_q=1 s_k=2048 h=32/8 d=128 bs=16 varlen");
+    row(b, KP_OP_MLA_DECODE, true, "b=4 s_q=1 s_k=1024 h_q=16");
     row(b, KP_OP_MOE_GATE, false, "T=256 E=256 k=8 groups=4/8");
     row(b, KP_OP_MOE_ALIGN, false, "T=256 E=256 k=8 bs=64");
     row(b, KP_OP_GROUPED_GEMM, true, "w13 T=32 E=8 k=8 N=512 K=1024");
     row(b, KP_OP_MOE_COMBINE, false, "T=256 k=8 hidden=1024");
+    row(b, KP_OP_QUANTIZE_FP8, false, "T=256 K=1024");
     row(b, KP_OP_MOE_FORWARD, false, "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4");
 }
 
@@ -305,13 +314,16 @@ static const model qwen3_235b = {"Qwen3-235B-A22B", 64, 4, 128, 4096, 1536, 128,
 static const model qwen3_30b = {"Qwen3-30B-A3B", 32, 4, 128, 2048, 768, 128, 8, 32768, "groups=1/1 softmax"};
 static const model mixtral_8x7b = {"Mixtral-8x7B", 32, 8, 128, 4096, 14336, 8, 2, 32768, "groups=1/1 softmax"};
 
-/* The MoE layer's ops at decode- to prefill-sized token counts (bf16 and FP8 weights). */
+/* The MoE layer's ops at decode- to prefill-sized token counts (bf16 and FP8 weights),
+ * and W8A8's two activation quantizations: x before w13, SwiGLU's output before w2. */
 static void moe_layer(builder *b, const model *m) {
     static const int tokens[] = {1, 16, 128, 512, 4096};
     for (size_t i = 0; i < sizeof tokens / sizeof tokens[0]; i++) {
         int T = tokens[i], E = m->E, k = m->k;
         row(b, KP_OP_MOE_GATE, false, "T=%d E=%d k=%d %s", T, E, k, m->routing);
         row(b, KP_OP_MOE_ALIGN, false, "T=%d E=%d k=%d bs=64", T, E, k);
+        row(b, KP_OP_QUANTIZE_FP8, false, "T=%d K=%d", T, m->hidden);
+        row(b, KP_OP_QUANTIZE_FP8, false, "T=%d K=%d", T * k, m->inter);
         row(b, KP_OP_GROUPED_GEMM, true, "w13 T=%d E=%d k=%d N=%d K=%d", T, E, k, 2 * m->inter, m->hidden);
         row(b, KP_OP_GROUPED_GEMM, true, "w2 T=%d E=%d k=%d N=%d K=%d", T, E, k, m->hidden, m->inter);
         row(b, KP_OP_MOE_COMBINE, false, "T=%d k=%d hidden=%d", T, k, m->hidden);
@@ -325,12 +337,12 @@ static void suite_deepseek(builder *b) {
     for (int s_k = 4096; s_k <= 16384; s_k *= 2)
         for (int hq = 16; hq <= 128; hq *= 2)
             for (int s_q = 1; s_q <= 2; s_q++)
-                row(b, KP_OP_MLA_DECODE, false, "b=128 s_q=%d s_k=%d h_q=%d", s_q, s_k, hq);
+                row(b, KP_OP_MLA_DECODE, s_k == 4096, "b=128 s_q=%d s_k=%d h_q=%d", s_q, s_k, hq);
     /* V3 MHA prefill, 4k */
     row(b, KP_OP_ATTENTION_PREFILL, false, "b=1 s_q=4096 h=128/128 d=192/128 causal=1");
     /* V3 decode over a paged, non-absorbed KV cache (q/k 192, v 128, 128 heads): what a
      * server without the MLA kernel would run */
-    row(b, KP_OP_ATTENTION_DECODE, false, "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64");
+    row(b, KP_OP_ATTENTION_DECODE, true, "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64");
     moe_layer(b, &deepseek_v3);
 }
 
@@ -341,15 +353,15 @@ static void suite_llama(builder *b) {
     row(b, KP_OP_ATTENTION_PREFILL, false, "b=4 s_q=4096 h=32/32 d=128 causal=0");
     row(b, KP_OP_ATTENTION_PREFILL, false, "b=4 s_q=4096 h=32/32 d=128 causal=1");
     for (int s = 2048; s <= 16384; s *= 2)
-        row(b, KP_OP_ATTENTION_DECODE, false, "b=64 s_q=1 s_k=%d h=32/8 d=128 bs=16", s);
+        row(b, KP_OP_ATTENTION_DECODE, true, "b=64 s_q=1 s_k=%d h=32/8 d=128 bs=16", s);
 }
 
 /* One model: 4k causal prefill, paged decode at 4k and the long context, and its MoE layer. */
 static void suite_model(builder *b, const model *m) {
     b->model = m->name;
     row(b, KP_OP_ATTENTION_PREFILL, false, "b=1 s_q=4096 h=%d/%d d=%d causal=1", m->h_q, m->h_kv, m->d);
-    row(b, KP_OP_ATTENTION_DECODE, false, "b=64 s_q=1 s_k=4096 h=%d/%d d=%d bs=16", m->h_q, m->h_kv, m->d);
-    row(b, KP_OP_ATTENTION_DECODE, false, "b=16 s_q=1 s_k=%d h=%d/%d d=%d bs=16", m->context, m->h_q, m->h_kv, m->d);
+    row(b, KP_OP_ATTENTION_DECODE, true, "b=64 s_q=1 s_k=4096 h=%d/%d d=%d bs=16", m->h_q, m->h_kv, m->d);
+    row(b, KP_OP_ATTENTION_DECODE, true, "b=16 s_q=1 s_k=%d h=%d/%d d=%d bs=16", m->context, m->h_q, m->h_kv, m->d);
     moe_layer(b, m);
     b->model = NULL;
 }
@@ -371,7 +383,7 @@ static const struct {
 
 const char *kb_op_name_list(void) {
     return "attention_prefill, attention_decode, mla_decode, moe_gate, moe_align, grouped_gemm, moe_combine, "
-           "moe_forward";
+           "moe_forward, quantize_fp8";
 }
 
 /* suite: a name, a comma list of names, or "all" */
@@ -398,10 +410,12 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
 }
 
 int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn) {
-    bool weights = c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD;
-    if (dtype == KB_DTYPE_FP8W && !weights)
-        KB_FAIL("--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
-    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128))
+    if (dtype == KB_DTYPE_FP8W && !has_fp8(c->op))
+        KB_FAIL("--dtype fp8 stores expert weights or the KV cache in e4m3: only grouped_gemm, moe_forward, "
+                "attention_decode and mla_decode have them");
+    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM   ? c->K % 128
+                                   : c->op == KP_OP_MOE_FORWARD ? c->hidden % 128 || c->inter % 128
+                                                                : 0))
         KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "
                 "FP8 scale blocks");
     builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
