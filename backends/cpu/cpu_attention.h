@@ -110,6 +110,11 @@ typedef struct cpu_att_work {
     float *tmp;      /* [max(d, dv)] */
     const float **krow, **vrow; /* [NB] */
     const void **kraw, **vraw;  /* [NB]: 16-bit rows for qk16/pv16 */
+    /* FP8 caches, K and V: each e4m3 byte's value x the scale last seen, rounded to the
+     * math dtype: one load per element instead of a decode, a multiply and a rounding */
+    float fp8_lut[2][256];
+    uint32_t fp8_lut_scale[2]; /* the scale's bits */
+    bool fp8_lut_valid[2];
 } cpu_att_work;
 
 size_t cpu_att_work_bytes(int max_m, int d, int dv);

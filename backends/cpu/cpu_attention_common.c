@@ -80,6 +80,7 @@ void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
 #undef TAKE
     w->max_m = max_m;
     w->m = w->mpad = 0;
+    w->fp8_lut_valid[0] = w->fp8_lut_valid[1] = false;
 }
 
 void cpu_att_begin(const cpu_att_problem *p, cpu_att_work *w, int m) {
@@ -114,15 +115,24 @@ static void kv_to_f32(const cpu_att_problem *p, const void *src, float *dst, int
     }
 }
 
-/* FP8 row (key j of kv) -> f32: e4m3 * scale in f32, rounded to the math dtype dt
- * (kport.h: an FP8 cache reads as q's dtype). */
-static void fp8_to_f32(const cpu_att_problem *p, const cpu_att_kv *kv, const float *scales, bool per_block,
-                       int64_t j, const unsigned char *src, float *dst, int64_t n) {
-    float s = scales[per_block ? kv->table[j / kv->block_size] : 0];
-    for (int64_t i = 0; i < n; i++) dst[i] = cpu_e4m3_to_f32(src[i]) * s;
-    uint16_t h[CPU_ATT_MAX_D];
-    if (p->dt == KP_BF16) p->conv->f32_to_bf16(dst, h, n), p->conv->bf16_to_f32(h, dst, n);
-    if (p->dt == KP_F16) p->conv->f32_to_f16(dst, h, n), p->conv->f16_to_f32(h, dst, n);
+/* FP8 row (key j of kv; which: 0 K, 1 V) -> f32: e4m3 * scale in f32, rounded to the
+ * math dtype dt (kport.h: an FP8 cache reads as q's dtype), through w's table for
+ * that scale (rebuilt when the scale changes: per tensor, once). */
+static void fp8_to_f32(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int which, int64_t j,
+                       const unsigned char *src, float *dst, int64_t n) {
+    const float *scales = which ? kv->v_scale : kv->k_scale;
+    float s = scales[(which ? kv->v_per_block : kv->k_per_block) ? kv->table[j / kv->block_size] : 0];
+    float *lut = w->fp8_lut[which];
+    uint32_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    if (!w->fp8_lut_valid[which] || w->fp8_lut_scale[which] != bits) {
+        uint16_t h[256];
+        for (int b = 0; b < 256; b++) lut[b] = cpu_e4m3_to_f32((uint8_t)b) * s;
+        if (p->dt == KP_BF16) p->conv->f32_to_bf16(lut, h, 256), p->conv->bf16_to_f32(h, lut, 256);
+        if (p->dt == KP_F16) p->conv->f32_to_f16(lut, h, 256), p->conv->f16_to_f32(h, lut, 256);
+        w->fp8_lut_scale[which] = bits, w->fp8_lut_valid[which] = true;
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = lut[src[i]];
 }
 
 static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int64_t n) {
@@ -221,13 +231,13 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
             } else if (p->kv_dt == KP_FP8_E4M3) {
                 float *kd = w->kf + (int64_t)n * p->d;
-                fp8_to_f32(p, kv, kv->k_scale, kv->k_per_block, j0 + n, kp, kd, p->d);
+                fp8_to_f32(p, w, kv, 0, j0 + n, kp, kd, p->d);
                 w->krow[n] = kd;
                 if (kv->v_is_k_prefix) {
                     w->vrow[n] = kd;
                 } else {
                     float *vd = w->vf + (int64_t)n * p->dv;
-                    fp8_to_f32(p, kv, kv->v_scale, kv->v_per_block, j0 + n, vp, vd, p->dv);
+                    fp8_to_f32(p, w, kv, 1, j0 + n, vp, vd, p->dv);
                     w->vrow[n] = vd;
                 }
             } else {
