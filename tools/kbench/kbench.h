@@ -299,6 +299,8 @@ int kb_write_compare_json(const char *pa, const char *la, const char *pb, const 
 
 /* ---- compare, plot, tune ---- */
 int kb_compare(const char *a, const char *b, const kb_options *o);
+/* path = kbench's directory / name (kbench-plot, kport-ep-bench); -1 with a message. */
+int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn);
 /* Draws json_path (a report or a compare) into out with tools/kbench-plot. */
 int kb_plot(const char *json_path, const char *out, char *err, size_t errn);
 /* Tunes on global device `device` (kp_init done); re-inits kport per candidate. */

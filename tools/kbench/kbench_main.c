@@ -8,6 +8,7 @@
  *   kbench --op grouped_gemm --shape T=4096,E=256,k=8,N=4096,K=7168
  *   kbench --compare a.json b.json           per-row speedups
  *   kbench --tune                            search tuning parameters, write the user file
+ *   mpirun -np 4 kbench --ep 128 4096        EP dispatch and combine (runs kport-ep-bench)
  */
 #include "kbench.h"
 #include "kbench_version.h"
@@ -61,6 +62,7 @@ static bool to_double(const char *s, double lo, double *out) {
     X(PLOT, "plot", 1, "FILE", "charts (matplotlib): FILE % of roofline, FILE-roofline.* roofline; compare: speedups") \
     X(COMPARE, "compare", 0, "", "the two file operands A.json B.json: per-row speedup of B over A")              \
     X(FROM, "from", 1, "FILE", "re-emit (and --plot) a saved JSON run instead of running")                        \
+    X(EP, "ep", 0, "", "under mpirun: EP dispatch/combine at V3 shapes (operands: tokens per rank, --capacity)")   \
     X(TUNE, "tune", 0, "", "search tuning parameters on the device; write the user tuning file")                  \
     X(TUNE_PARAM, "tune-param", 1, "K.P=V,..@OP", "tune this parameter too (';' separates several)")              \
     X(LIST, "list", 0, "", "list the cases that would run on the device, then exit")                              \
@@ -125,6 +127,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
     case O_PEAK_TFLOPS: return to_double(v, 0, &d) && d > 0 ? (o->peak_tflops = d, 0) : -1;
     case O_MEM_GBPS: return to_double(v, 0, &d) && d > 0 ? (o->mem_gbps = d, 0) : -1;
     case O_COMPARE: o->compare = true; return 0;
+    case O_EP: return 0; /* main hands the command to kport-ep-bench before parsing */
     case O_TUNE: o->tune = true; return 0;
     case O_LIST: o->list = true; return 0;
     case O_PEAKS: o->list_peaks = true; return 0;
@@ -377,7 +380,30 @@ static int emit(const kb_options *o, const kb_report *rep) {
     return rc ? 1 : 0;
 }
 
+/* --ep: kport-ep-bench, built beside kbench when MPI is found, links MPI; kbench does not.
+ * Each rank mpirun started becomes that program, with every other argument (its own:
+ * tokens per rank, --iters N, --capacity). */
+static int run_ep(int argc, char **argv) {
+    char path[PATH_MAX + 16], err[512];
+    if (kb_beside_self("kport-ep-bench", path, sizeof path, err, sizeof err) != 0) {
+        fprintf(stderr, "kbench: --ep: %s\n", err);
+        return 1;
+    }
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (!args) return 1;
+    args[0] = path;
+    for (int i = 1, n = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ep") != 0) args[n++] = argv[i];
+    execv(path, args);
+    fprintf(stderr, "kbench: --ep: cannot run %s: %s (it is built when meson finds MPI: apt-get install "
+            "libopenmpi-dev, then reconfigure)\n", path, strerror(errno));
+    free(args);
+    return 1;
+}
+
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ep") == 0) return run_ep(argc, argv);
     kb_options o;
     const char *files[2] = {NULL, NULL};
     int rc = parse_args(argc, argv, &o, files);

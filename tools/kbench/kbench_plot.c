@@ -19,16 +19,23 @@
 
 extern char **environ;
 
-int kb_plot(const char *json_path, const char *out, char *err, size_t errn) {
-    char self[PATH_MAX], script[PATH_MAX + 16];
-    if (!KBENCH_PYTHON[0])
-        KB_FAIL("plots need python3 with matplotlib, and none was found when kbench was built (Debian: apt-get "
-                "install python3-matplotlib, or bash ci/setup; then rebuild)");
+/* path = kbench's own directory / name: the programs built and installed beside it. */
+int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn) {
+    char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) KB_FAIL("cannot find kbench's own directory (/proc/self/exe): %s", strerror(errno));
     self[n] = '\0';
     *strrchr(self, '/') = '\0';
-    snprintf(script, sizeof script, "%s/kbench-plot", self);
+    snprintf(path, pathn, "%s/%s", self, name);
+    return 0;
+}
+
+int kb_plot(const char *json_path, const char *out, char *err, size_t errn) {
+    char script[PATH_MAX + 16];
+    if (!KBENCH_PYTHON[0])
+        KB_FAIL("plots need python3 with matplotlib, and none was found when kbench was built (Debian: apt-get "
+                "install python3-matplotlib, or bash ci/setup; then rebuild)");
+    if (kb_beside_self("kbench-plot", script, sizeof script, err, errn) != 0) return -1;
     if (access(script, R_OK) != 0)
         KB_FAIL("%s: %s (it is built and installed beside kbench)", script, strerror(errno));
     char *argv[] = {(char *)KBENCH_PYTHON, script, (char *)json_path, "--out", (char *)out, NULL};
