@@ -890,7 +890,8 @@ KP_TEST(gpu_plan_cache_same_launches_as_fresh_planning) {
         }
 }
 
-/* A new tuning generation (the table reread) retires every cached plan. */
+/* A new tuning generation (the table reread) retires every cached plan; so does a
+ * different device profile. */
 KP_TEST(gpu_plan_cache_invalidated_by_tuning_change) {
     fake_reset("cuda");
     kp_gpu_plan_cache_clear();
@@ -910,6 +911,19 @@ KP_TEST(gpu_plan_cache_invalidated_by_tuning_change) {
     CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_ATTENTION_PREFILL, &p, &b), KP_OK);
     CHECK_STR_EQ(b.options[0], a.options[0]);
     unsetenv("KPORT_GPU_KERNELS");
+    /* another profile behind the same device handle (less shared memory) plans afresh */
+    kp_grouped_gemm_params g;
+    memset(&g, 0, sizeof g);
+    g.a = tensor(0, KP_BF16, 2, (int64_t[]){4096, 256});
+    g.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    g.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    g.out = tensor(3, KP_BF16, 2, (int64_t[]){4096, 512});
+    check_cached_same(KP_OP_GROUPED_GEMM, &g, "227 KiB");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_GROUPED_GEMM, &g, &a), KP_OK);
+    fake_prof.local_mem = 64 * 1024;
+    check_cached_same(KP_OP_GROUPED_GEMM, &g, "64 KiB");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_GROUPED_GEMM, &g, &b), KP_OK);
+    CHECK(a.l[0].local_bytes > 64 * 1024 && b.l[0].local_bytes <= 64 * 1024);
 }
 
 /* More distinct plans than slots: the cache holds at most KP_GPU_PLAN_SLOTS, and what

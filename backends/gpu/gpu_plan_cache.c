@@ -9,8 +9,9 @@
  * heap: nothing to free at shutdown), one slot per key hash (a colliding key replaces
  * the slot). Each slot has its own try-lock: a thread that finds its slot busy plans
  * afresh, so no caller ever waits and there is no global lock. A slot also records
- * the device and the tuning generation (host->tuning_generation, bumped whenever the
- * tuning table is reread): an entry from another device or an older table never hits.
+ * the device (pointer, global index and profile) and the tuning generation
+ * (host->tuning_generation, bumped whenever the tuning table is reread): an entry
+ * from another device or an older table never hits.
  * Without tuning_generation (a host that cannot say when tuning changes) nothing is
  * cached.
  */
@@ -24,6 +25,8 @@ typedef struct plan_slot {
     int used;
     uint64_t generation;
     const kp_device *device;
+    int device_index; /* with the pointer: a device closed and another opened at its address never match */
+    kp_gpu_profile prof; /* what the plan was made for: a target whose profile changes never hits stale plans */
     kp_gpu_plan_key key;
     uint32_t value_size;
     _Alignas(16) unsigned char value[KP_GPU_PLAN_VALUE_MAX];
@@ -40,6 +43,14 @@ static uint32_t slot_of(const kp_device *d, const kp_gpu_plan_key *k) {
     return (uint32_t)(h & (KP_GPU_PLAN_SLOTS - 1));
 }
 
+static int device_index(const kp_device *d) { return d ? d->global_index : -1; }
+
+static int same_profile(const kp_gpu_profile *a, const kp_gpu_profile *b) {
+    return a->info == b->info && a->cpu == b->cpu && a->mma == b->mma && a->warp == b->warp &&
+           a->local_mem == b->local_mem && a->static_local_mem == b->static_local_mem &&
+           a->max_group == b->max_group && a->compute_units == b->compute_units;
+}
+
 static int slot_lock(plan_slot *s) {
     return atomic_exchange_explicit(&s->busy, 1u, memory_order_acquire) == 0u;
 }
@@ -54,7 +65,9 @@ int kp_gpu_plan_lookup(kp_gpu_ctx *c, const kp_gpu_plan_key *k, void *value, siz
     plan_slot *s = &slots[slot_of(c->s->device, k)];
     int hit = 0;
     if (slot_lock(s)) {
-        if (s->used && s->generation == gen && s->device == c->s->device && s->value_size == size &&
+        if (s->used && s->generation == gen && s->device == c->s->device &&
+            s->device_index == device_index(c->s->device) && same_profile(&s->prof, &c->prof) &&
+            s->value_size == size &&
             memcmp(&s->key, k, sizeof *k) == 0) {
             size_t n = strlen(s->opts);
             if (n < opts_n) {
@@ -78,6 +91,8 @@ void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t gen, co
     s->used = 1;
     s->generation = gen;
     s->device = c->s->device;
+    s->device_index = device_index(c->s->device);
+    s->prof = c->prof;
     s->key = *k;
     s->value_size = (uint32_t)size;
     memcpy(s->value, value, size);
