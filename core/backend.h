@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 3 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches) */
+#define KP_BACKEND_ABI_NUMBER 4 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches, 4: tuning_generation) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -42,6 +42,9 @@ typedef struct kp_host_services {
     /* Looks up a tuning value (see core/tuning.h); returns def when none is set. */
     int64_t (*tuning_get)(const kp_device_info *dev, const char *kernel, const char *param,
                           int64_t def);
+    /* Changes whenever the tuning table may have (a reread of the user file): what a
+     * backend derived from tuning_get under another generation is stale. */
+    uint64_t (*tuning_generation)(void);
 } kp_host_services;
 
 /* Opaque backend-side objects. */

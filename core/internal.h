@@ -50,6 +50,8 @@ const kp_backend_iface *kp_cpu_backend_iface(void);
 const char *kp_cache_dir(void);
 int64_t kp_tuning_get(const kp_device_info *dev, const char *kernel, const char *param, int64_t def);
 void kp_tuning_reset(void);
+/* Bumped by every kp_tuning_reset (kp_host_services.tuning_generation). */
+uint64_t kp_tuning_generation(void);
 /* How often the tuning file was read: once per kp_tuning_reset, lookups never (tests). */
 int kp_tuning_loads(void);
 

@@ -38,6 +38,7 @@ static const kp_host_services g_host = {
     .log = kp_log,
     .cache_dir = kp_cache_dir,
     .tuning_get = kp_tuning_get,
+    .tuning_generation = kp_tuning_generation,
 };
 
 const kp_host_services *kp_host(void) { return &g_host; }

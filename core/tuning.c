@@ -56,6 +56,7 @@ static _Atomic(tuning_table *) current;
 static tuning_table *retired;
 static tuning_table no_table; /* when even the table struct cannot be allocated */
 static atomic_int loads;
+static _Atomic uint64_t generation = 1;
 
 /* Copies a field into its slot; false when it does not fit. */
 static bool take(char *dst, size_t n, const char *src) { return (size_t)snprintf(dst, n, "%s", src) < n; }
@@ -233,7 +234,10 @@ void kp_tuning_reset(void) {
     pthread_mutex_lock(&lock);
     tuning_table *old = atomic_exchange_explicit(&current, NULL, memory_order_acq_rel);
     if (old) old->next_retired = retired, retired = old;
+    atomic_fetch_add_explicit(&generation, 1, memory_order_release);
     pthread_mutex_unlock(&lock);
 }
 
 int kp_tuning_loads(void) { return atomic_load(&loads); }
+
+uint64_t kp_tuning_generation(void) { return atomic_load_explicit(&generation, memory_order_acquire); }

@@ -743,3 +743,213 @@ KP_TEST(gpu_index_width_limits_refuse_before_planning) {
     };
     check_gpu_refuses(KP_OP_MOE_FORWARD, &fwd, "T * topk + E * 63 (padded rows) is 2147484656");
 }
+
+/* ---- the plan cache (gpu_plan_cache.c) ---- */
+
+/* The same fake target behind a host that reports a tuning generation, so plans are
+ * cached; fake_target's host has none, so it always plans afresh. */
+static uint64_t fake_generation = 1;
+static uint64_t fake_tuning_generation(void) { return fake_generation; }
+static const kp_host_services cached_host = {
+    .abi_version = KP_BACKEND_ABI_VERSION, .set_error = fake_set_error, .add_context = fake_add_context,
+    .log = fake_log, .cache_dir = fake_cache_dir, .tuning_get = fake_tuning,
+    .tuning_generation = fake_tuning_generation,
+};
+static const kp_gpu_target cached_target = {
+    .name = "fake", .host = &cached_host, .profile = fake_profile, .variant_check = fake_check,
+    .launch = fake_launch, .scratch_get = fake_scratch_get, .scratch_reserve = fake_scratch_reserve,
+    .scratch_release = fake_scratch_release,
+};
+
+typedef struct launches {
+    int n;
+    kp_gpu_launch l[FAKE_MAX];
+    char options[FAKE_MAX][256];
+    unsigned char kargs[FAKE_MAX][KP_GPU_MAX_KARGS_BYTES];
+} launches;
+
+static kp_status run_recorded(const kp_gpu_target *t, kp_op op, const void *params, launches *out) {
+    kp_stream s = {0};
+    fake_count = 0;
+    kp_status st = kp_gpu_op_run(t, op, &s, params, 0);
+    memset(out, 0, sizeof *out);
+    out->n = fake_count < FAKE_MAX ? fake_count : FAKE_MAX;
+    for (int i = 0; i < out->n; i++) {
+        out->l[i] = fake_launches[i];
+        snprintf(out->options[i], sizeof out->options[i], "%s", fake_options[i]);
+        if (fake_kargs[i]) memcpy(out->kargs[i], fake_kargs[i], KP_GPU_MAX_KARGS_BYTES);
+    }
+    return st;
+}
+
+/* Every field a target reads: variant, kernel, geometry, local bytes, arguments, kargs. */
+static int launches_equal(const launches *a, const launches *b, char *why, size_t n) {
+    if (a->n != b->n) return snprintf(why, n, "%d launches vs %d", a->n, b->n), 0;
+    for (int i = 0; i < a->n; i++) {
+        const kp_gpu_launch *x = &a->l[i], *y = &b->l[i];
+        if (strcmp(x->source, y->source) || strcmp(x->kernel, y->kernel) || strcmp(a->options[i], b->options[i]))
+            return snprintf(why, n, "launch %d: %s %s [%s] vs %s %s [%s]", i, x->source, x->kernel, a->options[i],
+                            y->source, y->kernel, b->options[i]), 0;
+        for (int d = 0; d < 3; d++)
+            if (x->groups[d] != y->groups[d] || x->local[d] != y->local[d])
+                return snprintf(why, n, "launch %d: geometry differs in dimension %d", i, d), 0;
+        if (x->local_bytes != y->local_bytes || x->nargs != y->nargs)
+            return snprintf(why, n, "launch %d: %u local bytes / %d args vs %u / %d", i, x->local_bytes, x->nargs,
+                            y->local_bytes, y->nargs), 0;
+        for (int k = 0; k < x->nargs; k++) {
+            if (x->args[k].kind != y->args[k].kind) return snprintf(why, n, "launch %d arg %d: kind", i, k), 0;
+            if (x->args[k].kind == KP_GPU_ARG_KARGS
+                    ? x->args[k].v.kargs.size != y->args[k].v.kargs.size ||
+                          memcmp(a->kargs[i], b->kargs[i], x->args[k].v.kargs.size) != 0
+                    : x->args[k].v.native != y->args[k].v.native)
+                return snprintf(why, n, "launch %d arg %d differs", i, k), 0;
+        }
+    }
+    return 1;
+}
+
+/* Fresh planning, then the cached target twice (a miss that fills the cache, a hit):
+ * all three launch lists identical, the second cached run a hit. */
+static void check_cached_same(kp_op op, const void *params, const char *what) {
+    static launches fresh, cold, warm;
+    char why[512];
+    kp_status st = run_recorded(&fake_target, op, params, &fresh);
+    CHECK_MSG(st == KP_OK && fresh.n > 0, "%s: status %d, %d launches: %s", what, (int)st, fresh.n, fake_error);
+    CHECK_INT_EQ(run_recorded(&cached_target, op, params, &cold), KP_OK);
+    uint64_t hits = kp_gpu_plan_cache_stats().hits;
+    CHECK_INT_EQ(run_recorded(&cached_target, op, params, &warm), KP_OK);
+    if (kp_gpu_plan_cache_stats().hits <= hits) CHECK_MSG(0, "%s: the second run did not hit the plan cache", what);
+    if (!launches_equal(&fresh, &cold, why, sizeof why)) CHECK_MSG(0, "%s: first cached run: %s", what, why);
+    if (!launches_equal(&fresh, &warm, why, sizeof why)) CHECK_MSG(0, "%s: cache hit: %s", what, why);
+}
+
+static kp_attention_decode_params decode_params(kp_dtype dt, int s_q, int h_q, int d, int max_blocks) {
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = tensor(0, dt, 4, (int64_t[]){2, s_q, h_q, d});
+    p.k_cache = tensor(1, dt, 4, (int64_t[]){512, 16, 8, d});
+    p.v_cache = tensor(2, dt, 4, (int64_t[]){512, 16, 8, d});
+    p.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, max_blocks});
+    p.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    p.out = tensor(5, dt, 4, (int64_t[]){2, s_q, h_q, d});
+    p.softmax_scale = 0.1f, p.causal = s_q > 1;
+    return p;
+}
+
+/* Shapes that differ only in what a plan depends on (dtype, head dim, rows per KV
+ * head, the split count a longer context gives, causal, the expert load) must never
+ * share a cached plan, and a cached plan must launch exactly what fresh planning does. */
+KP_TEST(gpu_plan_cache_same_launches_as_fresh_planning) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    const kp_dtype dts[] = {KP_BF16, KP_F16, KP_F32};
+    for (int i = 0; i < 3; i++)
+        for (int d = 64; d <= 128; d += 64)
+            for (int s_q = 1; s_q <= 2; s_q++)
+                for (int mb = 2; mb <= 512; mb *= 16) { /* 32 or 8192 keys: 1 split or many */
+                    kp_attention_decode_params p = decode_params(dts[i], s_q, 8 * s_q * (d / 64), d, mb);
+                    check_cached_same(KP_OP_ATTENTION_DECODE, &p, "attention_decode");
+                }
+    kp_mla_decode_params m;
+    memset(&m, 0, sizeof m);
+    for (int h = 16; h <= 128; h *= 8) {
+        m.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, h, 576});
+        m.kv_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 64, 1, 576});
+        m.block_table = tensor(2, KP_I32, 2, (int64_t[]){2, 32});
+        m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){2});
+        m.out = tensor(4, KP_BF16, 4, (int64_t[]){2, 1, h, 512});
+        m.softmax_scale = 0.135f, m.head_dim_v = 512;
+        check_cached_same(KP_OP_MLA_DECODE, &m, "mla_decode");
+    }
+    for (int gen = 1; gen <= 2; gen++) {
+        if (gen == 1) setenv("KPORT_GPU_KERNELS", "attention_prefill=gen1", 1);
+        else unsetenv("KPORT_GPU_KERNELS");
+        for (int i = 0; i < 3; i++)
+            for (int d = 64; d <= 192; d += 64) /* 64, 128, 192/128 */
+                for (int causal = 0; causal <= 1; causal++) {
+                    kp_attention_prefill_params p = prefill_params(dts[i], d);
+                    if (d == 192) {
+                        p.v = tensor(2, dts[i], 3, (int64_t[]){300, 8, 128});
+                        p.out = tensor(3, dts[i], 3, (int64_t[]){300, 32, 128});
+                    }
+                    p.causal = causal;
+                    check_cached_same(KP_OP_ATTENTION_PREFILL, &p, gen == 1 ? "prefill gen1" : "prefill gen2");
+                }
+    }
+    unsetenv("KPORT_GPU_KERNELS");
+    for (int i = 0; i < 2; i++)
+        for (int64_t rows = 8; rows <= 8192; rows *= 32) {
+            kp_grouped_gemm_params g;
+            memset(&g, 0, sizeof g);
+            g.a = tensor(0, dts[i], 2, (int64_t[]){rows, 256});
+            g.w = tensor(1, dts[i], 3, (int64_t[]){4, 512, 256});
+            g.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+            g.out = tensor(3, dts[i], 2, (int64_t[]){rows, 512});
+            check_cached_same(KP_OP_GROUPED_GEMM, &g, "grouped_gemm");
+        }
+}
+
+/* A new tuning generation (the table reread) retires every cached plan; so does a
+ * different device profile. */
+KP_TEST(gpu_plan_cache_invalidated_by_tuning_change) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    setenv("KPORT_GPU_KERNELS", "attention_prefill=gen1", 1);
+    kp_attention_prefill_params p = prefill_params(KP_F16, 64);
+    static launches a, b;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_ATTENTION_PREFILL, &p, &a), KP_OK);
+    CHECK_STR_CONTAINS(a.options[0], "-DATTN_BN=32");
+    fake_tuned_bn = 16; /* the table changes; until its generation moves the cached plan stands */
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_ATTENTION_PREFILL, &p, &b), KP_OK);
+    CHECK_STR_CONTAINS(b.options[0], "-DATTN_BN=32");
+    fake_generation++;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_ATTENTION_PREFILL, &p, &b), KP_OK);
+    CHECK_STR_CONTAINS(b.options[0], "-DATTN_BN=16");
+    check_cached_same(KP_OP_ATTENTION_PREFILL, &p, "after the tuning change");
+    fake_tuned_bn = 0, fake_generation++;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_ATTENTION_PREFILL, &p, &b), KP_OK);
+    CHECK_STR_EQ(b.options[0], a.options[0]);
+    unsetenv("KPORT_GPU_KERNELS");
+    /* another profile behind the same device handle (less shared memory) plans afresh */
+    kp_grouped_gemm_params g;
+    memset(&g, 0, sizeof g);
+    g.a = tensor(0, KP_BF16, 2, (int64_t[]){4096, 256});
+    g.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    g.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    g.out = tensor(3, KP_BF16, 2, (int64_t[]){4096, 512});
+    check_cached_same(KP_OP_GROUPED_GEMM, &g, "227 KiB");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_GROUPED_GEMM, &g, &a), KP_OK);
+    fake_prof.local_mem = 64 * 1024;
+    check_cached_same(KP_OP_GROUPED_GEMM, &g, "64 KiB");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_GROUPED_GEMM, &g, &b), KP_OK);
+    CHECK(a.l[0].local_bytes > 64 * 1024 && b.l[0].local_bytes <= 64 * 1024);
+}
+
+/* More distinct plans than slots: the cache holds at most KP_GPU_PLAN_SLOTS, and what
+ * it evicted is planned again, correctly. */
+KP_TEST(gpu_plan_cache_stays_bounded) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_grouped_gemm_params g;
+    memset(&g, 0, sizeof g);
+    g.w = tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256});
+    g.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    const int plans = 3 * KP_GPU_PLAN_SLOTS;
+    kp_stream s = {0};
+    for (int64_t i = 1; i <= plans; i++) { /* 4 experts: i rows each on average, one key per i */
+        g.a = tensor(0, KP_BF16, 2, (int64_t[]){4 * i, 256});
+        g.out = tensor(3, KP_BF16, 2, (int64_t[]){4 * i, 512});
+        fake_count = 0;
+        CHECK_INT_EQ(kp_gpu_op_run(&cached_target, KP_OP_GROUPED_GEMM, &s, &g, 0), KP_OK);
+    }
+    kp_gpu_plan_stats st = kp_gpu_plan_cache_stats();
+    CHECK(st.misses >= (uint64_t)plans);
+    CHECK(st.slots_used > 0 && st.slots_used <= KP_GPU_PLAN_SLOTS);
+    for (int64_t i = 1; i <= plans; i += 97) {
+        g.a = tensor(0, KP_BF16, 2, (int64_t[]){4 * i, 256});
+        g.out = tensor(3, KP_BF16, 2, (int64_t[]){4 * i, 512});
+        check_cached_same(KP_OP_GROUPED_GEMM, &g, "after eviction");
+    }
+}

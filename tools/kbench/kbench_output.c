@@ -99,7 +99,9 @@ static void write_md(const kb_report *r, FILE *o) {
             fprintf(o, " FAIL | FAIL | FAIL | FAIL | FAIL | FAIL | %s | **FAIL** | %s%s%s |\n", w->bound, w->reason,
                     w->c.note[0] ? "; " : "", w->c.note);
         } else {
-            fprintf(o, " - | - | - | - | - | - | %s | %s | %s (%s)%s%s |\n", w->bound, kb_status_word(w->status),
+            if (w->host_us > 0) fprintf(o, " - | - | %.2f |", w->host_us); /* the null backend's rows */
+            else fputs(" - | - | - |", o);
+            fprintf(o, " - | - | - | %s | %s | %s (%s)%s%s |\n", w->bound, kb_status_word(w->status),
                     kb_status_word(w->status), w->reason, w->c.note[0] ? "; " : "", w->c.note);
         }
     }

@@ -113,15 +113,21 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
     if (total_q > INT32_MAX || total_k > INT32_MAX || nb + 1 > INT32_MAX / 2)
         return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: more than 2^31 tokens", name, c->t->name);
     kp_gpu_attn2_tile t;
-    if (!kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 1, &t))
-        return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: no tile fits", name, c->t->name);
     char opts[256];
-    kp_gpu_attn2_options(&t, p->q.dtype, dqk, dv, opts, sizeof opts);
-    if (kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts) != KP_OK) { /* a tuned tile not built here */
-        kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 0, &t);
+    const kp_gpu_plan_key key = {{KP_GPU_PLAN_ATTN2, (uint64_t)p->q.dtype, (uint64_t)dqk, (uint64_t)dv}};
+    uint64_t gen;
+    const int cached = kp_gpu_plan_lookup(c, &key, &t, sizeof t, opts, sizeof opts, &gen);
+    if (!cached) {
+        if (!kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 1, &t))
+            return h->set_error(KP_ERR_UNSUPPORTED, "%s on %s: no tile fits", name, c->t->name);
         kp_gpu_attn2_options(&t, p->q.dtype, dqk, dv, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_attn2_tile_pick(h, &c->prof, dqk, dv, 0, &t);
+            kp_gpu_attn2_options(&t, p->q.dtype, dqk, dv, opts, sizeof opts);
+        }
     }
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts);
+    kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts);
+    if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
     if (st != KP_OK || dry_run || total_q == 0) return st;
 
     int group = (int)(h_q / h_kv);

@@ -123,10 +123,17 @@ void kp_gpu_attn_options(const kp_gpu_attn_cfg *c, char *buf, size_t n) {
 
 kp_status kp_gpu_attn_plan(kp_gpu_ctx *c, const char *kind, const char *source, kp_dtype dt, int dqk, int dv, int mla,
                            int rows, kp_gpu_attn_cfg *cfg, char *opts, size_t n) {
+    const kp_gpu_plan_key key = {{KP_GPU_PLAN_ATTN, (uintptr_t)kind, (uintptr_t)source, (uint64_t)dt, (uint64_t)dqk,
+                                  (uint64_t)dv, (uint64_t)mla, (uint64_t)rows}};
+    uint64_t gen;
+    if (kp_gpu_plan_lookup(c, &key, cfg, sizeof *cfg, opts, n, &gen)) return KP_OK;
     kp_status st = kp_gpu_attn_config(c->host, &c->prof, kind, dt, dqk, dv, mla, rows, 1, cfg);
     if (st != KP_OK) return st;
     kp_gpu_attn_options(cfg, opts, n);
-    if ((st = kp_gpu_variant_ok(c, source, opts)) == KP_OK) return KP_OK;
+    if ((st = kp_gpu_variant_ok(c, source, opts)) == KP_OK) {
+        kp_gpu_plan_store(c, &key, gen, cfg, sizeof *cfg, opts);
+        return KP_OK;
+    }
     kp_gpu_attn_cfg d;
     char dopts[256];
     if (kp_gpu_attn_config(c->host, &c->prof, kind, dt, dqk, dv, mla, rows, 0, &d) != KP_OK) return st;
@@ -137,5 +144,6 @@ kp_status kp_gpu_attn_plan(kp_gpu_ctx *c, const char *kind, const char *source, 
                  c->t->name, opts, dopts);
     *cfg = d;
     snprintf(opts, n, "%s", dopts);
+    kp_gpu_plan_store(c, &key, gen, cfg, sizeof *cfg, opts);
     return KP_OK;
 }

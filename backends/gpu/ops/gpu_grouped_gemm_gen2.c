@@ -90,12 +90,19 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
     int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
     kp_gpu_gemm2_tile t;
-    kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, busy > 0 ? rows / busy : 0, 1, &t);
     char opts[320];
-    kp_gpu_gemm2_options(&t, g->dtype, g->w_fp8, g->a_f32, opts, sizeof opts);
-    if (kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts) != KP_OK) { /* a tuned tile not built here */
-        kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, busy > 0 ? rows / busy : 0, 0, &t);
+    const int64_t avg_rows = busy > 0 ? rows / busy : 0;
+    const kp_gpu_plan_key key = {{KP_GPU_PLAN_GEMM2, (uint64_t)g->dtype, (uint64_t)g->w_fp8, (uint64_t)g->a_f32,
+                                  (uint64_t)avg_rows}};
+    uint64_t gen;
+    const int cached = kp_gpu_plan_lookup(c, &key, &t, sizeof t, opts, sizeof opts, &gen);
+    if (!cached) {
+        kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, avg_rows, 1, &t);
         kp_gpu_gemm2_options(&t, g->dtype, g->w_fp8, g->a_f32, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_gemm2_tile_pick(h, &c->prof, g->w_fp8, avg_rows, 0, &t);
+            kp_gpu_gemm2_options(&t, g->dtype, g->w_fp8, g->a_f32, opts, sizeof opts);
+        }
     }
     const int tiled_threads = t.wm * t.wn * 32, rows_threads = t.rows_warps * 32;
     const size_t tiled_bytes = KP_MOE_GEMM2_LOCAL_BYTES((size_t)t.bm, (size_t)t.bn, (size_t)t.bk, (size_t)t.stages);
@@ -106,7 +113,8 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
                             "memory and %d work-items; %s has %llu and %u", c->t->name,
                             run_tiled ? tiled_bytes : rows_bytes, tiled_threads, c->prof.info ? c->prof.info->name : "?",
                             (unsigned long long)c->prof.local_mem, c->prof.max_group);
-    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts);
+    kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts);
+    if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
     if (st != KP_OK || dry_run) return st;
     int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;

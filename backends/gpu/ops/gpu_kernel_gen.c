@@ -83,13 +83,7 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
 }
 
 /* One log line per (kernel, generation, reason) and process: benign races at worst repeat it. */
-static void log_once(kp_gpu_ctx *c, int k, int gen, int reason, const char *why) {
-    static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
-    if (logged[k][gen][reason]) return;
-    logged[k][gen][reason] = 1;
-    c->host->log("%s: %s on %s runs generation-%d kernels (%s)", c->t->name, kernel_names[k],
-                 c->prof.info ? c->prof.info->name : "?", gen, why);
-}
+static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
 
 kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen) {
     int k = kernel_index(kernel, strlen(kernel));
@@ -103,15 +97,21 @@ kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_
         return c->host->set_error(KP_ERR_INVALID_ARGUMENT, "KPORT_GPU_KERNELS='%s': %s", env, why);
     int g = want[k], reason = 0;
     if (g != 0) {
-        reason = 1, snprintf(why, sizeof why, "KPORT_GPU_KERNELS=%s", env);
+        reason = 1;
     } else {
         int64_t t = c->host->tuning_get(c->prof.info, kernel, "gen", 0);
-        if (t == 1 || t == 2) g = (int)t, reason = 2, snprintf(why, sizeof why, "the tuning table's %s;gen", kernel);
-        else g = c->prof.mma ? 2 : 1, snprintf(why, sizeof why, "default: %s", c->prof.mma ? "the device has matrix "
-                                                                   "units" : "no matrix units");
+        if (t == 1 || t == 2) g = (int)t, reason = 2;
+        else g = c->prof.mma ? 2 : 1;
     }
-    if (g == 2 && gen2_missing) g = 1, reason = 3, snprintf(why, sizeof why, "%s", gen2_missing);
-    log_once(c, k, g, reason, why);
+    if (g == 2 && gen2_missing) g = 1, reason = 3;
     *gen = g;
+    if (logged[k][g][reason]) return KP_OK; /* the reason is spelt out only for the log, once */
+    logged[k][g][reason] = 1;
+    if (reason == 1) snprintf(why, sizeof why, "KPORT_GPU_KERNELS=%s", env);
+    else if (reason == 2) snprintf(why, sizeof why, "the tuning table's %s;gen", kernel);
+    else if (reason == 3) snprintf(why, sizeof why, "%s", gen2_missing);
+    else snprintf(why, sizeof why, "default: %s", c->prof.mma ? "the device has matrix units" : "no matrix units");
+    c->host->log("%s: %s on %s runs generation-%d kernels (%s)", c->t->name, kernel_names[k],
+                 c->prof.info ? c->prof.info->name : "?", g, why);
     return KP_OK;
 }

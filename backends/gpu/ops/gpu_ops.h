@@ -68,6 +68,39 @@ kp_status kp_gpu_enqueue(kp_gpu_ctx *c, const kp_gpu_launch *l);
  * c->t->scratch_release. */
 kp_status kp_gpu_scratch_acquire(kp_gpu_ctx *c, const size_t bytes[2], void *out[2]);
 
+/* ---- the plan cache (gpu_plan_cache.c) ------------------------------------- */
+
+/* A plan's key: what kind of plan (KP_GPU_PLAN_*), then the scalars it depends on
+ * besides the device and the tuning table (pointers to string literals count as
+ * scalars: a different pointer to the same text only costs a miss). Unused words 0. */
+#define KP_GPU_PLAN_KEY_WORDS 8
+typedef struct kp_gpu_plan_key {
+    uint64_t v[KP_GPU_PLAN_KEY_WORDS];
+} kp_gpu_plan_key;
+enum { KP_GPU_PLAN_ATTN = 1, KP_GPU_PLAN_ATTN2, KP_GPU_PLAN_GEMM2 };
+
+#define KP_GPU_PLAN_SLOTS 256 /* a power of two: the cache's bound, per plugin */
+#define KP_GPU_PLAN_VALUE_MAX 96
+#define KP_GPU_PLAN_OPTS_MAX 256
+
+/* 1 and the plan (size bytes into value, its options into opts) when this device
+ * planned k under the current tuning table; else 0, with the tuning generation read
+ * before planning in *generation (0: no caching), which the store then takes: a plan
+ * made while the table changed is filed under the old generation, never the new one.
+ * Only successful plans are stored, so errors and their messages always come from
+ * planning afresh. */
+int kp_gpu_plan_lookup(kp_gpu_ctx *c, const kp_gpu_plan_key *k, void *value, size_t size, char *opts, size_t opts_n,
+                       uint64_t *generation);
+void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t generation, const void *value, size_t size,
+                       const char *opts);
+
+typedef struct kp_gpu_plan_stats {
+    uint64_t hits, misses; /* this thread's lookups since the last clear */
+    int slots_used;        /* slots holding a plan (<= KP_GPU_PLAN_SLOTS) */
+} kp_gpu_plan_stats;
+kp_gpu_plan_stats kp_gpu_plan_cache_stats(void);
+void kp_gpu_plan_cache_clear(void); /* tests */
+
 /* ---- attention (gpu_attention_plan.c) -------------------------------------- */
 
 #define KP_GPU_SRC_ATTN_PREFILL "attention/attention_prefill.cl"
