@@ -32,6 +32,8 @@ bool kp_registry_device(int global, kp_backend_entry **be, int *local, kp_device
 int kp_registry_device_count(void);
 /* Counts live handles, so kp_shutdown can refuse while any remain. */
 void kp_registry_handles_add(int delta);
+/* How many are open now (tests: an import that allocates nothing leaves it unchanged). */
+int kp_registry_handles_live(void);
 
 /* ---- plugins (core/plugin.c) ---- */
 /* Loads every libkport-*.so on the search path into entries (appended). */

@@ -43,6 +43,7 @@ static const kp_host_services g_host = {
 const kp_host_services *kp_host(void) { return &g_host; }
 bool kp_is_initialized(void) { return atomic_load(&g_initialized); }
 void kp_registry_handles_add(int delta) { atomic_fetch_add(&g_live_handles, delta); }
+int kp_registry_handles_live(void) { return atomic_load(&g_live_handles); }
 
 kp_status kp_require_init(const char *fn) {
     if (!atomic_load(&g_initialized))
@@ -344,6 +345,9 @@ kp_status kp_device_open(int index, kp_device **out) {
     d->backend = e->state;
     d->info = slot->info;
     d->global_index = index;
+    d->memory.device = d;
+    d->memory.size = SIZE_MAX;
+    d->memory.flags = KP_BUFFER_ADDRESS_SPACE;
     st = e->iface->device_open(e->state, slot->local, &d->impl);
     kp_stream *ds = NULL;
     if (st == KP_OK) {

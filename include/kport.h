@@ -136,6 +136,9 @@ typedef enum kp_device_kind {
  * trip), a bad index never causes an out-of-bounds access, but the outputs it touches
  * are unspecified. */
 #define KP_CAP_CHECKS_INDICES 0x80u
+/* Tensors may point straight at a device address (kp_device_memory,
+ * kp_tensor_init_address): cpu, cuda, hip. Not OpenCL, whose memory has no addresses. */
+#define KP_CAP_DEVICE_ADDRESSES 0x100u
 
 typedef struct kp_device_info {
     char name[KP_NAME_MAX];
@@ -230,6 +233,24 @@ KP_API kp_status kp_buffer_read(kp_stream *s, const kp_buffer *src, size_t src_o
 KP_API kp_status kp_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_offset,
                                 const kp_buffer *src, size_t src_offset, size_t bytes);
 
+/* ---- address tensors: no kp_buffer per framework tensor ----
+ * *out = the pseudo-buffer that stands for all of d's memory: a tensor on it has
+ * offset = a device address (CUdeviceptr, hipDeviceptr_t, host pointer on cpu) and is
+ * otherwise an ordinary view. Owned by d and valid until kp_device_close; kp_buffer_free
+ * on it is a no-op returning KP_OK (so callers that free every buffer keep working);
+ * kp_buffer_size gives SIZE_MAX. kp_buffer_write/read/copy on it are
+ * KP_ERR_UNSUPPORTED (copy with the framework's own API), and it cannot be a
+ * kp_moe_forward workspace (wrap that memory once with kp_buffer_wrap).
+ * KP_ERR_UNSUPPORTED on a device without KP_CAP_DEVICE_ADDRESSES (OpenCL: wrap the cl_mem
+ * with kp_buffer_wrap instead).
+ * Bounds come from the caller: kport checks that the address is not NULL, is aligned to
+ * the dtype's size, and that address + the view's extent does not wrap around; whether
+ * the memory really spans that extent it cannot know. Overlap checks between an op's
+ * tensors compare byte ranges within one buffer, so two address tensors that overlap
+ * are caught (KP_ERR_ALIASING), but an address tensor over memory that a kp_buffer also
+ * covers (one region reached both ways) is not: do not mix the two for one region. */
+KP_API kp_status kp_device_memory(kp_device *d, kp_buffer **out);
+
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -248,7 +269,7 @@ KP_API const char *kp_dtype_name(kp_dtype t); /* "bf16"; "invalid" */
 
 typedef struct kp_tensor {
     kp_buffer *buffer;  /* NULL: an absent optional tensor */
-    size_t offset;      /* bytes from the buffer's start */
+    size_t offset;      /* bytes from the buffer's start (kp_device_memory: the address) */
     kp_dtype dtype;
     int32_t ndim;       /* 1..KP_MAX_DIMS */
     int64_t shape[KP_MAX_DIMS];
@@ -259,12 +280,21 @@ typedef struct kp_tensor {
  * fits in the buffer. */
 KP_API kp_status kp_tensor_init(kp_tensor *out, kp_buffer *buffer, size_t offset, kp_dtype dtype,
                                 int ndim, const int64_t *shape, const int64_t *strides);
+/* kp_tensor_init(out, kp_device_memory(d), (size_t)address, ...): a view of memory at a
+ * device address, allocating nothing. The address must be non-NULL and aligned to the
+ * dtype's size; the view's own extent (shape and strides) is its bounds. */
+KP_API kp_status kp_tensor_init_address(kp_tensor *out, kp_device *d, const void *address, kp_dtype dtype,
+                                        int ndim, const int64_t *shape, const int64_t *strides);
 
 #ifndef KPORT_NO_DLPACK
 #include <dlpack/dlpack.h>
 /* Zero-copy view of a DLPack tensor on device d (kDLCPU, kDLCUDA, kDLROCM or kDLOpenCL
- * matching d's backend). Wraps the memory in a new kp_buffer (out->buffer) that the
- * caller releases with kp_buffer_free; the memory itself stays the producer's. */
+ * matching d's backend); the memory stays the producer's.
+ *  - cpu, cuda, hip: an address tensor (out->buffer = kp_device_memory(d), out->offset =
+ *    data + byte_offset); nothing is allocated. kp_buffer_free(out->buffer) is a no-op
+ *    and may be called or not.
+ *  - opencl (data is a cl_mem): wraps it in a new kp_buffer (out->buffer, offset =
+ *    byte_offset) that the caller must release with kp_buffer_free. */
 KP_API kp_status kp_tensor_from_dlpack(const DLTensor *t, kp_device *d, kp_tensor *out);
 #endif
 

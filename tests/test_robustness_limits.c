@@ -381,8 +381,7 @@ KP_TEST(robust_dlpack_views_past_their_memory) {
 
     t.byte_offset = 8 * sizeof(float); /* the good one still works: 8 bytes past 8 floats */
     CHECK_OK(kp_tensor_from_dlpack(&t, d, &k));
-    CHECK_INT_EQ(kp_buffer_size(k.buffer), 12 * sizeof(float));
-    CHECK_OK(kp_buffer_free(k.buffer));
+    CHECK(k.offset == (size_t)(uintptr_t)(data + 8)); /* an address tensor: its own extent is its bounds */
     CHECK_OK(kp_device_close(d));
     CHECK_OK(kp_shutdown());
 }

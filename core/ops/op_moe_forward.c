@@ -125,6 +125,10 @@ kp_status kp_validate_moe_forward(kp_device *d, const void *params) {
     if (ws->device != d)
         return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: workspace is on device %d, the stream on device %d", op,
                             ws->device->global_index, d->global_index);
+    if (kp_buffer_is_address_space(ws))
+        return kp_set_error(KP_ERR_UNSUPPORTED,
+                            "%s: workspace is kp_device_memory (device addresses); wrap the workspace memory with "
+                            "kp_buffer_wrap once and pass that buffer", op);
     if (p->workspace_offset > ws->size || ws->size - p->workspace_offset < need)
         return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
                             "%s: workspace has %zu bytes after offset %zu; %zu are needed", op,
