@@ -104,6 +104,16 @@ kp_status kp_check_fp8_cache(const char *op, const char *cname, const kp_tensor 
 /* A flag is 0 or 1. */
 kp_status kp_check_flag(const char *op, const char *name, int32_t v);
 
+/* ---- the growable ABI (core/ops/op_dispatch.c, core/abi_0_1.c) ---- */
+/* The caller's struct p of size bytes (0: 0.1's, v01) at this library's size cur: p
+ * itself when it can be read in place, else a zero-padded copy in buf (cur bytes).
+ * Smaller than v01: KP_ERR_INVALID_ARGUMENT; larger than cur with a non-zero byte past
+ * cur: KP_ERR_UNSUPPORTED. fn and what name the call and the struct in messages. */
+kp_status kp_abi_adopt(const char *fn, const char *what, const void *p, size_t size, size_t v01, size_t cur,
+                       void *buf, const void **out);
+extern const size_t kp_abi_0_1_init_options_size;
+extern const size_t kp_abi_0_1_params_size[8]; /* indexed by kp_op */
+
 /* ---- op dispatch (core/ops/op_dispatch.c) ---- */
 /* Validated op -> backend slot; dry_run answers "supported?". */
 kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run);

@@ -136,7 +136,20 @@ static void release_registry(void) {
     memset(&g, 0, sizeof g);
 }
 
-kp_status kp_init(const kp_init_options *opt) {
+static kp_status init_adopted(const kp_init_options *opt);
+
+kp_status kp_init_sized(const kp_init_options *opt, size_t size) {
+    kp_init_options buf;
+    const void *adopted;
+    kp_status st = kp_abi_adopt("kp_init", "kp_init_options", opt, size, kp_abi_0_1_init_options_size,
+                                sizeof(kp_init_options), &buf, &adopted);
+    return st == KP_OK ? init_adopted(adopted) : st;
+}
+
+/* 0.1's entry point: 0.1's kp_init_options (the parentheses keep kport.h's macro out). */
+kp_status(kp_init)(const kp_init_options *opt) { return kp_init_sized(opt, 0); }
+
+static kp_status init_adopted(const kp_init_options *opt) {
     if (atomic_load(&g_initialized)) return KP_OK;
     pthread_mutex_lock(&g_lock);
     kp_status st = KP_OK;

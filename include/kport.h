@@ -565,6 +565,12 @@ KP_API kp_status kp_moe_forward_sized(kp_stream *s, const kp_moe_forward_params 
 KP_API kp_status kp_kv_cache_store_sized(kp_stream *s, const kp_kv_cache_store_params *p, size_t size);
 KP_API kp_status kp_quantize_fp8_sized(kp_stream *s, const kp_quantize_fp8_params *p, size_t size);
 KP_API kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size_t size);
+/* kp_init and kp_moe_forward_workspace_size are sized the same way: kp_init(opt) passes
+ * sizeof(kp_init_options) (opt may be NULL), kp_moe_forward_workspace_size(d, p, bytes)
+ * passes sizeof *(p); the plain functions read 0.1's sizes. */
+KP_API kp_status kp_init_sized(const kp_init_options *opt, size_t size);
+KP_API kp_status kp_moe_forward_workspace_size_sized(kp_device *d, const kp_moe_forward_params *p, size_t size,
+                                                     size_t *bytes);
 
 /* sizeof op's params struct as the caller's kport.h defines it (0: an unknown op). */
 static inline size_t kp_op_params_size(kp_op op) {
@@ -595,6 +601,9 @@ static inline size_t kp_op_params_size(kp_op op) {
 #define kp_kv_cache_store(s, p) kp_kv_cache_store_sized((s), (p), sizeof *(p))
 #define kp_quantize_fp8(s, p) kp_quantize_fp8_sized((s), (p), sizeof *(p))
 #define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
+#define kp_init(opt) kp_init_sized((opt), sizeof(kp_init_options))
+#define kp_moe_forward_workspace_size(d, p, bytes) \
+    kp_moe_forward_workspace_size_sized((d), (p), sizeof *(p), (bytes))
 #endif
 
 /* ------------------------------------------------------------------------ */

@@ -49,3 +49,4 @@ X(kbench_rows_are_judged_against_their_unit)
 /* test_abi.c */
 X(abi_0_1_binary_runs_on_this_library)
 X(abi_sized_params_older_and_newer)
+X(abi_sized_init_options_and_workspace_size)
