@@ -615,8 +615,10 @@ static inline size_t kp_op_params_size(kp_op op) {
  * expert; kp_ep_combine brings each expert output home and sums a token's outputs with
  * their weights in slot order, with kp_moe_combine on the caller's device: the same bits
  * as kp_moe_combine on one rank given the same expert outputs. Both are collective: every
- * rank of the communicator calls them, in the same order. kport never creates or frees
- * the caller's communicator and links no communication library: the MPI transport is the
+ * rank of the communicator calls them, in the same order. Their tensors are buffer
+ * tensors (an address tensor is KP_ERR_UNSUPPORTED: they are staged through host copies).
+ * kport never creates or frees the caller's communicator and links no communication
+ * library: the MPI transport is the
  * plugin libkport-ep-mpi.so, found like the backend plugins; a missing plugin or library
  * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Data is staged through host
  * memory (works for every backend). A rank that fails a call or never joins makes the
