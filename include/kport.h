@@ -9,8 +9,9 @@
  *    thread-local message naming the argument and the rule it broke.
  *  - A call that fails validation writes nothing to any output.
  *  - Ops are asynchronous on their stream; kp_stream_sync waits for them.
- *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer. An
- *    input may repeat elements (a stride of 0 broadcasts); an output may not: every
+ *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer, or at a
+ *    device address (kp_device_memory: no kp_buffer per tensor). An input may repeat
+ *    elements (a stride of 0 broadcasts); an output may not: every
  *    index of an output needs its own element, or the call fails with
  *    KP_ERR_INVALID_LAYOUT (checked conservatively: sorted by stride, each stride of a
  *    dimension of extent > 1 must reach past all the smaller dimensions span).
