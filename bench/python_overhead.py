@@ -57,7 +57,7 @@ def cases(xp, dev):
     kport.moe_gate(logits, topk=K, topk_ids=ids, topk_weights=w, device=dev)
     kport.moe_align(ids, E, sorted_ids=sorted_ids, expert_offsets=offs, token_pos=pos, device=dev)
     a, wg, og = arr((T * K, D)), arr((E, D, D)), arr((T * K, D))
-    ox = arr((T, D))
+    ox, xf = arr((T, D)), arr((T, D))  # moe_forward's out may not overlap its x (KP_ERR_ALIASING)
     w13, w2 = arr((E, 2 * D, D)), arr((E, D, D))
     return [
         ("attention_prefill", lambda: kport.attention_prefill(q, k, v, cu, cu, T, T, out=o, device=dev)),
@@ -68,7 +68,7 @@ def cases(xp, dev):
                                               device=dev)),
         ("grouped_gemm", lambda: kport.grouped_gemm(a, wg, offs, out=og, device=dev)),
         ("moe_combine", lambda: kport.moe_combine(og, pos, w, out=ox, device=dev)),
-        ("moe_forward", lambda: kport.moe_forward(ox, logits, w13, w2, topk=K, out=ox, device=dev)),
+        ("moe_forward", lambda: kport.moe_forward(xf, logits, w13, w2, topk=K, out=ox, device=dev)),
     ]
 
 

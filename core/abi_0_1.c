@@ -14,3 +14,4 @@ const size_t kp_abi_0_1_params_size[8] = {
     sizeof(kp_moe_combine_params),       sizeof(kp_moe_forward_params),
 };
 _Static_assert(KP_OP_COUNT == 8, "0.1 had eight ops");
+const size_t kp_abi_0_1_init_options_size = sizeof(kp_init_options);

@@ -50,14 +50,6 @@ typedef struct kp_host_services {
 /* Opaque backend-side objects. */
 typedef struct kp_backend_state kp_backend_state;
 
-struct kp_device {
-    const kp_backend_iface *iface; /* borrowed */
-    kp_backend_state *backend;     /* borrowed */
-    void *impl;                    /* owned through iface->device_close */
-    kp_device_info info;
-    int global_index;
-    struct kp_stream *default_stream; /* for NULL-stream copies; owned */
-};
 
 #define KP_STREAM_WRAPPED 0x1u
 
@@ -75,12 +67,31 @@ struct kp_event {
 };
 
 #define KP_BUFFER_WRAPPED 0x1u
+/* The device's address space (kp_device_memory): impl is NULL, size SIZE_MAX, and a
+ * tensor's offset is the device address itself (never 0). Only devices with
+ * KP_CAP_DEVICE_ADDRESSES have one; their backends read such a tensor's memory at
+ * (uintptr_t)offset: cpu_tensor_data, kp_gpu_arg_tensor / kp_gpu_elem_offset. */
+#define KP_BUFFER_ADDRESS_SPACE 0x2u
 
 struct kp_buffer {
     kp_device *device; /* borrowed */
     void *impl;        /* owned through iface->buffer_free (wrapped: only the wrapper) */
     size_t size;
     uint32_t flags;
+};
+
+static inline int kp_buffer_is_address_space(const kp_buffer *b) {
+    return b && (b->flags & KP_BUFFER_ADDRESS_SPACE);
+}
+
+struct kp_device {
+    const kp_backend_iface *iface; /* borrowed */
+    kp_backend_state *backend;     /* borrowed */
+    void *impl;                    /* owned through iface->device_close */
+    kp_device_info info;
+    int global_index;
+    struct kp_stream *default_stream; /* for NULL-stream copies; owned */
+    struct kp_buffer memory;          /* kp_device_memory: the address-space pseudo-buffer */
 };
 
 /* Ops reach a backend after the core validated every argument (shapes, dtypes,

@@ -58,17 +58,36 @@ kp_status kp_buffer_wrap(kp_device *d, void *native, size_t bytes, kp_buffer **o
 
 kp_status kp_buffer_free(kp_buffer *b) {
     if (!b) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_buffer_free: b is NULL");
+    if (kp_buffer_is_address_space(b)) return KP_OK; /* kp_device_memory: the device owns it */
     b->device->iface->buffer_free(b);
     free(b);
     kp_registry_handles_add(-1);
     return KP_OK;
 }
 
+kp_status kp_device_memory(kp_device *d, kp_buffer **out) {
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_device_memory: out is NULL");
+    *out = NULL;
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_device_memory: d is NULL");
+    if (!(d->info.caps & KP_CAP_DEVICE_ADDRESSES))
+        return kp_set_error(KP_ERR_UNSUPPORTED,
+                            "kp_device_memory: %s device %s has no device addresses (its memory objects are "
+                            "handles, as OpenCL's cl_mem): wrap the memory with kp_buffer_wrap instead",
+                            d->info.backend, d->info.name);
+    *out = &d->memory;
+    return KP_OK;
+}
+
 size_t kp_buffer_size(const kp_buffer *b) { return b ? b->size : 0; }
 kp_device *kp_buffer_device(const kp_buffer *b) { return b ? b->device : NULL; }
 
-/* NULL stream -> the device's own synchronous stream; else it must be on b's device. */
+/* NULL stream -> the device's own synchronous stream; else it must be on b's device.
+ * The address-space pseudo-buffer has no memory object to copy with: refused. */
 static kp_status pick_stream(const char *fn, kp_stream *s, const kp_buffer *b, kp_stream **out) {
+    if (kp_buffer_is_address_space(b))
+        return kp_set_error(KP_ERR_UNSUPPORTED,
+                            "%s: the buffer is kp_device_memory (device addresses); copy with the framework's "
+                            "own API, or wrap the memory with kp_buffer_wrap to copy through kport", fn);
     if (!s) {
         *out = b->device->default_stream;
         return KP_OK;
@@ -117,7 +136,8 @@ kp_status kp_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_offset, const 
                             fn, src->device->global_index, src->device->info.name,
                             dst->device->global_index, dst->device->info.name);
     kp_stream *q = NULL;
-    kp_status st = pick_stream(fn, s, dst, &q);
+    kp_status st = pick_stream(fn, s, src, &q); /* refuses an address-space src */
+    if (st == KP_OK) st = pick_stream(fn, s, dst, &q);
     if (st == KP_OK) st = check_range(fn, "src", src, src_offset, bytes);
     if (st == KP_OK) st = check_range(fn, "dst", dst, dst_offset, bytes);
     if (st == KP_OK && src == dst && src_offset < dst_offset + bytes && dst_offset < src_offset + bytes)

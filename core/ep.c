@@ -286,6 +286,10 @@ kp_status kp_ep_get_info(const kp_ep *ep, kp_ep_info *out) {
 static kp_status check_matrix(const char *fn, kp_ep *ep, const char *name, const kp_tensor *t, kp_dtype dtype,
                               int64_t rows, int64_t min_rows, int64_t cols) {
     if (!t->buffer) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s has no buffer", fn, name);
+    if (kp_buffer_is_address_space(t->buffer)) /* staged with kp_buffer_read/write, which need a buffer */
+        return kp_set_error(KP_ERR_UNSUPPORTED,
+                            "%s: %s is an address tensor (kp_device_memory); expert parallelism stages its "
+                            "tensors through the host: wrap the memory with kp_buffer_wrap", fn, name);
     if (kp_buffer_device(t->buffer) != ep->dev)
         return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: %s is not on the EP handle's device", fn, name);
     if (t->dtype != dtype)

@@ -32,6 +32,8 @@ bool kp_registry_device(int global, kp_backend_entry **be, int *local, kp_device
 int kp_registry_device_count(void);
 /* Counts live handles, so kp_shutdown can refuse while any remain. */
 void kp_registry_handles_add(int delta);
+/* How many are open now (tests: an import that allocates nothing leaves it unchanged). */
+int kp_registry_handles_live(void);
 
 /* ---- plugins (core/plugin.c) ---- */
 /* Loads every libkport-*.so on the search path into entries (appended). */
@@ -103,6 +105,16 @@ kp_status kp_check_fp8_cache(const char *op, const char *cname, const kp_tensor 
                              const kp_tensor *scale, const kp_tensor *q);
 /* A flag is 0 or 1. */
 kp_status kp_check_flag(const char *op, const char *name, int32_t v);
+
+/* ---- the growable ABI (core/ops/op_dispatch.c, core/abi_0_1.c) ---- */
+/* The caller's struct p of size bytes (0: 0.1's, v01) at this library's size cur: p
+ * itself when it can be read in place, else a zero-padded copy in buf (cur bytes).
+ * Smaller than v01: KP_ERR_INVALID_ARGUMENT; larger than cur with a non-zero byte past
+ * cur: KP_ERR_UNSUPPORTED. fn and what name the call and the struct in messages. */
+kp_status kp_abi_adopt(const char *fn, const char *what, const void *p, size_t size, size_t v01, size_t cur,
+                       void *buf, const void **out);
+extern const size_t kp_abi_0_1_init_options_size;
+extern const size_t kp_abi_0_1_params_size[8]; /* indexed by kp_op */
 
 /* ---- op dispatch (core/ops/op_dispatch.c) ---- */
 /* Validated op -> backend slot; dry_run answers "supported?". */

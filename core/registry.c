@@ -44,6 +44,7 @@ static const kp_host_services g_host = {
 const kp_host_services *kp_host(void) { return &g_host; }
 bool kp_is_initialized(void) { return atomic_load(&g_initialized); }
 void kp_registry_handles_add(int delta) { atomic_fetch_add(&g_live_handles, delta); }
+int kp_registry_handles_live(void) { return atomic_load(&g_live_handles); }
 
 kp_status kp_require_init(const char *fn) {
     if (!atomic_load(&g_initialized))
@@ -136,7 +137,20 @@ static void release_registry(void) {
     memset(&g, 0, sizeof g);
 }
 
-kp_status kp_init(const kp_init_options *opt) {
+static kp_status init_adopted(const kp_init_options *opt);
+
+kp_status kp_init_sized(const kp_init_options *opt, size_t size) {
+    kp_init_options buf;
+    const void *adopted;
+    kp_status st = kp_abi_adopt("kp_init", "kp_init_options", opt, size, kp_abi_0_1_init_options_size,
+                                sizeof(kp_init_options), &buf, &adopted);
+    return st == KP_OK ? init_adopted(adopted) : st;
+}
+
+/* 0.1's entry point: 0.1's kp_init_options (the parentheses keep kport.h's macro out). */
+kp_status(kp_init)(const kp_init_options *opt) { return kp_init_sized(opt, 0); }
+
+static kp_status init_adopted(const kp_init_options *opt) {
     if (atomic_load(&g_initialized)) return KP_OK;
     pthread_mutex_lock(&g_lock);
     kp_status st = KP_OK;
@@ -345,6 +359,9 @@ kp_status kp_device_open(int index, kp_device **out) {
     d->backend = e->state;
     d->info = slot->info;
     d->global_index = index;
+    d->memory.device = d;
+    d->memory.size = SIZE_MAX;
+    d->memory.flags = KP_BUFFER_ADDRESS_SPACE;
     st = e->iface->device_open(e->state, slot->local, &d->impl);
     kp_stream *ds = NULL;
     if (st == KP_OK) {

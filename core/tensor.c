@@ -85,12 +85,24 @@ static kp_status check_view(const char *op, const char *name, const kp_tensor *t
         return kp_set_error(KP_ERR_INVALID_LAYOUT,
                             "%s: %s must have a contiguous last dimension (stride[%d] is %lld, not 1)", op,
                             name, last, (long long)t->strides[last]);
+    bool address = kp_buffer_is_address_space(t->buffer);
+    if (address && t->offset == 0)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s is an address tensor with a NULL address", op, name);
+    if (address && t->offset % es != 0)
+        return kp_set_error(KP_ERR_INVALID_LAYOUT,
+                            "%s: %s address 0x%zx is not a multiple of its element size %zu", op, name, t->offset, es);
     if (t->offset % es != 0)
         return kp_set_error(KP_ERR_INVALID_LAYOUT,
                             "%s: %s byte offset %zu is not a multiple of its element size %zu", op, name,
                             t->offset, es);
     if (empty) return KP_OK;
     uint64_t bytes;
+    if (address && (__builtin_mul_overflow((uint64_t)span, (uint64_t)es, &bytes) ||
+                    __builtin_add_overflow(bytes, (uint64_t)es, &bytes) ||
+                    __builtin_add_overflow(bytes, (uint64_t)t->offset, &bytes) || (size_t)bytes != bytes))
+        return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
+                            "%s: %s at address 0x%zx with a %lld-element span runs past the end of the address space",
+                            op, name, t->offset, (long long)span + 1);
     if (__builtin_mul_overflow((uint64_t)span, (uint64_t)es, &bytes) ||
         __builtin_add_overflow(bytes, (uint64_t)es, &bytes) ||
         __builtin_add_overflow(bytes, (uint64_t)t->offset, &bytes) || bytes > t->buffer->size)
@@ -223,6 +235,17 @@ kp_status kp_tensor_init(kp_tensor *out, kp_buffer *buffer, size_t offset, kp_dt
     return KP_OK;
 }
 
+kp_status kp_tensor_init_address(kp_tensor *out, kp_device *d, const void *address, kp_dtype dtype, int ndim,
+                                 const int64_t *shape, const int64_t *strides) {
+    const char *fn = "kp_tensor_init_address";
+    if (!out) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    if (!address) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: address is NULL", fn);
+    kp_buffer *mem;
+    kp_status st = kp_device_memory(d, &mem);
+    if (st != KP_OK) return kp_add_context(st, "%s", fn);
+    return kp_tensor_init(out, mem, (size_t)(uintptr_t)address, dtype, ndim, shape, strides);
+}
+
 static kp_status dtype_from_dlpack(DLDataType t, kp_dtype *out) {
     if (t.lanes != 1) return KP_ERR_INVALID_DTYPE;
     if (t.code == kDLFloat && t.bits == 32) *out = KP_F32;
@@ -283,7 +306,21 @@ kp_status kp_tensor_from_dlpack(const DLTensor *t, kp_device *d, kp_tensor *out)
         return kp_set_error(KP_ERR_INVALID_SHAPE,
                             "%s: byte_offset %llu plus the %lld-element span of the tensor is too large to address",
                             fn, (unsigned long long)t->byte_offset, (long long)span + 1);
-    kp_status st = kp_buffer_wrap(d, t->data, bytes, &v.buffer);
+    kp_status st;
+    if (d->info.caps & KP_CAP_DEVICE_ADDRESSES) {
+        /* an address tensor: nothing allocated; data + byte_offset may not wrap around */
+        uintptr_t addr;
+        if (__builtin_add_overflow((uintptr_t)t->data, (uintptr_t)t->byte_offset, &addr) ||
+            (uint64_t)(uintptr_t)t->byte_offset != t->byte_offset)
+            return kp_set_error(KP_ERR_OUT_OF_BOUNDS, "%s: data %p + byte_offset %llu runs past the address space",
+                                fn, t->data, (unsigned long long)t->byte_offset);
+        v.buffer = &d->memory;
+        v.offset = (size_t)addr;
+        st = check_view(fn, "the tensor", &v, false);
+        if (st == KP_OK) *out = v;
+        return st;
+    }
+    st = kp_buffer_wrap(d, t->data, bytes, &v.buffer);
     if (st != KP_OK) return kp_add_context(st, "%s", fn);
     st = check_view(fn, "the tensor", &v, false); /* what kp_tensor_init requires of a view */
     if (st != KP_OK) {

@@ -9,8 +9,9 @@
  *    thread-local message naming the argument and the rule it broke.
  *  - A call that fails validation writes nothing to any output.
  *  - Ops are asynchronous on their stream; kp_stream_sync waits for them.
- *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer. An
- *    input may repeat elements (a stride of 0 broadcasts); an output may not: every
+ *  - Tensors are views: dtype, shape and strides (in elements) over a kp_buffer, or at a
+ *    device address (kp_device_memory: no kp_buffer per tensor). An input may repeat
+ *    elements (a stride of 0 broadcasts); an output may not: every
  *    index of an output needs its own element, or the call fails with
  *    KP_ERR_INVALID_LAYOUT (checked conservatively: sorted by stride, each stride of a
  *    dimension of extent > 1 must reach past all the smaller dimensions span).
@@ -136,6 +137,9 @@ typedef enum kp_device_kind {
  * trip), a bad index never causes an out-of-bounds access, but the outputs it touches
  * are unspecified. */
 #define KP_CAP_CHECKS_INDICES 0x80u
+/* Tensors may point straight at a device address (kp_device_memory,
+ * kp_tensor_init_address): cpu, cuda, hip. Not OpenCL, whose memory has no addresses. */
+#define KP_CAP_DEVICE_ADDRESSES 0x100u
 
 typedef struct kp_device_info {
     char name[KP_NAME_MAX];
@@ -230,6 +234,24 @@ KP_API kp_status kp_buffer_read(kp_stream *s, const kp_buffer *src, size_t src_o
 KP_API kp_status kp_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_offset,
                                 const kp_buffer *src, size_t src_offset, size_t bytes);
 
+/* ---- address tensors: no kp_buffer per framework tensor ----
+ * *out = the pseudo-buffer that stands for all of d's memory: a tensor on it has
+ * offset = a device address (CUdeviceptr, hipDeviceptr_t, host pointer on cpu) and is
+ * otherwise an ordinary view. Owned by d and valid until kp_device_close; kp_buffer_free
+ * on it is a no-op returning KP_OK (so callers that free every buffer keep working);
+ * kp_buffer_size gives SIZE_MAX. kp_buffer_write/read/copy on it are
+ * KP_ERR_UNSUPPORTED (copy with the framework's own API), and it cannot be a
+ * kp_moe_forward workspace (wrap that memory once with kp_buffer_wrap).
+ * KP_ERR_UNSUPPORTED on a device without KP_CAP_DEVICE_ADDRESSES (OpenCL: wrap the cl_mem
+ * with kp_buffer_wrap instead).
+ * Bounds come from the caller: kport checks that the address is not NULL, is aligned to
+ * the dtype's size, and that address + the view's extent does not wrap around; whether
+ * the memory really spans that extent it cannot know. Overlap checks between an op's
+ * tensors compare byte ranges within one buffer, so two address tensors that overlap
+ * are caught (KP_ERR_ALIASING), but an address tensor over memory that a kp_buffer also
+ * covers (one region reached both ways) is not: do not mix the two for one region. */
+KP_API kp_status kp_device_memory(kp_device *d, kp_buffer **out);
+
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -248,7 +270,7 @@ KP_API const char *kp_dtype_name(kp_dtype t); /* "bf16"; "invalid" */
 
 typedef struct kp_tensor {
     kp_buffer *buffer;  /* NULL: an absent optional tensor */
-    size_t offset;      /* bytes from the buffer's start */
+    size_t offset;      /* bytes from the buffer's start (kp_device_memory: the address) */
     kp_dtype dtype;
     int32_t ndim;       /* 1..KP_MAX_DIMS */
     int64_t shape[KP_MAX_DIMS];
@@ -259,12 +281,21 @@ typedef struct kp_tensor {
  * fits in the buffer. */
 KP_API kp_status kp_tensor_init(kp_tensor *out, kp_buffer *buffer, size_t offset, kp_dtype dtype,
                                 int ndim, const int64_t *shape, const int64_t *strides);
+/* kp_tensor_init(out, kp_device_memory(d), (size_t)address, ...): a view of memory at a
+ * device address, allocating nothing. The address must be non-NULL and aligned to the
+ * dtype's size; the view's own extent (shape and strides) is its bounds. */
+KP_API kp_status kp_tensor_init_address(kp_tensor *out, kp_device *d, const void *address, kp_dtype dtype,
+                                        int ndim, const int64_t *shape, const int64_t *strides);
 
 #ifndef KPORT_NO_DLPACK
 #include <dlpack/dlpack.h>
 /* Zero-copy view of a DLPack tensor on device d (kDLCPU, kDLCUDA, kDLROCM or kDLOpenCL
- * matching d's backend). Wraps the memory in a new kp_buffer (out->buffer) that the
- * caller releases with kp_buffer_free; the memory itself stays the producer's. */
+ * matching d's backend); the memory stays the producer's.
+ *  - cpu, cuda, hip: an address tensor (out->buffer = kp_device_memory(d), out->offset =
+ *    data + byte_offset); nothing is allocated. kp_buffer_free(out->buffer) is a no-op
+ *    and may be called or not.
+ *  - opencl (data is a cl_mem): wraps it in a new kp_buffer (out->buffer, offset =
+ *    byte_offset) that the caller must release with kp_buffer_free. */
 KP_API kp_status kp_tensor_from_dlpack(const DLTensor *t, kp_device *d, kp_tensor *out);
 #endif
 
@@ -535,6 +566,12 @@ KP_API kp_status kp_moe_forward_sized(kp_stream *s, const kp_moe_forward_params 
 KP_API kp_status kp_kv_cache_store_sized(kp_stream *s, const kp_kv_cache_store_params *p, size_t size);
 KP_API kp_status kp_quantize_fp8_sized(kp_stream *s, const kp_quantize_fp8_params *p, size_t size);
 KP_API kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size_t size);
+/* kp_init and kp_moe_forward_workspace_size are sized the same way: kp_init(opt) passes
+ * sizeof(kp_init_options) (opt may be NULL), kp_moe_forward_workspace_size(d, p, bytes)
+ * passes sizeof *(p); the plain functions read 0.1's sizes. */
+KP_API kp_status kp_init_sized(const kp_init_options *opt, size_t size);
+KP_API kp_status kp_moe_forward_workspace_size_sized(kp_device *d, const kp_moe_forward_params *p, size_t size,
+                                                     size_t *bytes);
 
 /* sizeof op's params struct as the caller's kport.h defines it (0: an unknown op). */
 static inline size_t kp_op_params_size(kp_op op) {
@@ -565,6 +602,9 @@ static inline size_t kp_op_params_size(kp_op op) {
 #define kp_kv_cache_store(s, p) kp_kv_cache_store_sized((s), (p), sizeof *(p))
 #define kp_quantize_fp8(s, p) kp_quantize_fp8_sized((s), (p), sizeof *(p))
 #define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
+#define kp_init(opt) kp_init_sized((opt), sizeof(kp_init_options))
+#define kp_moe_forward_workspace_size(d, p, bytes) \
+    kp_moe_forward_workspace_size_sized((d), (p), sizeof *(p), (bytes))
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -576,8 +616,10 @@ static inline size_t kp_op_params_size(kp_op op) {
  * expert; kp_ep_combine brings each expert output home and sums a token's outputs with
  * their weights in slot order, with kp_moe_combine on the caller's device: the same bits
  * as kp_moe_combine on one rank given the same expert outputs. Both are collective: every
- * rank of the communicator calls them, in the same order. kport never creates or frees
- * the caller's communicator and links no communication library: the MPI transport is the
+ * rank of the communicator calls them, in the same order. Their tensors are buffer
+ * tensors (an address tensor is KP_ERR_UNSUPPORTED: they are staged through host copies).
+ * kport never creates or frees the caller's communicator and links no communication
+ * library: the MPI transport is the
  * plugin libkport-ep-mpi.so, found like the backend plugins; a missing plugin or library
  * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Data is staged through host
  * memory (works for every backend). A rank that fails a call or never joins makes the

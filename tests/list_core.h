@@ -20,6 +20,12 @@ X(api_tensor_from_dlpack)
 X(api_stream_shared_by_threads)
 X(api_last_error_is_per_thread)
 X(api_native_handles_on_cpu)
+/* test_address.c */
+X(api_address_tensors_same_bytes_as_buffers)
+X(api_address_tensor_rules)
+X(api_address_tensors_refused_by_ops)
+X(api_dlpack_import_allocates_nothing)
+X(api_address_tensors_refused_on_opencl)
 /* test_api_ops.c */
 X(api_ops_reject_bad_arguments)
 XB(api_ops_valid_arguments_reach_the_backend)
@@ -43,3 +49,4 @@ X(kbench_rows_are_judged_against_their_unit)
 /* test_abi.c */
 X(abi_0_1_binary_runs_on_this_library)
 X(abi_sized_params_older_and_newer)
+X(abi_sized_init_options_and_workspace_size)

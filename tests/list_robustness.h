@@ -9,6 +9,7 @@ X(robust_cpu_decode_past_index_width)
 X(robust_cpu_gate_past_index_width)
 X(robust_outputs_must_not_self_overlap)
 X(robust_dlpack_views_past_their_memory)
+X(robust_address_tensors_past_index_width)
 /* test_robustness.c */
 X(robust_tuning_file_whole_lines)
 X(robust_tuning_file_not_regular)

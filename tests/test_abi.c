@@ -14,6 +14,21 @@
 #error "KPORT_ABI_PROBE_PATH must name tests/abi/abi_probe's executable"
 #endif
 
+/* The probe's MoE layer: T 4, hidden 64, E 8, inter 32, top-2, f32. */
+static kp_moe_forward_params small_forward(kp_device *d) {
+    kp_buffer *mb;
+    CHECK_OK(kp_buffer_alloc(d, (8 * 64 * 64 + 4 * 64) * sizeof(float), &mb));
+    kp_moe_forward_params f;
+    memset(&f, 0, sizeof f);
+    CHECK_OK(kp_tensor_init(&f.x, mb, 0, KP_F32, 2, (int64_t[]){4, 64}, NULL));
+    CHECK_OK(kp_tensor_init(&f.router_logits, mb, 0, KP_F32, 2, (int64_t[]){4, 8}, NULL));
+    CHECK_OK(kp_tensor_init(&f.w13, mb, 0, KP_F32, 3, (int64_t[]){8, 64, 64}, NULL));
+    CHECK_OK(kp_tensor_init(&f.w2, mb, 0, KP_F32, 3, (int64_t[]){8, 64, 32}, NULL));
+    CHECK_OK(kp_tensor_init(&f.out, mb, 8 * 64 * 64 * sizeof(float), KP_F32, 2, (int64_t[]){4, 64}, NULL));
+    f.routing = (kp_moe_routing){2, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f};
+    return f;
+}
+
 /* tests/abi/abi_probe.c, built against tests/abi/kport_0_1.h, on today's libkport.so. */
 KP_TEST(abi_0_1_binary_runs_on_this_library) {
     FILE *f = popen(KPORT_ABI_PROBE_PATH " 2>&1", "r");
@@ -23,6 +38,20 @@ KP_TEST(abi_0_1_binary_runs_on_this_library) {
     out[n] = '\0';
     int rc = pclose(f);
     CHECK_MSG(rc == 0 && strstr(out, "abi 0.1 ok") != NULL, "kport-abi-probe exited %d: %s", rc, out);
+    /* its kp_moe_forward_workspace_size (0.1's entry point) agrees with today's */
+    const char *w = strstr(out, "workspace ");
+    CHECK(w != NULL);
+    CHECK_OK(kp_init(NULL));
+    setenv("KPORT_BACKEND", "cpu", 1);
+    kp_device *d;
+    CHECK_OK(kp_device_open(-1, &d));
+    kp_moe_forward_params fwd = small_forward(d);
+    size_t ws = 0;
+    CHECK_OK(kp_moe_forward_workspace_size(d, &fwd, &ws));
+    CHECK_MSG(strtoull(w + 10, NULL, 10) == ws, "0.1 binary: %s; today: %zu", w, ws);
+    CHECK_OK(kp_buffer_free(fwd.x.buffer));
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
 }
 
 /* A caller's struct larger than this library's is read in place when the extra bytes
@@ -75,6 +104,61 @@ KP_TEST(abi_sized_params_older_and_newer) {
 
     kp_buffer_free(lb), kp_buffer_free(ib), kp_buffer_free(wb);
     CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+}
+
+/* kp_init_options and kp_moe_forward_workspace_size's params are sized like the op
+ * params: larger with zero extra bytes read in place, a set extra byte refused, a size
+ * below 0.1's refused, 0 and the plain functions read 0.1's size. */
+KP_TEST(abi_sized_init_options_and_workspace_size) {
+    struct {
+        kp_init_options o;
+        unsigned char newer[32];
+    } big;
+    memset(&big, 0, sizeof big);
+    big.newer[3] = 1;
+    CHECK_ERR(kp_init_sized(&big.o, sizeof big), KP_ERR_UNSUPPORTED, "built against a newer kport.h");
+    CHECK(kp_backend_count() == 0); /* refused before anything was loaded */
+    CHECK_ERR(kp_init_sized(&big.o, sizeof(void *)), KP_ERR_INVALID_ARGUMENT, "kp_init_options struct");
+    big.newer[3] = 0;
+    big.o.flags = KP_INIT_NO_PLUGINS;
+    CHECK_OK(kp_init_sized(&big.o, sizeof big));
+    CHECK_INT_EQ(kp_backend_count(), 1); /* the flag was read: only the CPU backend */
+    CHECK_OK(kp_shutdown());
+    CHECK_OK(kp_init_sized(NULL, sizeof big)); /* NULL: defaults, whatever the size */
+    CHECK_OK(kp_shutdown());
+    CHECK_OK(kp_init_sized(&big.o, 0));
+    CHECK_OK(kp_shutdown());
+    CHECK_OK((kp_init)(&big.o));
+    CHECK_INT_EQ(kp_backend_count(), 1);
+
+    setenv("KPORT_BACKEND", "cpu", 1);
+    kp_device *d;
+    CHECK_OK(kp_device_open(-1, &d));
+    struct {
+        kp_moe_forward_params p;
+        unsigned char newer[32];
+    } fbig;
+    memset(&fbig, 0, sizeof fbig);
+    fbig.p = small_forward(d);
+    size_t want = 0, got = 0;
+    CHECK_OK(kp_moe_forward_workspace_size(d, &fbig.p, &want));
+    CHECK(want > 0);
+    CHECK_OK(kp_moe_forward_workspace_size_sized(d, &fbig.p, sizeof fbig, &got));
+    CHECK(got == want);
+    got = 0;
+    CHECK_OK((kp_moe_forward_workspace_size)(d, &fbig.p, &got));
+    CHECK(got == want);
+    got = 0;
+    CHECK_OK(kp_moe_forward_workspace_size_sized(d, &fbig.p, 0, &got));
+    CHECK(got == want);
+    fbig.newer[31] = 7;
+    got = 12345;
+    CHECK_ERR(kp_moe_forward_workspace_size_sized(d, &fbig.p, sizeof fbig, &got), KP_ERR_UNSUPPORTED, "newer kport.h");
+    CHECK_ERR(kp_moe_forward_workspace_size_sized(d, &fbig.p, 16, &got), KP_ERR_INVALID_ARGUMENT, "kport 0.1's");
+    CHECK(got == 12345); /* nothing written */
+    CHECK_OK(kp_buffer_free(fbig.p.x.buffer));
     CHECK_OK(kp_device_close(d));
     CHECK_OK(kp_shutdown());
 }

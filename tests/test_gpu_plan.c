@@ -333,6 +333,73 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->nsplit, 1);
 }
 
+/* Address tensors (kp_device_memory): the kernel's buffer argument is the address
+ * itself (a device pointer, KP_GPU_ARG_NATIVE), its element offset in the kargs 0, and
+ * the alignment the planners see is the address's own. */
+static kp_buffer fake_address_space = {.flags = KP_BUFFER_ADDRESS_SPACE, .size = SIZE_MAX};
+
+static kp_tensor at_address(kp_tensor t, uint64_t addr) {
+    t.buffer = &fake_address_space;
+    t.offset = (size_t)addr;
+    return t;
+}
+
+KP_TEST(gpu_address_tensors_pass_the_address) {
+    fake_reset("cuda");
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    const uint64_t q_at = 0x7f0000001000ull, out_at = 0x7f0000102000ull;
+    p.q = at_address(tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128}), q_at);
+    p.k_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.k_cache.offset = 256; /* a buffer tensor beside them keeps its offset */
+    p.v_cache = tensor(2, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, 32});
+    p.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    p.out = at_address(tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128}), out_at);
+    p.softmax_scale = 0.1f, p.num_splits = 1;
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK(l->args[0].kind == KP_GPU_ARG_NATIVE && (uint64_t)(uintptr_t)l->args[0].v.native == q_at);
+    CHECK(l->args[1].kind == KP_GPU_ARG_BUFFER && l->args[1].v.buffer == &fake_buf[1]);
+    CHECK(l->args[3].kind == KP_GPU_ARG_NATIVE && (uint64_t)(uintptr_t)l->args[3].v.native == out_at);
+    const kp_attn_decode_kargs *ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->q_off, 0);
+    CHECK_INT_EQ(ka->o_off, 0);
+    CHECK_INT_EQ(ka->k_off, 128);
+
+    /* grouped GEMM through the MoE views: generation 2 on a 16-byte aligned address,
+     * generation 1 on one that is only 2-byte aligned (the base, not an offset) */
+    fake_reset("cuda");
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_grouped_gemm_params g;
+    memset(&g, 0, sizeof g);
+    const uint64_t a_at = 0x7f0000200000ull, w_at = 0x7f0000400000ull, o_at = 0x7f0000800000ull;
+    g.a = at_address(tensor(0, KP_BF16, 2, (int64_t[]){4096, 256}), a_at);
+    g.w = at_address(tensor(1, KP_BF16, 3, (int64_t[]){4, 512, 256}), w_at);
+    g.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    g.out = at_address(tensor(3, KP_BF16, 2, (int64_t[]){4096, 512}), o_at);
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &g, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    l = &fake_launches[0];
+    CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_gen2_tiled");
+    CHECK(l->args[0].kind == KP_GPU_ARG_NATIVE && (uint64_t)(uintptr_t)l->args[0].v.native == a_at);
+    CHECK(l->args[2].kind == KP_GPU_ARG_NATIVE && (uint64_t)(uintptr_t)l->args[2].v.native == w_at);
+    CHECK(l->args[4].kind == KP_GPU_ARG_BUFFER && l->args[4].v.buffer == &fake_buf[2]);
+    CHECK(l->args[5].kind == KP_GPU_ARG_NATIVE && (uint64_t)(uintptr_t)l->args[5].v.native == o_at);
+    const kp_moe_gemm_kargs *kg = fake_kargs[0];
+    CHECK_INT_EQ(kg->a_off, 0);
+    CHECK_INT_EQ(kg->w_off, 0);
+    g.a.offset = (size_t)(a_at + 2);
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &g, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_MOE_GEMM);
+    CHECK(fake_launches[0].args[0].kind == KP_GPU_ARG_NATIVE &&
+          (uint64_t)(uintptr_t)fake_launches[0].args[0].v.native == a_at + 2);
+    CHECK_INT_EQ(((const kp_moe_gemm_kargs *)fake_kargs[0])->a_off, 0);
+}
+
 /* Paged prefill and windowed decode run generation-1 kernels whatever is asked (the
  * generation-2 ones read neither), with the cache geometry and window in their kargs. */
 KP_TEST(gpu_paged_prefill_and_decode_window_plans) {

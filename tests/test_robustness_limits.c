@@ -3,7 +3,8 @@
  * defects 1, 2 and 5): a kp_moe_forward workspace at any byte offset, size
  * computations that would overflow, each backend's index-width limits (kp_op_supported
  * and the call agree, and nothing runs past them), outputs whose strides make two
- * indices meet, and DLPack views reaching past their memory.
+ * indices meet, DLPack views reaching past their memory, and address tensors
+ * (kp_tensor_init_address) past the index width or the address space.
  *
  * Views of 2^32 rows and more are made cheaply: a stride of 0, or a small host buffer
  * wrapped with a size it does not have ("claimed"). Nothing may touch them: a backend
@@ -381,8 +382,39 @@ KP_TEST(robust_dlpack_views_past_their_memory) {
 
     t.byte_offset = 8 * sizeof(float); /* the good one still works: 8 bytes past 8 floats */
     CHECK_OK(kp_tensor_from_dlpack(&t, d, &k));
-    CHECK_INT_EQ(kp_buffer_size(k.buffer), 12 * sizeof(float));
-    CHECK_OK(kp_buffer_free(k.buffer));
+    CHECK(k.offset == (size_t)(uintptr_t)(data + 8)); /* an address tensor: its own extent is its bounds */
     CHECK_OK(kp_device_close(d));
     CHECK_OK(kp_shutdown());
+}
+
+/* Address tensors (kp_device_memory) describe memory by the caller's word, so a view of
+ * 2^32 rows costs nothing to make: the core takes it (address not NULL, aligned, no
+ * wrap-around) and the cpu backend refuses it by its index width, asked and called
+ * alike, before touching the (fake, unmapped) addresses; past the address space's end,
+ * the core refuses it first. */
+KP_TEST(robust_address_tensors_past_index_width) {
+    kp_device *d = open_cpu();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    const int64_t t = (int64_t)1 << 32, e = 16, k = 2;
+    kp_moe_gate_params p = {.routing = {k, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f}};
+    CHECK_OK(kp_tensor_init_address(&p.logits, d, (void *)(uintptr_t)((uint64_t)1 << 44), KP_F32, 2,
+                                    (int64_t[]){t, e}, NULL));
+    CHECK_OK(kp_tensor_init_address(&p.topk_ids, d, (void *)(uintptr_t)((uint64_t)1 << 45), KP_I32, 2,
+                                    (int64_t[]){t, k}, NULL));
+    CHECK_OK(kp_tensor_init_address(&p.topk_weights, d, (void *)(uintptr_t)((uint64_t)3 << 44), KP_F32, 2,
+                                    (int64_t[]){t, k}, NULL));
+    const char *why = "logits.shape[0] is 4294967296; the cpu backend indexes with 32-bit integers";
+    CHECK_ERR(kp_op_supported(d, KP_OP_MOE_GATE, &p), KP_ERR_UNSUPPORTED, why);
+    CHECK_ERR(kp_moe_gate(s, &p), KP_ERR_UNSUPPORTED, why);
+    /* the outputs overlapping each other: caught between address tensors */
+    kp_moe_gate_params q = p;
+    q.topk_weights.offset = q.topk_ids.offset + 4;
+    CHECK_ERR(kp_moe_gate(s, &q), KP_ERR_ALIASING, "overlaps");
+    /* logits reaching past the end of the address space */
+    q = p;
+    q.logits.offset = (size_t)(UINTPTR_MAX - ((uintptr_t)1 << 30)) & ~(size_t)63;
+    CHECK_ERR(kp_moe_gate(s, &q), KP_ERR_OUT_OF_BOUNDS, "past the end of the address space");
+    CHECK_OK(kp_stream_destroy(s));
+    CHECK_OK(kp_device_close(d));
 }

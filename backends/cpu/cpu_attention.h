@@ -154,7 +154,7 @@ void cpu_att_slots_free(cpu_att_slots *s);
  * indices), for the CPU backend's host buffers. */
 static inline unsigned char *cpu_att_at(const kp_tensor *t, int64_t i0, int64_t i1, int64_t i2) {
     int64_t off = i0 * t->strides[0] + i1 * t->strides[1] + (t->ndim > 3 ? i2 * t->strides[2] : 0);
-    return cpu_buffer_data(t->buffer) + t->offset + off * (int64_t)kp_dtype_size(t->dtype);
+    return cpu_tensor_data(t) + off * (int64_t)kp_dtype_size(t->dtype);
 }
 
 /* Paged-KV content checks shared by decode and MLA decode: every seq_len in

@@ -348,8 +348,8 @@ void cpu_att_slots_free(cpu_att_slots *s) {
 kp_status cpu_att_check_paged(const char *op, const char *lens_name, const kp_tensor *block_table,
                               const kp_tensor *seq_lens, int64_t num_blocks, int64_t block_size, int64_t *max_len) {
     const int64_t b = seq_lens->shape[0], max_blocks = block_table->shape[1];
-    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(seq_lens->buffer) + seq_lens->offset);
-    const int32_t *table = (const int32_t *)(const void *)(cpu_buffer_data(block_table->buffer) + block_table->offset);
+    const int32_t *lens = (const int32_t *)(const void *)cpu_tensor_data(seq_lens);
+    const int32_t *table = (const int32_t *)(const void *)cpu_tensor_data(block_table);
     *max_len = 0;
     for (int64_t i = 0; i < b; i++) {
         int64_t len = lens[i];
@@ -403,7 +403,7 @@ typedef struct paged_job {
 static float *lse_at(const kp_tensor *lse, int64_t i0, int64_t i1, int64_t i2) {
     if (!lse->buffer) return NULL;
     int64_t off = i0 * lse->strides[0] + i1 * lse->strides[1] + i2 * lse->strides[2];
-    return (float *)(void *)(cpu_buffer_data(lse->buffer) + lse->offset) + off;
+    return (float *)(void *)cpu_tensor_data(lse) + off;
 }
 
 /* item = ((b * h_kv + g) * head_chunks + c) * splits + split */
@@ -414,7 +414,7 @@ static void paged_items(void *ctx, int64_t begin, int64_t end) {
     int slot = cpu_att_slot_take(&j->slots);
     cpu_att_work w;
     cpu_att_work_bind(&w, j->slots.mem + (size_t)slot * j->slots.bytes, j->max_m, p->d, p->dv);
-    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
+    const int32_t *lens = (const int32_t *)(const void *)cpu_tensor_data(a->seq_lens);
     for (int64_t it = begin; it < end; it++) {
         int64_t split = it % j->splits, rest = it / j->splits;
         int64_t c = rest % j->head_chunks;
@@ -444,8 +444,7 @@ static void paged_items(void *ctx, int64_t begin, int64_t end) {
             .v_row = a->v_cache->strides[1],
             .k_blk = a->k_cache->strides[0],
             .v_blk = a->v_cache->strides[0],
-            .table = (const int32_t *)(const void *)(cpu_buffer_data(a->block_table->buffer) +
-                                                     a->block_table->offset) +
+            .table = (const int32_t *)(const void *)cpu_tensor_data(a->block_table) +
                      b * a->block_table->strides[0],
             .block_size = a->k_cache->shape[1],
             .v_is_k_prefix = a->v_is_k_prefix,
@@ -556,7 +555,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
         x->kraw = kraw, x->vraw = vraw;
         x->max_m = max_m, x->m = x->mpad = 0;
     }
-    const int32_t *lens = (const int32_t *)(const void *)(cpu_buffer_data(a->seq_lens->buffer) + a->seq_lens->offset);
+    const int32_t *lens = (const int32_t *)(const void *)cpu_tensor_data(a->seq_lens);
     const int64_t es = (int64_t)kp_dtype_size(p->kv_dt), bs = a->k_cache->shape[1];
     const int64_t k_row = a->k_cache->strides[1], v_row = a->v_cache->strides[1];
     const int64_t k_blk = a->k_cache->strides[0], v_blk = a->v_cache->strides[0];
@@ -592,8 +591,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
             }
         if (kb < lo) kb = lo;
         if (ke > hi) ke = hi;
-        const int32_t *table = (const int32_t *)(const void *)(cpu_buffer_data(a->block_table->buffer) +
-                                                                a->block_table->offset) +
+        const int32_t *table = (const int32_t *)(const void *)cpu_tensor_data(a->block_table) +
                                b * a->block_table->strides[0];
         for (int64_t j0 = kb; j0 < ke; j0 += j->tile) {
             int nk = ke - j0 < j->tile ? (int)(ke - j0) : j->tile;
@@ -675,10 +673,9 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
     const bool fp8 = a->k_cache->dtype == KP_FP8_E4M3;
     if (fp8) { /* dequantized row by row in cpu_att_run, with the rows' cache-block scales */
         j.prob.kv_dt = KP_FP8_E4M3;
-        j.k_scale = (const float *)(const void *)(cpu_buffer_data(a->k_scale->buffer) + a->k_scale->offset);
+        j.k_scale = (const float *)(const void *)cpu_tensor_data(a->k_scale);
         j.v_scale = a->v_is_k_prefix ? j.k_scale
-                                     : (const float *)(const void *)(cpu_buffer_data(a->v_scale->buffer) +
-                                                                     a->v_scale->offset);
+                                     : (const float *)(const void *)cpu_tensor_data(a->v_scale);
         j.k_per_block = a->k_scale->shape[0] != 1;
         j.v_per_block = a->v_is_k_prefix ? j.k_per_block : a->v_scale->shape[0] != 1;
     }

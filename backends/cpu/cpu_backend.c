@@ -80,7 +80,7 @@ static void fill_info(kp_backend_state *b) {
     i->subgroup_size = cpu_simd_lanes(b->simd);
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     i->local_mem_bytes = l2 > 0 ? (uint64_t)l2 : 0;
-    i->caps = KP_CAP_UNIFIED_MEMORY | KP_CAP_CHECKS_INDICES;
+    i->caps = KP_CAP_UNIFIED_MEMORY | KP_CAP_CHECKS_INDICES | KP_CAP_DEVICE_ADDRESSES;
     if (cpu_simd_at_least(b->simd, CPU_SIMD_AVX512_BF16) || cpu_simd_at_least(b->simd, CPU_SIMD_NEON_BF16))
         i->caps |= KP_CAP_BF16;
     if ((f->avx512_fp16 && cpu_simd_at_least(b->simd, CPU_SIMD_AVX512)) ||

@@ -79,11 +79,11 @@ void cpu_load_row(const cpu_kernels *cvt, kp_dtype dt, const void *src, float *d
 
 /* Pointer to element (i, j) of a 2-D view (or (i, j, l) of a 3-D one). */
 static inline unsigned char *cpu_at2(const kp_tensor *t, int64_t i, int64_t j) {
-    return cpu_buffer_data(t->buffer) + t->offset +
+    return cpu_tensor_data(t) +
            (size_t)(i * t->strides[0] + j * t->strides[1]) * kp_dtype_size(t->dtype);
 }
 static inline unsigned char *cpu_at3(const kp_tensor *t, int64_t i, int64_t j, int64_t l) {
-    return cpu_buffer_data(t->buffer) + t->offset +
+    return cpu_tensor_data(t) +
            (size_t)(i * t->strides[0] + j * t->strides[1] + l * t->strides[2]) * kp_dtype_size(t->dtype);
 }
 

@@ -85,6 +85,13 @@ static inline unsigned char *cpu_buffer_data(const kp_buffer *b) {
     return ((const cpu_buffer *)b->impl)->data;
 }
 
+/* The first byte of a tensor's view: on kp_device_memory the offset is the host
+ * address itself (no arithmetic on a NULL base). */
+static inline unsigned char *cpu_tensor_data(const kp_tensor *t) {
+    if (kp_buffer_is_address_space(t->buffer)) return (unsigned char *)(uintptr_t)t->offset;
+    return cpu_buffer_data(t->buffer) + t->offset;
+}
+
 /* The host services the core lent at init. */
 const kp_host_services *cpu_host(void);
 /* The backend state behind a stream (the CPU backend has one device). */

@@ -200,7 +200,7 @@ static CUresult cu_query_device(const kp_backend_state *b, int ordinal, kp_cu_de
     info->local_mem_bytes = (uint64_t)(smem_optin > smem ? smem_optin : smem);
 
     const int cc = major * 10 + minor;
-    info->caps = KP_CAP_SUBGROUPS;                 /* warp shuffles: every supported GPU */
+    info->caps = KP_CAP_SUBGROUPS | KP_CAP_DEVICE_ADDRESSES; /* warp shuffles; CUdeviceptr address tensors */
     if (cc >= 53) info->caps |= KP_CAP_F16;        /* native half arithmetic */
     if (cc >= 70) info->caps |= KP_CAP_MATRIX_UNITS; /* tensor cores (mma.sync) */
     if (cc >= 80) info->caps |= KP_CAP_BF16;       /* bf16 mma */

@@ -33,7 +33,12 @@ void kp_gpu_arg_native(kp_gpu_launch *l, void *native) {
     if (a) a->v.native = native;
 }
 
-void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t) { kp_gpu_arg_buffer(l, t->buffer); }
+void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t) {
+    if (kp_buffer_is_address_space(t->buffer))
+        kp_gpu_arg_native(l, (void *)(uintptr_t)t->offset);
+    else
+        kp_gpu_arg_buffer(l, t->buffer);
+}
 
 void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size) {
     if (size == 0 || size > KP_GPU_MAX_KARGS_BYTES) {
@@ -46,5 +51,17 @@ void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size) {
 
 int64_t kp_gpu_elem_offset(const kp_tensor *t) {
     size_t es = kp_backend_dtype_size(t->dtype);
-    return t->buffer && es ? (int64_t)(t->offset / es) : 0;
+    return t->buffer && es && !kp_buffer_is_address_space(t->buffer) ? (int64_t)(t->offset / es) : 0;
+}
+
+uint64_t kp_gpu_tensor_address(const kp_tensor *t) {
+    return kp_buffer_is_address_space(t->buffer) ? (uint64_t)t->offset : 0;
+}
+
+uint32_t kp_gpu_base_align(const kp_gpu_target *t, const kp_buffer *b, uint64_t addr) {
+    if (addr) {
+        uint64_t low = addr & (~addr + 1);
+        return low >= 256 ? 256u : (uint32_t)low;
+    }
+    return b && t->buffer_align ? t->buffer_align(b) : 256u;
 }

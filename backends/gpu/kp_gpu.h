@@ -77,12 +77,22 @@ typedef struct kp_gpu_launch {
 void kp_gpu_launch_init(kp_gpu_launch *l, const char *source, const char *options, const char *kernel);
 void kp_gpu_arg_buffer(kp_gpu_launch *l, const kp_buffer *b);
 void kp_gpu_arg_native(kp_gpu_launch *l, void *native);
-/* A tensor's buffer (NULL when the tensor is absent); its offset goes in the kargs. */
+/* A tensor's buffer (NULL when the tensor is absent); its offset goes in the kargs.
+ * A tensor on kp_device_memory passes its address itself (KP_GPU_ARG_NATIVE, a device
+ * pointer on cuda and hip) with element offset 0. */
 void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t);
 /* The kernel's parameter block, by value: data must stay valid until the launch is enqueued. */
 void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size);
-/* A tensor's byte offset in elements of its dtype (0 when the tensor is absent). */
+/* A tensor's byte offset in elements of its dtype (0 when the tensor is absent or an
+ * address tensor, whose address is the kernel's buffer argument). */
 int64_t kp_gpu_elem_offset(const kp_tensor *t);
+/* The device address of an address tensor (on kp_device_memory); 0 for any other. */
+uint64_t kp_gpu_tensor_address(const kp_tensor *t);
+/* The alignment (a power of two, at most 256) of the base the kernel gets for memory
+ * b, address addr (see kp_gpu_tensor_address): the address's own alignment when addr != 0,
+ * else b's (target->buffer_align). */
+struct kp_gpu_target;
+uint32_t kp_gpu_base_align(const struct kp_gpu_target *t, const kp_buffer *b, uint64_t addr);
 
 /* ---- the device, as the planners see it ----------------------------------- */
 

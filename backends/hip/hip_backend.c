@@ -98,7 +98,7 @@ static kp_status hip_resolve_symbols(kp_backend_state *b, char *reason, size_t r
 
 /* What the architecture computes natively ("gfx90a", feature suffixes stripped). */
 static uint32_t hip_arch_caps(const char *arch) {
-    uint32_t caps = KP_CAP_SUBGROUPS | KP_CAP_F16; /* wavefront ops, packed f16: all GCN+ */
+    uint32_t caps = KP_CAP_SUBGROUPS | KP_CAP_F16 | KP_CAP_DEVICE_ADDRESSES; /* wavefront ops, packed f16: all GCN+; address tensors */
     if (!strcmp(arch, "gfx908") || !strcmp(arch, "gfx90a") || !strncmp(arch, "gfx94", 5) ||
         !strncmp(arch, "gfx95", 5))
         caps |= KP_CAP_MATRIX_UNITS | KP_CAP_BF16; /* CDNA: MFMA */

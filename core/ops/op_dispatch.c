@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <math.h>
@@ -88,7 +89,6 @@ kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *param
 
 /* ---- the growable ABI (kport.h, "a growable ABI") ---- */
 
-extern const size_t kp_abi_0_1_params_size[8]; /* core/abi_0_1.c */
 
 /* This library's size of op's params struct: kport.h's kp_op_params_size, compiled
  * here, is this library's (0: an op added later, whose params pass through unsized). */
@@ -108,36 +108,46 @@ typedef union params_buf {
     kp_quantize_fp8_params quantize_fp8;
 } params_buf;
 
-/* The caller's params at this library's size: p itself when the sizes agree (the usual
- * case: no copy), else a copy into buf with the fields the caller did not have zeroed. */
-static kp_status params_adopt(kp_op op, const void *p, size_t size, params_buf *buf, const void **out) {
-    const char *name = kp_op_name(op);
-    const size_t cur = params_size(op);
-    /* an op added after 0.1 (kv_cache_store, quantize_fp8: 0.2): its first size, which is
-     * today's; when its struct grows, freeze that size here as 0.1's are in abi_0_1.c */
-    const size_t v01 = (unsigned)op < 8 ? kp_abi_0_1_params_size[op] : cur;
+kp_status kp_abi_adopt(const char *fn, const char *what, const void *p, size_t size, size_t v01, size_t cur,
+                       void *buf, const void **out) {
     *out = p;
-    if (!p || cur == 0) return KP_OK; /* NULL is reported by the dispatcher */
+    if (!p || cur == 0) return KP_OK; /* NULL is the caller's to report */
     if (size == 0) size = v01;
     if (size == cur) return KP_OK;
     if (size < v01)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT,
-                            "kp_%s: the params struct is %zu bytes; kport 0.1's was already %zu (a size from "
-                            "another struct?)", name, size, v01);
+                            "%s: the %s struct is %zu bytes; kport 0.1's was already %zu (a size from "
+                            "another struct?)", fn, what, size, v01);
     if (size > cur) {
         const unsigned char *extra = (const unsigned char *)p + cur;
         for (size_t i = 0; i < size - cur; i++)
             if (extra[i])
                 return kp_set_error(KP_ERR_UNSUPPORTED,
-                                    "kp_%s: the caller's params struct (%zu bytes) sets a field past the %zu bytes "
+                                    "%s: the caller's %s struct (%zu bytes) sets a field past the %zu bytes "
                                     "this kport knows (byte %zu): it was built against a newer kport.h",
-                                    name, size, cur, cur + i);
+                                    fn, what, size, cur, cur + i);
         return KP_OK; /* the known prefix is read in place */
     }
-    memset(buf, 0, sizeof *buf);
+    memset(buf, 0, cur);
     memcpy(buf, p, size);
     *out = buf;
     return KP_OK;
+}
+
+/* The caller's params at this library's size: p itself when the sizes agree (the usual
+ * case: no copy), else a copy into buf with the fields the caller did not have zeroed. */
+static kp_status params_adopt(kp_op op, const void *p, size_t size, params_buf *buf, const void **out) {
+    const size_t cur = params_size(op);
+    /* an op added after 0.1 (kv_cache_store, quantize_fp8: 0.2): its first size, which is
+     * today's; when its struct grows, freeze that size here as 0.1's are in abi_0_1.c */
+    const size_t v01 = (unsigned)op < 8 ? kp_abi_0_1_params_size[op] : cur;
+    if (!p || size == cur || (size == 0 && v01 == cur)) { /* the usual case, before naming anything */
+        *out = p;
+        return KP_OK;
+    }
+    char fn[64];
+    snprintf(fn, sizeof fn, "kp_%s", kp_op_name(op));
+    return kp_abi_adopt(fn, "params", p, size, v01, cur, buf, out);
 }
 
 /* The plain kp_<op> functions are 0.1's entry points (size 0: 0.1's size); the

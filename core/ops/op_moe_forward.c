@@ -102,13 +102,25 @@ size_t kp_moe_forward_workspace_start(const kp_moe_forward_params *p) {
                                      KP_MOE_WORKSPACE_ALIGN;
 }
 
-kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p, size_t *bytes) {
+kp_status kp_moe_forward_workspace_size_sized(kp_device *d, const kp_moe_forward_params *p, size_t size,
+                                              size_t *bytes) {
     if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: d is NULL");
     if (!p) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: p is NULL");
     if (!bytes) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_moe_forward_workspace_size: bytes is NULL");
-    kp_status st = kp_validate_moe_forward_shapes(d, p);
+    kp_moe_forward_params buf;
+    const void *adopted;
+    kp_status st = kp_abi_adopt("kp_moe_forward_workspace_size", "params", p, size,
+                                kp_abi_0_1_params_size[KP_OP_MOE_FORWARD], sizeof buf, &buf, &adopted);
+    if (st != KP_OK) return st;
+    p = adopted;
+    st = kp_validate_moe_forward_shapes(d, p);
     if (st == KP_OK) st = kp_moe_forward_workspace_bytes(p, bytes);
     return st;
+}
+
+/* 0.1's entry point: 0.1's kp_moe_forward_params. */
+kp_status(kp_moe_forward_workspace_size)(kp_device *d, const kp_moe_forward_params *p, size_t *bytes) {
+    return kp_moe_forward_workspace_size_sized(d, p, 0, bytes);
 }
 
 kp_status kp_validate_moe_forward(kp_device *d, const void *params) {
@@ -125,6 +137,10 @@ kp_status kp_validate_moe_forward(kp_device *d, const void *params) {
     if (ws->device != d)
         return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: workspace is on device %d, the stream on device %d", op,
                             ws->device->global_index, d->global_index);
+    if (kp_buffer_is_address_space(ws))
+        return kp_set_error(KP_ERR_UNSUPPORTED,
+                            "%s: workspace is kp_device_memory (device addresses); wrap the workspace memory with "
+                            "kp_buffer_wrap once and pass that buffer", op);
     if (p->workspace_offset > ws->size || ws->size - p->workspace_offset < need)
         return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
                             "%s: workspace has %zu bytes after offset %zu; %zu are needed", op,

@@ -109,6 +109,7 @@ static PyObject *device_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->index = global;
     self->dlpack_type = dlpack_type_of(info.backend);
     self->backend_device = info.backend_device;
+    if ((info.caps & KP_CAP_DEVICE_ADDRESSES) && kp_device_memory(dev, &self->memory) != KP_OK) self->memory = NULL;
     return (PyObject *)self;
 }
 

@@ -26,6 +26,7 @@ typedef struct kpy_device {
     int index;          /* global device index (kp_device_info_get) */
     int dlpack_type;    /* the DLDeviceType this backend takes zero copy; -1: none (always staged) */
     int backend_device; /* the device's index within its backend (DLPack device_id) */
+    kp_buffer *memory;  /* kp_device_memory: what DLPack imports point into (NULL on OpenCL) */
     kpy_queue queue;    /* the default queue: created lazily */
 } kpy_device;
 

@@ -4,8 +4,9 @@
  * Each op is a table of its params struct's fields (name, kind, offset), so the argument
  * list is written once, here, and the Python layer passes the fields in that order.
  * A tensor field takes any object with __dlpack__ (or a "dltensor" capsule):
- *  - memory of the kind the device uses (numpy on cpu, torch.cuda on cuda) is wrapped with
- *    kp_tensor_from_dlpack: zero copy;
+ *  - memory of the kind the device uses (numpy on cpu, torch.cuda on cuda) is imported with
+ *    kp_tensor_from_dlpack: zero copy, and on cpu/cuda/rocm an address tensor (no kp_buffer
+ *    made or freed per call); on OpenCL a kp_buffer over the cl_mem, freed after the call;
  *  - host memory on a device that cannot address it (numpy on opencl) is staged: copied into
  *    a device buffer, and outputs copied back once the op has succeeded (never after a failure:
  *    a call that fails writes nothing).
@@ -195,7 +196,7 @@ typedef union op_params {
 /* One tensor argument while a call is in flight. */
 typedef struct imported {
     PyObject *capsule; /* owned: keeps the producer's memory alive; its destructor releases it */
-    kp_buffer *buffer; /* the wrap, or the staging copy */
+    kp_buffer *buffer; /* freed after the call: the OpenCL wrap or the staging copy (NULL: an address tensor) */
     void *host;        /* staged: the caller's memory, copied back when the field is an output */
     size_t bytes;
     int staged, output, host_memory;
@@ -350,7 +351,7 @@ static int import_tensor(const op_table *op, const op_field *f, kpy_device *dev,
     if (im->host_memory && dev->dlpack_type != kDLCPU) return stage(op, f, dev->device, s, &dl, t, im);
     kp_status st = kp_tensor_from_dlpack(&dl, dev->device, t);
     if (st != KP_OK) return raise_field(op, f, st);
-    im->buffer = t->buffer;
+    im->buffer = t->buffer != dev->memory ? t->buffer : NULL; /* an address tensor: nothing to free */
     return 0;
 }
 

@@ -2,7 +2,9 @@
  * tests/abi/abi_probe.c — a program built against kport 0.1's header (kport_0_1.h, frozen)
  * and linked to today's libkport.so: the growable ABI's promise (issue 17) that old
  * binaries keep working. Runs moe_gate and a paged decode on the cpu device through
- * 0.1's entry points, checks exact results, and prints "abi 0.1 ok".
+ * 0.1's entry points (kp_init with 0.1's options struct, kp_moe_forward_workspace_size with
+ * 0.1's params included), checks exact results, and prints the workspace size of a small
+ * MoE layer (test_abi.c compares it with today's header's) and "abi 0.1 ok".
  */
 #include "kport_0_1.h"
 
@@ -29,7 +31,8 @@ static kp_buffer *upload(kp_device *d, const void *src, size_t n) {
 
 int main(void) {
     setenv("KPORT_BACKEND", "cpu", 1);
-    TRY(kp_init(NULL));
+    kp_init_options opt = {NULL, 2, 0}; /* 0.1's struct, read at 0.1's size */
+    TRY(kp_init(&opt));
     kp_device *d;
     TRY(kp_device_open(-1, &d));
     kp_stream *s;
@@ -86,7 +89,23 @@ int main(void) {
             return 1;
         }
 
-    kp_buffer *all[] = {lb, ib, wb, qb, kb, vb, tb, sb, ob};
+    /* kp_moe_forward_workspace_size: T 4, hidden 64, E 8, inter 32, top-2 */
+    kp_buffer *mb;
+    TRY(kp_buffer_alloc(d, (8 * 64 * 64 + 4 * 64) * sizeof(float), &mb));
+    kp_moe_forward_params f;
+    memset(&f, 0, sizeof f);
+    TRY(kp_tensor_init(&f.x, mb, 0, KP_F32, 2, (int64_t[]){4, 64}, NULL));
+    TRY(kp_tensor_init(&f.router_logits, mb, 0, KP_F32, 2, (int64_t[]){4, 8}, NULL));
+    TRY(kp_tensor_init(&f.w13, mb, 0, KP_F32, 3, (int64_t[]){8, 64, 64}, NULL));
+    TRY(kp_tensor_init(&f.w2, mb, 0, KP_F32, 3, (int64_t[]){8, 64, 32}, NULL));
+    TRY(kp_tensor_init(&f.out, mb, 8 * 64 * 64 * sizeof(float), KP_F32, 2, (int64_t[]){4, 64}, NULL));
+    f.routing.topk = 2, f.routing.n_group = 1, f.routing.topk_group = 1;
+    f.routing.scoring = KP_MOE_SCORING_SOFTMAX, f.routing.renormalize = 1, f.routing.route_scale = 1.0f;
+    size_t ws = 0;
+    TRY(kp_moe_forward_workspace_size(d, &f, &ws));
+    printf("workspace %zu\n", ws);
+
+    kp_buffer *all[] = {lb, ib, wb, qb, kb, vb, tb, sb, ob, mb};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) TRY(kp_buffer_free(all[i]));
     TRY(kp_stream_destroy(s));
     TRY(kp_device_close(d));

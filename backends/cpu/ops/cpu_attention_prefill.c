@@ -107,7 +107,7 @@ static void prefill_items(void *ctx, int64_t begin, int64_t end) {
             kv.v_row = pr->dv;
         }
         cpu_att_run(pr, &w, &kv, 0, lk);
-        float *lse = p->lse.buffer ? (float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset) : NULL;
+        float *lse = p->lse.buffer ? (float *)(void *)cpu_tensor_data(&p->lse) : NULL;
         for (int32_t qi = 0; qi < t->nq; qi++)
             for (int32_t hh = 0; hh < t->nh; hh++) {
                 int64_t row = sq + t->q0 + qi, h = t->h0 + hh;
@@ -148,8 +148,8 @@ static kp_status check_paged_lens(const char *op, const kp_attention_prefill_par
     kp_status st = cpu_att_check_paged(op, "seq_lens_k", &p->block_table, &p->seq_lens_k, p->k.shape[0],
                                        p->k.shape[1], &max_len);
     if (st != KP_OK) return st;
-    j->lens_k = (const int32_t *)(const void *)(cpu_buffer_data(p->seq_lens_k.buffer) + p->seq_lens_k.offset);
-    j->table = (const int32_t *)(const void *)(cpu_buffer_data(p->block_table.buffer) + p->block_table.offset);
+    j->lens_k = (const int32_t *)(const void *)cpu_tensor_data(&p->seq_lens_k);
+    j->table = (const int32_t *)(const void *)cpu_tensor_data(&p->block_table);
     j->table_s0 = p->block_table.strides[0];
     for (int64_t b = 0; b < p->seq_lens_k.shape[0]; b++)
         if (j->lens_k[b] > p->max_seqlen_k)
@@ -177,9 +177,9 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
     prefill_item *items = NULL;
     pthread_mutex_lock(&cs->lock);
     int64_t nb = p->cu_seqlens_q.shape[0] - 1;
-    j.cq = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_q.buffer) + p->cu_seqlens_q.offset);
+    j.cq = (const int32_t *)(const void *)cpu_tensor_data(&p->cu_seqlens_q);
     if (p->cu_seqlens_k.buffer) /* absent with a block table */
-        j.ck = (const int32_t *)(const void *)(cpu_buffer_data(p->cu_seqlens_k.buffer) + p->cu_seqlens_k.offset);
+        j.ck = (const int32_t *)(const void *)cpu_tensor_data(&p->cu_seqlens_k);
     const bool paged = p->block_table.buffer != NULL;
     kp_status st = check_cu_seqlens(name, "cu_seqlens_q", j.cq, nb + 1, p->q.shape[0], p->max_seqlen_q);
     if (st == KP_OK && paged) st = check_paged_lens(name, p, &j);
@@ -235,7 +235,7 @@ kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, i
         for (int64_t h = 0; h < h_q; h++) {
             memset(cpu_att_at(&p->out, row, h, 0), 0, (size_t)dv * kp_dtype_size(p->out.dtype));
             if (p->lse.buffer)
-                ((float *)(void *)(cpu_buffer_data(p->lse.buffer) + p->lse.offset))[h * p->lse.strides[0] +
+                ((float *)(void *)cpu_tensor_data(&p->lse))[h * p->lse.strides[0] +
                                                                                     row * p->lse.strides[1]] =
                     INFINITY;
         }

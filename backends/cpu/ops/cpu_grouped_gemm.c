@@ -46,7 +46,7 @@ kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dr
     (void)op;
     const kp_grouped_gemm_params *p = params;
     if (dry_run) return KP_OK; /* f32/f16/bf16, and FP8 with f16/bf16 activations: all run */
-    const int32_t *off = (const int32_t *)(cpu_buffer_data(p->expert_offsets.buffer) + p->expert_offsets.offset);
+    const int32_t *off = (const int32_t *)cpu_tensor_data(&p->expert_offsets);
     int64_t experts = p->w.shape[0], m = p->a.shape[0];
     cpu_moe_stream_lock(s);
     kp_status st = KP_OK;

@@ -22,10 +22,10 @@ static void store_rows(const store_job *j, const kp_tensor *src, const kp_tensor
     const int64_t h_kv = src->shape[1], d = src->shape[2];
     const int64_t blk = slot / j->block_size, off = slot % j->block_size;
     const size_t csz = kp_dtype_size(cache->dtype);
-    unsigned char *base = cpu_buffer_data(cache->buffer) + cache->offset;
+    unsigned char *base = cpu_tensor_data(cache);
     float sc = 1.0f;
     if (cache->dtype == KP_FP8_E4M3) {
-        const float *s = (const float *)(cpu_buffer_data(scale->buffer) + scale->offset);
+        const float *s = (const float *)cpu_tensor_data(scale);
         sc = s[scale->shape[0] == 1 ? 0 : blk];
     }
     for (int64_t h = 0; h < h_kv; h++) {
@@ -61,7 +61,7 @@ kp_status cpu_op_kv_cache_store(kp_op op, kp_stream *s, const void *params, int 
     const kp_kv_cache_store_params *p = params;
     if (dry_run) return KP_OK;
     const int64_t t = p->key.shape[0], slots = p->k_cache.shape[0] * p->k_cache.shape[1]; /* validated: no overflow */
-    const int32_t *slot = (const int32_t *)(cpu_buffer_data(p->slot_mapping.buffer) + p->slot_mapping.offset);
+    const int32_t *slot = (const int32_t *)cpu_tensor_data(&p->slot_mapping);
     for (int64_t i = 0; i < t; i++)
         if (slot[i] >= slots)
             return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,

@@ -39,7 +39,7 @@ kp_status cpu_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_r
     (void)op;
     const kp_moe_align_params *p = params;
     if (dry_run) return KP_OK;
-    const int32_t *ids = (const int32_t *)(cpu_buffer_data(p->topk_ids.buffer) + p->topk_ids.offset);
+    const int32_t *ids = (const int32_t *)cpu_tensor_data(&p->topk_ids);
     int64_t k = p->topk_ids.shape[1], pairs = p->topk_ids.shape[0] * k;
     cpu_moe_stream_lock(s);
     for (int64_t i = 0; i < pairs; i++) {
@@ -52,10 +52,10 @@ kp_status cpu_op_moe_align(kp_op op, kp_stream *s, const void *params, int dry_r
         }
     }
     cpu_moe_align_fill(ids, pairs, p->num_experts, p->block_size,
-                       (int32_t *)(cpu_buffer_data(p->sorted_ids.buffer) + p->sorted_ids.offset),
+                       (int32_t *)cpu_tensor_data(&p->sorted_ids),
                        p->sorted_ids.shape[0],
-                       (int32_t *)(cpu_buffer_data(p->expert_offsets.buffer) + p->expert_offsets.offset),
-                       (int32_t *)(cpu_buffer_data(p->token_pos.buffer) + p->token_pos.offset));
+                       (int32_t *)cpu_tensor_data(&p->expert_offsets),
+                       (int32_t *)cpu_tensor_data(&p->token_pos));
     cpu_moe_stream_unlock(s);
     return KP_OK;
 }

@@ -54,7 +54,7 @@ kp_status cpu_op_moe_combine(kp_op op, kp_stream *s, const void *params, int dry
     const kp_moe_combine_params *p = params;
     if (dry_run) return KP_OK;
     int64_t t = p->token_pos.shape[0], k = p->token_pos.shape[1], rows = p->expert_out.shape[0];
-    const int32_t *pos = (const int32_t *)(cpu_buffer_data(p->token_pos.buffer) + p->token_pos.offset);
+    const int32_t *pos = (const int32_t *)cpu_tensor_data(&p->token_pos);
     cpu_moe_stream_lock(s);
     for (int64_t i = 0; i < t * k; i++) {
         if (pos[i] < 0 || pos[i] >= rows) {

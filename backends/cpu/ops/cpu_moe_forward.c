@@ -174,7 +174,7 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
         .logits_dtype = p->router_logits.dtype,
         .logits_ld = p->router_logits.strides[0],
         .e = experts,
-        .bias = p->bias.buffer ? (const float *)(cpu_buffer_data(p->bias.buffer) + p->bias.offset) : NULL,
+        .bias = p->bias.buffer ? (const float *)cpu_tensor_data(&p->bias) : NULL,
         .r = p->routing,
         .ids = j.ids,
         .ids_ld = j.k,

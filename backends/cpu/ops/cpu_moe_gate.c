@@ -120,7 +120,7 @@ kp_status cpu_op_moe_gate(kp_op op, kp_stream *s, const void *params, int dry_ru
         .logits_dtype = p->logits.dtype,
         .logits_ld = p->logits.strides[0],
         .e = p->logits.shape[1],
-        .bias = p->bias.buffer ? (const float *)(cpu_buffer_data(p->bias.buffer) + p->bias.offset) : NULL,
+        .bias = p->bias.buffer ? (const float *)cpu_tensor_data(&p->bias) : NULL,
         .r = p->routing,
         .ids = (int32_t *)cpu_at2(&p->topk_ids, 0, 0),
         .ids_ld = p->topk_ids.strides[0],

@@ -26,7 +26,7 @@ typedef struct quant_job {
 static void quant_range(void *ctx, int64_t t0, int64_t t1) {
     const quant_job *j = ctx;
     const kp_quantize_fp8_params *p = j->p;
-    float *scales = (float *)(cpu_buffer_data(p->scale.buffer) + p->scale.offset);
+    float *scales = (float *)cpu_tensor_data(&p->scale);
     float row[KP_FP8_GROUP];
     for (int64_t t = t0; t < t1; t++)
         for (int64_t g = 0; g < j->groups; g++) {

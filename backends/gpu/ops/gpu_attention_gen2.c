@@ -85,7 +85,7 @@ void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int 
 
 /* Rows of t start on 16 bytes: the buffer, the offset and the token and head strides. */
 static int rows_aligned16(kp_gpu_ctx *c, const kp_tensor *t) {
-    uint32_t base = c->t->buffer_align ? c->t->buffer_align(t->buffer) : 256u;
+    uint32_t base = kp_gpu_base_align(c->t, t->buffer, kp_gpu_tensor_address(t));
     uint64_t es = kp_backend_dtype_size(t->dtype);
     return base >= 16 && ((uint64_t)kp_gpu_elem_offset(t) * es) % 16 == 0 && ((uint64_t)t->strides[0] * es) % 16 == 0 &&
            ((uint64_t)t->strides[1] * es) % 16 == 0;

@@ -120,10 +120,10 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
 }
 
 void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
-    kp_gpu_arg_buffer(l, g->a.buf), kp_gpu_arg_buffer(l, g->gather.buf), kp_gpu_arg_buffer(l, g->w.buf);
-    kp_gpu_arg_buffer(l, g->w_scale.buf), kp_gpu_arg_buffer(l, g->offsets.buf);
-    kp_gpu_arg_buffer(l, g->out.buf), kp_gpu_arg_buffer(l, g->out.buf); /* out and outf: the mode picks */
-    kp_gpu_arg_buffer(l, g->y.buf), kp_gpu_arg_buffer(l, g->pos.buf), kp_gpu_arg_buffer(l, g->tw.buf);
+    kp_gpu_arg_view(l, g->a), kp_gpu_arg_view(l, g->gather), kp_gpu_arg_view(l, g->w);
+    kp_gpu_arg_view(l, g->w_scale), kp_gpu_arg_view(l, g->offsets);
+    kp_gpu_arg_view(l, g->out), kp_gpu_arg_view(l, g->out); /* out and outf: the mode picks */
+    kp_gpu_arg_view(l, g->y), kp_gpu_arg_view(l, g->pos), kp_gpu_arg_view(l, g->tw);
     kp_gpu_arg_native(l, partials);
     kp_gpu_arg_kargs(l, ka, sizeof *ka);
 }

@@ -36,17 +36,17 @@
 #define ROWS_MIN_SLICE 512 /* K per split-K slice, at least */
 
 /* The element alignment a 16-byte vector access needs, for elements of es bytes. */
-static int aligned16(kp_gpu_ctx *c, const kp_buffer *b, int64_t off, int64_t ld, size_t es, size_t vec) {
-    if (!b) return 1;
-    uint32_t base = c->t->buffer_align ? c->t->buffer_align(b) : 256u;
-    return base >= vec && ((uint64_t)off * es) % vec == 0 && ((uint64_t)ld * es) % vec == 0;
+static int aligned16(kp_gpu_ctx *c, kp_gpu_view v, size_t es, size_t vec) {
+    if (!v.buf) return 1;
+    uint32_t base = kp_gpu_base_align(c->t, v.buf, v.addr);
+    return base >= vec && ((uint64_t)v.off * es) % vec == 0 && ((uint64_t)v.ld * es) % vec == 0;
 }
 
 const char *kp_gpu_gemm2_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (g->dtype == KP_F32) return "f32 runs generation 1's FMA tile (generation 2 takes 16-bit activations)";
     if (g->k % 8) return "K is not a multiple of 8 (generation 2 moves 16-byte chunks of a row)";
     size_t aes = g->a_f32 ? 4 : 2, wes = g->w_fp8 ? 1 : 2, wvec = g->w_fp8 ? 8 : 16;
-    if (!aligned16(c, g->a.buf, g->a.off, g->a.ld, aes, 16) || !aligned16(c, g->w.buf, g->w.off, g->w.ld, wes, wvec) ||
+    if (!aligned16(c, g->a, aes, 16) || !aligned16(c, g->w, wes, wvec) ||
         ((uint64_t)g->w_se * wes) % wvec)
         return "a row of a or w is not 16-byte aligned (offsets and strides)";
     return NULL;

@@ -8,18 +8,25 @@
 #include <stdio.h>
 
 kp_gpu_view kp_gpu_view_of(const kp_tensor *t) {
-    kp_gpu_view v = {NULL, 0, 0};
+    kp_gpu_view v = {NULL, 0, 0, 0};
     if (!t->buffer) return v;
-    size_t es = kp_backend_dtype_size(t->dtype);
     v.buf = t->buffer;
-    v.off = (int64_t)(t->offset / (es ? es : 1));
+    v.off = kp_gpu_elem_offset(t);
+    v.addr = kp_gpu_tensor_address(t);
     v.ld = t->ndim >= 2 ? t->strides[0] : 1;
     return v;
 }
 
 kp_gpu_view kp_gpu_view_bytes(const kp_buffer *b, size_t byte_off, size_t elem_size, int64_t ld) {
-    kp_gpu_view v = {b, (int64_t)(byte_off / elem_size), ld};
+    kp_gpu_view v = {b, (int64_t)(byte_off / elem_size), ld, 0};
     return v;
+}
+
+void kp_gpu_arg_view(kp_gpu_launch *l, kp_gpu_view v) {
+    if (v.addr)
+        kp_gpu_arg_native(l, (void *)(uintptr_t)v.addr);
+    else
+        kp_gpu_arg_buffer(l, v.buf);
 }
 
 const char *kp_gpu_dtype_define(kp_dtype t) {
@@ -57,8 +64,8 @@ kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, in
     };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GATE, opts, "kp_moe_gate");
-    kp_gpu_arg_buffer(&l, logits.buf), kp_gpu_arg_buffer(&l, bias.buf);
-    kp_gpu_arg_buffer(&l, ids.buf), kp_gpu_arg_buffer(&l, weights.buf);
+    kp_gpu_arg_view(&l, logits), kp_gpu_arg_view(&l, bias);
+    kp_gpu_arg_view(&l, ids), kp_gpu_arg_view(&l, weights);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)t, l.local[0] = KP_GPU_GATE_WG;
     return kp_gpu_enqueue(c, &l);
@@ -101,8 +108,8 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
     for (int i = nchunks > 1 ? 0 : 1; i < (nchunks > 0 ? 3 : 2); i++) {
         kp_gpu_launch l;
         kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_ALIGN, opts, kernels[i]);
-        kp_gpu_arg_buffer(&l, ids.buf), kp_gpu_arg_buffer(&l, sorted.buf);
-        kp_gpu_arg_buffer(&l, pos.buf), kp_gpu_arg_buffer(&l, offsets.buf);
+        kp_gpu_arg_view(&l, ids), kp_gpu_arg_view(&l, sorted);
+        kp_gpu_arg_view(&l, pos), kp_gpu_arg_view(&l, offsets);
         kp_gpu_arg_kargs(&l, &ka, sizeof ka);
         l.groups[0] = i == 1 ? 1 : (uint64_t)nchunks, l.local[0] = KP_GPU_ALIGN_WG;
         if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return st;
@@ -132,8 +139,8 @@ kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_
     };
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_COMBINE, opts, "kp_moe_combine");
-    kp_gpu_arg_buffer(&l, y.buf), kp_gpu_arg_buffer(&l, pos.buf), kp_gpu_arg_buffer(&l, tw.buf);
-    kp_gpu_arg_buffer(&l, out.buf);
+    kp_gpu_arg_view(&l, y), kp_gpu_arg_view(&l, pos), kp_gpu_arg_view(&l, tw);
+    kp_gpu_arg_view(&l, out);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)((hidden + KP_GPU_COMBINE_WG - 1) / KP_GPU_COMBINE_WG), l.groups[1] = (uint64_t)t;
     l.local[0] = KP_GPU_COMBINE_WG;

@@ -158,12 +158,17 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 #define KP_GPU_GG_SMALL_M_MAX 16 /* KP_GG_SMALL_M */
 #define KP_GPU_GG_SMALL_WG 128   /* KP_GG_SM_WG: 4 weight rows per work-group */
 
-/* A buffer, an element offset into it, and a row stride in elements. buf NULL: absent. */
+/* A buffer, an element offset into it, and a row stride in elements. buf NULL: absent.
+ * addr != 0: an address tensor's device address (buf is kp_device_memory, off 0). */
 typedef struct kp_gpu_view {
     const kp_buffer *buf;
     int64_t off;
     int64_t ld;
+    uint64_t addr;
 } kp_gpu_view;
+
+/* The view's memory as a kernel argument: its buffer, or its address. */
+void kp_gpu_arg_view(kp_gpu_launch *l, kp_gpu_view v);
 
 /* The view of a 1-D or 2-D tensor (ld = strides[0] for 2-D). */
 kp_gpu_view kp_gpu_view_of(const kp_tensor *t);
