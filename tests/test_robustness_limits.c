@@ -161,11 +161,13 @@ static kp_moe_forward_params huge_forward(kp_device *d, int64_t t) {
 }
 
 /* kp_moe_forward's workspace holds only what the backends write (issue 17): routing,
- * sorted ids, offsets, h [rows, inter] and y [rows, hidden] in x's dtype, and the shared
- * expert's h_s [T, inter_s] (also x's dtype); no x·w13ᵀ [rows, 2*inter] region (SwiGLU
- * is fused). The DeepSeek-V3 sizes the README lists, from the shapes alone. That the
- * backends write only inside this size: the conformance tests' guard bytes around a
- * workspace of exactly this size (conf_moe_forward*). */
+ * sorted ids, offsets, h [T*k, inter] and y [T*k, hidden] in x's dtype, and the shared
+ * expert's h_s [T, inter_s] (also x's dtype); no x·w13ᵀ [T*k, 2*inter] region (SwiGLU
+ * is fused), no padding rows (every backend aligns with block size 1). The DeepSeek-V3
+ * sizes the README lists, from the shapes alone. That the backends write only inside
+ * this size: the conformance tests' guard bytes around a workspace of exactly this
+ * size (conf_moe_forward*); with no slack left, a region placed past its start runs
+ * into them. */
 static size_t ws_v3(kp_dtype dt, int64_t t, int64_t inter_s) {
     kp_moe_forward_params p;
     memset(&p, 0, sizeof p);
@@ -181,16 +183,16 @@ static size_t ws_v3(kp_dtype dt, int64_t t, int64_t inter_s) {
 
 KP_TEST(robust_moe_forward_workspace_only_what_is_written) {
     /* bf16 h and y (the README's table): half of f32's */
-    CHECK_INT_EQ(ws_v3(KP_BF16, 1, 0), 297485823u);       /* 283.7 MiB */
-    CHECK_INT_EQ(ws_v3(KP_BF16, 128, 0), 316228095u);     /* 301.6 MiB */
-    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 0), 901841407u);    /* 860.1 MiB */
-    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 2048), 918618623u); /* + the shared expert's h_s [T, 2048] */
-    CHECK_INT_EQ(ws_v3(KP_F16, 4096, 0), 901841407u);
+    CHECK_INT_EQ(ws_v3(KP_BF16, 1, 0), 150015u);          /* 146.5 KiB (819.5 MiB at first) */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 128, 0), 18892287u);      /* 18.0 MiB */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 0), 604505599u);    /* 576.5 MiB (2483.6 at first) */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 2048), 621282815u); /* + the shared expert's h_s [T, 2048] */
+    CHECK_INT_EQ(ws_v3(KP_F16, 4096, 0), 604505599u);
     /* f32 layers keep f32 intermediates */
-    CHECK_INT_EQ(ws_v3(KP_F32, 1, 0), 594904575u);        /* 567.3 MiB (819.5 with the dead region) */
-    CHECK_INT_EQ(ws_v3(KP_F32, 128, 0), 632373759u);      /* 603.1 MiB */
-    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 0), 1803092479u);    /* 1719.6 MiB (2483.6 before) */
-    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 2048), 1836646911u);
+    CHECK_INT_EQ(ws_v3(KP_F32, 1, 0), 297471u);           /* 290.5 KiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 128, 0), 37766655u);       /* 36.0 MiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 0), 1208485375u);    /* 1152.5 MiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 2048), 1242039807u);
 }
 
 /* The workspace size for T = 2^60 with topk 8: T * topk alone overflows. It came out

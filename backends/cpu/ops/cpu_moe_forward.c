@@ -14,15 +14,14 @@
  *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * each region aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k];
- * sorted_ids [T*k + E*63]; expert_offsets [E+1]; then in x's dtype: SwiGLU [rows, inter]
- * (x·w13ᵀ is never stored); ·w2ᵀ [rows, hidden]; the shared expert's SwiGLU [T, inter_s].
+ * sorted_ids [T*k]; expert_offsets [E+1]; then in x's dtype: SwiGLU [T*k, inter]
+ * (x·w13ᵀ is never stored); ·w2ᵀ [T*k, hidden]; the shared expert's SwiGLU [T, inter_s].
  */
 #include "cpu_gemm.h"
 
 #include <stdatomic.h>
 
 #define WS_ALIGN 256
-#define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
 #define MAX_EXPERTS 512
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
@@ -153,7 +152,7 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     j.act = p->x.dtype;
     j.act_size = kp_dtype_size(j.act);
     int64_t experts = p->w13.shape[0];
-    size_t pairs = (size_t)(j.t * j.k), rows = pairs + (size_t)experts * (ROW_BLOCK - 1);
+    size_t pairs = (size_t)(j.t * j.k), rows = pairs; /* align with block size 1: no padding rows */
     unsigned char *ws = cpu_buffer_data(p->workspace) + p->workspace_offset;
     j.ids = (int32_t *)ws;
     ws += ws_align(pairs * 4);

@@ -16,14 +16,14 @@
  *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * regions aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k]; sorted_ids
- * [T*k + E*63] (align's per-chunk histogram lives there first); expert_offsets [E+1];
+ * [T*k] (align's per-chunk histogram, at most T*k entries, lives there first);
+ * expert_offsets [E+1]; rows = T*k (no padding rows);
  * then in x's dtype: h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is
  * never stored); y [rows, hidden]; h_s [T, inter_s].
  */
 #include "gpu_ops.h"
 
 #define WS_ALIGN 256
-#define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
 
@@ -31,7 +31,7 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
-    const int64_t pairs = t * k, rows = pairs + e * (ROW_BLOCK - 1);
+    const int64_t pairs = t * k, rows = pairs;
     const kp_dtype dt = p->x.dtype;
     const size_t act = kp_backend_dtype_size(dt); /* the intermediates' element size */
     if (rows > INT32_MAX || hidden > INT32_MAX || 2 * inter > INT32_MAX || 2 * inter_s > INT32_MAX)
