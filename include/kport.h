@@ -448,7 +448,9 @@ typedef struct kp_moe_combine_params {
  * out [T, hidden]. workspace: kp_moe_forward_workspace_size bytes of a buffer on the
  * same device, from workspace_offset on (any offset: the size includes room to align
  * the workspace's regions, which start at the next multiple of 256); they may overlap
- * no tensor argument. The call never allocates. */
+ * no tensor argument. The call never allocates. Precision: each GEMM accumulates in f32;
+ * the SwiGLU output and each expert's output are stored in the workspace in x's dtype
+ * (rounded once each, as vLLM and SGLang do), the combine sums in f32. */
 typedef struct kp_moe_forward_params {
     kp_tensor x, router_logits, bias;
     kp_tensor w13, w13_scale, w2, w2_scale;
@@ -467,8 +469,9 @@ KP_API kp_status kp_moe_align(kp_stream *s, const kp_moe_align_params *p);
 KP_API kp_status kp_grouped_gemm(kp_stream *s, const kp_grouped_gemm_params *p);
 KP_API kp_status kp_moe_combine(kp_stream *s, const kp_moe_combine_params *p);
 KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
-/* Bytes of workspace kp_moe_forward needs for these shapes on device d
- * (workspace fields of p are ignored). */
+/* Bytes of workspace kp_moe_forward needs for these shapes and x's dtype on device d
+ * (the intermediates are x's dtype: a bf16/f16 layer needs about half of an f32 one);
+ * workspace fields of p are ignored. */
 KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
                                                size_t *bytes);
 

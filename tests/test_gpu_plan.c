@@ -797,7 +797,7 @@ KP_TEST(gpu_index_width_limits_refuse_before_planning) {
     };
     check_gpu_refuses(KP_OP_MLA_DECODE, &mla, "B * s_q * h_q (query rows) is 1048576 * 2 * 1024");
 
-    /* moe_forward: T * topk + E * 63 padded rows */
+    /* moe_forward: T * topk rows */
     const int64_t t = (int64_t)1 << 28;
     kp_moe_forward_params fwd = {
         .x = tensor(0, KP_BF16, 2, (int64_t[]){t, 64}),
@@ -808,7 +808,7 @@ KP_TEST(gpu_index_width_limits_refuse_before_planning) {
         .workspace = &fake_buf[5],
         .routing = {8, 1, 1, KP_MOE_SCORING_SOFTMAX, 1, 1.0f},
     };
-    check_gpu_refuses(KP_OP_MOE_FORWARD, &fwd, "T * topk + E * 63 (padded rows) is 2147484656");
+    check_gpu_refuses(KP_OP_MOE_FORWARD, &fwd, "T * topk (rows) is 2147483648");
 }
 
 /* ---- the plan cache (gpu_plan_cache.c) ---- */

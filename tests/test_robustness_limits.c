@@ -162,14 +162,18 @@ static kp_moe_forward_params huge_forward(kp_device *d, int64_t t) {
 }
 
 /* kp_moe_forward's workspace holds only what the backends write (issue 17): routing,
- * sorted ids, offsets, h [rows, inter] and y [rows, hidden] in f32, and the shared
- * expert's h_s [T, inter_s]; no x·w13ᵀ [rows, 2*inter] region (SwiGLU is fused). The
- * DeepSeek-V3 sizes the README lists, from the shapes alone. */
-static size_t ws_v3(int64_t t, int64_t inter_s) {
+ * sorted ids, offsets, h [T*k, inter] and y [T*k, hidden] in x's dtype, and the shared
+ * expert's h_s [T, inter_s] (also x's dtype); no x·w13ᵀ [T*k, 2*inter] region (SwiGLU
+ * is fused), no padding rows (every backend aligns with block size 1). The DeepSeek-V3
+ * sizes the README lists, from the shapes alone. That the backends write only inside
+ * this size: the conformance tests' guard bytes around a workspace of exactly this
+ * size (conf_moe_forward*); with no slack left, a region placed past its start runs
+ * into them. */
+static size_t ws_v3(kp_dtype dt, int64_t t, int64_t inter_s) {
     kp_moe_forward_params p;
     memset(&p, 0, sizeof p);
     static kp_buffer dummy;
-    p.x.ndim = 2, p.x.shape[0] = t, p.x.shape[1] = 7168;
+    p.x.dtype = dt, p.x.ndim = 2, p.x.shape[0] = t, p.x.shape[1] = 7168;
     p.w13.ndim = 3, p.w13.shape[0] = 256, p.w13.shape[1] = 2 * 2048, p.w13.shape[2] = 7168;
     if (inter_s) p.shared_w13.buffer = &dummy, p.shared_w13.ndim = 2, p.shared_w13.shape[0] = 2 * inter_s;
     p.routing.topk = 8;
@@ -179,10 +183,17 @@ static size_t ws_v3(int64_t t, int64_t inter_s) {
 }
 
 KP_TEST(robust_moe_forward_workspace_only_what_is_written) {
-    CHECK(ws_v3(1, 0) == 594904575u);      /* 567.3 MiB (819.5 with the dead region) */
-    CHECK(ws_v3(128, 0) == 632373759u);    /* 603.1 MiB */
-    CHECK(ws_v3(4096, 0) == 1803092479u);  /* 1719.6 MiB (2483.6 before) */
-    CHECK(ws_v3(4096, 2048) == 1836646911u); /* + the shared expert's h_s [T, 2048] f32 */
+    /* bf16 h and y (the README's table): half of f32's */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 1, 0), 150015u);          /* 146.5 KiB (819.5 MiB at first) */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 128, 0), 18892287u);      /* 18.0 MiB */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 0), 604505599u);    /* 576.5 MiB (2483.6 at first) */
+    CHECK_INT_EQ(ws_v3(KP_BF16, 4096, 2048), 621282815u); /* + the shared expert's h_s [T, 2048] */
+    CHECK_INT_EQ(ws_v3(KP_F16, 4096, 0), 604505599u);
+    /* f32 layers keep f32 intermediates */
+    CHECK_INT_EQ(ws_v3(KP_F32, 1, 0), 297471u);           /* 290.5 KiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 128, 0), 37766655u);       /* 36.0 MiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 0), 1208485375u);    /* 1152.5 MiB */
+    CHECK_INT_EQ(ws_v3(KP_F32, 4096, 2048), 1242039807u);
 }
 
 /* The workspace size for T = 2^60 with topk 8: T * topk alone overflows. It came out
@@ -202,9 +213,10 @@ KP_TEST(robust_moe_forward_workspace_bytes_overflow) {
     release_all(d, s);
 }
 
-/* The same through the public API, with views it accepts: T = 2^28 tokens and
+/* The same through the public API, with views it accepts: T = 2^29 tokens and
  * inter = 2^31 (w13 broadcast, w2 [16, 1, 2^31] and out [T, 1] in host buffers
- * wrapped with sizes they do not have: 4 GiB and 512 MiB, never touched). */
+ * wrapped with sizes they do not have: 4 GiB and 1 GiB, never touched). bf16
+ * intermediates: h alone is 2^32 rows * 2^31 * 2 bytes. */
 KP_TEST(robust_moe_forward_workspace_size_overflow) {
     kp_device *d = open_cpu();
     kp_device_info info;
@@ -214,7 +226,7 @@ KP_TEST(robust_moe_forward_workspace_size_overflow) {
                 (unsigned long long)info.memory_bytes);
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
-    const int64_t t = (int64_t)1 << 28, inter = (int64_t)1 << 31;
+    const int64_t t = (int64_t)1 << 29, inter = (int64_t)1 << 31;
     kp_moe_forward_params p = huge_forward(d, t);
     p.w13 = bcast(d, KP_BF16, 3, (int64_t[]){16, 2 * inter, 1});
     p.w2 = view(claimed(d, (size_t)inter * 2), KP_BF16, 3, (int64_t[]){16, 1, inter}, (int64_t[]){0, inter, 1});

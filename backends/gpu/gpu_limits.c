@@ -8,7 +8,7 @@
  *  - every extent of every tensor argument is below 2^31 (gate and combine give each
  *    token a work-group; prefill's tokens, GEMM rows, N and K are ints);
  *  - attention_decode and mla_decode: B * s_q * h_q query rows below 2^31;
- *  - moe_forward: its padded rows T * topk + E * 63 below 2^31.
+ *  - moe_forward: its rows T * topk below 2^31.
  * (kp_moe_align's T * topk < 2^30 is the core's rule, for every backend.)
  */
 #include "ops/gpu_ops.h"
@@ -30,9 +30,9 @@ kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params) {
                                   c->t->name);
     if (op == KP_OP_MOE_FORWARD) {
         const kp_moe_forward_params *p = params;
-        n = p->x.shape[0] * p->routing.topk + p->w13.shape[0] * 63; /* each term below 2^37: no overflow */
+        n = p->x.shape[0] * p->routing.topk; /* below 2^37: no overflow */
         if (n > INT32_MAX)
-            return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: T * topk + E * 63 (padded rows) is %lld; " KP_GPU_I32_RULE,
+            return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: T * topk (rows) is %lld; " KP_GPU_I32_RULE,
                                       name, (long long)n, c->t->name);
     }
     return KP_OK;

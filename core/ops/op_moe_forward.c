@@ -3,9 +3,6 @@
  */
 #include "internal.h"
 
-/* Rows after padding each expert to this many: the largest row tile any backend uses. */
-#define KP_MOE_FORWARD_ROW_BLOCK 64
-
 /* *acc += count * elem_bytes rounded up to KP_MOE_WORKSPACE_ALIGN; false on overflow. */
 static bool ws_add(size_t *acc, int64_t count, size_t elem_bytes) {
     size_t n;
@@ -68,26 +65,27 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
 }
 
 /* The layout every backend's kp_moe_forward uses, only what it writes: routing,
- * alignment, the f32 intermediates of the padded rows (SwiGLU fused into the w13 GEMM's
- * epilogue, so no [rows, 2*inter] region), and the shared expert's SwiGLU output; plus
- * room to start it at the next multiple of KP_MOE_WORKSPACE_ALIGN after any
- * workspace_offset. */
+ * alignment, the intermediates of the T*k rows (every backend aligns with block size 1,
+ * so no padding rows; SwiGLU is fused into the w13 GEMM's epilogue, so no
+ * [T*k, 2*inter] region), and the shared expert's SwiGLU output; plus room to start it
+ * at the next multiple of KP_MOE_WORKSPACE_ALIGN after any workspace_offset. The
+ * intermediates are stored in x's dtype (bf16/f16 halve them, as vLLM and SGLang do;
+ * each GEMM still accumulates in f32). A backend that pads rows must grow this. */
 kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
-    int64_t pairs, rows, rows_i, rows_h, shared;
+    int64_t pairs, rows_i, rows_h, shared;
+    const size_t act = kp_dtype_size(p->x.dtype);
     size_t b = KP_MOE_WORKSPACE_ALIGN - 1;
-    bool ok = !__builtin_mul_overflow(t, k, &pairs) &&
-              !__builtin_mul_overflow(e, KP_MOE_FORWARD_ROW_BLOCK - 1, &rows) &&
-              !__builtin_add_overflow(rows, pairs, &rows) && !__builtin_mul_overflow(rows, inter, &rows_i) &&
-              !__builtin_mul_overflow(rows, hidden, &rows_h) && !__builtin_mul_overflow(t, inter_s, &shared);
+    bool ok = !__builtin_mul_overflow(t, k, &pairs) && !__builtin_mul_overflow(pairs, inter, &rows_i) &&
+              !__builtin_mul_overflow(pairs, hidden, &rows_h) && !__builtin_mul_overflow(t, inter_s, &shared);
     ok = ok && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && /* topk_ids, weights, token_pos */
-         ws_add(&b, rows, 4) &&                                                        /* sorted_ids */
+         ws_add(&b, pairs, 4) &&                                                       /* sorted_ids */
          ws_add(&b, e + 1, 4) &&                                                       /* expert_offsets */
-         ws_add(&b, rows_i, 4) &&                                                      /* SwiGLU */
-         ws_add(&b, rows_h, 4) &&                                                      /* ·w2ᵀ */
-         (!inter_s || ws_add(&b, shared, 4));                                          /* shared SwiGLU */
+         ws_add(&b, rows_i, act) &&                                                    /* SwiGLU */
+         ws_add(&b, rows_h, act) &&                                                    /* ·w2ᵀ */
+         (!inter_s || ws_add(&b, shared, act));                                        /* shared SwiGLU */
     if (!ok)
         return kp_set_error(KP_ERR_INVALID_SHAPE,
                             "moe_forward: the workspace for T = %lld, topk = %lld, E = %lld, hidden = %lld, "

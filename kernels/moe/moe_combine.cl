@@ -5,8 +5,8 @@
  * the same run to run. A token_pos outside [0, rows) adds nothing (the kernel never
  * reads out of bounds; reporting it is the CPU backend's and the caller's job).
  *
- * Options: KP_DTYPE_* (out), KP_COMBINE_Y_F32 (expert_out is f32, as kp_moe_forward's
- * workspace is; else it has out's dtype), KP_COMBINE_WG (default 128).
+ * Options: KP_DTYPE_* (out), KP_COMBINE_Y_F32 (expert_out is f32; else it has out's
+ * dtype, as kp_moe_forward's workspace does), KP_COMBINE_WG (default 128).
  * Launch: global = (ceil(hidden / WG) * WG, T), local = (WG, 1).
  */
 #include "kp_dialect.h"

@@ -19,15 +19,15 @@
  *
  * Weights: the dtype, or FP8 e4m3 (KP_GG_W_FP8) decoded in the kernel and multiplied by
  * their 128x128 block scale w_scale[e, n/128, k/128] in f32 (the MMA path then rounds
- * w*scale to the 16-bit operand type). Activations: the dtype, or f32 (KP_GG_A_F32:
- * kp_moe_forward's SwiGLU output), optionally gathered: gather_k > 0 reads a row
+ * w*scale to the 16-bit operand type). Activations: the dtype, or f32 (KP_GG_A_F32),
+ * optionally gathered: gather_k > 0 reads a row
  * gather[r] / gather_k (kp_moe_forward's sorted_ids).
  *
  * Epilogue (mode, at run time): 0 store in the dtype; 1 store f32; 2 SwiGLU: the tile's
  * first BN/2 columns are weight rows j (gate), the others rows n_out + j (up), and
- * outf[r, j] = silu(gate) * up; 3 combine (kp_moe_forward's shared expert, rows =
- * tokens): out[t, n] = sum over slots in order of tw[t, s] * y[pos[t, s], n], plus this
- * GEMM's own value last.
+ * out[r, j] = silu(gate) * up in the dtype; 3 combine (kp_moe_forward's shared expert,
+ * rows = tokens): out[t, n] = sum over slots in order of tw[t, s] * y[pos[t, s], n] (y in
+ * the dtype), plus this GEMM's own value last.
  *
  * Index contents are clamped, never trusted: offsets into [0, M] (a range ending below
  * its start is empty), a gathered row outside [0, a_rows) reads zeros, a combine
@@ -92,7 +92,7 @@
     KP_GLOBAL const kpg_a_t *KP_RESTRICT a, KP_GLOBAL const int *KP_RESTRICT gather,                          \
         KP_GLOBAL const kpg_w_t *KP_RESTRICT w, KP_GLOBAL const float *KP_RESTRICT ws,                        \
         KP_GLOBAL const int *KP_RESTRICT offsets, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,         \
-        KP_GLOBAL const float *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                           \
+        KP_GLOBAL const kp_storage_t *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                           \
         KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL float *part, kp_moe_gemm_kargs p
 
 KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {

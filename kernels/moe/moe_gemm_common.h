@@ -105,16 +105,16 @@ KP_FN float kpg_wval(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int gk, KP_GLOBAL c
 #endif
 }
 
-/* Writes the finished tile cs [bm][ldc] (rows row0.., columns n0..; see mode). */
 /* Output element (r, n) of the epilogue `mode` from its GEMM value v; SWIGLU: v is the
- * gate value (weight row n), u the up value (weight row n_out + n), n < n_out. */
+ * gate value (weight row n), u the up value (weight row n_out + n), n < n_out. SWIGLU
+ * stores, and COMBINE reads y, in the dtype (kp_moe_forward's intermediates). */
 KP_FN void kpg_store_one(int r, int n, float v, float u, int mode, KP_GLOBAL kp_storage_t *out,
-                         KP_GLOBAL float *outf, kpm_i64 out_off, kpm_i64 out_ld, KP_GLOBAL const float *y,
+                         KP_GLOBAL float *outf, kpm_i64 out_off, kpm_i64 out_ld, KP_GLOBAL const kp_storage_t *y,
                          kpm_i64 y_off, kpm_i64 y_ld, int y_rows, KP_GLOBAL const int *pos, kpm_i64 pos_off,
                          KP_GLOBAL const float *tw, kpm_i64 tw_off, int topk) {
     kpm_i64 o = out_off + (kpm_i64)r * out_ld + n;
     if (mode == KPG_MODE_SWIGLU) {
-        outf[o] = v / (1.0f + kp_expf(-v)) * u;
+        kp_store(out, o, v / (1.0f + kp_expf(-v)) * u);
     } else if (mode == KPG_MODE_STORE_F32) {
         outf[o] = v;
     } else if (mode == KPG_MODE_COMBINE) {
@@ -122,7 +122,7 @@ KP_FN void kpg_store_one(int r, int n, float v, float u, int mode, KP_GLOBAL kp_
         for (int s = 0; s < topk; ++s) {
             int p = pos[pos_off + (kpm_i64)r * topk + s];
             if (p < 0 || p >= y_rows) continue;
-            acc += tw[tw_off + (kpm_i64)r * topk + s] * y[y_off + (kpm_i64)p * y_ld + n];
+            acc += tw[tw_off + (kpm_i64)r * topk + s] * kp_load(y, y_off + (kpm_i64)p * y_ld + n);
         }
         kp_store(out, o, acc + v);
     } else {
@@ -134,7 +134,7 @@ KP_FN void kpg_store_one(int r, int n, float v, float u, int mode, KP_GLOBAL kp_
  * bn/2 columns are gate rows, the others the matching up rows). */
 KP_FN void kpg_epilogue(KP_LOCAL_MEM const float *cs, int ldc, int bm, int bn, int row0, int hi, int n0, int mode,
                         int N, int n_out, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf, kpm_i64 out_off,
-                        kpm_i64 out_ld, KP_GLOBAL const float *y, kpm_i64 y_off, kpm_i64 y_ld, int y_rows,
+                        kpm_i64 out_ld, KP_GLOBAL const kp_storage_t *y, kpm_i64 y_off, kpm_i64 y_ld, int y_rows,
                         KP_GLOBAL const int *pos, kpm_i64 pos_off, KP_GLOBAL const float *tw, kpm_i64 tw_off,
                         int topk) {
     const int lid = kp_local_id(0), wg = kp_local_size(0);

@@ -98,7 +98,7 @@
     KP_GLOBAL const kpg_a_t *KP_RESTRICT a, KP_GLOBAL const int *KP_RESTRICT gather,                   \
         KP_GLOBAL const kpg_w_t *KP_RESTRICT w, KP_GLOBAL const float *KP_RESTRICT ws,                 \
         KP_GLOBAL const int *KP_RESTRICT offsets, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,  \
-        KP_GLOBAL const float *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                    \
+        KP_GLOBAL const kp_storage_t *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,                    \
         KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL float *part, kp_moe_gemm_kargs p
 
 /* ---- 16-byte chunks into local memory ----------------------------------------- */

@@ -61,8 +61,8 @@ KP_KARGS_SIZE(kp_moe_combine_kargs, 80);
 /* The grouped GEMM's epilogues (mode). */
 #define KP_MOE_GEMM_STORE 0     /* out (dtype) = a . w^T */
 #define KP_MOE_GEMM_STORE_F32 1 /* outf (f32) = a . w^T */
-#define KP_MOE_GEMM_SWIGLU 2    /* outf[r, j] = silu(gate) * up: weight rows j and n_out + j */
-#define KP_MOE_GEMM_COMBINE 3   /* out[t, n] = sum_s tw[t, s] * y[pos[t, s], n] + (a . w^T)[t, n] */
+#define KP_MOE_GEMM_SWIGLU 2    /* out (dtype)[r, j] = silu(gate) * up: weight rows j and n_out + j */
+#define KP_MOE_GEMM_COMBINE 3   /* out[t, n] = sum_s tw[t, s] * y (dtype)[pos[t, s], n] + (a . w^T)[t, n] */
 
 /* Every grouped-GEMM kernel of both generations (moe_gemm.cl, moe_gemm_gen2.cl);
  * buffers: a, gather, w, w_scale, offsets, out, outf (the same buffer as out: the mode

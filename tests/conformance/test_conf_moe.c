@@ -564,11 +564,13 @@ KP_CONFORMANCE(conf_moe_combine_bad_token_pos) {
 
 /* ---- the fused layer ---- */
 
-/* The layer's intermediates live in the workspace in the activations' dtype; FP8
- * weights may be dequantised to bf16 before their products. */
+/* The layer's intermediates h and y live in the workspace in the activations' dtype
+ * (rounded once each, on store); every GEMM operand is then exact in that dtype, so
+ * products are exact up to f32, except that FP8 weights may be dequantised to bf16 (or
+ * to f16, finer) before their products. */
 static ref_mlp_err forward_err_model(kp_dtype dt, int fp8, double *err2) {
-    ref_mlp_err m = {kp_conf_prec(dt), kp_conf_prec(dt), err2};
-    if (fp8 && m.terms.unit < kp_conf_unit(KP_BF16)) m.terms = kp_conf_prec(KP_BF16);
+    ref_mlp_err m = {kp_conf_prec(dt), kp_conf_prec(KP_F32), err2};
+    if (fp8) m.terms = kp_conf_prec(KP_BF16);
     return m;
 }
 

@@ -134,8 +134,9 @@ void ref_moe_combine(const double *y, const double *pos, const double *weights, 
 }
 
 /* The model propagates each intermediate's error to the output: gate and up (their
- * GEMM's error, then rounded to store), h = silu(gate) * up (through its derivatives,
- * then rounded), y = h·w2ᵀ (h's errors, its own GEMM's, rounded), scale * y (f32). */
+ * GEMM's error; f32, never stored), h = silu(gate) * up (through its derivatives, f32
+ * exp, then rounded to store), y = h·w2ᵀ (h's errors, its own GEMM's, rounded to
+ * store), scale * y (f32). */
 void ref_swiglu_mlp_add(const double *x, const double *w13, const double *w2, int64_t hidden, int64_t inter,
                         double scale, double *out, const ref_mlp_err *e) {
     double *h = malloc((size_t)inter * sizeof *h), *dh = malloc((size_t)inter * sizeof *dh);
@@ -148,8 +149,7 @@ void ref_swiglu_mlp_add(const double *x, const double *w13, const double *w2, in
         double sig = 1.0 / (1.0 + exp(-gate)), silu = gate * sig;
         h[j] = silu * up;
         if (e) {
-            double dgate = hypot(dot_err(g2, hidden, &e->terms), e->store.unit * fabs(gate));
-            double dup = hypot(dot_err(u2, hidden, &e->terms), e->store.unit * fabs(up));
+            double dgate = dot_err(g2, hidden, &e->terms), dup = dot_err(u2, hidden, &e->terms);
             double dsilu = sig * (1.0 + gate * (1.0 - sig)); /* d silu / d gate */
             dh[j] = sqrt(pow(up * dsilu * dgate, 2) + pow(silu * dup, 2) + pow(e->store.unit * h[j], 2) +
                          pow(REF_U_EXP * h[j], 2));

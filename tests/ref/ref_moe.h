@@ -31,9 +31,11 @@ void ref_grouped_gemm(const double *a, int64_t k, const double *w, int64_t w_exp
 void ref_moe_combine(const double *y, const double *pos, const double *weights, int64_t t, int64_t k,
                      int64_t hidden, double *out, double *err);
 
-/* Error model of a fused MoE layer (ref_prec.h): `store` is how the layer's
- * intermediates (gate/up, h, expert outputs) are rounded in the workspace, `terms` how
- * the GEMMs' products may be; err2 [hidden] accumulates squared errors. */
+/* Error model of a fused MoE layer (ref_prec.h): `store` is how the layer's two stored
+ * intermediates, h = silu(gate) * up and the expert output y = h·w2ᵀ, are rounded in the
+ * workspace (kp_moe_forward keeps them in the activations' dtype; gate and up stay f32
+ * in registers: SwiGLU is the w13 GEMM's epilogue), `terms` how the GEMMs' products may
+ * be; err2 [hidden] accumulates squared errors. */
 typedef struct ref_mlp_err {
     ref_prec store, terms;
     double *err2;

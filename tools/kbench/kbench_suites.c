@@ -118,11 +118,10 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
         break;
     case KP_OP_MOE_FORWARD: {
         double pairs = (double)c->T * c->k, used = pairs < c->E ? pairs : (double)c->E;
-        double rows = pairs + (double)c->E * 63; /* the core's workspace pads rows to 64 */
         f = 6.0 * pairs * c->hidden * c->inter;
         by = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + wel * used * 3.0 * c->hidden * c->inter;
         al = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + wel * (double)c->E * 3.0 * c->hidden * c->inter +
-             4.0 * rows * (3.0 * c->inter + c->hidden);
+             el * pairs * (c->inter + c->hidden); /* the workspace's h and y, in the dtype */
         break;
     }
     default: break;

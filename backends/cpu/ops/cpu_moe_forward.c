@@ -6,23 +6,22 @@
  *   2. align (counting sort, block size 1: the CPU tiles need no padding);
  *   3. per (expert, column tile of inter, row chunk): x rows gathered through
  *      sorted_ids, x·w13ᵀ for the tile's gate columns and its up columns, SwiGLU in
- *      the epilogue -> h [rows, inter] f32 (x·w13ᵀ is never stored);
- *   4. h·w2ᵀ -> y [rows, hidden] f32;
+ *      the epilogue -> h [rows, inter] in x's dtype (x·w13ᵀ is never stored);
+ *   4. h·w2ᵀ -> y [rows, hidden] in x's dtype (f32 accumulation, one rounding on store);
  *   5. combine y with the topk weights in slot order (f32), plus the shared expert:
  *      its SwiGLU MLP runs as a one-"expert" grouped GEMM over all T rows, and its
  *      second GEMM's epilogue does the combine, adding its own output last.
  *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * each region aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k];
- * sorted_ids [T*k + E*63]; expert_offsets [E+1]; SwiGLU [rows, inter] (x·w13ᵀ is
- * never stored); ·w2ᵀ [rows, hidden]; the shared expert's SwiGLU [T, inter_s].
+ * sorted_ids [T*k]; expert_offsets [E+1]; then in x's dtype: SwiGLU [T*k, inter]
+ * (x·w13ᵀ is never stored); ·w2ᵀ [T*k, hidden]; the shared expert's SwiGLU [T, inter_s].
  */
 #include "cpu_gemm.h"
 
 #include <stdatomic.h>
 
 #define WS_ALIGN 256
-#define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
 #define MAX_EXPERTS 512
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
@@ -34,7 +33,10 @@ typedef struct fwd_job {
     const kp_device_info *info; /* the tuning table's device */
     int64_t t, k, hidden, inter, inter_s;
     int32_t *ids, *token_pos, *sorted_ids, *offsets;
-    float *weights, *h, *y, *h_s;
+    float *weights;
+    unsigned char *h, *y, *h_s; /* intermediates, in act (x's dtype) */
+    kp_dtype act;
+    size_t act_size;
     cpu_gemm_plan plan;
     cpu_expert_tasks tasks;
     stage stage;
@@ -82,27 +84,27 @@ static void gemm_range(void *ctx, int64_t begin, int64_t end) {
             st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, ldc);
             if (st == KP_OK) st = cpu_gemm_block(&j->plan, rows, k.m, &w, inter + k.n0, k.nc, u, ldc);
             if (st != KP_OK) break;
-            float *h = shared ? j->h_s : j->h;
+            unsigned char *h = shared ? j->h_s : j->h;
             for (int i = 0; i < k.m; i++) {
                 float *g = c + (size_t)i * ldc;
                 cpu_gemm_swiglu(g, u + (size_t)i * ldc, k.nc);
-                memcpy(h + (size_t)(k.row0 + i) * inter + k.n0, g, (size_t)k.nc * sizeof *g);
+                cpu_store_row(j->plan.cvt, j->act, g, h + ((size_t)(k.row0 + i) * inter + k.n0) * j->act_size, k.nc);
             }
             break;
         }
         case STAGE_W2: {
             cpu_gemm_w w = cpu_gemm_expert(&p->w2, &p->w2_scale, k.e);
-            for (int i = 0; i < k.m; i++) rows[i] = (const unsigned char *)(j->h + (size_t)(k.row0 + i) * j->inter);
+            for (int i = 0; i < k.m; i++) rows[i] = j->h + (size_t)(k.row0 + i) * j->inter * j->act_size;
             st = cpu_gemm_block(&j->plan, rows, k.m, &w, k.n0, k.nc, c, ldc);
             if (st != KP_OK) break;
             for (int i = 0; i < k.m; i++)
-                memcpy(j->y + (size_t)(k.row0 + i) * j->hidden + k.n0, c + (size_t)i * ldc,
-                       (size_t)k.nc * sizeof *c);
+                cpu_store_row(j->plan.cvt, j->act, c + (size_t)i * ldc,
+                              j->y + ((size_t)(k.row0 + i) * j->hidden + k.n0) * j->act_size, k.nc);
             break;
         }
         case STAGE_SHARED_W2: {
             for (int i = 0; i < k.m; i++)
-                rows[i] = (const unsigned char *)(j->h_s + (size_t)(k.row0 + i) * j->inter_s);
+                rows[i] = j->h_s + (size_t)(k.row0 + i) * j->inter_s * j->act_size;
             st = cpu_gemm_block(&j->plan, rows, k.m, &j->shared_w, k.n0, k.nc, c, ldc);
             if (st != KP_OK) break;
             for (int i = 0; i < k.m; i++)
@@ -147,8 +149,10 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     j.k = p->routing.topk;
     j.inter = p->w13.shape[1] / 2;
     j.inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
+    j.act = p->x.dtype;
+    j.act_size = kp_dtype_size(j.act);
     int64_t experts = p->w13.shape[0];
-    size_t pairs = (size_t)(j.t * j.k), rows = pairs + (size_t)experts * (ROW_BLOCK - 1);
+    size_t pairs = (size_t)(j.t * j.k), rows = pairs; /* align with block size 1: no padding rows */
     unsigned char *ws = cpu_buffer_data(p->workspace) + p->workspace_offset;
     j.ids = (int32_t *)ws;
     ws += ws_align(pairs * 4);
@@ -160,11 +164,11 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     ws += ws_align(rows * 4);
     j.offsets = (int32_t *)ws;
     ws += ws_align(((size_t)experts + 1) * 4);
-    j.h = (float *)ws;
-    ws += ws_align(rows * (size_t)j.inter * 4);
-    j.y = (float *)ws;
-    ws += ws_align(rows * (size_t)j.hidden * 4);
-    j.h_s = (float *)ws;
+    j.h = ws;
+    ws += ws_align(rows * (size_t)j.inter * j.act_size);
+    j.y = ws;
+    ws += ws_align(rows * (size_t)j.hidden * j.act_size);
+    j.h_s = ws;
     atomic_init(&j.failed, 0);
 
     cpu_pool *pool = cpu_state(s)->pool;
@@ -187,9 +191,9 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
 
     int64_t start[MAX_EXPERTS + 1];
     run_stage(&j, pool, STAGE_W13, j.offsets, experts, j.inter, p->x.dtype, p->w13.dtype, start);
-    run_stage(&j, pool, STAGE_W2, j.offsets, experts, j.hidden, KP_F32, p->w2.dtype, start);
-    j.combine = (cpu_combine_src){.y = (const unsigned char *)j.y,
-                                  .y_dtype = KP_F32,
+    run_stage(&j, pool, STAGE_W2, j.offsets, experts, j.hidden, j.act, p->w2.dtype, start);
+    j.combine = (cpu_combine_src){.y = j.y,
+                                  .y_dtype = j.act,
                                   .y_ld = j.hidden,
                                   .y_rows = (int64_t)pairs,
                                   .pos = j.token_pos,
@@ -203,7 +207,7 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
         j.shared_w = dense_weights(&p->shared_w13);
         run_stage(&j, pool, STAGE_SHARED_W13, all, 1, j.inter_s, p->x.dtype, p->shared_w13.dtype, start);
         j.shared_w = dense_weights(&p->shared_w2);
-        run_stage(&j, pool, STAGE_SHARED_W2, all, 1, j.hidden, KP_F32, p->shared_w2.dtype, start);
+        run_stage(&j, pool, STAGE_SHARED_W2, all, 1, j.hidden, j.act, p->shared_w2.dtype, start);
     } else if (!atomic_load(&j.failed)) {
         cpu_pool_parallel_for(pool, j.t, 4, combine_range, &j);
     }

@@ -7,22 +7,23 @@
  *   2. align, block size 1 (moe_align.cl)        -> sorted_ids, expert_offsets, token_pos
  *      (the grouped GEMM tiles over unpadded expert ranges, so no padding rows)
  *   3. grouped GEMM, x rows gathered through sorted_ids, SwiGLU in the epilogue
- *                                                -> h [rows, inter] f32
- *   4. grouped GEMM h . w2^T                     -> y [rows, hidden] f32
+ *                                                -> h [rows, inter] in x's dtype
+ *   4. grouped GEMM h . w2^T                     -> y [rows, hidden] in x's dtype
+ *      (each GEMM accumulates in f32 and rounds once, on store)
  *   5. combine y in slot order -> out; with a shared expert, its SwiGLU GEMM over all
  *      T tokens (one dense "expert") writes h_s, and its second GEMM's epilogue does
  *      the combine and adds its own value last.
  *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * regions aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k]; sorted_ids
- * [T*k + E*63] (align's per-chunk histogram lives there first); expert_offsets [E+1];
- * h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is never stored);
- * y [rows, hidden]; h_s [T, inter_s].
+ * [T*k] (align's per-chunk histogram, at most T*k entries, lives there first);
+ * expert_offsets [E+1]; rows = T*k (no padding rows);
+ * then in x's dtype: h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is
+ * never stored); y [rows, hidden]; h_s [T, inter_s].
  */
 #include "gpu_ops.h"
 
 #define WS_ALIGN 256
-#define ROW_BLOCK 64 /* KP_MOE_FORWARD_ROW_BLOCK of the workspace layout */
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
 
@@ -30,8 +31,9 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
-    const int64_t pairs = t * k, rows = pairs + e * (ROW_BLOCK - 1);
+    const int64_t pairs = t * k, rows = pairs;
     const kp_dtype dt = p->x.dtype;
+    const size_t act = kp_backend_dtype_size(dt); /* the intermediates' element size */
     if (rows > INT32_MAX || hidden > INT32_MAX || 2 * inter > INT32_MAX || 2 * inter_s > INT32_MAX)
         return c->host->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the %s kernels take sizes below 2^31",
                                   c->t->name);
@@ -51,11 +53,11 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     at += ws_align((size_t)rows * 4);
     kp_gpu_view offsets = kp_gpu_view_bytes(ws, at, 4, 1);
     at += ws_align((size_t)(e + 1) * 4);
-    kp_gpu_view h = kp_gpu_view_bytes(ws, at, 4, inter);
-    at += ws_align((size_t)rows * inter * 4);
-    kp_gpu_view y = kp_gpu_view_bytes(ws, at, 4, hidden);
-    at += ws_align((size_t)rows * hidden * 4);
-    kp_gpu_view h_s = kp_gpu_view_bytes(ws, at, 4, inter_s);
+    kp_gpu_view h = kp_gpu_view_bytes(ws, at, act, inter);
+    at += ws_align((size_t)rows * inter * act);
+    kp_gpu_view y = kp_gpu_view_bytes(ws, at, act, hidden);
+    at += ws_align((size_t)rows * hidden * act);
+    kp_gpu_view h_s = kp_gpu_view_bytes(ws, at, act, inter_s);
 
     kp_gpu_view x = kp_gpu_view_of(&p->x), out = kp_gpu_view_of(&p->out);
     kp_gpu_moe_gemm g1 = {
@@ -66,10 +68,10 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     };
     g1.w.ld = p->w13.strides[1];
     kp_gpu_moe_gemm g2 = {
-        .dtype = dt, .a_f32 = 1, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
+        .dtype = dt, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
         .w = kp_gpu_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_gpu_view_of(&p->w2_scale),
         .offsets = offsets, .n_exp = (int32_t)e, .m = pairs, .n = hidden, .k = inter,
-        .mode = KP_MOE_GEMM_STORE_F32, .out = y, .max_rows_hint = t,
+        .mode = KP_MOE_GEMM_STORE, .out = y, .max_rows_hint = t,
     };
     g2.w.ld = p->w2.strides[1];
     kp_gpu_moe_gemm s1, s2;
@@ -80,7 +82,7 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         };
         s1.w.ld = p->shared_w13.strides[0];
         s2 = (kp_gpu_moe_gemm){
-            .dtype = dt, .a_f32 = 1, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
+            .dtype = dt, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
             .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_MOE_GEMM_COMBINE, .out = out, .y = y,
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
@@ -99,7 +101,7 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         if (inter_s > 0) {
             if ((st = kp_gpu_moe_gemm_run(c, &s1, dry)) || (st = kp_gpu_moe_gemm_run(c, &s2, dry))) return st;
         } else {
-            if ((st = kp_gpu_moe_combine_run(c, y, 1, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
+            if ((st = kp_gpu_moe_combine_run(c, y, 0, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
                 return st;
         }
         if (dry_run) break;

@@ -196,7 +196,7 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
 
 typedef struct kp_gpu_moe_gemm {
     kp_dtype dtype;       /* activations (and a 16-bit weight) storage type; out's for STORE/COMBINE */
-    int a_f32;            /* a is f32 whatever dtype says (kp_moe_forward's SwiGLU output) */
+    int a_f32;            /* a is f32 whatever dtype says */
     int w_fp8;            /* w is e4m3 with w_scale */
     kp_gpu_view a;        /* [a_rows, K] */
     int64_t a_rows;
@@ -211,8 +211,8 @@ typedef struct kp_gpu_moe_gemm {
     int64_t m, n, k;      /* m: rows of out (offsets clamp to it) */
     int mode;             /* KP_MOE_GEMM_STORE, _STORE_F32, _SWIGLU, _COMBINE (moe/moe_kargs.h) */
     int64_t n_out;        /* SwiGLU: columns of out (weight rows j and n_out + j) */
-    kp_gpu_view out;      /* STORE/COMBINE: dtype; STORE_F32/SWIGLU: f32 */
-    kp_gpu_view y, pos, tw; /* COMBINE: y f32 [y_rows, N], pos/tw [rows, topk] */
+    kp_gpu_view out;      /* STORE/SWIGLU/COMBINE: dtype; STORE_F32: f32 */
+    kp_gpu_view y, pos, tw; /* COMBINE: y (dtype) [y_rows, N], pos/tw [rows, topk] */
     int64_t y_rows;
     int32_t topk;
     int64_t max_rows_hint; /* > 0: no expert has more rows than this (decode) */
