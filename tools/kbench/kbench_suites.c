@@ -25,7 +25,7 @@ bool kb_op_from_name(const char *name, kp_op *op) {
 }
 
 const char *kb_row_dtype_name(const kb_case *c) {
-    return c->wdtype == KP_FP8_E4M3 && c->dtype != KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
+    return c->dtype == KP_FP8_E4M3 ? "w8a8" : c->wdtype == KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
 }
 
 /* ---- sequence lengths, shared with kbench_attention.c ---- */
@@ -251,9 +251,9 @@ static void add(builder *b, kb_case c, bool has_weights, bool with_fp8) {
     if (b->skip[c.op]) return;
     if (!c.variant) c.variant = "";
     if (b->dtype >= 0) {
-        if (b->dtype == KB_DTYPE_FP8W) {
-            if (!has_weights) return;
-            c.dtype = KP_BF16, c.wdtype = KP_FP8_E4M3;
+        if (b->dtype >= KB_DTYPE_FP8W) {
+            if (!has_weights || (b->dtype == KB_DTYPE_W8A8 && c.op != KP_OP_GROUPED_GEMM)) return;
+            c.dtype = b->dtype == KB_DTYPE_W8A8 ? KP_FP8_E4M3 : KP_BF16, c.wdtype = KP_FP8_E4M3;
         } else {
             c.dtype = c.wdtype = (kp_dtype)b->dtype;
         }
@@ -413,7 +413,8 @@ int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, si
     bool weights = c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD;
     if (dtype == KB_DTYPE_FP8W && !weights)
         KB_FAIL("--dtype fp8 sets expert weights: only grouped_gemm and moe_forward have them");
-    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128))
+    if (dtype == KB_DTYPE_W8A8 && c->op != KP_OP_GROUPED_GEMM) KB_FAIL("--dtype w8a8 is grouped_gemm's only");
+    if (dtype >= KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM ? c->K % 128 : c->hidden % 128 || c->inter % 128))
         KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "
                 "FP8 scale blocks");
     builder b = {.out = out, .dtype = dtype < 0 ? KP_BF16 : dtype};
