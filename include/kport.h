@@ -426,10 +426,22 @@ typedef struct kp_moe_align_params {
 
 /* out[r, :] = a[r, :] · w[e]ᵀ for rows r in [expert_offsets[e], expert_offsets[e+1]).
  * a [M, K]; w [E, N, K] (f16/bf16 as a, or FP8 e4m3 with w_scale f32
- * [E, ceil(N/128), ceil(K/128)], K % 128 == 0); expert_offsets int32 [E+1]; out [M, N].
- * Rows outside every expert range are left untouched. */
+ * [E, ceil(N/128), ceil(K/128)], K % 128 == 0); expert_offsets int32 [E+1]; out [M, N]
+ * in a's dtype. Rows outside every expert range are left untouched.
+ * W8A8 (FP8 activations, DeepGEMM's fp8_gemm_nt / vLLM's w8a8 block FP8): a FP8 e4m3
+ * with a_scale f32 per token group of 128 columns (kp_quantize_fp8's output, either
+ * layout, UE8M0 included), w FP8 e4m3 with w_scale; out f32, f16 or bf16. Then
+ *   out[r, n] = sum over kb of (sum_{k in slice kb} a[r, k] * w[e, n, k])
+ *               * a_scale(r, kb) * w_scale[e, n/128, kb],
+ * each 128-wide K slice summed in f32 and scaled once (DeepGEMM's promotion).
+ * a_scale is required exactly when a is e4m3, and only then may a be e4m3. */
 typedef struct kp_grouped_gemm_params {
     kp_tensor a, w, w_scale, expert_offsets, out;
+    /* 0.2: FP8 activations' scales. a_scale_layout KP_FP8_SCALE_ROW_MAJOR: a_scale
+     * [M, K/128]; KP_FP8_SCALE_COL_MAJOR: a_scale [K/128, M_pad], M_pad >= M (element
+     * (kb, r)); last dim contiguous. Zeros (absent, row-major): today's bf16/f16/f32 a. */
+    kp_tensor a_scale;
+    int32_t a_scale_layout; /* kp_fp8_scale_layout */
 } kp_grouped_gemm_params;
 
 /* out[t, :] = sum over slot 0..k-1, in that order, of topk_weights[t, slot] *

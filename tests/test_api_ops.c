@@ -139,6 +139,62 @@ static void gemm_k_mismatch(op_params *o, kp_device *d) { (void)d; reshape(&o->p
 static void gemm_out_dtype(op_params *o, kp_device *d) { (void)d; o->p.gemm.out.dtype = KP_F16; }
 static void gemm_offsets_len(op_params *o, kp_device *d) { (void)d; reshape(&o->p.gemm.expert_offsets, 1, 4, 0, 0, 0); }
 
+/* W8A8: e4m3 a and w, with w_scale [4, 1, 1] and a_scale (rows x cols f32, its own
+ * buffer of 64 floats, ones) in the given layout: valid for 8 x 1 row-major. */
+static kp_tensor f32_matrix(kp_device *d, op_params *o, int64_t rows, int64_t cols) {
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 256, &b));
+    op_params_adopt(o, b);
+    float ones[64];
+    for (int i = 0; i < 64; i++) ones[i] = 1.0f;
+    CHECK_OK(kp_buffer_write(NULL, b, 0, ones, sizeof ones));
+    kp_tensor t;
+    CHECK_OK(kp_tensor_init(&t, b, 0, KP_F32, 2, (const int64_t[]){rows, cols}, NULL));
+    return t;
+}
+static void w8a8(op_params *o, kp_device *d, int64_t rows, int64_t cols, int32_t layout) {
+    kp_grouped_gemm_params *g = &o->p.gemm;
+    g->w.dtype = KP_FP8_E4M3;
+    reshape(&g->w, 3, 4, 32, 128, 0);
+    kp_buffer *b;
+    CHECK_OK(kp_buffer_alloc(d, 64, &b));
+    op_params_adopt(o, b);
+    CHECK_OK(kp_tensor_init(&g->w_scale, b, 0, KP_F32, 3, (const int64_t[]){4, 1, 1}, NULL));
+    g->a.dtype = KP_FP8_E4M3;
+    reshape(&g->a, 2, 8, 128, 0, 0);
+    g->a_scale = f32_matrix(d, o, rows, cols);
+    g->a_scale_layout = layout;
+}
+static void w8a8_no_a_scale(op_params *o, kp_device *d) { w8a8(o, d, 8, 1, 0), o->p.gemm.a_scale.buffer = NULL; }
+static void w8a8_scale_without_fp8_a(op_params *o, kp_device *d) { o->p.gemm.a_scale = f32_matrix(d, o, 8, 1); }
+static void w8a8_layout_without_fp8_a(op_params *o, kp_device *d) { (void)d; o->p.gemm.a_scale_layout = 1; }
+static void w8a8_bf16_weights(op_params *o, kp_device *d) {
+    w8a8(o, d, 8, 1, 0);
+    reshape(&o->p.gemm.w, 3, 4, 32, 128, 0);
+    o->p.gemm.w.dtype = KP_BF16;
+    o->p.gemm.w_scale.buffer = NULL;
+}
+static void w8a8_scale_cols(op_params *o, kp_device *d) { w8a8(o, d, 8, 2, 0); }
+static void w8a8_scale_rows(op_params *o, kp_device *d) { w8a8(o, d, 7, 1, 0); }
+static void w8a8_col_short(op_params *o, kp_device *d) { w8a8(o, d, 1, 7, KP_FP8_SCALE_COL_MAJOR); }
+static void w8a8_col_groups(op_params *o, kp_device *d) { w8a8(o, d, 2, 8, KP_FP8_SCALE_COL_MAJOR); }
+static void w8a8_layout(op_params *o, kp_device *d) { w8a8(o, d, 8, 1, 2); }
+static void w8a8_scale_dtype(op_params *o, kp_device *d) { w8a8(o, d, 8, 1, 0), o->p.gemm.a_scale.dtype = KP_BF16; }
+static void w8a8_k(op_params *o, kp_device *d) {
+    w8a8(o, d, 8, 1, 0);
+    reshape(&o->p.gemm.a, 2, 8, 192, 0, 0);
+    reshape(&o->p.gemm.w, 3, 4, 32, 192, 0);
+}
+static void w8a8_scale_past_buffer(op_params *o, kp_device *d) { w8a8(o, d, 8, 1, 0), o->p.gemm.a_scale.offset = 232; }
+static void w8a8_scale_in_out(op_params *o, kp_device *d) {
+    w8a8(o, d, 8, 1, 0);
+    o->p.gemm.a_scale.buffer = o->p.gemm.out.buffer;
+}
+static void w8a8_scale_strided(op_params *o, kp_device *d) {
+    w8a8(o, d, 1, 8, KP_FP8_SCALE_COL_MAJOR);
+    o->p.gemm.a_scale.strides[0] = 16, o->p.gemm.a_scale.strides[1] = 2; /* [1, 8] every other float */
+}
+
 /* ---- moe_combine ---- */
 static void comb_t(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.out, 2, 2, 32, 0, 0); }
 static void comb_hidden(op_params *o, kp_device *d) { (void)d; reshape(&o->p.combine.out, 2, 3, 16, 0, 0); }
@@ -280,6 +336,20 @@ static const bad_case bad_cases[] = {
     {"gemm K mismatch", KP_OP_GROUPED_GEMM, gemm_k_mismatch, KP_ERR_INVALID_SHAPE, "a.shape[1]"},
     {"gemm out dtype", KP_OP_GROUPED_GEMM, gemm_out_dtype, KP_ERR_INVALID_DTYPE, "out has dtype f16"},
     {"gemm offsets length", KP_OP_GROUPED_GEMM, gemm_offsets_len, KP_ERR_INVALID_SHAPE, "expert_offsets.shape[0]"},
+    {"w8a8 without a_scale", KP_OP_GROUPED_GEMM, w8a8_no_a_scale, KP_ERR_INVALID_ARGUMENT, "a_scale (f32"},
+    {"a_scale with bf16 a", KP_OP_GROUPED_GEMM, w8a8_scale_without_fp8_a, KP_ERR_INVALID_ARGUMENT, "a_scale is given but a is bf16"},
+    {"a_scale_layout with bf16 a", KP_OP_GROUPED_GEMM, w8a8_layout_without_fp8_a, KP_ERR_INVALID_ARGUMENT, "must stay 0"},
+    {"w8a8 with bf16 weights", KP_OP_GROUPED_GEMM, w8a8_bf16_weights, KP_ERR_INVALID_DTYPE, "w must be FP8 e4m3 too"},
+    {"w8a8 a_scale columns", KP_OP_GROUPED_GEMM, w8a8_scale_cols, KP_ERR_INVALID_SHAPE, "a_scale.shape[1]"},
+    {"w8a8 a_scale rows", KP_OP_GROUPED_GEMM, w8a8_scale_rows, KP_ERR_INVALID_SHAPE, "a_scale.shape[0]"},
+    {"w8a8 column-major too few columns", KP_OP_GROUPED_GEMM, w8a8_col_short, KP_ERR_INVALID_SHAPE, "at least M (8)"},
+    {"w8a8 column-major groups", KP_OP_GROUPED_GEMM, w8a8_col_groups, KP_ERR_INVALID_SHAPE, "a_scale.shape[0]"},
+    {"w8a8 a_scale_layout", KP_OP_GROUPED_GEMM, w8a8_layout, KP_ERR_INVALID_ARGUMENT, "a_scale_layout is 2"},
+    {"w8a8 a_scale dtype", KP_OP_GROUPED_GEMM, w8a8_scale_dtype, KP_ERR_INVALID_DTYPE, "a_scale has dtype bf16"},
+    {"w8a8 K % 128", KP_OP_GROUPED_GEMM, w8a8_k, KP_ERR_INVALID_SHAPE, "a is FP8 with K = 192"},
+    {"w8a8 a_scale past its buffer", KP_OP_GROUPED_GEMM, w8a8_scale_past_buffer, KP_ERR_OUT_OF_BOUNDS, "a_scale view"},
+    {"w8a8 a_scale overlaps out", KP_OP_GROUPED_GEMM, w8a8_scale_in_out, KP_ERR_ALIASING, "overlaps"},
+    {"w8a8 a_scale strided last dim", KP_OP_GROUPED_GEMM, w8a8_scale_strided, KP_ERR_INVALID_LAYOUT, "a_scale must have a contiguous last dimension"},
     {"combine T", KP_OP_MOE_COMBINE, comb_t, KP_ERR_INVALID_SHAPE, "out.shape[0]"},
     {"combine hidden", KP_OP_MOE_COMBINE, comb_hidden, KP_ERR_INVALID_SHAPE, "out.shape[1]"},
     {"combine weights dtype", KP_OP_MOE_COMBINE, comb_weights_dtype, KP_ERR_INVALID_DTYPE, "topk_weights has dtype i32"},

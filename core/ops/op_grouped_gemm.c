@@ -1,6 +1,6 @@
 /*
  * core/ops/op_grouped_gemm.c — argument rules of kp_grouped_gemm, and the FP8
- * block-scale rules kp_moe_forward shares.
+ * block-scale rules kp_moe_forward shares, and W8A8's activation scales.
  */
 #include "internal.h"
 
@@ -32,18 +32,61 @@ kp_status kp_check_expert_weights(const char *op, const char *wname, const kp_te
     return kp_check_same_dtype(op, wname, w, "the activations", a);
 }
 
+/* W8A8: a e4m3 needs e4m3 weights and a_scale (f32 per 1 x 128 group, either of
+ * kp_quantize_fp8's layouts), and a_scale needs an e4m3 a. */
+static kp_status kp_check_activation_scales(const char *op, const kp_grouped_gemm_params *p) {
+    if (p->a.dtype != KP_FP8_E4M3) {
+        if (p->a_scale.buffer)
+            return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: a_scale is given but a is %s, not FP8 e4m3", op,
+                                kp_dtype_name(p->a.dtype));
+        if (p->a_scale_layout != KP_FP8_SCALE_ROW_MAJOR)
+            return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: a_scale_layout is %d but a is %s, not FP8 e4m3 "
+                                "(it must stay 0)", op, (int)p->a_scale_layout, kp_dtype_name(p->a.dtype));
+        return KP_OK;
+    }
+    if (p->w.dtype != KP_FP8_E4M3)
+        return kp_set_error(KP_ERR_INVALID_DTYPE, "%s: a is FP8 e4m3 (W8A8), so w must be FP8 e4m3 too, not %s", op,
+                            kp_dtype_name(p->w.dtype));
+    if (!p->a_scale.buffer)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: a is FP8 e4m3, so a_scale (f32 per-token-group scales, kp_quantize_fp8's) is "
+                            "required", op);
+    if (p->a_scale_layout != KP_FP8_SCALE_ROW_MAJOR && p->a_scale_layout != KP_FP8_SCALE_COL_MAJOR)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: a_scale_layout is %d; it must be KP_FP8_SCALE_ROW_MAJOR (0) or _COL_MAJOR (1)", op,
+                            (int)p->a_scale_layout);
+    int64_t m = p->a.shape[0], k = p->a.shape[1];
+    if (k % KP_FP8_BLOCK != 0)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: a is FP8 with K = %lld; K must be a multiple of %d", op,
+                            (long long)k, KP_FP8_BLOCK);
+    kp_status st;
+    if (p->a_scale_layout == KP_FP8_SCALE_ROW_MAJOR)
+        return (st = kp_check_dim(op, "a_scale", &p->a_scale, 0, m, "M of a")) ? st
+               : kp_check_dim(op, "a_scale", &p->a_scale, 1, k / KP_FP8_BLOCK, "K/128");
+    if ((st = kp_check_dim(op, "a_scale", &p->a_scale, 0, k / KP_FP8_BLOCK, "K/128 (column-major scales)")))
+        return st;
+    if (p->a_scale.shape[1] < m)
+        return kp_set_error(KP_ERR_INVALID_SHAPE,
+                            "%s: a_scale.shape[1] is %lld; column-major scales need at least M (%lld) columns", op,
+                            (long long)p->a_scale.shape[1], (long long)m);
+    return KP_OK;
+}
+
 kp_status kp_validate_grouped_gemm(kp_device *d, const void *params) {
     const char *op = "grouped_gemm";
     const kp_grouped_gemm_params *p = params;
     const kp_tensor_rule rules[] = {
-        {"a", &p->a, false, false, KP_DT_FLOAT, 2, false},
+        {"a", &p->a, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 2, false},
         {"w", &p->w, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 3, false},
         {"w_scale", &p->w_scale, true, false, KP_DT(KP_F32), 3, true},
         {"expert_offsets", &p->expert_offsets, false, false, KP_DT(KP_I32), 1, true},
         {"out", &p->out, false, true, KP_DT_FLOAT, 2, false},
+        {"a_scale", &p->a_scale, true, false, KP_DT(KP_F32), 2, false},
     };
+    const int a_fp8 = p->a.dtype == KP_FP8_E4M3;
     kp_status st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
-    if (st == KP_OK) st = kp_check_same_dtype(op, "out", &p->out, "a", &p->a);
+    if (st == KP_OK && !a_fp8) st = kp_check_same_dtype(op, "out", &p->out, "a", &p->a);
+    if (st == KP_OK) st = kp_check_activation_scales(op, p);
     if (st == KP_OK) st = kp_check_expert_weights(op, "w", &p->w, "w_scale", &p->w_scale, &p->a);
     if (st != KP_OK) return st;
     int64_t e = p->w.shape[0], n = p->w.shape[1], k = p->w.shape[2];

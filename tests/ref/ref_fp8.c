@@ -5,6 +5,8 @@
 #include "ref_fp8.h"
 #include "ref_moe.h" /* ref_fp8_e4m3: the decoder */
 
+#include "ref_prec.h"
+
 #include <math.h>
 
 unsigned char ref_e4m3_encode(double v) {
@@ -65,4 +67,31 @@ void ref_quantize_fp8_scales(const double *x, int64_t t, int64_t k, int ue8m0, d
             if (ue8m0) s = frexp(s, &e) == 0.5 ? s : ldexp(1.0, e); /* s = m * 2^e, m in [0.5, 1) */
             scale[tok * groups + g] = s;
         }
+}
+
+void ref_grouped_gemm_w8a8(const double *a, const double *a_scale, int64_t k, const double *w,
+                           const double *w_scale, int64_t experts, int64_t n, const int32_t *offsets, double *out,
+                           double *err) {
+    const int64_t kbs = k / 128, nbs = (n + 127) / 128;
+    for (int64_t e = 0; e < experts; e++)
+        for (int64_t r = offsets[e]; r < offsets[e + 1]; r++)
+            for (int64_t j = 0; j < n; j++) {
+                const double *wr = w + (e * n + j) * k;
+                double acc = 0.0, terms2 = 0.0, slices2 = 0.0;
+                for (int64_t kb = 0; kb < kbs; kb++) {
+                    double s = a_scale[r * kbs + kb] * w_scale[(e * nbs + j / 128) * kbs + kb], sum = 0.0, t2 = 0.0;
+                    for (int64_t l = kb * 128; l < kb * 128 + 128; l++) {
+                        double t = a[r * k + l] * wr[l];
+                        sum += t;
+                        t2 += t * t;
+                    }
+                    acc += sum * s;
+                    terms2 += t2 * s * s;
+                    slices2 += sum * s * sum * s;
+                }
+                out[r * n + j] = acc;
+                /* 128-term f32 sums (plus a per-term rounding where a backend scales w first),
+                 * two scalings per slice, then K/128 f32 additions */
+                if (err) err[r * n + j] = REF_U32 * sqrt(terms2 * 129.0 + slices2 * (double)(kbs + 2));
+            }
 }

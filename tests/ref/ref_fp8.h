@@ -35,4 +35,16 @@ void ref_kv_cache_store(const double *src, const double *slots, int64_t t, int64
  * quantized values follow from the scale with ref_e4m3_quantize_pair. */
 void ref_quantize_fp8_scales(const double *x, int64_t t, int64_t k, int ue8m0, double *scale);
 
+/* W8A8 grouped GEMM (kp_grouped_gemm with an e4m3 a): for rows r of expert e's range
+ * [offsets[e], offsets[e+1]),
+ *   out[r, j] = sum over kb of (sum over slice kb of a[r, l] * w[e, j, l])
+ *               * a_scale[r, kb] * w_scale[e, j/128, kb].
+ * a [M, K] and w [E, N, K] hold the e4m3 values (decoded), a_scale [M, K/128] row-major,
+ * w_scale [E, ceil(N/128), K/128]; other rows untouched. err (may be NULL): the error
+ * model: products exact (e4m3 x e4m3 fits f32), each 128-term slice summed in f32,
+ * its scalings and the sum of the K/128 scaled slices in f32 (ref_prec.h). */
+void ref_grouped_gemm_w8a8(const double *a, const double *a_scale, int64_t k, const double *w,
+                           const double *w_scale, int64_t experts, int64_t n, const int32_t *offsets, double *out,
+                           double *err);
+
 #endif

@@ -202,7 +202,8 @@ static void load_row(const json_t *j, kb_row *w) {
     w->c.op = op;
     const char *dt = gs(j, "dtype", "");
     w->c.dtype = w->c.wdtype = strcmp(dt, "f32") == 0 ? KP_F32 : strcmp(dt, "f16") == 0 ? KP_F16 : KP_BF16;
-    if (strcmp(dt, "fp8") == 0) w->c.wdtype = KP_FP8_E4M3;
+    if (strcmp(dt, "fp8") == 0 || strcmp(dt, "w8a8") == 0) w->c.wdtype = KP_FP8_E4M3;
+    if (strcmp(dt, "w8a8") == 0) w->c.dtype = KP_FP8_E4M3;
     w->c.variant = "";
     snprintf(w->c.shape, sizeof w->c.shape, "%s", gs(j, "shape", ""));
     snprintf(w->c.note, sizeof w->c.note, "%s", gs(j, "note", ""));

@@ -53,7 +53,7 @@ static bool to_double(const char *s, double lo, double *out) {
     X(OP, "op", 1, "A,B", "only these ops (attention_prefill ... moe_forward; --list-shapes all)")                \
     X(SHAPE, "shape", 1, "K=V,..", "one case of this shape for the one --op, in place of a suite (repeatable)")   \
     X(LIST_SHAPES, "list-shapes", 1, "OP", "the keys --shape takes for OP (or all), with defaults; exit")          \
-    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, or fp8 (e4m3 expert weights or KV cache, bf16 activations)")      \
+    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, fp8 (e4m3 weights or KV cache), w8a8 (grouped_gemm: e4m3 a and w)") \
     X(FORMAT, "format", 1, "F", "md (default), csv, json")                                                        \
     X(OUT, "out", 1, "FILE", "write the report there instead of stdout")                                         \
     X(REPEAT, "repeat", 1, "N", "at least N timed samples per row (default 5)")                                   \
@@ -90,8 +90,8 @@ static void usage(FILE *o, const char *argv0) {
 }
 
 static int option_value(kb_options *o, int opt, const char *v) {
-    static const char *const dtypes[] = {"f32", "f16", "bf16", "fp8"}, *const formats[] = {"md", "csv", "json"};
-    static const int dtype_ids[] = {KP_F32, KP_F16, KP_BF16, KB_DTYPE_FP8W};
+    static const char *const dtypes[] = {"f32", "f16", "bf16", "fp8", "w8a8"}, *const formats[] = {"md", "csv", "json"};
+    static const int dtype_ids[] = {KP_F32, KP_F16, KP_BF16, KB_DTYPE_FP8W, KB_DTYPE_W8A8};
     long long x;
     double d;
     switch (opt) {
@@ -105,7 +105,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
         return 0;
     case O_LIST_SHAPES: o->list_shapes = v; return 0;
     case O_DTYPE:
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             if (strcmp(v, dtypes[i]) == 0) return o->dtype = dtype_ids[i], 0;
         return -1;
     case O_FORMAT:

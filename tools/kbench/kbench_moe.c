@@ -205,7 +205,8 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     const kb_case *c = b->c;
     align_st *s = b->st;
     int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
-    int32_t *sorted = kb_alloc(b->env, (size_t)s->rows * 4), *off = kb_alloc(b->env, (size_t)(E + 1) * 4), *pos = kb_alloc(b->env, (size_t)pairs * 4);
+    int32_t *sorted = kb_alloc(b->env, (size_t)s->rows * 4), *off = kb_alloc(b->env, (size_t)(E + 1) * 4);
+    int32_t *pos = kb_alloc(b->env, (size_t)pairs * 4);
     int32_t *fill = kb_alloc(b->env, (size_t)(E + 1) * 4);
     kp_status st = sorted && off && pos && fill ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->sorted, 0, s->rows, sorted);
@@ -277,11 +278,14 @@ static double weight_bytes(const kb_case *c, int64_t N, int64_t K) {
 
 typedef struct gemm_st {
     kp_grouped_gemm_params p;
-    kb_data a, w, scale;
+    kb_data a, w, scale, a_scale; /* a_scale: W8A8's [M, K/128] */
     kp_buffer *out;
     int32_t *offsets;
     int64_t M;
 } gemm_st;
+
+/* W8A8 rows (dtype e4m3) store bf16 */
+static kp_dtype gemm_out_dtype(const kb_case *c) { return c->dtype == KP_FP8_E4M3 ? KP_BF16 : c->dtype; }
 
 static kp_status gemm_setup(kb_bench *b) {
     const kb_case *c = b->c;
@@ -290,18 +294,22 @@ static kp_status gemm_setup(kb_bench *b) {
     int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
     if (!s || !ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
     int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
-    double el = (double)kp_dtype_size(c->dtype);
+    const kp_dtype odt = gemm_out_dtype(c);
+    double el = (double)kp_dtype_size(c->dtype), a8 = c->dtype == KP_FP8_E4M3;
     b->flops = 2.0 * M * c->N * c->K;
-    b->bytes = el * M * (c->K + c->N) + used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
+    b->bytes = el * M * c->K + 4.0 * a8 * M * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * M * c->N +
+               used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
     kp_buffer *ob;
     kp_status st = kb_data_random(e, &s->a, c->dtype, M * c->K, -1, 1);
+    if (st == KP_OK && a8) st = kb_data_random(e, &s->a_scale, KP_F32, M * (c->K / FP8_BLOCK), 0.5, 1.5);
+    if (st == KP_OK && a8) st = kb_tensor(&s->p.a_scale, s->a_scale.buf, KP_F32, 2, (int64_t[]){M, c->K / FP8_BLOCK});
     if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
     if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
-    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(c->dtype), &s->out);
+    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(odt), &s->out);
     if (st != KP_OK) return st;
     st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K});
     if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){M, c->N});
+    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, odt, 2, (int64_t[]){M, c->N});
     return st;
 }
 
@@ -317,8 +325,10 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t row = n == 0 ? s->M - 1 : kb_rng_below(&r, s->M), e = 0;
         while (s->offsets[e + 1] <= row) e++;
-        for (int64_t i = 0; i < c->K; i++) x[i] = kb_at(&s->a, row * c->K + i);
-        st = kb_read(b->env, s->out, c->dtype, row * c->N, c->N, got);
+        for (int64_t i = 0; i < c->K; i++) /* W8A8: a times its group's scale */
+            x[i] = kb_at(&s->a, row * c->K + i) *
+                   (s->p.a_scale.buffer ? kb_at(&s->a_scale, row * (c->K / FP8_BLOCK) + i / FP8_BLOCK) : 1.0);
+        st = kb_read(b->env, s->out, gemm_out_dtype(c), row * c->N, c->N, got);
         for (int j = 0; j < CHECK_COLS && j < c->N && st == KP_OK; j++) {
             int64_t col = j == 0 ? c->N - 1 : kb_rng_below(&r, c->N);
             kb_err_add(err, got[col],

@@ -25,7 +25,7 @@ bool kb_op_from_name(const char *name, kp_op *op) {
 }
 
 const char *kb_row_dtype_name(const kb_case *c) {
-    return c->wdtype == KP_FP8_E4M3 && c->dtype != KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
+    return c->dtype == KP_FP8_E4M3 ? "w8a8" : c->wdtype == KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
 }
 
 /* ---- sequence lengths, shared with kbench_attention.c ---- */
@@ -259,8 +259,10 @@ static bool has_fp8(kp_op op) {
 static void add(builder *b, kb_case c, bool with_fp8) {
     if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_fp8(c.op))) return;
     if (!c.variant) c.variant = "";
-    c.dtype = c.wdtype = b->dtype < 0 || b->dtype == KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
-    if (b->dtype == KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;
+    if (b->dtype == KB_DTYPE_W8A8 && c.op != KP_OP_GROUPED_GEMM) return;
+    c.dtype = c.wdtype = b->dtype < 0 || b->dtype >= KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
+    if (b->dtype >= KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;
+    if (b->dtype == KB_DTYPE_W8A8) c.dtype = KP_FP8_E4M3;
     push(b, c);
     if (b->dtype < 0 && has_fp8(c.op) && with_fp8) {
         c.wdtype = KP_FP8_E4M3;
@@ -412,7 +414,8 @@ int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, si
     if (dtype == KB_DTYPE_FP8W && !has_fp8(c->op))
         KB_FAIL("--dtype fp8 stores expert weights or the KV cache in e4m3: only grouped_gemm, moe_forward, "
                 "attention_decode and mla_decode have them");
-    if (dtype == KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM   ? c->K % 128
+    if (dtype == KB_DTYPE_W8A8 && c->op != KP_OP_GROUPED_GEMM) KB_FAIL("--dtype w8a8 is grouped_gemm's only");
+    if (dtype >= KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM   ? c->K % 128
                                    : c->op == KP_OP_MOE_FORWARD ? c->hidden % 128 || c->inter % 128
                                                                 : 0))
         KB_FAIL("--dtype fp8: the weights' reduction dims (K; hidden and inter) must be multiples of the 128-wide "

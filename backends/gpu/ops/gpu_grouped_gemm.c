@@ -177,6 +177,11 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
 }
 
 kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run) {
+    if (p->a.dtype == KP_FP8_E4M3) /* neither kernel generation takes e4m3 activations yet */
+        return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                  "grouped_gemm: FP8 e4m3 activations (W8A8) run on the cpu backend only; the %s "
+                                  "kernels take f16/bf16/f32 a (FP8 weights with 16-bit a: W8A16)",
+                                  c->t->name);
     kp_gpu_moe_gemm g = {
         .dtype = p->a.dtype,
         .w_fp8 = p->w.dtype == KP_FP8_E4M3,
