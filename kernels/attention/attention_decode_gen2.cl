@@ -63,6 +63,9 @@
 #ifndef D2_STAGES
 #define D2_STAGES 2
 #endif
+#ifndef D2_MIN_BLOCKS /* work-groups an SM should hold: decode hides latency with more of them */
+#define D2_MIN_BLOCKS 2
+#endif
 #ifndef D2_Q_REGS /* Q fragments in registers; above 192 they would crowd out O */
 #define D2_Q_REGS (D2_DQK <= 192)
 #endif
@@ -117,7 +120,7 @@ KP_FN void d2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *k, KP
     }
 }
 
-KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, 1)
+KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
     kp_attention_decode_gen2(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
                              KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
                              KP_GLOBAL float *KP_RESTRICT lse, KP_GLOBAL float *KP_RESTRICT part,

@@ -155,8 +155,8 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
 /* The 4 groups of a work-group cover the packed rows first (16 each: one group up to 16
  * rows, the common GQA case, 4 above 32), the keys of a tile with the rest; bn 64 keys
  * (16 a key group at 4), 3 stages on >= 160 KiB devices up to head dim 128, else 2.
- * While it does not fit: 2 stages, then fewer keys down to 16 a key group; then
- * generation 1. Tuning keys (attention_decode): g2_block_n (32..128), g2_stages (2..4). */
+ * While it does not fit: 2 stages, then fewer keys down to 16 a key group, then fewer
+ * key groups, then fewer row groups; then generation 1. Tuning keys (attention_decode): g2_block_n (32..128), g2_stages (2..4). */
 static size_t dec_bytes(const kp_gpu_attn2_dec_tile *t, int dqk, int dv) {
     return KP_ATTN2_DECODE_LOCAL_BYTES((size_t)t->wm, (size_t)t->wn, (size_t)t->bn, (size_t)dqk, (size_t)dv,
                                        (size_t)t->stages);
@@ -186,6 +186,8 @@ int kp_gpu_attn2_dec_tile_pick(const kp_host_services *h, const kp_gpu_profile *
     while (!dec_fits(p, &t, dqk, dv)) {
         if (t.stages > 2) t.stages--;
         else if (t.bn / 2 >= 16 * t.wn) t.bn /= 2;
+        else if (t.wn > 1) t.wn /= 2; /* fewer key groups (AMD's 64 KiB of LDS) */
+        else if (t.wm > 1) t.wm /= 2;  /* then fewer rows a work-group (more row tiles) */
         else return 0;
     }
     t.local_bytes = dec_bytes(&t, dqk, dv);
