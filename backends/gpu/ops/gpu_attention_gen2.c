@@ -1,6 +1,7 @@
 /*
- * backends/gpu/ops/gpu_attention_gen2.c — the generation-2 attention plan
- * (kernels/attention/attention_prefill_gen2.cl): tiles from the device's local memory.
+ * backends/gpu/ops/gpu_attention_gen2.c — the generation-2 attention plans
+ * (kernels/attention/attention_prefill_gen2.cl, and the paged-decode tile of
+ * attention_decode_gen2.cl at the end): tiles from the device's local memory.
  *
  * The first tile that fits the local memory a work-group may use (profile.local_mem),
  * starting from the device's row of the table:
