@@ -337,7 +337,7 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
 
 /* Generation-2 paged decode, the default on matrix-unit devices: the GQA rows of a KV
  * head packed into one row group of 16 (4 key groups), dynamic local memory, the same
- * split-KV scratch and combine (from its own source); f32, FP8 caches, unaligned rows
+ * split-KV scratch and generation 1's combine kernel; f32, FP8 caches, unaligned rows
  * go to generation 1; more rows take 2 or 4 row groups. */
 KP_TEST(gpu_decode_gen2_plan) {
     fake_reset("cuda");
@@ -368,7 +368,7 @@ KP_TEST(gpu_decode_gen2_plan) {
     CHECK_INT_EQ(l->nargs, 10);
     CHECK(l->args[5].kind == KP_GPU_ARG_NATIVE && l->args[5].v.native == &fake_scratch[0]);
     CHECK(l->args[9].kind == KP_GPU_ARG_KARGS && l->args[9].v.kargs.size == sizeof(kp_attn_decode_kargs));
-    CHECK_STR_EQ(fake_launches[1].source, KP_GPU_SRC_ATTN_DECODE2);
+    CHECK_STR_EQ(fake_launches[1].source, KP_GPU_SRC_ATTN_DECODE); /* generation 1's combine */
     CHECK_STR_EQ(fake_launches[1].kernel, "kp_attention_combine");
     CHECK_INT_EQ(fake_launches[1].local_bytes, 0);
     /* 8 q heads a KV head x s_q 5 = 40 rows: 4 row groups, one key group */

@@ -88,7 +88,7 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
             for (size_t r = 0; r < 3; r++)
                 if (kp_gpu_attn2_dec_tile_pick(h, p, dec2_rows[r], dims[d][0], dims[d][1], 0, &d2)) {
                     kp_gpu_attn2_dec_options(&d2, dt, dims[d][0], dims[d][1], opts, sizeof opts);
-                    emit(e, KP_GPU_SRC_ATTN_DECODE2, opts, "kp_attention_decode_gen2 kp_attention_combine");
+                    emit(e, KP_GPU_SRC_ATTN_DECODE2, opts, "kp_attention_decode_gen2");
                 }
         for (size_t d = 0; d < 2; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)

@@ -17,11 +17,13 @@
  * j >= seq_len - s_q + i - wl. seq_len is clamped to the table's
  * capacity and block ids to [0, num_blocks): bad contents never address outside the cache.
  *
- * kp_attention_combine (attention_combine.h, shared with generation 2) merges them.
+ * kp_attention_combine: one work-group of any size per (b, i, head) row:
+ * out = sum_s e^(lse_s - M) O_s / sum_s e^(lse_s - M), lse = M + log sum_s e^(lse_s - M).
  */
 #include "kp_attn_tile.h"
 #include "attention_kargs.h"
-#include "attention_combine.h"
+
+#define ATTN_MAX_SPLITS 1024
 
 KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
                                          KP_GLOBAL const attn_kv_t *KP_RESTRICT k,
@@ -105,4 +107,39 @@ KP_KERNEL void kp_attention_decode_paged(KP_GLOBAL const kp_storage_t *KP_RESTRI
         }
         attn_end(out, part, partial ? part_lse : lse, partial, &acc, ATTN_LOCAL_ARGS);
     }
+}
+
+KP_KERNEL void kp_attention_combine(KP_GLOBAL const float *KP_RESTRICT part,
+                                    KP_GLOBAL const float *KP_RESTRICT part_lse,
+                                    KP_GLOBAL kp_storage_t *KP_RESTRICT out, KP_GLOBAL float *KP_RESTRICT lse,
+                                    kp_attn_combine_kargs p) {
+    KP_LOCAL(float, w, ATTN_MAX_SPLITS);
+    KP_LOCAL(float, stat, 2);
+    int lid = kp_local_id(0), nt = kp_local_size(0);
+    kp_i64 rowid = kp_group_id(0), nrows_all = kp_num_groups(0);
+    int hq = (int)(rowid % p.h_q), qi = (int)((rowid / p.h_q) % p.s_q), b = (int)(rowid / ((kp_i64)p.h_q * p.s_q));
+    int ns = min(p.nsplit, ATTN_MAX_SPLITS);
+
+    if (lid == 0) {
+        float mx = -KP_INFINITY;
+        for (int s = 0; s < ns; ++s) mx = kp_fmaxf(mx, part_lse[s * nrows_all + rowid]);
+        float sum = 0.0f;
+        for (int s = 0; s < ns; ++s) {
+            float e = mx == -KP_INFINITY ? 0.0f : kp_expf(part_lse[s * nrows_all + rowid] - mx);
+            w[s] = e;
+            sum += e;
+        }
+        stat[0] = sum > 0.0f ? 1.0f / sum : 0.0f;
+        stat[1] = sum > 0.0f ? mx + attn_log2(sum) * ATTN_LN2 : KP_INFINITY;
+    }
+    kp_barrier();
+    float inv = stat[0];
+    kp_i64 obase = p.o_off + (kp_i64)b * p.o_s0 + (kp_i64)qi * p.o_s1 + (kp_i64)hq * p.o_s2;
+    for (int c = lid; c < p.dv; c += nt) {
+        float acc = 0.0f;
+        for (int s = 0; s < ns; ++s)
+            if (w[s] > 0.0f) acc = kp_fmaf(w[s], part[(s * nrows_all + rowid) * p.dv + c], acc);
+        kp_store(out, obase + c, acc * inv);
+    }
+    if (lid == 0 && p.has_lse) lse[p.lse_off + ((kp_i64)b * p.h_q + hq) * p.s_q + qi] = stat[1];
 }

@@ -20,7 +20,7 @@
  * row group. The epilogue merges the D2_WN key groups exactly (their max, sum and O
  * through local memory) and writes out / lse, or with nsplit > 1 the f32 partials
  * part [nsplit, B * s_q * h_q, DV] and part_lse (-inf: saw no key) that
- * kp_attention_combine (attention_combine.h) merges.
+ * generation 1's kp_attention_combine (attention_decode.cl) merges.
  * Launch: D2_WM * D2_WN * 32 work-items; grid (m_tiles, h_kv, B * nsplit).
  * Dynamic local memory: KP_ATTN2_DECODE_LOCAL_BYTES (attention_gen2_layout.h).
  * Requirements the planner checks (else generation 1 runs): 16-bit dtype, no FP8 cache,
@@ -30,7 +30,6 @@
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
-#include "attention_combine.h"
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_fragment_ops.h"

@@ -2,7 +2,8 @@
  * backends/gpu/ops/gpu_attention_decode.c — kp_attention_decode on the GPU backends:
  * kernels/attention/attention_decode.cl (paged KV, split-KV with a combine kernel), or
  * generation 2, attention_decode_gen2.cl (16-bit, no FP8 cache, no window: its tile plan
- * in gpu_attention_gen2.c), with the same grid, split-KV scratch and combine kernel.
+ * in gpu_attention_gen2.c), with the same grid, split-KV scratch and combine kernel (from
+ * a generation-1 variant of the same shape).
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
  * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
  *
@@ -67,6 +68,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     kp_gpu_attn_cfg cfg;
     char opts[256];
     const char *src = KP_GPU_SRC_ATTN_DECODE, *kernel = "kp_attention_decode_paged";
+    char combine_opts[256]; /* a generation-1 variant: generation 2 launches its kp_attention_combine */
     size_t local_bytes = 0;
     if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
         kp_gpu_attn2_dec_tile t;
@@ -79,11 +81,16 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
             kp_gpu_attn2_dec_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
         }
         st = kp_gpu_variant_ok(c, src, opts);
+        kp_gpu_attn_cfg c1;
+        if (st == KP_OK)
+            st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, 0, (int)(s_q * group), &c1,
+                                  combine_opts, sizeof combine_opts);
         cfg.bm = 16 * t.wm, cfg.bn = t.bn, cfg.nt = KP_ATTN2_DEC_THREADS(t.wm, t.wn), local_bytes = t.local_bytes;
     } else {
         st = kp_gpu_attn_plan(c, name, src, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts, sizeof opts);
         if (st == KP_OK && fp8)
             st = plan_fp8(c, name, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts, sizeof opts);
+        snprintf(combine_opts, sizeof combine_opts, "%s", opts);
     }
     if (st != KP_OK || dry_run || b == 0) return st;
 
@@ -140,7 +147,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
             .o_off = ka.o_off, .o_s0 = ka.o_s0, .o_s1 = ka.o_s1, .o_s2 = ka.o_s2, .lse_off = ka.lse_off,
             .nsplit = ns, .has_lse = ka.has_lse, .s_q = ka.s_q, .h_q = ka.h_q, .dv = dv,
         };
-        kp_gpu_launch_init(&l, src, opts, "kp_attention_combine"); /* both sources hold it */
+        kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, combine_opts, "kp_attention_combine");
         kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
         kp_gpu_arg_tensor(&l, out), kp_gpu_arg_tensor(&l, lse);
         kp_gpu_arg_kargs(&l, &kc_args, sizeof kc_args);
