@@ -20,6 +20,7 @@ XB(conf_attn_decode_long)
 XB(conf_attn_decode_outliers)
 XB(conf_attn_decode_bad_content)
 XB(conf_attn_decode_window)
+XB(conf_attn_decode_gen2)
 XB(conf_attn_decode_bad_window)
 /* conformance/test_conf_prefill_paged.c */
 XB(conf_attn_prefill_paged_f32)

@@ -115,6 +115,9 @@ KP_TEST(cuda_static_checks_catch_doctored) {
          SASS_OK "        /*0700*/   SHFL.BFLY PT, R9, R8, 0x1, 0x1f ;\n", "has no LDSM.16.MT88"},
         {"attention: no quad shuffles", "-DKP_DTYPE_BF16", "kp_attention_prefill_gen2",
          SASS_OK "        /*0700*/   LDSM.16.MT88.2 R8, [R3] ;\n", "has no SHFL.BFLY"},
+        {"decode control", "-DKP_DTYPE_F16", "kp_attention_decode_gen2", SASS_OK ATTN_SASS_OK, NULL},
+        {"decode: no LDGSTS", "-DKP_DTYPE_F16", "kp_attention_decode_gen2",
+         "        /*0560*/   HMMA.16816.F32 R12, R8, R20, R12 ;\n" ATTN_SASS_OK, "has no LDGSTS"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };

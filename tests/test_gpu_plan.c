@@ -308,6 +308,7 @@ KP_TEST(gpu_prefill_gen2_plan) {
 
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     fake_reset("cuda");
+    setenv("KPORT_GPU_KERNELS", "attention_decode=gen1", 1); /* generation 2: gpu_decode_gen2_plan */
     kp_attention_decode_params p;
     memset(&p, 0, sizeof p);
     p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
@@ -331,6 +332,99 @@ KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     CHECK_INT_EQ(fake_count, 1);
     CHECK(fake_launches[0].args[5].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[5].v.native == NULL);
     CHECK_INT_EQ(((const kp_attn_decode_kargs *)fake_kargs[0])->nsplit, 1);
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* Generation-2 paged decode, the default on matrix-unit devices: the GQA rows of a KV
+ * head packed into one row group of 16 (4 key groups), dynamic local memory, the same
+ * split-KV scratch and generation 1's combine kernel; f32, FP8 caches, unaligned rows
+ * go to generation 1; more rows take 2 or 4 row groups. */
+KP_TEST(gpu_decode_gen2_plan) {
+    fake_reset("cuda");
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_attention_decode_params p;
+    memset(&p, 0, sizeof p);
+    p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.k_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.v_cache = tensor(2, KP_BF16, 4, (int64_t[]){64, 16, 8, 128});
+    p.block_table = tensor(3, KP_I32, 2, (int64_t[]){2, 32});
+    p.seq_lens = tensor(4, KP_I32, 1, (int64_t[]){2});
+    p.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.softmax_scale = 0.1f, p.num_splits = 4;
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 1), KP_OK);
+    CHECK_INT_EQ(fake_count, 0);
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 2);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_DECODE2);
+    CHECK_STR_EQ(l->kernel, "kp_attention_decode_gen2");
+    CHECK_STR_CONTAINS(l->options, "-DD2_DQK=128 -DD2_DV=128 -DD2_WM=1 -DD2_WN=4 -DD2_BN=64 -DD2_STAGES=3");
+    CHECK_INT_EQ(l->local[0], 128);
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN2_DECODE_LOCAL_BYTES(1, 4, 64, 128, 128, 3));
+    CHECK_INT_EQ((long long)l->groups[0], 1); /* 4 q heads a KV head: one tile of 16 rows */
+    CHECK_INT_EQ((long long)l->groups[1], 8);
+    CHECK_INT_EQ((long long)l->groups[2], 2 * 4);
+    CHECK_INT_EQ(l->nargs, 10);
+    CHECK(l->args[5].kind == KP_GPU_ARG_NATIVE && l->args[5].v.native == &fake_scratch[0]);
+    CHECK(l->args[9].kind == KP_GPU_ARG_KARGS && l->args[9].v.kargs.size == sizeof(kp_attn_decode_kargs));
+    CHECK_STR_EQ(fake_launches[1].source, KP_GPU_SRC_ATTN_DECODE); /* generation 1's combine */
+    CHECK_STR_EQ(fake_launches[1].kernel, "kp_attention_combine");
+    CHECK_INT_EQ(fake_launches[1].local_bytes, 0);
+    /* 8 q heads a KV head x s_q 5 = 40 rows: 4 row groups, one key group */
+    p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 5, 64, 128});
+    p.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 5, 64, 128});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_STR_CONTAINS(fake_launches[0].options, "-DD2_WM=4 -DD2_WN=1");
+    CHECK_INT_EQ((long long)fake_launches[0].groups[0], 1);
+    /* every head-dim pair and row class has a tile on both build profiles (AMD's 64 KiB
+     * of LDS: fewer key groups) */
+    static const int dims[][2] = {{64, 64}, {128, 128}, {192, 128}, {256, 256}};
+    static const char *const backends[] = {"cuda", "hip"};
+    for (int b = 0; b < 2; b++) {
+        kp_device_info info;
+        kp_gpu_profile prof;
+        CHECK(kp_gpu_build_profile(backends[b], &info, &prof) == 0);
+        for (int d = 0; d < 4; d++)
+            for (int rows = 1; rows <= 64; rows *= 4) {
+                kp_gpu_attn2_dec_tile t;
+                int want = 1;
+                CHECK_MSG(kp_gpu_attn2_dec_tile_pick(kp_gpu_stub_host(), &prof, rows, dims[d][0], dims[d][1], 0,
+                                                     &t) == want, "%s d%d rows %d", backends[b], dims[d][0], rows);
+                if (want)
+                    CHECK(t.local_bytes <= prof.local_mem && t.wm * t.wn <= 4 && (b == 1 || (t.wm * t.wn == 4 && 16 * t.wm >= (rows < 64 ? rows : 64))) &&
+                          t.bn % (16 * t.wn) == 0);
+            }
+    }
+    /* generation 1: an FP8 cache, f32, an unaligned q row */
+    p.q = tensor(0, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.out = tensor(5, KP_BF16, 4, (int64_t[]){2, 1, 32, 128});
+    p.num_splits = 1;
+    kp_attention_decode_params f = p;
+    f.k_cache.dtype = f.v_cache.dtype = KP_FP8_E4M3;
+    f.k_scale = tensor(6, KP_F32, 1, (int64_t[]){1});
+    f.v_scale = tensor(7, KP_F32, 1, (int64_t[]){1});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    CHECK_STR_CONTAINS(fake_logged, "(FP8 KV caches run the generation-1 kernel)");
+    f = p;
+    f.q.dtype = f.k_cache.dtype = f.v_cache.dtype = f.out.dtype = KP_F32;
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    f = p;
+    f.q.offset = 8;
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    /* KPORT_GPU_KERNELS=gen1 keeps the old kernel */
+    setenv("KPORT_GPU_KERNELS", "attention_decode=gen1", 1);
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &p, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    unsetenv("KPORT_GPU_KERNELS");
 }
 
 /* Address tensors (kp_device_memory): the kernel's buffer argument is the address

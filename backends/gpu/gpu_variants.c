@@ -81,6 +81,15 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                 kp_gpu_attn2_options(&t2, dt, dims[d][0], dims[d][1], opts, sizeof opts);
                 emit(e, KP_GPU_SRC_ATTN_PREFILL2, opts, "kp_attention_prefill_gen2");
             }
+        /* generation-2 paged decode: each row-group count (rows 1, 32, 128 -> 1, 2, 4 groups of 16) */
+        kp_gpu_attn2_dec_tile d2;
+        static const int dec2_rows[] = {1, 32, 128};
+        for (size_t d = 0; d < 4 && dt != KP_F32; d++)
+            for (size_t r = 0; r < 3; r++)
+                if (kp_gpu_attn2_dec_tile_pick(h, p, dec2_rows[r], dims[d][0], dims[d][1], 0, &d2)) {
+                    kp_gpu_attn2_dec_options(&d2, dt, dims[d][0], dims[d][1], opts, sizeof opts);
+                    emit(e, KP_GPU_SRC_ATTN_DECODE2, opts, "kp_attention_decode_gen2");
+                }
         for (size_t d = 0; d < 2; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
                 if (kp_gpu_attn_config(h, p, "mla_decode", dt, mla_dims[d][0], mla_dims[d][1], 1, rows[r], 0, &c) ==

@@ -1,8 +1,8 @@
 /*
  * kernels/attention/attention_gen2_layout.h - the dynamic local memory of the
  * generation-2 attention kernels, in bytes: one formula the planner
- * (backends/gpu/ops/gpu_attention_gen2.c) and the kernel (attention_prefill_gen2.cl)
- * both use. Rows are padded by 8 16-bit values (16 bytes) so that the 8 rows one
+ * (backends/gpu/ops/gpu_attention_gen2.c, gpu_attention_decode_gen2.c) and the kernels
+ * (attention_prefill_gen2.cl, attention_decode_gen2.cl) both use. Rows are padded by 8 16-bit values (16 bytes) so that the 8 rows one
  * ldmatrix reads fall on distinct banks.
  *
  *   Q tile          bm x (dqk + 8)
@@ -19,5 +19,18 @@
 #define KP_ATTN2_LOCAL_BYTES(bm, bn, dqk, dv, stages)                                                     \
     (KP_ATTN2_Q_BYTES(bm, dqk) + (stages) * KP_ATTN2_STAGE_BYTES(bn, dqk, dv) + KP_ATTN2_THREADS(bm) * 8 + \
      (bm) / 16 * 512)
+
+/* Paged decode: wm row groups x wn key groups of 32 work-items, bm = 16 wm rows; the
+ * same regions, and the epilogue's merge area - wn x bm (max, sum) and wn x bm x dv f32
+ * partial outputs - over the stages and what follows them once the loop is done. */
+#define KP_ATTN2_DEC_THREADS(wm, wn) (32 * (wm) * (wn))
+#define KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv) ((wn) * 16 * (wm) * ((dv) + 2) * 4)
+#define KP_ATTN2_DEC_LOOP_BYTES(wm, wn, bn, dqk, dv, stages)                                         \
+    ((stages) * KP_ATTN2_STAGE_BYTES(bn, dqk, dv) + KP_ATTN2_DEC_THREADS(wm, wn) * 8 + (wm) * (wn) * 512)
+#define KP_ATTN2_DECODE_LOCAL_BYTES(wm, wn, bn, dqk, dv, stages)                                      \
+    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) +                                                               \
+     (KP_ATTN2_DEC_LOOP_BYTES(wm, wn, bn, dqk, dv, stages) > KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)      \
+          ? KP_ATTN2_DEC_LOOP_BYTES(wm, wn, bn, dqk, dv, stages)                                      \
+          : KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)))
 
 #endif /* KP_ATTENTION_GEN2_LAYOUT_H */

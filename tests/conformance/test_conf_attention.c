@@ -5,7 +5,8 @@
  * MQA, causal and not (bottom-right aligned when q and k lengths differ), sliding
  * windows, explicit scales, lse on and off, batches with lengths 0 and 1 and lengths
  * no tile divides; paged decode with block sizes 16/32/64, s_q 1/2/5, forced and
- * automatic split-KV; bad index content rejected with nothing written (on backends
+ * automatic split-KV (and the same through the generation-2 GPU kernel whatever
+ * KPORT_GPU_KERNELS says); bad index content rejected with nothing written (on backends
  * with KP_CAP_CHECKS_INDICES; elsewhere only memory safety is checked).
  * MLA decode is in test_conf_mla.c.
  */
@@ -464,6 +465,38 @@ KP_CONFORMANCE(conf_attn_decode_window) {
                 conf_run_paged(d, s, &c);
             }
     CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Generation-2 paged decode (attention_decode_gen2.cl) on the GPU backends whatever the
+ * run's KPORT_GPU_KERNELS (PoCL runs it through the portable copies and fragments): GQA
+ * ratios 1-16 packed into one, two and four 16-row groups (s_q 1, 2, 5), block sizes 16
+ * and 64, contexts shorter than one 64-key tile, on and next to tile and block bounds,
+ * split-KV off, forced and automatic. The CPU backend ignores the variable. */
+KP_CONFORMANCE(conf_attn_decode_gen2) {
+    setenv("KPORT_GPU_KERNELS", "attention_decode=gen2", 1);
+    static const int32_t lens[7] = {1, 63, 64, 65, 200, 0, 1000};
+    static const int32_t splits[3] = {1, 3, 0};
+    static const struct {
+        kp_dtype dt;
+        int h_q, h_kv, d, dv, s_q, bs, causal, lse;
+    } cases[] = {
+        {KP_BF16, 32, 8, 128, 128, 1, 16, 1, 1}, /* G4: 4 rows */
+        {KP_F16, 16, 2, 64, 64, 2, 64, 1, 1},    /* G8 x 2: 16 rows */
+        {KP_BF16, 16, 1, 192, 128, 2, 16, 1, 1}, /* G16 x 2: 32 rows, two row groups */
+        {KP_F16, 8, 2, 256, 256, 1, 64, 0, 0},   /* non-causal, no lse */
+        {KP_BF16, 8, 1, 128, 128, 5, 16, 1, 1},  /* G8 x 5: 40 rows, four row groups */
+        {KP_F16, 4, 4, 128, 128, 2, 64, 1, 1},   /* MHA */
+    };
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_paged_case c = {.dt = cases[i].dt, .b = 7, .s_q = cases[i].s_q, .h_q = cases[i].h_q,
+            .h_kv = cases[i].h_kv, .d = cases[i].d, .dv = cases[i].dv, .block_size = cases[i].bs, .seq_lens = lens,
+            .causal = cases[i].causal, .lse = cases[i].lse, .splits = splits, .nsplits = i % 2 ? 2 : 3};
+        conf_run_paged(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+    unsetenv("KPORT_GPU_KERNELS");
 }
 
 /* window_left below -1 is refused by the core, nothing written. */

@@ -1,6 +1,9 @@
 /*
  * backends/gpu/ops/gpu_attention_decode.c — kp_attention_decode on the GPU backends:
- * kernels/attention/attention_decode.cl (paged KV, split-KV with a combine kernel).
+ * kernels/attention/attention_decode.cl (paged KV, split-KV with a combine kernel), or
+ * generation 2, attention_decode_gen2.cl (16-bit, no FP8 cache, no window: its tile plan
+ * in gpu_attention_gen2.c), with the same grid, split-KV scratch and combine kernel (from
+ * a generation-1 variant of the same shape).
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
  * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
  *
@@ -8,6 +11,8 @@
  * stream is in order, so a call's kernels never overlap the previous call's.
  */
 #include "gpu_ops.h"
+
+#include "attention/attention_gen2_layout.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,11 +53,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     const char *name = kp_backend_op_name(op);
     int gen;
     const int fp8 = pa->k_cache->dtype == KP_FP8_E4M3;
-    const char *no_gen2 = pa->mla ? "mla_decode has no generation-2 kernel yet"
-                                  : "attention_decode has no generation-2 kernel yet";
-    if (pa->window_left > 0) no_gen2 = "generation-1 kernels run decode with a sliding window";
-    if (fp8) no_gen2 = "FP8 KV caches run the generation-1 kernel"; /* whatever a generation-2 kernel can do */
-    kp_status st = kp_gpu_kernel_gen(c, name, no_gen2, &gen);
+    kp_status st = kp_gpu_kernel_gen(c, name, kp_gpu_attn2_decode_missing(c, pa), &gen);
     if (st != KP_OK) return st;
     const kp_tensor *q = pa->q, *kc = pa->k_cache, *vc = pa->v_cache;
     int dqk = (int)q->shape[3], dv = pa->dv;
@@ -66,10 +67,31 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     int group = (int)(h_q / h_kv);
     kp_gpu_attn_cfg cfg;
     char opts[256];
-    st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, pa->mla, (int)(s_q * group),
-                                    &cfg, opts, sizeof opts);
-    if (st == KP_OK && fp8) st = plan_fp8(c, name, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts,
-                                          sizeof opts);
+    const char *src = KP_GPU_SRC_ATTN_DECODE, *kernel = "kp_attention_decode_paged";
+    char combine_opts[256]; /* a generation-1 variant: generation 2 launches its kp_attention_combine */
+    size_t local_bytes = 0;
+    if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
+        kp_gpu_attn2_dec_tile t;
+        src = KP_GPU_SRC_ATTN_DECODE2, kernel = "kp_attention_decode_gen2";
+        if (!kp_gpu_attn2_dec_tile_pick(h, &c->prof, (int)(s_q * group), dqk, dv, 1, &t))
+            return h->set_error(KP_ERR_UNSUPPORTED, "%s (generation 2) on %s: no tile fits", name, c->t->name);
+        kp_gpu_attn2_dec_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, src, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_attn2_dec_tile_pick(h, &c->prof, (int)(s_q * group), dqk, dv, 0, &t);
+            kp_gpu_attn2_dec_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        }
+        st = kp_gpu_variant_ok(c, src, opts);
+        kp_gpu_attn_cfg c1;
+        if (st == KP_OK)
+            st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, 0, (int)(s_q * group), &c1,
+                                  combine_opts, sizeof combine_opts);
+        cfg.bm = 16 * t.wm, cfg.bn = t.bn, cfg.nt = KP_ATTN2_DEC_THREADS(t.wm, t.wn), local_bytes = t.local_bytes;
+    } else {
+        st = kp_gpu_attn_plan(c, name, src, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts, sizeof opts);
+        if (st == KP_OK && fp8)
+            st = plan_fp8(c, name, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts, sizeof opts);
+        snprintf(combine_opts, sizeof combine_opts, "%s", opts);
+    }
     if (st != KP_OK || dry_run || b == 0) return st;
 
     int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;
@@ -101,7 +123,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
         .scale_log2 = (float)(pa->scale * ATTN_LOG2E), .wl = pa->window_left > 0 ? pa->window_left : -1,
     };
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_decode_paged");
+    kp_gpu_launch_init(&l, src, opts, kernel);
     kp_gpu_arg_tensor(&l, q), kp_gpu_arg_tensor(&l, kc), kp_gpu_arg_tensor(&l, vc);
     kp_gpu_arg_tensor(&l, out), kp_gpu_arg_tensor(&l, lse);
     kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
@@ -117,7 +139,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
         kp_gpu_arg_kargs(&l, &kf, sizeof kf);
     }
     l.groups[0] = (uint64_t)m_tiles, l.groups[1] = (uint64_t)h_kv, l.groups[2] = (uint64_t)(b * ns);
-    l.local[0] = (uint32_t)cfg.nt;
+    l.local[0] = (uint32_t)cfg.nt, l.local_bytes = (uint32_t)local_bytes;
     st = kp_gpu_enqueue(c, &l);
 
     if (st == KP_OK && ns > 1) {
@@ -125,7 +147,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
             .o_off = ka.o_off, .o_s0 = ka.o_s0, .o_s1 = ka.o_s1, .o_s2 = ka.o_s2, .lse_off = ka.lse_off,
             .nsplit = ns, .has_lse = ka.has_lse, .s_q = ka.s_q, .h_q = ka.h_q, .dv = dv,
         };
-        kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, opts, "kp_attention_combine");
+        kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_DECODE, combine_opts, "kp_attention_combine");
         kp_gpu_arg_native(&l, scratch[0]), kp_gpu_arg_native(&l, scratch[1]);
         kp_gpu_arg_tensor(&l, out), kp_gpu_arg_tensor(&l, lse);
         kp_gpu_arg_kargs(&l, &kc_args, sizeof kc_args);

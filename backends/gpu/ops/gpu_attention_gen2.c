@@ -1,6 +1,7 @@
 /*
- * backends/gpu/ops/gpu_attention_gen2.c — the generation-2 attention plan
- * (kernels/attention/attention_prefill_gen2.cl): tiles from the device's local memory.
+ * backends/gpu/ops/gpu_attention_gen2.c — the generation-2 attention plans
+ * (kernels/attention/attention_prefill_gen2.cl, and the paged-decode tile of
+ * attention_decode_gen2.cl at the end): tiles from the device's local memory.
  *
  * The first tile that fits the local memory a work-group may use (profile.local_mem),
  * starting from the device's row of the table:
@@ -83,12 +84,13 @@ void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int 
              kp_gpu_dtype_define(dt), dqk, dv, t->bm, t->bn, t->stages, t->min_blocks);
 }
 
-/* Rows of t start on 16 bytes: the buffer, the offset and the token and head strides. */
+/* Rows of t start on 16 bytes: the buffer, the offset and the strides of all dims but the last. */
 static int rows_aligned16(kp_gpu_ctx *c, const kp_tensor *t) {
     uint32_t base = kp_gpu_base_align(c->t, t->buffer, kp_gpu_tensor_address(t));
     uint64_t es = kp_backend_dtype_size(t->dtype);
-    return base >= 16 && ((uint64_t)kp_gpu_elem_offset(t) * es) % 16 == 0 && ((uint64_t)t->strides[0] * es) % 16 == 0 &&
-           ((uint64_t)t->strides[1] * es) % 16 == 0;
+    int ok = base >= 16 && ((uint64_t)kp_gpu_elem_offset(t) * es) % 16 == 0;
+    for (int d = 0; d + 1 < t->ndim; d++) ok = ok && ((uint64_t)t->strides[d] * es) % 16 == 0;
+    return ok;
 }
 
 const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p) {
@@ -153,4 +155,71 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
     l.local[0] = (uint32_t)KP_ATTN2_THREADS(t.bm), l.local_bytes = (uint32_t)t.local_bytes;
     st = kp_gpu_enqueue(c, &l);
     return st == KP_OK ? st : h->add_context(st, "%s", name);
+}
+
+/* ---- paged decode (kernels/attention/attention_decode_gen2.cl) ------------------- */
+
+/* The 4 groups of a work-group cover the packed rows first (16 each: one group up to 16
+ * rows, the common GQA case, 4 above 32), the keys of a tile with the rest; bn 64 keys
+ * (16 a key group at 4), 3 stages on >= 160 KiB devices up to head dim 128, else 2.
+ * While it does not fit: 2 stages, then fewer keys down to 16 a key group, then fewer
+ * key groups, then fewer row groups; then generation 1. Tuning keys (attention_decode): g2_block_n (32..128), g2_stages (2..4). */
+static size_t dec_bytes(const kp_gpu_attn2_dec_tile *t, int dqk, int dv) {
+    return KP_ATTN2_DECODE_LOCAL_BYTES((size_t)t->wm, (size_t)t->wn, (size_t)t->bn, (size_t)dqk, (size_t)dv,
+                                       (size_t)t->stages);
+}
+
+static int dec_fits(const kp_gpu_profile *p, const kp_gpu_attn2_dec_tile *t, int dqk, int dv) {
+    return dec_bytes(t, dqk, dv) <= p->local_mem && (uint32_t)KP_ATTN2_DEC_THREADS(t->wm, t->wn) <= p->max_group &&
+           t->bn % (16 * t->wn) == 0;
+}
+
+int kp_gpu_attn2_dec_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int dv,
+                               int use_tuning, kp_gpu_attn2_dec_tile *out) {
+    kp_gpu_attn2_dec_tile t = {rows <= 16 ? 1 : rows <= 32 ? 2 : 4, 0, 64, 2, 0};
+    t.wn = 4 / t.wm;
+    if (!p->cpu && p->local_mem >= 160 * 1024 && dqk <= 128) t.stages = 3;
+    if (use_tuning) {
+        kp_gpu_attn2_dec_tile u = t;
+        int64_t bn = h->tuning_get(p->info, "attention_decode", "g2_block_n", t.bn);
+        int64_t st = h->tuning_get(p->info, "attention_decode", "g2_stages", t.stages);
+        u.bn = bn == 32 || bn == 64 || bn == 128 ? (int)bn : t.bn;
+        u.stages = st >= 2 && st <= 4 ? (int)st : t.stages;
+        if (dec_fits(p, &u, dqk, dv)) t = u;
+        else
+            h->log("attention_decode: tuned generation-2 tile (%d keys, %d stages) does not fit; using the "
+                   "table's", u.bn, u.stages);
+    }
+    while (!dec_fits(p, &t, dqk, dv)) {
+        if (t.stages > 2) t.stages--;
+        else if (t.bn / 2 >= 16 * t.wn) t.bn /= 2;
+        else if (t.wn > 1) t.wn /= 2; /* fewer key groups (AMD's 64 KiB of LDS) */
+        else if (t.wm > 1) t.wm /= 2;  /* then fewer rows a work-group (more row tiles) */
+        else return 0;
+    }
+    t.local_bytes = dec_bytes(&t, dqk, dv);
+    *out = t;
+    return 1;
+}
+
+void kp_gpu_attn2_dec_options(const kp_gpu_attn2_dec_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n) {
+    snprintf(buf, n, "%s -DD2_DQK=%d -DD2_DV=%d -DD2_WM=%d -DD2_WN=%d -DD2_BN=%d -DD2_STAGES=%d",
+             kp_gpu_dtype_define(dt), dqk, dv, t->wm, t->wn, t->bn, t->stages);
+}
+
+const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *a) {
+    if (a->mla) return "mla_decode has no generation-2 kernel yet";
+    if (a->k_cache->dtype == KP_FP8_E4M3) return "FP8 KV caches run the generation-1 kernel";
+    if (a->window_left > 0) return "generation-1 kernels run decode with a sliding window";
+    if (a->q->dtype != KP_F16 && a->q->dtype != KP_BF16)
+        return "f32 runs generation 1 (generation 2 takes 16-bit q and caches)";
+    int dqk = (int)a->q->shape[3], dv = a->dv;
+    if (!kp_gpu_attn_dims_supported(dqk, dv, 0)) return "head dims not built for generation 2";
+    if (!rows_aligned16(c, a->q) || !rows_aligned16(c, a->k_cache) || !rows_aligned16(c, a->v_cache))
+        return "a row of q or of the caches is not 16-byte aligned (offsets and strides)";
+    int64_t rows = a->q->shape[1] * (a->q->shape[2] / (a->k_cache->shape[2] > 0 ? a->k_cache->shape[2] : 1));
+    kp_gpu_attn2_dec_tile t;
+    if (!kp_gpu_attn2_dec_tile_pick(c->host, &c->prof, rows > INT32_MAX ? INT32_MAX : (int)rows, dqk, dv, 0, &t))
+        return "no generation-2 tile fits the device's local memory";
+    return NULL;
 }

@@ -294,4 +294,22 @@ void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int 
 const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p);
 kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
 
+#define KP_GPU_SRC_ATTN_DECODE2 "attention/attention_decode_gen2.cl"
+
+/* A generation-2 paged-decode tile: wm row groups (16 rows each) x wn key groups of 32
+ * work-items, bn keys per tile, stages of the K/V pipeline; local_bytes:
+ * KP_ATTN2_DECODE_LOCAL_BYTES. */
+typedef struct kp_gpu_attn2_dec_tile {
+    int wm, wn, bn, stages;
+    size_t local_bytes;
+} kp_gpu_attn2_dec_tile;
+
+/* The tile for rows = s_q * G packed query rows and head dims dqk/dv; 0 when none fits. */
+int kp_gpu_attn2_dec_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int dv,
+                               int use_tuning, kp_gpu_attn2_dec_tile *out);
+void kp_gpu_attn2_dec_options(const kp_gpu_attn2_dec_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n);
+/* Why generation 2 cannot run this paged decode here (MLA, f32, an FP8 cache, a sliding
+ * window, head dims, unaligned rows, no tile fits), or NULL. */
+const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *a);
+
 #endif /* KPORT_BACKENDS_GPU_OPS_H */

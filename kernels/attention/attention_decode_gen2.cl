@@ -1,0 +1,310 @@
+/*
+ * kernels/attention/attention_decode_gen2.cl - paged-KV decode, generation 2 (the
+ * GQA-packed split-KV schedule of FlashInfer's and FA2's decode); the contract is
+ * attention_decode.cl's kp_attention_decode_paged: q [B, s_q, h_q, DQK]; k cache
+ * [num_blocks, block_size, h_kv, DQK], v cache [.., DV]; block_table int32 [B, max_blocks];
+ * seq_lens int32 [B]; causal: query i sees keys j <= seq_len - s_q + i; rows that see no
+ * key write 0 and lse +inf. seq_len is clamped to the table's capacity and block ids to
+ * [0, num_blocks): bad contents never address outside the cache.
+ *
+ * Work-group (mt, hk, b * nsplit + sp) packs the s_q * G query rows of (b, hk) (row r:
+ * query r / G, q head hk * G + r % G) into D2_BM = 16 * D2_WM rows - the MMA's M, padded
+ * with zero rows - so each K/V tile is read once for the whole GQA group. Its key range,
+ * split sp of nsplit contiguous runs of D2_BN-key tiles, streams through a D2_STAGES-stage
+ * pipeline of 16-byte async copies (common/kp_async_copy.h) in dynamic local memory, the
+ * block table read once per key row of a tile. D2_WM x D2_WN groups of 32 lanes: group w
+ * takes rows 16 (w % D2_WM) .. +15 and keys (w / D2_WM) * D2_BN / D2_WN .. + D2_BN / D2_WN
+ * - 1 of every tile, with its own online softmax in registers (S = Q K^T and O += P V on
+ * the tile MMA, P straight from the S accumulators, V by the transposing fragment load,
+ * Q fragments held in registers up to DQK 192) - as attention_prefill_gen2.cl does per
+ * row group. The epilogue merges the D2_WN key groups exactly (their max, sum and O
+ * through local memory) and writes out / lse, or with nsplit > 1 the f32 partials
+ * part [nsplit, B * s_q * h_q, DV] and part_lse (-inf: saw no key) that
+ * generation 1's kp_attention_combine (attention_decode.cl) merges.
+ * Launch: D2_WM * D2_WN * 32 work-items; grid (m_tiles, h_kv, B * nsplit).
+ * Dynamic local memory: KP_ATTN2_DECODE_LOCAL_BYTES (attention_gen2_layout.h).
+ * Requirements the planner checks (else generation 1 runs): 16-bit dtype, no FP8 cache,
+ * no sliding window; q and cache offsets and strides multiples of 8 elements (16-byte
+ * rows); DQK, DV multiples of 16.
+ * Options: KP_DTYPE_F16 / _BF16, D2_DQK, D2_DV, D2_WM, D2_WN, D2_BN, D2_STAGES.
+ */
+#include "kp_dialect.h"
+#include "attention_kargs.h"
+#include "attention_gen2_layout.h"
+#include "common/kp_async_copy.h"
+#include "common/kp_fragment_ops.h"
+
+#if defined(KP_DTYPE_F16)
+#define D2_MMA kp_mma_16x8x16_f16
+#define D2_IS_F16 1
+#elif defined(KP_DTYPE_BF16)
+#define D2_MMA kp_mma_16x8x16_bf16
+#define D2_IS_F16 0
+#else
+#error "attention_decode_gen2.cl takes 16-bit q and caches (f32 runs generation 1)"
+#endif
+
+#ifndef D2_DQK
+#define D2_DQK 128
+#endif
+#ifndef D2_DV
+#define D2_DV D2_DQK
+#endif
+#ifndef D2_WM
+#define D2_WM 1
+#endif
+#ifndef D2_WN
+#define D2_WN 4
+#endif
+#ifndef D2_BN
+#define D2_BN 64
+#endif
+#ifndef D2_STAGES
+#define D2_STAGES 2
+#endif
+#ifndef D2_MIN_BLOCKS /* work-groups an SM should hold: decode hides latency with more of them */
+#define D2_MIN_BLOCKS 2
+#endif
+#ifndef D2_Q_REGS /* Q fragments in registers; above 192 they would crowd out O */
+#define D2_Q_REGS (D2_DQK <= 192)
+#endif
+#define D2_BM (16 * D2_WM)
+#define D2_NT (32 * D2_WM * D2_WN)
+#define D2_BNW (D2_BN / D2_WN) /* keys of a tile per group */
+#if D2_DQK % 16 || D2_DV % 16 || D2_BNW % 16 || D2_STAGES < 2 || D2_STAGES > 4
+#error "attention_decode_gen2.cl: DQK, DV, BN / WN multiples of 16; 2 <= D2_STAGES <= 4"
+#endif
+
+#define D2_LDK (D2_DQK + 8)
+#define D2_LDV (D2_DV + 8)
+#define D2_KF (D2_DQK / 16) /* k16 steps of Q K^T */
+#define D2_SF (D2_BNW / 8)  /* n8 fragments of a group's S */
+#define D2_OF (D2_DV / 8)   /* n8 fragments of O */
+#define D2_STAGE_ELEMS (D2_BN * (D2_LDK + D2_LDV))
+#define D2_LN2 0.6931471805599453f
+
+#if defined(KP_TARGET_OPENCL)
+typedef long d2_i64;
+#define d2_exp2(x) exp2(x)
+#define d2_log2(x) log2(x)
+#else
+typedef long long d2_i64;
+#define d2_exp2(x) exp2f(x)
+#define d2_log2(x) log2f(x)
+#endif
+
+/* Issues the K and V rows of keys n0 .. n0 + D2_BN - 1 (zeros from kend on) into stage st,
+ * each row's cache block from the table. */
+KP_FN void d2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *k, KP_GLOBAL const kp_storage_t *v,
+                    KP_GLOBAL const int *trow, int n0, int kend, int hk, const kp_attn_decode_kargs *p) {
+    const int lid = kp_local_id(0);
+    for (int c = lid; c < D2_BN * (D2_DQK / 8); c += D2_NT) {
+        int r = c / (D2_DQK / 8), col = (c % (D2_DQK / 8)) * 8, j = n0 + r, valid = j < kend;
+        d2_i64 off = 0;
+        if (valid) {
+            int blk = min(max(trow[j / p->block_size], 0), p->num_blocks - 1);
+            off = p->k_off + (d2_i64)blk * p->k_s0 + (d2_i64)(j % p->block_size) * p->k_s1 + (d2_i64)hk * p->k_s2 + col;
+        }
+        kp_copy16_async(st + r * D2_LDK + col, k + off, valid);
+    }
+    KP_LOCAL_MEM kp_u16 *vs = st + D2_BN * D2_LDK;
+    for (int c = lid; c < D2_BN * (D2_DV / 8); c += D2_NT) {
+        int r = c / (D2_DV / 8), col = (c % (D2_DV / 8)) * 8, j = n0 + r, valid = j < kend;
+        d2_i64 off = 0;
+        if (valid) {
+            int blk = min(max(trow[j / p->block_size], 0), p->num_blocks - 1);
+            off = p->v_off + (d2_i64)blk * p->v_s0 + (d2_i64)(j % p->block_size) * p->v_s1 + (d2_i64)hk * p->v_s2 + col;
+        }
+        kp_copy16_async(vs + r * D2_LDV + col, v + off, valid);
+    }
+}
+
+KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
+    kp_attention_decode_gen2(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
+                             KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
+                             KP_GLOBAL float *KP_RESTRICT lse, KP_GLOBAL float *KP_RESTRICT part,
+                             KP_GLOBAL float *KP_RESTRICT part_lse, KP_GLOBAL const int *KP_RESTRICT table,
+                             KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_attn_decode_kargs p KP_DYNAMIC_LOCAL_ARG(smem)) {
+    KP_DYNAMIC_LOCAL(smem);
+    KP_LOCAL_MEM kp_u16 *qs = (KP_LOCAL_MEM kp_u16 *)smem;
+    KP_LOCAL_MEM kp_u16 *stages = qs + D2_BM * D2_LDK;
+    KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(stages + D2_STAGES * D2_STAGE_ELEMS);
+    KP_LOCAL_MEM kp_u16 *pscr = (KP_LOCAL_MEM kp_u16 *)(red + 2 * D2_NT);
+    /* the epilogue's merge area, over the stages once the loop is done */
+    KP_LOCAL_MEM float *mstat = (KP_LOCAL_MEM float *)stages;  /* [WN][BM] row max, then weight */
+    KP_LOCAL_MEM float *lstat = mstat + D2_WN * D2_BM;           /* [WN][BM] row sum */
+    KP_LOCAL_MEM float *obuf = lstat + D2_WN * D2_BM;            /* [WN][BM][DV] unnormalized O */
+
+    const int lid = kp_local_id(0), lane = kp_mma_lane(), grp = lid / KP_MMA_LANES;
+    const int wm = grp % D2_WM, wn = grp / D2_WM, g = lane / 4, t4 = lane % 4;
+    const int hk = kp_group_id(1), b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit;
+    const int partial = p.nsplit > 1;
+    const d2_i64 nrows_all = (d2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
+    KP_LOCAL_MEM kp_u16 *my_pscr = pscr + grp * 256;
+
+    const int len_k = min(max(seq_lens[p.sl_off + b], 0), p.max_blocks * p.block_size);
+    const int rows = p.s_q * p.group, shift = len_k - p.s_q;
+    const int tiles_all = (len_k + D2_BN - 1) / D2_BN, per = (tiles_all + p.nsplit - 1) / p.nsplit;
+    const int kb = min(sp * per * D2_BN, len_k), ke = min((sp + 1) * per * D2_BN, len_k);
+    KP_GLOBAL const int *trow = table + p.bt_off + (d2_i64)b * p.bt_s0;
+
+    for (int m0 = kp_group_id(0) * D2_BM; m0 < rows; m0 += kp_num_groups(0) * D2_BM) {
+        /* the Q tile, padding rows as zeros: its own copy group, landed by tile 0's wait */
+        for (int c = lid; c < D2_BM * (D2_DQK / 8); c += D2_NT) {
+            int r = c / (D2_DQK / 8), col = (c % (D2_DQK / 8)) * 8, row = m0 + r, valid = row < rows;
+            d2_i64 off = 0;
+            if (valid) {
+                int qi = row / p.group, hq = hk * p.group + row % p.group;
+                off = p.q_off + (d2_i64)b * p.q_s0 + (d2_i64)qi * p.q_s1 + (d2_i64)hq * p.q_s2 + col;
+            }
+            kp_copy16_async(qs + r * D2_LDK + col, q + off, valid);
+        }
+        kp_copy_commit();
+
+        /* the last key this lane's two rows (g, g + 8 of its row group) see; -1: none */
+        int rhi[2];
+        for (int i = 0; i < 2; ++i) {
+            int row = m0 + wm * 16 + g + 8 * i;
+            rhi[i] = row < rows ? (p.causal ? min(row / p.group + shift, len_k - 1) : len_k - 1) : -1;
+        }
+        /* the keys of this split some row of the tile sees (the last row sees the most) */
+        const int last = min(m0 + D2_BM, rows) - 1;
+        const int kend = min(p.causal ? last / p.group + shift + 1 : len_k, ke);
+        const int ntiles = kend > kb ? (kend - kb + D2_BN - 1) / D2_BN : 0;
+
+        for (int s = 0; s < D2_STAGES - 1; ++s) {
+            if (s < ntiles) d2_issue(stages + s * D2_STAGE_ELEMS, k, v, trow, kb + s * D2_BN, kend, hk, &p);
+            kp_copy_commit();
+        }
+
+        float mrow[2] = {-KP_INFINITY, -KP_INFINITY}, lrow[2] = {0.0f, 0.0f};
+        kp_mma_acc o[D2_OF];
+        for (int f = 0; f < D2_OF; ++f) kp_mma_acc_zero(&o[f]);
+#if D2_Q_REGS
+        kp_mma_a qf[D2_KF];
+#endif
+        for (int t = 0; t < ntiles; ++t) {
+            kp_copy_wait(D2_STAGES - 2);
+            kp_barrier(); /* tile t (and Q) landed; every group is done with tile t - 1's stage */
+            const int nt = t + D2_STAGES - 1;
+            if (nt < ntiles) d2_issue(stages + (nt % D2_STAGES) * D2_STAGE_ELEMS, k, v, trow, kb + nt * D2_BN, kend, hk, &p);
+            kp_copy_commit();
+            /* this group's keys of the tile */
+            KP_LOCAL_MEM const kp_u16 *kt = stages + (t % D2_STAGES) * D2_STAGE_ELEMS + wn * D2_BNW * D2_LDK;
+            KP_LOCAL_MEM const kp_u16 *vt = stages + (t % D2_STAGES) * D2_STAGE_ELEMS + D2_BN * D2_LDK + wn * D2_BNW * D2_LDV;
+            KP_LOCAL_MEM const kp_u16 *qt = qs + wm * 16 * D2_LDK;
+#if D2_Q_REGS
+            if (t == 0)
+                for (int i = 0; i < D2_KF; ++i) kp_mma_load_a(&qf[i], qt + i * 16, D2_LDK, lane);
+#endif
+
+            /* S = Q K^T */
+            kp_mma_acc s[D2_SF];
+            for (int j = 0; j < D2_SF; ++j) kp_mma_acc_zero(&s[j]);
+            for (int i = 0; i < D2_KF; ++i) {
+#if D2_Q_REGS
+#define D2_QA qf[i]
+#else
+                kp_mma_a qa;
+                kp_mma_load_a(&qa, qt + i * 16, D2_LDK, lane);
+#define D2_QA qa
+#endif
+                for (int j = 0; j < D2_SF; j += 2) {
+                    kp_mma_b kb0, kb1;
+                    kp_mma_load_b_pair(&kb0, &kb1, kt + j * 8 * D2_LDK + i * 16, D2_LDK, lane);
+                    D2_MMA(&s[j], &D2_QA, &kb0);
+                    D2_MMA(&s[j + 1], &D2_QA, &kb1);
+                }
+#undef D2_QA
+            }
+
+            /* scale, mask (keys past a row's causal bound or the split's end), row max */
+            const int n0 = kb + t * D2_BN + wn * D2_BNW;
+            float tmax[2] = {-KP_INFINITY, -KP_INFINITY};
+            for (int j = 0; j < D2_SF; ++j)
+                for (int e = 0; e < 4; ++e) {
+                    int i = e / 2, key = n0 + j * 8 + 2 * t4 + (e & 1);
+                    float x = s[j].x[e] * p.scale_log2;
+                    if (key >= kend || key > rhi[i]) x = -KP_INFINITY;
+                    s[j].x[e] = x;
+                    tmax[i] = kp_fmaxf(tmax[i], x);
+                }
+            kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+
+            /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
+            float base[2], alpha[2];
+            for (int i = 0; i < 2; ++i) {
+                float mnew = kp_fmaxf(mrow[i], tmax[i]);
+                base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
+                alpha[i] = d2_exp2(mrow[i] - base[i]);
+                mrow[i] = mnew;
+                lrow[i] *= alpha[i];
+            }
+            for (int j = 0; j < D2_SF; ++j)
+                for (int e = 0; e < 4; ++e) {
+                    float pv = d2_exp2(s[j].x[e] - base[e / 2]);
+                    s[j].x[e] = pv;
+                    lrow[e / 2] += pv;
+                }
+            for (int f = 0; f < D2_OF; ++f)
+                o[f].x[0] *= alpha[0], o[f].x[1] *= alpha[0], o[f].x[2] *= alpha[1], o[f].x[3] *= alpha[1];
+
+            /* O += P V: P from the accumulators, V through the transposing load */
+            for (int kk = 0; kk < D2_BNW / 16; ++kk) {
+                kp_mma_a pa;
+                kp_mma_acc_to_a(&pa, &s[2 * kk], &s[2 * kk + 1], D2_IS_F16, my_pscr, lane);
+                for (int f = 0; f < D2_OF; f += 2) {
+                    kp_mma_b vb0, vb1;
+                    kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * D2_LDV + f * 8, D2_LDV, lane);
+                    D2_MMA(&o[f], &pa, &vb0);
+                    D2_MMA(&o[f + 1], &pa, &vb1);
+                }
+            }
+        }
+
+        /* epilogue: each group's row sums over the quad, then its (max, sum, O) into the
+         * merge area over the stages (every copy landed, every group done with them) */
+        kp_quad_sum2_f32(&lrow[0], &lrow[1], red, lid);
+        kp_copy_wait(0);
+        kp_barrier();
+        for (int i = 0; i < 2; ++i) {
+            int r = wm * 16 + g + 8 * i;
+            if (t4 == 0) mstat[wn * D2_BM + r] = mrow[i], lstat[wn * D2_BM + r] = lrow[i];
+            KP_LOCAL_MEM float *orow = obuf + (wn * D2_BM + r) * D2_DV + 2 * t4;
+            for (int f = 0; f < D2_OF; ++f) orow[f * 8] = o[f].x[2 * i], orow[f * 8 + 1] = o[f].x[2 * i + 1];
+        }
+        kp_barrier();
+        /* per row: M = max of the groups' maxima, L = sum_w 2^(m_w - M) l_w; each group's
+         * weight 2^(m_w - M) / L replaces its max; the lse */
+        for (int r = lid; r < D2_BM; r += D2_NT) {
+            float mx = -KP_INFINITY, l = 0.0f;
+            for (int w = 0; w < D2_WN; ++w) mx = kp_fmaxf(mx, mstat[w * D2_BM + r]);
+            for (int w = 0; w < D2_WN; ++w) {
+                float e = mx == -KP_INFINITY ? 0.0f : d2_exp2(mstat[w * D2_BM + r] - mx);
+                mstat[w * D2_BM + r] = e;
+                l += e * lstat[w * D2_BM + r];
+            }
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            for (int w = 0; w < D2_WN; ++w) mstat[w * D2_BM + r] *= inv;
+            int row = m0 + r;
+            if (row >= rows) continue;
+            int qi = row / p.group, hq = hk * p.group + row % p.group;
+            float row_lse = l > 0.0f ? (mx + d2_log2(l)) * D2_LN2 : (partial ? -KP_INFINITY : KP_INFINITY);
+            d2_i64 rowid = ((d2_i64)b * p.s_q + qi) * p.h_q + hq;
+            if (partial) part_lse[sp * nrows_all + rowid] = row_lse;
+            else if (p.has_lse) lse[p.lse_off + ((d2_i64)b * p.h_q + hq) * p.s_q + qi] = row_lse;
+        }
+        kp_barrier();
+        for (int e = lid; e < D2_BM * D2_DV; e += D2_NT) {
+            int r = e / D2_DV, col = e % D2_DV, row = m0 + r;
+            if (row >= rows) continue;
+            float acc = 0.0f;
+            for (int w = 0; w < D2_WN; ++w) acc += mstat[w * D2_BM + r] * obuf[(w * D2_BM + r) * D2_DV + col];
+            int qi = row / p.group, hq = hk * p.group + row % p.group;
+            d2_i64 rowid = ((d2_i64)b * p.s_q + qi) * p.h_q + hq;
+            if (partial) part[(sp * nrows_all + rowid) * D2_DV + col] = acc;
+            else kp_store(out, p.o_off + (d2_i64)b * p.o_s0 + (d2_i64)qi * p.o_s1 + (d2_i64)hq * p.o_s2 + col, acc);
+        }
+        kp_barrier(); /* the next row tile reuses Q, the stages and the merge area */
+    }
+}
