@@ -937,7 +937,7 @@ static kp_status run_recorded(const kp_gpu_target *t, kp_op op, const void *para
     out->n = fake_count < FAKE_MAX ? fake_count : FAKE_MAX;
     for (int i = 0; i < out->n; i++) {
         out->l[i] = fake_launches[i];
-        snprintf(out->options[i], sizeof out->options[i], "%s", fake_options[i]);
+        memcpy(out->options[i], fake_options[i], sizeof out->options[i]); /* both [256], NUL-terminated */
         if (fake_kargs[i]) memcpy(out->kargs[i], fake_kargs[i], KP_GPU_MAX_KARGS_BYTES);
     }
     return st;

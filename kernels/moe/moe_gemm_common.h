@@ -105,6 +105,26 @@ KP_FN float kpg_wval(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int gk, KP_GLOBAL c
 #endif
 }
 
+/* y[i] in the dtype, read through the aligned 32-bit word that holds it (and a
+ * neighbour): the combine's gather moves 4 bytes per element, as the f32 y it replaced
+ * did, and no kernel carries a 16-bit scalar global load (backends/cuda/check_kernels.py).
+ * The word never crosses a page, whatever y's alignment. */
+KP_FN float kpg_load_y(KP_GLOBAL const kp_storage_t *y, kpm_i64 i) {
+#if defined(KP_DTYPE_F16) || defined(KP_DTYPE_BF16)
+    KP_GLOBAL const kp_storage_t *e = y + i;
+    kp_u32 odd = (kp_u32)((kpm_i64)e & 2);
+    kp_u32 w = *(KP_GLOBAL const kp_u32 *)((KP_GLOBAL const char *)e - odd);
+    kp_u16 h = (kp_u16)(odd ? w >> 16 : w & 0xffffu);
+#if defined(KP_DTYPE_F16)
+    return kp_f16_to_f32(h);
+#else
+    return kp_bf16_to_f32(h);
+#endif
+#else
+    return y[i];
+#endif
+}
+
 /* Output element (r, n) of the epilogue `mode` from its GEMM value v; SWIGLU: v is the
  * gate value (weight row n), u the up value (weight row n_out + n), n < n_out. SWIGLU
  * stores, and COMBINE reads y, in the dtype (kp_moe_forward's intermediates). */
@@ -122,7 +142,7 @@ KP_FN void kpg_store_one(int r, int n, float v, float u, int mode, KP_GLOBAL kp_
         for (int s = 0; s < topk; ++s) {
             int p = pos[pos_off + (kpm_i64)r * topk + s];
             if (p < 0 || p >= y_rows) continue;
-            acc += tw[tw_off + (kpm_i64)r * topk + s] * kp_load(y, y_off + (kpm_i64)p * y_ld + n);
+            acc += tw[tw_off + (kpm_i64)r * topk + s] * kpg_load_y(y, y_off + (kpm_i64)p * y_ld + n);
         }
         kp_store(out, o, acc + v);
     } else {
