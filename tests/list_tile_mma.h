@@ -3,3 +3,9 @@
 X(tile_mma_amd_map_offsets_contiguous_aligned)
 X(tile_mma_amd_mfma4_matches_ptx_layout)
 X(tile_mma_amd_mfma4_groups_independent)
+/* test_sm90_layout.c */
+X(sm90_desc_fields_match_isa_bit_positions)
+X(sm90_desc_kmajor_and_k_advance)
+X(sm90_swizzle_matches_isa_figures)
+X(sm90_swizzle_is_a_chunk_permutation_without_bank_conflicts)
+X(sm90_kmajor_tile_offsets_follow_the_descriptor)
