@@ -19,3 +19,5 @@ X(cuda_rtc_variant_check)
 /* tests/test_cuda_static.c */
 X(cuda_static_checks_hold)
 X(cuda_static_checks_catch_doctored)
+X(cuda_sm90_tile_sass_holds)
+X(cuda_sm90_tile_selftest_runs)

@@ -12,6 +12,7 @@
 #if !defined(KP_CUDA_TESTS) || defined(KP_CU_NO_FATBINS)
 KP_TEST(cuda_static_checks_hold) { KP_SKIP("the cuda plugin was built without nvcc: no kernels to check"); }
 KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built without nvcc: no checker run"); }
+KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <sys/wait.h>
@@ -47,6 +48,21 @@ KP_TEST(cuda_static_checks_hold) {
     CHECK(strstr(out, " 0 generation-2 SASS listings") == NULL);
 }
 
+/* The sm_90a tier's self-test kernel (kernels/common/sm90_selftest.cl, built for sm_90a
+ * by kernels/meson.build when kernel checks are on): HGMMA, UTMALDG, SYNCS, no spills. */
+KP_TEST(cuda_sm90_tile_sass_holds) {
+#ifndef KPORT_SM90_SELFTEST_CUBIN
+    KP_SKIP("no sm_90a self-test cubin in this build (no nvcc)");
+#else
+    static char out[8192];
+    char args[1024];
+    snprintf(args, sizeof args, "--cubin '%s'", KPORT_SM90_SELFTEST_CUBIN);
+    int rc = run_check(args, out, sizeof out);
+    CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
+    CHECK_STR_CONTAINS(out, "1 kernels of sm90_selftest.cubin: 0 problems");
+#endif
+}
+
 #define REPORT_OK                                                                                    \
     "ptxas info    : Compiling entry function 'kp_grouped_gemm_gen2_tiled' for 'sm_90a'\n"          \
     "ptxas info    : Function properties for kp_grouped_gemm_gen2_tiled\n"                          \
@@ -57,6 +73,11 @@ KP_TEST(cuda_static_checks_hold) {
     "        /*0550*/                   LDSM.16.M88.4 R8, [R3] ;\n"                                  \
     "        /*0560*/                   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n"                   \
     "        /*0570*/                   LDG.E.CONSTANT R4, desc[UR4][R4.64] ;\n"
+/* the sm_90a tier: wgmma, TMA, mbarrier waits */
+#define SM90_SASS_OK                                                                                 \
+    "        /*0560*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"            \
+    "        /*0600*/                   UTMALDG.2D [UR8], [UR4] ;\n"                                  \
+    "        /*0700*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n"
 /* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
 #define ATTN_SASS_OK                                                                                 \
     "        /*0600*/                   LDSM.16.MT88.2 R8, [R3] ;\n"                                 \
@@ -118,6 +139,14 @@ KP_TEST(cuda_static_checks_catch_doctored) {
         {"decode control", "-DKP_DTYPE_F16", "kp_attention_decode_gen2", SASS_OK ATTN_SASS_OK, NULL},
         {"decode: no LDGSTS", "-DKP_DTYPE_F16", "kp_attention_decode_gen2",
          "        /*0560*/   HMMA.16816.F32 R12, R8, R20, R12 ;\n" ATTN_SASS_OK, "has no LDGSTS"},
+        {"sm90 control", "", "kp_sm90_selftest", SM90_SASS_OK, NULL},
+        {"sm90: mma.sync instead of wgmma", "", "kp_sm90_selftest",
+         "        /*0560*/   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n"
+         "        /*0600*/   UTMALDG.2D [UR8], [UR4] ;\n"
+         "        /*0700*/   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n", "has no HGMMA"},
+        {"sm90: no TMA", "", "kp_sm90_selftest",
+         "        /*0560*/   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"
+         "        /*0700*/   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n", "has no UTMALDG"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };

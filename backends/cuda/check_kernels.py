@@ -7,6 +7,8 @@ usage: check_kernels.py FATBIN_DIR [--cuobjdump PATH]      every variant
        check_kernels.py --ptxas REPORT                      one ptxas -v report
        check_kernels.py --sass LISTING --source SRC --options OPTS --kernel NAME
                                                             one kernel's SASS listing
+       check_kernels.py --cubin CUBIN [--cuobjdump PATH]   every kernel of one cubin (the
+                                                            sm_90a tier's self-test)
 Exit status 0 when every check holds, 1 with one line per violation, 2 for bad usage or
 a missing tool.
 
@@ -24,6 +26,8 @@ Checks:
       SHFL.BFLY (the online softmax's row max across a quad);
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
       16-bit operand moves 16 bytes at a time.
+  SASS, sm_90a tier kernels (names with "sm90"): HGMMA (wgmma), UTMALDG (TMA loads) and
+  SYNCS (mbarrier waits); with --cubin also their resource usage: no stack, no local memory.
 """
 import argparse
 import os
@@ -83,6 +87,11 @@ def check_sass(sass, source, options, kernel, where):
         raw_copy = not ("-DKP_GG_W_FP8" in options.split() and "-DKP_GG_A_F32" in options.split())
         if raw_copy and not re.search(r"\bLDGSTS\b", sass):
             problems.append("%s: %s has no LDGSTS (cp.async)" % (where, kernel))
+    if "sm90" in kernel:
+        for pattern, what in ((r"\bHGMMA\.", "HGMMA (wgmma.mma_async)"), (r"\bUTMALDG\b", "UTMALDG (TMA load)"),
+                              (r"\bSYNCS\.PHASECHK\b", "SYNCS.PHASECHK (mbarrier wait)")):
+            if not re.search(pattern, sass):
+                problems.append("%s: %s has no %s" % (where, kernel, what))
     m = SCALAR16.search(sass)
     if m:
         problems.append("%s: %s loads 16-bit scalars from global memory (%s)" % (where, kernel, m.group(0)))
@@ -156,12 +165,40 @@ def check_dir(fatbin_dir, cuobjdump):
     return problems, len(rows), checked_sass
 
 
+RES_USAGE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def check_cubin(cubin, cuobjdump):
+    """Problems in one cubin: each kernel's SASS (check_sass) and resource usage."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(cuobjdump) + os.pathsep + env.get("PATH", "")
+    out = {}
+    for flag in ("-sass", "-res-usage"):
+        p = subprocess.run([cuobjdump, flag, cubin], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        if p.returncode != 0:
+            return ["%s: cuobjdump %s failed: %s" % (cubin, flag, p.stdout.strip()[-300:])], 0
+        out[flag] = p.stdout
+    fns = functions(out["-sass"])
+    problems = []
+    for kernel, sass in sorted(fns.items()):
+        problems += check_sass(sass, cubin, "", kernel, cubin)
+    for name, regs, stack, _smem, local in RES_USAGE.findall(out["-res-usage"]):
+        if int(stack) or int(local):
+            problems.append("%s: %s uses %s bytes of stack and %s of local memory (spills)" % (cubin, name, stack, local))
+        if int(regs) > 255:
+            problems.append("%s: %s uses %s registers (> 255)" % (cubin, name, regs))
+    if not fns:
+        problems.append("%s: no kernel in the SASS listing" % cubin)
+    return problems, len(fns)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("fatbin_dir", nargs="?")
     ap.add_argument("--cuobjdump")
     ap.add_argument("--ptxas")
     ap.add_argument("--sass")
+    ap.add_argument("--cubin")
     ap.add_argument("--source", default="moe/moe_gemm_gen2.cl")
     ap.add_argument("--options", default="")
     ap.add_argument("--kernel")
@@ -174,6 +211,13 @@ def main():
             ap.error("--sass needs --kernel")
         with open(args.sass, encoding="utf-8") as f:
             problems, what = check_sass(f.read(), args.source, args.options, args.kernel, args.sass), "1 SASS listing"
+    elif args.cubin:
+        tool = find_cuobjdump(args.cuobjdump)
+        if not tool:
+            print("check_kernels.py: no cuobjdump (bash ci/setup installs it)")
+            return 2
+        problems, n = check_cubin(args.cubin, tool)
+        what = "%d kernels of %s" % (n, os.path.basename(args.cubin))
     elif args.fatbin_dir:
         tool = find_cuobjdump(args.cuobjdump)
         if not tool:
@@ -183,7 +227,7 @@ def main():
         problems, n, nsass = check_dir(args.fatbin_dir, tool)
         what = "%d variants' ptxas reports, %d generation-2 SASS listings" % (n, nsass)
     else:
-        ap.error("give FATBIN_DIR, --ptxas or --sass")
+        ap.error("give FATBIN_DIR, --ptxas, --sass or --cubin")
     for p in problems:
         print("FAIL " + p)
     print("check_kernels.py: %s: %d problems" % (what, len(problems)))

@@ -1,0 +1,118 @@
+/*
+ * tests/test_cuda_sm90.c - the sm_90a tier's tile primitives on a Hopper GPU: the
+ * self-test kernel (kernels/common/sm90_selftest.cl) loads A and B by TMA through tensor
+ * maps built with cuTensorMapEncodeTiled (128-byte swizzle), waits on an mbarrier and
+ * computes D = A B^T with wgmma; D is checked against a float64 reference. This is the
+ * first thing to pass before any sm_90a op kernel is trusted (ci/gpu-check runs it with
+ * the other cuda_ tests). Without libcuda.so.1, a GPU, or an sm_90 device it skips.
+ *
+ * It talks to the driver directly (dlopen, as the cuda plugin does), not through the
+ * plugin: the tier's host side (tensor maps per launch) does not exist yet.
+ */
+#include "kp_test.h"
+
+#if !defined(KP_CUDA_TESTS) || !defined(KPORT_SM90_SELFTEST_CUBIN)
+KP_TEST(cuda_sm90_tile_selftest_runs) { KP_SKIP("no sm_90a self-test cubin in this build (nvcc, kernel checks)"); }
+#else
+
+#include <cuda.h>
+#include <dlfcn.h>
+#include <math.h>
+
+#define N 64
+
+/* cuda.h maps some names to versioned symbols (cuMemAlloc -> cuMemAlloc_v2): look up
+ * the symbol the header chose. */
+#define SYM_STR2(x) #x
+#define SYM_STR(x) SYM_STR2(x)
+#define SYM(h, fn) ((__typeof__(&fn))dlsym(h, SYM_STR(fn)))
+
+static unsigned short bf16_bits(float x) { /* inputs are exact in bf16: truncation is exact */
+    unsigned u;
+    memcpy(&u, &x, 4);
+    return (unsigned short)(u >> 16);
+}
+
+static CUresult encode(__typeof__(&cuTensorMapEncodeTiled) enc, CUtensorMap *m, CUdeviceptr p) {
+    cuuint64_t dims[2] = {N, N}, strides[1] = {N * 2};
+    cuuint32_t box[2] = {N, N}, elem[2] = {1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dims, strides, box, elem,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+KP_TEST(cuda_sm90_tile_selftest_runs) {
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) KP_SKIP("no libcuda.so.1: %s", dlerror());
+    if (SYM(h, cuInit)(0) != CUDA_SUCCESS) KP_SKIP("cuInit failed: no usable NVIDIA GPU");
+    CUdevice dev;
+    int major = 0, minor = 0;
+    CHECK(SYM(h, cuDeviceGet)(&dev, 0) == CUDA_SUCCESS);
+    SYM(h, cuDeviceGetAttribute)(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+    SYM(h, cuDeviceGetAttribute)(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+    if (major != 9 || minor != 0) KP_SKIP("device 0 is sm_%d%d, not sm_90", major, minor);
+    __typeof__(&cuTensorMapEncodeTiled) enc = SYM(h, cuTensorMapEncodeTiled);
+    CHECK_MSG(enc != NULL, "an sm_90 driver without cuTensorMapEncodeTiled");
+
+    FILE *f = fopen(KPORT_SM90_SELFTEST_CUBIN, "rb");
+    CHECK_MSG(f != NULL, "%s", KPORT_SM90_SELFTEST_CUBIN);
+    static char image[1 << 20];
+    size_t image_len = fread(image, 1, sizeof image, f);
+    fclose(f);
+    CHECK(image_len > 0 && image_len < sizeof image);
+
+    CUcontext ctx;
+    CHECK(SYM(h, cuDevicePrimaryCtxRetain)(&ctx, dev) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuCtxPushCurrent)(ctx) == CUDA_SUCCESS);
+    CUmodule mod;
+    CUfunction fn;
+    CHECK(SYM(h, cuModuleLoadData)(&mod, image) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuModuleGetFunction)(&fn, mod, "kp_sm90_selftest") == CUDA_SUCCESS);
+
+    /* small integers times powers of two: every product and sum is exact in f32 */
+    static unsigned short a[N * N], b[N * N];
+    static float d[N * N];
+    for (int i = 0; i < N * N; ++i) {
+        a[i] = bf16_bits((float)((int)(kp_test_rand_u64() % 17) - 8) * 0.25f);
+        b[i] = bf16_bits((float)((int)(kp_test_rand_u64() % 17) - 8) * 0.5f);
+        d[i] = NAN; /* poison */
+    }
+    CUdeviceptr da, db, dd;
+    CHECK(SYM(h, cuMemAlloc)(&da, sizeof a) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&db, sizeof b) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&dd, sizeof d) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(da, a, sizeof a) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(db, b, sizeof b) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(dd, d, sizeof d) == CUDA_SUCCESS);
+    CUtensorMap ta, tb;
+    CHECK(encode(enc, &ta, da) == CUDA_SUCCESS);
+    CHECK(encode(enc, &tb, db) == CUDA_SUCCESS);
+    void *args[] = {&ta, &tb, &dd};
+    CUresult r = SYM(h, cuLaunchKernel)(fn, 1, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
+    CHECK_MSG(r == CUDA_SUCCESS, "cuLaunchKernel: %d", (int)r);
+    r = SYM(h, cuCtxSynchronize)();
+    CHECK_MSG(r == CUDA_SUCCESS, "kernel failed: CUresult %d", (int)r);
+    CHECK(SYM(h, cuMemcpyDtoH)(d, dd, sizeof d) == CUDA_SUCCESS);
+
+    int bad = 0;
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j < N; ++j) {
+            double ref = 0;
+            for (int k = 0; k < N; ++k) {
+                unsigned ua = (unsigned)a[i * N + k] << 16, ub = (unsigned)b[j * N + k] << 16;
+                float fa, fb;
+                memcpy(&fa, &ua, 4), memcpy(&fb, &ub, 4);
+                ref += (double)fa * fb;
+            }
+            if (!(d[i * N + j] == ref) && bad++ < 5)
+                printf("  D[%d][%d] = %g, reference %g\n", i, j, d[i * N + j], ref);
+        }
+    CHECK_MSG(bad == 0, "%d of %d elements of D = A B^T differ (TMA swizzle, descriptors or the D layout)", bad,
+              N * N);
+    SYM(h, cuMemFree)(da), SYM(h, cuMemFree)(db), SYM(h, cuMemFree)(dd);
+    SYM(h, cuModuleUnload)(mod);
+    CUcontext popped;
+    SYM(h, cuCtxPopCurrent)(&popped);
+    SYM(h, cuDevicePrimaryCtxRelease)(dev);
+}
+#endif
