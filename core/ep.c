@@ -14,6 +14,7 @@
  * expert-major order: local expert, then source rank, then token and slot.
  */
 #include "internal.h"
+#include "ep_internal.h"
 #include "ep_transport.h"
 
 #include <dlfcn.h>
@@ -576,21 +577,26 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
 
 /* ---- combine --------------------------------------------------------------- */
 
-kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p) {
+kp_status kp_ep_combine_into(kp_ep *ep, kp_stream *s, const kp_tensor *expert_out, const kp_tensor *topk_weights,
+                             const kp_tensor *out, const kp_ep_combine_scratch *sc) {
     const char *fn = "kp_ep_combine";
-    if (!ep || !p) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, ep ? "p" : "ep");
     if (ep->broken)
         return kp_set_error(KP_ERR_BACKEND, "%s: an earlier exchange failed or timed out; destroy the handle", fn);
     if (!ep->dispatched) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: no kp_ep_dispatch to invert", fn);
     if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: s (the stream) is NULL: the sum runs on it", fn);
     const int64_t T = ep->tokens;
-    const int32_t k = ep->k, W = ep->world;
-    kp_status st = check_matrix(fn, ep, "expert_out", &p->expert_out, ep->opt.dtype, -1, ep->recv_rows,
-                                ep->opt.hidden);
-    if (st == KP_OK) st = check_matrix(fn, ep, "topk_weights", &p->topk_weights, KP_F32, T, 0, k);
-    if (st == KP_OK) st = check_matrix(fn, ep, "out", &p->out, ep->opt.dtype, T, 0, ep->opt.hidden);
+    const int32_t k = ep->k;
+    kp_status st = check_matrix(fn, ep, "expert_out", expert_out, ep->opt.dtype, -1, ep->recv_rows, ep->opt.hidden);
+    if (st == KP_OK) st = check_matrix(fn, ep, "topk_weights", topk_weights, KP_F32, T, 0, k);
+    if (st == KP_OK) st = check_matrix(fn, ep, "out", out, ep->opt.dtype, T, 0, ep->opt.hidden);
     if (st != KP_OK) return st;
 
+    /* the rows that come home land in rows_buf after `extra` rows (sc: the caller's
+     * shared-expert rows), then one zero row; kp_moe_combine sums k (+1) slots */
+    const int64_t extra = sc ? sc->extra_rows : 0;
+    const int32_t kk = k + (extra ? 1 : 0);
+    kp_buffer *rows_buf = sc ? sc->buffer : ep->rows_dev, *pos_buf = sc ? sc->buffer : ep->pos_dev;
+    const size_t rows_off = sc ? sc->rows_offset : 0, pos_off = sc ? sc->pos_offset : 0;
     const size_t rb = ep->row_bytes;
     const bool capacity = ep->opt.mode == KP_EP_MODE_CAPACITY;
     const int32_t C = ep->opt.capacity_per_rank;
@@ -599,15 +605,19 @@ kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p) 
     uint8_t *back = capacity ? host_alloc((size_t)ep->recv_layout_rows + 1, rb)
                              : host_alloc_rows((size_t)ep->recv_layout_rows + 1, rb);
     uint8_t *home = host_alloc_rows((size_t)ep->send_layout_rows + 1, rb); /* + the zero row */
-    int32_t *pos = host_alloc((size_t)(T * k) + 1, sizeof(int32_t));
-    if (!results || !back || !home || !pos) {
-        free(results), free(back), free(home), free(pos);
+    int32_t *pos = host_alloc((size_t)(T * kk) + 1, sizeof(int32_t));
+    float *wts = extra ? host_alloc((size_t)(T * kk + T * k) + 1, sizeof(float)) : NULL; /* out, then in */
+    if (!results || !back || !home || !pos || (extra && !wts)) {
+        free(results), free(back), free(home), free(pos), free(wts);
         return kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     }
-    if (ep->recv_rows) st = kp_buffer_read(s, p->expert_out.buffer, p->expert_out.offset, results,
+    if (ep->recv_rows) st = kp_buffer_read(s, expert_out->buffer, expert_out->offset, results,
                                            (size_t)ep->recv_rows * rb);
+    if (st == KP_OK && extra && T)
+        st = kp_buffer_read(s, topk_weights->buffer, topk_weights->offset, wts + T * kk,
+                            (size_t)(T * k) * sizeof(float));
     if (st != KP_OK) {
-        free(results), free(back), free(home), free(pos);
+        free(results), free(back), free(home), free(pos), free(wts);
         return kp_add_context(st, "%s: reading expert_out", fn);
     }
     for (int64_t i = 0; i < ep->recv_layout_rows; i++)
@@ -621,25 +631,51 @@ kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p) 
     free(results);
     free(back);
     if (tr != KP_EP_TR_OK) {
-        free(home), free(pos);
+        free(home), free(pos), free(wts);
         return transport_failed(ep, fn, tr, why);
     }
-    const int32_t zero_row = (int32_t)ep->send_layout_rows; /* dropped pairs add w * 0 */
-    memset(home + (size_t)zero_row * rb, 0, rb);
-    for (int64_t i = 0; i < T * k; i++) pos[i] = ep->send_pos[i] >= 0 ? ep->send_pos[i] : zero_row;
-    (void)W;
+    const int64_t zero_row = extra + ep->send_layout_rows; /* dropped pairs add w * 0 */
+    memset(home + (size_t)ep->send_layout_rows * rb, 0, rb);
+    for (int64_t t = 0; t < T; t++) {
+        for (int32_t j = 0; j < k; j++) {
+            const int32_t sp = ep->send_pos[t * k + j];
+            pos[t * kk + j] = (int32_t)(sp >= 0 ? extra + sp : zero_row); /* < INT32_MAX: checked by the caller */
+            if (extra) wts[t * kk + j] = wts[T * kk + t * k + j];
+        }
+        if (extra) pos[t * kk + k] = (int32_t)t, wts[t * kk + k] = 1.0f; /* the shared expert, added last */
+    }
     if (T) {
-        st = kp_buffer_write(s, ep->rows_dev, 0, home, ((size_t)zero_row + 1) * rb);
-        if (st == KP_OK) st = kp_buffer_write(s, ep->pos_dev, 0, pos, (size_t)(T * k) * sizeof(int32_t));
+        st = kp_buffer_write(s, rows_buf, rows_off + (size_t)extra * rb, home,
+                             ((size_t)ep->send_layout_rows + 1) * rb);
+        if (st == KP_OK) st = kp_buffer_write(s, pos_buf, pos_off, pos, (size_t)(T * kk) * sizeof(int32_t));
+        if (st == KP_OK && extra)
+            st = kp_buffer_write(s, sc->buffer, sc->weights_offset, wts, (size_t)(T * kk) * sizeof(float));
         kp_moe_combine_params cp = {0};
-        const int64_t rows_shape[2] = {(int64_t)zero_row + 1, ep->opt.hidden}, pos_shape[2] = {T, k};
-        if (st == KP_OK) st = kp_tensor_init(&cp.expert_out, ep->rows_dev, 0, ep->opt.dtype, 2, rows_shape, NULL);
-        if (st == KP_OK) st = kp_tensor_init(&cp.token_pos, ep->pos_dev, 0, KP_I32, 2, pos_shape, NULL);
-        cp.topk_weights = p->topk_weights;
-        cp.out = p->out;
+        const int64_t rows_shape[2] = {zero_row + 1, ep->opt.hidden}, pos_shape[2] = {T, kk};
+        if (st == KP_OK) st = kp_tensor_init(&cp.expert_out, rows_buf, rows_off, ep->opt.dtype, 2, rows_shape, NULL);
+        if (st == KP_OK) st = kp_tensor_init(&cp.token_pos, pos_buf, pos_off, KP_I32, 2, pos_shape, NULL);
+        if (st == KP_OK && extra)
+            st = kp_tensor_init(&cp.topk_weights, sc->buffer, sc->weights_offset, KP_F32, 2, pos_shape, NULL);
+        else
+            cp.topk_weights = *topk_weights;
+        cp.out = *out;
         if (st == KP_OK) st = kp_moe_combine(s, &cp);
     }
     free(home);
     free(pos);
+    free(wts);
     return st == KP_OK ? KP_OK : kp_add_context(st, "%s", fn);
 }
+
+kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p) {
+    if (!ep || !p) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_ep_combine: %s is NULL", ep ? "p" : "ep");
+    return kp_ep_combine_into(ep, s, &p->expert_out, &p->topk_weights, &p->out, NULL);
+}
+
+/* ---- what kp_moe_forward_ep (core/ep_forward.c) needs of the handle ---------- */
+
+kp_device *kp_ep_device(const kp_ep *ep) { return ep->dev; }
+const kp_ep_options *kp_ep_options_of(const kp_ep *ep) { return &ep->opt; }
+bool kp_ep_is_broken(const kp_ep *ep) { return ep->broken; }
+void kp_ep_mark_broken(kp_ep *ep) { ep->broken = true; }
+int64_t kp_ep_max_send_rows(const kp_ep *ep) { return ep->rows_dev_cap - 1; }

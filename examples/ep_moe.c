@@ -3,10 +3,13 @@
  *
  *   mpirun -np 4 build/tools/ep_moe          (add --oversubscribe on a small machine)
  *
- * 32 experts of [hidden x hidden] weights, 8 per rank. Each rank routes its own tokens
- * (here: random top-4), dispatches them to the ranks holding their experts, runs its
- * experts on what it received with kp_grouped_gemm, and combines the results back
- * into its tokens' outputs. Rank 0 prints what moved.
+ * A scaled-down DeepSeek-V3 layer: 32 routed experts (SwiGLU MLPs, hidden 256, inter
+ * 128), 8 per rank, group-limited top-4 routing (8 groups, 4 kept, sigmoid scores plus
+ * a selection bias, route scale 2.5) and one shared expert. Each rank holds its own
+ * tokens, its router logits, its 8 experts' weights and the shared expert, and calls
+ * kp_moe_forward_ep once: gate, dispatch to the ranks holding the chosen experts, the
+ * local experts on what arrived, combine back in slot order, plus the shared expert.
+ * Rank 0 prints what moved.
  */
 #include <kport.h>
 #include <mpi.h>
@@ -16,6 +19,7 @@
 
 #define EXPERTS 32
 #define HIDDEN 256
+#define INTER 128
 #define TOPK 4
 #define TOKENS 64
 
@@ -28,11 +32,22 @@
         }                                                                                        \
     } while (0)
 
-static kp_tensor matrix(kp_buffer *b, size_t off, kp_dtype dt, int64_t rows, int64_t cols) {
+static kp_tensor tensor(kp_buffer *b, int ndim, int64_t d0, int64_t d1, int64_t d2) {
     kp_tensor t;
-    int64_t shape[2] = {rows, cols};
-    TRY(kp_tensor_init(&t, b, off, dt, 2, shape, NULL));
+    const int64_t shape[3] = {d0, d1, d2};
+    TRY(kp_tensor_init(&t, b, 0, KP_F32, ndim, shape, NULL));
     return t;
+}
+
+/* A device buffer of n random floats in [-scale, scale]. */
+static kp_buffer *random_buffer(kp_device *dev, kp_stream *s, size_t n, float scale) {
+    float *h = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) h[i] = scale * (2.0f * (float)rand() / (float)RAND_MAX - 1.0f);
+    kp_buffer *b;
+    TRY(kp_buffer_alloc(dev, sizeof(float) * n, &b));
+    TRY(kp_buffer_write(s, b, 0, h, sizeof(float) * n));
+    free(h);
+    return b;
 }
 
 int main(int argc, char **argv) {
@@ -60,77 +75,71 @@ int main(int argc, char **argv) {
                        .mode = KP_EP_MODE_NORMAL, .timeout_ms = 10000};
     kp_ep *ep;
     TRY(kp_ep_create(dev, &o, &ep));
-    kp_ep_info info;
-    TRY(kp_ep_get_info(ep, &info));
 
-    /* inputs: this rank's tokens, their routing, and this rank's experts only */
-    float *x = malloc(sizeof(float) * TOKENS * HIDDEN), *w = malloc(sizeof(float) * per_rank * HIDDEN * HIDDEN);
-    float *weights = malloc(sizeof(float) * TOKENS * TOPK);
-    int32_t *ids = malloc(sizeof(int32_t) * TOKENS * TOPK);
-    srand(17 + rank);
-    for (int i = 0; i < TOKENS * HIDDEN; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (int i = 0; i < per_rank * HIDDEN * HIDDEN; i++) w[i] = ((float)rand() / RAND_MAX - 0.5f) / HIDDEN;
-    for (int t = 0; t < TOKENS; t++)
-        for (int k = 0; k < TOPK; k++) { /* distinct experts, weights summing to 1 */
-            ids[t * TOPK + k] = (t * 7 + k * (EXPERTS / TOPK) + rank) % EXPERTS;
-            weights[t * TOPK + k] = 1.0f / TOPK;
-        }
-    const size_t row = sizeof(float) * HIDDEN;
-    kp_buffer *bx, *bids, *bwt, *bw, *brecv, *boff, *beo, *bout;
-    TRY(kp_buffer_alloc(dev, TOKENS * row, &bx));
-    TRY(kp_buffer_alloc(dev, sizeof(int32_t) * TOKENS * TOPK, &bids));
-    TRY(kp_buffer_alloc(dev, sizeof(float) * TOKENS * TOPK, &bwt));
-    TRY(kp_buffer_alloc(dev, (size_t)per_rank * HIDDEN * row, &bw));
-    TRY(kp_buffer_alloc(dev, (size_t)info.max_recv_rows * row, &brecv));
-    TRY(kp_buffer_alloc(dev, sizeof(int32_t) * (per_rank + 1), &boff));
-    TRY(kp_buffer_alloc(dev, (size_t)info.max_recv_rows * row, &beo));
-    TRY(kp_buffer_alloc(dev, TOKENS * row, &bout));
-    TRY(kp_buffer_write(s, bx, 0, x, TOKENS * row));
-    TRY(kp_buffer_write(s, bids, 0, ids, sizeof(int32_t) * TOKENS * TOPK));
-    TRY(kp_buffer_write(s, bwt, 0, weights, sizeof(float) * TOKENS * TOPK));
-    TRY(kp_buffer_write(s, bw, 0, w, (size_t)per_rank * HIDDEN * row));
+    /* the weights are the same on every rank (one seed); each rank uploads only its own
+     * experts. The tokens and their router logits are this rank's. */
+    srand(17);
+    float *all_w13 = malloc(sizeof(float) * EXPERTS * 2 * INTER * HIDDEN);
+    float *all_w2 = malloc(sizeof(float) * EXPERTS * HIDDEN * INTER);
+    for (size_t i = 0; i < (size_t)EXPERTS * 2 * INTER * HIDDEN; i++)
+        all_w13[i] = (2.0f * (float)rand() / (float)RAND_MAX - 1.0f) / 16.0f;
+    for (size_t i = 0; i < (size_t)EXPERTS * HIDDEN * INTER; i++)
+        all_w2[i] = (2.0f * (float)rand() / (float)RAND_MAX - 1.0f) / 11.0f;
+    kp_buffer *bw13, *bw2;
+    const size_t w13_bytes = sizeof(float) * per_rank * 2 * INTER * HIDDEN;
+    const size_t w2_bytes = sizeof(float) * per_rank * HIDDEN * INTER;
+    TRY(kp_buffer_alloc(dev, w13_bytes, &bw13));
+    TRY(kp_buffer_alloc(dev, w2_bytes, &bw2));
+    TRY(kp_buffer_write(s, bw13, 0, all_w13 + (size_t)rank * per_rank * 2 * INTER * HIDDEN, w13_bytes));
+    TRY(kp_buffer_write(s, bw2, 0, all_w2 + (size_t)rank * per_rank * HIDDEN * INTER, w2_bytes));
+    free(all_w13);
+    free(all_w2);
+    kp_buffer *bsw13 = random_buffer(dev, s, (size_t)2 * INTER * HIDDEN, 1.0f / 16.0f);
+    kp_buffer *bsw2 = random_buffer(dev, s, (size_t)HIDDEN * INTER, 1.0f / 11.0f);
+    kp_buffer *bbias = random_buffer(dev, s, EXPERTS, 0.05f);
+    srand(1000 + rank);
+    kp_buffer *bx = random_buffer(dev, s, (size_t)TOKENS * HIDDEN, 1.0f);
+    kp_buffer *blogits = random_buffer(dev, s, (size_t)TOKENS * EXPERTS, 2.0f);
+    kp_buffer *bout;
+    TRY(kp_buffer_alloc(dev, sizeof(float) * TOKENS * HIDDEN, &bout));
 
-    /* dispatch: rows grouped by local expert, with their offsets */
-    kp_ep_dispatch_params dp = {.x = matrix(bx, 0, KP_F32, TOKENS, HIDDEN),
-                                .topk_ids = matrix(bids, 0, KP_I32, TOKENS, TOPK),
-                                .recv_x = matrix(brecv, 0, KP_F32, info.max_recv_rows, HIDDEN)};
-    int64_t off_shape[1] = {per_rank + 1};
-    TRY(kp_tensor_init(&dp.expert_offsets, boff, 0, KP_I32, 1, off_shape, NULL));
+    kp_moe_forward_ep_params p = {
+        .x = tensor(bx, 2, TOKENS, HIDDEN, 0),
+        .router_logits = tensor(blogits, 2, TOKENS, EXPERTS, 0),
+        .bias = tensor(bbias, 1, EXPERTS, 0, 0),
+        .w13 = tensor(bw13, 3, per_rank, 2 * INTER, HIDDEN), /* this rank's experts */
+        .w2 = tensor(bw2, 3, per_rank, HIDDEN, INTER),
+        .shared_w13 = tensor(bsw13, 2, 2 * INTER, HIDDEN, 0),
+        .shared_w2 = tensor(bsw2, 2, HIDDEN, INTER, 0),
+        .out = tensor(bout, 2, TOKENS, HIDDEN, 0),
+        .routing = {.topk = TOPK, .n_group = 8, .topk_group = 4, .scoring = KP_MOE_SCORING_SIGMOID,
+                    .renormalize = 1, .route_scale = 2.5f},
+    };
+    size_t ws_bytes;
+    TRY(kp_moe_forward_ep_workspace_size(ep, &p, &ws_bytes));
+    TRY(kp_buffer_alloc(dev, ws_bytes, &p.workspace));
+
     kp_ep_dispatch_result r;
-    TRY(kp_ep_dispatch(ep, s, &dp, &r));
-
-    /* this rank's experts on the received rows */
-    if (r.recv_rows > 0) {
-        kp_grouped_gemm_params gp = {.a = matrix(brecv, 0, KP_F32, r.recv_rows, HIDDEN),
-                                     .expert_offsets = dp.expert_offsets,
-                                     .out = matrix(beo, 0, KP_F32, r.recv_rows, HIDDEN)};
-        int64_t wshape[3] = {per_rank, HIDDEN, HIDDEN};
-        TRY(kp_tensor_init(&gp.w, bw, 0, KP_F32, 3, wshape, NULL));
-        TRY(kp_grouped_gemm(s, &gp));
-    }
-
-    /* combine: results come home, summed with the routing weights in slot order */
-    kp_ep_combine_params cp = {.expert_out = matrix(beo, 0, KP_F32, info.max_recv_rows, HIDDEN),
-                               .topk_weights = matrix(bwt, 0, KP_F32, TOKENS, TOPK),
-                               .out = matrix(bout, 0, KP_F32, TOKENS, HIDDEN)};
-    TRY(kp_ep_combine(ep, s, &cp));
-    TRY(kp_buffer_read(s, bout, 0, x, TOKENS * row));
+    TRY(kp_moe_forward_ep(ep, s, &p, &r));
+    float out00;
+    TRY(kp_buffer_read(s, bout, 0, &out00, sizeof out00));
 
     long long received = r.recv_rows, total = 0;
     MPI_Reduce(&received, &total, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     printf("rank %d/%d: experts [%d, %d), received %lld rows, out[0][0] = %.6f\n", rank, world,
-           (int)o.expert_begin, (int)o.expert_end, received, x[0]);
+           (int)o.expert_begin, (int)o.expert_end, received, out00);
     fflush(stdout);
     MPI_Barrier(MPI_COMM_WORLD);
-    if (rank == 0) printf("%lld rows dispatched over %d ranks (%d tokens x top-%d each)\n", total, world, TOKENS, TOPK);
+    if (rank == 0)
+        printf("%lld rows dispatched over %d ranks (%d tokens x top-%d each), workspace %zu bytes per rank\n", total,
+               world, TOKENS, TOPK, ws_bytes);
 
-    kp_buffer *all[] = {bx, bids, bwt, bw, brecv, boff, beo, bout};
-    for (int i = 0; i < 8; i++) kp_buffer_free(all[i]);
+    kp_buffer *all[] = {bx, blogits, bbias, bw13, bw2, bsw13, bsw2, bout, p.workspace};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) kp_buffer_free(all[i]);
     TRY(kp_ep_destroy(ep));
     TRY(kp_stream_destroy(s));
     TRY(kp_device_close(dev));
     TRY(kp_shutdown());
-    free(x), free(w), free(weights), free(ids);
     MPI_Finalize();
     return 0;
 }

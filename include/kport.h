@@ -718,6 +718,60 @@ KP_API kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_para
 /* Local (not collective); after a timeout waits up to timeout_ms for the pending exchange. */
 KP_API kp_status kp_ep_destroy(kp_ep *ep);
 
+/* The whole EP layer in one call (collective, blocking like kp_ep_dispatch):
+ *   gate (kp_moe_gate with routing, on this rank's T tokens, over all num_experts)
+ *   -> kp_ep_dispatch -> this rank's experts on the rows it received (x·w13ᵀ -> SwiGLU
+ *   -> ·w2ᵀ, each expert output rounded once to x's dtype, as kp_moe_forward does)
+ *   -> kp_ep_combine (slot order, f32) + the shared expert on the local tokens, added last.
+ * x [T, hidden] (T <= max_tokens_per_rank, may be 0; dtype and hidden of the handle);
+ * router_logits [T, num_experts]; bias optional f32 [num_experts]; w13 [local_experts,
+ * 2*inter, hidden], w2 [local_experts, hidden, inter] (and their FP8 block scales): this
+ * rank's experts [expert_begin, expert_end), local_experts >= 1; shared_w13 / shared_w2
+ * optional as in kp_moe_forward; out [T, hidden]; routing.topk <= the handle's topk.
+ * workspace: kp_moe_forward_ep_workspace_size bytes of a buffer on the handle's device
+ * from workspace_offset on, overlapping no tensor argument. Every tensor is a buffer
+ * tensor (address tensors: KP_ERR_UNSUPPORTED).
+ * Result: kp_moe_forward on one rank holding every expert, given the same x,
+ * router_logits, bias, weights and routing, up to f32 summation order: the same gate,
+ * the same GEMMs with SwiGLU fused, the same roundings (each expert output once to x's
+ * dtype), the same slot-order combine. Not bit for bit, because a GEMM's summation
+ * order may depend on how many rows an expert gets in one call (the CPU backend takes
+ * a dot-product path for a few rows, tiles for more), and each expert gets other row
+ * counts here than on one rank; an expert output element may then round the other way
+ * (tests/ep: 2 ulps of the element plus 2^-20 (f32) or 2^-6 (bf16) of its row's
+ * largest value). With a shared expert in bf16/f16, its output is rounded to x's dtype
+ * before it is added (kp_moe_forward adds it in f32): up to 1 ulp of it more.
+ * Capacity mode: pairs over the capacity count as zero, r reports them and every rank
+ * returns KP_ERR_OUT_OF_BOUNDS with out written. r may be NULL. Bad arguments are found
+ * before anything is exchanged or written; a rank that fails makes the others fail with
+ * KP_ERR_BACKEND within timeout_ms (kp_ep_dispatch's rules). */
+typedef struct kp_moe_forward_ep_params {
+    kp_tensor x, router_logits, bias;
+    kp_tensor w13, w13_scale, w2, w2_scale; /* this rank's experts only */
+    kp_tensor shared_w13, shared_w2;
+    kp_tensor out;
+    kp_buffer *workspace;
+    size_t workspace_offset;
+    kp_moe_routing routing;
+} kp_moe_forward_ep_params;
+
+/* Sized like kp_moe_forward (the struct only grows at its end): in C, the macros below
+ * pass sizeof *(p); the plain functions read this version's struct. */
+KP_API kp_status kp_moe_forward_ep_sized(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p, size_t size,
+                                         kp_ep_dispatch_result *r);
+/* Bytes of workspace for these shapes on this handle (its world, mode and capacity);
+ * the workspace fields of p are ignored. Overflow: KP_ERR_INVALID_SHAPE. Local. */
+KP_API kp_status kp_moe_forward_ep_workspace_size_sized(kp_ep *ep, const kp_moe_forward_ep_params *p, size_t size,
+                                                        size_t *bytes);
+KP_API kp_status kp_moe_forward_ep(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p,
+                                   kp_ep_dispatch_result *r);
+KP_API kp_status kp_moe_forward_ep_workspace_size(kp_ep *ep, const kp_moe_forward_ep_params *p, size_t *bytes);
+#if !defined(__cplusplus) && !defined(KP_NO_SIZED_CALLS)
+#define kp_moe_forward_ep(ep, s, p, r) kp_moe_forward_ep_sized((ep), (s), (p), sizeof *(p), (r))
+#define kp_moe_forward_ep_workspace_size(ep, p, bytes) \
+    kp_moe_forward_ep_workspace_size_sized((ep), (p), sizeof *(p), (bytes))
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -89,4 +89,9 @@ KP_TEST(ep_calls_reject_null) {
     CHECK_ERR(kp_ep_combine(NULL, NULL, &cp), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
     CHECK_ERR(kp_ep_get_info(NULL, &info), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
     CHECK_ERR(kp_ep_destroy(NULL), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
+    kp_moe_forward_ep_params fp;
+    size_t bytes = 0;
+    memset(&fp, 0, sizeof fp);
+    CHECK_ERR(kp_moe_forward_ep(NULL, NULL, &fp, &r), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
+    CHECK_ERR(kp_moe_forward_ep_workspace_size(NULL, &fp, &bytes), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
 }

@@ -9,8 +9,7 @@
  * element left unwritten fails. A check passes when it passes on every rank; rank 0
  * prints the PASS/FAIL lines and "N passed, N failed, N skipped".
  */
-#include <kport.h>
-#include <mpi.h>
+#include "ep_test.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,11 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static int rank, world;
-static int n_pass, n_fail, n_skip;
-static kp_stream *stream; /* of the device under test: ops need one */
+int rank, world;
+int n_pass, n_fail, n_skip;
+kp_stream *stream; /* of the device under test: ops need one */
 
-static void report(const char *backend, const char *name, int ok_local, const char *detail) {
+void report(const char *backend, const char *name, int ok_local, const char *detail) {
     int ok = 0;
     MPI_Allreduce(&ok_local, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!ok_local) fprintf(stderr, "rank %d: %s %s: %s\n", rank, backend, name, detail ? detail : "");
@@ -34,21 +33,21 @@ static void report(const char *backend, const char *name, int ok_local, const ch
 }
 
 /* ---- deterministic data ---- */
-static uint64_t rng_state;
-static uint32_t rng(void) {
+uint64_t rng_state;
+uint32_t rng(void) {
     rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(rng_state >> 33);
 }
-static float frand(void) { return (float)(rng() % 20001) / 10000.0f - 1.0f; }
+float frand(void) { return (float)(rng() % 20001) / 10000.0f - 1.0f; }
 
-static uint16_t to_bf16(float f) {
+uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     u += 0x7fff + ((u >> 16) & 1);
     return (uint16_t)(u >> 16);
 }
 
-static float from_bf16(uint16_t h) {
+float from_bf16(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
@@ -68,7 +67,7 @@ static void scale_row(void *dst, const void *src, kp_dtype dt, int64_t H, int32_
     }
 }
 
-static void fill_rows(void *dst, kp_dtype dt, size_t n) {
+void fill_rows(void *dst, kp_dtype dt, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = frand();
         if (dt == KP_F32) ((float *)dst)[i] = v;
@@ -727,6 +726,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
             for (int gemm = 0; gemm < 2; gemm++) run_case(backends[b], dev, &cases[i], gemm);
         run_forward_case(backends[b], dev);
+        run_forward_ep_cases(backends[b], dev);
         run_mismatch(backends[b], dev);
         run_bad_calls(backends[b], dev);
         run_timeout(backends[b], dev);

@@ -1,0 +1,28 @@
+/*
+ * tests/ep/ep_test.h — what the EP test files share (tests/ep/test_ep.c owns these).
+ */
+#ifndef KPORT_TESTS_EP_TEST_H
+#define KPORT_TESTS_EP_TEST_H
+
+#include <kport.h>
+#include <mpi.h>
+
+#include <stdint.h>
+
+extern int rank, world;
+extern int n_pass, n_fail, n_skip;
+extern kp_stream *stream; /* of the device under test */
+extern uint64_t rng_state;
+
+/* A check passes when it passes on every rank (collective); rank 0 prints PASS/FAIL. */
+void report(const char *backend, const char *name, int ok_local, const char *detail);
+uint32_t rng(void);
+float frand(void); /* in [-1, 1] */
+uint16_t to_bf16(float f);
+float from_bf16(uint16_t h);
+void fill_rows(void *dst, kp_dtype dt, size_t n); /* f32 or bf16 values of frand() */
+
+/* tests/ep/test_ep_forward.c: kp_moe_forward_ep against kp_moe_forward. */
+void run_forward_ep_cases(const char *backend, kp_device *dev);
+
+#endif
