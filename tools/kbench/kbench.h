@@ -202,6 +202,11 @@ kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated; poi
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
 kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
 kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape);
+/* A tensor of shape dims and the buffer under it, in one call: random values in [lo, hi)
+ * (kb_data_random), int32 values uploaded, or an output (poisoned at flush). */
+kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dt, double lo, double hi, int ndim, const int64_t *dims);
+kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, const int64_t *dims);
+kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, int ndim, const int64_t *dims);
 
 /* ---- random numbers and dtypes (kbench_util.c) ---- */
 typedef struct kb_rng {

@@ -28,8 +28,7 @@ static kp_moe_routing case_routing(const kb_case *c) {
 static kp_status router_bias(kb_env *e, const kb_case *c, kb_data *d, kp_tensor *t, double **host) {
     *host = NULL;
     if (c->scoring != KP_MOE_SCORING_SIGMOID) return KP_OK;
-    kp_status st = kb_data_random(e, d, KP_F32, c->E, -0.05, 0.05);
-    if (st == KP_OK) st = kb_tensor(t, d->buf, KP_F32, 1, (int64_t[]){c->E});
+    kp_status st = kb_input(e, d, t, KP_F32, -0.05, 0.05, 1, (int64_t[]){c->E});
     if (st == KP_OK && !(*host = kb_alloc(e, (size_t)c->E * 8))) st = KP_ERR_OUT_OF_MEMORY;
     for (int64_t x = 0; st == KP_OK && x < c->E; x++) (*host)[x] = kb_at(d, x);
     return st;
@@ -119,16 +118,12 @@ static kp_status gate_setup(kb_bench *b) {
     const kb_case *c = b->c;
     gate_st *s = b->st = kb_alloc(b->env, sizeof *s);
     if (!s) return KP_ERR_OUT_OF_MEMORY;
-    kp_status st = kb_data_random(b->env, &s->logits, c->dtype, c->T * c->E, -4, 4);
+    s->p.routing = case_routing(c);
+    kp_status st = kb_input(b->env, &s->logits, &s->p.logits, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->E});
     if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
     b->bytes = (double)kp_dtype_size(c->dtype) * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->ids);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
-    if (st != KP_OK) return st;
-    s->p.routing = case_routing(c);
-    st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->ids, &s->p.topk_ids, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->w, &s->p.topk_weights, KP_F32, 2, (int64_t[]){c->T, c->k});
     return st;
 }
 
@@ -184,17 +179,11 @@ static kp_status align_setup(kb_bench *b) {
         padded += (offsets[x + 1] - offsets[x] + c->block_size - 1) / c->block_size * c->block_size;
     s->rows = pairs + c->E * (c->block_size - 1);
     b->bytes = 4.0 * (2.0 * pairs + (double)padded + (double)c->E + 1); /* ids in; pos, sorted rows, offsets out */
-    kp_buffer *ib;
-    kp_status st = kb_upload_i32(e, s->ids, pairs, &ib);
-    if (st == KP_OK) st = kb_output(e, (size_t)s->rows * 4, &s->sorted);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->E + 1) * 4, &s->offsets);
-    if (st == KP_OK) st = kb_output(e, (size_t)pairs * 4, &s->pos);
-    if (st != KP_OK) return st;
     s->p.num_experts = (int32_t)c->E, s->p.block_size = (int32_t)c->block_size;
-    st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows});
-    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1});
-    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k});
+    kp_status st = kb_input_i32(e, s->ids, &s->p.topk_ids, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->sorted, &s->p.sorted_ids, KP_I32, 1, (int64_t[]){s->rows});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->offsets, &s->p.expert_offsets, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->pos, &s->p.token_pos, KP_I32, 2, (int64_t[]){c->T, c->k});
     return st;
 }
 
@@ -260,13 +249,10 @@ static kp_status weights(kb_env *e, const kb_case *c, int64_t N, int64_t K, kb_d
                          kp_tensor *wt, kp_tensor *st_) {
     double amp = sqrt(3.0 / (double)K);
     bool fp8 = c->wdtype == KP_FP8_E4M3;
-    kp_status st = kb_data_random(e, w, c->wdtype, c->E * N * K, fp8 ? -1 : -amp, fp8 ? 1 : amp);
-    if (st == KP_OK) st = kb_tensor(wt, w->buf, c->wdtype, 3, (int64_t[]){c->E, N, K});
-    if (st == KP_OK && fp8) {
-        int64_t sh[3] = {c->E, (N + FP8_BLOCK - 1) / FP8_BLOCK, K / FP8_BLOCK};
-        st = kb_data_random(e, scale, KP_F32, sh[0] * sh[1] * sh[2], 0.5 * amp, 1.5 * amp);
-        if (st == KP_OK) st = kb_tensor(st_, scale->buf, KP_F32, 3, sh);
-    }
+    kp_status st = kb_input(e, w, wt, c->wdtype, fp8 ? -1 : -amp, fp8 ? 1 : amp, 3, (int64_t[]){c->E, N, K});
+    if (st == KP_OK && fp8)
+        st = kb_input(e, scale, st_, KP_F32, 0.5 * amp, 1.5 * amp, 3,
+                      (int64_t[]){c->E, (N + FP8_BLOCK - 1) / FP8_BLOCK, K / FP8_BLOCK});
     return st;
 }
 
@@ -299,17 +285,11 @@ static kp_status gemm_setup(kb_bench *b) {
     b->flops = 2.0 * M * c->N * c->K;
     b->bytes = el * M * c->K + 4.0 * a8 * M * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * M * c->N +
                used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
-    kp_buffer *ob;
-    kp_status st = kb_data_random(e, &s->a, c->dtype, M * c->K, -1, 1);
-    if (st == KP_OK && a8) st = kb_data_random(e, &s->a_scale, KP_F32, M * (c->K / FP8_BLOCK), 0.5, 1.5);
-    if (st == KP_OK && a8) st = kb_tensor(&s->p.a_scale, s->a_scale.buf, KP_F32, 2, (int64_t[]){M, c->K / FP8_BLOCK});
+    kp_status st = kb_input(e, &s->a, &s->p.a, c->dtype, -1, 1, 2, (int64_t[]){M, c->K});
+    if (st == KP_OK && a8) st = kb_input(e, &s->a_scale, &s->p.a_scale, KP_F32, 0.5, 1.5, 2, (int64_t[]){M, c->K / FP8_BLOCK});
     if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
-    if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
-    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(odt), &s->out);
-    if (st != KP_OK) return st;
-    st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, odt, 2, (int64_t[]){M, c->N});
+    if (st == KP_OK) st = kb_input_i32(e, s->offsets, &s->p.expert_offsets, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, odt, 2, (int64_t[]){M, c->N});
     return st;
 }
 
@@ -359,16 +339,10 @@ static kp_status combine_setup(kb_bench *b) {
     double el = (double)kp_dtype_size(c->dtype);
     b->flops = 2.0 * rows * c->hidden;
     b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
-    kp_buffer *pb;
-    kp_status st = kb_data_random(e, &s->x, c->dtype, rows * c->hidden, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->w, KP_F32, rows, 0, 1);
-    if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
-    if (st != KP_OK) return st;
-    st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden});
-    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    kp_status st = kb_input(e, &s->x, &s->p.expert_out, c->dtype, -1, 1, 2, (int64_t[]){rows, c->hidden});
+    if (st == KP_OK) st = kb_input(e, &s->w, &s->p.topk_weights, KP_F32, 0, 1, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_input_i32(e, s->pos, &s->p.token_pos, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     return st;
 }
 
@@ -413,15 +387,12 @@ static kp_status forward_setup(kb_bench *b) {
     kp_moe_forward_params *p = &s->p;
     p->routing = case_routing(c);
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
-    kp_status st = kb_data_random(e, &s->x, c->dtype, c->T * c->hidden, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->logits, KP_F32, c->T * c->E, -4, 4);
+    kp_status st = kb_input(e, &s->x, &p->x, c->dtype, -1, 1, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_input(e, &s->logits, &p->router_logits, KP_F32, -4, 4, 2, (int64_t[]){c->T, c->E});
     if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias, &s->bias_host);
     if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
     if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
-    if (st == KP_OK) st = kb_tensor(&p->x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->hidden});
-    if (st == KP_OK) st = kb_tensor(&p->router_logits, s->logits.buf, KP_F32, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     size_t ws = 0;
     if (st == KP_OK) st = kp_moe_forward_workspace_size(e->dev, p, &ws);
     if (st == KP_OK) st = kb_buffer(e, ws, &p->workspace);
@@ -499,12 +470,9 @@ static kp_status quant_setup(kb_bench *b) {
     if (!s) return KP_ERR_OUT_OF_MEMORY;
     double flops, alloc;
     kb_case_estimate(c, &flops, &b->bytes, &alloc);
-    kp_status st = kb_data_random(b->env, &s->x, c->dtype, c->T * c->K, -4, 4);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->K), &s->out);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * (c->K / FP8_BLOCK)) * 4, &s->scale);
-    if (st == KP_OK) st = kb_tensor(&s->p.x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.scale, s->scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
+    kp_status st = kb_input(b->env, &s->x, &s->p.x, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->out, &s->p.out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->scale, &s->p.scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
     return st; /* row-major scales, f32 (not UE8M0): vLLM's per_token_group_quant_fp8 */
 }
 

@@ -160,6 +160,28 @@ static kp_status kb_env_flush(kb_env *e) {
     return st;
 }
 
+static int64_t elements(int ndim, const int64_t *dims) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= dims[i];
+    return n;
+}
+
+kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dt, double lo, double hi, int ndim, const int64_t *dims) {
+    kp_status st = kb_data_random(e, d, dt, elements(ndim, dims), lo, hi);
+    return st == KP_OK ? kb_tensor(t, d->buf, dt, ndim, dims) : st;
+}
+
+kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, const int64_t *dims) {
+    kp_buffer *b;
+    kp_status st = kb_upload_i32(e, v, elements(ndim, dims), &b);
+    return st == KP_OK ? kb_tensor(t, b, KP_I32, ndim, dims) : st;
+}
+
+kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, int ndim, const int64_t *dims) {
+    kp_status st = kb_output(e, (size_t)elements(ndim, dims) * kp_dtype_size(dt), b);
+    return st == KP_OK ? kb_tensor(t, *b, dt, ndim, dims) : st;
+}
+
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
     size_t elem = kp_dtype_size(dt);
     unsigned char *raw = malloc((size_t)n * elem + 1);
