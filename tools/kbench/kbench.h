@@ -245,7 +245,7 @@ typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
     void *st;          /* op state; its first member is the op's params (for kp_op_supported) */
-    double flops, bytes;
+    double flops, bytes; /* kb_case_estimate's; setup corrects what the inputs decide (experts routed to) */
 } kb_bench;
 
 typedef struct kb_op_impl {
@@ -255,6 +255,7 @@ typedef struct kb_op_impl {
      * checked element must have been written); msg set on a mismatch that is not a
      * numeric error (wrong ids, offsets) */
     kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn);
+    size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
 const kb_op_impl *kb_op_impl_get(kp_op op);

@@ -56,8 +56,7 @@ typedef struct prefill_st {
 static kp_status prefill_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    prefill_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    prefill_st *s = b->st;
     s->cuq = kb_alloc(e, (size_t)(c->b + 1) * 4);
     s->cuk = kb_alloc(e, (size_t)(c->b + 1) * 4);
     if (!s->cuq || !s->cuk) return KP_ERR_OUT_OF_MEMORY;
@@ -70,8 +69,6 @@ static kp_status prefill_setup(kb_bench *b) {
         maxq = lq > maxq ? lq : maxq, maxk = lk > maxk ? lk : maxk;
     }
     int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
-    double alloc;
-    kb_case_estimate(c, &b->flops, &b->bytes, &alloc); /* prefill moves what it allocates: q, k, v, out */
     kp_attention_prefill_params *p = &s->p;
     p->softmax_scale = (float)(1.0 / sqrt((double)c->d));
     p->causal = c->causal;
@@ -117,7 +114,7 @@ static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check};
+const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)};
 
 /* ========================= paged decode and MLA decode ========================= */
 
@@ -131,27 +128,23 @@ typedef struct paged_st {
     kb_data kscale, vscale; /* FP8 cache: per-tensor f32 scales (MLA: kscale for the latent) */
     kp_buffer *out;
     int32_t *table, *lens;
-    int64_t max_blocks, h_kv, kd;
+    int64_t max_blocks, h_kv;
 } paged_st;
 
 static kp_status paged_setup(kb_bench *b, bool mla) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    paged_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    paged_st *s = b->st;
     s->mla = mla;
     s->h_kv = mla ? 1 : c->h_kv;
-    s->kd = c->d;
     s->lens = kb_alloc(e, (size_t)c->b * 4);
     if (!s->lens) return KP_ERR_OUT_OF_MEMORY;
     int64_t blocks = 0, keys = 0;
-    double pairs = 0;
     for (int64_t i = 0; i < c->b; i++) {
         int64_t len = kb_decode_len(c, i), nb = (len + c->block_size - 1) / c->block_size;
         s->lens[i] = (int32_t)len;
         blocks += nb, keys += len;
         s->max_blocks = nb > s->max_blocks ? nb : s->max_blocks;
-        for (int64_t t = 0; t < c->s_q; t++) pairs += (double)kb_visible(t, c->s_q, len, c->causal);
     }
     blocks += 1; /* one spare, so the table is a true permutation of a larger pool */
     s->table = kb_alloc(e, (size_t)(c->b * s->max_blocks) * 4);
@@ -163,7 +156,6 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
             s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;
     double el = (double)kp_dtype_size(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
     bool fp8 = c->wdtype == KP_FP8_E4M3;
-    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
     b->bytes = (double)kp_dtype_size(c->wdtype) * keys * s->h_kv * kvd +
                el * (double)c->b * c->s_q * c->h_q * (c->d + c->dv) + 4.0 * (double)c->b * (s->max_blocks + 1) +
                (fp8 ? 8.0 : 0.0);
@@ -231,8 +223,8 @@ static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check};
-const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check};
+const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check, sizeof(paged_st)};
+const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check, sizeof(paged_st)};
 
 const kb_op_impl *kb_op_impl_get(kp_op op) {
     static const kb_op_impl *const all[KP_OP_COUNT] = {

@@ -116,12 +116,10 @@ typedef struct gate_st {
 
 static kp_status gate_setup(kb_bench *b) {
     const kb_case *c = b->c;
-    gate_st *s = b->st = kb_alloc(b->env, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    gate_st *s = b->st;
     s->p.routing = case_routing(c);
     kp_status st = kb_input(b->env, &s->logits, &s->p.logits, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->E});
     if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
-    b->bytes = (double)kp_dtype_size(c->dtype) * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->ids, &s->p.topk_ids, KP_I32, 2, (int64_t[]){c->T, c->k});
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->w, &s->p.topk_weights, KP_F32, 2, (int64_t[]){c->T, c->k});
     return st;
@@ -156,7 +154,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check};
+const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check, sizeof(gate_st)};
 
 /* ================================ moe_align ================================ */
 
@@ -170,9 +168,9 @@ typedef struct align_st {
 static kp_status align_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    align_st *s = b->st = kb_alloc(e, sizeof *s);
+    align_st *s = b->st;
     int32_t *offsets = kb_alloc(e, (size_t)(c->E + 1) * 4);
-    if (!s || !(s->ids = kb_alloc(e, (size_t)(c->T * c->k) * 4)) || !offsets) return KP_ERR_OUT_OF_MEMORY;
+    if (!(s->ids = kb_alloc(e, (size_t)(c->T * c->k) * 4)) || !offsets) return KP_ERR_OUT_OF_MEMORY;
     route_random(e, c, s->ids, offsets);
     int64_t padded = 0, pairs = c->T * c->k;
     for (int64_t x = 0; x < c->E; x++)
@@ -228,7 +226,7 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check};
+const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check, sizeof(align_st)};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -276,13 +274,12 @@ static kp_dtype gemm_out_dtype(const kb_case *c) { return c->dtype == KP_FP8_E4M
 static kp_status gemm_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    gemm_st *s = b->st = kb_alloc(e, sizeof *s);
+    gemm_st *s = b->st;
     int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
-    if (!s || !ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
+    if (!ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
     int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
     const kp_dtype odt = gemm_out_dtype(c);
     double el = (double)kp_dtype_size(c->dtype), a8 = c->dtype == KP_FP8_E4M3;
-    b->flops = 2.0 * M * c->N * c->K;
     b->bytes = el * M * c->K + 4.0 * a8 * M * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * M * c->N +
                used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
     kp_status st = kb_input(e, &s->a, &s->p.a, c->dtype, -1, 1, 2, (int64_t[]){M, c->K});
@@ -318,7 +315,7 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check};
+const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)};
 
 /* =============================== moe_combine =============================== */
 
@@ -332,13 +329,11 @@ typedef struct combine_st {
 static kp_status combine_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    combine_st *s = b->st = kb_alloc(e, sizeof *s);
+    combine_st *s = b->st;
     int64_t rows = c->T * c->k;
-    if (!s || !(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
+    if (!(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
     kb_rng_permutation(&(kb_rng){e->seed + 47}, s->pos, rows); /* token_pos as moe_align leaves it */
-    double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 2.0 * rows * c->hidden;
-    b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
+    b->flops = 2.0 * rows * c->hidden; /* kb_case_estimate counts none: the scaling budget is in bytes */
     kp_status st = kb_input(e, &s->x, &s->p.expert_out, c->dtype, -1, 1, 2, (int64_t[]){rows, c->hidden});
     if (st == KP_OK) st = kb_input(e, &s->w, &s->p.topk_weights, KP_F32, 0, 1, 2, (int64_t[]){c->T, c->k});
     if (st == KP_OK) st = kb_input_i32(e, s->pos, &s->p.token_pos, 2, (int64_t[]){c->T, c->k});
@@ -368,7 +363,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check};
+const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check, sizeof(combine_st)};
 
 /* =============================== moe_forward =============================== */
 
@@ -382,8 +377,7 @@ typedef struct forward_st {
 static kp_status forward_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    forward_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    forward_st *s = b->st;
     kp_moe_forward_params *p = &s->p;
     p->routing = case_routing(c);
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
@@ -410,7 +404,6 @@ static kp_status forward_setup(kb_bench *b) {
     int64_t n_used = 0;
     for (int64_t x = 0; x < c->E; x++) n_used += used[x];
     double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 6.0 * c->T * c->k * c->hidden * c->inter;
     b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) +
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
@@ -454,7 +447,7 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check};
+const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check, sizeof(forward_st)};
 
 /* ============================== quantize_fp8 ============================== */
 
@@ -466,10 +459,7 @@ typedef struct quant_st {
 
 static kp_status quant_setup(kb_bench *b) {
     const kb_case *c = b->c;
-    quant_st *s = b->st = kb_alloc(b->env, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
-    double flops, alloc;
-    kb_case_estimate(c, &flops, &b->bytes, &alloc);
+    quant_st *s = b->st;
     kp_status st = kb_input(b->env, &s->x, &s->p.x, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->K});
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->out, &s->p.out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->scale, &s->p.scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
@@ -511,4 +501,4 @@ static kp_status quant_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check};
+const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check, sizeof(quant_st)};

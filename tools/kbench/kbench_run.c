@@ -339,7 +339,9 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
     const kb_op_impl *impl = kb_op_impl_get(c->op);
     kb_bench b = {.env = e, .c = c};
-    kp_status st = impl ? impl->setup(&b) : KP_ERR_UNSUPPORTED;
+    double alloc;
+    kb_case_estimate(c, &b.flops, &b.bytes, &alloc);
+    kp_status st = !impl ? KP_ERR_UNSUPPORTED : !(b.st = kb_alloc(e, impl->state)) ? KP_ERR_OUT_OF_MEMORY : impl->setup(&b);
     row->flops = b.flops, row->bytes = b.bytes;
     if (st != KP_OK) {
         fail_status(row, st, "while setting up");
