@@ -333,7 +333,6 @@ static kp_status combine_setup(kb_bench *b) {
     int64_t rows = c->T * c->k;
     if (!(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
     kb_rng_permutation(&(kb_rng){e->seed + 47}, s->pos, rows); /* token_pos as moe_align leaves it */
-    b->flops = 2.0 * rows * c->hidden; /* kb_case_estimate counts none: the scaling budget is in bytes */
     kp_status st = kb_input(e, &s->x, &s->p.expert_out, c->dtype, -1, 1, 2, (int64_t[]){rows, c->hidden});
     if (st == KP_OK) st = kb_input(e, &s->w, &s->p.topk_weights, KP_F32, 0, 1, 2, (int64_t[]){c->T, c->k});
     if (st == KP_OK) st = kb_input_i32(e, s->pos, &s->p.token_pos, 2, (int64_t[]){c->T, c->k});
