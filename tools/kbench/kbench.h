@@ -246,15 +246,15 @@ typedef struct kb_bench {
     const kb_case *c;
     void *st;          /* op state; its first member is the op's params (for kp_op_supported) */
     double flops, bytes; /* kb_case_estimate's; setup corrects what the inputs decide (experts routed to) */
+    char msg[KP_REASON_MAX]; /* check: a mismatch that is not a numeric error (wrong ids, offsets) */
 } kb_bench;
 
 typedef struct kb_op_impl {
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
-     * checked element must have been written); msg set on a mismatch that is not a
-     * numeric error (wrong ids, offsets) */
-    kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn);
+     * checked element must have been written) */
+    kp_status (*check)(kb_bench *b, kb_err *err);
     size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 

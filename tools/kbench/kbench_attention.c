@@ -96,8 +96,7 @@ static int64_t prefill_off(const void *ctx, int64_t j, bool value) {
     return ((x->key0 + j) * x->c->h_kv + x->hk) * dim;
 }
 
-static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status prefill_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     prefill_st *s = b->st;
     kb_rng r = {b->env->seed + 17};
@@ -204,8 +203,7 @@ static int64_t paged_off(const void *ctx, int64_t j, bool value) {
     return slot * (value && !x->s->mla ? x->c->dv : x->c->d);
 }
 
-static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status paged_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     paged_st *s = b->st;
     kb_rng r = {b->env->seed + 23};

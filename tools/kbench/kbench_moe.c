@@ -127,7 +127,7 @@ static kp_status gate_setup(kb_bench *b) {
 
 static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
 
-static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status gate_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gate_st *s = b->st;
     int k = (int)c->k, E = (int)c->E;
@@ -136,7 +136,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     kp_status st = ids && w && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
-    for (int64_t t = 0; t < c->T && st == KP_OK && !msg[0]; t++) {
+    for (int64_t t = 0; t < c->T && st == KP_OK && !b->msg[0]; t++) {
         for (int e = 0; e < E; e++) lg[e] = kb_at(&s->logits, t * E + e);
         double margin = ref_gate(lg, s->bias_host, E, &s->p.routing, rid, rw);
         for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
@@ -144,7 +144,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
             while (j < k && rid[j] != ids[t * k + i]) j++;
             if (j == k) {
                 if (margin < 1e-6) break; /* a near-tie float32 may break either way */
-                snprintf(msg, msgn, "moe_gate token %lld: expert %d chosen, not in the float64 top-%d (first %d)",
+                snprintf(b->msg, sizeof b->msg, "moe_gate token %lld: expert %d chosen, not in the float64 top-%d (first %d)",
                          (long long)t, (int)ids[t * k + i], k, (int)rid[0]);
                 break;
             }
@@ -188,7 +188,7 @@ static kp_status align_setup(kb_bench *b) {
 static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
 
 /* Everything is checked: offsets, each pair's row (stable order), padding rows. */
-static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status align_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     align_st *s = b->st;
     int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
@@ -202,23 +202,23 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     if (st == KP_OK) {
         int64_t want = 0;
         for (int64_t i = 0; i < pairs; i++) fill[s->ids[i] + 1]++;
-        for (int64_t x = 0; x <= E && !msg[0]; x++) {
+        for (int64_t x = 0; x <= E && !b->msg[0]; x++) {
             if (x > 0) want += (fill[x] + bs - 1) / bs * bs;
             if (off[x] != want)
-                snprintf(msg, msgn, "moe_align: expert_offsets[%lld] is %d, expected %lld", (long long)x, (int)off[x],
+                snprintf(b->msg, sizeof b->msg, "moe_align: expert_offsets[%lld] is %d, expected %lld", (long long)x, (int)off[x],
                          (long long)want);
         }
         memset(fill, 0, (size_t)(E + 1) * 4);
-        for (int64_t i = 0; i < pairs && !msg[0]; i++) { /* stable: pairs in flat order within an expert */
+        for (int64_t i = 0; i < pairs && !b->msg[0]; i++) { /* stable: pairs in flat order within an expert */
             int64_t x = s->ids[i], row = off[x] + fill[x]++;
             if (pos[i] != row || sorted[row] != i)
-                snprintf(msg, msgn, "moe_align: pair %lld (expert %lld) at row %d (sorted_ids there %d), expected %lld",
+                snprintf(b->msg, sizeof b->msg, "moe_align: pair %lld (expert %lld) at row %d (sorted_ids there %d), expected %lld",
                          (long long)i, (long long)x, (int)pos[i], (int)sorted[row], (long long)row);
         }
-        for (int64_t x = 0; x < E && !msg[0]; x++)
-            for (int64_t row = off[x] + fill[x]; row < off[x + 1] && !msg[0]; row++)
+        for (int64_t x = 0; x < E && !b->msg[0]; x++)
+            for (int64_t row = off[x] + fill[x]; row < off[x + 1] && !b->msg[0]; row++)
                 if (sorted[row] != pairs)
-                    snprintf(msg, msgn, "moe_align: padding row %lld holds %d, expected %lld", (long long)row,
+                    snprintf(b->msg, sizeof b->msg, "moe_align: padding row %lld holds %d, expected %lld", (long long)row,
                              (int)sorted[row], (long long)pairs);
         kb_err_add(err, 0.0, 1.0); /* exact: reported as error 0 */
         err->num = 0.0;
@@ -292,8 +292,7 @@ static kp_status gemm_setup(kb_bench *b) {
 
 static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
 
-static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status gemm_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gemm_st *s = b->st;
     kb_rng r = {b->env->seed + 41};
@@ -342,8 +341,7 @@ static kp_status combine_setup(kb_bench *b) {
 
 static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
 
-static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status combine_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     combine_st *s = b->st;
     kb_rng r = {b->env->seed + 53};
@@ -412,8 +410,7 @@ static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((
 
 /* A few tokens whose routing has a clear margin, through every chosen expert in
  * float64 (SwiGLU = silu(gate) * up), on a sample of output columns. */
-static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status forward_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     forward_st *s = b->st;
     const kb_data *s13 = c->wdtype == KP_FP8_E4M3 ? &s->s13 : NULL, *s2 = s13 ? &s->s2 : NULL;
@@ -468,30 +465,30 @@ static kp_status quant_setup(kb_bench *b) {
 static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
 
 /* kport.h's definition, exactly: scale = max(amax, 1e-10) / 448 in f32, out = e4m3(x / scale in f32). */
-static kp_status quant_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status quant_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     quant_st *s = b->st;
     int64_t groups = c->K / FP8_BLOCK;
     kb_rng r = {b->env->seed + 61};
     double *got = kb_alloc(b->env, (size_t)c->K * 8), *sc = kb_alloc(b->env, (size_t)groups * 8);
     kp_status st = got && sc ? KP_OK : KP_ERR_OUT_OF_MEMORY;
-    for (int n = 0; n < CHECK_ROWS && st == KP_OK && !msg[0]; n++) {
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK && !b->msg[0]; n++) {
         int64_t t = n == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
         st = kb_read(b->env, s->out, KP_FP8_E4M3, t * c->K, c->K, got);
         if (st == KP_OK) st = kb_read(b->env, s->scale, KP_F32, t * groups, groups, sc);
-        for (int64_t g = 0; g < groups && st == KP_OK && !msg[0]; g++) {
+        for (int64_t g = 0; g < groups && st == KP_OK && !b->msg[0]; g++) {
             float amax = 1e-10f, scale;
             for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK; i++)
                 amax = fmaxf(amax, fabsf((float)kb_at(&s->x, t * c->K + i)));
             scale = amax / 448.0f;
             if (sc[g] != scale)
-                snprintf(msg, msgn, "quantize_fp8 token %lld group %lld: scale %.9g, expected %.9g", (long long)t,
+                snprintf(b->msg, sizeof b->msg, "quantize_fp8 token %lld group %lld: scale %.9g, expected %.9g", (long long)t,
                          (long long)g, sc[g], (double)scale);
-            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK && !msg[0]; i++) {
+            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK && !b->msg[0]; i++) {
                 unsigned char code;
                 double want = kb_store(KP_FP8_E4M3, &code, 0, (float)kb_at(&s->x, t * c->K + i) / scale);
                 if (got[i] != want)
-                    snprintf(msg, msgn, "quantize_fp8 token %lld column %lld: e4m3 %g, expected %g", (long long)t,
+                    snprintf(b->msg, sizeof b->msg, "quantize_fp8 token %lld column %lld: e4m3 %g, expected %g", (long long)t,
                              (long long)i, got[i], want);
                 kb_err_add(err, got[i] * scale, want * scale);
             }

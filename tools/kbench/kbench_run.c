@@ -354,15 +354,15 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
         st = kb_env_flush(e);
         if (st == KP_OK) st = run_sync(impl, &b, 1);
         kb_err err = {0};
-        char msg[KP_REASON_MAX] = "";
-        if (st == KP_OK) st = impl->check(&b, &err, msg, sizeof msg);
+        char *msg = b.msg;
+        if (st == KP_OK) st = impl->check(&b, &err);
         row->err = kb_err_value(&err);
         if (st != KP_OK) {
             fail_status(row, st, "while running");
         } else if (msg[0] || !(row->err <= row->tol)) {
             /* a wrong result is never timed: it cannot show up as fast */
             if (!msg[0])
-                snprintf(msg, sizeof msg, "sample rel. L2 error %.3g > %.3g over %lld values", row->err, row->tol,
+                snprintf(msg, sizeof b.msg, "sample rel. L2 error %.3g > %.3g over %lld values", row->err, row->tol,
                          (long long)err.count);
             row_reason(row, KB_ROW_FAIL, "%s", msg);
         } else {
