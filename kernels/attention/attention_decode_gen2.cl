@@ -16,11 +16,11 @@
  * takes rows 16 (w % D2_WM) .. +15 and keys (w / D2_WM) * D2_BN / D2_WN .. + D2_BN / D2_WN
  * - 1 of every tile, with its own online softmax in registers (S = Q K^T and O += P V on
  * the tile MMA, P straight from the S accumulators, V by the transposing fragment load,
- * Q fragments held in registers up to DQK 192) - as attention_prefill_gen2.cl does per
- * row group. The epilogue merges the D2_WN key groups exactly (their max, sum and O
- * through local memory) and writes out / lse, or with nsplit > 1 the f32 partials
- * part [nsplit, B * s_q * h_q, DV] and part_lse (-inf: saw no key) that
- * generation 1's kp_attention_combine (attention_decode.cl) merges.
+ * Q fragments held in registers up to DQK 192; kp_attn_online.h's step) - as
+ * attention_prefill_gen2.cl does per row group. The epilogue merges the D2_WN key
+ * groups exactly (their max, sum and O through local memory) and writes out / lse,
+ * or with nsplit > 1 the f32 partials part [nsplit, B * s_q * h_q, DV] and part_lse
+ * (-inf: saw no key) that generation 1's kp_attention_combine (attention_decode.cl) merges.
  * Launch: D2_WM * D2_WN * 32 work-items; grid (m_tiles, h_kv, B * nsplit).
  * Dynamic local memory: KP_ATTN2_DECODE_LOCAL_BYTES (attention_gen2_layout.h).
  * Requirements the planner checks (else generation 1 runs): 16-bit dtype, no FP8 cache,
@@ -33,13 +33,12 @@
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_fragment_ops.h"
+#include "kp_attn_online.h"
 
 #if defined(KP_DTYPE_F16)
 #define D2_MMA kp_mma_16x8x16_f16
-#define D2_IS_F16 1
 #elif defined(KP_DTYPE_BF16)
 #define D2_MMA kp_mma_16x8x16_bf16
-#define D2_IS_F16 0
 #else
 #error "attention_decode_gen2.cl takes 16-bit q and caches (f32 runs generation 1)"
 #endif
@@ -231,35 +230,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
                 }
             kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
 
-            /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
-            float base[2], alpha[2];
-            for (int i = 0; i < 2; ++i) {
-                float mnew = kp_fmaxf(mrow[i], tmax[i]);
-                base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
-                alpha[i] = d2_exp2(mrow[i] - base[i]);
-                mrow[i] = mnew;
-                lrow[i] *= alpha[i];
-            }
-            for (int j = 0; j < D2_SF; ++j)
-                for (int e = 0; e < 4; ++e) {
-                    float pv = d2_exp2(s[j].x[e] - base[e / 2]);
-                    s[j].x[e] = pv;
-                    lrow[e / 2] += pv;
-                }
-            for (int f = 0; f < D2_OF; ++f)
-                o[f].x[0] *= alpha[0], o[f].x[1] *= alpha[0], o[f].x[2] *= alpha[1], o[f].x[3] *= alpha[1];
-
-            /* O += P V: P from the accumulators, V through the transposing load */
-            for (int kk = 0; kk < D2_BNW / 16; ++kk) {
-                kp_mma_a pa;
-                kp_mma_acc_to_a(&pa, &s[2 * kk], &s[2 * kk + 1], D2_IS_F16, my_pscr, lane);
-                for (int f = 0; f < D2_OF; f += 2) {
-                    kp_mma_b vb0, vb1;
-                    kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * D2_LDV + f * 8, D2_LDV, lane);
-                    D2_MMA(&o[f], &pa, &vb0);
-                    D2_MMA(&o[f + 1], &pa, &vb1);
-                }
-            }
+            /* online softmax and O += P V (kp_attn_online.h) */
+            kp_attn_online_pv(mrow, lrow, tmax, s, D2_SF, o, D2_OF, vt, D2_LDV, my_pscr, lane);
         }
 
         /* epilogue: each group's row sums over the quad, then its (max, sum, O) into the

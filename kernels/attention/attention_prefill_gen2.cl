@@ -19,6 +19,7 @@
  *   O += P V         P rounded from the S accumulators straight into A fragments, V
  *                    read with a transposing fragment load (ldmatrix.x4.trans: two
  *                    n8 blocks an instruction; K's fragments likewise by ldmatrix.x4).
+ * The online softmax and O += P V are kp_attn_online.h's, shared with the decode kernel.
  * Launch: grid (m_tiles * A2_NT, h_kv, B + 1), as generation 1 (grid-stride over row
  * tiles; z = B covers the rows past cu_seqlens_q[B]). Dynamic local memory:
  * KP_ATTN2_LOCAL_BYTES (attention_gen2_layout.h).
@@ -32,13 +33,12 @@
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_fragment_ops.h"
+#include "kp_attn_online.h"
 
 #if defined(KP_DTYPE_F16)
 #define A2_MMA kp_mma_16x8x16_f16
-#define A2_IS_F16 1
 #elif defined(KP_DTYPE_BF16)
 #define A2_MMA kp_mma_16x8x16_bf16
-#define A2_IS_F16 0
 #else
 #error "attention_prefill_gen2.cl takes 16-bit q, k, v (f32 runs generation 1)"
 #endif
@@ -79,11 +79,9 @@
 
 #if defined(KP_TARGET_OPENCL)
 typedef long a2_i64;
-#define a2_exp2(x) exp2(x)
 #define a2_log2(x) log2(x)
 #else
 typedef long long a2_i64;
-#define a2_exp2(x) exp2f(x)
 #define a2_log2(x) log2f(x)
 #endif
 
@@ -227,35 +225,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
                 }
             kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
 
-            /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
-            float base[2], alpha[2];
-            for (int i = 0; i < 2; ++i) {
-                float mnew = kp_fmaxf(mrow[i], tmax[i]);
-                base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
-                alpha[i] = a2_exp2(mrow[i] - base[i]);
-                mrow[i] = mnew;
-                lrow[i] *= alpha[i];
-            }
-            for (int j = 0; j < A2_SF; ++j)
-                for (int e = 0; e < 4; ++e) {
-                    float pv = a2_exp2(s[j].x[e] - base[e / 2]);
-                    s[j].x[e] = pv;
-                    lrow[e / 2] += pv;
-                }
-            for (int f = 0; f < A2_OF; ++f)
-                o[f].x[0] *= alpha[0], o[f].x[1] *= alpha[0], o[f].x[2] *= alpha[1], o[f].x[3] *= alpha[1];
-
-            /* O += P V: P from the accumulators, V through the transposing load */
-            for (int kk = 0; kk < A2_BN / 16; ++kk) {
-                kp_mma_a pa;
-                kp_mma_acc_to_a(&pa, &s[2 * kk], &s[2 * kk + 1], A2_IS_F16, my_pscr, lane);
-                for (int f = 0; f < A2_OF; f += 2) {
-                    kp_mma_b vb0, vb1;
-                    kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * A2_LDV + f * 8, A2_LDV, lane);
-                    A2_MMA(&o[f], &pa, &vb0);
-                    A2_MMA(&o[f + 1], &pa, &vb1);
-                }
-            }
+            /* online softmax and O += P V (kp_attn_online.h) */
+            kp_attn_online_pv(mrow, lrow, tmax, s, A2_SF, o, A2_OF, vt, A2_LDV, my_pscr, lane);
         }
 
         /* epilogue: the row sums over the quad, O / l, lse */

@@ -193,15 +193,17 @@ typedef struct kb_data {
     double *val; /* decoded, exactly what the device holds */
 } kb_data;
 
-kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi);
 static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->period]; }
 /* sum over j < n of x[j] * d[off + j] in float64 */
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
-kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out);
-kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out); /* allocated; poisoned at flush */
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
 kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
-kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape);
+/* A tensor of shape dims and the buffer under it, in one call: random values in [lo, hi)
+ * (d: their period, for the reference), int32 values uploaded, or an output (poisoned at
+ * flush). Uploads and poisoning wait for kb_env's flush. */
+kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dt, double lo, double hi, int ndim, const int64_t *dims);
+kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, const int64_t *dims);
+kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, int ndim, const int64_t *dims);
 
 /* ---- random numbers and dtypes (kbench_util.c) ---- */
 typedef struct kb_rng {
@@ -240,16 +242,17 @@ typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
     void *st;          /* op state; its first member is the op's params (for kp_op_supported) */
-    double flops, bytes;
+    double flops, bytes; /* kb_case_estimate's; setup corrects what the inputs decide (experts routed to) */
+    char msg[KP_REASON_MAX]; /* check: a mismatch that is not a numeric error (wrong ids, offsets) */
 } kb_bench;
 
 typedef struct kb_op_impl {
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
-     * checked element must have been written); msg set on a mismatch that is not a
-     * numeric error (wrong ids, offsets) */
-    kp_status (*check)(kb_bench *b, kb_err *err, char *msg, size_t msgn);
+     * checked element must have been written) */
+    kp_status (*check)(kb_bench *b, kb_err *err);
+    size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
 const kb_op_impl *kb_op_impl_get(kp_op op);

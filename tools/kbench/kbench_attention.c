@@ -56,8 +56,7 @@ typedef struct prefill_st {
 static kp_status prefill_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    prefill_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    prefill_st *s = b->st;
     s->cuq = kb_alloc(e, (size_t)(c->b + 1) * 4);
     s->cuk = kb_alloc(e, (size_t)(c->b + 1) * 4);
     if (!s->cuq || !s->cuk) return KP_ERR_OUT_OF_MEMORY;
@@ -70,27 +69,17 @@ static kp_status prefill_setup(kb_bench *b) {
         maxq = lq > maxq ? lq : maxq, maxk = lk > maxk ? lk : maxk;
     }
     int64_t tq = s->tq = s->cuq[c->b], tk = s->cuk[c->b];
-    double alloc;
-    kb_case_estimate(c, &b->flops, &b->bytes, &alloc); /* prefill moves what it allocates: q, k, v, out */
-    kp_buffer *cq, *ck;
-    kp_status st = kb_data_random(e, &s->q, c->dtype, tq * c->h_q * c->d, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->k, c->dtype, tk * c->h_kv * c->d, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->v, c->dtype, tk * c->h_kv * c->dv, -1, 1);
-    if (st == KP_OK) st = kb_output(e, (size_t)(tq * c->h_q * c->dv) * kp_dtype_size(c->dtype), &s->out);
-    if (st == KP_OK) st = kb_upload_i32(e, s->cuq, c->b + 1, &cq);
-    if (st == KP_OK) st = kb_upload_i32(e, s->cuk, c->b + 1, &ck);
-    if (st != KP_OK) return st;
     kp_attention_prefill_params *p = &s->p;
     p->softmax_scale = (float)(1.0 / sqrt((double)c->d));
     p->causal = c->causal;
     p->window_left = p->window_right = -1;
     p->max_seqlen_q = (int32_t)maxq, p->max_seqlen_k = (int32_t)maxk;
-    st = kb_tensor(&p->q, s->q.buf, c->dtype, 3, (int64_t[]){tq, c->h_q, c->d});
-    if (st == KP_OK) st = kb_tensor(&p->k, s->k.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->d});
-    if (st == KP_OK) st = kb_tensor(&p->v, s->v.buf, c->dtype, 3, (int64_t[]){tk, c->h_kv, c->dv});
-    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv});
-    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_q, cq, KP_I32, 1, (int64_t[]){c->b + 1});
-    if (st == KP_OK) st = kb_tensor(&p->cu_seqlens_k, ck, KP_I32, 1, (int64_t[]){c->b + 1});
+    kp_status st = kb_input(e, &s->q, &p->q, c->dtype, -1, 1, 3, (int64_t[]){tq, c->h_q, c->d});
+    if (st == KP_OK) st = kb_input(e, &s->k, &p->k, c->dtype, -1, 1, 3, (int64_t[]){tk, c->h_kv, c->d});
+    if (st == KP_OK) st = kb_input(e, &s->v, &p->v, c->dtype, -1, 1, 3, (int64_t[]){tk, c->h_kv, c->dv});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, c->dtype, 3, (int64_t[]){tq, c->h_q, c->dv});
+    if (st == KP_OK) st = kb_input_i32(e, s->cuq, &p->cu_seqlens_q, 1, (int64_t[]){c->b + 1});
+    if (st == KP_OK) st = kb_input_i32(e, s->cuk, &p->cu_seqlens_k, 1, (int64_t[]){c->b + 1});
     return st;
 }
 
@@ -107,8 +96,7 @@ static int64_t prefill_off(const void *ctx, int64_t j, bool value) {
     return ((x->key0 + j) * x->c->h_kv + x->hk) * dim;
 }
 
-static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status prefill_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     prefill_st *s = b->st;
     kb_rng r = {b->env->seed + 17};
@@ -125,7 +113,7 @@ static kp_status prefill_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check};
+const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)};
 
 /* ========================= paged decode and MLA decode ========================= */
 
@@ -139,27 +127,23 @@ typedef struct paged_st {
     kb_data kscale, vscale; /* FP8 cache: per-tensor f32 scales (MLA: kscale for the latent) */
     kp_buffer *out;
     int32_t *table, *lens;
-    int64_t max_blocks, h_kv, kd;
+    int64_t max_blocks, h_kv;
 } paged_st;
 
 static kp_status paged_setup(kb_bench *b, bool mla) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    paged_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    paged_st *s = b->st;
     s->mla = mla;
     s->h_kv = mla ? 1 : c->h_kv;
-    s->kd = c->d;
     s->lens = kb_alloc(e, (size_t)c->b * 4);
     if (!s->lens) return KP_ERR_OUT_OF_MEMORY;
     int64_t blocks = 0, keys = 0;
-    double pairs = 0;
     for (int64_t i = 0; i < c->b; i++) {
         int64_t len = kb_decode_len(c, i), nb = (len + c->block_size - 1) / c->block_size;
         s->lens[i] = (int32_t)len;
         blocks += nb, keys += len;
         s->max_blocks = nb > s->max_blocks ? nb : s->max_blocks;
-        for (int64_t t = 0; t < c->s_q; t++) pairs += (double)kb_visible(t, c->s_q, len, c->causal);
     }
     blocks += 1; /* one spare, so the table is a true permutation of a larger pool */
     s->table = kb_alloc(e, (size_t)(c->b * s->max_blocks) * 4);
@@ -171,34 +155,22 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
             s->table[i * s->max_blocks + j] = j * c->block_size < s->lens[i] ? perm[next++] : 0;
     double el = (double)kp_dtype_size(c->dtype), kvd = mla ? (double)c->d : (double)(c->d + c->dv);
     bool fp8 = c->wdtype == KP_FP8_E4M3;
-    b->flops = 2.0 * pairs * c->h_q * (c->d + c->dv);
     b->bytes = (double)kp_dtype_size(c->wdtype) * keys * s->h_kv * kvd +
                el * (double)c->b * c->s_q * c->h_q * (c->d + c->dv) + 4.0 * (double)c->b * (s->max_blocks + 1) +
                (fp8 ? 8.0 : 0.0);
-    int64_t slots = blocks * c->block_size * s->h_kv;
-    kp_buffer *tb, *lb;
-    kp_status st = kb_data_random(e, &s->q, c->dtype, c->b * c->s_q * c->h_q * c->d, -1, 1);
-    /* FP8: x / scale over e4m3's range and scales near 1/448, so e4m3 * scale spans [-1, 1] as bf16 rows do */
-    double amp = fp8 ? 448.0 : 1.0;
-    if (st == KP_OK) st = kb_data_random(e, &s->k, c->wdtype, slots * c->d, -amp, amp);
-    if (st == KP_OK && !mla) st = kb_data_random(e, &s->v, c->wdtype, slots * c->dv, -amp, amp);
-    if (st == KP_OK && fp8) st = kb_data_random(e, &s->kscale, KP_F32, 1, 0.75 / 448, 1.5 / 448);
-    if (st == KP_OK && fp8 && !mla) st = kb_data_random(e, &s->vscale, KP_F32, 1, 0.75 / 448, 1.5 / 448);
-    if (st == KP_OK)
-        st = kb_output(e, (size_t)(c->b * c->s_q * c->h_q * c->dv) * kp_dtype_size(c->dtype), &s->out);
-    if (st == KP_OK) st = kb_upload_i32(e, s->table, c->b * s->max_blocks, &tb);
-    if (st == KP_OK) st = kb_upload_i32(e, s->lens, c->b, &lb);
-    if (st != KP_OK) return st;
     kp_tensor q, k, v, bt, sl, out, ks = {0}, vs = {0};
-    if ((st = kb_tensor(&q, s->q.buf, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->d})) ||
-        (st = kb_tensor(&k, s->k.buf, c->wdtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->d})) ||
-        (!mla && (st = kb_tensor(&v, s->v.buf, c->wdtype, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->dv}))) ||
-        (st = kb_tensor(&bt, tb, KP_I32, 2, (int64_t[]){c->b, s->max_blocks})) ||
-        (st = kb_tensor(&sl, lb, KP_I32, 1, (int64_t[]){c->b})) ||
-        (st = kb_tensor(&out, s->out, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->dv})) ||
-        (fp8 && (st = kb_tensor(&ks, s->kscale.buf, KP_F32, 1, (int64_t[]){1}))) ||
-        (fp8 && !mla && (st = kb_tensor(&vs, s->vscale.buf, KP_F32, 1, (int64_t[]){1}))))
-        return st;
+    /* FP8: x / scale over e4m3's range and scales near 1/448, so e4m3 * scale spans [-1, 1] as bf16 rows do */
+    double amp = fp8 ? 448.0 : 1.0, smin = 0.75 / 448, smax = 1.5 / 448;
+    kp_status st = kb_input(e, &s->q, &q, c->dtype, -1, 1, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->d});
+    if (st == KP_OK) st = kb_input(e, &s->k, &k, c->wdtype, -amp, amp, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->d});
+    if (st == KP_OK && !mla)
+        st = kb_input(e, &s->v, &v, c->wdtype, -amp, amp, 4, (int64_t[]){blocks, c->block_size, s->h_kv, c->dv});
+    if (st == KP_OK && fp8) st = kb_input(e, &s->kscale, &ks, KP_F32, smin, smax, 1, (int64_t[]){1});
+    if (st == KP_OK && fp8 && !mla) st = kb_input(e, &s->vscale, &vs, KP_F32, smin, smax, 1, (int64_t[]){1});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &out, c->dtype, 4, (int64_t[]){c->b, c->s_q, c->h_q, c->dv});
+    if (st == KP_OK) st = kb_input_i32(e, s->table, &bt, 2, (int64_t[]){c->b, s->max_blocks});
+    if (st == KP_OK) st = kb_input_i32(e, s->lens, &sl, 1, (int64_t[]){c->b});
+    if (st != KP_OK) return st;
     if (mla) {
         /* DeepSeek-V3's scale: (192^-0.5 * mscale^2), not 576^-0.5 (DESIGN §2) */
         s->m = (kp_mla_decode_params){.q = q, .kv_cache = k, .block_table = bt, .seq_lens = sl, .out = out,
@@ -231,8 +203,7 @@ static int64_t paged_off(const void *ctx, int64_t j, bool value) {
     return slot * (value && !x->s->mla ? x->c->dv : x->c->d);
 }
 
-static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status paged_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     paged_st *s = b->st;
     kb_rng r = {b->env->seed + 23};
@@ -250,8 +221,8 @@ static kp_status paged_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check};
-const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check};
+const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check, sizeof(paged_st)};
+const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check, sizeof(paged_st)};
 
 const kb_op_impl *kb_op_impl_get(kp_op op) {
     static const kb_op_impl *const all[KP_OP_COUNT] = {

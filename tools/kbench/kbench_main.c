@@ -401,57 +401,41 @@ static int run_ep(int argc, char **argv) {
     return 1;
 }
 
-int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--ep") == 0) return run_ep(argc, argv);
-    kb_options o;
-    const char *files[2] = {NULL, NULL};
-    int rc = parse_args(argc, argv, &o, files);
-    if (rc) return rc == 1 ? 0 : rc;
-    kb_case_list shapes = {0};
-    if ((rc = parse_shapes(&o, &shapes)) != 0) {
-        free(shapes.v);
-        return rc;
-    }
-    signal(SIGINT, on_sigint);
-    signal(SIGTERM, on_sigint);
-    if (o.list_shapes) {
+/* --list-shapes, --peaks, --compare and --from, which need no device; -1: none of them. */
+static int offline(const kb_options *o, const char **files) {
+    if (o->list_shapes) {
         kp_op op;
-        bool all = strcmp(o.list_shapes, "all") == 0, known = kb_op_from_name(o.list_shapes, &op);
+        bool all = strcmp(o->list_shapes, "all") == 0, known = kb_op_from_name(o->list_shapes, &op);
         if (all || known) kb_shape_usage(stdout, all ? NULL : &op);
-        else fprintf(stderr, "kbench: --list-shapes: unknown op '%s'; ops are %s, or all\n", o.list_shapes, kb_op_name_list());
-        free(shapes.v);
+        else fprintf(stderr, "kbench: --list-shapes: unknown op '%s'; ops are %s, or all\n", o->list_shapes, kb_op_name_list());
         return all || known ? 0 : 2;
     }
-    if (o.list_peaks || o.compare || o.from) {
-        kb_report rep;
-        char err[1024];
-        if (o.list_peaks) rc = list_peaks();
-        else if (o.compare) rc = kb_compare(files[0], files[1], &o);
-        else if (kb_report_load(o.from, &rep, err, sizeof err) != 0) {
-            fprintf(stderr, "kbench: --from: %s\n", err);
-            rc = 1;
-        } else {
-            rc = emit(&o, &rep);
-        }
-        if (o.from && !o.compare && !o.list_peaks) kb_report_free(&rep);
-        free(shapes.v);
-        return rc;
-    }
+    if (o->list_peaks) return list_peaks();
+    if (o->compare) return kb_compare(files[0], files[1], o);
+    if (!o->from) return -1;
+    kb_report rep;
+    char err[1024];
+    int rc = kb_report_load(o->from, &rep, err, sizeof err) != 0 ? fprintf(stderr, "kbench: --from: %s\n", err), 1
+                                                                  : emit(o, &rep);
+    kb_report_free(&rep);
+    return rc;
+}
+
+/* A run on the devices chosen: --list, --tune, or the report. */
+static int bench(const kb_options *o, const kb_case_list *shapes) {
     kp_status st = kp_init(NULL);
     if (st != KP_OK) {
         fprintf(stderr, "kbench: kp_init failed: %s: %s\n", kp_status_str(st), kp_last_error());
-        free(shapes.v);
         return 1;
     }
-    int devices[64], ndev;
+    int devices[64], ndev, rc;
     char err[KP_REASON_MAX + 128];
-    kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o.nshapes ? "shape" : o.suite};
-    if ((ndev = select_devices(&o, devices, 64, err, sizeof err)) == 0) {
+    kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o->nshapes ? "shape" : o->suite};
+    if ((ndev = select_devices(o, devices, 64, err, sizeof err)) == 0) {
         fprintf(stderr, "kbench: %s\n", err);
         rc = 1;
-    } else if (o.list || o.tune) {
-        rc = o.list ? list_cases(&o, &shapes, devices[0]) : kb_tune(&o, devices[0]);
+    } else if (o->list || o->tune) {
+        rc = o->list ? list_cases(o, shapes, devices[0]) : kb_tune(o, devices[0]);
     } else {
         char date[64];
         time_t now = time(NULL);
@@ -462,10 +446,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
             if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
         rep.backends = backends;
-        rc = run(&o, &shapes, devices, ndev, &rep);
+        rc = run(o, shapes, devices, ndev, &rep);
         if (rc == -1) fprintf(stderr, "kbench: out of memory\n");
         if (rc == 0) {
-            rc = emit(&o, &rep);
+            rc = emit(o, &rep);
             for (int i = 0; i < rep.nrows; i++) /* a wrong result or a broken run fails the command */
                 if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
         }
@@ -474,7 +458,23 @@ int main(int argc, char **argv) {
         free(rep.rows);
         free(rep.roofs);
     }
-    free(shapes.v);
     kp_shutdown();
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--ep") == 0) return run_ep(argc, argv);
+    kb_options o;
+    const char *files[2] = {NULL, NULL};
+    int rc = parse_args(argc, argv, &o, files);
+    if (rc) return rc == 1 ? 0 : rc;
+    kb_case_list shapes = {0};
+    if ((rc = parse_shapes(&o, &shapes)) == 0) {
+        signal(SIGINT, on_sigint);
+        signal(SIGTERM, on_sigint);
+        if ((rc = offline(&o, files)) < 0) rc = bench(&o, &shapes);
+    }
+    free(shapes.v);
     return rc;
 }

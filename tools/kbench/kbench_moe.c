@@ -28,8 +28,7 @@ static kp_moe_routing case_routing(const kb_case *c) {
 static kp_status router_bias(kb_env *e, const kb_case *c, kb_data *d, kp_tensor *t, double **host) {
     *host = NULL;
     if (c->scoring != KP_MOE_SCORING_SIGMOID) return KP_OK;
-    kp_status st = kb_data_random(e, d, KP_F32, c->E, -0.05, 0.05);
-    if (st == KP_OK) st = kb_tensor(t, d->buf, KP_F32, 1, (int64_t[]){c->E});
+    kp_status st = kb_input(e, d, t, KP_F32, -0.05, 0.05, 1, (int64_t[]){c->E});
     if (st == KP_OK && !(*host = kb_alloc(e, (size_t)c->E * 8))) st = KP_ERR_OUT_OF_MEMORY;
     for (int64_t x = 0; st == KP_OK && x < c->E; x++) (*host)[x] = kb_at(d, x);
     return st;
@@ -117,24 +116,18 @@ typedef struct gate_st {
 
 static kp_status gate_setup(kb_bench *b) {
     const kb_case *c = b->c;
-    gate_st *s = b->st = kb_alloc(b->env, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
-    kp_status st = kb_data_random(b->env, &s->logits, c->dtype, c->T * c->E, -4, 4);
-    if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
-    b->bytes = (double)kp_dtype_size(c->dtype) * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->ids);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->k) * 4, &s->w);
-    if (st != KP_OK) return st;
+    gate_st *s = b->st;
     s->p.routing = case_routing(c);
-    st = kb_tensor(&s->p.logits, s->logits.buf, c->dtype, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_ids, s->ids, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w, KP_F32, 2, (int64_t[]){c->T, c->k});
+    kp_status st = kb_input(b->env, &s->logits, &s->p.logits, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->E});
+    if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->ids, &s->p.topk_ids, KP_I32, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->w, &s->p.topk_weights, KP_F32, 2, (int64_t[]){c->T, c->k});
     return st;
 }
 
 static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
 
-static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status gate_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gate_st *s = b->st;
     int k = (int)c->k, E = (int)c->E;
@@ -143,7 +136,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     kp_status st = ids && w && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
-    for (int64_t t = 0; t < c->T && st == KP_OK && !msg[0]; t++) {
+    for (int64_t t = 0; t < c->T && st == KP_OK && !b->msg[0]; t++) {
         for (int e = 0; e < E; e++) lg[e] = kb_at(&s->logits, t * E + e);
         double margin = ref_gate(lg, s->bias_host, E, &s->p.routing, rid, rw);
         for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
@@ -151,7 +144,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
             while (j < k && rid[j] != ids[t * k + i]) j++;
             if (j == k) {
                 if (margin < 1e-6) break; /* a near-tie float32 may break either way */
-                snprintf(msg, msgn, "moe_gate token %lld: expert %d chosen, not in the float64 top-%d (first %d)",
+                snprintf(b->msg, sizeof b->msg, "moe_gate token %lld: expert %d chosen, not in the float64 top-%d (first %d)",
                          (long long)t, (int)ids[t * k + i], k, (int)rid[0]);
                 break;
             }
@@ -161,7 +154,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check};
+const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check, sizeof(gate_st)};
 
 /* ================================ moe_align ================================ */
 
@@ -175,33 +168,27 @@ typedef struct align_st {
 static kp_status align_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    align_st *s = b->st = kb_alloc(e, sizeof *s);
+    align_st *s = b->st;
     int32_t *offsets = kb_alloc(e, (size_t)(c->E + 1) * 4);
-    if (!s || !(s->ids = kb_alloc(e, (size_t)(c->T * c->k) * 4)) || !offsets) return KP_ERR_OUT_OF_MEMORY;
+    if (!(s->ids = kb_alloc(e, (size_t)(c->T * c->k) * 4)) || !offsets) return KP_ERR_OUT_OF_MEMORY;
     route_random(e, c, s->ids, offsets);
     int64_t padded = 0, pairs = c->T * c->k;
     for (int64_t x = 0; x < c->E; x++)
         padded += (offsets[x + 1] - offsets[x] + c->block_size - 1) / c->block_size * c->block_size;
     s->rows = pairs + c->E * (c->block_size - 1);
     b->bytes = 4.0 * (2.0 * pairs + (double)padded + (double)c->E + 1); /* ids in; pos, sorted rows, offsets out */
-    kp_buffer *ib;
-    kp_status st = kb_upload_i32(e, s->ids, pairs, &ib);
-    if (st == KP_OK) st = kb_output(e, (size_t)s->rows * 4, &s->sorted);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->E + 1) * 4, &s->offsets);
-    if (st == KP_OK) st = kb_output(e, (size_t)pairs * 4, &s->pos);
-    if (st != KP_OK) return st;
     s->p.num_experts = (int32_t)c->E, s->p.block_size = (int32_t)c->block_size;
-    st = kb_tensor(&s->p.topk_ids, ib, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.sorted_ids, s->sorted, KP_I32, 1, (int64_t[]){s->rows});
-    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, s->offsets, KP_I32, 1, (int64_t[]){c->E + 1});
-    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, s->pos, KP_I32, 2, (int64_t[]){c->T, c->k});
+    kp_status st = kb_input_i32(e, s->ids, &s->p.topk_ids, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->sorted, &s->p.sorted_ids, KP_I32, 1, (int64_t[]){s->rows});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->offsets, &s->p.expert_offsets, KP_I32, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->pos, &s->p.token_pos, KP_I32, 2, (int64_t[]){c->T, c->k});
     return st;
 }
 
 static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
 
 /* Everything is checked: offsets, each pair's row (stable order), padding rows. */
-static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status align_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     align_st *s = b->st;
     int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
@@ -215,23 +202,23 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     if (st == KP_OK) {
         int64_t want = 0;
         for (int64_t i = 0; i < pairs; i++) fill[s->ids[i] + 1]++;
-        for (int64_t x = 0; x <= E && !msg[0]; x++) {
+        for (int64_t x = 0; x <= E && !b->msg[0]; x++) {
             if (x > 0) want += (fill[x] + bs - 1) / bs * bs;
             if (off[x] != want)
-                snprintf(msg, msgn, "moe_align: expert_offsets[%lld] is %d, expected %lld", (long long)x, (int)off[x],
+                snprintf(b->msg, sizeof b->msg, "moe_align: expert_offsets[%lld] is %d, expected %lld", (long long)x, (int)off[x],
                          (long long)want);
         }
         memset(fill, 0, (size_t)(E + 1) * 4);
-        for (int64_t i = 0; i < pairs && !msg[0]; i++) { /* stable: pairs in flat order within an expert */
+        for (int64_t i = 0; i < pairs && !b->msg[0]; i++) { /* stable: pairs in flat order within an expert */
             int64_t x = s->ids[i], row = off[x] + fill[x]++;
             if (pos[i] != row || sorted[row] != i)
-                snprintf(msg, msgn, "moe_align: pair %lld (expert %lld) at row %d (sorted_ids there %d), expected %lld",
+                snprintf(b->msg, sizeof b->msg, "moe_align: pair %lld (expert %lld) at row %d (sorted_ids there %d), expected %lld",
                          (long long)i, (long long)x, (int)pos[i], (int)sorted[row], (long long)row);
         }
-        for (int64_t x = 0; x < E && !msg[0]; x++)
-            for (int64_t row = off[x] + fill[x]; row < off[x + 1] && !msg[0]; row++)
+        for (int64_t x = 0; x < E && !b->msg[0]; x++)
+            for (int64_t row = off[x] + fill[x]; row < off[x + 1] && !b->msg[0]; row++)
                 if (sorted[row] != pairs)
-                    snprintf(msg, msgn, "moe_align: padding row %lld holds %d, expected %lld", (long long)row,
+                    snprintf(b->msg, sizeof b->msg, "moe_align: padding row %lld holds %d, expected %lld", (long long)row,
                              (int)sorted[row], (long long)pairs);
         kb_err_add(err, 0.0, 1.0); /* exact: reported as error 0 */
         err->num = 0.0;
@@ -239,7 +226,7 @@ static kp_status align_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check};
+const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check, sizeof(align_st)};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -260,13 +247,10 @@ static kp_status weights(kb_env *e, const kb_case *c, int64_t N, int64_t K, kb_d
                          kp_tensor *wt, kp_tensor *st_) {
     double amp = sqrt(3.0 / (double)K);
     bool fp8 = c->wdtype == KP_FP8_E4M3;
-    kp_status st = kb_data_random(e, w, c->wdtype, c->E * N * K, fp8 ? -1 : -amp, fp8 ? 1 : amp);
-    if (st == KP_OK) st = kb_tensor(wt, w->buf, c->wdtype, 3, (int64_t[]){c->E, N, K});
-    if (st == KP_OK && fp8) {
-        int64_t sh[3] = {c->E, (N + FP8_BLOCK - 1) / FP8_BLOCK, K / FP8_BLOCK};
-        st = kb_data_random(e, scale, KP_F32, sh[0] * sh[1] * sh[2], 0.5 * amp, 1.5 * amp);
-        if (st == KP_OK) st = kb_tensor(st_, scale->buf, KP_F32, 3, sh);
-    }
+    kp_status st = kb_input(e, w, wt, c->wdtype, fp8 ? -1 : -amp, fp8 ? 1 : amp, 3, (int64_t[]){c->E, N, K});
+    if (st == KP_OK && fp8)
+        st = kb_input(e, scale, st_, KP_F32, 0.5 * amp, 1.5 * amp, 3,
+                      (int64_t[]){c->E, (N + FP8_BLOCK - 1) / FP8_BLOCK, K / FP8_BLOCK});
     return st;
 }
 
@@ -290,33 +274,25 @@ static kp_dtype gemm_out_dtype(const kb_case *c) { return c->dtype == KP_FP8_E4M
 static kp_status gemm_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    gemm_st *s = b->st = kb_alloc(e, sizeof *s);
+    gemm_st *s = b->st;
     int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
-    if (!s || !ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
+    if (!ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
     int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
     const kp_dtype odt = gemm_out_dtype(c);
     double el = (double)kp_dtype_size(c->dtype), a8 = c->dtype == KP_FP8_E4M3;
-    b->flops = 2.0 * M * c->N * c->K;
     b->bytes = el * M * c->K + 4.0 * a8 * M * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * M * c->N +
                used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
-    kp_buffer *ob;
-    kp_status st = kb_data_random(e, &s->a, c->dtype, M * c->K, -1, 1);
-    if (st == KP_OK && a8) st = kb_data_random(e, &s->a_scale, KP_F32, M * (c->K / FP8_BLOCK), 0.5, 1.5);
-    if (st == KP_OK && a8) st = kb_tensor(&s->p.a_scale, s->a_scale.buf, KP_F32, 2, (int64_t[]){M, c->K / FP8_BLOCK});
+    kp_status st = kb_input(e, &s->a, &s->p.a, c->dtype, -1, 1, 2, (int64_t[]){M, c->K});
+    if (st == KP_OK && a8) st = kb_input(e, &s->a_scale, &s->p.a_scale, KP_F32, 0.5, 1.5, 2, (int64_t[]){M, c->K / FP8_BLOCK});
     if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
-    if (st == KP_OK) st = kb_upload_i32(e, s->offsets, c->E + 1, &ob);
-    if (st == KP_OK) st = kb_output(e, (size_t)(M * c->N) * kp_dtype_size(odt), &s->out);
-    if (st != KP_OK) return st;
-    st = kb_tensor(&s->p.a, s->a.buf, c->dtype, 2, (int64_t[]){M, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.expert_offsets, ob, KP_I32, 1, (int64_t[]){c->E + 1});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, odt, 2, (int64_t[]){M, c->N});
+    if (st == KP_OK) st = kb_input_i32(e, s->offsets, &s->p.expert_offsets, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, odt, 2, (int64_t[]){M, c->N});
     return st;
 }
 
 static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
 
-static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status gemm_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gemm_st *s = b->st;
     kb_rng r = {b->env->seed + 41};
@@ -338,7 +314,7 @@ static kp_status gemm_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check};
+const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)};
 
 /* =============================== moe_combine =============================== */
 
@@ -352,30 +328,20 @@ typedef struct combine_st {
 static kp_status combine_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    combine_st *s = b->st = kb_alloc(e, sizeof *s);
+    combine_st *s = b->st;
     int64_t rows = c->T * c->k;
-    if (!s || !(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
+    if (!(s->pos = kb_alloc(e, (size_t)rows * 4))) return KP_ERR_OUT_OF_MEMORY;
     kb_rng_permutation(&(kb_rng){e->seed + 47}, s->pos, rows); /* token_pos as moe_align leaves it */
-    double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 2.0 * rows * c->hidden;
-    b->bytes = el * (double)c->hidden * (rows + c->T) + 8.0 * rows;
-    kp_buffer *pb;
-    kp_status st = kb_data_random(e, &s->x, c->dtype, rows * c->hidden, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->w, KP_F32, rows, 0, 1);
-    if (st == KP_OK) st = kb_upload_i32(e, s->pos, rows, &pb);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
-    if (st != KP_OK) return st;
-    st = kb_tensor(&s->p.expert_out, s->x.buf, c->dtype, 2, (int64_t[]){rows, c->hidden});
-    if (st == KP_OK) st = kb_tensor(&s->p.token_pos, pb, KP_I32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.topk_weights, s->w.buf, KP_F32, 2, (int64_t[]){c->T, c->k});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    kp_status st = kb_input(e, &s->x, &s->p.expert_out, c->dtype, -1, 1, 2, (int64_t[]){rows, c->hidden});
+    if (st == KP_OK) st = kb_input(e, &s->w, &s->p.topk_weights, KP_F32, 0, 1, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_input_i32(e, s->pos, &s->p.token_pos, 2, (int64_t[]){c->T, c->k});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     return st;
 }
 
 static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
 
-static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status combine_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     combine_st *s = b->st;
     kb_rng r = {b->env->seed + 53};
@@ -394,7 +360,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check};
+const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check, sizeof(combine_st)};
 
 /* =============================== moe_forward =============================== */
 
@@ -408,20 +374,16 @@ typedef struct forward_st {
 static kp_status forward_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
-    forward_st *s = b->st = kb_alloc(e, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
+    forward_st *s = b->st;
     kp_moe_forward_params *p = &s->p;
     p->routing = case_routing(c);
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
-    kp_status st = kb_data_random(e, &s->x, c->dtype, c->T * c->hidden, -1, 1);
-    if (st == KP_OK) st = kb_data_random(e, &s->logits, KP_F32, c->T * c->E, -4, 4);
+    kp_status st = kb_input(e, &s->x, &p->x, c->dtype, -1, 1, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_input(e, &s->logits, &p->router_logits, KP_F32, -4, 4, 2, (int64_t[]){c->T, c->E});
     if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias, &s->bias_host);
     if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
     if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
-    if (st == KP_OK) st = kb_output(e, (size_t)(c->T * c->hidden) * kp_dtype_size(c->dtype), &s->out);
-    if (st == KP_OK) st = kb_tensor(&p->x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->hidden});
-    if (st == KP_OK) st = kb_tensor(&p->router_logits, s->logits.buf, KP_F32, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = kb_tensor(&p->out, s->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     size_t ws = 0;
     if (st == KP_OK) st = kp_moe_forward_workspace_size(e->dev, p, &ws);
     if (st == KP_OK) st = kb_buffer(e, ws, &p->workspace);
@@ -439,7 +401,6 @@ static kp_status forward_setup(kb_bench *b) {
     int64_t n_used = 0;
     for (int64_t x = 0; x < c->E; x++) n_used += used[x];
     double el = (double)kp_dtype_size(c->dtype);
-    b->flops = 6.0 * c->T * c->k * c->hidden * c->inter;
     b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) +
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
@@ -449,8 +410,7 @@ static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((
 
 /* A few tokens whose routing has a clear margin, through every chosen expert in
  * float64 (SwiGLU = silu(gate) * up), on a sample of output columns. */
-static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
-    (void)msg, (void)msgn;
+static kp_status forward_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     forward_st *s = b->st;
     const kb_data *s13 = c->wdtype == KP_FP8_E4M3 ? &s->s13 : NULL, *s2 = s13 ? &s->s2 : NULL;
@@ -483,7 +443,7 @@ static kp_status forward_check(kb_bench *b, kb_err *err, char *msg, size_t msgn)
     return st;
 }
 
-const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check};
+const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check, sizeof(forward_st)};
 
 /* ============================== quantize_fp8 ============================== */
 
@@ -495,46 +455,40 @@ typedef struct quant_st {
 
 static kp_status quant_setup(kb_bench *b) {
     const kb_case *c = b->c;
-    quant_st *s = b->st = kb_alloc(b->env, sizeof *s);
-    if (!s) return KP_ERR_OUT_OF_MEMORY;
-    double flops, alloc;
-    kb_case_estimate(c, &flops, &b->bytes, &alloc);
-    kp_status st = kb_data_random(b->env, &s->x, c->dtype, c->T * c->K, -4, 4);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * c->K), &s->out);
-    if (st == KP_OK) st = kb_output(b->env, (size_t)(c->T * (c->K / FP8_BLOCK)) * 4, &s->scale);
-    if (st == KP_OK) st = kb_tensor(&s->p.x, s->x.buf, c->dtype, 2, (int64_t[]){c->T, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.out, s->out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
-    if (st == KP_OK) st = kb_tensor(&s->p.scale, s->scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
+    quant_st *s = b->st;
+    kp_status st = kb_input(b->env, &s->x, &s->p.x, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->out, &s->p.out, KP_FP8_E4M3, 2, (int64_t[]){c->T, c->K});
+    if (st == KP_OK) st = kb_output_tensor(b->env, &s->scale, &s->p.scale, KP_F32, 2, (int64_t[]){c->T, c->K / FP8_BLOCK});
     return st; /* row-major scales, f32 (not UE8M0): vLLM's per_token_group_quant_fp8 */
 }
 
 static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
 
 /* kport.h's definition, exactly: scale = max(amax, 1e-10) / 448 in f32, out = e4m3(x / scale in f32). */
-static kp_status quant_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
+static kp_status quant_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     quant_st *s = b->st;
     int64_t groups = c->K / FP8_BLOCK;
     kb_rng r = {b->env->seed + 61};
     double *got = kb_alloc(b->env, (size_t)c->K * 8), *sc = kb_alloc(b->env, (size_t)groups * 8);
     kp_status st = got && sc ? KP_OK : KP_ERR_OUT_OF_MEMORY;
-    for (int n = 0; n < CHECK_ROWS && st == KP_OK && !msg[0]; n++) {
+    for (int n = 0; n < CHECK_ROWS && st == KP_OK && !b->msg[0]; n++) {
         int64_t t = n == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
         st = kb_read(b->env, s->out, KP_FP8_E4M3, t * c->K, c->K, got);
         if (st == KP_OK) st = kb_read(b->env, s->scale, KP_F32, t * groups, groups, sc);
-        for (int64_t g = 0; g < groups && st == KP_OK && !msg[0]; g++) {
+        for (int64_t g = 0; g < groups && st == KP_OK && !b->msg[0]; g++) {
             float amax = 1e-10f, scale;
             for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK; i++)
                 amax = fmaxf(amax, fabsf((float)kb_at(&s->x, t * c->K + i)));
             scale = amax / 448.0f;
             if (sc[g] != scale)
-                snprintf(msg, msgn, "quantize_fp8 token %lld group %lld: scale %.9g, expected %.9g", (long long)t,
+                snprintf(b->msg, sizeof b->msg, "quantize_fp8 token %lld group %lld: scale %.9g, expected %.9g", (long long)t,
                          (long long)g, sc[g], (double)scale);
-            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK && !msg[0]; i++) {
+            for (int64_t i = g * FP8_BLOCK; i < (g + 1) * FP8_BLOCK && !b->msg[0]; i++) {
                 unsigned char code;
                 double want = kb_store(KP_FP8_E4M3, &code, 0, (float)kb_at(&s->x, t * c->K + i) / scale);
                 if (got[i] != want)
-                    snprintf(msg, msgn, "quantize_fp8 token %lld column %lld: e4m3 %g, expected %g", (long long)t,
+                    snprintf(b->msg, sizeof b->msg, "quantize_fp8 token %lld column %lld: e4m3 %g, expected %g", (long long)t,
                              (long long)i, got[i], want);
                 kb_err_add(err, got[i] * scale, want * scale);
             }
@@ -543,4 +497,4 @@ static kp_status quant_check(kb_bench *b, kb_err *err, char *msg, size_t msgn) {
     return st;
 }
 
-const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check};
+const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check, sizeof(quant_st)};

@@ -73,10 +73,6 @@ static void kb_env_release(kb_env *e) {
 
 /* ---- device tensors ---- */
 
-kp_status kb_tensor(kp_tensor *t, kp_buffer *b, kp_dtype dt, int ndim, const int64_t *shape) {
-    return kp_tensor_init(t, b, 0, dt, ndim, shape, NULL);
-}
-
 /* Writes the period-long pattern raw (elem bytes each) over n elements of b, through a
  * staging block holding whole periods so huge tensors go up in few calls. */
 static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *raw, int64_t period, int64_t n,
@@ -97,7 +93,15 @@ static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *r
     return st;
 }
 
-kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, double lo, double hi) {
+static int64_t elements(int ndim, const int64_t *dims) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= dims[i];
+    return n;
+}
+
+kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dtype, double lo, double hi, int ndim,
+                   const int64_t *dims) {
+    int64_t n = elements(ndim, dims);
     memset(d, 0, sizeof *d);
     d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
     size_t elem = kp_dtype_size(dtype);
@@ -112,7 +116,7 @@ kp_status kb_data_random(kb_env *e, kb_data *d, kp_dtype dtype, int64_t n, doubl
         if (st == KP_OK) raw = NULL; /* the pending upload owns it */
     }
     free(raw);
-    return st;
+    return st == KP_OK ? kp_tensor_init(t, d->buf, 0, dtype, ndim, dims, NULL) : st;
 }
 
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n) {
@@ -127,12 +131,6 @@ double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n) {
     return sum;
 }
 
-kp_status kb_upload_i32(kb_env *e, const int32_t *v, int64_t n, kp_buffer **out) {
-    kp_status st = kb_buffer(e, (size_t)n * 4, out);
-    if (st == KP_OK && n > 0) st = kp_buffer_write(e->s, *out, 0, v, (size_t)n * 4);
-    return st;
-}
-
 static kp_status kb_poison(kb_env *e, kp_buffer *b) {
     size_t total = kp_buffer_size(b), chunk = total < ((size_t)16 << 20) ? total : ((size_t)16 << 20);
     unsigned char *ff = malloc(chunk ? chunk : 1);
@@ -145,9 +143,18 @@ static kp_status kb_poison(kb_env *e, kp_buffer *b) {
     return st;
 }
 
-kp_status kb_output(kb_env *e, size_t bytes, kp_buffer **out) {
-    kp_status st = kb_buffer(e, bytes, out);
-    return st == KP_OK ? defer(e, (kb_pending){*out, NULL, 0, 0, 0}) : st;
+kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, const int64_t *dims) {
+    int64_t n = elements(ndim, dims);
+    kp_buffer *b;
+    kp_status st = kb_buffer(e, (size_t)n * 4, &b);
+    if (st == KP_OK && n > 0) st = kp_buffer_write(e->s, b, 0, v, (size_t)n * 4);
+    return st == KP_OK ? kp_tensor_init(t, b, 0, KP_I32, ndim, dims, NULL) : st;
+}
+
+kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, int ndim, const int64_t *dims) {
+    kp_status st = kb_buffer(e, (size_t)elements(ndim, dims) * kp_dtype_size(dt), b);
+    if (st == KP_OK) st = defer(e, (kb_pending){*b, NULL, 0, 0, 0}); /* poisoned at flush */
+    return st == KP_OK ? kp_tensor_init(t, *b, 0, dt, ndim, dims, NULL) : st;
 }
 
 static kp_status kb_env_flush(kb_env *e) {
@@ -317,7 +324,9 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
     const kb_op_impl *impl = kb_op_impl_get(c->op);
     kb_bench b = {.env = e, .c = c};
-    kp_status st = impl ? impl->setup(&b) : KP_ERR_UNSUPPORTED;
+    double alloc;
+    kb_case_estimate(c, &b.flops, &b.bytes, &alloc);
+    kp_status st = !impl ? KP_ERR_UNSUPPORTED : !(b.st = kb_alloc(e, impl->state)) ? KP_ERR_OUT_OF_MEMORY : impl->setup(&b);
     row->flops = b.flops, row->bytes = b.bytes;
     if (st != KP_OK) {
         fail_status(row, st, "while setting up");
@@ -330,15 +339,15 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
         st = kb_env_flush(e);
         if (st == KP_OK) st = run_sync(impl, &b, 1);
         kb_err err = {0};
-        char msg[KP_REASON_MAX] = "";
-        if (st == KP_OK) st = impl->check(&b, &err, msg, sizeof msg);
+        char *msg = b.msg;
+        if (st == KP_OK) st = impl->check(&b, &err);
         row->err = kb_err_value(&err);
         if (st != KP_OK) {
             fail_status(row, st, "while running");
         } else if (msg[0] || !(row->err <= row->tol)) {
             /* a wrong result is never timed: it cannot show up as fast */
             if (!msg[0])
-                snprintf(msg, sizeof msg, "sample rel. L2 error %.3g > %.3g over %lld values", row->err, row->tol,
+                snprintf(msg, sizeof b.msg, "sample rel. L2 error %.3g > %.3g over %lld values", row->err, row->tol,
                          (long long)err.count);
             row_reason(row, KB_ROW_FAIL, "%s", msg);
         } else {

@@ -65,7 +65,7 @@ static double kb_visible_pairs(int64_t lq, int64_t lk, int causal) {
 
 void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *alloc) {
     double el = (double)kp_dtype_size(c->dtype), wel = (double)kp_dtype_size(c->wdtype);
-    double f = 0, by = 0, al = 0;
+    double f = 0, by = 0, al = 0; /* al 0: the op allocates what it moves */
     switch (c->op) {
     case KP_OP_ATTENTION_PREFILL: {
         double tq = 0, tk = 0, pairs = 0, same = c->varlen ? 1.0 : (double)c->b; /* equal lengths: one */
@@ -76,7 +76,6 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
         }
         f = 2.0 * pairs * c->h_q * (c->d + c->dv);
         by = el * (tq * c->h_q * (c->d + c->dv) + tk * c->h_kv * (c->d + c->dv));
-        al = by;
         break;
     }
     case KP_OP_ATTENTION_DECODE:
@@ -95,11 +94,9 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
     }
     case KP_OP_MOE_GATE:
         by = el * c->T * c->E + (c->scoring == KP_MOE_SCORING_SIGMOID ? 4.0 * c->E : 0) + 8.0 * c->T * c->k;
-        al = by;
         break;
     case KP_OP_MOE_ALIGN:
         by = 4.0 * (3.0 * c->T * c->k + c->E * (c->block_size - 1) + c->E + 1);
-        al = by;
         break;
     case KP_OP_GROUPED_GEMM: {
         double m = (double)c->T * c->k, used = m < c->E ? m : (double)c->E;
@@ -110,11 +107,10 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
     }
     case KP_OP_QUANTIZE_FP8: /* x in, e4m3 out, one f32 scale per 128 */
         by = (el + 1.0 + 4.0 / 128) * c->T * c->K;
-        al = by;
         break;
     case KP_OP_MOE_COMBINE:
+        f = 2.0 * c->T * c->k * c->hidden;
         by = el * (double)c->T * c->hidden * (c->k + 1) + 8.0 * c->T * c->k;
-        al = by;
         break;
     case KP_OP_MOE_FORWARD: {
         double pairs = (double)c->T * c->k, used = pairs < c->E ? pairs : (double)c->E;
@@ -126,7 +122,7 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
     }
     default: break;
     }
-    *flops = f, *bytes = by, *alloc = al;
+    *flops = f, *bytes = by, *alloc = al > 0 ? al : by;
 }
 
 /* ---- scaling ---- */
