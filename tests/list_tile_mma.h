@@ -3,3 +3,8 @@
 X(tile_mma_amd_map_offsets_contiguous_aligned)
 X(tile_mma_amd_mfma4_matches_ptx_layout)
 X(tile_mma_amd_mfma4_groups_independent)
+/* test_tile_mma_e4m3_layout.c */
+X(tile_mma_e4m3_offsets_match_ptx_k32)
+X(tile_mma_e4m3_ldmatrix_moves_k32_fragments)
+X(tile_mma_e4m3_decode_path_is_a_times_b)
+X(tile_mma_e4m3_f16_bits_exact)
