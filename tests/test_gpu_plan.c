@@ -732,6 +732,39 @@ KP_TEST(gpu_grouped_gemm_w8a8_plan) {
     unsetenv("KPORT_GPU_KERNELS");
 }
 
+/* The W8A8 tile table per build profile, and the tuned row tiles: 16/32 rows take one
+ * row of 8 groups; a value the kernel cannot take keeps the table's. */
+static int64_t g8_tuned_m;
+static int64_t g8_tuning(const kp_device_info *d, const char *kernel, const char *param, int64_t def) {
+    (void)d, (void)kernel;
+    return strcmp(param, "g8_tile_m") == 0 ? g8_tuned_m : def;
+}
+
+KP_TEST(gpu_grouped_gemm_w8a8_tiles) {
+    kp_device_info info;
+    kp_gpu_profile p;
+    kp_gpu_gemm8_tile t;
+    CHECK(kp_gpu_build_profile("cuda", &info, &p) == 0);
+    kp_host_services h = *kp_gpu_stub_host();
+    h.tuning_get = g8_tuning;
+    kp_gpu_gemm8_tile_pick(&h, &p, 1024, 0, &t);
+    CHECK(t.bm == 128 && t.bn == 128 && t.wm == 2 && t.wn == 4 && t.stages == 4);
+    CHECK(KP_MOE_GEMM8_LOCAL_BYTES(128, 128, 4) <= p.local_mem);
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 0, &t);
+    CHECK(t.bm == 64 && t.bn == 128 && t.wm == 2 && t.wn == 4);
+    g8_tuned_m = 32;
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 1, &t);
+    CHECK_MSG(t.bm == 32 && t.wm == 1 && t.wn == 8 && t.bn == 128, "tuned 32 rows: %d x %d, %d x %d groups", t.bm,
+              t.bn, t.wm, t.wn);
+    g8_tuned_m = 40;
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 1, &t);
+    CHECK_INT_EQ(t.bm, 64);
+    CHECK(kp_gpu_build_profile("hip", &info, &p) == 0); /* 64 KiB: the small tile */
+    kp_gpu_gemm8_tile_pick(&h, &p, 1024, 0, &t);
+    CHECK(t.bm == 64 && t.bn == 64 && t.wm * t.wn * 32 <= (int)p.max_group);
+    CHECK(KP_MOE_GEMM8_LOCAL_BYTES(64, 64, 2) <= p.local_mem);
+}
+
 /* ---- the variant lists ---- */
 
 #define VARIANTS_MAX 256

@@ -178,7 +178,8 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
  * (KP_MOE_GEMM8_LOCAL_BYTES.) One kernel for every row count: a decode-sized expert
  * streams its weight tile once per column tile, as the 16-bit decode kernel does, and
  * leaves e4m3 MMA rows idle; there is no split-K. Tuning: "g8_stages" (2..4), "g8_tile_m"
- * (64 or 128), kept only when they fit. */
+ * (16, 32, 64 or 128; 16 and 32 rows take one row of groups: more work-groups per SM for
+ * decode-sized experts, to be measured on a GPU), kept only when they fit. */
 
 const char *kp_gpu_gemm8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (!aligned16(c, g->a, 1, 16) || !aligned16(c, g->w, 1, 16) || g->w_se % 16)
@@ -197,7 +198,9 @@ void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, 
         int64_t st = h->tuning_get(p->info, "grouped_gemm", "g8_stages", r.stages);
         int64_t bm = h->tuning_get(p->info, "grouped_gemm", "g8_tile_m", r.bm);
         u.stages = st >= 2 && st <= 4 ? (int)st : r.stages;
-        u.bm = bm == 64 || bm == 128 ? (int)bm : r.bm;
+        u.bm = bm == 16 || bm == 32 || bm == 64 || bm == 128 ? (int)bm : r.bm;
+        if (u.bm < 32 * u.wm) u.wn *= u.wm, u.wm = 1; /* 16/32 rows: one row of groups, BN / (8 wn) >= 1 */
+        if (u.bn % (8 * u.wn)) u = r;
         if (KP_MOE_GEMM8_LOCAL_BYTES((uint64_t)u.bm, (uint64_t)u.bn, (uint64_t)u.stages) * (uint64_t)u.min_blocks <=
             p->local_mem)
             r = u;
