@@ -9,3 +9,8 @@ X(sm90_desc_kmajor_and_k_advance)
 X(sm90_swizzle_matches_isa_figures)
 X(sm90_swizzle_is_a_chunk_permutation_without_bank_conflicts)
 X(sm90_kmajor_tile_offsets_follow_the_descriptor)
+/* test_tile_mma_e4m3_layout.c */
+X(tile_mma_e4m3_offsets_match_ptx_k32)
+X(tile_mma_e4m3_ldmatrix_moves_k32_fragments)
+X(tile_mma_e4m3_decode_path_is_a_times_b)
+X(tile_mma_e4m3_f16_bits_exact)

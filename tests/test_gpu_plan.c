@@ -679,6 +679,92 @@ KP_TEST(gpu_grouped_gemm_gen2_plan) {
     CHECK_STR_CONTAINS(fake_logged, "generation-1 kernels (a row of a or w is not 16-byte aligned");
 }
 
+/* W8A8 (e4m3 a and w): generation 2's moe_gemm_fp8_gen2.cl by default, its tile from the
+ * table (sm_90's 227 KiB: 128 x 128, 4 stages; decode-sized experts 64 rows), the
+ * activation scales as the 12th argument with their strides in the kargs (both layouts),
+ * out's dtype the kernel's; generation 1 forced declines with the reason. */
+KP_TEST(gpu_grouped_gemm_w8a8_plan) {
+    fake_reset("cuda");
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    p.a = tensor(0, KP_FP8_E4M3, 2, (int64_t[]){4096, 256});
+    p.w = tensor(1, KP_FP8_E4M3, 3, (int64_t[]){4, 512, 256});
+    p.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){5});
+    p.out = tensor(3, KP_BF16, 2, (int64_t[]){4096, 512});
+    p.w_scale = tensor(4, KP_F32, 3, (int64_t[]){4, 4, 2});
+    p.a_scale = tensor(5, KP_F32, 2, (int64_t[]){4096, 2});
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM8);
+    CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_fp8_gen2_tiled");
+    CHECK_STR_CONTAINS(l->options, "-DKP_DTYPE_BF16 -DKP_GG_A_FP8 -DKP_GG_W_FP8 -DG8_BM=128 -DG8_BN=128 -DG8_WM=2 "
+                                   "-DG8_WN=4 -DG8_STAGES=4");
+    CHECK_INT_EQ(l->local[0], 256);
+    CHECK_INT_EQ(l->local_bytes, KP_MOE_GEMM8_LOCAL_BYTES(128, 128, 4));
+    CHECK(l->local_bytes <= fake_prof.local_mem);
+    CHECK_INT_EQ((long long)l->groups[0], 512 / 128);
+    CHECK_INT_EQ((long long)l->groups[1], 4096 / 128 + 4);
+    CHECK(l->args[11].kind == KP_GPU_ARG_BUFFER && l->args[11].v.buffer == &fake_buf[5]);
+    const kp_moe_gemm_kargs *ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->as_t, 2);
+    CHECK_INT_EQ(ka->as_g, 1);
+    CHECK_INT_EQ(ka->small_max, 0); /* one kernel for every row count */
+    /* column-major scales [K/128, M_pad], f32 out, decode-sized experts (8 rows over 4) */
+    p.a = tensor(0, KP_FP8_E4M3, 2, (int64_t[]){8, 256});
+    p.out = tensor(3, KP_F32, 2, (int64_t[]){8, 512});
+    p.a_scale = tensor(5, KP_F32, 2, (int64_t[]){2, 12});
+    p.a_scale_layout = KP_FP8_SCALE_COL_MAJOR;
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_CONTAINS(fake_launches[0].options, "-DKP_DTYPE_F32 -DKP_GG_A_FP8 -DKP_GG_W_FP8 -DG8_BM=64 ");
+    ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->as_t, 1);
+    CHECK_INT_EQ(ka->as_g, 12);
+    /* generation 1 asked for: declined, with the reason, nothing launched */
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1);
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_ERR_UNSUPPORTED);
+    CHECK_INT_EQ(fake_count, 0);
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* The W8A8 tile table per build profile, and the tuned row tiles: 16/32 rows take one
+ * row of 8 groups; a value the kernel cannot take keeps the table's. */
+static int64_t g8_tuned_m;
+static int64_t g8_tuning(const kp_device_info *d, const char *kernel, const char *param, int64_t def) {
+    (void)d, (void)kernel;
+    return strcmp(param, "g8_tile_m") == 0 ? g8_tuned_m : def;
+}
+
+KP_TEST(gpu_grouped_gemm_w8a8_tiles) {
+    kp_device_info info;
+    kp_gpu_profile p;
+    kp_gpu_gemm8_tile t;
+    CHECK(kp_gpu_build_profile("cuda", &info, &p) == 0);
+    kp_host_services h = *kp_gpu_stub_host();
+    h.tuning_get = g8_tuning;
+    kp_gpu_gemm8_tile_pick(&h, &p, 1024, 0, &t);
+    CHECK(t.bm == 128 && t.bn == 128 && t.wm == 2 && t.wn == 4 && t.stages == 4);
+    CHECK(KP_MOE_GEMM8_LOCAL_BYTES(128, 128, 4) <= p.local_mem);
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 0, &t);
+    CHECK(t.bm == 64 && t.bn == 128 && t.wm == 2 && t.wn == 4);
+    g8_tuned_m = 32;
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 1, &t);
+    CHECK_MSG(t.bm == 32 && t.wm == 1 && t.wn == 8 && t.bn == 128, "tuned 32 rows: %d x %d, %d x %d groups", t.bm,
+              t.bn, t.wm, t.wn);
+    g8_tuned_m = 40;
+    kp_gpu_gemm8_tile_pick(&h, &p, 4, 1, &t);
+    CHECK_INT_EQ(t.bm, 64);
+    CHECK(kp_gpu_build_profile("hip", &info, &p) == 0); /* 64 KiB: the small tile */
+    kp_gpu_gemm8_tile_pick(&h, &p, 1024, 0, &t);
+    CHECK(t.bm == 64 && t.bn == 64 && t.wm * t.wn * 32 <= (int)p.max_group);
+    CHECK(KP_MOE_GEMM8_LOCAL_BYTES(64, 64, 2) <= p.local_mem);
+}
+
 /* ---- the variant lists ---- */
 
 #define VARIANTS_MAX 256
@@ -722,10 +808,11 @@ KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
         /* 3 dtypes x 4 head-dim pairs of prefill, decode (two row classes where the
          * tile differs), MLA x 2; gate 3, align 2, combine 5, grouped GEMM 9 of generation 1
          * and 2 dtypes x FP8 x f32 activations x (where the tile differs: CUDA's
-         * 128- and 64-row tiles) 2 of generation 2 */
+         * 128- and 64-row tiles) 2 of generation 2, and W8A8's 3 output dtypes x (CUDA) the
+         * same 2 row tiles */
         CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
         /* + quantize_fp8: 3 dtypes */
-        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3);
+        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3 * (b == 0 ? 2 : 1) + 3);
         CHECK_INT_EQ(v.quant_fp8, 3);
         /* FP8 data paths: kv_cache_store 3 dtypes x (cache in the dtype, e4m3); every
          * decode and MLA variant has its FP8-cache twin */

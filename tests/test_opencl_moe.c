@@ -5,10 +5,12 @@
  *    split per expert on the device, tuned tiles, and the tile-MMA layer's kernel
  *    structure (on PoCL its portable emulation) forced by a tuning file;
  *  - align over many chunks (T*k = 150k pairs, E = 256), against the float64 reference;
- *  - bad index contents (ids, offsets, positions): no out-of-bounds write, no failure.
+ *  - bad index contents (ids, offsets, positions): no out-of-bounds write, no failure;
+ *  - W8A8: generation 2 by default, generation 1 refusing it with the reason.
  * Each test runs in its own process; KPORT_TUNING_FILE is set before kp_init.
  */
 #include "kp_conformance.h"
+#include "ref_fp8.h"
 #include "ref_moe.h"
 
 #include <math.h>
@@ -151,6 +153,50 @@ KP_TEST(opencl_moe_gemm_gen2_shapes) {
     const int32_t one[2] = {0, 3};
     gemm_check(d, s, KP_BF16, 0, 3, 2048, 1, 32, one);
     gemm_check(d, s, KP_BF16, 1, 3, 2048, 1, 32, one);
+    kp_stream_destroy(s);
+}
+
+/* W8A8 (e4m3 a and w) has generation-2 kernels only: they run by default even where
+ * generation 1 is the default (PoCL), kp_op_supported agreeing; forcing generation 1 on
+ * grouped_gemm makes both refuse with the reason, and the call writes nothing. */
+KP_TEST(opencl_grouped_gemm_w8a8_generations) {
+    kp_device *d = open_ocl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    double av[8 * 128], wv[16 * 128], asv[8], wsv[1] = {0.5}, offv[2] = {0, 8};
+    for (int i = 0; i < 8 * 128; i++) av[i] = ref_fp8_e4m3(fp8_byte());
+    for (int i = 0; i < 16 * 128; i++) wv[i] = ref_fp8_e4m3(fp8_byte());
+    for (int i = 0; i < 8; i++) asv[i] = 0.25 * (i + 1);
+    kp_conf_tensor a = kp_conf_from(d, "a", KP_FP8_E4M3, 2, SHAPE(8, 128), av);
+    kp_conf_tensor as = kp_conf_from(d, "a_scale", KP_F32, 2, SHAPE(8, 1), asv);
+    kp_conf_tensor w = kp_conf_from(d, "w", KP_FP8_E4M3, 3, SHAPE(1, 16, 128), wv);
+    kp_conf_tensor ws = kp_conf_from(d, "w_scale", KP_F32, 3, SHAPE(1, 1, 1), wsv);
+    kp_conf_tensor off = kp_conf_from(d, "expert_offsets", KP_I32, 1, SHAPE(2), offv);
+    kp_conf_tensor out = kp_conf_output(d, "out", KP_BF16, 2, SHAPE(8, 16));
+    kp_grouped_gemm_params p;
+    memset(&p, 0, sizeof p);
+    p.a = a.t, p.w = w.t, p.w_scale = ws.t, p.expert_offsets = off.t, p.out = out.t, p.a_scale = as.t;
+
+    setenv("KPORT_GPU_KERNELS", "gen2,grouped_gemm=gen1", 1);
+    CHECK(kp_op_supported(d, KP_OP_GROUPED_GEMM, &p) == KP_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(kp_last_error(), "W8A8") && strstr(kp_last_error(), "generation-2 kernels only"),
+              "kp_op_supported said: %s", kp_last_error());
+    CHECK(kp_grouped_gemm(s, &p) == KP_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(kp_last_error(), "generation-2 kernels only"), "kp_grouped_gemm said: %s", kp_last_error());
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&out);
+    for (int i = 0; i < 8 * 16; i++) CHECK_MSG(isnan(out.host[i]), "refused W8A8 wrote out[%d]", i);
+
+    unsetenv("KPORT_GPU_KERNELS"); /* the default: generation 2 for W8A8, here too */
+    CHECK_OK(kp_op_supported(d, KP_OP_GROUPED_GEMM, &p));
+    CHECK_OK(kp_grouped_gemm(s, &p));
+    CHECK_OK(kp_stream_sync(s));
+    kp_conf_download(&out);
+    double ref[8 * 16], err[8 * 16];
+    const int32_t offsets[2] = {0, 8};
+    ref_grouped_gemm_w8a8(a.host, asv, 128, w.host, wsv, 1, 16, offsets, ref, err);
+    kp_conf_expect("grouped_gemm w8a8 8 x 16 x 128 (default generation)", &out, ref, err, "row,col");
+    kp_conf_free(&a), kp_conf_free(&as), kp_conf_free(&w), kp_conf_free(&ws), kp_conf_free(&off), kp_conf_free(&out);
     kp_stream_destroy(s);
 }
 

@@ -20,6 +20,9 @@ Checks:
   "0 spill bytes" is the planner's occupancy, checked.
   SASS, generation-2 kernels (sources *_gen2.cl), sm_80 and sm_90a:
     - the tiled (tensor-core) kernels contain HMMA (mma.sync) and LDGSTS (cp.async),
+      and the W8A8 one (moe_gemm_fp8_gen2.cl) the e4m3 MMA's lowering on sm_90a
+      (F2FP.F16.E4M3.UNPACK_B feeding HMMA; QMMA where the arch has it) and no e4m3
+      instruction on sm_80 (the tile layer's f16 decode),
       LDGSTS unless neither operand can be copied raw (e4m3 weights with f32
       activations: both are converted on their way into shared memory);
     - attention prefill contains HMMA, LDGSTS, LDSM.16.MT88 (V by ldmatrix.trans) and
@@ -70,9 +73,18 @@ def check_ptxas(text, where):
     return problems
 
 
-def check_sass(sass, source, options, kernel, where):
-    """Problems in one generation-2 kernel's SASS listing."""
+def check_sass(sass, source, options, kernel, where, arch=None):
+    """Problems in one generation-2 kernel's SASS listing (arch: "sm_90a", "sm_80" or unknown)."""
     problems = []
+    if kernel.startswith("kp_grouped_gemm_fp8_gen2"):
+        # W8A8: the tile layer's e4m3 unit. sm_90a takes mma.sync m16n8k32 e4m3, which ptxas
+        # lowers to F2FP.F16.E4M3.UNPACK_B + HMMA.16816.F32 (QMMA on sm_89/sm_120); sm_80 decodes
+        # in software (HMUL2) to f16 HMMA, so no e4m3 conversion can appear there
+        e4m3 = re.search(r"\bF2FP\.F16\.E4M3\b|\bQMMA\.", sass)
+        if arch == "sm_90a" and not e4m3:
+            problems.append("%s: %s has no e4m3 MMA (F2FP.F16.E4M3 + HMMA or QMMA)" % (where, kernel))
+        if arch == "sm_80" and e4m3:
+            problems.append("%s: %s uses e4m3 instructions sm_80 does not have" % (where, kernel))
     if kernel.startswith(("kp_attention_prefill_gen2", "kp_attention_decode_gen2")):
         # FA2's loop (prefill and paged decode): tensor cores, cp.async, V through
         # ldmatrix.trans, quad shuffles
@@ -160,7 +172,7 @@ def check_dir(fatbin_dir, cuobjdump):
                 if kernel not in fns:
                     problems.append("%s: no %s SASS of %s" % (where, arch, kernel))
                     continue
-                problems += check_sass(fns[kernel], source, options, kernel, "%s %s" % (where, arch))
+                problems += check_sass(fns[kernel], source, options, kernel, "%s %s" % (where, arch), arch)
                 checked_sass += 1
     return problems, len(rows), checked_sass
 

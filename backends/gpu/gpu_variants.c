@@ -138,6 +138,14 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                     emit(e, KP_GPU_SRC_MOE_GEMM2, opts,
                          "kp_grouped_gemm_gen2_tiled kp_grouped_gemm_gen2_rows kp_grouped_gemm_gen2_reduce");
                 }
+    /* W8A8: e4m3 activations and weights, every output dtype, both row classes */
+    for (size_t t = 0; t < 3; t++)
+        for (size_t r = 0; r < 2; r++) {
+            kp_gpu_gemm8_tile t8;
+            kp_gpu_gemm8_tile_pick(h, p, avg_rows[r], 0, &t8);
+            kp_gpu_gemm8_options(&t8, float_types[t], opts, sizeof opts);
+            emit(e, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+        }
 }
 
 static void fp8_paths(emitter *e) {

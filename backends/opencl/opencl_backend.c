@@ -75,7 +75,7 @@ static void ocl_describe(kp_ocl_device_desc *d, int index) {
         if (warp) info->subgroup_size = (int32_t)warp;
         /* mma.sync through inline PTX: bf16/f16 from sm_80, e4m3 from sm_89 (DESIGN §3) */
         if (major >= 8) info->caps |= KP_CAP_MATRIX_UNITS | KP_CAP_BF16;
-        if (major > 8 || (major == 8 && minor >= 9)) info->caps |= KP_CAP_FP8;
+        if (major > 8 || (major == 8 && minor >= 9)) info->caps |= KP_CAP_FP8, d->has_e4m3_mma = 1;
     }
     if (d->has_inline_ptx) info->caps |= KP_CAP_INLINE_PTX;
     if (ocl_has_word(ext, "cl_amd_device_attribute_query")) {

@@ -31,6 +31,7 @@ typedef struct kp_ocl_device_desc {
     char platform_version[128];
     char device_version[128];
     int has_inline_ptx; /* NVIDIA platform: build with -DKP_HAS_INLINE_PTX */
+    int has_e4m3_mma;   /* and sm_89+: -DKP_HAS_E4M3_MMA (common/kp_tile_mma_e4m3.h) */
     int has_spirv_il;   /* CL_DEVICE_IL_VERSION names SPIR-V */
     int has_il_khr;     /* cl_khr_il_program: clCreateProgramWithILKHR (pre-2.1 drivers) */
     int has_khr_subgroups; /* cl_khr_subgroups: which flavour of an embedded SPIR-V module fits */

@@ -63,10 +63,12 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* -cl-std=CL1.2 -DKP_TARGET_OPENCL=1 [-DKP_HAS_INLINE_PTX=1] <options> */
+/* -cl-std=CL1.2 -DKP_TARGET_OPENCL=1 [-DKP_HAS_INLINE_PTX=1 [-DKP_HAS_E4M3_MMA=1]] <options> */
 static char *full_options(const kp_ocl_device *d, const char *options) {
-    const char *base = d->desc.has_inline_ptx ? "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1 -DKP_HAS_INLINE_PTX=1"
-                                              : "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1";
+    const char *base = d->desc.has_e4m3_mma     ? "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1 -DKP_HAS_INLINE_PTX=1 "
+                                                  "-DKP_HAS_E4M3_MMA=1"
+                       : d->desc.has_inline_ptx ? "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1 -DKP_HAS_INLINE_PTX=1"
+                                                : "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1";
     size_t n = strlen(base) + 2 + (options ? strlen(options) : 0);
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s%s%s", base, options && options[0] ? " " : "", options ? options : "");

@@ -1,7 +1,8 @@
 /*
  * kernels/common/kp_fp8.h - the FP8 e4m3 (OCP e4m3fn) encoder the FP8 data-path kernels
- * share (kv_cache_store.cl, quantize_fp8.cl). The decoder is kpm_e4m3_to_f32
- * (moe/moe_common.h). Integer ops on the f32 bits only, so every target rounds the same.
+ * share (kv_cache_store.cl, quantize_fp8.cl), and the decoder the tile layer's e4m3 unit
+ * uses (common/kp_tile_mma_e4m3.h; moe/moe_common.h's kpm_e4m3_to_f32 is the same).
+ * Integer ops on the f32 bits only, so every target rounds the same.
  */
 #ifndef KP_FP8_H
 #define KP_FP8_H
@@ -24,6 +25,18 @@ KP_FN kp_u32 kp_f32_to_e4m3(float x) {
     kp_u32 q = sig >> shift, rem = sig & ((1u << shift) - 1u), tie = 1u << (shift - 1);
     if (rem > tie || (rem == tie && (q & 1u))) q++;
     return sign | (e >= -6 ? ((kp_u32)(e + 7) << 3) + (q - 8u) : q);
+}
+
+/* e4m3 byte -> f32, exact: sign, 4 exponent bits (bias 7), 3 mantissa bits; S.1111.111
+ * is NaN; exponent 0 holds the subnormals m * 2^-9. */
+KP_FN float kp_e4m3_to_f32(kp_u32 b) {
+    kp_u32 sign = (b & 0x80u) << 24, e = (b >> 3) & 0xfu, m = b & 7u;
+    if (e == 0xfu && m == 7u) return kp_as_float(sign | 0x7fc00000u);
+    if (e == 0u) { /* subnormal: m * 2^-9 */
+        float v = (float)m * 0.001953125f;
+        return sign ? -v : v;
+    }
+    return kp_as_float(sign | ((e + 120u) << 23) | (m << 20));
 }
 
 #endif /* KP_FP8_H */

@@ -1,10 +1,10 @@
 /*
  * kernels/moe/moe_gemm_common.h - what both generations of the grouped GEMM share
- * (moe_gemm.cl, moe_gemm_gen2.cl): operand types, finding a block's expert and rows on
+ * (moe_gemm.cl, moe_gemm_gen2.cl, moe_gemm_fp8_gen2.cl): operand types, finding a block's expert and rows on
  * the device, row addresses, and the epilogues (kp_moe_gemm_kargs.mode).
  *
  * Options read here: KP_GG_W_FP8 (e4m3 weights with 128x128 block scales), KP_GG_A_F32
- * (f32 activations whatever the dtype).
+ * (f32 activations whatever the dtype), KP_GG_A_FP8 (e4m3 activations, W8A8).
  */
 #ifndef KP_MOE_GEMM_COMMON_H
 #define KP_MOE_GEMM_COMMON_H
@@ -20,7 +20,10 @@ typedef unsigned char kpg_w_t;
 typedef kp_storage_t kpg_w_t;
 #define KPG_W(p, i) kp_load(p, i)
 #endif
-#if defined(KP_GG_A_F32)
+#if defined(KP_GG_A_FP8) /* W8A8: e4m3 activations with per-token-group scales (moe_gemm_fp8_gen2.cl) */
+typedef unsigned char kpg_a_t;
+#define KPG_A(p, i) kpm_e4m3_to_f32((kp_u32)(p)[i])
+#elif defined(KP_GG_A_F32)
 typedef float kpg_a_t;
 #define KPG_A(p, i) ((p)[i])
 #else

@@ -87,10 +87,15 @@ typedef struct kp_moe_gemm_kargs {
     kp_karg_i32 y_rows, topk;
     kp_karg_i32 ksplit;              /* gen2 decode: K is cut in ksplit slices of kslice (1: none) */
     kp_karg_i32 kslice;
+    /* W8A8 (moe_gemm_fp8_gen2.cl): the activation scale of (source row r, K slice kb) is
+     * a_scale[as_off + r * as_t + kb * as_g]: row-major (as_t = K/128 or the row stride,
+     * as_g = 1) or column-major (as_t = 1, as_g = M_pad). Unused elsewhere. */
+    kp_karg_i64 as_off, as_t, as_g;
 } kp_moe_gemm_kargs;
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, a_rows, 112);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, kslice, 172);
-KP_KARGS_SIZE(kp_moe_gemm_kargs, 176);
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, as_off, 176);
+KP_KARGS_SIZE(kp_moe_gemm_kargs, 200);
 
 /* Dynamic local memory of generation 2's kernels (moe_gemm_gen2.cl), one formula for the
  * kernels and the planner. Tiled: `stages` A and B tiles of 16-bit rows padded by 8
@@ -112,5 +117,21 @@ KP_KARGS_SIZE(kp_moe_gemm_kargs, 176);
 #define KP_MOE_GEMM2_ROWS_LOCAL_BYTES(threads, cols)                                        \
     (KP_MOE_GEMM2_ROWS_M * KP_MOE_GEMM2_ROWS_KC * 4 + (threads) * KP_MOE_GEMM2_ROWS_M * 4 + \
      KP_MOE_GEMM2_ROWS_M * ((cols) + 1) * 4 + KP_MOE_GEMM2_ROWS_M * 8)
+
+/* W8A8 tiles (moe_gemm_fp8_gen2.cl): K tiles of 128 e4m3 bytes, one scale slice each.
+ * A stage: A and B rows of 128 bytes padded by 16 (ldmatrix rows on distinct banks),
+ * then the tile's activation and weight scales of that slice (f32); after the K loop
+ * the f32 C tile reuses the stages; then the row indices (A rows, their scale rows,
+ * weight rows: 8 bytes each; weight scale rows: 4). bm + bn must be a multiple of 4
+ * (16-byte aligned stages). */
+#define KP_MOE_GEMM8_BK 128
+#define KP_MOE_GEMM8_LD (KP_MOE_GEMM8_BK + 16)
+#define KP_MOE_GEMM8_STAGE_BYTES(bm, bn) (((bm) + (bn)) * (KP_MOE_GEMM8_LD + 4))
+#define KP_MOE_GEMM8_TILES_BYTES(bm, bn, stages)                                            \
+    ((stages) * KP_MOE_GEMM8_STAGE_BYTES(bm, bn) > KP_MOE_GEMM2_C_BYTES(bm, bn)              \
+         ? (stages) * KP_MOE_GEMM8_STAGE_BYTES(bm, bn)                                       \
+         : KP_MOE_GEMM2_C_BYTES(bm, bn))
+#define KP_MOE_GEMM8_LOCAL_BYTES(bm, bn, stages) \
+    (KP_MOE_GEMM8_TILES_BYTES(bm, bn, stages) + (bm) * 16 + (bn) * 12)
 
 #endif /* KP_MOE_KARGS_H */

@@ -4,8 +4,12 @@
  * float64 reference ref_grouped_gemm_w8a8: both scale layouts, UE8M0 scales, scales
  * 2^-10..2^10, outliers, uneven and empty experts; and the path kp_quantize_fp8 ->
  * kp_grouped_gemm against the unquantized GEMM, within the error the quantization
- * explains. Backends that decline W8A8 (the GPU kernels, for now) must say so through
- * kp_op_supported, and the call must then fail the same way without writing.
+ * explains. Every backend runs W8A8: the GPU backends on the generation-2 kernels
+ * (kernels/moe/moe_gemm_fp8_gen2.cl: e4m3 tile MMA, K tiles of 128 promoted once with both
+ * scales), which is their default for W8A8 on every device, PoCL included. Only when
+ * generation 1 is forced for grouped_gemm (KPORT_GPU_KERNELS: it has no W8A8 kernel) may a
+ * GPU backend decline; it must say so through kp_op_supported, and the call must then
+ * fail the same way without writing.
  */
 #include "kp_conformance.h"
 #include "ref_fp8.h"
@@ -16,7 +20,20 @@
 #include <string.h>
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
-#define MAY_DECLINE "opencl,cuda,hip"
+/* The backends that may decline W8A8 in this process: the GPU ones when KPORT_GPU_KERNELS
+ * forces generation 1 on grouped_gemm ("gen1", "grouped_gemm=gen1"), else none. */
+static const char *may_decline(void) {
+    const char *env = getenv("KPORT_GPU_KERNELS");
+    int all = 0, gg = -1; /* a bare genN sets every kernel; grouped_gemm=genN wins over it */
+    for (const char *p = env ? env : ""; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "gen", 3) == 0) all = strncmp(p, "gen1", 4) == 0;
+        if (n >= 13 && strncmp(p, "grouped_gemm=", 13) == 0) gg = n == 17 && strncmp(p + 13, "gen1", 4) == 0;
+        p += n + (p[n] == ',');
+    }
+    return (gg >= 0 ? gg : all) ? "opencl,cuda,hip" : NULL;
+}
+#define MAY_DECLINE may_decline()
 
 static kp_stream *new_stream(kp_device *d) {
     kp_stream *s;
@@ -105,6 +122,7 @@ static void w8a8_free(w8a8_args *x) {
 /* A backend that declines must refuse the call the same way and write nothing. */
 static void declined_call(kp_stream *s, const kp_grouped_gemm_params *p, kp_conf_tensor *out) {
     CHECK(kp_grouped_gemm(s, p) == KP_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(kp_last_error(), "generation-2 kernels only") != NULL, "W8A8 declined with: %s", kp_last_error());
     CHECK_OK(kp_stream_sync(s));
     kp_conf_download(out);
     for (int64_t i = 0; i < out->numel; i++) CHECK_MSG(isnan(out->host[i]), "declined W8A8 wrote out[%lld]", (long long)i);
@@ -148,6 +166,20 @@ KP_CONFORMANCE(conf_grouped_gemm_w8a8) {
         {KP_F32, 30, 256, 5, 37, few, KP_FP8_SCALE_ROW_MAJOR, 0, 0, 0, 0},
         {KP_BF16, 30, 640, 5, 130, few, KP_FP8_SCALE_COL_MAJOR, 32, 0, 0, 0},
         {KP_BF16, 131, 128, 3, 70, big, KP_FP8_SCALE_ROW_MAJOR, 0, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) w8a8_run(d, s, &cases[i]);
+    kp_stream_destroy(s);
+}
+
+/* Long K (more K slices than any pipeline has stages: every stage reused, each slice's
+ * scales its own), experts past one row tile and M = 131 (no tile's multiple), N past
+ * two column tiles and no multiple of one, both layouts, scales 2^-10..2^10. */
+KP_CONFORMANCE(conf_grouped_gemm_w8a8_long_k) {
+    kp_stream *s = new_stream(d);
+    const int32_t off[4] = {0, 70, 70, 131}, one[2] = {0, 131};
+    const w8a8_case cases[] = {
+        {KP_BF16, 131, 1152, 3, 136, off, KP_FP8_SCALE_COL_MAJOR, 132, 0, 1, 1},
+        {KP_F32, 131, 896, 1, 200, one, KP_FP8_SCALE_ROW_MAJOR, 0, 0, 1, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) w8a8_run(d, s, &cases[i]);
     kp_stream_destroy(s);

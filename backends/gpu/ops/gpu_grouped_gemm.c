@@ -125,6 +125,7 @@ void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_g
     kp_gpu_arg_view(l, g->out), kp_gpu_arg_view(l, g->out); /* out and outf: the mode picks */
     kp_gpu_arg_view(l, g->y), kp_gpu_arg_view(l, g->pos), kp_gpu_arg_view(l, g->tw);
     kp_gpu_arg_native(l, partials);
+    if (g->a_fp8) kp_gpu_arg_view(l, g->a_scale); /* moe_gemm_fp8_gen2.cl's extra buffer */
     kp_gpu_arg_kargs(l, ka, sizeof *ka);
 }
 
@@ -137,12 +138,27 @@ kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
         .ws_kb = (int32_t)(g->k / 128), .n_exp = g->n_exp, .dense_rows = (int32_t)g->dense_rows,
         .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k, .mode = g->mode, .n_out = (int32_t)g->n_out,
         .small_max = small_max, .y_rows = (int32_t)g->y_rows, .topk = g->topk, .ksplit = 1, .kslice = (int32_t)g->k,
+        .as_off = g->a_scale.off, .as_t = g->as_t, .as_g = g->as_g,
     };
     return ka;
 }
 
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
     int gen;
+    if (g->a_fp8) { /* W8A8 has generation-2 kernels only: that is the default wherever they can run */
+        const char *missing = kp_gpu_gemm8_missing(c, g);
+        kp_status st = kp_gpu_kernel_gen_pick(c, "grouped_gemm", missing, 2, &gen);
+        if (st != KP_OK) return st;
+        if (gen == 2) return kp_gpu_moe_gemm8_run(c, g, dry_run);
+        if (missing)
+            return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                      "grouped_gemm: FP8 e4m3 activations (W8A8) run on the generation-2 kernels "
+                                      "only, and the %s ones cannot take this case: %s", c->t->name, missing);
+        return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                  "grouped_gemm: FP8 e4m3 activations (W8A8) run on the generation-2 kernels only; "
+                                  "the %s backend was asked for generation 1 (KPORT_GPU_KERNELS or the tuning "
+                                  "table's grouped_gemm;gen)", c->t->name);
+    }
     kp_status st = kp_gpu_kernel_gen(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), &gen);
     if (st != KP_OK) return st;
     if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
@@ -177,13 +193,9 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
 }
 
 kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, int dry_run) {
-    if (p->a.dtype == KP_FP8_E4M3) /* neither kernel generation takes e4m3 activations yet */
-        return c->host->set_error(KP_ERR_UNSUPPORTED,
-                                  "grouped_gemm: FP8 e4m3 activations (W8A8) run on the cpu backend only; the %s "
-                                  "kernels take f16/bf16/f32 a (FP8 weights with 16-bit a: W8A16)",
-                                  c->t->name);
+    const int a_fp8 = p->a.dtype == KP_FP8_E4M3; /* W8A8: out's dtype is the kernel's */
     kp_gpu_moe_gemm g = {
-        .dtype = p->a.dtype,
+        .dtype = a_fp8 ? p->out.dtype : p->a.dtype,
         .w_fp8 = p->w.dtype == KP_FP8_E4M3,
         .a = kp_gpu_view_of(&p->a),
         .a_rows = p->a.shape[0],
@@ -199,6 +211,12 @@ kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, in
         .out = kp_gpu_view_of(&p->out),
     };
     g.w.ld = p->w.strides[1];
+    if (a_fp8) {
+        const int col = p->a_scale_layout == KP_FP8_SCALE_COL_MAJOR;
+        g.a_fp8 = 1, g.a_scale = kp_gpu_view_of(&p->a_scale);
+        g.as_t = col ? p->a_scale.strides[1] : p->a_scale.strides[0];
+        g.as_g = col ? p->a_scale.strides[0] : p->a_scale.strides[1];
+    }
     if (g.m > INT32_MAX || g.n > INT32_MAX || g.k > INT32_MAX || g.n_exp < 1)
         return c->host->set_error(KP_ERR_UNSUPPORTED, "grouped_gemm: the %s kernels take M, N and K below 2^31",
                                   c->t->name);

@@ -166,3 +166,96 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     if (ksplit > 1) c->t->scratch_release(c->s, scratch);
     return st == KP_OK ? st : h->add_context(st, "grouped_gemm (generation 2)");
 }
+
+/* ---- W8A8: e4m3 activations and weights (kernels/moe/moe_gemm_fp8_gen2.cl) ----------
+ *
+ *   local memory   rows/expert  tile (BM x BN, K 128)  groups  stages  local bytes  where
+ *   >= 160 KiB     > 64         128 x 128               2 x 4   4       155,136      A100, H100/H200
+ *   >= 160 KiB     <= 64        64 x 128                2 x 4   4       116,224
+ *   >= 96 KiB      > 64         128 x 128               2 x 4   2       79,360       sm_86/89/120
+ *   >= 96 KiB      <= 64        64 x 128                2 x 4   3       87,808
+ *   else, CPUs     any          64 x 64                 2 x 2   2       39,680       48 KiB (OpenCL on NVIDIA), PoCL
+ * (KP_MOE_GEMM8_LOCAL_BYTES.) One kernel for every row count: a decode-sized expert
+ * streams its weight tile once per column tile, as the 16-bit decode kernel does, and
+ * leaves e4m3 MMA rows idle; there is no split-K. Tuning: "g8_stages" (2..4), "g8_tile_m"
+ * (16, 32, 64 or 128; 16 and 32 rows take one row of groups: more work-groups per SM for
+ * decode-sized experts, to be measured on a GPU), kept only when they fit. */
+
+const char *kp_gpu_gemm8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
+    if (!aligned16(c, g->a, 1, 16) || !aligned16(c, g->w, 1, 16) || g->w_se % 16)
+        return "a row of the e4m3 a or w is not 16-byte aligned (offsets and strides)";
+    return NULL;
+}
+
+void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int64_t avg_rows, int use_tuning,
+                            kp_gpu_gemm8_tile *t) {
+    const int small = avg_rows <= 64;
+    kp_gpu_gemm8_tile r = {64, 64, 2, 2, 2, 1};
+    if (!p->cpu && p->local_mem >= 160 * 1024) r = (kp_gpu_gemm8_tile){small ? 64 : 128, 128, 2, 4, 4, 1};
+    else if (!p->cpu && p->local_mem >= 96 * 1024) r = (kp_gpu_gemm8_tile){small ? 64 : 128, 128, 2, 4, small ? 3 : 2, 1};
+    if (use_tuning) {
+        kp_gpu_gemm8_tile u = r;
+        int64_t st = h->tuning_get(p->info, "grouped_gemm", "g8_stages", r.stages);
+        int64_t bm = h->tuning_get(p->info, "grouped_gemm", "g8_tile_m", r.bm);
+        u.stages = st >= 2 && st <= 4 ? (int)st : r.stages;
+        u.bm = bm == 16 || bm == 32 || bm == 64 || bm == 128 ? (int)bm : r.bm;
+        if (u.bm < 32 * u.wm) u.wn *= u.wm, u.wm = 1; /* 16/32 rows: one row of groups, BN / (8 wn) >= 1 */
+        if (u.bn % (8 * u.wn)) u = r;
+        if (KP_MOE_GEMM8_LOCAL_BYTES((uint64_t)u.bm, (uint64_t)u.bn, (uint64_t)u.stages) * (uint64_t)u.min_blocks <=
+            p->local_mem)
+            r = u;
+        else
+            h->log("grouped_gemm: tuned W8A8 tile (%d rows, %d stages) does not fit; using the table's", u.bm,
+                   u.stages);
+    }
+    *t = r;
+}
+
+void kp_gpu_gemm8_options(const kp_gpu_gemm8_tile *t, kp_dtype out_dt, char *buf, size_t n) {
+    snprintf(buf, n, "%s -DKP_GG_A_FP8 -DKP_GG_W_FP8 -DG8_BM=%d -DG8_BN=%d -DG8_WM=%d -DG8_WN=%d -DG8_STAGES=%d "
+             "-DG8_MIN_BLOCKS=%d", kp_gpu_dtype_define(out_dt), t->bm, t->bn, t->wm, t->wn, t->stages, t->min_blocks);
+}
+
+kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
+    const kp_host_services *h = c->host;
+    int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
+    int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    int64_t busy = experts < rows ? experts : rows; /* experts that can have rows */
+    const int64_t avg_rows = busy > 0 ? rows / busy : 0;
+    kp_gpu_gemm8_tile t;
+    char opts[256];
+    const kp_gpu_plan_key key = {{KP_GPU_PLAN_GEMM8, (uint64_t)g->dtype, (uint64_t)(avg_rows > 64)}};
+    uint64_t gen;
+    const int cached = kp_gpu_plan_lookup(c, &key, &t, sizeof t, opts, sizeof opts, &gen);
+    if (!cached) {
+        kp_gpu_gemm8_tile_pick(h, &c->prof, avg_rows, 1, &t);
+        kp_gpu_gemm8_options(&t, g->dtype, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM8, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_gemm8_tile_pick(h, &c->prof, avg_rows, 0, &t);
+            kp_gpu_gemm8_options(&t, g->dtype, opts, sizeof opts);
+        }
+    }
+    const int threads = t.wm * t.wn * 32;
+    const size_t bytes = KP_MOE_GEMM8_LOCAL_BYTES((size_t)t.bm, (size_t)t.bn, (size_t)t.stages);
+    if (bytes > c->prof.local_mem || (uint32_t)threads > c->prof.max_group)
+        return h->set_error(KP_ERR_UNSUPPORTED, "grouped_gemm: the %s W8A8 kernel needs %zu bytes of local memory "
+                            "and %d work-items; %s has %llu and %u", c->t->name, bytes, threads,
+                            c->prof.info ? c->prof.info->name : "?", (unsigned long long)c->prof.local_mem,
+                            c->prof.max_group);
+    kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM8, opts);
+    if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
+    if (st != KP_OK || dry_run) return st;
+    int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
+    if (rows <= 0 || cols <= 0) return KP_OK;
+
+    kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, 0);
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+    kp_gpu_gemm_args(&l, g, &ka, NULL);
+    int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? t.bn / 2 : t.bn;
+    l.groups[0] = (uint64_t)((cols + per - 1) / per);
+    l.groups[1] = (uint64_t)((rows + t.bm - 1) / t.bm + (g->dense_rows > 0 ? 0 : busy));
+    l.local[0] = (uint32_t)threads, l.local_bytes = (uint32_t)bytes;
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : h->add_context(st, "grouped_gemm (W8A8, generation 2)");
+}

@@ -16,7 +16,8 @@
  *   2. the tuning table's "<kernel>;gen" (per device, e.g. a known-bad kernel on an arch);
  *   3. the default: generation 2 on devices with matrix units (profile.mma: CUDA sm_80+,
  *      OpenCL on NVIDIA), generation 1 elsewhere (PoCL, Intel, AMD until MFMA has run on
- *      hardware), where gen 2 would run the matrix fragments as slow emulation.
+ *      hardware), where gen 2 would run the matrix fragments as slow emulation; and
+ *      generation 2 everywhere for a case only it has kernels for (grouped_gemm's W8A8).
  * KPORT_LOG=1 logs each op's choice and why, once per process.
  * kp_moe_forward's GEMMs are grouped_gemm kernels and follow its setting.
  */
@@ -86,6 +87,11 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
 static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
 
 kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen) {
+    return kp_gpu_kernel_gen_pick(c, kernel, gen2_missing, 0, gen);
+}
+
+kp_status kp_gpu_kernel_gen_pick(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int default_gen,
+                                 int *gen) {
     int k = kernel_index(kernel, strlen(kernel));
     *gen = 1;
     if (k < 0) return c->host->set_error(KP_ERR_INTERNAL, "%s: no kernel generation switch for '%s' (a bug)",
@@ -101,7 +107,7 @@ kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_
     } else {
         int64_t t = c->host->tuning_get(c->prof.info, kernel, "gen", 0);
         if (t == 1 || t == 2) g = (int)t, reason = 2;
-        else g = c->prof.mma ? 2 : 1;
+        else g = default_gen == 1 || default_gen == 2 ? default_gen : c->prof.mma ? 2 : 1;
     }
     if (g == 2 && gen2_missing) g = 1, reason = 3;
     *gen = g;
@@ -110,6 +116,7 @@ kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_
     if (reason == 1) snprintf(why, sizeof why, "KPORT_GPU_KERNELS=%s", env);
     else if (reason == 2) snprintf(why, sizeof why, "the tuning table's %s;gen", kernel);
     else if (reason == 3) snprintf(why, sizeof why, "%s", gen2_missing);
+    else if (default_gen == 2) snprintf(why, sizeof why, "default: generation 1 has no kernel for this case");
     else snprintf(why, sizeof why, "default: %s", c->prof.mma ? "the device has matrix units" : "no matrix units");
     c->host->log("%s: %s on %s runs generation-%d kernels (%s)", c->t->name, kernel_names[k],
                  c->prof.info ? c->prof.info->name : "?", g, why);

@@ -54,6 +54,11 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
  * "<kernel>;gen", else 2 on devices with matrix units. gen2_missing: why generation 2
  * cannot take this case (NULL: it can); it then runs generation 1. Logged once. */
 kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen);
+/* The same with the default given: default_gen 2 for a case generation 1 has no kernel
+ * for (W8A8), so that only an explicit KPORT_GPU_KERNELS / tuning choice picks 1;
+ * default_gen 0: kp_gpu_kernel_gen's default (by matrix units). */
+kp_status kp_gpu_kernel_gen_pick(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int default_gen,
+                                 int *gen);
 
 /* The GPU kernels' index-width limits (gpu_limits.c): KP_ERR_UNSUPPORTED past them. */
 kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);
@@ -77,7 +82,7 @@ kp_status kp_gpu_scratch_acquire(kp_gpu_ctx *c, const size_t bytes[2], void *out
 typedef struct kp_gpu_plan_key {
     uint64_t v[KP_GPU_PLAN_KEY_WORDS];
 } kp_gpu_plan_key;
-enum { KP_GPU_PLAN_ATTN = 1, KP_GPU_PLAN_ATTN2, KP_GPU_PLAN_GEMM2 };
+enum { KP_GPU_PLAN_ATTN = 1, KP_GPU_PLAN_ATTN2, KP_GPU_PLAN_GEMM2, KP_GPU_PLAN_GEMM8 };
 
 #define KP_GPU_PLAN_SLOTS 256 /* a power of two: the cache's bound, per plugin */
 #define KP_GPU_PLAN_VALUE_MAX 96
@@ -216,6 +221,11 @@ typedef struct kp_gpu_moe_gemm {
     int64_t y_rows;
     int32_t topk;
     int64_t max_rows_hint; /* > 0: no expert has more rows than this (decode) */
+    /* W8A8: a is e4m3 [a_rows, K] and the scale of (source row r, K slice kb) is
+     * a_scale[off + r * as_t + kb * as_g] (f32); dtype is then out's */
+    int a_fp8;
+    kp_gpu_view a_scale;
+    int64_t as_t, as_g;
 } kp_gpu_moe_gemm;
 
 /* The grouped GEMM's tiles for a device (pure: profile and tuning). */
@@ -243,7 +253,20 @@ void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_g
 
 /* Why generation 2 cannot run g here (f32, K % 8, rows not 16-byte aligned), or NULL. */
 const char *kp_gpu_gemm2_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
+/* The same for W8A8 (rows of a and w 16-byte aligned), or NULL. */
+const char *kp_gpu_gemm8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
 kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+
+/* W8A8 (kernels/moe/moe_gemm_fp8_gen2.cl): generation 2 only; a tile from the device's
+ * local memory, K tiles of 128. */
+#define KP_GPU_SRC_MOE_GEMM8 "moe/moe_gemm_fp8_gen2.cl"
+typedef struct kp_gpu_gemm8_tile {
+    int bm, bn, wm, wn, stages, min_blocks;
+} kp_gpu_gemm8_tile;
+void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int64_t avg_rows, int use_tuning,
+                            kp_gpu_gemm8_tile *out);
+void kp_gpu_gemm8_options(const kp_gpu_gemm8_tile *t, kp_dtype out_dt, char *buf, size_t n);
+kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
 
 /* A generation-2 tile (the planner's table, keyed by the device's local memory). */
 typedef struct kp_gpu_gemm2_tile {

@@ -1,0 +1,175 @@
+/*
+ * kernels/moe/moe_gemm_fp8_gen2.cl - grouped GEMM, generation 2, W8A8: e4m3 activations
+ * a [M, K] with f32 scales per 1 x 128 token group, e4m3 weights w [E, N, K] with f32
+ * 128 x 128 block scales, f32 accumulation; out (the dtype: f32, f16 or bf16) =
+ *     sum over K slices kb of (a[r, slice kb] . w[e, n, slice kb]) * a_scale(r, kb) * w_scale[e, n/128, kb]
+ * (kp_grouped_gemm's contract, include/kport.h; the expert search, index clamping and
+ * epilogue are moe_gemm_common.h's).
+ *
+ * kp_grouped_gemm_fp8_gen2_tiled   every expert with rows (no separate decode kernel:
+ *     the weight tile is read once per (expert, column tile) whatever the row count, so
+ *     small experts stream their weights at the same bytes; the unused MMA rows cost
+ *     e4m3 tensor-core time only). G8_BM x G8_BN output tiles, G8_WM x G8_WN groups of
+ *     KP_MMA_LANES work-items. K runs in tiles of 128 - one scale slice each - through a
+ *     G8_STAGES-stage pipeline in dynamic local memory (common/kp_async_copy.h): 16-byte
+ *     cp.async of the raw e4m3 rows of A and B, and the slice's row and column scales
+ *     (plain loads into the same stage). Each tile is multiplied into a fresh f32
+ *     fragment with the tile layer's e4m3 unit (common/kp_tile_mma_e4m3.h: m16n8k32
+ *     e4m3 mma.sync on sm_89+, bf16 decode on sm_80, f32 decode elsewhere), then promoted
+ *     once: acc += slice * a_scale * w_scale (DeepGEMM's promotion).
+ *     Work-group (x, z): column tile x, row tile z over the experts.
+ *
+ * Requirements the planner checks: K % 128 == 0 (the API's); 16-byte aligned rows of a
+ * and w (offsets and row strides multiples of 16 bytes).
+ * Options: KP_DTYPE_F32 / _F16 / _BF16 (out), KP_GG_A_FP8 and KP_GG_W_FP8 (both
+ * required); G8_BM, G8_BN, G8_WM, G8_WN, G8_STAGES, G8_MIN_BLOCKS.
+ */
+#include "kp_dialect.h"
+#include "moe_gemm_common.h"
+#include "common/kp_async_copy.h"
+#include "common/kp_tile_mma_e4m3.h"
+
+#if !defined(KP_GG_A_FP8) || !defined(KP_GG_W_FP8)
+#error "moe_gemm_fp8_gen2.cl takes e4m3 activations and weights (-DKP_GG_A_FP8 -DKP_GG_W_FP8)"
+#endif
+
+#ifndef G8_BM
+#define G8_BM 128
+#endif
+#ifndef G8_BN
+#define G8_BN 128
+#endif
+#ifndef G8_WM
+#define G8_WM 2
+#endif
+#ifndef G8_WN
+#define G8_WN 4
+#endif
+#ifndef G8_STAGES
+#define G8_STAGES 3
+#endif
+#ifndef G8_MIN_BLOCKS
+#define G8_MIN_BLOCKS 1
+#endif
+
+#define G8_NT (G8_WM * G8_WN * KP_MMA_LANES)
+#define G8_BK KP_MOE_GEMM8_BK
+#define G8_LD KP_MOE_GEMM8_LD
+#define G8_FM (G8_BM / G8_WM / 16)
+#define G8_FN (G8_BN / G8_WN / 8)
+#define G8_CHUNKS (G8_BK / 16) /* 16-byte chunks of a tile row */
+#define G8_LDC (G8_BN + 4)
+#define G8_STAGE KP_MOE_GEMM8_STAGE_BYTES(G8_BM, G8_BN)
+#if G8_BM % (16 * G8_WM) || G8_BN % (8 * G8_WN) || (G8_BM + G8_BN) % 4 || G8_STAGES < 2 || G8_STAGES > 4
+#error "moe_gemm_fp8_gen2.cl: G8_BM % (16 G8_WM), G8_BN % (8 G8_WN), (G8_BM + G8_BN) % 4 must be 0; 2 <= G8_STAGES <= 4"
+#endif
+
+#define G8_ARGS                                                                                        \
+    KP_GLOBAL const kpg_a_t *KP_RESTRICT a, KP_GLOBAL const int *KP_RESTRICT gather,                   \
+        KP_GLOBAL const kpg_w_t *KP_RESTRICT w, KP_GLOBAL const float *KP_RESTRICT ws,                 \
+        KP_GLOBAL const int *KP_RESTRICT offsets, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,  \
+        KP_GLOBAL const kp_storage_t *KP_RESTRICT y, KP_GLOBAL const int *KP_RESTRICT pos,             \
+        KP_GLOBAL const float *KP_RESTRICT tw, KP_GLOBAL float *part,                                  \
+        KP_GLOBAL const float *KP_RESTRICT as, kp_moe_gemm_kargs p
+
+/* Issues K tile kt (bytes kt*128 ..) of A and B into stage st, and its scales (every
+ * work-item, uniformly). A stage: A [G8_BM][G8_LD], B [G8_BN][G8_LD], sa [G8_BM], sw [G8_BN]. */
+KP_FN void g8_issue(KP_LOCAL_MEM unsigned char *st, int kt, KP_GLOBAL const kpg_a_t *a, KP_GLOBAL const kpg_w_t *w,
+                    KP_GLOBAL const float *ws, KP_GLOBAL const float *as, const kp_moe_gemm_kargs *p,
+                    KP_LOCAL_MEM const kpm_i64 *arow, KP_LOCAL_MEM const kpm_i64 *asrow,
+                    KP_LOCAL_MEM const kpm_i64 *wrow, KP_LOCAL_MEM const int *srow) {
+    const int lid = kp_local_id(0), k0 = kt * G8_BK;
+    for (int c = lid; c < G8_BM * G8_CHUNKS; c += G8_NT) {
+        int r = c / G8_CHUNKS, k = k0 + (c % G8_CHUNKS) * 16;
+        kpm_i64 ar = arow[r];
+        kp_copy16_async(st + r * G8_LD + (c % G8_CHUNKS) * 16, a + (ar >= 0 ? ar + k : 0), ar >= 0);
+    }
+    KP_LOCAL_MEM unsigned char *bs = st + G8_BM * G8_LD;
+    for (int c = lid; c < G8_BN * G8_CHUNKS; c += G8_NT) {
+        int r = c / G8_CHUNKS, k = k0 + (c % G8_CHUNKS) * 16;
+        kpm_i64 wo = wrow[r];
+        kp_copy16_async(bs + r * G8_LD + (c % G8_CHUNKS) * 16, w + (wo >= 0 ? wo + k : 0), wo >= 0);
+    }
+    KP_LOCAL_MEM float *sa = (KP_LOCAL_MEM float *)(st + (G8_BM + G8_BN) * G8_LD), *sw = sa + G8_BM;
+    for (int c = lid; c < G8_BM + G8_BN; c += G8_NT) {
+        if (c < G8_BM) sa[c] = asrow[c] >= 0 ? as[asrow[c] + kt * p->as_g] : 0.0f;
+        else sw[c - G8_BM] = wrow[c - G8_BM] >= 0 ? ws[p->ws_off + srow[c - G8_BM] + kt] : 0.0f;
+    }
+}
+
+KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_tiled(G8_ARGS KP_DYNAMIC_LOCAL_ARG(smem)) {
+    KP_DYNAMIC_LOCAL(smem);
+    KP_LOCAL_MEM unsigned char *stages = (KP_LOCAL_MEM unsigned char *)smem;
+    KP_LOCAL_MEM float *cs = (KP_LOCAL_MEM float *)smem; /* after the K loop */
+    KP_LOCAL_MEM char *idx = (KP_LOCAL_MEM char *)smem + KP_MOE_GEMM8_TILES_BYTES(G8_BM, G8_BN, G8_STAGES);
+    KP_LOCAL_MEM kpm_i64 *arow = (KP_LOCAL_MEM kpm_i64 *)idx;
+    KP_LOCAL_MEM kpm_i64 *asrow = arow + G8_BM;
+    KP_LOCAL_MEM kpm_i64 *wrow = asrow + G8_BM;
+    KP_LOCAL_MEM int *srow = (KP_LOCAL_MEM int *)(wrow + G8_BN);
+    (void)part;
+
+    const int lid = kp_local_id(0);
+    int row0 = 0, hi = 0;
+    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8_BM,
+                           kp_group_id(1), &row0, &hi);
+    if (e < 0) return; /* uniform over the work-group */
+    const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G8_BN / 2 : G8_BN);
+    for (int i = lid; i < G8_BM; i += G8_NT) {
+        kpm_i64 ar = kpg_arow(row0 + i, hi, gather, p.gather_off, p.gather_k, p.a_rows, p.a_off, p.a_ld);
+        arow[i] = ar;
+        /* the scale row: the source row a's row offset came from */
+        asrow[i] = ar >= 0 ? p.as_off + (p.a_ld > 0 ? (ar - p.a_off) / p.a_ld : 0) * p.as_t : -1;
+    }
+    for (int c = lid; c < G8_BN; c += G8_NT) {
+        int sr;
+        wrow[c] = kpg_wrow(c, G8_BN, n0, p.mode, p.n, p.n_out, e, p.w_off, p.w_se, p.w_sn, p.ws_nb, p.ws_kb, &sr);
+        srow[c] = sr;
+    }
+    kp_barrier();
+
+    const int lane = kp_mma_lane(), grp = lid / KP_MMA_LANES, gm = grp / G8_WN, gn = grp % G8_WN;
+    const int fr0 = gm * (G8_BM / G8_WM), fc0 = gn * (G8_BN / G8_WN); /* the group's tile in the block's */
+    kp_mma_acc acc[G8_FM * G8_FN];
+    for (int f = 0; f < G8_FM * G8_FN; ++f) kp_mma_acc_zero(&acc[f]);
+
+    const int ktiles = p.k / G8_BK;
+    for (int s = 0; s < G8_STAGES - 1; ++s) {
+        if (s < ktiles) g8_issue(stages + s * G8_STAGE, s, a, w, ws, as, &p, arow, asrow, wrow, srow);
+        kp_copy_commit();
+    }
+    for (int t = 0; t < ktiles; ++t) {
+        kp_copy_wait(G8_STAGES - 2);
+        kp_barrier(); /* tile t landed; every group is done with tile t - 1's stage */
+        const int nt = t + G8_STAGES - 1;
+        if (nt < ktiles) g8_issue(stages + (nt % G8_STAGES) * G8_STAGE, nt, a, w, ws, as, &p, arow, asrow, wrow, srow);
+        kp_copy_commit();
+        KP_LOCAL_MEM const unsigned char *at = stages + (t % G8_STAGES) * G8_STAGE;
+        KP_LOCAL_MEM const unsigned char *bt = at + G8_BM * G8_LD;
+        KP_LOCAL_MEM const float *sa = (KP_LOCAL_MEM const float *)(at + (G8_BM + G8_BN) * G8_LD);
+        KP_LOCAL_MEM const float *sw = sa + G8_BM;
+        kp_mma_acc sl[G8_FM * G8_FN]; /* this K slice's sums */
+        for (int f = 0; f < G8_FM * G8_FN; ++f) kp_mma_acc_zero(&sl[f]);
+        KP_NO_UNROLL /* unrolled, nvcc holds several steps' fragments: 255 registers and spills at 128 x 128 */
+        for (int kk = 0; kk < G8_BK; kk += KP_MMA8_K) {
+            kp_mma8_a fa[G8_FM];
+            for (int i = 0; i < G8_FM; ++i) kp_mma8_load_a(&fa[i], at + (fr0 + i * 16) * G8_LD + kk, G8_LD, lane);
+            KP_UNROLL
+            for (int j = 0; j < G8_FN; ++j) {
+                kp_mma8_b fb;
+                kp_mma8_load_b(&fb, bt + (fc0 + j * 8) * G8_LD + kk, G8_LD, lane);
+                for (int i = 0; i < G8_FM; ++i) kp_mma_16x8x32_e4m3(&sl[i * G8_FN + j], &fa[i], &fb);
+            }
+        }
+        for (int i = 0; i < G8_FM; ++i)
+            for (int j = 0; j < G8_FN; ++j)
+                kp_mma_acc_promote(&acc[i * G8_FN + j], &sl[i * G8_FN + j], sa + fr0 + i * 16, sw + fc0 + j * 8, lane);
+    }
+    kp_copy_wait(0);
+    kp_barrier(); /* the stages become the C tile */
+    for (int i = 0; i < G8_FM; ++i)
+        for (int j = 0; j < G8_FN; ++j)
+            kp_mma_store_acc_local_f32(&acc[i * G8_FN + j], cs + (fr0 + i * 16) * G8_LDC + fc0 + j * 8, G8_LDC, lane);
+    kp_barrier();
+    kpg_epilogue(cs, G8_LDC, G8_BM, G8_BN, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off, p.out_ld, y,
+                 p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
+}
