@@ -13,6 +13,34 @@ static bool ws_add(size_t *acc, int64_t count, size_t elem_bytes) {
     return !__builtin_add_overflow(*acc, n, acc);
 }
 
+bool kp_moe_forward_w8a8(const kp_moe_forward_params *p) { return p->activation_dtype == KP_FP8_E4M3; }
+
+/* activation_dtype: 0 or x's dtype (W8A16), or KP_FP8_E4M3 (W8A8: e4m3 w13 and w2 with
+ * scales, which the weight rules above already tie to K % 128 == 0). */
+static kp_status kp_check_moe_forward_activations(const char *op, const kp_moe_forward_params *p) {
+    if (p->activation_scale_ue8m0 != 0 && p->activation_scale_ue8m0 != 1)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: activation_scale_ue8m0 is %d; it must be 0 or 1", op,
+                            (int)p->activation_scale_ue8m0);
+    if (!kp_moe_forward_w8a8(p)) {
+        if (p->activation_dtype != 0 && p->activation_dtype != (int32_t)p->x.dtype)
+            return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                                "%s: activation_dtype is %d; it must be 0 or x's dtype (%s) for activations in x's "
+                                "dtype, or KP_FP8_E4M3 (%d) for FP8 activations (W8A8)",
+                                op, (int)p->activation_dtype, kp_dtype_name(p->x.dtype), (int)KP_FP8_E4M3);
+        if (p->activation_scale_ue8m0)
+            return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                                "%s: activation_scale_ue8m0 is set but activation_dtype does not ask for FP8 "
+                                "activations (KP_FP8_E4M3)", op);
+        return KP_OK;
+    }
+    if (p->w13.dtype != KP_FP8_E4M3 || p->w2.dtype != KP_FP8_E4M3)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: activation_dtype KP_FP8_E4M3 (W8A8) needs FP8 e4m3 w13 and w2 with their block "
+                            "scales; w13 is %s and w2 is %s", op, kp_dtype_name(p->w13.dtype),
+                            kp_dtype_name(p->w2.dtype));
+    return KP_OK;
+}
+
 kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_params *p) {
     const char *op = "moe_forward";
     const kp_tensor_rule rules[] = {
@@ -61,7 +89,8 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
             (st = kp_check_dim(op, "shared_w2", &p->shared_w2, 1, inter_s, "inter_s of shared_w13")))
             return st;
     }
-    return kp_validate_moe_routing(op, &p->routing, e);
+    if ((st = kp_validate_moe_routing(op, &p->routing, e))) return st;
+    return kp_check_moe_forward_activations(op, p);
 }
 
 /* The layout every backend's kp_moe_forward uses, only what it writes: routing,
@@ -70,22 +99,31 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
  * [T*k, 2*inter] region), and the shared expert's SwiGLU output; plus room to start it
  * at the next multiple of KP_MOE_WORKSPACE_ALIGN after any workspace_offset. The
  * intermediates are stored in x's dtype (bf16/f16 halve them, as vLLM and SGLang do;
- * each GEMM still accumulates in f32). A backend that pads rows must grow this. */
+ * each GEMM still accumulates in f32). A backend that pads rows must grow this.
+ * W8A8 (activation_dtype KP_FP8_E4M3) stores h in e4m3 (1 byte, not x's dtype) and
+ * appends, after the shared expert's region: the e4m3 x [T, hidden], x's scales f32
+ * [T, hidden/128], h's scales f32 [T*k, inter/128] (row-major, kp_quantize_fp8's
+ * layout), each 256-byte aligned. */
 kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
-    int64_t pairs, rows_i, rows_h, shared;
+    int64_t pairs, rows_i, rows_h, shared, x_q;
     const size_t act = kp_dtype_size(p->x.dtype);
+    const bool w8a8 = kp_moe_forward_w8a8(p);
     size_t b = KP_MOE_WORKSPACE_ALIGN - 1;
     bool ok = !__builtin_mul_overflow(t, k, &pairs) && !__builtin_mul_overflow(pairs, inter, &rows_i) &&
-              !__builtin_mul_overflow(pairs, hidden, &rows_h) && !__builtin_mul_overflow(t, inter_s, &shared);
+              !__builtin_mul_overflow(pairs, hidden, &rows_h) && !__builtin_mul_overflow(t, inter_s, &shared) &&
+              !__builtin_mul_overflow(t, hidden, &x_q);
     ok = ok && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && ws_add(&b, pairs, 4) && /* topk_ids, weights, token_pos */
          ws_add(&b, pairs, 4) &&                                                       /* sorted_ids */
          ws_add(&b, e + 1, 4) &&                                                       /* expert_offsets */
-         ws_add(&b, rows_i, act) &&                                                    /* SwiGLU */
+         ws_add(&b, rows_i, w8a8 ? 1 : act) &&                                         /* SwiGLU (W8A8: e4m3) */
          ws_add(&b, rows_h, act) &&                                                    /* ·w2ᵀ */
-         (!inter_s || ws_add(&b, shared, act));                                        /* shared SwiGLU */
+         (!inter_s || ws_add(&b, shared, act)) &&                                      /* shared SwiGLU */
+         (!w8a8 || (ws_add(&b, x_q, 1) &&                                              /* W8A8: e4m3 x */
+                    ws_add(&b, x_q / 128, 4) &&                                        /* its scales */
+                    ws_add(&b, rows_i / 128, 4)));                                     /* h's scales */
     if (!ok)
         return kp_set_error(KP_ERR_INVALID_SHAPE,
                             "moe_forward: the workspace for T = %lld, topk = %lld, E = %lld, hidden = %lld, "

@@ -12,11 +12,21 @@
  *      its SwiGLU MLP runs as a one-"expert" grouped GEMM over all T rows, and its
  *      second GEMM's epilogue does the combine, adding its own output last.
  *
+ * W8A8 (activation_dtype KP_FP8_E4M3): before step 3, x is quantized per token and
+ * 128-column group (kp_quantize_fp8's rule) into the workspace; steps 3 and 4 run the
+ * W8A8 engine (cpu_gemm_block_w8a8: per-slice f32 sums, scaled once); step 3's column
+ * tiles are whole multiples of 128, so the SwiGLU epilogue quantizes each 128-column
+ * group of h straight from f32 into e4m3 with its scale (h never exists in x's dtype).
+ * The shared expert keeps x's dtype (its weights are in x's dtype).
+ *
  * Workspace: the layout of core/ops/op_moe_forward.c (kp_moe_forward_workspace_bytes),
  * each region aligned to 256 bytes: topk_ids, topk_weights, token_pos [T*k];
  * sorted_ids [T*k]; expert_offsets [E+1]; then in x's dtype: SwiGLU [T*k, inter]
  * (x·w13ᵀ is never stored); ·w2ᵀ [T*k, hidden]; the shared expert's SwiGLU [T, inter_s].
+ * W8A8: SwiGLU in e4m3 instead; after the shared region, e4m3 x [T, hidden], x's
+ * scales [T, hidden/128], h's scales [T*k, inter/128] (f32, row-major).
  */
+#include "cpu_fp8.h"
 #include "cpu_gemm.h"
 
 #include <stdatomic.h>
@@ -34,7 +44,10 @@ typedef struct fwd_job {
     int64_t t, k, hidden, inter, inter_s;
     int32_t *ids, *token_pos, *sorted_ids, *offsets;
     float *weights;
-    unsigned char *h, *y, *h_s; /* intermediates, in act (x's dtype) */
+    unsigned char *h, *y, *h_s; /* intermediates, in act (x's dtype); W8A8: h in e4m3 */
+    int w8a8, ue8m0;
+    uint8_t *xq;                /* W8A8: e4m3 x [T, hidden] */
+    float *xs, *hs;             /* W8A8: scales of x [T, hidden/128] and of h [T*k, inter/128] */
     kp_dtype act;
     size_t act_size;
     cpu_gemm_plan plan;
@@ -46,6 +59,60 @@ typedef struct fwd_job {
 } fwd_job;
 
 static void gate_range(void *ctx, int64_t t0, int64_t t1) { cpu_moe_gate_rows(ctx, t0, t1); }
+
+/* W8A8: x's rows [t0, t1) -> e4m3 xq and its scales xs (kp_quantize_fp8's rule). */
+static void quant_x_range(void *ctx, int64_t t0, int64_t t1) {
+    const fwd_job *j = ctx;
+    const int64_t groups = j->hidden / CPU_FP8_GROUP;
+    float row[CPU_FP8_GROUP];
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t g = 0; g < groups; g++) {
+            cpu_load_row(j->plan.cvt, j->act, cpu_at2(&j->p->x, t, g * CPU_FP8_GROUP), row, CPU_FP8_GROUP);
+            j->xs[t * groups + g] =
+                cpu_fp8_quantize_group(row, j->xq + t * j->hidden + g * CPU_FP8_GROUP, j->ue8m0);
+        }
+}
+
+/* One W8A8 task of the routed experts: step 3 (w13, SwiGLU, h quantized per 128-column
+ * group in the epilogue) or step 4 (w2, y stored in x's dtype). */
+static kp_status w8a8_task(fwd_job *j, const cpu_expert_task *k, float *c, float *u) {
+    const kp_moe_forward_params *p = j->p;
+    const uint8_t *rows[CPU_GEMM_MC_MAX];
+    const float *scales[CPU_GEMM_MC_MAX];
+    const int ldc = j->plan.nc;
+    const int64_t hgroups = j->inter / CPU_FP8_GROUP;
+    kp_status st;
+    if (j->stage == STAGE_W13) {
+        cpu_gemm_w w = cpu_gemm_expert(&p->w13, &p->w13_scale, k->e);
+        for (int i = 0; i < k->m; i++) {
+            int64_t tok = j->sorted_ids[k->row0 + i] / j->k;
+            rows[i] = j->xq + tok * j->hidden;
+            scales[i] = j->xs + tok * (j->hidden / CPU_FP8_GROUP);
+        }
+        if ((st = cpu_gemm_block_w8a8(&j->plan, rows, scales, 1, k->m, &w, k->n0, k->nc, c, ldc)) ||
+            (st = cpu_gemm_block_w8a8(&j->plan, rows, scales, 1, k->m, &w, j->inter + k->n0, k->nc, u, ldc)))
+            return st;
+        for (int i = 0; i < k->m; i++) { /* n0 and nc are multiples of 128: whole groups */
+            const int64_t r = k->row0 + i;
+            float *g = c + (size_t)i * ldc;
+            cpu_gemm_swiglu(g, u + (size_t)i * ldc, k->nc);
+            for (int l = 0; l < k->nc; l += CPU_FP8_GROUP)
+                j->hs[r * hgroups + (k->n0 + l) / CPU_FP8_GROUP] =
+                    cpu_fp8_quantize_group(g + l, j->h + r * j->inter + k->n0 + l, j->ue8m0);
+        }
+        return KP_OK;
+    }
+    cpu_gemm_w w = cpu_gemm_expert(&p->w2, &p->w2_scale, k->e);
+    for (int i = 0; i < k->m; i++) {
+        rows[i] = j->h + (k->row0 + i) * j->inter;
+        scales[i] = j->hs + (k->row0 + i) * hgroups;
+    }
+    if ((st = cpu_gemm_block_w8a8(&j->plan, rows, scales, 1, k->m, &w, k->n0, k->nc, c, ldc))) return st;
+    for (int i = 0; i < k->m; i++)
+        cpu_store_row(j->plan.cvt, j->act, c + (size_t)i * ldc,
+                      j->y + ((size_t)(k->row0 + i) * j->hidden + k->n0) * j->act_size, k->nc);
+    return KP_OK;
+}
 
 static cpu_gemm_w dense_weights(const kp_tensor *w) {
     cpu_gemm_w g;
@@ -71,6 +138,13 @@ static void gemm_range(void *ctx, int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t++) {
         cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
         kp_status st = KP_OK;
+        if (j->w8a8 && (j->stage == STAGE_W13 || j->stage == STAGE_W2)) {
+            if ((st = w8a8_task(j, &k, c, u)) != KP_OK) {
+                atomic_store(&j->failed, 1);
+                return;
+            }
+            continue;
+        }
         switch (j->stage) {
         case STAGE_W13:
         case STAGE_SHARED_W13: {
@@ -131,7 +205,13 @@ static void run_stage(fwd_job *j, cpu_pool *pool, stage sg, const int32_t *off, 
                       kp_dtype a_dtype, kp_dtype w_dtype, int64_t *start) {
     if (atomic_load(&j->failed)) return;
     j->stage = sg;
-    j->plan = cpu_gemm_plan_make(j->info, j->p->x.dtype, a_dtype, w_dtype);
+    if (j->w8a8 && (sg == STAGE_W13 || sg == STAGE_W2)) {
+        /* e4m3 rows decoded exactly to bf16; column tiles of whole 128-column groups */
+        j->plan = cpu_gemm_plan_make(j->info, KP_BF16, KP_BF16, KP_FP8_E4M3);
+        j->plan.nc = (j->plan.nc + CPU_FP8_GROUP - 1) / CPU_FP8_GROUP * CPU_FP8_GROUP;
+    } else {
+        j->plan = cpu_gemm_plan_make(j->info, j->p->x.dtype, a_dtype, w_dtype);
+    }
     int64_t ntasks = cpu_expert_tasks_init(&j->tasks, &j->plan, off, experts, n, start);
     cpu_pool_parallel_for(pool, ntasks, 1, gemm_range, j);
 }
@@ -151,6 +231,8 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     j.inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
     j.act = p->x.dtype;
     j.act_size = kp_dtype_size(j.act);
+    j.w8a8 = p->activation_dtype == KP_FP8_E4M3;
+    j.ue8m0 = p->activation_scale_ue8m0;
     int64_t experts = p->w13.shape[0];
     size_t pairs = (size_t)(j.t * j.k), rows = pairs; /* align with block size 1: no padding rows */
     unsigned char *ws = cpu_buffer_data(p->workspace) + p->workspace_offset;
@@ -165,10 +247,18 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
     j.offsets = (int32_t *)ws;
     ws += ws_align(((size_t)experts + 1) * 4);
     j.h = ws;
-    ws += ws_align(rows * (size_t)j.inter * j.act_size);
+    ws += ws_align(rows * (size_t)j.inter * (j.w8a8 ? 1 : j.act_size));
     j.y = ws;
     ws += ws_align(rows * (size_t)j.hidden * j.act_size);
     j.h_s = ws;
+    if (j.w8a8) { /* sizes checked by the core (kp_moe_forward_workspace_bytes) */
+        ws += j.inter_s ? ws_align((size_t)(j.t * j.inter_s) * j.act_size) : 0;
+        j.xq = ws;
+        ws += ws_align((size_t)(j.t * j.hidden));
+        j.xs = (float *)ws;
+        ws += ws_align((size_t)(j.t * j.hidden) / CPU_FP8_GROUP * 4);
+        j.hs = (float *)ws;
+    }
     atomic_init(&j.failed, 0);
 
     cpu_pool *pool = cpu_state(s)->pool;
@@ -190,6 +280,10 @@ kp_status cpu_op_moe_forward(kp_op op, kp_stream *s, const void *params, int dry
                        j.token_pos);
 
     int64_t start[MAX_EXPERTS + 1];
+    if (j.w8a8) {
+        j.plan.cvt = cpu_state(s)->kernels;
+        cpu_pool_parallel_for(pool, j.t, 4, quant_x_range, &j);
+    }
     run_stage(&j, pool, STAGE_W13, j.offsets, experts, j.inter, p->x.dtype, p->w13.dtype, start);
     run_stage(&j, pool, STAGE_W2, j.offsets, experts, j.hidden, j.act, p->w2.dtype, start);
     j.combine = (cpu_combine_src){.y = j.y,
