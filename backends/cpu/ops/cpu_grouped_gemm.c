@@ -32,7 +32,7 @@ static kp_status gg_task_w8a8(const gg_job *j, const cpu_expert_task *k, float *
     const kp_tensor *sc = &p->a_scale;
     const int col = p->a_scale_layout == KP_FP8_SCALE_COL_MAJOR;
     const int64_t s_row = col ? sc->strides[1] : sc->strides[0], s_kb = col ? sc->strides[0] : sc->strides[1];
-    const float *s0 = (const float *)(cpu_buffer_data(sc->buffer) + sc->offset);
+    const float *s0 = (const float *)cpu_tensor_data(sc);
     const uint8_t *rows[CPU_GEMM_MC_MAX];
     const float *scales[CPU_GEMM_MC_MAX];
     for (int i = 0; i < k->m; i++) {
