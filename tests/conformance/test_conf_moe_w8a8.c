@@ -121,7 +121,20 @@ static void layer_ref(const mcase *c, const layer *l, int w8a8, double *ref, dou
     const int64_t t = c->t, hidden = c->hidden, inter = c->inter, nb13 = (2 * inter + 127) / 128,
                   kb13 = hidden / 128, nb2 = (hidden + 127) / 128, kb2 = inter / 128;
     double ids[TOPK], wts[TOPK];
-    double *d13 = malloc((size_t)(2 * inter * hidden) * sizeof *d13), *d2 = malloc((size_t)(hidden * inter) * sizeof *d2);
+    double *d13 = NULL, *d2 = NULL; /* W8A16: every expert's weights dequantized, once */
+    if (!w8a8) {
+        d13 = malloc((size_t)(E * 2 * inter * hidden) * sizeof *d13), d2 = malloc((size_t)(E * hidden * inter) * sizeof *d2);
+        for (int64_t ex = 0; ex < E; ex++) {
+            const double *s13 = l->s13.host + ex * nb13 * kb13, *s2 = l->s2.host + ex * nb2 * kb2;
+            for (int64_t j = 0; j < 2 * inter; j++)
+                for (int64_t q = 0; q < hidden; q++)
+                    d13[(ex * 2 * inter + j) * hidden + q] =
+                        l->w13.host[(ex * 2 * inter + j) * hidden + q] * s13[(j / 128) * kb13 + q / 128];
+            for (int64_t j = 0; j < hidden; j++)
+                for (int64_t q = 0; q < inter; q++)
+                    d2[(ex * hidden + j) * inter + q] = l->w2.host[(ex * hidden + j) * inter + q] * s2[(j / 128) * kb2 + q / 128];
+        }
+    }
     for (int64_t i = 0; i < t * hidden; i++) ref[i] = 0.0, err[i] = 0.0;
     for (int64_t tok = 0; tok < t; tok++) {
         ref_moe_gate(l->lg.host + tok * E, 1, E, NULL, &l->p.routing, ids, wts, NULL);
@@ -136,12 +149,9 @@ static void layer_ref(const mcase *c, const layer *l, int w8a8, double *ref, dou
                                      e2);
                 continue;
             }
-            for (int64_t j = 0; j < 2 * inter; j++)
-                for (int64_t q = 0; q < hidden; q++) d13[j * hidden + q] = w13[j * hidden + q] * s13[(j / 128) * kb13 + q / 128];
-            for (int64_t j = 0; j < hidden; j++)
-                for (int64_t q = 0; q < inter; q++) d2[j * inter + q] = w2[j * inter + q] * s2[(j / 128) * kb2 + q / 128];
             ref_mlp_err me = {kp_conf_prec(c->dt), kp_conf_prec(KP_BF16), e2};
-            ref_swiglu_mlp_add(xr, d13, d2, hidden, inter, wts[slot], o, &me);
+            ref_swiglu_mlp_add(xr, d13 + ex * 2 * inter * hidden, d2 + ex * hidden * inter, hidden, inter, wts[slot], o,
+                               &me);
         }
         if (c->inter_s) {
             ref_mlp_err me = {kp_conf_prec(c->dt), kp_conf_prec(KP_F32), e2};

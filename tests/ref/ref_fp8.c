@@ -133,7 +133,8 @@ static void w8a8_row(const double *a, const double *da, int64_t k, const double 
                 double t = a[l] * w[j * k + l] * ws;
                 sum += t;
                 terms2 += t * t;
-                from_a2 += pow(da[l] * w[j * k + l] * ws, 2);
+                double ta = da[l] * w[j * k + l] * ws;
+                from_a2 += ta * ta;
             }
             acc += sum;
             slices2 += sum * sum;
