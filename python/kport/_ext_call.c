@@ -142,12 +142,14 @@ static const op_field forward_fields[] = {
     FLD(kp_moe_forward_params, w13_scale, F_IN),
     FLD(kp_moe_forward_params, w2, F_IN_FP8),
     FLD(kp_moe_forward_params, w2_scale, F_IN),
-    FLD(kp_moe_forward_params, shared_w13, F_IN),
-    FLD(kp_moe_forward_params, shared_w2, F_IN),
+    FLD(kp_moe_forward_params, shared_w13, F_IN_FP8),
+    FLD(kp_moe_forward_params, shared_w2, F_IN_FP8),
     FLD(kp_moe_forward_params, out, F_OUT),
     ROUTING(kp_moe_forward_params),
     FLD(kp_moe_forward_params, activation_dtype, F_I32),
     FLD(kp_moe_forward_params, activation_scale_ue8m0, F_I32),
+    FLD(kp_moe_forward_params, shared_w13_scale, F_IN),
+    FLD(kp_moe_forward_params, shared_w2_scale, F_IN),
 };
 
 /* The caches are updated in place (only the mapped slots change): a cache must be memory

@@ -163,19 +163,21 @@ def moe_combine(expert_out, token_pos, topk_weights, *, out=None, device=None, s
 
 def moe_forward(x, router_logits, w13, w2, bias=None, *, w13_scale=None, w2_scale=None, shared_w13=None,
                 shared_w2=None, topk, n_group=1, topk_group=1, scoring="softmax", renormalize=False,
-                route_scale=1.0, fp8_activations=False, activation_scale_ue8m0=False, out=None, device=None,
-                stream=None):
+                route_scale=1.0, fp8_activations=False, activation_scale_ue8m0=False, shared_w13_scale=None,
+                shared_w2_scale=None, out=None, device=None, stream=None):
     """The routed MoE layer in one call: gate -> align -> x @ w13.T -> SwiGLU -> @ w2.T -> combine,
     plus the shared expert (a dense SwiGLU MLP) when shared_w13/shared_w2 are given.
     x [T, hidden]; w13 [E, 2*inter, hidden] (gate rows, then up rows); w2 [E, hidden, inter];
-    FP8 weights take w13_scale/w2_scale (DeepSeek-V3's weight_scale_inv, stacked).
+    FP8 weights take w13_scale/w2_scale (DeepSeek-V3's weight_scale_inv, stacked); FP8 shared
+    weights take shared_w13_scale [ceil(2*inter_s/128), hidden/128] / shared_w2_scale.
 
     fp8_activations=True: W8A8 (FP8 weights required): x and the SwiGLU output are quantized to
     e4m3 per token and 128-column group (f32 scales; power-of-two with activation_scale_ue8m0)
-    and both GEMMs run on e4m3 x e4m3; the shared expert stays in x's dtype."""
+    and both GEMMs run on e4m3 x e4m3; an FP8 shared expert likewise, one in x's dtype stays so."""
     if out is None:
         out = _new(x, tuple(x.shape))
     _call(_FORWARD, _target(device, stream), x, router_logits, bias, _fp8_bytes(w13), w13_scale, _fp8_bytes(w2),
-          w2_scale, shared_w13, shared_w2, out, topk, n_group, topk_group, _SCORING[scoring], int(renormalize),
-          route_scale, _KP_FP8_E4M3 if fp8_activations else 0, int(activation_scale_ue8m0))
+          w2_scale, _fp8_bytes(shared_w13), _fp8_bytes(shared_w2), out, topk, n_group, topk_group, _SCORING[scoring],
+          int(renormalize), route_scale, _KP_FP8_E4M3 if fp8_activations else 0, int(activation_scale_ue8m0),
+          shared_w13_scale, shared_w2_scale)
     return out

@@ -226,12 +226,26 @@ def test_grouped_gemm_fp8_activations_with_a_scale(device, rng, layout):
     assert err.value.status == "KP_ERR_INVALID_ARGUMENT" and "a_scale" in err.value.message
 
 
-def ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0):
-    """Softmax top-k routing (renormalized), experts in W8A8 (both quantizations), float64."""
+def dequant(w, s):
+    """e4m3 bytes [..., N, K] times their 128x128 block scales [..., ceil(N/128), K/128]."""
+    full = np.repeat(np.repeat(s, 128, axis=-2), 128, axis=-1)
+    return E4M3[w] * full[..., :w.shape[-2], :]
+
+
+def mlp_w8a8(xq, d13, d2, ue8m0):
+    """One expert in W8A8 on a quantized row: SwiGLU in float64, h quantized, h @ w2.T."""
+    inter = d13.shape[0] // 2
+    gu = d13 @ xq
+    h = gu[:inter] / (1 + np.exp(-gu[:inter])) * gu[inter:]
+    hq, _ = quantize_groups(h[None], ue8m0)
+    return d2 @ hq[0]
+
+
+def ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0, shared=None):
+    """Softmax top-k routing (renormalized), experts in W8A8 (both quantizations), float64;
+    shared = (w13, s13, w2, s2) of an FP8 shared expert, run the same way."""
     t, hidden = x.shape
-    inter = w13.shape[1] // 2
-    d13 = E4M3[w13] * np.repeat(np.repeat(s13, 128, axis=1), 128, axis=2)
-    d2 = E4M3[w2] * np.repeat(np.repeat(s2, 128, axis=1), 128, axis=2)
+    d13, d2 = dequant(w13, s13), dequant(w2, s2)
     xq, _ = quantize_groups(x.astype(np.float64), ue8m0)
     out = np.zeros((t, hidden))
     p = np.exp(logits - logits.max(1, keepdims=True))
@@ -239,15 +253,20 @@ def ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0):
         ids = np.argsort(-logits[tok], kind="stable")[:topk]
         wts = p[tok, ids] / p[tok, ids].sum()
         for e, wt in zip(ids, wts):
-            gu = d13[e] @ xq[tok]
-            h = gu[:inter] / (1 + np.exp(-gu[:inter])) * gu[inter:]
-            hq, _ = quantize_groups(h[None], ue8m0)
-            out[tok] += wt * (d2[e] @ hq[0]).astype(np.float16)  # y is stored in x's dtype
+            out[tok] += wt * mlp_w8a8(xq[tok], d13[e], d2[e], ue8m0).astype(np.float16)  # y stored in x's dtype
+        if shared is not None:
+            out[tok] += mlp_w8a8(xq[tok], dequant(shared[0], shared[1]), dequant(shared[2], shared[3]), ue8m0)
     return out
 
 
-@pytest.mark.parametrize("ue8m0", [False, True])
-def test_moe_forward_fp8_activations(device, rng, ue8m0):
+def fp8_bytes(rng, shape):
+    b = rng.integers(0, 256, shape).astype(np.uint8) & 0xBF  # |w| < 2
+    b[(b & 0x7F) == 0x7F] = 0x38
+    return b
+
+
+@pytest.mark.parametrize("ue8m0,shared", [(False, False), (True, False), (False, True)])
+def test_moe_forward_fp8_activations(device, rng, ue8m0, shared):
     t, hidden, inter, experts, topk = 6, 256, 128, 4, 2
     x = rng.uniform(-1, 1, (t, hidden)).astype(np.float16)
     x[:, 7] *= 30  # an outlier channel
@@ -259,10 +278,15 @@ def test_moe_forward_fp8_activations(device, rng, ue8m0):
     s13 = rng.uniform(0.005, 0.02, (experts, 2, 2)).astype(np.float32)
     s2 = rng.uniform(0.005, 0.02, (experts, 2, 1)).astype(np.float32)
     args = dict(w13_scale=s13, w2_scale=s2, topk=topk, renormalize=True, device=device)
+    sh = None
+    if shared:  # DeepSeek-V3's FP8 shared expert (inter_s 128), in the same W8A8 path
+        sh = (fp8_bytes(rng, (256, hidden)), rng.uniform(0.005, 0.02, (2, 2)).astype(np.float32),
+              fp8_bytes(rng, (hidden, 128)), rng.uniform(0.005, 0.02, (2, 1)).astype(np.float32))
+        args.update(shared_w13=sh[0], shared_w13_scale=sh[1], shared_w2=sh[2], shared_w2_scale=sh[3])
     out8 = expect_w8a8_or_unsupported(device, lambda: kport.moe_forward(
         x, logits, w13, w2, fp8_activations=True, activation_scale_ue8m0=ue8m0, **args))
     out16 = kport.moe_forward(x, logits, w13, w2, **args)
-    ref = ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0)
+    ref = ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0, sh)
     # h's e4m3 rounding may flip next to a tie (kport's f32 h vs the float64 one): one such
     # element moves a token's output by ~0.5%; skipping a quantization moves it by ~3%
     assert_close_f32(out8, ref, tol=5e-3)

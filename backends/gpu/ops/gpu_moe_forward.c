@@ -90,12 +90,15 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     kp_gpu_moe_gemm s1, s2;
     if (inter_s > 0) {
         s1 = (kp_gpu_moe_gemm){
-            .dtype = dt, .a = x, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w13), .dense_rows = t, .n_exp = 1,
+            .dtype = dt, .w_fp8 = p->shared_w13.dtype == KP_FP8_E4M3, .a = x, .a_rows = t,
+            .w = kp_gpu_view_of(&p->shared_w13), .w_scale = kp_gpu_view_of(&p->shared_w13_scale), .dense_rows = t,
+            .n_exp = 1,
             .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter_s, .out = h_s,
         };
         s1.w.ld = p->shared_w13.strides[0];
         s2 = (kp_gpu_moe_gemm){
-            .dtype = dt, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
+            .dtype = dt, .w_fp8 = p->shared_w2.dtype == KP_FP8_E4M3, .a = h_s, .a_rows = t,
+            .w = kp_gpu_view_of(&p->shared_w2), .w_scale = kp_gpu_view_of(&p->shared_w2_scale), .dense_rows = t,
             .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_MOE_GEMM_COMBINE, .out = out, .y = y,
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
