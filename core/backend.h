@@ -195,7 +195,7 @@ static inline size_t kp_backend_dtype_size(kp_dtype t) {
 
 /* The tensor arguments of an op's params struct, for rules that apply to all of them
  * (a backend's index-width limits): fills t and names, returns the count. */
-#define KP_OP_MAX_TENSORS 10
+#define KP_OP_MAX_TENSORS 12
 static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_tensor *t[KP_OP_MAX_TENSORS],
                                         const char *names[KP_OP_MAX_TENSORS]) {
     int n = 0;
@@ -232,7 +232,7 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
     case KP_OP_GROUPED_GEMM:
         KP_T_(kp_grouped_gemm_params, a), KP_T_(kp_grouped_gemm_params, w);
         KP_T_(kp_grouped_gemm_params, w_scale), KP_T_(kp_grouped_gemm_params, expert_offsets);
-        KP_T_(kp_grouped_gemm_params, out);
+        KP_T_(kp_grouped_gemm_params, out), KP_T_(kp_grouped_gemm_params, a_scale);
         break;
     case KP_OP_MOE_COMBINE:
         KP_T_(kp_moe_combine_params, expert_out), KP_T_(kp_moe_combine_params, token_pos);
@@ -244,6 +244,7 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_moe_forward_params, w13_scale), KP_T_(kp_moe_forward_params, w2);
         KP_T_(kp_moe_forward_params, w2_scale), KP_T_(kp_moe_forward_params, shared_w13);
         KP_T_(kp_moe_forward_params, shared_w2), KP_T_(kp_moe_forward_params, out);
+        KP_T_(kp_moe_forward_params, shared_w13_scale), KP_T_(kp_moe_forward_params, shared_w2_scale);
         break;
     case KP_OP_KV_CACHE_STORE:
         KP_T_(kp_kv_cache_store_params, key), KP_T_(kp_kv_cache_store_params, value);

@@ -137,6 +137,8 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
 /* Bytes kp_moe_forward_workspace_size reports (layout plus alignment room); an
  * overflow is KP_ERR_INVALID_SHAPE. */
 kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes);
+/* activation_dtype asks for FP8 activations (W8A8). */
+bool kp_moe_forward_w8a8(const kp_moe_forward_params *p);
 /* workspace_offset rounded up to KP_MOE_WORKSPACE_ALIGN: where the layout starts. */
 size_t kp_moe_forward_workspace_start(const kp_moe_forward_params *p);
 

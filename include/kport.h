@@ -452,7 +452,8 @@ typedef struct kp_moe_combine_params {
 } kp_moe_combine_params;
 
 /* The routed-expert layer in one call: gate -> align -> x·w13ᵀ -> SwiGLU -> ·w2ᵀ ->
- * combine, plus an optional shared expert (dense SwiGLU MLP) added to the output.
+ * combine, plus an optional shared expert (dense SwiGLU MLP) added to the output
+ * (its weights in x's dtype, or FP8 with shared_w13_scale / shared_w2_scale below).
  * x [T, hidden]; router_logits [T, E]; bias optional f32 [E];
  * w13 [E, 2*inter, hidden] (gate rows first, then up); w2 [E, hidden, inter];
  * w13_scale / w2_scale f32 block scales when the weights are FP8;
@@ -471,6 +472,28 @@ typedef struct kp_moe_forward_params {
     kp_buffer *workspace;
     size_t workspace_offset;
     kp_moe_routing routing;
+    /* 0.2: FP8 activations (W8A8, the way DeepSeek-V3 is served; README "FP8 layouts").
+     * activation_dtype 0 (what a zeroed struct holds) or x's dtype: the activations stay
+     * in x's dtype (W8A16 with FP8 weights). KP_FP8_E4M3: W8A8, which needs FP8 e4m3 w13
+     * and w2 with their scales (anything else: KP_ERR_INVALID_ARGUMENT, nothing written):
+     *  - x is quantized per token and 128-column group exactly as kp_quantize_fp8 does
+     *    (scale = amax / 448 in f32, or UE8M0 with activation_scale_ue8m0 = 1);
+     *  - x·w13ᵀ as kp_grouped_gemm's W8A8: each 128-wide K slice summed in f32 and
+     *    scaled once by a_scale * w_scale (DeepGEMM's promotion);
+     *  - h = silu(gate) * up in f32, quantized in the SwiGLU epilogue the same way (per
+     *    row, groups of 128 columns of inter; never stored in x's dtype);
+     *  - h·w2ᵀ W8A8 likewise, y stored in x's dtype, combined as in W8A16.
+     * A shared expert with FP8 weights runs the same way (its h quantized in its own
+     * SwiGLU epilogue), as SGLang and vLLM serve V3; one in x's dtype keeps x's dtype
+     * activations. hidden and inter are multiples of 128 (FP8 weights need it). */
+    int32_t activation_dtype;       /* 0 / x's dtype, or KP_FP8_E4M3 */
+    int32_t activation_scale_ue8m0; /* W8A8 only: 1 = power-of-two activation scales */
+    /* 0.2: an FP8 shared expert (DeepSeek-V3's shared_experts with weight_scale_inv):
+     * shared_w13 / shared_w2 e4m3 with f32 128x128 block scales shared_w13_scale
+     * [ceil(2*inter_s/128), hidden/128] and shared_w2_scale [ceil(hidden/128), inter_s/128]
+     * (hidden, inter_s multiples of 128; x f16/bf16). Absent for shared weights in x's
+     * dtype. Without FP8 activations the shared expert is then W8A16 like the routed. */
+    kp_tensor shared_w13_scale, shared_w2_scale;
 } kp_moe_forward_params;
 
 KP_API kp_status kp_attention_prefill(kp_stream *s, const kp_attention_prefill_params *p);
@@ -482,7 +505,8 @@ KP_API kp_status kp_grouped_gemm(kp_stream *s, const kp_grouped_gemm_params *p);
 KP_API kp_status kp_moe_combine(kp_stream *s, const kp_moe_combine_params *p);
 KP_API kp_status kp_moe_forward(kp_stream *s, const kp_moe_forward_params *p);
 /* Bytes of workspace kp_moe_forward needs for these shapes and x's dtype on device d
- * (the intermediates are x's dtype: a bf16/f16 layer needs about half of an f32 one);
+ * (the intermediates are x's dtype: a bf16/f16 layer needs about half of an f32 one;
+ * W8A8 adds the e4m3 x and its scales, and keeps h in e4m3 with its scales);
  * workspace fields of p are ignored. */
 KP_API kp_status kp_moe_forward_workspace_size(kp_device *d, const kp_moe_forward_params *p,
                                                size_t *bytes);

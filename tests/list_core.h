@@ -22,6 +22,7 @@ X(api_last_error_is_per_thread)
 X(api_native_handles_on_cpu)
 /* test_address.c */
 X(api_address_tensors_same_bytes_as_buffers)
+X(api_address_tensors_w8a8)
 X(api_address_tensor_rules)
 X(api_address_tensors_refused_by_ops)
 X(api_dlpack_import_allocates_nothing)

@@ -60,12 +60,13 @@ static void to_addresses(op_params *o, host_copy *h, kp_device *d, void *params,
 
 /* Runs o's op on buffer tensors and on address tensors over copies of the same
  * bytes: every buffer must end bitwise equal to its copy, the guards untouched. */
-static void same_bytes_as_buffers(kp_op op) {
+static void same_bytes_as_buffers_with(kp_op op, void (*tweak)(op_params *o, kp_device *d)) {
     kp_device *d = open_cpu();
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
     op_params o;
     op_params_make(&o, d, op);
+    if (tweak) tweak(&o, d);
     host_copy h;
     copy_to_host(&o, &h);
     op_params a = o; /* the same params, its tensors moved to addresses */
@@ -95,9 +96,43 @@ static void same_bytes_as_buffers(kp_op op) {
     CHECK_OK(kp_device_close(d));
 }
 
+static void same_bytes_as_buffers(kp_op op) { same_bytes_as_buffers_with(op, NULL); }
+
 KP_TEST(api_address_tensors_same_bytes_as_buffers) {
     for (int op = 0; op < KP_OP_COUNT; op++) same_bytes_as_buffers((kp_op)op);
 }
+
+/* A tensor of its own buffer (adopted by o), filled from bytes. */
+static kp_tensor extra_tensor(op_params *o, kp_device *d, kp_dtype dt, int ndim, const int64_t *shape,
+                              const void *bytes, size_t n) {
+    kp_buffer *b;
+    kp_tensor t;
+    CHECK_OK(kp_buffer_alloc(d, n, &b));
+    CHECK_OK(kp_buffer_write(NULL, b, 0, bytes, n));
+    op_params_adopt(o, b);
+    CHECK_OK(kp_tensor_init(&t, b, 0, dt, ndim, shape, NULL));
+    return t;
+}
+
+/* grouped_gemm W8A8: e4m3 a with its scales (column-major: a second stride to honour) and e4m3 w. */
+static void w8a8_gemm(op_params *o, kp_device *d) {
+    kp_grouped_gemm_params *p = &o->p.gemm;
+    unsigned char a[8 * 128], w[4 * 32 * 128];
+    float a_scale[1 * 8], w_scale[4];
+    for (size_t i = 0; i < sizeof a; i++) a[i] = (unsigned char)((i * 37 + 11) & 0xbf);
+    for (size_t i = 0; i < sizeof w; i++) w[i] = (unsigned char)((i * 53 + 5) & 0xbf);
+    for (int i = 0; i < 8; i++) a_scale[i] = 0.25f * (float)(i + 1);
+    for (int i = 0; i < 4; i++) w_scale[i] = 0.01f * (float)(i + 1);
+    p->a = extra_tensor(o, d, KP_FP8_E4M3, 2, (int64_t[]){8, 128}, a, sizeof a);
+    p->a_scale = extra_tensor(o, d, KP_F32, 2, (int64_t[]){1, 8}, a_scale, sizeof a_scale);
+    p->a_scale_layout = KP_FP8_SCALE_COL_MAJOR;
+    p->w = extra_tensor(o, d, KP_FP8_E4M3, 3, (int64_t[]){4, 32, 128}, w, sizeof w);
+    p->w_scale = extra_tensor(o, d, KP_F32, 3, (int64_t[]){4, 1, 1}, w_scale, sizeof w_scale);
+}
+
+/* W8A8's scales are read through the address too (they once were read through the
+ * buffer, which crashed on an address tensor: every framework call on cpu). */
+KP_TEST(api_address_tensors_w8a8) { same_bytes_as_buffers_with(KP_OP_GROUPED_GEMM, w8a8_gemm); }
 
 KP_TEST(api_address_tensor_rules) {
     kp_device *d = open_cpu();

@@ -48,4 +48,26 @@ static inline float cpu_e4m3_to_f32(uint8_t b) {
     return (b & 0x80) ? -v : v;
 }
 
+#define CPU_FP8_AMAX_FLOOR 1e-10f /* an all-zero group still gets a finite, positive scale */
+#define CPU_FP8_GROUP 128
+
+/* The smallest power of two s with 448 * s >= amax: exact, from amax's bits
+ * (amax = 2^e * 1.f; 448 * 2^(e-8) = 1.75 * 2^e covers it when 1.f <= 1.75). */
+static inline float cpu_fp8_ue8m0_scale(float amax) {
+    uint32_t u;
+    memcpy(&u, &amax, 4);
+    int e = (int)(u >> 23) - 127;
+    return ldexpf(1.0f, (u & 0x7fffffu) <= 0x600000u ? e - 8 : e - 7);
+}
+
+/* kp_quantize_fp8 of one 128-value group x (f32): out[i] = e4m3(x[i] / scale) with
+ * scale = max(amax, 1e-10) / 448 (or UE8M0); returns the scale. */
+static inline float cpu_fp8_quantize_group(const float *x, uint8_t *out, int ue8m0) {
+    float amax = CPU_FP8_AMAX_FLOOR;
+    for (int i = 0; i < CPU_FP8_GROUP; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float s = ue8m0 ? cpu_fp8_ue8m0_scale(amax) : amax / CPU_FP8_MAX;
+    for (int i = 0; i < CPU_FP8_GROUP; i++) out[i] = cpu_f32_to_e4m3(x[i] / s);
+    return s;
+}
+
 #endif /* KPORT_CPU_FP8_H */

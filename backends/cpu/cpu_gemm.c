@@ -59,6 +59,8 @@ typedef struct gemm_tls {
     size_t work_size;
     float *out[2];
     size_t out_size[2];
+    unsigned char *w8a8[2]; /* cpu_gemm_block_w8a8: a slice's f32 block, its bf16 A rows */
+    size_t w8a8_size[2];
 } gemm_tls;
 
 static pthread_key_t g_tls_key;
@@ -70,6 +72,8 @@ static void tls_free(void *p) {
     free(t->work);
     free(t->out[0]);
     free(t->out[1]);
+    free(t->w8a8[0]);
+    free(t->w8a8[1]);
     free(t);
 }
 
@@ -415,6 +419,41 @@ kp_status cpu_gemm_block(const cpu_gemm_plan *pl, const unsigned char *const *a_
                 pf_init(&x.pf[1], NULL, a_rows + r0, 0, k1 * (int64_t)asz, kn > 0 ? r1 - r0 : 0, kn * (int64_t)asz);
             }
             panel_rows(&x, m, kk, a, lda, c + p, ldc, pn, k0 > 0);
+        }
+    }
+    return KP_OK;
+}
+
+kp_status cpu_gemm_block_w8a8(const cpu_gemm_plan *pl, const uint8_t *const *a_rows, const float *const *a_scales,
+                              int64_t scale_step, int m, const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc) {
+    gemm_tls *t = thread_tls();
+    float *cs = t ? tls_grow(&t->w8a8[0], &t->w8a8_size[0], (size_t)pl->mc * ldc * sizeof(float)) : NULL;
+    uint16_t *a16 = t ? tls_grow(&t->w8a8[1], &t->w8a8_size[1], (size_t)pl->mc * FP8_BLOCK * sizeof(uint16_t)) : NULL;
+    if (!cs || !a16) return KP_ERR_OUT_OF_MEMORY;
+    const unsigned char *rows[CPU_GEMM_MC_MAX];
+    cpu_gemm_w ws = *w;
+    ws.k = FP8_BLOCK;
+    for (int i = 0; i < m; i++) {
+        rows[i] = (const unsigned char *)(a16 + (size_t)i * FP8_BLOCK);
+        memset(c + (size_t)i * ldc, 0, (size_t)nc * sizeof *c);
+    }
+    for (int64_t kb = 0; kb < w->k / FP8_BLOCK; kb++) {
+        const int64_t k0 = kb * FP8_BLOCK;
+        for (int i = 0; i < m; i++) { /* e4m3 -> bf16 is exact: the table holds |x|, the sign moves over */
+            const uint8_t *src = a_rows[i] + k0;
+            uint16_t *dst = a16 + (size_t)i * FP8_BLOCK;
+            for (int l = 0; l < FP8_BLOCK; l++)
+                dst[l] = (uint16_t)(cpu_gemm_fp8_bf16[src[l] & 0x7f] | ((src[l] & 0x80u) << 8));
+        }
+        ws.base = w->base + k0;
+        ws.scale = w->scale + kb * w->scale_ld1;
+        kp_status st = cpu_gemm_block(pl, rows, m, &ws, n0, nc, cs, ldc);
+        if (st != KP_OK) return st;
+        for (int i = 0; i < m; i++) {
+            const float sa = a_scales[i][kb * scale_step];
+            float *ci = c + (size_t)i * ldc;
+            const float *si = cs + (size_t)i * ldc;
+            for (int n = 0; n < nc; n++) ci[n] += si[n] * sa;
         }
     }
     return KP_OK;

@@ -65,6 +65,16 @@ cpu_gemm_plan cpu_gemm_plan_make(const kp_device_info *info, kp_dtype act, kp_dt
 kp_status cpu_gemm_block(const cpu_gemm_plan *plan, const unsigned char *const *a_rows, int m,
                          const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc);
 
+/* W8A8 (FP8 activations, FP8 weights w with block scales): for i < m, j < nc,
+ *   c[i * ldc + j] = sum over K slices kb of (sum_{k in kb} a[i, k] * W[n0 + j, k]
+ *                    * w's block scale) * a_scales[i][kb * scale_step],
+ * a_rows[i] the e4m3 bytes of row i (decoded exactly to bf16 for the engine, which
+ * sums each 128-wide slice in f32), each slice's f32 result scaled once and added to
+ * the f32 accumulator (DeepGEMM's promotion). plan: cpu_gemm_plan_make(info, KP_BF16,
+ * KP_BF16, KP_FP8_E4M3). Scratch is kept per thread; KP_ERR_OUT_OF_MEMORY without it. */
+kp_status cpu_gemm_block_w8a8(const cpu_gemm_plan *plan, const uint8_t *const *a_rows, const float *const *a_scales,
+                              int64_t scale_step, int m, const cpu_gemm_w *w, int64_t n0, int nc, float *c, int ldc);
+
 /* A per-thread f32 buffer of plan->mc * plan->nc elements for a block's output
  * (slot 0 or 1: two independent buffers); NULL when out of memory. */
 float *cpu_gemm_out_buffer(const cpu_gemm_plan *plan, int slot);

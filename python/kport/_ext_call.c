@@ -120,11 +120,13 @@ static const op_field align_fields[] = {
     FLD(kp_moe_align_params, block_size, F_I32),
 };
 static const op_field gemm_fields[] = {
-    FLD(kp_grouped_gemm_params, a, F_IN),
+    FLD(kp_grouped_gemm_params, a, F_IN_FP8), /* W8A8: e4m3 activations (uint8 bytes too) */
     FLD(kp_grouped_gemm_params, w, F_IN_FP8),
     FLD(kp_grouped_gemm_params, w_scale, F_IN),
     FLD(kp_grouped_gemm_params, expert_offsets, F_IN),
     FLD(kp_grouped_gemm_params, out, F_OUT),
+    FLD(kp_grouped_gemm_params, a_scale, F_IN),
+    FLD(kp_grouped_gemm_params, a_scale_layout, F_I32),
 };
 static const op_field combine_fields[] = {
     FLD(kp_moe_combine_params, expert_out, F_IN),
@@ -140,10 +142,14 @@ static const op_field forward_fields[] = {
     FLD(kp_moe_forward_params, w13_scale, F_IN),
     FLD(kp_moe_forward_params, w2, F_IN_FP8),
     FLD(kp_moe_forward_params, w2_scale, F_IN),
-    FLD(kp_moe_forward_params, shared_w13, F_IN),
-    FLD(kp_moe_forward_params, shared_w2, F_IN),
+    FLD(kp_moe_forward_params, shared_w13, F_IN_FP8),
+    FLD(kp_moe_forward_params, shared_w2, F_IN_FP8),
     FLD(kp_moe_forward_params, out, F_OUT),
     ROUTING(kp_moe_forward_params),
+    FLD(kp_moe_forward_params, activation_dtype, F_I32),
+    FLD(kp_moe_forward_params, activation_scale_ue8m0, F_I32),
+    FLD(kp_moe_forward_params, shared_w13_scale, F_IN),
+    FLD(kp_moe_forward_params, shared_w2_scale, F_IN),
 };
 
 /* The caches are updated in place (only the mapped slots change): a cache must be memory
@@ -167,6 +173,7 @@ static const op_field quant_fields[] = {
 };
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+_Static_assert(N(forward_fields) <= 24 && N(gemm_fields) <= 24, "MAX_FIELDS (below) holds every op's fields");
 /* Indexed by kp_op. */
 static const op_table ops[KP_OP_COUNT] = {
     [KP_OP_ATTENTION_PREFILL] = {"attention_prefill", run_kp_attention_prefill, prefill_fields, N(prefill_fields)},
@@ -180,7 +187,7 @@ static const op_table ops[KP_OP_COUNT] = {
     [KP_OP_KV_CACHE_STORE] = {"kv_cache_store", run_kp_kv_cache_store, kv_store_fields, N(kv_store_fields)},
     [KP_OP_QUANTIZE_FP8] = {"quantize_fp8", run_kp_quantize_fp8, quant_fields, N(quant_fields)},
 };
-#define MAX_FIELDS 16
+#define MAX_FIELDS 24
 
 typedef union op_params {
     kp_attention_prefill_params prefill;

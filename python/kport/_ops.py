@@ -12,6 +12,8 @@ from . import _ext, _targets
 # kp_op (include/kport.h)
 _PREFILL, _DECODE, _MLA, _GATE, _ALIGN, _GEMM, _COMBINE, _FORWARD = range(8)
 _SCORING = {"softmax": 0, "sigmoid": 1}
+_SCALE_LAYOUT = {"row": 0, "column": 1, 0: 0, 1: 1}  # kp_fp8_scale_layout
+_KP_FP8_E4M3 = 4
 
 #: DeepSeek-V3's routing: 256 experts in 8 groups, the best 4 groups, 8 experts, sigmoid scores.
 DEEPSEEK_V3_ROUTING = dict(topk=8, n_group=8, topk_group=4, scoring="sigmoid", renormalize=True,
@@ -134,13 +136,20 @@ def moe_align(topk_ids, num_experts, block_size=1, *, sorted_ids=None, expert_of
     return sorted_ids, expert_offsets, token_pos
 
 
-def grouped_gemm(a, w, expert_offsets, w_scale=None, *, out=None, device=None, stream=None):
+def grouped_gemm(a, w, expert_offsets, w_scale=None, *, a_scale=None, a_scale_layout="row", out=None,
+                 device=None, stream=None):
     """out[r] = a[r] @ w[e].T for the rows r of expert e (expert_offsets int32 [E+1]).
     a [M, K]; w [E, N, K] in a's dtype, or FP8 e4m3 (torch.float8_e4m3fn, or uint8 bytes) with
-    w_scale f32 [E, ceil(N/128), K/128]. New outputs are zeros where no expert's rows reach."""
+    w_scale f32 [E, ceil(N/128), K/128]. New outputs are zeros where no expert's rows reach.
+
+    W8A8 (DeepGEMM's fp8_gemm_nt): a FP8 e4m3 (or uint8 bytes) with a_scale, f32 per token and
+    group of 128 columns (kport.quantize_fp8's output): a_scale_layout "row" ([M, K/128]) or
+    "column" ([K/128, M_pad], DeepGEMM's); w FP8 with w_scale. A new output is then float32
+    (pass out= in bf16/f16 for those)."""
     if out is None:
-        out = _new(a, (a.shape[0], w.shape[1]), zeros=True)
-    _call(_GEMM, _target(device, stream), a, _fp8_bytes(w), w_scale, expert_offsets, out)
+        out = _new(a, (a.shape[0], w.shape[1]), "float32" if a_scale is not None else None, zeros=True)
+    _call(_GEMM, _target(device, stream), _fp8_bytes(a), _fp8_bytes(w), w_scale, expert_offsets, out, a_scale,
+          _SCALE_LAYOUT[a_scale_layout])
     return out
 
 
@@ -154,14 +163,21 @@ def moe_combine(expert_out, token_pos, topk_weights, *, out=None, device=None, s
 
 def moe_forward(x, router_logits, w13, w2, bias=None, *, w13_scale=None, w2_scale=None, shared_w13=None,
                 shared_w2=None, topk, n_group=1, topk_group=1, scoring="softmax", renormalize=False,
-                route_scale=1.0, out=None, device=None, stream=None):
+                route_scale=1.0, fp8_activations=False, activation_scale_ue8m0=False, shared_w13_scale=None,
+                shared_w2_scale=None, out=None, device=None, stream=None):
     """The routed MoE layer in one call: gate -> align -> x @ w13.T -> SwiGLU -> @ w2.T -> combine,
     plus the shared expert (a dense SwiGLU MLP) when shared_w13/shared_w2 are given.
     x [T, hidden]; w13 [E, 2*inter, hidden] (gate rows, then up rows); w2 [E, hidden, inter];
-    FP8 weights take w13_scale/w2_scale (DeepSeek-V3's weight_scale_inv, stacked)."""
+    FP8 weights take w13_scale/w2_scale (DeepSeek-V3's weight_scale_inv, stacked); FP8 shared
+    weights take shared_w13_scale [ceil(2*inter_s/128), hidden/128] / shared_w2_scale.
+
+    fp8_activations=True: W8A8 (FP8 weights required): x and the SwiGLU output are quantized to
+    e4m3 per token and 128-column group (f32 scales; power-of-two with activation_scale_ue8m0)
+    and both GEMMs run on e4m3 x e4m3; an FP8 shared expert likewise, one in x's dtype stays so."""
     if out is None:
         out = _new(x, tuple(x.shape))
     _call(_FORWARD, _target(device, stream), x, router_logits, bias, _fp8_bytes(w13), w13_scale, _fp8_bytes(w2),
-          w2_scale, shared_w13, shared_w2, out, topk, n_group, topk_group, _SCORING[scoring], int(renormalize),
-          route_scale)
+          w2_scale, _fp8_bytes(shared_w13), _fp8_bytes(shared_w2), out, topk, n_group, topk_group, _SCORING[scoring],
+          int(renormalize), route_scale, _KP_FP8_E4M3 if fp8_activations else 0, int(activation_scale_ue8m0),
+          shared_w13_scale, shared_w2_scale)
     return out

@@ -155,3 +155,145 @@ def test_python_m_kport_prints_the_backends_and_devices():
     for d in kport.devices():
         assert f"| {d['index']} | {d['backend']} | {d['name']} |" in text
     assert "smoke: ok" in text
+
+
+# ---- FP8 activations (W8A8): e4m3 bytes and their f32 per-group scales ----
+
+def e4m3_table():
+    """The 256 e4m3fn bytes decoded (0x7f/0xff NaN)."""
+    b = np.arange(256)
+    e, m = (b >> 3) & 15, (b & 7).astype(np.float64)
+    v = np.where(e == 0, m / 8 * 2.0 ** -6, (1 + m / 8) * 2.0 ** (e - 7))
+    v[(e == 15) & (b & 7 == 7)] = np.nan
+    return np.where(b & 0x80, -v, v)
+
+
+E4M3 = e4m3_table()
+
+
+def e4m3_round(v):
+    """Nearest e4m3 value (ties to the even code), saturated at 448."""
+    mags = E4M3[:0x7f]
+    a = np.minimum(np.abs(v), 448.0)
+    i = np.clip(np.searchsorted(mags, a), 1, 0x7e)
+    lo, hi = mags[i - 1], mags[i]
+    pick_hi = (hi - a < a - lo) | ((hi - a == a - lo) & (i % 2 == 0))
+    return np.sign(v) * np.where(pick_hi, hi, lo)
+
+
+def quantize_groups(x, ue8m0=False):
+    """kp_quantize_fp8's rule (amax, scale and quotient in f32, as kport computes them):
+    dequantized values (float64), scales [T, K/128]."""
+    g = x.astype(np.float32).reshape(x.shape[0], -1, 128)
+    amax = np.maximum(np.abs(g).max(2), np.float32(1e-10))
+    s = amax / np.float32(448.0)
+    if ue8m0:
+        s = (2.0 ** np.ceil(np.log2(amax.astype(np.float64) / 448.0))).astype(np.float32)
+    q = e4m3_round((g / s[:, :, None]).astype(np.float64))
+    return (q * s[:, :, None].astype(np.float64)).reshape(x.shape), s.astype(np.float64)
+
+
+def expect_w8a8_or_unsupported(device, run):
+    """The GPU backends decline W8A8 until their grouped GEMM takes e4m3 activations."""
+    backend = next(d["backend"] for d in kport.devices() if d["index"] == device.index)
+    try:
+        return run()
+    except kport.Error as err:
+        if backend == "cpu" or err.status != "KP_ERR_UNSUPPORTED":
+            raise
+        pytest.skip(f"{backend} declines W8A8: {err.message}")
+
+
+@pytest.mark.parametrize("layout", ["row", "column"])
+def test_grouped_gemm_fp8_activations_with_a_scale(device, rng, layout):
+    m, k, n = 9, 256, 40
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    a[(a & 0x7F) == 0x7F] = 0x38  # no NaN
+    w = rng.integers(0, 256, (2, n, k)).astype(np.uint8) & 0xBF  # |w| < 2
+    w[(w & 0x7F) == 0x7F] = 0x38
+    w_scale = rng.uniform(0.01, 0.1, (2, 1, 2)).astype(np.float32)
+    a_scale = (2.0 ** rng.integers(-10, 11, (m, 2))).astype(np.float32)  # 2^-10..2^10 per token group
+    offsets = np.array([0, 4, 9], np.int32)
+    scale_arg = a_scale if layout == "row" else np.ascontiguousarray(np.pad(a_scale, ((0, 3), (0, 0))).T)  # [K/128, 12]
+    out = expect_w8a8_or_unsupported(device, lambda: kport.grouped_gemm(
+        a, w, offsets, w_scale, a_scale=scale_arg, a_scale_layout=layout, device=device))
+    assert out.dtype == np.float32 and out.shape == (m, n)
+    av = E4M3[a] * np.repeat(a_scale, 128, axis=1)
+    wv = E4M3[w] * np.repeat(w_scale, 128, axis=2).repeat(128, axis=1)[:, :n]
+    assert_close_f32(out, np.concatenate([av[:4] @ wv[0].T, av[4:] @ wv[1].T]), tol=1e-5)
+    with pytest.raises(kport.Error) as err:  # an e4m3 a without its scales: refused, nothing written
+        kport.grouped_gemm(a, w, offsets, w_scale, out=np.full((m, n), 7.0, np.float32), device=device)
+    assert err.value.status == "KP_ERR_INVALID_ARGUMENT" and "a_scale" in err.value.message
+
+
+def dequant(w, s):
+    """e4m3 bytes [..., N, K] times their 128x128 block scales [..., ceil(N/128), K/128]."""
+    full = np.repeat(np.repeat(s, 128, axis=-2), 128, axis=-1)
+    return E4M3[w] * full[..., :w.shape[-2], :]
+
+
+def mlp_w8a8(xq, d13, d2, ue8m0):
+    """One expert in W8A8 on a quantized row: SwiGLU in float64, h quantized, h @ w2.T."""
+    inter = d13.shape[0] // 2
+    gu = d13 @ xq
+    h = gu[:inter] / (1 + np.exp(-gu[:inter])) * gu[inter:]
+    hq, _ = quantize_groups(h[None], ue8m0)
+    return d2 @ hq[0]
+
+
+def ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0, shared=None):
+    """Softmax top-k routing (renormalized), experts in W8A8 (both quantizations), float64;
+    shared = (w13, s13, w2, s2) of an FP8 shared expert, run the same way."""
+    t, hidden = x.shape
+    d13, d2 = dequant(w13, s13), dequant(w2, s2)
+    xq, _ = quantize_groups(x.astype(np.float64), ue8m0)
+    out = np.zeros((t, hidden))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    for tok in range(t):
+        ids = np.argsort(-logits[tok], kind="stable")[:topk]
+        wts = p[tok, ids] / p[tok, ids].sum()
+        for e, wt in zip(ids, wts):
+            out[tok] += wt * mlp_w8a8(xq[tok], d13[e], d2[e], ue8m0).astype(np.float16)  # y stored in x's dtype
+        if shared is not None:
+            out[tok] += mlp_w8a8(xq[tok], dequant(shared[0], shared[1]), dequant(shared[2], shared[3]), ue8m0)
+    return out
+
+
+def fp8_bytes(rng, shape):
+    b = rng.integers(0, 256, shape).astype(np.uint8) & 0xBF  # |w| < 2
+    b[(b & 0x7F) == 0x7F] = 0x38
+    return b
+
+
+@pytest.mark.parametrize("ue8m0,shared", [(False, False), (True, False), (False, True)])
+def test_moe_forward_fp8_activations(device, rng, ue8m0, shared):
+    t, hidden, inter, experts, topk = 6, 256, 128, 4, 2
+    x = rng.uniform(-1, 1, (t, hidden)).astype(np.float16)
+    x[:, 7] *= 30  # an outlier channel
+    logits = rng.standard_normal((t, experts)).astype(np.float32)
+    w13 = rng.integers(0, 256, (experts, 2 * inter, hidden)).astype(np.uint8) & 0xBF
+    w2 = rng.integers(0, 256, (experts, hidden, inter)).astype(np.uint8) & 0xBF
+    w13[(w13 & 0x7F) == 0x7F] = 0x38
+    w2[(w2 & 0x7F) == 0x7F] = 0x38
+    s13 = rng.uniform(0.005, 0.02, (experts, 2, 2)).astype(np.float32)
+    s2 = rng.uniform(0.005, 0.02, (experts, 2, 1)).astype(np.float32)
+    args = dict(w13_scale=s13, w2_scale=s2, topk=topk, renormalize=True, device=device)
+    sh = None
+    if shared:  # DeepSeek-V3's FP8 shared expert (inter_s 128), in the same W8A8 path
+        sh = (fp8_bytes(rng, (256, hidden)), rng.uniform(0.005, 0.02, (2, 2)).astype(np.float32),
+              fp8_bytes(rng, (hidden, 128)), rng.uniform(0.005, 0.02, (2, 1)).astype(np.float32))
+        args.update(shared_w13=sh[0], shared_w13_scale=sh[1], shared_w2=sh[2], shared_w2_scale=sh[3])
+    out8 = expect_w8a8_or_unsupported(device, lambda: kport.moe_forward(
+        x, logits, w13, w2, fp8_activations=True, activation_scale_ue8m0=ue8m0, **args))
+    out16 = kport.moe_forward(x, logits, w13, w2, **args)
+    ref = ref_moe_w8a8(x, logits, w13, s13, w2, s2, topk, ue8m0, sh)
+    # h's e4m3 rounding may flip next to a tie (kport's f32 h vs the float64 one): one such
+    # element moves a token's output by ~0.5%; skipping a quantization moves it by ~3%
+    assert_close_f32(out8, ref, tol=5e-3)
+    diff = np.linalg.norm(out8.astype(np.float64) - out16) / np.linalg.norm(out16.astype(np.float64))
+    assert 3e-3 < diff < 0.15, f"W8A8 vs W8A16: relative L2 {diff:.3g}"  # the quantizations' effect
+    with pytest.raises(kport.Error) as err:  # W8A8 needs FP8 weights: refused, nothing written
+        dense = np.zeros((experts, 2 * inter, hidden), np.float16)
+        kport.moe_forward(x, logits, dense, np.zeros((experts, hidden, inter), np.float16), topk=topk,
+                          fp8_activations=True, out=np.full_like(x, 5.0), device=device)
+    assert err.value.status == "KP_ERR_INVALID_ARGUMENT" and "FP8 e4m3 w13 and w2" in err.value.message

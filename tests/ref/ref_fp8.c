@@ -8,6 +8,7 @@
 #include "ref_prec.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 unsigned char ref_e4m3_encode(double v) {
     if (isnan(v)) return 0x7f;
@@ -94,4 +95,78 @@ void ref_grouped_gemm_w8a8(const double *a, const double *a_scale, int64_t k, co
                  * two scalings per slice, then K/128 f32 additions */
                 if (err) err[r * n + j] = REF_U32 * sqrt(terms2 * 129.0 + slices2 * (double)(kbs + 2));
             }
+}
+
+/* One group of 128 values v (standard deviations dv, NULL: exact) quantized as
+ * kp_quantize_fp8 does: q = the dequantized value of v's own rounding, hw = its
+ * uncertainty: the distance to the farthest code the implementation's value may round
+ * to (0 away from ties), and the scale's own. */
+static void quant_group(const double *v, const double *dv, int ue8m0, double *q, double *hw, double *scale) {
+    double amax = (double)1e-10f, damax = 0.0;
+    for (int i = 0; i < 128; i++)
+        if (fabs(v[i]) > amax) amax = fabs(v[i]), damax = dv ? dv[i] : 0.0;
+    double s;
+    int e;
+    if (ue8m0) s = frexp(amax / REF_FP8_MAX, &e) == 0.5 ? amax / REF_FP8_MAX : ldexp(1.0, e);
+    else s = (double)(float)(amax / REF_FP8_MAX);
+    const double rel = 3.0 * damax / amax; /* the implementation's amax, hence scale, may differ this much */
+    for (int i = 0; i < 128; i++) {
+        double qv = v[i] / s, wq = 3.0 * (dv ? dv[i] : 0.0) / s + fabs(qv) * (rel + 0x1p-21);
+        double lo = ref_e4m3_round(qv - wq), hi = ref_e4m3_round(qv + wq), mid = ref_e4m3_round(qv);
+        q[i] = mid * s;
+        hw[i] = fmax(mid - lo, hi - mid) * s + fabs(q[i]) * rel / 3.0;
+    }
+    *scale = s;
+}
+
+/* W8A8 row: out[j] = sum_l a[l] * w[j, l] * w_scale[j/128, l/128] for j < n, a holding
+ * dequantized values (a_scale folded in: the same real number); err[j] the f32 model of
+ * ref_grouped_gemm_w8a8 plus a's uncertainty da. */
+static void w8a8_row(const double *a, const double *da, int64_t k, const double *w, const double *w_scale, int64_t n,
+                     double *out, double *err) {
+    const int64_t kbs = k / 128;
+    for (int64_t j = 0; j < n; j++) {
+        double acc = 0.0, terms2 = 0.0, slices2 = 0.0, from_a2 = 0.0;
+        for (int64_t kb = 0; kb < kbs; kb++) {
+            double ws = w_scale[(j / 128) * kbs + kb], sum = 0.0;
+            for (int64_t l = kb * 128; l < kb * 128 + 128; l++) {
+                double t = a[l] * w[j * k + l] * ws;
+                sum += t;
+                terms2 += t * t;
+                double ta = da[l] * w[j * k + l] * ws;
+                from_a2 += ta * ta;
+            }
+            acc += sum;
+            slices2 += sum * sum;
+        }
+        out[j] = acc;
+        err[j] = sqrt(pow(REF_U32, 2) * (terms2 * 129.0 + slices2 * (double)(kbs + 2)) + from_a2);
+    }
+}
+
+void ref_moe_w8a8_mlp_add(const double *x, int64_t hidden, int64_t inter, const double *w13,
+                          const double *w13_scale, const double *w2, const double *w2_scale, int ue8m0,
+                          double scale, double store_unit, double *out, double *err2) {
+    double *xq = malloc((size_t)hidden * sizeof *xq), *dx = malloc((size_t)hidden * sizeof *dx);
+    double *gu = malloc((size_t)(2 * inter) * sizeof *gu), *dgu = malloc((size_t)(2 * inter) * sizeof *dgu);
+    double *h = malloc((size_t)inter * sizeof *h), *dh = malloc((size_t)inter * sizeof *dh);
+    double *hq = malloc((size_t)inter * sizeof *hq), *dhq = malloc((size_t)inter * sizeof *dhq);
+    double *y = malloc((size_t)hidden * sizeof *y), *dy = malloc((size_t)hidden * sizeof *dy), s;
+    for (int64_t g = 0; g < hidden / 128; g++) quant_group(x + g * 128, NULL, ue8m0, xq + g * 128, dx + g * 128, &s);
+    w8a8_row(xq, dx, hidden, w13, w13_scale, 2 * inter, gu, dgu);
+    for (int64_t j = 0; j < inter; j++) {
+        double gate = gu[j], up = gu[inter + j];
+        double sig = 1.0 / (1.0 + exp(-gate)), silu = gate * sig, dsilu = sig * (1.0 + gate * (1.0 - sig));
+        h[j] = silu * up;
+        dh[j] = sqrt(pow(up * dsilu * dgu[j], 2) + pow(silu * dgu[inter + j], 2) + pow(REF_U_EXP * h[j], 2) +
+                     pow(3.0 * REF_U32 * h[j], 2));
+    }
+    for (int64_t g = 0; g < inter / 128; g++) quant_group(h + g * 128, dh + g * 128, ue8m0, hq + g * 128, dhq + g * 128, &s);
+    w8a8_row(hq, dhq, inter, w2, w2_scale, hidden, y, dy);
+    for (int64_t c = 0; c < hidden; c++) {
+        out[c] += scale * y[c];
+        if (err2)
+            err2[c] += scale * scale * (dy[c] * dy[c] + pow(store_unit * y[c], 2)) + pow(2.0 * REF_U32 * scale * y[c], 2);
+    }
+    free(xq), free(dx), free(gu), free(dgu), free(h), free(dh), free(hq), free(dhq), free(y), free(dy);
 }

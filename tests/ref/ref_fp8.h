@@ -47,4 +47,21 @@ void ref_grouped_gemm_w8a8(const double *a, const double *a_scale, int64_t k, co
                            const double *w_scale, int64_t experts, int64_t n, const int32_t *offsets, double *out,
                            double *err);
 
+/* kp_moe_forward W8A8 (activation_dtype KP_FP8_E4M3) for one token and one expert:
+ *   out[hidden] += scale * y, y = W8A8(hq, w2), hq = quant(silu(g) * u),
+ *   [g | u] = W8A8(quant(x), w13),
+ * quant = kp_quantize_fp8's rule per 128 values (scale = max(amax, 1e-10f) / 448 rounded
+ * to f32, or UE8M0), W8A8 = ref_grouped_gemm_w8a8's sum. x [hidden] (host values);
+ * w13 [2*inter, hidden] and w2 [hidden, inter] the e4m3 values (decoded), their block
+ * scales [ceil(2*inter/128), hidden/128] and [ceil(hidden/128), inter/128].
+ * err2 [hidden] (may be NULL) accumulates the squared error model: the f32 GEMMs
+ * (ref_grouped_gemm_w8a8's), SwiGLU in f32 (exp to REF_U_EXP), y rounded to `store`,
+ * and the quantizations' uncertainty: where the implementation's f32 value (within 3
+ * of its modelled standard deviations, the group's amax too) may round to another e4m3
+ * code than the reference's value, the distance to it counts as error.
+ * Away from such ties the quantized values are exact, so a quantization skipped or done
+ * differently moves the output by far more than the model allows. */
+void ref_moe_w8a8_mlp_add(const double *x, int64_t hidden, int64_t inter, const double *w13,
+                          const double *w13_scale, const double *w2, const double *w2_scale, int ue8m0,
+                          double scale, double store_unit, double *out, double *err2);
 #endif

@@ -15,7 +15,7 @@
 
 #define KB_MAX_SAMPLES 4096
 #define KB_DTYPE_FP8W 100 /* row dtype "fp8": e4m3 expert weights or KV cache, bf16 activations */
-#define KB_DTYPE_W8A8 101 /* row dtype "w8a8" (grouped_gemm): e4m3 a with 1x128 scales and weights, bf16 out */
+#define KB_DTYPE_W8A8 101 /* row dtype "w8a8" (grouped_gemm, moe_forward): e4m3 a with 1x128 scales and weights, bf16 out */
 
 /* Writes the message and returns -1 from the function (err and errn in scope). */
 #define KB_FAIL(...) return (snprintf(err, errn, __VA_ARGS__), -1)

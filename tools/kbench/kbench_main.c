@@ -53,7 +53,7 @@ static bool to_double(const char *s, double lo, double *out) {
     X(OP, "op", 1, "A,B", "only these ops (attention_prefill ... moe_forward; --list-shapes all)")                \
     X(SHAPE, "shape", 1, "K=V,..", "one case of this shape for the one --op, in place of a suite (repeatable)")   \
     X(LIST_SHAPES, "list-shapes", 1, "OP", "the keys --shape takes for OP (or all), with defaults; exit")          \
-    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, fp8 (e4m3 weights or KV cache), w8a8 (grouped_gemm: e4m3 a and w)") \
+    X(DTYPE, "dtype", 1, "T", "bf16, f16, f32, fp8 (e4m3 weights or KV cache), w8a8 (grouped_gemm, moe_forward: e4m3 activations and weights)") \
     X(FORMAT, "format", 1, "F", "md (default), csv, json")                                                        \
     X(OUT, "out", 1, "FILE", "write the report there instead of stdout")                                         \
     X(REPEAT, "repeat", 1, "N", "at least N timed samples per row (default 5)")                                   \

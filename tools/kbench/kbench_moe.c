@@ -268,7 +268,7 @@ typedef struct gemm_st {
     int64_t M;
 } gemm_st;
 
-/* W8A8 rows (dtype e4m3) store bf16 */
+/* W8A8 rows (dtype e4m3) store bf16 (moe_forward: x and out bf16 too) */
 static kp_dtype gemm_out_dtype(const kb_case *c) { return c->dtype == KP_FP8_E4M3 ? KP_BF16 : c->dtype; }
 
 static kp_status gemm_setup(kb_bench *b) {
@@ -377,13 +377,15 @@ static kp_status forward_setup(kb_bench *b) {
     forward_st *s = b->st;
     kp_moe_forward_params *p = &s->p;
     p->routing = case_routing(c);
+    const kp_dtype act = gemm_out_dtype(c);
+    p->activation_dtype = c->dtype == KP_FP8_E4M3 ? KP_FP8_E4M3 : 0; /* W8A8 */
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
-    kp_status st = kb_input(e, &s->x, &p->x, c->dtype, -1, 1, 2, (int64_t[]){c->T, c->hidden});
+    kp_status st = kb_input(e, &s->x, &p->x, act, -1, 1, 2, (int64_t[]){c->T, c->hidden});
     if (st == KP_OK) st = kb_input(e, &s->logits, &p->router_logits, KP_F32, -4, 4, 2, (int64_t[]){c->T, c->E});
     if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias, &s->bias_host);
     if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
     if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
-    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
+    if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, act, 2, (int64_t[]){c->T, c->hidden});
     size_t ws = 0;
     if (st == KP_OK) st = kp_moe_forward_workspace_size(e->dev, p, &ws);
     if (st == KP_OK) st = kb_buffer(e, ws, &p->workspace);
@@ -400,7 +402,7 @@ static kp_status forward_setup(kb_bench *b) {
     }
     int64_t n_used = 0;
     for (int64_t x = 0; x < c->E; x++) n_used += used[x];
-    double el = (double)kp_dtype_size(c->dtype);
+    double el = (double)kp_dtype_size(act);
     b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) +
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
@@ -408,8 +410,21 @@ static kp_status forward_setup(kb_bench *b) {
 
 static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
 
+/* W8A8: v[0 .. n) quantized per 128 values as kport.h says (scale = max(amax, 1e-10) / 448
+ * in f32, e4m3(v / scale)), dequantized. */
+static void quant_groups(double *v, int64_t n) {
+    for (int64_t g = 0; g < n; g += FP8_BLOCK) {
+        float amax = 1e-10f, scale;
+        unsigned char code;
+        for (int64_t i = g; i < g + FP8_BLOCK; i++) amax = fmaxf(amax, fabsf((float)v[i]));
+        scale = amax / 448.0f;
+        for (int64_t i = g; i < g + FP8_BLOCK; i++) v[i] = kb_store(KP_FP8_E4M3, &code, 0, (float)v[i] / scale) * scale;
+    }
+}
+
 /* A few tokens whose routing has a clear margin, through every chosen expert in
- * float64 (SwiGLU = silu(gate) * up), on a sample of output columns. */
+ * float64 (SwiGLU = silu(gate) * up; W8A8: x and the SwiGLU output quantized), on a
+ * sample of output columns. */
 static kp_status forward_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     forward_st *s = b->st;
@@ -429,14 +444,16 @@ static kp_status forward_check(kb_bench *b, kb_err *err) {
         for (int64_t i = 0; i < c->E; i++) lg[i] = kb_at(&s->logits, t * c->E + i);
         if (ref_gate(lg, s->bias_host, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
         for (int64_t i = 0; i < c->hidden; i++) x[i] = kb_at(&s->x, t * c->hidden + i);
+        if (s->p.activation_dtype) quant_groups(x, c->hidden);
         for (int j = 0; j < ncols; j++) ref[j] = 0;
         for (int64_t slot = 0; slot < c->k; slot++) {
             int64_t e = ids[slot];
             for (int64_t n = 0; n < 2 * c->inter; n++) h[n] = wdot(&s->w13, s13, e, n, 2 * c->inter, c->hidden, x);
             for (int64_t n = 0; n < c->inter; n++) act[n] = h[n] / (1.0 + exp(-h[n])) * h[c->inter + n];
+            if (s->p.activation_dtype) quant_groups(act, c->inter);
             for (int j = 0; j < ncols; j++) ref[j] += w[slot] * wdot(&s->w2, s2, e, cols[j], c->hidden, c->inter, act);
         }
-        st = kb_read(b->env, s->out, c->dtype, t * c->hidden, c->hidden, got);
+        st = kb_read(b->env, s->out, gemm_out_dtype(c), t * c->hidden, c->hidden, got);
         for (int j = 0; j < ncols && st == KP_OK; j++) kb_err_add(err, got[cols[j]], ref[j]);
         checked++;
     }

@@ -255,7 +255,7 @@ static bool has_fp8(kp_op op) {
 static void add(builder *b, kb_case c, bool with_fp8) {
     if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_fp8(c.op))) return;
     if (!c.variant) c.variant = "";
-    if (b->dtype == KB_DTYPE_W8A8 && c.op != KP_OP_GROUPED_GEMM) return;
+    if (b->dtype == KB_DTYPE_W8A8 && c.op != KP_OP_GROUPED_GEMM && c.op != KP_OP_MOE_FORWARD) return;
     c.dtype = c.wdtype = b->dtype < 0 || b->dtype >= KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
     if (b->dtype >= KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;
     if (b->dtype == KB_DTYPE_W8A8) c.dtype = KP_FP8_E4M3;
@@ -410,7 +410,8 @@ int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, si
     if (dtype == KB_DTYPE_FP8W && !has_fp8(c->op))
         KB_FAIL("--dtype fp8 stores expert weights or the KV cache in e4m3: only grouped_gemm, moe_forward, "
                 "attention_decode and mla_decode have them");
-    if (dtype == KB_DTYPE_W8A8 && c->op != KP_OP_GROUPED_GEMM) KB_FAIL("--dtype w8a8 is grouped_gemm's only");
+    if (dtype == KB_DTYPE_W8A8 && c->op != KP_OP_GROUPED_GEMM && c->op != KP_OP_MOE_FORWARD)
+        KB_FAIL("--dtype w8a8 is grouped_gemm's and moe_forward's only");
     if (dtype >= KB_DTYPE_FP8W && (c->op == KP_OP_GROUPED_GEMM   ? c->K % 128
                                    : c->op == KP_OP_MOE_FORWARD ? c->hidden % 128 || c->inter % 128
                                                                 : 0))

@@ -14,7 +14,6 @@
  * accumulator: DeepGEMM's promotion, one scale per (row, slice), not per element.
  */
 #include "cpu_gemm.h"
-#include "cpu_gemm_kernels.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -26,64 +25,38 @@ typedef struct gg_job {
     atomic_int failed;
 } gg_job;
 
-/* The activation scale of (row r, K slice kb) in either of kp_quantize_fp8's layouts. */
-static float a_scale_at(const kp_grouped_gemm_params *p, int64_t r, int64_t kb) {
-    const kp_tensor *t = &p->a_scale;
-    int64_t i = p->a_scale_layout == KP_FP8_SCALE_COL_MAJOR ? kb * t->strides[0] + r * t->strides[1]
-                                                             : r * t->strides[0] + kb * t->strides[1];
-    return ((const float *)(cpu_buffer_data(t->buffer) + t->offset))[i];
-}
-
-/* One W8A8 task: c[i, 0 .. nc) = sum over K slices kb of slice(i, kb) * a_scale(row0 + i, kb).
- * a16: m * 128 bf16 of scratch, cs: the slice's f32 block. */
-static kp_status gg_task_w8a8(const gg_job *j, const cpu_expert_task *k, uint16_t *a16, float *cs, float *c) {
+/* One W8A8 task (cpu_gemm_block_w8a8): the rows' e4m3 bytes and their scales, in
+ * either of kp_quantize_fp8's layouts. */
+static kp_status gg_task_w8a8(const gg_job *j, const cpu_expert_task *k, float *c) {
     const kp_grouped_gemm_params *p = j->p;
-    const int ldc = j->plan.nc;
-    const unsigned char *rows[CPU_GEMM_MC_MAX];
-    cpu_gemm_w w = cpu_gemm_expert(&p->w, &p->w_scale, k->e), ws = w;
-    ws.k = CPU_GEMM_FP8_BLOCK;
+    const kp_tensor *sc = &p->a_scale;
+    const int col = p->a_scale_layout == KP_FP8_SCALE_COL_MAJOR;
+    const int64_t s_row = col ? sc->strides[1] : sc->strides[0], s_kb = col ? sc->strides[0] : sc->strides[1];
+    const float *s0 = (const float *)cpu_tensor_data(sc);
+    const uint8_t *rows[CPU_GEMM_MC_MAX];
+    const float *scales[CPU_GEMM_MC_MAX];
     for (int i = 0; i < k->m; i++) {
-        rows[i] = (const unsigned char *)(a16 + (size_t)i * CPU_GEMM_FP8_BLOCK);
-        memset(c + (size_t)i * ldc, 0, (size_t)k->nc * sizeof *c);
+        rows[i] = cpu_at2(&p->a, k->row0 + i, 0);
+        scales[i] = s0 + (k->row0 + i) * s_row;
     }
-    for (int64_t kb = 0; kb < w.k / CPU_GEMM_FP8_BLOCK; kb++) {
-        const int64_t k0 = kb * CPU_GEMM_FP8_BLOCK;
-        for (int i = 0; i < k->m; i++) { /* e4m3 -> bf16 is exact: the table holds |x|, the sign moves over */
-            const uint8_t *src = cpu_at2(&p->a, k->row0 + i, k0);
-            uint16_t *dst = a16 + (size_t)i * CPU_GEMM_FP8_BLOCK;
-            for (int l = 0; l < CPU_GEMM_FP8_BLOCK; l++)
-                dst[l] = (uint16_t)(cpu_gemm_fp8_bf16[src[l] & 0x7f] | ((src[l] & 0x80u) << 8));
-        }
-        ws.base = w.base + k0;
-        ws.scale = w.scale + kb * w.scale_ld1;
-        kp_status st = cpu_gemm_block(&j->plan, rows, k->m, &ws, k->n0, k->nc, cs, ldc);
-        if (st != KP_OK) return st;
-        for (int i = 0; i < k->m; i++) {
-            const float s = a_scale_at(p, k->row0 + i, kb);
-            float *ci = c + (size_t)i * ldc;
-            const float *si = cs + (size_t)i * ldc;
-            for (int n = 0; n < k->nc; n++) ci[n] += si[n] * s;
-        }
-    }
-    return KP_OK;
+    cpu_gemm_w w = cpu_gemm_expert(&p->w, &p->w_scale, k->e);
+    return cpu_gemm_block_w8a8(&j->plan, rows, scales, s_kb, k->m, &w, k->n0, k->nc, c, j->plan.nc);
 }
 
 static void gg_range(void *ctx, int64_t begin, int64_t end) {
     gg_job *j = ctx;
     const kp_grouped_gemm_params *p = j->p;
     if (p->a.dtype == KP_FP8_E4M3) {
-        float *c = cpu_gemm_out_buffer(&j->plan, 0), *cs = cpu_gemm_out_buffer(&j->plan, 1);
-        uint16_t *a16 = malloc((size_t)j->plan.mc * CPU_GEMM_FP8_BLOCK * sizeof *a16);
-        int ok = c && cs && a16;
+        float *c = cpu_gemm_out_buffer(&j->plan, 0);
+        int ok = c != NULL;
         for (int64_t t = begin; t < end && ok; t++) {
             cpu_expert_task k = cpu_expert_task_at(&j->tasks, t);
-            ok = gg_task_w8a8(j, &k, a16, cs, c) == KP_OK;
+            ok = gg_task_w8a8(j, &k, c) == KP_OK;
             for (int i = 0; ok && i < k.m; i++)
                 cpu_store_row(j->plan.cvt, p->out.dtype, c + (size_t)i * j->plan.nc,
                               cpu_at2(&p->out, k.row0 + i, k.n0), k.nc);
         }
         if (!ok) atomic_store(&j->failed, 1);
-        free(a16);
         return;
     }
     float *c = cpu_gemm_out_buffer(&j->plan, 0);

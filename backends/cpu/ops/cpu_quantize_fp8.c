@@ -6,17 +6,6 @@
 #include "cpu_fp8.h"
 #include "cpu_gemm.h"
 
-#define QUANT_AMAX_FLOOR 1e-10f /* an all-zero group still gets a finite, positive scale */
-
-/* The smallest power of two s with 448 * s >= amax: exact, from amax's bits
- * (amax = 2^e * 1.f; 448 * 2^(e-8) = 1.75 * 2^e covers it when 1.f <= 1.75). */
-static float ue8m0_scale(float amax) {
-    uint32_t u;
-    memcpy(&u, &amax, 4);
-    int e = (int)(u >> 23) - 127;
-    return ldexpf(1.0f, (u & 0x7fffffu) <= 0x600000u ? e - 8 : e - 7);
-}
-
 typedef struct quant_job {
     const kp_quantize_fp8_params *p;
     const cpu_kernels *cvt;
@@ -31,12 +20,8 @@ static void quant_range(void *ctx, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++)
         for (int64_t g = 0; g < j->groups; g++) {
             cpu_load_row(j->cvt, p->x.dtype, cpu_at2(&p->x, t, g * KP_FP8_GROUP), row, KP_FP8_GROUP);
-            float amax = QUANT_AMAX_FLOOR;
-            for (int i = 0; i < KP_FP8_GROUP; i++) amax = fmaxf(amax, fabsf(row[i]));
-            float s = p->scale_ue8m0 ? ue8m0_scale(amax) : amax / CPU_FP8_MAX;
-            uint8_t *out = cpu_at2(&p->out, t, g * KP_FP8_GROUP);
-            for (int i = 0; i < KP_FP8_GROUP; i++) out[i] = cpu_f32_to_e4m3(row[i] / s);
-            scales[t * j->s_t + g * j->s_g] = s;
+            scales[t * j->s_t + g * j->s_g] =
+                cpu_fp8_quantize_group(row, cpu_at2(&p->out, t, g * KP_FP8_GROUP), p->scale_ue8m0);
         }
 }
 

@@ -20,6 +20,14 @@
  * expert_offsets [E+1]; rows = T*k (no padding rows);
  * then in x's dtype: h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is
  * never stored); y [rows, hidden]; h_s [T, inter_s].
+ *
+ * W8A8 (activation_dtype KP_FP8_E4M3) is KP_ERR_UNSUPPORTED here until the grouped
+ * GEMM kernels take e4m3 activations with their scales. The plan, with the core's
+ * W8A8 workspace layout (h e4m3 [rows, inter]; after h_s: e4m3 x [T, hidden], x's
+ * scales [T, hidden/128], h's scales [rows, inter/128]): a quantize launch over x
+ * (gpu_quantize_fp8.c's kernel), g1 W8A8 on the gathered e4m3 rows with the SwiGLU
+ * epilogue quantizing each 128-column group of h (its tile's columns whole groups),
+ * g2 W8A8 on h, then combine as today.
  */
 #include "gpu_ops.h"
 
@@ -34,6 +42,11 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     const int64_t pairs = t * k, rows = pairs;
     const kp_dtype dt = p->x.dtype;
     const size_t act = kp_backend_dtype_size(dt); /* the intermediates' element size */
+    if (p->activation_dtype == KP_FP8_E4M3) /* see the note at the top */
+        return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                  "moe_forward: FP8 activations (W8A8, activation_dtype KP_FP8_E4M3) are not "
+                                  "implemented on the %s backend yet (they need the grouped GEMM's W8A8 path); "
+                                  "the cpu backend runs them", c->t->name);
     if (rows > INT32_MAX || hidden > INT32_MAX || 2 * inter > INT32_MAX || 2 * inter_s > INT32_MAX)
         return c->host->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the %s kernels take sizes below 2^31",
                                   c->t->name);
@@ -77,12 +90,15 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
     kp_gpu_moe_gemm s1, s2;
     if (inter_s > 0) {
         s1 = (kp_gpu_moe_gemm){
-            .dtype = dt, .a = x, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w13), .dense_rows = t, .n_exp = 1,
+            .dtype = dt, .w_fp8 = p->shared_w13.dtype == KP_FP8_E4M3, .a = x, .a_rows = t,
+            .w = kp_gpu_view_of(&p->shared_w13), .w_scale = kp_gpu_view_of(&p->shared_w13_scale), .dense_rows = t,
+            .n_exp = 1,
             .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter_s, .out = h_s,
         };
         s1.w.ld = p->shared_w13.strides[0];
         s2 = (kp_gpu_moe_gemm){
-            .dtype = dt, .a = h_s, .a_rows = t, .w = kp_gpu_view_of(&p->shared_w2), .dense_rows = t,
+            .dtype = dt, .w_fp8 = p->shared_w2.dtype == KP_FP8_E4M3, .a = h_s, .a_rows = t,
+            .w = kp_gpu_view_of(&p->shared_w2), .w_scale = kp_gpu_view_of(&p->shared_w2_scale), .dense_rows = t,
             .n_exp = 1, .m = t, .n = hidden, .k = inter_s, .mode = KP_MOE_GEMM_COMBINE, .out = out, .y = y,
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
