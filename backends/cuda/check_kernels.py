@@ -69,9 +69,9 @@ def check_ptxas(text, where):
 def check_sass(sass, source, options, kernel, where):
     """Problems in one generation-2 kernel's SASS listing."""
     problems = []
-    if kernel.startswith(("kp_attention_prefill_gen2", "kp_attention_decode_gen2")):
-        # FA2's loop (prefill and paged decode): tensor cores, cp.async, V through
-        # ldmatrix.trans, quad shuffles
+    if kernel.startswith(("kp_attention_prefill_gen2", "kp_attention_decode_gen2", "kp_mla_decode_gen2")):
+        # FA2's loop (prefill, paged decode and MLA decode): tensor cores, cp.async, V
+        # through ldmatrix.trans, quad shuffles
         for pattern, what in ((r"\bHMMA\.", "HMMA (tensor-core mma.sync)"), (r"\bLDGSTS\b", "LDGSTS (cp.async)"),
                               (r"\bLDSM\.16\.MT88\b", "LDSM.16.MT88 (ldmatrix.trans)"),
                               (r"\bSHFL\.BFLY\b", "SHFL.BFLY (row max by quad shuffles)")):

@@ -5,7 +5,8 @@
  * in gpu_attention_gen2.c), with the same grid, split-KV scratch and combine kernel (from
  * a generation-1 variant of the same shape).
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
- * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
+ * kernel built with -DATTN_MLA, one KV head, V read from the K tile; its generation 2
+ * is mla_decode_gen2.cl (the same arguments, grid and scratch).
  *
  * Split-KV partials live in the per-stream scratch (kp_gpu_scratch_acquire): the
  * stream is in order, so a call's kernels never overlap the previous call's.
@@ -70,7 +71,23 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     const char *src = KP_GPU_SRC_ATTN_DECODE, *kernel = "kp_attention_decode_paged";
     char combine_opts[256]; /* a generation-1 variant: generation 2 launches its kp_attention_combine */
     size_t local_bytes = 0;
-    if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
+    if (gen == 2 && pa->mla) { /* mla_decode_gen2.cl; the combine from the generation-1 MLA plan */
+        kp_gpu_mla2_tile t;
+        src = KP_GPU_SRC_MLA_DECODE2, kernel = "kp_mla_decode_gen2";
+        if (!kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 1, &t))
+            return h->set_error(KP_ERR_UNSUPPORTED, "%s (generation 2) on %s: no tile fits", name, c->t->name);
+        kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, src, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 0, &t);
+            kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        }
+        st = kp_gpu_variant_ok(c, src, opts);
+        kp_gpu_attn_cfg c1;
+        if (st == KP_OK)
+            st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, 1, (int)(s_q * group), &c1,
+                                  combine_opts, sizeof combine_opts);
+        cfg.bm = 16 * t.wm, cfg.bn = t.bn, cfg.nt = KP_MLA2_THREADS(t.wm), local_bytes = t.local_bytes;
+    } else if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
         kp_gpu_attn2_dec_tile t;
         src = KP_GPU_SRC_ATTN_DECODE2, kernel = "kp_attention_decode_gen2";
         if (!kp_gpu_attn2_dec_tile_pick(h, &c->prof, (int)(s_q * group), dqk, dv, 1, &t))
