@@ -307,7 +307,7 @@ KP_TEST(gpu_prefill_gen2_plan) {
 }
 
 /* Generation-2 MLA decode, the default on matrix-unit devices: h_q 128 in two 64-row
- * tiles of 8 warps, the 227 KiB tile (32 keys, 4 stages), generation 1's MLA combine;
+ * tiles of 8 warps, 64 keys a tile and 2 stages in 227 KiB, generation 1's MLA combine;
  * an FP8 latent cache and KPORT_GPU_KERNELS=mla_decode=gen1 run generation 1. */
 KP_TEST(gpu_mla_decode_gen2_plan) {
     fake_reset("cuda");
@@ -326,9 +326,9 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     const kp_gpu_launch *l = &fake_launches[0];
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MLA_DECODE2);
     CHECK_STR_EQ(l->kernel, "kp_mla_decode_gen2");
-    CHECK_STR_CONTAINS(l->options, "-DM2_DQK=576 -DM2_DV=512 -DM2_WM=4 -DM2_BN=32 -DM2_STAGES=4");
+    CHECK_STR_CONTAINS(l->options, "-DM2_DQK=576 -DM2_DV=512 -DM2_WM=4 -DM2_BN=64 -DM2_STAGES=2");
     CHECK_INT_EQ(l->local[0], 256);
-    CHECK_INT_EQ(l->local_bytes, KP_MLA2_LOCAL_BYTES(4, 32, 576, 4));
+    CHECK_INT_EQ(l->local_bytes, KP_MLA2_LOCAL_BYTES(4, 64, 576, 2));
     CHECK(l->local_bytes <= fake_prof.local_mem);
     CHECK_INT_EQ((long long)l->groups[0], 2); /* 128 rows: two tiles of 64 */
     CHECK_INT_EQ((long long)l->groups[1], 1);

@@ -34,11 +34,12 @@
           : KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)))
 
 /* MLA decode (mla_decode_gen2.cl): wm row groups x 2 halves of DV, 32 work-items each;
- * Q bm x (dqk + 8), stages x bn latent rows of dqk + 8, P bm x (bn + 8) 16-bit, the quad
- * scratch, and [2][bm] f32 row maxima and [2][bm] row sums of the two halves. */
+ * Q bm x (dqk + 8), stages x bn latent rows of dqk + 8 (P goes into a tile's columns
+ * past DV), the quad scratch, and [2][bm] f32 row maxima and [2][bm] row sums of the
+ * two halves. */
 #define KP_MLA2_THREADS(wm) (64 * (wm))
 #define KP_MLA2_LOCAL_BYTES(wm, bn, dqk, stages)                                                   \
-    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) + (stages) * (bn) * ((dqk) + 8) * 2 + 16 * (wm) * ((bn) + 8) * 2 + \
-     KP_MLA2_THREADS(wm) * 8 + 4 * 16 * (wm) * 4)
+    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) + (stages) * (bn) * ((dqk) + 8) * 2 + KP_MLA2_THREADS(wm) * 8 + \
+     4 * 16 * (wm) * 4)
 
 #endif /* KP_ATTENTION_GEN2_LAYOUT_H */

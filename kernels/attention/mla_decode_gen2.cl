@@ -21,9 +21,12 @@
  *        (the two halves split the 576-deep product, nothing is computed twice);
  *   max  each half's row max through local memory (xmax), so both halves take the same
  *        new max m' = max(m, both tile maxima): the online softmax stays exact;
- *   P    exp2(S - m') rounded to the 16-bit dtype into local memory (ps), each half its
- *        keys; each half keeps the row sum of its own keys;
- *   PV   O (16 x DV/2 f32: DV/16 accumulators) += P (all BN keys, from ps) V, the
+ *   P    exp2(S - m') rounded to the 16-bit dtype, each half its keys, into the tile's
+ *        columns DV .. DQK - 1 (the rope part: read by S only, which both halves have
+ *        finished at the max exchange), so P costs no local memory of its own: 16-row
+ *        group w's P at rows 16 w % BN, columns DV + (16 w / BN) BN of the tile; each
+ *        half keeps the row sum of its own keys;
+ *   PV   O (16 x DV/2 f32: DV/16 accumulators) += P (all BN keys, from the tile) V, the
  *        group's DV/2 columns h * DV/2 .. of the same latent tile, V by the
  *        transposing fragment load.
  * The epilogue adds the two halves' row sums (xsum) and writes out / lse, or with
@@ -70,12 +73,14 @@
 #define M2_NT KP_MLA2_THREADS(M2_WM)
 #define M2_DVH (M2_DV / 2)  /* O columns of a group */
 #define M2_BNH (M2_BN / 2)  /* S keys of a group */
-#if M2_DQK % 16 || M2_DVH % 16 || M2_BNH % 16 || M2_DV > M2_DQK || M2_STAGES < 2 || M2_STAGES > 4
-#error "mla_decode_gen2.cl: DQK, DV / 2, BN / 2 multiples of 16; DV <= DQK; 2 <= M2_STAGES <= 4"
+#if M2_DQK % 16 || M2_DVH % 16 || M2_BNH % 16 || M2_STAGES < 2 || M2_STAGES > 4
+#error "mla_decode_gen2.cl: DQK, DV / 2, BN / 2 multiples of 16; 2 <= M2_STAGES <= 4"
+#endif
+#if M2_DV + (M2_BM > M2_BN ? M2_BM : M2_BN) > M2_DQK || (M2_BM > M2_BN && M2_BM % M2_BN)
+#error "mla_decode_gen2.cl: P (BM x BN) must fit in the tile's columns DV .. DQK - 1"
 #endif
 
 #define M2_LDK (M2_DQK + 8)
-#define M2_PLD (M2_BN + 8)
 #define M2_KF (M2_DQK / 16) /* k16 steps of Q K^T */
 #define M2_SF (M2_BNH / 8)  /* n8 fragments of a group's S */
 #define M2_OF (M2_DVH / 8)  /* n8 fragments of a group's O */
@@ -120,8 +125,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
     KP_DYNAMIC_LOCAL(smem);
     KP_LOCAL_MEM kp_u16 *qs = (KP_LOCAL_MEM kp_u16 *)smem;
     KP_LOCAL_MEM kp_u16 *stages = qs + M2_BM * M2_LDK;
-    KP_LOCAL_MEM kp_u16 *ps = stages + M2_STAGES * M2_STAGE_ELEMS; /* [BM][PLD] P, 16-bit */
-    KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(ps + M2_BM * M2_PLD);
+    KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(stages + M2_STAGES * M2_STAGE_ELEMS);
     KP_LOCAL_MEM float *xmax = red + 2 * M2_NT; /* [2][BM] each half's tile row max */
     KP_LOCAL_MEM float *xsum = xmax + 2 * M2_BM; /* [2][BM] each half's row sum */
     (void)v_unused;
@@ -169,14 +173,15 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
         kp_mma_acc o[M2_OF];
         for (int f = 0; f < M2_OF; ++f) kp_mma_acc_zero(&o[f]);
         KP_LOCAL_MEM const kp_u16 *qt = qs + wm * 16 * M2_LDK;
-        KP_LOCAL_MEM kp_u16 *prow = ps + wm * 16 * M2_PLD;
+        const int poff = (wm * 16) % M2_BN * M2_LDK + M2_DV + (wm * 16) / M2_BN * M2_BN; /* this row group's P */
         for (int t = 0; t < ntiles; ++t) {
             kp_copy_wait(M2_STAGES - 2);
             kp_barrier(); /* tile t (and Q) landed; every group is done with tile t - 1's stage and P */
             const int nt = t + M2_STAGES - 1;
             if (nt < ntiles) m2_issue(stages + (nt % M2_STAGES) * M2_STAGE_ELEMS, kv, trow, kb + nt * M2_BN, kend, &p);
             kp_copy_commit();
-            KP_LOCAL_MEM const kp_u16 *tile = stages + (t % M2_STAGES) * M2_STAGE_ELEMS;
+            KP_LOCAL_MEM kp_u16 *tile = stages + (t % M2_STAGES) * M2_STAGE_ELEMS;
+            KP_LOCAL_MEM kp_u16 *prow = tile + poff;
             KP_LOCAL_MEM const kp_u16 *kt = tile + wh * M2_BNH * M2_LDK; /* this half's keys */
 
             /* S = Q K^T for this half's keys */
@@ -208,7 +213,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
             /* the two halves' maxima: both take the same m' */
             if (t4 == 0)
                 xmax[wh * M2_BM + wm * 16 + g] = tmax[0], xmax[wh * M2_BM + wm * 16 + g + 8] = tmax[1];
-            kp_barrier();
+            kp_barrier(); /* ... and both halves' S done: P may overwrite the rope columns */
             tmax[0] = kp_fmaxf(tmax[0], xmax[(1 - wh) * M2_BM + wm * 16 + g]);
             tmax[1] = kp_fmaxf(tmax[1], xmax[(1 - wh) * M2_BM + wm * 16 + g + 8]);
 
@@ -227,9 +232,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
                     pv[e] = m2_exp2(s[j].x[e] - base[e / 2]);
                     lrow[e / 2] += pv[e];
                 }
-                KP_LOCAL_MEM kp_u32 *w = (KP_LOCAL_MEM kp_u32 *)(prow + g * M2_PLD + wh * M2_BNH + j * 8 + 2 * t4);
+                KP_LOCAL_MEM kp_u32 *w = (KP_LOCAL_MEM kp_u32 *)(prow + g * M2_LDK + wh * M2_BNH + j * 8 + 2 * t4);
                 w[0] = kp_pack2_f32_(pv[0], pv[1], M2_IS_F16);
-                w[4 * M2_PLD] = kp_pack2_f32_(pv[2], pv[3], M2_IS_F16); /* row g + 8: 8 * PLD / 2 words on */
+                w[4 * M2_LDK] = kp_pack2_f32_(pv[2], pv[3], M2_IS_F16); /* row g + 8: 8 * LDK / 2 words on */
             }
             for (int f = 0; f < M2_OF; ++f)
                 o[f].x[0] *= alpha[0], o[f].x[1] *= alpha[0], o[f].x[2] *= alpha[1], o[f].x[3] *= alpha[1];
@@ -239,7 +244,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
             KP_LOCAL_MEM const kp_u16 *vt = tile + wh * M2_DVH;
             for (int kk = 0; kk < M2_BN / 16; ++kk) {
                 kp_mma_a pa;
-                kp_mma_load_a(&pa, prow + kk * 16, M2_PLD, lane);
+                kp_mma_load_a(&pa, prow + kk * 16, M2_LDK, lane);
                 for (int f = 0; f < M2_OF; f += 2) {
                     kp_mma_b vb0, vb1;
                     kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * M2_LDK + f * 8, M2_LDK, lane);
@@ -278,6 +283,6 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
                 if (dst[i] >= 0 && partial) part[dst[i] + f * 8] = v0, part[dst[i] + f * 8 + 1] = v1;
                 else if (dst[i] >= 0) kp_store(out, dst[i] + f * 8, v0), kp_store(out, dst[i] + f * 8 + 1, v1);
             }
-        kp_barrier(); /* the next row tile reuses Q, the stages, P and the sums */
+        kp_barrier(); /* the next row tile reuses Q, the stages and the sums */
     }
 }

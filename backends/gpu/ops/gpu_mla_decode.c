@@ -13,7 +13,8 @@
  * the copy pipeline; the first of (bn, stages) = (64, 2), (32, 4), (32, 3), (32, 2) whose
  * local memory (KP_MLA2_LOCAL_BYTES) fits the device's, then fewer row groups; nothing
  * at one row group means generation 1 runs. On a 227 KiB device (A100/H100/H200) the
- * 64-row tile takes (32, 4): 232,448 bytes; (64, 2) needs 236,544.
+ * 64-row tile takes (64, 2): 227,328 bytes (P lives in the tile's rope columns, so Q
+ * and two 64-key latent tiles are nearly all of it).
  * Tuning keys (mla_decode): g2_block_n (32 or 64), g2_stages (2..4).
  */
 #include "gpu_ops.h"
