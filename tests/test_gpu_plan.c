@@ -335,6 +335,23 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     CHECK_INT_EQ((long long)l->groups[2], 3 * 2);
     CHECK_STR_EQ(fake_launches[1].kernel, "kp_attention_combine");
     CHECK_STR_CONTAINS(fake_launches[1].options, "-DATTN_MLA");
+    /* automatic splits: one work-group per SM is enough (132 here) */
+    m.num_splits = 0;
+    m.q = tensor(0, KP_BF16, 4, (int64_t[]){66, 1, 128, 576});
+    m.out = tensor(4, KP_BF16, 4, (int64_t[]){66, 1, 128, 512});
+    m.block_table = tensor(2, KP_I32, 2, (int64_t[]){66, 64});
+    m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){66});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 66);
+    m.q = tensor(0, KP_BF16, 4, (int64_t[]){3, 1, 128, 576});
+    m.out = tensor(4, KP_BF16, 4, (int64_t[]){3, 1, 128, 512});
+    m.block_table = tensor(2, KP_I32, 2, (int64_t[]){3, 64});
+    m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){3});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 3 * 22); /* 6 row tiles x 22 splits = 132 */
     /* 16 rows: one row group, 64 keys, 2 stages; d_v 256 */
     m.q = tensor(0, KP_F16, 4, (int64_t[]){3, 1, 16, 576});
     m.kv_cache.dtype = KP_F16, m.out = tensor(4, KP_F16, 4, (int64_t[]){3, 1, 16, 256}), m.head_dim_v = 256;

@@ -20,10 +20,12 @@
 
 #define ATTN_LOG2E 1.4426950408889634
 
-/* Automatic split count: enough work-groups for every compute unit twice over, each
- * split at least two key tiles of the longest sequence the block table can hold. */
-static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max_len, int bn) {
-    int64_t want = 2 * (int64_t)(p->compute_units > 0 ? p->compute_units : 1);
+/* Automatic split count: enough work-groups for every compute unit per_cu times over
+ * (2; 1 for generation-2 MLA, whose 227 KiB work-group fills an SM: more splits would
+ * only add partials to write and combine), each split at least two key tiles of the
+ * longest sequence the block table can hold. */
+static int auto_splits(const kp_gpu_profile *p, int per_cu, int64_t base_groups, int64_t max_len, int bn) {
+    int64_t want = per_cu * (int64_t)(p->compute_units > 0 ? p->compute_units : 1);
     if (base_groups >= want) return 1;
     int64_t ns = (want + base_groups - 1) / base_groups, tiles = (max_len + bn - 1) / bn;
     if (ns > tiles / 2) ns = tiles / 2;
@@ -113,7 +115,8 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 
     int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;
     int ns = pa->num_splits > 0 ? pa->num_splits
-                                : auto_splits(&c->prof, b * h_kv * m_tiles, max_blocks * block_size, cfg.bn);
+                                : auto_splits(&c->prof, gen == 2 && pa->mla ? 1 : 2, b * h_kv * m_tiles,
+                                              max_blocks * block_size, cfg.bn);
     int64_t nrows_all = b * s_q * h_q;
     void *scratch[2] = {NULL, NULL}; /* partials [ns, rows, dv] f32 and their lse [ns, rows] */
     if (ns > 1) {
