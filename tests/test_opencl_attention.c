@@ -159,9 +159,10 @@ KP_TEST(opencl_attn_mma_path) {
     CHECK_OK(kp_stream_destroy(s));
 }
 
-/* Generation-2 MLA decode (mla_decode_gen2.cl) with the tiles the table gives
- * A100/H100/H200 at 64 rows, 32 keys a tile and 4 or 3 pipeline stages (PoCL's 2 MiB of
- * local memory takes 64 keys, 2 stages, which conf_mla_decode_gen2 runs). */
+/* Generation-2 MLA decode (mla_decode_gen2.cl) with 32-key tiles, 4 or 3 pipeline
+ * stages, at 64 rows (4 row groups: P of groups 2 and 3 beside 0 and 1's in the tile),
+ * the tiles of tuning and of devices with less local memory; PoCL's 2 MiB takes the
+ * table's 64 keys, 2 stages, which conf_mla_decode_gen2 runs. */
 KP_TEST(opencl_mla_gen2_tuned_tiles) {
     setenv("KPORT_GPU_KERNELS", "mla_decode=gen2", 1);
     static const int32_t splits[2] = {1, 3};

@@ -12,9 +12,10 @@
  * else 4: 64 rows, h_q 128 in two row tiles) x 2 halves of DV, bn keys a tile, stages of
  * the copy pipeline; the first of (bn, stages) = (64, 2), (32, 4), (32, 3), (32, 2) whose
  * local memory (KP_MLA2_LOCAL_BYTES) fits the device's, then fewer row groups; nothing
- * at one row group means generation 1 runs. On a 227 KiB device (A100/H100/H200) the
- * 64-row tile takes (64, 2): 227,328 bytes (P lives in the tile's rope columns, so Q
- * and two 64-key latent tiles are nearly all of it).
+ * at one row group means generation 1 runs. On a 227 KiB device (H100/H200) the 64-row
+ * tile takes (64, 2): 227,328 bytes (P lives in the tile's rope columns, so Q and two
+ * 64-key latent tiles are nearly all of it); A100's 163 KiB takes (32, 2), 152,576
+ * bytes, a variant the fatbins (built for the 227 KiB profile) leave to NVRTC.
  * Tuning keys (mla_decode): g2_block_n (32 or 64), g2_stages (2..4).
  */
 #include "gpu_ops.h"
