@@ -306,6 +306,78 @@ KP_TEST(gpu_prefill_gen2_plan) {
     CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL);
 }
 
+/* Generation-2 MLA decode, the default on matrix-unit devices: h_q 128 in two 64-row
+ * tiles of 8 warps, 64 keys a tile and 2 stages in 227 KiB, generation 1's MLA combine;
+ * an FP8 latent cache and KPORT_GPU_KERNELS=mla_decode=gen1 run generation 1. */
+KP_TEST(gpu_mla_decode_gen2_plan) {
+    fake_reset("cuda");
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_mla_decode_params m;
+    memset(&m, 0, sizeof m);
+    m.q = tensor(0, KP_BF16, 4, (int64_t[]){3, 1, 128, 576});
+    m.kv_cache = tensor(1, KP_BF16, 4, (int64_t[]){64, 64, 1, 576});
+    m.block_table = tensor(2, KP_I32, 2, (int64_t[]){3, 64});
+    m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){3});
+    m.out = tensor(4, KP_BF16, 4, (int64_t[]){3, 1, 128, 512});
+    m.softmax_scale = 0.135f, m.head_dim_v = 512, m.causal = 1, m.num_splits = 2;
+    kp_stream s = {0};
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 2);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_MLA_DECODE2);
+    CHECK_STR_EQ(l->kernel, "kp_mla_decode_gen2");
+    CHECK_STR_CONTAINS(l->options, "-DM2_DQK=576 -DM2_DV=512 -DM2_WM=4 -DM2_BN=64 -DM2_STAGES=2");
+    CHECK_INT_EQ(l->local[0], 256);
+    CHECK_INT_EQ(l->local_bytes, KP_MLA2_LOCAL_BYTES(4, 64, 576, 2));
+    CHECK(l->local_bytes <= fake_prof.local_mem);
+    CHECK_INT_EQ((long long)l->groups[0], 2); /* 128 rows: two tiles of 64 */
+    CHECK_INT_EQ((long long)l->groups[1], 1);
+    CHECK_INT_EQ((long long)l->groups[2], 3 * 2);
+    CHECK_STR_EQ(fake_launches[1].kernel, "kp_attention_combine");
+    CHECK_STR_CONTAINS(fake_launches[1].options, "-DATTN_MLA");
+    /* automatic splits: one work-group per SM is enough (132 here) */
+    m.num_splits = 0;
+    m.q = tensor(0, KP_BF16, 4, (int64_t[]){66, 1, 128, 576});
+    m.out = tensor(4, KP_BF16, 4, (int64_t[]){66, 1, 128, 512});
+    m.block_table = tensor(2, KP_I32, 2, (int64_t[]){66, 64});
+    m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){66});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 66);
+    m.q = tensor(0, KP_BF16, 4, (int64_t[]){3, 1, 128, 576});
+    m.out = tensor(4, KP_BF16, 4, (int64_t[]){3, 1, 128, 512});
+    m.block_table = tensor(2, KP_I32, 2, (int64_t[]){3, 64});
+    m.seq_lens = tensor(3, KP_I32, 1, (int64_t[]){3});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 3 * 22); /* 6 row tiles x 22 splits = 132 */
+    /* 16 rows: one row group, 64 keys, 2 stages; d_v 256 */
+    m.q = tensor(0, KP_F16, 4, (int64_t[]){3, 1, 16, 576});
+    m.kv_cache.dtype = KP_F16, m.out = tensor(4, KP_F16, 4, (int64_t[]){3, 1, 16, 256}), m.head_dim_v = 256;
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_STR_CONTAINS(fake_launches[0].options, "-DM2_DV=256 -DM2_WM=1 -DM2_BN=64 -DM2_STAGES=2");
+    CHECK_INT_EQ(fake_launches[0].local[0], 64);
+    /* an FP8 latent cache: generation 1 */
+    kp_mla_decode_params f = m;
+    f.kv_cache.dtype = KP_FP8_E4M3, f.kv_scale = tensor(5, KP_F32, 1, (int64_t[]){1});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    setenv("KPORT_GPU_KERNELS", "mla_decode=gen1", 1);
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    unsetenv("KPORT_GPU_KERNELS");
+    /* AMD's 64 KiB of LDS holds no MLA tile: generation 1 */
+    kp_device_info info;
+    kp_gpu_profile hip;
+    kp_gpu_mla2_tile t;
+    CHECK(kp_gpu_build_profile("hip", &info, &hip) == 0);
+    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 0, &t), 0);
+}
+
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
     fake_reset("cuda");
     setenv("KPORT_GPU_KERNELS", "attention_decode=gen1", 1); /* generation 2: gpu_decode_gen2_plan */

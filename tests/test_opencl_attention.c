@@ -159,6 +159,30 @@ KP_TEST(opencl_attn_mma_path) {
     CHECK_OK(kp_stream_destroy(s));
 }
 
+/* Generation-2 MLA decode (mla_decode_gen2.cl) with 32-key tiles, 4 or 3 pipeline
+ * stages, at 64 rows (4 row groups: P of groups 2 and 3 beside 0 and 1's in the tile),
+ * the tiles of tuning and of devices with less local memory; PoCL's 2 MiB takes the
+ * table's 64 keys, 2 stages, which conf_mla_decode_gen2 runs. */
+KP_TEST(opencl_mla_gen2_tuned_tiles) {
+    setenv("KPORT_GPU_KERNELS", "mla_decode=gen2", 1);
+    static const int32_t splits[2] = {1, 3};
+    for (int st = 4; st >= 3; st--) {
+        char lines[128];
+        snprintf(lines, sizeof lines, "*;*;*;mla_decode;g2_block_n;32\n*;*;*;mla_decode;g2_stages;%d\n", st);
+        use_tuning(lines);
+        kp_device *d = open_opencl();
+        kp_stream *s;
+        CHECK_OK(kp_stream_create(d, &s));
+        conf_paged_case m = {.dt = st == 4 ? KP_BF16 : KP_F16, .b = 4, .s_q = 1, .h_q = 64, .h_kv = 1, .d = 576,
+            .dv = st == 4 ? 512 : 256, .block_size = 16, .seq_lens = dec_lens, .causal = 1, .lse = 1,
+            .scale = 0.1352337788608801, .mla = 1, .splits = splits, .nsplits = 2};
+        conf_run_paged(d, s, &m);
+        CHECK_OK(kp_stream_destroy(s));
+        CHECK_OK(kp_device_close(d));
+    }
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
 /* The combine kernel at its extremes: 1024 splits (most of them empty), and splits
  * of one key tile each. */
 KP_TEST(opencl_attn_split_combine) {

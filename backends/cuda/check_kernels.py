@@ -85,9 +85,9 @@ def check_sass(sass, source, options, kernel, where, arch=None):
             problems.append("%s: %s has no e4m3 MMA (F2FP.F16.E4M3 + HMMA or QMMA)" % (where, kernel))
         if arch == "sm_80" and e4m3:
             problems.append("%s: %s uses e4m3 instructions sm_80 does not have" % (where, kernel))
-    if kernel.startswith(("kp_attention_prefill_gen2", "kp_attention_decode_gen2")):
-        # FA2's loop (prefill and paged decode): tensor cores, cp.async, V through
-        # ldmatrix.trans, quad shuffles
+    if kernel.startswith(("kp_attention_prefill_gen2", "kp_attention_decode_gen2", "kp_mla_decode_gen2")):
+        # FA2's loop (prefill, paged decode and MLA decode): tensor cores, cp.async, V
+        # through ldmatrix.trans, quad shuffles
         for pattern, what in ((r"\bHMMA\.", "HMMA (tensor-core mma.sync)"), (r"\bLDGSTS\b", "LDGSTS (cp.async)"),
                               (r"\bLDSM\.16\.MT88\b", "LDSM.16.MT88 (ldmatrix.trans)"),
                               (r"\bSHFL\.BFLY\b", "SHFL.BFLY (row max by quad shuffles)")):

@@ -2,7 +2,7 @@
  * kernels/attention/attention_gen2_layout.h - the dynamic local memory of the
  * generation-2 attention kernels, in bytes: one formula the planner
  * (backends/gpu/ops/gpu_attention_gen2.c, gpu_attention_decode_gen2.c) and the kernels
- * (attention_prefill_gen2.cl, attention_decode_gen2.cl) both use. Rows are padded by 8 16-bit values (16 bytes) so that the 8 rows one
+ * (attention_prefill_gen2.cl, attention_decode_gen2.cl, mla_decode_gen2.cl) both use. Rows are padded by 8 16-bit values (16 bytes) so that the 8 rows one
  * ldmatrix reads fall on distinct banks.
  *
  *   Q tile          bm x (dqk + 8)
@@ -32,5 +32,14 @@
      (KP_ATTN2_DEC_LOOP_BYTES(wm, wn, bn, dqk, dv, stages) > KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)      \
           ? KP_ATTN2_DEC_LOOP_BYTES(wm, wn, bn, dqk, dv, stages)                                      \
           : KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)))
+
+/* MLA decode (mla_decode_gen2.cl): wm row groups x 2 halves of DV, 32 work-items each;
+ * Q bm x (dqk + 8), stages x bn latent rows of dqk + 8 (P goes into a tile's columns
+ * past DV), the quad scratch, and [2][bm] f32 row maxima and [2][bm] row sums of the
+ * two halves. */
+#define KP_MLA2_THREADS(wm) (64 * (wm))
+#define KP_MLA2_LOCAL_BYTES(wm, bn, dqk, stages)                                                   \
+    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) + (stages) * (bn) * ((dqk) + 8) * 2 + KP_MLA2_THREADS(wm) * 8 + \
+     4 * 16 * (wm) * 4)
 
 #endif /* KP_ATTENTION_GEN2_LAYOUT_H */

@@ -3,7 +3,7 @@
  * head of 576, V = its first 512 columns) against the float64 reference: h_q 16, 32,
  * 64, 128, s_q 1 and 2, block 64, causal, every dtype; forced split-KV; a few
  * FlashMLA-sized cases (b 2-4, s_k 4096-4097, h_q 128); outlier channels; bad index
- * content.
+ * content; generation 2 (mla_decode_gen2.cl) forced on the GPU backends.
  */
 #include "conf_attention.h"
 
@@ -101,4 +101,36 @@ KP_CONFORMANCE(conf_mla_decode_bad_content) {
     }
     kp_conf_free(&q), kp_conf_free(&kv), kp_conf_free(&bt), kp_conf_free(&sl), kp_conf_free(&out);
     CHECK_OK(kp_stream_destroy(s));
+}
+
+/* Generation-2 MLA decode (mla_decode_gen2.cl) on the GPU backends whatever the run's
+ * KPORT_GPU_KERNELS (PoCL runs it through the portable copies and fragments): one, two
+ * and four 16-row groups (s_q * h_q 16, 32, 64) and two and four 64-row tiles (128,
+ * 256), d_v 512 and 256, block sizes 16 and 64, contexts of no key, one key, inside,
+ * on and next to 64-key tile bounds and across several tiles, causal and not, lse on
+ * and off, split-KV off, forced and automatic. The CPU backend ignores the variable. */
+KP_CONFORMANCE(conf_mla_decode_gen2) {
+    setenv("KPORT_GPU_KERNELS", "mla_decode=gen2", 1);
+    static const int32_t lens[5] = {0, 63, 600, 1, 129};
+    static const int32_t splits[3] = {1, 3, 0};
+    static const struct {
+        kp_dtype dt;
+        int h_q, s_q, dv, bs, causal, lse;
+    } cases[] = {
+        {KP_BF16, 16, 1, 512, 16, 1, 1},  /* 16 rows: one row group */
+        {KP_F16, 16, 2, 512, 64, 1, 1},   /* 32 rows: two row groups, causal across s_q */
+        {KP_BF16, 64, 1, 256, 64, 1, 0},  /* 64 rows: four row groups, d_v 256, no lse */
+        {KP_F16, 64, 2, 512, 16, 0, 1},   /* 128 rows: two row tiles, not causal */
+        {KP_BF16, 128, 1, 512, 64, 1, 1}, /* DeepSeek's h_q: two row tiles */
+    };
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_paged_case c = {.dt = cases[i].dt, .b = 5, .s_q = cases[i].s_q, .h_q = cases[i].h_q, .h_kv = 1,
+            .d = 576, .dv = cases[i].dv, .block_size = cases[i].bs, .seq_lens = lens, .causal = cases[i].causal,
+            .lse = cases[i].lse, .scale = MLA_SCALE, .mla = 1, .splits = splits, .nsplits = i % 2 ? 2 : 3};
+        conf_run_paged(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+    unsetenv("KPORT_GPU_KERNELS");
 }

@@ -5,7 +5,8 @@
  * in gpu_attention_gen2.c), with the same grid, split-KV scratch and combine kernel (from
  * a generation-1 variant of the same shape).
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
- * kernel built with -DATTN_MLA, one KV head, V read from the K tile.
+ * kernel built with -DATTN_MLA, one KV head, V read from the K tile; its generation 2
+ * is mla_decode_gen2.cl (the same arguments, grid and scratch).
  *
  * Split-KV partials live in the per-stream scratch (kp_gpu_scratch_acquire): the
  * stream is in order, so a call's kernels never overlap the previous call's.
@@ -19,10 +20,12 @@
 
 #define ATTN_LOG2E 1.4426950408889634
 
-/* Automatic split count: enough work-groups for every compute unit twice over, each
- * split at least two key tiles of the longest sequence the block table can hold. */
-static int auto_splits(const kp_gpu_profile *p, int64_t base_groups, int64_t max_len, int bn) {
-    int64_t want = 2 * (int64_t)(p->compute_units > 0 ? p->compute_units : 1);
+/* Automatic split count: enough work-groups for every compute unit per_cu times over
+ * (2; 1 for generation-2 MLA, whose 227 KiB work-group fills an SM: more splits would
+ * only add partials to write and combine), each split at least two key tiles of the
+ * longest sequence the block table can hold. */
+static int auto_splits(const kp_gpu_profile *p, int per_cu, int64_t base_groups, int64_t max_len, int bn) {
+    int64_t want = per_cu * (int64_t)(p->compute_units > 0 ? p->compute_units : 1);
     if (base_groups >= want) return 1;
     int64_t ns = (want + base_groups - 1) / base_groups, tiles = (max_len + bn - 1) / bn;
     if (ns > tiles / 2) ns = tiles / 2;
@@ -70,7 +73,23 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     const char *src = KP_GPU_SRC_ATTN_DECODE, *kernel = "kp_attention_decode_paged";
     char combine_opts[256]; /* a generation-1 variant: generation 2 launches its kp_attention_combine */
     size_t local_bytes = 0;
-    if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
+    if (gen == 2 && pa->mla) { /* mla_decode_gen2.cl; the combine from the generation-1 MLA plan */
+        kp_gpu_mla2_tile t;
+        src = KP_GPU_SRC_MLA_DECODE2, kernel = "kp_mla_decode_gen2";
+        if (!kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 1, &t))
+            return h->set_error(KP_ERR_UNSUPPORTED, "%s (generation 2) on %s: no tile fits", name, c->t->name);
+        kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        if (kp_gpu_variant_ok(c, src, opts) != KP_OK) { /* a tuned tile not built here */
+            kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 0, &t);
+            kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
+        }
+        st = kp_gpu_variant_ok(c, src, opts);
+        kp_gpu_attn_cfg c1;
+        if (st == KP_OK)
+            st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_DECODE, q->dtype, dqk, dv, 1, (int)(s_q * group), &c1,
+                                  combine_opts, sizeof combine_opts);
+        cfg.bm = 16 * t.wm, cfg.bn = t.bn, cfg.nt = KP_MLA2_THREADS(t.wm), local_bytes = t.local_bytes;
+    } else if (gen == 2) { /* the plan fills what the launch below reads: bm, bn, nt */
         kp_gpu_attn2_dec_tile t;
         src = KP_GPU_SRC_ATTN_DECODE2, kernel = "kp_attention_decode_gen2";
         if (!kp_gpu_attn2_dec_tile_pick(h, &c->prof, (int)(s_q * group), dqk, dv, 1, &t))
@@ -96,7 +115,8 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 
     int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;
     int ns = pa->num_splits > 0 ? pa->num_splits
-                                : auto_splits(&c->prof, b * h_kv * m_tiles, max_blocks * block_size, cfg.bn);
+                                : auto_splits(&c->prof, gen == 2 && pa->mla ? 1 : 2, b * h_kv * m_tiles,
+                                              max_blocks * block_size, cfg.bn);
     int64_t nrows_all = b * s_q * h_q;
     void *scratch[2] = {NULL, NULL}; /* partials [ns, rows, dv] f32 and their lse [ns, rows] */
     if (ns > 1) {

@@ -4,9 +4,10 @@
  * Generation 1: the first kernels (static 48 KiB tiles, synchronous scalar loads).
  * Generation 2: dynamic local memory sized from the device, 16-byte copies in an
  * S-stage pipeline, register-resident fragments (attention_prefill, attention_decode,
- * grouped_gemm; 16-bit activations). Generation 1 stays selectable until generation 2
- * has passed on a GPU, and remains the f32 path and the path of the ops that have no
- * generation-2 kernel yet (mla_decode, moe_gate, moe_align, moe_combine).
+ * mla_decode, grouped_gemm; 16-bit activations). Generation 1 stays selectable until
+ * generation 2 has passed on a GPU, and remains the f32 path (and mla_decode's FP8-cache
+ * path) and the path of the ops that have no generation-2 kernel yet (moe_gate,
+ * moe_align, moe_combine).
  *
  * The choice, first that applies:
  *   1. KPORT_GPU_KERNELS: "gen1" / "gen2" / "auto" for every kernel, or a list
