@@ -1115,6 +1115,44 @@ KP_TEST(gpu_plan_cache_stays_bounded) {
     }
 }
 
+/* The gate, align and combine plans (cached per dtype, per align variant) launch what
+ * fresh planning does, standalone, across dtypes, expert counts (both align variants)
+ * and token counts (one align chunk or several). */
+KP_TEST(gpu_plan_cache_moe_gate_align_combine_same_as_fresh) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    const kp_dtype dts[] = {KP_BF16, KP_F16, KP_F32};
+    for (int i = 0; i < 3; i++)
+        for (int64_t t = 1; t <= 4096; t *= 64) {
+            kp_moe_gate_params g;
+            memset(&g, 0, sizeof g);
+            g.logits = tensor(0, dts[i], 2, (int64_t[]){t, 256});
+            if (i == 1) g.bias = tensor(1, KP_F32, 1, (int64_t[]){256});
+            g.topk_ids = tensor(2, KP_I32, 2, (int64_t[]){t, 8});
+            g.topk_weights = tensor(3, KP_F32, 2, (int64_t[]){t, 8});
+            g.routing = (kp_moe_routing){8, 8, 4, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+            check_cached_same(KP_OP_MOE_GATE, &g, "moe_gate");
+            kp_moe_combine_params cb;
+            memset(&cb, 0, sizeof cb);
+            cb.expert_out = tensor(0, dts[i], 2, (int64_t[]){t * 8, 512});
+            cb.token_pos = tensor(1, KP_I32, 2, (int64_t[]){t, 8});
+            cb.topk_weights = tensor(2, KP_F32, 2, (int64_t[]){t, 8});
+            cb.out = tensor(3, dts[i], 2, (int64_t[]){t, 512});
+            check_cached_same(KP_OP_MOE_COMBINE, &cb, "moe_combine");
+            for (int e = 64; e <= 1024; e *= 16) {
+                kp_moe_align_params a;
+                memset(&a, 0, sizeof a);
+                a.topk_ids = tensor(0, KP_I32, 2, (int64_t[]){t, 8});
+                a.sorted_ids = tensor(1, KP_I32, 1, (int64_t[]){t * 8 + (int64_t)e * 15});
+                a.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){e + 1});
+                a.token_pos = tensor(3, KP_I32, 2, (int64_t[]){t, 8});
+                a.num_experts = e, a.block_size = 16;
+                check_cached_same(KP_OP_MOE_ALIGN, &a, e > 512 ? "moe_align (4096 experts)" : "moe_align");
+            }
+        }
+}
+
 /* ---- kp_moe_forward's chain plan (gpu_moe_chain.c) ---- */
 
 /* A routed layer: T tokens, E experts, top-k, hidden and inter sizes; x/out dtype dt,
