@@ -15,7 +15,7 @@
 
 /* ---- a fake target: records launches; variant_check refuses one options string ---- */
 
-#define FAKE_MAX 8
+#define FAKE_MAX 16 /* kp_moe_forward's chain: up to 12 launches */
 static kp_gpu_launch fake_launches[FAKE_MAX];
 static char fake_options[FAKE_MAX][256]; /* a launch's options live in the op's stack frame */
 static _Alignas(8) unsigned char fake_kargs_copy[FAKE_MAX][KP_GPU_MAX_KARGS_BYTES]; /* so is its kargs block */
@@ -123,7 +123,7 @@ static void fake_reset(const char *backend) {
     fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;
 }
 
-static kp_buffer fake_buf[8];
+static kp_buffer fake_buf[12];
 
 static kp_tensor tensor(int b, kp_dtype dt, int ndim, const int64_t *shape) {
     kp_tensor t;
@@ -1272,4 +1272,172 @@ KP_TEST(gpu_plan_cache_stays_bounded) {
         g.out = tensor(3, KP_BF16, 2, (int64_t[]){4 * i, 512});
         check_cached_same(KP_OP_GROUPED_GEMM, &g, "after eviction");
     }
+}
+
+/* The gate, align and combine plans (cached per dtype, per align variant) launch what
+ * fresh planning does, standalone, across dtypes, expert counts (both align variants)
+ * and token counts (one align chunk or several). */
+KP_TEST(gpu_plan_cache_moe_gate_align_combine_same_as_fresh) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    const kp_dtype dts[] = {KP_BF16, KP_F16, KP_F32};
+    for (int i = 0; i < 3; i++)
+        for (int64_t t = 1; t <= 4096; t *= 64) {
+            kp_moe_gate_params g;
+            memset(&g, 0, sizeof g);
+            g.logits = tensor(0, dts[i], 2, (int64_t[]){t, 256});
+            if (i == 1) g.bias = tensor(1, KP_F32, 1, (int64_t[]){256});
+            g.topk_ids = tensor(2, KP_I32, 2, (int64_t[]){t, 8});
+            g.topk_weights = tensor(3, KP_F32, 2, (int64_t[]){t, 8});
+            g.routing = (kp_moe_routing){8, 8, 4, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+            check_cached_same(KP_OP_MOE_GATE, &g, "moe_gate");
+            kp_moe_combine_params cb;
+            memset(&cb, 0, sizeof cb);
+            cb.expert_out = tensor(0, dts[i], 2, (int64_t[]){t * 8, 512});
+            cb.token_pos = tensor(1, KP_I32, 2, (int64_t[]){t, 8});
+            cb.topk_weights = tensor(2, KP_F32, 2, (int64_t[]){t, 8});
+            cb.out = tensor(3, dts[i], 2, (int64_t[]){t, 512});
+            check_cached_same(KP_OP_MOE_COMBINE, &cb, "moe_combine");
+            for (int e = 64; e <= 1024; e *= 16) {
+                kp_moe_align_params a;
+                memset(&a, 0, sizeof a);
+                a.topk_ids = tensor(0, KP_I32, 2, (int64_t[]){t, 8});
+                a.sorted_ids = tensor(1, KP_I32, 1, (int64_t[]){t * 8 + (int64_t)e * 15});
+                a.expert_offsets = tensor(2, KP_I32, 1, (int64_t[]){e + 1});
+                a.token_pos = tensor(3, KP_I32, 2, (int64_t[]){t, 8});
+                a.num_experts = e, a.block_size = 16;
+                check_cached_same(KP_OP_MOE_ALIGN, &a, e > 512 ? "moe_align (4096 experts)" : "moe_align");
+            }
+        }
+}
+
+/* ---- kp_moe_forward's chain plan (gpu_moe_chain.c) ---- */
+
+/* A routed layer: T tokens, E experts, top-k, hidden and inter sizes; x/out dtype dt,
+ * expert weights wdt (e4m3: with their f32 block scales); inter_s > 0 adds a shared
+ * expert; bias: a gate bias. Buffers 0..11 of fake_buf, the workspace at offset 512. */
+static kp_moe_forward_params forward_params(int64_t t, int64_t e, int k, int64_t hidden, int64_t inter, kp_dtype dt,
+                                            kp_dtype wdt, int64_t inter_s, int bias) {
+    kp_moe_forward_params p;
+    memset(&p, 0, sizeof p);
+    p.x = tensor(0, dt, 2, (int64_t[]){t, hidden});
+    p.router_logits = tensor(1, KP_F32, 2, (int64_t[]){t, e});
+    p.w13 = tensor(2, wdt, 3, (int64_t[]){e, 2 * inter, hidden});
+    p.w2 = tensor(3, wdt, 3, (int64_t[]){e, hidden, inter});
+    if (wdt == KP_FP8_E4M3) {
+        p.w13_scale = tensor(8, KP_F32, 3, (int64_t[]){e, (2 * inter + 127) / 128, hidden / 128});
+        p.w2_scale = tensor(9, KP_F32, 3, (int64_t[]){e, (hidden + 127) / 128, inter / 128});
+    }
+    if (inter_s > 0) {
+        p.shared_w13 = tensor(6, dt, 2, (int64_t[]){2 * inter_s, hidden});
+        p.shared_w2 = tensor(7, dt, 2, (int64_t[]){hidden, inter_s});
+    }
+    if (bias) p.bias = tensor(10, KP_F32, 1, (int64_t[]){e});
+    p.out = tensor(4, dt, 2, (int64_t[]){t, hidden});
+    p.workspace = &fake_buf[5], p.workspace_offset = 512;
+    p.routing = (kp_moe_routing){k, e % 4 == 0 ? 4 : 1, e % 4 == 0 ? 2 : 1, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+    return p;
+}
+
+/* The chain from the cache launches exactly what planning each launch afresh does
+ * (variant, kernel, geometry, local bytes, arguments, kargs byte by byte), across T
+ * (1 token to several align chunks), E, top-k, dtypes, e4m3 weights, a shared expert
+ * (split-K on its decode GEMMs), a bias, both GEMM generations and an unaligned x
+ * (generation 2 cannot take it); a hit then fills only this call's buffers, offsets and
+ * routing scalars. */
+KP_TEST(gpu_plan_cache_moe_forward_chain_same_as_fresh) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    const int64_t ts[] = {1, 16, 200, 1100};
+    const int64_t es[] = {8, 64, 256};
+    const int ks[] = {1, 2, 8};
+    const kp_dtype dts[] = {KP_BF16, KP_F16, KP_F32};
+    int cases = 0;
+    for (int gen = 1; gen <= 2; gen++) {
+        if (gen == 1) setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1);
+        else unsetenv("KPORT_GPU_KERNELS");
+        for (int ti = 0; ti < 4; ti++)
+            for (int ei = 0; ei < 3; ei++)
+                for (int ki = 0; ki < 3; ki++) {
+                    if (ks[ki] > es[ei]) continue;
+                    const int v = ti + ei + ki; /* vary the rest across the grid */
+                    const kp_dtype dt = dts[v % 3];
+                    const kp_dtype wdt = dt != KP_F32 && v % 2 ? KP_FP8_E4M3 : dt;
+                    const int64_t hidden = v % 4 == 3 ? 1024 : 256;
+                    kp_moe_forward_params p =
+                        forward_params(ts[ti], es[ei], ks[ki], hidden, 128, dt, wdt, v % 3 == 1 ? 256 : 0, v % 2);
+                    char what[160];
+                    snprintf(what, sizeof what, "moe_forward gen%d T=%lld E=%lld k=%d %s/%s hidden %lld%s", gen,
+                             (long long)ts[ti], (long long)es[ei], ks[ki], kp_dtype_name(dt), kp_dtype_name(wdt),
+                             (long long)hidden, p.shared_w13.buffer ? " shared" : "");
+                    check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+                    cases++;
+                    /* the same shape with other routing scalars and offsets: a hit, same as fresh */
+                    p.routing.route_scale = 1.0f, p.routing.renormalize = 0;
+                    p.out.offset = (size_t)hidden * kp_dtype_size(dt) * 2, p.workspace_offset = 1024;
+                    check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+                    /* x one element in: generation 2 cannot take it, whatever the cache holds */
+                    p.x.offset = kp_dtype_size(dt);
+                    check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+                }
+    }
+    unsetenv("KPORT_GPU_KERNELS");
+    CHECK(cases >= 40);
+    kp_gpu_plan_stats st = kp_gpu_plan_cache_stats();
+    CHECK(st.big_slots_used > 0 && st.big_slots_used <= KP_GPU_PLAN_BIG_SLOTS);
+    /* split-K ran somewhere in the grid (the shared expert's decode GEMMs at hidden 1024) */
+    static launches l;
+    kp_moe_forward_params p = forward_params(1, 8, 2, 1024, 128, KP_BF16, KP_BF16, 256, 0);
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &l), KP_OK);
+    int reduce = 0;
+    for (int i = 0; i < l.n; i++) reduce += strcmp(l.l[i].kernel, "kp_grouped_gemm_gen2_reduce") == 0;
+    CHECK(reduce > 0);
+}
+
+/* The source of a chain's first GEMM launch ("" when none). */
+static const char *first_gemm_source(const launches *l) {
+    for (int i = 0; i < l->n; i++)
+        if (strstr(l->l[i].source, "moe_gemm")) return l->l[i].source;
+    return "";
+}
+
+/* A new tuning generation retires a cached chain; a changed KPORT_GPU_KERNELS replans
+ * at once (it is part of the chain's signature). */
+KP_TEST(gpu_plan_cache_moe_forward_chain_invalidated) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    kp_moe_forward_params p = forward_params(16, 64, 8, 256, 128, KP_BF16, KP_FP8_E4M3, 0, 1);
+    static launches a, b;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &a), KP_OK);
+    CHECK(a.n >= 4);
+    CHECK_STR_EQ(first_gemm_source(&a), KP_GPU_SRC_MOE_GEMM2);
+    fake_tuned_gen = 1; /* the table now says generation 1; until its generation moves the chain stands */
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &b), KP_OK);
+    CHECK_STR_EQ(first_gemm_source(&b), KP_GPU_SRC_MOE_GEMM2);
+    fake_generation++;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &b), KP_OK);
+    CHECK_STR_EQ(first_gemm_source(&b), KP_GPU_SRC_MOE_GEMM);
+    check_cached_same(KP_OP_MOE_FORWARD, &p, "moe_forward after the tuning change");
+    fake_tuned_gen = 0, fake_generation++;
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &b), KP_OK);
+    CHECK_STR_EQ(first_gemm_source(&b), KP_GPU_SRC_MOE_GEMM2);
+    /* the environment switch, with no tuning change */
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1);
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &b), KP_OK);
+    CHECK_STR_EQ(first_gemm_source(&b), KP_GPU_SRC_MOE_GEMM);
+    check_cached_same(KP_OP_MOE_FORWARD, &p, "moe_forward under KPORT_GPU_KERNELS=grouped_gemm=gen1");
+    /* a malformed setting fails every call (never served from the cache) */
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen9", 1);
+    kp_stream s = {0};
+    for (int i = 0; i < 2; i++) {
+        fake_error[0] = '\0';
+        CHECK_INT_EQ(kp_gpu_op_run(&cached_target, KP_OP_MOE_FORWARD, &s, &p, 0), KP_ERR_INVALID_ARGUMENT);
+        CHECK_STR_CONTAINS(fake_error, "gen9");
+    }
+    unsetenv("KPORT_GPU_KERNELS");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &b), KP_OK);
+    if (!launches_equal(&a, &b, fake_error, sizeof fake_error)) CHECK_MSG(0, "back to the first plan: %s", fake_error);
 }

@@ -14,6 +14,9 @@
  * from another device or an older table never hits.
  * Without tuning_generation (a host that cannot say when tuning changes) nothing is
  * cached.
+ * Plans larger than KP_GPU_PLAN_VALUE_MAX (kp_moe_forward's chain plan, up to
+ * KP_GPU_PLAN_BIG_VALUE_MAX) live in a second, smaller table of KP_GPU_PLAN_BIG_SLOTS
+ * slots with the same rules; the size picks the table.
  */
 #include "ops/gpu_ops.h"
 
@@ -29,18 +32,36 @@ typedef struct plan_slot {
     kp_gpu_profile prof; /* what the plan was made for: a target whose profile changes never hits stale plans */
     kp_gpu_plan_key key;
     uint32_t value_size;
-    _Alignas(16) unsigned char value[KP_GPU_PLAN_VALUE_MAX];
     char opts[KP_GPU_PLAN_OPTS_MAX];
 } plan_slot;
 
 static plan_slot slots[KP_GPU_PLAN_SLOTS];
+static _Alignas(16) unsigned char values[KP_GPU_PLAN_SLOTS][KP_GPU_PLAN_VALUE_MAX];
+static plan_slot big_slots[KP_GPU_PLAN_BIG_SLOTS];
+static _Alignas(16) unsigned char big_values[KP_GPU_PLAN_BIG_SLOTS][KP_GPU_PLAN_BIG_VALUE_MAX];
 static _Thread_local kp_gpu_plan_stats stats; /* this thread's hits and misses (tests) */
 
-static uint32_t slot_of(const kp_device *d, const kp_gpu_plan_key *k) {
+static uint32_t hash_of(const kp_device *d, const kp_gpu_plan_key *k) {
     uint64_t h = (uint64_t)(uintptr_t)d * 0x9e3779b97f4a7c15ull;
     for (int i = 0; i < KP_GPU_PLAN_KEY_WORDS; i++) h = (h ^ (uint64_t)k->v[i]) * 0xff51afd7ed558ccdull;
     h ^= h >> 29;
-    return (uint32_t)(h & (KP_GPU_PLAN_SLOTS - 1));
+    return (uint32_t)h;
+}
+
+/* The slot for a value of size bytes and its value storage (NULL: too large for either table). */
+static plan_slot *slot_for(const kp_device *d, const kp_gpu_plan_key *k, size_t size, unsigned char **value) {
+    uint32_t h = hash_of(d, k);
+    if (size <= KP_GPU_PLAN_VALUE_MAX) {
+        uint32_t i = h & (KP_GPU_PLAN_SLOTS - 1);
+        *value = values[i];
+        return &slots[i];
+    }
+    if (size <= KP_GPU_PLAN_BIG_VALUE_MAX) {
+        uint32_t i = h & (KP_GPU_PLAN_BIG_SLOTS - 1);
+        *value = big_values[i];
+        return &big_slots[i];
+    }
+    return NULL;
 }
 
 static int device_index(const kp_device *d) { return d ? d->global_index : -1; }
@@ -59,19 +80,20 @@ static void slot_unlock(plan_slot *s) { atomic_store_explicit(&s->busy, 0u, memo
 int kp_gpu_plan_lookup(kp_gpu_ctx *c, const kp_gpu_plan_key *k, void *value, size_t size, char *opts, size_t opts_n,
                        uint64_t *generation) {
     *generation = 0;
-    if (!c->host->tuning_generation || size > KP_GPU_PLAN_VALUE_MAX) return 0;
+    if (!c->host->tuning_generation || size > KP_GPU_PLAN_BIG_VALUE_MAX) return 0;
     const uint64_t gen = c->host->tuning_generation();
     *generation = gen;
-    plan_slot *s = &slots[slot_of(c->s->device, k)];
     int hit = 0;
-    if (slot_lock(s)) {
+    unsigned char *stored;
+    plan_slot *s = slot_for(c->s->device, k, size, &stored);
+    if (s && slot_lock(s)) {
         if (s->used && s->generation == gen && s->device == c->s->device &&
             s->device_index == device_index(c->s->device) && same_profile(&s->prof, &c->prof) &&
             s->value_size == size &&
             memcmp(&s->key, k, sizeof *k) == 0) {
             size_t n = strlen(s->opts);
             if (n < opts_n) {
-                memcpy(value, s->value, size);
+                memcpy(value, stored, size);
                 memcpy(opts, s->opts, n + 1);
                 hit = 1;
             }
@@ -85,9 +107,10 @@ int kp_gpu_plan_lookup(kp_gpu_ctx *c, const kp_gpu_plan_key *k, void *value, siz
 
 void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t gen, const void *value, size_t size,
                        const char *opts) {
-    if (gen == 0 || size > KP_GPU_PLAN_VALUE_MAX || strlen(opts) >= KP_GPU_PLAN_OPTS_MAX) return;
-    plan_slot *s = &slots[slot_of(c->s->device, k)];
-    if (!slot_lock(s)) return; /* another thread has it: this plan is simply not kept */
+    if (gen == 0 || strlen(opts) >= KP_GPU_PLAN_OPTS_MAX) return;
+    unsigned char *stored;
+    plan_slot *s = slot_for(c->s->device, k, size, &stored);
+    if (!s || !slot_lock(s)) return; /* another thread has it: this plan is simply not kept */
     s->used = 1;
     s->generation = gen;
     s->device = c->s->device;
@@ -95,7 +118,7 @@ void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t gen, co
     s->prof = c->prof;
     s->key = *k;
     s->value_size = (uint32_t)size;
-    memcpy(s->value, value, size);
+    memcpy(stored, value, size);
     memcpy(s->opts, opts, strlen(opts) + 1);
     slot_unlock(s);
 }
@@ -103,11 +126,12 @@ void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t gen, co
 kp_gpu_plan_stats kp_gpu_plan_cache_stats(void) {
     kp_gpu_plan_stats r = stats;
     int used = 0;
-    for (int i = 0; i < KP_GPU_PLAN_SLOTS; i++) {
-        plan_slot *s = &slots[i];
+    for (int i = 0; i < KP_GPU_PLAN_SLOTS + KP_GPU_PLAN_BIG_SLOTS; i++) {
+        plan_slot *s = i < KP_GPU_PLAN_SLOTS ? &slots[i] : &big_slots[i - KP_GPU_PLAN_SLOTS];
         while (!slot_lock(s)) {
         }
-        used += s->used;
+        if (i < KP_GPU_PLAN_SLOTS) used += s->used;
+        else r.big_slots_used += s->used;
         slot_unlock(s);
     }
     r.slots_used = used;
@@ -115,8 +139,8 @@ kp_gpu_plan_stats kp_gpu_plan_cache_stats(void) {
 }
 
 void kp_gpu_plan_cache_clear(void) {
-    for (int i = 0; i < KP_GPU_PLAN_SLOTS; i++) {
-        plan_slot *s = &slots[i];
+    for (int i = 0; i < KP_GPU_PLAN_SLOTS + KP_GPU_PLAN_BIG_SLOTS; i++) {
+        plan_slot *s = i < KP_GPU_PLAN_SLOTS ? &slots[i] : &big_slots[i - KP_GPU_PLAN_SLOTS];
         while (!slot_lock(s)) {
         }
         s->used = 0;

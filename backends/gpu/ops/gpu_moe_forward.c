@@ -35,7 +35,9 @@
 
 static size_t ws_align(size_t n) { return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
 
-kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run) {
+/* The chain's views and GEMMs for p (no launch): what kp_gpu_moe_forward_launches runs,
+ * and what the cached chain (gpu_moe_chain.c) fills its launches from. */
+kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p, kp_gpu_moe_fwd *f) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
     const int64_t inter_s = p->shared_w13.buffer ? p->shared_w13.shape[0] / 2 : 0;
@@ -104,7 +106,21 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         };
         s2.w.ld = p->shared_w2.strides[0];
     }
+    *f = (kp_gpu_moe_fwd){.t = t, .hidden = hidden, .e = e, .k = k, .inter_s = inter_s, .pairs = pairs, .dt = dt,
+                          .ids = ids, .wts = wts, .pos = pos, .sorted = sorted, .offsets = offsets, .y = y, .out = out,
+                          .g1 = g1, .g2 = g2};
+    if (inter_s > 0) f->s1 = s1, f->s2 = s2;
+    return KP_OK;
+}
 
+/* The chain planned and launched afresh (every launch planned before the first runs). */
+kp_status kp_gpu_moe_forward_launches(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_gpu_moe_fwd *f,
+                                      int dry_run) {
+    const int64_t t = f->t, hidden = f->hidden, e = f->e, k = f->k, inter_s = f->inter_s, pairs = f->pairs;
+    const kp_dtype dt = f->dt;
+    const kp_gpu_view ids = f->ids, wts = f->wts, pos = f->pos, sorted = f->sorted, offsets = f->offsets, y = f->y,
+                      out = f->out;
+    const kp_gpu_moe_gemm *g1 = &f->g1, *g2 = &f->g2, *s1 = &f->s1, *s2 = &f->s2;
     /* the same selection wet and dry: every launch is planned before the first runs */
     for (int pass = dry_run ? 1 : 0; pass < 2; pass++) {
         int dry = pass == 0 ? 1 : dry_run;
@@ -112,10 +128,10 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         if ((st = kp_gpu_moe_gate_run(c, kp_gpu_view_of(&p->router_logits), p->router_logits.dtype, t, e,
                                       kp_gpu_view_of(&p->bias), &p->routing, ids, wts, dry)) ||
             (st = kp_gpu_moe_align_run(c, ids, pairs, (int32_t)e, 1, sorted, pairs, offsets, pos, dry)) ||
-            (st = kp_gpu_moe_gemm_run(c, &g1, dry)) || (st = kp_gpu_moe_gemm_run(c, &g2, dry)))
+            (st = kp_gpu_moe_gemm_run(c, g1, dry)) || (st = kp_gpu_moe_gemm_run(c, g2, dry)))
             return st;
         if (inter_s > 0) {
-            if ((st = kp_gpu_moe_gemm_run(c, &s1, dry)) || (st = kp_gpu_moe_gemm_run(c, &s2, dry))) return st;
+            if ((st = kp_gpu_moe_gemm_run(c, s1, dry)) || (st = kp_gpu_moe_gemm_run(c, s2, dry))) return st;
         } else {
             if ((st = kp_gpu_moe_combine_run(c, y, 0, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
                 return st;
@@ -123,4 +139,12 @@ kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int 
         if (dry_run) break;
     }
     return KP_OK;
+}
+
+kp_status kp_gpu_moe_forward(kp_gpu_ctx *c, const kp_moe_forward_params *p, int dry_run) {
+    kp_gpu_moe_fwd f;
+    kp_status st = kp_gpu_moe_forward_setup(c, p, &f);
+    if (st != KP_OK) return st;
+    if (!dry_run) return kp_gpu_moe_chain_run(c, p, &f); /* gpu_moe_chain.c: the chain planned once per shape */
+    return kp_gpu_moe_forward_launches(c, p, &f, dry_run);
 }

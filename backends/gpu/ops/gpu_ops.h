@@ -82,10 +82,21 @@ kp_status kp_gpu_scratch_acquire(kp_gpu_ctx *c, const size_t bytes[2], void *out
 typedef struct kp_gpu_plan_key {
     uint64_t v[KP_GPU_PLAN_KEY_WORDS];
 } kp_gpu_plan_key;
-enum { KP_GPU_PLAN_ATTN = 1, KP_GPU_PLAN_ATTN2, KP_GPU_PLAN_GEMM2, KP_GPU_PLAN_GEMM8 };
+enum {
+    KP_GPU_PLAN_ATTN = 1,
+    KP_GPU_PLAN_ATTN2,
+    KP_GPU_PLAN_GEMM2,
+    KP_GPU_PLAN_GEMM8,
+    KP_GPU_PLAN_GATE,
+    KP_GPU_PLAN_ALIGN,
+    KP_GPU_PLAN_COMBINE,
+    KP_GPU_PLAN_MOE_CHAIN,
+};
 
 #define KP_GPU_PLAN_SLOTS 256 /* a power of two: the cache's bound, per plugin */
 #define KP_GPU_PLAN_VALUE_MAX 96
+#define KP_GPU_PLAN_BIG_SLOTS 64 /* a power of two: plans above KP_GPU_PLAN_VALUE_MAX bytes (moe_forward's chain) */
+#define KP_GPU_PLAN_BIG_VALUE_MAX 3072
 #define KP_GPU_PLAN_OPTS_MAX 256
 
 /* 1 and the plan (size bytes into value, its options into opts) when this device
@@ -102,6 +113,7 @@ void kp_gpu_plan_store(kp_gpu_ctx *c, const kp_gpu_plan_key *k, uint64_t generat
 typedef struct kp_gpu_plan_stats {
     uint64_t hits, misses; /* this thread's lookups since the last clear */
     int slots_used;        /* slots holding a plan (<= KP_GPU_PLAN_SLOTS) */
+    int big_slots_used;    /* large-plan slots holding one (<= KP_GPU_PLAN_BIG_SLOTS) */
 } kp_gpu_plan_stats;
 kp_gpu_plan_stats kp_gpu_plan_cache_stats(void);
 void kp_gpu_plan_cache_clear(void); /* tests */
@@ -197,6 +209,22 @@ kp_status kp_gpu_moe_align_run(kp_gpu_ctx *c, kp_gpu_view ids, int64_t pairs, in
                                kp_gpu_view sorted, int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos,
                                int dry_run);
 
+/* The gate's, align's and combine's parameter blocks and argument lists (shared by
+ * their launchers and kp_moe_forward's cached chain, gpu_moe_chain.c). */
+kp_moe_gate_kargs kp_gpu_gate_kargs(kp_gpu_view logits, int64_t e, kp_gpu_view bias, const kp_moe_routing *r,
+                                    kp_gpu_view ids, kp_gpu_view weights);
+void kp_gpu_gate_args(kp_gpu_launch *l, kp_gpu_view logits, kp_gpu_view bias, kp_gpu_view ids, kp_gpu_view weights,
+                      const kp_moe_gate_kargs *ka);
+kp_moe_align_kargs kp_gpu_align_kargs(kp_gpu_view ids, int64_t pairs, int32_t n_exp, int32_t block, kp_gpu_view sorted,
+                                      int64_t sorted_len, kp_gpu_view offsets, kp_gpu_view pos, int64_t chunk,
+                                      int64_t nchunks);
+void kp_gpu_align_args(kp_gpu_launch *l, kp_gpu_view ids, kp_gpu_view sorted, kp_gpu_view pos, kp_gpu_view offsets,
+                       const kp_moe_align_kargs *ka);
+kp_moe_combine_kargs kp_gpu_combine_kargs(kp_gpu_view y, int64_t y_rows, kp_gpu_view pos, kp_gpu_view tw, int32_t topk,
+                                          kp_gpu_view out, int64_t hidden);
+void kp_gpu_combine_args(kp_gpu_launch *l, kp_gpu_view y, kp_gpu_view pos, kp_gpu_view tw, kp_gpu_view out,
+                         const kp_moe_combine_kargs *ka);
+
 /* Epilogues of the grouped GEMM (moe_gemm.cl's mode). */
 
 typedef struct kp_gpu_moe_gemm {
@@ -284,6 +312,24 @@ void kp_gpu_gemm2_options(const kp_gpu_gemm2_tile *t, kp_dtype dt, int w_fp8, in
 kp_status kp_gpu_moe_combine_run(kp_gpu_ctx *c, kp_gpu_view y, int y_f32, int64_t y_rows, kp_gpu_view pos,
                                  kp_gpu_view tw, int32_t topk, kp_gpu_view out, kp_dtype dt, int64_t t, int64_t hidden,
                                  int dry_run);
+
+/* ---- kp_moe_forward (gpu_moe_forward.c, gpu_moe_chain.c) ------------------ */
+
+/* The chain's shape, workspace views and GEMMs for one call (kp_gpu_moe_forward_setup). */
+typedef struct kp_gpu_moe_fwd {
+    int64_t t, hidden, e, k, inter_s, pairs;
+    kp_dtype dt;
+    kp_gpu_view ids, wts, pos, sorted, offsets, y, out;
+    kp_gpu_moe_gemm g1, g2, s1, s2; /* s1, s2: the shared expert's (inter_s > 0) */
+} kp_gpu_moe_fwd;
+
+kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p, kp_gpu_moe_fwd *f);
+/* The chain planned launch by launch (dry_run: planned only). */
+kp_status kp_gpu_moe_forward_launches(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_gpu_moe_fwd *f,
+                                      int dry_run);
+/* The chain from the plan cache: planned (and recorded) by kp_gpu_moe_forward_launches
+ * on a miss, replayed with this call's buffers, offsets and routing scalars on a hit. */
+kp_status kp_gpu_moe_chain_run(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_gpu_moe_fwd *f);
 
 /* ---- FP8 data paths (gpu_kv_cache_store.c, gpu_quantize_fp8.c) -------------- */
 
