@@ -1396,6 +1396,47 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_same_as_fresh) {
     CHECK(reduce > 0);
 }
 
+/* W8A8 (activation_dtype e4m3): the cached chain launches exactly what fresh planning
+ * does, its three quantize launches (x, f32 h, f32 h_s) and W8A8 GEMMs included, across
+ * T, UE8M0, no / x-dtype / FP8 shared expert; a hit refills this call's buffers and
+ * offsets. W8A16 of the same shape is another plan (activation_dtype is in the
+ * signature). */
+KP_TEST(gpu_plan_cache_moe_forward_chain_w8a8_same_as_fresh) {
+    fake_reset("cuda");
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    const int64_t ts[] = {1, 16, 200};
+    for (int ti = 0; ti < 3; ti++)
+        for (int shared = 0; shared < 3; shared++) { /* none, bf16, FP8 */
+            kp_moe_forward_params p =
+                forward_params(ts[ti], 64, 8, 256, 256, KP_BF16, KP_FP8_E4M3, shared ? 384 : 0, ti % 2);
+            if (shared == 2) {
+                p.shared_w13.dtype = p.shared_w2.dtype = KP_FP8_E4M3;
+                p.shared_w13_scale = tensor(11, KP_F32, 2, (int64_t[]){6, 2});
+                p.shared_w2_scale = tensor(11, KP_F32, 2, (int64_t[]){2, 3});
+                p.shared_w2_scale.offset = 4096;
+            }
+            p.activation_dtype = KP_FP8_E4M3, p.activation_scale_ue8m0 = ti == 1;
+            char what[128];
+            snprintf(what, sizeof what, "moe_forward W8A8 T=%lld%s", (long long)ts[ti],
+                     shared == 2 ? " FP8 shared" : shared ? " shared" : "");
+            check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+            static launches l;
+            CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &l), KP_OK);
+            int quant = 0, gemm8 = 0;
+            for (int i = 0; i < l.n; i++) {
+                quant += strcmp(l.l[i].kernel, "kp_quantize_fp8") == 0;
+                gemm8 += strcmp(l.l[i].kernel, "kp_grouped_gemm_fp8_gen2_tiled") == 0;
+            }
+            CHECK_MSG(quant == (shared == 2 ? 3 : 2) && gemm8 == (shared == 2 ? 4 : 2),
+                      "%s: %d quantize and %d W8A8 GEMM launches", what, quant, gemm8);
+            p.out.offset = 256 * 2 * 2, p.workspace_offset = 1024; /* a hit with other offsets */
+            check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+            p.activation_dtype = 0, p.activation_scale_ue8m0 = 0; /* W8A16: its own plan */
+            check_cached_same(KP_OP_MOE_FORWARD, &p, what);
+        }
+}
+
 /* The source of a chain's first GEMM launch ("" when none). */
 static const char *first_gemm_source(const launches *l) {
     for (int i = 0; i < l->n; i++)

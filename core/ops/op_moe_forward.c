@@ -136,7 +136,10 @@ kp_status kp_validate_moe_forward_shapes(kp_device *d, const kp_moe_forward_para
  * appends, after the shared expert's region: the e4m3 x [T, hidden], x's scales f32
  * [T, hidden/128], h's scales f32 [T*k, inter/128] (row-major, kp_quantize_fp8's
  * layout), each 256-byte aligned; with an FP8 shared expert its SwiGLU output is e4m3
- * too and its scales f32 [T, inter_s/128] come last. */
+ * too and its scales f32 [T, inter_s/128] follow. Last, W8A8's f32 SwiGLU output
+ * [max(T*k * inter, FP8 shared expert: T * inter_s)]: the GPU backends store h (then
+ * h_s) there in f32 and quantize it from there; the cpu backend quantizes inside its
+ * epilogue and leaves it unused. */
 kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t *bytes) {
     const int64_t t = p->x.shape[0], hidden = p->x.shape[1], e = p->w13.shape[0];
     const int64_t inter = p->w13.shape[1] / 2, k = p->routing.topk;
@@ -158,7 +161,8 @@ kp_status kp_moe_forward_workspace_bytes(const kp_moe_forward_params *p, size_t 
          (!w8a8 || (ws_add(&b, x_q, 1) &&                                              /* W8A8: e4m3 x */
                     ws_add(&b, x_q / 128, 4) &&                                        /* its scales */
                     ws_add(&b, rows_i / 128, 4))) &&                                   /* h's scales */
-         (!s8 || ws_add(&b, shared / 128, 4));                                         /* shared h's scales */
+         (!s8 || ws_add(&b, shared / 128, 4)) &&                                       /* shared h's scales */
+         (!w8a8 || ws_add(&b, s8 && shared > rows_i ? shared : rows_i, 4));            /* f32 h (GPU backends) */
     if (!ok)
         return kp_set_error(KP_ERR_INVALID_SHAPE,
                             "moe_forward: the workspace for T = %lld, topk = %lld, E = %lld, hidden = %lld, "

@@ -5,9 +5,11 @@
  * and larger, skewed routing with empty experts, outlier channels, activation and weight
  * scales over 2^-10..2^10, UE8M0, a shared expert (which stays in x's dtype); W8A8
  * against W8A16 on the same layer, within what the quantization explains; and the
- * combinations the op refuses, with nothing written. Backends without W8A8 yet (the GPU
- * ones, until their grouped GEMM takes e4m3 activations) must decline through
- * kp_op_supported with KP_ERR_UNSUPPORTED, and the call must fail the same way.
+ * combinations the op refuses, with nothing written. Every backend runs W8A8 (the GPU
+ * ones on the generation-2 W8A8 grouped GEMM); only where KPORT_GPU_KERNELS forces
+ * generation 1 on grouped_gemm (it has no W8A8 kernel) must the GPU backends decline
+ * through kp_op_supported with KP_ERR_UNSUPPORTED, the call failing the same way with
+ * the GEMM's reason and writing nothing.
  */
 #include "kp_conformance.h"
 #include "ref_fp8.h"
@@ -18,7 +20,20 @@
 #include <string.h>
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
-#define MAY_DECLINE "opencl,cuda,hip"
+/* The backends that may decline W8A8 in this process: the GPU ones when KPORT_GPU_KERNELS
+ * forces generation 1 on grouped_gemm ("gen1", "grouped_gemm=gen1"), else none. */
+static const char *may_decline(void) {
+    const char *env = getenv("KPORT_GPU_KERNELS");
+    int all = 0, gg = -1; /* a bare genN sets every kernel; grouped_gemm=genN wins over it */
+    for (const char *p = env ? env : ""; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "gen", 3) == 0) all = strncmp(p, "gen1", 4) == 0;
+        if (n >= 13 && strncmp(p, "grouped_gemm=", 13) == 0) gg = n == 17 && strncmp(p + 13, "gen1", 4) == 0;
+        p += n + (p[n] == ',');
+    }
+    return (gg >= 0 ? gg : all) ? "opencl,cuda,hip" : NULL;
+}
+#define MAY_DECLINE may_decline()
 
 typedef struct mcase {
     kp_dtype dt;
@@ -216,7 +231,7 @@ static int forward_run(kp_device *d, kp_stream *s, layer *l, const char *may_dec
     if (runs) {
         CHECK_OK(kp_moe_forward(s, &l->p));
     } else {
-        CHECK_ERR(kp_moe_forward(s, &l->p), KP_ERR_UNSUPPORTED, "W8A8");
+        CHECK_ERR(kp_moe_forward(s, &l->p), KP_ERR_UNSUPPORTED, "(W8A8) run on the generation-2 kernels only");
     }
     CHECK_OK(kp_stream_sync(s));
     kp_guarded_check(&ws, "workspace");
@@ -347,15 +362,16 @@ KP_CONFORMANCE(conf_moe_forward_w8a8_refused) {
     p = l.p, p.shared_w13 = sh13.t, p.shared_w2 = sh2.t, p.shared_w13_scale = ss2.t, p.shared_w2_scale = ss2.t;
     refused(d, s, &l, &p, KP_ERR_INVALID_SHAPE, "shared_w13_scale");
     kp_conf_free(&sh13), kp_conf_free(&sh2), kp_conf_free(&sh2_bf16), kp_conf_free(&ss13), kp_conf_free(&ss2);
-    /* the workspace: h in e4m3 instead of bf16, plus e4m3 x, x's and h's scales (256-byte
-     * aligned regions); one byte short is refused */
+    /* the workspace: h in e4m3 instead of bf16, plus e4m3 x, x's and h's scales, and h in
+     * f32 (the GPU backends quantize it from there) (256-byte aligned regions); one byte
+     * short is refused */
     p = l.p, p.activation_dtype = 0;
     size_t w8a16 = 0, w8a8 = 0, rows = (size_t)(c.t * TOPK);
 #define AL(n) (((size_t)(n) + 255) / 256 * 256)
     CHECK_OK(kp_moe_forward_workspace_size(d, &p, &w8a16));
     CHECK_OK(kp_moe_forward_workspace_size(d, &l.p, &w8a8));
     size_t want = w8a16 - AL(rows * c.inter * 2) + AL(rows * c.inter) + AL(c.t * c.hidden) + AL(c.t * c.hidden / 128 * 4) +
-                  AL(rows * c.inter / 128 * 4);
+                  AL(rows * c.inter / 128 * 4) + AL(rows * c.inter * 4);
 #undef AL
     CHECK_MSG(w8a8 == want, "W8A8 workspace %zu bytes, expected %zu (W8A16: %zu)", w8a8, want, w8a16);
     kp_buffer *small;

@@ -26,7 +26,8 @@
  * (x·w13ᵀ is never stored); ·w2ᵀ [T*k, hidden]; the shared expert's SwiGLU [T, inter_s].
  * W8A8: SwiGLU in e4m3 instead; after the shared region, e4m3 x [T, hidden], x's
  * scales [T, hidden/128], h's scales [T*k, inter/128] (f32, row-major); with an FP8
- * shared expert its SwiGLU region is e4m3 and its scales [T, inter_s/128] come last.
+ * shared expert its SwiGLU region is e4m3 and its scales [T, inter_s/128] follow; the
+ * f32 h region after them is the GPU backends' (h is quantized in the epilogue here).
  */
 #include "cpu_fp8.h"
 #include "cpu_gemm.h"

@@ -29,16 +29,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHAIN_MAX 12      /* gate, align x3, 2 per GEMM x4 */
+#define CHAIN_MAX 16      /* gate, align x3, 2 per GEMM x4, W8A8's quantize x3 */
 #define CHAIN_OPTS 1280   /* the chain's distinct option strings, NUL-separated */
 #define CHAIN_ENV_MAX 64  /* a longer KPORT_GPU_KERNELS is not cached */
 
-enum { ST_GATE, ST_ALIGN, ST_G1, ST_G2, ST_S1, ST_S2, ST_COMBINE };
+enum { ST_GATE, ST_ALIGN, ST_G1, ST_G2, ST_S1, ST_S2, ST_COMBINE, ST_QX, ST_QH, ST_QS };
 
 typedef struct chain_sig {
     int64_t t, hidden, e, inter2, k, inter_s2;
     int64_t ld[9]; /* x, out, logits, w13 (2), w2 (2), shared w13, shared w2 */
     int32_t dt, logits_dt, w13_dt, w2_dt;
+    int32_t act_dt, shared_dt; /* activation_dtype (W8A8's chain), the shared expert's weights */
     int32_t gen2_missing; /* bit g: GEMM g (g1, g2, s1, s2) cannot run generation 2 */
     int32_t has_env;
     char env[CHAIN_ENV_MAX];
@@ -82,9 +83,12 @@ static int sig_make(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_gpu_
     if (f->inter_s > 0) s->ld[7] = p->shared_w13.strides[0], s->ld[8] = p->shared_w2.strides[0];
     s->dt = (int32_t)f->dt, s->logits_dt = (int32_t)p->router_logits.dtype;
     s->w13_dt = (int32_t)p->w13.dtype, s->w2_dt = (int32_t)p->w2.dtype;
+    s->act_dt = f->w8a8 ? (int32_t)KP_FP8_E4M3 : 0;
+    s->shared_dt = f->inter_s > 0 ? (int32_t)p->shared_w13.dtype : 0;
     const kp_gpu_moe_gemm *g[4] = {&f->g1, &f->g2, &f->s1, &f->s2};
     for (int i = 0; i < (f->inter_s > 0 ? 4 : 2); i++)
-        if (kp_gpu_gemm2_missing(c, g[i])) s->gen2_missing |= 1 << i;
+        if (g[i]->a_fp8 ? kp_gpu_gemm8_missing(c, g[i]) != NULL : kp_gpu_gemm2_missing(c, g[i]) != NULL)
+            s->gen2_missing |= 1 << i;
     return 1;
 }
 
@@ -105,7 +109,8 @@ _Static_assert(sizeof(chain_sig) % 8 == 0, "sig_hash reads words");
 typedef struct chain_rec {
     const kp_gpu_target *real;
     chain_plan *plan;
-    int bad; /* a launch the replay cannot rebuild */
+    int bad;     /* a launch the replay cannot rebuild */
+    int quants;  /* W8A8's quantize launches so far: x's, h's, then h_s's */
 } chain_rec;
 
 static _Thread_local chain_rec *recording;
@@ -113,6 +118,8 @@ static _Thread_local chain_rec *recording;
 static int is_gemm_source(const char *src) {
     return strcmp(src, KP_GPU_SRC_MOE_GEMM) == 0 || strcmp(src, KP_GPU_SRC_MOE_GEMM2) == 0;
 }
+
+static int gemm_nargs(const char *src) { return strcmp(src, KP_GPU_SRC_MOE_GEMM8) == 0 ? 13 : 12; }
 
 static void record(chain_rec *r, const kp_gpu_launch *l) {
     chain_plan *p = r->plan;
@@ -132,7 +139,11 @@ static void record(chain_rec *r, const kp_gpu_launch *l) {
         x->stage = ST_ALIGN, x->a = a.chunk, x->b = a.nchunks;
     } else if (strcmp(l->kernel, "kp_moe_combine") == 0 && kn == sizeof(kp_moe_combine_kargs) && l->nargs == 5) {
         x->stage = ST_COMBINE;
-    } else if (is_gemm_source(l->source) && kn == sizeof(kp_moe_gemm_kargs) && l->nargs == 12) {
+    } else if (strcmp(l->kernel, "kp_quantize_fp8") == 0 && kn == sizeof(kp_quant_fp8_kargs) && l->nargs == 4 &&
+               r->quants < 3) {
+        x->stage = (uint8_t)(ST_QX + r->quants++);
+    } else if ((is_gemm_source(l->source) || strcmp(l->source, KP_GPU_SRC_MOE_GEMM8) == 0) &&
+               kn == sizeof(kp_moe_gemm_kargs) && l->nargs == gemm_nargs(l->source)) {
         kp_moe_gemm_kargs g;
         memcpy(&g, ka, sizeof g);
         if (g.mode == KP_MOE_GEMM_SWIGLU) x->stage = g.dense_rows > 0 ? ST_S1 : ST_G1;
@@ -191,6 +202,7 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
             kp_moe_align_kargs align;
             kp_moe_combine_kargs combine;
             kp_moe_gemm_kargs gemm;
+            kp_quant_fp8_kargs quant;
         } ka;
         kp_gpu_launch l;
         kp_gpu_launch_init(&l, r->source, pl->opts + r->opts_at, r->kernel);
@@ -207,6 +219,18 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
         case ST_COMBINE:
             ka.combine = kp_gpu_combine_kargs(f->y, f->pairs, f->pos, f->wts, (int32_t)f->k, f->out, f->hidden);
             kp_gpu_combine_args(&l, f->y, f->pos, f->wts, f->out, &ka.combine);
+            break;
+        case ST_QX:
+            ka.quant = kp_gpu_quant_fp8_kargs(f->x, f->xq, f->xs, f->ue8m0);
+            kp_gpu_quant_fp8_args(&l, f->x, f->xq, f->xs, &ka.quant);
+            break;
+        case ST_QH:
+            ka.quant = kp_gpu_quant_fp8_kargs(f->hf, f->h8, f->hs, f->ue8m0);
+            kp_gpu_quant_fp8_args(&l, f->hf, f->h8, f->hs, &ka.quant);
+            break;
+        case ST_QS:
+            ka.quant = kp_gpu_quant_fp8_kargs(f->hf_s, f->hs8, f->hss, f->ue8m0);
+            kp_gpu_quant_fp8_args(&l, f->hf_s, f->hs8, f->hss, &ka.quant);
             break;
         default: {
             const kp_gpu_moe_gemm *g = gemm_of(f, r->stage);
@@ -227,9 +251,13 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
             c->t->scratch_release(c->s, scratch);
             scratch[0] = scratch[1] = NULL;
         }
-        if (st != KP_OK)
-            return strcmp(r->source, KP_GPU_SRC_MOE_GEMM2) == 0 ? c->host->add_context(st, "grouped_gemm (generation 2)")
-                                                                : st;
+        if (st != KP_OK) {
+            const char *what = strcmp(r->source, KP_GPU_SRC_MOE_GEMM2) == 0   ? "grouped_gemm (generation 2)"
+                               : strcmp(r->source, KP_GPU_SRC_MOE_GEMM8) == 0 ? "grouped_gemm (W8A8, generation 2)"
+                               : strcmp(r->source, KP_GPU_SRC_QUANT_FP8) == 0 ? "quantize_fp8"
+                                                                              : NULL;
+            return what ? c->host->add_context(st, what) : st;
+        }
     }
     return KP_OK;
 }

@@ -21,13 +21,21 @@
  * then in x's dtype: h [rows, inter] (SwiGLU fused into the w13 GEMM: x.w13^T is
  * never stored); y [rows, hidden]; h_s [T, inter_s].
  *
- * W8A8 (activation_dtype KP_FP8_E4M3) is KP_ERR_UNSUPPORTED here until the grouped
- * GEMM kernels take e4m3 activations with their scales. The plan, with the core's
- * W8A8 workspace layout (h e4m3 [rows, inter]; after h_s: e4m3 x [T, hidden], x's
- * scales [T, hidden/128], h's scales [rows, inter/128]): a quantize launch over x
- * (gpu_quantize_fp8.c's kernel), g1 W8A8 on the gathered e4m3 rows with the SwiGLU
- * epilogue quantizing each 128-column group of h (its tile's columns whole groups),
- * g2 W8A8 on h, then combine as today.
+ * W8A8 (activation_dtype KP_FP8_E4M3), the cpu backend's semantics: x is quantized
+ * per 1x128 token group (quantize_fp8.cl on x's dtype) into the core's W8A8 regions
+ * (e4m3 x [T, hidden], its scales [T, hidden/128]); g1 runs W8A8 (moe_gemm_fp8_gen2.cl)
+ * on the gathered e4m3 rows with the SwiGLU epilogue storing h in f32 into the last
+ * region (hf [rows, inter], which the core adds for W8A8: the GPU backends need it,
+ * and no dead region is large enough for every shape); quantize_fp8.cl on that f32 h
+ * gives e4m3 h and its scales [rows, inter/128] (h is quantized from f32, never from
+ * x's dtype); g2 runs W8A8 on e4m3 h into y (x's dtype); combine as above. An FP8
+ * shared expert runs the same way on the e4m3 x (s1 -> hf [T, inter_s] f32, which
+ * reuses hf after h's quantization, -> e4m3 h_s and its scales; s2 W8A8 with the
+ * combine epilogue); a shared expert in x's dtype runs as in W8A16. W8A8 has
+ * generation-2 kernels only: with grouped_gemm forced to generation 1 it is
+ * KP_ERR_UNSUPPORTED with the GEMM's reason. Later: a SwiGLU epilogue that quantizes
+ * each 128-column group of h straight to e4m3 with its scale (the column tiles are
+ * whole groups) would drop hf's write and read and the quantize launch.
  */
 #include "gpu_ops.h"
 
@@ -44,11 +52,8 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
     const int64_t pairs = t * k, rows = pairs;
     const kp_dtype dt = p->x.dtype;
     const size_t act = kp_backend_dtype_size(dt); /* the intermediates' element size */
-    if (p->activation_dtype == KP_FP8_E4M3) /* see the note at the top */
-        return c->host->set_error(KP_ERR_UNSUPPORTED,
-                                  "moe_forward: FP8 activations (W8A8, activation_dtype KP_FP8_E4M3) are not "
-                                  "implemented on the %s backend yet (they need the grouped GEMM's W8A8 path); "
-                                  "the cpu backend runs them", c->t->name);
+    const int w8a8 = p->activation_dtype == KP_FP8_E4M3;
+    const int s8 = w8a8 && inter_s > 0 && p->shared_w13.dtype == KP_FP8_E4M3;
     if (rows > INT32_MAX || hidden > INT32_MAX || 2 * inter > INT32_MAX || 2 * inter_s > INT32_MAX)
         return c->host->set_error(KP_ERR_UNSUPPORTED, "moe_forward: the %s kernels take sizes below 2^31",
                                   c->t->name);
@@ -68,11 +73,29 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
     at += ws_align((size_t)rows * 4);
     kp_gpu_view offsets = kp_gpu_view_bytes(ws, at, 4, 1);
     at += ws_align((size_t)(e + 1) * 4);
-    kp_gpu_view h = kp_gpu_view_bytes(ws, at, act, inter);
-    at += ws_align((size_t)rows * inter * act);
+    /* sizes checked by the core (kp_moe_forward_workspace_bytes); W8A8: h (and with
+     * an FP8 shared expert h_s) in e4m3, then its regions after h_s */
+    const size_t h_es = w8a8 ? 1 : act, hs_es = s8 ? 1 : act;
+    kp_gpu_view h = kp_gpu_view_bytes(ws, at, h_es, inter);
+    at += ws_align((size_t)rows * inter * h_es);
     kp_gpu_view y = kp_gpu_view_bytes(ws, at, act, hidden);
     at += ws_align((size_t)rows * hidden * act);
-    kp_gpu_view h_s = kp_gpu_view_bytes(ws, at, act, inter_s);
+    kp_gpu_view h_s = kp_gpu_view_bytes(ws, at, hs_es, inter_s);
+    at += ws_align((size_t)t * inter_s * hs_es);
+    kp_gpu_view xq = {0}, xs = {0}, hs = {0}, hss = {0}, hf = {0}, hf_s = {0};
+    if (w8a8) {
+        xq = kp_gpu_view_bytes(ws, at, 1, hidden);
+        at += ws_align((size_t)t * hidden);
+        xs = kp_gpu_view_bytes(ws, at, 4, hidden / 128);
+        at += ws_align((size_t)t * (hidden / 128) * 4);
+        hs = kp_gpu_view_bytes(ws, at, 4, inter / 128);
+        at += ws_align((size_t)rows * (inter / 128) * 4);
+        if (s8) {
+            hss = kp_gpu_view_bytes(ws, at, 4, inter_s / 128);
+            at += ws_align((size_t)t * (inter_s / 128) * 4);
+        }
+        hf = kp_gpu_view_bytes(ws, at, 4, inter), hf_s = kp_gpu_view_bytes(ws, at, 4, inter_s);
+    }
 
     kp_gpu_view x = kp_gpu_view_of(&p->x), out = kp_gpu_view_of(&p->out);
     kp_gpu_moe_gemm g1 = {
@@ -82,6 +105,8 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
         .n = 2 * inter, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
     };
     g1.w.ld = p->w13.strides[1];
+    if (w8a8) /* e4m3 x gathered, with its token's scales; h stored in f32 */
+        g1.dtype = KP_F32, g1.a_fp8 = 1, g1.a = xq, g1.a_scale = xs, g1.as_t = hidden / 128, g1.as_g = 1, g1.out = hf;
     kp_gpu_moe_gemm g2 = {
         .dtype = dt, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
         .w = kp_gpu_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_gpu_view_of(&p->w2_scale),
@@ -89,6 +114,7 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
         .mode = KP_MOE_GEMM_STORE, .out = y, .max_rows_hint = t,
     };
     g2.w.ld = p->w2.strides[1];
+    if (w8a8) g2.a_fp8 = 1, g2.a_scale = hs, g2.as_t = inter / 128, g2.as_g = 1;
     kp_gpu_moe_gemm s1, s2;
     if (inter_s > 0) {
         s1 = (kp_gpu_moe_gemm){
@@ -98,6 +124,8 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
             .m = t, .n = 2 * inter_s, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter_s, .out = h_s,
         };
         s1.w.ld = p->shared_w13.strides[0];
+        if (s8) s1.dtype = KP_F32, s1.a_fp8 = 1, s1.a = xq, s1.a_scale = xs, s1.as_t = hidden / 128, s1.as_g = 1,
+            s1.out = hf_s;
         s2 = (kp_gpu_moe_gemm){
             .dtype = dt, .w_fp8 = p->shared_w2.dtype == KP_FP8_E4M3, .a = h_s, .a_rows = t,
             .w = kp_gpu_view_of(&p->shared_w2), .w_scale = kp_gpu_view_of(&p->shared_w2_scale), .dense_rows = t,
@@ -105,10 +133,13 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
             .y_rows = pairs, .pos = pos, .tw = wts, .topk = (int32_t)k,
         };
         s2.w.ld = p->shared_w2.strides[0];
+        if (s8) s2.a_fp8 = 1, s2.a_scale = hss, s2.as_t = inter_s / 128, s2.as_g = 1;
     }
     *f = (kp_gpu_moe_fwd){.t = t, .hidden = hidden, .e = e, .k = k, .inter_s = inter_s, .pairs = pairs, .dt = dt,
                           .ids = ids, .wts = wts, .pos = pos, .sorted = sorted, .offsets = offsets, .y = y, .out = out,
-                          .g1 = g1, .g2 = g2};
+                          .g1 = g1, .g2 = g2, .w8a8 = w8a8, .s8 = s8, .ue8m0 = p->activation_scale_ue8m0,
+                          .inter = inter, .x = kp_gpu_view_of(&p->x), .xq = xq, .xs = xs, .hf = hf, .h8 = h, .hs = hs,
+                          .hf_s = hf_s, .hs8 = h_s, .hss = hss};
     if (inter_s > 0) f->s1 = s1, f->s2 = s2;
     return KP_OK;
 }
@@ -128,10 +159,16 @@ kp_status kp_gpu_moe_forward_launches(kp_gpu_ctx *c, const kp_moe_forward_params
         if ((st = kp_gpu_moe_gate_run(c, kp_gpu_view_of(&p->router_logits), p->router_logits.dtype, t, e,
                                       kp_gpu_view_of(&p->bias), &p->routing, ids, wts, dry)) ||
             (st = kp_gpu_moe_align_run(c, ids, pairs, (int32_t)e, 1, sorted, pairs, offsets, pos, dry)) ||
-            (st = kp_gpu_moe_gemm_run(c, g1, dry)) || (st = kp_gpu_moe_gemm_run(c, g2, dry)))
+            (f->w8a8 && (st = kp_gpu_quant_fp8_run(c, f->x, dt, f->xq, f->xs, t, hidden, f->ue8m0, dry))) ||
+            (st = kp_gpu_moe_gemm_run(c, g1, dry)) ||
+            (f->w8a8 && (st = kp_gpu_quant_fp8_run(c, f->hf, KP_F32, f->h8, f->hs, pairs, f->inter, f->ue8m0, dry))) ||
+            (st = kp_gpu_moe_gemm_run(c, g2, dry)))
             return st;
         if (inter_s > 0) {
-            if ((st = kp_gpu_moe_gemm_run(c, s1, dry)) || (st = kp_gpu_moe_gemm_run(c, s2, dry))) return st;
+            if ((st = kp_gpu_moe_gemm_run(c, s1, dry)) ||
+                (f->s8 && (st = kp_gpu_quant_fp8_run(c, f->hf_s, KP_F32, f->hs8, f->hss, t, inter_s, f->ue8m0, dry))) ||
+                (st = kp_gpu_moe_gemm_run(c, s2, dry)))
+                return st;
         } else {
             if ((st = kp_gpu_moe_combine_run(c, y, 0, pairs, pos, wts, (int32_t)k, out, dt, t, hidden, dry)))
                 return st;

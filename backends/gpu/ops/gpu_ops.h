@@ -321,6 +321,11 @@ typedef struct kp_gpu_moe_fwd {
     kp_dtype dt;
     kp_gpu_view ids, wts, pos, sorted, offsets, y, out;
     kp_gpu_moe_gemm g1, g2, s1, s2; /* s1, s2: the shared expert's (inter_s > 0) */
+    /* W8A8 (w8a8; s8: with an FP8 shared expert): x's quantization (x -> xq, xs), then
+     * h's from g1's f32 SwiGLU output (hf -> h8, hs) and h_s's from s1's (hf_s -> hs8, hss) */
+    int w8a8, s8, ue8m0;
+    int64_t inter;
+    kp_gpu_view x, xq, xs, hf, h8, hs, hf_s, hs8, hss;
 } kp_gpu_moe_fwd;
 
 kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p, kp_gpu_moe_fwd *f);
@@ -342,6 +347,13 @@ void kp_gpu_kv_store_options(kp_dtype dt, int fp8, char *buf, size_t n);
 #define KP_GPU_SRC_QUANT_FP8 "moe/quantize_fp8.cl"
 /* "-DKP_DTYPE_BF16": x's dtype. */
 void kp_gpu_quant_fp8_options(kp_dtype dt, char *buf, size_t n);
+/* x (dt) [t, k] -> e4m3 out [t, k] and f32 scale [t, k/128] row-major (views' ld); what
+ * kp_moe_forward's W8A8 chain launches on its workspace. */
+kp_quant_fp8_kargs kp_gpu_quant_fp8_kargs(kp_gpu_view x, kp_gpu_view out, kp_gpu_view scale, int ue8m0);
+void kp_gpu_quant_fp8_args(kp_gpu_launch *l, kp_gpu_view x, kp_gpu_view out, kp_gpu_view scale,
+                           const kp_quant_fp8_kargs *ka);
+kp_status kp_gpu_quant_fp8_run(kp_gpu_ctx *c, kp_gpu_view x, kp_dtype dt, kp_gpu_view out, kp_gpu_view scale,
+                               int64_t t, int64_t k, int ue8m0, int dry_run);
 
 /* ---- attention, generation 2 (gpu_attention_gen2.c) ------------------------ */
 

@@ -34,3 +34,39 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
     st = kp_gpu_enqueue(c, &l);
     return st == KP_OK ? st : c->host->add_context(st, "quantize_fp8");
 }
+
+/* The same kernel on views (row-major scales): kp_moe_forward's W8A8 chain. */
+kp_quant_fp8_kargs kp_gpu_quant_fp8_kargs(kp_gpu_view x, kp_gpu_view out, kp_gpu_view scale, int ue8m0) {
+    kp_quant_fp8_kargs ka = {
+        .x_off = x.off, .x_ld = x.ld, .out_off = out.off, .out_ld = out.ld,
+        .s_off = scale.off, .s_t = scale.ld, .s_g = 1, .ue8m0 = ue8m0,
+    };
+    return ka;
+}
+
+void kp_gpu_quant_fp8_args(kp_gpu_launch *l, kp_gpu_view x, kp_gpu_view out, kp_gpu_view scale,
+                           const kp_quant_fp8_kargs *ka) {
+    kp_gpu_arg_view(l, x), kp_gpu_arg_view(l, out), kp_gpu_arg_view(l, scale);
+    kp_gpu_arg_kargs(l, ka, sizeof *ka);
+}
+
+kp_status kp_gpu_quant_fp8_run(kp_gpu_ctx *c, kp_gpu_view x, kp_dtype dt, kp_gpu_view out, kp_gpu_view scale,
+                               int64_t t, int64_t k, int ue8m0, int dry_run) {
+    char opts[64];
+    kp_gpu_quant_fp8_options(dt, opts, sizeof opts);
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_QUANT_FP8, opts);
+    const int64_t groups = k / KP_FP8_GROUP;
+    if (st == KP_OK && (groups > 65535 || t > INT32_MAX))
+        st = c->host->set_error(KP_ERR_UNSUPPORTED, "quantize_fp8 on %s: %lld rows of %lld groups; the kernel takes up "
+                                "to 65535 groups per row (a grid dimension's limit)", c->t->name, (long long)t,
+                                (long long)groups);
+    if (st != KP_OK || dry_run || t == 0 || groups == 0) return st;
+    kp_quant_fp8_kargs ka = kp_gpu_quant_fp8_kargs(x, out, scale, ue8m0);
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    kp_gpu_quant_fp8_args(&l, x, out, scale, &ka);
+    l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)groups;
+    l.local[0] = KP_FP8_GROUP;
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : c->host->add_context(st, "quantize_fp8");
+}
