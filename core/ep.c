@@ -81,13 +81,12 @@ static int32_t ep_timeout(const kp_ep_options *o) {
 
 static kp_status check_options(const kp_ep_options *o) {
     const char *fn = "kp_ep_create";
-    if (o->comm_kind == KP_EP_COMM_NCCL || o->comm_kind == KP_EP_COMM_RCCL)
-        return kp_set_error(KP_ERR_UNSUPPORTED, "%s: the %s transport is not built yet (only KP_EP_COMM_MPI)", fn,
-                            o->comm_kind == KP_EP_COMM_NCCL ? "NCCL" : "RCCL");
-    if (o->comm_kind != KP_EP_COMM_MPI)
+    if (o->comm_kind != KP_EP_COMM_MPI && o->comm_kind != KP_EP_COMM_NCCL && o->comm_kind != KP_EP_COMM_RCCL)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: comm_kind %d is not a kp_ep_comm_kind", fn,
                             (int)o->comm_kind);
-    if (!o->comm) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: comm is NULL (pass &your_MPI_Comm)", fn);
+    if (!o->comm)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: comm is NULL (pass &your_%s)", fn,
+                            o->comm_kind == KP_EP_COMM_MPI ? "MPI_Comm" : "ncclComm_t");
     if (o->num_experts < 1 || o->num_experts > EP_MAX_EXPERTS)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: num_experts %d is outside 1..%d", fn,
                             (int)o->num_experts, EP_MAX_EXPERTS);
@@ -115,18 +114,36 @@ static kp_status check_options(const kp_ep_options *o) {
     return KP_OK;
 }
 
+/* The NCCL/RCCL transports are given the core's host staging buffers (core/ep.c moves
+ * everything through host memory): meaningful only where a device's buffers are host
+ * memory, the cpu backend, which is how tests/ep runs them against a fake libnccl. GPU
+ * backends need the device-buffer path (not built yet). */
+static kp_status check_transport_device(const kp_ep_options *o, kp_device *d) {
+    if (o->comm_kind == KP_EP_COMM_MPI) return KP_OK;
+    const char *backend = d->iface && d->iface->name ? d->iface->name : "?";
+    if (strcmp(backend, "cpu") == 0) return KP_OK;
+    return kp_set_error(KP_ERR_UNSUPPORTED,
+                        "kp_ep_create: the %s transport runs only on the cpu backend so far (its data is staged "
+                        "through host memory; the %s backend needs device buffers on the op's stream, not built yet)",
+                        o->comm_kind == KP_EP_COMM_NCCL ? "NCCL" : "RCCL", backend);
+}
+
 static kp_status load_transport(kp_ep *ep) {
-    const char *file = "libkport-ep-mpi.so";
+    const kp_ep_comm_kind kind = ep->opt.comm_kind;
+    const char *file = kind == KP_EP_COMM_NCCL ? "libkport-ep-nccl.so"
+                       : kind == KP_EP_COMM_RCCL ? "libkport-ep-rccl.so"
+                                                 : "libkport-ep-mpi.so";
+    const char *label = kind == KP_EP_COMM_NCCL ? "NCCL" : kind == KP_EP_COMM_RCCL ? "RCCL" : "MPI";
     char real[PATH_MAX], why[KP_REASON_MAX - 64];
     if (!kp_plugin_find(file, real, why, sizeof why))
-        return kp_set_error(KP_ERR_UNAVAILABLE, "kp_ep_create: the MPI transport is unavailable: %s (built only "
-                            "when meson finds MPI: libopenmpi-dev)", why);
+        return kp_set_error(KP_ERR_UNAVAILABLE, "kp_ep_create: the %s transport is unavailable: %s%s", label, why,
+                            kind == KP_EP_COMM_MPI ? " (built only when meson finds MPI: libopenmpi-dev)" : "");
     /* NODELETE: MPI libraries are not made to be unloaded */
     ep->dl = dlopen(real, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!ep->dl) {
         const char *e = dlerror();
-        return kp_set_error(KP_ERR_UNAVAILABLE, "kp_ep_create: the MPI transport is unavailable: dlopen %s: %s",
-                            real, e ? e : "unknown error");
+        return kp_set_error(KP_ERR_UNAVAILABLE, "kp_ep_create: the %s transport is unavailable: dlopen %s: %s",
+                            label, real, e ? e : "unknown error");
     }
     kp_ep_transport_entry_fn entry;
     *(void **)&entry = dlsym(ep->dl, KP_EP_TRANSPORT_ENTRY_SYMBOL);
@@ -230,6 +247,7 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
         return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_ep_create: %s is NULL", !d ? "d" : !opt ? "opt" : "out");
     *out = NULL;
     st = check_options(opt);
+    if (st == KP_OK) st = check_transport_device(opt, d);
     if (st != KP_OK) return st;
     kp_ep *ep = calloc(1, sizeof *ep);
     if (!ep) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");

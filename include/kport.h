@@ -668,8 +668,10 @@ typedef struct kp_ep kp_ep;
 
 typedef enum kp_ep_comm_kind {
     KP_EP_COMM_MPI = 0,  /* comm: the address of an MPI_Comm (MPI initialised by the caller) */
-    KP_EP_COMM_NCCL = 1, /* ncclComm_t: reserved, KP_ERR_UNSUPPORTED (not built yet) */
-    KP_EP_COMM_RCCL = 2  /* RCCL communicator: reserved, KP_ERR_UNSUPPORTED (not built yet) */
+    KP_EP_COMM_NCCL = 1, /* comm: the address of an ncclComm_t; libkport-ep-nccl.so dlopens libnccl.so.2 */
+    KP_EP_COMM_RCCL = 2  /* comm: the address of an RCCL ncclComm_t; libkport-ep-rccl.so, librccl.so.1.
+                            NCCL/RCCL so far: the cpu backend only (host-staged; tested against a fake
+                            libnccl), KP_ERR_UNSUPPORTED on GPU backends until the device-buffer path */
 } kp_ep_comm_kind;
 
 typedef enum kp_ep_mode {

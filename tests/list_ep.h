@@ -2,3 +2,4 @@
 X(ep_create_rejects_bad_options)
 X(ep_transport_missing_or_mpi_not_initialised)
 X(ep_calls_reject_null)
+X(ep_nccl_rccl_library_missing_is_unavailable)

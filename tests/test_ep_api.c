@@ -4,6 +4,7 @@
  */
 #include "kp_test.h"
 
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,6 @@ KP_TEST(ep_create_rejects_bad_options) {
         CHECK_ERR(kp_ep_create(d, &o, &ep), code, needle);       \
         CHECK(ep == NULL);                                       \
     } while (0)
-    BAD(comm_kind, KP_EP_COMM_NCCL, KP_ERR_UNSUPPORTED, "NCCL transport is not built yet");
-    BAD(comm_kind, KP_EP_COMM_RCCL, KP_ERR_UNSUPPORTED, "RCCL transport is not built yet");
     BAD(comm_kind, (kp_ep_comm_kind)7, KP_ERR_INVALID_ARGUMENT, "comm_kind 7");
     BAD(comm, NULL, KP_ERR_INVALID_ARGUMENT, "comm is NULL");
     BAD(num_experts, 0, KP_ERR_INVALID_ARGUMENT, "num_experts 0");
@@ -53,6 +52,42 @@ KP_TEST(ep_create_rejects_bad_options) {
     BAD(mode, KP_EP_MODE_CAPACITY, KP_ERR_INVALID_ARGUMENT, "capacity_per_rank 0");
     BAD(timeout_ms, -1, KP_ERR_INVALID_ARGUMENT, "timeout_ms -1");
 #undef BAD
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+}
+
+/* The NCCL/RCCL transports: their plugin is found on the plugin path only, and it
+ * dlopens libnccl.so.2 / librccl.so.1 at create (none here: CI machines have neither;
+ * tests/ep runs the NCCL path against tests/fake_nccl). */
+KP_TEST(ep_nccl_rccl_library_missing_is_unavailable) {
+    setenv("KPORT_PLUGIN_PATH", "/nonexistent-kport-dir", 1);
+    kp_device *d = open_cpu();
+    void *fake_comm = NULL;
+    kp_ep_options o = good_options(&fake_comm);
+    kp_ep *ep = (kp_ep *)&fake_comm;
+    o.comm_kind = KP_EP_COMM_NCCL;
+    CHECK_ERR(kp_ep_create(d, &o, &ep), KP_ERR_UNAVAILABLE, "NCCL transport is unavailable: libkport-ep-nccl.so");
+    CHECK(ep == NULL);
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+    setenv("KPORT_PLUGIN_PATH", KPORT_EP_NCCL_DIR, 1);
+    unsetenv("LD_LIBRARY_PATH"); /* (read at exec; a fake libnccl on it would still be found) */
+    d = open_cpu();
+    void *probe = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!probe) {
+        CHECK_ERR(kp_ep_create(d, &o, &ep), KP_ERR_UNAVAILABLE, "libnccl.so.2 not found");
+        CHECK(ep == NULL);
+    } else {
+        dlclose(probe);
+    }
+    o.comm_kind = KP_EP_COMM_RCCL;
+    probe = dlopen("librccl.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!probe) {
+        CHECK_ERR(kp_ep_create(d, &o, &ep), KP_ERR_UNAVAILABLE, "librccl.so.1 not found");
+        CHECK(ep == NULL);
+    } else {
+        dlclose(probe);
+    }
     CHECK_OK(kp_device_close(d));
     CHECK_OK(kp_shutdown());
 }

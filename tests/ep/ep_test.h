@@ -24,5 +24,7 @@ void fill_rows(void *dst, kp_dtype dt, size_t n); /* f32 or bf16 values of frand
 
 /* tests/ep/test_ep_forward.c: kp_moe_forward_ep against kp_moe_forward. */
 void run_forward_ep_cases(const char *backend, kp_device *dev);
+/* The same layer over the NCCL transport against tests/fake_nccl (cpu backend only). */
+void run_nccl_cases(const char *backend, kp_device *dev);
 
 #endif

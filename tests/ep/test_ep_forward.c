@@ -19,6 +19,7 @@
  */
 #include "ep_test.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,4 +377,136 @@ void run_forward_ep_cases(const char *backend, kp_device *dev) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(backend, dev, &cases[i]);
     run_bad_input(backend, dev, 0);
     run_bad_input(backend, dev, 1);
+}
+
+/* ---- the NCCL transport against tests/fake_nccl (cpu backend) ----------------- */
+
+/* One kp_moe_forward_ep of case c over the given communicator: out's bytes, the status
+ * and the dispatch result. */
+static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind kind, const void *comm,
+                              uint8_t *out, kp_ep_dispatch_result *r, char *detail, size_t dn) {
+    kp_status st = KP_OK, call = KP_OK;
+    const int64_t T = c->tokens[rank % 4];
+    const size_t es = kp_dtype_size(c->dtype), out_bytes = (size_t)T * H * es;
+    const int32_t LE = E / world, eb = rank * LE;
+    kp_ep *ep = NULL;
+    kp_buffer *bx = NULL, *blog = NULL, *bbias = NULL, *bw13 = NULL, *bw2 = NULL, *bw13s = NULL, *bw2s = NULL,
+              *bout = NULL, *bws = NULL;
+    fwd_data h;
+    make_data(c, T, &h);
+    kp_ep_options o = {.comm_kind = kind, .comm = comm, .num_experts = E, .expert_begin = eb, .expert_end = eb + LE,
+                       .hidden = H, .dtype = c->dtype, .topk = K, .max_tokens_per_rank = MAXT, .mode = c->mode,
+                       .capacity_per_rank = c->capacity, .timeout_ms = 60000};
+    kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 4, .topk_group = 2,
+                                              .scoring = KP_MOE_SCORING_SIGMOID, .renormalize = 1,
+                                              .route_scale = 2.5f}};
+    size_t ws = 0;
+#define STEP(x) if (st == KP_OK && (st = (x)) != KP_OK) snprintf(detail, dn, "%s: %s: %s", #x, kp_status_str(st), kp_last_error())
+    STEP(kp_ep_create(dev, &o, &ep));
+    STEP(upload(dev, h.x, out_bytes, &bx));
+    STEP(upload(dev, h.logits, sizeof(float) * (size_t)T * E, &blog));
+    STEP(upload(dev, h.bias, sizeof(float) * E, &bbias));
+    STEP(upload(dev, h.w13, (size_t)E * 2 * I * H * es, &bw13));
+    STEP(upload(dev, h.w2, (size_t)E * H * I * es, &bw2));
+    STEP(upload(dev, h.w13s, (size_t)2 * IS * H * es, &bw13s));
+    STEP(upload(dev, h.w2s, (size_t)H * IS * es, &bw2s));
+    STEP(kp_buffer_alloc(dev, out_bytes + 16, &bout));
+    STEP(t2(&p.x, bx, 0, c->dtype, T, H));
+    STEP(t2(&p.router_logits, blog, 0, KP_F32, T, E));
+    STEP(kp_tensor_init(&p.bias, bbias, 0, KP_F32, 1, (const int64_t[]){E}, NULL));
+    STEP(t3(&p.w13, bw13, (size_t)eb * 2 * I * H * es, c->dtype, LE, 2 * I, H));
+    STEP(t3(&p.w2, bw2, (size_t)eb * H * I * es, c->dtype, LE, H, I));
+    if (c->shared) STEP(t2(&p.shared_w13, bw13s, 0, c->dtype, 2 * IS, H));
+    if (c->shared) STEP(t2(&p.shared_w2, bw2s, 0, c->dtype, H, IS));
+    STEP(t2(&p.out, bout, 0, c->dtype, T, H));
+    STEP(kp_moe_forward_ep_workspace_size(ep, &p, &ws));
+    STEP(kp_buffer_alloc(dev, ws, &bws));
+#undef STEP
+    p.workspace = bws;
+    if (st == KP_OK) {
+        call = kp_moe_forward_ep(ep, stream, &p, r);
+        if (call != KP_OK && call != KP_ERR_OUT_OF_BOUNDS)
+            snprintf(detail, dn, "kp_moe_forward_ep: %s: %s", kp_status_str(call), kp_last_error());
+        if ((call == KP_OK || call == KP_ERR_OUT_OF_BOUNDS) && out_bytes)
+            st = kp_buffer_read(stream, bout, 0, out, out_bytes);
+    }
+    if (ep) kp_ep_destroy(ep);
+    kp_buffer *all[] = {bx, blog, bbias, bw13, bw2, bw13s, bw2s, bout, bws};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        if (all[i]) kp_buffer_free(all[i]);
+    free_data(&h);
+    return st != KP_OK ? st : call;
+}
+
+typedef struct { char internal[128]; } nccl_id; /* ncclUniqueId */
+
+/* The fake's calls a test needs to make a communicator (kport never makes one). */
+typedef struct fake_nccl {
+    void *lib;
+    int (*get_unique_id)(nccl_id *id);
+    int (*comm_init_rank)(void **comm, int nranks, nccl_id id, int rank);
+    int (*comm_destroy)(void *comm);
+    const char *(*error_string)(int);
+} fake_nccl;
+
+void run_nccl_cases(const char *backend, kp_device *dev) {
+    char detail[1024] = "";
+    const int need = getenv("KPORT_EP_TEST_NEED_FAKE_NCCL") != NULL;
+    fake_nccl f = {.lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL)};
+    int fake = 0;
+    if (f.lib) {
+        *(void **)&f.get_unique_id = dlsym(f.lib, "ncclGetUniqueId");
+        *(void **)&f.comm_init_rank = dlsym(f.lib, "ncclCommInitRank");
+        *(void **)&f.comm_destroy = dlsym(f.lib, "ncclCommDestroy");
+        *(void **)&f.error_string = dlsym(f.lib, "ncclGetErrorString");
+        fake = f.get_unique_id && f.comm_init_rank && f.comm_destroy && f.error_string &&
+               strstr(f.error_string(0), "(fake)");
+    }
+    int all = 0;
+    MPI_Allreduce(&fake, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all) {
+        if (need) report(backend, "NCCL transport: the fake libnccl.so.2 (tests/fake_nccl) is loaded", 0,
+                         "libnccl.so.2 is missing or not the fake: put build/tests/fake_nccl on LD_LIBRARY_PATH");
+        else if (rank == 0) printf("SKIP np%d %s NCCL transport: libnccl.so.2 is not tests/fake_nccl's (ci/ep-test "
+                                   "puts it on LD_LIBRARY_PATH)\n", world, backend);
+        if (!need) n_skip++;
+        if (f.lib) dlclose(f.lib);
+        return;
+    }
+    nccl_id id;
+    memset(&id, 0, sizeof id);
+    if (rank == 0) f.get_unique_id(&id);
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    void *comm = NULL;
+    int rc = f.comm_init_rank(&comm, world, id, rank);
+    report(backend, "NCCL transport: the fake libnccl makes a communicator over shared memory", rc == 0,
+           rc == 0 ? "" : f.error_string(rc));
+    if (rc != 0) {
+        dlclose(f.lib);
+        return;
+    }
+    MPI_Comm mpi = MPI_COMM_WORLD;
+    const size_t cases_run[] = {0, 2, 5, 6}; /* f32 + shared; bf16 + shared; capacity skewed; overflow */
+    for (size_t ci = 0; ci < sizeof cases_run / sizeof *cases_run; ci++) {
+        const fwd_case *c = &cases[cases_run[ci]];
+        const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
+        uint8_t *a = calloc(bytes, 1), *b = calloc(bytes, 1);
+        kp_ep_dispatch_result ra = {0}, rb = {0};
+        detail[0] = 0;
+        kp_status sa = forward_once(dev, c, KP_EP_COMM_MPI, &mpi, a, &ra, detail, sizeof detail);
+        kp_status sb = forward_once(dev, c, KP_EP_COMM_NCCL, &comm, b, &rb, detail, sizeof detail);
+        int ok = sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) && memcmp(a, b, bytes) == 0 &&
+                 ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped && ra.dropped_all == rb.dropped_all;
+        if (!ok && !detail[0])
+            snprintf(detail, sizeof detail, "MPI %s, NCCL %s; outputs %s; recv_rows %lld / %lld", kp_status_str(sa),
+                     kp_status_str(sb), memcmp(a, b, bytes) ? "differ" : "equal", (long long)ra.recv_rows,
+                     (long long)rb.recv_rows);
+        char name[256];
+        snprintf(name, sizeof name, "NCCL transport (fake libnccl): moe_forward_ep %s equals the MPI transport's bits",
+                 c->name);
+        report(backend, name, ok, detail);
+        free(a), free(b);
+    }
+    f.comm_destroy(comm);
+    dlclose(f.lib);
 }
