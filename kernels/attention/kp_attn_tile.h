@@ -117,8 +117,7 @@ typedef kp_storage_t attn_lt; /* raw copies, converted when read */
 /* K/V element sources: the storage dtype, or e4m3 bytes dequantized on the way into the
  * tile (ATTN_KV_FP8), rounded to the storage dtype whatever the tile's type. */
 #if defined(ATTN_KV_FP8)
-/* kpm_e4m3_to_f32 */
-#include "moe/moe_common.h"
+#include "common/kp_fp8.h"
 typedef unsigned char attn_kv_t;
 #if defined(KP_DTYPE_BF16)
 #define ATTN_DQ_STORE_(x) kp_f32_to_bf16(x)
@@ -131,9 +130,9 @@ typedef unsigned char attn_kv_t;
 #define ATTN_DQ_ROUND_(x) (x)
 #endif
 #if defined(ATTN_LOCAL_F32) && !defined(ATTN_MMA)
-#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_ROUND_(kpm_e4m3_to_f32((g)[i]) * (s))
+#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_ROUND_(kp_e4m3_to_f32((g)[i]) * (s))
 #else
-#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_STORE_(kpm_e4m3_to_f32((g)[i]) * (s))
+#define ATTN_LT_FROM_FP8(g, i, s) ATTN_DQ_STORE_(kp_e4m3_to_f32((g)[i]) * (s))
 #endif
 #define ATTN_KV_LOAD(g, i, s) ATTN_LT_FROM_FP8(g, i, s)
 #define ATTN_FP8_PARAMS , KP_LOCAL_MEM float *key_ks, KP_LOCAL_MEM float *key_vs

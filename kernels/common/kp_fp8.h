@@ -1,7 +1,8 @@
 /*
  * kernels/common/kp_fp8.h - the FP8 e4m3 (OCP e4m3fn) encoder the FP8 data-path kernels
  * share (kv_cache_store.cl, quantize_fp8.cl), and the decoder the tile layer's e4m3 unit
- * uses (common/kp_tile_mma_e4m3.h; moe/moe_common.h's kpm_e4m3_to_f32 is the same).
+ * uses (common/kp_tile_mma_e4m3.h), the MoE kernels' weights and the attention kernels' FP8
+ * caches (moe/moe_common.h, attention/kp_attn_tile.h).
  * Integer ops on the f32 bits only, so every target rounds the same.
  */
 #ifndef KP_FP8_H

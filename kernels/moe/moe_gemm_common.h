@@ -15,14 +15,14 @@
 
 #if defined(KP_GG_W_FP8)
 typedef unsigned char kpg_w_t;
-#define KPG_W(p, i) kpm_e4m3_to_f32((kp_u32)(p)[i])
+#define KPG_W(p, i) kp_e4m3_to_f32((kp_u32)(p)[i])
 #else
 typedef kp_storage_t kpg_w_t;
 #define KPG_W(p, i) kp_load(p, i)
 #endif
 #if defined(KP_GG_A_FP8) /* W8A8: e4m3 activations with per-token-group scales (moe_gemm_fp8_gen2.cl) */
 typedef unsigned char kpg_a_t;
-#define KPG_A(p, i) kpm_e4m3_to_f32((kp_u32)(p)[i])
+#define KPG_A(p, i) kp_e4m3_to_f32((kp_u32)(p)[i])
 #elif defined(KP_GG_A_F32)
 typedef float kpg_a_t;
 #define KPG_A(p, i) ((p)[i])

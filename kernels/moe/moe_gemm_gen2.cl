@@ -126,7 +126,7 @@ KP_FN void g2_load_a8(KP_LOCAL_MEM kp_u16 *dst, KP_GLOBAL const kpg_a_t *a, kpm_
 /* Four e4m3 bytes of a 32-bit word times the block scale, as two packed 16-bit pairs. */
 KP_FN kp_u32 g2_e4m3_pair(kp_u32 b, int hi, float scale) {
     kp_u32 lo_b = (b >> (hi ? 16 : 0)) & 0xffu, hi_b = (b >> (hi ? 24 : 8)) & 0xffu;
-    return (kp_u32)G2_TO16(kpm_e4m3_to_f32(lo_b) * scale) | ((kp_u32)G2_TO16(kpm_e4m3_to_f32(hi_b) * scale) << 16);
+    return (kp_u32)G2_TO16(kp_e4m3_to_f32(lo_b) * scale) | ((kp_u32)G2_TO16(kp_e4m3_to_f32(hi_b) * scale) << 16);
 }
 #endif
 
@@ -265,8 +265,8 @@ KP_FN void g2_weights8(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int k, int valid,
         b = *(KP_GLOBAL const uint2 *)(w + wo + k);
         scale = ws[ws_off + srow + k / 128];
     }
-    for (int i = 0; i < 4; ++i) f[i] = kpm_e4m3_to_f32((b.x >> (8 * i)) & 0xffu) * scale;
-    for (int i = 0; i < 4; ++i) f[4 + i] = kpm_e4m3_to_f32((b.y >> (8 * i)) & 0xffu) * scale;
+    for (int i = 0; i < 4; ++i) f[i] = kp_e4m3_to_f32((b.x >> (8 * i)) & 0xffu) * scale;
+    for (int i = 0; i < 4; ++i) f[4 + i] = kp_e4m3_to_f32((b.y >> (8 * i)) & 0xffu) * scale;
 #else
     (void)ws, (void)ws_off, (void)srow;
     uint4 v = valid ? *(KP_GLOBAL const uint4 *)(w + wo + k) : KP_UINT4_ZERO;
