@@ -12,7 +12,8 @@
 #define KP_MOE_COMMON_H
 
 #include "kp_dialect.h"
-#include "common/kp_fp8.h" /* the e4m3 decoder, kp_e4m3_to_f32 */
+/* the e4m3 decoder, kp_e4m3_to_f32 */
+#include "common/kp_fp8.h"
 
 #if defined(KP_TARGET_OPENCL)
 typedef long kpm_i64;
