@@ -69,7 +69,8 @@ GENCODE = [
     "-gencode", "arch=compute_90a,code=sm_90a",
     "-gencode", "arch=compute_80,code=compute_80",
 ]
-CACHE_FORMAT = "kport-fatbin-2"  # bump when the key's recipe changes (2: the ptxas report is cached too)
+CACHE_FORMAT = "kport-fatbin-3"  # bump when the key's recipe changes (2: the ptxas report is cached too;
+# 3: the kernels directory's path left out, so a cache carried to another checkout hits)
 
 
 def die(msg):
@@ -179,6 +180,7 @@ def main():
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     cache_dir = os.environ.get("KPORT_KERNEL_BUILD_CACHE") or os.path.join(workdir, "cache")
+    export_dir = os.environ.get("KPORT_KERNEL_CACHE_EXPORT")
     os.makedirs(cache_dir, exist_ok=True)
     variants = read_variants(args)
     version = nvcc_version(args.nvcc)
@@ -238,7 +240,8 @@ def main():
         include_closure(src, kernels_dir, closure)
         cmd = base + shlex.split(options) + GENCODE + [src]
         h = hashlib.sha256()
-        for part in (CACHE_FORMAT, version, extra_key, "\0".join(cmd[1:])):  # not nvcc's own path
+        where = [a.replace(kernels_dir, "<kernels>") for a in cmd[1:]]  # not nvcc's or the checkout's path
+        for part in (CACHE_FORMAT, version, extra_key, "\0".join(where)):
             h.update(part.encode() + b"\0")
         for path in closure:
             h.update(os.path.relpath(path, kernels_dir).encode() + b"\0")
@@ -273,6 +276,10 @@ def main():
             os.chmod(rtmp, 0o644)
             os.replace(rtmp, report)  # the report first: a fatbin in the cache always has one
             os.replace(tmp, cached)
+        if export_dir:  # ci/gpu-carry --kernels: exactly this tree's entries, to carry
+            for f in (cached, report):
+                os.makedirs(os.path.join(export_dir, key[:2]), exist_ok=True)
+                atomic_copy(f, os.path.join(export_dir, key[:2], os.path.basename(f)))
         out = os.path.join(workdir, "v%03d.fatbin" % i)
         atomic_copy(cached, out)
         atomic_copy(report, os.path.join(workdir, "v%03d.ptxas.txt" % i))
