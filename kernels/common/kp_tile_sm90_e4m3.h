@@ -12,6 +12,7 @@
  * (the PTX ISA allows no other major-ness for 8-bit inputs, so there are no transpose
  * immediates); D: the 128 threads' f32 registers, laid out as bf16's (the ISA's wgmma D
  * fragments do not depend on the input type): KP_SM90_E4M3_ACC_ROW / _COL.
+ * ptxas writes them as QGMMA.64xNx32.F32.E4M3.E4M3 (HGMMA is the 16-bit form).
  * accumulate = 0 overwrites d (scale-d false): a fresh accumulator per K slice, which is
  * how DeepGEMM's promotion keeps the tensor core's limited-precision FP8 sums short.
  *
