@@ -21,3 +21,6 @@ X(cuda_static_checks_hold)
 X(cuda_static_checks_catch_doctored)
 X(cuda_sm90_tile_sass_holds)
 X(cuda_sm90_tile_selftest_runs)
+/* tests/test_cuda_sm90_e4m3.c */
+X(cuda_sm90_e4m3_sass_holds)
+X(cuda_sm90_e4m3_selftest_runs)

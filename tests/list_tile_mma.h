@@ -9,6 +9,10 @@ X(sm90_desc_kmajor_and_k_advance)
 X(sm90_swizzle_matches_isa_figures)
 X(sm90_swizzle_is_a_chunk_permutation_without_bank_conflicts)
 X(sm90_kmajor_tile_offsets_follow_the_descriptor)
+/* test_sm90_e4m3_layout.c */
+X(sm90_e4m3_k32_steps_read_what_tma_wrote)
+X(sm90_e4m3_step_offsets_and_descriptors)
+X(sm90_e4m3_accumulator_layout_is_the_isa_fragment_map)
 /* test_tile_mma_e4m3_layout.c */
 X(tile_mma_e4m3_offsets_match_ptx_k32)
 X(tile_mma_e4m3_ldmatrix_moves_k32_fragments)

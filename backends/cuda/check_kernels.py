@@ -30,7 +30,8 @@ Checks:
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
       16-bit operand moves 16 bytes at a time.
   SASS, sm_90a tier kernels (names with "sm90"): HGMMA (wgmma), UTMALDG (TMA loads) and
-  SYNCS (mbarrier waits); with --cubin also their resource usage: no stack, no local memory.
+  SYNCS (mbarrier waits); those named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of
+  HGMMA; with --cubin also their resource usage: no stack, no local memory.
 """
 import argparse
 import os
@@ -100,7 +101,11 @@ def check_sass(sass, source, options, kernel, where, arch=None):
         if raw_copy and not re.search(r"\bLDGSTS\b", sass):
             problems.append("%s: %s has no LDGSTS (cp.async)" % (where, kernel))
     if "sm90" in kernel:
-        for pattern, what in ((r"\bHGMMA\.", "HGMMA (wgmma.mma_async)"), (r"\bUTMALDG\b", "UTMALDG (TMA load)"),
+        # wgmma: ptxas writes HGMMA for 16-bit inputs and QGMMA for 8-bit ones
+        # (QGMMA.64x128x32.F32.E4M3.E4M3); an e4m3 kernel must hold the e4m3 form
+        mma = ((r"\bQGMMA\.\w+\.F32\.E4M3\.E4M3\b", "QGMMA ... E4M3.E4M3 (e4m3 wgmma.mma_async)") if "e4m3" in kernel
+               else (r"\bHGMMA\.", "HGMMA (wgmma.mma_async)"))
+        for pattern, what in (mma, (r"\bUTMALDG\b", "UTMALDG (TMA load)"),
                               (r"\bSYNCS\.PHASECHK\b", "SYNCS.PHASECHK (mbarrier wait)")):
             if not re.search(pattern, sass):
                 problems.append("%s: %s has no %s" % (where, kernel, what))
