@@ -113,8 +113,6 @@ static kp_status prefill_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)};
-
 /* ========================= paged decode and MLA decode ========================= */
 
 typedef struct paged_st {
@@ -221,20 +219,8 @@ static kp_status paged_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check, sizeof(paged_st)};
-const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check, sizeof(paged_st)};
-
-const kb_op_impl *kb_op_impl_get(kp_op op) {
-    static const kb_op_impl *const all[KP_OP_COUNT] = {
-        [KP_OP_ATTENTION_PREFILL] = &kb_attention_prefill_impl,
-        [KP_OP_ATTENTION_DECODE] = &kb_attention_decode_impl,
-        [KP_OP_MLA_DECODE] = &kb_mla_decode_impl,
-        [KP_OP_MOE_GATE] = &kb_moe_gate_impl,
-        [KP_OP_MOE_ALIGN] = &kb_moe_align_impl,
-        [KP_OP_GROUPED_GEMM] = &kb_grouped_gemm_impl,
-        [KP_OP_MOE_COMBINE] = &kb_moe_combine_impl,
-        [KP_OP_MOE_FORWARD] = &kb_moe_forward_impl,
-        [KP_OP_QUANTIZE_FP8] = &kb_quantize_fp8_impl,
-    };
-    return (unsigned)op < KP_OP_COUNT ? all[op] : NULL;
-}
+const kb_op_impl kb_attention_impls[3] = {
+    {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)},
+    {KP_OP_ATTENTION_DECODE, decode_setup, decode_run, paged_check, sizeof(paged_st)},
+    {KP_OP_MLA_DECODE, mla_setup, mla_run, paged_check, sizeof(paged_st)},
+};

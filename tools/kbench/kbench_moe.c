@@ -19,7 +19,7 @@
 static kp_moe_routing case_routing(const kb_case *c) {
     bool v3 = c->scoring == KP_MOE_SCORING_SIGMOID;
     return (kp_moe_routing){.topk = (int32_t)c->k, .n_group = (int32_t)c->n_group,
-                            .topk_group = (int32_t)c->topk_group, .scoring = c->scoring, .renormalize = 1,
+                            .topk_group = (int32_t)c->topk_group, .scoring = (kp_moe_scoring)c->scoring, .renormalize = 1,
                             .route_scale = v3 ? 2.5f : 1.0f};
 }
 
@@ -154,8 +154,6 @@ static kp_status gate_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check, sizeof(gate_st)};
-
 /* ================================ moe_align ================================ */
 
 typedef struct align_st {
@@ -225,8 +223,6 @@ static kp_status align_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
-
-const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check, sizeof(align_st)};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -314,8 +310,6 @@ static kp_status gemm_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)};
-
 /* =============================== moe_combine =============================== */
 
 typedef struct combine_st {
@@ -359,8 +353,6 @@ static kp_status combine_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
-
-const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check, sizeof(combine_st)};
 
 /* =============================== moe_forward =============================== */
 
@@ -460,8 +452,6 @@ static kp_status forward_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check, sizeof(forward_st)};
-
 /* ============================== quantize_fp8 ============================== */
 
 typedef struct quant_st {
@@ -514,4 +504,11 @@ static kp_status quant_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check, sizeof(quant_st)};
+const kb_op_impl kb_moe_impls[6] = {
+    {KP_OP_MOE_GATE, gate_setup, gate_run, gate_check, sizeof(gate_st)},
+    {KP_OP_MOE_ALIGN, align_setup, align_run, align_check, sizeof(align_st)},
+    {KP_OP_GROUPED_GEMM, gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)},
+    {KP_OP_MOE_COMBINE, combine_setup, combine_run, combine_check, sizeof(combine_st)},
+    {KP_OP_MOE_FORWARD, forward_setup, forward_run, forward_check, sizeof(forward_st)},
+    {KP_OP_QUANTIZE_FP8, quant_setup, quant_run, quant_check, sizeof(quant_st)},
+};
