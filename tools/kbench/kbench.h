@@ -234,6 +234,7 @@ double kb_err_value(const kb_err *e);
 bool kb_grow(void *v, int n, int *cap, size_t elem);
 
 double kb_now(void); /* monotonic seconds */
+/* Of 1 to KB_MAX_SAMPLES samples. */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 
 /* ---- ops (kbench_attention.c, kbench_moe.c) ---- */

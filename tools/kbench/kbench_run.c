@@ -260,9 +260,7 @@ static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, 
     double t0 = kb_now();
     kp_status st = run_sync(impl, b, 1);
     double one = kb_now() - t0;
-    int inner = one > 0 ? (int)ceil(1e-3 / one) : 1000;
-    if (inner < 1) inner = 1;
-    if (inner > 10000) inner = 10000;
+    int inner = one > 0 ? (int)fmin(ceil(1e-3 / one), 10000) : 1000;
     row->inner = inner;
     row->samples = malloc(KB_MAX_SAMPLES * sizeof *row->samples);
     if (!row->samples) st = KP_ERR_OUT_OF_MEMORY;

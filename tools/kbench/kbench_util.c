@@ -169,15 +169,7 @@ static double quantile(const double *sorted, int n, double q) {
 }
 
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max) {
-    if (n <= 0) {
-        *median = *p10 = *p90 = *min = *max = NAN;
-        return;
-    }
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) {
-        *median = *p10 = *p90 = *min = *max = v[0];
-        return;
-    }
+    double s[KB_MAX_SAMPLES]; /* a sorted copy: v stays in time order for the report */
     memcpy(s, v, (size_t)n * sizeof *s);
     qsort(s, (size_t)n, sizeof *s, cmp_double);
     *median = quantile(s, n, 0.5);
@@ -185,5 +177,4 @@ void kb_stats(const double *v, int n, double *median, double *p10, double *p90, 
     *p90 = quantile(s, n, 0.9);
     *min = s[0];
     *max = s[n - 1];
-    free(s);
 }
