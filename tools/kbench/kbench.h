@@ -111,7 +111,6 @@ typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERRO
 typedef struct kb_row {
     kb_case c;
     char backend[16], device[KP_NAME_MAX];
-    int device_index;
     kb_status status;
     char reason[KP_REASON_MAX];
     double flops, bytes;        /* per call */
@@ -144,7 +143,6 @@ const kb_peak *kb_peak_table(int *n);
 
 typedef struct kb_roofline {
     char backend[16], device[KP_NAME_MAX];
-    int device_index;
     double mem_gbps;            /* memory ceiling: measured copy bandwidth (or --mem-gbps); <= 0: n/a */
     char mem_method[160];
     double peak_tflops;         /* bf16/f16 rows' compute ceiling: matrix units (CPU: f32 FMA); <= 0: n/a */
@@ -188,8 +186,7 @@ kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
  * reference reads value i as val[i % period]. */
 typedef struct kb_data {
     kp_buffer *buf;
-    kp_dtype dtype;
-    int64_t n, period;
+    int64_t period;
     double *val; /* decoded, exactly what the device holds */
 } kb_data;
 

@@ -288,7 +288,6 @@ static int run(const kb_options *o, const kb_case_list *shapes, const int *devic
         if (st != KP_OK) {
             fprintf(stderr, "kbench: device %d: %s: %s\n", devices[d], kp_status_str(st), kp_last_error());
         } else {
-            roof->device_index = devices[d];
             rep->nroofs++;
             if (!o->quiet)
                 fprintf(stderr, "  memory %.1f GB/s (%s); compute %.4g TFLOP/s bf16 (%s)\n", roof->mem_gbps,
@@ -301,7 +300,6 @@ static int run(const kb_options *o, const kb_case_list *shapes, const int *devic
                             kb_now() - t0);
                 kb_row *w = &rep->rows[rep->nrows++];
                 kb_run_case(&env, c, o, roof, w);
-                w->device_index = devices[d];
                 if (!o->quiet) progress_row(w);
             }
         }

@@ -100,7 +100,7 @@ kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dtype, double l
                    const int64_t *dims) {
     int64_t n = elements(ndim, dims);
     memset(d, 0, sizeof *d);
-    d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
+    d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
     size_t elem = kp_dtype_size(dtype);
     unsigned char *raw = malloc((size_t)d->period * elem);
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
