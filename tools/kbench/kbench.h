@@ -56,11 +56,11 @@ typedef struct kb_case {
     const char *variant; /* grouped_gemm: "w13" / "w2"; else "" */
     /* attention */
     int64_t b, s_q, s_k, h_q, h_kv, d, dv, block_size;
-    int causal, varlen;
+    int64_t causal, varlen; /* flags, int64_t as every field a shape names (kbench_shapes.c) */
     /* MoE */
     int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
-    kp_moe_scoring scoring; /* sigmoid: DeepSeek-V3's router, with a bias and route scale 2.5;
-                             * softmax: Qwen3's and Mixtral's, no bias, scale 1 */
+    int64_t scoring; /* a kp_moe_scoring; sigmoid: DeepSeek-V3's router, with a bias and route scale 2.5;
+                      * softmax: Qwen3's and Mixtral's, no bias, scale 1 */
     char shape[192];
     char note[192];
 } kb_case;
@@ -111,7 +111,6 @@ typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERRO
 typedef struct kb_row {
     kb_case c;
     char backend[16], device[KP_NAME_MAX];
-    int device_index;
     kb_status status;
     char reason[KP_REASON_MAX];
     double flops, bytes;        /* per call */
@@ -144,7 +143,6 @@ const kb_peak *kb_peak_table(int *n);
 
 typedef struct kb_roofline {
     char backend[16], device[KP_NAME_MAX];
-    int device_index;
     double mem_gbps;            /* memory ceiling: measured copy bandwidth (or --mem-gbps); <= 0: n/a */
     char mem_method[160];
     double peak_tflops;         /* bf16/f16 rows' compute ceiling: matrix units (CPU: f32 FMA); <= 0: n/a */
@@ -188,8 +186,7 @@ kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
  * reference reads value i as val[i % period]. */
 typedef struct kb_data {
     kp_buffer *buf;
-    kp_dtype dtype;
-    int64_t n, period;
+    int64_t period;
     double *val; /* decoded, exactly what the device holds */
 } kb_data;
 
@@ -209,7 +206,6 @@ kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, 
 typedef struct kb_rng {
     uint64_t s;
 } kb_rng;
-uint64_t kb_rng_next(kb_rng *r);
 double kb_rng_uniform(kb_rng *r, double lo, double hi);
 int64_t kb_rng_below(kb_rng *r, int64_t n);
 /* k distinct values of [0, n) into out (k <= n). */
@@ -235,6 +231,7 @@ double kb_err_value(const kb_err *e);
 bool kb_grow(void *v, int n, int *cap, size_t elem);
 
 double kb_now(void); /* monotonic seconds */
+/* Of 1 to KB_MAX_SAMPLES samples. */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 
 /* ---- ops (kbench_attention.c, kbench_moe.c) ---- */
@@ -247,6 +244,7 @@ typedef struct kb_bench {
 } kb_bench;
 
 typedef struct kb_op_impl {
+    kp_op op;
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
@@ -255,10 +253,7 @@ typedef struct kb_op_impl {
     size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
-const kb_op_impl *kb_op_impl_get(kp_op op);
-extern const kb_op_impl kb_attention_prefill_impl, kb_attention_decode_impl, kb_mla_decode_impl;
-extern const kb_op_impl kb_moe_gate_impl, kb_moe_align_impl, kb_grouped_gemm_impl, kb_moe_combine_impl,
-    kb_moe_forward_impl, kb_quantize_fp8_impl;
+extern const kb_op_impl kb_attention_impls[3], kb_moe_impls[6]; /* kbench_run.c looks an op up in both */
 
 /* ---- running a case (kbench_run.c) ---- */
 extern volatile int kb_interrupted;
@@ -284,7 +279,20 @@ typedef struct kb_report {
 } kb_report;
 
 void kb_report_machine(kb_report *r);
-int kb_write_report(const kb_report *r, kb_format f, FILE *out);
+/* --compare: rows of two reports matched (kbench_compare.c). */
+typedef struct kb_compare_row {
+    const kb_row *a, *b; /* either may be NULL: a row in one file only */
+    double speedup;      /* A ms / B ms; NaN when not both ran */
+} kb_compare_row;
+typedef struct kb_compare_set {
+    const char *pa, *la, *pb, *lb; /* the files and their labels ("cpu (AMD EPYC)") */
+    const kb_report *a, *b;
+    kb_compare_row *rows;
+    int n;
+    double geomean;
+} kb_compare_set;
+/* The report (or, cmp given, the compare) in o->format to --out or stdout, then --plot's charts. */
+int kb_emit(const kb_options *o, const kb_report *rep, const kb_compare_set *cmp);
 const char *kb_status_word(kb_status s);
 
 /* ---- JSON through jansson (kbench_json.c) ---- */
@@ -294,15 +302,11 @@ int kb_write_csv(const kb_report *r, FILE *out);
 int kb_report_load(const char *path, kb_report *r, char *err, size_t errn);
 void kb_report_free(kb_report *r);
 /* The compare rows as JSON, for --format json and --plot. */
-typedef struct kb_compare_row {
-    const kb_row *a, *b; /* either may be NULL: a row in one file only */
-    double speedup;      /* A ms / B ms; NaN when not both ran */
-} kb_compare_row;
-int kb_write_compare_json(const char *pa, const char *la, const char *pb, const char *lb, const kb_compare_row *rows,
-                          int n, double geomean, FILE *out);
+int kb_write_compare_json(const kb_compare_set *s, FILE *out);
 
 /* ---- compare, plot, tune ---- */
 int kb_compare(const char *a, const char *b, const kb_options *o);
+int kb_write_compare(const kb_compare_set *s, kb_format f, FILE *out); /* md, csv or json */
 /* path = kbench's directory / name (kbench-plot, kport-ep-bench); -1 with a message. */
 int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn);
 /* Draws json_path (a report or a compare) into out with tools/kbench-plot. */

@@ -16,12 +16,11 @@
 #define CHECK_ROWS 8
 
 /* Output row `row` (its query at row * d in q, its dv values at row * dv in out) against
- * softmax(scale * q·k_j) · v * vscale over keys j < n, in float64. off(ctx, j, value)
- * gives the element offset of key j's row in k and in v. */
-typedef int64_t (*kv_offset_fn)(const void *ctx, int64_t j, bool value);
-
-static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, const kb_data *v, kp_buffer *out,
-                           int64_t row, int64_t n, double scale, double vscale, kv_offset_fn off, const void *ctx,
+ * softmax(scale * q·k_j) · v * vscale over keys j < n, in float64. slot[j] is key j's row
+ * of the cache's [keys, h_kv] grid: its k values at slot * d, its v values at slot * vdim
+ * (MLA: vdim = d, V being the first dv columns of the K row). */
+static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, const kb_data *v, int64_t vdim,
+                           kp_buffer *out, int64_t row, const int64_t *slot, int64_t n, double scale, double vscale,
                            kb_err *err) {
     int64_t d = b->c->d, dv = b->c->dv;
     double *q = kb_alloc(b->env, (size_t)d * 8), *ref = kb_alloc(b->env, (size_t)(dv + 1) * 8), *got = kb_alloc(b->env, (size_t)dv * 8);
@@ -29,12 +28,12 @@ static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, con
     kp_status st = q && ref && got && scores ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     for (int64_t i = 0; i < d && st == KP_OK; i++) q[i] = kb_at(qd, row * d + i);
     for (int64_t j = 0; j < n && st == KP_OK; j++) {
-        scores[j] = scale * kb_dot(k, off(ctx, j, false), q, d);
+        scores[j] = scale * kb_dot(k, slot[j] * d, q, d);
         if (scores[j] > m) m = scores[j];
     }
     for (int64_t j = 0; j < n && st == KP_OK; j++) {
         double p = exp(scores[j] - m);
-        int64_t vo = off(ctx, j, true);
+        int64_t vo = slot[j] * vdim;
         sum += p;
         for (int64_t c = 0; c < dv; c++) ref[c] += p * kb_at(v, vo + c);
     }
@@ -85,17 +84,6 @@ static kp_status prefill_setup(kb_bench *b) {
 
 static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
 
-typedef struct prefill_ctx {
-    const kb_case *c;
-    int64_t key0, hk;
-} prefill_ctx;
-
-static int64_t prefill_off(const void *ctx, int64_t j, bool value) {
-    const prefill_ctx *x = ctx;
-    int64_t dim = value ? x->c->dv : x->c->d;
-    return ((x->key0 + j) * x->c->h_kv + x->hk) * dim;
-}
-
 static kp_status prefill_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     prefill_st *s = b->st;
@@ -105,15 +93,15 @@ static kp_status prefill_check(kb_bench *b, kb_err *err) {
         int64_t t = n == 0 ? 0 : n == 1 ? s->tq - 1 : kb_rng_below(&r, s->tq), h = kb_rng_below(&r, c->h_q);
         int64_t i = 0;
         while (s->cuq[i + 1] <= t) i++;
-        int64_t lq = s->cuq[i + 1] - s->cuq[i], lk = s->cuk[i + 1] - s->cuk[i];
-        prefill_ctx ctx = {c, s->cuk[i], h / (c->h_q / c->h_kv)};
-        st = check_row(b, &s->q, &s->k, &s->v, s->out, t * c->h_q + h, kb_visible(t - s->cuq[i], lq, lk, c->causal),
-                       s->p.softmax_scale, 1.0, prefill_off, &ctx, err);
+        int64_t lq = s->cuq[i + 1] - s->cuq[i], lk = s->cuk[i + 1] - s->cuk[i], hk = h / (c->h_q / c->h_kv);
+        int64_t *slot = kb_alloc(b->env, (size_t)(lk + 1) * 8);
+        if (!slot) return KP_ERR_OUT_OF_MEMORY;
+        for (int64_t j = 0; j < lk; j++) slot[j] = (s->cuk[i] + j) * c->h_kv + hk;
+        st = check_row(b, &s->q, &s->k, &s->v, c->dv, s->out, t * c->h_q + h, slot,
+                       kb_visible(t - s->cuq[i], lq, lk, c->causal), s->p.softmax_scale, 1.0, err);
     }
     return st;
 }
-
-const kb_op_impl kb_attention_prefill_impl = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)};
 
 /* ========================= paged decode and MLA decode ========================= */
 
@@ -189,20 +177,6 @@ static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
 static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
 static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
 
-typedef struct paged_ctx {
-    const kb_case *c;
-    const paged_st *s;
-    int64_t seq, hk;
-} paged_ctx;
-
-static int64_t paged_off(const void *ctx, int64_t j, bool value) {
-    const paged_ctx *x = ctx;
-    int64_t bs = x->c->block_size, block = x->s->table[x->seq * x->s->max_blocks + j / bs];
-    int64_t slot = (block * bs + j % bs) * x->s->h_kv + x->hk;
-    /* MLA: V is the first dv columns of the K row */
-    return slot * (value && !x->s->mla ? x->c->dv : x->c->d);
-}
-
 static kp_status paged_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     paged_st *s = b->st;
@@ -213,28 +187,18 @@ static kp_status paged_check(kb_bench *b, kb_err *err) {
     kp_status st = KP_OK;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t seq = n == 0 ? c->b - 1 : kb_rng_below(&r, c->b), t = kb_rng_below(&r, c->s_q);
-        int64_t h = n == 0 ? c->h_q - 1 : kb_rng_below(&r, c->h_q);
-        paged_ctx ctx = {c, s, seq, h / (c->h_q / s->h_kv)};
-        st = check_row(b, &s->q, &s->k, s->mla ? &s->k : &s->v, s->out, (seq * c->s_q + t) * c->h_q + h,
-                       kb_visible(t, c->s_q, s->lens[seq], c->causal), scale * ksc, vsc, paged_off, &ctx, err);
+        int64_t h = n == 0 ? c->h_q - 1 : kb_rng_below(&r, c->h_q), hk = h / (c->h_q / s->h_kv), bs = c->block_size;
+        int64_t keys = kb_visible(t, c->s_q, s->lens[seq], c->causal), *slot = kb_alloc(b->env, (size_t)(keys + 1) * 8);
+        if (!slot) return KP_ERR_OUT_OF_MEMORY;
+        for (int64_t j = 0; j < keys; j++) slot[j] = (s->table[seq * s->max_blocks + j / bs] * bs + j % bs) * s->h_kv + hk;
+        st = check_row(b, &s->q, &s->k, s->mla ? &s->k : &s->v, s->mla ? c->d : c->dv, s->out,
+                       (seq * c->s_q + t) * c->h_q + h, slot, keys, scale * ksc, vsc, err);
     }
     return st;
 }
 
-const kb_op_impl kb_attention_decode_impl = {decode_setup, decode_run, paged_check, sizeof(paged_st)};
-const kb_op_impl kb_mla_decode_impl = {mla_setup, mla_run, paged_check, sizeof(paged_st)};
-
-const kb_op_impl *kb_op_impl_get(kp_op op) {
-    static const kb_op_impl *const all[KP_OP_COUNT] = {
-        [KP_OP_ATTENTION_PREFILL] = &kb_attention_prefill_impl,
-        [KP_OP_ATTENTION_DECODE] = &kb_attention_decode_impl,
-        [KP_OP_MLA_DECODE] = &kb_mla_decode_impl,
-        [KP_OP_MOE_GATE] = &kb_moe_gate_impl,
-        [KP_OP_MOE_ALIGN] = &kb_moe_align_impl,
-        [KP_OP_GROUPED_GEMM] = &kb_grouped_gemm_impl,
-        [KP_OP_MOE_COMBINE] = &kb_moe_combine_impl,
-        [KP_OP_MOE_FORWARD] = &kb_moe_forward_impl,
-        [KP_OP_QUANTIZE_FP8] = &kb_quantize_fp8_impl,
-    };
-    return (unsigned)op < KP_OP_COUNT ? all[op] : NULL;
-}
+const kb_op_impl kb_attention_impls[3] = {
+    {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)},
+    {KP_OP_ATTENTION_DECODE, decode_setup, decode_run, paged_check, sizeof(paged_st)},
+    {KP_OP_MLA_DECODE, mla_setup, mla_run, paged_check, sizeof(paged_st)},
+};

@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static bool same_key(const kb_row *a, const kb_row *b) {
     return a->c.op == b->c.op && strcmp(a->c.shape, b->c.shape) == 0 &&
@@ -66,65 +65,48 @@ static void pct_cell(FILE *o, const kb_row *w, kb_format f) {
     else ok ? fprintf(o, ",%.4g", w->roofline_pct) : fputc(',', o);
 }
 
-static void write_table(const char *pa, const kb_report *a, const char *la, const char *pb, const kb_report *b,
-                        const char *lb, const kb_compare_row *rows, int n, double geomean, kb_format f, FILE *o) {
+int kb_write_compare(const kb_compare_set *s, kb_format f, FILE *o) {
+    if (f == KB_JSON) return kb_write_compare_json(s, o);
     if (f == KB_MD)
         fprintf(o,
                 "# kbench compare\n\nA: %s: %s, commit %s, %s\nB: %s: %s, commit %s, %s\n\n| op | shape | dtype | A ms | "
                 "B ms | speedup of B (A ms / B ms) | A %% roofline | B %% roofline |\n|---|---|---|---:|---:|---:|---:|---:|\n",
-                pa, la, a->commit, a->date, pb, lb, b->commit, b->date);
+                s->pa, s->la, s->a->commit, s->a->date, s->pb, s->lb, s->b->commit, s->b->date);
     else fputs("op,shape,dtype,a_ms,b_ms,speedup_b_over_a,a_roofline_pct,b_roofline_pct\n", o);
-    for (int i = 0; i < n; i++) {
-        const kb_row *ra = rows[i].a, *rb = rows[i].b, *k = ra ? ra : rb;
+    for (int i = 0; i < s->n; i++) {
+        const kb_row *ra = s->rows[i].a, *rb = s->rows[i].b, *k = ra ? ra : rb;
+        double speedup = s->rows[i].speedup;
         fprintf(o, f == KB_MD ? "| %s | %s | %s |" : "%s,\"%s\",%s", kp_op_name(k->c.op), k->c.shape,
                 kb_row_dtype_name(&k->c));
         ms_cell(o, ra, f), ms_cell(o, rb, f);
-        if (f == KB_MD && !isnan(rows[i].speedup)) fprintf(o, " %.2fx |", rows[i].speedup);
+        if (f == KB_MD && !isnan(speedup)) fprintf(o, " %.2fx |", speedup);
         else if (f == KB_MD) fprintf(o, " %s |", !ra ? "only in B" : !rb ? "only in A" : "-");
-        else if (!isnan(rows[i].speedup)) fprintf(o, ",%.4g", rows[i].speedup);
+        else if (!isnan(speedup)) fprintf(o, ",%.4g", speedup);
         else fputc(',', o);
         pct_cell(o, ra, f), pct_cell(o, rb, f);
         fputc('\n', o);
     }
-    if (f == KB_MD && !isnan(geomean)) fprintf(o, "\nGeometric mean speedup of B over A on rows both ran: %.2fx\n", geomean);
+    if (f == KB_MD && !isnan(s->geomean)) fprintf(o, "\nGeometric mean speedup of B over A on rows both ran: %.2fx\n", s->geomean);
     else if (f == KB_MD) fputs("\nNo row ran in both files.\n", o);
+    return ferror(o) ? -1 : 0;
 }
 
 int kb_compare(const char *pa, const char *pb, const kb_options *opt) {
     kb_report a = {0}, b = {0};
     char err[1024], la[256], lb[256];
-    int rc = 1, n = -1;
-    double geomean = NAN;
-    kb_compare_row *rows = NULL;
+    kb_compare_set set = {pa, la, pb, lb, &a, &b, NULL, -1, NAN};
+    int rc = 1;
     if (kb_report_load(pa, &a, err, sizeof err) != 0 || kb_report_load(pb, &b, err, sizeof err) != 0) {
         fprintf(stderr, "kbench: --compare: %s\n", err);
-        kb_report_free(&a);
-        kb_report_free(&b);
-        return 1;
+    } else {
+        label(&a, la, sizeof la);
+        label(&b, lb, sizeof lb);
+        if ((set.rows = calloc((size_t)a.nrows + (size_t)b.nrows + 1, sizeof *set.rows)))
+            set.n = match(&a, &b, set.rows, &set.geomean);
+        if (set.n < 0) fprintf(stderr, "kbench: --compare: out of memory\n");
+        else rc = kb_emit(opt, NULL, &set);
     }
-    label(&a, la, sizeof la);
-    label(&b, lb, sizeof lb);
-    if ((rows = calloc((size_t)a.nrows + (size_t)b.nrows + 1, sizeof *rows))) n = match(&a, &b, rows, &geomean);
-    FILE *o = n < 0 ? NULL : opt->out ? fopen(opt->out, "w") : stdout;
-    if (n < 0) fprintf(stderr, "kbench: --compare: out of memory\n");
-    else if (!o) fprintf(stderr, "kbench: cannot write %s\n", opt->out);
-    else {
-        if (opt->format == KB_JSON) rc = kb_write_compare_json(pa, la, pb, lb, rows, n, geomean, o) ? 1 : 0;
-        else write_table(pa, &a, la, pb, &b, lb, rows, n, geomean, opt->format, o), rc = ferror(o) ? 1 : 0;
-        if (o != stdout && fclose(o) != 0) rc = 1;
-    }
-    if (rc == 0 && opt->plot) { /* the speedup bars, from the compare rows as JSON */
-        char tmp[] = "/tmp/kbench-compare-XXXXXX.json";
-        int fd = mkstemps(tmp, 5);
-        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-        rc = f && kb_write_compare_json(pa, la, pb, lb, rows, n, geomean, f) == 0 ? 0 : 1;
-        if (f && fclose(f) != 0) rc = 1;
-        if (rc != 0) snprintf(err, sizeof err, "cannot write %s", tmp);
-        if (rc == 0 && kb_plot(tmp, opt->plot, err, sizeof err) != 0) rc = 1;
-        if (rc != 0) fprintf(stderr, "kbench: --plot: %s\n", err);
-        if (fd >= 0) unlink(tmp);
-    }
-    free(rows);
+    free(set.rows);
     kb_report_free(&a);
     kb_report_free(&b);
     return rc;

@@ -139,24 +139,23 @@ int kb_write_csv(const kb_report *r, FILE *o) {
     return ferror(o) ? -1 : 0;
 }
 
-int kb_write_compare_json(const char *pa, const char *la, const char *pb, const char *lb, const kb_compare_row *rows,
-                          int n, double geomean, FILE *out) {
+int kb_write_compare_json(const kb_compare_set *s, FILE *out) {
     json_t *arr = json_array();
-    for (int i = 0; i < n; i++) {
-        const kb_row *a = rows[i].a, *b = rows[i].b, *k = a ? a : b;
+    for (int i = 0; i < s->n; i++) {
+        const kb_row *a = s->rows[i].a, *b = s->rows[i].b, *k = a ? a : b;
         bool a_ok = a && a->status == KB_ROW_OK, b_ok = b && b->status == KB_ROW_OK;
         json_array_append_new(
             arr, json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "op", kp_op_name(k->c.op), "shape",
                            str(k->c.shape), "dtype", kb_row_dtype_name(&k->c), "a_ms", num(a_ok ? a->median_ms : 0, a_ok),
-                           "b_ms", num(b_ok ? b->median_ms : 0, b_ok), "speedup", num(rows[i].speedup, true),
+                           "b_ms", num(b_ok ? b->median_ms : 0, b_ok), "speedup", num(s->rows[i].speedup, true),
                            "a_status", a ? json_string(kb_status_word(a->status)) : json_null(), "b_status",
                            b ? json_string(kb_status_word(b->status)) : json_null(), "a_roofline_pct",
                            num(a_ok ? a->roofline_pct : 0, a_ok && a->roofline_pct >= 0), "b_roofline_pct",
                            num(b_ok ? b->roofline_pct : 0, b_ok && b->roofline_pct >= 0)));
     }
-    json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(pa), "a_label",
-                            str(la), "b", str(pb), "b_label", str(lb), "rows", arr, "geomean_speedup",
-                            num(geomean, true));
+    json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(s->pa), "a_label",
+                            str(s->la), "b", str(s->pb), "b_label", str(s->lb), "rows", arr, "geomean_speedup",
+                            num(s->geomean, true));
     return dump_lines(top, out);
 }
 

@@ -288,7 +288,6 @@ static int run(const kb_options *o, const kb_case_list *shapes, const int *devic
         if (st != KP_OK) {
             fprintf(stderr, "kbench: device %d: %s: %s\n", devices[d], kp_status_str(st), kp_last_error());
         } else {
-            roof->device_index = devices[d];
             rep->nroofs++;
             if (!o->quiet)
                 fprintf(stderr, "  memory %.1f GB/s (%s); compute %.4g TFLOP/s bf16 (%s)\n", roof->mem_gbps,
@@ -301,7 +300,6 @@ static int run(const kb_options *o, const kb_case_list *shapes, const int *devic
                             kb_now() - t0);
                 kb_row *w = &rep->rows[rep->nrows++];
                 kb_run_case(&env, c, o, roof, w);
-                w->device_index = devices[d];
                 if (!o->quiet) progress_row(w);
             }
         }
@@ -346,40 +344,6 @@ static int list_peaks(void) {
     return 0;
 }
 
-/* --plot draws a JSON file: --from's, --out's when it is JSON, or a temporary one. */
-static int plot(const kb_options *o, const kb_report *rep) {
-    char err[1024], tmp[] = "/tmp/kbench-plot-XXXXXX.json";
-    const char *json = o->from ? o->from : o->out && o->format == KB_JSON ? o->out : NULL;
-    int rc = 0;
-    if (!json) {
-        int fd = mkstemps(tmp, 5);
-        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-        rc = f && kb_write_json(rep, f) == 0 ? 0 : -1;
-        if (f ? fclose(f) != 0 : fd >= 0 && close(fd) != 0) rc = -1;
-        json = tmp;
-        if (rc != 0) snprintf(err, sizeof err, "cannot write %s for kbench-plot", tmp);
-    }
-    if (rc == 0) rc = kb_plot(json, o->plot, err, sizeof err);
-    if (json == tmp) unlink(tmp);
-    if (rc != 0) fprintf(stderr, "kbench: --plot: %s\n", err);
-    else if (!o->quiet) fprintf(stderr, "kbench: plots written beside %s\n", o->plot);
-    return rc ? 1 : 0;
-}
-
-static int emit(const kb_options *o, const kb_report *rep) {
-    FILE *out = o->out ? fopen(o->out, "w") : stdout;
-    if (!out) {
-        fprintf(stderr, "kbench: cannot write %s: %s\n", o->out, strerror(errno));
-        return 1;
-    }
-    int rc = kb_write_report(rep, o->format, out);
-    if (out != stdout && fclose(out) != 0) rc = -1;
-    if (rc != 0) fprintf(stderr, "kbench: error writing the report\n");
-    else if (o->out && !o->quiet) fprintf(stderr, "kbench: report written to %s\n", o->out);
-    if (o->plot && plot(o, rep) != 0) rc = 1;
-    return rc ? 1 : 0;
-}
-
 /* --ep: kport-ep-bench, built beside kbench when MPI is found, links MPI; kbench does not.
  * Each rank mpirun started becomes that program, with every other argument (its own:
  * tokens per rank, --iters N, --capacity). */
@@ -416,7 +380,7 @@ static int offline(const kb_options *o, const char **files) {
     kb_report rep;
     char err[1024];
     int rc = kb_report_load(o->from, &rep, err, sizeof err) != 0 ? fprintf(stderr, "kbench: --from: %s\n", err), 1
-                                                                  : emit(o, &rep);
+                                                                  : kb_emit(o, &rep, NULL);
     kb_report_free(&rep);
     return rc;
 }
@@ -449,7 +413,7 @@ static int bench(const kb_options *o, const kb_case_list *shapes) {
         rc = run(o, shapes, devices, ndev, &rep);
         if (rc == -1) fprintf(stderr, "kbench: out of memory\n");
         if (rc == 0) {
-            rc = emit(o, &rep);
+            rc = kb_emit(o, &rep, NULL);
             for (int i = 0; i < rep.nrows; i++) /* a wrong result or a broken run fails the command */
                 if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
         }

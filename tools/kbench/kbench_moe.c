@@ -19,7 +19,7 @@
 static kp_moe_routing case_routing(const kb_case *c) {
     bool v3 = c->scoring == KP_MOE_SCORING_SIGMOID;
     return (kp_moe_routing){.topk = (int32_t)c->k, .n_group = (int32_t)c->n_group,
-                            .topk_group = (int32_t)c->topk_group, .scoring = c->scoring, .renormalize = 1,
+                            .topk_group = (int32_t)c->topk_group, .scoring = (kp_moe_scoring)c->scoring, .renormalize = 1,
                             .route_scale = v3 ? 2.5f : 1.0f};
 }
 
@@ -44,13 +44,14 @@ static int argmax(const double *v, const bool *allowed, int n) {
     return best;
 }
 
-/* ids/w [k]; returns the routing margin: how far the last choice (of a group or an
- * expert) is from the first rejected one. A margin near 0 is a near-tie that float32
- * may legitimately break the other way. */
-static double ref_gate(const double *logits, const double *bias, int E, const kp_moe_routing *r, int32_t *ids,
-                       double *w) {
-    double s[512], b[512], gs[32], margin = INFINITY;
+/* Token t of the router logits [T, E]: ids/w [k]; returns the routing margin: how far the
+ * last choice (of a group or an expert) is from the first rejected one. A margin near 0
+ * is a near-tie that float32 may legitimately break the other way. */
+static double ref_gate(const kb_data *lgd, int64_t t, const double *bias, int E, const kp_moe_routing *r,
+                       int32_t *ids, double *w) {
+    double logits[512], s[512], b[512], gs[32], margin = INFINITY;
     bool ok[512], gok[32];
+    for (int e = 0; e < E; e++) logits[e] = kb_at(lgd, t * E + e);
     if (r->scoring == KP_MOE_SCORING_SIGMOID) {
         for (int e = 0; e < E; e++) s[e] = 1.0 / (1.0 + exp(-logits[e]));
     } else {
@@ -132,13 +133,12 @@ static kp_status gate_check(kb_bench *b, kb_err *err) {
     gate_st *s = b->st;
     int k = (int)c->k, E = (int)c->E;
     int32_t *ids = kb_alloc(b->env, (size_t)(c->T * k) * 4), rid[32];
-    double *w = kb_alloc(b->env, (size_t)(c->T * k) * 8), *lg = kb_alloc(b->env, (size_t)E * 8), rw[32];
-    kp_status st = ids && w && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    double *w = kb_alloc(b->env, (size_t)(c->T * k) * 8), rw[32];
+    kp_status st = ids && w ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
     for (int64_t t = 0; t < c->T && st == KP_OK && !b->msg[0]; t++) {
-        for (int e = 0; e < E; e++) lg[e] = kb_at(&s->logits, t * E + e);
-        double margin = ref_gate(lg, s->bias_host, E, &s->p.routing, rid, rw);
+        double margin = ref_gate(&s->logits, t, s->bias_host, E, &s->p.routing, rid, rw);
         for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
             int j = 0;
             while (j < k && rid[j] != ids[t * k + i]) j++;
@@ -153,8 +153,6 @@ static kp_status gate_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
-
-const kb_op_impl kb_moe_gate_impl = {gate_setup, gate_run, gate_check, sizeof(gate_st)};
 
 /* ================================ moe_align ================================ */
 
@@ -225,8 +223,6 @@ static kp_status align_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
-
-const kb_op_impl kb_moe_align_impl = {align_setup, align_run, align_check, sizeof(align_st)};
 
 /* ============================== grouped_gemm ============================== */
 
@@ -314,8 +310,6 @@ static kp_status gemm_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_grouped_gemm_impl = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)};
-
 /* =============================== moe_combine =============================== */
 
 typedef struct combine_st {
@@ -360,8 +354,6 @@ static kp_status combine_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_moe_combine_impl = {combine_setup, combine_run, combine_check, sizeof(combine_st)};
-
 /* =============================== moe_forward =============================== */
 
 typedef struct forward_st {
@@ -392,12 +384,11 @@ static kp_status forward_setup(kb_bench *b) {
     if (st != KP_OK) return st;
     /* bytes: x, logits, bias, out, and the weights of the experts the float64 router uses */
     bool *used = kb_alloc(e, (size_t)c->E);
-    double *lg = kb_alloc(e, (size_t)c->E * 8), w[32];
-    if (!used || !lg) return KP_ERR_OUT_OF_MEMORY;
+    double w[32];
+    if (!used) return KP_ERR_OUT_OF_MEMORY;
     int32_t ids[32];
     for (int64_t t = 0; t < c->T; t++) {
-        for (int64_t x = 0; x < c->E; x++) lg[x] = kb_at(&s->logits, t * c->E + x);
-        ref_gate(lg, s->bias_host, (int)c->E, &p->routing, ids, w);
+        ref_gate(&s->logits, t, s->bias_host, (int)c->E, &p->routing, ids, w);
         for (int64_t j = 0; j < c->k; j++) used[ids[j]] = true;
     }
     int64_t n_used = 0;
@@ -432,17 +423,16 @@ static kp_status forward_check(kb_bench *b, kb_err *err) {
     kb_rng r = {b->env->seed + 59};
     double *x = kb_alloc(b->env, (size_t)c->hidden * 8), *h = kb_alloc(b->env, (size_t)c->inter * 2 * 8);
     double *act = kb_alloc(b->env, (size_t)c->inter * 8), *got = kb_alloc(b->env, (size_t)c->hidden * 8);
-    double *lg = kb_alloc(b->env, (size_t)c->E * 8), w[32], ref[CHECK_COLS];
+    double w[32], ref[CHECK_COLS];
     int64_t cols[CHECK_COLS];
     int32_t ids[32];
-    kp_status st = x && h && act && got && lg ? KP_OK : KP_ERR_OUT_OF_MEMORY;
+    kp_status st = x && h && act && got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     int ncols = c->hidden < CHECK_COLS ? (int)c->hidden : CHECK_COLS;
     for (int j = 0; j < ncols; j++) cols[j] = j == 0 ? c->hidden - 1 : kb_rng_below(&r, c->hidden);
     int checked = 0;
     for (int attempt = 0; attempt < 20 && checked < 3 && st == KP_OK; attempt++) {
         int64_t t = attempt == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
-        for (int64_t i = 0; i < c->E; i++) lg[i] = kb_at(&s->logits, t * c->E + i);
-        if (ref_gate(lg, s->bias_host, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
+        if (ref_gate(&s->logits, t, s->bias_host, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
         for (int64_t i = 0; i < c->hidden; i++) x[i] = kb_at(&s->x, t * c->hidden + i);
         if (s->p.activation_dtype) quant_groups(x, c->hidden);
         for (int j = 0; j < ncols; j++) ref[j] = 0;
@@ -459,8 +449,6 @@ static kp_status forward_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
-
-const kb_op_impl kb_moe_forward_impl = {forward_setup, forward_run, forward_check, sizeof(forward_st)};
 
 /* ============================== quantize_fp8 ============================== */
 
@@ -514,4 +502,11 @@ static kp_status quant_check(kb_bench *b, kb_err *err) {
     return st;
 }
 
-const kb_op_impl kb_quantize_fp8_impl = {quant_setup, quant_run, quant_check, sizeof(quant_st)};
+const kb_op_impl kb_moe_impls[6] = {
+    {KP_OP_MOE_GATE, gate_setup, gate_run, gate_check, sizeof(gate_st)},
+    {KP_OP_MOE_ALIGN, align_setup, align_run, align_check, sizeof(align_st)},
+    {KP_OP_GROUPED_GEMM, gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)},
+    {KP_OP_MOE_COMBINE, combine_setup, combine_run, combine_check, sizeof(combine_st)},
+    {KP_OP_MOE_FORWARD, forward_setup, forward_run, forward_check, sizeof(forward_st)},
+    {KP_OP_QUANTIZE_FP8, quant_setup, quant_run, quant_check, sizeof(quant_st)},
+};

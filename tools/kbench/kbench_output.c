@@ -1,11 +1,13 @@
 /*
- * tools/kbench/kbench_output.c — the report as a markdown table (stdout by default);
- * CSV and JSON are kbench_json.c's.
+ * tools/kbench/kbench_output.c — the report as a markdown table (stdout by default;
+ * CSV and JSON are kbench_json.c's, the compare table kbench_compare.c's), written to
+ * --out and drawn by --plot.
  *
  * A failed row shows FAIL instead of numbers: a wrong kernel is never listed as fast.
  */
 #include "kbench.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,11 +119,46 @@ static void write_md(const kb_report *r, FILE *o) {
           o);
 }
 
-int kb_write_report(const kb_report *r, kb_format f, FILE *out) {
+static int write_report(const kb_report *r, const kb_compare_set *cmp, kb_format f, FILE *out) {
+    if (cmp) return kb_write_compare(cmp, f, out);
     switch (f) {
     case KB_MD: write_md(r, out); break;
     case KB_CSV: return kb_write_csv(r, out);
     case KB_JSON: return kb_write_json(r, out);
     }
     return ferror(out) ? -1 : 0;
+}
+
+/* --plot draws a JSON file: --from's, --out's when it is JSON, or a temporary one. */
+static int plot(const kb_options *o, const kb_report *rep, const kb_compare_set *cmp) {
+    char err[1024], tmp[] = "/tmp/kbench-plot-XXXXXX.json";
+    const char *json = o->from && !cmp ? o->from : o->out && o->format == KB_JSON ? o->out : NULL;
+    int rc = 0;
+    if (!json) {
+        int fd = mkstemps(tmp, 5);
+        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        rc = f && write_report(rep, cmp, KB_JSON, f) == 0 ? 0 : -1;
+        if (f ? fclose(f) != 0 : fd >= 0 && close(fd) != 0) rc = -1;
+        json = tmp;
+        if (rc != 0) snprintf(err, sizeof err, "cannot write %s for kbench-plot", tmp);
+    }
+    if (rc == 0) rc = kb_plot(json, o->plot, err, sizeof err);
+    if (json == tmp) unlink(tmp);
+    if (rc != 0) fprintf(stderr, "kbench: --plot: %s\n", err);
+    else if (!o->quiet) fprintf(stderr, "kbench: plots written beside %s\n", o->plot);
+    return rc ? 1 : 0;
+}
+
+int kb_emit(const kb_options *o, const kb_report *rep, const kb_compare_set *cmp) {
+    FILE *out = o->out ? fopen(o->out, "w") : stdout;
+    if (!out) {
+        fprintf(stderr, "kbench: cannot write %s: %s\n", o->out, strerror(errno));
+        return 1;
+    }
+    int rc = write_report(rep, cmp, o->format, out);
+    if (out != stdout && fclose(out) != 0) rc = -1;
+    if (rc != 0) fprintf(stderr, "kbench: error writing the report\n");
+    else if (o->out && !o->quiet) fprintf(stderr, "kbench: report written to %s\n", o->out);
+    if (o->plot && plot(o, rep, cmp) != 0) rc = 1;
+    return rc ? 1 : 0;
 }

@@ -13,10 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef KBENCH_PYTHON
-#define KBENCH_PYTHON ""
-#endif
-
 extern char **environ;
 
 /* path = kbench's own directory / name: the programs built and installed beside it. */

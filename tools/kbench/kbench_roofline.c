@@ -83,14 +83,11 @@ static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
     /* KPORT_CPU_SIMD caps the cpu backend's level: the ceiling follows it, so a row run
      * at avx2 on an AVX-512 machine is judged against the AVX2 FMA peak */
     const char *cap = getenv("KPORT_CPU_SIMD");
-    bool no512 = cap && (strcmp(cap, "avx2") == 0 || strcmp(cap, "portable") == 0);
-    bool scalar = cap && strcmp(cap, "portable") == 0;
+    bool scalar = cap && strcmp(cap, "portable") == 0, no512 = scalar || (cap && strcmp(cap, "avx2") == 0);
     __builtin_cpu_init();
-    if (scalar) fn = fma_scalar;
-    else if (__builtin_cpu_supports("avx512f") && !no512) fn = fma_avx512, *isa = "avx512f";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) fn = fma_avx2, *isa = "avx2+fma";
+    if (__builtin_cpu_supports("avx512f") && !no512) fn = fma_avx512, *isa = "avx512f";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !scalar) fn = fma_avx2, *isa = "avx2+fma";
 #endif
-    if (threads < 1) threads = usable_cpus();
     /* calibrate on one thread, then run every thread for about `seconds` */
     double per_iter = fn(1), dt; /* FLOPs of one iteration */
     long iters = 1 << 14;

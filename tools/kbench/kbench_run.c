@@ -21,6 +21,7 @@
 
 #define KB_PERIOD ((int64_t)(1 << 20) + 9) /* coprime to every head dim and hidden size used */
 #define KB_STAGE_BYTES ((size_t)64 << 20)
+#define KB_POISON_BYTES 4096
 
 volatile int kb_interrupted;
 
@@ -43,7 +44,7 @@ kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out) {
 
 typedef struct kb_pending {
     kp_buffer *buf;
-    unsigned char *raw; /* NULL: poison the buffer */
+    unsigned char *raw; /* NULL: poison the buffer (all bytes 0xFF) */
     int64_t period, n;
     size_t elem;
 } kb_pending;
@@ -78,17 +79,13 @@ static void kb_env_release(kb_env *e) {
 static kp_status upload_periodic(kb_env *e, kp_buffer *b, const unsigned char *raw, int64_t period, int64_t n,
                                  size_t elem) {
     size_t pbytes = (size_t)period * elem, total = (size_t)n * elem;
-    size_t reps = total <= pbytes ? 1 : KB_STAGE_BYTES / pbytes;
-    if (reps < 1) reps = 1;
-    unsigned char *stage = reps == 1 ? (unsigned char *)raw : malloc(reps * pbytes);
+    size_t reps = total <= pbytes || pbytes >= KB_STAGE_BYTES ? 1 : KB_STAGE_BYTES / pbytes, chunk = reps * pbytes;
+    unsigned char *stage = reps == 1 ? (unsigned char *)raw : malloc(chunk);
     if (!stage) return KP_ERR_OUT_OF_MEMORY;
-    for (size_t r = 1; r < reps && stage != raw; r++) memcpy(stage + r * pbytes, raw, pbytes);
-    if (stage != raw) memcpy(stage, raw, pbytes);
+    for (size_t r = 0; r < reps && stage != raw; r++) memcpy(stage + r * pbytes, raw, pbytes);
     kp_status st = KP_OK;
-    for (size_t off = 0; off < total && st == KP_OK; off += reps * pbytes) {
-        size_t len = total - off < reps * pbytes ? total - off : reps * pbytes;
-        st = kp_buffer_write(e->s, b, off, stage, len);
-    }
+    for (size_t off = 0; off < total && st == KP_OK; off += chunk)
+        st = kp_buffer_write(e->s, b, off, stage, total - off < chunk ? total - off : chunk);
     if (stage != raw) free(stage);
     return st;
 }
@@ -103,7 +100,7 @@ kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dtype, double l
                    const int64_t *dims) {
     int64_t n = elements(ndim, dims);
     memset(d, 0, sizeof *d);
-    d->dtype = dtype, d->n = n, d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
+    d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
     size_t elem = kp_dtype_size(dtype);
     unsigned char *raw = malloc((size_t)d->period * elem);
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
@@ -131,18 +128,6 @@ double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n) {
     return sum;
 }
 
-static kp_status kb_poison(kb_env *e, kp_buffer *b) {
-    size_t total = kp_buffer_size(b), chunk = total < ((size_t)16 << 20) ? total : ((size_t)16 << 20);
-    unsigned char *ff = malloc(chunk ? chunk : 1);
-    if (!ff) return KP_ERR_OUT_OF_MEMORY;
-    memset(ff, 0xFF, chunk);
-    kp_status st = KP_OK;
-    for (size_t off = 0; off < total && st == KP_OK; off += chunk)
-        st = kp_buffer_write(e->s, b, off, ff, total - off < chunk ? total - off : chunk);
-    free(ff);
-    return st;
-}
-
 kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, const int64_t *dims) {
     int64_t n = elements(ndim, dims);
     kp_buffer *b;
@@ -153,15 +138,17 @@ kp_status kb_input_i32(kb_env *e, const int32_t *v, kp_tensor *t, int ndim, cons
 
 kp_status kb_output_tensor(kb_env *e, kp_buffer **b, kp_tensor *t, kp_dtype dt, int ndim, const int64_t *dims) {
     kp_status st = kb_buffer(e, (size_t)elements(ndim, dims) * kp_dtype_size(dt), b);
-    if (st == KP_OK) st = defer(e, (kb_pending){*b, NULL, 0, 0, 0}); /* poisoned at flush */
+    if (st == KP_OK) st = defer(e, (kb_pending){*b, NULL, KB_POISON_BYTES, (int64_t)kp_buffer_size(*b), 1}); /* poisoned at flush */
     return st == KP_OK ? kp_tensor_init(t, *b, 0, dt, ndim, dims, NULL) : st;
 }
 
 static kp_status kb_env_flush(kb_env *e) {
+    static unsigned char poison[KB_POISON_BYTES];
     kp_status st = KP_OK;
+    if (!poison[0]) memset(poison, 0xFF, sizeof poison);
     for (int i = 0; i < e->npending && st == KP_OK; i++) {
         const kb_pending *p = &e->pending[i];
-        st = p->raw ? upload_periodic(e, p->buf, p->raw, p->period, p->n, p->elem) : kb_poison(e, p->buf);
+        st = upload_periodic(e, p->buf, p->raw ? p->raw : poison, p->period, p->n, p->elem);
     }
     drop_pending(e);
     return st;
@@ -202,6 +189,14 @@ static void fail_status(kb_row *row, kp_status st, const char *what) {
     if (st == KP_ERR_UNSUPPORTED) row_reason(row, KB_ROW_UNSUPPORTED, "%s", kp_last_error());
     else if (st == KP_ERR_OUT_OF_MEMORY) row_reason(row, KB_ROW_SKIPPED, "out of memory (%.400s)", msg);
     else row_reason(row, KB_ROW_ERROR, "%s", msg);
+}
+
+static const kb_op_impl *impl_of(kp_op op) {
+    for (int i = 0; i < 9; i++) {
+        const kb_op_impl *t = i < 3 ? &kb_attention_impls[i] : &kb_moe_impls[i - 3];
+        if (t->op == op) return t;
+    }
+    return NULL;
 }
 
 static kp_status run_sync(const kb_op_impl *impl, kb_bench *b, int times) {
@@ -265,9 +260,7 @@ static void time_case(const kb_op_impl *impl, kb_bench *b, const kb_options *o, 
     double t0 = kb_now();
     kp_status st = run_sync(impl, b, 1);
     double one = kb_now() - t0;
-    int inner = one > 0 ? (int)ceil(1e-3 / one) : 1000;
-    if (inner < 1) inner = 1;
-    if (inner > 10000) inner = 10000;
+    int inner = one > 0 ? (int)fmin(ceil(1e-3 / one), 10000) : 1000;
     row->inner = inner;
     row->samples = malloc(KB_MAX_SAMPLES * sizeof *row->samples);
     if (!row->samples) st = KP_ERR_OUT_OF_MEMORY;
@@ -322,7 +315,7 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->bound = "memory";
     /* outputs in the inputs' dtype, except the gate's: f32 weights from exactly representable logits */
     row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
-    const kb_op_impl *impl = kb_op_impl_get(c->op);
+    const kb_op_impl *impl = impl_of(c->op);
     kb_bench b = {.env = e, .c = c};
     double alloc;
     kb_case_estimate(c, &b.flops, &b.bytes, &alloc);

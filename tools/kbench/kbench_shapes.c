@@ -24,7 +24,7 @@
 
 typedef enum { K_SIZE, K_FLAG, K_SCORING } key_kind;
 
-/* Every field a shape names: int64_t sizes, int flags, the router's scoring. */
+/* Every field a shape names, each an int64_t of kb_case: sizes, flags, the router's scoring. */
 static const struct field {
     const char *key;
     key_kind kind;
@@ -114,19 +114,8 @@ static const struct field *field_of(const char *key) {
     return NULL;
 }
 
-static int64_t get(const kb_case *c, const char *key) {
-    const struct field *f = field_of(key);
-    const char *p = (const char *)c + f->off;
-    return f->kind == K_SIZE ? *(const int64_t *)p : f->kind == K_FLAG ? *(const int *)p : (int)*(const kp_moe_scoring *)p;
-}
-
-static void put(kb_case *c, const char *key, int64_t v) {
-    const struct field *f = field_of(key);
-    char *p = (char *)c + f->off;
-    if (f->kind == K_SIZE) *(int64_t *)p = v;
-    else if (f->kind == K_FLAG) *(int *)p = (int)v;
-    else *(kp_moe_scoring *)p = (kp_moe_scoring)v;
-}
+static int64_t get(const kb_case *c, const char *key) { return *(const int64_t *)((const char *)c + field_of(key)->off); }
+static void put(kb_case *c, const char *key, int64_t v) { *(int64_t *)((char *)c + field_of(key)->off) = v; }
 
 /* A layout token "n=a/b" split: name n, fields a and b (b empty for an alias), op '/', '|' or '*'. */
 static void split(const char *t, char *n, char *a, char *b, char *op) {

@@ -254,7 +254,6 @@ static bool has_fp8(kp_op op) {
  * or the one --dtype named (fp8 applies to the ops has_fp8 names only). */
 static void add(builder *b, kb_case c, bool with_fp8) {
     if (b->skip[c.op] || (b->dtype == KB_DTYPE_FP8W && !has_fp8(c.op))) return;
-    if (!c.variant) c.variant = "";
     if (b->dtype == KB_DTYPE_W8A8 && c.op != KP_OP_GROUPED_GEMM && c.op != KP_OP_MOE_FORWARD) return;
     c.dtype = c.wdtype = b->dtype < 0 || b->dtype >= KB_DTYPE_FP8W ? KP_BF16 : (kp_dtype)b->dtype;
     if (b->dtype >= KB_DTYPE_FP8W) c.wdtype = KP_FP8_E4M3;

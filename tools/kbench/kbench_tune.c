@@ -25,7 +25,6 @@
 #define MAX_VALUES 16
 
 typedef struct kb_tunable {
-    const char *backend; /* "cpu", "opencl", ... or "*" */
     const char *kernel, *param;
     int64_t values[MAX_VALUES];
     int nvalues;
@@ -37,17 +36,18 @@ typedef struct kb_tunable {
  * keyed by op name), grouped GEMM tiles (opencl_grouped_gemm.c) and the align chunk
  * (opencl_moe_common.c). The CPU backend reads none yet. An invalid combination makes
  * the kernel fall back to its defaults, which then times like the default. Add a line
- * per parameter as kernels adopt them; the list ends at the NULL entry. */
-static const kb_tunable builtin[] = {
-    {"opencl", "grouped_gemm", "tile_m", {32, 64, 128}, 3, "grouped_gemm"},
-    {"opencl", "grouped_gemm", "tile_n", {32, 64, 128}, 3, "grouped_gemm"},
-    {"opencl", "grouped_gemm", "tile_k", {16, 32}, 2, "grouped_gemm"},
-    {"opencl", "attention_prefill", "block_m", {16, 32, 64}, 3, "attention_prefill"},
-    {"opencl", "attention_prefill", "block_n", {16, 32, 64}, 3, "attention_prefill"},
-    {"opencl", "attention_decode", "block_n", {16, 32, 64}, 3, "attention_decode"},
-    {"opencl", "mla_decode", "block_n", {16, 32}, 2, "mla_decode"},
-    {"opencl", "moe_align", "chunk", {1024, 4096, 16384}, 3, "moe_align"},
-    {NULL, NULL, NULL, {0}, 0, NULL},
+ * per parameter as kernels adopt them, written as --tune-param takes it. */
+static const struct {
+    const char *backend, *spec;
+} builtin[] = {
+    {"opencl", "grouped_gemm.tile_m=32,64,128@grouped_gemm"},
+    {"opencl", "grouped_gemm.tile_n=32,64,128@grouped_gemm"},
+    {"opencl", "grouped_gemm.tile_k=16,32@grouped_gemm"},
+    {"opencl", "attention_prefill.block_m=16,32,64@attention_prefill"},
+    {"opencl", "attention_prefill.block_n=16,32,64@attention_prefill"},
+    {"opencl", "attention_decode.block_n=16,32,64@attention_decode"},
+    {"opencl", "mla_decode.block_n=16,32@mla_decode"},
+    {"opencl", "moe_align.chunk=1024,4096,16384@moe_align"},
 };
 
 /* The user's file, resolved as core/tuning.c does. */
@@ -105,7 +105,7 @@ static int write_text(const char *path, const char *text, char *err, size_t errn
     return 0;
 }
 
-/* "kernel.param=v1,v2@op;..." from --tune-param */
+/* "kernel.param=v1,v2@op;...": the builtin table's lines and --tune-param */
 static int parse_params(const char *spec, kb_tunable *out, int max, char *store, size_t storen, char *err,
                         size_t errn) {
     snprintf(store, storen, "%s", spec);
@@ -118,7 +118,7 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
         *dot = *eq = *at = '\0';
         kb_tunable *k = &out[n];
         memset(k, 0, sizeof *k);
-        k->backend = "*", k->kernel = t, k->param = dot + 1, k->op = at + 1;
+        k->kernel = t, k->param = dot + 1, k->op = at + 1;
         char *vs = eq + 1, *s2;
         for (char *v = strtok_r(vs, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
             char *end;
@@ -167,11 +167,11 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
 }
 
 int kb_tune(const kb_options *o, int device) {
-    char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "", store[2048], key_dev[KP_NAME_MAX];
+    char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "", spec[2048] = "", store[2048], key_dev[KP_NAME_MAX];
     const char *saved = getenv("KPORT_TUNING_FILE");
     char *saved_copy = saved ? strdup(saved) : NULL, *user = NULL;
     kb_tunable table[64];
-    int n = 0, m = 0, rc = 0;
+    int n = 0, rc = 0;
     kp_device_info info;
     user_path(path, sizeof path);
     snprintf(tmp, sizeof tmp, "/tmp/kbench-tune-%d.txt", (int)getpid());
@@ -179,11 +179,11 @@ int kb_tune(const kb_options *o, int device) {
         snprintf(err, sizeof err, "device %d: %s", device, kp_last_error());
         rc = 1;
     }
-    for (size_t i = 0; rc == 0 && builtin[i].kernel && n < 32; i++)
-        if (strcmp(builtin[i].backend, "*") == 0 || strcmp(builtin[i].backend, info.backend) == 0) table[n++] = builtin[i];
-    if (rc == 0 && o->tune_params && (m = parse_params(o->tune_params, table + n, 32, store, sizeof store, err, sizeof err)) < 0)
-        rc = 2;
-    n += m > 0 ? m : 0;
+    for (size_t i = 0; rc == 0 && i < sizeof builtin / sizeof builtin[0]; i++) /* the backend's, then --tune-param's */
+        if (strcmp(builtin[i].backend, info.backend) == 0)
+            snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%s;", builtin[i].spec);
+    snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%s", o->tune_params ? o->tune_params : "");
+    if (rc == 0 && (n = parse_params(spec, table, 64, store, sizeof store, err, sizeof err)) < 0) rc = 2;
     if (rc == 0 && !(user = read_text(path))) snprintf(err, sizeof err, "out of memory"), rc = 1;
     if (rc != 0) {
         fprintf(stderr, "kbench: --tune: %s\n", err);

@@ -14,7 +14,7 @@
 
 /* ---- random numbers: splitmix64, fixed seed, the same inputs on every device ---- */
 
-uint64_t kb_rng_next(kb_rng *r) {
+static uint64_t rng_next(kb_rng *r) {
     uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -22,10 +22,10 @@ uint64_t kb_rng_next(kb_rng *r) {
 }
 
 double kb_rng_uniform(kb_rng *r, double lo, double hi) {
-    return lo + (hi - lo) * ((double)(kb_rng_next(r) >> 11) * 0x1.0p-53);
+    return lo + (hi - lo) * ((double)(rng_next(r) >> 11) * 0x1.0p-53);
 }
 
-int64_t kb_rng_below(kb_rng *r, int64_t n) { return n <= 1 ? 0 : (int64_t)(kb_rng_next(r) % (uint64_t)n); }
+int64_t kb_rng_below(kb_rng *r, int64_t n) { return n <= 1 ? 0 : (int64_t)(rng_next(r) % (uint64_t)n); }
 
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out) {
     for (int i = 0; i < k; i++) {
@@ -97,7 +97,6 @@ double kb_store(kp_dtype dt, void *dst, int64_t i, double v) {
     case KP_BF16: ((uint16_t *)dst)[i] = f32_to_bf16((float)v); return bf16_to_f32(((uint16_t *)dst)[i]);
     case KP_F16: ((_Float16 *)dst)[i] = (_Float16)(float)v; return (double)((_Float16 *)dst)[i];
     case KP_FP8_E4M3: ((uint8_t *)dst)[i] = f64_to_fp8(v); return fp8_to_f64(((uint8_t *)dst)[i]);
-    case KP_I32: ((int32_t *)dst)[i] = (int32_t)v; return (double)((int32_t *)dst)[i];
     default: return NAN;
     }
 }
@@ -108,7 +107,6 @@ double kb_load(kp_dtype dt, const void *src, int64_t i) {
     case KP_BF16: return bf16_to_f32(((const uint16_t *)src)[i]);
     case KP_F16: return (double)((const _Float16 *)src)[i];
     case KP_FP8_E4M3: return fp8_to_f64(((const uint8_t *)src)[i]);
-    case KP_I32: return ((const int32_t *)src)[i];
     default: return NAN;
     }
 }
@@ -171,15 +169,7 @@ static double quantile(const double *sorted, int n, double q) {
 }
 
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max) {
-    if (n <= 0) {
-        *median = *p10 = *p90 = *min = *max = NAN;
-        return;
-    }
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) {
-        *median = *p10 = *p90 = *min = *max = v[0];
-        return;
-    }
+    double s[KB_MAX_SAMPLES]; /* a sorted copy: v stays in time order for the report */
     memcpy(s, v, (size_t)n * sizeof *s);
     qsort(s, (size_t)n, sizeof *s, cmp_double);
     *median = quantile(s, n, 0.5);
@@ -187,5 +177,4 @@ void kb_stats(const double *v, int n, double *median, double *p10, double *p90, 
     *p90 = quantile(s, n, 0.9);
     *min = s[0];
     *max = s[n - 1];
-    free(s);
 }
