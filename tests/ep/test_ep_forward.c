@@ -447,6 +447,7 @@ typedef struct fake_nccl {
     int (*comm_init_rank)(void **comm, int nranks, nccl_id id, int rank);
     int (*comm_destroy)(void *comm);
     const char *(*error_string)(int);
+    long (*polls)(void); /* kportFakeNcclAsyncErrorCalls: not NCCL, the fake's own */
 } fake_nccl;
 
 void run_nccl_cases(const char *backend, kp_device *dev) {
@@ -459,7 +460,8 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         *(void **)&f.comm_init_rank = dlsym(f.lib, "ncclCommInitRank");
         *(void **)&f.comm_destroy = dlsym(f.lib, "ncclCommDestroy");
         *(void **)&f.error_string = dlsym(f.lib, "ncclGetErrorString");
-        fake = f.get_unique_id && f.comm_init_rank && f.comm_destroy && f.error_string &&
+        *(void **)&f.polls = dlsym(f.lib, "kportFakeNcclAsyncErrorCalls");
+        fake = f.get_unique_id && f.comm_init_rank && f.comm_destroy && f.error_string && f.polls &&
                strstr(f.error_string(0), "(fake)");
     }
     int all = 0;
@@ -485,25 +487,35 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         dlclose(f.lib);
         return;
     }
+    run_cases_over_nccl(backend, dev, &comm, f.polls);
     MPI_Comm mpi = MPI_COMM_WORLD;
-    const size_t cases_run[] = {0, 2, 5, 6}; /* f32 + shared; bf16 + shared; capacity skewed; overflow */
-    for (size_t ci = 0; ci < sizeof cases_run / sizeof *cases_run; ci++) {
-        const fwd_case *c = &cases[cases_run[ci]];
+    static const fwd_case t1 = {"bf16 T=1 + shared expert, normal", KP_BF16, 1, 1, {1, 1, 1, 1}, 0,
+                                KP_EP_MODE_NORMAL, 0, 0};
+    /* f32 + shared; bf16 + shared; skewed, ranks with no tokens; T=1 (normal: the device
+     * path); T=1, capacity skewed, overflow (capacity: host-staged on cpu) */
+    const fwd_case *run[] = {&cases[0], &cases[2], &cases[3], &t1, &cases[4], &cases[5], &cases[6]};
+    for (size_t ci = 0; ci < sizeof run / sizeof *run; ci++) {
+        const fwd_case *c = run[ci];
         const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
         uint8_t *a = calloc(bytes, 1), *b = calloc(bytes, 1);
         kp_ep_dispatch_result ra = {0}, rb = {0};
         detail[0] = 0;
         kp_status sa = forward_once(dev, c, KP_EP_COMM_MPI, &mpi, a, &ra, detail, sizeof detail);
+        const long polls_before = f.polls();
         kp_status sb = forward_once(dev, c, KP_EP_COMM_NCCL, &comm, b, &rb, detail, sizeof detail);
-        int ok = sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) && memcmp(a, b, bytes) == 0 &&
-                 ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped && ra.dropped_all == rb.dropped_all;
+        const int device = c->mode == KP_EP_MODE_NORMAL, polled = f.polls() > polls_before;
+        if (device != polled && !detail[0])
+            snprintf(detail, sizeof detail, "the %s path was expected, the fake was %spolled",
+                     device ? "device" : "host", polled ? "" : "not ");
+        int ok = device == polled && sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) &&
+                 memcmp(a, b, bytes) == 0 && ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped && ra.dropped_all == rb.dropped_all;
         if (!ok && !detail[0])
             snprintf(detail, sizeof detail, "MPI %s, NCCL %s; outputs %s; recv_rows %lld / %lld", kp_status_str(sa),
                      kp_status_str(sb), memcmp(a, b, bytes) ? "differ" : "equal", (long long)ra.recv_rows,
                      (long long)rb.recv_rows);
         char name[256];
-        snprintf(name, sizeof name, "NCCL transport (fake libnccl): moe_forward_ep %s equals the MPI transport's bits",
-                 c->name);
+        snprintf(name, sizeof name,
+                 "NCCL transport (fake libnccl, %s): moe_forward_ep %s equals the MPI transport's bits", device ? "device path" : "host-staged", c->name);
         report(backend, name, ok, detail);
         free(a), free(b);
     }

@@ -2,8 +2,9 @@
  * tests/fake_nccl/fake_nccl.c — a small fake libnccl.so.2 for the NCCL transport's
  * tests (tests/ep, ci/ep-test): the few calls kport's transport uses plus what a test
  * needs to make a communicator, over POSIX shared memory among the processes of one
- * mpirun on one machine. Buffers are host memory (kport's cpu backend); streams are
- * ignored and every group completes inside ncclGroupEnd.
+ * mpirun on one machine. Buffers are host memory (kport's cpu backend, whose device
+ * addresses are host pointers); streams are ignored and every group completes inside
+ * ncclGroupEnd.
  *
  * Shared memory: one segment per communicator (named by the unique id), a header and
  * one mailbox per ordered rank pair (src -> dst). A mailbox carries one chunk at a time:
@@ -158,7 +159,14 @@ API ncclResult_t ncclCommUserRank(const ncclComm_t c, int *rank) {
     return ncclSuccess;
 }
 
+static _Atomic long async_error_calls;
+
+/* Not NCCL: how many times ncclCommGetAsyncError was called, so that a test can tell
+ * that kport took its device path (whose poll calls it; the host-staged one does not). */
+API long kportFakeNcclAsyncErrorCalls(void) { return atomic_load(&async_error_calls); }
+
 API ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *err) {
+    atomic_fetch_add(&async_error_calls, 1);
     if (!c || !err) return ncclInvalidArgument;
     *err = ncclSuccess; /* every group completed (or failed) inside ncclGroupEnd */
     return ncclSuccess;
