@@ -219,13 +219,16 @@ static kp_ep_tr_result ep_nccl_poll(kp_ep_tr_state *s, kp_ep_tr_stream_done_fn s
                                     int32_t timeout_ms, char *why, size_t n) {
     const double deadline = now_ms() + (double)timeout_ms;
     for (;;) {
+        nccl_result e = NCCL_SUCCESS;
         if (s->sym.CommGetAsyncError) {
-            nccl_result e = NCCL_SUCCESS, r = s->sym.CommGetAsyncError(s->comm, &e);
+            nccl_result r = s->sym.CommGetAsyncError(s->comm, &e);
             if (r != NCCL_SUCCESS) return fail(s, r, "ncclCommGetAsyncError", why, n);
             if (e != NCCL_SUCCESS && e != NCCL_IN_PROGRESS)
                 return fail(s, e, "the exchange (asynchronous error)", why, n);
         }
-        const int done = stream_done(ctx);
+        /* a non-blocking communicator's group may still be being issued (ncclInProgress):
+         * only then does the stream hold all of it */
+        const int done = e == NCCL_IN_PROGRESS ? 0 : stream_done(ctx);
         if (done > 0) return KP_EP_TR_OK;
         if (done < 0) {
             snprintf(why, n, "%s: the stream of the exchange reported an error", EP_NAME);

@@ -381,6 +381,11 @@ void run_forward_ep_cases(const char *backend, kp_device *dev) {
 
 /* ---- the NCCL transport against tests/fake_nccl (cpu backend) ----------------- */
 
+/* forward_once's handle timeout, and whether the fake libnccl is made non-blocking
+ * once the handle exists (the timeout case below) */
+static int32_t fwd_timeout_ms = 60000;
+static int fwd_nonblocking, fwd_skip_call; /* skip: create the handle (collective), never call */
+
 /* One kp_moe_forward_ep of case c over the given communicator: out's bytes, the status
  * and the dispatch result. */
 static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind kind, const void *comm,
@@ -396,7 +401,7 @@ static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind
     make_data(c, T, &h);
     kp_ep_options o = {.comm_kind = kind, .comm = comm, .num_experts = E, .expert_begin = eb, .expert_end = eb + LE,
                        .hidden = H, .dtype = c->dtype, .topk = K, .max_tokens_per_rank = MAXT, .mode = c->mode,
-                       .capacity_per_rank = c->capacity, .timeout_ms = 60000};
+                       .capacity_per_rank = c->capacity, .timeout_ms = fwd_timeout_ms};
     kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 4, .topk_group = 2,
                                               .scoring = KP_MOE_SCORING_SIGMOID, .renormalize = 1,
                                               .route_scale = 2.5f}};
@@ -423,13 +428,15 @@ static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind
     STEP(kp_buffer_alloc(dev, ws, &bws));
 #undef STEP
     p.workspace = bws;
-    if (st == KP_OK) {
+    if (st == KP_OK && fwd_nonblocking) setenv("KPORT_FAKE_NCCL_NONBLOCKING", "1", 1);
+    if (st == KP_OK && !fwd_skip_call) {
         call = kp_moe_forward_ep(ep, stream, &p, r);
         if (call != KP_OK && call != KP_ERR_OUT_OF_BOUNDS)
             snprintf(detail, dn, "kp_moe_forward_ep: %s: %s", kp_status_str(call), kp_last_error());
         if ((call == KP_OK || call == KP_ERR_OUT_OF_BOUNDS) && out_bytes)
             st = kp_buffer_read(stream, bout, 0, out, out_bytes);
     }
+    unsetenv("KPORT_FAKE_NCCL_NONBLOCKING");
     if (ep) kp_ep_destroy(ep);
     kp_buffer *all[] = {bx, blog, bbias, bw13, bw2, bw13s, bw2s, bout, bws};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
@@ -518,6 +525,34 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
                  "NCCL transport (fake libnccl, %s): moe_forward_ep %s equals the MPI transport's bits", device ? "device path" : "host-staged", c->name);
         report(backend, name, ok, detail);
         free(a), free(b);
+    }
+    /* A rank that never joins (rank 0 skips the layer) with a non-blocking communicator:
+     * nothing blocks inside NCCL, so only kport's own poll can end the others' call: at
+     * the handle's timeout, KP_ERR_BACKEND "timed out". The communicator is then spoilt
+     * (half-sent chunks): the last use of it. */
+    if (world > 1) {
+        const fwd_case *c = &cases[0];
+        const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
+        uint8_t *b = calloc(bytes, 1);
+        kp_ep_dispatch_result rb = {0};
+        fwd_timeout_ms = 1000;
+        fwd_nonblocking = 1;
+        fwd_skip_call = rank == 0;
+        detail[0] = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        kp_status sb = forward_once(dev, c, KP_EP_COMM_NCCL, &comm, b, &rb, detail, sizeof detail);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        fwd_timeout_ms = 60000;
+        fwd_nonblocking = fwd_skip_call = 0;
+        const int ok = (rank == 0 && sb == KP_OK) || (sb == KP_ERR_BACKEND && strstr(detail, "timed out") && s > 0.9 && s < 10);
+        if (!ok)
+            snprintf(detail + strlen(detail), sizeof detail - strlen(detail), " (%s after %.2f s)",
+                     kp_status_str(sb), s);
+        report(backend, "NCCL transport (fake libnccl, non-blocking, device path): a rank that never joins makes "
+               "the others' layer end in KP_ERR_BACKEND 'timed out' at the handle's timeout (1 s)", ok, detail);
+        free(b);
     }
     f.comm_destroy(comm);
     dlclose(f.lib);
