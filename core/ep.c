@@ -3,8 +3,8 @@
  * communicator (kport.h, "Expert parallelism").
  *
  * The host path: everything is staged through host memory with kp_buffer_read/write, so
- * it works on every backend (MPI, and capacity mode); where the transport moves device
- * addresses (NCCL, RCCL) and the backend has them, normal mode takes the device path of
+ * it works on every backend (MPI); where the transport moves device addresses (NCCL,
+ * RCCL) and the backend has them, dispatch and combine take the device path of
  * core/ep_device.c instead, sharing this file's combine. The bytes move through a
  * transport plugin (core/ep_transport.h) that this file dlopens, so libkport links no
  * communication library. The summing of a token's expert outputs is kp_moe_combine on
@@ -91,10 +91,9 @@ static kp_status check_options(const kp_ep_options *o) {
     return KP_OK;
 }
 
-/* NCCL/RCCL: the device path (core/ep_device.c) where the backend has device addresses
- * and the mode is normal; otherwise only the cpu backend, whose buffers are host memory,
- * can hand the transport the host staging buffers (tests/ep runs both against
- * tests/fake_nccl). */
+/* NCCL/RCCL: the device path (core/ep_device.c) where the backend has device addresses;
+ * otherwise only the cpu backend, whose buffers are host memory, could hand the transport
+ * the host staging buffers. */
 static kp_status check_transport_device(const kp_ep *ep) {
     const kp_ep_options *o = &ep->opt;
     if (o->comm_kind == KP_EP_COMM_MPI || ep->device_path) return KP_OK;
@@ -102,9 +101,7 @@ static kp_status check_transport_device(const kp_ep *ep) {
     if (strcmp(backend, "cpu") == 0) return KP_OK;
     const char *why = !ep->dev->iface->buffer_address || !ep->dev->iface->event_query
                           ? "it has no device addresses (OpenCL: use MPI)"
-                      : o->mode != KP_EP_MODE_NORMAL ? "capacity mode on device buffers is not built yet: use "
-                                                       "KP_EP_MODE_NORMAL"
-                                                     : "num_experts is over kp_moe_align's 4096";
+                          : "num_experts is over kp_moe_align's 4096";
     return kp_set_error(KP_ERR_UNSUPPORTED, "kp_ep_create: the %s transport cannot run on the %s backend here: %s",
                         o->comm_kind == KP_EP_COMM_NCCL ? "NCCL" : "RCCL", backend, why);
 }
@@ -263,8 +260,13 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
         kp_ep_destroy(ep);
         return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");
     }
-    r = ep->tr->allgather(ep->trs, &mine, sizeof mine, all, kp_ep_timeout(opt), why, sizeof why);
-    st = r != KP_EP_TR_OK ? kp_ep_transport_failed(ep, "kp_ep_create", r, why) : check_agreement(ep, all);
+    if (ep->device_path) { /* the library may take device memory only (NCCL on a GPU) */
+        st = kp_ep_device_allgather(ep, &mine, sizeof mine, all);
+    } else {
+        r = ep->tr->allgather(ep->trs, &mine, sizeof mine, all, kp_ep_timeout(opt), why, sizeof why);
+        st = r != KP_EP_TR_OK ? kp_ep_transport_failed(ep, "kp_ep_create", r, why) : KP_OK;
+    }
+    if (st == KP_OK) st = check_agreement(ep, all);
     free(all);
     if (st == KP_OK) st = size_and_allocate(ep);
     if (st == KP_OK && ep->device_path) st = kp_ep_device_allocate(ep);

@@ -1,10 +1,10 @@
 /*
  * core/ep_device.c — expert parallelism on device buffers (issue 19, docs/ep-nccl.md):
- * normal-mode dispatch and combine's return trip where the rows never touch the host.
+ * dispatch and combine's return trip where the rows never touch the host.
  *
- * Taken when the transport has the device collectives (exchange + poll: NCCL, RCCL),
- * the backend gives buffer addresses and event queries (cpu, cuda) and the mode is
- * normal. The rows move only on the device: kp_buffer_copy runs on the op's stream and
+ * Taken when the transport has the device collectives (exchange + poll: NCCL, RCCL) and
+ * the backend gives buffer addresses and event queries (cpu, cuda, hip), in both modes
+ * (num_experts <= 4096, kp_moe_align's limit). The rows move only on the device: kp_buffer_copy runs on the op's stream and
  * the transport's exchanges on its native stream. The host sees only integers:
  *
  *   dispatch  kp_moe_align over the global expert ids (stable sort of the (token, slot)
@@ -14,6 +14,10 @@
  *             host sync reads expert_offsets, the received slices and sorted_ids ->
  *             the send rows are copied from x in runs -> the rows' exchange -> the
  *             receiver regroups source-major into expert-major with copies in runs.
+ *             Capacity mode clamps the same counts: each destination gets the first
+ *             capacity_per_rank of its pairs in (expert, token, slot) order, as the host
+ *             path; then one more exchange tells every rank the drops into every other
+ *             (dropped_all).
  *   combine   expert_out's rows back into the receive layout (copies in runs) -> the
  *             return exchange straight into the combine's row buffer; core/ep.c then
  *             sums them with kp_moe_combine as on the host path.
@@ -23,7 +27,8 @@
  * bounded time. The row copies move bytes only, so the results have the host path's
  * bits. Not here yet: a gather kernel for the send rows (one copy per run of rows that
  * are adjacent in x: many small copies when routing scatters tokens), and capacity mode
- * without a host sync (on cpu it takes the host path; elsewhere kp_ep_create refuses it).
+ * without host syncs (a device header per block, graph-capturable): here it syncs as
+ * normal mode does, plus once for dropped_all.
  */
 #include "internal.h"
 #include "ep_internal.h"
@@ -36,7 +41,7 @@
 
 bool kp_ep_device_path_possible(const kp_ep_options *o, kp_device *d, const kp_ep_transport *tr) {
     return tr && tr->struct_size >= sizeof *tr && tr->exchange && tr->poll && d->iface->buffer_address &&
-           d->iface->event_query && o->mode == KP_EP_MODE_NORMAL && o->num_experts <= ALIGN_MAX_EXPERTS;
+           d->iface->event_query && o->num_experts <= ALIGN_MAX_EXPERTS;
 }
 
 static kp_status alloc(kp_device *d, size_t n, size_t size, kp_buffer **out) {
@@ -55,12 +60,13 @@ kp_status kp_ep_device_allocate(kp_ep *ep) {
     if (st == KP_OK) st = alloc(ep->dev, W * (LE + 1), 4, &ep->d_roffs);
     if (st == KP_OK) st = alloc(ep->dev, pairs, ep->row_bytes, &ep->d_send);
     if (st == KP_OK) st = alloc(ep->dev, (size_t)ep->max_recv_rows, ep->row_bytes, &ep->d_recv);
-    if (st == KP_OK) st = kp_event_create(ep->dev, &ep->d_event);
+    if (st == KP_OK) st = alloc(ep->dev, W + 1, sizeof(int64_t), &ep->d_drop);
+    if (st == KP_OK && !ep->d_event) st = kp_event_create(ep->dev, &ep->d_event);
     return st == KP_OK ? KP_OK : kp_add_context(st, "kp_ep_create: device staging buffers");
 }
 
 void kp_ep_device_free(kp_ep *ep) {
-    kp_buffer *b[] = {ep->d_sorted, ep->d_tpos, ep->d_aoff, ep->d_roffs, ep->d_send, ep->d_recv};
+    kp_buffer *b[] = {ep->d_sorted, ep->d_tpos, ep->d_aoff, ep->d_roffs, ep->d_send, ep->d_recv, ep->d_drop};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++)
         if (b[i]) kp_buffer_free(b[i]);
     if (ep->d_event) kp_event_destroy(ep->d_event);
@@ -146,6 +152,26 @@ static kp_status copy_runs(kp_stream *s, kp_buffer *dst, size_t dst_at, const kp
     return st;
 }
 
+/* kp_ep_create's agreement on the device path: NCCL on a GPU takes device memory only. */
+kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all) {
+    const char *fn = "kp_ep_create";
+    const size_t W = (size_t)ep->world;
+    kp_stream *s = ep->dev->default_stream;
+    kp_buffer *b = NULL;
+    int32_t *cnt = calloc(4 * W, sizeof *cnt);
+    if (!cnt) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+    for (size_t d = 0; d < W; d++) /* rows of `bytes`: mine at row W to everyone, theirs at row d */
+        cnt[d] = 1, cnt[W + d] = (int32_t)W, cnt[2 * W + d] = 1, cnt[3 * W + d] = (int32_t)d;
+    kp_status st = ep->d_event ? KP_OK : kp_event_create(ep->dev, &ep->d_event);
+    if (st == KP_OK) st = alloc(ep->dev, W + 1, bytes, &b);
+    if (st == KP_OK) st = kp_buffer_write(s, b, W * bytes, mine, bytes);
+    if (st == KP_OK) st = exchange(ep, fn, s, b, 0, cnt, cnt + W, b, 0, cnt + 2 * W, cnt + 3 * W, bytes);
+    if (st == KP_OK) st = kp_buffer_read(s, b, 0, all, W * bytes);
+    if (b) kp_buffer_free(b);
+    free(cnt);
+    return st;
+}
+
 /* ---- dispatch ----------------------------------------------------------------- */
 
 typedef struct dev_work {
@@ -212,15 +238,21 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     if (st == KP_OK) st = kp_buffer_read(s, ep->d_aoff, 0, w.aoff, ((size_t)E + 1) * 4);
     if (st == KP_OK) st = kp_buffer_read(s, ep->d_roffs, 0, w.roffs, (size_t)W * ((size_t)LE + 1) * 4);
     if (st == KP_OK && pairs) st = kp_buffer_read(s, ep->d_sorted, 0, w.sorted, (size_t)pairs * 4);
-    int64_t total = 0;
+    /* capacity mode: each destination gets the first C of its pairs in sorted (expert,
+     * token, slot) order, as the host path; the receiver clamps the same way */
+    const int32_t cap = ep->opt.mode == KP_EP_MODE_CAPACITY ? ep->opt.capacity_per_rank : INT32_MAX;
+    int64_t total = 0, dropped = 0, dropped_in = 0;
     for (int32_t d = 0; st == KP_OK && d < W; d++) {
         const int32_t *ro = w.roffs + (size_t)d * ((size_t)LE + 1);
+        const int32_t n_out = w.aoff[ep->range_begin[d + 1]] - w.aoff[ep->range_begin[d]], n_in = ro[LE] - ro[0];
         ep->send_displ[d] = w.aoff[ep->range_begin[d]];
-        ep->send_rows[d] = w.aoff[ep->range_begin[d + 1]] - ep->send_displ[d];
-        ep->recv_from[d] = ro[LE] - ro[0];
+        ep->send_rows[d] = n_out < cap ? n_out : cap;
+        ep->recv_from[d] = n_in < cap ? n_in : cap;
         ep->recv_displ[d] = (int32_t)total;
         total += ep->recv_from[d];
-        bool bad = ep->send_rows[d] < 0 || ep->recv_from[d] < 0 || total > ep->max_recv_rows;
+        dropped += n_out - ep->send_rows[d];
+        dropped_in += n_in - ep->recv_from[d];
+        bool bad = n_out < 0 || n_in < 0 || total > ep->max_recv_rows;
         for (int32_t le = 0; le < LE; le++) bad = bad || ro[le + 1] < ro[le];
         if (bad) {
             ep->broken = true; /* the peers wait for the rows */
@@ -236,11 +268,14 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
         dev_work_free(&w);
         return st;
     }
-    /* 3. the send rows: row i of the send layout is x's row sorted[i] / k */
-    for (int64_t i = 0; i < pairs; i++) {
-        ep->send_pos[w.sorted[i]] = (int32_t)i;
-        w.map[i] = w.sorted[i] / k;
-    }
+    /* 3. the send rows: row i of the send layout is x's row sorted[i] / k (capacity: the
+     * pairs past it are neither copied nor sent, and combine counts them as zero) */
+    for (int64_t i = 0; i < pairs; i++) ep->send_pos[i] = -1, w.map[i] = -1;
+    for (int32_t d = 0; d < W; d++)
+        for (int64_t i = ep->send_displ[d]; i < (int64_t)ep->send_displ[d] + ep->send_rows[d]; i++) {
+            ep->send_pos[w.sorted[i]] = (int32_t)i;
+            w.map[i] = w.sorted[i] / k;
+        }
     ep->send_layout_rows = pairs;
     st = copy_runs(s, ep->d_send, 0, p->x.buffer, p->x.offset, w.map, pairs, rb, 1);
     if (st == KP_OK)
@@ -257,8 +292,9 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
         w.offsets[le] = (int32_t)row;
         for (int32_t src = 0; src < W; src++) {
             const int32_t *ro = w.roffs + (size_t)src * ((size_t)LE + 1);
-            const int64_t first = ep->recv_displ[src] + (ro[le] - ro[0]);
-            for (int32_t i = 0; i < ro[le + 1] - ro[le]; i++, row++) ep->recv_to_out[first + i] = row;
+            const int32_t lo = ro[le] - ro[0] < cap ? ro[le] - ro[0] : cap;
+            const int32_t hi = ro[le + 1] - ro[0] < cap ? ro[le + 1] - ro[0] : cap;
+            for (int32_t i = lo; i < hi; i++, row++) ep->recv_to_out[ep->recv_displ[src] + i] = row;
         }
     }
     w.offsets[LE] = (int32_t)row;
@@ -268,14 +304,44 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     if (st == KP_OK)
         st = kp_buffer_write(s, p->expert_offsets.buffer, p->expert_offsets.offset, w.offsets,
                              ((size_t)LE + 1) * sizeof(int32_t));
+    if (st != KP_OK) {
+        dev_work_free(&w);
+        ep->broken = true; /* combine would leave the peers waiting */
+        return kp_add_context(st, "%s: placing the received rows", fn);
+    }
+    /* 5. capacity mode: every rank learns the drops into every other (dropped_all) */
+    int64_t dropped_all = 0;
+    if (cap != INT32_MAX) {
+        int64_t *all = calloc((size_t)W, sizeof *all);
+        int32_t *cnt = calloc(4 * (size_t)W, sizeof *cnt);
+        st = all && cnt ? KP_OK : kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+        for (int32_t d = 0; st == KP_OK && d < W; d++)
+            cnt[d] = 1, cnt[W + d] = W, cnt[2 * W + d] = 1, cnt[3 * W + d] = d; /* rows of 8 bytes */
+        if (st == KP_OK) st = kp_buffer_write(s, ep->d_drop, (size_t)W * 8, &dropped_in, 8);
+        if (st == KP_OK)
+            st = exchange(ep, fn, s, ep->d_drop, 0, cnt, cnt + W, ep->d_drop, 0, cnt + 2 * W, cnt + 3 * W, 8);
+        if (st == KP_OK) st = kp_buffer_read(s, ep->d_drop, 0, all, (size_t)W * 8);
+        for (int32_t d = 0; st == KP_OK && d < W; d++) dropped_all += all[d];
+        free(all);
+        free(cnt);
+        if (st != KP_OK) {
+            ep->broken = true;
+            dev_work_free(&w);
+            return st;
+        }
+    }
     dev_work_free(&w);
-    if (st != KP_OK) return kp_add_context(st, "%s: placing the received rows", fn);
     ep->tokens = T;
     ep->k = k;
     ep->dispatched = true;
     r->recv_rows = row;
-    r->dropped = 0;
-    r->dropped_all = 0;
+    r->dropped = dropped;
+    r->dropped_all = dropped_all;
+    if (dropped_all)
+        return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
+                            "%s: capacity overflow: %lld pairs over capacity_per_rank %d were not sent (%lld from "
+                            "this rank); the outputs are valid and combine counts them as zero",
+                            fn, (long long)dropped_all, (int)cap, (long long)dropped);
     return KP_OK;
 }
 

@@ -35,10 +35,10 @@ struct kp_ep {
     int64_t recv_layout_rows; /* rows of the receive layout (capacity: padded) */
     int64_t recv_rows;        /* rows actually received */
     int64_t *recv_to_out;     /* [recv_layout_rows]: the output row of each; -1 padding */
-    /* the device path (core/ep_device.c): on when the transport has exchange/poll, the
-     * backend gives buffer addresses and the mode is normal */
+    /* the device path (core/ep_device.c): on when the transport has exchange/poll and
+     * the backend gives buffer addresses and event queries */
     bool device_path;
-    kp_buffer *d_sorted, *d_aoff, *d_tpos, *d_roffs, *d_send, *d_recv;
+    kp_buffer *d_sorted, *d_aoff, *d_tpos, *d_roffs, *d_send, *d_recv, *d_drop;
     kp_event *d_event;
 };
 
@@ -66,6 +66,8 @@ int64_t kp_ep_max_send_rows(const kp_ep *ep);
 /* core/ep_device.c: the device path (kport.h "Expert parallelism", docs/ep-nccl.md). */
 bool kp_ep_device_path_possible(const kp_ep_options *o, kp_device *d, const kp_ep_transport *tr);
 kp_status kp_ep_device_allocate(kp_ep *ep);
+/* all = every rank's `bytes` of mine, in rank order, through device memory. */
+kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all);
 void kp_ep_device_free(kp_ep *ep);
 /* Dispatch with the arguments checked and the handle's dispatch state freed. */
 kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, kp_ep_dispatch_result *r);

@@ -18,7 +18,7 @@
  *  - allgather / alltoall / alltoallv: the host-staged collectives, given host buffers
  *    and the NULL stream; meaningful only where host memory is the library's memory
  *    (the fake libnccl of tests/fake_nccl, on the cpu backend): the handle's create-time
- *    agreement and the capacity mode's blocks on cpu.
+ *    agreement, and on cpu a layer with more than kp_moe_align's 4096 experts.
  */
 #include "ep_transport.h"
 
