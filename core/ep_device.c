@@ -4,8 +4,9 @@
  *
  * Taken when the transport has the device collectives (exchange + poll: NCCL, RCCL) and
  * the backend gives buffer addresses and event queries (cpu, cuda, hip), in both modes
- * (num_experts <= 4096, kp_moe_align's limit). The rows move only on the device: kp_buffer_copy runs on the op's stream and
- * the transport's exchanges on its native stream. The host sees only integers:
+ * (num_experts <= 4096, kp_moe_align's limit). The rows move only on the device:
+ * kp_buffer_copy runs on the op's stream and the transport's exchanges on its native
+ * stream. The host sees only integers:
  *
  *   dispatch  kp_moe_align over the global expert ids (stable sort of the (token, slot)
  *             pairs by expert: the send layout, grouped by destination rank and then

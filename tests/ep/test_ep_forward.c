@@ -514,7 +514,8 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         if (!polled && !detail[0])
             snprintf(detail, sizeof detail, "no ncclCommGetAsyncError call: the device path was not taken");
         int ok = polled && sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) &&
-                 memcmp(a, b, bytes) == 0 && ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped && ra.dropped_all == rb.dropped_all;
+                 memcmp(a, b, bytes) == 0 && ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped &&
+                 ra.dropped_all == rb.dropped_all;
         if (!ok && !detail[0])
             snprintf(detail, sizeof detail, "MPI %s, NCCL %s; outputs %s; recv_rows %lld / %lld", kp_status_str(sa),
                      kp_status_str(sb), memcmp(a, b, bytes) ? "differ" : "equal", (long long)ra.recv_rows,
@@ -546,7 +547,8 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         fwd_timeout_ms = 60000;
         fwd_nonblocking = fwd_skip_call = 0;
-        const int ok = (rank == 0 && sb == KP_OK) || (sb == KP_ERR_BACKEND && strstr(detail, "timed out") && s > 0.9 && s < 10);
+        const int ok = (rank == 0 && sb == KP_OK) ||
+                       (sb == KP_ERR_BACKEND && strstr(detail, "timed out") && s > 0.9 && s < 10);
         if (!ok)
             snprintf(detail + strlen(detail), sizeof detail - strlen(detail), " (%s after %.2f s)",
                      kp_status_str(sb), s);
