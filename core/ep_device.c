@@ -153,23 +153,29 @@ static kp_status copy_runs(kp_stream *s, kp_buffer *dst, size_t dst_at, const kp
     return st;
 }
 
-/* kp_ep_create's agreement on the device path: NCCL on a GPU takes device memory only. */
-kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all) {
-    const char *fn = "kp_ep_create";
+/* all = every rank's `bytes` of mine, in rank order, through b ((world + 1) rows of
+ * bytes: mine goes to row world, and from there to every rank's row of this one). */
+static kp_status allgather_through(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *b, const void *mine,
+                                   size_t bytes, void *all) {
     const size_t W = (size_t)ep->world;
-    kp_stream *s = ep->dev->default_stream;
-    kp_buffer *b = NULL;
     int32_t *cnt = calloc(4 * W, sizeof *cnt);
     if (!cnt) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-    for (size_t d = 0; d < W; d++) /* rows of `bytes`: mine at row W to everyone, theirs at row d */
+    for (size_t d = 0; d < W; d++)
         cnt[d] = 1, cnt[W + d] = (int32_t)W, cnt[2 * W + d] = 1, cnt[3 * W + d] = (int32_t)d;
-    kp_status st = ep->d_event ? KP_OK : kp_event_create(ep->dev, &ep->d_event);
-    if (st == KP_OK) st = alloc(ep->dev, W + 1, bytes, &b);
-    if (st == KP_OK) st = kp_buffer_write(s, b, W * bytes, mine, bytes);
+    kp_status st = kp_buffer_write(s, b, W * bytes, mine, bytes);
     if (st == KP_OK) st = exchange(ep, fn, s, b, 0, cnt, cnt + W, b, 0, cnt + 2 * W, cnt + 3 * W, bytes);
     if (st == KP_OK) st = kp_buffer_read(s, b, 0, all, W * bytes);
-    if (b) kp_buffer_free(b);
     free(cnt);
+    return st;
+}
+
+/* kp_ep_create's agreement on the device path: NCCL on a GPU takes device memory only. */
+kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all) {
+    kp_buffer *b = NULL;
+    kp_status st = ep->d_event ? KP_OK : kp_event_create(ep->dev, &ep->d_event);
+    if (st == KP_OK) st = alloc(ep->dev, (size_t)ep->world + 1, bytes, &b);
+    if (st == KP_OK) st = allgather_through(ep, "kp_ep_create", ep->dev->default_stream, b, mine, bytes, all);
+    if (b) kp_buffer_free(b);
     return st;
 }
 
@@ -196,7 +202,7 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     w.roffs = calloc((size_t)W * ((size_t)LE + 1), 4);
     w.sorted = calloc((size_t)pairs + 1, 4);
     w.offsets = calloc((size_t)LE + 1, 4);
-    w.map = calloc((size_t)(pairs > ep->max_recv_rows ? pairs : ep->max_recv_rows) + 1, sizeof(int64_t));
+    w.map = calloc((size_t)pairs + 1, sizeof(int64_t));
     ep->send_pos = calloc((size_t)pairs + 1, sizeof(int32_t));
     ep->send_rows = calloc(4 * (size_t)W, sizeof(int32_t));
     ep->recv_to_out = calloc((size_t)ep->max_recv_rows + 1, sizeof(int64_t));
@@ -314,17 +320,10 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     int64_t dropped_all = 0;
     if (cap != INT32_MAX) {
         int64_t *all = calloc((size_t)W, sizeof *all);
-        int32_t *cnt = calloc(4 * (size_t)W, sizeof *cnt);
-        st = all && cnt ? KP_OK : kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-        for (int32_t d = 0; st == KP_OK && d < W; d++)
-            cnt[d] = 1, cnt[W + d] = W, cnt[2 * W + d] = 1, cnt[3 * W + d] = d; /* rows of 8 bytes */
-        if (st == KP_OK) st = kp_buffer_write(s, ep->d_drop, (size_t)W * 8, &dropped_in, 8);
-        if (st == KP_OK)
-            st = exchange(ep, fn, s, ep->d_drop, 0, cnt, cnt + W, ep->d_drop, 0, cnt + 2 * W, cnt + 3 * W, 8);
-        if (st == KP_OK) st = kp_buffer_read(s, ep->d_drop, 0, all, (size_t)W * 8);
+        st = all ? allgather_through(ep, fn, s, ep->d_drop, &dropped_in, sizeof dropped_in, all)
+                 : kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
         for (int32_t d = 0; st == KP_OK && d < W; d++) dropped_all += all[d];
         free(all);
-        free(cnt);
         if (st != KP_OK) {
             ep->broken = true;
             dev_work_free(&w);
