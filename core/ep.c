@@ -571,14 +571,19 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
                              ((size_t)LE + 1) * sizeof(int32_t));
     dispatch_work_free(&w);
     if (st != KP_OK) return kp_add_context(st, "%s: writing the received rows", fn);
-    r->recv_rows = row;
+    return kp_ep_dispatch_result_set(ep, r, row, dropped, dropped_all);
+}
+
+kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
+                                    int64_t dropped_all) {
+    r->recv_rows = recv_rows;
     r->dropped = dropped;
     r->dropped_all = dropped_all;
     if (dropped_all)
         return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
-                            "%s: capacity overflow: %lld pairs over capacity_per_rank %d were not sent (%lld from "
-                            "this rank); the outputs are valid and combine counts them as zero",
-                            fn, (long long)dropped_all, (int)C, (long long)dropped);
+                            "kp_ep_dispatch: capacity overflow: %lld pairs over capacity_per_rank %d were not sent "
+                            "(%lld from this rank); the outputs are valid and combine counts them as zero",
+                            (long long)dropped_all, (int)ep->opt.capacity_per_rank, (long long)dropped);
     return KP_OK;
 }
 

@@ -334,15 +334,7 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     ep->tokens = T;
     ep->k = k;
     ep->dispatched = true;
-    r->recv_rows = row;
-    r->dropped = dropped;
-    r->dropped_all = dropped_all;
-    if (dropped_all)
-        return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
-                            "%s: capacity overflow: %lld pairs over capacity_per_rank %d were not sent (%lld from "
-                            "this rank); the outputs are valid and combine counts them as zero",
-                            fn, (long long)dropped_all, (int)cap, (long long)dropped);
-    return KP_OK;
+    return kp_ep_dispatch_result_set(ep, r, row, dropped, dropped_all);
 }
 
 /* ---- combine's return trip ---------------------------------------------------- */

@@ -74,6 +74,9 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
 /* Combine's return trip: expert_out's rows, back in the send layout, at rows_buf + at. */
 kp_status kp_ep_device_combine_rows(kp_ep *ep, kp_stream *s, const kp_tensor *expert_out, kp_buffer *rows_buf,
                                     size_t at);
+/* Fills r; KP_ERR_OUT_OF_BOUNDS, saying so, when capacity mode dropped pairs anywhere. */
+kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
+                                    int64_t dropped_all);
 kp_status kp_ep_transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why);
 int32_t kp_ep_timeout(const kp_ep_options *o);
 
