@@ -21,7 +21,7 @@
 #include "kport.h"
 #include <stdarg.h>
 
-#define KP_BACKEND_ABI_NUMBER 4 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches, 4: tuning_generation) */
+#define KP_BACKEND_ABI_NUMBER 5 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches, 4: tuning_generation, 5: buffer_address, event_query) */
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -161,6 +161,13 @@ struct kp_backend_iface {
 
     /* One slot per kp_op, indexed by kp_op. */
     kp_op_fn ops[KP_OP_COUNT];
+
+    /* 5: what expert parallelism on device buffers needs (core/ep_device.c); NULL in a
+     * backend without device addresses (OpenCL). buffer_address: the device address of
+     * byte 0 of b (CUdeviceptr, hipDeviceptr_t; the host pointer on cpu). event_query:
+     * *done = 1 when the work recorded before e has run, 0 when not yet (never waits). */
+    kp_status (*buffer_address)(const kp_buffer *b, uintptr_t *out);
+    kp_status (*event_query)(kp_event *e, int *done);
 };
 
 static inline const char *kp_backend_op_name(kp_op op) {

@@ -2,11 +2,13 @@
  * core/ep.c — expert parallelism: MoE dispatch and combine over the caller's
  * communicator (kport.h, "Expert parallelism").
  *
- * Everything is staged through host memory with kp_buffer_read/write, so it works on
- * every backend; the bytes move through a transport plugin (core/ep_transport.h) that
- * this file dlopens, so libkport links no communication library. The summing of a
- * token's expert outputs is kp_moe_combine on the caller's device: the result has the
- * same bits as kp_moe_combine on one rank.
+ * The host path: everything is staged through host memory with kp_buffer_read/write, so
+ * it works on every backend (MPI); where the transport moves device addresses (NCCL,
+ * RCCL) and the backend has them, dispatch and combine take the device path of
+ * core/ep_device.c instead, sharing this file's combine. The bytes move through a
+ * transport plugin (core/ep_transport.h) that this file dlopens, so libkport links no
+ * communication library. The summing of a token's expert outputs is kp_moe_combine on
+ * the caller's device: the result has the same bits as kp_moe_combine on one rank.
  *
  * Row orders. The sender sorts its (token, slot) pairs stably by global expert id; since
  * ranks hold contiguous, ascending expert ranges this groups them by destination rank and,
@@ -28,31 +30,6 @@
 #define EP_MAX_TOPK 32
 #define EP_HEADER_ALIGN 16
 
-struct kp_ep {
-    kp_device *dev;
-    kp_ep_options opt;
-    const kp_ep_transport *tr;
-    void *dl;
-    kp_ep_tr_state *trs;
-    int32_t rank, world, local_experts, max_local_experts;
-    int32_t *range_begin; /* [world + 1]: rank r holds experts [range_begin[r], range_begin[r+1]) */
-    size_t row_bytes;
-    int64_t max_recv_rows;
-    bool broken; /* a collective failed or timed out: only destroy is allowed */
-    kp_buffer *rows_dev; /* combine: the rows that came home, then one zero row */
-    kp_buffer *pos_dev;  /* combine: token_pos of kp_moe_combine */
-    int64_t rows_dev_cap;
-    /* the last dispatch, for combine */
-    bool dispatched;
-    int64_t tokens;
-    int32_t k;
-    int32_t *send_pos;     /* [tokens * k]: each pair's row in the send layout; -1 dropped */
-    int64_t send_layout_rows;
-    int32_t *send_rows, *send_displ, *recv_from, *recv_displ; /* [world] each, in rows */
-    int64_t recv_layout_rows; /* rows of the receive layout (capacity: padded) */
-    int64_t recv_rows;        /* rows actually received */
-    int64_t *recv_to_out;     /* [recv_layout_rows]: the output row of each; -1 padding */
-};
 
 /* What every rank must agree on, exchanged at create. */
 enum { D_ABI, D_NUM_EXPERTS, D_HIDDEN, D_DTYPE, D_TOPK, D_MAX_TOKENS, D_MODE, D_CAPACITY, D_BEGIN, D_END, D_COUNT };
@@ -68,12 +45,12 @@ static bool mul_size(size_t a, size_t b, size_t *out) {
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-static kp_status transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why) {
+kp_status kp_ep_transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why) {
     ep->broken = true;
     return kp_set_error(KP_ERR_BACKEND, "%s: %s%s", fn, r == KP_EP_TR_TIMEOUT ? "timed out: " : "", why);
 }
 
-static int32_t ep_timeout(const kp_ep_options *o) {
+int32_t kp_ep_timeout(const kp_ep_options *o) {
     return o->timeout_ms > 0 ? o->timeout_ms : KP_EP_TIMEOUT_DEFAULT_MS;
 }
 
@@ -114,18 +91,19 @@ static kp_status check_options(const kp_ep_options *o) {
     return KP_OK;
 }
 
-/* The NCCL/RCCL transports are given the core's host staging buffers (core/ep.c moves
- * everything through host memory): meaningful only where a device's buffers are host
- * memory, the cpu backend, which is how tests/ep runs them against a fake libnccl. GPU
- * backends need the device-buffer path (not built yet). */
-static kp_status check_transport_device(const kp_ep_options *o, kp_device *d) {
-    if (o->comm_kind == KP_EP_COMM_MPI) return KP_OK;
-    const char *backend = d->iface && d->iface->name ? d->iface->name : "?";
+/* NCCL/RCCL: the device path (core/ep_device.c) where the backend has device addresses;
+ * otherwise only the cpu backend, whose buffers are host memory, could hand the transport
+ * the host staging buffers. */
+static kp_status check_transport_device(const kp_ep *ep) {
+    const kp_ep_options *o = &ep->opt;
+    if (o->comm_kind == KP_EP_COMM_MPI || ep->device_path) return KP_OK;
+    const char *backend = ep->dev->iface && ep->dev->iface->name ? ep->dev->iface->name : "?";
     if (strcmp(backend, "cpu") == 0) return KP_OK;
-    return kp_set_error(KP_ERR_UNSUPPORTED,
-                        "kp_ep_create: the %s transport runs only on the cpu backend so far (its data is staged "
-                        "through host memory; the %s backend needs device buffers on the op's stream, not built yet)",
-                        o->comm_kind == KP_EP_COMM_NCCL ? "NCCL" : "RCCL", backend);
+    const char *why = !ep->dev->iface->buffer_address || !ep->dev->iface->event_query
+                          ? "it has no device addresses (OpenCL: use MPI)"
+                          : "num_experts is over kp_moe_align's 4096";
+    return kp_set_error(KP_ERR_UNSUPPORTED, "kp_ep_create: the %s transport cannot run on the %s backend here: %s",
+                        o->comm_kind == KP_EP_COMM_NCCL ? "NCCL" : "RCCL", backend, why);
 }
 
 static kp_status load_transport(kp_ep *ep) {
@@ -149,7 +127,7 @@ static kp_status load_transport(kp_ep *ep) {
     *(void **)&entry = dlsym(ep->dl, KP_EP_TRANSPORT_ENTRY_SYMBOL);
     const kp_ep_transport *t = entry ? entry(KP_EP_TRANSPORT_ABI_VERSION) : NULL;
     if (!t || t->abi_version != KP_EP_TRANSPORT_ABI_VERSION || t->struct_size < sizeof *t || !t->create ||
-        !t->allgather || !t->alltoall || !t->alltoallv || !t->destroy)
+        !t->allgather || !t->alltoall || !t->alltoallv || !t->destroy || !t->exchange != !t->poll)
         return kp_set_error(KP_ERR_ABI_MISMATCH,
                             "kp_ep_create: %s is not a transport for ABI version %u (%s%u, struct %u bytes; "
                             "this libkport: struct %zu bytes)",
@@ -204,9 +182,10 @@ static void free_dispatch_state(kp_ep *ep) {
 
 kp_status kp_ep_destroy(kp_ep *ep) {
     if (!ep) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_ep_destroy: ep is NULL");
-    if (ep->trs) ep->tr->destroy(ep->trs, ep_timeout(&ep->opt));
+    if (ep->trs) ep->tr->destroy(ep->trs, kp_ep_timeout(&ep->opt));
     if (ep->rows_dev) kp_buffer_free(ep->rows_dev);
     if (ep->pos_dev) kp_buffer_free(ep->pos_dev);
+    kp_ep_device_free(ep);
     if (ep->dl) dlclose(ep->dl);
     free_dispatch_state(ep);
     free(ep->range_begin);
@@ -247,7 +226,6 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
         return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_ep_create: %s is NULL", !d ? "d" : !opt ? "opt" : "out");
     *out = NULL;
     st = check_options(opt);
-    if (st == KP_OK) st = check_transport_device(opt, d);
     if (st != KP_OK) return st;
     kp_ep *ep = calloc(1, sizeof *ep);
     if (!ep) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");
@@ -255,12 +233,16 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
     ep->opt = *opt;
     ep->local_experts = opt->expert_end - opt->expert_begin;
     st = load_transport(ep);
+    if (st == KP_OK) {
+        ep->device_path = kp_ep_device_path_possible(opt, d, ep->tr);
+        st = check_transport_device(ep);
+    }
     if (st != KP_OK) {
         kp_ep_destroy(ep);
         return st;
     }
     char why[KP_REASON_MAX - 64] = "";
-    kp_ep_tr_result r = ep->tr->create(opt->comm, ep_timeout(opt), &ep->trs, &ep->rank, &ep->world, why, sizeof why);
+    kp_ep_tr_result r = ep->tr->create(opt->comm, kp_ep_timeout(opt), &ep->trs, &ep->rank, &ep->world, why, sizeof why);
     if (r != KP_EP_TR_OK) {
         ep->trs = NULL; /* a timed-out duplicate cannot be freed: left to MPI_Finalize */
         kp_ep_destroy(ep);
@@ -278,10 +260,16 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
         kp_ep_destroy(ep);
         return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");
     }
-    r = ep->tr->allgather(ep->trs, &mine, sizeof mine, all, ep_timeout(opt), why, sizeof why);
-    st = r != KP_EP_TR_OK ? transport_failed(ep, "kp_ep_create", r, why) : check_agreement(ep, all);
+    if (ep->device_path) { /* the library may take device memory only (NCCL on a GPU) */
+        st = kp_ep_device_allgather(ep, &mine, sizeof mine, all);
+    } else {
+        r = ep->tr->allgather(ep->trs, &mine, sizeof mine, all, kp_ep_timeout(opt), why, sizeof why);
+        st = r != KP_EP_TR_OK ? kp_ep_transport_failed(ep, "kp_ep_create", r, why) : KP_OK;
+    }
+    if (st == KP_OK) st = check_agreement(ep, all);
     free(all);
     if (st == KP_OK) st = size_and_allocate(ep);
+    if (st == KP_OK && ep->device_path) st = kp_ep_device_allocate(ep);
     if (st != KP_OK) {
         kp_ep_destroy(ep);
         return st;
@@ -452,6 +440,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     const int64_t pairs = T * k;
 
     free_dispatch_state(ep);
+    if (ep->device_path) return kp_ep_device_dispatch(ep, s, p, r);
     dispatch_work w = {0};
     ep->send_pos = host_alloc((size_t)pairs + 1, sizeof(int32_t));
     ep->send_rows = host_alloc(4 * (size_t)W, sizeof(int32_t));
@@ -488,7 +477,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     kp_ep_tr_result tr;
     int64_t dropped_all = 0;
     if (!capacity) {
-        tr = ep->tr->alltoall(ep->trs, w.counts_out, (size_t)ML * 4, w.counts_in, ep_timeout(&ep->opt), why,
+        tr = ep->tr->alltoall(ep->trs, w.counts_out, (size_t)ML * 4, w.counts_in, kp_ep_timeout(&ep->opt), why,
                               sizeof why);
         int64_t total = 0;
         for (int32_t src = 0; tr == KP_EP_TR_OK && src < W; src++) {
@@ -506,14 +495,14 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
         }
         if (tr == KP_EP_TR_OK)
             tr = ep->tr->alltoallv(ep->trs, w.send, ep->send_rows, ep->send_displ, w.recv, ep->recv_from,
-                                   ep->recv_displ, rb, ep_timeout(&ep->opt), why, sizeof why);
+                                   ep->recv_displ, rb, kp_ep_timeout(&ep->opt), why, sizeof why);
     } else {
         w.recv = host_alloc_rows((size_t)W, block);
         tr = w.recv ? KP_EP_TR_OK : KP_EP_TR_ERROR;
         if (tr != KP_EP_TR_OK) snprintf(why, sizeof why, "out of host memory");
         for (int32_t d = 0; d < W; d++) ((int32_t *)(w.send + (size_t)d * block))[1] = (int32_t)dropped;
         if (tr == KP_EP_TR_OK)
-            tr = ep->tr->alltoall(ep->trs, w.send, block, w.recv, ep_timeout(&ep->opt), why, sizeof why);
+            tr = ep->tr->alltoall(ep->trs, w.send, block, w.recv, kp_ep_timeout(&ep->opt), why, sizeof why);
         ep->recv_layout_rows = (int64_t)W * C;
         for (int32_t src = 0; tr == KP_EP_TR_OK && src < W; src++) {
             const int32_t *h = (const int32_t *)(w.recv + (size_t)src * block);
@@ -539,7 +528,7 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     if (tr != KP_EP_TR_OK) {
         dispatch_work_free(&w);
         free_dispatch_state(ep);
-        return transport_failed(ep, fn, tr, why);
+        return kp_ep_transport_failed(ep, fn, tr, why);
     }
 
     /* regroup source-major rows into expert-major order */
@@ -582,14 +571,19 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
                              ((size_t)LE + 1) * sizeof(int32_t));
     dispatch_work_free(&w);
     if (st != KP_OK) return kp_add_context(st, "%s: writing the received rows", fn);
-    r->recv_rows = row;
+    return kp_ep_dispatch_result_set(ep, r, row, dropped, dropped_all);
+}
+
+kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
+                                    int64_t dropped_all) {
+    r->recv_rows = recv_rows;
     r->dropped = dropped;
     r->dropped_all = dropped_all;
     if (dropped_all)
         return kp_set_error(KP_ERR_OUT_OF_BOUNDS,
-                            "%s: capacity overflow: %lld pairs over capacity_per_rank %d were not sent (%lld from "
-                            "this rank); the outputs are valid and combine counts them as zero",
-                            fn, (long long)dropped_all, (int)C, (long long)dropped);
+                            "kp_ep_dispatch: capacity overflow: %lld pairs over capacity_per_rank %d were not sent "
+                            "(%lld from this rank); the outputs are valid and combine counts them as zero",
+                            (long long)dropped_all, (int)ep->opt.capacity_per_rank, (long long)dropped);
     return KP_OK;
 }
 
@@ -618,18 +612,21 @@ kp_status kp_ep_combine_into(kp_ep *ep, kp_stream *s, const kp_tensor *expert_ou
     const size_t rb = ep->row_bytes;
     const bool capacity = ep->opt.mode == KP_EP_MODE_CAPACITY;
     const int32_t C = ep->opt.capacity_per_rank;
-    uint8_t *results = host_alloc_rows((size_t)ep->recv_rows + 1, rb);
+    const bool dev = ep->device_path; /* the rows stay on the device: core/ep_device.c */
+    uint8_t *results = dev ? NULL : host_alloc_rows((size_t)ep->recv_rows + 1, rb);
     /* capacity mode sends padding rows: zeroed */
-    uint8_t *back = capacity ? host_alloc((size_t)ep->recv_layout_rows + 1, rb)
-                             : host_alloc_rows((size_t)ep->recv_layout_rows + 1, rb);
-    uint8_t *home = host_alloc_rows((size_t)ep->send_layout_rows + 1, rb); /* + the zero row */
+    uint8_t *back = dev        ? NULL
+                    : capacity ? host_alloc((size_t)ep->recv_layout_rows + 1, rb)
+                               : host_alloc_rows((size_t)ep->recv_layout_rows + 1, rb);
+    const size_t home_rows = dev ? 0 : (size_t)ep->send_layout_rows; /* on the host; + the zero row */
+    uint8_t *home = host_alloc_rows(home_rows + 1, rb);
     int32_t *pos = host_alloc((size_t)(T * kk) + 1, sizeof(int32_t));
     float *wts = extra ? host_alloc((size_t)(T * kk + T * k) + 1, sizeof(float)) : NULL; /* out, then in */
-    if (!results || !back || !home || !pos || (extra && !wts)) {
+    if ((!dev && (!results || !back)) || !home || !pos || (extra && !wts)) {
         free(results), free(back), free(home), free(pos), free(wts);
         return kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     }
-    if (ep->recv_rows) st = kp_buffer_read(s, expert_out->buffer, expert_out->offset, results,
+    if (ep->recv_rows && !dev) st = kp_buffer_read(s, expert_out->buffer, expert_out->offset, results,
                                            (size_t)ep->recv_rows * rb);
     if (st == KP_OK && extra && T)
         st = kp_buffer_read(s, topk_weights->buffer, topk_weights->offset, wts + T * kk,
@@ -638,22 +635,28 @@ kp_status kp_ep_combine_into(kp_ep *ep, kp_stream *s, const kp_tensor *expert_ou
         free(results), free(back), free(home), free(pos), free(wts);
         return kp_add_context(st, "%s: reading expert_out", fn);
     }
-    for (int64_t i = 0; i < ep->recv_layout_rows; i++)
+    for (int64_t i = 0; !dev && i < ep->recv_layout_rows; i++)
         if (ep->recv_to_out[i] >= 0) memcpy(back + (size_t)i * rb, results + (size_t)ep->recv_to_out[i] * rb, rb);
     char why[KP_REASON_MAX - 64] = "";
-    kp_ep_tr_result tr = capacity ? ep->tr->alltoall(ep->trs, back, (size_t)C * rb, home, ep_timeout(&ep->opt),
+    kp_ep_tr_result tr = dev ? KP_EP_TR_OK
+                         : capacity ? ep->tr->alltoall(ep->trs, back, (size_t)C * rb, home, kp_ep_timeout(&ep->opt),
                                                      why, sizeof why)
                                   : ep->tr->alltoallv(ep->trs, back, ep->recv_from, ep->recv_displ, home,
-                                                      ep->send_rows, ep->send_displ, rb, ep_timeout(&ep->opt),
+                                                      ep->send_rows, ep->send_displ, rb, kp_ep_timeout(&ep->opt),
                                                       why, sizeof why);
     free(results);
     free(back);
     if (tr != KP_EP_TR_OK) {
         free(home), free(pos), free(wts);
-        return transport_failed(ep, fn, tr, why);
+        return kp_ep_transport_failed(ep, fn, tr, why);
+    }
+    if (dev) st = kp_ep_device_combine_rows(ep, s, expert_out, rows_buf, rows_off + (size_t)extra * rb);
+    if (st != KP_OK) {
+        free(home), free(pos), free(wts);
+        return st;
     }
     const int64_t zero_row = extra + ep->send_layout_rows; /* dropped pairs add w * 0 */
-    memset(home + (size_t)ep->send_layout_rows * rb, 0, rb);
+    memset(home + home_rows * rb, 0, rb);
     for (int64_t t = 0; t < T; t++) {
         for (int32_t j = 0; j < k; j++) {
             const int32_t sp = ep->send_pos[t * k + j];
@@ -663,8 +666,9 @@ kp_status kp_ep_combine_into(kp_ep *ep, kp_stream *s, const kp_tensor *expert_ou
         if (extra) pos[t * kk + k] = (int32_t)t, wts[t * kk + k] = 1.0f; /* the shared expert, added last */
     }
     if (T) {
-        st = kp_buffer_write(s, rows_buf, rows_off + (size_t)extra * rb, home,
-                             ((size_t)ep->send_layout_rows + 1) * rb);
+        /* the host path's rows and the zero row; the device path's zero row only */
+        st = kp_buffer_write(s, rows_buf, rows_off + ((size_t)extra + (dev ? (size_t)ep->send_layout_rows : 0)) * rb,
+                             home, (home_rows + 1) * rb);
         if (st == KP_OK) st = kp_buffer_write(s, pos_buf, pos_off, pos, (size_t)(T * kk) * sizeof(int32_t));
         if (st == KP_OK && extra)
             st = kp_buffer_write(s, sc->buffer, sc->weights_offset, wts, (size_t)(T * kk) * sizeof(float));

@@ -7,7 +7,40 @@
 
 #include "internal.h"
 
+#include "ep_transport.h"
+
 #include <stdbool.h>
+
+struct kp_ep {
+    kp_device *dev;
+    kp_ep_options opt;
+    const kp_ep_transport *tr;
+    void *dl;
+    kp_ep_tr_state *trs;
+    int32_t rank, world, local_experts, max_local_experts;
+    int32_t *range_begin; /* [world + 1]: rank r holds experts [range_begin[r], range_begin[r+1]) */
+    size_t row_bytes;
+    int64_t max_recv_rows;
+    bool broken; /* a collective failed or timed out: only destroy is allowed */
+    kp_buffer *rows_dev; /* combine: the rows that came home, then one zero row */
+    kp_buffer *pos_dev;  /* combine: token_pos of kp_moe_combine */
+    int64_t rows_dev_cap;
+    /* the last dispatch, for combine */
+    bool dispatched;
+    int64_t tokens;
+    int32_t k;
+    int32_t *send_pos;     /* [tokens * k]: each pair's row in the send layout; -1 dropped */
+    int64_t send_layout_rows;
+    int32_t *send_rows, *send_displ, *recv_from, *recv_displ; /* [world] each, in rows */
+    int64_t recv_layout_rows; /* rows of the receive layout (capacity: padded) */
+    int64_t recv_rows;        /* rows actually received */
+    int64_t *recv_to_out;     /* [recv_layout_rows]: the output row of each; -1 padding */
+    /* the device path (core/ep_device.c): on when the transport has exchange/poll and
+     * the backend gives buffer addresses and event queries */
+    bool device_path;
+    kp_buffer *d_sorted, *d_aoff, *d_tpos, *d_roffs, *d_send, *d_recv, *d_drop;
+    kp_event *d_event;
+};
 
 /* Where kp_ep_combine_into stages the combine in the caller's buffer: rows_offset holds
  * extra_rows rows first (the shared expert's output, written by the caller), then the
@@ -29,5 +62,22 @@ bool kp_ep_is_broken(const kp_ep *ep);
 void kp_ep_mark_broken(kp_ep *ep);
 /* The most rows one dispatch sends: max_tokens_per_rank * topk, or world * capacity. */
 int64_t kp_ep_max_send_rows(const kp_ep *ep);
+
+/* core/ep_device.c: the device path (kport.h "Expert parallelism", docs/ep-nccl.md). */
+bool kp_ep_device_path_possible(const kp_ep_options *o, kp_device *d, const kp_ep_transport *tr);
+kp_status kp_ep_device_allocate(kp_ep *ep);
+/* all = every rank's `bytes` of mine, in rank order, through device memory. */
+kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all);
+void kp_ep_device_free(kp_ep *ep);
+/* Dispatch with the arguments checked and the handle's dispatch state freed. */
+kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, kp_ep_dispatch_result *r);
+/* Combine's return trip: expert_out's rows, back in the send layout, at rows_buf + at. */
+kp_status kp_ep_device_combine_rows(kp_ep *ep, kp_stream *s, const kp_tensor *expert_out, kp_buffer *rows_buf,
+                                    size_t at);
+/* Fills r; KP_ERR_OUT_OF_BOUNDS, saying so, when capacity mode dropped pairs anywhere. */
+kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
+                                    int64_t dropped_all);
+kp_status kp_ep_transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why);
+int32_t kp_ep_timeout(const kp_ep_options *o);
 
 #endif /* KPORT_CORE_EP_INTERNAL_H */

@@ -656,29 +656,31 @@ static inline size_t kp_op_params_size(kp_op op) {
  * their weights in slot order, with kp_moe_combine on the caller's device: the same bits
  * as kp_moe_combine on one rank given the same expert outputs. Both are collective: every
  * rank of the communicator calls them, in the same order. Their tensors are buffer
- * tensors (an address tensor is KP_ERR_UNSUPPORTED: they are staged through host copies).
+ * tensors (an address tensor is KP_ERR_UNSUPPORTED).
  * kport never creates or frees the caller's communicator and links no communication
  * library: the MPI transport is the
  * plugin libkport-ep-mpi.so, found like the backend plugins; a missing plugin or library
- * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Data is staged through host
- * memory (works for every backend). A rank that fails a call or never joins makes the
- * others fail with KP_ERR_BACKEND ("timed out") within timeout_ms; the handle is then
- * unusable and may only be destroyed. */
+ * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Over MPI, data is staged through
+ * host memory (works for every backend); over NCCL/RCCL the rows stay in device memory
+ * (backends with device addresses: cpu, cuda, hip; the host reads back only counts and
+ * the sorted order, once per dispatch; README "Expert parallelism"). A rank that fails a
+ * call or never joins makes the others fail with KP_ERR_BACKEND ("timed out") within
+ * timeout_ms; the handle is then unusable and may only be destroyed. */
 typedef struct kp_ep kp_ep;
 
 typedef enum kp_ep_comm_kind {
     KP_EP_COMM_MPI = 0,  /* comm: the address of an MPI_Comm (MPI initialised by the caller) */
     KP_EP_COMM_NCCL = 1, /* comm: the address of an ncclComm_t; libkport-ep-nccl.so dlopens libnccl.so.2 */
     KP_EP_COMM_RCCL = 2  /* comm: the address of an RCCL ncclComm_t; libkport-ep-rccl.so, librccl.so.1.
-                            NCCL/RCCL so far: the cpu backend only (host-staged; tested against a fake
-                            libnccl), KP_ERR_UNSUPPORTED on GPU backends until the device-buffer path */
+                            NCCL/RCCL: backends with device addresses (cpu, cuda, hip; OpenCL:
+                            KP_ERR_UNSUPPORTED), num_experts <= 4096 off the cpu backend */
 } kp_ep_comm_kind;
 
 typedef enum kp_ep_mode {
     KP_EP_MODE_NORMAL = 0,  /* exchange counts, then all-to-all-v: nothing dropped */
-    KP_EP_MODE_CAPACITY = 1 /* fixed blocks of capacity_per_rank rows to each rank, no count
-                               exchange; per destination rank, the pairs in (expert, token,
-                               slot) order past the capacity are dropped and reported */
+    KP_EP_MODE_CAPACITY = 1 /* at most capacity_per_rank rows to each rank (MPI: fixed blocks,
+                               no count exchange); per destination rank, the pairs in (expert,
+                               token, slot) order past the capacity are dropped and reported */
 } kp_ep_mode;
 
 #define KP_EP_TIMEOUT_DEFAULT_MS 30000
@@ -732,14 +734,14 @@ typedef struct kp_ep_combine_params {
  * rank order: a mismatch is KP_ERR_INVALID_ARGUMENT on every rank, naming it. */
 KP_API kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out);
 KP_API kp_status kp_ep_get_info(const kp_ep *ep, kp_ep_info *out);
-/* Blocking (host-staged) and collective. Capacity mode with pairs over the capacity on
+/* Blocking and collective. Capacity mode with pairs over the capacity on
  * any rank: the exchange completes without them, r says how many, and every rank returns
  * KP_ERR_OUT_OF_BOUNDS; the outputs are valid and combine counts the dropped pairs as
  * zero. s may be NULL (the device's synchronous stream). */
 KP_API kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p,
                                 kp_ep_dispatch_result *r);
 /* The inverse of the last dispatch; collective. out is written by kp_moe_combine on s
- * (not NULL); the host staging is synchronous. */
+ * (not NULL); the exchange is synchronous (host-staged, or polled on s). */
 KP_API kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p);
 /* Local (not collective); after a timeout waits up to timeout_ms for the pending exchange. */
 KP_API kp_status kp_ep_destroy(kp_ep *ep);

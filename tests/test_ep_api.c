@@ -130,3 +130,142 @@ KP_TEST(ep_calls_reject_null) {
     CHECK_ERR(kp_moe_forward_ep(NULL, NULL, &fp, &r), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
     CHECK_ERR(kp_moe_forward_ep_workspace_size(NULL, &fp, &bytes), KP_ERR_INVALID_ARGUMENT, "ep is NULL");
 }
+
+/* ---- issue 19 on a GPU: the real libnccl.so.2, one rank -------------------------- */
+
+typedef struct { char internal[128]; } real_nccl_id; /* ncclUniqueId */
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* On a cuda device with NVIDIA's libnccl.so.2 (ci/gpu-check on the H200): a one-rank
+ * communicator made here, kport borrows it, and the layer takes the device path (NCCL
+ * on cuda has no other). dispatch must give x's rows sorted stably by expert (bitwise)
+ * with their offsets, nothing written past them; combine with the experts the identity
+ * must give sum_j w[t, j] * x[t] (within bf16 rounding). Skipped, saying why, without a
+ * cuda device or with no real libnccl.so.2 (tests/fake_nccl's is not it). */
+KP_TEST(ep_cuda_nccl_one_rank_real_library) {
+    enum { T = 5, K = 2, E = 8, HD = 64, MAXT = 8 };
+    const char *old = getenv("KPORT_PLUGIN_PATH");
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s%s", old ? old : "", old && old[0] ? ":" : "", KPORT_EP_NCCL_DIR);
+    setenv("KPORT_PLUGIN_PATH", path, 1);
+    void *lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) KP_SKIP("no libnccl.so.2 on the loader's path (ci/gpu-check finds the toolkit's or pip's)");
+    const char *(*err_str)(int) = NULL;
+    int (*get_id)(real_nccl_id *) = NULL, (*init_rank)(void **, int, real_nccl_id, int) = NULL,
+        (*destroy)(void *) = NULL;
+    *(void **)&err_str = dlsym(lib, "ncclGetErrorString");
+    *(void **)&get_id = dlsym(lib, "ncclGetUniqueId");
+    *(void **)&init_rank = dlsym(lib, "ncclCommInitRank");
+    *(void **)&destroy = dlsym(lib, "ncclCommDestroy");
+    if (!err_str || !get_id || !init_rank || !destroy || strstr(err_str(0), "(fake)")) {
+        dlclose(lib);
+        KP_SKIP("libnccl.so.2 is tests/fake_nccl's or lacks the calls: this test needs NVIDIA's");
+    }
+    CHECK_OK(kp_init(NULL));
+    kp_device *d = NULL;
+    for (int i = 0; i < kp_device_count() && !d; i++) {
+        kp_device_info info;
+        if (kp_device_info_get(i, &info) == KP_OK && strcmp(info.backend, "cuda") == 0) CHECK_OK(kp_device_open(i, &d));
+    }
+    if (!d) {
+        CHECK_OK(kp_shutdown());
+        dlclose(lib);
+        KP_SKIP("no cuda device (the H200 runs it: ci/gpu-check)");
+    }
+    real_nccl_id id;
+    void *comm = NULL;
+    int r = get_id(&id);
+    if (r == 0) r = init_rank(&comm, 1, id, 0); /* the current CUDA device: 0, kport's first */
+    CHECK_MSG(r == 0, "ncclCommInitRank (one rank): %s (%d)", err_str(r), r);
+
+    /* data: bf16 x, distinct experts per token, f32 weights */
+    uint16_t x[T * HD], rows[MAXT * K * HD], out[T * HD];
+    int32_t ids[T * K], offs[E + 1];
+    float w[T * K];
+    uint64_t s = 12345;
+    for (int i = 0; i < T * HD; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        float v = (float)((s >> 33) % 2001) / 1000.0f - 1.0f;
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        x[i] = (uint16_t)(u >> 16); /* truncation: any bf16 value will do */
+    }
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < K; j++) ids[t * K + j] = (t * 3 + j * 5) % E, w[t * K + j] = 0.25f + 0.5f * (float)j;
+
+    kp_ep_options o = good_options(&comm);
+    o.comm_kind = KP_EP_COMM_NCCL;
+    o.hidden = HD;
+    o.topk = K;
+    o.max_tokens_per_rank = MAXT;
+    o.timeout_ms = 20000;
+    kp_ep *ep = NULL;
+    CHECK_OK(kp_ep_create(d, &o, &ep));
+    kp_stream *st = NULL;
+    CHECK_OK(kp_stream_create(d, &st));
+    kp_buffer *bx, *bids, *bw, *brecv, *boff, *bout;
+    CHECK_OK(kp_buffer_alloc(d, sizeof x, &bx));
+    CHECK_OK(kp_buffer_alloc(d, sizeof ids, &bids));
+    CHECK_OK(kp_buffer_alloc(d, sizeof w, &bw));
+    CHECK_OK(kp_buffer_alloc(d, sizeof rows, &brecv));
+    CHECK_OK(kp_buffer_alloc(d, sizeof offs, &boff));
+    CHECK_OK(kp_buffer_alloc(d, sizeof out, &bout));
+    CHECK_OK(kp_buffer_write(st, bx, 0, x, sizeof x));
+    CHECK_OK(kp_buffer_write(st, bids, 0, ids, sizeof ids));
+    CHECK_OK(kp_buffer_write(st, bw, 0, w, sizeof w));
+    memset(rows, 0xff, sizeof rows); /* poison: NaN */
+    memset(out, 0xff, sizeof out);
+    CHECK_OK(kp_buffer_write(st, brecv, 0, rows, sizeof rows));
+    CHECK_OK(kp_buffer_write(st, bout, 0, out, sizeof out));
+    kp_ep_dispatch_params dp = {0};
+    const int64_t xs[2] = {T, HD}, is[2] = {T, K}, rs[2] = {MAXT * K, HD}, os[1] = {E + 1};
+    CHECK_OK(kp_tensor_init(&dp.x, bx, 0, KP_BF16, 2, xs, NULL));
+    CHECK_OK(kp_tensor_init(&dp.topk_ids, bids, 0, KP_I32, 2, is, NULL));
+    CHECK_OK(kp_tensor_init(&dp.recv_x, brecv, 0, KP_BF16, 2, rs, NULL));
+    CHECK_OK(kp_tensor_init(&dp.expert_offsets, boff, 0, KP_I32, 1, os, NULL));
+    kp_ep_dispatch_result res = {0};
+    CHECK_OK(kp_ep_dispatch(ep, st, &dp, &res));
+    CHECK(res.recv_rows == T * K && res.dropped == 0 && res.dropped_all == 0);
+    CHECK_OK(kp_buffer_read(st, brecv, 0, rows, sizeof rows));
+    CHECK_OK(kp_buffer_read(st, boff, 0, offs, sizeof offs));
+    int row = 0;
+    for (int e = 0; e < E; e++) {
+        CHECK_MSG(offs[e] == row, "expert_offsets[%d] = %d, expected %d", e, offs[e], row);
+        for (int i = 0; i < T * K; i++)
+            if (ids[i] == e) {
+                CHECK_MSG(memcmp(rows + row * HD, x + (i / K) * HD, HD * 2) == 0, "recv_x row %d is not x's row %d",
+                          row, i / K);
+                row++;
+            }
+    }
+    CHECK(offs[E] == T * K);
+    for (int i = T * K * HD; i < MAXT * K * HD; i++) CHECK_MSG(rows[i] == 0xffff, "recv_x written past its rows");
+    kp_ep_combine_params cp = {0};
+    const int64_t eo[2] = {T * K, HD};
+    CHECK_OK(kp_tensor_init(&cp.expert_out, brecv, 0, KP_BF16, 2, eo, NULL)); /* the identity experts */
+    CHECK_OK(kp_tensor_init(&cp.topk_weights, bw, 0, KP_F32, 2, is, NULL));
+    CHECK_OK(kp_tensor_init(&cp.out, bout, 0, KP_BF16, 2, xs, NULL));
+    CHECK_OK(kp_ep_combine(ep, st, &cp));
+    CHECK_OK(kp_buffer_read(st, bout, 0, out, sizeof out));
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < HD; c++) {
+            const float xv = bf16_to_f32(x[t * HD + c]), want = (w[t * K] + w[t * K + 1]) * xv,
+                        got = bf16_to_f32(out[t * HD + c]);
+            CHECK_MSG(got - want <= 1e-2f * (1 + (want < 0 ? -want : want)) &&
+                          want - got <= 1e-2f * (1 + (want < 0 ? -want : want)),
+                      "out[%d, %d] = %g, expected %g", t, c, (double)got, (double)want);
+        }
+    kp_buffer *all[] = {bx, bids, bw, brecv, boff, bout};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) CHECK_OK(kp_buffer_free(all[i]));
+    CHECK_OK(kp_ep_destroy(ep));
+    CHECK_OK(kp_stream_destroy(st));
+    destroy(comm);
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+}

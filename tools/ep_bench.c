@@ -3,7 +3,12 @@
  * (kport-ep-bench). DeepSeek-V3 shapes by default: hidden 7168, bf16, 256 experts,
  * top-8, random routing; tokens per rank from the command line (default 128).
  *
- *   mpirun -np 4 build/tools/kport-ep-bench [tokens...] [--iters N] [--capacity]
+ *   mpirun -np 4 build/tools/kport-ep-bench [tokens...] [--iters N] [--capacity] [--nccl]
+ *
+ * --nccl: over a communicator of the libnccl.so.2 on the loader's path (made here, its
+ * unique id sent with MPI), so normal mode takes the device path (core/ep_device.c): on
+ * a GPU, NVIDIA's library; on cpu, tests/fake_nccl's (put build/tests/fake_nccl on
+ * LD_LIBRARY_PATH and pass -x LD_LIBRARY_PATH to mpirun).
  *
  * Per call: the slowest rank's time (each call is a collective). GB/s counts the rows a
  * rank sends (tokens x topk x hidden x 2 bytes), as DeepEP counts its dispatch and
@@ -13,6 +18,7 @@
 #include <kport.h>
 #include <mpi.h>
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,15 +50,42 @@ static double timed_max(double local) {
     return m;
 }
 
+typedef struct { char internal[128]; } nccl_unique_id; /* ncclUniqueId */
+
+/* A communicator of world ranks from libnccl.so.2 (dlopen'd: nothing links NCCL). */
+static void *make_nccl_comm(int rank, int world) {
+    void *lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    int (*get_id)(nccl_unique_id *) = NULL, (*init_rank)(void **, int, nccl_unique_id, int) = NULL;
+    if (lib) {
+        *(void **)&get_id = dlsym(lib, "ncclGetUniqueId");
+        *(void **)&init_rank = dlsym(lib, "ncclCommInitRank");
+    }
+    nccl_unique_id id;
+    memset(&id, 0, sizeof id);
+    void *comm = NULL;
+    if (!get_id || !init_rank || (rank == 0 && get_id(&id) != 0)) {
+        fprintf(stderr, "kport-ep-bench: --nccl: libnccl.so.2 %s\n",
+                lib ? "lacks ncclGetUniqueId/ncclCommInitRank or failed" : "not found");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (init_rank(&comm, world, id, rank) != 0) {
+        fprintf(stderr, "kport-ep-bench: --nccl: ncclCommInitRank failed\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return comm; /* kept to the end of the process, as the library is */
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    int rank, world, iters = 5, capacity = 0, ntok = 0;
+    int rank, world, iters = 5, capacity = 0, ntok = 0, nccl = 0;
     int tokens[16];
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--capacity")) capacity = 1;
+        else if (!strcmp(argv[i], "--nccl")) nccl = 1;
         else if (ntok < 16 && atoi(argv[i]) > 0) tokens[ntok++] = atoi(argv[i]);
     }
     if (!ntok) tokens[ntok++] = 128;
@@ -69,15 +102,18 @@ int main(int argc, char **argv) {
     TRY(kp_device_get_info(dev, &di));
     TRY(kp_stream_create(dev, &s));
     if (rank == 0)
-        printf("kport-ep-bench: %d ranks on %s (%s), hidden %d bf16, %d experts, top-%d, %s mode\n"
+        printf("kport-ep-bench: %d ranks on %s (%s), hidden %d bf16, %d experts, top-%d, %s mode, over %s\n"
                "%8s %14s %14s %14s %14s\n",
-               world, di.name, di.backend, HIDDEN, EXPERTS, TOPK, capacity ? "capacity" : "normal", "tokens",
+               world, di.name, di.backend, HIDDEN, EXPERTS, TOPK, capacity ? "capacity" : "normal",
+               nccl ? "NCCL (libnccl.so.2)" : "MPI", "tokens",
                "dispatch us", "dispatch GB/s", "combine us", "combine GB/s");
     const int per_rank = EXPERTS / world;
+    void *nccl_comm = nccl ? make_nccl_comm(rank, world) : NULL;
     for (int ti = 0; ti < ntok; ti++) {
         const int T = tokens[ti];
         MPI_Comm comm = MPI_COMM_WORLD;
-        kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &comm, .num_experts = EXPERTS,
+        kp_ep_options o = {.comm_kind = nccl ? KP_EP_COMM_NCCL : KP_EP_COMM_MPI,
+                           .comm = nccl ? (const void *)&nccl_comm : (const void *)&comm, .num_experts = EXPERTS,
                            .expert_begin = rank * per_rank, .expert_end = (rank + 1) * per_rank,
                            .hidden = HIDDEN, .dtype = KP_BF16, .topk = TOPK, .max_tokens_per_rank = T,
                            .mode = capacity ? KP_EP_MODE_CAPACITY : KP_EP_MODE_NORMAL,

@@ -262,6 +262,17 @@ static kp_status cpu_event_elapsed(kp_event *start, kp_event *end, float *ms) {
 
 static void cpu_event_destroy(kp_event *e) { free(e->impl); }
 
+static kp_status cpu_event_query(kp_event *e, int *done) {
+    (void)e;
+    *done = 1; /* event_record waited for the stream */
+    return KP_OK;
+}
+
+static kp_status cpu_buffer_address(const kp_buffer *b, uintptr_t *out) {
+    *out = (uintptr_t)cpu_buffer_data(b);
+    return KP_OK;
+}
+
 /* CPU ops keep no per-stream scratch: nothing to reserve. */
 static kp_status cpu_stream_reserve(kp_stream *s, size_t bytes) {
     (void)s;
@@ -322,6 +333,8 @@ static const kp_backend_iface cpu_iface = {
         [KP_OP_KV_CACHE_STORE] = cpu_op_run,
         [KP_OP_QUANTIZE_FP8] = cpu_op_run,
     },
+    .buffer_address = cpu_buffer_address,
+    .event_query = cpu_event_query,
 };
 
 const kp_backend_iface *kp_cpu_backend_iface(void) { return &cpu_iface; }

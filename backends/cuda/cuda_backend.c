@@ -412,6 +412,8 @@ static const kp_backend_iface cuda_iface = {
         [KP_OP_KV_CACHE_STORE] = cuda_op,
         [KP_OP_QUANTIZE_FP8] = cuda_op,
     },
+    .buffer_address = kp_cu_buffer_address,
+    .event_query = kp_cu_event_query,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

@@ -267,6 +267,24 @@ kp_status kp_cu_event_sync(kp_event *e) {
     return r == CUDA_SUCCESS ? KP_OK : kp_cu_fail(dev->cu, r, "cuEventSynchronize");
 }
 
+/* Expert parallelism's poll (core/ep_device.c): never waits. */
+kp_status kp_cu_event_query(kp_event *e, int *done) {
+    const kp_cu_device *dev = cu_dev(e->device);
+    if (!dev->cu->cuEventQuery)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "cuda: this NVIDIA driver lacks cuEventQuery");
+    kp_status st = kp_cu_push(dev);
+    if (st != KP_OK) return st;
+    CUresult r = dev->cu->cuEventQuery(cu_event(e));
+    kp_cu_pop(dev);
+    *done = r == CUDA_SUCCESS;
+    return r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY ? KP_OK : kp_cu_fail(dev->cu, r, "cuEventQuery");
+}
+
+kp_status kp_cu_buffer_address(const kp_buffer *b, uintptr_t *out) {
+    *out = (uintptr_t)((const kp_cu_buffer *)b->impl)->ptr;
+    return KP_OK;
+}
+
 kp_status kp_cu_event_elapsed(kp_event *start, kp_event *end, float *ms) {
     const kp_cu_device *dev = cu_dev(end->device);
     kp_status st = kp_cu_push(dev);

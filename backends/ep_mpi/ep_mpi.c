@@ -279,6 +279,7 @@ static const kp_ep_transport ep_mpi_iface = {
     .alltoall = ep_mpi_alltoall,
     .alltoallv = ep_mpi_alltoallv,
     .destroy = ep_mpi_destroy,
+    /* exchange, poll: NULL (host-staged only; a GPU-aware MPI path is not built) */
 };
 
 EP_MPI_API const kp_ep_transport *kport_ep_transport_entry(uint32_t abi_version) {

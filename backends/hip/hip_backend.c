@@ -369,6 +369,8 @@ static const kp_backend_iface hip_iface = {
         [KP_OP_KV_CACHE_STORE] = hip_op,
         [KP_OP_QUANTIZE_FP8] = hip_op,
     },
+    .buffer_address = kp_hip_buffer_address,
+    .event_query = kp_hip_event_query,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

@@ -254,6 +254,25 @@ kp_status kp_hip_event_sync(kp_event *ev) {
     return e == hipSuccess ? KP_OK : kp_hip_fail(dev->hip, e, "hipEventSynchronize");
 }
 
+/* Expert parallelism's poll (core/ep_device.c): never waits. */
+kp_status kp_hip_event_query(kp_event *ev, int *done) {
+    const kp_hip_device *dev = hip_dev(ev->device);
+    if (!dev->hip->hipEventQuery)
+        return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: this HIP runtime lacks hipEventQuery");
+    int prev = 0;
+    kp_status st = kp_hip_push(dev, &prev);
+    if (st != KP_OK) return st;
+    hipError_t e = dev->hip->hipEventQuery(hip_event(ev));
+    kp_hip_pop(dev, prev);
+    *done = e == hipSuccess;
+    return e == hipSuccess || e == hipErrorNotReady ? KP_OK : kp_hip_fail(dev->hip, e, "hipEventQuery");
+}
+
+kp_status kp_hip_buffer_address(const kp_buffer *b, uintptr_t *out) {
+    *out = (uintptr_t)((const kp_hip_buffer *)b->impl)->ptr;
+    return KP_OK;
+}
+
 kp_status kp_hip_event_elapsed(kp_event *start, kp_event *end, float *ms) {
     const kp_hip_device *dev = hip_dev(end->device);
     int prev = 0;

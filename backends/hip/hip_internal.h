@@ -112,6 +112,8 @@ kp_status kp_hip_buffer_copy(kp_stream *s, kp_buffer *dst, size_t dst_off, const
 kp_status kp_hip_event_create(kp_device *d, void **out_impl);
 kp_status kp_hip_event_record(kp_event *e, kp_stream *s);
 kp_status kp_hip_event_sync(kp_event *e);
+kp_status kp_hip_event_query(kp_event *e, int *done);
+kp_status kp_hip_buffer_address(const kp_buffer *b, uintptr_t *out);
 kp_status kp_hip_event_elapsed(kp_event *start, kp_event *end, float *ms);
 void kp_hip_event_destroy(kp_event *e);
 

@@ -26,5 +26,8 @@ void fill_rows(void *dst, kp_dtype dt, size_t n); /* f32 or bf16 values of frand
 void run_forward_ep_cases(const char *backend, kp_device *dev);
 /* The same layer over the NCCL transport against tests/fake_nccl (cpu backend only). */
 void run_nccl_cases(const char *backend, kp_device *dev);
+/* tests/ep/test_ep.c's dispatch/combine cases (scale experts, bitwise) over the NCCL
+ * transport; polls: the fake's ncclCommGetAsyncError count (the device path polls). */
+void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_comm, long (*polls)(void));
 
 #endif

@@ -133,6 +133,12 @@ static kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, in
     return kp_tensor_init(t, b, off, dt, 2, shape, NULL);
 }
 
+/* The transport run_case uses: MPI, or the NCCL transport over tests/fake_nccl
+ * (run_cases_over_nccl), where polls counts the fake's ncclCommGetAsyncError calls. */
+static kp_ep_comm_kind case_kind = KP_EP_COMM_MPI;
+static const void *case_comm;
+static long (*case_polls)(void);
+
 #define TRY(x) do { if ((st = (x)) != KP_OK) { snprintf(detail, sizeof detail, "%s: %s: %s", #x, kp_status_str(st), kp_last_error()); goto done; } } while (0)
 
 static void run_case(const char *backend, kp_device *dev, const ep_case *c, int gemm) {
@@ -167,6 +173,8 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
                        .capacity_per_rank = c->capacity, .timeout_ms = 60000};
     MPI_Comm comm = MPI_COMM_WORLD;
     o.comm = &comm;
+    if (case_kind != KP_EP_COMM_MPI) o.comm_kind = case_kind, o.comm = case_comm;
+    const long polls_before = case_polls ? case_polls() : 0;
     TRY(kp_ep_create(dev, &o, &ep));
     kp_ep_info info;
     TRY(kp_ep_get_info(ep, &info));
@@ -236,6 +244,10 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     TRY(tensor2(&cp.out, bout, 0, c->dtype, T, H));
     TRY(kp_ep_combine(ep, stream, &cp));
     if (T) TRY(kp_buffer_read(stream, bout, 0, hout, T * rb));
+    if (case_polls && case_polls() == polls_before) { /* the device path's poll asks the library */
+        snprintf(detail, sizeof detail, "no ncclCommGetAsyncError call: the device path was not taken");
+        goto done;
+    }
 
     /* ---- the single-rank reference on this rank's tokens ---- */
     if (T) {
@@ -329,8 +341,10 @@ done:
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (all[i]) kp_buffer_free(all[i]);
     free(hx), free(hw), free(hout), free(href), free(hids), free(hsorted), free(hpos), free(hwt), free(ha);
-    char name[160];
-    snprintf(name, sizeof name, "%s %s, %s experts%s", c->name, kp_dtype_name(c->dtype), gemm ? "grouped-gemm" : "scale",
+    char name[224];
+    snprintf(name, sizeof name, "%s%s %s, %s experts%s",
+             case_kind == KP_EP_COMM_MPI ? "" : "NCCL transport (fake libnccl, device path): ",
+             c->name, kp_dtype_name(c->dtype), gemm ? "grouped-gemm" : "scale",
              gemm ? " (tolerance)" : " (bitwise)");
     report(backend, name, ok, detail);
 }
@@ -508,9 +522,10 @@ static void run_mismatch(const char *backend, kp_device *dev) {
     if (ep) kp_ep_destroy(ep), ep = NULL;
     report(backend, "create: expert ranges that do not tile are an error on every rank", ok, detail);
 
-    /* NCCL/RCCL: only the cpu backend so far (host-staged); there, no librccl.so.1 */
+    /* NCCL/RCCL: backends with device addresses (cpu here; cuda, hip) or cpu's host staging;
+     * not OpenCL (no addresses). On cpu: no librccl.so.1 */
     const int cpu = strcmp(backend, "cpu") == 0;
-    static char fake_nccl_comm[64]; /* never dereferenced: refused before the transport loads */
+    static char fake_nccl_comm[64]; /* never dereferenced: refused before the transport is created */
     o = base_options(&comm);
     o.comm_kind = cpu ? KP_EP_COMM_RCCL : KP_EP_COMM_NCCL;
     o.comm = cpu ? (const void *)&comm : (const void *)fake_nccl_comm;
@@ -521,10 +536,10 @@ static void run_mismatch(const char *backend, kp_device *dev) {
         else st = kp_ep_create(dev, &o, &ep);
     }
     ok = cpu ? (st == KP_OK || (st == KP_ERR_UNAVAILABLE && strstr(kp_last_error(), "rccl"))) && !ep
-             : st == KP_ERR_UNSUPPORTED && strstr(kp_last_error(), "only on the cpu backend") && !ep;
+             : st == KP_ERR_UNSUPPORTED && strstr(kp_last_error(), "no device addresses") && !ep;
     snprintf(detail, sizeof detail, "%s: %s", kp_status_str(st), kp_last_error());
     report(backend, cpu ? "create: RCCL without librccl.so.1 is KP_ERR_UNAVAILABLE, saying why"
-                        : "create: NCCL off the cpu backend is KP_ERR_UNSUPPORTED (device-buffer path not built)",
+                        : "create: NCCL on a backend without device addresses is KP_ERR_UNSUPPORTED, saying why",
            ok, detail);
 
     o = base_options(&comm);
@@ -700,6 +715,16 @@ static const ep_case cases[] = {
      ROUTE_ONE_RANK, 0, KP_EP_MODE_CAPACITY, 5, 1},
 };
 
+void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_comm, long (*polls)(void)) {
+    case_kind = KP_EP_COMM_NCCL;
+    case_comm = nccl_comm;
+    case_polls = polls;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(backend, dev, &cases[i], 0);
+    case_kind = KP_EP_COMM_MPI;
+    case_comm = NULL;
+    case_polls = NULL;
+}
+
 static kp_device *open_backend(const char *name) {
     for (int i = 0; i < kp_device_count(); i++) {
         kp_device_info info;
@@ -741,7 +766,7 @@ int main(int argc, char **argv) {
             for (int gemm = 0; gemm < 2; gemm++) run_case(backends[b], dev, &cases[i], gemm);
         run_forward_case(backends[b], dev);
         run_forward_ep_cases(backends[b], dev);
-        if (b == 0) run_nccl_cases(backends[b], dev); /* cpu: the NCCL transport's only backend so far */
+        if (b == 0) run_nccl_cases(backends[b], dev); /* cpu: the fake libnccl treats addresses as host memory */
         run_mismatch(backends[b], dev);
         run_bad_calls(backends[b], dev);
         run_timeout(backends[b], dev);

@@ -381,6 +381,11 @@ void run_forward_ep_cases(const char *backend, kp_device *dev) {
 
 /* ---- the NCCL transport against tests/fake_nccl (cpu backend) ----------------- */
 
+/* forward_once's handle timeout, and whether the fake libnccl is made non-blocking
+ * once the handle exists (the timeout case below) */
+static int32_t fwd_timeout_ms = 60000;
+static int fwd_nonblocking, fwd_skip_call; /* skip: create the handle (collective), never call */
+
 /* One kp_moe_forward_ep of case c over the given communicator: out's bytes, the status
  * and the dispatch result. */
 static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind kind, const void *comm,
@@ -396,7 +401,7 @@ static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind
     make_data(c, T, &h);
     kp_ep_options o = {.comm_kind = kind, .comm = comm, .num_experts = E, .expert_begin = eb, .expert_end = eb + LE,
                        .hidden = H, .dtype = c->dtype, .topk = K, .max_tokens_per_rank = MAXT, .mode = c->mode,
-                       .capacity_per_rank = c->capacity, .timeout_ms = 60000};
+                       .capacity_per_rank = c->capacity, .timeout_ms = fwd_timeout_ms};
     kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 4, .topk_group = 2,
                                               .scoring = KP_MOE_SCORING_SIGMOID, .renormalize = 1,
                                               .route_scale = 2.5f}};
@@ -423,13 +428,15 @@ static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind
     STEP(kp_buffer_alloc(dev, ws, &bws));
 #undef STEP
     p.workspace = bws;
-    if (st == KP_OK) {
+    if (st == KP_OK && fwd_nonblocking) setenv("KPORT_FAKE_NCCL_NONBLOCKING", "1", 1);
+    if (st == KP_OK && !fwd_skip_call) {
         call = kp_moe_forward_ep(ep, stream, &p, r);
         if (call != KP_OK && call != KP_ERR_OUT_OF_BOUNDS)
             snprintf(detail, dn, "kp_moe_forward_ep: %s: %s", kp_status_str(call), kp_last_error());
         if ((call == KP_OK || call == KP_ERR_OUT_OF_BOUNDS) && out_bytes)
             st = kp_buffer_read(stream, bout, 0, out, out_bytes);
     }
+    unsetenv("KPORT_FAKE_NCCL_NONBLOCKING");
     if (ep) kp_ep_destroy(ep);
     kp_buffer *all[] = {bx, blog, bbias, bw13, bw2, bw13s, bw2s, bout, bws};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
@@ -447,6 +454,7 @@ typedef struct fake_nccl {
     int (*comm_init_rank)(void **comm, int nranks, nccl_id id, int rank);
     int (*comm_destroy)(void *comm);
     const char *(*error_string)(int);
+    long (*polls)(void); /* kportFakeNcclAsyncErrorCalls: not NCCL, the fake's own */
 } fake_nccl;
 
 void run_nccl_cases(const char *backend, kp_device *dev) {
@@ -459,7 +467,8 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         *(void **)&f.comm_init_rank = dlsym(f.lib, "ncclCommInitRank");
         *(void **)&f.comm_destroy = dlsym(f.lib, "ncclCommDestroy");
         *(void **)&f.error_string = dlsym(f.lib, "ncclGetErrorString");
-        fake = f.get_unique_id && f.comm_init_rank && f.comm_destroy && f.error_string &&
+        *(void **)&f.polls = dlsym(f.lib, "kportFakeNcclAsyncErrorCalls");
+        fake = f.get_unique_id && f.comm_init_rank && f.comm_destroy && f.error_string && f.polls &&
                strstr(f.error_string(0), "(fake)");
     }
     int all = 0;
@@ -485,27 +494,67 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         dlclose(f.lib);
         return;
     }
+    run_cases_over_nccl(backend, dev, &comm, f.polls);
     MPI_Comm mpi = MPI_COMM_WORLD;
-    const size_t cases_run[] = {0, 2, 5, 6}; /* f32 + shared; bf16 + shared; capacity skewed; overflow */
-    for (size_t ci = 0; ci < sizeof cases_run / sizeof *cases_run; ci++) {
-        const fwd_case *c = &cases[cases_run[ci]];
+    static const fwd_case t1 = {"bf16 T=1 + shared expert, normal", KP_BF16, 1, 1, {1, 1, 1, 1}, 0,
+                                KP_EP_MODE_NORMAL, 0, 0};
+    /* normal: f32 + shared; bf16 + shared; skewed, ranks with no tokens; T=1; capacity:
+     * T=1, skewed, overflow */
+    const fwd_case *run[] = {&cases[0], &cases[2], &cases[3], &t1, &cases[4], &cases[5], &cases[6]};
+    for (size_t ci = 0; ci < sizeof run / sizeof *run; ci++) {
+        const fwd_case *c = run[ci];
         const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
         uint8_t *a = calloc(bytes, 1), *b = calloc(bytes, 1);
         kp_ep_dispatch_result ra = {0}, rb = {0};
         detail[0] = 0;
         kp_status sa = forward_once(dev, c, KP_EP_COMM_MPI, &mpi, a, &ra, detail, sizeof detail);
+        const long polls_before = f.polls();
         kp_status sb = forward_once(dev, c, KP_EP_COMM_NCCL, &comm, b, &rb, detail, sizeof detail);
-        int ok = sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) && memcmp(a, b, bytes) == 0 &&
-                 ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped && ra.dropped_all == rb.dropped_all;
+        const int polled = f.polls() > polls_before; /* the device path's poll asks the library */
+        if (!polled && !detail[0])
+            snprintf(detail, sizeof detail, "no ncclCommGetAsyncError call: the device path was not taken");
+        int ok = polled && sa == sb && (sa == KP_OK || sa == KP_ERR_OUT_OF_BOUNDS) &&
+                 memcmp(a, b, bytes) == 0 && ra.recv_rows == rb.recv_rows && ra.dropped == rb.dropped &&
+                 ra.dropped_all == rb.dropped_all;
         if (!ok && !detail[0])
             snprintf(detail, sizeof detail, "MPI %s, NCCL %s; outputs %s; recv_rows %lld / %lld", kp_status_str(sa),
                      kp_status_str(sb), memcmp(a, b, bytes) ? "differ" : "equal", (long long)ra.recv_rows,
                      (long long)rb.recv_rows);
         char name[256];
-        snprintf(name, sizeof name, "NCCL transport (fake libnccl): moe_forward_ep %s equals the MPI transport's bits",
+        snprintf(name, sizeof name,
+                 "NCCL transport (fake libnccl, device path): moe_forward_ep %s equals the MPI transport's bits",
                  c->name);
         report(backend, name, ok, detail);
         free(a), free(b);
+    }
+    /* A rank that never joins (rank 0 skips the layer) with a non-blocking communicator:
+     * nothing blocks inside NCCL, so only kport's own poll can end the others' call: at
+     * the handle's timeout, KP_ERR_BACKEND "timed out". The communicator is then spoilt
+     * (half-sent chunks): the last use of it. */
+    if (world > 1) {
+        const fwd_case *c = &cases[0];
+        const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
+        uint8_t *b = calloc(bytes, 1);
+        kp_ep_dispatch_result rb = {0};
+        fwd_timeout_ms = 1000;
+        fwd_nonblocking = 1;
+        fwd_skip_call = rank == 0;
+        detail[0] = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        kp_status sb = forward_once(dev, c, KP_EP_COMM_NCCL, &comm, b, &rb, detail, sizeof detail);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        fwd_timeout_ms = 60000;
+        fwd_nonblocking = fwd_skip_call = 0;
+        const int ok = (rank == 0 && sb == KP_OK) ||
+                       (sb == KP_ERR_BACKEND && strstr(detail, "timed out") && s > 0.9 && s < 10);
+        if (!ok)
+            snprintf(detail + strlen(detail), sizeof detail - strlen(detail), " (%s after %.2f s)",
+                     kp_status_str(sb), s);
+        report(backend, "NCCL transport (fake libnccl, non-blocking, device path): a rank that never joins makes "
+               "the others' layer end in KP_ERR_BACKEND 'timed out' at the handle's timeout (1 s)", ok, detail);
+        free(b);
     }
     f.comm_destroy(comm);
     dlclose(f.lib);

@@ -2,8 +2,9 @@
  * tests/fake_nccl/fake_nccl.c — a small fake libnccl.so.2 for the NCCL transport's
  * tests (tests/ep, ci/ep-test): the few calls kport's transport uses plus what a test
  * needs to make a communicator, over POSIX shared memory among the processes of one
- * mpirun on one machine. Buffers are host memory (kport's cpu backend); streams are
- * ignored and every group completes inside ncclGroupEnd.
+ * mpirun on one machine. Buffers are host memory (kport's cpu backend, whose device
+ * addresses are host pointers); streams are ignored and every group completes inside
+ * ncclGroupEnd.
  *
  * Shared memory: one segment per communicator (named by the unique id), a header and
  * one mailbox per ordered rank pair (src -> dst). A mailbox carries one chunk at a time:
@@ -12,6 +13,12 @@
  * progress together in one loop, so any pairing of sends and receives completes. A
  * group that makes no progress for KPORT_FAKE_NCCL_TIMEOUT_MS (default 30000) returns
  * ncclSystemError, so a missing peer never hangs a test.
+ *
+ * KPORT_FAKE_NCCL_NONBLOCKING=1 (read at each ncclGroupEnd) acts as a non-blocking
+ * communicator does: ncclGroupEnd returns ncclInProgress with the group in flight, and
+ * ncclCommGetAsyncError moves it on, answering ncclInProgress until it has finished
+ * (then ncclSuccess) or made no progress for the timeout above (then ncclSystemError).
+ * That is how tests/ep checks that kport's poll gives up on a missing peer by itself.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +37,7 @@
 #define MAX_RANKS 64
 
 typedef enum { ncclSuccess = 0, ncclSystemError = 2, ncclInternalError = 3, ncclInvalidArgument = 4,
-               ncclInvalidUsage = 5 } ncclResult_t;
+               ncclInvalidUsage = 5, ncclInProgress = 7 } ncclResult_t;
 typedef struct { char internal[128]; } ncclUniqueId;
 typedef enum { ncclInt8 = 0, ncclUint8 = 1 } ncclDataType_t;
 typedef void *cudaStream_t;
@@ -47,19 +54,22 @@ typedef struct segment {
     mailbox box[]; /* [src * nranks + dst] */
 } segment;
 
-typedef struct ncclComm {
-    segment *seg;
-    size_t seg_bytes;
-    int rank, nranks;
-} *ncclComm_t;
-
 typedef struct op {
     int send, peer;
-    ncclComm_t comm;
+    struct ncclComm *comm;
     unsigned char *buf;
     size_t bytes, done;
     int finished;
 } op;
+
+typedef struct ncclComm {
+    segment *seg;
+    size_t seg_bytes;
+    int rank, nranks;
+    op *pending; /* a non-blocking group still in flight (KPORT_FAKE_NCCL_NONBLOCKING) */
+    int npending;
+    double deadline;
+} *ncclComm_t;
 
 static _Thread_local op *queue;
 static _Thread_local int queued, queue_cap, depth;
@@ -88,6 +98,7 @@ API const char *ncclGetErrorString(ncclResult_t r) {
     case ncclInternalError: return "internal error (fake)";
     case ncclInvalidArgument: return "invalid argument (fake)";
     case ncclInvalidUsage: return "invalid usage (fake)";
+    case ncclInProgress: return "operation in progress (fake)";
     }
     return "unknown result (fake)";
 }
@@ -141,6 +152,7 @@ API ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUniqueId id, 
 
 API ncclResult_t ncclCommDestroy(ncclComm_t c) {
     if (!c) return ncclInvalidArgument;
+    free(c->pending);
     munmap(c->seg, c->seg_bytes);
     free(c);
     return ncclSuccess;
@@ -158,9 +170,31 @@ API ncclResult_t ncclCommUserRank(const ncclComm_t c, int *rank) {
     return ncclSuccess;
 }
 
+static _Atomic long async_error_calls;
+static int progress(op *o);
+
+/* Not NCCL: how many times ncclCommGetAsyncError was called, so that a test can tell
+ * that kport took its device path (whose poll calls it; the host-staged one does not). */
+API long kportFakeNcclAsyncErrorCalls(void) { return atomic_load(&async_error_calls); }
+
 API ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *err) {
+    atomic_fetch_add(&async_error_calls, 1);
     if (!c || !err) return ncclInvalidArgument;
-    *err = ncclSuccess; /* every group completed (or failed) inside ncclGroupEnd */
+    *err = ncclSuccess; /* a blocking group completed (or failed) inside ncclGroupEnd */
+    if (!c->npending) return ncclSuccess;
+    int left = 0, moved = 0;
+    for (int i = 0; i < c->npending; i++)
+        if (!c->pending[i].finished) {
+            moved |= progress(&c->pending[i]);
+            left += !c->pending[i].finished;
+        }
+    if (moved) c->deadline = now_ms() + timeout_ms();
+    if (left && now_ms() <= c->deadline) {
+        *err = ncclInProgress;
+        return ncclSuccess;
+    }
+    *err = left ? ncclSystemError : ncclSuccess;
+    c->npending = 0;
     return ncclSuccess;
 }
 
@@ -241,6 +275,20 @@ API ncclResult_t ncclGroupStart(void) {
 API ncclResult_t ncclGroupEnd(void) {
     if (depth == 0) return ncclInvalidUsage;
     if (--depth > 0) return ncclSuccess;
+    const char *nb = getenv("KPORT_FAKE_NCCL_NONBLOCKING");
+    ncclComm_t c = queued ? queue[0].comm : NULL;
+    int one_comm = c && !c->npending;
+    for (int i = 1; i < queued; i++) one_comm &= queue[i].comm == c;
+    if (nb && atoi(nb) && one_comm) { /* in flight until ncclCommGetAsyncError finishes it */
+        op *p = realloc(c->pending, sizeof *p * (size_t)queued);
+        if (!p) return ncclSystemError;
+        memcpy(p, queue, sizeof *p * (size_t)queued);
+        c->pending = p;
+        c->npending = queued;
+        c->deadline = now_ms() + timeout_ms();
+        queued = 0;
+        return ncclInProgress;
+    }
     ncclResult_t r = run_ops(queue, queued);
     queued = 0;
     return r;
