@@ -6,7 +6,9 @@
  * of one KV head (GQA/MQA packing) times a run of queries. Its keys are visited in
  * blocks of CPU_ATT_NB; each block is
  *   1. gathered: a row pointer per key (paged or contiguous), f16/bf16 rows converted
- *      to f32 once for all m rows (V rows reuse K's when V is K's prefix, as in MLA),
+ *      to f32 once for all m rows (V rows reuse K's when V is K's prefix, as in MLA);
+ *      FP8 e4m3 rows decoded through a table of e4m3 * scale rounded to q's dtype
+ *      (cpu_att_fp8_lut), to f32 or, for decode-sized items, to q's 16-bit dtype,
  *   2. S^T[n][r] = k_n · q_r, with q kept transposed (qt[k][r], pre-scaled by
  *      softmax_scale·log2 e) so a vector holds 16 query rows; with 8 rows or fewer
  *      (decode) as dot products of 4 keys x 4 rows reduced together instead,
