@@ -6,6 +6,8 @@
 #include "ref_moe.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static uint16_t to_bf16(float f) {
     uint32_t u;
@@ -290,4 +292,16 @@ void kp_conf_check_grid_at(const char *what, const double *got, const double *lo
         kp_test_fail(file, line, "%s: %lld of %lld elements off the grid; first at %s: got %.9g, want %.9g or %.9g",
                      what, (long long)bad, (long long)n, where, got[first], lo[first], hi[first]);
     }
+}
+
+const char *kp_conf_w8a8_may_decline(void) {
+    const char *env = getenv("KPORT_GPU_KERNELS");
+    int all = 0, gg = -1; /* a bare genN sets every kernel; grouped_gemm=genN wins over it */
+    for (const char *p = env ? env : ""; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "gen", 3) == 0) all = strncmp(p, "gen1", 4) == 0;
+        if (n >= 13 && strncmp(p, "grouped_gemm=", 13) == 0) gg = n == 17 && strncmp(p + 13, "gen1", 4) == 0;
+        p += n + (p[n] == ',');
+    }
+    return (gg >= 0 ? gg : all) ? "opencl,cuda,hip" : NULL;
 }

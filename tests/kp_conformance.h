@@ -94,4 +94,10 @@ void kp_conf_check_ints_at(const char *what, const double *got, const double *re
                            int line);
 #define kp_conf_check_ints(what, got, ref, n) kp_conf_check_ints_at((what), (got), (ref), (n), __FILE__, __LINE__)
 
+/* The backends that may decline W8A8 (grouped GEMM, MoE layer) in this process, for
+ * kp_test_case_runs: the GPU ones ("opencl,cuda,hip") when KPORT_GPU_KERNELS forces
+ * generation 1 on grouped_gemm ("gen1", "grouped_gemm=gen1": it has no W8A8 kernel),
+ * else none (NULL). */
+const char *kp_conf_w8a8_may_decline(void);
+
 #endif

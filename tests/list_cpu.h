@@ -8,3 +8,4 @@ X(cpu_pool_spinning_and_sleeping_workers_take_every_job)
 /* test_cpu_kernels.c */
 X(cpu_gemm_every_level_matches_float64)
 X(cpu_attention_kernels_every_level_match_float64)
+X(cpu_attention_fp8_decode_every_level_every_byte)

@@ -7,11 +7,21 @@
  * once per level).
  */
 #include "kp_test.h"
+#include "kp_conformance.h"
 #include "cpu_attention.h"
 #include "cpu_gemm_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* The device kernels' e4m3 decoder (kernels/common/kp_fp8.h), on the host: the value an
+ * FP8 cache byte means on every backend. */
+#define KP_FN static inline
+typedef uint32_t kp_u32;
+static inline kp_u32 kp_as_uint(float f) { kp_u32 u; memcpy(&u, &f, 4); return u; }
+static inline float kp_as_float(kp_u32 u) { float f; memcpy(&f, &u, 4); return f; }
+#include "../kernels/common/kp_fp8.h"
 
 static float round_to(kp_dtype dt, float x) {
     const cpu_kernels *k = cpu_kernels_for(CPU_SIMD_PORTABLE);
@@ -276,6 +286,74 @@ static void check_raw16(const cpu_att_kernels *k, const char *name, kp_dtype dt,
                       dv, r, (long long)j, (double)o[r * ldo + j], ref);
         }
     free(qr), free(st), free(kf), free(vf), free(kh), free(vh), free(o), free(o0), free(krow), free(vrow);
+}
+
+/* One FP8 decoder (to f32, or with sixteen to dt's 16-bit bits) over every byte value,
+ * n bytes long (all 256 in turn, from an odd offset so no load is aligned), against
+ * kp_fp8.h's decoder: each element must be (float)(e4m3 * scale) rounded to dt, to the
+ * bit (the sign of zero too), NaN where the byte is NaN; the poisoned guard elements
+ * past n must stay untouched. */
+#define FP8_N 301
+static void check_fp8_decoder(const char *name, kp_dtype dt, float scale, int sixteen,
+                              void (*f32)(const uint8_t *, float *, int64_t, const cpu_att_fp8_lut *),
+                              void (*h16)(const uint8_t *, uint16_t *, int64_t, const cpu_att_fp8_lut *)) {
+    static cpu_att_fp8_lut t;
+    uint8_t src[FP8_N + 1];
+    float out[FP8_N + 8];
+    uint16_t out16[FP8_N + 8];
+    cpu_att_fp8_lut_make(&t, cpu_kernels_for(CPU_SIMD_PORTABLE), dt, scale);
+    for (int i = 0; i < FP8_N; i++) src[1 + i] = (uint8_t)(i * 7 + 3); /* 7 is odd: every byte within 256 */
+    for (int n = 1; n <= FP8_N; n = n < 70 ? n + 1 : n + 77) {
+        for (int i = 0; i < FP8_N + 8; i++) out[i] = UNTOUCHED, out16[i] = 0xdead;
+        if (sixteen) h16(src + 1, out16, n, &t);
+        else f32(src + 1, out, n, &t);
+        int bad = 0;
+        for (int i = 0; i < n && bad < 3; i++) {
+            uint8_t b = src[1 + i];
+            float e = kp_e4m3_to_f32(b);
+            double want = kp_conf_round((double)(e * scale), dt), got;
+            if (sixteen) kp_conf_unpack(&out16[i], 1, dt, &got);
+            else got = out[i];
+            int ok = isnan(want) ? isnan(got) : (got == want && signbit(got) == signbit(want));
+            if (!ok) bad++;
+            CHECK_MSG(ok, "%s fp8_%s dt %s scale %a n %d: byte 0x%02x -> %a, want %a", name, sixteen ? "16" : "f32",
+                      kp_dtype_name(dt), (double)scale, n, b, got, want);
+        }
+        for (int i = n; i < FP8_N + 8; i++)
+            CHECK_MSG(sixteen ? out16[i] == 0xdead : out[i] == UNTOUCHED, "%s fp8_%s n %d wrote element %d", name,
+                      sixteen ? "16" : "f32", n, i);
+    }
+}
+
+/* Scales: 1, DeepSeek-like 1/448-ish, 2^-10 and 2^10 (f16: subnormal and overflowing
+ * products), odd mantissas that make the dt rounding matter. */
+static void check_fp8_decoders(const char *name,
+                               void (*f32)(const uint8_t *, float *, int64_t, const cpu_att_fp8_lut *),
+                               void (*h16)(const uint8_t *, uint16_t *, int64_t, const cpu_att_fp8_lut *)) {
+    static const float scales[] = {1.0f, 0.0023121f, 0x1p-10f, 0x1p10f, 1.37f * 0x1p-10f, 0x1.fedcbap+7f, 3e-5f};
+    static const kp_dtype dts[] = {KP_BF16, KP_F16, KP_F32};
+    for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++)
+        for (int di = 0; di < 3; di++) {
+            check_fp8_decoder(name, dts[di], scales[si], 0, f32, h16);
+            if (dts[di] != KP_F32) check_fp8_decoder(name, dts[di], scales[si], 1, f32, h16);
+        }
+}
+
+KP_TEST(cpu_attention_fp8_decode_every_level_every_byte) {
+    cpu_simd_level levels[CPU_SIMD_LEVELS];
+    int nl = cpu_simd_supported(levels);
+    for (int li = 0; li < nl; li++) {
+        const cpu_att_kernels *k = cpu_att_kernels_for(levels[li]);
+        CHECK_MSG(k->fp8_f32 && k->fp8_16, "%s has no FP8 decoders", cpu_simd_name(levels[li]));
+        if (k->fp8_f32 && k->fp8_16) check_fp8_decoders(cpu_simd_name(levels[li]), k->fp8_f32, k->fp8_16);
+#if defined(__x86_64__) || defined(__i386__)
+        /* the AVX-512 level picks one of two pairs by cpuid: the other is checked here too */
+        if (levels[li] == CPU_SIMD_AVX512) {
+            check_fp8_decoders("avx2 (avx512 without vbmi)", cpu_att_fp8_f32_avx2, cpu_att_fp8_16_avx2);
+            if (cpu_att_has_vbmi()) check_fp8_decoders("avx512-vbmi", cpu_att_fp8_f32_vbmi, cpu_att_fp8_16_vbmi);
+        }
+#endif
+    }
 }
 
 KP_TEST(cpu_attention_kernels_every_level_match_float64) {

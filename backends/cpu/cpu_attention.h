@@ -6,7 +6,9 @@
  * of one KV head (GQA/MQA packing) times a run of queries. Its keys are visited in
  * blocks of CPU_ATT_NB; each block is
  *   1. gathered: a row pointer per key (paged or contiguous), f16/bf16 rows converted
- *      to f32 once for all m rows (V rows reuse K's when V is K's prefix, as in MLA),
+ *      to f32 once for all m rows (V rows reuse K's when V is K's prefix, as in MLA);
+ *      FP8 e4m3 rows decoded through a table of e4m3 * scale rounded to q's dtype
+ *      (cpu_att_fp8_lut), to f32 or, for decode-sized items, to q's 16-bit dtype,
  *   2. S^T[n][r] = k_n · q_r, with q kept transposed (qt[k][r], pre-scaled by
  *      softmax_scale·log2 e) so a vector holds 16 query rows; with 8 rows or fewer
  *      (decode) as dot products of 4 keys x 4 rows reduced together instead,
@@ -33,6 +35,8 @@
 #define CPU_ATT_MAX_D 1024     /* largest head dim (q/k and v) the CPU backend takes */
 #define CPU_ATT_MAX_ROWS 256   /* rows per work item a op aims for (more when s_q needs it) */
 
+struct cpu_att_fp8_lut;
+
 typedef struct cpu_att_kernels {
     /* st[n*ldst + r] = Σ_k krow[n][k]·q_r[k], n < nk, r < mpad (mpad % 16 == 0): q is
      * qt[k*mpad + r] (transposed, zero past m) and qr[r*d + k] (row-major, r < m); a
@@ -55,9 +59,45 @@ typedef struct cpu_att_kernels {
                  int64_t ldst);
     void (*pv16)(kp_dtype dt, const float *p, int64_t ldp, const void *const *vrow, int nk, float *o, int64_t ldo,
                  int m, int dv, const float *alpha);
+    /* FP8 e4m3 rows: n bytes -> the values table t gives them (below), as f32 (fp8_f32)
+     * or as t->dt's 16-bit bits for qk16/pv16 (fp8_16; t->dt f16 or bf16). Every level
+     * writes exactly what the portable table lookup does, bit for bit. */
+    void (*fp8_f32)(const uint8_t *src, float *dst, int64_t n, const struct cpu_att_fp8_lut *t);
+    void (*fp8_16)(const uint8_t *src, uint16_t *dst, int64_t n, const struct cpu_att_fp8_lut *t);
 } cpu_att_kernels;
 
 #define CPU_ATT_RAW_ROWS 8 /* the most rows qk16/pv16 take */
+
+/* What an FP8 cache row's bytes read as (kport.h): e4m3 * scale rounded to the math
+ * dtype dt, one value per byte, so per element a lookup replaces a decode, a multiply
+ * and a rounding; the scale costs nothing per element. Built once per scale (per
+ * tensor: once; per cache block: when the block's scale differs from the last one).
+ * Sign-symmetric: entry b | 0x80 is entry b negated (h: the sign bit set), NaN included,
+ * so a SIMD level may look up the 7-bit magnitude and move the sign over. */
+typedef struct cpu_att_fp8_lut {
+    float f[256];               /* f32 */
+    uint16_t h[256];            /* dt's bits (dt f16 / bf16; 0 for f32) */
+    uint8_t lo[128], hi[128];   /* h[0..127]'s low and high bytes (byte-table lookups) */
+    kp_dtype dt;
+    uint32_t scale_bits;
+    bool valid;
+} cpu_att_fp8_lut;
+
+/* Fills t for dt and scale (conv: the level's dtype conversions, bit-identical at
+ * every level). */
+void cpu_att_fp8_lut_make(cpu_att_fp8_lut *t, const cpu_kernels *conv, kp_dtype dt, float scale);
+/* The portable decoders (table lookups): the reference every level matches. */
+void cpu_att_fp8_f32_c(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t);
+void cpu_att_fp8_16_c(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t);
+#if defined(__x86_64__) || defined(__i386__)
+/* AVX2 (gathers from t->f), and AVX-512 VBMI (byte permutes of t->lo / t->hi held in
+ * four zmm): the AVX-512 level takes the VBMI pair when cpuid has VBMI, else AVX2's. */
+void cpu_att_fp8_f32_avx2(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t);
+void cpu_att_fp8_16_avx2(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t);
+void cpu_att_fp8_f32_vbmi(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t);
+void cpu_att_fp8_16_vbmi(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t);
+bool cpu_att_has_vbmi(void);
+#endif
 
 const cpu_att_kernels *cpu_att_kernels_for(cpu_simd_level l);
 
@@ -110,11 +150,8 @@ typedef struct cpu_att_work {
     float *tmp;      /* [max(d, dv)] */
     const float **krow, **vrow; /* [NB] */
     const void **kraw, **vraw;  /* [NB]: 16-bit rows for qk16/pv16 */
-    /* FP8 caches, K and V: each e4m3 byte's value x the scale last seen, rounded to the
-     * math dtype: one load per element instead of a decode, a multiply and a rounding */
-    float fp8_lut[2][256];
-    uint32_t fp8_lut_scale[2]; /* the scale's bits */
-    bool fp8_lut_valid[2];
+    uint16_t *kh, *vh;  /* [NB][d], [NB][dv]: FP8 rows decoded for qk16/pv16 (in kf, vf) */
+    cpu_att_fp8_lut *fp8_lut; /* [2]: FP8 caches, K's and V's tables for the scale last seen */
 } cpu_att_work;
 
 size_t cpu_att_work_bytes(int max_m, int d, int dv);

@@ -390,5 +390,42 @@ static void pv16_avx2(kp_dtype dt, const float *p, int64_t ldp, const void *cons
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_avx2 = {
-    .qk = qk_avx2, .softmax = softmax_avx2, .pv = pv_avx2, .qk16 = qk16_avx2, .pv16 = pv16_avx2};
+/* ---- FP8 rows: gathers from the table's f32 values ---- */
+
+INLINE __m256 fp8_gather8(const uint8_t *src, const cpu_att_fp8_lut *t) {
+    __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)src));
+    return _mm256_i32gather_ps(t->f, idx, 4);
+}
+
+void cpu_att_fp8_f32_avx2(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, fp8_gather8(src + i, t));
+    for (; i < n; i++) dst[i] = t->f[src[i]];
+}
+
+/* The 16-bit bits from the f32 values, exactly: bf16 is their top half; f16 values
+ * convert back without rounding. */
+void cpu_att_fp8_16_avx2(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    int64_t i = 0;
+    if (t->dt == KP_BF16) {
+        for (; i + 16 <= n; i += 16) {
+            __m256i a = _mm256_srli_epi32(_mm256_castps_si256(fp8_gather8(src + i, t)), 16);
+            __m256i b = _mm256_srli_epi32(_mm256_castps_si256(fp8_gather8(src + i + 8, t)), 16);
+            __m256i h = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+            _mm256_storeu_si256((__m256i *)(void *)(dst + i), h);
+        }
+    } else {
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                             _mm256_cvtps_ph(fp8_gather8(src + i, t), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) dst[i] = t->h[src[i]];
+}
+
+const cpu_att_kernels cpu_att_kernels_avx2 = {.qk = qk_avx2,
+                                              .softmax = softmax_avx2,
+                                              .pv = pv_avx2,
+                                              .qk16 = qk16_avx2,
+                                              .pv16 = pv16_avx2,
+                                              .fp8_f32 = cpu_att_fp8_f32_avx2,
+                                              .fp8_16 = cpu_att_fp8_16_avx2};

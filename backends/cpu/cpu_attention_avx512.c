@@ -393,7 +393,111 @@ KP_ATT512 static void pv16_512(kp_dtype dt, const float *p, int64_t ldp, const v
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_avx512 = {
-    .qk = qk_512, .softmax = softmax_512, .pv = pv_512, .qk16 = qk16_512, .pv16 = pv16_512};
+/* ---- FP8 rows: byte permutes (AVX-512 VBMI) ---- */
+
+#define KP_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+#define KP_VBMI_INLINE static inline __attribute__((always_inline)) KP_VBMI
+
+bool cpu_att_has_vbmi(void) { return __builtin_cpu_supports("avx512vbmi"); }
+
+/* The table's 7-bit lookups held in registers: low and high bytes of h[0..127]. */
+typedef struct fp8_regs {
+    __m512i lo0, lo1, hi0, hi1;
+} fp8_regs;
+
+KP_VBMI_INLINE fp8_regs fp8_regs_load(const cpu_att_fp8_lut *t) {
+    fp8_regs r;
+    r.lo0 = _mm512_loadu_si512(t->lo), r.lo1 = _mm512_loadu_si512(t->lo + 64);
+    r.hi0 = _mm512_loadu_si512(t->hi), r.hi1 = _mm512_loadu_si512(t->hi + 64);
+    return r;
+}
+
+/* 64 bytes -> the low and high bytes of their 16-bit values (vpermt2b reads an index's
+ * low 7 bits, the magnitude: the sign bit is or-ed into the high byte after). */
+KP_VBMI_INLINE void fp8_bytes64(__m512i x, const fp8_regs *r, __m512i *lo, __m512i *hi) {
+    *lo = _mm512_permutex2var_epi8(r->lo0, x, r->lo1);
+    *hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(r->hi0, x, r->hi1), x, _mm512_set1_epi8((char)0x80),
+                                    0xf8); /* a | (b & c) */
+}
+
+/* idx[k] picks, for output byte k of the interleave, byte i of lo (i) or of hi (64 + i) */
+KP_VBMI_INLINE __m512i fp8_words_idx(int first) {
+    uint8_t b[64];
+    for (int k = 0; k < 64; k++) b[k] = (uint8_t)((k & 1 ? 64 : 0) + first + k / 2);
+    return _mm512_loadu_si512(b);
+}
+
+KP_VBMI void cpu_att_fp8_16_vbmi(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    const fp8_regs r = fp8_regs_load(t);
+    const __m512i i0 = fp8_words_idx(0), i1 = fp8_words_idx(32);
+    for (int64_t i = 0; i < n; i += 64) {
+        int64_t left = n - i;
+        __mmask64 km = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        __m512i lo, hi;
+        fp8_bytes64(_mm512_maskz_loadu_epi8(km, src + i), &r, &lo, &hi);
+        __mmask32 k0 = (__mmask32)km, k1 = (__mmask32)(km >> 32);
+        _mm512_mask_storeu_epi16(dst + i, k0, _mm512_permutex2var_epi8(lo, i0, hi));
+        if (k1) _mm512_mask_storeu_epi16(dst + i + 32, k1, _mm512_permutex2var_epi8(lo, i1, hi));
+    }
+}
+
+KP_VBMI void cpu_att_fp8_f32_vbmi(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    const fp8_regs r = fp8_regs_load(t);
+    const int bf = t->dt == KP_BF16;
+    if (t->dt == KP_F32) { /* no 16-bit form: the f32 values gathered */
+        for (int64_t i = 0; i < n; i += 16) {
+            int64_t left = n - i;
+            __mmask16 km = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+            __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(km, src + i));
+            _mm512_mask_storeu_ps(dst + i, km, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), km, idx, t->f, 4));
+        }
+        return;
+    }
+    /* bf16: f32 lane e = [0, 0, lo, hi] straight from the two byte vectors; f16: words, then vcvtph2ps */
+    __m512i fi[4], wi[2] = {fp8_words_idx(0), fp8_words_idx(32)};
+    for (int q = 0; q < 4; q++) {
+        uint8_t b[64];
+        for (int k = 0; k < 64; k++) b[k] = (uint8_t)((k & 1 ? 64 : 0) + 16 * q + k / 4);
+        fi[q] = _mm512_loadu_si512(b);
+    }
+    const __mmask64 upper = 0xccccccccccccccccull; /* bytes 2, 3 of each f32 lane */
+    for (int64_t i = 0; i < n; i += 64) {
+        int64_t left = n - i;
+        __mmask64 km = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        __m512i lo, hi;
+        fp8_bytes64(_mm512_maskz_loadu_epi8(km, src + i), &r, &lo, &hi);
+        for (int q = 0; q < 4; q++) {
+            __mmask16 kq = (__mmask16)(km >> (16 * q));
+            if (!kq) break;
+            __m512 v;
+            if (bf) {
+                v = _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(upper, lo, fi[q], hi));
+            } else {
+                __m512i w = _mm512_permutex2var_epi8(lo, wi[q / 2], hi);
+                v = _mm512_cvtph_ps(q & 1 ? _mm512_extracti64x4_epi64(w, 1) : _mm512_castsi512_si256(w));
+            }
+            _mm512_mask_storeu_ps(dst + i + 16 * q, kq, v);
+        }
+    }
+}
+
+/* The AVX-512 level's FP8 decoders: VBMI's where cpuid has it, else AVX2's gathers. */
+KP_ATT512 static void fp8_f32_512(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    if (cpu_att_has_vbmi()) cpu_att_fp8_f32_vbmi(src, dst, n, t);
+    else cpu_att_fp8_f32_avx2(src, dst, n, t);
+}
+
+KP_ATT512 static void fp8_16_512(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    if (cpu_att_has_vbmi()) cpu_att_fp8_16_vbmi(src, dst, n, t);
+    else cpu_att_fp8_16_avx2(src, dst, n, t);
+}
+
+const cpu_att_kernels cpu_att_kernels_avx512 = {.qk = qk_512,
+                                                .softmax = softmax_512,
+                                                .pv = pv_512,
+                                                .qk16 = qk16_512,
+                                                .pv16 = pv16_512,
+                                                .fp8_f32 = fp8_f32_512,
+                                                .fp8_16 = fp8_16_512};
 #endif /* x86 */
 

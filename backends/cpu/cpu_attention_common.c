@@ -8,6 +8,7 @@
 #include "cpu_fp8.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +52,8 @@ size_t cpu_att_work_bytes(int max_m, int d, int dv) {
     size_t dmax = (size_t)(d > dv ? d : dv);
     return 2 * align64((size_t)d * mp * f) + align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) +
            2 * align64(mp * sizeof(int32_t)) + align64(nb * mp * f) + align64(nb * (size_t)d * f) +
-           align64(nb * (size_t)dv * f) + align64(dmax * f) + 4 * align64(nb * sizeof(float *));
+           align64(nb * (size_t)dv * f) + align64(dmax * f) + 4 * align64(nb * sizeof(float *)) +
+           align64(2 * sizeof(cpu_att_fp8_lut));
 }
 
 void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
@@ -77,10 +79,13 @@ void cpu_att_work_bind(cpu_att_work *w, void *mem, int max_m, int d, int dv) {
     TAKE(vrow, const float **, nb * sizeof(float *));
     TAKE(kraw, const void **, nb * sizeof(void *));
     TAKE(vraw, const void **, nb * sizeof(void *));
+    TAKE(fp8_lut, cpu_att_fp8_lut *, 2 * sizeof(cpu_att_fp8_lut));
 #undef TAKE
+    w->kh = (uint16_t *)(void *)w->kf;
+    w->vh = (uint16_t *)(void *)w->vf;
     w->max_m = max_m;
     w->m = w->mpad = 0;
-    w->fp8_lut_valid[0] = w->fp8_lut_valid[1] = false;
+    w->fp8_lut[0].valid = w->fp8_lut[1].valid = false;
 }
 
 void cpu_att_begin(const cpu_att_problem *p, cpu_att_work *w, int m) {
@@ -115,24 +120,44 @@ static void kv_to_f32(const cpu_att_problem *p, const void *src, float *dst, int
     }
 }
 
-/* FP8 row (key j of kv; which: 0 K, 1 V) -> f32: e4m3 * scale in f32, rounded to the
- * math dtype dt (kport.h: an FP8 cache reads as q's dtype), through w's table for
- * that scale (rebuilt when the scale changes: per tensor, once). */
-static void fp8_to_f32(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int which, int64_t j,
-                       const unsigned char *src, float *dst, int64_t n) {
-    const float *scales = which ? kv->v_scale : kv->k_scale;
-    float s = scales[(which ? kv->v_per_block : kv->k_per_block) ? kv->table[j / kv->block_size] : 0];
-    float *lut = w->fp8_lut[which];
+/* e4m3 byte -> f32, exact, for every byte (kp_fp8.h's decoder; NaN keeps its sign) */
+static float g_e4m3[256];
+static pthread_once_t g_e4m3_once = PTHREAD_ONCE_INIT;
+
+static void e4m3_make(void) {
+    for (int b = 0; b < 128; b++) {
+        g_e4m3[b] = cpu_e4m3_to_f32((uint8_t)b);
+        g_e4m3[b | 0x80] = -g_e4m3[b];
+    }
+}
+
+void cpu_att_fp8_lut_make(cpu_att_fp8_lut *t, const cpu_kernels *conv, kp_dtype dt, float scale) {
+    pthread_once(&g_e4m3_once, e4m3_make);
+    for (int b = 0; b < 128; b++) t->f[b] = g_e4m3[b] * scale; /* the product in f32, as kport.h reads it */
+    if (dt == KP_BF16) conv->f32_to_bf16(t->f, t->h, 128), conv->bf16_to_f32(t->h, t->f, 128);
+    else if (dt == KP_F16) conv->f32_to_f16(t->f, t->h, 128), conv->f16_to_f32(t->h, t->f, 128);
+    else memset(t->h, 0, sizeof t->h);
+    for (int b = 0; b < 128; b++) {
+        t->f[b | 0x80] = -t->f[b]; /* rounding to nearest even is symmetric */
+        t->h[b | 0x80] = (uint16_t)(t->h[b] | (dt == KP_F32 ? 0 : 0x8000u));
+        t->lo[b] = (uint8_t)(t->h[b] & 0xffu);
+        t->hi[b] = (uint8_t)(t->h[b] >> 8);
+    }
+    t->dt = dt;
+    memcpy(&t->scale_bits, &scale, sizeof t->scale_bits);
+    t->valid = true;
+}
+
+/* The table for key j's row of an FP8 cache (which: 0 K, 1 V), rebuilt when the row's
+ * scale (per tensor, or its cache block's) differs from the one t holds. */
+static inline const cpu_att_fp8_lut *fp8_lut_at(const cpu_att_problem *p, cpu_att_fp8_lut *t, const float *scales,
+                                                bool per_block, const int32_t *table, int64_t block_size,
+                                                int64_t j) {
+    float s = scales[per_block ? table[j / block_size] : 0];
     uint32_t bits;
     memcpy(&bits, &s, sizeof bits);
-    if (!w->fp8_lut_valid[which] || w->fp8_lut_scale[which] != bits) {
-        uint16_t h[256];
-        for (int b = 0; b < 256; b++) lut[b] = cpu_e4m3_to_f32((uint8_t)b) * s;
-        if (p->dt == KP_BF16) p->conv->f32_to_bf16(lut, h, 256), p->conv->bf16_to_f32(h, lut, 256);
-        if (p->dt == KP_F16) p->conv->f32_to_f16(lut, h, 256), p->conv->f16_to_f32(h, lut, 256);
-        w->fp8_lut_scale[which] = bits, w->fp8_lut_valid[which] = true;
-    }
-    for (int64_t i = 0; i < n; i++) dst[i] = lut[src[i]];
+    if (!t->valid || t->scale_bits != bits) cpu_att_fp8_lut_make(t, p->conv, p->dt, s);
+    return t;
 }
 
 static void from_f32(const cpu_att_problem *p, const float *src, void *dst, int64_t n) {
@@ -194,15 +219,21 @@ static inline void att_block(const cpu_att_problem *p, cpu_att_work *w, const fl
 /* Does an item of m rows read its 16-bit K/V rows directly (qk16/pv16)? With few rows
  * the conversion to f32 would cost as much as the attention itself. */
 static inline bool use_raw(const cpu_att_problem *p, int m) {
-    return p->kv_dt != KP_F32 && p->kv_dt != KP_FP8_E4M3 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+    kp_dtype raw = p->kv_dt == KP_FP8_E4M3 ? p->dt : p->kv_dt; /* FP8 rows decode to q's dtype */
+    return raw != KP_F32 && m <= CPU_ATT_RAW_ROWS && p->kern->qk16 && p->kern->pv16;
+}
+
+/* The 16-bit dtype qk16/pv16 read: the cache's, or an FP8 cache's decoded rows' (q's). */
+static inline kp_dtype raw_dtype(const cpu_att_problem *p) {
+    return p->kv_dt == KP_FP8_E4M3 ? p->dt : p->kv_dt;
 }
 
 /* att_block over 16-bit rows (use_raw). */
 static inline void att_block_raw(const cpu_att_problem *p, cpu_att_work *w, const void *const *krow,
                                  const void *const *vrow, int nk, int64_t j0) {
-    p->kern->qk16(p->kv_dt, w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
+    p->kern->qk16(raw_dtype(p), w->qr, p->d, w->m, krow, nk, w->st, w->mpad);
     p->kern->softmax(w->st, w->mpad, nk, w->m, j0, w->lo, w->hi, w->mx, w->l, w->alpha);
-    p->kern->pv16(p->kv_dt, w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
+    p->kern->pv16(raw_dtype(p), w->st, w->mpad, vrow, nk, w->o, p->dv, w->m, p->dv, w->alpha);
 }
 
 void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv, int64_t j_begin, int64_t j_end) {
@@ -215,7 +246,7 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
     if (j_begin < lo) j_begin = lo;
     if (j_end > hi) j_end = hi;
     const int64_t es = (int64_t)kp_dtype_size(p->kv_dt);
-    const bool f32 = p->kv_dt == KP_F32, raw = use_raw(p, w->m);
+    const bool f32 = p->kv_dt == KP_F32, raw = use_raw(p, w->m), fp8 = p->kv_dt == KP_FP8_E4M3;
     for (int64_t j = j_begin; j < j_end && j < j_begin + CPU_ATT_PREFETCH; j++) prefetch_key(p, kv, j, es);
     for (int64_t j0 = j_begin; j0 < j_end; j0 += CPU_ATT_NB) {
         int nk = j_end - j0 < CPU_ATT_NB ? (int)(j_end - j0) : CPU_ATT_NB;
@@ -223,23 +254,32 @@ void cpu_att_run(const cpu_att_problem *p, cpu_att_work *w, const cpu_att_kv *kv
             const unsigned char *kp, *vp;
             if (j0 + n + CPU_ATT_PREFETCH < j_end) prefetch_key(p, kv, j0 + n + CPU_ATT_PREFETCH, es);
             key_rows(kv, j0 + n, es, &kp, &vp);
-            if (raw) {
+            if (fp8) { /* decoded through the rows' tables: to q's 16-bit dtype for qk16/pv16, else f32 */
+                const cpu_att_fp8_lut *kt = fp8_lut_at(p, &w->fp8_lut[0], kv->k_scale, kv->k_per_block, kv->table,
+                                                       kv->block_size, j0 + n);
+                const cpu_att_fp8_lut *vt = kv->v_is_k_prefix ? kt
+                                                              : fp8_lut_at(p, &w->fp8_lut[1], kv->v_scale,
+                                                                           kv->v_per_block, kv->table,
+                                                                           kv->block_size, j0 + n);
+                if (raw) {
+                    uint16_t *kd = w->kh + (int64_t)n * p->d, *vd = w->vh + (int64_t)n * p->dv;
+                    p->kern->fp8_16(kp, kd, p->d, kt);
+                    if (!kv->v_is_k_prefix) p->kern->fp8_16(vp, vd, p->dv, vt);
+                    w->kraw[n] = kd;
+                    w->vraw[n] = kv->v_is_k_prefix ? (const void *)kd : (const void *)vd;
+                } else {
+                    float *kd = w->kf + (int64_t)n * p->d, *vd = w->vf + (int64_t)n * p->dv;
+                    p->kern->fp8_f32(kp, kd, p->d, kt);
+                    if (!kv->v_is_k_prefix) p->kern->fp8_f32(vp, vd, p->dv, vt);
+                    w->krow[n] = kd;
+                    w->vrow[n] = kv->v_is_k_prefix ? kd : vd;
+                }
+            } else if (raw) {
                 w->kraw[n] = kp;
                 w->vraw[n] = kv->v_is_k_prefix ? kp : vp;
             } else if (f32) {
                 w->krow[n] = (const float *)(const void *)kp;
                 w->vrow[n] = kv->v_is_k_prefix ? w->krow[n] : (const float *)(const void *)vp;
-            } else if (p->kv_dt == KP_FP8_E4M3) {
-                float *kd = w->kf + (int64_t)n * p->d;
-                fp8_to_f32(p, w, kv, 0, j0 + n, kp, kd, p->d);
-                w->krow[n] = kd;
-                if (kv->v_is_k_prefix) {
-                    w->vrow[n] = kd;
-                } else {
-                    float *vd = w->vf + (int64_t)n * p->dv;
-                    fp8_to_f32(p, w, kv, 1, j0 + n, vp, vd, p->dv);
-                    w->vrow[n] = vd;
-                }
             } else {
                 float *kd = w->kf + (int64_t)n * p->d;
                 kv_to_f32(p, kp, kd, p->d);
@@ -487,7 +527,10 @@ static void paged_combine(void *ctx, int64_t begin, int64_t end) {
  * in order, once (a per-head item would read a d-element slice of every row: a strided
  * walk that touches a new page per key when h_kv·d is large). A tile's rows are
  * converted to f32 once (f16/bf16) into kf/vf, then each head runs its rows (its GQA
- * group x s_q) over the tile from there; every head keeps its own O, max and sum. */
+ * group x s_q) over the tile from there; every head keeps its own O, max and sum.
+ * FP8 caches decode per head instead, just before that head runs the tile: the head's
+ * slice of the tile's rows into kf/vf (16-bit for qk16/pv16, else f32), through one
+ * table per cache-block scale the tile meets (built once per tile, for all heads). */
 #define CPU_ATT_TILE_BYTES (256 * 1024) /* aim for converted K+V of one tile, all heads */
 
 static size_t head_state_bytes(int max_m, int d, int dv) {
@@ -496,14 +539,36 @@ static size_t head_state_bytes(int max_m, int d, int dv) {
            align64((size_t)max_m * (size_t)dv * f) + 3 * align64(mp * f) + 2 * align64(mp * sizeof(int32_t));
 }
 
+/* FP8 tables per K and V in a heads-mode slot: a tile of t keys meets at most
+ * t / block_size + 2 cache blocks */
+static int heads_luts(const paged_job *j) {
+    int64_t n = j->tile / j->a->k_cache->shape[1] + 2;
+    return n > j->tile ? j->tile : (int)n;
+}
+
 static size_t heads_slot_bytes(const paged_job *j) {
     size_t mp = (size_t)pad16(j->max_m), f = sizeof(float), hk = (size_t)j->h_kv;
     size_t d = (size_t)j->prob.d, dv = (size_t)j->prob.dv, dmax = d > dv ? d : dv;
-    size_t conv = j->prob.dt == KP_F32 || use_raw(&j->prob, j->max_m)
-                      ? 0
-                      : align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
+    size_t conv = 0;
+    if (j->prob.kv_dt == KP_FP8_E4M3) /* one head's slice of a tile, and the tables */
+        conv = align64((size_t)j->tile * d * f) + align64((size_t)j->tile * dv * f) +
+               align64(2 * (size_t)heads_luts(j) * sizeof(cpu_att_fp8_lut));
+    else if (j->prob.kv_dt != KP_F32 && !use_raw(&j->prob, j->max_m))
+        conv = align64((size_t)j->tile * hk * d * f) + align64((size_t)j->tile * hk * dv * f);
     return align64(hk * sizeof(cpu_att_work)) + hk * head_state_bytes(j->max_m, j->prob.d, j->prob.dv) +
            align64(CPU_ATT_NB * mp * f) + conv + align64(dmax * f) + 4 * align64(CPU_ATT_NB * sizeof(float *));
+}
+
+/* A table for scale s from a pool of n: entry *i when it holds s, else the next one
+ * (rebuilt). A tile meets fewer than n scales, so no entry it uses is overwritten. */
+static const cpu_att_fp8_lut *fp8_pool_lut(const cpu_att_problem *p, cpu_att_fp8_lut *pool, int n, int *i,
+                                           float s) {
+    uint32_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    if (pool[*i].valid && pool[*i].scale_bits == bits) return &pool[*i];
+    *i = (*i + 1) % n;
+    if (!pool[*i].valid || pool[*i].scale_bits != bits) cpu_att_fp8_lut_make(&pool[*i], p->conv, p->dt, s);
+    return &pool[*i];
 }
 
 /* item = b * splits + split */
@@ -519,14 +584,28 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
     c += align64((size_t)hk * sizeof(cpu_att_work));
     float *st = (float *)(void *)c;
     c += align64(CPU_ATT_NB * mp * f);
-    const bool raw = use_raw(p, max_m); /* 16-bit rows read in place: nothing converted */
+    const bool raw = use_raw(p, max_m); /* 16-bit rows read in place: nothing converted (FP8: decoded) */
+    const bool fp8 = p->kv_dt == KP_FP8_E4M3;
     float *kf = NULL, *vf = NULL;
-    if (p->kv_dt != KP_F32 && !raw) {
+    cpu_att_fp8_lut *kpool = NULL, *vpool = NULL;
+    const cpu_att_fp8_lut *klut[CPU_ATT_NB], *vlut[CPU_ATT_NB];
+    const int nlut = fp8 ? heads_luts(j) : 0;
+    if (fp8) {
+        kf = (float *)(void *)c;
+        c += align64((size_t)j->tile * (size_t)d * f);
+        vf = (float *)(void *)c;
+        c += align64((size_t)j->tile * (size_t)dv * f);
+        kpool = (cpu_att_fp8_lut *)(void *)c;
+        vpool = kpool + nlut;
+        c += align64(2 * (size_t)nlut * sizeof(cpu_att_fp8_lut));
+        for (int i = 0; i < 2 * nlut; i++) kpool[i].valid = false;
+    } else if (p->kv_dt != KP_F32 && !raw) {
         kf = (float *)(void *)c;
         c += align64((size_t)j->tile * (size_t)hk * (size_t)d * f);
         vf = (float *)(void *)c;
         c += align64((size_t)j->tile * (size_t)hk * (size_t)dv * f);
     }
+    int kpi = 0, vpi = 0; /* the pool entries last used */
     float *tmp = (float *)(void *)c;
     c += align64((size_t)(d > dv ? d : dv) * f);
     const float **krow = (const float **)(void *)c;
@@ -553,6 +632,7 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
 #undef TAKE
         x->st = st, x->kf = NULL, x->vf = NULL, x->tmp = tmp, x->krow = krow, x->vrow = vrow;
         x->kraw = kraw, x->vraw = vraw;
+        x->kh = NULL, x->vh = NULL, x->fp8_lut = NULL;
         x->max_m = max_m, x->m = x->mpad = 0;
     }
     const int32_t *lens = (const int32_t *)(const void *)cpu_tensor_data(a->seq_lens);
@@ -599,6 +679,12 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 int64_t key = j0 + n, blk = table[key / bs], row = key % bs;
                 kr[n] = kbase + (blk * k_blk + row * k_row) * es;
                 vr[n] = vbase + (blk * v_blk + row * v_row) * es;
+                if (fp8) { /* the row's tables: the last one while the scale stays, else the pool's next */
+                    const float ks = j->k_scale[j->k_per_block ? blk : 0], vs = j->v_scale[j->v_per_block ? blk : 0];
+                    klut[n] = fp8_pool_lut(p, kpool, nlut, &kpi, ks);
+                    vlut[n] = fp8_pool_lut(p, vpool, nlut, &vpi, vs);
+                    continue;
+                }
                 if (f32 || raw) continue;
                 float *kd = kf + (int64_t)n * hk * d, *vd = vf + (int64_t)n * hk * dv;
                 if (kcont) kv_to_f32(p, kr[n], kd, (int64_t)hk * d);
@@ -617,6 +703,25 @@ static void heads_items(void *ctx, int64_t begin, int64_t end) {
                 for (int64_t o = 0; o < v_span; o += 64) __builtin_prefetch(vn + o, 0, 2);
             }
             for (int g = 0; g < hk; g++) {
+                if (fp8) {
+                    for (int n = 0; n < nk; n++) {
+                        if (raw) {
+                            uint16_t *kd = (uint16_t *)(void *)kf + (int64_t)n * d;
+                            uint16_t *vd = (uint16_t *)(void *)vf + (int64_t)n * dv;
+                            p->kern->fp8_16(kr[n] + g * k_hd, kd, d, klut[n]);
+                            p->kern->fp8_16(vr[n] + g * v_hd, vd, dv, vlut[n]);
+                            kraw[n] = kd, vraw[n] = vd;
+                        } else {
+                            float *kd = kf + (int64_t)n * d, *vd = vf + (int64_t)n * dv;
+                            p->kern->fp8_f32(kr[n] + g * k_hd, kd, d, klut[n]);
+                            p->kern->fp8_f32(vr[n] + g * v_hd, vd, dv, vlut[n]);
+                            krow[n] = kd, vrow[n] = vd;
+                        }
+                    }
+                    if (raw) att_block_raw(p, &w[g], kraw, vraw, nk, j0);
+                    else att_block(p, &w[g], krow, vrow, nk, j0);
+                    continue;
+                }
                 if (raw) {
                     for (int n = 0; n < nk; n++) kraw[n] = kr[n] + g * k_hd, vraw[n] = vr[n] + g * v_hd;
                     att_block_raw(p, &w[g], kraw, vraw, nk, j0);
@@ -680,9 +785,8 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
         j.v_per_block = a->v_is_k_prefix ? j.k_per_block : a->v_scale->shape[0] != 1;
     }
     int threads = cpu_pool_threads(bs->pool);
-    /* heads mode when the cache has several KV heads and a sequence's rows fit an item
-     * (not for FP8 caches: its gather converts whole 16-bit rows) */
-    bool heads = !fp8 && j.h_kv > 1 && j.s_q * j.group <= CPU_ATT_MAX_ROWS;
+    /* heads mode when the cache has several KV heads and a sequence's rows fit an item */
+    bool heads = j.h_kv > 1 && j.s_q * j.group <= CPU_ATT_MAX_ROWS;
     if (heads) {
         int64_t per_key = j.h_kv * (a->d + a->dv) * (int64_t)sizeof(float);
         int64_t t = CPU_ATT_TILE_BYTES / per_key;
@@ -690,7 +794,8 @@ kp_status cpu_att_paged(kp_stream *s, const cpu_att_paged_args *a) {
          * the per-tile qk/softmax/pv overheads dominate smaller tiles */
         j.tile = t < 16 ? 16 : t > CPU_ATT_NB ? CPU_ATT_NB : (int)t;
         j.max_m = (int)(j.s_q * j.group);
-        if (use_raw(&j.prob, j.max_m)) j.tile = CPU_ATT_NB; /* nothing converted: no budget to keep */
+        /* nothing converted, or (FP8) only one head's slice at a time: no budget to keep */
+        if (use_raw(&j.prob, j.max_m) || fp8) j.tile = CPU_ATT_NB;
         j.heads_per_item = j.group;
         j.head_chunks = 1;
         /* items are few (one per sequence): split keys until there are ~4 per thread,

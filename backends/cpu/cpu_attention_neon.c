@@ -336,6 +336,80 @@ static void pv16_neon(kp_dtype dt, const float *p, int64_t ldp, const void *cons
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_neon = {
-    .qk = qk_neon, .softmax = softmax_neon, .pv = pv_neon, .qk16 = qk16_neon, .pv16 = pv16_neon};
+/* ---- FP8 rows: byte-table lookups (tbl/tbx over the table's 128 low and high bytes) ---- */
+
+typedef struct fp8_regs {
+    uint8x16x4_t lo0, lo1, hi0, hi1;
+} fp8_regs;
+
+INLINE uint8x16x4_t load_x4(const uint8_t *p) {
+    uint8x16x4_t r;
+    r.val[0] = vld1q_u8(p), r.val[1] = vld1q_u8(p + 16), r.val[2] = vld1q_u8(p + 32), r.val[3] = vld1q_u8(p + 48);
+    return r;
+}
+
+/* 16 bytes -> their 16-bit values as 2 x 8 words: the 7-bit magnitude looked up (tbl
+ * gives 0 past 64, tbx keeps what is there: magnitudes 64..127 take the second half),
+ * the sign bit or-ed into the high byte. */
+INLINE uint16x8x2_t fp8_words16(uint8x16_t x, const fp8_regs *r) {
+    uint8x16_t m = vandq_u8(x, vdupq_n_u8(0x7f)), m2 = vsubq_u8(m, vdupq_n_u8(64));
+    uint8x16_t lo = vqtbx4q_u8(vqtbl4q_u8(r->lo0, m), r->lo1, m2);
+    uint8x16_t hi = vqtbx4q_u8(vqtbl4q_u8(r->hi0, m), r->hi1, m2);
+    hi = vorrq_u8(hi, vandq_u8(x, vdupq_n_u8(0x80)));
+    uint16x8x2_t w;
+    w.val[0] = vreinterpretq_u16_u8(vzip1q_u8(lo, hi));
+    w.val[1] = vreinterpretq_u16_u8(vzip2q_u8(lo, hi));
+    return w;
+}
+
+static fp8_regs fp8_regs_load(const cpu_att_fp8_lut *t) {
+    fp8_regs r;
+    r.lo0 = load_x4(t->lo), r.lo1 = load_x4(t->lo + 64), r.hi0 = load_x4(t->hi), r.hi1 = load_x4(t->hi + 64);
+    return r;
+}
+
+static void fp8_16_neon(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    const fp8_regs r = fp8_regs_load(t);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint16x8x2_t w = fp8_words16(vld1q_u8(src + i), &r);
+        vst1q_u16(dst + i, w.val[0]);
+        vst1q_u16(dst + i + 8, w.val[1]);
+    }
+    for (; i < n; i++) dst[i] = t->h[src[i]];
+}
+
+INLINE float32x4_t words_to_f32(const int BF, uint16x4_t h) {
+    return BF ? vreinterpretq_f32_u32(vshll_n_u16(h, 16)) : vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+
+static void fp8_f32_neon(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    int64_t i = 0;
+    if (t->dt == KP_BF16 || t->dt == KP_F16) {
+        const fp8_regs r = fp8_regs_load(t);
+        const int bf = t->dt == KP_BF16;
+        for (; i + 16 <= n; i += 16) {
+            uint16x8x2_t w = fp8_words16(vld1q_u8(src + i), &r);
+            for (int h = 0; h < 2; h++) {
+                float *o = dst + i + 8 * h;
+                if (bf) {
+                    vst1q_f32(o, words_to_f32(1, vget_low_u16(w.val[h])));
+                    vst1q_f32(o + 4, words_to_f32(1, vget_high_u16(w.val[h])));
+                } else {
+                    vst1q_f32(o, words_to_f32(0, vget_low_u16(w.val[h])));
+                    vst1q_f32(o + 4, words_to_f32(0, vget_high_u16(w.val[h])));
+                }
+            }
+        }
+    }
+    for (; i < n; i++) dst[i] = t->f[src[i]];
+}
+
+const cpu_att_kernels cpu_att_kernels_neon = {.qk = qk_neon,
+                                              .softmax = softmax_neon,
+                                              .pv = pv_neon,
+                                              .qk16 = qk16_neon,
+                                              .pv16 = pv16_neon,
+                                              .fp8_f32 = fp8_f32_neon,
+                                              .fp8_16 = fp8_16_neon};
 #endif /* __aarch64__ */

@@ -68,5 +68,14 @@ static void pv_c(const float *p, int64_t ldp, const float *const *vrow, int nk, 
     }
 }
 
-const cpu_att_kernels cpu_att_kernels_portable = {.qk = qk_c, .softmax = softmax_c, .pv = pv_c};
+void cpu_att_fp8_f32_c(const uint8_t *src, float *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    for (int64_t i = 0; i < n; i++) dst[i] = t->f[src[i]];
+}
+
+void cpu_att_fp8_16_c(const uint8_t *src, uint16_t *dst, int64_t n, const cpu_att_fp8_lut *t) {
+    for (int64_t i = 0; i < n; i++) dst[i] = t->h[src[i]];
+}
+
+const cpu_att_kernels cpu_att_kernels_portable = {
+    .qk = qk_c, .softmax = softmax_c, .pv = pv_c, .fp8_f32 = cpu_att_fp8_f32_c, .fp8_16 = cpu_att_fp8_16_c};
 

@@ -336,5 +336,11 @@ KP_CONFORMANCE(conf_mla_decode_fp8_kv) {
         if (i == 3) c.fp8_range = 400.0, c.fp8_scale = 0x1p-6;
         conf_run_paged(d, s, &c);
     }
+    /* few heads (h_q 4 x s_q 2: 8 query rows, the cpu backend's decode-sized path, V read
+     * from the decoded latent row's first 512 columns) */
+    conf_paged_case f = {.dt = KP_BF16, .b = 2, .s_q = 2, .h_q = 4, .h_kv = 1, .d = 576, .dv = 512, .block_size = 64,
+        .seq_lens = lens, .causal = 1, .lse = 1, .scale = MLA_SCALE, .mla = 1, .fp8 = 1, .fp8_per_block = 1,
+        .fp8_scale = 0.0371, .fp8_range = 27.0};
+    conf_run_paged(d, s, &f);
     kp_stream_destroy(s);
 }

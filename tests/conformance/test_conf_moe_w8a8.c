@@ -20,20 +20,7 @@
 #include <string.h>
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
-/* The backends that may decline W8A8 in this process: the GPU ones when KPORT_GPU_KERNELS
- * forces generation 1 on grouped_gemm ("gen1", "grouped_gemm=gen1"), else none. */
-static const char *may_decline(void) {
-    const char *env = getenv("KPORT_GPU_KERNELS");
-    int all = 0, gg = -1; /* a bare genN sets every kernel; grouped_gemm=genN wins over it */
-    for (const char *p = env ? env : ""; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n == 4 && strncmp(p, "gen", 3) == 0) all = strncmp(p, "gen1", 4) == 0;
-        if (n >= 13 && strncmp(p, "grouped_gemm=", 13) == 0) gg = n == 17 && strncmp(p + 13, "gen1", 4) == 0;
-        p += n + (p[n] == ',');
-    }
-    return (gg >= 0 ? gg : all) ? "opencl,cuda,hip" : NULL;
-}
-#define MAY_DECLINE may_decline()
+#define MAY_DECLINE kp_conf_w8a8_may_decline()
 
 typedef struct mcase {
     kp_dtype dt;
