@@ -322,6 +322,7 @@ static const kp_backend_iface cpu_iface = {
         [KP_OP_KV_CACHE_STORE] = cpu_op_run,
         [KP_OP_QUANTIZE_FP8] = cpu_op_run,
     },
+    .op_kernel = cpu_op_kernel,
 };
 
 const kp_backend_iface *kp_cpu_backend_iface(void) { return &cpu_iface; }
