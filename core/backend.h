@@ -22,7 +22,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-#define KP_BACKEND_ABI_NUMBER 4 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches, 4: tuning_generation) */
+/* Bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store,
+ * quantize_fp8, FP8 KV caches, 4: tuning_generation), except an optional slot appended
+ * after kp_backend_iface.ops (see there: op_kernel), which older plugins simply lack. */
+#define KP_BACKEND_ABI_NUMBER 4
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
