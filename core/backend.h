@@ -20,8 +20,13 @@
 
 #include "kport.h"
 #include <stdarg.h>
+#include <stddef.h>
 
-#define KP_BACKEND_ABI_NUMBER 5 /* bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches, 4: tuning_generation, 5: buffer_address, event_query) */
+/* Bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store,
+ * quantize_fp8, FP8 KV caches, 4: tuning_generation, 5: buffer_address, event_query),
+ * except an optional slot appended after event_query (see there: op_kernel), which older
+ * plugins simply lack. */
+#define KP_BACKEND_ABI_NUMBER 5
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -168,7 +173,24 @@ struct kp_backend_iface {
      * *done = 1 when the work recorded before e has run, 0 when not yet (never waits). */
     kp_status (*buffer_address)(const kp_buffer *b, uintptr_t *out);
     kp_status (*event_query)(kp_event *e, int *done);
+
+    /* ---- optional slots: appended after event_query without an ABI bump. The core reads one
+     * only when struct_size covers it (kp_backend_has_slot) and it is not NULL, so a
+     * plugin built before the slot existed still loads; the call it serves then
+     * reports KP_ERR_UNSUPPORTED, saying the plugin predates it. ---- */
+
+    /* kp_op_kernel (issue 14): params validated by the core, as for ops[op] with
+     * dry_run; the same selector answers, launching nothing. On KP_OK name (cap bytes,
+     * KP_KERNEL_NAME_MAX) holds "<tier>:<kernel>" (kport.h). */
+    kp_status (*op_kernel)(kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
 };
+
+/* Does f's struct reach the optional slot at byte offset off (offsetof) and set it? */
+#define kp_backend_has_slot(f, slot)                                                      \
+    ((f)->struct_size >= offsetof(kp_backend_iface, slot) + sizeof((f)->slot) && (f)->slot != NULL)
+/* The size of the iface before its optional slots: what every plugin's struct_size
+ * must reach. */
+#define KP_BACKEND_IFACE_MIN_SIZE offsetof(kp_backend_iface, op_kernel)
 
 static inline const char *kp_backend_op_name(kp_op op) {
     switch (op) {

@@ -150,12 +150,12 @@ kp_status kp_plugin_load(const char *path, const kp_init_options *opt, kp_backen
             }
         }
     }
-    if (st == KP_OK && (f->abi_version != KP_BACKEND_ABI_VERSION || f->struct_size < sizeof *f)) {
+    if (st == KP_OK && (f->abi_version != KP_BACKEND_ABI_VERSION || f->struct_size < KP_BACKEND_IFACE_MIN_SIZE)) {
         st = KP_ERR_ABI_MISMATCH;
         snprintf(e->info.reason, sizeof e->info.reason,
                  "plugin refused: built for backend ABI version %u (struct %u bytes), this libkport "
-                 "needs version %u (struct %zu bytes)",
-                 f->abi_version, f->struct_size, KP_BACKEND_ABI_VERSION, sizeof *f);
+                 "needs version %u (struct of at least %zu bytes)",
+                 f->abi_version, f->struct_size, KP_BACKEND_ABI_VERSION, (size_t)KP_BACKEND_IFACE_MIN_SIZE);
     }
     if (st == KP_OK) {
         const char *missing = first_null_slot(f);

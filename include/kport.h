@@ -560,6 +560,26 @@ KP_API kp_status kp_quantize_fp8(kp_stream *s, const kp_quantize_fp8_params *p);
  * params struct. Answered by the same selector that picks the kernel. Writes nothing. */
 KP_API kp_status kp_op_supported(kp_device *d, kp_op op, const void *params);
 
+/* Which kernel would this op with these params run on d? (issue 14) On KP_OK writes a
+ * short stable name, NUL-terminated, into name: "<tier>:<kernel>", where tier is
+ *   gen1 / gen2 / sm90   a GPU backend's kernel generation (KPORT_GPU_KERNELS) and
+ *                        kernel the kernel function without its kp_ prefix, e.g.
+ *                        "gen2:grouped_gemm_gen2_tiled", "gen2:grouped_gemm_gen2_rows"
+ *                        (the decode kernel), "gen1:attention_decode_paged";
+ *   cpu                  the cpu backend, kernel its SIMD level (KPORT_CPU_SIMD's names):
+ *                        "cpu:avx512-bf16", "cpu:avx2", "cpu:neon", "cpu:portable".
+ * An op that runs two main kernels for one call joins them with '+' (grouped_gemm with
+ * both decode-sized and larger experts: "gen2:grouped_gemm_gen2_tiled+gen2:grouped_gemm_gen2_rows");
+ * kp_moe_forward names its GEMMs' kernels. Helper kernels (split-KV combine, split-K
+ * reduce) are not named. Answered by the same selector that picks the kernel, as
+ * kp_op_supported is: its errors are kp_op_supported's (KP_ERR_UNSUPPORTED with the
+ * reason; a backend plugin older than this call is KP_ERR_UNSUPPORTED too, saying so).
+ * name NULL or cap below KP_KERNEL_NAME_MAX is KP_ERR_INVALID_ARGUMENT. Writes nothing
+ * (name included) unless it returns KP_OK. C callers use the macro kp_op_kernel(d, op,
+ * p, name, cap) below; the size argument is as kp_op_supported_sized's. */
+#define KP_KERNEL_NAME_MAX 128
+KP_API kp_status kp_op_kernel_sized(kp_device *d, kp_op op, const void *params, size_t size, char *name, size_t cap);
+
 /* ---- serving: graph capture and stream dependencies (issue 17) ---- */
 
 /* Graph-capture rule: no op allocates, frees or synchronises on its stream once the
@@ -641,6 +661,7 @@ static inline size_t kp_op_params_size(kp_op op) {
 #define kp_kv_cache_store(s, p) kp_kv_cache_store_sized((s), (p), sizeof *(p))
 #define kp_quantize_fp8(s, p) kp_quantize_fp8_sized((s), (p), sizeof *(p))
 #define kp_op_supported(d, op, p) kp_op_supported_sized((d), (op), (p), kp_op_params_size(op))
+#define kp_op_kernel(d, op, p, name, cap) kp_op_kernel_sized((d), (op), (p), kp_op_params_size(op), (name), (cap))
 #define kp_init(opt) kp_init_sized((opt), sizeof(kp_init_options))
 #define kp_moe_forward_workspace_size(d, p, bytes) \
     kp_moe_forward_workspace_size_sized((d), (p), sizeof *(p), (bytes))

@@ -106,7 +106,7 @@ KP_TEST(kbench_json_has_every_documented_field) {
     static const char *const fields[] = {"op", "backend", "device", "dtype", "shape", "status", "ok", "median_ms",
                                          "p10_ms", "p90_ms", "min_ms", "max_ms", "tflops", "gbps", "roofline_pct",
                                          "bound", "unit", "flops", "bytes", "rel_err", "tol", "note", "reason",
-                                         "runs_per_sample", "timer", "samples"};
+                                         "runs_per_sample", "timer", "samples", "kernel"};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) CHECK_MSG(json_object_get(run, top[i]), "no %s", top[i]);
     CHECK_INT_EQ(json_integer_value(json_object_get(run, "kbench")), 2);
     json_t *r0 = json_array_get(json_object_get(run, "rooflines"), 0);
@@ -119,6 +119,7 @@ KP_TEST(kbench_json_has_every_documented_field) {
         CHECK_STR_EQ(jstr(row, "status"), "ok"); /* the row passed its float64 check */
         CHECK(json_is_true(json_object_get(row, "ok")));
         CHECK_STR_EQ(jstr(row, "unit"), "copy"); /* gate and combine: memory ops */
+        CHECK(strncmp(jstr(row, "kernel"), "cpu:", 4) == 0); /* kp_op_kernel's name */
     }
     json_decref(run);
     free(dir);
@@ -131,7 +132,7 @@ KP_TEST(kbench_markdown_and_csv) {
     char *dir = temp_dir();
     CHECK_INT_EQ(kbench(dir, TINY), 0);
     char *md = file_in(dir, "stdout");
-    static const char *const md_parts[] = {"| op |", "moe_gate", "moe_combine", "% roofline", "copy GB/s",
+    static const char *const md_parts[] = {"| op |", "| kernel |", "| cpu:", "moe_gate", "moe_combine", "% roofline", "copy GB/s",
                                            "host f32 FMA loop", "memory (copy)"};
     check_contains_all(md, md_parts, sizeof md_parts / sizeof md_parts[0]);
     free(md);
@@ -344,6 +345,7 @@ KP_TEST(kbench_compare_and_plot) {
     cmp = file_in(dir, "stdout");
     CHECK_STR_CONTAINS(cmp, "\"geomean_speedup\": ");
     CHECK_STR_CONTAINS(cmp, "\"a_label\": \"cpu (");
+    CHECK_STR_CONTAINS(cmp, "\"b_kernel\": \"cpu:");
     free(cmp);
     CHECK(kbench(dir, "--compare a.json missing.json") == 1); /* a clear failure, not a crash */
     char *err = file_in(dir, "stderr");
@@ -409,7 +411,7 @@ KP_TEST(kbench_json_input_is_checked) {
     }
     CHECK_INT_EQ(kbench(dir, "--from utf8.json --format md"), 0);
     char *md = file_in(dir, "stdout");
-    CHECK_STR_CONTAINS(md, "| moe_gate | T=1 | bf16 | cpu | Ger\xc3\xa4t \xe4\xb8\x80 | 1.5 |");
+    CHECK_STR_CONTAINS(md, "| moe_gate | T=1 | bf16 | cpu | Ger\xc3\xa4t \xe4\xb8\x80 | - | 1.5 |");
     free(md);
     for (size_t i = 1; i < sizeof files / sizeof files[0]; i++) {
         char args[256];

@@ -13,6 +13,7 @@
 #include "list_cpu.h"
 #include "list_robustness.h"
 #include "list_plugins.h"
+#include "list_op_kernel.h"
 #include "list_gpu.h"
 #include "list_events.h"
 #include "list_ep.h"

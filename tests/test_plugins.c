@@ -199,6 +199,10 @@ KP_TEST(plugin_dispatch_reaches_backend_only_when_valid) {
     op_params o;
     op_params_make(&o, d, KP_OP_MOE_GATE);
     CHECK_OK(kp_op_supported(d, KP_OP_MOE_GATE, &o.p.gate));
+    char name[KP_KERNEL_NAME_MAX] = ""; /* a plugin without the optional op_kernel slot */
+    CHECK_ERR(kp_op_kernel(d, KP_OP_MOE_GATE, &o.p.gate, name, sizeof name), KP_ERR_UNSUPPORTED,
+              "fake backend's plugin predates kp_op_kernel");
+    CHECK_STR_EQ(name, "");
     CHECK_OK(kp_moe_gate(s, &o.p.gate));
     o.p.gate.routing.topk = 99;
     CHECK_ERR(kp_moe_gate(s, &o.p.gate), KP_ERR_INVALID_ARGUMENT, "topk is 99");

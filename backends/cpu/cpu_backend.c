@@ -335,6 +335,7 @@ static const kp_backend_iface cpu_iface = {
     },
     .buffer_address = cpu_buffer_address,
     .event_query = cpu_event_query,
+    .op_kernel = cpu_op_kernel,
 };
 
 const kp_backend_iface *kp_cpu_backend_iface(void) { return &cpu_iface; }

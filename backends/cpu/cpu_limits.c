@@ -11,6 +11,8 @@
  */
 #include "cpu_internal.h"
 
+#include <stdio.h>
+
 static const kp_op_fn cpu_ops[KP_OP_COUNT] = {
     [KP_OP_ATTENTION_PREFILL] = cpu_op_attention_prefill,
     [KP_OP_ATTENTION_DECODE] = cpu_op_attention_decode,
@@ -53,4 +55,13 @@ kp_status cpu_op_run(kp_op op, kp_stream *s, const void *params, int dry_run) {
         return cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT, "cpu: op %d is not a kp_op", (int)op);
     kp_status st = cpu_check_limits(op, params);
     return st != KP_OK ? st : cpu_ops[op](op, s, params, dry_run);
+}
+
+/* kp_op_kernel: the op's own supported answer, then the SIMD level its kernels run at,
+ * cpu_simd_active() (KPORT_CPU_SIMD): the level every op's kernel tables are chosen by. */
+kp_status cpu_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap) {
+    kp_status st = cpu_op_run(op, s, params, 1);
+    if (st != KP_OK) return st;
+    snprintf(name, cap, "cpu:%s", cpu_simd_name(cpu_simd_active()));
+    return KP_OK;
 }

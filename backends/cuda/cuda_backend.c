@@ -358,6 +358,10 @@ static kp_status cuda_op(kp_op op, kp_stream *s, const void *params, int dry_run
     return kp_gpu_op_run(&kp_cu_target, op, s, params, dry_run);
 }
 
+static kp_status cuda_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap) {
+    return kp_gpu_op_kernel(&kp_cu_target, op, s, params, name, cap);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
@@ -414,6 +418,7 @@ static const kp_backend_iface cuda_iface = {
     },
     .buffer_address = kp_cu_buffer_address,
     .event_query = kp_cu_event_query,
+    .op_kernel = cuda_op_kernel,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

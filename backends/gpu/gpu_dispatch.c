@@ -3,25 +3,41 @@
  */
 #include "ops/gpu_ops.h"
 
-kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run) {
-    kp_gpu_ctx c = {.t = t, .s = s, .host = t->host};
-    t->profile(s, &c.prof);
-    kp_status st = kp_gpu_check_limits(&c, op, params);
+static kp_status op_run(kp_gpu_ctx *c, kp_op op, const void *params, int dry_run) {
+    c->t->profile(c->s, &c->prof);
+    kp_status st = kp_gpu_check_limits(c, op, params);
     if (st != KP_OK) return st;
     switch (op) {
-    case KP_OP_ATTENTION_PREFILL: return kp_gpu_attention_prefill(&c, params, dry_run);
-    case KP_OP_ATTENTION_DECODE: return kp_gpu_attention_decode(&c, params, dry_run);
-    case KP_OP_MLA_DECODE: return kp_gpu_mla_decode(&c, params, dry_run);
-    case KP_OP_MOE_GATE: return kp_gpu_moe_gate(&c, params, dry_run);
-    case KP_OP_MOE_ALIGN: return kp_gpu_moe_align(&c, params, dry_run);
-    case KP_OP_GROUPED_GEMM: return kp_gpu_grouped_gemm(&c, params, dry_run);
-    case KP_OP_MOE_COMBINE: return kp_gpu_moe_combine(&c, params, dry_run);
-    case KP_OP_MOE_FORWARD: return kp_gpu_moe_forward(&c, params, dry_run);
-    case KP_OP_KV_CACHE_STORE: return kp_gpu_kv_cache_store(&c, params, dry_run);
-    case KP_OP_QUANTIZE_FP8: return kp_gpu_quantize_fp8(&c, params, dry_run);
+    case KP_OP_ATTENTION_PREFILL: return kp_gpu_attention_prefill(c, params, dry_run);
+    case KP_OP_ATTENTION_DECODE: return kp_gpu_attention_decode(c, params, dry_run);
+    case KP_OP_MLA_DECODE: return kp_gpu_mla_decode(c, params, dry_run);
+    case KP_OP_MOE_GATE: return kp_gpu_moe_gate(c, params, dry_run);
+    case KP_OP_MOE_ALIGN: return kp_gpu_moe_align(c, params, dry_run);
+    case KP_OP_GROUPED_GEMM: return kp_gpu_grouped_gemm(c, params, dry_run);
+    case KP_OP_MOE_COMBINE: return kp_gpu_moe_combine(c, params, dry_run);
+    case KP_OP_MOE_FORWARD: return kp_gpu_moe_forward(c, params, dry_run);
+    case KP_OP_KV_CACHE_STORE: return kp_gpu_kv_cache_store(c, params, dry_run);
+    case KP_OP_QUANTIZE_FP8: return kp_gpu_quantize_fp8(c, params, dry_run);
     case KP_OP_COUNT: break;
     }
-    return t->host->set_error(KP_ERR_UNSUPPORTED, "%s: unknown op %d", t->name, (int)op);
+    return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: unknown op %d", c->t->name, (int)op);
+}
+
+kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run) {
+    kp_gpu_ctx c = {.t = t, .s = s, .host = t->host};
+    return op_run(&c, op, params, dry_run);
+}
+
+kp_status kp_gpu_op_kernel(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, char *name, size_t cap) {
+    if (!name || cap == 0) return t->host->set_error(KP_ERR_INTERNAL, "%s: op_kernel without a name buffer", t->name);
+    name[0] = '\0';
+    kp_gpu_ctx c = {.t = t, .s = s, .host = t->host, .kernel = name, .kernel_cap = cap};
+    kp_status st = op_run(&c, op, params, 1);
+    if (st == KP_OK && !name[0])
+        st = t->host->set_error(KP_ERR_INTERNAL, "%s: %s planned without naming its kernel (a bug)", t->name,
+                                kp_backend_op_name(op));
+    if (st != KP_OK) name[0] = '\0';
+    return st;
 }
 
 kp_status kp_gpu_variant_ok(kp_gpu_ctx *c, const char *source, const char *options) {

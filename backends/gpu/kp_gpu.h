@@ -149,6 +149,9 @@ typedef struct kp_gpu_target {
 
 /* Runs one op through the shared planners (the body of every GPU plugin's op slots). */
 kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, int dry_run);
+/* The op_kernel slot (kp_op_kernel): the op planned as a dry run, which names the kernels
+ * it picks ("<tier>:<kernel>", kport.h) into name. */
+kp_status kp_gpu_op_kernel(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
 
 /* kp_stream_reserve on a GPU plugin (its stream_reserve slot): a reservation of R bytes
  * is R bytes of partials and R / KP_GPU_SCRATCH_LSE_RATIO of log-sum-exps, so an op

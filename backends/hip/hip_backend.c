@@ -315,6 +315,10 @@ static kp_status hip_op(kp_op op, kp_stream *s, const void *p, int dry_run) {
     return kp_gpu_op_run(&kp_hip_target, op, s, p, dry_run);
 }
 
+static kp_status hip_op_kernel(kp_op op, kp_stream *s, const void *p, char *name, size_t cap) {
+    return kp_gpu_op_kernel(&kp_hip_target, op, s, p, name, cap);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
@@ -371,6 +375,7 @@ static const kp_backend_iface hip_iface = {
     },
     .buffer_address = kp_hip_buffer_address,
     .event_query = kp_hip_event_query,
+    .op_kernel = hip_op_kernel,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

@@ -121,6 +121,12 @@ kp_status kp_ocl_op(kp_op op, kp_stream *s, const void *params, int dry_run) {
     return kp_gpu_op_run(&t, op, s, params, dry_run);
 }
 
+kp_status kp_ocl_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap) {
+    kp_gpu_target t = ocl_target;
+    t.host = kp_ocl_host();
+    return kp_gpu_op_kernel(&t, op, s, params, name, cap);
+}
+
 /* ---- per-queue split-KV scratch (see opencl_internal.h) ---------------------------- */
 
 /* The next power of two at or above n (at least 256 bytes); n itself past 2^62. */

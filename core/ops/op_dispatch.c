@@ -73,18 +73,27 @@ kp_status kp_check_paged_kv(const char *op, const kp_tensor *q, const kp_tensor 
     return KP_OK;
 }
 
-kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run) {
-    const char *name = kp_op_name(op);
-    if (!params) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_%s: params is NULL", name);
+/* The op's validator, then the params a backend sees (*out: params, or fwd for
+ * moe_forward, whose backends see an aligned workspace: KP_MOE_WORKSPACE_ALIGN). */
+static kp_status op_prepare(kp_op op, kp_device *d, const void *params, kp_moe_forward_params *fwd,
+                            const void **out) {
+    if (!params) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_%s: params is NULL", kp_op_name(op));
     kp_status st = validators[op](d, params);
     if (st != KP_OK) return st;
-    kp_moe_forward_params fwd;
-    if (op == KP_OP_MOE_FORWARD) { /* backends see an aligned workspace (KP_MOE_WORKSPACE_ALIGN) */
-        fwd = *(const kp_moe_forward_params *)params;
-        fwd.workspace_offset = kp_moe_forward_workspace_start(&fwd);
-        params = &fwd;
+    *out = params;
+    if (op == KP_OP_MOE_FORWARD) {
+        *fwd = *(const kp_moe_forward_params *)params;
+        fwd->workspace_offset = kp_moe_forward_workspace_start(fwd);
+        *out = fwd;
     }
-    return d->iface->ops[op](op, s, params, dry_run);
+    return KP_OK;
+}
+
+kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run) {
+    kp_moe_forward_params fwd;
+    const void *p = NULL;
+    kp_status st = op_prepare(op, d, params, &fwd, &p);
+    return st == KP_OK ? d->iface->ops[op](op, s, p, dry_run) : st;
 }
 
 /* ---- the growable ABI (kport.h, "a growable ABI") ---- */
@@ -184,3 +193,31 @@ kp_status kp_op_supported_sized(kp_device *d, kp_op op, const void *params, size
 }
 
 kp_status(kp_op_supported)(kp_device *d, kp_op op, const void *params) { return kp_op_supported_sized(d, op, params, 0); }
+
+kp_status kp_op_kernel_sized(kp_device *d, kp_op op, const void *params, size_t size, char *name, size_t cap) {
+    if (!d) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_kernel: d is NULL");
+    if ((unsigned)op >= KP_OP_COUNT)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_kernel: op %d is not a kp_op", (int)op);
+    if (!name) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_kernel: name is NULL");
+    if (cap < KP_KERNEL_NAME_MAX)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_op_kernel: cap is %zu; name needs KP_KERNEL_NAME_MAX (%d) "
+                            "bytes", cap, KP_KERNEL_NAME_MAX);
+    params_buf buf;
+    const void *adopted, *p = NULL;
+    kp_moe_forward_params fwd;
+    kp_status st = params_adopt(op, params, size, &buf, &adopted);
+    if (st == KP_OK) st = op_prepare(op, d, adopted, &fwd, &p);
+    if (st != KP_OK) return st;
+    if (!kp_backend_has_slot(d->iface, op_kernel))
+        return kp_set_error(KP_ERR_UNSUPPORTED, "kp_op_kernel: the %s backend's plugin predates kp_op_kernel (its "
+                            "interface has no op_kernel slot); kp_op_supported still answers whether %s runs",
+                            d->iface->name, kp_op_name(op));
+    char got[KP_KERNEL_NAME_MAX] = {0}; /* the caller's buffer is written only on success */
+    st = d->iface->op_kernel(op, d->default_stream, p, got, sizeof got);
+    if (st != KP_OK) return st;
+    if (!got[0] || got[sizeof got - 1])
+        return kp_set_error(KP_ERR_INTERNAL, "kp_op_kernel: the %s backend gave %s for %s (a bug)", d->iface->name,
+                            got[0] ? "an unterminated name" : "no kernel name", kp_op_name(op));
+    memcpy(name, got, strlen(got) + 1);
+    return KP_OK;
+}

@@ -25,12 +25,13 @@ from ._ops import (
     moe_combine,
     moe_forward,
     moe_gate,
+    op_kernel,
 )
 from ._targets import backends, default_device, device, devices, set_default_device, version
 
 __all__ = [
     "DEEPSEEK_V3_ROUTING", "Device", "Error", "Stream", "attention_decode", "attention_prefill",
     "backends", "default_device", "device", "devices", "grouped_gemm", "mla_decode", "moe_align",
-    "moe_combine", "moe_forward", "moe_gate", "set_default_device", "version",
+    "moe_combine", "moe_forward", "moe_gate", "op_kernel", "set_default_device", "version",
 ]
 __version__ = _ext.version().split(" ")[0]

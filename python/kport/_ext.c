@@ -376,6 +376,9 @@ static PyMethodDef module_methods[] = {
      "resolver(dl_type, dl_id, obj) -> Device | Stream for device memory, and (type, to_capsule) pairs."},
     {"op_time", kpy_op_time, METH_NOARGS,
      "(calls, seconds) spent inside the C op calls since import: wall time minus this is the binding's cost."},
+    {"name_kernels", kpy_name_kernels, METH_O,
+     "name_kernels(on): while on, this thread's calls name their kernel (kp_op_kernel) instead of running; "
+     "turning it off returns the last name (None: no call named one)."},
     {"op_names", kpy_op_names, METH_NOARGS, "The ops call() knows, in index order, with their field names."},
     {NULL, NULL, 0, NULL},
 };

@@ -58,5 +58,6 @@ PyObject *kpy_configure(PyObject *module, PyObject *args);
 PyObject *kpy_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kpy_op_names(PyObject *module, PyObject *unused);
 PyObject *kpy_op_time(PyObject *module, PyObject *unused);
+PyObject *kpy_name_kernels(PyObject *module, PyObject *on);
 
 #endif

@@ -213,6 +213,9 @@ static PyObject *dlpack_name;
 /* Time spent inside the C op calls (with the copies back and the wait for host results), so that the binding's own cost is wall time minus this
  * (kport.overhead measures it; README, Python). Updated with the GIL held. */
 static unsigned long long op_calls, op_ns;
+/* kpy_name_kernels: while set on a thread, its calls ask kp_op_kernel instead of running */
+static _Thread_local int naming;
+static _Thread_local char named[KP_KERNEL_NAME_MAX];
 static PyObject *exporters;   /* tuple of (type, exporter): faster than __dlpack__ for those types */
 static PyObject *host_target; /* the Device that host memory goes to when no target is given */
 static PyObject *resolver;    /* resolver(dl_type, dl_id, obj) -> Device | Stream for device memory */
@@ -466,7 +469,9 @@ PyObject *kpy_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
         params.forward.workspace = queue->workspace;
         stage_name = "moe_forward workspace";
     }
-    if (!failed && st == KP_OK) {
+    if (!failed && st == KP_OK && naming) {
+        st = kp_op_kernel(dev->device, (kp_op)index, &params, named, sizeof named);
+    } else if (!failed && st == KP_OK) {
         stage_name = NULL;
         struct timespec t0, t1;
         Py_BEGIN_ALLOW_THREADS
@@ -491,6 +496,15 @@ PyObject *kpy_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     Py_XDECREF(resolved); /* after the queue's last use: a resolved Stream owns it */
     if (failed) return NULL;
     Py_RETURN_NONE;
+}
+
+PyObject *kpy_name_kernels(PyObject *module, PyObject *on) {
+    (void)module;
+    int was = naming;
+    naming = PyObject_IsTrue(on) == 1;
+    if (naming) named[0] = '\0';
+    if (!was || naming || !named[0]) Py_RETURN_NONE;
+    return PyUnicode_FromString(named);
 }
 
 PyObject *kpy_op_time(PyObject *module, PyObject *unused) {

@@ -182,3 +182,18 @@ def moe_forward(x, router_logits, w13, w2, bias=None, *, w13_scale=None, w2_scal
           int(renormalize), route_scale, _KP_FP8_E4M3 if fp8_activations else 0, int(activation_scale_ue8m0),
           shared_w13_scale, shared_w2_scale)
     return out
+
+
+def op_kernel(op, *args, **kwargs):
+    """The kernel ``op(*args, **kwargs)`` would run, without running it (kp_op_kernel): a string
+    ``"<tier>:<kernel>"``, e.g. ``"gen2:grouped_gemm_gen2_rows"`` on a GPU or ``"cpu:avx512-bf16"``.
+    op is one of kport's ops; the arguments are checked as the call would check them (kport.Error,
+    nothing written); outputs it would allocate are allocated and left unwritten."""
+    _ext.name_kernels(True)
+    try:
+        op(*args, **kwargs)
+    finally:
+        name = _ext.name_kernels(False)
+    if name is None:
+        raise TypeError(f"kport.op_kernel: {getattr(op, '__name__', op)!r} is not a kport op")
+    return name

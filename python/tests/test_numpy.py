@@ -299,3 +299,23 @@ def test_moe_forward_fp8_activations(device, rng, ue8m0, shared):
         kport.moe_forward(x, logits, dense, np.zeros((experts, hidden, inter), np.float16), topk=topk,
                           fp8_activations=True, out=np.full_like(x, 5.0), device=device)
     assert err.value.status == "KP_ERR_INVALID_ARGUMENT" and "FP8 e4m3 w13 and w2" in err.value.message
+
+
+def test_op_kernel_names_the_kernel_without_running(device, rng):
+    a = rng.standard_normal((8, 128), dtype=np.float32)
+    w = rng.standard_normal((4, 32, 128), dtype=np.float32)
+    offsets = np.array([0, 2, 4, 6, 8], np.int32)
+    out = np.full((8, 32), 7.0, np.float32)
+    name = kport.op_kernel(kport.grouped_gemm, a, w, offsets, out=out, device=device)
+    backend = device.info()["backend"]
+    if backend == "cpu":
+        assert name.startswith("cpu:") and name != "cpu:", name
+    else:  # f32 runs generation 1; 8 rows over 4 experts: the decode-sized kernel
+        assert name == "gen1:grouped_gemm_small", name
+    assert (out == 7.0).all(), "naming the kernel must not run it"
+    assert kport.op_kernel(kport.moe_gate, a, topk=2, device=device).split(":")[0] in ("cpu", "gen1")
+    with pytest.raises(kport.Error) as e:  # the call's own checks, as when it runs
+        kport.op_kernel(kport.grouped_gemm, a, w[:, :, :64], offsets, out=out, device=device)
+    assert e.value.status == "KP_ERR_INVALID_SHAPE"
+    with pytest.raises(TypeError):
+        kport.op_kernel(len, [1])

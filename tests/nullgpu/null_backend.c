@@ -211,6 +211,9 @@ static kp_gpu_target null_target = {
 static kp_status null_op(kp_op op, kp_stream *s, const void *params, int dry_run) {
     return kp_gpu_op_run(&null_target, op, s, params, dry_run);
 }
+static kp_status null_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap) {
+    return kp_gpu_op_kernel(&null_target, op, s, params, name, cap);
+}
 static kp_status null_stream_reserve(kp_stream *s, size_t bytes) { return kp_gpu_stream_reserve(&null_target, s, bytes); }
 
 static kp_status null_init_target(const kp_host_services *h, const kp_init_options *opt, kp_backend_state **out,
@@ -251,6 +254,7 @@ static const kp_backend_iface null_iface = {
     .stream_wait_event = null_stream_wait_event,
     .dlpack_device_type = 0, /* wraps no framework's memory */
     .ops = {null_op, null_op, null_op, null_op, null_op, null_op, null_op, null_op, null_op, null_op},
+    .op_kernel = null_op_kernel,
 };
 
 __attribute__((visibility("default"))) const kp_backend_iface *kport_backend_entry(uint32_t core_abi_version) {

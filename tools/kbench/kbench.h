@@ -111,6 +111,7 @@ typedef enum kb_status { KB_ROW_OK, KB_ROW_FAIL, KB_ROW_UNSUPPORTED, KB_ROW_ERRO
 typedef struct kb_row {
     kb_case c;
     char backend[16], device[KP_NAME_MAX];
+    char kernel[KP_KERNEL_NAME_MAX]; /* kp_op_kernel's name; "" where the backend gives none */
     kb_status status;
     char reason[KP_REASON_MAX];
     double flops, bytes;        /* per call */

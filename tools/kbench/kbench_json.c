@@ -42,7 +42,7 @@ static json_t *row_json(const kb_row *w) {
     json_t *samples = json_array();
     for (int j = 0; j < w->nsamples; j++) json_array_append_new(samples, num(w->samples[j], true));
     return json_pack("{s:o, s:o, s:o, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o,"
-                     " s:o, s:o, s:o, s:o, s:i, s:s, s:o, s:o}",
+                     " s:o, s:o, s:o, s:o, s:i, s:s, s:o, s:o, s:o}",
                      "op", str(kp_op_name(w->c.op)), "backend", str(w->backend), "device", str(w->device), "dtype",
                      kb_row_dtype_name(&w->c), "shape", str(w->c.shape), "status", kb_status_word(w->status), "ok",
                      ok ? json_true() : w->status == KB_ROW_FAIL ? json_false() : json_null(), "median_ms",
@@ -53,7 +53,8 @@ static json_t *row_json(const kb_row *w) {
                      num(w->bytes, true), "rel_err", num(w->err, checked), "tol", num(w->tol, true), "note",
                      str(w->c.note), "reason", str(w->reason), "runs_per_sample", w->inner, "timer",
                      w->device_timed ? "events" : "host", "samples", samples, "host_us",
-                     num(w->host_us, ok && !isnan(w->host_us)));
+                     num(w->host_us, ok && !isnan(w->host_us)), "kernel",
+                     w->kernel[0] ? str(w->kernel) : json_null());
 }
 
 static json_t *roofline_json(const kb_roofline *f) {
@@ -117,7 +118,7 @@ int kb_write_json(const kb_report *r, FILE *out) {
 int kb_write_csv(const kb_report *r, FILE *o) {
     static const char *const cols[] = {"op", "shape", "dtype", "backend", "device", "median_ms", "p10_ms", "p90_ms",
                                        "min_ms", "max_ms", "tflops", "gbps", "roofline_pct", "bound", "unit", "ok",
-                                       "status", "rel_err", "note", "reason", "host_us"};
+                                       "status", "rel_err", "note", "reason", "host_us", "kernel"};
     const size_t ncols = sizeof cols / sizeof cols[0];
     for (size_t c = 0; c < ncols; c++) fprintf(o, "%s%s", cols[c], c + 1 < ncols ? "," : "\n");
     for (int i = 0; i < r->nrows; i++) {
@@ -145,13 +146,15 @@ int kb_write_compare_json(const kb_compare_set *s, FILE *out) {
         const kb_row *a = s->rows[i].a, *b = s->rows[i].b, *k = a ? a : b;
         bool a_ok = a && a->status == KB_ROW_OK, b_ok = b && b->status == KB_ROW_OK;
         json_array_append_new(
-            arr, json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "op", kp_op_name(k->c.op), "shape",
+            arr, json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "op", kp_op_name(k->c.op), "shape",
                            str(k->c.shape), "dtype", kb_row_dtype_name(&k->c), "a_ms", num(a_ok ? a->median_ms : 0, a_ok),
                            "b_ms", num(b_ok ? b->median_ms : 0, b_ok), "speedup", num(s->rows[i].speedup, true),
                            "a_status", a ? json_string(kb_status_word(a->status)) : json_null(), "b_status",
                            b ? json_string(kb_status_word(b->status)) : json_null(), "a_roofline_pct",
                            num(a_ok ? a->roofline_pct : 0, a_ok && a->roofline_pct >= 0), "b_roofline_pct",
-                           num(b_ok ? b->roofline_pct : 0, b_ok && b->roofline_pct >= 0)));
+                           num(b_ok ? b->roofline_pct : 0, b_ok && b->roofline_pct >= 0), "a_kernel",
+                           a && a->kernel[0] ? str(a->kernel) : json_null(), "b_kernel",
+                           b && b->kernel[0] ? str(b->kernel) : json_null()));
     }
     json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "kbench_compare", 1, "a", str(s->pa), "a_label",
                             str(s->la), "b", str(s->pb), "b_label", str(s->lb), "rows", arr, "geomean_speedup",
@@ -209,6 +212,7 @@ static void load_row(const json_t *j, kb_row *w) {
     snprintf(w->backend, sizeof w->backend, "%s", gs(j, "backend", ""));
     snprintf(w->device, sizeof w->device, "%s", gs(j, "device", ""));
     snprintf(w->reason, sizeof w->reason, "%s", gs(j, "reason", ""));
+    snprintf(w->kernel, sizeof w->kernel, "%s", gs(j, "kernel", "")); /* absent before issue 14 */
     w->status = status_from(gs(j, "status", "error"));
     w->bound = strcmp(gs(j, "bound", ""), "compute") == 0 ? "compute" : "memory";
     w->unit = gs(j, "unit", NULL);

@@ -78,15 +78,15 @@ static void write_md(const kb_report *r, FILE *o) {
         }
         fputc('\n', o);
     }
-    fprintf(o, "| op | shape | dtype | backend | device | median ms | p10-p90 ms | host µs | TFLOP/s | GB/s | %% roofline "
-               "| bound | ok | note |\n");
-    fprintf(o, "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---|---|---|\n");
+    fprintf(o, "| op | shape | dtype | backend | device | kernel | median ms | p10-p90 ms | host µs | TFLOP/s | GB/s | "
+               "%% roofline | bound | ok | note |\n");
+    fprintf(o, "|---|---|---|---|---|---|---:|---|---:|---:|---:|---:|---|---|---|\n");
     int counts[5] = {0};
     for (int i = 0; i < r->nrows; i++) {
         const kb_row *w = &r->rows[i];
         counts[w->status]++;
-        fprintf(o, "| %s | %s | %s | %s | %s |", kp_op_name(w->c.op), w->c.shape, kb_row_dtype_name(&w->c), w->backend,
-                w->device);
+        fprintf(o, "| %s | %s | %s | %s | %s | %s |", kp_op_name(w->c.op), w->c.shape, kb_row_dtype_name(&w->c),
+                w->backend, w->device, w->kernel[0] ? w->kernel : "-");
         if (w->status == KB_ROW_OK) {
             fprintf(o, " %.4g | %.4g-%.4g |", w->median_ms, w->p10_ms, w->p90_ms);
             if (isnan(w->host_us)) fputs(" - |", o);

@@ -325,7 +325,8 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
         fail_status(row, st, "while setting up");
     } else if ((st = kp_op_supported(e->dev, c->op, b.st)) != KP_OK) {
         fail_status(row, st, "kp_op_supported");
-    } else if (strcmp(e->info.backend, "null") == 0) { /* runs no kernels (tests/nullgpu): host µs only */
+    } else if ((void)kp_op_kernel(e->dev, c->op, b.st, row->kernel, sizeof row->kernel), /* a name, where given */
+               strcmp(e->info.backend, "null") == 0) { /* runs no kernels (tests/nullgpu): host µs only */
         if ((st = host_issue_us(impl, &b, &row->host_us)) != KP_OK) fail_status(row, st, "while timing the host side");
         else row_reason(row, KB_ROW_SKIPPED, "%s", "no kernel ran (null backend): not timed, not checked");
     } else {

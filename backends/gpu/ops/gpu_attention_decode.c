@@ -111,6 +111,7 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
             st = plan_fp8(c, name, q->dtype, dqk, dv, pa->mla, (int)(s_q * group), &cfg, opts, sizeof opts);
         snprintf(combine_opts, sizeof combine_opts, "%s", opts);
     }
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, gen, kernel); /* not its split-KV combine */
     if (st != KP_OK || dry_run || b == 0) return st;
 
     int64_t rows = s_q * group, m_tiles = (rows + cfg.bm - 1) / cfg.bm;

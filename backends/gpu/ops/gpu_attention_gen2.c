@@ -130,6 +130,8 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
     }
     kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL2, opts);
     if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
+    static const char kernel[] = "kp_attention_prefill_gen2";
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 2, kernel);
     if (st != KP_OK || dry_run || total_q == 0) return st;
 
     int group = (int)(h_q / h_kv);
@@ -146,7 +148,7 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
         .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
     };
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL2, opts, "kp_attention_prefill_gen2");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL2, opts, kernel);
     kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_tensor(&l, &p->v);
     kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->lse);
     kp_gpu_arg_tensor(&l, &p->cu_seqlens_q), kp_gpu_arg_tensor(&l, &p->cu_seqlens_k);

@@ -36,8 +36,10 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
                             c->t->name);
     kp_gpu_attn_cfg cfg;
     char opts[256];
+    static const char kernel[] = "kp_attention_prefill";
     st = kp_gpu_attn_plan(c, name, KP_GPU_SRC_ATTN_PREFILL, p->q.dtype, dqk, dv, 0, 0, &cfg, opts,
                                     sizeof opts);
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 1, kernel);
     if (st != KP_OK || dry_run || total_q == 0) return st;
 
     int group = (int)(h_q / h_kv);
@@ -61,7 +63,7 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
         ka.block_size = (int32_t)block_size;
     }
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL, opts, "kp_attention_prefill");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL, opts, kernel);
     kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_tensor(&l, &p->v);
     kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->lse);
     kp_gpu_arg_tensor(&l, &p->cu_seqlens_q), kp_gpu_arg_tensor(&l, &p->cu_seqlens_k);

@@ -163,8 +163,12 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     if (st != KP_OK) return st;
     if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
     gemm_plan p;
+    static const char tiled[] = "kp_grouped_gemm_tiled", small[] = "kp_grouped_gemm_small";
     st = plan_make(c, g, &p);
-    if (st != KP_OK || dry_run) return st;
+    if (st != KP_OK) return st;
+    if (p.run_tiled) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 1, tiled);
+    if (p.run_small) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 1, small);
+    if (dry_run) return st;
     int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
     int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
     int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
@@ -173,7 +177,7 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
     kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, p.small_max);
     kp_gpu_launch l;
     if (p.run_tiled) {
-        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_tiled");
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, tiled);
         kp_gpu_gemm_args(&l, g, &ka, NULL);
         int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? p.tl.bn / 2 : p.tl.bn;
         l.groups[0] = (uint64_t)((cols + per - 1) / per);
@@ -182,7 +186,7 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
         if ((st = kp_gpu_enqueue(c, &l)) != KP_OK) return st;
     }
     if (p.run_small) {
-        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, "kp_grouped_gemm_small");
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM, p.opts, small);
         kp_gpu_gemm_args(&l, g, &ka, NULL);
         int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? KP_GPU_GG_SMALL_WG / 64 : KP_GPU_GG_SMALL_WG / 32;
         l.groups[0] = (uint64_t)((cols + per - 1) / per), l.groups[1] = (uint64_t)busy;

@@ -115,6 +115,9 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
                             (unsigned long long)c->prof.local_mem, c->prof.max_group);
     kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM2, opts);
     if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
+    static const char tiled[] = "kp_grouped_gemm_gen2_tiled", decode[] = "kp_grouped_gemm_gen2_rows";
+    if (run_tiled) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 2, tiled);
+    if (run_small) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 2, decode); /* not its split-K reduce */
     if (st != KP_OK || dry_run) return st;
     int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
@@ -122,7 +125,7 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, small_max);
     kp_gpu_launch l;
     if (run_tiled) {
-        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_tiled");
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, tiled);
         kp_gpu_gemm_args(&l, g, &ka, NULL);
         int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? t.bn / 2 : t.bn;
         l.groups[0] = (uint64_t)((cols + per - 1) / per);
@@ -151,7 +154,7 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
         if ((st = kp_gpu_scratch_acquire(c, bytes, scratch)) != KP_OK)
             return h->add_context(st, "grouped_gemm: split-K partials");
     }
-    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, "kp_grouped_gemm_gen2_rows");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM2, opts, decode);
     kp_gpu_gemm_args(&l, g, &ka, scratch[0]);
     l.groups[0] = (uint64_t)col_groups, l.groups[1] = (uint64_t)busy, l.groups[2] = (uint64_t)ksplit;
     l.local[0] = (uint32_t)rows_threads, l.local_bytes = (uint32_t)rows_bytes;
@@ -244,13 +247,15 @@ kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
                             c->prof.max_group);
     kp_status st = cached ? KP_OK : kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM8, opts);
     if (st == KP_OK && !cached) kp_gpu_plan_store(c, &key, gen, &t, sizeof t, opts);
+    static const char kernel[] = "kp_grouped_gemm_fp8_gen2_tiled";
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 2, kernel);
     if (st != KP_OK || dry_run) return st;
     int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
 
     kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, 0);
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, kernel);
     kp_gpu_gemm_args(&l, g, &ka, NULL);
     int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? t.bn / 2 : t.bn;
     l.groups[0] = (uint64_t)((cols + per - 1) / per);

@@ -84,6 +84,34 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
     return KP_OK;
 }
 
+const char *kp_gpu_tier_name(int gen) {
+    switch (gen) {
+    case 1: return "gen1";
+    case 2: return "gen2";
+    case 3: return "sm90";
+    default: return "gen?";
+    }
+}
+
+void kp_gpu_kernel_note(kp_gpu_ctx *c, int rank, int gen, const char *kernel) {
+    if (!c->kernel || c->kernel_cap == 0 || rank < c->kernel_rank) return;
+    if (strncmp(kernel, "kp_", 3) == 0) kernel += 3;
+    char part[96];
+    int n = snprintf(part, sizeof part, "%s:%s", kp_gpu_tier_name(gen), kernel);
+    if (n < 0 || (size_t)n >= sizeof part) return;
+    if (rank > c->kernel_rank || !c->kernel[0]) {
+        if ((size_t)n < c->kernel_cap) memcpy(c->kernel, part, (size_t)n + 1), c->kernel_rank = rank;
+        return;
+    }
+    size_t have = strlen(c->kernel), len = (size_t)n; /* the same rank: append once, when it fits */
+    for (const char *at = c->kernel; (at = strstr(at, part)) != NULL; at += len)
+        if ((at == c->kernel || at[-1] == '+') && (at[len] == '\0' || at[len] == '+')) return;
+    if (have + 1 + len < c->kernel_cap) {
+        c->kernel[have] = '+';
+        memcpy(c->kernel + have + 1, part, len + 1);
+    }
+}
+
 /* One log line per (kernel, generation, reason) and process: benign races at worst repeat it. */
 static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
 
@@ -112,6 +140,7 @@ kp_status kp_gpu_kernel_gen_pick(kp_gpu_ctx *c, const char *kernel, const char *
     }
     if (g == 2 && gen2_missing) g = 1, reason = 3;
     *gen = g;
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_OP, g, kernel_names[k]);
     if (logged[k][g][reason]) return KP_OK; /* the reason is spelt out only for the log, once */
     logged[k][g][reason] = 1;
     if (reason == 1) snprintf(why, sizeof why, "KPORT_GPU_KERNELS=%s", env);

@@ -25,6 +25,8 @@ kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p
         st = c->host->set_error(KP_ERR_UNSUPPORTED, "kv_cache_store on %s: h_kv * (d + dv) is %lld; the kernel "
                                 "takes up to 65535 * %d elements per token (a grid dimension's limit)", c->t->name,
                                 (long long)cols, KP_GPU_KV_STORE_WG);
+    static const char kernel[] = "kp_kv_cache_store"; /* one generation */
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_OP, 1, kernel);
     if (st != KP_OK || dry_run || t == 0 || kc->shape[0] == 0) return st;
     kp_kv_store_kargs ka = {
         .k_off = kp_gpu_elem_offset(key), .k_s0 = key->strides[0], .k_s1 = key->strides[1],
@@ -41,7 +43,7 @@ kp_status kp_gpu_kv_cache_store(kp_gpu_ctx *c, const kp_kv_cache_store_params *p
         .ks_per_block = fp8 && p->k_scale.shape[0] != 1, .vs_per_block = fp8 && has_v && p->v_scale.shape[0] != 1,
     };
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_KV_STORE, opts, "kp_kv_cache_store");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_KV_STORE, opts, kernel);
     kp_gpu_arg_tensor(&l, key), kp_gpu_arg_tensor(&l, val), kp_gpu_arg_tensor(&l, kc), kp_gpu_arg_tensor(&l, vc);
     kp_gpu_arg_tensor(&l, &p->slot_mapping), kp_gpu_arg_tensor(&l, &p->k_scale), kp_gpu_arg_tensor(&l, &p->v_scale);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);

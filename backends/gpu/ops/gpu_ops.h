@@ -27,6 +27,11 @@ typedef struct kp_gpu_ctx {
     kp_stream *s;
     const kp_host_services *host;
     kp_gpu_profile prof;
+    /* kp_op_kernel (kp_gpu_op_kernel): where the planners name the kernels they pick
+     * (kp_gpu_kernel_note); NULL on every other call. */
+    char *kernel;
+    size_t kernel_cap;
+    int kernel_rank; /* the rank of what kernel holds (KP_GPU_NOTE_*) */
 } kp_gpu_ctx;
 
 /* The op entry points (kp_gpu_op_run dispatches to them). */
@@ -59,6 +64,22 @@ kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_
  * default_gen 0: kp_gpu_kernel_gen's default (by matrix units). */
 kp_status kp_gpu_kernel_gen_pick(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int default_gen,
                                  int *gen);
+
+/* kp_op_kernel's name: a planner notes each kernel it picks, right where it picks it,
+ * as "<tier>:<kernel>" (tier gen1, gen2, sm90 = generation 3; kernel: the kernel
+ * function, its kp_ prefix dropped). A note of higher rank replaces what c->kernel
+ * holds; one of the same rank is appended after '+' (when new and when it fits); a
+ * lower one is dropped. So kp_moe_forward names its GEMMs, and an op whose planner names
+ * no kernel keeps the generation switch's "<tier>:<switch name>". No-op unless
+ * c->kernel is set. */
+enum {
+    KP_GPU_NOTE_OP = 1,  /* kp_gpu_kernel_gen_pick's "<tier>:<switch name>" (moe_gate, moe_align, moe_combine
+                            name no other), and the one-generation ops' kernels (quantize_fp8, kv_cache_store) */
+    KP_GPU_NOTE_MAIN = 2 /* GEMM and attention kernels */
+};
+void kp_gpu_kernel_note(kp_gpu_ctx *c, int rank, int gen, const char *kernel);
+/* "gen1", "gen2", "sm90" (3); "gen?" for anything else. */
+const char *kp_gpu_tier_name(int gen);
 
 /* The GPU kernels' index-width limits (gpu_limits.c): KP_ERR_UNSUPPORTED past them. */
 kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);

@@ -7,6 +7,8 @@
 
 #include <stdio.h>
 
+static const char kernel[] = "kp_quantize_fp8"; /* one generation */
+
 void kp_gpu_quant_fp8_options(kp_dtype dt, char *buf, size_t n) { snprintf(buf, n, "%s", kp_gpu_dtype_define(dt)); }
 
 kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, int dry_run) {
@@ -17,6 +19,7 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
     if (st == KP_OK && groups > 65535)
         st = c->host->set_error(KP_ERR_UNSUPPORTED, "quantize_fp8 on %s: K / 128 is %lld; the kernel takes up to 65535 "
                                 "groups per token (a grid dimension's limit)", c->t->name, (long long)groups);
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_OP, 1, kernel);
     if (st != KP_OK || dry_run || t == 0 || groups == 0) return st;
     const int col = p->scale_layout == KP_FP8_SCALE_COL_MAJOR;
     kp_quant_fp8_kargs ka = {
@@ -26,7 +29,7 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
         .s_g = col ? p->scale.strides[0] : 1, .ue8m0 = p->scale_ue8m0,
     };
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, kernel);
     kp_gpu_arg_tensor(&l, &p->x), kp_gpu_arg_tensor(&l, &p->out), kp_gpu_arg_tensor(&l, &p->scale);
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)groups; /* tokens first: CUDA's y takes 65535 */
@@ -60,10 +63,11 @@ kp_status kp_gpu_quant_fp8_run(kp_gpu_ctx *c, kp_gpu_view x, kp_dtype dt, kp_gpu
         st = c->host->set_error(KP_ERR_UNSUPPORTED, "quantize_fp8 on %s: %lld rows of %lld groups; the kernel takes up "
                                 "to 65535 groups per row (a grid dimension's limit)", c->t->name, (long long)t,
                                 (long long)groups);
+    kp_gpu_kernel_note(c, KP_GPU_NOTE_OP, 1, kernel);
     if (st != KP_OK || dry_run || t == 0 || groups == 0) return st;
     kp_quant_fp8_kargs ka = kp_gpu_quant_fp8_kargs(x, out, scale, ue8m0);
     kp_gpu_launch l;
-    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, "kp_quantize_fp8");
+    kp_gpu_launch_init(&l, KP_GPU_SRC_QUANT_FP8, opts, kernel);
     kp_gpu_quant_fp8_args(&l, x, out, scale, &ka);
     l.groups[0] = (uint64_t)t, l.groups[1] = (uint64_t)groups;
     l.local[0] = KP_FP8_GROUP;
