@@ -11,6 +11,7 @@ X(cuda_fatbin_covers_planner)
 X(cuda_fatbin_reader_rejects)
 X(cuda_target_variant_check)
 X(cuda_target_launch_limits)
+X(cuda_target_tensor_map_encoding)
 /* tests/test_cuda_rtc.c */
 X(cuda_rtc_tuned_tile_cached)
 X(cuda_rtc_every_source)

@@ -29,8 +29,10 @@ Checks:
       SHFL.BFLY (the online softmax's row max across a quad);
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
       16-bit operand moves 16 bytes at a time.
-  SASS, sm_90a tier kernels (names with "sm90"): HGMMA (wgmma), UTMALDG (TMA loads) and
-  SYNCS (mbarrier waits); with --cubin also their resource usage: no stack, no local memory.
+  SASS, sm_90a tier kernels (names with "sm90"; in a FATBIN_DIR the sources *_sm90.cl, built
+  for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); with
+  --cubin also their resource usage: no stack, no local memory (in a FATBIN_DIR the ptxas
+  report's spill and stack line says the same).
 """
 import argparse
 import os
@@ -45,6 +47,7 @@ ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
 STATIC_SMEM_MAX = 48 * 1024
 SASS_ARCHS = ("sm_80", "sm_90a")
+SM90_ARCHS = ("sm_90a",)
 
 
 def check_ptxas(text, where):
@@ -156,7 +159,7 @@ def check_dir(fatbin_dir, cuobjdump):
         where = "%s %s [%s]" % (tag, source, options)
         with open(os.path.join(fatbin_dir, tag + ".ptxas.txt"), encoding="utf-8") as f:
             problems += check_ptxas(f.read(), where)
-        if not source.endswith("_gen2.cl"):
+        if not source.endswith(("_gen2.cl", "_sm90.cl")):
             continue
         # one cuobjdump per fatbin: its listing has an ELF per arch, "code for sm_XX" ahead of each
         p = subprocess.run([cuobjdump, "-sass", os.path.join(fatbin_dir, tag + ".fatbin")],
@@ -166,7 +169,7 @@ def check_dir(fatbin_dir, cuobjdump):
             continue
         parts = re.split(r"^\s*code for (sm_\w+)\s*$", p.stdout, flags=re.M)[1:]
         listings = dict(zip(parts[0::2], parts[1::2]))  # arch -> its SASS
-        for arch in SASS_ARCHS:
+        for arch in SM90_ARCHS if source.endswith("_sm90.cl") else SASS_ARCHS:  # the tier: sm_90a SASS alone
             fns = functions(listings.get(arch, ""))
             for kernel in kernels.split():
                 if kernel not in fns:

@@ -95,6 +95,10 @@ KP_FN void kp_tma_load_2d(void *dst, const kp_tensor_map *map, int c0, int c1, u
 
 KP_FN void kp_wgmma_fence(void) { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 KP_FN void kp_wgmma_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+/* An accumulator register "modified" by an empty asm: the compiler can move no read or
+ * write of it across this point, so none lands between a wgmma and the wait_group that
+ * retires it (ptxas would serialise every wgmma of the function: C7514). */
+KP_FN void kp_wgmma_fence_operand(float *r) { asm volatile("" : "+f"(*r)::"memory"); }
 /* Waits until at most n committed wgmma groups are pending (n: a literal 0..7). */
 #define kp_wgmma_wait(n) asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(n) : "memory")
 

@@ -150,6 +150,10 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
         kp_status st = kp_gpu_kernel_gen_pick(c, "grouped_gemm", missing, 2, &gen);
         if (st != KP_OK) return st;
         if (gen == 2) return kp_gpu_moe_gemm8_run(c, g, dry_run);
+        if (gen == 3)
+            return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                      "grouped_gemm: KPORT_GPU_KERNELS forces the sm_90a tier, which has no FP8 e4m3 "
+                                      "(W8A8) kernel yet: it runs on the generation-2 kernels");
         if (missing)
             return c->host->set_error(KP_ERR_UNSUPPORTED,
                                       "grouped_gemm: FP8 e4m3 activations (W8A8) run on the generation-2 kernels "
@@ -159,8 +163,10 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
                                   "the %s backend was asked for generation 1 (KPORT_GPU_KERNELS or the tuning "
                                   "table's grouped_gemm;gen)", c->t->name);
     }
-    kp_status st = kp_gpu_kernel_gen(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), &gen);
+    kp_status st = kp_gpu_kernel_gen_tier(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), kp_gpu_gemm_sm90_missing(c, g),
+                                          &gen);
     if (st != KP_OK) return st;
+    if (gen == 3) return kp_gpu_moe_gemm_sm90_run(c, g, dry_run);
     if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
     gemm_plan p;
     st = plan_make(c, g, &p);
