@@ -14,7 +14,8 @@ a missing tool.
 
 Checks:
   ptxas, every kernel of every variant and arch: 0 bytes of spill stores and loads;
-  registers <= 255; static shared memory <= 48 KiB. Generation-2 kernels declare their
+  registers <= 255; static shared memory <= 48 KiB; no "Potential Performance Loss:
+  wgmma ... serialized" (the sm_90a tier: an accumulator touched inside a wgmma group). Generation-2 kernels declare their
   work-group size and the blocks per SM the planner counts on (KP_LAUNCH_BOUNDS), so
   ptxas holds registers within 65536 / (threads x blocks) and would spill past it:
   "0 spill bytes" is the planner's occupancy, checked.
@@ -44,6 +45,7 @@ import sys
 SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
+SERIALISED = re.compile(r"Potential Performance Loss: wgmma")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
 STATIC_SMEM_MAX = 48 * 1024
 SASS_ARCHS = ("sm_80", "sm_90a")
@@ -63,6 +65,9 @@ def check_ptxas(text, where):
         if m and (int(m.group(2)) or int(m.group(3))):
             problems.append("%s: %s (%s) spills: %s bytes stored, %s loaded" % (where, fn, arch, m.group(2),
                                                                                  m.group(3)))
+        if SERIALISED.search(line):  # ptxas C7514/C7515..: every wgmma of the function waits for the last
+            problems.append("%s: %s (%s) wgmma serialised by ptxas: %s" % (where, fn, arch,
+                                                                        line.split("Performance Loss:")[-1].strip()))
         m = USED.search(line)
         if m:
             regs, smem = int(m.group(1)), int(m.group(2) or 0)
