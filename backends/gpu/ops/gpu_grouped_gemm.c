@@ -18,6 +18,9 @@
  *                  more than small_m rows only the tiled kernel runs (small_max = 0);
  *                  when every expert has at most small_m rows (M <= small_m, or
  *                  kp_moe_forward's T <= small_m) only the small one does.
+ * Generations (gpu_kernel_gen.c): 16-bit cases the sm_90a tier covers run it on sm_90a
+ * devices (generation 3, gpu_grouped_gemm_sm90.c), others generation 2
+ * (gpu_grouped_gemm_gen2.c) or this file's generation 1.
  * Work-group counts are upper bounds computed from M and E alone (tiles <= M/BM + min(E,
  * M)); work-groups past the real tile count exit at once.
  */
