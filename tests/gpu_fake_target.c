@@ -110,6 +110,7 @@ const kp_gpu_target fake_target = {
 void fake_reset(const char *backend) {
     CHECK(kp_gpu_build_profile(backend, &fake_info, &fake_prof) == 0);
     fake_prof.compute_units = 132;
+    fake_prof.sm90a = 0; /* an sm_80-class device: the sm_90a tier's tests (test_gpu_plan_sm90.c) turn it on */
     fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_tuned_gen = 0, fake_error[0] = '\0';
     fake_logged[0] = '\0';
     fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;

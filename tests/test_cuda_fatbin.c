@@ -2,7 +2,8 @@
  * tests/test_cuda_fatbin.c — the cuda plugin's embedded kernels and launch glue, on any
  * machine (no driver needed): links the backend's internals (cuda_test_deps).
  *
- *  - every embedded variant holds sm_80 and sm_90a SASS and compute_80 PTX, and each
+ *  - every embedded variant holds sm_80 and sm_90a SASS and compute_80 PTX (the sm_90a
+ *    tier's, sources *_sm90.cl: sm_90a SASS alone), and each
  *    ELF image defines every kernel the variant lists (read with cuda_fatbin.c);
  *  - the embedded table is exactly what the planners enumerate for the cuda profile
  *    (kp_gpu_variants_enumerate), so no op can plan a variant the build left out;
@@ -21,6 +22,7 @@ KP_TEST(cuda_fatbin_covers_planner) { KP_SKIP("cuda backend not built (no cuda.h
 KP_TEST(cuda_fatbin_reader_rejects) { KP_SKIP("cuda backend not built (no cuda.h)"); }
 KP_TEST(cuda_target_variant_check) { KP_SKIP("cuda backend not built (no cuda.h)"); }
 KP_TEST(cuda_target_launch_limits) { KP_SKIP("cuda backend not built (no cuda.h)"); }
+KP_TEST(cuda_target_tensor_map_encoding) { KP_SKIP("cuda backend not built (no cuda.h)"); }
 
 #else
 
@@ -106,6 +108,14 @@ KP_TEST(cuda_fatbin_archs) {
             CHECK_MSG(k == want, "%s [%s] %s: %d kernels defined, %d listed (%s)", f->source, f->options, name, k,
                       want, f->kernels);
             CHECK_INT_EQ(kp_cu_elf_has_kernel(img[i].data, img[i].size, "kp_no_such_kernel"), 0);
+        }
+        const size_t sl = strlen(f->source);
+        if (sl > 8 && strcmp(f->source + sl - 8, "_sm90.cl") == 0) { /* the sm_90a tier: sm_90a SASS alone */
+            CHECK_MSG(sm80 == 0 && sm90a == 1 && ptx80 == 0, "%s [%s]: sm_80 x%d, sm_90a x%d, compute_80 PTX x%d; "
+                      "want sm_90a alone", f->source, f->options, sm80, sm90a, ptx80);
+            CHECK(kp_cu_fatbin_pick(img, n, 90)->arch_specific);
+            CHECK(kp_cu_fatbin_pick(img, n, 80) == NULL && kp_cu_fatbin_pick(img, n, 100) == NULL);
+            continue;
         }
         CHECK_MSG(sm80 == 1 && sm90a == 1 && ptx80 == 1,
                   "%s [%s]: sm_80 x%d, sm_90a x%d, compute_80 PTX x%d; want one of each", f->source, f->options, sm80,
@@ -330,6 +340,91 @@ KP_TEST(cuda_target_launch_limits) {
      * driver, which this made-up device has not) */
     kp_gpu_launch_init(l, "moe/no_such.cl", "-DKP_NOT_A_VARIANT", kernel);
     CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_UNSUPPORTED);
+    free(l);
+#endif
+}
+
+/* KP_GPU_ARG_TENSOR_MAP on the cuda target: the profile offers the sm_90a tier on sm_90 only
+ * and only with the driver's cuTensorMapEncodeTiled; a launch encodes each map from its
+ * buffer's address plus byte offset, dims, row stride, box and swizzle (recorded here by a
+ * stand-in encoder that then fails, so no driver call follows) and reports the encoder's
+ * failure with those inputs; without the encoder the launch is refused, never a crash. */
+static struct {
+    int calls;
+    CUtensorMapDataType dt;
+    cuuint32_t rank, box[2], estr[2];
+    void *addr;
+    cuuint64_t dims[2], stride;
+    CUtensorMapInterleave il;
+    CUtensorMapSwizzle swz;
+    CUtensorMapFloatOOBfill oob;
+} enc;
+static CUresult CUDAAPI fake_encode(CUtensorMap *m, CUtensorMapDataType dt, cuuint32_t rank, void *addr,
+                                    const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
+                                    const cuuint32_t *estr, CUtensorMapInterleave il, CUtensorMapSwizzle swz,
+                                    CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+    (void)m, (void)l2;
+    enc.calls++, enc.dt = dt, enc.rank = rank, enc.addr = addr, enc.il = il, enc.swz = swz, enc.oob = oob;
+    enc.dims[0] = dims[0], enc.dims[1] = dims[1], enc.stride = strides[0];
+    enc.box[0] = box[0], enc.box[1] = box[1], enc.estr[0] = estr[0], enc.estr[1] = estr[1];
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+KP_TEST(cuda_target_tensor_map_encoding) {
+    NEED_FATBINS();
+#if !defined(KP_CU_NO_FATBINS)
+    fake_device f;
+    kp_gpu_profile p;
+    static kp_cu_syms syms; /* every entry NULL but the encoder */
+    syms.cuTensorMapEncodeTiled = fake_encode;
+    for (int cc = 80; cc <= 100; cc += 10)
+        for (int with = 0; with < 2; with++) {
+            fake_open(&f, cc);
+            f.cu.cu = with ? &syms : NULL;
+            kp_cu_target.profile(&f.stream, &p);
+            CHECK_INT_EQ(p.sm90a, cc == 90 && with);
+        }
+    int v = -1;
+    for (int i = 0; i < FATBIN_COUNT; i++)
+        if (strcmp(kp_cu_fatbin_table[i].source, "moe/moe_gemm_sm90.cl") == 0) v = i;
+    CHECK_MSG(v >= 0, "no sm_90a grouped GEMM among the %d embedded variants", FATBIN_COUNT);
+    kp_cu_buffer cb = {.ptr = (CUdeviceptr)0x7f0000100000ull};
+    kp_buffer b = {.impl = &cb, .size = 1 << 20};
+    kp_gpu_tensor_map m = {.buffer = &b, .byte_offset = 384, .dtype = KP_BF16, .swizzle = KP_GPU_TMAP_SWIZZLE_128B,
+                           .dims = {7168, 4096}, .row_stride = 7168 * 2, .box = {64, 128}};
+    kp_gpu_launch *l = calloc(1, sizeof *l);
+    CHECK(l != NULL);
+    kp_gpu_launch_init(l, kp_cu_fatbin_table[v].source, kp_cu_fatbin_table[v].options, "kp_grouped_gemm_sm90");
+    l->local[0] = 384;
+    kp_gpu_arg_buffer(l, &b);
+    kp_gpu_arg_tensor_map(l, &m);
+    fake_open(&f, 90);
+    f.cu.cu = &syms;
+    memset(&enc, 0, sizeof enc);
+    CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INVALID_ARGUMENT);
+    CHECK_INT_EQ(enc.calls, 1);
+    CHECK_INT_EQ(enc.dt, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16);
+    CHECK_INT_EQ(enc.rank, 2);
+    CHECK(enc.addr == (void *)(uintptr_t)(0x7f0000100000ull + 384));
+    CHECK(enc.dims[0] == 7168 && enc.dims[1] == 4096 && enc.stride == 7168 * 2);
+    CHECK(enc.box[0] == 64 && enc.box[1] == 128 && enc.estr[0] == 1 && enc.estr[1] == 1);
+    CHECK_INT_EQ(enc.il, CU_TENSOR_MAP_INTERLEAVE_NONE);
+    CHECK_INT_EQ(enc.swz, CU_TENSOR_MAP_SWIZZLE_128B);
+    CHECK_INT_EQ(enc.oob, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE); /* zeros past the bounds */
+    CHECK_STR_CONTAINS(kp_test_fake_last_error(), "cuTensorMapEncodeTiled for argument 1 of kp_grouped_gemm_sm90");
+    CHECK_STR_CONTAINS(kp_test_fake_last_error(), "dims 7168 x 4096, row stride 14336 bytes, box 64 x 128");
+    /* an address (kp_device_memory) instead of a buffer; f16 */
+    l->args[1].v.tmap.buffer = NULL, l->args[1].v.tmap.address = 0x7f0000200000ull;
+    l->args[1].v.tmap.dtype = KP_F16;
+    CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_INVALID_ARGUMENT);
+    CHECK(enc.calls == 2 && enc.dt == CU_TENSOR_MAP_DATA_TYPE_FLOAT16);
+    CHECK(enc.addr == (void *)(uintptr_t)(0x7f0000200000ull + 384));
+    /* no encoder in this driver: refused before any driver call */
+    static kp_cu_syms none;
+    f.cu.cu = &none;
+    CHECK_INT_EQ(kp_cu_target.launch(&f.stream, l), KP_ERR_UNSUPPORTED);
+    CHECK_STR_CONTAINS(kp_test_fake_last_error(), "no cuTensorMapEncodeTiled");
+    CHECK_INT_EQ(enc.calls, 2);
     free(l);
 #endif
 }

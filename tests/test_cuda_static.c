@@ -5,6 +5,7 @@
  *    bounds for every variant and arch (ptxas's reports, kept by build_fatbins.py), and
  *    HMMA and LDGSTS in the generation-2 tensor-core kernels' sm_80 / sm_90a SASS, with
  *    no scalar 16-bit global load in any generation-2 kernel;
+ *  - the sm_90a tier's grouped GEMM: HGMMA, UTMALDG, SYNCS, no spills, wgmma not serialised;
  *  - each check fails when fed a doctored report or listing, and passes the control.
  */
 #include "kp_test.h"
@@ -13,6 +14,7 @@
 KP_TEST(cuda_static_checks_hold) { KP_SKIP("the cuda plugin was built without nvcc: no kernels to check"); }
 KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built without nvcc: no checker run"); }
 KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <sys/wait.h>
@@ -63,6 +65,33 @@ KP_TEST(cuda_sm90_tile_sass_holds) {
 #endif
 }
 
+/* The sm_90a tier's grouped GEMM (kernels/moe/moe_gemm_sm90.cl), every variant the build
+ * embedded (variants.tsv: 2 dtypes x BN 128 / 256): its sm_90a SASS holds HGMMA, UTMALDG and
+ * SYNCS, no stack or local memory, and ptxas neither spilled nor serialised its wgmma. */
+KP_TEST(cuda_sm90_gemm_sass_holds) {
+    static char out[8192];
+    char path[1024], args[1200], line[1024];
+    snprintf(path, sizeof path, "%s/variants.tsv", KPORT_CUDA_FATBIN_DIR);
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "%s: not found", path);
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *src = strchr(line, '\t');
+        if (!src || strncmp(src + 1, "moe/moe_gemm_sm90.cl\t", 21) != 0) continue;
+        *src = '\0'; /* line: the tag, vNNN */
+        snprintf(args, sizeof args, "--cubin '%s/%s.fatbin'", KPORT_CUDA_FATBIN_DIR, line);
+        int rc = run_check(args, out, sizeof out);
+        CHECK_MSG(rc == 0 && strstr(out, "1 kernels of ") && strstr(out, ": 0 problems"), "%s: exit %d:\n%s", args,
+                  rc, out);
+        snprintf(args, sizeof args, "--ptxas '%s/%s.ptxas.txt'", KPORT_CUDA_FATBIN_DIR, line);
+        rc = run_check(args, out, sizeof out);
+        CHECK_MSG(rc == 0, "%s: exit %d:\n%s", args, rc, out);
+        n++;
+    }
+    fclose(f);
+    CHECK_INT_EQ(n, 4);
+}
+
 #define REPORT_OK                                                                                    \
     "ptxas info    : Compiling entry function 'kp_grouped_gemm_gen2_tiled' for 'sm_90a'\n"          \
     "ptxas info    : Function properties for kp_grouped_gemm_gen2_tiled\n"                          \
@@ -108,6 +137,14 @@ KP_TEST(cuda_static_checks_catch_doctored) {
          "ptxas info    : Used 64 registers, used 1 barriers, 61952 bytes smem\n",
          "61952 bytes of static shared memory"},
         {"not a report", "nvcc fatal : something else\n", "not a ptxas -v report"},
+        {"wgmma serialised",
+         "ptxas info    : (C7514) Potential Performance Loss: wgmma.mma_async instructions are serialized due to "
+         "non wgmma instructions reading accumulator registers of  a wgmma between start and end of the pipeline "
+         "stage in the function 'kp_grouped_gemm_sm90'\n"
+         "ptxas info    : Compiling entry function 'kp_grouped_gemm_sm90' for 'sm_90a'\n"
+         "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+         "ptxas info    : Used 168 registers, used 1 barriers\n",
+         "wgmma serialised by ptxas: wgmma.mma_async instructions are serialized"},
     };
     for (size_t i = 0; i < sizeof reports / sizeof reports[0]; i++) {
         snprintf(path, sizeof path, "%s/report.txt", dir);

@@ -15,7 +15,10 @@ variant is one nvcc run:
          -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
          -gencode arch=compute_80,code=compute_80
 
-SASS for sm_80 and sm_90a, plus compute_80 PTX that newer GPUs JIT. -gencode is explicit
+SASS for sm_80 and sm_90a, plus compute_80 PTX that newer GPUs JIT. A source with a line
+"KP_ARCHS: sm_90a" (the sm_90a tier's kernels, kernels/moe/moe_gemm_sm90.cl) is built for
+the archs it names alone, as SASS (-gencode arch=compute_90a,code=sm_90a), and always in
+the CUDA dialect (its tile layer is CUDA-only, also in a --hip-dialect build). -gencode is explicit
 (meson's CUDA arch helpers emit archs nvcc 13 rejects). nvcc's default fatbinary
 settings compress PTX only, never the ELF images (fatbinary -compress: "ptx and debug
 images"); that is pinned below with -Xfatbin=-compress=true, and the fatbin reader
@@ -71,6 +74,21 @@ GENCODE = [
 ]
 CACHE_FORMAT = "kport-fatbin-3"  # bump when the key's recipe changes (2: the ptxas report is cached too;
 # 3: the kernels directory's path left out, so a cache carried to another checkout hits)
+
+
+ARCHS_LINE = re.compile(r"^\W*KP_ARCHS:\s*(sm_\w+(?:\s+sm_\w+)*)\s*$", re.M)
+
+
+def source_gencode(path):
+    """The -gencode flags of one source: its KP_ARCHS line's SASS archs, else GENCODE."""
+    with open(path, encoding="utf-8") as f:
+        m = ARCHS_LINE.search(f.read())
+    if not m:
+        return None
+    out = []
+    for arch in m.group(1).split():
+        out += ["-gencode", "arch=compute_%s,code=%s" % (arch[3:], arch)]
+    return out
 
 
 def die(msg):
@@ -238,7 +256,11 @@ def main():
             die("variant %d: %s not found under %s" % (i, source, kernels_dir))
         closure = {}
         include_closure(src, kernels_dir, closure)
-        cmd = base + shlex.split(options) + GENCODE + [src]
+        archs = source_gencode(src)
+        if archs is None:
+            cmd = base + shlex.split(options) + GENCODE + [src]
+        else:  # the sm_90a tier: its archs alone, the CUDA dialect
+            cmd = [a for a in base if a not in dialect] + ["-DKP_TARGET_CUDA=1"] + shlex.split(options) + archs + [src]
         h = hashlib.sha256()
         where = [a.replace(kernels_dir, "<kernels>") for a in cmd[1:]]  # not nvcc's or the checkout's path
         for part in (CACHE_FORMAT, version, extra_key, "\0".join(where)):

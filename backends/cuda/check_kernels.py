@@ -14,7 +14,8 @@ a missing tool.
 
 Checks:
   ptxas, every kernel of every variant and arch: 0 bytes of spill stores and loads;
-  registers <= 255; static shared memory <= 48 KiB. Generation-2 kernels declare their
+  registers <= 255; static shared memory <= 48 KiB; no "Potential Performance Loss:
+  wgmma ... serialized" (the sm_90a tier: an accumulator touched inside a wgmma group). Generation-2 kernels declare their
   work-group size and the blocks per SM the planner counts on (KP_LAUNCH_BOUNDS), so
   ptxas holds registers within 65536 / (threads x blocks) and would spill past it:
   "0 spill bytes" is the planner's occupancy, checked.
@@ -29,9 +30,11 @@ Checks:
       SHFL.BFLY (the online softmax's row max across a quad);
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
       16-bit operand moves 16 bytes at a time.
-  SASS, sm_90a tier kernels (names with "sm90"): HGMMA (wgmma), UTMALDG (TMA loads) and
-  SYNCS (mbarrier waits); those named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of
-  HGMMA; with --cubin also their resource usage: no stack, no local memory.
+  SASS, sm_90a tier kernels (names with "sm90"; in a FATBIN_DIR the sources *_sm90.cl, built
+  for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); those
+  named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA; with --cubin also their
+  resource usage: no stack, no local memory (in a FATBIN_DIR the ptxas report's spill and
+  stack line says the same).
 """
 import argparse
 import os
@@ -43,9 +46,11 @@ import sys
 SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
+SERIALISED = re.compile(r"Potential Performance Loss: wgmma")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
 STATIC_SMEM_MAX = 48 * 1024
 SASS_ARCHS = ("sm_80", "sm_90a")
+SM90_ARCHS = ("sm_90a",)
 
 
 def check_ptxas(text, where):
@@ -61,6 +66,9 @@ def check_ptxas(text, where):
         if m and (int(m.group(2)) or int(m.group(3))):
             problems.append("%s: %s (%s) spills: %s bytes stored, %s loaded" % (where, fn, arch, m.group(2),
                                                                                  m.group(3)))
+        if SERIALISED.search(line):  # ptxas C7514/C7515..: every wgmma of the function waits for the last
+            problems.append("%s: %s (%s) wgmma serialised by ptxas: %s" % (where, fn, arch,
+                                                                        line.split("Performance Loss:")[-1].strip()))
         m = USED.search(line)
         if m:
             regs, smem = int(m.group(1)), int(m.group(2) or 0)
@@ -161,7 +169,7 @@ def check_dir(fatbin_dir, cuobjdump):
         where = "%s %s [%s]" % (tag, source, options)
         with open(os.path.join(fatbin_dir, tag + ".ptxas.txt"), encoding="utf-8") as f:
             problems += check_ptxas(f.read(), where)
-        if not source.endswith("_gen2.cl"):
+        if not source.endswith(("_gen2.cl", "_sm90.cl")):
             continue
         # one cuobjdump per fatbin: its listing has an ELF per arch, "code for sm_XX" ahead of each
         p = subprocess.run([cuobjdump, "-sass", os.path.join(fatbin_dir, tag + ".fatbin")],
@@ -171,7 +179,7 @@ def check_dir(fatbin_dir, cuobjdump):
             continue
         parts = re.split(r"^\s*code for (sm_\w+)\s*$", p.stdout, flags=re.M)[1:]
         listings = dict(zip(parts[0::2], parts[1::2]))  # arch -> its SASS
-        for arch in SASS_ARCHS:
+        for arch in SM90_ARCHS if source.endswith("_sm90.cl") else SASS_ARCHS:  # the tier: sm_90a SASS alone
             fns = functions(listings.get(arch, ""))
             for kernel in kernels.split():
                 if kernel not in fns:

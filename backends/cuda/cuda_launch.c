@@ -370,6 +370,8 @@ static void cu_profile(kp_stream *s, kp_gpu_profile *out) {
     out->local_mem = d->smem_optin > (int)KP_CU_STATIC_SMEM ? (uint64_t)d->smem_optin : KP_CU_STATIC_SMEM;
     out->max_group = 1024;
     out->compute_units = s->device->info.compute_units;
+    /* wgmma, setmaxnreg: sm_90a SASS runs on sm_90 alone; TMA maps need the driver's encoder */
+    out->sm90a = d->cc == 90 && d->cu && d->cu->cuTensorMapEncodeTiled != NULL;
 }
 
 static kp_status cu_variant_check(kp_stream *s, const char *source, const char *options) {
@@ -394,6 +396,36 @@ static kp_status cu_variant_check(kp_stream *s, const char *source, const char *
                                  source, options, kp_cu_embedded_summary(what, sizeof what), why);
 }
 
+
+/* A KP_GPU_ARG_TENSOR_MAP as the driver's CUtensorMap (cuTensorMapEncodeTiled: 2-D, element
+ * strides 1, no interleave, the map's swizzle, 256-byte L2 promotion, zeros out of bounds). */
+static kp_status cu_tensor_map(kp_cu_device *d, const kp_gpu_launch *l, int i, CUtensorMap *out) {
+    const kp_gpu_tensor_map *m = &l->args[i].v.tmap;
+    if (!d->cu->cuTensorMapEncodeTiled)
+        return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "cuda: %s takes a TMA tensor map and this driver has no "
+                                     "cuTensorMapEncodeTiled", l->kernel);
+    if ((m->dtype != KP_BF16 && m->dtype != KP_F16) || m->swizzle < KP_GPU_TMAP_SWIZZLE_NONE ||
+        m->swizzle > KP_GPU_TMAP_SWIZZLE_128B)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: tensor map argument %d of %s has dtype %d, swizzle %d "
+                                     "(a bug)", i, l->kernel, (int)m->dtype, m->swizzle);
+    CUdeviceptr base = m->address ? (CUdeviceptr)m->address
+                                  : m->buffer ? ((const kp_cu_buffer *)m->buffer->impl)->ptr : (CUdeviceptr)0;
+    static const CUtensorMapSwizzle swz[] = {CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_SWIZZLE_32B,
+                                             CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B};
+    const cuuint64_t dims[2] = {m->dims[0], m->dims[1]}, strides[1] = {m->row_stride};
+    const cuuint32_t box[2] = {m->box[0], m->box[1]}, estr[2] = {1, 1};
+    CUresult r = d->cu->cuTensorMapEncodeTiled(
+        out, m->dtype == KP_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+        (void *)(uintptr_t)(base + m->byte_offset), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+        swz[m->swizzle], CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return kp_cu_fail(d->cu, r, "cuTensorMapEncodeTiled for argument %d of %s (address 0x%llx, dims %llu x %llu, "
+                          "row stride %llu bytes, box %u x %u, swizzle %d)", i, l->kernel,
+                          (unsigned long long)(base + m->byte_offset), (unsigned long long)m->dims[0],
+                          (unsigned long long)m->dims[1], (unsigned long long)m->row_stride, m->box[0], m->box[1],
+                          m->swizzle);
+    return KP_OK;
+}
 
 static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     kp_cu_device *d = cu_dev(s);
@@ -433,7 +465,9 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     /* cuLaunchKernel reads each parameter through a pointer: a device pointer's storage
      * here, a kargs block in place (the kernel declares the same struct by value) */
     CUdeviceptr ptrs[KP_GPU_MAX_ARGS];
+    CUtensorMap maps[KP_GPU_MAX_ARGS]; /* 64-byte aligned by its type; copied by cuLaunchKernel */
     void *params[KP_GPU_MAX_ARGS + 1];
+    kp_status st;
     for (int i = 0; i < l->nargs; i++) {
         const kp_gpu_arg *a = &l->args[i];
         switch (a->kind) {
@@ -446,6 +480,10 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
             params[i] = &ptrs[i];
             break;
         case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
+        case KP_GPU_ARG_TENSOR_MAP:
+            if ((st = cu_tensor_map(d, l, i, &maps[i])) != KP_OK) return st;
+            params[i] = &maps[i];
+            break;
         default:
             return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: argument %d of %s has unknown kind %d", i,
                                          l->kernel, (int)a->kind);
@@ -453,7 +491,7 @@ static kp_status cu_launch(kp_stream *s, const kp_gpu_launch *l) {
     }
     params[l->nargs] = NULL;
 
-    kp_status st = kp_cu_push(d);
+    st = kp_cu_push(d);
     if (st != KP_OK) return st;
     CUfunction fn = NULL;
     st = v >= 0 ? cu_function(d, v, k, l->kernel, &fn) : cu_rtc_function(d, l->source, l->options, l->kernel, &fn);

@@ -49,6 +49,11 @@ void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size) {
     if (a) a->v.kargs.data = data, a->v.kargs.size = (uint32_t)size;
 }
 
+void kp_gpu_arg_tensor_map(kp_gpu_launch *l, const kp_gpu_tensor_map *m) {
+    kp_gpu_arg *a = next(l, KP_GPU_ARG_TENSOR_MAP);
+    if (a) a->v.tmap = *m;
+}
+
 int64_t kp_gpu_elem_offset(const kp_tensor *t) {
     size_t es = kp_backend_dtype_size(t->dtype);
     return t->buffer && es && !kp_buffer_is_address_space(t->buffer) ? (int64_t)(t->offset / es) : 0;

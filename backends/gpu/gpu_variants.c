@@ -147,6 +147,13 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
                     emit(e, KP_GPU_SRC_MOE_GEMM2, opts,
                          "kp_grouped_gemm_gen2_tiled kp_grouped_gemm_gen2_rows kp_grouped_gemm_gen2_reduce");
                 }
+    /* the sm_90a tier: bf16 and f16, its tile table's columns (BN 128 and 256) */
+    if (p->sm90a)
+        for (size_t t = 1; t < 3; t++)
+            for (int bn = 128; bn <= 256; bn *= 2) {
+                kp_gpu_gemm_sm90_options(p, float_types[t], bn, opts, sizeof opts);
+                emit(e, KP_GPU_SRC_MOE_GEMM_SM90, opts, "kp_grouped_gemm_sm90");
+            }
     /* W8A8: e4m3 activations and weights, every output dtype, both row classes */
     for (size_t t = 0; t < 3; t++)
         for (size_t r = 0; r < 2; r++) {
@@ -194,6 +201,7 @@ int kp_gpu_build_profile(const char *backend, kp_device_info *info, kp_gpu_profi
         snprintf(info->vendor, sizeof info->vendor, "NVIDIA");
         p->mma = 1, p->warp = 32, p->local_mem = KP_GPU_CUDA_LOCAL_MEM;
         p->static_local_mem = KP_GPU_CUDA_STATIC_LOCAL_MEM;
+        p->sm90a = 1; /* the plugin embeds the sm_90a tier's kernels too (sm_90a SASS only) */
         return 0;
     }
     if (strcmp(backend, "hip") == 0) {

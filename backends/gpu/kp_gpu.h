@@ -41,7 +41,30 @@ typedef enum kp_gpu_arg_kind {
     KP_GPU_ARG_NATIVE, /* v.native: backend memory handle from scratch_acquire (cl_mem, device pointer) */
     KP_GPU_ARG_KARGS,  /* v.kargs: a parameter block passed by value (clSetKernelArg with its size,
                           a kernelParams entry on CUDA/HIP) */
+    KP_GPU_ARG_TENSOR_MAP, /* v.tmap: a 2-D TMA tensor map (the sm_90a tier): the CUDA backend encodes it
+                              with cuTensorMapEncodeTiled and passes the 128-byte CUtensorMap by value
+                              (a __grid_constant__ parameter); every other backend refuses it */
 } kp_gpu_arg_kind;
+
+/* Swizzle of a tensor map's box in shared memory (the values of CUtensorMapSwizzle). */
+#define KP_GPU_TMAP_SWIZZLE_NONE 0
+#define KP_GPU_TMAP_SWIZZLE_32B 1
+#define KP_GPU_TMAP_SWIZZLE_64B 2
+#define KP_GPU_TMAP_SWIZZLE_128B 3
+
+/* A 2-D tiled tensor map: element (i0, i1), i0 the contiguous coordinate, is at byte
+ * byte_offset + i1 * row_stride + i0 * (dtype's size) of the memory; a box of box[0] x
+ * box[1] elements lands in shared memory with `swizzle`; reads past dims are zeros. */
+typedef struct kp_gpu_tensor_map {
+    const kp_buffer *buffer; /* the memory; NULL when address is set (kp_device_memory) */
+    uint64_t address;        /* a device address, else 0 */
+    uint64_t byte_offset;    /* of element (0, 0) from the buffer's base or the address */
+    kp_dtype dtype;          /* KP_BF16 or KP_F16 (the tier's 16-bit operands) */
+    int swizzle;             /* KP_GPU_TMAP_SWIZZLE_* */
+    uint64_t dims[2];        /* elements: dims[0] contiguous, dims[1] rows */
+    uint64_t row_stride;     /* bytes from a row to the next (a multiple of 16) */
+    uint32_t box[2];         /* elements: box[0] x dtype size <= the swizzle span; both <= 256 */
+} kp_gpu_tensor_map;
 
 typedef struct kp_gpu_arg {
     kp_gpu_arg_kind kind;
@@ -52,6 +75,7 @@ typedef struct kp_gpu_arg {
             const void *data; /* borrowed for the duration of target->launch */
             uint32_t size;
         } kargs;
+        kp_gpu_tensor_map tmap;
     } v;
 } kp_gpu_arg;
 
@@ -83,6 +107,8 @@ void kp_gpu_arg_native(kp_gpu_launch *l, void *native);
 void kp_gpu_arg_tensor(kp_gpu_launch *l, const kp_tensor *t);
 /* The kernel's parameter block, by value: data must stay valid until the launch is enqueued. */
 void kp_gpu_arg_kargs(kp_gpu_launch *l, const void *data, size_t size);
+/* A TMA tensor map, by value (copied into the launch). */
+void kp_gpu_arg_tensor_map(kp_gpu_launch *l, const kp_gpu_tensor_map *m);
 /* A tensor's byte offset in elements of its dtype (0 when the tensor is absent or an
  * address tensor, whose address is the kernel's buffer argument). */
 int64_t kp_gpu_elem_offset(const kp_tensor *t);
@@ -108,6 +134,8 @@ typedef struct kp_gpu_profile {
                                   local_mem elsewhere */
     uint32_t max_group;        /* work-items per work-group */
     int compute_units;
+    int sm90a;                 /* the sm_90a tier (wgmma + TMA) can run: CUDA on sm_90 with the driver's
+                                  cuTensorMapEncodeTiled (the cuda build profile: its kernels are built) */
 } kp_gpu_profile;
 
 /* ---- what a backend provides --------------------------------------------- */

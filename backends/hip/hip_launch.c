@@ -255,6 +255,9 @@ static kp_status hip_launch(kp_stream *s, const kp_gpu_launch *l) {
             params[i] = &ptrs[i];
             break;
         case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
+        case KP_GPU_ARG_TENSOR_MAP: /* the sm_90a tier's: CUDA only */
+            return kp_hip_host->set_error(KP_ERR_UNSUPPORTED, "hip: %s takes a TMA tensor map (argument %d), which "
+                                          "only the cuda backend passes", l->kernel, i);
         }
     }
 

@@ -40,6 +40,10 @@ kp_status kp_ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
         if (strcmp(kp_ocl_sources[i].name, l->source) == 0) id = (kp_ocl_source_id)i;
     if (id == KP_OCL_SRC_COUNT)
         return kp_ocl_host()->set_error(KP_ERR_INTERNAL, "opencl: no embedded kernel source %s", l->source);
+    for (int i = 0; i < l->nargs; i++)
+        if (l->args[i].kind == KP_GPU_ARG_TENSOR_MAP) /* the sm_90a tier's: CUDA only */
+            return kp_ocl_host()->set_error(KP_ERR_UNSUPPORTED, "opencl: %s takes a TMA tensor map (argument %d), "
+                                            "which only the cuda backend passes", l->kernel, i);
     cl_kernel k = NULL;
     kp_status st = kp_ocl_kernel_create(kp_ocl_dev(s->device), id, l->options, l->kernel, &k, NULL);
     if (st != KP_OK) return st;
@@ -55,6 +59,7 @@ kp_status kp_ocl_launch(kp_stream *s, const kp_gpu_launch *l) {
             err = clSetKernelArg(k, (cl_uint)i, sizeof m, m ? (const void *)&m : NULL); /* NULL: a null pointer */
             break;
         case KP_GPU_ARG_KARGS: err = clSetKernelArg(k, (cl_uint)i, a->v.kargs.size, a->v.kargs.data); break;
+        case KP_GPU_ARG_TENSOR_MAP: break; /* refused above */
         }
     }
     /* dynamic local memory: the kernel's last parameter (KP_DYNAMIC_LOCAL_ARG), sized here */

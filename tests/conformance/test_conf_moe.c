@@ -410,6 +410,25 @@ KP_CONFORMANCE(conf_moe_grouped_gemm) {
     kp_stream_destroy(s);
 }
 
+/* 16-bit, K a multiple of 64, experts contiguous in w: the cases the sm_90a tier takes
+ * (generation 3; ci/gpu-check runs this with it forced and turned off). Rows before the
+ * first expert and after the last, an empty expert, a one-row expert, experts past one
+ * and two 128-row tiles, N past a 128- and a 256-column tile, and K = 1024: 16 K steps, so
+ * the stage ring wraps and the mbarrier phases flip several times per tile. */
+KP_CONFORMANCE(conf_moe_grouped_gemm_k64) {
+    kp_stream *s = new_stream(d);
+    const kp_dtype dts[] = {KP_BF16, KP_F16};
+    const int32_t off[6] = {3, 140, 141, 141, 290, 295};
+    const int32_t one[3] = {0, 0, 260};
+    for (int i = 0; i < 2; i++) {
+        gemm_dense(d, s, dts[i], 0, 300, 256, 5, 200, off);
+        gemm_dense(d, s, dts[i], 0, 260, 1024, 2, 264, one);
+    }
+    gemm_spec g = {KP_BF16, 0, 300, 128, 5, 136, off, 1, 0, 0}; /* outlier channels */
+    gemm_case(d, s, &g);
+    kp_stream_destroy(s);
+}
+
 /* Activations with outlier channels (x100), on the tiled and the decode paths. */
 KP_CONFORMANCE(conf_moe_grouped_gemm_outliers) {
     kp_stream *s = new_stream(d);

@@ -168,6 +168,7 @@ static kp_status null_launch(kp_stream *s, const kp_gpu_launch *l) {
             params[i] = &ptrs[i];
             break;
         case KP_GPU_ARG_KARGS: params[i] = (void *)a->v.kargs.data; break;
+        case KP_GPU_ARG_TENSOR_MAP: params[i] = (void *)&a->v.tmap; break; /* a CUtensorMap's stand-in */
         default: return host->set_error(KP_ERR_INTERNAL, "null: argument %d of %s has kind %d", i, l->kernel, (int)a->kind);
         }
     }

@@ -18,6 +18,9 @@
  *                  more than small_m rows only the tiled kernel runs (small_max = 0);
  *                  when every expert has at most small_m rows (M <= small_m, or
  *                  kp_moe_forward's T <= small_m) only the small one does.
+ * Generations (gpu_kernel_gen.c): 16-bit cases the sm_90a tier covers run it on sm_90a
+ * devices (generation 3, gpu_grouped_gemm_sm90.c), others generation 2
+ * (gpu_grouped_gemm_gen2.c) or this file's generation 1.
  * Work-group counts are upper bounds computed from M and E alone (tiles <= M/BM + min(E,
  * M)); work-groups past the real tile count exit at once.
  */
@@ -150,6 +153,10 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
         kp_status st = kp_gpu_kernel_gen_pick(c, "grouped_gemm", missing, 2, &gen);
         if (st != KP_OK) return st;
         if (gen == 2) return kp_gpu_moe_gemm8_run(c, g, dry_run);
+        if (gen == 3)
+            return c->host->set_error(KP_ERR_UNSUPPORTED,
+                                      "grouped_gemm: KPORT_GPU_KERNELS forces the sm_90a tier, which has no FP8 e4m3 "
+                                      "(W8A8) kernel yet: it runs on the generation-2 kernels");
         if (missing)
             return c->host->set_error(KP_ERR_UNSUPPORTED,
                                       "grouped_gemm: FP8 e4m3 activations (W8A8) run on the generation-2 kernels "
@@ -159,8 +166,10 @@ kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_r
                                   "the %s backend was asked for generation 1 (KPORT_GPU_KERNELS or the tuning "
                                   "table's grouped_gemm;gen)", c->t->name);
     }
-    kp_status st = kp_gpu_kernel_gen(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), &gen);
+    kp_status st = kp_gpu_kernel_gen_tier(c, "grouped_gemm", kp_gpu_gemm2_missing(c, g), kp_gpu_gemm_sm90_missing(c, g),
+                                          &gen);
     if (st != KP_OK) return st;
+    if (gen == 3) return kp_gpu_moe_gemm_sm90_run(c, g, dry_run);
     if (gen == 2) return kp_gpu_moe_gemm2_run(c, g, dry_run);
     gemm_plan p;
     static const char tiled[] = "kp_grouped_gemm_tiled", small[] = "kp_grouped_gemm_small";

@@ -19,6 +19,12 @@
  *      OpenCL on NVIDIA), generation 1 elsewhere (PoCL, Intel, AMD until MFMA has run on
  *      hardware), where gen 2 would run the matrix fragments as slow emulation; and
  *      generation 2 everywhere for a case only it has kernels for (grouped_gemm's W8A8).
+ * Generation 3 is the sm_90a tier (wgmma + TMA; grouped_gemm only, kp_gpu_kernel_gen_tier):
+ * "grouped_gemm=sm90" forces it (an op it cannot take then fails with KP_ERR_UNSUPPORTED and
+ * the reason); "auto" picks it where it can run the case (CUDA sm_90a with its kernels built)
+ * and the device's tuning table says "<kernel>;gen" 3. No table row says so until the tier
+ * has passed conformance on an H200 (ci/gpu-check forces it): a kernel that has never run
+ * is not a default. KPORT_DISABLE_TIER=sm90 (a comma list) turns it off everywhere.
  * KPORT_LOG=1 logs each op's choice and why, once per process.
  * kp_moe_forward's GEMMs are grouped_gemm kernels and follow its setting.
  */
@@ -38,13 +44,16 @@ static int kernel_index(const char *name, size_t len) {
     return -1;
 }
 
-/* "gen1" -> 1, "gen2" -> 2, "auto" -> 0, else -1 */
+/* "gen1" -> 1, "gen2" -> 2, "sm90" -> 3 (the sm_90a tier), "auto" -> 0, else -1 */
 static int gen_value(const char *v, size_t len) {
     if (len == 4 && strncmp(v, "gen1", 4) == 0) return 1;
     if (len == 4 && strncmp(v, "gen2", 4) == 0) return 2;
+    if (len == 4 && strncmp(v, "sm90", 4) == 0) return 3;
     if (len == 4 && strncmp(v, "auto", 4) == 0) return 0;
     return -1;
 }
+#define GEN_SM90 3
+#define TIER_KERNEL "grouped_gemm" /* the one kernel the sm_90a tier has */
 
 kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS], char *why, size_t why_len) {
     for (int i = 0; i < KERNEL_COUNT; i++) out[i] = 0;
@@ -57,8 +66,9 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
         const char *eq = memchr(p, '=', n);
         if (!eq) {
             int g = gen_value(p, n);
-            if (g < 0) {
-                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto", (int)n, p);
+            if (g < 0 || g == GEN_SM90) {
+                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto%s", (int)n, p,
+                         g == GEN_SM90 ? " (sm90 is for " TIER_KERNEL " alone: " TIER_KERNEL "=sm90)" : "");
                 return KP_ERR_INVALID_ARGUMENT;
             }
             all = g;
@@ -70,8 +80,9 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
                          "mla_decode, moe_gate, moe_align, grouped_gemm, moe_combine)", (int)(eq - p), p);
                 return KP_ERR_INVALID_ARGUMENT;
             }
-            if (g < 0) {
-                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto", (int)(n - (size_t)(eq - p) - 1), eq + 1);
+            if (g < 0 || (g == GEN_SM90 && strcmp(kernel_names[k], TIER_KERNEL) != 0)) {
+                snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto%s", (int)(n - (size_t)(eq - p) - 1), eq + 1,
+                         g == GEN_SM90 ? " (the sm_90a tier has " TIER_KERNEL " alone)" : "");
                 return KP_ERR_INVALID_ARGUMENT;
             }
             out[k] = g, set[k] = 1;
@@ -113,7 +124,7 @@ void kp_gpu_kernel_note(kp_gpu_ctx *c, int rank, int gen, const char *kernel) {
 }
 
 /* One log line per (kernel, generation, reason) and process: benign races at worst repeat it. */
-static volatile unsigned char logged[KP_GPU_GEN_KERNELS][3][4];
+static volatile unsigned char logged[KP_GPU_GEN_KERNELS][4][6];
 
 kp_status kp_gpu_kernel_gen(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, int *gen) {
     return kp_gpu_kernel_gen_pick(c, kernel, gen2_missing, 0, gen);
@@ -150,5 +161,52 @@ kp_status kp_gpu_kernel_gen_pick(kp_gpu_ctx *c, const char *kernel, const char *
     else snprintf(why, sizeof why, "default: %s", c->prof.mma ? "the device has matrix units" : "no matrix units");
     c->host->log("%s: %s on %s runs generation-%d kernels (%s)", c->t->name, kernel_names[k],
                  c->prof.info ? c->prof.info->name : "?", g, why);
+    return KP_OK;
+}
+
+int kp_gpu_tier_disabled(const char *tier) {
+    const char *p = getenv("KPORT_DISABLE_TIER");
+    size_t len = strlen(tier);
+    while (p && *p) {
+        size_t n = strcspn(p, ",");
+        if (n == len && strncmp(p, tier, n) == 0) return 1;
+        p += n;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+kp_status kp_gpu_kernel_gen_tier(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, const char *sm90_missing,
+                                 int *gen) {
+    int k = kernel_index(kernel, strlen(kernel));
+    if (k < 0) return kp_gpu_kernel_gen_pick(c, kernel, gen2_missing, 0, gen); /* reports the bug */
+    const char *env = getenv("KPORT_GPU_KERNELS");
+    int want[KP_GPU_GEN_KERNELS];
+    char why[256];
+    if (kp_gpu_kernel_gen_parse(env, want, why, sizeof why) != KP_OK)
+        return c->host->set_error(KP_ERR_INVALID_ARGUMENT, "KPORT_GPU_KERNELS='%s': %s", env, why);
+    const int off = kp_gpu_tier_disabled("sm90");
+    int reason = 0;
+    if (want[k] == GEN_SM90) {
+        *gen = 1;
+        if (off)
+            return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: KPORT_GPU_KERNELS=%s forces %s onto the sm_90a tier, "
+                                      "and KPORT_DISABLE_TIER turns that tier off", c->t->name, env, kernel);
+        if (sm90_missing)
+            return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: KPORT_GPU_KERNELS=%s forces %s onto the sm_90a tier, "
+                                      "which cannot take this case: %s", c->t->name, env, kernel, sm90_missing);
+        reason = 1;
+    } else if (want[k] == 0 && !off && !sm90_missing &&
+               c->host->tuning_get(c->prof.info, kernel, "gen", 0) == GEN_SM90) {
+        reason = 2;
+    } else {
+        return kp_gpu_kernel_gen_pick(c, kernel, gen2_missing, 0, gen);
+    }
+    *gen = GEN_SM90;
+    if (logged[k][GEN_SM90][reason]) return KP_OK;
+    logged[k][GEN_SM90][reason] = 1;
+    c->host->log("%s: %s on %s runs the sm_90a tier (generation 3: wgmma + TMA) (%s%s)", c->t->name,
+                 kernel_names[k], c->prof.info ? c->prof.info->name : "?",
+                 reason == 1 ? "KPORT_GPU_KERNELS=" : "the tuning table's ", reason == 1 ? env : "gen");
     return KP_OK;
 }

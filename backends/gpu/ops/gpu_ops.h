@@ -21,6 +21,7 @@
 
 #include "attention/attention_kargs.h"
 #include "moe/moe_kargs.h"
+#include "moe/moe_gemm_sm90_kargs.h"
 
 typedef struct kp_gpu_ctx {
     const kp_gpu_target *t;
@@ -52,7 +53,7 @@ kp_status kp_gpu_quantize_fp8(kp_gpu_ctx *c, const kp_quantize_fp8_params *p, in
  * moe_align, grouped_gemm, moe_combine (the tuning table's names). */
 #define KP_GPU_GEN_KERNELS 7
 
-/* KPORT_GPU_KERNELS text -> per kernel (in the order above) 1, 2 or 0 (auto). */
+/* KPORT_GPU_KERNELS text -> per kernel (in the order above) 1, 2, 3 (sm90: grouped_gemm only) or 0 (auto). */
 kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS], char *why, size_t why_len);
 
 /* The generation (1 or 2) kernel runs here: KPORT_GPU_KERNELS, the tuning table's
@@ -80,6 +81,14 @@ enum {
 void kp_gpu_kernel_note(kp_gpu_ctx *c, int rank, int gen, const char *kernel);
 /* "gen1", "gen2", "sm90" (3); "gen?" for anything else. */
 const char *kp_gpu_tier_name(int gen);
+/* With the sm_90a tier (generation 3; grouped_gemm): KPORT_GPU_KERNELS "<kernel>=sm90" forces
+ * it (KP_ERR_UNSUPPORTED with the reason when sm90_missing says it cannot run the case, or
+ * KPORT_DISABLE_TIER has sm90); auto (no tuning "gen" 1 or 2) picks it when sm90_missing is
+ * NULL and the tier is not disabled; otherwise kp_gpu_kernel_gen's choice. *gen: 1, 2 or 3. */
+kp_status kp_gpu_kernel_gen_tier(kp_gpu_ctx *c, const char *kernel, const char *gen2_missing, const char *sm90_missing,
+                                 int *gen);
+/* KPORT_DISABLE_TIER (a comma list, e.g. "sm90") names the tier. */
+int kp_gpu_tier_disabled(const char *tier);
 
 /* The GPU kernels' index-width limits (gpu_limits.c): KP_ERR_UNSUPPORTED past them. */
 kp_status kp_gpu_check_limits(kp_gpu_ctx *c, kp_op op, const void *params);
@@ -305,6 +314,17 @@ const char *kp_gpu_gemm2_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
 /* The same for W8A8 (rows of a and w 16-byte aligned), or NULL. */
 const char *kp_gpu_gemm8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
 kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+
+/* ---- grouped GEMM, the sm_90a tier: generation 3 (gpu_grouped_gemm_sm90.c) ---------- */
+
+#define KP_GPU_SRC_MOE_GEMM_SM90 "moe/moe_gemm_sm90.cl"
+/* Why the sm_90a kernel cannot run g here (not an sm_90a device, a case it does not cover),
+ * or NULL. */
+const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
+/* The stages that fit the profile's local memory for BN columns (any expert count it takes). */
+int kp_gpu_gemm_sm90_stages(const kp_gpu_profile *p, int bn);
+void kp_gpu_gemm_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int bn, char *buf, size_t n);
+kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
 
 /* W8A8 (kernels/moe/moe_gemm_fp8_gen2.cl): generation 2 only; a tile from the device's
  * local memory, K tiles of 128. */

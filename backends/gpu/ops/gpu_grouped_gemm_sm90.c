@@ -1,0 +1,111 @@
+/*
+ * backends/gpu/ops/gpu_grouped_gemm_sm90.c — the grouped GEMM on the sm_90a tier
+ * (generation 3; kernels/moe/moe_gemm_sm90.cl: persistent, warp-specialised, TMA + wgmma).
+ *
+ * What it takes (kp_gpu_gemm_sm90_missing; anything else stays on generation 2): a CUDA
+ * sm_90a device (profile.sm90a), bf16 or f16 a and w, no gather, the plain epilogues
+ * (STORE in the dtype, STORE_F32), K a positive multiple of 64, at most 1024 experts,
+ * a and w rows 16-byte aligned (TMA's global address and stride rule), w's experts
+ * contiguous (w_se = N x its row stride: one 2-D tensor map [E * N, K] covers them), out
+ * 8-byte aligned (the epilogue's paired stores).
+ *
+ * The tile: 128 rows x BN columns, K steps of 64, a 128-byte swizzle. BN from the tuning
+ * table's "grouped_gemm" "sm90_bn" (128 or 256; default 128), stages as many as the
+ * device's local memory holds with 1024 experts' tile prefix (227 KiB: 6 for BN 128, 4 for
+ * BN 256), at most 8. One CTA of 384 threads per SM, at most as many CTAs as the tile list
+ * can have: (ceil(rows / 128) + experts) x ceil(N / BN), the kernel reading the real list
+ * from the offsets.
+ */
+#include "gpu_ops.h"
+
+#include <stdio.h>
+
+#define SM90_THREADS 384
+#define SM90_MAX_STAGES 8
+
+static int tma_rows_ok(kp_gpu_ctx *c, kp_gpu_view v) {
+    uint32_t base = kp_gpu_base_align(c->t, v.buf, v.addr);
+    return base >= 16 && ((uint64_t)v.off * 2) % 16 == 0 && ((uint64_t)v.ld * 2) % 16 == 0 && v.ld > 0;
+}
+
+const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
+    if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
+    if (g->a_fp8 || g->w_fp8) return "FP8 e4m3 operands (the tier has no e4m3 kernel yet)";
+    if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
+    if (g->gather_k > 0 || g->gather.buf || g->gather.addr) return "gathered activation rows";
+    if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32) return "the SwiGLU and combine epilogues";
+    if (g->k <= 0 || g->k % KP_MOE_GEMM_SM90_BK) return "K is not a positive multiple of 64";
+    const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    if (experts > KP_MOE_GEMM_SM90_MAX_EXPERTS) return "more than 1024 experts";
+    if (experts * g->n > INT32_MAX - 256 || g->a_rows > INT32_MAX) return "E x N or the rows of a past 2^31";
+    if (!tma_rows_ok(c, g->a) || !tma_rows_ok(c, g->w))
+        return "a row of a or w is not 16-byte aligned (TMA's address and stride rule)";
+    if (experts > 1 && g->w_se != g->n * g->w.ld) return "w's experts are not contiguous (w_se != N x the row stride)";
+    if (kp_gpu_base_align(c->t, g->out.buf, g->out.addr) < 8) return "out is not 8-byte aligned";
+    if (kp_gpu_gemm_sm90_stages(&c->prof, 128) < 2) return "the device's local memory holds fewer than 2 stages";
+    return NULL;
+}
+
+int kp_gpu_gemm_sm90_stages(const kp_gpu_profile *p, int bn) {
+    uint64_t fixed = KP_MOE_GEMM_SM90_LOCAL_BYTES((uint64_t)bn, 0u, (uint64_t)KP_MOE_GEMM_SM90_MAX_EXPERTS);
+    uint64_t per = KP_MOE_GEMM_SM90_STAGE_BYTES((uint64_t)bn) + 16;
+    if (p->local_mem <= fixed) return 0;
+    uint64_t s = (p->local_mem - fixed) / per;
+    return s > SM90_MAX_STAGES ? SM90_MAX_STAGES : (int)s;
+}
+
+void kp_gpu_gemm_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int bn, char *buf, size_t n) {
+    snprintf(buf, n, "%s -DS90_BN=%d -DS90_STAGES=%d", kp_gpu_dtype_define(dt), bn, kp_gpu_gemm_sm90_stages(p, bn));
+}
+
+static kp_gpu_tensor_map tmap_of(kp_gpu_view v, kp_dtype dt, uint64_t cols, uint64_t rows, uint32_t box_rows) {
+    kp_gpu_tensor_map m = {
+        .buffer = v.addr ? NULL : v.buf, .address = v.addr, .byte_offset = (uint64_t)v.off * 2, .dtype = dt,
+        .swizzle = KP_GPU_TMAP_SWIZZLE_128B, .dims = {cols, rows}, .row_stride = (uint64_t)v.ld * 2,
+        .box = {KP_MOE_GEMM_SM90_BK, box_rows},
+    };
+    return m;
+}
+
+kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
+    const kp_host_services *h = c->host;
+    int64_t tuned = h->tuning_get(c->prof.info, "grouped_gemm", "sm90_bn", 128);
+    int bn = tuned == 256 && kp_gpu_gemm_sm90_stages(&c->prof, 256) >= 2 ? 256 : 128;
+    char opts[128];
+    kp_gpu_gemm_sm90_options(&c->prof, g->dtype, bn, opts, sizeof opts);
+    kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM_SM90, opts);
+    if (st != KP_OK && bn == 256) { /* a tuned tile not built here: the default one */
+        bn = 128;
+        kp_gpu_gemm_sm90_options(&c->prof, g->dtype, bn, opts, sizeof opts);
+        st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM_SM90, opts);
+    }
+    if (st != KP_OK || dry_run) return st;
+    const int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
+    const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    if (rows <= 0 || g->n <= 0) return KP_OK;
+
+    const int stages = kp_gpu_gemm_sm90_stages(&c->prof, bn);
+    const int64_t busy = experts < rows ? experts : rows;
+    const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
+                          ((g->n + bn - 1) / bn);
+    const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
+    kp_moe_gemm_sm90_kargs ka = {
+        .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
+        .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
+        .mode = g->mode,
+    };
+    const kp_gpu_tensor_map ta = tmap_of(g->a, g->dtype, (uint64_t)g->k, (uint64_t)g->a_rows, KP_MOE_GEMM_SM90_BM);
+    const kp_gpu_tensor_map tw = tmap_of(g->w, g->dtype, (uint64_t)g->k, (uint64_t)(experts * g->n), (uint32_t)bn);
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM_SM90, opts, "kp_grouped_gemm_sm90");
+    kp_gpu_arg_view(&l, g->offsets);
+    kp_gpu_arg_view(&l, g->out), kp_gpu_arg_view(&l, g->out); /* out and outf: the mode picks */
+    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
+    kp_gpu_arg_tensor_map(&l, &ta);
+    kp_gpu_arg_tensor_map(&l, &tw);
+    l.groups[0] = (uint64_t)(tiles < cus ? tiles : cus);
+    l.local[0] = SM90_THREADS;
+    l.local_bytes = (uint32_t)KP_MOE_GEMM_SM90_LOCAL_BYTES((uint64_t)bn, (uint64_t)stages, (uint64_t)experts);
+    st = kp_gpu_enqueue(c, &l);
+    return st == KP_OK ? st : h->add_context(st, "grouped_gemm (the sm_90a tier)");
+}
