@@ -18,7 +18,7 @@ extern int fake_count;
 extern const char *fake_missing;
 extern kp_device_info fake_info;
 extern kp_gpu_profile fake_prof;
-extern int64_t fake_tuned_bn, fake_tuned_gen;
+extern int64_t fake_tuned_bn, fake_tuned_gen, fake_tuned_fused;
 extern char fake_error[512];
 extern char fake_logged[2048];
 extern int fake_scratch[2];

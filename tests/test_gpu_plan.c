@@ -672,10 +672,10 @@ KP_TEST(gpu_grouped_gemm_w8a8_plan) {
 
 /* The W8A8 tile table per build profile, and the tuned row tiles: 16/32 rows take one
  * row of 8 groups; a value the kernel cannot take keeps the table's. */
-static int64_t g8_tuned_m;
+static int64_t g8_tuned_m, g8_fused = 1;
 static int64_t g8_tuning(const kp_device_info *d, const char *kernel, const char *param, int64_t def) {
     (void)d, (void)kernel;
-    return strcmp(param, "g8_tile_m") == 0 ? g8_tuned_m : def;
+    return strcmp(param, "g8_tile_m") == 0 ? g8_tuned_m : strcmp(param, "g8_fused_swiglu") == 0 ? g8_fused : def;
 }
 
 KP_TEST(gpu_grouped_gemm_w8a8_tiles) {
@@ -697,10 +697,20 @@ KP_TEST(gpu_grouped_gemm_w8a8_tiles) {
     g8_tuned_m = 40;
     kp_gpu_gemm8_tile_pick(&h, &p, 4, 1, &t);
     CHECK_INT_EQ(t.bm, 64);
+    /* the SWIGLU_FP8 tile: 128 h columns (one whole 1 x 128 group) of 64 rows, 4 stages on
+     * sm_90; the tuning table's g8_fused_swiglu = 0 turns it off */
+    CHECK(kp_gpu_gemm8_fused_tile_pick(&h, &p, 1, &t));
+    CHECK(t.bm == 64 && t.bn == 256 && t.wm == 2 && t.wn == 4 && t.stages == 4);
+    CHECK(KP_MOE_GEMM8_LOCAL_BYTES(64, 256, 4) <= p.local_mem);
+    g8_fused = 0;
+    CHECK(!kp_gpu_gemm8_fused_tile_pick(&h, &p, 1, &t));
+    CHECK(kp_gpu_gemm8_fused_tile_pick(&h, &p, 0, &t)); /* without tuning: the table's */
+    g8_fused = 1;
     CHECK(kp_gpu_build_profile("hip", &info, &p) == 0); /* 64 KiB: the small tile */
     kp_gpu_gemm8_tile_pick(&h, &p, 1024, 0, &t);
     CHECK(t.bm == 64 && t.bn == 64 && t.wm * t.wn * 32 <= (int)p.max_group);
     CHECK(KP_MOE_GEMM8_LOCAL_BYTES(64, 64, 2) <= p.local_mem);
+    CHECK(!kp_gpu_gemm8_fused_tile_pick(&h, &p, 1, &t)); /* no 64 x 256 tile fits 64 KiB: h in f32 */
 }
 
 /* ---- the variant lists ---- */
@@ -747,10 +757,11 @@ KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
          * tile differs), MLA x 2; gate 3, align 2, combine 5, grouped GEMM 9 of generation 1
          * and 2 dtypes x FP8 x f32 activations x (where the tile differs: CUDA's
          * 128- and 64-row tiles) 2 of generation 2, and W8A8's 3 output dtypes x (CUDA) the
-         * same 2 row tiles; on CUDA the sm_90a tier's 2 dtypes x BN 128 and 256 */
+         * same 2 row tiles, + (CUDA: where a 64 x 256 tile fits) kp_moe_forward's W8A8 w13
+         * GEMM quantizing h in its epilogue; on CUDA the sm_90a tier's 2 dtypes x BN 128 and 256 */
         CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
         /* + quantize_fp8: 3 dtypes */
-        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3 * (b == 0 ? 2 : 1) + 3 +
+        CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3 * (b == 0 ? 2 : 1) + (b == 0) + 3 +
                                 (b == 0 ? 2 * 2 : 0));
         CHECK_INT_EQ(v.quant_fp8, 3);
         /* FP8 data paths: kv_cache_store 3 dtypes x (cache in the dtype, e4m3); every

@@ -346,7 +346,9 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_same_as_fresh) {
 }
 
 /* W8A8 (activation_dtype e4m3): the cached chain launches exactly what fresh planning
- * does, its three quantize launches (x, f32 h, f32 h_s) and W8A8 GEMMs included, across
+ * does, its quantize launches and W8A8 GEMMs included - x's quantize only where the w13
+ * GEMMs quantize h and h_s in their SWIGLU_FP8 epilogue (sm_90's profile), and x's, f32
+ * h's and f32 h_s's with the tuning table's g8_fused_swiglu = 0 -, across
  * T, UE8M0, no / x-dtype / FP8 shared expert; a hit refills this call's buffers and
  * offsets. W8A16 of the same shape is another plan (activation_dtype is in the
  * signature). */
@@ -355,7 +357,9 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_w8a8_same_as_fresh) {
     kp_gpu_plan_cache_clear();
     unsetenv("KPORT_GPU_KERNELS");
     const int64_t ts[] = {1, 16, 200};
-    for (int ti = 0; ti < 3; ti++)
+    for (int fuse = 1; fuse >= 0; fuse--) {
+        fake_tuned_fused = fuse ? -1 : 0, fake_generation++; /* a new tuning table retires the cached chains */
+        for (int ti = 0; ti < 3; ti++)
         for (int shared = 0; shared < 3; shared++) { /* none, bf16, FP8 */
             kp_moe_forward_params p =
                 forward_params(ts[ti], 64, 8, 256, 256, KP_BF16, KP_FP8_E4M3, shared ? 384 : 0, ti % 2);
@@ -372,18 +376,21 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_w8a8_same_as_fresh) {
             check_cached_same(KP_OP_MOE_FORWARD, &p, what);
             static launches l;
             CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &l), KP_OK);
-            int quant = 0, gemm8 = 0;
+            int quant = 0, gemm8 = 0, fused = 0;
             for (int i = 0; i < l.n; i++) {
                 quant += strcmp(l.l[i].kernel, "kp_quantize_fp8") == 0;
                 gemm8 += strcmp(l.l[i].kernel, "kp_grouped_gemm_fp8_gen2_tiled") == 0;
+                fused += strstr(l.l[i].options, "-DG8_BN=256") != NULL;
             }
-            CHECK_MSG(quant == (shared == 2 ? 3 : 2) && gemm8 == (shared == 2 ? 4 : 2),
-                      "%s: %d quantize and %d W8A8 GEMM launches", what, quant, gemm8);
+            const int want_q = fuse ? 1 : shared == 2 ? 3 : 2, want_f = fuse ? (shared == 2 ? 2 : 1) : 0;
+            CHECK_MSG(quant == want_q && gemm8 == (shared == 2 ? 4 : 2) && fused == want_f,
+                      "%s: %d quantize and %d W8A8 GEMM launches (%d fused)", what, quant, gemm8, fused);
             p.out.offset = 256 * 2 * 2, p.workspace_offset = 1024; /* a hit with other offsets */
             check_cached_same(KP_OP_MOE_FORWARD, &p, what);
             p.activation_dtype = 0, p.activation_scale_ue8m0 = 0; /* W8A16: its own plan */
             check_cached_same(KP_OP_MOE_FORWARD, &p, what);
         }
+    }
 }
 
 /* The source of a chain's first GEMM launch ("" when none). */

@@ -6,7 +6,8 @@
  *    structure (on PoCL its portable emulation) forced by a tuning file;
  *  - align over many chunks (T*k = 150k pairs, E = 256), against the float64 reference;
  *  - bad index contents (ids, offsets, positions): no out-of-bounds write, no failure;
- *  - W8A8: generation 2 by default, generation 1 refusing it with the reason.
+ *  - W8A8: generation 2 by default, generation 1 refusing it with the reason; kp_moe_forward's
+ *    h quantized in the w13 GEMM's epilogue gives the bytes the f32 h + quantize chain does.
  * Each test runs in its own process; KPORT_TUNING_FILE is set before kp_init.
  */
 #include "kp_conformance.h"
@@ -80,7 +81,7 @@ static void gemm_check(kp_device *d, kp_stream *s, kp_dtype dt, int fp8, int64_t
     kp_conf_download(&out);
     double *ref = malloc((size_t)(m * n) * sizeof *ref), *err = calloc((size_t)(m * n), sizeof *err);
     for (int64_t i = 0; i < m * n; i++) ref[i] = NAN; /* rows outside every range keep the poison */
-    ref_prec terms = kp_conf_prec(fp8 ? KP_BF16 : dt); /* FP8 weights may be dequantised to bf16 */
+    ref_prec terms = kp_conf_prec(fp8 ? KP_F32 : dt); /* FP8: exact products, each K slice scaled once in f32 */
     ref_grouped_gemm(a.host, k, wv, n * k, e, n, offsets, ref, &terms, err);
     char what[96];
     snprintf(what, sizeof what, "grouped_gemm %s%s m %lld n %lld k %lld", kp_dtype_name(dt), fp8 ? " fp8" : "",
@@ -197,6 +198,71 @@ KP_TEST(opencl_grouped_gemm_w8a8_generations) {
     ref_grouped_gemm_w8a8(a.host, asv, 128, w.host, wsv, 1, 16, offsets, ref, err);
     kp_conf_expect("grouped_gemm w8a8 8 x 16 x 128 (default generation)", &out, ref, err, "row,col");
     kp_conf_free(&a), kp_conf_free(&as), kp_conf_free(&w), kp_conf_free(&ws), kp_conf_free(&off), kp_conf_free(&out);
+    kp_stream_destroy(s);
+}
+
+void kp_tuning_reset(void); /* core/tuning.c: rereads KPORT_TUNING_FILE */
+
+/* kp_moe_forward W8A8: the w13 GEMMs (routed and FP8 shared expert) quantizing h in their
+ * SwiGLU epilogue (the default here) and the chain that stores h in f32 and runs the
+ * quantize kernel (the tuning table's grouped_gemm;g8_fused_swiglu = 0) compute the same
+ * f32 h and quantize it by the same rules: the outputs agree bit for bit. UE8M0 and not;
+ * inter 384 spans three fused tiles and T 37 a partial row tile. */
+KP_TEST(opencl_moe_forward_w8a8_fused_quantize_same_bytes) {
+    enum { T = 37, H = 256, I = 384, IS = 128, NE = 8 };
+    kp_device *d = open_ocl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    double *v = malloc((size_t)NE * 2 * I * H * sizeof *v);
+    for (int64_t i = 0; i < (int64_t)NE * 2 * I * H; i++) v[i] = ref_fp8_e4m3(fp8_byte());
+    kp_conf_tensor w13 = kp_conf_from(d, "w13", KP_FP8_E4M3, 3, SHAPE(NE, 2 * I, H), v);
+    kp_conf_tensor w2 = kp_conf_from(d, "w2", KP_FP8_E4M3, 3, SHAPE(NE, H, I), v);
+    kp_conf_tensor sh13 = kp_conf_from(d, "shared_w13", KP_FP8_E4M3, 2, SHAPE(2 * IS, H), v + 7);
+    kp_conf_tensor sh2 = kp_conf_from(d, "shared_w2", KP_FP8_E4M3, 2, SHAPE(H, IS), v + 11);
+    kp_conf_tensor s13 = kp_conf_random(d, "w13_scale", KP_F32, 3, SHAPE(NE, 2 * I / 128, H / 128), 0.005, 0.02);
+    kp_conf_tensor s2 = kp_conf_random(d, "w2_scale", KP_F32, 3, SHAPE(NE, H / 128, I / 128), 0.005, 0.02);
+    kp_conf_tensor ss13 = kp_conf_random(d, "shared_w13_scale", KP_F32, 2, SHAPE(2 * IS / 128, H / 128), 0.005, 0.02);
+    kp_conf_tensor ss2 = kp_conf_random(d, "shared_w2_scale", KP_F32, 2, SHAPE(H / 128, IS / 128), 0.005, 0.02);
+    kp_conf_tensor x = kp_conf_random(d, "x", KP_BF16, 2, SHAPE(T, H), -4.0, 4.0);
+    kp_conf_tensor lg = kp_conf_random(d, "router_logits", KP_F32, 2, SHAPE(T, NE), -3.0, 3.0);
+    kp_conf_tensor out[2] = {kp_conf_output(d, "out", KP_BF16, 2, SHAPE(T, H)),
+                             kp_conf_output(d, "out", KP_BF16, 2, SHAPE(T, H))};
+    free(v);
+    kp_moe_forward_params p;
+    memset(&p, 0, sizeof p);
+    p.x = x.t, p.router_logits = lg.t, p.w13 = w13.t, p.w13_scale = s13.t, p.w2 = w2.t, p.w2_scale = s2.t;
+    p.shared_w13 = sh13.t, p.shared_w2 = sh2.t, p.shared_w13_scale = ss13.t, p.shared_w2_scale = ss2.t;
+    p.routing = (kp_moe_routing){2, 2, 1, KP_MOE_SCORING_SIGMOID, 1, 2.5f};
+    p.activation_dtype = KP_FP8_E4M3, p.out = out[0].t;
+    size_t bytes = 0;
+    CHECK_OK(kp_moe_forward_workspace_size(d, &p, &bytes));
+    kp_guarded ws = kp_guarded_alloc(d, bytes);
+    p.workspace = ws.buf, p.workspace_offset = ws.offset;
+    for (int ue8m0 = 0; ue8m0 < 2; ue8m0++) {
+        p.activation_scale_ue8m0 = ue8m0;
+        for (int chain = 0; chain < 2; chain++) { /* 0: fused (the default), 1: f32 h + quantize */
+            if (chain) use_tuning("*;*;*;grouped_gemm;g8_fused_swiglu;0\n");
+            else unsetenv("KPORT_TUNING_FILE");
+            kp_tuning_reset();
+            kp_guarded_poison(&ws, 0xFF);
+            p.out = out[chain].t;
+            CHECK_OK(kp_moe_forward(s, &p));
+            CHECK_OK(kp_stream_sync(s));
+            kp_conf_download(&out[chain]);
+        }
+        int64_t differ = 0, first = -1;
+        for (int64_t i = 0; i < T * H; i++)
+            if (memcmp(&out[0].host[i], &out[1].host[i], sizeof(double)) != 0) differ++, first = first < 0 ? i : first;
+        CHECK_MSG(differ == 0, "UE8M0 %d: %lld of %d outputs differ between the chains (first [%lld, %lld]: %g vs %g)",
+                  ue8m0, (long long)differ, T * H, (long long)(first / H), (long long)(first % H),
+                  first >= 0 ? out[0].host[first] : 0.0, first >= 0 ? out[1].host[first] : 0.0);
+        CHECK(isfinite(out[0].host[0]));
+    }
+    kp_guarded_check(&ws, "workspace");
+    kp_guarded_free(&ws);
+    kp_conf_free(&w13), kp_conf_free(&w2), kp_conf_free(&sh13), kp_conf_free(&sh2), kp_conf_free(&s13);
+    kp_conf_free(&s2), kp_conf_free(&ss13), kp_conf_free(&ss2), kp_conf_free(&x), kp_conf_free(&lg);
+    kp_conf_free(&out[0]), kp_conf_free(&out[1]);
     kp_stream_destroy(s);
 }
 

@@ -17,10 +17,11 @@
  *                          lanes per weight row stream it along K once, every row of
  *                          the expert (staged in local memory) used on each element.
  *
- * Weights: the dtype, or FP8 e4m3 (KP_GG_W_FP8) decoded in the kernel and multiplied by
- * their 128x128 block scale w_scale[e, n/128, k/128] in f32 (the MMA path then rounds
- * w*scale to the 16-bit operand type). Activations: the dtype, or f32 (KP_GG_A_F32),
- * optionally gathered: gather_k > 0 reads a row
+ * Weights: the dtype, or FP8 e4m3 (KP_GG_W_FP8) decoded in the kernel with their 128x128
+ * block scale w_scale[e, n/128, k/128]: multiplied by it in f32 (FMA tile, decode), or
+ * (MMA path) stored unscaled as the 16-bit operand, exactly, each 128-wide K slice summed
+ * in its own fragments and promoted once with the scale (KP_GG_BK divides 128).
+ * Activations: the dtype, or f32 (KP_GG_A_F32), optionally gathered: gather_k > 0 reads a row
  * gather[r] / gather_k (kp_moe_forward's sorted_ids).
  *
  * Epilogue (mode, at run time): 0 store in the dtype; 1 store f32; 2 SwiGLU: the tile's
@@ -63,6 +64,9 @@
 #if defined(KP_GG_MMA)
 #if defined(KP_DTYPE_F32)
 #error "moe_gemm.cl: the MMA path takes 16-bit operands; f32 uses the FMA tile"
+#endif
+#if defined(KP_GG_W_FP8) && 128 % KP_GG_BK
+#error "moe_gemm.cl: the MMA path's FP8 K slices need KP_GG_BK to divide 128"
 #endif
 #define KP_GG_WG 128
 #define KPG_LDA (KP_GG_BK + 8) /* rows 16-byte aligned for ldmatrix, banks staggered */
@@ -139,6 +143,13 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
     const int lane = kp_mma_lane(), warp = lid / KP_MMA_LANES, wm = warp / 2, wn = warp % 2;
     kp_mma_acc acc[KPG_FM * KPG_FN];
     for (int f = 0; f < KPG_FM * KPG_FN; ++f) kp_mma_acc_zero(&acc[f]);
+#if defined(KP_GG_W_FP8)
+    kp_mma_acc sl[KPG_FM * KPG_FN]; /* this K slice's sums */
+    float wsc[KPG_FN][2];           /* its block scales, columns 2t and 2t + 1 of each n8 fragment */
+#define KPG_SUM sl
+#else
+#define KPG_SUM acc
+#endif
 #else
 #define KPG_TM (KP_GG_BM / 16)
 #define KPG_TN (KP_GG_BN / 16)
@@ -168,13 +179,23 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
 #if defined(KP_GG_MMA) && !defined(KP_GG_W_FP8)
             bs[c * KPG_LDB + kk] = ok ? w[wo + gk] : (kp_u16)0;
 #elif defined(KP_GG_MMA)
-            bs[c * KPG_LDB + kk] = KPG_TO16(ok ? kpg_wval(w, wo, gk, ws, p.ws_off, KPG_SROW(c)) : 0.0f);
+            bs[c * KPG_LDB + kk] = KPG_TO16(ok ? KPG_W(w, wo + gk) : 0.0f); /* exact; scaled per slice */
 #else
             bs[kk * KPG_LDB + c] = ok ? kpg_wval(w, wo, gk, ws, p.ws_off, KPG_SROW(c)) : 0.0f;
 #endif
         }
         kp_barrier();
 #if defined(KP_GG_MMA)
+#if defined(KP_GG_W_FP8)
+        if (k0 % 128 == 0) {
+            for (int f = 0; f < KPG_FM * KPG_FN; ++f) kp_mma_acc_zero(&sl[f]);
+            for (int j = 0; j < KPG_FN; ++j)
+                for (int q = 0; q < 2; ++q) {
+                    int c = wn * (KP_GG_BN / 2) + j * 8 + 2 * (lane % 4) + q;
+                    wsc[j][q] = wrow[c] >= 0 ? ws[p.ws_off + srow[c] + k0 / 128] : 0.0f;
+                }
+        }
+#endif
         for (int kk = 0; kk < KP_GG_BK; kk += 16) {
             kp_mma_a fa[KPG_FM];
             for (int i = 0; i < KPG_FM; ++i)
@@ -182,9 +203,19 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
             for (int j = 0; j < KPG_FN; ++j) {
                 kp_mma_b fb;
                 kp_mma_load_b(&fb, bs + (wn * (KP_GG_BN / 2) + j * 8) * KPG_LDB + kk, KPG_LDB, lane);
-                for (int i = 0; i < KPG_FM; ++i) KPG_MMA(&acc[i * KPG_FN + j], &fa[i], &fb);
+                for (int i = 0; i < KPG_FM; ++i) KPG_MMA(&KPG_SUM[i * KPG_FN + j], &fa[i], &fb);
             }
         }
+#if defined(KP_GG_W_FP8)
+        if ((k0 + KP_GG_BK) % 128 == 0 || k0 + KP_GG_BK >= p.k) /* the slice's end: acc += slice * w_scale */
+            for (int j = 0; j < KPG_FN; ++j)
+                for (int i = 0; i < KPG_FM; ++i) {
+                    kp_mma_acc *d = &acc[i * KPG_FN + j];
+                    const kp_mma_acc *v = &sl[i * KPG_FN + j];
+                    d->x[0] = kp_fmaf(v->x[0], wsc[j][0], d->x[0]), d->x[1] = kp_fmaf(v->x[1], wsc[j][1], d->x[1]);
+                    d->x[2] = kp_fmaf(v->x[2], wsc[j][0], d->x[2]), d->x[3] = kp_fmaf(v->x[3], wsc[j][1], d->x[3]);
+                }
+#endif
 #else
         for (int kk = 0; kk < KP_GG_BK; ++kk) {
             float av[KPG_TM], bv[KPG_TN];

@@ -35,6 +35,9 @@ typedef kp_storage_t kpg_a_t;
 #define KPG_MODE_STORE_F32 KP_MOE_GEMM_STORE_F32
 #define KPG_MODE_SWIGLU KP_MOE_GEMM_SWIGLU
 #define KPG_MODE_COMBINE KP_MOE_GEMM_COMBINE
+#define KPG_MODE_SWIGLU_FP8 KP_MOE_GEMM_SWIGLU_FP8
+/* the SwiGLU tile layout: gate rows, then the matching up rows (SWIGLU, SWIGLU_FP8) */
+#define KPG_SWIGLU(mode) ((mode) == KPG_MODE_SWIGLU || (mode) == KPG_MODE_SWIGLU_FP8)
 
 /* The z-th tile (of bm rows) over the experts whose clamped row count m has
  * min_m < m <= max_m; returns the expert (or -1: no such tile) and its row range. */
@@ -80,7 +83,7 @@ KP_FN kpm_i64 kpg_arow(int r, int hi, KP_GLOBAL const int *gather, kpm_i64 gathe
  * bn/2 columns are gate rows n0 + c, the others the matching up rows n_out + n0 + c'. */
 KP_FN int kpg_wrow_index(int c, int bn, int n0, int mode, int N, int n_out) {
     int hb = bn / 2, wr;
-    if (mode == KPG_MODE_SWIGLU) {
+    if (KPG_SWIGLU(mode)) {
         int j = n0 + (c < hb ? c : c - hb);
         if (j >= n_out) return -1;
         wr = c < hb ? j : n_out + j;

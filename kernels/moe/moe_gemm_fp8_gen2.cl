@@ -18,6 +18,10 @@
  *     e4m3 mma.sync on sm_89+, bf16 decode on sm_80, f32 decode elsewhere), then promoted
  *     once: acc += slice * a_scale * w_scale (DeepGEMM's promotion).
  *     Work-group (x, z): column tile x, row tile z over the experts.
+ *     Epilogues: moe_gemm_common.h's, and (tiles with G8_BN % 256 == 0, whose SwiGLU
+ *     columns are whole 128-column groups of h) SWIGLU_FP8, kp_moe_forward's W8A8 w13
+ *     GEMM: h = silu(gate) * up in f32 quantized to e4m3 with its 1 x 128 group scales
+ *     in the work-group (g8_swiglu_fp8), no f32 h in memory and no quantize launch.
  *
  * Requirements the planner checks: K % 128 == 0 (the API's); 16-byte aligned rows of a
  * and w (offsets and row strides multiples of 16 bytes).
@@ -97,6 +101,57 @@ KP_FN void g8_issue(KP_LOCAL_MEM unsigned char *st, int kt, KP_GLOBAL const kpg_
     }
 }
 
+#if G8_BN % 256 == 0
+#define G8_FUSED_GROUPS (G8_BN / 256) /* whole 128-column groups of h in a SwiGLU tile */
+/* The SWIGLU_FP8 epilogue: from the finished tile cs (gate columns, then up columns),
+ * h = silu(gate) * up in f32 for rows row0.. and h columns n0.. (G8_BN / 2 of them,
+ * whole 128-column groups), each (row, group) quantized as kp_quantize_fp8 does
+ * (quantize_fp8.cl: amax of |h| floored at 1e-10, scale amax / 448 or, ue8m0, the power
+ * of two from amax's bits; e4m3(h / scale)): e4m3 h to out8, the scales to os. Local
+ * memory: h replaces the gate columns; the up columns then hold each group's 4 partial
+ * maxima and its scale. */
+KP_FN void g8_swiglu_fp8(KP_LOCAL_MEM float *cs, int row0, int hi, int n0, const kp_moe_gemm_kargs *p,
+                         KP_GLOBAL unsigned char *out8, KP_GLOBAL float *os) {
+    const int lid = kp_local_id(0), hb = G8_BN / 2;
+    for (int idx = lid; idx < G8_BM * hb; idx += G8_NT) {
+        int i = idx / hb, c = idx % hb;
+        float v = cs[i * G8_LDC + c], u = cs[i * G8_LDC + hb + c];
+        cs[i * G8_LDC + c] = v / (1.0f + kp_expf(-v)) * u;
+    }
+    kp_barrier();
+    for (int idx = lid; idx < G8_BM * G8_FUSED_GROUPS * 4; idx += G8_NT) { /* 4 work-items a group, 32 columns each */
+        int i = idx / (G8_FUSED_GROUPS * 4), g = (idx / 4) % G8_FUSED_GROUPS, q = idx % 4;
+        KP_LOCAL_MEM const float *h = cs + i * G8_LDC + g * 128 + q * 32;
+        float m = 0.0f;
+        for (int c = 0; c < 32; ++c) m = kp_fmaxf(m, kp_as_float(kp_as_uint(h[c]) & 0x7fffffffu));
+        cs[i * G8_LDC + hb + g * 4 + q] = m;
+    }
+    kp_barrier();
+    for (int idx = lid; idx < G8_BM * G8_FUSED_GROUPS; idx += G8_NT) {
+        int i = idx / G8_FUSED_GROUPS, g = idx % G8_FUSED_GROUPS;
+        KP_LOCAL_MEM float *m = cs + i * G8_LDC + hb + g * 4;
+        float amax = kp_fmaxf(kp_fmaxf(kp_fmaxf(m[0], m[1]), kp_fmaxf(m[2], m[3])), 1e-10f), sc;
+        if (p->ue8m0) { /* 448 * 2^(e-8) = 1.75 * 2^e covers amax = 2^e * 1.f when 1.f <= 1.75 */
+            kp_u32 u = kp_as_uint(amax);
+            int e = (int)(u >> 23) - 127 - ((u & 0x7fffffu) <= 0x600000u ? 8 : 7);
+            sc = kp_as_float((kp_u32)(e + 127) << 23);
+        } else {
+            sc = amax / KP_FP8_MAX;
+        }
+        cs[i * G8_LDC + hb + G8_FUSED_GROUPS * 4 + g] = sc;
+        int r = row0 + i, n = n0 + g * 128;
+        if (r < hi && n < p->n_out) os[p->os_off + (kpm_i64)r * p->os_t + n / 128] = sc;
+    }
+    kp_barrier();
+    for (int idx = lid; idx < G8_BM * hb; idx += G8_NT) {
+        int i = idx / hb, c = idx % hb, r = row0 + i, n = n0 + c;
+        if (r >= hi || n >= p->n_out) continue;
+        float sc = cs[i * G8_LDC + hb + G8_FUSED_GROUPS * 4 + c / 128];
+        out8[p->out_off + (kpm_i64)r * p->out_ld + n] = (unsigned char)kp_f32_to_e4m3(cs[i * G8_LDC + c] / sc);
+    }
+}
+#endif
+
 KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_tiled(G8_ARGS KP_DYNAMIC_LOCAL_ARG(smem)) {
     KP_DYNAMIC_LOCAL(smem);
     KP_LOCAL_MEM unsigned char *stages = (KP_LOCAL_MEM unsigned char *)smem;
@@ -113,7 +168,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
     const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8_BM,
                            kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
-    const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G8_BN / 2 : G8_BN);
+    const int n0 = kp_group_id(0) * (KPG_SWIGLU(p.mode) ? G8_BN / 2 : G8_BN);
     for (int i = lid; i < G8_BM; i += G8_NT) {
         kpm_i64 ar = kpg_arow(row0 + i, hi, gather, p.gather_off, p.gather_k, p.a_rows, p.a_off, p.a_ld);
         arow[i] = ar;
@@ -170,6 +225,12 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
         for (int j = 0; j < G8_FN; ++j)
             kp_mma_store_acc_local_f32(&acc[i * G8_FN + j], cs + (fr0 + i * 16) * G8_LDC + fc0 + j * 8, G8_LDC, lane);
     kp_barrier();
+#if G8_BN % 256 == 0
+    if (p.mode == KPG_MODE_SWIGLU_FP8) { /* uniform over the work-group */
+        g8_swiglu_fp8(cs, row0, hi, n0, &p, (KP_GLOBAL unsigned char *)out, outf);
+        return;
+    }
+#endif
     kpg_epilogue(cs, G8_LDC, G8_BM, G8_BN, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off, p.out_ld, y,
                  p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
 }

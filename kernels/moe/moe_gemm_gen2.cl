@@ -13,18 +13,24 @@
  *     rows and the weight rows while the previous stages are multiplied. Rows are padded
  *     by 8 elements (16 bytes), so the 8 rows an ldmatrix reads fall on distinct banks.
  *     f32 activations and e4m3 weights are converted on their way in (16-byte loads,
- *     then one 16-byte local store), in the same stage structure.
+ *     then one 16-byte local store), in the same stage structure. e4m3 weights go in
+ *     unscaled (exact in f16 and bf16); each 128-wide K slice (128 / G2_BK tiles) is
+ *     multiplied into a fresh f32 fragment and promoted once with the slice's block
+ *     scale of each column: acc += slice * w_scale (DeepGEMM's promotion), so the
+ *     products are exact and the scale costs one FMA per 128 k.
  *     Work-group (x, z): column tile x, row tile z over the prefill-sized experts.
  * kp_grouped_gemm_gen2_rows    decode: experts with 1..small_max (<= 16) rows. Each group
  *     of 32 lanes streams G2R_RPW weight rows once, 16 bytes a lane (a warp reads 512
  *     contiguous bytes of each row per step), against the expert's activation rows
- *     staged in local memory G2R_KC k at a time; partial sums are reduced across lanes
- *     in local memory. Work-group (x, z, s): G2R_COLS weight rows of the z-th decode
+ *     staged in local memory G2R_KC k at a time (e4m3 weights: each lane's 8-k partial
+ *     sum, exact products, scaled once by its block scale); partial sums are reduced
+ *     across lanes in local memory. Work-group (x, z, s): G2R_COLS weight rows of the z-th decode
  *     expert, K slice s of ksplit: with ksplit > 1 the slices' f32 partials go to `part`
  *     [ksplit, M, N] and kp_grouped_gemm_gen2_reduce applies the epilogue.
  * kp_grouped_gemm_gen2_reduce  the split-K sum and the epilogue, per decode expert.
  *
- * Requirements the planner checks (else generation 1 runs): K % 8 == 0; 16-byte aligned
+ * Requirements the planner checks (else generation 1 runs): K % 8 == 0 (e4m3 weights:
+ * K % 128 == 0, the API's; G2_BK divides 128); 16-byte aligned
  * rows (offsets and row strides of a and w multiples of 16 bytes, 8 bytes for e4m3).
  * Options: KP_DTYPE_F16 / _BF16, KP_GG_A_F32, KP_GG_W_FP8; tiled: G2_BM, G2_BN, G2_BK,
  * G2_WM, G2_WN, G2_STAGES, G2_MIN_BLOCKS (per SM, what the planner's local memory
@@ -83,8 +89,8 @@
 #define G2_LD KP_MOE_GEMM2_LD(G2_BK)
 #define G2_CHUNKS (G2_BK / 8)      /* 16-byte chunks of a tile row */
 #define G2_LDC (G2_BN + 4)
-#if G2_BM % (16 * G2_WM) || G2_BN % (8 * G2_WN) || G2_BK % 16 || G2_STAGES < 2 || G2_STAGES > 4
-#error "moe_gemm_gen2.cl: G2_BM % (16 G2_WM), G2_BN % (8 G2_WN), G2_BK % 16 must be 0; 2 <= G2_STAGES <= 4"
+#if G2_BM % (16 * G2_WM) || G2_BN % (8 * G2_WN) || G2_BK % 16 || 128 % G2_BK || G2_STAGES < 2 || G2_STAGES > 4
+#error "moe_gemm_gen2.cl: G2_BM % (16 G2_WM), G2_BN % (8 G2_WN), G2_BK % 16, 128 % G2_BK must be 0; 2 <= G2_STAGES <= 4"
 #endif
 
 #define G2R_NT (G2R_WARPS * 32)
@@ -123,39 +129,44 @@ KP_FN void g2_load_a8(KP_LOCAL_MEM kp_u16 *dst, KP_GLOBAL const kpg_a_t *a, kpm_
 }
 
 #if defined(KP_GG_W_FP8)
-/* Four e4m3 bytes of a 32-bit word times the block scale, as two packed 16-bit pairs. */
-KP_FN kp_u32 g2_e4m3_pair(kp_u32 b, int hi, float scale) {
+/* Two e4m3 bytes of a 32-bit word (the low or high pair) as two packed 16-bit values,
+ * unscaled: every e4m3 value is exact in f16 and bf16. */
+KP_FN kp_u32 g2_e4m3_pair(kp_u32 b, int hi) {
     kp_u32 lo_b = (b >> (hi ? 16 : 0)) & 0xffu, hi_b = (b >> (hi ? 24 : 8)) & 0xffu;
-    return (kp_u32)G2_TO16(kp_e4m3_to_f32(lo_b) * scale) | ((kp_u32)G2_TO16(kp_e4m3_to_f32(hi_b) * scale) << 16);
+    return (kp_u32)G2_TO16(kp_e4m3_to_f32(lo_b)) | ((kp_u32)G2_TO16(kp_e4m3_to_f32(hi_b)) << 16);
 }
 #endif
 
-/* Eight weights (16-bit, or e4m3 times their block scale) of weight row `wo` at k, to dst. */
-KP_FN void g2_load_w8(KP_LOCAL_MEM kp_u16 *dst, KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int k, int valid,
-                      KP_GLOBAL const float *ws, kpm_i64 ws_off, int srow) {
+/* Eight weights (16-bit, or e4m3 decoded exactly, without their block scale: the
+ * K slice's sum is scaled once, g2_promote) of weight row `wo` at k, to dst. */
+KP_FN void g2_load_w8(KP_LOCAL_MEM kp_u16 *dst, KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int k, int valid) {
 #if defined(KP_GG_W_FP8)
-    uint2 b = KP_UINT2_ZERO;
-    float scale = 0.0f;
-    if (valid) {
-        b = *(KP_GLOBAL const uint2 *)(w + wo + k);
-        scale = ws[ws_off + srow + k / 128];
-    }
+    uint2 b = valid ? *(KP_GLOBAL const uint2 *)(w + wo + k) : KP_UINT2_ZERO;
     uint4 v;
-    v.x = g2_e4m3_pair(b.x, 0, scale), v.y = g2_e4m3_pair(b.x, 1, scale);
-    v.z = g2_e4m3_pair(b.y, 0, scale), v.w = g2_e4m3_pair(b.y, 1, scale);
+    v.x = g2_e4m3_pair(b.x, 0), v.y = g2_e4m3_pair(b.x, 1);
+    v.z = g2_e4m3_pair(b.y, 0), v.w = g2_e4m3_pair(b.y, 1);
     *(KP_LOCAL_MEM uint4 *)dst = v;
 #else
-    (void)ws, (void)ws_off, (void)srow;
     kp_copy16_async(dst, w + (valid ? wo + k : 0), valid);
 #endif
 }
+
+#if defined(KP_GG_W_FP8)
+/* DeepGEMM's promotion for W8A16: acc += slice * w_scale[col] over a fragment; w0, w1:
+ * this K slice's block scales of the lane's two columns (PTX layout: 2t and 2t + 1). */
+KP_FN void g2_promote(kp_mma_acc *acc, const kp_mma_acc *slice, float w0, float w1) {
+    acc->x[0] = kp_fmaf(slice->x[0], w0, acc->x[0]);
+    acc->x[1] = kp_fmaf(slice->x[1], w1, acc->x[1]);
+    acc->x[2] = kp_fmaf(slice->x[2], w0, acc->x[2]);
+    acc->x[3] = kp_fmaf(slice->x[3], w1, acc->x[3]);
+}
+#endif
 
 /* ---- prefill: pipelined tiles ---------------------------------------------- */
 
 /* Issues the A and B tiles of k0 into stage buffer st (every work-item, uniformly). */
 KP_FN void g2_issue(KP_LOCAL_MEM kp_u16 *st, int k0, int K, KP_GLOBAL const kpg_a_t *a, KP_GLOBAL const kpg_w_t *w,
-                    KP_GLOBAL const float *ws, kpm_i64 ws_off, KP_LOCAL_MEM const kpm_i64 *arow,
-                    KP_LOCAL_MEM const kpm_i64 *wrow, KP_LOCAL_MEM const int *srow) {
+                    KP_LOCAL_MEM const kpm_i64 *arow, KP_LOCAL_MEM const kpm_i64 *wrow) {
     const int lid = kp_local_id(0);
     for (int c = lid; c < G2_BM * G2_CHUNKS; c += G2_NT) {
         int r = c / G2_CHUNKS, k = k0 + (c % G2_CHUNKS) * 8;
@@ -166,7 +177,7 @@ KP_FN void g2_issue(KP_LOCAL_MEM kp_u16 *st, int k0, int K, KP_GLOBAL const kpg_
     for (int c = lid; c < G2_BN * G2_CHUNKS; c += G2_NT) {
         int r = c / G2_CHUNKS, k = k0 + (c % G2_CHUNKS) * 8;
         kpm_i64 wo = wrow[r];
-        g2_load_w8(bs + r * G2_LD + (c % G2_CHUNKS) * 8, w, wo, k, wo >= 0 && k < K, ws, ws_off, srow[r]);
+        g2_load_w8(bs + r * G2_LD + (c % G2_CHUNKS) * 8, w, wo, k, wo >= 0 && k < K);
     }
 }
 
@@ -198,11 +209,20 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
     const int lane = kp_mma_lane(), grp = lid / KP_MMA_LANES, gm = grp / G2_WN, gn = grp % G2_WN;
     kp_mma_acc acc[G2_FM * G2_FN];
     for (int f = 0; f < G2_FM * G2_FN; ++f) kp_mma_acc_zero(&acc[f]);
+#if defined(KP_GG_W_FP8)
+    /* e4m3 weights: each 128-wide K slice is multiplied into its own fragments sl and
+     * promoted once with its block scales wsc (read when the slice starts) */
+    kp_mma_acc sl[G2_FM * G2_FN];
+    float wsc[G2_FN][2];
+#define G2_SUM sl
+#else
+#define G2_SUM acc
+#endif
 
     const int ktiles = (p.k + G2_BK - 1) / G2_BK;
     for (int s = 0; s < G2_STAGES - 1; ++s) {
         if (s < ktiles)
-            g2_issue(stages + s * (G2_BM + G2_BN) * G2_LD, s * G2_BK, p.k, a, w, ws, p.ws_off, arow, wrow, srow);
+            g2_issue(stages + s * (G2_BM + G2_BN) * G2_LD, s * G2_BK, p.k, a, w, arow, wrow);
         kp_copy_commit();
     }
     for (int t = 0; t < ktiles; ++t) {
@@ -210,11 +230,20 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
         kp_barrier(); /* tile t landed; every group is done with tile t - 1's stage */
         const int nt = t + G2_STAGES - 1;
         if (nt < ktiles)
-            g2_issue(stages + (nt % G2_STAGES) * (G2_BM + G2_BN) * G2_LD, nt * G2_BK, p.k, a, w, ws, p.ws_off, arow,
-                     wrow, srow);
+            g2_issue(stages + (nt % G2_STAGES) * (G2_BM + G2_BN) * G2_LD, nt * G2_BK, p.k, a, w, arow, wrow);
         kp_copy_commit();
         KP_LOCAL_MEM const kp_u16 *as = stages + (t % G2_STAGES) * (G2_BM + G2_BN) * G2_LD;
         KP_LOCAL_MEM const kp_u16 *bs = as + G2_BM * G2_LD;
+#if defined(KP_GG_W_FP8)
+        if ((t * G2_BK) % 128 == 0) {
+            for (int f = 0; f < G2_FM * G2_FN; ++f) kp_mma_acc_zero(&sl[f]);
+            for (int j = 0; j < G2_FN; ++j)
+                for (int q = 0; q < 2; ++q) {
+                    int c = gn * (G2_BN / G2_WN) + j * 8 + 2 * (lane % 4) + q;
+                    wsc[j][q] = wrow[c] >= 0 ? ws[p.ws_off + srow[c] + t * G2_BK / 128] : 0.0f;
+                }
+        }
+#endif
         for (int kk = 0; kk < G2_BK; kk += 16) {
             kp_mma_a fa[G2_FM];
             for (int i = 0; i < G2_FM; ++i)
@@ -222,9 +251,16 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
             for (int j = 0; j < G2_FN; ++j) {
                 kp_mma_b fb;
                 kp_mma_load_b(&fb, bs + (gn * (G2_BN / G2_WN) + j * 8) * G2_LD + kk, G2_LD, lane);
-                for (int i = 0; i < G2_FM; ++i) G2_MMA(&acc[i * G2_FN + j], &fa[i], &fb);
+                for (int i = 0; i < G2_FM; ++i) G2_MMA(&G2_SUM[i * G2_FN + j], &fa[i], &fb);
             }
         }
+#if defined(KP_GG_W_FP8)
+        if (((t + 1) * G2_BK) % 128 == 0 || t + 1 == ktiles) {
+            for (int j = 0; j < G2_FN; ++j)
+                for (int i = 0; i < G2_FM; ++i)
+                    g2_promote(&acc[i * G2_FN + j], &sl[i * G2_FN + j], wsc[j][0], wsc[j][1]);
+        }
+#endif
     }
     kp_copy_wait(0);
     kp_barrier(); /* the stages become the C tile */
@@ -255,40 +291,57 @@ KP_FN void g2_unpack8(uint4 v, float *f) {
 #endif
 }
 
-/* Eight weights of row wo at k as floats (0 when !valid). */
+/* Eight weights of row wo at k as floats (0 when !valid); *scale: their block scale
+ * (e4m3 weights, decoded exactly and unscaled: a lane's eight k lie in one 128-wide
+ * slice, and its partial sum is scaled once), 1 for 16-bit weights. */
 KP_FN void g2_weights8(KP_GLOBAL const kpg_w_t *w, kpm_i64 wo, int k, int valid, KP_GLOBAL const float *ws,
-                       kpm_i64 ws_off, int srow, float *f) {
+                       kpm_i64 ws_off, int srow, float *f, float *scale) {
 #if defined(KP_GG_W_FP8)
     uint2 b = KP_UINT2_ZERO;
-    float scale = 0.0f;
+    *scale = 0.0f;
     if (valid) {
         b = *(KP_GLOBAL const uint2 *)(w + wo + k);
-        scale = ws[ws_off + srow + k / 128];
+        *scale = ws[ws_off + srow + k / 128];
     }
-    for (int i = 0; i < 4; ++i) f[i] = kp_e4m3_to_f32((b.x >> (8 * i)) & 0xffu) * scale;
-    for (int i = 0; i < 4; ++i) f[4 + i] = kp_e4m3_to_f32((b.y >> (8 * i)) & 0xffu) * scale;
+    for (int i = 0; i < 4; ++i) f[i] = kp_e4m3_to_f32((b.x >> (8 * i)) & 0xffu);
+    for (int i = 0; i < 4; ++i) f[4 + i] = kp_e4m3_to_f32((b.y >> (8 * i)) & 0xffu);
 #else
     (void)ws, (void)ws_off, (void)srow;
+    *scale = 1.0f;
     uint4 v = valid ? *(KP_GLOBAL const uint4 *)(w + wo + k) : KP_UINT4_ZERO;
     g2_unpack8(v, f);
 #endif
 }
 
 /* acc[i][r] += w_i . a_r over this lane's k chunks of the staged activations, for the
- * first R activation rows (R a constant: the loops unroll). */
+ * first R activation rows (R a constant: the loops unroll). e4m3 weights: the eight
+ * products are exact in f32; their sum is scaled once by the block scale (the 16-bit
+ * weights' scale is 1 and the FMA chain runs straight on). */
+#if defined(KP_GG_W_FP8)
+#define G2R_DOT8(i, r, ar)                                                                          \
+    {                                                                                               \
+        float s = 0.0f;                                                                             \
+        for (int j = 0; j < 8; ++j) s = kp_fmaf(wf[i][j], ar[j], s);                                \
+        acc[i][r] = kp_fmaf(s, wsc[i], acc[i][r]);                                                  \
+    }
+#else
+#define G2R_DOT8(i, r, ar)                                                                          \
+    {                                                                                               \
+        float s = acc[i][r];                                                                        \
+        for (int j = 0; j < 8; ++j) s = kp_fmaf(wf[i][j], ar[j], s);                                \
+        acc[i][r] = s;                                                                              \
+    }
+#endif
 #define G2R_STEP(R)                                                                                 \
     for (int kk = lane * 8; kk < kc; kk += 256) {                                                   \
-        float wf[G2R_RPW][8];                                                                       \
+        float wf[G2R_RPW][8], wsc[G2R_RPW];                                                         \
         for (int i = 0; i < G2R_RPW; ++i)                                                           \
-            g2_weights8(w, wo[i], k0 + kk, wv[i], ws, p.ws_off, sr[i], wf[i]);                      \
+            g2_weights8(w, wo[i], k0 + kk, wv[i], ws, p.ws_off, sr[i], wf[i], &wsc[i]);             \
         for (int r = 0; r < (R); ++r) {                                                             \
             KP_LOCAL_MEM const float *ar = as + r * G2R_KC + kk;                                    \
-            for (int i = 0; i < G2R_RPW; ++i) {                                                     \
-                float s = acc[i][r];                                                                \
-                for (int j = 0; j < 8; ++j) s = kp_fmaf(wf[i][j], ar[j], s);                        \
-                acc[i][r] = s;                                                                      \
-            }                                                                                       \
+            for (int i = 0; i < G2R_RPW; ++i) G2R_DOT8(i, r, ar)                                    \
         }                                                                                           \
+        (void)wsc;                                                                                  \
     }
 
 KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_rows(G2_ARGS KP_DYNAMIC_LOCAL_ARG(smem)) {

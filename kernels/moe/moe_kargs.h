@@ -63,6 +63,9 @@ KP_KARGS_SIZE(kp_moe_combine_kargs, 80);
 #define KP_MOE_GEMM_STORE_F32 1 /* outf (f32) = a . w^T */
 #define KP_MOE_GEMM_SWIGLU 2    /* out (dtype)[r, j] = silu(gate) * up: weight rows j and n_out + j */
 #define KP_MOE_GEMM_COMBINE 3   /* out[t, n] = sum_s tw[t, s] * y (dtype)[pos[t, s], n] + (a . w^T)[t, n] */
+#define KP_MOE_GEMM_SWIGLU_FP8 4 /* W8A8 only (moe_gemm_fp8_gen2.cl, G8_BN % 256 == 0): h = silu(gate) * up as
+                                  * SWIGLU, in f32, quantized per 1 x 128 group as kp_quantize_fp8 does: e4m3
+                                  * bytes to out [r, j], the group's f32 scale to outf[os_off + r * os_t + j / 128] */
 
 /* Every grouped-GEMM kernel of both generations (moe_gemm.cl, moe_gemm_gen2.cl);
  * buffers: a, gather, w, w_scale, offsets, out, outf (the same buffer as out: the mode
@@ -91,11 +94,17 @@ typedef struct kp_moe_gemm_kargs {
      * a_scale[as_off + r * as_t + kb * as_g]: row-major (as_t = K/128 or the row stride,
      * as_g = 1) or column-major (as_t = 1, as_g = M_pad). Unused elsewhere. */
     kp_karg_i64 as_off, as_t, as_g;
+    /* SWIGLU_FP8: the scale of (row r, 128-column group g) goes to outf[os_off + r * os_t + g];
+     * ue8m0: power-of-two scales (kp_quantize_fp8's rule). Unused elsewhere. */
+    kp_karg_i64 os_off, os_t;
+    kp_karg_i32 ue8m0, pad0;
 } kp_moe_gemm_kargs;
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, a_rows, 112);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, kslice, 172);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, as_off, 176);
-KP_KARGS_SIZE(kp_moe_gemm_kargs, 200);
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, os_off, 200);
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, ue8m0, 216);
+KP_KARGS_SIZE(kp_moe_gemm_kargs, 224);
 
 /* Dynamic local memory of generation 2's kernels (moe_gemm_gen2.cl), one formula for the
  * kernels and the planner. Tiled: `stages` A and B tiles of 16-bit rows padded by 8

@@ -361,9 +361,12 @@ static void gemm_case(kp_device *d, kp_stream *s, const gemm_spec *g) {
     kp_conf_download(&out);
     double *ref = malloc((size_t)(m * n) * sizeof *ref), *err = calloc((size_t)(m * n), sizeof *err);
     for (int64_t i = 0; i < m * n; i++) ref[i] = NAN; /* the poison, where no expert writes */
-    /* FP8 weights may be dequantised to bf16 before a bf16 product */
-    ref_prec terms = kp_conf_prec(dt);
-    if (g->fp8 && terms.unit < kp_conf_unit(KP_BF16)) terms = kp_conf_prec(KP_BF16);
+    /* FP8 weights (W8A16): a · e4m3 is exact in f32 (an e4m3 value is exact in f16 and
+     * bf16, 4 significant bits times a's 8 or 11), and the block scale multiplies each
+     * 128-wide K slice's f32 sum once (DeepGEMM's promotion: one f32 rounding a slice,
+     * or a backend's w * scale in f32 per element: one f32 rounding a term). Either way
+     * the terms carry f32 errors only; never a weight rounded to bf16 or f16. */
+    ref_prec terms = g->fp8 ? kp_conf_prec(KP_F32) : kp_conf_prec(dt);
     ref_grouped_gemm(a.host, k, wv, w_stride, e, n, g->offsets, ref, &terms, err);
     char what[160];
     snprintf(what, sizeof what, "grouped_gemm %s%s m %lld k %lld e %lld n %lld%s%s", kp_dtype_name(dt),
@@ -482,7 +485,7 @@ KP_CONFORMANCE(conf_moe_grouped_gemm_fp8_block_scales) {
      * block, or not at all, cannot hide in the noise */
     gemm_spec g = {KP_BF16, 1, 115, 384, 3, 200, off, 1, 1, 0};
     gemm_case(d, s, &g);
-    gemm_spec h = {KP_BF16, 1, 25, 384, 4, 300, few, 0, 1, 0}; /* f16 would overflow at 2^10 */
+    gemm_spec h = {KP_BF16, 1, 25, 384, 4, 300, few, 0, 1, 0}; /* an f16 out would overflow at 2^10 */
     gemm_case(d, s, &h);
     kp_stream_destroy(s);
 }
@@ -585,11 +588,11 @@ KP_CONFORMANCE(conf_moe_combine_bad_token_pos) {
 
 /* The layer's intermediates h and y live in the workspace in the activations' dtype
  * (rounded once each, on store); every GEMM operand is then exact in that dtype, so
- * products are exact up to f32, except that FP8 weights may be dequantised to bf16 (or
- * to f16, finer) before their products. */
-static ref_mlp_err forward_err_model(kp_dtype dt, int fp8, double *err2) {
+ * products are exact up to f32. FP8 weights too: e4m3 values are exact in f16 and bf16,
+ * and their block scale multiplies each 128-wide K slice's f32 sum once (or each term
+ * in f32): f32 terms, never a weight rounded to 16 bits. */
+static ref_mlp_err forward_err_model(kp_dtype dt, double *err2) {
     ref_mlp_err m = {kp_conf_prec(dt), kp_conf_prec(KP_F32), err2};
-    if (fp8) m.terms = kp_conf_prec(KP_BF16);
     return m;
 }
 
@@ -641,7 +644,7 @@ static void forward_case(kp_device *d, kp_stream *s, kp_dtype dt, int64_t t, int
     double *ids = malloc((size_t)(t * k) * sizeof *ids), *wts = malloc((size_t)(t * k) * sizeof *wts);
     double *ref = calloc((size_t)(t * hidden), sizeof *ref), *err2 = calloc((size_t)(t * hidden), sizeof *err2);
     ref_moe_gate(lg.host, t, e, bias.host, &r, ids, wts, NULL);
-    ref_mlp_err me = forward_err_model(dt, fp8, NULL);
+    ref_mlp_err me = forward_err_model(dt, NULL);
     for (int64_t tok = 0; tok < t; tok++) {
         me.err2 = err2 + tok * hidden;
         for (int64_t slot = 0; slot < k; slot++) {
@@ -740,7 +743,7 @@ KP_CONFORMANCE(conf_moe_forward_deepseek_v3_shape) {
     double ids[3 * 8], wts[3 * 8];
     double *ref = calloc((size_t)(t * hidden), sizeof *ref), *err2 = calloc((size_t)(t * hidden), sizeof *err2);
     ref_moe_gate(lg.host, t, e, bias.host, &v3_routing, ids, wts, NULL);
-    ref_mlp_err me = forward_err_model(dt, 0, NULL);
+    ref_mlp_err me = forward_err_model(dt, NULL);
     for (int64_t tok = 0; tok < t; tok++) {
         me.err2 = err2 + tok * hidden;
         for (int64_t slot = 0; slot < k; slot++) {

@@ -22,8 +22,9 @@ void ref_moe_align(const double *ids, int64_t pairs, int32_t num_experts, int32_
                    int64_t sorted_len, double *offsets, double *token_pos);
 
 /* out[r, :] = a[r, :] · w[e]ᵀ for rows in expert e's range; other rows untouched.
- * err (may be NULL): the error model, with products rounded to prec (FP8 weights may be
- * dequantised to bf16). w_expert_stride: elements between experts (n * k when dense). */
+ * err (may be NULL): the error model, with products rounded to prec (FP8 weights: f32,
+ * the products exact and each 128-wide K slice scaled once). w_expert_stride: elements
+ * between experts (n * k when dense). */
 void ref_grouped_gemm(const double *a, int64_t k, const double *w, int64_t w_expert_stride, int64_t experts,
                       int64_t n, const int32_t *offsets, double *out, const ref_prec *prec, double *err);
 

@@ -35,9 +35,9 @@ static size_t tiled_lmem(int mma, int bm, int bn, int bk, int fp8) {
     return (stage > c ? stage : c) * 4 + (size_t)bm * 8 + (size_t)bn * (fp8 ? 12 : 8);
 }
 
-static int tiles_ok(int mma, int bm, int bn, int bk) {
+static int tiles_ok(int mma, int bm, int bn, int bk, int w_fp8) {
     if (bm < 16 || bn < 16 || bk < 1 || bm > 256 || bn > 256 || bk > 128) return 0;
-    if (mma) return bm % 32 == 0 && bn % 16 == 0 && bk % 16 == 0;
+    if (mma) return bm % 32 == 0 && bn % 16 == 0 && bk % 16 == 0 && (!w_fp8 || 128 % bk == 0); /* FP8: K slices */
     return bm % 16 == 0 && bn % 16 == 0 && bm / 16 <= 8 && bn / 16 <= 8;
 }
 
@@ -59,7 +59,7 @@ void kp_gpu_gemm_tiles_pick(const kp_host_services *h, const kp_gpu_profile *p, 
         bk = (int)h->tuning_get(info, "grouped_gemm", "tile_k", bk);
     }
     size_t lmem = tiled_lmem(mma, bm, bn, bk, w_fp8);
-    if (!tiles_ok(mma, bm, bn, bk) || (have && lmem > have)) {
+    if (!tiles_ok(mma, bm, bn, bk, w_fp8) || (have && lmem > have)) {
         h->log("grouped_gemm: tuned tiles %dx%dx%d unusable here; using 64x64x%d", bm, bn, bk, dbk);
         bm = 64, bn = 64, bk = dbk;
         lmem = tiled_lmem(mma, 64, 64, dbk, w_fp8);
@@ -125,7 +125,8 @@ static kp_status plan_make(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, gemm_plan *p
 void kp_gpu_gemm_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, const kp_moe_gemm_kargs *ka, void *partials) {
     kp_gpu_arg_view(l, g->a), kp_gpu_arg_view(l, g->gather), kp_gpu_arg_view(l, g->w);
     kp_gpu_arg_view(l, g->w_scale), kp_gpu_arg_view(l, g->offsets);
-    kp_gpu_arg_view(l, g->out), kp_gpu_arg_view(l, g->out); /* out and outf: the mode picks */
+    kp_gpu_arg_view(l, g->out); /* out and outf: the mode picks (SWIGLU_FP8: e4m3 h and its scales) */
+    kp_gpu_arg_view(l, g->mode == KP_MOE_GEMM_SWIGLU_FP8 ? g->out_scale : g->out);
     kp_gpu_arg_view(l, g->y), kp_gpu_arg_view(l, g->pos), kp_gpu_arg_view(l, g->tw);
     kp_gpu_arg_native(l, partials);
     if (g->a_fp8) kp_gpu_arg_view(l, g->a_scale); /* moe_gemm_fp8_gen2.cl's extra buffer */
@@ -142,6 +143,7 @@ kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
         .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k, .mode = g->mode, .n_out = (int32_t)g->n_out,
         .small_max = small_max, .y_rows = (int32_t)g->y_rows, .topk = g->topk, .ksplit = 1, .kslice = (int32_t)g->k,
         .as_off = g->a_scale.off, .as_t = g->as_t, .as_g = g->as_g,
+        .os_off = g->out_scale.off, .os_t = g->out_scale.ld, .ue8m0 = g->ue8m0,
     };
     return ka;
 }

@@ -16,7 +16,10 @@
  *   else           any          64 x 128 x 32        2 x 4    2       35,840       48 KiB (OpenCL on NVIDIA), 64 KiB LDS (AMD)
  *
  * (blocks/SM: 2 in the >= 160 KiB rows, 1 elsewhere, passed as G2_MIN_BLOCKS so that
- * ptxas holds registers to 128 a thread; groups of 32 work-items: 8 warps on NVIDIA; "rows/expert": M / min(E, M), the rows
+ * ptxas holds registers to 128 a thread; e4m3 weights' 128-row tile takes 1 there:
+ * its K-slice fragments double the accumulators, 200-207 registers without spills
+ * (the 64-row one fits 128); groups of 32
+ * work-items: 8 warps on NVIDIA; "rows/expert": M / min(E, M), the rows
  * an expert with rows has on average, known on the host without reading the offsets;
  * local bytes: KP_MOE_GEMM2_LOCAL_BYTES, moe_kargs.h.) The CUDA plugin embeds the
  * >= 160 KiB rows (its build profile is sm_90's); a 99 KiB GPU gets its tiles from NVRTC
@@ -57,7 +60,7 @@ void kp_gpu_gemm2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, 
     int small = avg_rows <= 64;
     kp_gpu_gemm2_tile r = {64, 128, 32, 2, 4, 2, 1, 8, w_fp8 ? 2 : 4};
     if (p->cpu) r.bn = 64, r.wn = 2;
-    else if (p->local_mem >= 160 * 1024) r.bm = small ? 64 : 128, r.stages = 4, r.min_blocks = 2;
+    else if (p->local_mem >= 160 * 1024) r.bm = small ? 64 : 128, r.stages = 4, r.min_blocks = w_fp8 && !small ? 1 : 2;
     else if (p->local_mem >= 96 * 1024) r.bm = small ? 64 : 128, r.stages = 3;
     if (use_tuning) { /* ci/gpu-check's sweep: stages 2..4, tile_m 64 or 128 (NVRTC builds what is not embedded) */
         int64_t st = h->tuning_get(p->info, "grouped_gemm", "g2_stages", r.stages);
@@ -214,6 +217,26 @@ void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, 
     *t = r;
 }
 
+/* SWIGLU_FP8 (kp_moe_forward's W8A8 w13 GEMM, the SwiGLU epilogue quantizing h): 64 x 256
+ * tiles, so the 128 h columns of a tile are one whole 1 x 128 group; groups 2 x 4 (the
+ * fragments of a group as at 128 x 128), as many stages (4, 3, 2) as fit; CPUs 2 stages.
+ *   local memory  stages  local bytes
+ *   >= 190 KiB    4       193,536      H100/H200
+ *   >= 143 KiB    3       146,176      A100
+ *   >= 97 KiB     2       98,816       sm_86/89/120, PoCL
+ *   else          none: h in f32, then the quantize kernel (48 KiB: OpenCL on NVIDIA) */
+int kp_gpu_gemm8_fused_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int use_tuning,
+                                 kp_gpu_gemm8_tile *t) {
+    if (use_tuning && h->tuning_get(p->info, "grouped_gemm", "g8_fused_swiglu", 1) == 0) return 0;
+    for (int st = p->cpu ? 2 : 4; st >= 2; st--) {
+        if (KP_MOE_GEMM8_LOCAL_BYTES((uint64_t)64, (uint64_t)256, (uint64_t)st) <= p->local_mem) {
+            *t = (kp_gpu_gemm8_tile){64, 256, 2, 4, st, 1};
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void kp_gpu_gemm8_options(const kp_gpu_gemm8_tile *t, kp_dtype out_dt, char *buf, size_t n) {
     snprintf(buf, n, "%s -DKP_GG_A_FP8 -DKP_GG_W_FP8 -DG8_BM=%d -DG8_BN=%d -DG8_WM=%d -DG8_WN=%d -DG8_STAGES=%d "
              "-DG8_MIN_BLOCKS=%d", kp_gpu_dtype_define(out_dt), t->bm, t->bn, t->wm, t->wn, t->stages, t->min_blocks);
@@ -227,10 +250,17 @@ kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     const int64_t avg_rows = busy > 0 ? rows / busy : 0;
     kp_gpu_gemm8_tile t;
     char opts[256];
-    const kp_gpu_plan_key key = {{KP_GPU_PLAN_GEMM8, (uint64_t)g->dtype, (uint64_t)(avg_rows > 64)}};
+    const int fused = g->mode == KP_MOE_GEMM_SWIGLU_FP8;
+    const kp_gpu_plan_key key = {
+        {KP_GPU_PLAN_GEMM8, (uint64_t)g->dtype, (uint64_t)(avg_rows > 64) | (uint64_t)fused << 1}};
     uint64_t gen;
     const int cached = kp_gpu_plan_lookup(c, &key, &t, sizeof t, opts, sizeof opts, &gen);
-    if (!cached) {
+    if (!cached && fused) {
+        if (!kp_gpu_gemm8_fused_tile_pick(h, &c->prof, 0, &t)) /* the caller asked after checking: never here */
+            return h->set_error(KP_ERR_INTERNAL, "grouped_gemm: no W8A8 SwiGLU-quantize tile fits %s",
+                                c->prof.info ? c->prof.info->name : "?");
+        kp_gpu_gemm8_options(&t, g->dtype, opts, sizeof opts);
+    } else if (!cached) {
         kp_gpu_gemm8_tile_pick(h, &c->prof, avg_rows, 1, &t);
         kp_gpu_gemm8_options(&t, g->dtype, opts, sizeof opts);
         if (kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM8, opts) != KP_OK) { /* a tuned tile not built here */
@@ -250,14 +280,15 @@ kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     static const char kernel[] = "kp_grouped_gemm_fp8_gen2_tiled";
     kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 2, kernel);
     if (st != KP_OK || dry_run) return st;
-    int64_t cols = g->mode == KP_MOE_GEMM_SWIGLU ? g->n_out : g->n;
+    const int swiglu = g->mode == KP_MOE_GEMM_SWIGLU || fused;
+    int64_t cols = swiglu ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
 
     kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, 0);
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, kernel);
     kp_gpu_gemm_args(&l, g, &ka, NULL);
-    int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? t.bn / 2 : t.bn;
+    int64_t per = swiglu ? t.bn / 2 : t.bn;
     l.groups[0] = (uint64_t)((cols + per - 1) / per);
     l.groups[1] = (uint64_t)((rows + t.bm - 1) / t.bm + (g->dense_rows > 0 ? 0 : busy));
     l.local[0] = (uint32_t)threads, l.local_bytes = (uint32_t)bytes;

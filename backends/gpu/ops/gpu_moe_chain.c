@@ -146,7 +146,8 @@ static void record(chain_rec *r, const kp_gpu_launch *l) {
                kn == sizeof(kp_moe_gemm_kargs) && l->nargs == gemm_nargs(l->source)) {
         kp_moe_gemm_kargs g;
         memcpy(&g, ka, sizeof g);
-        if (g.mode == KP_MOE_GEMM_SWIGLU) x->stage = g.dense_rows > 0 ? ST_S1 : ST_G1;
+        if (g.mode == KP_MOE_GEMM_SWIGLU || g.mode == KP_MOE_GEMM_SWIGLU_FP8)
+            x->stage = g.dense_rows > 0 ? ST_S1 : ST_G1;
         else if (g.mode == KP_MOE_GEMM_STORE && g.dense_rows == 0) x->stage = ST_G2;
         else if (g.mode == KP_MOE_GEMM_COMBINE && g.dense_rows > 0) x->stage = ST_S2;
         else r->bad = 1;

@@ -33,9 +33,16 @@
  * reuses hf after h's quantization, -> e4m3 h_s and its scales; s2 W8A8 with the
  * combine epilogue); a shared expert in x's dtype runs as in W8A16. W8A8 has
  * generation-2 kernels only: with grouped_gemm forced to generation 1 it is
- * KP_ERR_UNSUPPORTED with the GEMM's reason. Later: a SwiGLU epilogue that quantizes
- * each 128-column group of h straight to e4m3 with its scale (the column tiles are
- * whole groups) would drop hf's write and read and the quantize launch.
+ * KP_ERR_UNSUPPORTED with the GEMM's reason.
+ * Fused (the default where it fits: kp_gpu_gemm8_fused_tile_pick, 64 x 256 tiles whose
+ * SwiGLU columns are whole 128-column groups of h; not on 48 KiB OpenCL-on-NVIDIA, or
+ * with the tuning table's grouped_gemm;g8_fused_swiglu = 0): g1 (and an FP8 s1) run the
+ * SWIGLU_FP8 epilogue, which quantizes h per 1 x 128 group in the work-group, as the
+ * quantize kernel would from the same f32 values, straight into h8 / hs (hs8 / hss):
+ * no f32 h write or read, no quantize launch for h. The hf region stays in the
+ * workspace (kp_moe_forward_workspace_size is the core's, one size for every backend
+ * and kernel choice: a size that followed the tile choice could change between the
+ * size query and the call when the tuning table does).
  */
 #include "gpu_ops.h"
 
@@ -105,8 +112,13 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
         .n = 2 * inter, .k = hidden, .mode = KP_MOE_GEMM_SWIGLU, .n_out = inter, .out = h, .max_rows_hint = t,
     };
     g1.w.ld = p->w13.strides[1];
+    /* W8A8: h quantized in the w13 GEMM's epilogue where the device holds a fused tile
+     * (kp_gpu_gemm8_fused_tile_pick), else stored in f32 for the quantize kernel */
+    kp_gpu_gemm8_tile ft;
+    const int fused = w8a8 && kp_gpu_gemm8_fused_tile_pick(c->host, &c->prof, 1, &ft);
     if (w8a8) /* e4m3 x gathered, with its token's scales; h stored in f32 */
         g1.dtype = KP_F32, g1.a_fp8 = 1, g1.a = xq, g1.a_scale = xs, g1.as_t = hidden / 128, g1.as_g = 1, g1.out = hf;
+    if (fused) g1.mode = KP_MOE_GEMM_SWIGLU_FP8, g1.out = h, g1.out_scale = hs, g1.ue8m0 = p->activation_scale_ue8m0;
     kp_gpu_moe_gemm g2 = {
         .dtype = dt, .w_fp8 = p->w2.dtype == KP_FP8_E4M3, .a = h, .a_rows = pairs,
         .w = kp_gpu_view_of(&p->w2), .w_se = p->w2.strides[0], .w_scale = kp_gpu_view_of(&p->w2_scale),
@@ -126,6 +138,8 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
         s1.w.ld = p->shared_w13.strides[0];
         if (s8) s1.dtype = KP_F32, s1.a_fp8 = 1, s1.a = xq, s1.a_scale = xs, s1.as_t = hidden / 128, s1.as_g = 1,
             s1.out = hf_s;
+        if (s8 && fused)
+            s1.mode = KP_MOE_GEMM_SWIGLU_FP8, s1.out = h_s, s1.out_scale = hss, s1.ue8m0 = p->activation_scale_ue8m0;
         s2 = (kp_gpu_moe_gemm){
             .dtype = dt, .w_fp8 = p->shared_w2.dtype == KP_FP8_E4M3, .a = h_s, .a_rows = t,
             .w = kp_gpu_view_of(&p->shared_w2), .w_scale = kp_gpu_view_of(&p->shared_w2_scale), .dense_rows = t,
@@ -137,7 +151,8 @@ kp_status kp_gpu_moe_forward_setup(kp_gpu_ctx *c, const kp_moe_forward_params *p
     }
     *f = (kp_gpu_moe_fwd){.t = t, .hidden = hidden, .e = e, .k = k, .inter_s = inter_s, .pairs = pairs, .dt = dt,
                           .ids = ids, .wts = wts, .pos = pos, .sorted = sorted, .offsets = offsets, .y = y, .out = out,
-                          .g1 = g1, .g2 = g2, .w8a8 = w8a8, .s8 = s8, .ue8m0 = p->activation_scale_ue8m0,
+                          .g1 = g1, .g2 = g2, .w8a8 = w8a8, .s8 = s8, .fused = fused,
+                          .ue8m0 = p->activation_scale_ue8m0,
                           .inter = inter, .x = kp_gpu_view_of(&p->x), .xq = xq, .xs = xs, .hf = hf, .h8 = h, .hs = hs,
                           .hf_s = hf_s, .hs8 = h_s, .hss = hss};
     if (inter_s > 0) f->s1 = s1, f->s2 = s2;
@@ -161,12 +176,14 @@ kp_status kp_gpu_moe_forward_launches(kp_gpu_ctx *c, const kp_moe_forward_params
             (st = kp_gpu_moe_align_run(c, ids, pairs, (int32_t)e, 1, sorted, pairs, offsets, pos, dry)) ||
             (f->w8a8 && (st = kp_gpu_quant_fp8_run(c, f->x, dt, f->xq, f->xs, t, hidden, f->ue8m0, dry))) ||
             (st = kp_gpu_moe_gemm_run(c, g1, dry)) ||
-            (f->w8a8 && (st = kp_gpu_quant_fp8_run(c, f->hf, KP_F32, f->h8, f->hs, pairs, f->inter, f->ue8m0, dry))) ||
+            (f->w8a8 && !f->fused &&
+             (st = kp_gpu_quant_fp8_run(c, f->hf, KP_F32, f->h8, f->hs, pairs, f->inter, f->ue8m0, dry))) ||
             (st = kp_gpu_moe_gemm_run(c, g2, dry)))
             return st;
         if (inter_s > 0) {
             if ((st = kp_gpu_moe_gemm_run(c, s1, dry)) ||
-                (f->s8 && (st = kp_gpu_quant_fp8_run(c, f->hf_s, KP_F32, f->hs8, f->hss, t, inter_s, f->ue8m0, dry))) ||
+                (f->s8 && !f->fused &&
+                 (st = kp_gpu_quant_fp8_run(c, f->hf_s, KP_F32, f->hs8, f->hss, t, inter_s, f->ue8m0, dry))) ||
                 (st = kp_gpu_moe_gemm_run(c, s2, dry)))
                 return st;
         } else {

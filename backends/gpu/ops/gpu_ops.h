@@ -284,6 +284,10 @@ typedef struct kp_gpu_moe_gemm {
     int a_fp8;
     kp_gpu_view a_scale;
     int64_t as_t, as_g;
+    /* SWIGLU_FP8 (W8A8 only): out is e4m3 [m, n_out] and the scale of (row r, group g) goes
+     * to out_scale[off + r * ld + g] (f32); ue8m0: power-of-two scales */
+    kp_gpu_view out_scale;
+    int ue8m0;
 } kp_gpu_moe_gemm;
 
 /* The grouped GEMM's tiles for a device (pure: profile and tuning). */
@@ -334,6 +338,12 @@ typedef struct kp_gpu_gemm8_tile {
 } kp_gpu_gemm8_tile;
 void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int64_t avg_rows, int use_tuning,
                             kp_gpu_gemm8_tile *out);
+/* The tile of the SWIGLU_FP8 epilogue (G8_BN 256: whole 128-column groups of h), when one
+ * fits this device's local memory and the tuning table's "grouped_gemm" "g8_fused_swiglu"
+ * is not 0 (use_tuning); returns 0 otherwise: kp_moe_forward then stores h in f32 and
+ * quantizes it with kp_quantize_fp8's kernel. */
+int kp_gpu_gemm8_fused_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int use_tuning,
+                                 kp_gpu_gemm8_tile *out);
 void kp_gpu_gemm8_options(const kp_gpu_gemm8_tile *t, kp_dtype out_dt, char *buf, size_t n);
 kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
 
@@ -365,6 +375,7 @@ typedef struct kp_gpu_moe_fwd {
     /* W8A8 (w8a8; s8: with an FP8 shared expert): x's quantization (x -> xq, xs), then
      * h's from g1's f32 SwiGLU output (hf -> h8, hs) and h_s's from s1's (hf_s -> hs8, hss) */
     int w8a8, s8, ue8m0;
+    int fused; /* W8A8: g1 (and an FP8 s1) quantize h in their SWIGLU_FP8 epilogue: no h quantize launches */
     int64_t inter;
     kp_gpu_view x, xq, xs, hf, h8, hs, hf_s, hs8, hss;
 } kp_gpu_moe_fwd;
