@@ -79,6 +79,7 @@ kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int 
         kp_gpu_gemm_sm90_options(&c->prof, g->dtype, bn, opts, sizeof opts);
         st = kp_gpu_variant_ok(c, KP_GPU_SRC_MOE_GEMM_SM90, opts);
     }
+    if (st == KP_OK) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 3, "kp_grouped_gemm_sm90");
     if (st != KP_OK || dry_run) return st;
     const int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
     const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
