@@ -51,6 +51,7 @@
 #include "attention_kargs.h"
 #include "attention_gen2_layout.h"
 #include "kp_attn_decode2.h"
+#include "kp_attn_online.h"
 #include "common/kp_fp8.h"
 
 #if defined(KP_DTYPE_F16)
@@ -255,13 +256,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
 
             /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
             float base[2], alpha[2];
-            for (int i = 0; i < 2; ++i) {
-                float mnew = kp_fmaxf(mrow[i], tmax[i]);
-                base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
-                alpha[i] = kp_dec2_exp2(mrow[i] - base[i]);
-                mrow[i] = mnew;
-                lrow[i] *= alpha[i];
-            }
+            kp_attn_online_rescale(mrow, lrow, tmax, base, alpha);
             for (int j = 0; j < M2_SF; ++j) {
                 float pv[4];
                 for (int e = 0; e < 4; ++e) {
