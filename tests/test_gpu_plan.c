@@ -174,7 +174,8 @@ KP_TEST(gpu_prefill_gen2_plan) {
 
 /* Generation-2 MLA decode, the default on matrix-unit devices: h_q 128 in two 64-row
  * tiles of 8 warps, 64 keys a tile and 2 stages in 227 KiB, generation 1's MLA combine;
- * an FP8 latent cache and KPORT_GPU_KERNELS=mla_decode=gen1 run generation 1. */
+ * an FP8 latent cache runs generation 2 too (its variant, its local memory, its scale
+ * arguments), an f32 q with it and KPORT_GPU_KERNELS=mla_decode=gen1 run generation 1. */
 KP_TEST(gpu_mla_decode_gen2_plan) {
     fake_reset("cuda");
     unsetenv("KPORT_GPU_KERNELS");
@@ -194,7 +195,7 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     CHECK_STR_EQ(l->kernel, "kp_mla_decode_gen2");
     CHECK_STR_CONTAINS(l->options, "-DM2_DQK=576 -DM2_DV=512 -DM2_WM=4 -DM2_BN=64 -DM2_STAGES=2");
     CHECK_INT_EQ(l->local[0], 256);
-    CHECK_INT_EQ(l->local_bytes, KP_MLA2_LOCAL_BYTES(4, 64, 576, 2));
+    CHECK_INT_EQ(l->local_bytes, KP_MLA2_LOCAL_BYTES(4, 64, 576, 2, 0));
     CHECK(l->local_bytes <= fake_prof.local_mem);
     CHECK_INT_EQ((long long)l->groups[0], 2); /* 128 rows: two tiles of 64 */
     CHECK_INT_EQ((long long)l->groups[1], 1);
@@ -225,9 +226,27 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
     CHECK_STR_CONTAINS(fake_launches[0].options, "-DM2_DV=256 -DM2_WM=1 -DM2_BN=64 -DM2_STAGES=2");
     CHECK_INT_EQ(fake_launches[0].local[0], 64);
-    /* an FP8 latent cache: generation 1 */
+    /* an FP8 latent cache: generation 2's FP8 variant, scales after the kargs */
     kp_mla_decode_params f = m;
-    f.kv_cache.dtype = KP_FP8_E4M3, f.kv_scale = fake_tensor(5, KP_F32, 1, (int64_t[]){1});
+    f.kv_cache = fake_tensor(1, KP_FP8_E4M3, 4, (int64_t[]){64, 64, 1, 576});
+    f.kv_scale = fake_tensor(5, KP_F32, 1, (int64_t[]){64});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_mla_decode_gen2");
+    CHECK_STR_CONTAINS(fake_launches[0].options, "-DM2_DV=256 -DM2_WM=1 -DM2_BN=64 -DM2_STAGES=2 -DATTN_KV_FP8");
+    CHECK_INT_EQ(fake_launches[0].local_bytes, KP_MLA2_LOCAL_BYTES(1, 64, 576, 2, 1));
+    CHECK_INT_EQ(fake_launches[0].nargs, 13); /* 9 buffers, kargs, kv_scale twice, the FP8 kargs */
+    /* h_q 128 with an FP8 cache: the 64-row tile, 64 keys, 2 stages still fit 227 KiB */
+    f.q = fake_tensor(0, KP_F16, 4, (int64_t[]){3, 1, 128, 576});
+    f.out = fake_tensor(4, KP_F16, 4, (int64_t[]){3, 1, 128, 256});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &f, 0), KP_OK);
+    CHECK_STR_CONTAINS(fake_launches[0].options, "-DM2_WM=4 -DM2_BN=64 -DM2_STAGES=2 -DATTN_KV_FP8");
+    CHECK_INT_EQ(fake_launches[0].local_bytes, KP_MLA2_LOCAL_BYTES(4, 64, 576, 2, 1));
+    CHECK(fake_launches[0].local_bytes <= fake_prof.local_mem);
+    /* f32 q with an FP8 cache: generation 1 */
+    f.q = fake_tensor(0, KP_F32, 4, (int64_t[]){3, 1, 16, 576});
+    f.out = fake_tensor(4, KP_F32, 4, (int64_t[]){3, 1, 16, 256});
     fake_count = 0;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &f, 0), KP_OK);
     CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
@@ -241,7 +260,8 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     kp_gpu_profile hip;
     kp_gpu_mla2_tile t;
     CHECK(kp_gpu_build_profile("hip", &info, &hip) == 0);
-    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 0, &t), 0);
+    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 0, 0, &t), 0);
+    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 1, 0, &t), 0);
 }
 
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {

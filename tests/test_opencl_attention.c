@@ -161,8 +161,9 @@ KP_TEST(opencl_attn_mma_path) {
 
 /* Generation-2 MLA decode (mla_decode_gen2.cl) with 32-key tiles, 4 or 3 pipeline
  * stages, at 64 rows (4 row groups: P of groups 2 and 3 beside 0 and 1's in the tile),
- * the tiles of tuning and of devices with less local memory; PoCL's 2 MiB takes the
- * table's 64 keys, 2 stages, which conf_mla_decode_gen2 runs. */
+ * the tiles of tuning and of devices with less local memory, with a 16-bit and an FP8
+ * latent cache (per-block scales); PoCL's 2 MiB takes the table's 64 keys, 2 stages,
+ * which conf_mla_decode_gen2 and conf_mla_decode_gen2_fp8 run. */
 KP_TEST(opencl_mla_gen2_tuned_tiles) {
     setenv("KPORT_GPU_KERNELS", "mla_decode=gen2", 1);
     static const int32_t splits[2] = {1, 3};
@@ -176,6 +177,8 @@ KP_TEST(opencl_mla_gen2_tuned_tiles) {
         conf_paged_case m = {.dt = st == 4 ? KP_BF16 : KP_F16, .b = 4, .s_q = 1, .h_q = 64, .h_kv = 1, .d = 576,
             .dv = st == 4 ? 512 : 256, .block_size = 16, .seq_lens = dec_lens, .causal = 1, .lse = 1,
             .scale = 0.1352337788608801, .mla = 1, .splits = splits, .nsplits = 2};
+        conf_run_paged(d, s, &m);
+        m.fp8 = 1, m.fp8_per_block = 1, m.fp8_scale = 0x1p-5, m.fp8_range = 32.0;
         conf_run_paged(d, s, &m);
         CHECK_OK(kp_stream_destroy(s));
         CHECK_OK(kp_device_close(d));

@@ -90,15 +90,17 @@ static void attention(emitter *e, const kp_host_services *h, const kp_gpu_profil
                     kp_gpu_attn2_dec_options(&d2, dt, dims[d][0], dims[d][1], opts, sizeof opts);
                     emit(e, KP_GPU_SRC_ATTN_DECODE2, opts, "kp_attention_decode_gen2");
                 }
-        /* generation-2 MLA decode: each row-group count (s_q * h_q 16, 32, 128 -> 1, 2, 4 groups) */
+        /* generation-2 MLA decode: each row-group count (s_q * h_q 16, 32, 128 -> 1, 2, 4
+         * groups), 16-bit and FP8 latent caches */
         kp_gpu_mla2_tile m2;
         static const int mla2_rows[] = {16, 32, 128};
         for (size_t d = 0; d < 2 && dt != KP_F32; d++)
             for (size_t r = 0; r < 3; r++)
-                if (kp_gpu_mla2_tile_pick(h, p, mla2_rows[r], mla_dims[d][0], 0, &m2)) {
-                    kp_gpu_mla2_options(&m2, dt, mla_dims[d][0], mla_dims[d][1], opts, sizeof opts);
-                    emit(e, KP_GPU_SRC_MLA_DECODE2, opts, "kp_mla_decode_gen2");
-                }
+                for (int fp8 = 0; fp8 < 2; fp8++)
+                    if (kp_gpu_mla2_tile_pick(h, p, mla2_rows[r], mla_dims[d][0], fp8, 0, &m2)) {
+                        kp_gpu_mla2_options(&m2, dt, mla_dims[d][0], mla_dims[d][1], opts, sizeof opts);
+                        emit(e, KP_GPU_SRC_MLA_DECODE2, opts, "kp_mla_decode_gen2");
+                    }
         for (size_t d = 0; d < 2; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
                 if (kp_gpu_attn_config(h, p, "mla_decode", dt, mla_dims[d][0], mla_dims[d][1], 1, rows[r], 0, &c) ==

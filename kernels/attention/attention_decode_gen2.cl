@@ -16,7 +16,8 @@
  * takes rows 16 (w % D2_WM) .. +15 and keys (w / D2_WM) * D2_BN / D2_WN .. + D2_BN / D2_WN
  * - 1 of every tile, with its own online softmax in registers (S = Q K^T and O += P V on
  * the tile MMA, P straight from the S accumulators, V by the transposing fragment load,
- * Q fragments held in registers up to DQK 192; kp_attn_online.h's step) - as
+ * Q fragments held in registers up to DQK 192; kp_attn_online.h's step; the split, copies,
+ * masks and lse of kp_attn_decode2.h, which mla_decode_gen2.cl shares) - as
  * attention_prefill_gen2.cl does per row group. The epilogue merges the D2_WN key
  * groups exactly (their max, sum and O through local memory) and writes out / lse,
  * or with nsplit > 1 the f32 partials part [nsplit, B * s_q * h_q, DV] and part_lse
@@ -31,8 +32,7 @@
 #include "kp_dialect.h"
 #include "attention_kargs.h"
 #include "attention_gen2_layout.h"
-#include "common/kp_async_copy.h"
-#include "common/kp_fragment_ops.h"
+#include "kp_attn_decode2.h"
 #include "kp_attn_online.h"
 
 #if defined(KP_DTYPE_F16)
@@ -80,42 +80,18 @@
 #define D2_SF (D2_BNW / 8)  /* n8 fragments of a group's S */
 #define D2_OF (D2_DV / 8)   /* n8 fragments of O */
 #define D2_STAGE_ELEMS (D2_BN * (D2_LDK + D2_LDV))
-#define D2_LN2 0.6931471805599453f
-
-#if defined(KP_TARGET_OPENCL)
-typedef long d2_i64;
-#define d2_exp2(x) exp2(x)
-#define d2_log2(x) log2(x)
-#else
-typedef long long d2_i64;
-#define d2_exp2(x) exp2f(x)
-#define d2_log2(x) log2f(x)
-#endif
+#define D2_ES ((int)sizeof(kp_storage_t))
 
 /* Issues the K and V rows of keys n0 .. n0 + D2_BN - 1 (zeros from kend on) into stage st,
  * each row's cache block from the table. */
 KP_FN void d2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *k, KP_GLOBAL const kp_storage_t *v,
                     KP_GLOBAL const int *trow, int n0, int kend, int hk, const kp_attn_decode_kargs *p) {
-    const int lid = kp_local_id(0);
-    for (int c = lid; c < D2_BN * (D2_DQK / 8); c += D2_NT) {
-        int r = c / (D2_DQK / 8), col = (c % (D2_DQK / 8)) * 8, j = n0 + r, valid = j < kend;
-        d2_i64 off = 0;
-        if (valid) {
-            int blk = min(max(trow[j / p->block_size], 0), p->num_blocks - 1);
-            off = p->k_off + (d2_i64)blk * p->k_s0 + (d2_i64)(j % p->block_size) * p->k_s1 + (d2_i64)hk * p->k_s2 + col;
-        }
-        kp_copy16_async(st + r * D2_LDK + col, k + off, valid);
-    }
-    KP_LOCAL_MEM kp_u16 *vs = st + D2_BN * D2_LDK;
-    for (int c = lid; c < D2_BN * (D2_DV / 8); c += D2_NT) {
-        int r = c / (D2_DV / 8), col = (c % (D2_DV / 8)) * 8, j = n0 + r, valid = j < kend;
-        d2_i64 off = 0;
-        if (valid) {
-            int blk = min(max(trow[j / p->block_size], 0), p->num_blocks - 1);
-            off = p->v_off + (d2_i64)blk * p->v_s0 + (d2_i64)(j % p->block_size) * p->v_s1 + (d2_i64)hk * p->v_s2 + col;
-        }
-        kp_copy16_async(vs + r * D2_LDV + col, v + off, valid);
-    }
+    kp_dec2_issue_rows((KP_LOCAL_MEM unsigned char *)st, D2_LDK * 2, (KP_GLOBAL const unsigned char *)k, D2_ES,
+                       p->k_off + (kp_dec2_i64)hk * p->k_s2, p->k_s0, p->k_s1, trow, n0, kend, D2_BN, D2_DQK * 2, p,
+                       D2_NT);
+    kp_dec2_issue_rows((KP_LOCAL_MEM unsigned char *)(st + D2_BN * D2_LDK), D2_LDV * 2,
+                       (KP_GLOBAL const unsigned char *)v, D2_ES, p->v_off + (kp_dec2_i64)hk * p->v_s2, p->v_s0,
+                       p->v_s1, trow, n0, kend, D2_BN, D2_DV * 2, p, D2_NT);
 }
 
 KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
@@ -138,38 +114,22 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
     const int wm = grp % D2_WM, wn = grp / D2_WM, g = lane / 4, t4 = lane % 4;
     const int hk = kp_group_id(1), b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit;
     const int partial = p.nsplit > 1;
-    const d2_i64 nrows_all = (d2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
+    const kp_dec2_i64 nrows_all = (kp_dec2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
     KP_LOCAL_MEM kp_u16 *my_pscr = pscr + grp * 256;
 
-    const int len_k = min(max(seq_lens[p.sl_off + b], 0), p.max_blocks * p.block_size);
-    const int rows = p.s_q * p.group, shift = len_k - p.s_q;
-    const int tiles_all = (len_k + D2_BN - 1) / D2_BN, per = (tiles_all + p.nsplit - 1) / p.nsplit;
-    const int kb = min(sp * per * D2_BN, len_k), ke = min((sp + 1) * per * D2_BN, len_k);
-    KP_GLOBAL const int *trow = table + p.bt_off + (d2_i64)b * p.bt_s0;
+    const kp_dec2_seq sq = kp_dec2_split(&p, seq_lens, b, sp, D2_BN);
+    const int rows = p.s_q * p.group, kb = sq.kb;
+    KP_GLOBAL const int *trow = table + p.bt_off + (kp_dec2_i64)b * p.bt_s0;
 
     for (int m0 = kp_group_id(0) * D2_BM; m0 < rows; m0 += kp_num_groups(0) * D2_BM) {
         /* the Q tile, padding rows as zeros: its own copy group, landed by tile 0's wait */
-        for (int c = lid; c < D2_BM * (D2_DQK / 8); c += D2_NT) {
-            int r = c / (D2_DQK / 8), col = (c % (D2_DQK / 8)) * 8, row = m0 + r, valid = row < rows;
-            d2_i64 off = 0;
-            if (valid) {
-                int qi = row / p.group, hq = hk * p.group + row % p.group;
-                off = p.q_off + (d2_i64)b * p.q_s0 + (d2_i64)qi * p.q_s1 + (d2_i64)hq * p.q_s2 + col;
-            }
-            kp_copy16_async(qs + r * D2_LDK + col, q + off, valid);
-        }
+        kp_dec2_load_q(qs, D2_LDK, q, &p, b, hk, m0, rows, D2_BM, D2_DQK, D2_NT);
         kp_copy_commit();
 
-        /* the last key this lane's two rows (g, g + 8 of its row group) see; -1: none */
-        int rhi[2];
-        for (int i = 0; i < 2; ++i) {
-            int row = m0 + wm * 16 + g + 8 * i;
-            rhi[i] = row < rows ? (p.causal ? min(row / p.group + shift, len_k - 1) : len_k - 1) : -1;
-        }
-        /* the keys of this split some row of the tile sees (the last row sees the most) */
-        const int last = min(m0 + D2_BM, rows) - 1;
-        const int kend = min(p.causal ? last / p.group + shift + 1 : len_k, ke);
-        const int ntiles = kend > kb ? (kend - kb + D2_BN - 1) / D2_BN : 0;
+        /* the last key this lane's two rows (g, g + 8 of its row group) see, and the keys
+         * of this split some row of the tile sees */
+        int rhi[2], kend;
+        const int ntiles = kp_dec2_tile_keys(&p, &sq, m0, D2_BM, rows, wm * 16 + g, D2_BN, rhi, &kend);
 
         for (int s = 0; s < D2_STAGES - 1; ++s) {
             if (s < ntiles) d2_issue(stages + s * D2_STAGE_ELEMS, k, v, trow, kb + s * D2_BN, kend, hk, &p);
@@ -218,17 +178,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
             }
 
             /* scale, mask (keys past a row's causal bound or the split's end), row max */
-            const int n0 = kb + t * D2_BN + wn * D2_BNW;
-            float tmax[2] = {-KP_INFINITY, -KP_INFINITY};
-            for (int j = 0; j < D2_SF; ++j)
-                for (int e = 0; e < 4; ++e) {
-                    int i = e / 2, key = n0 + j * 8 + 2 * t4 + (e & 1);
-                    float x = s[j].x[e] * p.scale_log2;
-                    if (key >= kend || key > rhi[i]) x = -KP_INFINITY;
-                    s[j].x[e] = x;
-                    tmax[i] = kp_fmaxf(tmax[i], x);
-                }
-            kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+            float tmax[2];
+            kp_dec2_scale_mask(s, D2_SF, p.scale_log2, kb + t * D2_BN + wn * D2_BNW, t4, kend, rhi, tmax, red, lid);
 
             /* online softmax and O += P V (kp_attn_online.h) */
             kp_attn_online_pv(mrow, lrow, tmax, s, D2_SF, o, D2_OF, vt, D2_LDV, my_pscr, lane);
@@ -252,7 +203,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
             float mx = -KP_INFINITY, l = 0.0f;
             for (int w = 0; w < D2_WN; ++w) mx = kp_fmaxf(mx, mstat[w * D2_BM + r]);
             for (int w = 0; w < D2_WN; ++w) {
-                float e = mx == -KP_INFINITY ? 0.0f : d2_exp2(mstat[w * D2_BM + r] - mx);
+                float e = mx == -KP_INFINITY ? 0.0f : kp_dec2_exp2(mstat[w * D2_BM + r] - mx);
                 mstat[w * D2_BM + r] = e;
                 l += e * lstat[w * D2_BM + r];
             }
@@ -261,10 +212,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
             int row = m0 + r;
             if (row >= rows) continue;
             int qi = row / p.group, hq = hk * p.group + row % p.group;
-            float row_lse = l > 0.0f ? (mx + d2_log2(l)) * D2_LN2 : (partial ? -KP_INFINITY : KP_INFINITY);
-            d2_i64 rowid = ((d2_i64)b * p.s_q + qi) * p.h_q + hq;
-            if (partial) part_lse[sp * nrows_all + rowid] = row_lse;
-            else if (p.has_lse) lse[p.lse_off + ((d2_i64)b * p.h_q + hq) * p.s_q + qi] = row_lse;
+            kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
+            kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mx, l);
         }
         kp_barrier();
         for (int e = lid; e < D2_BM * D2_DV; e += D2_NT) {
@@ -273,9 +222,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
             float acc = 0.0f;
             for (int w = 0; w < D2_WN; ++w) acc += mstat[w * D2_BM + r] * obuf[(w * D2_BM + r) * D2_DV + col];
             int qi = row / p.group, hq = hk * p.group + row % p.group;
-            d2_i64 rowid = ((d2_i64)b * p.s_q + qi) * p.h_q + hq;
+            kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
             if (partial) part[(sp * nrows_all + rowid) * D2_DV + col] = acc;
-            else kp_store(out, p.o_off + (d2_i64)b * p.o_s0 + (d2_i64)qi * p.o_s1 + (d2_i64)hq * p.o_s2 + col, acc);
+            else kp_store(out, p.o_off + (kp_dec2_i64)b * p.o_s0 + (kp_dec2_i64)qi * p.o_s1 + (kp_dec2_i64)hq * p.o_s2 + col, acc);
         }
         kp_barrier(); /* the next row tile reuses Q, the stages and the merge area */
     }

@@ -34,12 +34,16 @@
           : KP_ATTN2_DEC_MERGE_BYTES(wm, wn, dv)))
 
 /* MLA decode (mla_decode_gen2.cl): wm row groups x 2 halves of DV, 32 work-items each;
- * Q bm x (dqk + 8), stages x bn latent rows of dqk + 8 (P goes into a tile's columns
- * past DV), the quad scratch, and [2][bm] f32 row maxima and [2][bm] row sums of the
- * two halves. */
+ * Q bm x (dqk + 8), the latent tiles, the quad scratch, and [2][bm] f32 row maxima and
+ * [2][bm] row sums of the two halves. The latent tiles: 16-bit caches, stages x bn rows
+ * of dqk + 8 (P goes into a tile's columns past DV); FP8 (e4m3) caches (fp8 = 1), stages
+ * x bn rows of dqk bytes as the cache holds them plus each row's f32 scale, and one
+ * bn x (dqk + 8) 16-bit tile they are dequantized into (P in its columns past DV). */
 #define KP_MLA2_THREADS(wm) (64 * (wm))
-#define KP_MLA2_LOCAL_BYTES(wm, bn, dqk, stages)                                                   \
-    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) + (stages) * (bn) * ((dqk) + 8) * 2 + KP_MLA2_THREADS(wm) * 8 + \
+#define KP_MLA2_TILES_BYTES(bn, dqk, stages, fp8)                                                 \
+    ((fp8) ? (stages) * (bn) * ((dqk) + 4) + (bn) * ((dqk) + 8) * 2 : (stages) * (bn) * ((dqk) + 8) * 2)
+#define KP_MLA2_LOCAL_BYTES(wm, bn, dqk, stages, fp8)                                              \
+    (KP_ATTN2_Q_BYTES(16 * (wm), dqk) + KP_MLA2_TILES_BYTES(bn, dqk, stages, fp8) + KP_MLA2_THREADS(wm) * 8 + \
      4 * 16 * (wm) * 4)
 
 #endif /* KP_ATTENTION_GEN2_LAYOUT_H */

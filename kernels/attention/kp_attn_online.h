@@ -1,8 +1,9 @@
 /*
  * kernels/attention/kp_attn_online.h - the online-softmax step and O += P V of one key
  * tile, on tile-MMA fragments: the register-resident core that the generation-2 kernels
- * (attention_prefill_gen2.cl, attention_decode_gen2.cl) share. (kp_attn_tile.h is
- * generation 1's engine, whose row state lives in local memory.)
+ * (attention_prefill_gen2.cl, attention_decode_gen2.cl; mla_decode_gen2.cl its
+ * rescale) share. (kp_attn_tile.h is generation 1's engine, whose row state lives in
+ * local memory.)
  *
  * kp_attn_online_pv(m, l, tmax, s, nsf, o, nof, vt, ldv, pscr, lane) - one group of 32
  * lanes owns 16 rows; lane 4g+t holds rows g and g + 8 (index i = 0, 1 below):
@@ -46,10 +47,11 @@
 #define kp_attn_exp2_(x) exp2f(x)
 #endif
 
-KP_FN void kp_attn_online_pv(float *m, float *l, const float *tmax, kp_mma_acc *s, int nsf, kp_mma_acc *o, int nof,
-                             KP_LOCAL_MEM const kp_u16 *vt, int ldv, KP_LOCAL_MEM kp_u16 *pscr, int lane) {
-    /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
-    float base[2], alpha[2];
+/* The online softmax's new max m' = max(m, tmax) per row: base[i], what P subtracts
+ * (0 for a row with no key yet, so that its P is 0), alpha[i] = exp2(m - m'), which l
+ * takes here and O takes from the caller; m updated. (mla_decode_gen2.cl calls it with
+ * its own P step.) */
+KP_FN void kp_attn_online_rescale(float *m, float *l, const float *tmax, float *base, float *alpha) {
     for (int i = 0; i < 2; ++i) {
         float mnew = kp_fmaxf(m[i], tmax[i]);
         base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
@@ -57,6 +59,13 @@ KP_FN void kp_attn_online_pv(float *m, float *l, const float *tmax, kp_mma_acc *
         m[i] = mnew;
         l[i] *= alpha[i];
     }
+}
+
+KP_FN void kp_attn_online_pv(float *m, float *l, const float *tmax, kp_mma_acc *s, int nsf, kp_mma_acc *o, int nof,
+                             KP_LOCAL_MEM const kp_u16 *vt, int ldv, KP_LOCAL_MEM kp_u16 *pscr, int lane) {
+    /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
+    float base[2], alpha[2];
+    kp_attn_online_rescale(m, l, tmax, base, alpha);
     for (int j = 0; j < nsf; ++j)
         for (int e = 0; e < 4; ++e) {
             float pv = kp_attn_exp2_(s[j].x[e] - base[e / 2]);

@@ -13,7 +13,16 @@
  * compute-bound: the tile feeds 64 rows of tensor-core work). Its key range, split sp of
  * nsplit contiguous runs of M2_BN-key tiles, streams through an M2_STAGES-stage pipeline
  * of 16-byte async copies (common/kp_async_copy.h) in dynamic local memory, the block
- * table read once per key row. Q (M2_BM x DQK) stays in local memory.
+ * table read once per key row. Q (M2_BM x DQK) stays in local memory. The split, the
+ * copies, the masks and the lse are kp_attn_decode2.h's, shared with
+ * attention_decode_gen2.cl.
+ *
+ * FP8 latent caches (-DATTN_KV_FP8): e4m3 [num_blocks, block_size, 1, DQK] with kv_scale
+ * f32 [1] or [num_blocks] (generation 1's k_scale / v_scale arguments; v_scale unused).
+ * The pipeline copies the cache's bytes as they are (half a 16-bit tile's), each row's
+ * scale beside them; after a tile lands, one pass over it writes e4m3 * scale rounded to
+ * the 16-bit dtype (common/kp_fp8.h's exact decoder: kp_mla_decode's contract, as
+ * generation 1 reads the cache) into the one 16-bit tile the MMAs read, then a barrier.
  *
  * 2 * M2_WM groups of 32 lanes: group w takes rows 16 (w % M2_WM) .. +15 and half
  * h = w / M2_WM. For each tile:
@@ -34,15 +43,16 @@
  * no key) that generation 1's kp_attention_combine (attention_decode.cl) merges.
  * Launch: 64 * M2_WM work-items; grid (m_tiles, 1, B * nsplit).
  * Dynamic local memory: KP_MLA2_LOCAL_BYTES (attention_gen2_layout.h).
- * Requirements the planner checks (else generation 1 runs): 16-bit dtype, no FP8 cache;
- * q and cache offsets and strides multiples of 8 elements (16-byte rows).
- * Options: KP_DTYPE_F16 / _BF16, M2_DQK, M2_DV, M2_WM, M2_BN, M2_STAGES.
+ * Requirements the planner checks (else generation 1 runs): 16-bit q; q and cache rows
+ * 16-byte aligned (offsets and strides).
+ * Options: KP_DTYPE_F16 / _BF16, M2_DQK, M2_DV, M2_WM, M2_BN, M2_STAGES, ATTN_KV_FP8.
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
 #include "attention_gen2_layout.h"
-#include "common/kp_async_copy.h"
-#include "common/kp_fragment_ops.h"
+#include "kp_attn_decode2.h"
+#include "kp_attn_online.h"
+#include "common/kp_fp8.h"
 
 #if defined(KP_DTYPE_F16)
 #define M2_MMA kp_mma_16x8x16_f16
@@ -51,7 +61,7 @@
 #define M2_MMA kp_mma_16x8x16_bf16
 #define M2_IS_F16 0
 #else
-#error "mla_decode_gen2.cl takes 16-bit q and caches (f32 runs generation 1)"
+#error "mla_decode_gen2.cl takes 16-bit q (f32 runs generation 1)"
 #endif
 
 #ifndef M2_DQK
@@ -84,48 +94,92 @@
 #define M2_KF (M2_DQK / 16) /* k16 steps of Q K^T */
 #define M2_SF (M2_BNH / 8)  /* n8 fragments of a group's S */
 #define M2_OF (M2_DVH / 8)  /* n8 fragments of a group's O */
-#define M2_STAGE_ELEMS (M2_BN * M2_LDK)
-#define M2_LN2 0.6931471805599453f
 /* a loop over the O accumulators nvcc would not unroll on its own (they would go to the
  * stack); every target's compiler takes the pragma */
 #define M2_UNROLL _Pragma("unroll")
 
-#if defined(KP_TARGET_OPENCL)
-typedef long m2_i64;
-#define m2_exp2(x) exp2(x)
-#define m2_log2(x) log2(x)
+#if defined(ATTN_KV_FP8)
+typedef unsigned char m2_kv_t;
+#define M2_STAGE_BYTES (M2_BN * M2_DQK) /* e4m3 rows as the cache holds them */
+#define M2_FP8_ARGS                                                                                      \
+    , KP_GLOBAL const float *KP_RESTRICT kv_scale, KP_GLOBAL const float *KP_RESTRICT v_scale_unused, \
+        kp_attn_kv_fp8_kargs f
 #else
-typedef long long m2_i64;
-#define m2_exp2(x) exp2f(x)
-#define m2_log2(x) log2f(x)
+typedef kp_storage_t m2_kv_t;
+#define M2_STAGE_BYTES (M2_BN * M2_LDK * 2)
+#define M2_FP8_ARGS
 #endif
 
 /* Issues latent rows n0 .. n0 + M2_BN - 1 (zeros from kend on) into stage st, each row's
- * cache block from the table. */
-KP_FN void m2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *kv, KP_GLOBAL const int *trow, int n0,
-                    int kend, const kp_attn_decode_kargs *p) {
-    const int lid = kp_local_id(0);
-    for (int c = lid; c < M2_BN * (M2_DQK / 8); c += M2_NT) {
-        int r = c / (M2_DQK / 8), col = (c % (M2_DQK / 8)) * 8, j = n0 + r, valid = j < kend;
-        m2_i64 off = 0;
-        if (valid) {
-            int blk = min(max(trow[j / p->block_size], 0), p->num_blocks - 1);
-            off = p->k_off + (m2_i64)blk * p->k_s0 + (m2_i64)(j % p->block_size) * p->k_s1 + col;
-        }
-        kp_copy16_async(st + r * M2_LDK + col, kv + off, valid);
+ * cache block from the table; FP8: each row's scale into sc[row] (0 past kend). */
+KP_FN void m2_issue(KP_LOCAL_MEM unsigned char *st, KP_GLOBAL const m2_kv_t *kv, KP_GLOBAL const int *trow, int n0,
+                    int kend, const kp_attn_decode_kargs *p
+#if defined(ATTN_KV_FP8)
+                    ,
+                    KP_LOCAL_MEM float *sc, KP_GLOBAL const float *kv_scale, const kp_attn_kv_fp8_kargs *f
+#endif
+) {
+#if defined(ATTN_KV_FP8)
+    kp_dec2_issue_rows(st, M2_DQK, (KP_GLOBAL const unsigned char *)kv, 1, p->k_off, p->k_s0, p->k_s1, trow, n0, kend,
+                       M2_BN, M2_DQK, p, M2_NT);
+    for (int r = kp_local_id(0); r < M2_BN; r += M2_NT) {
+        int j = n0 + r, blk = j < kend ? min(max(trow[j / p->block_size], 0), p->num_blocks - 1) : 0;
+        sc[r] = j < kend ? kv_scale[f->ks_off + (f->ks_per_block ? blk : 0)] : 0.0f;
     }
+#else
+    kp_dec2_issue_rows(st, M2_LDK * 2, (KP_GLOBAL const unsigned char *)kv, 2, p->k_off, p->k_s0, p->k_s1, trow, n0,
+                       kend, M2_BN, M2_DQK * 2, p, M2_NT);
+#endif
 }
 
+#if defined(ATTN_KV_FP8)
+/* The landed e4m3 stage st (scales sc) into the 16-bit tile: e4m3 * scale in f32, rounded
+ * to the dtype; 16 bytes in, 32 out, a work-item at a time. */
+KP_FN void m2_dequant(KP_LOCAL_MEM kp_u16 *tile, KP_LOCAL_MEM const unsigned char *st, KP_LOCAL_MEM const float *sc) {
+    for (int c = kp_local_id(0); c < M2_BN * (M2_DQK / 16); c += M2_NT) {
+        int r = c / (M2_DQK / 16), col = (c % (M2_DQK / 16)) * 16;
+        uint4 x = *(KP_LOCAL_MEM const uint4 *)(st + r * M2_DQK + col);
+        const float s = sc[r];
+        kp_u32 in[4] = {x.x, x.y, x.z, x.w}, w[8];
+        for (int i = 0; i < 4; ++i) {
+            w[2 * i] = kp_pack2_f32_(kp_e4m3_to_f32(in[i] & 0xffu) * s, kp_e4m3_to_f32((in[i] >> 8) & 0xffu) * s,
+                                     M2_IS_F16);
+            w[2 * i + 1] = kp_pack2_f32_(kp_e4m3_to_f32((in[i] >> 16) & 0xffu) * s, kp_e4m3_to_f32(in[i] >> 24) * s,
+                                         M2_IS_F16);
+        }
+        uint4 lo, hi;
+        lo.x = w[0], lo.y = w[1], lo.z = w[2], lo.w = w[3];
+        hi.x = w[4], hi.y = w[5], hi.z = w[6], hi.w = w[7];
+        KP_LOCAL_MEM uint4 *d = (KP_LOCAL_MEM uint4 *)(tile + r * M2_LDK + col);
+        d[0] = lo, d[1] = hi;
+    }
+}
+#endif
+
 KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
-    kp_mla_decode_gen2(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT kv,
-                       KP_GLOBAL const kp_storage_t *KP_RESTRICT v_unused, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
+    kp_mla_decode_gen2(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const m2_kv_t *KP_RESTRICT kv,
+                       KP_GLOBAL const m2_kv_t *KP_RESTRICT v_unused, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
                        KP_GLOBAL float *KP_RESTRICT lse, KP_GLOBAL float *KP_RESTRICT part,
                        KP_GLOBAL float *KP_RESTRICT part_lse, KP_GLOBAL const int *KP_RESTRICT table,
-                       KP_GLOBAL const int *KP_RESTRICT seq_lens, kp_attn_decode_kargs p KP_DYNAMIC_LOCAL_ARG(smem)) {
+                       KP_GLOBAL const int *KP_RESTRICT seq_lens,
+                       kp_attn_decode_kargs p M2_FP8_ARGS KP_DYNAMIC_LOCAL_ARG(smem)) {
     KP_DYNAMIC_LOCAL(smem);
+    /* Q, then the stages (FP8: the 16-bit tile, the e4m3 stages and their row scales),
+     * the quad scratch, the halves' row maxima and sums: KP_MLA2_LOCAL_BYTES */
     KP_LOCAL_MEM kp_u16 *qs = (KP_LOCAL_MEM kp_u16 *)smem;
-    KP_LOCAL_MEM kp_u16 *stages = qs + M2_BM * M2_LDK;
-    KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(stages + M2_STAGES * M2_STAGE_ELEMS);
+#if defined(ATTN_KV_FP8)
+    KP_LOCAL_MEM kp_u16 *tile16 = qs + M2_BM * M2_LDK;
+    KP_LOCAL_MEM unsigned char *stages = (KP_LOCAL_MEM unsigned char *)(tile16 + M2_BN * M2_LDK);
+    KP_LOCAL_MEM float *scales = (KP_LOCAL_MEM float *)(stages + M2_STAGES * M2_STAGE_BYTES); /* [STAGES][BN] */
+    KP_LOCAL_MEM float *red = scales + M2_STAGES * M2_BN;
+#define M2_ISSUE(t_) m2_issue(stages + ((t_) % M2_STAGES) * M2_STAGE_BYTES, kv, trow, kb + (t_) * M2_BN, kend, &p, \
+                              scales + ((t_) % M2_STAGES) * M2_BN, kv_scale, &f)
+    (void)v_scale_unused;
+#else
+    KP_LOCAL_MEM unsigned char *stages = (KP_LOCAL_MEM unsigned char *)(qs + M2_BM * M2_LDK);
+    KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(stages + M2_STAGES * M2_STAGE_BYTES);
+#define M2_ISSUE(t_) m2_issue(stages + ((t_) % M2_STAGES) * M2_STAGE_BYTES, kv, trow, kb + (t_) * M2_BN, kend, &p)
+#endif
     KP_LOCAL_MEM float *xmax = red + 2 * M2_NT; /* [2][BM] each half's tile row max */
     KP_LOCAL_MEM float *xsum = xmax + 2 * M2_BM; /* [2][BM] each half's row sum */
     (void)v_unused;
@@ -134,38 +188,25 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
     const int wm = grp % M2_WM, wh = grp / M2_WM, g = lane / 4, t4 = lane % 4;
     const int b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit;
     const int partial = p.nsplit > 1;
-    const m2_i64 nrows_all = (m2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
+    const kp_dec2_i64 nrows_all = (kp_dec2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
 
-    const int len_k = min(max(seq_lens[p.sl_off + b], 0), p.max_blocks * p.block_size);
-    const int rows = p.s_q * p.h_q, shift = len_k - p.s_q;
-    const int tiles_all = (len_k + M2_BN - 1) / M2_BN, per = (tiles_all + p.nsplit - 1) / p.nsplit;
-    const int kb = min(sp * per * M2_BN, len_k), ke = min((sp + 1) * per * M2_BN, len_k);
-    KP_GLOBAL const int *trow = table + p.bt_off + (m2_i64)b * p.bt_s0;
+    /* one latent head: the packed rows are s_q * h_q (group = h_q), row r query r / h_q */
+    const kp_dec2_seq sq = kp_dec2_split(&p, seq_lens, b, sp, M2_BN);
+    const int rows = p.s_q * p.h_q, kb = sq.kb;
+    KP_GLOBAL const int *trow = table + p.bt_off + (kp_dec2_i64)b * p.bt_s0;
 
     for (int m0 = kp_group_id(0) * M2_BM; m0 < rows; m0 += kp_num_groups(0) * M2_BM) {
         /* the Q tile, padding rows as zeros: its own copy group, landed by tile 0's wait */
-        for (int c = lid; c < M2_BM * (M2_DQK / 8); c += M2_NT) {
-            int r = c / (M2_DQK / 8), col = (c % (M2_DQK / 8)) * 8, row = m0 + r, valid = row < rows;
-            m2_i64 off = 0;
-            if (valid)
-                off = p.q_off + (m2_i64)b * p.q_s0 + (m2_i64)(row / p.h_q) * p.q_s1 + (m2_i64)(row % p.h_q) * p.q_s2 + col;
-            kp_copy16_async(qs + r * M2_LDK + col, q + off, valid);
-        }
+        kp_dec2_load_q(qs, M2_LDK, q, &p, b, 0, m0, rows, M2_BM, M2_DQK, M2_NT);
         kp_copy_commit();
 
-        /* the last key this lane's two rows (g, g + 8 of its row group) see; -1: none */
-        int rhi[2];
-        for (int i = 0; i < 2; ++i) {
-            int row = m0 + wm * 16 + g + 8 * i;
-            rhi[i] = row < rows ? (p.causal ? min(row / p.h_q + shift, len_k - 1) : len_k - 1) : -1;
-        }
-        /* the keys of this split some row of the tile sees (the last row sees the most) */
-        const int last = min(m0 + M2_BM, rows) - 1;
-        const int kend = min(p.causal ? last / p.h_q + shift + 1 : len_k, ke);
-        const int ntiles = kend > kb ? (kend - kb + M2_BN - 1) / M2_BN : 0;
+        /* the last key this lane's two rows (g, g + 8 of its row group) see, and the keys
+         * of this split some row of the tile sees */
+        int rhi[2], kend;
+        const int ntiles = kp_dec2_tile_keys(&p, &sq, m0, M2_BM, rows, wm * 16 + g, M2_BN, rhi, &kend);
 
         for (int s = 0; s < M2_STAGES - 1; ++s) {
-            if (s < ntiles) m2_issue(stages + s * M2_STAGE_ELEMS, kv, trow, kb + s * M2_BN, kend, &p);
+            if (s < ntiles) M2_ISSUE(s);
             kp_copy_commit();
         }
 
@@ -177,10 +218,15 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
         for (int t = 0; t < ntiles; ++t) {
             kp_copy_wait(M2_STAGES - 2);
             kp_barrier(); /* tile t (and Q) landed; every group is done with tile t - 1's stage and P */
-            const int nt = t + M2_STAGES - 1;
-            if (nt < ntiles) m2_issue(stages + (nt % M2_STAGES) * M2_STAGE_ELEMS, kv, trow, kb + nt * M2_BN, kend, &p);
+            if (t + M2_STAGES - 1 < ntiles) M2_ISSUE(t + M2_STAGES - 1);
             kp_copy_commit();
-            KP_LOCAL_MEM kp_u16 *tile = stages + (t % M2_STAGES) * M2_STAGE_ELEMS;
+#if defined(ATTN_KV_FP8)
+            KP_LOCAL_MEM kp_u16 *tile = tile16;
+            m2_dequant(tile, stages + (t % M2_STAGES) * M2_STAGE_BYTES, scales + (t % M2_STAGES) * M2_BN);
+            kp_barrier(); /* the 16-bit tile written */
+#else
+            KP_LOCAL_MEM kp_u16 *tile = (KP_LOCAL_MEM kp_u16 *)(stages + (t % M2_STAGES) * M2_STAGE_BYTES);
+#endif
             KP_LOCAL_MEM kp_u16 *prow = tile + poff;
             KP_LOCAL_MEM const kp_u16 *kt = tile + wh * M2_BNH * M2_LDK; /* this half's keys */
 
@@ -199,17 +245,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
             }
 
             /* scale, mask (keys past a row's causal bound or the split's end), row max */
-            const int n0 = kb + t * M2_BN + wh * M2_BNH;
-            float tmax[2] = {-KP_INFINITY, -KP_INFINITY};
-            for (int j = 0; j < M2_SF; ++j)
-                for (int e = 0; e < 4; ++e) {
-                    int i = e / 2, key = n0 + j * 8 + 2 * t4 + (e & 1);
-                    float x = s[j].x[e] * p.scale_log2;
-                    if (key >= kend || key > rhi[i]) x = -KP_INFINITY;
-                    s[j].x[e] = x;
-                    tmax[i] = kp_fmaxf(tmax[i], x);
-                }
-            kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+            float tmax[2];
+            kp_dec2_scale_mask(s, M2_SF, p.scale_log2, kb + t * M2_BN + wh * M2_BNH, t4, kend, rhi, tmax, red, lid);
             /* the two halves' maxima: both take the same m' */
             if (t4 == 0)
                 xmax[wh * M2_BM + wm * 16 + g] = tmax[0], xmax[wh * M2_BM + wm * 16 + g + 8] = tmax[1];
@@ -219,17 +256,11 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
 
             /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
             float base[2], alpha[2];
-            for (int i = 0; i < 2; ++i) {
-                float mnew = kp_fmaxf(mrow[i], tmax[i]);
-                base[i] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
-                alpha[i] = m2_exp2(mrow[i] - base[i]);
-                mrow[i] = mnew;
-                lrow[i] *= alpha[i];
-            }
+            kp_attn_online_rescale(mrow, lrow, tmax, base, alpha);
             for (int j = 0; j < M2_SF; ++j) {
                 float pv[4];
                 for (int e = 0; e < 4; ++e) {
-                    pv[e] = m2_exp2(s[j].x[e] - base[e / 2]);
+                    pv[e] = kp_dec2_exp2(s[j].x[e] - base[e / 2]);
                     lrow[e / 2] += pv[e];
                 }
                 KP_LOCAL_MEM kp_u32 *w = (KP_LOCAL_MEM kp_u32 *)(prow + g * M2_LDK + wh * M2_BNH + j * 8 + 2 * t4);
@@ -260,21 +291,18 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
         kp_copy_wait(0);
         kp_barrier();
         float inv[2];
-        m2_i64 dst[2]; /* this lane's first element of its two rows in out or part; -1: padding */
+        kp_dec2_i64 dst[2]; /* this lane's first element of its two rows in out or part; -1: padding */
         for (int i = 0; i < 2; ++i) {
             int r = wm * 16 + g + 8 * i, row = m0 + r, qi = row / p.h_q, hq = row % p.h_q;
             float l = xsum[r] + xsum[M2_BM + r];
             inv[i] = l > 0.0f ? 1.0f / l : 0.0f;
-            m2_i64 rowid = ((m2_i64)b * p.s_q + qi) * p.h_q + hq;
+            kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
             dst[i] = row >= rows ? -1
                      : partial ? (sp * nrows_all + rowid) * M2_DV + wh * M2_DVH + 2 * t4
-                               : p.o_off + (m2_i64)b * p.o_s0 + (m2_i64)qi * p.o_s1 + (m2_i64)hq * p.o_s2 +
-                                     wh * M2_DVH + 2 * t4;
-            if (row < rows && wh == 0 && t4 == 0) {
-                float row_lse = l > 0.0f ? (mrow[i] + m2_log2(l)) * M2_LN2 : (partial ? -KP_INFINITY : KP_INFINITY);
-                if (partial) part_lse[sp * nrows_all + rowid] = row_lse;
-                else if (p.has_lse) lse[p.lse_off + ((m2_i64)b * p.h_q + hq) * p.s_q + qi] = row_lse;
-            }
+                               : p.o_off + (kp_dec2_i64)b * p.o_s0 + (kp_dec2_i64)qi * p.o_s1 +
+                                     (kp_dec2_i64)hq * p.o_s2 + wh * M2_DVH + 2 * t4;
+            if (row < rows && wh == 0 && t4 == 0)
+                kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mrow[i], l);
         }
         /* f outermost with constant accumulator indices: O stays in registers */
         M2_UNROLL for (int f = 0; f < M2_OF; ++f)

@@ -3,7 +3,8 @@
  * head of 576, V = its first 512 columns) against the float64 reference: h_q 16, 32,
  * 64, 128, s_q 1 and 2, block 64, causal, every dtype; forced split-KV; a few
  * FlashMLA-sized cases (b 2-4, s_k 4096-4097, h_q 128); outlier channels; bad index
- * content; generation 2 (mla_decode_gen2.cl) forced on the GPU backends.
+ * content; generation 2 (mla_decode_gen2.cl) forced on the GPU backends, with 16-bit
+ * and with FP8 latent caches.
  */
 #include "conf_attention.h"
 
@@ -129,6 +130,42 @@ KP_CONFORMANCE(conf_mla_decode_gen2) {
         conf_paged_case c = {.dt = cases[i].dt, .b = 5, .s_q = cases[i].s_q, .h_q = cases[i].h_q, .h_kv = 1,
             .d = 576, .dv = cases[i].dv, .block_size = cases[i].bs, .seq_lens = lens, .causal = cases[i].causal,
             .lse = cases[i].lse, .scale = MLA_SCALE, .mla = 1, .splits = splits, .nsplits = i % 2 ? 2 : 3};
+        conf_run_paged(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* Generation 2 with FP8 (e4m3) latent caches (mla_decode_gen2.cl's -DATTN_KV_FP8 variant:
+ * the cache's bytes copied into local memory and dequantized there), whatever the run's
+ * KPORT_GPU_KERNELS: conf_mla_decode_gen2's shapes (16 to 256 packed rows, d_v 512 and
+ * 256, blocks 16 and 64, contexts of 0, 63, 600, 1 and 129 keys, causal and not, lse on
+ * and off), per-tensor and per-block kv_scale (the block's scale times 2^-2..2^2) across
+ * 2^-10..2^10, outlier channels; split-KV off, forced and automatic. The reference reads
+ * the cache as kp_mla_decode's contract says: e4m3 * scale in f32, rounded to q's dtype. */
+KP_CONFORMANCE(conf_mla_decode_gen2_fp8) {
+    setenv("KPORT_GPU_KERNELS", "mla_decode=gen2", 1);
+    static const int32_t lens[5] = {0, 63, 600, 1, 129};
+    static const int32_t splits[3] = {1, 3, 0};
+    static const struct {
+        kp_dtype dt;
+        int h_q, s_q, dv, bs, causal, lse, per_block, outliers;
+        double scale, range; /* kv_scale and the e4m3 values' range: dequantized about +-1 */
+    } cases[] = {
+        {KP_BF16, 16, 1, 512, 16, 1, 1, 0, 0, 0x1p-10, 448.0},  /* 16 rows; the cache all but saturated */
+        {KP_F16, 16, 2, 512, 64, 1, 1, 1, 0, 0x1p-3, 8.0},      /* 32 rows, per-block scales */
+        {KP_BF16, 64, 1, 256, 64, 1, 0, 0, 0, 0.0371, 27.0},    /* 64 rows, d_v 256, no lse */
+        {KP_F16, 64, 2, 512, 16, 0, 1, 1, 1, 0x1p-6, 400.0},    /* 128 rows, not causal, outliers */
+        {KP_BF16, 128, 1, 512, 64, 1, 1, 1, 0, 0x1p10, 0x1p-8}, /* DeepSeek's h_q; subnormal e4m3 */
+    };
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_paged_case c = {.dt = cases[i].dt, .b = 5, .s_q = cases[i].s_q, .h_q = cases[i].h_q, .h_kv = 1,
+            .d = 576, .dv = cases[i].dv, .block_size = cases[i].bs, .seq_lens = lens, .causal = cases[i].causal,
+            .lse = cases[i].lse, .scale = MLA_SCALE, .mla = 1, .splits = splits, .nsplits = i % 2 ? 2 : 3,
+            .outliers = cases[i].outliers, .fp8 = 1, .fp8_per_block = cases[i].per_block,
+            .fp8_scale = cases[i].scale, .fp8_range = cases[i].range};
         conf_run_paged(d, s, &c);
     }
     CHECK_OK(kp_stream_destroy(s));

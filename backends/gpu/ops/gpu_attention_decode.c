@@ -6,7 +6,8 @@
  * a generation-1 variant of the same shape).
  * The launch itself is shared with kp_mla_decode (gpu_mla_decode.c): MLA is the same
  * kernel built with -DATTN_MLA, one KV head, V read from the K tile; its generation 2
- * is mla_decode_gen2.cl (the same arguments, grid and scratch).
+ * is mla_decode_gen2.cl (the same arguments, grid and scratch; an FP8 latent cache's
+ * scale arguments as generation 1 takes them).
  *
  * Split-KV partials live in the per-stream scratch (kp_gpu_scratch_acquire): the
  * stream is in order, so a call's kernels never overlap the previous call's.
@@ -76,11 +77,11 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
     if (gen == 2 && pa->mla) { /* mla_decode_gen2.cl; the combine from the generation-1 MLA plan */
         kp_gpu_mla2_tile t;
         src = KP_GPU_SRC_MLA_DECODE2, kernel = "kp_mla_decode_gen2";
-        if (!kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 1, &t))
+        if (!kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, fp8, 1, &t))
             return h->set_error(KP_ERR_UNSUPPORTED, "%s (generation 2) on %s: no tile fits", name, c->t->name);
         kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
         if (kp_gpu_variant_ok(c, src, opts) != KP_OK) { /* a tuned tile not built here */
-            kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, 0, &t);
+            kp_gpu_mla2_tile_pick(h, &c->prof, (int)(s_q * group), dqk, fp8, 0, &t);
             kp_gpu_mla2_options(&t, q->dtype, dqk, dv, opts, sizeof opts);
         }
         st = kp_gpu_variant_ok(c, src, opts);

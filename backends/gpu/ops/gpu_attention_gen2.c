@@ -210,10 +210,10 @@ void kp_gpu_attn2_dec_options(const kp_gpu_attn2_dec_tile *t, kp_dtype dt, int d
 }
 
 const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *a) {
-    if (a->k_cache->dtype == KP_FP8_E4M3) return "FP8 KV caches run the generation-1 kernel";
+    if (a->k_cache->dtype == KP_FP8_E4M3 && !a->mla) return "FP8 KV caches run the generation-1 kernel";
     if (a->window_left > 0) return "generation-1 kernels run decode with a sliding window";
     if (a->q->dtype != KP_F16 && a->q->dtype != KP_BF16)
-        return "f32 runs generation 1 (generation 2 takes 16-bit q and caches)";
+        return "f32 runs generation 1 (generation 2 takes 16-bit q, and 16-bit caches or MLA's FP8 latent cache)";
     int dqk = (int)a->q->shape[3], dv = a->dv;
     if (a->mla) { /* mla_decode_gen2.cl */
         if (!kp_gpu_attn_dims_supported(dqk, dv, 1)) return "head dims not built for generation 2";
@@ -221,7 +221,8 @@ const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *
             return "a row of q or of the latent cache is not 16-byte aligned (offsets and strides)";
         int64_t rows = a->q->shape[1] * a->q->shape[2];
         kp_gpu_mla2_tile m;
-        if (!kp_gpu_mla2_tile_pick(c->host, &c->prof, rows > INT32_MAX ? INT32_MAX : (int)rows, dqk, 0, &m))
+        if (!kp_gpu_mla2_tile_pick(c->host, &c->prof, rows > INT32_MAX ? INT32_MAX : (int)rows, dqk,
+                                   a->k_cache->dtype == KP_FP8_E4M3, 0, &m))
             return "no generation-2 MLA tile fits the device's local memory";
         return NULL;
     }

@@ -1,9 +1,9 @@
 /*
  * backends/gpu/ops/gpu_mla_decode.c — kp_mla_decode on the GPU backends: the paged
  * decode kernel built with -DATTN_MLA (kernels/attention/attention_decode.cl,
- * generation 1), or generation 2, kernels/attention/mla_decode_gen2.cl (16-bit, no FP8
- * cache), both launched by kp_gpu_paged_decode (gpu_attention_decode.c) with the same
- * grid, split-KV scratch and combine kernel.
+ * generation 1), or generation 2, kernels/attention/mla_decode_gen2.cl (16-bit q; 16-bit
+ * or FP8 e4m3 latent caches), both launched by kp_gpu_paged_decode
+ * (gpu_attention_decode.c) with the same grid, split-KV scratch and combine kernel.
  * All h_q heads share the one latent KV head, so a work-group's rows are s_q * h_q and
  * each 576-wide row is read from global memory once per work-group; V is the first
  * head_dim_v (512, or 256) columns of the same local tile.
@@ -11,11 +11,14 @@
  * The generation-2 tile: wm row groups of 16 rows (1 up to 16 packed rows, 2 up to 32,
  * else 4: 64 rows, h_q 128 in two row tiles) x 2 halves of DV, bn keys a tile, stages of
  * the copy pipeline; the first of (bn, stages) = (64, 2), (32, 4), (32, 3), (32, 2) whose
- * local memory (KP_MLA2_LOCAL_BYTES) fits the device's, then fewer row groups; nothing
- * at one row group means generation 1 runs. On a 227 KiB device (H100/H200) the 64-row
- * tile takes (64, 2): 227,328 bytes (P lives in the tile's rope columns, so Q and two
- * 64-key latent tiles are nearly all of it); A100's 163 KiB takes (32, 2), 152,576
- * bytes, a variant the fatbins (built for the 227 KiB profile) leave to NVRTC.
+ * local memory (KP_MLA2_LOCAL_BYTES, one formula for both cache types) fits the
+ * device's, then fewer row groups; nothing at one row group means generation 1 runs. On
+ * a 227 KiB device (H100/H200) the 64-row tile takes (64, 2): 227,328 bytes with a
+ * 16-bit cache (P lives in the tile's rope columns, so Q and two 64-key latent tiles are
+ * nearly all of it), 226,816 with an FP8 one (two stages of e4m3 rows and their scales,
+ * 74,240 bytes, and the one 16-bit tile they are dequantized into); A100's 163 KiB takes
+ * (32, 2), 152,576 / 152,320 bytes, variants the fatbins (built for the 227 KiB profile)
+ * leave to NVRTC.
  * Tuning keys (mla_decode): g2_block_n (32 or 64), g2_stages (2..4).
  */
 #include "gpu_ops.h"
@@ -25,17 +28,17 @@
 #include <stdio.h>
 
 static size_t mla2_bytes(const kp_gpu_mla2_tile *t, int dqk) {
-    return KP_MLA2_LOCAL_BYTES((size_t)t->wm, (size_t)t->bn, (size_t)dqk, (size_t)t->stages);
+    return KP_MLA2_LOCAL_BYTES((size_t)t->wm, (size_t)t->bn, (size_t)dqk, (size_t)t->stages, (size_t)t->fp8);
 }
 
 static int mla2_fits(const kp_gpu_profile *p, const kp_gpu_mla2_tile *t, int dqk) {
     return mla2_bytes(t, dqk) <= p->local_mem && (uint32_t)KP_MLA2_THREADS(t->wm) <= p->max_group;
 }
 
-int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int use_tuning,
-                          kp_gpu_mla2_tile *out) {
+int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int fp8,
+                          int use_tuning, kp_gpu_mla2_tile *out) {
     static const int steps[][2] = {{64, 2}, {32, 4}, {32, 3}, {32, 2}};
-    kp_gpu_mla2_tile t = {rows <= 16 ? 1 : rows <= 32 ? 2 : 4, 64, 2, 0};
+    kp_gpu_mla2_tile t = {rows <= 16 ? 1 : rows <= 32 ? 2 : 4, 64, 2, fp8 != 0, 0};
     if (use_tuning) {
         kp_gpu_mla2_tile u = t;
         int64_t bn = h->tuning_get(p->info, "mla_decode", "g2_block_n", t.bn);
@@ -64,8 +67,8 @@ int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, in
 }
 
 void kp_gpu_mla2_options(const kp_gpu_mla2_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n) {
-    snprintf(buf, n, "%s -DM2_DQK=%d -DM2_DV=%d -DM2_WM=%d -DM2_BN=%d -DM2_STAGES=%d", kp_gpu_dtype_define(dt), dqk,
-             dv, t->wm, t->bn, t->stages);
+    snprintf(buf, n, "%s -DM2_DQK=%d -DM2_DV=%d -DM2_WM=%d -DM2_BN=%d -DM2_STAGES=%d%s", kp_gpu_dtype_define(dt),
+             dqk, dv, t->wm, t->bn, t->stages, t->fp8 ? " -DATTN_KV_FP8" : "");
 }
 
 kp_status kp_gpu_mla_decode(kp_gpu_ctx *c, const kp_mla_decode_params *p, int dry_run) {

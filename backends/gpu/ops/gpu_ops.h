@@ -451,16 +451,18 @@ const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *
 #define KP_GPU_SRC_MLA_DECODE2 "attention/mla_decode_gen2.cl"
 
 /* A generation-2 MLA decode tile: wm row groups (16 rows each) x 2 halves of DV, 32
- * work-items each; bn keys a tile, stages of the latent copy pipeline; local_bytes:
+ * work-items each; bn keys a tile, stages of the latent copy pipeline; fp8: an e4m3
+ * latent cache (its bytes copied, dequantized in local memory); local_bytes:
  * KP_MLA2_LOCAL_BYTES. */
 typedef struct kp_gpu_mla2_tile {
-    int wm, bn, stages;
+    int wm, bn, stages, fp8;
     size_t local_bytes;
 } kp_gpu_mla2_tile;
 
-/* The tile for rows = s_q * h_q packed query rows and latent width dqk; 0 when none fits. */
-int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int use_tuning,
-                          kp_gpu_mla2_tile *out);
+/* The tile for rows = s_q * h_q packed query rows, latent width dqk and a 16-bit
+ * (fp8 = 0) or e4m3 (fp8 = 1) cache; 0 when none fits. */
+int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int fp8,
+                          int use_tuning, kp_gpu_mla2_tile *out);
 void kp_gpu_mla2_options(const kp_gpu_mla2_tile *t, kp_dtype dt, int dqk, int dv, char *buf, size_t n);
 
 #endif /* KPORT_BACKENDS_GPU_OPS_H */
