@@ -153,7 +153,8 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
             kp_gpu_gemm8_tile t8;
             kp_gpu_gemm8_tile_pick(h, p, avg_rows[r], 0, &t8);
             kp_gpu_gemm8_options(&t8, float_types[t], opts, sizeof opts);
-            emit(e, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+            emit(e, KP_GPU_SRC_MOE_GEMM8, opts,
+                 "kp_grouped_gemm_fp8_gen2_tiled kp_grouped_gemm_fp8_rows kp_grouped_gemm_fp8_reduce");
         }
 }
 
