@@ -152,7 +152,11 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
             KP_UNROLL
             for (int q = 0; q < 8; ++q) wq[q] = wv ? wp[q] : KP_UINT4_ZERO;
             const float wsc = wv ? ws[p.ws_off + sr + k0 / 128 + j] * 256.0f : 0.0f; /* 2^8: g8r_decode16 */
-            if (m <= 4) {
+            if (m == 1) { /* T = 1 decode: every expert has one row */
+                G8R_SLICE(1)
+            } else if (m == 2) {
+                G8R_SLICE(2)
+            } else if (m <= 4) {
                 G8R_SLICE(4)
             } else if (m <= 8) {
                 G8R_SLICE(8)
