@@ -88,6 +88,52 @@ KP_FN void g8r_decode16(uint4 v, float *f) {
         for (int r = 0; r < (R); ++r) acc[r] = kp_fmaf(sl[r], sa[r * G8R_TPR + j] * wsc, acc[r]);   \
     }
 
+/* Expert e's rows clamped to [0, M] as kpg_find does, and its row tiles. */
+KP_FN int g8r_tiles(KP_GLOBAL const int *offsets, kpm_i64 off0, int e, int M, int *lo_out, int *hi_out) {
+    int lo = offsets[off0 + e], hi = offsets[off0 + e + 1];
+    lo = lo < 0 ? 0 : lo > M ? M : lo;
+    hi = hi < lo ? lo : hi > M ? M : hi;
+    *lo_out = lo, *hi_out = hi;
+    return (hi - lo + G8R_M - 1) / G8R_M;
+}
+
+/* kpg_find's answer (every expert with rows, tiles of G8R_M) for row tile z, found by
+ * the work-group together rather than by a walk over every expert in each work-item
+ * (E = 256 dependent loads, microseconds, in each of thousands of work-groups):
+ * work-item t counts the tiles of experts [t E / NT, (t + 1) E / NT), a scan in local
+ * memory (`scan`, G8R_NT ints) gives each its first tile, and the one holding z
+ * publishes (e, row_lo, row_hi) in fnd. Uniform over the work-group. */
+KP_FN int g8r_find(KP_GLOBAL const int *offsets, kpm_i64 off0, int n_exp, int dense_rows, int M, int z,
+                   KP_LOCAL_MEM int *scan, KP_LOCAL_MEM int *fnd, int *row_lo, int *row_hi) {
+    if (dense_rows > 0) return kpg_find(offsets, off0, n_exp, dense_rows, M, 0, 0x7fffffff, G8R_M, z, row_lo, row_hi);
+    const int lid = kp_local_id(0);
+    const int e0 = (int)((kpm_i64)n_exp * lid / G8R_NT), e1 = (int)((kpm_i64)n_exp * (lid + 1) / G8R_NT);
+    int cnt = 0, lo, hi;
+    for (int e = e0; e < e1; ++e) cnt += g8r_tiles(offsets, off0, e, M, &lo, &hi);
+    scan[lid] = cnt;
+    if (lid == 0) fnd[0] = -1;
+    kp_barrier();
+    for (int d = 1; d < G8R_NT; d <<= 1) { /* inclusive prefix sum */
+        const int v = lid >= d ? scan[lid - d] : 0;
+        kp_barrier();
+        scan[lid] += v;
+        kp_barrier();
+    }
+    int zz = z - (scan[lid] - cnt);
+    if (zz >= 0 && zz < cnt)
+        for (int e = e0; e < e1; ++e) {
+            const int nt = g8r_tiles(offsets, off0, e, M, &lo, &hi);
+            if (zz < nt) {
+                fnd[0] = e, fnd[1] = lo + zz * G8R_M, fnd[2] = hi;
+                break;
+            }
+            zz -= nt;
+        }
+    kp_barrier();
+    *row_lo = fnd[1], *row_hi = fnd[2];
+    return fnd[0];
+}
+
 KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_DYNAMIC_LOCAL_ARG(smem)) {
     KP_DYNAMIC_LOCAL(smem);
     KP_LOCAL_MEM kp_u16 *xa = (KP_LOCAL_MEM kp_u16 *)smem;  /* [G8R_M][G8R_TPR][G8R_LDS] */
@@ -96,11 +142,12 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
     KP_LOCAL_MEM float *cs = sa + G8R_M * G8R_TPR;          /* [G8R_M][G8R_COLS + 1] */
     KP_LOCAL_MEM kpm_i64 *arow = (KP_LOCAL_MEM kpm_i64 *)(cs + G8R_M * (G8R_COLS + 1));
     KP_LOCAL_MEM kpm_i64 *asrow = arow + G8R_M;
+    KP_LOCAL_MEM int *fnd = (KP_LOCAL_MEM int *)(asrow + G8R_M); /* g8r_find's answer */
 
     const int lid = kp_local_id(0), j = lid % G8R_TPR, col = lid / G8R_TPR;
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8R_M, kp_group_id(1),
-                           &row0, &hi);
+    const int e = g8r_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, kp_group_id(1),
+                           (KP_LOCAL_MEM int *)smem, fnd, &row0, &hi); /* its scan in xa's bytes */
     if (e < 0) return; /* uniform over the work-group */
     if (hi - row0 > G8R_M) hi = row0 + G8R_M; /* this tile's rows */
     const int m = hi - row0;

@@ -139,13 +139,14 @@ KP_KARGS_SIZE(kp_moe_gemm_kargs, 200);
  * a chunk of TPR slices as bf16 bits, each slice row padded by 8 (16 bytes: the TPR
  * work-items of a weight row read distinct banks), which the cross-work-item sum
  * [threads][16] f32 reuses (threads <= 544); the slices' activation scales, the C tile
- * [16][threads / TPR + 1], the row and scale-row indices. */
+ * [16][threads / TPR + 1], the row and scale-row indices, the tile's expert and rows
+ * (16 bytes). */
 #define KP_MOE_GEMM8_ROWS_M 16
 #define KP_MOE_GEMM8_ROWS_TPR 8
 #define KP_MOE_GEMM8_ROWS_LDS (128 + 8)
 #define KP_MOE_GEMM8_ROWS_X_BYTES (KP_MOE_GEMM8_ROWS_M * KP_MOE_GEMM8_ROWS_TPR * KP_MOE_GEMM8_ROWS_LDS * 2)
 #define KP_MOE_GEMM8_ROWS_LOCAL_BYTES(threads)                                                                 \
     (KP_MOE_GEMM8_ROWS_X_BYTES + KP_MOE_GEMM8_ROWS_M * KP_MOE_GEMM8_ROWS_TPR * 4 +                          \
-     KP_MOE_GEMM8_ROWS_M * ((threads) / KP_MOE_GEMM8_ROWS_TPR + 1) * 4 + KP_MOE_GEMM8_ROWS_M * 16)
+     KP_MOE_GEMM8_ROWS_M * ((threads) / KP_MOE_GEMM8_ROWS_TPR + 1) * 4 + KP_MOE_GEMM8_ROWS_M * 16 + 16)
 
 #endif /* KP_MOE_KARGS_H */

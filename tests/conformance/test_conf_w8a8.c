@@ -221,7 +221,7 @@ static void routed_offsets(int64_t t, int topk, int64_t e, int32_t *off) {
 
 /* Decode shapes (kernels/moe/moe_gemm_fp8_rows.h, the planner's choice when the rows an
  * expert has are few): T = 1, 4, 16, 128 tokens routed top-k over E = 8..64 experts
- * (empty experts, experts past one 16-row tile), both scale layouts, every output dtype;
+ * (empty experts, an expert of three 16-row tiles), both scale layouts, every output dtype;
  * K of 384..1536, not all multiples of the 1,024-wide chunk; a one-expert, one-column-
  * tile grid that split-K cuts into K slices (its partials summed by the reduce kernel)
  * and grids that need no split. */
@@ -247,6 +247,11 @@ KP_CONFORMANCE(conf_grouped_gemm_w8a8_decode) {
                              (m + 3) / 4 * 4, 0, shapes[i].wide, 0};
         w8a8_run(d, s, &c);
     }
+    /* one expert of 40 rows (three row tiles: 16, 16, 8) among seven of one, rows before
+     * the first expert and after the last untouched (5.75 rows an expert: the decode kernel) */
+    const int32_t hot[9] = {1, 1, 41, 42, 43, 44, 45, 46, 47};
+    const w8a8_case c = {KP_BF16, 49, 512, 8, 80, hot, KP_FP8_SCALE_COL_MAJOR, 52, 0, 1, 0};
+    w8a8_run(d, s, &c);
     kp_stream_destroy(s);
 }
 
