@@ -170,6 +170,14 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
 
     for (int k0 = kbeg; k0 < kend; k0 += G8R_KC) {
         const int kc = kend - k0 < G8R_KC ? kend - k0 : G8R_KC; /* a multiple of 128 */
+        /* this work-item's slice of weights first: its loads are in flight while the
+         * activations are staged (one memory latency a chunk, not two) */
+        const int mine = j * 128 < kc;
+        KP_GLOBAL const uint4 *wp = (KP_GLOBAL const uint4 *)(w + wo + k0 + (mine ? j * 128 : 0));
+        uint4 wq[8];
+        KP_UNROLL
+        for (int q = 0; q < 8; ++q) wq[q] = wv && mine ? wp[q] : KP_UINT4_ZERO;
+        const float wsc = wv && mine ? ws[p.ws_off + sr + k0 / 128 + j] * 256.0f : 0.0f; /* 2^8: g8r_decode16 */
         kp_barrier(); /* arow is set; the previous chunk is used up */
         for (int c = lid; c < m * (G8R_KC / 16); c += G8R_NT) {
             const int r = c / (G8R_KC / 16), kk = (c % (G8R_KC / 16)) * 16;
@@ -193,12 +201,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
             sa[c] = sr0 >= 0 && s * 128 < kc ? as[sr0 + (kpm_i64)(k0 / 128 + s) * p.as_g] : 0.0f;
         }
         kp_barrier();
-        if (j * 128 < kc) {
-            KP_GLOBAL const uint4 *wp = (KP_GLOBAL const uint4 *)(w + wo + k0 + j * 128);
-            uint4 wq[8];
-            KP_UNROLL
-            for (int q = 0; q < 8; ++q) wq[q] = wv ? wp[q] : KP_UINT4_ZERO;
-            const float wsc = wv ? ws[p.ws_off + sr + k0 / 128 + j] * 256.0f : 0.0f; /* 2^8: g8r_decode16 */
+        if (mine) {
             if (m == 1) { /* T = 1 decode: every expert has one row */
                 G8R_SLICE(1)
             } else if (m == 2) {
