@@ -682,6 +682,37 @@ KP_TEST(gpu_grouped_gemm_w8a8_plan) {
     ka = fake_kargs[0];
     CHECK_INT_EQ(ka->as_t, 1);
     CHECK_INT_EQ(ka->as_g, 12);
+    /* ... which the decode kernel takes: 32 weight rows a work-group, row tiles of 16
+     * (8 rows + 4 experts at most), K 256 too short to split */
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_fp8_rows");
+    CHECK_INT_EQ(fake_launches[0].local[0], 256);
+    CHECK_INT_EQ(fake_launches[0].local_bytes, KP_MOE_GEMM8_ROWS_LOCAL_BYTES(256));
+    CHECK((long long)fake_launches[0].groups[0] == 512 / 32 && fake_launches[0].groups[1] == 1 + 4 &&
+          fake_launches[0].groups[2] == 1);
+    CHECK_INT_EQ(ka->ksplit, 1);
+    /* K 4096: 64 work-groups for 132 SMs, so K is cut into slices and reduced */
+    p.a = fake_tensor(0, KP_FP8_E4M3, 2, (int64_t[]){8, 4096});
+    p.w = fake_tensor(1, KP_FP8_E4M3, 3, (int64_t[]){4, 512, 4096});
+    p.w_scale = fake_tensor(4, KP_F32, 3, (int64_t[]){4, 4, 32});
+    p.a_scale = fake_tensor(5, KP_F32, 2, (int64_t[]){32, 12});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 2);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_fp8_rows");
+    CHECK_STR_EQ(fake_launches[1].kernel, "kp_grouped_gemm_fp8_reduce");
+    ka = fake_kargs[0];
+    CHECK_INT_EQ(ka->ksplit, 5); /* ceil(264 / 64) slices of 4096 / 5 rounded up to 128 */
+    CHECK_INT_EQ(ka->kslice, 896);
+    CHECK_INT_EQ((long long)fake_launches[0].groups[2], 5);
+    CHECK(fake_launches[0].args[10].kind == KP_GPU_ARG_NATIVE && fake_launches[0].args[10].v.native == &fake_scratch[0]);
+    /* prefill-sized experts on average (4,096 rows over 4): the tiled kernel, no split */
+    p.a = fake_tensor(0, KP_FP8_E4M3, 2, (int64_t[]){4096, 4096});
+    p.out = fake_tensor(3, KP_F32, 2, (int64_t[]){4096, 512});
+    p.a_scale = fake_tensor(5, KP_F32, 2, (int64_t[]){32, 4096});
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0), KP_OK);
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].kernel, "kp_grouped_gemm_fp8_gen2_tiled");
     /* generation 1 asked for: declined, with the reason, nothing launched */
     setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen1", 1);
     fake_count = 0;

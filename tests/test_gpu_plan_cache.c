@@ -379,7 +379,8 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_w8a8_same_as_fresh) {
             int quant = 0, gemm8 = 0, fused = 0;
             for (int i = 0; i < l.n; i++) {
                 quant += strcmp(l.l[i].kernel, "kp_quantize_fp8") == 0;
-                gemm8 += strcmp(l.l[i].kernel, "kp_grouped_gemm_fp8_gen2_tiled") == 0;
+                gemm8 += strcmp(l.l[i].kernel, "kp_grouped_gemm_fp8_gen2_tiled") == 0 ||
+                         strcmp(l.l[i].kernel, "kp_grouped_gemm_fp8_rows") == 0;
                 fused += strstr(l.l[i].options, "-DG8_BN=256") != NULL;
             }
             const int want_q = fuse ? 1 : shared == 2 ? 3 : 2, want_f = fuse ? (shared == 2 ? 2 : 1) : 0;

@@ -162,7 +162,8 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
             kp_gpu_gemm8_tile t8;
             kp_gpu_gemm8_tile_pick(h, p, avg_rows[r], 0, &t8);
             kp_gpu_gemm8_options(&t8, float_types[t], opts, sizeof opts);
-            emit(e, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+            emit(e, KP_GPU_SRC_MOE_GEMM8, opts,
+                 "kp_grouped_gemm_fp8_gen2_tiled kp_grouped_gemm_fp8_rows kp_grouped_gemm_fp8_reduce");
         }
     kp_gpu_gemm8_tile tf; /* kp_moe_forward's W8A8 w13 GEMM quantizing h in its epilogue (f32 out) */
     if (kp_gpu_gemm8_fused_tile_pick(h, p, 0, &tf)) {

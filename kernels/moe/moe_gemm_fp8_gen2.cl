@@ -25,8 +25,11 @@
  *
  * Requirements the planner checks: K % 128 == 0 (the API's); 16-byte aligned rows of a
  * and w (offsets and row strides multiples of 16 bytes).
+ * kp_grouped_gemm_fp8_rows, _reduce   decode-sized experts (moe_gemm_fp8_rows.h, included
+ *     at the end): weight streaming with split-K; the planner picks between the two.
+ *
  * Options: KP_DTYPE_F32 / _F16 / _BF16 (out), KP_GG_A_FP8 and KP_GG_W_FP8 (both
- * required); G8_BM, G8_BN, G8_WM, G8_WN, G8_STAGES, G8_MIN_BLOCKS.
+ * required); G8_BM, G8_BN, G8_WM, G8_WN, G8_STAGES, G8_MIN_BLOCKS; G8R_WARPS (decode).
  */
 #include "kp_dialect.h"
 #include "moe_gemm_common.h"
@@ -234,3 +237,6 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
     kpg_epilogue(cs, G8_LDC, G8_BM, G8_BN, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off, p.out_ld, y,
                  p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
 }
+
+/* the decode kernels: same options and arguments */
+#include "moe_gemm_fp8_rows.h"

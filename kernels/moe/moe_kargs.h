@@ -143,4 +143,19 @@ KP_KARGS_SIZE(kp_moe_gemm_kargs, 224);
 #define KP_MOE_GEMM8_LOCAL_BYTES(bm, bn, stages) \
     (KP_MOE_GEMM8_TILES_BYTES(bm, bn, stages) + (bm) * 16 + (bn) * 12)
 
+/* W8A8 decode ("rows", moe_gemm_fp8_rows.h): row tiles of 16, KP_MOE_GEMM8_ROWS_TPR
+ * work-items per weight row (one 128-wide K slice each); the tile's activation rows of
+ * a chunk of TPR slices as bf16 bits, each slice row padded by 8 (16 bytes: the TPR
+ * work-items of a weight row read distinct banks), which the cross-work-item sum
+ * [threads][16] f32 reuses (threads <= 544); the slices' activation scales, the C tile
+ * [16][threads / TPR + 1], the row and scale-row indices, the tile's expert and rows
+ * (16 bytes). */
+#define KP_MOE_GEMM8_ROWS_M 16
+#define KP_MOE_GEMM8_ROWS_TPR 8
+#define KP_MOE_GEMM8_ROWS_LDS (128 + 8)
+#define KP_MOE_GEMM8_ROWS_X_BYTES (KP_MOE_GEMM8_ROWS_M * KP_MOE_GEMM8_ROWS_TPR * KP_MOE_GEMM8_ROWS_LDS * 2)
+#define KP_MOE_GEMM8_ROWS_LOCAL_BYTES(threads)                                                                 \
+    (KP_MOE_GEMM8_ROWS_X_BYTES + KP_MOE_GEMM8_ROWS_M * KP_MOE_GEMM8_ROWS_TPR * 4 +                          \
+     KP_MOE_GEMM8_ROWS_M * ((threads) / KP_MOE_GEMM8_ROWS_TPR + 1) * 4 + KP_MOE_GEMM8_ROWS_M * 16 + 16)
+
 #endif /* KP_MOE_KARGS_H */

@@ -188,6 +188,60 @@ KP_CONFORMANCE(conf_grouped_gemm_w8a8_scales) {
     kp_stream_destroy(s);
 }
 
+/* Expert offsets of T tokens routed to topk distinct experts of E each (random), the
+ * rows sorted by expert as kp_moe_align leaves them: [E + 1], rows T * topk. */
+static void routed_offsets(int64_t t, int topk, int64_t e, int32_t *off) {
+    for (int64_t i = 0; i <= e; i++) off[i] = 0;
+    for (int64_t tok = 0; tok < t; tok++) {
+        int64_t picked[16];
+        for (int s = 0; s < topk; s++) {
+            int64_t x, dup;
+            do {
+                x = (int64_t)(kp_test_rand_u64() % (uint64_t)e), dup = 0;
+                for (int q = 0; q < s; q++) dup |= picked[q] == x;
+            } while (dup);
+            picked[s] = x, off[x + 1]++;
+        }
+    }
+    for (int64_t i = 0; i < e; i++) off[i + 1] += off[i];
+}
+
+/* Decode shapes (kernels/moe/moe_gemm_fp8_rows.h, the planner's choice when the rows an
+ * expert has are few): T = 1, 4, 16, 128 tokens routed top-k over E = 8..64 experts
+ * (empty experts, an expert of three 16-row tiles), both scale layouts, every output dtype;
+ * K of 384..1536, not all multiples of the 1,024-wide chunk; a one-expert, one-column-
+ * tile grid that split-K cuts into K slices (its partials summed by the reduce kernel)
+ * and grids that need no split. */
+KP_CONFORMANCE(conf_grouped_gemm_w8a8_decode) {
+    kp_stream *s = new_stream(d);
+    static const struct { int64_t t; int topk; int64_t e, k, n; kp_dtype dt; int layout, wide; } shapes[] = {
+        {1, 1, 8, 1536, 32, KP_BF16, KP_FP8_SCALE_ROW_MAJOR, 1},   /* one work-group: split-K */
+        {1, 2, 16, 1024, 72, KP_F16, KP_FP8_SCALE_COL_MAJOR, 0},
+        {1, 8, 64, 640, 40, KP_F32, KP_FP8_SCALE_ROW_MAJOR, 1},
+        {4, 2, 8, 512, 200, KP_F32, KP_FP8_SCALE_COL_MAJOR, 1},
+        {4, 4, 32, 1152, 24, KP_BF16, KP_FP8_SCALE_COL_MAJOR, 0},
+        {16, 4, 32, 384, 130, KP_BF16, KP_FP8_SCALE_ROW_MAJOR, 1},
+        {16, 8, 64, 768, 64, KP_F16, KP_FP8_SCALE_COL_MAJOR, 0},
+        {128, 4, 64, 256, 96, KP_F16, KP_FP8_SCALE_ROW_MAJOR, 0},   /* 8 rows an expert: some past 16 */
+        {128, 2, 64, 640, 40, KP_F32, KP_FP8_SCALE_COL_MAJOR, 1},
+        {128, 8, 64, 384, 48, KP_BF16, KP_FP8_SCALE_ROW_MAJOR, 1},  /* 16 rows an expert: the tiled kernel */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int32_t off[65];
+        routed_offsets(shapes[i].t, shapes[i].topk, shapes[i].e, off);
+        const int64_t m = shapes[i].t * shapes[i].topk;
+        const w8a8_case c = {shapes[i].dt, m, shapes[i].k, shapes[i].e, shapes[i].n, off, shapes[i].layout,
+                             (m + 3) / 4 * 4, 0, shapes[i].wide, 0};
+        w8a8_run(d, s, &c);
+    }
+    /* one expert of 40 rows (three row tiles: 16, 16, 8) among seven of one, rows before
+     * the first expert and after the last untouched (5.75 rows an expert: the decode kernel) */
+    const int32_t hot[9] = {1, 1, 41, 42, 43, 44, 45, 46, 47};
+    const w8a8_case c = {KP_BF16, 49, 512, 8, 80, hot, KP_FP8_SCALE_COL_MAJOR, 52, 0, 1, 0};
+    w8a8_run(d, s, &c);
+    kp_stream_destroy(s);
+}
+
 /* kp_quantize_fp8 -> kp_grouped_gemm against the exact GEMM of the unquantized bf16 x
  * with the (dequantized) FP8 weights. The model of the quantization error: element l
  * of a group with scale sc is off by at most delta_l = 2^-4 |x_l| (3 fraction bits,

@@ -33,6 +33,7 @@
  */
 #include "gpu_ops.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 #define ROWS_KC KP_MOE_GEMM2_ROWS_KC
@@ -181,11 +182,25 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
  *   >= 96 KiB      > 64         128 x 128               2 x 4   2       79,360       sm_86/89/120
  *   >= 96 KiB      <= 64        64 x 128                2 x 4   3       87,808
  *   else, CPUs     any          64 x 64                 2 x 2   2       39,680       48 KiB (OpenCL on NVIDIA), PoCL
- * (KP_MOE_GEMM8_LOCAL_BYTES.) One kernel for every row count: a decode-sized expert
- * streams its weight tile once per column tile, as the 16-bit decode kernel does, and
- * leaves e4m3 MMA rows idle; there is no split-K. Tuning: "g8_stages" (2..4), "g8_tile_m"
- * (16, 32, 64 or 128; 16 and 32 rows take one row of groups: more work-groups per SM for
- * decode-sized experts, to be measured on a GPU), kept only when they fit. */
+ * (KP_MOE_GEMM8_LOCAL_BYTES.) Tuning: "g8_stages" (2..4), "g8_tile_m" (16, 32, 64 or
+ * 128; 16 and 32 rows take one row of groups), kept only when they fit.
+ *
+ * Decode (kp_grouped_gemm_fp8_rows, moe_gemm_fp8_rows.h): 256 work-items, 8 per weight
+ * row (32 weight rows a work-group), row tiles of 16, 37,696 bytes of local memory (every
+ * device above). It runs instead of the tiled kernel, for every expert, when the
+ * decode split (kp_gpu_gemm_split: "small_m") sends experts to a decode kernel and
+ * either every expert is known to be small or the rows an expert has on average are at
+ * most "g8r_avg_m" (default 8; 0 turns the rows kernel off): V3 at T = 128 (1,024 rows
+ * over 256 experts) has 4. Split-K as generation 2's: when the grid has fewer than 2
+ * work-groups per compute unit, K is cut into slices of at least "g8r_min_slice" (512,
+ * a multiple of 128), the partials go to the stream's scratch and
+ * kp_grouped_gemm_fp8_reduce applies the epilogue. */
+
+#define G8R_THREADS 256
+#define G8R_AVG_M 8
+#define G8R_MIN_SLICE 512
+_Static_assert(G8R_THREADS * KP_MOE_GEMM8_ROWS_M * 4 <= KP_MOE_GEMM8_ROWS_X_BYTES,
+               "the rows kernel's cross-work-item sum reuses the staged activations");
 
 const char *kp_gpu_gemm8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (!aligned16(c, g->a, 1, 16) || !aligned16(c, g->w, 1, 16) || g->w_se % 16)
@@ -242,6 +257,67 @@ void kp_gpu_gemm8_options(const kp_gpu_gemm8_tile *t, kp_dtype out_dt, char *buf
              "-DG8_MIN_BLOCKS=%d", kp_gpu_dtype_define(out_dt), t->bm, t->bn, t->wm, t->wn, t->stages, t->min_blocks);
 }
 
+/* Whether the decode kernel takes g (see the table above): decode-sized experts, an
+ * epilogue it knows, and a device it fits. */
+static int gemm8_use_rows(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int64_t avg_rows) {
+    int small_max, run_tiled, run_small;
+    kp_gpu_gemm_split(c, g, &small_max, &run_tiled, &run_small);
+    int64_t avg_m = c->host->tuning_get(c->prof.info, "grouped_gemm", "g8r_avg_m", G8R_AVG_M);
+    if (!run_small || avg_m <= 0 || (run_tiled && avg_rows > avg_m)) return 0;
+    if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32 && g->mode != KP_MOE_GEMM_SWIGLU &&
+        g->mode != KP_MOE_GEMM_COMBINE)
+        return 0; /* another epilogue: the tiled kernel's */
+    return KP_MOE_GEMM8_ROWS_LOCAL_BYTES((uint64_t)G8R_THREADS) <= c->prof.local_mem &&
+           (uint32_t)G8R_THREADS <= c->prof.max_group;
+}
+
+/* The decode kernel over every expert (row tiles of 16), split-K where the grid is small. */
+static kp_status gemm8_rows_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, const char *opts, int64_t rows,
+                                int64_t cols, int64_t busy) {
+    const kp_host_services *h = c->host;
+    const int64_t cols_per = G8R_THREADS / KP_MOE_GEMM8_ROWS_TPR;
+    const int64_t per = g->mode == KP_MOE_GEMM_SWIGLU ? cols_per / 2 : cols_per;
+    const int64_t col_groups = (cols + per - 1) / per;
+    const int64_t tiles = (rows + KP_MOE_GEMM8_ROWS_M - 1) / KP_MOE_GEMM8_ROWS_M + (g->dense_rows > 0 ? 0 : busy);
+    const int64_t want = 2 * (int64_t)(c->prof.compute_units > 0 ? c->prof.compute_units : 1);
+    const int64_t groups = col_groups * busy; /* the work-groups with rows, at least */
+    int64_t min_slice = h->tuning_get(c->prof.info, "grouped_gemm", "g8r_min_slice", G8R_MIN_SLICE);
+    min_slice = min_slice < 128 ? 128 : (min_slice + 127) / 128 * 128;
+    kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, 0);
+    int ksplit = 1;
+    if (groups < want && g->k >= 2 * min_slice && (uint64_t)g->m * (uint64_t)g->n <= SIZE_MAX / 4 / 64) {
+        int64_t ns = (want + groups - 1) / groups, most = g->k / min_slice;
+        ns = ns < most ? ns : most;
+        ns = ns < 64 ? ns : 64; /* the partials' bytes: at most 64 x M x N x 4 */
+        int64_t slice = (g->k + ns - 1) / ns;
+        slice = (slice + 127) / 128 * 128;
+        ksplit = (int)((g->k + slice - 1) / slice);
+        ka.ksplit = ksplit, ka.kslice = (int32_t)slice;
+    }
+    kp_status st;
+    void *scratch[2] = {NULL, NULL};
+    if (ksplit > 1) {
+        size_t bytes[2] = {(size_t)ksplit * (size_t)g->m * (size_t)g->n * sizeof(float), 16};
+        if ((st = kp_gpu_scratch_acquire(c, bytes, scratch)) != KP_OK)
+            return h->add_context(st, "grouped_gemm (W8A8 decode): split-K partials");
+    }
+    kp_gpu_launch l;
+    kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_rows");
+    kp_gpu_gemm_args(&l, g, &ka, scratch[0]);
+    l.groups[0] = (uint64_t)col_groups, l.groups[1] = (uint64_t)tiles, l.groups[2] = (uint64_t)ksplit;
+    l.local[0] = G8R_THREADS, l.local_bytes = (uint32_t)KP_MOE_GEMM8_ROWS_LOCAL_BYTES(G8R_THREADS);
+    st = kp_gpu_enqueue(c, &l);
+    if (st == KP_OK && ksplit > 1) {
+        kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_reduce");
+        kp_gpu_gemm_args(&l, g, &ka, scratch[0]);
+        l.groups[0] = (uint64_t)((cols + G8R_THREADS - 1) / G8R_THREADS), l.groups[1] = (uint64_t)tiles;
+        l.local[0] = G8R_THREADS;
+        st = kp_gpu_enqueue(c, &l);
+    }
+    if (ksplit > 1) c->t->scratch_release(c->s, scratch);
+    return st == KP_OK ? st : h->add_context(st, "grouped_gemm (W8A8 decode)");
+}
+
 kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
     const kp_host_services *h = c->host;
     int64_t rows = g->dense_rows > 0 ? (g->dense_rows < g->m ? g->dense_rows : g->m) : g->m;
@@ -284,6 +360,7 @@ kp_status kp_gpu_moe_gemm8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
     int64_t cols = swiglu ? g->n_out : g->n;
     if (rows <= 0 || cols <= 0) return KP_OK;
 
+    if (gemm8_use_rows(c, g, avg_rows)) return gemm8_rows_run(c, g, opts, rows, cols, busy);
     kp_moe_gemm_kargs ka = kp_gpu_gemm_kargs(g, 0);
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM8, opts, kernel);
