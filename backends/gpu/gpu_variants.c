@@ -168,7 +168,9 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
     kp_gpu_gemm8_tile tf; /* kp_moe_forward's W8A8 w13 GEMM quantizing h in its epilogue (f32 out) */
     if (kp_gpu_gemm8_fused_tile_pick(h, p, 0, &tf)) {
         kp_gpu_gemm8_options(&tf, KP_F32, opts, sizeof opts);
-        emit(e, KP_GPU_SRC_MOE_GEMM8, opts, "kp_grouped_gemm_fp8_gen2_tiled");
+        /* the source defines the decode kernels too (moe_gemm_fp8_rows.h): listed, unused here */
+        emit(e, KP_GPU_SRC_MOE_GEMM8, opts,
+             "kp_grouped_gemm_fp8_gen2_tiled kp_grouped_gemm_fp8_rows kp_grouped_gemm_fp8_reduce");
     }
 }
 
