@@ -82,6 +82,10 @@ void kp_test_fail(const char *file, int line, const char *fmt, ...)
 
 /* ---- helpers shared by the tests (tests/kp_test_util.c) ---- */
 
+/* Runs `python3 script args` (stderr with stdout); its output in out (n bytes, cut to
+ * fit), its exit status returned (-1: it did not exit). For the build-time checkers. */
+int kp_test_run_python(const char *script, const char *args, char *out, size_t n);
+
 /* kp_init with the test plugin path; skips the test if init fails. */
 void kp_test_init(void);
 /* Opens the first device of the named backend, or skips with the backend's reason. */

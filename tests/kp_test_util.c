@@ -5,6 +5,8 @@
 #include "kp_test.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/wait.h>
 
 const char *kp_test_current_name(void);
 int kp_test_current_run(void);
@@ -220,4 +222,15 @@ void kp_test_run_on(const char *backend, void (*body)(kp_device *d)) {
     CHECK_OK(kp_device_close(d));
     if (cases_declined && !cases_run) kp_test_skip("every case declined (%s)", first_decline);
     if (cases_declined) printf("  %d cases ran, %d declined (first: %s)\n", cases_run, cases_declined, first_decline);
+}
+
+int kp_test_run_python(const char *script, const char *args, char *out, size_t n) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "python3 '%s' %s 2>&1", script, args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -31,7 +31,6 @@ KP_TEST(cuda_sm90_e4m3_selftest_runs) { KP_SKIP("no sm_90a e4m3 self-test cubins
 #include <cuda.h>
 #include <dlfcn.h>
 #include <math.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const int widths[] = {64, 128, 256};
@@ -49,14 +48,7 @@ static void cubin_path(char *path, size_t n, int width) {
 /* ---- SASS (no GPU) ------------------------------------------------------------- */
 
 static int run_check(const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "python3 '%s' %s 2>&1", KPORT_CUDA_CHECK_SCRIPT, args);
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return kp_test_run_python(KPORT_CUDA_CHECK_SCRIPT, args, out, n);
 }
 
 KP_TEST(cuda_sm90_e4m3_sass_holds) {

@@ -17,19 +17,11 @@ KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without 
 KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* Runs the checker with args; its exit status, its output in out. */
 static int run_check(const char *args, char *out, size_t n) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "python3 '%s' %s 2>&1", KPORT_CUDA_CHECK_SCRIPT, args);
-    FILE *p = popen(cmd, "r");
-    CHECK(p != NULL);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return kp_test_run_python(KPORT_CUDA_CHECK_SCRIPT, args, out, n);
 }
 
 static void write_file(const char *path, const char *text) {
