@@ -261,7 +261,7 @@ extern volatile int kb_interrupted;
 void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roofline *r, kb_row *row);
 void kb_row_free(kb_row *r);
 
-/* ---- outputs (kbench_output.c) ---- */
+/* ---- outputs, --compare, --plot (kbench_output.c) ---- */
 typedef struct kb_report {
     const char *version, *commit, *date;
     char hostname[128], cpu_model[128];
@@ -279,8 +279,7 @@ typedef struct kb_report {
     void *json; /* a loaded report: the jansson tree its strings point into */
 } kb_report;
 
-void kb_report_machine(kb_report *r);
-/* --compare: rows of two reports matched (kbench_compare.c). */
+/* --compare: rows of two reports matched (kbench_output.c). */
 typedef struct kb_compare_row {
     const kb_row *a, *b; /* either may be NULL: a row in one file only */
     double speedup;      /* A ms / B ms; NaN when not both ran */
@@ -305,13 +304,11 @@ void kb_report_free(kb_report *r);
 /* The compare rows as JSON, for --format json and --plot. */
 int kb_write_compare_json(const kb_compare_set *s, FILE *out);
 
-/* ---- compare, plot, tune ---- */
 int kb_compare(const char *a, const char *b, const kb_options *o);
-int kb_write_compare(const kb_compare_set *s, kb_format f, FILE *out); /* md, csv or json */
 /* path = kbench's directory / name (kbench-plot, kport-ep-bench); -1 with a message. */
 int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn);
-/* Draws json_path (a report or a compare) into out with tools/kbench-plot. */
-int kb_plot(const char *json_path, const char *out, char *err, size_t errn);
+
+/* ---- --tune (kbench_tune.c) ---- */
 /* Tunes on global device `device` (kp_init done); re-inits kport per candidate. */
 int kb_tune(const kb_options *o, int device);
 

@@ -365,6 +365,31 @@ static int run_ep(int argc, char **argv) {
     return 1;
 }
 
+/* The host the report names: its name, CPU model, cores and 1-minute load. */
+static void report_machine(kb_report *r) {
+    if (gethostname(r->hostname, sizeof r->hostname) != 0) snprintf(r->hostname, sizeof r->hostname, "unknown");
+    r->hostname[sizeof r->hostname - 1] = '\0';
+    snprintf(r->cpu_model, sizeof r->cpu_model, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
+        colon += 1 + strspn(colon + 1, " \t");
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(r->cpu_model, sizeof r->cpu_model, "%s", colon);
+        break;
+    }
+    if (f) fclose(f);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    r->cores = n > 0 ? (int)n : 0;
+    r->loadavg = -1.0;
+    if ((f = fopen("/proc/loadavg", "r"))) {
+        if (fscanf(f, "%lf", &r->loadavg) != 1) r->loadavg = -1.0;
+        fclose(f);
+    }
+}
+
 /* --list-shapes, --peaks, --compare and --from, which need no device; -1: none of them. */
 static int offline(const kb_options *o, const char **files) {
     if (o->list_shapes) {
@@ -405,7 +430,7 @@ static int bench(const kb_options *o, const kb_case_list *shapes) {
         time_t now = time(NULL);
         strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
         rep.date = date;
-        kb_report_machine(&rep);
+        report_machine(&rep);
         kp_backend_info backends[16];
         for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
             if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
