@@ -383,11 +383,7 @@ static void report_machine(kb_report *r) {
     if (f) fclose(f);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     r->cores = n > 0 ? (int)n : 0;
-    r->loadavg = -1.0;
-    if ((f = fopen("/proc/loadavg", "r"))) {
-        if (fscanf(f, "%lf", &r->loadavg) != 1) r->loadavg = -1.0;
-        fclose(f);
-    }
+    if (getloadavg(&r->loadavg, 1) != 1) r->loadavg = -1.0;
 }
 
 /* --list-shapes, --peaks, --compare and --from, which need no device; -1: none of them. */

@@ -192,10 +192,8 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
         const char *isa;
         int threads = usable_cpus();
         double g = 0.0;
-        for (int i = 0; i < 5; i++) { /* best of short bursts: other processes only ever lower it */
-            double x = kb_host_fma_peak(threads, 0.05, &isa);
-            g = x > g ? x : g;
-        }
+        for (int i = 0; i < 5; i++) /* best of short bursts: other processes only ever lower it */
+            g = fmax(g, kb_host_fma_peak(threads, 0.05, &isa));
         r->peak_tflops = r->fp8_tflops = r->f32_tflops = g * 1e-3;
         snprintf(r->peak_method, sizeof r->peak_method, "host f32 FMA loop, %s, %d threads, best of 5", isa, threads);
     }

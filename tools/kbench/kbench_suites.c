@@ -41,7 +41,6 @@ int64_t kb_decode_len(const kb_case *c, int64_t i) {
     return len < c->s_q ? c->s_q : len;
 }
 
-/* Keys query i of lq sees among lk (bottom-right aligned when causal). */
 int64_t kb_visible(int64_t i, int64_t lq, int64_t lk, int causal) {
     if (!causal) return lk;
     int64_t v = i + lk - lq + 1;
@@ -362,19 +361,14 @@ static void suite_model(builder *b, const model *m) {
     b->model = NULL;
 }
 
-static void suite_qwen3(builder *b) {
-    suite_model(b, &qwen3_235b);
-    suite_model(b, &qwen3_30b);
-}
-
-static void suite_mixtral(builder *b) { suite_model(b, &mixtral_8x7b); }
-
+/* A suite: its own rows (build), then the presets of its models. */
 static const struct {
     const char *name;
     void (*build)(builder *b);
+    const model *models[2];
 } suites[] = {
-    {"quick", suite_quick},         {"deepseek-v3", suite_deepseek}, {"llama", suite_llama},
-    {"qwen3-moe", suite_qwen3},     {"mixtral", suite_mixtral},
+    {"quick", suite_quick, {NULL}}, {"deepseek-v3", suite_deepseek, {NULL}}, {"llama", suite_llama, {NULL}},
+    {"qwen3-moe", NULL, {&qwen3_235b, &qwen3_30b}}, {"mixtral", NULL, {&mixtral_8x7b}},
 };
 
 const char *kb_op_name_list(void) {
@@ -397,8 +391,12 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
     snprintf(copy, sizeof copy, "%s", suite);
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         bool all = strcmp(t, "all") == 0, known = all;
-        for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
-            if (all || strcmp(t, suites[i].name) == 0) suites[i].build(&b), known = true;
+        for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
+            if (!all && strcmp(t, suites[i].name) != 0) continue;
+            if (suites[i].build) suites[i].build(&b);
+            for (int m = 0; m < 2 && suites[i].models[m]; m++) suite_model(&b, suites[i].models[m]);
+            known = true;
+        }
         if (!known) KB_FAIL("unknown suite '%s'; suites are quick, deepseek-v3, llama, qwen3-moe, mixtral, all", t);
     }
     if (b.failed) KB_FAIL("out of memory listing cases");

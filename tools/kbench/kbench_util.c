@@ -112,13 +112,7 @@ double kb_load(kp_dtype dt, const void *src, int64_t i) {
 }
 
 /* The conformance suite's relative-L2 limits (README "Tests"). */
-double kb_tolerance(kp_dtype dt) {
-    switch (dt) {
-    case KP_F32: return 1e-5;
-    case KP_F16: return 2e-3;
-    default: return 1.6e-2;
-    }
-}
+double kb_tolerance(kp_dtype dt) { return dt == KP_F32 ? 1e-5 : dt == KP_F16 ? 2e-3 : 1.6e-2; }
 
 /* ---- errors ---- */
 
