@@ -171,29 +171,24 @@ static int parse_args(int argc, char **argv, kb_options *o, const char **files) 
     return 0;
 }
 
-/* Every --shape, parsed and expanded by --dtype before anything runs: a bad one is a
- * usage error. */
-static int parse_shapes(const kb_options *o, kb_case_list *out) {
-    kp_op op = KP_OP_COUNT;
+/* The cases of every --shape of the one --op, expanded by --dtype; -1 and a message. */
+static int shape_cases(const kb_options *o, kb_case_list *out, char *err, size_t errn) {
+    kp_op op;
     kb_case c;
-    char err[512] = "";
-    if (o->nshapes && !kb_op_from_name(o->ops, &op)) snprintf(err, sizeof err, "unknown op '%s'; ops are %s", o->ops, kb_op_name_list());
-    for (int i = 0; i < o->nshapes && !err[0]; i++)
-        if (kb_shape_parse(op, o->shapes[i], &c, err, sizeof err) == 0) kb_shape_cases(&c, o->dtype, out, err, sizeof err);
-    if (err[0]) fprintf(stderr, "kbench: %s\n", err);
-    return err[0] ? 2 : 0;
+    if (!kb_op_from_name(o->ops, &op)) KB_FAIL("unknown op '%s'; ops are %s", o->ops, kb_op_name_list());
+    for (int i = 0; i < o->nshapes; i++)
+        if (kb_shape_parse(op, o->shapes[i], &c, err, errn) != 0 || kb_shape_cases(&c, o->dtype, out, err, errn) < 0)
+            return -1;
+    return out->n;
 }
 
 /* The cases for one device: --shape's as given, or the suite's scaled to the device. */
-static int device_cases(const kb_options *o, const kb_case_list *shapes, int device, kb_case_list *out, char *err,
-                        size_t errn) {
+static int device_cases(const kb_options *o, int device, kb_case_list *out, char *err, size_t errn) {
     kp_device_info info;
     kb_budget budget;
     kp_device_info_get(device, &info);
-    if (!o->nshapes) return kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), out, err, errn);
-    if (!(out->v = malloc(((size_t)shapes->n + 1) * sizeof *out->v))) return snprintf(err, errn, "out of memory"), -1;
-    memcpy(out->v, shapes->v, (size_t)shapes->n * sizeof *out->v);
-    return out->n = out->cap = shapes->n;
+    if (o->nshapes) return shape_cases(o, out, err, errn);
+    return kb_suite_cases(o->suite, o->ops, o->dtype, kb_budget_for(&info, &budget), out, err, errn);
 }
 
 /* ---- devices ---- */
@@ -257,14 +252,14 @@ static void progress_row(const kb_row *w) {
     else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
 }
 
-static int run(const kb_options *o, const kb_case_list *shapes, const int *devices, int ndev, kb_report *rep) {
+static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep) {
     kb_case_list *lists = calloc((size_t)ndev, sizeof *lists);
     rep->roofs = calloc((size_t)ndev, sizeof *rep->roofs);
     if (!lists || !rep->roofs) return -1;
     int total = 0, done = 0;
     char err[512];
     for (int d = 0; d < ndev; d++) { /* every case list first: progress knows what remains */
-        if (device_cases(o, shapes, devices[d], &lists[d], err, sizeof err) < 0) {
+        if (device_cases(o, devices[d], &lists[d], err, sizeof err) < 0) {
             fprintf(stderr, "kbench: %s\n", err);
             return -2;
         }
@@ -313,12 +308,12 @@ static int run(const kb_options *o, const kb_case_list *shapes, const int *devic
     return 0;
 }
 
-static int list_cases(const kb_options *o, const kb_case_list *shapes, int device) {
+static int list_cases(const kb_options *o, int device) {
     kp_device_info info;
     kb_case_list l = {0};
     char err[512];
     kp_device_info_get(device, &info);
-    if (device_cases(o, shapes, device, &l, err, sizeof err) < 0) {
+    if (device_cases(o, device, &l, err, sizeof err) < 0) {
         fprintf(stderr, "kbench: %s\n", err);
         return 2;
     }
@@ -407,7 +402,7 @@ static int offline(const kb_options *o, const char **files) {
 }
 
 /* A run on the devices chosen: --list, --tune, or the report. */
-static int bench(const kb_options *o, const kb_case_list *shapes) {
+static int bench(const kb_options *o) {
     kp_status st = kp_init(NULL);
     if (st != KP_OK) {
         fprintf(stderr, "kbench: kp_init failed: %s: %s\n", kp_status_str(st), kp_last_error());
@@ -420,7 +415,7 @@ static int bench(const kb_options *o, const kb_case_list *shapes) {
         fprintf(stderr, "kbench: %s\n", err);
         rc = 1;
     } else if (o->list || o->tune) {
-        rc = o->list ? list_cases(o, shapes, devices[0]) : kb_tune(o, devices[0]);
+        rc = o->list ? list_cases(o, devices[0]) : kb_tune(o, devices[0]);
     } else {
         char date[64];
         time_t now = time(NULL);
@@ -431,7 +426,7 @@ static int bench(const kb_options *o, const kb_case_list *shapes) {
         for (int i = 0; i < kp_backend_count() && rep.nbackends < 16; i++)
             if (kp_backend_info_get(i, &backends[rep.nbackends]) == KP_OK) rep.nbackends++;
         rep.backends = backends;
-        rc = run(o, shapes, devices, ndev, &rep);
+        rc = run(o, devices, ndev, &rep);
         if (rc == -1) fprintf(stderr, "kbench: out of memory\n");
         if (rc == 0) {
             rc = kb_emit(o, &rep, NULL);
@@ -455,11 +450,15 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &o, files);
     if (rc) return rc == 1 ? 0 : rc;
     kb_case_list shapes = {0};
-    if ((rc = parse_shapes(&o, &shapes)) == 0) {
-        signal(SIGINT, on_sigint);
-        signal(SIGTERM, on_sigint);
-        if ((rc = offline(&o, files)) < 0) rc = bench(&o, &shapes);
+    char err[512];
+    if (o.nshapes && shape_cases(&o, &shapes, err, sizeof err) < 0) { /* a usage error, before anything runs */
+        fprintf(stderr, "kbench: %s\n", err);
+        rc = 2;
     }
     free(shapes.v);
-    return rc;
+    if (rc) return rc;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    rc = offline(&o, files);
+    return rc < 0 ? bench(&o) : rc;
 }
