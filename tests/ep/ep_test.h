@@ -29,5 +29,7 @@ void run_nccl_cases(const char *backend, kp_device *dev);
 /* tests/ep/test_ep.c's dispatch/combine cases (scale experts, bitwise) over the NCCL
  * transport; polls: the fake's ncclCommGetAsyncError count (the device path polls). */
 void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_comm, long (*polls)(void));
+/* kp_ep_dispatch_async with a rank that never joins, on a communicator it spoils. */
+void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm);
 
 #endif

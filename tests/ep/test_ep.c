@@ -761,6 +761,63 @@ static void run_timeout(const char *backend, kp_device *dev) {
     report(backend, "timeout: a late rank makes the call fail in bounded time, not hang", ok, detail);
 }
 
+/* kp_ep_dispatch_async with a rank that never joins (rank 0 skips the call), over a
+ * fresh fake-NCCL communicator (the failure spoils it): the others end in
+ * KP_ERR_BACKEND in bounded time, from the call or from kp_ep_wait, never hang; the
+ * handle then refuses further calls. */
+void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm) {
+    if (world < 2) return;
+    MPI_Comm comm = MPI_COMM_WORLD;
+    char detail[600] = "";
+    kp_ep *ep = NULL;
+    kp_buffer *b = NULL;
+    int ok = 0;
+    kp_ep_options o = base_options(&comm);
+    o.comm_kind = KP_EP_COMM_NCCL;
+    o.comm = nccl_comm;
+    o.mode = KP_EP_MODE_CAPACITY;
+    o.capacity_per_rank = 4;
+    o.timeout_ms = 1000;
+    kp_status st = kp_ep_create(dev, &o, &ep);
+    kp_ep_info info = {0};
+    if (st == KP_OK) st = kp_ep_get_info(ep, &info);
+    if (st == KP_OK) st = kp_buffer_alloc(dev, (size_t)info.max_recv_rows * 16 * 4 + 4096, &b);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (st != KP_OK) {
+        snprintf(detail, sizeof detail, "setup: %s: %s", kp_status_str(st), kp_last_error());
+    } else if (rank == 0) {
+        ok = 1; /* never joins */
+    } else {
+        kp_ep_dispatch_params dp = {0};
+        int64_t xs[2] = {1, 16}, is[2] = {1, 2}, rs[2] = {info.max_recv_rows, 16}, os[1] = {5};
+        int32_t ids[2] = {0, 1}; /* rank 0's experts */
+        kp_buffer_write(NULL, b, 0, ids, 8);
+        kp_tensor_init(&dp.topk_ids, b, 0, KP_I32, 2, is, NULL);
+        kp_tensor_init(&dp.x, b, 64, KP_F32, 2, xs, NULL);
+        kp_tensor_init(&dp.expert_offsets, b, 256, KP_I32, 1, os, NULL);
+        kp_tensor_init(&dp.recv_x, b, 512, KP_F32, 2, rs, NULL);
+        setenv("KPORT_FAKE_NCCL_TIMEOUT_MS", "1000", 1); /* a blocking group's own bound */
+        double t0 = now_s();
+        st = kp_ep_dispatch_async(ep, stream, &dp, NULL);
+        const char *where = "kp_ep_dispatch_async";
+        if (st == KP_OK) st = kp_ep_wait(ep, stream), where = "kp_ep_wait";
+        double dt = now_s() - t0;
+        unsetenv("KPORT_FAKE_NCCL_TIMEOUT_MS");
+        ok = st == KP_ERR_BACKEND && dt < 10;
+        snprintf(detail, sizeof detail, "%s: %s after %.2f s: %s", where, kp_status_str(st), dt, kp_last_error());
+        if (ok) {
+            st = kp_ep_dispatch_async(ep, stream, &dp, NULL);
+            ok = st == KP_ERR_BACKEND && strstr(kp_last_error(), "destroy");
+            if (!ok) snprintf(detail, sizeof detail, "after the failure: %s: %s", kp_status_str(st), kp_last_error());
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (ep) kp_ep_destroy(ep);
+    if (b) kp_buffer_free(b);
+    report(backend, "NCCL transport (fake libnccl): kp_ep_dispatch_async with a rank that never joins ends in "
+           "KP_ERR_BACKEND within the timeout, then the handle refuses calls", ok, detail);
+}
+
 static const ep_case cases[] = {
     {"normal random", KP_F32, 16, 32, 4, 16, {16, 9, 13, 5}, ROUTE_RANDOM, 0, KP_EP_MODE_NORMAL, 0, 0},
     {"normal random", KP_BF16, 16, 32, 4, 16, {16, 9, 13, 5}, ROUTE_RANDOM, 0, KP_EP_MODE_NORMAL, 0, 0},
