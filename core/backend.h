@@ -208,6 +208,8 @@ struct kp_backend_iface {
  *             (the grouped row of received row src*C+i, or -1), out[2] grouped_src int32
  *             [W*C] (the received row of grouped row r, or -1 past the rows), out[3]
  *             int32 [1] dropped_all (the sum of header [1] over the sources, saturated).
+ *             A corrupt header moves nothing out of bounds: rows sent is clamped to
+ *             [0, C], a negative count is 0, and the running sum stops at rows sent.
  *  GATHER     out[0] row i (row_bytes each) <- in[0] row idx[i] for i < rows, idx = in[1]
  *             int32 [rows]; idx outside [0, src_rows): row i left untouched. Bytes only. */
 enum { KP_EP_CAPACITY_PLAN_SEND = 0, KP_EP_CAPACITY_PLAN_RECV = 1, KP_EP_CAPACITY_GATHER = 2 };

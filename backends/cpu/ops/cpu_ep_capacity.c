@@ -64,7 +64,7 @@ static void plan_recv(const kp_ep_capacity_args *a) {
             const int32_t *h = hdr + (size_t)src * (size_t)HW;
             const int32_t sent = clamp32(h[0], 0, C);
             int32_t first = 0;
-            for (int32_t j = 0; j < le; j++) first = clamp32((int64_t)first + h[2 + j], 0, sent);
+            for (int32_t j = 0; j < le; j++) first = clamp32((int64_t)first + h[2 + j], first, sent); /* < 0: 0 */
             const int32_t n = clamp32((int64_t)first + h[2 + le], first, sent) - first;
             for (int32_t i = 0; i < n; i++, row++) {
                 const int64_t at = (int64_t)src * C + first + i;
