@@ -818,6 +818,96 @@ void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_com
            "KP_ERR_BACKEND within the timeout, then the handle refuses calls", ok, detail);
 }
 
+/* kp_ep_dispatch_async's refusals, found before anything is exchanged or written (every
+ * rank makes the same bad calls, so none waits): a normal-mode or MPI handle
+ * (KP_ERR_UNSUPPORTED, saying why), no stream, a dropped tensor of the wrong shape or
+ * dtype, recv_x too small; the buffer stays poisoned. */
+static void run_async_bad_calls(const char *backend, kp_device *dev, const void *nccl_comm) {
+    MPI_Comm comm = MPI_COMM_WORLD;
+    char detail[600] = "";
+    int ok = 0;
+    kp_status st = KP_OK;
+    kp_ep *ep = NULL;
+    kp_buffer *b = NULL;
+    const size_t region = 1 << 16, total = 5 * region;
+    uint8_t *poison = malloc(total), *after = malloc(total);
+    memset(poison, 0xab, total);
+    TRY(kp_buffer_alloc(dev, total, &b));
+    TRY(kp_buffer_write(stream, b, 0, poison, total));
+    int32_t ids[4] = {0, 1, 2, 3};
+    TRY(kp_buffer_write(stream, b, 0, ids, sizeof ids));
+    kp_ep_dispatch_params dp = {0};
+    int64_t os[1] = {5}, two[1] = {2}, three[1] = {3};
+    kp_tensor drop, drop3, dropf;
+    TRY(tensor2(&dp.topk_ids, b, 0, KP_I32, 2, 2));
+    TRY(tensor2(&dp.x, b, region, KP_F32, 2, 16));
+    TRY(kp_tensor_init(&dp.expert_offsets, b, 2 * region, KP_I32, 1, os, NULL));
+    TRY(kp_tensor_init(&drop, b, 4 * region, KP_I32, 1, two, NULL));
+    TRY(kp_tensor_init(&drop3, b, 4 * region, KP_I32, 1, three, NULL));
+    TRY(kp_tensor_init(&dropf, b, 4 * region, KP_F32, 1, two, NULL));
+    struct {
+        kp_ep_comm_kind kind;
+        kp_ep_mode mode;
+        const char *needle;
+    } refusals[] = {{KP_EP_COMM_MPI, KP_EP_MODE_CAPACITY, "device path"},
+                    {KP_EP_COMM_NCCL, KP_EP_MODE_NORMAL, "capacity mode"}};
+    for (int i = 0; i < 2; i++) {
+        kp_ep_options o = base_options(&comm);
+        o.comm_kind = refusals[i].kind;
+        if (o.comm_kind == KP_EP_COMM_NCCL) o.comm = nccl_comm;
+        o.mode = refusals[i].mode;
+        o.capacity_per_rank = 4;
+        TRY(kp_ep_create(dev, &o, &ep));
+        kp_ep_info info;
+        TRY(kp_ep_get_info(ep, &info));
+        TRY(tensor2(&dp.recv_x, b, 3 * region, KP_F32, info.max_recv_rows, 16));
+        st = kp_ep_dispatch_async(ep, stream, &dp, &drop);
+        if (st != KP_ERR_UNSUPPORTED || !strstr(kp_last_error(), refusals[i].needle)) {
+            snprintf(detail, sizeof detail, "%s: %s: %s", refusals[i].needle, kp_status_str(st), kp_last_error());
+            goto done;
+        }
+        kp_ep_destroy(ep);
+        ep = NULL;
+    }
+    kp_ep_options o = base_options(&comm);
+    o.comm_kind = KP_EP_COMM_NCCL, o.comm = nccl_comm, o.mode = KP_EP_MODE_CAPACITY, o.capacity_per_rank = 4;
+    TRY(kp_ep_create(dev, &o, &ep));
+    kp_ep_info info;
+    TRY(kp_ep_get_info(ep, &info));
+    TRY(tensor2(&dp.recv_x, b, 3 * region, KP_F32, info.max_recv_rows, 16));
+    struct {
+        kp_stream *s;
+        const kp_tensor *drop;
+        int64_t recv_rows;
+        kp_status want;
+        const char *needle;
+    } bad[] = {{NULL, &drop, info.max_recv_rows, KP_ERR_INVALID_ARGUMENT, "stream"},
+               {stream, &drop3, info.max_recv_rows, KP_ERR_INVALID_SHAPE, "dropped"},
+               {stream, &dropf, info.max_recv_rows, KP_ERR_INVALID_DTYPE, "dropped"},
+               {stream, &drop, info.max_recv_rows - 1, KP_ERR_INVALID_SHAPE, "recv_x"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        TRY(tensor2(&dp.recv_x, b, 3 * region, KP_F32, bad[i].recv_rows, 16));
+        st = kp_ep_dispatch_async(ep, bad[i].s, &dp, bad[i].drop);
+        if (st != bad[i].want || !strstr(kp_last_error(), bad[i].needle)) {
+            snprintf(detail, sizeof detail, "%s: %s: %s", bad[i].needle, kp_status_str(st), kp_last_error());
+            goto done;
+        }
+    }
+    TRY(kp_buffer_read(stream, b, 0, after, total));
+    memcpy(poison, ids, sizeof ids);
+    if (memcmp(after, poison, total) != 0) {
+        snprintf(detail, sizeof detail, "a refused call wrote its outputs");
+        goto done;
+    }
+    ok = 1;
+done:
+    if (ep) kp_ep_destroy(ep);
+    if (b) kp_buffer_free(b);
+    free(poison), free(after);
+    report(backend, "NCCL transport: kp_ep_dispatch_async refuses a normal-mode or MPI handle, no stream, a bad "
+           "dropped tensor, a small recv_x, writing nothing", ok, detail);
+}
+
 static const ep_case cases[] = {
     {"normal random", KP_F32, 16, 32, 4, 16, {16, 9, 13, 5}, ROUTE_RANDOM, 0, KP_EP_MODE_NORMAL, 0, 0},
     {"normal random", KP_BF16, 16, 32, 4, 16, {16, 9, 13, 5}, ROUTE_RANDOM, 0, KP_EP_MODE_NORMAL, 0, 0},
@@ -858,6 +948,7 @@ void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_c
     for (size_t i = 0; i < sizeof async_cases / sizeof *async_cases; i++)
         for (int gemm = 0; gemm < 2; gemm++) run_case(backend, dev, &async_cases[i], gemm);
     case_async = 0;
+    run_async_bad_calls(backend, dev, nccl_comm);
     case_kind = KP_EP_COMM_MPI;
     case_comm = NULL;
     case_polls = NULL;
