@@ -27,9 +27,9 @@
  * kp_event on the stream) up to the handle's timeout, so a missing peer is an error in
  * bounded time. The row copies move bytes only, so the results have the host path's
  * bits. Not here yet: a gather kernel for the send rows (one copy per run of rows that
- * are adjacent in x: many small copies when routing scatters tokens), and capacity mode
- * without host syncs (a device header per block, graph-capturable): here it syncs as
- * normal mode does, plus once for dropped_all.
+ * are adjacent in x: many small copies when routing scatters tokens). Capacity mode here
+ * syncs as normal mode does, plus once for dropped_all; kp_ep_dispatch_async is its
+ * variant with no host sync (core/ep_capacity.c).
  */
 #include "internal.h"
 #include "ep_internal.h"

@@ -689,7 +689,8 @@ static inline size_t kp_op_params_size(kp_op op) {
  * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Over MPI, data is staged through
  * host memory (works for every backend); over NCCL/RCCL the rows stay in device memory
  * (backends with device addresses: cpu, cuda, hip; the host reads back only counts and
- * the sorted order, once per dispatch; README "Expert parallelism"). A rank that fails a
+ * the sorted order, once per dispatch; kp_ep_dispatch_async below reads nothing;
+ * README "Expert parallelism"). A rank that fails a
  * call or never joins makes the others fail with KP_ERR_BACKEND ("timed out") within
  * timeout_ms; the handle is then unusable and may only be destroyed. */
 typedef struct kp_ep kp_ep;
