@@ -31,6 +31,7 @@
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
 typedef struct kp_backend_iface kp_backend_iface;
+struct kp_ep_capacity_args; /* below the iface: core/ep_capacity.c's steps */
 
 /* Services the core lends a backend at init; valid until shutdown. */
 typedef struct kp_host_services {
@@ -183,7 +184,45 @@ struct kp_backend_iface {
      * dry_run; the same selector answers, launching nothing. On KP_OK name (cap bytes,
      * KP_KERNEL_NAME_MAX) holds "<tier>:<kernel>" (kport.h). */
     kp_status (*op_kernel)(kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
+
+    /* Expert parallelism's capacity mode without host syncs (core/ep_capacity.c,
+     * kp_ep_dispatch_async): one integer-planning or row-gather step, enqueued on s (see
+     * kp_ep_capacity_args). NULL: kp_ep_dispatch_async is KP_ERR_UNSUPPORTED there. */
+    kp_status (*ep_capacity)(kp_stream *s, const struct kp_ep_capacity_args *a);
 };
+
+/* The steps of the ep_capacity slot. Buffers are the backend's own, at byte offsets; every
+ * index is clamped by the kernel (an out-of-range one moves nothing), so corrupt input
+ * never reads or writes out of bounds. C = capacity, W = world, HW = header_ints.
+ *  PLAN_SEND  in[0] sorted int32 [pairs] and in[1] offsets int32 [E+1] (kp_moe_align's,
+ *             block_size 1; ignored when pairs = 0), in[2] range int32 [W+1] (rank d holds
+ *             experts [range[d], range[d+1])). Per destination d, the first min(n_d, C) of
+ *             its pairs in sorted order are sent: out[0] send_idx int32 [W*C] (x's row of
+ *             send row d*C+i, or -1), out[1] send_pos int32 [pairs] (each pair's send row,
+ *             W*C when dropped), out[2] header int32 [W*HW] (to d: [0] rows sent, [1] this
+ *             rank's dropped pairs, [2+le] rows of d's local expert le, zero past d's
+ *             experts), out[3] int32 [1] this rank's dropped pairs.
+ *  PLAN_RECV  in[0] the headers received, int32 [W*HW] (from source src at src*HW).
+ *             Rows grouped by local expert, then source, then the source's order:
+ *             out[0] expert_offsets int32 [local_experts+1], out[1] recv_map int32 [W*C]
+ *             (the grouped row of received row src*C+i, or -1), out[2] grouped_src int32
+ *             [W*C] (the received row of grouped row r, or -1 past the rows), out[3]
+ *             int32 [1] dropped_all (the sum of header [1] over the sources, saturated).
+ *             A corrupt header moves nothing out of bounds: rows sent is clamped to
+ *             [0, C], a negative count is 0, and the running sum stops at rows sent.
+ *  GATHER     out[0] row i (row_bytes each) <- in[0] row idx[i] for i < rows, idx = in[1]
+ *             int32 [rows]; idx outside [0, src_rows): row i left untouched. Bytes only. */
+enum { KP_EP_CAPACITY_PLAN_SEND = 0, KP_EP_CAPACITY_PLAN_RECV = 1, KP_EP_CAPACITY_GATHER = 2 };
+typedef struct kp_ep_capacity_args {
+    int32_t step;
+    int32_t world, capacity, topk, header_ints, local_experts;
+    int64_t pairs, rows, src_rows;
+    size_t row_bytes;
+    const kp_buffer *in[3];
+    size_t in_off[3];
+    kp_buffer *out[4];
+    size_t out_off[4];
+} kp_ep_capacity_args;
 
 /* Does f's struct reach the optional slot at byte offset off (offsetof) and set it? */
 #define kp_backend_has_slot(f, slot)                                                      \

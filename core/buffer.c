@@ -110,6 +110,7 @@ kp_status kp_buffer_write(kp_stream *s, kp_buffer *dst, size_t dst_offset, const
     kp_status st = pick_stream(fn, s, dst, &q);
     if (st == KP_OK) st = check_range(fn, "dst", dst, dst_offset, bytes);
     if (st != KP_OK || bytes == 0) return st;
+    kp_note_host_sync();
     return dst->device->iface->buffer_write(q, dst, dst_offset, src, bytes);
 }
 
@@ -122,6 +123,7 @@ kp_status kp_buffer_read(kp_stream *s, const kp_buffer *src, size_t src_offset, 
     kp_status st = pick_stream(fn, s, src, &q);
     if (st == KP_OK) st = check_range(fn, "src", src, src_offset, bytes);
     if (st != KP_OK || bytes == 0) return st;
+    kp_note_host_sync();
     return src->device->iface->buffer_read(q, src, src_offset, dst, bytes);
 }
 

@@ -178,6 +178,7 @@ static void free_dispatch_state(kp_ep *ep) {
     ep->send_rows = NULL;
     ep->recv_to_out = NULL;
     ep->dispatched = false;
+    ep->async_dispatched = false;
 }
 
 kp_status kp_ep_destroy(kp_ep *ep) {
@@ -186,6 +187,7 @@ kp_status kp_ep_destroy(kp_ep *ep) {
     if (ep->rows_dev) kp_buffer_free(ep->rows_dev);
     if (ep->pos_dev) kp_buffer_free(ep->pos_dev);
     kp_ep_device_free(ep);
+    kp_ep_async_free(ep);
     if (ep->dl) dlclose(ep->dl);
     free_dispatch_state(ep);
     free(ep->range_begin);
@@ -270,6 +272,8 @@ kp_status kp_ep_create(kp_device *d, const kp_ep_options *opt, kp_ep **out) {
     free(all);
     if (st == KP_OK) st = size_and_allocate(ep);
     if (st == KP_OK && ep->device_path) st = kp_ep_device_allocate(ep);
+    ep->async_possible = st == KP_OK && kp_ep_async_supported(ep, NULL);
+    if (ep->async_possible) st = kp_ep_async_allocate(ep);
     if (st != KP_OK) {
         kp_ep_destroy(ep);
         return st;
@@ -439,6 +443,10 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     const size_t block = capacity ? hdr + (size_t)C * rb : 0; /* sizes bounded at create */
     const int64_t pairs = T * k;
 
+    if (ep->async_pending) { /* kp_ep_dispatch_async's exchanges: the failure check */
+        st = kp_ep_wait(ep, s ? s : ep->dev->default_stream);
+        if (st != KP_OK) return st;
+    }
     free_dispatch_state(ep);
     if (ep->device_path) return kp_ep_device_dispatch(ep, s, p, r);
     dispatch_work w = {0};
@@ -574,6 +582,40 @@ kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p
     return kp_ep_dispatch_result_set(ep, r, row, dropped, dropped_all);
 }
 
+kp_status kp_ep_dispatch_async(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, const kp_tensor *dropped) {
+    const char *fn = "kp_ep_dispatch_async", *why = NULL;
+    if (!ep) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: ep is NULL", fn);
+    kp_ep_dispatch_result unused;
+    kp_status st = check_dispatch(ep, p, &unused);
+    if (st != KP_OK) return kp_add_context(st, "%s", fn);
+    if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: s (the stream) is NULL: everything runs on it", fn);
+    if (s->device != ep->dev) return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: s is not on the EP handle's device", fn);
+    if (!ep->async_possible) {
+        kp_ep_async_supported(ep, &why);
+        return kp_set_error(KP_ERR_UNSUPPORTED, "%s: %s", fn, why ? why : "its buffers were not allocated");
+    }
+    if (dropped) {
+        kp_tensor d2 = *dropped; /* checked as a [2, 1] matrix */
+        st = d2.ndim == 1 && d2.shape[0] == 2 ? KP_OK
+                                               : kp_set_error(KP_ERR_INVALID_SHAPE, "%s: dropped must be int32 [2]", fn);
+        d2.ndim = 2, d2.shape[1] = 1, d2.strides[1] = 1;
+        if (st == KP_OK) st = check_matrix(fn, ep, "dropped", &d2, KP_I32, 2, 0, 1);
+        if (st != KP_OK) return st;
+    }
+    free_dispatch_state(ep);
+    return kp_ep_async_dispatch(ep, s, p, dropped);
+}
+
+kp_status kp_ep_wait(kp_ep *ep, kp_stream *s) {
+    if (!ep || !s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_ep_wait: %s is NULL", ep ? "s" : "ep");
+    if (ep->broken)
+        return kp_set_error(KP_ERR_BACKEND, "kp_ep_wait: an earlier exchange failed or timed out; destroy the handle");
+    if (!ep->async_pending) return KP_OK;
+    kp_status st = kp_ep_device_wait(ep, "kp_ep_wait", s);
+    ep->async_pending = false;
+    return st;
+}
+
 kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
                                     int64_t dropped_all) {
     r->recv_rows = recv_rows;
@@ -602,6 +644,10 @@ kp_status kp_ep_combine_into(kp_ep *ep, kp_stream *s, const kp_tensor *expert_ou
     if (st == KP_OK) st = check_matrix(fn, ep, "topk_weights", topk_weights, KP_F32, T, 0, k);
     if (st == KP_OK) st = check_matrix(fn, ep, "out", out, ep->opt.dtype, T, 0, ep->opt.hidden);
     if (st != KP_OK) return st;
+    if (ep->async_dispatched) {
+        if (sc) return kp_set_error(KP_ERR_UNSUPPORTED, "%s: kp_moe_forward_ep after kp_ep_dispatch_async", fn);
+        return kp_ep_async_combine(ep, s, expert_out, topk_weights, out);
+    }
 
     /* the rows that come home land in rows_buf after `extra` rows (sc: the caller's
      * shared-expert rows), then one zero row; kp_moe_combine sums k (+1) slots */

@@ -27,9 +27,9 @@
  * kp_event on the stream) up to the handle's timeout, so a missing peer is an error in
  * bounded time. The row copies move bytes only, so the results have the host path's
  * bits. Not here yet: a gather kernel for the send rows (one copy per run of rows that
- * are adjacent in x: many small copies when routing scatters tokens), and capacity mode
- * without host syncs (a device header per block, graph-capturable): here it syncs as
- * normal mode does, plus once for dropped_all.
+ * are adjacent in x: many small copies when routing scatters tokens). Capacity mode here
+ * syncs as normal mode does, plus once for dropped_all; kp_ep_dispatch_async is its
+ * variant with no host sync (core/ep_capacity.c).
  */
 #include "internal.h"
 #include "ep_internal.h"
@@ -97,11 +97,26 @@ static kp_status address(const char *fn, const kp_buffer *b, size_t off, uintptr
     return KP_OK;
 }
 
+/* Waits, bounded by the timeout, for what the transport enqueued on s: an event on s,
+ * then the transport's poll (the library's asynchronous error and the event). */
+kp_status kp_ep_device_wait(kp_ep *ep, const char *fn, kp_stream *s) {
+    char why[KP_REASON_MAX - 64] = "";
+    kp_ep_tr_result r = KP_EP_TR_OK;
+    if (kp_event_record(ep->d_event, s) != KP_OK) {
+        r = KP_EP_TR_ERROR;
+        snprintf(why, sizeof why, "recording the event that marks the exchange's end failed");
+    }
+    kp_note_host_sync();
+    poll_ctx ctx = {ep->d_event};
+    if (r == KP_EP_TR_OK) r = ep->tr->poll(ep->trs, event_done, &ctx, kp_ep_timeout(&ep->opt), why, sizeof why);
+    return r == KP_EP_TR_OK ? KP_OK : kp_ep_transport_failed(ep, fn, r, why);
+}
+
 /* Per peer p: send rows [send_displ[p], + send_rows[p]) of send, receive recv_rows[p]
- * rows at recv_displ[p] of recv (rows of rb bytes); then waits, bounded, for it. */
-static kp_status exchange(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *send, size_t send_at,
-                          const int32_t *send_rows, const int32_t *send_displ, kp_buffer *recv, size_t recv_at,
-                          const int32_t *recv_rows, const int32_t *recv_displ, size_t rb) {
+ * rows at recv_displ[p] of recv (rows of rb bytes); then (wait) waits, bounded, for it. */
+kp_status kp_ep_device_exchange(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *send, size_t send_at,
+                                const int32_t *send_rows, const int32_t *send_displ, kp_buffer *recv, size_t recv_at,
+                                const int32_t *recv_rows, const int32_t *recv_displ, size_t rb, bool wait) {
     const size_t W = (size_t)ep->world;
     size_t *v = calloc(4 * W, sizeof *v);
     if (!v) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
@@ -125,13 +140,8 @@ static kp_status exchange(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *se
     char why[KP_REASON_MAX - 64] = "";
     kp_ep_tr_result r = ep->tr->exchange(ep->trs, &x, native, why, sizeof why);
     free(v);
-    if (r == KP_EP_TR_OK && kp_event_record(ep->d_event, s) != KP_OK) {
-        r = KP_EP_TR_ERROR;
-        snprintf(why, sizeof why, "recording the event that marks the exchange's end failed");
-    }
-    poll_ctx ctx = {ep->d_event};
-    if (r == KP_EP_TR_OK) r = ep->tr->poll(ep->trs, event_done, &ctx, kp_ep_timeout(&ep->opt), why, sizeof why);
-    return r == KP_EP_TR_OK ? KP_OK : kp_ep_transport_failed(ep, fn, r, why);
+    if (r != KP_EP_TR_OK) return kp_ep_transport_failed(ep, fn, r, why);
+    return wait ? kp_ep_device_wait(ep, fn, s) : KP_OK;
 }
 
 /* dst row map[i] <- src row i (dir 0), or dst row i <- src row map[i] (dir 1), for the
@@ -163,7 +173,8 @@ static kp_status allgather_through(kp_ep *ep, const char *fn, kp_stream *s, kp_b
     for (size_t d = 0; d < W; d++)
         cnt[d] = 1, cnt[W + d] = (int32_t)W, cnt[2 * W + d] = 1, cnt[3 * W + d] = (int32_t)d;
     kp_status st = kp_buffer_write(s, b, W * bytes, mine, bytes);
-    if (st == KP_OK) st = exchange(ep, fn, s, b, 0, cnt, cnt + W, b, 0, cnt + 2 * W, cnt + 3 * W, bytes);
+    if (st == KP_OK)
+        st = kp_ep_device_exchange(ep, fn, s, b, 0, cnt, cnt + W, b, 0, cnt + 2 * W, cnt + 3 * W, bytes, true);
     if (st == KP_OK) st = kp_buffer_read(s, b, 0, all, W * bytes);
     free(cnt);
     return st;
@@ -239,8 +250,8 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
         ep->recv_displ[d] = d * (LE + 1);
         ep->recv_from[d] = LE + 1;
     }
-    st = exchange(ep, fn, s, ep->d_aoff, 0, ep->send_rows, ep->send_displ, ep->d_roffs, 0, ep->recv_from,
-                  ep->recv_displ, 4);
+    st = kp_ep_device_exchange(ep, fn, s, ep->d_aoff, 0, ep->send_rows, ep->send_displ, ep->d_roffs, 0,
+                               ep->recv_from, ep->recv_displ, 4, true);
     /* 2. the one host sync: the counts, and the sorted order for the copies */
     if (st == KP_OK) st = kp_buffer_read(s, ep->d_aoff, 0, w.aoff, ((size_t)E + 1) * 4);
     if (st == KP_OK) st = kp_buffer_read(s, ep->d_roffs, 0, w.roffs, (size_t)W * ((size_t)LE + 1) * 4);
@@ -286,8 +297,8 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
     ep->send_layout_rows = pairs;
     st = copy_runs(s, ep->d_send, 0, p->x.buffer, p->x.offset, w.map, pairs, rb, 1);
     if (st == KP_OK)
-        st = exchange(ep, fn, s, ep->d_send, 0, ep->send_rows, ep->send_displ, ep->d_recv, 0, ep->recv_from,
-                      ep->recv_displ, rb);
+        st = kp_ep_device_exchange(ep, fn, s, ep->d_send, 0, ep->send_rows, ep->send_displ, ep->d_recv, 0,
+                                   ep->recv_from, ep->recv_displ, rb, true);
     if (st != KP_OK) {
         ep->broken = true;
         dev_work_free(&w);
@@ -347,6 +358,6 @@ kp_status kp_ep_device_combine_rows(kp_ep *ep, kp_stream *s, const kp_tensor *ex
     kp_status st = copy_runs(s, ep->d_recv, 0, expert_out->buffer, expert_out->offset, ep->recv_to_out,
                              ep->recv_layout_rows, rb, 1);
     if (st != KP_OK) return kp_add_context(st, "%s: gathering the expert outputs", fn);
-    return exchange(ep, fn, s, ep->d_recv, 0, ep->recv_from, ep->recv_displ, rows_buf, at, ep->send_rows,
-                    ep->send_displ, rb);
+    return kp_ep_device_exchange(ep, fn, s, ep->d_recv, 0, ep->recv_from, ep->recv_displ, rows_buf, at,
+                                 ep->send_rows, ep->send_displ, rb, true);
 }

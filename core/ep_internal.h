@@ -40,6 +40,12 @@ struct kp_ep {
     bool device_path;
     kp_buffer *d_sorted, *d_aoff, *d_tpos, *d_roffs, *d_send, *d_recv, *d_drop;
     kp_event *d_event;
+    /* capacity mode with no host sync (core/ep_capacity.c): on when the device path is
+     * and the backend has the ep_capacity slot */
+    bool async_possible;
+    bool async_dispatched; /* the last dispatch was kp_ep_dispatch_async */
+    bool async_pending;    /* exchanges enqueued and not yet waited for (kp_ep_wait) */
+    kp_buffer *c_range, *c_sidx, *c_spos, *c_hdr, *c_rmap, *c_gsrc, *c_cnt, *c_send, *c_home;
 };
 
 /* Where kp_ep_combine_into stages the combine in the caller's buffer: rows_offset holds
@@ -77,6 +83,24 @@ kp_status kp_ep_device_combine_rows(kp_ep *ep, kp_stream *s, const kp_tensor *ex
 /* Fills r; KP_ERR_OUT_OF_BOUNDS, saying so, when capacity mode dropped pairs anywhere. */
 kp_status kp_ep_dispatch_result_set(const kp_ep *ep, kp_ep_dispatch_result *r, int64_t recv_rows, int64_t dropped,
                                     int64_t dropped_all);
+/* The device exchange (core/ep_device.c): per peer p, send_rows[p] rows from send_displ[p],
+ * recv_rows[p] rows into recv_displ[p] (rows of rb bytes), enqueued on s's native stream;
+ * wait: then kp_ep_device_wait. kp_ep_device_wait: an event on s and the transport's
+ * poll, bounded by timeout_ms (one host sync). */
+kp_status kp_ep_device_exchange(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *send, size_t send_at,
+                                const int32_t *send_rows, const int32_t *send_displ, kp_buffer *recv, size_t recv_at,
+                                const int32_t *recv_rows, const int32_t *recv_displ, size_t rb, bool wait);
+kp_status kp_ep_device_wait(kp_ep *ep, const char *fn, kp_stream *s);
+
+/* core/ep_capacity.c: capacity mode with no host sync (kp_ep_dispatch_async). */
+bool kp_ep_async_supported(const kp_ep *ep, const char **why);
+kp_status kp_ep_async_allocate(kp_ep *ep);
+void kp_ep_async_free(kp_ep *ep);
+/* Arguments checked, dispatch state freed; dropped: NULL or int32 [2], checked. */
+kp_status kp_ep_async_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, const kp_tensor *dropped);
+kp_status kp_ep_async_combine(kp_ep *ep, kp_stream *s, const kp_tensor *expert_out, const kp_tensor *topk_weights,
+                              const kp_tensor *out);
+
 kp_status kp_ep_transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why);
 int32_t kp_ep_timeout(const kp_ep_options *o);
 

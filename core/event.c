@@ -35,6 +35,7 @@ kp_status kp_event_record(kp_event *e, kp_stream *s) {
 
 kp_status kp_event_sync(kp_event *e) {
     if (!e) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_event_sync: e is NULL");
+    kp_note_host_sync();
     if (!e->stream) return KP_OK; /* nothing marked: nothing to wait for */
     return e->device->iface->event_sync(e);
 }

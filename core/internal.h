@@ -9,6 +9,8 @@
 
 /* ---- errors (core/error.c) ---- */
 kp_status kp_set_error(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One host round trip (kp_host_sync_count, core/stream.c). */
+void kp_note_host_sync(void);
 kp_status kp_add_context(kp_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kp_clear_error(void);
 void kp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,6 +3,7 @@
  */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 kp_status kp_stream_create(kp_device *d, kp_stream **out) {
@@ -48,8 +49,13 @@ kp_status kp_stream_get_native(const kp_stream *s, void **out) {
     return s->device->iface->stream_native((kp_stream *)s, out);
 }
 
+static _Atomic uint64_t g_host_syncs;
+void kp_note_host_sync(void) { atomic_fetch_add_explicit(&g_host_syncs, 1, memory_order_relaxed); }
+uint64_t kp_host_sync_count(void) { return atomic_load_explicit(&g_host_syncs, memory_order_relaxed); }
+
 kp_status kp_stream_sync(kp_stream *s) {
     if (!s) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_stream_sync: s is NULL");
+    kp_note_host_sync();
     return s->device->iface->stream_sync(s);
 }
 

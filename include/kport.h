@@ -192,6 +192,11 @@ KP_API kp_status kp_event_create(kp_device *d, kp_event **out);
 KP_API kp_status kp_event_record(kp_event *e, kp_stream *s);
 /* Waits until the work before the mark has finished. */
 KP_API kp_status kp_event_sync(kp_event *e);
+/* How many host round trips this process has made through kport: each kp_buffer_read,
+ * kp_buffer_write, kp_stream_sync and kp_event_sync (an op's own included) and each
+ * bounded wait of an EP exchange counts one. A debugging aid: tests/ep uses it to show
+ * that kp_ep_dispatch_async + kp_grouped_gemm + kp_ep_combine make none (graph capture). */
+KP_API uint64_t kp_host_sync_count(void);
 /* Milliseconds of device time between two recorded events of one device, once end
  * has completed (waits for it): CUDA/HIP events, OpenCL profiling counters, the host
  * clock on cpu (its ops finish inside each call). KP_ERR_UNSUPPORTED where the
@@ -684,7 +689,8 @@ static inline size_t kp_op_params_size(kp_op op) {
  * makes kp_ep_create KP_ERR_UNAVAILABLE with the reason. Over MPI, data is staged through
  * host memory (works for every backend); over NCCL/RCCL the rows stay in device memory
  * (backends with device addresses: cpu, cuda, hip; the host reads back only counts and
- * the sorted order, once per dispatch; README "Expert parallelism"). A rank that fails a
+ * the sorted order, once per dispatch; kp_ep_dispatch_async below reads nothing;
+ * README "Expert parallelism"). A rank that fails a
  * call or never joins makes the others fail with KP_ERR_BACKEND ("timed out") within
  * timeout_ms; the handle is then unusable and may only be destroyed. */
 typedef struct kp_ep kp_ep;
@@ -764,6 +770,28 @@ KP_API kp_status kp_ep_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
 /* The inverse of the last dispatch; collective. out is written by kp_moe_combine on s
  * (not NULL); the exchange is synchronous (host-staged, or polled on s). */
 KP_API kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_params *p);
+/* Capacity mode with no host sync, so the layer can be captured in a graph (issue 19):
+ * kp_ep_dispatch's result (the same recv_x rows, expert_offsets and drop rule), but
+ * everything is enqueued on s (not NULL, the handle's device): no host read, write or
+ * wait (kp_host_sync_count does not move). Each rank sends every other exactly
+ * capacity_per_rank rows (padded) and a small header of counts, so every size is fixed;
+ * expert_offsets is written on the device, ready for kp_grouped_gemm on recv_x's
+ * max_recv_rows rows (rows outside the experts are left untouched). The result struct
+ * is not filled (it needs a host read): dropped, optional int32 [2] on the device,
+ * receives {this rank's dropped pairs, dropped_all} on s; nothing is an error: overflow
+ * is reported there only, and combine counts the dropped pairs as zero. The kp_ep_combine
+ * that follows runs with no host sync too, with expert_out [>= max_recv_rows, hidden].
+ * Collective. Needs capacity mode, an NCCL/RCCL communicator and a backend with the
+ * capacity kernels (the cpu backend so far: the GPU backends are KP_ERR_UNSUPPORTED, use
+ * kp_ep_dispatch); on cpu the communicator must be blocking (ncclGroupEnd completes the
+ * exchange). A rank that fails or never joins is found by kp_ep_wait (or the next
+ * kp_ep_dispatch, which calls it): KP_ERR_BACKEND within timeout_ms, never a hang. */
+KP_API kp_status kp_ep_dispatch_async(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p,
+                                      const kp_tensor *dropped);
+/* Blocks, up to timeout_ms, until the exchanges kp_ep_dispatch_async / kp_ep_combine
+ * enqueued on s have completed; KP_ERR_BACKEND (and the handle unusable) when a rank
+ * failed or timed out. KP_OK at once when nothing is pending. Local. */
+KP_API kp_status kp_ep_wait(kp_ep *ep, kp_stream *s);
 /* Local (not collective); after a timeout waits up to timeout_ms for the pending exchange. */
 KP_API kp_status kp_ep_destroy(kp_ep *ep);
 

@@ -3,12 +3,15 @@
  * (kport-ep-bench). DeepSeek-V3 shapes by default: hidden 7168, bf16, 256 experts,
  * top-8, random routing; tokens per rank from the command line (default 128).
  *
- *   mpirun -np 4 build/tools/kport-ep-bench [tokens...] [--iters N] [--capacity] [--nccl]
+ *   mpirun -np 4 build/tools/kport-ep-bench [tokens...] [--iters N] [--capacity] [--nccl] [--async]
  *
  * --nccl: over a communicator of the libnccl.so.2 on the loader's path (made here, its
  * unique id sent with MPI), so normal mode takes the device path (core/ep_device.c): on
  * a GPU, NVIDIA's library; on cpu, tests/fake_nccl's (put build/tests/fake_nccl on
  * LD_LIBRARY_PATH and pass -x LD_LIBRARY_PATH to mpirun).
+ * --async (implies --capacity --nccl): kp_ep_dispatch_async and the combine after it,
+ * with no host sync; each timed call ends with kp_ep_wait (the bounded check a caller
+ * makes at its next blocking point), so the times are comparable with the others.
  *
  * Per call: the slowest rank's time (each call is a collective). GB/s counts the rows a
  * rank sends (tokens x topk x hidden x 2 bytes), as DeepEP counts its dispatch and
@@ -78,7 +81,7 @@ static void *make_nccl_comm(int rank, int world) {
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
-    int rank, world, iters = 5, capacity = 0, ntok = 0, nccl = 0;
+    int rank, world, iters = 5, capacity = 0, ntok = 0, nccl = 0, async = 0;
     int tokens[16];
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -86,6 +89,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--capacity")) capacity = 1;
         else if (!strcmp(argv[i], "--nccl")) nccl = 1;
+        else if (!strcmp(argv[i], "--async")) async = capacity = nccl = 1;
         else if (ntok < 16 && atoi(argv[i]) > 0) tokens[ntok++] = atoi(argv[i]);
     }
     if (!ntok) tokens[ntok++] = 128;
@@ -104,7 +108,7 @@ int main(int argc, char **argv) {
     if (rank == 0)
         printf("kport-ep-bench: %d ranks on %s (%s), hidden %d bf16, %d experts, top-%d, %s mode, over %s\n"
                "%8s %14s %14s %14s %14s\n",
-               world, di.name, di.backend, HIDDEN, EXPERTS, TOPK, capacity ? "capacity" : "normal",
+               world, di.name, di.backend, HIDDEN, EXPERTS, TOPK, async ? "capacity (kp_ep_dispatch_async, no host sync)" : capacity ? "capacity" : "normal",
                nccl ? "NCCL (libnccl.so.2)" : "MPI", "tokens",
                "dispatch us", "dispatch GB/s", "combine us", "combine GB/s");
     const int per_rank = EXPERTS / world;
@@ -155,11 +159,17 @@ int main(int argc, char **argv) {
             kp_ep_dispatch_result r;
             MPI_Barrier(MPI_COMM_WORLD);
             double t0 = MPI_Wtime();
-            TRY(kp_ep_dispatch(ep, s, &dp, &r));
+            if (async) {
+                TRY(kp_ep_dispatch_async(ep, s, &dp, NULL));
+                TRY(kp_ep_wait(ep, s));
+            } else {
+                TRY(kp_ep_dispatch(ep, s, &dp, &r));
+            }
             double td = timed_max(MPI_Wtime() - t0);
             MPI_Barrier(MPI_COMM_WORLD);
             t0 = MPI_Wtime();
             TRY(kp_ep_combine(ep, s, &cp));
+            if (async) TRY(kp_ep_wait(ep, s));
             TRY(kp_stream_sync(s));
             double tc = timed_max(MPI_Wtime() - t0);
             if (it && td < best_d) best_d = td;

@@ -336,6 +336,7 @@ static const kp_backend_iface cpu_iface = {
     .buffer_address = cpu_buffer_address,
     .event_query = cpu_event_query,
     .op_kernel = cpu_op_kernel,
+    .ep_capacity = cpu_ep_capacity,
 };
 
 const kp_backend_iface *kp_cpu_backend_iface(void) { return &cpu_iface; }

@@ -101,6 +101,8 @@ static inline kp_backend_state *cpu_state(const kp_stream *s) { return s->device
 kp_status cpu_op_run(kp_op op, kp_stream *s, const void *params, int dry_run);
 /* The op_kernel slot (kp_op_kernel): "cpu:<SIMD level>" when the op runs (cpu_limits.c). */
 kp_status cpu_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
+/* The ep_capacity slot (core/backend.h): ops/cpu_ep_capacity.c. */
+kp_status cpu_ep_capacity(kp_stream *s, const kp_ep_capacity_args *a);
 
 /* ---- ops, one per file in backends/cpu/ops/ ---- */
 kp_status cpu_op_attention_prefill(kp_op op, kp_stream *s, const void *params, int dry_run);

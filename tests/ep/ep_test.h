@@ -29,5 +29,13 @@ void run_nccl_cases(const char *backend, kp_device *dev);
 /* tests/ep/test_ep.c's dispatch/combine cases (scale experts, bitwise) over the NCCL
  * transport; polls: the fake's ncclCommGetAsyncError count (the device path polls). */
 void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_comm, long (*polls)(void));
+/* tests/ep/test_ep.c's helpers the other files share. */
+double now_s(void);
+kp_ep_options base_options(MPI_Comm *comm); /* MPI, normal mode, 4 experts per rank, hidden 16 f32 */
+kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r, int64_t c);
+/* tests/ep/test_ep_async.c: kp_ep_dispatch_async with a rank that never joins (on a
+ * communicator it spoils), and its refusals. */
+void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm);
+void run_async_bad_calls(const char *backend, kp_device *dev, const void *nccl_comm);
 
 #endif

@@ -128,7 +128,7 @@ static void route(const ep_case *c, int32_t *ids, int64_t T) {
 
 static kp_status make(kp_device *d, size_t bytes, kp_buffer **b) { return kp_buffer_alloc(d, bytes ? bytes : 16, b); }
 
-static kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r, int64_t c) {
+kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r, int64_t c) {
     int64_t shape[2] = {r, c};
     return kp_tensor_init(t, b, off, dt, 2, shape, NULL);
 }
@@ -138,6 +138,44 @@ static kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, in
 static kp_ep_comm_kind case_kind = KP_EP_COMM_MPI;
 static const void *case_comm;
 static long (*case_polls)(void);
+/* run_cases_over_nccl's capacity cases through kp_ep_dispatch_async (no host sync) */
+static int case_async;
+
+/* kp_ep_dispatch_async fills no result: {dropped, dropped_all} from its device tensor,
+ * recv_rows = expert_offsets[LE] (host reads, after the calls under test) */
+static kp_status async_result(kp_ep *ep, kp_buffer *bdrop, kp_buffer *boff, int32_t LE, kp_ep_dispatch_result *r) {
+    int32_t d[2] = {-1, -1}, rows = -1;
+    kp_status st = kp_ep_wait(ep, stream);
+    if (st == KP_OK) st = kp_buffer_read(stream, bdrop, 0, d, sizeof d);
+    if (st == KP_OK) st = kp_buffer_read(stream, boff, (size_t)LE * 4, &rows, 4);
+    r->dropped = d[0], r->dropped_all = d[1], r->recv_rows = rows;
+    return st;
+}
+
+/* The checks on a dispatch's result that every path shares. */
+static int check_result(const ep_case *c, int64_t T, const kp_ep_dispatch_result *res, char *detail, size_t n) {
+    if (c->expect_drops && res->dropped_all == 0) {
+        snprintf(detail, n, "expected drops, none reported");
+        return 0;
+    }
+    if (!c->expect_drops && (res->dropped_all != 0 || res->dropped != 0)) {
+        snprintf(detail, n, "drops reported (%lld, all %lld) where none were expected", (long long)res->dropped,
+                 (long long)res->dropped_all);
+        return 0;
+    }
+    int64_t sums[3] = {res->recv_rows, T * c->topk - res->dropped, res->dropped}, tot[3];
+    MPI_Allreduce(sums, tot, 3, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (tot[0] != tot[1]) {
+        snprintf(detail, n, "rows received %lld != pairs sent %lld", (long long)tot[0], (long long)tot[1]);
+        return 0;
+    }
+    if (tot[2] != res->dropped_all) {
+        snprintf(detail, n, "dropped_all %lld != the ranks' dropped summed, %lld", (long long)res->dropped_all,
+                 (long long)tot[2]);
+        return 0;
+    }
+    return 1;
+}
 
 #define TRY(x) do { if ((st = (x)) != KP_OK) { snprintf(detail, sizeof detail, "%s: %s: %s", #x, kp_status_str(st), kp_last_error()); goto done; } } while (0)
 
@@ -153,7 +191,7 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     kp_ep *ep = NULL;
     kp_buffer *bx = NULL, *bids = NULL, *bw8 = NULL, *bw = NULL, *brecv = NULL, *boff = NULL, *beo = NULL,
               *bout = NULL, *bref = NULL, *bsorted = NULL, *boffs_all = NULL, *bpos = NULL, *ba = NULL,
-              *beo_ref = NULL;
+              *beo_ref = NULL, *bdrop = NULL;
     void *hx = malloc(T * rb + 1), *hw = malloc((size_t)E * H * H * es), *hout = malloc(T * rb + 1),
          *href = malloc(T * rb + 1);
     int32_t *hids = malloc(T * K * 4 + 4), *hsorted = malloc(T * K * 4 + 4), *hpos = malloc(T * K * 4 + 4);
@@ -201,21 +239,29 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     int64_t off_shape[1] = {LE + 1};
     TRY(kp_tensor_init(&dp.expert_offsets, boff, 0, KP_I32, 1, off_shape, NULL));
     kp_ep_dispatch_result res = {0};
-    st = kp_ep_dispatch(ep, stream, &dp, &res);
-    if (st != (c->expect_drops ? KP_ERR_OUT_OF_BOUNDS : KP_OK)) {
-        snprintf(detail, sizeof detail, "dispatch: %s: %s", kp_status_str(st), kp_last_error());
-        goto done;
+    kp_tensor drop_t;
+    const int64_t two[1] = {2};
+    TRY(make(dev, 8, &bdrop));
+    TRY(kp_tensor_init(&drop_t, bdrop, 0, KP_I32, 1, two, NULL));
+    /* async + gemm: dispatch, the experts and combine must make no host round trip and
+     * no transport poll (graph-capturable) */
+    const uint64_t syncs_before = kp_host_sync_count();
+    const long polls_window = case_polls ? case_polls() : 0;
+    if (case_async) {
+        st = kp_ep_dispatch_async(ep, stream, &dp, &drop_t);
+        if (st != KP_OK) {
+            snprintf(detail, sizeof detail, "dispatch_async: %s: %s", kp_status_str(st), kp_last_error());
+            goto done;
+        }
+        if (!gemm) TRY(async_result(ep, bdrop, boff, LE, &res));
+    } else {
+        st = kp_ep_dispatch(ep, stream, &dp, &res);
+        if (st != (c->expect_drops ? KP_ERR_OUT_OF_BOUNDS : KP_OK)) {
+            snprintf(detail, sizeof detail, "dispatch: %s: %s", kp_status_str(st), kp_last_error());
+            goto done;
+        }
     }
-    if (c->expect_drops && res.dropped_all == 0) {
-        snprintf(detail, sizeof detail, "expected drops, none reported");
-        goto done;
-    }
-    int64_t sums[2] = {res.recv_rows, T * K - res.dropped}, tot[2];
-    MPI_Allreduce(sums, tot, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-    if (tot[0] != tot[1]) {
-        snprintf(detail, sizeof detail, "rows received %lld != pairs sent %lld", (long long)tot[0], (long long)tot[1]);
-        goto done;
-    }
+    if ((!case_async || !gemm) && !check_result(c, T, &res, detail, sizeof detail)) goto done;
     if (!gemm && res.recv_rows > 0) {
         uint8_t *rows = malloc(res.recv_rows * rb);
         int32_t *offs = malloc(((size_t)LE + 1) * 4);
@@ -229,13 +275,16 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
         free(offs);
         TRY(st);
     }
-    if (gemm && LE > 0 && res.recv_rows > 0) {
+    if (gemm && LE > 0 && (case_async || res.recv_rows > 0)) {
+        /* async: the row count is on the device only; the GEMM takes every row of recv_x
+         * and expert_offsets picks the received ones */
+        const int64_t M = case_async ? info.max_recv_rows : res.recv_rows;
         kp_grouped_gemm_params gp = {0};
         int64_t wshape[3] = {LE, H, H};
-        TRY(tensor2(&gp.a, brecv, 0, c->dtype, res.recv_rows, H));
+        TRY(tensor2(&gp.a, brecv, 0, c->dtype, M, H));
         TRY(kp_tensor_init(&gp.w, bw, (size_t)eb * H * H * es, c->dtype, 3, wshape, NULL));
         gp.expert_offsets = dp.expert_offsets;
-        TRY(tensor2(&gp.out, beo, 0, c->dtype, res.recv_rows, H));
+        TRY(tensor2(&gp.out, beo, 0, c->dtype, M, H));
         TRY(kp_grouped_gemm(stream, &gp));
     }
     kp_ep_combine_params cp = {0};
@@ -243,6 +292,17 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     TRY(tensor2(&cp.topk_weights, bw8, 0, KP_F32, T, K));
     TRY(tensor2(&cp.out, bout, 0, c->dtype, T, H));
     TRY(kp_ep_combine(ep, stream, &cp));
+    if (case_async && gemm) {
+        const uint64_t syncs = kp_host_sync_count() - syncs_before;
+        const long polls = case_polls ? case_polls() - polls_window : 0;
+        if (syncs || polls) {
+            snprintf(detail, sizeof detail, "dispatch_async + grouped GEMM + combine made %llu host round trips "
+                     "and %ld transport polls; expected none", (unsigned long long)syncs, polls);
+            goto done;
+        }
+        TRY(async_result(ep, bdrop, boff, LE, &res));
+        if (!check_result(c, T, &res, detail, sizeof detail)) goto done;
+    }
     if (T) TRY(kp_buffer_read(stream, bout, 0, hout, T * rb));
     if (case_polls && case_polls() == polls_before) { /* the device path's poll asks the library */
         snprintf(detail, sizeof detail, "no ncclCommGetAsyncError call: the device path was not taken");
@@ -337,13 +397,15 @@ static void run_case(const char *backend, kp_device *dev, const ep_case *c, int 
     ok = 1;
 done:
     if (ep) kp_ep_destroy(ep);
-    kp_buffer *all[] = {bx, bids, bw8, bw, brecv, boff, beo, bout, bref, bsorted, boffs_all, bpos, ba, beo_ref};
+    kp_buffer *all[] = {bx, bids, bw8, bw, brecv, boff, beo, bout, bref, bsorted, boffs_all, bpos, ba, beo_ref, bdrop};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (all[i]) kp_buffer_free(all[i]);
     free(hx), free(hw), free(hout), free(href), free(hids), free(hsorted), free(hpos), free(hwt), free(ha);
     char name[224];
     snprintf(name, sizeof name, "%s%s %s, %s experts%s",
-             case_kind == KP_EP_COMM_MPI ? "" : "NCCL transport (fake libnccl, device path): ",
+             case_kind == KP_EP_COMM_MPI ? ""
+             : case_async ? "NCCL transport (fake libnccl), kp_ep_dispatch_async, no host sync: "
+                          : "NCCL transport (fake libnccl, device path): ",
              c->name, kp_dtype_name(c->dtype), gemm ? "grouped-gemm" : "scale",
              gemm ? " (tolerance)" : " (bitwise)");
     report(backend, name, ok, detail);
@@ -485,13 +547,13 @@ out:
     free(hx), free(hlog), free(hw13), free(hw2), free(hout), free(href), free(hh);
 }
 
-static double now_s(void) {
+double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static kp_ep_options base_options(MPI_Comm *comm) {
+kp_ep_options base_options(MPI_Comm *comm) {
     kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = comm, .num_experts = 4 * world, .hidden = 16,
                        .dtype = KP_F32, .topk = 2, .max_tokens_per_rank = 8, .mode = KP_EP_MODE_NORMAL,
                        .timeout_ms = 60000};
@@ -715,11 +777,31 @@ static const ep_case cases[] = {
      ROUTE_ONE_RANK, 0, KP_EP_MODE_CAPACITY, 5, 1},
 };
 
+/* kp_ep_dispatch_async's cases (capacity mode over the fake libnccl): skewed routings,
+ * empty ranks, T=1, overflow */
+static const ep_case async_cases[] = {
+    {"capacity, fits", KP_BF16, 16, 32, 4, 16, {16, 9, 13, 5}, ROUTE_RANDOM, 0, KP_EP_MODE_CAPACITY, 64, 0},
+    {"capacity, all tokens to rank 0's experts, T=1 and T=0 ranks", KP_F32, 16, 32, 2, 8, {1, 0, 8, 3},
+     ROUTE_ONE_RANK, 0, KP_EP_MODE_CAPACITY, 16, 0},
+    {"capacity, skewed ranges, a rank with no experts, ranks with no tokens", KP_F32, 16, 32, 4, 16,
+     {10, 0, 0, 6}, ROUTE_RANDOM, 1, KP_EP_MODE_CAPACITY, 64, 0},
+    {"capacity T=1", KP_BF16, 16, 32, 4, 4, {1, 1, 1, 1}, ROUTE_RANDOM, 0, KP_EP_MODE_CAPACITY, 4, 0},
+    {"capacity overflow is reported on the device and dropped pairs count as zero", KP_F32, 16, 32, 4, 16,
+     {16, 9, 13, 5}, ROUTE_ONE_RANK, 0, KP_EP_MODE_CAPACITY, 5, 1},
+    {"capacity overflow, every token to the last experts", KP_BF16, 16, 48, 3, 16, {16, 16, 16, 16},
+     ROUTE_LAST_EXPERT, 0, KP_EP_MODE_CAPACITY, 7, 1},
+};
+
 void run_cases_over_nccl(const char *backend, kp_device *dev, const void *nccl_comm, long (*polls)(void)) {
     case_kind = KP_EP_COMM_NCCL;
     case_comm = nccl_comm;
     case_polls = polls;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(backend, dev, &cases[i], 0);
+    case_async = 1; /* capacity mode with no host sync: bitwise (scale) and through the GEMM */
+    for (size_t i = 0; i < sizeof async_cases / sizeof *async_cases; i++)
+        for (int gemm = 0; gemm < 2; gemm++) run_case(backend, dev, &async_cases[i], gemm);
+    case_async = 0;
+    run_async_bad_calls(backend, dev, nccl_comm);
     case_kind = KP_EP_COMM_MPI;
     case_comm = NULL;
     case_polls = NULL;

@@ -557,5 +557,15 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         free(b);
     }
     f.comm_destroy(comm);
+    if (world > 1) { /* a fresh communicator for kp_ep_dispatch_async's missing rank */
+        memset(&id, 0, sizeof id);
+        if (rank == 0) f.get_unique_id(&id);
+        MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+        void *comm2 = NULL;
+        rc = f.comm_init_rank(&comm2, world, id, rank);
+        if (rc == 0) run_async_timeout(backend, dev, &comm2);
+        else report(backend, "NCCL transport: a second fake communicator", 0, f.error_string(rc));
+        if (rc == 0) f.comm_destroy(comm2);
+    }
     dlclose(f.lib);
 }
