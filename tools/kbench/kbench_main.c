@@ -62,7 +62,7 @@ static bool to_double(const char *s, double lo, double *out) {
     X(PLOT, "plot", 1, "FILE", "charts (matplotlib): FILE % of roofline, FILE-roofline.* roofline; compare: speedups") \
     X(COMPARE, "compare", 0, "", "the two file operands A.json B.json: per-row speedup of B over A")              \
     X(FROM, "from", 1, "FILE", "re-emit (and --plot) a saved JSON run instead of running")                        \
-    X(EP, "ep", 0, "", "under mpirun: EP dispatch/combine at V3 shapes (operands: tokens per rank, --capacity)")   \
+    X(EP, "ep", 0, "", "under mpirun: EP dispatch/combine at V3 shapes (operands: tokens per rank, --capacity, --async)")   \
     X(TUNE, "tune", 0, "", "search tuning parameters on the device; write the user tuning file")                  \
     X(TUNE_PARAM, "tune-param", 1, "K.P=V,..@OP", "tune this parameter too (';' separates several)")              \
     X(LIST, "list", 0, "", "list the cases that would run on the device, then exit")                              \
@@ -341,7 +341,7 @@ static int list_peaks(void) {
 
 /* --ep: kport-ep-bench, built beside kbench when MPI is found, links MPI; kbench does not.
  * Each rank mpirun started becomes that program, with every other argument (its own:
- * tokens per rank, --iters N, --capacity). */
+ * tokens per rank, --iters N, --capacity, --async). */
 static int run_ep(int argc, char **argv) {
     char path[PATH_MAX + 16], err[512];
     if (kb_beside_self("kport-ep-bench", path, sizeof path, err, sizeof err) != 0) {
