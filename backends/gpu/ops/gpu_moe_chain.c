@@ -13,7 +13,9 @@
  * are rebuilt by the same constructors the launchers use (kp_gpu_gate_kargs,
  * kp_gpu_align_kargs, kp_gpu_gemm_kargs, kp_gpu_combine_kargs) from this call's views,
  * so only buffers, offsets and the routing scalars are filled per call. A GEMM on the
- * sm_90a tier (generation 3: the tuning table's grouped_gemm;gen 3, or KPORT_GPU_KERNELS)
+ * sm_90a tier (generation 3, where the tuning table's grouped_gemm;gen 3 picks it: w2's,
+ * the one without gathered rows or a SwiGLU or combine epilogue; KPORT_GPU_KERNELS=
+ * grouped_gemm=sm90 makes the whole chain unsupported, since w13's cannot run there)
  * records its tile width alone: its launch takes TMA tensor maps, which describe buffer
  * addresses, so the replay rebuilds them, with the parameter block, through the builder
  * the fresh plan uses (kp_gpu_gemm_sm90_args) from this call's views; the backend encodes
