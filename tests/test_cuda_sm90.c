@@ -7,7 +7,7 @@
  * the other cuda_ tests). Without libcuda.so.1, a GPU, or an sm_90 device it skips.
  *
  * It talks to the driver directly (dlopen, as the cuda plugin does), not through the
- * plugin: the tier's host side (tensor maps per launch) does not exist yet.
+ * plugin, with the driver setup it shares with test_cuda_sm90_e4m3.c (cuda_sm90_driver.h).
  */
 #include "kp_test.h"
 
@@ -15,17 +15,11 @@
 KP_TEST(cuda_sm90_tile_selftest_runs) { KP_SKIP("no sm_90a self-test cubin in this build (nvcc, kernel checks)"); }
 #else
 
-#include <cuda.h>
-#include <dlfcn.h>
+#include "cuda_sm90_driver.h"
+
 #include <math.h>
 
 #define N 64
-
-/* cuda.h maps some names to versioned symbols (cuMemAlloc -> cuMemAlloc_v2): look up
- * the symbol the header chose. */
-#define SYM_STR2(x) #x
-#define SYM_STR(x) SYM_STR2(x)
-#define SYM(h, fn) ((__typeof__(&fn))dlsym(h, SYM_STR(fn)))
 
 static unsigned short bf16_bits(float x) { /* inputs are exact in bf16: truncation is exact */
     unsigned u;
@@ -33,41 +27,18 @@ static unsigned short bf16_bits(float x) { /* inputs are exact in bf16: truncati
     return (unsigned short)(u >> 16);
 }
 
-static CUresult encode(__typeof__(&cuTensorMapEncodeTiled) enc, CUtensorMap *m, CUdeviceptr p) {
-    cuuint64_t dims[2] = {N, N}, strides[1] = {N * 2};
-    cuuint32_t box[2] = {N, N}, elem[2] = {1, 1};
-    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dims, strides, box, elem,
-               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+/* A [N x N] bf16 matrix in one box. */
+static CUresult encode(const sm90_driver *d, CUtensorMap *m, CUdeviceptr p) {
+    return sm90_tensor_map(d, m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p, N, N, N * 2, N, N);
 }
 
 KP_TEST(cuda_sm90_tile_selftest_runs) {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) KP_SKIP("no libcuda.so.1: %s", dlerror());
-    if (SYM(h, cuInit)(0) != CUDA_SUCCESS) KP_SKIP("cuInit failed: no usable NVIDIA GPU");
-    CUdevice dev;
-    int major = 0, minor = 0;
-    CHECK(SYM(h, cuDeviceGet)(&dev, 0) == CUDA_SUCCESS);
-    SYM(h, cuDeviceGetAttribute)(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-    SYM(h, cuDeviceGetAttribute)(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
-    if (major != 9 || minor != 0) KP_SKIP("device 0 is sm_%d%d, not sm_90", major, minor);
-    __typeof__(&cuTensorMapEncodeTiled) enc = SYM(h, cuTensorMapEncodeTiled);
-    CHECK_MSG(enc != NULL, "an sm_90 driver without cuTensorMapEncodeTiled");
-
-    FILE *f = fopen(KPORT_SM90_SELFTEST_CUBIN, "rb");
-    CHECK_MSG(f != NULL, "%s", KPORT_SM90_SELFTEST_CUBIN);
-    static char image[1 << 20];
-    size_t image_len = fread(image, 1, sizeof image, f);
-    fclose(f);
-    CHECK(image_len > 0 && image_len < sizeof image);
-
-    CUcontext ctx;
-    CHECK(SYM(h, cuDevicePrimaryCtxRetain)(&ctx, dev) == CUDA_SUCCESS);
-    CHECK(SYM(h, cuCtxPushCurrent)(ctx) == CUDA_SUCCESS);
+    sm90_driver drv;
+    sm90_driver_open(&drv);
+    void *h = drv.h;
     CUmodule mod;
     CUfunction fn;
-    CHECK(SYM(h, cuModuleLoadData)(&mod, image) == CUDA_SUCCESS);
-    CHECK(SYM(h, cuModuleGetFunction)(&fn, mod, "kp_sm90_selftest") == CUDA_SUCCESS);
+    sm90_load_cubin(&drv, KPORT_SM90_SELFTEST_CUBIN, "kp_sm90_selftest", &mod, &fn);
 
     /* small integers times powers of two: every product and sum is exact in f32 */
     static unsigned short a[N * N], b[N * N];
@@ -85,13 +56,10 @@ KP_TEST(cuda_sm90_tile_selftest_runs) {
     CHECK(SYM(h, cuMemcpyHtoD)(db, b, sizeof b) == CUDA_SUCCESS);
     CHECK(SYM(h, cuMemcpyHtoD)(dd, d, sizeof d) == CUDA_SUCCESS);
     CUtensorMap ta, tb;
-    CHECK(encode(enc, &ta, da) == CUDA_SUCCESS);
-    CHECK(encode(enc, &tb, db) == CUDA_SUCCESS);
+    CHECK(encode(&drv, &ta, da) == CUDA_SUCCESS);
+    CHECK(encode(&drv, &tb, db) == CUDA_SUCCESS);
     void *args[] = {&ta, &tb, &dd};
-    CUresult r = SYM(h, cuLaunchKernel)(fn, 1, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
-    CHECK_MSG(r == CUDA_SUCCESS, "cuLaunchKernel: %d", (int)r);
-    r = SYM(h, cuCtxSynchronize)();
-    CHECK_MSG(r == CUDA_SUCCESS, "kernel failed: CUresult %d", (int)r);
+    sm90_run_one_warpgroup(&drv, fn, args, "kp_sm90_selftest");
     CHECK(SYM(h, cuMemcpyDtoH)(d, dd, sizeof d) == CUDA_SUCCESS);
 
     int bad = 0;
@@ -111,8 +79,6 @@ KP_TEST(cuda_sm90_tile_selftest_runs) {
               N * N);
     SYM(h, cuMemFree)(da), SYM(h, cuMemFree)(db), SYM(h, cuMemFree)(dd);
     SYM(h, cuModuleUnload)(mod);
-    CUcontext popped;
-    SYM(h, cuCtxPopCurrent)(&popped);
-    SYM(h, cuDevicePrimaryCtxRelease)(dev);
+    sm90_driver_close(&drv);
 }
 #endif

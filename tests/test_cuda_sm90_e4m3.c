@@ -16,7 +16,8 @@
  *    accumulator that keeps only ~14 bits (Hopper's FP8 tensor cores) holds it exactly;
  *    scales are powers of two in [2^-2, 2^2], so the promoted total needs < 24 bits.
  *    The output is poisoned (NaN) and fenced by guard words the kernel must not touch.
- * It talks to the driver directly (dlopen), as tests/test_cuda_sm90.c does. Without
+ * It talks to the driver directly (dlopen), with the setup tests/test_cuda_sm90.c shares
+ * (cuda_sm90_driver.h). Without
  * libcuda.so.1, a GPU, or an sm_90 device it skips, saying which.
  */
 #include "kp_test.h"
@@ -26,10 +27,9 @@ KP_TEST(cuda_sm90_e4m3_sass_holds) { KP_SKIP("no sm_90a e4m3 self-test cubins in
 KP_TEST(cuda_sm90_e4m3_selftest_runs) { KP_SKIP("no sm_90a e4m3 self-test cubins in this build (no nvcc)"); }
 #else
 
+#include "cuda_sm90_driver.h"
 #include "ref_moe.h" /* ref_fp8_e4m3 */
 
-#include <cuda.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -98,13 +98,6 @@ KP_TEST(cuda_sm90_e4m3_sass_holds) {
 
 /* ---- on the GPU ------------------------------------------------------------------ */
 
-/* cuda.h maps some names to versioned symbols (cuMemAlloc -> cuMemAlloc_v2): look up
- * the symbol the header chose. */
-#define SYM_STR2(x) #x
-#define SYM_STR(x) SYM_STR2(x)
-#define SYM(h, fn) ((__typeof__(&fn))dlsym(h, SYM_STR(fn)))
-#define CU_OK(call) CHECK_MSG((call) == CUDA_SUCCESS, "%s failed", #call)
-
 /* The e4m3 byte of v (exactly representable), found through the reference decoder. */
 static unsigned char e4m3_of(double v) {
     for (int b = 0; b < 256; ++b)
@@ -113,29 +106,20 @@ static unsigned char e4m3_of(double v) {
 }
 
 /* A row-major [rows x K] uint8 matrix as TMA boxes of {SLICE, rows}, 128-byte swizzle. */
-static CUresult encode(__typeof__(&cuTensorMapEncodeTiled) enc, CUtensorMap *m, CUdeviceptr p, int rows) {
-    cuuint64_t dims[2] = {K, (cuuint64_t)rows}, strides[1] = {K};
-    cuuint32_t box[2] = {SLICE, (cuuint32_t)rows}, elem[2] = {1, 1};
-    return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)p, dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+static CUresult encode(const sm90_driver *d, CUtensorMap *m, CUdeviceptr p, int rows) {
+    return sm90_tensor_map(d, m, CU_TENSOR_MAP_DATA_TYPE_UINT8, p, K, (uint64_t)rows, K, SLICE, (uint32_t)rows);
 }
 
 /* One width: loads its cubin, runs it once on fresh inputs, compares every element. */
-static void run_width(void *h, __typeof__(&cuTensorMapEncodeTiled) enc, int n) {
+static void run_width(const sm90_driver *drv, int n) {
+    void *h = drv->h;
     char path[1024];
     cubin_path(path, sizeof path, n);
-    FILE *f = fopen(path, "rb");
-    CHECK_MSG(f != NULL, "%s", path);
-    static char image[1 << 20];
-    size_t image_len = fread(image, 1, sizeof image, f);
-    fclose(f);
-    CHECK(image_len > 0 && image_len < sizeof image);
     CUmodule mod;
     CUfunction fn;
     char name[64];
     snprintf(name, sizeof name, "kp_sm90_e4m3_selftest_n%d", n);
-    CU_OK(SYM(h, cuModuleLoadData)(&mod, image));
-    CU_OK(SYM(h, cuModuleGetFunction)(&fn, mod, name));
+    sm90_load_cubin(drv, path, name, &mod, &fn);
 
     static unsigned char a[M * K], b[256 * K];
     static double av[M * K], bv[256 * K];
@@ -170,14 +154,11 @@ static void run_width(void *h, __typeof__(&cuTensorMapEncodeTiled) enc, int n) {
     CU_OK(SYM(h, cuMemcpyHtoD)(dw, w_scale, sizeof w_scale));
     CU_OK(SYM(h, cuMemcpyHtoD)(dout, out, out_n * 4));
     CUtensorMap ta, tb;
-    CU_OK(encode(enc, &ta, da, M));
-    CU_OK(encode(enc, &tb, db, n));
+    CU_OK(encode(drv, &ta, da, M));
+    CU_OK(encode(drv, &tb, db, n));
     CUdeviceptr dout_body = dout + GUARD * 4;
     void *args[] = {&ta, &tb, &ds, &dw, &dout_body};
-    CUresult r = SYM(h, cuLaunchKernel)(fn, 1, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
-    CHECK_MSG(r == CUDA_SUCCESS, "n%d: cuLaunchKernel: %d", n, (int)r);
-    r = SYM(h, cuCtxSynchronize)();
-    CHECK_MSG(r == CUDA_SUCCESS, "n%d: kernel failed: CUresult %d", n, (int)r);
+    sm90_run_one_warpgroup(drv, fn, args, name);
     CU_OK(SYM(h, cuMemcpyDtoH)(out, dout, out_n * 4));
 
     for (size_t i = 0; i < out_n; ++i)
@@ -207,24 +188,9 @@ static void run_width(void *h, __typeof__(&cuTensorMapEncodeTiled) enc, int n) {
 }
 
 KP_TEST(cuda_sm90_e4m3_selftest_runs) {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) KP_SKIP("no libcuda.so.1: %s", dlerror());
-    if (SYM(h, cuInit)(0) != CUDA_SUCCESS) KP_SKIP("cuInit failed: no usable NVIDIA GPU");
-    CUdevice dev;
-    int major = 0, minor = 0;
-    CU_OK(SYM(h, cuDeviceGet)(&dev, 0));
-    SYM(h, cuDeviceGetAttribute)(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-    SYM(h, cuDeviceGetAttribute)(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
-    if (major != 9 || minor != 0) KP_SKIP("device 0 is sm_%d%d, not sm_90", major, minor);
-    __typeof__(&cuTensorMapEncodeTiled) enc = SYM(h, cuTensorMapEncodeTiled);
-    CHECK_MSG(enc != NULL, "an sm_90 driver without cuTensorMapEncodeTiled");
-
-    CUcontext ctx;
-    CU_OK(SYM(h, cuDevicePrimaryCtxRetain)(&ctx, dev));
-    CU_OK(SYM(h, cuCtxPushCurrent)(ctx));
-    for (size_t i = 0; i < sizeof widths / sizeof *widths; ++i) run_width(h, enc, widths[i]);
-    CUcontext popped;
-    SYM(h, cuCtxPopCurrent)(&popped);
-    SYM(h, cuDevicePrimaryCtxRelease)(dev);
+    sm90_driver drv;
+    sm90_driver_open(&drv);
+    for (size_t i = 0; i < sizeof widths / sizeof *widths; ++i) run_width(&drv, widths[i]);
+    sm90_driver_close(&drv);
 }
 #endif

@@ -51,7 +51,16 @@ static kp_status run_recorded(const kp_gpu_target *t, kp_op op, const void *para
     return st;
 }
 
-/* Every field a target reads: variant, kernel, geometry, local bytes, arguments, kargs. */
+/* Every input of a TMA tensor map's encoding: memory, byte offset, dtype, swizzle, dims,
+ * row stride, box. */
+static int tmap_equal(const kp_gpu_tensor_map *a, const kp_gpu_tensor_map *b) {
+    return a->buffer == b->buffer && a->address == b->address && a->byte_offset == b->byte_offset &&
+           a->dtype == b->dtype && a->swizzle == b->swizzle && a->dims[0] == b->dims[0] && a->dims[1] == b->dims[1] &&
+           a->row_stride == b->row_stride && a->box[0] == b->box[0] && a->box[1] == b->box[1];
+}
+
+/* Every field a target reads: variant, kernel, geometry, local bytes, arguments (tensor
+ * maps field by field), kargs. */
 static int launches_equal(const launches *a, const launches *b, char *why, size_t n) {
     if (a->n != b->n) return snprintf(why, n, "%d launches vs %d", a->n, b->n), 0;
     for (int i = 0; i < a->n; i++) {
@@ -70,7 +79,8 @@ static int launches_equal(const launches *a, const launches *b, char *why, size_
             if (x->args[k].kind == KP_GPU_ARG_KARGS
                     ? x->args[k].v.kargs.size != y->args[k].v.kargs.size ||
                           memcmp(a->kargs[i], b->kargs[i], x->args[k].v.kargs.size) != 0
-                    : x->args[k].v.native != y->args[k].v.native)
+                : x->args[k].kind == KP_GPU_ARG_TENSOR_MAP ? !tmap_equal(&x->args[k].v.tmap, &y->args[k].v.tmap)
+                                                           : x->args[k].v.native != y->args[k].v.native)
                 return snprintf(why, n, "launch %d arg %d differs", i, k), 0;
         }
     }
@@ -392,6 +402,68 @@ KP_TEST(gpu_plan_cache_moe_forward_chain_w8a8_same_as_fresh) {
             check_cached_same(KP_OP_MOE_FORWARD, &p, what);
         }
     }
+}
+
+/* How many of a chain's launches run the sm_90a tier's GEMM. */
+static int sm90_launches(const launches *l) {
+    int n = 0;
+    for (int i = 0; i < l->n; i++) n += strcmp(l->l[i].source, KP_GPU_SRC_MOE_GEMM_SM90) == 0;
+    return n;
+}
+
+/* The sm_90a tier in the chain, on a fake sm_90a profile whose tuning table says
+ * grouped_gemm;gen 3 (as test_gpu_plan_sm90.c sets it up): w2's GEMM (STORE, no gather)
+ * runs kp_grouped_gemm_sm90 with TMA tensor maps of h and w2; the SwiGLU and combine GEMMs
+ * stay on generation 2. The first call of a shape plans and records the chain; the next
+ * calls, on other buffers and offsets (w2, the workspace that holds h and y, out), are
+ * plan-cache hits whose launches, each tensor map's buffer, byte offset, dims, row
+ * stride, box and swizzle included, equal a fresh plan's for those buffers: a replay
+ * encodes this call's maps, never an earlier call's. KPORT_DISABLE_TIER=sm90 then takes
+ * the tier off at once (it is in the signature). */
+KP_TEST(gpu_plan_cache_moe_forward_chain_sm90_same_as_fresh) {
+    fake_reset("cuda");
+    fake_prof.sm90a = 1, fake_tuned_gen = 3, fake_generation++;
+    kp_gpu_plan_cache_clear();
+    unsetenv("KPORT_GPU_KERNELS");
+    unsetenv("KPORT_DISABLE_TIER");
+    static launches fresh, cached;
+    char why[512];
+    for (int shape = 0; shape < 3; shape++) {
+        for (int call = 0; call < 3; call++) {
+            kp_moe_forward_params p =
+                shape == 0   ? forward_params(16, 64, 8, 256, 128, KP_BF16, KP_BF16, 0, 1)
+                : shape == 1 ? forward_params(200, 8, 2, 1024, 256, KP_BF16, KP_BF16, 256, 0)
+                             : forward_params(1100, 64, 4, 512, 192, KP_F16, KP_F16, 0, 0);
+            if (call > 0) { /* other buffers and 16-byte multiples of offsets for w2, h, y and out */
+                p.w2.buffer = &fake_buf[7 + call], p.w2.offset = 256 * (size_t)call;
+                if (call == 1) p.workspace = &fake_buf[11];
+                p.workspace_offset = 512 + 256 * (size_t)call;
+                p.out.buffer = &fake_buf[call == 1 ? 9 : 4], p.out.offset = 64 * (size_t)call;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "moe_forward sm90 shape %d call %d", shape, call);
+            /* a replay is one lookup, a hit; planning afresh misses (the chain, then its launches' plans) */
+            const kp_gpu_plan_stats before = kp_gpu_plan_cache_stats();
+            CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &cached), KP_OK);
+            const kp_gpu_plan_stats after = kp_gpu_plan_cache_stats();
+            const int replay = after.hits == before.hits + 1 && after.misses == before.misses;
+            CHECK_MSG(replay == (call > 0), "%s: %s (%llu hits, %llu misses)", what,
+                      replay ? "replayed before the chain was planned" : "planned again",
+                      (unsigned long long)(after.hits - before.hits), (unsigned long long)(after.misses - before.misses));
+            CHECK_INT_EQ(run_recorded(&fake_target, KP_OP_MOE_FORWARD, &p, &fresh), KP_OK);
+            CHECK_MSG(sm90_launches(&fresh) == 1, "%s: %d sm_90a launches", what, sm90_launches(&fresh));
+            if (!launches_equal(&fresh, &cached, why, sizeof why)) CHECK_MSG(0, "%s: %s", what, why);
+        }
+    }
+    setenv("KPORT_DISABLE_TIER", "sm90", 1);
+    kp_moe_forward_params p = forward_params(16, 64, 8, 256, 128, KP_BF16, KP_BF16, 0, 1);
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &cached), KP_OK);
+    CHECK_INT_EQ(sm90_launches(&cached), 0);
+    check_cached_same(KP_OP_MOE_FORWARD, &p, "moe_forward sm90 under KPORT_DISABLE_TIER=sm90");
+    unsetenv("KPORT_DISABLE_TIER");
+    CHECK_INT_EQ(run_recorded(&cached_target, KP_OP_MOE_FORWARD, &p, &cached), KP_OK);
+    CHECK_INT_EQ(sm90_launches(&cached), 1);
+    fake_tuned_gen = 0, fake_generation++;
 }
 
 /* The source of a chain's first GEMM launch ("" when none). */

@@ -9,6 +9,10 @@
  * array a driver call takes and then drops the launch. Buffers are host memory, so
  * copies work; outputs of ops are never written.
  *
+ * KPORT_NULL_SM90A=1 (read at init) gives the profile the sm_90a tier (profile.sm90a: an
+ * H200 whose driver has cuTensorMapEncodeTiled), for ci/host-overhead's sm90 rows; tensor
+ * maps are then packed as the launch's argument but not encoded (no driver here).
+ *
  * Never installed and never on the default search path: it loads only when
  * KPORT_PLUGIN_PATH names this directory (ci/test's host-overhead step, kbench
  * --backend null). Its device name says that it runs no kernels, and kbench reports
@@ -26,6 +30,7 @@
 #define NULL_SMS 132
 
 static const kp_host_services *host;
+static int null_sm90a; /* KPORT_NULL_SM90A=1 */
 
 struct kp_backend_state {
     int unused;
@@ -40,6 +45,8 @@ static kp_status null_init(const kp_host_services *h, const kp_init_options *opt
                            char *reason, size_t reason_len) {
     (void)opt, (void)reason, (void)reason_len;
     host = h;
+    const char *sm90a = getenv("KPORT_NULL_SM90A");
+    null_sm90a = sm90a && strcmp(sm90a, "1") == 0;
     *out = calloc(1, sizeof **out);
     return *out ? KP_OK : KP_ERR_OUT_OF_MEMORY;
 }
@@ -148,6 +155,7 @@ static void null_profile(kp_stream *s, kp_gpu_profile *out) {
     out->local_mem = NULL_SMEM_OPTIN;
     out->max_group = 1024;
     out->compute_units = s->device->info.compute_units;
+    out->sm90a = null_sm90a;
 }
 
 /* The argument array cuLaunchKernel takes, built as the CUDA target builds it; then

@@ -67,6 +67,22 @@ static kp_gpu_tensor_map tmap_of(kp_gpu_view v, kp_dtype dt, uint64_t cols, uint
     return m;
 }
 
+void kp_gpu_gemm_sm90_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, int bn, kp_moe_gemm_sm90_kargs *ka) {
+    const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
+    *ka = (kp_moe_gemm_sm90_kargs){
+        .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
+        .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
+        .mode = g->mode,
+    };
+    const kp_gpu_tensor_map ta = tmap_of(g->a, g->dtype, (uint64_t)g->k, (uint64_t)g->a_rows, KP_MOE_GEMM_SM90_BM);
+    const kp_gpu_tensor_map tw = tmap_of(g->w, g->dtype, (uint64_t)g->k, (uint64_t)(experts * g->n), (uint32_t)bn);
+    kp_gpu_arg_view(l, g->offsets);
+    kp_gpu_arg_view(l, g->out), kp_gpu_arg_view(l, g->out); /* out and outf: the mode picks */
+    kp_gpu_arg_kargs(l, ka, sizeof *ka);
+    kp_gpu_arg_tensor_map(l, &ta);
+    kp_gpu_arg_tensor_map(l, &tw);
+}
+
 kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
     const kp_host_services *h = c->host;
     int64_t tuned = h->tuning_get(c->prof.info, "grouped_gemm", "sm90_bn", 128);
@@ -90,20 +106,10 @@ kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int 
     const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
                           ((g->n + bn - 1) / bn);
     const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
-    kp_moe_gemm_sm90_kargs ka = {
-        .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
-        .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
-        .mode = g->mode,
-    };
-    const kp_gpu_tensor_map ta = tmap_of(g->a, g->dtype, (uint64_t)g->k, (uint64_t)g->a_rows, KP_MOE_GEMM_SM90_BM);
-    const kp_gpu_tensor_map tw = tmap_of(g->w, g->dtype, (uint64_t)g->k, (uint64_t)(experts * g->n), (uint32_t)bn);
+    kp_moe_gemm_sm90_kargs ka;
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_MOE_GEMM_SM90, opts, "kp_grouped_gemm_sm90");
-    kp_gpu_arg_view(&l, g->offsets);
-    kp_gpu_arg_view(&l, g->out), kp_gpu_arg_view(&l, g->out); /* out and outf: the mode picks */
-    kp_gpu_arg_kargs(&l, &ka, sizeof ka);
-    kp_gpu_arg_tensor_map(&l, &ta);
-    kp_gpu_arg_tensor_map(&l, &tw);
+    kp_gpu_gemm_sm90_args(&l, g, bn, &ka);
     l.groups[0] = (uint64_t)(tiles < cus ? tiles : cus);
     l.local[0] = SM90_THREADS;
     l.local_bytes = (uint32_t)KP_MOE_GEMM_SM90_LOCAL_BYTES((uint64_t)bn, (uint64_t)stages, (uint64_t)experts);

@@ -12,11 +12,20 @@
  * chunk count). A later call with the same signature replays it: the parameter blocks
  * are rebuilt by the same constructors the launchers use (kp_gpu_gate_kargs,
  * kp_gpu_align_kargs, kp_gpu_gemm_kargs, kp_gpu_combine_kargs) from this call's views,
- * so only buffers, offsets and the routing scalars are filled per call.
+ * so only buffers, offsets and the routing scalars are filled per call. A GEMM on the
+ * sm_90a tier (generation 3, where the tuning table's grouped_gemm;gen 3 picks it: w2's,
+ * the one without gathered rows or a SwiGLU or combine epilogue; KPORT_GPU_KERNELS=
+ * grouped_gemm=sm90 makes the whole chain unsupported, since w13's cannot run there)
+ * records its tile width alone: its launch takes TMA tensor maps, which describe buffer
+ * addresses, so the replay rebuilds them, with the parameter block, through the builder
+ * the fresh plan uses (kp_gpu_gemm_sm90_args) from this call's views; the backend encodes
+ * them at launch (cuTensorMapEncodeTiled, host-only) as for a fresh plan: no allocation,
+ * no sync.
  *
  * The signature is every scalar of the params the plan reads besides buffers, offsets
  * and routing scalars: the shapes (T exactly: launch grids depend on it), dtypes, row
- * strides, which GEMMs generation 2 cannot take (alignment of this call's views), and
+ * strides, which GEMMs generation 2 and the sm_90a tier cannot take (alignment of this
+ * call's views), whether KPORT_DISABLE_TIER turns the sm_90a tier off, and
  * KPORT_GPU_KERNELS's text (read per call, so a changed setting replans). The device,
  * its profile and the tuning generation are the cache's own checks. Validation stays:
  * the core validated the call; the setup's checks (gpu_moe_forward.c) run every call; a
@@ -41,6 +50,8 @@ typedef struct chain_sig {
     int32_t dt, logits_dt, w13_dt, w2_dt;
     int32_t act_dt, shared_dt; /* activation_dtype (W8A8's chain), the shared expert's weights */
     int32_t gen2_missing; /* bit g: GEMM g (g1, g2, s1, s2) cannot run generation 2 */
+    int32_t sm90_missing; /* bit g: nor the sm_90a tier (kp_gpu_gemm_sm90_missing) */
+    int32_t sm90_off;     /* KPORT_DISABLE_TIER names sm90 */
     int32_t has_env;
     char env[CHAIN_ENV_MAX];
 } chain_sig;
@@ -52,7 +63,8 @@ typedef struct chain_launch {
     uint16_t opts_at; /* in chain_plan.opts */
     uint8_t stage;
     uint8_t scratch;    /* 1: acquire the split-K partials before it, 2: release them after it */
-    int32_t a, b, c;    /* GEMM: small_max, ksplit, kslice; align: chunk, nchunks */
+    uint8_t sm90;       /* a GEMM on the sm_90a tier (kp_gpu_gemm_sm90_args) */
+    int32_t a, b, c;    /* GEMM: small_max, ksplit, kslice (sm90: BN); align: chunk, nchunks */
 } chain_launch;
 
 typedef struct chain_plan {
@@ -86,9 +98,12 @@ static int sig_make(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_gpu_
     s->act_dt = f->w8a8 ? (int32_t)KP_FP8_E4M3 : 0;
     s->shared_dt = f->inter_s > 0 ? (int32_t)p->shared_w13.dtype : 0;
     const kp_gpu_moe_gemm *g[4] = {&f->g1, &f->g2, &f->s1, &f->s2};
-    for (int i = 0; i < (f->inter_s > 0 ? 4 : 2); i++)
+    for (int i = 0; i < (f->inter_s > 0 ? 4 : 2); i++) {
         if (g[i]->a_fp8 ? kp_gpu_gemm8_missing(c, g[i]) != NULL : kp_gpu_gemm2_missing(c, g[i]) != NULL)
             s->gen2_missing |= 1 << i;
+        if (kp_gpu_gemm_sm90_missing(c, g[i]) != NULL) s->sm90_missing |= 1 << i;
+    }
+    s->sm90_off = kp_gpu_tier_disabled("sm90");
     return 1;
 }
 
@@ -123,14 +138,17 @@ static int gemm_nargs(const char *src) { return strcmp(src, KP_GPU_SRC_MOE_GEMM8
 
 static void record(chain_rec *r, const kp_gpu_launch *l) {
     chain_plan *p = r->plan;
-    if (r->bad || p->n >= CHAIN_MAX || l->overflow || l->nargs < 1 || l->args[l->nargs - 1].kind != KP_GPU_ARG_KARGS) {
+    /* the parameter block is the last argument; the sm_90a GEMM's two tensor maps follow it */
+    const int sm90 = strcmp(l->source, KP_GPU_SRC_MOE_GEMM_SM90) == 0;
+    const int kx = l->nargs - 1 - (sm90 ? 2 : 0);
+    if (r->bad || p->n >= CHAIN_MAX || l->overflow || kx < 0 || l->args[kx].kind != KP_GPU_ARG_KARGS) {
         r->bad = 1;
         return;
     }
     chain_launch *x = &p->l[p->n];
     memset(x, 0, sizeof *x);
-    const void *ka = l->args[l->nargs - 1].v.kargs.data;
-    const uint32_t kn = l->args[l->nargs - 1].v.kargs.size;
+    const void *ka = l->args[kx].v.kargs.data;
+    const uint32_t kn = l->args[kx].v.kargs.size;
     if (strcmp(l->kernel, "kp_moe_gate") == 0 && kn == sizeof(kp_moe_gate_kargs) && l->nargs == 5) {
         x->stage = ST_GATE;
     } else if (strncmp(l->kernel, "kp_moe_align_", 13) == 0 && kn == sizeof(kp_moe_align_kargs) && l->nargs == 5) {
@@ -153,6 +171,13 @@ static void record(chain_rec *r, const kp_gpu_launch *l) {
         else r->bad = 1;
         x->a = g.small_max, x->b = g.ksplit, x->c = g.kslice;
         if (g.ksplit > 1) x->scratch = strstr(l->kernel, "_reduce") ? 2 : 1;
+    } else if (sm90 && kn == sizeof(kp_moe_gemm_sm90_kargs) && l->nargs == 6 &&
+               l->args[4].kind == KP_GPU_ARG_TENSOR_MAP && l->args[5].kind == KP_GPU_ARG_TENSOR_MAP) {
+        kp_moe_gemm_sm90_kargs g;
+        memcpy(&g, ka, sizeof g);
+        if (g.mode == KP_MOE_GEMM_STORE && g.dense_rows == 0) x->stage = ST_G2; /* the only one it takes */
+        else r->bad = 1;
+        x->sm90 = 1, x->a = (int32_t)l->args[5].v.tmap.box[1]; /* BN: the rows of w's box */
     } else {
         r->bad = 1;
     }
@@ -204,6 +229,7 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
             kp_moe_combine_kargs combine;
             kp_moe_gemm_kargs gemm;
             kp_quant_fp8_kargs quant;
+            kp_moe_gemm_sm90_kargs sm90;
         } ka;
         kp_gpu_launch l;
         kp_gpu_launch_init(&l, r->source, pl->opts + r->opts_at, r->kernel);
@@ -235,6 +261,10 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
             break;
         default: {
             const kp_gpu_moe_gemm *g = gemm_of(f, r->stage);
+            if (r->sm90) { /* the maps and the kargs from this call's views, as the fresh plan builds them */
+                kp_gpu_gemm_sm90_args(&l, g, r->a, &ka.sm90);
+                break;
+            }
             if (r->scratch == 1) {
                 size_t bytes[2] = {(size_t)r->b * (size_t)g->m * (size_t)g->n * sizeof(float), 16};
                 if ((st = kp_gpu_scratch_acquire(c, bytes, scratch)) != KP_OK)
@@ -253,7 +283,8 @@ static kp_status replay(kp_gpu_ctx *c, const kp_moe_forward_params *p, const kp_
             scratch[0] = scratch[1] = NULL;
         }
         if (st != KP_OK) {
-            const char *what = strcmp(r->source, KP_GPU_SRC_MOE_GEMM2) == 0   ? "grouped_gemm (generation 2)"
+            const char *what = r->sm90                                          ? "grouped_gemm (the sm_90a tier)"
+                               : strcmp(r->source, KP_GPU_SRC_MOE_GEMM2) == 0 ? "grouped_gemm (generation 2)"
                                : strcmp(r->source, KP_GPU_SRC_MOE_GEMM8) == 0 ? "grouped_gemm (W8A8, generation 2)"
                                : strcmp(r->source, KP_GPU_SRC_QUANT_FP8) == 0 ? "quantize_fp8"
                                                                               : NULL;

@@ -328,6 +328,11 @@ const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
 /* The stages that fit the profile's local memory for BN columns (any expert count it takes). */
 int kp_gpu_gemm_sm90_stages(const kp_gpu_profile *p, int bn);
 void kp_gpu_gemm_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int bn, char *buf, size_t n);
+/* The launch's arguments for g at tile width bn: offsets, out twice, the parameter block
+ * (filled into ka, which must outlive the launch) and the TMA tensor maps of a and w, all
+ * from g's views. The fresh plan and kp_moe_forward's replayed chain (gpu_moe_chain.c) both
+ * build them here, so a replay's maps describe this call's buffers, as a fresh plan's do. */
+void kp_gpu_gemm_sm90_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, int bn, kp_moe_gemm_sm90_kargs *ka);
 kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
 
 /* W8A8 (kernels/moe/moe_gemm_fp8_gen2.cl): generation 2 only; a tile from the device's
