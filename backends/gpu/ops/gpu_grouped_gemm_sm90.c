@@ -16,6 +16,11 @@
  * BN 256), at most 8. One CTA of 384 threads per SM, at most as many CTAs as the tile list
  * can have: (ceil(rows / 128) + experts) x ceil(N / BN), the kernel reading the real list
  * from the offsets.
+ *
+ * W8A8 (kp_gpu_gemm_sm90_fp8_missing; run only when KPORT_GPU_KERNELS forces
+ * grouped_gemm=sm90, gpu_grouped_gemm.c): e4m3 a and w with their f32 scales, out f32 / f16
+ * / bf16, K % 128, the same layout rules with 1-byte elements; tiles 128 x 128 (one w_scale
+ * block), K steps of 128 (one scale slice), 6 stages of 32 KiB in 227 KiB.
  */
 #include "gpu_ops.h"
 
@@ -30,22 +35,31 @@ static int tma_rows_ok(kp_gpu_ctx *c, kp_gpu_view v, uint64_t es) {
     return base >= 16 && ((uint64_t)v.off * es) % 16 == 0 && ((uint64_t)v.ld * es) % 16 == 0 && v.ld > 0;
 }
 
-const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
-    if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
-    if (g->a_fp8 || g->w_fp8) return "FP8 e4m3 operands (W8A8 has a kernel of its own below; e4m3 weights with 16-bit activations none)";
-    if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
+/* What both kernels require past their operand types and K: no gather, the plain
+ * epilogues, experts and sizes in range, TMA-aligned rows of a and w (elements of es
+ * bytes), w's experts contiguous, out 8-byte aligned, at least 2 stages. */
+static const char *layout_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, uint64_t es, int stages) {
     if (g->gather_k > 0 || g->gather.buf || g->gather.addr) return "gathered activation rows";
-    if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32) return "the SwiGLU and combine epilogues";
-    if (g->k <= 0 || g->k % KP_MOE_GEMM_SM90_BK) return "K is not a positive multiple of 64";
+    if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32)
+        return "the SwiGLU and combine epilogues (SwiGLU-FP8 too)";
     const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
     if (experts > KP_MOE_GEMM_SM90_MAX_EXPERTS) return "more than 1024 experts";
     if (experts * g->n > INT32_MAX - 256 || g->a_rows > INT32_MAX) return "E x N or the rows of a past 2^31";
-    if (!tma_rows_ok(c, g->a, 2) || !tma_rows_ok(c, g->w, 2))
+    if (!tma_rows_ok(c, g->a, es) || !tma_rows_ok(c, g->w, es))
         return "a row of a or w is not 16-byte aligned (TMA's address and stride rule)";
     if (experts > 1 && g->w_se != g->n * g->w.ld) return "w's experts are not contiguous (w_se != N x the row stride)";
     if (kp_gpu_base_align(c->t, g->out.buf, g->out.addr) < 8) return "out is not 8-byte aligned";
-    if (kp_gpu_gemm_sm90_stages(&c->prof, 128) < 2) return "the device's local memory holds fewer than 2 stages";
+    if (stages < 2) return "the device's local memory holds fewer than 2 stages";
     return NULL;
+}
+
+const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
+    if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
+    if (g->a_fp8 || g->w_fp8)
+        return "FP8 e4m3 operands (W8A8 has a kernel of its own, below; e4m3 weights with 16-bit activations none)";
+    if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
+    if (g->k <= 0 || g->k % KP_MOE_GEMM_SM90_BK) return "K is not a positive multiple of 64";
+    return layout_missing(c, g, 2, kp_gpu_gemm_sm90_stages(&c->prof, 128));
 }
 
 int kp_gpu_gemm_sm90_stages(const kp_gpu_profile *p, int bn) {
@@ -72,6 +86,26 @@ static kp_gpu_tensor_map tmap_of(kp_gpu_view v, kp_dtype dt, uint64_t cols, uint
     return m;
 }
 
+/* Both kernels' parameter block (W8A8 extends it). */
+static kp_moe_gemm_sm90_kargs base_kargs(const kp_gpu_moe_gemm *g) {
+    kp_moe_gemm_sm90_kargs ka = {
+        .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
+        .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
+        .mode = g->mode,
+    };
+    return ka;
+}
+
+/* CTAs: one per SM, at most the tile list's upper bound, (ceil(rows / 128) + the experts
+ * that can have rows) x ceil(N / bn). */
+static uint64_t ctas(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int64_t rows, int64_t experts, int bn) {
+    const int64_t busy = experts < rows ? experts : rows;
+    const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
+                          ((g->n + bn - 1) / bn);
+    const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
+    return (uint64_t)(tiles < cus ? tiles : cus);
+}
+
 kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
     const kp_host_services *h = c->host;
     int64_t tuned = h->tuning_get(c->prof.info, "grouped_gemm", "sm90_bn", 128);
@@ -91,15 +125,7 @@ kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int 
     if (rows <= 0 || g->n <= 0) return KP_OK;
 
     const int stages = kp_gpu_gemm_sm90_stages(&c->prof, bn);
-    const int64_t busy = experts < rows ? experts : rows;
-    const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
-                          ((g->n + bn - 1) / bn);
-    const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
-    kp_moe_gemm_sm90_kargs ka = {
-        .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
-        .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
-        .mode = g->mode,
-    };
+    const kp_moe_gemm_sm90_kargs ka = base_kargs(g);
     const kp_gpu_tensor_map ta = tmap_of(g->a, g->dtype, (uint64_t)g->k, (uint64_t)g->a_rows, KP_MOE_GEMM_SM90_BM);
     const kp_gpu_tensor_map tw = tmap_of(g->w, g->dtype, (uint64_t)g->k, (uint64_t)(experts * g->n), (uint32_t)bn);
     kp_gpu_launch l;
@@ -109,7 +135,7 @@ kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int 
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     kp_gpu_arg_tensor_map(&l, &ta);
     kp_gpu_arg_tensor_map(&l, &tw);
-    l.groups[0] = (uint64_t)(tiles < cus ? tiles : cus);
+    l.groups[0] = ctas(c, g, rows, experts, bn);
     l.local[0] = SM90_THREADS;
     l.local_bytes = (uint32_t)KP_MOE_GEMM_SM90_LOCAL_BYTES((uint64_t)bn, (uint64_t)stages, (uint64_t)experts);
     st = kp_gpu_enqueue(c, &l);
@@ -122,19 +148,8 @@ const char *kp_gpu_gemm_sm90_fp8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g
     if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
     if (!g->a_fp8 || !g->w_fp8) return "a and w are not both FP8 e4m3 (W8A8)";
     if (g->dtype != KP_F32 && g->dtype != KP_BF16 && g->dtype != KP_F16) return "out is not f32, f16 or bf16";
-    if (g->gather_k > 0 || g->gather.buf || g->gather.addr) return "gathered activation rows";
-    if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32)
-        return "the SwiGLU, SwiGLU-FP8 and combine epilogues";
     if (g->k <= 0 || g->k % KP_MOE_GEMM_FP8_SM90_BK) return "K is not a positive multiple of 128";
-    const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
-    if (experts > KP_MOE_GEMM_SM90_MAX_EXPERTS) return "more than 1024 experts";
-    if (experts * g->n > INT32_MAX - 256 || g->a_rows > INT32_MAX) return "E x N or the rows of a past 2^31";
-    if (!tma_rows_ok(c, g->a, 1) || !tma_rows_ok(c, g->w, 1))
-        return "a row of the e4m3 a or w is not 16-byte aligned (TMA's address and stride rule)";
-    if (experts > 1 && g->w_se != g->n * g->w.ld) return "w's experts are not contiguous (w_se != N x the row stride)";
-    if (kp_gpu_base_align(c->t, g->out.buf, g->out.addr) < 8) return "out is not 8-byte aligned";
-    if (kp_gpu_gemm_sm90_fp8_stages(&c->prof) < 2) return "the device's local memory holds fewer than 2 stages";
-    return NULL;
+    return layout_missing(c, g, 1, kp_gpu_gemm_sm90_fp8_stages(&c->prof));
 }
 
 int kp_gpu_gemm_sm90_fp8_stages(const kp_gpu_profile *p) {
@@ -160,15 +175,9 @@ kp_status kp_gpu_moe_gemm_sm90_fp8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, 
     const int64_t experts = g->dense_rows > 0 ? 1 : g->n_exp;
     if (rows <= 0 || g->n <= 0) return KP_OK;
 
-    const int stages = kp_gpu_gemm_sm90_fp8_stages(&c->prof), bn = KP_MOE_GEMM_FP8_SM90_BN;
-    const int64_t busy = experts < rows ? experts : rows;
-    const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
-                          ((g->n + bn - 1) / bn);
-    const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
-    kp_moe_gemm_fp8_sm90_kargs ka = {
-        .g = {.offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
-              .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
-              .mode = g->mode},
+    const int stages = kp_gpu_gemm_sm90_fp8_stages(&c->prof);
+    const kp_moe_gemm_fp8_sm90_kargs ka = {
+        .g = base_kargs(g),
         .as_off = g->a_scale.off, .as_t = g->as_t, .as_g = g->as_g, .ws_off = g->w_scale.off,
         .ws_nb = (int32_t)((g->n + 127) / 128), .ws_kb = (int32_t)(g->k / 128),
     };
@@ -183,7 +192,7 @@ kp_status kp_gpu_moe_gemm_sm90_fp8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, 
     kp_gpu_arg_kargs(&l, &ka, sizeof ka);
     kp_gpu_arg_tensor_map(&l, &ta);
     kp_gpu_arg_tensor_map(&l, &tw);
-    l.groups[0] = (uint64_t)(tiles < cus ? tiles : cus);
+    l.groups[0] = ctas(c, g, rows, experts, KP_MOE_GEMM_FP8_SM90_BN);
     l.local[0] = SM90_THREADS;
     l.local_bytes = (uint32_t)KP_MOE_GEMM_FP8_SM90_LOCAL_BYTES((uint64_t)stages, (uint64_t)experts);
     st = kp_gpu_enqueue(c, &l);
