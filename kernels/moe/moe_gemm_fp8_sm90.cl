@@ -25,6 +25,13 @@
  *   stage (one arrival per consumer warp), promote the slice into the running f32 tile.
  *   After the K loop, the masked epilogue. Rows past the expert's end (and past a_rows)
  *   read no a_scale (0 there: their results are discarded).
+ * Precision: Hopper's FP8 tensor cores add each instruction's 32 products in a fixed-point
+ *   adder that keeps ~14 bits below the largest one (DeepSeek-V3 report, section 3.5.2), and
+ *   accumulate across instructions at that precision too; the promotion after every 128 K
+ *   (4 instructions) bounds it as DeepGEMM does, but a slice's sum can still be ~2^-13 off
+ *   relative to its largest product, where gen2 (f16 HMMA on sm_90a) sums it in f32. The
+ *   W8A8 conformance on the H200 (ci/gpu-check, variant sm90w8a8) decides whether its
+ *   f32-exact error model must admit that for this tier.
  * Options: KP_DTYPE_F32 / _F16 / _BF16 (out), S90_STAGES (2..8).
  */
 #include "kp_dialect.h"
