@@ -22,6 +22,7 @@ X(cuda_static_checks_hold)
 X(cuda_static_checks_catch_doctored)
 X(cuda_sm90_tile_sass_holds)
 X(cuda_sm90_gemm_sass_holds)
+X(cuda_sm90_w8a8_gemm_sass_holds)
 X(cuda_sm90_tile_selftest_runs)
 /* tests/test_cuda_sm90_e4m3.c */
 X(cuda_sm90_e4m3_sass_holds)

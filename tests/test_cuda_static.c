@@ -5,7 +5,8 @@
  *    bounds for every variant and arch (ptxas's reports, kept by build_fatbins.py), and
  *    HMMA and LDGSTS in the generation-2 tensor-core kernels' sm_80 / sm_90a SASS, with
  *    no scalar 16-bit global load in any generation-2 kernel;
- *  - the sm_90a tier's grouped GEMM: HGMMA, UTMALDG, SYNCS, no spills, wgmma not serialised;
+ *  - the sm_90a tier's grouped GEMMs: HGMMA (W8A8: QGMMA E4M3), UTMALDG, SYNCS, no spills,
+ *    wgmma not serialised;
  *  - each check fails when fed a doctored report or listing, and passes the control.
  */
 #include "kp_test.h"
@@ -15,6 +16,7 @@ KP_TEST(cuda_static_checks_hold) { KP_SKIP("the cuda plugin was built without nv
 KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built without nvcc: no checker run"); }
 KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_w8a8_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <unistd.h>
@@ -57,19 +59,19 @@ KP_TEST(cuda_sm90_tile_sass_holds) {
 #endif
 }
 
-/* The sm_90a tier's grouped GEMM (kernels/moe/moe_gemm_sm90.cl), every variant the build
- * embedded (variants.tsv: 2 dtypes x BN 128 / 256): its sm_90a SASS holds HGMMA, UTMALDG and
- * SYNCS, no stack or local memory, and ptxas neither spilled nor serialised its wgmma. */
-KP_TEST(cuda_sm90_gemm_sass_holds) {
+/* Every variant of `source` the build embedded (variants.tsv) passes the checker on its
+ * cubin (SASS and resource usage) and its ptxas report; returns how many there were. */
+static int check_variants(const char *source) {
     static char out[8192];
     char path[1024], args[1200], line[1024];
     snprintf(path, sizeof path, "%s/variants.tsv", KPORT_CUDA_FATBIN_DIR);
     FILE *f = fopen(path, "r");
     CHECK_MSG(f != NULL, "%s: not found", path);
+    const size_t len = strlen(source);
     int n = 0;
     while (fgets(line, sizeof line, f)) {
         char *src = strchr(line, '\t');
-        if (!src || strncmp(src + 1, "moe/moe_gemm_sm90.cl\t", 21) != 0) continue;
+        if (!src || strncmp(src + 1, source, len) != 0 || src[1 + len] != '\t') continue;
         *src = '\0'; /* line: the tag, vNNN */
         snprintf(args, sizeof args, "--cubin '%s/%s.fatbin'", KPORT_CUDA_FATBIN_DIR, line);
         int rc = run_check(args, out, sizeof out);
@@ -81,8 +83,18 @@ KP_TEST(cuda_sm90_gemm_sass_holds) {
         n++;
     }
     fclose(f);
-    CHECK_INT_EQ(n, 4);
+    return n;
 }
+
+/* The sm_90a tier's grouped GEMM (kernels/moe/moe_gemm_sm90.cl), every variant the build
+ * embedded (2 dtypes x BN 128 / 256): its sm_90a SASS holds HGMMA, UTMALDG and SYNCS, no
+ * stack or local memory, and ptxas neither spilled nor serialised its wgmma. */
+KP_TEST(cuda_sm90_gemm_sass_holds) { CHECK_INT_EQ(check_variants("moe/moe_gemm_sm90.cl"), 4); }
+
+/* Its W8A8 kernel (kernels/moe/moe_gemm_fp8_sm90.cl, kp_grouped_gemm_sm90_e4m3; out f32,
+ * f16, bf16): QGMMA.*.F32.E4M3.E4M3, UTMALDG, SYNCS, no e4m3 -> f16 unpack, no stack or
+ * local memory, no spills, wgmma not serialised. */
+KP_TEST(cuda_sm90_w8a8_gemm_sass_holds) { CHECK_INT_EQ(check_variants("moe/moe_gemm_fp8_sm90.cl"), 3); }
 
 #define REPORT_OK                                                                                    \
     "ptxas info    : Compiling entry function 'kp_grouped_gemm_gen2_tiled' for 'sm_90a'\n"          \
@@ -97,6 +109,11 @@ KP_TEST(cuda_sm90_gemm_sass_holds) {
 /* the sm_90a tier: wgmma, TMA, mbarrier waits */
 #define SM90_SASS_OK                                                                                 \
     "        /*0560*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"            \
+    "        /*0600*/                   UTMALDG.2D [UR8], [UR4] ;\n"                                  \
+    "        /*0700*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n"
+/* ... and its e4m3 form */
+#define SM90_E4M3_SASS_OK                                                                            \
+    "        /*0560*/                   QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR8], R24 ;\n"     \
     "        /*0600*/                   UTMALDG.2D [UR8], [UR4] ;\n"                                  \
     "        /*0700*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n"
 /* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
@@ -176,6 +193,11 @@ KP_TEST(cuda_static_checks_catch_doctored) {
         {"sm90: no TMA", "", "kp_sm90_selftest",
          "        /*0560*/   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"
          "        /*0700*/   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n", "has no UTMALDG"},
+        {"sm90 e4m3 control", "-DKP_DTYPE_BF16", "kp_grouped_gemm_sm90_e4m3", SM90_E4M3_SASS_OK, NULL},
+        {"sm90 e4m3: a 16-bit wgmma", "-DKP_DTYPE_BF16", "kp_grouped_gemm_sm90_e4m3", SM90_SASS_OK,
+         "has no QGMMA ... E4M3.E4M3"},
+        {"sm90 e4m3: operands decoded to f16", "-DKP_DTYPE_BF16", "kp_grouped_gemm_sm90_e4m3",
+         SM90_E4M3_SASS_OK "        /*0800*/   F2FP.F16.E4M3.UNPACK_B R4, R4 ;\n", "decodes e4m3 to f16"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };

@@ -32,7 +32,8 @@ Checks:
       16-bit operand moves 16 bytes at a time.
   SASS, sm_90a tier kernels (names with "sm90"; in a FATBIN_DIR the sources *_sm90.cl, built
   for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); those
-  named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA; with --cubin also their
+  named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA, and no e4m3 -> f16
+  unpack (F2FP.F16.E4M3.UNPACK_B: operands decoded for a 16-bit MMA); with --cubin also their
   resource usage: no stack, no local memory (in a FATBIN_DIR the ptxas report's spill and
   stack line says the same).
 """
@@ -117,6 +118,11 @@ def check_sass(sass, source, options, kernel, where, arch=None):
                               (r"\bSYNCS\.PHASECHK\b", "SYNCS.PHASECHK (mbarrier wait)")):
             if not re.search(pattern, sass):
                 problems.append("%s: %s has no %s" % (where, kernel, what))
+        # an e4m3 wgmma kernel feeds the bytes to QGMMA as they are: an e4m3 -> f16 unpack
+        # means the operands were decoded for a 16-bit MMA (the sm_80-style path) instead
+        m = re.search(r"\bF2FP\.F16\.E4M3\.UNPACK_B\b", sass) if "e4m3" in kernel else None
+        if m:
+            problems.append("%s: %s decodes e4m3 to f16 (%s) instead of e4m3 wgmma" % (where, kernel, m.group(0)))
     m = SCALAR16.search(sass)
     if m:
         problems.append("%s: %s loads 16-bit scalars from global memory (%s)" % (where, kernel, m.group(0)))

@@ -404,7 +404,7 @@ static kp_status cu_tensor_map(kp_cu_device *d, const kp_gpu_launch *l, int i, C
     if (!d->cu->cuTensorMapEncodeTiled)
         return kp_cu_host->set_error(KP_ERR_UNSUPPORTED, "cuda: %s takes a TMA tensor map and this driver has no "
                                      "cuTensorMapEncodeTiled", l->kernel);
-    if ((m->dtype != KP_BF16 && m->dtype != KP_F16) || m->swizzle < KP_GPU_TMAP_SWIZZLE_NONE ||
+    if ((m->dtype != KP_BF16 && m->dtype != KP_F16 && m->dtype != KP_FP8_E4M3) || m->swizzle < KP_GPU_TMAP_SWIZZLE_NONE ||
         m->swizzle > KP_GPU_TMAP_SWIZZLE_128B)
         return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: tensor map argument %d of %s has dtype %d, swizzle %d "
                                      "(a bug)", i, l->kernel, (int)m->dtype, m->swizzle);
@@ -414,8 +414,12 @@ static kp_status cu_tensor_map(kp_cu_device *d, const kp_gpu_launch *l, int i, C
                                              CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B};
     const cuuint64_t dims[2] = {m->dims[0], m->dims[1]}, strides[1] = {m->row_stride};
     const cuuint32_t box[2] = {m->box[0], m->box[1]}, estr[2] = {1, 1};
+    /* e4m3: bytes (TMA copies them unchanged; the map's type only sizes the elements) */
+    const CUtensorMapDataType dt = m->dtype == KP_BF16   ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : m->dtype == KP_F16  ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                         : CU_TENSOR_MAP_DATA_TYPE_UINT8;
     CUresult r = d->cu->cuTensorMapEncodeTiled(
-        out, m->dtype == KP_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+        out, dt, 2,
         (void *)(uintptr_t)(base + m->byte_offset), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
         swz[m->swizzle], CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)

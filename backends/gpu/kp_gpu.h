@@ -59,7 +59,7 @@ typedef struct kp_gpu_tensor_map {
     const kp_buffer *buffer; /* the memory; NULL when address is set (kp_device_memory) */
     uint64_t address;        /* a device address, else 0 */
     uint64_t byte_offset;    /* of element (0, 0) from the buffer's base or the address */
-    kp_dtype dtype;          /* KP_BF16 or KP_F16 (the tier's 16-bit operands) */
+    kp_dtype dtype;          /* KP_BF16, KP_F16 or KP_FP8_E4M3 (the tier's operands) */
     int swizzle;             /* KP_GPU_TMAP_SWIZZLE_* */
     uint64_t dims[2];        /* elements: dims[0] contiguous, dims[1] rows */
     uint64_t row_stride;     /* bytes from a row to the next (a multiple of 16) */

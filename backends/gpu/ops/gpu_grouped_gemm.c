@@ -150,15 +150,21 @@ kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
 
 kp_status kp_gpu_moe_gemm_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run) {
     int gen;
-    if (g->a_fp8) { /* W8A8 has generation-2 kernels only: that is the default wherever they can run */
+    if (g->a_fp8) { /* W8A8: generation 2 by default wherever it can run; the sm_90a tier only when forced */
         const char *missing = kp_gpu_gemm8_missing(c, g);
         kp_status st = kp_gpu_kernel_gen_pick(c, "grouped_gemm", missing, 2, &gen);
         if (st != KP_OK) return st;
         if (gen == 2) return kp_gpu_moe_gemm8_run(c, g, dry_run);
-        if (gen == 3)
-            return c->host->set_error(KP_ERR_UNSUPPORTED,
-                                      "grouped_gemm: KPORT_GPU_KERNELS forces the sm_90a tier, which has no FP8 e4m3 "
-                                      "(W8A8) kernel yet: it runs on the generation-2 kernels");
+        if (gen == 3) { /* KPORT_GPU_KERNELS=grouped_gemm=sm90 (the tuning table's gen 3 is not read here) */
+            const char *m90 = kp_gpu_gemm_sm90_fp8_missing(c, g);
+            if (kp_gpu_tier_disabled("sm90"))
+                return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: KPORT_GPU_KERNELS forces grouped_gemm onto the "
+                                          "sm_90a tier, and KPORT_DISABLE_TIER turns that tier off", c->t->name);
+            if (m90)
+                return c->host->set_error(KP_ERR_UNSUPPORTED, "%s: KPORT_GPU_KERNELS forces grouped_gemm onto the "
+                                          "sm_90a tier, whose W8A8 kernel cannot take this case: %s", c->t->name, m90);
+            return kp_gpu_moe_gemm_sm90_fp8_run(c, g, dry_run);
+        }
         if (missing)
             return c->host->set_error(KP_ERR_UNSUPPORTED,
                                       "grouped_gemm: FP8 e4m3 activations (W8A8) run on the generation-2 kernels "

@@ -22,6 +22,7 @@
 #include "attention/attention_kargs.h"
 #include "moe/moe_kargs.h"
 #include "moe/moe_gemm_sm90_kargs.h"
+#include "moe/moe_gemm_fp8_sm90_kargs.h"
 
 typedef struct kp_gpu_ctx {
     const kp_gpu_target *t;
@@ -334,6 +335,13 @@ void kp_gpu_gemm_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int bn, char
  * build them here, so a replay's maps describe this call's buffers, as a fresh plan's do. */
 void kp_gpu_gemm_sm90_args(kp_gpu_launch *l, const kp_gpu_moe_gemm *g, int bn, kp_moe_gemm_sm90_kargs *ka);
 kp_status kp_gpu_moe_gemm_sm90_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
+/* W8A8 on the tier (kernels/moe/moe_gemm_fp8_sm90.cl: e4m3 wgmma, 128 x 128 tiles, per-slice
+ * promotion); only when KPORT_GPU_KERNELS forces grouped_gemm=sm90. */
+#define KP_GPU_SRC_MOE_GEMM_SM90_FP8 "moe/moe_gemm_fp8_sm90.cl"
+const char *kp_gpu_gemm_sm90_fp8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g);
+int kp_gpu_gemm_sm90_fp8_stages(const kp_gpu_profile *p);
+void kp_gpu_gemm_sm90_fp8_options(const kp_gpu_profile *p, kp_dtype out_dt, char *buf, size_t n);
+kp_status kp_gpu_moe_gemm_sm90_fp8_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_run);
 
 /* W8A8 (kernels/moe/moe_gemm_fp8_gen2.cl): generation 2 only; a tile from the device's
  * local memory, K tiles of 128. */
