@@ -174,4 +174,41 @@ KP_FN void kpg_epilogue(KP_LOCAL_MEM const float *cs, int ldc, int bm, int bn, i
     }
 }
 
+/* The rows (decode) kernels' finish, after the cross-lane sums: the tile cs [tile][cols + 1]
+ * (rows row0 .. hi-1, m = hi - row0; columns as kpg_wrow_index maps them) goes through the
+ * epilogue, or, under split-K (ksplit > 1), to this K slice's f32 partials by weight row,
+ * part[slice][row][n] (slice = kp_group_id(2)), which kpg_rows_reduce sums. */
+KP_FN void kpg_rows_finish(KP_LOCAL_MEM const float *cs, int cols, int tile, int row0, int hi, int n0,
+                           const kp_moe_gemm_kargs *p, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,
+                           KP_GLOBAL const kp_storage_t *y, KP_GLOBAL const int *pos, KP_GLOBAL const float *tw,
+                           KP_GLOBAL float *part) {
+    if (p->ksplit <= 1) {
+        kpg_epilogue(cs, cols + 1, tile, cols, row0, hi, n0, p->mode, p->n, p->n_out, out, outf, p->out_off,
+                     p->out_ld, y, p->y_off, p->y_ld, p->y_rows, pos, p->pos_off, tw, p->tw_off, p->topk);
+        return;
+    }
+    const int lid = kp_local_id(0), wg = kp_local_size(0), m = hi - row0;
+    for (int q = lid; q < m * cols; q += wg) {
+        const int r = q / cols, c = q % cols, n = kpg_wrow_index(c, cols, n0, p->mode, p->n, p->n_out);
+        if (n >= 0) part[((kpm_i64)kp_group_id(2) * p->m + row0 + r) * p->n + n] = cs[r * (cols + 1) + c];
+    }
+}
+
+/* Split-K's second pass: output column n of rows row0 .. hi-1, the ksplit partials
+ * kpg_rows_finish left summed in slice order, then the epilogue. */
+KP_FN void kpg_rows_reduce(int row0, int hi, int n, const kp_moe_gemm_kargs *p, KP_GLOBAL kp_storage_t *out,
+                           KP_GLOBAL float *outf, KP_GLOBAL const kp_storage_t *y, KP_GLOBAL const int *pos,
+                           KP_GLOBAL const float *tw, KP_GLOBAL const float *part) {
+    for (int r = row0; r < hi; ++r) {
+        float v = 0.0f, u = 0.0f;
+        for (int s = 0; s < p->ksplit; ++s) {
+            const kpm_i64 base = ((kpm_i64)s * p->m + r) * p->n;
+            v += part[base + n];
+            if (p->mode == KPG_MODE_SWIGLU) u += part[base + p->n_out + n];
+        }
+        kpg_store_one(r, n, v, u, p->mode, out, outf, p->out_off, p->out_ld, y, p->y_off, p->y_ld, p->y_rows, pos,
+                      p->pos_off, tw, p->tw_off, p->topk);
+    }
+}
+
 #endif /* KP_MOE_GEMM_COMMON_H */

@@ -227,16 +227,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
         cs[r * (G8R_COLS + 1) + c] = s;
     }
     kp_barrier();
-    if (p.ksplit <= 1) {
-        kpg_epilogue(cs, G8R_COLS + 1, G8R_M, G8R_COLS, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off,
-                     p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
-        return;
-    }
-    /* a K slice: f32 partials by weight row, part[slice][row][n] */
-    for (int q = lid; q < m * G8R_COLS; q += G8R_NT) {
-        const int r = q / G8R_COLS, c = q % G8R_COLS, n = kpg_wrow_index(c, G8R_COLS, n0, p.mode, p.n, p.n_out);
-        if (n >= 0) part[((kpm_i64)kp_group_id(2) * p.m + row0 + r) * p.n + n] = cs[r * (G8R_COLS + 1) + c];
-    }
+    kpg_rows_finish(cs, G8R_COLS, G8R_M, row0, hi, n0, &p, out, outf, y, pos, tw, part);
 }
 
 /* Work-group (x, z): output columns x * G8R_NT .. of row tile z (the rows kernel's tiles). */
@@ -249,16 +240,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_reduce(G8_ARGS) {
     const int n = kp_group_id(0) * G8R_NT + kp_local_id(0);
     if (e < 0 || n >= ncols) return;
     if (hi - row0 > G8R_M) hi = row0 + G8R_M;
-    for (int r = row0; r < hi; ++r) {
-        float v = 0.0f, u = 0.0f;
-        for (int s = 0; s < p.ksplit; ++s) {
-            const kpm_i64 base = ((kpm_i64)s * p.m + r) * p.n;
-            v += part[base + n];
-            if (p.mode == KPG_MODE_SWIGLU) u += part[base + p.n_out + n];
-        }
-        kpg_store_one(r, n, v, u, p.mode, out, outf, p.out_off, p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos,
-                      p.pos_off, tw, p.tw_off, p.topk);
-    }
+    kpg_rows_reduce(row0, hi, n, &p, out, outf, y, pos, tw, part);
 }
 
 #endif /* KP_MOE_GEMM_FP8_ROWS_H */

@@ -416,17 +416,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_rows(G2_ARGS KP_
         }
     }
     kp_barrier();
-    if (p.ksplit <= 1) {
-        kpg_epilogue(cs, G2R_COLS + 1, G2R_M, G2R_COLS, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off,
-                     p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
-        return;
-    }
-    /* a K slice: f32 partials by weight row, part[slice][row][n] */
-    for (int q = lid; q < m * G2R_COLS; q += G2R_NT) {
-        int r = q / G2R_COLS, c = q % G2R_COLS, n = kpg_wrow_index(c, G2R_COLS, n0, p.mode, p.n, p.n_out);
-        if (n >= 0)
-            part[((kpm_i64)kp_group_id(2) * p.m + row0 + r) * p.n + n] = cs[r * (G2R_COLS + 1) + c];
-    }
+    kpg_rows_finish(cs, G2R_COLS, G2R_M, row0, hi, n0, &p, out, outf, y, pos, tw, part);
 }
 
 /* Work-group (x, z): output columns x * G2R_NT .. of the z-th decode expert's rows. */
@@ -439,14 +429,5 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_reduce(G2_ARGS) 
     const int ncols = p.mode == KPG_MODE_SWIGLU ? p.n_out : p.n;
     const int n = kp_group_id(0) * G2R_NT + kp_local_id(0);
     if (e < 0 || n >= ncols) return;
-    for (int r = row0; r < hi; ++r) {
-        float v = 0.0f, u = 0.0f;
-        for (int s = 0; s < p.ksplit; ++s) {
-            kpm_i64 base = ((kpm_i64)s * p.m + r) * p.n;
-            v += part[base + n];
-            if (p.mode == KPG_MODE_SWIGLU) u += part[base + p.n_out + n];
-        }
-        kpg_store_one(r, n, v, u, p.mode, out, outf, p.out_off, p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos,
-                      p.pos_off, tw, p.tw_off, p.topk);
-    }
+    kpg_rows_reduce(row0, hi, n, &p, out, outf, y, pos, tw, part);
 }
