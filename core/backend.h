@@ -262,6 +262,7 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_grouped_gemm_params, a), KP_T_(kp_grouped_gemm_params, w);
         KP_T_(kp_grouped_gemm_params, w_scale), KP_T_(kp_grouped_gemm_params, expert_offsets);
         KP_T_(kp_grouped_gemm_params, out), KP_T_(kp_grouped_gemm_params, a_scale);
+        KP_T_(kp_grouped_gemm_params, masked_m);
         break;
     case KP_OP_MOE_COMBINE:
         KP_T_(kp_moe_combine_params, expert_out), KP_T_(kp_moe_combine_params, token_pos);

@@ -39,9 +39,28 @@ typedef kp_storage_t kpg_a_t;
 /* the SwiGLU tile layout: gate rows, then the matching up rows (SWIGLU, SWIGLU_FP8) */
 #define KPG_SWIGLU(mode) ((mode) == KPG_MODE_SWIGLU || (mode) == KPG_MODE_SWIGLU_FP8)
 
+/* Expert e's rows [*lo, *hi), clamped to [0, M] (a range ending below its start is
+ * empty). expert_offsets (mask_m 0): offsets[e] .. offsets[e+1]. The masked layout
+ * (mask_m > 0: offsets is masked_m [E], M = E * mask_m): e * mask_m .. + the count
+ * clamped to [0, mask_m]. Every kernel finds an expert's rows here. */
+KP_FN void kp_expert_rows(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int mask_m, int e, int M, int *lo_out,
+                          int *hi_out) {
+    int lo, hi;
+    if (mask_m > 0) {
+        const int c = offsets[offsets_off + e];
+        lo = e * mask_m;
+        hi = lo + (c < 0 ? 0 : c > mask_m ? mask_m : c);
+    } else {
+        lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
+    }
+    lo = lo < 0 ? 0 : lo > M ? M : lo;
+    hi = hi < lo ? lo : hi > M ? M : hi;
+    *lo_out = lo, *hi_out = hi;
+}
+
 /* The z-th tile (of bm rows) over the experts whose clamped row count m has
  * min_m < m <= max_m; returns the expert (or -1: no such tile) and its row range. */
-KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp, int dense_rows, int M,
+KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int mask_m, int n_exp, int dense_rows, int M,
                    int min_m, int max_m, int bm, int z, int *row_lo, int *row_hi) {
     if (dense_rows > 0) {
         int hi = dense_rows < M ? dense_rows : M;
@@ -51,9 +70,8 @@ KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp,
         return 0;
     }
     for (int e = 0; e < n_exp; ++e) {
-        int lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
-        lo = lo < 0 ? 0 : lo > M ? M : lo;
-        hi = hi < lo ? lo : hi > M ? M : hi;
+        int lo, hi;
+        kp_expert_rows(offsets, offsets_off, mask_m, e, M, &lo, &hi);
         int m = hi - lo;
         if (m <= min_m || m > max_m) continue;
         int nt = (m + bm - 1) / bm;

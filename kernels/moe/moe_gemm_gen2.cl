@@ -193,7 +193,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
 
     const int lid = kp_local_id(0);
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, G2_BM,
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, G2_BM,
                            kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G2_BN / 2 : G2_BN);
@@ -354,8 +354,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_rows(G2_ARGS KP_
     const int lid = kp_local_id(0), lane = lid % 32, warp = lid / 32;
     int row0 = 0, hi = 0;
     const int smax = p.small_max < G2R_M ? p.small_max : G2R_M;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1), &row0,
-                           &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1),
+                           &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int m = hi - row0;
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G2R_COLS / 2 : G2R_COLS);
@@ -424,8 +424,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_reduce(G2_ARGS) 
     (void)a, (void)gather, (void)w, (void)ws;
     int row0 = 0, hi = 0;
     const int smax = p.small_max < G2R_M ? p.small_max : G2R_M;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1), &row0,
-                           &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1),
+                           &row0, &hi);
     const int ncols = p.mode == KPG_MODE_SWIGLU ? p.n_out : p.n;
     const int n = kp_group_id(0) * G2R_NT + kp_local_id(0);
     if (e < 0 || n >= ncols) return;

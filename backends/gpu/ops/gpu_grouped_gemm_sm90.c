@@ -31,6 +31,7 @@ static int tma_rows_ok(kp_gpu_ctx *c, kp_gpu_view v) {
 const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
     if (g->a_fp8 || g->w_fp8) return "FP8 e4m3 operands (the tier has no e4m3 kernel yet)";
+    if (g->mask_m > 0) return "the masked [E, max_m, K] layout (masked_m; the tier reads expert_offsets only)";
     if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
     if (g->gather_k > 0 || g->gather.buf || g->gather.addr) return "gathered activation rows";
     if (g->mode != KP_MOE_GEMM_STORE && g->mode != KP_MOE_GEMM_STORE_F32) return "the SwiGLU and combine epilogues";
