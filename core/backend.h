@@ -22,11 +22,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-/* Bump on any change to the structs below (2: events, 3: reserve, wait, kv_cache_store,
- * quantize_fp8, FP8 KV caches, 4: tuning_generation, 5: buffer_address, event_query),
- * except an optional slot appended after event_query (see there: op_kernel), which older
+/* Bump on any change to the structs below or to what an op's params ask of a backend
+ * (2: events, 3: reserve, wait, kv_cache_store, quantize_fp8, FP8 KV caches,
+ * 4: tuning_generation, 5: buffer_address, event_query, 6: grouped GEMM's masked layout,
+ * which an older plugin would run as if expert_offsets were absent), except an optional
+ * slot appended after event_query (see there: op_kernel, ep_capacity), which older
  * plugins simply lack. */
-#define KP_BACKEND_ABI_NUMBER 5
+#define KP_BACKEND_ABI_NUMBER 6
 #define KP_BACKEND_ABI_VERSION ((uint32_t)KP_BACKEND_ABI_NUMBER)
 #define KP_BACKEND_ENTRY_SYMBOL "kport_backend_entry"
 
@@ -301,6 +303,7 @@ static inline int kp_backend_op_tensors(kp_op op, const void *params, const kp_t
         KP_T_(kp_grouped_gemm_params, a), KP_T_(kp_grouped_gemm_params, w);
         KP_T_(kp_grouped_gemm_params, w_scale), KP_T_(kp_grouped_gemm_params, expert_offsets);
         KP_T_(kp_grouped_gemm_params, out), KP_T_(kp_grouped_gemm_params, a_scale);
+        KP_T_(kp_grouped_gemm_params, masked_m);
         break;
     case KP_OP_MOE_COMBINE:
         KP_T_(kp_moe_combine_params, expert_out), KP_T_(kp_moe_combine_params, token_pos);

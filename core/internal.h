@@ -129,6 +129,9 @@ kp_status kp_validate_mla_decode(kp_device *d, const void *params);
 kp_status kp_validate_moe_gate(kp_device *d, const void *params);
 kp_status kp_validate_moe_align(kp_device *d, const void *params);
 kp_status kp_validate_grouped_gemm(kp_device *d, const void *params);
+/* The params grouped_gemm's backends see: the masked layout's 3-D a and out as 2-D
+ * [E * max_m, .] views (core/ops/op_grouped_gemm.c); KP_OK or the error, with a message. */
+kp_status kp_grouped_gemm_view(const kp_grouped_gemm_params *p, kp_grouped_gemm_params *view);
 kp_status kp_validate_moe_combine(kp_device *d, const void *params);
 kp_status kp_validate_moe_forward(kp_device *d, const void *params);
 kp_status kp_validate_kv_cache_store(kp_device *d, const void *params);

@@ -447,6 +447,17 @@ typedef struct kp_grouped_gemm_params {
      * (kb, r)); last dim contiguous. Zeros (absent, row-major): today's bf16/f16/f32 a. */
     kp_tensor a_scale;
     int32_t a_scale_layout; /* kp_fp8_scale_layout */
+    /* 0.2: the masked layout (DeepGEMM's m_grouped_gemm_*_masked; low-latency decode
+     * after a capacity-mode EP dispatch). masked_m int32 [E] on the device; then
+     * expert_offsets is absent (exactly one of the two is given), a is [E, max_m, K] or
+     * [E * max_m, K] (its first two dims one flat row dim: stride[0] = max_m * stride[1])
+     * and out [E, max_m, N] or [E * max_m, N], the same rank as a. Expert e owns rows
+     * e * max_m + r, r < min(max(masked_m[e], 0), max_m) (a count past max_m is clamped);
+     * its other rows of out are left untouched. The counts are read on the device only
+     * (no host sync: capturable in a CUDA graph). Every dtype path applies; W8A8's a_scale
+     * is indexed by the flat row e * max_m + r (row-major [E * max_m, K/128], or
+     * column-major [K/128, M_pad >= E * max_m]). Zeros (absent): expert_offsets mode. */
+    kp_tensor masked_m;
 } kp_grouped_gemm_params;
 
 /* out[t, :] = sum over slot 0..k-1, in that order, of topk_weights[t, slot] *

@@ -1,4 +1,5 @@
-/* tests/list_conf_moe.h — XB(name) per MoE conformance test (tests/conformance/test_conf_moe.c). */
+/* tests/list_conf_moe.h — XB(name) per MoE conformance test (tests/conformance/test_conf_moe.c,
+ * test_conf_masked.c). */
 XB(conf_moe_gate_deepseek_v3)
 XB(conf_moe_gate_ties)
 XB(conf_moe_gate_negative_biased_scores)
@@ -14,6 +15,10 @@ XB(conf_moe_grouped_gemm_outliers)
 XB(conf_moe_grouped_gemm_v3_skewed)
 XB(conf_moe_grouped_gemm_fp8_block_scales)
 XB(conf_moe_grouped_gemm_bad_offsets)
+XB(conf_grouped_gemm_masked)
+XB(conf_grouped_gemm_masked_e64)
+XB(conf_grouped_gemm_masked_fp8)
+XB(conf_grouped_gemm_masked_invalid)
 XB(conf_moe_combine)
 XB(conf_moe_combine_bad_token_pos)
 XB(conf_moe_forward)

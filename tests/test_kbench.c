@@ -163,6 +163,9 @@ static const struct {
     {"attention_decode", "b=2,s_k=100,h_q=8,h_kv=2,d=64,bs=16", "b=2 s_q=1 s_k=100 h=8/2 d=64 bs=16", "fp8"},
     {"mla_decode", "b=2,s_k=130,h_q=16", "b=2 s_q=1 s_k=130 h_q=16 d=576/512", "fp8"},
     {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256", "T=16 E=8 k=2 M=32 N=96 K=256", "fp8"},
+    /* the masked [E, max_m, K] layout: expert 3 of 8 rows each, counts clamped to it */
+    {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256,max_m=3", "T=16 E=8 k=2 M=32 N=96 K=256 max_m=3", NULL},
+    {"grouped_gemm", "T=16,E=8,k=2,N=96,K=256,max_m=3", "T=16 E=8 k=2 M=32 N=96 K=256 max_m=3", "w8a8"},
 };
 #endif
 
@@ -246,6 +249,7 @@ KP_TEST(kbench_shape_accepts_a_rows_shape_column) {
         const char *op, *shape;
     } rows[] = {
         {"grouped_gemm", "w13 T=128 E=256 k=8 M=1024 N=4096 K=7168"},
+        {"grouped_gemm", "T=128 E=32 k=8 M=1024 N=4096 K=7168 max_m=128"},
         {"attention_decode", "b=32 s_q=1 s_k=4096 h=128/128 d=192/128 bs=64"},
         {"attention_prefill", "b=2 s_q=512 s_k=512 h=8/2 d=128 causal=1 varlen"},
         {"moe_forward", "T=16 E=16 k=8 hidden=1024 inter=256 groups=2/4"},

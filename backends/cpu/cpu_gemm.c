@@ -468,9 +468,8 @@ void cpu_moe_stream_unlock(kp_stream *s) { pthread_mutex_unlock(&((cpu_stream *)
 
 /* ---- task lists of grouped rows ---- */
 
-int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *pl, const int32_t *off, int64_t experts,
-                              int64_t n, int64_t *start) {
-    t->off = off;
+static int64_t expert_tasks_count(cpu_expert_tasks *t, const cpu_gemm_plan *pl, int64_t experts, int64_t n,
+                                  int64_t *start) {
     t->experts = experts;
     t->n = n;
     t->mc = pl->mc;
@@ -479,10 +478,27 @@ int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *pl, cons
     t->start = start;
     start[0] = 0;
     for (int64_t e = 0; e < experts; e++) {
-        int64_t rows = (int64_t)off[e + 1] - off[e];
-        start[e + 1] = start[e] + (rows + t->mc - 1) / t->mc * t->ntiles;
+        int64_t lo, hi;
+        cpu_expert_rows(t, e, &lo, &hi);
+        start[e + 1] = start[e] + (hi - lo + t->mc - 1) / t->mc * t->ntiles;
     }
     return start[experts];
+}
+
+int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *pl, const int32_t *off, int64_t experts,
+                              int64_t n, int64_t *start) {
+    t->off = off;
+    t->masked_m = NULL;
+    t->max_m = 0;
+    return expert_tasks_count(t, pl, experts, n, start);
+}
+
+int64_t cpu_expert_tasks_init_masked(cpu_expert_tasks *t, const cpu_gemm_plan *pl, const int32_t *masked_m,
+                                     int64_t max_m, int64_t experts, int64_t n, int64_t *start) {
+    t->off = NULL;
+    t->masked_m = masked_m;
+    t->max_m = max_m;
+    return expert_tasks_count(t, pl, experts, n, start);
 }
 
 cpu_expert_task cpu_expert_task_at(const cpu_expert_tasks *t, int64_t index) {
@@ -493,13 +509,15 @@ cpu_expert_task cpu_expert_task_at(const cpu_expert_tasks *t, int64_t index) {
         else hi = mid - 1;
     }
     cpu_expert_task k;
-    int64_t local = index - t->start[lo], rows = (int64_t)t->off[lo + 1] - t->off[lo];
+    int64_t r_lo, r_hi;
+    cpu_expert_rows(t, lo, &r_lo, &r_hi);
+    int64_t local = index - t->start[lo], rows = r_hi - r_lo;
     int64_t chunks = (rows + t->mc - 1) / t->mc;
     int64_t tile = local / chunks, chunk = local % chunks;
     k.e = lo;
     k.n0 = tile * t->nc;
     k.nc = (int)(t->n - k.n0 < t->nc ? t->n - k.n0 : t->nc);
-    k.row0 = t->off[lo] + chunk * t->mc;
+    k.row0 = r_lo + chunk * t->mc;
     k.m = (int)(rows - chunk * t->mc < t->mc ? rows - chunk * t->mc : t->mc);
     return k;
 }

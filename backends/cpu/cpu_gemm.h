@@ -130,13 +130,28 @@ void cpu_moe_align_fill(const int32_t *ids, int64_t pairs, int32_t num_experts, 
  * [off[e], off[e+1]) of grouped rows, in that order (consecutive tasks share an
  * expert's weight tile). */
 typedef struct cpu_expert_tasks {
-    const int32_t *off; /* [E + 1], checked non-decreasing */
+    const int32_t *off;      /* [E + 1], checked non-decreasing; NULL in the masked layout */
+    const int32_t *masked_m; /* the masked layout: [E] counts, expert e's rows e * max_m + r */
+    int64_t max_m;
     int64_t experts, n, ntiles, mc, nc;
     int64_t *start;     /* [E + 1]: the first task of each expert (caller's storage) */
 } cpu_expert_tasks;
 /* Returns the task count. */
 int64_t cpu_expert_tasks_init(cpu_expert_tasks *t, const cpu_gemm_plan *plan, const int32_t *off, int64_t experts,
                               int64_t n, int64_t *start);
+/* The masked layout (kport.h, masked_m): expert e's rows e * max_m .. + min(max(masked_m[e], 0), max_m). */
+int64_t cpu_expert_tasks_init_masked(cpu_expert_tasks *t, const cpu_gemm_plan *plan, const int32_t *masked_m,
+                                     int64_t max_m, int64_t experts, int64_t n, int64_t *start);
+/* Expert e's rows [*lo, *hi) in either layout. */
+static inline void cpu_expert_rows(const cpu_expert_tasks *t, int64_t e, int64_t *lo, int64_t *hi) {
+    if (t->masked_m) {
+        int64_t c = t->masked_m[e];
+        *lo = e * t->max_m;
+        *hi = *lo + (c < 0 ? 0 : c > t->max_m ? t->max_m : c);
+    } else {
+        *lo = t->off[e], *hi = t->off[e + 1];
+    }
+}
 typedef struct cpu_expert_task {
     int64_t e, n0, row0;
     int nc, m;

@@ -73,10 +73,11 @@ kp_status kp_check_paged_kv(const char *op, const kp_tensor *q, const kp_tensor 
     return KP_OK;
 }
 
-/* The op's validator, then the params a backend sees (*out: params, or fwd for
- * moe_forward, whose backends see an aligned workspace: KP_MOE_WORKSPACE_ALIGN). */
+/* The op's validator, then the params a backend sees (*out: params; fwd for
+ * moe_forward, whose backends see an aligned workspace: KP_MOE_WORKSPACE_ALIGN; gemm for
+ * grouped_gemm, whose backends see the masked layout's a and out as 2-D views). */
 static kp_status op_prepare(kp_op op, kp_device *d, const void *params, kp_moe_forward_params *fwd,
-                            const void **out) {
+                            kp_grouped_gemm_params *gemm, const void **out) {
     if (!params) return kp_set_error(KP_ERR_INVALID_ARGUMENT, "kp_%s: params is NULL", kp_op_name(op));
     kp_status st = validators[op](d, params);
     if (st != KP_OK) return st;
@@ -85,14 +86,18 @@ static kp_status op_prepare(kp_op op, kp_device *d, const void *params, kp_moe_f
         *fwd = *(const kp_moe_forward_params *)params;
         fwd->workspace_offset = kp_moe_forward_workspace_start(fwd);
         *out = fwd;
+    } else if (op == KP_OP_GROUPED_GEMM) {
+        if ((st = kp_grouped_gemm_view(params, gemm)) != KP_OK) return st;
+        *out = gemm;
     }
     return KP_OK;
 }
 
 kp_status kp_op_dispatch(kp_op op, kp_stream *s, kp_device *d, const void *params, int dry_run) {
     kp_moe_forward_params fwd;
+    kp_grouped_gemm_params gemm;
     const void *p = NULL;
-    kp_status st = op_prepare(op, d, params, &fwd, &p);
+    kp_status st = op_prepare(op, d, params, &fwd, &gemm, &p);
     return st == KP_OK ? d->iface->ops[op](op, s, p, dry_run) : st;
 }
 
@@ -205,8 +210,9 @@ kp_status kp_op_kernel_sized(kp_device *d, kp_op op, const void *params, size_t 
     params_buf buf;
     const void *adopted, *p = NULL;
     kp_moe_forward_params fwd;
+    kp_grouped_gemm_params gemm;
     kp_status st = params_adopt(op, params, size, &buf, &adopted);
-    if (st == KP_OK) st = op_prepare(op, d, adopted, &fwd, &p);
+    if (st == KP_OK) st = op_prepare(op, d, adopted, &fwd, &gemm, &p);
     if (st != KP_OK) return st;
     if (!kp_backend_has_slot(d->iface, op_kernel))
         return kp_set_error(KP_ERR_UNSUPPORTED, "kp_op_kernel: the %s backend's plugin predates kp_op_kernel (its "

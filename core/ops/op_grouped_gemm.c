@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include <stdint.h>
+
 #define KP_FP8_BLOCK 128
 
 /* w [E, N, K] in a's dtype, or FP8 e4m3 with scale f32 [E, ceil(N/128), ceil(K/128)]. */
@@ -72,19 +74,89 @@ static kp_status kp_check_activation_scales(const char *op, const kp_grouped_gem
     return KP_OK;
 }
 
+/* The masked layout's 3-D a [E, max_m, K] / out [E, max_m, N] as the 2-D [E * max_m, .]
+ * views backends see (a 2-D one passes as it is). */
+static kp_status flat_rows(const char *op, const char *name, const kp_tensor *t, kp_tensor *out) {
+    *out = *t;
+    if (t->ndim != 3) return KP_OK;
+    int64_t rows;
+    if (t->shape[0] < 0 || t->shape[1] < 0 || __builtin_mul_overflow(t->shape[0], t->shape[1], &rows) ||
+        rows > INT32_MAX)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: %s is [%lld, %lld, %lld]; E * max_m must be 0 .. 2^31 - 1", op,
+                            name, (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2]);
+    int64_t want;
+    if (t->shape[0] > 1 && t->shape[1] > 0 &&
+        (__builtin_mul_overflow(t->shape[1], t->strides[1], &want) || t->strides[0] != want))
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: %s has strides [%lld, %lld, .]; the masked layout needs its "
+                            "first two dims one flat row dim (stride[0] = max_m * stride[1])", op, name,
+                            (long long)t->strides[0], (long long)t->strides[1]);
+    out->ndim = 2;
+    out->shape[0] = rows, out->shape[1] = t->shape[2];
+    out->strides[0] = t->strides[1], out->strides[1] = t->strides[2];
+    out->shape[2] = 0, out->strides[2] = 0;
+    return KP_OK;
+}
+
+kp_status kp_grouped_gemm_view(const kp_grouped_gemm_params *p, kp_grouped_gemm_params *view) {
+    const char *op = "grouped_gemm";
+    *view = *p;
+    const int masked = p->masked_m.buffer != NULL;
+    if (masked && p->expert_offsets.buffer)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: both expert_offsets and masked_m are given; give exactly one (masked_m: the "
+                            "masked [E, max_m, K] layout)", op);
+    if (!masked && !p->expert_offsets.buffer)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT,
+                            "%s: neither expert_offsets nor masked_m is given; give exactly one", op);
+    if (!masked) return KP_OK;
+    if (p->a.ndim != 2 && p->a.ndim != 3)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: masked layout: a has %d dims; it must be [E, max_m, K] or "
+                            "[E * max_m, K]", op, (int)p->a.ndim);
+    if (p->out.ndim != p->a.ndim)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: masked layout: out has %d dims but a has %d; they must match",
+                            op, (int)p->out.ndim, (int)p->a.ndim);
+    if (p->a.ndim == 3 && (p->out.shape[0] != p->a.shape[0] || p->out.shape[1] != p->a.shape[1]))
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: masked layout: out is [%lld, %lld, .] but a is [%lld, %lld, "
+                            ".]; E and max_m must match", op, (long long)p->out.shape[0],
+                            (long long)p->out.shape[1], (long long)p->a.shape[0], (long long)p->a.shape[1]);
+    kp_status st = flat_rows(op, "a", &p->a, &view->a);
+    if (st == KP_OK) st = flat_rows(op, "out", &p->out, &view->out);
+    return st;
+}
+
+/* The masked layout's max_m (rows per expert) of a validated view. */
+static kp_status check_masked(const char *op, const kp_grouped_gemm_params *q, const kp_grouped_gemm_params *p) {
+    kp_status st;
+    int64_t e = q->w.shape[0], m = q->a.shape[0];
+    if ((st = kp_check_dim(op, "masked_m", &q->masked_m, 0, e, "E of w")))
+        return st;
+    if (p->a.ndim == 3 && p->a.shape[0] != e)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: masked layout: a is [%lld, max_m, K] but w has E = %lld", op,
+                            (long long)p->a.shape[0], (long long)e);
+    if (m % e != 0)
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: masked layout: a has %lld rows, not a multiple of E = %lld "
+                            "(it must be [E * max_m, K])", op, (long long)m, (long long)e);
+    return KP_OK;
+}
+
 kp_status kp_validate_grouped_gemm(kp_device *d, const void *params) {
     const char *op = "grouped_gemm";
-    const kp_grouped_gemm_params *p = params;
+    kp_grouped_gemm_params view;
+    kp_status st = kp_grouped_gemm_view(params, &view);
+    if (st != KP_OK) return st;
+    const kp_grouped_gemm_params *p = &view;
+    const int masked = p->masked_m.buffer != NULL;
     const kp_tensor_rule rules[] = {
         {"a", &p->a, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 2, false},
         {"w", &p->w, false, false, KP_DT_FLOAT | KP_DT(KP_FP8_E4M3), 3, false},
         {"w_scale", &p->w_scale, true, false, KP_DT(KP_F32), 3, true},
-        {"expert_offsets", &p->expert_offsets, false, false, KP_DT(KP_I32), 1, true},
+        {"expert_offsets", &p->expert_offsets, masked, false, KP_DT(KP_I32), 1, true},
         {"out", &p->out, false, true, KP_DT_FLOAT, 2, false},
         {"a_scale", &p->a_scale, true, false, KP_DT(KP_F32), 2, false},
+        {"masked_m", &p->masked_m, true, false, KP_DT(KP_I32), 1, true},
     };
     const int a_fp8 = p->a.dtype == KP_FP8_E4M3;
-    kp_status st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
+    st = kp_validate_tensors(op, d, rules, (int)(sizeof rules / sizeof rules[0]));
     if (st == KP_OK && !a_fp8) st = kp_check_same_dtype(op, "out", &p->out, "a", &p->a);
     if (st == KP_OK) st = kp_check_activation_scales(op, p);
     if (st == KP_OK) st = kp_check_expert_weights(op, "w", &p->w, "w_scale", &p->w_scale, &p->a);
@@ -94,7 +166,8 @@ kp_status kp_validate_grouped_gemm(kp_device *d, const void *params) {
         return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: w must have E, N, K >= 1 (got %lld, %lld, %lld)", op,
                             (long long)e, (long long)n, (long long)k);
     if ((st = kp_check_dim(op, "a", &p->a, 1, k, "K of w")) ||
-        (st = kp_check_dim(op, "expert_offsets", &p->expert_offsets, 0, e + 1, "E + 1")) ||
+        (!masked && (st = kp_check_dim(op, "expert_offsets", &p->expert_offsets, 0, e + 1, "E + 1"))) ||
+        (masked && (st = check_masked(op, p, params))) ||
         (st = kp_check_dim(op, "out", &p->out, 0, p->a.shape[0], "M of a")) ||
         (st = kp_check_dim(op, "out", &p->out, 1, n, "N of w")))
         return st;

@@ -121,8 +121,8 @@ KP_KERNEL void kp_grouped_gemm_tiled(KPG_ARGS) {
 
     const int lid = kp_local_id(0), wg = kp_local_size(0);
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, KP_GG_BM,
-                           kp_group_id(1), &row0, &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff,
+                           KP_GG_BM, kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? KP_GG_BN / 2 : KP_GG_BN);
 
@@ -260,8 +260,8 @@ KP_KERNEL void kp_grouped_gemm_small(KPG_ARGS) {
     const int lane = lid % 32, col = lid / 32;
     int row0 = 0, hi = 0;
     const int smax = p.small_max < KP_GG_SMALL_M ? p.small_max : KP_GG_SMALL_M;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, KP_GG_SMALL_M, kp_group_id(1),
-                           &row0, &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, smax, KP_GG_SMALL_M,
+                           kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int m = hi - row0;
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? KP_GG_SM_COLS / 2 : KP_GG_SM_COLS);

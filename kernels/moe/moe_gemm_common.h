@@ -39,9 +39,28 @@ typedef kp_storage_t kpg_a_t;
 /* the SwiGLU tile layout: gate rows, then the matching up rows (SWIGLU, SWIGLU_FP8) */
 #define KPG_SWIGLU(mode) ((mode) == KPG_MODE_SWIGLU || (mode) == KPG_MODE_SWIGLU_FP8)
 
+/* Expert e's rows [*lo, *hi), clamped to [0, M] (a range ending below its start is
+ * empty). expert_offsets (mask_m 0): offsets[e] .. offsets[e+1]. The masked layout
+ * (mask_m > 0: offsets is masked_m [E], M = E * mask_m): e * mask_m .. + the count
+ * clamped to [0, mask_m]. Every kernel finds an expert's rows here. */
+KP_FN void kp_expert_rows(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int mask_m, int e, int M, int *lo_out,
+                          int *hi_out) {
+    int lo, hi;
+    if (mask_m > 0) {
+        const int c = offsets[offsets_off + e];
+        lo = e * mask_m;
+        hi = lo + (c < 0 ? 0 : c > mask_m ? mask_m : c);
+    } else {
+        lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
+    }
+    lo = lo < 0 ? 0 : lo > M ? M : lo;
+    hi = hi < lo ? lo : hi > M ? M : hi;
+    *lo_out = lo, *hi_out = hi;
+}
+
 /* The z-th tile (of bm rows) over the experts whose clamped row count m has
  * min_m < m <= max_m; returns the expert (or -1: no such tile) and its row range. */
-KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp, int dense_rows, int M,
+KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int mask_m, int n_exp, int dense_rows, int M,
                    int min_m, int max_m, int bm, int z, int *row_lo, int *row_hi) {
     if (dense_rows > 0) {
         int hi = dense_rows < M ? dense_rows : M;
@@ -51,9 +70,8 @@ KP_FN int kpg_find(KP_GLOBAL const int *offsets, kpm_i64 offsets_off, int n_exp,
         return 0;
     }
     for (int e = 0; e < n_exp; ++e) {
-        int lo = offsets[offsets_off + e], hi = offsets[offsets_off + e + 1];
-        lo = lo < 0 ? 0 : lo > M ? M : lo;
-        hi = hi < lo ? lo : hi > M ? M : hi;
+        int lo, hi;
+        kp_expert_rows(offsets, offsets_off, mask_m, e, M, &lo, &hi);
         int m = hi - lo;
         if (m <= min_m || m > max_m) continue;
         int nt = (m + bm - 1) / bm;
@@ -171,6 +189,43 @@ KP_FN void kpg_epilogue(KP_LOCAL_MEM const float *cs, int ldc, int bm, int bn, i
         float u = mode == KPG_MODE_SWIGLU ? cs[i * ldc + c + bn / 2] : 0.0f;
         kpg_store_one(r, n, cs[i * ldc + c], u, mode, out, outf, out_off, out_ld, y, y_off, y_ld, y_rows, pos,
                       pos_off, tw, tw_off, topk);
+    }
+}
+
+/* The rows (decode) kernels' finish, after the cross-lane sums: the tile cs [tile][cols + 1]
+ * (rows row0 .. hi-1, m = hi - row0; columns as kpg_wrow_index maps them) goes through the
+ * epilogue, or, under split-K (ksplit > 1), to this K slice's f32 partials by weight row,
+ * part[slice][row][n] (slice = kp_group_id(2)), which kpg_rows_reduce sums. */
+KP_FN void kpg_rows_finish(KP_LOCAL_MEM const float *cs, int cols, int tile, int row0, int hi, int n0,
+                           const kp_moe_gemm_kargs *p, KP_GLOBAL kp_storage_t *out, KP_GLOBAL float *outf,
+                           KP_GLOBAL const kp_storage_t *y, KP_GLOBAL const int *pos, KP_GLOBAL const float *tw,
+                           KP_GLOBAL float *part) {
+    if (p->ksplit <= 1) {
+        kpg_epilogue(cs, cols + 1, tile, cols, row0, hi, n0, p->mode, p->n, p->n_out, out, outf, p->out_off,
+                     p->out_ld, y, p->y_off, p->y_ld, p->y_rows, pos, p->pos_off, tw, p->tw_off, p->topk);
+        return;
+    }
+    const int lid = kp_local_id(0), wg = kp_local_size(0), m = hi - row0;
+    for (int q = lid; q < m * cols; q += wg) {
+        const int r = q / cols, c = q % cols, n = kpg_wrow_index(c, cols, n0, p->mode, p->n, p->n_out);
+        if (n >= 0) part[((kpm_i64)kp_group_id(2) * p->m + row0 + r) * p->n + n] = cs[r * (cols + 1) + c];
+    }
+}
+
+/* Split-K's second pass: output column n of rows row0 .. hi-1, the ksplit partials
+ * kpg_rows_finish left summed in slice order, then the epilogue. */
+KP_FN void kpg_rows_reduce(int row0, int hi, int n, const kp_moe_gemm_kargs *p, KP_GLOBAL kp_storage_t *out,
+                           KP_GLOBAL float *outf, KP_GLOBAL const kp_storage_t *y, KP_GLOBAL const int *pos,
+                           KP_GLOBAL const float *tw, KP_GLOBAL const float *part) {
+    for (int r = row0; r < hi; ++r) {
+        float v = 0.0f, u = 0.0f;
+        for (int s = 0; s < p->ksplit; ++s) {
+            const kpm_i64 base = ((kpm_i64)s * p->m + r) * p->n;
+            v += part[base + n];
+            if (p->mode == KPG_MODE_SWIGLU) u += part[base + p->n_out + n];
+        }
+        kpg_store_one(r, n, v, u, p->mode, out, outf, p->out_off, p->out_ld, y, p->y_off, p->y_ld, p->y_rows, pos,
+                      p->pos_off, tw, p->tw_off, p->topk);
     }
 }
 

@@ -168,7 +168,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
 
     const int lid = kp_local_id(0);
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8_BM,
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8_BM,
                            kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int n0 = kp_group_id(0) * (KPG_SWIGLU(p.mode) ? G8_BN / 2 : G8_BN);

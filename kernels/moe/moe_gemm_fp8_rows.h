@@ -89,12 +89,10 @@ KP_FN void g8r_decode16(uint4 v, float *f) {
     }
 
 /* Expert e's rows clamped to [0, M] as kpg_find does, and its row tiles. */
-KP_FN int g8r_tiles(KP_GLOBAL const int *offsets, kpm_i64 off0, int e, int M, int *lo_out, int *hi_out) {
-    int lo = offsets[off0 + e], hi = offsets[off0 + e + 1];
-    lo = lo < 0 ? 0 : lo > M ? M : lo;
-    hi = hi < lo ? lo : hi > M ? M : hi;
-    *lo_out = lo, *hi_out = hi;
-    return (hi - lo + G8R_M - 1) / G8R_M;
+KP_FN int g8r_tiles(KP_GLOBAL const int *offsets, kpm_i64 off0, int mask_m, int e, int M, int *lo_out,
+                    int *hi_out) {
+    kp_expert_rows(offsets, off0, mask_m, e, M, lo_out, hi_out);
+    return (*hi_out - *lo_out + G8R_M - 1) / G8R_M;
 }
 
 /* kpg_find's answer (every expert with rows, tiles of G8R_M) for row tile z, found by
@@ -103,13 +101,14 @@ KP_FN int g8r_tiles(KP_GLOBAL const int *offsets, kpm_i64 off0, int e, int M, in
  * work-item t counts the tiles of experts [t E / NT, (t + 1) E / NT), a scan in local
  * memory (`scan`, G8R_NT ints) gives each its first tile, and the one holding z
  * publishes (e, row_lo, row_hi) in fnd. Uniform over the work-group. */
-KP_FN int g8r_find(KP_GLOBAL const int *offsets, kpm_i64 off0, int n_exp, int dense_rows, int M, int z,
+KP_FN int g8r_find(KP_GLOBAL const int *offsets, kpm_i64 off0, int mask_m, int n_exp, int dense_rows, int M, int z,
                    KP_LOCAL_MEM int *scan, KP_LOCAL_MEM int *fnd, int *row_lo, int *row_hi) {
-    if (dense_rows > 0) return kpg_find(offsets, off0, n_exp, dense_rows, M, 0, 0x7fffffff, G8R_M, z, row_lo, row_hi);
+    if (dense_rows > 0)
+        return kpg_find(offsets, off0, mask_m, n_exp, dense_rows, M, 0, 0x7fffffff, G8R_M, z, row_lo, row_hi);
     const int lid = kp_local_id(0);
     const int e0 = (int)((kpm_i64)n_exp * lid / G8R_NT), e1 = (int)((kpm_i64)n_exp * (lid + 1) / G8R_NT);
     int cnt = 0, lo, hi;
-    for (int e = e0; e < e1; ++e) cnt += g8r_tiles(offsets, off0, e, M, &lo, &hi);
+    for (int e = e0; e < e1; ++e) cnt += g8r_tiles(offsets, off0, mask_m, e, M, &lo, &hi);
     scan[lid] = cnt;
     if (lid == 0) fnd[0] = -1;
     kp_barrier();
@@ -122,7 +121,7 @@ KP_FN int g8r_find(KP_GLOBAL const int *offsets, kpm_i64 off0, int n_exp, int de
     int zz = z - (scan[lid] - cnt);
     if (zz >= 0 && zz < cnt)
         for (int e = e0; e < e1; ++e) {
-            const int nt = g8r_tiles(offsets, off0, e, M, &lo, &hi);
+            const int nt = g8r_tiles(offsets, off0, mask_m, e, M, &lo, &hi);
             if (zz < nt) {
                 fnd[0] = e, fnd[1] = lo + zz * G8R_M, fnd[2] = hi;
                 break;
@@ -146,7 +145,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
 
     const int lid = kp_local_id(0), j = lid % G8R_TPR, col = lid / G8R_TPR;
     int row0 = 0, hi = 0;
-    const int e = g8r_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, kp_group_id(1),
+    const int e = g8r_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, kp_group_id(1),
                            (KP_LOCAL_MEM int *)smem, fnd, &row0, &hi); /* its scan in xa's bytes */
     if (e < 0) return; /* uniform over the work-group */
     if (hi - row0 > G8R_M) hi = row0 + G8R_M; /* this tile's rows */
@@ -227,38 +226,20 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_rows(G8_ARGS KP_D
         cs[r * (G8R_COLS + 1) + c] = s;
     }
     kp_barrier();
-    if (p.ksplit <= 1) {
-        kpg_epilogue(cs, G8R_COLS + 1, G8R_M, G8R_COLS, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off,
-                     p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
-        return;
-    }
-    /* a K slice: f32 partials by weight row, part[slice][row][n] */
-    for (int q = lid; q < m * G8R_COLS; q += G8R_NT) {
-        const int r = q / G8R_COLS, c = q % G8R_COLS, n = kpg_wrow_index(c, G8R_COLS, n0, p.mode, p.n, p.n_out);
-        if (n >= 0) part[((kpm_i64)kp_group_id(2) * p.m + row0 + r) * p.n + n] = cs[r * (G8R_COLS + 1) + c];
-    }
+    kpg_rows_finish(cs, G8R_COLS, G8R_M, row0, hi, n0, &p, out, outf, y, pos, tw, part);
 }
 
 /* Work-group (x, z): output columns x * G8R_NT .. of row tile z (the rows kernel's tiles). */
 KP_KERNEL void KP_LAUNCH_BOUNDS(G8R_NT, 1) kp_grouped_gemm_fp8_reduce(G8_ARGS) {
     (void)a, (void)gather, (void)w, (void)ws, (void)as;
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8R_M, kp_group_id(1),
-                           &row0, &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, 0x7fffffff, G8R_M,
+                           kp_group_id(1), &row0, &hi);
     const int ncols = p.mode == KPG_MODE_SWIGLU ? p.n_out : p.n;
     const int n = kp_group_id(0) * G8R_NT + kp_local_id(0);
     if (e < 0 || n >= ncols) return;
     if (hi - row0 > G8R_M) hi = row0 + G8R_M;
-    for (int r = row0; r < hi; ++r) {
-        float v = 0.0f, u = 0.0f;
-        for (int s = 0; s < p.ksplit; ++s) {
-            const kpm_i64 base = ((kpm_i64)s * p.m + r) * p.n;
-            v += part[base + n];
-            if (p.mode == KPG_MODE_SWIGLU) u += part[base + p.n_out + n];
-        }
-        kpg_store_one(r, n, v, u, p.mode, out, outf, p.out_off, p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos,
-                      p.pos_off, tw, p.tw_off, p.topk);
-    }
+    kpg_rows_reduce(row0, hi, n, &p, out, outf, y, pos, tw, part);
 }
 
 #endif /* KP_MOE_GEMM_FP8_ROWS_H */

@@ -193,7 +193,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
 
     const int lid = kp_local_id(0);
     int row0 = 0, hi = 0;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, G2_BM,
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, p.small_max, 0x7fffffff, G2_BM,
                            kp_group_id(1), &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G2_BN / 2 : G2_BN);
@@ -354,8 +354,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_rows(G2_ARGS KP_
     const int lid = kp_local_id(0), lane = lid % 32, warp = lid / 32;
     int row0 = 0, hi = 0;
     const int smax = p.small_max < G2R_M ? p.small_max : G2R_M;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1), &row0,
-                           &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1),
+                           &row0, &hi);
     if (e < 0) return; /* uniform over the work-group */
     const int m = hi - row0;
     const int n0 = kp_group_id(0) * (p.mode == KPG_MODE_SWIGLU ? G2R_COLS / 2 : G2R_COLS);
@@ -416,17 +416,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_rows(G2_ARGS KP_
         }
     }
     kp_barrier();
-    if (p.ksplit <= 1) {
-        kpg_epilogue(cs, G2R_COLS + 1, G2R_M, G2R_COLS, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off,
-                     p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);
-        return;
-    }
-    /* a K slice: f32 partials by weight row, part[slice][row][n] */
-    for (int q = lid; q < m * G2R_COLS; q += G2R_NT) {
-        int r = q / G2R_COLS, c = q % G2R_COLS, n = kpg_wrow_index(c, G2R_COLS, n0, p.mode, p.n, p.n_out);
-        if (n >= 0)
-            part[((kpm_i64)kp_group_id(2) * p.m + row0 + r) * p.n + n] = cs[r * (G2R_COLS + 1) + c];
-    }
+    kpg_rows_finish(cs, G2R_COLS, G2R_M, row0, hi, n0, &p, out, outf, y, pos, tw, part);
 }
 
 /* Work-group (x, z): output columns x * G2R_NT .. of the z-th decode expert's rows. */
@@ -434,19 +424,10 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2R_NT, 1) kp_grouped_gemm_gen2_reduce(G2_ARGS) 
     (void)a, (void)gather, (void)w, (void)ws;
     int row0 = 0, hi = 0;
     const int smax = p.small_max < G2R_M ? p.small_max : G2R_M;
-    const int e = kpg_find(offsets, p.offsets_off, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1), &row0,
-                           &hi);
+    const int e = kpg_find(offsets, p.offsets_off, p.mask_m, p.n_exp, p.dense_rows, p.m, 0, smax, G2R_M, kp_group_id(1),
+                           &row0, &hi);
     const int ncols = p.mode == KPG_MODE_SWIGLU ? p.n_out : p.n;
     const int n = kp_group_id(0) * G2R_NT + kp_local_id(0);
     if (e < 0 || n >= ncols) return;
-    for (int r = row0; r < hi; ++r) {
-        float v = 0.0f, u = 0.0f;
-        for (int s = 0; s < p.ksplit; ++s) {
-            kpm_i64 base = ((kpm_i64)s * p.m + r) * p.n;
-            v += part[base + n];
-            if (p.mode == KPG_MODE_SWIGLU) u += part[base + p.n_out + n];
-        }
-        kpg_store_one(r, n, v, u, p.mode, out, outf, p.out_off, p.out_ld, y, p.y_off, p.y_ld, p.y_rows, pos,
-                      p.pos_off, tw, p.tw_off, p.topk);
-    }
+    kpg_rows_reduce(row0, hi, n, &p, out, outf, y, pos, tw, part);
 }

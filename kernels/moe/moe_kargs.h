@@ -97,13 +97,15 @@ typedef struct kp_moe_gemm_kargs {
     /* SWIGLU_FP8: the scale of (row r, 128-column group g) goes to outf[os_off + r * os_t + g];
      * ue8m0: power-of-two scales (kp_quantize_fp8's rule). Unused elsewhere. */
     kp_karg_i64 os_off, os_t;
-    kp_karg_i32 ue8m0, pad0;
+    kp_karg_i32 ue8m0;
+    kp_karg_i32 mask_m;              /* > 0: the masked layout (kp_expert_rows): offsets holds masked_m [E] */
 } kp_moe_gemm_kargs;
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, a_rows, 112);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, kslice, 172);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, as_off, 176);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, os_off, 200);
 KP_KARGS_OFFSET(kp_moe_gemm_kargs, ue8m0, 216);
+KP_KARGS_OFFSET(kp_moe_gemm_kargs, mask_m, 220);
 KP_KARGS_SIZE(kp_moe_gemm_kargs, 224);
 
 /* Dynamic local memory of generation 2's kernels (moe_gemm_gen2.cl), one formula for the

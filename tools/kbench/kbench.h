@@ -59,6 +59,8 @@ typedef struct kb_case {
     int64_t causal, varlen; /* flags, int64_t as every field a shape names (kbench_shapes.c) */
     /* MoE */
     int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
+    int64_t max_m;   /* grouped_gemm: > 0 the masked layout, a [E, max_m, K], each expert's count
+                      * min(rows routed to it, max_m) in masked_m on the device; 0: expert offsets */
     int64_t scoring; /* a kp_moe_scoring; sigmoid: DeepSeek-V3's router, with a bias and route scale 2.5;
                       * softmax: Qwen3's and Mixtral's, no bias, scale 1 */
     char shape[192];

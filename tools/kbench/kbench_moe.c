@@ -261,6 +261,7 @@ typedef struct gemm_st {
     kb_data a, w, scale, a_scale; /* a_scale: W8A8's [M, K/128] */
     kp_buffer *out;
     int32_t *offsets;
+    int32_t *counts; /* the masked layout (max_m > 0): masked_m [E], min(rows routed, max_m) */
     int64_t M;
 } gemm_st;
 
@@ -273,15 +274,25 @@ static kp_status gemm_setup(kb_bench *b) {
     gemm_st *s = b->st;
     int32_t *ids = kb_alloc(e, (size_t)(c->T * c->k) * 4);
     if (!ids || !(s->offsets = kb_alloc(e, (size_t)(c->E + 1) * 4))) return KP_ERR_OUT_OF_MEMORY;
-    int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k;
+    int64_t used = route_random(e, c, ids, s->offsets), M = s->M = c->T * c->k, rows = M;
+    if (c->max_m > 0) { /* the masked layout: the routed rows of each expert, clamped to max_m */
+        if (!(s->counts = kb_alloc(e, (size_t)c->E * 4))) return KP_ERR_OUT_OF_MEMORY;
+        M = s->M = c->E * c->max_m, rows = 0;
+        for (int64_t x = 0; x < c->E; x++) {
+            int64_t n = s->offsets[x + 1] - s->offsets[x];
+            s->counts[x] = (int32_t)(n < c->max_m ? n : c->max_m), rows += s->counts[x];
+        }
+        b->flops = 2.0 * rows * c->N * c->K;
+    }
     const kp_dtype odt = gemm_out_dtype(c);
     double el = (double)kp_dtype_size(c->dtype), a8 = c->dtype == KP_FP8_E4M3;
-    b->bytes = el * M * c->K + 4.0 * a8 * M * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * M * c->N +
+    b->bytes = el * rows * c->K + 4.0 * a8 * rows * (c->K / FP8_BLOCK) + (double)kp_dtype_size(odt) * rows * c->N +
                used * weight_bytes(c, c->N, c->K) + 4.0 * (c->E + 1);
     kp_status st = kb_input(e, &s->a, &s->p.a, c->dtype, -1, 1, 2, (int64_t[]){M, c->K});
     if (st == KP_OK && a8) st = kb_input(e, &s->a_scale, &s->p.a_scale, KP_F32, 0.5, 1.5, 2, (int64_t[]){M, c->K / FP8_BLOCK});
     if (st == KP_OK) st = weights(e, c, c->N, c->K, &s->w, &s->scale, &s->p.w, &s->p.w_scale);
-    if (st == KP_OK) st = kb_input_i32(e, s->offsets, &s->p.expert_offsets, 1, (int64_t[]){c->E + 1});
+    if (st == KP_OK && s->counts) st = kb_input_i32(e, s->counts, &s->p.masked_m, 1, (int64_t[]){c->E});
+    else if (st == KP_OK) st = kb_input_i32(e, s->offsets, &s->p.expert_offsets, 1, (int64_t[]){c->E + 1});
     if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, odt, 2, (int64_t[]){M, c->N});
     return st;
 }
@@ -296,7 +307,13 @@ static kp_status gemm_check(kb_bench *b, kb_err *err) {
     kp_status st = x && got ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     for (int n = 0; n < CHECK_ROWS && st == KP_OK; n++) {
         int64_t row = n == 0 ? s->M - 1 : kb_rng_below(&r, s->M), e = 0;
-        while (s->offsets[e + 1] <= row) e++;
+        if (s->counts) { /* the masked layout: a valid row of a random expert with rows */
+            e = kb_rng_below(&r, c->E);
+            for (int64_t i = 0; i < c->E && s->counts[e] == 0; i++) e = (e + 1) % c->E;
+            if (s->counts[e] == 0) break; /* no rows at all */
+            row = e * c->max_m + (n == 0 ? s->counts[e] - 1 : kb_rng_below(&r, s->counts[e]));
+        }
+        while (!s->counts && s->offsets[e + 1] <= row) e++;
         for (int64_t i = 0; i < c->K; i++) /* W8A8: a times its group's scale */
             x[i] = kb_at(&s->a, row * c->K + i) *
                    (s->p.a_scale.buffer ? kb_at(&s->a_scale, row * (c->K / FP8_BLOCK) + i / FP8_BLOCK) : 1.0);

@@ -35,6 +35,7 @@ static const struct field {
     F(d, K_SIZE),      F(dv, K_SIZE),      F(block_size, K_SIZE), F(causal, K_FLAG),  F(varlen, K_FLAG),
     F(T, K_SIZE),      F(E, K_SIZE),       F(k, K_SIZE),       F(n_group, K_SIZE),    F(topk_group, K_SIZE),
     F(N, K_SIZE),      F(K, K_SIZE),       F(hidden, K_SIZE),  F(inter, K_SIZE),      F(scoring, K_SCORING),
+    F(max_m, K_SIZE),
 #undef F
 };
 
@@ -81,9 +82,10 @@ static const op_shape shapes[] = {
     {KP_OP_MOE_ALIGN, "expert ids [T, k] -> rows sorted by expert, padded to block_size", "T E k bs=block_size",
      {{"T", 4096, NULL, "tokens"}, {"E", 256, NULL, "experts"}, {"k", 8, NULL, "experts per token"},
       {"block_size", 64, NULL, "row padding (bs)"}}},
-    {KP_OP_GROUPED_GEMM, "a [T*k, K] x w [E, N, K]^T -> [T*k, N], rows grouped by expert", "?variant T E k M=T*k N K",
+    {KP_OP_GROUPED_GEMM, "a [T*k, K] x w [E, N, K]^T -> [T*k, N], rows grouped by expert", "?variant T E k M=T*k N K ?max_m",
      {{"T", 4096, NULL, "tokens"}, {"E", 256, NULL, "experts"}, {"k", 8, NULL, "experts per token (M = T*k rows)"},
-      {"N", 4096, NULL, "output columns (V3 w13: 2*2048)"}, {"K", 7168, NULL, "reduction (V3 w13: hidden 7168)"}}},
+      {"N", 4096, NULL, "output columns (V3 w13: 2*2048)"}, {"K", 7168, NULL, "reduction (V3 w13: hidden 7168)"},
+      {"max_m", 0, NULL, "> 0: the masked layout, a [E, max_m, K], expert e's rows min(routed, max_m) (masked_m)"}}},
     {KP_OP_MOE_COMBINE, "expert rows [T*k, hidden] x weights -> [T, hidden]", "T k hidden",
      {{"T", 4096, NULL, "tokens"}, {"k", 8, NULL, "experts per token"}, {"hidden", 7168, NULL, "hidden size"}}},
     {KP_OP_MOE_FORWARD, "the routed-expert layer: gate, align, x.w13^T, SwiGLU, .w2^T, combine",
@@ -139,7 +141,10 @@ void kb_case_shape(kb_case *c) {
                                                                         ? c->scoring == KP_MOE_SCORING_SOFTMAX
                                                                         : get(c, t + 1) != 0;
             if (!set) continue;
-            snprintf(item, sizeof item, "%s", strcmp(t, "?variant") == 0 ? c->variant : t + 1);
+            if (field_of(t + 1) && field_of(t + 1)->kind == K_SIZE) /* an optional size: max_m=128 */
+                snprintf(item, sizeof item, "%s=%lld", t + 1, (long long)get(c, t + 1));
+            else
+                snprintf(item, sizeof item, "%s", strcmp(t, "?variant") == 0 ? c->variant : t + 1);
         } else if (!strchr(t, '=')) {
             snprintf(item, sizeof item, "%s=%lld", t, (long long)get(c, t));
         } else {
@@ -224,6 +229,8 @@ static int check_rules(const kb_case *c, char *err, size_t errn) {
     case KP_OP_GROUPED_GEMM:
         if (c->E > 512 || c->k > 32 || c->k > c->E)
             KB_FAIL("--shape: E %lld must be <= 512 and k %lld at most min(E, 32)", (long long)c->E, (long long)c->k);
+        if ((double)c->E * (double)c->max_m > i32)
+            KB_FAIL("--shape: E*max_m (the masked layout's rows) must fit the API's int32 row indices");
         /* fall through */
     case KP_OP_MOE_COMBINE:
         if ((double)c->T * (double)c->k + (double)c->E * (double)c->block_size > i32)

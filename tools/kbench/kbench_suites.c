@@ -99,9 +99,11 @@ void kb_case_estimate(const kb_case *c, double *flops, double *bytes, double *al
         break;
     case KP_OP_GROUPED_GEMM: {
         double m = (double)c->T * c->k, used = m < c->E ? m : (double)c->E;
+        double rows = c->max_m > 0 ? (double)c->E * c->max_m : m; /* the masked layout: [E, max_m, .] */
+        if (c->max_m > 0 && m > rows) m = rows; /* an upper bound; setup counts the clamped rows */
         f = 2.0 * m * c->N * c->K;
         by = el * m * (c->K + c->N) + wel * used * c->N * c->K;
-        al = el * m * (c->K + c->N) + wel * (double)c->E * c->N * c->K;
+        al = el * rows * (c->K + c->N) + wel * (double)c->E * c->N * c->K;
         break;
     }
     case KP_OP_QUANTIZE_FP8: /* x in, e4m3 out, one f32 scale per 128 */

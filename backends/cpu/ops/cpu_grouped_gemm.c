@@ -5,7 +5,9 @@
  * accumulation (cpu_gemm.c). Work is split into (expert, column tile, row chunk)
  * tasks over the thread pool (tile sizes: the engine's plan). Offsets must be non-decreasing within [0, M]:
  * otherwise KP_ERR_INVALID_ARGUMENT and nothing is written. Rows outside every
- * expert's range are not touched.
+ * expert's range are not touched. The masked layout (masked_m [E]): expert e's rows
+ * e * max_m .. + min(max(masked_m[e], 0), max_m), max_m = M / E (cpu_expert_rows); any
+ * count is valid (clamped), so nothing is checked.
  *
  * W8A8 (a FP8 e4m3 with per-token-group scales): each 128-wide K slice is its own
  * engine block (e4m3 a decoded exactly to bf16, so with FP8 weights the bf16 dot
@@ -83,11 +85,12 @@ kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dr
     (void)op;
     const kp_grouped_gemm_params *p = params;
     if (dry_run) return KP_OK; /* f32/f16/bf16, FP8 weights with f16/bf16 or e4m3 (W8A8) activations: all run */
-    const int32_t *off = (const int32_t *)cpu_tensor_data(&p->expert_offsets);
+    const int masked = p->masked_m.buffer != NULL;
+    const int32_t *off = masked ? NULL : (const int32_t *)cpu_tensor_data(&p->expert_offsets);
     int64_t experts = p->w.shape[0], m = p->a.shape[0];
     cpu_moe_stream_lock(s);
     kp_status st = KP_OK;
-    for (int64_t e = 0; e <= experts && st == KP_OK; e++) {
+    for (int64_t e = 0; !masked && e <= experts && st == KP_OK; e++) {
         if (off[e] < 0 || off[e] > m)
             st = cpu_host()->set_error(KP_ERR_INVALID_ARGUMENT,
                                        "grouped_gemm: expert_offsets[%lld] is %d; offsets must lie in [0, M = %lld]",
@@ -107,7 +110,10 @@ kp_status cpu_op_grouped_gemm(kp_op op, kp_stream *s, const void *params, int dr
                                   ? cpu_gemm_plan_make(&cpu_state(s)->info, KP_BF16, KP_BF16, p->w.dtype)
                                   : cpu_gemm_plan_make(&cpu_state(s)->info, p->a.dtype, p->a.dtype, p->w.dtype)};
         atomic_init(&job.failed, 0);
-        int64_t ntasks = cpu_expert_tasks_init(&job.tasks, &job.plan, off, experts, p->w.shape[1], start);
+        int64_t ntasks =
+            masked ? cpu_expert_tasks_init_masked(&job.tasks, &job.plan, (const int32_t *)cpu_tensor_data(&p->masked_m),
+                                                  m / experts, experts, p->w.shape[1], start)
+                   : cpu_expert_tasks_init(&job.tasks, &job.plan, off, experts, p->w.shape[1], start);
         cpu_pool_parallel_for(cpu_state(s)->pool, ntasks, 1, gg_range, &job);
         if (atomic_load(&job.failed))
             st = cpu_host()->set_error(KP_ERR_OUT_OF_MEMORY, "grouped_gemm: out of host memory for GEMM scratch");

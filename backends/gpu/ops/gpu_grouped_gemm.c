@@ -143,7 +143,7 @@ kp_moe_gemm_kargs kp_gpu_gemm_kargs(const kp_gpu_moe_gemm *g, int small_max) {
         .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k, .mode = g->mode, .n_out = (int32_t)g->n_out,
         .small_max = small_max, .y_rows = (int32_t)g->y_rows, .topk = g->topk, .ksplit = 1, .kslice = (int32_t)g->k,
         .as_off = g->a_scale.off, .as_t = g->as_t, .as_g = g->as_g,
-        .os_off = g->out_scale.off, .os_t = g->out_scale.ld, .ue8m0 = g->ue8m0,
+        .os_off = g->out_scale.off, .os_t = g->out_scale.ld, .ue8m0 = g->ue8m0, .mask_m = g->mask_m,
     };
     return ka;
 }
@@ -241,5 +241,10 @@ kp_status kp_gpu_grouped_gemm(kp_gpu_ctx *c, const kp_grouped_gemm_params *p, in
     if (g.m > INT32_MAX || g.n > INT32_MAX || g.k > INT32_MAX || g.n_exp < 1)
         return c->host->set_error(KP_ERR_UNSUPPORTED, "grouped_gemm: the %s kernels take M, N and K below 2^31",
                                   c->t->name);
+    if (p->masked_m.buffer) { /* the masked layout: core checked M = E * max_m; the counts stay on the device */
+        g.offsets = kp_gpu_view_of(&p->masked_m);
+        g.mask_m = g.m > 0 ? (int32_t)(g.m / g.n_exp) : 1; /* max_m = 0: any mask_m > 0, every range clamps to M = 0 */
+        g.max_rows_hint = g.mask_m; /* no expert has more rows: decode-sized max_m runs the rows kernels only */
+    }
     return kp_gpu_moe_gemm_run(c, &g, dry_run);
 }

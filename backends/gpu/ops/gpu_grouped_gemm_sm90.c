@@ -57,6 +57,7 @@ const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
     if (g->a_fp8 || g->w_fp8)
         return "FP8 e4m3 operands (W8A8 has a kernel of its own, below; e4m3 weights with 16-bit activations none)";
+    if (g->mask_m > 0) return "the masked [E, max_m, K] layout (masked_m; the tier reads expert_offsets only)";
     if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
     if (g->k <= 0 || g->k % KP_MOE_GEMM_SM90_BK) return "K is not a positive multiple of 64";
     return layout_missing(c, g, 2, kp_gpu_gemm_sm90_stages(&c->prof, 128));
@@ -155,6 +156,7 @@ const char *kp_gpu_gemm_sm90_fp8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g
     if (!g->a_fp8 || !g->w_fp8) return "a and w are not both FP8 e4m3 (W8A8)";
     if (g->dtype != KP_F32 && g->dtype != KP_BF16 && g->dtype != KP_F16) return "out is not f32, f16 or bf16";
     if (g->k <= 0 || g->k % KP_MOE_GEMM_FP8_SM90_BK) return "K is not a positive multiple of 128";
+    if (g->mask_m > 0) return "the masked [E, max_m, K] layout (masked_m; the tier reads expert_offsets only)";
     return layout_missing(c, g, 1, kp_gpu_gemm_sm90_fp8_stages(&c->prof));
 }
 

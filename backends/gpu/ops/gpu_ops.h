@@ -269,8 +269,9 @@ typedef struct kp_gpu_moe_gemm {
     kp_gpu_view w;        /* [E, N, K]: off, ld = stride of N (w_se: stride of E) */
     int64_t w_se;
     kp_gpu_view w_scale;  /* f32 [E, ceil(N/128), K/128] contiguous */
-    kp_gpu_view offsets;  /* int32 [E+1]; unused when dense_rows > 0 */
+    kp_gpu_view offsets;  /* int32 [E+1]; unused when dense_rows > 0; the masked layout: masked_m [E] */
     int32_t n_exp;
+    int32_t mask_m;       /* > 0: the masked layout, expert e's rows e * mask_m + r, r < min(offsets[e], mask_m) */
     int64_t dense_rows;   /* > 0: one expert, rows [0, dense_rows) */
     int64_t m, n, k;      /* m: rows of out (offsets clamp to it) */
     int mode;             /* KP_MOE_GEMM_STORE, _STORE_F32, _SWIGLU, _COMBINE (moe/moe_kargs.h) */
