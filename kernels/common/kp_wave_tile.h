@@ -14,6 +14,10 @@
  *       No duplicated work (kp_tile_mma.h's 4x4x4 mapping does half its work twice).
  *   (c) portable (KP_MMA_USE_PORTABLE: PoCL, Intel, pre-sm_80): 32 lanes, 16 x 16, PTX's
  *       layout, kp_tile_mma.h's FMA tile.
+ *   (d) -DKP_WT_EMULATE_MFMA16 with the portable tile: (b)'s lanes, rows and accumulator
+ *       layout computed by FMAs, so that PoCL runs a kernel's code for the AMD layout
+ *       (64-lane waves, 8 row slots, rows over 16 lanes, P through scratch) - a test
+ *       aid; the operand registers are not MFMA's (each lane loads what its outputs need).
  * Per 32 lanes every implementation holds 16 x 16 accumulators, 8 a lane, so kernels
  * sized in 32-lane units (16 rows each) launch the same work-groups on every target.
  *
@@ -24,8 +28,8 @@
  *   kp_wt_col(lane, e)       the tile column (0..15) of element e
  *   KP_WT_ROW_LANES          lanes sharing a row: the aligned run of that many lanes
  *   kp_wt_row_max(v, scratch, lid) / kp_wt_row_sum   v[KP_WT_ROWS] reduced over the lanes
- *                            sharing each row (shuffles; else `scratch`, KP_WT_ROWS
- *                            floats per work-item, between two barriers)
+ *                            sharing each row (shuffles; else `scratch`, 2 floats per
+ *                            work-item, two barriers per pair of slots)
  * Operands (raw 16-bit values in local memory; ld in elements, a multiple of 8, tile
  * bases 16-byte aligned):
  *   kp_wt_load_a(a, s, lda, lane)        A [KP_WT_M][lda]  (m, k)
@@ -120,6 +124,52 @@ KP_FN void kp_wt_acc_to_a(kp_wt_a *a, const kp_wt_acc *c, int is_f16, KP_LOCAL_M
     kp_wt_load_a(a, scratch, 16, lane);
 }
 
+#elif defined(KP_WT_EMULATE_MFMA16) && defined(KP_MMA_USE_PORTABLE)
+/* ---- (d) the AMD layout by FMAs (a test aid) ------------------------------ */
+#define KP_WT_IMPL_NAME "portable-mfma16-layout"
+#define KP_WT_LANES KP_WTA_LANES
+#define KP_WT_M KP_WTA_M
+#define KP_WT_ROWS KP_WTA_ROWS
+#define KP_WT_ROW_LANES KP_WTA_ROW_LANES
+#define kp_wt_slot(e) KP_WTA_SLOT(e)
+#define kp_wt_row(lane, r) KP_WTA_ROW(lane, r)
+#define kp_wt_col(lane, e) KP_WTA_COL(lane, e)
+
+typedef struct kp_wt_acc { float x[8]; } kp_wt_acc;
+typedef struct kp_wt_a { kp_u16 x[8][16]; } kp_wt_a; /* the rows of this lane's 8 slots */
+typedef struct kp_wt_b { kp_u16 x[16]; } kp_wt_b;    /* this lane's column */
+#define kp_wt_el(c, e) ((c).x[e])
+
+KP_FN void kp_wt_load_a(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) {
+    for (int r = 0; r < 8; ++r)
+        for (int k = 0; k < 16; ++k) a->x[r][k] = s[KP_WTA_ROW(lane, r) * lda + k];
+}
+KP_FN void kp_wt_load_b(kp_wt_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
+    for (int k = 0; k < 16; ++k) b->x[k] = s[KP_WTA_B_COL(lane) * ldb + k];
+}
+KP_FN void kp_wt_load_b_trans(kp_wt_b *b, KP_LOCAL_MEM const kp_u16 *s, int ld, int lane) {
+    for (int k = 0; k < 16; ++k) b->x[k] = s[k * ld + KP_WTA_B_COL(lane)];
+}
+KP_FN float kp_wt_emu_f_(kp_u16 h, int is_f16) { return is_f16 ? kp_f16_to_f32(h) : kp_bf16_to_f32(h); }
+KP_FN void kp_wt_emu_mma_(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b, int is_f16) {
+    for (int e = 0; e < 8; ++e) {
+        float acc = c->x[e];
+        for (int k = 0; k < 16; ++k) acc = kp_fmaf(kp_wt_emu_f_(a->x[e][k], is_f16), kp_wt_emu_f_(b->x[k], is_f16), acc);
+        c->x[e] = acc;
+    }
+}
+KP_FN void kp_wt_mma_bf16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_emu_mma_(c, a, b, 0); }
+KP_FN void kp_wt_mma_f16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_emu_mma_(c, a, b, 1); }
+KP_FN void kp_wt_acc_to_a(kp_wt_a *a, const kp_wt_acc *c, int is_f16, KP_LOCAL_MEM kp_u16 *scratch, int lane) {
+    kp_barrier();
+    for (int e = 0; e < 8; ++e) {
+        float v = c->x[e];
+        scratch[KP_WTA_ROW(lane, e) * 16 + KP_WTA_COL(lane, e)] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
+    }
+    kp_barrier();
+    kp_wt_load_a(a, scratch, 16, lane);
+}
+
 #else
 /* ---- (a) PTX and (c) portable: kp_tile_mma.h's m16n8k16, two side by side ---- */
 #if defined(KP_MMA_USE_PTX)
@@ -183,17 +233,19 @@ KP_FN void kp_wt_row_reduce_(float *v, KP_LOCAL_MEM float *scratch, int lid, int
 }
 #else
 KP_FN void kp_wt_row_reduce_(float *v, KP_LOCAL_MEM float *scratch, int lid, int is_max) {
-    kp_barrier(); /* the previous call's reads are done */
-    for (int r = 0; r < KP_WT_ROWS; ++r) scratch[KP_WT_ROWS * lid + r] = v[r];
-    kp_barrier();
     const int q = lid & ~(KP_WT_ROW_LANES - 1);
-    for (int r = 0; r < KP_WT_ROWS; ++r) {
-        float acc = scratch[KP_WT_ROWS * q + r];
-        for (int i = 1; i < KP_WT_ROW_LANES; ++i) {
-            float o = scratch[KP_WT_ROWS * (q + i) + r];
-            acc = is_max ? kp_fmaxf(acc, o) : acc + o;
+    for (int r0 = 0; r0 < KP_WT_ROWS; r0 += 2) { /* two slots at a time */
+        kp_barrier(); /* the previous reads are done */
+        scratch[2 * lid] = v[r0], scratch[2 * lid + 1] = v[r0 + 1];
+        kp_barrier();
+        for (int r = 0; r < 2; ++r) {
+            float acc = scratch[2 * q + r];
+            for (int i = 1; i < KP_WT_ROW_LANES; ++i) {
+                float o = scratch[2 * (q + i) + r];
+                acc = is_max ? kp_fmaxf(acc, o) : acc + o;
+            }
+            v[r0 + r] = acc;
         }
-        v[r] = acc;
     }
 }
 #endif
