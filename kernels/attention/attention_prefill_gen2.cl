@@ -87,6 +87,13 @@
 #define A2_STAGE_ELEMS (A2_BN * (A2_LDK + A2_LDV))
 #define A2_LN2 0.6931471805599453f
 
+/* unroll a constant-count loop that indexes register arrays (nvcc, hipcc; OpenCL: none) */
+#if defined(KP_TARGET_CUDA) || defined(KP_TARGET_HIP)
+#define A2_UNROLL _Pragma("unroll")
+#else
+#define A2_UNROLL
+#endif
+
 #if defined(KP_TARGET_OPENCL)
 typedef long a2_i64;
 #define a2_log2(x) log2(x)
@@ -277,24 +284,19 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
 
         /* epilogue: the row sums over the lanes sharing a row, O / l, lse */
         kp_wt_row_sum(lrow, red, lid);
-        /* per row slot (small loops with constant indices, so the row state stays in
-         * registers): where the row goes, 1 / l and lse; then the stores element by element */
-        float inv[KP_WT_ROWS];
-        a2_i64 ob[KP_WT_ROWS];
+        A2_UNROLL /* constant slots: the row state stays in registers */
         for (int i = 0; i < KP_WT_ROWS; ++i) {
-            int row = m0 + w0 + kp_wt_row(lane, i), ok = row < rows;
-            int qi = ok ? row / p.group : 0, hq = hk * p.group + (ok ? row % p.group : 0), tok = qs0 + qi;
-            float l = lrow[i];
-            inv[i] = l > 0.0f ? 1.0f / l : 0.0f;
-            ob[i] = ok ? p.o_off + (a2_i64)tok * p.o_s0 + (a2_i64)hq * p.o_s1 : -1;
-            if (ok && p.has_lse && lane % KP_WT_ROW_LANES == 0)
+            int row = m0 + w0 + kp_wt_row(lane, i);
+            if (row >= rows) continue;
+            int qi = row / p.group, hq = hk * p.group + row % p.group, tok = qs0 + qi;
+            float l = lrow[i], inv = l > 0.0f ? 1.0f / l : 0.0f;
+            a2_i64 ob = p.o_off + (a2_i64)tok * p.o_s0 + (a2_i64)hq * p.o_s1;
+            for (int f = 0; f < A2_OF; ++f)
+                for (int e = 0; e < KP_WT_ACC_N; ++e)
+                    if (kp_wt_slot(e) == i) kp_store(out, ob + f * 16 + kp_wt_col(lane, e), kp_wt_el(o[f], e) * inv);
+            if (p.has_lse && lane % KP_WT_ROW_LANES == 0)
                 lse[p.lse_off + (a2_i64)hq * p.total_q + tok] = l > 0.0f ? (mrow[i] + a2_log2(l)) * A2_LN2 : KP_INFINITY;
         }
-        for (int f = 0; f < A2_OF; ++f)
-            for (int e = 0; e < KP_WT_ACC_N; ++e) {
-                const int i = kp_wt_slot(e);
-                if (ob[i] >= 0) kp_store(out, ob[i] + f * 16 + kp_wt_col(lane, e), kp_wt_el(o[f], e) * inv[i]);
-            }
         kp_copy_wait(0);
         kp_barrier(); /* the next row tile reuses Q and the stages */
     }
