@@ -45,3 +45,4 @@ X(opencl_moe_bad_indices_stay_in_bounds)
 X(opencl_moe_dry_run_writes_nothing)
 /* test_opencl_gen2.c */
 X(opencl_pipeline_stages_in_dynamic_local)
+X(opencl_wave_tile_selftest_exact)

@@ -18,3 +18,7 @@ X(tile_mma_e4m3_offsets_match_ptx_k32)
 X(tile_mma_e4m3_ldmatrix_moves_k32_fragments)
 X(tile_mma_e4m3_decode_path_is_a_times_b)
 X(tile_mma_e4m3_f16_bits_exact)
+/* test_wave_layout.c */
+X(wave_tile_amd_mfma16_accumulator_map)
+X(wave_tile_layouts_cover_the_tile_rows_in_aligned_runs)
+X(wave_tile_amd_acc_to_a_round_trip)

@@ -63,15 +63,22 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* -cl-std=CL1.2 -DKP_TARGET_OPENCL=1 [-DKP_HAS_INLINE_PTX=1 [-DKP_HAS_E4M3_MMA=1]] <options> */
+/* -cl-std=CL1.2 -DKP_TARGET_OPENCL=1 [-DKP_HAS_INLINE_PTX=1 [-DKP_HAS_E4M3_MMA=1]] <options>
+ * [$KPORT_OPENCL_TEST_DEFINES]. The last is a testing aid (tests and ci/test set it, e.g.
+ * -DKP_WT_EMULATE_MFMA16 to run the kernels' AMD wave-tile layout on PoCL): it is part of
+ * the cache key, and its -D's keep the embedded SPIR-V modules from matching. */
 static char *full_options(const kp_ocl_device *d, const char *options) {
     const char *base = d->desc.has_e4m3_mma     ? "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1 -DKP_HAS_INLINE_PTX=1 "
                                                   "-DKP_HAS_E4M3_MMA=1"
                        : d->desc.has_inline_ptx ? "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1 -DKP_HAS_INLINE_PTX=1"
                                                 : "-cl-std=CL1.2 -DKP_TARGET_OPENCL=1";
-    size_t n = strlen(base) + 2 + (options ? strlen(options) : 0);
+    const char *extra = getenv("KPORT_OPENCL_TEST_DEFINES");
+    if (!extra) extra = "";
+    size_t n = strlen(base) + 3 + (options ? strlen(options) : 0) + strlen(extra);
     char *s = malloc(n);
-    if (s) snprintf(s, n, "%s%s%s", base, options && options[0] ? " " : "", options ? options : "");
+    if (s)
+        snprintf(s, n, "%s%s%s%s%s", base, options && options[0] ? " " : "", options ? options : "", extra[0] ? " " : "",
+                 extra);
     return s;
 }
 

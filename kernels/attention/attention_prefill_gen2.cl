@@ -5,21 +5,27 @@
  * [total_q, h_q, DV], lse f32 [h_q, total_q]; rows packed (query, head of the group),
  * causal and window masks bottom-right aligned, rows that see no key write 0 and lse +inf.
  *
- * A work-group of A2_BM / 16 groups of 32 lanes (4 warps at 64 rows) owns A2_BM packed
- * query rows, 16 a group. The Q tile is copied once (16-byte copies) and, up to
- * A2_DQK 192, held in registers as A fragments for the whole key loop. K and V tiles of
- * A2_BN keys stream through an A2_STAGES-stage pipeline of 16-byte async copies in
- * dynamic local memory (common/kp_async_copy.h). Per key tile and group:
- *   S = Q K^T        m16n8k16 MMAs into accumulators that stay in registers;
+ * A work-group of A2_BM / 16 units of 32 lanes (4 warps at 64 rows) owns A2_BM packed
+ * query rows. It is written on the wave-level tile (common/kp_wave_tile.h): a wave of
+ * KP_WT_LANES lanes owns KP_WT_M rows (32 lanes and 16 rows on NVIDIA and the portable
+ * tile; 64 lanes and 32 rows, the native MFMA 16x16x16 layout, on AMD CDNA), and the
+ * code below reads accumulators only through the tile's layout (kp_wt_el, kp_wt_slot,
+ * kp_wt_row, kp_wt_col), so each target keeps its own register layout. The Q tile is
+ * copied once (16-byte copies) and, up to A2_DQK 192, held in registers as A fragments
+ * for the whole key loop. K and V tiles of A2_BN keys stream through an A2_STAGES-stage
+ * pipeline of 16-byte async copies in dynamic local memory (common/kp_async_copy.h).
+ * Per key tile and wave:
+ *   S = Q K^T        16x16x16 wave-tile MMAs (NVIDIA: two mma.sync m16n8k16 each, K by
+ *                    ldmatrix.x4) into accumulators that stay in registers;
  *   mask             only on tiles that cross a row's key range (the diagonal of a causal
  *                    mask, window edges, the last partial tile);
  *   online softmax   running max and sum per row in registers; the row max over the
- *                    four lanes that share a row by quad shuffles (kp_fragment_ops.h);
- *                    the row sum stays per lane until the end (FA2);
- *   O += P V         P rounded from the S accumulators straight into A fragments, V
- *                    read with a transposing fragment load (ldmatrix.x4.trans: two
- *                    n8 blocks an instruction; K's fragments likewise by ldmatrix.x4).
- * The online softmax and O += P V are kp_attn_online.h's, shared with the decode kernel.
+ *                    lanes that share a row by shuffles (kp_wt_row_max: the quad on
+ *                    NVIDIA, 16 lanes on AMD); the row sum stays per lane until the end
+ *                    (FA2);
+ *   O += P V         P rounded from the S accumulators into A fragments (in registers on
+ *                    NVIDIA; through local memory where C's layout is not A's), V read
+ *                    with a transposing fragment load (ldmatrix.x4.trans on NVIDIA).
  * Launch: grid (m_tiles * A2_NT, h_kv, B + 1), as generation 1 (grid-stride over row
  * tiles; z = B covers the rows past cu_seqlens_q[B]). Dynamic local memory:
  * KP_ATTN2_LOCAL_BYTES (attention_gen2_layout.h).
@@ -32,13 +38,14 @@
 #include "attention_kargs.h"
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
-#include "common/kp_fragment_ops.h"
-#include "kp_attn_online.h"
+#include "common/kp_wave_tile.h"
 
 #if defined(KP_DTYPE_F16)
-#define A2_MMA kp_mma_16x8x16_f16
+#define A2_MMA kp_wt_mma_f16
+#define A2_F16 1
 #elif defined(KP_DTYPE_BF16)
-#define A2_MMA kp_mma_16x8x16_bf16
+#define A2_MMA kp_wt_mma_bf16
+#define A2_F16 0
 #else
 #error "attention_prefill_gen2.cl takes 16-bit q, k, v (f32 runs generation 1)"
 #endif
@@ -67,22 +74,34 @@
 #if A2_DQK % 16 || A2_DV % 16 || A2_BM % 16 || A2_BN % 16 || A2_STAGES < 2 || A2_STAGES > 4
 #error "attention_prefill_gen2.cl: DQK, DV, BM, BN multiples of 16; 2 <= A2_STAGES <= 4"
 #endif
+#if A2_BM % KP_WT_M
+#error "attention_prefill_gen2.cl: A2_BM a multiple of the wave tile's rows (32 on AMD MFMA)"
+#endif
 
 #define A2_NT KP_ATTN2_THREADS(A2_BM)
 #define A2_LDK (A2_DQK + 8)
 #define A2_LDV (A2_DV + 8)
 #define A2_KF (A2_DQK / 16) /* k16 steps of Q K^T */
-#define A2_SF (A2_BN / 8)   /* n8 fragments of S */
-#define A2_OF (A2_DV / 8)   /* n8 fragments of O */
+#define A2_SF (A2_BN / 16)  /* 16-key wave tiles of S */
+#define A2_OF (A2_DV / 16)  /* 16-column wave tiles of O */
 #define A2_STAGE_ELEMS (A2_BN * (A2_LDK + A2_LDV))
 #define A2_LN2 0.6931471805599453f
+
+/* unroll a constant-count loop that indexes register arrays (nvcc, hipcc; OpenCL: none) */
+#if defined(KP_TARGET_CUDA) || defined(KP_TARGET_HIP)
+#define A2_UNROLL _Pragma("unroll")
+#else
+#define A2_UNROLL
+#endif
 
 #if defined(KP_TARGET_OPENCL)
 typedef long a2_i64;
 #define a2_log2(x) log2(x)
+#define a2_exp2(x) exp2(x)
 #else
 typedef long long a2_i64;
 #define a2_log2(x) log2f(x)
+#define a2_exp2(x) exp2f(x)
 #endif
 
 /* Keys [lo, hi] query position a sees (bottom-right aligned; lo > hi: none). */
@@ -111,6 +130,40 @@ KP_FN void a2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *k, KP
     }
 }
 
+/* One key tile's online softmax and O += P V for this lane's KP_WT_ROWS rows: m running
+ * max (log2 domain), l this lane's part of the running sum, tmax the tile's row max
+ * (reduced); s (S, scaled and masked) becomes P = exp2(S - m'); O is rescaled by
+ * exp2(m - m') and P V added, P rounded into A operands 16 keys at a time. A row with no
+ * visible key yet keeps P = 0 (its base is 0, not -inf). */
+KP_FN void a2_online_pv(float *m, float *l, const float *tmax, kp_wt_acc *s, kp_wt_acc *o,
+                        KP_LOCAL_MEM const kp_u16 *vt, KP_LOCAL_MEM kp_u16 *pscr, int lane) {
+    float base[KP_WT_ROWS], alpha[KP_WT_ROWS];
+    for (int r = 0; r < KP_WT_ROWS; ++r) {
+        float mnew = kp_fmaxf(m[r], tmax[r]);
+        base[r] = mnew == -KP_INFINITY ? 0.0f : mnew;
+        alpha[r] = a2_exp2(m[r] - base[r]);
+        m[r] = mnew;
+        l[r] *= alpha[r];
+    }
+    for (int j = 0; j < A2_SF; ++j)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) {
+            float pv = a2_exp2(kp_wt_el(s[j], e) - base[kp_wt_slot(e)]);
+            kp_wt_el(s[j], e) = pv;
+            l[kp_wt_slot(e)] += pv;
+        }
+    for (int f = 0; f < A2_OF; ++f)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) kp_wt_el(o[f], e) *= alpha[kp_wt_slot(e)];
+    for (int kk = 0; kk < A2_SF; ++kk) {
+        kp_wt_a pa;
+        kp_wt_acc_to_a(&pa, &s[kk], A2_F16, pscr, lane);
+        for (int f = 0; f < A2_OF; ++f) {
+            kp_wt_b vb;
+            kp_wt_load_b_trans(&vb, vt + kk * 16 * A2_LDV + f * 16, A2_LDV, lane);
+            A2_MMA(&o[f], &pa, &vb);
+        }
+    }
+}
+
 KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
     kp_attention_prefill_gen2(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
                               KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
@@ -122,10 +175,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
     KP_LOCAL_MEM float *red = (KP_LOCAL_MEM float *)(stages + A2_STAGES * A2_STAGE_ELEMS);
     KP_LOCAL_MEM kp_u16 *pscr = (KP_LOCAL_MEM kp_u16 *)(red + 2 * A2_NT);
 
-    const int lid = kp_local_id(0), lane = kp_mma_lane(), grp = lid / KP_MMA_LANES;
-    const int g = lane / 4, t4 = lane % 4;
+    const int lid = kp_local_id(0), lane = kp_wt_lane(), wave = kp_wt_wave(), w0 = wave * KP_WT_M;
     const int hk = kp_group_id(1), b = kp_group_id(2);
-    KP_LOCAL_MEM kp_u16 *my_pscr = pscr + grp * 256;
+    KP_LOCAL_MEM kp_u16 *my_pscr = pscr + w0 * 16; /* KP_WT_M x 16 a wave: 256 per 32 lanes */
 
     int qs0, qe, ks0, ke;
     if (b < p.nb) {
@@ -153,10 +205,10 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
         }
         kp_copy_commit();
 
-        /* this lane's two rows (g and g + 8 of its group's 16): key ranges; past the end: none */
-        int rlo[2], rhi[2];
-        for (int i = 0; i < 2; ++i) {
-            int row = m0 + grp * 16 + g + 8 * i;
+        /* this lane's rows (the wave tile's slots): key ranges; past the end: none */
+        int rlo[KP_WT_ROWS], rhi[KP_WT_ROWS];
+        for (int i = 0; i < KP_WT_ROWS; ++i) {
+            int row = m0 + w0 + kp_wt_row(lane, i);
             rlo[i] = 1, rhi[i] = 0;
             if (row < rows) a2_key_range(row / p.group + shift, len_k, p.causal, p.wl, p.wr, &rlo[i], &rhi[i]);
         }
@@ -172,11 +224,12 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
             kp_copy_commit();
         }
 
-        float mrow[2] = {-KP_INFINITY, -KP_INFINITY}, lrow[2] = {0.0f, 0.0f};
-        kp_mma_acc o[A2_OF];
-        for (int f = 0; f < A2_OF; ++f) kp_mma_acc_zero(&o[f]);
+        float mrow[KP_WT_ROWS], lrow[KP_WT_ROWS];
+        for (int i = 0; i < KP_WT_ROWS; ++i) mrow[i] = -KP_INFINITY, lrow[i] = 0.0f;
+        kp_wt_acc o[A2_OF];
+        for (int f = 0; f < A2_OF; ++f) kp_wt_acc_zero(&o[f]);
 #if A2_Q_REGS
-        kp_mma_a qf[A2_KF];
+        kp_wt_a qf[A2_KF];
 #endif
         for (int t = 0; t < ntiles; ++t) {
             kp_copy_wait(A2_STAGES - 2);
@@ -188,25 +241,24 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
             KP_LOCAL_MEM const kp_u16 *vt = kt + A2_BN * A2_LDK;
 #if A2_Q_REGS
             if (t == 0)
-                for (int i = 0; i < A2_KF; ++i) kp_mma_load_a(&qf[i], qs + grp * 16 * A2_LDK + i * 16, A2_LDK, lane);
+                for (int i = 0; i < A2_KF; ++i) kp_wt_load_a(&qf[i], qs + w0 * A2_LDK + i * 16, A2_LDK, lane);
 #endif
 
             /* S = Q K^T */
-            kp_mma_acc s[A2_SF];
-            for (int j = 0; j < A2_SF; ++j) kp_mma_acc_zero(&s[j]);
+            kp_wt_acc s[A2_SF];
+            for (int j = 0; j < A2_SF; ++j) kp_wt_acc_zero(&s[j]);
             for (int i = 0; i < A2_KF; ++i) {
 #if A2_Q_REGS
 #define A2_QA qf[i]
 #else
-                kp_mma_a qa;
-                kp_mma_load_a(&qa, qs + grp * 16 * A2_LDK + i * 16, A2_LDK, lane);
+                kp_wt_a qa;
+                kp_wt_load_a(&qa, qs + w0 * A2_LDK + i * 16, A2_LDK, lane);
 #define A2_QA qa
 #endif
-                for (int j = 0; j < A2_SF; j += 2) {
-                    kp_mma_b kb0, kb1;
-                    kp_mma_load_b_pair(&kb0, &kb1, kt + j * 8 * A2_LDK + i * 16, A2_LDK, lane);
-                    A2_MMA(&s[j], &A2_QA, &kb0);
-                    A2_MMA(&s[j + 1], &A2_QA, &kb1);
+                for (int j = 0; j < A2_SF; ++j) {
+                    kp_wt_b kb;
+                    kp_wt_load_b(&kb, kt + j * 16 * A2_LDK + i * 16, A2_LDK, lane);
+                    A2_MMA(&s[j], &A2_QA, &kb);
                 }
 #undef A2_QA
             }
@@ -214,36 +266,36 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
             /* scale, mask where the tile crosses a row's range, row max */
             const int n0 = kbeg + t * A2_BN;
             const int inside = n0 >= lo_last && n0 + A2_BN - 1 <= hi_first && n0 + A2_BN <= kend;
-            float tmax[2] = {-KP_INFINITY, -KP_INFINITY};
+            float tmax[KP_WT_ROWS];
+            for (int i = 0; i < KP_WT_ROWS; ++i) tmax[i] = -KP_INFINITY;
             for (int j = 0; j < A2_SF; ++j)
-                for (int e = 0; e < 4; ++e) {
-                    int i = e / 2, key = n0 + j * 8 + 2 * t4 + (e & 1);
-                    float x = s[j].x[e] * p.scale_log2;
+                for (int e = 0; e < KP_WT_ACC_N; ++e) {
+                    int i = kp_wt_slot(e), key = n0 + j * 16 + kp_wt_col(lane, e);
+                    float x = kp_wt_el(s[j], e) * p.scale_log2;
                     if (!inside && (key < rlo[i] || key > rhi[i])) x = -KP_INFINITY;
-                    s[j].x[e] = x;
+                    kp_wt_el(s[j], e) = x;
                     tmax[i] = kp_fmaxf(tmax[i], x);
                 }
-            kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+            kp_wt_row_max(tmax, red, lid);
 
-            /* online softmax and O += P V (kp_attn_online.h) */
-            kp_attn_online_pv(mrow, lrow, tmax, s, A2_SF, o, A2_OF, vt, A2_LDV, my_pscr, lane);
+            /* online softmax and O += P V */
+            a2_online_pv(mrow, lrow, tmax, s, o, vt, my_pscr, lane);
         }
 
-        /* epilogue: the row sums over the quad, O / l, lse */
-        kp_quad_sum2_f32(&lrow[0], &lrow[1], red, lid);
-        for (int i = 0; i < 2; ++i) {
-            int row = m0 + grp * 16 + g + 8 * i;
+        /* epilogue: the row sums over the lanes sharing a row, O / l, lse */
+        kp_wt_row_sum(lrow, red, lid);
+        A2_UNROLL /* constant slots: the row state stays in registers */
+        for (int i = 0; i < KP_WT_ROWS; ++i) {
+            int row = m0 + w0 + kp_wt_row(lane, i);
             if (row >= rows) continue;
             int qi = row / p.group, hq = hk * p.group + row % p.group, tok = qs0 + qi;
             float l = lrow[i], inv = l > 0.0f ? 1.0f / l : 0.0f;
-            a2_i64 ob = p.o_off + (a2_i64)tok * p.o_s0 + (a2_i64)hq * p.o_s1 + 2 * t4;
-            for (int f = 0; f < A2_OF; ++f) {
-                kp_store(out, ob + f * 8, o[f].x[2 * i] * inv);
-                kp_store(out, ob + f * 8 + 1, o[f].x[2 * i + 1] * inv);
-            }
-            if (p.has_lse && t4 == 0)
-                lse[p.lse_off + (a2_i64)hq * p.total_q + tok] =
-                    l > 0.0f ? (mrow[i] + a2_log2(l)) * A2_LN2 : KP_INFINITY;
+            a2_i64 ob = p.o_off + (a2_i64)tok * p.o_s0 + (a2_i64)hq * p.o_s1;
+            for (int f = 0; f < A2_OF; ++f)
+                for (int e = 0; e < KP_WT_ACC_N; ++e)
+                    if (kp_wt_slot(e) == i) kp_store(out, ob + f * 16 + kp_wt_col(lane, e), kp_wt_el(o[f], e) * inv);
+            if (p.has_lse && lane % KP_WT_ROW_LANES == 0)
+                lse[p.lse_off + (a2_i64)hq * p.total_q + tok] = l > 0.0f ? (mrow[i] + a2_log2(l)) * A2_LN2 : KP_INFINITY;
         }
         kp_copy_wait(0);
         kp_barrier(); /* the next row tile reuses Q and the stages */

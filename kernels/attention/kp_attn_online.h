@@ -1,9 +1,10 @@
 /*
  * kernels/attention/kp_attn_online.h - the online-softmax step and O += P V of one key
- * tile, on tile-MMA fragments: the register-resident core that the generation-2 kernels
- * (attention_prefill_gen2.cl, attention_decode_gen2.cl; mla_decode_gen2.cl its
- * rescale) share. (kp_attn_tile.h is generation 1's engine, whose row state lives in
- * local memory.)
+ * tile, on tile-MMA fragments: the register-resident core of the generation-2 decode
+ * kernels (attention_decode_gen2.cl; mla_decode_gen2.cl its rescale). The prefill
+ * (attention_prefill_gen2.cl) has the same step on the wave-level tile
+ * (common/kp_wave_tile.h), whose layout is the target's own. (kp_attn_tile.h is
+ * generation 1's engine, whose row state lives in local memory.)
  *
  * kp_attn_online_pv(m, l, tmax, s, nsf, o, nof, vt, ldv, pscr, lane) - one group of 32
  * lanes owns 16 rows; lane 4g+t holds rows g and g + 8 (index i = 0, 1 below):

@@ -15,4 +15,16 @@ typedef struct kp_pipeline_selftest_kargs {
 KP_KARGS_OFFSET(kp_pipeline_selftest_kargs, tiles, 4);
 KP_KARGS_SIZE(kp_pipeline_selftest_kargs, 8);
 
+/* kp_wave_selftest (wave_selftest.cl); buffers: a, bt, v (16-bit), s, o, rows (f32). */
+typedef struct kp_wave_selftest_kargs {
+    kp_karg_i32 ksteps; /* 16-k steps of S = A Bt^T: 1 .. WS_K / 16 */
+    kp_karg_i32 pad_;
+} kp_wave_selftest_kargs;
+KP_KARGS_OFFSET(kp_wave_selftest_kargs, pad_, 4);
+KP_KARGS_SIZE(kp_wave_selftest_kargs, 8);
+/* its dynamic local memory: A and Bt tiles (rows of k + 8), V [16][24], P [m][16], and 8
+ * floats a work-item for the row reductions' fallback (m = 16 * groups rows) */
+#define KP_WAVE_SELFTEST_LOCAL_BYTES(groups, k) \
+    ((16 * (groups) + 16) * ((k) + 8) * 2 + 16 * 24 * 2 + 16 * (groups) * 16 * 2 + 32 * (groups) * 8 * 4)
+
 #endif /* KP_SELFTEST_KARGS_H */

@@ -118,6 +118,28 @@ KP_CONFORMANCE(conf_attn_prefill_grid_f32) { prefill_grid(d, KP_F32); }
 KP_CONFORMANCE(conf_attn_prefill_grid_f16) { prefill_grid(d, KP_F16); }
 KP_CONFORMANCE(conf_attn_prefill_grid_bf16) { prefill_grid(d, KP_BF16); }
 
+/* Generation 2's prefill with the AMD wave-tile layout (kernels/common/kp_wave_tile.h:
+ * 64-lane waves of 32 rows, 8 row slots a lane, rows reduced over 16 lanes, P through
+ * local memory), emulated on PoCL (-DKP_WT_EMULATE_MFMA16): the kernel's code for the
+ * native MFMA 16x16x16 layout, all but the instruction. The grid (every head dim, GQA
+ * ratio, causal) and the causal diagonal at every offset. */
+static void with_mfma16_layout(void (*body)(kp_device *)) {
+    const char *was = getenv("KPORT_GPU_KERNELS");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("KPORT_GPU_KERNELS", "attention_prefill=gen2", 1);
+    setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
+    kp_test_run_on("opencl", body);
+    unsetenv("KPORT_OPENCL_TEST_DEFINES");
+    if (saved) setenv("KPORT_GPU_KERNELS", saved, 1);
+    else unsetenv("KPORT_GPU_KERNELS");
+    free(saved);
+}
+static void conf_attn_prefill_diagonal_offsets_on(kp_device *d);
+KP_TEST(conf_attn_prefill_gen2_mfma16_layout__opencl) {
+    with_mfma16_layout(conf_attn_prefill_grid_bf16_on);
+    with_mfma16_layout(conf_attn_prefill_diagonal_offsets_on);
+}
+
 KP_CONFORMANCE(conf_attn_prefill_window) {
     static const int win[8][3] = {{0, 0, 0}, {5, -1, 0}, {-1, 3, 0}, {16, 4, 0}, {7, 7, 0},
                                   {3, -1, 1}, {0, -1, 1}, {20, 2, 1}}; /* left, right, causal */

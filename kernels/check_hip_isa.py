@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""kernels/check_hip_isa.py - build-time check of the AMD wave-level tile's ISA.
+
+No AMD GPU exists in this workplace, so what can be checked without one is checked at
+build time: each (source, options) below is compiled by hipcc for gfx90a as the HIP
+plugin compiles it (-DKP_TARGET_HIP=1 -DKP_HAS_MFMA), device code only, to assembly; the
+assembly must contain the native MFMA 16x16x16 instruction of its dtype
+(kernels/common/kp_wave_tile.h), must not contain the 4x4x4 mapping of kp_tile_mma.h,
+and must not spill VGPRs. Before the real checks the checker runs itself on doctored
+assembly (the instruction missing, a 4x4x4 left, a spill) and fails unless each is
+caught, so a checker that cannot fail fails the build.
+
+usage: check_hip_isa.py --hipcc HIPCC --kernels DIR --stamp OUT [--depfile D]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+FIXED = ["-O3", "-DKP_TARGET_HIP=1", "-DKP_HAS_MFMA", "--gpu-max-threads-per-block=256"]
+ARCH = "gfx90a"
+# (source under kernels/, options, the instruction it must hold)
+CASES = [
+    ("common/wave_selftest.cl", ["-DKP_DTYPE_BF16"], "v_mfma_f32_16x16x16bf16_1k"),
+    ("common/wave_selftest.cl", ["-DKP_DTYPE_F16"], "v_mfma_f32_16x16x16f16"),
+    ("attention/attention_prefill_gen2.cl", ["-DKP_DTYPE_BF16"], "v_mfma_f32_16x16x16bf16_1k"),
+    ("attention/attention_prefill_gen2.cl", ["-DKP_DTYPE_F16", "-DA2_DQK=192", "-DA2_DV=128"],
+     "v_mfma_f32_16x16x16f16"),
+]
+
+
+def problems(asm, want):
+    """What is wrong with one kernel's assembly (an empty list: nothing)."""
+    out = []
+    if not re.search(r"^\s*" + re.escape(want) + r"\b", asm, re.M):
+        out.append("no " + want)
+    if re.search(r"^\s*v_mfma_f32_4x4x4", asm, re.M):
+        out.append("v_mfma_f32_4x4x4 (the PTX-layout mapping) still issued")
+    for m in re.finditer(r"\.vgpr_spill_count:\s*(\d+)", asm):
+        if int(m.group(1)) != 0:
+            out.append("%s VGPRs spilled" % m.group(1))
+    return out
+
+
+def self_test():
+    good = "\tv_mfma_f32_16x16x16f16 a[0:3], v[0:1], v[2:3], a[0:3]\n  .vgpr_spill_count: 0\n"
+    doctored = {
+        "missing": "\tv_add_f32 v0, v1, v2\n  .vgpr_spill_count: 0\n",
+        "4x4x4": good + "\tv_mfma_f32_4x4x4f16 a[0:3], v[0:1], v[2:3], a[0:3]\n",
+        "spill": good.replace("count: 0", "count: 3"),
+    }
+    if problems(good, "v_mfma_f32_16x16x16f16"):
+        return "the checker rejects good assembly"
+    for name, asm in doctored.items():
+        if not problems(asm, "v_mfma_f32_16x16x16f16"):
+            return "the checker misses doctored assembly (%s)" % name
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hipcc", required=True)
+    ap.add_argument("--kernels", required=True)
+    ap.add_argument("--stamp", required=True)
+    ap.add_argument("--depfile")
+    a = ap.parse_args()
+    err = self_test()
+    if err:
+        print("check_hip_isa: " + err, file=sys.stderr)
+        return 1
+    deps, lines, failed = set(), [], False
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (src, opts, want) in enumerate(CASES):
+            s, d = os.path.join(tmp, "k%d.s" % i), os.path.join(tmp, "k%d.d" % i)
+            cmd = [a.hipcc, "--offload-arch=" + ARCH, "-x", "hip", "--cuda-device-only", "-S"] + FIXED + opts + [
+                "-I", a.kernels, "-I", os.path.join(a.kernels, os.path.dirname(src)),
+                os.path.join(a.kernels, src), "-o", s, "-MD", "-MF", d]
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            tag = "%s %s (%s)" % (src, " ".join(opts), ARCH)
+            if r.returncode != 0:
+                print("check_hip_isa: %s: hipcc failed:\n%s" % (tag, r.stdout[-4000:]), file=sys.stderr)
+                failed = True
+                continue
+            if os.path.exists(d):
+                txt = open(d).read().replace("\\\n", " ")
+                deps.update(p for p in txt.split(":", 1)[-1].split()
+                            if p.endswith((".h", ".cl")) and os.path.abspath(p).startswith(os.path.abspath(a.kernels)))
+            asm = open(s).read()
+            n = len(re.findall(r"^\s*" + re.escape(want) + r"\b", asm, re.M))
+            bad = problems(asm, want)
+            if bad:
+                print("check_hip_isa: %s: %s" % (tag, "; ".join(bad)), file=sys.stderr)
+                failed = True
+            lines.append("%s: %d x %s%s" % (tag, n, want, (" FAIL: " + "; ".join(bad)) if bad else ""))
+    if failed:
+        return 1
+    with open(a.stamp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if a.depfile:
+        with open(a.depfile, "w") as f:
+            f.write("%s: %s\n" % (a.stamp, " ".join(sorted(deps))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
