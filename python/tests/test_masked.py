@@ -4,9 +4,9 @@ min(max(masked_m[e], 0), max_m) rows and leaves every other row of out as it was
 against a float64 numpy reference per element and overall, on every device present (cpu,
 opencl on PoCL in CI): counts 0, partial, max_m, above max_m (clamped) and negative; both
 ranks; f32, f16, W8A16 (e4m3 weights as bytes) and W8A8 (both a_scale layouts; bf16 in
-test_torch.py). Then the
-argument errors: Python's for both/neither of expert_offsets and masked_m, the C core's
-(kport.Error with its status) for bad shapes and dtypes, each writing nothing."""
+test_torch.py). Then the argument errors: Python's for both/neither of expert_offsets and
+masked_m, the C core's (kport.Error with its status) for bad shapes and dtypes, each
+writing nothing."""
 
 import numpy as np
 import pytest
