@@ -127,6 +127,7 @@ static const op_field gemm_fields[] = {
     FLD(kp_grouped_gemm_params, out, F_OUT),
     FLD(kp_grouped_gemm_params, a_scale, F_IN),
     FLD(kp_grouped_gemm_params, a_scale_layout, F_I32),
+    FLD(kp_grouped_gemm_params, masked_m, F_IN), /* the masked [E, max_m, K] layout's int32 [E] counts */
 };
 static const op_field combine_fields[] = {
     FLD(kp_moe_combine_params, expert_out, F_IN),

@@ -137,20 +137,30 @@ def moe_align(topk_ids, num_experts, block_size=1, *, sorted_ids=None, expert_of
     return sorted_ids, expert_offsets, token_pos
 
 
-def grouped_gemm(a, w, expert_offsets, w_scale=None, *, a_scale=None, a_scale_layout="row", out=None,
-                 device=None, stream=None):
+def grouped_gemm(a, w, expert_offsets=None, w_scale=None, *, a_scale=None, a_scale_layout="row", masked_m=None,
+                 out=None, device=None, stream=None):
     """out[r] = a[r] @ w[e].T for the rows r of expert e (expert_offsets int32 [E+1]).
     a [M, K]; w [E, N, K] in a's dtype, or FP8 e4m3 (torch.float8_e4m3fn, or uint8 bytes) with
     w_scale f32 [E, ceil(N/128), K/128]. New outputs are zeros where no expert's rows reach.
+
+    Masked layout (DeepGEMM's m_grouped_gemm_*_masked): masked_m int32 [E] instead of
+    expert_offsets (exactly one of the two): a [E, max_m, K] or [E * max_m, K], out the same
+    rank ([E, max_m, N] or [E * max_m, N]); expert e computes its first min(max(masked_m[e], 0),
+    max_m) rows and leaves the rest of its rows of out untouched. Every dtype path applies
+    (W8A8: a_scale's row is e * max_m + r).
 
     W8A8 (DeepGEMM's fp8_gemm_nt): a FP8 e4m3 (or uint8 bytes) with a_scale, f32 per token and
     group of 128 columns (kport.quantize_fp8's output): a_scale_layout "row" ([M, K/128]) or
     "column" ([K/128, M_pad], DeepGEMM's); w FP8 with w_scale. A new output is then float32
     (pass out= in bf16/f16 for those)."""
+    if (expert_offsets is None) == (masked_m is None):
+        raise TypeError("kport.grouped_gemm: give exactly one of expert_offsets (int32 [E+1]) and masked_m "
+                        "(int32 [E], the masked [E, max_m, K] layout); " +
+                        ("both were given" if masked_m is not None else "neither was given"))
     if out is None:
-        out = _new(a, (a.shape[0], w.shape[1]), "float32" if a_scale is not None else None, zeros=True)
+        out = _new(a, tuple(a.shape[:-1]) + (w.shape[1],), "float32" if a_scale is not None else None, zeros=True)
     _call(_GEMM, _target(device, stream), _fp8_bytes(a), _fp8_bytes(w), w_scale, expert_offsets, out, a_scale,
-          _SCALE_LAYOUT[a_scale_layout])
+          _SCALE_LAYOUT[a_scale_layout], masked_m)
     return out
 
 

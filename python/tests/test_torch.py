@@ -218,6 +218,31 @@ def test_grouped_gemm_matches_per_expert_matmul(on, gen, weights):
     assert_close(out, ref, torch.bfloat16)
 
 
+@pytest.mark.parametrize("weights", ["bf16", "fp8"])
+def test_grouped_gemm_masked_layout_bf16(on, gen, weights):
+    """masked_m [E] instead of offsets: a [E, max_m, K], expert e's first min(count, max_m) rows
+    computed (0, partial, max_m, clamped), the rest of out as it was."""
+    dev, tdev = on
+    e, max_m = 4, 5
+    counts = torch.tensor([0, 2, max_m, max_m + 3], dtype=torch.int32)
+    a = rand(gen, (e, max_m, 256), tdev)
+    w = torch.randn((e, 200, 256), generator=gen) * 0.1
+    out = torch.full((e, max_m, 200), 3.0, dtype=torch.bfloat16, device=tdev)
+    if weights == "fp8":
+        wq, scale = fp8_blocks(w)
+        kport.grouped_gemm(a, wq.to(tdev), None, scale.to(tdev), masked_m=counts.to(tdev), out=out, device=dev)
+        wf = dequant(wq, scale)
+    else:
+        wq = w.to(torch.bfloat16)
+        kport.grouped_gemm(a, wq.to(tdev), masked_m=counts.to(tdev), out=out, device=dev)
+        wf = wq.float()
+    af, out = a.double().cpu(), out.cpu()
+    rows = [min(int(c), max_m) for c in counts]
+    assert_close(torch.cat([out[i, :r] for i, r in enumerate(rows)]),
+                 torch.cat([af[i, :r] @ wf[i].double().T for i, r in enumerate(rows)]), torch.bfloat16)
+    assert all((out[i, r:] == 3.0).all() for i, r in enumerate(rows)), "rows past a count must stay untouched"
+
+
 def test_moe_combine_sums_weighted_rows_in_slot_order(on, gen):
     dev, tdev = on
     expert_out = rand(gen, (20, 64), tdev)
