@@ -49,26 +49,19 @@ bool kp_ep_async_supported(const kp_ep *ep, const char **why) {
 
 static int32_t header_ints(const kp_ep *ep) { return ep->max_local_experts + 2; }
 
-static kp_status alloc_n(kp_device *d, size_t n, size_t size, kp_buffer **out) {
-    size_t bytes;
-    if (__builtin_mul_overflow(n ? n : 1, size, &bytes))
-        return kp_set_error(KP_ERR_INVALID_SHAPE, "kp_ep_create: a capacity-mode buffer is too large");
-    return kp_buffer_alloc(d, bytes, out);
-}
-
 kp_status kp_ep_async_allocate(kp_ep *ep) {
     const size_t W = (size_t)ep->world, C = (size_t)ep->opt.capacity_per_rank, HW = (size_t)header_ints(ep);
     const size_t pairs = (size_t)ep->opt.max_tokens_per_rank * (size_t)ep->opt.topk, rb = ep->row_bytes;
     const size_t WC = W * C; /* <= INT32_MAX: checked at create */
-    kp_status st = alloc_n(ep->dev, W + 1, 4, &ep->c_range);
-    if (st == KP_OK) st = alloc_n(ep->dev, WC, 4, &ep->c_sidx);
-    if (st == KP_OK) st = alloc_n(ep->dev, pairs, 4, &ep->c_spos);
-    if (st == KP_OK) st = alloc_n(ep->dev, 2 * W, HW * 4, &ep->c_hdr);
-    if (st == KP_OK) st = alloc_n(ep->dev, WC, 4, &ep->c_rmap);
-    if (st == KP_OK) st = alloc_n(ep->dev, WC, 4, &ep->c_gsrc);
-    if (st == KP_OK) st = alloc_n(ep->dev, 2, 4, &ep->c_cnt);
-    if (st == KP_OK) st = alloc_n(ep->dev, WC, rb, &ep->c_send);
-    if (st == KP_OK) st = alloc_n(ep->dev, WC + 1, rb, &ep->c_home);
+    kp_status st = kp_ep_alloc_array(ep->dev, W + 1, 4, &ep->c_range);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, WC, 4, &ep->c_sidx);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, pairs, 4, &ep->c_spos);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, 2 * W, HW * 4, &ep->c_hdr);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, WC, 4, &ep->c_rmap);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, WC, 4, &ep->c_gsrc);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, 2, 4, &ep->c_cnt);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, WC, rb, &ep->c_send);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, WC + 1, rb, &ep->c_home);
     /* written once here, never in the path: the expert ranges and combine's zero row */
     if (st == KP_OK) st = kp_buffer_write(NULL, ep->c_range, 0, ep->range_begin, (W + 1) * 4);
     void *zero = st == KP_OK ? calloc(1, rb) : NULL;

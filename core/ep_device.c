@@ -45,7 +45,7 @@ bool kp_ep_device_path_possible(const kp_ep_options *o, kp_device *d, const kp_e
            d->iface->event_query && o->num_experts <= ALIGN_MAX_EXPERTS;
 }
 
-static kp_status alloc(kp_device *d, size_t n, size_t size, kp_buffer **out) {
+kp_status kp_ep_alloc_array(kp_device *d, size_t n, size_t size, kp_buffer **out) {
     size_t bytes;
     if (__builtin_mul_overflow(n ? n : 1, size, &bytes))
         return kp_set_error(KP_ERR_INVALID_SHAPE, "kp_ep_create: a device staging buffer is too large");
@@ -55,13 +55,13 @@ static kp_status alloc(kp_device *d, size_t n, size_t size, kp_buffer **out) {
 kp_status kp_ep_device_allocate(kp_ep *ep) {
     const size_t pairs = (size_t)ep->opt.max_tokens_per_rank * (size_t)ep->opt.topk; /* checked at create */
     const size_t E = (size_t)ep->opt.num_experts, W = (size_t)ep->world, LE = (size_t)ep->local_experts;
-    kp_status st = alloc(ep->dev, pairs, 4, &ep->d_sorted);
-    if (st == KP_OK) st = alloc(ep->dev, pairs, 4, &ep->d_tpos);
-    if (st == KP_OK) st = alloc(ep->dev, E + 1, 4, &ep->d_aoff);
-    if (st == KP_OK) st = alloc(ep->dev, W * (LE + 1), 4, &ep->d_roffs);
-    if (st == KP_OK) st = alloc(ep->dev, pairs, ep->row_bytes, &ep->d_send);
-    if (st == KP_OK) st = alloc(ep->dev, (size_t)ep->max_recv_rows, ep->row_bytes, &ep->d_recv);
-    if (st == KP_OK) st = alloc(ep->dev, W + 1, sizeof(int64_t), &ep->d_drop);
+    kp_status st = kp_ep_alloc_array(ep->dev, pairs, 4, &ep->d_sorted);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, pairs, 4, &ep->d_tpos);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, E + 1, 4, &ep->d_aoff);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, W * (LE + 1), 4, &ep->d_roffs);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, pairs, ep->row_bytes, &ep->d_send);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, (size_t)ep->max_recv_rows, ep->row_bytes, &ep->d_recv);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, W + 1, sizeof(int64_t), &ep->d_drop);
     if (st == KP_OK && !ep->d_event) st = kp_event_create(ep->dev, &ep->d_event);
     return st == KP_OK ? KP_OK : kp_add_context(st, "kp_ep_create: device staging buffers");
 }
@@ -184,7 +184,7 @@ static kp_status allgather_through(kp_ep *ep, const char *fn, kp_stream *s, kp_b
 kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all) {
     kp_buffer *b = NULL;
     kp_status st = ep->d_event ? KP_OK : kp_event_create(ep->dev, &ep->d_event);
-    if (st == KP_OK) st = alloc(ep->dev, (size_t)ep->world + 1, bytes, &b);
+    if (st == KP_OK) st = kp_ep_alloc_array(ep->dev, (size_t)ep->world + 1, bytes, &b);
     if (st == KP_OK) st = allgather_through(ep, "kp_ep_create", ep->dev->default_stream, b, mine, bytes, all);
     if (b) kp_buffer_free(b);
     return st;

@@ -71,6 +71,8 @@ int64_t kp_ep_max_send_rows(const kp_ep *ep);
 
 /* core/ep_device.c: the device path (kport.h "Expert parallelism", docs/ep-nccl.md). */
 bool kp_ep_device_path_possible(const kp_ep_options *o, kp_device *d, const kp_ep_transport *tr);
+/* n elements of size bytes on d, the product checked (KP_ERR_INVALID_SHAPE: too large). */
+kp_status kp_ep_alloc_array(kp_device *d, size_t n, size_t size, kp_buffer **out);
 kp_status kp_ep_device_allocate(kp_ep *ep);
 /* all = every rank's `bytes` of mine, in rank order, through device memory. */
 kp_status kp_ep_device_allgather(kp_ep *ep, const void *mine, size_t bytes, void *all);
