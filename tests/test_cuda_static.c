@@ -15,6 +15,7 @@ KP_TEST(cuda_static_checks_hold) { KP_SKIP("the cuda plugin was built without nv
 KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built without nvcc: no checker run"); }
 KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_attn_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <unistd.h>
@@ -54,6 +55,22 @@ KP_TEST(cuda_sm90_tile_sass_holds) {
     int rc = run_check(args, out, sizeof out);
     CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
     CHECK_STR_CONTAINS(out, "1 kernels of sm90_selftest.cubin: 0 problems");
+#endif
+}
+
+/* The attention primitives' self-test (kernels/common/sm90_attn_selftest.cl): the same
+ * rules, and the P V product really is the register-A form reading V transposed: an HGMMA
+ * whose A is a register and whose B descriptor carries .tnspB. */
+KP_TEST(cuda_sm90_attn_tile_sass_holds) {
+#ifndef KPORT_SM90_ATTN_SELFTEST_CUBIN
+    KP_SKIP("no sm_90a attention self-test cubin in this build (no nvcc)");
+#else
+    static char out[8192];
+    char args[1024];
+    snprintf(args, sizeof args, "--cubin '%s'", KPORT_SM90_ATTN_SELFTEST_CUBIN);
+    int rc = run_check(args, out, sizeof out);
+    CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
+    CHECK_STR_CONTAINS(out, "1 kernels of sm90_attn_selftest.cubin: 0 problems");
 #endif
 }
 
@@ -99,6 +116,9 @@ KP_TEST(cuda_sm90_gemm_sass_holds) {
     "        /*0560*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"            \
     "        /*0600*/                   UTMALDG.2D [UR8], [UR4] ;\n"                                  \
     "        /*0700*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n"
+/* the sm_90a attention tier's O += P V: A (P) from registers, V transposed */
+#define SM90_RS_SASS_OK                                                                              \
+    "        /*0970*/                   HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4].tnspB, RZ, !UPT ;\n"
 /* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
 #define ATTN_SASS_OK                                                                                 \
     "        /*0600*/                   LDSM.16.MT88.2 R8, [R3] ;\n"                                 \
@@ -176,6 +196,13 @@ KP_TEST(cuda_static_checks_catch_doctored) {
         {"sm90: no TMA", "", "kp_sm90_selftest",
          "        /*0560*/   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;\n"
          "        /*0700*/   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n", "has no UTMALDG"},
+        {"sm90 attention control", "", "kp_sm90_attn_selftest", SM90_SASS_OK SM90_RS_SASS_OK, NULL},
+        {"sm90 attention: P V with B K-major", "", "kp_sm90_attn_selftest",
+         SM90_SASS_OK "        /*0970*/   HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4], RZ, !UPT ;\n",
+         "has no HGMMA with A from registers and B transposed"},
+        {"sm90 attention: P V with P from shared memory", "", "kp_sm90_attn_selftest",
+         SM90_SASS_OK "        /*0970*/   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8].tnspB, RZ, !UPT ;\n",
+         "has no HGMMA with A from registers and B transposed"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };
