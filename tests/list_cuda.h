@@ -23,6 +23,7 @@ X(cuda_static_checks_catch_doctored)
 X(cuda_sm90_tile_sass_holds)
 X(cuda_sm90_gemm_sass_holds)
 X(cuda_sm90_attn_tile_sass_holds)
+X(cuda_sm90_attn_prefill_sass_holds)
 X(cuda_sm90_tile_selftest_runs)
 X(cuda_sm90_attn_tile_selftest_runs)
 /* tests/test_cuda_sm90_e4m3.c */

@@ -16,6 +16,7 @@ KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built 
 KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_attn_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_attn_prefill_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <unistd.h>
@@ -71,6 +72,26 @@ KP_TEST(cuda_sm90_attn_tile_sass_holds) {
     int rc = run_check(args, out, sizeof out);
     CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
     CHECK_STR_CONTAINS(out, "1 kernels of sm90_attn_selftest.cubin: 0 problems");
+#endif
+}
+
+/* Attention prefill on the sm_90a tier (kernels/attention/attention_prefill_sm90.cl), bf16
+ * and f16: HGMMA (S = Q K^T from descriptors), the RS form with V transposed (O += P V),
+ * UTMALDG, SYNCS, no stack or local memory. */
+KP_TEST(cuda_sm90_attn_prefill_sass_holds) {
+#ifndef KPORT_SM90_ATTN_PREFILL_DIR
+    KP_SKIP("no sm_90a attention prefill cubins in this build (no nvcc)");
+#else
+    static char out[8192];
+    char args[1200];
+    static const char *const dtypes[] = {"bf16", "f16"};
+    for (int i = 0; i < 2; ++i) {
+        snprintf(args, sizeof args, "--cubin '%s/attention_prefill_sm90_%s.cubin'", KPORT_SM90_ATTN_PREFILL_DIR, dtypes[i]);
+        int rc = run_check(args, out, sizeof out);
+        CHECK_MSG(rc == 0, "%s: exit %d:\n%s", args, rc, out);
+        CHECK_STR_CONTAINS(out, "1 kernels of attention_prefill_sm90_");
+        CHECK_STR_CONTAINS(out, ": 0 problems");
+    }
 #endif
 }
 
