@@ -34,9 +34,8 @@
  *   not here yet.
  * Dynamic local memory: 1024 (alignment) + Q 32 KiB + F3_STAGES x 64 KiB + (2 F3_STAGES + 2) x 8
  *   bytes: 2 stages 164,912 bytes, 3 stages 230,464 (fits sm_90's 227 KiB).
- * Not yet run on a GPU, and not in the plugin: the host side (3-/4-D tensor maps, the
- *   generation-3 planner for attention_prefill) is still to come; kernels/meson.build
- *   builds it for the SASS checks (tests/test_cuda_static.c).
+ * Host side: backends/gpu/ops/gpu_attention_sm90.c (KPORT_GPU_KERNELS=attention_prefill=sm90).
+ *   Not yet run on a GPU.
  * Requirements the planner checks (else generation 2 runs): D = DV = 128, bf16 or f16,
  * not paged, group divides 128, 16-byte aligned base addresses and token/head strides
  * (TMA), head stride of q such that the group's heads form one map dimension.
@@ -67,12 +66,16 @@
 #endif
 
 #define F3_D 128                         /* head dim of q, k and v */
-#define F3_BM 128                        /* packed rows a CTA: 64 per consumer warpgroup */
-#define F3_BN 128                        /* keys a stage */
+#define F3_BM KP_ATTN_SM90_BM            /* packed rows a CTA: 64 per consumer warpgroup */
+#define F3_BN KP_ATTN_SM90_BN            /* keys a stage */
 #define F3_PANEL(rows) ((rows) * 128)    /* bytes of one 64-column, 128-byte-swizzled panel */
 #define F3_Q_BYTES (2 * F3_PANEL(F3_BM)) /* D = 128: two panels */
 #define F3_KV_BYTES (2 * F3_PANEL(F3_BN))
 #define F3_STAGE_BYTES (2 * F3_KV_BYTES) /* K then V */
+#if F3_BM != 128 || F3_BN != 128 || 1024 + F3_Q_BYTES + F3_STAGES * F3_STAGE_BYTES + (2 * F3_STAGES + 2) * 8 != \
+    KP_ATTN_SM90_LOCAL_BYTES(F3_STAGES)
+#error "attention_prefill_sm90.cl: the layout disagrees with KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h)"
+#endif
 #define F3_LN2 0.6931471805599453f
 /* 168 registers a thread at launch (65536 / 384); the producer gives its spare ones to the
  * consumers: 24 + 2 x 240 = 504 <= 3 x 168. */
