@@ -53,11 +53,11 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     const kp_gpu_launch *l = &fake_launches[0];
     CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL_SM90);
     CHECK_STR_EQ(l->kernel, "kp_attention_prefill_sm90");
-    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_STAGES=3");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3");
     CHECK_INT_EQ(l->local[0], 384);
-    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(3));
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(128, 3));
     CHECK(l->local_bytes <= fake_prof.local_mem);
-    CHECK(KP_ATTN_SM90_LOCAL_BYTES(4) > fake_prof.local_mem);
+    CHECK(KP_ATTN_SM90_LOCAL_BYTES(128, 4) > fake_prof.local_mem);
     CHECK_INT_EQ((long long)l->groups[0], (200 * 4 + 127) / 128);
     CHECK_INT_EQ((long long)l->groups[1], 8);
     CHECK_INT_EQ((long long)l->groups[2], 3);
@@ -83,8 +83,26 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_INT_EQ(fake_count, 0);
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
-    CHECK_STR_EQ(fake_launches[0].options, "-DKP_DTYPE_F16 -DF3_STAGES=3");
+    CHECK_STR_EQ(fake_launches[0].options, "-DKP_DTYPE_F16 -DF3_DQK=128 -DF3_STAGES=3");
     CHECK_INT_EQ(fake_launches[0].args[5].v.tmap.dtype, KP_F16);
+
+    /* DeepSeek-V3's 192/128: three 64-column boxes of q and k, two of v; two stages fit */
+    p = fake_prefill_params(KP_BF16, 192);
+    p.v = fake_tensor(2, KP_BF16, 3, (int64_t[]){300, 8, 128});
+    p.out = fake_tensor(3, KP_BF16, 3, (int64_t[]){300, 32, 128});
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    l = &fake_launches[0];
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=192 -DF3_STAGES=2");
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(192, 2));
+    CHECK(l->local_bytes <= fake_prof.local_mem && KP_ATTN_SM90_LOCAL_BYTES(192, 3) > fake_prof.local_mem);
+    check_map(&l->args[5], &fake_buf[0], 4, (const uint64_t[]){192, 4, 8, 300},
+              (const uint64_t[]){384, 4 * 384, 32 * 384}, (const uint32_t[]){64, 4, 1, 32});
+    check_map(&l->args[6], &fake_buf[1], 3, (const uint64_t[]){192, 8, 300}, (const uint64_t[]){384, 8 * 384},
+              (const uint32_t[]){64, 1, 128});
+    check_map(&l->args[7], &fake_buf[2], 3, (const uint64_t[]){128, 8, 300}, (const uint64_t[]){256, 8 * 256},
+              (const uint32_t[]){64, 1, 128});
     unsetenv("KPORT_GPU_KERNELS");
 }
 
@@ -97,7 +115,7 @@ KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
         int misalign; /* 1: q's token stride not a 16-byte multiple */
         int not_sm90a;
     } cases[] = {
-        {"head dim 64", "head dims other than 128/128", 64, 32, 0, 0},
+        {"head dim 64", "head dims other than 128/128 and 192/128", 64, 32, 0, 0},
         {"GQA group 3", "the GQA group does not divide 128", 128, 24, 0, 0},
         {"q rows not 16-byte aligned", "16-byte aligned", 128, 32, 1, 0},
         {"not sm_90a", "not CUDA sm_90a", 128, 32, 0, 1},
@@ -174,7 +192,7 @@ KP_TEST(gpu_attention_prefill_sm90_switches) {
 }
 
 /* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill
- * for bf16 and f16; the hip list none. */
+ * for bf16 and f16 at 128/128 and 192/128; the hip list none. */
 static int attn_variants;
 static void count_attn(void *user, const char *source, const char *options, const char *kernels) {
     (void)user, (void)options;
@@ -189,8 +207,9 @@ KP_TEST(gpu_attention_prefill_sm90_variants_listed) {
     CHECK_INT_EQ(prof.sm90a, 1);
     attn_variants = 0;
     kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);
-    CHECK_INT_EQ(attn_variants, 2);
-    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof), 3);
+    CHECK_INT_EQ(attn_variants, 4);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 128), 3);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 192), 2);
     CHECK_INT_EQ(kp_gpu_build_profile("hip", &info, &prof), 0);
     attn_variants = 0;
     kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);

@@ -4,7 +4,8 @@
  * is attention_prefill_gen2.cl's: q [total_q, h_q, D], k, v [total_k, h_kv, D] -> out
  * [total_q, h_q, D], lse f32 [h_q, total_q]; rows packed (query, head of the group) per KV
  * head; causal and window masks bottom-right aligned; rows that see no key write 0 and
- * lse +inf. CUDA sm_90a only (KP_ARCHS below), D = 128, 16-bit q/k/v; everything else
+ * lse +inf. CUDA sm_90a only (KP_ARCHS below), head dims 128/128 and 192/128 (F3_DQK),
+ * 16-bit q/k/v; everything else
  * stays with generation 2.
  *
  * KP_ARCHS: sm_90a
@@ -13,7 +14,7 @@
  * (grid-stride over tiles of F3_BM = 128 packed rows; z = B: the rows past cu_seqlens_q[B]).
  *   Warpgroup 0, the producer (setmaxnreg.dec): one thread loads the Q tile once per row
  *     tile (a 4-D TMA box {64 d, group, 1, 128 / group}: the group's heads of 128 / group
- *     queries, i.e. 128 packed rows; two boxes for D = 128), then the K and V tiles of
+ *     queries, i.e. 128 packed rows; one box per 64 columns of DQK), then the K and V tiles of
  *     F3_BN keys (3-D boxes {64 d, 1, F3_BN}) into F3_STAGES stages, each after both
  *     consumers released it (empty[s]) and announcing its bytes on full[s].
  *   Warpgroups 1 and 2, the consumers (setmaxnreg.inc), 64 packed rows each, per key tile:
@@ -32,14 +33,14 @@
  *   schedulers interleave them. FA3's next steps (an explicit ping-pong of the two
  *   warpgroups on named barriers; S of tile t + 1 issued before the softmax of tile t) are
  *   not here yet.
- * Dynamic local memory: 1024 (alignment) + Q 32 KiB + F3_STAGES x 64 KiB + (2 F3_STAGES + 2) x 8
- *   bytes: 2 stages 164,912 bytes, 3 stages 230,464 (fits sm_90's 227 KiB).
+ * Dynamic local memory: KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h): at 128/128, 2 stages
+ *   164,912 bytes, 3 stages 230,464 (sm_90's 227 KiB); at 192/128 2 stages 214,064 bytes.
  * Host side: backends/gpu/ops/gpu_attention_sm90.c (KPORT_GPU_KERNELS=attention_prefill=sm90).
  *   Not yet run on a GPU.
- * Requirements the planner checks (else generation 2 runs): D = DV = 128, bf16 or f16,
+ * Requirements the planner checks (else generation 2 runs): DQK 128 or 192, DV 128, bf16 or f16,
  * not paged, group divides 128, 16-byte aligned base addresses and token/head strides
  * (TMA), head stride of q such that the group's heads form one map dimension.
- * Options: KP_DTYPE_BF16 / KP_DTYPE_F16, F3_STAGES (2..4).
+ * Options: KP_DTYPE_BF16 / KP_DTYPE_F16, F3_DQK (128, 192), F3_STAGES (2..4).
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
@@ -65,15 +66,23 @@
 #error "attention_prefill_sm90.cl: 2 <= F3_STAGES <= 4"
 #endif
 
-#define F3_D 128                         /* head dim of q, k and v */
+#ifndef F3_DQK
+#define F3_DQK 128                       /* head dim of q and k: 128 or 192 (DeepSeek-V3's 192/128) */
+#endif
+#if F3_DQK != 128 && F3_DQK != 192
+#error "attention_prefill_sm90.cl: F3_DQK is 128 or 192"
+#endif
+#define F3_D 128                         /* head dim of v and out */
 #define F3_BM KP_ATTN_SM90_BM            /* packed rows a CTA: 64 per consumer warpgroup */
 #define F3_BN KP_ATTN_SM90_BN            /* keys a stage */
 #define F3_PANEL(rows) ((rows) * 128)    /* bytes of one 64-column, 128-byte-swizzled panel */
-#define F3_Q_BYTES (2 * F3_PANEL(F3_BM)) /* D = 128: two panels */
-#define F3_KV_BYTES (2 * F3_PANEL(F3_BN))
-#define F3_STAGE_BYTES (2 * F3_KV_BYTES) /* K then V */
+#define F3_QK_PANELS (F3_DQK / 64)      /* 64-column panels of q and k */
+#define F3_Q_BYTES (F3_QK_PANELS * F3_PANEL(F3_BM))
+#define F3_K_BYTES (F3_QK_PANELS * F3_PANEL(F3_BN))
+#define F3_V_BYTES (2 * F3_PANEL(F3_BN)) /* D = 128: two panels */
+#define F3_STAGE_BYTES (F3_K_BYTES + F3_V_BYTES) /* K then V */
 #if F3_BM != 128 || F3_BN != 128 || 1024 + F3_Q_BYTES + F3_STAGES * F3_STAGE_BYTES + (2 * F3_STAGES + 2) * 8 != \
-    KP_ATTN_SM90_LOCAL_BYTES(F3_STAGES)
+    KP_ATTN_SM90_LOCAL_BYTES(F3_DQK, F3_STAGES)
 #error "attention_prefill_sm90.cl: the layout disagrees with KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h)"
 #endif
 #define F3_LN2 0.6931471805599453f
@@ -160,7 +169,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
             if (ntiles == 0) continue; /* the consumers write zeros without Q */
             kp_mbar_wait(qempty, qphase ^ 1u);
             kp_mbar_expect_tx(qfull, F3_Q_BYTES);
-            for (int c = 0; c < 2; ++c)
+            for (int c = 0; c < F3_QK_PANELS; ++c)
                 kp_tma_load_4d(qs + c * F3_PANEL(F3_BM), &tq, 64 * c, 0, hk, qs0 + m0 / p.group, qfull);
             qphase ^= 1u;
             for (int t = 0; t < ntiles; ++t) {
@@ -169,10 +178,10 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
                 KP_LOCAL_MEM unsigned char *st = stages + s * F3_STAGE_BYTES;
                 const int key = ks0 + kbeg + t * F3_BN;
                 kp_mbar_expect_tx(&full[s], F3_STAGE_BYTES);
-                for (int c = 0; c < 2; ++c) {
+                for (int c = 0; c < F3_QK_PANELS; ++c)
                     kp_tma_load_3d(st + c * F3_PANEL(F3_BN), &tk, 64 * c, hk, key, &full[s]);
-                    kp_tma_load_3d(st + F3_KV_BYTES + c * F3_PANEL(F3_BN), &tv, 64 * c, hk, key, &full[s]);
-                }
+                for (int c = 0; c < 2; ++c)
+                    kp_tma_load_3d(st + F3_K_BYTES + c * F3_PANEL(F3_BN), &tv, 64 * c, hk, key, &full[s]);
                 if (++s == F3_STAGES) s = 0, phase ^= 1u;
             }
         }
@@ -203,7 +212,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
 
         for (int t = 0; t < ntiles; ++t) {
             kp_mbar_wait(&full[s], phase);
-            const unsigned k_addr = kp_local_addr32(stages + s * F3_STAGE_BYTES), v_addr = k_addr + F3_KV_BYTES;
+            const unsigned k_addr = kp_local_addr32(stages + s * F3_STAGE_BYTES), v_addr = k_addr + F3_K_BYTES;
 
             /* S = Q K^T: 8 k16 steps, 4 a 128-byte panel */
             float sacc[F3_BN / 2];
@@ -211,7 +220,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
             for (int i = 0; i < F3_BN / 2; ++i) kp_wgmma_fence_operand(&sacc[i]);
             kp_wgmma_fence();
 #pragma unroll
-            for (int k = 0; k < F3_D / 16; ++k) {
+            for (int k = 0; k < F3_DQK / 16; ++k) {
                 const unsigned kb = (32 * k) % 128; /* byte of K in its panel */
                 const unsigned long long dq =
                     KP_SM90_DESC_KMAJOR(q_addr + (32 * k) / 128 * F3_PANEL(F3_BM) + kb, KP_SM90_SWIZZLE_128B);

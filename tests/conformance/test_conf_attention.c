@@ -263,6 +263,27 @@ KP_CONFORMANCE(conf_attn_prefill_d128) {
     CHECK_OK(kp_stream_destroy(s));
 }
 
+/* DeepSeek-V3's MHA prefill head dims 192/128 in the sm_90a tier's reach (16-bit, GQA groups
+ * dividing 128: ci/gpu-check forces attention_prefill=sm90 on conf_attn_prefill_d1*): the
+ * awkward-length batch, causal or not, and a long causal sequence over many tiles. */
+KP_CONFORMANCE(conf_attn_prefill_d192_dv128) {
+    static const int32_t l2[2] = {513, 130};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int t = 0; t < 2; t++) {
+        const kp_dtype dt = t ? KP_F16 : KP_BF16;
+        for (int causal = 0; causal < 2; causal++) {
+            prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = 8, .h_kv = 2 - causal,
+                .d = 192, .dv = 128, .causal = causal, .wl = -1, .wr = -1, .lse = 1 - causal};
+            run_prefill(d, s, &c);
+        }
+        prefill_case b = {.dt = dt, .nb = 2, .lq = l2, .lk = l2, .h_q = 4, .h_kv = 4, .d = 192, .dv = 128,
+            .causal = 1, .wl = -1, .wr = -1, .lse = 1, .outliers = t};
+        run_prefill(d, s, &b);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
 /* Head dims outside the GPU kernels' set (README's op table: 64, 128, 256, 192/128 on
  * the GPU backends): the CPU backend must run them; the GPU backends may decline. */
 KP_CONFORMANCE(conf_attn_prefill_other_head_dims) {
