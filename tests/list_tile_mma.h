@@ -9,6 +9,11 @@ X(sm90_desc_kmajor_and_k_advance)
 X(sm90_swizzle_matches_isa_figures)
 X(sm90_swizzle_is_a_chunk_permutation_without_bank_conflicts)
 X(sm90_kmajor_tile_offsets_follow_the_descriptor)
+/* test_sm90_attn_layout.c */
+X(sm90_attn_accumulator_layout_matches_isa)
+X(sm90_attn_rs_a_fragment_matches_isa)
+X(sm90_attn_s_accumulator_is_the_p_a_operand)
+X(sm90_attn_mnmajor_v_tile_follows_the_descriptor)
 /* test_sm90_e4m3_layout.c */
 X(sm90_e4m3_k32_steps_read_what_tma_wrote)
 X(sm90_e4m3_step_offsets_and_descriptors)

@@ -13,6 +13,7 @@
 
 #if !defined(KP_CUDA_TESTS) || !defined(KPORT_SM90_SELFTEST_CUBIN)
 KP_TEST(cuda_sm90_tile_selftest_runs) { KP_SKIP("no sm_90a self-test cubin in this build (nvcc, kernel checks)"); }
+KP_TEST(cuda_sm90_attn_tile_selftest_runs) { KP_SKIP("no sm_90a self-test cubin in this build (nvcc, kernel checks)"); }
 #else
 
 #include "cuda_sm90_driver.h"
@@ -80,5 +81,115 @@ KP_TEST(cuda_sm90_tile_selftest_runs) {
     SYM(h, cuMemFree)(da), SYM(h, cuMemFree)(db), SYM(h, cuMemFree)(dd);
     SYM(h, cuModuleUnload)(mod);
     sm90_driver_close(&drv);
+}
+
+static float bf16_value(unsigned short b) {
+    unsigned u = (unsigned)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The attention primitives (kernels/common/sm90_attn_selftest.cl, common/kp_tile_sm90_attn.h):
+ * S = Q K^T, then O = P V with P = S in bf16 taken from the accumulator registers as the A
+ * operand and V [64 kv x 128 d] read MN-major through the transpose bit. Integers in
+ * [-2, 2] for Q and K make every S an integer of magnitude <= 256, exact in bf16, and V in
+ * quarters keeps O exact in f32: both outputs must equal the float64 reference exactly. */
+KP_TEST(cuda_sm90_attn_tile_selftest_runs) {
+#ifndef KPORT_SM90_ATTN_SELFTEST_CUBIN
+    KP_SKIP("no sm_90a attention self-test cubin in this build");
+#else
+    enum { D = 128 };
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) KP_SKIP("no libcuda.so.1: %s", dlerror());
+    if (SYM(h, cuInit)(0) != CUDA_SUCCESS) KP_SKIP("cuInit failed: no usable NVIDIA GPU");
+    CUdevice dev;
+    int major = 0, minor = 0;
+    CHECK(SYM(h, cuDeviceGet)(&dev, 0) == CUDA_SUCCESS);
+    SYM(h, cuDeviceGetAttribute)(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+    SYM(h, cuDeviceGetAttribute)(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+    if (major != 9 || minor != 0) KP_SKIP("device 0 is sm_%d%d, not sm_90", major, minor);
+    __typeof__(&cuTensorMapEncodeTiled) enc = SYM(h, cuTensorMapEncodeTiled);
+    CHECK_MSG(enc != NULL, "an sm_90 driver without cuTensorMapEncodeTiled");
+
+    FILE *f = fopen(KPORT_SM90_ATTN_SELFTEST_CUBIN, "rb");
+    CHECK_MSG(f != NULL, "%s", KPORT_SM90_ATTN_SELFTEST_CUBIN);
+    static char image[1 << 20];
+    size_t image_len = fread(image, 1, sizeof image, f);
+    fclose(f);
+    CHECK(image_len > 0 && image_len < sizeof image);
+
+    CUcontext ctx;
+    CHECK(SYM(h, cuDevicePrimaryCtxRetain)(&ctx, dev) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuCtxPushCurrent)(ctx) == CUDA_SUCCESS);
+    CUmodule mod;
+    CUfunction fn;
+    CHECK(SYM(h, cuModuleLoadData)(&mod, image) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuModuleGetFunction)(&fn, mod, "kp_sm90_attn_selftest") == CUDA_SUCCESS);
+
+    static unsigned short q[N * N], k[N * N], v[N * D];
+    static float s[N * N], o[N * D];
+    for (int i = 0; i < N * N; ++i) {
+        q[i] = bf16_bits((float)((int)(kp_test_rand_u64() % 5) - 2));
+        k[i] = bf16_bits((float)((int)(kp_test_rand_u64() % 5) - 2));
+        s[i] = NAN;
+    }
+    for (int i = 0; i < N * D; ++i) {
+        v[i] = bf16_bits((float)((int)(kp_test_rand_u64() % 17) - 8) * 0.25f);
+        o[i] = NAN;
+    }
+    CUdeviceptr dq, dk, dv, ds, dout;
+    CHECK(SYM(h, cuMemAlloc)(&dq, sizeof q) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&dk, sizeof k) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&dv, sizeof v) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&ds, sizeof s) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemAlloc)(&dout, sizeof o) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(dq, q, sizeof q) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(dk, k, sizeof k) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(dv, v, sizeof v) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(ds, s, sizeof s) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyHtoD)(dout, o, sizeof o) == CUDA_SUCCESS);
+    CUtensorMap tq, tk, tv;
+    CHECK(encode(enc, &tq, dq) == CUDA_SUCCESS);
+    CHECK(encode(enc, &tk, dk) == CUDA_SUCCESS);
+    {
+        cuuint64_t dims[2] = {D, N}, strides[1] = {D * 2};
+        cuuint32_t box[2] = {64, N}, elem[2] = {1, 1};
+        CHECK(enc(&tv, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)dv, dims, strides, box, elem,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS);
+    }
+    void *args[] = {&tq, &tk, &tv, &ds, &dout};
+    CUresult r = SYM(h, cuLaunchKernel)(fn, 1, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
+    CHECK_MSG(r == CUDA_SUCCESS, "cuLaunchKernel: %d", (int)r);
+    r = SYM(h, cuCtxSynchronize)();
+    CHECK_MSG(r == CUDA_SUCCESS, "kernel failed: CUresult %d", (int)r);
+    CHECK(SYM(h, cuMemcpyDtoH)(s, ds, sizeof s) == CUDA_SUCCESS);
+    CHECK(SYM(h, cuMemcpyDtoH)(o, dout, sizeof o) == CUDA_SUCCESS);
+
+    static double sref[N * N];
+    int bad_s = 0, bad_o = 0;
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j < N; ++j) {
+            double acc = 0;
+            for (int c = 0; c < N; ++c) acc += (double)bf16_value(q[i * N + c]) * bf16_value(k[j * N + c]);
+            sref[i * N + j] = acc; /* |acc| <= 256, an integer: exact in bf16 */
+            if (!(s[i * N + j] == acc) && bad_s++ < 5) printf("  S[%d][%d] = %g, reference %g\n", i, j, s[i * N + j], acc);
+        }
+    for (int i = 0; i < N; ++i)
+        for (int j = 0; j < D; ++j) {
+            double acc = 0;
+            for (int c = 0; c < N; ++c) acc += sref[i * N + c] * bf16_value(v[c * D + j]);
+            if (!(o[i * D + j] == acc) && bad_o++ < 5) printf("  O[%d][%d] = %g, reference %g\n", i, j, o[i * D + j], acc);
+        }
+    CHECK_MSG(bad_s == 0, "%d of %d elements of S = Q K^T differ", bad_s, N * N);
+    CHECK_MSG(bad_o == 0, "%d of %d elements of O = P V differ (P's A-fragment reuse, V's MN-major descriptor)", bad_o,
+              N * D);
+    SYM(h, cuMemFree)(dq), SYM(h, cuMemFree)(dk), SYM(h, cuMemFree)(dv), SYM(h, cuMemFree)(ds), SYM(h, cuMemFree)(dout);
+    SYM(h, cuModuleUnload)(mod);
+    CUcontext popped;
+    SYM(h, cuCtxPopCurrent)(&popped);
+    SYM(h, cuDevicePrimaryCtxRelease)(dev);
+#endif
 }
 #endif

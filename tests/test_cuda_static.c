@@ -17,6 +17,8 @@ KP_TEST(cuda_static_checks_catch_doctored) { KP_SKIP("the cuda plugin was built 
 KP_TEST(cuda_sm90_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 KP_TEST(cuda_sm90_w8a8_gemm_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_attn_tile_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
+KP_TEST(cuda_sm90_attn_prefill_sass_holds) { KP_SKIP("the cuda plugin was built without nvcc: no sm_90a kernels"); }
 #else
 
 #include <unistd.h>
@@ -59,6 +61,22 @@ KP_TEST(cuda_sm90_tile_sass_holds) {
 #endif
 }
 
+/* The attention primitives' self-test (kernels/common/sm90_attn_selftest.cl): the same
+ * rules, and the P V product really is the register-A form reading V transposed: an HGMMA
+ * whose A is a register and whose B descriptor carries .tnspB. */
+KP_TEST(cuda_sm90_attn_tile_sass_holds) {
+#ifndef KPORT_SM90_ATTN_SELFTEST_CUBIN
+    KP_SKIP("no sm_90a attention self-test cubin in this build (no nvcc)");
+#else
+    static char out[8192];
+    char args[1024];
+    snprintf(args, sizeof args, "--cubin '%s'", KPORT_SM90_ATTN_SELFTEST_CUBIN);
+    int rc = run_check(args, out, sizeof out);
+    CHECK_MSG(rc == 0, "check_kernels.py exited %d:\n%s", rc, out);
+    CHECK_STR_CONTAINS(out, "1 kernels of sm90_attn_selftest.cubin: 0 problems");
+#endif
+}
+
 /* Every variant of `source` the build embedded (variants.tsv) passes the checker on its
  * cubin (SASS and resource usage) and its ptxas report; returns how many there were. */
 static int check_variants(const char *source) {
@@ -85,6 +103,12 @@ static int check_variants(const char *source) {
     fclose(f);
     return n;
 }
+
+/* Attention prefill on the sm_90a tier (kernels/attention/attention_prefill_sm90.cl), every
+ * variant the build embedded (variants.tsv: bf16 and f16 at 128/128 and 192/128): HGMMA (S = Q K^T from
+ * descriptors), the register form with V transposed (O += P V), UTMALDG, SYNCS, no stack or
+ * local memory; ptxas neither spilled nor serialised its wgmma. */
+KP_TEST(cuda_sm90_attn_prefill_sass_holds) { CHECK_INT_EQ(check_variants("attention/attention_prefill_sm90.cl"), 4); }
 
 /* The sm_90a tier's grouped GEMM (kernels/moe/moe_gemm_sm90.cl), every variant the build
  * embedded (2 dtypes x BN 128 / 256): its sm_90a SASS holds HGMMA, UTMALDG and SYNCS, no
@@ -116,6 +140,9 @@ KP_TEST(cuda_sm90_w8a8_gemm_sass_holds) { CHECK_INT_EQ(check_variants("moe/moe_g
     "        /*0560*/                   QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR8], R24 ;\n"     \
     "        /*0600*/                   UTMALDG.2D [UR8], [UR4] ;\n"                                  \
     "        /*0700*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R3 ;\n"
+/* the sm_90a attention tier's O += P V: A (P) from registers, V transposed */
+#define SM90_RS_SASS_OK                                                                              \
+    "        /*0970*/                   HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4].tnspB, RZ, !UPT ;\n"
 /* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
 #define ATTN_SASS_OK                                                                                 \
     "        /*0600*/                   LDSM.16.MT88.2 R8, [R3] ;\n"                                 \
@@ -198,6 +225,13 @@ KP_TEST(cuda_static_checks_catch_doctored) {
          "has no QGMMA ... E4M3.E4M3"},
         {"sm90 e4m3: operands decoded to f16", "-DKP_DTYPE_BF16", "kp_grouped_gemm_sm90_e4m3",
          SM90_E4M3_SASS_OK "        /*0800*/   F2FP.F16.E4M3.UNPACK_B R4, R4 ;\n", "decodes e4m3 to f16"},
+        {"sm90 attention control", "", "kp_sm90_attn_selftest", SM90_SASS_OK SM90_RS_SASS_OK, NULL},
+        {"sm90 attention: P V with B K-major", "", "kp_sm90_attn_selftest",
+         SM90_SASS_OK "        /*0970*/   HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4], RZ, !UPT ;\n",
+         "has no HGMMA with A from registers and B transposed"},
+        {"sm90 attention: P V with P from shared memory", "", "kp_sm90_attn_selftest",
+         SM90_SASS_OK "        /*0970*/   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8].tnspB, RZ, !UPT ;\n",
+         "has no HGMMA with A from registers and B transposed"},
         {"scalar 16-bit load", "-DKP_DTYPE_BF16", "kp_grouped_gemm_gen2_rows",
          "        /*0490*/   LDG.E.U16.CONSTANT R4, desc[UR4][R2.64] ;\n", "loads 16-bit scalars from global memory (LDG.E.U16)"},
     };

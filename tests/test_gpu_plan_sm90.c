@@ -162,7 +162,7 @@ KP_TEST(gpu_grouped_gemm_sm90_declines_what_it_cannot_run) {
 /* KPORT_GPU_KERNELS=grouped_gemm=sm90 forces the tier, gen2 / gen1 keep it off, the tuning
  * table's grouped_gemm;gen 2 too, and auto takes it only on the table's gen 3;
  * KPORT_DISABLE_TIER=sm90 turns auto's choice off and makes
- * the forced one an error; "sm90" is grouped_gemm's alone. */
+ * the forced one an error; "sm90" is grouped_gemm's and attention_prefill's alone. */
 KP_TEST(gpu_grouped_gemm_sm90_switches) {
     int g[KP_GPU_GEN_KERNELS];
     char why[256];
@@ -170,8 +170,8 @@ KP_TEST(gpu_grouped_gemm_sm90_switches) {
     CHECK(g[5] == 3 && g[0] == 1); /* kernel 5: grouped_gemm (gpu_kernel_gen.c's order) */
     CHECK_INT_EQ(kp_gpu_kernel_gen_parse("sm90", g, why, sizeof why), KP_ERR_INVALID_ARGUMENT);
     CHECK_STR_CONTAINS(why, "grouped_gemm=sm90");
-    CHECK_INT_EQ(kp_gpu_kernel_gen_parse("attention_prefill=sm90", g, why, sizeof why), KP_ERR_INVALID_ARGUMENT);
-    CHECK_STR_CONTAINS(why, "the sm_90a tier has grouped_gemm alone");
+    CHECK_INT_EQ(kp_gpu_kernel_gen_parse("attention_decode=sm90", g, why, sizeof why), KP_ERR_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(why, "the sm_90a tier has grouped_gemm and attention_prefill alone");
 
     static const struct {
         const char *kernels, *disable;

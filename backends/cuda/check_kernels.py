@@ -33,7 +33,8 @@ Checks:
   SASS, sm_90a tier kernels (names with "sm90"; in a FATBIN_DIR the sources *_sm90.cl, built
   for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); those
   named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA, and no e4m3 -> f16
-  unpack (F2FP.F16.E4M3.UNPACK_B: operands decoded for a 16-bit MMA); with --cubin also their
+  unpack (F2FP.F16.E4M3.UNPACK_B: operands decoded for a 16-bit MMA); those named "attn" or
+  "attention" also an HGMMA with A from registers and B transposed (.tnspB: O += P V); with --cubin also their
   resource usage: no stack, no local memory (in a FATBIN_DIR the ptxas report's spill and
   stack line says the same).
 """
@@ -48,6 +49,7 @@ SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) by
 USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
 SERIALISED = re.compile(r"Potential Performance Loss: wgmma")
+SM90_RS_TNSPB = re.compile(r"\bHGMMA\.\w+\.F32(?:\.BF16)?\s+R\d+,\s*R\d+,\s*gdesc\[\w+\]\.tnspB")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
 STATIC_SMEM_MAX = 48 * 1024
 SASS_ARCHS = ("sm_80", "sm_90a")
@@ -123,6 +125,12 @@ def check_sass(sass, source, options, kernel, where, arch=None):
         m = re.search(r"\bF2FP\.F16\.E4M3\.UNPACK_B\b", sass) if "e4m3" in kernel else None
         if m:
             problems.append("%s: %s decodes e4m3 to f16 (%s) instead of e4m3 wgmma" % (where, kernel, m.group(0)))
+        if "attn" in kernel or "attention" in kernel:
+            # FA3's O += P V: A (P) from registers, V read MN-major by the transpose bit
+            # (HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4].tnspB, ...; f16: HGMMA.64x128x16.F32)
+            if not SM90_RS_TNSPB.search(sass):
+                problems.append("%s: %s has no HGMMA with A from registers and B transposed "
+                                "(wgmma RS, imm-trans-b = 1: P V)" % (where, kernel))
     m = SCALAR16.search(sass)
     if m:
         problems.append("%s: %s loads 16-bit scalars from global memory (%s)" % (where, kernel, m.group(0)))

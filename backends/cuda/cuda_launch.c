@@ -397,7 +397,7 @@ static kp_status cu_variant_check(kp_stream *s, const char *source, const char *
 }
 
 
-/* A KP_GPU_ARG_TENSOR_MAP as the driver's CUtensorMap (cuTensorMapEncodeTiled: 2-D, element
+/* A KP_GPU_ARG_TENSOR_MAP as the driver's CUtensorMap (cuTensorMapEncodeTiled: 2- to 4-D, element
  * strides 1, no interleave, the map's swizzle, 256-byte L2 promotion, zeros out of bounds). */
 static kp_status cu_tensor_map(kp_cu_device *d, const kp_gpu_launch *l, int i, CUtensorMap *out) {
     const kp_gpu_tensor_map *m = &l->args[i].v.tmap;
@@ -412,19 +412,24 @@ static kp_status cu_tensor_map(kp_cu_device *d, const kp_gpu_launch *l, int i, C
                                   : m->buffer ? ((const kp_cu_buffer *)m->buffer->impl)->ptr : (CUdeviceptr)0;
     static const CUtensorMapSwizzle swz[] = {CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_SWIZZLE_32B,
                                              CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B};
-    const cuuint64_t dims[2] = {m->dims[0], m->dims[1]}, strides[1] = {m->row_stride};
-    const cuuint32_t box[2] = {m->box[0], m->box[1]}, estr[2] = {1, 1};
+    const int rank = m->rank == 0 ? 2 : m->rank;
+    if (rank < 2 || rank > 4)
+        return kp_cu_host->set_error(KP_ERR_INTERNAL, "cuda: tensor map argument %d of %s has rank %d (a bug)", i,
+                                     l->kernel, rank);
+    const cuuint64_t dims[4] = {m->dims[0], m->dims[1], m->dims[2], m->dims[3]},
+                     strides[3] = {m->row_stride, m->outer_strides[0], m->outer_strides[1]};
+    const cuuint32_t box[4] = {m->box[0], m->box[1], m->box[2], m->box[3]}, estr[4] = {1, 1, 1, 1};
     /* e4m3: bytes (TMA copies them unchanged; the map's type only sizes the elements) */
     const CUtensorMapDataType dt = m->dtype == KP_BF16   ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                    : m->dtype == KP_F16  ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                          : CU_TENSOR_MAP_DATA_TYPE_UINT8;
     CUresult r = d->cu->cuTensorMapEncodeTiled(
-        out, dt, 2,
+        out, dt, (cuuint32_t)rank,
         (void *)(uintptr_t)(base + m->byte_offset), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
         swz[m->swizzle], CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
-        return kp_cu_fail(d->cu, r, "cuTensorMapEncodeTiled for argument %d of %s (address 0x%llx, dims %llu x %llu, "
-                          "row stride %llu bytes, box %u x %u, swizzle %d)", i, l->kernel,
+        return kp_cu_fail(d->cu, r, "cuTensorMapEncodeTiled for argument %d of %s (rank %d, address 0x%llx, dims "
+                          "%llu x %llu, row stride %llu bytes, box %u x %u, swizzle %d)", i, l->kernel, rank,
                           (unsigned long long)(base + m->byte_offset), (unsigned long long)m->dims[0],
                           (unsigned long long)m->dims[1], (unsigned long long)m->row_stride, m->box[0], m->box[1],
                           m->swizzle);

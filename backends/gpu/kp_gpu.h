@@ -54,16 +54,20 @@ typedef enum kp_gpu_arg_kind {
 
 /* A 2-D tiled tensor map: element (i0, i1), i0 the contiguous coordinate, is at byte
  * byte_offset + i1 * row_stride + i0 * (dtype's size) of the memory; a box of box[0] x
- * box[1] elements lands in shared memory with `swizzle`; reads past dims are zeros. */
+ * box[1] elements lands in shared memory with `swizzle`; reads past dims are zeros.
+ * rank 3 or 4 (0 reads as 2): coordinates i2, i3 add i2 * outer_strides[0] and
+ * i3 * outer_strides[1] bytes; dims and box have rank entries. */
 typedef struct kp_gpu_tensor_map {
     const kp_buffer *buffer; /* the memory; NULL when address is set (kp_device_memory) */
     uint64_t address;        /* a device address, else 0 */
     uint64_t byte_offset;    /* of element (0, 0) from the buffer's base or the address */
     kp_dtype dtype;          /* KP_BF16, KP_F16 or KP_FP8_E4M3 (the tier's operands) */
     int swizzle;             /* KP_GPU_TMAP_SWIZZLE_* */
-    uint64_t dims[2];        /* elements: dims[0] contiguous, dims[1] rows */
+    uint64_t dims[4];        /* elements: dims[0] contiguous, dims[1] rows (then dims[2], dims[3]) */
     uint64_t row_stride;     /* bytes from a row to the next (a multiple of 16) */
-    uint32_t box[2];         /* elements: box[0] x dtype size <= the swizzle span; both <= 256 */
+    uint32_t box[4];         /* elements: box[0] x dtype size <= the swizzle span; each <= 256 */
+    int rank;                /* 2, 3 or 4; 0: 2 */
+    uint64_t outer_strides[2]; /* bytes, dims 2 and 3 (multiples of 16) */
 } kp_gpu_tensor_map;
 
 typedef struct kp_gpu_arg {

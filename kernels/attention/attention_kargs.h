@@ -39,6 +39,17 @@ KP_KARGS_OFFSET(kp_attn_prefill_kargs, has_lse, 160);
 KP_KARGS_OFFSET(kp_attn_prefill_kargs, pad0, 212);
 KP_KARGS_SIZE(kp_attn_prefill_kargs, 216);
 
+/* attention_prefill_sm90.cl (the sm_90a tier, head dims dqk/128, dqk 128 or 192): 128
+ * packed rows a CTA, 128 keys a stage; dynamic local memory for `stages` stages: 1024
+ * (alignment to the 128-byte swizzle's repeat) + Q (128 x dqk x 2 bytes) + stages x (K, the
+ * same, + V, 32 KiB) + the mbarriers. Its arguments:
+ * out, lse, cu_seqlens_q, cu_seqlens_k, kp_attn_prefill_kargs, then the tensor maps of q
+ * (4-D {d, group, h_kv, tokens}), k and v (3-D {d, h_kv, tokens}). */
+#define KP_ATTN_SM90_BM 128
+#define KP_ATTN_SM90_BN 128
+#define KP_ATTN_SM90_LOCAL_BYTES(dqk, stages) \
+    (1024u + 256u * (dqk) + (stages) * (256u * (dqk) + 32768u) + (2u * (stages) + 2u) * 8u)
+
 /* kp_attention_decode_paged (attention_decode.cl, attention_decode_gen2.cl; MLA too);
  * buffers: q, k cache, v cache, out, lse, partials, partial lse, block table, seq_lens. */
 typedef struct kp_attn_decode_kargs {

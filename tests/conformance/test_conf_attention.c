@@ -247,6 +247,65 @@ KP_CONFORMANCE(conf_attn_prefill_4k_keys) {
     CHECK_OK(kp_stream_destroy(s));
 }
 
+/* The cases the sm_90a tier takes (16-bit, head dim 128, GQA groups dividing 128:
+ * ci/gpu-check forces attention_prefill=sm90 on this test): the awkward-length batch with
+ * GQA ratios 1/4/8/16 and MQA, causal or not, windows; long sequences crossing many
+ * 128-row and 128-key tiles; every causal diagonal offset; outliers. */
+KP_CONFORMANCE(conf_attn_prefill_d128) {
+    static const int heads5[5][2] = {{4, 4}, {8, 2}, {16, 2}, {32, 2}, {8, 1}};
+    static const int32_t lq1[1] = {300}, lk1[1] = {700}, l2[2] = {513, 130};
+    static const int32_t dq[6] = {70, 70, 70, 130, 1, 65}, dk[6] = {132, 84, 100, 256, 1, 128};
+    static const int win[3][3] = {{5, -1, 0}, {16, 4, 0}, {20, 2, 1}}; /* left, right, causal */
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int t = 0; t < 2; t++) {
+        const kp_dtype dt = t ? KP_F16 : KP_BF16;
+        for (int hh = 0; hh < 5; hh++)
+            for (int causal = 0; causal < 2; causal++) {
+                prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = heads5[hh][0],
+                    .h_kv = heads5[hh][1], .d = 128, .dv = 128, .causal = causal, .wl = -1, .wr = -1,
+                    .lse = (hh + causal) % 2};
+                run_prefill(d, s, &c);
+            }
+        for (int w = 0; w < 3; w++) {
+            prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = 8, .h_kv = 2, .d = 128,
+                .dv = 128, .causal = win[w][2], .wl = win[w][0], .wr = win[w][1], .lse = 1};
+            run_prefill(d, s, &c);
+        }
+        prefill_case a = {.dt = dt, .nb = 1, .lq = lq1, .lk = lk1, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128,
+            .causal = 1 - t, .wl = -1, .wr = -1, .lse = 1};
+        run_prefill(d, s, &a);
+        prefill_case b = {.dt = dt, .nb = 2, .lq = l2, .lk = l2, .h_q = 2, .h_kv = 1, .d = 128, .dv = 128,
+            .causal = t, .wl = -1, .wr = -1, .lse = 1, .outliers = 1};
+        run_prefill(d, s, &b);
+        prefill_case c = {.dt = dt, .nb = 6, .lq = dq, .lk = dk, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128,
+            .causal = 1, .wl = -1, .wr = -1, .lse = 1};
+        run_prefill(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+/* DeepSeek-V3's MHA prefill head dims 192/128 in the sm_90a tier's reach (16-bit, GQA groups
+ * dividing 128: ci/gpu-check forces attention_prefill=sm90 on conf_attn_prefill_d1*): the
+ * awkward-length batch, causal or not, and a long causal sequence over many tiles. */
+KP_CONFORMANCE(conf_attn_prefill_d192_dv128) {
+    static const int32_t l2[2] = {513, 130};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int t = 0; t < 2; t++) {
+        const kp_dtype dt = t ? KP_F16 : KP_BF16;
+        for (int causal = 0; causal < 2; causal++) {
+            prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = 8, .h_kv = 2 - causal,
+                .d = 192, .dv = 128, .causal = causal, .wl = -1, .wr = -1, .lse = 1 - causal};
+            run_prefill(d, s, &c);
+        }
+        prefill_case b = {.dt = dt, .nb = 2, .lq = l2, .lk = l2, .h_q = 4, .h_kv = 4, .d = 192, .dv = 128,
+            .causal = 1, .wl = -1, .wr = -1, .lse = 1, .outliers = t};
+        run_prefill(d, s, &b);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
 /* Head dims outside the GPU kernels' set (README's op table: 64, 128, 256, 192/128 on
  * the GPU backends): the CPU backend must run them; the GPU backends may decline. */
 KP_CONFORMANCE(conf_attn_prefill_other_head_dims) {

@@ -18,8 +18,9 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
     int gen;
     const char *no_gen2 = paged ? "generation-1 kernels read a paged K/V cache in prefill"
                                 : kp_gpu_attn2_prefill_missing(c, p);
-    kp_status st = kp_gpu_kernel_gen(c, name, no_gen2, &gen);
+    kp_status st = kp_gpu_kernel_gen_tier(c, name, no_gen2, kp_gpu_attn_sm90_prefill_missing(c, p), &gen);
     if (st != KP_OK) return st;
+    if (gen == 3) return kp_gpu_attention_prefill_sm90(c, p, dry_run);
     if (gen == 2) return kp_gpu_attention_prefill_gen2(c, p, dry_run);
     int dqk = (int)p->q.shape[2], dv = (int)p->v.shape[kv_rank - 1];
     if (!kp_gpu_attn_dims_supported(dqk, dv, 0))

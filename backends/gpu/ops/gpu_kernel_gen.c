@@ -19,9 +19,9 @@
  *      OpenCL on NVIDIA), generation 1 elsewhere (PoCL, Intel, AMD until MFMA has run on
  *      hardware), where gen 2 would run the matrix fragments as slow emulation; and
  *      generation 2 everywhere for a case only it has kernels for (grouped_gemm's W8A8).
- * Generation 3 is the sm_90a tier (wgmma + TMA; grouped_gemm only, kp_gpu_kernel_gen_tier):
- * "grouped_gemm=sm90" forces it (an op it cannot take then fails with KP_ERR_UNSUPPORTED and
- * the reason); "auto" picks it where it can run the case (CUDA sm_90a with its kernels built)
+ * Generation 3 is the sm_90a tier (wgmma + TMA; grouped_gemm and attention_prefill,
+ * kp_gpu_kernel_gen_tier): "grouped_gemm=sm90" / "attention_prefill=sm90" forces it (an
+ * op it cannot take then fails with KP_ERR_UNSUPPORTED and the reason); "auto" picks it where it can run the case (CUDA sm_90a with its kernels built)
  * and the device's tuning table says "<kernel>;gen" 3. No table row says so until the tier
  * has passed conformance on an H200 (ci/gpu-check forces it): a kernel that has never run
  * is not a default. KPORT_DISABLE_TIER=sm90 (a comma list) turns it off everywhere.
@@ -53,7 +53,10 @@ static int gen_value(const char *v, size_t len) {
     return -1;
 }
 #define GEN_SM90 3
-#define TIER_KERNEL "grouped_gemm" /* the one kernel the sm_90a tier has */
+#define TIER_KERNELS "grouped_gemm and attention_prefill" /* the kernels the sm_90a tier has */
+static int tier_kernel(const char *name) {
+    return strcmp(name, "grouped_gemm") == 0 || strcmp(name, "attention_prefill") == 0;
+}
 
 kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS], char *why, size_t why_len) {
     for (int i = 0; i < KERNEL_COUNT; i++) out[i] = 0;
@@ -68,7 +71,8 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
             int g = gen_value(p, n);
             if (g < 0 || g == GEN_SM90) {
                 snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto%s", (int)n, p,
-                         g == GEN_SM90 ? " (sm90 is for " TIER_KERNEL " alone: " TIER_KERNEL "=sm90)" : "");
+                         g == GEN_SM90 ? " (sm90 is for " TIER_KERNELS " alone: grouped_gemm=sm90, attention_prefill=sm90)"
+                                         : "");
                 return KP_ERR_INVALID_ARGUMENT;
             }
             all = g;
@@ -80,9 +84,9 @@ kp_status kp_gpu_kernel_gen_parse(const char *text, int out[KP_GPU_GEN_KERNELS],
                          "mla_decode, moe_gate, moe_align, grouped_gemm, moe_combine)", (int)(eq - p), p);
                 return KP_ERR_INVALID_ARGUMENT;
             }
-            if (g < 0 || (g == GEN_SM90 && strcmp(kernel_names[k], TIER_KERNEL) != 0)) {
+            if (g < 0 || (g == GEN_SM90 && !tier_kernel(kernel_names[k]))) {
                 snprintf(why, why_len, "'%.*s' is not gen1, gen2 or auto%s", (int)(n - (size_t)(eq - p) - 1), eq + 1,
-                         g == GEN_SM90 ? " (the sm_90a tier has " TIER_KERNEL " alone)" : "");
+                         g == GEN_SM90 ? " (the sm_90a tier has " TIER_KERNELS " alone)" : "");
                 return KP_ERR_INVALID_ARGUMENT;
             }
             out[k] = g, set[k] = 1;

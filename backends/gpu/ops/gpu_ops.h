@@ -440,6 +440,12 @@ void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int 
  * fits), or NULL. */
 const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p);
 kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
+/* the sm_90a tier's prefill (gpu_attention_sm90.c, attention/attention_prefill_sm90.cl) */
+#define KP_GPU_SRC_ATTN_PREFILL_SM90 "attention/attention_prefill_sm90.cl"
+const char *kp_gpu_attn_sm90_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p);
+int kp_gpu_attn_sm90_stages(const kp_gpu_profile *p, int dqk);
+void kp_gpu_attn_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int dqk, char *buf, size_t n);
+kp_status kp_gpu_attention_prefill_sm90(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
 
 #define KP_GPU_SRC_ATTN_DECODE2 "attention/attention_decode_gen2.cl"
 

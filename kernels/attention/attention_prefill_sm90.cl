@@ -1,0 +1,307 @@
+/*
+ * kernels/attention/attention_prefill_sm90.cl - varlen flash-attention prefill on sm_90a's
+ * wgmma + TMA tier (issue 14: FlashAttention-3's warp-specialised schedule). The contract
+ * is attention_prefill_gen2.cl's: q [total_q, h_q, D], k, v [total_k, h_kv, D] -> out
+ * [total_q, h_q, D], lse f32 [h_q, total_q]; rows packed (query, head of the group) per KV
+ * head; causal and window masks bottom-right aligned; rows that see no key write 0 and
+ * lse +inf. CUDA sm_90a only (KP_ARCHS below), head dims 128/128 and 192/128 (F3_DQK),
+ * 16-bit q/k/v; everything else
+ * stays with generation 2.
+ *
+ * KP_ARCHS: sm_90a
+ *
+ * kp_attention_prefill_sm90: 384 threads, grid (m tiles, h_kv, B + 1) as generation 2
+ * (grid-stride over tiles of F3_BM = 128 packed rows; z = B: the rows past cu_seqlens_q[B]).
+ *   Warpgroup 0, the producer (setmaxnreg.dec): one thread loads the Q tile once per row
+ *     tile (a 4-D TMA box {64 d, group, 1, 128 / group}: the group's heads of 128 / group
+ *     queries, i.e. 128 packed rows; one box per 64 columns of DQK), then the K and V tiles of
+ *     F3_BN keys (3-D boxes {64 d, 1, F3_BN}) into F3_STAGES stages, each after both
+ *     consumers released it (empty[s]) and announcing its bytes on full[s].
+ *   Warpgroups 1 and 2, the consumers (setmaxnreg.inc), 64 packed rows each, per key tile:
+ *     S = Q K^T       wgmma m64n128k16 from descriptors (Q and K K-major, 128-byte swizzle);
+ *     mask            keys outside a row's [lo, hi] (kp a2-style ranges) to -inf;
+ *     online softmax  in registers, exp2 with scale * log2(e) (as generation 2); the row
+ *                     max over the 4 lanes of a row by shuffles; the row sum per lane;
+ *     O += P V        P rounded to 16 bits in registers as the A operand of wgmma RS
+ *                     (kp_tile_sm90_attn.h), V in its natural [kv, d] layout read
+ *                     MN-major (imm-trans-b = 1), no shared-memory round trip for P;
+ *     then the stage is released. Epilogue: the row sums over the quad, O / l, lse.
+ *   Rows of a TMA box past the sequence are the next sequence's or zeros (out-of-bounds
+ *   fill); their keys are masked and their rows not stored.
+ * Schedule, first version: a consumer waits for its S product before the softmax and for
+ *   P V before releasing the stage; the two consumers overlap each other only as the warp
+ *   schedulers interleave them. FA3's next steps (an explicit ping-pong of the two
+ *   warpgroups on named barriers; S of tile t + 1 issued before the softmax of tile t) are
+ *   not here yet.
+ * Dynamic local memory: KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h): at 128/128, 2 stages
+ *   164,912 bytes, 3 stages 230,464 (sm_90's 227 KiB); at 192/128 2 stages 214,064 bytes.
+ * Host side: backends/gpu/ops/gpu_attention_sm90.c (KPORT_GPU_KERNELS=attention_prefill=sm90).
+ *   Not yet run on a GPU.
+ * Requirements the planner checks (else generation 2 runs): DQK 128 or 192, DV 128, bf16 or f16,
+ * not paged, group divides 128, 16-byte aligned base addresses and token/head strides
+ * (TMA), head stride of q such that the group's heads form one map dimension.
+ * Options: KP_DTYPE_BF16 / KP_DTYPE_F16, F3_DQK (128, 192), F3_STAGES (2..4).
+ */
+#include "kp_dialect.h"
+#include "attention_kargs.h"
+#include "common/kp_tile_sm90_attn.h"
+
+#if defined(KP_DTYPE_F16)
+#define F3_SS kp_wgmma_m64n128k16_f16
+#define F3_RS kp_wgmma_rs_m64n128k16_f16_t1
+#define F3_P_TO_A kp_sm90_p_to_a_f16
+#define F3_TO16(f) kp_f32_to_f16(f)
+#elif defined(KP_DTYPE_BF16)
+#define F3_SS kp_wgmma_m64n128k16_bf16
+#define F3_RS kp_wgmma_rs_m64n128k16_bf16_t1
+#define F3_P_TO_A kp_sm90_p_to_a_bf16
+#define F3_TO16(f) kp_f32_to_bf16(f)
+#else
+#error "attention_prefill_sm90.cl takes bf16 or f16 q, k, v"
+#endif
+#ifndef F3_STAGES
+#define F3_STAGES 2
+#endif
+#if F3_STAGES < 2 || F3_STAGES > 4
+#error "attention_prefill_sm90.cl: 2 <= F3_STAGES <= 4"
+#endif
+
+#ifndef F3_DQK
+#define F3_DQK 128                       /* head dim of q and k: 128 or 192 (DeepSeek-V3's 192/128) */
+#endif
+#if F3_DQK != 128 && F3_DQK != 192
+#error "attention_prefill_sm90.cl: F3_DQK is 128 or 192"
+#endif
+#define F3_D 128                         /* head dim of v and out */
+#define F3_BM KP_ATTN_SM90_BM            /* packed rows a CTA: 64 per consumer warpgroup */
+#define F3_BN KP_ATTN_SM90_BN            /* keys a stage */
+#define F3_PANEL(rows) ((rows) * 128)    /* bytes of one 64-column, 128-byte-swizzled panel */
+#define F3_QK_PANELS (F3_DQK / 64)      /* 64-column panels of q and k */
+#define F3_Q_BYTES (F3_QK_PANELS * F3_PANEL(F3_BM))
+#define F3_K_BYTES (F3_QK_PANELS * F3_PANEL(F3_BN))
+#define F3_V_BYTES (2 * F3_PANEL(F3_BN)) /* D = 128: two panels */
+#define F3_STAGE_BYTES (F3_K_BYTES + F3_V_BYTES) /* K then V */
+#if F3_BM != 128 || F3_BN != 128 || 1024 + F3_Q_BYTES + F3_STAGES * F3_STAGE_BYTES + (2 * F3_STAGES + 2) * 8 != \
+    KP_ATTN_SM90_LOCAL_BYTES(F3_DQK, F3_STAGES)
+#error "attention_prefill_sm90.cl: the layout disagrees with KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h)"
+#endif
+#define F3_LN2 0.6931471805599453f
+/* 168 registers a thread at launch (65536 / 384); the producer gives its spare ones to the
+ * consumers: 24 + 2 x 240 = 504 <= 3 x 168. */
+#define F3_REGS_PRODUCER 24
+#define F3_REGS_CONSUMER 240
+
+/* Keys [lo, hi] query position a sees (bottom-right aligned; lo > hi: none): generation 2's rule. */
+KP_FN void f3_key_range(int a, int len_k, int causal, int wl, int wr, int *lo, int *hi) {
+    int l = 0, h = len_k - 1;
+    if (causal && a < h) h = a;
+    if (wr >= 0 && a + wr < h) h = a + wr;
+    if (wl >= 0 && a - wl > l) l = a - wl;
+    *lo = l, *hi = h;
+}
+
+/* The key tiles of packed rows [m0, m0 + F3_BM) (clipped to rows): first key and count. */
+KP_FN void f3_tiles(const kp_attn_prefill_kargs *p, int m0, int rows, int len_k, int shift, int *kbeg, int *ntiles) {
+    int lo_first, hi_first, lo_last, hi_last;
+    f3_key_range(m0 / p->group + shift, len_k, p->causal, p->wl, p->wr, &lo_first, &hi_first);
+    f3_key_range((min(m0 + F3_BM, rows) - 1) / p->group + shift, len_k, p->causal, p->wl, p->wr, &lo_last, &hi_last);
+    const int b = max(lo_first, 0), e = min(hi_last + 1, len_k);
+    *kbeg = b;
+    *ntiles = e > b ? (e - b + F3_BN - 1) / F3_BN : 0;
+}
+
+KP_FN float f3_quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+KP_FN float f3_quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
+    kp_attention_prefill_sm90(KP_GLOBAL kp_storage_t *KP_RESTRICT out, KP_GLOBAL float *KP_RESTRICT lse,
+                              KP_GLOBAL const int *KP_RESTRICT cu_q, KP_GLOBAL const int *KP_RESTRICT cu_k,
+                              kp_attn_prefill_kargs p, const __grid_constant__ kp_tensor_map tq,
+                              const __grid_constant__ kp_tensor_map tk, const __grid_constant__ kp_tensor_map tv) {
+    KP_DYNAMIC_LOCAL(f3_smem);
+    /* Q and the stages at the first 1024-byte boundary (the 128-byte swizzle's repeat) */
+    const unsigned base = kp_local_addr32(f3_smem);
+    KP_LOCAL_MEM unsigned char *qs = (KP_LOCAL_MEM unsigned char *)f3_smem + ((1024u - (base & 1023u)) & 1023u);
+    KP_LOCAL_MEM unsigned char *stages = qs + F3_Q_BYTES;
+    KP_LOCAL_MEM unsigned long long *full = (KP_LOCAL_MEM unsigned long long *)(stages + F3_STAGES * F3_STAGE_BYTES);
+    KP_LOCAL_MEM unsigned long long *empty = full + F3_STAGES;
+    KP_LOCAL_MEM unsigned long long *qfull = empty + F3_STAGES, *qempty = qfull + 1;
+
+    const int tid = kp_local_id(0), hk = kp_group_id(1), b = kp_group_id(2);
+    if (tid == 0) {
+        for (int s = 0; s < F3_STAGES; ++s) {
+            kp_mbar_init(&full[s], 1);  /* the producer's arrive.expect_tx */
+            kp_mbar_init(&empty[s], 2); /* one arrival per consumer warpgroup */
+        }
+        kp_mbar_init(qfull, 1);
+        kp_mbar_init(qempty, 2);
+        kp_mbar_fence_init();
+    }
+    kp_barrier();
+
+    int qs0, qe, ks0, ke;
+    if (b < p.nb) {
+        qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
+        qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
+        ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
+        ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
+    } else { /* rows past the last sequence */
+        qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
+        qe = p.total_q;
+        ks0 = ke = 0;
+    }
+    const int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
+
+    if (tid < 128) { /* ---- producer warpgroup ---- */
+        kp_setmaxnreg_dec(F3_REGS_PRODUCER);
+        if (tid != 0) return;
+        int s = 0;
+        unsigned phase = 0, qphase = 0;
+        for (int m0 = kp_group_id(0) * F3_BM; m0 < rows; m0 += kp_num_groups(0) * F3_BM) {
+            int kbeg, ntiles;
+            f3_tiles(&p, m0, rows, len_k, shift, &kbeg, &ntiles);
+            if (ntiles == 0) continue; /* the consumers write zeros without Q */
+            kp_mbar_wait(qempty, qphase ^ 1u);
+            kp_mbar_expect_tx(qfull, F3_Q_BYTES);
+            for (int c = 0; c < F3_QK_PANELS; ++c)
+                kp_tma_load_4d(qs + c * F3_PANEL(F3_BM), &tq, 64 * c, 0, hk, qs0 + m0 / p.group, qfull);
+            qphase ^= 1u;
+            for (int t = 0; t < ntiles; ++t) {
+                /* a fresh barrier counts its (never run) previous phase, parity 1, as complete */
+                kp_mbar_wait(&empty[s], phase ^ 1u);
+                KP_LOCAL_MEM unsigned char *st = stages + s * F3_STAGE_BYTES;
+                const int key = ks0 + kbeg + t * F3_BN;
+                kp_mbar_expect_tx(&full[s], F3_STAGE_BYTES);
+                for (int c = 0; c < F3_QK_PANELS; ++c)
+                    kp_tma_load_3d(st + c * F3_PANEL(F3_BN), &tk, 64 * c, hk, key, &full[s]);
+                for (int c = 0; c < 2; ++c)
+                    kp_tma_load_3d(st + F3_K_BYTES + c * F3_PANEL(F3_BN), &tv, 64 * c, hk, key, &full[s]);
+                if (++s == F3_STAGES) s = 0, phase ^= 1u;
+            }
+        }
+        return;
+    }
+
+    /* ---- consumer warpgroups: packed rows 64 wg .. 64 wg + 63 of each tile ---- */
+    kp_setmaxnreg_inc(F3_REGS_CONSUMER);
+    const int wg = tid / 128 - 1, lt = tid % 128, w = lt / 32, l = lt % 32;
+    int s = 0;
+    unsigned phase = 0, qphase = 0;
+    for (int m0 = kp_group_id(0) * F3_BM; m0 < rows; m0 += kp_num_groups(0) * F3_BM) {
+        int kbeg, ntiles;
+        f3_tiles(&p, m0, rows, len_k, shift, &kbeg, &ntiles);
+        /* this thread's two rows (l / 4 and l / 4 + 8 of its warp's 16): key ranges */
+        int rlo[2], rhi[2];
+        for (int i = 0; i < 2; ++i) {
+            const int row = m0 + 64 * wg + 16 * w + l / 4 + 8 * i;
+            rlo[i] = 1, rhi[i] = 0;
+            if (row < rows) f3_key_range(row / p.group + shift, len_k, p.causal, p.wl, p.wr, &rlo[i], &rhi[i]);
+        }
+        float mrow[2] = {-KP_INFINITY, -KP_INFINITY}, lrow[2] = {0.0f, 0.0f};
+        float o[F3_D / 2];
+#pragma unroll
+        for (int i = 0; i < F3_D / 2; ++i) o[i] = 0.0f;
+        if (ntiles > 0) kp_mbar_wait(qfull, qphase);
+        const unsigned q_addr = kp_local_addr32(qs) + wg * 64 * 128;
+
+        for (int t = 0; t < ntiles; ++t) {
+            kp_mbar_wait(&full[s], phase);
+            const unsigned k_addr = kp_local_addr32(stages + s * F3_STAGE_BYTES), v_addr = k_addr + F3_K_BYTES;
+
+            /* S = Q K^T: 8 k16 steps, 4 a 128-byte panel */
+            float sacc[F3_BN / 2];
+#pragma unroll
+            for (int i = 0; i < F3_BN / 2; ++i) kp_wgmma_fence_operand(&sacc[i]);
+            kp_wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < F3_DQK / 16; ++k) {
+                const unsigned kb = (32 * k) % 128; /* byte of K in its panel */
+                const unsigned long long dq =
+                    KP_SM90_DESC_KMAJOR(q_addr + (32 * k) / 128 * F3_PANEL(F3_BM) + kb, KP_SM90_SWIZZLE_128B);
+                const unsigned long long dk =
+                    KP_SM90_DESC_KMAJOR(k_addr + (32 * k) / 128 * F3_PANEL(F3_BN) + kb, KP_SM90_SWIZZLE_128B);
+                F3_SS(sacc, dq, dk, k > 0);
+            }
+            kp_wgmma_commit();
+            kp_wgmma_wait(0);
+#pragma unroll
+            for (int i = 0; i < F3_BN / 2; ++i) kp_wgmma_fence_operand(&sacc[i]);
+            if (t == ntiles - 1 && lt == 0) kp_mbar_arrive(qempty); /* the last read of Q */
+
+            /* scale, mask, row max (accumulator q: row i = (q / 2) % 2, key KP_SM90_ACC_COL) */
+            const int n0 = kbeg + t * F3_BN;
+            float tmax[2] = {-KP_INFINITY, -KP_INFINITY};
+#pragma unroll
+            for (int q = 0; q < F3_BN / 2; ++q) {
+                const int i = (q / 2) % 2, key = n0 + KP_SM90_ACC_COL(lt, q);
+                float x = sacc[q] * p.scale_log2;
+                if (key < rlo[i] || key > rhi[i]) x = -KP_INFINITY;
+                sacc[q] = x;
+                tmax[i] = fmaxf(tmax[i], x);
+            }
+            /* online softmax: a row with no key yet keeps max -inf; its exponentials use 0 */
+            float alpha[2], mref[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const float mn = fmaxf(mrow[i], f3_quad_max(tmax[i]));
+                mref[i] = mn == -KP_INFINITY ? 0.0f : mn;
+                alpha[i] = exp2f(mrow[i] - mref[i]);
+                mrow[i] = mn;
+                lrow[i] *= alpha[i];
+            }
+#pragma unroll
+            for (int q = 0; q < F3_BN / 2; ++q) {
+                const int i = (q / 2) % 2;
+                sacc[q] = exp2f(sacc[q] - mref[i]);
+                lrow[i] += sacc[q];
+            }
+#pragma unroll
+            for (int q = 0; q < F3_D / 2; ++q) o[q] *= alpha[(q / 2) % 2];
+
+            /* O += P V: P from the S accumulators, V MN-major */
+            kp_u32 a[F3_BN / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < F3_BN / 16; ++kk) F3_P_TO_A(sacc, kk, a[kk]);
+            const unsigned long long dv = KP_SM90_DESC_MNMAJOR(v_addr, F3_BN, KP_SM90_SWIZZLE_128B);
+#pragma unroll
+            for (int i = 0; i < F3_D / 2; ++i) kp_wgmma_fence_operand(&o[i]);
+            kp_wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < F3_BN / 16; ++kk)
+                F3_RS(o, a[kk], KP_SM90_DESC_ADVANCE(dv, KP_SM90_MNMAJOR_STEP_BYTES(KP_SM90_SWIZZLE_128B, kk)), 1);
+            kp_wgmma_commit();
+            kp_wgmma_wait(0);
+#pragma unroll
+            for (int i = 0; i < F3_D / 2; ++i) kp_wgmma_fence_operand(&o[i]);
+            if (lt == 0) kp_mbar_arrive(&empty[s]); /* both products of this stage retired */
+            if (++s == F3_STAGES) s = 0, phase ^= 1u;
+        }
+        if (ntiles > 0) qphase ^= 1u;
+
+        /* epilogue: row sums over the quad, O / l, lse */
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const float lsum = f3_quad_sum(lrow[i]);
+            const int row = m0 + 64 * wg + 16 * w + l / 4 + 8 * i;
+            if (row >= rows) continue;
+            const int qi = row / p.group, hq = hk * p.group + row % p.group, tok = qs0 + qi;
+            const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+            const long long ob = p.o_off + (long long)tok * p.o_s0 + (long long)hq * p.o_s1;
+#pragma unroll
+            for (int j = 0; j < F3_D / 8; ++j) {
+                const int col = 8 * j + 2 * (l % 4);
+                out[ob + col] = F3_TO16(o[4 * j + 2 * i] * inv);
+                out[ob + col + 1] = F3_TO16(o[4 * j + 2 * i + 1] * inv);
+            }
+            if (p.has_lse && l % 4 == 0)
+                lse[p.lse_off + (long long)hq * p.total_q + tok] =
+                    lsum > 0.0f ? (mrow[i] + log2f(lsum)) * F3_LN2 : KP_INFINITY;
+        }
+    }
+}

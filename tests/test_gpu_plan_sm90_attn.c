@@ -1,0 +1,217 @@
+/*
+ * tests/test_gpu_plan_sm90_attn.c — attention prefill's sm_90a tier (generation 3,
+ * backends/gpu/ops/gpu_attention_sm90.c) as the planner sees it, on any machine: through
+ * the recording fake target with an sm_90a profile, the launch (geometry, local memory,
+ * the params block, q's 4-D and k's / v's 3-D tensor maps), the cases it leaves to
+ * generation 2 with a reason, and the KPORT_GPU_KERNELS / KPORT_DISABLE_TIER switches.
+ */
+#include "kp_test.h"
+
+#include "gpu_fake_target.h"
+
+#include <stdlib.h>
+
+static void sm90_reset(int tuned_gen) {
+    fake_reset("cuda");
+    fake_prof.sm90a = 1; /* an H100/H200 whose plugin holds the tier's kernels */
+    fake_tuned_prefill_gen = tuned_gen; /* "attention_prefill;gen" (no device has that row yet) */
+    unsetenv("KPORT_GPU_KERNELS");
+    unsetenv("KPORT_DISABLE_TIER");
+}
+
+static void check_map(const kp_gpu_arg *a, const kp_buffer *b, int rank, const uint64_t *dims,
+                      const uint64_t *strides, const uint32_t *box) {
+    CHECK_INT_EQ(a->kind, KP_GPU_ARG_TENSOR_MAP);
+    const kp_gpu_tensor_map *m = &a->v.tmap;
+    CHECK(m->buffer == b && m->address == 0 && m->byte_offset == 0);
+    CHECK_INT_EQ(m->dtype, KP_BF16);
+    CHECK_INT_EQ(m->swizzle, KP_GPU_TMAP_SWIZZLE_128B);
+    CHECK_INT_EQ(m->rank, rank);
+    for (int i = 0; i < rank; i++) {
+        CHECK_INT_EQ((long long)m->dims[i], (long long)dims[i]);
+        CHECK_INT_EQ(m->box[i], box[i]);
+    }
+    CHECK_INT_EQ((long long)m->row_stride, (long long)strides[0]);
+    for (int i = 1; i + 1 < rank; i++) CHECK_INT_EQ((long long)m->outer_strides[i - 1], (long long)strides[i]);
+}
+
+/* GQA 32/8 at head dim 128, bf16, forced onto the tier: one launch of
+ * kp_attention_prefill_sm90, 384 threads, grid (200 x 4 / 128 row tiles, h_kv, B + 1),
+ * three 64 KiB stages beside Q in 227 KiB; q as {128, 4, 8, 300} in boxes {64, 4, 1, 32}
+ * (32 queries x the group's 4 heads = 128 packed rows), k and v as {128, 8, 300}. */
+KP_TEST(gpu_attention_prefill_sm90_plan) {
+    sm90_reset(0);
+    setenv("KPORT_GPU_KERNELS", "attention_prefill=sm90", 1);
+    kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
+    kp_stream s = {0};
+    char name[KP_KERNEL_NAME_MAX];
+    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, name, sizeof name));
+    CHECK_STR_EQ(name, "sm90:attention_prefill_sm90");
+    CHECK_INT_EQ(fake_count, 0);
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    const kp_gpu_launch *l = &fake_launches[0];
+    CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL_SM90);
+    CHECK_STR_EQ(l->kernel, "kp_attention_prefill_sm90");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3");
+    CHECK_INT_EQ(l->local[0], 384);
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(128, 3));
+    CHECK(l->local_bytes <= fake_prof.local_mem);
+    CHECK(KP_ATTN_SM90_LOCAL_BYTES(128, 4) > fake_prof.local_mem);
+    CHECK_INT_EQ((long long)l->groups[0], (200 * 4 + 127) / 128);
+    CHECK_INT_EQ((long long)l->groups[1], 8);
+    CHECK_INT_EQ((long long)l->groups[2], 3);
+    CHECK_INT_EQ(l->nargs, 8);
+    CHECK(l->args[0].kind == KP_GPU_ARG_BUFFER && l->args[0].v.buffer == &fake_buf[3]); /* out */
+    CHECK(l->args[4].kind == KP_GPU_ARG_KARGS && l->args[4].v.kargs.size == sizeof(kp_attn_prefill_kargs));
+    const kp_attn_prefill_kargs *ka = fake_kargs[0];
+    CHECK(ka->group == 4 && ka->nb == 2 && ka->total_q == 300 && ka->total_k == 300 && ka->causal == 1);
+    CHECK(ka->q_s0 == 32 * 128 && ka->q_s1 == 128 && ka->k_s0 == 8 * 128 && ka->k_s1 == 128);
+    CHECK(ka->wl == -1 && ka->wr == -1 && ka->has_lse == 0);
+    CHECK(ka->scale_log2 > 0.18033f && ka->scale_log2 < 0.18034f); /* 0.125 log2(e) */
+    check_map(&l->args[5], &fake_buf[0], 4, (const uint64_t[]){128, 4, 8, 300},
+              (const uint64_t[]){256, 1024, 32 * 256}, (const uint32_t[]){64, 4, 1, 32});
+    check_map(&l->args[6], &fake_buf[1], 3, (const uint64_t[]){128, 8, 300}, (const uint64_t[]){256, 8 * 256},
+              (const uint32_t[]){64, 1, 128});
+    check_map(&l->args[7], &fake_buf[2], 3, (const uint64_t[]){128, 8, 300}, (const uint64_t[]){256, 8 * 256},
+              (const uint32_t[]){64, 1, 128});
+
+    /* f16 takes the f16 variant; a dry run plans without launching */
+    p = fake_prefill_params(KP_F16, 128);
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 1));
+    CHECK_INT_EQ(fake_count, 0);
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].options, "-DKP_DTYPE_F16 -DF3_DQK=128 -DF3_STAGES=3");
+    CHECK_INT_EQ(fake_launches[0].args[5].v.tmap.dtype, KP_F16);
+
+    /* DeepSeek-V3's 192/128: three 64-column boxes of q and k, two of v; two stages fit */
+    p = fake_prefill_params(KP_BF16, 192);
+    p.v = fake_tensor(2, KP_BF16, 3, (int64_t[]){300, 8, 128});
+    p.out = fake_tensor(3, KP_BF16, 3, (int64_t[]){300, 32, 128});
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    l = &fake_launches[0];
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=192 -DF3_STAGES=2");
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(192, 2));
+    CHECK(l->local_bytes <= fake_prof.local_mem && KP_ATTN_SM90_LOCAL_BYTES(192, 3) > fake_prof.local_mem);
+    check_map(&l->args[5], &fake_buf[0], 4, (const uint64_t[]){192, 4, 8, 300},
+              (const uint64_t[]){384, 4 * 384, 32 * 384}, (const uint32_t[]){64, 4, 1, 32});
+    check_map(&l->args[6], &fake_buf[1], 3, (const uint64_t[]){192, 8, 300}, (const uint64_t[]){384, 8 * 384},
+              (const uint32_t[]){64, 1, 128});
+    check_map(&l->args[7], &fake_buf[2], 3, (const uint64_t[]){128, 8, 300}, (const uint64_t[]){256, 8 * 256},
+              (const uint32_t[]){64, 1, 128});
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* What the tier cannot take: auto (with a table row for it) runs generation 2, forcing it
+ * fails with KP_ERR_UNSUPPORTED naming the reason, and nothing is launched. */
+KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
+    static const struct {
+        const char *what, *why;
+        int d, h_q;   /* head dim; q heads (h_kv 8) */
+        int misalign; /* 1: q's token stride not a 16-byte multiple */
+        int not_sm90a;
+    } cases[] = {
+        {"head dim 64", "head dims other than 128/128 and 192/128", 64, 32, 0, 0},
+        {"GQA group 3", "the GQA group does not divide 128", 128, 24, 0, 0},
+        {"q rows not 16-byte aligned", "16-byte aligned", 128, 32, 1, 0},
+        {"not sm_90a", "not CUDA sm_90a", 128, 32, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int forced = 0; forced < 2; forced++) {
+            sm90_reset(forced ? 0 : 3);
+            if (forced) setenv("KPORT_GPU_KERNELS", "attention_prefill=sm90", 1);
+            if (cases[i].not_sm90a) fake_prof.sm90a = 0;
+            kp_attention_prefill_params p = fake_prefill_params(KP_BF16, cases[i].d);
+            if (cases[i].h_q != 32) {
+                p.q = fake_tensor(0, KP_BF16, 3, (int64_t[]){300, cases[i].h_q, cases[i].d});
+                p.out = fake_tensor(3, KP_BF16, 3, (int64_t[]){300, cases[i].h_q, cases[i].d});
+            }
+            if (cases[i].misalign) p.q.strides[0] = 32 * 128 + 4;
+            kp_stream s = {0};
+            kp_status st = kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0);
+            if (forced) {
+                CHECK_MSG(st == KP_ERR_UNSUPPORTED, "%s, forced: status %d", cases[i].what, (int)st);
+                CHECK_STR_CONTAINS(fake_error, cases[i].why);
+                CHECK_INT_EQ(fake_count, 0);
+            } else if (!cases[i].misalign) { /* generation 2 takes the rest (unaligned rows: gen 1) */
+                CHECK_MSG(st == KP_OK && fake_count == 1 &&
+                              strcmp(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL2) == 0,
+                          "%s, auto: status %d, %d launches of %s", cases[i].what, (int)st, fake_count,
+                          fake_count ? fake_launches[0].source : "-");
+            } else {
+                CHECK_MSG(st == KP_OK && fake_count == 1 &&
+                              strcmp(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL_SM90) != 0,
+                          "%s, auto: status %d", cases[i].what, (int)st);
+            }
+        }
+    unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* auto picks the tier only with the tuning table's "attention_prefill;gen" 3 (no device has
+ * that row yet); the environment beats the table; KPORT_DISABLE_TIER=sm90 turns auto's choice
+ * off and makes the forced one an error. */
+KP_TEST(gpu_attention_prefill_sm90_switches) {
+    static const struct {
+        const char *kernels, *disable;
+        int64_t tuned_gen;
+        const char *source; /* NULL: KP_ERR_UNSUPPORTED */
+    } cases[] = {
+        {NULL, NULL, 0, KP_GPU_SRC_ATTN_PREFILL2},
+        {NULL, NULL, 3, KP_GPU_SRC_ATTN_PREFILL_SM90},
+        {"attention_prefill=sm90", NULL, 0, KP_GPU_SRC_ATTN_PREFILL_SM90},
+        {"attention_prefill=sm90", NULL, 2, KP_GPU_SRC_ATTN_PREFILL_SM90},
+        {"attention_prefill=gen2", NULL, 3, KP_GPU_SRC_ATTN_PREFILL2},
+        {"grouped_gemm=sm90", NULL, 0, KP_GPU_SRC_ATTN_PREFILL2},
+        {NULL, "sm90", 3, KP_GPU_SRC_ATTN_PREFILL2},
+        {"attention_prefill=sm90", "sm90", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sm90_reset(cases[i].tuned_gen);
+        if (cases[i].kernels) setenv("KPORT_GPU_KERNELS", cases[i].kernels, 1);
+        if (cases[i].disable) setenv("KPORT_DISABLE_TIER", cases[i].disable, 1);
+        kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
+        kp_stream s = {0};
+        kp_status st = kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0);
+        if (!cases[i].source) {
+            CHECK_INT_EQ(st, KP_ERR_UNSUPPORTED);
+            CHECK_STR_CONTAINS(fake_error, "KPORT_DISABLE_TIER");
+            CHECK_INT_EQ(fake_count, 0);
+        } else {
+            CHECK_MSG(st == KP_OK && fake_count >= 1 && strcmp(fake_launches[0].source, cases[i].source) == 0,
+                      "case %zu: status %d, %d launches of %s, want %s", i, (int)st, fake_count,
+                      fake_count ? fake_launches[0].source : "-", cases[i].source);
+        }
+    }
+    unsetenv("KPORT_GPU_KERNELS");
+    unsetenv("KPORT_DISABLE_TIER");
+    fake_tuned_prefill_gen = 0;
+}
+
+/* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill
+ * for bf16 and f16 at 128/128 and 192/128; the hip list none. */
+static int attn_variants;
+static void count_attn(void *user, const char *source, const char *options, const char *kernels) {
+    (void)user, (void)options;
+    if (strcmp(source, KP_GPU_SRC_ATTN_PREFILL_SM90) == 0 && strcmp(kernels, "kp_attention_prefill_sm90") == 0)
+        attn_variants++;
+}
+
+KP_TEST(gpu_attention_prefill_sm90_variants_listed) {
+    kp_device_info info;
+    kp_gpu_profile prof;
+    CHECK_INT_EQ(kp_gpu_build_profile("cuda", &info, &prof), 0);
+    CHECK_INT_EQ(prof.sm90a, 1);
+    attn_variants = 0;
+    kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);
+    CHECK_INT_EQ(attn_variants, 4);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 128), 3);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 192), 2);
+    CHECK_INT_EQ(kp_gpu_build_profile("hip", &info, &prof), 0);
+    attn_variants = 0;
+    kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);
+    CHECK_INT_EQ(attn_variants, 0);
+}
