@@ -100,32 +100,12 @@ KP_TEST(cuda_sm90_attn_tile_selftest_runs) {
     KP_SKIP("no sm_90a attention self-test cubin in this build");
 #else
     enum { D = 128 };
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) KP_SKIP("no libcuda.so.1: %s", dlerror());
-    if (SYM(h, cuInit)(0) != CUDA_SUCCESS) KP_SKIP("cuInit failed: no usable NVIDIA GPU");
-    CUdevice dev;
-    int major = 0, minor = 0;
-    CHECK(SYM(h, cuDeviceGet)(&dev, 0) == CUDA_SUCCESS);
-    SYM(h, cuDeviceGetAttribute)(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-    SYM(h, cuDeviceGetAttribute)(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
-    if (major != 9 || minor != 0) KP_SKIP("device 0 is sm_%d%d, not sm_90", major, minor);
-    __typeof__(&cuTensorMapEncodeTiled) enc = SYM(h, cuTensorMapEncodeTiled);
-    CHECK_MSG(enc != NULL, "an sm_90 driver without cuTensorMapEncodeTiled");
-
-    FILE *f = fopen(KPORT_SM90_ATTN_SELFTEST_CUBIN, "rb");
-    CHECK_MSG(f != NULL, "%s", KPORT_SM90_ATTN_SELFTEST_CUBIN);
-    static char image[1 << 20];
-    size_t image_len = fread(image, 1, sizeof image, f);
-    fclose(f);
-    CHECK(image_len > 0 && image_len < sizeof image);
-
-    CUcontext ctx;
-    CHECK(SYM(h, cuDevicePrimaryCtxRetain)(&ctx, dev) == CUDA_SUCCESS);
-    CHECK(SYM(h, cuCtxPushCurrent)(ctx) == CUDA_SUCCESS);
+    sm90_driver drv;
+    sm90_driver_open(&drv);
+    void *h = drv.h;
     CUmodule mod;
     CUfunction fn;
-    CHECK(SYM(h, cuModuleLoadData)(&mod, image) == CUDA_SUCCESS);
-    CHECK(SYM(h, cuModuleGetFunction)(&fn, mod, "kp_sm90_attn_selftest") == CUDA_SUCCESS);
+    sm90_load_cubin(&drv, KPORT_SM90_ATTN_SELFTEST_CUBIN, "kp_sm90_attn_selftest", &mod, &fn);
 
     static unsigned short q[N * N], k[N * N], v[N * D];
     static float s[N * N], o[N * D];
@@ -150,20 +130,12 @@ KP_TEST(cuda_sm90_attn_tile_selftest_runs) {
     CHECK(SYM(h, cuMemcpyHtoD)(ds, s, sizeof s) == CUDA_SUCCESS);
     CHECK(SYM(h, cuMemcpyHtoD)(dout, o, sizeof o) == CUDA_SUCCESS);
     CUtensorMap tq, tk, tv;
-    CHECK(encode(enc, &tq, dq) == CUDA_SUCCESS);
-    CHECK(encode(enc, &tk, dk) == CUDA_SUCCESS);
-    {
-        cuuint64_t dims[2] = {D, N}, strides[1] = {D * 2};
-        cuuint32_t box[2] = {64, N}, elem[2] = {1, 1};
-        CHECK(enc(&tv, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)dv, dims, strides, box, elem,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS);
-    }
+    CHECK(encode(&drv, &tq, dq) == CUDA_SUCCESS);
+    CHECK(encode(&drv, &tk, dk) == CUDA_SUCCESS);
+    /* V [N kv x D] read in boxes of 64 d-columns (the 128-byte swizzle's span) */
+    CHECK(sm90_tensor_map(&drv, &tv, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, dv, D, N, D * 2, 64, N) == CUDA_SUCCESS);
     void *args[] = {&tq, &tk, &tv, &ds, &dout};
-    CUresult r = SYM(h, cuLaunchKernel)(fn, 1, 1, 1, 128, 1, 1, 0, NULL, args, NULL);
-    CHECK_MSG(r == CUDA_SUCCESS, "cuLaunchKernel: %d", (int)r);
-    r = SYM(h, cuCtxSynchronize)();
-    CHECK_MSG(r == CUDA_SUCCESS, "kernel failed: CUresult %d", (int)r);
+    sm90_run_one_warpgroup(&drv, fn, args, "kp_sm90_attn_selftest");
     CHECK(SYM(h, cuMemcpyDtoH)(s, ds, sizeof s) == CUDA_SUCCESS);
     CHECK(SYM(h, cuMemcpyDtoH)(o, dout, sizeof o) == CUDA_SUCCESS);
 
@@ -187,9 +159,7 @@ KP_TEST(cuda_sm90_attn_tile_selftest_runs) {
               N * D);
     SYM(h, cuMemFree)(dq), SYM(h, cuMemFree)(dk), SYM(h, cuMemFree)(dv), SYM(h, cuMemFree)(ds), SYM(h, cuMemFree)(dout);
     SYM(h, cuModuleUnload)(mod);
-    CUcontext popped;
-    SYM(h, cuCtxPopCurrent)(&popped);
-    SYM(h, cuDevicePrimaryCtxRelease)(dev);
+    sm90_driver_close(&drv);
 #endif
 }
 #endif
