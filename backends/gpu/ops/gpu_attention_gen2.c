@@ -136,17 +136,7 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
 
     int group = (int)(h_q / h_kv);
     int64_t rows = (int64_t)(p->max_seqlen_q > 0 ? p->max_seqlen_q : 1) * group;
-    kp_attn_prefill_kargs ka = {
-        .q_off = kp_gpu_elem_offset(&p->q), .q_s0 = p->q.strides[0], .q_s1 = p->q.strides[1],
-        .k_off = kp_gpu_elem_offset(&p->k), .k_s0 = p->k.strides[0], .k_s1 = p->k.strides[1],
-        .v_off = kp_gpu_elem_offset(&p->v), .v_s0 = p->v.strides[0], .v_s1 = p->v.strides[1],
-        .o_off = kp_gpu_elem_offset(&p->out), .o_s0 = p->out.strides[0], .o_s1 = p->out.strides[1],
-        .lse_off = kp_gpu_elem_offset(&p->lse),
-        .cu_q_off = kp_gpu_elem_offset(&p->cu_seqlens_q), .cu_k_off = kp_gpu_elem_offset(&p->cu_seqlens_k),
-        .has_lse = p->lse.buffer != NULL, .nb = (int32_t)nb, .total_q = (int32_t)total_q,
-        .total_k = (int32_t)total_k, .group = group, .causal = p->causal, .wl = p->window_left,
-        .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
-    };
+    kp_attn_prefill_kargs ka = kp_gpu_attn_prefill_kargs(p, 3, nb, total_q, total_k, group);
     kp_gpu_launch l;
     kp_gpu_launch_init(&l, KP_GPU_SRC_ATTN_PREFILL2, opts, kernel);
     kp_gpu_arg_tensor(&l, &p->q), kp_gpu_arg_tensor(&l, &p->k), kp_gpu_arg_tensor(&l, &p->v);

@@ -11,6 +11,25 @@
 
 #define ATTN_LOG2E 1.4426950408889634
 
+/* The prefill kernels' common parameters (every generation): offsets and strides of the
+ * tensors (k and v of rank kv_rank: 4 when paged, their token and head strides the last
+ * but one two), the sequence counts and the softmax's rules. */
+kp_attn_prefill_kargs kp_gpu_attn_prefill_kargs(const kp_attention_prefill_params *p, int kv_rank, int64_t nb,
+                                                int64_t total_q, int64_t total_k, int group) {
+    kp_attn_prefill_kargs ka = {
+        .q_off = kp_gpu_elem_offset(&p->q), .q_s0 = p->q.strides[0], .q_s1 = p->q.strides[1],
+        .k_off = kp_gpu_elem_offset(&p->k), .k_s0 = p->k.strides[kv_rank - 3], .k_s1 = p->k.strides[kv_rank - 2],
+        .v_off = kp_gpu_elem_offset(&p->v), .v_s0 = p->v.strides[kv_rank - 3], .v_s1 = p->v.strides[kv_rank - 2],
+        .o_off = kp_gpu_elem_offset(&p->out), .o_s0 = p->out.strides[0], .o_s1 = p->out.strides[1],
+        .lse_off = kp_gpu_elem_offset(&p->lse),
+        .cu_q_off = kp_gpu_elem_offset(&p->cu_seqlens_q), .cu_k_off = kp_gpu_elem_offset(&p->cu_seqlens_k),
+        .has_lse = p->lse.buffer != NULL, .nb = (int32_t)nb, .total_q = (int32_t)total_q,
+        .total_k = (int32_t)total_k, .group = group, .causal = p->causal, .wl = p->window_left,
+        .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
+    };
+    return ka;
+}
+
 kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run) {
     const kp_host_services *h = c->host;
     const char *name = "attention_prefill";
@@ -45,17 +64,7 @@ kp_status kp_gpu_attention_prefill(kp_gpu_ctx *c, const kp_attention_prefill_par
 
     int group = (int)(h_q / h_kv);
     int64_t rows = (int64_t)(p->max_seqlen_q > 0 ? p->max_seqlen_q : 1) * group;
-    kp_attn_prefill_kargs ka = {
-        .q_off = kp_gpu_elem_offset(&p->q), .q_s0 = p->q.strides[0], .q_s1 = p->q.strides[1],
-        .k_off = kp_gpu_elem_offset(&p->k), .k_s0 = p->k.strides[kv_rank - 3], .k_s1 = p->k.strides[kv_rank - 2],
-        .v_off = kp_gpu_elem_offset(&p->v), .v_s0 = p->v.strides[kv_rank - 3], .v_s1 = p->v.strides[kv_rank - 2],
-        .o_off = kp_gpu_elem_offset(&p->out), .o_s0 = p->out.strides[0], .o_s1 = p->out.strides[1],
-        .lse_off = kp_gpu_elem_offset(&p->lse),
-        .cu_q_off = kp_gpu_elem_offset(&p->cu_seqlens_q), .cu_k_off = kp_gpu_elem_offset(&p->cu_seqlens_k),
-        .has_lse = p->lse.buffer != NULL, .nb = (int32_t)nb, .total_q = (int32_t)total_q,
-        .total_k = (int32_t)total_k, .group = group, .causal = p->causal, .wl = p->window_left,
-        .wr = p->window_right, .scale_log2 = (float)(p->softmax_scale * ATTN_LOG2E),
-    };
+    kp_attn_prefill_kargs ka = kp_gpu_attn_prefill_kargs(p, kv_rank, nb, total_q, total_k, group);
     if (paged) {
         ka.k_sb = p->k.strides[0], ka.v_sb = p->v.strides[0];
         ka.bt_off = kp_gpu_elem_offset(&p->block_table), ka.bt_s0 = p->block_table.strides[0];

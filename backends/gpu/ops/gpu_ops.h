@@ -176,6 +176,10 @@ kp_status kp_gpu_attn_config(const kp_host_services *h, const kp_gpu_profile *p,
 
 /* "-DKP_DTYPE_BF16 -DATTN_DQK=128 ..." */
 void kp_gpu_attn_options(const kp_gpu_attn_cfg *c, char *buf, size_t n);
+/* The prefill kernels' common parameters (gpu_attention_prefill.c): k and v of rank
+ * kv_rank (4: paged); the caller adds what its generation needs. */
+kp_attn_prefill_kargs kp_gpu_attn_prefill_kargs(const kp_attention_prefill_params *p, int kv_rank, int64_t nb,
+                                                int64_t total_q, int64_t total_k, int group);
 
 /* kp_gpu_attn_config with tuning, its options, and the variant checked on the device;
  * a tuned tile the device lacks falls back to the default one. */
