@@ -18,6 +18,7 @@
  */
 #include "kp_attn_tile.h"
 #include "attention_kargs.h"
+#include "kp_attn_seq.h"
 
 KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q, KP_GLOBAL const kp_storage_t *KP_RESTRICT k,
                                     KP_GLOBAL const kp_storage_t *KP_RESTRICT v, KP_GLOBAL kp_storage_t *KP_RESTRICT out,
@@ -27,23 +28,9 @@ KP_KERNEL void kp_attention_prefill(KP_GLOBAL const kp_storage_t *KP_RESTRICT q,
     ATTN_DECLARE_LOCALS();
     int lid = kp_local_id(0), hk = kp_group_id(1), b = kp_group_id(2);
 
-    int qs0, qe, ks0, ke;
-    if (b < p.nb) {
-        qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
-        qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
-        if (p.paged) {
-            ks0 = 0;
-            ke = min(max(seq_lens_k[p.sl_off + b], 0), p.max_blocks * p.block_size);
-        } else {
-            ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
-            ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
-        }
-    } else { /* rows past the last sequence */
-        qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
-        qe = p.total_q;
-        ks0 = ke = 0;
-    }
-    int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
+    const kp_attn_seq sq = kp_attn_seq_of(cu_q, cu_k, seq_lens_k, p, b);
+    const int qs0 = sq.qs0, ks0 = sq.ks0;
+    int len_q = sq.qe - qs0, len_k = sq.ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
 
     for (int m0 = kp_group_id(0) * ATTN_BM; m0 < rows; m0 += kp_num_groups(0) * ATTN_BM) {
         for (int r = lid; r < ATTN_BM; r += ATTN_NT) {

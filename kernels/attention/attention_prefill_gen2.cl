@@ -36,6 +36,7 @@
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
+#include "kp_attn_seq.h"
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_wave_tile.h"
@@ -179,18 +180,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
     const int hk = kp_group_id(1), b = kp_group_id(2);
     KP_LOCAL_MEM kp_u16 *my_pscr = pscr + w0 * 16; /* KP_WT_M x 16 a wave: 256 per 32 lanes */
 
-    int qs0, qe, ks0, ke;
-    if (b < p.nb) {
-        qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
-        qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
-        ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
-        ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
-    } else { /* rows past the last sequence */
-        qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
-        qe = p.total_q;
-        ks0 = ke = 0;
-    }
-    const int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
+    const kp_attn_seq sq = kp_attn_seq_of(cu_q, cu_k, 0, p, b);
+    const int qs0 = sq.qs0, ks0 = sq.ks0;
+    const int len_q = sq.qe - qs0, len_k = sq.ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
 
     for (int m0 = kp_group_id(0) * A2_BM; m0 < rows; m0 += kp_num_groups(0) * A2_BM) {
         /* the Q tile, rows past the end as zeros: its own copy group, landed by tile 0's wait */

@@ -44,6 +44,7 @@
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
+#include "kp_attn_seq.h"
 #include "common/kp_tile_sm90_attn.h"
 
 #if defined(KP_DTYPE_F16)
@@ -145,18 +146,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
     }
     kp_barrier();
 
-    int qs0, qe, ks0, ke;
-    if (b < p.nb) {
-        qs0 = min(max(cu_q[p.cu_q_off + b], 0), p.total_q);
-        qe = min(max(cu_q[p.cu_q_off + b + 1], qs0), p.total_q);
-        ks0 = min(max(cu_k[p.cu_k_off + b], 0), p.total_k);
-        ke = min(max(cu_k[p.cu_k_off + b + 1], ks0), p.total_k);
-    } else { /* rows past the last sequence */
-        qs0 = min(max(cu_q[p.cu_q_off + p.nb], 0), p.total_q);
-        qe = p.total_q;
-        ks0 = ke = 0;
-    }
-    const int len_q = qe - qs0, len_k = ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
+    const kp_attn_seq sq = kp_attn_seq_of(cu_q, cu_k, 0, p, b);
+    const int qs0 = sq.qs0, ks0 = sq.ks0;
+    const int len_q = sq.qe - qs0, len_k = sq.ke - ks0, shift = len_k - len_q, rows = len_q * p.group;
 
     if (tid < 128) { /* ---- producer warpgroup ---- */
         kp_setmaxnreg_dec(F3_REGS_PRODUCER);
