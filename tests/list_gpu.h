@@ -20,6 +20,10 @@ X(gpu_grouped_gemm_sm90_w8a8_plan)
 X(gpu_grouped_gemm_sm90_w8a8_auto_stays_on_gen2)
 X(gpu_grouped_gemm_sm90_w8a8_declines_what_it_cannot_run)
 X(gpu_grouped_gemm_sm90_w8a8_variants_listed)
+/* tests/test_gpu_plan_sm90_masked.c */
+X(gpu_grouped_gemm_sm90_masked_plan)
+X(gpu_grouped_gemm_sm90_w8a8_masked_plan)
+X(gpu_grouped_gemm_sm90_masked_tiles)
 /* tests/test_gpu_plan_sm90_attn.c */
 X(gpu_attention_prefill_sm90_plan)
 X(gpu_attention_prefill_sm90_declines_what_it_cannot_run)

@@ -1,6 +1,8 @@
 /*
  * kernels/moe/moe_gemm_fp8_sm90.cl - the W8A8 grouped GEMM on sm_90a's wgmma + TMA tier
- * (issue 14): for the rows r of expert e (offsets[e] .. offsets[e+1], clamped to [0, m]),
+ * (issue 14): for the rows r of expert e (offsets[e] .. offsets[e+1], clamped to [0, m];
+ * in the masked layout, p.g.mask_m > 0, the flat rows e * mask_m .. + clamp(masked_m[e], 0,
+ * mask_m), counts read on the device alone, a_scale indexed by the flat row),
  *     out[r, n] = sum over K slices kb of (a[r, kb] . w[e, n, kb]) * (a_scale(r, kb) * w_scale[e, n/128, kb])
  * with a and w e4m3 (K slices of 128), f32 scales, out in the dtype (KP_DTYPE_F32 / _F16 /
  * _BF16; KP_MOE_GEMM_STORE) or f32 (KP_MOE_GEMM_STORE_F32): the arithmetic of

@@ -20,9 +20,9 @@ typedef struct kp_moe_gemm_fp8_sm90_kargs {
     kp_karg_i64 as_off, as_t, as_g, ws_off;
     kp_karg_i32 ws_nb, ws_kb;
 } kp_moe_gemm_fp8_sm90_kargs;
-KP_KARGS_OFFSET(kp_moe_gemm_fp8_sm90_kargs, as_off, 48);
-KP_KARGS_OFFSET(kp_moe_gemm_fp8_sm90_kargs, ws_nb, 80);
-KP_KARGS_SIZE(kp_moe_gemm_fp8_sm90_kargs, 88);
+KP_KARGS_OFFSET(kp_moe_gemm_fp8_sm90_kargs, as_off, 56);
+KP_KARGS_OFFSET(kp_moe_gemm_fp8_sm90_kargs, ws_nb, 88);
+KP_KARGS_SIZE(kp_moe_gemm_fp8_sm90_kargs, 96);
 
 /* Its tile: 128 rows (two consumer warpgroups of 64) x 128 columns (one w_scale block; a
  * consumer thread holds 64 promoted f32 and 64 of the slice's: n256 would need 256), K

@@ -1,7 +1,9 @@
 /*
  * kernels/moe/moe_gemm_sm90.cl - the grouped GEMM on sm_90a's wgmma + TMA tier (issue 14):
  * out[r, :] = a[r, :] . w[e]^T for the rows r of expert e (offsets[e] .. offsets[e+1],
- * clamped to [0, m], as moe_gemm_common.h's kpg_find reads them), 16-bit a and w, out in
+ * clamped to [0, m], as moe_gemm_common.h's kpg_find reads them; in the masked layout,
+ * p.mask_m > 0, rows e * mask_m .. + clamp(masked_m[e], 0, mask_m), the counts read on the
+ * device alone: moe_gemm_sm90_tiles.h), 16-bit a and w, out in
  * the dtype (KP_MOE_GEMM_STORE) or f32 (KP_MOE_GEMM_STORE_F32). CUDA sm_90a only: built into
  * the cuda plugin as sm_90a SASS alone (build_fatbins.py reads the KP_ARCHS line below),
  * never for OpenCL or HIP. The planner (backends/gpu/ops/gpu_grouped_gemm_sm90.c) sends

@@ -14,17 +14,20 @@
  * out (16-bit) and outf (f32; the same buffer, the mode picks), this block, then the
  * tensor maps of a ([a_rows, K] from a_off, row stride a_ld) and w ([E * N, K] from w_off,
  * row stride w_sn; experts contiguous: w_se = N w_sn) by value. mode: KP_MOE_GEMM_STORE
- * or KP_MOE_GEMM_STORE_F32. */
+ * or KP_MOE_GEMM_STORE_F32. mask_m > 0: the masked layout (offsets holds masked_m [E],
+ * m = E * mask_m; moe_gemm_sm90_tiles.h reads it). */
 typedef struct kp_moe_gemm_sm90_kargs {
     kp_karg_i64 offsets_off, out_off, out_ld;
     kp_karg_i32 n_exp;
     kp_karg_i32 dense_rows; /* > 0: one expert, rows [0, dense_rows) */
     kp_karg_i32 m, n, k;    /* m: rows of out (offsets clamp to it); k % 64 == 0 */
     kp_karg_i32 mode;
+    kp_karg_i32 mask_m; /* > 0: expert e's rows e * mask_m + r, r < clamp(offsets[e], 0, mask_m) */
+    kp_karg_i32 pad0;
 } kp_moe_gemm_sm90_kargs;
 KP_KARGS_OFFSET(kp_moe_gemm_sm90_kargs, n_exp, 24);
-KP_KARGS_OFFSET(kp_moe_gemm_sm90_kargs, mode, 44);
-KP_KARGS_SIZE(kp_moe_gemm_sm90_kargs, 48);
+KP_KARGS_OFFSET(kp_moe_gemm_sm90_kargs, pad0, 52);
+KP_KARGS_SIZE(kp_moe_gemm_sm90_kargs, 56);
 
 /* Its tiles: 128 rows (two consumer warpgroups of 64) x BN (128 or 256) columns, K steps
  * of 64 (one 128-byte swizzle span of 16-bit elements). Dynamic shared memory: 1 KiB of

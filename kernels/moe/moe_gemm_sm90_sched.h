@@ -19,15 +19,19 @@
  * fastest: tile t is (m-tile t / tiles_n of the concatenated experts, n-tile t % tiles_n).
  * CTAs stride over the list (t = blockIdx.x, += gridDim.x); the list's m-tile prefix over
  * the experts is built from `offsets` on the device, in shared memory, so the host never
- * reads the offsets. Rows of an A box past the expert's end are other experts' rows (or
- * zeros past a_rows: TMA fills out-of-bounds elements with zeros and still counts their
- * bytes); W rows past N are the next expert's (or zeros); both results are discarded.
+ * reads the offsets (nor, in the masked layout, masked_m: an expert's m-tiles are
+ * ceil(count / 128) of its clamped count, tiles past it never listed; the index arithmetic
+ * is moe_gemm_sm90_tiles.h's, host-tested). Rows of an A box past the expert's end are
+ * other experts' rows (or zeros past a_rows: TMA fills out-of-bounds elements with zeros
+ * and still counts their bytes); W rows past N are the next expert's (or zeros); both
+ * results are discarded: the epilogue stores rows below the expert's end alone.
  */
 #ifndef KP_MOE_GEMM_SM90_SCHED_H
 #define KP_MOE_GEMM_SM90_SCHED_H
 
 #include "moe_kargs.h"
 #include "moe_gemm_sm90_kargs.h"
+#include "moe_gemm_sm90_tiles.h"
 #include "common/kp_tile_sm90.h"
 
 #if S90_BM != KP_MOE_GEMM_SM90_BM
@@ -40,36 +44,11 @@
 #define S90_REGS_PRODUCER 40
 #define S90_REGS_CONSUMER 232
 
-/* Expert e's clamped rows [lo, hi) (dense_rows > 0: the one expert, rows [0, min(dense_rows, m))). */
-KP_FN void s90_rows(KP_GLOBAL const int *offsets, const kp_moe_gemm_sm90_kargs *p, int e, int *lo, int *hi) {
-    if (p->dense_rows > 0) {
-        *lo = 0, *hi = p->dense_rows < p->m ? p->dense_rows : p->m;
-        return;
-    }
-    int l = offsets[p->offsets_off + e], h = offsets[p->offsets_off + e + 1];
-    l = l < 0 ? 0 : l > p->m ? p->m : l;
-    h = h < l ? l : h > p->m ? p->m : h;
-    *lo = l, *hi = h;
-}
-
-/* Tile t -> expert, its first row and end, first column; 0 when t is past the list.
- * prefix[e]: m-tiles of experts 0 .. e-1 (prefix[n] = all of them). */
+/* Tile t -> expert, its first row and end, first column (moe_gemm_sm90_tiles.h); 0 when t
+ * is past the list. */
 KP_FN int s90_tile(KP_GLOBAL const int *offsets, const kp_moe_gemm_sm90_kargs *p, KP_LOCAL_MEM const int *prefix,
                    int nexp, int tiles_n, int t, int *e_out, int *row0, int *hi, int *n0) {
-    const int mt = t / tiles_n;
-    if (mt >= prefix[nexp]) return 0;
-    int lo_e = 0, hi_e = nexp - 1; /* the last e with prefix[e] <= mt (experts without rows repeat a value) */
-    while (lo_e < hi_e) {
-        int mid = (lo_e + hi_e + 1) / 2;
-        if (prefix[mid] <= mt) lo_e = mid;
-        else hi_e = mid - 1;
-    }
-    int lo;
-    s90_rows(offsets, p, lo_e, &lo, hi);
-    *e_out = lo_e;
-    *row0 = lo + (mt - prefix[lo_e]) * S90_BM;
-    *n0 = (t % tiles_n) * S90_BN;
-    return 1;
+    return kp_s90_tile(offsets, p, prefix, nexp, tiles_n, S90_BN, t, e_out, row0, hi, n0);
 }
 
 /* The CTA's shared memory, carved from the dynamic allocation. */
@@ -99,11 +78,8 @@ KP_FN int s90_setup(KP_LOCAL_MEM unsigned char *raw, KP_GLOBAL const int *offset
         kp_mbar_fence_init();
         sm->prefix[0] = 0;
     }
-    for (int e = tid; e < nexp; e += S90_THREADS) { /* m-tiles of each expert, then their prefix */
-        int lo, hi;
-        s90_rows(offsets, p, e, &lo, &hi);
-        sm->prefix[e + 1] = (hi - lo + S90_BM - 1) / S90_BM;
-    }
+    for (int e = tid; e < nexp; e += S90_THREADS) /* m-tiles of each expert, then their prefix */
+        sm->prefix[e + 1] = kp_s90_mtiles(offsets, p, e);
     kp_barrier();
     if (tid == 0)
         for (int e = 0; e < nexp; ++e) sm->prefix[e + 1] += sm->prefix[e];

@@ -198,6 +198,40 @@ KP_CONFORMANCE(conf_grouped_gemm_masked_fp8) {
     kp_stream_destroy(s);
 }
 
+/* The shapes the sm_90a tier takes (ci/gpu-check forces it on these: variants sm90 and
+ * sm90w8a8), every backend runs them: bf16 / f16 with K % 64, max_m past one and two
+ * 128-row tiles and not a multiple of 128, counts 0, 1, 128, 129, max_m, past max_m
+ * (clamped: the next expert's rows stay poison) and negative, both ranks. */
+KP_CONFORMANCE(conf_grouped_gemm_masked_k64) {
+    kp_stream *s = new_stream(d);
+    const int32_t a[4] = {129, 0, 200, 1000}; /* max_m 200: two tiles, none, all, clamped */
+    const int32_t b[3] = {-4, 1, 130};        /* max_m 130 */
+    const int32_t c[2] = {256, 128};          /* max_m 256: exactly two tiles, one */
+    const masked_case cases[] = {
+        {PATH_PLAIN, KP_BF16, 4, 200, 128, 136, a, 1, 0},
+        {PATH_PLAIN, KP_F16, 3, 130, 64, 256, b, 0, 0},
+        {PATH_PLAIN, KP_BF16, 2, 256, 192, 72, c, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) masked_run(d, s, &cases[i]);
+    kp_stream_destroy(s);
+}
+
+/* W8A8 (K % 128) on the same kinds of counts, a_scale by the flat row in both layouts,
+ * out f32 / f16 / bf16: what the sm_90a tier's W8A8 kernel takes. */
+KP_CONFORMANCE(conf_grouped_gemm_masked_w8a8) {
+    kp_stream *s = new_stream(d);
+    const int32_t a[4] = {200, 0, 300, 129}; /* max_m 200 */
+    const int32_t b[3] = {-1, 130, 7};       /* max_m 130 */
+    const int32_t c[2] = {64, 33};           /* max_m 64: below one tile */
+    const masked_case cases[] = {
+        {PATH_W8A8, KP_BF16, 4, 200, 256, 136, a, 1, KP_FP8_SCALE_ROW_MAJOR},
+        {PATH_W8A8, KP_F32, 3, 130, 128, 256, b, 0, KP_FP8_SCALE_COL_MAJOR},
+        {PATH_W8A8, KP_F16, 2, 64, 384, 128, c, 1, KP_FP8_SCALE_COL_MAJOR},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) masked_run(d, s, &cases[i]);
+    kp_stream_destroy(s);
+}
+
 /* One invalid call: its status, a word of its message, and out still all poison. */
 static void refused(kp_stream *s, const kp_grouped_gemm_params *p, kp_conf_tensor *out, kp_status want,
                     const char *word, const char *what) {

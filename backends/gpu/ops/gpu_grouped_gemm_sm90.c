@@ -8,7 +8,11 @@
  * (STORE in the dtype, STORE_F32), K a positive multiple of 64, at most 1024 experts,
  * a and w rows 16-byte aligned (TMA's global address and stride rule), w's experts
  * contiguous (w_se = N x its row stride: one 2-D tensor map [E * N, K] covers them), out
- * 8-byte aligned (the epilogue's paired stores).
+ * 8-byte aligned (the epilogue's paired stores). Both layouts: expert_offsets, and the
+ * masked [E, max_m, K] one (g->mask_m = max_m > 0, offsets = masked_m [E], read on the
+ * device alone: kernels/moe/moe_gemm_sm90_tiles.h; the grid is the bound
+ * E x ceil(max_m / 128) x ceil(N / BN), at most one CTA per SM, so nothing the host
+ * computes depends on the counts and a CUDA graph can capture the launch).
  *
  * The tile: 128 rows x BN columns, K steps of 64, a 128-byte swizzle. BN from the tuning
  * table's "grouped_gemm" "sm90_bn" (128 or 256; default 128), stages as many as the
@@ -57,7 +61,6 @@ const char *kp_gpu_gemm_sm90_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g) {
     if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
     if (g->a_fp8 || g->w_fp8)
         return "FP8 e4m3 operands (W8A8 has a kernel of its own, below; e4m3 weights with 16-bit activations none)";
-    if (g->mask_m > 0) return "the masked [E, max_m, K] layout (masked_m; the tier reads expert_offsets only)";
     if (g->a_f32 || (g->dtype != KP_BF16 && g->dtype != KP_F16)) return "the activations are not bf16 or f16";
     if (g->k <= 0 || g->k % KP_MOE_GEMM_SM90_BK) return "K is not a positive multiple of 64";
     return layout_missing(c, g, 2, kp_gpu_gemm_sm90_stages(&c->prof, 128));
@@ -92,17 +95,20 @@ static kp_moe_gemm_sm90_kargs base_kargs(const kp_gpu_moe_gemm *g) {
     kp_moe_gemm_sm90_kargs ka = {
         .offsets_off = g->offsets.off, .out_off = g->out.off, .out_ld = g->out.ld, .n_exp = g->n_exp,
         .dense_rows = (int32_t)g->dense_rows, .m = (int32_t)g->m, .n = (int32_t)g->n, .k = (int32_t)g->k,
-        .mode = g->mode,
+        .mode = g->mode, .mask_m = g->mask_m,
     };
     return ka;
 }
 
-/* CTAs: one per SM, at most the tile list's upper bound, (ceil(rows / 128) + the experts
- * that can have rows) x ceil(N / bn). */
+/* CTAs: one per SM, at most the tile list's upper bound: (ceil(rows / 128) + the experts
+ * that can have rows) x ceil(N / bn); in the masked layout E x ceil(max_m / 128) x
+ * ceil(N / bn) (every expert at its max_m; the kernel lists the counts' tiles alone). */
 static uint64_t ctas(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int64_t rows, int64_t experts, int bn) {
     const int64_t busy = experts < rows ? experts : rows;
-    const int64_t tiles = ((rows + KP_MOE_GEMM_SM90_BM - 1) / KP_MOE_GEMM_SM90_BM + (g->dense_rows > 0 ? 0 : busy)) *
-                          ((g->n + bn - 1) / bn);
+    const int64_t bm = KP_MOE_GEMM_SM90_BM;
+    const int64_t mtiles = g->mask_m > 0 && g->dense_rows <= 0 ? experts * ((g->mask_m + bm - 1) / bm)
+                                                                : (rows + bm - 1) / bm + (g->dense_rows > 0 ? 0 : busy);
+    const int64_t tiles = mtiles * ((g->n + bn - 1) / bn);
     const int64_t cus = c->prof.compute_units > 0 ? c->prof.compute_units : 1;
     return (uint64_t)(tiles < cus ? tiles : cus);
 }
@@ -156,7 +162,6 @@ const char *kp_gpu_gemm_sm90_fp8_missing(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g
     if (!g->a_fp8 || !g->w_fp8) return "a and w are not both FP8 e4m3 (W8A8)";
     if (g->dtype != KP_F32 && g->dtype != KP_BF16 && g->dtype != KP_F16) return "out is not f32, f16 or bf16";
     if (g->k <= 0 || g->k % KP_MOE_GEMM_FP8_SM90_BK) return "K is not a positive multiple of 128";
-    if (g->mask_m > 0) return "the masked [E, max_m, K] layout (masked_m; the tier reads expert_offsets only)";
     return layout_missing(c, g, 1, kp_gpu_gemm_sm90_fp8_stages(&c->prof));
 }
 
