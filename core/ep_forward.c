@@ -497,6 +497,12 @@ kp_status kp_moe_forward_ep_async_sized(kp_ep *ep, kp_stream *s, const kp_moe_fo
     const size_t at = p->workspace_offset + (KP_MOE_WORKSPACE_ALIGN - p->workspace_offset % KP_MOE_WORKSPACE_ALIGN) %
                                                 KP_MOE_WORKSPACE_ALIGN;
     if (st == KP_OK) st = check_workspace(fn, ep, p, l.end, at);
+    if (st == KP_OK && dropped && dropped->buffer == p->workspace) {
+        size_t lo, hi;
+        kp_tensor_byte_range(dropped, &lo, &hi);
+        if (lo < at + l.end && at < hi)
+            st = kp_set_error(KP_ERR_ALIASING, "%s: dropped overlaps the workspace", fn);
+    }
     async_plan q;
     if (st == KP_OK) st = plan_async(ep, p, &sh, &l, at, &q);
     if (st != KP_OK) return kp_add_context(st, "%s", fn); /* nothing written, nothing exchanged */
