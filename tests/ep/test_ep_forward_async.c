@@ -15,7 +15,7 @@
  *  - dropped (int32 [2], guard ints on both sides) reads {0, 0}, out's guard bytes
  *    are intact and every element is written (poisoned with NaN bytes first).
  * Routings: DeepSeek-V3 style and softmax; every token to rank 0's experts with ranks
- * that have no tokens; T = 1. Overflow (capacity 3, every token to rank 0): dropped
+ * that have no tokens (with and without a shared expert); T = 1. Overflow (capacity 3, every token to rank 0): dropped
  * equals the blocking kp_moe_forward_ep's (MPI transport, the same capacity) r.dropped
  * and r.dropped_all, and out equals its out within the same tolerance (the same drop
  * rule: dropped pairs count as zero). A rank that never joins: the others' call or
@@ -46,6 +46,8 @@ static const async_case cases[] = {
     {"f32 DeepSeek routing + shared expert", KP_F32, 1, 1, {7, 3, 8, 5}, 0, MAXT * K, 0},
     {"bf16 DeepSeek routing + shared expert", KP_BF16, 1, 1, {7, 3, 8, 5}, 0, MAXT * K, 0},
     {"bf16 all tokens to rank 0's experts, ranks with no tokens", KP_BF16, 0, 0, {8, 0, 6, 0}, 1, MAXT * K, 0},
+    {"f32 + shared expert, every token to rank 0's experts, rank 0 with none", KP_F32, 1, 1, {0, 5, 0, 3}, 1,
+     MAXT * K, 0},
     {"f32 T=1 + shared expert", KP_F32, 1, 0, {1, 1, 1, 1}, 0, MAXT * K, 0},
     {"bf16 T=1, softmax", KP_BF16, 0, 0, {1, 1, 1, 1}, 0, MAXT * K, 0},
     {"f32 capacity overflow (capacity 3, every token to rank 0) + shared expert", KP_F32, 1, 0, {8, 8, 8, 8}, 1, 3,
