@@ -49,6 +49,42 @@ bool kp_ep_async_supported(const kp_ep *ep, const char **why) {
 
 static int32_t header_ints(const kp_ep *ep) { return ep->max_local_experts + 2; }
 
+static size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+void kp_ep_fwd_consts_of(const kp_ep *ep, kp_ep_fwd_consts *c) {
+    const int64_t M = ep->max_recv_rows, Tmax = ep->opt.max_tokens_per_rank, LE = ep->local_experts;
+    c->ones_rows = M > Tmax ? M : Tmax; /* M <= INT32_MAX (create), LE <= KP_EP_FWD_MAX_LOCAL */
+    c->tmax = Tmax;
+    c->ones = 0;
+    c->onehot = align256((size_t)c->ones_rows * 4);
+    c->end_row = c->onehot + align256((size_t)(LE + 1) * (size_t)LE * 4);
+    c->pos2 = c->end_row + 256;
+    c->ones2 = c->pos2 + align256((size_t)Tmax * 8);
+    c->bytes = c->ones2 + align256((size_t)Tmax * 8);
+}
+
+/* c_fwd (kp_moe_forward_ep_async): only for 1..KP_EP_FWD_MAX_LOCAL local experts. */
+static kp_status fwd_consts_allocate(kp_ep *ep) {
+    const int64_t LE = ep->local_experts;
+    if (LE < 1 || LE > KP_EP_FWD_MAX_LOCAL) return KP_OK;
+    kp_ep_fwd_consts c;
+    kp_ep_fwd_consts_of(ep, &c);
+    uint8_t *h = calloc(1, c.bytes);
+    if (!h) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");
+    float *ones = (float *)(h + c.ones), *oh = (float *)(h + c.onehot), *ones2 = (float *)(h + c.ones2);
+    int32_t *pos2 = (int32_t *)(h + c.pos2);
+    for (int64_t i = 0; i < c.ones_rows; i++) ones[i] = 1.0f;
+    for (int64_t e = 0; e <= LE; e++)
+        for (int64_t n = 0; n < LE; n++) oh[e * LE + n] = n == (e < LE ? e : 0) ? 0.0f : -1e30f;
+    *(int32_t *)(h + c.end_row) = (int32_t)ep->max_recv_rows;
+    for (int64_t t = 0; t < c.tmax; t++)
+        pos2[2 * t] = (int32_t)t, pos2[2 * t + 1] = (int32_t)(c.tmax + t), ones2[2 * t] = ones2[2 * t + 1] = 1.0f;
+    kp_status st = kp_buffer_alloc(ep->dev, c.bytes, &ep->c_fwd);
+    if (st == KP_OK) st = kp_buffer_write(NULL, ep->c_fwd, 0, h, c.bytes);
+    free(h);
+    return st;
+}
+
 kp_status kp_ep_async_allocate(kp_ep *ep) {
     const size_t W = (size_t)ep->world, C = (size_t)ep->opt.capacity_per_rank, HW = (size_t)header_ints(ep);
     const size_t pairs = (size_t)ep->opt.max_tokens_per_rank * (size_t)ep->opt.topk, rb = ep->row_bytes;
@@ -68,12 +104,13 @@ kp_status kp_ep_async_allocate(kp_ep *ep) {
     if (st == KP_OK && !zero) st = kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_create: out of host memory");
     if (st == KP_OK) st = kp_buffer_write(NULL, ep->c_home, WC * rb, zero, rb);
     free(zero);
+    if (st == KP_OK) st = fwd_consts_allocate(ep);
     return st == KP_OK ? KP_OK : kp_add_context(st, "kp_ep_create: capacity-mode buffers");
 }
 
 void kp_ep_async_free(kp_ep *ep) {
     kp_buffer *b[] = {ep->c_range, ep->c_sidx, ep->c_spos, ep->c_hdr, ep->c_rmap,
-                      ep->c_gsrc, ep->c_cnt, ep->c_send, ep->c_home};
+                      ep->c_gsrc, ep->c_cnt, ep->c_send, ep->c_home, ep->c_fwd};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++)
         if (b[i]) kp_buffer_free(b[i]);
 }

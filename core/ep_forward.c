@@ -174,6 +174,46 @@ static kp_status adopt(const char *fn, const kp_moe_forward_ep_params *p, size_t
     return st;
 }
 
+/* kp_moe_forward_ep_async's workspace (file comment): topk_ids, topk_weights [T*k];
+ * recv_x [M, hidden]; expert_offsets int32 [LE + 2] (the last: M, the padding rows'
+ * range); one-hot logits f32 [M, LE]; y [M, hidden]; with a shared expert rows2
+ * [2 * Tmax, hidden] (the routed sums, then the shared rows); the inner kp_moe_forward
+ * workspace (the larger of the experts on M rows and the shared expert on T). */
+typedef struct async_layout {
+    size_t ids, wts, recv, offsets, logits, y, rows2, inner, end;
+} async_layout;
+
+static bool async_route(const kp_ep *ep, const char **why) {
+    if (!kp_ep_async_supported(ep, why)) return false;
+    if (!ep->c_fwd && why)
+        *why = ep->local_experts > KP_EP_FWD_MAX_LOCAL ? "this rank holds more than 512 experts (kp_moe_gate's most)"
+                                                        : "its constants were not allocated";
+    return ep->c_fwd != NULL;
+}
+
+static kp_status make_async_layout(kp_ep *ep, const fwd_shape *sh, const kp_moe_forward_ep_params *p,
+                                   async_layout *l) {
+    const int64_t tmax = kp_ep_options_of(ep)->max_tokens_per_rank;
+    const size_t rb = (size_t)sh->hidden * sh->act;
+    size_t at = 0, in_c = 0, in_s = 0;
+    int64_t logits;
+    bool ok = !__builtin_mul_overflow(sh->m, sh->le, &logits);
+    ok = ok && region(&at, &l->ids, sh->t * sh->k, 4) && region(&at, &l->wts, sh->t * sh->k, 4) &&
+         region(&at, &l->recv, sh->m, rb) && region(&at, &l->offsets, sh->le + 2, 4) &&
+         region(&at, &l->logits, logits, 4) && region(&at, &l->y, sh->m, rb) &&
+         region(&at, &l->rows2, sh->inter_s ? 2 * tmax : 0, rb);
+    ok = ok && inner_bytes(p, sh->m, sh->le, sh->inter, &in_c) &&
+         (!sh->inter_s || inner_bytes(p, sh->t, 1, sh->inter_s, &in_s));
+    ok = ok && region(&at, &l->inner, (int64_t)(in_c > in_s ? in_c : in_s), 1);
+    if (!ok)
+        return kp_set_error(KP_ERR_INVALID_SHAPE,
+                            "kp_moe_forward_ep_async: the workspace for %lld received rows of hidden %lld and %lld "
+                            "local experts is too large to address", (long long)sh->m, (long long)sh->hidden,
+                            (long long)sh->le);
+    l->end = at;
+    return KP_OK;
+}
+
 kp_status kp_moe_forward_ep_workspace_size_sized(kp_ep *ep, const kp_moe_forward_ep_params *p, size_t size,
                                                  size_t *bytes) {
     const char *fn = "kp_moe_forward_ep_workspace_size";
@@ -185,7 +225,13 @@ kp_status kp_moe_forward_ep_workspace_size_sized(kp_ep *ep, const kp_moe_forward
     fwd_layout l;
     if (st == KP_OK) st = check_shapes(ep, p, &sh);
     if (st == KP_OK) st = make_layout(&sh, p, &l);
-    if (st == KP_OK && __builtin_add_overflow(l.end, (size_t)KP_MOE_WORKSPACE_ALIGN - 1, bytes))
+    size_t end = l.end;
+    if (st == KP_OK && async_route(ep, NULL)) { /* kp_moe_forward_ep_async's layout too */
+        async_layout al;
+        st = make_async_layout(ep, &sh, p, &al);
+        if (st == KP_OK && al.end > end) end = al.end;
+    }
+    if (st == KP_OK && __builtin_add_overflow(end, (size_t)KP_MOE_WORKSPACE_ALIGN - 1, bytes))
         st = kp_set_error(KP_ERR_INVALID_SHAPE, "%s: the workspace is too large to address", fn);
     return st;
 }
@@ -194,10 +240,10 @@ kp_status(kp_moe_forward_ep_workspace_size)(kp_ep *ep, const kp_moe_forward_ep_p
     return kp_moe_forward_ep_workspace_size_sized(ep, p, 0, bytes);
 }
 
-static kp_status check_workspace(kp_ep *ep, const kp_moe_forward_ep_params *p, const fwd_layout *l, size_t start) {
-    const char *fn = "kp_moe_forward_ep";
+static kp_status check_workspace(const char *fn, kp_ep *ep, const kp_moe_forward_ep_params *p, size_t end,
+                                 size_t start) {
     const kp_buffer *ws = p->workspace;
-    const size_t need = l->end + (start - p->workspace_offset);
+    const size_t need = end + (start - p->workspace_offset);
     if (!ws)
         return kp_set_error(KP_ERR_INVALID_ARGUMENT,
                             "%s: workspace is NULL; allocate kp_moe_forward_ep_workspace_size bytes", fn);
@@ -293,7 +339,7 @@ kp_status kp_moe_forward_ep_sized(kp_ep *ep, kp_stream *s, const kp_moe_forward_
     if (st == KP_OK) st = make_layout(&sh, p, &l);
     const size_t at = p->workspace_offset + (KP_MOE_WORKSPACE_ALIGN - p->workspace_offset % KP_MOE_WORKSPACE_ALIGN) %
                                                 KP_MOE_WORKSPACE_ALIGN;
-    if (st == KP_OK) st = check_workspace(ep, p, &l, at);
+    if (st == KP_OK) st = check_workspace(fn, ep, p, l.end, at);
     kp_buffer *ws = p->workspace;
     kp_moe_gate_params gp = {.logits = p->router_logits, .bias = p->bias, .routing = p->routing};
     if (st == KP_OK) st = view(&gp.topk_ids, ws, at + l.ids, KP_I32, sh.t, sh.k);
@@ -337,4 +383,153 @@ kp_status kp_moe_forward_ep_sized(kp_ep *ep, kp_stream *s, const kp_moe_forward_
 
 kp_status(kp_moe_forward_ep)(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p, kp_ep_dispatch_result *r) {
     return kp_moe_forward_ep_sized(ep, s, p, 0, r);
+}
+
+/* ---- kp_moe_forward_ep_async: capacity mode with no host sync ------------------ */
+
+/* A view of the handle's constants (c_fwd). */
+static kp_status cview(kp_tensor *t, const kp_ep *ep, size_t off, kp_dtype dt, int ndim, const int64_t *shape) {
+    return kp_tensor_init(t, ep->c_fwd, off, dt, ndim, shape, NULL);
+}
+
+/* dropped: NULL, or int32 [2] on the handle's device, inside its buffer. */
+static kp_status check_dropped(const char *fn, const kp_ep *ep, const kp_tensor *d) {
+    if (!d) return KP_OK;
+    size_t lo, hi;
+    if (!d->buffer || d->ndim != 1 || d->shape[0] != 2 || (d->strides[0] != 1 && d->shape[0] > 1))
+        return kp_set_error(KP_ERR_INVALID_SHAPE, "%s: dropped must be a contiguous int32 [2] buffer tensor", fn);
+    if (d->dtype != KP_I32)
+        return kp_set_error(KP_ERR_INVALID_DTYPE, "%s: dropped must be int32, not %s", fn, kp_dtype_name(d->dtype));
+    if (kp_buffer_is_address_space(d->buffer))
+        return kp_set_error(KP_ERR_UNSUPPORTED, "%s: dropped is an address tensor; pass a buffer tensor", fn);
+    if (kp_buffer_device(d->buffer) != ep->dev)
+        return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: dropped is not on the EP handle's device", fn);
+    kp_tensor_byte_range(d, &lo, &hi);
+    if (hi > kp_buffer_size(d->buffer))
+        return kp_set_error(KP_ERR_OUT_OF_BOUNDS, "%s: dropped runs past the end of its buffer", fn);
+    return KP_OK;
+}
+
+/* Everything the call will run, built and dry-run (kp_op_supported) before the first
+ * step, so that an unsupported shape is found before anything is exchanged. */
+typedef struct async_plan {
+    kp_moe_gate_params gate;
+    kp_moe_forward_params shared, experts;
+    kp_ep_dispatch_params dispatch;
+    kp_grouped_gemm_params onehot;
+    kp_tensor offsets2, y, routed; /* offsets [LE + 2]; y [M, hidden]; routed [T, hidden] */
+    kp_moe_combine_params with_shared;
+} async_plan;
+
+static kp_status plan_async(kp_ep *ep, const kp_moe_forward_ep_params *p, const fwd_shape *sh,
+                            const async_layout *l, size_t at, async_plan *q) {
+    kp_buffer *ws = p->workspace;
+    kp_ep_fwd_consts c;
+    kp_ep_fwd_consts_of(ep, &c);
+    const kp_dtype dt = p->x.dtype;
+    const int64_t LE = sh->le, M = sh->m, T = sh->t;
+    memset(q, 0, sizeof *q);
+    q->gate = (kp_moe_gate_params){.logits = p->router_logits, .bias = p->bias, .routing = p->routing};
+    kp_status st = view(&q->gate.topk_ids, ws, at + l->ids, KP_I32, T, sh->k);
+    if (st == KP_OK) st = view(&q->gate.topk_weights, ws, at + l->wts, KP_F32, T, sh->k);
+    if (st == KP_OK) st = kp_validate_moe_gate(ep->dev, &q->gate);
+    /* the shared expert: one expert, logits 1.0 (softmax of one: weight 1), into rows2's second half */
+    if (st == KP_OK && sh->inter_s) {
+        q->shared = (kp_moe_forward_params){.x = p->x, .w13 = as_one_expert(&p->shared_w13),
+                                            .w2 = as_one_expert(&p->shared_w2), .workspace = ws,
+                                            .workspace_offset = at + l->inner, .routing = one_hot};
+        st = cview(&q->shared.router_logits, ep, c.ones, KP_F32, 2, (const int64_t[]){T, 1});
+        if (st == KP_OK) st = view(&q->shared.out, ws, at + l->rows2 + (size_t)c.tmax * sh->hidden * sh->act, dt,
+                                   T, sh->hidden);
+        if (st == KP_OK) st = view(&q->routed, ws, at + l->rows2, dt, T, sh->hidden);
+        if (st == KP_OK && T) st = kp_op_supported(ep->dev, KP_OP_MOE_FORWARD, &q->shared);
+        q->with_shared.out = p->out;
+        if (st == KP_OK) st = view(&q->with_shared.expert_out, ws, at + l->rows2, dt, 2 * c.tmax, sh->hidden);
+        if (st == KP_OK) st = cview(&q->with_shared.token_pos, ep, c.pos2, KP_I32, 2, (const int64_t[]){T, 2});
+        if (st == KP_OK) st = cview(&q->with_shared.topk_weights, ep, c.ones2, KP_F32, 2, (const int64_t[]){T, 2});
+        if (st == KP_OK && T) st = kp_op_supported(ep->dev, KP_OP_MOE_COMBINE, &q->with_shared);
+    } else {
+        q->routed = p->out;
+    }
+    /* dispatch into recv_x and expert_offsets [LE + 1] (offsets2 adds M) */
+    q->dispatch = (kp_ep_dispatch_params){.x = p->x, .topk_ids = q->gate.topk_ids};
+    if (st == KP_OK) st = view(&q->dispatch.recv_x, ws, at + l->recv, dt, M, sh->hidden);
+    if (st == KP_OK)
+        st = kp_tensor_init(&q->dispatch.expert_offsets, ws, at + l->offsets, KP_I32, 1, (const int64_t[]){LE + 1},
+                            NULL);
+    if (st == KP_OK)
+        st = kp_tensor_init(&q->offsets2, ws, at + l->offsets, KP_I32, 1, (const int64_t[]){LE + 2}, NULL);
+    /* the one-hot logits: ones [M, 1] · onehot[e]ᵀ over each expert's rows, LE + 1 "experts" */
+    if (st == KP_OK) st = cview(&q->onehot.a, ep, c.ones, KP_F32, 2, (const int64_t[]){M, 1});
+    if (st == KP_OK) st = cview(&q->onehot.w, ep, c.onehot, KP_F32, 3, (const int64_t[]){LE + 1, LE, 1});
+    q->onehot.expert_offsets = q->offsets2;
+    if (st == KP_OK) st = view(&q->onehot.out, ws, at + l->logits, KP_F32, M, LE);
+    if (st == KP_OK) st = kp_op_supported(ep->dev, KP_OP_GROUPED_GEMM, &q->onehot);
+    /* the local experts on all M rows (the padding rows go to local expert 0, unused) */
+    q->experts = (kp_moe_forward_params){.w13 = p->w13, .w13_scale = p->w13_scale, .w2 = p->w2,
+                                         .w2_scale = p->w2_scale, .workspace = ws,
+                                         .workspace_offset = at + l->inner, .routing = one_hot};
+    q->experts.x = q->dispatch.recv_x;
+    q->experts.router_logits = q->onehot.out;
+    if (st == KP_OK) st = view(&q->experts.out, ws, at + l->y, dt, M, sh->hidden);
+    if (st == KP_OK) st = kp_op_supported(ep->dev, KP_OP_MOE_FORWARD, &q->experts);
+    q->y = q->experts.out;
+    return st;
+}
+
+kp_status kp_moe_forward_ep_async_sized(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p, size_t size,
+                                        const kp_tensor *dropped) {
+    const char *fn = "kp_moe_forward_ep_async", *why = NULL;
+    if (!ep || !s || !p)
+        return kp_set_error(KP_ERR_INVALID_ARGUMENT, "%s: %s is NULL%s", fn, !ep ? "ep" : !s ? "s" : "p",
+                            !s ? " (everything runs on the stream)" : "");
+    if (s->device != kp_ep_device(ep))
+        return kp_set_error(KP_ERR_DEVICE_MISMATCH, "%s: the stream is not on the EP handle's device", fn);
+    kp_moe_forward_ep_params buf;
+    kp_status st = adopt(fn, p, size, &buf, &p);
+    if (st == KP_OK && !async_route(ep, &why))
+        st = kp_set_error(KP_ERR_UNSUPPORTED, "%s: %s (kp_moe_forward_ep takes every handle)", fn, why);
+    fwd_shape sh;
+    async_layout l;
+    if (st == KP_OK) st = check_shapes(ep, p, &sh);
+    if (st == KP_OK) st = check_dropped(fn, ep, dropped);
+    if (st == KP_OK) st = make_async_layout(ep, &sh, p, &l);
+    const size_t at = p->workspace_offset + (KP_MOE_WORKSPACE_ALIGN - p->workspace_offset % KP_MOE_WORKSPACE_ALIGN) %
+                                                KP_MOE_WORKSPACE_ALIGN;
+    if (st == KP_OK) st = check_workspace(fn, ep, p, l.end, at);
+    if (st == KP_OK && dropped && dropped->buffer == p->workspace) {
+        size_t lo, hi;
+        kp_tensor_byte_range(dropped, &lo, &hi);
+        if (lo < at + l.end && at < hi)
+            st = kp_set_error(KP_ERR_ALIASING, "%s: dropped overlaps the workspace", fn);
+    }
+    async_plan q;
+    if (st == KP_OK) st = plan_async(ep, p, &sh, &l, at, &q);
+    if (st != KP_OK) return kp_add_context(st, "%s", fn); /* nothing written, nothing exchanged */
+
+    kp_ep_fwd_consts c;
+    kp_ep_fwd_consts_of(ep, &c);
+    /* 1, 2: local; a failure leaves the peers to find it at their kp_ep_wait */
+    if (sh.t) st = kp_moe_gate(s, &q.gate);
+    if (st == KP_OK && sh.t && sh.inter_s) st = kp_moe_forward(s, &q.shared);
+    if (st != KP_OK) return kp_add_context(st, "%s", fn);
+    /* 3: enqueued only; 4: the one-hot logits from the device offsets; 5: the experts */
+    st = kp_ep_dispatch_async(ep, s, &q.dispatch, dropped);
+    if (st != KP_OK) return kp_add_context(st, "%s", fn);
+    st = kp_buffer_copy(s, p->workspace, at + l.offsets + (size_t)(sh.le + 1) * 4, ep->c_fwd, c.end_row, 4);
+    if (st == KP_OK) st = kp_grouped_gemm(s, &q.onehot);
+    if (st == KP_OK) st = kp_moe_forward(s, &q.experts);
+    /* 6: the return exchange and the slot-order sum; 7: + 1.0 * the shared row */
+    if (st == KP_OK) st = kp_ep_combine_into(ep, s, &q.y, &q.gate.topk_weights, &q.routed, NULL);
+    if (st == KP_OK && sh.t && sh.inter_s) st = kp_moe_combine(s, &q.with_shared);
+    if (st != KP_OK) {
+        kp_ep_mark_broken(ep); /* the peers' exchanges may wait on this rank: they time out */
+        return kp_add_context(st, "%s: after the dispatch", fn);
+    }
+    return KP_OK;
+}
+
+kp_status(kp_moe_forward_ep_async)(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p,
+                                   const kp_tensor *dropped) {
+    return kp_moe_forward_ep_async_sized(ep, s, p, 0, dropped);
 }

@@ -46,6 +46,7 @@ struct kp_ep {
     bool async_dispatched; /* the last dispatch was kp_ep_dispatch_async */
     bool async_pending;    /* exchanges enqueued and not yet waited for (kp_ep_wait) */
     kp_buffer *c_range, *c_sidx, *c_spos, *c_hdr, *c_rmap, *c_gsrc, *c_cnt, *c_send, *c_home;
+    kp_buffer *c_fwd; /* kp_moe_forward_ep_async's constants (kp_ep_fwd_consts); NULL: none */
 };
 
 /* Where kp_ep_combine_into stages the combine in the caller's buffer: rows_offset holds
@@ -102,6 +103,19 @@ void kp_ep_async_free(kp_ep *ep);
 kp_status kp_ep_async_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, const kp_tensor *dropped);
 kp_status kp_ep_async_combine(kp_ep *ep, kp_stream *s, const kp_tensor *expert_out, const kp_tensor *topk_weights,
                               const kp_tensor *out);
+
+/* kp_moe_forward_ep_async's constants in c_fwd (written once at create, read only):
+ * ones f32 [max(max_recv_rows, max_tokens_per_rank)]; onehot f32 [LE + 1, LE, 1]: the
+ * one-hot router logits as a K = 1 grouped GEMM's weights (expert e: 0 at column e,
+ * -1e30 elsewhere; "expert" LE, the rows past the received ones: column 0); end_row
+ * int32 max_recv_rows (that last range's end); pos2 int32 [Tmax, 2] {t, Tmax + t} and
+ * ones2 f32 [Tmax, 2]: the routed sum plus the shared row, as one combine. */
+#define KP_EP_FWD_MAX_LOCAL 512 /* kp_moe_gate's most experts */
+typedef struct kp_ep_fwd_consts {
+    size_t ones, onehot, end_row, pos2, ones2, bytes;
+    int64_t ones_rows, tmax;
+} kp_ep_fwd_consts;
+void kp_ep_fwd_consts_of(const kp_ep *ep, kp_ep_fwd_consts *c);
 
 kp_status kp_ep_transport_failed(kp_ep *ep, const char *fn, kp_ep_tr_result r, const char *why);
 int32_t kp_ep_timeout(const kp_ep_options *o);

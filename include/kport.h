@@ -854,7 +854,29 @@ KP_API kp_status kp_moe_forward_ep_workspace_size_sized(kp_ep *ep, const kp_moe_
 KP_API kp_status kp_moe_forward_ep(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p,
                                    kp_ep_dispatch_result *r);
 KP_API kp_status kp_moe_forward_ep_workspace_size(kp_ep *ep, const kp_moe_forward_ep_params *p, size_t *bytes);
+/* kp_moe_forward_ep with no host read, write or wait (kp_host_sync_count does not move),
+ * so a server can capture the layer in a graph (issue 19): the same params and layer,
+ * every step enqueued on s (not NULL), sized from capacity_per_rank alone. The gate,
+ * kp_ep_dispatch_async, the experts (one-hot router logits made on the device by a
+ * kp_grouped_gemm over the device's expert_offsets, then kp_moe_forward's GEMMs on all
+ * max_recv_rows rows: the rows past the received ones are computed and never used), the
+ * combine's return exchange and the slot-order sum. Needs what kp_ep_dispatch_async
+ * needs (capacity mode, NCCL/RCCL, a backend with the capacity kernels: else
+ * KP_ERR_UNSUPPORTED, saying why; kp_moe_forward_ep takes every handle) and at most 512
+ * local experts. Workspace: kp_moe_forward_ep_workspace_size covers both calls.
+ * Result: kp_moe_forward_ep's, within its tolerance (tests/ep/test_ep_forward_async.c),
+ * except that with a shared expert in bf16/f16 the routed sum is rounded once to x's
+ * dtype before the shared row is added (one more rounding; f32: the same bits as one
+ * sum). Overflow is not an error: dropped, optional int32 [2] on the device, receives
+ * {this rank's dropped pairs, dropped_all} on s, and the dropped pairs count as zero.
+ * A rank that fails or never joins is found by kp_ep_wait: KP_ERR_BACKEND within
+ * timeout_ms. Collective; bad arguments are found before anything is written or sent. */
+KP_API kp_status kp_moe_forward_ep_async_sized(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p,
+                                               size_t size, const kp_tensor *dropped);
+KP_API kp_status kp_moe_forward_ep_async(kp_ep *ep, kp_stream *s, const kp_moe_forward_ep_params *p,
+                                         const kp_tensor *dropped);
 #if !defined(__cplusplus) && !defined(KP_NO_SIZED_CALLS)
+#define kp_moe_forward_ep_async(ep, s, p, dropped) kp_moe_forward_ep_async_sized((ep), (s), (p), sizeof *(p), (dropped))
 #define kp_moe_forward_ep(ep, s, p, r) kp_moe_forward_ep_sized((ep), (s), (p), sizeof *(p), (r))
 #define kp_moe_forward_ep_workspace_size(ep, p, bytes) \
     kp_moe_forward_ep_workspace_size_sized((ep), (p), sizeof *(p), (bytes))

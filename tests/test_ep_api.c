@@ -6,6 +6,7 @@
 #include "backend.h" /* the ep_capacity slot, called directly below */
 
 #include <dlfcn.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -417,6 +418,130 @@ KP_TEST(ep_capacity_cpu_steps_match_the_spec) {
     kp_buffer *bufs[] = {bids, bsorted, baoff, bpos, brange, bsidx, bspos, bhdr, bcnt, bhin, boffs, brmap,
                          bgsrc, bcnt2, bsrc, bidx, bdst};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) CHECK_OK(kp_buffer_free(bufs[i]));
+    CHECK_OK(kp_device_close(d));
+    CHECK_OK(kp_shutdown());
+}
+
+/* ---- kp_moe_forward_ep_async on one rank over tests/fake_nccl ------------------- */
+
+typedef struct { char internal[128]; } fake_nccl_id; /* ncclUniqueId */
+
+/* The fake libnccl.so.2, loaded by path with RTLD_GLOBAL before kp_ep_create, so that
+ * the NCCL transport's dlopen("libnccl.so.2") finds it by its soname; a one-rank
+ * communicator. */
+static void *fake_nccl_comm(void **lib) {
+    *lib = dlopen(KPORT_FAKE_NCCL_DIR "/libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    CHECK_MSG(*lib, "dlopen %s: %s", KPORT_FAKE_NCCL_DIR "/libnccl.so.2", dlerror());
+    int (*get_id)(fake_nccl_id *) = NULL, (*init_rank)(void **, int, fake_nccl_id, int) = NULL;
+    *(void **)&get_id = dlsym(*lib, "ncclGetUniqueId");
+    *(void **)&init_rank = dlsym(*lib, "ncclCommInitRank");
+    CHECK(get_id && init_rank);
+    fake_nccl_id id;
+    memset(&id, 0, sizeof id);
+    CHECK_INT_EQ(get_id(&id), 0);
+    void *comm = NULL;
+    CHECK_INT_EQ(init_rank(&comm, 1, id, 0), 0);
+    return comm;
+}
+
+/* One rank holding every expert, capacity T*k (nothing dropped, every received row an
+ * expert's): kp_moe_forward_ep_async moves kp_host_sync_count by 0, writes dropped =
+ * {0, 0} and every element of out (poisoned, guarded), and equals kp_moe_forward within
+ * 2 ulps + 2^-20 of the row's largest value (f32; the combine sums the routed slots,
+ * then adds the shared row). Then capacity 3: dropped = {T*k - 3, T*k - 3}. ci/mutants
+ * breaks the one-hot router constants and the shared row's combine against it. */
+KP_TEST(ep_forward_async_one_rank_fake_nccl) {
+    setenv("KPORT_PLUGIN_PATH", KPORT_EP_NCCL_DIR, 1);
+    kp_device *d = open_cpu();
+    void *lib = NULL, *comm = fake_nccl_comm(&lib);
+    enum { E = 8, H = 32, I = 16, IS = 8, K = 2, T = 5, G = 64 };
+    static float x[T * H], logits[T * E], w13[E * 2 * I * H], w2[E * H * I], w13s[2 * IS * H], w2s[H * IS];
+    uint64_t rs = 99;
+    float *all[] = {x, logits, w13, w2, w13s, w2s};
+    const size_t n[] = {T * H, T * E, E * 2 * I * H, E * H * I, 2 * IS * H, H * IS};
+    for (int a = 0; a < 6; a++)
+        for (size_t i = 0; i < n[a]; i++) {
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            all[a][i] = (float)((double)(rs >> 40) / (double)(1ull << 24) * 2.0 - 1.0) * (a == 1 ? 3.0f : 1.0f);
+        }
+    kp_buffer *b[6];
+    for (int a = 0; a < 6; a++) {
+        CHECK_OK(kp_buffer_alloc(d, n[a] * 4, &b[a]));
+        CHECK_OK(kp_buffer_write(NULL, b[a], 0, all[a], n[a] * 4));
+    }
+    const int64_t sx[2] = {T, H}, sl[2] = {T, E}, s13[3] = {E, 2 * I, H}, s2[3] = {E, H, I}, s13s[2] = {2 * IS, H},
+                  s2s[2] = {H, IS}, sd[1] = {2};
+    kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 1, .topk_group = 1,
+                                              .scoring = KP_MOE_SCORING_SOFTMAX, .renormalize = 1,
+                                              .route_scale = 1.0f}};
+    CHECK_OK(kp_tensor_init(&p.x, b[0], 0, KP_F32, 2, sx, NULL));
+    CHECK_OK(kp_tensor_init(&p.router_logits, b[1], 0, KP_F32, 2, sl, NULL));
+    CHECK_OK(kp_tensor_init(&p.w13, b[2], 0, KP_F32, 3, s13, NULL));
+    CHECK_OK(kp_tensor_init(&p.w2, b[3], 0, KP_F32, 3, s2, NULL));
+    CHECK_OK(kp_tensor_init(&p.shared_w13, b[4], 0, KP_F32, 2, s13s, NULL));
+    CHECK_OK(kp_tensor_init(&p.shared_w2, b[5], 0, KP_F32, 2, s2s, NULL));
+    /* the reference: kp_moe_forward */
+    kp_buffer *bref = NULL, *bwsr = NULL, *bout = NULL, *bws = NULL, *bdrop = NULL;
+    kp_moe_forward_params f = {.x = p.x, .router_logits = p.router_logits, .w13 = p.w13, .w2 = p.w2,
+                               .shared_w13 = p.shared_w13, .shared_w2 = p.shared_w2, .routing = p.routing};
+    size_t wsr = 0, ws = 0;
+    CHECK_OK(kp_buffer_alloc(d, T * H * 4, &bref));
+    CHECK_OK(kp_tensor_init(&f.out, bref, 0, KP_F32, 2, sx, NULL));
+    CHECK_OK(kp_moe_forward_workspace_size(d, &f, &wsr));
+    CHECK_OK(kp_buffer_alloc(d, wsr, &bwsr));
+    f.workspace = bwsr;
+    kp_stream *s = NULL;
+    CHECK_OK(kp_stream_create(d, &s));
+    CHECK_OK(kp_moe_forward(s, &f));
+    float ref[T * H], got[T * H + 2 * G];
+    CHECK_OK(kp_buffer_read(s, bref, 0, ref, sizeof ref));
+    for (int cap = T * K; cap >= 3; cap = cap == 3 ? 0 : 3) {
+        kp_ep_options o = {.comm_kind = KP_EP_COMM_NCCL, .comm = &comm, .num_experts = E, .expert_begin = 0,
+                           .expert_end = E, .hidden = H, .dtype = KP_F32, .topk = K, .max_tokens_per_rank = T,
+                           .mode = KP_EP_MODE_CAPACITY, .capacity_per_rank = cap, .timeout_ms = 5000};
+        kp_ep *ep = NULL;
+        CHECK_OK(kp_ep_create(d, &o, &ep));
+        memset(got, 0xff, sizeof got); /* NaN */
+        CHECK_OK(kp_buffer_alloc(d, sizeof got, &bout));
+        CHECK_OK(kp_buffer_write(s, bout, 0, got, sizeof got));
+        CHECK_OK(kp_tensor_init(&p.out, bout, G * 4, KP_F32, 2, sx, NULL));
+        CHECK_OK(kp_moe_forward_ep_workspace_size(ep, &p, &ws));
+        CHECK_OK(kp_buffer_alloc(d, ws + 36, &bws));
+        p.workspace = bws, p.workspace_offset = 36;
+        int32_t drop[4] = {-7, -7, -7, -7};
+        CHECK_OK(kp_buffer_alloc(d, sizeof drop, &bdrop));
+        CHECK_OK(kp_buffer_write(s, bdrop, 0, drop, sizeof drop));
+        kp_tensor dt;
+        CHECK_OK(kp_tensor_init(&dt, bdrop, 4, KP_I32, 1, sd, NULL));
+        const uint64_t syncs = kp_host_sync_count();
+        CHECK_OK(kp_moe_forward_ep_async(ep, s, &p, &dt));
+        CHECK_INT_EQ(kp_host_sync_count() - syncs, 0);
+        CHECK_OK(kp_ep_wait(ep, s));
+        CHECK_OK(kp_buffer_read(s, bdrop, 0, drop, sizeof drop));
+        CHECK_INT_EQ(drop[0], -7);
+        CHECK_INT_EQ(drop[3], -7);
+        CHECK_INT_EQ(drop[1], T * K - cap);
+        CHECK_INT_EQ(drop[2], T * K - cap);
+        CHECK_OK(kp_buffer_read(s, bout, 0, got, sizeof got));
+        for (int i = 0; i < G; i++) CHECK_MSG(isnan(got[i]) && isnan(got[G + T * H + i]), "a guard of out changed");
+        for (int t = 0; t < T; t++) {
+            float rowmax = 0;
+            for (int j = 0; j < H; j++) rowmax = fmaxf(rowmax, fabsf(ref[t * H + j]));
+            for (int j = 0; j < H; j++) {
+                const float a = got[G + t * H + j], r = ref[t * H + j];
+                CHECK_MSG(!isnan(a), "out[%d, %d] was not written", t, j);
+                if (cap < T * K) continue; /* dropped pairs count as zero */
+                const float tol = 2 * (nextafterf(fabsf(r), INFINITY) - fabsf(r)) + ldexpf(rowmax, -20);
+                CHECK_MSG(fabsf(a - r) <= tol, "out[%d, %d]: async %.9g, kp_moe_forward %.9g (tolerance %.3g)", t,
+                          j, a, r, tol);
+            }
+        }
+        CHECK_OK(kp_ep_destroy(ep));
+        kp_buffer_free(bout), kp_buffer_free(bws), kp_buffer_free(bdrop);
+    }
+    for (int a = 0; a < 6; a++) kp_buffer_free(b[a]);
+    kp_buffer_free(bref), kp_buffer_free(bwsr);
+    CHECK_OK(kp_stream_destroy(s));
     CHECK_OK(kp_device_close(d));
     CHECK_OK(kp_shutdown());
 }

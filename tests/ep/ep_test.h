@@ -37,5 +37,9 @@ kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r
  * communicator it spoils), and its refusals. */
 void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm);
 void run_async_bad_calls(const char *backend, kp_device *dev, const void *nccl_comm);
+/* tests/ep/test_ep_forward_async.c: kp_moe_forward_ep_async over the fake libnccl (cpu);
+ * the timeout case spoils its communicator (pass a fresh one, its last use). */
+void run_forward_async_cases(const char *backend, kp_device *dev, const void *nccl_comm);
+void run_forward_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm);
 
 #endif

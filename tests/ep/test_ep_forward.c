@@ -527,6 +527,7 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         report(backend, name, ok, detail);
         free(a), free(b);
     }
+    run_forward_async_cases(backend, dev, &comm); /* tests/ep/test_ep_forward_async.c */
     /* A rank that never joins (rank 0 skips the layer) with a non-blocking communicator:
      * nothing blocks inside NCCL, so only kport's own poll can end the others' call: at
      * the handle's timeout, KP_ERR_BACKEND "timed out". The communicator is then spoilt
@@ -557,14 +558,18 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
         free(b);
     }
     f.comm_destroy(comm);
-    if (world > 1) { /* a fresh communicator for kp_ep_dispatch_async's missing rank */
+    /* a fresh communicator for each missing-rank case (the failure spoils it):
+     * kp_ep_dispatch_async's, then kp_moe_forward_ep_async's */
+    void (*const spoilers[])(const char *, kp_device *, const void *) = {run_async_timeout,
+                                                                         run_forward_async_timeout};
+    for (size_t i = 0; world > 1 && i < sizeof spoilers / sizeof *spoilers; i++) {
         memset(&id, 0, sizeof id);
         if (rank == 0) f.get_unique_id(&id);
         MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
         void *comm2 = NULL;
         rc = f.comm_init_rank(&comm2, world, id, rank);
-        if (rc == 0) run_async_timeout(backend, dev, &comm2);
-        else report(backend, "NCCL transport: a second fake communicator", 0, f.error_string(rc));
+        if (rc == 0) spoilers[i](backend, dev, &comm2);
+        else report(backend, "NCCL transport: a fresh fake communicator", 0, f.error_string(rc));
         if (rc == 0) f.comm_destroy(comm2);
     }
     dlclose(f.lib);
