@@ -146,7 +146,8 @@ static float bf16_to_f32(uint16_t h) {
  * communicator made here, kport borrows it, and the layer takes the device path (NCCL
  * on cuda has no other). dispatch must give x's rows sorted stably by expert (bitwise)
  * with their offsets, nothing written past them; combine with the experts the identity
- * must give sum_j w[t, j] * x[t] (within bf16 rounding). Skipped, saying why, without a
+ * must give sum_j w[t, j] * x[t] (within bf16 rounding). Then capacity mode through
+ * kp_ep_dispatch_async (the cuda ep_capacity kernels, with drops) and its combine. Skipped, saying why, without a
  * cuda device or with no real libnccl.so.2 (tests/fake_nccl's is not it). */
 KP_TEST(ep_cuda_nccl_one_rank_real_library) {
     enum { T = 5, K = 2, E = 8, HD = 64, MAXT = 8 };
@@ -261,9 +262,60 @@ KP_TEST(ep_cuda_nccl_one_rank_real_library) {
                           want - got <= 1e-2f * (1 + (want < 0 ? -want : want)),
                       "out[%d, %d] = %g, expected %g", t, c, (double)got, (double)want);
         }
-    kp_buffer *all[] = {bx, bids, bw, brecv, boff, bout};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) CHECK_OK(kp_buffer_free(all[i]));
     CHECK_OK(kp_ep_destroy(ep));
+
+    /* the same routing through kp_ep_dispatch_async (capacity mode, no host sync: the
+     * cuda backend's ep_capacity kernels), CAP < T * K so that two pairs are dropped:
+     * the first CAP pairs in (expert, token, slot) order are received and summed */
+    enum { CAP = 8 };
+    o.mode = KP_EP_MODE_CAPACITY;
+    o.capacity_per_rank = CAP;
+    kp_ep *epc = NULL;
+    CHECK_OK(kp_ep_create(d, &o, &epc));
+    kp_buffer *bdrop = NULL;
+    int32_t drops[2] = {-1, -1};
+    CHECK_OK(kp_buffer_alloc(d, sizeof drops, &bdrop));
+    memset(rows, 0xff, sizeof rows);
+    memset(out, 0xff, sizeof out);
+    CHECK_OK(kp_buffer_write(st, brecv, 0, rows, sizeof rows));
+    CHECK_OK(kp_buffer_write(st, bout, 0, out, sizeof out));
+    kp_tensor drop_t;
+    const int64_t two[1] = {2}, ceo[2] = {CAP, HD};
+    CHECK_OK(kp_tensor_init(&drop_t, bdrop, 0, KP_I32, 1, two, NULL));
+    CHECK_OK(kp_ep_dispatch_async(epc, st, &dp, &drop_t));
+    CHECK_OK(kp_tensor_init(&cp.expert_out, brecv, 0, KP_BF16, 2, ceo, NULL));
+    CHECK_OK(kp_ep_combine(epc, st, &cp));
+    CHECK_OK(kp_ep_wait(epc, st));
+    CHECK_OK(kp_buffer_read(st, bdrop, 0, drops, sizeof drops));
+    CHECK_OK(kp_buffer_read(st, brecv, 0, rows, sizeof rows));
+    CHECK_OK(kp_buffer_read(st, boff, 0, offs, sizeof offs));
+    CHECK_OK(kp_buffer_read(st, bout, 0, out, sizeof out));
+    CHECK_MSG(drops[0] == T * K - CAP && drops[1] == T * K - CAP, "async drops {%d, %d}, expected %d", drops[0],
+              drops[1], T * K - CAP);
+    int kept[T * K] = {0};
+    row = 0;
+    for (int e = 0; e < E; e++) {
+        CHECK_MSG(offs[e] == row, "async expert_offsets[%d] = %d, expected %d", e, offs[e], row);
+        for (int i = 0; i < T * K; i++)
+            if (ids[i] == e && row < CAP) {
+                CHECK_MSG(memcmp(rows + row * HD, x + (i / K) * HD, HD * 2) == 0,
+                          "async recv_x row %d is not x's row %d", row, i / K);
+                kept[i] = 1, row++;
+            }
+    }
+    CHECK(offs[E] == CAP);
+    for (int i = CAP * HD; i < MAXT * K * HD; i++) CHECK_MSG(rows[i] == 0xffff, "async recv_x written past its rows");
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < HD; c++) {
+            const float xv = bf16_to_f32(x[t * HD + c]), got = bf16_to_f32(out[t * HD + c]);
+            const float want = (kept[t * K] ? w[t * K] : 0.0f) * xv + (kept[t * K + 1] ? w[t * K + 1] : 0.0f) * xv;
+            CHECK_MSG(got - want <= 1e-2f * (1 + (want < 0 ? -want : want)) &&
+                          want - got <= 1e-2f * (1 + (want < 0 ? -want : want)),
+                      "async out[%d, %d] = %g, expected %g", t, c, (double)got, (double)want);
+        }
+    CHECK_OK(kp_ep_destroy(epc));
+    kp_buffer *all[] = {bx, bids, bw, brecv, boff, bout, bdrop};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) CHECK_OK(kp_buffer_free(all[i]));
     CHECK_OK(kp_stream_destroy(st));
     destroy(comm);
     CHECK_OK(kp_device_close(d));
