@@ -253,3 +253,27 @@ KP_CONFORMANCE(ep_capacity_steps_match_the_spec) {
     check_gather(d, 14336, 0, bidx, NB, SRB);
     free(bidx);
 }
+
+/* The slot's arguments come from the core, but an inconsistent step is still an error with
+ * a message, never a launch: an unknown step everywhere; on the GPU backends (which check
+ * what their kernels assume) no world, a misaligned index and a missing buffer. */
+KP_CONFORMANCE(ep_capacity_rejects_inconsistent_steps) {
+    if (!kp_backend_has_slot(d->iface, ep_capacity)) KP_SKIP("%s has no ep_capacity slot", d->iface->name);
+    kp_buffer *b = cap_buf(d, 256);
+    kp_ep_capacity_args a = {.step = 7, .world = 1, .capacity = 1, .header_ints = 2};
+    CHECK_ERR(d->iface->ep_capacity(d->default_stream, &a), KP_ERR_INVALID_ARGUMENT, "step 7 is unknown");
+    if (strcmp(d->iface->name, "cpu") != 0) {
+        kp_ep_capacity_args r = {.step = KP_EP_CAPACITY_PLAN_RECV, .world = 0, .capacity = 1, .header_ints = 3,
+                                 .in = {b}, .out = {b, b, b, b}};
+        CHECK_ERR(d->iface->ep_capacity(d->default_stream, &r), KP_ERR_INVALID_ARGUMENT, "world");
+        kp_ep_capacity_args g = {.step = KP_EP_CAPACITY_GATHER, .rows = 2, .src_rows = 2, .row_bytes = 16,
+                                 .in = {b, b}, .in_off = {0, 2}, .out = {b}};
+        CHECK_ERR(d->iface->ep_capacity(d->default_stream, &g), KP_ERR_INVALID_ARGUMENT, "multiple of 4");
+        g.in_off[1] = 0, g.out[0] = NULL;
+        CHECK_ERR(d->iface->ep_capacity(d->default_stream, &g), KP_ERR_INVALID_ARGUMENT, "missing");
+    }
+    unsigned char after[256];
+    cap_read(b, sizeof after, after);
+    for (size_t i = 0; i < sizeof after; i++) CHECK_MSG(after[i] == 0xab, "a refused step wrote byte %zu", i);
+    CHECK_OK(kp_buffer_free(b));
+}
