@@ -138,7 +138,10 @@ KP_KERNEL void kp_ep_plan_recv(KP_GLOBAL const int *KP_RESTRICT hdr, KP_GLOBAL i
             cnt[s] = kpe_clamp((kpm_i64)f + hdr[h + 2 + le], f, sent) - f;
         }
         kp_barrier();
-        if (lid == 0) { /* exclusive scan of cnt into pre, pre[W] the total: W ints, one pass */
+        /* exclusive scan of cnt into pre, pre[W] the total: W ints, one work-item (with
+         * moe_align's scan by per-work-item segments here, PoCL 3 lost the other
+         * work-items' stores to pre; W is small beside the rows placed below) */
+        if (lid == 0) {
             int run = 0;
             for (int e = 0; e < W; ++e) {
                 pre[e] = run;
