@@ -42,7 +42,7 @@ bool kp_ep_async_supported(const kp_ep *ep, const char **why) {
     else if (!ep->device_path)
         w = "it needs the device path (an NCCL/RCCL communicator on a backend with device addresses)";
     else if (!kp_backend_has_slot(ep->dev->iface, ep_capacity))
-        w = "this backend has no ep_capacity kernels yet (cpu only so far)";
+        w = "this backend's plugin has no ep_capacity slot (it predates the capacity steps)";
     if (why) *why = w;
     return w == NULL;
 }

@@ -26,8 +26,8 @@
  * Every exchange is followed by the transport's poll (ncclCommGetAsyncError and a
  * kp_event on the stream) up to the handle's timeout, so a missing peer is an error in
  * bounded time. The row copies move bytes only, so the results have the host path's
- * bits. Not here yet: a gather kernel for the send rows (one copy per run of rows that
- * are adjacent in x: many small copies when routing scatters tokens). Capacity mode here
+ * bits. The send rows are one GATHER launch where the backend has the ep_capacity slot
+ * (cpu, opencl, cuda, hip), else one copy per run of rows adjacent in x. Capacity mode here
  * syncs as normal mode does, plus once for dropped_all; kp_ep_dispatch_async is its
  * variant with no host sync (core/ep_capacity.c).
  */
@@ -163,6 +163,27 @@ static kp_status copy_runs(kp_stream *s, kp_buffer *dst, size_t dst_at, const kp
     return st;
 }
 
+/* The send layout's rows from x: row i <- x's row map[i] (map[i] < 0: untouched). With
+ * the backend's ep_capacity slot one GATHER launch, its int32 index written into d_tpos
+ * (kp_moe_align's token_pos, which nothing reads after the sort); else one copy per run
+ * of rows adjacent in x. The same bytes either way. */
+static kp_status send_rows(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_params *p, const int64_t *map,
+                           int64_t pairs) {
+    const size_t rb = ep->row_bytes;
+    if (!pairs || !kp_backend_has_slot(ep->dev->iface, ep_capacity))
+        return copy_runs(s, ep->d_send, 0, p->x.buffer, p->x.offset, map, pairs, rb, 1);
+    int32_t *idx = malloc((size_t)pairs * sizeof *idx);
+    if (!idx) return kp_set_error(KP_ERR_OUT_OF_MEMORY, "kp_ep_dispatch: out of host memory");
+    for (int64_t i = 0; i < pairs; i++) idx[i] = (int32_t)map[i]; /* a token row, or -1: < T <= INT32_MAX */
+    kp_status st = kp_buffer_write(s, ep->d_tpos, 0, idx, (size_t)pairs * sizeof *idx);
+    free(idx);
+    if (st != KP_OK) return st;
+    kp_ep_capacity_args a = {.step = KP_EP_CAPACITY_GATHER, .rows = pairs, .src_rows = p->x.shape[0],
+                             .row_bytes = rb, .in = {p->x.buffer, ep->d_tpos}, .in_off = {p->x.offset, 0},
+                             .out = {ep->d_send}};
+    return ep->dev->iface->ep_capacity(s, &a);
+}
+
 /* all = every rank's `bytes` of mine, in rank order, through b ((world + 1) rows of
  * bytes: mine goes to row world, and from there to every rank's row of this one). */
 static kp_status allgather_through(kp_ep *ep, const char *fn, kp_stream *s, kp_buffer *b, const void *mine,
@@ -295,7 +316,7 @@ kp_status kp_ep_device_dispatch(kp_ep *ep, kp_stream *s, const kp_ep_dispatch_pa
             w.map[i] = w.sorted[i] / k;
         }
     ep->send_layout_rows = pairs;
-    st = copy_runs(s, ep->d_send, 0, p->x.buffer, p->x.offset, w.map, pairs, rb, 1);
+    st = send_rows(ep, s, p, w.map, pairs);
     if (st == KP_OK)
         st = kp_ep_device_exchange(ep, fn, s, ep->d_send, 0, ep->send_rows, ep->send_displ, ep->d_recv, 0,
                                    ep->recv_from, ep->recv_displ, rb, true);

@@ -793,7 +793,7 @@ KP_API kp_status kp_ep_combine(kp_ep *ep, kp_stream *s, const kp_ep_combine_para
  * is reported there only, and combine counts the dropped pairs as zero. The kp_ep_combine
  * that follows runs with no host sync too, with expert_out [>= max_recv_rows, hidden].
  * Collective. Needs capacity mode, an NCCL/RCCL communicator and a backend with the
- * capacity kernels (the cpu backend so far: the GPU backends are KP_ERR_UNSUPPORTED, use
+ * capacity kernels (cpu, cuda, hip; a plugin built before them is KP_ERR_UNSUPPORTED, use
  * kp_ep_dispatch); on cpu the communicator must be blocking (ncclGroupEnd completes the
  * exchange). A rank that fails or never joins is found by kp_ep_wait (or the next
  * kp_ep_dispatch, which calls it): KP_ERR_BACKEND within timeout_ms, never a hang. */

@@ -810,11 +810,11 @@ KP_TEST(gpu_variant_lists_are_complete_and_distinct) {
          * 128- and 64-row tiles) 2 of generation 2, and W8A8's 3 output dtypes x (CUDA) the
          * same 2 row tiles, + (CUDA: where a 64 x 256 tile fits) kp_moe_forward's W8A8 w13
          * GEMM quantizing h in its epilogue; on CUDA the sm_90a tier's 2 dtypes x BN 128 and 256
-         * and its W8A8 kernel's 3 output dtypes */
+         * and its W8A8 kernel's 3 output dtypes; the EP capacity steps 1 */
         CHECK_MSG(v.attention >= 3 * (4 + 4 + 2), "%s: %d attention variants", backends[b], v.attention);
         /* + quantize_fp8: 3 dtypes */
         CHECK_INT_EQ(v.moe, 3 + 2 + 5 + 9 + 2 * 2 * 2 * (b == 0 ? 2 : 1) + 3 * (b == 0 ? 2 : 1) + (b == 0) + 3 +
-                                (b == 0 ? 2 * 2 + 3 : 0));
+                                (b == 0 ? 2 * 2 + 3 : 0) + 1);
         CHECK_INT_EQ(v.quant_fp8, 3);
         /* FP8 data paths: kv_cache_store 3 dtypes x (cache in the dtype, e4m3); every
          * decode and MLA variant has its FP8-cache twin */

@@ -362,6 +362,10 @@ static kp_status cuda_op_kernel(kp_op op, kp_stream *s, const void *params, char
     return kp_gpu_op_kernel(&kp_cu_target, op, s, params, name, cap);
 }
 
+static kp_status cuda_ep_capacity(kp_stream *s, const kp_ep_capacity_args *a) {
+    return kp_gpu_ep_capacity(&kp_cu_target, s, a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
@@ -419,6 +423,7 @@ static const kp_backend_iface cuda_iface = {
     .buffer_address = kp_cu_buffer_address,
     .event_query = kp_cu_event_query,
     .op_kernel = cuda_op_kernel,
+    .ep_capacity = cuda_ep_capacity,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

@@ -128,6 +128,8 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
             kp_gpu_combine_options(float_types[t], y_f32, opts, sizeof opts);
             emit(e, KP_GPU_SRC_MOE_COMBINE, opts, "kp_moe_combine");
         }
+    /* expert parallelism's capacity steps (the ep_capacity slot) */
+    emit(e, KP_GPU_SRC_EP_CAPACITY, kp_gpu_ep_capacity_options(), "kp_ep_plan_send kp_ep_plan_recv kp_ep_gather");
     /* FP8 weights take 16-bit activations only (core/ops/op_grouped_gemm.c) */
     for (size_t t = 0; t < 3; t++)
         for (int fp8 = 0; fp8 < (float_types[t] == KP_F32 ? 1 : 2); fp8++)

@@ -184,6 +184,8 @@ kp_status kp_gpu_op_run(const kp_gpu_target *t, kp_op op, kp_stream *s, const vo
 /* The op_kernel slot (kp_op_kernel): the op planned as a dry run, which names the kernels
  * it picks ("<tier>:<kernel>", kport.h) into name. */
 kp_status kp_gpu_op_kernel(const kp_gpu_target *t, kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
+/* The ep_capacity slot (core/backend.h; ops/gpu_ep_capacity.c): one step enqueued on s. */
+kp_status kp_gpu_ep_capacity(const kp_gpu_target *t, kp_stream *s, const struct kp_ep_capacity_args *a);
 
 /* kp_stream_reserve on a GPU plugin (its stream_reserve slot): a reservation of R bytes
  * is R bytes of partials and R / KP_GPU_SCRATCH_LSE_RATIO of log-sum-exps, so an op

@@ -319,6 +319,10 @@ static kp_status hip_op_kernel(kp_op op, kp_stream *s, const void *p, char *name
     return kp_gpu_op_kernel(&kp_hip_target, op, s, p, name, cap);
 }
 
+static kp_status hip_ep_capacity(kp_stream *s, const kp_ep_capacity_args *a) {
+    return kp_gpu_ep_capacity(&kp_hip_target, s, a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                                */
 /* ------------------------------------------------------------------------ */
@@ -376,6 +380,7 @@ static const kp_backend_iface hip_iface = {
     .buffer_address = kp_hip_buffer_address,
     .event_query = kp_hip_event_query,
     .op_kernel = hip_op_kernel,
+    .ep_capacity = hip_ep_capacity,
 };
 
 /* The plugin's one exported symbol. The core refuses an abi_version it does not

@@ -335,6 +335,7 @@ static const kp_backend_iface kp_ocl_iface = {
         [KP_OP_QUANTIZE_FP8] = kp_ocl_op,
     },
     .op_kernel = kp_ocl_op_kernel,
+    .ep_capacity = kp_ocl_ep_capacity,
 };
 
 const kp_backend_iface *kp_ocl_backend_iface(void) { return &kp_ocl_iface; }

@@ -146,6 +146,7 @@ void kp_ocl_scratch_release_all(kp_ocl_device *d);
 /* Every op slot: the shared GPU ops (backends/gpu/kp_gpu.h) with this backend as target. */
 kp_status kp_ocl_op(kp_op op, kp_stream *s, const void *params, int dry_run);
 kp_status kp_ocl_op_kernel(kp_op op, kp_stream *s, const void *params, char *name, size_t cap);
+kp_status kp_ocl_ep_capacity(kp_stream *s, const kp_ep_capacity_args *a); /* the ep_capacity slot */
 /* The target's launch (kp_gpu_target.launch): one kernel variant, built on demand. */
 struct kp_gpu_launch;
 kp_status kp_ocl_launch(kp_stream *s, const struct kp_gpu_launch *l);

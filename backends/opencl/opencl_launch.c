@@ -132,6 +132,12 @@ kp_status kp_ocl_op_kernel(kp_op op, kp_stream *s, const void *params, char *nam
     return kp_gpu_op_kernel(&t, op, s, params, name, cap);
 }
 
+kp_status kp_ocl_ep_capacity(kp_stream *s, const kp_ep_capacity_args *a) {
+    kp_gpu_target t = ocl_target;
+    t.host = kp_ocl_host();
+    return kp_gpu_ep_capacity(&t, s, a);
+}
+
 /* ---- per-queue split-KV scratch (see opencl_internal.h) ---------------------------- */
 
 /* The next power of two at or above n (at least 256 bytes); n itself past 2^62. */

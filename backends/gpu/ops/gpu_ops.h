@@ -203,10 +203,13 @@ kp_status kp_gpu_paged_decode(kp_gpu_ctx *c, kp_op op, const kp_gpu_paged_args *
 #define KP_GPU_SRC_MOE_ALIGN "moe/moe_align.cl"
 #define KP_GPU_SRC_MOE_GEMM "moe/moe_gemm.cl"
 #define KP_GPU_SRC_MOE_COMBINE "moe/moe_combine.cl"
+#define KP_GPU_SRC_EP_CAPACITY "moe/ep_capacity.cl"
 
 #define KP_GPU_GATE_WG 128
 #define KP_GPU_ALIGN_WG 256
 #define KP_GPU_COMBINE_WG 128
+#define KP_GPU_EPC_WG 256           /* ep_capacity.cl's work-group */
+#define KP_GPU_EPC_MAX_GROUPS 65535 /* its gather's work-groups at most (they stride over the rows) */
 #define KP_GPU_GG_SMALL_M_MAX 16 /* KP_GG_SMALL_M */
 #define KP_GPU_GG_SMALL_WG 128   /* KP_GG_SM_WG: 4 weight rows per work-group */
 
@@ -234,6 +237,8 @@ const char *kp_gpu_dtype_define(kp_dtype t);
 void kp_gpu_gate_options(kp_dtype dt, char *buf, size_t n);
 void kp_gpu_align_options(int32_t n_exp, char *buf, size_t n);
 void kp_gpu_combine_options(kp_dtype dt, int y_f32, char *buf, size_t n);
+/* The one option string of ep_capacity.cl (gpu_ep_capacity.c). */
+const char *kp_gpu_ep_capacity_options(void);
 
 /* Gate: logits [T, E] (dtype dt) -> ids / weights [T, k]. bias.buf may be NULL. */
 kp_status kp_gpu_moe_gate_run(kp_gpu_ctx *c, kp_gpu_view logits, kp_dtype dt, int64_t t, int64_t e, kp_gpu_view bias,
