@@ -99,10 +99,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
     case O_DEVICE: return to_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
     case O_SUITE: o->suite = v; return 0;
     case O_OP: o->ops = v; return 0;
-    case O_SHAPE:
-        if (o->nshapes == KB_MAX_SHAPES) return -1;
-        o->shapes[o->nshapes++] = v;
-        return 0;
+    case O_SHAPE: return o->nshapes < KB_MAX_SHAPES ? (o->shapes[o->nshapes++] = v, 0) : -1;
     case O_LIST_SHAPES: o->list_shapes = v; return 0;
     case O_DTYPE:
         for (int i = 0; i < 5; i++)
@@ -136,41 +133,6 @@ static int option_value(kb_options *o, int opt, const char *v) {
     return -1;
 }
 
-/* 0: run; 1: --help printed; 2: usage error (printed). The --compare files land in files[0..1]. */
-static int parse_args(int argc, char **argv, kb_options *o, const char **files) {
-    *o = (kb_options){.device = -1, .suite = "quick", .dtype = -1, .format = KB_MD, .repeat = 5, .min_time = 0.2,
-                      .max_time = 1.0, .seed = 1};
-    bool suite_given = false;
-    int opt, index;
-    while ((opt = getopt_long(argc, argv, "h", long_options, &index)) != -1) {
-        if (opt == 'h') {
-            usage(stdout, argv[0]);
-            return 1;
-        }
-        if (opt == '?') { /* getopt_long said what */
-            fprintf(stderr, "kbench: --help lists the options\n");
-            return 2;
-        }
-        suite_given |= opt == O_SUITE;
-        if (option_value(o, opt, optarg) != 0) {
-            fprintf(stderr, "kbench: --%s: bad value '%s' (--help)\n", long_options[index].name, optarg ? optarg : "");
-            return 2;
-        }
-    }
-    int operands = argc - optind;
-    if (o->compare ? operands != 2 : operands != 0) {
-        fprintf(stderr, o->compare ? "kbench: --compare needs two JSON files\n" : "kbench: unexpected argument '%s'\n",
-                argv[optind]);
-        return 2;
-    }
-    if (o->compare) files[0] = argv[optind], files[1] = argv[optind + 1];
-    if (o->nshapes && (suite_given || !o->ops || strchr(o->ops, ','))) {
-        fprintf(stderr, "kbench: --shape takes exactly one --op and no --suite\n");
-        return 2;
-    }
-    return 0;
-}
-
 /* The cases of every --shape of the one --op, expanded by --dtype; -1 and a message. */
 static int shape_cases(const kb_options *o, kb_case_list *out, char *err, size_t errn) {
     kp_op op;
@@ -180,6 +142,35 @@ static int shape_cases(const kb_options *o, kb_case_list *out, char *err, size_t
         if (kb_shape_parse(op, o->shapes[i], &c, err, errn) != 0 || kb_shape_cases(&c, o->dtype, out, err, errn) < 0)
             return -1;
     return out->n;
+}
+
+/* 0: run; 1: --help printed; -1: a usage error, the message in err (--shape's checked here,
+ * before anything runs). The --compare files land in files[0..1]. */
+static int parse_args(int argc, char **argv, kb_options *o, const char **files, char *err, size_t errn) {
+    *o = (kb_options){.device = -1, .suite = "quick", .dtype = -1, .format = KB_MD, .repeat = 5, .min_time = 0.2,
+                      .max_time = 1.0, .seed = 1};
+    bool suite_given = false;
+    int opt, index;
+    while ((opt = getopt_long(argc, argv, "h", long_options, &index)) != -1) {
+        if (opt == 'h') {
+            usage(stdout, argv[0]);
+            return 1;
+        }
+        if (opt == '?') KB_FAIL("--help lists the options"); /* getopt_long said what */
+        suite_given |= opt == O_SUITE;
+        if (option_value(o, opt, optarg) != 0)
+            KB_FAIL("--%s: bad value '%s' (--help)", long_options[index].name, optarg ? optarg : "");
+    }
+    int operands = argc - optind;
+    if (o->compare ? operands != 2 : operands != 0)
+        KB_FAIL(o->compare ? "--compare needs two JSON files" : "unexpected argument '%s'", argv[optind]);
+    if (o->compare) files[0] = argv[optind], files[1] = argv[optind + 1];
+    if (o->nshapes && (suite_given || !o->ops || strchr(o->ops, ',')))
+        KB_FAIL("--shape takes exactly one --op and no --suite");
+    kb_case_list shapes = {0};
+    int rc = o->nshapes ? shape_cases(o, &shapes, err, errn) : 0;
+    free(shapes.v);
+    return rc < 0 ? -1 : 0;
 }
 
 /* The cases for one device: --shape's as given, or the suite's scaled to the device. */
@@ -367,14 +358,8 @@ static void report_machine(kb_report *r) {
     snprintf(r->cpu_model, sizeof r->cpu_model, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[512];
-    while (f && fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
-        colon += 1 + strspn(colon + 1, " \t");
-        colon[strcspn(colon, "\n")] = '\0';
-        snprintf(r->cpu_model, sizeof r->cpu_model, "%s", colon);
-        break;
-    }
+    while (f && fgets(line, sizeof line, f)) /* "model name\t: ..." (127: sizeof cpu_model - 1) */
+        if (sscanf(line, "model name : %127[^\n]", r->cpu_model) == 1) break;
     if (f) fclose(f);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     r->cores = n > 0 ? (int)n : 0;
@@ -447,16 +432,10 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--ep") == 0) return run_ep(argc, argv);
     kb_options o;
     const char *files[2] = {NULL, NULL};
-    int rc = parse_args(argc, argv, &o, files);
-    if (rc) return rc == 1 ? 0 : rc;
-    kb_case_list shapes = {0};
     char err[512];
-    if (o.nshapes && shape_cases(&o, &shapes, err, sizeof err) < 0) { /* a usage error, before anything runs */
-        fprintf(stderr, "kbench: %s\n", err);
-        rc = 2;
-    }
-    free(shapes.v);
-    if (rc) return rc;
+    int rc = parse_args(argc, argv, &o, files, err, sizeof err);
+    if (rc < 0) fprintf(stderr, "kbench: %s\n", err);
+    if (rc) return rc < 0 ? 2 : 0;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     rc = offline(&o, files);
