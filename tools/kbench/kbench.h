@@ -263,7 +263,7 @@ extern volatile int kb_interrupted;
 void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roofline *r, kb_row *row);
 void kb_row_free(kb_row *r);
 
-/* ---- outputs, --compare, --plot (kbench_output.c) ---- */
+/* ---- outputs (md, CSV, JSON through jansson), --compare, --plot (kbench_output.c) ---- */
 typedef struct kb_report {
     const char *version, *commit, *date;
     char hostname[128], cpu_model[128];
@@ -297,15 +297,9 @@ typedef struct kb_compare_set {
 int kb_emit(const kb_options *o, const kb_report *rep, const kb_compare_set *cmp);
 const char *kb_status_word(kb_status s);
 
-/* ---- JSON through jansson (kbench_json.c) ---- */
-int kb_write_json(const kb_report *r, FILE *out);
-int kb_write_csv(const kb_report *r, FILE *out);
 /* Loads a kbench JSON (format 1 or 2) into a report; kb_report_free releases it. */
 int kb_report_load(const char *path, kb_report *r, char *err, size_t errn);
 void kb_report_free(kb_report *r);
-/* The compare rows as JSON, for --format json and --plot. */
-int kb_write_compare_json(const kb_compare_set *s, FILE *out);
-
 int kb_compare(const char *a, const char *b, const kb_options *o);
 /* path = kbench's directory / name (kbench-plot, kport-ep-bench); -1 with a message. */
 int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn);
