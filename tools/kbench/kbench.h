@@ -197,7 +197,6 @@ static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->p
 /* sum over j < n of x[j] * d[off + j] in float64 */
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
-kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
 /* A tensor of shape dims and the buffer under it, in one call: random values in [lo, hi)
  * (d: their period, for the reference), int32 values uploaded, or an output (poisoned at
  * flush). Uploads and poisoning wait for kb_env's flush. */

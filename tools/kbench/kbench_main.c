@@ -184,15 +184,12 @@ static int device_cases(const kb_options *o, int device, kb_case_list *out, char
 
 /* ---- devices ---- */
 
-/* Global indices of the devices to run on; 0 and a message when there are none. */
+/* Global indices of the devices to run on; 0 or -1 and a message when there are none. */
 static int select_devices(const kb_options *o, int *idx, int max, char *err, size_t errn) {
     int n = 0, count = kp_device_count();
     if (!o->backend) {
+        if (o->device >= count) KB_FAIL("--device %d: there are %d devices (kport-info lists them)", o->device, count);
         if (o->device >= 0) {
-            if (o->device >= count) {
-                snprintf(err, errn, "--device %d: there are %d devices (kport-info lists them)", o->device, count);
-                return 0;
-            }
             idx[0] = o->device;
             return 1;
         }
@@ -200,10 +197,7 @@ static int select_devices(const kb_options *o, int *idx, int max, char *err, siz
         kp_device *d;
         kp_device_info want, info;
         kp_status st = kp_device_open(-1, &d);
-        if (st != KP_OK) {
-            snprintf(err, errn, "no device: %s: %s", kp_status_str(st), kp_last_error());
-            return 0;
-        }
+        if (st != KP_OK) KB_FAIL("no device: %s: %s", kp_status_str(st), kp_last_error());
         kp_device_get_info(d, &want);
         kp_device_close(d);
         for (int i = 0; i < count; i++)
@@ -396,7 +390,7 @@ static int bench(const kb_options *o) {
     int devices[64], ndev, rc;
     char err[KP_REASON_MAX + 128];
     kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o->nshapes ? "shape" : o->suite};
-    if ((ndev = select_devices(o, devices, 64, err, sizeof err)) == 0) {
+    if ((ndev = select_devices(o, devices, 64, err, sizeof err)) <= 0) {
         fprintf(stderr, "kbench: %s\n", err);
         rc = 1;
     } else if (o->list || o->tune) {

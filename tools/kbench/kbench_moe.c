@@ -135,7 +135,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err) {
     int32_t *ids = kb_alloc(b->env, (size_t)(c->T * k) * 4), rid[32];
     double *w = kb_alloc(b->env, (size_t)(c->T * k) * 8), rw[32];
     kp_status st = ids && w ? KP_OK : KP_ERR_OUT_OF_MEMORY;
-    if (st == KP_OK) st = kb_read_i32(b->env, s->ids, 0, c->T * k, ids);
+    if (st == KP_OK) st = kp_buffer_read(b->env->s, s->ids, 0, ids, (size_t)(c->T * k) * 4);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
     for (int64_t t = 0; t < c->T && st == KP_OK && !b->msg[0]; t++) {
         double margin = ref_gate(&s->logits, t, s->bias_host, E, &s->p.routing, rid, rw);
@@ -194,9 +194,9 @@ static kp_status align_check(kb_bench *b, kb_err *err) {
     int32_t *pos = kb_alloc(b->env, (size_t)pairs * 4);
     int32_t *fill = kb_alloc(b->env, (size_t)(E + 1) * 4);
     kp_status st = sorted && off && pos && fill ? KP_OK : KP_ERR_OUT_OF_MEMORY;
-    if (st == KP_OK) st = kb_read_i32(b->env, s->sorted, 0, s->rows, sorted);
-    if (st == KP_OK) st = kb_read_i32(b->env, s->offsets, 0, E + 1, off);
-    if (st == KP_OK) st = kb_read_i32(b->env, s->pos, 0, pairs, pos);
+    if (st == KP_OK) st = kp_buffer_read(b->env->s, s->sorted, 0, sorted, (size_t)s->rows * 4);
+    if (st == KP_OK) st = kp_buffer_read(b->env->s, s->offsets, 0, off, (size_t)(E + 1) * 4);
+    if (st == KP_OK) st = kp_buffer_read(b->env->s, s->pos, 0, pos, (size_t)pairs * 4);
     if (st == KP_OK) {
         int64_t want = 0;
         for (int64_t i = 0; i < pairs; i++) fill[s->ids[i] + 1]++;

@@ -347,12 +347,8 @@ static int write_compare(const kb_compare_set *s, kb_format f, FILE *o) {
 
 static int write_report(const kb_report *r, const kb_compare_set *cmp, kb_format f, FILE *out) {
     if (cmp) return write_compare(cmp, f, out);
-    switch (f) {
-    case KB_MD: write_md(r, out); break;
-    case KB_CSV: return write_csv(r, out);
-    case KB_JSON: return write_json(r, out);
-    }
-    return ferror(out) ? -1 : 0;
+    if (f == KB_MD) write_md(r, out);
+    return f == KB_CSV ? write_csv(r, out) : f == KB_JSON ? write_json(r, out) : ferror(out) ? -1 : 0;
 }
 
 /* ---- reading a report back (--from, --compare) ---- */
@@ -366,8 +362,6 @@ static double gn(const json_t *o, const char *key, double def) {
     const json_t *v = json_object_get(o, key);
     return json_is_number(v) ? json_number_value(v) : def;
 }
-
-static double array_number(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
 static void load_row(const json_t *j, kb_row *w) {
     static const struct {
@@ -408,9 +402,10 @@ static void load_row(const json_t *j, kb_row *w) {
     w->inner = (int)gn(j, "runs_per_sample", 0);
     w->device_timed = strcmp(gs(j, "timer", "host"), "events") == 0;
     const json_t *s = json_object_get(j, "samples");
-    size_t n = json_array_size(s);
+    json_t *x;
+    size_t n = json_array_size(s), i;
     if (n > 0 && n <= KB_MAX_SAMPLES && (w->samples = malloc(n * sizeof *w->samples)))
-        for (size_t i = 0; i < n; i++) w->samples[w->nsamples++] = array_number(json_array_get(s, i));
+        json_array_foreach(s, i, x) w->samples[w->nsamples++] = json_is_number(x) ? json_number_value(x) : NAN;
 }
 
 static void load_roofline(const json_t *f, kb_roofline *o) {

@@ -164,10 +164,6 @@ kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n
     return st;
 }
 
-kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out) {
-    return kp_buffer_read(e->s, b, (size_t)first * 4, out, (size_t)n * 4);
-}
-
 /* ---- one case ---- */
 
 void kb_row_free(kb_row *r) {

@@ -28,16 +28,12 @@ double kb_rng_uniform(kb_rng *r, double lo, double hi) {
 int64_t kb_rng_below(kb_rng *r, int64_t n) { return n <= 1 ? 0 : (int64_t)(rng_next(r) % (uint64_t)n); }
 
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out) {
-    for (int i = 0; i < k; i++) {
-        int32_t v;
-        bool dup;
-        do {
-            v = (int32_t)kb_rng_below(r, n);
+    for (int i = 0; i < k; i++)
+        for (bool dup = true; dup;) { /* draw until out[i] is new */
+            out[i] = (int32_t)kb_rng_below(r, n);
             dup = false;
-            for (int j = 0; j < i; j++) dup |= out[j] == v;
-        } while (dup);
-        out[i] = v;
-    }
+            for (int j = 0; j < i; j++) dup |= out[j] == out[i];
+        }
 }
 
 void kb_rng_permutation(kb_rng *r, int32_t *v, int64_t n) {
