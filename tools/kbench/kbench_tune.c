@@ -117,10 +117,9 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
             KB_FAIL("--tune-param '%s': expected KERNEL.PARAM=V1,V2,...@OP", t);
         *dot = *eq = *at = '\0';
         kb_tunable *k = &out[n];
-        memset(k, 0, sizeof *k);
-        k->kernel = t, k->param = dot + 1, k->op = at + 1;
-        char *vs = eq + 1, *s2;
-        for (char *v = strtok_r(vs, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
+        *k = (kb_tunable){.kernel = t, .param = dot + 1, .op = at + 1};
+        char *s2;
+        for (char *v = strtok_r(eq + 1, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
             char *end;
             long long x = strtoll(v, &end, 10);
             if (end == v || *end) KB_FAIL("--tune-param: '%s' is not an integer", v);
@@ -155,11 +154,10 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
         kb_case_list cases = {0};
         char e2[256];
         const char *name = kp_op_name(op);
-        if (kb_suite_cases("quick", name, o->dtype, kb_budget_for(&env.info, &budget), &cases, e2, sizeof e2) > 0) {
+        if (kb_suite_cases("quick", name, o->dtype, kb_budget_for(&env.info, &budget), &cases, e2, sizeof e2) > 0)
             kb_run_case(&env, &cases.v[0], o, NULL, row);
-        } else {
+        else
             snprintf(err, errn, "no quick case for %s", name);
-        }
         free(cases.v);
     }
     if (s) kp_stream_destroy(s);
@@ -168,17 +166,14 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
 
 int kb_tune(const kb_options *o, int device) {
     char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "", spec[2048] = "", store[2048], key_dev[KP_NAME_MAX];
-    const char *saved = getenv("KPORT_TUNING_FILE");
-    char *saved_copy = saved ? strdup(saved) : NULL, *user = NULL;
+    char *user = NULL;
     kb_tunable table[64];
     int n = 0, rc = 0;
     kp_device_info info;
     user_path(path, sizeof path);
     snprintf(tmp, sizeof tmp, "/tmp/kbench-tune-%d.txt", (int)getpid());
-    if (kp_device_info_get(device, &info) != KP_OK) {
-        snprintf(err, sizeof err, "device %d: %s", device, kp_last_error());
-        rc = 1;
-    }
+    if (kp_device_info_get(device, &info) != KP_OK)
+        snprintf(err, sizeof err, "device %d: %s", device, kp_last_error()), rc = 1;
     for (size_t i = 0; rc == 0 && i < sizeof builtin / sizeof builtin[0]; i++) /* the backend's, then --tune-param's */
         if (strcmp(builtin[i].backend, info.backend) == 0)
             snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%s;", builtin[i].spec);
@@ -187,9 +182,10 @@ int kb_tune(const kb_options *o, int device) {
     if (rc == 0 && !(user = read_text(path))) snprintf(err, sizeof err, "out of memory"), rc = 1;
     if (rc != 0) {
         fprintf(stderr, "kbench: --tune: %s\n", err);
-        free(saved_copy);
         return rc;
     }
+    const char *saved = getenv("KPORT_TUNING_FILE"); /* restored at the end: candidates set it */
+    char *saved_copy = saved ? strdup(saved) : NULL;
     printf("# kbench --tune on %s: %s (%s)\n\nuser tuning file: %s\n\n", info.backend, info.name, info.arch, path);
     if (n == 0)
         printf("Nothing to tune: no kernel of the %s backend reads a tuning parameter yet (the table in "
