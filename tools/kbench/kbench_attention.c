@@ -82,8 +82,6 @@ static kp_status prefill_setup(kb_bench *b) {
     return st;
 }
 
-static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
-
 static kp_status prefill_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     prefill_st *s = b->st;
@@ -174,6 +172,7 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
 
 static kp_status decode_setup(kb_bench *b) { return paged_setup(b, false); }
 static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
+static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
 static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
 static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
 

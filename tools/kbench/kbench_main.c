@@ -333,15 +333,13 @@ static int run_ep(int argc, char **argv) {
         fprintf(stderr, "kbench: --ep: %s\n", err);
         return 1;
     }
-    char **args = calloc((size_t)argc + 1, sizeof *args);
-    if (!args) return 1;
-    args[0] = path;
-    for (int i = 1, n = 1; i < argc; i++)
-        if (strcmp(argv[i], "--ep") != 0) args[n++] = argv[i];
-    execv(path, args);
+    int n = 1;
+    for (int i = 1; i < argc; i++) /* argv less --ep, in place */
+        if (strcmp(argv[i], "--ep") != 0) argv[n++] = argv[i];
+    argv[0] = path, argv[n] = NULL;
+    execv(path, argv);
     fprintf(stderr, "kbench: --ep: cannot run %s: %s (it is built when meson finds MPI: apt-get install "
             "libopenmpi-dev, then reconfigure)\n", path, strerror(errno));
-    free(args);
     return 1;
 }
 

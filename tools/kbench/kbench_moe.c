@@ -126,8 +126,6 @@ static kp_status gate_setup(kb_bench *b) {
     return st;
 }
 
-static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
-
 static kp_status gate_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gate_st *s = b->st;
@@ -182,8 +180,6 @@ static kp_status align_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output_tensor(e, &s->pos, &s->p.token_pos, KP_I32, 2, (int64_t[]){c->T, c->k});
     return st;
 }
-
-static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
 
 /* Everything is checked: offsets, each pair's row (stable order), padding rows. */
 static kp_status align_check(kb_bench *b, kb_err *err) {
@@ -297,8 +293,6 @@ static kp_status gemm_setup(kb_bench *b) {
     return st;
 }
 
-static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
-
 static kp_status gemm_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
     gemm_st *s = b->st;
@@ -349,8 +343,6 @@ static kp_status combine_setup(kb_bench *b) {
     if (st == KP_OK) st = kb_output_tensor(e, &s->out, &s->p.out, c->dtype, 2, (int64_t[]){c->T, c->hidden});
     return st;
 }
-
-static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
 
 static kp_status combine_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
@@ -415,8 +407,6 @@ static kp_status forward_setup(kb_bench *b) {
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
 }
-
-static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
 
 /* W8A8: v[0 .. n) quantized per 128 values as kport.h says (scale = max(amax, 1e-10) / 448
  * in f32, e4m3(v / scale)), dequantized. */
@@ -484,8 +474,6 @@ static kp_status quant_setup(kb_bench *b) {
     return st; /* row-major scales, f32 (not UE8M0): vLLM's per_token_group_quant_fp8 */
 }
 
-static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
-
 /* kport.h's definition, exactly: scale = max(amax, 1e-10) / 448 in f32, out = e4m3(x / scale in f32). */
 static kp_status quant_check(kb_bench *b, kb_err *err) {
     const kb_case *c = b->c;
@@ -518,6 +506,14 @@ static kp_status quant_check(kb_bench *b, kb_err *err) {
     }
     return st;
 }
+
+/* One call, asynchronous. */
+static kp_status gate_run(kb_bench *b) { return kp_moe_gate(b->env->s, &((gate_st *)b->st)->p); }
+static kp_status align_run(kb_bench *b) { return kp_moe_align(b->env->s, &((align_st *)b->st)->p); }
+static kp_status gemm_run(kb_bench *b) { return kp_grouped_gemm(b->env->s, &((gemm_st *)b->st)->p); }
+static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((combine_st *)b->st)->p); }
+static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
+static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
 
 const kb_op_impl kb_moe_impls[6] = {
     {KP_OP_MOE_GATE, gate_setup, gate_run, gate_check, sizeof(gate_st)},
