@@ -166,13 +166,6 @@ static bool shrink(kb_case *c) {
         else if (c->s_k >= 1024) c->s_k /= 2;
         else return false;
         return true;
-    case KP_OP_MOE_GATE:
-    case KP_OP_MOE_ALIGN:
-    case KP_OP_MOE_COMBINE:
-    case KP_OP_QUANTIZE_FP8:
-        if (c->T <= 1) return false;
-        c->T /= 2;
-        return true;
     case KP_OP_GROUPED_GEMM:
     case KP_OP_MOE_FORWARD: {
         /* fewest experts the routing allows: k, and for the gate topk_group groups of
@@ -187,12 +180,15 @@ static bool shrink(kb_case *c) {
             c->T = c->T > 1 ? c->T / 2 : 1; /* same rows per expert */
             return true;
         }
-        if (c->T > 1) {
-            c->T /= 2;
-            return true;
-        }
-        return false;
+        __attribute__((fallthrough)); /* then fewer tokens */
     }
+    case KP_OP_MOE_GATE:
+    case KP_OP_MOE_ALIGN:
+    case KP_OP_MOE_COMBINE:
+    case KP_OP_QUANTIZE_FP8:
+        if (c->T <= 1) return false;
+        c->T /= 2;
+        return true;
     default: return false;
     }
 }
