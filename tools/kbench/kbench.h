@@ -48,7 +48,7 @@ typedef struct kb_options {
     double peak_tflops, mem_gbps; /* > 0: ceilings given on the command line replace the measured ones */
 } kb_options;
 
-/* ---- cases (kbench_suites.c) ---- */
+/* ---- cases, --shape and --list-shapes (kbench_suites.c) ---- */
 typedef struct kb_case {
     kp_op op;
     kp_dtype dtype;   /* inputs and outputs */
@@ -56,7 +56,7 @@ typedef struct kb_case {
     const char *variant; /* grouped_gemm: "w13" / "w2"; else "" */
     /* attention */
     int64_t b, s_q, s_k, h_q, h_kv, d, dv, block_size;
-    int64_t causal, varlen; /* flags, int64_t as every field a shape names (kbench_shapes.c) */
+    int64_t causal, varlen; /* flags, int64_t as every field a shape names (kb_shape_parse) */
     /* MoE */
     int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
     int64_t max_m;   /* grouped_gemm: > 0 the masked layout, a [E, max_m, K], each expert's count
@@ -80,7 +80,6 @@ typedef struct kb_budget {
     const char *why;    /* "cpu", "memory" */
 } kb_budget;
 
-void kb_case_shape(kb_case *c); /* fills c->shape from the fields */
 /* The budget cases are scaled to on this device (CPU devices; GPUs by memory), or NULL. */
 const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *storage);
 /* Appends the cases of suite (filtered by ops and dtype), scaled to budget (NULL: none). */
@@ -89,8 +88,6 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
 /* Appends c once per dtype (bf16 by default; --dtype's), unscaled: a --shape case. */
 int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn);
 const char *kb_op_name_list(void); /* "attention_prefill, attention_decode, ..." */
-
-/* ---- --shape and --list-shapes (kbench_shapes.c) ---- */
 /* Parses "k=v,k=v" (or a row's shape column, space-separated) for op into c, from the
  * op's defaults; every value is checked (ranges, divisibility, int32 index limits,
  * sizes that overflow). -1 and a message naming the key on bad input. */
@@ -179,7 +176,6 @@ typedef struct kb_env {
     struct kb_pending *pending;
     int npending, cappending;
 } kb_env;
-
 
 void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);

@@ -56,6 +56,7 @@ FMA_LOOP(fma_scalar, , 1, 8)
 typedef double (*fma_fn)(long iters);
 
 typedef struct fma_job {
+    pthread_t tid;
     fma_fn fn;
     long iters;
     double t0, t1;
@@ -98,21 +99,20 @@ static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
         iters *= 4;
     }
     iters = (long)((double)iters * seconds / dt) + 1;
-    pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     fma_job *jobs = calloc((size_t)threads, sizeof *jobs);
     int started = 0;
-    for (int i = 0; tid && jobs && i < threads; i++) {
+    for (int i = 0; jobs && i < threads; i++) {
         jobs[i] = (fma_job){.fn = fn, .iters = iters};
-        if (pthread_create(&tid[i], NULL, fma_thread, &jobs[i]) != 0) break;
+        if (pthread_create(&jobs[i].tid, NULL, fma_thread, &jobs[i]) != 0) break;
         started++;
     }
     double first = 0, last = 0;
     for (int i = 0; i < started; i++) {
-        pthread_join(tid[i], NULL);
+        pthread_join(jobs[i].tid, NULL);
         if (i == 0 || jobs[i].t0 < first) first = jobs[i].t0;
         if (jobs[i].t1 > last) last = jobs[i].t1;
     }
-    free(tid), free(jobs);
+    free(jobs);
     /* threads start within microseconds of each other; the span covers them all */
     return started > 0 && last > first ? per_iter * (double)iters * started / (last - first) * 1e-9 : 0.0;
 }
