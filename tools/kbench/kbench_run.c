@@ -56,7 +56,6 @@ static kp_status defer(kb_env *e, kb_pending p) {
 }
 
 static void drop_pending(kb_env *e) {
-    for (int i = 0; i < e->npending; i++) free(e->pending[i].raw);
     free(e->pending);
     e->pending = NULL, e->npending = e->cappending = 0;
 }
@@ -102,17 +101,13 @@ kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dtype, double l
     memset(d, 0, sizeof *d);
     d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
     size_t elem = kp_dtype_size(dtype);
-    unsigned char *raw = malloc((size_t)d->period * elem);
+    unsigned char *raw = kb_alloc(e, (size_t)d->period * elem); /* the pending upload's, freed at release */
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
     kp_status st = raw && d->val ? kb_buffer(e, (size_t)n * elem, &d->buf) : KP_ERR_OUT_OF_MEMORY;
-    if (st == KP_OK) {
-        /* each tensor its own stream of numbers, reproducible from the seed */
-        kb_rng r = {e->seed ^ (0x9E37ull * (uint64_t)(e->nbufs + 1))};
-        for (int64_t i = 0; i < d->period; i++) d->val[i] = kb_store(dtype, raw, i, kb_rng_uniform(&r, lo, hi));
-        st = defer(e, (kb_pending){d->buf, raw, d->period, n, elem});
-        if (st == KP_OK) raw = NULL; /* the pending upload owns it */
-    }
-    free(raw);
+    if (st != KP_OK) return st;
+    kb_rng r = {e->seed ^ (0x9E37ull * (uint64_t)(e->nbufs + 1))}; /* each tensor its own numbers, from the seed */
+    for (int64_t i = 0; i < d->period; i++) d->val[i] = kb_store(dtype, raw, i, kb_rng_uniform(&r, lo, hi));
+    st = defer(e, (kb_pending){d->buf, raw, d->period, n, elem});
     return st == KP_OK ? kp_tensor_init(t, d->buf, 0, dtype, ndim, dims, NULL) : st;
 }
 
@@ -156,11 +151,10 @@ static kp_status kb_env_flush(kb_env *e) {
 
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
     size_t elem = kp_dtype_size(dt);
-    unsigned char *raw = malloc((size_t)n * elem + 1);
+    unsigned char *raw = kb_alloc(e, (size_t)n * elem);
     if (!raw) return KP_ERR_OUT_OF_MEMORY;
     kp_status st = kp_buffer_read(e->s, b, (size_t)first * elem, raw, (size_t)n * elem);
     for (int64_t i = 0; st == KP_OK && i < n; i++) out[i] = kb_load(dt, raw, i);
-    free(raw);
     return st;
 }
 
