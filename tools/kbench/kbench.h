@@ -232,7 +232,7 @@ double kb_now(void); /* monotonic seconds */
 /* Of 1 to KB_MAX_SAMPLES samples. */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 
-/* ---- ops (kbench_attention.c, kbench_moe.c) ---- */
+/* ---- ops (kbench_ops.c) ---- */
 typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
@@ -251,7 +251,7 @@ typedef struct kb_op_impl {
     size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
-extern const kb_op_impl kb_attention_impls[3], kb_moe_impls[6]; /* kbench_run.c looks an op up in both */
+extern const kb_op_impl kb_op_impls[9];
 
 /* ---- running a case (kbench_run.c) ---- */
 extern volatile int kb_interrupted;

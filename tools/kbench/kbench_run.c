@@ -182,10 +182,8 @@ static void fail_status(kb_row *row, kp_status st, const char *what) {
 }
 
 static const kb_op_impl *impl_of(kp_op op) {
-    for (int i = 0; i < 9; i++) {
-        const kb_op_impl *t = i < 3 ? &kb_attention_impls[i] : &kb_moe_impls[i - 3];
-        if (t->op == op) return t;
-    }
+    for (int i = 0; i < 9; i++)
+        if (kb_op_impls[i].op == op) return &kb_op_impls[i];
     return NULL;
 }
 

@@ -42,7 +42,7 @@ const char *kb_row_dtype_name(const kb_case *c) {
     return c->dtype == KP_FP8_E4M3 ? "w8a8" : c->wdtype == KP_FP8_E4M3 ? "fp8" : kp_dtype_name(c->dtype);
 }
 
-/* ---- sequence lengths, shared with kbench_attention.c ---- */
+/* ---- sequence lengths, shared with kbench_ops.c ---- */
 
 void kb_prefill_len(const kb_case *c, int64_t i, int64_t *lq, int64_t *lk) {
     int64_t cut = c->varlen ? i * c->s_q / (2 * c->b) : 0; /* varlen: from s_q down to s_q/2 */
