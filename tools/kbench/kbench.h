@@ -242,7 +242,6 @@ typedef struct kb_bench {
 } kb_bench;
 
 typedef struct kb_op_impl {
-    kp_op op;
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
@@ -251,7 +250,7 @@ typedef struct kb_op_impl {
     size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
-extern const kb_op_impl kb_op_impls[9];
+extern const kb_op_impl kb_op_impls[KP_OP_COUNT]; /* by op; setup NULL: none */
 
 /* ---- running a case (kbench_run.c) ---- */
 extern volatile int kb_interrupted;

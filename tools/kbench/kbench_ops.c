@@ -704,14 +704,14 @@ static kp_status combine_run(kb_bench *b) { return kp_moe_combine(b->env->s, &((
 static kp_status forward_run(kb_bench *b) { return kp_moe_forward(b->env->s, &((forward_st *)b->st)->p); }
 static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((quant_st *)b->st)->p); }
 
-const kb_op_impl kb_op_impls[9] = {
-    {KP_OP_ATTENTION_PREFILL, prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)},
-    {KP_OP_ATTENTION_DECODE, decode_setup, decode_run, paged_check, sizeof(paged_st)},
-    {KP_OP_MLA_DECODE, mla_setup, mla_run, paged_check, sizeof(paged_st)},
-    {KP_OP_MOE_GATE, gate_setup, gate_run, gate_check, sizeof(gate_st)},
-    {KP_OP_MOE_ALIGN, align_setup, align_run, align_check, sizeof(align_st)},
-    {KP_OP_GROUPED_GEMM, gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)},
-    {KP_OP_MOE_COMBINE, combine_setup, combine_run, combine_check, sizeof(combine_st)},
-    {KP_OP_MOE_FORWARD, forward_setup, forward_run, forward_check, sizeof(forward_st)},
-    {KP_OP_QUANTIZE_FP8, quant_setup, quant_run, quant_check, sizeof(quant_st)},
+const kb_op_impl kb_op_impls[KP_OP_COUNT] = { /* KP_OP_KV_CACHE_STORE: none */
+    [KP_OP_ATTENTION_PREFILL] = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)},
+    [KP_OP_ATTENTION_DECODE] = {decode_setup, decode_run, paged_check, sizeof(paged_st)},
+    [KP_OP_MLA_DECODE] = {mla_setup, mla_run, paged_check, sizeof(paged_st)},
+    [KP_OP_MOE_GATE] = {gate_setup, gate_run, gate_check, sizeof(gate_st)},
+    [KP_OP_MOE_ALIGN] = {align_setup, align_run, align_check, sizeof(align_st)},
+    [KP_OP_GROUPED_GEMM] = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)},
+    [KP_OP_MOE_COMBINE] = {combine_setup, combine_run, combine_check, sizeof(combine_st)},
+    [KP_OP_MOE_FORWARD] = {forward_setup, forward_run, forward_check, sizeof(forward_st)},
+    [KP_OP_QUANTIZE_FP8] = {quant_setup, quant_run, quant_check, sizeof(quant_st)},
 };

@@ -181,12 +181,6 @@ static void fail_status(kb_row *row, kp_status st, const char *what) {
     else row_reason(row, KB_ROW_ERROR, "%s", msg);
 }
 
-static const kb_op_impl *impl_of(kp_op op) {
-    for (int i = 0; i < 9; i++)
-        if (kb_op_impls[i].op == op) return &kb_op_impls[i];
-    return NULL;
-}
-
 static kp_status run_sync(const kb_op_impl *impl, kb_bench *b, int times) {
     kp_status st = KP_OK;
     for (int i = 0; i < times && st == KP_OK; i++) st = impl->run(b);
@@ -303,7 +297,7 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->bound = "memory";
     /* outputs in the inputs' dtype, except the gate's: f32 weights from exactly representable logits */
     row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
-    const kb_op_impl *impl = impl_of(c->op);
+    const kb_op_impl *impl = (unsigned)c->op < KP_OP_COUNT && kb_op_impls[c->op].setup ? &kb_op_impls[c->op] : NULL;
     kb_bench b = {.env = e, .c = c};
     double alloc;
     kb_case_estimate(c, &b.flops, &b.bytes, &alloc);
