@@ -38,9 +38,8 @@ static kp_status check_row(kb_bench *b, const kb_data *qd, const kb_data *k, con
     }
     for (int64_t j = 0; j < n && st == KP_OK; j++) {
         double p = exp(scores[j] - m);
-        int64_t vo = slot[j] * vdim;
         sum += p;
-        for (int64_t c = 0; c < dv; c++) ref[c] += p * kb_at(v, vo + c);
+        for (int64_t c = 0; c < dv; c++) ref[c] += p * kb_at(v, slot[j] * vdim + c);
     }
     if (st == KP_OK) st = kb_read(b->env, out, b->c->dtype, row * dv, dv, got);
     for (int64_t c = 0; c < dv && st == KP_OK; c++) kb_err_add(err, got[c], n > 0 ? ref[c] / sum * vscale : 0.0); /* no key: 0 */
@@ -121,11 +120,11 @@ typedef struct paged_st {
     int64_t max_blocks, h_kv;
 } paged_st;
 
-static kp_status paged_setup(kb_bench *b, bool mla) {
+static kp_status paged_setup(kb_bench *b) {
     const kb_case *c = b->c;
     kb_env *e = b->env;
     paged_st *s = b->st;
-    s->mla = mla;
+    bool mla = s->mla = c->op == KP_OP_MLA_DECODE;
     s->h_kv = mla ? 1 : c->h_kv;
     s->lens = kb_alloc(e, (size_t)c->b * 4);
     if (!s->lens) return KP_ERR_OUT_OF_MEMORY;
@@ -175,8 +174,6 @@ static kp_status paged_setup(kb_bench *b, bool mla) {
     return KP_OK;
 }
 
-static kp_status decode_setup(kb_bench *b) { return paged_setup(b, false); }
-static kp_status mla_setup(kb_bench *b) { return paged_setup(b, true); }
 static kp_status prefill_run(kb_bench *b) { return kp_attention_prefill(b->env->s, &((prefill_st *)b->st)->p); }
 static kp_status decode_run(kb_bench *b) { return kp_attention_decode(b->env->s, &((paged_st *)b->st)->p); }
 static kp_status mla_run(kb_bench *b) { return kp_mla_decode(b->env->s, &((paged_st *)b->st)->m); }
@@ -706,8 +703,8 @@ static kp_status quant_run(kb_bench *b) { return kp_quantize_fp8(b->env->s, &((q
 
 const kb_op_impl kb_op_impls[KP_OP_COUNT] = { /* KP_OP_KV_CACHE_STORE: none */
     [KP_OP_ATTENTION_PREFILL] = {prefill_setup, prefill_run, prefill_check, sizeof(prefill_st)},
-    [KP_OP_ATTENTION_DECODE] = {decode_setup, decode_run, paged_check, sizeof(paged_st)},
-    [KP_OP_MLA_DECODE] = {mla_setup, mla_run, paged_check, sizeof(paged_st)},
+    [KP_OP_ATTENTION_DECODE] = {paged_setup, decode_run, paged_check, sizeof(paged_st)},
+    [KP_OP_MLA_DECODE] = {paged_setup, mla_run, paged_check, sizeof(paged_st)},
     [KP_OP_MOE_GATE] = {gate_setup, gate_run, gate_check, sizeof(gate_st)},
     [KP_OP_MOE_ALIGN] = {align_setup, align_run, align_check, sizeof(align_st)},
     [KP_OP_GROUPED_GEMM] = {gemm_setup, gemm_run, gemm_check, sizeof(gemm_st)},
