@@ -209,15 +209,11 @@ static kp_moe_routing case_routing(const kb_case *c) {
                             .route_scale = v3 ? 2.5f : 1.0f};
 }
 
-/* V3's selection bias: on the device, its tensor, and its values for ref_gate (NULL
- * and an absent tensor for a router without one). */
-static kp_status router_bias(kb_env *e, const kb_case *c, kb_data *d, kp_tensor *t, double **host) {
-    *host = NULL;
+/* V3's selection bias on the device, and its values for ref_gate (d->buf NULL and an
+ * absent tensor for a router without one). */
+static kp_status router_bias(kb_env *e, const kb_case *c, kb_data *d, kp_tensor *t) {
     if (c->scoring != KP_MOE_SCORING_SIGMOID) return KP_OK;
-    kp_status st = kb_input(e, d, t, KP_F32, -0.05, 0.05, 1, (int64_t[]){c->E});
-    if (st == KP_OK && !(*host = kb_alloc(e, (size_t)c->E * 8))) st = KP_ERR_OUT_OF_MEMORY;
-    for (int64_t x = 0; st == KP_OK && x < c->E; x++) (*host)[x] = kb_at(d, x);
-    return st;
+    return kb_input(e, d, t, KP_F32, -0.05, 0.05, 1, (int64_t[]){c->E});
 }
 
 /* ---- the DeepSeek-V3 gate in float64 (DESIGN §2) ---- */
@@ -233,10 +229,10 @@ static int argmax(const double *v, const bool *allowed, int n) {
 /* Token t of the router logits [T, E]: ids/w [k]; returns the routing margin: how far the
  * last choice (of a group or an expert) is from the first rejected one. A margin near 0
  * is a near-tie that float32 may legitimately break the other way. */
-static double ref_gate(const kb_data *lgd, int64_t t, const double *bias, int E, const kp_moe_routing *r,
+static double ref_gate(const kb_data *lgd, int64_t t, const kb_data *bias, int E, const kp_moe_routing *r,
                        int32_t *ids, double *w) {
     double logits[512], s[512], b[512], gs[32], margin = INFINITY;
-    bool ok[512], gok[32];
+    bool ok[512], gok[32], biased = bias->buf != NULL;
     for (int e = 0; e < E; e++) logits[e] = kb_at(lgd, t * E + e);
     if (r->scoring == KP_MOE_SCORING_SIGMOID) {
         for (int e = 0; e < E; e++) s[e] = 1.0 / (1.0 + exp(-logits[e]));
@@ -246,14 +242,14 @@ static double ref_gate(const kb_data *lgd, int64_t t, const double *bias, int E,
         for (int e = 0; e < E; e++) sum += (s[e] = exp(logits[e] - m));
         for (int e = 0; e < E; e++) s[e] /= sum;
     }
-    for (int e = 0; e < E; e++) b[e] = s[e] + (bias ? bias[e] : 0.0), ok[e] = true;
+    for (int e = 0; e < E; e++) b[e] = s[e] + (biased ? kb_at(bias, e) : 0.0), ok[e] = true;
     int G = r->n_group, per = E / G;
     if (G > 1) {
         for (int g = 0; g < G; g++) { /* with a bias: sum of the top 2; without: the best */
             int i1 = argmax(b + g * per, ok + g * per, per), i2 = -1;
             for (int i = 0; i < per; i++)
                 if (i != i1 && (i2 < 0 || b[g * per + i] > b[g * per + i2])) i2 = i;
-            gs[g] = b[g * per + i1] + (bias && i2 >= 0 ? b[g * per + i2] : 0.0);
+            gs[g] = b[g * per + i1] + (biased && i2 >= 0 ? b[g * per + i2] : 0.0);
             gok[g] = true;
         }
         bool keep[32] = {false};
@@ -296,8 +292,7 @@ static int64_t route_random(kb_env *e, const kb_case *c, int32_t *ids, int32_t *
 
 typedef struct gate_st {
     kp_moe_gate_params p;
-    kb_data logits, bias;
-    double *bias_host; /* NULL: no bias */
+    kb_data logits, bias; /* bias.buf NULL: no bias */
     kp_buffer *ids, *w;
 } gate_st;
 
@@ -306,7 +301,7 @@ static kp_status gate_setup(kb_bench *b) {
     gate_st *s = b->st;
     s->p.routing = case_routing(c);
     kp_status st = kb_input(b->env, &s->logits, &s->p.logits, c->dtype, -4, 4, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias, &s->bias_host);
+    if (st == KP_OK) st = router_bias(b->env, c, &s->bias, &s->p.bias);
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->ids, &s->p.topk_ids, KP_I32, 2, (int64_t[]){c->T, c->k});
     if (st == KP_OK) st = kb_output_tensor(b->env, &s->w, &s->p.topk_weights, KP_F32, 2, (int64_t[]){c->T, c->k});
     return st;
@@ -322,7 +317,7 @@ static kp_status gate_check(kb_bench *b, kb_err *err) {
     if (st == KP_OK) st = kp_buffer_read(b->env->s, s->ids, 0, ids, (size_t)(c->T * k) * 4);
     if (st == KP_OK) st = kb_read(b->env, s->w, KP_F32, 0, c->T * k, w);
     for (int64_t t = 0; t < c->T && st == KP_OK && !b->msg[0]; t++) {
-        double margin = ref_gate(&s->logits, t, s->bias_host, E, &s->p.routing, rid, rw);
+        double margin = ref_gate(&s->logits, t, &s->bias, E, &s->p.routing, rid, rw);
         for (int i = 0; i < k; i++) { /* the order of the k slots is free: match by id */
             int j = 0;
             while (j < k && rid[j] != ids[t * k + i]) j++;
@@ -553,8 +548,7 @@ static kp_status combine_check(kb_bench *b, kb_err *err) {
 
 typedef struct forward_st {
     kp_moe_forward_params p;
-    kb_data x, logits, bias, w13, s13, w2, s2;
-    double *bias_host; /* NULL: no bias */
+    kb_data x, logits, bias, w13, s13, w2, s2; /* bias.buf NULL: no bias */
     kp_buffer *out;
 } forward_st;
 
@@ -569,7 +563,7 @@ static kp_status forward_setup(kb_bench *b) {
     /* f32 router logits: a model's router runs in f32, and bf16 logits would tie often */
     kp_status st = kb_input(e, &s->x, &p->x, act, -1, 1, 2, (int64_t[]){c->T, c->hidden});
     if (st == KP_OK) st = kb_input(e, &s->logits, &p->router_logits, KP_F32, -4, 4, 2, (int64_t[]){c->T, c->E});
-    if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias, &s->bias_host);
+    if (st == KP_OK) st = router_bias(e, c, &s->bias, &p->bias);
     if (st == KP_OK) st = weights(e, c, 2 * c->inter, c->hidden, &s->w13, &s->s13, &p->w13, &p->w13_scale);
     if (st == KP_OK) st = weights(e, c, c->hidden, c->inter, &s->w2, &s->s2, &p->w2, &p->w2_scale);
     if (st == KP_OK) st = kb_output_tensor(e, &s->out, &p->out, act, 2, (int64_t[]){c->T, c->hidden});
@@ -583,13 +577,13 @@ static kp_status forward_setup(kb_bench *b) {
     if (!used) return KP_ERR_OUT_OF_MEMORY;
     int32_t ids[32];
     for (int64_t t = 0; t < c->T; t++) {
-        ref_gate(&s->logits, t, s->bias_host, (int)c->E, &p->routing, ids, w);
+        ref_gate(&s->logits, t, &s->bias, (int)c->E, &p->routing, ids, w);
         for (int64_t j = 0; j < c->k; j++) used[ids[j]] = true;
     }
     int64_t n_used = 0;
     for (int64_t x = 0; x < c->E; x++) n_used += used[x];
     double el = (double)kp_dtype_size(act);
-    b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias_host ? 4.0 * c->E : 0) +
+    b->bytes = el * 2.0 * c->T * c->hidden + 4.0 * c->T * c->E + (s->bias.buf ? 4.0 * c->E : 0) +
                n_used * (weight_bytes(c, 2 * c->inter, c->hidden) + weight_bytes(c, c->hidden, c->inter));
     return KP_OK;
 }
@@ -625,7 +619,7 @@ static kp_status forward_check(kb_bench *b, kb_err *err) {
     int checked = 0;
     for (int attempt = 0; attempt < 20 && checked < 3 && st == KP_OK; attempt++) {
         int64_t t = attempt == 0 ? c->T - 1 : kb_rng_below(&r, c->T);
-        if (ref_gate(&s->logits, t, s->bias_host, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
+        if (ref_gate(&s->logits, t, &s->bias, (int)c->E, &s->p.routing, ids, w) < 1e-4) continue; /* near-tie: skip */
         for (int64_t i = 0; i < c->hidden; i++) x[i] = kb_at(&s->x, t * c->hidden + i);
         if (s->p.activation_dtype) quant_groups(x, c->hidden);
         for (int j = 0; j < ncols; j++) ref[j] = 0;
