@@ -228,6 +228,8 @@ double kb_err_value(const kb_err *e);
  * when full. false when out of memory. */
 bool kb_grow(void *v, int n, int *cap, size_t elem);
 
+/* s, all of it, as a base-10 integer in [lo, hi]. */
+bool kb_parse_int(const char *s, long long lo, long long hi, long long *out);
 double kb_now(void); /* monotonic seconds */
 /* Of 1 to KB_MAX_SAMPLES samples. */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);

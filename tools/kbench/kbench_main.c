@@ -32,13 +32,6 @@ static void on_sigint(int sig) {
 
 /* ---- options ---- */
 
-static bool to_int(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoll(s, &end, 10);
-    return end != s && !*end && errno == 0 && *out >= lo && *out <= hi;
-}
-
 static bool to_double(const char *s, double lo, double *out) {
     char *end;
     *out = strtod(s, &end);
@@ -96,7 +89,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
     double d;
     switch (opt) {
     case O_BACKEND: o->backend = v; return 0;
-    case O_DEVICE: return to_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
+    case O_DEVICE: return kb_parse_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
     case O_SUITE: o->suite = v; return 0;
     case O_OP: o->ops = v; return 0;
     case O_SHAPE: return o->nshapes < KB_MAX_SHAPES ? (o->shapes[o->nshapes++] = v, 0) : -1;
@@ -111,7 +104,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
         return -1;
     case O_OUT: o->out = v; return 0;
     case O_REPEAT:
-        if (!to_int(v, 1, KB_MAX_SAMPLES, &x)) return -1;
+        if (!kb_parse_int(v, 1, KB_MAX_SAMPLES, &x)) return -1;
         o->repeat = (int)x;
         o->min_time = x == 1 ? 0.0 : o->min_time; /* --repeat 1: one sample, a smoke run */
         return 0;
@@ -120,7 +113,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
     case O_PLOT: o->plot = v; return 0;
     case O_FROM: o->from = v; return 0;
     case O_TUNE_PARAM: o->tune_params = v, o->tune = true; return 0;
-    case O_SEED: return to_int(v, 0, LLONG_MAX, &x) ? (o->seed = (uint64_t)x, 0) : -1;
+    case O_SEED: return kb_parse_int(v, 0, LLONG_MAX, &x) ? (o->seed = (uint64_t)x, 0) : -1;
     case O_PEAK_TFLOPS: return to_double(v, 0, &d) && d > 0 ? (o->peak_tflops = d, 0) : -1;
     case O_MEM_GBPS: return to_double(v, 0, &d) && d > 0 ? (o->mem_gbps = d, 0) : -1;
     case O_COMPARE: o->compare = true; return 0;

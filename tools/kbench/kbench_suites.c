@@ -20,7 +20,6 @@
  */
 #include "kbench.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -291,12 +290,8 @@ static int parse_value(const char *key, const char *v, int64_t *out, char *err, 
         else KB_FAIL("--shape: scoring=%s: expected sigmoid or softmax", v);
         return 0;
     }
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    long long lo = kind == K_FLAG ? 0 : 1, hi = kind == K_FLAG ? 1 : INT32_MAX;
-    if (end == v || *end || errno == ERANGE || x < lo || x > hi)
-        KB_FAIL("--shape: %s=%s: expected an integer from %lld to %lld", key, v, lo, hi);
+    long long x, lo = kind == K_FLAG ? 0 : 1, hi = kind == K_FLAG ? 1 : INT32_MAX;
+    if (!kb_parse_int(v, lo, hi, &x)) KB_FAIL("--shape: %s=%s: expected an integer from %lld to %lld", key, v, lo, hi);
     *out = x;
     return 0;
 }

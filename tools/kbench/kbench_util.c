@@ -7,6 +7,7 @@
  */
 #include "kbench.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +126,7 @@ double kb_err_value(const kb_err *e) {
     return sqrt(e->num / e->den);
 }
 
-/* ---- arrays ---- */
+/* ---- arrays and integers ---- */
 
 bool kb_grow(void *v, int n, int *cap, size_t elem) {
     void *p;
@@ -136,6 +137,13 @@ bool kb_grow(void *v, int n, int *cap, size_t elem) {
     memcpy(v, &p, sizeof p);
     *cap = c;
     return true;
+}
+
+bool kb_parse_int(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return end != s && !*end && errno == 0 && *out >= lo && *out <= hi;
 }
 
 /* ---- clocks and stats ---- */
