@@ -380,9 +380,8 @@ static void load_row(const json_t *j, kb_row *w) {
     memset(w, 0, sizeof *w);
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         *(double *)((char *)w + nums[i].off) = gn(j, nums[i].key, nums[i].def);
-    kp_op op = KP_OP_COUNT;
-    kb_op_from_name(gs(j, "op", ""), &op);
-    w->c.op = op;
+    w->c.op = KP_OP_COUNT; /* an op this kbench does not know */
+    kb_op_from_name(gs(j, "op", ""), &w->c.op);
     const char *dt = gs(j, "dtype", "");
     w->c.dtype = w->c.wdtype = strcmp(dt, "f32") == 0 ? KP_F32 : strcmp(dt, "f16") == 0 ? KP_F16 : KP_BF16;
     if (strcmp(dt, "fp8") == 0 || strcmp(dt, "w8a8") == 0) w->c.wdtype = KP_FP8_E4M3;

@@ -202,13 +202,9 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
 
 /* The unit an op's work should run on; NULL: no matrix work, memory only. */
 static const char *compute_unit(const kb_case *c, const kb_roofline *r, double *peak) {
-    switch (c->op) {
-    case KP_OP_ATTENTION_PREFILL:
-    case KP_OP_MLA_DECODE:
-    case KP_OP_GROUPED_GEMM:
-    case KP_OP_MOE_FORWARD: break;
-    default: return NULL;
-    }
+    if (c->op != KP_OP_ATTENTION_PREFILL && c->op != KP_OP_MLA_DECODE && c->op != KP_OP_GROUPED_GEMM &&
+        c->op != KP_OP_MOE_FORWARD)
+        return NULL;
     if (c->dtype == KP_F32 || r->cpu) return *peak = r->f32_tflops, "f32 FMA";
     if (c->wdtype == KP_FP8_E4M3 && (c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD))
         return *peak = r->fp8_tflops, "fp8 matrix"; /* an FP8 KV cache is read into bf16 math */
