@@ -223,13 +223,6 @@ static int select_devices(const kb_options *o, int *idx, int max, char *err, siz
 
 /* ---- a run ---- */
 
-static void progress_row(const kb_row *w) {
-    if (w->status == KB_ROW_OK)
-        fprintf(stderr, "    %.4g ms  %.3g TFLOP/s  %.1f GB/s  %s-bound %.1f%% of roofline  ok\n", w->median_ms,
-                w->tflops, w->gbps, w->bound, w->roofline_pct);
-    else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
-}
-
 static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep) {
     kb_case_list *lists = calloc((size_t)ndev, sizeof *lists);
     rep->roofs = calloc((size_t)ndev, sizeof *rep->roofs);
@@ -273,7 +266,11 @@ static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep
                             kb_now() - t0);
                 kb_row *w = &rep->rows[rep->nrows++];
                 kb_run_case(&env, c, o, roof, w);
-                if (!o->quiet) progress_row(w);
+                if (o->quiet) continue;
+                if (w->status == KB_ROW_OK)
+                    fprintf(stderr, "    %.4g ms  %.3g TFLOP/s  %.1f GB/s  %s-bound %.1f%% of roofline  ok\n",
+                            w->median_ms, w->tflops, w->gbps, w->bound, w->roofline_pct);
+                else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
             }
         }
         if (env.s) kp_stream_destroy(env.s);
