@@ -28,7 +28,7 @@ typedef struct kb_tunable {
     const char *kernel, *param;
     int64_t values[MAX_VALUES];
     int nvalues;
-    const char *op; /* its quick-suite case times it */
+    kp_op op; /* its quick-suite case times it */
 } kb_tunable;
 
 /* The tunables kernels read through host->tuning_get (grep tuning_get backends/),
@@ -117,7 +117,7 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
             KB_FAIL("--tune-param '%s': expected KERNEL.PARAM=V1,V2,...@OP", t);
         *dot = *eq = *at = '\0';
         kb_tunable *k = &out[n];
-        *k = (kb_tunable){.kernel = t, .param = dot + 1, .op = at + 1};
+        *k = (kb_tunable){.kernel = t, .param = dot + 1};
         char *s2;
         for (char *v = strtok_r(eq + 1, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
             char *end;
@@ -125,9 +125,8 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
             if (end == v || *end) KB_FAIL("--tune-param: '%s' is not an integer", v);
             k->values[k->nvalues++] = x;
         }
-        kp_op op;
-        if (!kb_op_from_name(k->op, &op) || k->nvalues == 0)
-            KB_FAIL("--tune-param: unknown op '%s' or no values", k->op);
+        if (!kb_op_from_name(at + 1, &k->op) || k->nvalues == 0)
+            KB_FAIL("--tune-param: unknown op '%s' or no values", at + 1);
         n++;
     }
     return n;
@@ -201,8 +200,6 @@ int kb_tune(const kb_options *o, int device) {
         double best_ms = 0;
         int64_t best = 0;
         bool any = false;
-        kp_op op;
-        kb_op_from_name(k->op, &op);
         snprintf(key, sizeof key, "%s;%s;%s;%s;%s;", info.vendor, info.arch, key_dev, k->kernel, k->param);
         for (int v = 0; v < k->nvalues && !kb_interrupted; v++) {
             snprintf(line, sizeof line, "%s%lld", key, (long long)k->values[v]);
@@ -217,7 +214,7 @@ int kb_tune(const kb_options *o, int device) {
             kb_row row;
             err[0] = '\0';
             fprintf(stderr, "[tune %d/%d] %s.%s = %lld ...\n", t + 1, n, k->kernel, k->param, (long long)k->values[v]);
-            try_value(o, device, tmp, op, &row, err, sizeof err);
+            try_value(o, device, tmp, k->op, &row, err, sizeof err);
             bool ok = row.status == KB_ROW_OK;
             printf("| %s | %s | %lld |", k->kernel, k->param, (long long)k->values[v]);
             if (ok) printf(" %.4g | ok | |\n", row.median_ms);
