@@ -368,8 +368,7 @@ static kp_status align_check(kb_bench *b, kb_err *err) {
     align_st *s = b->st;
     int64_t pairs = c->T * c->k, E = c->E, bs = c->block_size;
     int32_t *sorted = kb_alloc(b->env, (size_t)s->rows * 4), *off = kb_alloc(b->env, (size_t)(E + 1) * 4);
-    int32_t *pos = kb_alloc(b->env, (size_t)pairs * 4);
-    int32_t *fill = kb_alloc(b->env, (size_t)(E + 1) * 4);
+    int32_t *pos = kb_alloc(b->env, (size_t)pairs * 4), *fill = kb_alloc(b->env, (size_t)(E + 1) * 4);
     kp_status st = sorted && off && pos && fill ? KP_OK : KP_ERR_OUT_OF_MEMORY;
     if (st == KP_OK) st = kp_buffer_read(b->env->s, s->sorted, 0, sorted, (size_t)s->rows * 4);
     if (st == KP_OK) st = kp_buffer_read(b->env->s, s->offsets, 0, off, (size_t)(E + 1) * 4);

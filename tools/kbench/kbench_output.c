@@ -121,11 +121,10 @@ static int dump_lines(json_t *top, FILE *o) {
 
 static int write_json(const kb_report *r, FILE *out) {
     json_t *backends = json_array(), *roofs = json_array(), *rows = json_array();
-    for (int i = 0; i < r->nbackends; i++) {
-        const kp_backend_info *b = &r->backends[i];
-        json_array_append_new(backends, json_pack("{s:o, s:b, s:i, s:o}", "name", str(b->name), "available",
-                                                  b->available, "devices", (int)b->device_count, "reason", str(b->reason)));
-    }
+    for (int i = 0; i < r->nbackends; i++)
+        json_array_append_new(backends, json_pack("{s:o, s:b, s:i, s:o}", "name", str(r->backends[i].name), "available",
+                                                  r->backends[i].available, "devices", (int)r->backends[i].device_count,
+                                                  "reason", str(r->backends[i].reason)));
     for (int i = 0; i < r->nroofs; i++) json_array_append_new(roofs, roofline_json(&r->roofs[i]));
     for (int i = 0; i < r->nrows; i++) json_array_append_new(rows, row_json(&r->rows[i]));
     json_t *top = json_pack("{s:i, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:i, s:o}, s:o, s:o, s:o, s:o}", "kbench",
