@@ -30,10 +30,7 @@
 
 bool kb_op_from_name(const char *name, kp_op *op) {
     for (int i = 0; i < KP_OP_COUNT; i++)
-        if (strcmp(name, kp_op_name((kp_op)i)) == 0) {
-            *op = (kp_op)i;
-            return true;
-        }
+        if (strcmp(name, kp_op_name((kp_op)i)) == 0) return *op = (kp_op)i, true;
     return false;
 }
 

@@ -139,13 +139,11 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
     row->status = KB_ROW_ERROR;
     setenv("KPORT_TUNING_FILE", file, 1);
     kp_shutdown(); /* resets the tuning table; the next kp_init reads the file again */
-    kp_device *dev = NULL;
-    kp_stream *s = NULL;
+    kb_env env = {.seed = o->seed};
     kp_status st = kp_init(NULL);
-    if (st == KP_OK) st = kp_device_open(device, &dev);
-    if (st == KP_OK) st = kp_stream_create(dev, &s);
-    kb_env env = {.dev = dev, .s = s, .seed = o->seed};
-    if (st == KP_OK) st = kp_device_get_info(dev, &env.info);
+    if (st == KP_OK) st = kp_device_open(device, &env.dev);
+    if (st == KP_OK) st = kp_stream_create(env.dev, &env.s);
+    if (st == KP_OK) st = kp_device_get_info(env.dev, &env.info);
     if (st != KP_OK) {
         snprintf(err, errn, "%s: %s", kp_status_str(st), kp_last_error());
     } else {
@@ -159,8 +157,8 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
             snprintf(err, errn, "no quick case for %s", name);
         free(cases.v);
     }
-    if (s) kp_stream_destroy(s);
-    if (dev) kp_device_close(dev);
+    if (env.s) kp_stream_destroy(env.s);
+    if (env.dev) kp_device_close(env.dev);
 }
 
 int kb_tune(const kb_options *o, int device) {
