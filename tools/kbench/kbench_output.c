@@ -465,10 +465,9 @@ void kb_report_free(kb_report *r) {
 /* ---- --plot ---- */
 
 int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn) {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) KB_FAIL("cannot find kbench's own directory (/proc/self/exe): %s", strerror(errno));
-    self[n] = '\0';
+    char self[PATH_MAX] = ""; /* zeroed: readlink does not terminate what it reads */
+    if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0)
+        KB_FAIL("cannot find kbench's own directory (/proc/self/exe): %s", strerror(errno));
     *strrchr(self, '/') = '\0';
     snprintf(path, pathn, "%s/%s", self, name);
     return 0;

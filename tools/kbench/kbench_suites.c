@@ -541,11 +541,8 @@ static void push(builder *b, kb_case c) {
         const kb_case *o = &b->out->v[i];
         if (o->op == c.op && o->dtype == c.dtype && o->wdtype == c.wdtype && strcmp(o->shape, c.shape) == 0) return;
     }
-    if (!kb_grow(&b->out->v, b->out->n, &b->out->cap, sizeof *b->out->v)) {
-        b->failed = true;
-        return;
-    }
-    b->out->v[b->out->n++] = c;
+    if (kb_grow(&b->out->v, b->out->n, &b->out->cap, sizeof *b->out->v)) b->out->v[b->out->n++] = c;
+    else b->failed = true;
 }
 
 /* The ops with an operand --dtype fp8 stores in e4m3: expert weights or the KV cache. */
