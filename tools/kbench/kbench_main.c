@@ -401,9 +401,7 @@ static int bench(const kb_options *o) {
                 if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
         }
         rc = rc == -2 ? 2 : rc < 0 ? 1 : rc;
-        for (int i = 0; i < rep.nrows; i++) kb_row_free(&rep.rows[i]);
-        free(rep.rows);
-        free(rep.roofs);
+        kb_report_free(&rep); /* its rows and rooflines (no JSON tree) */
     }
     kp_shutdown();
     return rc;

@@ -134,8 +134,7 @@ static kp_status copy_bandwidth(kp_device *dev, kp_stream *s, size_t bytes, doub
         if (st == KP_OK) st = kp_stream_sync(s);
         double dt = kb_now() - t;
         spent += dt;
-        double bw = 2.0 * (double)bytes / dt * 1e-9;
-        if (bw > *gbps) *gbps = bw;
+        *gbps = fmax(*gbps, 2.0 * (double)bytes / dt * 1e-9); /* best sample */
     }
     if (a) kp_buffer_free(a);
     if (b) kp_buffer_free(b);
