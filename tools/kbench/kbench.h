@@ -48,7 +48,7 @@ typedef struct kb_options {
     double peak_tflops, mem_gbps; /* > 0: ceilings given on the command line replace the measured ones */
 } kb_options;
 
-/* ---- cases (kbench_suites.c) ---- */
+/* ---- cases, --shape and --list-shapes (kbench_suites.c) ---- */
 typedef struct kb_case {
     kp_op op;
     kp_dtype dtype;   /* inputs and outputs */
@@ -56,7 +56,7 @@ typedef struct kb_case {
     const char *variant; /* grouped_gemm: "w13" / "w2"; else "" */
     /* attention */
     int64_t b, s_q, s_k, h_q, h_kv, d, dv, block_size;
-    int64_t causal, varlen; /* flags, int64_t as every field a shape names (kbench_shapes.c) */
+    int64_t causal, varlen; /* flags, int64_t as every field a shape names (kb_shape_parse) */
     /* MoE */
     int64_t T, E, k, n_group, topk_group, N, K, hidden, inter;
     int64_t max_m;   /* grouped_gemm: > 0 the masked layout, a [E, max_m, K], each expert's count
@@ -80,7 +80,6 @@ typedef struct kb_budget {
     const char *why;    /* "cpu", "memory" */
 } kb_budget;
 
-void kb_case_shape(kb_case *c); /* fills c->shape from the fields */
 /* The budget cases are scaled to on this device (CPU devices; GPUs by memory), or NULL. */
 const kb_budget *kb_budget_for(const kp_device_info *info, kb_budget *storage);
 /* Appends the cases of suite (filtered by ops and dtype), scaled to budget (NULL: none). */
@@ -89,8 +88,6 @@ int kb_suite_cases(const char *suite, const char *ops, int dtype, const kb_budge
 /* Appends c once per dtype (bf16 by default; --dtype's), unscaled: a --shape case. */
 int kb_shape_cases(const kb_case *c, int dtype, kb_case_list *out, char *err, size_t errn);
 const char *kb_op_name_list(void); /* "attention_prefill, attention_decode, ..." */
-
-/* ---- --shape and --list-shapes (kbench_shapes.c) ---- */
 /* Parses "k=v,k=v" (or a row's shape column, space-separated) for op into c, from the
  * op's defaults; every value is checked (ranges, divisibility, int32 index limits,
  * sizes that overflow). -1 and a message naming the key on bad input. */
@@ -180,7 +177,6 @@ typedef struct kb_env {
     int npending, cappending;
 } kb_env;
 
-
 void *kb_alloc(kb_env *e, size_t bytes);   /* host memory freed at release; NULL on failure */
 kp_status kb_buffer(kb_env *e, size_t bytes, kp_buffer **out);
 
@@ -197,7 +193,6 @@ static inline double kb_at(const kb_data *d, int64_t i) { return d->val[i % d->p
 /* sum over j < n of x[j] * d[off + j] in float64 */
 double kb_dot(const kb_data *d, int64_t off, const double *x, int64_t n);
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out);
-kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out);
 /* A tensor of shape dims and the buffer under it, in one call: random values in [lo, hi)
  * (d: their period, for the reference), int32 values uploaded, or an output (poisoned at
  * flush). Uploads and poisoning wait for kb_env's flush. */
@@ -233,11 +228,13 @@ double kb_err_value(const kb_err *e);
  * when full. false when out of memory. */
 bool kb_grow(void *v, int n, int *cap, size_t elem);
 
+/* s, all of it, as a base-10 integer in [lo, hi]. */
+bool kb_parse_int(const char *s, long long lo, long long hi, long long *out);
 double kb_now(void); /* monotonic seconds */
 /* Of 1 to KB_MAX_SAMPLES samples. */
 void kb_stats(const double *v, int n, double *median, double *p10, double *p90, double *min, double *max);
 
-/* ---- ops (kbench_attention.c, kbench_moe.c) ---- */
+/* ---- ops (kbench_ops.c) ---- */
 typedef struct kb_bench {
     kb_env *env;
     const kb_case *c;
@@ -247,7 +244,6 @@ typedef struct kb_bench {
 } kb_bench;
 
 typedef struct kb_op_impl {
-    kp_op op;
     kp_status (*setup)(kb_bench *b);          /* allocate, upload inputs, fill params */
     kp_status (*run)(kb_bench *b);            /* one call, asynchronous */
     /* float64 check of a sample of the outputs (poisoned at allocation, so every
@@ -256,14 +252,14 @@ typedef struct kb_op_impl {
     size_t state; /* bytes of the op's state, zeroed before setup */
 } kb_op_impl;
 
-extern const kb_op_impl kb_attention_impls[3], kb_moe_impls[6]; /* kbench_run.c looks an op up in both */
+extern const kb_op_impl kb_op_impls[KP_OP_COUNT]; /* by op; setup NULL: none */
 
 /* ---- running a case (kbench_run.c) ---- */
 extern volatile int kb_interrupted;
 void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roofline *r, kb_row *row);
 void kb_row_free(kb_row *r);
 
-/* ---- outputs, --compare, --plot (kbench_output.c) ---- */
+/* ---- outputs (md, CSV, JSON through jansson), --compare, --plot (kbench_output.c) ---- */
 typedef struct kb_report {
     const char *version, *commit, *date;
     char hostname[128], cpu_model[128];
@@ -297,15 +293,9 @@ typedef struct kb_compare_set {
 int kb_emit(const kb_options *o, const kb_report *rep, const kb_compare_set *cmp);
 const char *kb_status_word(kb_status s);
 
-/* ---- JSON through jansson (kbench_json.c) ---- */
-int kb_write_json(const kb_report *r, FILE *out);
-int kb_write_csv(const kb_report *r, FILE *out);
 /* Loads a kbench JSON (format 1 or 2) into a report; kb_report_free releases it. */
 int kb_report_load(const char *path, kb_report *r, char *err, size_t errn);
 void kb_report_free(kb_report *r);
-/* The compare rows as JSON, for --format json and --plot. */
-int kb_write_compare_json(const kb_compare_set *s, FILE *out);
-
 int kb_compare(const char *a, const char *b, const kb_options *o);
 /* path = kbench's directory / name (kbench-plot, kport-ep-bench); -1 with a message. */
 int kb_beside_self(const char *name, char *path, size_t pathn, char *err, size_t errn);

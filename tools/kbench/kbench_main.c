@@ -32,13 +32,6 @@ static void on_sigint(int sig) {
 
 /* ---- options ---- */
 
-static bool to_int(const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoll(s, &end, 10);
-    return end != s && !*end && errno == 0 && *out >= lo && *out <= hi;
-}
-
 static bool to_double(const char *s, double lo, double *out) {
     char *end;
     *out = strtod(s, &end);
@@ -96,13 +89,10 @@ static int option_value(kb_options *o, int opt, const char *v) {
     double d;
     switch (opt) {
     case O_BACKEND: o->backend = v; return 0;
-    case O_DEVICE: return to_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
+    case O_DEVICE: return kb_parse_int(v, 0, INT32_MAX, &x) ? (o->device = (int)x, 0) : -1;
     case O_SUITE: o->suite = v; return 0;
     case O_OP: o->ops = v; return 0;
-    case O_SHAPE:
-        if (o->nshapes == KB_MAX_SHAPES) return -1;
-        o->shapes[o->nshapes++] = v;
-        return 0;
+    case O_SHAPE: return o->nshapes < KB_MAX_SHAPES ? (o->shapes[o->nshapes++] = v, 0) : -1;
     case O_LIST_SHAPES: o->list_shapes = v; return 0;
     case O_DTYPE:
         for (int i = 0; i < 5; i++)
@@ -114,7 +104,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
         return -1;
     case O_OUT: o->out = v; return 0;
     case O_REPEAT:
-        if (!to_int(v, 1, KB_MAX_SAMPLES, &x)) return -1;
+        if (!kb_parse_int(v, 1, KB_MAX_SAMPLES, &x)) return -1;
         o->repeat = (int)x;
         o->min_time = x == 1 ? 0.0 : o->min_time; /* --repeat 1: one sample, a smoke run */
         return 0;
@@ -123,7 +113,7 @@ static int option_value(kb_options *o, int opt, const char *v) {
     case O_PLOT: o->plot = v; return 0;
     case O_FROM: o->from = v; return 0;
     case O_TUNE_PARAM: o->tune_params = v, o->tune = true; return 0;
-    case O_SEED: return to_int(v, 0, LLONG_MAX, &x) ? (o->seed = (uint64_t)x, 0) : -1;
+    case O_SEED: return kb_parse_int(v, 0, LLONG_MAX, &x) ? (o->seed = (uint64_t)x, 0) : -1;
     case O_PEAK_TFLOPS: return to_double(v, 0, &d) && d > 0 ? (o->peak_tflops = d, 0) : -1;
     case O_MEM_GBPS: return to_double(v, 0, &d) && d > 0 ? (o->mem_gbps = d, 0) : -1;
     case O_COMPARE: o->compare = true; return 0;
@@ -134,41 +124,6 @@ static int option_value(kb_options *o, int opt, const char *v) {
     case O_QUIET: o->quiet = true; return 0;
     }
     return -1;
-}
-
-/* 0: run; 1: --help printed; 2: usage error (printed). The --compare files land in files[0..1]. */
-static int parse_args(int argc, char **argv, kb_options *o, const char **files) {
-    *o = (kb_options){.device = -1, .suite = "quick", .dtype = -1, .format = KB_MD, .repeat = 5, .min_time = 0.2,
-                      .max_time = 1.0, .seed = 1};
-    bool suite_given = false;
-    int opt, index;
-    while ((opt = getopt_long(argc, argv, "h", long_options, &index)) != -1) {
-        if (opt == 'h') {
-            usage(stdout, argv[0]);
-            return 1;
-        }
-        if (opt == '?') { /* getopt_long said what */
-            fprintf(stderr, "kbench: --help lists the options\n");
-            return 2;
-        }
-        suite_given |= opt == O_SUITE;
-        if (option_value(o, opt, optarg) != 0) {
-            fprintf(stderr, "kbench: --%s: bad value '%s' (--help)\n", long_options[index].name, optarg ? optarg : "");
-            return 2;
-        }
-    }
-    int operands = argc - optind;
-    if (o->compare ? operands != 2 : operands != 0) {
-        fprintf(stderr, o->compare ? "kbench: --compare needs two JSON files\n" : "kbench: unexpected argument '%s'\n",
-                argv[optind]);
-        return 2;
-    }
-    if (o->compare) files[0] = argv[optind], files[1] = argv[optind + 1];
-    if (o->nshapes && (suite_given || !o->ops || strchr(o->ops, ','))) {
-        fprintf(stderr, "kbench: --shape takes exactly one --op and no --suite\n");
-        return 2;
-    }
-    return 0;
 }
 
 /* The cases of every --shape of the one --op, expanded by --dtype; -1 and a message. */
@@ -182,6 +137,35 @@ static int shape_cases(const kb_options *o, kb_case_list *out, char *err, size_t
     return out->n;
 }
 
+/* 0: run; 1: --help printed; -1: a usage error, the message in err (--shape's checked here,
+ * before anything runs). The --compare files land in files[0..1]. */
+static int parse_args(int argc, char **argv, kb_options *o, const char **files, char *err, size_t errn) {
+    *o = (kb_options){.device = -1, .suite = "quick", .dtype = -1, .format = KB_MD, .repeat = 5, .min_time = 0.2,
+                      .max_time = 1.0, .seed = 1};
+    bool suite_given = false;
+    int opt, index;
+    while ((opt = getopt_long(argc, argv, "h", long_options, &index)) != -1) {
+        if (opt == 'h') {
+            usage(stdout, argv[0]);
+            return 1;
+        }
+        if (opt == '?') KB_FAIL("--help lists the options"); /* getopt_long said what */
+        suite_given |= opt == O_SUITE;
+        if (option_value(o, opt, optarg) != 0)
+            KB_FAIL("--%s: bad value '%s' (--help)", long_options[index].name, optarg ? optarg : "");
+    }
+    int operands = argc - optind;
+    if (o->compare ? operands != 2 : operands != 0)
+        KB_FAIL(o->compare ? "--compare needs two JSON files" : "unexpected argument '%s'", argv[optind]);
+    if (o->compare) files[0] = argv[optind], files[1] = argv[optind + 1];
+    if (o->nshapes && (suite_given || !o->ops || strchr(o->ops, ',')))
+        KB_FAIL("--shape takes exactly one --op and no --suite");
+    kb_case_list shapes = {0};
+    int rc = o->nshapes ? shape_cases(o, &shapes, err, errn) : 0;
+    free(shapes.v);
+    return rc < 0 ? -1 : 0;
+}
+
 /* The cases for one device: --shape's as given, or the suite's scaled to the device. */
 static int device_cases(const kb_options *o, int device, kb_case_list *out, char *err, size_t errn) {
     kp_device_info info;
@@ -193,15 +177,12 @@ static int device_cases(const kb_options *o, int device, kb_case_list *out, char
 
 /* ---- devices ---- */
 
-/* Global indices of the devices to run on; 0 and a message when there are none. */
+/* Global indices of the devices to run on; 0 or -1 and a message when there are none. */
 static int select_devices(const kb_options *o, int *idx, int max, char *err, size_t errn) {
     int n = 0, count = kp_device_count();
     if (!o->backend) {
+        if (o->device >= count) KB_FAIL("--device %d: there are %d devices (kport-info lists them)", o->device, count);
         if (o->device >= 0) {
-            if (o->device >= count) {
-                snprintf(err, errn, "--device %d: there are %d devices (kport-info lists them)", o->device, count);
-                return 0;
-            }
             idx[0] = o->device;
             return 1;
         }
@@ -209,10 +190,7 @@ static int select_devices(const kb_options *o, int *idx, int max, char *err, siz
         kp_device *d;
         kp_device_info want, info;
         kp_status st = kp_device_open(-1, &d);
-        if (st != KP_OK) {
-            snprintf(err, errn, "no device: %s: %s", kp_status_str(st), kp_last_error());
-            return 0;
-        }
+        if (st != KP_OK) KB_FAIL("no device: %s: %s", kp_status_str(st), kp_last_error());
         kp_device_get_info(d, &want);
         kp_device_close(d);
         for (int i = 0; i < count; i++)
@@ -244,13 +222,6 @@ static int select_devices(const kb_options *o, int *idx, int max, char *err, siz
 }
 
 /* ---- a run ---- */
-
-static void progress_row(const kb_row *w) {
-    if (w->status == KB_ROW_OK)
-        fprintf(stderr, "    %.4g ms  %.3g TFLOP/s  %.1f GB/s  %s-bound %.1f%% of roofline  ok\n", w->median_ms,
-                w->tflops, w->gbps, w->bound, w->roofline_pct);
-    else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
-}
 
 static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep) {
     kb_case_list *lists = calloc((size_t)ndev, sizeof *lists);
@@ -295,7 +266,11 @@ static int run(const kb_options *o, const int *devices, int ndev, kb_report *rep
                             kb_now() - t0);
                 kb_row *w = &rep->rows[rep->nrows++];
                 kb_run_case(&env, c, o, roof, w);
-                if (!o->quiet) progress_row(w);
+                if (o->quiet) continue;
+                if (w->status == KB_ROW_OK)
+                    fprintf(stderr, "    %.4g ms  %.3g TFLOP/s  %.1f GB/s  %s-bound %.1f%% of roofline  ok\n",
+                            w->median_ms, w->tflops, w->gbps, w->bound, w->roofline_pct);
+                else fprintf(stderr, "    %s: %s\n", kb_status_word(w->status), w->reason);
             }
         }
         if (env.s) kp_stream_destroy(env.s);
@@ -348,15 +323,13 @@ static int run_ep(int argc, char **argv) {
         fprintf(stderr, "kbench: --ep: %s\n", err);
         return 1;
     }
-    char **args = calloc((size_t)argc + 1, sizeof *args);
-    if (!args) return 1;
-    args[0] = path;
-    for (int i = 1, n = 1; i < argc; i++)
-        if (strcmp(argv[i], "--ep") != 0) args[n++] = argv[i];
-    execv(path, args);
+    int n = 1;
+    for (int i = 1; i < argc; i++) /* argv less --ep, in place */
+        if (strcmp(argv[i], "--ep") != 0) argv[n++] = argv[i];
+    argv[0] = path, argv[n] = NULL;
+    execv(path, argv);
     fprintf(stderr, "kbench: --ep: cannot run %s: %s (it is built when meson finds MPI: apt-get install "
             "libopenmpi-dev, then reconfigure)\n", path, strerror(errno));
-    free(args);
     return 1;
 }
 
@@ -367,14 +340,8 @@ static void report_machine(kb_report *r) {
     snprintf(r->cpu_model, sizeof r->cpu_model, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[512];
-    while (f && fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
-        colon += 1 + strspn(colon + 1, " \t");
-        colon[strcspn(colon, "\n")] = '\0';
-        snprintf(r->cpu_model, sizeof r->cpu_model, "%s", colon);
-        break;
-    }
+    while (f && fgets(line, sizeof line, f)) /* "model name\t: ..." (127: sizeof cpu_model - 1) */
+        if (sscanf(line, "model name : %127[^\n]", r->cpu_model) == 1) break;
     if (f) fclose(f);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     r->cores = n > 0 ? (int)n : 0;
@@ -411,7 +378,7 @@ static int bench(const kb_options *o) {
     int devices[64], ndev, rc;
     char err[KP_REASON_MAX + 128];
     kb_report rep = {.version = kp_version(), .commit = KBENCH_GIT_COMMIT, .suite = o->nshapes ? "shape" : o->suite};
-    if ((ndev = select_devices(o, devices, 64, err, sizeof err)) == 0) {
+    if ((ndev = select_devices(o, devices, 64, err, sizeof err)) <= 0) {
         fprintf(stderr, "kbench: %s\n", err);
         rc = 1;
     } else if (o->list || o->tune) {
@@ -434,9 +401,7 @@ static int bench(const kb_options *o) {
                 if (rep.rows[i].status == KB_ROW_FAIL || rep.rows[i].status == KB_ROW_ERROR) rc = 1;
         }
         rc = rc == -2 ? 2 : rc < 0 ? 1 : rc;
-        for (int i = 0; i < rep.nrows; i++) kb_row_free(&rep.rows[i]);
-        free(rep.rows);
-        free(rep.roofs);
+        kb_report_free(&rep); /* its rows and rooflines (no JSON tree) */
     }
     kp_shutdown();
     return rc;
@@ -447,16 +412,10 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--ep") == 0) return run_ep(argc, argv);
     kb_options o;
     const char *files[2] = {NULL, NULL};
-    int rc = parse_args(argc, argv, &o, files);
-    if (rc) return rc == 1 ? 0 : rc;
-    kb_case_list shapes = {0};
     char err[512];
-    if (o.nshapes && shape_cases(&o, &shapes, err, sizeof err) < 0) { /* a usage error, before anything runs */
-        fprintf(stderr, "kbench: %s\n", err);
-        rc = 2;
-    }
-    free(shapes.v);
-    if (rc) return rc;
+    int rc = parse_args(argc, argv, &o, files, err, sizeof err);
+    if (rc < 0) fprintf(stderr, "kbench: %s\n", err);
+    if (rc) return rc < 0 ? 2 : 0;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     rc = offline(&o, files);

@@ -56,6 +56,7 @@ FMA_LOOP(fma_scalar, , 1, 8)
 typedef double (*fma_fn)(long iters);
 
 typedef struct fma_job {
+    pthread_t tid;
     fma_fn fn;
     long iters;
     double t0, t1;
@@ -98,21 +99,20 @@ static double kb_host_fma_peak(int threads, double seconds, const char **isa) {
         iters *= 4;
     }
     iters = (long)((double)iters * seconds / dt) + 1;
-    pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     fma_job *jobs = calloc((size_t)threads, sizeof *jobs);
     int started = 0;
-    for (int i = 0; tid && jobs && i < threads; i++) {
+    for (int i = 0; jobs && i < threads; i++) {
         jobs[i] = (fma_job){.fn = fn, .iters = iters};
-        if (pthread_create(&tid[i], NULL, fma_thread, &jobs[i]) != 0) break;
+        if (pthread_create(&jobs[i].tid, NULL, fma_thread, &jobs[i]) != 0) break;
         started++;
     }
     double first = 0, last = 0;
     for (int i = 0; i < started; i++) {
-        pthread_join(tid[i], NULL);
+        pthread_join(jobs[i].tid, NULL);
         if (i == 0 || jobs[i].t0 < first) first = jobs[i].t0;
         if (jobs[i].t1 > last) last = jobs[i].t1;
     }
-    free(tid), free(jobs);
+    free(jobs);
     /* threads start within microseconds of each other; the span covers them all */
     return started > 0 && last > first ? per_iter * (double)iters * started / (last - first) * 1e-9 : 0.0;
 }
@@ -134,8 +134,7 @@ static kp_status copy_bandwidth(kp_device *dev, kp_stream *s, size_t bytes, doub
         if (st == KP_OK) st = kp_stream_sync(s);
         double dt = kb_now() - t;
         spent += dt;
-        double bw = 2.0 * (double)bytes / dt * 1e-9;
-        if (bw > *gbps) *gbps = bw;
+        *gbps = fmax(*gbps, 2.0 * (double)bytes / dt * 1e-9); /* best sample */
     }
     if (a) kp_buffer_free(a);
     if (b) kp_buffer_free(b);
@@ -202,13 +201,9 @@ kp_status kb_roofline_measure(kp_device *dev, kp_stream *s, const kb_options *o,
 
 /* The unit an op's work should run on; NULL: no matrix work, memory only. */
 static const char *compute_unit(const kb_case *c, const kb_roofline *r, double *peak) {
-    switch (c->op) {
-    case KP_OP_ATTENTION_PREFILL:
-    case KP_OP_MLA_DECODE:
-    case KP_OP_GROUPED_GEMM:
-    case KP_OP_MOE_FORWARD: break;
-    default: return NULL;
-    }
+    if (c->op != KP_OP_ATTENTION_PREFILL && c->op != KP_OP_MLA_DECODE && c->op != KP_OP_GROUPED_GEMM &&
+        c->op != KP_OP_MOE_FORWARD)
+        return NULL;
     if (c->dtype == KP_F32 || r->cpu) return *peak = r->f32_tflops, "f32 FMA";
     if (c->wdtype == KP_FP8_E4M3 && (c->op == KP_OP_GROUPED_GEMM || c->op == KP_OP_MOE_FORWARD))
         return *peak = r->fp8_tflops, "fp8 matrix"; /* an FP8 KV cache is read into bf16 math */

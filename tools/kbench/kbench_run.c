@@ -56,7 +56,6 @@ static kp_status defer(kb_env *e, kb_pending p) {
 }
 
 static void drop_pending(kb_env *e) {
-    for (int i = 0; i < e->npending; i++) free(e->pending[i].raw);
     free(e->pending);
     e->pending = NULL, e->npending = e->cappending = 0;
 }
@@ -102,17 +101,13 @@ kp_status kb_input(kb_env *e, kb_data *d, kp_tensor *t, kp_dtype dtype, double l
     memset(d, 0, sizeof *d);
     d->period = n < KB_PERIOD ? (n > 0 ? n : 1) : KB_PERIOD;
     size_t elem = kp_dtype_size(dtype);
-    unsigned char *raw = malloc((size_t)d->period * elem);
+    unsigned char *raw = kb_alloc(e, (size_t)d->period * elem); /* the pending upload's, freed at release */
     d->val = kb_alloc(e, (size_t)d->period * sizeof *d->val);
     kp_status st = raw && d->val ? kb_buffer(e, (size_t)n * elem, &d->buf) : KP_ERR_OUT_OF_MEMORY;
-    if (st == KP_OK) {
-        /* each tensor its own stream of numbers, reproducible from the seed */
-        kb_rng r = {e->seed ^ (0x9E37ull * (uint64_t)(e->nbufs + 1))};
-        for (int64_t i = 0; i < d->period; i++) d->val[i] = kb_store(dtype, raw, i, kb_rng_uniform(&r, lo, hi));
-        st = defer(e, (kb_pending){d->buf, raw, d->period, n, elem});
-        if (st == KP_OK) raw = NULL; /* the pending upload owns it */
-    }
-    free(raw);
+    if (st != KP_OK) return st;
+    kb_rng r = {e->seed ^ (0x9E37ull * (uint64_t)(e->nbufs + 1))}; /* each tensor its own numbers, from the seed */
+    for (int64_t i = 0; i < d->period; i++) d->val[i] = kb_store(dtype, raw, i, kb_rng_uniform(&r, lo, hi));
+    st = defer(e, (kb_pending){d->buf, raw, d->period, n, elem});
     return st == KP_OK ? kp_tensor_init(t, d->buf, 0, dtype, ndim, dims, NULL) : st;
 }
 
@@ -156,16 +151,11 @@ static kp_status kb_env_flush(kb_env *e) {
 
 kp_status kb_read(kb_env *e, kp_buffer *b, kp_dtype dt, int64_t first, int64_t n, double *out) {
     size_t elem = kp_dtype_size(dt);
-    unsigned char *raw = malloc((size_t)n * elem + 1);
+    unsigned char *raw = kb_alloc(e, (size_t)n * elem);
     if (!raw) return KP_ERR_OUT_OF_MEMORY;
     kp_status st = kp_buffer_read(e->s, b, (size_t)first * elem, raw, (size_t)n * elem);
     for (int64_t i = 0; st == KP_OK && i < n; i++) out[i] = kb_load(dt, raw, i);
-    free(raw);
     return st;
-}
-
-kp_status kb_read_i32(kb_env *e, kp_buffer *b, int64_t first, int64_t n, int32_t *out) {
-    return kp_buffer_read(e->s, b, (size_t)first * 4, out, (size_t)n * 4);
 }
 
 /* ---- one case ---- */
@@ -189,14 +179,6 @@ static void fail_status(kb_row *row, kp_status st, const char *what) {
     if (st == KP_ERR_UNSUPPORTED) row_reason(row, KB_ROW_UNSUPPORTED, "%s", kp_last_error());
     else if (st == KP_ERR_OUT_OF_MEMORY) row_reason(row, KB_ROW_SKIPPED, "out of memory (%.400s)", msg);
     else row_reason(row, KB_ROW_ERROR, "%s", msg);
-}
-
-static const kb_op_impl *impl_of(kp_op op) {
-    for (int i = 0; i < 9; i++) {
-        const kb_op_impl *t = i < 3 ? &kb_attention_impls[i] : &kb_moe_impls[i - 3];
-        if (t->op == op) return t;
-    }
-    return NULL;
 }
 
 static kp_status run_sync(const kb_op_impl *impl, kb_bench *b, int times) {
@@ -315,7 +297,7 @@ void kb_run_case(kb_env *e, const kb_case *c, const kb_options *o, const kb_roof
     row->bound = "memory";
     /* outputs in the inputs' dtype, except the gate's: f32 weights from exactly representable logits */
     row->tol = c->op == KP_OP_MOE_GATE ? kb_tolerance(KP_F32) : kb_tolerance(c->dtype);
-    const kb_op_impl *impl = impl_of(c->op);
+    const kb_op_impl *impl = (unsigned)c->op < KP_OP_COUNT && kb_op_impls[c->op].setup ? &kb_op_impls[c->op] : NULL;
     kb_bench b = {.env = e, .c = c};
     double alloc;
     kb_case_estimate(c, &b.flops, &b.bytes, &alloc);

@@ -28,7 +28,7 @@ typedef struct kb_tunable {
     const char *kernel, *param;
     int64_t values[MAX_VALUES];
     int nvalues;
-    const char *op; /* its quick-suite case times it */
+    kp_op op; /* its quick-suite case times it */
 } kb_tunable;
 
 /* The tunables kernels read through host->tuning_get (grep tuning_get backends/),
@@ -117,18 +117,16 @@ static int parse_params(const char *spec, kb_tunable *out, int max, char *store,
             KB_FAIL("--tune-param '%s': expected KERNEL.PARAM=V1,V2,...@OP", t);
         *dot = *eq = *at = '\0';
         kb_tunable *k = &out[n];
-        memset(k, 0, sizeof *k);
-        k->kernel = t, k->param = dot + 1, k->op = at + 1;
-        char *vs = eq + 1, *s2;
-        for (char *v = strtok_r(vs, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
+        *k = (kb_tunable){.kernel = t, .param = dot + 1};
+        char *s2;
+        for (char *v = strtok_r(eq + 1, ",", &s2); v && k->nvalues < MAX_VALUES; v = strtok_r(NULL, ",", &s2)) {
             char *end;
             long long x = strtoll(v, &end, 10);
             if (end == v || *end) KB_FAIL("--tune-param: '%s' is not an integer", v);
             k->values[k->nvalues++] = x;
         }
-        kp_op op;
-        if (!kb_op_from_name(k->op, &op) || k->nvalues == 0)
-            KB_FAIL("--tune-param: unknown op '%s' or no values", k->op);
+        if (!kb_op_from_name(at + 1, &k->op) || k->nvalues == 0)
+            KB_FAIL("--tune-param: unknown op '%s' or no values", at + 1);
         n++;
     }
     return n;
@@ -141,13 +139,11 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
     row->status = KB_ROW_ERROR;
     setenv("KPORT_TUNING_FILE", file, 1);
     kp_shutdown(); /* resets the tuning table; the next kp_init reads the file again */
-    kp_device *dev = NULL;
-    kp_stream *s = NULL;
+    kb_env env = {.seed = o->seed};
     kp_status st = kp_init(NULL);
-    if (st == KP_OK) st = kp_device_open(device, &dev);
-    if (st == KP_OK) st = kp_stream_create(dev, &s);
-    kb_env env = {.dev = dev, .s = s, .seed = o->seed};
-    if (st == KP_OK) st = kp_device_get_info(dev, &env.info);
+    if (st == KP_OK) st = kp_device_open(device, &env.dev);
+    if (st == KP_OK) st = kp_stream_create(env.dev, &env.s);
+    if (st == KP_OK) st = kp_device_get_info(env.dev, &env.info);
     if (st != KP_OK) {
         snprintf(err, errn, "%s: %s", kp_status_str(st), kp_last_error());
     } else {
@@ -155,30 +151,26 @@ static void try_value(const kb_options *o, int device, const char *file, kp_op o
         kb_case_list cases = {0};
         char e2[256];
         const char *name = kp_op_name(op);
-        if (kb_suite_cases("quick", name, o->dtype, kb_budget_for(&env.info, &budget), &cases, e2, sizeof e2) > 0) {
+        if (kb_suite_cases("quick", name, o->dtype, kb_budget_for(&env.info, &budget), &cases, e2, sizeof e2) > 0)
             kb_run_case(&env, &cases.v[0], o, NULL, row);
-        } else {
+        else
             snprintf(err, errn, "no quick case for %s", name);
-        }
         free(cases.v);
     }
-    if (s) kp_stream_destroy(s);
-    if (dev) kp_device_close(dev);
+    if (env.s) kp_stream_destroy(env.s);
+    if (env.dev) kp_device_close(env.dev);
 }
 
 int kb_tune(const kb_options *o, int device) {
     char path[PATH_MAX], tmp[PATH_MAX + 32], err[512] = "", spec[2048] = "", store[2048], key_dev[KP_NAME_MAX];
-    const char *saved = getenv("KPORT_TUNING_FILE");
-    char *saved_copy = saved ? strdup(saved) : NULL, *user = NULL;
+    char *user = NULL;
     kb_tunable table[64];
     int n = 0, rc = 0;
     kp_device_info info;
     user_path(path, sizeof path);
     snprintf(tmp, sizeof tmp, "/tmp/kbench-tune-%d.txt", (int)getpid());
-    if (kp_device_info_get(device, &info) != KP_OK) {
-        snprintf(err, sizeof err, "device %d: %s", device, kp_last_error());
-        rc = 1;
-    }
+    if (kp_device_info_get(device, &info) != KP_OK)
+        snprintf(err, sizeof err, "device %d: %s", device, kp_last_error()), rc = 1;
     for (size_t i = 0; rc == 0 && i < sizeof builtin / sizeof builtin[0]; i++) /* the backend's, then --tune-param's */
         if (strcmp(builtin[i].backend, info.backend) == 0)
             snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%s;", builtin[i].spec);
@@ -187,9 +179,10 @@ int kb_tune(const kb_options *o, int device) {
     if (rc == 0 && !(user = read_text(path))) snprintf(err, sizeof err, "out of memory"), rc = 1;
     if (rc != 0) {
         fprintf(stderr, "kbench: --tune: %s\n", err);
-        free(saved_copy);
         return rc;
     }
+    const char *saved = getenv("KPORT_TUNING_FILE"); /* restored at the end: candidates set it */
+    char *saved_copy = saved ? strdup(saved) : NULL;
     printf("# kbench --tune on %s: %s (%s)\n\nuser tuning file: %s\n\n", info.backend, info.name, info.arch, path);
     if (n == 0)
         printf("Nothing to tune: no kernel of the %s backend reads a tuning parameter yet (the table in "
@@ -205,8 +198,6 @@ int kb_tune(const kb_options *o, int device) {
         double best_ms = 0;
         int64_t best = 0;
         bool any = false;
-        kp_op op;
-        kb_op_from_name(k->op, &op);
         snprintf(key, sizeof key, "%s;%s;%s;%s;%s;", info.vendor, info.arch, key_dev, k->kernel, k->param);
         for (int v = 0; v < k->nvalues && !kb_interrupted; v++) {
             snprintf(line, sizeof line, "%s%lld", key, (long long)k->values[v]);
@@ -221,7 +212,7 @@ int kb_tune(const kb_options *o, int device) {
             kb_row row;
             err[0] = '\0';
             fprintf(stderr, "[tune %d/%d] %s.%s = %lld ...\n", t + 1, n, k->kernel, k->param, (long long)k->values[v]);
-            try_value(o, device, tmp, op, &row, err, sizeof err);
+            try_value(o, device, tmp, k->op, &row, err, sizeof err);
             bool ok = row.status == KB_ROW_OK;
             printf("| %s | %s | %lld |", k->kernel, k->param, (long long)k->values[v]);
             if (ok) printf(" %.4g | ok | |\n", row.median_ms);

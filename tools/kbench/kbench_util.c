@@ -7,6 +7,7 @@
  */
 #include "kbench.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +29,12 @@ double kb_rng_uniform(kb_rng *r, double lo, double hi) {
 int64_t kb_rng_below(kb_rng *r, int64_t n) { return n <= 1 ? 0 : (int64_t)(rng_next(r) % (uint64_t)n); }
 
 void kb_rng_distinct(kb_rng *r, int64_t n, int k, int32_t *out) {
-    for (int i = 0; i < k; i++) {
-        int32_t v;
-        bool dup;
-        do {
-            v = (int32_t)kb_rng_below(r, n);
+    for (int i = 0; i < k; i++)
+        for (bool dup = true; dup;) { /* draw until out[i] is new */
+            out[i] = (int32_t)kb_rng_below(r, n);
             dup = false;
-            for (int j = 0; j < i; j++) dup |= out[j] == v;
-        } while (dup);
-        out[i] = v;
-    }
+            for (int j = 0; j < i; j++) dup |= out[j] == out[i];
+        }
 }
 
 void kb_rng_permutation(kb_rng *r, int32_t *v, int64_t n) {
@@ -129,7 +126,7 @@ double kb_err_value(const kb_err *e) {
     return sqrt(e->num / e->den);
 }
 
-/* ---- arrays ---- */
+/* ---- arrays and integers ---- */
 
 bool kb_grow(void *v, int n, int *cap, size_t elem) {
     void *p;
@@ -140,6 +137,13 @@ bool kb_grow(void *v, int n, int *cap, size_t elem) {
     memcpy(v, &p, sizeof p);
     *cap = c;
     return true;
+}
+
+bool kb_parse_int(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return end != s && !*end && errno == 0 && *out >= lo && *out <= hi;
 }
 
 /* ---- clocks and stats ---- */
