@@ -6,9 +6,10 @@ build time: each (source, options) below is compiled by hipcc for gfx90a as the 
 plugin compiles it (-DKP_TARGET_HIP=1 -DKP_HAS_MFMA), device code only, to assembly; the
 assembly must contain the native MFMA 16x16x16 instruction of its dtype
 (kernels/common/kp_wave_tile.h), must not contain the 4x4x4 mapping of kp_tile_mma.h,
-and must not spill VGPRs. Before the real checks the checker runs itself on doctored
-assembly (the instruction missing, a 4x4x4 left, a spill) and fails unless each is
-caught, so a checker that cannot fail fails the build.
+must not spill VGPRs and must not use scratch (a kernel's private segment: register
+arrays the compiler could not keep in VGPRs). Before the real checks the checker runs
+itself on doctored assembly (the instruction missing, a 4x4x4 left, a spill, scratch)
+and fails unless each is caught, so a checker that cannot fail fails the build.
 
 usage: check_hip_isa.py --hipcc HIPCC --kernels DIR --stamp OUT [--depfile D]
 """
@@ -21,6 +22,10 @@ import tempfile
 
 FIXED = ["-O3", "-DKP_TARGET_HIP=1", "-DKP_HAS_MFMA", "--gpu-max-threads-per-block=256"]
 ARCH = "gfx90a"
+# the generation-2 grouped GEMM's tile on a 64 KiB-LDS device (gpu_grouped_gemm_gen2.c's
+# table: the row AMD CDNA takes)
+G2_HIP = ["-DG2_BM=64", "-DG2_BN=128", "-DG2_BK=32", "-DG2_WM=2", "-DG2_WN=4", "-DG2_STAGES=2", "-DG2_MIN_BLOCKS=1",
+          "-DG2R_WARPS=8", "-DG2R_RPW=4"]
 # (source under kernels/, options, the instruction it must hold)
 CASES = [
     ("common/wave_selftest.cl", ["-DKP_DTYPE_BF16"], "v_mfma_f32_16x16x16bf16_1k"),
@@ -28,6 +33,9 @@ CASES = [
     ("attention/attention_prefill_gen2.cl", ["-DKP_DTYPE_BF16"], "v_mfma_f32_16x16x16bf16_1k"),
     ("attention/attention_prefill_gen2.cl", ["-DKP_DTYPE_F16", "-DA2_DQK=192", "-DA2_DV=128"],
      "v_mfma_f32_16x16x16f16"),
+    ("moe/moe_gemm_gen2.cl", G2_HIP + ["-DKP_DTYPE_BF16"], "v_mfma_f32_16x16x16bf16_1k"),
+    ("moe/moe_gemm_gen2.cl", G2_HIP + ["-DKP_DTYPE_F16", "-DKP_GG_A_F32"], "v_mfma_f32_16x16x16f16"),
+    ("moe/moe_gemm_gen2.cl", G2_HIP + ["-DKP_DTYPE_BF16", "-DKP_GG_W_FP8"], "v_mfma_f32_16x16x16bf16_1k"),
 ]
 
 
@@ -41,6 +49,9 @@ def problems(asm, want):
     for m in re.finditer(r"\.vgpr_spill_count:\s*(\d+)", asm):
         if int(m.group(1)) != 0:
             out.append("%s VGPRs spilled" % m.group(1))
+    for m in re.finditer(r"\.private_segment_fixed_size:\s*(\d+)", asm):
+        if int(m.group(1)) != 0:
+            out.append("%s bytes of scratch (private segment)" % m.group(1))
     return out
 
 
@@ -50,6 +61,7 @@ def self_test():
         "missing": "\tv_add_f32 v0, v1, v2\n  .vgpr_spill_count: 0\n",
         "4x4x4": good + "\tv_mfma_f32_4x4x4f16 a[0:3], v[0:1], v[2:3], a[0:3]\n",
         "spill": good.replace("count: 0", "count: 3"),
+        "scratch": good + "    .private_segment_fixed_size: 16\n",
     }
     if problems(good, "v_mfma_f32_16x16x16f16"):
         return "the checker rejects good assembly"

@@ -6,9 +6,15 @@
  * MMA path does); 16-bit or e4m3 weights.
  *
  * kp_grouped_gemm_gen2_tiled   prefill-sized experts (more than small_max rows): G2_BM x
- *     G2_BN output tiles, G2_WM x G2_WN groups of KP_MMA_LANES work-items (8 warps on
- *     NVIDIA), each a (G2_BM/G2_WM) x (G2_BN/G2_WN) tile of m16n8k16 fragments
- *     (ldmatrix + mma.sync on NVIDIA). K runs through a G2_STAGES-stage pipeline
+ *     G2_BN output tiles, G2_WM x G2_WN units of 32 work-items (8 warps on NVIDIA). It is
+ *     written on the wave-level tile (common/kp_wave_tile.h), which owns the fragment
+ *     layout: a wave of KP_WT_LANES lanes multiplies KP_WT_M x 16 tiles, 16 k a step
+ *     (NVIDIA: 32 lanes, two mma.sync m16n8k16 with ldmatrix.x4 operands; AMD CDNA: 64
+ *     lanes, one v_mfma_f32_16x16x16 per 16 rows in its native layout; elsewhere the
+ *     portable FMA tile). The units pair into waves along M (G2_VM x G2_VN waves, each a
+ *     G2_TM x G2_TN tile), so one launch shape, G2_WM * G2_WN * 32 work-items, serves
+ *     every target; the code reads accumulators only through the tile's layout
+ *     (kp_wt_el, kp_wt_row, kp_wt_col). K runs through a G2_STAGES-stage pipeline
  *     (common/kp_async_copy.h) in dynamic local memory: 16-byte cp.async of the gathered A
  *     rows and the weight rows while the previous stages are multiplied. Rows are padded
  *     by 8 elements (16 bytes), so the 8 rows an ldmatrix reads fall on distinct banks.
@@ -39,17 +45,17 @@
 #include "kp_dialect.h"
 #include "moe_gemm_common.h"
 #include "common/kp_async_copy.h"
-#include "common/kp_tile_mma.h"
+#include "common/kp_wave_tile.h"
 
 #if defined(KP_DTYPE_F32) || (!defined(KP_DTYPE_F16) && !defined(KP_DTYPE_BF16))
 #error "moe_gemm_gen2.cl takes 16-bit activations (f32 runs generation 1)"
 #endif
 #if defined(KP_DTYPE_F16)
 #define G2_TO16(f) kp_f32_to_f16(f)
-#define G2_MMA kp_mma_16x8x16_f16
+#define G2_MMA kp_wt_mma_f16
 #else
 #define G2_TO16(f) kp_f32_to_bf16(f)
-#define G2_MMA kp_mma_16x8x16_bf16
+#define G2_MMA kp_wt_mma_bf16
 #endif
 
 #ifndef G2_BM
@@ -83,14 +89,22 @@
 #define G2R_KC KP_MOE_GEMM2_ROWS_KC
 #endif
 
-#define G2_NT (G2_WM * G2_WN * KP_MMA_LANES)
-#define G2_FM (G2_BM / G2_WM / 16) /* m16 fragments of a group's tile */
-#define G2_FN (G2_BN / G2_WN / 8)  /* n8 fragments */
+#define G2_NT (G2_WM * G2_WN * 32) /* work-items: the same on every target */
+#define G2_UPW (KP_WT_LANES / 32)    /* 32-lane units a wave: 1, 2 on AMD MFMA */
+#define G2_VM (G2_WM / G2_UPW)       /* waves along M, along N */
+#define G2_VN G2_WN
+#define G2_TM (G2_BM / G2_VM)        /* a wave's rows, columns */
+#define G2_TN (G2_BN / G2_VN)
+#define G2_FM (G2_TM / KP_WT_M)      /* its wave tiles along M, along N */
+#define G2_FN (G2_TN / KP_WT_N)
 #define G2_LD KP_MOE_GEMM2_LD(G2_BK)
 #define G2_CHUNKS (G2_BK / 8)      /* 16-byte chunks of a tile row */
 #define G2_LDC (G2_BN + 4)
-#if G2_BM % (16 * G2_WM) || G2_BN % (8 * G2_WN) || G2_BK % 16 || 128 % G2_BK || G2_STAGES < 2 || G2_STAGES > 4
-#error "moe_gemm_gen2.cl: G2_BM % (16 G2_WM), G2_BN % (8 G2_WN), G2_BK % 16, 128 % G2_BK must be 0; 2 <= G2_STAGES <= 4"
+#if G2_BM % (16 * G2_WM) || G2_BN % (16 * G2_WN) || G2_BK % 16 || 128 % G2_BK || G2_STAGES < 2 || G2_STAGES > 4
+#error "moe_gemm_gen2.cl: G2_BM % (16 G2_WM), G2_BN % (16 G2_WN), G2_BK % 16, 128 % G2_BK must be 0; G2_STAGES 2..4"
+#endif
+#if G2_WM % G2_UPW || G2_TM % KP_WT_M
+#error "moe_gemm_gen2.cl: G2_WM a multiple of the 32-lane units a wave has, G2_BM / waves along M of its rows"
 #endif
 
 #define G2R_NT (G2R_WARPS * 32)
@@ -152,13 +166,18 @@ KP_FN void g2_load_w8(KP_LOCAL_MEM kp_u16 *dst, KP_GLOBAL const kpg_w_t *w, kpm_
 }
 
 #if defined(KP_GG_W_FP8)
-/* DeepGEMM's promotion for W8A16: acc += slice * w_scale[col] over a fragment; w0, w1:
- * this K slice's block scales of the lane's two columns (PTX layout: 2t and 2t + 1). */
-KP_FN void g2_promote(kp_mma_acc *acc, const kp_mma_acc *slice, float w0, float w1) {
-    acc->x[0] = kp_fmaf(slice->x[0], w0, acc->x[0]);
-    acc->x[1] = kp_fmaf(slice->x[1], w1, acc->x[1]);
-    acc->x[2] = kp_fmaf(slice->x[2], w0, acc->x[2]);
-    acc->x[3] = kp_fmaf(slice->x[3], w1, acc->x[3]);
+/* The first of this lane's accumulator elements in element e's column: a constant for
+ * a constant e (the layouts' columns differ by constants between elements), so the
+ * scales are read once a column (PTX's layout: 4 columns a 16-wide tile; AMD's: 1). */
+KP_FN int g2_col_first(int lane, int e) {
+    for (int r = 0; r < e; ++r)
+        if (kp_wt_col(lane, r) == kp_wt_col(lane, e)) return r;
+    return e;
+}
+/* DeepGEMM's promotion for W8A16: acc += slice * w_scale[col] over a wave tile; sc[e]:
+ * this K slice's block scale of element e's column (kp_wt_col: the layout's). */
+KP_FN void g2_promote(kp_wt_acc *acc, const kp_wt_acc *slice, const float *sc) {
+    for (int e = 0; e < KP_WT_ACC_N; ++e) kp_wt_el(*acc, e) = kp_fmaf(kp_wt_el(*slice, e), sc[e], kp_wt_el(*acc, e));
 }
 #endif
 
@@ -206,14 +225,15 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
     }
     kp_barrier();
 
-    const int lane = kp_mma_lane(), grp = lid / KP_MMA_LANES, gm = grp / G2_WN, gn = grp % G2_WN;
-    kp_mma_acc acc[G2_FM * G2_FN];
-    for (int f = 0; f < G2_FM * G2_FN; ++f) kp_mma_acc_zero(&acc[f]);
+    const int lane = kp_wt_lane(), wave = kp_wt_wave(), gm = wave / G2_VN, gn = wave % G2_VN;
+    kp_wt_acc acc[G2_FM * G2_FN];
+    for (int f = 0; f < G2_FM * G2_FN; ++f) kp_wt_acc_zero(&acc[f]);
 #if defined(KP_GG_W_FP8)
-    /* e4m3 weights: each 128-wide K slice is multiplied into its own fragments sl and
-     * promoted once with its block scales wsc (read when the slice starts) */
-    kp_mma_acc sl[G2_FM * G2_FN];
-    float wsc[G2_FN][2];
+    /* e4m3 weights: each 128-wide K slice is multiplied into its own tiles sl and
+     * promoted once with its block scales wsc (read when the slice starts; elements of
+     * one column read the same scale) */
+    kp_wt_acc sl[G2_FM * G2_FN];
+    float wsc[G2_FN][KP_WT_ACC_N];
 #define G2_SUM sl
 #else
 #define G2_SUM acc
@@ -236,21 +256,22 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
         KP_LOCAL_MEM const kp_u16 *bs = as + G2_BM * G2_LD;
 #if defined(KP_GG_W_FP8)
         if ((t * G2_BK) % 128 == 0) {
-            for (int f = 0; f < G2_FM * G2_FN; ++f) kp_mma_acc_zero(&sl[f]);
+            for (int f = 0; f < G2_FM * G2_FN; ++f) kp_wt_acc_zero(&sl[f]);
             for (int j = 0; j < G2_FN; ++j)
-                for (int q = 0; q < 2; ++q) {
-                    int c = gn * (G2_BN / G2_WN) + j * 8 + 2 * (lane % 4) + q;
-                    wsc[j][q] = wrow[c] >= 0 ? ws[p.ws_off + srow[c] + t * G2_BK / 128] : 0.0f;
+                for (int q = 0; q < KP_WT_ACC_N; ++q) {
+                    int q0 = g2_col_first(lane, q), c = gn * G2_TN + j * KP_WT_N + kp_wt_col(lane, q);
+                    if (q0 < q) wsc[j][q] = wsc[j][q0]; /* a column read already */
+                    else wsc[j][q] = wrow[c] >= 0 ? ws[p.ws_off + srow[c] + t * G2_BK / 128] : 0.0f;
                 }
         }
 #endif
-        for (int kk = 0; kk < G2_BK; kk += 16) {
-            kp_mma_a fa[G2_FM];
+        for (int kk = 0; kk < G2_BK; kk += KP_WT_K) {
+            kp_wt_a fa[G2_FM];
             for (int i = 0; i < G2_FM; ++i)
-                kp_mma_load_a(&fa[i], as + (gm * (G2_BM / G2_WM) + i * 16) * G2_LD + kk, G2_LD, lane);
+                kp_wt_load_a(&fa[i], as + (gm * G2_TM + i * KP_WT_M) * G2_LD + kk, G2_LD, lane);
             for (int j = 0; j < G2_FN; ++j) {
-                kp_mma_b fb;
-                kp_mma_load_b(&fb, bs + (gn * (G2_BN / G2_WN) + j * 8) * G2_LD + kk, G2_LD, lane);
+                kp_wt_b fb;
+                kp_wt_load_b(&fb, bs + (gn * G2_TN + j * KP_WT_N) * G2_LD + kk, G2_LD, lane);
                 for (int i = 0; i < G2_FM; ++i) G2_MMA(&G2_SUM[i * G2_FN + j], &fa[i], &fb);
             }
         }
@@ -258,17 +279,18 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G2_NT, G2_MIN_BLOCKS) kp_grouped_gemm_gen2_tiled
         if (((t + 1) * G2_BK) % 128 == 0 || t + 1 == ktiles) {
             for (int j = 0; j < G2_FN; ++j)
                 for (int i = 0; i < G2_FM; ++i)
-                    g2_promote(&acc[i * G2_FN + j], &sl[i * G2_FN + j], wsc[j][0], wsc[j][1]);
+                    g2_promote(&acc[i * G2_FN + j], &sl[i * G2_FN + j], wsc[j]);
         }
 #endif
     }
     kp_copy_wait(0);
     kp_barrier(); /* the stages become the C tile */
     for (int i = 0; i < G2_FM; ++i)
-        for (int j = 0; j < G2_FN; ++j)
-            kp_mma_store_acc_local_f32(&acc[i * G2_FN + j],
-                                       cs + (gm * (G2_BM / G2_WM) + i * 16) * G2_LDC + gn * (G2_BN / G2_WN) + j * 8,
-                                       G2_LDC, lane);
+        for (int j = 0; j < G2_FN; ++j) {
+            KP_LOCAL_MEM float *c = cs + (gm * G2_TM + i * KP_WT_M) * G2_LDC + gn * G2_TN + j * KP_WT_N;
+            for (int e = 0; e < KP_WT_ACC_N; ++e)
+                c[kp_wt_row(lane, kp_wt_slot(e)) * G2_LDC + kp_wt_col(lane, e)] = kp_wt_el(acc[i * G2_FN + j], e);
+        }
     kp_barrier();
     kpg_epilogue(cs, G2_LDC, G2_BM, G2_BN, row0, hi, n0, p.mode, p.n, p.n_out, out, outf, p.out_off, p.out_ld, y,
                  p.y_off, p.y_ld, p.y_rows, pos, p.pos_off, tw, p.tw_off, p.topk);

@@ -490,6 +490,41 @@ KP_CONFORMANCE(conf_moe_grouped_gemm_fp8_block_scales) {
     kp_stream_destroy(s);
 }
 
+/* Generation 2's tiled GEMM (kernels/moe/moe_gemm_gen2.cl) with the AMD wave-tile layout
+ * (kernels/common/kp_wave_tile.h: 64-lane waves of 32 rows, one column and 8 rows a lane),
+ * emulated on PoCL (-DKP_WT_EMULATE_MFMA16): the kernel's code for the native MFMA
+ * 16x16x16 layout, all but the instruction. Experts past the decode size (the tiled
+ * kernel) beside small ones (the decode kernel), partial row and column tiles, K not a
+ * multiple of the tile's 32 (the last K tile zero-filled), e4m3 weights (the block scale
+ * per column of the layout), and the fused layer (SwiGLU epilogue, f32 activations). */
+static void forward_case(kp_device *d, kp_stream *s, kp_dtype dt, int64_t t, int shared, int fp8);
+static void gen2_mfma16_layout_on(kp_device *d) {
+    kp_stream *s = new_stream(d);
+    const int32_t off[6] = {3, 140, 141, 141, 290, 295}; /* 137, 1, 0, 149, 5 rows */
+    gemm_dense(d, s, KP_BF16, 0, 300, 264, 5, 200, off);
+    const int32_t two[4] = {0, 45, 45, 130};
+    gemm_dense(d, s, KP_F16, 0, 130, 40, 3, 70, two);
+    gemm_spec g = {KP_BF16, 0, 300, 136, 5, 136, off, 1, 0, 0}; /* outlier channels */
+    gemm_case(d, s, &g);
+    const int32_t f8[4] = {2, 40, 40, 111};
+    gemm_spec h = {KP_BF16, 1, 115, 384, 3, 200, f8, 1, 1, 0}; /* scales 2^-10..2^10 */
+    gemm_case(d, s, &h);
+    gemm_dense(d, s, KP_F16, 1, 115, 256, 3, 256, f8);
+    forward_case(d, s, KP_BF16, 33, 1, 0);
+    kp_stream_destroy(s);
+}
+KP_TEST(conf_grouped_gemm_gen2_mfma16_layout__opencl) {
+    const char *was = getenv("KPORT_GPU_KERNELS");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen2", 1);
+    setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
+    kp_test_run_on("opencl", gen2_mfma16_layout_on);
+    unsetenv("KPORT_OPENCL_TEST_DEFINES");
+    if (saved) setenv("KPORT_GPU_KERNELS", saved, 1);
+    else unsetenv("KPORT_GPU_KERNELS");
+    free(saved);
+}
+
 KP_CONFORMANCE(conf_moe_grouped_gemm_bad_offsets) {
     kp_stream *s = new_stream(d);
     const double bad[3][4] = {{0, 5, 3, 8}, {0, 4, 8, 9}, {-1, 2, 4, 8}};
