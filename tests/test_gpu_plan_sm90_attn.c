@@ -103,6 +103,55 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
               (const uint32_t[]){64, 1, 128});
     check_map(&l->args[7], &fake_buf[2], 3, (const uint64_t[]){128, 8, 300}, (const uint64_t[]){256, 8 * 256},
               (const uint32_t[]){64, 1, 128});
+
+    /* 64/64: one 64-column box of q, k and v a tile; four 32 KiB stages fit */
+    p = fake_prefill_params(KP_BF16, 64);
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    l = &fake_launches[0];
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=64 -DF3_STAGES=4");
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(64, 4));
+    CHECK_INT_EQ(l->local_bytes, 1024 + 128 * 64 * 2 + 4 * (128 * 64 * 2 * 2) + 10 * 8);
+    CHECK(l->local_bytes <= fake_prof.local_mem);
+    check_map(&l->args[5], &fake_buf[0], 4, (const uint64_t[]){64, 4, 8, 300},
+              (const uint64_t[]){128, 4 * 128, 32 * 128}, (const uint32_t[]){64, 4, 1, 32});
+    check_map(&l->args[6], &fake_buf[1], 3, (const uint64_t[]){64, 8, 300}, (const uint64_t[]){128, 8 * 128},
+              (const uint32_t[]){64, 1, 128});
+    check_map(&l->args[7], &fake_buf[2], 3, (const uint64_t[]){64, 8, 300}, (const uint64_t[]){128, 8 * 128},
+              (const uint32_t[]){64, 1, 128});
+
+    /* 256/256: stages of 64 keys (K and V boxes {64, 1, 64}, four of each), two beside the
+     * 64 KiB Q; a third does not fit */
+    p = fake_prefill_params(KP_F16, 256);
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    l = &fake_launches[0];
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_F16 -DF3_DQK=256 -DF3_STAGES=2");
+    CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(256, 2));
+    CHECK_INT_EQ(l->local_bytes, 1024 + 128 * 256 * 2 + 2 * (64 * 256 * 2 * 2) + 6 * 8);
+    CHECK(l->local_bytes <= fake_prof.local_mem && KP_ATTN_SM90_LOCAL_BYTES(256, 3) > fake_prof.local_mem);
+    CHECK_INT_EQ((long long)l->groups[0], (200 * 4 + 127) / 128);
+    CHECK_INT_EQ(l->args[6].v.tmap.dtype, KP_F16);
+    CHECK_INT_EQ(l->args[7].v.tmap.rank, 3);
+    CHECK_INT_EQ((long long)l->args[7].v.tmap.dims[0], 256);
+    CHECK_INT_EQ(l->args[5].v.tmap.box[3], 32);
+    for (int a = 6; a < 8; a++) {
+        CHECK_INT_EQ(l->args[a].v.tmap.box[0], 64);
+        CHECK_INT_EQ(l->args[a].v.tmap.box[2], 64);
+        CHECK_INT_EQ((long long)l->args[a].v.tmap.row_stride, 512);
+    }
+
+    /* sliding windows are the kernel's masks: taken, the window in the params block */
+    p = fake_prefill_params(KP_BF16, 256);
+    p.causal = 0, p.window_left = 16, p.window_right = 4;
+    fake_count = 0;
+    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+    CHECK_INT_EQ(fake_count, 1);
+    CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL_SM90);
+    ka = fake_kargs[0];
+    CHECK(ka->wl == 16 && ka->wr == 4 && ka->causal == 0);
     unsetenv("KPORT_GPU_KERNELS");
 }
 
@@ -114,18 +163,19 @@ KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
         int d, h_q;   /* head dim; q heads (h_kv 8) */
         int misalign; /* 1: q's token stride not a 16-byte multiple */
         int not_sm90a;
+        int f32;      /* q, k, v f32 (else bf16) */
     } cases[] = {
-        {"head dim 64", "head dims other than 128/128 and 192/128", 64, 32, 0, 0},
-        {"GQA group 3", "the GQA group does not divide 128", 128, 24, 0, 0},
-        {"q rows not 16-byte aligned", "16-byte aligned", 128, 32, 1, 0},
-        {"not sm_90a", "not CUDA sm_90a", 128, 32, 0, 1},
+        {"f32", "not bf16 or f16", 128, 32, 0, 0, 1},
+        {"GQA group 3", "the GQA group does not divide 128", 128, 24, 0, 0, 0},
+        {"q rows not 16-byte aligned", "16-byte aligned", 128, 32, 1, 0, 0},
+        {"not sm_90a", "not CUDA sm_90a", 128, 32, 0, 1, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int forced = 0; forced < 2; forced++) {
             sm90_reset(forced ? 0 : 3);
             if (forced) setenv("KPORT_GPU_KERNELS", "attention_prefill=sm90", 1);
             if (cases[i].not_sm90a) fake_prof.sm90a = 0;
-            kp_attention_prefill_params p = fake_prefill_params(KP_BF16, cases[i].d);
+            kp_attention_prefill_params p = fake_prefill_params(cases[i].f32 ? KP_F32 : KP_BF16, cases[i].d);
             if (cases[i].h_q != 32) {
                 p.q = fake_tensor(0, KP_BF16, 3, (int64_t[]){300, cases[i].h_q, cases[i].d});
                 p.out = fake_tensor(3, KP_BF16, 3, (int64_t[]){300, cases[i].h_q, cases[i].d});
@@ -137,7 +187,7 @@ KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
                 CHECK_MSG(st == KP_ERR_UNSUPPORTED, "%s, forced: status %d", cases[i].what, (int)st);
                 CHECK_STR_CONTAINS(fake_error, cases[i].why);
                 CHECK_INT_EQ(fake_count, 0);
-            } else if (!cases[i].misalign) { /* generation 2 takes the rest (unaligned rows: gen 1) */
+            } else if (!cases[i].misalign && !cases[i].f32) { /* generation 2 takes the rest (else gen 1) */
                 CHECK_MSG(st == KP_OK && fake_count == 1 &&
                               strcmp(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL2) == 0,
                           "%s, auto: status %d, %d launches of %s", cases[i].what, (int)st, fake_count,
@@ -192,7 +242,7 @@ KP_TEST(gpu_attention_prefill_sm90_switches) {
 }
 
 /* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill
- * for bf16 and f16 at 128/128 and 192/128; the hip list none. */
+ * for bf16 and f16 at 64/64, 128/128, 192/128 and 256/256; the hip list none. */
 static int attn_variants;
 static void count_attn(void *user, const char *source, const char *options, const char *kernels) {
     (void)user, (void)options;
@@ -207,9 +257,11 @@ KP_TEST(gpu_attention_prefill_sm90_variants_listed) {
     CHECK_INT_EQ(prof.sm90a, 1);
     attn_variants = 0;
     kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);
-    CHECK_INT_EQ(attn_variants, 4);
+    CHECK_INT_EQ(attn_variants, 8);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 64), 4);
     CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 128), 3);
     CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 192), 2);
+    CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 256), 2);
     CHECK_INT_EQ(kp_gpu_build_profile("hip", &info, &prof), 0);
     attn_variants = 0;
     kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);

@@ -39,16 +39,19 @@ KP_KARGS_OFFSET(kp_attn_prefill_kargs, has_lse, 160);
 KP_KARGS_OFFSET(kp_attn_prefill_kargs, pad0, 212);
 KP_KARGS_SIZE(kp_attn_prefill_kargs, 216);
 
-/* attention_prefill_sm90.cl (the sm_90a tier, head dims dqk/128, dqk 128 or 192): 128
- * packed rows a CTA, 128 keys a stage; dynamic local memory for `stages` stages: 1024
- * (alignment to the 128-byte swizzle's repeat) + Q (128 x dqk x 2 bytes) + stages x (K, the
- * same, + V, 32 KiB) + the mbarriers. Its arguments:
+/* attention_prefill_sm90.cl (the sm_90a tier, head dims dqk/dv: 64/64, 128/128, 192/128,
+ * 256/256): 128 packed rows a CTA, KP_ATTN_SM90_BN(dqk) keys a stage (128; 64 at 256, so
+ * that two stages and the 64 x 256 f32 O accumulator fit); dynamic local memory for
+ * `stages` stages: 1024 (alignment to the 128-byte swizzle's repeat) + Q (128 x dqk x 2
+ * bytes) + stages x (K, BN x dqk x 2, + V, BN x dv x 2) + the mbarriers. Its arguments:
  * out, lse, cu_seqlens_q, cu_seqlens_k, kp_attn_prefill_kargs, then the tensor maps of q
  * (4-D {d, group, h_kv, tokens}), k and v (3-D {d, h_kv, tokens}). */
 #define KP_ATTN_SM90_BM 128
-#define KP_ATTN_SM90_BN 128
-#define KP_ATTN_SM90_LOCAL_BYTES(dqk, stages) \
-    (1024u + 256u * (dqk) + (stages) * (256u * (dqk) + 32768u) + (2u * (stages) + 2u) * 8u)
+#define KP_ATTN_SM90_BN(dqk) ((dqk) > 192 ? 64u : 128u)
+#define KP_ATTN_SM90_DV(dqk) ((dqk) == 192 ? 128u : (dqk) + 0u)
+#define KP_ATTN_SM90_LOCAL_BYTES(dqk, stages)                                                        \
+    (1024u + 256u * (dqk) + (stages) * (2u * KP_ATTN_SM90_BN(dqk) * ((dqk) + KP_ATTN_SM90_DV(dqk))) + \
+     (2u * (stages) + 2u) * 8u)
 
 /* kp_attention_decode_paged (attention_decode.cl, attention_decode_gen2.cl; MLA too);
  * buffers: q, k cache, v cache, out, lse, partials, partial lse, block table, seq_lens. */

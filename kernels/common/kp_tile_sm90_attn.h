@@ -18,6 +18,9 @@
  *   accumulators s of S (register 8 kk + 2 r low, 8 kk + 2 r + 1 high: KP_SM90_P_ACC).
  * kp_wgmma_rs_m64n{64,128,256}k16_{bf16,f16}_t{0,1}(d, a, db, accumulate):
  *   d[N/2] (+)= A[64 x 16] (registers) B[16 x N] (descriptor db; t1: MN-major).
+ * kp_wgmma_m64n64k16_f16: the f16 twin of kp_tile_sm90.h's SS m64n64k16 (64-key S tiles).
+ * kp_fence_proxy_async_local, kp_named_barrier, kp_local_zero16: zeroing part of a stage
+ *   (rows TMA brought from outside the sequence) before a wgmma reads it.
  */
 #ifndef KP_TILE_SM90_ATTN_H
 #define KP_TILE_SM90_ATTN_H
@@ -97,5 +100,19 @@ KP_WGMMA_RS_FN(kp_wgmma_rs_m64n256k16_bf16_t0, 128, "m64n256k16.f32.bf16.bf16", 
 KP_WGMMA_RS_FN(kp_wgmma_rs_m64n256k16_bf16_t1, 128, "m64n256k16.f32.bf16.bf16", 1)
 KP_WGMMA_RS_FN(kp_wgmma_rs_m64n256k16_f16_t0, 128, "m64n256k16.f32.f16.f16", 0)
 KP_WGMMA_RS_FN(kp_wgmma_rs_m64n256k16_f16_t1, 128, "m64n256k16.f32.f16.f16", 1)
+
+/* S = Q K^T with 64 keys a tile (head dim 256: kp_tile_sm90.h has the bf16 m64n64k16) */
+KP_WGMMA_FN(kp_wgmma_m64n64k16_f16, 32, "m64n64k16.f32.f16.f16", ", 1, 1, 0, 0")
+
+/* Generic-proxy stores to shared memory (st.shared) made visible to the async proxy (wgmma
+ * operand reads, TMA): each writing thread fences after its stores, then a barrier orders
+ * them before the wgmma that reads (PTX ISA, membar/fence: fence.proxy.async, sm_90). */
+KP_FN void kp_fence_proxy_async_local(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+/* Named barrier `id` (1..15; 0 is kp_barrier's) over `n` threads, a multiple of 32. */
+#define kp_named_barrier(id, n) asm volatile("bar.sync %0, %1;" ::"n"(id), "n"(n) : "memory")
+/* 16 zero bytes at a 16-byte aligned shared-memory address. */
+KP_FN void kp_local_zero16(unsigned addr) {
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(addr), "r"(0u) : "memory");
+}
 
 #endif /* KP_TILE_SM90_ATTN_H */

@@ -28,7 +28,27 @@ typedef struct prefill_case {
     double scale;            /* 0: 1/sqrt(d) */
     int outliers;            /* a few key channels x100: logits spanning about +-30 */
     const char *may_decline; /* backends whose documented limits exclude this case */
+    int nan_neighbours;      /* NaN where no query may look: see conf_attn_prefill_nan_neighbours */
 } prefill_case;
+
+/* NaN in t's rows [cu[b], cu[b + 1]) of every sequence b whose other side is empty
+ * (other[b] == 0) and in its rows from cu[nb] on (padding past the last sequence); the
+ * tensor uploaded again. */
+static void nan_rows(kp_device *dev, kp_conf_tensor *t, const int32_t *cu, const int32_t *other, int nb) {
+    const int64_t row = t->numel / t->t.shape[0];
+    double *x = malloc((size_t)t->numel * sizeof *x);
+    memcpy(x, t->host, (size_t)t->numel * sizeof *x);
+    for (int64_t r = 0; r < t->t.shape[0]; r++) {
+        int b = 0;
+        while (b < nb && r >= cu[b + 1]) b++;
+        if (b == nb || other[b] == 0)
+            for (int64_t i = 0; i < row; i++) x[r * row + i] = NAN;
+    }
+    kp_conf_tensor n = kp_conf_from(dev, t->name, t->t.dtype, t->t.ndim, t->t.shape, x);
+    kp_conf_free(t);
+    *t = n;
+    free(x);
+}
 
 static void run_prefill(kp_device *dev, kp_stream *s, const prefill_case *c) {
     int32_t cu_q[17], cu_k[17];
@@ -42,7 +62,7 @@ static void run_prefill(kp_device *dev, kp_stream *s, const prefill_case *c) {
         if (c->lk[b] > max_k) max_k = c->lk[b];
     }
     for (int b = 0; b <= c->nb; b++) cuq_d[b] = cu_q[b], cuk_d[b] = cu_k[b];
-    int64_t tq = cu_q[c->nb], tk = cu_k[c->nb];
+    int64_t tq = cu_q[c->nb], tk = cu_k[c->nb] + (c->nan_neighbours ? 100 : 0);
     double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)c->d);
     char what[160];
     snprintf(what, sizeof what, "prefill %s d %d/%d h %d/%d causal %d window %d/%d scale %g%s", kp_dtype_name(c->dt),
@@ -54,6 +74,11 @@ static void run_prefill(kp_device *dev, kp_stream *s, const prefill_case *c) {
     kp_conf_tensor k = c->outliers ? kp_conf_random_outliers(dev, "k", c->dt, 3, sk, -1.0, 1.0, 3, 100.0)
                                    : kp_conf_random(dev, "k", c->dt, 3, sk, -1.0, 1.0);
     kp_conf_tensor v = kp_conf_random(dev, "v", c->dt, 3, sv, -1.0, 1.0);
+    if (c->nan_neighbours) {
+        int32_t lq[16], lk[16];
+        for (int b = 0; b < c->nb; b++) lq[b] = c->lq[b], lk[b] = c->lk[b];
+        nan_rows(dev, &k, cu_k, lq, c->nb), nan_rows(dev, &v, cu_k, lq, c->nb), nan_rows(dev, &q, cu_q, lk, c->nb);
+    }
     kp_conf_tensor cq = kp_conf_from(dev, "cu_seqlens_q", KP_I32, 1, scu, cuq_d);
     kp_conf_tensor ck = kp_conf_from(dev, "cu_seqlens_k", KP_I32, 1, scu, cuk_d);
     kp_conf_tensor out = kp_conf_output(dev, "out", c->dt, 3, so);
@@ -251,7 +276,36 @@ KP_CONFORMANCE(conf_attn_prefill_4k_keys) {
  * ci/gpu-check forces attention_prefill=sm90 on this test): the awkward-length batch with
  * GQA ratios 1/4/8/16 and MQA, causal or not, windows; long sequences crossing many
  * 128-row and 128-key tiles; every causal diagonal offset; outliers. */
-KP_CONFORMANCE(conf_attn_prefill_d128) {
+static void tier_cases(kp_device *d, int hd);
+KP_CONFORMANCE(conf_attn_prefill_d128) { tier_cases(d, 128); }
+
+/* Head dims 64/64 and 256/256 in the sm_90a tier's reach (ci/gpu-check forces it on
+ * conf_attn_prefill_d*): d128's cases at that head dim. */
+KP_CONFORMANCE(conf_attn_prefill_d64) { tier_cases(d, 64); }
+KP_CONFORMANCE(conf_attn_prefill_d256) { tier_cases(d, 256); }
+
+/* Packed sequences whose neighbours hold NaN where no query of theirs may look: the K and
+ * V rows of sequences without queries and of the padding past cu_seqlens_k[B] (legal:
+ * uninitialised memory), the q rows of sequences without keys. A kernel whose key tile
+ * runs past its sequence's last key (masked, P = 0) must still keep those rows out of
+ * P V (0 x NaN = NaN) and of the row max. Every head dim the GPU kernels build, 16-bit
+ * (the sm_90a tier's reach: ci/gpu-check forces it on this test too), causal or not, a
+ * window; tiles of 64 and 128 keys both end inside a NaN neighbour. */
+KP_CONFORMANCE(conf_attn_prefill_nan_neighbours) {
+    static const int32_t lq[6] = {37, 0, 130, 2, 0, 9}, lk[6] = {37, 20, 200, 0, 40, 3};
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (int hd = 0; hd < 4; hd++)
+        for (int v = 0; v < 3; v++) {
+            prefill_case c = {.dt = (hd + v) % 2 ? KP_F16 : KP_BF16, .nb = 6, .lq = lq, .lk = lk, .h_q = 8,
+                .h_kv = 2, .d = head_dims[hd][0], .dv = head_dims[hd][1], .causal = v == 1, .wl = v == 2 ? 16 : -1,
+                .wr = v == 2 ? 4 : -1, .lse = 1, .nan_neighbours = 1};
+            run_prefill(d, s, &c);
+        }
+    CHECK_OK(kp_stream_destroy(s));
+}
+
+static void tier_cases(kp_device *d, int hd) {
     static const int heads5[5][2] = {{4, 4}, {8, 2}, {16, 2}, {32, 2}, {8, 1}};
     static const int32_t lq1[1] = {300}, lk1[1] = {700}, l2[2] = {513, 130};
     static const int32_t dq[6] = {70, 70, 70, 130, 1, 65}, dk[6] = {132, 84, 100, 256, 1, 128};
@@ -263,22 +317,22 @@ KP_CONFORMANCE(conf_attn_prefill_d128) {
         for (int hh = 0; hh < 5; hh++)
             for (int causal = 0; causal < 2; causal++) {
                 prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = heads5[hh][0],
-                    .h_kv = heads5[hh][1], .d = 128, .dv = 128, .causal = causal, .wl = -1, .wr = -1,
+                    .h_kv = heads5[hh][1], .d = hd, .dv = hd, .causal = causal, .wl = -1, .wr = -1,
                     .lse = (hh + causal) % 2};
                 run_prefill(d, s, &c);
             }
         for (int w = 0; w < 3; w++) {
-            prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = 8, .h_kv = 2, .d = 128,
-                .dv = 128, .causal = win[w][2], .wl = win[w][0], .wr = win[w][1], .lse = 1};
+            prefill_case c = {.dt = dt, .nb = 6, .lq = mixed_lq, .lk = mixed_lk, .h_q = 8, .h_kv = 2, .d = hd,
+                .dv = hd, .causal = win[w][2], .wl = win[w][0], .wr = win[w][1], .lse = 1};
             run_prefill(d, s, &c);
         }
-        prefill_case a = {.dt = dt, .nb = 1, .lq = lq1, .lk = lk1, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128,
+        prefill_case a = {.dt = dt, .nb = 1, .lq = lq1, .lk = lk1, .h_q = 8, .h_kv = 2, .d = hd, .dv = hd,
             .causal = 1 - t, .wl = -1, .wr = -1, .lse = 1};
         run_prefill(d, s, &a);
-        prefill_case b = {.dt = dt, .nb = 2, .lq = l2, .lk = l2, .h_q = 2, .h_kv = 1, .d = 128, .dv = 128,
+        prefill_case b = {.dt = dt, .nb = 2, .lq = l2, .lk = l2, .h_q = 2, .h_kv = 1, .d = hd, .dv = hd,
             .causal = t, .wl = -1, .wr = -1, .lse = 1, .outliers = 1};
         run_prefill(d, s, &b);
-        prefill_case c = {.dt = dt, .nb = 6, .lq = dq, .lk = dk, .h_q = 8, .h_kv = 2, .d = 128, .dv = 128,
+        prefill_case c = {.dt = dt, .nb = 6, .lq = dq, .lk = dk, .h_q = 8, .h_kv = 2, .d = hd, .dv = hd,
             .causal = 1, .wl = -1, .wr = -1, .lse = 1};
         run_prefill(d, s, &c);
     }

@@ -5,10 +5,12 @@
  *
  * What it takes (kp_gpu_attn_sm90_prefill_missing; anything else stays on generation 2): a
  * CUDA sm_90a device (profile.sm90a), bf16 or f16, contiguous K/V (not paged), head dims
- * 128/128 or 192/128 (DeepSeek-V3's MHA prefill), a GQA group that divides 128 (the Q box holds 128 / group queries of the group's
- * heads), q, k, v 16-byte aligned with 16-byte token and head strides (TMA's rules), under
- * 2^31 tokens. Stages: as many as the device's local memory holds, at most 4 (227 KiB: 3
- * at 128/128, 2 at 192/128).
+ * 64/64, 128/128, 192/128 (DeepSeek-V3's MHA prefill) or 256/256, a GQA group that divides
+ * 128 (the Q box holds 128 / group queries of the group's heads), q, k, v 16-byte aligned
+ * with 16-byte token and head strides (TMA's rules), under 2^31 tokens. Causal and sliding
+ * windows (window_left / window_right) are the kernel's masks: all taken. Stages: as many
+ * as the device's local memory holds, at most 4 (227 KiB: 4 at 64/64, 3 at 128/128, 2 at
+ * 192/128 and at 256/256, whose stages hold 64 keys: KP_ATTN_SM90_BN).
  * Grid (ceil(max_seqlen_q x group / 128), h_kv, B + 1) x 384 threads, as generation 2's.
  */
 #include "gpu_ops.h"
@@ -41,8 +43,9 @@ const char *kp_gpu_attn_sm90_prefill_missing(kp_gpu_ctx *c, const kp_attention_p
     if (!c->prof.sm90a) return "the device is not CUDA sm_90a with the driver's cuTensorMapEncodeTiled";
     if (p->block_table.buffer != NULL) return "a paged K/V cache";
     if (p->q.dtype != KP_BF16 && p->q.dtype != KP_F16) return "q, k, v are not bf16 or f16";
-    if ((p->q.shape[2] != 128 && p->q.shape[2] != 192) || p->v.shape[2] != 128)
-        return "head dims other than 128/128 and 192/128";
+    const int64_t dqk = p->q.shape[2];
+    if ((dqk != 64 && dqk != 128 && dqk != 192 && dqk != 256) || p->v.shape[2] != (int64_t)KP_ATTN_SM90_DV(dqk))
+        return "head dims other than 64/64, 128/128, 192/128 and 256/256";
     const int64_t h_q = p->q.shape[1], h_kv = p->k.shape[1];
     if (h_kv <= 0 || h_q % h_kv || 128 % (h_q / h_kv)) return "the GQA group does not divide 128";
     if (p->q.shape[0] > INT32_MAX || p->k.shape[0] > INT32_MAX) return "more than 2^31 tokens";
@@ -89,10 +92,11 @@ kp_status kp_gpu_attention_prefill_sm90(kp_gpu_ctx *c, const kp_attention_prefil
     const uint64_t qs[3] = {(uint64_t)p->q.strides[1] * 2, (uint64_t)p->q.strides[1] * 2 * (uint64_t)group,
                             (uint64_t)p->q.strides[0] * 2};
     const uint32_t qb[4] = {64, (uint32_t)group, 1, (uint32_t)(KP_ATTN_SM90_BM / group)};
-    const uint64_t kd[3] = {(uint64_t)dqk, (uint64_t)h_kv, (uint64_t)total_k}, vd[3] = {128, kd[1], kd[2]};
+    const uint64_t kd[3] = {(uint64_t)dqk, (uint64_t)h_kv, (uint64_t)total_k};
+    const uint64_t vd[3] = {KP_ATTN_SM90_DV(dqk), kd[1], kd[2]};
     const uint64_t ks[2] = {(uint64_t)p->k.strides[1] * 2, (uint64_t)p->k.strides[0] * 2};
     const uint64_t vs[2] = {(uint64_t)p->v.strides[1] * 2, (uint64_t)p->v.strides[0] * 2};
-    const uint32_t kb[3] = {64, 1, KP_ATTN_SM90_BN};
+    const uint32_t kb[3] = {64, 1, KP_ATTN_SM90_BN(dqk)};
     const kp_gpu_tensor_map tq = tmap_of(&p->q, 4, qd, qs, qb);
     const kp_gpu_tensor_map tk = tmap_of(&p->k, 3, kd, ks, kb);
     const kp_gpu_tensor_map tv = tmap_of(&p->v, 3, vd, vs, kb);
