@@ -29,6 +29,7 @@
 #include "attention_kargs.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_fragment_ops.h"
+#include "common/kp_wave_tile.h"
 
 #if defined(KP_TARGET_OPENCL)
 typedef long kp_dec2_i64;
@@ -119,6 +120,41 @@ KP_FN void kp_dec2_scale_mask(kp_mma_acc *s, int nsf, float scale_log2, int n0, 
             tmax[i] = kp_fmaxf(tmax[i], x);
         }
     kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+}
+
+/* On the wave-level tile (common/kp_wave_tile.h; attention_decode_gen2.cl): the same
+ * two steps for this lane's KP_WT_ROWS row slots, whatever the target's layout.
+ * kp_dec2_wt_tile_keys: row tile m0 (bm rows of `rows`), the wave's rows from w0 of the
+ * tile; rhi[KP_WT_ROWS], the last key each slot's row sees (-1: padding, a row past
+ * `rows` or past the tile's bm - an AMD wave holds 32 rows of a 16-row tile); *kend as
+ * kp_dec2_tile_keys'. Returns the number of bn-key tiles. */
+KP_FN int kp_dec2_wt_tile_keys(const kp_attn_decode_kargs *p, const kp_dec2_seq *s, int m0, int bm, int rows, int w0,
+                               int lane, int bn, int *rhi, int *kend) {
+    for (int i = 0; i < KP_WT_ROWS; ++i) {
+        int r = w0 + kp_wt_row(lane, i), row = m0 + r;
+        rhi[i] = r < bm && row < rows ? (p->causal ? min(row / p->group + s->shift, s->len_k - 1) : s->len_k - 1) : -1;
+    }
+    const int last = min(m0 + bm, rows) - 1;
+    *kend = min(p->causal ? last / p->group + s->shift + 1 : s->len_k, s->ke);
+    return *kend > s->kb ? (*kend - s->kb + bn - 1) / bn : 0;
+}
+
+/* kp_dec2_wt_scale_mask: S of nsw 16-key wave tiles from key n0 to the log2 domain, keys
+ * past a slot's bound (rhi) or the split's end (kend) to -inf; tmax[KP_WT_ROWS], the
+ * row max over the lanes sharing each row (red: 2 floats a work-item, lid the
+ * work-item). */
+KP_FN void kp_dec2_wt_scale_mask(kp_wt_acc *s, int nsw, float scale_log2, int n0, int lane, int kend, const int *rhi,
+                                 float *tmax, KP_LOCAL_MEM float *red, int lid) {
+    for (int i = 0; i < KP_WT_ROWS; ++i) tmax[i] = -KP_INFINITY;
+    for (int j = 0; j < nsw; ++j)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) {
+            int i = kp_wt_slot(e), key = n0 + j * 16 + kp_wt_col(lane, e);
+            float x = kp_wt_el(s[j], e) * scale_log2;
+            if (key > rhi[i] || key >= kend) x = -KP_INFINITY;
+            kp_wt_el(s[j], e) = x;
+            tmax[i] = kp_fmaxf(tmax[i], x);
+        }
+    kp_wt_row_max(tmax, red, lid);
 }
 
 /* The lse of row (b, query qi, head hq) from its max m (log2 domain) and sum l: into lse

@@ -1,10 +1,12 @@
 /*
  * kernels/attention/kp_attn_online.h - the online-softmax step and O += P V of one key
- * tile, on tile-MMA fragments: the register-resident core of the generation-2 decode
- * kernels (attention_decode_gen2.cl; mla_decode_gen2.cl its rescale). The prefill
- * (attention_prefill_gen2.cl) has the same step on the wave-level tile
- * (common/kp_wave_tile.h), whose layout is the target's own. (kp_attn_tile.h is
- * generation 1's engine, whose row state lives in local memory.)
+ * tile: the register-resident core of the generation-2 attention kernels. On the
+ * wave-level tile (common/kp_wave_tile.h, whose layout is the target's own: AMD's MFMA
+ * 16x16x16 natively), kp_attn_online_wt_pv at the end, the step of the prefill
+ * (attention_prefill_gen2.cl) and the paged decode (attention_decode_gen2.cl); on
+ * kp_tile_mma.h's m16n8k16 fragments, kp_attn_online_pv and kp_attn_online_rescale
+ * (mla_decode_gen2.cl its rescale). (kp_attn_tile.h is generation 1's engine, whose
+ * row state lives in local memory.)
  *
  * kp_attn_online_pv(m, l, tmax, s, nsf, o, nof, vt, ldv, pscr, lane) - one group of 32
  * lanes owns 16 rows; lane 4g+t holds rows g and g + 8 (index i = 0, 1 below):
@@ -31,11 +33,14 @@
 
 #include "kp_dialect.h"
 #include "common/kp_fragment_ops.h"
+#include "common/kp_wave_tile.h"
 
 #if defined(KP_DTYPE_F16)
+#define KP_ATTN_WT_MMA kp_wt_mma_f16
 #define KP_ATTN_PV_MMA kp_mma_16x8x16_f16
 #define KP_ATTN_PV_F16 1
 #elif defined(KP_DTYPE_BF16)
+#define KP_ATTN_WT_MMA kp_wt_mma_bf16
 #define KP_ATTN_PV_MMA kp_mma_16x8x16_bf16
 #define KP_ATTN_PV_F16 0
 #else
@@ -85,6 +90,47 @@ KP_FN void kp_attn_online_pv(float *m, float *l, const float *tmax, kp_mma_acc *
             kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * ldv + f * 8, ldv, lane);
             KP_ATTN_PV_MMA(&o[f], &pa, &vb0);
             KP_ATTN_PV_MMA(&o[f + 1], &pa, &vb1);
+        }
+    }
+}
+
+/* kp_attn_online_wt_rescale: kp_attn_online_rescale for this lane's KP_WT_ROWS row slots
+ * of the wave-level tile (mla_decode_gen2.cl calls it with its own P step).
+ * kp_attn_online_wt_pv: the same step on the wave-level tile (common/kp_wave_tile.h),
+ * whose layout is the target's: m, l, tmax hold this lane's KP_WT_ROWS row slots; s[nsw]
+ * S of nsw 16-key wave tiles (scaled, masked), replaced by P; o[now] O over now 16-column
+ * wave tiles; P to A operands by kp_wt_acc_to_a (registers on NVIDIA; through pscr,
+ * KP_WT_M x 16 16-bit values of this wave, elsewhere), V by kp_wt_load_b_trans. Every
+ * lane of the work-group calls it together (the fallbacks hold barriers). */
+KP_FN void kp_attn_online_wt_rescale(float *m, float *l, const float *tmax, float *base, float *alpha) {
+    for (int r = 0; r < KP_WT_ROWS; ++r) {
+        float mnew = kp_fmaxf(m[r], tmax[r]);
+        base[r] = mnew == -KP_INFINITY ? 0.0f : mnew; /* a row with no key yet: P = 0 */
+        alpha[r] = kp_attn_exp2_(m[r] - base[r]);
+        m[r] = mnew;
+        l[r] *= alpha[r];
+    }
+}
+
+KP_FN void kp_attn_online_wt_pv(float *m, float *l, const float *tmax, kp_wt_acc *s, int nsw, kp_wt_acc *o, int now,
+                                KP_LOCAL_MEM const kp_u16 *vt, int ldv, KP_LOCAL_MEM kp_u16 *pscr, int lane) {
+    float base[KP_WT_ROWS], alpha[KP_WT_ROWS];
+    kp_attn_online_wt_rescale(m, l, tmax, base, alpha);
+    for (int j = 0; j < nsw; ++j)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) {
+            float pv = kp_attn_exp2_(kp_wt_el(s[j], e) - base[kp_wt_slot(e)]);
+            kp_wt_el(s[j], e) = pv;
+            l[kp_wt_slot(e)] += pv;
+        }
+    for (int f = 0; f < now; ++f)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) kp_wt_el(o[f], e) *= alpha[kp_wt_slot(e)];
+    for (int kk = 0; kk < nsw; ++kk) {
+        kp_wt_a pa;
+        kp_wt_acc_to_a(&pa, &s[kk], KP_ATTN_PV_F16, pscr, lane);
+        for (int f = 0; f < now; ++f) {
+            kp_wt_b vb;
+            kp_wt_load_b_trans(&vb, vt + kk * 16 * ldv + f * 16, ldv, lane);
+            KP_ATTN_WT_MMA(&o[f], &pa, &vb);
         }
     }
 }
