@@ -262,6 +262,14 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     CHECK(kp_gpu_build_profile("hip", &info, &hip) == 0);
     CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 0, 0, &t), 0);
     CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 1, 0, &t), 0);
+    /* with 160 KiB (CDNA4's LDS) a tile fits, and 64-lane waves take two row groups at
+     * least (a wave's 32 rows; each row group takes one wave a half) */
+    hip.local_mem = 160 * 1024;
+    for (int rows = 1; rows <= 128; rows *= 2) {
+        CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, rows, 576, 0, 0, &t), 1);
+        CHECK_MSG(t.wm >= 2 && t.wm % 2 == 0 && KP_MLA2_THREADS(t.wm) % 64 == 0 && t.local_bytes <= hip.local_mem,
+                  "rows %d: wm %d", rows, t.wm);
+    }
 }
 
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
@@ -353,6 +361,9 @@ KP_TEST(gpu_decode_gen2_plan) {
                 if (want)
                     CHECK(t.local_bytes <= prof.local_mem && t.wm * t.wn <= 4 && (b == 1 || (t.wm * t.wn == 4 && 16 * t.wm >= (rows < 64 ? rows : 64))) &&
                           t.bn % (16 * t.wn) == 0);
+                /* a whole number of waves: 64-lane AMD waves hold two 32-lane units */
+                if (want) CHECK_MSG(KP_ATTN2_DEC_THREADS(t.wm, t.wn) % prof.warp == 0, "%s d%d rows %d: %d x %d units",
+                                    backends[b], dims[d][0], rows, t.wm, t.wn);
             }
     }
     /* generation 1: an FP8 cache, f32, an unaligned q row */

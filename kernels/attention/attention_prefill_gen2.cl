@@ -19,7 +19,8 @@
  *                    ldmatrix.x4) into accumulators that stay in registers;
  *   mask             only on tiles that cross a row's key range (the diagonal of a causal
  *                    mask, window edges, the last partial tile);
- *   online softmax   running max and sum per row in registers; the row max over the
+ *   online softmax   (kp_attn_online.h's wave-tile step, shared with the paged decode)
+ *                    running max and sum per row in registers; the row max over the
  *                    lanes that share a row by shuffles (kp_wt_row_max: the quad on
  *                    NVIDIA, 16 lanes on AMD); the row sum stays per lane until the end
  *                    (FA2);
@@ -40,13 +41,12 @@
 #include "attention_gen2_layout.h"
 #include "common/kp_async_copy.h"
 #include "common/kp_wave_tile.h"
+#include "kp_attn_online.h"
 
 #if defined(KP_DTYPE_F16)
 #define A2_MMA kp_wt_mma_f16
-#define A2_F16 1
 #elif defined(KP_DTYPE_BF16)
 #define A2_MMA kp_wt_mma_bf16
-#define A2_F16 0
 #else
 #error "attention_prefill_gen2.cl takes 16-bit q, k, v (f32 runs generation 1)"
 #endif
@@ -128,40 +128,6 @@ KP_FN void a2_issue(KP_LOCAL_MEM kp_u16 *st, KP_GLOBAL const kp_storage_t *k, KP
         int r = c / (A2_DV / 8), col = (c % (A2_DV / 8)) * 8, valid = n0 + r < kend;
         a2_i64 off = valid ? p->v_off + (a2_i64)(ks0 + n0 + r) * p->v_s0 + (a2_i64)hk * p->v_s1 + col : 0;
         kp_copy16_async(vs + r * A2_LDV + col, v + off, valid);
-    }
-}
-
-/* One key tile's online softmax and O += P V for this lane's KP_WT_ROWS rows: m running
- * max (log2 domain), l this lane's part of the running sum, tmax the tile's row max
- * (reduced); s (S, scaled and masked) becomes P = exp2(S - m'); O is rescaled by
- * exp2(m - m') and P V added, P rounded into A operands 16 keys at a time. A row with no
- * visible key yet keeps P = 0 (its base is 0, not -inf). */
-KP_FN void a2_online_pv(float *m, float *l, const float *tmax, kp_wt_acc *s, kp_wt_acc *o,
-                        KP_LOCAL_MEM const kp_u16 *vt, KP_LOCAL_MEM kp_u16 *pscr, int lane) {
-    float base[KP_WT_ROWS], alpha[KP_WT_ROWS];
-    for (int r = 0; r < KP_WT_ROWS; ++r) {
-        float mnew = kp_fmaxf(m[r], tmax[r]);
-        base[r] = mnew == -KP_INFINITY ? 0.0f : mnew;
-        alpha[r] = a2_exp2(m[r] - base[r]);
-        m[r] = mnew;
-        l[r] *= alpha[r];
-    }
-    for (int j = 0; j < A2_SF; ++j)
-        for (int e = 0; e < KP_WT_ACC_N; ++e) {
-            float pv = a2_exp2(kp_wt_el(s[j], e) - base[kp_wt_slot(e)]);
-            kp_wt_el(s[j], e) = pv;
-            l[kp_wt_slot(e)] += pv;
-        }
-    for (int f = 0; f < A2_OF; ++f)
-        for (int e = 0; e < KP_WT_ACC_N; ++e) kp_wt_el(o[f], e) *= alpha[kp_wt_slot(e)];
-    for (int kk = 0; kk < A2_SF; ++kk) {
-        kp_wt_a pa;
-        kp_wt_acc_to_a(&pa, &s[kk], A2_F16, pscr, lane);
-        for (int f = 0; f < A2_OF; ++f) {
-            kp_wt_b vb;
-            kp_wt_load_b_trans(&vb, vt + kk * 16 * A2_LDV + f * 16, A2_LDV, lane);
-            A2_MMA(&o[f], &pa, &vb);
-        }
     }
 }
 
@@ -271,7 +237,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(A2_NT, A2_MIN_BLOCKS)
             kp_wt_row_max(tmax, red, lid);
 
             /* online softmax and O += P V */
-            a2_online_pv(mrow, lrow, tmax, s, o, vt, my_pscr, lane);
+            kp_attn_online_wt_pv(mrow, lrow, tmax, s, A2_SF, o, A2_OF, vt, A2_LDV, my_pscr, lane);
         }
 
         /* epilogue: the row sums over the lanes sharing a row, O / l, lse */

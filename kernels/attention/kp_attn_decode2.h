@@ -16,10 +16,10 @@
  *     kp_dec2_seq sq = kp_dec2_split(&p, seq_lens, b, sp, BN);
  *     for each row tile m0:
  *         kp_dec2_load_q(...); kp_copy_commit();          Q: its own copy group
- *         ntiles = kp_dec2_tile_keys(&p, &sq, m0, BM, rows, r0, BN, rhi, &kend);
+ *         ntiles = kp_dec2_wt_tile_keys(&p, &sq, m0, BM, rows, w0, lane, BN, rhi, &kend);
  *         prologue: STAGES - 1 tiles issued (kp_dec2_issue_rows), one commit each
  *         for t < ntiles: wait, barrier, issue tile t + STAGES - 1, commit,
- *             S = Q K^T; kp_dec2_scale_mask(...); softmax, P V
+ *             S = Q K^T; kp_dec2_wt_scale_mask(...); softmax, P V
  *         epilogue: rows' sums merged; kp_dec2_store_lse per row; out or partials
  */
 #ifndef KP_ATTN_DECODE2_H
@@ -28,7 +28,7 @@
 #include "kp_dialect.h"
 #include "attention_kargs.h"
 #include "common/kp_async_copy.h"
-#include "common/kp_fragment_ops.h"
+#include "common/kp_wave_tile.h"
 
 #if defined(KP_TARGET_OPENCL)
 typedef long kp_dec2_i64;
@@ -90,35 +90,39 @@ KP_FN void kp_dec2_issue_rows(KP_LOCAL_MEM unsigned char *dst, int ld, KP_GLOBAL
     }
 }
 
-/* Row tile m0 (bm rows of `rows`): rhi[i], the last key this lane's rows r0 and r0 + 8
- * of the tile see (-1: padding); *kend, the end of the keys of this split some row of
- * the tile sees (the last row sees the most). Returns the number of bn-key tiles. */
-KP_FN int kp_dec2_tile_keys(const kp_attn_decode_kargs *p, const kp_dec2_seq *s, int m0, int bm, int rows, int r0,
-                            int bn, int *rhi, int *kend) {
-    for (int i = 0; i < 2; ++i) {
-        int row = m0 + r0 + 8 * i;
-        rhi[i] = row < rows ? (p->causal ? min(row / p->group + s->shift, s->len_k - 1) : s->len_k - 1) : -1;
+/* On the wave-level tile (common/kp_wave_tile.h), for this lane's KP_WT_ROWS row slots
+ * whatever the target's layout. kp_dec2_wt_tile_keys: row tile m0 (bm rows of `rows`),
+ * the wave's rows from w0 of the tile; rhi[KP_WT_ROWS], the last key each slot's row
+ * sees (-1: padding, a row past `rows` or past the tile's bm - an AMD wave holds 32 rows
+ * of a 16-row tile); *kend, the end of the keys of this split some row of the tile sees
+ * (the last row sees the most). Returns the number of bn-key tiles. */
+KP_FN int kp_dec2_wt_tile_keys(const kp_attn_decode_kargs *p, const kp_dec2_seq *s, int m0, int bm, int rows, int w0,
+                               int lane, int bn, int *rhi, int *kend) {
+    for (int i = 0; i < KP_WT_ROWS; ++i) {
+        int r = w0 + kp_wt_row(lane, i), row = m0 + r;
+        rhi[i] = r < bm && row < rows ? (p->causal ? min(row / p->group + s->shift, s->len_k - 1) : s->len_k - 1) : -1;
     }
     const int last = min(m0 + bm, rows) - 1;
     *kend = min(p->causal ? last / p->group + s->shift + 1 : s->len_k, s->ke);
     return *kend > s->kb ? (*kend - s->kb + bn - 1) / bn : 0;
 }
 
-/* S of nsf * 8 keys from key n0 (m16n8 accumulators; lane 4g + t4) to the log2 domain,
- * keys past a row's bound (rhi) or the split's end (kend) to -inf; tmax[2], the row max
- * over the quad (red: the quad scratch, lid the work-item). */
-KP_FN void kp_dec2_scale_mask(kp_mma_acc *s, int nsf, float scale_log2, int n0, int t4, int kend, const int *rhi,
-                              float *tmax, KP_LOCAL_MEM float *red, int lid) {
-    tmax[0] = tmax[1] = -KP_INFINITY;
-    for (int j = 0; j < nsf; ++j)
-        for (int e = 0; e < 4; ++e) {
-            int i = e / 2, key = n0 + j * 8 + 2 * t4 + (e & 1);
-            float x = s[j].x[e] * scale_log2;
-            if (key >= kend || key > rhi[i]) x = -KP_INFINITY;
-            s[j].x[e] = x;
+/* kp_dec2_wt_scale_mask: S of nsw 16-key wave tiles from key n0 to the log2 domain, keys
+ * past a slot's bound (rhi) or the split's end (kend) to -inf; tmax[KP_WT_ROWS], the
+ * row max over the lanes sharing each row (red: 2 floats a work-item, lid the
+ * work-item). */
+KP_FN void kp_dec2_wt_scale_mask(kp_wt_acc *s, int nsw, float scale_log2, int n0, int lane, int kend, const int *rhi,
+                                 float *tmax, KP_LOCAL_MEM float *red, int lid) {
+    for (int i = 0; i < KP_WT_ROWS; ++i) tmax[i] = -KP_INFINITY;
+    for (int j = 0; j < nsw; ++j)
+        for (int e = 0; e < KP_WT_ACC_N; ++e) {
+            int i = kp_wt_slot(e), key = n0 + j * 16 + kp_wt_col(lane, e);
+            float x = kp_wt_el(s[j], e) * scale_log2;
+            if (key > rhi[i] || key >= kend) x = -KP_INFINITY;
+            kp_wt_el(s[j], e) = x;
             tmax[i] = kp_fmaxf(tmax[i], x);
         }
-    kp_quad_max2_f32(&tmax[0], &tmax[1], red, lid);
+    kp_wt_row_max(tmax, red, lid);
 }
 
 /* The lse of row (b, query qi, head hq) from its max m (log2 domain) and sum l: into lse

@@ -24,19 +24,23 @@
  * the 16-bit dtype (common/kp_fp8.h's exact decoder: kp_mla_decode's contract, as
  * generation 1 reads the cache) into the one 16-bit tile the MMAs read, then a barrier.
  *
- * 2 * M2_WM groups of 32 lanes: group w takes rows 16 (w % M2_WM) .. +15 and half
- * h = w / M2_WM. For each tile:
- *   S    the group computes Q K^T for its rows and the tile's keys h * BN/2 .. +BN/2 - 1
+ * 2 * M2_WM units of 32 lanes, computing on the wave-level tile (common/kp_wave_tile.h:
+ * waves of KP_WT_LANES lanes owning KP_WT_M rows - 32 lanes and 16 rows on NVIDIA and
+ * the portable tile; 64 lanes and 32 rows on AMD CDNA, one v_mfma_f32_16x16x16 per
+ * 16-row m-block in its native layout, so there M2_WM is even). Wave w takes rows
+ * KP_WT_M (w % M2_WMW) .. + KP_WT_M - 1 and half h = w / M2_WMW; the code reads
+ * accumulators only through the tile's layout. For each tile:
+ *   S    the wave computes Q K^T for its rows and the tile's keys h * BN/2 .. +BN/2 - 1
  *        (the two halves split the 576-deep product, nothing is computed twice);
  *   max  each half's row max through local memory (xmax), so both halves take the same
  *        new max m' = max(m, both tile maxima): the online softmax stays exact;
  *   P    exp2(S - m') rounded to the 16-bit dtype, each half its keys, into the tile's
  *        columns DV .. DQK - 1 (the rope part: read by S only, which both halves have
- *        finished at the max exchange), so P costs no local memory of its own: 16-row
- *        group w's P at rows 16 w % BN, columns DV + (16 w / BN) BN of the tile; each
- *        half keeps the row sum of its own keys;
- *   PV   O (16 x DV/2 f32: DV/16 accumulators) += P (all BN keys, from the tile) V, the
- *        group's DV/2 columns h * DV/2 .. of the same latent tile, V by the
+ *        finished at the max exchange), so P costs no local memory of its own: the
+ *        P of the rows from r0 at rows r0 % BN, columns DV + (r0 / BN) BN of the tile
+ *        (kp_wt_store_acc_16); each half keeps the row sum of its own keys;
+ *   PV   O (KP_WT_M x DV/2 f32: DV/32 wave tiles) += P (all BN keys, from the tile) V,
+ *        the wave's DV/2 columns h * DV/2 .. of the same latent tile, V by the
  *        transposing fragment load.
  * The epilogue adds the two halves' row sums (xsum) and writes out / lse, or with
  * nsplit > 1 the f32 partials part [nsplit, B * s_q * h_q, DV] and part_lse (-inf: saw
@@ -55,10 +59,10 @@
 #include "common/kp_fp8.h"
 
 #if defined(KP_DTYPE_F16)
-#define M2_MMA kp_mma_16x8x16_f16
+#define M2_MMA kp_wt_mma_f16
 #define M2_IS_F16 1
 #elif defined(KP_DTYPE_BF16)
-#define M2_MMA kp_mma_16x8x16_bf16
+#define M2_MMA kp_wt_mma_bf16
 #define M2_IS_F16 0
 #else
 #error "mla_decode_gen2.cl takes 16-bit q (f32 runs generation 1)"
@@ -81,19 +85,24 @@
 #endif
 #define M2_BM (16 * M2_WM)
 #define M2_NT KP_MLA2_THREADS(M2_WM)
-#define M2_DVH (M2_DV / 2)  /* O columns of a group */
-#define M2_BNH (M2_BN / 2)  /* S keys of a group */
+#define M2_DVH (M2_DV / 2)  /* O columns of a wave */
+#define M2_BNH (M2_BN / 2)  /* S keys of a wave */
+/* the waves: M2_WMW row groups of KP_WT_M rows x the two halves */
+#define M2_WMW (M2_BM / KP_WT_M)
+#if M2_BM % KP_WT_M || M2_NT / KP_WT_LANES != 2 * M2_WMW
+#error "mla_decode_gen2.cl: M2_WM even on AMD (a 64-lane wave holds 32 rows, and each row group takes two waves)"
+#endif
 #if M2_DQK % 16 || M2_DVH % 16 || M2_BNH % 16 || M2_STAGES < 2 || M2_STAGES > 4
 #error "mla_decode_gen2.cl: DQK, DV / 2, BN / 2 multiples of 16; 2 <= M2_STAGES <= 4"
 #endif
-#if M2_DV + (M2_BM > M2_BN ? M2_BM : M2_BN) > M2_DQK || (M2_BM > M2_BN && M2_BM % M2_BN)
+#if M2_DV + (M2_BM > M2_BN ? M2_BM : M2_BN) > M2_DQK || (M2_BM > M2_BN && M2_BM % M2_BN) || M2_BN % KP_WT_M
 #error "mla_decode_gen2.cl: P (BM x BN) must fit in the tile's columns DV .. DQK - 1"
 #endif
 
 #define M2_LDK (M2_DQK + 8)
 #define M2_KF (M2_DQK / 16) /* k16 steps of Q K^T */
-#define M2_SF (M2_BNH / 8)  /* n8 fragments of a group's S */
-#define M2_OF (M2_DVH / 8)  /* n8 fragments of a group's O */
+#define M2_SF (M2_BNH / 16) /* 16-key wave tiles of a wave's S */
+#define M2_OF (M2_DVH / 16) /* 16-column wave tiles of a wave's O */
 /* a loop over the O accumulators nvcc would not unroll on its own (they would go to the
  * stack); every target's compiler takes the pragma */
 #define M2_UNROLL _Pragma("unroll")
@@ -184,8 +193,8 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
     KP_LOCAL_MEM float *xsum = xmax + 2 * M2_BM; /* [2][BM] each half's row sum */
     (void)v_unused;
 
-    const int lid = kp_local_id(0), lane = kp_mma_lane(), grp = lid / KP_MMA_LANES;
-    const int wm = grp % M2_WM, wh = grp / M2_WM, g = lane / 4, t4 = lane % 4;
+    const int lid = kp_local_id(0), lane = kp_wt_lane(), wave = kp_wt_wave();
+    const int w0 = (wave % M2_WMW) * KP_WT_M, wh = wave / M2_WMW; /* the wave's first row, half */
     const int b = kp_group_id(2) / p.nsplit, sp = kp_group_id(2) % p.nsplit;
     const int partial = p.nsplit > 1;
     const kp_dec2_i64 nrows_all = (kp_dec2_i64)(kp_num_groups(2) / p.nsplit) * p.s_q * p.h_q;
@@ -200,21 +209,22 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
         kp_dec2_load_q(qs, M2_LDK, q, &p, b, 0, m0, rows, M2_BM, M2_DQK, M2_NT);
         kp_copy_commit();
 
-        /* the last key this lane's two rows (g, g + 8 of its row group) see, and the keys
-         * of this split some row of the tile sees */
-        int rhi[2], kend;
-        const int ntiles = kp_dec2_tile_keys(&p, &sq, m0, M2_BM, rows, wm * 16 + g, M2_BN, rhi, &kend);
+        /* the last key each of this lane's row slots sees, and the keys of this split some
+         * row of the tile sees */
+        int rhi[KP_WT_ROWS], kend;
+        const int ntiles = kp_dec2_wt_tile_keys(&p, &sq, m0, M2_BM, rows, w0, lane, M2_BN, rhi, &kend);
 
         for (int s = 0; s < M2_STAGES - 1; ++s) {
             if (s < ntiles) M2_ISSUE(s);
             kp_copy_commit();
         }
 
-        float mrow[2] = {-KP_INFINITY, -KP_INFINITY}, lrow[2] = {0.0f, 0.0f};
-        kp_mma_acc o[M2_OF];
-        for (int f = 0; f < M2_OF; ++f) kp_mma_acc_zero(&o[f]);
-        KP_LOCAL_MEM const kp_u16 *qt = qs + wm * 16 * M2_LDK;
-        const int poff = (wm * 16) % M2_BN * M2_LDK + M2_DV + (wm * 16) / M2_BN * M2_BN; /* this row group's P */
+        float mrow[KP_WT_ROWS], lrow[KP_WT_ROWS];
+        for (int i = 0; i < KP_WT_ROWS; ++i) mrow[i] = -KP_INFINITY, lrow[i] = 0.0f;
+        kp_wt_acc o[M2_OF];
+        for (int f = 0; f < M2_OF; ++f) kp_wt_acc_zero(&o[f]);
+        KP_LOCAL_MEM const kp_u16 *qt = qs + w0 * M2_LDK;
+        const int poff = w0 % M2_BN * M2_LDK + M2_DV + w0 / M2_BN * M2_BN; /* this wave's rows' P */
         for (int t = 0; t < ntiles; ++t) {
             kp_copy_wait(M2_STAGES - 2);
             kp_barrier(); /* tile t (and Q) landed; every group is done with tile t - 1's stage and P */
@@ -231,85 +241,83 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
             KP_LOCAL_MEM const kp_u16 *kt = tile + wh * M2_BNH * M2_LDK; /* this half's keys */
 
             /* S = Q K^T for this half's keys */
-            kp_mma_acc s[M2_SF];
-            for (int j = 0; j < M2_SF; ++j) kp_mma_acc_zero(&s[j]);
+            kp_wt_acc s[M2_SF];
+            for (int j = 0; j < M2_SF; ++j) kp_wt_acc_zero(&s[j]);
             for (int i = 0; i < M2_KF; ++i) {
-                kp_mma_a qa;
-                kp_mma_load_a(&qa, qt + i * 16, M2_LDK, lane);
-                for (int j = 0; j < M2_SF; j += 2) {
-                    kp_mma_b kb0, kb1;
-                    kp_mma_load_b_pair(&kb0, &kb1, kt + j * 8 * M2_LDK + i * 16, M2_LDK, lane);
-                    M2_MMA(&s[j], &qa, &kb0);
-                    M2_MMA(&s[j + 1], &qa, &kb1);
+                kp_wt_a qa;
+                kp_wt_load_a(&qa, qt + i * 16, M2_LDK, lane);
+                for (int j = 0; j < M2_SF; ++j) {
+                    kp_wt_b kf;
+                    kp_wt_load_b(&kf, kt + j * 16 * M2_LDK + i * 16, M2_LDK, lane);
+                    M2_MMA(&s[j], &qa, &kf);
                 }
             }
 
             /* scale, mask (keys past a row's causal bound or the split's end), row max */
-            float tmax[2];
-            kp_dec2_scale_mask(s, M2_SF, p.scale_log2, kb + t * M2_BN + wh * M2_BNH, t4, kend, rhi, tmax, red, lid);
+            float tmax[KP_WT_ROWS];
+            kp_dec2_wt_scale_mask(s, M2_SF, p.scale_log2, kb + t * M2_BN + wh * M2_BNH, lane, kend, rhi, tmax, red, lid);
             /* the two halves' maxima: both take the same m' */
-            if (t4 == 0)
-                xmax[wh * M2_BM + wm * 16 + g] = tmax[0], xmax[wh * M2_BM + wm * 16 + g + 8] = tmax[1];
+            if (lane % KP_WT_ROW_LANES == 0)
+                for (int i = 0; i < KP_WT_ROWS; ++i) xmax[wh * M2_BM + w0 + kp_wt_row(lane, i)] = tmax[i];
             kp_barrier(); /* ... and both halves' S done: P may overwrite the rope columns */
-            tmax[0] = kp_fmaxf(tmax[0], xmax[(1 - wh) * M2_BM + wm * 16 + g]);
-            tmax[1] = kp_fmaxf(tmax[1], xmax[(1 - wh) * M2_BM + wm * 16 + g + 8]);
+            for (int i = 0; i < KP_WT_ROWS; ++i) tmax[i] = kp_fmaxf(tmax[i], xmax[(1 - wh) * M2_BM + w0 + kp_wt_row(lane, i)]);
 
-            /* online softmax: P = exp2(S - m'), l and O rescaled by exp2(m - m') */
-            float base[2], alpha[2];
-            kp_attn_online_rescale(mrow, lrow, tmax, base, alpha);
+            /* online softmax: P = exp2(S - m') into the tile, l and O rescaled by exp2(m - m') */
+            float base[KP_WT_ROWS], alpha[KP_WT_ROWS];
+            kp_attn_online_wt_rescale(mrow, lrow, tmax, base, alpha);
             for (int j = 0; j < M2_SF; ++j) {
-                float pv[4];
-                for (int e = 0; e < 4; ++e) {
-                    pv[e] = kp_dec2_exp2(s[j].x[e] - base[e / 2]);
-                    lrow[e / 2] += pv[e];
+                for (int e = 0; e < KP_WT_ACC_N; ++e) {
+                    float pv = kp_dec2_exp2(kp_wt_el(s[j], e) - base[kp_wt_slot(e)]);
+                    kp_wt_el(s[j], e) = pv;
+                    lrow[kp_wt_slot(e)] += pv;
                 }
-                KP_LOCAL_MEM kp_u32 *w = (KP_LOCAL_MEM kp_u32 *)(prow + g * M2_LDK + wh * M2_BNH + j * 8 + 2 * t4);
-                w[0] = kp_pack2_f32_(pv[0], pv[1], M2_IS_F16);
-                w[4 * M2_LDK] = kp_pack2_f32_(pv[2], pv[3], M2_IS_F16); /* row g + 8: 8 * LDK / 2 words on */
+                kp_wt_store_acc_16(&s[j], prow + wh * M2_BNH + j * 16, M2_LDK, M2_IS_F16, lane);
             }
             for (int f = 0; f < M2_OF; ++f)
-                o[f].x[0] *= alpha[0], o[f].x[1] *= alpha[0], o[f].x[2] *= alpha[1], o[f].x[3] *= alpha[1];
+                for (int e = 0; e < KP_WT_ACC_N; ++e) kp_wt_el(o[f], e) *= alpha[kp_wt_slot(e)];
             kp_barrier(); /* P of both halves written */
 
             /* O += P V over all the tile's keys, this half's columns of the same tile */
             KP_LOCAL_MEM const kp_u16 *vt = tile + wh * M2_DVH;
             for (int kk = 0; kk < M2_BN / 16; ++kk) {
-                kp_mma_a pa;
-                kp_mma_load_a(&pa, prow + kk * 16, M2_LDK, lane);
-                for (int f = 0; f < M2_OF; f += 2) {
-                    kp_mma_b vb0, vb1;
-                    kp_mma_load_b_trans_pair(&vb0, &vb1, vt + kk * 16 * M2_LDK + f * 8, M2_LDK, lane);
-                    M2_MMA(&o[f], &pa, &vb0);
-                    M2_MMA(&o[f + 1], &pa, &vb1);
+                kp_wt_a pa;
+                kp_wt_load_a(&pa, prow + kk * 16, M2_LDK, lane);
+                for (int f = 0; f < M2_OF; ++f) {
+                    kp_wt_b vb;
+                    kp_wt_load_b_trans(&vb, vt + kk * 16 * M2_LDK + f * 16, M2_LDK, lane);
+                    M2_MMA(&o[f], &pa, &vb);
                 }
             }
         }
 
-        /* epilogue: each half's row sum over the quad, the two halves added */
-        kp_quad_sum2_f32(&lrow[0], &lrow[1], red, lid);
-        if (t4 == 0) xsum[wh * M2_BM + wm * 16 + g] = lrow[0], xsum[wh * M2_BM + wm * 16 + g + 8] = lrow[1];
+        /* epilogue: each half's row sums over the lanes sharing a row, the two halves added */
+        kp_wt_row_sum(lrow, red, lid);
+        if (lane % KP_WT_ROW_LANES == 0)
+            for (int i = 0; i < KP_WT_ROWS; ++i) xsum[wh * M2_BM + w0 + kp_wt_row(lane, i)] = lrow[i];
         kp_copy_wait(0);
         kp_barrier();
-        float inv[2];
-        kp_dec2_i64 dst[2]; /* this lane's first element of its two rows in out or part; -1: padding */
-        for (int i = 0; i < 2; ++i) {
-            int r = wm * 16 + g + 8 * i, row = m0 + r, qi = row / p.h_q, hq = row % p.h_q;
+        float inv[KP_WT_ROWS];
+        kp_dec2_i64 dst[KP_WT_ROWS]; /* this wave's first column of each slot's row in out or part; -1: padding */
+        M2_UNROLL for (int i = 0; i < KP_WT_ROWS; ++i) {
+            int r = w0 + kp_wt_row(lane, i), row = m0 + r, qi = row / p.h_q, hq = row % p.h_q;
             float l = xsum[r] + xsum[M2_BM + r];
             inv[i] = l > 0.0f ? 1.0f / l : 0.0f;
             kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
             dst[i] = row >= rows ? -1
-                     : partial ? (sp * nrows_all + rowid) * M2_DV + wh * M2_DVH + 2 * t4
+                     : partial ? (sp * nrows_all + rowid) * M2_DV + wh * M2_DVH
                                : p.o_off + (kp_dec2_i64)b * p.o_s0 + (kp_dec2_i64)qi * p.o_s1 +
-                                     (kp_dec2_i64)hq * p.o_s2 + wh * M2_DVH + 2 * t4;
-            if (row < rows && wh == 0 && t4 == 0)
+                                     (kp_dec2_i64)hq * p.o_s2 + wh * M2_DVH;
+            if (row < rows && wh == 0 && lane % KP_WT_ROW_LANES == 0)
                 kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mrow[i], l);
         }
         /* f outermost with constant accumulator indices: O stays in registers */
         M2_UNROLL for (int f = 0; f < M2_OF; ++f)
-            for (int i = 0; i < 2; ++i) {
-                float v0 = o[f].x[2 * i] * inv[i], v1 = o[f].x[2 * i + 1] * inv[i];
-                if (dst[i] >= 0 && partial) part[dst[i] + f * 8] = v0, part[dst[i] + f * 8 + 1] = v1;
-                else if (dst[i] >= 0) kp_store(out, dst[i] + f * 8, v0), kp_store(out, dst[i] + f * 8 + 1, v1);
+            M2_UNROLL for (int e = 0; e < KP_WT_ACC_N; ++e) {
+                const int i = kp_wt_slot(e);
+                float v = kp_wt_el(o[f], e) * inv[i];
+                kp_dec2_i64 at = dst[i] + f * 16 + kp_wt_col(lane, e);
+                if (dst[i] >= 0 && partial) part[at] = v;
+                else if (dst[i] >= 0) kp_store(out, at, v);
             }
         kp_barrier(); /* the next row tile reuses Q, the stages and the sums */
     }

@@ -33,6 +33,9 @@
  * Operands (raw 16-bit values in local memory; ld in elements, a multiple of 8, tile
  * bases 16-byte aligned):
  *   kp_wt_load_a(a, s, lda, lane)        A [KP_WT_M][lda]  (m, k)
+ *   kp_wt_load_a_rows(a, s, lda, lane, n) the same, rows n .. KP_WT_M - 1 zero and not
+ *                            read (n a multiple of 16): a tile shorter than the wave's
+ *                            rows, as a 16-row decode tile in a 32-row AMD wave
  *   kp_wt_load_b(b, s, ldb, lane)        B given as Bt [16][ldb] (n, k): K-contiguous
  *   kp_wt_load_b_trans(b, s, ld, lane)   B given K-major [16][ld] (k, n): attention's V
  *   kp_wt_mma_bf16(c, a, b) / _f16       C += A B
@@ -41,6 +44,9 @@
  *                            `scratch` (KP_WT_M x 16 16-bit values per wave, 16-byte
  *                            aligned) between two barriers
  *   kp_wt_store_acc_f32(c, d, ldd, lane) C to a global f32 [KP_WT_M][ldd]
+ *   kp_wt_store_acc_16(c, d, ldd, is_f16, lane)   C rounded to 16 bits into local
+ *                            memory [KP_WT_M][ldd] (ldd even; MLA's P in its tile): two
+ *                            adjacent columns a 32-bit store in PTX's layout
  * Every work-item of the work-group calls these together (fallbacks hold barriers), and
  * the work-group is a whole number of waves.
  */
@@ -84,6 +90,18 @@ KP_FN void kp_wt_load_a(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int l
         const kp_u16 *p = (const kp_u16 *)__builtin_assume_aligned(
             s + (16 * mb + KP_WTA_A_ROW(lane)) * lda + KP_WTA_A_K(lane, 0), 8);
         __builtin_memcpy(&a->x[mb], p, sizeof a->x[mb]);
+    }
+}
+
+KP_FN void kp_wt_load_a_rows(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane, int nrows) {
+    for (int mb = 0; mb < 2; ++mb) {
+        const kp_wt_v4i16_ z = {0, 0, 0, 0};
+        a->x[mb] = z;
+        if (16 * mb < nrows) {
+            const kp_u16 *p = (const kp_u16 *)__builtin_assume_aligned(
+                s + (16 * mb + KP_WTA_A_ROW(lane)) * lda + KP_WTA_A_K(lane, 0), 8);
+            __builtin_memcpy(&a->x[mb], p, sizeof a->x[mb]);
+        }
     }
 }
 
@@ -144,6 +162,10 @@ KP_FN void kp_wt_load_a(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int l
     for (int r = 0; r < 8; ++r)
         for (int k = 0; k < 16; ++k) a->x[r][k] = s[KP_WTA_ROW(lane, r) * lda + k];
 }
+KP_FN void kp_wt_load_a_rows(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane, int nrows) {
+    for (int r = 0; r < 8; ++r)
+        for (int k = 0; k < 16; ++k) a->x[r][k] = KP_WTA_ROW(lane, r) < nrows ? s[KP_WTA_ROW(lane, r) * lda + k] : 0;
+}
 KP_FN void kp_wt_load_b(kp_wt_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
     for (int k = 0; k < 16; ++k) b->x[k] = s[KP_WTA_B_COL(lane) * ldb + k];
 }
@@ -191,6 +213,12 @@ typedef struct kp_wt_b { kp_mma_b h[2]; } kp_wt_b;
 #define kp_wt_el(c, e) ((c).h[(e) >> 2].x[(e) & 3])
 
 KP_FN void kp_wt_load_a(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane) { kp_mma_load_a(a, s, lda, lane); }
+/* 16 rows a wave: n (a multiple of 16) is 0, or the whole tile */
+KP_FN void kp_wt_load_a_rows(kp_wt_a *a, KP_LOCAL_MEM const kp_u16 *s, int lda, int lane, int nrows) {
+    if (nrows > 0) kp_mma_load_a(a, s, lda, lane);
+    else
+        for (int i = 0; i < (int)(sizeof a->x / sizeof a->x[0]); ++i) a->x[i] = 0;
+}
 KP_FN void kp_wt_load_b(kp_wt_b *b, KP_LOCAL_MEM const kp_u16 *s, int ldb, int lane) {
     kp_mma_load_b_pair(&b->h[0], &b->h[1], s, ldb, lane);
 }
@@ -219,6 +247,19 @@ KP_FN void kp_wt_acc_zero(kp_wt_acc *c) {
 
 KP_FN void kp_wt_store_acc_f32(const kp_wt_acc *c, KP_GLOBAL float *d, int ldd, int lane) {
     for (int e = 0; e < KP_WT_ACC_N; ++e) d[kp_wt_row(lane, kp_wt_slot(e)) * ldd + kp_wt_col(lane, e)] = kp_wt_el(*c, e);
+}
+
+KP_FN void kp_wt_store_acc_16(const kp_wt_acc *c, KP_LOCAL_MEM kp_u16 *d, int ldd, int is_f16, int lane) {
+#if KP_WT_LANES == 32 /* PTX's layout: elements 2i and 2i + 1 are one row's adjacent columns */
+    for (int e = 0; e < KP_WT_ACC_N; e += 2)
+        *(KP_LOCAL_MEM kp_u32 *)(d + kp_wt_row(lane, kp_wt_slot(e)) * ldd + kp_wt_col(lane, e)) =
+            kp_pack2_f32_(kp_wt_el(*c, e), kp_wt_el(*c, e + 1), is_f16);
+#else
+    for (int e = 0; e < KP_WT_ACC_N; ++e) {
+        float v = kp_wt_el(*c, e);
+        d[kp_wt_row(lane, kp_wt_slot(e)) * ldd + kp_wt_col(lane, e)] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
+    }
+#endif
 }
 
 /* ---- row reductions over the lanes that share a row ---------------------- */

@@ -148,10 +148,10 @@ KP_CONFORMANCE(conf_attn_prefill_grid_bf16) { prefill_grid(d, KP_BF16); }
  * local memory), emulated on PoCL (-DKP_WT_EMULATE_MFMA16): the kernel's code for the
  * native MFMA 16x16x16 layout, all but the instruction. The grid (every head dim, GQA
  * ratio, causal) and the causal diagonal at every offset. */
-static void with_mfma16_layout(void (*body)(kp_device *)) {
+void conf_with_mfma16_layout(const char *kernels, void (*body)(kp_device *)) {
     const char *was = getenv("KPORT_GPU_KERNELS");
     char *saved = was ? strdup(was) : NULL;
-    setenv("KPORT_GPU_KERNELS", "attention_prefill=gen2", 1);
+    setenv("KPORT_GPU_KERNELS", kernels, 1);
     setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
     kp_test_run_on("opencl", body);
     unsetenv("KPORT_OPENCL_TEST_DEFINES");
@@ -159,6 +159,7 @@ static void with_mfma16_layout(void (*body)(kp_device *)) {
     else unsetenv("KPORT_GPU_KERNELS");
     free(saved);
 }
+static void with_mfma16_layout(void (*body)(kp_device *)) { conf_with_mfma16_layout("attention_prefill=gen2", body); }
 static void conf_attn_prefill_diagonal_offsets_on(kp_device *d);
 KP_TEST(conf_attn_prefill_gen2_mfma16_layout__opencl) {
     with_mfma16_layout(conf_attn_prefill_grid_bf16_on);
@@ -621,6 +622,7 @@ KP_CONFORMANCE(conf_attn_decode_gen2) {
         {KP_F16, 8, 2, 256, 256, 1, 64, 0, 0},   /* non-causal, no lse */
         {KP_BF16, 8, 1, 128, 128, 5, 16, 1, 1},  /* G8 x 5: 40 rows, four row groups */
         {KP_F16, 4, 4, 128, 128, 2, 64, 1, 1},   /* MHA */
+        {KP_BF16, 20, 2, 64, 64, 2, 16, 1, 1},   /* G10 x 2: 20 rows, the second group partly padding */
     };
     kp_stream *s;
     CHECK_OK(kp_stream_create(d, &s));
@@ -632,6 +634,15 @@ KP_CONFORMANCE(conf_attn_decode_gen2) {
     }
     CHECK_OK(kp_stream_destroy(s));
     unsetenv("KPORT_GPU_KERNELS");
+}
+
+/* conf_attn_decode_gen2's cases with the AMD wave-tile layout emulated on PoCL
+ * (-DKP_WT_EMULATE_MFMA16: 64-lane waves of 32 rows, so a 16-row tile leaves a wave's
+ * second m-block as zero rows, and the key groups are waves of two 32-lane units): GQA
+ * ratios in one, two and four row groups, s_q > 1 causal, split-KV off, forced and
+ * automatic, partial key tiles, shuffled (scattered) cache blocks. */
+KP_TEST(conf_attn_decode_gen2_mfma16_layout__opencl) {
+    conf_with_mfma16_layout("attention_decode=gen2", conf_attn_decode_gen2_on);
 }
 
 /* window_left below -1 is refused by the core, nothing written. */

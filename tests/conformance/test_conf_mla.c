@@ -136,6 +136,35 @@ KP_CONFORMANCE(conf_mla_decode_gen2) {
     unsetenv("KPORT_GPU_KERNELS");
 }
 
+/* Generation 2 with the AMD wave-tile layout emulated on PoCL (-DKP_WT_EMULATE_MFMA16:
+ * 64-lane waves of 32 rows, a row group of 32 rows a wave, P written into the tile's
+ * rope columns in that layout): 32 rows (s_q 2, causal; split-KV forced), 64 rows with
+ * d_v 256 and 128 rows in two row tiles, shuffled blocks, contexts inside, on and
+ * across 64-key tiles. (Up to 16 rows the planner takes one 16-row group, which a
+ * 64-lane wave cannot split into halves: AMD's planner takes two.) */
+static void mla_gen2_mfma16_on(kp_device *d) {
+    static const int32_t lens[3] = {63, 129, 1};
+    static const int32_t splits[2] = {1, 3};
+    static const struct {
+        kp_dtype dt;
+        int h_q, s_q, dv, bs, causal;
+    } cases[] = {
+        {KP_F16, 16, 2, 512, 64, 1},
+        {KP_BF16, 64, 1, 256, 16, 1},
+        {KP_BF16, 128, 1, 512, 64, 0},
+    };
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_paged_case c = {.dt = cases[i].dt, .b = 3, .s_q = cases[i].s_q, .h_q = cases[i].h_q, .h_kv = 1,
+            .d = 576, .dv = cases[i].dv, .block_size = cases[i].bs, .seq_lens = lens, .causal = cases[i].causal,
+            .lse = 1, .scale = MLA_SCALE, .mla = 1, .splits = splits, .nsplits = 2};
+        conf_run_paged(d, s, &c);
+    }
+    CHECK_OK(kp_stream_destroy(s));
+}
+KP_TEST(conf_mla_decode_gen2_mfma16_layout__opencl) { conf_with_mfma16_layout("mla_decode=gen2", mla_gen2_mfma16_on); }
+
 /* Generation 2 with FP8 (e4m3) latent caches (mla_decode_gen2.cl's -DATTN_KV_FP8 variant:
  * the cache's bytes copied into local memory and dequantized there), whatever the run's
  * KPORT_GPU_KERNELS: conf_mla_decode_gen2's shapes (16 to 256 packed rows, d_v 512 and

@@ -155,14 +155,19 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
  * rows, the common GQA case, 4 above 32), the keys of a tile with the rest; bn 64 keys
  * (16 a key group at 4), 3 stages on >= 160 KiB devices up to head dim 128, else 2.
  * While it does not fit: 2 stages, then fewer keys down to 16 a key group, then fewer
- * key groups, then fewer row groups; then generation 1. Tuning keys (attention_decode): g2_block_n (32..128), g2_stages (2..4). */
+ * key groups, then fewer row groups; then generation 1. On 64-lane AMD waves a
+ * work-group keeps at least two units (one wave: 2 row groups x 1 key group at the
+ * last). Tuning keys (attention_decode): g2_block_n (32..128), g2_stages (2..4). */
 static size_t dec_bytes(const kp_gpu_attn2_dec_tile *t, int dqk, int dv) {
     return KP_ATTN2_DECODE_LOCAL_BYTES((size_t)t->wm, (size_t)t->wn, (size_t)t->bn, (size_t)dqk, (size_t)dv,
                                        (size_t)t->stages);
 }
 
+/* ... and a whole number of the device's waves: the wave-level tile's AMD MFMA waves are
+ * 64 lanes (two 32-lane units; attention_decode_gen2.cl) */
 static int dec_fits(const kp_gpu_profile *p, const kp_gpu_attn2_dec_tile *t, int dqk, int dv) {
-    return dec_bytes(t, dqk, dv) <= p->local_mem && (uint32_t)KP_ATTN2_DEC_THREADS(t->wm, t->wn) <= p->max_group &&
+    const uint32_t nt = (uint32_t)KP_ATTN2_DEC_THREADS(t->wm, t->wn);
+    return dec_bytes(t, dqk, dv) <= p->local_mem && nt <= p->max_group && (p->warp != 64 || nt % 64 == 0) &&
            t->bn % (16 * t->wn) == 0;
 }
 
@@ -185,8 +190,9 @@ int kp_gpu_attn2_dec_tile_pick(const kp_host_services *h, const kp_gpu_profile *
     while (!dec_fits(p, &t, dqk, dv)) {
         if (t.stages > 2) t.stages--;
         else if (t.bn / 2 >= 16 * t.wn) t.bn /= 2;
-        else if (t.wn > 1) t.wn /= 2; /* fewer key groups (AMD's 64 KiB of LDS) */
-        else if (t.wm > 1) t.wm /= 2;  /* then fewer rows a work-group (more row tiles) */
+        else if (p->warp == 64 && t.wm * t.wn == 2 && t.wn == 2) t.wm = 2, t.wn = 1; /* one AMD wave */
+        else if (t.wn > 1 && (p->warp != 64 || t.wm * t.wn > 2)) t.wn /= 2; /* fewer key groups (AMD's 64 KiB of LDS) */
+        else if (t.wm > 1 && (p->warp != 64 || t.wm * t.wn > 2)) t.wm /= 2; /* then fewer rows a work-group */
         else return 0;
     }
     t.local_bytes = dec_bytes(&t, dqk, dv);

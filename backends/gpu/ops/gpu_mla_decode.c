@@ -12,7 +12,8 @@
  * else 4: 64 rows, h_q 128 in two row tiles) x 2 halves of DV, bn keys a tile, stages of
  * the copy pipeline; the first of (bn, stages) = (64, 2), (32, 4), (32, 3), (32, 2) whose
  * local memory (KP_MLA2_LOCAL_BYTES, one formula for both cache types) fits the
- * device's, then fewer row groups; nothing at one row group means generation 1 runs. On
+ * device's, then fewer row groups; nothing at one row group (two on 64-lane AMD waves,
+ * whose 32 rows are two row groups) means generation 1 runs. On
  * a 227 KiB device (H100/H200) the 64-row tile takes (64, 2): 227,328 bytes with a
  * 16-bit cache (P lives in the tile's rope columns, so Q and two 64-key latent tiles are
  * nearly all of it), 226,816 with an FP8 one (two stages of e4m3 rows and their scales,
@@ -38,7 +39,9 @@ static int mla2_fits(const kp_gpu_profile *p, const kp_gpu_mla2_tile *t, int dqk
 int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, int rows, int dqk, int fp8,
                           int use_tuning, kp_gpu_mla2_tile *out) {
     static const int steps[][2] = {{64, 2}, {32, 4}, {32, 3}, {32, 2}};
-    kp_gpu_mla2_tile t = {rows <= 16 ? 1 : rows <= 32 ? 2 : 4, 64, 2, fp8 != 0, 0};
+    /* 64-lane AMD waves hold 32 rows, and each row group takes one wave a half: wm >= 2 */
+    const int wm_min = p->warp == 64 ? 2 : 1;
+    kp_gpu_mla2_tile t = {rows <= 16 * wm_min ? wm_min : rows <= 32 ? 2 : 4, 64, 2, fp8 != 0, 0};
     if (use_tuning) {
         kp_gpu_mla2_tile u = t;
         int64_t bn = h->tuning_get(p->info, "mla_decode", "g2_block_n", t.bn);
@@ -54,7 +57,7 @@ int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, in
             h->log("mla_decode: tuned generation-2 tile (%d keys, %d stages) does not fit; using the table's", u.bn,
                    u.stages);
     }
-    for (; t.wm >= 1; t.wm /= 2)
+    for (; t.wm >= wm_min; t.wm /= 2)
         for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
             t.bn = steps[i][0], t.stages = steps[i][1];
             if (mla2_fits(p, &t, dqk)) {
