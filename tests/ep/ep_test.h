@@ -36,6 +36,20 @@ kp_status tensor2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r
 /* tests/ep/test_ep_async.c: kp_ep_dispatch_async with a rank that never joins (on a
  * communicator it spoils), and its refusals. */
 void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_comm);
+/* A rank that never joins, over a fake-NCCL handle ep with timeout 1 s (after its
+ * collective set-up, whose status is setup): rank 0 never calls; on the others call
+ * (the async op, named name) or the kp_ep_wait after it ends in KP_ERR_BACKEND within
+ * 10 s, and a second call is then refused ("destroy"). Collective; 1 when it passes. */
+int ep_never_joins(kp_ep *ep, kp_status setup, kp_status (*call)(kp_ep *, const void *), const void *params,
+                   const char *name, char *detail, size_t dn);
+/* The handles kp_ep_dispatch_async and kp_moe_forward_ep_async refuse with
+ * KP_ERR_UNSUPPORTED (an MPI handle, a normal-mode one), and a word of each message. */
+typedef struct ep_async_refusal {
+    kp_ep_comm_kind kind;
+    kp_ep_mode mode;
+    const char *needle;
+} ep_async_refusal;
+extern const ep_async_refusal ep_async_refusals[2];
 void run_async_bad_calls(const char *backend, kp_device *dev, const void *nccl_comm);
 /* tests/ep/test_ep_forward_async.c: kp_moe_forward_ep_async over the fake libnccl (cpu);
  * the timeout case spoils its communicator (pass a fresh one, its last use). */

@@ -10,6 +10,36 @@
 
 #define TRY(x) do { if ((st = (x)) != KP_OK) { snprintf(detail, sizeof detail, "%s: %s: %s", #x, kp_status_str(st), kp_last_error()); goto done; } } while (0)
 
+int ep_never_joins(kp_ep *ep, kp_status setup, kp_status (*call)(kp_ep *, const void *), const void *params,
+                   const char *name, char *detail, size_t dn) {
+    int ok = 0;
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (setup != KP_OK) {
+        snprintf(detail, dn, "setup: %s: %s", kp_status_str(setup), kp_last_error());
+    } else if (rank == 0) {
+        ok = 1; /* never joins */
+    } else {
+        setenv("KPORT_FAKE_NCCL_TIMEOUT_MS", "1000", 1); /* a blocking group's own bound */
+        const double t0 = now_s();
+        kp_status st = call(ep, params);
+        const char *where = name;
+        if (st == KP_OK) st = kp_ep_wait(ep, stream), where = "kp_ep_wait";
+        const double dt = now_s() - t0;
+        unsetenv("KPORT_FAKE_NCCL_TIMEOUT_MS");
+        ok = st == KP_ERR_BACKEND && dt < 10;
+        snprintf(detail, dn, "%s: %s after %.2f s: %s", where, kp_status_str(st), dt, kp_last_error());
+        if (ok) {
+            st = call(ep, params);
+            ok = st == KP_ERR_BACKEND && strstr(kp_last_error(), "destroy");
+            if (!ok) snprintf(detail, dn, "after the failure: %s: %s", kp_status_str(st), kp_last_error());
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    return ok;
+}
+
+static kp_status dispatch_async(kp_ep *ep, const void *dp) { return kp_ep_dispatch_async(ep, stream, dp, NULL); }
+
 /* kp_ep_dispatch_async with a rank that never joins (rank 0 skips the call), over a
  * fresh fake-NCCL communicator (the failure spoils it): the others end in
  * KP_ERR_BACKEND in bounded time, from the call or from kp_ep_wait, never hang; the
@@ -20,7 +50,6 @@ void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_com
     char detail[600] = "";
     kp_ep *ep = NULL;
     kp_buffer *b = NULL;
-    int ok = 0;
     kp_ep_options o = base_options(&comm);
     o.comm_kind = KP_EP_COMM_NCCL;
     o.comm = nccl_comm;
@@ -31,13 +60,8 @@ void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_com
     kp_ep_info info = {0};
     if (st == KP_OK) st = kp_ep_get_info(ep, &info);
     if (st == KP_OK) st = kp_buffer_alloc(dev, (size_t)info.max_recv_rows * 16 * 4 + 4096, &b);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (st != KP_OK) {
-        snprintf(detail, sizeof detail, "setup: %s: %s", kp_status_str(st), kp_last_error());
-    } else if (rank == 0) {
-        ok = 1; /* never joins */
-    } else {
-        kp_ep_dispatch_params dp = {0};
+    kp_ep_dispatch_params dp = {0};
+    if (st == KP_OK) {
         int64_t xs[2] = {1, 16}, is[2] = {1, 2}, rs[2] = {info.max_recv_rows, 16}, os[1] = {5};
         int32_t ids[2] = {0, 1}; /* rank 0's experts */
         kp_buffer_write(NULL, b, 0, ids, 8);
@@ -45,27 +69,16 @@ void run_async_timeout(const char *backend, kp_device *dev, const void *nccl_com
         kp_tensor_init(&dp.x, b, 64, KP_F32, 2, xs, NULL);
         kp_tensor_init(&dp.expert_offsets, b, 256, KP_I32, 1, os, NULL);
         kp_tensor_init(&dp.recv_x, b, 512, KP_F32, 2, rs, NULL);
-        setenv("KPORT_FAKE_NCCL_TIMEOUT_MS", "1000", 1); /* a blocking group's own bound */
-        double t0 = now_s();
-        st = kp_ep_dispatch_async(ep, stream, &dp, NULL);
-        const char *where = "kp_ep_dispatch_async";
-        if (st == KP_OK) st = kp_ep_wait(ep, stream), where = "kp_ep_wait";
-        double dt = now_s() - t0;
-        unsetenv("KPORT_FAKE_NCCL_TIMEOUT_MS");
-        ok = st == KP_ERR_BACKEND && dt < 10;
-        snprintf(detail, sizeof detail, "%s: %s after %.2f s: %s", where, kp_status_str(st), dt, kp_last_error());
-        if (ok) {
-            st = kp_ep_dispatch_async(ep, stream, &dp, NULL);
-            ok = st == KP_ERR_BACKEND && strstr(kp_last_error(), "destroy");
-            if (!ok) snprintf(detail, sizeof detail, "after the failure: %s: %s", kp_status_str(st), kp_last_error());
-        }
     }
-    MPI_Barrier(MPI_COMM_WORLD);
+    const int ok = ep_never_joins(ep, st, dispatch_async, &dp, "kp_ep_dispatch_async", detail, sizeof detail);
     if (ep) kp_ep_destroy(ep);
     if (b) kp_buffer_free(b);
     report(backend, "NCCL transport (fake libnccl): kp_ep_dispatch_async with a rank that never joins ends in "
            "KP_ERR_BACKEND within the timeout, then the handle refuses calls", ok, detail);
 }
+
+const ep_async_refusal ep_async_refusals[2] = {{KP_EP_COMM_MPI, KP_EP_MODE_CAPACITY, "device path"},
+                                                {KP_EP_COMM_NCCL, KP_EP_MODE_NORMAL, "capacity mode"}};
 
 /* kp_ep_dispatch_async's refusals, found before anything is exchanged or written (every
  * rank makes the same bad calls, so none waits): a normal-mode or MPI handle
@@ -94,12 +107,7 @@ void run_async_bad_calls(const char *backend, kp_device *dev, const void *nccl_c
     TRY(kp_tensor_init(&drop, b, 4 * region, KP_I32, 1, two, NULL));
     TRY(kp_tensor_init(&drop3, b, 4 * region, KP_I32, 1, three, NULL));
     TRY(kp_tensor_init(&dropf, b, 4 * region, KP_F32, 1, two, NULL));
-    struct {
-        kp_ep_comm_kind kind;
-        kp_ep_mode mode;
-        const char *needle;
-    } refusals[] = {{KP_EP_COMM_MPI, KP_EP_MODE_CAPACITY, "device path"},
-                    {KP_EP_COMM_NCCL, KP_EP_MODE_NORMAL, "capacity mode"}};
+    const ep_async_refusal *refusals = ep_async_refusals;
     for (int i = 0; i < 2; i++) {
         kp_ep_options o = base_options(&comm);
         o.comm_kind = refusals[i].kind;

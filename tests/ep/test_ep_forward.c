@@ -15,9 +15,11 @@
  * poisoned (NaN bytes) with guard bytes on both sides. Routings: DeepSeek-V3 style
  * (group-limited, sigmoid, bias, route scale 2.5) and softmax; skewed so that every
  * token goes to rank 0's experts; ranks with no tokens; T = 1; both modes; a capacity
- * overflow reported on every rank; bad input on every rank and on one rank.
+ * overflow reported on every rank; bad input on every rank and on one rank. The layer's
+ * set-up, its kp_moe_forward reference and the check of out: tests/ep/ep_layer.c (shared
+ * with tests/ep/test_ep_forward_async.c).
  */
-#include "ep_test.h"
+#include "ep_layer.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -26,21 +28,10 @@
 #include <string.h>
 #include <time.h>
 
-enum { E = 16, H = 32, I = 16, IS = 16, K = 4, MAXT = 8, GUARD = 64 };
+/* the weights' seed, and rank r's tokens' (5150 + 977 r) */
+static const layer_seeds seeds = {31337, 5150, 977};
 
-typedef struct fwd_case {
-    const char *name;
-    kp_dtype dtype;
-    int shared;   /* with a shared expert of inter IS */
-    int deepseek; /* n_group 4, topk_group 2, sigmoid, bias, scale 2.5; else softmax, renormalised */
-    int32_t tokens[4];
-    int skew;     /* every token's experts on rank 0 */
-    kp_ep_mode mode;
-    int32_t capacity;
-    int expect_overflow;
-} fwd_case;
-
-static const fwd_case cases[] = {
+static const layer_case cases[] = {
     {"f32 DeepSeek routing + shared expert, normal", KP_F32, 1, 1, {7, 3, 8, 5}, 0, KP_EP_MODE_NORMAL, 0, 0},
     {"bf16 DeepSeek routing, normal", KP_BF16, 0, 1, {7, 3, 8, 5}, 0, KP_EP_MODE_NORMAL, 0, 0},
     {"bf16 DeepSeek routing + shared expert, normal", KP_BF16, 1, 1, {7, 3, 8, 5}, 0, KP_EP_MODE_NORMAL, 0, 0},
@@ -53,138 +44,21 @@ static const fwd_case cases[] = {
      KP_EP_MODE_CAPACITY, 3, 1},
 };
 
-static double get(const void *p, kp_dtype dt, size_t i) {
-    return dt == KP_F32 ? ((const float *)p)[i] : from_bf16(((const uint16_t *)p)[i]);
-}
-
-static double ulp(double v, kp_dtype dt) {
-    int e;
-    frexp(fabs(v) > 1e-30 ? fabs(v) : 1e-30, &e); /* v = m * 2^e, m in [0.5, 1) */
-    return ldexp(1.0, e - 1 - (dt == KP_F32 ? 23 : 7));
-}
-
-/* The shared expert's output for token row xr, in float64 (for the tolerance only). */
-static double shared_out(const void *x, const void *w13s, const void *w2s, kp_dtype dt, int64_t t, int n) {
-    double h[IS];
-    for (int i = 0; i < IS; i++) {
-        double g = 0, u = 0;
-        for (int c = 0; c < H; c++) {
-            g += get(x, dt, (size_t)(t * H + c)) * get(w13s, dt, (size_t)(i * H + c));
-            u += get(x, dt, (size_t)(t * H + c)) * get(w13s, dt, (size_t)((IS + i) * H + c));
-        }
-        h[i] = g / (1.0 + exp(-g)) * u;
-    }
-    double s = 0;
-    for (int i = 0; i < IS; i++) s += h[i] * get(w2s, dt, (size_t)(n * IS + i));
-    return s;
-}
-
-#define TRY(x)                                                                                                 \
-    do {                                                                                                       \
-        if ((st = (x)) != KP_OK) {                                                                             \
-            snprintf(detail, sizeof detail, "%s: %s: %s", #x, kp_status_str(st), kp_last_error());             \
-            goto done;                                                                                         \
-        }                                                                                                      \
-    } while (0)
-
-static kp_status upload(kp_device *d, const void *host, size_t bytes, kp_buffer **b) {
-    kp_status st = kp_buffer_alloc(d, bytes ? bytes : 16, b);
-    if (st == KP_OK && bytes) st = kp_buffer_write(stream, *b, 0, host, bytes);
-    return st;
-}
-
-static kp_status t2(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t r, int64_t c) {
-    const int64_t s[2] = {r, c};
-    return kp_tensor_init(t, b, off, dt, 2, s, NULL);
-}
-
-static kp_status t3(kp_tensor *t, kp_buffer *b, size_t off, kp_dtype dt, int64_t a, int64_t r, int64_t c) {
-    const int64_t s[3] = {a, r, c};
-    return kp_tensor_init(t, b, off, dt, 3, s, NULL);
-}
-
-/* Host data of one case, the same weights on every rank. */
-typedef struct fwd_data {
-    void *x, *w13, *w2, *w13s, *w2s;
-    float *logits, *bias;
-} fwd_data;
-
-static void make_data(const fwd_case *c, int64_t T, fwd_data *h) {
-    const size_t es = kp_dtype_size(c->dtype);
-    h->x = malloc((size_t)(T ? T : 1) * H * es);
-    h->w13 = malloc((size_t)E * 2 * I * H * es);
-    h->w2 = malloc((size_t)E * H * I * es);
-    h->w13s = malloc((size_t)2 * IS * H * es);
-    h->w2s = malloc((size_t)H * IS * es);
-    h->logits = malloc(sizeof(float) * (size_t)(T ? T : 1) * E);
-    h->bias = malloc(sizeof(float) * E);
-    rng_state = 31337;
-    fill_rows(h->w13, c->dtype, (size_t)E * 2 * I * H);
-    fill_rows(h->w2, c->dtype, (size_t)E * H * I);
-    fill_rows(h->w13s, c->dtype, (size_t)2 * IS * H);
-    fill_rows(h->w2s, c->dtype, (size_t)H * IS);
-    for (int e = 0; e < E; e++) h->bias[e] = 0.05f * frand();
-    rng_state = 5150 + 977 * (uint64_t)rank;
-    fill_rows(h->x, c->dtype, (size_t)T * H);
-    const int32_t rank0_end = E / world; /* rank 0's experts are [0, E / world) */
-    for (int64_t i = 0; i < T * E; i++)
-        h->logits[i] = 2.0f * frand() + (c->skew && (int32_t)(i % E) < rank0_end ? 8.0f : 0.0f);
-}
-
-static void free_data(fwd_data *h) { free(h->x), free(h->w13), free(h->w2), free(h->w13s), free(h->w2s), free(h->logits), free(h->bias); }
-
-static void run_case(const char *backend, kp_device *dev, const fwd_case *c) {
+static void run_case(const char *backend, kp_device *dev, const layer_case *c) {
     char detail[1024] = "";
     int ok = 0;
     kp_status st = KP_OK;
-    const int64_t T = c->tokens[rank % 4];
-    const size_t es = kp_dtype_size(c->dtype), out_bytes = (size_t)T * H * es;
-    const int32_t LE = E / world, eb = rank * LE;
-    kp_ep *ep = NULL;
-    kp_buffer *bx = NULL, *blog = NULL, *bbias = NULL, *bw13 = NULL, *bw2 = NULL, *bw13s = NULL, *bw2s = NULL,
-              *bout = NULL, *bref = NULL, *bws = NULL, *bws_ref = NULL;
-    uint8_t *hout = malloc(out_bytes + 2 * GUARD), *href = malloc(out_bytes + 1);
-    fwd_data h;
-    make_data(c, T, &h);
-    kp_moe_routing routing = {.topk = K, .n_group = 1, .topk_group = 1, .scoring = KP_MOE_SCORING_SOFTMAX,
-                              .renormalize = 1, .route_scale = 1.0f};
-    if (c->deepseek)
-        routing = (kp_moe_routing){.topk = K, .n_group = 4, .topk_group = 2, .scoring = KP_MOE_SCORING_SIGMOID,
-                                   .renormalize = 1, .route_scale = 2.5f};
+    layer L;
+    layer_init(&L, c, c->tokens[rank % 4], seeds);
+    uint8_t *hout = malloc(L.out_bytes + 2 * GUARD), *href = malloc(L.out_bytes + 1);
     MPI_Comm comm = MPI_COMM_WORLD;
-    kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &comm, .num_experts = E, .expert_begin = eb,
-                       .expert_end = eb + LE, .hidden = H, .dtype = c->dtype, .topk = K,
-                       .max_tokens_per_rank = MAXT, .mode = c->mode, .capacity_per_rank = c->capacity,
-                       .timeout_ms = 60000};
-    TRY(kp_ep_create(dev, &o, &ep));
-    TRY(upload(dev, h.x, out_bytes, &bx));
-    TRY(upload(dev, h.logits, sizeof(float) * (size_t)T * E, &blog));
-    TRY(upload(dev, h.bias, sizeof(float) * E, &bbias));
-    TRY(upload(dev, h.w13, (size_t)E * 2 * I * H * es, &bw13));
-    TRY(upload(dev, h.w2, (size_t)E * H * I * es, &bw2));
-    TRY(upload(dev, h.w13s, (size_t)2 * IS * H * es, &bw13s));
-    TRY(upload(dev, h.w2s, (size_t)H * IS * es, &bw2s));
-    memset(hout, 0xff, out_bytes + 2 * GUARD); /* NaN in f32 and bf16 */
-    TRY(upload(dev, hout, out_bytes + 2 * GUARD, &bout));
-    TRY(kp_buffer_alloc(dev, out_bytes + 16, &bref));
-
-    kp_moe_forward_ep_params p = {.routing = routing};
-    TRY(t2(&p.x, bx, 0, c->dtype, T, H));
-    TRY(t2(&p.router_logits, blog, 0, KP_F32, T, E));
-    if (c->deepseek) TRY(kp_tensor_init(&p.bias, bbias, 0, KP_F32, 1, (const int64_t[]){E}, NULL));
-    TRY(t3(&p.w13, bw13, (size_t)eb * 2 * I * H * es, c->dtype, LE, 2 * I, H)); /* this rank's slice */
-    TRY(t3(&p.w2, bw2, (size_t)eb * H * I * es, c->dtype, LE, H, I));
-    if (c->shared) TRY(t2(&p.shared_w13, bw13s, 0, c->dtype, 2 * IS, H));
-    if (c->shared) TRY(t2(&p.shared_w2, bw2s, 0, c->dtype, H, IS));
-    TRY(t2(&p.out, bout, GUARD, c->dtype, T, H));
-    size_t ws = 0;
-    TRY(kp_moe_forward_ep_workspace_size(ep, &p, &ws));
-    TRY(kp_buffer_alloc(dev, ws + 100, &bws));
-    p.workspace = bws;
-    p.workspace_offset = 100; /* unaligned: the size includes the room to align */
+    kp_ep_options o = layer_options(c, KP_EP_COMM_MPI, &comm, 60000);
+    TRY(kp_ep_create(dev, &o, &L.ep));
+    TRY(layer_setup(&L, dev));
+    TRY(layer_workspace(&L, dev, 100)); /* unaligned: the size includes the room to align */
     kp_ep_dispatch_result r = {0};
-    st = kp_moe_forward_ep(ep, stream, &p, &r);
-    if (c->expect_overflow) {
+    st = kp_moe_forward_ep(L.ep, stream, &L.p, &r);
+    if (c->overflow) {
         int64_t sum = 0;
         MPI_Allreduce(&r.dropped, &sum, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         if (st != KP_ERR_OUT_OF_BOUNDS || r.dropped_all < 1 || sum != r.dropped_all) {
@@ -197,71 +71,22 @@ static void run_case(const char *backend, kp_device *dev, const fwd_case *c) {
         snprintf(detail, sizeof detail, "kp_moe_forward_ep: %s: %s", kp_status_str(st), kp_last_error());
         goto done;
     }
-    if (!c->expect_overflow && (r.dropped || r.dropped_all)) {
+    if (!c->overflow && (r.dropped || r.dropped_all)) {
         snprintf(detail, sizeof detail, "dropped %lld pairs without an overflow", (long long)r.dropped_all);
         goto done;
     }
-    TRY(kp_buffer_read(stream, bout, 0, hout, out_bytes + 2 * GUARD));
-    for (size_t i = 0; i < GUARD; i++)
-        if (hout[i] != 0xff || hout[GUARD + out_bytes + i] != 0xff) {
-            snprintf(detail, sizeof detail, "a guard byte around out changed (byte %zu)", i);
-            goto done;
-        }
-    if (T) {
-        kp_moe_forward_params f = {.x = p.x, .router_logits = p.router_logits, .bias = p.bias,
-                                   .shared_w13 = p.shared_w13, .shared_w2 = p.shared_w2, .routing = routing};
-        TRY(t3(&f.w13, bw13, 0, c->dtype, E, 2 * I, H)); /* every expert */
-        TRY(t3(&f.w2, bw2, 0, c->dtype, E, H, I));
-        TRY(t2(&f.out, bref, 0, c->dtype, T, H));
-        size_t wsr = 0;
-        TRY(kp_moe_forward_workspace_size(dev, &f, &wsr));
-        TRY(kp_buffer_alloc(dev, wsr, &bws_ref));
-        f.workspace = bws_ref;
-        TRY(kp_moe_forward(stream, &f));
-        TRY(kp_buffer_read(stream, bref, 0, href, out_bytes));
-    }
-    const uint8_t *got = hout + GUARD;
-    double d2 = 0, r2 = 0;
-    for (int64_t t = 0; t < T; t++) {
-        double rowmax = 0;
-        for (int64_t j = 0; j < H; j++) rowmax = fmax(rowmax, fabs(get(href, c->dtype, (size_t)(t * H + j))));
-        for (int64_t j = 0; j < H; j++) {
-            const size_t i = (size_t)(t * H + j);
-            double a = get(got, c->dtype, i), b = get(href, c->dtype, i);
-            if (isnan(a)) {
-                snprintf(detail, sizeof detail, "out[%lld, %lld] is NaN (not written)", (long long)t, (long long)j);
-                goto done;
-            }
-            if (c->expect_overflow) continue; /* dropped pairs count as zero: not kp_moe_forward's sum */
-            /* the GEMMs' f32 order may differ (see the file comment), and a y element may
-             * round the other way: a few ulps of the element and of the row */
-            double tol = 2 * ulp(b, c->dtype) + ldexp(rowmax, c->dtype == KP_F32 ? -20 : -6);
-            if (c->shared && c->dtype != KP_F32) /* the shared row's own rounding */
-                tol += ulp(1.1 * shared_out(h.x, h.w13s, h.w2s, c->dtype, t, (int)j), c->dtype);
-            if (!(fabs(a - b) <= tol)) {
-                snprintf(detail, sizeof detail, "out[%lld, %lld]: EP %.9g, kp_moe_forward %.9g, tolerance %.3g",
-                         (long long)t, (long long)j, a, b, tol);
-                goto done;
-            }
-            d2 += (a - b) * (a - b), r2 += b * b;
-        }
-    }
-    if (!c->expect_overflow && T && !(sqrt(d2) <= (c->dtype == KP_F32 ? 1e-6 : 4e-3) * sqrt(r2))) {
-        snprintf(detail, sizeof detail, "relative L2 %.3g", sqrt(d2 / r2));
-        goto done;
-    }
-    ok = 1;
+    TRY(kp_buffer_read(stream, L.bout, 0, hout, L.out_bytes + 2 * GUARD));
+    if (L.T) TRY(layer_reference(&L, dev, href));
+    /* dropped pairs count as zero: not kp_moe_forward's sum, only every element written */
+    const layer_check k = {.got = "EP", .ref = "kp_moe_forward", .values = !c->overflow};
+    ok = layer_check_out(&L, hout, href, &k, detail, sizeof detail);
 done:
-    if (ep) kp_ep_destroy(ep);
-    kp_buffer *all[] = {bx, blog, bbias, bw13, bw2, bw13s, bw2s, bout, bref, bws, bws_ref};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (all[i]) kp_buffer_free(all[i]);
+    layer_free(&L);
     char name[256];
     snprintf(name, sizeof name, "moe_forward_ep %s%s", c->name,
-             c->expect_overflow ? "" : " equals kp_moe_forward (f32-order tolerance)");
+             c->overflow ? "" : " equals kp_moe_forward (f32-order tolerance)");
     report(backend, name, ok, detail);
     free(hout), free(href);
-    free_data(&h);
 }
 
 /* Bad input: on every rank (each returns the error at once, out untouched), then on
@@ -272,51 +97,32 @@ static void run_bad_input(const char *backend, kp_device *dev, int only_rank0) {
     char detail[1024] = "";
     int ok = 0;
     kp_status st = KP_OK;
-    const fwd_case *c = &cases[0];
-    const int64_t T = 4;
-    const size_t es = kp_dtype_size(c->dtype), out_bytes = (size_t)T * H * es;
-    const int32_t LE = E / world, eb = rank * LE;
-    kp_ep *ep = NULL;
-    kp_buffer *bx = NULL, *blog = NULL, *bw13 = NULL, *bw2 = NULL, *bout = NULL, *bws = NULL, *brecv = NULL;
-    uint8_t *hout = malloc(out_bytes);
+    /* cases[0]'s data (f32) with softmax routing, no shared expert, in capacity mode */
+    layer_case c = cases[0];
+    c.shared = c.deepseek = 0, c.mode = KP_EP_MODE_CAPACITY, c.capacity = MAXT * K;
+    layer L;
+    layer_init(&L, &c, 4, seeds);
+    const size_t es = kp_dtype_size(c.dtype), out_bytes = L.out_bytes;
+    const int32_t LE = E / world;
+    kp_buffer *brecv = NULL;
+    uint8_t *before = malloc(out_bytes + 2 * GUARD);
     int settled = 0;
     MPI_Comm side;
     MPI_Comm_dup(MPI_COMM_WORLD, &side);
-    fwd_data h;
-    make_data(c, T, &h);
     MPI_Comm comm = MPI_COMM_WORLD;
-    kp_ep_options o = {.comm_kind = KP_EP_COMM_MPI, .comm = &comm, .num_experts = E, .expert_begin = eb,
-                       .expert_end = eb + LE, .hidden = H, .dtype = c->dtype, .topk = K,
-                       .max_tokens_per_rank = MAXT, .mode = KP_EP_MODE_CAPACITY, .capacity_per_rank = MAXT * K,
-                       .timeout_ms = 1500};
-    TRY(kp_ep_create(dev, &o, &ep));
+    kp_ep_options o = layer_options(&c, KP_EP_COMM_MPI, &comm, 1500);
+    TRY(kp_ep_create(dev, &o, &L.ep));
     kp_ep_info info;
-    TRY(kp_ep_get_info(ep, &info));
+    TRY(kp_ep_get_info(L.ep, &info));
     TRY(kp_buffer_alloc(dev, (size_t)info.max_recv_rows * H * es + 256, &brecv));
-    TRY(upload(dev, h.x, out_bytes, &bx));
-    TRY(upload(dev, h.logits, sizeof(float) * (size_t)T * E, &blog));
-    TRY(upload(dev, h.w13, (size_t)E * 2 * I * H * es, &bw13));
-    TRY(upload(dev, h.w2, (size_t)E * H * I * es, &bw2));
-    memset(hout, 0xff, out_bytes);
-    TRY(upload(dev, hout, out_bytes, &bout));
-    kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 1, .topk_group = 1,
-                                              .scoring = KP_MOE_SCORING_SOFTMAX, .renormalize = 1,
-                                              .route_scale = 1.0f}};
-    TRY(t2(&p.x, bx, 0, c->dtype, T, H));
-    TRY(t2(&p.router_logits, blog, 0, KP_F32, T, E));
-    TRY(t3(&p.w13, bw13, (size_t)eb * 2 * I * H * es, c->dtype, LE, 2 * I, H));
-    TRY(t3(&p.w2, bw2, (size_t)eb * H * I * es, c->dtype, LE, H, I));
-    TRY(t2(&p.out, bout, 0, c->dtype, T, H));
-    size_t ws = 0;
-    TRY(kp_moe_forward_ep_workspace_size(ep, &p, &ws));
-    TRY(kp_buffer_alloc(dev, ws, &bws));
-    p.workspace = bws;
+    TRY(layer_setup(&L, dev));
+    TRY(layer_workspace(&L, dev, 0));
+    TRY(kp_buffer_read(stream, L.bout, 0, before, out_bytes + 2 * GUARD)); /* poisoned, with its guards */
     const int bad = !only_rank0 || rank == 0;
-    if (bad) TRY(t3(&p.w13, bw13, 0, c->dtype, E, 2 * I, H)); /* every expert, not this rank's slice */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    st = kp_moe_forward_ep(ep, stream, &p, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (bad) TRY(tensor3(&L.p.w13, L.bw13, 0, c.dtype, E, 2 * I, H)); /* every expert, not this rank's slice */
+    const double t0 = now_s();
+    st = kp_moe_forward_ep(L.ep, stream, &L.p, NULL);
+    const double secs = now_s() - t0;
     char msg[512];
     snprintf(msg, sizeof msg, "%s", kp_last_error());
     MPI_Barrier(side); /* every rank's call has returned */
@@ -325,14 +131,13 @@ static void run_bad_input(const char *backend, kp_device *dev, int only_rank0) {
         kp_ep_dispatch_params dp = {0};
         kp_ep_dispatch_result dr;
         const int64_t os[1] = {LE + 1};
-        kp_status s2 = t2(&dp.x, bx, 0, c->dtype, 0, H);
-        if (s2 == KP_OK) s2 = t2(&dp.topk_ids, bx, 0, KP_I32, 0, K);
-        if (s2 == KP_OK) s2 = t2(&dp.recv_x, brecv, 256, c->dtype, info.max_recv_rows, H);
+        kp_status s2 = tensor2(&dp.x, L.bx, 0, c.dtype, 0, H);
+        if (s2 == KP_OK) s2 = tensor2(&dp.topk_ids, L.bx, 0, KP_I32, 0, K);
+        if (s2 == KP_OK) s2 = tensor2(&dp.recv_x, brecv, 256, c.dtype, info.max_recv_rows, H);
         if (s2 == KP_OK) s2 = kp_tensor_init(&dp.expert_offsets, brecv, 0, KP_I32, 1, os, NULL);
-        if (s2 == KP_OK) s2 = kp_ep_dispatch(ep, stream, &dp, &dr);
+        if (s2 == KP_OK) s2 = kp_ep_dispatch(L.ep, stream, &dp, &dr);
         if (s2 != KP_OK) fprintf(stderr, "rank 0: settling dispatch: %s\n", kp_last_error());
     }
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     kp_status want = bad ? KP_ERR_INVALID_SHAPE : KP_ERR_BACKEND;
     if (st != want || (bad && !strstr(msg, "w13"))) {
         snprintf(detail, sizeof detail, "got %s (%s), expected %s", kp_status_str(st), msg,
@@ -343,29 +148,22 @@ static void run_bad_input(const char *backend, kp_device *dev, int only_rank0) {
         snprintf(detail, sizeof detail, "took %.1f s", secs);
         goto done;
     }
-    uint8_t *now = malloc(out_bytes);
-    st = now ? kp_buffer_read(stream, bout, 0, now, out_bytes) : KP_ERR_OUT_OF_MEMORY;
-    int untouched = st == KP_OK && memcmp(now, hout, out_bytes) == 0;
-    free(now);
-    if (bad && !untouched) {
-        snprintf(detail, sizeof detail, "out was written by a call that failed validation");
+    if (bad && !layer_out_unchanged(&L, before)) {
+        snprintf(detail, sizeof detail, "out (or a guard byte) was written by a call that failed validation");
         goto done;
     }
     ok = 1;
 done:
     if (!settled) MPI_Barrier(side);
     MPI_Comm_free(&side);
-    if (ep) kp_ep_destroy(ep);
-    kp_buffer *all[] = {bx, blog, bw13, bw2, bout, bws, brecv};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (all[i]) kp_buffer_free(all[i]);
+    layer_free(&L);
+    if (brecv) kp_buffer_free(brecv);
     report(backend,
            only_rank0 ? "moe_forward_ep bad input on rank 0 only: rank 0 fails at once, out untouched; the others "
                         "fail within the timeout"
                       : "moe_forward_ep bad input on every rank: a clear error at once, out untouched",
            ok, detail);
-    free(hout);
-    free_data(&h);
+    free(before);
 }
 
 void run_forward_ep_cases(const char *backend, kp_device *dev) {
@@ -386,62 +184,31 @@ void run_forward_ep_cases(const char *backend, kp_device *dev) {
 static int32_t fwd_timeout_ms = 60000;
 static int fwd_nonblocking, fwd_skip_call; /* skip: create the handle (collective), never call */
 
-/* One kp_moe_forward_ep of case c over the given communicator: out's bytes, the status
- * and the dispatch result. */
-static kp_status forward_once(kp_device *dev, const fwd_case *c, kp_ep_comm_kind kind, const void *comm,
+/* One kp_moe_forward_ep of case c, with DeepSeek routing whatever c's, over the given
+ * communicator: out's bytes, the status and the dispatch result. */
+static kp_status forward_once(kp_device *dev, const layer_case *c, kp_ep_comm_kind kind, const void *comm,
                               uint8_t *out, kp_ep_dispatch_result *r, char *detail, size_t dn) {
     kp_status st = KP_OK, call = KP_OK;
-    const int64_t T = c->tokens[rank % 4];
-    const size_t es = kp_dtype_size(c->dtype), out_bytes = (size_t)T * H * es;
-    const int32_t LE = E / world, eb = rank * LE;
-    kp_ep *ep = NULL;
-    kp_buffer *bx = NULL, *blog = NULL, *bbias = NULL, *bw13 = NULL, *bw2 = NULL, *bw13s = NULL, *bw2s = NULL,
-              *bout = NULL, *bws = NULL;
-    fwd_data h;
-    make_data(c, T, &h);
-    kp_ep_options o = {.comm_kind = kind, .comm = comm, .num_experts = E, .expert_begin = eb, .expert_end = eb + LE,
-                       .hidden = H, .dtype = c->dtype, .topk = K, .max_tokens_per_rank = MAXT, .mode = c->mode,
-                       .capacity_per_rank = c->capacity, .timeout_ms = fwd_timeout_ms};
-    kp_moe_forward_ep_params p = {.routing = {.topk = K, .n_group = 4, .topk_group = 2,
-                                              .scoring = KP_MOE_SCORING_SIGMOID, .renormalize = 1,
-                                              .route_scale = 2.5f}};
-    size_t ws = 0;
+    layer_case d = *c;
+    d.deepseek = 1;
+    layer L;
+    layer_init(&L, &d, c->tokens[rank % 4], seeds);
+    kp_ep_options o = layer_options(&d, kind, comm, fwd_timeout_ms);
 #define STEP(x) if (st == KP_OK && (st = (x)) != KP_OK) snprintf(detail, dn, "%s: %s: %s", #x, kp_status_str(st), kp_last_error())
-    STEP(kp_ep_create(dev, &o, &ep));
-    STEP(upload(dev, h.x, out_bytes, &bx));
-    STEP(upload(dev, h.logits, sizeof(float) * (size_t)T * E, &blog));
-    STEP(upload(dev, h.bias, sizeof(float) * E, &bbias));
-    STEP(upload(dev, h.w13, (size_t)E * 2 * I * H * es, &bw13));
-    STEP(upload(dev, h.w2, (size_t)E * H * I * es, &bw2));
-    STEP(upload(dev, h.w13s, (size_t)2 * IS * H * es, &bw13s));
-    STEP(upload(dev, h.w2s, (size_t)H * IS * es, &bw2s));
-    STEP(kp_buffer_alloc(dev, out_bytes + 16, &bout));
-    STEP(t2(&p.x, bx, 0, c->dtype, T, H));
-    STEP(t2(&p.router_logits, blog, 0, KP_F32, T, E));
-    STEP(kp_tensor_init(&p.bias, bbias, 0, KP_F32, 1, (const int64_t[]){E}, NULL));
-    STEP(t3(&p.w13, bw13, (size_t)eb * 2 * I * H * es, c->dtype, LE, 2 * I, H));
-    STEP(t3(&p.w2, bw2, (size_t)eb * H * I * es, c->dtype, LE, H, I));
-    if (c->shared) STEP(t2(&p.shared_w13, bw13s, 0, c->dtype, 2 * IS, H));
-    if (c->shared) STEP(t2(&p.shared_w2, bw2s, 0, c->dtype, H, IS));
-    STEP(t2(&p.out, bout, 0, c->dtype, T, H));
-    STEP(kp_moe_forward_ep_workspace_size(ep, &p, &ws));
-    STEP(kp_buffer_alloc(dev, ws, &bws));
+    STEP(kp_ep_create(dev, &o, &L.ep));
+    STEP(layer_setup(&L, dev));
+    STEP(layer_workspace(&L, dev, 0));
 #undef STEP
-    p.workspace = bws;
     if (st == KP_OK && fwd_nonblocking) setenv("KPORT_FAKE_NCCL_NONBLOCKING", "1", 1);
     if (st == KP_OK && !fwd_skip_call) {
-        call = kp_moe_forward_ep(ep, stream, &p, r);
+        call = kp_moe_forward_ep(L.ep, stream, &L.p, r);
         if (call != KP_OK && call != KP_ERR_OUT_OF_BOUNDS)
             snprintf(detail, dn, "kp_moe_forward_ep: %s: %s", kp_status_str(call), kp_last_error());
-        if ((call == KP_OK || call == KP_ERR_OUT_OF_BOUNDS) && out_bytes)
-            st = kp_buffer_read(stream, bout, 0, out, out_bytes);
+        if ((call == KP_OK || call == KP_ERR_OUT_OF_BOUNDS) && L.out_bytes)
+            st = kp_buffer_read(stream, L.bout, GUARD, out, L.out_bytes);
     }
     unsetenv("KPORT_FAKE_NCCL_NONBLOCKING");
-    if (ep) kp_ep_destroy(ep);
-    kp_buffer *all[] = {bx, blog, bbias, bw13, bw2, bw13s, bw2s, bout, bws};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (all[i]) kp_buffer_free(all[i]);
-    free_data(&h);
+    layer_free(&L);
     return st != KP_OK ? st : call;
 }
 
@@ -496,13 +263,13 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
     }
     run_cases_over_nccl(backend, dev, &comm, f.polls);
     MPI_Comm mpi = MPI_COMM_WORLD;
-    static const fwd_case t1 = {"bf16 T=1 + shared expert, normal", KP_BF16, 1, 1, {1, 1, 1, 1}, 0,
+    static const layer_case t1 = {"bf16 T=1 + shared expert, normal", KP_BF16, 1, 1, {1, 1, 1, 1}, 0,
                                 KP_EP_MODE_NORMAL, 0, 0};
     /* normal: f32 + shared; bf16 + shared; skewed, ranks with no tokens; T=1; capacity:
      * T=1, skewed, overflow */
-    const fwd_case *run[] = {&cases[0], &cases[2], &cases[3], &t1, &cases[4], &cases[5], &cases[6]};
+    const layer_case *run[] = {&cases[0], &cases[2], &cases[3], &t1, &cases[4], &cases[5], &cases[6]};
     for (size_t ci = 0; ci < sizeof run / sizeof *run; ci++) {
-        const fwd_case *c = run[ci];
+        const layer_case *c = run[ci];
         const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
         uint8_t *a = calloc(bytes, 1), *b = calloc(bytes, 1);
         kp_ep_dispatch_result ra = {0}, rb = {0};
@@ -533,7 +300,7 @@ void run_nccl_cases(const char *backend, kp_device *dev) {
      * the handle's timeout, KP_ERR_BACKEND "timed out". The communicator is then spoilt
      * (half-sent chunks): the last use of it. */
     if (world > 1) {
-        const fwd_case *c = &cases[0];
+        const layer_case *c = &cases[0];
         const size_t bytes = (size_t)c->tokens[rank % 4] * H * kp_dtype_size(c->dtype) + 1;
         uint8_t *b = calloc(bytes, 1);
         kp_ep_dispatch_result rb = {0};
