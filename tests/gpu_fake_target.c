@@ -6,6 +6,7 @@
 #include "gpu_fake_target.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 
 
 kp_gpu_launch fake_launches[FAKE_MAX];
@@ -122,6 +123,21 @@ void fake_reset(const char *backend) {
     fake_error[0] = '\0';
     fake_logged[0] = '\0';
     fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;
+}
+
+void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen) {
+    fake_reset("cuda");
+    fake_prof.sm90a = 1;
+    fake_tuned_gen = gemm_gen, fake_tuned_prefill_gen = prefill_gen;
+    unsetenv("KPORT_DISABLE_TIER");
+    if (kernels) setenv("KPORT_GPU_KERNELS", kernels, 1);
+    else unsetenv("KPORT_GPU_KERNELS");
+}
+
+void fake_sm90_done(void) {
+    unsetenv("KPORT_GPU_KERNELS");
+    unsetenv("KPORT_DISABLE_TIER");
+    fake_tuned_gen = 0, fake_tuned_prefill_gen = 0;
 }
 
 kp_buffer fake_buf[12];
