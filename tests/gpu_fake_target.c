@@ -140,6 +140,20 @@ void fake_sm90_done(void) {
     fake_tuned_gen = 0, fake_tuned_prefill_gen = 0;
 }
 
+const kp_gpu_launch *fake_plan_one_at(kp_stream *s, kp_op op, const void *params, const char *name,
+                                      const char *file, int line) {
+    char got[KP_KERNEL_NAME_MAX];
+    fake_count = 0;
+    kp_status st = kp_gpu_op_kernel(&fake_target, op, s, params, got, sizeof got);
+    if (st != KP_OK) kp_test_fail(file, line, "kp_gpu_op_kernel -> %s: %s", kp_status_str(st), fake_error);
+    if (strcmp(got, name) != 0) kp_test_fail(file, line, "kp_gpu_op_kernel names \"%s\", want \"%s\"", got, name);
+    if (fake_count != 0) kp_test_fail(file, line, "kp_gpu_op_kernel launched %d kernels", fake_count);
+    st = kp_gpu_op_run(&fake_target, op, s, params, 0);
+    if (st != KP_OK) kp_test_fail(file, line, "kp_gpu_op_run -> %s: %s", kp_status_str(st), fake_error);
+    if (fake_count != 1) kp_test_fail(file, line, "%s: %d launches, want 1", name, fake_count);
+    return &fake_launches[0];
+}
+
 kp_buffer fake_buf[12];
 
 kp_tensor fake_tensor(int b, kp_dtype dt, int ndim, const int64_t *shape) {

@@ -49,6 +49,12 @@ void fake_reset(const char *backend);
  * unset. fake_sm90_done() after: both switches unset, both rows dropped. */
 void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen);
 void fake_sm90_done(void);
+/* A plan that takes one kernel: kp_op_kernel's answer for `op` on params (kp_gpu_op_kernel)
+ * is `name` and launches nothing, then the run makes exactly one launch, returned (its
+ * kargs block: fake_kargs[0]). Failures name the caller's line. */
+const kp_gpu_launch *fake_plan_one_at(kp_stream *s, kp_op op, const void *params, const char *name,
+                                      const char *file, int line);
+#define fake_plan_one(s, op, params, name) fake_plan_one_at((s), (op), (params), (name), __FILE__, __LINE__)
 /* A contiguous tensor on fake_buf[b]. */
 kp_tensor fake_tensor(int b, kp_dtype dt, int ndim, const int64_t *shape);
 /* A GQA prefill (32/8 heads, head dim d, two sequences of at most 200 tokens). */

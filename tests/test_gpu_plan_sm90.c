@@ -48,13 +48,7 @@ KP_TEST(gpu_grouped_gemm_sm90_plan) {
     sm90_reset();
     kp_grouped_gemm_params p = gemm(4096, 4, 512, 256);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name)); /* kp_op_kernel */
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90"); /* kp_op_kernel, then the run */
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90");
     /* 227 KiB: six stages of 128 x 64 + 128 x 64 bf16 (32 KiB each) beside 1024 experts' prefix */

@@ -35,13 +35,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     fake_reset_sm90("attention_prefill=sm90", 0, 0);
     kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:attention_prefill_sm90");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_ATTENTION_PREFILL, &p, "sm90:attention_prefill_sm90");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL_SM90);
     CHECK_STR_EQ(l->kernel, "kp_attention_prefill_sm90");
     CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3");

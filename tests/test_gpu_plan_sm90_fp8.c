@@ -52,13 +52,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_plan) {
     reset("grouped_gemm=sm90");
     kp_grouped_gemm_params p = w8a8(4096, 4, 512, 384, KP_BF16);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90_e4m3");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90_FP8);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DS90_STAGES=6");

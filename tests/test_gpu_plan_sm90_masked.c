@@ -45,12 +45,7 @@ KP_TEST(gpu_grouped_gemm_sm90_masked_plan) {
     kp_grouped_gemm_params p = masked(4, 200, 256, 128, KP_BF16);
     p.masked_m.offset = 8; /* masked_m[0] at element 2 of its buffer */
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90");
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90");
     CHECK_INT_EQ(l->local[0], 384);
@@ -97,12 +92,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_masked_plan) {
     reset("grouped_gemm=sm90");
     kp_grouped_gemm_params p = masked(8, 256, 512, 384, KP_FP8_E4M3);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90_e4m3");
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90_e4m3");
     CHECK_INT_EQ((long long)l->groups[0], 8 * 2 * 4); /* 8 x ceil(256 / 128) x ceil(512 / 128) = 64 */
     CHECK(l->args[0].kind == KP_GPU_ARG_BUFFER && l->args[0].v.buffer == &fake_buf[2]);
