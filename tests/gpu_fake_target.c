@@ -6,6 +6,7 @@
 #include "gpu_fake_target.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 
 
 kp_gpu_launch fake_launches[FAKE_MAX];
@@ -122,6 +123,35 @@ void fake_reset(const char *backend) {
     fake_error[0] = '\0';
     fake_logged[0] = '\0';
     fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;
+}
+
+void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen) {
+    fake_reset("cuda");
+    fake_prof.sm90a = 1;
+    fake_tuned_gen = gemm_gen, fake_tuned_prefill_gen = prefill_gen;
+    unsetenv("KPORT_DISABLE_TIER");
+    if (kernels) setenv("KPORT_GPU_KERNELS", kernels, 1);
+    else unsetenv("KPORT_GPU_KERNELS");
+}
+
+void fake_sm90_done(void) {
+    unsetenv("KPORT_GPU_KERNELS");
+    unsetenv("KPORT_DISABLE_TIER");
+    fake_tuned_gen = 0, fake_tuned_prefill_gen = 0;
+}
+
+const kp_gpu_launch *fake_plan_one_at(kp_stream *s, kp_op op, const void *params, const char *name,
+                                      const char *file, int line) {
+    char got[KP_KERNEL_NAME_MAX];
+    fake_count = 0;
+    kp_status st = kp_gpu_op_kernel(&fake_target, op, s, params, got, sizeof got);
+    if (st != KP_OK) kp_test_fail(file, line, "kp_gpu_op_kernel -> %s: %s", kp_status_str(st), fake_error);
+    if (strcmp(got, name) != 0) kp_test_fail(file, line, "kp_gpu_op_kernel names \"%s\", want \"%s\"", got, name);
+    if (fake_count != 0) kp_test_fail(file, line, "kp_gpu_op_kernel launched %d kernels", fake_count);
+    st = kp_gpu_op_run(&fake_target, op, s, params, 0);
+    if (st != KP_OK) kp_test_fail(file, line, "kp_gpu_op_run -> %s: %s", kp_status_str(st), fake_error);
+    if (fake_count != 1) kp_test_fail(file, line, "%s: %d launches, want 1", name, fake_count);
+    return &fake_launches[0];
 }
 
 kp_buffer fake_buf[12];

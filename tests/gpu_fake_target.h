@@ -42,6 +42,19 @@ kp_status fake_scratch_reserve(kp_stream *s, const size_t bytes[2]);
 void fake_scratch_release(kp_stream *s, void *h[2]);
 /* Resets the recorder and the profile to `backend`'s (132 compute units). */
 void fake_reset(const char *backend);
+/* fake_reset("cuda") on an sm_90a device (an H100/H200 whose plugin holds the tier's
+ * kernels, test_gpu_plan_sm90*.c): the tuning table's "grouped_gemm;gen" gemm_gen and
+ * "attention_prefill;gen" prefill_gen (0: no row; auto picks the tier only on a row of 3,
+ * which no device has yet), KPORT_GPU_KERNELS = kernels (NULL: unset), KPORT_DISABLE_TIER
+ * unset. fake_sm90_done() after: both switches unset, both rows dropped. */
+void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen);
+void fake_sm90_done(void);
+/* A plan that takes one kernel: kp_op_kernel's answer for `op` on params (kp_gpu_op_kernel)
+ * is `name` and launches nothing, then the run makes exactly one launch, returned (its
+ * kargs block: fake_kargs[0]). Failures name the caller's line. */
+const kp_gpu_launch *fake_plan_one_at(kp_stream *s, kp_op op, const void *params, const char *name,
+                                      const char *file, int line);
+#define fake_plan_one(s, op, params, name) fake_plan_one_at((s), (op), (params), (name), __FILE__, __LINE__)
 /* A contiguous tensor on fake_buf[b]. */
 kp_tensor fake_tensor(int b, kp_dtype dt, int ndim, const int64_t *shape);
 /* A GQA prefill (32/8 heads, head dim d, two sequences of at most 200 tokens). */

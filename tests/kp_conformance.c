@@ -305,3 +305,15 @@ const char *kp_conf_w8a8_may_decline(void) {
     }
     return (gg >= 0 ? gg : all) ? "opencl,cuda,hip" : NULL;
 }
+
+void kp_conf_run_mfma16_layout(const char *kernels, void (*body)(kp_device *d)) {
+    const char *was = getenv("KPORT_GPU_KERNELS");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("KPORT_GPU_KERNELS", kernels, 1);
+    setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
+    kp_test_run_on("opencl", body);
+    unsetenv("KPORT_OPENCL_TEST_DEFINES");
+    if (saved) setenv("KPORT_GPU_KERNELS", saved, 1);
+    else unsetenv("KPORT_GPU_KERNELS");
+    free(saved);
+}

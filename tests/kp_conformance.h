@@ -100,4 +100,12 @@ void kp_conf_check_ints_at(const char *what, const double *got, const double *re
  * else none (NULL). */
 const char *kp_conf_w8a8_may_decline(void);
 
+/* Runs body on opencl with the AMD wave-tile layout (kernels/common/kp_wave_tile.h:
+ * 64-lane waves of 32 rows) emulated on PoCL: KPORT_OPENCL_TEST_DEFINES =
+ * -DKP_WT_EMULATE_MFMA16 (the kernel's code for the native MFMA 16x16x16 layout, all but
+ * the instruction) and KPORT_GPU_KERNELS = kernels (the op forced onto the generation
+ * under test, e.g. "grouped_gemm=gen2"). Then unsets the defines and restores
+ * KPORT_GPU_KERNELS as it was. */
+void kp_conf_run_mfma16_layout(const char *kernels, void (*body)(kp_device *d));
+
 #endif

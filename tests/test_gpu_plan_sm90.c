@@ -24,13 +24,7 @@ static kp_grouped_gemm_params gemm(int64_t m, int64_t e, int64_t n, int64_t k) {
 
 /* auto picks the tier only where the tuning table says grouped_gemm;gen 3 (not yet on any
  * device: it has not run on one), so these tests give the fake device that row. */
-static void sm90_reset(void) {
-    fake_reset("cuda");
-    fake_prof.sm90a = 1; /* an H100/H200 whose plugin holds the tier's kernels */
-    fake_tuned_gen = 3;
-    unsetenv("KPORT_GPU_KERNELS");
-    unsetenv("KPORT_DISABLE_TIER");
-}
+static void sm90_reset(void) { fake_reset_sm90(NULL, 3, 0); }
 
 static void check_tmap(const kp_gpu_arg *a, const kp_buffer *b, uint64_t byte_off, uint64_t cols, uint64_t rows,
                        uint64_t stride, uint32_t box_rows) {
@@ -54,13 +48,7 @@ KP_TEST(gpu_grouped_gemm_sm90_plan) {
     sm90_reset();
     kp_grouped_gemm_params p = gemm(4096, 4, 512, 256);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name)); /* kp_op_kernel */
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90"); /* kp_op_kernel, then the run */
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90");
     /* 227 KiB: six stages of 128 x 64 + 128 x 64 bf16 (32 KiB each) beside 1024 experts' prefix */
@@ -187,10 +175,8 @@ KP_TEST(gpu_grouped_gemm_sm90_switches) {
         {"grouped_gemm=sm90", "sm90", 0, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        sm90_reset();
-        if (cases[i].kernels) setenv("KPORT_GPU_KERNELS", cases[i].kernels, 1);
+        fake_reset_sm90(cases[i].kernels, cases[i].tuned_gen, 0);
         if (cases[i].disable) setenv("KPORT_DISABLE_TIER", cases[i].disable, 1);
-        fake_tuned_gen = cases[i].tuned_gen;
         kp_grouped_gemm_params p = gemm(2048, 8, 1024, 512);
         kp_stream s = {0};
         kp_status st = kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0);
@@ -206,9 +192,7 @@ KP_TEST(gpu_grouped_gemm_sm90_switches) {
                       cases[i].source);
         }
     }
-    unsetenv("KPORT_GPU_KERNELS");
-    unsetenv("KPORT_DISABLE_TIER");
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* The build's variant list (the cuda plugin embeds what it names) holds the tier's kernels

@@ -11,14 +11,6 @@
 
 #include <stdlib.h>
 
-static void sm90_reset(int tuned_gen) {
-    fake_reset("cuda");
-    fake_prof.sm90a = 1; /* an H100/H200 whose plugin holds the tier's kernels */
-    fake_tuned_prefill_gen = tuned_gen; /* "attention_prefill;gen" (no device has that row yet) */
-    unsetenv("KPORT_GPU_KERNELS");
-    unsetenv("KPORT_DISABLE_TIER");
-}
-
 static void check_map(const kp_gpu_arg *a, const kp_buffer *b, int rank, const uint64_t *dims,
                       const uint64_t *strides, const uint32_t *box) {
     CHECK_INT_EQ(a->kind, KP_GPU_ARG_TENSOR_MAP);
@@ -40,17 +32,10 @@ static void check_map(const kp_gpu_arg *a, const kp_buffer *b, int rank, const u
  * three 64 KiB stages beside Q in 227 KiB; q as {128, 4, 8, 300} in boxes {64, 4, 1, 32}
  * (32 queries x the group's 4 heads = 128 packed rows), k and v as {128, 8, 300}. */
 KP_TEST(gpu_attention_prefill_sm90_plan) {
-    sm90_reset(0);
-    setenv("KPORT_GPU_KERNELS", "attention_prefill=sm90", 1);
+    fake_reset_sm90("attention_prefill=sm90", 0, 0);
     kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:attention_prefill_sm90");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_ATTENTION_PREFILL, &p, "sm90:attention_prefill_sm90");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL_SM90);
     CHECK_STR_EQ(l->kernel, "kp_attention_prefill_sm90");
     CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3");
@@ -152,7 +137,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL_SM90);
     ka = fake_kargs[0];
     CHECK(ka->wl == 16 && ka->wr == 4 && ka->causal == 0);
-    unsetenv("KPORT_GPU_KERNELS");
+    fake_sm90_done();
 }
 
 /* What the tier cannot take: auto (with a table row for it) runs generation 2, forcing it
@@ -172,8 +157,7 @@ KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int forced = 0; forced < 2; forced++) {
-            sm90_reset(forced ? 0 : 3);
-            if (forced) setenv("KPORT_GPU_KERNELS", "attention_prefill=sm90", 1);
+            fake_reset_sm90(forced ? "attention_prefill=sm90" : NULL, 0, forced ? 0 : 3);
             if (cases[i].not_sm90a) fake_prof.sm90a = 0;
             kp_attention_prefill_params p = fake_prefill_params(cases[i].f32 ? KP_F32 : KP_BF16, cases[i].d);
             if (cases[i].h_q != 32) {
@@ -198,7 +182,7 @@ KP_TEST(gpu_attention_prefill_sm90_declines_what_it_cannot_run) {
                           "%s, auto: status %d", cases[i].what, (int)st);
             }
         }
-    unsetenv("KPORT_GPU_KERNELS");
+    fake_sm90_done();
 }
 
 /* auto picks the tier only with the tuning table's "attention_prefill;gen" 3 (no device has
@@ -220,8 +204,7 @@ KP_TEST(gpu_attention_prefill_sm90_switches) {
         {"attention_prefill=sm90", "sm90", 0, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        sm90_reset(cases[i].tuned_gen);
-        if (cases[i].kernels) setenv("KPORT_GPU_KERNELS", cases[i].kernels, 1);
+        fake_reset_sm90(cases[i].kernels, 0, cases[i].tuned_gen);
         if (cases[i].disable) setenv("KPORT_DISABLE_TIER", cases[i].disable, 1);
         kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
         kp_stream s = {0};
@@ -236,9 +219,7 @@ KP_TEST(gpu_attention_prefill_sm90_switches) {
                       fake_count ? fake_launches[0].source : "-", cases[i].source);
         }
     }
-    unsetenv("KPORT_GPU_KERNELS");
-    unsetenv("KPORT_DISABLE_TIER");
-    fake_tuned_prefill_gen = 0;
+    fake_sm90_done();
 }
 
 /* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill

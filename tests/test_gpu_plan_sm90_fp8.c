@@ -27,14 +27,8 @@ static kp_grouped_gemm_params w8a8(int64_t m, int64_t e, int64_t n, int64_t k, k
     return p;
 }
 
-static void reset(const char *kernels) {
-    fake_reset("cuda");
-    fake_prof.sm90a = 1;
-    fake_tuned_gen = 3; /* even a table row saying gen 3 does not make auto take W8A8 onto the tier */
-    unsetenv("KPORT_DISABLE_TIER");
-    if (kernels) setenv("KPORT_GPU_KERNELS", kernels, 1);
-    else unsetenv("KPORT_GPU_KERNELS");
-}
+/* even a table row saying gen 3 does not make auto take W8A8 onto the tier */
+static void reset(const char *kernels) { fake_reset_sm90(kernels, 3, 0); }
 
 static void check_tmap(const kp_gpu_arg *a, const kp_buffer *b, uint64_t byte_off, uint64_t cols, uint64_t rows,
                        uint64_t stride) {
@@ -58,13 +52,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_plan) {
     reset("grouped_gemm=sm90");
     kp_grouped_gemm_params p = w8a8(4096, 4, 512, 384, KP_BF16);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90_e4m3");
-    CHECK_INT_EQ(fake_count, 0);
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90_FP8);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DS90_STAGES=6");
@@ -116,8 +104,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_plan) {
     fake_count = 0;
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 1));
     CHECK_INT_EQ(fake_count, 0);
-    unsetenv("KPORT_GPU_KERNELS");
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* Auto keeps W8A8 on generation 2 whatever the table says; gen2 forced too. */
@@ -131,8 +118,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_auto_stays_on_gen2) {
         CHECK_INT_EQ(fake_count, 1);
         CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_MOE_GEMM8);
     }
-    unsetenv("KPORT_GPU_KERNELS");
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* Forced onto the tier, what its W8A8 kernel cannot take fails with KP_ERR_UNSUPPORTED and
@@ -173,7 +159,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_declines_what_it_cannot_run) {
     CHECK_STR_CONTAINS(kp_gpu_gemm_sm90_fp8_missing(&ctx, &g), "multiple of 128");
     g.k = 256, g.a_fp8 = 0;
     CHECK_STR_CONTAINS(kp_gpu_gemm_sm90_fp8_missing(&ctx, &g), "W8A8");
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* The cuda build's variant list holds the W8A8 kernel for f32, f16 and bf16 out; hip's none. */

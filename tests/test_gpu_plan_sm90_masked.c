@@ -33,14 +33,8 @@ static kp_grouped_gemm_params masked(int64_t e, int64_t max_m, int64_t n, int64_
     return p;
 }
 
-static void reset(const char *kernels) {
-    fake_reset("cuda");
-    fake_prof.sm90a = 1;
-    fake_tuned_gen = 3; /* auto takes the bf16 tier on the table's gen 3 */
-    unsetenv("KPORT_DISABLE_TIER");
-    if (kernels) setenv("KPORT_GPU_KERNELS", kernels, 1);
-    else unsetenv("KPORT_GPU_KERNELS");
-}
+/* auto takes the bf16 tier on the table's gen 3 */
+static void reset(const char *kernels) { fake_reset_sm90(kernels, 3, 0); }
 
 /* bf16 masked, under auto: one launch of kp_grouped_gemm_sm90 whose offsets argument is
  * masked_m's buffer and whose block says max_m (mask_m) and m = E * max_m; the grid is the
@@ -51,12 +45,7 @@ KP_TEST(gpu_grouped_gemm_sm90_masked_plan) {
     kp_grouped_gemm_params p = masked(4, 200, 256, 128, KP_BF16);
     p.masked_m.offset = 8; /* masked_m[0] at element 2 of its buffer */
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90");
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_MOE_GEMM_SM90);
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90");
     CHECK_INT_EQ(l->local[0], 384);
@@ -93,8 +82,7 @@ KP_TEST(gpu_grouped_gemm_sm90_masked_plan) {
     fake_count = 0;
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 0);
-    unsetenv("KPORT_GPU_KERNELS");
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* W8A8 masked, forced onto the tier: kp_grouped_gemm_sm90_e4m3 with masked_m as offsets,
@@ -104,12 +92,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_masked_plan) {
     reset("grouped_gemm=sm90");
     kp_grouped_gemm_params p = masked(8, 256, 512, 384, KP_FP8_E4M3);
     kp_stream s = {0};
-    char name[KP_KERNEL_NAME_MAX];
-    CHECK_OK(kp_gpu_op_kernel(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, name, sizeof name));
-    CHECK_STR_EQ(name, "sm90:grouped_gemm_sm90_e4m3");
-    CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
-    CHECK_INT_EQ(fake_count, 1);
-    const kp_gpu_launch *l = &fake_launches[0];
+    const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_GROUPED_GEMM, &p, "sm90:grouped_gemm_sm90_e4m3");
     CHECK_STR_EQ(l->kernel, "kp_grouped_gemm_sm90_e4m3");
     CHECK_INT_EQ((long long)l->groups[0], 8 * 2 * 4); /* 8 x ceil(256 / 128) x ceil(512 / 128) = 64 */
     CHECK(l->args[0].kind == KP_GPU_ARG_BUFFER && l->args[0].v.buffer == &fake_buf[2]);
@@ -124,7 +107,7 @@ KP_TEST(gpu_grouped_gemm_sm90_w8a8_masked_plan) {
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_GROUPED_GEMM, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
     CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_MOE_GEMM8);
-    fake_tuned_gen = 0;
+    fake_sm90_done();
 }
 
 /* Walks the tile list as the kernel does (prefix of kp_s90_mtiles, kp_s90_tile for t =

@@ -9,6 +9,7 @@
 #include "kp_test.h"
 
 #include "../kernels/common/kp_sm90_attn_layout.h"
+#include "sm90_isa_model.h"
 
 /* ISA, wgmma D fragments (f32): per warp a 16-row band; in each 8-column group the lane's
  * four values are, in order, (row g, col 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1),
@@ -82,19 +83,6 @@ KP_TEST(sm90_attn_s_accumulator_is_the_p_a_operand) {
         }
 }
 
-static unsigned field(unsigned long long d, int lo, int bits) {
-    return (unsigned)((d >> lo) & ((1ull << bits) - 1));
-}
-
-/* ISA swizzle as the figures draw it (see test_sm90_layout.c): in line L (128 bytes) of a
- * repeat of 8 rows of `span` bytes, 16-byte chunk q is stored at chunk q XOR L. */
-static unsigned isa_swizzle(int mode, unsigned off) {
-    unsigned span = KP_SM90_SWIZZLE_SPAN(mode), repeat = 8 * span;
-    unsigned base = off - off % repeat, in = off % repeat;
-    unsigned line = in / 128, chunk = (in % 128) / 16, byte = in % 16;
-    return base + line * 128 + ((chunk ^ line) * 16) + byte;
-}
-
 /* V [R kv rows, D columns] in MN-major panels: every element has its own byte, the offset
  * is what the canonical MN-major layout with the descriptor's own LBO and SBO gives
  * ((T, S/16, m), (8, k)) : ((1, T, LBO), (S, SBO)) in bytes of 16-bit elements, and the
@@ -108,10 +96,10 @@ KP_TEST(sm90_attn_mnmajor_v_tile_follows_the_descriptor) {
                 int m = modes[i];
                 unsigned span = KP_SM90_SWIZZLE_SPAN(m), addr = 5 * 1024;
                 unsigned long long desc = KP_SM90_DESC_MNMAJOR(addr, R, m);
-                unsigned lbo = field(desc, 16, 14) * 16, sbo = field(desc, 32, 14) * 16;
-                CHECK_INT_EQ(field(desc, 0, 14) * 16, addr);
-                CHECK_INT_EQ(field(desc, 62, 2), m);
-                CHECK_INT_EQ(field(desc, 49, 3), 0);
+                unsigned lbo = isa_field(desc, 16, 14) * 16, sbo = isa_field(desc, 32, 14) * 16;
+                CHECK_INT_EQ(isa_field(desc, 0, 14) * 16, addr);
+                CHECK_INT_EQ(isa_field(desc, 62, 2), m);
+                CHECK_INT_EQ(isa_field(desc, 49, 3), 0);
                 CHECK_INT_EQ(lbo, R * span);
                 CHECK_INT_EQ(sbo, 8 * span);
                 memset(seen, 0, sizeof seen);
@@ -130,7 +118,7 @@ KP_TEST(sm90_attn_mnmajor_v_tile_follows_the_descriptor) {
                     CHECK_INT_EQ(b, KP_SM90_MNMAJOR_OFFSET(m, R, 16 * kk, 0));
                     CHECK_INT_EQ(b % KP_SM90_SWIZZLE_REPEAT(m), 0);
                     unsigned long long a = KP_SM90_DESC_ADVANCE(desc, b);
-                    CHECK_INT_EQ(field(a, 0, 14) * 16, addr + b);
+                    CHECK_INT_EQ(isa_field(a, 0, 14) * 16, addr + b);
                     CHECK_INT_EQ(a >> 14, desc >> 14);
                 }
             }

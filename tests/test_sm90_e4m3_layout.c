@@ -15,10 +15,7 @@
 #include "kp_test.h"
 
 #include "../kernels/common/kp_sm90_e4m3_layout.h"
-
-static unsigned field(unsigned long long d, int lo, int bits) {
-    return (unsigned)((d >> lo) & ((1ull << bits) - 1));
-}
+#include "sm90_isa_model.h"
 
 /* TMA: byte x (< 128) of row y of a {128, rows} box with the 128-byte swizzle, written at
  * dst (1024-aligned): the row's 16-byte chunks are permuted by XOR with y mod 8. */
@@ -29,9 +26,9 @@ static unsigned tma_addr(unsigned dst, unsigned y, unsigned x) {
 /* wgmma: the shared address it reads for row r, byte kb (< 32) of one K-major e4m3 k32
  * step, from the descriptor alone. */
 static unsigned wgmma_addr(unsigned long long desc, unsigned r, unsigned kb) {
-    unsigned start = field(desc, 0, 14) << 4, sbo = field(desc, 32, 14) << 4;
-    CHECK_INT_EQ(field(desc, 62, 2), 1); /* 128-byte swizzle */
-    CHECK_INT_EQ(field(desc, 49, 3), 0); /* base offset */
+    unsigned start = isa_field(desc, 0, 14) << 4, sbo = isa_field(desc, 32, 14) << 4;
+    CHECK_INT_EQ(isa_field(desc, 62, 2), 1); /* 128-byte swizzle */
+    CHECK_INT_EQ(isa_field(desc, 49, 3), 0); /* base offset */
     unsigned lin = start + (r / 8) * sbo + (r % 8) * 128 + kb;
     return lin ^ (((lin >> 7) & 7) << 4);
 }
@@ -63,13 +60,13 @@ KP_TEST(sm90_e4m3_step_offsets_and_descriptors) {
     for (size_t i = 0; i < sizeof rows / sizeof *rows; ++i) {
         const unsigned R = rows[i], base = 5 * 1024;
         const unsigned long long d0 = KP_SM90_DESC_KMAJOR(base, KP_SM90_SWIZZLE_128B);
-        CHECK_INT_EQ(field(d0, 32, 14) * 16, 1024); /* SBO: 8 rows of 128 bytes */
+        CHECK_INT_EQ(isa_field(d0, 32, 14) * 16, 1024); /* SBO: 8 rows of 128 bytes */
         for (unsigned k = 0; k < 16; ++k) {
             const unsigned off = KP_SM90_E4M3_STEP_OFFSET(R, k);
             CHECK_INT_EQ(off, (k / 4) * R * 128 + (k % 4) * 32);
             CHECK_INT_EQ(off, KP_SM90_KMAJOR_OFFSET(KP_SM90_SWIZZLE_128B, R, 0, 32 * k)); /* row 0: unswizzled */
             const unsigned long long d = KP_SM90_E4M3_DESC_STEP(d0, R, k);
-            CHECK_INT_EQ(field(d, 0, 14), (base + off) >> 4); /* only the start address moves */
+            CHECK_INT_EQ(isa_field(d, 0, 14), (base + off) >> 4); /* only the start address moves */
             CHECK_INT_EQ(d >> 14, d0 >> 14);
             CHECK_INT_EQ((base + off - (k % 4) * 32) % 1024, 0); /* each panel repeat-aligned */
         }

@@ -3,7 +3,7 @@
  * (kernels/common/kp_sm90_layout.h), checked on the CPU against the PTX ISA's
  * definitions (issue 14: "tests check the descriptor and swizzle encodings").
  *
- * The models here restate the ISA in its own terms - descriptor bit fields by position,
+ * The models (sm90_isa_model.h) restate the ISA in its own terms - descriptor bit fields by position,
  * swizzles as the figures draw them (16-byte chunks of 128-byte lines permuted by XOR
  * with the line's index in the repeat) - independently of the header's bit arithmetic.
  * What they cannot check: that wgmma and TMA on a GPU follow the ISA (ci/gpu-check does).
@@ -11,22 +11,9 @@
 #include "kp_test.h"
 
 #include "../kernels/common/kp_sm90_layout.h"
+#include "sm90_isa_model.h"
 
 static const int modes[] = {KP_SM90_SWIZZLE_128B, KP_SM90_SWIZZLE_64B, KP_SM90_SWIZZLE_32B};
-
-static unsigned field(unsigned long long d, int lo, int bits) {
-    return (unsigned)((d >> lo) & ((1ull << bits) - 1));
-}
-
-/* The ISA's figures: a repeat is 8 rows of `span` bytes, i.e. 8 * span / 128 lines of
- * 128 bytes (8, 4 or 2); within line L of the repeat, 16-byte chunk q (0..7) is stored as
- * chunk q XOR L. With 128-byte rows each row is a line. */
-static unsigned isa_swizzle(int mode, unsigned off) {
-    unsigned span = KP_SM90_SWIZZLE_SPAN(mode), repeat = 8 * span;
-    unsigned base = off - off % repeat, in = off % repeat;
-    unsigned line = in / 128, chunk = (in % 128) / 16, byte = in % 16;
-    return base + line * 128 + ((chunk ^ line) * 16) + byte;
-}
 
 KP_TEST(sm90_desc_fields_match_isa_bit_positions) {
     /* shared addresses across the 256 KiB window, offsets seen in real tiles */
@@ -38,16 +25,16 @@ KP_TEST(sm90_desc_fields_match_isa_bit_positions) {
             for (size_t k = 0; k < sizeof sbos / sizeof *sbos; ++k)
                 for (int m = 0; m < 4; ++m) {
                     unsigned long long d = KP_SM90_DESC(addrs[i], lbos[j], sbos[k], m);
-                    CHECK_INT_EQ(field(d, 0, 14), addrs[i] >> 4);
-                    CHECK_INT_EQ(field(d, 16, 14), lbos[j] >> 4);
-                    CHECK_INT_EQ(field(d, 32, 14), sbos[k] >> 4);
-                    CHECK_INT_EQ(field(d, 49, 3), 0); /* base offset */
-                    CHECK_INT_EQ(field(d, 62, 2), m);
+                    CHECK_INT_EQ(isa_field(d, 0, 14), addrs[i] >> 4);
+                    CHECK_INT_EQ(isa_field(d, 16, 14), lbos[j] >> 4);
+                    CHECK_INT_EQ(isa_field(d, 32, 14), sbos[k] >> 4);
+                    CHECK_INT_EQ(isa_field(d, 49, 3), 0); /* base offset */
+                    CHECK_INT_EQ(isa_field(d, 62, 2), m);
                     /* reserved bits stay clear */
-                    CHECK_INT_EQ(field(d, 14, 2), 0);
-                    CHECK_INT_EQ(field(d, 30, 2), 0);
-                    CHECK_INT_EQ(field(d, 46, 3), 0);
-                    CHECK_INT_EQ(field(d, 52, 10), 0);
+                    CHECK_INT_EQ(isa_field(d, 14, 2), 0);
+                    CHECK_INT_EQ(isa_field(d, 30, 2), 0);
+                    CHECK_INT_EQ(isa_field(d, 46, 3), 0);
+                    CHECK_INT_EQ(isa_field(d, 52, 10), 0);
                 }
 }
 
@@ -56,12 +43,12 @@ KP_TEST(sm90_desc_kmajor_and_k_advance) {
         int m = modes[i];
         unsigned span = KP_SM90_SWIZZLE_SPAN(m), addr = 3 * 8 * span; /* repeat-aligned */
         unsigned long long d = KP_SM90_DESC_KMAJOR(addr, m);
-        CHECK_INT_EQ(field(d, 32, 14) * 16, 8 * span); /* SBO: next 8-row group */
-        CHECK_INT_EQ(field(d, 16, 14), 1);              /* LBO: unused, 1 by convention */
+        CHECK_INT_EQ(isa_field(d, 32, 14) * 16, 8 * span); /* SBO: next 8-row group */
+        CHECK_INT_EQ(isa_field(d, 16, 14), 1);              /* LBO: unused, 1 by convention */
         /* stepping K by 16 bf16 (32 bytes) moves only the address, by 2 units */
         for (unsigned kb = 0; kb < span; kb += 32) {
             unsigned long long a = KP_SM90_DESC_ADVANCE(d, kb);
-            CHECK_INT_EQ(field(a, 0, 14), (addr + kb) >> 4);
+            CHECK_INT_EQ(isa_field(a, 0, 14), (addr + kb) >> 4);
             CHECK_INT_EQ(a >> 14, d >> 14);
         }
     }

@@ -32,9 +32,4 @@ typedef struct conf_paged_case {
 
 void conf_run_paged(kp_device *d, kp_stream *s, const conf_paged_case *c);
 
-/* Runs body on the opencl backend with the AMD wave-tile layout emulated
- * (-DKP_WT_EMULATE_MFMA16 through KPORT_OPENCL_TEST_DEFINES) and KPORT_GPU_KERNELS set to
- * kernels, both restored after. */
-void conf_with_mfma16_layout(const char *kernels, void (*body)(kp_device *));
-
 #endif

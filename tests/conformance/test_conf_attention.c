@@ -148,22 +148,10 @@ KP_CONFORMANCE(conf_attn_prefill_grid_bf16) { prefill_grid(d, KP_BF16); }
  * local memory), emulated on PoCL (-DKP_WT_EMULATE_MFMA16): the kernel's code for the
  * native MFMA 16x16x16 layout, all but the instruction. The grid (every head dim, GQA
  * ratio, causal) and the causal diagonal at every offset. */
-void conf_with_mfma16_layout(const char *kernels, void (*body)(kp_device *)) {
-    const char *was = getenv("KPORT_GPU_KERNELS");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("KPORT_GPU_KERNELS", kernels, 1);
-    setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
-    kp_test_run_on("opencl", body);
-    unsetenv("KPORT_OPENCL_TEST_DEFINES");
-    if (saved) setenv("KPORT_GPU_KERNELS", saved, 1);
-    else unsetenv("KPORT_GPU_KERNELS");
-    free(saved);
-}
-static void with_mfma16_layout(void (*body)(kp_device *)) { conf_with_mfma16_layout("attention_prefill=gen2", body); }
 static void conf_attn_prefill_diagonal_offsets_on(kp_device *d);
 KP_TEST(conf_attn_prefill_gen2_mfma16_layout__opencl) {
-    with_mfma16_layout(conf_attn_prefill_grid_bf16_on);
-    with_mfma16_layout(conf_attn_prefill_diagonal_offsets_on);
+    kp_conf_run_mfma16_layout("attention_prefill=gen2", conf_attn_prefill_grid_bf16_on);
+    kp_conf_run_mfma16_layout("attention_prefill=gen2", conf_attn_prefill_diagonal_offsets_on);
 }
 
 KP_CONFORMANCE(conf_attn_prefill_window) {
@@ -642,7 +630,7 @@ KP_CONFORMANCE(conf_attn_decode_gen2) {
  * ratios in one, two and four row groups, s_q > 1 causal, split-KV off, forced and
  * automatic, partial key tiles, shuffled (scattered) cache blocks. */
 KP_TEST(conf_attn_decode_gen2_mfma16_layout__opencl) {
-    conf_with_mfma16_layout("attention_decode=gen2", conf_attn_decode_gen2_on);
+    kp_conf_run_mfma16_layout("attention_decode=gen2", conf_attn_decode_gen2_on);
 }
 
 /* window_left below -1 is refused by the core, nothing written. */

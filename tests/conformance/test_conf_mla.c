@@ -163,7 +163,7 @@ static void mla_gen2_mfma16_on(kp_device *d) {
     }
     CHECK_OK(kp_stream_destroy(s));
 }
-KP_TEST(conf_mla_decode_gen2_mfma16_layout__opencl) { conf_with_mfma16_layout("mla_decode=gen2", mla_gen2_mfma16_on); }
+KP_TEST(conf_mla_decode_gen2_mfma16_layout__opencl) { kp_conf_run_mfma16_layout("mla_decode=gen2", mla_gen2_mfma16_on); }
 
 /* Generation 2 with FP8 (e4m3) latent caches (mla_decode_gen2.cl's -DATTN_KV_FP8 variant:
  * the cache's bytes copied into local memory and dequantized there), whatever the run's

@@ -514,15 +514,7 @@ static void gen2_mfma16_layout_on(kp_device *d) {
     kp_stream_destroy(s);
 }
 KP_TEST(conf_grouped_gemm_gen2_mfma16_layout__opencl) {
-    const char *was = getenv("KPORT_GPU_KERNELS");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("KPORT_GPU_KERNELS", "grouped_gemm=gen2", 1);
-    setenv("KPORT_OPENCL_TEST_DEFINES", "-DKP_WT_EMULATE_MFMA16", 1);
-    kp_test_run_on("opencl", gen2_mfma16_layout_on);
-    unsetenv("KPORT_OPENCL_TEST_DEFINES");
-    if (saved) setenv("KPORT_GPU_KERNELS", saved, 1);
-    else unsetenv("KPORT_GPU_KERNELS");
-    free(saved);
+    kp_conf_run_mfma16_layout("grouped_gemm=gen2", gen2_mfma16_layout_on);
 }
 
 KP_CONFORMANCE(conf_moe_grouped_gemm_bad_offsets) {
