@@ -20,6 +20,7 @@ kp_gpu_profile fake_prof;
 int64_t fake_tuned_bn; /* > 0: the tuning table's attention block_n */
 int64_t fake_tuned_gen; /* > 0: the tuning table's grouped_gemm gen */
 int64_t fake_tuned_prefill_gen; /* > 0: the tuning table's attention_prefill gen */
+int64_t fake_tuned_pingpong = -1; /* >= 0: the tuning table's attention_prefill sm90_pingpong */
 int64_t fake_tuned_fused = -1; /* >= 0: the tuning table's grouped_gemm g8_fused_swiglu */
 char fake_error[512];
 
@@ -51,6 +52,8 @@ int64_t fake_tuning(const kp_device_info *d, const char *kernel, const char *par
     if (fake_tuned_gen > 0 && strcmp(kernel, "grouped_gemm") == 0 && strcmp(param, "gen") == 0) return fake_tuned_gen;
     if (fake_tuned_prefill_gen > 0 && strcmp(kernel, "attention_prefill") == 0 && strcmp(param, "gen") == 0)
         return fake_tuned_prefill_gen;
+    if (fake_tuned_pingpong >= 0 && strcmp(kernel, "attention_prefill") == 0 && strcmp(param, "sm90_pingpong") == 0)
+        return fake_tuned_pingpong;
     if (fake_tuned_fused >= 0 && strcmp(kernel, "grouped_gemm") == 0 && strcmp(param, "g8_fused_swiglu") == 0)
         return fake_tuned_fused;
     return def;
@@ -119,7 +122,7 @@ void fake_reset(const char *backend) {
     fake_prof.compute_units = 132;
     fake_prof.sm90a = 0; /* an sm_80-class device: the sm_90a tier's tests (test_gpu_plan_sm90.c) turn it on */
     fake_count = 0, fake_missing = NULL, fake_tuned_bn = 0, fake_tuned_gen = 0, fake_tuned_fused = -1;
-    fake_tuned_prefill_gen = 0;
+    fake_tuned_prefill_gen = 0, fake_tuned_pingpong = -1;
     fake_error[0] = '\0';
     fake_logged[0] = '\0';
     fake_scratch_cap[0] = fake_scratch_cap[1] = 0, fake_scratch_reserves = 0;

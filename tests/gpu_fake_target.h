@@ -20,6 +20,7 @@ extern kp_device_info fake_info;
 extern kp_gpu_profile fake_prof;
 extern int64_t fake_tuned_bn, fake_tuned_gen, fake_tuned_fused;
 extern int64_t fake_tuned_prefill_gen; /* > 0: the tuning table's attention_prefill gen */
+extern int64_t fake_tuned_pingpong; /* >= 0: the tuning table's attention_prefill sm90_pingpong */
 extern char fake_error[512];
 extern char fake_logged[2048];
 extern int fake_scratch[2];

@@ -105,10 +105,11 @@ static int check_variants(const char *source) {
 }
 
 /* Attention prefill on the sm_90a tier (kernels/attention/attention_prefill_sm90.cl), every
- * variant the build embedded (variants.tsv: bf16 and f16 at 64/64, 128/128, 192/128 and 256/256): HGMMA (S = Q K^T from
+ * variant the build embedded (variants.tsv: bf16 and f16 at 64/64, 128/128, 192/128 and 256/256, each with
+ * and without the consumers' ping-pong, whose SASS holds BAR.SYNC / BAR.ARV): HGMMA (S = Q K^T from
  * descriptors), the register form with V transposed (O += P V), UTMALDG, SYNCS, no stack or
  * local memory; ptxas neither spilled nor serialised its wgmma. */
-KP_TEST(cuda_sm90_attn_prefill_sass_holds) { CHECK_INT_EQ(check_variants("attention/attention_prefill_sm90.cl"), 8); }
+KP_TEST(cuda_sm90_attn_prefill_sass_holds) { CHECK_INT_EQ(check_variants("attention/attention_prefill_sm90.cl"), 16); }
 
 /* The sm_90a tier's grouped GEMM (kernels/moe/moe_gemm_sm90.cl), every variant the build
  * embedded (2 dtypes x BN 128 / 256): its sm_90a SASS holds HGMMA, UTMALDG and SYNCS, no

@@ -38,7 +38,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     const kp_gpu_launch *l = fake_plan_one(&s, KP_OP_ATTENTION_PREFILL, &p, "sm90:attention_prefill_sm90");
     CHECK_STR_EQ(l->source, KP_GPU_SRC_ATTN_PREFILL_SM90);
     CHECK_STR_EQ(l->kernel, "kp_attention_prefill_sm90");
-    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1");
     CHECK_INT_EQ(l->local[0], 384);
     CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(128, 3));
     CHECK(l->local_bytes <= fake_prof.local_mem);
@@ -68,7 +68,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_INT_EQ(fake_count, 0);
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
-    CHECK_STR_EQ(fake_launches[0].options, "-DKP_DTYPE_F16 -DF3_DQK=128 -DF3_STAGES=3");
+    CHECK_STR_EQ(fake_launches[0].options, "-DKP_DTYPE_F16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1");
     CHECK_INT_EQ(fake_launches[0].args[5].v.tmap.dtype, KP_F16);
 
     /* DeepSeek-V3's 192/128: three 64-column boxes of q and k, two of v; two stages fit */
@@ -79,7 +79,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
     l = &fake_launches[0];
-    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=192 -DF3_STAGES=2");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=192 -DF3_STAGES=2 -DF3_PINGPONG=1");
     CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(192, 2));
     CHECK(l->local_bytes <= fake_prof.local_mem && KP_ATTN_SM90_LOCAL_BYTES(192, 3) > fake_prof.local_mem);
     check_map(&l->args[5], &fake_buf[0], 4, (const uint64_t[]){192, 4, 8, 300},
@@ -95,7 +95,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
     l = &fake_launches[0];
-    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=64 -DF3_STAGES=4");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_BF16 -DF3_DQK=64 -DF3_STAGES=4 -DF3_PINGPONG=1");
     CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(64, 4));
     CHECK_INT_EQ(l->local_bytes, 1024 + 128 * 64 * 2 + 4 * (128 * 64 * 2 * 2) + 10 * 8);
     CHECK(l->local_bytes <= fake_prof.local_mem);
@@ -113,7 +113,7 @@ KP_TEST(gpu_attention_prefill_sm90_plan) {
     CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
     CHECK_INT_EQ(fake_count, 1);
     l = &fake_launches[0];
-    CHECK_STR_EQ(l->options, "-DKP_DTYPE_F16 -DF3_DQK=256 -DF3_STAGES=2");
+    CHECK_STR_EQ(l->options, "-DKP_DTYPE_F16 -DF3_DQK=256 -DF3_STAGES=2 -DF3_PINGPONG=1");
     CHECK_INT_EQ(l->local_bytes, KP_ATTN_SM90_LOCAL_BYTES(256, 2));
     CHECK_INT_EQ(l->local_bytes, 1024 + 128 * 256 * 2 + 2 * (64 * 256 * 2 * 2) + 6 * 8);
     CHECK(l->local_bytes <= fake_prof.local_mem && KP_ATTN_SM90_LOCAL_BYTES(256, 3) > fake_prof.local_mem);
@@ -222,13 +222,45 @@ KP_TEST(gpu_attention_prefill_sm90_switches) {
     fake_sm90_done();
 }
 
+/* The schedule: FA3's ping-pong of the consumer warpgroups (-DF3_PINGPONG=1) unless the
+ * tuning table's attention_prefill;sm90_pingpong is 0 (the H200 session's fallback should
+ * the ping-pong hang or run slower); any other value means the ping-pong. */
+KP_TEST(gpu_attention_prefill_sm90_pingpong_key) {
+    static const struct {
+        int64_t tuned; /* -1: no row */
+        const char *options;
+    } cases[] = {
+        {-1, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1"},
+        {0, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=0"},
+        {1, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1"},
+        {2, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sm90_reset(3);
+        fake_tuned_pingpong = cases[i].tuned;
+        kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
+        kp_stream s = {0};
+        CHECK_OK(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_PREFILL, &s, &p, 0));
+        CHECK_INT_EQ(fake_count, 1);
+        CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL_SM90);
+        CHECK_MSG(strcmp(fake_launches[0].options, cases[i].options) == 0, "tuned %lld: options '%s', want '%s'",
+                  (long long)cases[i].tuned, fake_launches[0].options, cases[i].options);
+    }
+    fake_tuned_pingpong = -1;
+    fake_tuned_prefill_gen = 0;
+}
+
 /* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill
- * for bf16 and f16 at 64/64, 128/128, 192/128 and 256/256; the hip list none. */
-static int attn_variants;
+ * for bf16 and f16 at 64/64, 128/128, 192/128 and 256/256, each with and without the
+ * ping-pong (either schedule runs without NVRTC); the hip list none. */
+static int attn_variants, attn_pingpong[2];
 static void count_attn(void *user, const char *source, const char *options, const char *kernels) {
-    (void)user, (void)options;
-    if (strcmp(source, KP_GPU_SRC_ATTN_PREFILL_SM90) == 0 && strcmp(kernels, "kp_attention_prefill_sm90") == 0)
+    (void)user;
+    if (strcmp(source, KP_GPU_SRC_ATTN_PREFILL_SM90) == 0 && strcmp(kernels, "kp_attention_prefill_sm90") == 0) {
         attn_variants++;
+        if (strstr(options, " -DF3_PINGPONG=0")) attn_pingpong[0]++;
+        if (strstr(options, " -DF3_PINGPONG=1")) attn_pingpong[1]++;
+    }
 }
 
 KP_TEST(gpu_attention_prefill_sm90_variants_listed) {
@@ -236,9 +268,11 @@ KP_TEST(gpu_attention_prefill_sm90_variants_listed) {
     kp_gpu_profile prof;
     CHECK_INT_EQ(kp_gpu_build_profile("cuda", &info, &prof), 0);
     CHECK_INT_EQ(prof.sm90a, 1);
-    attn_variants = 0;
+    attn_variants = attn_pingpong[0] = attn_pingpong[1] = 0;
     kp_gpu_variants_enumerate(&fake_host, &prof, count_attn, NULL);
-    CHECK_INT_EQ(attn_variants, 8);
+    CHECK_INT_EQ(attn_variants, 16);
+    CHECK_INT_EQ(attn_pingpong[0], 8);
+    CHECK_INT_EQ(attn_pingpong[1], 8);
     CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 64), 4);
     CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 128), 3);
     CHECK_INT_EQ(kp_gpu_attn_sm90_stages(&prof, 192), 2);

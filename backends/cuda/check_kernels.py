@@ -34,7 +34,9 @@ Checks:
   for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); those
   named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA, and no e4m3 -> f16
   unpack (F2FP.F16.E4M3.UNPACK_B: operands decoded for a 16-bit MMA); those named "attn" or
-  "attention" also an HGMMA with A from registers and B transposed (.tnspB: O += P V); with --cubin also their
+  "attention" also an HGMMA with A from registers and B transposed (.tnspB: O += P V), and
+  built with -DF3_PINGPONG=1 the consumers' ping-pong (BAR.SYNC / BAR.ARV on barriers by a
+  register id over 256 threads, BAR.ARV and BAR.SYNC on 0x2), with =0 no BAR.ARV; with --cubin also their
   resource usage: no stack, no local memory (in a FATBIN_DIR the ptxas report's spill and
   stack line says the same).
 """
@@ -51,6 +53,8 @@ ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
 SERIALISED = re.compile(r"Potential Performance Loss: wgmma")
 SM90_RS_TNSPB = re.compile(r"\bHGMMA\.\w+\.F32(?:\.BF16)?\s+R\d+,\s*R\d+,\s*gdesc\[\w+\]\.tnspB")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
+PP_SYNC_R = re.compile(r"\bBAR\.SYNC(?:\.DEFER_BLOCKING)?\s+R\d+,\s*0x100")
+PP_ARV_R = re.compile(r"\bBAR\.ARV\s+R\d+,\s*0x100")
 STATIC_SMEM_MAX = 48 * 1024
 SASS_ARCHS = ("sm_80", "sm_90a")
 SM90_ARCHS = ("sm_90a",)
@@ -131,6 +135,20 @@ def check_sass(sass, source, options, kernel, where, arch=None):
             if not SM90_RS_TNSPB.search(sass):
                 problems.append("%s: %s has no HGMMA with A from registers and B transposed "
                                 "(wgmma RS, imm-trans-b = 1: P V)" % (where, kernel))
+            # FA3's ping-pong (-DF3_PINGPONG=1): the consumers take turns on named barriers 2
+            # and 3 over 256 threads, synced and arrived on with the warpgroup's id in a register
+            # (BAR.SYNC.DEFER_BLOCKING R2, 0x100 / BAR.ARV R12, 0x100), warpgroup 1's first
+            # arrival and warpgroup 0's last sync on barrier 2 (BAR.ARV 0x2, 0x100); without it none
+            pp = [o for o in options.split() if o.startswith("-DF3_PINGPONG=")]
+            if pp and pp[-1] == "-DF3_PINGPONG=1":
+                for pattern, what in ((PP_SYNC_R, "BAR.SYNC R.., 0x100 (a round's turn)"),
+                                      (PP_ARV_R, "BAR.ARV R.., 0x100 (the other warpgroup's turn)"),
+                                      (r"\bBAR\.SYNC(?:\.DEFER_BLOCKING)?\s+0x2,\s*0x100", "BAR.SYNC 0x2, 0x100"),
+                                      (r"\bBAR\.ARV\s+0x2,\s*0x100", "BAR.ARV 0x2, 0x100")):
+                    if not re.search(pattern, sass):
+                        problems.append("%s: %s has no %s: the ping-pong is missing" % (where, kernel, what))
+            elif pp and re.search(r"\bBAR\.ARV\b", sass):
+                problems.append("%s: %s has BAR.ARV without -DF3_PINGPONG=1" % (where, kernel))
     m = SCALAR16.search(sass)
     if m:
         problems.append("%s: %s loads 16-bit scalars from global memory (%s)" % (where, kernel, m.group(0)))

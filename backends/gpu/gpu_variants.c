@@ -164,13 +164,15 @@ static void moe(emitter *e, const kp_host_services *h, const kp_gpu_profile *p) 
             kp_gpu_gemm_sm90_fp8_options(p, float_types[t], opts, sizeof opts);
             emit(e, KP_GPU_SRC_MOE_GEMM_SM90_FP8, opts, "kp_grouped_gemm_sm90_e4m3");
         }
-    /* the sm_90a tier's attention prefill: bf16 and f16, head dims 64/64, 128/128, 192/128, 256/256 */
+    /* the sm_90a tier's attention prefill: bf16 and f16, head dims 64/64, 128/128, 192/128,
+     * 256/256, both schedules (with and without the consumers' ping-pong: a tuning key) */
     if (p->sm90a)
         for (size_t t = 1; t < 3; t++)
-            for (int dqk = 64; dqk <= 256; dqk += 64) {
-                kp_gpu_attn_sm90_options(p, float_types[t], dqk, opts, sizeof opts);
-                emit(e, KP_GPU_SRC_ATTN_PREFILL_SM90, opts, "kp_attention_prefill_sm90");
-            }
+            for (int dqk = 64; dqk <= 256; dqk += 64)
+                for (int pp = 1; pp >= 0; pp--) {
+                    kp_gpu_attn_sm90_options(p, float_types[t], dqk, pp, opts, sizeof opts);
+                    emit(e, KP_GPU_SRC_ATTN_PREFILL_SM90, opts, "kp_attention_prefill_sm90");
+                }
     /* W8A8: e4m3 activations and weights, every output dtype, both row classes */
     for (size_t t = 0; t < 3; t++)
         for (size_t r = 0; r < 2; r++) {

@@ -34,9 +34,25 @@
  *   (wgmma.wait_group 1), masks and exponentiates it while P V runs, then waits for P V,
  *   releases that stage, rescales O and packs P of tile t. ptxas: no spills, wgmma not
  *   serialised; the consumers' highest register R176 (64/64), R195 (128/128, 192/128),
- *   R211 (256/256) under setmaxnreg's 240. The two consumers overlap each other only as
- *   the warp schedulers interleave them: FA3's explicit ping-pong of the warpgroups on
- *   named barriers is not here yet.
+ *   R211 (256/256) under setmaxnreg's 240.
+ * Ping-pong (F3_PINGPONG=1, FA3's inter-warpgroup schedule): the two consumers take turns
+ *   issuing their GEMMs, so one's wgmma run while the other does its softmax. A "round" is
+ *   one issue group: S of tile 0; S of tile t with P V of t - 1; P V of the last tile.
+ *   Warpgroup w syncs on named barrier F3_PP_BAR + w (256 threads) before issuing a round
+ *   and arrives on F3_PP_BAR + 1 - w after (before anything that may wait: the V-tail
+ *   barrier 1, wait_group). Warpgroup 1 arrives once on warpgroup 0's barrier at the start
+ *   (warpgroup 0 goes first) and warpgroup 0 syncs once more at the end (taking that
+ *   extra arrival back), so no barrier is left half-arrived when the CTA exits.
+ *   Invariant: both warpgroups run the same number of rounds, ntiles + 1 per row tile with
+ *   ntiles > 0, none otherwise, in the same order: ntiles is the CTA's (the 128-row tile's),
+ *   never a warpgroup's; a warpgroup whose 64 rows are all past the sequence still runs
+ *   every round (its rows see no key); no consumer leaves the row-tile loop early. Then
+ *   barrier F3_PP_BAR (+1) sees, per round r, warpgroup 1's arrival r - 1 (r = 0: the
+ *   initial one) with warpgroup 0's sync r (and warpgroup 0's arrival r with warpgroup
+ *   1's sync r), and the V-tail barrier 1, reached after a round's arrive, is met by both
+ *   in the same round. Ids: 0 is kp_barrier, 1 the V tail; the producer uses none.
+ *   F3_PINGPONG=0: the previous schedule (the planner's tuning key
+ *   attention_prefill;sm90_pingpong, default 1).
  * Dynamic local memory: KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h): at 128/128, 2 stages
  *   164,912 bytes, 3 stages 230,464 (sm_90's 227 KiB); at 192/128 2 stages 214,064 bytes;
  *   at 64/64 4 stages 148,560; at 256/256 (64-key stages) 2 stages 197,680.
@@ -47,7 +63,8 @@
  * 256/256, bf16 or f16,
  * not paged, group divides 128, 16-byte aligned base addresses and token/head strides
  * (TMA), head stride of q such that the group's heads form one map dimension.
- * Options: KP_DTYPE_BF16 / KP_DTYPE_F16, F3_DQK (64, 128, 192, 256), F3_STAGES (2..4).
+ * Options: KP_DTYPE_BF16 / KP_DTYPE_F16, F3_DQK (64, 128, 192, 256), F3_STAGES (2..4),
+ * F3_PINGPONG (0, 1).
  */
 #include "kp_dialect.h"
 #include "attention_kargs.h"
@@ -112,6 +129,17 @@
 #if F3_BM != 128 || F3_BN != KP_ATTN_SM90_BN(F3_DQK) || F3_D != KP_ATTN_SM90_DV(F3_DQK) || 1024 + F3_Q_BYTES + F3_STAGES * F3_STAGE_BYTES + (2 * F3_STAGES + 2) * 8 != \
     KP_ATTN_SM90_LOCAL_BYTES(F3_DQK, F3_STAGES)
 #error "attention_prefill_sm90.cl: the layout disagrees with KP_ATTN_SM90_LOCAL_BYTES (attention_kargs.h)"
+#endif
+#ifndef F3_PINGPONG
+#define F3_PINGPONG 1
+#endif
+#define F3_PP_BAR 2u                     /* ping-pong barriers 2 (warpgroup 0) and 3 (warpgroup 1) */
+#if F3_PINGPONG
+#define F3_PP_SYNC(wg) kp_named_barrier_sync(F3_PP_BAR + (unsigned)(wg), 256u)
+#define F3_PP_ARRIVE(wg) kp_named_barrier_arrive(F3_PP_BAR + 1u - (unsigned)(wg), 256u)
+#else
+#define F3_PP_SYNC(wg) ((void)0)
+#define F3_PP_ARRIVE(wg) ((void)0)
 #endif
 #define F3_LN2 0.6931471805599453f
 /* 168 registers a thread at launch (65536 / 384); the producer gives its spare ones to the
@@ -288,6 +316,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
     const int wg = tid / 128 - 1, lt = tid % 128, w = lt / 32, l = lt % 32;
     int s = 0;
     unsigned phase = 0, qphase = 0;
+#if F3_PINGPONG
+    if (wg == 1) kp_named_barrier_arrive(F3_PP_BAR, 256u); /* warpgroup 0 goes first */
+#endif
     for (int m0 = kp_group_id(0) * F3_BM; m0 < rows; m0 += kp_num_groups(0) * F3_BM) {
         int kbeg, ntiles;
         f3_tiles(&p, m0, rows, len_k, shift, &kbeg, &ntiles);
@@ -318,7 +349,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
             kp_mbar_wait(&full[s], phase);
             const unsigned k_addr = kp_local_addr32(stages + s * F3_STAGE_BYTES);
             float sacc[F3_BN / 2];
+            F3_PP_SYNC(wg);
             f3_issue_s(sacc, q_addr, k_addr);
+            F3_PP_ARRIVE(wg);
             f3_zero_v_tail(k_addr + F3_K_BYTES, kbeg, len_k, tid - 128);
             kp_wgmma_wait(0);
 #pragma unroll
@@ -338,8 +371,10 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
             float sacc[F3_BN / 2];
 #pragma unroll
             for (int i = 0; i < F3_D / 2; ++i) kp_wgmma_fence_operand(&o[i]);
+            F3_PP_SYNC(wg);
             f3_issue_s(sacc, q_addr, k_addr);
             f3_issue_pv(o, a, dv_prev); /* O += P V of tile t - 1 */
+            F3_PP_ARRIVE(wg);
             f3_zero_v_tail(k_addr + F3_K_BYTES, kbeg + t * F3_BN, len_k, tid - 128);
             kp_wgmma_wait(1); /* S of tile t retired; P V of t - 1 may still run */
 #pragma unroll
@@ -363,7 +398,9 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
 #pragma unroll
             for (int i = 0; i < F3_D / 2; ++i) kp_wgmma_fence_operand(&o[i]);
             kp_wgmma_fence(); /* a[] and O written since the last wgmma */
+            F3_PP_SYNC(wg);
             f3_issue_pv(o, a, dv_prev);
+            F3_PP_ARRIVE(wg);
             kp_wgmma_wait(0);
 #pragma unroll
             for (int i = 0; i < F3_D / 2; ++i) kp_wgmma_fence_operand(&o[i]);
@@ -391,4 +428,7 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(384, 1)
                     lsum > 0.0f ? (mrow[i] + log2f(lsum)) * F3_LN2 : KP_INFINITY;
         }
     }
+#if F3_PINGPONG
+    if (wg == 0) kp_named_barrier_sync(F3_PP_BAR, 256u); /* warpgroup 1's last arrival (or its first) */
+#endif
 }

@@ -21,6 +21,7 @@
  * kp_wgmma_m64n64k16_f16: the f16 twin of kp_tile_sm90.h's SS m64n64k16 (64-key S tiles).
  * kp_fence_proxy_async_local, kp_named_barrier, kp_local_zero16: zeroing part of a stage
  *   (rows TMA brought from outside the sequence) before a wgmma reads it.
+ * kp_named_barrier_sync / _arrive: ordering warpgroups (FA3's ping-pong of the consumers).
  */
 #ifndef KP_TILE_SM90_ATTN_H
 #define KP_TILE_SM90_ATTN_H
@@ -110,6 +111,15 @@ KP_WGMMA_FN(kp_wgmma_m64n64k16_f16, 32, "m64n64k16.f32.f16.f16", ", 1, 1, 0, 0")
 KP_FN void kp_fence_proxy_async_local(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 /* Named barrier `id` (1..15; 0 is kp_barrier's) over `n` threads, a multiple of 32. */
 #define kp_named_barrier(id, n) asm volatile("bar.sync %0, %1;" ::"n"(id), "n"(n) : "memory")
+/* The same with a run-time (warp-uniform) id: wait until n threads reached `id` (sync) or
+ * count this warp's threads there without waiting (arrive); PTX ISA, bar.sync / bar.arrive:
+ * a barrier completes once n threads have arrived or synced on it, whichever they did. */
+KP_FN void kp_named_barrier_sync(unsigned id, unsigned n) {
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+KP_FN void kp_named_barrier_arrive(unsigned id, unsigned n) {
+    asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
 /* 16 zero bytes at a 16-byte aligned shared-memory address. */
 KP_FN void kp_local_zero16(unsigned addr) {
     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(addr), "r"(0u) : "memory");

@@ -12,6 +12,9 @@
  * as the device's local memory holds, at most 4 (227 KiB: 4 at 64/64, 3 at 128/128, 2 at
  * 192/128 and at 256/256, whose stages hold 64 keys: KP_ATTN_SM90_BN).
  * Grid (ceil(max_seqlen_q x group / 128), h_kv, B + 1) x 384 threads, as generation 2's.
+ * Schedule: FA3's ping-pong of the two consumer warpgroups on named barriers (F3_PINGPONG=1)
+ * unless the tuning table's attention_prefill;sm90_pingpong is 0 (the schedule without it;
+ * both are embedded: kp_gpu_variants_enumerate).
  */
 #include "gpu_ops.h"
 
@@ -35,8 +38,13 @@ int kp_gpu_attn_sm90_stages(const kp_gpu_profile *p, int dqk) {
     return s;
 }
 
-void kp_gpu_attn_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int dqk, char *buf, size_t n) {
-    snprintf(buf, n, "%s -DF3_DQK=%d -DF3_STAGES=%d", kp_gpu_dtype_define(dt), dqk, kp_gpu_attn_sm90_stages(p, dqk));
+int kp_gpu_attn_sm90_pingpong(const kp_host_services *h, const kp_gpu_profile *p) {
+    return h->tuning_get(p->info, "attention_prefill", "sm90_pingpong", 1) != 0;
+}
+
+void kp_gpu_attn_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int dqk, int pingpong, char *buf, size_t n) {
+    snprintf(buf, n, "%s -DF3_DQK=%d -DF3_STAGES=%d -DF3_PINGPONG=%d", kp_gpu_dtype_define(dt), dqk,
+             kp_gpu_attn_sm90_stages(p, dqk), pingpong != 0);
 }
 
 const char *kp_gpu_attn_sm90_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p) {
@@ -74,7 +82,7 @@ kp_status kp_gpu_attention_prefill_sm90(kp_gpu_ctx *c, const kp_attention_prefil
     const char *name = "attention_prefill (the sm_90a tier)";
     char opts[96];
     const int dqk = (int)p->q.shape[2];
-    kp_gpu_attn_sm90_options(&c->prof, p->q.dtype, dqk, opts, sizeof opts);
+    kp_gpu_attn_sm90_options(&c->prof, p->q.dtype, dqk, kp_gpu_attn_sm90_pingpong(h, &c->prof), opts, sizeof opts);
     static const char kernel[] = "kp_attention_prefill_sm90";
     kp_status st = kp_gpu_variant_ok(c, KP_GPU_SRC_ATTN_PREFILL_SM90, opts);
     if (st == KP_OK) kp_gpu_kernel_note(c, KP_GPU_NOTE_MAIN, 3, kernel);

@@ -453,7 +453,9 @@ kp_status kp_gpu_attention_prefill_gen2(kp_gpu_ctx *c, const kp_attention_prefil
 #define KP_GPU_SRC_ATTN_PREFILL_SM90 "attention/attention_prefill_sm90.cl"
 const char *kp_gpu_attn_sm90_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p);
 int kp_gpu_attn_sm90_stages(const kp_gpu_profile *p, int dqk);
-void kp_gpu_attn_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int dqk, char *buf, size_t n);
+/* 1: the consumers' ping-pong (the tuning table's attention_prefill;sm90_pingpong, default 1) */
+int kp_gpu_attn_sm90_pingpong(const kp_host_services *h, const kp_gpu_profile *p);
+void kp_gpu_attn_sm90_options(const kp_gpu_profile *p, kp_dtype dt, int dqk, int pingpong, char *buf, size_t n);
 kp_status kp_gpu_attention_prefill_sm90(kp_gpu_ctx *c, const kp_attention_prefill_params *p, int dry_run);
 
 #define KP_GPU_SRC_ATTN_DECODE2 "attention/attention_decode_gen2.cl"
