@@ -140,7 +140,7 @@ void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen)
 void fake_sm90_done(void) {
     unsetenv("KPORT_GPU_KERNELS");
     unsetenv("KPORT_DISABLE_TIER");
-    fake_tuned_gen = 0, fake_tuned_prefill_gen = 0;
+    fake_tuned_gen = 0, fake_tuned_prefill_gen = 0, fake_tuned_pingpong = -1;
 }
 
 const kp_gpu_launch *fake_plan_one_at(kp_stream *s, kp_op op, const void *params, const char *name,

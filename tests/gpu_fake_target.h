@@ -47,7 +47,7 @@ void fake_reset(const char *backend);
  * kernels, test_gpu_plan_sm90*.c): the tuning table's "grouped_gemm;gen" gemm_gen and
  * "attention_prefill;gen" prefill_gen (0: no row; auto picks the tier only on a row of 3,
  * which no device has yet), KPORT_GPU_KERNELS = kernels (NULL: unset), KPORT_DISABLE_TIER
- * unset. fake_sm90_done() after: both switches unset, both rows dropped. */
+ * unset. fake_sm90_done() after: both switches unset, the tuning rows dropped. */
 void fake_reset_sm90(const char *kernels, int64_t gemm_gen, int64_t prefill_gen);
 void fake_sm90_done(void);
 /* A plan that takes one kernel: kp_op_kernel's answer for `op` on params (kp_gpu_op_kernel)

@@ -236,7 +236,7 @@ KP_TEST(gpu_attention_prefill_sm90_pingpong_key) {
         {2, "-DKP_DTYPE_BF16 -DF3_DQK=128 -DF3_STAGES=3 -DF3_PINGPONG=1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        sm90_reset(3);
+        fake_reset_sm90(NULL, 0, 3);
         fake_tuned_pingpong = cases[i].tuned;
         kp_attention_prefill_params p = fake_prefill_params(KP_BF16, 128);
         kp_stream s = {0};
@@ -246,8 +246,7 @@ KP_TEST(gpu_attention_prefill_sm90_pingpong_key) {
         CHECK_MSG(strcmp(fake_launches[0].options, cases[i].options) == 0, "tuned %lld: options '%s', want '%s'",
                   (long long)cases[i].tuned, fake_launches[0].options, cases[i].options);
     }
-    fake_tuned_pingpong = -1;
-    fake_tuned_prefill_gen = 0;
+    fake_sm90_done();
 }
 
 /* The cuda build's variant list (the plugin embeds what it names) holds the tier's prefill
