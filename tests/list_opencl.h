@@ -41,6 +41,7 @@ X(opencl_grouped_gemm_w8a8_generations)
 X(opencl_moe_forward_w8a8_fused_quantize_same_bytes)
 X(opencl_moe_gemm_bad_tuning_falls_back)
 X(opencl_moe_align_many_chunks)
+X(opencl_moe_align_small_chunks)
 X(opencl_moe_bad_indices_stay_in_bounds)
 X(opencl_moe_dry_run_writes_nothing)
 /* test_opencl_gen2.c */

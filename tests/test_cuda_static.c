@@ -144,6 +144,8 @@ KP_TEST(cuda_sm90_w8a8_gemm_sass_holds) { CHECK_INT_EQ(check_variants("moe/moe_g
 /* the sm_90a attention tier's O += P V: A (P) from registers, V transposed */
 #define SM90_RS_SASS_OK                                                                              \
     "        /*0970*/                   HGMMA.64x128x16.F32.BF16 R24, R132, gdesc[UR4].tnspB, RZ, !UPT ;\n"
+/* paged and MLA decode's epilogue: two columns (or four) a store */
+#define DEC_TAIL_OK "        /*0980*/                   STG.E.64 desc[UR6][R148.64], R136 ;\n"
 /* what attention prefill's loop adds: V by ldmatrix.trans, the row max by quad shuffles */
 #define ATTN_SASS_OK                                                                                 \
     "        /*0600*/                   LDSM.16.MT88.2 R8, [R3] ;\n"                                 \
@@ -210,9 +212,14 @@ KP_TEST(cuda_static_checks_catch_doctored) {
          SASS_OK "        /*0700*/   SHFL.BFLY PT, R9, R8, 0x1, 0x1f ;\n", "has no LDSM.16.MT88"},
         {"attention: no quad shuffles", "-DKP_DTYPE_BF16", "kp_attention_prefill_gen2",
          SASS_OK "        /*0700*/   LDSM.16.MT88.2 R8, [R3] ;\n", "has no SHFL.BFLY"},
-        {"decode control", "-DKP_DTYPE_F16", "kp_attention_decode_gen2", SASS_OK ATTN_SASS_OK, NULL},
+        {"decode control", "-DKP_DTYPE_F16", "kp_attention_decode_gen2", SASS_OK ATTN_SASS_OK DEC_TAIL_OK, NULL},
         {"decode: no LDGSTS", "-DKP_DTYPE_F16", "kp_attention_decode_gen2",
-         "        /*0560*/   HMMA.16816.F32 R12, R8, R20, R12 ;\n" ATTN_SASS_OK, "has no LDGSTS"},
+         "        /*0560*/   HMMA.16816.F32 R12, R8, R20, R12 ;\n" ATTN_SASS_OK DEC_TAIL_OK, "has no LDGSTS"},
+        {"decode: a 16-bit output element stored alone", "-DKP_DTYPE_F16", "kp_attention_decode_gen2",
+         SASS_OK ATTN_SASS_OK DEC_TAIL_OK "        /*0990*/   STG.E.U16 desc[UR6][R150.64+0x2], R11 ;\n",
+         "stores 16-bit output elements one at a time (STG.E.U16)"},
+        {"MLA: the epilogue's stores not paired", "-DKP_DTYPE_BF16", "kp_mla_decode_gen2",
+         SASS_OK ATTN_SASS_OK "        /*0980*/   STG.E desc[UR6][R148.64], R137 ;\n", "has no STG.E.64"},
         {"sm90 control", "", "kp_sm90_selftest", SM90_SASS_OK, NULL},
         {"sm90: mma.sync instead of wgmma", "", "kp_sm90_selftest",
          "        /*0560*/   HMMA.16816.F32.BF16 R12, R8, R20, R12 ;\n"

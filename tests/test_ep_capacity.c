@@ -254,6 +254,87 @@ KP_CONFORMANCE(ep_capacity_steps_match_the_spec) {
     free(bidx);
 }
 
+/* PLAN_RECV from the spec (core/backend.h): per local expert le < min(LE, HW - 2), per
+ * source s in order, the next min(its count, what is left of its rows sent) of s's rows,
+ * rows sent clamped to [0, C] and a negative count taken as 0; experts past the header's
+ * counts get no rows; dropped_all the clamped sum of the headers' drops. */
+static void ref_plan_recv(int w, int c, int hw, int le_n, const int32_t *hdr, int32_t *offs, int32_t *rmap,
+                          int32_t *gsrc, int32_t *all) {
+    int32_t *first = calloc((size_t)w, sizeof *first);
+    int64_t dropped = 0;
+    int32_t row = 0;
+    for (int i = 0; i < w * c; i++) rmap[i] = gsrc[i] = -1;
+    const int counted = le_n < hw - 2 ? le_n : hw - 2;
+    for (int le = 0; le < counted; le++) {
+        offs[le] = row;
+        for (int s = 0; s < w; s++) {
+            const int64_t sent = hdr[s * hw] < 0 ? 0 : hdr[s * hw] > c ? c : hdr[s * hw];
+            const int64_t n = hdr[s * hw + 2 + le] < 0 ? 0 : hdr[s * hw + 2 + le];
+            const int64_t take = n < sent - first[s] ? n : sent - first[s];
+            for (int64_t r = 0; r < take; r++, row++) {
+                const int32_t at = (int32_t)(s * c + first[s] + r);
+                rmap[at] = row, gsrc[row] = at;
+            }
+            first[s] += (int32_t)take;
+        }
+    }
+    for (int le = counted; le <= le_n; le++) offs[le] = row;
+    for (int s = 0; s < w; s++) dropped += hdr[s * hw + 1] < 0 ? 0 : hdr[s * hw + 1];
+    *all = dropped > INT32_MAX ? INT32_MAX : (int32_t)dropped;
+    free(first);
+}
+
+/* PLAN_RECV on d against ref_plan_recv for w sources, every output checked. */
+static void check_plan_recv(kp_device *d, int w, int c, int hw, int le_n, const int32_t *hdr) {
+    const size_t rows = (size_t)w * c;
+    kp_buffer *bhin = cap_input(d, hdr, (size_t)w * hw * 4), *boffs = cap_buf(d, (le_n + 1) * 4),
+              *brmap = cap_buf(d, rows * 4), *bgsrc = cap_buf(d, rows * 4), *bcnt = cap_buf(d, 4);
+    kp_ep_capacity_args r = {.step = KP_EP_CAPACITY_PLAN_RECV, .world = w, .capacity = c, .header_ints = hw,
+                             .local_experts = le_n, .in = {bhin}, .out = {boffs, brmap, bgsrc, bcnt},
+                             .out_off = {CAP_GUARD, CAP_GUARD, CAP_GUARD, CAP_GUARD}};
+    CHECK_OK(d->iface->ep_capacity(d->default_stream, &r));
+    int32_t *got = malloc((le_n + 1 + 2 * rows + 1) * 4), *want = malloc((le_n + 1 + 2 * rows + 1) * 4);
+    int32_t *g_rmap = got + le_n + 1, *g_gsrc = g_rmap + rows, *w_rmap = want + le_n + 1, *w_gsrc = w_rmap + rows;
+    cap_read(boffs, (le_n + 1) * 4, got), cap_read(brmap, rows * 4, g_rmap), cap_read(bgsrc, rows * 4, g_gsrc);
+    cap_read(bcnt, 4, g_gsrc + rows);
+    ref_plan_recv(w, c, hw, le_n, hdr, want, w_rmap, w_gsrc, w_gsrc + rows);
+    for (int i = 0; i <= le_n; i++)
+        CHECK_MSG(got[i] == want[i], "W %d: offsets[%d] = %d, expected %d", w, i, got[i], want[i]);
+    for (size_t i = 0; i < rows; i++) {
+        CHECK_MSG(g_rmap[i] == w_rmap[i], "W %d: recv_map[%zu] = %d, expected %d", w, i, g_rmap[i], w_rmap[i]);
+        CHECK_MSG(g_gsrc[i] == w_gsrc[i], "W %d: grouped_src[%zu] = %d, expected %d", w, i, g_gsrc[i], w_gsrc[i]);
+    }
+    CHECK_MSG(g_gsrc[rows] == w_gsrc[rows], "W %d: dropped_all = %d, expected %d", w, g_gsrc[rows], w_gsrc[rows]);
+    kp_buffer *bufs[] = {bhin, boffs, brmap, bgsrc, bcnt};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) CHECK_OK(kp_buffer_free(bufs[i]));
+    free(got), free(want);
+}
+
+/* PLAN_RECV's scan over the sources at world sizes around and past the GPU kernels'
+ * work-group of 256 (one source per work-item, then runs of 2, 3 and 9 per work-item):
+ * random headers (a few corrupt: rows sent past C or negative, counts negative or past
+ * what is left), some sources empty, a header with fewer counts than local experts. */
+KP_CONFORMANCE(ep_capacity_plan_recv_many_sources) {
+    if (!kp_backend_has_slot(d->iface, ep_capacity)) KP_SKIP("%s has no ep_capacity slot", d->iface->name);
+    const int worlds[] = {1, 255, 256, 257, 600, 2051};
+    for (size_t wi = 0; wi < sizeof worlds / sizeof *worlds; wi++) {
+        const int w = worlds[wi], c = 5, le_n = 4, hw = wi % 2 ? 2 + le_n : 2 + le_n - 1;
+        int32_t *hdr = malloc((size_t)w * hw * sizeof *hdr);
+        for (int s = 0; s < w; s++) {
+            int32_t *h = hdr + (size_t)s * hw;
+            const uint64_t r = kp_test_rand_u64();
+            h[0] = r % 11 == 0 ? 0 : (int32_t)(r % 6); /* rows sent, 0..C */
+            h[1] = (int32_t)(r >> 8 & 3);              /* drops */
+            for (int q = 2; q < hw; q++) h[q] = (int32_t)(kp_test_rand_u64() % 3);
+            if (r % 13 == 1) h[0] = c + 4;            /* corrupt: past C */
+            if (r % 17 == 2) h[0] = -3;
+            if (r % 19 == 3) h[2] = -2, h[hw - 1] = 9;
+        }
+        check_plan_recv(d, w, c, hw, le_n, hdr);
+        free(hdr);
+    }
+}
+
 /* The slot's arguments come from the core, but an inconsistent step is still an error with
  * a message, never a launch: an unknown step everywhere; on the GPU backends (which check
  * what their kernels assume) no world, a misaligned index and a missing buffer. */

@@ -172,6 +172,13 @@ KP_TEST(gpu_prefill_gen2_plan) {
     CHECK_STR_EQ(fake_launches[0].source, KP_GPU_SRC_ATTN_PREFILL);
 }
 
+/* The first kernel one planned run of op launches on the fake target. */
+static const char *first_kernel_run(kp_op op, kp_stream *s, const void *params) {
+    fake_count = 0;
+    CHECK_INT_EQ(kp_gpu_op_run(&fake_target, op, s, params, 0), KP_OK);
+    return fake_launches[0].kernel;
+}
+
 /* Generation-2 MLA decode, the default on matrix-unit devices: h_q 128 in two 64-row
  * tiles of 8 warps, 64 keys a tile and 2 stages in 227 KiB, generation 1's MLA combine;
  * an FP8 latent cache runs generation 2 too (its variant, its local memory, its scale
@@ -250,6 +257,12 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
     fake_count = 0;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &f, 0), KP_OK);
     CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    /* out's rows on 2 bytes: the epilogue's paired 16-bit stores need 4, generation 1 runs */
+    f = m;
+    f.out.offset = 2;
+    CHECK_STR_EQ(first_kernel_run(KP_OP_MLA_DECODE, &s, &f), "kp_attention_decode_paged");
+    f.out.offset = 4;
+    CHECK_STR_EQ(first_kernel_run(KP_OP_MLA_DECODE, &s, &f), "kp_mla_decode_gen2");
     setenv("KPORT_GPU_KERNELS", "mla_decode=gen1", 1);
     fake_count = 0;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_MLA_DECODE, &s, &m, 0), KP_OK);
@@ -270,6 +283,13 @@ KP_TEST(gpu_mla_decode_gen2_plan) {
         CHECK_MSG(t.wm >= 2 && t.wm % 2 == 0 && KP_MLA2_THREADS(t.wm) % 64 == 0 && t.local_bytes <= hip.local_mem,
                   "rows %d: wm %d", rows, t.wm);
     }
+    /* an FP8 cache on AMD: 32-key tiles (64 spills gfx90a's VGPRs), whatever the LDS or a
+     * tuning row says; 16-bit caches keep 64 where it fits */
+    hip.local_mem = 512 * 1024;
+    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 1, 0, &t), 1);
+    CHECK_INT_EQ(t.bn, 32);
+    CHECK_INT_EQ(kp_gpu_mla2_tile_pick(kp_gpu_stub_host(), &hip, 128, 576, 0, 0, &t), 1);
+    CHECK_INT_EQ(t.bn, 64);
 }
 
 KP_TEST(gpu_decode_splits_use_scratch_and_combine) {
@@ -388,6 +408,12 @@ KP_TEST(gpu_decode_gen2_plan) {
     fake_count = 0;
     CHECK_INT_EQ(kp_gpu_op_run(&fake_target, KP_OP_ATTENTION_DECODE, &s, &f, 0), KP_OK);
     CHECK_STR_EQ(fake_launches[0].kernel, "kp_attention_decode_paged");
+    /* out's rows on 4 bytes: the epilogue stores 4 16-bit columns at once (8 bytes) */
+    f = p;
+    f.out.offset = 4;
+    CHECK_STR_EQ(first_kernel_run(KP_OP_ATTENTION_DECODE, &s, &f), "kp_attention_decode_paged");
+    f.out.offset = 8;
+    CHECK_STR_EQ(first_kernel_run(KP_OP_ATTENTION_DECODE, &s, &f), "kp_attention_decode_gen2");
     /* KPORT_GPU_KERNELS=gen1 keeps the old kernel */
     setenv("KPORT_GPU_KERNELS", "attention_decode=gen1", 1);
     fake_count = 0;
@@ -773,6 +799,9 @@ KP_TEST(gpu_grouped_gemm_w8a8_tiles) {
     CHECK(t.bm == 64 && t.bn == 64 && t.wm * t.wn * 32 <= (int)p.max_group);
     CHECK(KP_MOE_GEMM8_LOCAL_BYTES(64, 64, 2) <= p.local_mem);
     CHECK(!kp_gpu_gemm8_fused_tile_pick(&h, &p, 1, &t)); /* no 64 x 256 tile fits 64 KiB: h in f32 */
+    g8_tuned_m = 32; /* one row of 32-lane units: no 32-row AMD wave can take it */
+    kp_gpu_gemm8_tile_pick(&h, &p, 1024, 1, &t);
+    CHECK_MSG(t.bm == 64 && t.wm == 2 && t.wn == 2, "tuned 32 rows on wave64: %d rows, %d x %d units", t.bm, t.wm, t.wn);
 }
 
 /* ---- the variant lists ---- */

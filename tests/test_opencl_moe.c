@@ -4,7 +4,8 @@
  *  - grouped GEMM: the tiled kernel alone, the decode (small-M) kernel alone, both
  *    split per expert on the device, tuned tiles, and the tile-MMA layer's kernel
  *    structure (on PoCL its portable emulation) forced by a tuning file;
- *  - align over many chunks (T*k = 150k pairs, E = 256), against the float64 reference;
+ *  - align over many chunks (T*k = 150k pairs, E = 256) and over the smallest chunks a
+ *    tuning file allows (20-31 chunks), against the float64 reference;
  *  - bad index contents (ids, offsets, positions): no out-of-bounds write, no failure;
  *  - W8A8: generation 2 by default, generation 1 refusing it with the reason; kp_moe_forward's
  *    h quantized in the w13 GEMM's epilogue gives the bytes the f32 h + quantize chain does.
@@ -277,17 +278,9 @@ KP_TEST(opencl_moe_gemm_bad_tuning_falls_back) {
     kp_stream_destroy(s);
 }
 
-/* Many chunks of the device counting sort: 150k pairs, 256 experts, padding 64. */
-KP_TEST(opencl_moe_align_many_chunks) {
-    kp_device *d = open_ocl();
-    kp_stream *s;
-    CHECK_OK(kp_stream_create(d, &s));
-    const int64_t t = 18750, k = 8, pairs = t * k;
-    const int32_t e = 256, block = 64;
-    int64_t len = pairs + (int64_t)e * (block - 1);
-    double *ids = malloc((size_t)pairs * sizeof *ids);
-    for (int64_t i = 0; i < pairs; i++) /* skewed: expert 7 gets a third of the pairs, 200+ stay empty */
-        ids[i] = kp_test_rand_u64() % 3 == 0 ? 7 : (double)(kp_test_rand_u64() % 50);
+/* kp_moe_align on d for ids (host values) against the float64 reference, per element. */
+static void align_check(kp_device *d, kp_stream *s, int64_t t, int64_t k, int32_t e, int32_t block, const double *ids) {
+    const int64_t pairs = t * k, len = pairs + (int64_t)e * (block - 1);
     kp_conf_tensor ti = kp_conf_from(d, "topk_ids", KP_I32, 2, SHAPE(t, k), ids);
     kp_conf_tensor so = kp_conf_output(d, "sorted_ids", KP_I32, 1, SHAPE(len));
     kp_conf_tensor of = kp_conf_output(d, "expert_offsets", KP_I32, 1, SHAPE(e + 1));
@@ -304,8 +297,45 @@ KP_TEST(opencl_moe_align_many_chunks) {
     kp_conf_check_ints("expert_offsets", of.host, ro, e + 1);
     kp_conf_check_ints("sorted_ids", so.host, rs, len);
     kp_conf_check_ints("token_pos", po.host, rp, pairs);
-    free(ids), free(rs), free(ro), free(rp);
+    free(rs), free(ro), free(rp);
     kp_conf_free(&ti), kp_conf_free(&so), kp_conf_free(&of), kp_conf_free(&po);
+}
+
+/* Many chunks of the device counting sort: 150k pairs, 256 experts, padding 64. */
+KP_TEST(opencl_moe_align_many_chunks) {
+    kp_device *d = open_ocl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    const int64_t t = 18750, k = 8, pairs = t * k;
+    double *ids = malloc((size_t)pairs * sizeof *ids);
+    for (int64_t i = 0; i < pairs; i++) /* skewed: expert 7 gets a third of the pairs, 200+ stay empty */
+        ids[i] = kp_test_rand_u64() % 3 == 0 ? 7 : (double)(kp_test_rand_u64() % 50);
+    align_check(d, s, t, k, 256, 64, ids);
+    free(ids);
+    kp_stream_destroy(s);
+}
+
+/* The smallest chunks the kernels allow (a tuned chunk of 256, raised to E): 20-31
+ * chunks at a few thousand pairs, so that every histogram column, every chunk prefix in
+ * token_pos and every scatter step's running counters cross many work-groups; E = 300
+ * makes the chunk exactly E (every token_pos entry of a chunk first holds a prefix). */
+KP_TEST(opencl_moe_align_small_chunks) {
+    use_tuning("*;*;*;moe_align;chunk;256\n");
+    kp_device *d = open_ocl();
+    kp_stream *s;
+    CHECK_OK(kp_stream_create(d, &s));
+    double *ids = malloc(1031 * 8 * sizeof *ids);
+    for (int i = 0; i < 1000 * 8; i++) { /* E = 16, experts 3 and 9 empty: 31 chunks */
+        int e;
+        do e = (int)(kp_test_rand_u64() % 16); while (e == 3 || e == 9);
+        ids[i] = e;
+    }
+    align_check(d, s, 1000, 8, 16, 16, ids);
+    for (int i = 0; i < 1031 * 8; i++) ids[i] = (double)(10 + kp_test_rand_u64() % 290); /* 0..9 empty */
+    align_check(d, s, 1031, 8, 300, 64, ids);
+    for (int i = 0; i < 700 * 8; i++) ids[i] = 0; /* every pair on one expert, 21 chunks */
+    align_check(d, s, 700, 8, 256, 1, ids);
+    free(ids);
     kp_stream_destroy(s);
 }
 

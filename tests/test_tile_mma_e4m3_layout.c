@@ -10,13 +10,17 @@
  *     mma.m16n8k32's 8-bit A and B fragments (so the b16 ldmatrix moves e4m3 tiles);
  *   - sm_80's decode path: the e4m3 registers regrouped into two m16n8k16 16-bit MMAs
  *     (KP_E4M3_DEC_*) give D = A * B, every product meeting its partner;
- *   - the e4m3 -> f16 bit construction times 2^8 is exact for all 254 finite bytes.
+ *   - the e4m3 -> f16 bit construction times 2^8 is exact for all 254 finite bytes;
+ *   - the AMD wave tile's e4m3 unit (kp_wave_tile_e4m3.h, KP_E4M3_WTA_*): two
+ *     v_mfma_f32_16x16x16f16 per 16-row m-block over a 32-k step, on bytes decoded to f16,
+ *     give the 32 x 16 tile in kp_wave_layout.h's accumulator map.
  * What they cannot check: the hardware and ptxas (that needs the GPU; ci/gpu-check).
  */
 #include "kp_test.h"
 #include "ref_moe.h" /* ref_fp8_e4m3 */
 
 #include "../kernels/common/kp_mma_e4m3_map.h"
+#include "../kernels/common/kp_wave_layout.h"
 
 #include <math.h>
 
@@ -177,4 +181,77 @@ KP_TEST(tile_mma_e4m3_f16_bits_exact) {
             CHECK_MSG(f16_value(x & 0xffffu) * scale == ref_fp8_e4m3((unsigned char)b0), "byte 0x%02x", b0);
             CHECK_MSG(f16_value(x >> 16) * scale == ref_fp8_e4m3((unsigned char)b1), "byte 0x%02x", b1);
         }
+}
+
+/* ---- the AMD wave tile's e4m3 unit (kernels/common/kp_wave_tile_e4m3.h) ---------- */
+
+/* v_mfma_f32_16x16x16f16 over a wave of 64 (CDNA3 ISA guide section 7.1; the same on
+ * gfx90a), written from the documentation, not the header: A[i][k] in lane i + 16 (k / 4),
+ * element k % 4; B[k][j] in lane j + 16 (k / 4); D[i][j] in lane j + 16 (i / 4),
+ * register i % 4. */
+static void mfma_f16_16x16x16(const double src0[64][4], const double src1[64][4], double d[64][4]) {
+    double out[64][4];
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j) {
+            double s = d[j + 16 * (i / 4)][i % 4];
+            for (int k = 0; k < 16; ++k) s += src0[i + 16 * (k / 4)][k % 4] * src1[j + 16 * (k / 4)][k % 4];
+            out[j + 16 * (i / 4)][i % 4] = s;
+        }
+    memcpy(d, out, sizeof out);
+}
+
+/* the decode kp_wave_tile_e4m3.h runs in registers: KP_E4M3_F16X2_BITS of the byte
+ * pairs of a word, times 2^8 in f16 (as values here: f16_value times the scale) */
+static double amd_decode(const uint8_t *p, int q) {
+    uint32_t w = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t x = KP_E4M3_F16X2_BITS(w >> (16 * (q / 2)));
+    return f16_value(q % 2 ? x >> 16 : x & 0xffffu) * f16_value(KP_E4M3_F16X2_SCALE & 0xffffu);
+}
+
+/* A [32][LDA] and Bt [16][LDA] e4m3 tiles, one 32-k step: per m-block, MFMA h = 0, 1 on
+ * the bytes the header's macros give each lane (8 contiguous, 8-byte aligned bytes of
+ * its row), decoded as the device does; element e of lane l (m-block e / 4, register
+ * e % 4) must be C[ROW(l, SLOT(e))][COL(l, e)] = sum over all 32 k, exactly. */
+KP_TEST(wave_tile_e4m3_amd_two_mfma16_per_k32) {
+    static uint8_t a[32 * LDA], bt[16 * LDA];
+    for (int rep = 0; rep < 4; ++rep) {
+        memset(a, 0x7f, sizeof a), memset(bt, 0x7f, sizeof bt); /* padding: NaN */
+        for (int r = 0; r < 32; ++r)
+            for (int k = 0; k < 32; ++k) a[r * LDA + k] = rnd_byte();
+        for (int n = 0; n < 16; ++n)
+            for (int k = 0; k < 32; ++k) bt[n * LDA + k] = rep == 3 && k % 5 == 0 ? (uint8_t)(k & 7) : rnd_byte();
+        double acc[64][8];
+        for (int l = 0; l < 64; ++l)
+            for (int e = 0; e < 8; ++e) acc[l][e] = 0.0;
+        for (int l = 0; l < 64; ++l) {
+            CHECK_INT_EQ((KP_E4M3_WTA_ROW(l) * LDA + KP_E4M3_WTA_K(l, 0, 0)) % 8, 0);
+            for (int h = 0; h < 2; ++h)
+                for (int q = 0; q < 4; ++q) CHECK_INT_EQ(KP_E4M3_WTA_K(l, h, q), KP_E4M3_WTA_K(l, 0, 0) + 4 * h + q);
+        }
+        for (int mb = 0; mb < 2; ++mb) {
+            double d[64][4];
+            for (int l = 0; l < 64; ++l)
+                for (int q = 0; q < 4; ++q) d[l][q] = acc[l][4 * mb + q];
+            for (int h = 0; h < 2; ++h) {
+                double src0[64][4], src1[64][4];
+                for (int l = 0; l < 64; ++l)
+                    for (int q = 0; q < 4; ++q) {
+                        const uint8_t *pa = a + (16 * mb + KP_E4M3_WTA_ROW(l)) * LDA + KP_E4M3_WTA_K(l, h, 0);
+                        const uint8_t *pb = bt + KP_E4M3_WTA_ROW(l) * LDA + KP_E4M3_WTA_K(l, h, 0);
+                        src0[l][q] = amd_decode(pa, q), src1[l][q] = amd_decode(pb, q);
+                    }
+                mfma_f16_16x16x16(src0, src1, d);
+            }
+            for (int l = 0; l < 64; ++l)
+                for (int q = 0; q < 4; ++q) acc[l][4 * mb + q] = d[l][q];
+        }
+        for (int l = 0; l < 64; ++l)
+            for (int e = 0; e < 8; ++e) {
+                int r = KP_WTA_ROW(l, KP_WTA_SLOT(e)), c = KP_WTA_COL(l, e);
+                double want = 0.0;
+                for (int k = 0; k < 32; ++k) want += ref_fp8_e4m3(a[r * LDA + k]) * ref_fp8_e4m3(bt[c * LDA + k]);
+                CHECK_MSG(acc[l][e] == want, "rep %d lane %d e %d = C[%d][%d]: %.17g, want %.17g", rep, l, e, r, c,
+                          acc[l][e], want);
+            }
+    }
 }

@@ -29,7 +29,9 @@ Checks:
     - attention prefill contains HMMA, LDGSTS, LDSM.16.MT88 (V by ldmatrix.trans) and
       SHFL.BFLY (the online softmax's row max across a quad);
     - no kernel contains a scalar 16-bit global load (LDG.E.U16 / LDG.E.S16): every
-      16-bit operand moves 16 bytes at a time.
+      16-bit operand moves 16 bytes at a time;
+    - paged and MLA decode store their outputs at least two columns at a time: an
+      STG.E.64 and no STG.E.U16 (the wave tile's row stores, the decode's 4-column merge).
   SASS, sm_90a tier kernels (names with "sm90"; in a FATBIN_DIR the sources *_sm90.cl, built
   for sm_90a alone): HGMMA (wgmma), UTMALDG (TMA loads) and SYNCS (mbarrier waits); those
   named "e4m3" QGMMA.*.F32.E4M3.E4M3 (e4m3 wgmma) instead of HGMMA, and no e4m3 -> f16
@@ -53,6 +55,8 @@ ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
 SERIALISED = re.compile(r"Potential Performance Loss: wgmma")
 SM90_RS_TNSPB = re.compile(r"\bHGMMA\.\w+\.F32(?:\.BF16)?\s+R\d+,\s*R\d+,\s*gdesc\[\w+\]\.tnspB")
 SCALAR16 = re.compile(r"\bLDG\.E\.(?:U16|S16)\b")
+STG64 = re.compile(r"\bSTG\.E\.64\b")
+STG16 = re.compile(r"\bSTG\.E\.(?:U16|S16)\b")
 PP_SYNC_R = re.compile(r"\bBAR\.SYNC(?:\.DEFER_BLOCKING)?\s+R\d+,\s*0x100")
 PP_ARV_R = re.compile(r"\bBAR\.ARV\s+R\d+,\s*0x100")
 STATIC_SMEM_MAX = 48 * 1024
@@ -109,6 +113,14 @@ def check_sass(sass, source, options, kernel, where, arch=None):
                               (r"\bSHFL\.BFLY\b", "SHFL.BFLY (row max by quad shuffles)")):
             if not re.search(pattern, sass):
                 problems.append("%s: %s has no %s" % (where, kernel, what))
+    if kernel.startswith(("kp_attention_decode_gen2", "kp_mla_decode_gen2")):
+        # the epilogue (out / split-KV partials): two or four columns a store (the wave tile's
+        # row stores, the decode's 4-column merge), never a 16-bit element alone
+        if not STG64.search(sass):
+            problems.append("%s: %s has no STG.E.64 (the epilogue's paired or 4-column stores)" % (where, kernel))
+        m = STG16.search(sass)
+        if m:
+            problems.append("%s: %s stores 16-bit output elements one at a time (%s)" % (where, kernel, m.group(0)))
     if kernel.endswith("_tiled"):
         if not re.search(r"\bHMMA\.", sass):
             problems.append("%s: %s has no HMMA (tensor-core mma.sync)" % (where, kernel))

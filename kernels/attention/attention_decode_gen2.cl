@@ -34,7 +34,8 @@
  * Requirements the planner checks (else generation 1 runs): 16-bit dtype, no FP8 cache,
  * a whole number of waves (D2_WM * D2_WN even on 64-lane AMD),
  * no sliding window; q and cache offsets and strides multiples of 8 elements (16-byte
- * rows); DQK, DV multiples of 16.
+ * rows); out's multiples of 4 (8-byte rows: the epilogue stores 4 columns at once);
+ * DQK, DV multiples of 16.
  * Options: KP_DTYPE_F16 / _BF16, D2_DQK, D2_DV, D2_WM, D2_WN, D2_BN, D2_STAGES.
  */
 #include "kp_dialect.h"
@@ -45,8 +46,10 @@
 
 #if defined(KP_DTYPE_F16)
 #define D2_MMA kp_wt_mma_f16
+#define D2_IS_F16 1
 #elif defined(KP_DTYPE_BF16)
 #define D2_MMA kp_wt_mma_bf16
+#define D2_IS_F16 0
 #else
 #error "attention_decode_gen2.cl takes 16-bit q and caches (f32 runs generation 1)"
 #endif
@@ -89,6 +92,9 @@
 #endif
 #if D2_DQK % 16 || D2_DV % 16 || D2_BNW % 16 || D2_STAGES < 2 || D2_STAGES > 4
 #error "attention_decode_gen2.cl: DQK, DV, BN / WN multiples of 16; 2 <= D2_STAGES <= 4"
+#endif
+#if D2_NT < D2_BM
+#error "attention_decode_gen2.cl: the epilogue takes a work-item a row"
 #endif
 /* the merge area [WNW][BMP] holds as much as the layout's [WN][BM] */
 #if D2_WNW * D2_BMP != D2_WN * D2_BM
@@ -226,19 +232,17 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
         kp_wt_row_sum(lrow, red, lid);
         kp_copy_wait(0);
         kp_barrier();
-        D2_UNROLL /* constant slots: the row state stays in registers */
+        D2_UNROLL /* constant slots: the row state and O stay in registers */
         for (int i = 0; i < KP_WT_ROWS; ++i) {
             int r = w0 + kp_wt_row(lane, i);
             if (lane % KP_WT_ROW_LANES == 0) mstat[wn * D2_BMP + r] = mrow[i], lstat[wn * D2_BMP + r] = lrow[i];
-            KP_LOCAL_MEM float *orow = obuf + (wn * D2_BMP + r) * D2_DV;
-            for (int f = 0; f < D2_OF; ++f)
-                for (int e = 0; e < KP_WT_ACC_N; ++e)
-                    if (kp_wt_slot(e) == i) orow[f * 16 + kp_wt_col(lane, e)] = kp_wt_el(o[f], e);
+            kp_wt_store_row_f32_l(o, D2_OF, i, 1.0f, obuf + (wn * D2_BMP + r) * D2_DV, lane);
         }
         kp_barrier();
         /* per row: M = max of the groups' maxima, L = sum_w 2^(m_w - M) l_w; each group's
          * weight 2^(m_w - M) / L replaces its max; the lse */
-        for (int r = lid; r < D2_BM; r += D2_NT) {
+        if (lid < D2_BM) { /* a work-item a row (D2_NT >= 2 D2_BM) */
+            const int r = lid;
             float mx = -KP_INFINITY, l = 0.0f;
             for (int w = 0; w < D2_WNW; ++w) mx = kp_fmaxf(mx, mstat[w * D2_BMP + r]);
             for (int w = 0; w < D2_WNW; ++w) {
@@ -248,22 +252,34 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(D2_NT, D2_MIN_BLOCKS)
             }
             float inv = l > 0.0f ? 1.0f / l : 0.0f;
             for (int w = 0; w < D2_WNW; ++w) mstat[w * D2_BMP + r] *= inv;
-            int row = m0 + r;
-            if (row >= rows) continue;
-            int qi = row / p.group, hq = hk * p.group + row % p.group;
+            int row = m0 + r, qi = row / p.group, hq = hk * p.group + row % p.group;
             kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
-            kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mx, l);
+            if (row < rows) kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mx, l);
         }
         kp_barrier();
-        for (int e = lid; e < D2_BM * D2_DV; e += D2_NT) {
-            int r = e / D2_DV, col = e % D2_DV, row = m0 + r;
+        /* the rows' weighted sums, 4 columns a work-item: 16-byte reads of the merge area,
+         * a 16-byte store of partials or an 8-byte one of out (its rows 8-byte aligned: the
+         * planner's rule) */
+        for (int e = lid; e < D2_BM * (D2_DV / 4); e += D2_NT) {
+            int r = e / (D2_DV / 4), col = e % (D2_DV / 4) * 4, row = m0 + r;
             if (row >= rows) continue;
-            float acc = 0.0f;
-            for (int w = 0; w < D2_WNW; ++w) acc += mstat[w * D2_BMP + r] * obuf[(w * D2_BMP + r) * D2_DV + col];
+            float4 acc;
+            acc.x = acc.y = acc.z = acc.w = 0.0f;
+            for (int w = 0; w < D2_WNW; ++w) {
+                float wt = mstat[w * D2_BMP + r];
+                float4 x = *(KP_LOCAL_MEM const float4 *)(obuf + (w * D2_BMP + r) * D2_DV + col);
+                acc.x += wt * x.x, acc.y += wt * x.y, acc.z += wt * x.z, acc.w += wt * x.w;
+            }
             int qi = row / p.group, hq = hk * p.group + row % p.group;
             kp_dec2_i64 rowid = ((kp_dec2_i64)b * p.s_q + qi) * p.h_q + hq;
-            if (partial) part[(sp * nrows_all + rowid) * D2_DV + col] = acc;
-            else kp_store(out, p.o_off + (kp_dec2_i64)b * p.o_s0 + (kp_dec2_i64)qi * p.o_s1 + (kp_dec2_i64)hq * p.o_s2 + col, acc);
+            if (partial) {
+                *(KP_GLOBAL float4 *)(part + (sp * nrows_all + rowid) * D2_DV + col) = acc;
+            } else {
+                uint2 h;
+                h.x = kp_pack2_f32_(acc.x, acc.y, D2_IS_F16), h.y = kp_pack2_f32_(acc.z, acc.w, D2_IS_F16);
+                *(KP_GLOBAL uint2 *)((KP_GLOBAL kp_u16 *)out + p.o_off + (kp_dec2_i64)b * p.o_s0 + (kp_dec2_i64)qi * p.o_s1 +
+                                     (kp_dec2_i64)hq * p.o_s2 + col) = h;
+            }
         }
         kp_barrier(); /* the next row tile reuses Q, the stages and the merge area */
     }

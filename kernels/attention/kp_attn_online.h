@@ -18,8 +18,8 @@
  *             P = exp2(S - m')
  *   o[now]    O over now 16-column wave tiles: rescaled by exp2(m - m'), then += P V,
  *             P rounded into A operands 16 keys at a time (kp_wt_acc_to_a: registers
- *             on NVIDIA; through pscr, KP_WT_M x 16 16-bit values of this wave,
- *             elsewhere)
+ *             on NVIDIA and AMD, no barrier; through pscr, KP_WT_M x 16 16-bit values
+ *             of this wave, elsewhere)
  *   vt, ldv   the V tile of those keys in local memory, [key][column] with row stride
  *             ldv 16-bit elements (16-byte rows), read by kp_wt_load_b_trans
  * A row with no visible key yet keeps P = 0 (its base is 0, not -inf). nsw and now are

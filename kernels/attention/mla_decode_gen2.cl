@@ -48,7 +48,8 @@
  * Launch: 64 * M2_WM work-items; grid (m_tiles, 1, B * nsplit).
  * Dynamic local memory: KP_MLA2_LOCAL_BYTES (attention_gen2_layout.h).
  * Requirements the planner checks (else generation 1 runs): 16-bit q; q and cache rows
- * 16-byte aligned (offsets and strides).
+ * 16-byte aligned (offsets and strides); out's rows 4-byte aligned (the epilogue stores
+ * two columns at once where the tile's layout pairs them).
  * Options: KP_DTYPE_F16 / _BF16, M2_DQK, M2_DV, M2_WM, M2_BN, M2_STAGES, ATTN_KV_FP8.
  */
 #include "kp_dialect.h"
@@ -310,15 +311,15 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(M2_NT, 1)
             if (row < rows && wh == 0 && lane % KP_WT_ROW_LANES == 0)
                 kp_dec2_store_lse(&p, lse, part_lse, partial, sp * nrows_all + rowid, b, qi, hq, mrow[i], l);
         }
-        /* f outermost with constant accumulator indices: O stays in registers */
-        M2_UNROLL for (int f = 0; f < M2_OF; ++f)
-            M2_UNROLL for (int e = 0; e < KP_WT_ACC_N; ++e) {
-                const int i = kp_wt_slot(e);
-                float v = kp_wt_el(o[f], e) * inv[i];
-                kp_dec2_i64 at = dst[i] + f * 16 + kp_wt_col(lane, e);
-                if (dst[i] >= 0 && partial) part[at] = v;
-                else if (dst[i] >= 0) kp_store(out, at, v);
-            }
+        /* a row slot at a time (constant slots: O stays in registers), its columns by the
+         * tile's row stores: one branch a row, addresses the row's plus constants, two
+         * columns a store where the layout pairs them (out's rows 4-byte aligned: the
+         * planner's rule) */
+        M2_UNROLL for (int i = 0; i < KP_WT_ROWS; ++i) {
+            if (dst[i] < 0) continue;
+            if (partial) kp_wt_store_row_f32(o, M2_OF, i, inv[i], part + dst[i], lane);
+            else kp_wt_store_row_16(o, M2_OF, i, inv[i], (KP_GLOBAL kp_u16 *)out + dst[i], M2_IS_F16, lane);
+        }
         kp_barrier(); /* the next row tile reuses Q, the stages and the sums */
     }
 }

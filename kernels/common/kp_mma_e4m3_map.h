@@ -43,4 +43,13 @@
 #define KP_E4M3_F16X2_BITS(x) (KP_E4M3_F16_BITS_((x) & 0xffu) | (KP_E4M3_F16_BITS_(((x) >> 8) & 0xffu) << 16))
 #define KP_E4M3_F16X2_SCALE 0x5c005c00u /* 2^8, 2^8 in f16x2 */
 
+/* The AMD wave tile's e4m3 unit (common/kp_wave_tile_e4m3.h: two v_mfma_f32_16x16x16f16
+ * per 16-row m-block and 32-k step, h = 0, 1, on bytes decoded to f16): element q (0..3)
+ * of lane l's src0 of MFMA h, m-block mb, is A[16 mb + WTA_ROW(l)][WTA_K(l, h, q)]; of its
+ * src1, Bt[WTA_ROW(l)][WTA_K(l, h, q)] (B's column WTA_ROW(l)). The instruction's own k
+ * of that element is 4 (l / 16) + q (kp_wave_layout.h); A and B map it alike, so the two
+ * MFMAs sum every k of 0..31 once. A lane's 8 bytes of a row are contiguous. */
+#define KP_E4M3_WTA_ROW(l) ((l) % 16)
+#define KP_E4M3_WTA_K(l, h, q) (8 * ((l) % 64 / 16) + 4 * (h) + (q))
+
 #endif /* KP_MMA_E4M3_MAP_H */

@@ -13,10 +13,9 @@
  *     kp_mma8_a a; kp_mma8_b b; kp_mma_acc c; kp_mma_acc_zero(&c);
  *     kp_mma8_load_a(&a, As, lda, lane); kp_mma8_load_b(&b, Bs, ldb, lane);
  *     kp_mma_16x8x32_e4m3(&c, &a, &b);
- *     kp_mma_acc_promote(&acc, &c, sa, sw, lane);   acc += c * sa[row] * sw[col]
- * kp_mma_acc_promote is DeepGEMM's promotion: a K slice summed in its own fragment, then
- * added to the running one with its row (activation) and column (weight) scales; sa and
- * sw point at the fragment's 16 row scales and 8 column scales (local memory).
+ * Kernels use it through the wave-level tile's e4m3 unit (common/kp_wave_tile_e4m3.h),
+ * which pairs it into 16-column tiles on NVIDIA and the portable tile, owns the layout
+ * and promotes K slices (DeepGEMM's promotion) through it.
  *
  * Implementations (KP_MMA8_IMPL_NAME), chosen like kp_tile_mma.h's:
  *   (a) "ptx-mma.sync-e4m3": PTX with e4m3 MMA - CUDA __CUDA_ARCH__ >= 890 (sm_89, sm_90a),
@@ -139,16 +138,5 @@ KP_FN void kp_mma_16x8x32_e4m3(kp_mma_acc *c, const kp_mma8_a *a, const kp_mma8_
         }
 }
 #endif
-
-/* acc += slice * sa[row] * sw[col] over the fragment (rows 0..15 of sa, columns 0..7 of sw) */
-KP_FN void kp_mma_acc_promote(kp_mma_acc *acc, const kp_mma_acc *slice, KP_LOCAL_MEM const float *sa,
-                              KP_LOCAL_MEM const float *sw, int lane) {
-    const int g = lane / 4, t = lane % 4;
-    const float a0 = sa[g], a1 = sa[g + 8], w0 = sw[2 * t], w1 = sw[2 * t + 1];
-    acc->x[0] = kp_fmaf(slice->x[0], a0 * w0, acc->x[0]);
-    acc->x[1] = kp_fmaf(slice->x[1], a0 * w1, acc->x[1]);
-    acc->x[2] = kp_fmaf(slice->x[2], a1 * w0, acc->x[2]);
-    acc->x[3] = kp_fmaf(slice->x[3], a1 * w1, acc->x[3]);
-}
 
 #endif /* KP_TILE_MMA_E4M3_H */

@@ -53,4 +53,28 @@
 #define KP_WTA_B_COL(l) ((l) % 16)
 #define KP_WTA_B_K(l, q) (4 * ((l) % 64 / 16) + (q))
 
+/* ---- AMD: S (C layout) -> P (A layout) in registers (kp_wt_acc_to_a) ----
+ * C's lane l = 16 g + 4 a + b (register i) holds C[4 g + i][4 a + b]; A wants, in element
+ * q of lane 16 g + 4 a + b, A[4 a + b][4 g + q] - i.e. lane (a, g, q)'s register b. Per
+ * m-block, after rounding, a lane packs its 4 values into dwords D0 = (e0 | e1 << 16),
+ * D1 = (e2 | e3 << 16), and three steps move them, no LDS memory and no barrier:
+ *  X1  4 x 4 transpose of (b, register) in each quad, as a 2 x 2 block transpose:
+ *      lanes b = 0, 1 and 2, 3 swap the off-diagonal dwords: this lane sends D[XA_DW(l)]
+ *      through DPP quad_perm XA_DPP (lane b ^ 2) and takes what arrives into the same D.
+ *  X2  ... then each 2 x 2 block transposed: the lane sends U = v_perm_b32(D1, D0,
+ *      XB_SEL_SEND(l)) (its lo halves if b is odd, its hi halves if even) through DPP
+ *      quad_perm XB_DPP (lane b ^ 1), then D_j = v_perm_b32(W, D_j, XB_SEL_RECV(l, j)).
+ *  X3  (g, a) swapped: ds_bpermute_b32 of D0 and D1 from lane XC_SRC(l) (address 4 XC_SRC).
+ * v_perm_b32(S0, S1, sel): byte n of the result is byte sel.n of the 8 bytes S0:S1
+ * (0-3 S1's, 4-7 S0's). The net move (the emulation (d) reads it): element q of lane l's
+ * A operand is register P_REG(l, q) of lane P_LANE(l, q), in the same m-block. */
+#define KP_WTA_XA_DPP 0x4E /* quad_perm [2, 3, 0, 1] */
+#define KP_WTA_XA_DW(l) (1 - (((l) >> 1) & 1))
+#define KP_WTA_XB_DPP 0xB1 /* quad_perm [1, 0, 3, 2] */
+#define KP_WTA_XB_SEL_SEND(l) (((l) & 1) ? 0x05040100u : 0x07060302u)
+#define KP_WTA_XB_SEL_RECV(l, j) (((l) & 1) ? ((j) ? 0x03020706u : 0x03020504u) : ((j) ? 0x07060100u : 0x05040100u))
+#define KP_WTA_XC_SRC(l) (16 * ((l) % 16 / 4) + 4 * ((l) % 64 / 16) + (l) % 4)
+#define KP_WTA_P_LANE(l, q) ((KP_WTA_XC_SRC(l) & ~3) | (q))
+#define KP_WTA_P_REG(l, q) (KP_WTA_XC_SRC(l) & 3)
+
 #endif /* KP_WAVE_LAYOUT_H */

@@ -16,8 +16,9 @@
  *       layout, kp_tile_mma.h's FMA tile.
  *   (d) -DKP_WT_EMULATE_MFMA16 with the portable tile: (b)'s lanes, rows and accumulator
  *       layout computed by FMAs, so that PoCL runs a kernel's code for the AMD layout
- *       (64-lane waves, 8 row slots, rows over 16 lanes, P through scratch) - a test
- *       aid; the operand registers are not MFMA's (each lane loads what its outputs need).
+ *       (64-lane waves, 8 row slots, rows over 16 lanes) - a test aid; the operand
+ *       registers are not MFMA's (each lane loads what its outputs need), and P's
+ *       register exchange is (b)'s lane map run through a scratch register file.
  * Per 32 lanes every implementation holds 16 x 16 accumulators, 8 a lane, so kernels
  * sized in 32-lane units (16 rows each) launch the same work-groups on every target.
  *
@@ -40,13 +41,26 @@
  *   kp_wt_load_b_trans(b, s, ld, lane)   B given K-major [16][ld] (k, n): attention's V
  *   kp_wt_mma_bf16(c, a, b) / _f16       C += A B
  *   kp_wt_acc_to_a(a, c, is_f16, scratch, lane)   the accumulator rounded to an A
- *                            operand (S -> P): registers only on PTX; elsewhere through
- *                            `scratch` (KP_WT_M x 16 16-bit values per wave, 16-byte
- *                            aligned) between two barriers
+ *                            operand (S -> P): registers only on PTX and AMD (a
+ *                            cross-lane transpose: DPP and ds_bpermute, no barrier);
+ *                            elsewhere through `scratch` (KP_WT_M x 16 16-bit values per
+ *                            wave, 16-byte aligned) between two barriers
  *   kp_wt_store_acc_f32(c, d, ldd, lane) C to a global f32 [KP_WT_M][ldd]
  *   kp_wt_store_acc_16(c, d, ldd, is_f16, lane)   C rounded to 16 bits into local
  *                            memory [KP_WT_M][ldd] (ldd even; MLA's P in its tile): two
  *                            adjacent columns a 32-bit store in PTX's layout
+ *   kp_wt_store_row_f32(c, n, r, scale, d, lane)  an epilogue's row: this lane's elements
+ *                            of row slot r (a constant at the call) in the n wave tiles
+ *                            c[0 .. n - 1], tile f holding columns 16 f .. 16 f + 15,
+ *                            times scale, into the global f32 row d (d 8-byte aligned)
+ *   kp_wt_store_row_f32_l(c, n, r, scale, d, lane)   the same into local memory
+ *   kp_wt_store_row_16(c, n, r, scale, d, is_f16, lane)   the same rounded to 16 bits
+ *                            into the global row d (d 4-byte aligned)
+ *                            Where the layout puts two adjacent columns of a row in
+ *                            one lane (KP_WT_COL_PAIRS: PTX's and the portable one) a
+ *                            pair is one 8-byte (f32) or 4-byte (16-bit) store, its
+ *                            address the row's plus a constant; AMD's lane holds one
+ *                            column of each row: one store an element.
  * Every work-item of the work-group calls these together (fallbacks hold barriers), and
  * the work-group is a whole number of waves.
  */
@@ -130,16 +144,35 @@ KP_FN void kp_wt_mfma_(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b, int is_
 KP_FN void kp_wt_mma_bf16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_mfma_(c, a, b, 0); }
 KP_FN void kp_wt_mma_f16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_mfma_(c, a, b, 1); }
 
-/* C's layout is A's transposed (a lane holds a column of C, a row of A): through
- * scratch [KP_WT_M][16]. */
+/* C's layout is A's transposed (a lane holds a column of C, a row of A): a cross-lane
+ * transpose in registers (kp_wave_layout.h's X1-X3: two DPP quad_perm moves, four
+ * v_perm_b32, two ds_bpermute_b32 a m-block), within the wave: no LDS memory, no barrier
+ * (`scratch` unused). DPP's controls must be constants: the macros are. */
+typedef unsigned int kp_wt_v2u32_ __attribute__((ext_vector_type(2)));
+#define kp_wt_dpp_(v, ctrl) ((unsigned)__builtin_amdgcn_mov_dpp((int)(v), (ctrl), 0xF, 0xF, false))
 KP_FN void kp_wt_acc_to_a(kp_wt_a *a, const kp_wt_acc *c, int is_f16, KP_LOCAL_MEM kp_u16 *scratch, int lane) {
-    kp_barrier(); /* the previous call's loads are done */
-    for (int e = 0; e < 8; ++e) {
-        float v = c->x[e];
-        scratch[KP_WTA_ROW(lane, e) * 16 + KP_WTA_COL(lane, e)] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
+    (void)scratch;
+    const int xa = KP_WTA_XA_DW(lane), xc = 4 * KP_WTA_XC_SRC(lane);
+    const unsigned sel_send = KP_WTA_XB_SEL_SEND(lane), sel0 = KP_WTA_XB_SEL_RECV(lane, 0),
+                   sel1 = KP_WTA_XB_SEL_RECV(lane, 1);
+    for (int mb = 0; mb < 2; ++mb) {
+        unsigned d[2];
+        for (int j = 0; j < 2; ++j) {
+            float v0 = c->x[4 * mb + 2 * j], v1 = c->x[4 * mb + 2 * j + 1];
+            d[j] = is_f16 ? (unsigned)kp_f32_to_f16(v0) | (unsigned)kp_f32_to_f16(v1) << 16
+                          : (unsigned)kp_f32_to_bf16(v0) | (unsigned)kp_f32_to_bf16(v1) << 16;
+        }
+        /* X1: the off-diagonal dwords of each quad's 2 x 2 blocks swapped */
+        unsigned t = kp_wt_dpp_(xa ? d[1] : d[0], KP_WTA_XA_DPP);
+        d[0] = xa ? d[0] : t, d[1] = xa ? t : d[1];
+        /* X2: each 2 x 2 block of halves transposed */
+        unsigned w = kp_wt_dpp_(__builtin_amdgcn_perm(d[1], d[0], sel_send), KP_WTA_XB_DPP);
+        d[0] = __builtin_amdgcn_perm(w, d[0], sel0), d[1] = __builtin_amdgcn_perm(w, d[1], sel1);
+        /* X3: the quarter-wave and quad indices swapped */
+        kp_wt_v2u32_ r = {(unsigned)__builtin_amdgcn_ds_bpermute(xc, (int)d[0]),
+                          (unsigned)__builtin_amdgcn_ds_bpermute(xc, (int)d[1])};
+        a->x[mb] = __builtin_bit_cast(kp_wt_v4i16_, r);
     }
-    kp_barrier();
-    kp_wt_load_a(a, scratch, 16, lane);
 }
 
 #elif defined(KP_WT_EMULATE_MFMA16) && defined(KP_MMA_USE_PORTABLE)
@@ -182,14 +215,24 @@ KP_FN void kp_wt_emu_mma_(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b, int 
 }
 KP_FN void kp_wt_mma_bf16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_emu_mma_(c, a, b, 0); }
 KP_FN void kp_wt_mma_f16(kp_wt_acc *c, const kp_wt_a *a, const kp_wt_b *b) { kp_wt_emu_mma_(c, a, b, 1); }
+/* (b)'s register exchange, modelled: `scratch` is the wave's register file of the rounded
+ * accumulators, [lane][element]; MFMA's A register q of lane l (m-block mb) is register
+ * 4 mb + P_REG(l, q) of lane P_LANE(l, q) (kp_wave_layout.h: the net move of (b)'s
+ * X1-X3), and this lane's rows A[16 mb + i][k] are A register k % 4 of lane i + 16 (k / 4). */
 KP_FN void kp_wt_acc_to_a(kp_wt_a *a, const kp_wt_acc *c, int is_f16, KP_LOCAL_MEM kp_u16 *scratch, int lane) {
-    kp_barrier();
+    kp_barrier(); /* the previous call's reads are done */
     for (int e = 0; e < 8; ++e) {
         float v = c->x[e];
-        scratch[KP_WTA_ROW(lane, e) * 16 + KP_WTA_COL(lane, e)] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
+        scratch[lane * 8 + e] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
     }
     kp_barrier();
-    kp_wt_load_a(a, scratch, 16, lane);
+    for (int r = 0; r < 8; ++r) {
+        const int row = KP_WTA_ROW(lane, r), mb = row / 16, i = row % 16;
+        for (int k = 0; k < 16; ++k) {
+            const int l = i + 16 * (k / 4), q = k % 4;
+            a->x[r][k] = scratch[KP_WTA_P_LANE(l, q) * 8 + 4 * mb + KP_WTA_P_REG(l, q)];
+        }
+    }
 }
 
 #else
@@ -260,6 +303,50 @@ KP_FN void kp_wt_store_acc_16(const kp_wt_acc *c, KP_LOCAL_MEM kp_u16 *d, int ld
         d[kp_wt_row(lane, kp_wt_slot(e)) * ldd + kp_wt_col(lane, e)] = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
     }
 #endif
+}
+
+/* The row stores of an epilogue (O to out or to split-KV partials): the loops unroll,
+ * so c stays in registers and every address is d plus a constant. */
+#if KP_WT_LANES == 32 /* PTX's layout: elements 2i and 2i + 1 are one row's adjacent columns */
+#define KP_WT_COL_PAIRS 1
+#else
+#define KP_WT_COL_PAIRS 0
+#endif
+#if KP_WT_COL_PAIRS
+#define KP_WT_STORE_F32_(at, c, e, scale)                                    \
+    do {                                                                     \
+        float2 v_;                                                           \
+        v_.x = kp_wt_el(c, e) * (scale), v_.y = kp_wt_el(c, (e) + 1) * (scale); \
+        *(KP_WT_SPACE_ float2 *)(at) = v_;                                   \
+    } while (0)
+#else
+#define KP_WT_STORE_F32_(at, c, e, scale) (*(at) = kp_wt_el(c, e) * (scale))
+#endif
+#define KP_WT_DEF_STORE_ROW_F32_(name)                                                                  \
+    KP_FN void name(const kp_wt_acc *c, int n, int r, float scale, KP_WT_SPACE_ float *d, int lane) {   \
+        _Pragma("unroll") for (int f = 0; f < n; ++f)                                                   \
+            _Pragma("unroll") for (int e = 0; e < KP_WT_ACC_N; e += 1 + KP_WT_COL_PAIRS)                \
+                if (kp_wt_slot(e) == r) KP_WT_STORE_F32_(d + f * 16 + kp_wt_col(lane, e), c[f], e, scale); \
+    }
+#define KP_WT_SPACE_ KP_GLOBAL
+KP_WT_DEF_STORE_ROW_F32_(kp_wt_store_row_f32)
+#undef KP_WT_SPACE_
+#define KP_WT_SPACE_ KP_LOCAL_MEM
+KP_WT_DEF_STORE_ROW_F32_(kp_wt_store_row_f32_l)
+#undef KP_WT_SPACE_
+KP_FN void kp_wt_store_row_16(const kp_wt_acc *c, int n, int r, float scale, KP_GLOBAL kp_u16 *d, int is_f16,
+                              int lane) {
+    _Pragma("unroll") for (int f = 0; f < n; ++f)
+        _Pragma("unroll") for (int e = 0; e < KP_WT_ACC_N; e += 1 + KP_WT_COL_PAIRS) {
+            if (kp_wt_slot(e) != r) continue;
+            KP_GLOBAL kp_u16 *at = d + f * 16 + kp_wt_col(lane, e);
+            float v = kp_wt_el(c[f], e) * scale;
+#if KP_WT_COL_PAIRS
+            *(KP_GLOBAL kp_u32 *)at = kp_pack2_f32_(v, kp_wt_el(c[f], e + 1) * scale, is_f16);
+#else
+            *at = is_f16 ? kp_f32_to_f16(v) : kp_f32_to_bf16(v);
+#endif
+        }
 }
 
 /* ---- row reductions over the lanes that share a row ---------------------- */

@@ -9,14 +9,19 @@
  * kp_grouped_gemm_fp8_gen2_tiled   every expert with rows (no separate decode kernel:
  *     the weight tile is read once per (expert, column tile) whatever the row count, so
  *     small experts stream their weights at the same bytes; the unused MMA rows cost
- *     e4m3 tensor-core time only). G8_BM x G8_BN output tiles, G8_WM x G8_WN groups of
- *     KP_MMA_LANES work-items. K runs in tiles of 128 - one scale slice each - through a
+ *     e4m3 tensor-core time only). G8_BM x G8_BN output tiles, G8_WM x G8_WN units of
+ *     32 work-items. K runs in tiles of 128 - one scale slice each - through a
  *     G8_STAGES-stage pipeline in dynamic local memory (common/kp_async_copy.h): 16-byte
  *     cp.async of the raw e4m3 rows of A and B, and the slice's row and column scales
- *     (plain loads into the same stage). Each tile is multiplied into a fresh f32
- *     fragment with the tile layer's e4m3 unit (common/kp_tile_mma_e4m3.h: m16n8k32
- *     e4m3 mma.sync on sm_89+, bf16 decode on sm_80, f32 decode elsewhere), then promoted
- *     once: acc += slice * a_scale * w_scale (DeepGEMM's promotion).
+ *     (plain loads into the same stage). Each tile is multiplied into fresh f32 tiles
+ *     with the wave-level tile's e4m3 unit (common/kp_wave_tile_e4m3.h, which owns the
+ *     layout: m16n8k32 e4m3 mma.sync on sm_89+, f16 decode + m16n8k16 on sm_80; on AMD
+ *     CDNA 64-lane waves of 32 rows, e4m3 decoded to f16 in registers, two
+ *     v_mfma_f32_16x16x16f16 per 16 rows and 32 k in the native layout; f32 decode
+ *     elsewhere), then promoted once through the tile's layout: acc += slice * a_scale *
+ *     w_scale (DeepGEMM's promotion). The G8_WM x G8_WN units pair into waves along M
+ *     (G8_VM x G8_VN waves, each a G8_TM x G8_TN tile), so one launch shape,
+ *     G8_WM * G8_WN * 32 work-items, serves every target.
  *     Work-group (x, z): column tile x, row tile z over the experts.
  *     Epilogues: moe_gemm_common.h's, and (tiles with G8_BN % 256 == 0, whose SwiGLU
  *     columns are whole 128-column groups of h) SWIGLU_FP8, kp_moe_forward's W8A8 w13
@@ -34,7 +39,7 @@
 #include "kp_dialect.h"
 #include "moe_gemm_common.h"
 #include "common/kp_async_copy.h"
-#include "common/kp_tile_mma_e4m3.h"
+#include "common/kp_wave_tile_e4m3.h"
 
 #if !defined(KP_GG_A_FP8) || !defined(KP_GG_W_FP8)
 #error "moe_gemm_fp8_gen2.cl takes e4m3 activations and weights (-DKP_GG_A_FP8 -DKP_GG_W_FP8)"
@@ -59,16 +64,24 @@
 #define G8_MIN_BLOCKS 1
 #endif
 
-#define G8_NT (G8_WM * G8_WN * KP_MMA_LANES)
+#define G8_NT (G8_WM * G8_WN * 32) /* work-items: the same on every target */
+#define G8_UPW (KP_WT_LANES / 32)    /* 32-lane units a wave: 1, 2 on AMD MFMA */
+#define G8_VM (G8_WM / G8_UPW)       /* waves along M, along N */
+#define G8_VN G8_WN
+#define G8_TM (G8_BM / G8_VM)        /* a wave's rows, columns */
+#define G8_TN (G8_BN / G8_VN)
+#define G8_FM (G8_TM / KP_WT_M)      /* its wave tiles along M, along N */
+#define G8_FN (G8_TN / KP_WT_N)
 #define G8_BK KP_MOE_GEMM8_BK
 #define G8_LD KP_MOE_GEMM8_LD
-#define G8_FM (G8_BM / G8_WM / 16)
-#define G8_FN (G8_BN / G8_WN / 8)
 #define G8_CHUNKS (G8_BK / 16) /* 16-byte chunks of a tile row */
 #define G8_LDC (G8_BN + 4)
 #define G8_STAGE KP_MOE_GEMM8_STAGE_BYTES(G8_BM, G8_BN)
-#if G8_BM % (16 * G8_WM) || G8_BN % (8 * G8_WN) || (G8_BM + G8_BN) % 4 || G8_STAGES < 2 || G8_STAGES > 4
-#error "moe_gemm_fp8_gen2.cl: G8_BM % (16 G8_WM), G8_BN % (8 G8_WN), (G8_BM + G8_BN) % 4 must be 0; 2 <= G8_STAGES <= 4"
+#if G8_BM % (16 * G8_WM) || G8_BN % (16 * G8_WN) || (G8_BM + G8_BN) % 4 || G8_STAGES < 2 || G8_STAGES > 4
+#error "moe_gemm_fp8_gen2.cl: G8_BM % (16 G8_WM), G8_BN % (16 G8_WN), (G8_BM + G8_BN) % 4 must be 0; 2 <= G8_STAGES <= 4"
+#endif
+#if G8_WM % G8_UPW || G8_TM % KP_WT_M
+#error "moe_gemm_fp8_gen2.cl: G8_WM a multiple of the 32-lane units a wave has, G8_BM / waves along M of its rows"
 #endif
 
 #define G8_ARGS                                                                                        \
@@ -185,10 +198,10 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
     }
     kp_barrier();
 
-    const int lane = kp_mma_lane(), grp = lid / KP_MMA_LANES, gm = grp / G8_WN, gn = grp % G8_WN;
-    const int fr0 = gm * (G8_BM / G8_WM), fc0 = gn * (G8_BN / G8_WN); /* the group's tile in the block's */
-    kp_mma_acc acc[G8_FM * G8_FN];
-    for (int f = 0; f < G8_FM * G8_FN; ++f) kp_mma_acc_zero(&acc[f]);
+    const int lane = kp_wt_lane(), wave = kp_wt_wave(), gm = wave / G8_VN, gn = wave % G8_VN;
+    const int fr0 = gm * G8_TM, fc0 = gn * G8_TN; /* the wave's tile in the block's */
+    kp_wt_acc acc[G8_FM * G8_FN];
+    for (int f = 0; f < G8_FM * G8_FN; ++f) kp_wt_acc_zero(&acc[f]);
 
     const int ktiles = p.k / G8_BK;
     for (int s = 0; s < G8_STAGES - 1; ++s) {
@@ -205,28 +218,30 @@ KP_KERNEL void KP_LAUNCH_BOUNDS(G8_NT, G8_MIN_BLOCKS) kp_grouped_gemm_fp8_gen2_t
         KP_LOCAL_MEM const unsigned char *bt = at + G8_BM * G8_LD;
         KP_LOCAL_MEM const float *sa = (KP_LOCAL_MEM const float *)(at + (G8_BM + G8_BN) * G8_LD);
         KP_LOCAL_MEM const float *sw = sa + G8_BM;
-        kp_mma_acc sl[G8_FM * G8_FN]; /* this K slice's sums */
-        for (int f = 0; f < G8_FM * G8_FN; ++f) kp_mma_acc_zero(&sl[f]);
+        kp_wt_acc sl[G8_FM * G8_FN]; /* this K slice's sums */
+        for (int f = 0; f < G8_FM * G8_FN; ++f) kp_wt_acc_zero(&sl[f]);
         KP_NO_UNROLL /* unrolled, nvcc holds several steps' fragments: 255 registers and spills at 128 x 128 */
-        for (int kk = 0; kk < G8_BK; kk += KP_MMA8_K) {
-            kp_mma8_a fa[G8_FM];
-            for (int i = 0; i < G8_FM; ++i) kp_mma8_load_a(&fa[i], at + (fr0 + i * 16) * G8_LD + kk, G8_LD, lane);
+        for (int kk = 0; kk < G8_BK; kk += KP_WT8_K) {
+            kp_wt8_a fa[G8_FM];
+            for (int i = 0; i < G8_FM; ++i) kp_wt8_load_a(&fa[i], at + (fr0 + i * KP_WT_M) * G8_LD + kk, G8_LD, lane);
             KP_UNROLL
             for (int j = 0; j < G8_FN; ++j) {
-                kp_mma8_b fb;
-                kp_mma8_load_b(&fb, bt + (fc0 + j * 8) * G8_LD + kk, G8_LD, lane);
-                for (int i = 0; i < G8_FM; ++i) kp_mma_16x8x32_e4m3(&sl[i * G8_FN + j], &fa[i], &fb);
+                kp_wt8_b fb;
+                kp_wt8_load_b(&fb, bt + (fc0 + j * KP_WT_N) * G8_LD + kk, G8_LD, lane);
+                for (int i = 0; i < G8_FM; ++i) kp_wt8_mma(&sl[i * G8_FN + j], &fa[i], &fb);
             }
         }
         for (int i = 0; i < G8_FM; ++i)
             for (int j = 0; j < G8_FN; ++j)
-                kp_mma_acc_promote(&acc[i * G8_FN + j], &sl[i * G8_FN + j], sa + fr0 + i * 16, sw + fc0 + j * 8, lane);
+                kp_wt8_promote(&acc[i * G8_FN + j], &sl[i * G8_FN + j], sa + fr0 + i * KP_WT_M, sw + fc0 + j * KP_WT_N,
+                               lane);
     }
     kp_copy_wait(0);
     kp_barrier(); /* the stages become the C tile */
     for (int i = 0; i < G8_FM; ++i)
         for (int j = 0; j < G8_FN; ++j)
-            kp_mma_store_acc_local_f32(&acc[i * G8_FN + j], cs + (fr0 + i * 16) * G8_LDC + fc0 + j * 8, G8_LDC, lane);
+            kp_wt8_store_local_f32(&acc[i * G8_FN + j], cs + (fr0 + i * KP_WT_M) * G8_LDC + fc0 + j * KP_WT_N, G8_LDC,
+                                   lane);
     kp_barrier();
 #if G8_BN % 256 == 0
     if (p.mode == KPG_MODE_SWIGLU_FP8) { /* uniform over the work-group */

@@ -225,6 +225,42 @@ KP_CONFORMANCE(conf_moe_align) {
     kp_stream_destroy(s);
 }
 
+/* ids for align: uniform over [0, experts) but experts [gap0, gap1) never chosen (empty) */
+static void align_ids(double *ids, int64_t n, int32_t experts, int32_t gap0, int32_t gap1) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t e;
+        do e = (int32_t)(kp_test_rand_u64() % (uint64_t)experts); while (e >= gap0 && e < gap1);
+        ids[i] = e;
+    }
+}
+
+/* The device's scan of the expert counts gives each of its 256 work-items a contiguous
+ * run of ceil(E / 256) experts, summed, scanned on one work-item, then written back per
+ * run: E past 256 gives every work-item several experts (E = 4096: 16 each; E = 300 and
+ * 257: runs of 2 with the last work-items idle), and more than 4096 pairs several chunks
+ * (the per-chunk histograms). Each case ends on a pair count no work-group divides. */
+KP_CONFORMANCE(conf_moe_align_many_experts) {
+    kp_stream *s = new_stream(d);
+    double *ids = malloc(2049 * 8 * sizeof *ids);
+    /* E = 4096, 8800 pairs (two chunks), experts 1000..1199 empty */
+    align_ids(ids, 1100 * 8, 4096, 1000, 1200);
+    align_case(d, s, 1100, 8, 4096, 16, ids);
+    /* E = 300 (not a multiple of the work-group), 8248 pairs, experts 0..9 empty */
+    align_ids(ids, 1031 * 8, 300, 0, 10);
+    align_case(d, s, 1031, 8, 300, 64, ids);
+    /* every pair on the last expert: the last work-item's run holds all the rows */
+    for (int i = 0; i < 37 * 8; i++) ids[i] = 4095;
+    align_case(d, s, 37, 8, 4096, 1, ids); /* sorted_ids (296 rows) shorter than E */
+    align_case(d, s, 37, 8, 4096, 64, ids);
+    for (int i = 0; i < 513 * 8; i++) ids[i] = 256;
+    align_case(d, s, 513, 8, 257, 16, ids);
+    /* every pair on expert 0 over four chunks: every other prefix and offset the same */
+    for (int i = 0; i < 2049 * 8; i++) ids[i] = 0;
+    align_case(d, s, 2049, 8, 512, 16, ids);
+    free(ids);
+    kp_stream_destroy(s);
+}
+
 KP_CONFORMANCE(conf_moe_align_bad_expert_id) {
     kp_stream *s = new_stream(d);
     const double bad[2][6] = {{0, 1, 2, 3, 8, 1}, {0, -1, 2, 3, 4, 5}};

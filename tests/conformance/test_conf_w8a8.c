@@ -128,7 +128,8 @@ static void declined_call(kp_stream *s, const kp_grouped_gemm_params *p, kp_conf
     for (int64_t i = 0; i < out->numel; i++) CHECK_MSG(isnan(out->host[i]), "declined W8A8 wrote out[%lld]", (long long)i);
 }
 
-static void w8a8_run(kp_device *d, kp_stream *s, const w8a8_case *c) {
+/* kernel: NULL, or the kernel kp_op_kernel must name (the path under test) */
+static void w8a8_run_on(kp_device *d, kp_stream *s, const w8a8_case *c, const char *kernel) {
     w8a8_args x;
     kp_grouped_gemm_params p;
     w8a8_make(d, c, &x, &p);
@@ -136,6 +137,11 @@ static void w8a8_run(kp_device *d, kp_stream *s, const w8a8_case *c) {
         declined_call(s, &p, &x.out);
         w8a8_free(&x);
         return;
+    }
+    if (kernel) {
+        char kname[KP_KERNEL_NAME_MAX];
+        CHECK_OK(kp_op_kernel(d, KP_OP_GROUPED_GEMM, &p, kname, sizeof kname));
+        CHECK_MSG(strcmp(kname, kernel) == 0, "W8A8 case runs on %s, not %s", kname, kernel);
     }
     CHECK_OK(kp_grouped_gemm(s, &p));
     CHECK_OK(kp_stream_sync(s));
@@ -153,6 +159,8 @@ static void w8a8_run(kp_device *d, kp_stream *s, const w8a8_case *c) {
     free(ref), free(err);
     w8a8_free(&x);
 }
+
+static void w8a8_run(kp_device *d, kp_stream *s, const w8a8_case *c) { w8a8_run_on(d, s, c, NULL); }
 
 /* Uneven experts (empty ones, rows before the first and after the last untouched), M
  * and N multiples of no tile, both scale layouts, every output dtype. */
@@ -200,6 +208,32 @@ KP_CONFORMANCE(conf_grouped_gemm_w8a8_scales) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) w8a8_run(d, s, &cases[i]);
     kp_stream_destroy(s);
+}
+
+/* Generation 2's W8A8 tiled kernel (kernels/moe/moe_gemm_fp8_gen2.cl) with the AMD
+ * wave-tile layout (kernels/common/kp_wave_tile_e4m3.h: 64-lane waves of 32 rows, one
+ * column and 8 rows a lane, e4m3 decoded as the MFMA path decodes it), emulated on PoCL
+ * (-DKP_WT_EMULATE_MFMA16): the kernel's code for the native v_mfma_f32_16x16x16f16
+ * layout, all but the instruction. Row and column tiles cut short (M, N multiples of no
+ * tile), five experts of 67, 0, 71, 9 and 50 rows (rows before the first and after the
+ * last untouched), K of 3..5 128-blocks (more than the pipeline's stages), activation
+ * scales that differ per row and per block and weight scales per 128 x 128 block over
+ * 2^-10..2^10 (a scale read for the wrong row, column or slice cannot hide), UE8M0,
+ * outliers, every output dtype; each case checked to run on the tiled kernel. */
+static void w8a8_gen2_mfma16_layout_on(kp_device *d) {
+    kp_stream *s = new_stream(d);
+    const int32_t off[6] = {3, 70, 70, 141, 150, 200}, two[3] = {0, 45, 130};
+    const char *tiled = "gen2:grouped_gemm_fp8_gen2_tiled";
+    const w8a8_case cases[] = {
+        {KP_BF16, 203, 512, 5, 136, off, KP_FP8_SCALE_ROW_MAJOR, 0, 0, 1, 0},
+        {KP_F32, 203, 384, 5, 200, off, KP_FP8_SCALE_COL_MAJOR, 204, 1, 1, 1},
+        {KP_F16, 130, 640, 2, 72, two, KP_FP8_SCALE_ROW_MAJOR, 0, 0, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) w8a8_run_on(d, s, &cases[i], tiled);
+    kp_stream_destroy(s);
+}
+KP_TEST(conf_grouped_gemm_w8a8_gen2_mfma16_layout__opencl) {
+    kp_conf_run_mfma16_layout("grouped_gemm=gen2", w8a8_gen2_mfma16_layout_on);
 }
 
 /* Expert offsets of T tokens routed to topk distinct experts of E each (random), the

@@ -84,14 +84,15 @@ void kp_gpu_attn2_options(const kp_gpu_attn2_tile *t, kp_dtype dt, int dqk, int 
              kp_gpu_dtype_define(dt), dqk, dv, t->bm, t->bn, t->stages, t->min_blocks);
 }
 
-/* Rows of t start on 16 bytes: the buffer, the offset and the strides of all dims but the last. */
-static int rows_aligned16(kp_gpu_ctx *c, const kp_tensor *t) {
+/* Rows of t start on `align` bytes: the buffer, the offset and the strides of all dims but the last. */
+static int rows_aligned(kp_gpu_ctx *c, const kp_tensor *t, uint32_t align) {
     uint32_t base = kp_gpu_base_align(c->t, t->buffer, kp_gpu_tensor_address(t));
     uint64_t es = kp_backend_dtype_size(t->dtype);
-    int ok = base >= 16 && ((uint64_t)kp_gpu_elem_offset(t) * es) % 16 == 0;
-    for (int d = 0; d + 1 < t->ndim; d++) ok = ok && ((uint64_t)t->strides[d] * es) % 16 == 0;
+    int ok = base >= align && ((uint64_t)kp_gpu_elem_offset(t) * es) % align == 0;
+    for (int d = 0; d + 1 < t->ndim; d++) ok = ok && ((uint64_t)t->strides[d] * es) % align == 0;
     return ok;
 }
+#define rows_aligned16(c, t) rows_aligned((c), (t), 16)
 
 const char *kp_gpu_attn2_prefill_missing(kp_gpu_ctx *c, const kp_attention_prefill_params *p) {
     if (p->q.dtype != KP_F16 && p->q.dtype != KP_BF16)
@@ -215,6 +216,8 @@ const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *
         if (!kp_gpu_attn_dims_supported(dqk, dv, 1)) return "head dims not built for generation 2";
         if (!rows_aligned16(c, a->q) || !rows_aligned16(c, a->k_cache))
             return "a row of q or of the latent cache is not 16-byte aligned (offsets and strides)";
+        if (!rows_aligned(c, a->out, 4)) /* the epilogue's paired 16-bit stores */
+            return "a row of out is not 4-byte aligned (offset and strides)";
         int64_t rows = a->q->shape[1] * a->q->shape[2];
         kp_gpu_mla2_tile m;
         if (!kp_gpu_mla2_tile_pick(c->host, &c->prof, rows > INT32_MAX ? INT32_MAX : (int)rows, dqk,
@@ -225,6 +228,8 @@ const char *kp_gpu_attn2_decode_missing(kp_gpu_ctx *c, const kp_gpu_paged_args *
     if (!kp_gpu_attn_dims_supported(dqk, dv, 0)) return "head dims not built for generation 2";
     if (!rows_aligned16(c, a->q) || !rows_aligned16(c, a->k_cache) || !rows_aligned16(c, a->v_cache))
         return "a row of q or of the caches is not 16-byte aligned (offsets and strides)";
+    if (!rows_aligned(c, a->out, 8)) /* the epilogue stores 4 16-bit columns at once */
+        return "a row of out is not 8-byte aligned (offset and strides)";
     int64_t rows = a->q->shape[1] * (a->q->shape[2] / (a->k_cache->shape[2] > 0 ? a->k_cache->shape[2] : 1));
     kp_gpu_attn2_dec_tile t;
     if (!kp_gpu_attn2_dec_tile_pick(c->host, &c->prof, rows > INT32_MAX ? INT32_MAX : (int)rows, dqk, dv, 0, &t))

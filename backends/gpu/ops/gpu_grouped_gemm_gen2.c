@@ -183,7 +183,8 @@ kp_status kp_gpu_moe_gemm2_run(kp_gpu_ctx *c, const kp_gpu_moe_gemm *g, int dry_
  *   >= 96 KiB      <= 64        64 x 128                2 x 4   3       87,808
  *   else, CPUs     any          64 x 64                 2 x 2   2       39,680       48 KiB (OpenCL on NVIDIA), PoCL
  * (KP_MOE_GEMM8_LOCAL_BYTES.) Tuning: "g8_stages" (2..4), "g8_tile_m" (16, 32, 64 or
- * 128; 16 and 32 rows take one row of groups), kept only when they fit.
+ * 128; 16 and 32 rows take one row of groups, which wave64 devices cannot pair into
+ * 32-row waves: the table's tile there), kept only when they fit.
  *
  * Decode (kp_grouped_gemm_fp8_rows, moe_gemm_fp8_rows.h): 256 work-items, 8 per weight
  * row (32 weight rows a work-group), row tiles of 16, 37,696 bytes of local memory (every
@@ -220,8 +221,9 @@ void kp_gpu_gemm8_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, 
         int64_t bm = h->tuning_get(p->info, "grouped_gemm", "g8_tile_m", r.bm);
         u.stages = st >= 2 && st <= 4 ? (int)st : r.stages;
         u.bm = bm == 16 || bm == 32 || bm == 64 || bm == 128 ? (int)bm : r.bm;
-        if (u.bm < 32 * u.wm) u.wn *= u.wm, u.wm = 1; /* 16/32 rows: one row of groups, BN / (8 wn) >= 1 */
-        if (u.bn % (8 * u.wn)) u = r;
+        if (u.bm < 32 * u.wm) u.wn *= u.wm, u.wm = 1; /* 16/32 rows: one row of groups, BN / (16 wn) >= 1 */
+        /* the kernel's 16-column wave tiles; on wave64 (AMD MFMA) units pair into waves of 32 rows */
+        if (u.bn % (16 * u.wn) || (p->warp == 64 && (u.wm % 2 || u.bm % 32))) u = r;
         if (KP_MOE_GEMM8_LOCAL_BYTES((uint64_t)u.bm, (uint64_t)u.bn, (uint64_t)u.stages) * (uint64_t)u.min_blocks <=
             p->local_mem)
             r = u;

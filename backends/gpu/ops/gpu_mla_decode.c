@@ -19,7 +19,10 @@
  * nearly all of it), 226,816 with an FP8 one (two stages of e4m3 rows and their scales,
  * 74,240 bytes, and the one 16-bit tile they are dequantized into); A100's 163 KiB takes
  * (32, 2), 152,576 / 152,320 bytes, variants the fatbins (built for the 227 KiB profile)
- * leave to NVRTC.
+ * leave to NVRTC. On 64-lane AMD waves an FP8 cache takes 32-key tiles only (64 spills
+ * gfx90a's VGPRs). No AMD tile fits 64 KiB of LDS (32 rows of Q are 37,376 bytes, one
+ * 32-key 16-bit latent tile as many again): generation 1 runs there; CDNA4's 160 KiB
+ * takes 32-key tiles, 4 stages (FP8) or 3 (16-bit) at two row groups, 2 at four.
  * Tuning keys (mla_decode): g2_block_n (32 or 64), g2_stages (2..4).
  */
 #include "gpu_ops.h"
@@ -41,12 +44,16 @@ int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, in
     static const int steps[][2] = {{64, 2}, {32, 4}, {32, 3}, {32, 2}};
     /* 64-lane AMD waves hold 32 rows, and each row group takes one wave a half: wm >= 2 */
     const int wm_min = p->warp == 64 ? 2 : 1;
+    /* AMD with an FP8 cache: 32-key tiles (at 64 keys the dequantizing pass on top of O and
+     * S needs more than gfx90a's 512 VGPRs and spills; at 32 it takes about 500, no scratch:
+     * kernels/check_hip_isa.py) */
+    const int bn_max = p->warp == 64 && fp8 ? 32 : 64;
     kp_gpu_mla2_tile t = {rows <= 16 * wm_min ? wm_min : rows <= 32 ? 2 : 4, 64, 2, fp8 != 0, 0};
     if (use_tuning) {
         kp_gpu_mla2_tile u = t;
         int64_t bn = h->tuning_get(p->info, "mla_decode", "g2_block_n", t.bn);
         int64_t st = h->tuning_get(p->info, "mla_decode", "g2_stages", t.stages);
-        u.bn = bn == 32 || bn == 64 ? (int)bn : t.bn;
+        u.bn = (bn == 32 || bn == 64) && bn <= bn_max ? (int)bn : bn_max;
         u.stages = st >= 2 && st <= 4 ? (int)st : t.stages;
         if (mla2_fits(p, &u, dqk)) {
             u.local_bytes = mla2_bytes(&u, dqk);
@@ -60,7 +67,7 @@ int kp_gpu_mla2_tile_pick(const kp_host_services *h, const kp_gpu_profile *p, in
     for (; t.wm >= wm_min; t.wm /= 2)
         for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
             t.bn = steps[i][0], t.stages = steps[i][1];
-            if (mla2_fits(p, &t, dqk)) {
+            if (t.bn <= bn_max && mla2_fits(p, &t, dqk)) {
                 t.local_bytes = mla2_bytes(&t, dqk);
                 *out = t;
                 return 1;
