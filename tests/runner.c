@@ -2,11 +2,16 @@
  * tests/runner.c — runs every test of tests/test_list.h, each in its own child
  * process with a timeout, and ends with `N passed, N failed, N skipped`.
  *
- *   kport-tests [--list] [--no-fork] [--timeout S] [--seeds N] [--jobs N] [PATTERN...]
+ *   kport-tests [--list] [--no-fork] [--timeout S] [--seeds N] [--first-run K] [--jobs N]
+ *               [--exclude PATTERN]... [PATTERN...]
  *
- * PATTERN selects tests whose name contains it. Conformance tests run N times
+ * PATTERN selects tests whose name contains it; --exclude drops those whose name
+ * contains its pattern (neither run nor counted). Conformance tests run N times
  * (--seeds, or KPORT_TEST_SEEDS; default 1), each run on fresh random inputs, and a
- * failure prints its seed; KPORT_TEST_SEED=S reruns exactly that one.
+ * failure prints its seed; KPORT_TEST_SEED=S reruns exactly that one. --first-run K (or
+ * KPORT_TEST_FIRST_RUN) numbers the runs from K, so that two suites run on one seed
+ * each can still see different inputs (ci/test: the release run takes run 0, the
+ * sanitizer run run 1).
  * KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures, and
  * KPORT_REQUIRE_OPS=cuda,opencl (or all) does the same for cases a backend declines.
  * --jobs N (or KPORT_TEST_JOBS) runs up to N conformance tests (conf_*) at once, each
@@ -44,6 +49,7 @@ enum { EXIT_PASS = 0, EXIT_FAIL = 1, EXIT_SKIP = 77 };
 
 static const char *current_test = "";
 static int current_run;
+static int first_run; /* --first-run: the number of each test's first run */
 static int no_fork;
 static int skip_seen; /* --no-fork: a skip returns through longjmp-free exit codes */
 
@@ -73,7 +79,9 @@ void kp_test_fail(const char *file, int line, const char *fmt, ...) {
 const char *kp_test_current_name(void) { return current_test; }
 int kp_test_current_run(void) { return current_run; }
 
-static int matches(const char *name, int npat, char **pats) {
+static int matches(const char *name, int npat, char **pats, int nexcl, char **excl) {
+    for (int i = 0; i < nexcl; i++)
+        if (strstr(name, excl[i])) return 0;
     if (npat == 0) return 1;
     for (int i = 0; i < npat; i++)
         if (strstr(name, pats[i])) return 1;
@@ -122,7 +130,7 @@ static int run_one(const kp_test_case *t, int timeout_s) {
 
 static int run_test(const kp_test_case *t, int runs, int timeout_s) {
     int r = EXIT_PASS;
-    for (current_run = 0; current_run < runs && r == EXIT_PASS; current_run++) r = run_one(t, timeout_s);
+    for (current_run = first_run; current_run < first_run + runs && r == EXIT_PASS; current_run++) r = run_one(t, timeout_s);
     return r;
 }
 
@@ -201,12 +209,18 @@ static int reap_job(job *pool, int active, int *passed, int *failed, int *skippe
 }
 
 int main(int argc, char **argv) {
-    int timeout_s = 300, list = 0, npat = 0, seeds = 1, jobs = 1;
-    char **pats = calloc((size_t)argc, sizeof *pats);
+    int timeout_s = 300, list = 0, npat = 0, nexcl = 0, seeds = 1, jobs = 1;
+    char **pats = calloc((size_t)argc, sizeof *pats), **excl = calloc((size_t)argc, sizeof *excl);
+    if (!pats || !excl) {
+        printf("kport-tests: out of memory\n");
+        return 2;
+    }
     const char *env_timeout = getenv("KPORT_TEST_TIMEOUT");
     if (env_timeout && atoi(env_timeout) > 0) timeout_s = atoi(env_timeout);
     const char *env_seeds = getenv("KPORT_TEST_SEEDS"), *env_seed = getenv("KPORT_TEST_SEED");
     if (env_seeds && atoi(env_seeds) > 0) seeds = atoi(env_seeds);
+    const char *env_first = getenv("KPORT_TEST_FIRST_RUN");
+    if (env_first && atoi(env_first) > 0) first_run = atoi(env_first);
     const char *env_jobs = getenv("KPORT_TEST_JOBS");
     if (env_jobs && atoi(env_jobs) > 0) jobs = atoi(env_jobs);
     for (int i = 1; i < argc; i++) {
@@ -214,9 +228,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-fork") == 0) no_fork = 1;
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
         else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) seeds = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 1;
+        else if (strcmp(argv[i], "--first-run") == 0 && i + 1 < argc) first_run = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 0;
         else if (strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) jobs = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--exclude") == 0 && i + 1 < argc) excl[nexcl++] = argv[++i];
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [--list] [--no-fork] [--timeout S] [--seeds N] [--jobs N] [PATTERN...]\n", argv[0]);
+            printf("usage: %s [--list] [--no-fork] [--timeout S] [--seeds N] [--first-run K] [--jobs N] [--exclude PATTERN]... "
+                   "[PATTERN...]\n", argv[0]);
             return 0;
         } else pats[npat++] = argv[i];
     }
@@ -225,7 +242,7 @@ int main(int argc, char **argv) {
     size_t n = sizeof tests / sizeof tests[0];
     if (list) {
         for (size_t i = 0; i < n; i++)
-            if (matches(tests[i].name, npat, pats)) printf("%s\n", tests[i].name);
+            if (matches(tests[i].name, npat, pats, nexcl, excl)) printf("%s\n", tests[i].name);
         return 0;
     }
     int passed = 0, failed = 0, skipped = 0;
@@ -233,7 +250,7 @@ int main(int argc, char **argv) {
     job pool[MAX_JOBS];
     int active = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!matches(tests[i].name, npat, pats)) continue;
+        if (!matches(tests[i].name, npat, pats, nexcl, excl)) continue;
         /* a seeded test passes when every run passes; a skip (no backend) ends it */
         int runs = tests[i].seeded && !(env_seed && *env_seed) ? seeds : 1;
         if (jobs <= 1) {
@@ -256,6 +273,7 @@ int main(int argc, char **argv) {
     printf("kport-tests: %.1f s\n", now_s() - t0);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     free(pats);
+    free(excl);
     (void)skip_seen;
     return failed ? 1 : 0;
 }
