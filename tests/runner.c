@@ -14,10 +14,10 @@
  * sanitizer run run 1).
  * KPORT_REQUIRE_BACKENDS=cuda,opencl turns "backend missing" skips into failures, and
  * KPORT_REQUIRE_OPS=cuda,opencl (or all) does the same for cases a backend declines.
- * --jobs N (or KPORT_TEST_JOBS) runs up to N conformance tests (conf_*) at once, each
- * one's output held back and printed whole when it ends; every other test runs alone,
- * so that the ones that watch timing, the heap or a runtime's bookkeeping see no
- * neighbour of the suite's own.
+ * --jobs N (or KPORT_TEST_JOBS) runs up to N conformance tests (conf_*) and tests marked
+ * XP (test_list.h) at once, each one's output held back and printed whole when it ends;
+ * every other test runs alone, so that the ones that watch timing, the heap or a
+ * runtime's bookkeeping see no neighbour of the suite's own.
  */
 #include "kp_test.h"
 
@@ -36,11 +36,13 @@ typedef struct kp_test_case {
     const char *name;
     void (*fn)(void);
     int seeded; /* on random inputs: repeated with --seeds */
+    int shares; /* may run beside others under --jobs (XP; conformance tests always may) */
 } kp_test_case;
 
 static const kp_test_case tests[] = {
-#define X(name) {#name, kp_test_##name, 0},
-#define XC(name) {#name, kp_test_##name, 1},
+#define X(name) {#name, kp_test_##name, 0, 0},
+#define XC(name) {#name, kp_test_##name, 1, 0},
+#define XP(name) {#name, kp_test_##name, 0, 1},
 #include "test_list.h"
 #undef X
 };
@@ -259,7 +261,7 @@ int main(int argc, char **argv) {
             report(&tests[i], r, now_s() - ts, runs, &passed, &failed, &skipped);
             continue;
         }
-        int alone = strncmp(tests[i].name, "conf_", 5) != 0;
+        int alone = strncmp(tests[i].name, "conf_", 5) != 0 && !tests[i].shares;
         while (active > 0 && (alone || active >= jobs)) active = reap_job(pool, active, &passed, &failed, &skipped);
         if (start_job(&pool[active], i, runs, timeout_s) != 0) {
             printf("  could not start a child for %s\n", tests[i].name);

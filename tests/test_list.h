@@ -4,9 +4,15 @@
  * Each group below includes the list owned by its test file's area.
  * XB(name) lists a KP_CONFORMANCE test once for every backend, as XC: a test on random
  * inputs that the runner repeats with KPORT_TEST_SEEDS seeds.
+ * XP(name) marks a test that may share the machine with others under --jobs, as the
+ * conformance tests do: one that reads no clock, heap, cache directory or runtime
+ * bookkeeping (its tuning files are its own, from mkstemp). Every other test runs alone.
  */
 #ifndef XC
 #define XC(name) X(name)
+#endif
+#ifndef XP
+#define XP(name) X(name)
 #endif
 #define XB(name) XC(name##__cpu) XC(name##__opencl) XC(name##__cuda) XC(name##__hip)
 #include "list_core.h"
@@ -25,3 +31,4 @@
 #include "list_conformance.h"
 #undef XB
 #undef XC
+#undef XP

@@ -48,6 +48,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
@@ -209,6 +210,13 @@ def check_dir(fatbin_dir, cuobjdump):
     env["PATH"] = os.path.dirname(cuobjdump) + os.pathsep + env.get("PATH", "")  # nvdisasm beside it
     with open(index, encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+    def disassemble(tag):  # cuobjdump (and the nvdisasm it runs) is most of the time: one per core
+        return subprocess.run([cuobjdump, "-sass", os.path.join(fatbin_dir, tag + ".fatbin")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    sass_tags = [row[0] for row in rows if row[1].endswith(("_gen2.cl", "_sm90.cl"))]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        listings_of = dict(zip(sass_tags, pool.map(disassemble, sass_tags)))
     for tag, source, options, kernels in rows:
         where = "%s %s [%s]" % (tag, source, options)
         with open(os.path.join(fatbin_dir, tag + ".ptxas.txt"), encoding="utf-8") as f:
@@ -216,8 +224,7 @@ def check_dir(fatbin_dir, cuobjdump):
         if not source.endswith(("_gen2.cl", "_sm90.cl")):
             continue
         # one cuobjdump per fatbin: its listing has an ELF per arch, "code for sm_XX" ahead of each
-        p = subprocess.run([cuobjdump, "-sass", os.path.join(fatbin_dir, tag + ".fatbin")],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        p = listings_of[tag]
         if p.returncode != 0:
             problems.append("%s: cuobjdump -sass failed: %s" % (where, p.stdout.strip()[-300:]))
             continue
