@@ -14,7 +14,7 @@ X(cuda_target_launch_limits)
 X(cuda_target_tensor_map_encoding)
 /* tests/test_cuda_rtc.c */
 X(cuda_rtc_tuned_tile_cached)
-X(cuda_rtc_every_source)
+XP(cuda_rtc_every_source)
 X(cuda_rtc_build_error)
 X(cuda_rtc_variant_check)
 /* tests/test_cuda_static.c */
